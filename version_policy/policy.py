@@ -1,0 +1,319 @@
+"""Load and validate the upgrade policy file (YAML) into a typed, frozen ``Policy``.
+
+Every key the policy knows is one row of ``SCHEMA`` (dotted key path, validator, default);
+a new section is added by adding rows, and ``Policy.value(path)`` reads it at once. The file
+is read once (at most 1 MiB), hashed (``Policy.digest``), scanned for YAML anchors/aliases
+(refused: a billion-laughs guard), checked for duplicate keys, and loaded with
+``yaml.safe_load`` only. Unknown keys and wrong types are errors naming the file and the key.
+This module does not decide anything (see ``rules``), never writes, and does not open the
+files a policy points to; ``Policy.resolve_path`` only says where they are.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from importlib.resources import files
+from importlib.resources.abc import Traversable
+from pathlib import Path
+from types import MappingProxyType
+from typing import Literal, cast
+
+import yaml  # type: ignore[import-untyped, unused-ignore]
+
+from .errors import PolicyError
+
+__all__ = ["Policy", "Setting", "SCHEMA", "MAX_POLICY_BYTES", "load_policy",
+           "default_policy_path"]
+
+MAX_POLICY_BYTES = 1024 * 1024
+_FIX = "fix the value or remove the key to use the default"
+
+
+class _Invalid(Exception):
+    """A validator's complaint: what it expected."""
+
+
+def _boolean(value: object) -> bool:
+    if not isinstance(value, bool):
+        raise _Invalid("true or false")
+    return value
+
+
+def _format(value: object) -> int:
+    if value != 1 or isinstance(value, bool):
+        raise _Invalid("1 (the only policy format this version understands)")
+    return 1
+
+
+def _count(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 100:
+        raise _Invalid("a whole number between 1 and 100")
+    return value
+
+
+def _levels(value: object) -> tuple[int, ...]:
+    expected = "a list of levels between 1 and 4"
+    if not isinstance(value, list) or not value:
+        raise _Invalid(expected)
+    if any(isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 4 for v in value):
+        raise _Invalid(expected)
+    return tuple(sorted(set(cast(list[int], value))))
+
+
+def _names(value: object) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(
+            isinstance(v, str) and re.fullmatch(r"[a-z][a-z0-9_]{0,63}", v) for v in value):
+        raise _Invalid("a list of change names such as external_interface (lowercase, _)")
+    return tuple(cast(list[str], value))
+
+
+def _one_of(*choices: str) -> Callable[[object], str]:
+    def check(value: object) -> str:
+        if value not in choices:
+            raise _Invalid(" or ".join(choices))
+        return value
+    return check
+
+
+def _optional_path(value: object) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip() or "\0" in value:
+        raise _Invalid("a file path (relative to the policy file) or null")
+    return value
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One policy key: dotted path, validator (returns the normalized value), default."""
+
+    path: str
+    check: Callable[[object], object]
+    default: object
+
+
+SCHEMA: tuple[Setting, ...] = (
+    Setting("format", _format, 1),
+    Setting("rules.free_levels", _levels, (3, 4)),
+    Setting("rules.allow_line_change", _boolean, False),
+    Setting("rules.refused_changes", _names,
+            ("external_interface", "config_format", "monitoring")),
+    Setting("rules.require_maintenance_contract", _boolean, True),
+    Setting("rules.manual_changes", _one_of("warn", "block"), "warn"),
+    Setting("approvals.required", _count, 1),
+    Setting("approvals.allow_self_approval", _boolean, False),
+    Setting("approvals.allowed_signers", _optional_path, None),
+    Setting("catalog.trusted_signers", _optional_path, None),
+)
+
+
+@dataclass(frozen=True)
+class Policy:
+    """A validated policy. ``settings`` maps every ``SCHEMA`` path to its value."""
+
+    source: str
+    digest: str
+    settings: Mapping[str, object] = field(hash=False, repr=False)
+
+    def value(self, path: str) -> object:
+        """The value of a dotted key path, e.g. ``policy.value("rules.free_levels")``."""
+        return self.settings[path]
+
+    @property
+    def raw(self) -> dict[str, object]:
+        """The merged policy (defaults and file) as a fresh, JSON-ready nested dict."""
+        tree: dict[str, object] = {}
+        for path, value in self.settings.items():
+            *sections, key = path.split(".")
+            node = tree
+            for section in sections:
+                node = cast(dict[str, object], node.setdefault(section, {}))
+            node[key] = list(value) if isinstance(value, tuple) else value
+        return tree
+
+    def resolve_path(self, value: str | os.PathLike[str]) -> Path:
+        """A path from the policy, resolved against the policy file's directory."""
+        path = Path(value)
+        return path if path.is_absolute() else Path(self.source).parent / path
+
+    @property
+    def free_levels(self) -> tuple[int, ...]:
+        """Levels that may change in a free upgrade, ascending."""
+        return cast(tuple[int, ...], self.settings["rules.free_levels"])
+
+    @property
+    def allow_line_change(self) -> bool:
+        """May an upgrade move between letter lines (7.0.4.x -> 7.0.C.x)?"""
+        return cast(bool, self.settings["rules.allow_line_change"])
+
+    @property
+    def refused_changes(self) -> tuple[str, ...]:
+        """Declared changes that are never free."""
+        return cast(tuple[str, ...], self.settings["rules.refused_changes"])
+
+    @property
+    def require_maintenance_contract(self) -> bool:
+        """Must the host's maintenance contract be valid?"""
+        return cast(bool, self.settings["rules.require_maintenance_contract"])
+
+    @property
+    def manual_changes(self) -> Literal["warn", "block"]:
+        """What to do about product files changed by hand since the last install."""
+        return cast(Literal["warn", "block"], self.settings["rules.manual_changes"])
+
+    @property
+    def approvals_required(self) -> int:
+        """Number of distinct engineers who must approve."""
+        return cast(int, self.settings["approvals.required"])
+
+    @property
+    def allow_self_approval(self) -> bool:
+        """May the requester approve their own plan?"""
+        return cast(bool, self.settings["approvals.allow_self_approval"])
+
+    @property
+    def allowed_signers(self) -> str | None:
+        """Approvers' OpenSSH allowed_signers file as written (see resolve_path)."""
+        return cast(str | None, self.settings["approvals.allowed_signers"])
+
+    @property
+    def trusted_signers(self) -> str | None:
+        """Vendor catalog keys' allowed_signers file as written (see resolve_path)."""
+        return cast(str | None, self.settings["catalog.trusted_signers"])
+
+
+_PATHS = {setting.path: setting for setting in SCHEMA}
+_MAX_DEPTH = 16
+
+
+def default_policy_path() -> Traversable:
+    """The policy file shipped inside the package (also inside an installed wheel)."""
+    return files("version_policy").joinpath("default-policy.yaml")
+
+
+def load_policy(path: str | os.PathLike[str] | None = None) -> Policy:
+    """Read, check and validate a policy file; None means the shipped default policy.
+
+    Raises ``PolicyError`` naming the file (and key) and saying what to do.
+    """
+    source = str(default_policy_path()) if path is None else os.fspath(path)
+    try:
+        with (default_policy_path().open("rb") if path is None else open(source, "rb")) as fh:
+            content = fh.read(MAX_POLICY_BYTES + 1)
+    except OSError as error:
+        raise PolicyError(f"cannot read the policy file ({error.strerror or error}); check "
+                          "the path and its permissions", path=source) from None
+    if len(content) > MAX_POLICY_BYTES:
+        raise PolicyError("the file is larger than 1 MiB; a policy is a few lines of YAML, "
+                          "check that this is the right file", path=source)
+    try:
+        text = content.decode("utf-8")
+    except UnicodeDecodeError:
+        raise PolicyError("the file is not UTF-8 text; save it as UTF-8", path=source) from None
+    data = _safe_yaml(text, source)
+    return Policy(source, hashlib.sha256(content).hexdigest(),
+                  MappingProxyType(_validate(data, source)))
+
+
+def _safe_yaml(text: str, source: str) -> object:
+    """Refuse anchors, aliases, deep nesting and duplicate keys, then ``yaml.safe_load``."""
+    try:
+        depth = 0
+        for token in yaml.scan(text, Loader=yaml.SafeLoader):
+            if isinstance(token, (yaml.AnchorToken, yaml.AliasToken)):
+                raise PolicyError(f"line {token.start_mark.line + 1}: YAML anchors and aliases "
+                                  "(& and *) are not allowed in a policy; write each value out",
+                                  path=source)
+            if isinstance(token, (yaml.BlockMappingStartToken, yaml.BlockSequenceStartToken,
+                                  yaml.FlowMappingStartToken, yaml.FlowSequenceStartToken)):
+                depth += 1
+                if depth > _MAX_DEPTH:
+                    raise PolicyError(f"line {token.start_mark.line + 1}: the YAML is nested "
+                                      f"more than {_MAX_DEPTH} levels deep; a policy is "
+                                      "sections of keys", path=source)
+            elif isinstance(token, (yaml.BlockEndToken, yaml.FlowMappingEndToken,
+                                    yaml.FlowSequenceEndToken)):
+                depth -= 1
+        _refuse_duplicates(yaml.compose(text, Loader=yaml.SafeLoader), "", source)
+        data: object = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f"line {mark.line + 1}: " if mark is not None else ""
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise PolicyError(f"{where}not valid YAML ({problem}); fix the YAML syntax",
+                          path=source) from None
+    return data
+
+
+def _refuse_duplicates(node: object, where: str, source: str) -> None:
+    if isinstance(node, yaml.MappingNode):
+        seen: set[str] = set()
+        for key_node, value_node in node.value:
+            key = str(key_node.value) if isinstance(key_node, yaml.ScalarNode) else "?"
+            name = f"{where}.{key}" if where else key
+            if key in seen:
+                raise PolicyError(f"the key is given twice (again on line "
+                                  f"{key_node.start_mark.line + 1}); keep only one",
+                                  path=source, key=name)
+            seen.add(key)
+            _refuse_duplicates(value_node, name, source)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            _refuse_duplicates(item, f"{where}[{index}]", source)
+
+
+def _show(value: object) -> str:
+    text = ascii(value)
+    return text if len(text) <= 60 else text[:60] + "..."
+
+
+def _children(prefix: str) -> list[str]:
+    return list(dict.fromkeys(p[len(prefix):].split(".")[0] for p in _PATHS
+                              if p.startswith(prefix)))
+
+
+def _check(setting: Setting, value: object, source: str) -> object:
+    try:
+        return setting.check(value)
+    except _Invalid as invalid:
+        raise PolicyError(f"expected {invalid}, got {_show(value)}; {_FIX}",
+                          path=source, key=setting.path) from None
+
+
+def _walk(mapping: dict[object, object], prefix: str, found: dict[str, object],
+          source: str) -> None:
+    known = _children(prefix)
+    for key, value in mapping.items():
+        path = f"{prefix}{key}"
+        if not isinstance(key, str) or key not in known:
+            section = f"in {prefix.rstrip('.')}" if prefix else "at the top level"
+            raise PolicyError(f"unknown key; the known keys {section} are "
+                              f"{', '.join(known)}; fix its spelling or remove it",
+                              path=source, key=_show(path) if not path.isprintable() else path)
+        if path in _PATHS:
+            found[path] = value
+        elif isinstance(value, dict):
+            _walk(value, path + ".", found, source)
+        elif value is not None:  # "rules:" with nothing under it is an empty section
+            raise PolicyError(f"expected a section of keys ({', '.join(_children(path + '.'))})"
+                              f", got {_show(value)}; indent its keys under it", path=source,
+                              key=path)
+
+
+def _validate(data: object, source: str) -> dict[str, object]:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise PolicyError(f"expected a mapping of sections ({', '.join(_children(''))}) at the "
+                          f"top level, got {_show(data)}; see the default policy",
+                          path=source)
+    if "format" in data:
+        _check(_PATHS["format"], data["format"], source)
+    found: dict[str, object] = {}
+    _walk(data, "", found, source)
+    return {setting.path: _check(setting, found[setting.path], source)
+            if setting.path in found else setting.default for setting in SCHEMA}
