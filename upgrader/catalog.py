@@ -1,0 +1,164 @@
+"""The package catalog: ``catalog.yaml`` listing packages with their sha256, size and limits.
+
+Reading, writing and checking a package file against its entry. Signature checks of the catalog
+itself live in ``trust.py``; this module only reads and writes the document.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+from .document import Section, load_yaml
+from .errors import InputError
+from .package import Built, PackageMeta, file_digest, read_meta
+
+__all__ = ["Catalog", "CatalogEntry", "load_catalog", "write_catalog", "verify_package_file",
+           "CATALOG_NAME", "DEFAULT_MAX_MEMBERS"]
+
+CATALOG_NAME = "catalog.yaml"
+DEFAULT_MAX_MEMBERS = 100_000
+
+
+@dataclass(frozen=True)
+class CatalogEntry:
+    file: str
+    product: str
+    version: str
+    kind: str
+    sha256: str
+    size: int
+    requires: str | None = None
+    changes: tuple[str, ...] = ()
+    max_members: int = DEFAULT_MAX_MEMBERS
+    max_unpacked_bytes: int = 0
+    description: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"file": self.file, "product": self.product, "version": self.version,
+                             "kind": self.kind, "sha256": self.sha256, "size": self.size}
+        if self.requires:
+            d["requires"] = self.requires
+        d["changes"] = list(self.changes)
+        d["limits"] = {"members": self.max_members, "unpacked_bytes": self.max_unpacked_bytes}
+        if self.description:
+            d["description"] = self.description
+        return d
+
+
+@dataclass(frozen=True)
+class Catalog:
+    path: Path
+    serial: int
+    published: str
+    entries: tuple[CatalogEntry, ...]
+    advisories: tuple[dict[str, Any], ...] = field(default=())
+
+    @property
+    def directory(self) -> Path:
+        return self.path.parent
+
+    def package_path(self, entry: CatalogEntry) -> Path:
+        return self.directory / entry.file
+
+    def find(self, product: str, version: str) -> CatalogEntry | None:
+        from version_policy import parse_version
+
+        want = parse_version(version)
+        for e in self.entries:
+            if e.product == product and parse_version(e.version) == want:
+                return e
+        return None
+
+    def products(self) -> list[str]:
+        return sorted({e.product for e in self.entries})
+
+
+def _entry(s: Section) -> CatalogEntry:
+    limits = s.section("limits", {})
+    assert limits is not None
+    entry = CatalogEntry(
+        file=s.str("file", pattern=r"[A-Za-z0-9][A-Za-z0-9._+-]{0,200}",
+                   describe="a file name beside catalog.yaml (no directories)"),
+        product=s.str("product"),
+        version=s.str("version"),
+        kind=s.choice("kind", ("full", "patch"), "full"),
+        sha256=s.str("sha256", pattern=r"[0-9a-f]{64}", describe="64 lowercase hex digits"),
+        size=s.int("size", minimum=1),
+        requires=s.str("requires", None),
+        changes=tuple(s.str_list("changes", [])),
+        max_members=limits.int("members", DEFAULT_MAX_MEMBERS, minimum=1),
+        max_unpacked_bytes=limits.int("unpacked_bytes", 0, minimum=0),
+        description=s.str("description", ""),
+    )
+    limits.done()
+    s.done()
+    return entry
+
+
+def load_catalog(path: str | Path) -> Catalog:
+    p = Path(path)
+    if p.is_dir():
+        p = p / CATALOG_NAME
+    s = Section(load_yaml(p, what="catalog"), source=str(p), what="a catalog")
+    s.int("format", 1, minimum=1, maximum=1)
+    serial = s.int("serial", minimum=1)
+    published = s.str("published", "")
+    entries = tuple(_entry(e) for e in s.sections("packages", what="package entry"))
+    advisories = tuple(a.data for a in s.sections("advisories", [], what="advisory"))
+    s.done()
+    seen: set[tuple[str, str]] = set()
+    for e in entries:
+        if (e.product, e.version) in seen:
+            raise InputError(f"package {e.product} {e.version} is listed twice", path=str(p))
+        seen.add((e.product, e.version))
+    return Catalog(path=p, serial=serial, published=published, entries=entries, advisories=advisories)
+
+
+def write_catalog(directory: str | Path, built: Iterable[Built], *, serial: int,
+                  published: _dt.datetime | None = None) -> Path:
+    """Write ``catalog.yaml`` in ``directory`` for packages that lie in that directory."""
+    import yaml
+
+    directory = Path(directory)
+    entries = []
+    for b in built:
+        if b.path.parent.resolve() != directory.resolve():
+            raise InputError("catalog packages must lie beside catalog.yaml", path=str(b.path))
+        entries.append(CatalogEntry(
+            file=b.path.name, product=b.meta.product, version=b.meta.version, kind=b.meta.kind,
+            sha256=b.sha256, size=b.size, requires=b.meta.requires, changes=b.meta.changes,
+            max_members=max(b.members * 2, 100), max_unpacked_bytes=max(b.unpacked_bytes * 2, 1 << 20),
+            description=b.meta.description).to_dict())
+    doc = {"format": 1, "serial": serial,
+           "published": (published or _dt.datetime.now(_dt.timezone.utc)).isoformat(timespec="seconds"),
+           "packages": entries}
+    out = directory / CATALOG_NAME
+    tmp = out.with_suffix(".yaml.part")
+    tmp.write_text(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True), encoding="utf-8")
+    os.replace(tmp, out)
+    return out
+
+
+def verify_package_file(path: str | Path, entry: CatalogEntry) -> PackageMeta:
+    """Check size, then sha256, then that package.yaml agrees with the catalog entry."""
+    p = Path(path)
+    try:
+        size = p.stat().st_size
+    except FileNotFoundError as e:
+        raise InputError("package file not found", path=str(p), hint="download it beside catalog.yaml") from e
+    if size != entry.size:
+        raise InputError(f"size {size} differs from the catalog's {entry.size} bytes: the package was altered "
+                         "or truncated", path=str(p), hint="download the package again; do not use this file")
+    digest = file_digest(p)
+    if digest != entry.sha256:
+        raise InputError(f"sha256 {digest} differs from the catalog's {entry.sha256}: the package was altered",
+                         path=str(p), hint="download the package again; do not use this file")
+    meta = read_meta(p)
+    if (meta.product, meta.version, meta.kind) != (entry.product, entry.version, entry.kind):
+        raise InputError(f"package.yaml says {meta.product} {meta.version} ({meta.kind}) but the catalog says "
+                         f"{entry.product} {entry.version} ({entry.kind})", path=str(p))
+    return meta

@@ -1,0 +1,161 @@
+"""Command line: argv -> command -> exit code.
+
+The only place that catches ``UpgraderError`` and turns it into a message and an exit code
+(PRODUCT.md's table). Heavy modules (rich, yaml, fabric) are imported by the commands
+themselves, so ``upgrader --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import traceback
+from pathlib import Path
+from typing import Callable, Sequence
+
+from .errors import UpgraderError
+from .exit_codes import ExitCode
+
+__all__ = ["main", "build_parser"]
+
+_EPILOG = """exit codes: 0 done, 1 failed and rolled back, 2 bad input, 3 refused by the version policy,
+4 approval missing or invalid, 5 a host needs a person, 6 audit log altered"""
+
+
+def _default_home() -> str:
+    return os.environ.get("UPGRADER_HOME") or str(Path.home() / ".local" / "state" / "upgrader")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="upgrader", epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Safe upgrades and patches of middleware: back up, stop, install, start, observe, "
+                    "and roll back automatically when anything is wrong.")
+    p.add_argument("--home", default=None, metavar="DIR",
+                   help="where runs and the audit log are kept (env UPGRADER_HOME; "
+                        "default ~/.local/state/upgrader)")
+    p.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+    p.add_argument("--version", action="version", version="upgrader 0.1.0")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    demo = sub.add_parser("demo", help="the whole story in a sandbox on this machine (about a minute)",
+                          description="Build a sandbox (sample middleware 7.0.4.1, catalog, keys), then show a "
+                                      "refused upgrade, a successful upgrade, a patch and a failing upgrade that "
+                                      "is rolled back automatically. Asks no questions.")
+    demo.add_argument("--dir", help="sandbox directory, kept afterwards (default: a new temporary directory)")
+    demo.add_argument("--keep-running", action="store_true", help="leave the sample service running at the end")
+    demo.set_defaults(func="demo:cmd_demo")
+
+    versions = sub.add_parser("versions", help="version policy decisions").add_subparsers(dest="sub", metavar="SUB")
+    check = versions.add_parser("check", help="would CURRENT -> TARGET be a free upgrade?",
+                                description="Print the policy decision for an upgrade, every rule with its reason. "
+                                            "Exit 0 allowed, 3 refused, 2 malformed version.")
+    check.add_argument("current")
+    check.add_argument("target")
+    check.add_argument("--policy", help="policy YAML file (default: the shipped default policy)")
+    check.add_argument("--kind", choices=("full", "patch"), default="full")
+    check.add_argument("--requires", help="the patch's requires range, e.g. '>=7.0.4.1, <7.0.4.3'")
+    check.add_argument("--changes", action="append", default=[], metavar="KIND",
+                       help="a change the package declares: external_interface, config_format, monitoring")
+    check.add_argument("--product", default="product")
+    check.add_argument("--json", action="store_true")
+    check.set_defaults(func="versions:cmd_check")
+
+    package = sub.add_parser("package", help="build and verify packages").add_subparsers(dest="sub", metavar="SUB")
+    build = package.add_parser("build", help="pack a directory into a package",
+                               description="Pack the product files of DIR into a .tar.gz with package.yaml.")
+    build.add_argument("dir")
+    build.add_argument("--product", required=True)
+    build.add_argument("--version", required=True, dest="pkg_version")
+    build.add_argument("--kind", choices=("full", "patch"), default="full")
+    build.add_argument("--requires", help="patch only: versions it applies to, e.g. '>=7.0.4.1, <7.0.4.3'")
+    build.add_argument("--remove", action="append", default=[], metavar="PATH",
+                       help="patch only: a product file the patch deletes (repeatable)")
+    build.add_argument("--changes", action="append", default=[], metavar="KIND",
+                       help="declare a change: external_interface, config_format, monitoring (repeatable)")
+    build.add_argument("--description", default="")
+    build.add_argument("-o", "--output", required=True, metavar="PKG")
+    build.add_argument("--json", action="store_true")
+    build.set_defaults(func="packages:cmd_build")
+    verify = package.add_parser("verify", help="check a package (and against a catalog)",
+                                description="Check that PKG is a well-formed package with safe members; with "
+                                            "--catalog, also that its size and sha256 match the catalog entry.")
+    verify.add_argument("pkg")
+    verify.add_argument("--catalog", help="catalog.yaml (or its directory)")
+    verify.add_argument("--json", action="store_true")
+    verify.set_defaults(func="packages:cmd_verify")
+
+    plan = sub.add_parser("plan", help="decide what a run would do, per host, and write the plan",
+                          description="Read each host's installed version (read-only), decide by the version policy, "
+                                      "verify the package against the catalog and write the plan (JSON). "
+                                      "Exit 0 when every host is allowed, 3 when the policy refuses one.")
+    plan.add_argument("--inventory", required=True, metavar="INV")
+    plan.add_argument("--to", required=True, metavar="VERSION")
+    plan.add_argument("--catalog", required=True, metavar="CAT")
+    plan.add_argument("--hosts", metavar="PATTERN", help="e.g. 'prod:!web-03' or 'app-*'")
+    plan.add_argument("--policy", help="policy YAML (default: the shipped default policy)")
+    plan.add_argument("-o", "--output", required=True, metavar="PLAN")
+    plan.add_argument("--json", action="store_true")
+    plan.set_defaults(func="upgrade:cmd_plan")
+
+    run = sub.add_parser("run", help="execute a plan",
+                         description="Run the plan's phases on every host: preflight, backup, stop, install, start, "
+                                     "observe; roll back automatically on failure.")
+    run.add_argument("plan")
+    run.add_argument("--approval", action="append", default=[], metavar="APPROVAL")
+    run.add_argument("--catalog", metavar="CAT", help="where the packages are, if not where the plan says")
+    run.add_argument("--batch", type=int, metavar="N", help="hosts upgraded at once (rolling)")
+    run.add_argument("--max-failures", type=int, metavar="N", help="stop starting hosts after N failures")
+    run.add_argument("--forks", type=int, default=8, metavar="N", help="parallel hosts within a batch (default 8)")
+    run.add_argument("--dry-run", action="store_true", help="check everything, show the phases, touch nothing")
+    run.add_argument("--json", action="store_true")
+    run.set_defaults(func="upgrade:cmd_run")
+
+    rollback = sub.add_parser("rollback", help="restore the backup of a past run",
+                              description="Restore each host of run RUN_ID from its verified backup, start the old "
+                                          "version and observe it. Running it twice changes nothing the second time.")
+    rollback.add_argument("run_id", metavar="RUN_ID")
+    rollback.add_argument("--hosts", metavar="PATTERN")
+    rollback.add_argument("--json", action="store_true")
+    rollback.set_defaults(func="upgrade:cmd_rollback")
+    return p
+
+
+def _resolve(spec: str) -> Callable[[argparse.Namespace], int]:
+    import importlib
+
+    module, name = spec.split(":")
+    return getattr(importlib.import_module(f".commands.{module}", __package__), name)  # type: ignore[no-any-return]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # argparse: usage errors exit 2, --help exits 0
+        return int(e.code or 0)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return ExitCode.BAD_INPUT if args.command is None and argv else ExitCode.OK
+    args.home = Path(args.home or _default_home())
+    try:
+        return int(_resolve(args.func)(args))
+    except UpgraderError as e:
+        if args.debug:
+            traceback.print_exc()
+        print(f"upgrader: error: {e}", file=sys.stderr)
+        return int(e.exit_code)
+    except KeyboardInterrupt:
+        print("upgrader: interrupted", file=sys.stderr)
+        return 130
+    except Exception:  # noqa: BLE001 - an internal error: say so, keep the traceback in a file
+        fd, path = tempfile.mkstemp(prefix="upgrader-crash-", suffix=".txt")
+        with os.fdopen(fd, "w") as f:
+            traceback.print_exc(file=f)
+        if args.debug:
+            traceback.print_exc()
+        print(f"upgrader: internal error (a bug in upgrader, not in your input); traceback written to {path}",
+              file=sys.stderr)
+        return 70

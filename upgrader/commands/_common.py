@@ -1,0 +1,35 @@
+"""Small pieces every command uses: the console, JSON output, policy loading."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+from ..errors import InputError
+
+__all__ = ["console", "print_json", "load_policy_or_fail"]
+
+
+def console(stderr: bool = False) -> Any:
+    import os
+
+    from rich.console import Console
+
+    c = Console(stderr=stderr, highlight=False, soft_wrap=False)
+    if not c.is_terminal and "COLUMNS" not in os.environ:
+        c.width = 140  # logs and pipes: do not wrap at 80 columns
+    return c
+
+
+def print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False, default=str) + "\n")
+
+
+def load_policy_or_fail(path: str | None) -> Any:
+    from version_policy import PolicyError, load_policy
+
+    try:
+        return load_policy(path)
+    except PolicyError as e:
+        raise InputError(str(e), hint="fix the policy file or leave out --policy to use the default") from None

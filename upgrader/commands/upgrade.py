@@ -1,0 +1,185 @@
+"""``upgrader plan``, ``upgrader run`` and ``upgrader rollback``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from ..errors import InputError, PolicyRefused
+from ..exit_codes import ExitCode
+from ._common import console, load_policy_or_fail, print_json
+
+__all__ = ["cmd_plan", "cmd_run", "cmd_rollback", "host_from_plan", "runs_dir"]
+
+
+def runs_dir(home: Path) -> Path:
+    return home / "runs"
+
+
+def host_from_plan(h: dict[str, Any]) -> Any:
+    """The inventory Host a plan entry was made for (how to reach it)."""
+    import datetime as dt
+
+    from ..inventory import Host
+
+    until = h.get("maintenance_until")
+    return Host(name=h["name"], address=h["address"], install_dir=h["install_dir"], product=h["product"],
+                playbook=h["playbook"]["name"], port=int(h.get("port") or 22), user=h.get("user"),
+                key=h.get("key"), maintenance_until=dt.date.fromisoformat(until) if until else None,
+                groups=tuple(h.get("groups", ())), state_dir=h.get("state_dir"),
+                host_key=h.get("host_key", "strict"))
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from ..catalog import load_catalog
+    from ..clock import SystemClock
+    from ..inventory import load_inventory
+    from ..planner import make_plan
+    from ..report import print_plan
+    from ..transport import connect
+
+    inventory = load_inventory(args.inventory)
+    hosts = inventory.select(args.hosts)
+    catalog = load_catalog(args.catalog)
+    policy = load_policy_or_fail(args.policy)
+    plan = make_plan(inventory, hosts, target=args.to, catalog=catalog, policy=policy, clock=SystemClock(),
+                     connect=connect)
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(plan.to_json(), encoding="utf-8")
+    if args.json:
+        print_json({"plan": str(out), "digest": plan.digest, **plan.data})
+    else:
+        c = console()
+        print_plan(c, plan.data, plan.digest)
+        c.print(f"plan written to [bold]{out}[/bold] (sha256 {plan.digest})")
+        if plan.allowed:
+            c.print("next: an engineer approves it, then [bold]upgrader run "
+                    f"{out}[/bold]")
+    return ExitCode.OK if plan.allowed else ExitCode.POLICY_REFUSED
+
+
+def _targets(plan: dict[str, Any], catalog_dir: Path, hosts: list[dict[str, Any]]) -> list[Any]:
+    from ..catalog import load_catalog, verify_package_file
+    from ..engine import HostTarget
+    from ..transport import connect
+
+    catalog = load_catalog(catalog_dir)
+    targets = []
+    verified: set[str] = set()
+    for h in hosts:
+        pkg = h["package"]
+        entry = catalog.find(pkg["product"], pkg["version"])
+        if entry is None or entry.sha256 != pkg["sha256"] or entry.size != pkg["size"]:
+            raise InputError(f"the catalog's entry for {pkg['product']} {pkg['version']} differs from the plan's "
+                             "package (sha256 or size)", path=str(catalog.path),
+                             hint="the catalog changed since the plan was made: make a new plan")
+        path = catalog.package_path(entry)
+        if entry.sha256 not in verified:
+            verify_package_file(path, entry)  # refused here, before any host is touched
+            verified.add(entry.sha256)
+        host = host_from_plan(h)
+        targets.append(HostTarget(plan=h, connect=lambda host=host: connect(host), package_file=path))
+    return targets
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from ..clock import SystemClock
+    from ..engine import Engine
+    from ..journal import Journal, new_run_id
+    from ..plan import load_plan
+    from ..planner import requester_identity
+    from ..report import PhaseLines, print_run_summary
+
+    plan = load_plan(args.plan)
+    refused = plan.refused_hosts()
+    if refused:
+        reasons = []
+        for h in refused:
+            why = [r["reason"] for r in h["decision"]["rules"] if r["status"] == "fail"]
+            why += [c["reason"] for c in h.get("checks", []) if c["status"] == "fail"]
+            reasons.append(f"{h['name']}: " + "; ".join(why))
+        raise PolicyRefused("the plan refuses these hosts, nothing was changed:\n  " + "\n  ".join(reasons))
+    for name, value in (("--batch", args.batch), ("--forks", args.forks)):
+        if value is not None and value < 1:
+            raise InputError(f"{name} must be at least 1")
+    if args.max_failures is not None and args.max_failures < 0:
+        raise InputError("--max-failures must be 0 or more")
+    catalog_dir = Path(args.catalog) if args.catalog else Path(plan.data["catalog"]["path"])
+    targets = _targets(plan.data, catalog_dir, plan.hosts)
+    c = console()
+    if args.dry_run:
+        return _dry_run(args, plan, c)
+    clock = SystemClock()
+    run_id = new_run_id(clock.now())
+    journal = Journal(runs_dir(args.home) / run_id, clock.now)
+    journal.write("plan.json", plan.data)
+    journal.record("plan", "accepted", digest=plan.digest, approvals=len(args.approval))
+    observers: list[Any] = [] if args.json else [PhaseLines(c)]
+    if not args.json:
+        c.print(f"run [bold]{run_id}[/bold]: {len(targets)} host(s) to {plan.data['target']} "
+                f"(journal {journal.dir})")
+    engine = Engine(journal=journal, clock=clock, observers=observers, forks=args.forks, batch=args.batch,
+                    max_failures=args.max_failures, controller=requester_identity(),
+                    manual_changes=str(plan.data["policy"].get("manual_changes", "warn")))
+    result = engine.run(targets).to_dict()
+    journal.write("result.json", result)
+    if args.json:
+        print_json(result)
+    else:
+        print_run_summary(c, result)
+    return int(result["exit_code"])
+
+
+def _dry_run(args: argparse.Namespace, plan: Any, c: Any) -> int:
+    data = {"dry_run": True, "digest": plan.digest,
+            "hosts": [{"host": h["name"], "current": h["current"], "target": h["target"],
+                       "phases": h["phases"]} for h in plan.hosts]}
+    if args.json:
+        print_json(data)
+    else:
+        for h in data["hosts"]:
+            c.print(f"[bold]{h['host']}[/bold] {h['current']} → {h['target']}")
+            for p in h["phases"]:
+                c.print(f"  {p['phase']:<10} {p['does']}")
+        c.print("dry run: packages verified, nothing was touched")
+    return ExitCode.OK
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    from ..clock import SystemClock
+    from ..engine import Engine, HostTarget
+    from ..inventory import Inventory
+    from ..journal import Journal
+    from ..planner import requester_identity
+    from ..report import PhaseLines, print_run_summary
+    from ..transport import connect
+
+    run_dir = runs_dir(args.home) / args.run_id
+    plan_file = run_dir / "plan.json"
+    if not plan_file.is_file():
+        known = sorted(p.name for p in runs_dir(args.home).glob("*") if p.is_dir())[-5:]
+        raise InputError(f"no run {args.run_id!r} in {runs_dir(args.home)}",
+                         hint=f"recent runs: {', '.join(known) or 'none'}; or give --home")
+    plan = json.loads(plan_file.read_text(encoding="utf-8"))
+    hosts = plan["hosts"]
+    if args.hosts:
+        inv = Inventory(path=plan_file, hosts={h["name"]: host_from_plan(h) for h in hosts}, groups={})
+        names = {h.name for h in inv.select(args.hosts)}
+        hosts = [h for h in hosts if h["name"] in names]
+    clock = SystemClock()
+    journal = Journal(run_dir, clock.now)
+    c = console()
+    targets = [HostTarget(plan=h, connect=lambda h=h: connect(host_from_plan(h)), package_file=Path())
+               for h in hosts]
+    engine = Engine(journal=journal, clock=clock, observers=[] if args.json else [PhaseLines(c)],
+                    controller=requester_identity())
+    result = engine.rollback(targets).to_dict()
+    journal.write("rollback-result.json", result)
+    if args.json:
+        print_json(result)
+    else:
+        print_run_summary(c, result)
+    return int(result["exit_code"])

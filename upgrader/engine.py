@@ -1,0 +1,499 @@
+"""The engine: runs a plan's phases on each host and decides rollback.
+
+It knows the phases and their order, the journal and the failure rules; it does not know how a
+host is reached (a ``Transport`` is handed in through ``connect``), what time it is (a ``Clock``
+is handed in) or how progress is shown (``observers`` receive events). Every side effect on a
+host is announced in the journal (``intent``) before it happens and recorded after
+(``done``/``failed``), so a killed run can be resumed from the journal and the host's own state.
+
+Terminal outcomes of a host: ``committed`` (new version healthy), ``rolled_back`` (old version
+restored and healthy), ``unchanged`` (failed before stop; nothing was changed), ``needs_person``
+(rollback failed, host lost, or locked by someone else), ``not_started`` (the failure budget was
+spent before its turn), and for a rollback requested after the fact, ``restored``.
+"""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+from .clock import Clock
+from .errors import TransportError
+from .journal import Journal
+from .transport.base import AgentClient, AgentFailure, Transport
+
+__all__ = ["Engine", "HostOutcome", "RunResult", "Observer", "HostTarget", "OUTCOME_EXIT"]
+
+#: exit code contributed by each host outcome (the run exits with the highest)
+OUTCOME_EXIT = {"committed": 0, "restored": 0, "unchanged": 1, "rolled_back": 1, "not_started": 1,
+                "needs_person": 5}
+
+
+class Observer(Protocol):
+    def on_event(self, event: dict[str, Any]) -> None: ...
+
+
+@dataclass(frozen=True)
+class HostTarget:
+    """Where one host of the plan is: its plan entry plus how to reach it."""
+
+    plan: dict[str, Any]
+    connect: Callable[[], Transport]
+    package_file: Path
+
+
+@dataclass
+class PhaseRecord:
+    phase: str
+    status: str          # ok | failed | skipped
+    seconds: float
+    detail: str = ""
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class HostOutcome:
+    host: str
+    outcome: str
+    current: str | None
+    target: str | None
+    version: str | None = None            # what runs at the end
+    phases: list[PhaseRecord] = field(default_factory=list)
+    error: str | None = None
+    rollback_cause: str | None = None
+    downtime: float | None = None         # stop requested -> healthy again (upgrade or rollback)
+    service_time: float | None = None     # the product's own stop + start-to-ready time within downtime
+    backup_digest: str | None = None
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"host": self.host, "outcome": self.outcome, "current": self.current, "target": self.target,
+                "version": self.version, "error": self.error, "rollback_cause": self.rollback_cause,
+                "downtime": self.downtime, "service_time": self.service_time,
+                "backup_digest": self.backup_digest, "seconds": round(self.seconds, 3),
+                "phases": [{"phase": p.phase, "status": p.status, "seconds": round(p.seconds, 3),
+                            "detail": p.detail, **({"data": p.data} if p.data else {})} for p in self.phases]}
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    hosts: list[HostOutcome]
+    stopped_early: str | None = None
+
+    @property
+    def exit_code(self) -> int:
+        return max((OUTCOME_EXIT[h.outcome] for h in self.hosts), default=0)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"run_id": self.run_id, "exit_code": self.exit_code, "stopped_early": self.stopped_early,
+                "hosts": [h.to_dict() for h in self.hosts]}
+
+
+class _PhaseFailed(Exception):
+    def __init__(self, phase: str, message: str, kind: str = "failed") -> None:
+        super().__init__(message)
+        self.phase = phase
+        self.message = message
+        self.kind = kind
+
+
+class Engine:
+    """Runs plans. One engine per run."""
+
+    def __init__(self, *, journal: Journal, clock: Clock, observers: list[Observer] | None = None,
+                 forks: int = 4, batch: int | None = None, max_failures: int | None = None,
+                 controller: dict[str, str] | None = None, manual_changes: str = "warn") -> None:
+        self.journal = journal
+        self.clock = clock
+        self.observers = list(observers or [])
+        self.forks = max(1, forks)
+        self.batch = batch
+        self.max_failures = max_failures
+        self.controller = controller or {}
+        self.manual_changes = manual_changes
+        self._failures = 0
+        self._lock = threading.Lock()
+
+    @property
+    def run_id(self) -> str:
+        return self.journal.run_id
+
+    def emit(self, kind: str, host: str | None = None, **data: Any) -> None:
+        event = {"event": kind, "run": self.run_id, "host": host, "time": self.clock.now().isoformat(), **data}
+        for o in self.observers:
+            o.on_event(event)
+
+    # -- the run ------------------------------------------------------------------------------
+
+    def run(self, targets: list[HostTarget]) -> RunResult:
+        self.journal.record("run", "start", hosts=[t.plan["name"] for t in targets])
+        self.emit("run_started", hosts=[t.plan["name"] for t in targets])
+        outcomes: dict[str, HostOutcome] = {}
+        size = self.batch or len(targets) or 1
+        stopped_early = None
+        for start in range(0, len(targets), size):
+            batch = targets[start:start + size]
+            if self._budget_spent():
+                stopped_early = f"more than {self.max_failures} host(s) failed; no new host was started"
+                for t in batch:
+                    outcomes[t.plan["name"]] = self._not_started(t)
+                continue
+            with ThreadPoolExecutor(max_workers=min(self.forks, len(batch))) as pool:
+                for outcome in pool.map(self._host_guarded, batch):
+                    outcomes[outcome.host] = outcome
+        result = RunResult(self.run_id, [outcomes[t.plan["name"]] for t in targets], stopped_early)
+        self.journal.record("run", "end", exit_code=result.exit_code,
+                            outcomes={h.host: h.outcome for h in result.hosts})
+        self.emit("run_finished", exit_code=result.exit_code, stopped_early=stopped_early,
+                  outcomes={h.host: h.outcome for h in result.hosts})
+        return result
+
+    def rollback(self, targets: list[HostTarget]) -> RunResult:
+        """Roll back hosts of an earlier run (finished or killed) to the version before it."""
+        self.journal.record("rollback", "requested", hosts=[t.plan["name"] for t in targets])
+        with ThreadPoolExecutor(max_workers=min(self.forks, len(targets) or 1)) as pool:
+            outcomes = list(pool.map(lambda t: _HostRun(self, t).rollback_requested(), targets))
+        for o in outcomes:
+            self.journal.record("host", "end", host=o.host, outcome=o.outcome, version=o.version)
+            self.emit("host_finished", o.host, outcome=o.outcome, version=o.version, error=o.error)
+        return RunResult(self.run_id, outcomes)
+
+    def _budget_spent(self) -> bool:
+        with self._lock:
+            return self.max_failures is not None and self._failures > self.max_failures
+
+    def _not_started(self, t: HostTarget) -> HostOutcome:
+        o = HostOutcome(t.plan["name"], "not_started", t.plan["current"], t.plan["target"],
+                        version=t.plan["current"], error="not started: the run's failure budget was spent")
+        self.journal.record("host", "not_started", host=o.host)
+        self.emit("host_finished", o.host, outcome=o.outcome, version=o.version, error=o.error)
+        return o
+
+    def _host_guarded(self, t: HostTarget) -> HostOutcome:
+        if self._budget_spent():
+            return self._not_started(t)
+        started = self.clock.monotonic()
+        try:
+            outcome = _HostRun(self, t).execute()
+        except Exception as e:  # noqa: BLE001 - a host's crash must not take the others down
+            outcome = HostOutcome(t.plan["name"], "needs_person", t.plan["current"], t.plan["target"],
+                                  error=f"internal error: {type(e).__name__}: {e}")
+            self.journal.record("host", "crashed", host=outcome.host, error=outcome.error)
+        outcome.seconds = self.clock.monotonic() - started
+        if outcome.outcome != "committed":
+            with self._lock:
+                self._failures += 1
+        self.journal.record("host", "end", host=outcome.host, outcome=outcome.outcome, version=outcome.version)
+        self.emit("host_finished", outcome.host, outcome=outcome.outcome, version=outcome.version,
+                  error=outcome.error, rollback_cause=outcome.rollback_cause)
+        return outcome
+
+
+class _HostRun:
+    """One host's way through the phases."""
+
+    def __init__(self, engine: Engine, target: HostTarget) -> None:
+        self.e = engine
+        self.t = target
+        self.p = target.plan
+        self.name = self.p["name"]
+        self.spec = self.p["playbook"]["spec"]
+        self.out = HostOutcome(self.name, "unchanged", self.p["current"], self.p["target"], version=self.p["current"])
+        self.agent: AgentClient | None = None
+        self.transport: Transport | None = None
+        self.base = {"install_dir": self.p["install_dir"], "state_dir": self.p.get("state_dir"),
+                     "run_id": engine.run_id}
+        self.stop_started: float | None = None
+        self.service_time = 0.0
+
+    # -- helpers --------------------------------------------------------------------------------
+
+    def call(self, op: str, timeout: float | None = None, **req: Any) -> dict[str, Any]:
+        assert self.agent is not None
+        return self.agent.call(op, timeout=timeout, **self.base, **req)
+
+    def phase(self, name: str, fn: Callable[[], tuple[str, dict[str, Any]]]) -> dict[str, Any]:
+        self.e.journal.record(name, "intent", host=self.name)
+        self.e.emit("phase_started", self.name, phase=name)
+        t0 = self.e.clock.monotonic()
+        try:
+            detail, data = fn()
+        except AgentFailure as err:
+            self._phase_failed(name, t0, err.message, err.kind, err.data)
+            raise _PhaseFailed(name, err.message, err.kind) from err
+        except TransportError as err:
+            self._phase_failed(name, t0, err.message, "unreachable", {})
+            raise _PhaseFailed(name, err.message, "unreachable") from err
+        except _PhaseFailed as err:
+            self._phase_failed(name, t0, err.message, err.kind, {})
+            raise
+        seconds = self.e.clock.monotonic() - t0
+        self.out.phases.append(PhaseRecord(name, "ok", seconds, detail, data))
+        self.e.journal.record(name, "done", host=self.name, seconds=round(seconds, 3), detail=detail,
+                              result=_small(data))
+        self.e.emit("phase_finished", self.name, phase=name, status="ok", seconds=seconds, detail=detail)
+        return data
+
+    def _phase_failed(self, name: str, t0: float, message: str, kind: str, data: dict[str, Any]) -> None:
+        seconds = self.e.clock.monotonic() - t0
+        self.out.phases.append(PhaseRecord(name, "failed", seconds, message, {"kind": kind}))
+        self.e.journal.record(name, "failed", host=self.name, seconds=round(seconds, 3), error=message,
+                              kind=kind, data=_small(data))
+        self.e.emit("phase_finished", self.name, phase=name, status="failed", seconds=seconds, detail=message)
+
+    def hooks(self, which: str) -> None:
+        for h in self.spec.get("hooks", {}).get(which, []):
+            self.phase(f"hook:{which}", lambda h=h: (h["command"], self.call(
+                "hook", command=h["command"], hook_timeout=h["timeout"], env=self.env(),
+                timeout=h["timeout"] + 30)))
+
+    def env(self) -> dict[str, str]:
+        return {"UPGRADER_RUN": self.e.run_id, "UPGRADER_HOST": self.name,
+                "UPGRADER_CURRENT_VERSION": str(self.p["current"]), "UPGRADER_TARGET_VERSION": str(self.p["target"])}
+
+    # -- the phases -------------------------------------------------------------------------
+
+    def execute(self) -> HostOutcome:
+        self.e.journal.record("host", "start", host=self.name, current=self.p["current"], target=self.p["target"])
+        try:
+            self.transport = self.t.connect()
+            self.agent = AgentClient(self.transport)
+            self.e.emit("host_started", self.name)
+            return self._upgrade()
+        except TransportError as err:
+            self.out.outcome = "needs_person"
+            self.out.error = err.message
+            return self.out
+        finally:
+            if self.transport is not None:
+                self.transport.close()
+
+    def rollback_requested(self) -> HostOutcome:
+        """The operator asked to undo this run on this host: restore its backup, observe the old version."""
+        self.out.outcome = "needs_person"
+        try:
+            self.transport = self.t.connect()
+            self.agent = AgentClient(self.transport)
+            self.call("lock", controller=self.e.controller.get("host"), user=self.e.controller.get("user"))
+            state = self.call("state")
+            facts = self.call("facts", version_source=self.spec["version"], check_drift=False,
+                              preserve=[x["path"] for x in self.spec["preserve"]], packages=[])
+        except (AgentFailure, TransportError) as err:
+            self.out.error = str(err)
+            return self.out
+        finally:
+            if self.agent is None and self.transport is not None:
+                self.transport.close()
+        try:
+            version = facts.get("version")
+            if state["state"].get("rolled_back") and version == self.p["current"]:
+                self.out.outcome = "restored"
+                self.out.version = version
+                self.out.error = "already rolled back: nothing to do"
+                self.call("unlock")
+                return self.out
+            if not state["backup"]:
+                self.out.error = "no backup of this run is left on the host"
+                self.call("unlock")
+                return self.out
+            if version not in (self.p["target"], self.p["current"]):
+                self.out.error = (f"the host runs {version}, not {self.p['target']} as this run left it: roll back "
+                                  "the later run first")
+                self.call("unlock")
+                return self.out
+            result = self._rollback("requested by the operator", "requested")
+            if result.outcome == "rolled_back":
+                result.outcome = "restored"
+                result.error = None
+            return result
+        finally:
+            assert self.transport is not None
+            self.transport.close()
+
+    def _upgrade(self) -> HostOutcome:
+        try:
+            self.phase("preflight", self._preflight)
+        except _PhaseFailed as err:
+            self.out.outcome = "needs_person" if err.kind in ("locked", "unreachable") else "unchanged"
+            self.out.error = f"preflight: {err.message}"
+            return self.out
+        try:
+            self.phase("backup", self._backup)
+            self.hooks("before_stop")
+        except _PhaseFailed as err:
+            self.out.error = f"{err.phase}: {err.message}"
+            self._finish("unchanged")
+            self.out.outcome = "unchanged" if err.kind != "unreachable" else "needs_person"
+            return self.out
+        try:
+            self.phase("stop", self._stop)
+            self.hooks("after_stop")
+        except _PhaseFailed as err:
+            return self._recover_without_install(err)
+        try:
+            self.phase("install", self._install)
+            self.hooks("after_install")
+            self.phase("start", self._start)
+            self.hooks("after_start")
+            self.phase("observe", self._observe)
+        except _PhaseFailed as err:
+            return self._rollback(f"{err.phase}: {err.message}", err.kind)
+        self.out.outcome = "committed"
+        self.out.version = self.p["target"]
+        self._finish("committed")
+        return self.out
+
+    def _preflight(self) -> tuple[str, dict[str, Any]]:
+        controller = self.e.controller
+        self.call("lock", controller=controller.get("host"), user=controller.get("user"))
+        pkg = self.p["package"]
+        facts = self.call("facts", version_source=self.spec["version"], check_drift=False,
+                          preserve=[x["path"] for x in self.spec["preserve"]], packages=[pkg["sha256"]])
+        if facts.get("version") != self.p["current"]:
+            self.call("unlock")
+            raise _PhaseFailed("preflight", f"the host runs {facts.get('version')!r}, the plan expected "
+                                            f"{self.p['current']!r}: make a new plan", "stale_plan")
+        self.package_path = self._ensure_package(pkg)
+        need = int(pkg["size"]) * 2 + int(pkg.get("limits", {}).get("unpacked_bytes", 0))
+        if int(facts.get("free_bytes", 0)) < need:
+            self.call("unlock")
+            raise _PhaseFailed("preflight", f"only {facts['free_bytes'] >> 20} MiB free, {need >> 20} MiB needed",
+                               "no_space")
+        return f"{self.p['current']} -> {self.p['target']}, package on host", {"package_sha256": pkg["sha256"]}
+
+    def _ensure_package(self, pkg: dict[str, Any]) -> str:
+        assert self.transport is not None
+        if getattr(self.transport, "shares_filesystem", False):
+            return str(self.t.package_file)
+        check = self.call("receive_check", sha256=pkg["sha256"], size=pkg["size"])
+        if not check["present"]:
+            self.transport.put(self.t.package_file, check["upload_to"])
+            check = self.call("receive_commit", sha256=pkg["sha256"], size=pkg["size"])
+        return str(check["path"])
+
+    def _backup(self) -> tuple[str, dict[str, Any]]:
+        pkg = self.p["package"]
+        res = self.call("prepare", package_path=self.package_path, sha256=pkg["sha256"], size=pkg["size"],
+                        limits=pkg.get("limits", {}), kind=pkg["kind"], remove=pkg.get("remove", []),
+                        preserve=self.spec["preserve"], current_version=self.p["current"], timeout=3600)
+        self.out.backup_digest = res["backup_digest"]
+        if res.get("drift") and self.e.manual_changes == "block":
+            raise _PhaseFailed("backup", "product files were changed by hand since the last install: "
+                               + ", ".join(d["path"] for d in res["drift"][:5]), "manual_changes")
+        return (f"{res['backup_files']} files ({res['backup_bytes'] >> 20} MiB) snapshotted and verified, "
+                f"{res['staged_files']} staged", res)
+
+    def _stop(self) -> tuple[str, dict[str, Any]]:
+        self.stop_started = self.e.clock.monotonic()
+        res = self.call("stop", stop=self.spec["stop"], env=self.env(),
+                        timeout=float(self.spec["stop"]["timeout"]) + float(self.spec["stop"].get("kill_wait", 5)) * 2 + 30)
+        self.service_time += float(res.get("seconds", 0))
+        how = " (already stopped)" if res.get("already_stopped") else \
+            f" (escalated to {res['escalated']})" if res.get("escalated") else ""
+        return f"stopped in {res.get('seconds', 0):.2f}s{how}", {"escalated": res.get("escalated")}
+
+    def _install(self) -> tuple[str, dict[str, Any]]:
+        res = self.call("install", preserve=self.spec["preserve"], target_version=self.p["target"])
+        return f"{res['files']} files in place in {res['seconds']:.3f}s", res
+
+    def _start(self, spec: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
+        logs = [p["file"] for p in self.spec["observe"]["probes"] if p["type"] == "log"]
+        res = self.call("start", start=self.spec["start"], env=self.env(), log_offsets=logs,
+                        timeout=float(self.spec["start"]["timeout"]) + 30)
+        self.log_offsets = res["log_offsets"]
+        self.service_time += float(res["command"]["seconds"])
+        return f"start command done in {res['command']['seconds']:.2f}s", {}
+
+    def _observe(self, observe: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
+        spec = observe or self.spec["observe"]
+        t_call = self.e.clock.monotonic()
+        res = self.call("observe", observe=spec, log_offsets=getattr(self, "log_offsets", {}),
+                        timeout=float(spec["start_timeout"]) + float(spec["window"]) + 60)
+        if not res["healthy"]:
+            bad = [p for p in res["probes"] if not p["ok"]]
+            raise _PhaseFailed("observe", "; ".join(f"{p['probe']}: {p['detail']}" for p in bad) or "unhealthy",
+                               "unhealthy")
+        if self.stop_started is not None:
+            healthy_at = t_call + float(res.get("ready_seconds", 0))
+            self.out.downtime = round(healthy_at - self.stop_started, 4)
+            self.service_time += float(res.get("ready_seconds", 0))
+            self.out.service_time = round(self.service_time, 4)
+        return (f"healthy: {len(res['probes'])} probes passed {res.get('checks', 1)} times over "
+                f"{spec['window']:.1f}s", {"probes": res["probes"]})
+
+    # -- failure paths ----------------------------------------------------------------------
+
+    def _recover_without_install(self, err: _PhaseFailed) -> HostOutcome:
+        """Stop failed: nothing was installed. Make sure the old version runs and is healthy."""
+        self.out.rollback_cause = f"{err.phase}: {err.message}"
+        try:
+            self.stop_started = None
+            self.phase("observe", lambda: self._observe(self.p["playbook"]["rollback_observe"]))
+        except _PhaseFailed:
+            try:
+                self.phase("start", self._start)
+                self.phase("observe", lambda: self._observe(self.p["playbook"]["rollback_observe"]))
+            except _PhaseFailed as again:
+                self.out.outcome = "needs_person"
+                self.out.error = f"{self.out.rollback_cause}; the old version is not healthy: {again.message}"
+                return self.out
+        self.out.outcome = "unchanged"
+        self.out.error = self.out.rollback_cause
+        self._finish("unchanged")
+        return self.out
+
+    def _rollback(self, cause: str, kind: str) -> HostOutcome:
+        self.out.rollback_cause = cause
+        self.out.error = cause
+        self.e.emit("rollback_started", self.name, cause=cause)
+        if kind == "unreachable":
+            self.out.outcome = "needs_person"
+            return self.out
+        self.stop_started = self.e.clock.monotonic()
+        self.service_time = 0.0
+        try:
+            self.phase("rollback", self._restore)
+            self.hooks("after_rollback")
+            self.phase("start", self._start)
+            self.phase("observe", lambda: self._observe(self.p["playbook"]["rollback_observe"]))
+        except _PhaseFailed as err:
+            self.out.outcome = "needs_person"
+            self.out.error = f"{cause}; rollback failed at {err.phase}: {err.message}"
+            return self.out
+        self.out.outcome = "rolled_back"
+        self.out.version = self.p["current"]
+        self._finish("rolled_back")
+        return self.out
+
+    def _restore(self) -> tuple[str, dict[str, Any]]:
+        stop = self.call("stop", stop=self.spec["stop"], env=self.env(), always_run_command=False,
+                         timeout=float(self.spec["stop"]["timeout"]) + 60)
+        res = self.call("rollback", verify=True, timeout=3600)
+        check = self.call("verify_tree")
+        if not check["identical"]:
+            raise _PhaseFailed("rollback", "restored tree differs from the backup: "
+                               + ", ".join(d["path"] for d in check["differences"][:5]), "needs_person")
+        self.service_time += float(stop.get("seconds", 0))
+        return (f"{res['files']} files restored from the verified backup in {res['seconds']:.2f}s; "
+                "byte-identical", {"identical": True})
+
+    def _finish(self, outcome: str) -> None:
+        try:
+            self.call("finish", outcome=outcome, keep=self.spec.get("backup", {}).get("keep", 3))
+            self.e.journal.record("finish", "done", host=self.name, outcome=outcome)
+        except (AgentFailure, TransportError) as err:
+            self.e.journal.record("finish", "failed", host=self.name, error=str(err))
+
+
+def _small(data: dict[str, Any]) -> dict[str, Any]:
+    """Keep journal records small: drop long command output."""
+    out = {}
+    for k, v in data.items():
+        if isinstance(v, dict) and "stdout" in v:
+            v = {**v, "stdout": v["stdout"][-500:], "stderr": v["stderr"][-500:]}
+        out[k] = v
+    return out

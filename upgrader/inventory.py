@@ -1,0 +1,187 @@
+"""Inventories: which hosts exist, how to reach them, where the product is installed.
+
+Reads upgrader's YAML inventory (hosts, groups, defaults) and selects hosts with patterns such as
+``prod:!web-03`` or ``app-*``. Hosts are frozen dataclasses; nothing here connects anywhere.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import fnmatch
+import posixpath
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .document import Section, load_yaml
+from .errors import InputError
+
+__all__ = ["Host", "Inventory", "load_inventory"]
+
+_NAME = r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}"
+_HOST_KEYS = ("address", "port", "user", "key", "install_dir", "product", "playbook", "maintenance_until",
+              "vars", "state_dir", "host_key")
+
+
+@dataclass(frozen=True)
+class Host:
+    name: str
+    address: str
+    install_dir: str
+    product: str
+    playbook: str
+    port: int = 22
+    user: str | None = None
+    key: str | None = None
+    maintenance_until: _dt.date | None = None
+    vars: dict[str, Any] = field(default_factory=dict)
+    groups: tuple[str, ...] = ()
+    state_dir: str | None = None
+    host_key: str = "strict"
+
+    @property
+    def is_local(self) -> bool:
+        return self.address == "local"
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "address": self.address, "port": self.port, "user": self.user,
+                "install_dir": self.install_dir, "product": self.product, "playbook": self.playbook,
+                "maintenance_until": self.maintenance_until.isoformat() if self.maintenance_until else None,
+                "groups": list(self.groups)}
+
+
+@dataclass(frozen=True)
+class Inventory:
+    path: Path
+    hosts: dict[str, Host]
+    groups: dict[str, tuple[str, ...]]
+
+    def select(self, pattern: str | None) -> list[Host]:
+        """Hosts matching ``pattern``: names, groups or globs joined by ':' or ',', '!' excludes."""
+        if not pattern:
+            return list(self.hosts.values())
+        chosen: list[str] = []
+        excluded: set[str] = set()
+        for part in [p.strip() for p in pattern.replace(",", ":").split(":") if p.strip()]:
+            neg = part.startswith("!")
+            term = part[1:] if neg else part
+            names = self._expand(term)
+            if not names:
+                raise InputError(f"host pattern {term!r} matches no host or group in {self.path}",
+                                 hint="known hosts: " + ", ".join(self.hosts))
+            if neg:
+                excluded.update(names)
+            else:
+                chosen.extend(n for n in names if n not in chosen)
+        if all(p.strip().startswith("!") for p in pattern.replace(",", ":").split(":") if p.strip()):
+            chosen = list(self.hosts)
+        result = [self.hosts[n] for n in chosen if n not in excluded]
+        if not result:
+            raise InputError(f"host pattern {pattern!r} leaves no host to work on")
+        return result
+
+    def _expand(self, term: str) -> list[str]:
+        if term in self.groups:
+            return list(self.groups[term])
+        if term in self.hosts:
+            return [term]
+        return [n for n in self.hosts if fnmatch.fnmatchcase(n, term)]
+
+
+def _date(value: Any) -> _dt.date:
+    if isinstance(value, _dt.datetime):
+        return value.date()
+    if isinstance(value, _dt.date):
+        return value
+    try:
+        return _dt.date.fromisoformat(str(value))
+    except ValueError:
+        raise ValueError(f"expected a date like 2027-12-31, got {value!r}") from None
+
+
+def _host(name: str, s: Section, defaults: dict[str, Any], base: Path) -> Host:
+    merged = {**defaults, **s.data}
+    s = Section(merged, source=s.source, keypath=s.keypath)
+    install_dir = s.str("install_dir")
+    if not install_dir.startswith("/"):
+        install_dir = str((base / install_dir).resolve())
+    if posixpath.normpath(install_dir) in ("/", "/usr", "/etc", "/var", "/opt", "/home", "/root"):
+        raise s.error("install_dir", f"{install_dir!r} is a system directory, not a product install dir")
+    key = s.str("key", None)
+    host = Host(
+        name=name,
+        address=s.str("address", pattern=r"[^\s'\"`$;&|<>]+", describe="a host name, an IP address or 'local'"),
+        install_dir=posixpath.normpath(install_dir),
+        product=s.str("product"),
+        playbook=s.str("playbook"),
+        port=s.int("port", 22, minimum=1, maximum=65535),
+        user=s.str("user", None, pattern=r"[A-Za-z_][A-Za-z0-9_.-]{0,31}", describe="a user name"),
+        key=str((base / key).resolve()) if key and not key.startswith(("/", "~")) else key,
+        maintenance_until=s.convert("maintenance_until", _date, None),
+        vars=s.mapping("vars", {}),
+        state_dir=s.str("state_dir", None),
+        host_key=s.choice("host_key", ("strict", "accept-new"), "strict"),
+    )
+    s.done()
+    return host
+
+
+def load_inventory(path: str | Path) -> Inventory:
+    p = Path(path)
+    s = Section(load_yaml(p, what="inventory"), source=str(p), what="an inventory")
+    s.int("format", 1, minimum=1, maximum=1)
+    defaults_sec = s.section("defaults", {})
+    assert defaults_sec is not None
+    defaults = dict(defaults_sec.data)
+    for k in defaults:
+        if k not in _HOST_KEYS:
+            raise defaults_sec.error(str(k), "unknown key", hint="known keys: " + ", ".join(_HOST_KEYS))
+    hosts_sec = s.section("hosts", what="a mapping of host names to their settings")
+    assert hosts_sec is not None
+    hosts: dict[str, Host] = {}
+    for name in list(hosts_sec.data):
+        import re
+
+        if not isinstance(name, str) or not re.fullmatch(_NAME, name):
+            raise hosts_sec.error(str(name), "host names use letters, digits, '.', '_' and '-' (at most 63)")
+        sec = hosts_sec.section(name, {})
+        assert sec is not None
+        hosts[name] = _host(name, sec, defaults, p.parent)
+    hosts_sec.done()
+    if not hosts:
+        raise s.error("hosts", "the inventory lists no host")
+    groups: dict[str, tuple[str, ...]] = {}
+    group_sec = s.section("groups", {})
+    assert group_sec is not None
+    for g in list(group_sec.data):
+        members = tuple(group_sec.str_list(str(g)))
+        for m in members:
+            if m not in hosts:
+                raise group_sec.error(str(g), f"group member {m!r} is not a host of this inventory")
+        groups[str(g)] = members
+    group_sec.done()
+    s.done()
+    by_host: dict[str, list[str]] = {}
+    for g, members in groups.items():
+        for m in members:
+            by_host.setdefault(m, []).append(g)
+    hosts = {n: _with_groups(h, tuple(by_host.get(n, ()))) for n, h in hosts.items()}
+    _check_distinct_installs(hosts, p)
+    return Inventory(path=p, hosts=hosts, groups=groups)
+
+
+def _with_groups(h: Host, groups: tuple[str, ...]) -> Host:
+    from dataclasses import replace
+
+    return replace(h, groups=groups)
+
+
+def _check_distinct_installs(hosts: dict[str, Host], p: Path) -> None:
+    seen: dict[tuple[str, int, str], str] = {}
+    for h in hosts.values():
+        where = (h.address, h.port if not h.is_local else 0, h.install_dir)
+        if where in seen:
+            raise InputError(f"hosts {seen[where]!r} and {h.name!r} point at the same install dir "
+                             f"{h.install_dir} on {h.address}", path=str(p),
+                             hint="each host entry must be a distinct installation")
+        seen[where] = h.name

@@ -1,0 +1,167 @@
+"""Plans: what a run will do on each host, decided before anything is touched. Pure.
+
+``build_plan`` takes the hosts, their rendered playbooks, the facts read from each host, the
+catalog entries and the policy, and returns a ``Plan``: per host the current and target version,
+the package, the policy decision with every rule's reason, the preflight checks and the phases.
+Its digest is the sha256 of its canonical JSON; an approval signs that digest. No I/O here: the
+caller gathers facts and reads files.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+from .errors import InputError
+
+__all__ = ["Plan", "HostInput", "build_plan", "canonical_json", "load_plan", "PHASES"]
+
+PLAN_FORMAT = 1
+PHASES = ("preflight", "backup", "stop", "install", "start", "observe")
+_PHASE_TEXT = {
+    "preflight": "policy, package sha256, free disk, host lock; nothing is touched before all pass",
+    "backup": "stage the new tree and snapshot the product files (sha256-verified) while the service still runs",
+    "stop": "run the stop command, wait until the process and ports are gone, escalate to signals",
+    "install": "swap the staged tree in and carry the preserved paths across (renames only)",
+    "start": "run the start command",
+    "observe": "every probe must pass, then keep passing for the observation window; "
+               "on failure: roll back, restart the old version and observe it",
+}
+
+
+def canonical_json(obj: Any) -> bytes:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+@dataclass(frozen=True)
+class HostInput:
+    """Everything the planner needs to know about one host (gathered by the caller)."""
+
+    host: dict[str, Any]              # Host.describe()
+    state_dir: str | None
+    playbook: dict[str, Any]          # {"name", "path", "sha256"}
+    spec: dict[str, Any]              # playbook rendered for the target version
+    rollback_observe: dict[str, Any]  # observe spec rendered for the current version
+    facts: dict[str, Any]             # agent facts of the host
+    package: dict[str, Any] | None    # catalog entry + package.yaml's remove list, or None
+    decision: dict[str, Any]          # version_policy Decision.to_dict()
+    current: str | None
+    target: str
+
+
+@dataclass(frozen=True)
+class Plan:
+    data: dict[str, Any]
+
+    @property
+    def digest(self) -> str:
+        return hashlib.sha256(canonical_json(self.data)).hexdigest()
+
+    @property
+    def hosts(self) -> list[dict[str, Any]]:
+        return list(self.data["hosts"])
+
+    @property
+    def allowed(self) -> bool:
+        return bool(self.data["allowed"])
+
+    def refused_hosts(self) -> list[dict[str, Any]]:
+        return [h for h in self.hosts if not h["allowed"]]
+
+    def to_json(self) -> str:
+        return json.dumps(self.data, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+def _checks(h: HostInput, policy_rules: Mapping[str, Any]) -> list[dict[str, str]]:
+    facts = h.facts
+    out: list[dict[str, str]] = []
+    if facts.get("version_error"):
+        out.append({"check": "installed_version", "status": "fail", "reason": str(facts["version_error"])})
+    drift = facts.get("drift") or []
+    if not facts.get("baseline"):
+        out.append({"check": "manual_changes", "status": "pass",
+                    "reason": "no manifest of an earlier install by upgrader yet; this run records one"})
+    elif drift:
+        mode = str(policy_rules.get("manual_changes", "warn"))
+        listed = ", ".join(f"{d['path']} ({d['change']})" for d in drift[:5])
+        more = f" and {len(drift) - 5} more" if len(drift) > 5 else ""
+        out.append({"check": "manual_changes", "status": "fail" if mode == "block" else "warn",
+                    "reason": f"product files changed by hand since the last install: {listed}{more}; "
+                              "the upgrade would overwrite them (a local hotfix?)"
+                              + ("; the policy blocks this" if mode == "block" else "")})
+    else:
+        out.append({"check": "manual_changes", "status": "pass", "reason": "product files match the last install"})
+    lock = facts.get("lock")
+    if lock:
+        out.append({"check": "lock", "status": "warn",
+                    "reason": f"host is locked by run {lock.get('run')} ({lock.get('user')}@{lock.get('controller')})"})
+    if h.package:
+        need = int(h.package.get("size", 0)) * 2 + int(h.package.get("limits", {}).get("unpacked_bytes", 0))
+        need += int(h.spec.get("preflight", {}).get("min_free", 0)) << 20
+        free = int(facts.get("free_bytes", 0))
+        out.append({"check": "free_disk", "status": "pass" if free >= need else "fail",
+                    "reason": f"{free >> 20} MiB free, {need >> 20} MiB needed for the package and staging"})
+    names = facts.get("non_ascii") or []
+    if names:
+        out.append({"check": "non_ascii_names", "status": "warn",
+                    "reason": "non-ASCII names in application folders (they break some vendors' patch tools): "
+                              + ", ".join(names[:5])})
+    return out
+
+
+def build_plan(inputs: list[HostInput], *, target: str, catalog: Mapping[str, Any], policy: Mapping[str, Any],
+               requester: Mapping[str, Any], created: _dt.datetime, window: Mapping[str, Any] | None = None
+               ) -> Plan:
+    policy_rules = policy.get("rules", {})
+    hosts = []
+    for h in inputs:
+        checks = _checks(h, policy_rules)
+        allowed = bool(h.decision.get("allowed")) and h.package is not None and \
+            not any(c["status"] == "fail" for c in checks)
+        hosts.append({
+            **h.host,
+            "state_dir": h.state_dir,
+            "current": h.current,
+            "target": h.target,
+            "package": h.package,
+            "playbook": {**h.playbook, "spec": h.spec, "rollback_observe": h.rollback_observe},
+            "decision": h.decision,
+            "checks": checks,
+            "allowed": allowed,
+            "phases": [{"phase": p, "does": _PHASE_TEXT[p]} for p in PHASES],
+        })
+    data = {
+        "format": PLAN_FORMAT,
+        "created": created.isoformat(timespec="seconds"),
+        "requester": dict(requester),
+        "target": target,
+        "catalog": dict(catalog),
+        "policy": {"source": policy.get("source"), "sha256": policy.get("digest"),
+                   "manual_changes": str(policy_rules.get("manual_changes", "warn"))},
+        "window": dict(window) if window else None,
+        "hosts": hosts,
+        "allowed": bool(hosts) and all(x["allowed"] for x in hosts),
+    }
+    return Plan(data)
+
+
+def load_plan(path: str | Path) -> Plan:
+    p = Path(path)
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError as e:
+        raise InputError("plan file not found", path=str(p), hint="make one with 'upgrader plan ... -o PLAN'") from e
+    except (ValueError, UnicodeDecodeError) as e:
+        raise InputError(f"not a valid plan (JSON): {e}", path=str(p)) from e
+    if not isinstance(data, dict) or data.get("format") != PLAN_FORMAT or not isinstance(data.get("hosts"), list):
+        raise InputError("not an upgrader plan (format 1 with hosts)", path=str(p))
+    for i, h in enumerate(data["hosts"]):
+        for key in ("name", "address", "install_dir", "current", "target", "playbook", "decision", "allowed"):
+            if not isinstance(h, dict) or key not in h:
+                raise InputError(f"host entry {i} lacks {key!r}", path=str(p), key=f"hosts[{i}]",
+                                 hint="make the plan again with 'upgrader plan'")
+    return Plan(data)

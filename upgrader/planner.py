@@ -1,0 +1,131 @@
+"""Gathering what a plan needs: read-only facts from each host, playbooks, catalog, policy.
+
+This is the effectful half of planning (connects to hosts, reads files); ``plan.build_plan`` is
+the pure half. Nothing on any host is changed here: the agent's ``facts`` action only reads.
+"""
+
+from __future__ import annotations
+
+import getpass
+import socket
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable
+
+from .catalog import Catalog, CatalogEntry, verify_package_file
+from .clock import Clock
+from .errors import InputError, TransportError
+from .inventory import Host, Inventory
+from .package import file_digest
+from .plan import HostInput, Plan, build_plan
+from .playbook import Playbook, find_playbook, load_playbook
+from .transport.base import AgentClient, AgentFailure, Transport
+
+__all__ = ["make_plan", "host_facts", "requester_identity", "package_entry"]
+
+
+def requester_identity() -> dict[str, str]:
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    return {"user": user, "host": socket.gethostname()}
+
+
+def host_facts(agent: AgentClient, host: Host, spec: dict[str, Any], packages: list[str],
+               check_drift: bool = True) -> dict[str, Any]:
+    try:
+        return agent.call("facts", install_dir=host.install_dir, state_dir=host.state_dir,
+                          version_source=spec["version"], preserve=[p["path"] for p in spec["preserve"]],
+                          check_drift=check_drift, packages=packages,
+                          ascii_dirs=spec.get("preflight", {}).get("ascii_dirs", []), timeout=600)
+    except AgentFailure as e:
+        raise TransportError(f"cannot read the host's state: {e.message}", host=host.name) from e
+
+
+def package_entry(catalog: Catalog, entry: CatalogEntry) -> dict[str, Any]:
+    """Verify the package file against its catalog entry and describe it for the plan."""
+    meta = verify_package_file(catalog.package_path(entry), entry)
+    return {"file": entry.file, "sha256": entry.sha256, "size": entry.size, "kind": entry.kind,
+            "product": entry.product, "version": entry.version, "requires": entry.requires,
+            "changes": list(meta.changes), "remove": list(meta.remove),
+            "limits": {"members": entry.max_members, "unpacked_bytes": entry.max_unpacked_bytes}}
+
+
+def make_plan(inventory: Inventory, hosts: list[Host], *, target: str, catalog: Catalog, policy: Any,
+              clock: Clock, connect: Callable[[Host], Transport], forks: int = 8) -> Plan:
+    from version_policy import (UpgradeRequest, VersionError, decide, parse_range, parse_version)
+
+    try:
+        target_v = parse_version(target)
+    except VersionError as e:
+        raise InputError(f"--to: {e}") from None
+    today = clock.now().date()
+    playbooks: dict[str, Playbook] = {}
+    search = [inventory.path.parent / "playbooks", inventory.path.parent]
+    for h in hosts:
+        if h.playbook not in playbooks:
+            playbooks[h.playbook] = load_playbook(find_playbook(h.playbook, search))
+    packages_checked: dict[str, dict[str, Any]] = {}
+
+    def one(h: Host) -> HostInput:
+        pb = playbooks[h.playbook]
+        if pb.product != h.product:
+            raise InputError(f"host {h.name} runs {h.product!r} but playbook {pb.path} is for {pb.product!r}",
+                             path=str(inventory.path), key=f"hosts.{h.name}.playbook")
+        base_vars = {"install_dir": h.install_dir, "host": h.name, **h.vars}
+        probe_spec = pb.render({**base_vars, "target_version": target, "current_version": "unknown"})
+        entry = catalog.find(h.product, target)
+        transport = connect(h)
+        try:
+            facts = host_facts(AgentClient(transport), h, probe_spec, [entry.sha256] if entry else [])
+        finally:
+            transport.close()
+        current = facts.get("version")
+        spec = pb.render({**base_vars, "target_version": target, "current_version": current or "unknown"})
+        rollback_observe = pb.render({**base_vars, "target_version": current or "unknown",
+                                      "current_version": current or "unknown"})["observe"]
+        package = None
+        if entry is not None:
+            if entry.sha256 not in packages_checked:
+                packages_checked[entry.sha256] = package_entry(catalog, entry)
+            package = packages_checked[entry.sha256]
+        decision = _decide(h, current, facts, target_v, entry, package, policy, today,
+                           UpgradeRequest, decide, parse_version, parse_range, VersionError)
+        return HostInput(host=h.describe(), state_dir=h.state_dir,
+                         playbook={"name": pb.name, "path": str(pb.path), "sha256": pb.digest},
+                         spec=spec, rollback_observe=rollback_observe, facts=facts, package=package,
+                         decision=decision, current=current, target=target)
+
+    with ThreadPoolExecutor(max_workers=max(1, min(forks, len(hosts)))) as pool:
+        inputs = list(pool.map(one, hosts))
+    return build_plan(
+        inputs, target=target,
+        catalog={"path": str(catalog.path.resolve()), "sha256": file_digest(catalog.path), "serial": catalog.serial},
+        policy={"source": policy.source, "digest": policy.digest, "rules": policy.raw.get("rules", {})},
+        requester=requester_identity(), created=clock.now())
+
+
+def _decide(h: Host, current: str | None, facts: dict[str, Any], target_v: Any, entry: CatalogEntry | None,
+            package: dict[str, Any] | None, policy: Any, today: Any, UpgradeRequest: Any, decide: Any,
+            parse_version: Any, parse_range: Any, VersionError: Any) -> dict[str, Any]:
+    if current is None:
+        return {"allowed": False, "rules": [{"rule": "installed_version", "status": "fail",
+                                             "reason": facts.get("version_error") or "no version found"}]}
+    if entry is None or package is None:
+        return {"allowed": False, "rules": [{"rule": "package", "status": "fail",
+                                             "reason": f"the catalog has no package of {h.product} {target_v}"}]}
+    try:
+        current_v = parse_version(current)
+    except VersionError as e:
+        return {"allowed": False, "rules": [{"rule": "installed_version", "status": "fail",
+                                             "reason": f"the installed version is unreadable: {e}"}]}
+    try:
+        requires = parse_range(package["requires"]) if package.get("requires") else None
+    except VersionError as e:
+        return {"allowed": False, "rules": [{"rule": "patch_requires", "status": "fail",
+                                             "reason": f"the package's requires range is invalid: {e}"}]}
+    request = UpgradeRequest(product=h.product, target_product=entry.product, current=current_v, target=target_v,
+                             kind=entry.kind, declared_changes=tuple(package.get("changes", ())),
+                             requires=requires, maintenance_until=h.maintenance_until, today=today)
+    return dict(decide(request, policy).to_dict())
+

@@ -1,0 +1,240 @@
+"""Playbooks: how one product is upgraded (version source, preserved paths, stop/start, probes).
+
+``load_playbook`` validates a ``playbooks/*.yaml`` file on load and names the file and key of
+every error. ``Playbook.render`` substitutes ``${var}`` placeholders for one host and returns
+the plain JSON-ready spec that goes into the plan (so the plan's digest covers the exact
+commands) and, from there, to the host agent. Nothing here runs anything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+from .document import Section, load_yaml
+from .errors import InputError
+
+__all__ = ["Playbook", "load_playbook", "find_playbook", "shipped_playbooks_dir", "PROBE_TYPES",
+           "PHASE_HOOKS"]
+
+PROBE_TYPES = ("process", "tcp", "http", "log", "command")
+PHASE_HOOKS = ("before_stop", "after_stop", "after_install", "after_start", "after_rollback")
+PRESERVE_KINDS = ("config", "data")
+
+
+def shipped_playbooks_dir() -> Path:
+    """The playbooks that ship with upgrader (inside the wheel, or the checkout's playbooks/)."""
+    here = Path(__file__).resolve().parent
+    installed = here / "_playbooks"
+    return installed if installed.is_dir() else here.parent / "playbooks"
+
+
+def find_playbook(name: str, search: list[Path] | None = None) -> Path:
+    """A path as given, or ``NAME`` looked up as ``NAME.yaml`` in ``search`` then the shipped ones."""
+    if "/" in name or name.endswith((".yaml", ".yml")):
+        return Path(name)
+    dirs = [*(search or []), shipped_playbooks_dir()]
+    for d in dirs:
+        for ext in (".yaml", ".yml"):
+            p = d / f"{name}{ext}"
+            if p.is_file():
+                return p
+    known = sorted({p.stem for d in dirs if d.is_dir() for p in d.glob("*.y*ml")})
+    raise InputError(f"no playbook named {name!r}", hint=f"known playbooks: {', '.join(known) or 'none'}; "
+                     "or give a path to a .yaml file")
+
+
+@dataclass(frozen=True)
+class Playbook:
+    path: Path
+    digest: str
+    name: str
+    product: str
+    spec: dict[str, Any]   # validated, still with ${var} placeholders
+    defaults: dict[str, Any]
+
+    def render(self, variables: Mapping[str, Any]) -> dict[str, Any]:
+        values = {**{k: str(v) for k, v in self.defaults.items()}, **{k: str(v) for k, v in variables.items()}}
+        return _substitute(self.spec, values, self.path, "")
+
+    @property
+    def preserve(self) -> list[dict[str, str]]:
+        return list(self.spec["preserve"])
+
+
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def _substitute(value: Any, values: Mapping[str, str], path: Path, key: str) -> Any:
+    if isinstance(value, str):
+        def repl(m: re.Match[str]) -> str:
+            name = m.group(1)
+            if name not in values:
+                raise InputError(f"uses ${{{name}}}, which is not defined", path=str(path), key=key or None,
+                                 hint=f"define '{name}' under the host's vars in the inventory or the playbook's vars")
+            return values[name]
+        return _VAR.sub(repl, value)
+    if isinstance(value, dict):
+        return {k: _substitute(v, values, path, f"{key}.{k}" if key else k) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_substitute(v, values, path, f"{key}[{i}]") for i, v in enumerate(value)]
+    return value
+
+
+def _relpath(s: Section, name: str) -> str:
+    value = s.str(name)
+    parts = Path(value).parts
+    if value.startswith("/") or ".." in parts or value in (".", ""):
+        raise s.error(name, f"must be a path relative to the install dir, inside it, got {value!r}")
+    return value.rstrip("/")
+
+
+def _dur(text: str) -> float:
+    from .document import parse_duration
+
+    return parse_duration(text)
+
+
+def _probe(s: Section) -> dict[str, Any]:
+    kind = s.choice("type", PROBE_TYPES)
+    p: dict[str, Any] = {"type": kind, "name": s.str("name", kind)}
+    if kind == "process":
+        p["pid_file"] = _relpath(s, "pid_file")
+    elif kind == "tcp":
+        p["port"] = s.get("port", (int, str), describe="a port number or ${port}")
+        p["host"] = s.str("host", "127.0.0.1")
+    elif kind == "http":
+        p["url"] = s.str("url", pattern=r"https?://\S+", describe="an http:// or https:// URL")
+        p["status"] = s.int("status", 200, minimum=100, maximum=599)
+        if s.has("body"):
+            p["body"] = s.str("body")
+        if s.has("contains"):
+            p["contains"] = s.str("contains")
+        p["timeout"] = s.duration("timeout", 2)
+    elif kind == "log":
+        p["file"] = _relpath(s, "file")
+        for k in ("absent", "present"):
+            if s.has(k):
+                pattern = s.str(k)
+                try:
+                    re.compile(pattern)
+                except re.error as e:
+                    raise s.error(k, f"not a valid regular expression: {e}") from None
+                p[k] = pattern
+        if "absent" not in p and "present" not in p:
+            raise s.error(None, "a log probe needs 'absent:' or 'present:' (a regular expression)")
+    elif kind == "command":
+        p["command"] = s.str("command")
+        p["exit"] = s.int("exit", 0)
+        p["timeout"] = s.duration("timeout", 10)
+    s.done()
+    return p
+
+
+def load_playbook(path: str | Path) -> Playbook:
+    p = Path(path)
+    raw = p.read_bytes() if p.is_file() else None
+    data = load_yaml(p, what="playbook")
+    s = Section(data, source=str(p), what="a playbook")
+    s.int("format", 1, minimum=1, maximum=1)
+    spec: dict[str, Any] = {}
+    name = s.str("name", p.stem)
+    product = s.str("product")
+    s.str("description", "")
+    defaults = s.mapping("vars", {})
+
+    v = s.section("version")
+    assert v is not None
+    version: dict[str, Any] = {}
+    if v.has("file") == v.has("command"):
+        raise v.error(None, "give exactly one of 'file:' (a file in the install dir) or 'command:'")
+    if v.has("file"):
+        version["file"] = _relpath(v, "file")
+    else:
+        version["command"] = v.str("command")
+        version["timeout"] = v.duration("timeout", 30)
+    pattern = v.str("pattern", r"^\s*(\S+)")
+    try:
+        if re.compile(pattern).groups > 1:
+            raise v.error("pattern", "use at most one capture group (the version)")
+    except re.error as e:
+        raise v.error("pattern", f"not a valid regular expression: {e}") from None
+    version["pattern"] = pattern
+    v.done()
+    spec["version"] = version
+
+    preserve = []
+    for item in s.sections("preserve", [], what="preserved path"):
+        preserve.append({"path": _relpath(item, "path"), "kind": item.choice("kind", PRESERVE_KINDS, "config")})
+        item.done()
+    paths = [x["path"] for x in preserve]
+    for a in paths:
+        for b in paths:
+            if a != b and (b + "/").startswith(a + "/"):
+                raise s.error("preserve", f"{b!r} lies inside {a!r}; list only the outer path")
+    spec["preserve"] = preserve
+
+    stop = s.section("stop")
+    assert stop is not None
+    spec["stop"] = {"command": stop.str("command"), "timeout": stop.duration("timeout", 60),
+                    "pid_file": _relpath(stop, "pid_file") if stop.has("pid_file") else None,
+                    "ports": [str(x) for x in stop.get("ports", list, [], "a list of ports")],
+                    "force": stop.bool("force", True), "kill_wait": stop.duration("kill_wait", 5)}
+    stop.done()
+    start = s.section("start")
+    assert start is not None
+    spec["start"] = {"command": start.str("command"), "timeout": start.duration("timeout", 60)}
+    start.done()
+
+    obs = s.section("observe")
+    assert obs is not None
+    spec["observe"] = {"window": obs.duration("window", 10), "interval": obs.duration("interval", 1),
+                       "start_timeout": obs.duration("start_timeout", 60),
+                       "probes": [_probe(x) for x in obs.sections("probes", what="probe")]}
+    if not spec["observe"]["probes"]:
+        raise obs.error("probes", "at least one probe is needed: without one, 'healthy' means nothing")
+    obs.done()
+
+    backup = s.section("backup", {})
+    assert backup is not None
+    spec["backup"] = {"keep": backup.int("keep", 3, minimum=1, maximum=100)}
+    backup.done()
+
+    hooks = s.section("hooks", {})
+    assert hooks is not None
+    spec["hooks"] = {}
+    for hook in PHASE_HOOKS:
+        cmds = []
+        for h in hooks.sections(hook, [], what="hook"):
+            cmds.append({"command": h.str("command"), "timeout": h.duration("timeout", 300)})
+            h.done()
+        if cmds:
+            spec["hooks"][hook] = cmds
+    hooks.done()
+
+    checks = s.section("preflight", {})
+    assert checks is not None
+    spec["preflight"] = {"ascii_dirs": checks.str_list("ascii_dirs", []),
+                         "min_free": checks.int("min_free_mb", 0, minimum=0)}
+    checks.done()
+    s.done()
+    digest = hashlib.sha256(raw or b"").hexdigest()
+    return Playbook(path=p, digest=digest, name=name, product=product, spec=spec, defaults=defaults)
+
+
+def template_names(spec: Any) -> set[str]:
+    """The ${names} a spec uses (for checks and documentation)."""
+    found: set[str] = set()
+    if isinstance(spec, str):
+        found.update(m.group(1) for m in _VAR.finditer(spec))
+    elif isinstance(spec, dict):
+        for v in spec.values():
+            found |= template_names(v)
+    elif isinstance(spec, list):
+        for v in spec:
+            found |= template_names(v)
+    return found
+

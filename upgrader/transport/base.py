@@ -1,0 +1,111 @@
+"""The transport interface and the client that speaks to the host-side agent through it.
+
+A transport runs an argument list on its host (quoted for the shell when it has to cross one)
+and copies files there; it knows nothing of phases. ``AgentClient`` sends one JSON request per
+phase action to ``agent.py`` on the host and turns its reply into a result or an ``AgentFailure``.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol, Sequence
+
+from ..errors import TransportError
+
+__all__ = ["CommandResult", "Transport", "AgentClient", "AgentFailure", "AGENT_SOURCE"]
+
+AGENT_SOURCE = Path(__file__).resolve().parent.parent / "agent.py"
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    """What a command did: the same shape for every transport (like invoke's ``Result``)."""
+
+    command: str
+    exited: int
+    stdout: str
+    stderr: str
+
+    @property
+    def ok(self) -> bool:
+        return self.exited == 0
+
+    def tail(self, stream: str = "stderr", lines: int = 10) -> str:
+        return "\n".join(getattr(self, stream).splitlines()[-lines:])
+
+
+class Transport(Protocol):
+    """Runs commands and puts files on one host."""
+
+    name: str
+    #: the python interpreter that runs the agent on the host
+    python: str
+
+    def run(self, argv: Sequence[str], *, stdin: str | None = None,
+            timeout: float | None = None) -> CommandResult: ...
+
+    def put(self, local: Path, remote: str) -> None: ...
+
+    def agent_path(self) -> str:
+        """Where agent.py is on the host (copied there once if needed)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class AgentFailure(Exception):
+    """The agent reported that an action failed; ``kind`` says how (failed, bad_input, locked, ...)."""
+
+    def __init__(self, op: str, kind: str, message: str, data: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.op = op
+        self.kind = kind
+        self.message = message
+        self.data = data or {}
+
+
+class AgentClient:
+    """Calls agent operations on one host."""
+
+    def __init__(self, transport: Transport) -> None:
+        self.transport = transport
+        self._agent: str | None = None
+
+    def call(self, op: str, timeout: float | None = None, **request: Any) -> dict[str, Any]:
+        if self._agent is None:
+            self._agent = self.transport.agent_path()
+        payload = base64.urlsafe_b64encode(json.dumps({"op": op, **request}).encode("utf-8")).decode("ascii")
+        result = self.transport.run([self.transport.python, self._agent, payload], timeout=timeout)
+        reply = _parse_reply(result)
+        if reply is None:
+            raise TransportError(
+                f"the agent gave no answer to {op!r} (exit {result.exited}): {result.tail() or result.tail('stdout')}",
+                host=self.transport.name)
+        if not reply.get("ok"):
+            raise AgentFailure(op, str(reply.get("kind", "failed")), str(reply.get("error")),
+                               reply.get("data"))
+        return dict(reply["result"])
+
+
+def _parse_reply(result: CommandResult) -> dict[str, Any] | None:
+    for line in reversed(result.stdout.strip().splitlines()):
+        try:
+            reply = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(reply, dict) and "ok" in reply:
+            return reply
+    return None
+
+
+def agent_digest() -> str:
+    return hashlib.sha256(AGENT_SOURCE.read_bytes()).hexdigest()
+
+
+def shell_join(argv: Sequence[str]) -> str:
+    return " ".join(shlex.quote(a) for a in argv)
