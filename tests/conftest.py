@@ -1,0 +1,92 @@
+"""Shared fixtures: an isolated HOME, the sample catalog (built once), and sandboxes with the real
+sample middleware installed and running on a free loopback port."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import stat
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from upgrader.cli import main
+from upgrader.commands.demo import Sandbox, build_sandbox
+
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+
+
+@pytest.fixture(autouse=True)
+def isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test gets its own HOME (so no ~/.ssh/config or user state leaks in) and no UPGRADER_HOME."""
+    home = tmp_path_factory.mktemp("home")
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.delenv("UPGRADER_HOME", raising=False)
+    monkeypatch.setenv("COLUMNS", "200")
+    return home
+
+
+def kill_processes_under(root: Path) -> None:
+    """SIGKILL every process whose working directory lies under root (services a test left behind)."""
+    root_s = str(root.resolve())
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cwd = os.readlink(entry / "cwd")
+        except OSError:
+            continue
+        if cwd == root_s or cwd.startswith(root_s + "/"):
+            try:
+                os.kill(int(entry.name), signal.SIGKILL)
+            except OSError:
+                pass
+
+
+@pytest.fixture
+def sandbox(tmp_path: Path) -> Iterator[Sandbox]:
+    """Sample middleware 7.0.4.1 installed at <tmp>/box/hosts/app-01 and running; an inventory and catalog beside."""
+    box = build_sandbox(tmp_path / "box")
+    try:
+        box.start_service()
+        yield box
+    finally:
+        box.stop_service()
+        kill_processes_under(tmp_path)
+
+
+def upgrader(box: Sandbox, *argv: str) -> int:
+    """Run the real CLI in-process against the sandbox's home."""
+    return main(["--home", str(box.root), *argv])
+
+
+def plan_to(box: Sandbox, version: str, *extra: str) -> tuple[int, Path]:
+    out = box.plans / f"to-{version}-{len(list(box.plans.iterdir()))}.json"
+    rc = upgrader(box, "plan", "--inventory", str(box.inventory), "--to", version, "--catalog", str(box.catalog),
+                  "-o", str(out), *extra)
+    return rc, out
+
+
+def tree_digest(root: Path) -> dict[str, tuple[str, int]]:
+    """Every file, link and directory under root: sha256 (or link target) and mode. For byte-for-byte checks."""
+    out: dict[str, tuple[str, int]] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in sorted(dirnames + filenames):
+            p = Path(dirpath) / name
+            rel = str(p.relative_to(root))
+            st = p.lstat()
+            if stat.S_ISLNK(st.st_mode):
+                out[rel] = ("link:" + os.readlink(p), 0)
+            elif stat.S_ISDIR(st.st_mode):
+                out[rel] = ("dir", stat.S_IMODE(st.st_mode))
+            else:
+                out[rel] = (hashlib.sha256(p.read_bytes()).hexdigest(), stat.S_IMODE(st.st_mode))
+    return out
+
+
+def product_digest(install_dir: Path) -> dict[str, tuple[str, int]]:
+    """tree_digest without the paths the running service changes (logs/, run/)."""
+    return {k: v for k, v in tree_digest(install_dir).items()
+            if not (k in ("logs", "run") or k.startswith(("logs/", "run/")))}

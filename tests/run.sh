@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# The whole test suite, with its own set-up: on a fresh machine it creates the virtual environment
+# (.venv) with upgrader and its test dependencies, installs the system tools the tests use
+# (OpenSSH server and client, Chromium) when run as root and they are missing, then runs pytest.
+# Extra arguments go to pytest, e.g. `bash tests/run.sh -k policy -x`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PY=${PYTHON:-python3}
+"$PY" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' \
+  || { echo "tests/run.sh: Python 3.11 or newer is needed ($("$PY" -V 2>&1))" >&2; exit 2; }
+
+# --- system tools the tests drive for real --------------------------------------------------------
+need=()
+[ -x /usr/sbin/sshd ] || need+=(openssh-server)
+command -v ssh >/dev/null && command -v ssh-keygen >/dev/null || need+=(openssh-client)
+command -v chromium >/dev/null || need+=(chromium)
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" != 0 ]; then
+    echo "tests/run.sh: missing ${need[*]}; run as root once, or install them with apt-get" >&2
+    exit 2
+  fi
+  echo "tests/run.sh: installing ${need[*]}"
+  # keep Debian's postinst from starting a system sshd listening on all interfaces
+  made_policy=
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; made_policy=1
+  fi
+  rc=0
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"; } || rc=$?
+  [ -n "$made_policy" ] && rm -f /usr/sbin/policy-rc.d
+  [ "$rc" = 0 ] || { echo "tests/run.sh: apt-get install ${need[*]} failed" >&2; exit 2; }
+fi
+
+# --- Python dependencies in .venv, reinstalled when pyproject.toml changes --------------------------
+stamp=.venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)
+if [ ! -x .venv/bin/python ] || [ ! -e "$stamp" ]; then
+  [ -x .venv/bin/python ] || "$PY" -m venv .venv
+  .venv/bin/python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
+  .venv/bin/python -m pip install -q -e '.[test]'
+  rm -f .venv/.installed-*; touch "$stamp"
+fi
+
+mkdir -p test-artifacts
+set +e
+.venv/bin/python -m pytest "$@"
+rc=$?
+set -e
+if [ "$rc" = 5 ]; then echo "tests/run.sh: pytest collected no tests" >&2; exit 1; fi
+exit "$rc"
