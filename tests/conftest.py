@@ -69,6 +69,19 @@ def plan_to(box: Sandbox, version: str, *extra: str) -> tuple[int, Path]:
     return rc, out
 
 
+def approve(box: Sandbox, plan: Path, *extra: str) -> Path:
+    """The sandbox engineer's signed approval of ``plan`` (real key, real SSHSIG)."""
+    out = box.approvals / f"{plan.stem}-{len(list(box.approvals.iterdir()))}.approval"
+    rc = upgrader(box, "approve", str(plan), "--key", str(box.engineer_key), "-o", str(out), *extra)
+    assert rc == 0, f"approve exited {rc}"
+    return out
+
+
+def run_plan(box: Sandbox, plan: Path, *extra: str) -> int:
+    """Approve ``plan`` as the sandbox engineer, then run it; return the run's exit code."""
+    return upgrader(box, "run", str(plan), "--approval", str(approve(box, plan)), *extra)
+
+
 def tree_digest(root: Path) -> dict[str, tuple[str, int]]:
     """Every file, link and directory under root: sha256 (or link target) and mode. For byte-for-byte checks."""
     out: dict[str, tuple[str, int]] = {}

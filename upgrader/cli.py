@@ -95,16 +95,57 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--to", required=True, metavar="VERSION")
     plan.add_argument("--catalog", required=True, metavar="CAT")
     plan.add_argument("--hosts", metavar="PATTERN", help="e.g. 'prod:!web-03' or 'app-*'")
-    plan.add_argument("--policy", help="policy YAML (default: the shipped default policy)")
+    plan.add_argument("--policy", help="policy YAML (default: HOME/policy.yaml if present, else the shipped one)")
+    plan.add_argument("--requester", help="who asks for this upgrade (default: env UPGRADER_USER, else your login)")
     plan.add_argument("-o", "--output", required=True, metavar="PLAN")
     plan.add_argument("--json", action="store_true")
     plan.set_defaults(func="upgrade:cmd_plan")
+
+    approve = sub.add_parser("approve", help="approve a plan: sign its digest with your SSH key",
+                             description="Show the plan, then sign an approval of exactly this plan (its digest) with "
+                                         "your SSH key (SSHSIG, namespace upgrader-approval). A refused plan cannot "
+                                         "be approved (exit 3).")
+    approve.add_argument("plan")
+    approve.add_argument("--key", required=True, metavar="SSH_KEY", help="your private key (OpenSSH format)")
+    approve.add_argument("--as", dest="principal", metavar="PRINCIPAL",
+                         help="your name in allowed_signers (default: looked up by your key)")
+    approve.add_argument("--expires", default="24h", metavar="DURATION", help="validity, e.g. 2h, 24h, 7d (default 24h)")
+    approve.add_argument("--comment", help="why it is approved (one line; part of the signed statement)")
+    approve.add_argument("--after-hours", action="store_true",
+                         help="pre-booked for a run outside the service window")
+    approve.add_argument("-o", "--output", required=True, metavar="APPROVAL")
+    approve.add_argument("--json", action="store_true")
+    approve.set_defaults(func="approvals:cmd_approve")
+
+    keys = sub.add_parser("keys", help="SSH keys for approvals and signatures").add_subparsers(dest="sub", metavar="SUB")
+    gen = keys.add_parser("generate", help="make an Ed25519 key pair and print its allowed_signers line",
+                          description="Write NAME and NAME.pub (in --dir, default HOME/keys) and print the line to "
+                                      "add to an allowed_signers file. Existing OpenSSH keys work too.")
+    gen.add_argument("name")
+    gen.add_argument("--principal", help="identity in allowed_signers (default: NAME)")
+    gen.add_argument("--dir", help="where to write the key (default: HOME/keys)")
+    gen.add_argument("--json", action="store_true")
+    gen.set_defaults(func="keys:cmd_generate")
+
+    catalog = sub.add_parser("catalog", help="the vendor's signed catalog").add_subparsers(dest="sub", metavar="SUB")
+    cbuild = catalog.add_parser("build", help="write catalog.yaml for the packages in DIR (and sign it)")
+    cbuild.add_argument("dir")
+    cbuild.add_argument("--serial", type=int, required=True, help="catalog serial; must grow with every release")
+    cbuild.add_argument("--key", help="vendor private key: sign the catalog (catalog.yaml.sig)")
+    cbuild.add_argument("--json", action="store_true")
+    cbuild.set_defaults(func="catalogs:cmd_build")
+    csign = catalog.add_parser("sign", help="sign catalog.yaml (writes catalog.yaml.sig, namespace upgrader-catalog)")
+    csign.add_argument("catalog")
+    csign.add_argument("--key", required=True)
+    csign.add_argument("--json", action="store_true")
+    csign.set_defaults(func="catalogs:cmd_sign")
 
     run = sub.add_parser("run", help="execute a plan",
                          description="Run the plan's phases on every host: preflight, backup, stop, install, start, "
                                      "observe; roll back automatically on failure.")
     run.add_argument("plan")
-    run.add_argument("--approval", action="append", default=[], metavar="APPROVAL")
+    run.add_argument("--approval", action="append", default=[], metavar="APPROVAL",
+                     help="an engineer's approval of this plan (repeat when the policy needs several)")
     run.add_argument("--catalog", metavar="CAT", help="where the packages are, if not where the plan says")
     run.add_argument("--batch", type=int, metavar="N", help="hosts upgraded at once (rolling)")
     run.add_argument("--max-failures", type=int, metavar="N", help="stop starting hosts after N failures")

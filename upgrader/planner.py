@@ -23,11 +23,17 @@ from .transport.base import AgentClient, AgentFailure, Transport
 __all__ = ["make_plan", "host_facts", "requester_identity", "package_entry"]
 
 
-def requester_identity() -> dict[str, str]:
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError):
-        user = "unknown"
+def requester_identity(user: str | None = None) -> dict[str, str]:
+    """Who is asking: the given name, else env UPGRADER_USER, else the login name; and this machine."""
+    import os
+
+    if not user:
+        user = os.environ.get("UPGRADER_USER")
+    if not user:
+        try:
+            user = getpass.getuser()
+        except (KeyError, OSError):
+            user = "unknown"
     return {"user": user, "host": socket.gethostname()}
 
 
@@ -52,7 +58,8 @@ def package_entry(catalog: Catalog, entry: CatalogEntry) -> dict[str, Any]:
 
 
 def make_plan(inventory: Inventory, hosts: list[Host], *, target: str, catalog: Catalog, policy: Any,
-              clock: Clock, connect: Callable[[Host], Transport], forks: int = 8) -> Plan:
+              clock: Clock, connect: Callable[[Host], Transport], forks: int = 8,
+              requester: dict[str, str] | None = None) -> Plan:
     from version_policy import (UpgradeRequest, VersionError, decide, parse_range, parse_version)
 
     try:
@@ -102,7 +109,7 @@ def make_plan(inventory: Inventory, hosts: list[Host], *, target: str, catalog: 
         inputs, target=target,
         catalog={"path": str(catalog.path.resolve()), "sha256": file_digest(catalog.path), "serial": catalog.serial},
         policy={"source": policy.source, "digest": policy.digest, "rules": policy.raw.get("rules", {})},
-        requester=requester_identity(), created=clock.now())
+        requester=requester or requester_identity(), created=clock.now())
 
 
 def _decide(h: Host, current: str | None, facts: dict[str, Any], target_v: Any, entry: CatalogEntry | None,

@@ -8,7 +8,7 @@ from typing import Any
 
 from ..errors import InputError
 
-__all__ = ["console", "print_json", "load_policy_or_fail"]
+__all__ = ["console", "print_json", "load_policy_or_fail", "policy_path"]
 
 
 def console(stderr: bool = False) -> Any:
@@ -24,6 +24,14 @@ def console(stderr: bool = False) -> Any:
 
 def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False, default=str) + "\n")
+
+
+def policy_path(args: Any) -> str | None:
+    """--policy, else HOME/policy.yaml when it exists, else None (the shipped default)."""
+    if getattr(args, "policy", None):
+        return str(args.policy)
+    home_policy = args.home / "policy.yaml"
+    return str(home_policy) if home_policy.is_file() else None
 
 
 def load_policy_or_fail(path: str | None) -> Any:

@@ -33,7 +33,8 @@ def free_port() -> int:
 
 
 class Sandbox:
-    """A demo directory: catalog/, hosts/app-01 (the install), inventory.yaml, runs/, plans/."""
+    """A demo directory: catalog/ (signed), keys/, policy.yaml, hosts/app-01 (the install), inventory.yaml,
+    plans/, approvals/, runs/."""
 
     def __init__(self, root: Path, port: int) -> None:
         self.root = root
@@ -42,6 +43,11 @@ class Sandbox:
         self.install_dir = root / "hosts" / "app-01"
         self.inventory = root / "inventory.yaml"
         self.plans = root / "plans"
+        self.approvals = root / "approvals"
+        self.keys = root / "keys"
+        self.engineer_key = self.keys / "engineer"
+        self.vendor_key = self.keys / "vendor"
+        self.policy = root / "policy.yaml"
 
     def service_env(self) -> dict[str, str]:
         return {**os.environ, "PYTHON": sys.executable}
@@ -89,6 +95,7 @@ def build_sandbox(root: Path, port: int | None = None) -> Sandbox:
     box = Sandbox(root, port or free_port())
     sample.build_packages(box.catalog)
     sample.install(box.install_dir, port=box.port)
+    _trust(box)
     box.inventory.write_text(
         "# The demo's inventory: one host on this machine.\n"
         "format: 1\n"
@@ -105,6 +112,30 @@ def build_sandbox(root: Path, port: int | None = None) -> Sandbox:
         "  demo: [app-01]\n", encoding="utf-8")
     box.plans.mkdir()
     return box
+
+
+def _trust(box: Sandbox) -> None:
+    """An engineer key and a vendor key, their allowed_signers files, a policy that names them, a signed catalog."""
+    from ..keys import generate_key, load_private_key
+    from ..trust import sign_catalog
+
+    _, _, engineer = generate_key(box.engineer_key, "engineer@vendor")
+    _, _, vendor = generate_key(box.vendor_key, "vendor-release")
+    prefix = 'namespaces="upgrader-approval,upgrader-audit" '
+    (box.keys / "allowed_signers").write_text(engineer.replace(" ", " " + prefix, 1) + "\n", encoding="utf-8")
+    (box.keys / "vendor_signers").write_text(vendor.replace(" ", ' namespaces="upgrader-catalog" ', 1) + "\n",
+                                             encoding="utf-8")
+    box.policy.write_text(
+        "# The demo's policy: the shipped default rules, plus who may approve and whose catalogs are trusted.\n"
+        "format: 1\n"
+        "approvals:\n"
+        "  required: 1\n"
+        "  allow_self_approval: false\n"
+        "  allowed_signers: keys/allowed_signers     # engineers (principal, key) who may approve plans\n"
+        "catalog:\n"
+        "  trusted_signers: keys/vendor_signers      # the vendor keys that sign catalog.yaml\n", encoding="utf-8")
+    sign_catalog(box.catalog / "catalog.yaml", load_private_key(box.vendor_key))
+    box.approvals.mkdir()
 
 
 def _step(c: Any, title: str) -> None:
@@ -149,7 +180,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
         f"upgrader versions check 7.0.4.3 7.0.5.0",
         f"upgrader --home {home} plan --inventory {home}/inventory.yaml --to 7.0.5.0 --catalog {home}/catalog "
         f"-o {home}/plans/to-7.0.5.0.json",
-        f"upgrader --home {home} run {home}/plans/to-7.0.5.0.json",
+        f"upgrader --home {home} approve {home}/plans/to-7.0.5.0.json --key {home}/keys/engineer "
+        f"-o {home}/approvals/to-7.0.5.0.approval",
+        f"upgrader --home {home} run {home}/plans/to-7.0.5.0.json --approval {home}/approvals/to-7.0.5.0.approval",
         f"upgrader --home {home} rollback RUN_ID        # run ids: ls {home}/runs",
         f"upgrader package verify {home}/catalog/sample-middleware-7.0.5.0.tar.gz --catalog {home}/catalog",
     ):
@@ -159,27 +192,43 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
+def _approve(c: Any, box: Sandbox, plan: str, version: str) -> str:
+    approval = str(box.approvals / f"to-{version}.approval")
+    _expect(c, _upgrader(c, box, "approve", plan, "--key", str(box.engineer_key), "--expires", "2h",
+                         "--comment", f"demo: upgrade to {version}", "-o", approval), ExitCode.OK, "approved")
+    return approval
+
+
 def _story(c: Any, box: Sandbox) -> None:
     inv, cat = str(box.inventory), str(box.catalog)
 
-    _step(c, "2. A minor-version upgrade (7.0 → 7.1) is not a free upgrade: refused, nothing touched")
-    rc = _upgrader(c, box, "plan", "--inventory", inv, "--to", "7.1.0.0", "--catalog", cat,
-                   "-o", str(box.plans / "to-7.1.0.0.json"))
-    _expect(c, rc, ExitCode.POLICY_REFUSED, "refused by the version policy")
-
-    for number, version, what in (("3", "7.0.4.2", "A free maintenance upgrade: 7.0.4.1 → 7.0.4.2"),
-                                  ("4", "7.0.4.3", "A patch (overlays files, removes one): 7.0.4.2 → 7.0.4.3")):
-        _step(c, f"{number}. {what}")
+    def plan_to(version: str, want: int = ExitCode.OK) -> str:
         plan = str(box.plans / f"to-{version}.json")
-        _expect(c, _upgrader(c, box, "plan", "--inventory", inv, "--to", version, "--catalog", cat, "-o", plan),
-                ExitCode.OK, "plan allowed")
-        _expect(c, _upgrader(c, box, "run", plan), ExitCode.OK, "upgraded and healthy")
-        c.print(f"app-01 now answers [bold green]{box.wait_version(version, 5)}[/bold green]")
+        rc = _upgrader(c, box, "plan", "--inventory", inv, "--to", version, "--catalog", cat, "-o", plan)
+        _expect(c, rc, want, "plan allowed" if want == ExitCode.OK else "refused by the version policy")
+        return plan
+
+    _step(c, "2. A minor-version upgrade (7.0 → 7.1) is not a free upgrade: refused, nothing touched")
+    plan_to("7.1.0.0", ExitCode.POLICY_REFUSED)
+
+    _step(c, "3. A free maintenance upgrade, 7.0.4.1 → 7.0.4.2: plan, an engineer approves, run")
+    plan = plan_to("7.0.4.2")
+    approval = _approve(c, box, plan, "7.0.4.2")
+    _expect(c, _upgrader(c, box, "run", plan, "--approval", approval), ExitCode.OK, "upgraded and healthy")
+    c.print(f"app-01 now answers [bold green]{box.wait_version('7.0.4.2', 5)}[/bold green]")
+
+    _step(c, "4. A patch (overlays files, removes one), 7.0.4.2 → 7.0.4.3; an approval of another plan is refused")
+    plan = plan_to("7.0.4.3")
+    _expect(c, _upgrader(c, box, "run", plan, "--approval", approval), ExitCode.APPROVAL_REFUSED,
+            "refused: that approval is for the 7.0.4.2 plan (and already used); nothing touched")
+    approval = _approve(c, box, plan, "7.0.4.3")
+    _expect(c, _upgrader(c, box, "run", plan, "--approval", approval), ExitCode.OK, "patched and healthy")
+    c.print(f"app-01 now answers [bold green]{box.wait_version('7.0.4.3', 5)}[/bold green]")
 
     _step(c, "5. An upgrade that installs fine but fails its health probes: rolled back automatically")
-    plan = str(box.plans / "to-7.0.4.5.json")
-    _expect(c, _upgrader(c, box, "plan", "--inventory", inv, "--to", "7.0.4.5", "--catalog", cat, "-o", plan),
-            ExitCode.OK, "plan allowed")
-    _expect(c, _upgrader(c, box, "run", plan), ExitCode.ROLLED_BACK, "failed, rolled back, old version healthy")
+    plan = plan_to("7.0.4.5")
+    approval = _approve(c, box, plan, "7.0.4.5")
+    _expect(c, _upgrader(c, box, "run", plan, "--approval", approval), ExitCode.ROLLED_BACK,
+            "failed, rolled back, old version healthy")
     c.print(f"app-01 answers [bold yellow]{box.wait_version('7.0.4.3', 5)}[/bold yellow] again; "
             "its configuration and data are untouched")

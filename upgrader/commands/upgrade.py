@@ -7,11 +7,33 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..errors import InputError, PolicyRefused
+from ..errors import ApprovalRefused, InputError, PolicyRefused
 from ..exit_codes import ExitCode
-from ._common import console, load_policy_or_fail, print_json
+from ._common import console, load_policy_or_fail, policy_path, print_json
 
-__all__ = ["cmd_plan", "cmd_run", "cmd_rollback", "host_from_plan", "runs_dir"]
+__all__ = ["cmd_plan", "cmd_run", "cmd_rollback", "host_from_plan", "runs_dir", "plan_policy", "trusted_catalog"]
+
+
+def plan_policy(plan: Any) -> Any:
+    """The policy a plan was made under; refused (exit 4) if the file changed since."""
+    source = plan.data["policy"]["source"]
+    policy = load_policy_or_fail(source)
+    if policy.digest != plan.data["policy"]["sha256"]:
+        raise ApprovalRefused(f"the policy {source} changed since the plan was made (sha256 {policy.digest[:16]}… "
+                              f"now, {str(plan.data['policy']['sha256'])[:16]}… then)", hint="make a new plan")
+    return policy
+
+
+def trusted_catalog(path: str | Path, policy: Any, home: Path, now: Any) -> tuple[Any, dict[str, Any]]:
+    """Load a catalog and check its vendor signature and serial (exit 4 when it cannot be trusted)."""
+    from ..catalog import load_catalog
+    from ..trust import verify_catalog
+
+    catalog = load_catalog(path)
+    signers = policy.trusted_signers
+    info = verify_catalog(catalog, trusted_signers=policy.resolve_path(signers) if signers else None, now=now,
+                          home=home)
+    return catalog, info
 
 
 def runs_dir(home: Path) -> Path:
@@ -33,19 +55,19 @@ def host_from_plan(h: dict[str, Any]) -> Any:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from ..catalog import load_catalog
     from ..clock import SystemClock
     from ..inventory import load_inventory
-    from ..planner import make_plan
+    from ..planner import make_plan, requester_identity
     from ..report import print_plan
     from ..transport import connect
 
+    clock = SystemClock()
     inventory = load_inventory(args.inventory)
     hosts = inventory.select(args.hosts)
-    catalog = load_catalog(args.catalog)
-    policy = load_policy_or_fail(args.policy)
-    plan = make_plan(inventory, hosts, target=args.to, catalog=catalog, policy=policy, clock=SystemClock(),
-                     connect=connect)
+    policy = load_policy_or_fail(policy_path(args))
+    catalog, signed_by = trusted_catalog(args.catalog, policy, args.home, clock.now())
+    plan = make_plan(inventory, hosts, target=args.to, catalog=catalog, policy=policy, clock=clock,
+                     connect=connect, requester=requester_identity(args.requester))
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(plan.to_json(), encoding="utf-8")
@@ -61,12 +83,11 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return ExitCode.OK if plan.allowed else ExitCode.POLICY_REFUSED
 
 
-def _targets(plan: dict[str, Any], catalog_dir: Path, hosts: list[dict[str, Any]]) -> list[Any]:
-    from ..catalog import load_catalog, verify_package_file
+def _targets(catalog: Any, hosts: list[dict[str, Any]]) -> list[Any]:
+    from ..catalog import verify_package_file
     from ..engine import HostTarget
     from ..transport import connect
 
-    catalog = load_catalog(catalog_dir)
     targets = []
     verified: set[str] = set()
     for h in hosts:
@@ -107,16 +128,27 @@ def cmd_run(args: argparse.Namespace) -> int:
             raise InputError(f"{name} must be at least 1")
     if args.max_failures is not None and args.max_failures < 0:
         raise InputError("--max-failures must be 0 or more")
+    clock = SystemClock()
+    now = clock.now()
+    policy = plan_policy(plan)
     catalog_dir = Path(args.catalog) if args.catalog else Path(plan.data["catalog"]["path"])
-    targets = _targets(plan.data, catalog_dir, plan.hosts)
+    catalog, signed_by = trusted_catalog(catalog_dir, policy, args.home, now)
+    from ..package import file_digest
+
+    if file_digest(catalog.path) != plan.data["catalog"]["sha256"]:
+        raise ApprovalRefused(f"the catalog {catalog.path} is not the one the plan was made with",
+                              hint="make and approve a new plan with this catalog")
+    approvals = _check_approvals(args, plan, policy, now)
+    targets = _targets(catalog, plan.hosts)
     c = console()
     if args.dry_run:
         return _dry_run(args, plan, c)
-    clock = SystemClock()
-    run_id = new_run_id(clock.now())
+    run_id = new_run_id(now)
     journal = Journal(runs_dir(args.home) / run_id, clock.now)
     journal.write("plan.json", plan.data)
-    journal.record("plan", "accepted", digest=plan.digest, approvals=len(args.approval))
+    journal.record("plan", "accepted", digest=plan.digest, catalog=signed_by,
+                   approvals=[{"approver": a.statement.approver, "key": a.signature.fingerprint,
+                               "expires": a.statement.expires.isoformat(), "digest": a.digest} for a in approvals])
     observers: list[Any] = [] if args.json else [PhaseLines(c)]
     if not args.json:
         c.print(f"run [bold]{run_id}[/bold]: {len(targets)} host(s) to {plan.data['target']} "
@@ -126,11 +158,29 @@ def cmd_run(args: argparse.Namespace) -> int:
                     manual_changes=str(plan.data["policy"].get("manual_changes", "warn")))
     result = engine.run(targets).to_dict()
     journal.write("result.json", result)
+    _used_approvals(args.home).mark(approvals, run_id, clock.now())
     if args.json:
         print_json(result)
     else:
         print_run_summary(c, result)
     return int(result["exit_code"])
+
+
+def _used_approvals(home: Path) -> Any:
+    from ..approval import UsedApprovals
+
+    return UsedApprovals(home / "approvals" / "used.jsonl")
+
+
+def _check_approvals(args: argparse.Namespace, plan: Any, policy: Any, now: Any) -> list[Any]:
+    from ..approval import check_approvals
+    from ..signers import load_allowed_signers
+
+    signers_path = policy.allowed_signers
+    signers = load_allowed_signers(policy.resolve_path(signers_path)) if signers_path else None
+    return check_approvals(args.approval, plan_digest=plan.digest, requester=str(plan.data["requester"].get("user")),
+                           signers=signers, required=policy.approvals_required,
+                           allow_self=policy.allow_self_approval, now=now, used=_used_approvals(args.home))
 
 
 def _dry_run(args: argparse.Namespace, plan: Any, c: Any) -> int:
