@@ -127,7 +127,7 @@ class Section:
     def str(self, name: str, default: Any = _MISSING, *, pattern: str | None = None,
             describe: str | None = None) -> Any:
         value = self.get(name, str, default, describe)
-        if isinstance(value, str):
+        if isinstance(value, str) and self.data.get(name) is not None:  # a default is not checked
             if not value.strip():
                 raise self.error(name, "must not be empty")
             if pattern and not re.fullmatch(pattern, value):
