@@ -140,6 +140,44 @@ def build_parser() -> argparse.ArgumentParser:
     csign.add_argument("--json", action="store_true")
     csign.set_defaults(func="catalogs:cmd_sign")
 
+    audit = sub.add_parser("audit", help="verify, read and export the audit log").add_subparsers(dest="sub",
+                                                                                               metavar="SUB")
+    averify = audit.add_parser("verify", help="prove the audit log was not altered",
+                               description="Check the hash chain, the sequence and every signed checkpoint. Exit 0 when "
+                                           "intact, 6 naming the first bad line. Only --anchor (a checkpoint a run "
+                                           "printed, kept elsewhere) proves that nothing was cut off the end.")
+    averify.add_argument("log", nargs="?", help="the log (default: HOME/audit/audit.jsonl)")
+    averify.add_argument("--anchor", metavar="CHECKPOINT", help="SEQ:HEAD as a run printed it, or a file holding it")
+    averify.add_argument("--allowed-signers", metavar="FILE",
+                         help="operators' keys (default: the policy's audit.allowed_signers)")
+    averify.add_argument("--policy", help="policy YAML naming the allowed signers")
+    averify.add_argument("--json", action="store_true")
+    averify.set_defaults(func="audit:cmd_verify")
+    ashow = audit.add_parser("show", help="a readable timeline of the audit log")
+    ashow.add_argument("log", nargs="?", help="the log (default: HOME/audit/audit.jsonl)")
+    ashow.add_argument("--run", metavar="ID", help="only this run (a prefix is enough)")
+    ashow.add_argument("--host", metavar="H")
+    ashow.add_argument("--since", metavar="DATE", help="e.g. 2026-11-26 or 2026-11-26T10:00")
+    ashow.add_argument("--json", action="store_true")
+    ashow.set_defaults(func="audit:cmd_show")
+    aexport = audit.add_parser("export", help="write an HTML, JSON or CSV report",
+                               description="Write a report of the audit log: HTML (one self-contained file: summary per "
+                                           "run, per-host phase timeline, policy decisions, rollbacks, and the "
+                                           "verification result at the top), JSON or CSV.")
+    aexport.add_argument("log", nargs="?", help="the log (default: HOME/audit/audit.jsonl)")
+    aexport.add_argument("--format", required=True, choices=("html", "json", "csv"))
+    aexport.add_argument("-o", "--output", required=True, metavar="FILE")
+    aexport.add_argument("--lang", choices=("en", "zh"), help="labels in English or Simplified Chinese "
+                         "(default: from the locale)")
+    aexport.add_argument("--run", metavar="ID")
+    aexport.add_argument("--host", metavar="H")
+    aexport.add_argument("--since", metavar="DATE")
+    aexport.add_argument("--anchor", metavar="CHECKPOINT")
+    aexport.add_argument("--allowed-signers", metavar="FILE")
+    aexport.add_argument("--policy")
+    aexport.add_argument("--json", action="store_true")
+    aexport.set_defaults(func="audit:cmd_export")
+
     run = sub.add_parser("run", help="execute a plan",
                          description="Run the plan's phases on every host: preflight, backup, stop, install, start, "
                                      "observe; roll back automatically on failure.")
@@ -151,6 +189,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--max-failures", type=int, metavar="N", help="stop starting hosts after N failures")
     run.add_argument("--forks", type=int, default=8, metavar="N", help="parallel hosts within a batch (default 8)")
     run.add_argument("--dry-run", action="store_true", help="check everything, show the phases, touch nothing")
+    run.add_argument("--audit-key", metavar="KEY", help="your SSH key that signs the audit checkpoint "
+                     "(default: env UPGRADER_AUDIT_KEY, HOME/keys/operator, ~/.ssh/id_*)")
     run.add_argument("--json", action="store_true")
     run.set_defaults(func="upgrade:cmd_run")
 
@@ -159,6 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
                                           "version and observe it. Running it twice changes nothing the second time.")
     rollback.add_argument("run_id", metavar="RUN_ID")
     rollback.add_argument("--hosts", metavar="PATTERN")
+    rollback.add_argument("--audit-key", metavar="KEY", help="your SSH key that signs the audit checkpoint")
     rollback.add_argument("--json", action="store_true")
     rollback.set_defaults(func="upgrade:cmd_rollback")
     return p

@@ -235,7 +235,8 @@ class _HostRun:
         self.out.phases.append(PhaseRecord(name, "ok", seconds, detail, data))
         self.e.journal.record(name, "done", host=self.name, seconds=round(seconds, 3), detail=detail,
                               result=_small(data))
-        self.e.emit("phase_finished", self.name, phase=name, status="ok", seconds=seconds, detail=detail)
+        self.e.emit("phase_finished", self.name, phase=name, status="ok", seconds=round(seconds, 3), detail=detail,
+                    result=_small(data))
         return data
 
     def _phase_failed(self, name: str, t0: float, message: str, kind: str, data: dict[str, Any]) -> None:
@@ -243,7 +244,8 @@ class _HostRun:
         self.out.phases.append(PhaseRecord(name, "failed", seconds, message, {"kind": kind}))
         self.e.journal.record(name, "failed", host=self.name, seconds=round(seconds, 3), error=message,
                               kind=kind, data=_small(data))
-        self.e.emit("phase_finished", self.name, phase=name, status="failed", seconds=seconds, detail=message)
+        self.e.emit("phase_finished", self.name, phase=name, status="failed", seconds=round(seconds, 3),
+                    detail=message, failure=kind)
 
     def hooks(self, which: str) -> None:
         for h in self.spec.get("hooks", {}).get(which, []):
@@ -415,7 +417,10 @@ class _HostRun:
                         timeout=float(spec["start_timeout"]) + float(spec["window"]) + 60)
         if not res["healthy"]:
             bad = [p for p in res["probes"] if not p["ok"]]
-            raise _PhaseFailed("observe", "; ".join(f"{p['probe']}: {p['detail']}" for p in bad) or "unhealthy",
+            when = ("healthy at first, then failed during the observation window" if res.get("stage") == "window"
+                    else "never healthy after start")
+            raise _PhaseFailed("observe", f"{when}: "
+                               + ("; ".join(f"{p['probe']}: {p['detail']}" for p in bad) or "unhealthy"),
                                "unhealthy")
         if self.stop_started is not None:
             healthy_at = t_call + float(res.get("ready_seconds", 0))

@@ -108,6 +108,7 @@ SCHEMA: tuple[Setting, ...] = (
     Setting("approvals.allow_self_approval", _boolean, False),
     Setting("approvals.allowed_signers", _optional_path, None),
     Setting("catalog.trusted_signers", _optional_path, None),
+    Setting("audit.allowed_signers", _optional_path, None),
 )
 
 
@@ -179,6 +180,12 @@ class Policy:
     def allowed_signers(self) -> str | None:
         """Approvers' OpenSSH allowed_signers file as written (see resolve_path)."""
         return cast(str | None, self.settings["approvals.allowed_signers"])
+
+    @property
+    def audit_signers(self) -> str | None:
+        """Operators' allowed_signers for audit checkpoints as written; None: the approvers' file."""
+        value = self.settings["audit.allowed_signers"]
+        return cast(str | None, value if value is not None else self.settings["approvals.allowed_signers"])
 
     @property
     def trusted_signers(self) -> str | None:

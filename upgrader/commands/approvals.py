@@ -52,6 +52,13 @@ def cmd_approve(args: argparse.Namespace) -> int:
                                clock.now(), valid_for, args.comment or "", args.after_hours)
     out = Path(args.output)
     write_approval(out, statement, key)
+    from ..recorder import Recorder, operator_identity
+
+    policy = plan_policy(plan)
+    Recorder(args.home, operator_identity(args.home, policy, need_key=False), clock).event(
+        "approval_created", outcome="approved", plan=plan.digest, approver=principal, key=identity.fingerprint,
+        expires=statement.expires.isoformat(), comment=statement.comment, after_hours=statement.after_hours,
+        requester=statement.requester, file=str(out))
     if args.json:
         print_json({"approval": str(out), "plan": plan.digest, "approver": principal,
                     "expires": statement.expires.isoformat(), "key": identity.fingerprint})

@@ -115,23 +115,30 @@ def build_sandbox(root: Path, port: int | None = None) -> Sandbox:
 
 
 def _trust(box: Sandbox) -> None:
-    """An engineer key and a vendor key, their allowed_signers files, a policy that names them, a signed catalog."""
-    from ..keys import generate_key, load_private_key
+    """Engineer, operator and vendor keys, their allowed_signers files, a policy that names them, a signed catalog."""
+    from ..keys import generate_key, load_private_key, signer_line
     from ..trust import sign_catalog
 
-    _, _, engineer = generate_key(box.engineer_key, "engineer@vendor")
-    _, _, vendor = generate_key(box.vendor_key, "vendor-release")
-    prefix = 'namespaces="upgrader-approval,upgrader-audit" '
-    (box.keys / "allowed_signers").write_text(engineer.replace(" ", " " + prefix, 1) + "\n", encoding="utf-8")
-    (box.keys / "vendor_signers").write_text(vendor.replace(" ", ' namespaces="upgrader-catalog" ', 1) + "\n",
-                                             encoding="utf-8")
+    lines = []
+    for name, principal, namespaces in (("engineer", "engineer@vendor", "upgrader-approval"),
+                                        ("operator", "operator@customer", "upgrader-audit")):
+        generate_key(box.keys / name, principal)
+        lines.append(signer_line(principal, load_private_key(box.keys / name).public_key(), namespaces))
+    (box.keys / "allowed_signers").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    generate_key(box.vendor_key, "vendor-release")
+    (box.keys / "vendor_signers").write_text(
+        signer_line("vendor-release", load_private_key(box.vendor_key).public_key(), "upgrader-catalog") + "\n",
+        encoding="utf-8")
     box.policy.write_text(
-        "# The demo's policy: the shipped default rules, plus who may approve and whose catalogs are trusted.\n"
+        "# The demo's policy: the shipped default rules, plus who may approve, who signs the audit log and whose\n"
+        "# catalogs are trusted.\n"
         "format: 1\n"
         "approvals:\n"
         "  required: 1\n"
         "  allow_self_approval: false\n"
         "  allowed_signers: keys/allowed_signers     # engineers (principal, key) who may approve plans\n"
+        "audit:\n"
+        "  allowed_signers: keys/allowed_signers     # operators whose keys sign audit checkpoints\n"
         "catalog:\n"
         "  trusted_signers: keys/vendor_signers      # the vendor keys that sign catalog.yaml\n", encoding="utf-8")
     sign_catalog(box.catalog / "catalog.yaml", load_private_key(box.vendor_key))

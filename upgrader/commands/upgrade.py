@@ -7,7 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..errors import ApprovalRefused, InputError, PolicyRefused
+from ..errors import ApprovalRefused, InputError, PolicyRefused, UpgraderError
+from ..recorder import Recorder
 from ..exit_codes import ExitCode
 from ._common import console, load_policy_or_fail, policy_path, print_json
 
@@ -71,6 +72,10 @@ def cmd_plan(args: argparse.Namespace) -> int:
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(plan.to_json(), encoding="utf-8")
+    _recorder(args, policy, clock, need_key=False).event(
+        "plan_created", outcome="allowed" if plan.allowed else "refused", plan=plan.digest, file=str(out),
+        target=args.to, catalog={**plan.data["catalog"], **signed_by}, policy=plan.data["policy"],
+        requester=plan.data["requester"], hosts=[_host_summary(h) for h in plan.hosts])
     if args.json:
         print_json({"plan": str(out), "digest": plan.digest, **plan.data})
     else:
@@ -108,13 +113,27 @@ def _targets(catalog: Any, hosts: list[dict[str, Any]]) -> list[Any]:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from ..clock import SystemClock
-    from ..engine import Engine
-    from ..journal import Journal, new_run_id
     from ..plan import load_plan
-    from ..planner import requester_identity
-    from ..report import PhaseLines, print_run_summary
 
     plan = load_plan(args.plan)
+    clock = SystemClock()
+    try:
+        return _run(args, plan, clock)
+    except (PolicyRefused, ApprovalRefused) as e:
+        try:
+            _recorder(args, None, clock, need_key=False).event(
+                "approval_refused" if isinstance(e, ApprovalRefused) else "run_refused", outcome="refused",
+                plan=plan.digest, reason=str(e), approvals=list(args.approval))
+        except UpgraderError:
+            pass  # the refusal itself is what the user must see
+        raise
+
+
+def _run(args: argparse.Namespace, plan: Any, clock: Any) -> int:
+    from ..engine import Engine
+    from ..journal import Journal, new_run_id
+    from ..report import PhaseLines, print_run_summary
+
     refused = plan.refused_hosts()
     if refused:
         reasons = []
@@ -128,9 +147,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             raise InputError(f"{name} must be at least 1")
     if args.max_failures is not None and args.max_failures < 0:
         raise InputError("--max-failures must be 0 or more")
-    clock = SystemClock()
     now = clock.now()
     policy = plan_policy(plan)
+    operator = _operator(args, policy)
     catalog_dir = Path(args.catalog) if args.catalog else Path(plan.data["catalog"]["path"])
     catalog, signed_by = trusted_catalog(catalog_dir, policy, args.home, now)
     from ..package import file_digest
@@ -146,24 +165,59 @@ def cmd_run(args: argparse.Namespace) -> int:
     run_id = new_run_id(now)
     journal = Journal(runs_dir(args.home) / run_id, clock.now)
     journal.write("plan.json", plan.data)
-    journal.record("plan", "accepted", digest=plan.digest, catalog=signed_by,
-                   approvals=[{"approver": a.statement.approver, "key": a.signature.fingerprint,
-                               "expires": a.statement.expires.isoformat(), "digest": a.digest} for a in approvals])
-    observers: list[Any] = [] if args.json else [PhaseLines(c)]
+    approved_by = [{"approver": a.statement.approver, "key": a.signature.fingerprint,
+                    "expires": a.statement.expires.isoformat(), "digest": a.digest,
+                    "comment": a.statement.comment} for a in approvals]
+    journal.record("plan", "accepted", digest=plan.digest, catalog=signed_by, approvals=approved_by)
+    recorder = Recorder(args.home, operator, clock, run=run_id)
+    recorder.event("run_started", plan=plan.digest, target=plan.data["target"], requester=plan.data["requester"],
+                   approvals=approved_by, catalog={**plan.data["catalog"], **signed_by}, policy=plan.data["policy"],
+                   self_approval_allowed=bool(policy.allow_self_approval), hosts=[_host_summary(h) for h in plan.hosts])
+    for a in approved_by:
+        recorder.event("approval_accepted", outcome="accepted", **a)
+    observers: list[Any] = [recorder] + ([] if args.json else [PhaseLines(c)])
     if not args.json:
         c.print(f"run [bold]{run_id}[/bold]: {len(targets)} host(s) to {plan.data['target']} "
                 f"(journal {journal.dir})")
     engine = Engine(journal=journal, clock=clock, observers=observers, forks=args.forks, batch=args.batch,
-                    max_failures=args.max_failures, controller=requester_identity(),
+                    max_failures=args.max_failures, controller={"user": operator.user, "host": operator.host},
                     manual_changes=str(plan.data["policy"].get("manual_changes", "warn")))
     result = engine.run(targets).to_dict()
-    journal.write("result.json", result)
     _used_approvals(args.home).mark(approvals, run_id, clock.now())
+    result["checkpoint"] = recorder.checkpoint()
+    journal.write("result.json", result)
     if args.json:
         print_json(result)
     else:
         print_run_summary(c, result)
+        _print_checkpoint(c, result["checkpoint"])
     return int(result["exit_code"])
+
+
+def _host_summary(h: dict[str, Any]) -> dict[str, Any]:
+    pkg = h.get("package") or {}
+    return {"host": h["name"], "address": h["address"], "install_dir": h["install_dir"], "current": h["current"],
+            "target": h["target"], "allowed": h["allowed"], "decision": h["decision"], "checks": h.get("checks"),
+            "package": {k: pkg.get(k) for k in ("file", "sha256", "size", "kind")} if pkg else None}
+
+
+def _operator(args: argparse.Namespace, policy: Any, need_key: bool = True) -> Any:
+    from ..recorder import operator_identity
+
+    return operator_identity(args.home, policy, key_path=getattr(args, "audit_key", None), need_key=need_key)
+
+
+def _recorder(args: argparse.Namespace, policy: Any, clock: Any, need_key: bool = True, run: str | None = None) -> Any:
+    if policy is None:
+        policy = load_policy_or_fail(policy_path(args))
+    return Recorder(args.home, _operator(args, policy, need_key), clock, run=run)
+
+
+def _print_checkpoint(c: Any, cp: dict[str, Any] | None) -> None:
+    if cp:
+        c.print(f"audit checkpoint: line {cp['line']} signs seq {cp['seq']} head {cp['head']} ({cp['signer']}); "
+                f"keep it elsewhere to prove the log complete later: "
+                f"[bold]upgrader audit verify --anchor {cp['seq']}:{cp['head']}[/bold]", soft_wrap=True)
 
 
 def _used_approvals(home: Path) -> Any:
@@ -203,7 +257,6 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     from ..engine import Engine, HostTarget
     from ..inventory import Inventory
     from ..journal import Journal
-    from ..planner import requester_identity
     from ..report import PhaseLines, print_run_summary
     from ..transport import connect
 
@@ -222,14 +275,22 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     clock = SystemClock()
     journal = Journal(run_dir, clock.now)
     c = console()
+    policy = load_policy_or_fail(plan["policy"]["source"])
+    operator = _operator(args, policy)
+    recorder = Recorder(args.home, operator, clock, run=f"{args.run_id}/rollback-{clock.now():%Y%m%dT%H%M%S}")
+    recorder.event("rollback_requested", of_run=args.run_id, hosts=[h["name"] for h in hosts])
     targets = [HostTarget(plan=h, connect=lambda h=h: connect(host_from_plan(h)), package_file=Path())
                for h in hosts]
-    engine = Engine(journal=journal, clock=clock, observers=[] if args.json else [PhaseLines(c)],
-                    controller=requester_identity())
+    engine = Engine(journal=journal, clock=clock, observers=[recorder] + ([] if args.json else [PhaseLines(c)]),
+                    controller={"user": operator.user, "host": operator.host})
     result = engine.rollback(targets).to_dict()
+    recorder.event("run_finished", outcome=str(result["exit_code"]),
+                   outcomes={h["host"]: h["outcome"] for h in result["hosts"]})
+    result["checkpoint"] = recorder.checkpoint()
     journal.write("rollback-result.json", result)
     if args.json:
         print_json(result)
     else:
         print_run_summary(c, result)
+        _print_checkpoint(c, result["checkpoint"])
     return int(result["exit_code"])

@@ -1,0 +1,321 @@
+"""The audit log: append-only JSON Lines, hash-chained, closed by signed checkpoints.
+
+Every line is one event: ``{"seq":N,"prev":"<sha256 of the previous line>", ...}`` (the first line's
+``prev`` is 64 zeros). A run ends with a ``checkpoint`` line that signs the head of the chain
+(sequence number and hash of the line before it) with the operator's SSH key (SSHSIG, namespace
+``upgrader-audit``). Appends take an exclusive lock, write one whole line and fsync it, so two
+runs appending at once never interleave or lose lines. String values that look like secrets are
+redacted before they are written.
+
+``verify_log`` checks the chain, the sequence, every checkpoint signature and the structure of
+runs, and names the first bad line. It cannot prove that nothing was cut off the end: only a
+checkpoint held elsewhere (``anchor``) can, and the result says so.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+from .errors import InputError
+
+__all__ = ["AuditLog", "VerifyResult", "verify_log", "read_events", "redact", "checkpoint_statement",
+           "parse_anchor", "NAMESPACE", "GENESIS"]
+
+NAMESPACE = "upgrader-audit"
+GENESIS = "0" * 64
+_SECRET_KEYS = re.compile(r"(pass(word|wd|phrase)?|secret|token|api[_-]?key|private[_-]?key|credential)", re.I)
+_SECRET_TEXT = [
+    (re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?(-----END [A-Z ]*PRIVATE KEY-----|$)", re.S),
+     "[REDACTED PRIVATE KEY]"),
+    (re.compile(r"(?i)\b((?:admin_)?pass(?:word|wd|phrase)?|secret|token|api[_-]?key)(\s*[=:]\s*)(\"[^\"]*\"|'[^']*'|\S+)"),
+     r"\1\2[REDACTED]"),
+    (re.compile(r"(?i)(authorization:\s*(?:bearer|basic)\s+)\S+"), r"\1[REDACTED]"),
+    (re.compile(r"(?i)(://[^/\s:@]+:)[^@\s/]+@"), r"\1[REDACTED]@"),
+]
+
+
+def redact(value: Any, key: str = "") -> Any:
+    """A copy of ``value`` with secrets replaced: values under secret-looking keys, and secret-looking text."""
+    if isinstance(value, dict):
+        return {k: redact(v, str(k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [redact(v, key) for v in value]
+    if isinstance(value, str):
+        if key and _SECRET_KEYS.search(key) and not key.endswith(("_file", "_path")) and value:
+            return "[REDACTED]"
+        for pattern, repl in _SECRET_TEXT:
+            value = pattern.sub(repl, value)
+        return value
+    return value
+
+
+def _line_hash(line: bytes) -> str:
+    return hashlib.sha256(line.rstrip(b"\n")).hexdigest()
+
+
+def checkpoint_statement(seq: int, head: str, run: str | None, signer: str, time: str) -> bytes:
+    """The exact bytes a checkpoint signs (also what ``ssh-keygen -Y verify`` is given)."""
+    return (f"upgrader audit checkpoint 1\nseq: {seq}\nhead: {head}\nrun: {run or '-'}\n"
+            f"signer: {signer}\ntime: {time}\n").encode()
+
+
+def _tail_line(f: Any) -> bytes | None:
+    """The last complete line of an open binary file (None when empty)."""
+    f.seek(0, os.SEEK_END)
+    end = f.tell()
+    if end == 0:
+        return None
+    block = 4096
+    pos = end
+    data = b""
+    while pos > 0:
+        step = min(block, pos)
+        pos -= step
+        f.seek(pos)
+        data = f.read(step) + data
+        body = data[:-1] if data.endswith(b"\n") else data
+        nl = body.rfind(b"\n")
+        if nl >= 0:
+            return data[nl + 1:]
+        block *= 2
+    return data
+
+
+class AuditLog:
+    """Appends events to one audit log file, safely from several processes."""
+
+    def __init__(self, path: Path, actor: dict[str, Any] | None = None) -> None:
+        self.path = path
+        self.actor = actor or {}
+        path.parent.mkdir(parents=True, exist_ok=True)
+
+    def _locked(self) -> Any:
+        return _Lock(self.path.with_name(self.path.name + ".lock"))
+
+    def append(self, event: str, *, run: str | None = None, host: str | None = None, phase: str | None = None,
+               outcome: str | None = None, time: str, data: dict[str, Any] | None = None) -> dict[str, Any]:
+        with self._locked():
+            return self._append_locked(event, run=run, host=host, phase=phase, outcome=outcome, time=time,
+                                       data=data)
+
+    def _append_locked(self, event: str, *, run: str | None, host: str | None, phase: str | None,
+                       outcome: str | None, time: str, data: dict[str, Any] | None,
+                       raw: dict[str, Any] | None = None) -> dict[str, Any]:
+        with open(self.path, "a+b") as f:
+            last = _tail_line(f)
+            if last is not None and not last.endswith(b"\n"):
+                raise InputError("the audit log ends with a torn line; refusing to append after it",
+                                 path=str(self.path), hint="run 'upgrader audit verify' and keep the file for review")
+            seq, prev = 1, GENESIS
+            if last is not None:
+                try:
+                    seq = int(json.loads(last)["seq"]) + 1
+                except (ValueError, KeyError, TypeError):
+                    raise InputError("the audit log's last line is not an audit event", path=str(self.path),
+                                     hint="run 'upgrader audit verify'") from None
+                prev = _line_hash(last)
+            record: dict[str, Any] = {"seq": seq, "prev": prev, "time": time, "event": event, "run": run,
+                                      "host": host, "phase": phase, "outcome": outcome, "actor": self.actor}
+            if raw is not None:
+                record.update(raw(seq, prev) if callable(raw) else raw)
+            if data:
+                record["data"] = redact(data)
+            line = json.dumps(record, separators=(",", ":"), ensure_ascii=False, default=str).encode() + b"\n"
+            f.write(line)
+            f.flush()
+            os.fsync(f.fileno())
+            record["_hash"] = _line_hash(line)
+            return record
+
+    def checkpoint(self, *, run: str | None, time: str, signer: str, key: Any) -> dict[str, Any]:
+        """Sign the current head of the chain; return the checkpoint (seq and head) to keep elsewhere."""
+        from .sshsig import fingerprint, public_key_blob, sign
+
+        blob = public_key_blob(key.public_key())
+
+        def fields(seq: int, prev: str) -> dict[str, Any]:
+            statement = checkpoint_statement(seq - 1, prev, run, signer, time)
+            return {"checkpoint": {"seq": seq - 1, "head": prev, "signer": signer, "key": fingerprint(blob),
+                                   "signature": sign(key, statement, NAMESPACE)}}
+
+        with self._locked():
+            rec = self._append_locked("checkpoint", run=run, host=None, phase=None, outcome=None, time=time,
+                                      data=None, raw=fields)  # type: ignore[arg-type]
+        cp = dict(rec["checkpoint"])
+        cp["line"] = rec["seq"]
+        return cp
+
+
+class _Lock:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __enter__(self) -> "_Lock":
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        fcntl.flock(self.fd, fcntl.LOCK_UN)
+        os.close(self.fd)
+
+
+# -- verification -----------------------------------------------------------------------------
+
+
+@dataclass
+class VerifyResult:
+    path: str
+    entries: int = 0
+    valid_entries: int = 0
+    checkpoints: int = 0
+    last_checkpoint: dict[str, Any] | None = None
+    bad_line: int | None = None
+    problem: str | None = None          # edited | missing | reordered | truncated | torn | bad signature | forged
+    message: str = ""
+    uncovered: int = 0                  # valid entries after the last checkpoint
+    anchor_checked: bool = False
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def intact(self) -> bool:
+        return self.bad_line is None and self.problem is None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "intact": self.intact, "entries": self.entries,
+                "valid_entries": self.valid_entries, "checkpoints": self.checkpoints,
+                "last_checkpoint": self.last_checkpoint, "bad_line": self.bad_line, "problem": self.problem,
+                "message": self.message, "uncovered_after_last_checkpoint": self.uncovered,
+                "anchor_checked": self.anchor_checked, "warnings": self.warnings}
+
+
+def parse_anchor(text: str) -> tuple[int, str]:
+    """An anchor: ``SEQ:HEAD`` or the JSON a run printed (``{"seq":..,"head":..}``), or a file holding either."""
+    value = text.strip()
+    if not re.match(r"^\d+:", value) and not value.startswith("{") and Path(value).is_file():
+        value = Path(value).read_text(encoding="utf-8").strip()
+    m = re.fullmatch(r"(\d+):([0-9a-f]{64})", value)
+    if m:
+        return int(m.group(1)), m.group(2)
+    try:
+        d = json.loads(value)
+        d = d.get("checkpoint", d)
+        return int(d["seq"]), str(d["head"])
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise InputError(f"--anchor: expected SEQ:HEAD (as a run prints it) or a file holding it, got {text[:80]!r}") \
+            from None
+
+
+def _fail(r: VerifyResult, line: int, problem: str, message: str) -> VerifyResult:
+    r.bad_line, r.problem, r.message = line, problem, f"line {line}: {message}"
+    return r
+
+
+def verify_log(path: Path, *, signers: Any, anchor: tuple[int, str] | None = None) -> VerifyResult:
+    """Check the whole log; stop at the first bad line and name it."""
+    from .sshsig import SignatureError, parse_armored, verify
+
+    r = VerifyResult(str(path))
+    try:
+        f = open(path, "rb")
+    except FileNotFoundError:
+        raise InputError("audit log not found", path=str(path), hint="give the log path, or --home") from None
+    prev_hash, prev_time = GENESIS, ""
+    closed_runs: set[str] = set()
+    open_runs: set[str] = set()
+    hashes: dict[int, str] = {}
+    n = 0
+    with f:
+        for n, line in enumerate(f, 1):
+            r.entries = n
+            if not line.endswith(b"\n"):
+                return _fail(r, n, "torn", "the last line is incomplete (torn write or cut file)")
+            try:
+                rec = json.loads(line)
+                seq, prev = rec["seq"], rec["prev"]
+            except (ValueError, KeyError, TypeError):
+                return _fail(r, n, "edited", "not a valid audit event (edited or damaged)")
+            if not isinstance(seq, int) or seq != n:
+                if isinstance(seq, int) and seq > n:
+                    return _fail(r, n, "missing", f"sequence jumps from {n - 1} to {seq}: "
+                                 f"{seq - n} line(s) before it were removed")
+                return _fail(r, n, "reordered", f"sequence number {seq} where {n} was expected "
+                             "(lines reordered or duplicated)")
+            if prev != prev_hash:
+                if n > 1:
+                    return _fail(r, n - 1, "edited", f"line {n - 1} was edited or replaced: its hash no longer "
+                                 f"matches the chain recorded in line {n}")
+                return _fail(r, n, "edited", "the first line does not start the chain")
+            this_hash = _line_hash(line)
+            hashes[n] = this_hash
+            time = str(rec.get("time", ""))
+            if time < prev_time:
+                return _fail(r, n, "reordered", f"time {time} is earlier than the line before ({prev_time})")
+            run = rec.get("run")
+            event = rec.get("event")
+            if event == "checkpoint":
+                cp = rec.get("checkpoint") or {}
+                try:
+                    if cp.get("seq") != n - 1 or cp.get("head") != prev_hash:
+                        raise SignatureError("it does not name the line before it")
+                    sig = parse_armored(str(cp.get("signature", "")))
+                    verify(sig, checkpoint_statement(n - 1, prev_hash, run, str(cp.get("signer")), time), NAMESPACE)
+                    if signers is None:
+                        raise SignatureError("no allowed signers to check it against")
+                    signers.check(str(cp.get("signer")), sig.public_key, NAMESPACE, _parse_time(time))
+                except (SignatureError, ValueError) as e:
+                    return _fail(r, n, "bad signature", f"checkpoint signature is not valid: {e}")
+                r.checkpoints += 1
+                r.last_checkpoint = {"seq": n - 1, "head": prev_hash, "line": n, "signer": cp.get("signer")}
+                if run:
+                    closed_runs.add(run)
+                    open_runs.discard(run)
+            elif run:
+                if run in closed_runs:
+                    return _fail(r, n, "forged", f"an event of run {run} after that run's closing checkpoint")
+                if run not in open_runs and event not in ("run_started", "plan_created", "approval_refused",
+                                                          "approval_accepted", "rollback_requested"):
+                    return _fail(r, n, "forged", f"an event of run {run} that never started")
+                open_runs.add(run)
+            prev_hash, prev_time = this_hash, time
+            r.valid_entries = n
+    r.uncovered = n - (r.last_checkpoint["line"] if r.last_checkpoint else 0)
+    if anchor is not None:
+        seq, head = anchor
+        r.anchor_checked = True
+        if seq > n:
+            return _fail(r, n, "truncated", f"the log ends at line {n} but the anchor names line {seq}: "
+                         f"{seq - n} line(s) were cut off the end")
+        if hashes.get(seq) != head:
+            return _fail(r, seq, "edited", "does not match the anchor's head hash (the log was rewritten)")
+    if r.uncovered:
+        r.warnings.append(f"{r.uncovered} entr{'y' if r.uncovered == 1 else 'ies'} after the last checkpoint "
+                          "are not covered by a signature (a run in progress or interrupted)")
+    return r
+
+
+def _parse_time(text: str) -> Any:
+    import datetime as dt
+
+    try:
+        t = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        t = dt.datetime.now(dt.timezone.utc)
+    return t if t.tzinfo else t.replace(tzinfo=dt.timezone.utc)
+
+
+def read_events(path: Path) -> Iterator[dict[str, Any]]:
+    """Parsed events of a log (lines that do not parse are skipped; use verify_log to judge the log)."""
+    with open(path, "rb") as f:
+        for line in f:
+            try:
+                yield json.loads(line)
+            except ValueError:
+                continue

@@ -1,0 +1,158 @@
+"""``upgrader audit verify|show|export``: the auditor's commands."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+from ..errors import InputError
+from ..exit_codes import ExitCode
+from ._common import console, load_policy_or_fail, policy_path, print_json
+
+__all__ = ["cmd_verify", "cmd_show", "cmd_export", "log_path", "load_signers"]
+
+
+def log_path(args: argparse.Namespace) -> Path:
+    from ..recorder import audit_path
+
+    return Path(args.log) if getattr(args, "log", None) else audit_path(args.home)
+
+
+def load_signers(args: argparse.Namespace) -> Any:
+    """Allowed signers for checkpoints: --allowed-signers, else the policy's audit (or approvals) file."""
+    from ..signers import load_allowed_signers
+
+    if getattr(args, "allowed_signers", None):
+        return load_allowed_signers(args.allowed_signers)
+    policy = load_policy_or_fail(policy_path(args))
+    path = policy.audit_signers
+    return load_allowed_signers(policy.resolve_path(path)) if path else None
+
+
+def verification(args: argparse.Namespace) -> Any:
+    from ..audit import parse_anchor, verify_log
+
+    anchor = parse_anchor(args.anchor) if getattr(args, "anchor", None) else None
+    return verify_log(log_path(args), signers=load_signers(args), anchor=anchor)
+
+
+def describe(result: Any) -> str:
+    """The verdict in words; never a bare OK."""
+    if not result.intact:
+        return f"ALTERED: {result.message} ({result.problem}); {result.valid_entries} entries before it form a valid chain"
+    text = (f"{result.entries} entries form an intact hash chain with {result.checkpoints} valid signed "
+            f"checkpoint(s)")
+    if result.anchor_checked:
+        text += "; the log is complete up to the anchor you hold"
+        if result.entries > 0:
+            text += " (entries after it are chained but not anchored)" if result.uncovered else ""
+    else:
+        text += ("; completeness after the last checkpoint you hold elsewhere is NOT proven "
+                 "(give --anchor SEQ:HEAD from a run's output to prove nothing was cut off)")
+    return text
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    result = verification(args)
+    if args.json:
+        print_json({**result.to_dict(), "verdict": describe(result)})
+    else:
+        c = console()
+        style = "bold green" if result.intact else "bold red"
+        c.print(f"[{style}]{'INTACT' if result.intact else 'ALTERED'}[/{style}] {result.path}")
+        c.print(describe(result), soft_wrap=True)
+        if result.last_checkpoint:
+            cp = result.last_checkpoint
+            c.print(f"last checkpoint: line {cp['line']}, seq {cp['seq']}, head {cp['head']}, signed by {cp['signer']}",
+                    soft_wrap=True)
+        for w in result.warnings:
+            c.print(f"[yellow]note:[/yellow] {w}", soft_wrap=True)
+    return ExitCode.OK if result.intact else ExitCode.AUDIT_ALTERED
+
+
+def _since(text: str | None) -> str | None:
+    if not text:
+        return None
+    try:
+        return dt.datetime.fromisoformat(text).isoformat()
+    except ValueError:
+        raise InputError(f"--since: expected a date like 2026-11-26 or 2026-11-26T10:00, got {text!r}") from None
+
+
+def selected_events(args: argparse.Namespace) -> list[dict[str, Any]]:
+    from ..audit import read_events
+
+    path = log_path(args)
+    if not path.is_file():
+        raise InputError("audit log not found", path=str(path), hint="give the log path, or --home")
+    since = _since(getattr(args, "since", None))
+    out = []
+    for e in read_events(path):
+        run = str(e.get("run") or "")
+        if getattr(args, "run", None) and not run.startswith(args.run):
+            continue
+        if getattr(args, "host", None) and e.get("host") not in (args.host, None):
+            continue
+        if getattr(args, "host", None) and e.get("host") is None and e.get("event") not in ("run_started",
+                                                                                             "run_finished"):
+            continue
+        if since and str(e.get("time", "")) < since:
+            continue
+        out.append(e)
+    return out
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from rich.table import Table
+    from rich.text import Text
+
+    events = selected_events(args)
+    if args.json:
+        print_json(events)
+        return ExitCode.OK
+    c = console()
+    table = Table(title=f"Audit timeline ({len(events)} events)", title_justify="left")
+    for col in ("#", "time", "run", "host", "event", "phase", "outcome", "who", "details"):
+        table.add_column(col, overflow="fold")
+    style = {"failed": "bold red", "refused": "bold red", "rolled_back": "bold yellow", "committed": "green",
+             "ok": "green", "needs_person": "bold red"}
+    for e in events:
+        actor = e.get("actor") or {}
+        outcome = str(e.get("outcome") or "")
+        table.add_row(str(e["seq"]), str(e.get("time", ""))[:19].replace("T", " "), str(e.get("run") or ""),
+                      e.get("host") or "", e.get("event", ""), e.get("phase") or "",
+                      Text(outcome, style=style.get(outcome, "")), actor.get("principal") or actor.get("user", ""),
+                      _details(e))
+    c.print(table)
+    return ExitCode.OK
+
+
+def _details(e: dict[str, Any]) -> str:
+    d = e.get("data") or {}
+    if e.get("event") == "checkpoint":
+        cp = e.get("checkpoint") or {}
+        return f"signs seq {cp.get('seq')} head {str(cp.get('head'))[:16]}… ({cp.get('key')})"
+    for key in ("reason", "detail", "cause", "error"):
+        if d.get(key):
+            return str(d[key])[:160]
+    if "target" in d:
+        return f"to {d['target']}" + (f", plan {str(d.get('plan'))[:12]}…" if d.get("plan") else "")
+    if "approver" in d:
+        return f"{d['approver']} ({d.get('key')})"
+    return ""
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from ..audit_report import export
+
+    out = Path(args.output)
+    result = verification(args)
+    events = selected_events(args)
+    export(args.format, events, result, describe(result), out, lang=args.lang)
+    if not args.json:
+        console().print(f"wrote {out} ({args.format}, {len(events)} events; log {'intact' if result.intact else 'ALTERED'})")
+    else:
+        print_json({"output": str(out), "format": args.format, "events": len(events), "intact": result.intact})
+    return ExitCode.OK
