@@ -16,11 +16,11 @@ from typing import Any
 from .document import Section, load_yaml
 from .errors import InputError
 
-__all__ = ["Host", "Inventory", "load_inventory"]
+__all__ = ["Host", "Inventory", "load_inventory", "build_inventory", "HOST_KEYS"]
 
 _NAME = r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}"
-_HOST_KEYS = ("address", "port", "user", "key", "install_dir", "product", "playbook", "maintenance_until",
-              "vars", "state_dir", "host_key")
+HOST_KEYS = ("address", "port", "user", "key", "install_dir", "product", "playbook", "maintenance_until",
+              "vars", "state_dir", "host_key", "known_hosts")
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,7 @@ class Host:
     groups: tuple[str, ...] = ()
     state_dir: str | None = None
     host_key: str = "strict"
+    known_hosts: str | None = None
 
     @property
     def is_local(self) -> bool:
@@ -47,7 +48,8 @@ class Host:
         return {"name": self.name, "address": self.address, "port": self.port, "user": self.user,
                 "install_dir": self.install_dir, "product": self.product, "playbook": self.playbook,
                 "maintenance_until": self.maintenance_until.isoformat() if self.maintenance_until else None,
-                "groups": list(self.groups)}
+                "groups": list(self.groups), "key": self.key, "host_key": self.host_key,
+                "known_hosts": self.known_hosts}
 
 
 @dataclass(frozen=True)
@@ -99,6 +101,12 @@ def _date(value: Any) -> _dt.date:
         raise ValueError(f"expected a date like 2027-12-31, got {value!r}") from None
 
 
+def _path(value: str | None, base: Path) -> str | None:
+    if value is None or value.startswith(("/", "~")):
+        return value
+    return str((base / value).resolve())
+
+
 def _host(name: str, s: Section, defaults: dict[str, Any], base: Path) -> Host:
     merged = {**defaults, **s.data}
     s = Section(merged, source=s.source, keypath=s.keypath)
@@ -121,21 +129,30 @@ def _host(name: str, s: Section, defaults: dict[str, Any], base: Path) -> Host:
         vars=s.mapping("vars", {}),
         state_dir=s.str("state_dir", None),
         host_key=s.choice("host_key", ("strict", "accept-new"), "strict"),
+        known_hosts=_path(s.str("known_hosts", None), base),
     )
     s.done()
     return host
 
 
 def load_inventory(path: str | Path) -> Inventory:
+    """Read upgrader's YAML inventory, or an Ansible inventory (INI or YAML) as it is."""
+    from .ansible_inventory import is_ansible_yaml, looks_like_ini, read_ansible
+
     p = Path(path)
-    s = Section(load_yaml(p, what="inventory"), source=str(p), what="an inventory")
+    if looks_like_ini(p):
+        return read_ansible(p, None)
+    data = load_yaml(p, what="inventory")
+    if is_ansible_yaml(data):
+        return read_ansible(p, data)
+    s = Section(data, source=str(p), what="an inventory")
     s.int("format", 1, minimum=1, maximum=1)
     defaults_sec = s.section("defaults", {})
     assert defaults_sec is not None
     defaults = dict(defaults_sec.data)
     for k in defaults:
-        if k not in _HOST_KEYS:
-            raise defaults_sec.error(str(k), "unknown key", hint="known keys: " + ", ".join(_HOST_KEYS))
+        if k not in HOST_KEYS:
+            raise defaults_sec.error(str(k), "unknown key", hint="known keys: " + ", ".join(HOST_KEYS))
     hosts_sec = s.section("hosts", what="a mapping of host names to their settings")
     assert hosts_sec is not None
     hosts: dict[str, Host] = {}
@@ -166,6 +183,23 @@ def load_inventory(path: str | Path) -> Inventory:
         for m in members:
             by_host.setdefault(m, []).append(g)
     hosts = {n: _with_groups(h, tuple(by_host.get(n, ()))) for n, h in hosts.items()}
+    _check_distinct_installs(hosts, p)
+    return Inventory(path=p, hosts=hosts, groups=groups)
+
+
+def build_inventory(p: Path, raw_hosts: dict[str, dict[str, Any]], groups: dict[str, tuple[str, ...]]) -> Inventory:
+    """An Inventory from already-merged host settings (used by the Ansible reader)."""
+    hosts = {}
+    for name, settings in raw_hosts.items():
+        sec = Section(settings, source=str(p), keypath=f"hosts.{name}")
+        hosts[name] = _host(name, sec, {}, p.parent)
+    by_host: dict[str, list[str]] = {}
+    for g, members in groups.items():
+        for m in members:
+            by_host.setdefault(m, []).append(g)
+    hosts = {n: _with_groups(h, tuple(by_host.get(n, ()))) for n, h in hosts.items()}
+    if not hosts:
+        raise InputError("the inventory lists no host", path=str(p))
     _check_distinct_installs(hosts, p)
     return Inventory(path=p, hosts=hosts, groups=groups)
 

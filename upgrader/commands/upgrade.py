@@ -52,7 +52,7 @@ def host_from_plan(h: dict[str, Any]) -> Any:
                 playbook=h["playbook"]["name"], port=int(h.get("port") or 22), user=h.get("user"),
                 key=h.get("key"), maintenance_until=dt.date.fromisoformat(until) if until else None,
                 groups=tuple(h.get("groups", ())), state_dir=h.get("state_dir"),
-                host_key=h.get("host_key", "strict"))
+                host_key=h.get("host_key") or "strict", known_hosts=h.get("known_hosts"))
 
 
 def cmd_plan(args: argparse.Namespace) -> int:

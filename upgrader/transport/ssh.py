@@ -1,0 +1,166 @@
+"""The SSH transport: one fabric ``Connection`` per host, reused for every command of a run.
+
+Host keys are verified against ``~/.ssh/known_hosts``, the ``UserKnownHostsFile`` of
+``~/.ssh/config`` and the inventory's ``known_hosts``; an unknown host key is refused unless the
+inventory says ``host_key: accept-new`` (then it is learned and saved, like OpenSSH's option of
+that name). ``~/.ssh/config`` (HostName, User, Port, IdentityFile, ConnectTimeout, ProxyJump) and
+the SSH agent are honoured through fabric. Keepalives detect a dead link. Files go over SFTP.
+Foreign exceptions (paramiko, socket) become ``TransportError`` here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+from pathlib import Path
+from typing import Any, Sequence
+
+from ..errors import TransportError
+from .base import AGENT_SOURCE, CommandResult, shell_join
+
+__all__ = ["SSHTransport"]
+
+KEEPALIVE_SECONDS = 15
+CONNECT_TIMEOUT = 15
+
+
+class SSHTransport:
+    """Runs commands on a remote host over one SSH connection."""
+
+    shares_filesystem = False
+    python = "python3"
+
+    def __init__(self, host: Any) -> None:
+        self.host = host
+        self.name = host.name
+        self._conn: Any = None
+        self._agent: str | None = None
+
+    # -- connection -------------------------------------------------------------------------
+
+    def _connect(self) -> Any:
+        if self._conn is not None and self._conn.is_connected:
+            return self._conn
+        import paramiko
+        from fabric import Config, Connection
+
+        h = self.host
+        kwargs: dict[str, Any] = {}
+        if h.key:
+            kwargs["key_filename"] = [os.path.expanduser(h.key)]
+            kwargs["look_for_keys"] = False
+        config = Config(lazy=False)
+        conn = Connection(h.address, user=h.user, port=h.port if h.port != 22 else None, config=config,
+                          connect_timeout=CONNECT_TIMEOUT, connect_kwargs=kwargs)
+        client = conn.client
+        for path in self._known_hosts_files(conn):
+            try:
+                client.load_host_keys(path)
+            except (OSError, paramiko.SSHException):
+                continue
+        if h.host_key == "accept-new":
+            client.set_missing_host_key_policy(_AcceptNew(self._known_hosts_files(conn)[0]))
+        else:
+            client.set_missing_host_key_policy(paramiko.RejectPolicy())
+        try:
+            conn.open()
+        except paramiko.BadHostKeyException as e:
+            raise TransportError(f"the host key of {h.address} CHANGED ({e.key.get_name()}); refusing to connect "
+                                 "(possible man-in-the-middle)", host=self.name,
+                                 hint="if the host was reinstalled, fix its known_hosts entry after checking") from e
+        except paramiko.SSHException as e:
+            if "not found in known_hosts" in str(e) or "known_hosts" in str(e):
+                raise TransportError(f"unknown host key for {h.address}:{h.port}; refusing to connect", host=self.name,
+                                     hint="add it to known_hosts (ssh-keyscan, checked with the customer), or set "
+                                          "host_key: accept-new for this host in the inventory") from e
+            raise TransportError(f"SSH to {h.address}:{h.port} failed: {e}", host=self.name) from e
+        except (OSError, socket.timeout, EOFError) as e:
+            raise TransportError(f"cannot reach {h.address}:{h.port}: {e}", host=self.name) from e
+        conn.transport.set_keepalive(KEEPALIVE_SECONDS)
+        self._conn = conn
+        return conn
+
+    def _known_hosts_files(self, conn: Any) -> list[str]:
+        files = [os.path.expanduser("~/.ssh/known_hosts")]
+        extra = conn.ssh_config.get("userknownhostsfile")
+        if extra:
+            files = [os.path.expanduser(p) for p in str(extra).split()] + files
+        if getattr(self.host, "known_hosts", None):
+            files.insert(0, os.path.expanduser(self.host.known_hosts))
+        return files
+
+    # -- the Transport interface ------------------------------------------------------------
+
+    def run(self, argv: Sequence[str], *, stdin: str | None = None,
+            timeout: float | None = None) -> CommandResult:
+        import io
+
+        import paramiko
+        from invoke.exceptions import CommandTimedOut
+
+        conn = self._connect()
+        command = shell_join(argv)
+        try:
+            result = conn.run(command, hide=True, warn=True, timeout=timeout, pty=False,
+                              in_stream=io.StringIO(stdin) if stdin else False)
+        except CommandTimedOut as e:
+            raise TransportError(f"command timed out after {timeout}s: {argv[0]}", host=self.name) from e
+        except (paramiko.SSHException, OSError, EOFError) as e:
+            self._drop()
+            raise TransportError(f"connection lost: {e}", host=self.name) from e
+        if result.exited == -1 or (result.exited is None):
+            self._drop()
+            raise TransportError("connection lost while a command ran (no exit status)", host=self.name)
+        return CommandResult(command, result.exited, result.stdout, result.stderr)
+
+    def put(self, local: Path, remote: str) -> None:
+        import paramiko
+
+        conn = self._connect()
+        try:
+            conn.put(str(local), remote)
+        except (paramiko.SSHException, OSError, EOFError) as e:
+            raise TransportError(f"upload of {local.name} failed: {e}", host=self.name) from e
+
+    def agent_path(self) -> str:
+        """agent.py on the host, uploaded once per version (its name carries the digest)."""
+        if self._agent:
+            return self._agent
+        source = AGENT_SOURCE.read_bytes()
+        digest = hashlib.sha256(source).hexdigest()[:16]
+        res = self.run(["sh", "-c", 'd="$HOME/.cache/upgrader"; mkdir -p "$d" && chmod 700 "$d" && '
+                                    f'f="$d/agent-{digest}.py"; test -f "$f" && echo "present $f" || echo "absent $f"'])
+        words = res.stdout.split()
+        if res.exited != 0 or len(words) != 2:
+            raise TransportError(f"cannot prepare the agent directory: {res.tail()}", host=self.name)
+        path = words[1]
+        if words[0] == "absent":
+            self.put(AGENT_SOURCE, path + ".part")
+            self.run(["mv", path + ".part", path])
+        self._agent = path
+        return path
+
+    def _drop(self) -> None:
+        try:
+            if self._conn is not None:
+                self._conn.close()
+        except Exception:  # noqa: BLE001 - closing a dead connection may fail in any way
+            pass
+        self._conn = None
+
+    def close(self) -> None:
+        self._drop()
+
+
+class _AcceptNew:
+    """Learn an unknown host key and save it (OpenSSH's StrictHostKeyChecking=accept-new)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def missing_host_key(self, client: Any, hostname: str, key: Any) -> None:
+        client.get_host_keys().add(hostname, key.get_name(), key)
+        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(f"{hostname} {key.get_name()} {key.get_base64()}\n")
