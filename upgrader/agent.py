@@ -31,11 +31,11 @@ import shutil
 import signal
 import socket
 import stat
-import subprocess
 import sys
-import tarfile
 import time
-import urllib.request
+
+# tarfile, subprocess and urllib are imported where they are used: most actions need none of
+# them, and the agent starts once per action.
 
 AGENT_FORMAT = 1
 CHUNK = 1 << 20
@@ -249,6 +249,8 @@ def read_version(paths, source):
 
 def run_shell(command, cwd, timeout, env=None):
     """Run a playbook command with sh in its own process group; kill the group on timeout."""
+    import subprocess
+
     start = time.time()
     full_env = dict(os.environ)
     full_env.update(env or {})
@@ -371,6 +373,8 @@ def check_members(tar, limits):
 
 
 def extract(archive, dest, limits, skip=("package.yaml",)):
+    import tarfile
+
     os.makedirs(dest)
     with tarfile.open(archive, "r:gz") as tar:
         members = [m for m in check_members(tar, limits) if m.name not in skip]
@@ -733,6 +737,10 @@ def op_install(req):
 def op_start(req):
     paths = Paths(req)
     spec = req["start"]
+    pid = read_pid(paths, req.get("pid_file"))
+    if pid and pid_alive(pid):  # a retried start must not start a second server
+        return {"already_running": pid, "log_offsets": run_state(paths).get("log_offsets", {}),
+                "command": {"seconds": 0.0}}
     log = req.get("log_offsets", {})
     offsets = {}
     for f in log:
@@ -740,6 +748,8 @@ def op_start(req):
             offsets[f] = os.path.getsize(os.path.join(paths.install, f))
         except OSError:
             offsets[f] = 0
+    if paths.run_id and os.path.isdir(paths.run()):
+        set_run_state(paths, log_offsets=offsets)
     res = run_shell(spec["command"], paths.install, float(spec.get("timeout", 60)), req.get("env"))
     if res["exit"] != 0 or res["timed_out"]:
         why = "timed out after %ss" % spec.get("timeout", 60) if res["timed_out"] else "exited %s" % res["exit"]
@@ -758,6 +768,9 @@ def probe_once(paths, probe, log_offsets):
             ok = port_open(probe["port"], probe.get("host", "127.0.0.1"), float(probe.get("timeout", 1)))
             return ok, "port %s %s" % (probe["port"], "open" if ok else "closed")
         if kind == "http":
+            import urllib.error
+            import urllib.request
+
             try:
                 with urllib.request.urlopen(probe["url"], timeout=float(probe.get("timeout", 2))) as r:
                     status, body = r.status, r.read(65536).decode("utf-8", "replace")
@@ -959,12 +972,41 @@ OPS = {"facts": op_facts, "lock": op_lock, "unlock": op_unlock, "prepare": op_pr
        "receive_check": op_receive_check, "receive_commit": op_receive_commit}
 
 
+MUTATING = ("prepare", "stop", "install", "start", "rollback", "finish", "hook")
+
+
+class OpLock(object):
+    """One mutating action per run and host at a time: a retry after a lost connection waits for
+    the first attempt (which may still be running on the host) and then sees its effect."""
+
+    def __init__(self, req):
+        self.fd = None
+        if req.get("op") in MUTATING and req.get("run_id") and req.get("install_dir"):
+            paths = Paths(req)
+            directory = paths.run()
+            os.makedirs(directory, exist_ok=True)
+            self.path = os.path.join(directory, ".op.lock")
+
+    def __enter__(self):
+        if hasattr(self, "path"):
+            import fcntl
+
+            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+            fcntl.flock(self.fd, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc):
+        if self.fd is not None:
+            os.close(self.fd)
+
+
 def handle(req):
     op = OPS.get(req.get("op"))
     if op is None:
         return {"ok": False, "kind": "bad_input", "error": "unknown agent op %r" % req.get("op")}
     try:
-        return {"ok": True, "result": op(req)}
+        with OpLock(req):
+            return {"ok": True, "result": op(req)}
     except AgentError as e:
         return {"ok": False, "kind": e.kind, "error": str(e), "data": e.data}
     except OSError as e:

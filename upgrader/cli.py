@@ -185,9 +185,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--approval", action="append", default=[], metavar="APPROVAL",
                      help="an engineer's approval of this plan (repeat when the policy needs several)")
     run.add_argument("--catalog", metavar="CAT", help="where the packages are, if not where the plan says")
-    run.add_argument("--batch", type=int, metavar="N", help="hosts upgraded at once (rolling)")
-    run.add_argument("--max-failures", type=int, metavar="N", help="stop starting hosts after N failures")
-    run.add_argument("--forks", type=int, default=8, metavar="N", help="parallel hosts within a batch (default 8)")
+    run.add_argument("--batch", metavar="N|P%", help="hosts per rolling batch, a number or a percentage "
+                     "(default: all at once, bounded by --forks)")
+    run.add_argument("--canary", type=int, default=0, metavar="N",
+                     help="upgrade the first N hosts alone first; the rest waits for a confirmation or --yes")
+    run.add_argument("--max-failures", metavar="N|P%", help="once more than N hosts (or P%% of them) failed over the "
+                     "whole run, start no new host (default: no limit)")
+    run.add_argument("--forks", type=int, default=10, metavar="N", help="hosts worked on at once (default 10)")
+    run.add_argument("--yes", action="store_true", help="continue after a successful canary without asking")
     run.add_argument("--dry-run", action="store_true", help="check everything, show the phases, touch nothing")
     run.add_argument("--audit-key", metavar="KEY", help="your SSH key that signs the audit checkpoint "
                      "(default: env UPGRADER_AUDIT_KEY, HOME/keys/operator, ~/.ssh/id_*)")

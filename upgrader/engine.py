@@ -106,7 +106,9 @@ class Engine:
 
     def __init__(self, *, journal: Journal, clock: Clock, observers: list[Observer] | None = None,
                  forks: int = 4, batch: int | None = None, max_failures: int | None = None,
-                 controller: dict[str, str] | None = None, manual_changes: str = "warn") -> None:
+                 controller: dict[str, str] | None = None, manual_changes: str = "warn", canary: int = 0,
+                 confirm: Callable[[list[HostOutcome]], bool] | None = None, retries: int = 3,
+                 retry_delay: float = 1.0, sleep: Callable[[float], None] | None = None) -> None:
         self.journal = journal
         self.clock = clock
         self.observers = list(observers or [])
@@ -115,6 +117,11 @@ class Engine:
         self.max_failures = max_failures
         self.controller = controller or {}
         self.manual_changes = manual_changes
+        self.canary = max(0, canary)
+        self.confirm = confirm
+        self.retries = max(0, retries)
+        self.retry_delay = retry_delay
+        self.sleep = sleep or _sleep
         self._failures = 0
         self._lock = threading.Lock()
 
@@ -130,22 +137,40 @@ class Engine:
     # -- the run ------------------------------------------------------------------------------
 
     def run(self, targets: list[HostTarget]) -> RunResult:
-        self.journal.record("run", "start", hosts=[t.plan["name"] for t in targets])
-        self.emit("run_started", hosts=[t.plan["name"] for t in targets])
+        """Canary hosts first and alone, then rolling batches; the failure budget counts over the whole run."""
+        names = [t.plan["name"] for t in targets]
+        self.journal.record("run", "start", hosts=names, canary=self.canary, batch=self.batch,
+                            max_failures=self.max_failures)
+        self.emit("run_started", hosts=names)
         outcomes: dict[str, HostOutcome] = {}
-        size = self.batch or len(targets) or 1
         stopped_early = None
-        for start in range(0, len(targets), size):
-            batch = targets[start:start + size]
-            if self._budget_spent():
+        waves: list[list[HostTarget]] = []
+        rest = list(targets)
+        if self.canary:
+            waves.append(rest[:self.canary])
+            rest = rest[self.canary:]
+        size = self.batch or len(rest) or 1
+        waves += [rest[i:i + size] for i in range(0, len(rest), size)]
+        for index, wave in enumerate(waves):
+            if stopped_early is None and self._budget_spent():
                 stopped_early = f"more than {self.max_failures} host(s) failed; no new host was started"
-                for t in batch:
-                    outcomes[t.plan["name"]] = self._not_started(t)
+            if stopped_early is not None:
+                for t in wave:
+                    outcomes[t.plan["name"]] = self._not_started(t, stopped_early)
                 continue
-            with ThreadPoolExecutor(max_workers=min(self.forks, len(batch))) as pool:
-                for outcome in pool.map(self._host_guarded, batch):
+            with ThreadPoolExecutor(max_workers=min(self.forks, len(wave))) as pool:
+                for outcome in pool.map(self._host_guarded, wave):
                     outcomes[outcome.host] = outcome
-        result = RunResult(self.run_id, [outcomes[t.plan["name"]] for t in targets], stopped_early)
+            if self.canary and index == 0 and len(waves) > 1:
+                failed = [o for o in (outcomes[t.plan["name"]] for t in wave) if o.outcome != "committed"]
+                if failed:
+                    stopped_early = (f"the canary failed on {', '.join(o.host for o in failed)}; "
+                                     "the other hosts were not touched")
+                elif self.confirm is None or not self.confirm([outcomes[t.plan["name"]] for t in wave]):
+                    stopped_early = "the canary succeeded; the rest waits for a confirmation (run with --yes)"
+                self.journal.record("canary", "end", ok=not failed, stopped=stopped_early)
+                self.emit("canary_finished", ok=not failed, stopped=stopped_early)
+        result = RunResult(self.run_id, [outcomes[n] for n in names], stopped_early)
         self.journal.record("run", "end", exit_code=result.exit_code,
                             outcomes={h.host: h.outcome for h in result.hosts})
         self.emit("run_finished", exit_code=result.exit_code, stopped_early=stopped_early,
@@ -166,9 +191,9 @@ class Engine:
         with self._lock:
             return self.max_failures is not None and self._failures > self.max_failures
 
-    def _not_started(self, t: HostTarget) -> HostOutcome:
+    def _not_started(self, t: HostTarget, why: str = "the run's failure budget was spent") -> HostOutcome:
         o = HostOutcome(t.plan["name"], "not_started", t.plan["current"], t.plan["target"],
-                        version=t.plan["current"], error="not started: the run's failure budget was spent")
+                        version=t.plan["current"], error=f"not started: {why}")
         self.journal.record("host", "not_started", host=o.host)
         self.emit("host_finished", o.host, outcome=o.outcome, version=o.version, error=o.error)
         return o
@@ -209,12 +234,25 @@ class _HostRun:
                      "run_id": engine.run_id}
         self.stop_started: float | None = None
         self.service_time = 0.0
+        self.last_step = "none"
 
     # -- helpers --------------------------------------------------------------------------------
 
     def call(self, op: str, timeout: float | None = None, **req: Any) -> dict[str, Any]:
+        """One agent action; a lost connection is retried (every action re-checks the host's own state)."""
         assert self.agent is not None
-        return self.agent.call(op, timeout=timeout, **self.base, **req)
+        attempt = 0
+        while True:
+            try:
+                return self.agent.call(op, timeout=timeout, **self.base, **req)
+            except TransportError as err:
+                if attempt >= self.e.retries or "timed out" in err.message:
+                    raise TransportError(f"{err.message} (after {attempt + 1} attempt(s); the host's last "
+                                         f"recorded step: {self.last_step})", host=self.name) from err
+                attempt += 1
+                self.e.journal.record(op, "retry", host=self.name, attempt=attempt, error=err.message)
+                self.e.emit("host_retry", self.name, op=op, attempt=attempt, error=err.message)
+                self.e.sleep(self.e.retry_delay * attempt)
 
     def phase(self, name: str, fn: Callable[[], tuple[str, dict[str, Any]]]) -> dict[str, Any]:
         self.e.journal.record(name, "intent", host=self.name)
@@ -232,6 +270,7 @@ class _HostRun:
             self._phase_failed(name, t0, err.message, err.kind, {})
             raise
         seconds = self.e.clock.monotonic() - t0
+        self.last_step = f"{name} done"
         self.out.phases.append(PhaseRecord(name, "ok", seconds, detail, data))
         self.e.journal.record(name, "done", host=self.name, seconds=round(seconds, 3), detail=detail,
                               result=_small(data))
@@ -346,6 +385,10 @@ class _HostRun:
             return self._rollback(f"{err.phase}: {err.message}", err.kind)
         self.out.outcome = "committed"
         self.out.version = self.p["target"]
+        try:
+            self.hooks("after_commit")
+        except _PhaseFailed as err:  # the new version is healthy; a failed report hook does not undo it
+            self.out.error = f"after_commit hook: {err.message}"
         self._finish("committed")
         return self.out
 
@@ -405,7 +448,7 @@ class _HostRun:
     def _start(self, spec: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
         logs = [p["file"] for p in self.spec["observe"]["probes"] if p["type"] == "log"]
         res = self.call("start", start=self.spec["start"], env=self.env(), log_offsets=logs,
-                        timeout=float(self.spec["start"]["timeout"]) + 30)
+                        pid_file=self.spec["stop"].get("pid_file"), timeout=float(self.spec["start"]["timeout"]) + 30)
         self.log_offsets = res["log_offsets"]
         self.service_time += float(res["command"]["seconds"])
         return f"start command done in {res['command']['seconds']:.2f}s", {}
@@ -492,6 +535,12 @@ class _HostRun:
             self.e.journal.record("finish", "done", host=self.name, outcome=outcome)
         except (AgentFailure, TransportError) as err:
             self.e.journal.record("finish", "failed", host=self.name, error=str(err))
+
+
+def _sleep(seconds: float) -> None:
+    import time
+
+    time.sleep(seconds)
 
 
 def _small(data: dict[str, Any]) -> dict[str, Any]:

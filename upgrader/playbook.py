@@ -21,7 +21,7 @@ __all__ = ["Playbook", "load_playbook", "find_playbook", "shipped_playbooks_dir"
            "PHASE_HOOKS"]
 
 PROBE_TYPES = ("process", "tcp", "http", "log", "command")
-PHASE_HOOKS = ("before_stop", "after_stop", "after_install", "after_start", "after_rollback")
+PHASE_HOOKS = ("before_stop", "after_stop", "after_install", "after_start", "after_commit", "after_rollback")
 PRESERVE_KINDS = ("config", "data")
 
 

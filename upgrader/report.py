@@ -13,11 +13,12 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-__all__ = ["PhaseLines", "print_decision", "print_plan", "print_run_summary", "STATUS_STYLE"]
+__all__ = ["PhaseLines", "LiveBoard", "print_decision", "print_plan", "print_run_summary", "STATUS_STYLE"]
 
 STATUS_STYLE = {"pass": "green", "ok": "green", "committed": "bold green", "fail": "bold red",
                 "failed": "bold red", "skip": "dim", "warn": "yellow", "rolled_back": "bold yellow",
-                "unchanged": "yellow", "needs_person": "bold red reverse", "not_started": "dim"}
+                "unchanged": "yellow", "needs_person": "bold red reverse", "not_started": "dim",
+                "running": "cyan", "rolling back": "bold yellow", "waiting": "dim", "restored": "bold green"}
 _MARK = {"pass": "✔", "fail": "✘", "skip": "·", "warn": "!"}
 
 
@@ -99,3 +100,77 @@ def print_run_summary(console: Console, result: dict[str, Any]) -> None:
                       + ", ".join(f"{v} ×{n}" for v, n in sorted(versions.items())))
     if result.get("stopped_early"):
         console.print(f"[bold red]Stopped early:[/bold red] {result['stopped_early']}")
+
+
+class LiveBoard:
+    """A live view of a fleet run: counts per state, then the running and failing hosts (stays readable
+    for hundreds of hosts). Use as a context manager around the run; an engine observer meanwhile."""
+
+    MAX_ROWS = 24
+
+    def __init__(self, console: Console, hosts: list[str], clock: Any) -> None:
+        self.console = console
+        self.clock = clock
+        self.state: dict[str, dict[str, Any]] = {h: {"phase": "waiting", "status": "waiting", "since": None,
+                                                     "detail": ""} for h in hosts}
+        self._lock = threading.Lock()
+        self._live: Any = None
+        self.started = clock.monotonic()
+
+    def __enter__(self) -> "LiveBoard":
+        from rich.live import Live
+
+        self._live = Live(self, console=self.console, refresh_per_second=4, transient=False)
+        self._live.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._live is not None:
+            self._live.__exit__(*exc)
+
+    def on_event(self, event: dict[str, Any]) -> None:
+        host = event.get("host")
+        kind = event["event"]
+        with self._lock:
+            s = self.state.get(host) if host else None
+            if s is None:
+                return
+            if kind == "host_started":
+                s.update(status="running", phase="connect", since=self.clock.monotonic())
+            elif kind == "phase_started":
+                s.update(phase=event["phase"])
+            elif kind == "phase_finished" and event["status"] == "failed":
+                s.update(detail=str(event.get("detail", ""))[:120])
+            elif kind == "rollback_started":
+                s.update(status="rolling back", detail=str(event.get("cause", ""))[:120])
+            elif kind == "host_retry":
+                s.update(detail=f"connection lost, retry {event['attempt']}")
+            elif kind == "host_finished":
+                s.update(status=event["outcome"], phase="done", done=self.clock.monotonic(),
+                         detail=str(event.get("error") or "")[:120])
+
+    def __rich__(self) -> Any:
+        from rich.console import Group
+
+        now = self.clock.monotonic()
+        with self._lock:
+            items = list(self.state.items())
+        counts: dict[str, int] = {}
+        for _, s in items:
+            counts[s["status"]] = counts.get(s["status"], 0) + 1
+        summary = Text.assemble(("elapsed ", "dim"), f"{now - self.started:5.1f}s   ",
+                                *[x for k, v in sorted(counts.items()) for x in (_styled(k, k), f" {v}   ")])
+        table = Table(box=None, pad_edge=False, show_header=True)
+        for col in ("host", "state", "phase", "elapsed", "detail"):
+            table.add_column(col)
+        interesting = [(h, s) for h, s in items if s["status"] in ("running", "rolling back", "needs_person",
+                                                                   "rolled_back", "unchanged")]
+        for h, s in interesting[:self.MAX_ROWS]:
+            end = s.get("done") or now
+            elapsed = f"{end - s['since']:.1f}s" if s.get("since") else "-"
+            table.add_row(h, _styled(s["status"], s["status"]), s["phase"], elapsed, s["detail"])
+        hidden = len(interesting) - self.MAX_ROWS
+        parts: list[Any] = [summary, table]
+        if hidden > 0:
+            parts.append(Text(f"… and {hidden} more", style="dim"))
+        return Group(*parts)

@@ -132,7 +132,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace, plan: Any, clock: Any) -> int:
     from ..engine import Engine
     from ..journal import Journal, new_run_id
-    from ..report import PhaseLines, print_run_summary
+    from ..report import LiveBoard, PhaseLines, print_run_summary
 
     refused = plan.refused_hosts()
     if refused:
@@ -142,11 +142,13 @@ def _run(args: argparse.Namespace, plan: Any, clock: Any) -> int:
             why += [c["reason"] for c in h.get("checks", []) if c["status"] == "fail"]
             reasons.append(f"{h['name']}: " + "; ".join(why))
         raise PolicyRefused("the plan refuses these hosts, nothing was changed:\n  " + "\n  ".join(reasons))
-    for name, value in (("--batch", args.batch), ("--forks", args.forks)):
-        if value is not None and value < 1:
-            raise InputError(f"{name} must be at least 1")
-    if args.max_failures is not None and args.max_failures < 0:
-        raise InputError("--max-failures must be 0 or more")
+    total = len(plan.hosts)
+    batch = _count(args.batch, total, "--batch", minimum=1)
+    max_failures = _count(args.max_failures, total, "--max-failures", minimum=0)
+    if args.forks < 1:
+        raise InputError("--forks must be at least 1")
+    if args.canary < 0 or args.canary > total:
+        raise InputError(f"--canary must be between 0 and the number of hosts ({total})")
     now = clock.now()
     policy = plan_policy(plan)
     operator = _operator(args, policy)
@@ -175,14 +177,21 @@ def _run(args: argparse.Namespace, plan: Any, clock: Any) -> int:
                    self_approval_allowed=bool(policy.allow_self_approval), hosts=[_host_summary(h) for h in plan.hosts])
     for a in approved_by:
         recorder.event("approval_accepted", outcome="accepted", **a)
-    observers: list[Any] = [recorder] + ([] if args.json else [PhaseLines(c)])
+    board = LiveBoard(c, [h["name"] for h in plan.hosts], clock) if c.is_terminal and not args.json else None
+    observers: list[Any] = [recorder] + ([] if args.json else [board or PhaseLines(c)])
     if not args.json:
         c.print(f"run [bold]{run_id}[/bold]: {len(targets)} host(s) to {plan.data['target']} "
                 f"(journal {journal.dir})")
-    engine = Engine(journal=journal, clock=clock, observers=observers, forks=args.forks, batch=args.batch,
-                    max_failures=args.max_failures, controller={"user": operator.user, "host": operator.host},
-                    manual_changes=str(plan.data["policy"].get("manual_changes", "warn")))
-    result = engine.run(targets).to_dict()
+    engine = Engine(journal=journal, clock=clock, observers=observers, forks=args.forks, batch=batch,
+                    max_failures=max_failures, controller={"user": operator.user, "host": operator.host},
+                    manual_changes=str(plan.data["policy"].get("manual_changes", "warn")), canary=args.canary,
+                    confirm=_confirmer(args, c, board))
+    if board is not None:
+        with board:
+            outcome = engine.run(targets)
+    else:
+        outcome = engine.run(targets)
+    result = outcome.to_dict()
     _used_approvals(args.home).mark(approvals, run_id, clock.now())
     result["checkpoint"] = recorder.checkpoint()
     journal.write("result.json", result)
@@ -192,6 +201,47 @@ def _run(args: argparse.Namespace, plan: Any, clock: Any) -> int:
         print_run_summary(c, result)
         _print_checkpoint(c, result["checkpoint"])
     return int(result["exit_code"])
+
+
+def _count(value: str | None, total: int, name: str, minimum: int) -> int | None:
+    """'N' or 'P%' of ``total`` hosts (a percentage rounds down, at least ``minimum``)."""
+    if value is None:
+        return None
+    text = str(value).strip()
+    try:
+        if text.endswith("%"):
+            pct = float(text[:-1])
+            if not 0 <= pct <= 100:
+                raise ValueError
+            return max(minimum, int(total * pct / 100))
+        n = int(text)
+    except ValueError:
+        raise InputError(f"{name}: expected a number or a percentage like 25%, got {value!r}") from None
+    if n < minimum:
+        raise InputError(f"{name} must be at least {minimum}")
+    return n
+
+
+def _confirmer(args: argparse.Namespace, c: Any, board: Any) -> Any:
+    """After a good canary: --yes continues; on a terminal, ask; otherwise stop and say how to go on."""
+    if args.yes:
+        return lambda outcomes: True
+    import sys
+
+    if not sys.stdin.isatty():
+        return None
+
+    def ask(outcomes: list[Any]) -> bool:
+        from rich.prompt import Confirm
+
+        if board is not None and board._live is not None:
+            board._live.stop()
+        ok = Confirm.ask(f"canary done on {', '.join(o.host for o in outcomes)}: continue with the other hosts?",
+                         console=c, default=False)
+        if board is not None and board._live is not None:
+            board._live.start()
+        return bool(ok)
+    return ask
 
 
 def _host_summary(h: dict[str, Any]) -> dict[str, Any]:
