@@ -161,4 +161,21 @@ def verify_package_file(path: str | Path, entry: CatalogEntry) -> PackageMeta:
     if (meta.product, meta.version, meta.kind) != (entry.product, entry.version, entry.kind):
         raise InputError(f"package.yaml says {meta.product} {meta.version} ({meta.kind}) but the catalog says "
                          f"{entry.product} {entry.version} ({entry.kind})", path=str(p))
+    _check_members(p, entry)
     return meta
+
+
+def _check_members(p: Path, entry: CatalogEntry) -> None:
+    """The host agent's member checks, run here too: a hostile package is refused before any host is touched."""
+    import tarfile
+
+    from . import agent
+
+    try:
+        with tarfile.open(p, "r:gz") as tar:
+            agent.check_members(tar, {"members": entry.max_members, "unpacked_bytes": entry.max_unpacked_bytes})
+    except agent.AgentError as e:
+        raise InputError(str(e), path=str(p), hint="do not install this package; ask the vendor") from None
+    except (tarfile.TarError, OSError, EOFError) as e:
+        raise InputError(f"damaged package: {e}", path=str(p),
+                         hint="download the package again; do not use this file") from None

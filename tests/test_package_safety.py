@@ -1,0 +1,225 @@
+"""Hostile packages, built by hand with tarfile: refused by `package verify`, by planning and by the host agent."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import pytest
+import yaml  # type: ignore[import-untyped]
+
+from conftest import plan_to, product_digest, upgrader
+from upgrader.cli import main
+from upgrader.commands.demo import Sandbox
+from upgrader.transport.base import AgentClient, AgentFailure
+from upgrader.transport.local import LocalTransport
+
+META = b"format: 1\nproduct: sample-middleware\nversion: 7.0.4.2\nkind: full\nchanges: []\n"
+PROTECTED = "escaped-by-package.txt"  # a name no package may ever write outside its tree
+
+
+def _file(tar: tarfile.TarFile, name: str, data: bytes = b"x\n", mode: int = 0o644) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    info.mode = mode
+    tar.addfile(info, io.BytesIO(data))
+
+
+def _special(tar: tarfile.TarFile, name: str, kind: bytes, linkname: str = "") -> None:
+    info = tarfile.TarInfo(name)
+    info.type = kind
+    info.linkname = linkname
+    info.mode = 0o777 if kind == tarfile.SYMTYPE else 0o644
+    tar.addfile(info)
+
+
+def _normal_tree(tar: tarfile.TarFile) -> None:
+    """The harmless part of every hostile package: looks like a sample-middleware 7.0.4.2 release."""
+    _file(tar, "package.yaml", META)
+    for d in ("bin", "lib", "conf"):
+        _special(tar, d, tarfile.DIRTYPE)
+    _file(tar, "lib/VERSION", b"7.0.4.2\n")
+    _file(tar, "conf/server.conf", b"port = 18080\n")
+
+
+HOSTILE: dict[str, tuple[Callable[[tarfile.TarFile], None], str]] = {
+    "dotdot member": (lambda t: _file(t, f"lib/../../{PROTECTED}"), "points outside the install dir"),
+    "leading dotdot": (lambda t: _file(t, f"../{PROTECTED}"), "points outside the install dir"),
+    "absolute path": (lambda t: _file(t, f"/tmp/{PROTECTED}"), "points outside the install dir"),
+    "symlink escaping": (lambda t: _special(t, "lib/escape", tarfile.SYMTYPE, "../../../etc"),
+                         "escapes the install dir"),
+    "absolute symlink": (lambda t: _special(t, "lib/passwd", tarfile.SYMTYPE, "/etc/passwd"),
+                         "escapes the install dir"),
+    "hardlink": (lambda t: _special(t, "lib/hard", tarfile.LNKTYPE, "lib/VERSION"), "hard link"),
+    "character device": (lambda t: _special(t, "lib/null", tarfile.CHRTYPE), "device or special file"),
+    "block device": (lambda t: _special(t, "lib/sda", tarfile.BLKTYPE), "device or special file"),
+    "fifo": (lambda t: _special(t, "lib/pipe", tarfile.FIFOTYPE), "device or special file"),
+    "write through own symlink": (
+        lambda t: (_special(t, "lib/plugins", tarfile.SYMTYPE, "../conf"), _file(t, "lib/plugins/server.conf")),
+        "lies under the symlink"),
+    "duplicate member": (lambda t: _file(t, "lib/VERSION", b"6.6.6\n"), "appears twice"),
+}
+
+
+def build(path: Path, extra: Callable[[tarfile.TarFile], None]) -> Path:
+    with tarfile.open(path, "w:gz", format=tarfile.GNU_FORMAT) as tar:
+        _normal_tree(tar)
+        extra(tar)
+    return path
+
+
+def many_members(tar: tarfile.TarFile) -> None:
+    for i in range(20):
+        _file(tar, f"lib/m{i:02d}.txt")
+
+
+def big_member(tar: tarfile.TarFile) -> None:
+    _file(tar, "lib/big.bin", b"\0" * 50_000)
+
+
+@dataclass(frozen=True)
+class Limits:
+    members: int = 100
+    unpacked_bytes: int = 1 << 20
+
+
+def write_catalog(directory: Path, pkg: Path, limits: Limits = Limits()) -> Path:
+    """catalog.yaml beside pkg with its true sha256 and size: sample-middleware 7.0.4.2, full."""
+    directory.mkdir(parents=True, exist_ok=True)
+    doc = {"format": 1, "serial": 1, "published": "2026-11-01T00:00:00+00:00", "packages": [{
+        "file": pkg.name, "product": "sample-middleware", "version": "7.0.4.2", "kind": "full",
+        "sha256": hashlib.sha256(pkg.read_bytes()).hexdigest(), "size": pkg.stat().st_size, "changes": [],
+        "limits": {"members": limits.members, "unpacked_bytes": limits.unpacked_bytes},
+        "description": "looks like a maintenance release"}]}
+    path = directory / "catalog.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+def verify(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
+    capsys.readouterr()
+    rc = main(["package", "verify", *argv])
+    return rc, capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- upgrader package verify
+
+
+@pytest.mark.parametrize("kind", sorted(HOSTILE))
+def test_package_verify_refuses_hostile_member(tmp_path, capsys, kind):
+    """`package verify` exits 2 for a hostile member and names the problem and the package."""
+    extra, words = HOSTILE[kind]
+    pkg = build(tmp_path / "sample-middleware-7.0.4.2.tar.gz", extra)
+    rc, err = verify(capsys, str(pkg))
+    assert rc == 2
+    assert words in err
+    assert str(pkg) in err
+    assert "Traceback" not in err
+    assert not (tmp_path.parent / PROTECTED).exists() and not Path("/tmp", PROTECTED).exists()
+
+
+def test_package_verify_accepts_the_harmless_part(tmp_path, capsys):
+    """The same package without its hostile member verifies (exit 0): the checks are not blanket refusals."""
+    pkg = build(tmp_path / "ok.tar.gz", lambda t: None)
+    assert verify(capsys, str(pkg))[0] == 0
+    write_catalog(tmp_path, pkg)
+    assert verify(capsys, str(pkg), "--catalog", str(tmp_path))[0] == 0
+
+
+def test_package_verify_refuses_more_members_than_the_catalog_allows(tmp_path, capsys):
+    """A package with more members than its catalog entry's limit is refused (exit 2) naming the limit."""
+    pkg = build(tmp_path / "sample-middleware-7.0.4.2.tar.gz", many_members)
+    write_catalog(tmp_path, pkg, Limits(members=10))
+    rc, err = verify(capsys, str(pkg), "--catalog", str(tmp_path))
+    assert rc == 2
+    assert "more than 10 members" in err
+
+
+def test_package_verify_refuses_more_unpacked_bytes_than_the_catalog_allows(tmp_path, capsys):
+    """A package that unpacks to more bytes than its catalog entry allows is refused (exit 2) naming the limit."""
+    pkg = build(tmp_path / "sample-middleware-7.0.4.2.tar.gz", big_member)
+    write_catalog(tmp_path, pkg, Limits(unpacked_bytes=10_000))
+    rc, err = verify(capsys, str(pkg), "--catalog", str(tmp_path))
+    assert rc == 2
+    assert "more than 10000 bytes" in err
+
+
+def test_package_verify_refuses_a_file_that_is_not_a_tarball(tmp_path, capsys):
+    """Random bytes named .tar.gz are refused with exit 2 and no traceback."""
+    pkg = tmp_path / "junk.tar.gz"
+    pkg.write_bytes(b"\x1f\x8b" + bytes(range(256)) * 4)
+    rc, err = verify(capsys, str(pkg))
+    assert rc == 2
+    assert str(pkg) in err and "Traceback" not in err
+
+
+# ---------------------------------------------------------------- a run with a hostile package in the catalog
+
+
+def state_runs(box: Sandbox) -> Path:
+    return box.install_dir.parent / f".upgrader-{box.install_dir.name}" / "runs"
+
+
+def hostile_catalog(box: Sandbox, directory: Path, extra: Callable[[tarfile.TarFile], None],
+                    limits: Limits = Limits()) -> Path:
+    """A catalog, signed with the sandbox's vendor key, whose 7.0.4.2 entry is a hostile package."""
+    directory.mkdir(parents=True)
+    pkg = build(directory / "sample-middleware-7.0.4.2.tar.gz", extra)
+    catalog = write_catalog(directory, pkg, limits)
+    assert upgrader(box, "catalog", "sign", str(catalog), "--key", str(box.vendor_key)) == 0
+    return directory
+
+
+RUN_CASES = {**{k: (v[0], Limits(), v[1]) for k, v in HOSTILE.items()},
+             "too many members": (many_members, Limits(members=10), "more than 10 members"),
+             "too many bytes": (big_member, Limits(unpacked_bytes=10_000), "more than 10000 bytes")}
+
+
+@pytest.mark.parametrize("kind", sorted(RUN_CASES))
+def test_hostile_package_in_catalog_is_refused_before_the_host_is_touched(sandbox, tmp_path, capsys, kind):
+    """Planning with a catalog whose 7.0.4.2 package is hostile exits 2; the host is untouched and answers 7.0.4.1."""
+    extra, limits, words = RUN_CASES[kind]
+    catalog = hostile_catalog(sandbox, tmp_path / "catalog", extra, limits)
+    before = product_digest(sandbox.install_dir)
+    pid = (sandbox.install_dir / "run" / "server.pid").read_text()
+    capsys.readouterr()
+    rc, plan = plan_to(sandbox, "7.0.4.2", "--catalog", str(catalog))
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert words in err
+    assert not plan.exists()
+    assert product_digest(sandbox.install_dir) == before
+    assert (sandbox.install_dir / "run" / "server.pid").read_text() == pid
+    assert sandbox.answers() == "7.0.4.1"
+    assert not state_runs(sandbox).exists()
+    assert not (sandbox.root / "runs").exists()
+
+
+# ---------------------------------------------------------------- the host agent's own checks
+
+
+@pytest.mark.parametrize("kind", ["dotdot member", "symlink escaping", "write through own symlink", "hardlink"])
+def test_agent_refuses_to_stage_hostile_package_and_leaves_product_untouched(sandbox, tmp_path, kind):
+    """Even if a controller sent it, the host agent refuses to stage a hostile package (bad_input), product untouched."""
+    extra, words = HOSTILE[kind]
+    pkg = build(tmp_path / "hostile.tar.gz", extra)
+    before = product_digest(sandbox.install_dir)
+    agent = AgentClient(LocalTransport("app-01"))
+    with pytest.raises(AgentFailure) as e:
+        agent.call("prepare", install_dir=str(sandbox.install_dir), state_dir=None, run_id="hostile-1",
+                   package_path=str(pkg), sha256=hashlib.sha256(pkg.read_bytes()).hexdigest(),
+                   size=pkg.stat().st_size, limits={}, kind="full", remove=[],
+                   preserve=[{"path": "conf/server.conf", "kind": "config"}, {"path": "data", "kind": "data"},
+                             {"path": "logs", "kind": "data"}, {"path": "run", "kind": "data"}],
+                   current_version="7.0.4.1")
+    assert e.value.kind == "bad_input"
+    assert words in e.value.message
+    assert product_digest(sandbox.install_dir) == before
+    assert sandbox.answers() == "7.0.4.1"
+    staged = state_runs(sandbox) / "hostile-1" / "staging"
+    assert not any(p.is_file() or p.is_symlink() for p in staged.rglob("*"))
+    assert not (tmp_path.parent / PROTECTED).exists() and not (sandbox.install_dir.parent / PROTECTED).exists()
