@@ -31,7 +31,7 @@ def load_yaml(path: str | Path, *, what: str = "file") -> Any:
                              hint="this does not look like a hand-written file; check the path")
         data = p.read_bytes()
     except IsADirectoryError as e:
-        raise InputError(f"expected a {what}, found a directory", path=str(p)) from e
+        raise InputError(f"is a directory; expected the {what} file", path=str(p)) from e
     except FileNotFoundError as e:
         raise InputError(f"{what} not found", path=str(p), hint="check the path") from e
     except OSError as e:

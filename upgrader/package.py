@@ -116,40 +116,60 @@ def build_package(src: str | Path, out: str | Path, meta: PackageMeta, *, compre
         raise InputError(f"the source directory already holds a {META_NAME}", path=str(src),
                          hint="the builder writes package.yaml itself from the command-line options")
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.is_dir():
+        raise InputError("is a directory; give the package file to write, e.g. DIR/product-1.0.tar.gz",
+                         path=str(out))
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise InputError(f"cannot create the package's directory: {e.strerror}", path=str(out.parent)) from e
     meta_bytes = yaml.safe_dump(meta.to_yaml_dict(), sort_keys=False, allow_unicode=True).encode()
     members = 0
     unpacked = 0
     tmp = out.with_name(out.name + ".part")
-    with open(tmp, "wb") as raw:
-        with gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=compresslevel) as gz:
-            with tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar:
-                info = tarfile.TarInfo(META_NAME)
-                info.size = len(meta_bytes)
-                info.mode = 0o644
-                tar.addfile(info, io.BytesIO(meta_bytes))
-                for path in _walk_sorted(src):
-                    rel = path.relative_to(src).as_posix()
-                    st = path.lstat()
-                    info = tar.gettarinfo(str(path), arcname=rel)
-                    info.uid = info.gid = 0
-                    info.uname = info.gname = "root"
-                    info.mtime = int(st.st_mtime)
-                    if info.isreg():
-                        with open(path, "rb") as f:
-                            tar.addfile(info, f)
-                        unpacked += info.size
-                    elif info.isdir() or info.issym():
-                        tar.addfile(info)
-                    else:
-                        raise InputError("only regular files, directories and symlinks can be packaged",
-                                         path=str(path))
-                    members += 1
-        raw.flush()
-        os.fsync(raw.fileno())
-    os.replace(tmp, out)
+    try:
+        with open(tmp, "wb") as raw:
+            with gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=compresslevel) as gz:
+                with tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar:
+                    info = tarfile.TarInfo(META_NAME)
+                    info.size = len(meta_bytes)
+                    info.mode = 0o644
+                    tar.addfile(info, io.BytesIO(meta_bytes))
+                    for path in _walk_sorted(src):
+                        rel = path.relative_to(src).as_posix()
+                        st = path.lstat()
+                        info = tar.gettarinfo(str(path), arcname=rel)
+                        info.uid = info.gid = 0
+                        info.uname = info.gname = "root"
+                        info.mtime = int(st.st_mtime)
+                        if info.isreg():
+                            with open(path, "rb") as f:
+                                tar.addfile(info, f)
+                            unpacked += info.size
+                        elif info.isdir() or info.issym():
+                            tar.addfile(info)
+                        else:
+                            raise InputError("only regular files, directories and symlinks can be packaged",
+                                             path=str(path))
+                        members += 1
+            raw.flush()
+            os.fsync(raw.fileno())
+        os.replace(tmp, out)
+    except OSError as e:
+        _discard(tmp)
+        raise InputError(f"cannot write the package: {e.strerror}: {e.filename}", path=str(out)) from e
+    except InputError:
+        _discard(tmp)
+        raise
     return Built(path=out, sha256=file_digest(out), size=out.stat().st_size, meta=meta,
                  members=members + 1, unpacked_bytes=unpacked + len(meta_bytes))
+
+
+def _discard(path: Path) -> None:
+    try:
+        path.unlink()
+    except OSError:
+        pass
 
 
 def _walk_sorted(root: Path) -> Iterable[Path]:
