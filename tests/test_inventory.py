@@ -40,7 +40,7 @@ def write(tmp_path: Path, text: str, name: str = "inventory.yaml") -> Path:
 
 
 @pytest.fixture
-def fleet(tmp_path: Path):
+def inv(tmp_path: Path):
     return load_inventory(write(tmp_path, FLEET))
 
 
@@ -48,27 +48,27 @@ def names(hosts) -> list[str]:
     return [h.name for h in hosts]
 
 
-def test_hosts_load_with_their_settings(fleet, tmp_path):
+def test_hosts_load_with_their_settings(inv, tmp_path):
     """Every host is read with address, install_dir, product and playbook; relative install dirs are made absolute."""
-    assert list(fleet.hosts) == ["app-01", "app-02", "web-01", "web-02", "web-03", "demo"]
-    app = fleet.hosts["app-01"]
+    assert list(inv.hosts) == ["app-01", "app-02", "web-01", "web-02", "web-03", "demo"]
+    app = inv.hosts["app-01"]
     assert (app.address, app.install_dir, app.product, app.playbook) == ("10.0.0.11", "/srv/tongweb", "tongweb",
                                                                          "tongweb")
-    demo = fleet.hosts["demo"]
+    demo = inv.hosts["demo"]
     assert demo.is_local and not app.is_local
     assert demo.install_dir == str((tmp_path / "sandbox" / "app").resolve())
     assert demo.vars == {"port": "18080"}
 
 
-def test_defaults_apply_and_hosts_override_them(fleet):
+def test_defaults_apply_and_hosts_override_them(inv):
     """Defaults fill in what a host leaves out; a host's own value wins."""
-    assert fleet.hosts["app-01"].port == 2222
-    assert fleet.hosts["web-01"].port == 22
-    assert fleet.hosts["app-01"].user == "deploy"
-    assert fleet.hosts["web-02"].user == "ops"
-    assert fleet.hosts["app-01"].maintenance_until == dt.date(2027, 6, 30)
-    assert fleet.hosts["web-03"].maintenance_until == dt.date(2025, 1, 31)
-    assert fleet.hosts["demo"].product == "sample-middleware"
+    assert inv.hosts["app-01"].port == 2222
+    assert inv.hosts["web-01"].port == 22
+    assert inv.hosts["app-01"].user == "deploy"
+    assert inv.hosts["web-02"].user == "ops"
+    assert inv.hosts["app-01"].maintenance_until == dt.date(2027, 6, 30)
+    assert inv.hosts["web-03"].maintenance_until == dt.date(2025, 1, 31)
+    assert inv.hosts["demo"].product == "sample-middleware"
 
 
 def test_built_in_defaults_when_inventory_gives_none(tmp_path):
@@ -79,12 +79,12 @@ def test_built_in_defaults_when_inventory_gives_none(tmp_path):
     assert (h.port, h.user, h.maintenance_until, h.host_key, h.groups) == (22, None, None, "strict", ())
 
 
-def test_groups_are_recorded_on_their_hosts(fleet):
+def test_groups_are_recorded_on_their_hosts(inv):
     """A host knows the groups it belongs to."""
-    assert fleet.hosts["web-02"].groups == ("prod", "web")
-    assert fleet.hosts["app-01"].groups == ("prod",)
-    assert fleet.hosts["demo"].groups == ()
-    assert fleet.groups["web"] == ("web-01", "web-02", "web-03")
+    assert inv.hosts["web-02"].groups == ("prod", "web")
+    assert inv.hosts["app-01"].groups == ("prod",)
+    assert inv.hosts["demo"].groups == ()
+    assert inv.groups["web"] == ("web-01", "web-02", "web-03")
 
 
 @pytest.mark.parametrize("pattern, expected", [
@@ -98,24 +98,24 @@ def test_groups_are_recorded_on_their_hosts(fleet):
     ("!prod", ["demo"]),
     ("web-0[12]", ["web-01", "web-02"]),
 ])
-def test_host_patterns_select_hosts(fleet, pattern, expected):
+def test_host_patterns_select_hosts(inv, pattern, expected):
     """Names, groups, globs, ':' or ',' unions and '!' exclusions select the expected hosts, in inventory order."""
-    assert names(fleet.select(pattern)) == expected
+    assert names(inv.select(pattern)) == expected
 
 
 @pytest.mark.parametrize("pattern", ["db-*", "prod:!nosuch", "nosuch"])
-def test_unknown_host_pattern_is_an_error_listing_known_hosts(fleet, pattern):
+def test_unknown_host_pattern_is_an_error_listing_known_hosts(inv, pattern):
     """A pattern part that matches nothing is refused, naming it and the known hosts."""
     with pytest.raises(InputError) as e:
-        fleet.select(pattern)
+        inv.select(pattern)
     assert "matches no host" in str(e.value)
     assert "app-01" in str(e.value)
 
 
-def test_pattern_that_excludes_everything_is_an_error(fleet):
+def test_pattern_that_excludes_everything_is_an_error(inv):
     """A pattern that leaves no host to work on is refused."""
     with pytest.raises(InputError) as e:
-        fleet.select("web:!web")
+        inv.select("web:!web")
     assert "leaves no host" in str(e.value)
 
 
@@ -140,9 +140,9 @@ def test_two_local_hosts_reaching_the_same_dir_by_relative_and_absolute_path_are
     assert "same install dir" in str(e.value)
 
 
-def test_same_install_dir_on_different_hosts_is_fine(fleet):
+def test_same_install_dir_on_different_hosts_is_fine(inv):
     """The same path on different machines is a different install."""
-    assert {h.install_dir for h in fleet.hosts.values() if not h.is_local} == {"/srv/tongweb"}
+    assert {h.install_dir for h in inv.hosts.values() if not h.is_local} == {"/srv/tongweb"}
 
 
 @pytest.mark.parametrize("address", ["web01; rm -rf /", "$(id)", "`reboot`", "a|b", "a&&b", "host name",
