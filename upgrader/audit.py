@@ -101,6 +101,7 @@ class AuditLog:
 
     def append(self, event: str, *, run: str | None = None, host: str | None = None, phase: str | None = None,
                outcome: str | None = None, time: str, data: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Append one event under the lock, fsynced; ``time`` earlier than the last line's is raised to it."""
         with self._locked():
             return self._append_locked(event, run=run, host=host, phase=phase, outcome=outcome, time=time,
                                        data=data)
@@ -116,11 +117,18 @@ class AuditLog:
             seq, prev = 1, GENESIS
             if last is not None:
                 try:
-                    seq = int(json.loads(last)["seq"]) + 1
+                    tail = json.loads(last)
+                    seq = int(tail["seq"]) + 1
                 except (ValueError, KeyError, TypeError):
                     raise InputError("the audit log's last line is not an audit event", path=str(self.path),
                                      hint="run 'upgrader audit verify'") from None
                 prev = _line_hash(last)
+                # The caller read its clock before it got the lock: another process may have written a later
+                # time meanwhile (or the clock stepped back). A line is never older than the line it chains to,
+                # so keep the log's times in order (verify_log checks that order strictly).
+                last_time = tail.get("time")
+                if isinstance(last_time, str) and time < last_time:
+                    time = last_time
             record: dict[str, Any] = {"seq": seq, "prev": prev, "time": time, "event": event, "run": run,
                                       "host": host, "phase": phase, "outcome": outcome, "actor": self.actor}
             if raw is not None:
