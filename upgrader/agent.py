@@ -1014,8 +1014,37 @@ def handle(req):
         return {"ok": False, "kind": kind, "error": "%s: %s" % (e.strerror, e.filename or "")}
 
 
+def serve():
+    """A session: one JSON request per line on stdin, one JSON reply per line on stdout, until EOF.
+
+    A lost connection must not cut an action in half: SIGHUP and SIGPIPE are ignored, so the action
+    in progress runs to its end (and records its result in the run's state) even when nobody is
+    left to read the reply; the controller's retry then waits on the action lock and sees it."""
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+    out = sys.stdout
+    for line in sys.stdin:
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            req = json.loads(line)
+        except ValueError as e:
+            reply = {"ok": False, "kind": "bad_input", "error": "request is not JSON: %s" % e}
+        else:
+            reply = handle(req)
+        try:
+            out.write(json.dumps(reply, sort_keys=True) + "\n")
+            out.flush()
+        except (OSError, ValueError):
+            return 0
+    return 0
+
+
 def main():
-    # the request comes as one base64 argument (no stdin round trips, no shell quoting issues),
+    if sys.argv[-1:] == ["--serve"]:
+        return serve()
+    # one request as one base64 argument (no stdin round trips, no shell quoting issues),
     # or as JSON on stdin when no argument is given
     if len(sys.argv) > 1:
         import base64

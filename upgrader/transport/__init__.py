@@ -6,11 +6,29 @@ The engine sees only ``Transport`` (``base.py``); ``local.py`` runs on this mach
 
 from .base import AgentClient, CommandResult, Transport
 
-__all__ = ["AgentClient", "CommandResult", "Transport", "connect"]
+__all__ = ["AgentClient", "CommandResult", "Transport", "connect", "close_all"]
+
+
+_POOL: dict[tuple[object, ...], "_Pooled"] = {}
+
+
+class _Pooled:
+    """A shared SSH connection: ``close`` ends the caller's agent sessions but keeps the connection
+    open for the next command of this process (plan and run in one process connect once)."""
+
+    def __init__(self, inner: "object") -> None:
+        self._inner = inner
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._inner, name)
+
+    def close(self) -> None:
+        self._inner.end_sessions()  # type: ignore[attr-defined]
 
 
 def connect(host: "object") -> Transport:
-    """The transport for an inventory host (``address: local`` runs here)."""
+    """The transport for an inventory host (``address: local`` runs here). SSH connections are
+    shared within one process and closed when it exits."""
     from ..inventory import Host
 
     assert isinstance(host, Host)
@@ -18,6 +36,20 @@ def connect(host: "object") -> Transport:
         from .local import LocalTransport
 
         return LocalTransport(host.name)
-    from .ssh import SSHTransport  # type: ignore[import-not-found]
+    from .ssh import SSHTransport
 
-    return SSHTransport(host)  # type: ignore[no-any-return]
+    key = (host.name, host.address, host.port, host.user, host.key, host.known_hosts, host.host_key)
+    pooled = _POOL.get(key)
+    if pooled is None:
+        if not _POOL:
+            import atexit
+
+            atexit.register(close_all)
+        pooled = _POOL[key] = _Pooled(SSHTransport(host))
+    return pooled  # type: ignore[return-value]
+
+
+def close_all() -> None:
+    while _POOL:
+        _, pooled = _POOL.popitem()
+        pooled._inner.close()  # type: ignore[attr-defined]

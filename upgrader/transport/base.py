@@ -17,7 +17,7 @@ from typing import Any, Protocol, Sequence
 
 from ..errors import TransportError
 
-__all__ = ["CommandResult", "Transport", "AgentClient", "AgentFailure", "AGENT_SOURCE"]
+__all__ = ["CommandResult", "Transport", "Stream", "AgentClient", "AgentFailure", "AGENT_SOURCE"]
 
 AGENT_SOURCE = Path(__file__).resolve().parent.parent / "agent.py"
 
@@ -55,6 +55,22 @@ class Transport(Protocol):
         """Where agent.py is on the host (copied there once if needed)."""
         ...
 
+    def open_stream(self, argv: Sequence[str]) -> "Stream":
+        """Start a long-running command and talk to it line by line."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class Stream(Protocol):
+    """Lines to and from a running command (the agent's session)."""
+
+    def send_line(self, line: str) -> None: ...
+
+    def read_line(self, timeout: float | None) -> str:
+        """The next line; raises TransportError on end of stream or timeout."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -70,13 +86,41 @@ class AgentFailure(Exception):
 
 
 class AgentClient:
-    """Calls agent operations on one host."""
+    """Calls agent operations on one host, over one agent session (one process, one channel) that is
+    opened on the first call and reopened after it breaks."""
 
     def __init__(self, transport: Transport) -> None:
         self.transport = transport
         self._agent: str | None = None
+        self._stream: Stream | None = None
 
     def call(self, op: str, timeout: float | None = None, **request: Any) -> dict[str, Any]:
+        if self._agent is None:
+            self._agent = self.transport.agent_path()
+        if self._stream is None:
+            self._stream = self.transport.open_stream([self.transport.python, self._agent, "--serve"])
+        try:
+            self._stream.send_line(json.dumps({"op": op, **request}))
+            line = self._stream.read_line(timeout)
+        except TransportError:
+            self.close()
+            raise
+        try:
+            reply = json.loads(line)
+        except ValueError:
+            self.close()
+            raise TransportError(f"the agent answered {op!r} with something that is not JSON: {line[:200]!r}",
+                                 host=self.transport.name) from None
+        if not isinstance(reply, dict) or "ok" not in reply:
+            self.close()
+            raise TransportError(f"the agent gave no answer to {op!r}", host=self.transport.name)
+        if not reply.get("ok"):
+            raise AgentFailure(op, str(reply.get("kind", "failed")), str(reply.get("error")),
+                               reply.get("data"))
+        return dict(reply["result"])
+
+    def call_once(self, op: str, timeout: float | None = None, **request: Any) -> dict[str, Any]:
+        """One action in its own agent process (no session)."""
         if self._agent is None:
             self._agent = self.transport.agent_path()
         payload = base64.urlsafe_b64encode(json.dumps({"op": op, **request}).encode("utf-8")).decode("ascii")
@@ -87,9 +131,13 @@ class AgentClient:
                 f"the agent gave no answer to {op!r} (exit {result.exited}): {result.tail() or result.tail('stdout')}",
                 host=self.transport.name)
         if not reply.get("ok"):
-            raise AgentFailure(op, str(reply.get("kind", "failed")), str(reply.get("error")),
-                               reply.get("data"))
+            raise AgentFailure(op, str(reply.get("kind", "failed")), str(reply.get("error")), reply.get("data"))
         return dict(reply["result"])
+
+    def close(self) -> None:
+        if self._stream is not None:
+            stream, self._stream = self._stream, None
+            stream.close()
 
 
 def _parse_reply(result: CommandResult) -> dict[str, Any] | None:

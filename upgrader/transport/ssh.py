@@ -36,6 +36,7 @@ class SSHTransport:
         self.name = host.name
         self._conn: Any = None
         self._agent: str | None = None
+        self._streams: list[SSHStream] = []
 
     # -- connection -------------------------------------------------------------------------
 
@@ -134,22 +135,61 @@ class SSHTransport:
             raise TransportError(f"upload of {local.name} failed: {e}", host=self.name) from e
 
     def agent_path(self) -> str:
-        """agent.py on the host, uploaded once per version (its name carries the digest)."""
+        """agent.py on the host as a module named after its digest (so python caches its bytecode),
+        uploaded once per version into ~/.cache/upgrader."""
         if self._agent:
             return self._agent
-        source = AGENT_SOURCE.read_bytes()
-        digest = hashlib.sha256(source).hexdigest()[:16]
-        res = self.run(["sh", "-c", 'd="$HOME/.cache/upgrader"; mkdir -p "$d" && chmod 700 "$d" && '
-                                    f'f="$d/agent-{digest}.py"; test -f "$f" && echo "present $f" || echo "absent $f"'])
-        words = res.stdout.split()
-        if res.exited != 0 or len(words) != 2:
+        digest = hashlib.sha256(AGENT_SOURCE.read_bytes()).hexdigest()[:16]
+        self._agent = f".cache/upgrader/agent_{digest}.py"  # relative to the login directory
+        return self._agent
+
+    def open_stream(self, argv: Sequence[str]) -> "SSHStream":
+        """Start the agent session; if the agent is not on the host yet, send it first (one upload per version)."""
+        import paramiko
+
+        agent = self.agent_path()
+        if list(argv[1:]) == [agent, "--serve"]:
+            module = agent.rsplit("/", 1)[1][:-3]
+            boot = (f'test -f "$HOME/{agent}" || {{ echo UPGRADER-AGENT-MISSING; exit 97; }}; '
+                    f'exec {argv[0]} -c "import sys; sys.path.insert(0, sys.argv[1]); import {module} as a; '
+                    f'print(\'UPGRADER-AGENT-READY\', flush=True); sys.exit(a.main())" "$HOME/.cache/upgrader" --serve')
+        else:
+            boot = shell_join(argv)
+        conn = self._connect()
+        for attempt in (1, 2):
+            try:
+                channel = conn.transport.open_session(timeout=CONNECT_TIMEOUT)
+                channel.exec_command(boot)
+            except (paramiko.SSHException, OSError, EOFError) as e:
+                self._drop()
+                raise TransportError(f"connection lost: {e}", host=self.name) from e
+            stream = SSHStream(self, channel)
+            if "UPGRADER-AGENT-MISSING" in boot:
+                first = stream.read_line(60)
+                if first == "UPGRADER-AGENT-MISSING" and attempt == 1:
+                    stream.close()
+                    self._upload_agent(agent)
+                    continue
+                if first != "UPGRADER-AGENT-READY":
+                    stream.close()
+                    raise TransportError(f"the agent did not start on the host: {first[:200]!r}", host=self.name)
+            self._streams.append(stream)
+            return stream
+        raise TransportError("the agent could not be installed on the host", host=self.name)
+
+    def _upload_agent(self, agent: str) -> None:
+        res = self.run(["sh", "-c", 'mkdir -p "$HOME/.cache/upgrader" && chmod 700 "$HOME/.cache/upgrader" && '
+                                    'cd && pwd'])
+        home = res.stdout.strip()
+        if res.exited != 0 or not home.startswith("/"):
             raise TransportError(f"cannot prepare the agent directory: {res.tail()}", host=self.name)
-        path = words[1]
-        if words[0] == "absent":
-            self.put(AGENT_SOURCE, path + ".part")
-            self.run(["mv", path + ".part", path])
-        self._agent = path
-        return path
+        self.put(AGENT_SOURCE, f"{home}/{agent}.part")
+        moved = self.run(["mv", f"{home}/{agent}.part", f"{home}/{agent}"])
+        if moved.exited != 0:
+            raise TransportError(f"cannot install the agent: {moved.tail()}", host=self.name)
+
+    def _alive(self) -> bool:
+        return bool(self._conn is not None and self._conn.transport is not None and self._conn.transport.is_active())
 
     def _drop(self) -> None:
         try:
@@ -159,8 +199,71 @@ class SSHTransport:
             pass
         self._conn = None
 
+    def end_sessions(self) -> None:
+        while self._streams:
+            self._streams.pop().close()
+
     def close(self) -> None:
+        self.end_sessions()
         self._drop()
+
+
+class SSHStream:
+    """The agent's session on one SSH channel."""
+
+    def __init__(self, transport: SSHTransport, channel: Any) -> None:
+        self.transport = transport
+        self.channel = channel
+        self._buf = b""
+
+    def send_line(self, line: str) -> None:
+        try:
+            self.channel.sendall(line.encode("utf-8") + b"\n")
+        except (OSError, EOFError, Exception) as e:  # paramiko raises SSHException or socket errors
+            self.transport._drop()
+            raise TransportError(f"connection lost: {e}", host=self.transport.name) from e
+
+    def read_line(self, timeout: float | None) -> str:
+        import select
+        import time
+
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while b"\n" not in self._buf:
+            if self.channel.recv_ready():
+                chunk = self.channel.recv(65536)
+                if not chunk:
+                    raise self._lost("the agent session ended")
+                self._buf += chunk
+                continue
+            if self.channel.closed or self.channel.eof_received or not self.transport._alive():
+                raise self._lost("the agent session ended (connection lost)")
+            wait = 1.0 if deadline is None else min(1.0, deadline - time.monotonic())
+            if wait <= 0:
+                self.close()
+                raise TransportError(f"no answer from the agent within {timeout}s (timed out)",
+                                     host=self.transport.name)
+            select.select([self.channel], [], [], wait)
+        line, _, self._buf = self._buf.partition(b"\n")
+        return line.decode("utf-8", "replace")
+
+    def _lost(self, what: str) -> TransportError:
+        err = b""
+        try:
+            while self.channel.recv_stderr_ready():
+                err += self.channel.recv_stderr(65536)
+        except Exception:  # noqa: BLE001
+            pass
+        self.close()
+        self.transport._drop()
+        detail = err.decode("utf-8", "replace").strip()[-300:]
+        return TransportError(f"{what}" + (f": {detail}" if detail else ""), host=self.transport.name)
+
+    def close(self) -> None:
+        try:
+            self.channel.shutdown_write()
+            self.channel.close()
+        except Exception:  # noqa: BLE001 - closing a dead channel may fail in any way
+            pass
 
 
 def _drain(channel: Any, timeout: float | None) -> tuple[bytes, bytes]:

@@ -1,0 +1,125 @@
+#!/usr/bin/env python3
+"""upgrader as the fifth contender of ../shared/bench-anchors (EXTRA_CMD): upgrade hosts h1..hN.
+
+    EXTRA_NAME=upgrader EXTRA_CMD="/path/to/repo/.venv/bin/python /path/to/repo/benchmarks/fleet/contender.py" \\
+        $A/bench.sh 3 1 10 50
+
+One process does what an engineer and the tool do for a real upgrade, all of it timed: plan (read
+every host's version over SSH, policy decision, package digest from the signed catalog), approve
+(the engineer's SSH signature of the plan), run (preflight, verified backup, stop, install, start,
+observe until /VERSION answers 2.0, then write version.txt like the workload's step 5), audit log
+with a signed checkpoint. Its own files live under $BENCH_ROOT/upgrader (made on the first call:
+keys, a signed catalog holding one 2.0 package repacked from h1's release tarball, the policy, the
+inventory). The package is sent to each host over SFTP once (the warm-up run) and found again by
+its digest afterwards, as the other tools find release/middleware-2.0.tar.gz already on the hosts.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tarfile
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def bench_env() -> tuple[Path, int]:
+    root = Path(os.environ.get("BENCH_ROOT", "/tmp/upgrader-bench"))
+    port = int(os.environ.get("BENCH_SSH_PORT", "2222"))
+    env = root / "bench.env"
+    if env.is_file():
+        for line in env.read_text().splitlines():
+            if line.startswith("BENCH_SSH_PORT="):
+                port = int(line.split("=", 1)[1])
+    return root, port
+
+
+def prepare(root: Path, home: Path) -> None:
+    """Keys, policy, a signed catalog with the 2.0 package (made once; later calls reuse them)."""
+    from upgrader.catalog import write_catalog
+    from upgrader.keys import generate_key, load_private_key, signer_line
+    from upgrader.package import PackageMeta, build_package
+    from upgrader.trust import sign_catalog
+
+    if (home / "catalog" / "catalog.yaml.sig").is_file():
+        return
+    keys = home / "keys"
+    lines = []
+    for name, principal, ns in (("engineer", "engineer@vendor", "upgrader-approval"),
+                                ("operator", "operator@bench", "upgrader-audit"),
+                                ("vendor", "vendor-release", "upgrader-catalog")):
+        if not (keys / name).exists():
+            generate_key(keys / name, principal)
+        line = signer_line(principal, load_private_key(keys / name).public_key(), ns)
+        (keys / f"{name}.signer").write_text(line + "\n")
+        lines.append(line)
+    (keys / "allowed_signers").write_text("\n".join(lines[:2]) + "\n")
+    (keys / "vendor_signers").write_text(lines[2] + "\n")
+    (home / "policy.yaml").write_text(
+        "format: 1\n"
+        "rules:\n"
+        "  free_levels: [1, 2, 3, 4]   # the bench middleware goes 1.0 -> 2.0; that is its maintenance line\n"
+        "  require_maintenance_contract: false\n"
+        "approvals: {allowed_signers: keys/allowed_signers}\n"
+        "audit: {allowed_signers: keys/allowed_signers}\n"
+        "catalog: {trusted_signers: keys/vendor_signers}\n")
+    catalog = home / "catalog"
+    catalog.mkdir(parents=True, exist_ok=True)
+    release = root / "hosts" / "h1" / "release" / "middleware-2.0.tar.gz"
+    with tempfile.TemporaryDirectory(dir=home) as tmp:
+        with tarfile.open(release) as tar:
+            tar.extractall(tmp, filter="data")
+        built = build_package(Path(tmp) / "middleware-2.0", catalog / "bench-middleware-2.0.tar.gz",
+                              PackageMeta(product="bench-middleware", version="2.0", kind="full"), compresslevel=1)
+    write_catalog(catalog, [built], serial=1)
+    sign_catalog(catalog / "catalog.yaml", load_private_key(keys / "vendor"))
+
+
+def inventory(root: Path, home: Path, port: int, n: int) -> Path:
+    path = home / f"inventory-{n}.yaml"
+    hosts = []
+    for i in range(1, n + 1):
+        d = root / "hosts" / f"h{i}"
+        hosts.append(f"  h{i}:\n    install_dir: {d}/current\n    vars: {{hostdir: {d}, port: \"{18000 + i}\"}}\n")
+    path.write_text(
+        "format: 1\n"
+        "defaults:\n"
+        "  address: 127.0.0.1\n"
+        f"  port: {port}\n"
+        "  user: root\n"
+        f"  key: {root}/ssh/client_key\n"
+        f"  known_hosts: {root}/ssh/known_hosts\n"
+        "  product: bench-middleware\n"
+        f"  playbook: {HERE / 'bench-middleware.yaml'}\n"
+        "hosts:\n" + "".join(hosts))
+    return path
+
+
+def main() -> int:
+    n = int(sys.argv[-1])
+    root, port = bench_env()
+    home = root / "upgrader"
+    home.mkdir(parents=True, exist_ok=True)
+    prepare(root, home)
+    inv = inventory(root, home, port, n)
+    from upgrader.cli import main as upgrader
+
+    base = ["--home", str(home)]
+    plan, approval = home / f"plan-{n}.json", home / f"approval-{n}"
+    rc = upgrader([*base, "plan", "--inventory", str(inv), "--to", "2.0", "--catalog", str(home / "catalog"),
+                   "-o", str(plan), "--json"])
+    if rc:
+        return rc
+    rc = upgrader([*base, "approve", str(plan), "--key", str(home / "keys" / "engineer"), "--expires", "1h",
+                   "-o", str(approval), "--json"])
+    if rc:
+        return rc
+    return upgrader([*base, "run", str(plan), "--approval", str(approval), "--forks", str(n), "--json"])
+
+
+if __name__ == "__main__":
+    with open(os.devnull, "w") as quiet:  # hyperfine shows no output; keep the JSON in the run journal
+        sys.stdout = quiet
+        sys.exit(main())
