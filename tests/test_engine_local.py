@@ -369,6 +369,36 @@ def test_journal_of_failed_run_records_failure_then_rollback(sandbox):
     assert run.host["outcome"] == "rolled_back"
 
 
+def test_dry_run_checks_everything_and_touches_nothing(sandbox):
+    """`run --dry-run` of an approved plan exits 0, makes no run and leaves host and service as they were."""
+    box = sandbox
+    rc, plan = plan_to(box, "7.0.4.2")
+    assert rc == 0
+    before = snapshot(box)
+    run = execute(box, plan, "--dry-run")
+    assert run.rc == 0
+    assert run.dir is None
+    assert snapshot(box) == before
+
+
+def test_stale_plan_is_stopped_at_preflight_without_touching_the_host(sandbox):
+    """A plan made for 7.0.4.1 but run after the host moved to 7.0.4.2 stops at preflight; nothing changes."""
+    box = sandbox
+    rc, stale = plan_to(box, "7.0.4.2")
+    assert rc == 0
+    upgrade(box, "7.0.4.2")
+    before = snapshot(box)
+    run = execute(box, stale)
+    assert run.rc != 0
+    assert run.host["outcome"] == "unchanged"
+    assert "make a new plan" in run.host["error"]
+    assert [p["phase"] for p in run.host["phases"]] == ["preflight"]
+    after = snapshot(box)
+    assert (after.product, after.pid, after.version) == (before.product, before.pid, "7.0.4.2")
+    assert after.host_runs == before.host_runs
+    assert not (state_dir(box) / "lock").exists()
+
+
 # ---------------------------------------------------------------- rollback on request
 
 
@@ -390,6 +420,19 @@ def test_rollback_of_committed_run_restores_previous_version_byte_identical_and_
     assert again.product == once.product
     assert again.pid == once.pid
     assert again.version == "7.0.4.1"
+
+
+def test_rollback_of_a_patch_brings_back_the_removed_file_byte_identical(sandbox):
+    """Rolling back the 7.0.4.3 patch restores 7.0.4.2 exactly: legacy_compat.py back, lib/patches/ gone."""
+    box = sandbox
+    upgrade(box, "7.0.4.2")
+    before = product_digest(box.install_dir)
+    patch = upgrade(box, "7.0.4.3")
+    assert upgrader(box, "rollback", patch.id) == 0
+    assert box.answers() == "7.0.4.2"
+    assert product_digest(box.install_dir) == before
+    assert (box.install_dir / "lib" / "legacy_compat.py").is_file()
+    assert not (box.install_dir / "lib" / "patches").exists()
 
 
 def test_rollback_on_request_keeps_data_written_after_the_upgrade(sandbox):
