@@ -183,9 +183,14 @@ class SSHTransport:
         home = res.stdout.strip()
         if res.exited != 0 or not home.startswith("/"):
             raise TransportError(f"cannot prepare the agent directory: {res.tail()}", host=self.name)
-        self.put(AGENT_SOURCE, f"{home}/{agent}.part")
-        moved = self.run(["mv", f"{home}/{agent}.part", f"{home}/{agent}"])
+        # several inventory hosts may be installs on one machine, all sending the agent at once: each
+        # writes its own temp file and renames it into place whole (a shared name is truncated or
+        # moved away under the others' feet)
+        part = f"{home}/{agent}.part-{os.urandom(6).hex()}"
+        self.put(AGENT_SOURCE, part)
+        moved = self.run(["mv", "-f", part, f"{home}/{agent}"])
         if moved.exited != 0:
+            self.run(["rm", "-f", part])
             raise TransportError(f"cannot install the agent: {moved.tail()}", host=self.name)
 
     def _alive(self) -> bool:
