@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 import struct
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +23,7 @@ VERSION = 1
 BEGIN = "-----BEGIN SSH SIGNATURE-----"
 END = "-----END SSH SIGNATURE-----"
 _HASHES = {"sha512": hashlib.sha512, "sha256": hashlib.sha256}
+_B64_LINE = re.compile(r"[A-Za-z0-9+/]+={0,2}")
 
 
 class SignatureError(ValueError):
@@ -77,10 +79,12 @@ def fingerprint(blob: bytes) -> str:
 def load_public_key_blob(blob: bytes) -> Any:
     from cryptography.hazmat.primitives import serialization
 
+    from cryptography.exceptions import UnsupportedAlgorithm
+
     try:
         kind = _Reader(blob).string().decode()
         return serialization.load_ssh_public_key(f"{kind} {base64.b64encode(blob).decode()}".encode())
-    except (ValueError, UnicodeDecodeError, TypeError) as e:
+    except (ValueError, UnicodeDecodeError, TypeError, UnsupportedAlgorithm, NotImplementedError) as e:
         raise SignatureError(f"unsupported or malformed public key: {e}") from None
 
 
@@ -142,9 +146,13 @@ class Signature:
 
 
 def parse_armored(text: str) -> Signature:
-    lines = [ln.strip() for ln in text.strip().splitlines()]
+    """Parse ``BEGIN``, base64 lines, ``END`` separated by LF (or CRLF) only: anything else is refused."""
+    lines = text.replace("\r\n", "\n").rstrip("\n").split("\n")
     if not lines or lines[0] != BEGIN or lines[-1] != END:
         raise SignatureError(f"not an SSH signature (expected '{BEGIN}' ... '{END}')")
+    for line in lines[1:-1]:
+        if not line or not _B64_LINE.fullmatch(line):
+            raise SignatureError("signature block has a damaged line (only base64 characters are allowed)")
     body = "".join(lines[1:-1])
     try:
         raw = base64.b64decode(body, validate=True)
