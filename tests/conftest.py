@@ -8,10 +8,12 @@ import os
 import signal
 import stat
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import pytest
 
+from fleet import Fleet, build_fleet
+from sshd import SSHServer, start_sshd
 from upgrader.cli import main
 from upgrader.commands.demo import Sandbox, build_sandbox
 
@@ -103,3 +105,31 @@ def product_digest(install_dir: Path) -> dict[str, tuple[str, int]]:
     """tree_digest without the paths the running service changes (logs/, run/)."""
     return {k: v for k, v in tree_digest(install_dir).items()
             if not (k in ("logs", "run") or k.startswith(("logs/", "run/")))}
+
+
+@pytest.fixture(scope="session")
+def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SSHServer]:
+    """A real OpenSSH server on 127.0.0.1 for the whole session; failing to start it fails the tests."""
+    server = start_sshd(tmp_path_factory.mktemp("sshd"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def fleet(tmp_path: Path, sshd: SSHServer) -> Iterator[Callable[[int], Fleet]]:
+    """fleet(n): a sandbox with n running installs app-01..app-0n, each reached over the real sshd, group prod."""
+    built: list[Fleet] = []
+
+    def make(n: int) -> Fleet:
+        f = build_fleet(tmp_path / f"fleet{len(built)}", sshd, n)
+        built.append(f)
+        return f
+
+    try:
+        yield make
+    finally:
+        for f in built:
+            f.stop_all()
+        kill_processes_under(tmp_path)
