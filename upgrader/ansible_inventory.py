@@ -6,8 +6,8 @@ value wins, then the nearest group, as in Ansible). Ansible's connection variabl
 ``ansible_ssh_private_key_file`` → key. upgrader's own settings (``install_dir``, ``product``,
 ``playbook``, ``maintenance_until``, ``state_dir``, ``host_key``, ``known_hosts``) may be written
 plainly or with an ``upgrader_`` prefix; every other variable becomes a playbook variable.
-Host ranges (``web[01:20]``) are expanded. Jinja expressions are not evaluated: a value with
-``{{`` is refused with a clear error rather than used as literal text.
+Host ranges (``web[01:20]``) are expanded. Jinja is not evaluated: a value with ``{{``, ``{%`` or
+``{#`` is refused with a clear error rather than used as literal text.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ _MAP = {"ansible_host": "address", "ansible_ssh_host": "address", "ansible_port"
         "ansible_ssh_private_key_file": "key", "ansible_private_key_file": "key"}
 _OURS = ("install_dir", "product", "playbook", "maintenance_until", "state_dir", "host_key", "known_hosts")
 _IGNORED = re.compile(r"^ansible_(python_interpreter|connection|become.*|shell_.*|ssh_common_args|ssh_extra_args|"
-                      r"control_path|ssh_pipelining)$")
+                      r"control_path|ssh_pipelining|group_priority)$")
 
 
 def looks_like_ini(p: Path) -> bool:
@@ -83,6 +83,17 @@ class _Tree:
         parents = [g for g, kids in self.children.items() if group in kids]
         return 0 if group == "all" else 1 + max((self.depth(p) for p in parents), default=0)
 
+    def _precedence(self, group: str) -> tuple[int, int, str]:
+        """Ansible's order of group vars: parents before children, then ansible_group_priority, then by name;
+        a later group wins. (Without the name, siblings came in set order: a different winner per process.)"""
+        priority = self.group_vars.get(group, {}).get("ansible_group_priority", 1)
+        try:
+            priority = int(priority)
+        except (TypeError, ValueError):
+            raise InputError(f"group {group!r}: ansible_group_priority must be a whole number, got {priority!r}",
+                             path=self.source) from None
+        return self.depth(group), priority, group
+
     def resolve(self, p: Path) -> Any:
         from .inventory import build_inventory
 
@@ -90,7 +101,7 @@ class _Tree:
         settings: dict[str, dict[str, Any]] = {}
         for name, own in self.hosts.items():
             merged: dict[str, Any] = dict(self.group_vars.get("all", {}))
-            mine = sorted((g for g, m in groups.items() if name in m), key=self.depth)
+            mine = sorted((g for g, m in groups.items() if name in m), key=self._precedence)
             for g in mine:
                 merged.update(self.group_vars.get(g, {}))
             merged.update(own)
@@ -100,7 +111,7 @@ class _Tree:
     def _translate(self, name: str, values: dict[str, Any]) -> dict[str, Any]:
         out: dict[str, Any] = {"address": name, "vars": {}}
         for k, v in values.items():
-            if isinstance(v, str) and "{{" in v:
+            if _has_jinja(v):
                 raise InputError(f"host {name}: {k} uses a Jinja expression ({v!r}), which upgrader does not evaluate",
                                  path=self.source, hint="write the value out, or use upgrader's own inventory format")
             key = k[len("upgrader_"):] if k.startswith("upgrader_") else k
@@ -113,6 +124,17 @@ class _Tree:
             else:
                 out["vars"][k] = v
         return out
+
+
+def _has_jinja(value: Any) -> bool:
+    """An expression, statement or comment of Jinja anywhere in the value (also inside lists and mappings)."""
+    if isinstance(value, str):
+        return any(mark in value for mark in ("{{", "{%", "{#"))
+    if isinstance(value, dict):
+        return any(_has_jinja(k) or _has_jinja(v) for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return any(_has_jinja(v) for v in value)
+    return False
 
 
 def _ini_value(text: str) -> Any:
