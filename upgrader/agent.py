@@ -444,9 +444,30 @@ def non_ascii_names(root, dirs):
     return found
 
 
+def used_approvals(paths):
+    """Approvals (digests) already consumed by a run on this host, with the run that used them."""
+    out = {}
+    try:
+        with open(os.path.join(paths.state, "approvals-used.jsonl"), encoding="utf-8") as f:
+            for line in f:
+                try:
+                    rec = json.loads(line)
+                    out[rec["approval"]] = rec
+                except (ValueError, KeyError, TypeError):
+                    continue
+    except FileNotFoundError:
+        pass
+    return out
+
+
 def op_lock(req):
     paths = Paths(req)
     os.makedirs(paths.state, exist_ok=True)
+    used = used_approvals(paths)
+    for digest in req.get("approvals", []):
+        if digest in used and used[digest].get("run") != req["run_id"]:
+            raise AgentError("approval %s... was already used on this host by run %s" % (
+                digest[:12], used[digest].get("run")), "replayed", holder=used[digest])
     me = {"run": req["run_id"], "controller": req.get("controller"), "user": req.get("user"),
           "time": time.time()}
     holder = read_json(paths.lock)
@@ -922,6 +943,12 @@ def op_finish(req):
     for leftover in ("staging", "old", "failed", "restore", "package.tar.gz"):
         rmtree(paths.run(leftover))
     set_run_state(paths, phase="finished", outcome=req.get("outcome"))
+    if req.get("approvals"):
+        with open(os.path.join(paths.state, "approvals-used.jsonl"), "a", encoding="utf-8") as f:
+            for digest in req["approvals"]:
+                f.write(json.dumps({"approval": digest, "run": paths.run_id, "time": time.time()}) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
     removed = retention(paths, int(req.get("keep", 3)))
     released = op_unlock(req)["released"] if req.get("unlock", True) else False
     return {"removed_backups": removed, "released": released}

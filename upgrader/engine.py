@@ -29,7 +29,7 @@ __all__ = ["Engine", "HostOutcome", "RunResult", "Observer", "HostTarget", "OUTC
 
 #: exit code contributed by each host outcome (the run exits with the highest)
 OUTCOME_EXIT = {"committed": 0, "restored": 0, "unchanged": 1, "rolled_back": 1, "not_started": 1,
-                "needs_person": 5}
+                "refused": 4, "needs_person": 5}
 
 
 class Observer(Protocol):
@@ -108,7 +108,8 @@ class Engine:
                  forks: int = 4, batch: int | None = None, max_failures: int | None = None,
                  controller: dict[str, str] | None = None, manual_changes: str = "warn", canary: int = 0,
                  confirm: Callable[[list[HostOutcome]], bool] | None = None, retries: int = 3,
-                 retry_delay: float = 1.0, sleep: Callable[[float], None] | None = None) -> None:
+                 retry_delay: float = 1.0, sleep: Callable[[float], None] | None = None,
+                 approvals: tuple[str, ...] = ()) -> None:
         self.journal = journal
         self.clock = clock
         self.observers = list(observers or [])
@@ -122,6 +123,7 @@ class Engine:
         self.retries = max(0, retries)
         self.retry_delay = retry_delay
         self.sleep = sleep or _sleep
+        self.approvals = tuple(approvals)
         self._failures = 0
         self._lock = threading.Lock()
 
@@ -359,7 +361,8 @@ class _HostRun:
         try:
             self.phase("preflight", self._preflight)
         except _PhaseFailed as err:
-            self.out.outcome = "needs_person" if err.kind in ("locked", "unreachable") else "unchanged"
+            self.out.outcome = {"locked": "needs_person", "unreachable": "needs_person",
+                                "replayed": "refused"}.get(err.kind, "unchanged")
             self.out.error = f"preflight: {err.message}"
             return self.out
         try:
@@ -394,7 +397,8 @@ class _HostRun:
 
     def _preflight(self) -> tuple[str, dict[str, Any]]:
         controller = self.e.controller
-        self.call("lock", controller=controller.get("host"), user=controller.get("user"))
+        self.call("lock", controller=controller.get("host"), user=controller.get("user"),
+                  approvals=list(self.e.approvals))
         pkg = self.p["package"]
         facts = self.call("facts", version_source=self.spec["version"], check_drift=False,
                           preserve=[x["path"] for x in self.spec["preserve"]], packages=[pkg["sha256"]])
@@ -531,7 +535,8 @@ class _HostRun:
 
     def _finish(self, outcome: str) -> None:
         try:
-            self.call("finish", outcome=outcome, keep=self.spec.get("backup", {}).get("keep", 3))
+            self.call("finish", outcome=outcome, keep=self.spec.get("backup", {}).get("keep", 3),
+                      approvals=list(self.e.approvals))
             self.e.journal.record("finish", "done", host=self.name, outcome=outcome)
         except (AgentFailure, TransportError) as err:
             self.e.journal.record("finish", "failed", host=self.name, error=str(err))

@@ -185,7 +185,7 @@ def _run(args: argparse.Namespace, plan: Any, clock: Any) -> int:
     engine = Engine(journal=journal, clock=clock, observers=observers, forks=args.forks, batch=batch,
                     max_failures=max_failures, controller={"user": operator.user, "host": operator.host},
                     manual_changes=str(plan.data["policy"].get("manual_changes", "warn")), canary=args.canary,
-                    confirm=_confirmer(args, c, board))
+                    confirm=_confirmer(args, c, board), approvals=tuple(a.digest for a in approvals))
     if board is not None:
         with board:
             outcome = engine.run(targets)
@@ -200,7 +200,20 @@ def _run(args: argparse.Namespace, plan: Any, clock: Any) -> int:
     else:
         print_run_summary(c, result)
         _print_checkpoint(c, result["checkpoint"])
+    _explain_failures(result)
     return int(result["exit_code"])
+
+
+def _explain_failures(result: dict[str, Any]) -> None:
+    """One line per host that did not commit, on stderr (for people and for scripts)."""
+    import sys
+
+    words = {"rolled_back": "failed and was rolled back", "unchanged": "failed before anything changed",
+             "needs_person": "NEEDS A PERSON", "not_started": "was not started", "refused": "was refused"}
+    for h in result["hosts"]:
+        if h["outcome"] in words:
+            print(f"upgrader: {h['host']}: {words[h['outcome']]}: {h.get('error') or ''}".rstrip(": "),
+                  file=sys.stderr)
 
 
 def _count(value: str | None, total: int, name: str, minimum: int) -> int | None:
