@@ -237,6 +237,7 @@ class _HostRun:
         self.stop_started: float | None = None
         self.service_time = 0.0
         self.last_step = "none"
+        self.requested = False
 
     # -- helpers --------------------------------------------------------------------------------
 
@@ -348,6 +349,7 @@ class _HostRun:
                                   "the later run first")
                 self.call("unlock")
                 return self.out
+            self.requested = True
             result = self._rollback("requested by the operator", "requested")
             if result.outcome == "rolled_back":
                 result.outcome = "restored"
@@ -524,7 +526,9 @@ class _HostRun:
     def _restore(self) -> tuple[str, dict[str, Any]]:
         stop = self.call("stop", stop=self.spec["stop"], env=self.env(), always_run_command=False,
                          timeout=float(self.spec["stop"]["timeout"]) + 60)
-        res = self.call("rollback", verify=True, timeout=3600)
+        # right after this run's own backup: quick (re-read only files whose inode changed);
+        # an operator's rollback later re-reads every byte of the backup first
+        res = self.call("rollback", verify="full" if self.requested else "quick", timeout=3600)
         check = self.call("verify_tree")
         if not check["identical"]:
             raise _PhaseFailed("rollback", "restored tree differs from the backup: "
