@@ -21,7 +21,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from .errors import InputError
 
@@ -34,11 +34,35 @@ _SECRET_KEYS = re.compile(r"(pass(word|wd|phrase)?|secret|token|api[_-]?key|priv
 _SECRET_TEXT = [
     (re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?(-----END [A-Z ]*PRIVATE KEY-----|$)", re.S),
      "[REDACTED PRIVATE KEY]"),
-    (re.compile(r"(?i)\b((?:admin_)?pass(?:word|wd|phrase)?|secret|token|api[_-]?key)(\s*[=:]\s*)(\"[^\"]*\"|'[^']*'|\S+)"),
+    # NAME = value, NAME: value, "NAME": "value", NAME="value": any name ending in a secret word
+    # (admin_password, DB_PASSWORD, keystorePass, jdbc.password, x-api-key)
+    (re.compile(r"(?i)(?<![\w.-])([\w.-]*(?:pass(?:word|wd|phrase)?|secret|token|api[_-]?key|private[_-]?key|access[_-]?key"
+                r"|credentials?))([\"']?[ \t]*[=:][ \t]*)(\"(?:[^\"\\]|\\.)*\"|'[^']*'|\S+)"),
      r"\1\2[REDACTED]"),
     (re.compile(r"(?i)(authorization:\s*(?:bearer|basic)\s+)\S+"), r"\1[REDACTED]"),
     (re.compile(r"(?i)(://[^/\s:@]+:)[^@\s/]+@"), r"\1[REDACTED]@"),
 ]
+
+
+_KEY_END = re.compile(r"-----END [A-Z ]*PRIVATE KEY-----")
+_BASE64_LINE = re.compile(r"[A-Za-z0-9+/=]+\r?")
+
+
+def _redact_key_tails(text: str) -> str:
+    """Replace the tail of a private key whose BEGIN line was cut off (command output keeps its last characters):
+    the base64 lines right before an END line, and that line. Linear in the text (no regex backtracking)."""
+    out: list[str] = []
+    pos = 0
+    for m in _KEY_END.finditer(text):
+        lines = text[pos:m.start()].split("\n")
+        if lines[-1]:               # END not at the start of a line: not a PEM block
+            continue
+        keep = len(lines) - 1
+        while keep > 0 and _BASE64_LINE.fullmatch(lines[keep - 1]):
+            keep -= 1
+        out.append("\n".join(lines[:keep]) + ("\n" if keep else "") + "[REDACTED PRIVATE KEY]")
+        pos = m.end()
+    return "".join(out) + text[pos:] if out else text
 
 
 def redact(value: Any, key: str = "") -> Any:
@@ -52,7 +76,7 @@ def redact(value: Any, key: str = "") -> Any:
             return "[REDACTED]"
         for pattern, repl in _SECRET_TEXT:
             value = pattern.sub(repl, value)
-        return value
+        return _redact_key_tails(value) if "PRIVATE KEY-----" in value else value
     return value
 
 
@@ -108,7 +132,7 @@ class AuditLog:
 
     def _append_locked(self, event: str, *, run: str | None, host: str | None, phase: str | None,
                        outcome: str | None, time: str, data: dict[str, Any] | None,
-                       raw: dict[str, Any] | None = None) -> dict[str, Any]:
+                       raw: Callable[[int, str, str], dict[str, Any]] | None = None) -> dict[str, Any]:
         with open(self.path, "a+b") as f:
             last = _tail_line(f)
             if last is not None and not last.endswith(b"\n"):
@@ -132,7 +156,7 @@ class AuditLog:
             record: dict[str, Any] = {"seq": seq, "prev": prev, "time": time, "event": event, "run": run,
                                       "host": host, "phase": phase, "outcome": outcome, "actor": self.actor}
             if raw is not None:
-                record.update(raw(seq, prev) if callable(raw) else raw)
+                record.update(raw(seq, prev, time))
             if data:
                 record["data"] = redact(data)
             line = json.dumps(record, separators=(",", ":"), ensure_ascii=False, default=str).encode() + b"\n"
@@ -148,14 +172,15 @@ class AuditLog:
 
         blob = public_key_blob(key.public_key())
 
-        def fields(seq: int, prev: str) -> dict[str, Any]:
-            statement = checkpoint_statement(seq - 1, prev, run, signer, time)
+        def fields(seq: int, prev: str, at: str) -> dict[str, Any]:
+            # ``at``: the time the line is written with (never earlier than the line before it)
+            statement = checkpoint_statement(seq - 1, prev, run, signer, at)
             return {"checkpoint": {"seq": seq - 1, "head": prev, "signer": signer, "key": fingerprint(blob),
                                    "signature": sign(key, statement, NAMESPACE)}}
 
         with self._locked():
             rec = self._append_locked("checkpoint", run=run, host=None, phase=None, outcome=None, time=time,
-                                      data=None, raw=fields)  # type: ignore[arg-type]
+                                      data=None, raw=fields)
         cp = dict(rec["checkpoint"])
         cp["line"] = rec["seq"]
         return cp

@@ -72,13 +72,24 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return ExitCode.OK if result.intact else ExitCode.AUDIT_ALTERED
 
 
-def _since(text: str | None) -> str | None:
+def _moment(text: str) -> dt.datetime | None:
+    """An ISO time as an aware datetime; one without a zone is UTC, as the log records times."""
+    try:
+        t = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return t if t.tzinfo else t.replace(tzinfo=dt.timezone.utc)
+
+
+def _since(text: str | None) -> dt.datetime | None:
+    # compared as moments, not as strings: "2026-11-26T10:00+08:00" is 02:00 in a log written in UTC
     if not text:
         return None
-    try:
-        return dt.datetime.fromisoformat(text).isoformat()
-    except ValueError:
-        raise InputError(f"--since: expected a date like 2026-11-26 or 2026-11-26T10:00, got {text!r}") from None
+    since = _moment(text)
+    if since is None:
+        raise InputError(f"--since: expected a date like 2026-11-26 or 2026-11-26T10:00 (UTC unless you add a zone "
+                         f"such as +08:00), got {text!r}")
+    return since
 
 
 def selected_events(args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -98,8 +109,10 @@ def selected_events(args: argparse.Namespace) -> list[dict[str, Any]]:
         if getattr(args, "host", None) and e.get("host") is None and e.get("event") not in ("run_started",
                                                                                              "run_finished"):
             continue
-        if since and str(e.get("time", "")) < since:
-            continue
+        if since:
+            at = _moment(str(e.get("time", "")))
+            if at is None or at < since:
+                continue
         out.append(e)
     return out
 
