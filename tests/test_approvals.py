@@ -8,15 +8,27 @@ import base64
 import copy
 import datetime as dt
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 import yaml  # type: ignore[import-untyped]
 
 from conftest import approve, plan_to, product_digest, upgrader
-from trust_support import (HostState, add_signer, cli, copy_catalog, host_state, make_ssh_key, pristine,
-                           rebuild_package, set_policy, state_dir, vendor_catalog)
+from trust_support import (
+    HostState,
+    add_signer,
+    cli,
+    copy_catalog,
+    host_state,
+    make_ssh_key,
+    pristine,
+    rebuild_package,
+    set_policy,
+    state_dir,
+    vendor_catalog,
+)
 from upgrader.approval import make_statement, write_approval
 from upgrader.cli import main
 from upgrader.commands.demo import Sandbox, free_port
@@ -111,6 +123,29 @@ def test_plan_refused_by_the_version_policy_cannot_be_approved(sandbox: Sandbox,
     assert not out.exists()
 
 
+@pytest.mark.parametrize("comment", [
+    "change CHG-1234: customer window 22:00-23:00",
+    "客户已批准本次维护升级",
+    "tab\tand unicode line separator\u2028inside",
+    pytest.param("see -----BEGIN SSH SIGNATURE----- below", marks=pytest.mark.xfail(strict=True, reason=(
+        "bug: upgrader/approval.py make_statement accepts a comment containing the '-----BEGIN SSH SIGNATURE-----' "
+        "marker; read_approval splits the file at its first occurrence, so `upgrader approve` exits 0 and writes "
+        "an approval that `upgrader run` refuses as damaged (exit 4)"))),
+], ids=["ascii", "chinese", "control characters", "armour marker"])
+def test_approve_never_writes_an_approval_that_run_refuses(sandbox: Sandbox, capsys: pytest.CaptureFixture[str],
+                                                           comment: str) -> None:
+    """Whatever one-line comment the engineer gives, approve either refuses it (exit 2) or its approval is accepted."""
+    plan = planned(sandbox)
+    out = sandbox.approvals / "commented.approval"
+    rc, err = cli(sandbox, capsys, "approve", str(plan), "--key", str(sandbox.engineer_key), "--comment", comment,
+                  "-o", str(out))
+    if rc == ExitCode.BAD_INPUT:
+        assert "comment" in err and not out.exists()
+        return
+    assert rc == ExitCode.OK, err
+    dry_run_ok(sandbox, capsys, plan, [out])
+
+
 # ---------------------------------------------------------------- who signed
 
 
@@ -151,6 +186,18 @@ def test_approval_by_a_key_past_its_valid_before_date_is_refused(sandbox: Sandbo
     plan = planned(sandbox)
     approval = approve(sandbox, plan, "--as", ENGINEER)
     assert_refused(sandbox, capsys, plan, [approval], "not valid at", before=pristine(sandbox))
+
+
+def test_removing_the_engineer_from_allowed_signers_revokes_their_approval(sandbox: Sandbox,
+                                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """allowed_signers is read at run time: an approval made before the engineer's key was removed is refused."""
+    plan = planned(sandbox)
+    approval = approve(sandbox, plan)
+    dry_run_ok(sandbox, capsys, plan, [approval])
+    signers = sandbox.keys / "allowed_signers"
+    kept = [ln for ln in signers.read_text(encoding="utf-8").splitlines() if not ln.startswith(ENGINEER)]
+    signers.write_text("\n".join(kept) + "\n", encoding="utf-8")
+    assert_refused(sandbox, capsys, plan, [approval], "untrusted key", "not in", before=pristine(sandbox))
 
 
 # ---------------------------------------------------------------- approval of another plan
@@ -265,7 +312,7 @@ def test_expired_approval_is_refused(sandbox: Sandbox, capsys: pytest.CaptureFix
                                      age: dt.timedelta, valid_for: float) -> None:
     """An approval whose expiry has passed is refused, though the same approval made now is accepted."""
     plan = planned(sandbox)
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     dry_run_ok(sandbox, capsys, plan, [hand_signed(sandbox, plan, sandbox.approvals / "fresh.approval", now, 3600)])
     stale = hand_signed(sandbox, plan, sandbox.approvals / "stale.approval", now - age, valid_for)
     assert_refused(sandbox, capsys, plan, [stale], "expired", before=pristine(sandbox))
@@ -274,7 +321,7 @@ def test_expired_approval_is_refused(sandbox: Sandbox, capsys: pytest.CaptureFix
 def test_approval_created_in_the_future_is_refused(sandbox: Sandbox, capsys: pytest.CaptureFixture[str]) -> None:
     """An approval dated an hour ahead of this machine's clock is refused and says to check the clocks."""
     plan = planned(sandbox)
-    ahead = dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=1)
+    ahead = dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)
     future = hand_signed(sandbox, plan, sandbox.approvals / "future.approval", ahead, 3600)
     assert_refused(sandbox, capsys, plan, [future], "in the future", before=pristine(sandbox))
 
@@ -322,7 +369,7 @@ def _regions(data: bytes) -> dict[str, list[int]]:
     end_line_end = end + len("-----END SSH SIGNATURE-----")
     assert end_line_end == len(data) - 1 and data[-1:] == b"\n"
     return {
-        "statement": list(range(0, begin)),
+        "statement": list(range(begin)),
         "begin line": list(range(begin, begin_line_end)),
         "base64 body": [i for i in range(begin_line_end + 1, end) if data[i] != 0x0A],
         "end line": list(range(end, end_line_end)),

@@ -1,0 +1,171 @@
+"""Support for the approval and trust tests: real OpenSSH keys and signatures made by the stock
+``ssh-keygen``, allowed_signers lines, and the "nothing was touched" snapshot of a sandbox host.
+
+No fakes here: every key is a real key file and every signature a real SSHSIG signature.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from conftest import product_digest, tree_digest, upgrader
+from upgrader.commands.demo import Sandbox
+from upgrader.errors import InputError
+
+__all__ = [
+    "SSH_KEYGEN",
+    "HostState",
+    "add_signer",
+    "cli",
+    "copy_catalog",
+    "host_state",
+    "make_ssh_key",
+    "pristine",
+    "public_key_fields",
+    "rebuild_package",
+    "set_policy",
+    "split_approval",
+    "ssh_keygen",
+    "state_dir",
+    "vendor_catalog",
+]
+
+SSH_KEYGEN = shutil.which("ssh-keygen") or "/usr/bin/ssh-keygen"
+
+
+def ssh_keygen(*args: str, stdin: bytes | None = None, check: bool = True) -> subprocess.CompletedProcess[bytes]:
+    """Run the real ``ssh-keygen`` (a missing binary is a failure, not a skip: tests/run.sh installs it)."""
+    proc = subprocess.run([SSH_KEYGEN, *args], input=stdin, capture_output=True, timeout=60, check=False)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"ssh-keygen {' '.join(args)} exited {proc.returncode}: "
+                             f"{proc.stderr.decode(errors='replace')}")
+    return proc
+
+
+def make_ssh_key(path: Path, kind: str, bits: int | None = None, passphrase: str = "",
+                 comment: str = "test-key") -> Path:
+    """A new private key at ``path`` (and ``path.pub``) made by ``ssh-keygen -t kind [-b bits]``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    args = ["-q", "-t", kind, "-N", passphrase, "-C", comment, "-f", str(path)]
+    if bits:
+        args[3:3] = ["-b", str(bits)]
+    ssh_keygen(*args)
+    return path
+
+
+def public_key_fields(private_key: Path) -> str:
+    """``type base64`` of the public key beside ``private_key`` (its ``.pub`` file, without the comment)."""
+    text = private_key.with_name(private_key.name + ".pub").read_text(encoding="utf-8")
+    return " ".join(text.split()[:2])
+
+
+def add_signer(allowed_signers: Path, principals: str, private_key: Path, options: str = "") -> None:
+    """Append ``principals [options] key`` to an allowed_signers file."""
+    line = " ".join(p for p in (principals, options, public_key_fields(private_key)) if p)
+    with open(allowed_signers, "a", encoding="utf-8") as f:
+        f.write(line + "\n")
+
+
+def set_policy(box: Sandbox, old: str, new: str) -> None:
+    """Rewrite one setting in the sandbox policy (HOME/policy.yaml), keeping its signer files."""
+    text = box.policy.read_text(encoding="utf-8")
+    assert old in text, f"{old!r} not in {box.policy}"
+    box.policy.write_text(text.replace(old, new, 1), encoding="utf-8")
+
+
+def state_dir(install_dir: Path) -> Path:
+    """Where the host agent keeps its state for an install: ``<parent>/.upgrader-<name>``."""
+    return install_dir.parent / f".upgrader-{install_dir.name}"
+
+
+@dataclass(frozen=True)
+class HostState:
+    """What "nothing was touched" is about: product files, the running service, run records."""
+
+    product: dict[str, tuple[str, int]]
+    version: str | None
+    pid: str | None
+    host_runs: dict[str, tuple[str, int]] | None
+    home_runs: tuple[str, ...]
+
+
+def host_state(box: Sandbox) -> HostState:
+    runs = state_dir(box.install_dir) / "runs"
+    pid_file = box.install_dir / "run" / "server.pid"
+    home_runs = box.root / "runs"
+    return HostState(
+        product=product_digest(box.install_dir),
+        version=_answer(box),
+        pid=pid_file.read_text().strip() if pid_file.exists() else None,
+        host_runs=tree_digest(runs) if runs.exists() else None,
+        home_runs=tuple(sorted(p.name for p in home_runs.iterdir())) if home_runs.is_dir() else (),
+    )
+
+
+def _answer(box: Sandbox) -> str | None:
+    """The version the sandbox service answers (allowing a loaded machine a few seconds), or None if it is down."""
+    try:
+        return box.wait_version(None, timeout=5)
+    except InputError:
+        return None
+
+
+def pristine(box: Sandbox) -> HostState:
+    """The sandbox host before any run: 7.0.4.1 answering, no run recorded anywhere."""
+    state = host_state(box)
+    assert state.version == "7.0.4.1"
+    assert state.host_runs is None and state.home_runs == ()
+    return state
+
+
+def cli(box: Sandbox, capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
+    """Run the real CLI in-process; return its exit code and what it wrote to stderr."""
+    capsys.readouterr()
+    rc = upgrader(box, *argv)
+    return rc, capsys.readouterr().err
+
+
+def split_approval(approval: Path, directory: Path) -> tuple[Path, Path]:
+    """The documented split of an approval file: the statement (everything before the
+    ``-----BEGIN SSH SIGNATURE-----`` line) and the signature (that line to the end)."""
+    data = approval.read_bytes()
+    marker = data.index(b"-----BEGIN SSH SIGNATURE-----")
+    statement, signature = directory / "statement.txt", directory / "statement.sig"
+    statement.write_bytes(data[:marker])
+    signature.write_bytes(data[marker:])
+    return statement, signature
+
+
+def vendor_catalog(box: Sandbox, directory: Path, serial: int) -> Path:
+    """Rewrite ``directory/catalog.yaml`` for the packages in it and sign it with the sandbox vendor key,
+    as the vendor would (``upgrader catalog build DIR --serial N --key VENDOR_KEY``)."""
+    rc = upgrader(box, "catalog", "build", str(directory), "--serial", str(serial), "--key", str(box.vendor_key))
+    assert rc == 0, f"catalog build exited {rc}"
+    return directory / "catalog.yaml"
+
+
+def copy_catalog(box: Sandbox, name: str) -> Path:
+    """A copy of the sandbox's signed catalog directory (packages, catalog.yaml, catalog.yaml.sig)."""
+    dest = box.root / name
+    shutil.copytree(box.catalog, dest)
+    return dest
+
+
+def rebuild_package(box: Sandbox, directory: Path, version: str, work: Path) -> Path:
+    """Replace the package of ``version`` in ``directory`` by a build of the same version with other content."""
+    from upgrader.sample import package_name, write_tree
+
+    tree = work / f"tree-{version}"
+    write_tree(tree, version)
+    (tree / "docs" / "REBUILT.txt").write_text("the same version, built again with one more file\n", encoding="utf-8")
+    out = directory / package_name(version)
+    out.unlink()
+    rc = upgrader(box, "package", "build", str(tree), "--product", "sample-middleware", "--version", version,
+                  "--description", "maintenance release", "-o", str(out))
+    assert rc == 0, f"package build exited {rc}"
+    return out
