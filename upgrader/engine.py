@@ -68,9 +68,11 @@ class HostOutcome:
     service_time: float | None = None     # the product's own stop + start-to-ready time within downtime
     backup_digest: str | None = None
     seconds: float = 0.0
+    groups: tuple[str, ...] = ()          # the inventory groups of the host (for the mixed-version warning)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"host": self.host, "outcome": self.outcome, "current": self.current, "target": self.target,
+        return {"host": self.host, "groups": list(self.groups), "outcome": self.outcome, "current": self.current,
+                "target": self.target,
                 "version": self.version, "error": self.error, "rollback_cause": self.rollback_cause,
                 "downtime": self.downtime, "service_time": self.service_time,
                 "backup_digest": self.backup_digest, "seconds": round(self.seconds, 3),
@@ -172,6 +174,8 @@ class Engine:
                     stopped_early = "the canary succeeded; the rest waits for a confirmation (run with --yes)"
                 self.journal.record("canary", "end", ok=not failed, stopped=stopped_early)
                 self.emit("canary_finished", ok=not failed, stopped=stopped_early)
+        for t in targets:
+            outcomes[t.plan["name"]].groups = tuple(t.plan.get("groups") or ())
         result = RunResult(self.run_id, [outcomes[n] for n in names], stopped_early)
         self.journal.record("run", "end", exit_code=result.exit_code,
                             outcomes={h.host: h.outcome for h in result.hosts})
@@ -184,7 +188,8 @@ class Engine:
         self.journal.record("rollback", "requested", hosts=[t.plan["name"] for t in targets])
         with ThreadPoolExecutor(max_workers=min(self.forks, len(targets) or 1)) as pool:
             outcomes = list(pool.map(lambda t: _HostRun(self, t).rollback_requested(), targets))
-        for o in outcomes:
+        for t, o in zip(targets, outcomes):
+            o.groups = tuple(t.plan.get("groups") or ())
             self.journal.record("host", "end", host=o.host, outcome=o.outcome, version=o.version)
             self.emit("host_finished", o.host, outcome=o.outcome, version=o.version, error=o.error)
         return RunResult(self.run_id, outcomes)
@@ -249,9 +254,11 @@ class _HostRun:
             try:
                 return self.agent.call(op, timeout=timeout, **self.base, **req)
             except TransportError as err:
-                if attempt >= self.e.retries or "timed out" in err.message:
-                    raise TransportError(f"{err.message} (after {attempt + 1} attempt(s); the host's last "
-                                         f"recorded step: {self.last_step})", host=self.name) from err
+                # a refused host key (or a timeout) will not heal by trying again
+                if attempt >= self.e.retries or "timed out" in err.message or not getattr(err, "retryable", True):
+                    reason = err.message.removeprefix(f"{err.host}: ") if err.host else err.message
+                    raise TransportError(f"{reason} (after {attempt + 1} attempt(s); the host's last "
+                                         f"recorded step: {self.last_step})", host=self.name, hint=err.hint) from err
                 attempt += 1
                 self.e.journal.record(op, "retry", host=self.name, attempt=attempt, error=err.message)
                 self.e.emit("host_retry", self.name, op=op, attempt=attempt, error=err.message)

@@ -77,6 +77,14 @@ class PhaseLines:
             elif kind == "rollback_started":
                 self.console.print(Text.assemble((f"{event['host']:<14}", "bold"),
                                                  ("rolling back: ", "bold yellow"), event["cause"]))
+            elif kind == "host_retry":
+                self.console.print(Text.assemble((f"{event['host']:<14}", "bold"), (f"{event['op']:<20}", "cyan"),
+                                                 (f"connection lost, retry {event['attempt']}: ", "yellow"),
+                                                 str(event.get("error", ""))))
+            elif kind == "canary_finished":
+                self.console.print(Text.assemble(("canary ", "bold"), _styled("ok" if event["ok"] else "failed",
+                                                                             "ok" if event["ok"] else "FAILED"),
+                                                 f": {event.get('stopped') or 'going on with the other hosts'}"))
             elif kind == "host_finished":
                 self.console.print(Text.assemble((f"{event['host']:<14}", "bold"),
                                                  _styled(event["outcome"], event["outcome"].upper()),
@@ -98,8 +106,24 @@ def print_run_summary(console: Console, result: dict[str, Any]) -> None:
     if len(versions) > 1:
         console.print("[yellow]Hosts are left on mixed versions:[/yellow] "
                       + ", ".join(f"{v} ×{n}" for v, n in sorted(versions.items())))
+        for group, on in _mixed_groups(result["hosts"]).items():
+            console.print(Text.assemble("  ", (f"group {group} is mixed: ", "yellow"),
+                                        "; ".join(f"{v} on {_names(hosts)}" for v, hosts in sorted(on.items()))))
     if result.get("stopped_early"):
         console.print(f"[bold red]Stopped early:[/bold red] {result['stopped_early']}")
+
+
+def _mixed_groups(hosts: list[dict[str, Any]]) -> dict[str, dict[str, list[str]]]:
+    """The inventory groups whose hosts now run different versions: group -> version -> hosts."""
+    groups: dict[str, dict[str, list[str]]] = {}
+    for h in hosts:
+        for g in h.get("groups") or ():
+            groups.setdefault(g, {}).setdefault(str(h["version"]), []).append(h["host"])
+    return {g: on for g, on in sorted(groups.items()) if len(on) > 1}
+
+
+def _names(hosts: list[str], most: int = 5) -> str:
+    return ", ".join(hosts[:most]) + (f" and {len(hosts) - most} more" if len(hosts) > most else "")
 
 
 class LiveBoard:

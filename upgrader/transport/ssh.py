@@ -19,10 +19,16 @@ from typing import Any, Sequence
 from ..errors import TransportError
 from .base import AGENT_SOURCE, CommandResult, shell_join
 
-__all__ = ["SSHTransport"]
+__all__ = ["SSHTransport", "HostKeyRefused"]
 
 KEEPALIVE_SECONDS = 15
 CONNECT_TIMEOUT = 15
+
+
+class HostKeyRefused(TransportError):
+    """The host's key is unknown or not the one known_hosts holds: connecting again will not help."""
+
+    retryable = False
 
 
 class SSHTransport:
@@ -67,12 +73,12 @@ class SSHTransport:
         try:
             conn.open()
         except paramiko.BadHostKeyException as e:
-            raise TransportError(f"the host key of {h.address} CHANGED ({e.key.get_name()}); refusing to connect "
+            raise HostKeyRefused(f"the host key of {h.address} CHANGED ({e.key.get_name()}); refusing to connect "
                                  "(possible man-in-the-middle)", host=self.name,
                                  hint="if the host was reinstalled, fix its known_hosts entry after checking") from e
         except paramiko.SSHException as e:
             if "not found in known_hosts" in str(e) or "known_hosts" in str(e):
-                raise TransportError(f"unknown host key for {h.address}:{h.port}; refusing to connect", host=self.name,
+                raise HostKeyRefused(f"unknown host key for {h.address}:{h.port}; refusing to connect", host=self.name,
                                      hint="add it to known_hosts (ssh-keyscan, checked with the customer), or set "
                                           "host_key: accept-new for this host in the inventory") from e
             raise TransportError(f"SSH to {h.address}:{h.port} failed: {e}", host=self.name) from e
