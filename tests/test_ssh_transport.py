@@ -5,6 +5,10 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import socket
+import subprocess
+import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -14,10 +18,12 @@ import pytest
 
 from sshd import SSHServer, free_port
 from upgrader import sample
+from upgrader.commands.demo import build_sandbox
 from upgrader.errors import TransportError
 from upgrader.inventory import Host
 from upgrader.playbook import load_playbook, shipped_playbooks_dir
 from upgrader.transport import AgentClient, Transport, connect
+from upgrader.transport.base import AGENT_SOURCE
 from upgrader.transport.ssh import SSHTransport
 
 TRICKY = ["two words", "it's", 'say "hi"', "back\\slash", "$HOME", "*", "; echo injected", "a\nb", "",
@@ -166,8 +172,39 @@ def test_several_installs_on_one_machine_send_the_agent_at_once_and_all_get_a_wh
         for t in transports:
             t.close()
     assert versions == ["7.0.4.1"] * len(transports)
-    from upgrader.transport.base import AGENT_SOURCE
-
     (copy,) = [p for p in cache.iterdir() if p.suffix == ".py"]
     assert copy.read_bytes() == AGENT_SOURCE.read_bytes()
     assert [p.name for p in cache.iterdir() if ".part" in p.name] == []
+
+
+def test_a_failed_handshake_is_one_error_message_without_a_paramiko_traceback(tmp_path):
+    """`upgrader plan` (its own process) against a port that drops every connection: exit 5, our message, no traceback."""
+    box = build_sandbox(tmp_path / "box")
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    port = listener.getsockname()[1]
+
+    def drop_every_connection() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            conn.close()
+
+    threading.Thread(target=drop_every_connection, daemon=True).start()
+    box.inventory.write_text(
+        f"format: 1\nhosts:\n  app-01:\n    address: 127.0.0.1\n    port: {port}\n    user: root\n"
+        f"    install_dir: {box.install_dir}\n    product: sample-middleware\n    playbook: sample-middleware\n")
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "upgrader", "--home", str(box.root), "plan", "--inventory", str(box.inventory),
+             "--to", "7.0.4.2", "--catalog", str(box.catalog), "-o", str(box.plans / "p.json")],
+            capture_output=True, text=True, timeout=120, env={**os.environ, "HOME": str(tmp_path)})
+    finally:
+        listener.close()
+    assert proc.returncode == 5
+    assert f"app-01: SSH to 127.0.0.1:{port} failed" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (box.plans / "p.json").exists()

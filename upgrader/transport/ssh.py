@@ -11,6 +11,7 @@ Foreign exceptions (paramiko, socket) become ``TransportError`` here.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import socket
 from pathlib import Path
@@ -23,6 +24,11 @@ __all__ = ["SSHTransport", "HostKeyRefused"]
 
 KEEPALIVE_SECONDS = 15
 CONNECT_TIMEOUT = 15
+
+# paramiko's transport thread logs a failed handshake with its traceback; with no handler set up,
+# Python prints that on stderr amid the progress lines. The failure reaches the user as our
+# TransportError instead; a program that configures logging still receives paramiko's records.
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 
 class HostKeyRefused(TransportError):
