@@ -248,35 +248,77 @@ def parse_anchor(text: str) -> tuple[int, str]:
 
 def _fail(r: VerifyResult, line: int, problem: str, message: str) -> VerifyResult:
     r.bad_line, r.problem, r.message = line, problem, f"line {line}: {message}"
+    r.valid_entries = min(r.valid_entries, line - 1)
     return r
 
 
-def verify_log(path: Path, *, signers: Any, anchor: tuple[int, str] | None = None) -> VerifyResult:
-    """Check the whole log; stop at the first bad line and name it."""
-    from .sshsig import SignatureError, parse_armored, verify
+_DECODE = json.JSONDecoder().raw_decode
+_RUN_OPENERS = frozenset(("run_started", "plan_created", "approval_refused", "approval_accepted", "rollback_requested"))
+_SEQ_PREFIX = re.compile(rb'\{"seq":(\d+),')
 
+
+def _record(line: bytes) -> Any:
+    """The one JSON value on a line (which ends with its newline), or None when the line is not exactly one."""
+    try:
+        text = line.decode("utf-8")
+        rec, end = _DECODE(text)
+    except (ValueError, RecursionError):  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        return None
+    if end != len(text) - 1 and text[end:].strip(" \t\r\n"):
+        return None
+    return rec
+
+
+def _find_seq(lines: Iterator[bytes], want: int, first: int) -> int | None:
+    """The number of the line, from ``first`` on, that holds sequence number ``want`` (only to word a failure)."""
+    for n, line in enumerate(lines, first):
+        m = _SEQ_PREFIX.match(line)
+        if m is not None:
+            seq = int(m.group(1))
+        else:
+            rec = _record(line) if line.endswith(b"\n") else None
+            seq = rec.get("seq") if isinstance(rec, dict) else None
+        if seq == want:
+            return n
+    return None
+
+
+def verify_log(path: Path, *, signers: Any, anchor: tuple[int, str] | None = None) -> VerifyResult:
+    """Check the whole log; stop at the first bad line and name it.
+
+    One pass, one JSON parse and one sha256 per line; each checkpoint's signature is checked once.
+    """
     r = VerifyResult(str(path))
     try:
-        f = open(path, "rb")
+        f = open(path, "rb", buffering=1 << 20)
     except FileNotFoundError:
         raise InputError("audit log not found", path=str(path), hint="give the log path, or --home") from None
+    except OSError as e:
+        raise InputError(f"cannot read the audit log: {e.strerror or e}", path=str(path)) from e
     prev_hash, prev_time = GENESIS, ""
     closed_runs: set[str] = set()
     open_runs: set[str] = set()
-    hashes: dict[int, str] = {}
+    anchor_seq = anchor[0] if anchor is not None else 0
+    anchor_hash: str | None = None
+    sha256 = hashlib.sha256
     n = 0
     with f:
-        for n, line in enumerate(f, 1):
+        lines = iter(f)
+        for n, line in enumerate(lines, 1):
             r.entries = n
             if not line.endswith(b"\n"):
                 return _fail(r, n, "torn", "the last line is incomplete (torn write or cut file)")
+            rec = _record(line)
             try:
-                rec = json.loads(line)
                 seq, prev = rec["seq"], rec["prev"]
-            except (ValueError, KeyError, TypeError):
+            except (KeyError, TypeError):
                 return _fail(r, n, "edited", "not a valid audit event (edited or damaged)")
-            if not isinstance(seq, int) or seq != n:
-                if isinstance(seq, int) and seq > n:
+            if type(seq) is not int or seq != n:
+                if type(seq) is int and seq > n:
+                    found = _find_seq(lines, n, n + 1)
+                    if found is not None:
+                        return _fail(r, n, "reordered", f"sequence number {seq} where {n} was expected; line "
+                                     f"{found} holds sequence number {n} (lines reordered)")
                     return _fail(r, n, "missing", f"sequence jumps from {n - 1} to {seq}: "
                                  f"{seq - n} line(s) before it were removed")
                 return _fail(r, n, "reordered", f"sequence number {seq} where {n} was expected "
@@ -286,37 +328,36 @@ def verify_log(path: Path, *, signers: Any, anchor: tuple[int, str] | None = Non
                     return _fail(r, n - 1, "edited", f"line {n - 1} was edited or replaced: its hash no longer "
                                  f"matches the chain recorded in line {n}")
                 return _fail(r, n, "edited", "the first line does not start the chain")
-            this_hash = _line_hash(line)
-            hashes[n] = this_hash
-            time = str(rec.get("time", ""))
+            this_hash = sha256(line[:-1]).hexdigest()
+            time = rec.get("time", "")
+            if type(time) is not str:
+                time = str(time)
             if time < prev_time:
                 return _fail(r, n, "reordered", f"time {time} is earlier than the line before ({prev_time})")
             run = rec.get("run")
             event = rec.get("event")
             if event == "checkpoint":
-                cp = rec.get("checkpoint") or {}
-                try:
-                    if cp.get("seq") != n - 1 or cp.get("head") != prev_hash:
-                        raise SignatureError("it does not name the line before it")
-                    sig = parse_armored(str(cp.get("signature", "")))
-                    verify(sig, checkpoint_statement(n - 1, prev_hash, run, str(cp.get("signer")), time), NAMESPACE)
-                    if signers is None:
-                        raise SignatureError("no allowed signers to check it against")
-                    signers.check(str(cp.get("signer")), sig.public_key, NAMESPACE, _parse_time(time))
-                except (SignatureError, ValueError) as e:
-                    return _fail(r, n, "bad signature", f"checkpoint signature is not valid: {e}")
+                problem = _checkpoint_problem(rec, n, prev_hash, time, signers)
+                if problem:
+                    start = r.last_checkpoint["line"] + 1 if r.last_checkpoint else 1
+                    covered = f"line {start}" if start == n - 1 else f"lines {start}-{n - 1}"
+                    return _fail(r, n, "bad signature", f"checkpoint signature is not valid: {problem} (this "
+                                 f"checkpoint, or one of the {covered} it covers, was changed)")
                 r.checkpoints += 1
-                r.last_checkpoint = {"seq": n - 1, "head": prev_hash, "line": n, "signer": cp.get("signer")}
+                r.last_checkpoint = {"seq": n - 1, "head": prev_hash, "line": n,
+                                     "signer": rec["checkpoint"].get("signer")}
                 if run:
                     closed_runs.add(run)
                     open_runs.discard(run)
             elif run:
                 if run in closed_runs:
                     return _fail(r, n, "forged", f"an event of run {run} after that run's closing checkpoint")
-                if run not in open_runs and event not in ("run_started", "plan_created", "approval_refused",
-                                                          "approval_accepted", "rollback_requested"):
-                    return _fail(r, n, "forged", f"an event of run {run} that never started")
-                open_runs.add(run)
+                if run not in open_runs:
+                    if event not in _RUN_OPENERS:
+                        return _fail(r, n, "forged", f"an event of run {run} that never started")
+                    open_runs.add(run)
+            if n == anchor_seq:
+                anchor_hash = this_hash
             prev_hash, prev_time = this_hash, time
             r.valid_entries = n
     r.uncovered = n - (r.last_checkpoint["line"] if r.last_checkpoint else 0)
@@ -324,14 +365,34 @@ def verify_log(path: Path, *, signers: Any, anchor: tuple[int, str] | None = Non
         seq, head = anchor
         r.anchor_checked = True
         if seq > n:
-            return _fail(r, n, "truncated", f"the log ends at line {n} but the anchor names line {seq}: "
-                         f"{seq - n} line(s) were cut off the end")
-        if hashes.get(seq) != head:
+            return _fail(r, n + 1, "truncated", f"missing: the log ends at line {n}, but the anchor you hold names "
+                         f"line {seq}: {seq - n} line(s) were cut off the end")
+        if anchor_hash != head:
             return _fail(r, seq, "edited", "does not match the anchor's head hash (the log was rewritten)")
     if r.uncovered:
         r.warnings.append(f"{r.uncovered} entr{'y' if r.uncovered == 1 else 'ies'} after the last checkpoint "
                           "are not covered by a signature (a run in progress or interrupted)")
     return r
+
+
+def _checkpoint_problem(rec: dict[str, Any], n: int, prev_hash: str, time: str, signers: Any) -> str | None:
+    """Why the checkpoint on line ``n`` does not prove the chain up to ``prev_hash``; None when it does."""
+    from .sshsig import SignatureError, parse_armored, verify
+
+    cp = rec.get("checkpoint")
+    if not isinstance(cp, dict):
+        return "the line holds no checkpoint"
+    try:
+        if cp.get("seq") != n - 1 or cp.get("head") != prev_hash:
+            raise SignatureError("it does not name the line before it")
+        sig = parse_armored(str(cp.get("signature", "")))
+        verify(sig, checkpoint_statement(n - 1, prev_hash, rec.get("run"), str(cp.get("signer")), time), NAMESPACE)
+        if signers is None:
+            raise SignatureError("no allowed signers to check it against")
+        signers.check(str(cp.get("signer")), sig.public_key, NAMESPACE, _parse_time(time))
+    except (SignatureError, ValueError) as e:
+        return str(e)
+    return None
 
 
 def _parse_time(text: str) -> Any:

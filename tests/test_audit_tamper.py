@@ -1,0 +1,365 @@
+"""`upgrader audit verify` against a real audit log written by real runs, tampered with in every way
+an auditor worries about: each is caught with exit 6 and the right line named; the untouched log
+verifies and says what it proves and what it does not. Checkpoints verify with stock ssh-keygen."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from conftest import kill_processes_under, plan_to, run_plan
+from upgrader.audit import AuditLog
+from upgrader.cli import main
+from upgrader.commands.demo import build_sandbox
+from upgrader.keys import generate_key, load_private_key
+from upgrader.sshsig import fingerprint, public_key_blob, sign
+
+ALTERED = 6
+
+
+@dataclass(frozen=True)
+class Recorded:
+    root: Path                  # the sandbox: policy.yaml, keys/
+    log: bytes                  # the audit log exactly as the runs left it
+    upgrade_run: str            # 7.0.4.1 -> 7.0.4.2, committed
+    failed_run: str             # 7.0.4.2 -> 7.0.4.5, unhealthy, rolled back automatically
+    later_checkpoint: dict[str, Any]   # the checkpoint the later run printed (its result.json)
+    later_result: Path
+
+
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Recorded]:
+    """Two real runs on the sample middleware (an upgrade, then a failing one rolled back): two checkpoints."""
+    tmp = tmp_path_factory.mktemp("recorded")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HOME", str(tmp))
+        for var in ("UPGRADER_HOME", "UPGRADER_AUDIT_KEY", "UPGRADER_AUDIT_SIGNER", "UPGRADER_USER"):
+            mp.delenv(var, raising=False)
+        box = build_sandbox(tmp / "box")
+        try:
+            box.start_service()
+            rc, plan = plan_to(box, "7.0.4.2")
+            assert rc == 0, f"plan 7.0.4.2 exited {rc}"
+            assert run_plan(box, plan) == 0
+            rc, plan = plan_to(box, "7.0.4.5")
+            assert rc == 0, f"plan 7.0.4.5 exited {rc}"
+            assert run_plan(box, plan) == 1
+        finally:
+            box.stop_service()
+            kill_processes_under(tmp)
+    upgrade_run, failed_run = sorted(p.name for p in (box.root / "runs").iterdir())
+    later_result = box.root / "runs" / failed_run / "result.json"
+    yield Recorded(box.root, (box.root / "audit" / "audit.jsonl").read_bytes(), upgrade_run, failed_run,
+                   json.loads(later_result.read_text())["checkpoint"], later_result)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    rc: int
+    report: dict[str, Any]      # --json
+    text: str                   # what a person sees
+
+
+class Auditor:
+    """A copy of the sandbox's policy, keys and audit log to tamper with, and `upgrader audit verify` on it."""
+
+    def __init__(self, recorded: Recorded, home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        self.home = home
+        self.capsys = capsys
+        shutil.copy(recorded.root / "policy.yaml", home / "policy.yaml")
+        shutil.copytree(recorded.root / "keys", home / "keys")
+        self.log = home / "audit" / "audit.jsonl"
+        self.log.parent.mkdir()
+        self.log.write_bytes(recorded.log)
+
+    @property
+    def lines(self) -> list[bytes]:
+        return self.log.read_bytes().splitlines(keepends=True)
+
+    def write(self, lines: list[bytes]) -> None:
+        self.log.write_bytes(b"".join(lines))
+
+    def verify(self, *extra: str) -> Outcome:
+        self.capsys.readouterr()
+        rc_json = main(["--home", str(self.home), "audit", "verify", "--json", *extra])
+        report = json.loads(self.capsys.readouterr().out)
+        rc = main(["--home", str(self.home), "audit", "verify", *extra])
+        text = self.capsys.readouterr().out
+        assert rc == rc_json, "the exit code must not depend on --json"
+        return Outcome(rc, report, text)
+
+
+@pytest.fixture
+def auditor(recorded: Recorded, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Auditor:
+    home = tmp_path / "home"
+    home.mkdir()
+    return Auditor(recorded, home, capsys)
+
+
+def line_of(lines: list[bytes], **match: Any) -> int:
+    """The 1-based number of the first line whose fields equal ``match``."""
+    for n, line in enumerate(lines, 1):
+        rec = json.loads(line)
+        if all(rec.get(k) == v for k, v in match.items()):
+            return n
+    raise AssertionError(f"no line with {match}")
+
+
+def checkpoint_lines(lines: list[bytes]) -> list[int]:
+    return [n for n, line in enumerate(lines, 1) if json.loads(line)["event"] == "checkpoint"]
+
+
+def dumps(rec: dict[str, Any]) -> bytes:
+    return json.dumps(rec, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+
+
+def sha(line: bytes) -> str:
+    return hashlib.sha256(line.rstrip(b"\n")).hexdigest()
+
+
+# -- the untouched log ---------------------------------------------------------------------------------
+
+
+def test_recorded_log_holds_two_runs_each_closed_by_a_checkpoint(recorded: Recorded, auditor: Auditor) -> None:
+    """The real runs left a log whose two runs each end with a checkpoint line (what the tamper tests rely on)."""
+    lines = auditor.lines
+    cps = checkpoint_lines(lines)
+    assert [json.loads(lines[n - 1])["run"] for n in cps] == [recorded.upgrade_run, recorded.failed_run]
+    assert cps[-1] == len(lines)
+    assert recorded.later_checkpoint["line"] == cps[-1] and recorded.later_checkpoint["seq"] == cps[-1] - 1
+
+
+def test_untouched_log_verifies_naming_how_many_entries_chain_and_that_completeness_is_not_proven(
+        auditor: Auditor) -> None:
+    """The untouched log exits 0, counts the entries of the valid chain and says completeness is not proven."""
+    n = len(auditor.lines)
+    out = auditor.verify()
+    assert out.rc == 0
+    assert out.report["intact"] is True and out.report["entries"] == n and out.report["checkpoints"] == 2
+    assert f"{n} entries form an intact hash chain with 2 valid signed checkpoint(s)" in out.text
+    assert "completeness after the last checkpoint you hold elsewhere is NOT proven" in out.text
+    assert "OK" not in out.text.split()
+
+
+def test_untouched_log_with_the_later_runs_anchor_is_complete_up_to_it(recorded: Recorded, auditor: Auditor) -> None:
+    """With the checkpoint the later run printed as --anchor, the untouched log is proven complete up to it."""
+    cp = recorded.later_checkpoint
+    out = auditor.verify("--anchor", f"{cp['seq']}:{cp['head']}")
+    assert out.rc == 0
+    assert out.report["anchor_checked"] is True
+    assert "complete up to the anchor you hold" in out.text
+
+
+# -- edits ---------------------------------------------------------------------------------------------
+
+
+def test_editing_one_field_of_one_line_exits_6_naming_that_line(recorded: Recorded, auditor: Auditor) -> None:
+    """Changing one phase's outcome from ok to failed in one line is caught, naming that line."""
+    lines = auditor.lines
+    k = line_of(lines, run=recorded.upgrade_run, event="phase_finished", phase="install")
+    assert b'"outcome":"ok"' in lines[k - 1]
+    lines[k - 1] = lines[k - 1].replace(b'"outcome":"ok"', b'"outcome":"failed"')
+    auditor.write(lines)
+    out = auditor.verify()
+    assert out.rc == ALTERED
+    assert out.report["bad_line"] == k and out.report["problem"] == "edited"
+    assert out.report["message"].startswith(f"line {k}: ")
+    assert f"line {k}" in out.text and "ALTERED" in out.text
+
+
+def test_an_edited_log_makes_the_upgrader_process_exit_6(recorded: Recorded, auditor: Auditor) -> None:
+    """The real `upgrader` process (not only the in-process CLI) exits 6 and names the edited line on stdout."""
+    lines = auditor.lines
+    k = line_of(lines, run=recorded.failed_run, event="rollback_started")
+    lines[k - 1] = lines[k - 1].replace(b'"cause":"', b'"cause":"(none) ')
+    auditor.write(lines)
+    proc = subprocess.run([sys.executable, "-m", "upgrader", "--home", str(auditor.home), "audit", "verify"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == ALTERED, proc.stderr
+    assert f"line {k}:" in proc.stdout
+
+
+def test_editing_a_line_and_rechaining_every_later_line_fails_at_the_checkpoint_that_covers_it(
+        recorded: Recorded, auditor: Auditor) -> None:
+    """An attacker who edits a line and recomputes every later hash (and the checkpoint's head) breaks that signature."""
+    lines = auditor.lines
+    k = line_of(lines, run=recorded.upgrade_run, event="host_finished")
+    rec = json.loads(lines[k - 1])
+    rec["outcome"] = "rolled_back"
+    lines[k - 1] = dumps(rec)
+    for i in range(k, len(lines)):      # 0-based i is line i+1
+        nxt = json.loads(lines[i])
+        nxt["prev"] = sha(lines[i - 1])
+        if nxt["event"] == "checkpoint":
+            nxt["checkpoint"]["head"] = nxt["prev"]
+        lines[i] = dumps(nxt)
+    auditor.write(lines)
+    covering = next(n for n in checkpoint_lines(lines) if n > k)
+    out = auditor.verify()
+    assert out.rc == ALTERED
+    assert out.report["bad_line"] == covering and out.report["problem"] == "bad signature"
+    assert out.report["message"].startswith(f"line {covering}: ")
+    assert f"line {covering}" in out.text
+
+
+def test_deleting_a_line_exits_6_naming_where_the_sequence_jumps(recorded: Recorded, auditor: Auditor) -> None:
+    """Removing one line is caught at the line that now stands in its place."""
+    lines = auditor.lines
+    k = line_of(lines, run=recorded.upgrade_run, event="phase_finished", phase="backup")
+    del lines[k - 1]
+    auditor.write(lines)
+    out = auditor.verify()
+    assert out.rc == ALTERED
+    assert out.report["bad_line"] == k and out.report["problem"] == "missing"
+    assert f"line {k}:" in out.text and "removed" in out.report["message"]
+
+
+def test_swapping_two_lines_exits_6_as_reordered_naming_the_first(recorded: Recorded, auditor: Auditor) -> None:
+    """Two neighbouring lines swapped are reported as reordered (not as missing), at the first of them."""
+    lines = auditor.lines
+    k = line_of(lines, run=recorded.failed_run, event="phase_finished", phase="stop")
+    lines[k - 1], lines[k] = lines[k], lines[k - 1]
+    auditor.write(lines)
+    out = auditor.verify()
+    assert out.rc == ALTERED
+    assert out.report["bad_line"] == k and out.report["problem"] == "reordered"
+    assert f"line {k}:" in out.text and f"line {k + 1}" in out.report["message"]
+
+
+# -- truncation ------------------------------------------------------------------------------------------
+
+
+def test_cutting_the_tail_after_a_checkpoint_without_anchor_verifies_but_says_completeness_is_unproven(
+        recorded: Recorded, auditor: Auditor) -> None:
+    """Without an anchor a log cut right after the first checkpoint verifies, and the verdict says so honestly."""
+    lines = auditor.lines
+    first = checkpoint_lines(lines)[0]
+    auditor.write(lines[:first])
+    out = auditor.verify()
+    assert out.rc == 0
+    assert out.report["entries"] == first and out.report["anchor_checked"] is False
+    assert "NOT proven" in out.report["verdict"] and "--anchor" in out.report["verdict"]
+
+
+@pytest.mark.parametrize("form", ["printed", "result.json"])
+def test_cutting_the_tail_after_a_checkpoint_exits_6_with_the_later_runs_anchor(
+        recorded: Recorded, auditor: Auditor, form: str) -> None:
+    """The later run's checkpoint as --anchor (as printed, or its result.json) proves lines were cut off the end."""
+    lines = auditor.lines
+    first = checkpoint_lines(lines)[0]
+    auditor.write(lines[:first])
+    cp = recorded.later_checkpoint
+    anchor = f"{cp['seq']}:{cp['head']}" if form == "printed" else str(recorded.later_result)
+    out = auditor.verify("--anchor", anchor)
+    assert out.rc == ALTERED
+    assert out.report["problem"] == "truncated" and out.report["bad_line"] == first + 1
+    assert out.report["message"].startswith(f"line {first + 1}: ")
+    assert f"line {cp['seq']}" in out.report["message"]
+    assert f"line {first + 1}" in out.text
+
+
+# -- checkpoints -------------------------------------------------------------------------------------------
+
+
+def test_flipping_one_base64_character_of_a_checkpoint_signature_exits_6_naming_it(auditor: Auditor) -> None:
+    """One changed character inside the first checkpoint's signature is caught at that checkpoint's line."""
+    lines = auditor.lines
+    c = checkpoint_lines(lines)[0]
+    rec = json.loads(lines[c - 1])
+    armored = rec["checkpoint"]["signature"].split("\n")
+    body = armored[3]          # inside the signature blob, after the key and namespace
+    i = len(body) // 2
+    armored[3] = body[:i] + ("A" if body[i] != "A" else "B") + body[i + 1:]
+    rec["checkpoint"]["signature"] = "\n".join(armored)
+    lines[c - 1] = dumps(rec)
+    auditor.write(lines)
+    out = auditor.verify()
+    assert out.rc == ALTERED
+    assert out.report["bad_line"] == c and out.report["problem"] == "bad signature"
+    assert f"line {c}:" in out.text
+
+
+def test_a_checkpoint_re_signed_with_an_untrusted_key_exits_6_naming_it(auditor: Auditor, tmp_path: Path) -> None:
+    """The last checkpoint re-signed, statement and all, by a key not in allowed_signers is caught at its line."""
+    from upgrader.audit import NAMESPACE, checkpoint_statement
+
+    generate_key(tmp_path / "mallory", "operator@customer")
+    mallory = load_private_key(tmp_path / "mallory")
+    lines = auditor.lines
+    c = checkpoint_lines(lines)[-1]
+    rec = json.loads(lines[c - 1])
+    cp = rec["checkpoint"]
+    cp["key"] = fingerprint(public_key_blob(mallory.public_key()))
+    cp["signature"] = sign(mallory, checkpoint_statement(cp["seq"], cp["head"], rec["run"], cp["signer"],
+                                                         rec["time"]), NAMESPACE)
+    lines[c - 1] = dumps(rec)
+    auditor.write(lines)
+    out = auditor.verify()
+    assert out.rc == ALTERED
+    assert out.report["bad_line"] == c and out.report["problem"] == "bad signature"
+    assert "is not in" in out.report["message"] and f"line {c}:" in out.text
+
+
+# -- appended and torn lines ---------------------------------------------------------------------------------
+
+
+def test_a_perfect_line_appended_for_an_already_checkpointed_run_exits_6_naming_it(
+        recorded: Recorded, auditor: Auditor) -> None:
+    """A forged line with the right sequence number and hash link, claiming an event of a closed run, is caught."""
+    n = len(auditor.lines)
+    last = json.loads(auditor.lines[-1])
+    forged = AuditLog(auditor.log, last["actor"]).append(
+        "phase_finished", run=recorded.upgrade_run, host="app-01", phase="observe", outcome="ok",
+        time=last["time"], data={"seconds": 2.0, "detail": "healthy: 5 probes passed"})
+    assert forged["seq"] == n + 1 and forged["prev"] == sha(auditor.lines[n - 1])
+    out = auditor.verify()
+    assert out.rc == ALTERED
+    assert out.report["bad_line"] == n + 1 and out.report["problem"] == "forged"
+    assert recorded.upgrade_run in out.report["message"] and f"line {n + 1}:" in out.text
+
+
+def test_a_torn_last_line_exits_6_naming_it(auditor: Auditor) -> None:
+    """The last line cut in half (a torn write or a cut file) is caught at that line."""
+    data = auditor.log.read_bytes()
+    n = len(auditor.lines)
+    start = data.rstrip(b"\n").rfind(b"\n") + 1
+    auditor.log.write_bytes(data[:start + (len(data) - start) // 2])
+    out = auditor.verify()
+    assert out.rc == ALTERED
+    assert out.report["bad_line"] == n and out.report["problem"] == "torn"
+    assert f"line {n}:" in out.text
+
+
+# -- standard tools ------------------------------------------------------------------------------------------
+
+
+def test_every_checkpoint_verifies_with_stock_ssh_keygen_from_the_documented_statement(
+        recorded: Recorded, auditor: Auditor, tmp_path: Path) -> None:
+    """Each checkpoint's statement, built from the line's fields by hand, verifies with `ssh-keygen -Y verify`."""
+    ssh_keygen = shutil.which("ssh-keygen")
+    assert ssh_keygen, "ssh-keygen (openssh-client) is needed: tests/run.sh installs it"
+    lines = auditor.lines
+    for c in checkpoint_lines(lines):
+        rec = json.loads(lines[c - 1])
+        cp = rec["checkpoint"]
+        assert cp["head"] == sha(lines[c - 2]) and cp["seq"] == c - 1
+        statement = (f"upgrader audit checkpoint 1\nseq: {cp['seq']}\nhead: {cp['head']}\n"
+                     f"run: {rec['run'] or '-'}\nsigner: {cp['signer']}\ntime: {rec['time']}\n")
+        sig = tmp_path / f"checkpoint-{c}.sig"
+        sig.write_text(cp["signature"])
+        cmd = [ssh_keygen, "-Y", "verify", "-n", "upgrader-audit", "-f", str(recorded.root / "keys" / "allowed_signers"),
+               "-I", "operator@customer", "-s", str(sig)]
+        good = subprocess.run(cmd, input=statement.encode(), capture_output=True, timeout=60)
+        assert good.returncode == 0, good.stderr.decode()
+        assert b'Good "upgrader-audit" signature for operator@customer' in good.stdout + good.stderr
+        bad = subprocess.run(cmd, input=statement.replace(f"seq: {cp['seq']}", f"seq: {cp['seq'] + 1}").encode(),
+                             capture_output=True, timeout=60)
+        assert bad.returncode != 0, "ssh-keygen must refuse a statement that was changed"
