@@ -173,7 +173,26 @@ def test_successful_canary_without_yes_and_without_a_terminal_stops_before_the_r
     assert f["app-01"].answers() == "7.0.4.2"
     for name in ("app-02", "app-03"):
         assert_untouched(f[name], before[name], run)
-    assert "waits for a confirmation (run with --yes)" in out
+    assert "Stopped early: the canary succeeded on app-01; the other hosts were not started" in out
+    # the way on that the message gives: plan the others again and run that plan
+    assert "--hosts '!app-01'" in run.result["stopped_early"]
+    rc, rest = plan_to(f.box, "7.0.4.2", "--hosts", "!app-01")
+    assert rc == 0
+    assert [h["name"] for h in json.loads(rest.read_text())["hosts"]] == ["app-02", "app-03"]
+    assert execute(f, rest).rc == 0
+    assert f.versions() == {h: "7.0.4.2" for h in ALL[:3]}
+
+
+@pytest.mark.xfail(strict=True, reason="PRODUCT.md lists `upgrader resume RUN_ID`, but upgrader/cli.py has no resume "
+                                       "command: a run stopped after its canary cannot be picked up (argparse exit 2)")
+def test_resume_picks_up_a_run_stopped_after_its_canary(fleet, monkeypatch):
+    """`upgrader resume RUN_ID` after a canary stop upgrades the hosts that were not started; exit 0."""
+    f = fleet(2)
+    monkeypatch.setattr(sys, "stdin", io.StringIO(""))
+    run = execute(f, planned(f, "7.0.4.2"), "--canary", "1")
+    assert run.outcomes == {"app-01": "committed", "app-02": "not_started"}
+    assert upgrader(f.box, "resume", run.id) == 0
+    assert f.versions() == {"app-01": "7.0.4.2", "app-02": "7.0.4.2"}
 
 
 def test_successful_canary_with_yes_goes_on_to_the_other_hosts_after_the_canary_ended(fleet, capsys):
@@ -389,7 +408,7 @@ def other_host_key(tmp: Path) -> str:
 
 
 def test_plan_refuses_a_host_whose_key_is_unknown_and_touches_nothing(fleet, capsys):
-    """No known_hosts entry for the host: the plan fails saying the host key is unknown; no plan, nothing on the host."""
+    """No known_hosts entry for the host: the plan fails saying the host key is unknown; no plan, host untouched."""
     f = fleet(1)
     f.write_inventory(known_hosts=str(f.box.root / "empty_known_hosts"))
     (f.box.root / "empty_known_hosts").write_text("")

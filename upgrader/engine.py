@@ -171,7 +171,13 @@ class Engine:
                     stopped_early = (f"the canary failed on {', '.join(o.host for o in failed)}; "
                                      "the other hosts were not touched")
                 elif self.confirm is None or not self.confirm([outcomes[t.plan["name"]] for t in wave]):
-                    stopped_early = "the canary succeeded; the rest waits for a confirmation (run with --yes)"
+                    # this plan cannot simply be run again: its canary hosts no longer run the planned version
+                    canaries = [t.plan["name"] for t in wave]
+                    others = ":".join(f"!{n}" for n in canaries)
+                    stopped_early = (f"the canary succeeded on {', '.join(canaries)}; the other hosts were not "
+                                     f"started. To go on, plan them again (--hosts '{others}', or "
+                                     f"'GROUP:{others}') and run that plan; with --yes a run goes on after its "
+                                     "canary at once")
                 self.journal.record("canary", "end", ok=not failed, stopped=stopped_early)
                 self.emit("canary_finished", ok=not failed, stopped=stopped_early)
         for t in targets:
