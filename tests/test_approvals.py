@@ -127,10 +127,7 @@ def test_plan_refused_by_the_version_policy_cannot_be_approved(sandbox: Sandbox,
     "change CHG-1234: customer window 22:00-23:00",
     "客户已批准本次维护升级",
     "tab\tand unicode line separator\u2028inside",
-    pytest.param("see -----BEGIN SSH SIGNATURE----- below", marks=pytest.mark.xfail(strict=True, reason=(
-        "bug: upgrader/approval.py make_statement accepts a comment containing the '-----BEGIN SSH SIGNATURE-----' "
-        "marker; read_approval splits the file at its first occurrence, so `upgrader approve` exits 0 and writes "
-        "an approval that `upgrader run` refuses as damaged (exit 4)"))),
+    "see -----BEGIN SSH SIGNATURE----- below",
 ], ids=["ascii", "chinese", "control characters", "armour marker"])
 def test_approve_never_writes_an_approval_that_run_refuses(sandbox: Sandbox, capsys: pytest.CaptureFixture[str],
                                                            comment: str) -> None:

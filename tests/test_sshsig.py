@@ -437,10 +437,6 @@ def test_malformed_allowed_signers_lines_are_refused_with_their_line_number(pub:
     assert "keys/allowed_signers: line 2" in str(err.value)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: upgrader/signers.py AllowedSigner.allows_namespace ignores '!' negation in namespaces= "
-    "(ssh-keygen uses match_pattern_list, where a negated match refuses), so a key listed with "
-    "namespaces=\"*,!upgrader-approval\" is accepted for approvals; ssh-keygen -Y verify refuses it"))
 def test_negated_namespace_refuses_that_namespace(pub: dict[str, str], blob: dict[str, bytes]) -> None:
     """``namespaces="*,!upgrader-approval"`` allows git but not approvals, as in ssh-keygen."""
     signers = parse_allowed_signers(f'alice namespaces="*,!{NS}" {pub["ed25519"]}\n', "s")
@@ -449,10 +445,6 @@ def test_negated_namespace_refuses_that_namespace(pub: dict[str, str], blob: dic
         signers.check("alice", blob["ed25519"], NS, NOW)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: upgrader/signers.py parse_allowed_signers accepts an option given twice (the last one wins), "
-    "e.g. namespaces=\"git\",namespaces=\"upgrader-approval\"; ssh-keygen refuses the line "
-    "('multiple \"namespaces\" clauses') and so does not let the key sign"))
 def test_an_option_given_twice_makes_the_line_invalid(pub: dict[str, str]) -> None:
     """A line naming namespaces twice is ambiguous and refused, as ssh-keygen refuses it."""
     with pytest.raises(InputError, match="line 1"):

@@ -56,6 +56,8 @@ class Statement:
 def _one_line(value: str, what: str) -> str:
     if "\n" in value or "\r" in value or len(value) > 500:
         raise InputError(f"{what} must be one line of at most 500 characters")
+    if "-----BEGIN" in value or not value.isprintable():
+        raise InputError(f"{what} must be plain printable text (no control characters or signature markers)")
     return value
 
 

@@ -72,7 +72,10 @@ def load_private_key(path: str | Path) -> Any:
     for attempt in range(2):
         try:
             return serialization.load_ssh_private_key(data, password=password.encode() if password else None)
-        except TypeError:  # encrypted and no passphrase given
+        except TypeError as e:
+            if password and "not encrypted" in str(e):  # a passphrase is set for other keys; this one needs none
+                password = None
+                continue
             if attempt or password or not sys.stdin.isatty():
                 raise InputError("the key is protected by a passphrase", path=str(p),
                                  hint="set UPGRADER_KEY_PASSPHRASE or run on a terminal to be asked") from None

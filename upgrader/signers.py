@@ -47,7 +47,17 @@ class AllowedSigner:
         return ok
 
     def allows_namespace(self, namespace: str) -> bool:
-        return self.namespaces is None or any(fnmatch.fnmatchcase(namespace, n) for n in self.namespaces)
+        """As ssh-keygen: a matching negated pattern (``!ns``) forbids; otherwise one positive match allows."""
+        if self.namespaces is None:
+            return True
+        allowed = False
+        for pattern in self.namespaces:
+            if pattern.startswith("!"):
+                if fnmatch.fnmatchcase(namespace, pattern[1:]):
+                    return False
+            elif fnmatch.fnmatchcase(namespace, pattern):
+                allowed = True
+        return allowed
 
     def valid_at(self, when: _dt.datetime) -> bool:
         return (self.valid_after is None or when >= self.valid_after) and \
@@ -142,10 +152,14 @@ def parse_allowed_signers(text: str, source: str) -> AllowedSigners:
         namespaces = None
         after = before = None
         if rest[0] not in _KEY_TYPES:
+            seen: set[str] = set()
             for opt in _split_options(rest[0]):
                 name, _, value = opt.partition("=")
                 value = value.strip('"')
                 name = name.lower()
+                if name in seen:
+                    raise InputError(f"line {n}: option {name!r} is given twice", path=source)
+                seen.add(name)
                 if name == "namespaces":
                     namespaces = tuple(v for v in value.split(",") if v)
                 elif name == "valid-after":
