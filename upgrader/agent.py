@@ -698,12 +698,27 @@ def op_stop(req):
     result = {"pid": pid, "escalated": None}
 
     def gone():
-        return (not pid or not pid_alive(pid)) and not any(port_open(p, timeout=0.2) for p in ports)
+        p = pid or read_pid(paths, spec.get("pid_file"))  # a service still starting writes its pid late
+        return (not p or not pid_alive(p)) and not any(port_open(x, timeout=0.2) for x in ports)
 
     if gone() and not req.get("always_run_command"):
-        result.update(already_stopped=True, seconds=0.0)
-        return result
-    res = run_shell(spec["command"], paths.install, float(spec.get("timeout", 60)), req.get("env"))
+        # after an interruption a service may be starting right now (launched, not yet listening):
+        # watch for a moment before calling it stopped
+        settle = float(req.get("settle", 0))
+        if not settle or not wait_until(lambda: not gone(), time.time() + settle, 0.05):
+            result.update(already_stopped=True, seconds=round(time.time() - start, 3))
+            return result
+        pid = read_pid(paths, spec.get("pid_file"))
+        result["pid"] = pid
+    # an interrupted swap may have left no install dir: the stop script is then in the old tree
+    cwd = paths.install
+    if not os.path.isdir(cwd) and paths.run_id and os.path.isdir(paths.run("old")):
+        cwd = paths.run("old")
+    if os.path.isdir(cwd):
+        res = run_shell(spec["command"], cwd, float(spec.get("timeout", 60)), req.get("env"))
+    else:
+        res = {"exit": None, "stdout": "", "stderr": "no install dir: signals only", "timed_out": False,
+               "seconds": 0.0}
     result["command"] = res
     deadline = start + float(spec.get("timeout", 60))
     if not wait_until(gone, deadline):

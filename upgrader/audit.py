@@ -253,7 +253,8 @@ def _fail(r: VerifyResult, line: int, problem: str, message: str) -> VerifyResul
 
 
 _DECODE = json.JSONDecoder().raw_decode
-_RUN_OPENERS = frozenset(("run_started", "plan_created", "approval_refused", "approval_accepted", "rollback_requested"))
+_RUN_OPENERS = frozenset(("run_started", "plan_created", "approval_refused", "approval_accepted", "rollback_requested",
+                          "resume_requested"))
 _SEQ_PREFIX = re.compile(rb'\{"seq":(\d+),')
 
 

@@ -199,6 +199,18 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--json", action="store_true")
     run.set_defaults(func="upgrade:cmd_run")
 
+    resume = sub.add_parser("resume", help="finish what an interrupted run left",
+                            description="Read the run journal and each host's own state, then finish what a killed "
+                                        "run left: hosts before stop are released untouched, hosts stopped, mid-install "
+                                        "or mid-start are rolled back (or completed, if the playbook says "
+                                        "on_resume: complete), hosts done stay done. Running it twice changes "
+                                        "nothing the second time.")
+    resume.add_argument("run_id", metavar="RUN_ID")
+    resume.add_argument("--hosts", metavar="PATTERN")
+    resume.add_argument("--audit-key", metavar="KEY", help="your SSH key that signs the audit checkpoint")
+    resume.add_argument("--json", action="store_true")
+    resume.set_defaults(func="upgrade:cmd_resume")
+
     rollback = sub.add_parser("rollback", help="restore the backup of a past run",
                               description="Restore each host of run RUN_ID from its verified backup, start the old "
                                           "version and observe it. Running it twice changes nothing the second time.")

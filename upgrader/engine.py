@@ -200,6 +200,26 @@ class Engine:
             self.emit("host_finished", o.host, outcome=o.outcome, version=o.version, error=o.error)
         return RunResult(self.run_id, outcomes)
 
+    def resume(self, targets: list[HostTarget], seen: dict[str, dict[str, Any]]) -> RunResult:
+        """Finish what a killed run left, host by host, from the journal plus the host's own state."""
+        self.journal.record("resume", "start", hosts=[t.plan["name"] for t in targets])
+        with ThreadPoolExecutor(max_workers=min(self.forks, len(targets) or 1)) as pool:
+            outcomes = list(pool.map(lambda t: self._resume_guarded(t, seen.get(t.plan["name"], {})), targets))
+        result = RunResult(self.run_id, outcomes)
+        self.journal.record("run", "end", exit_code=result.exit_code, resumed=True,
+                            outcomes={h.host: h.outcome for h in outcomes})
+        return result
+
+    def _resume_guarded(self, t: HostTarget, seen: dict[str, Any]) -> HostOutcome:
+        try:
+            o = _HostRun(self, t).resume(seen)
+        except Exception as e:  # noqa: BLE001 - one host's crash must not take the others down
+            o = HostOutcome(t.plan["name"], "needs_person", t.plan["current"], t.plan["target"],
+                            error=f"internal error while resuming: {type(e).__name__}: {e}")
+        self.journal.record("host", "end", host=o.host, outcome=o.outcome, version=o.version, resumed=True)
+        self.emit("host_finished", o.host, outcome=o.outcome, version=o.version, error=o.error)
+        return o
+
     def _budget_spent(self) -> bool:
         with self._lock:
             return self.max_failures is not None and self._failures > self.max_failures
@@ -249,6 +269,7 @@ class _HostRun:
         self.service_time = 0.0
         self.last_step = "none"
         self.requested = False
+        self.resumed = False
 
     # -- helpers --------------------------------------------------------------------------------
 
@@ -370,6 +391,68 @@ class _HostRun:
             return result
         finally:
             assert self.transport is not None
+            self.transport.close()
+
+    def resume(self, seen: dict[str, Any]) -> HostOutcome:
+        """Decide from the journal (``seen``) and the host's state; every step below is idempotent."""
+        if seen.get("ended"):
+            self.out.outcome = seen["ended"]
+            self.out.version = seen.get("version")
+            self.out.error = "already finished before the interruption: nothing to do"
+            return self.out
+        self.resumed = True
+        if not seen.get("started"):
+            self.out.outcome = "not_started"
+            self.out.error = "the run was interrupted before this host's turn: nothing was touched"
+            return self.out
+        self.transport = self.t.connect()
+        self.agent = AgentClient(self.transport)
+        try:
+            try:
+                self.call("lock", controller=self.e.controller.get("host"), user=self.e.controller.get("user"),
+                          approvals=list(self.e.approvals))
+                state = self.call("state")
+                facts = self.call("facts", version_source=self.spec["version"], check_drift=False,
+                                  preserve=[x["path"] for x in self.spec["preserve"]], packages=[])
+            except (AgentFailure, TransportError) as err:
+                self.out.outcome = "needs_person"
+                self.out.error = f"cannot read the host's state to resume: {err}"
+                return self.out
+            version = facts.get("version")
+            phase = (state.get("state") or {}).get("phase")
+            self.e.journal.record("resume", "decide", host=self.name, journal=seen.get("intents", []),
+                                  host_phase=phase, version=version)
+            if "stop" not in seen.get("intents", []):
+                # never stopped by us: release untouched (drop staging, keep the verified backup)
+                self._finish("unchanged")
+                self.out.outcome = "unchanged"
+                self.out.error = "interrupted before stop: the host was released untouched"
+                return self.out
+            if state["state"].get("rolled_back") or phase == "restoring":
+                return self._rollback("resumed: finishing an interrupted rollback", "resumed")
+            if "observe" in seen.get("done", []) and version == self.p["target"] and phase == "installed":
+                self.out.outcome = "committed"
+                self.out.version = version
+                self._finish("committed")
+                return self.out
+            if self.spec.get("on_resume", "rollback") == "complete" and phase == "installed":
+                try:
+                    self.phase("start", self._start)
+                    self.phase("observe", self._observe)
+                except _PhaseFailed as err:
+                    return self._rollback(f"resumed, completing failed at {err.phase}: {err.message}", err.kind)
+                self.out.outcome = "committed"
+                self.out.version = self.p["target"]
+                self._finish("committed")
+                return self.out
+            if not state.get("backup"):
+                if version == self.p["current"] and phase in (None, "prepared"):
+                    return self._recover_without_install(_PhaseFailed("stop", "interrupted during stop"))
+                self.out.outcome = "needs_person"
+                self.out.error = "interrupted after stop but no backup of this run is on the host"
+                return self.out
+            return self._rollback("resumed after the run was interrupted (the playbook says: roll back)", "resumed")
+        finally:
             self.transport.close()
 
     def _upgrade(self) -> HostOutcome:
@@ -538,7 +621,7 @@ class _HostRun:
 
     def _restore(self) -> tuple[str, dict[str, Any]]:
         stop = self.call("stop", stop=self.spec["stop"], env=self.env(), always_run_command=False,
-                         timeout=float(self.spec["stop"]["timeout"]) + 60)
+                         settle=1.0 if self.resumed else 0.0, timeout=float(self.spec["stop"]["timeout"]) + 60)
         # right after this run's own backup: quick (re-read only files whose inode changed);
         # an operator's rollback later re-reads every byte of the backup first
         res = self.call("rollback", verify="full" if self.requested else "quick", timeout=3600)

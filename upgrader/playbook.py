@@ -215,6 +215,8 @@ def load_playbook(path: str | Path) -> Playbook:
             spec["hooks"][hook] = cmds
     hooks.done()
 
+    spec["on_resume"] = s.choice("on_resume", ("rollback", "complete"), "rollback")
+
     checks = s.section("preflight", {})
     assert checks is not None
     spec["preflight"] = {"ascii_dirs": checks.str_list("ascii_dirs", []),

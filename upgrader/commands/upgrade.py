@@ -357,3 +357,86 @@ def cmd_rollback(args: argparse.Namespace) -> int:
         print_run_summary(c, result)
         _print_checkpoint(c, result["checkpoint"])
     return int(result["exit_code"])
+
+
+def journal_view(run_dir: Path) -> dict[str, dict[str, Any]]:
+    """Per host, what the run journal proves happened: started, phases intended and done, the end."""
+    from ..journal import read_journal
+
+    seen: dict[str, dict[str, Any]] = {}
+    for rec in read_journal(run_dir / "journal.jsonl"):
+        if not rec.host:
+            continue
+        h = seen.setdefault(rec.host, {"started": False, "ended": None, "intents": [], "done": []})
+        if rec.phase == "host" and rec.event == "start":
+            h["started"] = True
+        elif rec.phase == "host" and rec.event == "end":
+            h["ended"] = rec.data.get("outcome")
+            h["version"] = rec.data.get("version")
+        elif rec.event == "intent":
+            h["intents"].append(rec.phase)
+        elif rec.event == "done":
+            h["done"].append(rec.phase)
+    return seen
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    from ..clock import SystemClock
+    from ..engine import Engine, HostTarget
+    from ..inventory import Inventory
+    from ..journal import Journal
+    from ..report import PhaseLines, print_run_summary
+    from ..transport import connect
+
+    run_dir = runs_dir(args.home) / args.run_id
+    plan_file = run_dir / "plan.json"
+    if not plan_file.is_file():
+        raise InputError(f"no run {args.run_id!r} in {runs_dir(args.home)}", hint="check the run id, or give --home")
+    c = console()
+    done_file = run_dir / "result.json"
+    if done_file.is_file():
+        result = json.loads(done_file.read_text(encoding="utf-8"))
+        if args.json:
+            print_json({**result, "resumed": False, "note": "the run had finished: nothing to resume"})
+        else:
+            c.print(f"run {args.run_id} had finished (exit {result['exit_code']}): nothing to resume")
+        return int(result["exit_code"])
+    plan = json.loads(plan_file.read_text(encoding="utf-8"))
+    hosts = plan["hosts"]
+    if args.hosts:
+        inv = Inventory(path=plan_file, hosts={h["name"]: host_from_plan(h) for h in hosts}, groups={})
+        names = {h.name for h in inv.select(args.hosts)}
+        hosts = [h for h in hosts if h["name"] in names]
+    seen = journal_view(run_dir)
+    accepted = [r for r in _journal_records(run_dir) if r.phase == "plan" and r.event == "accepted"]
+    approvals = tuple(a["digest"] for a in (accepted[0].data.get("approvals", []) if accepted else []))
+    clock = SystemClock()
+    journal = Journal(run_dir, clock.now)
+    policy = load_policy_or_fail(plan["policy"]["source"])
+    operator = _operator(args, policy)
+    recorder = Recorder(args.home, operator, clock, run=f"{args.run_id}/resume-{clock.now():%Y%m%dT%H%M%S}")
+    recorder.event("resume_requested", of_run=args.run_id, hosts=[h["name"] for h in hosts],
+                   journal={k: {"intents": v["intents"], "ended": v["ended"]} for k, v in seen.items()})
+    targets = [HostTarget(plan=h, connect=lambda h=h: connect(host_from_plan(h)),
+                          package_file=Path(plan["catalog"]["path"]).parent / (h.get("package") or {}).get("file", ""))
+               for h in hosts]
+    engine = Engine(journal=journal, clock=clock, observers=[recorder] + ([] if args.json else [PhaseLines(c)]),
+                    controller={"user": operator.user, "host": operator.host}, approvals=approvals)
+    result = engine.resume(targets, seen).to_dict()
+    recorder.event("run_finished", outcome=str(result["exit_code"]),
+                   outcomes={h["host"]: h["outcome"] for h in result["hosts"]})
+    result["checkpoint"] = recorder.checkpoint()
+    journal.write("result.json", result)
+    if args.json:
+        print_json(result)
+    else:
+        print_run_summary(c, result)
+        _print_checkpoint(c, result["checkpoint"])
+    _explain_failures(result)
+    return int(result["exit_code"])
+
+
+def _journal_records(run_dir: Path) -> list[Any]:
+    from ..journal import read_journal
+
+    return list(read_journal(run_dir / "journal.jsonl"))
