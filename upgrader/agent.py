@@ -41,6 +41,12 @@ AGENT_FORMAT = 1
 CHUNK = 1 << 20
 
 
+def test_kill(req, point):
+    """Fault injection for the test suite only: die here, as a power cut would (UPGRADER_TEST_KILL_AT)."""
+    if req.get("_test_kill") == point:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 class AgentError(Exception):
     def __init__(self, message, kind="failed", **data):
         Exception.__init__(self, message)
@@ -558,6 +564,7 @@ def op_prepare(req):
             fout.write(b)
         fout.flush()
         os.fsync(fout.fileno())
+    test_kill(req, "prepare:copied")
     if h.hexdigest() != req["sha256"] or size != req["size"]:
         raise AgentError("package on the host has sha256 %s (%d bytes); the catalog says %s (%d bytes)"
                          % (h.hexdigest(), size, req["sha256"], req["size"]), "bad_input")
@@ -568,6 +575,7 @@ def op_prepare(req):
     staging = paths.run("staging")
     extracted = paths.run("staging", "package")
     members, _ = extract(pkg, extracted, req.get("limits", {}))
+    test_kill(req, "prepare:extracted")
     new_tree = paths.run("staging", "tree")
     if req["kind"] == "patch":
         copy_tree(paths.install, new_tree, current)
@@ -586,6 +594,7 @@ def op_prepare(req):
     # 4. backup: hard-link snapshot of the product files (same inodes, verified), copies of config
     backup = paths.run("backup", "tree")
     snapshot(paths.install, backup, current)
+    test_kill(req, "prepare:snapshot")
     configs = []
     for p in req["preserve"]:
         if p.get("kind") == "config" and os.path.lexists(os.path.join(paths.install, p["path"])):
@@ -762,7 +771,9 @@ def op_install(req):
             write_json_atomic(paths.run("backup", "at-stop.json"), late)
         set_run_state(paths, phase="swapping")
         os.rename(paths.install, old)
+        test_kill(req, "install:moved_old")
         os.rename(new_tree, paths.install)
+        test_kill(req, "install:swapped")
         fsync_dir(os.path.dirname(paths.install))
     elif not os.path.isdir(paths.install):
         os.rename(new_tree, paths.install)
@@ -773,6 +784,7 @@ def op_install(req):
             if os.path.lexists(dst):
                 rmtree(dst)
             os.rename(src, dst)
+            test_kill(req, "install:preserve")
     new_manifest = read_json(paths.run("staging", "manifest.json"))
     new_manifest["version"] = req.get("target_version")
     new_manifest["run"] = paths.run_id
@@ -799,6 +811,7 @@ def op_start(req):
     if paths.run_id and os.path.isdir(paths.run()):
         set_run_state(paths, log_offsets=offsets)
     res = run_shell(spec["command"], paths.install, float(spec.get("timeout", 60)), req.get("env"))
+    test_kill(req, "start:launched")
     if res["exit"] != 0 or res["timed_out"]:
         why = "timed out after %ss" % spec.get("timeout", 60) if res["timed_out"] else "exited %s" % res["exit"]
         raise AgentError("start command %s" % why, "failed", command=res, log_offsets=offsets)
@@ -940,10 +953,12 @@ def op_rollback(req):
                 os.makedirs(os.path.dirname(dst), exist_ok=True)
                 os.rename(src, dst)
         fsync_dir(restore)
+        test_kill(req, "rollback:built")
         set_run_state(paths, phase="restoring")
         if live:
             rmtree(failed)
             os.rename(paths.install, failed)
+            test_kill(req, "rollback:moved_failed")
         os.rename(restore, paths.install)
         fsync_dir(os.path.dirname(paths.install))
     installed = dict(manifest["tree"])
@@ -982,6 +997,7 @@ def op_finish(req):
     paths = Paths(req)
     for leftover in ("staging", "old", "failed", "restore", "package.tar.gz"):
         rmtree(paths.run(leftover))
+        test_kill(req, "finish:cleanup")
     set_run_state(paths, phase="finished", outcome=req.get("outcome"))
     if req.get("approvals"):
         with open(os.path.join(paths.state, "approvals-used.jsonl"), "a", encoding="utf-8") as f:

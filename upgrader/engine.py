@@ -292,11 +292,14 @@ class _HostRun:
                 self.e.sleep(self.e.retry_delay * attempt)
 
     def phase(self, name: str, fn: Callable[[], tuple[str, dict[str, Any]]]) -> dict[str, Any]:
+        _kill_point(f"{name}:before")
         self.e.journal.record(name, "intent", host=self.name)
         self.e.emit("phase_started", self.name, phase=name)
+        _kill_point(f"{name}:started")
         t0 = self.e.clock.monotonic()
         try:
             detail, data = fn()
+            _kill_point(f"{name}:finished")
         except AgentFailure as err:
             self._phase_failed(name, t0, err.message, err.kind, err.data)
             raise _PhaseFailed(name, err.message, err.kind) from err
@@ -640,6 +643,18 @@ class _HostRun:
             self.e.journal.record("finish", "done", host=self.name, outcome=outcome)
         except (AgentFailure, TransportError) as err:
             self.e.journal.record("finish", "failed", host=self.name, error=str(err))
+
+
+def _kill_point(point: str) -> None:
+    """Fault injection for the test suite only: SIGKILL the controller at ``point`` when
+    UPGRADER_TEST_KILL_AT names it (``<phase>:before|started|finished``; ``agent:<op>:<step>`` points
+    are in agent.py). Never set outside tests."""
+    import os
+
+    if os.environ.get("UPGRADER_TEST_KILL_AT") == point:
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _sleep(seconds: float) -> None:
