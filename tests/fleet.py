@@ -12,7 +12,7 @@ import os
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -79,7 +79,6 @@ class Fleet:
     sshd: SSHServer
     hosts: list[FleetHost]
     playbook: Path
-    inventory_data: dict[str, Any] = field(default_factory=dict)
 
     def __getitem__(self, name: str) -> FleetHost:
         (host,) = [h for h in self.hosts if h.name == name]
@@ -97,7 +96,6 @@ class Fleet:
                 "playbook": "sample-middleware", "maintenance_until": "2099-12-31", "vars": {"port": str(h.port)}}
             entry.update(host_settings)
             data["hosts"][h.name] = {k: v for k, v in entry.items() if v is not None}
-        self.inventory_data = data
         self.box.inventory.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
         return self.box.inventory
 

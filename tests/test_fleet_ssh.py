@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml  # type: ignore[import-untyped]
 
 from conftest import approve, plan_to, product_digest, upgrader
 from fleet import Fleet, FleetHost, wait_for
@@ -363,8 +364,6 @@ def test_a_second_run_while_the_first_observes_is_refused_by_the_lock(fleet):
                   "command": f"touch {shlex.quote(str(started))}; i=0; "
                              f"while [ ! -e {shlex.quote(str(release))} ] && [ $i -lt 600 ]; do sleep 0.05; "
                              "i=$((i+1)); done"}
-    import yaml  # type: ignore[import-untyped]
-
     spec = yaml.safe_load(f.playbook.read_text())
     spec["observe"]["probes"].append(spec_probe)
     gated = f.write_playbook("gated", observe=spec["observe"])
@@ -375,25 +374,25 @@ def test_a_second_run_while_the_first_observes_is_refused_by_the_lock(fleet):
     approval_b = approve(f.box, plan_b)
     result: dict[str, Any] = {}
 
-    def run_b() -> None:
+    def start_run_b() -> None:
         try:
             wait_for(started.exists, 60, "run A to reach observe")
             result["run"] = execute(f, plan_b, approval=approval_b)
         finally:
             release.touch()
 
-    second = threading.Thread(target=run_b)
+    second = threading.Thread(target=start_run_b)
     second.start()
     try:
         run_a = execute(f, plan_a)
     finally:
         release.touch()
         second.join(120)
-    run_b_ = result["run"]
-    assert run_b_.rc == 5
-    assert run_b_.outcomes == {"app-01": "needs_person"}
-    assert run_a.id in run_b_.host("app-01")["error"]
-    assert not h.run_dir(run_b_.id).exists()
+    run_b = result["run"]
+    assert run_b.rc == 5
+    assert run_b.outcomes == {"app-01": "needs_person"}
+    assert f"host is locked by run {run_a.id}" in run_b.host("app-01")["error"]
+    assert not h.run_dir(run_b.id).exists()
     assert run_a.rc == 0
     assert h.answers() == "7.0.4.2"
 
