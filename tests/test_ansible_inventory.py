@@ -186,7 +186,7 @@ def test_jinja_in_yaml_group_vars_makes_plan_exit_2_with_the_reason(sandbox, cap
 
 
 def test_ansible_ini_inventory_over_the_real_sshd_plans_and_runs_an_upgrade(fleet):
-    """An INI inventory with ansible_host/port/user/ssh_private_key_file reaching the test sshd: plan and run succeed."""
+    """An INI inventory whose ansible_host/port/user/ssh_private_key_file reach the test sshd: plan and run succeed."""
     f = fleet(1)
     h, sshd = f["app-01"], f.sshd
     inv = write(f.box.root / "hosts.ini", f"""

@@ -178,7 +178,7 @@ def test_several_installs_on_one_machine_send_the_agent_at_once_and_all_get_a_wh
 
 
 def test_a_failed_handshake_is_one_error_message_without_a_paramiko_traceback(tmp_path):
-    """`upgrader plan` (its own process) against a port that drops every connection: exit 5, our message, no traceback."""
+    """`upgrader plan` (own process) against a port that drops every connection: exit 5, our message, no traceback."""
     box = build_sandbox(tmp_path / "box")
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
