@@ -184,8 +184,9 @@ def test_successful_canary_without_yes_and_without_a_terminal_stops_before_the_r
     assert f.versions() == {h: "7.0.4.2" for h in ALL[:3]}
 
 
-@pytest.mark.xfail(strict=True, reason="PRODUCT.md lists `upgrader resume RUN_ID`, but upgrader/cli.py has no resume "
-                                       "command: a run stopped after its canary cannot be picked up (argparse exit 2)")
+@pytest.mark.xfail(strict=True, reason="upgrader/commands/upgrade.py cmd_resume treats a run that stopped after its "
+                                       "canary (waiting for a confirmation) as finished: 'nothing to resume', exit 1; "
+                                       "the waiting hosts can only be reached with a new plan")
 def test_resume_picks_up_a_run_stopped_after_its_canary(fleet, monkeypatch):
     """`upgrader resume RUN_ID` after a canary stop upgrades the hosts that were not started; exit 0."""
     f = fleet(2)
