@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 import yaml  # type: ignore[import-untyped]
-
 from conftest import plan_to, run_plan
+
 from upgrader.audit import GENESIS, AuditLog, redact, verify_log
 from upgrader.cli import main
 from upgrader.commands.demo import Sandbox

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
-
 from conftest import kill_processes_under, plan_to, run_plan
+
 from upgrader.audit import AuditLog
 from upgrader.cli import main
 from upgrader.commands.demo import build_sandbox

@@ -273,6 +273,7 @@ def _record(line: bytes) -> Any:
 def _find_seq(lines: Iterator[bytes], want: int, first: int) -> int | None:
     """The number of the line, from ``first`` on, that holds sequence number ``want`` (only to word a failure)."""
     for n, line in enumerate(lines, first):
+        seq: Any
         m = _SEQ_PREFIX.match(line)
         if m is not None:
             seq = int(m.group(1))

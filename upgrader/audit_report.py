@@ -108,7 +108,7 @@ def render_csv(events: list[dict[str, Any]]) -> str:
     w = csv.writer(buf, lineterminator="\r\n")
     w.writerow(CSV_COLUMNS)
     for e in events:
-        actor = e.get("actor") if isinstance(e.get("actor"), dict) else {}
+        actor = _dict(e.get("actor"))
         payload = e.get("data")
         if payload is None and e.get("event") == "checkpoint":
             payload = e.get("checkpoint")
@@ -215,10 +215,14 @@ _LABELS: dict[str, dict[str, str]] = {
     "short_5": {"en": "needs a person", "zh": "需人工处理"},
     "short_n": {"en": "exit code {code}", "zh": "退出码 {code}"},
     "short_unfinished": {"en": "unfinished", "zh": "未完成"},
-    "zh_verdict_ok": {"en": "", "zh": "{n} 条记录构成完整的哈希链，含 {c} 个有效的签名检查点；"},
-    "zh_verdict_anchor": {"en": "", "zh": "日志直至您保存的锚点是完整的。"},
-    "zh_verdict_open": {"en": "", "zh": "最后检查点之后的完整性未经证明（使用运行时输出的 --anchor SEQ:HEAD 可证明末尾没有被截断）。"},
-    "zh_verdict_bad": {"en": "", "zh": "日志已被篡改：第 {line} 行（{problem}）；其前 {valid} 条记录构成有效的链。"},
+}
+
+# The verdict `audit verify` prints is English; a Chinese report says the same in Chinese above it.
+_ZH_VERDICT = {
+    "ok": "{n} 条记录构成完整的哈希链，含 {c} 个有效的签名检查点；",
+    "anchor": "日志直至您保存的锚点是完整的。",
+    "open": "最后检查点之后的完整性未经证明（使用运行时输出的 --anchor SEQ:HEAD 可证明末尾没有被截断）。",
+    "bad": "日志已被篡改：第 {line} 行（{problem}）；其前 {valid} 条记录构成有效的链。",
 }
 
 _CSS = """
@@ -345,9 +349,13 @@ class _Run:
         return self.hosts[name]
 
 
-def _data(e: dict[str, Any]) -> dict[str, Any]:
-    d = e.get("data")
-    return d if isinstance(d, dict) else {}
+def _dict(value: Any) -> dict[str, Any]:
+    """``value`` when it is a dict (recorded data is untrusted: it may be anything), else an empty one."""
+    return value if isinstance(value, dict) else {}
+
+
+def _data(e: dict[str, Any] | None) -> dict[str, Any]:
+    return _dict(e.get("data")) if e else {}
 
 
 def _runs(events: list[dict[str, Any]]) -> tuple[list[_Run], list[dict[str, Any]]]:
@@ -531,11 +539,10 @@ def _verification(h: _Html, result: Any, verdict: str) -> None:
           f'<div class="verify-head"><h2>{h.t("verification")}</h2><span class="stamp">{h.t(state)}</span></div>')
     if h.lang == "zh":
         if intact:
-            text = _LABELS["zh_verdict_ok"]["zh"].format(n=result.entries, c=result.checkpoints)
-            text += _LABELS["zh_verdict_anchor" if result.anchor_checked else "zh_verdict_open"]["zh"]
+            text = _ZH_VERDICT["ok"].format(n=result.entries, c=result.checkpoints)
+            text += _ZH_VERDICT["anchor" if result.anchor_checked else "open"]
         else:
-            text = _LABELS["zh_verdict_bad"]["zh"].format(line=result.bad_line, problem=result.problem,
-                                                         valid=result.valid_entries)
+            text = _ZH_VERDICT["bad"].format(line=result.bad_line, problem=result.problem, valid=result.valid_entries)
         h.add(f'<p class="verdict">{_e(text)}</p>',
               f'<p class="orig">{h.t("verifier_text")}: {_e(verdict)}</p>')
     else:
@@ -568,11 +575,11 @@ def _run_outcome(h: _Html, run: _Run, short: bool = False) -> tuple[str, str]:
     if run.finish is None:
         return "s-skip", h.t("short_unfinished" if short else "unfinished")
     d = _data(run.finish)
-    code = d.get("exit_code", run.finish.get("outcome"))
+    recorded: Any = d.get("exit_code", run.finish.get("outcome"))
     try:
-        code = int(code)
+        code = int(recorded)
     except (TypeError, ValueError):
-        return "s-skip", h.t(f"{kind}_n", code=code)
+        return "s-skip", h.t(f"{kind}_n", code=recorded)
     if code == 0:
         return "s-ok", h.t(f"{kind}_0_rb" if run.is_rollback else f"{kind}_0")
     if code == 1:
@@ -625,20 +632,19 @@ def _overview(h: _Html, runs: list[_Run]) -> None:
 
 def _run_section(h: _Html, run: _Run, index: int) -> None:
     cls, words = _run_outcome(h, run)
-    outcomes = {x.outcome for x in run.hosts.values()}
     rolled = run.is_rollback or any(x.rollback_cause is not None for x in run.hosts.values())
     extra = " has-rollback" if rolled else ""
     extra += " failed" if cls == "s-bad" else ""
     title = h.t("rollback_run" if run.is_rollback else "run")
     h.add(f'<section class="run{extra}" id="run-{index}"><header><h2>{title} <span class="runid">{_run_id(run.id)}</span>'
           f'</h2><span class="badge {cls}">{words}</span></header>')
-    _run_summary(h, run, words, cls, outcomes)
-    for name, host in run.hosts.items():
-        _host_section(h, run, host)
+    _run_summary(h, run, words, cls)
+    for host in run.hosts.values():
+        _host_section(h, host)
     h.add("</section>")
 
 
-def _run_summary(h: _Html, run: _Run, words: str, cls: str, outcomes: set[Any]) -> None:
+def _run_summary(h: _Html, run: _Run, words: str, cls: str) -> None:
     start = run.start or run.events[0]
     d = _data(start)
     end = run.finish or run.checkpoint or run.events[-1]
@@ -675,7 +681,7 @@ def _run_summary(h: _Html, run: _Run, words: str, cls: str, outcomes: set[Any]) 
         rows.append((h.t("approvals"), _approvals(h, approvals)))
     rows.append((h.t("outcome"), f'<span class="{cls}"><strong>{words}</strong></span>'))
     if run.checkpoint:
-        cp = run.checkpoint.get("checkpoint") if isinstance(run.checkpoint.get("checkpoint"), dict) else {}
+        cp = _dict(run.checkpoint.get("checkpoint"))
         rows.append((h.t("checkpoint"), '<span class="mono">' + h.t(
             "checkpoint_text", line=run.checkpoint.get("seq"), seq=cp.get("seq"), head=cp.get("head"),
             signer=cp.get("signer")) + "</span>"))
@@ -708,7 +714,7 @@ def _approvals(h: _Html, approvals: Any) -> str:
 
 
 
-def _host_section(h: _Html, run: _Run, host: _Host) -> None:
+def _host_section(h: _Html, host: _Host) -> None:
     h.add(f"<h3>{h.t('host')} {_e(host.name)} <span class=\"muted small\">{_from_to(host)}</span></h3>")
     decision = host.summary.get("decision")
     if isinstance(decision, dict):
@@ -736,7 +742,7 @@ def _host_section(h: _Html, run: _Run, host: _Host) -> None:
 def _phase_row(h: _Html, p: _Phase) -> None:
     d = p.data
     parts = [_e(d.get("detail"))] if d.get("detail") else []
-    result = d.get("result") if isinstance(d.get("result"), dict) else {}
+    result = _dict(d.get("result"))
     probes = result.get("probes")
     if isinstance(probes, list) and probes:
         items = "".join(
