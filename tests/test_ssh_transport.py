@@ -123,13 +123,14 @@ def test_a_dropped_ssh_connection_raises_and_the_next_command_reconnects(sshd, t
     t = SSHTransport(host("drop", tmp_path, sshd))
     try:
         assert t.run(["echo", "up"]).stdout == "up\n"
-        started = tmp_path / "started"
-        # the command runs in the background on the "host"; the test waits for its marker, then cuts
+        started, release = tmp_path / "started", tmp_path / "release"
+        # the command outlives the cut on the "host": it waits for the test's release file, at most 30 s
         result: list[object] = []
+        command = f"touch {started}; i=0; while [ ! -e {release} ] && [ $i -lt 600 ]; do sleep 0.05; i=$((i+1)); done"
 
         def long_command() -> None:
             try:
-                result.append(t.run(["sh", "-c", f"touch {started}; sleep 20"], timeout=60))
+                result.append(t.run(["sh", "-c", command], timeout=60))
             except TransportError as e:
                 result.append(e)
 
@@ -146,6 +147,7 @@ def test_a_dropped_ssh_connection_raises_and_the_next_command_reconnects(sshd, t
         assert "connection lost" in str(err)
         assert t.run(["echo", "again"]).stdout == "again\n"
     finally:
+        (tmp_path / "release").touch()
         t.close()
 
 
