@@ -260,3 +260,28 @@ def test_show_copes_with_a_log_outside_the_home(two_days: Path, tmp_path: Path,
     elsewhere.parent.mkdir()
     shutil.copy(two_days, elsewhere)
     assert len(show(capsys, elsewhere, "--run", "r-0101")) == 6
+
+
+def test_show_prints_recorded_text_that_looks_like_console_markup_as_it_is(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A command output such as "[/bold] [red]x[/red]" is shown literally, not parsed (nor crashing the table)."""
+    path = tmp_path / "audit.jsonl"
+    log = AuditLog(path, {"user": "[/u]", "principal": "[link=https://evil.example]ops[/link]"})
+    log.append("run_started", run="[/r]", time="2026-01-01T09:00:00.000+00:00", data={"detail": "[/bold] [red]x[/red]"})
+    capsys.readouterr()
+    assert main(["audit", "show", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "[/bold] [red]x[/red]" in out and "[/r]" in out and "[link=https://evil.example]ops[/link]" in out
+
+
+def test_show_and_export_skip_lines_that_are_not_events(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Lines that are JSON but not an event object (an array, a string) are left out, not a crash."""
+    path = tmp_path / "audit.jsonl"
+    AuditLog(path, ACTOR).append("run_started", run="r1", time="2026-01-01T09:00:00.000+00:00")
+    path.write_bytes(path.read_bytes() + b'[1, 2]\n"text"\n{"seq": 4, "actor": "me", "data": [1], "event": 5}\n')
+    events = show(capsys, path)
+    assert [e["seq"] for e in events] == [1, 4]
+    assert main(["audit", "show", str(path)]) == 0
+    out = tmp_path / "report.html"
+    assert main(["audit", "export", str(path), "--format", "html", "-o", str(out)]) == 0
+    assert "ALTERED" in out.read_text()

@@ -326,6 +326,17 @@ def test_a_perfect_line_appended_for_an_already_checkpointed_run_exits_6_naming_
     assert recorded.upgrade_run in out.report["message"] and f"line {n + 1}:" in out.text
 
 
+def test_a_forged_line_whose_run_id_looks_like_console_markup_is_reported_as_written(
+        recorded: Recorded, auditor: Auditor) -> None:
+    """A forged run id such as "[/bold]" is quoted in the verdict as it is, and verify still exits 6."""
+    n = len(auditor.lines)
+    last = json.loads(auditor.lines[-1])
+    AuditLog(auditor.log, last["actor"]).append("host_started", run="[/bold][red]", host="app-01", time=last["time"])
+    out = auditor.verify()
+    assert out.rc == ALTERED
+    assert out.report["bad_line"] == n + 1 and "[/bold][red]" in out.text
+
+
 def test_a_torn_last_line_exits_6_naming_it(auditor: Auditor) -> None:
     """The last line cut in half (a torn write or a cut file) is caught at that line."""
     data = auditor.log.read_bytes()

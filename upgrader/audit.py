@@ -408,10 +408,9 @@ def _parse_time(text: str) -> Any:
 
 
 def read_events(path: Path) -> Iterator[dict[str, Any]]:
-    """Parsed events of a log (lines that do not parse are skipped; use verify_log to judge the log)."""
+    """Parsed events of a log (lines that are not a JSON object are skipped; use verify_log to judge the log)."""
     with open(path, "rb") as f:
         for line in f:
-            try:
-                yield json.loads(line)
-            except ValueError:
-                continue
+            rec = _record(line if line.endswith(b"\n") else line + b"\n")
+            if isinstance(rec, dict):
+                yield rec

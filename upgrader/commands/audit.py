@@ -59,14 +59,17 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if args.json:
         print_json({**result.to_dict(), "verdict": describe(result)})
     else:
+        from rich.text import Text
+
         c = console()
         style = "bold green" if result.intact else "bold red"
-        c.print(f"[{style}]{'INTACT' if result.intact else 'ALTERED'}[/{style}] {result.path}")
-        c.print(describe(result), soft_wrap=True)
+        # the verdict quotes the log (a run id, a time): never parse it as markup
+        c.print(Text.assemble(("INTACT" if result.intact else "ALTERED", style), f" {result.path}"))
+        c.print(describe(result), soft_wrap=True, markup=False)
         if result.last_checkpoint:
             cp = result.last_checkpoint
             c.print(f"last checkpoint: line {cp['line']}, seq {cp['seq']}, head {cp['head']}, signed by {cp['signer']}",
-                    soft_wrap=True)
+                    soft_wrap=True, markup=False)
         for w in result.warnings:
             c.print(f"[yellow]note:[/yellow] {w}", soft_wrap=True)
     return ExitCode.OK if result.intact else ExitCode.AUDIT_ALTERED
@@ -132,20 +135,22 @@ def cmd_show(args: argparse.Namespace) -> int:
     style = {"failed": "bold red", "refused": "bold red", "rolled_back": "bold yellow", "committed": "green",
              "ok": "green", "needs_person": "bold red"}
     for e in events:
-        actor = e.get("actor") or {}
+        # recorded text is untrusted: Text() cells, so that "[/bold]" in a command's output is shown, not parsed
+        actor = e.get("actor") if isinstance(e.get("actor"), dict) else {}
         outcome = str(e.get("outcome") or "")
-        table.add_row(str(e["seq"]), str(e.get("time", ""))[:19].replace("T", " "), str(e.get("run") or ""),
-                      e.get("host") or "", e.get("event", ""), e.get("phase") or "",
-                      Text(outcome, style=style.get(outcome, "")), actor.get("principal") or actor.get("user", ""),
-                      _details(e))
+        cells = (e.get("seq"), str(e.get("time") or "")[:19].replace("T", " "), e.get("run"), e.get("host"),
+                 e.get("event"), e.get("phase"))
+        table.add_row(*(Text(str(v if v is not None else "")) for v in cells),
+                      Text(outcome, style=style.get(outcome, "")),
+                      Text(str(actor.get("principal") or actor.get("user") or "")), Text(_details(e)))
     c.print(table)
     return ExitCode.OK
 
 
 def _details(e: dict[str, Any]) -> str:
-    d = e.get("data") or {}
+    d = e.get("data") if isinstance(e.get("data"), dict) else {}
     if e.get("event") == "checkpoint":
-        cp = e.get("checkpoint") or {}
+        cp = e.get("checkpoint") if isinstance(e.get("checkpoint"), dict) else {}
         return f"signs seq {cp.get('seq')} head {str(cp.get('head'))[:16]}… ({cp.get('key')})"
     for key in ("reason", "detail", "cause", "error"):
         if d.get(key):
@@ -165,7 +170,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     events = selected_events(args)
     export(args.format, events, result, describe(result), out, lang=args.lang)
     if not args.json:
-        console().print(f"wrote {out} ({args.format}, {len(events)} events; log {'intact' if result.intact else 'ALTERED'})")
+        console().print(f"wrote {out} ({args.format}, {len(events)} events; log {'intact' if result.intact else 'ALTERED'})",
+                        markup=False)
     else:
         print_json({"output": str(out), "format": args.format, "events": len(events), "intact": result.intact})
     return ExitCode.OK
