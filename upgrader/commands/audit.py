@@ -136,7 +136,7 @@ def cmd_show(args: argparse.Namespace) -> int:
              "ok": "green", "needs_person": "bold red"}
     for e in events:
         # recorded text is untrusted: Text() cells, so that "[/bold]" in a command's output is shown, not parsed
-        actor = e.get("actor") if isinstance(e.get("actor"), dict) else {}
+        actor: dict[str, Any] = e["actor"] if isinstance(e.get("actor"), dict) else {}
         outcome = str(e.get("outcome") or "")
         cells = (e.get("seq"), str(e.get("time") or "")[:19].replace("T", " "), e.get("run"), e.get("host"),
                  e.get("event"), e.get("phase"))
@@ -148,9 +148,9 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def _details(e: dict[str, Any]) -> str:
-    d = e.get("data") if isinstance(e.get("data"), dict) else {}
+    d: dict[str, Any] = e["data"] if isinstance(e.get("data"), dict) else {}
     if e.get("event") == "checkpoint":
-        cp = e.get("checkpoint") if isinstance(e.get("checkpoint"), dict) else {}
+        cp: dict[str, Any] = e["checkpoint"] if isinstance(e.get("checkpoint"), dict) else {}
         return f"signs seq {cp.get('seq')} head {str(cp.get('head'))[:16]}… ({cp.get('key')})"
     for key in ("reason", "detail", "cause", "error"):
         if d.get(key):
