@@ -208,6 +208,8 @@ def build_parser() -> argparse.ArgumentParser:
     resume.add_argument("run_id", metavar="RUN_ID")
     resume.add_argument("--hosts", metavar="PATTERN")
     resume.add_argument("--audit-key", metavar="KEY", help="your SSH key that signs the audit checkpoint")
+    resume.add_argument("--yes", action="store_true",
+                        help="go on with the hosts that wait after a successful canary, without asking")
     resume.add_argument("--json", action="store_true")
     resume.set_defaults(func="upgrade:cmd_resume")
 

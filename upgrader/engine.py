@@ -171,13 +171,10 @@ class Engine:
                     stopped_early = (f"the canary failed on {', '.join(o.host for o in failed)}; "
                                      "the other hosts were not touched")
                 elif self.confirm is None or not self.confirm([outcomes[t.plan["name"]] for t in wave]):
-                    # this plan cannot simply be run again: its canary hosts no longer run the planned version
+                    # the same run goes on later, under the same approval: `upgrader resume RUN_ID --yes`
                     canaries = [t.plan["name"] for t in wave]
-                    others = ":".join(f"!{n}" for n in canaries)
-                    stopped_early = (f"the canary succeeded on {', '.join(canaries)}; the other hosts were not "
-                                     f"started. To go on, plan them again (--hosts '{others}', or "
-                                     f"'GROUP:{others}') and run that plan; with --yes a run goes on after its "
-                                     "canary at once")
+                    stopped_early = (f"the canary succeeded on {', '.join(canaries)}; the other hosts wait for a "
+                                     f"confirmation: go on with 'upgrader resume {self.run_id} --yes'")
                 self.journal.record("canary", "end", ok=not failed, stopped=stopped_early)
                 self.emit("canary_finished", ok=not failed, stopped=stopped_early)
         for t in targets:
@@ -377,11 +374,23 @@ class _HostRun:
                 self.out.error = "already rolled back: nothing to do"
                 self.call("unlock")
                 return self.out
+            if not state["backup"] and version == self.p["current"] and not (state["state"] or {}).get("phase"):
+                # interrupted before its backup was made: this run never stopped or changed anything here,
+                # so there is nothing to restore; make sure the old version is up, then release the host
+                self.requested = True
+                result = self._recover_without_install(_PhaseFailed(
+                    "backup", "the run was interrupted before its backup; it had not changed this host"))
+                if result.outcome == "unchanged":
+                    result.outcome = "restored"
+                return result
             if not state["backup"]:
                 self.out.error = "no backup of this run is left on the host"
                 self.call("unlock")
                 return self.out
-            if version not in (self.p["target"], self.p["current"]):
+            # killed in the middle of the swap, the install dir is moved aside (no version to read): the
+            # restore below puts the backed-up tree back and carries the data over from the moved tree
+            mid_swap = version is None and not state["install_exists"] and state["old_exists"]
+            if version not in (self.p["target"], self.p["current"]) and not mid_swap:
                 self.out.error = (f"the host runs {version}, not {self.p['target']} as this run left it: roll back "
                                   "the later run first")
                 self.call("unlock")

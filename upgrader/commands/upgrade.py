@@ -396,6 +396,9 @@ def cmd_resume(args: argparse.Namespace) -> int:
     done_file = run_dir / "result.json"
     if done_file.is_file():
         result = json.loads(done_file.read_text(encoding="utf-8"))
+        waiting = [h["host"] for h in result["hosts"] if h["outcome"] == "not_started"]
+        if waiting and "canary succeeded" in str(result.get("stopped_early") or ""):
+            return _continue_after_canary(args, run_dir, result, waiting, c)
         if args.json:
             print_json({**result, "resumed": False, "note": "the run had finished: nothing to resume"})
         else:
@@ -440,3 +443,61 @@ def _journal_records(run_dir: Path) -> list[Any]:
     from ..journal import read_journal
 
     return list(read_journal(run_dir / "journal.jsonl"))
+
+
+def _continue_after_canary(args: argparse.Namespace, run_dir: Path, result: dict[str, Any], waiting: list[str],
+                           c: Any) -> int:
+    """A run stopped after a good canary goes on with the waiting hosts, under the same approval."""
+    from ..clock import SystemClock
+    from ..engine import Engine, HostTarget
+    from ..journal import Journal
+    from ..report import PhaseLines, print_run_summary
+    from ..transport import connect
+
+    if not args.yes:
+        confirm = _confirmer(args, c, None)
+        if confirm is None or not confirm([type("H", (), {"host": h["host"]})() for h in result["hosts"]
+                                           if h["outcome"] == "committed"]):
+            raise InputError(f"{len(waiting)} host(s) wait for a confirmation after the canary: "
+                             f"{', '.join(waiting)}", hint=f"upgrader resume {args.run_id} --yes")
+    plan = json.loads((run_dir / "plan.json").read_text(encoding="utf-8"))
+    hosts = [h for h in plan["hosts"] if h["name"] in waiting]
+    records = _journal_records(run_dir)
+    accepted = [r for r in records if r.phase == "plan" and r.event == "accepted"]
+    approvals = tuple(a["digest"] for a in (accepted[0].data.get("approvals", []) if accepted else []))
+    clock = SystemClock()
+    policy = plan_policy(_PlanView(plan))
+    catalog, _ = trusted_catalog(Path(plan["catalog"]["path"]), policy, args.home, clock.now())
+    targets = _targets(catalog, hosts)
+    journal = Journal(run_dir, clock.now)
+    operator = _operator(args, policy)
+    recorder = Recorder(args.home, operator, clock, run=f"{args.run_id}/resume-{clock.now():%Y%m%dT%H%M%S}")
+    recorder.event("resume_requested", of_run=args.run_id, hosts=waiting, after="canary confirmed")
+    engine = Engine(journal=journal, clock=clock, observers=[recorder] + ([] if args.json else [PhaseLines(c)]),
+                    forks=getattr(args, "forks", 10), controller={"user": operator.user, "host": operator.host},
+                    manual_changes=str(plan["policy"].get("manual_changes", "warn")), approvals=approvals)
+    more = engine.run(targets).to_dict()
+    by_host = {h["host"]: h for h in more["hosts"]}
+    result["hosts"] = [by_host.get(h["host"], h) for h in result["hosts"]]
+    result["stopped_early"] = more.get("stopped_early")
+    from ..engine import OUTCOME_EXIT
+
+    result["exit_code"] = max(OUTCOME_EXIT[h["outcome"]] for h in result["hosts"])
+    recorder.event("run_finished", outcome=str(result["exit_code"]),
+                   outcomes={h["host"]: h["outcome"] for h in result["hosts"]})
+    result["checkpoint"] = recorder.checkpoint()
+    journal.write("result.json", result)
+    if args.json:
+        print_json(result)
+    else:
+        print_run_summary(c, result)
+        _print_checkpoint(c, result["checkpoint"])
+    _explain_failures(result)
+    return int(result["exit_code"])
+
+
+class _PlanView:
+    """The shape plan_policy expects, over a plan dict read from a run directory."""
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        self.data = data

@@ -7,7 +7,6 @@ phase action to ``agent.py`` on the host and turns its reply into a result or an
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import shlex
@@ -124,21 +123,6 @@ class AgentClient:
                                reply.get("data"))
         return dict(reply["result"])
 
-    def call_once(self, op: str, timeout: float | None = None, **request: Any) -> dict[str, Any]:
-        """One action in its own agent process (no session)."""
-        if self._agent is None:
-            self._agent = self.transport.agent_path()
-        payload = base64.urlsafe_b64encode(json.dumps({"op": op, **request}).encode("utf-8")).decode("ascii")
-        result = self.transport.run([self.transport.python, self._agent, payload], timeout=timeout)
-        reply = _parse_reply(result)
-        if reply is None:
-            raise TransportError(
-                f"the agent gave no answer to {op!r} (exit {result.exited}): {result.tail() or result.tail('stdout')}",
-                host=self.transport.name)
-        if not reply.get("ok"):
-            raise AgentFailure(op, str(reply.get("kind", "failed")), str(reply.get("error")), reply.get("data"))
-        return dict(reply["result"])
-
     def close(self) -> None:
         if self._stream is not None:
             stream, self._stream = self._stream, None
@@ -157,17 +141,6 @@ def _die() -> None:
     import signal
 
     os.kill(os.getpid(), signal.SIGKILL)
-
-
-def _parse_reply(result: CommandResult) -> dict[str, Any] | None:
-    for line in reversed(result.stdout.strip().splitlines()):
-        try:
-            reply = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(reply, dict) and "ok" in reply:
-            return reply
-    return None
 
 
 def agent_digest() -> str:
