@@ -19,6 +19,7 @@ import hashlib
 import json
 import os
 import re
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -119,6 +120,31 @@ class AuditLog:
         self.path = path
         self.actor = actor or {}
         path.parent.mkdir(parents=True, exist_ok=True)
+        self._count = threading.Lock()
+        self._sync_lock = threading.Lock()
+        self._written = 0
+        self._synced = 0
+
+    def _durable(self, mine: int) -> None:
+        """Group commit: return once an fsync that began after write number ``mine`` has finished.
+        The fsync runs outside the file lock, so concurrent writers (threads of this process, or other
+        processes) are not queued behind each other's disk flushes."""
+        with self._sync_lock:
+            if self._synced >= mine:
+                return
+            with self._count:
+                upto = self._written
+            fd = os.open(self.path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            self._synced = upto
+
+    def _wrote(self) -> int:
+        with self._count:
+            self._written += 1
+            return self._written
 
     def _locked(self) -> Any:
         return _Lock(self.path.with_name(self.path.name + ".lock"))
@@ -127,8 +153,11 @@ class AuditLog:
                outcome: str | None = None, time: str, data: dict[str, Any] | None = None) -> dict[str, Any]:
         """Append one event under the lock, fsynced; ``time`` earlier than the last line's is raised to it."""
         with self._locked():
-            return self._append_locked(event, run=run, host=host, phase=phase, outcome=outcome, time=time,
-                                       data=data)
+            rec = self._append_locked(event, run=run, host=host, phase=phase, outcome=outcome, time=time,
+                                      data=data)
+            mine = self._wrote()
+        self._durable(mine)
+        return rec
 
     def _append_locked(self, event: str, *, run: str | None, host: str | None, phase: str | None,
                        outcome: str | None, time: str, data: dict[str, Any] | None,
@@ -161,8 +190,7 @@ class AuditLog:
                 record["data"] = redact(data)
             line = json.dumps(record, separators=(",", ":"), ensure_ascii=False, default=str).encode() + b"\n"
             f.write(line)
-            f.flush()
-            os.fsync(f.fileno())
+            f.flush()  # durable: the caller waits for an fsync (group commit) before it returns
             record["_hash"] = _line_hash(line)
             return record
 
@@ -181,6 +209,8 @@ class AuditLog:
         with self._locked():
             rec = self._append_locked("checkpoint", run=run, host=None, phase=None, outcome=None, time=time,
                                       data=None, raw=fields)
+            mine = self._wrote()
+        self._durable(mine)
         cp = dict(rec["checkpoint"])
         cp["line"] = rec["seq"]
         return cp
