@@ -301,8 +301,6 @@ def test_package_build_of_a_special_file_exits_2_and_leaves_no_partial_package(t
     assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]
 
 
-@pytest.mark.xfail(strict=True, reason="upgrader/commands/upgrade.py cmd_plan writes -o without catching OSError: "
-                                       "-o DIR crashes with exit 70 (IsADirectoryError) instead of exit 2")
 def test_plan_output_into_a_directory_exits_2_naming_it(box, tmp_path):
     """`plan -o DIR` (an existing directory) exits 2 naming it, instead of an internal error."""
     (tmp_path / "plans").mkdir()
@@ -311,8 +309,6 @@ def test_plan_output_into_a_directory_exits_2_naming_it(box, tmp_path):
     assert_bad_input(res, str(tmp_path / "plans"))
 
 
-@pytest.mark.xfail(strict=True, reason="upgrader/approval.py write_approval os.replace onto -o DIR is not caught: "
-                                       "exit 70 (IsADirectoryError) instead of exit 2")
 def test_approve_output_into_a_directory_exits_2_naming_it(box, tmp_path):
     """`approve PLAN -o DIR` (an existing directory) exits 2 naming it, instead of an internal error."""
     plan = tmp_path / "plan.json"
@@ -325,8 +321,6 @@ def test_approve_output_into_a_directory_exits_2_naming_it(box, tmp_path):
     assert_bad_input(res, str(tmp_path / "approvals"))
 
 
-@pytest.mark.xfail(strict=True, reason="upgrader/keys.py generate_key: OSError of path.parent.mkdir/os.open is not "
-                                       "translated: --dir under a file gives exit 70 (NotADirectoryError), not 2")
 def test_keys_generate_into_an_unusable_directory_exits_2_naming_it(tmp_path):
     """`keys generate NAME --dir PATH` where PATH is a file exits 2 naming it, instead of an internal error."""
     (tmp_path / "afile").write_text("")

@@ -389,8 +389,8 @@ def test_stale_plan_is_stopped_at_preflight_without_touching_the_host(sandbox):
     upgrade(box, "7.0.4.2")
     before = snapshot(box)
     run = execute(box, stale)
-    assert run.rc != 0
-    assert run.host["outcome"] == "unchanged"
+    assert run.rc == 2  # bad input: the plan no longer describes the host
+    assert run.host["outcome"] == "stale"
     assert "make a new plan" in run.host["error"]
     assert [p["phase"] for p in run.host["phases"]] == ["preflight"]
     after = snapshot(box)
@@ -557,3 +557,18 @@ def policy_copy(box: Sandbox, path: Path, **rules: Any) -> Path:
     doc["catalog"]["trusted_signers"] = str(box.keys / "vendor_signers")
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     return path
+
+
+def test_rollback_keeps_the_configuration_edited_after_the_upgrade_beside_the_backup(sandbox):
+    """Rolling back a committed run restores the pre-upgrade config byte for byte and keeps the later edit."""
+    box = sandbox
+    conf = box.install_dir / "conf" / "server.conf"
+    original = conf.read_bytes()
+    run = upgrade(box, "7.0.4.2")
+    edited = original.replace(b"greeting = ", b"greeting = edited after the upgrade, ")
+    assert edited != original
+    conf.write_bytes(edited)
+    assert upgrader(box, "rollback", run.id) == 0
+    assert conf.read_bytes() == original
+    kept = state_dir(box) / "runs" / run.id / "config-before-rollback" / "conf" / "server.conf"
+    assert kept.read_bytes() == edited

@@ -928,7 +928,18 @@ def op_rollback(req):
     kinds = dict((p["path"], p.get("kind", "config")) for p in manifest["preserve"])
     restore = paths.run("restore")
     failed = paths.run("failed")
+    kept = []
     if not os.path.isdir(failed) or os.path.isdir(paths.install):
+        # nothing is ever lost: configuration edited while the new version ran is kept beside the backup
+        for c in manifest["config"]:
+            live_cfg = os.path.join(paths.install, c["path"])
+            if not c["dir"] and os.path.isfile(live_cfg) and sha256_file(live_cfg) != c.get("sha256"):
+                copy_preserved(paths.install, paths.run("config-before-rollback"), c["path"])
+                kept.append(c["path"])
+            elif c["dir"] and os.path.isdir(live_cfg):
+                copy_preserved(paths.install, paths.run("config-before-rollback"), c["path"])
+                kept.append(c["path"])
+        salvage_data(paths, restore, [rel for rel in preserve if kinds.get(rel) != "config"])
         rmtree(restore)
         # product files: hard links to the verified backup; config: fresh copies of the backup copies
         snapshot(backup, restore, manifest["tree"])
@@ -965,8 +976,32 @@ def op_rollback(req):
     installed.update(version=manifest.get("version"), run=manifest.get("run"), restored=True)
     write_json_atomic(paths.installed, installed)
     result = {"seconds": round(time.time() - t0, 3), "files": len(manifest["tree"]["files"])}
+    if kept:
+        result["config_kept"] = {"paths": kept, "in": paths.run("config-before-rollback")}
     set_run_state(paths, phase="rolled_back", rolled_back=result)
     return result
+
+
+def salvage_data(paths, restore, data_paths):
+    """An earlier rollback attempt, interrupted after it built restore/, had already moved the customer's
+    data into it: move that data back where the rebuild takes it from, before restore/ is thrown away."""
+    if not os.path.isdir(restore):
+        return
+    for rel in data_paths:
+        src = os.path.join(restore, rel)
+        if not os.path.lexists(src):
+            continue
+        home = next((d for d in (paths.install, paths.run("old")) if os.path.isdir(d)), None)
+        if home is None:
+            raise AgentError("%s holds %s, and neither the install dir nor the old tree is there to take it back"
+                             % (restore, rel), "needs_person")
+        dst = os.path.join(home, rel)
+        if os.path.lexists(dst):
+            raise AgentError("%s exists in both %s and %s; not choosing between them" % (rel, restore, home),
+                             "needs_person")
+        os.makedirs(os.path.dirname(dst), exist_ok=True)
+        os.rename(src, dst)
+    fsync_dir(restore)
 
 
 def op_verify_tree(req):

@@ -111,8 +111,15 @@ def write_approval(path: Path, statement: Statement, private_key: Any) -> str:
     text = statement.text()
     armored = sign(private_key, text.encode(), NAMESPACE)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text + armored, encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        if path.is_dir():
+            raise IsADirectoryError(21, "Is a directory")
+        tmp.write_text(text + armored, encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True) if tmp.parent.is_dir() else None
+        raise InputError(f"cannot write the approval: {e.strerror}", path=str(path),
+                         hint="give a file path for -o") from e
     return armored
 
 

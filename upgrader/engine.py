@@ -29,7 +29,7 @@ __all__ = ["Engine", "HostOutcome", "RunResult", "Observer", "HostTarget", "OUTC
 
 #: exit code contributed by each host outcome (the run exits with the highest)
 OUTCOME_EXIT = {"committed": 0, "restored": 0, "unchanged": 1, "rolled_back": 1, "not_started": 1,
-                "refused": 4, "needs_person": 5}
+                "stale": 2, "refused": 4, "needs_person": 5}
 
 
 class Observer(Protocol):
@@ -369,10 +369,19 @@ class _HostRun:
         try:
             version = facts.get("version")
             if state["state"].get("rolled_back") and version == self.p["current"]:
+                # the files are back, but a run interrupted after its restore may not have started the old
+                # version again: start it unless it runs (start is a no-op then), and observe it
+                try:
+                    self.phase("start", self._start)
+                    self.phase("observe", lambda: self._observe(self.p["playbook"]["rollback_observe"]))
+                except _PhaseFailed as err:
+                    self.out.error = ("the files were already restored, but the old version is not healthy: "
+                                      f"{err.message}")
+                    return self.out
                 self.out.outcome = "restored"
                 self.out.version = version
-                self.out.error = "already rolled back: nothing to do"
-                self.call("unlock")
+                self.out.error = "already rolled back: the old version runs and is healthy"
+                self._finish("rolled_back")
                 return self.out
             if not state["backup"] and version == self.p["current"] and not (state["state"] or {}).get("phase"):
                 # interrupted before its backup was made: this run never stopped or changed anything here,
@@ -472,7 +481,7 @@ class _HostRun:
             self.phase("preflight", self._preflight)
         except _PhaseFailed as err:
             self.out.outcome = {"locked": "needs_person", "unreachable": "needs_person",
-                                "replayed": "refused"}.get(err.kind, "unchanged")
+                                "replayed": "refused", "stale_plan": "stale"}.get(err.kind, "unchanged")
             self.out.error = f"preflight: {err.message}"
             return self.out
         try:
@@ -642,8 +651,11 @@ class _HostRun:
             raise _PhaseFailed("rollback", "restored tree differs from the backup: "
                                + ", ".join(d["path"] for d in check["differences"][:5]), "needs_person")
         self.service_time += float(stop.get("seconds", 0))
+        kept = res.get("config_kept")
+        note = (f"; the configuration in use before the rollback ({', '.join(kept['paths'])}) is kept in "
+                f"{kept['in']}") if kept else ""
         return (f"{res['files']} files restored from the verified backup in {res['seconds']:.2f}s; "
-                "byte-identical", {"identical": True})
+                f"byte-identical{note}", {"identical": True, **({"config_kept": kept} if kept else {})})
 
     def _finish(self, outcome: str) -> None:
         try:

@@ -47,14 +47,18 @@ def generate_key(path: Path, principal: str, *, overwrite: bool = False) -> tupl
     pub = path.with_name(path.name + ".pub")
     if not overwrite and (path.exists() or pub.exists()):
         raise InputError("a key already exists there", path=str(path), hint="choose another NAME or remove the old key")
-    path.parent.mkdir(parents=True, exist_ok=True)
     key = ed25519.Ed25519PrivateKey.generate()
     data = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
                              serialization.NoEncryption())
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    pub.write_text(public_key_line(key.public_key(), principal) + "\n", encoding="utf-8")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        pub.write_text(public_key_line(key.public_key(), principal) + "\n", encoding="utf-8")
+    except OSError as e:
+        raise InputError(f"cannot write the key: {e.strerror}", path=str(path),
+                         hint="choose a directory you can write with --dir") from e
     return path, pub, signer_line(principal, key.public_key())
 
 

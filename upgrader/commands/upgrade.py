@@ -70,8 +70,11 @@ def cmd_plan(args: argparse.Namespace) -> int:
     plan = make_plan(inventory, hosts, target=args.to, catalog=catalog, policy=policy, clock=clock,
                      connect=connect, requester=requester_identity(args.requester))
     out = Path(args.output)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(plan.to_json(), encoding="utf-8")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(plan.to_json(), encoding="utf-8")
+    except OSError as e:
+        raise InputError(f"cannot write the plan: {e.strerror}", path=str(out), hint="give a file path for -o") from e
     _recorder(args, policy, clock, need_key=False).event(
         "plan_created", outcome="allowed" if plan.allowed else "refused", plan=plan.digest, file=str(out),
         target=args.to, catalog={**plan.data["catalog"], **signed_by}, policy=plan.data["policy"],
@@ -209,7 +212,8 @@ def _explain_failures(result: dict[str, Any]) -> None:
     import sys
 
     words = {"rolled_back": "failed and was rolled back", "unchanged": "failed before anything changed",
-             "needs_person": "NEEDS A PERSON", "not_started": "was not started", "refused": "was refused"}
+             "needs_person": "NEEDS A PERSON", "not_started": "was not started", "refused": "was refused",
+             "stale": "was not touched: the plan is out of date"}
     for h in result["hosts"]:
         if h["outcome"] in words:
             print(f"upgrader: {h['host']}: {words[h['outcome']]}: {h.get('error') or ''}".rstrip(": "),
