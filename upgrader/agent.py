@@ -972,6 +972,13 @@ def op_rollback(req):
             test_kill(req, "rollback:moved_failed")
         os.rename(restore, paths.install)
         fsync_dir(os.path.dirname(paths.install))
+    elif os.path.isdir(restore):
+        # interrupted after the failed tree was moved aside, before the restored tree was moved in
+        os.rename(restore, paths.install)
+        fsync_dir(os.path.dirname(paths.install))
+    if not os.path.isdir(paths.install):
+        raise AgentError("neither %s nor a restored tree in %s is there; the product is in %s"
+                         % (paths.install, restore, failed), "needs_person")
     installed = dict(manifest["tree"])
     installed.update(version=manifest.get("version"), run=manifest.get("run"), restored=True)
     write_json_atomic(paths.installed, installed)
