@@ -38,6 +38,7 @@ import time
 # them, and the agent starts once per action.
 
 AGENT_FORMAT = 1
+DRIFT_LISTED = 20  # hand-changed files named in a reply (the count is always given)
 CHUNK = 1 << 20
 
 
@@ -429,7 +430,9 @@ def op_facts(req):
     out["baseline"] = bool(installed)
     if req.get("check_drift") and out["exists"]:
         current = scan_tree(paths.install, req.get("preserve", []))
-        out["drift"] = drift(installed, current)
+        changes = drift(installed, current)
+        out["drift"] = changes[:DRIFT_LISTED]
+        out["drift_count"] = len(changes)
         out["product_bytes"] = sum(f["size"] for f in current["files"].values())
     out["cached"] = [s for s in req.get("packages", []) if os.path.isfile(os.path.join(paths.packages, s + ".tar.gz"))]
     out["non_ascii"] = non_ascii_names(paths.install, req.get("ascii_dirs", []))
@@ -609,7 +612,8 @@ def op_prepare(req):
     result = {"backup_digest": manifest["digest"], "backup_files": len(current["files"]),
               "backup_bytes": sum(f["size"] for f in current["files"].values()),
               "config_files": len(configs), "staged_files": len(new_manifest["files"]),
-              "package_members": len(members), "drift": hand_changes}
+              "package_members": len(members), "drift": hand_changes[:DRIFT_LISTED],
+              "drift_count": len(hand_changes)}
     set_run_state(paths, prepared=result, phase="prepared")
     return result
 

@@ -124,6 +124,8 @@ class AuditLog:
         self._sync_lock = threading.Lock()
         self._written = 0
         self._synced = 0
+        # (file size after our last line, next seq, its hash, its time): valid while the size is unchanged
+        self._head: tuple[int, int, str, str] | None = None
 
     def _durable(self, mine: int) -> None:
         """Group commit: return once an fsync that began after write number ``mine`` has finished.
@@ -163,25 +165,33 @@ class AuditLog:
                        outcome: str | None, time: str, data: dict[str, Any] | None,
                        raw: Callable[[int, str, str], dict[str, Any]] | None = None) -> dict[str, Any]:
         with open(self.path, "a+b") as f:
-            last = _tail_line(f)
-            if last is not None and not last.endswith(b"\n"):
-                raise InputError("the audit log ends with a torn line; refusing to append after it",
-                                 path=str(self.path), hint="run 'upgrader audit verify' and keep the file for review")
+            size = os.fstat(f.fileno()).st_size
             seq, prev = 1, GENESIS
-            if last is not None:
-                try:
-                    tail = json.loads(last)
-                    seq = int(tail["seq"]) + 1
-                except (ValueError, KeyError, TypeError):
-                    raise InputError("the audit log's last line is not an audit event", path=str(self.path),
-                                     hint="run 'upgrader audit verify'") from None
-                prev = _line_hash(last)
-                # The caller read its clock before it got the lock: another process may have written a later
-                # time meanwhile (or the clock stepped back). A line is never older than the line it chains to,
-                # so keep the log's times in order (verify_log checks that order strictly).
-                last_time = tail.get("time")
-                if isinstance(last_time, str) and time < last_time:
+            if self._head is not None and self._head[0] == size:
+                # nobody appended since our own last line (same size, under the lock): chain to it directly
+                _, seq, prev, last_time = self._head
+                if time < last_time:
                     time = last_time
+            else:
+                last = _tail_line(f)
+                if last is not None and not last.endswith(b"\n"):
+                    raise InputError("the audit log ends with a torn line; refusing to append after it",
+                                     path=str(self.path),
+                                     hint="run 'upgrader audit verify' and keep the file for review")
+                if last is not None:
+                    try:
+                        tail = json.loads(last)
+                        seq = int(tail["seq"]) + 1
+                    except (ValueError, KeyError, TypeError):
+                        raise InputError("the audit log's last line is not an audit event", path=str(self.path),
+                                         hint="run 'upgrader audit verify'") from None
+                    prev = _line_hash(last)
+                    # The caller read its clock before it got the lock: another process may have written a later
+                    # time meanwhile (or the clock stepped back). A line is never older than the line it chains
+                    # to, so keep the log's times in order (verify_log checks that order strictly).
+                    last_time = tail.get("time")
+                    if isinstance(last_time, str) and time < last_time:
+                        time = last_time
             record: dict[str, Any] = {"seq": seq, "prev": prev, "time": time, "event": event, "run": run,
                                       "host": host, "phase": phase, "outcome": outcome, "actor": self.actor}
             if raw is not None:
@@ -192,6 +202,7 @@ class AuditLog:
             f.write(line)
             f.flush()  # durable: the caller waits for an fsync (group commit) before it returns
             record["_hash"] = _line_hash(line)
+            self._head = (size + len(line), seq + 1, record["_hash"], record["time"])
             return record
 
     def checkpoint(self, *, run: str | None, time: str, signer: str, key: Any) -> dict[str, Any]:

@@ -88,7 +88,8 @@ def _checks(h: HostInput, policy_rules: Mapping[str, Any]) -> list[dict[str, str
     elif drift:
         mode = str(policy_rules.get("manual_changes", "warn"))
         listed = ", ".join(f"{d['path']} ({d['change']})" for d in drift[:5])
-        more = f" and {len(drift) - 5} more" if len(drift) > 5 else ""
+        total = int(facts.get("drift_count", len(drift)))
+        more = f" and {total - 5} more" if total > 5 else ""
         out.append({"check": "manual_changes", "status": "fail" if mode == "block" else "warn",
                     "reason": f"product files changed by hand since the last install: {listed}{more}; "
                               "the upgrade would overwrite them (a local hotfix?)"

@@ -116,7 +116,8 @@ def main() -> int:
                    "-o", str(approval), "--json"])
     if rc:
         return rc
-    return upgrader([*base, "run", str(plan), "--approval", str(approval), "--forks", str(n), "--json"])
+    forks = os.environ.get("UPGRADER_BENCH_FORKS", str(n))
+    return upgrader([*base, "run", str(plan), "--approval", str(approval), "--forks", forks, "--json"])
 
 
 if __name__ == "__main__":

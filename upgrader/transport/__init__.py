@@ -50,6 +50,16 @@ def connect(host: "object") -> Transport:
 
 
 def close_all() -> None:
-    while _POOL:
-        _, pooled = _POOL.popitem()
-        pooled._inner.close()  # type: ignore[attr-defined]
+    """Close every shared connection (in parallel: closing one waits for its reader thread)."""
+    pooled = list(_POOL.values())
+    _POOL.clear()
+    if len(pooled) == 1:
+        pooled[0]._inner.close()  # type: ignore[attr-defined]
+    elif pooled:
+        import threading  # not an executor: this also runs at interpreter exit
+
+        closers = [threading.Thread(target=p._inner.close, daemon=True) for p in pooled]  # type: ignore[attr-defined]
+        for t in closers:
+            t.start()
+        for t in closers:
+            t.join(10)
