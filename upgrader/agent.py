@@ -379,9 +379,12 @@ def check_members(tar, limits):
     return members
 
 
-def extract(archive, dest, limits, skip=("package.yaml",)):
+def extract(archive, dest, limits, skip=("package.yaml",), hashes=None):
+    """Extract the checked members of archive into dest; ``hashes`` receives each file's sha256,
+    computed from the bytes as they are written (no second read)."""
     import tarfile
 
+    hashes = {} if hashes is None else hashes
     os.makedirs(dest)
     with tarfile.open(archive, "r:gz") as tar:
         members = [m for m in check_members(tar, limits) if m.name not in skip]
@@ -397,8 +400,15 @@ def extract(archive, dest, limits, skip=("package.yaml",)):
                 os.symlink(m.linkname, target)
             else:
                 src = tar.extractfile(m)
+                h = hashlib.sha256()
                 with open(target, "wb") as out:
-                    shutil.copyfileobj(src, out, CHUNK)
+                    while True:
+                        block = src.read(CHUNK)
+                        if not block:
+                            break
+                        h.update(block)
+                        out.write(block)
+                hashes[m.name] = h.hexdigest()
         for m in members:  # modes last, so read-only directories do not block their contents
             if not m.issym():
                 os.chmod(os.path.join(dest, m.name), m.mode & 0o7777 & ~0o7000)
@@ -519,7 +529,9 @@ def op_receive_check(req):
     """Is the package already on the host with the right digest? (so it is not sent again)"""
     paths = Paths(req)
     path = os.path.join(paths.packages, req["sha256"] + ".tar.gz")
-    if os.path.isfile(path) and os.path.getsize(path) == req["size"] and sha256_file(path) == req["sha256"]:
+    # packages/<sha256>.tar.gz is only ever written by receive_commit after its digest was checked, and
+    # prepare hashes the copy it extracts again: size is enough here, and saves reading the package twice
+    if os.path.isfile(path) and os.path.getsize(path) == req["size"]:
         return {"present": True, "path": path}
     os.makedirs(paths.packages, exist_ok=True)
     return {"present": False, "path": path, "upload_to": path + ".part"}
@@ -577,7 +589,8 @@ def op_prepare(req):
     # 3. staging: the new tree, complete, before the service is touched
     staging = paths.run("staging")
     extracted = paths.run("staging", "package")
-    members, _ = extract(pkg, extracted, req.get("limits", {}))
+    written = {}
+    members, _ = extract(pkg, extracted, req.get("limits", {}), hashes=written)
     test_kill(req, "prepare:extracted")
     new_tree = paths.run("staging", "tree")
     if req["kind"] == "patch":
@@ -593,7 +606,11 @@ def op_prepare(req):
         os.rename(extracted, new_tree)
     for rel in preserve:  # the customer's copies win; the package's defaults are dropped
         rmtree(os.path.join(new_tree, rel))
-    new_manifest = scan_tree(new_tree, preserve)
+    new_manifest = scan_tree(new_tree, preserve, hash_files=False)
+    known = dict((rel, f["sha256"]) for rel, f in current["files"].items())  # a patch copies these unchanged
+    known.update(written)  # extracted bytes were hashed on the way in (overlay wins)
+    for rel, f in new_manifest["files"].items():
+        f["sha256"] = known.get(rel) or sha256_file(os.path.join(new_tree, rel))
     # 4. backup: hard-link snapshot of the product files (same inodes, verified), copies of config
     backup = paths.run("backup", "tree")
     snapshot(paths.install, backup, current)

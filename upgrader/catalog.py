@@ -165,11 +165,19 @@ def verify_package_file(path: str | Path, entry: CatalogEntry) -> PackageMeta:
     return meta
 
 
+_CHECKED: set[tuple[str, int, int]] = set()  # (sha256, limits) of packages whose members passed, this process
+
+
 def _check_members(p: Path, entry: CatalogEntry) -> None:
-    """The host agent's member checks, run here too: a hostile package is refused before any host is touched."""
+    """The host agent's member checks, run here too: a hostile package is refused before any host is touched.
+    The verdict is remembered by digest (the bytes were just hashed), so plan and run in one process check once."""
     import tarfile
 
     from . import agent
+
+    key = (entry.sha256, entry.max_members, entry.max_unpacked_bytes)
+    if key in _CHECKED:
+        return
 
     try:
         with tarfile.open(p, "r:gz") as tar:
@@ -179,3 +187,4 @@ def _check_members(p: Path, entry: CatalogEntry) -> None:
     except (tarfile.TarError, OSError, EOFError) as e:
         raise InputError(f"damaged package: {e}", path=str(p),
                          hint="download the package again; do not use this file") from None
+    _CHECKED.add(key)
