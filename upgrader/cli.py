@@ -178,6 +178,39 @@ def build_parser() -> argparse.ArgumentParser:
     aexport.add_argument("--json", action="store_true")
     aexport.set_defaults(func="audit:cmd_export")
 
+    access = sub.add_parser("access", help="customer-granted, time-limited SSH access for an engineer").add_subparsers(
+        dest="sub", metavar="SUB")
+    agrant = access.add_parser("grant", help="let one engineer key in for a few hours (authorized_keys entry)",
+                               description="Add one authorized_keys entry for ENGINEER_PUBKEY with expiry-time, optional "
+                                           "from= patterns and restrict (plus only what upgrader's own SSH use needs), "
+                                           "marked as a grant with an id. A key already granted is extended, not "
+                                           "duplicated. Recorded in the audit log.")
+    agrant.add_argument("--key", required=True, metavar="ENGINEER_PUBKEY", help="the engineer's public key file")
+    agrant.add_argument("--hours", type=float, metavar="N", help="how long (default from the policy; at most its maximum)")
+    agrant.add_argument("--from", dest="from_patterns", metavar="PATTERNS",
+                        help="only from these addresses (OpenSSH from= patterns, e.g. '10.1.2.*,192.0.2.7')")
+    agrant.add_argument("--user", help="the account to open (default: you)")
+    agrant.add_argument("--reason", help="why (ticket, name); kept in the entry's comment and the audit log")
+    agrant.add_argument("--inventory", metavar="INV", help="grant on every host of an inventory, over SSH")
+    agrant.add_argument("--hosts", metavar="PATTERN")
+    agrant.add_argument("--json", action="store_true")
+    agrant.set_defaults(func="access:cmd_grant")
+    alist = access.add_parser("list", help="open grants: who, why, from where, time left")
+    alist.add_argument("--user")
+    alist.add_argument("--inventory", metavar="INV")
+    alist.add_argument("--hosts", metavar="PATTERN")
+    alist.add_argument("--json", action="store_true")
+    alist.set_defaults(func="access:cmd_list")
+    arevoke = access.add_parser("revoke", help="close grants: one by id, all, or the expired ones")
+    arevoke.add_argument("grant_id", nargs="?", metavar="ID")
+    arevoke.add_argument("--all", action="store_true")
+    arevoke.add_argument("--expired", action="store_true")
+    arevoke.add_argument("--user")
+    arevoke.add_argument("--inventory", metavar="INV")
+    arevoke.add_argument("--hosts", metavar="PATTERN")
+    arevoke.add_argument("--json", action="store_true")
+    arevoke.set_defaults(func="access:cmd_revoke")
+
     run = sub.add_parser("run", help="execute a plan",
                          description="Run the plan's phases on every host: preflight, backup, stop, install, start, "
                                      "observe; roll back automatically on failure.")
