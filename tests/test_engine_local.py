@@ -572,3 +572,24 @@ def test_rollback_keeps_the_configuration_edited_after_the_upgrade_beside_the_ba
     assert conf.read_bytes() == original
     kept = state_dir(box) / "runs" / run.id / "config-before-rollback" / "conf" / "server.conf"
     assert kept.read_bytes() == edited
+
+
+def test_a_stale_lock_is_reported_and_broken_only_on_request(sandbox):
+    """A lock left by a dead run stops the run (exit 5, holder named); --break-lock takes it over and upgrades."""
+    box = sandbox
+    lock = state_dir(box) / "lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    lock.write_text(json.dumps({"run": "20260101T000000Z-dead00", "user": "bob", "controller": "old-laptop",
+                                "time": 0}))
+    rc, plan = plan_to(box, "7.0.4.2")
+    assert rc == 0
+    refused = execute(box, plan)
+    assert refused.rc == 5
+    assert "20260101T000000Z-dead00" in refused.host["error"] and "bob@old-laptop" in refused.host["error"]
+    assert box.answers() == "7.0.4.1"
+    # an approval is good for one run: the retry gets its own
+    again = approve(box, plan, "--comment", "the lock holder's laptop was lost; lock broken")
+    taken = execute(box, plan, "--approval", str(again), "--break-lock", approved=False)
+    assert taken.rc == 0
+    assert box.answers() == "7.0.4.2"
+    assert not lock.exists()

@@ -226,6 +226,9 @@ def build_parser() -> argparse.ArgumentParser:
                      "whole run, start no new host (default: no limit)")
     run.add_argument("--forks", type=int, default=10, metavar="N", help="hosts worked on at once (default 10)")
     run.add_argument("--yes", action="store_true", help="continue after a successful canary without asking")
+    run.add_argument("--break-lock", action="store_true",
+                     help="take over host locks left by another run (only when you know that run is dead: the lock "
+                          "names its run, user, machine and time)")
     run.add_argument("--dry-run", action="store_true", help="check everything, show the phases, touch nothing")
     run.add_argument("--audit-key", metavar="KEY", help="your SSH key that signs the audit checkpoint "
                      "(default: env UPGRADER_AUDIT_KEY, HOME/keys/operator, ~/.ssh/id_*)")

@@ -111,7 +111,7 @@ class Engine:
                  controller: dict[str, str] | None = None, manual_changes: str = "warn", canary: int = 0,
                  confirm: Callable[[list[HostOutcome]], bool] | None = None, retries: int = 3,
                  retry_delay: float = 1.0, sleep: Callable[[float], None] | None = None,
-                 approvals: tuple[str, ...] = ()) -> None:
+                 approvals: tuple[str, ...] = (), break_lock: bool = False) -> None:
         self.journal = journal
         self.clock = clock
         self.observers = list(observers or [])
@@ -126,6 +126,7 @@ class Engine:
         self.retry_delay = retry_delay
         self.sleep = sleep or _sleep
         self.approvals = tuple(approvals)
+        self.break_lock = break_lock  # an operator's explicit decision that a lock is stale
         self._failures = 0
         self._lock = threading.Lock()
 
@@ -517,7 +518,7 @@ class _HostRun:
     def _preflight(self) -> tuple[str, dict[str, Any]]:
         controller = self.e.controller
         self.call("lock", controller=controller.get("host"), user=controller.get("user"),
-                  approvals=list(self.e.approvals))
+                  approvals=list(self.e.approvals), break_lock=self.e.break_lock)
         pkg = self.p["package"]
         facts = self.call("facts", version_source=self.spec["version"], check_drift=False,
                           preserve=[x["path"] for x in self.spec["preserve"]], packages=[pkg["sha256"]])

@@ -188,7 +188,10 @@ def _run(args: argparse.Namespace, plan: Any, clock: Any) -> int:
     engine = Engine(journal=journal, clock=clock, observers=observers, forks=args.forks, batch=batch,
                     max_failures=max_failures, controller={"user": operator.user, "host": operator.host},
                     manual_changes=str(plan.data["policy"].get("manual_changes", "warn")), canary=args.canary,
-                    confirm=_confirmer(args, c, board), approvals=tuple(a.digest for a in approvals))
+                    confirm=_confirmer(args, c, board), approvals=tuple(a.digest for a in approvals),
+                    break_lock=args.break_lock)
+    if args.break_lock:
+        recorder.event("locks_broken", outcome="forced", reason="--break-lock given by the operator")
     if board is not None:
         with board:
             outcome = engine.run(targets)
