@@ -6,7 +6,8 @@ is read once (at most 1 MiB), hashed (``Policy.digest``), scanned for YAML ancho
 (refused: a billion-laughs guard), checked for duplicate keys, and loaded with
 ``yaml.safe_load`` only. Unknown keys and wrong types are errors naming the file and the key.
 This module does not decide anything (see ``rules``), never writes, and does not open the
-files a policy points to; ``Policy.resolve_path`` only says where they are.
+files a policy points to (``holidays`` reads the ``window.holidays`` calendar);
+``Policy.resolve_path`` only says where they are.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from importlib.resources.abc import Traversable
 from pathlib import Path
 from types import MappingProxyType
 from typing import Literal, cast
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml  # type: ignore[import-untyped, unused-ignore]
 
@@ -79,6 +81,41 @@ def _one_of(*choices: str) -> Callable[[object], str]:
     return check
 
 
+def _timezone(value: object) -> str:
+    expected = "an IANA time zone name such as Asia/Shanghai"
+    if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+)*",
+                                                      value):
+        raise _Invalid(expected)
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise _Invalid(f"{expected} (this machine's time zone database has no {value!r}; check the "
+                       "spelling, or install tzdata)") from None
+    return value
+
+
+def _days(value: object) -> tuple[str, ...]:
+    names = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+    if not isinstance(value, list) or not value or any(
+            not isinstance(v, str) or v.lower() not in names for v in value):
+        raise _Invalid("a list of days such as [mon, tue, wed, thu, fri]")
+    chosen = {cast(str, v).lower() for v in value}
+    return tuple(n for n in names if n in chosen)
+
+
+def _clock(latest: str) -> Callable[[object], str]:
+    def check(value: object) -> str:
+        expected = f"a time of day between '00:00' and '{latest}', in quotes"
+        if isinstance(value, int) and not isinstance(value, bool):
+            raise _Invalid(f"{expected} (YAML reads an unquoted 18:00 as the number 1080)")
+        match = re.fullmatch(r"([01][0-9]|2[0-4]):([0-5][0-9])", value) if isinstance(value, str) \
+            else None
+        if match is None or match.group(0) > latest:
+            raise _Invalid(expected)
+        return match.group(0)
+    return check
+
+
 def _optional_path(value: object) -> str | None:
     if value is None:
         return None
@@ -109,6 +146,13 @@ SCHEMA: tuple[Setting, ...] = (
     Setting("approvals.allowed_signers", _optional_path, None),
     Setting("catalog.trusted_signers", _optional_path, None),
     Setting("audit.allowed_signers", _optional_path, None),
+    Setting("window.timezone", _timezone, "Asia/Shanghai"),
+    Setting("window.days", _days, ("mon", "tue", "wed", "thu", "fri")),
+    Setting("window.start", _clock("23:59"), "09:00"),
+    Setting("window.end", _clock("24:00"), "18:00"),
+    Setting("window.holidays", _optional_path, None),
+    Setting("window.outside", _one_of("refuse", "after_hours_approval", "allow"),
+            "after_hours_approval"),
 )
 
 
