@@ -4,12 +4,17 @@
 every error. ``Playbook.render`` substitutes ``${var}`` placeholders for one host and returns
 the plain JSON-ready spec that goes into the plan (so the plan's digest covers the exact
 commands) and, from there, to the host agent. Nothing here runs anything.
+
+In a shell command (every ``command:`` key) a ``${var}`` becomes its value as one shell word,
+quoted: a value such as ``$(rm -rf x)`` or ``a; b`` from an inventory is passed as that text and
+never run. Write ``${var}`` bare in commands, not inside quotes of your own.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -68,17 +73,19 @@ class Playbook:
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
-def _substitute(value: Any, values: Mapping[str, str], path: Path, key: str) -> Any:
+def _substitute(value: Any, values: Mapping[str, str], path: Path, key: str, shell: bool = False) -> Any:
     if isinstance(value, str):
         def repl(m: re.Match[str]) -> str:
             name = m.group(1)
             if name not in values:
                 raise InputError(f"uses ${{{name}}}, which is not defined", path=str(path), key=key or None,
                                  hint=f"define '{name}' under the host's vars in the inventory or the playbook's vars")
-            return values[name]
+            # the value of a variable is data: inside a shell command it stays one literal word
+            return shlex.quote(values[name]) if shell else values[name]
         return _VAR.sub(repl, value)
     if isinstance(value, dict):
-        return {k: _substitute(v, values, path, f"{key}.{k}" if key else k) for k, v in value.items()}
+        return {k: _substitute(v, values, path, f"{key}.{k}" if key else k, shell=k == "command")
+                for k, v in value.items()}
     if isinstance(value, list):
         return [_substitute(v, values, path, f"{key}[{i}]") for i, v in enumerate(value)]
     return value
