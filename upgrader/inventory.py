@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import fnmatch
+import os
 import posixpath
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -213,7 +214,9 @@ def _with_groups(h: Host, groups: tuple[str, ...]) -> Host:
 def _check_distinct_installs(hosts: dict[str, Host], p: Path) -> None:
     seen: dict[tuple[str, int, str], str] = {}
     for h in hosts.values():
-        where = (h.address, h.port if not h.is_local else 0, h.install_dir)
+        # on this machine the directory itself counts, whatever symlink leads to it
+        install = os.path.realpath(h.install_dir) if h.is_local else h.install_dir
+        where = (h.address, h.port if not h.is_local else 0, install)
         if where in seen:
             raise InputError(f"hosts {seen[where]!r} and {h.name!r} point at the same install dir "
                              f"{h.install_dir} on {h.address}", path=str(p),
