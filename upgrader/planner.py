@@ -59,7 +59,7 @@ def package_entry(catalog: Catalog, entry: CatalogEntry) -> dict[str, Any]:
 
 def make_plan(inventory: Inventory, hosts: list[Host], *, target: str, catalog: Catalog, policy: Any,
               clock: Clock, connect: Callable[[Host], Transport], forks: int = 8,
-              requester: dict[str, str] | None = None) -> Plan:
+              requester: dict[str, str] | None = None, window: dict[str, Any] | None = None) -> Plan:
     from version_policy import (UpgradeRequest, VersionError, decide, parse_range, parse_version)
 
     try:
@@ -109,7 +109,7 @@ def make_plan(inventory: Inventory, hosts: list[Host], *, target: str, catalog: 
         inputs, target=target,
         catalog={"path": str(catalog.path.resolve()), "sha256": file_digest(catalog.path), "serial": catalog.serial},
         policy={"source": policy.source, "digest": policy.digest, "rules": policy.raw.get("rules", {})},
-        requester=requester or requester_identity(), created=clock.now())
+        requester=requester or requester_identity(), created=clock.now(), window=window)
 
 
 def _decide(h: Host, current: str | None, facts: dict[str, Any], target_v: Any, entry: CatalogEntry | None,

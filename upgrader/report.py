@@ -13,7 +13,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-__all__ = ["PhaseLines", "LiveBoard", "print_decision", "print_plan", "print_run_summary", "STATUS_STYLE"]
+__all__ = ["PhaseLines", "LiveBoard", "print_decision", "print_plan", "print_run_summary", "STATUS_STYLE",
+           "window_line"]
 
 STATUS_STYLE = {"pass": "green", "ok": "green", "committed": "bold green", "fail": "bold red",
                 "failed": "bold red", "skip": "dim", "warn": "yellow", "rolled_back": "bold yellow",
@@ -52,10 +53,27 @@ def print_plan(console: Console, plan: dict[str, Any], digest: str) -> None:
                       f"{pkg.get('kind', '-')} {pkg.get('sha256', '')[:12]}" if pkg else "-",
                       policy, checks or Text("ok", style="green"))
     console.print(table)
+    if plan.get("window"):
+        console.print(window_line(plan["window"]))
     for h in plan["hosts"]:
         if not h["decision"]["allowed"]:
             console.print(f"\n[bold]{h['name']}[/bold]: why the policy refuses")
             print_decision(console, str(h["current"]), h["target"], h["decision"])
+
+
+_OUTSIDE_RULE = {"refuse": "the policy refuses runs outside it",
+                 "after_hours_approval": "a run outside it needs an approval made with 'upgrader approve --after-hours'",
+                 "allow": "the policy allows runs outside it"}
+
+
+def window_line(window: dict[str, Any]) -> Text:
+    """``service window: inside|outside|unknown  <reason>; <what a run outside needs>`` for a plan's window."""
+    inside = window.get("inside")
+    label = _styled("pass", "inside") if inside is True else _styled("warn", "outside" if inside is False
+                                                                     else "unknown")
+    rule = _OUTSIDE_RULE.get(str((window.get("policy") or {}).get("outside")), "")
+    return Text.assemble(("service window: ", "bold"), label, "  ", str(window.get("reason", "")),
+                         (f"; {rule} (checked again when the run starts)" if rule and inside is not True else ""))
 
 
 class PhaseLines:

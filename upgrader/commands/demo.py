@@ -140,7 +140,11 @@ def _trust(box: Sandbox) -> None:
         "audit:\n"
         "  allowed_signers: keys/allowed_signers     # operators whose keys sign audit checkpoints\n"
         "catalog:\n"
-        "  trusted_signers: keys/vendor_signers      # the vendor keys that sign catalog.yaml\n", encoding="utf-8")
+        "  trusted_signers: keys/vendor_signers      # the vendor keys that sign catalog.yaml\n"
+        "window:\n"
+        "  # The demo runs at any hour. A real policy keeps the default, after_hours_approval: outside\n"
+        "  # weekdays 09:00-18:00 Asia/Shanghai (and on public holidays) a run needs 'approve --after-hours'.\n"
+        "  outside: allow\n", encoding="utf-8")
     sign_catalog(box.catalog / "catalog.yaml", load_private_key(box.vendor_key))
     box.approvals.mkdir()
 

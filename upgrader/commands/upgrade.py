@@ -67,8 +67,11 @@ def cmd_plan(args: argparse.Namespace) -> int:
     hosts = inventory.select(args.hosts)
     policy = load_policy_or_fail(policy_path(args))
     catalog, signed_by = trusted_catalog(args.catalog, policy, args.home, clock.now())
+    from ..service_window import plan_window
+
     plan = make_plan(inventory, hosts, target=args.to, catalog=catalog, policy=policy, clock=clock,
-                     connect=connect, requester=requester_identity(args.requester))
+                     connect=connect, requester=requester_identity(args.requester),
+                     window=plan_window(policy, clock.now()))
     out = Path(args.output)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -163,6 +166,9 @@ def _run(args: argparse.Namespace, plan: Any, clock: Any) -> int:
         raise ApprovalRefused(f"the catalog {catalog.path} is not the one the plan was made with",
                               hint="make and approve a new plan with this catalog")
     approvals = _check_approvals(args, plan, policy, now)
+    from ..service_window import check_run_window
+
+    window = check_run_window(plan.data.get("window"), policy, approvals, now)  # the clock at run time
     targets = _targets(catalog, plan.hosts)
     c = console()
     if args.dry_run:
@@ -177,7 +183,8 @@ def _run(args: argparse.Namespace, plan: Any, clock: Any) -> int:
     recorder = Recorder(args.home, operator, clock, run=run_id)
     recorder.event("run_started", plan=plan.digest, target=plan.data["target"], requester=plan.data["requester"],
                    approvals=approved_by, catalog={**plan.data["catalog"], **signed_by}, policy=plan.data["policy"],
-                   self_approval_allowed=bool(policy.allow_self_approval), hosts=[_host_summary(h) for h in plan.hosts])
+                   self_approval_allowed=bool(policy.allow_self_approval), window=window,
+                   hosts=[_host_summary(h) for h in plan.hosts])
     for a in approved_by:
         recorder.event("approval_accepted", outcome="accepted", **a)
     board = LiveBoard(c, [h["name"] for h in plan.hosts], clock) if c.is_terminal and not args.json else None

@@ -1,0 +1,193 @@
+"""The service window through the real CLI: plan records it, run checks it with the clock at run time.
+
+The clock is fixed with UPGRADER_TEST_NOW (read by SystemClock, for tests only). 2026-11-27 is a
+Friday: 10:00 Asia/Shanghai is inside the default window, 20:00 is outside; 2027 has no holiday data.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from conftest import approve, plan_to, product_digest, upgrader
+from upgrader.audit import read_events
+from upgrader.commands.demo import Sandbox
+
+FRIDAY_MORNING = "2026-11-27T10:00:00+08:00"
+FRIDAY_NIGHT = "2026-11-27T20:00:00+08:00"
+NO_DATA_YEAR = "2027-05-06T10:00:00+08:00"
+
+
+def set_outside(box: Sandbox, outside: str, holidays: Path | None = None) -> None:
+    """Make the sandbox policy's window.outside (the demo allows runs at any hour) and optionally its calendar."""
+    text = box.policy.read_text(encoding="utf-8")
+    assert "  outside: allow\n" in text
+    extra = f"  holidays: {holidays}\n" if holidays else ""
+    box.policy.write_text(text.replace("  outside: allow\n", f"  outside: {outside}\n{extra}"), encoding="utf-8")
+
+
+def at(monkeypatch: pytest.MonkeyPatch, when: str) -> None:
+    monkeypatch.setenv("UPGRADER_TEST_NOW", when)
+
+
+def runs(box: Sandbox) -> list[str]:
+    home_runs = box.root / "runs"
+    return sorted(p.name for p in home_runs.iterdir()) if home_runs.is_dir() else []
+
+
+def assert_untouched(box: Sandbox, before: dict[str, tuple[str, int]]) -> None:
+    assert product_digest(box.install_dir) == before
+    assert box.answers() == "7.0.4.1"
+    assert runs(box) == []
+
+
+def test_plan_records_inside_in_the_morning_and_outside_at_night(sandbox, monkeypatch, capsys):
+    """The plan JSON and the plan table say inside at 10:00 and outside at 20:00, with reason and policy."""
+    box = sandbox
+    set_outside(box, "after_hours_approval")
+    at(monkeypatch, FRIDAY_MORNING)
+    rc, morning = plan_to(box, "7.0.4.2")
+    assert rc == 0
+    window = json.loads(morning.read_text())["window"]
+    assert window["inside"] is True and window["next_opening"] is None
+    assert "2026-11-27 10:00 Friday (Asia/Shanghai) is inside the service window" in window["reason"]
+    assert window["policy"]["outside"] == "after_hours_approval" and window["policy"]["timezone"] == "Asia/Shanghai"
+    assert "service window: inside" in capsys.readouterr().out
+    at(monkeypatch, FRIDAY_NIGHT)
+    rc, night = plan_to(box, "7.0.4.2")
+    assert rc == 0  # a plan may be made at any time; the run is what the window gates
+    window = json.loads(night.read_text())["window"]
+    assert window["inside"] is False and window["next_opening"] == "2026-11-30T09:00:00+08:00"
+    out = capsys.readouterr().out
+    assert "service window: outside" in out and "after it closes at 18:00" in out
+    assert "needs an approval made with 'upgrader approve --after-hours'" in out
+
+
+def test_the_window_is_part_of_the_plan_digest(sandbox, monkeypatch, capsys):
+    """Editing the plan's window (e.g. inside: true on a night plan) breaks the approval: exit 4."""
+    box = sandbox
+    at(monkeypatch, FRIDAY_NIGHT)
+    rc, plan = plan_to(box, "7.0.4.2")
+    assert rc == 0
+    approval = approve(box, plan)
+    data = json.loads(plan.read_text())
+    data["window"]["inside"] = True
+    plan.write_text(json.dumps(data))
+    before = product_digest(box.install_dir)
+    assert upgrader(box, "run", str(plan), "--approval", str(approval)) == 4
+    assert "the plan changed after it was approved" in capsys.readouterr().err
+    assert_untouched(box, before)
+
+
+def test_run_at_night_without_an_after_hours_approval_is_refused_and_touches_nothing(sandbox, monkeypatch,
+                                                                                      capsys):
+    """Planned and approved at 10:00, run at 20:00: the run-time clock decides, exit 4, nothing touched."""
+    box = sandbox
+    set_outside(box, "after_hours_approval")
+    at(monkeypatch, FRIDAY_MORNING)
+    rc, plan = plan_to(box, "7.0.4.2")
+    assert rc == 0
+    approval = approve(box, plan)
+    before = product_digest(box.install_dir)
+    capsys.readouterr()
+    at(monkeypatch, FRIDAY_NIGHT)
+    assert upgrader(box, "run", str(plan), "--approval", str(approval)) == 4
+    err = capsys.readouterr().err
+    assert "2026-11-27 20:00 Friday (Asia/Shanghai) is outside the service window" in err
+    assert "needs an approval made with --after-hours" in err and "opens next at 2026-11-30T09:00+08:00" in err
+    assert_untouched(box, before)
+    refused = [e for e in read_events(box.root / "audit" / "audit.jsonl") if e.get("event") == "approval_refused"]
+    assert refused and "outside the service window" in refused[-1]["data"]["reason"]
+
+
+def test_run_at_night_with_an_after_hours_approval_upgrades(sandbox, monkeypatch):
+    """approve --after-hours books the night run: it upgrades, and the audit log records the window."""
+    box = sandbox
+    set_outside(box, "after_hours_approval")
+    at(monkeypatch, FRIDAY_NIGHT)
+    rc, plan = plan_to(box, "7.0.4.2")
+    assert rc == 0
+    assert upgrader(box, "run", str(plan), "--approval", str(approve(box, plan, "--after-hours"))) == 0
+    assert box.wait_version("7.0.4.2", 5) == "7.0.4.2"
+    started = [e for e in read_events(box.root / "audit" / "audit.jsonl") if e.get("event") == "run_started"]
+    window = started[-1]["data"]["window"]
+    assert window["inside"] is False and window["after_hours_approvals"] == ["engineer@vendor"]
+
+
+def test_refuse_policy_refuses_a_night_run_even_with_an_after_hours_approval(sandbox, monkeypatch, capsys):
+    """window.outside: refuse: at 20:00 the run exits 4 whatever the approval says; nothing touched."""
+    box = sandbox
+    set_outside(box, "refuse")
+    at(monkeypatch, FRIDAY_NIGHT)
+    rc, plan = plan_to(box, "7.0.4.2")
+    assert rc == 0
+    before = product_digest(box.install_dir)
+    capsys.readouterr()
+    assert upgrader(box, "run", str(plan), "--approval", str(approve(box, plan, "--after-hours"))) == 4
+    assert "the policy refuses runs outside the service window (window.outside: refuse)" in capsys.readouterr().err
+    assert_untouched(box, before)
+
+
+def test_run_inside_the_window_upgrades_with_an_ordinary_approval(sandbox, monkeypatch):
+    """At 10:00 on a Friday an approval without --after-hours is enough."""
+    box = sandbox
+    set_outside(box, "after_hours_approval")
+    at(monkeypatch, FRIDAY_MORNING)
+    rc, plan = plan_to(box, "7.0.4.2")
+    assert rc == 0
+    assert upgrader(box, "run", str(plan), "--approval", str(approve(box, plan))) == 0
+    assert box.wait_version("7.0.4.2", 5) == "7.0.4.2"
+
+
+def test_a_day_without_holiday_data_needs_an_after_hours_approval(sandbox, monkeypatch, capsys):
+    """2027 has no holiday data: plan says unknown, an ordinary approval is refused (exit 4), after-hours runs."""
+    box = sandbox
+    set_outside(box, "after_hours_approval")
+    at(monkeypatch, NO_DATA_YEAR)
+    rc, plan = plan_to(box, "7.0.4.2")
+    assert rc == 0
+    window = json.loads(plan.read_text())["window"]
+    assert window["inside"] is None
+    assert window["reason"].startswith("no holiday data for 2027: cannot tell whether 2027-05-06 is a working day; "
+                                       "add the year to ")
+    assert "service window: unknown" in capsys.readouterr().out
+    before = product_digest(box.install_dir)
+    assert upgrader(box, "run", str(plan), "--approval", str(approve(box, plan))) == 4
+    err = capsys.readouterr().err
+    assert "no holiday data for 2027" in err and "holidays-cn.yaml" in err
+    assert_untouched(box, before)
+    assert upgrader(box, "run", str(plan), "--approval", str(approve(box, plan, "--after-hours"))) == 0
+    assert box.wait_version("7.0.4.2", 5) == "7.0.4.2"
+
+
+def test_a_holidays_file_changed_after_the_plan_refuses_the_run(sandbox, monkeypatch, capsys):
+    """The plan records the calendar's sha256; editing the calendar before the run is refused (exit 4)."""
+    box = sandbox
+    from version_policy import default_holidays_path
+
+    calendar = box.root / "holidays.yaml"
+    shutil.copy(str(default_holidays_path()), calendar)
+    set_outside(box, "after_hours_approval", holidays=calendar)
+    at(monkeypatch, FRIDAY_MORNING)
+    rc, plan = plan_to(box, "7.0.4.2")
+    assert rc == 0
+    assert json.loads(plan.read_text())["window"]["policy"]["holidays"]["file"] == str(calendar)
+    approval = approve(box, plan)
+    calendar.write_text(calendar.read_text(encoding="utf-8") + "# edited\n", encoding="utf-8")
+    before = product_digest(box.install_dir)
+    capsys.readouterr()
+    assert upgrader(box, "run", str(plan), "--approval", str(approval)) == 4
+    assert f"the holidays file {calendar} changed since the plan was made" in capsys.readouterr().err
+    assert_untouched(box, before)
+
+
+def test_a_malformed_test_clock_is_bad_input(sandbox, monkeypatch, capsys):
+    """UPGRADER_TEST_NOW without a UTC offset is refused with exit 2 and an example."""
+    box = sandbox
+    at(monkeypatch, "2026-11-27T10:00:00")
+    rc, _ = plan_to(box, "7.0.4.2")
+    assert rc == 2
+    assert "expected an ISO 8601 time with its UTC offset" in capsys.readouterr().err
