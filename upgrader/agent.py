@@ -1112,10 +1112,117 @@ def op_state(req):
             "install_exists": os.path.isdir(paths.install), "old_exists": os.path.isdir(paths.run("old"))}
 
 
+# ---------------------------------------------------------------------------------------------
+# access grants: an account's ~/.ssh/authorized_keys, read whole and replaced whole. The controller
+# edits the text (upgrader/access.py); here it is only read, and swapped in under a lock when
+# nobody changed it since it was read (compare and swap on its sha256), owner and mode kept.
+
+AUTHORIZED_KEYS_MAX = 1 << 20
+
+
+def access_target(req):
+    """The account a request names (default: the agent's own, at $HOME) and its authorized_keys path."""
+    import pwd
+
+    euid, user = os.geteuid(), req.get("user")
+    try:
+        pw = pwd.getpwnam(user) if user else pwd.getpwuid(euid)
+    except KeyError:
+        raise AgentError("there is no user %r on this host" % (user or euid), "bad_input")
+    if user and euid not in (0, pw.pw_uid):
+        raise AgentError("only root (or %s) may change the authorized_keys of %s" % (user, user), "bad_input")
+    home = pw.pw_dir if user else (os.environ.get("HOME") or pw.pw_dir)
+    if not home or not os.path.isdir(home):
+        raise AgentError("user %s has no home directory (%s)" % (pw.pw_name, home or "none"), "bad_input")
+    ssh_dir = os.path.join(home, ".ssh")
+    if os.path.lexists(ssh_dir) and (os.path.islink(ssh_dir) or not os.path.isdir(ssh_dir)):
+        raise AgentError("%s is not a plain directory (a link?); edit it by hand" % ssh_dir, "bad_input")
+    return pw, ssh_dir, os.path.join(ssh_dir, "authorized_keys")
+
+
+def read_authorized_keys(path):
+    """(bytes, stat) of the file, (None, None) when there is none; never through a link."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except FileNotFoundError:
+        return None, None
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise AgentError("%s is a link; upgrader edits only a plain file" % path, "bad_input")
+        raise
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise AgentError("%s is not a regular file" % path, "bad_input")
+        data = f.read(AUTHORIZED_KEYS_MAX + 1)
+    if len(data) > AUTHORIZED_KEYS_MAX:
+        raise AgentError("%s is larger than 1 MiB; is it the right file?" % path, "bad_input")
+    return data, st
+
+
+def op_access_read(req):
+    import base64
+
+    pw, _, path = access_target(req)
+    data, _ = read_authorized_keys(path)
+    return {"user": pw.pw_name, "path": path, "exists": data is not None,
+            "sha256": hashlib.sha256(data).hexdigest() if data is not None else None,
+            "data": base64.b64encode(data or b"").decode("ascii")}
+
+
+def op_access_write(req):
+    """Replace authorized_keys with req["data"] if it still has sha256 req["expect"] (None: absent)."""
+    import base64
+    import fcntl
+    import tempfile
+
+    pw, ssh_dir, path = access_target(req)
+    data = base64.b64decode(req["data"])
+    try:
+        os.mkdir(ssh_dir, 0o700)
+        if os.geteuid() != pw.pw_uid:
+            os.chown(ssh_dir, pw.pw_uid, pw.pw_gid)
+        fsync_dir(os.path.dirname(ssh_dir))
+    except FileExistsError:
+        pass
+    lock = os.open(os.path.join(ssh_dir, ".authorized_keys.lock"), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    try:
+        if os.geteuid() == 0 and os.fstat(lock).st_uid != pw.pw_uid:
+            os.fchown(lock, pw.pw_uid, pw.pw_gid)
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        old, st = read_authorized_keys(path)
+        if (hashlib.sha256(old).hexdigest() if old is not None else None) != req.get("expect"):
+            raise AgentError("%s changed while it was being edited" % path, "conflict")
+        uid, gid, mode = (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) if st else (pw.pw_uid, pw.pw_gid, 0o600)
+        fd, tmp = tempfile.mkstemp(prefix=".authorized_keys.", dir=ssh_dir)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                if (uid, gid) != (os.geteuid(), os.getegid()):
+                    try:
+                        os.fchown(f.fileno(), uid, gid)
+                    except PermissionError:
+                        raise AgentError("cannot keep %s owned by uid %d, gid %d (only root can); nothing was "
+                                         "changed" % (path, uid, gid), "bad_input")
+                os.fchmod(f.fileno(), mode)
+                os.fsync(f.fileno())
+            os.rename(tmp, path)
+        except BaseException:
+            if os.path.lexists(tmp):
+                os.unlink(tmp)
+            raise
+        fsync_dir(ssh_dir)
+    finally:
+        os.close(lock)
+    return {"path": path, "created": st is None, "sha256": hashlib.sha256(data).hexdigest()}
+
+
 OPS = {"facts": op_facts, "lock": op_lock, "unlock": op_unlock, "prepare": op_prepare, "stop": op_stop,
        "install": op_install, "start": op_start, "observe": op_observe, "rollback": op_rollback,
        "verify_tree": op_verify_tree, "finish": op_finish, "hook": op_hook, "state": op_state,
-       "receive_check": op_receive_check, "receive_commit": op_receive_commit}
+       "receive_check": op_receive_check, "receive_commit": op_receive_commit,
+       "access_read": op_access_read, "access_write": op_access_write}
 
 
 MUTATING = ("prepare", "stop", "install", "start", "rollback", "finish", "hook")

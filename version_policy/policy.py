@@ -81,6 +81,12 @@ def _one_of(*choices: str) -> Callable[[object], str]:
     return check
 
 
+def _hours(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 8760:
+        raise _Invalid("a number of hours above 0 and at most 8760 (a year), e.g. 4 or 0.5")
+    return float(value)
+
+
 def _timezone(value: object) -> str:
     expected = "an IANA time zone name such as Asia/Shanghai"
     if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+)*",
@@ -153,6 +159,8 @@ SCHEMA: tuple[Setting, ...] = (
     Setting("window.holidays", _optional_path, None),
     Setting("window.outside", _one_of("refuse", "after_hours_approval", "allow"),
             "after_hours_approval"),
+    Setting("access.default_hours", _hours, 4.0),
+    Setting("access.max_hours", _hours, 24.0),
 )
 
 
@@ -235,6 +243,16 @@ class Policy:
     def trusted_signers(self) -> str | None:
         """Vendor catalog keys' allowed_signers file as written (see resolve_path)."""
         return cast(str | None, self.settings["catalog.trusted_signers"])
+
+    @property
+    def access_default_hours(self) -> float:
+        """How long an engineer's access grant lasts when ``access grant`` is given no --hours."""
+        return cast(float, self.settings["access.default_hours"])
+
+    @property
+    def access_max_hours(self) -> float:
+        """The longest access grant ``access grant --hours`` may ask for."""
+        return cast(float, self.settings["access.max_hours"])
 
 
 _PATHS = {setting.path: setting for setting in SCHEMA}

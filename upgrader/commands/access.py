@@ -1,0 +1,291 @@
+"""``upgrader access grant|list|revoke``: the customer lets an engineer's key in, for a few hours.
+
+On this host (the account's ``~/.ssh/authorized_keys``, through the agent run here) or on every
+host of an inventory over SSH (through each host's agent). Every input is checked before any host
+is touched; a fleet keeps every host's outcome. Each grant, extension and revocation is an audit
+event. The editing itself is ``upgrader.access``'s; this module only drives it and prints.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import secrets
+import socket
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, Callable
+
+from ..errors import InputError, UpgraderError
+from ..exit_codes import ExitCode
+from ._common import console, load_policy_or_fail, policy_path, print_json
+
+__all__ = ["cmd_grant", "cmd_list", "cmd_revoke"]
+
+_FORKS = 8
+
+
+@dataclass(frozen=True)
+class _Target:
+    name: str  # "local", or the inventory's host name
+    audit_host: str
+    connect: Callable[[], Any]
+    local: bool
+
+
+def _targets(args: argparse.Namespace) -> list[_Target]:
+    if args.inventory:
+        from ..inventory import load_inventory
+        from ..transport import connect
+
+        inventory = load_inventory(args.inventory)
+        return [_Target(h.name, h.name, partial(connect, h), False) for h in inventory.select(args.hosts)]
+    if args.hosts:
+        raise InputError("--hosts needs --inventory", hint="give --inventory INV, or leave out --hosts for this host")
+    from ..transport.local import LocalTransport
+
+    return [_Target("local", socket.gethostname(), lambda: LocalTransport("local"), True)]
+
+
+def _on_each(targets: list[_Target], work: Callable[[Any, _Target], dict[str, Any]]) -> list[dict[str, Any]]:
+    """``work(agent, target)`` on every target; a fleet keeps each host's failure, this host raises its own."""
+    from ..transport import AgentClient
+
+    def one(target: _Target) -> dict[str, Any]:
+        transport = target.connect()
+        agent = AgentClient(transport)
+        try:
+            return {"host": target.name, **work(agent, target)}
+        except UpgraderError as e:
+            if target.local:
+                raise
+            return {"host": target.name, "outcome": "failed", "error": str(e), "exit_code": int(e.exit_code)}
+        finally:
+            agent.close()
+            transport.close()
+
+    if len(targets) == 1:
+        return [one(targets[0])]
+    with ThreadPoolExecutor(max_workers=min(_FORKS, len(targets))) as pool:
+        return list(pool.map(one, targets))
+
+
+def _exit(results: list[dict[str, Any]]) -> int:
+    return max([int(r.get("exit_code", 0)) for r in results] or [0])
+
+
+def _source(target: _Target, path: str) -> str:
+    return path if target.local else f"{target.name}:{path}"
+
+
+def _recorder(args: argparse.Namespace, policy: Any, clock: Any) -> Any:
+    """Made before anything changes: if the operator's identity cannot be read, nothing was touched."""
+    from ..recorder import Recorder, operator_identity
+
+    return Recorder(args.home, operator_identity(args.home, policy, need_key=False), clock)
+
+
+def _user(args: argparse.Namespace) -> str | None:
+    from ..access import check_user
+
+    return check_user(args.user) if args.user is not None else None
+
+
+# ------------------------------------------------------------------ grant
+
+
+def cmd_grant(args: argparse.Namespace) -> int:
+    from ..access import (add_grant, check_from, check_hours, check_reason, edit_on_host, expiry_time, format_time,
+                          load_public_key_file)
+    from ..clock import SystemClock
+
+    policy = load_policy_or_fail(policy_path(args))
+    key = load_public_key_file(args.key)
+    hours = check_hours(args.hours, policy.access_default_hours, policy.access_max_hours, policy.source)
+    from_ = check_from(args.from_patterns) if args.from_patterns is not None else None
+    reason = check_reason(args.reason) if args.reason is not None else None
+    user = _user(args)
+    targets = _targets(args)
+    clock = SystemClock()
+    now = clock.now()
+    expires = expiry_time(now, hours)
+    recorder = _recorder(args, policy, clock)
+    by = f"{recorder.operator.user}@{recorder.operator.host}"
+    grant_id = secrets.token_hex(6)  # one id on every host of a fleet: one `revoke ID --inventory` ends it everywhere
+
+    def new_id(ids: list[str]) -> Callable[[], str]:
+        return lambda: ids.pop(0) if ids else secrets.token_hex(6)
+
+    def work(agent: Any, target: _Target) -> dict[str, Any]:
+        def edit(current: Any) -> tuple[bytes, Any]:
+            change = add_grant(current.data, key, expires=expires, from_=from_, by=by, reason=reason,
+                               new_id=new_id([grant_id]), source=_source(target, current.path))
+            return change.data, change
+
+        found, change = edit_on_host(agent, user, edit)
+        return {"outcome": "extended" if change.extended else "granted", "user": found.user, "file": found.path,
+                "created_file": not found.exists, "grant": change.grant.describe(now),
+                "previous_expires": format_time(change.previous_expires) if change.previous_expires else None,
+                "_audit_host": target.audit_host}
+
+    results = _on_each(targets, work)
+    for r in results:
+        if r["outcome"] in ("granted", "extended"):
+            g = r["grant"]
+            recorder.event(f"access_{r['outcome']}", host=r.pop("_audit_host"), outcome=r["outcome"], grant=g["id"],
+                           fingerprint=g["fingerprint"], key_type=g["key_type"], user=r["user"], file=r["file"],
+                           hours=hours, expires=g["expires"], previous_expires=r["previous_expires"],
+                           reason=g["reason"], granted_by=g["granted_by"], **{"from": g["from"]})
+    if args.json:
+        print_json({"hosts": results})
+    else:
+        _print_grants(results, hours)
+    return _exit(results)
+
+
+def _print_grants(results: list[dict[str, Any]], hours: float) -> None:
+    from rich.markup import escape
+
+    c = console()
+    for r in results:
+        if r["outcome"] == "failed":
+            c.print(f"[bold red]{escape(r['host'])}: failed[/bold red] {escape(r['error'])}")
+            continue
+        g = r["grant"]
+        where = "" if r["host"] == "local" else f"{escape(r['host'])}: "
+        c.print(f"{where}[bold green]{r['outcome']}[/bold green] grant [bold]{g['id']}[/bold]: "
+                f"[bold]{escape(r['user'])}[/bold] until {g['expires']} ({hours:g}h)")
+        c.print(f"  key     {g['fingerprint']} ({g['key_type']})")
+        c.print(f"  from    {escape(g['from'] or 'any address')}")
+        c.print(f"  reason  {escape(g['reason'] or '-')}")
+        c.print(f"  file    {escape(r['file'])}" + (" (created)" if r["created_file"] else ""))
+        c.print("  allows  commands and SFTP only (restrict: no pty, no forwarding)")
+    ids = sorted({r["grant"]["id"] for r in results if r["outcome"] != "failed"})
+    fleet = " --inventory INV" if any(r["host"] != "local" for r in results) else ""
+    if len(ids) == 1:
+        c.print(f"it ends by itself at its expiry; to end it early: upgrader access revoke {ids[0]}{fleet}")
+    elif ids:
+        c.print(f"it ends by itself at its expiry; to end it early: upgrader access revoke ID{fleet} "
+                f"(ids: {', '.join(ids)})")
+
+
+# ------------------------------------------------------------------ list
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from ..access import list_grants, read_on_host
+    from ..clock import SystemClock
+
+    user = _user(args)
+    targets = _targets(args)
+    now = SystemClock().now()
+
+    def work(agent: Any, target: _Target) -> dict[str, Any]:
+        found = read_on_host(agent, user)
+        return {"outcome": "ok", "user": found.user, "file": found.path, "exists": found.exists,
+                "grants": [g.describe(now) for g in list_grants(found.data)]}
+
+    results = _on_each(targets, work)
+    if args.json:
+        print_json({"hosts": results})
+        return _exit(results)
+    from rich.markup import escape
+
+    c = console()
+    for r in results:
+        where = "" if r["host"] == "local" else f"{escape(r['host'])}: "
+        if r["outcome"] == "failed":
+            c.print(f"[bold red]{where}failed[/bold red] {escape(r['error'])}")
+            continue
+        if not r["grants"]:
+            c.print(f"{where}no grants in {escape(r['file'])}" + ("" if r["exists"] else " (the file does not exist)"))
+            continue
+        c.print(f"{where}{len(r['grants'])} grant(s) for [bold]{escape(r['user'])}[/bold] in {escape(r['file'])}")
+        for g in r["grants"]:
+            c.print(f"  [bold]{g['id']}[/bold]  {g['fingerprint']} ({g['key_type']})  until {g['expires'] or 'NONE'} "
+                    f"({_left(g)})")
+            c.print(f"      granted by {escape(g['granted_by'] or '-')}, from {escape(g['from'] or 'any address')}, "
+                    f"reason: {escape(g['reason'] or '-')}")
+    return _exit(results)
+
+
+def _left(g: dict[str, Any]) -> str:
+    if g["expires"] is None:
+        return "[bold red]no expiry-time: permanent[/bold red]"
+    if g["expired"]:
+        return "[red]EXPIRED[/red]"
+    days, rest = divmod(int(g["seconds_left"]), 86400)
+    return (f"{days}d " if days else "") + f"{rest // 3600}h {rest % 3600 // 60:02d}m left"
+
+
+# ------------------------------------------------------------------ revoke
+
+
+def cmd_revoke(args: argparse.Namespace) -> int:
+    from ..access import edit_on_host, remove_grants
+    from ..clock import SystemClock
+
+    chosen = [what for what, given in (("ID", args.grant_id), ("--all", args.all), ("--expired", args.expired))
+              if given]
+    if len(chosen) != 1:
+        raise InputError("give exactly one of ID, --all or --expired" + (f" (got {' and '.join(chosen)})"
+                                                                          if chosen else ""),
+                         hint="see the ids with: upgrader access list")
+    if args.grant_id is not None and not re.fullmatch(r"[A-Za-z0-9]{1,64}", args.grant_id):
+        raise InputError(f"{args.grant_id!r} is not a grant id", hint="see the ids with: upgrader access list")
+    user = _user(args)
+    targets = _targets(args)
+    policy = load_policy_or_fail(policy_path(args))
+    clock = SystemClock()
+    now = clock.now()
+    recorder = _recorder(args, policy, clock)
+
+    def select(g: Any) -> bool:
+        return bool(args.all or (args.expired and g.expired(now)) or g.id == args.grant_id)
+
+    def work(agent: Any, target: _Target) -> dict[str, Any]:
+        def edit(current: Any) -> tuple[bytes, Any]:
+            return remove_grants(current.data, select)
+
+        found, removed = edit_on_host(agent, user, edit)
+        if args.grant_id and not removed and target.local:
+            from ..access import list_grants
+
+            ids = [g.id for g in list_grants(found.data)]
+            raise InputError(f"no grant {args.grant_id} here; " + (f"its grants: {', '.join(ids)}" if ids
+                                                                     else "it holds no grant"), path=found.path)
+        return {"outcome": "revoked" if removed else "unchanged", "user": found.user, "file": found.path,
+                "revoked": [g.describe(now) for g in removed], "_audit_host": target.audit_host}
+
+    results = _on_each(targets, work)
+    for r in results:
+        audit_host = r.pop("_audit_host", None)
+        for g in r.get("revoked", ()):
+            recorder.event("access_revoked", host=audit_host, outcome="revoked", grant=g["id"],
+                           fingerprint=g["fingerprint"], key_type=g["key_type"], user=r["user"], file=r["file"],
+                           expires=g["expires"], expired=g["expired"], reason=g["reason"],
+                           granted_by=g["granted_by"], selected_by=chosen[0], **{"from": g["from"]})
+    code = _exit(results)
+    if args.grant_id and code == 0 and not any(r.get("revoked") for r in results):
+        code = ExitCode.BAD_INPUT
+        for r in results:
+            r.update(outcome="failed", error=f"no grant {args.grant_id} in {r['file']}", exit_code=int(code))
+    if args.json:
+        print_json({"hosts": results})
+        return code
+    from rich.markup import escape
+
+    c = console()
+    for r in results:
+        where = "" if r["host"] == "local" else f"{escape(r['host'])}: "
+        if r["outcome"] == "failed":
+            c.print(f"[bold red]{where}failed[/bold red] {escape(r['error'])}")
+        elif not r["revoked"]:
+            what = "no expired grant" if args.expired else "no grant" if args.all else f"no grant {args.grant_id}"
+            c.print(f"{where}{what} in {escape(r['file'])}: nothing to revoke")
+        for g in r.get("revoked", ()):
+            state = "expired" if g["expired"] else "was still valid"
+            c.print(f"{where}[bold]revoked[/bold] grant {g['id']} (key {g['fingerprint']}, granted by "
+                    f"{escape(g['granted_by'] or '-')}, {state}) from {escape(r['file'])}")
+    return code
