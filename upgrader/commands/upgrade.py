@@ -275,7 +275,23 @@ def _host_summary(h: dict[str, Any]) -> dict[str, Any]:
     pkg = h.get("package") or {}
     return {"host": h["name"], "address": h["address"], "install_dir": h["install_dir"], "current": h["current"],
             "target": h["target"], "allowed": h["allowed"], "decision": h["decision"], "checks": h.get("checks"),
-            "package": {k: pkg.get(k) for k in ("file", "sha256", "size", "kind")} if pkg else None}
+            "package": {k: pkg.get(k) for k in ("file", "sha256", "size", "kind")} if pkg else None,
+            "ssh_key": _key_fingerprint(h.get("key"))}
+
+
+def _key_fingerprint(path: str | None) -> str | None:
+    """The fingerprint of the SSH key a host is reached with (matches the grant it came in through, if any)."""
+    if not path:
+        return None
+    from ..keys import load_private_key, load_public_key
+    from ..sshsig import fingerprint, public_key_blob
+
+    try:
+        pub = Path(path + ".pub")
+        key = load_public_key(pub) if pub.is_file() else load_private_key(path).public_key()
+        return fingerprint(public_key_blob(key))
+    except UpgraderError:
+        return None
 
 
 def _operator(args: argparse.Namespace, policy: Any, need_key: bool = True) -> Any:
