@@ -1,7 +1,11 @@
-"""The package catalog: ``catalog.yaml`` listing packages with their sha256, size and limits.
+"""The package catalog: ``catalog.yaml`` listing packages with their sha256, size and limits,
+and the vendor's security advisories.
 
-Reading, writing and checking a package file against its entry. Signature checks of the catalog
-itself live in ``trust.py``; this module only reads and writes the document.
+Reading, writing and checking a package file against its entry; reading and validating the
+advisories (``Advisory``: id, title, severity, product, affected versions and ranges, fixed
+versions or a hotfix package of the catalog). Signature checks of the catalog itself live in
+``trust.py``; which hosts an advisory concerns is ``available.py``'s business; this module only
+reads and writes the document.
 """
 
 from __future__ import annotations
@@ -16,11 +20,12 @@ from .document import Section, load_yaml
 from .errors import InputError
 from .package import Built, PackageMeta, file_digest, read_meta
 
-__all__ = ["Catalog", "CatalogEntry", "load_catalog", "write_catalog", "verify_package_file",
-           "CATALOG_NAME", "DEFAULT_MAX_MEMBERS"]
+__all__ = ["Catalog", "CatalogEntry", "Advisory", "load_catalog", "write_catalog", "verify_package_file",
+           "CATALOG_NAME", "DEFAULT_MAX_MEMBERS", "SEVERITIES"]
 
 CATALOG_NAME = "catalog.yaml"
 DEFAULT_MAX_MEMBERS = 100_000
+SEVERITIES = ("low", "medium", "high", "critical")
 
 
 @dataclass(frozen=True)
@@ -50,12 +55,40 @@ class CatalogEntry:
 
 
 @dataclass(frozen=True)
+class Advisory:
+    """A security advisory: which versions of ``product`` are affected, and what fixes it.
+
+    ``affected`` holds each item as written and parsed: a ``VersionRange`` (``>=7.0.4.0, <7.0.4.3``)
+    or a single ``Version`` (``7.0.4.2-P1``). ``fixed`` are versions that fix it; ``hotfix`` is the
+    file name of a package of this catalog that fixes it.
+    """
+
+    id: str
+    title: str
+    severity: str
+    product: str
+    affected: tuple[tuple[str, Any], ...]
+    fixed: tuple[str, ...] = ()
+    hotfix: str | None = None
+    url: str = ""
+    description: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"id": self.id, "title": self.title, "severity": self.severity, "product": self.product,
+                             "affected": [text for text, _ in self.affected], "fixed": list(self.fixed)}
+        for key in ("hotfix", "url", "description"):
+            if getattr(self, key):
+                d[key] = getattr(self, key)
+        return d
+
+
+@dataclass(frozen=True)
 class Catalog:
     path: Path
     serial: int
     published: str
     entries: tuple[CatalogEntry, ...]
-    advisories: tuple[dict[str, Any], ...] = field(default=())
+    advisories: tuple[Advisory, ...] = field(default=())
 
     @property
     def directory(self) -> Path:
@@ -99,6 +132,52 @@ def _entry(s: Section) -> CatalogEntry:
     return entry
 
 
+def _affected_item(text: str) -> Any:
+    """``>=7.0.4.0, <7.0.4.3`` is a range, ``7.0.4.2-P1`` one version; ValueError when malformed."""
+    from version_policy import parse_range, parse_version
+
+    stripped = text.strip()
+    return parse_range(stripped) if stripped[:1] in "<>=!" or "," in stripped else parse_version(stripped)
+
+
+def _advisory(s: Section, products: list[str], files: dict[str, CatalogEntry]) -> Advisory:
+    from version_policy import parse_version
+
+    product = s.str("product", products[0] if len(products) == 1 else None)
+    if product is None:
+        raise s.error("product", "required key is missing (the catalog does not list exactly one product: "
+                                 f"{', '.join(products) or 'none'})", hint="add 'product:' to the advisory")
+    affected = []
+    for i, text in enumerate(s.str_list("affected")):
+        try:
+            affected.append((text, _affected_item(text)))
+        except ValueError as e:
+            raise s.error(f"affected[{i}]", str(e)) from None
+    if not affected:
+        raise s.error("affected", "must list at least one affected version or range")
+    fixed = s.str_list("fixed", [])
+    for i, text in enumerate(fixed):
+        try:
+            parse_version(text)
+        except ValueError as e:
+            raise s.error(f"fixed[{i}]", str(e)) from None
+    hotfix = s.str("hotfix", None, pattern=r"[A-Za-z0-9][A-Za-z0-9._+-]{0,200}",
+                   describe="the file name of a package of this catalog")
+    if hotfix is not None and (hotfix not in files or files[hotfix].product != product):
+        raise s.error("hotfix", f"{hotfix!r} is not a {product} package of this catalog",
+                      hint="name the file of a package listed under packages")
+    if not fixed and hotfix is None:
+        raise s.error("fixed", "an advisory needs fixed versions or a hotfix package", hint="add 'fixed: [VERSION]'")
+    advisory = Advisory(
+        id=s.str("id", pattern=r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}",
+                 describe="an advisory id like TW-2026-0001 (letters, digits, . _ : -)"),
+        title=s.str("title"), severity=s.choice("severity", SEVERITIES), product=product,
+        affected=tuple(affected), fixed=tuple(fixed), hotfix=hotfix, url=s.str("url", ""),
+        description=s.str("description", ""))
+    s.done()
+    return advisory
+
+
 def load_catalog(path: str | Path) -> Catalog:
     p = Path(path)
     if p.is_dir():
@@ -108,8 +187,15 @@ def load_catalog(path: str | Path) -> Catalog:
     serial = s.int("serial", minimum=1)
     published = s.str("published", "")
     entries = tuple(_entry(e) for e in s.sections("packages", what="package entry"))
-    advisories = tuple(a.data for a in s.sections("advisories", [], what="advisory"))
+    products = sorted({e.product for e in entries})
+    files = {e.file: e for e in entries}
+    advisories = tuple(_advisory(a, products, files) for a in s.sections("advisories", [], what="advisory"))
     s.done()
+    ids: set[str] = set()
+    for i, a in enumerate(advisories):
+        if a.id in ids:
+            raise InputError(f"advisory {a.id} is listed twice", path=str(p), key=f"advisories[{i}].id")
+        ids.add(a.id)
     seen: set[tuple[str, str]] = set()
     for e in entries:
         if (e.product, e.version) in seen:

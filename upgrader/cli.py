@@ -87,6 +87,21 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--json", action="store_true")
     verify.set_defaults(func="packages:cmd_verify")
 
+    available = sub.add_parser(
+        "available", help="what each host can upgrade to, what the policy refuses and why, and advisories",
+        description="Read each host's installed version (read-only, as plan does) and, for every newer version of its "
+                    "product in the signed catalog, the version policy's decision: the newest free upgrade, the "
+                    "other allowed versions, and each refused version with its reasons. Hosts running a version "
+                    "named in one of the catalog's advisories are flagged, with the free fix. Changes nothing. "
+                    "Exit 0; 2 bad input (e.g. a malformed advisory); 4 untrusted catalog; 5 a host could not be "
+                    "read (the others are still listed).")
+    available.add_argument("--inventory", required=True, metavar="INV")
+    available.add_argument("--catalog", required=True, metavar="CAT")
+    available.add_argument("--hosts", metavar="PATTERN", help="e.g. 'prod:!web-03' or 'app-*'")
+    available.add_argument("--policy", help="policy YAML (default: HOME/policy.yaml if present, else the shipped one)")
+    available.add_argument("--json", action="store_true")
+    available.set_defaults(func="available:cmd_available")
+
     plan = sub.add_parser("plan", help="decide what a run would do, per host, and write the plan",
                           description="Read each host's installed version (read-only), decide by the version policy, "
                                       "verify the package against the catalog and write the plan (JSON). "

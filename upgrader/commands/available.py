@@ -1,0 +1,113 @@
+"""``upgrader available``: per host, the newest free upgrade, what the policy refuses and why, and
+the catalog's advisories that concern the installed version.
+
+Reads each host's installed version over its transport (read-only, as ``plan`` does), then asks
+``upgrader.available`` (pure). Changes nothing on any host and writes no plan.
+"""
+
+from __future__ import annotations
+
+import argparse
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from ..errors import UpgraderError
+from ..exit_codes import ExitCode
+from ._common import console, load_policy_or_fail, policy_path, print_json
+
+__all__ = ["cmd_available"]
+
+_SEVERITY_STYLE = {"critical": "bold red", "high": "red", "medium": "yellow", "low": "dim"}
+
+
+def _installed_version(inventory: Any, host: Any) -> str:
+    """The host's installed version, read by the agent's read-only facts action."""
+    from ..planner import host_facts
+    from ..playbook import find_playbook, load_playbook
+    from ..transport import AgentClient, connect
+
+    pb = load_playbook(find_playbook(host.playbook, [inventory.path.parent / "playbooks", inventory.path.parent]))
+    if pb.product != host.product:
+        raise UpgraderError(f"the host runs {host.product!r} but playbook {pb.path} is for {pb.product!r}")
+    spec = pb.render({"install_dir": host.install_dir, "host": host.name, **host.vars,
+                      "target_version": "unknown", "current_version": "unknown"})
+    transport = connect(host)
+    try:
+        facts = host_facts(AgentClient(transport), host, spec, [], check_drift=False)
+    finally:
+        transport.close()
+    if not facts.get("version"):
+        raise UpgraderError(str(facts.get("version_error") or "no installed version found"))
+    return str(facts["version"])
+
+
+def cmd_available(args: argparse.Namespace) -> int:
+    from ..available import host_offers, unreadable_host
+    from ..clock import SystemClock
+    from ..inventory import load_inventory
+    from .upgrade import trusted_catalog
+
+    clock = SystemClock()
+    inventory = load_inventory(args.inventory)
+    hosts = inventory.select(args.hosts)
+    policy = load_policy_or_fail(policy_path(args))
+    catalog, signed_by = trusted_catalog(args.catalog, policy, args.home, clock.now())
+    today = clock.now().date()
+
+    def one(host: Any) -> dict[str, Any]:
+        try:
+            current = _installed_version(inventory, host)
+        except UpgraderError as e:  # keep the other hosts' answers
+            return {**unreadable_host(host.name, host.product, e.message), "address": host.address}
+        return {**host_offers(host=host.name, product=host.product, current=current,
+                              maintenance_until=host.maintenance_until, catalog=catalog, policy=policy, today=today),
+                "address": host.address}
+
+    with ThreadPoolExecutor(max_workers=max(1, min(8, len(hosts)))) as pool:
+        results = list(pool.map(one, hosts))
+    data = {"catalog": {"path": str(catalog.path), "serial": catalog.serial, **signed_by},
+            "policy": policy.source, "hosts": results}
+    if args.json:
+        print_json(data)
+    else:
+        _print(data)
+    return ExitCode.NEEDS_PERSON if any(h["error"] for h in results) else ExitCode.OK
+
+
+def _print(data: dict[str, Any]) -> None:
+    """A summary table (one row a host), then one line per refused version and per flagged advisory."""
+    from rich.table import Table
+    from rich.text import Text
+
+    c = console()
+    cat = data["catalog"]
+    table = Table(title=f"Available upgrades (catalog serial {cat['serial']}, signed by {cat.get('signer')})",
+                  title_justify="left")
+    for col in ("host", "current", "newest free upgrade", "also allowed", "not allowed", "advisories"):
+        table.add_column(col)
+    for h in data["hosts"]:
+        if h["error"]:
+            table.add_row(h["host"], "?", Text(f"cannot read the host: {h['error']}", style="bold red"), "", "", "")
+            continue
+        newest = h["newest_free"]
+        best = Text(f"{newest['version']} ({newest['kind']})", style="bold green") if newest else \
+            Text(h["note"], style="yellow")
+        others = ", ".join(a["version"] for a in h["allowed"] if not newest or a["version"] != newest["version"])
+        flagged = Text(", ".join(a["id"] for a in h["advisories"]), style="bold red") if h["advisories"] else \
+            Text("none", style="green")
+        table.add_row(h["host"], str(h["current"]), best, others or "-",
+                      ", ".join(r["version"] for r in h["refused"]) or "-", flagged)
+    c.print(table)
+    for h in data["hosts"]:
+        for r in h["refused"]:
+            c.print(Text.assemble((f"{h['host']}: ", "bold"), (f"{r['version']}", "bold red"),
+                                  f" ({r['kind']}) is not a free upgrade: {'; '.join(r['reasons'])}"))
+        for a in h["advisories"]:
+            c.print(Text.assemble((f"{h['host']}: ", "bold"), (a["id"], "bold"), " ",
+                                  (f"[{a['severity']}]", _SEVERITY_STYLE.get(a["severity"], "")),
+                                  f" {a['title']}: {a['status']} ({a['why']}); ",
+                                  (a["fix_note"], "green" if a["fix"] else "yellow")))
+    flagged_hosts = [h["host"] for h in data["hosts"] if h["advisories"]]
+    if flagged_hosts:
+        c.print(f"[bold red]{len(flagged_hosts)} host(s) run a version named in an advisory:[/bold red] "
+                f"{', '.join(flagged_hosts)}")
