@@ -311,7 +311,8 @@ def test_start_command_that_hangs_past_its_timeout_rolls_back_to_the_old_version
     assert res.host["rollback_cause"].startswith("start: start command timed out after 1")
     assert "failed and was rolled back" in res.err
     assert_old_version_intact(box, was)
-    assert not [p for p in processes_under(box.install_dir.parent) if "61.5" in p[1]], "the hung start command was left running"
+    hung = [p for p in processes_under(box.install_dir.parent) if "61.5" in p[1]]
+    assert not hung, f"the hung start command was left running: {hung}"
 
 
 def test_stop_command_that_hangs_is_escalated_to_a_signal_and_the_upgrade_goes_on(sandbox, capsys):
@@ -326,7 +327,8 @@ def test_stop_command_that_hangs_is_escalated_to_a_signal_and_the_upgrade_goes_o
     assert box.answers() == NEW
     assert old_pid not in service_pids(box.install_dir.parent)
     assert service_pids(box.install_dir.parent) == [int(pid_of(box))]
-    assert not [p for p in processes_under(box.install_dir.parent) if p[1][:2] == ["sleep", "60"]], "the hung stop command is left"
+    hung = [p for p in processes_under(box.install_dir.parent) if p[1][:2] == ["sleep", "60"]]
+    assert not hung, f"the hung stop command was left running: {hung}"
 
 
 def test_service_dying_during_the_observation_window_is_rolled_back(sandbox, capsys):
@@ -418,7 +420,7 @@ def slow_probe_playbook(box: Sandbox, port: int) -> None:
 
 
 def test_probe_endpoint_that_never_answers_for_the_new_version_rolls_back(sandbox, silent_endpoint, capsys):
-    """A probe endpoint that accepts but never answers (0.3 s timeout) for 7.0.4.2: unhealthy, exit 1, old version back."""
+    """An endpoint that accepts but never answers 7.0.4.2's probe (0.3 s timeout): unhealthy, exit 1, old version."""
     box = sandbox
     endpoint, port = silent_endpoint(NEW)
     slow_probe_playbook(box, port)
