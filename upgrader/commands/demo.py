@@ -188,7 +188,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     _step(c, f"Done in {time.monotonic() - started:.0f}s. Try next, on the same sandbox:")
     home = shlex.quote(str(root))
     for line in (
-        f"upgrader versions check 7.0.4.3 7.0.5.0",
+        "upgrader versions check 7.0.4.3 7.0.5.0",
         f"upgrader --home {home} plan --inventory {home}/inventory.yaml --to 7.0.5.0 --catalog {home}/catalog "
         f"-o {home}/plans/to-7.0.5.0.json",
         f"upgrader --home {home} approve {home}/plans/to-7.0.5.0.json --key {home}/keys/engineer "

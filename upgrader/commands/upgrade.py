@@ -350,7 +350,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     from ..engine import Engine, HostTarget
     from ..inventory import Inventory
     from ..journal import Journal
-    from ..report import PhaseLines, print_run_summary
+    from ..report import PhaseLines
     from ..transport import connect
 
     run_dir = runs_dir(args.home) / args.run_id
@@ -377,16 +377,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     engine = Engine(journal=journal, clock=clock, observers=[recorder] + ([] if args.json else [PhaseLines(c)]),
                     controller={"user": operator.user, "host": operator.host})
     result = engine.rollback(targets).to_dict()
-    recorder.event("run_finished", outcome=str(result["exit_code"]),
-                   outcomes={h["host"]: h["outcome"] for h in result["hosts"]})
-    result["checkpoint"] = recorder.checkpoint()
-    journal.write("rollback-result.json", result)
-    if args.json:
-        print_json(result)
-    else:
-        print_run_summary(c, result)
-        _print_checkpoint(c, result["checkpoint"])
-    return int(result["exit_code"])
+    return _close_run(args, c, recorder, journal, result, "rollback-result.json")
 
 
 def journal_view(run_dir: Path) -> dict[str, dict[str, Any]]:
@@ -415,7 +406,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
     from ..engine import Engine, HostTarget
     from ..inventory import Inventory
     from ..journal import Journal
-    from ..report import PhaseLines, print_run_summary
+    from ..report import PhaseLines
     from ..transport import connect
 
     run_dir = runs_dir(args.home) / args.run_id
@@ -441,8 +432,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
         names = {h.name for h in inv.select(args.hosts)}
         hosts = [h for h in hosts if h["name"] in names]
     seen = journal_view(run_dir)
-    accepted = [r for r in _journal_records(run_dir) if r.phase == "plan" and r.event == "accepted"]
-    approvals = tuple(a["digest"] for a in (accepted[0].data.get("approvals", []) if accepted else []))
+    approvals = _run_approvals(run_dir)
     clock = SystemClock()
     journal = Journal(run_dir, clock.now)
     policy = load_policy_or_fail(plan["policy"]["source"])
@@ -456,10 +446,28 @@ def cmd_resume(args: argparse.Namespace) -> int:
     engine = Engine(journal=journal, clock=clock, observers=[recorder] + ([] if args.json else [PhaseLines(c)]),
                     controller={"user": operator.user, "host": operator.host}, approvals=approvals)
     result = engine.resume(targets, seen).to_dict()
+    return _close_run(args, c, recorder, journal, result, "result.json")
+
+
+def _run_approvals(run_dir: Path) -> tuple[str, ...]:
+    """The digests of the approvals a run was started with (its journal's accepted plan record)."""
+    from ..journal import read_journal
+
+    for rec in read_journal(run_dir / "journal.jsonl"):
+        if rec.phase == "plan" and rec.event == "accepted":
+            return tuple(a["digest"] for a in rec.data.get("approvals", []))
+    return ()
+
+
+def _close_run(args: argparse.Namespace, c: Any, recorder: Any, journal: Any, result: dict[str, Any],
+               name: str) -> int:
+    """The end of every command that ran hosts: audit outcome and signed checkpoint, result file, report."""
+    from ..report import print_run_summary
+
     recorder.event("run_finished", outcome=str(result["exit_code"]),
                    outcomes={h["host"]: h["outcome"] for h in result["hosts"]})
     result["checkpoint"] = recorder.checkpoint()
-    journal.write("result.json", result)
+    journal.write(name, result)
     if args.json:
         print_json(result)
     else:
@@ -469,20 +477,13 @@ def cmd_resume(args: argparse.Namespace) -> int:
     return int(result["exit_code"])
 
 
-def _journal_records(run_dir: Path) -> list[Any]:
-    from ..journal import read_journal
-
-    return list(read_journal(run_dir / "journal.jsonl"))
-
-
 def _continue_after_canary(args: argparse.Namespace, run_dir: Path, result: dict[str, Any], waiting: list[str],
                            c: Any) -> int:
     """A run stopped after a good canary goes on with the waiting hosts, under the same approval."""
     from ..clock import SystemClock
-    from ..engine import Engine, HostTarget
+    from ..engine import Engine
     from ..journal import Journal
-    from ..report import PhaseLines, print_run_summary
-    from ..transport import connect
+    from ..report import PhaseLines
 
     if not args.yes:
         confirm = _confirmer(args, c, None)
@@ -492,9 +493,7 @@ def _continue_after_canary(args: argparse.Namespace, run_dir: Path, result: dict
                              f"{', '.join(waiting)}", hint=f"upgrader resume {args.run_id} --yes")
     plan = json.loads((run_dir / "plan.json").read_text(encoding="utf-8"))
     hosts = [h for h in plan["hosts"] if h["name"] in waiting]
-    records = _journal_records(run_dir)
-    accepted = [r for r in records if r.phase == "plan" and r.event == "accepted"]
-    approvals = tuple(a["digest"] for a in (accepted[0].data.get("approvals", []) if accepted else []))
+    approvals = _run_approvals(run_dir)
     clock = SystemClock()
     policy = plan_policy(_PlanView(plan))
     catalog, _ = trusted_catalog(Path(plan["catalog"]["path"]), policy, args.home, clock.now())
@@ -513,17 +512,7 @@ def _continue_after_canary(args: argparse.Namespace, run_dir: Path, result: dict
     from ..engine import OUTCOME_EXIT
 
     result["exit_code"] = max(OUTCOME_EXIT[h["outcome"]] for h in result["hosts"])
-    recorder.event("run_finished", outcome=str(result["exit_code"]),
-                   outcomes={h["host"]: h["outcome"] for h in result["hosts"]})
-    result["checkpoint"] = recorder.checkpoint()
-    journal.write("result.json", result)
-    if args.json:
-        print_json(result)
-    else:
-        print_run_summary(c, result)
-        _print_checkpoint(c, result["checkpoint"])
-    _explain_failures(result)
-    return int(result["exit_code"])
+    return _close_run(args, c, recorder, journal, result, "result.json")
 
 
 class _PlanView:
