@@ -389,23 +389,23 @@ PLAN_ERRORS: dict[str, tuple[Callable[[dict[str, Any]], None], str]] = {
 }
 
 
-@pytest.mark.xfail(strict=True, reason="bug in upgrader/plan.py load_plan (not ours to fix): it checks only format, "
-                   "hosts and the presence of eight host keys. An approved plan with an unknown top-level or host "
-                   "key, or with target: 7042 (an integer), is run as is (exit 0, host upgraded); hosts[0]."
-                   "install_dir: ['/', 'etc'] reaches the host agent, which crashes on it (exit 5, needs_person). "
-                   "Expected: run exits 2 naming the plan file and the key, nothing touched")
 @pytest.mark.parametrize("case", sorted(PLAN_ERRORS))
 def test_approved_plan_with_unknown_key_or_wrong_type_makes_run_exit_2(sandbox, capsys, case):
-    """A plan JSON edited with an unknown key or a wrong type (and approved as it is) is refused by run: exit 2."""
+    """A plan JSON edited with an unknown key or a wrong type cannot be approved, and run refuses it: exit 2."""
     change, words = PLAN_ERRORS[case]
     rc, plan = plan_to(sandbox, NEW)
     assert rc == 0
+    good = approve(sandbox, plan)  # an approval of the plan as it was made
     data = json.loads(plan.read_text())
     change(data)
     plan.write_text(json.dumps(data, indent=2))
-    approval = approve(sandbox, plan)
     was = host_state(sandbox)
-    rc, text = refused(sandbox, capsys, "run", str(plan), "--approval", str(approval))
+    rc, text = refused(sandbox, capsys, "approve", str(plan), "--key", str(sandbox.engineer_key),
+                       "-o", str(sandbox.approvals / "edited.approval"))
+    assert rc == 2
+    assert words in text and str(plan) in text
+    assert not (sandbox.approvals / "edited.approval").exists()
+    rc, text = refused(sandbox, capsys, "run", str(plan), "--approval", str(good))
     assert rc == 2
     assert words in text and str(plan) in text
     assert_untouched(sandbox, was)

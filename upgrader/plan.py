@@ -150,7 +150,33 @@ def build_plan(inputs: list[HostInput], *, target: str, catalog: Mapping[str, An
     return Plan(data)
 
 
+_STR, _OPT_STR = (str,), (str, type(None))
+#: every key a plan may hold, with its type: a plan is checked whole before anything uses it
+_TOP = {"format": (int,), "created": _STR, "requester": (dict,), "target": _STR, "catalog": (dict,),
+        "policy": (dict,), "window": (dict, type(None)), "hosts": (list,), "allowed": (bool,)}
+_HOST = {"name": _STR, "address": _STR, "port": (int,), "user": _OPT_STR, "install_dir": _STR, "product": _STR,
+         "playbook": (dict,), "maintenance_until": _OPT_STR, "groups": (list,), "key": _OPT_STR,
+         "host_key": _OPT_STR, "known_hosts": _OPT_STR, "state_dir": _OPT_STR, "current": _OPT_STR,
+         "target": _STR, "package": (dict, type(None)), "decision": (dict,), "checks": (list,), "allowed": (bool,),
+         "phases": (list,), "vars": (dict,)}
+_REQUIRED_HOST = ("name", "address", "install_dir", "product", "current", "target", "playbook", "decision",
+                  "allowed")
+
+
+def _check_keys(d: dict[str, Any], schema: dict[str, tuple[type, ...]], p: Path, where: str) -> None:
+    for key, value in d.items():
+        if key not in schema:
+            raise InputError(f"unknown key {key!r}", path=str(p), key=f"{where}{key}",
+                             hint="a plan is written by 'upgrader plan'; make it again rather than editing it")
+        kinds = schema[key]
+        if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+            want = " or ".join("null" if k is type(None) else k.__name__ for k in kinds)
+            raise InputError(f"expected {want}, got {type(value).__name__}", path=str(p), key=f"{where}{key}",
+                             hint="make the plan again with 'upgrader plan'")
+
+
 def load_plan(path: str | Path) -> Plan:
+    """Read a plan and check its whole shape (keys and types), naming the first bad key."""
     p = Path(path)
     try:
         data = json.loads(p.read_text(encoding="utf-8"))
@@ -158,11 +184,17 @@ def load_plan(path: str | Path) -> Plan:
         raise InputError("plan file not found", path=str(p), hint="make one with 'upgrader plan ... -o PLAN'") from e
     except (ValueError, UnicodeDecodeError) as e:
         raise InputError(f"not a valid plan (JSON): {e}", path=str(p)) from e
+    except OSError as e:
+        raise InputError(f"cannot read the plan: {e.strerror}", path=str(p)) from e
     if not isinstance(data, dict) or data.get("format") != PLAN_FORMAT or not isinstance(data.get("hosts"), list):
         raise InputError("not an upgrader plan (format 1 with hosts)", path=str(p))
+    _check_keys(data, _TOP, p, "")
     for i, h in enumerate(data["hosts"]):
-        for key in ("name", "address", "install_dir", "current", "target", "playbook", "decision", "allowed"):
-            if not isinstance(h, dict) or key not in h:
+        if not isinstance(h, dict):
+            raise InputError("a host entry must be a mapping", path=str(p), key=f"hosts[{i}]")
+        for key in _REQUIRED_HOST:
+            if key not in h:
                 raise InputError(f"host entry {i} lacks {key!r}", path=str(p), key=f"hosts[{i}]",
                                  hint="make the plan again with 'upgrader plan'")
+        _check_keys(h, _HOST, p, f"hosts[{i}].")
     return Plan(data)
