@@ -264,7 +264,7 @@ def _set_requester(d: dict[str, Any]) -> None:
 
 
 def _add_field(d: dict[str, Any]) -> None:
-    d["note"] = "added by hand"
+    d["requester"]["note"] = "added by hand"  # (an unknown top-level key is refused as bad input, exit 2)
 
 
 @pytest.mark.parametrize("edit", [_set_target, _set_install_dir, _set_package_digest, _set_requester, _add_field],
