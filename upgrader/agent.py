@@ -631,6 +631,10 @@ def op_prepare(req):
               "config_files": len(configs), "staged_files": len(new_manifest["files"]),
               "package_members": len(members), "drift": hand_changes[:DRIFT_LISTED],
               "drift_count": len(hand_changes)}
+    # the staged tree and the backup must be on disk before the service stops: a crash after the swap
+    # must not find half-written files, and flushing a large staged tree later (an fsync in the
+    # downtime waits for it on ext4) would make the downtime grow with the install size
+    os.sync()
     set_run_state(paths, prepared=result, phase="prepared")
     return result
 
