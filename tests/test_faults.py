@@ -10,6 +10,7 @@ import json
 import os
 import socket
 import subprocess
+import time
 import tarfile
 import threading
 from dataclasses import dataclass, field
@@ -184,7 +185,18 @@ def small_disk(tmp_path: Path) -> Iterator[Callable[[str], tuple[Sandbox, Path]]
                 box.stop_service()
         kill_processes_under(tmp_path)
         for disk in mounts:
-            subprocess.run(["umount", str(disk)], check=True)
+            _unmount(disk)
+
+
+def _unmount(disk: Path) -> None:
+    """Unmount, waiting (with a deadline) for killed processes to let go of the mount; never leave it behind."""
+    deadline = time.monotonic() + 15
+    while subprocess.run(["umount", str(disk)], capture_output=True).returncode != 0:
+        if time.monotonic() > deadline:
+            subprocess.run(["umount", "-l", str(disk)], check=True)  # detach it; the last user frees it
+            return
+        kill_processes_under(disk)
+        time.sleep(0.1)
 
 
 def compressible_catalog(box: Sandbox, directory: Path, zeros: int, unpacked_limit: int | None) -> Path:
