@@ -268,6 +268,7 @@ class _HostRun:
         self.last_step = "none"
         self.requested = False
         self.resumed = False
+        self.launched = False  # this run started the new version: it may still be coming up when we stop it
 
     # -- helpers --------------------------------------------------------------------------------
 
@@ -571,6 +572,7 @@ class _HostRun:
 
     def _start(self, spec: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
         logs = [p["file"] for p in self.spec["observe"]["probes"] if p["type"] == "log"]
+        self.launched = True
         res = self.call("start", start=self.spec["start"], env=self.env(), log_offsets=logs,
                         pid_file=self.spec["stop"].get("pid_file"), timeout=float(self.spec["start"]["timeout"]) + 30)
         self.log_offsets = res["log_offsets"]
@@ -643,7 +645,8 @@ class _HostRun:
 
     def _restore(self) -> tuple[str, dict[str, Any]]:
         stop = self.call("stop", stop=self.spec["stop"], env=self.env(), always_run_command=False,
-                         settle=1.0 if self.resumed else 0.0, timeout=float(self.spec["stop"]["timeout"]) + 60)
+                         settle=2.0 if (self.resumed or self.launched) else 0.0,
+                         timeout=float(self.spec["stop"]["timeout"]) + 60)
         # right after this run's own backup: quick (re-read only files whose inode changed);
         # an operator's rollback later re-reads every byte of the backup first
         res = self.call("rollback", verify="full" if self.requested else "quick", timeout=3600)
