@@ -15,8 +15,7 @@ from importlib.resources import files
 from importlib.resources.abc import Traversable
 from typing import cast
 
-from .errors import PolicyError
-from .policy import MAX_POLICY_BYTES, Policy, _safe_yaml
+from .policy import Policy, _safe_yaml, read_small_text
 from .window import HolidayCalendar, ServiceWindow, parse_holidays, service_window
 
 __all__ = ["default_holidays_path", "load_holidays", "load_window"]
@@ -29,20 +28,10 @@ def default_holidays_path() -> Traversable:
 
 def load_holidays(path: str | os.PathLike[str] | None = None) -> HolidayCalendar:
     """Read and check a holidays file; None means the shipped ``holidays-cn.yaml``."""
-    source = str(default_holidays_path()) if path is None else os.fspath(path)
-    try:
-        with (default_holidays_path().open("rb") if path is None else open(source, "rb")) as fh:
-            content = fh.read(MAX_POLICY_BYTES + 1)
-    except OSError as error:
-        raise PolicyError(f"cannot read the holidays file ({error.strerror or error}); check "
-                          "window.holidays in the policy", path=source) from None
-    if len(content) > MAX_POLICY_BYTES:
-        raise PolicyError("the holidays file is larger than 1 MiB; check that this is the "
-                          "right file", path=source)
-    try:
-        text = content.decode("utf-8")
-    except UnicodeDecodeError:
-        raise PolicyError("the file is not UTF-8 text; save it as UTF-8", path=source) from None
+    source, content, text = read_small_text(
+        path, default_holidays_path(),
+        unreadable="cannot read the holidays file ({}); check window.holidays in the policy",
+        too_large="the holidays file is larger than 1 MiB; check that this is the right file")
     return parse_holidays(_safe_yaml(text, source), source, hashlib.sha256(content).hexdigest())
 
 

@@ -264,25 +264,33 @@ def default_policy_path() -> Traversable:
     return files("version_policy").joinpath("default-policy.yaml")
 
 
+def read_small_text(path: str | os.PathLike[str] | None, default: Traversable, *, unreadable: str,
+                    too_large: str) -> tuple[str, bytes, str]:
+    """(source, bytes, text) of a small UTF-8 file; None means ``default``. Errors are PolicyErrors
+    naming the file; ``unreadable`` gets the OS reason at ``{}``."""
+    source = str(default) if path is None else os.fspath(path)
+    try:
+        with (default.open("rb") if path is None else open(source, "rb")) as fh:
+            content = fh.read(MAX_POLICY_BYTES + 1)
+    except OSError as error:
+        raise PolicyError(unreadable.format(error.strerror or error), path=source) from None
+    if len(content) > MAX_POLICY_BYTES:
+        raise PolicyError(too_large, path=source)
+    try:
+        return source, content, content.decode("utf-8")
+    except UnicodeDecodeError:
+        raise PolicyError("the file is not UTF-8 text; save it as UTF-8", path=source) from None
+
+
 def load_policy(path: str | os.PathLike[str] | None = None) -> Policy:
     """Read, check and validate a policy file; None means the shipped default policy.
 
     Raises ``PolicyError`` naming the file (and key) and saying what to do.
     """
-    source = str(default_policy_path()) if path is None else os.fspath(path)
-    try:
-        with (default_policy_path().open("rb") if path is None else open(source, "rb")) as fh:
-            content = fh.read(MAX_POLICY_BYTES + 1)
-    except OSError as error:
-        raise PolicyError(f"cannot read the policy file ({error.strerror or error}); check "
-                          "the path and its permissions", path=source) from None
-    if len(content) > MAX_POLICY_BYTES:
-        raise PolicyError("the file is larger than 1 MiB; a policy is a few lines of YAML, "
-                          "check that this is the right file", path=source)
-    try:
-        text = content.decode("utf-8")
-    except UnicodeDecodeError:
-        raise PolicyError("the file is not UTF-8 text; save it as UTF-8", path=source) from None
+    source, content, text = read_small_text(
+        path, default_policy_path(),
+        unreadable="cannot read the policy file ({}); check the path and its permissions",
+        too_large="the file is larger than 1 MiB; a policy is a few lines of YAML, check that this is the right file")
     data = _safe_yaml(text, source)
     return Policy(source, hashlib.sha256(content).hexdigest(),
                   MappingProxyType(_validate(data, source)))
