@@ -25,7 +25,10 @@ from .errors import TransportError
 from .journal import Journal
 from .transport.base import AgentClient, AgentFailure, Transport
 
-__all__ = ["Engine", "HostOutcome", "RunResult", "Observer", "HostTarget", "OUTCOME_EXIT"]
+__all__ = ["Engine", "HostOutcome", "RunResult", "Observer", "HostTarget", "OUTCOME_EXIT", "CANCELLED"]
+
+#: the cause recorded when the operator cancels a run
+CANCELLED = "cancelled by the operator"
 
 #: exit code contributed by each host outcome (the run exits with the highest)
 OUTCOME_EXIT = {"committed": 0, "restored": 0, "unchanged": 1, "rolled_back": 1, "not_started": 1,
@@ -111,7 +114,8 @@ class Engine:
                  controller: dict[str, str] | None = None, manual_changes: str = "warn", canary: int = 0,
                  confirm: Callable[[list[HostOutcome]], bool] | None = None, retries: int = 3,
                  retry_delay: float = 1.0, sleep: Callable[[float], None] | None = None,
-                 approvals: tuple[str, ...] = (), break_lock: bool = False) -> None:
+                 approvals: tuple[str, ...] = (), break_lock: bool = False,
+                 cancel: threading.Event | None = None) -> None:
         self.journal = journal
         self.clock = clock
         self.observers = list(observers or [])
@@ -127,6 +131,9 @@ class Engine:
         self.sleep = sleep or _sleep
         self.approvals = tuple(approvals)
         self.break_lock = break_lock  # an operator's explicit decision that a lock is stale
+        # set by the operator (Ctrl-C in `guide`): a host before stop is released unchanged, a host after
+        # stop is rolled back; checked between phases only, never during a rollback
+        self.cancel = cancel or threading.Event()
         self._failures = 0
         self._lock = threading.Lock()
 
@@ -232,6 +239,8 @@ class Engine:
     def _host_guarded(self, t: HostTarget) -> HostOutcome:
         if self._budget_spent():
             return self._not_started(t)
+        if self.cancel.is_set():
+            return self._not_started(t, CANCELLED)
         started = self.clock.monotonic()
         try:
             outcome = _HostRun(self, t).execute()
@@ -487,8 +496,10 @@ class _HostRun:
             self.out.error = f"preflight: {err.message}"
             return self.out
         try:
+            self._check_cancel("backup")
             self.phase("backup", self._backup)
             self.hooks("before_stop")
+            self._check_cancel("stop")
         except _PhaseFailed as err:
             self.out.error = f"{err.phase}: {err.message}"
             self._finish("unchanged")
@@ -500,12 +511,18 @@ class _HostRun:
         except _PhaseFailed as err:
             return self._recover_without_install(err)
         try:
+            self._check_cancel("install")
             self.phase("install", self._install)
             self.hooks("after_install")
+            self._check_cancel("start")
             self.phase("start", self._start)
             self.hooks("after_start")
+            self._check_cancel("observe")
             self.phase("observe", self._observe)
+            self._check_cancel("commit")
         except _PhaseFailed as err:
+            if err.kind == "cancelled":
+                return self._rollback(CANCELLED, err.kind)
             return self._rollback(f"{err.phase}: {err.message}", err.kind)
         self.out.outcome = "committed"
         self.out.version = self.p["target"]
@@ -515,6 +532,13 @@ class _HostRun:
             self.out.error = f"after_commit hook: {err.message}"
         self._finish("committed")
         return self.out
+
+    def _check_cancel(self, before: str) -> None:
+        """Between phases: has the operator cancelled the run? (``before`` names the next step.)"""
+        _pause_point(before, self.e.cancel)
+        if self.e.cancel.is_set():
+            self.e.journal.record("cancel", "seen", host=self.name, before=before)
+            raise _PhaseFailed("cancel", f"{CANCELLED} (before {before})", "cancelled")
 
     def _preflight(self) -> tuple[str, dict[str, Any]]:
         controller = self.e.controller
@@ -680,6 +704,16 @@ def _kill_point(point: str) -> None:
         import signal
 
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _pause_point(point: str, cancel: threading.Event) -> None:
+    """For the test suite only: when UPGRADER_TEST_PAUSE_AT names a cancel check (``backup``, ``stop``,
+    ``install``, ``start``, ``observe``, ``commit``: the step about to begin), wait there (at most 120 s)
+    until the run is cancelled, so a test can press Ctrl-C at a known point. Never set outside tests."""
+    import os
+
+    if os.environ.get("UPGRADER_TEST_PAUSE_AT") == point:
+        cancel.wait(120)
 
 
 def _sleep(seconds: float) -> None:
