@@ -21,7 +21,7 @@ from ..errors import InputError, UpgraderError
 from ..exit_codes import ExitCode
 from ._common import console, load_policy_or_fail, policy_path, print_json
 
-__all__ = ["cmd_grant", "cmd_list", "cmd_revoke"]
+__all__ = ["cmd_grant", "cmd_list", "cmd_revoke", "grant", "revoke"]
 
 _FORKS = 8
 
@@ -96,6 +96,17 @@ def _user(args: argparse.Namespace) -> str | None:
 
 
 def cmd_grant(args: argparse.Namespace) -> int:
+    results, hours = grant(args)
+    if args.json:
+        print_json({"hosts": results})
+    else:
+        _print_grants(results, hours)
+    return _exit(results)
+
+
+def grant(args: argparse.Namespace) -> tuple[list[dict[str, Any]], float]:
+    """Make the grant on every target and record it; return each host's result and the hours granted
+    (``upgrader guide`` calls this too and words the result itself)."""
     from ..access import (add_grant, check_from, check_hours, check_reason, edit_on_host, expiry_time, format_time,
                           load_public_key_file)
     from ..clock import SystemClock
@@ -137,11 +148,7 @@ def cmd_grant(args: argparse.Namespace) -> int:
                            fingerprint=g["fingerprint"], key_type=g["key_type"], user=r["user"], file=r["file"],
                            hours=hours, expires=g["expires"], previous_expires=r["previous_expires"],
                            reason=g["reason"], granted_by=g["granted_by"], **{"from": g["from"]})
-    if args.json:
-        print_json({"hosts": results})
-    else:
-        _print_grants(results, hours)
-    return _exit(results)
+    return results, hours
 
 
 def _print_grants(results: list[dict[str, Any]], hours: float) -> None:
@@ -223,6 +230,30 @@ def _left(g: dict[str, Any]) -> str:
 
 
 def cmd_revoke(args: argparse.Namespace) -> int:
+    results, code, chosen = revoke(args)
+    if args.json:
+        print_json({"hosts": results})
+        return code
+    from rich.markup import escape
+
+    c = console()
+    for r in results:
+        where = "" if r["host"] == "local" else f"{escape(r['host'])}: "
+        if r["outcome"] == "failed":
+            c.print(f"[bold red]{where}failed[/bold red] {escape(r['error'])}")
+        elif not r["revoked"]:
+            what = "no expired grant" if args.expired else "no grant" if args.all else f"no grant {args.grant_id}"
+            c.print(f"{where}{what} in {escape(r['file'])}: nothing to revoke")
+        for g in r.get("revoked", ()):
+            state = "expired" if g["expired"] else "was still valid"
+            c.print(f"{where}[bold]revoked[/bold] grant {g['id']} (key {g['fingerprint']}, granted by "
+                    f"{escape(g['granted_by'] or '-')}, {state}) from {escape(r['file'])}")
+    return code
+
+
+def revoke(args: argparse.Namespace) -> tuple[list[dict[str, Any]], int, list[str]]:
+    """Remove the chosen grants on every target and record it; return each host's result, the exit code and
+    how the grants were chosen (``upgrader guide`` calls this too)."""
     from ..access import edit_on_host, remove_grants
     from ..clock import SystemClock
 
@@ -271,21 +302,4 @@ def cmd_revoke(args: argparse.Namespace) -> int:
         code = ExitCode.BAD_INPUT
         for r in results:
             r.update(outcome="failed", error=f"no grant {args.grant_id} in {r['file']}", exit_code=int(code))
-    if args.json:
-        print_json({"hosts": results})
-        return code
-    from rich.markup import escape
-
-    c = console()
-    for r in results:
-        where = "" if r["host"] == "local" else f"{escape(r['host'])}: "
-        if r["outcome"] == "failed":
-            c.print(f"[bold red]{where}failed[/bold red] {escape(r['error'])}")
-        elif not r["revoked"]:
-            what = "no expired grant" if args.expired else "no grant" if args.all else f"no grant {args.grant_id}"
-            c.print(f"{where}{what} in {escape(r['file'])}: nothing to revoke")
-        for g in r.get("revoked", ()):
-            state = "expired" if g["expired"] else "was still valid"
-            c.print(f"{where}[bold]revoked[/bold] grant {g['id']} (key {g['fingerprint']}, granted by "
-                    f"{escape(g['granted_by'] or '-')}, {state}) from {escape(r['file'])}")
-    return code
+    return results, code, chosen

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,8 @@ from ..recorder import Recorder
 from ..exit_codes import ExitCode
 from ._common import console, load_policy_or_fail, policy_path, print_json
 
-__all__ = ["cmd_plan", "cmd_run", "cmd_rollback", "host_from_plan", "runs_dir", "plan_policy", "trusted_catalog"]
+__all__ = ["cmd_plan", "cmd_run", "cmd_rollback", "host_from_plan", "runs_dir", "plan_policy", "trusted_catalog",
+           "check_run", "start_run", "finish_run", "record_refusal", "record_plan", "CheckedRun", "StartedRun"]
 
 
 def plan_policy(plan: Any) -> Any:
@@ -78,10 +80,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
         out.write_text(plan.to_json(), encoding="utf-8")
     except OSError as e:
         raise InputError(f"cannot write the plan: {e.strerror}", path=str(out), hint="give a file path for -o") from e
-    _recorder(args, policy, clock, need_key=False).event(
-        "plan_created", outcome="allowed" if plan.allowed else "refused", plan=plan.digest, file=str(out),
-        target=args.to, catalog={**plan.data["catalog"], **signed_by}, policy=plan.data["policy"],
-        requester=plan.data["requester"], hosts=[_host_summary(h) for h in plan.hosts])
+    record_plan(args, policy, clock, plan, out, signed_by)
     if args.json:
         print_json({"plan": str(out), "digest": plan.digest, **plan.data})
     else:
@@ -92,6 +91,15 @@ def cmd_plan(args: argparse.Namespace) -> int:
             c.print("next: an engineer approves it, then [bold]upgrader run "
                     f"{out}[/bold]")
     return ExitCode.OK if plan.allowed else ExitCode.POLICY_REFUSED
+
+
+def record_plan(args: argparse.Namespace, policy: Any, clock: Any, plan: Any, out: Path,
+                signed_by: dict[str, Any]) -> None:
+    """The audit event of a new plan (allowed or refused)."""
+    _recorder(args, policy, clock, need_key=False).event(
+        "plan_created", outcome="allowed" if plan.allowed else "refused", plan=plan.digest, file=str(out),
+        target=plan.data["target"], catalog={**plan.data["catalog"], **signed_by}, policy=plan.data["policy"],
+        requester=plan.data["requester"], hosts=[_host_summary(h) for h in plan.hosts])
 
 
 def _targets(catalog: Any, hosts: list[dict[str, Any]]) -> list[Any]:
@@ -126,28 +134,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         return _run(args, plan, clock)
     except (PolicyRefused, ApprovalRefused) as e:
-        try:
-            _recorder(args, None, clock, need_key=False).event(
-                "approval_refused" if isinstance(e, ApprovalRefused) else "run_refused", outcome="refused",
-                plan=plan.digest, reason=str(e), approvals=list(args.approval))
-        except UpgraderError:
-            pass  # the refusal itself is what the user must see
+        record_refusal(args, plan, clock, e)
         raise
 
 
 def _run(args: argparse.Namespace, plan: Any, clock: Any) -> int:
     from ..engine import Engine
-    from ..journal import Journal, new_run_id
     from ..report import LiveBoard, PhaseLines, print_run_summary
 
-    refused = plan.refused_hosts()
-    if refused:
-        reasons = []
-        for h in refused:
-            why = [r["reason"] for r in h["decision"]["rules"] if r["status"] == "fail"]
-            why += [c["reason"] for c in h.get("checks", []) if c["status"] == "fail"]
-            reasons.append(f"{h['name']}: " + "; ".join(why))
-        raise PolicyRefused("the plan refuses these hosts, nothing was changed:\n  " + "\n  ".join(reasons))
+    _refuse_refused(plan)
     total = len(plan.hosts)
     batch = _count(args.batch, total, "--batch", minimum=1)
     max_failures = _count(args.max_failures, total, "--max-failures", minimum=0)
@@ -155,6 +150,67 @@ def _run(args: argparse.Namespace, plan: Any, clock: Any) -> int:
         raise InputError("--forks must be at least 1")
     if args.canary < 0 or args.canary > total:
         raise InputError(f"--canary must be between 0 and the number of hosts ({total})")
+    checked = check_run(args, plan, clock)
+    c = console()
+    if args.dry_run:
+        return _dry_run(args, plan, c)
+    started = start_run(args, plan, checked, clock)
+    board = LiveBoard(c, [h["name"] for h in plan.hosts], clock) if c.is_terminal and not args.json else None
+    observers: list[Any] = [started.recorder] + ([] if args.json else [board or PhaseLines(c)])
+    if not args.json:
+        c.print(f"run [bold]{started.run_id}[/bold]: {len(checked.targets)} host(s) to {plan.data['target']} "
+                f"(journal {started.journal.dir})")
+    engine = Engine(journal=started.journal, clock=clock, observers=observers, forks=args.forks, batch=batch,
+                    max_failures=max_failures, controller=started.controller,
+                    manual_changes=str(plan.data["policy"].get("manual_changes", "warn")), canary=args.canary,
+                    confirm=_confirmer(args, c, board), approvals=checked.approval_digests,
+                    break_lock=args.break_lock)
+    if args.break_lock:
+        started.recorder.event("locks_broken", outcome="forced", reason="--break-lock given by the operator")
+    if board is not None:
+        with board:
+            outcome = engine.run(checked.targets)
+    else:
+        outcome = engine.run(checked.targets)
+    result = finish_run(args, checked, started, outcome, clock)
+    if args.json:
+        print_json(result)
+    else:
+        print_run_summary(c, result)
+        _print_checkpoint(c, result["checkpoint"])
+    _explain_failures(result)
+    return int(result["exit_code"])
+
+
+@dataclass(frozen=True)
+class CheckedRun:
+    """Everything ``run`` (and ``guide``) checked before touching a host: the policy, the trusted catalog,
+    the approvals, the service window and the host targets."""
+
+    policy: Any
+    operator: Any
+    signed_by: dict[str, Any]
+    approvals: list[Any]
+    window: dict[str, Any]
+    targets: list[Any]
+
+    @property
+    def approval_digests(self) -> tuple[str, ...]:
+        return tuple(a.digest for a in self.approvals)
+
+
+@dataclass(frozen=True)
+class StartedRun:
+    run_id: str
+    journal: Any
+    recorder: Any
+    controller: dict[str, str]
+
+
+def check_run(args: argparse.Namespace, plan: Any, clock: Any) -> CheckedRun:
+    """Refuse (exit 3, 4 or 2) a plan that may not run now; touches no host. Uses args.approval (a list),
+    args.catalog, args.home and args.audit_key."""
+    _refuse_refused(plan)
     now = clock.now()
     policy = plan_policy(plan)
     operator = _operator(args, policy)
@@ -170,51 +226,59 @@ def _run(args: argparse.Namespace, plan: Any, clock: Any) -> int:
 
     window = check_run_window(plan.data.get("window"), policy, approvals, now)  # the clock at run time
     targets = _targets(catalog, plan.hosts)
-    c = console()
-    if args.dry_run:
-        return _dry_run(args, plan, c)
-    run_id = new_run_id(now)
+    return CheckedRun(policy, operator, signed_by, approvals, window, targets)
+
+
+def _refuse_refused(plan: Any) -> None:
+    refused = plan.refused_hosts()
+    if refused:
+        reasons = []
+        for h in refused:
+            why = [r["reason"] for r in h["decision"]["rules"] if r["status"] == "fail"]
+            why += [c["reason"] for c in h.get("checks", []) if c["status"] == "fail"]
+            reasons.append(f"{h['name']}: " + "; ".join(why))
+        raise PolicyRefused("the plan refuses these hosts, nothing was changed:\n  " + "\n  ".join(reasons))
+
+
+def start_run(args: argparse.Namespace, plan: Any, checked: CheckedRun, clock: Any) -> StartedRun:
+    """A new run: its journal (with the accepted plan) and its first audit events."""
+    from ..journal import Journal, new_run_id
+
+    run_id = new_run_id(clock.now())
     journal = Journal(runs_dir(args.home) / run_id, clock.now)
     journal.write("plan.json", plan.data)
     approved_by = [{"approver": a.statement.approver, "key": a.signature.fingerprint,
                     "expires": a.statement.expires.isoformat(), "digest": a.digest,
-                    "comment": a.statement.comment} for a in approvals]
-    journal.record("plan", "accepted", digest=plan.digest, catalog=signed_by, approvals=approved_by)
-    recorder = Recorder(args.home, operator, clock, run=run_id)
+                    "comment": a.statement.comment} for a in checked.approvals]
+    journal.record("plan", "accepted", digest=plan.digest, catalog=checked.signed_by, approvals=approved_by)
+    recorder = Recorder(args.home, checked.operator, clock, run=run_id)
     recorder.event("run_started", plan=plan.digest, target=plan.data["target"], requester=plan.data["requester"],
-                   approvals=approved_by, catalog={**plan.data["catalog"], **signed_by}, policy=plan.data["policy"],
-                   self_approval_allowed=bool(policy.allow_self_approval), window=window,
-                   hosts=[_host_summary(h) for h in plan.hosts])
+                   approvals=approved_by, catalog={**plan.data["catalog"], **checked.signed_by},
+                   policy=plan.data["policy"], self_approval_allowed=bool(checked.policy.allow_self_approval),
+                   window=checked.window, hosts=[_host_summary(h) for h in plan.hosts])
     for a in approved_by:
         recorder.event("approval_accepted", outcome="accepted", **a)
-    board = LiveBoard(c, [h["name"] for h in plan.hosts], clock) if c.is_terminal and not args.json else None
-    observers: list[Any] = [recorder] + ([] if args.json else [board or PhaseLines(c)])
-    if not args.json:
-        c.print(f"run [bold]{run_id}[/bold]: {len(targets)} host(s) to {plan.data['target']} "
-                f"(journal {journal.dir})")
-    engine = Engine(journal=journal, clock=clock, observers=observers, forks=args.forks, batch=batch,
-                    max_failures=max_failures, controller={"user": operator.user, "host": operator.host},
-                    manual_changes=str(plan.data["policy"].get("manual_changes", "warn")), canary=args.canary,
-                    confirm=_confirmer(args, c, board), approvals=tuple(a.digest for a in approvals),
-                    break_lock=args.break_lock)
-    if args.break_lock:
-        recorder.event("locks_broken", outcome="forced", reason="--break-lock given by the operator")
-    if board is not None:
-        with board:
-            outcome = engine.run(targets)
-    else:
-        outcome = engine.run(targets)
-    result = outcome.to_dict()
-    _used_approvals(args.home).mark(approvals, run_id, clock.now())
-    result["checkpoint"] = recorder.checkpoint()
-    journal.write("result.json", result)
-    if args.json:
-        print_json(result)
-    else:
-        print_run_summary(c, result)
-        _print_checkpoint(c, result["checkpoint"])
-    _explain_failures(result)
-    return int(result["exit_code"])
+    return StartedRun(run_id, journal, recorder, {"user": checked.operator.user, "host": checked.operator.host})
+
+
+def finish_run(args: argparse.Namespace, checked: CheckedRun, started: StartedRun, outcome: Any,
+               clock: Any) -> dict[str, Any]:
+    """After the engine: the approvals are spent, the audit checkpoint signed, result.json written."""
+    result: dict[str, Any] = outcome.to_dict()
+    _used_approvals(args.home).mark(checked.approvals, started.run_id, clock.now())
+    result["checkpoint"] = started.recorder.checkpoint()
+    started.journal.write("result.json", result)
+    return result
+
+
+def record_refusal(args: argparse.Namespace, plan: Any, clock: Any, e: UpgraderError) -> None:
+    """An audit event for a plan refused at run time (policy or approval); best effort."""
+    try:
+        _recorder(args, None, clock, need_key=False).event(
+            "approval_refused" if isinstance(e, ApprovalRefused) else "run_refused", outcome="refused",
+            plan=plan.digest, reason=str(e), approvals=list(args.approval))
+    except UpgraderError:
+        pass  # the refusal itself is what the user must see
 
 
 def _explain_failures(result: dict[str, Any]) -> None:
