@@ -1222,11 +1222,135 @@ def op_access_write(req):
     return {"path": path, "created": st is None, "sha256": hashlib.sha256(data).hexdigest()}
 
 
+# ---------------------------------------------------------------------------------------------
+# inspection: read-only health facts of this host and one install (upgrader/inspection.py
+# decides what is a warning; this only reads)
+
+SYSCTLS = ("fs.file-max", "fs.nr_open", "net.core.somaxconn", "net.ipv4.tcp_max_syn_backlog",
+           "net.ipv4.ip_local_port_range", "vm.swappiness", "vm.max_map_count", "vm.overcommit_memory")
+ERROR_LINE = r"ERROR|SEVERE|FATAL|Exception"
+
+
+def read_text(path, limit=1 << 20):
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return f.read(limit)
+    except OSError:
+        return None
+
+
+def proc_limits(pid):
+    """Open files and processes (soft, hard) of a process, from /proc/PID/limits."""
+    out = {}
+    for line in (read_text("/proc/%s/limits" % pid) or "").splitlines():
+        for key, label in (("open_files", "Max open files"), ("processes", "Max processes")):
+            if line.startswith(label):
+                soft, hard = line[len(label):].split()[:2]
+                out[key] = [None if v == "unlimited" else int(v) for v in (soft, hard)]
+    return out
+
+
+def listening():
+    """Listening TCP sockets: port -> local addresses (from /proc/net/tcp and tcp6)."""
+    found = {}
+    for name in ("tcp", "tcp6"):
+        for line in (read_text("/proc/net/" + name) or "").splitlines()[1:]:
+            cols = line.split()
+            if len(cols) > 3 and cols[3] == "0A":
+                addr, port = cols[1].rsplit(":", 1)
+                if len(addr) == 8:
+                    addr = ".".join(str(int(addr[i:i + 2], 16)) for i in (6, 4, 2, 0))
+                else:
+                    addr = "::" if set(addr) == set("0") else "ipv6:" + addr
+                found.setdefault(int(port, 16), set()).add(addr)
+    return dict((p, sorted(a)) for p, a in found.items())
+
+
+def inside_globs(root, patterns):
+    import glob
+
+    real = os.path.realpath(root)
+    out = []
+    for pattern in patterns:
+        for f in sorted(glob.glob(os.path.join(root, pattern), recursive=True)):
+            if os.path.isdir(f):
+                out += inside_globs(root, [os.path.relpath(f, root) + "/**/*"])
+            elif os.path.isfile(f) and os.path.realpath(f).startswith(real + os.sep):
+                out.append(os.path.relpath(f, root).replace(os.sep, "/"))
+    return sorted(set(out))
+
+
+def log_facts(path, lines, tail, pattern):
+    st = os.stat(path)
+    with open(path, "rb") as f:
+        f.seek(max(0, st.st_size - 256 * max(lines, tail, 1)))
+        text = f.read().decode("utf-8", "replace").splitlines()[-max(lines, tail, 1):]
+    errors = [x for x in text[-lines:] if re.search(pattern, x)] if lines else []
+    out = {"path": path, "size": st.st_size, "mtime": st.st_mtime, "recent": time.time() - st.st_mtime < 86400,
+           "lines": min(lines, len(text)), "errors": len(errors), "samples": errors[-5:]}
+    if tail:
+        out["tail"] = text[-tail:]
+    return out
+
+
+def op_inspect(req):
+    """Health facts: OS, kernel and its parameters, limits, disk, CPU, memory, the product's version,
+    process, ports, config digests and log error counts. Reads only; changes nothing."""
+    import platform
+    import resource
+
+    paths = Paths(req)
+    osr = dict(re.findall(r'^(\w+)="?([^"\n]*)"?$', read_text("/etc/os-release") or "", re.M))
+    mem = dict((k, int(v.split()[0]) * 1024) for k, v in re.findall(r"^(\w+):\s+(\d+ ?\w*)$",
+                                                                     read_text("/proc/meminfo") or "", re.M))
+    out = {"hostname": socket.gethostname(), "os": {"name": osr.get("NAME") or platform.system(),
+           "version": osr.get("VERSION_ID") or osr.get("VERSION") or "", "pretty": osr.get("PRETTY_NAME", "")},
+           "kernel": platform.release(), "python": sys.version.split()[0], "cpus": os.cpu_count(),
+           "load": list(os.getloadavg()), "time": time.time(), "install_dir": paths.install,
+           "exists": os.path.isdir(paths.install),
+           "memory": {"total": mem.get("MemTotal"), "available": mem.get("MemAvailable"),
+                      "swap_total": mem.get("SwapTotal"), "swap_free": mem.get("SwapFree")},
+           "sysctl": dict((k, (read_text("/proc/sys/" + k.replace(".", "/")) or "").strip() or None)
+                          for k in SYSCTLS)}
+    nofile, nproc = resource.getrlimit(resource.RLIMIT_NOFILE), resource.getrlimit(resource.RLIMIT_NPROC)
+    out["ulimits"] = {"agent": dict((k, [None if x == resource.RLIM_INFINITY else x for x in v])
+                                    for k, v in (("open_files", nofile), ("processes", nproc)))}
+    where = paths.install
+    while not os.path.isdir(where) and os.path.dirname(where) != where:
+        where = os.path.dirname(where)
+    st = os.statvfs(where)
+    total, free = st.f_blocks * st.f_frsize, st.f_bavail * st.f_frsize
+    out["disk"] = {"path": where, "total": total, "free": free,
+                   "used_pct": round(100.0 * (total - st.f_bfree * st.f_frsize) / total, 1) if total else None}
+    if not out["exists"]:
+        return out
+    out["version"], out["version_error"] = read_version(paths, req["version_source"])
+    pid = read_pid(paths, req.get("pid_file"))
+    out["process"] = {"pid_file": req.get("pid_file"), "pid": pid, "running": bool(pid) and pid_alive(pid)}
+    if out["process"]["running"]:
+        out["ulimits"]["product"] = proc_limits(pid)
+    listen = listening()
+    out["ports"] = [{"port": int(p), "open": port_open(p, timeout=0.3), "listen": listen.get(int(p), [])}
+                    for p in req.get("ports", [])]
+    out["configs"] = []
+    for rel in inside_globs(paths.install, req.get("configs", [])):
+        full = os.path.join(paths.install, rel)
+        c = {"path": rel, "sha256": sha256_file(full), "size": os.path.getsize(full)}
+        if req.get("config_text") and c["size"] <= 262144:
+            c["text"] = read_text(full)
+        out["configs"].append(c)
+    pattern = req.get("error_pattern") or ERROR_LINE
+    out["logs"] = [dict(log_facts(os.path.join(paths.install, rel), int(req.get("log_lines", 2000)),
+                                  int(req.get("tail", 0)), pattern), path=rel)
+                   for rel in inside_globs(paths.install, req.get("logs", []))]
+    return out
+
+
 OPS = {"facts": op_facts, "lock": op_lock, "unlock": op_unlock, "prepare": op_prepare, "stop": op_stop,
        "install": op_install, "start": op_start, "observe": op_observe, "rollback": op_rollback,
        "verify_tree": op_verify_tree, "finish": op_finish, "hook": op_hook, "state": op_state,
        "receive_check": op_receive_check, "receive_commit": op_receive_commit,
-       "access_read": op_access_read, "access_write": op_access_write}
+       "access_read": op_access_read, "access_write": op_access_write, "inspect": op_inspect}
 
 
 MUTATING = ("prepare", "stop", "install", "start", "rollback", "finish", "hook")

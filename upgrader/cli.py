@@ -102,6 +102,37 @@ def build_parser() -> argparse.ArgumentParser:
     available.add_argument("--json", action="store_true")
     available.set_defaults(func="available:cmd_available")
 
+    inspect = sub.add_parser(
+        "inspect", help="health inspection: OS, kernel parameters, limits, disk, memory, product, ports, logs",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Inspect one install on this machine (--install-dir) or every host of an inventory (locally or "
+                    "over SSH): OS and kernel, the kernel parameters that matter to middleware (fs.file-max, "
+                    "somaxconn, vm.*), ulimits of the agent and of the product's process, disk use of the install "
+                    "dir's file system, CPU count and load, memory, the product's version, process, ports, sha256 "
+                    "of its configuration files and error lines in the last lines of its logs, each judged against "
+                    "thresholds (defaults, or the playbook's inspect.thresholds). With --catalog, hosts running a "
+                    "version named in an advisory are flagged. Changes nothing.",
+        epilog="thresholds (warn when): disk_used_pct > 85, memory_available_pct < 10, load_per_cpu > 2, "
+               "file_max < 65536,\nopen_files < 65536, processes < 4096, somaxconn < 1024, tcp_max_syn_backlog < 1024, "
+               "max_map_count < 65530,\nlog_errors > 0; also: product not running, a playbook port closed, version "
+               "unreadable, an advisory.\n\nexit codes: 0 every host inspected (warnings do not change it), "
+               "2 bad input, 4 untrusted catalog,\n5 a host could not be inspected (the others are still reported)")
+    inspect.add_argument("--inventory", metavar="INV", help="inspect the hosts of this inventory")
+    inspect.add_argument("--hosts", metavar="PATTERN", help="with --inventory: e.g. 'prod:!web-03' or 'app-*'")
+    inspect.add_argument("--install-dir", metavar="DIR", help="inspect the install in DIR on this machine")
+    inspect.add_argument("--playbook", metavar="P", help="with --install-dir: the product's playbook (name or file; "
+                         "default: the shipped playbook whose version file is in DIR)")
+    inspect.add_argument("--var", action="append", default=[], metavar="NAME=VALUE",
+                         help="with --install-dir: a playbook variable, e.g. --var port=8088 (repeatable)")
+    inspect.add_argument("--catalog", metavar="CAT", help="flag hosts that run a version named in its advisories")
+    inspect.add_argument("--policy", help="policy YAML for --catalog (default: HOME/policy.yaml, else the shipped one)")
+    inspect.add_argument("-o", "--output", metavar="REPORT", help="write REPORT.html (self-contained, to send to "
+                         "support) or REPORT.json")
+    inspect.add_argument("--lang", choices=("en", "zh"), help="HTML labels in English or Simplified Chinese "
+                         "(default: from the locale)")
+    inspect.add_argument("--json", action="store_true", help="print the inspection as JSON")
+    inspect.set_defaults(func="inspect:cmd_inspect")
+
     plan = sub.add_parser("plan", help="decide what a run would do, per host, and write the plan",
                           description="Read each host's installed version (read-only), decide by the version policy, "
                                       "verify the package against the catalog and write the plan (JSON). "
@@ -247,6 +278,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--dry-run", action="store_true", help="check everything, show the phases, touch nothing")
     run.add_argument("--audit-key", metavar="KEY", help="your SSH key that signs the audit checkpoint "
                      "(default: env UPGRADER_AUDIT_KEY, HOME/keys/operator, ~/.ssh/id_*)")
+    run.add_argument("--obfuscate", action="store_true",
+                     help="in the diagnostics bundle written when a host fails, also replace host names and IP "
+                          "addresses (the key stays beside the bundle)")
     run.add_argument("--json", action="store_true")
     run.set_defaults(func="upgrade:cmd_run")
 
@@ -261,6 +295,9 @@ def build_parser() -> argparse.ArgumentParser:
     resume.add_argument("--audit-key", metavar="KEY", help="your SSH key that signs the audit checkpoint")
     resume.add_argument("--yes", action="store_true",
                         help="go on with the hosts that wait after a successful canary, without asking")
+    resume.add_argument("--obfuscate", action="store_true",
+                     help="in the diagnostics bundle written when a host fails, also replace host names and IP "
+                          "addresses (the key stays beside the bundle)")
     resume.add_argument("--json", action="store_true")
     resume.set_defaults(func="upgrade:cmd_resume")
 
@@ -270,8 +307,31 @@ def build_parser() -> argparse.ArgumentParser:
     rollback.add_argument("run_id", metavar="RUN_ID")
     rollback.add_argument("--hosts", metavar="PATTERN")
     rollback.add_argument("--audit-key", metavar="KEY", help="your SSH key that signs the audit checkpoint")
+    rollback.add_argument("--obfuscate", action="store_true",
+                     help="in the diagnostics bundle written when a host fails, also replace host names and IP "
+                          "addresses (the key stays beside the bundle)")
     rollback.add_argument("--json", action="store_true")
     rollback.set_defaults(func="upgrade:cmd_rollback")
+    diag = sub.add_parser(
+        "diagnostics", help="(re)build the diagnostics bundle of a run, to send to support",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Write RUN_ID's diagnostics bundle (a .tar.gz, default HOME/runs/RUN_ID/diagnostics-RUN_ID.tar.gz): "
+                    "the run journal, plan and results, per host the phase records and probe results, versions, "
+                    "platform facts (as upgrader inspect collects them), configuration digests and files, and the "
+                    "last lines of the product's logs, with a manifest.json (sha256 and collector of every file) and "
+                    "the incident's severity level. Passwords, secrets, tokens, keys and credentials in URLs are "
+                    "replaced by *** everywhere. run, resume and rollback write it by themselves when a host fails.",
+        epilog="severity levels: 1 the service cannot start, crashes or cannot reach its data source; 2 a core "
+               "function is\nunstable or much slower; 3 a minor loss with a workaround; 4 slight. Response times "
+               "from the policy's\nseverity.response_hours (default 2, 4, 8, 48 h).\n\nexit codes: 0 written, "
+               "2 no such run or the file cannot be written")
+    diag.add_argument("run_id", metavar="RUN_ID")
+    diag.add_argument("--obfuscate", action="store_true",
+                      help="also replace host names and IP addresses (host1, ip-1, ...); the key is written beside "
+                           "the bundle, never into it")
+    diag.add_argument("-o", "--output", metavar="FILE", help="where to write the .tar.gz")
+    diag.add_argument("--json", action="store_true")
+    diag.set_defaults(func="diagnostics:cmd_diagnostics")
     return p
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import re
 import shlex
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -60,6 +60,8 @@ class Playbook:
     product: str
     spec: dict[str, Any]   # validated, still with ${var} placeholders
     defaults: dict[str, Any]
+    #: the optional ``inspect:`` block (configs, logs, thresholds, ...); not part of the plan's spec
+    inspect: dict[str, Any] = field(default_factory=dict)
 
     def render(self, variables: Mapping[str, Any]) -> dict[str, Any]:
         values = {**{k: str(v) for k, v in self.defaults.items()}, **{k: str(v) for k, v in variables.items()}}
@@ -139,6 +141,38 @@ def _probe(s: Section) -> dict[str, Any]:
         p["timeout"] = s.duration("timeout", 10)
     s.done()
     return p
+
+
+def _inspect(s: Section | None) -> dict[str, Any]:
+    """``inspect:``: configs and logs (globs in the install dir), error_pattern, log_lines, thresholds."""
+    from .inspection import THRESHOLDS
+
+    assert s is not None
+    out: dict[str, Any] = {}
+    for key in ("configs", "logs"):
+        if s.has(key):
+            globs = s.str_list(key)
+            for i, g in enumerate(globs):
+                if g.startswith("/") or ".." in Path(g).parts:
+                    raise s.error(f"{key}[{i}]", f"must be a pattern relative to the install dir, got {g!r}")
+            out[key] = globs
+    if s.has("error_pattern"):
+        try:
+            re.compile(s.str("error_pattern"))
+        except re.error as e:
+            raise s.error("error_pattern", f"not a valid regular expression: {e}") from None
+        out["error_pattern"] = s.str("error_pattern")
+    out["log_lines"] = s.int("log_lines", 2000, minimum=1, maximum=100000)
+    t = s.section("thresholds", {})
+    assert t is not None
+    out["thresholds"] = {}
+    for name in THRESHOLDS:  # every name is read, so an unknown key's error lists them all
+        value = t.get(name, (int, float), None, "a number")
+        if value is not None:
+            out["thresholds"][name] = value
+    t.done()
+    s.done()
+    return out
 
 
 def load_playbook(path: str | Path) -> Playbook:
@@ -229,9 +263,11 @@ def load_playbook(path: str | Path) -> Playbook:
     spec["preflight"] = {"ascii_dirs": checks.str_list("ascii_dirs", []),
                          "min_free": checks.int("min_free_mb", 0, minimum=0)}
     checks.done()
+    inspect = _inspect(s.section("inspect", {}))
     s.done()
     digest = hashlib.sha256(raw or b"").hexdigest()
-    return Playbook(path=p, digest=digest, name=name, product=product, spec=spec, defaults=defaults)
+    return Playbook(path=p, digest=digest, name=name, product=product, spec=spec, defaults=defaults,
+                    inspect=inspect)
 
 
 def template_names(spec: Any) -> set[str]:

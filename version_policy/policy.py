@@ -130,6 +130,27 @@ def _optional_path(value: object) -> str | None:
     return value
 
 
+def _response_hours(value: object) -> tuple[float, float, float, float]:
+    """{1: h, 2: h, 3: h, 4: h}: hours to respond to an incident of each severity level; a level
+    left out keeps its default."""
+    expected = ("a mapping of severity levels 1 to 4 to hours, e.g. {1: 2, 2: 4, 3: 8, 4: 48} "
+                "(hours above 0 and at most 8760)")
+    if not isinstance(value, dict):
+        raise _Invalid(expected)
+    hours = list(_RESPONSE_HOURS)
+    for level, given in value.items():
+        if isinstance(level, bool) or level not in (1, 2, 3, 4):
+            raise _Invalid(f"{expected}; {_show(level)} is not a level")
+        try:
+            hours[level - 1] = _hours(given)
+        except _Invalid:
+            raise _Invalid(f"{expected}; level {level} has {_show(given)}") from None
+    return (hours[0], hours[1], hours[2], hours[3])
+
+
+_RESPONSE_HOURS = (2.0, 4.0, 8.0, 48.0)
+
+
 @dataclass(frozen=True)
 class Setting:
     """One policy key: dotted path, validator (returns the normalized value), default."""
@@ -161,6 +182,7 @@ SCHEMA: tuple[Setting, ...] = (
             "after_hours_approval"),
     Setting("access.default_hours", _hours, 4.0),
     Setting("access.max_hours", _hours, 24.0),
+    Setting("severity.response_hours", _response_hours, _RESPONSE_HOURS),
 )
 
 
@@ -253,6 +275,10 @@ class Policy:
     def access_max_hours(self) -> float:
         """The longest access grant ``access grant --hours`` may ask for."""
         return cast(float, self.settings["access.max_hours"])
+
+    def response_hours(self, level: int) -> float:
+        """The response-time target, in hours, for an incident of severity ``level`` (1 to 4)."""
+        return cast(tuple[float, ...], self.settings["severity.response_hours"])[level - 1]
 
 
 _PATHS = {setting.path: setting for setting in SCHEMA}

@@ -176,7 +176,10 @@ def _run(args: argparse.Namespace, plan: Any, clock: Any) -> int:
     if args.json:
         print_json(result)
     else:
+        from .diagnostics import print_diagnostics
+
         print_run_summary(c, result)
+        print_diagnostics(c, result.get("diagnostics"))
         _print_checkpoint(c, result["checkpoint"])
     _explain_failures(result)
     return int(result["exit_code"])
@@ -267,6 +270,9 @@ def finish_run(args: argparse.Namespace, checked: CheckedRun, started: StartedRu
     result: dict[str, Any] = outcome.to_dict()
     _used_approvals(args.home).mark(checked.approvals, started.run_id, clock.now())
     result["checkpoint"] = started.recorder.checkpoint()
+    from .diagnostics import bundle_after_run
+
+    bundle_after_run(args, result)
     started.journal.write("result.json", result)
     return result
 
@@ -531,11 +537,15 @@ def _close_run(args: argparse.Namespace, c: Any, recorder: Any, journal: Any, re
     recorder.event("run_finished", outcome=str(result["exit_code"]),
                    outcomes={h["host"]: h["outcome"] for h in result["hosts"]})
     result["checkpoint"] = recorder.checkpoint()
+    from .diagnostics import bundle_after_run, print_diagnostics
+
+    bundle_after_run(args, result, name)
     journal.write(name, result)
     if args.json:
         print_json(result)
     else:
         print_run_summary(c, result)
+        print_diagnostics(c, result.get("diagnostics"))
         _print_checkpoint(c, result["checkpoint"])
     _explain_failures(result)
     return int(result["exit_code"])
