@@ -1400,8 +1400,12 @@ def serve():
 
     A lost connection must not cut an action in half: SIGHUP and SIGPIPE are ignored, so the action
     in progress runs to its end (and records its result in the run's state) even when nobody is
-    left to read the reply; the controller's retry then waits on the action lock and sees it."""
+    left to read the reply; the controller's retry then waits on the action lock and sees it.
+    A local agent shares the operator's terminal: its Ctrl-C is the controller's to handle (cancel
+    between actions), so SIGINT is caught and dropped here (a handler, not SIG_IGN, so the commands
+    the agent starts get the default back)."""
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, lambda signum, frame: None)
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     out = sys.stdout
     for line in sys.stdin:

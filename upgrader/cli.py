@@ -257,6 +257,59 @@ def build_parser() -> argparse.ArgumentParser:
     arevoke.add_argument("--json", action="store_true")
     arevoke.set_defaults(func="access:cmd_revoke")
 
+    guide = sub.add_parser(
+        "guide", help="guided upgrade of this host, for the customer's operator (Chinese or English)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="A wizard that upgrades the middleware on this host step by step: finds the installed product, "
+                    "checks the package against the signed catalog and the version policy (every rule explained), "
+                    "checks the engineer's approval and the service window, shows the preflight checks and the "
+                    "health inspection, asks you to confirm your business-data backup, offers time-limited access "
+                    "for the engineer (and to close it at the end), shows the plan, asks before stopping the "
+                    "service, then runs backup, stop, install, start and observe with progress, rolling back "
+                    "automatically on failure. Journal and audit log exactly as 'upgrader run'.",
+        epilog="""plan and approval:
+  An approval signs one plan. Either give the plan and approval your engineer sent (--plan P --approval A), or
+  let the guide make the plan here (--package PKG, or --catalog CAT --to VERSION): it is kept in
+  HOME/guide/plans/<digest>.json and the guide stops (exit 4) so you can send it to the engineer. When the
+  approval comes back, run the same command again with --approval A: the guide finds the plan it names.
+
+questions and --yes:
+  Every question has a safe default ([y/N] means No). --yes answers for a script: use the one install found
+  (several or none: exit 2, give --install-dir), business data backed up: yes, open access for the engineer:
+  no, stop the service and upgrade: yes. Refusals (policy, approval, service window) are never overridden.
+
+Ctrl-C and a lost terminal:
+  Before the service is stopped, Ctrl-C (or answering no) changes nothing: exit 130. After it was stopped, Ctrl-C
+  cancels at the next safe point and the old version is restored (exit 1); a second Ctrl-C does not abandon the
+  rollback. If the terminal is lost (SIGHUP) during the run, it goes on to its end with output only in the
+  journal and audit log; 'upgrader resume RUN_ID' finishes a run whose guide was killed. Before the run, a lost
+  terminal changes nothing: exit 129.
+
+exit codes: 0 upgraded, 1 failed or cancelled after stop and rolled back, 2 bad input, 3 refused by the version
+policy, 4 approval missing or invalid or outside the service window, 5 needs a person, 129/130 see above""")
+    guide.add_argument("--install-dir", metavar="DIR", help="the product's install directory (default: look in "
+                       "/opt/*, /opt/*/*, /usr/local/*, /srv/*, /app/*, /data/*, ~/*, or env UPGRADER_SEARCH_PATH, "
+                       "then ask)")
+    guide.add_argument("--package", metavar="PKG", help="the package to install; it must be listed in the signed "
+                       "catalog of its directory (or --catalog)")
+    guide.add_argument("--catalog", metavar="CAT", help="the vendor's signed catalog (directory or catalog.yaml)")
+    guide.add_argument("--to", metavar="VERSION", help="with --catalog: the version to upgrade to")
+    guide.add_argument("--approval", metavar="APPROVAL", help="the approval file your engineer sent")
+    guide.add_argument("--plan", metavar="PLAN", help="the plan file your engineer sent (default: the plan the "
+                       "guide made earlier that the approval names)")
+    guide.add_argument("--lang", choices=("zh", "en"), help="language (default: from LC_ALL, LC_MESSAGES, LANG: "
+                       "zh* is Chinese, else English)")
+    guide.add_argument("--yes", action="store_true", help="non-interactive: answer as described below")
+    guide.add_argument("--playbook", metavar="P", help="the product's playbook (name or file), when not found by "
+                       "the product's files")
+    guide.add_argument("--inventory", metavar="INV", help="an inventory that lists this host (address: local) "
+                       "with its variables and maintenance contract")
+    guide.add_argument("--var", action="append", metavar="NAME=VALUE", help="a playbook variable of this install, "
+                       "e.g. http_port=8089 (repeatable)")
+    guide.add_argument("--policy", help="policy YAML (default: HOME/policy.yaml if present, else the shipped one)")
+    guide.add_argument("--audit-key", metavar="KEY", help="your SSH key that signs the audit checkpoint")
+    guide.set_defaults(func="guide:cmd_guide")
+
     run = sub.add_parser("run", help="execute a plan",
                          description="Run the plan's phases on every host: preflight, backup, stop, install, start, "
                                      "observe; roll back automatically on failure.")

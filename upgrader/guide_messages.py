@@ -1,0 +1,303 @@
+"""Every word ``upgrader guide`` shows, in English and Simplified Chinese, in one catalog.
+
+``language`` picks the language (``--lang``, else LC_ALL, LC_MESSAGES, LANG: a value starting with
+``zh`` means Chinese); ``Messages`` looks a key up and fills its ``{fields}``. Texts may hold rich
+markup. Data the tool cannot translate (versions, paths, the policy's own reasons) is shown as it
+is, after the plain-words meaning. This module does no I/O.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Mapping
+
+__all__ = ["MESSAGES", "RULES", "PHASES", "language", "Messages"]
+
+# key -> (English, Chinese)
+MESSAGES: dict[str, tuple[str, str]] = {
+    "title": ("[bold]upgrader guide[/bold]: a guided upgrade of the middleware on this host",
+              "[bold]upgrader 升级向导[/bold]：引导您升级本机上的中间件"),
+    "intro": ("Every step is explained and every risky step is asked first. The default answer (in capitals) "
+              "is always the safe one. Ctrl-C before the service is stopped changes nothing; after it, the old "
+              "version is restored.",
+              "每一步都会说明；有风险的步骤都会先征求您的同意。默认答案（大写字母）始终是安全的选择。"
+              "在停止服务之前按 Ctrl-C 不会改动任何东西；停止服务之后按 Ctrl-C，会恢复旧版本。"),
+    "step": ("[bold cyan]Step {n}/{total}: {title}[/bold cyan]", "[bold cyan]第 {n}/{total} 步：{title}[/bold cyan]"),
+    "step_find": ("the installed product", "已安装的产品"),
+    "step_policy": ("the package and the version policy", "升级包与版本策略"),
+    "step_approval": ("the engineer's approval and the service window", "工程师审批与服务时间窗口"),
+    "step_checks": ("preflight checks and health inspection", "预检与健康巡检"),
+    "step_backup": ("your business data", "您的业务数据"),
+    "step_access": ("help from the engineer (remote access)", "工程师远程协助（访问授权）"),
+    "step_plan": ("the plan", "升级计划"),
+    "step_run": ("the upgrade", "执行升级"),
+    # step 1
+    "searching": ("Looking for installed products in: {places}", "正在以下位置查找已安装的产品：{places}"),
+    "found_one": ("Found {product} in {dir}", "找到 {product}，位于 {dir}"),
+    "found_many": ("Found several installs:", "找到多个安装："),
+    "found_none": ("No installed product was found in the usual places.", "在常用位置没有找到已安装的产品。"),
+    "ask_use_found": ("Upgrade this install?", "升级这个安装吗？"),
+    "ask_choose": ("Which one? Type its number", "请选择要升级的安装，输入编号"),
+    "ask_dir": ("Type the install directory (empty to quit)", "请输入安装目录（直接回车退出）"),
+    "not_install": ("{dir} does not hold a product upgrader knows (no playbook's files are there)",
+                    "{dir} 中没有 upgrader 认识的产品（找不到任何剧本所需的文件）"),
+    "yes_needs_dir": ("several or no installs found: with --yes give --install-dir",
+                      "找到多个安装或没有找到安装：使用 --yes 时请用 --install-dir 指定安装目录"),
+    "installed": ("Installed: [bold]{product} {version}[/bold] in {dir} (playbook {playbook})",
+                  "已安装：[bold]{product} {version}[/bold]，目录 {dir}（剧本 {playbook}）"),
+    "plan_given": ("Using the plan {file} (digest {digest}…), made {created} by {requester}",
+                   "使用升级计划 {file}（摘要 {digest}…），由 {requester} 于 {created} 生成"),
+    # step 2
+    "package": ("Package: {product} {version} ({kind}), sha256 {sha} matches the signed catalog (serial {serial})",
+                "升级包：{product} {version}（{kind}），sha256 {sha} 与已签名的目录（序号 {serial}）一致"),
+    "kind_full": ("full package", "完整包"),
+    "kind_patch": ("patch", "补丁"),
+    "decision_allowed": ("The version policy [bold green]ALLOWS[/bold green] {current} → {target}:",
+                         "版本策略[bold green]允许[/bold green] {current} → {target}："),
+    "decision_refused": ("The version policy [bold red]REFUSES[/bold red] {current} → {target}:",
+                         "版本策略[bold red]不允许[/bold red] {current} → {target}："),
+    "rule_line": ("  {mark} {name}: {meaning}", "  {mark} {name}：{meaning}"),
+    "rule_detail": ("      ({reason})", "      （{reason}）"),
+    "status_pass": ("passed", "通过"),
+    "status_fail": ("NOT met", "不满足"),
+    "status_skip": ("not checked", "未检查"),
+    "status_warn": ("note", "注意"),
+    "refused_end": ("Nothing was changed. This upgrade cannot be done as a free maintenance upgrade; "
+                    "ask your engineer what to do (exit 3).",
+                    "未做任何改动。此次升级不能作为免费的维护升级进行，请联系您的工程师（退出码 3）。"),
+    # step 3
+    "window_inside": ("Service window: [green]now is inside it[/green] ({reason})",
+                      "服务时间窗口：[green]现在在窗口内[/green]（{reason}）"),
+    "window_outside": ("Service window: [yellow]now is OUTSIDE it[/yellow] ({reason})",
+                       "服务时间窗口：[yellow]现在在窗口外[/yellow]（{reason}）"),
+    "window_unknown": ("Service window: [yellow]cannot tell[/yellow] ({reason})",
+                       "服务时间窗口：[yellow]无法判断[/yellow]（{reason}）"),
+    "window_rule_allow": ("The policy allows upgrades outside the window.", "策略允许在窗口外升级。"),
+    "window_rule_after": ("Outside it, the approval must be made for after hours (approve --after-hours).",
+                          "在窗口外升级，需要工程师做“非工作时间”审批（approve --after-hours）。"),
+    "window_rule_refuse": ("The policy refuses upgrades outside it.", "策略不允许在窗口外升级。"),
+    "no_approval": ("No approval was given. The plan for this upgrade is written to:\n  [bold]{plan}[/bold]\n"
+                    "Send this file to your engineer. After they approve it they send you an approval file; "
+                    "then run:\n  [bold]{again}[/bold]\nNothing was changed (exit 4).",
+                    "没有提供审批文件。本次升级的计划已写入：\n  [bold]{plan}[/bold]\n"
+                    "请把这个文件发给您的工程师。工程师审批后会发给您一个审批文件，然后运行：\n"
+                    "  [bold]{again}[/bold]\n未做任何改动（退出码 4）。"),
+    "approval_ok": ("Approval: [green]valid[/green], by {approver} (key {key}), until {expires}{after}",
+                    "审批：[green]有效[/green]，审批人 {approver}（密钥 {key}），有效期至 {expires}{after}"),
+    "after_hours": (", pre-booked for after hours", "，已预约非工作时间"),
+    "approval_refused": ("The approval cannot be used: {reason}\nNothing was changed (exit 4).",
+                         "审批不能使用：{reason}\n未做任何改动（退出码 4）。"),
+    "approval_other_plan": ("the approval {file} is for plan {digest}…, which is not in {dir}",
+                            "审批文件 {file} 对应的计划 {digest}… 不在 {dir} 中"),
+    "approval_other_plan_hint": ("give the plan file your engineer sent with --plan PLAN",
+                                 "请用 --plan PLAN 指定工程师发给您的计划文件"),
+    # step 4
+    "check_line": ("  {mark} {name}: {reason}", "  {mark} {name}：{reason}"),
+    "still_current": ("The host still runs {version}, as the plan expects.", "本机仍在运行计划所预期的版本 {version}。"),
+    "stale": ("the host now runs {version}, the plan was made for {planned}", "本机当前运行 {version}，但计划是按 {planned} 制定的"),
+    "stale_hint": ("make a new plan: run upgrader guide without --plan", "请重新生成计划：不带 --plan 运行 upgrader guide"),
+    "inspection_none": ("Health inspection: not available in this version of upgrader (skipped).",
+                        "健康巡检：此版本的 upgrader 尚未提供（已跳过）。"),
+    "inspection_ok": ("Health inspection: {summary}", "健康巡检：{summary}"),
+    "inspection_clean": ("no warnings", "没有警告"),
+    "inspection_count": ("{n} warning(s), shown below (they do not stop the upgrade; tell your engineer)",
+                         "{n} 条警告，见下（不会阻止升级；请告知您的工程师）"),
+    "inspection_warn": ("  ! {text}", "  ! {text}"),
+    "inspection_failed": ("Health inspection could not run: {error} (the upgrade does not depend on it)",
+                          "健康巡检无法运行：{error}（不影响升级本身）"),
+    # step 5
+    "backup_note": ("upgrader makes a verified backup of every product file the upgrade changes and restores it "
+                    "if anything fails. It does NOT back up your business data: databases, files your "
+                    "applications write elsewhere, and anything outside {dir}. Backing those up is your "
+                    "responsibility.",
+                    "upgrader 会对升级要改动的每个产品文件做经过校验的备份，出错时自动恢复。"
+                    "但它[bold]不会[/bold]备份您的业务数据：数据库、应用写在其他位置的文件，以及 {dir} 之外的任何内容。"
+                    "这些数据的备份由您负责。"),
+    "ask_backup": ("Have you backed up your business data?", "您已经备份好业务数据了吗？"),
+    "backup_no": ("Please back up your business data first, then run the guide again. Nothing was changed.",
+                  "请先备份业务数据，然后重新运行向导。未做任何改动。"),
+    # step 6
+    "ask_access": ("Do you want to let your engineer log in to this host for a few hours to help?",
+                   "需要让工程师在几个小时内远程登录本机协助吗？"),
+    "ask_key": ("The engineer's public key file (e.g. engineer.pub)", "工程师的公钥文件（例如 engineer.pub）"),
+    "ask_hours": ("For how many hours", "开放几个小时"),
+    "ask_from": ("Only from these addresses (empty: any)", "只允许来自这些地址（直接回车：不限）"),
+    "access_granted": ("Access [green]granted[/green]: grant {id} for {user}, key {fp}, until {expires}, "
+                       "from {where}. It ends by itself; you will be asked at the end whether to close it now.",
+                       "已[green]授权[/green]：授权编号 {id}，账号 {user}，密钥 {fp}，有效期至 {expires}，"
+                       "来源 {where}。到期自动失效；结束时会询问您是否立即关闭。"),
+    "access_any": ("any address", "不限"),
+    "access_failed": ("Access was not granted: {error}", "未能授权：{error}"),
+    "ask_revoke": ("Close the engineer's access (grant {id}) now?", "现在关闭工程师的访问授权（编号 {id}）吗？"),
+    "access_revoked": ("Access closed: grant {id} removed from {file}.", "已关闭访问：授权 {id} 已从 {file} 删除。"),
+    "access_kept": ("Grant {id} stays open until {expires}. Close it any time with: upgrader access revoke {id}",
+                    "授权 {id} 保持开放，直到 {expires}。随时可以关闭：upgrader access revoke {id}"),
+    # step 7
+    "plan_line": ("{host}: {current} → {target} ({kind}); phases:", "{host}：{current} → {target}（{kind}）；步骤："),
+    "phase_line": ("  {n}. {name}: {does}", "  {n}. {name}：{does}"),
+    "downtime_note": ("The service is down from 'stop' until the new version is healthy. If anything fails, the "
+                      "old version is restored and started again automatically.",
+                      "从“停止服务”到新版本健康运行之间服务不可用。任何一步失败，都会自动恢复并重新启动旧版本。"),
+    "ask_stop": ("Stop {product} now and upgrade it to {target}?", "现在停止 {product} 并升级到 {target} 吗？"),
+    "stop_no": ("You chose not to upgrade now. Nothing was changed.", "您选择现在不升级。未做任何改动。"),
+    # step 8
+    "run_started": ("Run {run}: journal {journal}. If this window closes, the upgrade still goes on to a safe end; "
+                    "check it later with: upgrader resume {run}",
+                    "运行编号 {run}：日志 {journal}。即使此窗口关闭，升级也会继续进行到安全的结束点；"
+                    "之后可以用 upgrader resume {run} 查看和完成。"),
+    "phase_started": ("  … {name}", "  … {name}"),
+    "phase_ok": ("  [green]✔[/green] {name} ({seconds:.1f}s) {detail}", "  [green]✔[/green] {name}（{seconds:.1f} 秒）{detail}"),
+    "phase_failed": ("  [red]✘[/red] {name} ({seconds:.1f}s) {detail}", "  [red]✘[/red] {name}（{seconds:.1f} 秒）{detail}"),
+    "rolling_back": ("  [bold yellow]⟲ rolling back to the old version[/bold yellow]: {cause}",
+                     "  [bold yellow]⟲ 正在回滚到旧版本[/bold yellow]：{cause}"),
+    "cancel_first": ("[bold yellow]Ctrl-C: cancelling at the next safe point.[/bold yellow] If the service was "
+                     "not stopped yet, nothing is changed; if it was, the old version is restored and started. "
+                     "Please wait.",
+                     "[bold yellow]Ctrl-C：将在下一个安全点取消。[/bold yellow]如果服务还没有停止，不会改动任何东西；"
+                     "如果已经停止，会恢复并启动旧版本。请稍候。"),
+    "cancel_again": ("[bold yellow]Please wait: the run is being cancelled and, if needed, rolled back to the old "
+                     "version. Interrupting a rollback would leave the service down, so it goes on.[/bold yellow]",
+                     "[bold yellow]请稍候：正在取消，必要时正在回滚到旧版本。中断回滚会导致服务不可用，"
+                     "所以回滚会继续完成。[/bold yellow]"),
+    # result
+    "done_ok": ("[bold green]Upgrade done[/bold green]: {product} now runs {version} and is healthy (downtime {downtime}).",
+                "[bold green]升级完成[/bold green]：{product} 现在运行 {version}，运行正常（停机 {downtime}）。"),
+    "done_ok_next": ("Next: check your applications as usual. The backup of the old version is kept on this host; "
+                     "to go back: upgrader rollback {run}",
+                     "下一步：请按平时的方式检查您的应用。旧版本的备份保存在本机；如需退回：upgrader rollback {run}"),
+    "done_after_cancel": ("Ctrl-C came too late: the upgrade had already finished.", "Ctrl-C 太晚：升级已经完成。"),
+    "cancelled_nothing": ("[bold]Cancelled.[/bold] The service was never stopped and nothing on this host was "
+                          "changed{lock}.",
+                          "[bold]已取消。[/bold]服务没有被停止，本机没有任何改动{lock}。"),
+    "lock_released": (" (the lock was released and the staged files removed)", "（已释放主机锁并清除了暂存文件）"),
+    "cancelled_rolled_back": ("[bold yellow]Cancelled and rolled back.[/bold yellow] The service had been stopped; "
+                              "the old version {version} was restored and is running and healthy.",
+                              "[bold yellow]已取消并回滚。[/bold yellow]服务已经被停止过；旧版本 {version} "
+                              "已恢复，正在正常运行。"),
+    "failed_rolled_back": ("[bold yellow]The upgrade failed and was rolled back.[/bold yellow] Why: {cause}. "
+                           "The old version {version} was restored and is running and healthy.",
+                           "[bold yellow]升级失败，已回滚。[/bold yellow]原因：{cause}。旧版本 {version} "
+                           "已恢复，正在正常运行。"),
+    "failed_unchanged": ("[bold yellow]The upgrade did not start:[/bold yellow] {cause}. The service was not "
+                         "stopped; nothing was changed.",
+                         "[bold yellow]升级没有开始：[/bold yellow]{cause}。服务没有被停止，未做任何改动。"),
+    "needs_person": ("[bold red]This host needs a person now.[/bold red] {cause}. Call your engineer at once.",
+                     "[bold red]本机需要人工处理。[/bold red]{cause}。请立即联系您的工程师。"),
+    "stale_plan": ("[bold red]Not run:[/bold red] {cause}.", "[bold red]未执行：[/bold red]{cause}。"),
+    "send_support": ("Send to support: the run journal {journal}{diag} and the run id {run}. The audit log "
+                     "{audit} records every step.",
+                     "请发给技术支持：运行日志目录 {journal}{diag}，以及运行编号 {run}。审计日志 {audit} 记录了每一步。"),
+    "diagnostics": (", the diagnostics bundle {bundle}", "、诊断包 {bundle}"),
+    "contact": ("Whom to contact: your engineer ({approver}) or the vendor's support line.",
+                "联系人：您的工程师（{approver}）或厂商技术支持。"),
+    "checkpoint": ("Audit checkpoint: line {line}, seq {seq}, head {head}.", "审计检查点：第 {line} 行，序号 {seq}，哈希 {head}。"),
+    "interrupted_before": ("[bold]Cancelled.[/bold] Nothing on this host was changed.",
+                           "[bold]已取消。[/bold]本机没有任何改动。"),
+    "terminal_lost": ("the terminal was lost", "终端连接已断开"),
+    "yes_mode": ("--yes: answering the questions with their scripted answers (see --help).",
+                 "--yes：按脚本模式自动回答问题（见 --help）。"),
+    "answer_auto": ("{question} → {answer} (--yes)", "{question} → {answer}（--yes）"),
+    "yes_word": ("yes", "是"),
+    "no_word": ("no", "否"),
+    "yn_default_no": ("[y/N]", "[y/N]（默认：否）"),
+    "yn_default_yes": ("[Y/n]", "[Y/n]（默认：是）"),
+    "yn_invalid": ("Please answer y or n.", "请输入 y 或 n。"),
+    "missing_target": ("tell the guide what to upgrade to", "请告诉向导要升级到哪个版本"),
+    "missing_target_hint": ("give --package PKG (from a signed catalog directory), or --catalog CAT --to VERSION, "
+                            "or the --plan and --approval your engineer sent",
+                            "请给出 --package PKG（位于已签名的目录中），或 --catalog CAT --to VERSION，"
+                            "或工程师发来的 --plan 和 --approval"),
+}
+
+# version policy rules and plan checks: (English name, Chinese name, English meaning, Chinese meaning)
+RULES: dict[str, tuple[str, str, str, str]] = {
+    "same_product": ("same product", "同一产品",
+                     "the package is for the product installed here", "升级包必须是本机所安装的产品"),
+    "newer": ("newer version", "更新的版本",
+              "the target must be strictly newer (no downgrade, no same version)",
+              "目标版本必须更新（不允许降级，也不允许“升级”到相同版本）"),
+    "same_line": ("same product line", "同一产品线",
+                  "a letter series (7.0.C.x) is a separate line; moving between lines is not a free upgrade",
+                  "字母系列（如 7.0.C.x）是独立的产品线，跨产品线不属于免费升级"),
+    "free_levels": ("maintenance levels only", "只变化维护级别",
+                    "only levels 3 and 4 (and the build tag) may change; a major or minor change needs a "
+                    "separate agreement",
+                    "只有第 3、4 级版本号（以及构建标记）可以变化；主版本或次版本的变化需要另行商定"),
+    "declared_changes": ("no interface changes", "不改变接口",
+                         "the package must not change external interfaces, the configuration file format or "
+                         "monitoring/management",
+                         "升级包不得改变对外接口、配置文件格式或监控/管理功能"),
+    "maintenance_contract": ("maintenance contract", "维保合同",
+                             "this host's maintenance contract must cover today",
+                             "本机的维保合同必须覆盖今天"),
+    "patch_requires": ("patch fits", "补丁适用",
+                       "a patch must apply to the version installed now", "补丁必须适用于当前安装的版本"),
+    "approval": ("engineer approval", "工程师审批",
+                 "an engineer must approve this exact plan (checked next)", "工程师必须审批这份计划（下一步检查）"),
+    "installed_version": ("installed version", "已安装版本",
+                          "the installed version must be readable", "必须能读出已安装的版本"),
+    "package": ("package", "升级包", "the signed catalog must hold the package", "已签名的目录中必须有该升级包"),
+    "manual_changes": ("hand-made changes", "手工改动",
+                       "product files changed by hand since the last install would be overwritten",
+                       "上次安装后被手工改过的产品文件会被覆盖"),
+    "lock": ("host lock", "主机锁", "no other run may be working on this install", "不能有其他运行正在处理这个安装"),
+    "free_disk": ("free disk", "磁盘空间", "enough free disk for the package and its staging",
+                  "磁盘空间要足够放下升级包和暂存文件"),
+    "non_ascii_names": ("non-ASCII names", "非 ASCII 名称",
+                        "application folders with non-ASCII names break some vendors' patch tools",
+                        "应用目录使用非 ASCII（如中文）名称会导致某些厂商的补丁工具出错"),
+}
+
+PHASES: dict[str, tuple[str, str]] = {
+    "preflight": ("preflight", "预检"), "backup": ("backup", "备份"), "stop": ("stop the service", "停止服务"),
+    "install": ("install", "安装"), "start": ("start", "启动"), "observe": ("health observation", "健康观察"),
+    "rollback": ("restore the old version", "恢复旧版本"),
+}
+_PHASE_DOES: dict[str, tuple[str, str]] = {
+    "preflight": ("lock the install, check the package and the free disk; nothing is changed",
+                  "锁定安装，检查升级包和磁盘空间；不做任何改动"),
+    "backup": ("stage the new version and make a verified backup while the service still runs",
+               "在服务仍运行时暂存新版本并做经过校验的备份"),
+    "stop": ("stop the service (the downtime starts)", "停止服务（开始停机）"),
+    "install": ("put the new version in place, keeping your configuration and data", "放入新版本，保留您的配置和数据"),
+    "start": ("start the new version", "启动新版本"),
+    "observe": ("check that it stays healthy for a while", "检查新版本在一段时间内持续正常"),
+}
+
+
+def language(arg: str | None, environ: Mapping[str, str] | None = None) -> str:
+    """``zh`` or ``en``: --lang wins, else the first set of LC_ALL, LC_MESSAGES, LANG."""
+    if arg:
+        return "zh" if arg.lower().startswith("zh") else "en"
+    env = os.environ if environ is None else environ
+    for name in ("LC_ALL", "LC_MESSAGES", "LANG"):
+        value = env.get(name)
+        if value:
+            return "zh" if value.lower().startswith("zh") else "en"
+    return "en"
+
+
+class Messages:
+    """``t("key", field=value)``: the text of a key in the chosen language."""
+
+    def __init__(self, lang: str) -> None:
+        self.lang = lang
+        self._i = 1 if lang == "zh" else 0
+
+    def __call__(self, msg: str, **fields: object) -> str:
+        return MESSAGES[msg][self._i].format(**fields)
+
+    def rule(self, rule: str) -> tuple[str, str]:
+        """(name, meaning) of a policy rule or plan check, in this language."""
+        entry = RULES.get(rule)
+        if entry is None:
+            return rule, ""
+        return (entry[1], entry[3]) if self._i else (entry[0], entry[2])
+
+    def phase(self, phase: str) -> str:
+        if phase.startswith("hook:"):
+            return ("钩子 " if self._i else "hook ") + phase[5:]
+        return PHASES.get(phase, (phase, phase))[self._i]
+
+    def does(self, phase: str) -> str:
+        return _PHASE_DOES.get(phase, ("", ""))[self._i]
