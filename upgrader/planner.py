@@ -72,7 +72,12 @@ def make_plan(inventory: Inventory, hosts: list[Host], *, target: str, catalog: 
     for h in hosts:
         if h.playbook not in playbooks:
             playbooks[h.playbook] = load_playbook(find_playbook(h.playbook, search))
-    packages_checked: dict[str, dict[str, Any]] = {}
+    # each package is verified once, before the hosts are contacted (not once per concurrent host thread)
+    entries = {h.name: catalog.find(h.product, target) for h in hosts}
+    packages: dict[str, dict[str, Any]] = {}
+    for e in entries.values():
+        if e is not None and e.sha256 not in packages:
+            packages[e.sha256] = package_entry(catalog, e)
 
     def one(h: Host) -> HostInput:
         pb = playbooks[h.playbook]
@@ -81,7 +86,7 @@ def make_plan(inventory: Inventory, hosts: list[Host], *, target: str, catalog: 
                              path=str(inventory.path), key=f"hosts.{h.name}.playbook")
         base_vars = {"install_dir": h.install_dir, "host": h.name, **h.vars}
         probe_spec = pb.render({**base_vars, "target_version": target, "current_version": "unknown"})
-        entry = catalog.find(h.product, target)
+        entry = entries[h.name]
         transport = connect(h)
         try:
             facts = host_facts(AgentClient(transport), h, probe_spec, [entry.sha256] if entry else [])
@@ -91,11 +96,7 @@ def make_plan(inventory: Inventory, hosts: list[Host], *, target: str, catalog: 
         spec = pb.render({**base_vars, "target_version": target, "current_version": current or "unknown"})
         rollback_observe = pb.render({**base_vars, "target_version": current or "unknown",
                                       "current_version": current or "unknown"})["observe"]
-        package = None
-        if entry is not None:
-            if entry.sha256 not in packages_checked:
-                packages_checked[entry.sha256] = package_entry(catalog, entry)
-            package = packages_checked[entry.sha256]
+        package = packages[entry.sha256] if entry is not None else None
         decision = _decide(h, current, facts, target_v, entry, package, policy, today,
                            UpgradeRequest, decide, parse_version, parse_range, VersionError)
         return HostInput(host=h.describe(), state_dir=h.state_dir,
