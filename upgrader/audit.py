@@ -20,6 +20,8 @@ import json
 import os
 import re
 import threading
+import weakref
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -45,6 +47,8 @@ _SECRET_TEXT = [
 ]
 
 
+# a word every pattern above needs (each pattern's own test decides; this only skips the plain values)
+_MAYBE_SECRET = re.compile(r"(?i)pass|secret|token|api[_-]?key|private|access[_-]?key|credential|authorization|://")
 _KEY_END = re.compile(r"-----END [A-Z ]*PRIVATE KEY-----")
 _BASE64_LINE = re.compile(r"[A-Za-z0-9+/=]+\r?")
 
@@ -75,6 +79,8 @@ def redact(value: Any, key: str = "") -> Any:
     if isinstance(value, str):
         if key and _SECRET_KEYS.search(key) and not key.endswith(("_file", "_path")) and value:
             return "[REDACTED]"
+        if not _MAYBE_SECRET.search(value):  # one scan instead of every pattern: most values are plain
+            return value
         for pattern, repl in _SECRET_TEXT:
             value = pattern.sub(repl, value)
         return _redact_key_tails(value) if "PRIVATE KEY-----" in value else value
@@ -126,6 +132,12 @@ class AuditLog:
         self._synced = 0
         # (file size after our last line, next seq, its hash, its time): valid while the size is unchanged
         self._head: tuple[int, int, str, str] | None = None
+        # The log and its lock file stay open for the life of this object (a run appends hundreds of events;
+        # opening both for each was most of an append's cost). flock excludes other processes; threads of
+        # this process share one open file, so they take ``_mutex`` first.
+        self._mutex = threading.Lock()
+        self._files = _OpenFiles(path)
+        weakref.finalize(self, self._files.close)
 
     def _durable(self, mine: int) -> None:
         """Group commit: return once an fsync that began after write number ``mine`` has finished.
@@ -136,11 +148,7 @@ class AuditLog:
                 return
             with self._count:
                 upto = self._written
-            fd = os.open(self.path, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            os.fsync(self._files.log())
             self._synced = upto
 
     def _wrote(self) -> int:
@@ -148,8 +156,15 @@ class AuditLog:
             self._written += 1
             return self._written
 
-    def _locked(self) -> Any:
-        return _Lock(self.path.with_name(self.path.name + ".lock"))
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        with self._mutex:
+            fd = self._files.lock()
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
 
     def append(self, event: str, *, run: str | None = None, host: str | None = None, phase: str | None = None,
                outcome: str | None = None, time: str, data: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -164,46 +179,46 @@ class AuditLog:
     def _append_locked(self, event: str, *, run: str | None, host: str | None, phase: str | None,
                        outcome: str | None, time: str, data: dict[str, Any] | None,
                        raw: Callable[[int, str, str], dict[str, Any]] | None = None) -> dict[str, Any]:
-        with open(self.path, "a+b") as f:
-            size = os.fstat(f.fileno()).st_size
-            seq, prev = 1, GENESIS
-            if self._head is not None and self._head[0] == size:
-                # nobody appended since our own last line (same size, under the lock): chain to it directly
-                _, seq, prev, last_time = self._head
-                if time < last_time:
-                    time = last_time
-            else:
+        fd = self._files.log(check=True)  # under the lock: the file this path names now
+        size = os.fstat(fd).st_size
+        seq, prev = 1, GENESIS
+        if self._head is not None and self._head[0] == size:
+            # nobody appended since our own last line (same size, under the lock): chain to it directly
+            _, seq, prev, last_time = self._head
+            if time < last_time:
+                time = last_time
+        else:
+            with open(self.path, "rb") as f:
                 last = _tail_line(f)
-                if last is not None and not last.endswith(b"\n"):
-                    raise InputError("the audit log ends with a torn line; refusing to append after it",
-                                     path=str(self.path),
-                                     hint="run 'upgrader audit verify' and keep the file for review")
-                if last is not None:
-                    try:
-                        tail = json.loads(last)
-                        seq = int(tail["seq"]) + 1
-                    except (ValueError, KeyError, TypeError):
-                        raise InputError("the audit log's last line is not an audit event", path=str(self.path),
-                                         hint="run 'upgrader audit verify'") from None
-                    prev = _line_hash(last)
-                    # The caller read its clock before it got the lock: another process may have written a later
-                    # time meanwhile (or the clock stepped back). A line is never older than the line it chains
-                    # to, so keep the log's times in order (verify_log checks that order strictly).
-                    last_time = tail.get("time")
-                    if isinstance(last_time, str) and time < last_time:
-                        time = last_time
-            record: dict[str, Any] = {"seq": seq, "prev": prev, "time": time, "event": event, "run": run,
-                                      "host": host, "phase": phase, "outcome": outcome, "actor": self.actor}
-            if raw is not None:
-                record.update(raw(seq, prev, time))
-            if data:
-                record["data"] = redact(data)
-            line = json.dumps(record, separators=(",", ":"), ensure_ascii=False, default=str).encode() + b"\n"
-            f.write(line)
-            f.flush()  # durable: the caller waits for an fsync (group commit) before it returns
-            record["_hash"] = _line_hash(line)
-            self._head = (size + len(line), seq + 1, record["_hash"], record["time"])
-            return record
+            if last is not None and not last.endswith(b"\n"):
+                raise InputError("the audit log ends with a torn line; refusing to append after it",
+                                 path=str(self.path),
+                                 hint="run 'upgrader audit verify' and keep the file for review")
+            if last is not None:
+                try:
+                    tail = json.loads(last)
+                    seq = int(tail["seq"]) + 1
+                except (ValueError, KeyError, TypeError):
+                    raise InputError("the audit log's last line is not an audit event", path=str(self.path),
+                                     hint="run 'upgrader audit verify'") from None
+                prev = _line_hash(last)
+                # The caller read its clock before it got the lock: another process may have written a later
+                # time meanwhile (or the clock stepped back). A line is never older than the line it chains
+                # to, so keep the log's times in order (verify_log checks that order strictly).
+                last_time = tail.get("time")
+                if isinstance(last_time, str) and time < last_time:
+                    time = last_time
+        record: dict[str, Any] = {"seq": seq, "prev": prev, "time": time, "event": event, "run": run,
+                                  "host": host, "phase": phase, "outcome": outcome, "actor": self.actor}
+        if raw is not None:
+            record.update(raw(seq, prev, time))
+        if data:
+            record["data"] = redact(data)
+        line = json.dumps(record, separators=(",", ":"), ensure_ascii=False, default=str).encode() + b"\n"
+        _write_all(fd, line)  # durable: the caller waits for an fsync (group commit) before it returns
+        record["_hash"] = _line_hash(line)
+        self._head = (size + len(line), seq + 1, record["_hash"], record["time"])
+        return record
 
     def checkpoint(self, *, run: str | None, time: str, signer: str, key: Any) -> dict[str, Any]:
         """Sign the current head of the chain; return the checkpoint (seq and head) to keep elsewhere."""
@@ -227,18 +242,48 @@ class AuditLog:
         return cp
 
 
-class _Lock:
+class _OpenFiles:
+    """The log (O_APPEND) and its lock file, opened on first use and kept open."""
+
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._log: tuple[int, int, int] | None = None  # fd, st_dev, st_ino
+        self._lock: int | None = None
 
-    def __enter__(self) -> "_Lock":
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        fcntl.flock(self.fd, fcntl.LOCK_EX)
-        return self
+    def log(self, check: bool = False) -> int:
+        """The log's descriptor; with ``check``, reopened if the path now names another file (moved or deleted
+        and made again by someone else): a line must never go to a file that is no longer the log."""
+        if self._log is not None and check:
+            try:
+                st = os.stat(self.path)
+                if (st.st_dev, st.st_ino) != self._log[1:]:
+                    raise FileNotFoundError
+            except FileNotFoundError:
+                os.close(self._log[0])
+                self._log = None
+        if self._log is None:
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o666)
+            st = os.fstat(fd)
+            self._log = (fd, st.st_dev, st.st_ino)
+        return self._log[0]
 
-    def __exit__(self, *exc: Any) -> None:
-        fcntl.flock(self.fd, fcntl.LOCK_UN)
-        os.close(self.fd)
+    def lock(self) -> int:
+        if self._lock is None:
+            self._lock = os.open(self.path.with_name(self.path.name + ".lock"),
+                                 os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        return self._lock
+
+    def close(self) -> None:
+        for fd in (self._log[0] if self._log else None, self._lock):
+            if fd is not None:
+                os.close(fd)
+        self._log = self._lock = None
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
 
 
 # -- verification -----------------------------------------------------------------------------

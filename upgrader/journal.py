@@ -26,9 +26,10 @@ __all__ = ["Journal", "JournalRecord", "read_journal", "write_json_atomic", "new
 def write_json_atomic(path: Path, data: Any) -> None:
     """Temp file, fsync, rename, fsync the directory: readers see the old or the new file, whole."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    from .plan import readable_json
+
     with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=2, sort_keys=True, ensure_ascii=False)
-        f.write("\n")
+        f.write(readable_json(data))
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
@@ -107,8 +108,8 @@ class Journal:
                                 event, data)
             body = json.dumps({"seq": rec.seq, "time": rec.time, "host": host, "phase": phase, "event": event,
                                "data": data}, sort_keys=True, ensure_ascii=False, default=str)
-            line = json.dumps({"rec": json.loads(body), "crc": _checksum(body)}, sort_keys=True,
-                              ensure_ascii=False, default=str) + "\n"
+            # the bytes json.dumps({"crc": ..., "rec": rec}, sort_keys=True) gives, without encoding rec twice
+            line = f'{{"crc": "{_checksum(body)}", "rec": {body}}}\n'
             if self._file is None:
                 self._file = open(self.path, "ab")
             self._file.write(line.encode("utf-8"))
