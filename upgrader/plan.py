@@ -14,11 +14,11 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from .errors import InputError
 
-__all__ = ["Plan", "HostInput", "build_plan", "canonical_json", "load_plan", "PHASES"]
+__all__ = ["Plan", "HostInput", "build_plan", "canonical_json", "readable_json", "load_plan", "PHASES"]
 
 PLAN_FORMAT = 1
 PHASES = ("preflight", "backup", "stop", "install", "start", "observe")
@@ -35,6 +35,26 @@ _PHASE_TEXT = {
 
 def canonical_json(obj: Any) -> bytes:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def readable_json(obj: Any, default: Callable[[Any], Any] | None = None) -> str:
+    """JSON for files people open: sorted keys, one top-level key a line, and one item a line of the lists
+    under them (a plan or a result reads and diffs host by host). Every value is written by the C encoder;
+    ``indent=2`` runs the pure-Python one, which took a tenth of a second for a 50-host plan."""
+    def enc(value: Any) -> str:
+        return json.dumps(value, sort_keys=True, ensure_ascii=False, default=default)
+
+    if not isinstance(obj, dict) or not obj:
+        return enc(obj) + "\n"
+    lines = []
+    for key in sorted(obj):
+        value = obj[key]
+        if isinstance(value, list) and value:
+            text = "[\n" + ",\n".join("    " + enc(item) for item in value) + "\n  ]"
+        else:
+            text = enc(value)
+        lines.append(f"  {enc(key)}: {text}")
+    return "{\n" + ",\n".join(lines) + "\n}\n"
 
 
 @dataclass(frozen=True)
@@ -73,7 +93,7 @@ class Plan:
         return [h for h in self.hosts if not h["allowed"]]
 
     def to_json(self) -> str:
-        return json.dumps(self.data, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+        return readable_json(self.data)
 
 
 def _checks(h: HostInput, policy_rules: Mapping[str, Any]) -> list[dict[str, str]]:

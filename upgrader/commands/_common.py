@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from typing import Any
 
@@ -23,7 +22,9 @@ def console(stderr: bool = False) -> Any:
 
 
 def print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False, default=str) + "\n")
+    from ..plan import readable_json
+
+    sys.stdout.write(readable_json(data, default=str))
 
 
 def policy_path(args: Any) -> str | None:
