@@ -8,6 +8,7 @@ themselves, so ``upgrader --help`` stays fast.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 import tempfile
@@ -28,7 +29,9 @@ def _default_home() -> str:
     return os.environ.get("UPGRADER_HOME") or str(Path.home() / ".local" / "state" / "upgrader")
 
 
+@functools.lru_cache(maxsize=1)
 def build_parser() -> argparse.ArgumentParser:
+    """The command line's parser, built once per process (tests and scripts call ``main`` many times)."""
     p = argparse.ArgumentParser(
         prog="upgrader", epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Safe upgrades and patches of middleware: back up, stop, install, start, observe, "
