@@ -16,13 +16,14 @@ def cmd_approve(args: argparse.Namespace) -> int:
     from ..document import parse_duration
     from ..keys import Identity, load_private_key
     from ..plan import load_plan
-    from ..report import print_plan
     from ..signers import load_allowed_signers
     from .upgrade import plan_policy
 
     plan = load_plan(args.plan)
-    c = console()
-    if not args.json:
+    c = None if args.json else console()  # --json (scripts): rich is not even imported
+    if c is not None:
+        from ..report import print_plan
+
         print_plan(c, plan.data, plan.digest)
     if not plan.allowed:
         raise PolicyRefused("the version policy refuses this plan (see above); a refused plan cannot be approved")
@@ -63,6 +64,7 @@ def cmd_approve(args: argparse.Namespace) -> int:
         print_json({"approval": str(out), "plan": plan.digest, "approver": principal,
                     "expires": statement.expires.isoformat(), "key": identity.fingerprint})
     else:
+        assert c is not None
         c.print(f"\n[bold green]approved[/bold green] plan {plan.digest[:16]}… as [bold]{principal}[/bold] "
                 f"(key {identity.fingerprint}), valid until {statement.expires.isoformat()}")
         c.print(f"approval written to [bold]{out}[/bold]; run it with: upgrader run {args.plan} --approval {out}")

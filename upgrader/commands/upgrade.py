@@ -61,7 +61,6 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from ..clock import SystemClock
     from ..inventory import load_inventory
     from ..planner import make_plan, requester_identity
-    from ..report import print_plan
     from ..transport import connect
 
     clock = SystemClock()
@@ -84,6 +83,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
     if args.json:
         print_json({"plan": str(out), "digest": plan.digest, **plan.data})
     else:
+        from ..report import print_plan
+
         c = console()
         print_plan(c, plan.data, plan.digest)
         c.print(f"plan written to [bold]{out}[/bold] (sha256 {plan.digest})")
@@ -140,7 +141,6 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace, plan: Any, clock: Any) -> int:
     from ..engine import Engine
-    from ..report import LiveBoard, PhaseLines, print_run_summary
 
     _refuse_refused(plan)
     total = len(plan.hosts)
@@ -151,13 +151,18 @@ def _run(args: argparse.Namespace, plan: Any, clock: Any) -> int:
     if args.canary < 0 or args.canary > total:
         raise InputError(f"--canary must be between 0 and the number of hosts ({total})")
     checked = check_run(args, plan, clock)
-    c = console()
+    c = None if args.json else console()  # --json (scripts): rich is not even imported
     if args.dry_run:
         return _dry_run(args, plan, c)
     started = start_run(args, plan, checked, clock)
-    board = LiveBoard(c, [h["name"] for h in plan.hosts], clock) if c.is_terminal and not args.json else None
-    observers: list[Any] = [started.recorder] + ([] if args.json else [board or PhaseLines(c)])
-    if not args.json:
+    board = None
+    observers: list[Any] = [started.recorder]
+    if c is not None:
+        from ..report import LiveBoard, PhaseLines
+
+        board = LiveBoard(c, [h["name"] for h in plan.hosts], clock) if c.is_terminal else None
+        observers.append(board or PhaseLines(c))
+    if c is not None:
         c.print(f"run [bold]{started.run_id}[/bold]: {len(checked.targets)} host(s) to {plan.data['target']} "
                 f"(journal {started.journal.dir})")
     engine = Engine(journal=started.journal, clock=clock, observers=observers, forks=args.forks, batch=batch,
@@ -173,9 +178,10 @@ def _run(args: argparse.Namespace, plan: Any, clock: Any) -> int:
     else:
         outcome = engine.run(checked.targets)
     result = finish_run(args, checked, started, outcome, clock)
-    if args.json:
+    if c is None:
         print_json(result)
     else:
+        from ..report import print_run_summary
         from .diagnostics import print_diagnostics
 
         print_run_summary(c, result)
@@ -334,7 +340,7 @@ def _confirmer(args: argparse.Namespace, c: Any, board: Any) -> Any:
         if board is not None and board._live is not None:
             board._live.stop()
         ok = Confirm.ask(f"canary done on {', '.join(o.host for o in outcomes)}: continue with the other hosts?",
-                         console=c, default=False)
+                         console=c or console(), default=False)
         if board is not None and board._live is not None:
             board._live.start()
         return bool(ok)
