@@ -231,7 +231,9 @@ def test_expired_maintenance_contract_is_refused(sandbox):
 @pytest.mark.parametrize("version, cause", [
     ("7.0.4.5", ["never healthy after start", "health", "answered 503"]),       # fails its health probes
     ("7.0.4.6", ["never healthy after start", "process", "not running"]),       # cannot start at all
-    ("7.0.4.7", ["during the observation window", "process", "not running"]),   # dies 1.5 s after start
+    # dies 1.5 s after start, logging "fatal: out of memory" just before it exits: the sample that catches the
+    # failure sees the log line, the process gone, or both (which probe notices first is a race)
+    ("7.0.4.7", ["during the observation window", ("process: ", "fatal: out of memory")]),
 ])
 def test_failing_upgrade_rolls_back_byte_identical_and_old_version_answers(sandbox, version, cause):
     """A faulty release exits 1, the product tree is byte-identical to before and 7.0.4.1 answers healthy again."""
@@ -246,7 +248,8 @@ def test_failing_upgrade_rolls_back_byte_identical_and_old_version_answers(sandb
     assert run.host["version"] == "7.0.4.1"
     assert run.host["rollback_cause"].startswith("observe: ")
     for words in cause:
-        assert words in run.host["rollback_cause"]
+        alternatives = words if isinstance(words, tuple) else (words,)
+        assert any(w in run.host["rollback_cause"] for w in alternatives), (words, run.host["rollback_cause"])
     assert product_digest(box.install_dir) == before
     assert tree_digest(box.install_dir / "data") == data
     assert box.answers() == "7.0.4.1"
