@@ -193,6 +193,45 @@ def test_resume_picks_up_a_run_stopped_after_its_canary(fleet, monkeypatch):
     assert f.versions() == {"app-01": "7.0.4.2", "app-02": "7.0.4.2"}
 
 
+def test_hosts_waiting_after_a_canary_start_only_inside_the_service_window(fleet, monkeypatch, capsys):
+    """The canary runs on Friday morning; `resume --yes` that night is refused (exit 4, the waiting host untouched,
+    the window named), because the plan's approval is not for after hours; on Monday morning it goes on."""
+    f = fleet(2)
+    policy = f.box.policy.read_text(encoding="utf-8")
+    f.box.policy.write_text(policy.replace("  outside: allow\n", "  outside: after_hours_approval\n"), encoding="utf-8")
+    monkeypatch.setattr(sys, "stdin", io.StringIO(""))
+    monkeypatch.setenv("UPGRADER_TEST_NOW", "2026-11-27T10:00:00+08:00")  # a Friday, inside the window
+    plan = planned(f, "7.0.4.2")
+    run = execute(f, plan, "--canary", "1", approval=approve(f.box, plan, "--expires", "7d"))
+    assert run.outcomes == {"app-01": "committed", "app-02": "not_started"}
+    before = product_digest(f["app-02"].install_dir)
+    capsys.readouterr()
+    monkeypatch.setenv("UPGRADER_TEST_NOW", "2026-11-27T20:00:00+08:00")  # that evening: outside
+    assert upgrader(f.box, "resume", run.id, "--yes") == 4
+    err = capsys.readouterr().err
+    assert "outside the service window" in err and "--after-hours" in err
+    assert product_digest(f["app-02"].install_dir) == before
+    assert f.versions() == {"app-01": "7.0.4.2", "app-02": "7.0.4.1"}
+    monkeypatch.setenv("UPGRADER_TEST_NOW", "2026-11-30T10:00:00+08:00")  # Monday morning, inside again
+    assert upgrader(f.box, "resume", run.id, "--yes") == 0
+    assert f.versions() == {"app-01": "7.0.4.2", "app-02": "7.0.4.2"}
+
+
+def test_hosts_waiting_after_a_canary_are_not_started_once_the_approval_expired(fleet, monkeypatch, capsys):
+    """The approval (1 day) has expired when the canary is confirmed: exit 4, the waiting host untouched."""
+    f = fleet(2)
+    monkeypatch.setattr(sys, "stdin", io.StringIO(""))
+    monkeypatch.setenv("UPGRADER_TEST_NOW", "2026-11-27T10:00:00+08:00")
+    plan = planned(f, "7.0.4.2")
+    run = execute(f, plan, "--canary", "1", approval=approve(f.box, plan, "--expires", "1d"))
+    assert run.outcomes == {"app-01": "committed", "app-02": "not_started"}
+    capsys.readouterr()
+    monkeypatch.setenv("UPGRADER_TEST_NOW", "2026-11-30T10:00:00+08:00")
+    assert upgrader(f.box, "resume", run.id, "--yes") == 4
+    assert "no longer valid" in capsys.readouterr().err
+    assert f.versions() == {"app-01": "7.0.4.2", "app-02": "7.0.4.1"}
+
+
 def test_successful_canary_with_yes_goes_on_to_the_other_hosts_after_the_canary_ended(fleet, capsys):
     """--canary 1 --yes: the canary finishes alone first, then the others are upgraded; exit 0."""
     f = fleet(3)

@@ -14,7 +14,8 @@ from ..exit_codes import ExitCode
 from ._common import console, load_policy_or_fail, policy_path, print_json
 
 __all__ = ["cmd_plan", "cmd_run", "cmd_rollback", "host_from_plan", "runs_dir", "plan_policy", "trusted_catalog",
-           "check_run", "start_run", "finish_run", "record_refusal", "record_plan", "CheckedRun", "StartedRun"]
+           "check_run", "start_run", "finish_run", "record_refusal", "record_plan", "refuse_refused", "CheckedRun",
+           "StartedRun"]
 
 
 def plan_policy(plan: Any) -> Any:
@@ -142,7 +143,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace, plan: Any, clock: Any) -> int:
     from ..engine import Engine
 
-    _refuse_refused(plan)
+    refuse_refused(plan)
     total = len(plan.hosts)
     batch = _count(args.batch, total, "--batch", minimum=1)
     max_failures = _count(args.max_failures, total, "--max-failures", minimum=0)
@@ -219,7 +220,7 @@ class StartedRun:
 def check_run(args: argparse.Namespace, plan: Any, clock: Any) -> CheckedRun:
     """Refuse (exit 3, 4 or 2) a plan that may not run now; touches no host. Uses args.approval (a list),
     args.catalog, args.home and args.audit_key."""
-    _refuse_refused(plan)
+    refuse_refused(plan)
     now = clock.now()
     policy = plan_policy(plan)
     operator = _operator(args, policy)
@@ -238,7 +239,8 @@ def check_run(args: argparse.Namespace, plan: Any, clock: Any) -> CheckedRun:
     return CheckedRun(policy, operator, signed_by, approvals, window, targets)
 
 
-def _refuse_refused(plan: Any) -> None:
+def refuse_refused(plan: Any) -> None:
+    """PolicyRefused naming each refused host of the plan and the failed rules and checks, if there is one."""
     refused = plan.refused_hosts()
     if refused:
         reasons = []
@@ -258,7 +260,8 @@ def start_run(args: argparse.Namespace, plan: Any, checked: CheckedRun, clock: A
     journal.write("plan.json", plan.data)
     approved_by = [{"approver": a.statement.approver, "key": a.signature.fingerprint,
                     "expires": a.statement.expires.isoformat(), "digest": a.digest,
-                    "comment": a.statement.comment} for a in checked.approvals]
+                    "comment": a.statement.comment, "after_hours": a.statement.after_hours}
+                   for a in checked.approvals]
     journal.record("plan", "accepted", digest=plan.digest, catalog=checked.signed_by, approvals=approved_by)
     recorder = Recorder(args.home, checked.operator, clock, run=run_id)
     recorder.event("run_started", plan=plan.digest, target=plan.data["target"], requester=plan.data["requester"],
@@ -527,12 +530,39 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
 def _run_approvals(run_dir: Path) -> tuple[str, ...]:
     """The digests of the approvals a run was started with (its journal's accepted plan record)."""
+    return tuple(a["digest"] for a in _run_approval_records(run_dir))
+
+
+def _run_approval_records(run_dir: Path) -> list[dict[str, Any]]:
+    """The approvals a run was started with, as its journal recorded them (approver, expiry, after hours)."""
     from ..journal import read_journal
 
     for rec in read_journal(run_dir / "journal.jsonl"):
         if rec.phase == "plan" and rec.event == "accepted":
-            return tuple(a["digest"] for a in rec.data.get("approvals", []))
-    return ()
+            return list(rec.data.get("approvals", []))
+    return []
+
+
+def _check_continuation(run_id: str, run_dir: Path, plan: dict[str, Any], policy: Any, now: Any) -> dict[str, Any]:
+    """Hosts that wait after a canary are started later: the run's approvals must still be valid then, and
+    the service window must allow it then (as ``run`` checks both when it starts). Returns the window."""
+    import datetime as _dt
+    from types import SimpleNamespace
+
+    from ..service_window import check_run_window
+
+    records = _run_approval_records(run_dir)
+    valid = [a for a in records if _dt.datetime.fromisoformat(str(a["expires"])) > now]
+    required = int(policy.approvals_required)
+    if len(valid) < required:
+        expired = ", ".join(f"{a['approver']} (until {a['expires']})" for a in records) or "none recorded"
+        raise ApprovalRefused(f"the approval of run {run_id} is no longer valid ({expired}); the hosts that wait "
+                              "after its canary were not touched",
+                              hint="make and approve a new plan for those hosts (upgrader plan --hosts ...)")
+    approvals = [SimpleNamespace(statement=SimpleNamespace(approver=str(a["approver"]),
+                                                           after_hours=bool(a.get("after_hours"))))
+                 for a in valid]
+    return check_run_window(plan.get("window"), policy, approvals, now)
 
 
 def _close_run(args: argparse.Namespace, c: Any, recorder: Any, journal: Any, result: dict[str, Any],
@@ -576,12 +606,13 @@ def _continue_after_canary(args: argparse.Namespace, run_dir: Path, result: dict
     approvals = _run_approvals(run_dir)
     clock = SystemClock()
     policy = plan_policy(_PlanView(plan))
+    window = _check_continuation(args.run_id, run_dir, plan, policy, clock.now())
     catalog, _ = trusted_catalog(Path(plan["catalog"]["path"]), policy, args.home, clock.now())
     targets = _targets(catalog, hosts)
     journal = Journal(run_dir, clock.now)
     operator = _operator(args, policy)
     recorder = Recorder(args.home, operator, clock, run=f"{args.run_id}/resume-{clock.now():%Y%m%dT%H%M%S}")
-    recorder.event("resume_requested", of_run=args.run_id, hosts=waiting, after="canary confirmed")
+    recorder.event("resume_requested", of_run=args.run_id, hosts=waiting, after="canary confirmed", window=window)
     engine = Engine(journal=journal, clock=clock, observers=[recorder] + ([] if args.json else [PhaseLines(c)]),
                     forks=getattr(args, "forks", 10), controller={"user": operator.user, "host": operator.host},
                     manual_changes=str(plan["policy"].get("manual_changes", "warn")), approvals=approvals)
