@@ -421,7 +421,7 @@ def test_export_without_lang_follows_the_locale(history: History, tmp_path: Path
 
 
 def test_export_of_an_altered_log_says_so_at_the_top_naming_the_line(history: History, tmp_path: Path) -> None:
-    """Exporting an edited log still writes the report, which opens with ALTERED and the first bad line."""
+    """Exporting an edited log still writes the report, which opens with ALTERED and the first bad line; exit 6."""
     home = tmp_path / "home"
     shutil.copytree(history.home / "keys", home / "keys")
     shutil.copy(history.home / "policy.yaml", home / "policy.yaml")
@@ -431,7 +431,7 @@ def test_export_of_an_altered_log_says_so_at_the_top_naming_the_line(history: Hi
     lines[k - 1] = lines[k - 1].replace(b'"outcome":"ok"', b'"outcome":"failed"')
     (home / "audit" / "audit.jsonl").write_bytes(b"".join(lines))
     out = tmp_path / "altered.html"
-    assert main(["--home", str(home), "audit", "export", "--format", "html", "--lang", "en", "-o", str(out)]) == 0
+    assert main(["--home", str(home), "audit", "export", "--format", "html", "--lang", "en", "-o", str(out)]) == 6
     page = Page(out.read_text())
     assert page.text.index("ALTERED") < page.text.index("Runs at a glance")
     assert f"First bad line {k}" in page.text and f"line {k}: line {k} was edited" in page.text

@@ -212,7 +212,9 @@ def build_parser() -> argparse.ArgumentParser:
     aexport = audit.add_parser("export", help="write an HTML, JSON or CSV report",
                                description="Write a report of the audit log: HTML (one self-contained file: summary per "
                                            "run, per-host phase timeline, policy decisions, rollbacks, and the "
-                                           "verification result at the top), JSON or CSV.")
+                                           "verification result at the top), JSON or CSV. The report is written "
+                                           "even when the log was altered; the exit code is then 6, as for "
+                                           "'audit verify'.")
     aexport.add_argument("log", nargs="?", help="the log (default: HOME/audit/audit.jsonl)")
     aexport.add_argument("--format", required=True, choices=("html", "json", "csv"))
     aexport.add_argument("-o", "--output", required=True, metavar="FILE")

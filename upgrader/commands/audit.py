@@ -174,4 +174,5 @@ def cmd_export(args: argparse.Namespace) -> int:
                         markup=False)
     else:
         print_json({"output": str(out), "format": args.format, "events": len(events), "intact": result.intact})
-    return ExitCode.OK
+    # the report is written either way (it says ALTERED at the top); scripts learn it from the exit code too
+    return ExitCode.OK if result.intact else ExitCode.AUDIT_ALTERED
