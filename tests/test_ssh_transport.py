@@ -99,6 +99,24 @@ def test_a_command_that_outlives_its_timeout_raises_and_the_transport_still_work
     assert transport.run(["echo", "still here"]).stdout == "still here\n"
 
 
+def test_a_command_that_outlives_its_timeout_is_stopped_on_the_other_side(transport, tmp_path):
+    """The timed-out command does not go on in the background: 3 s later it has not done its work."""
+    mark = tmp_path / "still ran"
+    with pytest.raises(TransportError, match="timed out"):
+        transport.run(["sh", "-c", f'sleep 4 && touch "{mark}"'], timeout=0.5)
+    time.sleep(6)
+    assert not mark.exists()
+
+
+def test_put_makes_the_missing_parent_directories(transport, tmp_path):
+    """put() to a path whose directories do not exist yet makes them (on both transports)."""
+    src = tmp_path / "small.txt"
+    src.write_text("x")
+    dest = tmp_path / "new" / "deeper dir" / "small.txt"
+    transport.put(src, str(dest))
+    assert dest.read_text() == "x"
+
+
 def test_agent_facts_report_the_installed_version(transport, tmp_path):
     """The agent, called through the transport, reads 7.0.4.1 from the sample install (and no lock)."""
     sample.install(tmp_path / "install", port=free_port())

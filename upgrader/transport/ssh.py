@@ -14,7 +14,7 @@ import hashlib
 import logging
 import os
 import socket
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Sequence
 
 from ..errors import TransportError
@@ -121,7 +121,13 @@ class SSHTransport:
         import paramiko
 
         conn = self._connect()
-        command = shell_join(argv)
+        command = shown = shell_join(argv)
+        if timeout is not None:
+            # closing the channel at the deadline does not stop a remote command: coreutils' timeout on the
+            # host does (TERM 2 s after our deadline, so that we report the timeout; KILL 5 s later), as the
+            # local transport kills its child
+            command = shell_join(["timeout", "-k", "5", f"{timeout + 2:.1f}", *argv])
+        channel = None
         try:
             channel = conn.transport.open_session(timeout=CONNECT_TIMEOUT)
             channel.settimeout(timeout)
@@ -133,6 +139,11 @@ class SSHTransport:
             status = channel.recv_exit_status()
             channel.close()
         except socket.timeout as e:
+            try:
+                if channel is not None:
+                    channel.close()
+            except Exception:  # noqa: BLE001 - the connection may be gone as well
+                pass
             raise TransportError(f"command timed out after {timeout}s: {argv[0]}", host=self.name) from e
         except (paramiko.SSHException, OSError, EOFError) as e:
             self._drop()
@@ -140,13 +151,25 @@ class SSHTransport:
         if status == -1:
             self._drop()
             raise TransportError("connection lost while a command ran (no exit status)", host=self.name)
-        return CommandResult(command, status, stdout.decode("utf-8", "replace"), stderr.decode("utf-8", "replace"))
+        return CommandResult(shown, status, stdout.decode("utf-8", "replace"), stderr.decode("utf-8", "replace"))
 
     def put(self, local: Path, remote: str) -> None:
+        """Copy a file over SFTP, making the missing parent directories (as the local transport does)."""
         import paramiko
 
         conn = self._connect()
         try:
+            sftp = conn.sftp()
+            missing, parent = [], PurePosixPath(remote).parent
+            while str(parent) not in ("/", "."):
+                try:
+                    sftp.stat(str(parent))
+                    break
+                except FileNotFoundError:
+                    missing.append(parent)
+                    parent = parent.parent
+            for directory in reversed(missing):
+                sftp.mkdir(str(directory))
             conn.put(str(local), remote)
         except (paramiko.SSHException, OSError, EOFError) as e:
             raise TransportError(f"upload of {local.name} failed: {e}", host=self.name) from e
