@@ -187,6 +187,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             box.stop_service()
     _step(c, f"Done in {time.monotonic() - started:.0f}s. Try next, on the same sandbox:")
     home = shlex.quote(str(root))
+    me = _how_to_call()
     for line in (
         "upgrader versions check 7.0.4.3 7.0.5.0",
         f"upgrader --home {home} plan --inventory {home}/inventory.yaml --to 7.0.5.0 --catalog {home}/catalog "
@@ -197,10 +198,30 @@ def cmd_demo(args: argparse.Namespace) -> int:
         f"upgrader --home {home} rollback RUN_ID        # run ids: ls {home}/runs",
         f"upgrader package verify {home}/catalog/sample-middleware-7.0.5.0.tar.gz --catalog {home}/catalog",
     ):
-        c.print(f"  {line}")
+        c.print(f"  {me}{line.removeprefix('upgrader')}", markup=False)
     if not args.keep_running:
         c.print(f"(the sample service was stopped; start it again with {home}/hosts/app-01/bin/start.sh)")
     return ExitCode.OK
+
+
+def _how_to_call() -> str:
+    """How the user can call this upgrader again: ``upgrader`` when that name on PATH is this program, else
+    the path it was started by (``.venv/bin/upgrader`` after the README's install, with no venv active)."""
+    import shutil
+    import sys
+
+    argv0 = sys.argv[0] if sys.argv and sys.argv[0] else ""
+    if Path(argv0).name != "upgrader":  # python -m upgrader, or a test calling main()
+        return "upgrader"
+    on_path = shutil.which("upgrader")
+    if on_path and Path(on_path).resolve() == Path(argv0).resolve():
+        return "upgrader"
+    try:
+        shown = str(Path(argv0).resolve().relative_to(Path.cwd()))
+        shown = shown if "/" in shown else f"./{shown}"
+    except ValueError:
+        shown = str(Path(argv0).resolve())
+    return shlex.quote(shown)
 
 
 def _approve(c: Any, box: Sandbox, plan: str, version: str) -> str:
