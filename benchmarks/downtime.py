@@ -31,7 +31,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
 import re
 import shutil
 import signal
@@ -44,6 +43,8 @@ import threading
 import time
 from pathlib import Path
 from typing import Any, Self
+
+from machine import machine_info  # benchmarks/machine.py (scripts run from benchmarks/)
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -102,33 +103,6 @@ def log(message: str) -> None:
         sys.stderr.flush()
     except (OSError, ValueError):  # stderr closed (e.g. piped into `head`): progress is optional
         pass
-
-
-def machine_info() -> dict[str, Any]:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines():
-            if line.lower().startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    try:
-        nproc = subprocess.run(["nproc"], capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        nproc = str(len(os.sched_getaffinity(0)))
-    try:
-        commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
-                                text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--", "upgrader"],
-                               capture_output=True, text=True, check=True).stdout.strip()
-        if dirty:
-            commit += f" (+{len(dirty.splitlines())} uncommitted file(s) under upgrader/)"
-    except (OSError, subprocess.CalledProcessError):
-        commit = "unknown"
-    return {"date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "nproc": nproc,
-            "cpu": cpu, "python": platform.python_version(), "platform": platform.platform(),
-            "commit": commit, "loadavg_at_start": [round(x, 2) for x in os.getloadavg()]}
 
 
 def load_upgrader(source: Path | None) -> Path:
