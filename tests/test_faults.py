@@ -237,6 +237,7 @@ def test_disk_filling_up_while_staging_ends_on_the_old_version_untouched_with_a_
     assert res.host["error"].startswith("backup: ")
     assert "No space left on device" in res.host["error"]
     assert "No space left on device" in res.err
+    assert f"the file system at {disk} has " in res.host["error"] and "MiB free of 3 MiB" in res.host["error"]
     assert "stop" not in journal_intents(box)
     assert_old_version_intact(box, was, same_process=True)
     assert free_bytes(disk) >= free - (64 << 10), "the partly staged package was left on the full disk"

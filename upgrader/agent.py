@@ -1229,6 +1229,10 @@ def op_access_write(req):
 SYSCTLS = ("fs.file-max", "fs.nr_open", "net.core.somaxconn", "net.ipv4.tcp_max_syn_backlog",
            "net.ipv4.ip_local_port_range", "vm.swappiness", "vm.max_map_count", "vm.overcommit_memory")
 ERROR_LINE = r"ERROR|SEVERE|FATAL|Exception"
+#: config files whose text never leaves the host, even when a playbook lists them: key stores, keys,
+#: licences and anything under a security/ directory (their digests do)
+TEXT_NEVER = re.compile(r"(^|/)security/|\.(jks|p12|pfx|keystore|key|pem)$|(^|/)license[^/]*$", re.I)
+TEXT_MAX = 262144
 
 
 def read_text(path, limit=1 << 20):
@@ -1278,6 +1282,33 @@ def inside_globs(root, patterns):
             elif os.path.isfile(f) and os.path.realpath(f).startswith(real + os.sep):
                 out.append(os.path.relpath(f, root).replace(os.sep, "/"))
     return sorted(set(out))
+
+
+def config_selection(root, configs, text_globs):
+    """(path, text wanted) of each config file: text only for the paths ``text_globs`` (a list) names."""
+    texts = set(inside_globs(root, text_globs)) if isinstance(text_globs, list) else set()
+    return [(rel, rel in texts) for rel in sorted(set(inside_globs(root, configs)) | texts)]
+
+
+def config_facts(root, rel, text):
+    """sha256, size and mtime of a config file; its text when asked for and allowed (see TEXT_NEVER)."""
+    full = os.path.join(root, rel)
+    st = os.stat(full)
+    c = {"path": rel, "sha256": sha256_file(full), "size": st.st_size, "mtime": st.st_mtime}
+    if not text:
+        return c
+    if TEXT_NEVER.search(rel):
+        c["text_withheld"] = "a key store, key, licence or security file: digest only"
+    elif st.st_size > TEXT_MAX:
+        c["text_withheld"] = "larger than %d bytes: digest only" % TEXT_MAX
+    else:
+        with open(full, "rb") as f:
+            data = f.read(TEXT_MAX + 1)
+        if b"\0" in data:
+            c["text_withheld"] = "binary (holds NUL bytes): digest only"
+        else:
+            c["text"] = data.decode("utf-8", "replace")
+    return c
 
 
 def log_facts(path, lines, tail, pattern):
@@ -1332,13 +1363,9 @@ def op_inspect(req):
     listen = listening()
     out["ports"] = [{"port": int(p), "open": port_open(p, timeout=0.3), "listen": listen.get(int(p), [])}
                     for p in req.get("ports", [])]
-    out["configs"] = []
-    for rel in inside_globs(paths.install, req.get("configs", [])):
-        full = os.path.join(paths.install, rel)
-        c = {"path": rel, "sha256": sha256_file(full), "size": os.path.getsize(full)}
-        if req.get("config_text") and c["size"] <= 262144:
-            c["text"] = read_text(full)
-        out["configs"].append(c)
+    out["configs"] = [config_facts(paths.install, rel, text)
+                      for rel, text in config_selection(paths.install, req.get("configs", []),
+                                                        req.get("config_text"))]
     pattern = req.get("error_pattern") or ERROR_LINE
     out["logs"] = [dict(log_facts(os.path.join(paths.install, rel), int(req.get("log_lines", 2000)),
                                   int(req.get("tail", 0)), pattern), path=rel)
@@ -1391,8 +1418,30 @@ def handle(req):
     except AgentError as e:
         return {"ok": False, "kind": e.kind, "error": str(e), "data": e.data}
     except OSError as e:
-        kind = "no_space" if e.errno in (errno.ENOSPC, errno.EDQUOT) else "failed"
-        return {"ok": False, "kind": kind, "error": "%s: %s" % (e.strerror, e.filename or "")}
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            return {"ok": False, "kind": "no_space",
+                    "error": "%s: %s%s" % (e.strerror, e.filename or "", space_hint(
+                        e.filename or req.get("state_dir") or req.get("install_dir")))}
+        return {"ok": False, "kind": "failed", "error": "%s: %s" % (e.strerror, e.filename or "")}
+
+
+def space_hint(path):
+    """'; the file system at MOUNT has N MiB free of M MiB ...' for a full disk (empty when unknown)."""
+    if not path:
+        return ""
+    try:
+        where = os.path.abspath(path)
+        while not os.path.exists(where) and os.path.dirname(where) != where:
+            where = os.path.dirname(where)
+        dev = os.stat(where).st_dev
+        while os.path.dirname(where) != where and os.stat(os.path.dirname(where)).st_dev == dev:
+            where = os.path.dirname(where)
+        st = os.statvfs(where)
+    except OSError:
+        return ""
+    return ("; the file system at %s has %d MiB free of %d MiB: make room there (the upgrade needs space for the "
+            "backup and the unpacked package), then run again" % (where, st.f_bavail * st.f_frsize >> 20,
+                                                                  st.f_blocks * st.f_frsize >> 20))
 
 
 def serve():
