@@ -71,8 +71,11 @@ class LocalStream:
         self.name = name
         self._stderr = tempfile.TemporaryFile()
         try:
+            # its own session: Ctrl-C and a hang-up in the operator's terminal are the controller's to
+            # handle (cancel between actions); in the terminal's process group the agent could die from
+            # them while it starts, before its own handlers are installed
             self.proc = subprocess.Popen(list(argv), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                         stderr=self._stderr, bufsize=0)
+                                         stderr=self._stderr, bufsize=0, start_new_session=True)
         except OSError as e:
             raise TransportError(f"cannot start {argv[0]}: {e}", host=name) from e
         self._buf = b""
