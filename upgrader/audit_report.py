@@ -22,31 +22,18 @@ import io
 import json
 import os
 import tempfile
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from html import escape
 from pathlib import Path
 from typing import Any
 
 from .errors import InputError
+from .language import LANGS, resolve_lang  # one rule for every reader; kept importable from here
 
 __all__ = ["export", "render_html", "render_json", "render_csv", "resolve_lang", "CSV_COLUMNS", "LANGS"]
 
-LANGS = ("en", "zh")
 CSV_COLUMNS = ("seq", "time", "run", "host", "event", "phase", "outcome", "actor_user", "actor_principal",
                "actor_key", "details")
-
-
-def resolve_lang(lang: str | None, environ: Mapping[str, str] | None = None) -> str:
-    """``en`` or ``zh``: as given, else from the locale (LC_ALL, LC_MESSAGES, then LANG, as POSIX orders them)."""
-    if lang:
-        return "zh" if lang.lower().startswith("zh") else "en"
-    env = os.environ if environ is None else environ
-    for name in ("LC_ALL", "LC_MESSAGES", "LANG"):
-        value = env.get(name)
-        if value:
-            return "zh" if value.lower().startswith("zh") else "en"
-    return "en"
 
 
 def export(fmt: str, events: list[dict[str, Any]], result: Any, verdict: str, out: Path,

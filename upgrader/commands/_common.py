@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from typing import Any
 
 from ..errors import InputError
 
-__all__ = ["console", "print_json", "load_policy_or_fail", "policy_path"]
+__all__ = ["console", "print_json", "load_policy_or_fail", "policy_path", "parse_variables", "VARIABLE_NAME"]
 
 
 def console(stderr: bool = False) -> Any:
@@ -42,3 +43,18 @@ def load_policy_or_fail(path: str | None) -> Any:
         return load_policy(path)
     except PolicyError as e:
         raise InputError(str(e), hint="fix the policy file or leave out --policy to use the default") from None
+
+
+VARIABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def parse_variables(pairs: list[str] | None) -> dict[str, str]:
+    """``--var NAME=VALUE`` options (a playbook's variables) as a dict; NAME as a playbook writes it."""
+    out = {}
+    for pair in pairs or ():
+        name, sep, value = pair.partition("=")
+        if not sep or not VARIABLE_NAME.fullmatch(name.strip()):
+            raise InputError(f"--var {pair!r}: expected NAME=VALUE, e.g. --var http_port=8088",
+                             hint="NAME is a playbook variable: letters, digits and _, not starting with a digit")
+        out[name.strip()] = value
+    return out

@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 from ..errors import InputError, UpgraderError
 from ..exit_codes import ExitCode
-from ._common import console, load_policy_or_fail, policy_path, print_json
+from ._common import console, load_policy_or_fail, parse_variables, policy_path, print_json
 
 __all__ = ["cmd_inspect"]
 
@@ -45,16 +45,6 @@ def _output_kind(path: str | None) -> str | None:
         return "json"
     raise InputError(f"-o: the report's name must end in .html or .json, got {path!r}",
                      hint="e.g. -o inspection.html (send it to support) or -o inspection.json")
-
-
-def _variables(pairs: list[str]) -> dict[str, str]:
-    out = {}
-    for pair in pairs:
-        name, sep, value = pair.partition("=")
-        if not sep or not name.strip():
-            raise InputError(f"--var: expected NAME=VALUE, got {pair!r}", hint="e.g. --var port=8088")
-        out[name.strip()] = value
-    return out
 
 
 def _local_playbook(install_dir: Path, name: str | None) -> Any:
@@ -90,7 +80,7 @@ def _targets(args: argparse.Namespace) -> list[_Target]:
         from ..transport.local import LocalTransport
 
         return [_Target("local", "local", str(install_dir), _local_playbook(install_dir, args.playbook),
-                        _variables(args.var), None, None, lambda: LocalTransport("local"))]
+                        parse_variables(args.var), None, None, lambda: LocalTransport("local"))]
     if args.playbook or args.var:
         raise InputError("--playbook and --var go with --install-dir; an inventory names each host's playbook "
                          "and vars")
@@ -166,7 +156,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def _write(out: Path, kind: str, data: dict[str, Any], lang: str | None) -> None:
-    from ..audit_report import _write_atomically, resolve_lang
+    from ..audit_report import _write_atomically
+    from ..language import resolve_lang
 
     if kind == "html":
         from ..inspect_report import render_html
