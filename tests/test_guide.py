@@ -20,7 +20,8 @@ import pytest
 from conftest import approve, plan_to, product_digest, upgrader
 from upgrader.commands.demo import Sandbox
 from upgrader.commands.guide import CANCELLED_EXIT
-from upgrader.guide_messages import MESSAGES, RULES, language
+from upgrader.guide_messages import MESSAGES, RULES, Messages
+from upgrader.language import resolve_lang
 from upgrader.journal import read_journal
 
 UPGRADER = str(Path(sys.executable).with_name("upgrader"))
@@ -126,6 +127,57 @@ def answer_until_stop(child: Term, lang: str, access: str = "n") -> None:
     child.expect(s["stop"])
 
 
+def hang_up(child: Term, timeout: float = 180) -> int:
+    """Close the terminal (the kernel hangs up the session) and wait, with a deadline, for the program's exit
+    status; a program still running then is killed and the test fails."""
+    proc = child.child.ptyproc
+    proc.fileobj.close()
+    deadline = time.monotonic() + timeout
+    while True:
+        done, status = os.waitpid(proc.pid, os.WNOHANG)
+        if done:
+            proc.terminated = True
+            assert os.WIFEXITED(status), f"killed by signal {os.WTERMSIG(status)}"
+            return os.WEXITSTATUS(status)
+        if time.monotonic() > deadline:
+            os.kill(proc.pid, signal.SIGKILL)
+            os.waitpid(proc.pid, 0)
+            proc.terminated = True
+            raise AssertionError(f"the program did not end within {timeout}s of losing its terminal (killed)")
+        time.sleep(0.1)
+
+
+def wait_for(what: str, condition: Any, timeout: float = TIMEOUT) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} did not happen within {timeout}s")
+        time.sleep(0.05)
+
+
+def grant_access(child: Term, box: Sandbox) -> None:
+    """Answer yes to "let your engineer in" and give the engineer's key, 2 hours, from 127.0.0.1."""
+    child.expect(SCREEN["en"]["access"])
+    child.sendline("y")
+    child.expect(SCREEN["en"]["key"])
+    child.sendline(str(box.keys / "engineer.pub"))
+    child.expect(SCREEN["en"]["hours"])
+    child.sendline("2")
+    child.expect(SCREEN["en"]["from"])
+    child.sendline("127.0.0.1")
+
+
+def authorized_keys(original: bytes) -> Path:
+    ak = Path(os.environ["HOME"]) / ".ssh" / "authorized_keys"
+    ak.parent.mkdir(mode=0o700)
+    ak.write_bytes(original)
+    ak.chmod(0o600)
+    return ak
+
+
+OTHER_KEY = b"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBMXSH8ZDBoQhJOSdq5Jm0V3d0tgu6c0wPmFS6mAA2kj someone@else\n"
+
+
 def runs(box: Sandbox) -> list[Path]:
     d = box.root / "runs"
     return sorted(p for p in d.iterdir() if p.is_dir()) if d.is_dir() else []
@@ -171,6 +223,11 @@ def test_guide_makes_the_plan_then_upgrades_with_the_engineers_approval_of_it(sa
     assert result["hosts"][0]["outcome"] == "committed" and result["checkpoint"]
     kinds = [e["event"] for e in audit_events(box) if e.get("run") == run.name]
     assert {"run_started", "approval_accepted", "guide_run", "run_finished"} <= set(kinds)
+    (confirmed,) = [e for e in audit_events(box) if e["event"] == "guide_backup_confirmation"]
+    assert confirmed["outcome"] == "confirmed" and confirmed["data"]["answer"] == "yes"
+    assert confirmed["data"]["answered_at"] and confirmed["data"]["scripted"] is False
+    (guide_run,) = [e for e in audit_events(box) if e["event"] == "guide_run" and e.get("run") == run.name]
+    assert guide_run["data"]["backup_confirmed"]["answer"] == "yes"
     assert upgrader(box, "audit", "verify") == 0
 
 
@@ -204,6 +261,55 @@ def test_refused_upgrade_is_explained_rule_by_rule_and_exits_3(sandbox: Sandbox,
     assert child.finish() == 3
     assert "Traceback" not in child.transcript
     assert product_digest(box.install_dir) == before and box.answers() == "7.0.4.1" and not runs(box)
+
+
+def test_the_guides_own_errors_are_shown_in_chinese_and_logged_in_english(sandbox: Sandbox) -> None:
+    """In Chinese, a plan for another directory and a malformed --var are explained in Chinese on the screen;
+    the error line (what scripts and logs keep) stays English; exit 2, nothing changed."""
+    box = sandbox
+    plan, approval = approved_plan(box, "7.0.4.2")
+    for argv, zh, en in (
+            (("--plan", str(plan), "--approval", str(approval), "--install-dir", str(box.root)),
+             "这份计划针对的是", f"the plan is for {box.install_dir}, not {box.root}"),
+            (("--plan", str(plan), "--var", "port"), "格式应为 名称=值", "expected NAME=VALUE")):
+        child = guide(box, *argv, lang="zh")
+        child.expect(zh)
+        assert child.finish() == 2
+        assert f"upgrader: error: " in child.transcript and en in child.transcript.replace("\n", "")
+        assert "Traceback" not in child.transcript
+    assert not runs(box) and box.answers() == "7.0.4.1"
+
+
+def test_markup_in_a_path_is_shown_as_written(sandbox: Sandbox, tmp_path: Path) -> None:
+    """A plan kept in a folder named with rich markup ("[/bold]"): the path is shown as it is, no traceback, and
+    the guide goes on to its questions."""
+    box = sandbox
+    plan, approval = approved_plan(box, "7.0.4.2")
+    odd = tmp_path / "from [/bold] the [red]engineer"
+    odd.mkdir(parents=True)  # "[/bold]" holds a slash: a folder "from [" with "bold] the [red]engineer" in it
+    shutil.copy(plan, odd / plan.name)
+    child = guide(box, "--plan", str(odd / plan.name), "--approval", str(approval))
+    child.expect(f"Using the plan {odd / plan.name}")
+    child.expect(SCREEN["en"]["backup"])
+    child.ctrl_c()
+    child.expect(SCREEN["en"]["cancelled"])
+    assert child.finish() == CANCELLED_EXIT
+    assert "Traceback" not in child.transcript and "internal error" not in child.transcript
+
+
+def test_message_fields_are_escaped_but_rendered_messages_and_marks_are_not() -> None:
+    """Fields holding rich markup come out literally; a message passed into another keeps its markup."""
+    from rich.console import Console
+
+    from upgrader.guide_messages import Markup
+
+    t = Messages("en")
+    out = Console(width=200, record=True, file=open(os.devnull, "w"))
+    out.print(t("check_line", mark=Markup("[green]✔[/green]"), name="x [/bold] y", reason="[red]not red[/red]"))
+    out.print(t("step", n=1, total=8, title=t("step_find")))
+    text = out.export_text()
+    assert "✔ x [/bold] y: [red]not red[/red]" in text and "[green]" not in text
+    assert "Step 1/8: the installed product" in text
 
 
 def test_bad_input_exits_2_with_the_file_named_and_no_traceback(sandbox: Sandbox, tmp_path: Path) -> None:
@@ -262,6 +368,33 @@ def test_ctrl_c_during_the_run_before_stop_releases_the_host_untouched(sandbox: 
     assert not (state_dir(box) / "lock").exists() and not list(state_dir(box).glob("**/staging*"))
 
 
+def test_ctrl_c_as_the_run_starts_ends_the_run_with_its_records(sandbox: Sandbox) -> None:
+    """Ctrl-C just after the run was started (its directory and run_started event written; held there by the
+    test hook): the run still ends with result.json, run_finished and its checkpoint, the host is released
+    unchanged, and the guide's own exit code (130) is recorded beside the run's."""
+    box = sandbox
+    plan, approval = approved_plan(box, "7.0.4.2")
+    before, old_pid = product_digest(box.install_dir), pid(box)
+    child = guide(box, "--plan", str(plan), "--approval", str(approval), env={"UPGRADER_TEST_PAUSE_AT": "run_started"})
+    answer_until_stop(child, "en")
+    child.sendline("y")
+    child.expect("If this window closes")
+    child.ctrl_c()
+    child.expect(SCREEN["en"]["cancelled_run"])
+    assert child.finish() == CANCELLED_EXIT
+    assert product_digest(box.install_dir) == before and box.answers() == "7.0.4.1" and pid(box) == old_pid
+    (run,) = runs(box)
+    result = json.loads((run / "result.json").read_text())
+    assert result["hosts"][0]["outcome"] in ("unchanged", "not_started") and result["checkpoint"]
+    events = [e for e in audit_events(box) if e.get("run") == run.name]
+    assert {"run_started", "run_finished", "guide_interrupted"} <= {e["event"] for e in events}
+    (interrupted,) = [e for e in events if e["event"] == "guide_interrupted"]
+    assert interrupted["data"]["exit_code"] == CANCELLED_EXIT
+    assert interrupted["data"]["run_exit_code"] == result["exit_code"] != CANCELLED_EXIT
+    assert not (state_dir(box) / "lock").exists()
+    assert upgrader(box, "audit", "verify") == 0
+
+
 @pytest.mark.parametrize("lang", ["en", "zh"])
 def test_ctrl_c_after_stop_rolls_back_and_a_second_ctrl_c_does_not_abandon_it(sandbox: Sandbox, lang: str) -> None:
     """Ctrl-C once the service is stopped (held before install by the test hook): the old version is restored and
@@ -303,11 +436,7 @@ def test_lost_terminal_mid_run_lets_the_run_reach_its_end(sandbox: Sandbox) -> N
     answer_until_stop(child, "en")
     child.sendline("y")
     child.expect("✔ start")
-    proc = child.child.ptyproc
-    proc.fileobj.close()  # the terminal is gone: the kernel hangs up the session
-    _, status = os.waitpid(proc.pid, 0)
-    proc.terminated = True
-    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+    assert hang_up(child) == 0
     (run,) = runs(box)
     assert json.loads((run / "result.json").read_text())["hosts"][0]["outcome"] == "committed"
     assert box.wait_version("7.0.4.2", 10) == "7.0.4.2"
@@ -355,6 +484,81 @@ def test_access_is_granted_when_asked_and_revoked_at_the_end(sandbox: Sandbox) -
     kinds = [e["event"] for e in audit_events(box)]
     assert "access_granted" in kinds and "access_revoked" in kinds
     assert box.answers() == "7.0.4.1" and not runs(box)
+
+
+def test_ctrl_c_at_the_close_access_question_closes_it(sandbox: Sandbox) -> None:
+    """Ctrl-C when asked whether to close the engineer's access: the safe answer is taken, the grant's line is
+    removed and every other byte of authorized_keys stays; the closing is in the audit log."""
+    box = sandbox
+    ak = authorized_keys(OTHER_KEY)
+    plan, approval = approved_plan(box, "7.0.4.2")
+    child = guide(box, "--plan", str(plan), "--approval", str(approval))
+    child.expect(SCREEN["en"]["backup"])
+    child.sendline("y")
+    grant_access(child, box)
+    child.expect(SCREEN["en"]["granted"])
+    assert ak.read_bytes() != OTHER_KEY
+    child.expect(SCREEN["en"]["stop"])
+    child.sendline("n")
+    child.expect(SCREEN["en"]["revoke"])
+    child.ctrl_c()
+    child.expect(SCREEN["en"]["revoked"])
+    assert child.finish() == CANCELLED_EXIT
+    assert ak.read_bytes() == OTHER_KEY
+    (closed,) = [e for e in audit_events(box) if e["event"] == "guide_access_closed"]
+    assert closed["outcome"] == "closed" and "Ctrl-C" in closed["data"]["reason"]
+    assert "access_revoked" in [e["event"] for e in audit_events(box)]
+
+
+def test_lost_terminal_just_after_a_grant_closes_it_and_exits_129(sandbox: Sandbox) -> None:
+    """The terminal is lost while the grant is being made (held just after its line was written, by the test
+    hook): the grant is kept track of and closed, the closing recorded, nothing else changed; exit 129."""
+    box = sandbox
+    ak = authorized_keys(OTHER_KEY)
+    plan, approval = approved_plan(box, "7.0.4.2")
+    engineer = (box.keys / "engineer.pub").read_text().split()[1].encode()
+    child = guide(box, "--plan", str(plan), "--approval", str(approval),
+                  env={"UPGRADER_TEST_PAUSE_AT": "access_granted"})
+    child.expect(SCREEN["en"]["backup"])
+    child.sendline("y")
+    grant_access(child, box)
+    wait_for("the grant's line in authorized_keys", lambda: engineer in ak.read_bytes())
+    assert hang_up(child) == 129
+    assert ak.read_bytes() == OTHER_KEY
+    kinds = [e["event"] for e in audit_events(box)]
+    assert "access_granted" in kinds and "access_revoked" in kinds and "guide_cancelled" in kinds
+    (closed,) = [e for e in audit_events(box) if e["event"] == "guide_access_closed"]
+    assert closed["data"]["reason"] == "the terminal was lost"
+    assert box.answers() == "7.0.4.1" and not runs(box)
+
+
+# ---------------------------------------------------------------- the local agent and the terminal's signals
+
+
+AGENT_UNDER_CTRL_C = """
+import os, signal, sys
+from upgrader.transport.local import LocalTransport
+signal.signal(signal.SIGINT, lambda signum, frame: None)  # this controller survives; a handler is not inherited
+t = LocalTransport("local")
+stream = t.open_stream([sys.executable, t.agent_path(), "--serve"])
+os.killpg(os.getpgrp(), signal.SIGINT)  # Ctrl-C in the terminal while the agent is still starting
+stream.send_line('{"op": "no-such-op"}')
+print(stream.read_line(60))
+t.close()
+"""
+
+
+def test_local_agent_survives_a_ctrl_c_in_the_terminal_while_it_starts(tmp_path: Path) -> None:
+    """A Ctrl-C sent to the controller's process group right after the local agent was spawned does not kill
+    the agent (it has its own session); it answers its first request."""
+    import subprocess
+
+    proc = subprocess.run([sys.executable, "-c", AGENT_UNDER_CTRL_C], capture_output=True, text=True, timeout=120,
+                          start_new_session=True, cwd=tmp_path,
+                          env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    reply = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert reply["ok"] is False and reply["kind"] == "bad_input"
 
 
 # ---------------------------------------------------------------- --yes and finding the install
@@ -418,7 +622,7 @@ def test_every_message_exists_in_both_languages_with_the_same_fields() -> None:
 ])
 def test_language_comes_from_lang_else_the_locale(arg: str | None, env: dict[str, str], want: str) -> None:
     """--lang wins; else the first of LC_ALL, LC_MESSAGES, LANG that is set decides (zh* is Chinese)."""
-    assert language(arg, env) == want
+    assert resolve_lang(arg, env) == want
 
 
 # ---------------------------------------------------------------- the engine's cancel, in process

@@ -1,17 +1,17 @@
 """Every word ``upgrader guide`` shows, in English and Simplified Chinese, in one catalog.
 
-``language`` picks the language (``--lang``, else LC_ALL, LC_MESSAGES, LANG: a value starting with
-``zh`` means Chinese); ``Messages`` looks a key up and fills its ``{fields}``. Texts may hold rich
-markup. Data the tool cannot translate (versions, paths, the policy's own reasons) is shown as it
-is, after the plain-words meaning. This module does no I/O.
+``Messages`` looks a key up in the language ``upgrader.language.resolve_lang`` chose and fills its
+``{fields}``. The texts hold rich markup; the fields never do: every field is escaped (a path or a
+reason holding ``[/bold]`` is shown as written), except a ``Markup`` value (a text this catalog
+rendered, a coloured mark). Data the tool cannot translate (versions, paths, the policy's own
+reasons) is shown as it is, after the plain-words meaning. This module does no I/O.
 """
 
 from __future__ import annotations
 
-import os
-from typing import Mapping
+from rich.markup import escape
 
-__all__ = ["MESSAGES", "RULES", "PHASES", "language", "Messages"]
+__all__ = ["MESSAGES", "RULES", "PHASES", "Messages", "Markup"]
 
 # key -> (English, Chinese)
 MESSAGES: dict[str, tuple[str, str]] = {
@@ -202,6 +202,43 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "yn_default_no": ("[y/N]", "[y/N]（默认：否）"),
     "yn_default_yes": ("[Y/n]", "[Y/n]（默认：是）"),
     "yn_invalid": ("Please answer y or n.", "请输入 y 或 n。"),
+    # errors the guide raises itself (no markup: the English text is also the error's message in logs)
+    "error_shown": ("[bold red]Error:[/bold red] {text}", "[bold red]错误：[/bold red]{text}"),
+    "error_hint": ("  → {hint}", "  → {hint}"),
+    "plan_not_local": ("the plan is not for this host alone (the guide runs a plan of one host whose address "
+                       "is 'local')",
+                       "这份计划不是只针对本机的（向导只执行只有一台主机、且地址为 local 的计划）"),
+    "plan_not_local_hint": ("use upgrader run for a fleet plan", "多台主机的计划请用 upgrader run 执行"),
+    "plan_other_package": ("the plan installs another package (sha256 differs)",
+                           "这份计划安装的是另一个升级包（sha256 不同）"),
+    "plan_other_package_hint": ("give the package the plan {plan} was made for, or leave out --package",
+                                "请给出计划 {plan} 所对应的升级包，或去掉 --package"),
+    "plan_other_dir": ("the plan is for {planned}, not {dir}", "这份计划针对的是 {planned}，不是 {dir}"),
+    "plan_other_dir_hint": ("leave out --install-dir, or make a new plan for that directory",
+                            "请去掉 --install-dir，或为该目录重新生成计划"),
+    "not_install_hint": ("give the product's install directory with --install-dir (and --playbook P for a product "
+                         "upgrader does not ship a playbook for)",
+                         "请用 --install-dir 指定产品的安装目录（upgrader 没有自带剧本的产品，还要用 --playbook P "
+                         "指定剧本）"),
+    "yes_needs_dir_hint": ("upgrader guide --install-dir DIR ...", "upgrader guide --install-dir 安装目录 ..."),
+    "inventory_not_one": ("the guide needs exactly one host with address 'local' here, found {n}",
+                          "向导需要清单中正好有一台地址为 local 的主机，实际找到 {n} 台"),
+    "inventory_not_one_hint": ("give --install-dir to choose one", "请用 --install-dir 选择其中一台"),
+    "package_other_version": ("the package holds {version}, not {target}", "升级包中的版本是 {version}，不是 {target}"),
+    "package_other_version_hint": ("leave out --to, or give the package of that version",
+                                   "请去掉 --to，或给出该版本的升级包"),
+    "package_not_in_catalog": ("the package is not the one the signed catalog {catalog} lists for {product} "
+                               "{version} (sha256 differs or no entry)",
+                               "该升级包不是已签名目录 {catalog} 中为 {product} {version} 登记的升级包"
+                               "（sha256 不同或没有该条目）"),
+    "package_not_in_catalog_hint": ("use the package from the vendor's signed catalog",
+                                    "请使用厂商已签名目录中的升级包"),
+    "plan_write_failed": ("cannot write the plan: {error}", "无法写入计划：{error}"),
+    "bad_var": ("--var {pair}: expected NAME=VALUE, e.g. --var http_port=8088",
+                "--var {pair}：格式应为 名称=值，例如 --var http_port=8088"),
+    "bad_var_hint": ("NAME is a playbook variable: letters, digits and _, not starting with a digit",
+                     "名称是剧本变量名：由字母、数字和 _ 组成，不能以数字开头"),
+    "access_closed_lost": ("The terminal was lost: grant {id} was closed.", "终端连接已断开：授权 {id} 已关闭。"),
     "missing_target": ("tell the guide what to upgrade to", "请告诉向导要升级到哪个版本"),
     "missing_target_hint": ("give --package PKG (from a signed catalog directory), or --catalog CAT --to VERSION, "
                             "or the --plan and --approval your engineer sent",
@@ -265,16 +302,14 @@ _PHASE_DOES: dict[str, tuple[str, str]] = {
 }
 
 
-def language(arg: str | None, environ: Mapping[str, str] | None = None) -> str:
-    """``zh`` or ``en``: --lang wins, else the first set of LC_ALL, LC_MESSAGES, LANG."""
-    if arg:
-        return "zh" if arg.lower().startswith("zh") else "en"
-    env = os.environ if environ is None else environ
-    for name in ("LC_ALL", "LC_MESSAGES", "LANG"):
-        value = env.get(name)
-        if value:
-            return "zh" if value.lower().startswith("zh") else "en"
-    return "en"
+class Markup(str):
+    """Text that already is rich markup (a rendered message, a coloured mark): filled in as it is."""
+
+
+def _field(value: object) -> object:
+    if isinstance(value, (Markup, int, float)):
+        return value  # numbers keep their format specs ({seconds:.1f})
+    return escape(str(value))
 
 
 class Messages:
@@ -284,7 +319,12 @@ class Messages:
         self.lang = lang
         self._i = 1 if lang == "zh" else 0
 
-    def __call__(self, msg: str, **fields: object) -> str:
+    def __call__(self, msg: str, **fields: object) -> Markup:
+        """The text with its fields escaped, as rich markup."""
+        return Markup(MESSAGES[msg][self._i].format(**{k: _field(v) for k, v in fields.items()}))
+
+    def plain(self, msg: str, **fields: object) -> str:
+        """The text with its fields as they are, for a text that holds no markup (an error's message)."""
         return MESSAGES[msg][self._i].format(**fields)
 
     def rule(self, rule: str) -> tuple[str, str]:

@@ -1,11 +1,13 @@
 """Ctrl-C and a lost terminal during ``upgrader guide``.
 
-Before the run starts, Ctrl-C is Python's ``KeyboardInterrupt`` and a hang-up (SIGHUP) raises
-``TerminalLost``: the guide has changed nothing yet and says so. While the run is going, neither
-stops the program: Ctrl-C sets ``cancel`` (the engine checks it between phases: before stop the
-host is released unchanged, after stop it is rolled back) and every further Ctrl-C only asks
-for patience; a hang-up sends the program's output to /dev/null (writing to a dead terminal must
-not crash the run) and the run goes on to its end, recorded in the journal and the audit log.
+Before the run starts, Ctrl-C is Python's ``KeyboardInterrupt`` and a hang-up (SIGHUP) only marks the
+terminal lost (and points stdin, stdout and stderr at /dev/null): the guide raises ``TerminalLost`` at
+its next question (``check_terminal``), never from inside a step, so a step that writes (an access
+grant) is never cut between its write and the guide's record of it. Inside ``protected()`` Ctrl-C is
+held too and raised when the block ends. From ``running()`` on, neither stops the program: Ctrl-C sets
+``cancel`` (the engine checks it between phases: before stop the host is released unchanged, after stop
+it is rolled back) and every further Ctrl-C only asks for patience; after a hang-up the run goes on to
+its end, recorded in the journal and the audit log.
 
 This module only handles signals; it decides nothing about hosts.
 """
@@ -15,11 +17,13 @@ from __future__ import annotations
 import os
 import signal
 import threading
-from types import FrameType
-from typing import Any, Iterator
+import time
+from collections.abc import Iterator
 from contextlib import contextmanager
+from types import FrameType
+from typing import Any
 
-__all__ = ["Interrupts", "TerminalLost"]
+__all__ = ["Interrupts", "TerminalLost", "pause_for_test"]
 
 
 class TerminalLost(Exception):
@@ -31,7 +35,6 @@ class Interrupts:
         self.cancel = threading.Event()
         self.hung_up = False
         self.presses = 0
-        self._run_started = False  # from then on a hang-up never raises: the run goes on to its end
         self._notes: list[str] = []
         self._lock = threading.Lock()
         self._saved: dict[int, Any] = {}
@@ -44,11 +47,28 @@ class Interrupts:
             signal.signal(signum, handler)
         self._saved.clear()
 
+    def check_terminal(self) -> None:
+        """At a question point before the run: raise ``TerminalLost`` if the terminal was lost."""
+        if self.hung_up:
+            raise TerminalLost("the terminal was lost (SIGHUP)")
+
+    @contextmanager
+    def protected(self) -> Iterator[None]:
+        """A step that must not be cut in half: a Ctrl-C during it is raised when it ends."""
+        held: list[int] = []
+        previous = signal.signal(signal.SIGINT, lambda signum, frame: held.append(signum))
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
+        if held:
+            raise KeyboardInterrupt
+
     @contextmanager
     def running(self) -> Iterator[None]:
-        """While the run goes: Ctrl-C cancels (at the engine's next safe point) instead of raising."""
+        """While the run goes: Ctrl-C cancels (at the engine's next safe point) instead of raising. Enter it
+        before the run is started, so that a run, once started, always reaches its end and its records."""
         previous = signal.signal(signal.SIGINT, self._on_interrupt)
-        self._run_started = True
         try:
             yield
         finally:
@@ -69,8 +89,16 @@ class Interrupts:
         if not self.hung_up:
             self.hung_up = True
             _detach_from_terminal()
-        if not self._run_started:
-            raise TerminalLost("the terminal was lost (SIGHUP)")
+
+
+def pause_for_test(point: str, until: Any) -> None:
+    """For the test suite only: when UPGRADER_TEST_PAUSE_AT names ``point``, wait there (at most 120 s) until
+    ``until()`` is true, so a test can press Ctrl-C or hang up at a known point. Never set outside tests."""
+    if os.environ.get("UPGRADER_TEST_PAUSE_AT") != point:
+        return
+    deadline = time.monotonic() + 120
+    while not until() and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 def _detach_from_terminal() -> None:

@@ -9,10 +9,16 @@ engineer; run again with the approval the engineer sends back, and the guide fin
 the digest the approval names. The run itself is ``upgrader run``'s: the same checks
 (``check_run``), journal, audit events and result (``start_run``, ``finish_run``).
 
+The questions are here; the run, its progress and its explanation are in ``guide_run``. Errors the
+guide raises itself carry the English text (logs, scripts) and the operator's language (shown).
+
 Exit codes: PRODUCT.md's (0 upgraded, 1 failed or cancelled after stop and rolled back, 2 bad
 input, 3 refused by the policy, 4 approval missing or invalid or outside the service window,
 5 needs a person), plus 130 when the operator cancelled (Ctrl-C or a "no") before the service was
 stopped, and 129 when the terminal was lost before the run started: in both nothing changed.
+
+Engineer access granted here is never left open by accident: at the end it is offered for closing
+(default: close), and closed without asking on Ctrl-C at that question or on a lost terminal.
 """
 
 from __future__ import annotations
@@ -20,21 +26,22 @@ from __future__ import annotations
 import argparse
 import re
 import socket
-import sys
-import threading
 from pathlib import Path
 from typing import Any
 
+from rich.markup import escape
+
 from ..errors import ApprovalRefused, InputError, PolicyRefused, UpgraderError
-from ..exit_codes import ExitCode
-from ..guide_messages import Messages, language
-from ..interrupts import Interrupts, TerminalLost
-from ._common import console, load_policy_or_fail, policy_path
+from ..guide_messages import Markup, Messages
+from ..interrupts import Interrupts, TerminalLost, pause_for_test
+from ..language import resolve_lang
+from ._common import console, load_policy_or_fail, parse_variables, policy_path
+from .guide_run import CANCELLED_EXIT, HANGUP_EXIT, run_guided
 
-__all__ = ["cmd_guide", "CANCELLED_EXIT", "HANGUP_EXIT"]
+__all__ = ["CANCELLED_EXIT", "HANGUP_EXIT", "cmd_guide"]
 
-CANCELLED_EXIT = 130  # the operator cancelled before stop: nothing changed
-HANGUP_EXIT = 129     # the terminal was lost before the run started: nothing changed
+_MARKS = {"pass": Markup("[green]✔[/green]"), "fail": Markup("[red]✘[/red]"), "skip": Markup("[dim]·[/dim]"),
+          "warn": Markup("[yellow]![/yellow]")}
 _STEPS = ("step_find", "step_policy", "step_approval", "step_checks", "step_backup", "step_access", "step_plan",
           "step_run")
 
@@ -66,6 +73,9 @@ def cmd_guide(args: argparse.Namespace) -> int:
     except TerminalLost:
         guide.record("guide_cancelled", reason="the terminal was lost before the run started")
         return HANGUP_EXIT
+    except UpgraderError as e:
+        guide.show_error(e)
+        raise
     finally:
         guide.offer_revoke()
         guide.interrupts.restore()
@@ -76,14 +86,15 @@ class _Guide:
         from ..clock import SystemClock
 
         self.args = args
-        self.t = Messages(language(args.lang))
+        self.t = Messages(resolve_lang(args.lang))
         self.c = console()
         self.clock = SystemClock()
         self.interrupts = Interrupts()
         self.grant: dict[str, Any] | None = None
         self.step_no = 0
         self.run_code: int | None = None  # set once the run has ended
-        self.variables: dict[str, str] = _variables(args.var)  # the install's playbook variables
+        self.variables: dict[str, str] = {}  # the install's playbook variables
+        self.backup: dict[str, Any] | None = None  # the operator's answer about their business-data backup
 
     # -- output and questions ----------------------------------------------------------------
 
@@ -101,18 +112,18 @@ class _Guide:
     def ask(self, question: str, default: bool, scripted: bool | None = None) -> bool:
         """A yes/no question. With --yes, ``scripted`` answers (None: the default); at end of input the
         default (the safe answer)."""
+        self.interrupts.check_terminal()
         if self.args.yes:
             answer = default if scripted is None else scripted
             self.say("answer_auto", question=question, answer=self.t("yes_word" if answer else "no_word"))
             return answer
-        from rich.markup import escape
-
-        suffix = escape(self.t("yn_default_yes" if default else "yn_default_no"))
+        suffix = escape(self.t.plain("yn_default_yes" if default else "yn_default_no"))
         while True:
             try:
                 reply = self.c.input(f"{question} {suffix} ").strip().lower()
             except EOFError:
-                return default
+                reply = ""
+            self.interrupts.check_terminal()  # a hang-up while asking reads as end of input: not an answer
             if not reply:
                 return default
             if reply in ("y", "yes", "是", "是的", "好"):
@@ -122,14 +133,33 @@ class _Guide:
             self.say("yn_invalid")
 
     def prompt(self, question: str, default: str = "") -> str:
-        from rich.markup import escape
-
+        self.interrupts.check_terminal()
         shown = f"{question} \\[{escape(default)}]: " if default else f"{question}: "
         try:
             reply = self.c.input(shown).strip()
         except EOFError:
-            return default
+            reply = ""
+        self.interrupts.check_terminal()
         return reply or default
+
+    def error(self, cls: type[UpgraderError], key: str, hint: str | None = None, path: str | None = None,
+              **fields: Any) -> UpgraderError:
+        """An error of the guide's own: its message (logs, scripts) in English, the operator's language shown."""
+        en = Messages("en")
+        kwargs: dict[str, Any] = {"path": path} if path is not None else {}
+        err = cls(en.plain(key, **fields), hint=en.plain(hint, **fields) if hint else None, **kwargs)
+        err.localized = (self.t(key, **fields), self.t(hint, **fields) if hint else None, path)  # type: ignore[attr-defined]
+        return err
+
+    def show_error(self, e: UpgraderError) -> None:
+        """An error in the operator's language, when it is not English (the English line follows on stderr)."""
+        localized = getattr(e, "localized", None)
+        if localized is None or self.t.lang == "en":
+            return
+        text, hint, path = localized
+        self.say("error_shown", text=Markup(f"{escape(path)}: {text}") if path else text)
+        if hint:
+            self.say("error_hint", hint=hint)
 
     def record(self, event: str, **data: Any) -> None:
         """An audit event of the guide itself (best effort: a refusal or cancellation must still be shown)."""
@@ -146,6 +176,7 @@ class _Guide:
 
     def main(self) -> int:
         args = self.args
+        self.variables = self._variables(args.var)
         self.say("title")
         self.say("intro")
         if args.yes:
@@ -173,8 +204,8 @@ class _Guide:
             self.say("installed", product=h["product"], version=facts.get("version") or "?", dir=h["install_dir"],
                      playbook=h["playbook"]["name"])
             if h["current"] is not None and facts.get("version") != h["current"]:
-                raise InputError(self.t("stale", version=facts.get("version"), planned=h["current"]),
-                                 path=str(plan_file), hint=self.t("stale_hint"))
+                raise self.error(InputError, "stale", "stale_hint", path=str(plan_file), version=facts.get("version"),
+                                 planned=h["current"])
             self.step("step_policy")
         self.explain_decision(plan)
         self.step("step_approval")
@@ -184,7 +215,12 @@ class _Guide:
         self.inspect(plan.hosts[0])
         self.step("step_backup")
         self.say("backup_note", dir=plan.hosts[0]["install_dir"])
-        if not self.ask(self.t("ask_backup"), default=False, scripted=True):
+        backed_up = self.ask(self.t("ask_backup"), default=False, scripted=True)
+        self.backup = {"answer": "yes" if backed_up else "no", "answered_at": self.clock.now().isoformat(),
+                       "scripted": bool(args.yes)}
+        self.record("guide_backup_confirmation", outcome="confirmed" if backed_up else "declined", plan=plan.digest,
+                    **self.backup)
+        if not backed_up:
             raise _Cancelled("backup_no")
         self.step("step_access")
         self.offer_access()
@@ -194,7 +230,7 @@ class _Guide:
         if not self.ask(self.t("ask_stop", product=h["product"], target=h["target"]), default=False, scripted=True):
             raise _Cancelled("stop_no")
         self.step("step_run")
-        return self.run(plan, checked)
+        return run_guided(self, plan, checked, self._run_args(), self.backup)
 
     def given_plan(self) -> tuple[Any, Path | None]:
         """The plan the engineer sent (--plan), or the one the guide made earlier that --approval names."""
@@ -214,35 +250,39 @@ class _Guide:
                 raise
             path = _plans_dir(args.home) / f"{digest}.json"
             if not path.is_file():
-                raise ApprovalRefused(self.t("approval_other_plan", file=args.approval, digest=digest[:16],
-                                             dir=_plans_dir(args.home)), hint=self.t("approval_other_plan_hint"))
+                raise self.error(ApprovalRefused, "approval_other_plan", "approval_other_plan_hint",
+                                 file=args.approval, digest=digest[:16], dir=_plans_dir(args.home))
             plan = load_plan(path)
         else:
             if not (args.package or (args.catalog and args.to)):
-                raise InputError(self.t("missing_target"), hint=self.t("missing_target_hint"))
+                raise self.error(InputError, "missing_target", "missing_target_hint")
             return None, None
         hosts = plan.hosts
         if len(hosts) != 1 or hosts[0]["address"] != "local":
-            raise InputError("the plan is not for this host alone (the guide runs a plan of one host whose address "
-                             "is 'local')", path=str(path), hint="use upgrader run for a fleet plan")
+            raise self.error(InputError, "plan_not_local", "plan_not_local_hint", path=str(path))
         if args.package:
             from ..package import file_digest
 
             if file_digest(args.package) != (hosts[0].get("package") or {}).get("sha256"):
-                raise InputError("the plan installs another package (sha256 differs)", path=str(args.package),
-                                 hint=f"give the package the plan {path} was made for, or leave out --package")
+                raise self.error(InputError, "plan_other_package", "plan_other_package_hint", path=str(args.package),
+                                 plan=path)
         if args.install_dir and Path(args.install_dir).resolve() != Path(hosts[0]["install_dir"]).resolve():
-            raise InputError(f"the plan is for {hosts[0]['install_dir']}, not {args.install_dir}", path=str(path),
-                             hint="leave out --install-dir, or make a new plan for that directory")
+            raise self.error(InputError, "plan_other_dir", "plan_other_dir_hint", path=str(path),
+                             planned=hosts[0]["install_dir"], dir=args.install_dir)
         return plan, path
 
     def find_host(self) -> tuple[Any, Any]:
         """The install to upgrade: from --inventory, --install-dir, the usual places, or the operator."""
-        from ..discovery import find_installs, identify, search_patterns, shipped_playbooks
+        from ..discovery import (
+            find_installs,
+            identify,
+            search_patterns,
+            shipped_playbooks,
+        )
         from ..inventory import Host
 
         args = self.args
-        variables = _variables(args.var)
+        variables = dict(self.variables)
         if args.inventory:
             return self._from_inventory(variables)
         playbooks = [self._playbook(args.playbook)] if args.playbook else shipped_playbooks()
@@ -255,9 +295,7 @@ class _Guide:
             directory = self._choose(found)
         playbook = identify(directory, playbooks)
         if playbook is None:
-            raise InputError(self.t("not_install", dir=directory), path=str(directory),
-                             hint="give the product's install directory with --install-dir (and --playbook P "
-                                  "for a product upgrader does not ship a playbook for)")
+            raise self.error(InputError, "not_install", "not_install_hint", path=str(directory), dir=directory)
         return Host(name=_host_name(), address="local", install_dir=str(directory), product=playbook.product,
                     playbook=str(playbook.path), vars=variables), playbook
 
@@ -268,11 +306,11 @@ class _Guide:
                 return Path(found[0].install_dir)
             raise _Cancelled("stop_no")
         if self.args.yes:
-            raise InputError(self.t("yes_needs_dir"), hint="upgrader guide --install-dir DIR ...")
+            raise self.error(InputError, "yes_needs_dir", "yes_needs_dir_hint")
         if found:
             self.say("found_many")
             for i, f in enumerate(found, 1):
-                self.c.print(f"  {i}. {f.playbook.product}  {f.install_dir}")
+                self.c.print(f"  {i}. {escape(f.playbook.product)}  {escape(str(f.install_dir))}")
             while True:
                 reply = self.prompt(self.t("ask_choose"))
                 if not reply:
@@ -302,8 +340,7 @@ class _Guide:
             wanted = Path(self.args.install_dir).resolve()
             hosts = [h for h in hosts if Path(h.install_dir).resolve() == wanted]
         if len(hosts) != 1:
-            raise InputError(f"the guide needs exactly one host with address 'local' here, found {len(hosts)}",
-                             path=str(inv.path), hint="give --install-dir to choose one")
+            raise self.error(InputError, "inventory_not_one", "inventory_not_one_hint", path=str(inv.path), n=len(hosts))
         host = replace(hosts[0], vars={**hosts[0].vars, **variables})
         self.variables = {str(k): str(v) for k, v in host.vars.items()}
         playbook = load_playbook(find_playbook(host.playbook, [inv.path.parent / "playbooks", inv.path.parent]))
@@ -338,8 +375,8 @@ class _Guide:
             pkg = Path(args.package)
             meta = read_meta(pkg)
             if target and target != meta.version:
-                raise InputError(f"the package holds {meta.version}, not {target}", path=str(pkg),
-                                 hint="leave out --to, or give the package of that version")
+                raise self.error(InputError, "package_other_version", "package_other_version_hint", path=str(pkg),
+                                 version=meta.version, target=target)
             target = meta.version
             catalog_path = catalog_path or str(pkg.resolve().parent)
         now = self.clock.now()
@@ -347,9 +384,8 @@ class _Guide:
         if args.package:
             entry = catalog.find(meta.product, meta.version)
             if entry is None or file_digest(args.package) != entry.sha256:
-                raise ApprovalRefused(f"the package is not the one the signed catalog {catalog.path} lists for "
-                                      f"{meta.product} {meta.version} (sha256 differs or no entry)",
-                                      hint="use the package from the vendor's signed catalog")
+                raise self.error(ApprovalRefused, "package_not_in_catalog", "package_not_in_catalog_hint",
+                                 catalog=catalog.path, product=meta.product, version=meta.version)
         inventory = Inventory(path=_plans_dir(args.home) / "inventory", hosts={host.name: host}, groups={})
         plan = make_plan(inventory, [host], target=str(target), catalog=catalog, policy=policy, clock=self.clock,
                          connect=connect, requester=requester_identity(None), window=plan_window(policy, now))
@@ -360,7 +396,7 @@ class _Guide:
 
             write_json_atomic(out, plan.data)
         except OSError as e:
-            raise InputError(f"cannot write the plan: {e.strerror}", path=str(out)) from e
+            raise self.error(InputError, "plan_write_failed", path=str(out), error=e.strerror) from e
         from ..plan import load_plan
 
         plan = load_plan(out)  # what the engineer will approve is exactly this file
@@ -383,22 +419,19 @@ class _Guide:
             if ch["status"] == "fail":
                 self._rule_line(ch["check"], ch["status"], ch["reason"])
         if not h["allowed"]:
+            from .upgrade import refuse_refused
+
             self.say("refused_end")
-            why = [r["reason"] for r in decision["rules"] if r["status"] == "fail"]
-            why += [ch["reason"] for ch in h.get("checks", []) if ch["status"] == "fail"]
-            raise PolicyRefused(f"{h['current']} -> {h['target']} refused: " + "; ".join(why))
+            refuse_refused(plan)  # `upgrader run`'s refusal: each failed rule and check, named
 
     def _rule_line(self, rule: str, status: str, reason: str) -> None:
-        from rich.markup import escape
-
-        marks = {"pass": "[green]✔[/green]", "fail": "[red]✘[/red]", "skip": "[dim]·[/dim]", "warn": "[yellow]![/yellow]"}
         name, meaning = self.t.rule(rule)
-        status_word = self.t(f"status_{status}") if status in ("pass", "fail", "skip", "warn") else status
-        self.say("rule_line", mark=marks.get(status, "?"), name=f"{name} ({status_word})", meaning=escape(meaning))
-        self.say("rule_detail", reason=escape(reason))
+        status_word = self.t.plain(f"status_{status}") if status in ("pass", "fail", "skip", "warn") else status
+        self.say("rule_line", mark=_MARKS.get(status, "?"), name=f"{name} ({status_word})", meaning=meaning)
+        self.say("rule_detail", reason=reason)
 
     def check_approval(self, plan: Any, plan_file: Path | None) -> Any:
-        from .upgrade import check_run, record_refusal, plan_policy
+        from .upgrade import check_run, plan_policy, record_refusal
 
         args = self.args
         policy = plan_policy(plan)
@@ -413,9 +446,7 @@ class _Guide:
             checked = check_run(run_args, plan, self.clock)
         except (PolicyRefused, ApprovalRefused) as e:
             record_refusal(run_args, plan, self.clock, e)
-            from rich.markup import escape
-
-            self.say("approval_refused", reason=escape(str(e)))
+            self.say("approval_refused", reason=str(e))
             raise
         for a in checked.approvals:
             self.say("approval_ok", approver=a.statement.approver, key=a.signature.fingerprint,
@@ -435,20 +466,12 @@ class _Guide:
             if rule:
                 self.say(rule)
 
-    def _run_args(self) -> argparse.Namespace:
-        a = argparse.Namespace(**vars(self.args))
-        a.approval = [self.args.approval] if self.args.approval else []
-        return a
-
     def show_checks(self, plan: Any) -> None:
-        from rich.markup import escape
-
         h = plan.hosts[0]
         self.say("still_current", version=h["current"])
-        marks = {"pass": "[green]✔[/green]", "fail": "[red]✘[/red]", "warn": "[yellow]![/yellow]"}
         for ch in h.get("checks", []):
             name, _ = self.t.rule(ch["check"])
-            self.say("check_line", mark=marks.get(ch["status"], "·"), name=name, reason=escape(ch["reason"]))
+            self.say("check_line", mark=_MARKS.get(ch["status"], "·"), name=name, reason=ch["reason"])
 
     def inspect(self, h: dict[str, Any]) -> None:
         """The health inspection of this install (``upgrader.inspection``); it informs, it does not decide."""
@@ -458,8 +481,6 @@ class _Guide:
         except ImportError:  # an upgrader without the inspection module
             self.say("inspection_none")
             return
-        from rich.markup import escape
-
         from ..playbook import load_playbook
         from ..transport.local import LocalTransport
 
@@ -468,7 +489,7 @@ class _Guide:
             report = inspect_host(transport, load_playbook(h["playbook"]["path"]), install_dir=h["install_dir"],
                                   name=h["name"], variables=self.variables, state_dir=h.get("state_dir"))
         except UpgraderError as e:
-            self.say("inspection_failed", error=escape(str(e)))
+            self.say("inspection_failed", error=str(e))
             return
         finally:
             transport.close()
@@ -476,13 +497,11 @@ class _Guide:
         self.say("inspection_ok", summary=self.t("inspection_count", n=len(found)) if found
                  else self.t("inspection_clean"))
         for w in found:
-            self.say("inspection_warn", text=escape(str(w.get("message", w) if isinstance(w, dict) else w)))
+            self.say("inspection_warn", text=str(w.get("message", w) if isinstance(w, dict) else w))
 
     def offer_access(self) -> None:
         if not self.ask(self.t("ask_access"), default=False, scripted=False):
             return
-        from rich.markup import escape
-
         from .access import grant
 
         policy = load_policy_or_fail(policy_path(self.args))
@@ -499,39 +518,55 @@ class _Guide:
                                         from_patterns=from_ or None, user=None, reason="upgrader guide",
                                         inventory=None, hosts=None, json=False)
         try:
-            results, _ = grant(grant_args)
+            with self.interrupts.protected():  # the grant line and the guide's record of it, never one alone
+                results, _ = grant(grant_args)
+                pause_for_test("access_granted", lambda: self.interrupts.hung_up)  # the line is written
+                r = results[0]
+                g = r["grant"]
+                self.grant = {"id": g["id"], "expires": g["expires"], "file": r["file"]}
         except UpgraderError as e:
-            self.say("access_failed", error=escape(str(e)))
+            self.say("access_failed", error=str(e))
             return
-        r = results[0]
-        g = r["grant"]
-        self.grant = {"id": g["id"], "expires": g["expires"], "file": r["file"]}
-        self.say("access_granted", id=g["id"], user=escape(r["user"]), fp=g["fingerprint"], expires=g["expires"],
-                 where=escape(g["from"] or self.t("access_any")))
+        self.say("access_granted", id=g["id"], user=r["user"], fp=g["fingerprint"], expires=g["expires"],
+                 where=g["from"] or self.t("access_any"))
 
     def offer_revoke(self) -> None:
-        """At the end (whatever the end): offer to close the access granted earlier (default: close it)."""
+        """At the end (whatever the end): offer to close the access granted earlier (default: close it). With
+        nobody to answer (a lost terminal) or a Ctrl-C at the question, the safe answer: close it."""
         if self.grant is None:
             return
         g, self.grant = self.grant, None
-        try:
-            close = True if self.interrupts.hung_up else self.ask(self.t("ask_revoke", id=g["id"]), default=True)
-        except (KeyboardInterrupt, TerminalLost):
-            close = False
+        why = "the operator's answer"
+        if self.interrupts.hung_up:
+            close, why = True, "the terminal was lost"
+        else:
+            try:
+                close = self.ask(self.t("ask_revoke", id=g["id"]), default=True)
+            except KeyboardInterrupt:
+                close, why = True, "Ctrl-C at the question (the safe answer)"
+            except TerminalLost:
+                close, why = True, "the terminal was lost"
         if not close:
             self.say("access_kept", id=g["id"], expires=g["expires"])
+            self.record("guide_access_kept", grant=g["id"], expires=g["expires"])
             return
         from .access import revoke
 
         try:
-            results, code, _ = revoke(argparse.Namespace(home=self.args.home, policy=self.args.policy,
-                                                         grant_id=g["id"], all=False, expired=False, user=None,
-                                                         inventory=None, hosts=None, json=False))
+            with self.interrupts.protected():
+                results, code, _ = revoke(argparse.Namespace(home=self.args.home, policy=self.args.policy,
+                                                             grant_id=g["id"], all=False, expired=False, user=None,
+                                                             inventory=None, hosts=None, json=False))
+        except KeyboardInterrupt:
+            return  # the revocation itself ran to its end (access_revoked is in the audit log)
         except UpgraderError as e:
             self.say("access_failed", error=str(e))
+            self.record("guide_access_close_failed", grant=g["id"], reason=why, error=str(e))
             return
+        self.record("guide_access_closed", outcome="closed" if code == 0 else "failed", grant=g["id"], reason=why)
         if code == 0:
-            self.say("access_revoked", id=g["id"], file=results[0]["file"])
+            self.say("access_closed_lost" if self.interrupts.hung_up else "access_revoked", id=g["id"],
+                     file=results[0]["file"])
 
     def show_plan(self, plan: Any) -> None:
         h = plan.hosts[0]
@@ -542,127 +577,19 @@ class _Guide:
             self.say("phase_line", n=i, name=self.t.phase(p["phase"]), does=self.t.does(p["phase"]) or p["does"])
         self.say("downtime_note")
 
-    # -- the run -----------------------------------------------------------------------------
-
-    def run(self, plan: Any, checked: Any) -> int:
-        from ..engine import CANCELLED, Engine
-        from .upgrade import finish_run, start_run
-
-        run_args = self._run_args()
-        started = start_run(run_args, plan, checked, self.clock)
-        started.recorder.event("guide_run", outcome="started", lang=self.t.lang, scripted=bool(self.args.yes))
-        self.say("run_started", run=started.run_id, journal=started.journal.dir)
-        engine = Engine(journal=started.journal, clock=self.clock,
-                        observers=[started.recorder, _Progress(self)], forks=1, controller=started.controller,
-                        manual_changes=str(plan.data["policy"].get("manual_changes", "warn")),
-                        approvals=checked.approval_digests, cancel=self.interrupts.cancel)
-        box: dict[str, Any] = {}
-
-        def work() -> None:
+    def _variables(self, pairs: list[str] | None) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for pair in pairs or ():
             try:
-                box["outcome"] = engine.run(checked.targets)
-            except BaseException as e:  # noqa: BLE001 - handed to the main thread below
-                box["error"] = e
+                out.update(parse_variables([pair]))
+            except InputError:
+                raise self.error(InputError, "bad_var", "bad_var_hint", pair=repr(pair)) from None
+        return out
 
-        with self.interrupts.running():
-            worker = threading.Thread(target=work, name="guide-run")
-            worker.start()
-            while worker.is_alive():
-                worker.join(0.2)
-                for note in self.interrupts.notes():
-                    self.say(note)
-            for note in self.interrupts.notes():
-                self.say(note)
-            if "error" in box:
-                raise box["error"]
-            cancelled = self.interrupts.cancel.is_set()
-            if cancelled or self.interrupts.hung_up:
-                started.recorder.event("guide_interrupted", outcome="cancelled" if cancelled else "continued",
-                                       presses=self.interrupts.presses, terminal_lost=self.interrupts.hung_up)
-            result = finish_run(run_args, checked, started, box["outcome"], self.clock)
-        self.run_code = int(result["exit_code"])
-        if cancelled and result["hosts"][0]["outcome"] in ("unchanged", "not_started"):
-            self.run_code = CANCELLED_EXIT
-        return self.explain(result, started, checked, cancelled, CANCELLED)
-
-    def explain(self, result: dict[str, Any], started: Any, checked: Any, cancelled: bool, cause_cancelled: str) -> int:
-        from rich.markup import escape
-
-        from ..recorder import audit_path
-
-        self.c.print()
-        h = result["hosts"][0]
-        outcome = h["outcome"]
-        cause = escape(str(h.get("rollback_cause") or h.get("error") or ""))
-        code = int(result["exit_code"])
-        if outcome == "committed":
-            if cancelled:
-                self.say("done_after_cancel")
-            downtime = f"{h['downtime']:.1f}s" if h.get("downtime") is not None else "-"
-            self.say("done_ok", product=checked.targets[0].plan["product"], version=h["version"], downtime=downtime)
-            self.say("done_ok_next", run=started.run_id)
-        elif cancelled and outcome in ("unchanged", "not_started"):
-            self.say("cancelled_nothing", lock=self.t("lock_released"))
-            code = CANCELLED_EXIT
-        elif outcome == "rolled_back" and h.get("rollback_cause") == cause_cancelled:
-            self.say("cancelled_rolled_back", version=h["version"])
-        elif outcome == "rolled_back":
-            self.say("failed_rolled_back", cause=cause, version=h["version"])
-        elif outcome == "unchanged":
-            self.say("failed_unchanged", cause=cause)
-        elif outcome == "stale" or outcome == "refused":
-            self.say("stale_plan", cause=cause)
-        else:
-            self.say("needs_person", cause=cause)
-        if outcome != "committed" and not (cancelled and code == CANCELLED_EXIT):
-            bundle = result.get("diagnostics") or (result["hosts"][0].get("diagnostics"))
-            self.say("send_support", journal=started.journal.dir, run=started.run_id,
-                     audit=audit_path(self.args.home),
-                     diag=self.t("diagnostics", bundle=bundle) if bundle else "")
-            approvers = ", ".join(a.statement.approver for a in checked.approvals) or "-"
-            self.say("contact", approver=approvers)
-        cp = result.get("checkpoint")
-        if cp:
-            self.say("checkpoint", line=cp["line"], seq=cp["seq"], head=cp["head"])
-        for line in _failure_lines(result):
-            try:
-                print(line, file=sys.stderr)
-            except OSError:
-                pass
-        return code
-
-
-class _Progress:
-    """The engine's events as the guide's progress lines; a dead terminal never reaches the engine."""
-
-    def __init__(self, guide: _Guide) -> None:
-        self.g = guide
-        self._lock = threading.Lock()
-
-    def on_event(self, event: dict[str, Any]) -> None:
-        from rich.markup import escape
-
-        try:
-            with self._lock:
-                kind = event["event"]
-                t = self.g.t
-                if kind == "phase_started":
-                    self.g.say("phase_started", name=t.phase(event["phase"]))
-                elif kind == "phase_finished":
-                    self.g.say("phase_ok" if event["status"] == "ok" else "phase_failed", name=t.phase(event["phase"]),
-                               seconds=float(event.get("seconds") or 0), detail=escape(str(event.get("detail") or "")))
-                elif kind == "rollback_started":
-                    self.g.say("rolling_back", cause=escape(str(event.get("cause", ""))))
-        except Exception:  # noqa: BLE001 - showing progress must never break the run
-            pass
-
-
-def _failure_lines(result: dict[str, Any]) -> list[str]:
-    words = {"rolled_back": "failed and was rolled back", "unchanged": "not upgraded, nothing changed",
-             "needs_person": "NEEDS A PERSON", "not_started": "was not started", "refused": "was refused",
-             "stale": "was not touched: the plan is out of date"}
-    return [f"upgrader: {h['host']}: {words[h['outcome']]}: {h.get('error') or ''}".rstrip(": ")
-            for h in result["hosts"] if h["outcome"] in words]
+    def _run_args(self) -> argparse.Namespace:
+        a = argparse.Namespace(**vars(self.args))
+        a.approval = [self.args.approval] if self.args.approval else []
+        return a
 
 
 def _plans_dir(home: Path) -> Path:
@@ -672,13 +599,3 @@ def _plans_dir(home: Path) -> Path:
 def _host_name() -> str:
     name = re.sub(r"[^A-Za-z0-9._-]", "-", socket.gethostname())[:63].strip("-.")
     return name or "local"
-
-
-def _variables(pairs: list[str] | None) -> dict[str, str]:
-    out = {}
-    for pair in pairs or ():
-        name, sep, value = pair.partition("=")
-        if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
-            raise InputError(f"--var {pair!r}: expected NAME=VALUE, e.g. --var http_port=8088")
-        out[name] = value
-    return out
