@@ -126,12 +126,32 @@ def test_redact_leaves_ordinary_text_alone(text: str) -> None:
     assert redact(text) == text
 
 
+def test_redact_applies_every_rule_of_the_diagnostics_bundle_and_its_fast_path_skips_none() -> None:
+    """One set of secret patterns: each secret the bundle's redaction hides is hidden from the audit log too
+    (so no rule's trigger word is missing from the fast path), and what the bundle keeps, the log keeps."""
+    from test_diagnostics import test_redaction_hides_each_kind_of_secret as hides
+    from test_diagnostics import test_redaction_keeps_what_is_not_a_secret as keeps
+
+    secrets = next(m for m in hides.pytestmark if m.name == "parametrize").args[1]
+    plain = next(m for m in keeps.pytestmark if m.name == "parametrize").args[1]
+    assert len(secrets) > 30 and len(plain) > 20
+    for text, secret in secrets:
+        out = redact(text)
+        assert secret not in out and "[REDACTED" in out, text
+        assert redact({"note": text}) == {"note": out}
+    for text in plain:
+        assert redact(text) == text
+
+
 def test_redact_replaces_values_under_secret_keys_at_any_depth() -> None:
     """Values under secret-looking keys are replaced in nested data; key paths to files are kept."""
     data: dict[str, Any] = {"db_password": "hunter2", "password_file": "/etc/pw", "hosts": [{"api_key": "k1"}],
-                            "env": {"TOKEN": "t-1", "PORT": "8080"}}
+                            "env": {"TOKEN": "t-1", "PORT": "8080", "DB_PASS": "p-1", "passphrase": "pp"},
+                            "ssh_key": "SHA256:abc"}
     assert redact(data) == {"db_password": "[REDACTED]", "password_file": "/etc/pw", "hosts": [{"api_key": "[REDACTED]"}],
-                            "env": {"TOKEN": "[REDACTED]", "PORT": "8080"}}
+                            "env": {"TOKEN": "[REDACTED]", "PORT": "8080", "DB_PASS": "[REDACTED]",
+                                    "passphrase": "[REDACTED]"},
+                            "ssh_key": "SHA256:abc"}
 
 
 def _playbook_with_secret_hooks(box: Sandbox, key_file: Path) -> None:

@@ -63,7 +63,7 @@ def test_local_inspection_reports_system_product_and_kernel_facts_as_json(sandbo
     assert f["ports"] == [{"port": box.port, "open": True, "listen": ["127.0.0.1"]}]
     conf = box.install_dir / "conf" / "server.conf"
     assert f["configs"] == [{"path": "conf/server.conf", "sha256": hashlib.sha256(conf.read_bytes()).hexdigest(),
-                             "size": conf.stat().st_size}]
+                             "size": conf.stat().st_size, "mtime": conf.stat().st_mtime}]
     (log,) = f["logs"]
     assert log["path"] == "logs/server.log" and log["errors"] == 0 and log["lines"] >= 1
     assert set(h["metrics"]) == set(THRESHOLDS) and h["metrics"]["log_errors"] == 0

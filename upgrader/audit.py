@@ -27,47 +27,18 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from .errors import InputError
+from .redaction import MAYBE_SECRET, is_secret_name
+from .redaction import redact as redact_text
 
 __all__ = ["AuditLog", "VerifyResult", "verify_log", "read_events", "redact", "checkpoint_statement",
            "parse_anchor", "NAMESPACE", "GENESIS"]
 
 NAMESPACE = "upgrader-audit"
 GENESIS = "0" * 64
-_SECRET_KEYS = re.compile(r"(pass(word|wd|phrase)?|secret|token|api[_-]?key|private[_-]?key|credential)", re.I)
-_SECRET_TEXT = [
-    (re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?(-----END [A-Z ]*PRIVATE KEY-----|$)", re.S),
-     "[REDACTED PRIVATE KEY]"),
-    # NAME = value, NAME: value, "NAME": "value", NAME="value": any name ending in a secret word
-    # (admin_password, DB_PASSWORD, keystorePass, jdbc.password, x-api-key)
-    (re.compile(r"(?i)(?<![\w.-])([\w.-]*(?:pass(?:word|wd|phrase)?|secret|token|api[_-]?key|private[_-]?key|access[_-]?key"
-                r"|credentials?))([\"']?[ \t]*[=:][ \t]*)(\"(?:[^\"\\]|\\.)*\"|'[^']*'|\S+)"),
-     r"\1\2[REDACTED]"),
-    (re.compile(r"(?i)(authorization:\s*(?:bearer|basic)\s+)\S+"), r"\1[REDACTED]"),
-    (re.compile(r"(?i)(://[^/\s:@]+:)[^@\s/]+@"), r"\1[REDACTED]@"),
-]
-
-
-# a word every pattern above needs (each pattern's own test decides; this only skips the plain values)
-_MAYBE_SECRET = re.compile(r"(?i)pass|secret|token|api[_-]?key|private|access[_-]?key|credential|authorization|://")
-_KEY_END = re.compile(r"-----END [A-Z ]*PRIVATE KEY-----")
-_BASE64_LINE = re.compile(r"[A-Za-z0-9+/=]+\r?")
-
-
-def _redact_key_tails(text: str) -> str:
-    """Replace the tail of a private key whose BEGIN line was cut off (command output keeps its last characters):
-    the base64 lines right before an END line, and that line. Linear in the text (no regex backtracking)."""
-    out: list[str] = []
-    pos = 0
-    for m in _KEY_END.finditer(text):
-        lines = text[pos:m.start()].split("\n")
-        if lines[-1]:               # END not at the start of a line: not a PEM block
-            continue
-        keep = len(lines) - 1
-        while keep > 0 and _BASE64_LINE.fullmatch(lines[keep - 1]):
-            keep -= 1
-        out.append("\n".join(lines[:keep]) + ("\n" if keep else "") + "[REDACTED PRIVATE KEY]")
-        pos = m.end()
-    return "".join(out) + text[pos:] if out else text
+# the secret patterns are redaction's (one set for the audit log and the diagnostics bundle); a value
+# without a secret-looking word (``MAYBE_SECRET``: every rule needs one) skips them: audit appends are
+# on the hot path of fleet runs
+_MAYBE_SECRET = MAYBE_SECRET
 
 
 def redact(value: Any, key: str = "") -> Any:
@@ -77,13 +48,11 @@ def redact(value: Any, key: str = "") -> Any:
     if isinstance(value, list):
         return [redact(v, key) for v in value]
     if isinstance(value, str):
-        if key and _SECRET_KEYS.search(key) and not key.endswith(("_file", "_path")) and value:
+        if key and value and is_secret_name(key):
             return "[REDACTED]"
         if not _MAYBE_SECRET.search(value):  # one scan instead of every pattern: most values are plain
             return value
-        for pattern, repl in _SECRET_TEXT:
-            value = pattern.sub(repl, value)
-        return _redact_key_tails(value) if "PRIVATE KEY-----" in value else value
+        return redact_text(value, mask="[REDACTED]", pem_mask="[REDACTED PRIVATE KEY]")
     return value
 
 

@@ -375,18 +375,25 @@ policy, 4 approval missing or invalid or outside the service window, 5 needs a p
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Write RUN_ID's diagnostics bundle (a .tar.gz, default HOME/runs/RUN_ID/diagnostics-RUN_ID.tar.gz): "
                     "the run journal, plan and results, per host the phase records and probe results, versions, "
-                    "platform facts (as upgrader inspect collects them), configuration digests and files, and the "
-                    "last lines of the product's logs, with a manifest.json (sha256 and collector of every file) and "
-                    "the incident's severity level. Passwords, secrets, tokens, keys and credentials in URLs are "
-                    "replaced by *** everywhere. run, resume and rollback write it by themselves when a host fails.",
+                    "platform facts (as upgrader inspect collects them), configuration digests (sha256, size, "
+                    "mtime; the text only of the files the playbook's inspect.configs names, never key stores, "
+                    "keys, licences or security/), and the last lines of the product's logs, with a manifest.json "
+                    "(sha256 and collector of every file) and the incident's severity level. Passwords, secrets, "
+                    "tokens, keys, cookies, authorization headers and credentials in URLs and command lines are "
+                    "replaced by *** everywhere. run, resume and rollback write it by themselves when a host fails "
+                    "(not when the operator cancelled: that is no incident).",
         epilog="severity levels: 1 the service cannot start, crashes or cannot reach its data source; 2 a core "
                "function is\nunstable or much slower; 3 a minor loss with a workaround; 4 slight. Response times "
                "from the policy's\nseverity.response_hours (default 2, 4, 8, 48 h).\n\nexit codes: 0 written, "
                "2 no such run or the file cannot be written")
     diag.add_argument("run_id", metavar="RUN_ID")
     diag.add_argument("--obfuscate", action="store_true",
-                      help="also replace host names and IP addresses (host1, ip-1, ...); the key is written beside "
-                           "the bundle, never into it")
+                      help="also replace host names (short and qualified, any case, each host's own hostname), "
+                           "their domains, IPv4 and IPv6 addresses (host1, domain1, ip-1, ip6-1, ...); the key is "
+                           "written beside the bundle, never into it")
+    diag.add_argument("--domain", action="append", default=[], metavar="DOMAIN",
+                      help="with --obfuscate: also replace this domain wherever it appears (db.DOMAIN, "
+                           "ops@DOMAIN); repeatable")
     diag.add_argument("-o", "--output", metavar="FILE", help="where to write the .tar.gz")
     diag.add_argument("--json", action="store_true")
     diag.set_defaults(func="diagnostics:cmd_diagnostics")

@@ -9,15 +9,21 @@ folder ``diagnostics-<run_id>/`` holding, in the shape of ``sos report``:
     hosts/<host>/phases.json phase records and probe results of the host                  ("phases")
     hosts/<host>/versions.json  current, target and found versions                        ("versions")
     hosts/<host>/platform.json  the inspection facts (OS, kernel, limits, disk, ...)       ("platform", via the agent)
-    hosts/<host>/configs.json   sha256 of each configuration file                         ("configs")
-    hosts/<host>/config/<path>  the configuration files themselves, redacted              ("configs")
+    hosts/<host>/configs.json   sha256, size and mtime of each configuration file         ("configs")
+    hosts/<host>/config/<path>  the text of the config files the playbook's inspect.configs
+                                names, redacted (never key stores, keys, licences, security/,
+                                binary files: see ``inspection.inspect_host``)             ("configs")
     hosts/<host>/logs/<path>.tail  the last lines of each log                              ("logs")
     hosts/<host>/collect-error.txt  why a host could not be read                           ("platform")
 
-Host files are collected for the hosts that did not end well (all hosts when none failed).
-Every member is redacted (``redaction.redact``) before it is hashed; with ``obfuscate`` host
-names and IP addresses are replaced as well, and the mapping is written beside the bundle
-(``diagnostics-<run_id>.obfuscation.json``, mode 0600), never into it. A host that cannot be
+Host files are collected for the hosts that did not end well (all hosts when none failed; a host
+the operator cancelled ended well). By default the bundle holds no configuration text at all, only
+digests. Every member is redacted (``redaction.redact``) before it is hashed; with ``obfuscate``
+host names (the inventory's names and addresses, each host's own hostname as its agent reports it,
+this machine's name and FQDN: short and qualified forms, any case), their domains and the
+``domains`` given, and IPv4 and IPv6 addresses are replaced as well (``obfuscation.Obfuscator``),
+and the mapping is written beside the bundle (``diagnostics-<run_id>.obfuscation.json``, mode
+0600), never into it. A host that cannot be
 reached costs its host files, not the bundle. Transports come from the ``connect`` callable.
 """
 
@@ -33,11 +39,12 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from .errors import InputError, UpgraderError
-from .redaction import Obfuscator, redact
-from .severity import classify_run
+from .obfuscation import Obfuscator
+from .redaction import redact
+from .severity import classify_run, is_cancelled
 
 __all__ = ["build_bundle", "run_severity", "bundle_name", "TAIL_LINES"]
 
@@ -100,8 +107,8 @@ def _spec_playbook(h: dict[str, Any]) -> Any:
 
 
 def _collect_host(h: dict[str, Any], outcome: dict[str, Any] | None, connect: Callable[[dict[str, Any]], Any]
-                  ) -> list[tuple[str, str, str]]:
-    """(member path, text, collector) for one host."""
+                  ) -> tuple[list[tuple[str, str, str]], set[str]]:
+    """(member path, text, collector) for one host, and the names the host calls itself."""
     from .inspection import inspect_host
 
     base = f"hosts/{h['name']}"
@@ -121,21 +128,22 @@ def _collect_host(h: dict[str, Any], outcome: dict[str, Any] | None, connect: Ca
     except UpgraderError as e:
         files.append((f"{base}/versions.json", _json(versions), "versions"))
         files.append((f"{base}/collect-error.txt", f"could not collect from the host: {e}\n", "platform"))
-        return files
+        return files, set()
     facts = report["facts"]
     versions["found_now"] = facts.get("version")
     files.append((f"{base}/versions.json", _json(versions), "versions"))
     configs = facts.pop("configs", []) or []
     logs = facts.pop("logs", []) or []
     files.append((f"{base}/platform.json", _json({**report, "facts": facts}), "platform"))
-    files.append((f"{base}/configs.json", _json([{k: c[k] for k in ("path", "sha256", "size")} for c in configs]),
-                  "configs"))
+    files.append((f"{base}/configs.json", _json([{k: c[k] for k in ("path", "sha256", "size", "mtime",
+                                                                     "text_withheld") if k in c}
+                                                 for c in configs]), "configs"))
     for c in configs:
-        if c.get("text") is not None:
+        if isinstance(c.get("text"), str) and "\x00" not in c["text"]:
             files.append((f"{base}/config/{c['path']}", c["text"], "configs"))
     for log in logs:
         files.append((f"{base}/logs/{log['path']}.tail", "\n".join(log.get("tail") or []) + "\n", "logs"))
-    return files
+    return files, {str(facts["hostname"])} if facts.get("hostname") else set()
 
 
 def _json(data: Any) -> str:
@@ -144,7 +152,7 @@ def _json(data: Any) -> str:
 
 def build_bundle(home: Path, run_id: str, *, connect: Callable[[dict[str, Any]], Any],
                  result: dict[str, Any] | None = None, result_name: str = "result.json", obfuscate: bool = False,
-                 out: Path | None = None) -> dict[str, Any]:
+                 domains: Iterable[str] = (), out: Path | None = None) -> dict[str, Any]:
     """Collect, redact (and obfuscate), and write the bundle; return {"bundle", "severity", ...}.
 
     ``result``: the result the command that just ran is about to write as ``result_name`` (default:
@@ -163,8 +171,8 @@ def build_bundle(home: Path, run_id: str, *, connect: Callable[[dict[str, Any]],
             or {"run_id": run_id, "hosts": []}
     severity = run_severity(plan, result)
     by_host = {h["host"]: h for h in result.get("hosts", [])}
-    chosen = [h for h in plan["hosts"] if (by_host.get(h["name"]) or {}).get("outcome") not in _DONE] \
-        or list(plan["hosts"])
+    chosen = [h for h in plan["hosts"] if (by_host.get(h["name"]) or {}).get("outcome") not in _DONE
+              and not is_cancelled(by_host.get(h["name"]) or {})] or list(plan["hosts"])
     members: list[tuple[str, str, str]] = [("run/plan.json", _json(plan), "run"),
                                            ("severity.json", _json(severity), "severity")]
     for n, r in results.items():
@@ -174,16 +182,18 @@ def build_bundle(home: Path, run_id: str, *, connect: Callable[[dict[str, Any]],
                                                                                     errors="replace"), "run"))
     except OSError:
         pass
+    seen_names: set[str] = set()
     with ThreadPoolExecutor(max_workers=max(1, min(8, len(chosen)))) as pool:
-        for files in pool.map(lambda h: _collect_host(h, by_host.get(h["name"]), connect), chosen):
+        for files, own_names in pool.map(lambda h: _collect_host(h, by_host.get(h["name"]), connect), chosen):
             members += files
+            seen_names |= own_names
     obfuscator = None
     if obfuscate:
         keep = {str(v) for h in plan["hosts"] for v in (h.get("current"), h.get("target"))}
         keep |= {str(h.get("version")) for h in result.get("hosts", [])}
         hostnames = {h["name"] for h in plan["hosts"]} | {h.get("address") or "" for h in plan["hosts"]}
-        hostnames.add(socket.gethostname())
-        obfuscator = Obfuscator(hostnames, keep=keep)
+        hostnames |= seen_names | {socket.gethostname(), socket.getfqdn()}
+        obfuscator = Obfuscator(hostnames, keep=keep, domains=domains)
     prefix = f"diagnostics-{run_id}"
     manifest_files = []
     blobs: list[tuple[str, bytes]] = []

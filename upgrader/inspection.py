@@ -12,7 +12,12 @@ API::
         target: an ``AgentClient`` or a ``Transport`` (an AgentClient is opened on it and closed).
         playbook: a loaded ``Playbook`` (its version source, pid file, ports, config and log paths,
         and its ``inspect:`` block). ``tail`` > 0 adds the last lines of each log; ``config_text``
-        adds the text of config files (both for the diagnostics bundle; redact before storing).
+        adds the text of the config files that the playbook's ``inspect.configs`` lists by name, and
+        only of those (the default config set, the preserved config paths, gives digests only); the
+        agent never reads out a file holding NUL bytes, a key store or key (``*.jks``, ``*.p12``,
+        ``*.pfx``, ``*.keystore``, ``*.key``, ``*.pem``), a ``license*`` file or anything under a
+        ``security/`` directory: those get ``text_withheld`` and their digest. Both are for the
+        diagnostics bundle; redact before storing. Each config: {"path", "sha256", "size", "mtime"}.
         Returns {"host", "install_dir", "product", "playbook", "facts", "metrics", "warnings",
         "thresholds", "error": None}. Raises ``TransportError`` (exit 5) when the host cannot be
         reached or the agent fails; a missing install dir is a warning, not an error.
@@ -161,9 +166,10 @@ def inspect_host(target: Any, playbook: Any, *, install_dir: str, name: str = "l
     variables = {"host": name, **(variables or {})}
     request = agent_request(playbook, variables, install_dir)
     agent = target if isinstance(target, AgentClient) else AgentClient(target)
+    texts = list((playbook.inspect or {}).get("configs") or []) if config_text else []
     try:
         facts = agent.call("inspect", install_dir=install_dir, state_dir=state_dir, tail=tail,
-                           config_text=config_text, timeout=300, **request)
+                           config_text=texts, timeout=300, **request)
     except AgentFailure as e:
         raise TransportError(f"the inspection failed on the host: {e.message}", host=name) from e
     finally:

@@ -4,7 +4,10 @@ Levels: 1 the service cannot start, crashes or cannot reach its data source; 2 a
 unstable or much slower; 3 a minor loss with a workaround; 4 slight. Each host that did not end
 well is classified by the first rule that matches (``RULES`` documents them in this order); the
 run's level is the most severe (lowest) of its hosts. Hosts that committed, were restored on
-request, were not started, were refused or had a stale plan are no incident (None).
+request, were not started, were refused or had a stale plan are no incident (None), and neither is
+a host the operator cancelled (``is_cancelled``: left unchanged, or stopped and rolled back to a
+healthy old version): a cancel is a decision, not a failure. A cancelled host whose rollback failed
+is an incident like any other (level 1: the service is down).
 
 Core probes are the process, TCP and HTTP probes; log and command probes are non-core. This
 module reads no file and knows no time; the caller adds the policy's response-time target.
@@ -15,7 +18,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
-__all__ = ["RULES", "classify_host", "classify_run", "LEVEL_NAMES"]
+from .engine import CANCELLED
+
+__all__ = ["RULES", "classify_host", "classify_run", "is_cancelled", "LEVEL_NAMES"]
 
 LEVEL_NAMES = {1: "the service cannot start, crashes or cannot reach its data source",
                2: "a core function is unstable or much slower",
@@ -56,11 +61,19 @@ def _rule(index: int, host: str, detail: str) -> dict[str, Any]:
     return {"host": host, "level": level, "meaning": LEVEL_NAMES[level], "rule": rule, "evidence": detail}
 
 
+def is_cancelled(host: dict[str, Any]) -> bool:
+    """Did the operator cancel this host's run, and did it end well (unchanged, or rolled back healthy)?"""
+    if host.get("outcome") not in ("unchanged", "rolled_back", "not_started"):
+        return False
+    return host.get("rollback_cause") == CANCELLED or str(host.get("error") or "").startswith(
+        (CANCELLED, f"cancel: {CANCELLED}"))
+
+
 def classify_host(host: dict[str, Any], probe_types: dict[str, str] | None = None) -> dict[str, Any] | None:
     """The severity of one host's result (``RunResult.to_dict()['hosts'][i]``), or None: no incident.
 
     ``probe_types`` maps the playbook's probe names to their types (process, tcp, http, log, command)."""
-    if host.get("outcome") in _NO_INCIDENT:
+    if host.get("outcome") in _NO_INCIDENT or is_cancelled(host):
         return None
     name = str(host.get("host"))
     phases = host.get("phases") or []

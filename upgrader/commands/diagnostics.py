@@ -1,12 +1,13 @@
 """``upgrader diagnostics RUN_ID``, and the bundle that ``run``, ``resume`` and ``rollback`` write when
 a host did not end well: the bundle's path, the incident's severity level and the response-time
-target go into the run's result (``diagnostics``) and its summary."""
+target go into the run's result (``diagnostics``) and its summary. A host the operator cancelled
+(left unchanged, or rolled back to its healthy old version) is no incident and makes no bundle."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from ..exit_codes import ExitCode
 from ._common import console, print_json
@@ -27,7 +28,7 @@ def cmd_diagnostics(args: argparse.Namespace) -> int:
     from ..diagnostics import build_bundle
 
     info = build_bundle(args.home, args.run_id, connect=_connect, obfuscate=args.obfuscate,
-                        out=Path(args.output) if args.output else None)
+                        domains=getattr(args, "domain", None) or (), out=Path(args.output) if args.output else None)
     if args.json:
         print_json(info)
     else:
@@ -35,21 +36,41 @@ def cmd_diagnostics(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
-def bundle_after_run(args: argparse.Namespace, result: dict[str, Any], result_name: str = "result.json") -> None:
-    """When a host failed, was rolled back or needs a person: write the bundle, note it in ``result``.
-    A bundle that cannot be made is reported in the result; it never changes the run's exit code."""
-    if not any(h["outcome"] in _FAILED for h in result["hosts"]):
+def needs_bundle(result: dict[str, Any]) -> bool:
+    """Did a host fail, get rolled back or need a person, other than by the operator's cancel?"""
+    from ..severity import is_cancelled
+
+    return any(h["outcome"] in _FAILED and not is_cancelled(h) for h in result["hosts"])
+
+
+def bundle_after_run(args: argparse.Namespace, result: dict[str, Any], write: Callable[[dict[str, Any]], None],
+                     result_name: str = "result.json",
+                     connect: Callable[[dict[str, Any]], Any] = _connect) -> None:
+    """Write ``result`` (``write``); then, when a host failed, was rolled back or needs a person (not by the
+    operator's cancel), write the bundle, note it in ``result`` and write ``result`` again.
+
+    The result is on disk before the bundle is tried, so nothing that goes wrong while collecting can
+    lose it; a bundle that cannot be made, for whatever reason, is reported in the result and never
+    changes the run's exit code."""
+    write(result)
+    if not needs_bundle(result):
         return
     from ..diagnostics import build_bundle
     from ..errors import UpgraderError
 
     try:
-        info = build_bundle(args.home, result["run_id"], connect=_connect, result=result, result_name=result_name,
+        info = build_bundle(args.home, result["run_id"], connect=connect, result=result, result_name=result_name,
                             obfuscate=bool(getattr(args, "obfuscate", False)))
     except (UpgraderError, OSError) as e:
-        result["diagnostics"] = {"bundle": None, "error": f"the diagnostics bundle could not be written: {e}"}
-        return
+        info = {"bundle": None, "error": f"the diagnostics bundle could not be written: {e}"}
+    except Exception as e:  # noqa: BLE001 - the bundle is a courtesy; the run's result and exit code come first
+        info = {"bundle": None, "error": f"the diagnostics bundle could not be written (an internal error of "
+                                         f"upgrader, please report it): {type(e).__name__}: {e}"}
     result["diagnostics"] = info
+    try:
+        write(result)
+    except Exception as e:  # noqa: BLE001 - the result without the bundle's note is already written
+        info["note"] = f"the result was written without this note: {e}"
 
 
 def print_diagnostics(c: Any, info: dict[str, Any] | None) -> None:

@@ -275,14 +275,14 @@ def start_run(args: argparse.Namespace, plan: Any, checked: CheckedRun, clock: A
 
 def finish_run(args: argparse.Namespace, checked: CheckedRun, started: StartedRun, outcome: Any,
                clock: Any) -> dict[str, Any]:
-    """After the engine: the approvals are spent, the audit checkpoint signed, result.json written."""
+    """After the engine: the approvals are spent, the audit checkpoint signed, result.json written (then the
+    diagnostics bundle, when a host failed, and result.json again with its name)."""
     result: dict[str, Any] = outcome.to_dict()
     _used_approvals(args.home).mark(checked.approvals, started.run_id, clock.now())
     result["checkpoint"] = started.recorder.checkpoint()
     from .diagnostics import bundle_after_run
 
-    bundle_after_run(args, result)
-    started.journal.write("result.json", result)
+    bundle_after_run(args, result, lambda r: started.journal.write("result.json", r))
     return result
 
 
@@ -575,8 +575,7 @@ def _close_run(args: argparse.Namespace, c: Any, recorder: Any, journal: Any, re
     result["checkpoint"] = recorder.checkpoint()
     from .diagnostics import bundle_after_run, print_diagnostics
 
-    bundle_after_run(args, result, name)
-    journal.write(name, result)
+    bundle_after_run(args, result, lambda r: journal.write(name, r), name)
     if args.json:
         print_json(result)
     else:
