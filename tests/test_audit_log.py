@@ -303,5 +303,5 @@ def test_show_and_export_skip_lines_that_are_not_events(tmp_path: Path, capsys: 
     assert [e["seq"] for e in events] == [1, 4]
     assert main(["audit", "show", str(path)]) == 0
     out = tmp_path / "report.html"
-    assert main(["audit", "export", str(path), "--format", "html", "-o", str(out)]) == 0
+    assert main(["audit", "export", str(path), "--format", "html", "-o", str(out)]) == 6  # written, and altered
     assert "ALTERED" in out.read_text()
