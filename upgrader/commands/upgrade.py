@@ -179,6 +179,12 @@ def _run(args: argparse.Namespace, plan: Any, clock: Any) -> int:
     else:
         outcome = engine.run(checked.targets)
     result = finish_run(args, checked, started, outcome, clock)
+    return _report(c, result)
+
+
+def _report(c: Any, result: dict[str, Any]) -> int:
+    """What a command that ran hosts prints last (the JSON when ``c`` is None, else the summary, the
+    diagnostics and the checkpoint; one stderr line per host that did not commit); its exit code."""
     if c is None:
         print_json(result)
     else:
@@ -568,22 +574,13 @@ def _check_continuation(run_id: str, run_dir: Path, plan: dict[str, Any], policy
 def _close_run(args: argparse.Namespace, c: Any, recorder: Any, journal: Any, result: dict[str, Any],
                name: str) -> int:
     """The end of every command that ran hosts: audit outcome and signed checkpoint, result file, report."""
-    from ..report import print_run_summary
-
     recorder.event("run_finished", outcome=str(result["exit_code"]),
                    outcomes={h["host"]: h["outcome"] for h in result["hosts"]})
     result["checkpoint"] = recorder.checkpoint()
-    from .diagnostics import bundle_after_run, print_diagnostics
+    from .diagnostics import bundle_after_run
 
     bundle_after_run(args, result, lambda r: journal.write(name, r), name)
-    if args.json:
-        print_json(result)
-    else:
-        print_run_summary(c, result)
-        print_diagnostics(c, result.get("diagnostics"))
-        _print_checkpoint(c, result["checkpoint"])
-    _explain_failures(result)
-    return int(result["exit_code"])
+    return _report(None if args.json else c, result)
 
 
 def _continue_after_canary(args: argparse.Namespace, run_dir: Path, result: dict[str, Any], waiting: list[str],
