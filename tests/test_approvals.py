@@ -510,6 +510,19 @@ def test_engineer_cannot_approve_their_own_plan(sandbox: Sandbox, capsys: pytest
     assert_refused(sandbox, capsys, plan, [approval], "own plan", "segregation of duties", before=pristine(sandbox))
 
 
+def test_a_wildcard_signer_cannot_approve_under_another_name(sandbox: Sandbox, tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """A key listed only as `*@vendor` could sign as any colleague (the requester's or a second approver's name):
+    its approval is refused, naming the pattern and the line; nothing changes on the host."""
+    key = tmp_path / "wild" / "wild"
+    assert upgrader(sandbox, "keys", "generate", str(key)) == ExitCode.OK
+    add_signer(sandbox.keys / "allowed_signers", "*@vendor", key, 'namespaces="upgrader-approval"')
+    plan = planned(sandbox, TO, "--requester", "alice@vendor")
+    approval = approve_with(sandbox, plan, key, "wild", "--as", "bob@vendor")
+    assert_refused(sandbox, capsys, plan, [approval], "bob@vendor", "only through the pattern *@vendor",
+                   "named exactly", before=pristine(sandbox))
+
+
 def test_self_approval_runs_when_the_policy_allows_it(sandbox: Sandbox, capsys: pytest.CaptureFixture[str]) -> None:
     """With approvals.allow_self_approval true, the requester's own approval lets the run upgrade the host."""
     set_policy(sandbox, "allow_self_approval: false", "allow_self_approval: true")

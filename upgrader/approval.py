@@ -209,9 +209,17 @@ def check_approvals(paths: list[str], *, plan_digest: str, requester: str, signe
         except SignatureError as e:
             raise ApprovalRefused(f"{path}: {e}") from None
         try:
-            signers.check(st.approver, a.signature.public_key, NAMESPACE, now)
+            entry = signers.check(st.approver, a.signature.public_key, NAMESPACE, now)
         except ValueError as e:
             raise ApprovalRefused(f"{path}: signed by an untrusted key: {e}") from None
+        if not allow_self and st.approver not in entry.principals:
+            # a pattern (`*@vendor`) lets one key sign as any name it covers, the requester's colleague included:
+            # segregation of duties needs the approver's own name on their key
+            raise ApprovalRefused(f"{path}: {st.approver} matches the key {entry.fingerprint} only through the "
+                                  f"pattern {', '.join(entry.principals)} ({signers.source} line {entry.line}); "
+                                  "with segregation of duties an approver must be named exactly",
+                                  hint="give each engineer's key a line with their own principal in the "
+                                       "approvals' allowed_signers file")
         if st.plan != plan_digest:
             raise ApprovalRefused(f"{path}: approves plan {st.plan[:16]}…, but this plan is {plan_digest[:16]}…: "
                                   "the plan changed after it was approved (hosts, versions, packages, playbook, "
