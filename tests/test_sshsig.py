@@ -379,7 +379,12 @@ def test_check_refuses_a_namespace_the_line_does_not_allow(pub: dict[str, str], 
     ('valid-after="202606011200Z"', NOW + dt.timedelta(minutes=1), True),
     ('valid-before="202606011200Z"', NOW - dt.timedelta(minutes=1), True),
     ('valid-before="202606011200Z"', NOW + dt.timedelta(minutes=1), False),
-], ids=["before valid-after", "after valid-after", "before valid-before", "after valid-before"])
+    # both bounds are inclusive, as in OpenSSH's sshsig.c (expired when verify time > valid-before)
+    ('valid-after="202606011200Z"', NOW, True),
+    ('valid-before="202606011200Z"', NOW, True),
+    ('valid-before="202606011200Z"', NOW + dt.timedelta(seconds=1), False),
+], ids=["before valid-after", "after valid-after", "before valid-before", "after valid-before",
+        "at valid-after", "at valid-before", "a second after valid-before"])
 def test_check_honours_the_validity_window(pub: dict[str, str], blob: dict[str, bytes], option: str,
                                            when: dt.datetime, ok: bool) -> None:
     """valid-after and valid-before bound when the key may sign."""

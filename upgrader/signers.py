@@ -60,8 +60,9 @@ class AllowedSigner:
         return allowed
 
     def valid_at(self, when: _dt.datetime) -> bool:
+        """Both bounds inclusive, as ssh-keygen -Y verify has them (sshsig.c: expired when time > valid-before)."""
         return (self.valid_after is None or when >= self.valid_after) and \
-            (self.valid_before is None or when < self.valid_before)
+            (self.valid_before is None or when <= self.valid_before)
 
 
 @dataclass(frozen=True)
