@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import multiprocessing
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -65,3 +66,26 @@ def test_two_processes_appending_5000_events_each_leave_an_intact_log_with_every
     order = [json.loads(line)["data"]["writer"] for line in path.read_bytes().splitlines()]
     switches = sum(1 for a, b in zip(order, order[1:]) if a != b)
     assert switches > 10, f"the writers took turns only {switches} times: they did not run concurrently"
+
+
+def test_a_lock_file_deleted_between_appends_does_not_fork_the_chain(tmp_path: Path) -> None:
+    """Someone removes audit.jsonl.lock while a writer keeps its lock file open; a new writer makes a new one.
+    Each re-checks the lock path under its lock, so the two still exclude each other: 602 lines, seq 1..602."""
+    path = tmp_path / "audit.jsonl"
+    first, second = AuditLog(path, {"user": "a"}), AuditLog(path, {"user": "b"})
+    first.append("run_started", run="r1", time="2026-01-01T09:00:00.000+00:00")
+    second.append("run_started", run="r2", time="2026-01-01T09:00:00.000+00:00")
+    (tmp_path / "audit.jsonl.lock").unlink()
+    third = AuditLog(path, {"user": "c"})
+
+    def write(log: AuditLog) -> None:
+        for _ in range(300):
+            log.append("phase_finished", run="r", time="2026-01-01T09:00:01.000+00:00")
+
+    writers = [threading.Thread(target=write, args=(log,)) for log in (first, third)]
+    for w in writers:
+        w.start()
+    for w in writers:
+        w.join()
+    lines = path.read_text(encoding="utf-8").splitlines()
+    assert [json.loads(line)["seq"] for line in lines] == list(range(1, 603))

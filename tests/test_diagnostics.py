@@ -289,6 +289,8 @@ def test_a_runs_level_is_its_most_severe_hosts_with_the_policy_response_time() -
     ("JAVA_OPTS=-Djavax.net.ssl.keyStorePassword=S3cret -Xmx2g", "S3cret"),
     ("password: hunter2 token=S3cret", "S3cret"),
     ("secretKey: S3cret", "S3cret"),
+    ("storepass=S3cret", "S3cret"), ("keypass: S3cret", "S3cret"), ("DBPASS=S3cret", "S3cret"),
+    ("keystorepass: S3cret", "S3cret"),
 ])
 def test_redaction_hides_each_kind_of_secret(text: str, secret: str) -> None:
     """Pure: the secret is gone, a *** stands in its place."""

@@ -117,3 +117,11 @@ def test_write_replaces_a_state_file_whole(tmp_path):
     path = j.write("result.json", {"exit_code": 0})
     assert json.loads(path.read_text()) == {"exit_code": 0}
     assert sorted(p.name for p in j.dir.iterdir()) == ["result.json"]
+
+
+def test_readable_json_is_json_for_any_keys_json_accepts() -> None:
+    """Top-level keys that are not strings are written as json.dumps writes them ("1", "true", "null")."""
+    from upgrader.plan import readable_json
+
+    for data in ({1: "a", "b": [1, 2]}, {True: 1, None: 2, 1.5: [3]}, {"x": {2: 3}}, {}, [1, {"a": 2}], "text"):
+        assert json.loads(readable_json(data)) == json.loads(json.dumps(data))

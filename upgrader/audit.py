@@ -128,8 +128,7 @@ class AuditLog:
     @contextmanager
     def _locked(self) -> Iterator[None]:
         with self._mutex:
-            fd = self._files.lock()
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            fd = self._files.acquire()
             try:
                 yield
             finally:
@@ -149,6 +148,9 @@ class AuditLog:
                        outcome: str | None, time: str, data: dict[str, Any] | None,
                        raw: Callable[[int, str, str], dict[str, Any]] | None = None) -> dict[str, Any]:
         fd = self._files.log(check=True)  # under the lock: the file this path names now
+        if self._files.reopened:  # a new file (or the first use): chain to what it holds, not to our memory
+            self._head = None
+            self._files.reopened = False
         size = os.fstat(fd).st_size
         seq, prev = 1, GENESIS
         if self._head is not None and self._head[0] == size:
@@ -217,7 +219,9 @@ class _OpenFiles:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._log: tuple[int, int, int] | None = None  # fd, st_dev, st_ino
-        self._lock: int | None = None
+        self._lock: tuple[int, int, int] | None = None
+        self._retired: list[int] = []  # replaced descriptors: a concurrent fsync may still use one
+        self.reopened = False  # set when the log was opened anew (the cached head no longer holds)
 
     def log(self, check: bool = False) -> int:
         """The log's descriptor; with ``check``, reopened if the path now names another file (moved or deleted
@@ -228,25 +232,41 @@ class _OpenFiles:
                 if (st.st_dev, st.st_ino) != self._log[1:]:
                     raise FileNotFoundError
             except FileNotFoundError:
-                os.close(self._log[0])
+                self._retired.append(self._log[0])
                 self._log = None
         if self._log is None:
             fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o666)
             st = os.fstat(fd)
             self._log = (fd, st.st_dev, st.st_ino)
+            self.reopened = True
         return self._log[0]
 
-    def lock(self) -> int:
-        if self._lock is None:
-            self._lock = os.open(self.path.with_name(self.path.name + ".lock"),
-                                 os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        return self._lock
+    def acquire(self) -> int:
+        """flock the lock file that the lock path names now (a lock file deleted or replaced meanwhile would
+        let another process lock a different file: then ours is reopened, the usual lock-file check)."""
+        path = self.path.with_name(self.path.name + ".lock")
+        while True:
+            if self._lock is None:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+                st = os.fstat(fd)
+                self._lock = (fd, st.st_dev, st.st_ino)
+            fcntl.flock(self._lock[0], fcntl.LOCK_EX)
+            try:
+                st = os.stat(path)
+                if (st.st_dev, st.st_ino) == self._lock[1:]:
+                    return self._lock[0]
+            except FileNotFoundError:
+                pass
+            fcntl.flock(self._lock[0], fcntl.LOCK_UN)
+            os.close(self._lock[0])
+            self._lock = None
 
     def close(self) -> None:
-        for fd in (self._log[0] if self._log else None, self._lock):
+        for fd in [self._log[0] if self._log else None, self._lock[0] if self._lock else None, *self._retired]:
             if fd is not None:
                 os.close(fd)
         self._log = self._lock = None
+        self._retired = []
 
 
 def _write_all(fd: int, data: bytes) -> None:

@@ -37,6 +37,17 @@ def canonical_json(obj: Any) -> bytes:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
+def _json_key(key: Any) -> str:
+    """A dict key as json.dumps writes it (JSON keys are strings: True -> "true", 1 -> "1", None -> "null")."""
+    if isinstance(key, str):
+        return key
+    if key is True or key is False or key is None:
+        return json.dumps(key)
+    if isinstance(key, (int, float)):
+        return json.dumps(key)
+    raise TypeError(f"keys must be str, int, float, bool or None, not {type(key).__name__}")
+
+
 def readable_json(obj: Any, default: Callable[[Any], Any] | None = None) -> str:
     """JSON for files people open: sorted keys, one top-level key a line, and one item a line of the lists
     under them (a plan or a result reads and diffs host by host). Every value is written by the C encoder;
@@ -47,8 +58,9 @@ def readable_json(obj: Any, default: Callable[[Any], Any] | None = None) -> str:
     if not isinstance(obj, dict) or not obj:
         return enc(obj) + "\n"
     lines = []
-    for key in sorted(obj):
-        value = obj[key]
+    named = {_json_key(key): value for key, value in obj.items()}
+    for key in sorted(named):
+        value = named[key]
         if isinstance(value, list) and value:
             text = "[\n" + ",\n".join("    " + enc(item) for item in value) + "\n  ]"
         else:

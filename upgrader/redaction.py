@@ -47,7 +47,8 @@ MAYBE_SECRET = re.compile(r"(?i)pass|pwd|secret|token|credential|key|auth|cookie
 _SECRET_WORD = re.compile(
     r"(?i)passw(?:or)?d|passphrase|pwd|secret|token|credential|authorization|j?session[_.-]?id|phpsessid"
     r"|(?:api|access|private|secret|signing|encryption|master|client|auth|app|license|hmac|session|aes)[_.-]?key(?:s)?$")
-_PASS_SUFFIX = re.compile(r"(?:^|[_.-])(?i:pass)$|[a-z]Pass$")
+# storepass, keypass, DBPASS, db_pass, keystorePass: a name ending in "pass" (not bypass, compass, surpass)
+_PASS_SUFFIX = re.compile(r"(?i)(?<!by)(?<!com)(?<!sur)(?<!tres)pass$")
 _NOT_THE_SECRET = re.compile(r"(?i)(?:file|path|url|uri|dir|type)$")
 
 

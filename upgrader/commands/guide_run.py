@@ -73,6 +73,7 @@ def run_guided(g: Screen, plan: Any, checked: Any, run_args: argparse.Namespace,
         for note in g.interrupts.notes():
             g.say(note)
         if "error" in box:
+            started.close_on_error(box["error"])
             raise box["error"]
         outcome = box["outcome"]
         cancelled = g.interrupts.cancel.is_set()

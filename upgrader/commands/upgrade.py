@@ -173,11 +173,15 @@ def _run(args: argparse.Namespace, plan: Any, clock: Any) -> int:
                     break_lock=args.break_lock)
     if args.break_lock:
         started.recorder.event("locks_broken", outcome="forced", reason="--break-lock given by the operator")
-    if board is not None:
-        with board:
+    try:
+        if board is not None:
+            with board:
+                outcome = engine.run(checked.targets)
+        else:
             outcome = engine.run(checked.targets)
-    else:
-        outcome = engine.run(checked.targets)
+    except BaseException as e:
+        started.close_on_error(e)
+        raise
     result = finish_run(args, checked, started, outcome, clock)
     return _report(c, result)
 
@@ -221,6 +225,16 @@ class StartedRun:
     journal: Any
     recorder: Any
     controller: dict[str, str]
+
+    def close_on_error(self, error: BaseException) -> None:
+        """The engine itself failed (a bug, a full disk under the journal): the audit log still gets the end of
+        the run and a signed checkpoint (best effort); the journal keeps what ``resume`` needs."""
+        try:
+            self.recorder.event("run_finished", outcome="error", error=f"{type(error).__name__}: {error}",
+                                hint=f"upgrader resume {self.run_id}")
+            self.recorder.checkpoint()
+        except Exception:  # noqa: BLE001 - the original error is the one to report
+            pass
 
 
 def check_run(args: argparse.Namespace, plan: Any, clock: Any) -> CheckedRun:

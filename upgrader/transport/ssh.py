@@ -126,7 +126,10 @@ class SSHTransport:
             # closing the channel at the deadline does not stop a remote command: coreutils' timeout on the
             # host does (TERM 2 s after our deadline, so that we report the timeout; KILL 5 s later), as the
             # local transport kills its child
-            command = shell_join(["timeout", "-k", "5", f"{timeout + 2:.1f}", *argv])
+            # (a host without GNU timeout, e.g. AIX or a small busybox, runs the command unwrapped)
+            wrapper = (f'if timeout -k 5 5 true 2>/dev/null; then exec timeout -k 5 {timeout + 2:.1f} "$@"; fi; '
+                       'exec "$@"')
+            command = shell_join(["sh", "-c", wrapper, "sh", *argv])
         channel = None
         try:
             channel = conn.transport.open_session(timeout=CONNECT_TIMEOUT)
