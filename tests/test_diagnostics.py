@@ -477,3 +477,20 @@ def test_a_bundle_that_fails_unexpectedly_loses_neither_the_result_nor_the_exit_
     assert result["hosts"][0]["outcome"] == "rolled_back" and result["exit_code"] == 1
     assert result["diagnostics"]["bundle"] is None and "TypeError" in result["diagnostics"]["error"]
     assert "the diagnostics bundle could not be written" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("path, withheld", [
+    ("conf/security/users.xml", True), ("conf/server.jks", True), ("conf/trust.jceks", True),
+    ("conf/app.truststore", True), ("conf/key.kdb", True), ("conf/key.sth", True), ("conf/ltpa.keys", True),
+    ("servers/AdminServer/security/boot.properties", True), ("config/boot.properties", True),
+    ("security/SerializedSystemIni.dat", True), ("conf/.htpasswd", True), ("conf/db-credentials.xml", True),
+    ("conf/app-secret.yaml", True), ("license.dat", True), ("conf/server.key", True),
+    ("conf/server.conf", False), ("conf/tongweb.xml", False), ("conf/logging.properties", False),
+    ("bin/setenv.sh", False), ("conf/keyboard.map", False),
+])
+def test_config_text_is_never_collected_from_key_stores_licences_and_credential_files(path: str,
+                                                                                       withheld: bool) -> None:
+    """The host agent's deny-list (even a playbook that names these files gets only their digests)."""
+    from upgrader.agent import TEXT_NEVER
+
+    assert bool(TEXT_NEVER.search(path)) is withheld

@@ -1231,7 +1231,11 @@ SYSCTLS = ("fs.file-max", "fs.nr_open", "net.core.somaxconn", "net.ipv4.tcp_max_
 ERROR_LINE = r"ERROR|SEVERE|FATAL|Exception"
 #: config files whose text never leaves the host, even when a playbook lists them: key stores, keys,
 #: licences and anything under a security/ directory (their digests do)
-TEXT_NEVER = re.compile(r"(^|/)security/|\.(jks|p12|pfx|keystore|key|pem)$|(^|/)license[^/]*$", re.I)
+TEXT_NEVER = re.compile(
+    r"(^|/)security/"
+    r"|\.(jks|jceks|p12|pfx|keystore|truststore|key|keys|pem|kdb|sth|rdb)$"  # Java, PKCS#12, IBM GSKit, LTPA
+    r"|(^|/)(license[^/]*|boot\.properties|SerializedSystemIni\.dat|\.?htpasswd"  # WebLogic, Apache
+    r"|[^/]*(credential|secret|passw)[^/]*)$", re.I)
 TEXT_MAX = 262144
 
 
