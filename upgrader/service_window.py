@@ -37,9 +37,10 @@ def plan_window(policy: Any, now: _dt.datetime) -> dict[str, Any]:
     return {**window_status(now, window).to_dict(), "policy": window.describe()}
 
 
-def check_run_window(plan_window_data: Mapping[str, Any] | None, policy: Any, approvals: Iterable[Any],
+def check_run_window(plan_window_data: Mapping[str, Any] | None, policy: Any, after_hours_by: Iterable[str],
                      now: _dt.datetime) -> dict[str, Any]:
-    """Refuse (ApprovalRefused) a run the window does not allow now; return the window as checked."""
+    """Refuse (ApprovalRefused) a run the window does not allow now; return the window as checked.
+    ``after_hours_by``: the approvers whose valid approval of this plan was made with ``--after-hours``."""
     from version_policy import window_status
 
     window = load_service_window(policy)
@@ -58,7 +59,7 @@ def check_run_window(plan_window_data: Mapping[str, Any] | None, policy: Any, ap
         raise ApprovalRefused(f"{status.reason}; the policy refuses runs {where} (window.outside: refuse); "
                               "nothing was changed", hint=_when(status))
     required = int(policy.approvals_required)
-    flagged = sorted({a.statement.approver.lower() for a in approvals if a.statement.after_hours})
+    flagged = sorted({approver.lower() for approver in after_hours_by})
     if len(flagged) >= required:
         return {**checked, "after_hours_approvals": flagged}
     need = "an approval" if required == 1 else f"approvals from {required} engineers"

@@ -254,7 +254,8 @@ def check_run(args: argparse.Namespace, plan: Any, clock: Any) -> CheckedRun:
     approvals = _check_approvals(args, plan, policy, now)
     from ..service_window import check_run_window
 
-    window = check_run_window(plan.data.get("window"), policy, approvals, now)  # the clock at run time
+    window = check_run_window(plan.data.get("window"), policy,  # the clock at run time
+                              [a.statement.approver for a in approvals if a.statement.after_hours], now)
     targets = _targets(catalog, plan.hosts)
     return CheckedRun(policy, operator, signed_by, approvals, window, targets)
 
@@ -567,7 +568,6 @@ def _check_continuation(run_id: str, run_dir: Path, plan: dict[str, Any], policy
     """Hosts that wait after a canary are started later: the run's approvals must still be valid then, and
     the service window must allow it then (as ``run`` checks both when it starts). Returns the window."""
     import datetime as _dt
-    from types import SimpleNamespace
 
     from ..service_window import check_run_window
 
@@ -579,10 +579,8 @@ def _check_continuation(run_id: str, run_dir: Path, plan: dict[str, Any], policy
         raise ApprovalRefused(f"the approval of run {run_id} is no longer valid ({expired}); the hosts that wait "
                               "after its canary were not touched",
                               hint="make and approve a new plan for those hosts (upgrader plan --hosts ...)")
-    approvals = [SimpleNamespace(statement=SimpleNamespace(approver=str(a["approver"]),
-                                                           after_hours=bool(a.get("after_hours"))))
-                 for a in valid]
-    return check_run_window(plan.get("window"), policy, approvals, now)
+    return check_run_window(plan.get("window"), policy, [str(a["approver"]) for a in valid if a.get("after_hours")],
+                            now)
 
 
 def _close_run(args: argparse.Namespace, c: Any, recorder: Any, journal: Any, result: dict[str, Any],
