@@ -226,14 +226,9 @@ class _OpenFiles:
     def log(self, check: bool = False) -> int:
         """The log's descriptor; with ``check``, reopened if the path now names another file (moved or deleted
         and made again by someone else): a line must never go to a file that is no longer the log."""
-        if self._log is not None and check:
-            try:
-                st = os.stat(self.path)
-                if (st.st_dev, st.st_ino) != self._log[1:]:
-                    raise FileNotFoundError
-            except FileNotFoundError:
-                self._retired.append(self._log[0])
-                self._log = None
+        if self._log is not None and check and not _names(self.path, self._log):
+            self._retired.append(self._log[0])
+            self._log = None
         if self._log is None:
             fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o666)
             st = os.fstat(fd)
@@ -251,12 +246,8 @@ class _OpenFiles:
                 st = os.fstat(fd)
                 self._lock = (fd, st.st_dev, st.st_ino)
             fcntl.flock(self._lock[0], fcntl.LOCK_EX)
-            try:
-                st = os.stat(path)
-                if (st.st_dev, st.st_ino) == self._lock[1:]:
-                    return self._lock[0]
-            except FileNotFoundError:
-                pass
+            if _names(path, self._lock):
+                return self._lock[0]
             fcntl.flock(self._lock[0], fcntl.LOCK_UN)
             os.close(self._lock[0])
             self._lock = None
@@ -267,6 +258,15 @@ class _OpenFiles:
                 os.close(fd)
         self._log = self._lock = None
         self._retired = []
+
+
+def _names(path: Path, opened: tuple[int, int, int]) -> bool:
+    """Does ``path`` still name the file opened as (fd, st_dev, st_ino)? (Not when deleted, moved or replaced.)"""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return False
+    return (st.st_dev, st.st_ino) == opened[1:]
 
 
 def _write_all(fd: int, data: bytes) -> None:

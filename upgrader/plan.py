@@ -41,9 +41,7 @@ def _json_key(key: Any) -> str:
     """A dict key as json.dumps writes it (JSON keys are strings: True -> "true", 1 -> "1", None -> "null")."""
     if isinstance(key, str):
         return key
-    if key is True or key is False or key is None:
-        return json.dumps(key)
-    if isinstance(key, (int, float)):
+    if key is None or isinstance(key, (bool, int, float)):
         return json.dumps(key)
     raise TypeError(f"keys must be str, int, float, bool or None, not {type(key).__name__}")
 
