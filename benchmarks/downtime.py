@@ -340,19 +340,6 @@ class Bench:
             raise BenchError(f"{conf}: expected one 'port = ...' line, found {n}")
         conf.write_text(text, encoding="utf-8")
 
-    def write_inventory(self, box: Sandbox) -> None:
-        box.inventory.write_text(
-            "format: 1\n"
-            "hosts:\n"
-            "  app-01:\n"
-            "    address: local\n"
-            f"    install_dir: {box.install_dir}\n"
-            "    product: sample-middleware\n"
-            "    playbook: sample-middleware\n"
-            "    maintenance_until: 2099-12-31\n"
-            "    vars:\n"
-            f"      port: \"{box.port}\"\n", encoding="utf-8")
-
     def run_cli(self, argv: list[str], cwd: Path, env: dict[str, str] | None = None,
                 timeout: float = 600.0) -> subprocess.CompletedProcess[str]:
         return subprocess.run([*self.cli, *argv], check=False, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
@@ -386,7 +373,7 @@ class Bench:
         self.boxes.append(box)
         try:
             self.materialize(p, box.install_dir, port)
-            self.write_inventory(box)
+            box.write_inventory()
             box.plans.mkdir()
             box.start_service()
             plan = box.plans / f"to-{target}.json"

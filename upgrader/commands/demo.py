@@ -49,6 +49,23 @@ class Sandbox:
         self.vendor_key = self.keys / "vendor"
         self.policy = root / "policy.yaml"
 
+    def write_inventory(self) -> None:
+        """inventory.yaml: the one host app-01 on this machine (this sandbox's install and port)."""
+        self.inventory.write_text(
+            "# The demo's inventory: one host on this machine.\n"
+            "format: 1\n"
+            "hosts:\n"
+            "  app-01:\n"
+            "    address: local\n"
+            f"    install_dir: {self.install_dir}\n"
+            "    product: sample-middleware\n"
+            "    playbook: sample-middleware\n"
+            "    maintenance_until: 2099-12-31\n"
+            "    vars:\n"
+            f"      port: \"{self.port}\"\n"
+            "groups:\n"
+            "  demo: [app-01]\n", encoding="utf-8")
+
     def service_env(self) -> dict[str, str]:
         return {**os.environ, "PYTHON": sys.executable}
 
@@ -96,20 +113,7 @@ def build_sandbox(root: Path, port: int | None = None) -> Sandbox:
     sample.build_packages(box.catalog)
     sample.install(box.install_dir, port=box.port)
     _trust(box)
-    box.inventory.write_text(
-        "# The demo's inventory: one host on this machine.\n"
-        "format: 1\n"
-        "hosts:\n"
-        "  app-01:\n"
-        "    address: local\n"
-        f"    install_dir: {box.install_dir}\n"
-        "    product: sample-middleware\n"
-        "    playbook: sample-middleware\n"
-        "    maintenance_until: 2099-12-31\n"
-        "    vars:\n"
-        f"      port: \"{box.port}\"\n"
-        "groups:\n"
-        "  demo: [app-01]\n", encoding="utf-8")
+    box.write_inventory()
     box.plans.mkdir()
     return box
 
