@@ -25,6 +25,10 @@ _EPILOG = """exit codes: 0 done, 1 failed and rolled back, 2 bad input, 3 refuse
 4 approval missing or invalid, 5 a host needs a person, 6 audit log altered"""
 
 
+_OBFUSCATE_HELP = ("in the diagnostics bundle written when a host fails, also replace host names and IP addresses "
+                   "(the key stays beside the bundle)")
+
+
 def _default_home() -> str:
     return os.environ.get("UPGRADER_HOME") or str(Path.home() / ".local" / "state" / "upgrader")
 
@@ -336,9 +340,7 @@ policy, 4 approval missing or invalid or outside the service window, 5 needs a p
     run.add_argument("--dry-run", action="store_true", help="check everything, show the phases, touch nothing")
     run.add_argument("--audit-key", metavar="KEY", help="your SSH key that signs the audit checkpoint "
                      "(default: env UPGRADER_AUDIT_KEY, HOME/keys/operator, ~/.ssh/id_*)")
-    run.add_argument("--obfuscate", action="store_true",
-                     help="in the diagnostics bundle written when a host fails, also replace host names and IP "
-                          "addresses (the key stays beside the bundle)")
+    run.add_argument("--obfuscate", action="store_true", help=_OBFUSCATE_HELP)
     run.add_argument("--json", action="store_true")
     run.set_defaults(func="upgrade:cmd_run")
 
@@ -353,9 +355,7 @@ policy, 4 approval missing or invalid or outside the service window, 5 needs a p
     resume.add_argument("--audit-key", metavar="KEY", help="your SSH key that signs the audit checkpoint")
     resume.add_argument("--yes", action="store_true",
                         help="go on with the hosts that wait after a successful canary, without asking")
-    resume.add_argument("--obfuscate", action="store_true",
-                     help="in the diagnostics bundle written when a host fails, also replace host names and IP "
-                          "addresses (the key stays beside the bundle)")
+    resume.add_argument("--obfuscate", action="store_true", help=_OBFUSCATE_HELP)
     resume.add_argument("--json", action="store_true")
     resume.set_defaults(func="upgrade:cmd_resume")
 
@@ -365,9 +365,7 @@ policy, 4 approval missing or invalid or outside the service window, 5 needs a p
     rollback.add_argument("run_id", metavar="RUN_ID")
     rollback.add_argument("--hosts", metavar="PATTERN")
     rollback.add_argument("--audit-key", metavar="KEY", help="your SSH key that signs the audit checkpoint")
-    rollback.add_argument("--obfuscate", action="store_true",
-                     help="in the diagnostics bundle written when a host fails, also replace host names and IP "
-                          "addresses (the key stays beside the bundle)")
+    rollback.add_argument("--obfuscate", action="store_true", help=_OBFUSCATE_HELP)
     rollback.add_argument("--json", action="store_true")
     rollback.set_defaults(func="upgrade:cmd_rollback")
     diag = sub.add_parser(
