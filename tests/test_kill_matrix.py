@@ -18,6 +18,10 @@ Scenarios (the playbook is a copy of the sample one with a 0.5 s observation win
 - ``rollback-start``: 7.0.4.1 -> 7.0.4.5 with an ``after_install`` hook that fails, so the rollback
   comes before any start: every boundary of start and observe, and ``agent:start:launched``, are then
   reached only by the rollback's start and observe of the old version.
+- ``rollback-slow-start``: as ``rollback-start``, with a start command that returns at once and
+  launches the service 3 s later (as a Java server that writes its pid file only once it listens).
+  Killed right after that launch, neither `resume` nor `rollback` may start a second server while the
+  first is still coming up.
 
 Over SSH (the real sshd of tests/sshd.py) a subset of these points runs the same checks.
 """
@@ -69,6 +73,8 @@ SCENARIOS: dict[str, dict[str, Any]] = {
     "healthy": {"target": "7.0.4.2", "hooks": {"after_commit": [{"command": "true"}]}},
     "rollback": {"target": "7.0.4.5", "hooks": {"after_rollback": [{"command": "true"}]}},
     "rollback-start": {"target": "7.0.4.5", "hooks": {"after_install": [{"command": "exit 3"}]}},
+    "rollback-slow-start": {"target": "7.0.4.5", "hooks": {"after_install": [{"command": "exit 3"}]},
+                            "start": "(sleep 3; exec bin/start.sh) >/dev/null 2>&1 </dev/null &"},
 }
 STEPS = ("before", "started", "finished")
 
@@ -93,6 +99,7 @@ def _rollback_cases() -> list[Case]:
               Case("rollback", "observe:finished", "old")]
     cases += [Case("rollback-start", f"{phase}:{step}", "old") for phase in ("start", "observe") for step in STEPS]
     cases.append(Case("rollback-start", "agent:start:launched", "old"))
+    cases += [Case("rollback-slow-start", point, "old") for point in ("agent:start:launched", "observe:started")]
     return cases
 
 
@@ -131,12 +138,14 @@ def health(box: Sandbox) -> int | None:
         return None
 
 
-def quick_playbook(root: Path, name: str, hooks: dict[str, Any]) -> Path:
-    """A copy of the shipped sample playbook: 0.5 s observation window, these hooks."""
+def quick_playbook(root: Path, name: str, hooks: dict[str, Any], start: str | None = None) -> Path:
+    """A copy of the shipped sample playbook: 0.5 s observation window, these hooks (and start command)."""
     spec = yaml.safe_load((shipped_playbooks_dir() / "sample-middleware.yaml").read_text(encoding="utf-8"))
     spec["name"] = name
     spec["observe"]["window"] = "0.5s"
     spec["hooks"] = hooks
+    if start:
+        spec["start"]["command"] = start
     path = root / f"{name}.yaml"
     path.write_text(yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
     return path
@@ -200,7 +209,7 @@ class Prepared:
 
 def prepare(box: Sandbox, scenario: str, playbook_dir: Path) -> Prepared:
     spec = SCENARIOS[scenario]
-    use_playbook(box, quick_playbook(playbook_dir, f"kill-{scenario}", spec["hooks"]))
+    use_playbook(box, quick_playbook(playbook_dir, f"kill-{scenario}", spec["hooks"], spec.get("start")))
     rc, plan = plan_to(box, spec["target"])
     assert rc == 0, f"plan to {spec['target']} refused"
     approval = approve(box, plan)

@@ -146,6 +146,8 @@ def run_state(paths):
 
 def set_run_state(paths, **changes):
     st = run_state(paths)
+    if "phase" in changes:
+        st.pop("launched", None)  # a service launched in an earlier phase is no longer coming up
     st.update(changes)
     st["updated"] = time.time()
     write_json_atomic(paths.run("state.json"), st)
@@ -737,9 +739,11 @@ def op_stop(req):
 
     if gone() and not req.get("always_run_command"):
         # after an interruption a service may be starting right now (launched, not yet listening):
-        # watch for a moment before calling it stopped
-        settle = float(req.get("settle", 0))
-        if not settle or not wait_until(lambda: not gone(), time.time() + settle, 0.05):
+        # watch for a moment, or as long as the playbook lets a service this run launched come up,
+        # before calling it stopped
+        st = run_state(paths) if paths.run_id and os.path.isdir(paths.run()) else {}
+        deadline = max(start + float(req.get("settle", 0)), launch_deadline(st, req.get("launch_settle")))
+        if not wait_until(lambda: not gone(), deadline, 0.05):
             result.update(already_stopped=True, seconds=round(time.time() - start, 3))
             return result
         pid = read_pid(paths, spec.get("pid_file"))
@@ -768,6 +772,8 @@ def op_stop(req):
                 break
         else:
             raise AgentError("service pid %s survived SIGKILL" % pid, "needs_person", **result)
+    if paths.run_id and os.path.isdir(paths.run()):
+        set_run_state(paths, launched=None)  # whatever this run launched is stopped: none is coming up
     result["seconds"] = round(time.time() - start, 3)
     return result
 
@@ -819,12 +825,36 @@ def op_install(req):
     return result
 
 
+def launch_deadline(st, allowed):
+    """When a service this run launched in its current phase should be up by (0: none was launched).
+
+    After an interruption the service may be coming up right now: launched, not yet listening (many
+    servers write their pid file only once they listen). ``allowed`` is the time the playbook gives it."""
+    launched = st.get("launched")
+    if not launched or launched.get("phase") != st.get("phase"):
+        return 0.0
+    return float(launched["at"]) + float(allowed or 0)
+
+
 def op_start(req):
     paths = Paths(req)
     spec = req["start"]
-    pid = read_pid(paths, req.get("pid_file"))
-    if pid and pid_alive(pid):  # a retried start must not start a second server
-        return {"already_running": pid, "log_offsets": run_state(paths).get("log_offsets", {}),
+    in_run = bool(paths.run_id) and os.path.isdir(paths.run())
+    st = run_state(paths) if in_run else {}
+
+    def running():
+        """The service's pid, or "port N" when only its port answers; None when it does not run."""
+        pid = read_pid(paths, req.get("pid_file"))
+        if pid and pid_alive(pid):
+            return pid
+        for port in req.get("ports", []):
+            if port_open(port, timeout=0.2):
+                return "port %s" % port
+        return None
+
+    # a retried or resumed start must not start a second server, nor one while the last is coming up
+    if wait_until(lambda: bool(running()), launch_deadline(st, req.get("settle")), 0.05):
+        return {"already_running": running(), "log_offsets": st.get("log_offsets", {}),
                 "command": {"seconds": 0.0}}
     log = req.get("log_offsets", {})
     offsets = {}
@@ -833,8 +863,8 @@ def op_start(req):
             offsets[f] = os.path.getsize(os.path.join(paths.install, f))
         except OSError:
             offsets[f] = 0
-    if paths.run_id and os.path.isdir(paths.run()):
-        set_run_state(paths, log_offsets=offsets)
+    if in_run:
+        set_run_state(paths, log_offsets=offsets, launched={"phase": st.get("phase"), "at": time.time()})
     res = run_shell(spec["command"], paths.install, float(spec.get("timeout", 60)), req.get("env"))
     test_kill(req, "start:launched")
     if res["exit"] != 0 or res["timed_out"]:

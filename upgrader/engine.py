@@ -597,8 +597,12 @@ class _HostRun:
     def _start(self, spec: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
         logs = [p["file"] for p in self.spec["observe"]["probes"] if p["type"] == "log"]
         self.launched = True
+        # settle: if this run already launched the service in this phase (then was interrupted), the host
+        # waits this long from that launch for it to come up instead of starting a second one
+        settle = float(self.spec["observe"]["start_timeout"])
         res = self.call("start", start=self.spec["start"], env=self.env(), log_offsets=logs,
-                        pid_file=self.spec["stop"].get("pid_file"), timeout=float(self.spec["start"]["timeout"]) + 30)
+                        pid_file=self.spec["stop"].get("pid_file"), ports=self.spec["stop"].get("ports", []),
+                        settle=settle, timeout=float(self.spec["start"]["timeout"]) + settle + 30)
         self.log_offsets = res["log_offsets"]
         self.service_time += float(res["command"]["seconds"])
         return f"start command done in {res['command']['seconds']:.2f}s", {}
@@ -668,9 +672,13 @@ class _HostRun:
         return self.out
 
     def _restore(self) -> tuple[str, dict[str, Any]]:
+        # after an interruption, a service the interrupted run launched may still be coming up: the host
+        # waits for it as long as the playbook allows a start, so that the stop below does not miss it
+        after_interruption = float(self.spec["observe"]["start_timeout"]) if self.resumed or self.requested else 0.0
         stop = self.call("stop", stop=self.spec["stop"], env=self.env(), always_run_command=False,
                          settle=2.0 if (self.resumed or self.launched) else 0.0,
-                         timeout=float(self.spec["stop"]["timeout"]) + 60)
+                         launch_settle=after_interruption,
+                         timeout=float(self.spec["stop"]["timeout"]) + after_interruption + 60)
         # right after this run's own backup: quick (re-read only files whose inode changed);
         # an operator's rollback later re-reads every byte of the backup first
         res = self.call("rollback", verify="full" if self.requested else "quick", timeout=3600)
