@@ -4,11 +4,13 @@ sample middleware installed and running on a free loopback port."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import signal
 import stat
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import pytest
 
@@ -82,6 +84,33 @@ def approve(box: Sandbox, plan: Path, *extra: str) -> Path:
 def run_plan(box: Sandbox, plan: Path, *extra: str) -> int:
     """Approve ``plan`` as the sandbox engineer, then run it; return the run's exit code."""
     return upgrader(box, "run", str(plan), "--approval", str(approve(box, plan)), *extra)
+
+
+@dataclass(frozen=True)
+class Run:
+    """What a command that runs hosts (run, resume, rollback) exited with, and the run directory it used."""
+
+    rc: int
+    dir: Path | None
+
+    @property
+    def id(self) -> str:
+        assert self.dir is not None, "the run left no run directory"
+        return self.dir.name
+
+    @property
+    def result(self) -> dict[str, Any]:
+        assert self.dir is not None, "the run left no run directory"
+        return json.loads((self.dir / "result.json").read_text())
+
+    @property
+    def outcomes(self) -> dict[str, str]:
+        return {h["host"]: h["outcome"] for h in self.result["hosts"]}
+
+    def host(self, name: str | None = None) -> dict[str, Any]:
+        """The result of host ``name``, or of the run's only host."""
+        (h,) = [h for h in self.result["hosts"] if name in (None, h["host"])]
+        return h
 
 
 def tree_digest(root: Path) -> dict[str, tuple[str, int]]:

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml  # type: ignore[import-untyped]
 
-from conftest import approve, plan_to, product_digest, tree_digest, upgrader
+from conftest import Run, approve, plan_to, product_digest, tree_digest, upgrader
 from upgrader.commands.demo import Sandbox
 from upgrader.journal import read_journal
 from upgrader.playbook import shipped_playbooks_dir
@@ -59,27 +59,6 @@ def snapshot(box: Sandbox) -> HostSnapshot:
     )
 
 
-@dataclass(frozen=True)
-class Run:
-    rc: int
-    dir: Path | None
-
-    @property
-    def id(self) -> str:
-        assert self.dir is not None, "the run left no run directory"
-        return self.dir.name
-
-    @property
-    def result(self) -> dict[str, Any]:
-        assert self.dir is not None, "the run left no run directory"
-        return json.loads((self.dir / "result.json").read_text())
-
-    @property
-    def host(self) -> dict[str, Any]:
-        (host,) = self.result["hosts"]
-        return host
-
-
 def execute(box: Sandbox, plan: Path, *extra: str, approved: bool = True) -> Run:
     """`upgrader run` (with the sandbox engineer's approval unless told otherwise) and the run dir it made."""
     if approved:
@@ -97,7 +76,7 @@ def upgrade(box: Sandbox, version: str) -> Run:
     rc, plan = plan_to(box, version)
     assert rc == 0, f"plan to {version} refused"
     run = execute(box, plan)
-    assert run.rc == 0, f"upgrade to {version} failed: {run.host if run.dir else run.rc}"
+    assert run.rc == 0, f"upgrade to {version} failed: {run.host() if run.dir else run.rc}"
     return run
 
 
@@ -137,7 +116,7 @@ def test_full_upgrade_to_7_0_4_2_serves_new_version_and_keeps_config_and_data(sa
     conf = (box.install_dir / "conf" / "server.conf").read_bytes()
     data = tree_digest(box.install_dir / "data")
     run = upgrade(box, "7.0.4.2")
-    assert run.host["outcome"] == "committed"
+    assert run.host()["outcome"] == "committed"
     assert box.answers() == "7.0.4.2"
     assert health(box) == 200
     assert (box.install_dir / "lib" / "VERSION").read_text().strip() == "7.0.4.2"
@@ -148,8 +127,8 @@ def test_full_upgrade_to_7_0_4_2_serves_new_version_and_keeps_config_and_data(sa
 def test_full_upgrade_across_level_3_to_7_0_5_0_commits(sandbox):
     """7.0.4.1 -> 7.0.5.0 changes level 3 only: allowed, committed, the service answers 7.0.5.0."""
     run = upgrade(sandbox, "7.0.5.0")
-    assert run.host["outcome"] == "committed"
-    assert run.host["version"] == "7.0.5.0"
+    assert run.host()["outcome"] == "committed"
+    assert run.host()["version"] == "7.0.5.0"
     assert sandbox.answers() == "7.0.5.0"
     assert health(sandbox) == 200
 
@@ -162,7 +141,7 @@ def test_patch_overlays_files_and_removes_legacy_compat(sandbox):
     before = product_digest(box.install_dir)
     run = upgrade(box, "7.0.4.3")
     after = product_digest(box.install_dir)
-    assert run.host["outcome"] == "committed"
+    assert run.host()["outcome"] == "committed"
     assert box.answers() == "7.0.4.3"
     assert not (box.install_dir / "lib" / "legacy_compat.py").exists()
     assert "lib/legacy_compat.py" not in after
@@ -244,12 +223,12 @@ def test_failing_upgrade_rolls_back_byte_identical_and_old_version_answers(sandb
     assert rc == 0
     run = execute(box, plan)
     assert run.rc == 1
-    assert run.host["outcome"] == "rolled_back"
-    assert run.host["version"] == "7.0.4.1"
-    assert run.host["rollback_cause"].startswith("observe: ")
+    assert run.host()["outcome"] == "rolled_back"
+    assert run.host()["version"] == "7.0.4.1"
+    assert run.host()["rollback_cause"].startswith("observe: ")
     for words in cause:
         alternatives = words if isinstance(words, tuple) else (words,)
-        assert any(w in run.host["rollback_cause"] for w in alternatives), (words, run.host["rollback_cause"])
+        assert any(w in run.host()["rollback_cause"] for w in alternatives), (words, run.host()["rollback_cause"])
     assert product_digest(box.install_dir) == before
     assert tree_digest(box.install_dir / "data") == data
     assert box.answers() == "7.0.4.1"
@@ -355,7 +334,7 @@ def test_journal_records_intent_before_done_for_every_phase_and_result_says_comm
     assert order == sorted(order)
     assert not [e for e in events if e[1] == "failed"]
     assert run.result["exit_code"] == 0
-    assert run.host["outcome"] == "committed"
+    assert run.host()["outcome"] == "committed"
     assert json.loads((run.dir / "plan.json").read_text())["target"] == "7.0.4.2"
 
 
@@ -369,7 +348,7 @@ def test_journal_of_failed_run_records_failure_then_rollback(sandbox):
     assert events.index(("rollback", "intent")) > failed
     assert events.index(("rollback", "done")) > events.index(("rollback", "intent"))
     assert run.result["exit_code"] == 1
-    assert run.host["outcome"] == "rolled_back"
+    assert run.host()["outcome"] == "rolled_back"
 
 
 def test_dry_run_checks_everything_and_touches_nothing(sandbox):
@@ -393,9 +372,9 @@ def test_stale_plan_is_stopped_at_preflight_without_touching_the_host(sandbox):
     before = snapshot(box)
     run = execute(box, stale)
     assert run.rc == 2  # bad input: the plan no longer describes the host
-    assert run.host["outcome"] == "stale"
-    assert "make a new plan" in run.host["error"]
-    assert [p["phase"] for p in run.host["phases"]] == ["preflight"]
+    assert run.host()["outcome"] == "stale"
+    assert "make a new plan" in run.host()["error"]
+    assert [p["phase"] for p in run.host()["phases"]] == ["preflight"]
     after = snapshot(box)
     assert (after.product, after.pid, after.version) == (before.product, before.pid, "7.0.4.2")
     assert after.host_runs == before.host_runs
@@ -588,7 +567,7 @@ def test_a_stale_lock_is_reported_and_broken_only_on_request(sandbox):
     assert rc == 0
     refused = execute(box, plan)
     assert refused.rc == 5
-    assert "20260101T000000Z-dead00" in refused.host["error"] and "bob@old-laptop" in refused.host["error"]
+    assert "20260101T000000Z-dead00" in refused.host()["error"] and "bob@old-laptop" in refused.host()["error"]
     assert box.answers() == "7.0.4.1"
     # an approval is good for one run: the retry gets its own
     again = approve(box, plan, "--comment", "the lock holder's laptop was lost; lock broken")

@@ -8,14 +8,13 @@ import shlex
 import subprocess
 import sys
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml  # type: ignore[import-untyped]
 
-from conftest import approve, plan_to, product_digest, upgrader
+from conftest import Run, approve, plan_to, product_digest, upgrader
 from fleet import Fleet, FleetHost, wait_for
 from upgrader.inventory import load_inventory
 from upgrader.journal import JournalRecord
@@ -25,30 +24,6 @@ ALL = ("app-01", "app-02", "app-03", "app-04", "app-05")
 
 
 # ---------------------------------------------------------------- helpers
-
-
-@dataclass(frozen=True)
-class Run:
-    rc: int
-    dir: Path | None
-
-    @property
-    def id(self) -> str:
-        assert self.dir is not None, "the run left no run directory"
-        return self.dir.name
-
-    @property
-    def result(self) -> dict[str, Any]:
-        assert self.dir is not None, "the run left no run directory"
-        return json.loads((self.dir / "result.json").read_text())
-
-    @property
-    def outcomes(self) -> dict[str, str]:
-        return {h["host"]: h["outcome"] for h in self.result["hosts"]}
-
-    def host(self, name: str) -> dict[str, Any]:
-        (h,) = [h for h in self.result["hosts"] if h["host"] == name]
-        return h
 
 
 def execute(f: Fleet, plan: Path, *extra: str, approval: Path | None = None) -> Run:
