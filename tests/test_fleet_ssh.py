@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import shlex
 import subprocess
 import sys
@@ -154,6 +155,34 @@ def test_successful_canary_without_yes_and_without_a_terminal_stops_before_the_r
     assert f"upgrader resume {run.id} --yes" in run.result["stopped_early"]
     assert upgrader(f.box, "resume", run.id, "--yes") == 0
     assert f.versions() == {h: "7.0.4.2" for h in ALL[:3]}
+
+
+def test_ctrl_c_at_the_canary_question_answers_no_and_leaves_the_rest_untouched(fleet):
+    """In a real terminal (live board, then the question): Ctrl-C at "continue with the other hosts?" is a no.
+    The canary stays upgraded, the others wait untouched, exit 1, no traceback; resume --yes goes on later."""
+    import pexpect
+
+    f = fleet(2)
+    before = digests(f)
+    plan = planned(f, "7.0.4.2")
+    approval = approve(f.box, plan)
+    child = pexpect.spawn(str(Path(sys.executable).with_name("upgrader")),
+                          ["--home", str(f.box.root), "run", str(plan), "--approval", str(approval), "--canary", "1"],
+                          encoding="utf-8", timeout=120, dimensions=(40, 160), env={**os.environ, "TERM": "xterm"})
+    child.expect("continue with the other hosts")
+    child.sendintr()
+    child.expect(pexpect.EOF)
+    child.close()
+    screen = child.before or ""
+    assert child.exitstatus == 1, screen[-2000:]
+    assert "Traceback" not in screen and "interrupted" not in screen
+    (run_dir,) = f.run_dirs()
+    run = Run(1, run_dir)
+    assert run.outcomes == {"app-01": "committed", "app-02": "not_started"}
+    assert "the other hosts wait for a confirmation" in run.result["stopped_early"]
+    assert_untouched(f["app-02"], before["app-02"], run)
+    assert upgrader(f.box, "resume", run.id, "--yes") == 0
+    assert f.versions() == {"app-01": "7.0.4.2", "app-02": "7.0.4.2"}
 
 
 def test_resume_picks_up_a_run_stopped_after_its_canary(fleet, monkeypatch):

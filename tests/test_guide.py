@@ -275,7 +275,7 @@ def test_the_guides_own_errors_are_shown_in_chinese_and_logged_in_english(sandbo
         child = guide(box, *argv, lang="zh")
         child.expect(zh)
         assert child.finish() == 2
-        assert f"upgrader: error: " in child.transcript and en in child.transcript.replace("\n", "")
+        assert "upgrader: error: " in child.transcript and en in child.transcript.replace("\n", "")
         assert "Traceback" not in child.transcript
     assert not runs(box) and box.answers() == "7.0.4.1"
 

@@ -415,7 +415,7 @@ def test_approved_plan_with_unknown_key_or_wrong_type_makes_run_exit_2(sandbox, 
 
 
 @pytest.mark.parametrize("target", [f"{NEW};touch {{marker}}", f"{NEW}\ntouch {{marker}}", f"{NEW}$(touch {{marker}})",
-                                    f"`touch {{marker}}`"])
+                                    "`touch {marker}`"])
 def test_target_version_with_shell_code_is_refused_as_malformed(sandbox, capsys, target):
     """--to with ';', a newline, $(...) or backticks is a malformed version: plan exits 2 and runs nothing."""
     marker = sandbox.root / "pwned-by-version"

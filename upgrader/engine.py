@@ -166,6 +166,8 @@ class Engine:
         for index, wave in enumerate(waves):
             if stopped_early is None and self._budget_spent():
                 stopped_early = f"more than {self.max_failures} host(s) failed; no new host was started"
+            if stopped_early is None and self.cancel.is_set():
+                stopped_early = f"{CANCELLED}; no new host was started"
             if stopped_early is not None:
                 for t in wave:
                     outcomes[t.plan["name"]] = self._not_started(t, stopped_early)
@@ -175,7 +177,9 @@ class Engine:
                     outcomes[outcome.host] = outcome
             if self.canary and index == 0 and len(waves) > 1:
                 failed = [o for o in (outcomes[t.plan["name"]] for t in wave) if o.outcome != "committed"]
-                if failed:
+                if self.cancel.is_set():
+                    stopped_early = f"{CANCELLED} during the canary; the other hosts were not touched"
+                elif failed:
                     stopped_early = (f"the canary failed on {', '.join(o.host for o in failed)}; "
                                      "the other hosts were not touched")
                 elif self.confirm is None or not self.confirm([outcomes[t.plan["name"]] for t in wave]):

@@ -1,4 +1,4 @@
-"""Ctrl-C and a lost terminal during ``upgrader guide``.
+"""Ctrl-C and a lost terminal during ``upgrader guide``; Ctrl-C during ``run``, ``resume`` and ``rollback``.
 
 Before the run starts, Ctrl-C is Python's ``KeyboardInterrupt`` and a hang-up (SIGHUP) only marks the
 terminal lost (and points stdin, stdout and stderr at /dev/null): the guide raises ``TerminalLost`` at
@@ -31,10 +31,14 @@ class TerminalLost(Exception):
 
 
 class Interrupts:
-    def __init__(self) -> None:
+    """``echo`` (message key -> text): also write that text to stderr at once when Ctrl-C is pressed, for
+    commands that do not poll ``notes()`` (``run``, ``resume``, ``rollback``)."""
+
+    def __init__(self, echo: dict[str, str] | None = None) -> None:
         self.cancel = threading.Event()
         self.hung_up = False
         self.presses = 0
+        self.echo = echo or {}
         self._notes: list[str] = []
         self._lock = threading.Lock()
         self._saved: dict[int, Any] = {}
@@ -67,7 +71,11 @@ class Interrupts:
     @contextmanager
     def running(self) -> Iterator[None]:
         """While the run goes: Ctrl-C cancels (at the engine's next safe point) instead of raising. Enter it
-        before the run is started, so that a run, once started, always reaches its end and its records."""
+        before the run is started, so that a run, once started, always reaches its end and its records.
+        Outside the main thread (upgrader called as a library) signals are not ours: nothing is installed."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
         previous = signal.signal(signal.SIGINT, self._on_interrupt)
         try:
             yield
@@ -83,7 +91,13 @@ class Interrupts:
     def _on_interrupt(self, signum: int, frame: FrameType | None) -> None:
         self.presses += 1
         self.cancel.set()
-        self._notes.append("cancel_first" if self.presses == 1 else "cancel_again")
+        key = "cancel_first" if self.presses == 1 else "cancel_again"
+        self._notes.append(key)
+        if key in self.echo:
+            try:  # os.write: a signal handler must not take the locks of Python's buffered streams
+                os.write(2, f"\n{self.echo[key]}\n".encode("utf-8", "replace"))
+            except OSError:
+                pass
 
     def _on_hangup(self, signum: int, frame: FrameType | None) -> None:
         if not self.hung_up:

@@ -141,8 +141,6 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace, plan: Any, clock: Any) -> int:
-    from ..engine import Engine
-
     refuse_refused(plan)
     total = len(plan.hosts)
     batch = _count(args.batch, total, "--batch", minimum=1)
@@ -155,7 +153,17 @@ def _run(args: argparse.Namespace, plan: Any, clock: Any) -> int:
     c = None if args.json else console()  # --json (scripts): rich is not even imported
     if args.dry_run:
         return _dry_run(args, plan, c)
+    interrupts = run_interrupts(None)
+    with interrupts.running():  # from here a run, once started, always reaches its end and its records
+        return _run_started(args, plan, checked, clock, c, batch, max_failures, interrupts)
+
+
+def _run_started(args: argparse.Namespace, plan: Any, checked: CheckedRun, clock: Any, c: Any,
+                 batch: int | None, max_failures: int | None, interrupts: Any) -> int:
+    from ..engine import Engine
+
     started = start_run(args, plan, checked, clock)
+    interrupts.echo.update(run_interrupts(started.run_id).echo)
     board = None
     observers: list[Any] = [started.recorder]
     if c is not None:
@@ -169,8 +177,8 @@ def _run(args: argparse.Namespace, plan: Any, clock: Any) -> int:
     engine = Engine(journal=started.journal, clock=clock, observers=observers, forks=args.forks, batch=batch,
                     max_failures=max_failures, controller=started.controller,
                     manual_changes=str(plan.data["policy"].get("manual_changes", "warn")), canary=args.canary,
-                    confirm=_confirmer(args, c, board), approvals=checked.approval_digests,
-                    break_lock=args.break_lock)
+                    confirm=_confirmer(args, c, board, interrupts.cancel), approvals=checked.approval_digests,
+                    break_lock=args.break_lock, cancel=interrupts.cancel)
     if args.break_lock:
         started.recorder.event("locks_broken", outcome="forced", reason="--break-lock given by the operator")
     try:
@@ -182,8 +190,42 @@ def _run(args: argparse.Namespace, plan: Any, clock: Any) -> int:
     except BaseException as e:
         started.close_on_error(e)
         raise
+    record_interrupts(started.recorder, interrupts)
     result = finish_run(args, checked, started, outcome, clock)
     return _report(c, result)
+
+
+#: what Ctrl-C answers while ``run`` goes on (``{run}``: the run id, once there is one)
+_RUN_CTRL_C = {
+    "cancel_first": ("upgrader: Ctrl-C: cancelling the run. No other host starts; hosts not stopped yet are released "
+                     "unchanged, hosts already stopped are rolled back to the old version at their next safe point. "
+                     "Wait for the summary."),
+    "cancel_again": ("upgrader: still cancelling: a rollback in progress is never abandoned (the service would stay "
+                     "down). Wait for the summary; if this machine must go now, kill upgrader: `upgrader resume {run}` "
+                     "finishes from the run journal later."),
+}
+#: what Ctrl-C answers while ``resume`` or ``rollback`` goes on: they are not cancelled halfway
+_RESUME_CTRL_C = ("upgrader: Ctrl-C: a resume or rollback is not stopped halfway (the service could stay down); it "
+                  "goes on to its end. Wait for the summary.")
+
+
+def run_interrupts(run_id: str | None, cancels: bool = True) -> Any:
+    """Ctrl-C handling for a command that runs hosts (enter ``.running()`` before the run starts). With
+    ``cancels``, the first Ctrl-C cancels the run at the engine's next safe point (pass ``.cancel`` to the
+    engine); without, it only says that the work goes on. Either way it never cuts an action in half."""
+    from ..interrupts import Interrupts
+
+    if not cancels:
+        return Interrupts(echo={"cancel_first": _RESUME_CTRL_C, "cancel_again": _RESUME_CTRL_C})
+    run = run_id or "RUN_ID"
+    return Interrupts(echo={k: v.format(run=run) for k, v in _RUN_CTRL_C.items()})
+
+
+def record_interrupts(recorder: Any, interrupts: Any, cancels: bool = True) -> None:
+    """The operator's Ctrl-C on the audit record (what the hosts did about it is in their own events)."""
+    if interrupts.presses:
+        recorder.event("run_interrupted", outcome="cancelled" if cancels else "continued",
+                       presses=interrupts.presses)
 
 
 def _report(c: Any, result: dict[str, Any]) -> int:
@@ -324,10 +366,12 @@ def _explain_failures(result: dict[str, Any]) -> None:
     words = {"rolled_back": "failed and was rolled back", "unchanged": "failed before anything changed",
              "needs_person": "NEEDS A PERSON", "not_started": "was not started", "refused": "was refused",
              "stale": "was not touched: the plan is out of date"}
+    from ..engine import CANCELLED
+
     for h in result["hosts"]:
         if h["outcome"] in words:
-            print(f"upgrader: {h['host']}: {words[h['outcome']]}: {h.get('error') or ''}".rstrip(": "),
-                  file=sys.stderr)
+            what = "was rolled back" if h.get("rollback_cause") == CANCELLED else words[h["outcome"]]
+            print(f"upgrader: {h['host']}: {what}: {h.get('error') or ''}".rstrip(": "), file=sys.stderr)
 
 
 def _count(value: str | None, total: int, name: str, minimum: int) -> int | None:
@@ -349,22 +393,36 @@ def _count(value: str | None, total: int, name: str, minimum: int) -> int | None
     return n
 
 
-def _confirmer(args: argparse.Namespace, c: Any, board: Any) -> Any:
-    """After a good canary: --yes continues; on a terminal, ask; otherwise stop and say how to go on."""
+def _confirmer(args: argparse.Namespace, c: Any, board: Any, cancel: Any = None) -> Any:
+    """After a good canary: --yes continues; on a terminal, ask; otherwise stop and say how to go on. A run
+    cancelled by Ctrl-C never goes on; Ctrl-C at the question answers no."""
     if args.yes:
-        return lambda outcomes: True
+        return lambda outcomes: not (cancel is not None and cancel.is_set())
     import sys
 
     if not sys.stdin.isatty():
         return None
 
     def ask(outcomes: list[Any]) -> bool:
+        import signal
+        import threading
+
         from rich.prompt import Confirm
 
+        if cancel is not None and cancel.is_set():
+            return False
         if board is not None and board._live is not None:
             board._live.stop()
-        ok = Confirm.ask(f"canary done on {', '.join(o.host for o in outcomes)}: continue with the other hosts?",
-                         console=c or console(), default=False)
+        in_main = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGINT, signal.default_int_handler) if in_main else None
+        try:
+            ok = Confirm.ask(f"canary done on {', '.join(o.host for o in outcomes)}: continue with the other hosts?",
+                             console=c or console(), default=False)
+        except (KeyboardInterrupt, EOFError):
+            ok = False
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
         if board is not None and board._live is not None:
             board._live.start()
         return bool(ok)
@@ -476,7 +534,10 @@ def cmd_rollback(args: argparse.Namespace) -> int:
                for h in hosts]
     engine = Engine(journal=journal, clock=clock, observers=[recorder] + ([] if args.json else [PhaseLines(c)]),
                     controller={"user": operator.user, "host": operator.host})
-    result = engine.rollback(targets).to_dict()
+    interrupts = run_interrupts(args.run_id, cancels=False)
+    with interrupts.running():
+        result = engine.rollback(targets).to_dict()
+    record_interrupts(recorder, interrupts, cancels=False)
     return _close_run(args, c, recorder, journal, result, "rollback-result.json")
 
 
@@ -545,7 +606,10 @@ def cmd_resume(args: argparse.Namespace) -> int:
                for h in hosts]
     engine = Engine(journal=journal, clock=clock, observers=[recorder] + ([] if args.json else [PhaseLines(c)]),
                     controller={"user": operator.user, "host": operator.host}, approvals=approvals)
-    result = engine.resume(targets, seen).to_dict()
+    interrupts = run_interrupts(args.run_id, cancels=False)
+    with interrupts.running():
+        result = engine.resume(targets, seen).to_dict()
+    record_interrupts(recorder, interrupts, cancels=False)
     return _close_run(args, c, recorder, journal, result, "result.json")
 
 
@@ -621,10 +685,14 @@ def _continue_after_canary(args: argparse.Namespace, run_dir: Path, result: dict
     operator = _operator(args, policy)
     recorder = Recorder(args.home, operator, clock, run=f"{args.run_id}/resume-{clock.now():%Y%m%dT%H%M%S}")
     recorder.event("resume_requested", of_run=args.run_id, hosts=waiting, after="canary confirmed", window=window)
+    interrupts = run_interrupts(args.run_id)
     engine = Engine(journal=journal, clock=clock, observers=[recorder] + ([] if args.json else [PhaseLines(c)]),
                     forks=getattr(args, "forks", 10), controller={"user": operator.user, "host": operator.host},
-                    manual_changes=str(plan["policy"].get("manual_changes", "warn")), approvals=approvals)
-    more = engine.run(targets).to_dict()
+                    manual_changes=str(plan["policy"].get("manual_changes", "warn")), approvals=approvals,
+                    cancel=interrupts.cancel)
+    with interrupts.running():
+        more = engine.run(targets).to_dict()
+    record_interrupts(recorder, interrupts)
     by_host = {h["host"]: h for h in more["hosts"]}
     result["hosts"] = [by_host.get(h["host"], h) for h in result["hosts"]]
     result["stopped_early"] = more.get("stopped_early")
