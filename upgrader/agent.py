@@ -748,6 +748,7 @@ def op_stop(req):
             return result
         pid = read_pid(paths, spec.get("pid_file"))
         result["pid"] = pid
+    asked = time.time()  # the stop timeout counts from here, not from any wait for a service coming up
     # an interrupted swap may have left no install dir: the stop script is then in the old tree
     cwd = paths.install
     if not os.path.isdir(cwd) and paths.run_id and os.path.isdir(paths.run("old")):
@@ -758,7 +759,7 @@ def op_stop(req):
         res = {"exit": None, "stdout": "", "stderr": "no install dir: signals only", "timed_out": False,
                "seconds": 0.0}
     result["command"] = res
-    deadline = start + float(spec.get("timeout", 60))
+    deadline = asked + float(spec.get("timeout", 60))
     if not wait_until(gone, deadline):
         if not spec.get("force", True) or not pid:
             raise AgentError("service did not stop within %ss" % spec.get("timeout", 60), "failed", **result)
@@ -833,7 +834,8 @@ def launch_deadline(st, allowed):
     launched = st.get("launched")
     if not launched or launched.get("phase") != st.get("phase"):
         return 0.0
-    return float(launched["at"]) + float(allowed or 0)
+    now = time.time()
+    return min(float(launched["at"]), now) + float(allowed or 0)  # a clock set back never lengthens the wait
 
 
 def op_start(req):
@@ -866,6 +868,8 @@ def op_start(req):
     if in_run:
         set_run_state(paths, log_offsets=offsets, launched={"phase": st.get("phase"), "at": time.time()})
     res = run_shell(spec["command"], paths.install, float(spec.get("timeout", 60)), req.get("env"))
+    if in_run:  # the service's time to come up counts from when the start command returned
+        set_run_state(paths, launched={"phase": st.get("phase"), "at": time.time()})
     test_kill(req, "start:launched")
     if res["exit"] != 0 or res["timed_out"]:
         why = "timed out after %ss" % spec.get("timeout", 60) if res["timed_out"] else "exited %s" % res["exit"]
