@@ -197,6 +197,24 @@ def test_resume_picks_up_a_run_stopped_after_its_canary(fleet, monkeypatch):
     assert f.versions() == {"app-01": "7.0.4.2", "app-02": "7.0.4.2"}
 
 
+def test_a_continuation_after_the_canary_killed_midway_is_finished_from_the_journal(fleet, monkeypatch):
+    """`resume --yes` after a canary is killed (SIGKILL) while app-02 is being observed: a later `resume` does not
+    start app-02 afresh as a waiting host, it finishes it from the journal (rolled back, exit 1), one server."""
+    f = fleet(2)
+    monkeypatch.setattr(sys, "stdin", io.StringIO(""))
+    run = execute(f, planned(f, "7.0.4.2"), "--canary", "1")
+    assert run.outcomes == {"app-01": "committed", "app-02": "not_started"}
+    killed = subprocess.run([sys.executable, "-m", "upgrader", "--home", str(f.box.root), "resume", run.id, "--yes"],
+                            env={**os.environ, "UPGRADER_TEST_KILL_AT": "observe:started"}, capture_output=True,
+                            text=True, timeout=120)
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    assert upgrader(f.box, "resume", run.id) == 1
+    assert run.outcomes == {"app-01": "committed", "app-02": "rolled_back"}
+    assert f.versions() == {"app-01": "7.0.4.2", "app-02": "7.0.4.1"}
+    assert upgrader(f.box, "resume", run.id) == 1  # and that is the end of it
+    assert f.versions() == {"app-01": "7.0.4.2", "app-02": "7.0.4.1"}
+
+
 def test_hosts_waiting_after_a_canary_start_only_inside_the_service_window(fleet, monkeypatch, capsys):
     """The canary runs on Friday morning; `resume --yes` that night is refused (exit 4, the waiting host untouched,
     the window named), because the plan's approval is not for after hours; on Monday morning it goes on."""

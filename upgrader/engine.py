@@ -177,12 +177,13 @@ class Engine:
                     outcomes[outcome.host] = outcome
             if self.canary and index == 0 and len(waves) > 1:
                 failed = [o for o in (outcomes[t.plan["name"]] for t in wave) if o.outcome != "committed"]
-                if self.cancel.is_set():
+                if failed and self.cancel.is_set():
                     stopped_early = f"{CANCELLED} during the canary; the other hosts were not touched"
                 elif failed:
                     stopped_early = (f"the canary failed on {', '.join(o.host for o in failed)}; "
                                      "the other hosts were not touched")
-                elif self.confirm is None or not self.confirm([outcomes[t.plan["name"]] for t in wave]):
+                elif self.cancel.is_set() or self.confirm is None or \
+                        not self.confirm([outcomes[t.plan["name"]] for t in wave]):
                     # the same run goes on later, under the same approval: `upgrader resume RUN_ID --yes`
                     canaries = [t.plan["name"] for t in wave]
                     stopped_early = (f"the canary succeeded on {', '.join(canaries)}; the other hosts wait for a "

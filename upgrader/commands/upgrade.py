@@ -370,7 +370,8 @@ def _explain_failures(result: dict[str, Any]) -> None:
 
     for h in result["hosts"]:
         if h["outcome"] in words:
-            what = "was rolled back" if h.get("rollback_cause") == CANCELLED else words[h["outcome"]]
+            cancelled = h["outcome"] == "rolled_back" and h.get("rollback_cause") == CANCELLED
+            what = "was rolled back" if cancelled else words[h["outcome"]]
             print(f"upgrader: {h['host']}: {what}: {h.get('error') or ''}".rstrip(": "), file=sys.stderr)
 
 
@@ -535,10 +536,10 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     engine = Engine(journal=journal, clock=clock, observers=[recorder] + ([] if args.json else [PhaseLines(c)]),
                     controller={"user": operator.user, "host": operator.host})
     interrupts = run_interrupts(args.run_id, cancels=False)
-    with interrupts.running():
+    with interrupts.running():  # until its records are written
         result = engine.rollback(targets).to_dict()
-    record_interrupts(recorder, interrupts, cancels=False)
-    return _close_run(args, c, recorder, journal, result, "rollback-result.json")
+        record_interrupts(recorder, interrupts, cancels=False)
+        return _close_run(args, c, recorder, journal, result, "rollback-result.json")
 
 
 def journal_view(run_dir: Path) -> dict[str, dict[str, Any]]:
@@ -579,13 +580,17 @@ def cmd_resume(args: argparse.Namespace) -> int:
     if done_file.is_file():
         result = json.loads(done_file.read_text(encoding="utf-8"))
         waiting = [h["host"] for h in result["hosts"] if h["outcome"] == "not_started"]
-        if waiting and "canary succeeded" in str(result.get("stopped_early") or ""):
-            return _continue_after_canary(args, run_dir, result, waiting, c)
-        if args.json:
-            print_json({**result, "resumed": False, "note": "the run had finished: nothing to resume"})
-        else:
-            c.print(f"run {args.run_id} had finished (exit {result['exit_code']}): nothing to resume")
-        return int(result["exit_code"])
+        view = journal_view(run_dir)
+        # hosts of a continuation after the canary that was itself interrupted are finished from the journal
+        # below, like any interrupted run; otherwise the run had ended
+        if not any(view.get(h, {}).get("started") for h in waiting):
+            if waiting and "canary succeeded" in str(result.get("stopped_early") or ""):
+                return _continue_after_canary(args, run_dir, result, waiting, c)
+            if args.json:
+                print_json({**result, "resumed": False, "note": "the run had finished: nothing to resume"})
+            else:
+                c.print(f"run {args.run_id} had finished (exit {result['exit_code']}): nothing to resume")
+            return int(result["exit_code"])
     plan = json.loads(plan_file.read_text(encoding="utf-8"))
     hosts = plan["hosts"]
     if args.hosts:
@@ -607,10 +612,10 @@ def cmd_resume(args: argparse.Namespace) -> int:
     engine = Engine(journal=journal, clock=clock, observers=[recorder] + ([] if args.json else [PhaseLines(c)]),
                     controller={"user": operator.user, "host": operator.host}, approvals=approvals)
     interrupts = run_interrupts(args.run_id, cancels=False)
-    with interrupts.running():
+    with interrupts.running():  # until its records are written
         result = engine.resume(targets, seen).to_dict()
-    record_interrupts(recorder, interrupts, cancels=False)
-    return _close_run(args, c, recorder, journal, result, "result.json")
+        record_interrupts(recorder, interrupts, cancels=False)
+        return _close_run(args, c, recorder, journal, result, "result.json")
 
 
 def _run_approvals(run_dir: Path) -> tuple[str, ...]:
@@ -690,16 +695,16 @@ def _continue_after_canary(args: argparse.Namespace, run_dir: Path, result: dict
                     forks=getattr(args, "forks", 10), controller={"user": operator.user, "host": operator.host},
                     manual_changes=str(plan["policy"].get("manual_changes", "warn")), approvals=approvals,
                     cancel=interrupts.cancel)
-    with interrupts.running():
-        more = engine.run(targets).to_dict()
-    record_interrupts(recorder, interrupts)
-    by_host = {h["host"]: h for h in more["hosts"]}
-    result["hosts"] = [by_host.get(h["host"], h) for h in result["hosts"]]
-    result["stopped_early"] = more.get("stopped_early")
     from ..engine import OUTCOME_EXIT
 
-    result["exit_code"] = max(OUTCOME_EXIT[h["outcome"]] for h in result["hosts"])
-    return _close_run(args, c, recorder, journal, result, "result.json")
+    with interrupts.running():  # until its records are written
+        more = engine.run(targets).to_dict()
+        record_interrupts(recorder, interrupts)
+        by_host = {h["host"]: h for h in more["hosts"]}
+        result["hosts"] = [by_host.get(h["host"], h) for h in result["hosts"]]
+        result["stopped_early"] = more.get("stopped_early")
+        result["exit_code"] = max(OUTCOME_EXIT[h["outcome"]] for h in result["hosts"])
+        return _close_run(args, c, recorder, journal, result, "result.json")
 
 
 class _PlanView:
