@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import stat
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -111,6 +112,41 @@ class Run:
         """The result of host ``name``, or of the run's only host."""
         (h,) = [h for h in self.result["hosts"] if name in (None, h["host"])]
         return h
+
+
+class CancelAt:
+    """An engine observer that cancels the run when a phase has finished (the operator's Ctrl-C, on cue)."""
+
+    def __init__(self, phase: str, cancel: threading.Event) -> None:
+        self.phase, self.cancel = phase, cancel
+
+    def on_event(self, event: dict[str, Any]) -> None:
+        if event["event"] == "phase_finished" and event["phase"] == self.phase:
+            self.cancel.set()
+
+
+def run_with_cancel(box: Sandbox, at: str) -> dict[str, Any]:
+    """Plan and approve 7.0.4.2, then run it through run's own steps (check_run, start_run, finish_run) with an
+    Engine that is cancelled once phase ``at`` has finished; the run's result."""
+    import argparse
+
+    from upgrader.clock import SystemClock
+    from upgrader.commands.upgrade import check_run, finish_run, start_run
+    from upgrader.engine import Engine
+    from upgrader.plan import load_plan
+
+    rc, plan_file = plan_to(box, "7.0.4.2")
+    assert rc == 0, f"plan 7.0.4.2 exited {rc}"
+    plan = load_plan(plan_file)
+    args = argparse.Namespace(home=box.root, approval=[str(approve(box, plan_file))], catalog=None, audit_key=None,
+                              policy=None)
+    clock = SystemClock()
+    checked = check_run(args, plan, clock)
+    started = start_run(args, plan, checked, clock)
+    cancel = threading.Event()
+    engine = Engine(journal=started.journal, clock=clock, observers=[started.recorder, CancelAt(at, cancel)],
+                    controller=started.controller, approvals=checked.approval_digests, cancel=cancel)
+    return finish_run(args, checked, started, engine.run(checked.targets), clock)
 
 
 def tree_digest(root: Path) -> dict[str, tuple[str, int]]:

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 import yaml  # type: ignore[import-untyped]
-from conftest import approve, plan_to, run_plan, upgrader
+from conftest import plan_to, run_plan, run_with_cancel, upgrader
 
 from upgrader.commands.demo import Sandbox
 from upgrader.commands.diagnostics import needs_bundle
@@ -376,43 +376,13 @@ def test_policy_response_hours_default_and_override(tmp_path: Path) -> None:
 # -- the operator's cancel is no incident ---------------------------------------------------------------------
 
 
-class CancelAfter:
-    """An engine observer that cancels the run when a phase has finished (the operator's Ctrl-C, on cue)."""
-
-    def __init__(self, phase: str, cancel: Any) -> None:
-        self.phase, self.cancel = phase, cancel
-
-    def on_event(self, event: dict[str, Any]) -> None:
-        if event["event"] == "phase_finished" and event["phase"] == self.phase:
-            self.cancel.set()
-
-
 @pytest.mark.parametrize("at, outcome", [("backup", "unchanged"), ("stop", "rolled_back")])
 def test_a_run_the_operator_cancels_has_no_severity_and_writes_no_bundle(sandbox: Sandbox, at: str,
                                                                           outcome: str) -> None:
     """Cancelled before stop (unchanged) or after stop (stopped, rolled back healthy): result.json is written, with
     no diagnostics and no bundle in the run directory, and the severity rules see no incident."""
-    import argparse
-    import threading
-
-    from upgrader.clock import SystemClock
-    from upgrader.commands.upgrade import check_run, finish_run, start_run
-    from upgrader.engine import Engine
-    from upgrader.plan import load_plan
-
     box = sandbox
-    rc, plan_file = plan_to(box, "7.0.4.2")
-    assert rc == 0
-    plan = load_plan(plan_file)
-    args = argparse.Namespace(home=box.root, approval=[str(approve(box, plan_file))], catalog=None, audit_key=None,
-                              policy=None)
-    clock = SystemClock()
-    checked = check_run(args, plan, clock)
-    started = start_run(args, plan, checked, clock)
-    cancel = threading.Event()
-    engine = Engine(journal=started.journal, clock=clock, observers=[started.recorder, CancelAfter(at, cancel)],
-                    controller=started.controller, approvals=checked.approval_digests, cancel=cancel)
-    result = finish_run(args, checked, started, engine.run(checked.targets), clock)
+    result = run_with_cancel(box, at)
     (host,) = result["hosts"]
     assert host["outcome"] == outcome and CANCELLED in str(host["error"])
     assert is_cancelled(host) and classify_run(result) is None and not needs_bundle(result)

@@ -9,7 +9,6 @@ import re
 import shutil
 import signal
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ from typing import Any
 import pexpect
 import pytest
 
-from conftest import approve, plan_to, product_digest, upgrader
+from conftest import approve, plan_to, product_digest, run_with_cancel, upgrader
 from upgrader.commands.demo import Sandbox
 from upgrader.commands.guide import CANCELLED_EXIT
 from upgrader.guide_messages import MESSAGES, RULES, Messages
@@ -461,14 +460,7 @@ def test_access_is_granted_when_asked_and_revoked_at_the_end(sandbox: Sandbox) -
     child = guide(box, "--plan", str(plan), "--approval", str(approval))
     child.expect(SCREEN["en"]["backup"])
     child.sendline("y")
-    child.expect(SCREEN["en"]["access"])
-    child.sendline("y")
-    child.expect(SCREEN["en"]["key"])
-    child.sendline(str(box.keys / "engineer.pub"))
-    child.expect(SCREEN["en"]["hours"])
-    child.sendline("2")
-    child.expect(SCREEN["en"]["from"])
-    child.sendline("127.0.0.1")
+    grant_access(child, box)
     child.expect(SCREEN["en"]["granted"])
     granted = ak.read_bytes()
     engineer = (box.keys / "engineer.pub").read_text().split()[1]
@@ -628,43 +620,11 @@ def test_language_comes_from_lang_else_the_locale(arg: str | None, env: dict[str
 # ---------------------------------------------------------------- the engine's cancel, in process
 
 
-class CancelAt:
-    """An engine observer that cancels the run when a phase has finished (the operator's Ctrl-C, on cue)."""
-
-    def __init__(self, phase: str, cancel: threading.Event) -> None:
-        self.phase, self.cancel = phase, cancel
-
-    def on_event(self, event: dict[str, Any]) -> None:
-        if event["event"] == "phase_finished" and event["phase"] == self.phase:
-            self.cancel.set()
-
-
-def run_with_cancel(box: Sandbox, at: str) -> dict[str, Any]:
-    """Plan and approve 7.0.4.2, then run it through run's own steps with an Engine that is cancelled after ``at``."""
-    import argparse
-
-    from upgrader.clock import SystemClock
-    from upgrader.commands.upgrade import check_run, finish_run, start_run
-    from upgrader.engine import Engine
-    from upgrader.plan import load_plan
-
-    plan_file, approval = approved_plan(box, "7.0.4.2")
-    plan = load_plan(plan_file)
-    args = argparse.Namespace(home=box.root, approval=[str(approval)], catalog=None, audit_key=None, policy=None)
-    clock = SystemClock()
-    checked = check_run(args, plan, clock)
-    started = start_run(args, plan, checked, clock)
-    cancel = threading.Event()
-    engine = Engine(journal=started.journal, clock=clock, observers=[started.recorder, CancelAt(at, cancel)],
-                    controller=started.controller, approvals=checked.approval_digests, cancel=cancel)
-    return finish_run(args, checked, started, engine.run(checked.targets), clock)["hosts"][0]
-
-
 def test_engine_cancelled_before_stop_releases_the_host_unchanged(sandbox: Sandbox) -> None:
     """Cancelled once the backup is made: the service is never stopped, the outcome is unchanged, the lock is gone."""
     box = sandbox
     before, old_pid = product_digest(box.install_dir), pid(box)
-    host = run_with_cancel(box, "backup")
+    host = run_with_cancel(box, "backup")["hosts"][0]
     assert host["outcome"] == "unchanged" and "cancelled by the operator" in host["error"]
     assert [p["phase"] for p in host["phases"]] == ["preflight", "backup"]
     assert product_digest(box.install_dir) == before and pid(box) == old_pid and box.answers() == "7.0.4.1"
@@ -676,7 +636,7 @@ def test_engine_cancelled_after_stop_rolls_back_to_the_old_version(sandbox: Sand
     version answers and the install is byte-identical."""
     box = sandbox
     before = product_digest(box.install_dir)
-    host = run_with_cancel(box, "stop")
+    host = run_with_cancel(box, "stop")["hosts"][0]
     assert host["outcome"] == "rolled_back" and host["rollback_cause"] == "cancelled by the operator"
     assert "install" not in [p["phase"] for p in host["phases"]]
     assert box.wait_version("7.0.4.1", 10) == "7.0.4.1" and product_digest(box.install_dir) == before
