@@ -134,6 +134,11 @@ class Paths(object):
     def packages(self):
         return os.path.join(self.state, "packages")
 
+    @property
+    def in_run(self):
+        """The request belongs to a run whose directory is on this host (so it has a run state)."""
+        return bool(self.run_id) and os.path.isdir(self.run())
+
     def run(self, *parts):
         if not self.run_id or not re.match(r"^[A-Za-z0-9._-]+$", self.run_id):
             raise AgentError("bad run id %r" % (self.run_id,), "bad_input")
@@ -741,7 +746,7 @@ def op_stop(req):
         # after an interruption a service may be starting right now (launched, not yet listening):
         # watch for a moment, or as long as the playbook lets a service this run launched come up,
         # before calling it stopped
-        st = run_state(paths) if paths.run_id and os.path.isdir(paths.run()) else {}
+        st = run_state(paths) if paths.in_run else {}
         deadline = max(start + float(req.get("settle", 0)), launch_deadline(st, req.get("launch_settle")))
         if not wait_until(lambda: not gone(), deadline, 0.05):
             result.update(already_stopped=True, seconds=round(time.time() - start, 3))
@@ -773,7 +778,7 @@ def op_stop(req):
                 break
         else:
             raise AgentError("service pid %s survived SIGKILL" % pid, "needs_person", **result)
-    if paths.run_id and os.path.isdir(paths.run()):
+    if paths.in_run:
         set_run_state(paths, launched=None)  # whatever this run launched is stopped: none is coming up
     result["seconds"] = round(time.time() - start, 3)
     return result
@@ -841,8 +846,7 @@ def launch_deadline(st, allowed):
 def op_start(req):
     paths = Paths(req)
     spec = req["start"]
-    in_run = bool(paths.run_id) and os.path.isdir(paths.run())
-    st = run_state(paths) if in_run else {}
+    st = run_state(paths) if paths.in_run else {}
 
     def running():
         """The service's pid, or "port N" when only its port answers; None when it does not run."""
@@ -865,10 +869,10 @@ def op_start(req):
             offsets[f] = os.path.getsize(os.path.join(paths.install, f))
         except OSError:
             offsets[f] = 0
-    if in_run:
+    if paths.in_run:
         set_run_state(paths, log_offsets=offsets, launched={"phase": st.get("phase"), "at": time.time()})
     res = run_shell(spec["command"], paths.install, float(spec.get("timeout", 60)), req.get("env"))
-    if in_run:  # the service's time to come up counts from when the start command returned
+    if paths.in_run:  # the service's time to come up counts from when the start command returned
         set_run_state(paths, launched={"phase": st.get("phase"), "at": time.time()})
     test_kill(req, "start:launched")
     if res["exit"] != 0 or res["timed_out"]:

@@ -163,7 +163,7 @@ def _run_started(args: argparse.Namespace, plan: Any, checked: CheckedRun, clock
     from ..engine import Engine
 
     started = start_run(args, plan, checked, clock)
-    interrupts.echo.update(run_interrupts(started.run_id).echo)
+    interrupts.echo.update(_ctrl_c_messages(started.run_id, cancels=True))  # now the messages can name the run
     board = None
     observers: list[Any] = [started.recorder]
     if c is not None:
@@ -215,10 +215,13 @@ def run_interrupts(run_id: str | None, cancels: bool = True) -> Any:
     engine); without, it only says that the work goes on. Either way it never cuts an action in half."""
     from ..interrupts import Interrupts
 
+    return Interrupts(echo=_ctrl_c_messages(run_id, cancels))
+
+
+def _ctrl_c_messages(run_id: str | None, cancels: bool) -> dict[str, str]:
     if not cancels:
-        return Interrupts(echo={"cancel_first": _RESUME_CTRL_C, "cancel_again": _RESUME_CTRL_C})
-    run = run_id or "RUN_ID"
-    return Interrupts(echo={k: v.format(run=run) for k, v in _RUN_CTRL_C.items()})
+        return {"cancel_first": _RESUME_CTRL_C, "cancel_again": _RESUME_CTRL_C}
+    return {key: text.format(run=run_id or "RUN_ID") for key, text in _RUN_CTRL_C.items()}
 
 
 def record_interrupts(recorder: Any, interrupts: Any, cancels: bool = True) -> None:
