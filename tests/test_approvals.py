@@ -296,7 +296,7 @@ def test_policy_changed_after_planning_refuses_the_run(sandbox: Sandbox, capsys:
     plan = planned(sandbox)
     approval = approve(sandbox, plan)
     set_policy(sandbox, "required: 1", "required: 1  # edited")
-    assert_refused(sandbox, capsys, plan, [approval], "policy", "changed since the plan was made",
+    assert_refused(sandbox, capsys, plan, [approval], "made under another policy", "sha256",
                    before=pristine(sandbox))
 
 
@@ -348,7 +348,7 @@ def test_approval_already_used_is_refused_when_run_from_another_home(sandbox: Sa
     after_first = host_state(sandbox)
     capsys.readouterr()
     rc = main(["--home", str(tmp_path / "other-home"), *run_argv(plan, [approval]),
-               "--audit-key", str(sandbox.keys / "operator")])
+               "--audit-key", str(sandbox.keys / "operator"), "--policy", str(sandbox.policy)])
     err = capsys.readouterr().err
     assert rc == ExitCode.APPROVAL_REFUSED, f"exit {rc}: {err}"
     assert "already used" in err
@@ -496,18 +496,40 @@ def test_approvals_from_two_engineers_satisfy_a_policy_requiring_two(sandbox: Sa
     assert sandbox.wait_version(TO, timeout=10) == TO
 
 
-@pytest.mark.parametrize("requester", ["--requester=engineer", "--requester=ENGINEER@Vendor",
-                                       "UPGRADER_USER=engineer@vendor"])
-def test_engineer_cannot_approve_their_own_plan(sandbox: Sandbox, capsys: pytest.CaptureFixture[str],
-                                                monkeypatch: pytest.MonkeyPatch, requester: str) -> None:
-    """When the approver is the person who asked for the plan, the run is refused for segregation of duties."""
+@pytest.mark.parametrize("requester", ["--requester=bob@vendor", "UPGRADER_USER=bob"])
+def test_a_requester_name_does_not_hide_an_engineer_running_their_own_plan(sandbox: Sandbox,
+                                                                           capsys: pytest.CaptureFixture[str],
+                                                                           monkeypatch: pytest.MonkeyPatch,
+                                                                           requester: str) -> None:
+    """The engineer makes an unsigned plan claiming another requester (--requester bob, UPGRADER_USER=bob), approves
+    it and runs it with their own key: the key that runs an unsigned plan is its requester, so the approval by
+    that same key is a self-approval: exit 4, nothing touched."""
     if requester.startswith("UPGRADER_USER="):
         monkeypatch.setenv("UPGRADER_USER", requester.split("=", 1)[1])
         plan = planned(sandbox)
     else:
         plan = planned(sandbox, TO, requester)
+    assert json.loads(plan.read_text(encoding="utf-8"))["requester"]["user"].startswith("bob")
     approval = approve(sandbox, plan)
-    assert_refused(sandbox, capsys, plan, [approval], "own plan", "segregation of duties", before=pristine(sandbox))
+    before = pristine(sandbox)
+    rc, err = cli(sandbox, capsys, *run_argv(plan, [approval], "--audit-key", str(sandbox.engineer_key)))
+    assert rc == ExitCode.APPROVAL_REFUSED, f"exit {rc}: {err}"
+    for words in ("approved their own plan", "runs the plan", "segregation of duties"):
+        assert words in err, err
+    assert host_state(sandbox) == before
+
+
+def test_an_engineer_cannot_approve_a_plan_they_signed(sandbox: Sandbox, capsys: pytest.CaptureFixture[str]) -> None:
+    """A plan signed with the engineer's key (plan --key) and naming bob as requester: approve refuses the engineer's
+    own key (exit 4), and an approval made by that key anyway is refused by run; nothing touched."""
+    plan = planned(sandbox, TO, "--key", str(sandbox.engineer_key), "--requester", "bob@vendor")
+    out = sandbox.approvals / "own.approval"
+    rc, err = cli(sandbox, capsys, "approve", str(plan), "--key", str(sandbox.engineer_key), "-o", str(out))
+    assert rc == ExitCode.APPROVAL_REFUSED, err
+    assert "your own plan" in err and not out.exists()
+    own = hand_signed(sandbox, plan, out, dt.datetime.now(dt.UTC), 3600)
+    assert_refused(sandbox, capsys, plan, [own], "approved their own plan", "signed the plan",
+                   "segregation of duties", before=pristine(sandbox))
 
 
 def test_a_wildcard_signer_cannot_approve_under_another_name(sandbox: Sandbox, tmp_path: Path,

@@ -453,6 +453,7 @@ def op_facts(req):
         out["product_bytes"] = sum(f["size"] for f in current["files"].values())
     out["cached"] = [s for s in req.get("packages", []) if os.path.isfile(os.path.join(paths.packages, s + ".tar.gz"))]
     out["non_ascii"] = non_ascii_names(paths.install, req.get("ascii_dirs", []))
+    out["catalog_serials"] = read_json(os.path.join(paths.state, CATALOG_SERIALS)) or {}
     return out
 
 
@@ -486,6 +487,31 @@ def used_approvals(paths):
     return out
 
 
+#: per product, the newest catalog serial a run on this host was accepted with (next to the used approvals)
+CATALOG_SERIALS = "catalog-serials.json"
+
+
+def check_catalog_serial(paths, catalog):
+    """Refuse a run from a catalog older than one this host has already been upgraded from (any controller)."""
+    if not catalog:
+        return
+    seen = (read_json(os.path.join(paths.state, CATALOG_SERIALS)) or {}).get(catalog["product"], 0)
+    if int(seen) > int(catalog["serial"]):
+        raise AgentError("catalog serial %s is older than serial %s this host was already upgraded from: refusing "
+                         "a rollback to an old catalog; get the current catalog from the vendor" % (
+                             catalog["serial"], seen), "catalog_rollback")
+
+
+def record_catalog_serial(paths, catalog):
+    if not catalog:
+        return
+    path = os.path.join(paths.state, CATALOG_SERIALS)
+    seen = read_json(path) or {}
+    if int(seen.get(catalog["product"], 0)) < int(catalog["serial"]):
+        seen[catalog["product"]] = int(catalog["serial"])
+        write_json_atomic(path, seen)
+
+
 def op_lock(req):
     paths = Paths(req)
     os.makedirs(paths.state, exist_ok=True)
@@ -494,6 +520,7 @@ def op_lock(req):
         if digest in used and used[digest].get("run") != req["run_id"]:
             raise AgentError("approval %s... was already used on this host by run %s" % (
                 digest[:12], used[digest].get("run")), "replayed", holder=used[digest])
+    check_catalog_serial(paths, req.get("catalog"))
     me = {"run": req["run_id"], "controller": req.get("controller"), "user": req.get("user"),
           "time": time.time()}
     holder = read_json(paths.lock)
@@ -519,6 +546,7 @@ def op_lock(req):
         finally:
             os.unlink(tmp)
         fsync_dir(paths.state)
+    record_catalog_serial(paths, req.get("catalog"))  # under the lock: accepted for this host
     return {"locked": True, "holder": read_json(paths.lock)}
 
 

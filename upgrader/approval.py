@@ -20,11 +20,12 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from .errors import ApprovalRefused, InputError
+from .requester import Requester
 from .signers import AllowedSigners
 from .sshsig import BEGIN, Signature, SignatureError, parse_armored, sign, verify
 
 __all__ = ["NAMESPACE", "Statement", "Approval", "make_statement", "write_approval", "read_approval",
-           "check_approvals", "UsedApprovals", "same_person"]
+           "check_approvals", "UsedApprovals", "same_person", "is_literal_principal"]
 
 NAMESPACE = "upgrader-approval"
 _HEADER = "upgrader approval 1"
@@ -155,6 +156,11 @@ def _rearmor(armored: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def is_literal_principal(name: str) -> bool:
+    """A principal that names one person: no pattern characters (``*``, ``?``, ``!``, ``,``)."""
+    return not any(ch in name for ch in "*?!,")
+
+
 def same_person(approver: str, requester: str) -> bool:
     """Approver principal and plan requester name the same person (``alice`` == ``alice@site``)."""
     a, r = approver.lower(), requester.lower()
@@ -189,10 +195,11 @@ class UsedApprovals:
             os.fsync(f.fileno())
 
 
-def check_approvals(paths: list[str], *, plan_digest: str, requester: str, signers: AllowedSigners | None,
+def check_approvals(paths: list[str], *, plan_digest: str, requester: Requester, signers: AllowedSigners | None,
                     required: int, allow_self: bool, now: _dt.datetime, used: UsedApprovals,
                     skew: float = 300) -> list[Approval]:
-    """Every approval must hold; together they must come from ``required`` distinct engineers."""
+    """Every approval must hold; together they must come from ``required`` distinct engineers (distinct keys and
+    distinct names). ``requester`` is the key that made (or runs) the plan: its approval is a self-approval."""
     if signers is None:
         raise ApprovalRefused("the policy names no allowed signers (approvals.allowed_signers): nobody can approve",
                               hint="set approvals.allowed_signers in the policy file to an OpenSSH allowed_signers file")
@@ -212,12 +219,12 @@ def check_approvals(paths: list[str], *, plan_digest: str, requester: str, signe
             entry = signers.check(st.approver, a.signature.public_key, NAMESPACE, now)
         except ValueError as e:
             raise ApprovalRefused(f"{path}: signed by an untrusted key: {e}") from None
-        if not allow_self and st.approver not in entry.principals:
+        if st.approver not in entry.principals or not is_literal_principal(st.approver):
             # a pattern (`*@vendor`) lets one key sign as any name it covers, the requester's colleague included:
-            # segregation of duties needs the approver's own name on their key
+            # an approver is named by a literal principal of their own key's line, never by a pattern
             raise ApprovalRefused(f"{path}: {st.approver} matches the key {entry.fingerprint} only through the "
                                   f"pattern {', '.join(entry.principals)} ({signers.source} line {entry.line}); "
-                                  "with segregation of duties an approver must be named exactly",
+                                  "an approver must be named exactly (a literal principal, never a pattern)",
                                   hint="give each engineer's key a line with their own principal in the "
                                        "approvals' allowed_signers file")
         if st.plan != plan_digest:
@@ -229,9 +236,10 @@ def check_approvals(paths: list[str], *, plan_digest: str, requester: str, signe
                                   hint="ask for a new approval")
         if st.created > now + _dt.timedelta(seconds=skew):
             raise ApprovalRefused(f"{path}: created in the future ({st.created.isoformat()}); check the clocks")
-        if not allow_self and same_person(st.approver, requester):
-            raise ApprovalRefused(f"{path}: {st.approver} approved their own plan; another engineer must approve it "
-                                  "(segregation of duties)")
+        if not allow_self and requester.same_person(a.signature.public_key, st.approver):
+            raise ApprovalRefused(f"{path}: {st.approver} (key {a.signature.fingerprint}) approved their own plan: "
+                                  f"the key {requester.fingerprint} {requester.how}; another engineer must approve "
+                                  "it with their own key (segregation of duties)")
         prior = used.find(a.digest)
         if prior:
             raise ApprovalRefused(f"{path}: this approval was already used by run {prior.get('run')} at "

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from .document import Section, load_yaml
+from .document import Section
 from .errors import InputError
 from .package import Built, PackageMeta, file_digest, read_meta
 
@@ -89,6 +89,15 @@ class Catalog:
     published: str
     entries: tuple[CatalogEntry, ...]
     advisories: tuple[Advisory, ...] = field(default=())
+    #: the exact bytes of catalog.yaml that were parsed (read once: the signature is checked over these)
+    content: bytes = field(default=b"", repr=False, compare=False)
+
+    @property
+    def sha256(self) -> str:
+        """The sha256 of the bytes that were parsed (never of a second read of the file)."""
+        import hashlib
+
+        return hashlib.sha256(self.content).hexdigest()
 
     @property
     def directory(self) -> Path:
@@ -178,11 +187,36 @@ def _advisory(s: Section, products: list[str], files: dict[str, CatalogEntry]) -
     return advisory
 
 
+def read_catalog_bytes(p: Path) -> bytes:
+    """catalog.yaml in one read (at most MAX_YAML_BYTES): these bytes are parsed, hashed and signature-checked,
+    so a file that changes between reads (a FIFO, a file replaced meanwhile) cannot pass one check and feed
+    another."""
+    from .document import MAX_YAML_BYTES
+
+    try:
+        with open(p, "rb") as f:
+            data = f.read(MAX_YAML_BYTES + 1)
+    except IsADirectoryError as e:
+        raise InputError("is a directory; expected the catalog file", path=str(p)) from e
+    except FileNotFoundError as e:
+        raise InputError("catalog not found", path=str(p), hint="check the path") from e
+    except OSError as e:
+        raise InputError(f"cannot read catalog: {e.strerror}", path=str(p)) from e
+    if len(data) > MAX_YAML_BYTES:
+        raise InputError(f"catalog is larger than {MAX_YAML_BYTES} bytes", path=str(p),
+                         hint="this does not look like a catalog; check the path")
+    return data
+
+
 def load_catalog(path: str | Path) -> Catalog:
+    """Read catalog.yaml once and parse exactly those bytes (``Catalog.content``)."""
+    from .document import parse_yaml
+
     p = Path(path)
     if p.is_dir():
         p = p / CATALOG_NAME
-    s = Section(load_yaml(p, what="catalog"), source=str(p), what="a catalog")
+    content = read_catalog_bytes(p)
+    s = Section(parse_yaml(content, source=str(p), what="catalog"), source=str(p), what="a catalog")
     s.int("format", 1, minimum=1, maximum=1)
     serial = s.int("serial", minimum=1)
     published = s.str("published", "")
@@ -201,7 +235,8 @@ def load_catalog(path: str | Path) -> Catalog:
         if (e.product, e.version) in seen:
             raise InputError(f"package {e.product} {e.version} is listed twice", path=str(p))
         seen.add((e.product, e.version))
-    return Catalog(path=p, serial=serial, published=published, entries=entries, advisories=advisories)
+    return Catalog(path=p, serial=serial, published=published, entries=entries, advisories=advisories,
+                   content=content)
 
 
 def write_catalog(directory: str | Path, built: Iterable[Built], *, serial: int,

@@ -141,15 +141,24 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.set_defaults(func="inspect:cmd_inspect")
 
     plan = sub.add_parser("plan", help="decide what a run would do, per host, and write the plan",
+                          formatter_class=argparse.RawDescriptionHelpFormatter,
                           description="Read each host's installed version (read-only), decide by the version policy, "
                                       "verify the package against the catalog and write the plan (JSON). "
-                                      "Exit 0 when every host is allowed, 3 when the policy refuses one.")
+                                      "Exit 0 when every host is allowed, 3 when the policy refuses one.",
+                          epilog="""reviewing a plan:
+  upgrader plan show PLAN [--json]     everything the plan will do, in full: what an approver reviews (versions,
+                                       package sha256, catalog signer and serial, policy source and digest, every
+                                       rule's decision, every command and hook the run executes, the service window)
+  upgrader plan digest PLAN            the digest an approval signs""")
     plan.add_argument("--inventory", required=True, metavar="INV")
     plan.add_argument("--to", required=True, metavar="VERSION")
     plan.add_argument("--catalog", required=True, metavar="CAT")
     plan.add_argument("--hosts", metavar="PATTERN", help="e.g. 'prod:!web-03' or 'app-*'")
     plan.add_argument("--policy", help="policy YAML (default: HOME/policy.yaml if present, else the shipped one)")
-    plan.add_argument("--requester", help="who asks for this upgrade (default: env UPGRADER_USER, else your login)")
+    plan.add_argument("--requester", help="a label for who asks (default: env UPGRADER_USER, else your login); "
+                      "it decides nothing: the requester is the key that signs the plan (--key) or runs it")
+    plan.add_argument("--key", metavar="SSH_KEY", help="your private key: sign the plan (namespace upgrader-plan) "
+                      "so that it names you by key; an approval by this key is a self-approval")
     plan.add_argument("-o", "--output", required=True, metavar="PLAN")
     plan.add_argument("--json", action="store_true")
     plan.set_defaults(func="upgrade:cmd_plan")
@@ -166,9 +175,29 @@ def build_parser() -> argparse.ArgumentParser:
     approve.add_argument("--comment", help="why it is approved (one line; part of the signed statement)")
     approve.add_argument("--after-hours", action="store_true",
                          help="pre-booked for a run outside the service window")
+    approve.add_argument("--policy", help="policy YAML (default: HOME/policy.yaml, else /etc/upgrader/policy.yaml, else the shipped one); never taken from the plan")
     approve.add_argument("-o", "--output", required=True, metavar="APPROVAL")
     approve.add_argument("--json", action="store_true")
     approve.set_defaults(func="approvals:cmd_approve")
+
+    # `upgrader plan show PLAN` and `upgrader plan digest PLAN` (main() routes them here; see _PLAN_SUBCOMMANDS)
+    show = sub.add_parser("plan-show", prog="upgrader plan show",
+                          description="Print everything PLAN will do, in full: what an approver reviews before "
+                                      "'upgrader approve' (which prints the same, then signs). Per host: versions, "
+                                      "package file and full sha256, every rule's decision and check, every command "
+                                      "and hook the run executes as it will run, probes; and the catalog's signer "
+                                      "and serial, the policy's source and digest (and whether the policy here is "
+                                      "the same), the requester and their key, the service window. Changes nothing.")
+    show.add_argument("plan")
+    show.add_argument("--policy", help="policy YAML (default: HOME/policy.yaml, else /etc/upgrader/policy.yaml, else the shipped one); never taken from the plan")
+    show.add_argument("--json", action="store_true")
+    show.set_defaults(func="review:cmd_plan_show")
+    digest = sub.add_parser("plan-digest", prog="upgrader plan digest",
+                            description="Print the digest of PLAN: the sha256 of its canonical JSON (its requester "
+                                        "signature left out), which an approval signs.")
+    digest.add_argument("plan")
+    digest.add_argument("--json", action="store_true")
+    digest.set_defaults(func="review:cmd_plan_digest")
 
     keys = sub.add_parser("keys", help="SSH keys for approvals and signatures").add_subparsers(dest="sub", metavar="SUB")
     gen = keys.add_parser("generate", help="make an Ed25519 key pair and print its allowed_signers line",
@@ -326,6 +355,7 @@ policy, 4 approval missing or invalid or outside the service window, 5 needs a p
     run.add_argument("--approval", action="append", default=[], metavar="APPROVAL",
                      help="an engineer's approval of this plan (repeat when the policy needs several)")
     run.add_argument("--catalog", metavar="CAT", help="where the packages are, if not where the plan says")
+    run.add_argument("--policy", help="policy YAML (default: HOME/policy.yaml, else /etc/upgrader/policy.yaml, else the shipped one); never taken from the plan")
     run.add_argument("--batch", metavar="N|P%", help="hosts per rolling batch, a number or a percentage "
                      "(default: all at once, bounded by --forks)")
     run.add_argument("--canary", type=int, default=0, metavar="N",
@@ -353,6 +383,7 @@ policy, 4 approval missing or invalid or outside the service window, 5 needs a p
     resume.add_argument("run_id", metavar="RUN_ID")
     resume.add_argument("--hosts", metavar="PATTERN")
     resume.add_argument("--audit-key", metavar="KEY", help="your SSH key that signs the audit checkpoint")
+    resume.add_argument("--policy", help="policy YAML (default: HOME/policy.yaml, else /etc/upgrader/policy.yaml, else the shipped one); never taken from the plan")
     resume.add_argument("--yes", action="store_true",
                         help="go on with the hosts that wait after a successful canary, without asking")
     resume.add_argument("--obfuscate", action="store_true", help=_OBFUSCATE_HELP)
@@ -365,6 +396,7 @@ policy, 4 approval missing or invalid or outside the service window, 5 needs a p
     rollback.add_argument("run_id", metavar="RUN_ID")
     rollback.add_argument("--hosts", metavar="PATTERN")
     rollback.add_argument("--audit-key", metavar="KEY", help="your SSH key that signs the audit checkpoint")
+    rollback.add_argument("--policy", help="policy YAML (default: HOME/policy.yaml, else /etc/upgrader/policy.yaml, else the shipped one); never taken from the plan")
     rollback.add_argument("--obfuscate", action="store_true", help=_OBFUSCATE_HELP)
     rollback.add_argument("--json", action="store_true")
     rollback.set_defaults(func="upgrade:cmd_rollback")
@@ -405,10 +437,24 @@ def _resolve(spec: str) -> Callable[[argparse.Namespace], int]:
     return getattr(importlib.import_module(f".commands.{module}", __package__), name)  # type: ignore[no-any-return]
 
 
+#: ``plan SUB`` forms that are commands of their own (``plan`` itself takes only options)
+_PLAN_SUBCOMMANDS = {"show": "plan-show", "digest": "plan-digest"}
+
+
+def _route(argv: list[str]) -> list[str]:
+    """``[global options] plan show|digest ...`` -> ``[global options] plan-show|plan-digest ...``."""
+    i = 0
+    while i < len(argv) and argv[i].startswith("-"):
+        i += 2 if argv[i] == "--home" else 1
+    if i + 1 < len(argv) and argv[i] == "plan" and argv[i + 1] in _PLAN_SUBCOMMANDS:
+        return argv[:i] + [_PLAN_SUBCOMMANDS[argv[i + 1]]] + argv[i + 2:]
+    return argv
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args = parser.parse_args(_route(list(sys.argv[1:] if argv is None else argv)))
     except SystemExit as e:  # argparse: usage errors exit 2, --help exits 0
         return int(e.code or 0)
     if not getattr(args, "func", None):

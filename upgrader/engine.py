@@ -115,7 +115,7 @@ class Engine:
                  confirm: Callable[[list[HostOutcome]], bool] | None = None, retries: int = 3,
                  retry_delay: float = 1.0, sleep: Callable[[float], None] | None = None,
                  approvals: tuple[str, ...] = (), break_lock: bool = False,
-                 cancel: threading.Event | None = None) -> None:
+                 cancel: threading.Event | None = None, catalog_serial: int | None = None) -> None:
         self.journal = journal
         self.clock = clock
         self.observers = list(observers or [])
@@ -131,6 +131,8 @@ class Engine:
         self.sleep = sleep or _sleep
         self.approvals = tuple(approvals)
         self.break_lock = break_lock  # an operator's explicit decision that a lock is stale
+        # the serial of the signed catalog the run installs from: each host refuses one older than it has seen
+        self.catalog_serial = catalog_serial
         # set by the operator (Ctrl-C in `guide`): a host before stop is released unchanged, a host after
         # stop is rolled back; checked between phases only, never during a rollback
         self.cancel = cancel or threading.Event()
@@ -497,7 +499,8 @@ class _HostRun:
             self.phase("preflight", self._preflight)
         except _PhaseFailed as err:
             self.out.outcome = {"locked": "needs_person", "unreachable": "needs_person",
-                                "replayed": "refused", "stale_plan": "stale"}.get(err.kind, "unchanged")
+                                "replayed": "refused", "catalog_rollback": "refused",
+                                "stale_plan": "stale"}.get(err.kind, "unchanged")
             self.out.error = f"preflight: {err.message}"
             return self.out
         try:
@@ -547,8 +550,10 @@ class _HostRun:
 
     def _preflight(self) -> tuple[str, dict[str, Any]]:
         controller = self.e.controller
+        catalog = {"product": self.p["product"], "serial": self.e.catalog_serial} \
+            if self.e.catalog_serial is not None else None
         self.call("lock", controller=controller.get("host"), user=controller.get("user"),
-                  approvals=list(self.e.approvals), break_lock=self.e.break_lock)
+                  approvals=list(self.e.approvals), break_lock=self.e.break_lock, catalog=catalog)
         pkg = self.p["package"]
         facts = self.call("facts", version_source=self.spec["version"], check_drift=False,
                           preserve=[x["path"] for x in self.spec["preserve"]], packages=[pkg["sha256"]])

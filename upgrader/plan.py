@@ -18,7 +18,7 @@ from typing import Any, Callable, Mapping
 
 from .errors import InputError
 
-__all__ = ["Plan", "HostInput", "build_plan", "canonical_json", "readable_json", "load_plan", "PHASES"]
+__all__ = ["Plan", "HostInput", "build_plan", "canonical_json", "readable_json", "load_plan", "plan_digest", "PHASES"]
 
 PLAN_FORMAT = 1
 PHASES = ("preflight", "backup", "stop", "install", "start", "observe")
@@ -67,6 +67,11 @@ def readable_json(obj: Any, default: Callable[[Any], Any] | None = None) -> str:
     return "{\n" + ",\n".join(lines) + "\n}\n"
 
 
+def plan_digest(data: Mapping[str, Any]) -> str:
+    """The digest an approval signs: sha256 of the plan's canonical JSON without its ``signature``."""
+    return hashlib.sha256(canonical_json({k: v for k, v in data.items() if k != "signature"})).hexdigest()
+
+
 @dataclass(frozen=True)
 class HostInput:
     """Everything the planner needs to know about one host (gathered by the caller)."""
@@ -89,7 +94,8 @@ class Plan:
 
     @property
     def digest(self) -> str:
-        return hashlib.sha256(canonical_json(self.data)).hexdigest()
+        """sha256 of the canonical JSON, the requester's signature (of this digest) left out."""
+        return plan_digest(self.data)
 
     @property
     def hosts(self) -> list[dict[str, Any]]:
@@ -183,7 +189,7 @@ def build_plan(inputs: list[HostInput], *, target: str, catalog: Mapping[str, An
 _STR, _OPT_STR = (str,), (str, type(None))
 #: every key a plan may hold, with its type: a plan is checked whole before anything uses it
 _TOP = {"format": (int,), "created": _STR, "requester": (dict,), "target": _STR, "catalog": (dict,),
-        "policy": (dict,), "window": (dict, type(None)), "hosts": (list,), "allowed": (bool,)}
+        "policy": (dict,), "window": (dict, type(None)), "hosts": (list,), "allowed": (bool,), "signature": _STR}
 _HOST = {"name": _STR, "address": _STR, "port": (int,), "user": _OPT_STR, "install_dir": _STR, "product": _STR,
          "playbook": (dict,), "maintenance_until": _OPT_STR, "groups": (list,), "key": _OPT_STR,
          "host_key": _OPT_STR, "known_hosts": _OPT_STR, "state_dir": _OPT_STR, "current": _OPT_STR,

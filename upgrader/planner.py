@@ -15,7 +15,6 @@ from .catalog import Catalog, CatalogEntry, verify_package_file
 from .clock import Clock
 from .errors import InputError, TransportError
 from .inventory import Host, Inventory
-from .package import file_digest
 from .plan import HostInput, Plan, build_plan
 from .playbook import Playbook, find_playbook, load_playbook
 from .transport.base import AgentClient, AgentFailure, Transport
@@ -59,7 +58,10 @@ def package_entry(catalog: Catalog, entry: CatalogEntry) -> dict[str, Any]:
 
 def make_plan(inventory: Inventory, hosts: list[Host], *, target: str, catalog: Catalog, policy: Any,
               clock: Clock, connect: Callable[[Host], Transport], forks: int = 8,
-              requester: dict[str, str] | None = None, window: dict[str, Any] | None = None) -> Plan:
+              requester: dict[str, str] | None = None, window: dict[str, Any] | None = None,
+              signed_by: dict[str, Any] | None = None) -> Plan:
+    """Read every host (read-only), decide, and build the plan. ``signed_by``: who signed the catalog (its
+    signer, key fingerprint and serial), recorded in the plan for the approver's review."""
     from version_policy import (UpgradeRequest, VersionError, decide, parse_range, parse_version)
 
     try:
@@ -92,6 +94,10 @@ def make_plan(inventory: Inventory, hosts: list[Host], *, target: str, catalog: 
             facts = host_facts(AgentClient(transport), h, probe_spec, [entry.sha256] if entry else [])
         finally:
             transport.close()
+        if entry is not None:
+            from .gate import check_seen_serial
+
+            check_seen_serial(h.name, h.product, facts, catalog.serial)
         current = facts.get("version")
         spec = pb.render({**base_vars, "target_version": target, "current_version": current or "unknown"})
         rollback_observe = pb.render({**base_vars, "target_version": current or "unknown",
@@ -108,7 +114,9 @@ def make_plan(inventory: Inventory, hosts: list[Host], *, target: str, catalog: 
         inputs = list(pool.map(one, hosts))
     return build_plan(
         inputs, target=target,
-        catalog={"path": str(catalog.path.resolve()), "sha256": file_digest(catalog.path), "serial": catalog.serial},
+        catalog={"path": str(catalog.path.resolve()), "sha256": catalog.sha256, "serial": catalog.serial,
+                 **({"signer": signed_by.get("signer"), "fingerprint": signed_by.get("fingerprint")}
+                    if signed_by else {})},
         policy={"source": policy.source, "digest": policy.digest, "rules": policy.raw.get("rules", {})},
         requester=requester or requester_identity(), created=clock.now(), window=window)
 

@@ -45,7 +45,7 @@ def verify_catalog(catalog: Catalog, *, trusted_signers: Path | None, now: Any, 
                               hint="use the catalog exactly as the vendor published it, with its .sig file")
     try:
         signature = parse_armored(sig_file.read_text(encoding="utf-8", errors="replace"))
-        verify(signature, catalog.path.read_bytes(), NAMESPACE)
+        verify(signature, catalog.content, NAMESPACE)  # the very bytes that were parsed
     except SignatureError as e:
         raise ApprovalRefused(f"{catalog.path}: bad catalog signature: {e}") from None
     signers = load_allowed_signers(trusted_signers)

@@ -171,6 +171,7 @@ SCHEMA: tuple[Setting, ...] = (
     Setting("approvals.required", _count, 1),
     Setting("approvals.allow_self_approval", _boolean, False),
     Setting("approvals.allowed_signers", _optional_path, None),
+    Setting("approvals.allow_unsigned_plans", _boolean, True),
     Setting("catalog.trusted_signers", _optional_path, None),
     Setting("audit.allowed_signers", _optional_path, None),
     Setting("window.timezone", _timezone, "Asia/Shanghai"),
@@ -249,6 +250,11 @@ class Policy:
     def allow_self_approval(self) -> bool:
         """May the requester approve their own plan?"""
         return cast(bool, self.settings["approvals.allow_self_approval"])
+
+    @property
+    def allow_unsigned_plans(self) -> bool:
+        """May a plan go without its requester's signature (the operator who runs it then counts as requester)?"""
+        return cast(bool, self.settings["approvals.allow_unsigned_plans"])
 
     @property
     def allowed_signers(self) -> str | None:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import re
 import sys
+from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
 
-__all__ = ["console", "print_json", "load_policy_or_fail", "policy_path", "parse_variables", "VARIABLE_NAME"]
+__all__ = ["console", "print_json", "load_policy_or_fail", "policy_path", "policy_origin", "SYSTEM_POLICY", "parse_variables", "VARIABLE_NAME"]
 
 
 def console(stderr: bool = False) -> Any:
@@ -28,12 +29,28 @@ def print_json(data: Any) -> None:
     sys.stdout.write(readable_json(data, default=str))
 
 
+#: the machine's policy, used when neither --policy nor HOME/policy.yaml exists (the operator's, like /etc/ssh)
+SYSTEM_POLICY = Path("/etc/upgrader/policy.yaml")
+
+
 def policy_path(args: Any) -> str | None:
-    """--policy, else HOME/policy.yaml when it exists, else None (the shipped default)."""
+    """The operator's policy: --policy, else HOME/policy.yaml, else SYSTEM_POLICY when it exists, else None (the
+    shipped default). Never a path written in a plan: the plan is the requester's document."""
     if getattr(args, "policy", None):
         return str(args.policy)
-    home_policy = args.home / "policy.yaml"
-    return str(home_policy) if home_policy.is_file() else None
+    for candidate in (Path(args.home) / "policy.yaml", SYSTEM_POLICY):
+        if candidate.is_file():
+            return str(candidate)
+    return None
+
+
+def policy_origin(args: Any) -> str:
+    """Which level of the order policy_path follows gave the policy, in words."""
+    if getattr(args, "policy", None):
+        return "--policy"
+    if (Path(args.home) / "policy.yaml").is_file():
+        return "HOME/policy.yaml"
+    return "system policy" if SYSTEM_POLICY.is_file() else "the shipped default"
 
 
 def load_policy_or_fail(path: str | None) -> Any:

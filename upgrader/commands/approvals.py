@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
-from ..errors import InputError, PolicyRefused
+from ..errors import ApprovalRefused, InputError, PolicyRefused
 from ..exit_codes import ExitCode
 from ._common import console, print_json
 
@@ -14,19 +15,20 @@ def cmd_approve(args: argparse.Namespace) -> int:
     from ..approval import make_statement, write_approval
     from ..clock import SystemClock
     from ..document import parse_duration
+    from ..gate import policy_mismatch
     from ..keys import Identity, load_private_key
-    from ..plan import load_plan
-    from ..signers import load_allowed_signers
-    from .upgrade import plan_policy
+    from ..requester import plan_signer
+    from .review import print_review, reviewed_plan
 
-    plan = load_plan(args.plan)
+    plan, review, policy = reviewed_plan(args)  # what the engineer signs, in full, before anything is signed
     c = None if args.json else console()  # --json (scripts): rich is not even imported
     if c is not None:
-        from ..report import print_plan
-
-        print_plan(c, plan.data, plan.digest)
+        print_review(c, review)
     if not plan.allowed:
         raise PolicyRefused("the version policy refuses this plan (see above); a refused plan cannot be approved")
+    refusal = policy_mismatch(plan.data["policy"], policy)
+    if refusal is not None:
+        raise refusal
     try:
         valid_for = parse_duration(args.expires)
     except ValueError as e:
@@ -35,37 +37,55 @@ def cmd_approve(args: argparse.Namespace) -> int:
         raise InputError("--expires must be between 1m and 30d")
     key = load_private_key(args.key)
     identity = Identity(args.principal or "", key, args.key)
-    principal = args.principal
-    if not principal:
-        policy = plan_policy(plan)
-        signers_path = policy.allowed_signers
-        if signers_path:
-            signers = load_allowed_signers(policy.resolve_path(signers_path))
-            clock = SystemClock()
-            found = signers.principals_for(identity.key_blob, "upgrader-approval", clock.now())
-            if len(found) == 1 and "*" not in found[0]:
-                principal = found[0]
-        if not principal:
-            raise InputError(f"cannot tell who you are from the key {identity.fingerprint}",
-                             hint="give --as PRINCIPAL (your name in the allowed_signers file)")
     clock = SystemClock()
+    principal = _approver_name(args.principal, identity, policy, clock.now())
+    signer = plan_signer(plan.data, plan.digest, str(args.plan))
+    if signer == identity.key_blob and not policy.allow_self_approval:
+        raise ApprovalRefused(f"the plan was signed with your key {identity.fingerprint}: you cannot approve your own "
+                              "plan (segregation of duties)", hint="another engineer approves it with their own key")
     statement = make_statement(plan.digest, principal, str(plan.data["requester"].get("user", "unknown")),
                                clock.now(), valid_for, args.comment or "", args.after_hours)
     out = Path(args.output)
     write_approval(out, statement, key)
     from ..recorder import Recorder, operator_identity
 
-    policy = plan_policy(plan)
     Recorder(args.home, operator_identity(args.home, policy, need_key=False), clock).event(
         "approval_created", outcome="approved", plan=plan.digest, approver=principal, key=identity.fingerprint,
         expires=statement.expires.isoformat(), comment=statement.comment, after_hours=statement.after_hours,
         requester=statement.requester, file=str(out))
     if args.json:
         print_json({"approval": str(out), "plan": plan.digest, "approver": principal,
-                    "expires": statement.expires.isoformat(), "key": identity.fingerprint})
+                    "expires": statement.expires.isoformat(), "key": identity.fingerprint, "review": review})
     else:
         assert c is not None
-        c.print(f"\n[bold green]approved[/bold green] plan {plan.digest[:16]}… as [bold]{principal}[/bold] "
+        c.print(f"\n[bold green]approved[/bold green] plan {plan.digest} as [bold]{principal}[/bold] "
                 f"(key {identity.fingerprint}), valid until {statement.expires.isoformat()}")
         c.print(f"approval written to [bold]{out}[/bold]; run it with: upgrader run {args.plan} --approval {out}")
     return ExitCode.OK
+
+
+def _approver_name(given: str | None, identity: Any, policy: Any, now: Any) -> str:
+    """The approver's name: ``--as`` (never a pattern such as ``*@vendor``), else the only literal principal of
+    their key's line in the approvals' allowed_signers."""
+    from ..approval import NAMESPACE, is_literal_principal
+    from ..signers import load_allowed_signers
+
+    if given is not None and not is_literal_principal(given):
+        raise ApprovalRefused(f"--as {given!r} is a pattern, not a person: an approver is named by a literal "
+                              "principal of their own key's line in allowed_signers",
+                              hint="give --as YOUR_NAME as your line in allowed_signers spells it")
+    signers_path = policy.allowed_signers
+    if not signers_path:
+        if given:
+            return str(given)
+        raise InputError(f"cannot tell who you are from the key {identity.fingerprint}",
+                         hint="give --as PRINCIPAL (your name in the allowed_signers file)")
+    signers = load_allowed_signers(policy.resolve_path(signers_path))
+    names = [p for p in signers.principals_for(identity.key_blob, NAMESPACE, now) if is_literal_principal(p)]
+    if given is not None:
+        return str(given)  # whether the key may sign under this name is checked (again) by every run
+    if len(names) == 1:
+        return names[0]
+    raise InputError(f"cannot tell who you are from the key {identity.fingerprint} "
+                     f"({'names: ' + ', '.join(names) if names else 'no literal name'} in {signers.source})",
+                     hint="give --as PRINCIPAL (your name in the allowed_signers file)")

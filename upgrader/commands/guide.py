@@ -388,7 +388,8 @@ class _Guide:
                                  catalog=catalog.path, product=meta.product, version=meta.version)
         inventory = Inventory(path=_plans_dir(args.home) / "inventory", hosts={host.name: host}, groups={})
         plan = make_plan(inventory, [host], target=str(target), catalog=catalog, policy=policy, clock=self.clock,
-                         connect=connect, requester=requester_identity(None), window=plan_window(policy, now))
+                         connect=connect, requester=requester_identity(None), window=plan_window(policy, now),
+                         signed_by=signed_by)
         out = _plans_dir(args.home) / f"{plan.digest}.json"
         try:
             out.parent.mkdir(parents=True, exist_ok=True)
@@ -434,7 +435,7 @@ class _Guide:
         from .upgrade import check_run, plan_policy, record_refusal
 
         args = self.args
-        policy = plan_policy(plan)
+        policy = plan_policy(plan, self.args)
         self._show_window(policy)
         if not args.approval:
             again = f"upgrader guide --plan {plan_file} --approval APPROVAL"

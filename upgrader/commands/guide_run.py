@@ -55,7 +55,8 @@ def run_guided(g: Screen, plan: Any, checked: Any, run_args: argparse.Namespace,
         engine = Engine(journal=started.journal, clock=g.clock,
                         observers=[started.recorder, _Progress(g)], forks=1, controller=started.controller,
                         manual_changes=str(plan.data["policy"].get("manual_changes", "warn")),
-                        approvals=checked.approval_digests, cancel=g.interrupts.cancel)
+                        approvals=checked.approval_digests, cancel=g.interrupts.cancel,
+                        catalog_serial=checked.catalog_serial)
         box: dict[str, Any] = {}
 
         def work() -> None:

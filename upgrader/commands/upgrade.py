@@ -18,14 +18,12 @@ __all__ = ["cmd_plan", "cmd_run", "cmd_rollback", "host_from_plan", "runs_dir", 
            "StartedRun"]
 
 
-def plan_policy(plan: Any) -> Any:
-    """The policy a plan was made under; refused (exit 4) if the file changed since."""
-    source = plan.data["policy"]["source"]
-    policy = load_policy_or_fail(source)
-    if policy.digest != plan.data["policy"]["sha256"]:
-        raise ApprovalRefused(f"the policy {source} changed since the plan was made (sha256 {policy.digest[:16]}… "
-                              f"now, {str(plan.data['policy']['sha256'])[:16]}… then)", hint="make a new plan")
-    return policy
+def plan_policy(plan: Any, args: argparse.Namespace) -> Any:
+    """The operator's policy (--policy, HOME/policy.yaml, the system-wide policy or the shipped default, never a
+    path the plan names); refused (exit 4) when the plan was made under another policy."""
+    from ..gate import operator_policy
+
+    return operator_policy(args, plan.data["policy"])
 
 
 def trusted_catalog(path: str | Path, policy: Any, home: Path, now: Any) -> tuple[Any, dict[str, Any]]:
@@ -71,9 +69,15 @@ def cmd_plan(args: argparse.Namespace) -> int:
     catalog, signed_by = trusted_catalog(args.catalog, policy, args.home, clock.now())
     from ..service_window import plan_window
 
+    signing_key = _plan_key(args)
     plan = make_plan(inventory, hosts, target=args.to, catalog=catalog, policy=policy, clock=clock,
                      connect=connect, requester=requester_identity(args.requester),
-                     window=plan_window(policy, clock.now()))
+                     window=plan_window(policy, clock.now()), signed_by=signed_by)
+    if signing_key is not None:
+        from ..plan import Plan, plan_digest
+        from ..requester import sign_plan
+
+        plan = Plan(sign_plan(plan.data, signing_key, plan_digest))
     out = Path(args.output)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -93,6 +97,15 @@ def cmd_plan(args: argparse.Namespace) -> int:
             c.print("next: an engineer approves it, then [bold]upgrader run "
                     f"{out}[/bold]")
     return ExitCode.OK if plan.allowed else ExitCode.POLICY_REFUSED
+
+
+def _plan_key(args: argparse.Namespace) -> Any:
+    """The requester's private key of ``plan --key`` (read before any host is contacted), or None."""
+    if not getattr(args, "key", None):
+        return None
+    from ..keys import load_private_key
+
+    return load_private_key(args.key)
 
 
 def record_plan(args: argparse.Namespace, policy: Any, clock: Any, plan: Any, out: Path,
@@ -178,7 +191,7 @@ def _run_started(args: argparse.Namespace, plan: Any, checked: CheckedRun, clock
                     max_failures=max_failures, controller=started.controller,
                     manual_changes=str(plan.data["policy"].get("manual_changes", "warn")), canary=args.canary,
                     confirm=_confirmer(args, c, board, interrupts.cancel), approvals=checked.approval_digests,
-                    break_lock=args.break_lock, cancel=interrupts.cancel)
+                    break_lock=args.break_lock, cancel=interrupts.cancel, catalog_serial=checked.catalog_serial)
     if args.break_lock:
         started.recorder.event("locks_broken", outcome="forced", reason="--break-lock given by the operator")
     try:
@@ -263,6 +276,12 @@ class CheckedRun:
     def approval_digests(self) -> tuple[str, ...]:
         return tuple(a.digest for a in self.approvals)
 
+    @property
+    def catalog_serial(self) -> int | None:
+        """The serial of the signed catalog this run installs from (each host refuses an older one)."""
+        serial = self.signed_by.get("serial")
+        return int(serial) if serial is not None else None
+
 
 @dataclass(frozen=True)
 class StartedRun:
@@ -287,21 +306,24 @@ def check_run(args: argparse.Namespace, plan: Any, clock: Any) -> CheckedRun:
     args.catalog, args.home and args.audit_key."""
     refuse_refused(plan)
     now = clock.now()
-    policy = plan_policy(plan)
+    policy = plan_policy(plan, args)  # the operator's, never the plan's
     operator = _operator(args, policy)
     catalog_dir = Path(args.catalog) if args.catalog else Path(plan.data["catalog"]["path"])
     catalog, signed_by = trusted_catalog(catalog_dir, policy, args.home, now)
-    from ..package import file_digest
-
-    if file_digest(catalog.path) != plan.data["catalog"]["sha256"]:
+    if catalog.sha256 != plan.data["catalog"]["sha256"]:  # the bytes whose signature was just checked
         raise ApprovalRefused(f"the catalog {catalog.path} is not the one the plan was made with",
                               hint="make and approve a new plan with this catalog")
-    approvals = _check_approvals(args, plan, policy, now)
+    approvals = _check_approvals(args, plan, policy, now, operator)
     from ..service_window import check_run_window
 
     window = check_run_window(plan.data.get("window"), policy,  # the clock at run time
                               [a.statement.approver for a in approvals if a.statement.after_hours], now)
     targets = _targets(catalog, plan.hosts)
+    from ..gate import redecide
+    from ..transport import connect
+
+    redecide(plan.hosts, policy=policy, catalog=catalog, now=now, connect=connect,
+             forks=max(1, int(getattr(args, "forks", 8) or 8)))  # read-only: decided again under this policy
     return CheckedRun(policy, operator, signed_by, approvals, window, targets)
 
 
@@ -481,13 +503,19 @@ def _used_approvals(home: Path) -> Any:
     return UsedApprovals(home / "approvals" / "used.jsonl")
 
 
-def _check_approvals(args: argparse.Namespace, plan: Any, policy: Any, now: Any) -> list[Any]:
+def _check_approvals(args: argparse.Namespace, plan: Any, policy: Any, now: Any, operator: Any) -> list[Any]:
     from ..approval import check_approvals
+    from ..requester import requester_of
     from ..signers import load_allowed_signers
+    from ..sshsig import public_key_blob
 
     signers_path = policy.allowed_signers
     signers = load_allowed_signers(policy.resolve_path(signers_path)) if signers_path else None
-    return check_approvals(args.approval, plan_digest=plan.digest, requester=str(plan.data["requester"].get("user")),
+    operator_key = public_key_blob(operator.key.public_key()) if operator.key is not None else None
+    requester = requester_of(plan.data, plan.digest, str(getattr(args, "plan", None) or "the plan"),
+                             signers=signers, allow_unsigned=policy.allow_unsigned_plans, operator_key=operator_key,
+                             now=now)
+    return check_approvals(args.approval, plan_digest=plan.digest, requester=requester,
                            signers=signers, required=policy.approvals_required,
                            allow_self=policy.allow_self_approval, now=now, used=_used_approvals(args.home))
 
@@ -530,7 +558,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     clock = SystemClock()
     journal = Journal(run_dir, clock.now)
     c = console()
-    policy = load_policy_or_fail(plan["policy"]["source"])
+    policy = load_policy_or_fail(policy_path(args))  # the operator's, never a path the plan names
     operator = _operator(args, policy)
     recorder = Recorder(args.home, operator, clock, run=f"{args.run_id}/rollback-{clock.now():%Y%m%dT%H%M%S}")
     recorder.event("rollback_requested", of_run=args.run_id, hosts=[h["name"] for h in hosts])
@@ -604,7 +632,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
     approvals = _run_approvals(run_dir)
     clock = SystemClock()
     journal = Journal(run_dir, clock.now)
-    policy = load_policy_or_fail(plan["policy"]["source"])
+    policy = load_policy_or_fail(policy_path(args))  # the operator's, never a path the plan names
     operator = _operator(args, policy)
     recorder = Recorder(args.home, operator, clock, run=f"{args.run_id}/resume-{clock.now():%Y%m%dT%H%M%S}")
     recorder.event("resume_requested", of_run=args.run_id, hosts=[h["name"] for h in hosts],
@@ -685,9 +713,12 @@ def _continue_after_canary(args: argparse.Namespace, run_dir: Path, result: dict
     hosts = [h for h in plan["hosts"] if h["name"] in waiting]
     approvals = _run_approvals(run_dir)
     clock = SystemClock()
-    policy = plan_policy(_PlanView(plan))
+    policy = plan_policy(_PlanView(plan), args)
     window = _check_continuation(args.run_id, run_dir, plan, policy, clock.now())
     catalog, _ = trusted_catalog(Path(plan["catalog"]["path"]), policy, args.home, clock.now())
+    if catalog.sha256 != plan["catalog"]["sha256"]:
+        raise ApprovalRefused(f"the catalog {catalog.path} is not the one the plan was made with",
+                              hint="make and approve a new plan for the waiting hosts")
     targets = _targets(catalog, hosts)
     journal = Journal(run_dir, clock.now)
     operator = _operator(args, policy)
@@ -697,7 +728,7 @@ def _continue_after_canary(args: argparse.Namespace, run_dir: Path, result: dict
     engine = Engine(journal=journal, clock=clock, observers=[recorder] + ([] if args.json else [PhaseLines(c)]),
                     forks=getattr(args, "forks", 10), controller={"user": operator.user, "host": operator.host},
                     manual_changes=str(plan["policy"].get("manual_changes", "warn")), approvals=approvals,
-                    cancel=interrupts.cancel)
+                    cancel=interrupts.cancel, catalog_serial=catalog.serial)
     from ..engine import OUTCOME_EXIT
 
     with interrupts.running():  # until its records are written

@@ -1,0 +1,110 @@
+"""What an approver reviews: everything a plan will do, in full. Pure (no I/O).
+
+``plan_review`` turns a plan into the review that ``upgrader plan show`` prints and ``upgrader
+approve`` prints before it signs: who asked (and with which key), the catalog (signer, serial,
+sha256), the policy (source, digest), the service window, and per host the versions, the package
+(file and full sha256), every rule's decision and check, and every command the run may execute on
+the host, rendered as it will run (version read, stop, start, hooks, command probes, and the
+rollback's start and probes).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["plan_review", "host_commands"]
+
+
+def host_commands(h: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every command the run may execute on host ``h``, in the order a run (and its rollback) reaches them."""
+    spec = h["playbook"].get("spec") or {}
+    out: list[dict[str, Any]] = []
+
+    def add(when: str, command: Any, timeout: Any = None) -> None:
+        if command:
+            out.append({"when": when, "command": str(command), "timeout": timeout})
+
+    version = spec.get("version") or {}
+    add("preflight: read the installed version", version.get("command"), version.get("timeout"))
+    hooks = spec.get("hooks") or {}
+    for hook in hooks.get("before_stop", []):
+        add("hook before_stop", hook.get("command"), hook.get("timeout"))
+    stop = spec.get("stop") or {}
+    add("stop", stop.get("command"), stop.get("timeout"))
+    for name in ("after_stop", "after_install"):
+        for hook in hooks.get(name, []):
+            add(f"hook {name}", hook.get("command"), hook.get("timeout"))
+    start = spec.get("start") or {}
+    add("start", start.get("command"), start.get("timeout"))
+    for hook in hooks.get("after_start", []):
+        add("hook after_start", hook.get("command"), hook.get("timeout"))
+    for probe in (spec.get("observe") or {}).get("probes", []):
+        if probe.get("type") == "command":
+            add(f"observe: probe {probe.get('name')}", probe.get("command"), probe.get("timeout"))
+    for hook in hooks.get("after_commit", []):
+        add("hook after_commit", hook.get("command"), hook.get("timeout"))
+    add("rollback: start the old version", start.get("command"), start.get("timeout"))
+    for hook in hooks.get("after_rollback", []):
+        add("hook after_rollback", hook.get("command"), hook.get("timeout"))
+    for probe in (h["playbook"].get("rollback_observe") or {}).get("probes", []):
+        if probe.get("type") == "command":
+            add(f"rollback: probe {probe.get('name')}", probe.get("command"), probe.get("timeout"))
+    return out
+
+
+def _probe_text(p: dict[str, Any]) -> str:
+    kind = p.get("type")
+    if kind == "process":
+        return f"process of pid file {p.get('pid_file')}"
+    if kind == "tcp":
+        return f"tcp {p.get('host')}:{p.get('port')} accepts"
+    if kind == "http":
+        want = f", body {p['body']!r}" if "body" in p else ""
+        want += f", contains {p['contains']!r}" if "contains" in p else ""
+        return f"http GET {p.get('url')} answers {p.get('status')}{want}"
+    if kind == "log":
+        what = f"no match of {p['absent']!r}" if "absent" in p else f"a match of {p.get('present')!r}"
+        return f"log {p.get('file')}: {what}"
+    if kind == "command":
+        return f"command {p.get('command')!r} exits {p.get('exit', 0)}"
+    return str(kind)
+
+
+def _host(h: dict[str, Any]) -> dict[str, Any]:
+    spec = h["playbook"].get("spec") or {}
+    observe = spec.get("observe") or {}
+    stop = spec.get("stop") or {}
+    pkg = h.get("package") or {}
+    return {
+        "host": h["name"], "address": h["address"], "port": h.get("port"), "user": h.get("user"),
+        "install_dir": h["install_dir"], "product": h["product"], "current": h["current"], "target": h["target"],
+        "allowed": h["allowed"],
+        "package": {k: pkg.get(k) for k in ("file", "kind", "version", "sha256", "size", "requires", "changes",
+                                            "remove")} if pkg else None,
+        "playbook": {k: h["playbook"].get(k) for k in ("name", "path", "sha256")},
+        "decision": {"allowed": h["decision"].get("allowed"), "rules": list(h["decision"].get("rules", []))},
+        "checks": list(h.get("checks", [])),
+        "commands": host_commands(h),
+        "stop": {k: stop.get(k) for k in ("timeout", "pid_file", "ports", "force", "kill_wait") if k in stop},
+        "probes": [{"name": p.get("name"), "checks": _probe_text(p)} for p in observe.get("probes", [])],
+        "observe": {k: observe.get(k) for k in ("window", "start_timeout", "interval") if k in observe},
+        "preserve": [p.get("path") for p in spec.get("preserve", [])],
+    }
+
+
+def plan_review(data: dict[str, Any], digest: str) -> dict[str, Any]:
+    """The review of a plan (``data`` as loaded, ``digest`` the one an approval signs)."""
+    requester = dict(data.get("requester") or {})
+    return {
+        "plan": digest,
+        "created": data.get("created"),
+        "target": data.get("target"),
+        "allowed": data.get("allowed"),
+        "requester": {"user": requester.get("user"), "host": requester.get("host"), "key": requester.get("key"),
+                      "signed": bool(data.get("signature"))},
+        "catalog": {k: (data.get("catalog") or {}).get(k) for k in ("path", "sha256", "serial", "signer",
+                                                                      "fingerprint")},
+        "policy": {k: (data.get("policy") or {}).get(k) for k in ("source", "sha256", "manual_changes")},
+        "window": data.get("window"),
+        "hosts": [_host(h) for h in data.get("hosts", [])],
+    }
