@@ -1,0 +1,393 @@
+"""Whose gate is it: each weakness of issue 12 played as an attacker with the shipped CLI, real keys, a
+real catalog and the real sample middleware; each now ends in a refusal with its exit code and message,
+and nothing on the host changed (product files, service pid and version, lock, staged packages, the
+host's records, run records).
+
+1. the requester's own policy and key named at plan time; a decision that changed by run time
+2. a catalog swapped between reads (a FIFO); a fresh home offered an older catalog for a host that saw a newer one
+3. ``--as '*@vendor'``; ``--requester`` of another name (in test_approvals.py too)
+4. ``plan show`` and ``approve`` print the full review, every command and hook the run executes
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+import yaml  # type: ignore[import-untyped]
+
+from conftest import approve, plan_to, upgrader
+from trust_support import add_signer, cli, copy_catalog, host_state, pristine, vendor_catalog
+from upgrader.cli import main
+from upgrader.commands import _common
+from upgrader.commands.demo import Sandbox
+from upgrader.exit_codes import ExitCode
+from upgrader.plan import load_plan
+from upgrader.review import host_commands
+
+TO = "7.0.4.2"
+
+
+def _plan(box: Sandbox, capsys: pytest.CaptureFixture[str], name: str, *extra: str, to: str = TO,
+          catalog: Path | None = None, home: Path | None = None) -> tuple[int, str, Path]:
+    out = box.plans / f"{name}.json"
+    capsys.readouterr()
+    rc = main(["--home", str(home or box.root), "plan", "--inventory", str(box.inventory), "--to", to,
+               "--catalog", str(catalog or box.catalog), "-o", str(out), *extra])
+    return rc, capsys.readouterr().err, out
+
+
+# ---------------------------------------------------------------- 1. the policy is the operator's
+
+
+def _attacker_policy(box: Sandbox, tmp_path: Path) -> tuple[Path, Path]:
+    """The requester's own policy: level 2 free, self-approval allowed, their own key the only engineer."""
+    attacker = tmp_path / "attacker"
+    assert upgrader(box, "keys", "generate", "mallory", "--dir", str(attacker)) == 0
+    key = attacker / "mallory"
+    signers = attacker / "allowed_signers"
+    add_signer(signers, "mallory@evil", key)
+    policy = attacker / "policy.yaml"
+    policy.write_text("format: 1\nrules:\n  free_levels: [2, 3, 4]\napprovals:\n  allow_self_approval: true\n"
+                      "  allowed_signers: allowed_signers\ncatalog:\n"
+                      f"  trusted_signers: {box.keys / 'vendor_signers'}\nwindow:\n  outside: allow\n",
+                      encoding="utf-8")
+    return policy, key
+
+
+def test_a_plan_made_under_the_requesters_own_policy_is_refused(sandbox: Sandbox, tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """The requester plans the refused 7.0 -> 7.1 upgrade under their own policy (--policy) and key, approves it
+    themselves: their policy allows it, but run takes the operator's (HOME/policy.yaml) and refuses the plan with
+    exit 4, naming both policies and both digests; nothing on the host changed."""
+    policy, key = _attacker_policy(sandbox, tmp_path)
+    rc, err, plan = _plan(sandbox, capsys, "mine", "--policy", str(policy), "--key", str(key), to="7.1.0.0")
+    assert rc == ExitCode.OK, err  # under the attacker's policy the plan is allowed
+    approval = sandbox.approvals / "mine.approval"
+    rc, err = cli(sandbox, capsys, "approve", str(plan), "--key", str(key), "--as", "mallory@evil",
+                  "--policy", str(policy), "-o", str(approval))
+    assert rc == ExitCode.OK, err
+    before = pristine(sandbox)
+    rc, err = cli(sandbox, capsys, "run", str(plan), "--approval", str(approval))
+    assert rc == ExitCode.APPROVAL_REFUSED, err
+    planned_under = load_plan(plan).data["policy"]
+    home_digest = hashlib.sha256(sandbox.policy.read_bytes()).hexdigest()
+    for words in ("made under another policy", str(policy), planned_under["sha256"], str(sandbox.policy),
+                  home_digest):
+        assert words in err, f"{words!r} not in {err}"
+    assert host_state(sandbox) == before and before.version == "7.0.4.1"
+
+
+def test_run_and_approve_take_the_policy_from_policy_option_then_home_then_system(
+        sandbox: Sandbox, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The order of the trust roots: --policy, else HOME/policy.yaml, else the system-wide policy, else the shipped
+    default. A plan made under --policy X runs (dry) with --policy X, is refused under HOME/policy.yaml; in a home
+    without policy.yaml the system-wide policy is the one used (and recorded in the plan)."""
+    other = tmp_path / "operator-policy.yaml"
+    other.write_text(sandbox.policy.read_text(encoding="utf-8").replace("required: 1", "required: 1  # site B")
+                     .replace("keys/", f"{sandbox.keys}/"), encoding="utf-8")
+    rc, err, plan = _plan(sandbox, capsys, "site-b", "--policy", str(other))
+    assert rc == ExitCode.OK, err
+    assert load_plan(plan).data["policy"]["source"] == str(other)
+    approval = sandbox.approvals / "site-b.approval"
+    rc, err = cli(sandbox, capsys, "approve", str(plan), "--key", str(sandbox.engineer_key), "--policy", str(other),
+                  "-o", str(approval))
+    assert rc == ExitCode.OK, err
+    before = pristine(sandbox)
+    rc, err = cli(sandbox, capsys, "run", str(plan), "--approval", str(approval), "--dry-run", "--policy", str(other))
+    assert rc == ExitCode.OK, err
+    rc, err = cli(sandbox, capsys, "run", str(plan), "--approval", str(approval), "--dry-run")
+    assert rc == ExitCode.APPROVAL_REFUSED and str(other) in err and str(sandbox.policy) in err, err
+    # no HOME/policy.yaml: the system-wide policy (the path is a module constant the CLI resolves)
+    home = tmp_path / "fresh-home"
+    monkeypatch.setattr(_common, "SYSTEM_POLICY", other)
+    rc, err, plan2 = _plan(sandbox, capsys, "system", home=home)
+    assert rc == ExitCode.OK, err
+    assert load_plan(plan2).data["policy"]["sha256"] == load_plan(plan).data["policy"]["sha256"]
+    capsys.readouterr()
+    rc = main(["--home", str(home), "plan", "show", str(plan2), "--json"])
+    shown = json.loads(capsys.readouterr().out)
+    assert rc == 0 and shown["policy_here"] == {"source": str(other), "sha256": shown["policy"]["sha256"],
+                                                "from": "system policy", "same": True}
+    assert host_state(sandbox) == before
+
+
+def test_run_decides_again_with_the_facts_of_the_day_it_runs(sandbox: Sandbox,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """A plan allowed today for a host whose maintenance contract ends tomorrow, run (under faketime) two days
+    later: the decision made again at run time refuses it (exit 3), naming the rule; nothing on the host changed."""
+    tomorrow = (dt.date.today() + dt.timedelta(days=1)).isoformat()
+    text = sandbox.inventory.read_text(encoding="utf-8")
+    sandbox.inventory.write_text(text.replace("maintenance_until: 2099-12-31", f"maintenance_until: {tomorrow}"),
+                                 encoding="utf-8")
+    rc, plan = plan_to(sandbox, TO)
+    assert rc == ExitCode.OK
+    approval = approve(sandbox, plan, "--expires", "7d")
+    before = pristine(sandbox)
+    env = {**os.environ, "FAKETIME": "+2d", "LD_PRELOAD": _libfaketime(), "FAKETIME_DONT_RESET": "1"}
+    proc = subprocess.run([sys.executable, "-m", "upgrader", "--home", str(sandbox.root), "run", str(plan),
+                           "--approval", str(approval)], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == ExitCode.POLICY_REFUSED, proc.stderr
+    for words in ("decides differently now", "app-01", "the plan says allowed", "maintenance_contract"):
+        assert words in proc.stderr, proc.stderr
+    assert host_state(sandbox) == before
+
+
+def _libfaketime() -> str:
+    for candidate in ("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1",
+                      "/usr/lib/aarch64-linux-gnu/faketime/libfaketime.so.1", "/usr/lib/faketime/libfaketime.so.1"):
+        if Path(candidate).is_file():
+            return candidate
+    raise AssertionError("libfaketime not found: tests/run.sh installs the faketime package")
+
+
+# ---------------------------------------------------------------- 2. the catalog: one read, serials on the host
+
+
+class CatalogFifo:
+    """catalog.yaml as a FIFO that serves ``contents[i]`` to the i-th reader (the last one from then on)."""
+
+    def __init__(self, path: Path, contents: list[bytes]) -> None:
+        self.path, self.contents, self.served = path, contents, 0
+        path.unlink()
+        os.mkfifo(path)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            fd = os.open(self.path, os.O_WRONLY)  # waits for the next reader
+            try:
+                if self._stop.is_set():
+                    return
+                data = self.contents[min(self.served, len(self.contents) - 1)]
+                self.served += 1
+                os.write(fd, data)
+            except BrokenPipeError:
+                pass
+            finally:
+                os.close(fd)
+            self._wait_reader_gone()
+
+    def _wait_reader_gone(self) -> None:
+        """Until the reader closed its end (a non-blocking open for writing fails with ENXIO): the next reader is
+        another open, not the same one reading on."""
+        import errno
+        import time
+
+        while not self._stop.is_set():
+            try:
+                os.close(os.open(self.path, os.O_WRONLY | os.O_NONBLOCK))
+            except OSError as e:
+                if e.errno == errno.ENXIO:
+                    return
+                raise
+            time.sleep(0.01)
+
+    def close(self) -> None:
+        self._stop.set()
+        fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK)  # lets the waiting writer see the stop
+        self._thread.join(timeout=10)
+        os.close(fd)
+        assert not self._thread.is_alive()
+
+
+def test_a_catalog_swapped_between_reads_is_refused(sandbox: Sandbox, capsys: pytest.CaptureFixture[str]) -> None:
+    """catalog.yaml is a FIFO that gives an unsigned, edited catalog to its first reader and the vendor's signed one
+    to every later reader (what a file replaced between two reads does): the catalog is read once, so the edited
+    bytes are the ones whose signature is checked: exit 4, no plan, nothing on the host changed."""
+    catalog = sandbox.catalog / "catalog.yaml"
+    genuine = catalog.read_bytes()
+    forged = genuine.replace(b"description: maintenance release", b"description: trust me", 1)
+    assert forged != genuine
+    before = pristine(sandbox)
+    fifo = CatalogFifo(catalog, [forged, genuine])
+    try:
+        rc, err, out = _plan(sandbox, capsys, "swapped")
+    finally:
+        fifo.close()
+    assert rc == ExitCode.APPROVAL_REFUSED, err
+    assert "bad catalog signature" in err and str(catalog) in err
+    assert fifo.served == 1, f"catalog.yaml was read {fifo.served} times"
+    assert not out.exists()
+    assert host_state(sandbox) == before
+
+
+def test_the_catalog_bytes_parsed_are_the_bytes_signed_and_recorded(sandbox: Sandbox,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """The other order (signed first, edited after): the plan reads the catalog once, and records the sha256 of the
+    bytes it parsed and verified."""
+    catalog = sandbox.catalog / "catalog.yaml"
+    genuine = catalog.read_bytes()
+    fifo = CatalogFifo(catalog, [genuine, genuine.replace(b"serial: 1", b"serial: 9", 1)])
+    try:
+        rc, err, out = _plan(sandbox, capsys, "once")
+    finally:
+        fifo.close()
+    assert rc == ExitCode.OK, err
+    assert fifo.served == 1, f"catalog.yaml was read {fifo.served} times"
+    recorded = load_plan(out).data["catalog"]
+    assert recorded["sha256"] == hashlib.sha256(genuine).hexdigest() and recorded["serial"] == 1
+
+
+def _fresh_home(box: Sandbox, home: Path, *argv: str) -> list[str]:
+    """argv for a second controller: its own empty home, the operator's policy and key named explicitly."""
+    return ["--home", str(home), *argv]
+
+
+def test_a_fresh_home_cannot_downgrade_the_catalog_of_a_host_that_saw_a_newer_one(
+        sandbox: Sandbox, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A second controller (a fresh home, which has never seen serial 2) plans with the vendor's older serial 1
+    catalog, then the host is upgraded from serial 2 by the first controller (a run that fails and rolls back: the
+    host keeps 7.0.4.1). The fresh home's run, and any new plan it makes, are refused (exit 4): the host itself
+    remembers serial 2. Nothing on the host changed."""
+    home = tmp_path / "second-controller"
+    policy = ["--policy", str(sandbox.policy)]
+    rc, err, old_plan = _plan(sandbox, capsys, "old-catalog", *policy, home=home)
+    assert rc == ExitCode.OK, err
+    old_approval = sandbox.approvals / "old.approval"
+    capsys.readouterr()
+    assert main(_fresh_home(sandbox, home, "approve", str(old_plan), "--key", str(sandbox.engineer_key), *policy,
+                            "-o", str(old_approval))) == 0
+    newer = copy_catalog(sandbox, "catalog-serial-2")
+    vendor_catalog(sandbox, newer, serial=2)
+    rc, err, bad = _plan(sandbox, capsys, "serial-2", to="7.0.4.5", catalog=newer)
+    assert rc == ExitCode.OK, err
+    rc, err = cli(sandbox, capsys, "run", str(bad), "--approval", str(approve(sandbox, bad)))
+    assert rc == ExitCode.ROLLED_BACK, err
+    before = host_state(sandbox)
+    assert before.version == "7.0.4.1" and before.lock is None and before.host_records is not None
+    assert json.loads((Path(str(sandbox.install_dir.parent / ".upgrader-app-01")) / "catalog-serials.json")
+                      .read_text()) == {"sample-middleware": 2}
+
+    capsys.readouterr()
+    rc = main(_fresh_home(sandbox, home, "run", str(old_plan), "--approval", str(old_approval), *policy,
+                          "--audit-key", str(sandbox.keys / "operator")))
+    err = capsys.readouterr().err
+    assert rc == ExitCode.APPROVAL_REFUSED, err
+    for words in ("app-01", "catalog serial 1 is older than serial 2", "already upgraded from"):
+        assert words in err, err
+    assert host_state(sandbox) == before
+    rc, err, again = _plan(sandbox, capsys, "old-catalog-again", *policy, home=home)
+    assert rc == ExitCode.APPROVAL_REFUSED and "older than serial 2" in err, err
+    assert not again.exists()
+    assert host_state(sandbox) == before
+
+
+# ---------------------------------------------------------------- 3. approvers are literal principals
+
+
+def test_approve_as_a_pattern_is_refused(sandbox: Sandbox, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A key listed as `*@vendor` signing `--as '*@vendor'`: approve refuses the pattern (exit 4, no file), and an
+    approval in that name made anyway (the library, the same real key) is refused by run; nothing touched."""
+    key = tmp_path / "wild" / "wild"
+    assert upgrader(sandbox, "keys", "generate", str(key)) == ExitCode.OK
+    add_signer(sandbox.keys / "allowed_signers", "*@vendor", key, 'namespaces="upgrader-approval"')
+    rc, plan = plan_to(sandbox, TO)
+    assert rc == ExitCode.OK
+    out = sandbox.approvals / "pattern.approval"
+    rc, err = cli(sandbox, capsys, "approve", str(plan), "--key", str(key), "--as", "*@vendor", "-o", str(out))
+    assert rc == ExitCode.APPROVAL_REFUSED, err
+    assert "is a pattern, not a person" in err and not out.exists()
+    from upgrader.approval import make_statement, write_approval
+    from upgrader.keys import load_private_key
+
+    write_approval(out, make_statement(load_plan(plan).digest, "*@vendor", "someone", dt.datetime.now(dt.UTC), 3600),
+                   load_private_key(key))
+    before = pristine(sandbox)
+    rc, err = cli(sandbox, capsys, "run", str(plan), "--approval", str(out))
+    assert rc == ExitCode.APPROVAL_REFUSED, err
+    assert "never a pattern" in err and "*@vendor" in err
+    assert host_state(sandbox) == before
+
+
+def test_a_stripped_requester_signature_is_refused(sandbox: Sandbox, capsys: pytest.CaptureFixture[str]) -> None:
+    """Removing the requester's signature from a signed plan (to pass it off as unsigned, run by someone else)
+    keeps its digest but is refused by plan show, approve and run (exit 4)."""
+    rc, plan = plan_to(sandbox, TO, "--key", str(sandbox.engineer_key))
+    assert rc == ExitCode.OK
+    data = json.loads(plan.read_text(encoding="utf-8"))
+    assert data["requester"]["key"] and data["signature"].startswith("-----BEGIN SSH SIGNATURE-----")
+    del data["signature"]
+    plan.write_text(json.dumps(data), encoding="utf-8")
+    before = pristine(sandbox)
+    for argv in (["plan", "show", str(plan)], ["approve", str(plan), "--key", str(sandbox.keys / "operator"),
+                                                "--as", "operator@customer", "-o", str(sandbox.approvals / "x")]):
+        rc, err = cli(sandbox, capsys, *argv)
+        assert rc == ExitCode.APPROVAL_REFUSED and "signature" in err, err
+    assert host_state(sandbox) == before
+
+
+# ---------------------------------------------------------------- 4. the review
+
+
+def _hooked_playbook(box: Sandbox) -> None:
+    """The sample playbook with a hook at every phase and a command probe, used by the sandbox inventory."""
+    src = Path(__file__).resolve().parent.parent / "playbooks" / "sample-middleware.yaml"
+    doc = yaml.safe_load(src.read_text(encoding="utf-8"))
+    doc["hooks"] = {phase: [{"command": f"echo hook-{phase} >> hooks.log"}]
+                    for phase in ("before_stop", "after_stop", "after_install", "after_start", "after_commit",
+                                  "after_rollback")}
+    doc["observe"]["probes"].append({"name": "selfcheck", "type": "command",
+                                     "command": "test -s lib/VERSION && echo [ok] ${port}"})
+    playbooks = box.inventory.parent / "playbooks"
+    playbooks.mkdir(exist_ok=True)
+    (playbooks / "sample-middleware.yaml").write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
+
+
+def test_plan_show_and_approve_print_every_command_the_run_executes(sandbox: Sandbox,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """With hooks at every phase and a command probe, `plan show` (text and --json) and `approve` print, in full:
+    every command and hook the run will execute (rendered: ${port} replaced), the package's full sha256, the
+    catalog signer and serial, the policy source and digest, every rule's decision and the service window; the
+    run then executes exactly those hooks."""
+    _hooked_playbook(sandbox)
+    rc, plan = plan_to(sandbox, TO)
+    assert rc == ExitCode.OK
+    data = load_plan(plan).data
+    h = data["hosts"][0]
+    commands = [c["command"] for c in host_commands(h)]
+    spec = h["playbook"]["spec"]
+    expected = [spec["stop"]["command"], spec["start"]["command"]]
+    expected += [x["command"] for hooks in spec["hooks"].values() for x in hooks]
+    expected += [p["command"] for p in spec["observe"]["probes"] if p["type"] == "command"]
+    assert set(expected) <= set(commands) and len(spec["hooks"]) == 6
+    assert f"[ok] {sandbox.port}" in " ".join(commands)  # rendered as it will run
+    capsys.readouterr()
+    assert upgrader(sandbox, "plan", "show", str(plan)) == 0
+    shown = capsys.readouterr().out
+    out = sandbox.approvals / "reviewed.approval"
+    assert upgrader(sandbox, "approve", str(plan), "--key", str(sandbox.engineer_key), "-o", str(out)) == 0
+    approved = capsys.readouterr().out
+    digest = load_plan(plan).digest
+    for text in (shown, approved):
+        for piece in [*expected, h["package"]["sha256"], h["package"]["file"], data["catalog"]["signer"],
+                      f"serial {data['catalog']['serial']}", data["policy"]["source"], data["policy"]["sha256"],
+                      digest, "service window"]:
+            assert piece in text, f"{piece!r} missing from the review:\n{text}"
+        for rule in h["decision"]["rules"]:
+            assert f"{rule['rule']}: {rule['reason']}" in text
+    assert upgrader(sandbox, "plan", "show", str(plan), "--json") == 0
+    review = json.loads(capsys.readouterr().out)
+    assert [c["command"] for c in review["hosts"][0]["commands"]] == commands
+    assert review["plan"] == digest and review["catalog"]["serial"] == 1
+    assert upgrader(sandbox, "plan", "digest", str(plan)) == 0
+    assert capsys.readouterr().out.strip() == digest
+    assert digest in out.read_text(encoding="utf-8")  # the signed statement names the plan digest
+    runs = sandbox.root / "runs"
+    assert upgrader(sandbox, "run", str(plan), "--approval", str(out)) == ExitCode.OK
+    (run_dir,) = list(runs.iterdir())
+    result = json.loads((run_dir / "result.json").read_text(encoding="utf-8"))
+    hooks_ran = [p for p in result["hosts"][0]["phases"] if str(p["phase"]).startswith("hook:")]
+    assert [p["phase"] for p in hooks_ran] == [f"hook:{p}" for p in ("before_stop", "after_stop", "after_install",
+                                                                     "after_start", "after_commit")]
+    for p in hooks_ran:  # each hook the run executed was shown, verbatim, before it was approved
+        assert p["detail"] in shown and p["detail"] in approved, p
