@@ -182,6 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     # `upgrader plan show PLAN` and `upgrader plan digest PLAN` (main() routes them here; see _PLAN_SUBCOMMANDS)
     show = sub.add_parser("plan-show", prog="upgrader plan show",
+                          help="= 'upgrader plan show PLAN': everything a plan will do, in full (what an approver "
+                               "reviews)",
                           description="Print everything PLAN will do, in full: what an approver reviews before "
                                       "'upgrader approve' (which prints the same, then signs). Per host: versions, "
                                       "package file and full sha256, every rule's decision and check, every command "
@@ -193,6 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--json", action="store_true")
     show.set_defaults(func="review:cmd_plan_show")
     digest = sub.add_parser("plan-digest", prog="upgrader plan digest",
+                            help="= 'upgrader plan digest PLAN': the digest an approval signs",
                             description="Print the digest of PLAN: the sha256 of its canonical JSON (its requester "
                                         "signature left out), which an approval signs.")
     digest.add_argument("plan")
