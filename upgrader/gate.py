@@ -14,7 +14,7 @@ import datetime as _dt
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
-from .errors import ApprovalRefused, PolicyRefused
+from .errors import ApprovalRefused, PolicyRefused, TransportError
 
 __all__ = ["operator_policy", "policy_mismatch", "redecide", "check_seen_serial", "decision_key"]
 
@@ -62,22 +62,26 @@ def redecide(hosts: list[dict[str, Any]], *, policy: Any, catalog: Any, now: _dt
              connect: Callable[[Any], Any], forks: int = 8) -> None:
     """Read each host again (read-only) and decide again under ``policy``: PolicyRefused naming every host
     whose decision differs from the plan's; ApprovalRefused for a host that saw a newer catalog. A host that
-    no longer runs the plan's current version is left to the engine, which stops it as a stale plan."""
-    from version_policy import VersionError, decide, parse_range, parse_version
-    from version_policy import UpgradeRequest
+    no longer runs the plan's current version, or cannot be reached now, is left to the engine, which stops it
+    at preflight (stale plan, unreachable) before touching it."""
+    from version_policy import UpgradeRequest, VersionError, decide, parse_range, parse_version
 
+    from .commands.upgrade import host_from_plan
     from .planner import _decide, host_facts
     from .transport.base import AgentClient
-    from .commands.upgrade import host_from_plan
 
     def one(h: dict[str, Any]) -> tuple[str, dict[str, Any], dict[str, Any]]:
         host = host_from_plan(h)
         spec = h["playbook"]["spec"]
-        transport = connect(host)
         try:
-            facts = host_facts(AgentClient(transport), host, spec, [], check_drift=False)
-        finally:
-            transport.close()
+            transport = connect(host)
+            try:
+                facts = host_facts(AgentClient(transport), host, spec, [], check_drift=False)
+            finally:
+                transport.close()
+        except TransportError:
+            # unreachable now: the engine meets it again at preflight and reports it, touching nothing there
+            return h["name"], h["decision"], h["decision"]
         check_seen_serial(h["name"], h["product"], facts, int(catalog.serial))
         if facts.get("version") != h["current"]:
             # the host moved since the plan: the engine stops it at preflight as a stale plan, untouched

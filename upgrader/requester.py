@@ -10,7 +10,6 @@ key in allowed_signers, is a self-approval.
 
 from __future__ import annotations
 
-import datetime as _dt
 from dataclasses import dataclass
 from typing import Any
 
@@ -82,10 +81,9 @@ def plan_signer(data: dict[str, Any], digest: str, source: str) -> bytes | None:
 
 
 def requester_of(data: dict[str, Any], digest: str, source: str, *, signers: AllowedSigners | None,
-                 allow_unsigned: bool, operator_key: bytes | None, now: _dt.datetime) -> Requester:
+                 allow_unsigned: bool, operator_key: bytes | None) -> Requester:
     """The requester of a plan as a key: its signer (who must be known in allowed_signers), else, where the
     policy allows unsigned plans, the operator who runs it."""
-    del now  # identities are looked up in any namespace and at any time: a name is a name
     key = plan_signer(data, digest, source)
     if key is not None:
         if signers is not None and not any(e.key_blob == key for e in signers.entries):

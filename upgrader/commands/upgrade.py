@@ -513,8 +513,7 @@ def _check_approvals(args: argparse.Namespace, plan: Any, policy: Any, now: Any,
     signers = load_allowed_signers(policy.resolve_path(signers_path)) if signers_path else None
     operator_key = public_key_blob(operator.key.public_key()) if operator.key is not None else None
     requester = requester_of(plan.data, plan.digest, str(getattr(args, "plan", None) or "the plan"),
-                             signers=signers, allow_unsigned=policy.allow_unsigned_plans, operator_key=operator_key,
-                             now=now)
+                             signers=signers, allow_unsigned=policy.allow_unsigned_plans, operator_key=operator_key)
     return check_approvals(args.approval, plan_digest=plan.digest, requester=requester,
                            signers=signers, required=policy.approvals_required,
                            allow_self=policy.allow_self_approval, now=now, used=_used_approvals(args.home))
