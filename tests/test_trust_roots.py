@@ -415,3 +415,26 @@ def test_the_host_agent_refuses_a_lock_for_an_older_catalog_than_it_saw(tmp_path
     assert not (state / "lock").exists()
     assert lock("run-3", 3)["locked"] is True
     assert json.loads((state / "catalog-serials.json").read_text()) == {"p": 3}
+
+
+def test_rollback_takes_the_operators_policy_not_the_path_in_the_plan(sandbox: Sandbox, tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """A plan made and run under --policy FILE, a file that is gone by the time of the rollback (the plan names its
+    path): rollback uses the operator's policy (here HOME/policy.yaml) and restores the old version."""
+    moved = tmp_path / "elsewhere.yaml"
+    moved.write_text(sandbox.policy.read_text(encoding="utf-8").replace("keys/", f"{sandbox.keys}/"),
+                     encoding="utf-8")
+    rc, err, plan = _plan(sandbox, capsys, "moved", "--policy", str(moved))
+    assert rc == ExitCode.OK, err
+    assert load_plan(plan).data["policy"]["source"] == str(moved)
+    approval = sandbox.approvals / "moved.approval"
+    rc, err = cli(sandbox, capsys, "approve", str(plan), "--key", str(sandbox.engineer_key), "--policy", str(moved),
+                  "-o", str(approval))
+    assert rc == ExitCode.OK, err
+    rc, err = cli(sandbox, capsys, "run", str(plan), "--approval", str(approval), "--policy", str(moved))
+    assert rc == ExitCode.OK, err
+    moved.unlink()
+    (run_id,) = [p.name for p in (sandbox.root / "runs").iterdir()]
+    rc, err = cli(sandbox, capsys, "rollback", run_id)
+    assert rc == ExitCode.OK, err
+    assert sandbox.wait_version("7.0.4.1", timeout=10) == "7.0.4.1"
