@@ -36,11 +36,13 @@ SYSTEM_POLICY = Path("/etc/upgrader/policy.yaml")
 def policy_path(args: Any) -> str | None:
     """The operator's policy: --policy, else HOME/policy.yaml, else SYSTEM_POLICY when it exists, else None (the
     shipped default). Never a path written in a plan: the plan is the requester's document."""
+    import os
+
     if getattr(args, "policy", None):
-        return str(args.policy)
+        return os.path.abspath(args.policy)  # plans and audit events name the file wherever they are read
     for candidate in (Path(args.home) / "policy.yaml", SYSTEM_POLICY):
         if candidate.is_file():
-            return str(candidate)
+            return os.path.abspath(candidate)
     return None
 
 
