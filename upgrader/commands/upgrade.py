@@ -271,6 +271,7 @@ class CheckedRun:
     approvals: list[Any]
     window: dict[str, Any]
     targets: list[Any]
+    requester: Any = None  # the key that stands for the requester (requester.Requester)
 
     @property
     def approval_digests(self) -> tuple[str, ...]:
@@ -313,7 +314,7 @@ def check_run(args: argparse.Namespace, plan: Any, clock: Any) -> CheckedRun:
     if catalog.sha256 != plan.data["catalog"]["sha256"]:  # the bytes whose signature was just checked
         raise ApprovalRefused(f"the catalog {catalog.path} is not the one the plan was made with",
                               hint="make and approve a new plan with this catalog")
-    approvals = _check_approvals(args, plan, policy, now, operator)
+    approvals, requester = _check_approvals(args, plan, policy, now, operator)
     from ..service_window import check_run_window
 
     window = check_run_window(plan.data.get("window"), policy,  # the clock at run time
@@ -324,7 +325,7 @@ def check_run(args: argparse.Namespace, plan: Any, clock: Any) -> CheckedRun:
 
     redecide(plan.hosts, policy=policy, catalog=catalog, now=now, connect=connect,
              forks=max(1, int(getattr(args, "forks", 8) or 8)))  # read-only: decided again under this policy
-    return CheckedRun(policy, operator, signed_by, approvals, window, targets)
+    return CheckedRun(policy, operator, signed_by, approvals, window, targets, requester)
 
 
 def refuse_refused(plan: Any) -> None:
@@ -352,7 +353,10 @@ def start_run(args: argparse.Namespace, plan: Any, checked: CheckedRun, clock: A
                    for a in checked.approvals]
     journal.record("plan", "accepted", digest=plan.digest, catalog=checked.signed_by, approvals=approved_by)
     recorder = Recorder(args.home, checked.operator, clock, run=run_id)
-    recorder.event("run_started", plan=plan.digest, target=plan.data["target"], requester=plan.data["requester"],
+    who = checked.requester
+    requester = {**plan.data["requester"], **({"key": who.fingerprint, "key_is": f"the key that {who.how}"}
+                                              if who is not None else {})}
+    recorder.event("run_started", plan=plan.digest, target=plan.data["target"], requester=requester,
                    approvals=approved_by, catalog={**plan.data["catalog"], **checked.signed_by},
                    policy=plan.data["policy"], self_approval_allowed=bool(checked.policy.allow_self_approval),
                    window=checked.window, hosts=[_host_summary(h) for h in plan.hosts])
@@ -503,7 +507,9 @@ def _used_approvals(home: Path) -> Any:
     return UsedApprovals(home / "approvals" / "used.jsonl")
 
 
-def _check_approvals(args: argparse.Namespace, plan: Any, policy: Any, now: Any, operator: Any) -> list[Any]:
+def _check_approvals(args: argparse.Namespace, plan: Any, policy: Any, now: Any,
+                     operator: Any) -> tuple[list[Any], Any]:
+    """The accepted approvals and the requester's key they were checked against."""
     from ..approval import check_approvals
     from ..requester import requester_of
     from ..signers import load_allowed_signers
@@ -516,7 +522,7 @@ def _check_approvals(args: argparse.Namespace, plan: Any, policy: Any, now: Any,
                              signers=signers, allow_unsigned=policy.allow_unsigned_plans, operator_key=operator_key)
     return check_approvals(args.approval, plan_digest=plan.digest, requester=requester,
                            signers=signers, required=policy.approvals_required,
-                           allow_self=policy.allow_self_approval, now=now, used=_used_approvals(args.home))
+                           allow_self=policy.allow_self_approval, now=now, used=_used_approvals(args.home)), requester
 
 
 def _dry_run(args: argparse.Namespace, plan: Any, c: Any) -> int:
