@@ -725,6 +725,10 @@ def _continue_after_canary(args: argparse.Namespace, run_dir: Path, result: dict
         raise ApprovalRefused(f"the catalog {catalog.path} is not the one the plan was made with",
                               hint="make and approve a new plan for the waiting hosts")
     targets = _targets(catalog, hosts)
+    from ..gate import redecide
+    from ..transport import connect
+
+    redecide(hosts, policy=policy, catalog=catalog, now=clock.now(), connect=connect)  # decided again now
     journal = Journal(run_dir, clock.now)
     operator = _operator(args, policy)
     recorder = Recorder(args.home, operator, clock, run=f"{args.run_id}/resume-{clock.now():%Y%m%dT%H%M%S}")
