@@ -12,7 +12,7 @@ from ._common import console, print_json
 
 def cmd_approve(args: argparse.Namespace) -> int:
     from ..approval import make_statement, write_approval
-    from ..clock import SystemClock
+    from ..clock import clock_of
     from ..document import parse_duration
     from ..keys import Identity, load_private_key
     from ..plan import load_plan
@@ -41,14 +41,14 @@ def cmd_approve(args: argparse.Namespace) -> int:
         signers_path = policy.allowed_signers
         if signers_path:
             signers = load_allowed_signers(policy.resolve_path(signers_path))
-            clock = SystemClock()
+            clock = clock_of(args)
             found = signers.principals_for(identity.key_blob, "upgrader-approval", clock.now())
             if len(found) == 1 and "*" not in found[0]:
                 principal = found[0]
         if not principal:
             raise InputError(f"cannot tell who you are from the key {identity.fingerprint}",
                              hint="give --as PRINCIPAL (your name in the allowed_signers file)")
-    clock = SystemClock()
+    clock = clock_of(args)
     statement = make_statement(plan.digest, principal, str(plan.data["requester"].get("user", "unknown")),
                                clock.now(), valid_for, args.comment or "", args.after_hours)
     out = Path(args.output)

@@ -104,12 +104,12 @@ def _targets(args: argparse.Namespace) -> list[_Target]:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    from ..clock import SystemClock
+    from ..clock import clock_of
     from ..inspection import flag_advisories, inspect_host
 
     kind = _output_kind(args.output)
     targets = _targets(args)
-    clock = SystemClock()
+    clock = clock_of(args)
     catalog = policy = None
     signed_by: dict[str, Any] = {}
     if args.catalog:
