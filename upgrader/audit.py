@@ -45,7 +45,10 @@ _MAYBE_SECRET = MAYBE_SECRET
 
 
 def redact(value: Any, key: str = "") -> Any:
-    """A copy of ``value`` with secrets replaced: values under secret-looking keys, and secret-looking text."""
+    """A copy of ``value`` with secrets replaced: values under secret-looking keys whatever their type (a number, a
+    nested object), and secret-looking text."""
+    if key and is_secret_name(key) and not isinstance(value, (str, bool)) and value is not None:
+        return "[REDACTED]"
     if isinstance(value, dict):
         return {k: redact(v, str(k)) for k, v in value.items()}
     if isinstance(value, list):
