@@ -89,7 +89,7 @@ _TEXT = r"(?:[^<]|<!\[CDATA\[.*?\]\]>)*"  # an element's text: characters and CD
 _ELEMENT = re.compile(r"(?is)<(?P<tag>" + _CANDIDATE.replace(r"[\w.-]", r"[\w:.-]") + r")(?P<attrs>[^>]*)>"
                       r"(?P<value>" + _TEXT + r")</(?P=tag)>")
 _ATTR_NAME = r"\b(?:name|key|id)[ \t]*=[ \t]*(?P<q1>[\"'])(?P<name>[^\"'<>]*)(?P=q1)"
-_ATTR_VALUE = r"\bvalue[ \t]*=[ \t]*(?P<q>[\"'])(?P<value>[^\"'<>]*)(?P=q)"
+_ATTR_VALUE = r"\bvalue[ \t]*=[ \t]*(?P<q>[\"'])(?P<value>(?:(?!(?P=q))[^<>])*)(?P=q)"
 _PROPERTY = re.compile(r"(?is)(?P<head><[\w:.-]+[^>]*?" + _ATTR_NAME + r"[^>]*?)" + _ATTR_VALUE)
 _PROPERTY_VALUE_FIRST = re.compile(r"(?is)(?P<head><[\w:.-]+[^>]*?)" + _ATTR_VALUE + r"(?P<tail>[^>]*?" + _ATTR_NAME
                                    + ")")
@@ -100,14 +100,14 @@ _NAME_VALUE_ELEMENTS = re.compile(r"(?is)(?P<head><(?P<nt>[\w:.-]*name)>\s*(?P<n
 _HEADER = re.compile(r"(?im)(?P<head>(?<![\w-])(?:proxy-)?(?:authorization|set-cookie2?|cookie2?)[ \t]*:[ \t]*)"
                      r"(?P<value>[^\r\n'\"]*[^\s'\"])")
 # the authority: up to the first / ? # (a password holds those only percent-encoded), or the end of the URL
-_URL_AUTHORITY = re.compile(r"(?i)(?P<scheme>\b[a-z][a-z0-9+.:-]*://)(?P<authority>[^\s/?#\"'<>]*@[^\s/?#\"'<>]*)")
+_URL_AUTHORITY = re.compile(r"(?i)(?P<scheme>\b[a-z][a-z0-9+.:-]*://)(?P<authority>[^\s/?#\"<>]*@[^\s/?#\"<>]*)")
 _ORACLE = re.compile(r"(?i)(?P<prefix>\bjdbc:oracle:[a-z]+:)(?P<user>[^\s/:@]+)/(?P<pw>\S+)@(?=[^\s@]*(?:\s|$))")
 # a whole line that sets one thing: ``key: value`` (YAML), ``key=value`` (.properties, shell, INI)
 _LINE_SETTING = re.compile(r"(?m)^(?P<head>(?P<indent>[ \t]*)(?P<dash>-[ \t]+)?[\"']?(?P<key>[\w.$-]+)[\"']?"
                            r"[ \t]*[=:](?:[ \t]+|(?=\S)))(?P<value>[^\n]*?)(?P<tail>[ \t\r]*)$")
 _SPACE_SETTING = re.compile(r"(?m)^(?P<head>[ \t]*(?P<key>[\w.$-]+)[ \t]+)(?P<value>[^\s=:][^\n]*?)(?P<tail>[ \t\r]*)$")
 _BLOCK_INDICATOR = re.compile(r"[|>][+-]?[1-9]?[+-]?(?:[ \t]+#.*)?")
-_FLOW_MAP = re.compile(r"\{[^{}\n]*\}")
+_FLOW_MAP = re.compile(r"\{(?:\"(?:[^\"\\\n]|\\.)*\"|'(?:[^'\n]|'')*'|[^{}\"'\n])*\}")
 _FLOW_SETTING = re.compile(r"(?P<key>[\w.$-]+)(?P<sep>[\"']?[ \t]*:[ \t]*)(?P<value>\"(?:[^\"\\]|\\.)*\"|'(?:[^']|'')*'"
                            r"|[^,}\n]*[^,}\s])")
 _PEM = re.compile(r"-----BEGIN ([A-Z ]*PRIVATE KEY)-----.*?(-----END \1-----|\Z)", re.S)
