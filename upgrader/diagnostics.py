@@ -198,7 +198,7 @@ def build_bundle(home: Path, run_id: str, *, connect: Callable[[dict[str, Any]],
     manifest_files = []
     blobs: list[tuple[str, bytes]] = []
     for path, text, collector in members:
-        text = redact(text, name=path)
+        text = redact(text)
         if obfuscator is not None:
             text, path = obfuscator(text), obfuscator(path)
         data = text.encode("utf-8")

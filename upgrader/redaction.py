@@ -37,8 +37,9 @@ parse (a bundle must be written from a damaged file too):
 - YAML: a secret key's whole value, including block scalars (``password: |`` and ``>-``) and
   every more-indented line below it; flow maps (``{user: a, password: b;c}``) to the next ``,``
   or ``}``; and a line ``key: value`` or ``key=value`` (YAML, ``.properties``, shell, INI) to its
-  end, with ``.properties`` continuation lines (a trailing backslash) and, in a file named
-  ``*.properties``, the ``key value`` form;
+  end, with ``.properties`` continuation lines (a trailing backslash) and the ``.properties`` form
+  ``key value`` (so a line that starts with a secret name and a space hides the rest: ``token
+  expired`` becomes ``token ***``);
 - XML: elements (``CDATA`` sections too), attributes, ``<property name=... value=...>``.
 
 ``MAYBE_SECRET`` finds a word every rule needs: text it does not match holds no secret these
@@ -138,10 +139,9 @@ def _key_tails(text: str, pem_mask: str, mask: str) -> str:
     return "".join(out) + text[pos:] if out else text
 
 
-def redact(text: str, mask: str = MASK, pem_mask: str | None = None, *, name: str = "") -> str:
+def redact(text: str, mask: str = MASK, pem_mask: str | None = None) -> str:
     """``text`` with every secret it recognises replaced by ``mask``; a private key block becomes
-    ``pem_mask`` (default: its BEGIN and END lines around ``mask``). ``name``: the file the text comes
-    from, when its form (``*.properties``) allows more than the rules every text gets."""
+    ``pem_mask`` (default: its BEGIN and END lines around ``mask``)."""
     if not MAYBE_SECRET.search(text):
         return text
 
@@ -174,8 +174,7 @@ def redact(text: str, mask: str = MASK, pem_mask: str | None = None, *, name: st
     text = _indented_values(text, mask)
     text = _continued_lines(text, mask)
     text = _LINE_SETTING.sub(line_setting, text)
-    if name.endswith(".properties"):
-        text = _SPACE_SETTING.sub(line_setting, text)
+    text = _SPACE_SETTING.sub(line_setting, text)
     text = _FLOW_MAP.sub(lambda m: _FLOW_SETTING.sub(setting, m.group(0)), text)
     text = _URL_AUTHORITY.sub(lambda m: m.group("scheme") + _authority(m.group("authority"), mask), text)
     text = _ORACLE.sub(lambda m: f"{m.group('prefix')}{m.group('user')}/{mask}@", text)
