@@ -23,9 +23,11 @@ def console(stderr: bool = False) -> Any:
 
 
 def print_json(data: Any) -> None:
+    """``--json`` output, with secrets replaced (``redaction.redact_value``): scripts and CI logs keep it."""
     from ..plan import readable_json
+    from ..redaction import redact_value
 
-    sys.stdout.write(readable_json(data, default=str))
+    sys.stdout.write(readable_json(redact_value(data), default=str))
 
 
 def policy_path(args: Any) -> str | None:

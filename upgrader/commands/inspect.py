@@ -158,7 +158,9 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 def _write(out: Path, kind: str, data: dict[str, Any], lang: str | None) -> None:
     from ..audit_report import _write_atomically
     from ..language import resolve_lang
+    from ..redaction import redact_value
 
+    data = redact_value(data)  # a report is sent on: no secret from a host's facts or logs goes with it
     if kind == "html":
         from ..inspect_report import render_html
 
