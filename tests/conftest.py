@@ -38,7 +38,7 @@ from upgrader.commands.demo import Sandbox, build_sandbox
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 #: the test suite's fault plugin (sitecustomize.py): put on every test's PYTHONPATH, never shipped
 PLUGIN = Path(__file__).resolve().parent / "plugin"
-LIBFAKETIME = Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1")
+LIBFAKETIME = next(Path("/usr/lib").glob("*/faketime/libfaketime.so.1"), Path("/usr/lib/faketime/libfaketime.so.1"))
 _CLOCK: Clock | None = None  # set by now_at for this test's in-process CLI calls
 
 
