@@ -1,14 +1,28 @@
 """Shared fixtures: an isolated HOME, the sample catalog (built once), and sandboxes with the real
-sample middleware installed and running on a free loopback port."""
+sample middleware installed and running on a free loopback port.
+
+Another "now", a kill or a pause: the product has no hook for any of them (no variable it reads).
+- Another now, in-process: ``now_at(monkeypatch, "2026-11-27T10:00:00+08:00")``; every later call of
+  ``upgrader``/``plan_to``/``approve``/``run_plan`` in that test hands the CLI a clock that starts at
+  that time and ticks (``cli.main(argv, clock=...)``). Replaces ``monkeypatch.setenv("UPGRADER_TEST_NOW", t)``.
+- Another now, in a child process: ``faketime_env(t)`` (libfaketime, for commands that do not wait on
+  threads: libfaketime 0.9.10 stalls Python's timed lock waits), merged into the child's env.
+- A kill or a pause in a child process: ``fault_env(kill_at=...)`` / ``fault_env(pause_at=...)``, merged
+  into the child's env. Same point names as the old ``UPGRADER_TEST_KILL_AT`` / ``UPGRADER_TEST_PAUSE_AT``;
+  tests/plugin/sitecustomize.py registers the hooks (see tests/plugin/upgrader_test_faults.py).
+"""
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import json
 import os
 import signal
 import stat
+import sys
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -18,9 +32,62 @@ import pytest
 from fleet import Fleet, build_fleet
 from sshd import SSHServer, start_sshd
 from upgrader.cli import main
+from upgrader.clock import Clock
 from upgrader.commands.demo import Sandbox, build_sandbox
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+#: the test suite's fault plugin (sitecustomize.py): put on every test's PYTHONPATH, never shipped
+PLUGIN = Path(__file__).resolve().parent / "plugin"
+LIBFAKETIME = next(Path("/usr/lib").glob("*/faketime/libfaketime.so.1"), Path("/usr/lib/faketime/libfaketime.so.1"))
+_CLOCK: Clock | None = None  # set by now_at for this test's in-process CLI calls
+
+
+class TickingClock:
+    """A clock that starts at ``at`` and then runs with the real one (waits and timeouts stay real)."""
+
+    def __init__(self, at: datetime.datetime) -> None:
+        if at.tzinfo is None:
+            raise ValueError("TickingClock needs an aware datetime")
+        self._at, self._start = at, time.monotonic()
+
+    def now(self) -> datetime.datetime:
+        return (self._at + datetime.timedelta(seconds=time.monotonic() - self._start)).astimezone(datetime.timezone.utc)
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+
+def now_at(monkeypatch: pytest.MonkeyPatch, when: str) -> TickingClock:
+    """From here on in this test, the in-process CLI (``upgrader`` and the helpers that call it) runs with its clock
+    at ``when`` (ISO 8601 with its UTC offset), ticking from there."""
+    clock = TickingClock(datetime.datetime.fromisoformat(when))
+    monkeypatch.setattr(sys.modules[__name__], "_CLOCK", clock)
+    return clock
+
+
+def fault_env(*, kill_at: str | None = None, pause_at: str | None = None) -> dict[str, str]:
+    """Environment entries for a child process that the test suite's fault plugin kills at ``kill_at`` or holds at
+    ``pause_at`` (the point names are listed in tests/plugin/upgrader_test_faults.py)."""
+    env = {"PYTHONPATH": os.pathsep.join(p for p in (str(PLUGIN), os.environ.get("PYTHONPATH", "")) if p)}
+    if kill_at:
+        env["UPGRADER_FAULT_KILL_AT"] = kill_at
+    if pause_at:
+        env["UPGRADER_FAULT_PAUSE_AT"] = pause_at
+    return env
+
+
+def faketime_env(when: str) -> dict[str, str]:
+    """Environment entries that run a child process under libfaketime with its wall clock at ``when`` (ISO 8601 with
+    its UTC offset), ticking from there; only for commands that do not wait on locks with a timeout."""
+    assert LIBFAKETIME.is_file(), f"{LIBFAKETIME} is missing: install the Debian package faketime (tests/run.sh does)"
+    offset = datetime.datetime.fromisoformat(when).timestamp() - time.time()
+    return {"LD_PRELOAD": str(LIBFAKETIME), "FAKETIME": f"{offset:+.0f}", "FAKETIME_NO_CACHE": "1"}
+
+
+@pytest.fixture(autouse=True)
+def fault_plugin_on_pythonpath(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Child processes of every test can load the fault plugin; it does nothing unless fault_env's variables are set."""
+    monkeypatch.setenv("PYTHONPATH", fault_env()["PYTHONPATH"])
 
 
 @pytest.fixture(autouse=True)
@@ -63,8 +130,8 @@ def sandbox(tmp_path: Path) -> Iterator[Sandbox]:
 
 
 def upgrader(box: Sandbox, *argv: str) -> int:
-    """Run the real CLI in-process against the sandbox's home."""
-    return main(["--home", str(box.root), *argv])
+    """Run the real CLI in-process against the sandbox's home (with the clock of ``now_at``, if the test set one)."""
+    return main(["--home", str(box.root), *argv], clock=_CLOCK)
 
 
 def plan_to(box: Sandbox, version: str, *extra: str) -> tuple[int, Path]:

@@ -53,7 +53,7 @@ def test_two_processes_appending_5000_events_each_leave_an_intact_log_with_every
     print(f"\n2 x {PER_WRITER} fsynced appends in {elapsed:.1f} s ({2 * PER_WRITER / elapsed:,.0f} events/s)")
 
     result = verify_log(path, signers=None)
-    assert result.intact, result.message
+    assert result.chain_intact, result.message
     assert result.entries == 2 * PER_WRITER == result.valid_entries
 
     seen: dict[str, list[int]] = {"A": [], "B": []}

@@ -158,6 +158,87 @@ def test_untouched_log_with_the_later_runs_anchor_is_complete_up_to_it(recorded:
     assert "complete up to the anchor you hold" in out.text
 
 
+def test_without_allowed_signers_an_untouched_log_cannot_be_checked_exit_2_with_the_chain_result(
+        auditor: Auditor) -> None:
+    """No policy naming audit signers and no --allowed-signers: the real `upgrader` process exits 2 (not 6, not 0),
+    says it cannot check the checkpoints and what to give, and reports the chain's own result beside it."""
+    (auditor.home / "policy.yaml").unlink()  # the shipped default policy names no audit signers
+    n = len(auditor.lines)
+    proc = subprocess.run([sys.executable, "-m", "upgrader", "--home", str(auditor.home), "audit", "verify"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "CANNOT CHECK" in proc.stdout and "ALTERED" not in proc.stdout and "INTACT" not in proc.stdout
+    assert "cannot check the checkpoints: give --allowed-signers or --policy" in proc.stdout
+    assert f"{n} entries form an unbroken hash chain with 2 checkpoint(s)" in proc.stdout
+    out = auditor.verify()
+    assert out.rc == 2
+    assert out.report["status"] == "cannot_check" and out.report["intact"] is False
+    assert out.report["chain_intact"] is True and out.report["signers_known"] is False
+    signed = auditor.verify("--allowed-signers", str(auditor.home / "keys" / "allowed_signers"))
+    assert signed.rc == 0 and signed.report["status"] == "intact"
+    for lang, stamp in (("en", "CANNOT CHECK"), ("zh", "无法核验")):
+        report = auditor.home / f"report-{lang}.html"
+        assert main(["--home", str(auditor.home), "audit", "export", "--format", "html", "--lang", lang,
+                     "-o", str(report)]) == 2
+        html = report.read_text(encoding="utf-8")
+        assert stamp in html and 'class="card verify cannot_check"' in html and ">INTACT<" not in html
+
+
+def test_without_allowed_signers_an_edited_log_is_still_exit_2_naming_the_edit_beside_it(
+        recorded: Recorded, auditor: Auditor) -> None:
+    """Cannot check is the verdict without signers, and the chain's own result names the edited line."""
+    (auditor.home / "policy.yaml").unlink()
+    lines = auditor.lines
+    k = line_of(lines, run=recorded.upgrade_run, event="phase_finished", phase="install")
+    lines[k - 1] = lines[k - 1].replace(b'"outcome":"ok"', b'"outcome":"failed"')
+    auditor.write(lines)
+    out = auditor.verify()
+    assert out.rc == 2
+    assert out.report["chain_intact"] is False and out.report["bad_line"] == k
+    assert f"the chain on its own: altered at line {k}:" in out.report["verdict"]
+
+
+def test_stripping_every_checkpoint_and_rebuilding_the_chain_after_editing_the_approver_exits_6(
+        recorded: Recorded, auditor: Auditor) -> None:
+    """The attack: change who approved, drop every checkpoint, renumber and rechain every line. With the operators'
+    allowed signers (the policy's) the log is not INTACT: exit 6 naming the first finished run's first line."""
+    lines = auditor.lines
+    k = line_of(lines, run=recorded.upgrade_run, event="approval_accepted")
+    assert b"engineer@vendor" in lines[k - 1]
+    kept = [json.loads(line) for line in lines if json.loads(line)["event"] != "checkpoint"]
+    forged: list[bytes] = []
+    for seq, rec in enumerate(kept, 1):
+        if rec["event"] == "approval_accepted" and rec["run"] == recorded.upgrade_run:
+            rec = json.loads(json.dumps(rec).replace("engineer@vendor", "ciso@customer"))
+        rec["seq"], rec["prev"] = seq, sha(forged[-1]) if forged else "0" * 64
+        forged.append(dumps(rec))
+    auditor.write(forged)
+    first = line_of(forged, run=recorded.upgrade_run)
+    out = auditor.verify()
+    assert out.rc == ALTERED, out.text
+    assert out.report["status"] == "altered" and out.report["problem"] == "unsigned"
+    assert out.report["bad_line"] == first
+    assert out.report["message"].startswith(
+        f"line {first}: {len(forged)} events, including a finished run, carry no valid signature")
+    assert "ALTERED" in out.text and "INTACT" not in out.text and f"line {first}" in out.text
+    proc = subprocess.run([sys.executable, "-m", "upgrader", "--home", str(auditor.home), "audit", "verify"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == ALTERED and f"line {first}: " in proc.stdout
+
+
+def test_removing_only_the_last_checkpoint_exits_6_naming_the_run_it_closed(
+        recorded: Recorded, auditor: Auditor) -> None:
+    """A finished run whose closing checkpoint was cut off the end is unsigned: exit 6 at that run's first line."""
+    lines = auditor.lines
+    auditor.write(lines[:-1])
+    first = line_of(lines, run=recorded.failed_run)
+    out = auditor.verify()
+    assert out.rc == ALTERED
+    assert out.report["problem"] == "unsigned" and out.report["bad_line"] == first
+    uncovered = len(lines) - 1 - checkpoint_lines(lines)[0]
+    assert f"{uncovered} events, including a finished run, carry no valid signature" in out.report["message"]
+
+
 # -- edits ---------------------------------------------------------------------------------------------
 
 

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from conftest import approve, plan_to
+from conftest import approve, fault_env, plan_to
 from upgrader.commands.demo import Sandbox
 from upgrader.engine import CANCELLED
 from upgrader.journal import read_journal
@@ -117,7 +117,7 @@ def test_ctrl_c_before_stop_releases_the_host_untouched(sandbox: Sandbox) -> Non
     box = sandbox
     before = pid_of(box)
     rc, _, err, result = run_with_ctrl_c(box, lambda: journal_shows(box, "backup", "done"),
-                                         env={"UPGRADER_TEST_PAUSE_AT": "stop"})
+                                         env=fault_env(pause_at="stop"))
     assert rc == 1, err
     (host,) = result["hosts"]
     assert host["outcome"] == "unchanged" and CANCELLED in host["error"], host

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 import yaml  # type: ignore[import-untyped]
-from conftest import plan_to, run_plan, run_with_cancel, upgrader
+from conftest import fault_env, plan_to, run_plan, run_with_cancel, upgrader
 
 from upgrader.commands.demo import Sandbox
 from upgrader.commands.diagnostics import needs_bundle
@@ -415,7 +415,7 @@ def test_the_guide_does_not_ask_to_send_a_bundle_after_the_operator_cancelled(sa
     box = sandbox
     plan, approval = approved_plan(box, "7.0.4.2")
     child = guide(box, "--plan", str(plan), "--approval", str(approval), lang="en",
-                  env={"UPGRADER_TEST_PAUSE_AT": "install"})
+                  env=fault_env(pause_at="install"))
     answer_until_stop(child, "en")
     child.sendline("y")
     child.expect(SCREEN["en"]["stopped"])

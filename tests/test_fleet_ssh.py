@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml  # type: ignore[import-untyped]
 
-from conftest import Run, approve, plan_to, product_digest, upgrader
+from conftest import Run, approve, fault_env, now_at, plan_to, product_digest, upgrader
 from fleet import Fleet, FleetHost, wait_for
 from upgrader.inventory import load_inventory
 from upgrader.journal import JournalRecord
@@ -205,7 +205,7 @@ def test_a_continuation_after_the_canary_killed_midway_is_finished_from_the_jour
     run = execute(f, planned(f, "7.0.4.2"), "--canary", "1")
     assert run.outcomes == {"app-01": "committed", "app-02": "not_started"}
     killed = subprocess.run([sys.executable, "-m", "upgrader", "--home", str(f.box.root), "resume", run.id, "--yes"],
-                            env={**os.environ, "UPGRADER_TEST_KILL_AT": "observe:started"}, capture_output=True,
+                            env={**os.environ, **fault_env(kill_at="observe:started")}, capture_output=True,
                             text=True, timeout=120)
     assert killed.returncode == -9, killed.stderr[-2000:]
     assert upgrader(f.box, "resume", run.id) == 1
@@ -222,19 +222,19 @@ def test_hosts_waiting_after_a_canary_start_only_inside_the_service_window(fleet
     policy = f.box.policy.read_text(encoding="utf-8")
     f.box.policy.write_text(policy.replace("  outside: allow\n", "  outside: after_hours_approval\n"), encoding="utf-8")
     monkeypatch.setattr(sys, "stdin", io.StringIO(""))
-    monkeypatch.setenv("UPGRADER_TEST_NOW", "2026-11-27T10:00:00+08:00")  # a Friday, inside the window
+    now_at(monkeypatch, "2026-11-27T10:00:00+08:00")  # a Friday, inside the window
     plan = planned(f, "7.0.4.2")
     run = execute(f, plan, "--canary", "1", approval=approve(f.box, plan, "--expires", "7d"))
     assert run.outcomes == {"app-01": "committed", "app-02": "not_started"}
     before = product_digest(f["app-02"].install_dir)
     capsys.readouterr()
-    monkeypatch.setenv("UPGRADER_TEST_NOW", "2026-11-27T20:00:00+08:00")  # that evening: outside
+    now_at(monkeypatch, "2026-11-27T20:00:00+08:00")  # that evening: outside
     assert upgrader(f.box, "resume", run.id, "--yes") == 4
     err = capsys.readouterr().err
     assert "outside the service window" in err and "--after-hours" in err
     assert product_digest(f["app-02"].install_dir) == before
     assert f.versions() == {"app-01": "7.0.4.2", "app-02": "7.0.4.1"}
-    monkeypatch.setenv("UPGRADER_TEST_NOW", "2026-11-30T10:00:00+08:00")  # Monday morning, inside again
+    now_at(monkeypatch, "2026-11-30T10:00:00+08:00")  # Monday morning, inside again
     assert upgrader(f.box, "resume", run.id, "--yes") == 0
     assert f.versions() == {"app-01": "7.0.4.2", "app-02": "7.0.4.2"}
 
@@ -243,12 +243,12 @@ def test_hosts_waiting_after_a_canary_are_not_started_once_the_approval_expired(
     """The approval (1 day) has expired when the canary is confirmed: exit 4, the waiting host untouched."""
     f = fleet(2)
     monkeypatch.setattr(sys, "stdin", io.StringIO(""))
-    monkeypatch.setenv("UPGRADER_TEST_NOW", "2026-11-27T10:00:00+08:00")
+    now_at(monkeypatch, "2026-11-27T10:00:00+08:00")
     plan = planned(f, "7.0.4.2")
     run = execute(f, plan, "--canary", "1", approval=approve(f.box, plan, "--expires", "1d"))
     assert run.outcomes == {"app-01": "committed", "app-02": "not_started"}
     capsys.readouterr()
-    monkeypatch.setenv("UPGRADER_TEST_NOW", "2026-11-30T10:00:00+08:00")
+    now_at(monkeypatch, "2026-11-30T10:00:00+08:00")
     assert upgrader(f.box, "resume", run.id, "--yes") == 4
     assert "no longer valid" in capsys.readouterr().err
     assert f.versions() == {"app-01": "7.0.4.2", "app-02": "7.0.4.1"}

@@ -16,7 +16,7 @@ from typing import Any
 import pexpect
 import pytest
 
-from conftest import approve, plan_to, product_digest, run_with_cancel, upgrader
+from conftest import approve, fault_env, plan_to, product_digest, run_with_cancel, upgrader
 from upgrader.commands.demo import Sandbox
 from upgrader.commands.guide import CANCELLED_EXIT
 from upgrader.guide_messages import MESSAGES, RULES, Messages
@@ -351,7 +351,7 @@ def test_ctrl_c_during_the_run_before_stop_releases_the_host_untouched(sandbox: 
     plan, approval = approved_plan(box, "7.0.4.2")
     before, old_pid = product_digest(box.install_dir), pid(box)
     child = guide(box, "--plan", str(plan), "--approval", str(approval), lang=lang,
-                  env={"UPGRADER_TEST_PAUSE_AT": "stop"})
+                  env=fault_env(pause_at="stop"))
     answer_until_stop(child, lang)
     child.sendline("y")
     child.expect(SCREEN[lang]["backed_up"])
@@ -374,7 +374,7 @@ def test_ctrl_c_as_the_run_starts_ends_the_run_with_its_records(sandbox: Sandbox
     box = sandbox
     plan, approval = approved_plan(box, "7.0.4.2")
     before, old_pid = product_digest(box.install_dir), pid(box)
-    child = guide(box, "--plan", str(plan), "--approval", str(approval), env={"UPGRADER_TEST_PAUSE_AT": "run_started"})
+    child = guide(box, "--plan", str(plan), "--approval", str(approval), env=fault_env(pause_at="run_started"))
     answer_until_stop(child, "en")
     child.sendline("y")
     child.expect("If this window closes")
@@ -402,7 +402,7 @@ def test_ctrl_c_after_stop_rolls_back_and_a_second_ctrl_c_does_not_abandon_it(sa
     plan, approval = approved_plan(box, "7.0.4.2")
     before = product_digest(box.install_dir)
     child = guide(box, "--plan", str(plan), "--approval", str(approval), lang=lang,
-                  env={"UPGRADER_TEST_PAUSE_AT": "install"})
+                  env=fault_env(pause_at="install"))
     answer_until_stop(child, lang)
     child.sendline("y")
     child.expect(SCREEN[lang]["stopped"])
@@ -510,7 +510,7 @@ def test_lost_terminal_just_after_a_grant_closes_it_and_exits_129(sandbox: Sandb
     plan, approval = approved_plan(box, "7.0.4.2")
     engineer = (box.keys / "engineer.pub").read_text().split()[1].encode()
     child = guide(box, "--plan", str(plan), "--approval", str(approval),
-                  env={"UPGRADER_TEST_PAUSE_AT": "access_granted"})
+                  env=fault_env(pause_at="access_granted"))
     child.expect(SCREEN["en"]["backup"])
     child.sendline("y")
     grant_access(child, box)

@@ -2,7 +2,8 @@
 files; afterwards `upgrader resume` leaves the host on one whole version, healthy, and a second resume
 changes nothing; separately, `upgrader rollback` brings it back to the old version byte for byte.
 
-How a kill is placed: `upgrader run` runs as a child process with UPGRADER_TEST_KILL_AT=<point>.
+How a kill is placed: `upgrader run` runs as a child process with the test suite's fault plugin set to kill
+at <point> (conftest's fault_env; the product has no such hook).
 ``<phase>:before|started|finished`` kills the controller at that boundary the first time a phase of
 that name passes it; ``agent:<op>:<step>`` kills the host action at that step, then the controller.
 
@@ -40,7 +41,7 @@ from typing import Any, Callable, Iterator
 import pytest
 import yaml  # type: ignore[import-untyped]
 
-from conftest import approve, kill_processes_under, plan_to, product_digest, tree_digest
+from conftest import approve, fault_env, kill_processes_under, plan_to, product_digest, tree_digest
 from fleet import Fleet
 from upgrader.commands.demo import Sandbox, build_sandbox
 from upgrader.playbook import shipped_playbooks_dir
@@ -160,9 +161,8 @@ def use_playbook(box: Sandbox, playbook: Path) -> None:
 
 def cli(box: Sandbox, *argv: str, kill_at: str | None = None) -> subprocess.Popen[str]:
     """The real CLI as a child process (cwd inside the sandbox, so anything it leaves behind is found)."""
-    env = {k: v for k, v in os.environ.items() if k != "UPGRADER_TEST_KILL_AT"}
-    if kill_at:
-        env["UPGRADER_TEST_KILL_AT"] = kill_at
+    env = {k: v for k, v in os.environ.items() if k != "UPGRADER_FAULT_KILL_AT"}
+    env.update(fault_env(kill_at=kill_at))
     return subprocess.Popen([sys.executable, "-m", "upgrader", "--home", str(box.root), *argv], cwd=box.root,
                             env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)

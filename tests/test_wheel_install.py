@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import datetime
 import json
+import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
+from conftest import faketime_env, product_digest
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -74,3 +78,47 @@ def test_installed_help_works_without_the_checkout(installed, tmp_path):
     assert res.returncode == 0
     for command in ("plan", "run", "rollback", "versions", "package"):
         assert command in res.stdout
+
+
+@pytest.mark.slow
+def test_the_old_test_variables_change_nothing_on_the_installed_product(installed, sandbox, tmp_path):
+    """UPGRADER_TEST_NOW, UPGRADER_TEST_KILL_AT and UPGRADER_TEST_PAUSE_AT, left set in a shell or a CI job, do not move
+    the installed product's clock (an expired approval stays expired: exit 4, the host untouched), kill it or hold
+    it: the run goes through at once and upgrades the host."""
+    box = sandbox
+    upgrader_bin = str(installed / "bin" / "upgrader")
+    clean = {k: v for k, v in os.environ.items() if k != "PYTHONPATH" and not k.startswith("UPGRADER_")}
+    made_at = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(days=2)
+
+    def cli(*argv: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([upgrader_bin, "--home", str(box.root), *argv], cwd=tmp_path, capture_output=True,
+                              text=True, timeout=300, env={**clean, **(env or {})})
+
+    # planned and approved (for one hour) two days ago, as libfaketime makes the system clock say
+    old = faketime_env(made_at.isoformat())
+    plan, approval = box.plans / "old.json", box.approvals / "old.approval"
+    made = cli("plan", "--inventory", str(box.inventory), "--to", "7.0.4.2", "--catalog", str(box.catalog),
+               "-o", str(plan), env=old)
+    assert made.returncode == 0, made.stderr
+    signed = cli("approve", str(plan), "--key", str(box.engineer_key), "--expires", "1h", "-o", str(approval), env=old)
+    assert signed.returncode == 0, signed.stderr
+    before = product_digest(box.install_dir)
+    inside_the_hour = (made_at + datetime.timedelta(minutes=30)).isoformat()
+    refused = cli("run", str(plan), "--approval", str(approval), env={"UPGRADER_TEST_NOW": inside_the_hour})
+    assert refused.returncode == 4, refused.stdout + refused.stderr
+    assert "expired" in refused.stderr
+    assert product_digest(box.install_dir) == before and box.answers() == "7.0.4.1"
+    assert not (box.root / "runs").is_dir() or not list((box.root / "runs").iterdir())
+
+    fresh = box.plans / "fresh.json"
+    assert cli("plan", "--inventory", str(box.inventory), "--to", "7.0.4.2", "--catalog", str(box.catalog),
+               "-o", str(fresh)).returncode == 0
+    approval = box.approvals / "fresh.approval"
+    assert cli("approve", str(fresh), "--key", str(box.engineer_key), "-o", str(approval)).returncode == 0
+    started = time.monotonic()
+    ran = cli("run", str(fresh), "--approval", str(approval),
+              env={"UPGRADER_TEST_KILL_AT": "stop:before", "UPGRADER_TEST_PAUSE_AT": "stop"})
+    took = time.monotonic() - started
+    assert ran.returncode == 0, ran.stdout[-2000:] + ran.stderr[-2000:]  # not -9: not killed at stop:before
+    assert took < 60, f"the run took {took:.0f} s: it was held at the stop check"
+    assert box.wait_version("7.0.4.2", 10) == "7.0.4.2"

@@ -1,18 +1,22 @@
 """The service window through the real CLI: plan records it, run checks it with the clock at run time.
 
-The clock is fixed with UPGRADER_TEST_NOW (read by SystemClock, for tests only). 2026-11-27 is a
+The CLI runs in-process with its clock at a chosen time (conftest's now_at), or as a child process
+under libfaketime (conftest's faketime_env): the product itself has no test clock. 2026-11-27 is a
 Friday: 10:00 Asia/Shanghai is inside the default window, 20:00 is outside; 2027 has no holiday data.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import approve, plan_to, product_digest, upgrader
+from conftest import approve, faketime_env, now_at, plan_to, product_digest, upgrader
 from upgrader.audit import read_events
 from upgrader.commands.demo import Sandbox
 
@@ -30,7 +34,7 @@ def set_outside(box: Sandbox, outside: str, holidays: Path | None = None) -> Non
 
 
 def at(monkeypatch: pytest.MonkeyPatch, when: str) -> None:
-    monkeypatch.setenv("UPGRADER_TEST_NOW", when)
+    now_at(monkeypatch, when)
 
 
 def runs(box: Sandbox) -> list[str]:
@@ -184,10 +188,17 @@ def test_a_holidays_file_changed_after_the_plan_refuses_the_run(sandbox, monkeyp
     assert_untouched(box, before)
 
 
-def test_a_malformed_test_clock_is_bad_input(sandbox, monkeypatch, capsys):
-    """UPGRADER_TEST_NOW without a UTC offset is refused with exit 2 and an example."""
+def test_the_cli_in_a_child_process_under_libfaketime_plans_with_that_time(sandbox):
+    """The product reads the system's clock only: `upgrader plan` run as a child process under libfaketime at
+    Friday 20:00 records the window as outside, at Friday 10:00 as inside."""
     box = sandbox
-    at(monkeypatch, "2026-11-27T10:00:00")
-    rc, _ = plan_to(box, "7.0.4.2")
-    assert rc == 2
-    assert "expected an ISO 8601 time with its UTC offset" in capsys.readouterr().err
+    set_outside(box, "after_hours_approval")
+    inside = {}
+    for when in (FRIDAY_NIGHT, FRIDAY_MORNING):
+        out = box.plans / f"faketime-{len(inside)}.json"
+        done = subprocess.run([sys.executable, "-m", "upgrader", "--home", str(box.root), "plan", "--inventory",
+                               str(box.inventory), "--to", "7.0.4.2", "--catalog", str(box.catalog), "-o", str(out)],
+                              env={**os.environ, **faketime_env(when)}, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr[-2000:]
+        inside[when] = json.loads(out.read_text())["window"]["inside"]
+    assert inside == {FRIDAY_NIGHT: False, FRIDAY_MORNING: True}

@@ -43,7 +43,8 @@ CHUNK = 1 << 20
 
 
 def test_kill(req, point):
-    """Fault injection for the test suite only: die here, as a power cut would (UPGRADER_TEST_KILL_AT)."""
+    """A fault point: die here, as a power cut would, when the request's ``_test_kill`` names it. The controller
+    never sets that field; only the test suite's fault plugin (tests/plugin) makes it add one."""
     if req.get("_test_kill") == point:
         os.kill(os.getpid(), signal.SIGKILL)
 

@@ -8,8 +8,11 @@ runs appending at once never interleave or lose lines. String values that look l
 redacted before they are written.
 
 ``verify_log`` checks the chain, the sequence, every checkpoint signature and the structure of
-runs, and names the first bad line. It cannot prove that nothing was cut off the end: only a
-checkpoint held elsewhere (``anchor``) can, and the result says so.
+runs, and names the first bad line. A chain alone proves nothing (anyone can rebuild one after an
+edit): only checkpoints signed by an allowed operator do, so every finished run must be covered by
+one, and without allowed signers the verdict is "cannot check" beside the chain's own result. It
+cannot prove that nothing was cut off the end: only a checkpoint held elsewhere (``anchor``) can,
+and the result says so.
 """
 
 from __future__ import annotations
@@ -42,7 +45,10 @@ _MAYBE_SECRET = MAYBE_SECRET
 
 
 def redact(value: Any, key: str = "") -> Any:
-    """A copy of ``value`` with secrets replaced: values under secret-looking keys, and secret-looking text."""
+    """A copy of ``value`` with secrets replaced: values under secret-looking keys whatever their type (a number, a
+    nested object), and secret-looking text."""
+    if key and is_secret_name(key) and not isinstance(value, (str, bool)) and value is not None:
+        return "[REDACTED]"
     if isinstance(value, dict):
         return {k: redact(v, str(k)) for k, v in value.items()}
     if isinstance(value, list):
@@ -287,17 +293,33 @@ class VerifyResult:
     last_checkpoint: dict[str, Any] | None = None
     bad_line: int | None = None
     problem: str | None = None          # edited | missing | reordered | truncated | torn | bad signature | forged
+    #                                     | unsigned (a finished run no valid checkpoint covers)
     message: str = ""
     uncovered: int = 0                  # valid entries after the last checkpoint
     anchor_checked: bool = False
+    signers_known: bool = True          # False: no allowed signers, so no checkpoint could be attributed
     warnings: list[str] = field(default_factory=list)
 
     @property
-    def intact(self) -> bool:
+    def chain_intact(self) -> bool:
+        """The log's own consistency (chain, sequence, runs, signatures against their own keys)."""
         return self.bad_line is None and self.problem is None
 
+    @property
+    def intact(self) -> bool:
+        """Proven unaltered: the chain holds and its checkpoints are signed by allowed operators."""
+        return self.chain_intact and self.signers_known
+
+    @property
+    def status(self) -> str:
+        """``intact`` (exit 0), ``altered`` (exit 6) or ``cannot_check`` (exit 2: no allowed signers known)."""
+        if not self.signers_known:
+            return "cannot_check"
+        return "intact" if self.chain_intact else "altered"
+
     def to_dict(self) -> dict[str, Any]:
-        return {"path": self.path, "intact": self.intact, "entries": self.entries,
+        return {"path": self.path, "status": self.status, "intact": self.intact,
+                "chain_intact": self.chain_intact, "signers_known": self.signers_known, "entries": self.entries,
                 "valid_entries": self.valid_entries, "checkpoints": self.checkpoints,
                 "last_checkpoint": self.last_checkpoint, "bad_line": self.bad_line, "problem": self.problem,
                 "message": self.message, "uncovered_after_last_checkpoint": self.uncovered,
@@ -365,7 +387,7 @@ def verify_log(path: Path, *, signers: Any, anchor: tuple[int, str] | None = Non
 
     One pass, one JSON parse and one sha256 per line; each checkpoint's signature is checked once.
     """
-    r = VerifyResult(str(path))
+    r = VerifyResult(str(path), signers_known=signers is not None)
     try:
         f = open(path, "rb", buffering=1 << 20)
     except FileNotFoundError:
@@ -375,6 +397,8 @@ def verify_log(path: Path, *, signers: Any, anchor: tuple[int, str] | None = Non
     prev_hash, prev_time = GENESIS, ""
     closed_runs: set[str] = set()
     open_runs: set[str] = set()
+    first_line: dict[str, int] = {}         # run -> the line of its first event
+    unsigned_finished: list[str] = []       # runs finished since the last valid checkpoint
     anchor_seq = anchor[0] if anchor is not None else 0
     anchor_hash: str | None = None
     sha256 = hashlib.sha256
@@ -423,6 +447,7 @@ def verify_log(path: Path, *, signers: Any, anchor: tuple[int, str] | None = Non
                 r.checkpoints += 1
                 r.last_checkpoint = {"seq": n - 1, "head": prev_hash, "line": n,
                                      "signer": rec["checkpoint"].get("signer")}
+                unsigned_finished.clear()
                 if run:
                     closed_runs.add(run)
                     open_runs.discard(run)
@@ -433,11 +458,21 @@ def verify_log(path: Path, *, signers: Any, anchor: tuple[int, str] | None = Non
                     if event not in _RUN_OPENERS:
                         return _fail(r, n, "forged", f"an event of run {run} that never started")
                     open_runs.add(run)
+                    first_line.setdefault(run, n)
+                if event == "run_finished" and run not in unsigned_finished:
+                    unsigned_finished.append(run)
             if n == anchor_seq:
                 anchor_hash = this_hash
             prev_hash, prev_time = this_hash, time
             r.valid_entries = n
     r.uncovered = n - (r.last_checkpoint["line"] if r.last_checkpoint else 0)
+    if unsigned_finished:
+        run = min(unsigned_finished, key=lambda u: first_line[u])
+        start = first_line[run]
+        return _fail(r, start, "unsigned", f"{r.uncovered} event{'' if r.uncovered == 1 else 's'}, including a "
+                     f"finished run, carry no valid signature: run {run} starts here and finished, and no "
+                     "checkpoint signed by an allowed operator follows it (checkpoints removed and the chain "
+                     "rebuilt, or the run was recorded without an operator key)")
     if anchor is not None:
         seq, head = anchor
         r.anchor_checked = True
@@ -464,8 +499,8 @@ def _checkpoint_problem(rec: dict[str, Any], n: int, prev_hash: str, time: str, 
             raise SignatureError("it does not name the line before it")
         sig = parse_armored(str(cp.get("signature", "")))
         verify(sig, checkpoint_statement(n - 1, prev_hash, rec.get("run"), str(cp.get("signer")), time), NAMESPACE)
-        if signers is None:
-            raise SignatureError("no allowed signers to check it against")
+        if signers is None:  # only the signature against its own key: the verdict is "cannot check"
+            return None
         signers.check(str(cp.get("signer")), sig.public_key, NAMESPACE, _parse_time(time))
     except (SignatureError, ValueError) as e:
         return str(e)

@@ -116,6 +116,7 @@ _LABELS: dict[str, dict[str, str]] = {
     "verification": {"en": "Verification result", "zh": "校验结果"},
     "intact": {"en": "INTACT", "zh": "完好"},
     "altered": {"en": "ALTERED", "zh": "已被篡改"},
+    "cannot_check": {"en": "CANNOT CHECK", "zh": "无法核验"},
     "verdict": {"en": "Verdict", "zh": "结论"},
     "verifier_text": {"en": "Verifier's words", "zh": "校验程序原文"},
     "log_file": {"en": "Log file", "zh": "日志文件"},
@@ -210,6 +211,8 @@ _ZH_VERDICT = {
     "anchor": "日志直至您保存的锚点是完整的。",
     "open": "最后检查点之后的完整性未经证明（使用运行时输出的 --anchor SEQ:HEAD 可证明末尾没有被截断）。",
     "bad": "日志已被篡改：第 {line} 行（{problem}）；其前 {valid} 条记录构成有效的链。",
+    "unchecked": "无法核验检查点：请用 --allowed-signers 或 --policy 指定允许的签名者（当前不知道任何允许的签名者）。"
+                 "仅就哈希链本身而言：",
 }
 
 _CSS = """
@@ -234,9 +237,10 @@ section.card { border: 1px solid var(--line); border-radius: 6px; padding: 16px 
 section.verify { border-width: 2px; }
 section.verify.intact { border-color: var(--ok); }
 section.verify.altered { border-color: var(--bad); }
+section.verify.cannot_check { border-color: var(--warn); }
 .verify-head { display: flex; align-items: center; gap: 14px; margin-bottom: 8px; }
 .stamp { font-weight: 700; font-size: 18px; padding: 3px 14px; border: 2px solid; border-radius: 4px; letter-spacing: 1px; }
-.intact .stamp { color: var(--ok); } .altered .stamp { color: var(--bad); }
+.intact .stamp { color: var(--ok); } .altered .stamp { color: var(--bad); } .cannot_check .stamp { color: var(--warn); }
 .verdict { font-size: 15px; margin: 2px 0 10px; }
 .orig { color: var(--muted); font-size: 12.5px; }
 table { border-collapse: collapse; width: 100%; margin: 4px 0 8px; }
@@ -520,8 +524,8 @@ def render_html(events: list[dict[str, Any]], result: Any, verdict: str, lang: s
 
 
 def _verification(h: _Html, result: Any, verdict: str) -> None:
-    intact = bool(result.intact)
-    state = "intact" if intact else "altered"
+    intact = bool(result.chain_intact)
+    state = str(result.status)
     h.add(f'<section class="card verify {state}" id="verification">',
           f'<div class="verify-head"><h2>{h.t("verification")}</h2><span class="stamp">{h.t(state)}</span></div>')
     if h.lang == "zh":
@@ -530,6 +534,8 @@ def _verification(h: _Html, result: Any, verdict: str) -> None:
             text += _ZH_VERDICT["anchor" if result.anchor_checked else "open"]
         else:
             text = _ZH_VERDICT["bad"].format(line=result.bad_line, problem=result.problem, valid=result.valid_entries)
+        if state == "cannot_check":
+            text = _ZH_VERDICT["unchecked"] + text
         h.add(f'<p class="verdict">{_e(text)}</p>',
               f'<p class="orig">{h.t("verifier_text")}: {_e(verdict)}</p>')
     else:

@@ -14,10 +14,13 @@ import sys
 import tempfile
 import traceback
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 from .errors import UpgraderError
 from .exit_codes import ExitCode
+
+if TYPE_CHECKING:
+    from .clock import Clock
 
 __all__ = ["main", "build_parser"]
 
@@ -454,7 +457,8 @@ def _route(argv: list[str]) -> list[str]:
     return argv
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, clock: Clock | None = None) -> int:
+    """Run one command; ``clock`` replaces the system's clock for programs that drive the CLI in-process."""
     parser = build_parser()
     try:
         args = parser.parse_args(_route(list(sys.argv[1:] if argv is None else argv)))
@@ -464,6 +468,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return ExitCode.BAD_INPUT if args.command is None and argv else ExitCode.OK
     args.home = Path(args.home or _default_home())
+    args.clock = clock
     try:
         return int(_resolve(args.func)(args))
     except UpgraderError as e:

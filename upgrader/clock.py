@@ -1,22 +1,18 @@
 """The only place that asks the system for the time; everything else is handed a ``Clock``.
 
-For tests only: when the environment variable ``UPGRADER_TEST_NOW`` holds an ISO 8601 time with
-its UTC offset (``2026-11-27T10:00:00+08:00``), ``SystemClock.now()`` returns that time instead of
-the system's, so the CLI can be run at a fixed moment (the service window, approval expiry).
-``monotonic()`` is never fixed: waits and timeouts stay real. Like ``UPGRADER_TEST_KILL_AT``, it
-is not meant for production use.
+The product reads the time from the system and from nothing else: no environment variable or file
+moves its clock. A program that drives the CLI in-process (the test suite, a scheduler replaying a
+scenario) passes its own ``Clock`` to ``cli.main(argv, clock=...)``; commands take it with
+``clock_of(args)``.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
-import os
 import time
 from typing import Protocol
 
-from .errors import InputError
-
-__all__ = ["Clock", "SystemClock", "FixedClock", "TEST_NOW"]
+__all__ = ["Clock", "SystemClock", "FixedClock", "clock_of"]
 
 
 class Clock(Protocol):
@@ -27,25 +23,8 @@ class Clock(Protocol):
     def monotonic(self) -> float: ...
 
 
-TEST_NOW = "UPGRADER_TEST_NOW"
-
-
-def _test_now(value: str) -> _dt.datetime:
-    try:
-        at = _dt.datetime.fromisoformat(value)
-    except ValueError:
-        at = None
-    if at is None or at.tzinfo is None:
-        raise InputError(f"{TEST_NOW}={value!r}: expected an ISO 8601 time with its UTC offset, "
-                         "e.g. 2026-11-27T10:00:00+08:00 (for tests only)")
-    return at.astimezone(_dt.timezone.utc)
-
-
 class SystemClock:
     def now(self) -> _dt.datetime:
-        fixed = os.environ.get(TEST_NOW)
-        if fixed:  # tests only, see the module docstring
-            return _test_now(fixed)
         return _dt.datetime.now(_dt.timezone.utc)
 
     def monotonic(self) -> float:
@@ -70,3 +49,9 @@ class FixedClock:
     def advance(self, seconds: float) -> None:
         self._now += _dt.timedelta(seconds=seconds)
         self._mono += seconds
+
+
+def clock_of(args: object) -> Clock:
+    """The clock a command was handed (``cli.main(argv, clock=...)``), else the system's."""
+    given: Clock | None = getattr(args, "clock", None)
+    return given if given is not None else SystemClock()

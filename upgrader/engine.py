@@ -713,25 +713,18 @@ class _HostRun:
 
 
 def _kill_point(point: str) -> None:
-    """Fault injection for the test suite only: SIGKILL the controller at ``point`` when
-    UPGRADER_TEST_KILL_AT names it (``<phase>:before|started|finished``; ``agent:<op>:<step>`` points
-    are in agent.py). Never set outside tests."""
-    import os
+    """A fault point at a phase boundary (``<phase>:before|started|finished``); see faults.py."""
+    from . import faults
 
-    if os.environ.get("UPGRADER_TEST_KILL_AT") == point:
-        import signal
-
-        os.kill(os.getpid(), signal.SIGKILL)
+    faults.point(point)
 
 
 def _pause_point(point: str, cancel: threading.Event) -> None:
-    """For the test suite only: when UPGRADER_TEST_PAUSE_AT names a cancel check (``backup``, ``stop``,
-    ``install``, ``start``, ``observe``, ``commit``: the step about to begin), wait there (at most 120 s)
-    until the run is cancelled, so a test can press Ctrl-C at a known point. Never set outside tests."""
-    import os
+    """A fault point at a cancel check (``backup``, ``stop``, ``install``, ``start``, ``observe``, ``commit``:
+    the step about to begin); see faults.py."""
+    from . import faults
 
-    if os.environ.get("UPGRADER_TEST_PAUSE_AT") == point:
-        cancel.wait(120)
+    faults.point(f"cancel_check:{point}", cancel=cancel)
 
 
 def _sleep(seconds: float) -> None:

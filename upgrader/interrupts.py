@@ -17,7 +17,6 @@ from __future__ import annotations
 import os
 import signal
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
@@ -106,13 +105,11 @@ class Interrupts:
 
 
 def pause_for_test(point: str, until: Any) -> None:
-    """For the test suite only: when UPGRADER_TEST_PAUSE_AT names ``point``, wait there (at most 120 s) until
-    ``until()`` is true, so a test can press Ctrl-C or hang up at a known point. Never set outside tests."""
-    if os.environ.get("UPGRADER_TEST_PAUSE_AT") != point:
-        return
-    deadline = time.monotonic() + 120
-    while not until() and time.monotonic() < deadline:
-        time.sleep(0.05)
+    """A fault point of the guide (``guide:<point>``, with ``until``: true once the test has pressed Ctrl-C or
+    hung up); see faults.py. Nothing happens in the product."""
+    from . import faults
+
+    faults.point(f"guide:{point}", until=until)
 
 
 def _detach_from_terminal() -> None:

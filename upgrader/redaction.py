@@ -15,7 +15,8 @@ What is hidden:
 - HTTP headers ``Authorization:``, ``Proxy-Authorization:``, ``Cookie:`` and ``Set-Cookie:``
   (the whole value, to the end of the line or quote); session ids such as ``;jsessionid=…``;
 - the password of URLs with credentials (``jdbc:mysql://user:pw@db``, ``https://u:p@h``,
-  ``jdbc:oracle:thin:user/pw@db``);
+  ``jdbc:oracle:thin:user/pw@db``): the user info runs to the last ``@`` before the host, so a
+  password holding ``@`` is hidden whole;
 - PEM private key blocks, and the tail of one whose BEGIN line was cut off (a log tail, the last
   characters of a command's output).
 
@@ -27,17 +28,33 @@ A secret name contains ``password``, ``passwd``, ``passphrase``, ``pwd``, ``secr
 ``path``, ``url``, ``uri``, ``dir`` or ``type`` names where a secret is, not the secret, and is
 kept. The rules err on the side of hiding too much: a token's timeout is hidden too.
 
+The structure of each format comes first, line patterns after it; nothing needs the whole file to
+parse (a bundle must be written from a damaged file too):
+
+- JSON (the whole text, or a line of JSON Lines, that parses): every value under a secret name is
+  replaced whatever its type (``"db_password": 123456``, a nested object), other strings are
+  redacted as text; the JSON is written back;
+- YAML: a secret key's whole value, including block scalars (``password: |`` and ``>-``) and
+  every more-indented line below it; flow maps (``{user: a, password: b;c}``) to the next ``,``
+  or ``}``; and a line ``key: value`` or ``key=value`` (YAML, ``.properties``, shell, INI) to its
+  end, with ``.properties`` continuation lines (a trailing backslash) and the ``.properties`` form
+  ``key value`` (so a line that starts with a secret name and a space hides the rest: ``token
+  expired`` becomes ``token ***``);
+- XML: elements (``CDATA`` sections too), attributes, ``<property name=... value=...>``.
+
 ``MAYBE_SECRET`` finds a word every rule needs: text it does not match holds no secret these
 rules would hide, so callers on a hot path skip the rules for it (``redact`` does too).
 """
 
 from __future__ import annotations
 
+import json
 import re
+from typing import Any
 
 from .obfuscation import Obfuscator
 
-__all__ = ["redact", "is_secret_name", "MAYBE_SECRET", "Obfuscator", "MASK"]
+__all__ = ["redact", "redact_value", "is_secret_name", "MAYBE_SECRET", "Obfuscator", "MASK"]
 
 MASK = "***"
 
@@ -63,27 +80,37 @@ def is_secret_name(name: str) -> bool:
 # candidates: names with a trigger word; ``is_secret_name`` decides
 _CANDIDATE = r"[\w.-]*(?:pass|pwd|secret|token|credential|authorization|sess|key)[\w.-]*"
 # a value: quoted, or a word; more words on the same line belong to it unless one is the next name=
-_VALUE = (r"\"(?:[^\"\\\n]|\\.)*\"|'[^'\n]*'"
+_VALUE = (r"\"(?:[^\"\\\n]|\\.)*\"|'(?:[^'\n]|'')*'"
           r"|[^\s,;&<>\"']+(?:[ \t]+[^\s,;&<>\"'=:]+(?=[\s,;&<>\"']|$))*")
 _SETTING = re.compile(r"(?i)(?P<key>\b" + _CANDIDATE + r")(?P<sep>[\"']?[ \t]*[=:][ \t]*)(?P<value>" + _VALUE + ")")
 _FLAG = re.compile(r"(?i)(?<![\w-])(?P<key>--?" + _CANDIDATE + r")(?P<sep>[ \t]+)"
                    r"(?P<value>\"(?:[^\"\\\n]|\\.)*\"|'[^'\n]*'|(?!-)[^\s;&|]+)")
 _MYSQL_P = re.compile(r"(?P<head>(?<![\w-])(?i:mysql\w*|mariadb\w*)\b[^\n;&|]*?[ \t]-p)(?P<value>[^\s;&|'\"]+)")
+_TEXT = r"(?:[^<]|<!\[CDATA\[.*?\]\]>)*"  # an element's text: characters and CDATA sections
 _ELEMENT = re.compile(r"(?is)<(?P<tag>" + _CANDIDATE.replace(r"[\w.-]", r"[\w:.-]") + r")(?P<attrs>[^>]*)>"
-                      r"(?P<value>[^<]*)</(?P=tag)>")
+                      r"(?P<value>" + _TEXT + r")</(?P=tag)>")
 _ATTR_NAME = r"\b(?:name|key|id)[ \t]*=[ \t]*(?P<q1>[\"'])(?P<name>[^\"'<>]*)(?P=q1)"
-_ATTR_VALUE = r"\bvalue[ \t]*=[ \t]*(?P<q>[\"'])(?P<value>[^\"'<>]*)(?P=q)"
+_ATTR_VALUE = r"\bvalue[ \t]*=[ \t]*(?P<q>[\"'])(?P<value>(?:(?!(?P=q))[^<>])*)(?P=q)"
 _PROPERTY = re.compile(r"(?is)(?P<head><[\w:.-]+[^>]*?" + _ATTR_NAME + r"[^>]*?)" + _ATTR_VALUE)
 _PROPERTY_VALUE_FIRST = re.compile(r"(?is)(?P<head><[\w:.-]+[^>]*?)" + _ATTR_VALUE + r"(?P<tail>[^>]*?" + _ATTR_NAME
                                    + ")")
-_KEYED_ELEMENT = re.compile(r"(?is)(?P<head><(?P<tag>[\w:.-]+)[^>]*?" + _ATTR_NAME + r"[^>]*>)(?P<value>[^<]*)"
-                            r"(?=</(?P=tag)>)")
+_KEYED_ELEMENT = re.compile(r"(?is)(?P<head><(?P<tag>[\w:.-]+)[^>]*?" + _ATTR_NAME + r"[^>]*>)(?P<value>"
+                            + _TEXT + r")(?=</(?P=tag)>)")
 _NAME_VALUE_ELEMENTS = re.compile(r"(?is)(?P<head><(?P<nt>[\w:.-]*name)>\s*(?P<name>[^<]*?)\s*</(?P=nt)>\s*"
-                                  r"<(?P<vt>[\w:.-]*value)>)(?P<value>[^<]*)(?=</(?P=vt)>)")
+                                  r"<(?P<vt>[\w:.-]*value)>)(?P<value>" + _TEXT + r")(?=</(?P=vt)>)")
 _HEADER = re.compile(r"(?im)(?P<head>(?<![\w-])(?:proxy-)?(?:authorization|set-cookie2?|cookie2?)[ \t]*:[ \t]*)"
                      r"(?P<value>[^\r\n'\"]*[^\s'\"])")
-_URL_CREDENTIALS = re.compile(r"(?i)(?P<scheme>\b[a-z][a-z0-9+.:-]*://)(?P<user>[^\s:/@]+):(?P<pw>[^\s@/]+)@")
-_ORACLE = re.compile(r"(?i)(?P<prefix>\bjdbc:oracle:[a-z]+:)(?P<user>[^\s/:@]+)/(?P<pw>[^\s@]+)@")
+# the authority: up to the first / ? # (a password holds those only percent-encoded), or the end of the URL
+_URL_AUTHORITY = re.compile(r"(?i)(?P<scheme>\b[a-z][a-z0-9+.:-]*://)(?P<authority>[^\s/?#\"<>]*@[^\s/?#\"<>]*)")
+_ORACLE = re.compile(r"(?i)(?P<prefix>\bjdbc:oracle:[a-z]+:)(?P<user>[^\s/:@]+)/(?P<pw>\S+)@(?=[^\s@]*(?:\s|$))")
+# a whole line that sets one thing: ``key: value`` (YAML), ``key=value`` (.properties, shell, INI)
+_LINE_SETTING = re.compile(r"(?m)^(?P<head>(?P<indent>[ \t]*)(?P<dash>-[ \t]+)?[\"']?(?P<key>[\w.$-]+)[\"']?"
+                           r"[ \t]*[=:](?:[ \t]+|(?=\S)))(?P<value>[^\n]*?)(?P<tail>[ \t\r]*)$")
+_SPACE_SETTING = re.compile(r"(?m)^(?P<head>[ \t]*(?P<key>[\w.$-]+)[ \t]+)(?P<value>[^\s=:][^\n]*?)(?P<tail>[ \t\r]*)$")
+_BLOCK_INDICATOR = re.compile(r"[|>][+-]?[1-9]?[+-]?(?:[ \t]+#.*)?")
+_FLOW_MAP = re.compile(r"\{(?:\"(?:[^\"\\\n]|\\.)*\"|'(?:[^'\n]|'')*'|[^{}\"'\n])*\}")
+_FLOW_SETTING = re.compile(r"(?P<key>[\w.$-]+)(?P<sep>[\"']?[ \t]*:[ \t]*)(?P<value>\"(?:[^\"\\]|\\.)*\"|'(?:[^']|'')*'"
+                           r"|[^,}\n]*[^,}\s])")
 _PEM = re.compile(r"-----BEGIN ([A-Z ]*PRIVATE KEY)-----.*?(-----END \1-----|\Z)", re.S)
 _KEY_END = re.compile(r"-----END [A-Z ]*PRIVATE KEY-----")
 _BASE64_LINE = re.compile(r"[A-Za-z0-9+/=]+\r?")
@@ -119,12 +146,19 @@ def redact(text: str, mask: str = MASK, pem_mask: str | None = None) -> str:
         return text
 
     def secret(name: str, value: str) -> bool:
-        return value.strip("\"' ").lower() not in _LITERALS and is_secret_name(name)
+        return (value.strip("\"' ").lower() not in _LITERALS and not _BLOCK_INDICATOR.fullmatch(value)
+                and is_secret_name(name))
 
     def setting(m: re.Match[str]) -> str:
         if not secret(m.group("key"), m.group("value")):
             return m.group(0)
         return f"{m.group('key')}{m.group('sep')}{_masked(m.group('value'), mask)}"
+
+    def line_setting(m: re.Match[str]) -> str:
+        value = m.group("value")
+        if not secret(m.group("key"), value):
+            return m.group(0)
+        return f"{m.group('head')}{_masked(value, mask)}{m.group('tail')}"
 
     def named(m: re.Match[str]) -> str:
         if not secret(m.group("name"), m.group("value")):
@@ -136,7 +170,13 @@ def redact(text: str, mask: str = MASK, pem_mask: str | None = None) -> str:
         text = _PEM.sub(lambda m: pem_mask if pem_mask is not None else
                         f"-----BEGIN {m.group(1)}-----\n{mask}\n-----END {m.group(1)}-----", text)
         text = _key_tails(text, pem_mask if pem_mask is not None else mask, mask)
-    text = _URL_CREDENTIALS.sub(lambda m: f"{m.group('scheme')}{m.group('user')}:{mask}@", text)
+    text = _json_documents(text, mask, pem_mask)
+    text = _indented_values(text, mask)
+    text = _continued_lines(text, mask)
+    text = _LINE_SETTING.sub(line_setting, text)
+    text = _SPACE_SETTING.sub(line_setting, text)
+    text = _FLOW_MAP.sub(lambda m: _FLOW_SETTING.sub(setting, m.group(0)), text)
+    text = _URL_AUTHORITY.sub(lambda m: m.group("scheme") + _authority(m.group("authority"), mask), text)
     text = _ORACLE.sub(lambda m: f"{m.group('prefix')}{m.group('user')}/{mask}@", text)
     text = _HEADER.sub(lambda m: f"{m.group('head')}{mask}", text)
     text = _MYSQL_P.sub(lambda m: f"{m.group('head')}{mask}", text)
@@ -148,3 +188,111 @@ def redact(text: str, mask: str = MASK, pem_mask: str | None = None) -> str:
                         if secret(m.group("tag"), m.group("value")) else m.group(0), text)
     text = _FLAG.sub(setting, text)
     return _SETTING.sub(setting, text)
+
+
+def redact_value(value: Any, key: str = "", mask: str = MASK, pem_mask: str | None = None) -> Any:
+    """A copy of a parsed value (JSON, YAML) with secrets replaced: everything under a secret name, whatever its
+    type (``"db_password": 123456``, a nested object), and secret-looking text in other strings."""
+    if key and not _empty(value) and is_secret_name(key):
+        return mask
+    if isinstance(value, dict):
+        return {k: redact_value(v, str(k), mask, pem_mask) for k, v in value.items()}
+    if isinstance(value, list):
+        return [redact_value(v, key, mask, pem_mask) for v in value]
+    if isinstance(value, str):
+        return redact(value, mask, pem_mask)
+    return value
+
+
+def _empty(value: Any) -> bool:
+    """null, true, false and "" say nothing secret (``"password": null``); 0 and 1 may be a PIN."""
+    return value is None or value is True or value is False or value == ""
+
+
+def _json_documents(text: str, mask: str, pem_mask: str | None) -> str:
+    """The whole text, or each line, that is a JSON object or array, redacted by its structure."""
+    stripped = text.strip()
+    if stripped[:1] in ("{", "["):
+        try:
+            doc = json.loads(stripped)
+        except ValueError:
+            pass
+        else:
+            indent = 2 if "\n" in stripped else None
+            return json.dumps(redact_value(doc, "", mask, pem_mask), indent=indent, ensure_ascii=False) \
+                + ("\n" if text.endswith("\n") else "")
+    if "\n" not in stripped:
+        return text
+    lines = text.split("\n")
+    for i, line in enumerate(lines):
+        if line.lstrip()[:1] in ("{", "[") and MAYBE_SECRET.search(line):
+            try:
+                doc = json.loads(line)
+            except ValueError:
+                continue
+            lines[i] = json.dumps(redact_value(doc, "", mask, pem_mask), ensure_ascii=False)
+    return "\n".join(lines)
+
+
+_KEY_LINE = re.compile(r"(?P<indent>[ \t]*)(?P<dash>-[ \t]+)?[\"']?(?P<key>[\w.$-]+)[\"']?[ \t]*:(?:[ \t].*)?")
+
+
+def _indented_values(text: str, mask: str) -> str:
+    """YAML: the lines below a secret key that are indented deeper than the key (a block scalar ``|`` or ``>-``,
+    a continued plain or quoted scalar, a nested map) become one line holding ``mask``."""
+    if "\n" not in text:
+        return text
+    lines = text.split("\n")
+    i = 0
+    while i < len(lines) - 1:
+        m = _KEY_LINE.fullmatch(lines[i].rstrip("\r"))
+        if m is None or not is_secret_name(m.group("key")):
+            i += 1
+            continue
+        column = len(m.group("indent")) + len(m.group("dash") or "")
+        end = i + 1
+        while end < len(lines) and (not lines[end].strip() or _indent(lines[end]) > column):
+            end += 1
+        while end > i + 1 and not lines[end - 1].strip():  # blank lines after the value are not part of it
+            end -= 1
+        if end > i + 1:
+            lines[i + 1:end] = [" " * (column + 2) + mask]
+        i += 1
+    return "\n".join(lines)
+
+
+def _indent(line: str) -> int:
+    return len(line) - len(line.lstrip(" \t"))
+
+
+def _continued_lines(text: str, mask: str) -> str:
+    """.properties: a secret setting whose line ends in an odd number of ``\\`` goes on over the next lines."""
+    if "\\\n" not in text and "\\\r\n" not in text:
+        return text
+    lines = text.split("\n")
+    i = 0
+    while i < len(lines):
+        m = _LINE_SETTING.fullmatch(lines[i]) or _SPACE_SETTING.fullmatch(lines[i])
+        if m is None or not is_secret_name(m.group("key")) or not _continues(lines[i]):
+            i += 1
+            continue
+        end = i + 1
+        while end < len(lines) and _continues(lines[end - 1]):
+            end += 1
+        lines[i] = f"{m.group('head')}{mask}"
+        del lines[i + 1:end]
+        i += 1
+    return "\n".join(lines)
+
+
+def _continues(line: str) -> bool:
+    body = line.rstrip("\r")
+    return (len(body) - len(body.rstrip("\\"))) % 2 == 1
+
+
+def _authority(authority: str, mask: str) -> str:
+    """``user:password@host``: the user info runs to the last ``@``; its password (after the first ``:``) is hidden."""
+    at = authority.rfind("@")
+    userinfo, host = authority[:at], authority[at:]
+    user, colon, _password = userinfo.partition(":")
+    return f"{user}:{mask}{host}" if colon else authority

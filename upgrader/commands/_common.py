@@ -24,9 +24,11 @@ def console(stderr: bool = False) -> Any:
 
 
 def print_json(data: Any) -> None:
+    """``--json`` output, with secrets replaced (``redaction.redact_value``): scripts and CI logs keep it."""
     from ..plan import readable_json
+    from ..redaction import redact_value
 
-    sys.stdout.write(readable_json(data, default=str))
+    sys.stdout.write(readable_json(redact_value(data), default=str))
 
 
 #: the machine's policy, used when neither --policy nor HOME/policy.yaml exists (the operator's, like /etc/ssh)

@@ -109,7 +109,7 @@ def grant(args: argparse.Namespace) -> tuple[list[dict[str, Any]], float]:
     (``upgrader guide`` calls this too and words the result itself)."""
     from ..access import (add_grant, check_from, check_hours, check_reason, edit_on_host, expiry_time, format_time,
                           load_public_key_file)
-    from ..clock import SystemClock
+    from ..clock import clock_of
 
     policy = load_policy_or_fail(policy_path(args))
     key = load_public_key_file(args.key)
@@ -118,7 +118,7 @@ def grant(args: argparse.Namespace) -> tuple[list[dict[str, Any]], float]:
     reason = check_reason(args.reason) if args.reason is not None else None
     user = _user(args)
     targets = _targets(args)
-    clock = SystemClock()
+    clock = clock_of(args)
     now = clock.now()
     expires = expiry_time(now, hours)
     recorder = _recorder(args, policy, clock)
@@ -182,11 +182,11 @@ def _print_grants(results: list[dict[str, Any]], hours: float) -> None:
 
 def cmd_list(args: argparse.Namespace) -> int:
     from ..access import list_grants, read_on_host
-    from ..clock import SystemClock
+    from ..clock import clock_of
 
     user = _user(args)
     targets = _targets(args)
-    now = SystemClock().now()
+    now = clock_of(args).now()
 
     def work(agent: Any, target: _Target) -> dict[str, Any]:
         found = read_on_host(agent, user)
@@ -255,7 +255,7 @@ def revoke(args: argparse.Namespace) -> tuple[list[dict[str, Any]], int, list[st
     """Remove the chosen grants on every target and record it; return each host's result, the exit code and
     how the grants were chosen (``upgrader guide`` calls this too)."""
     from ..access import edit_on_host, remove_grants
-    from ..clock import SystemClock
+    from ..clock import clock_of
 
     chosen = [what for what, given in (("ID", args.grant_id), ("--all", args.all), ("--expired", args.expired))
               if given]
@@ -268,7 +268,7 @@ def revoke(args: argparse.Namespace) -> tuple[list[dict[str, Any]], int, list[st
     user = _user(args)
     targets = _targets(args)
     policy = load_policy_or_fail(policy_path(args))
-    clock = SystemClock()
+    clock = clock_of(args)
     now = clock.now()
     recorder = _recorder(args, policy, clock)
 

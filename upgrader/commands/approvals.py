@@ -13,7 +13,7 @@ from ._common import console, print_json
 
 def cmd_approve(args: argparse.Namespace) -> int:
     from ..approval import make_statement, write_approval
-    from ..clock import SystemClock
+    from ..clock import clock_of
     from ..document import parse_duration
     from ..gate import policy_mismatch
     from ..keys import Identity, load_private_key
@@ -37,7 +37,7 @@ def cmd_approve(args: argparse.Namespace) -> int:
         raise InputError("--expires must be between 1m and 30d")
     key = load_private_key(args.key)
     identity = Identity(args.principal or "", key, args.key)
-    clock = SystemClock()
+    clock = clock_of(args)
     principal = _approver_name(args.principal, identity, policy, clock.now())
     signer = plan_signer(plan.data, plan.digest, str(args.plan))
     if signer == identity.key_blob and not policy.allow_self_approval:

@@ -38,8 +38,20 @@ def verification(args: argparse.Namespace) -> Any:
     return verify_log(log_path(args), signers=load_signers(args), anchor=anchor)
 
 
+CANNOT_CHECK = "cannot check the checkpoints: give --allowed-signers or --policy"
+
+
 def describe(result: Any) -> str:
-    """The verdict in words; never a bare OK."""
+    """The verdict in words; never a bare OK. Without allowed signers: that it cannot check, and the chain's result."""
+    if not result.signers_known:
+        if not result.chain_intact:
+            chain = (f"altered at {result.message} ({result.problem}); {result.valid_entries} entries before it form "
+                     "a valid chain")
+        else:
+            chain = (f"{result.entries} entries form an unbroken hash chain with {result.checkpoints} checkpoint(s) "
+                     "whose signatures match their own keys, which proves nothing until the keys are known to be "
+                     "your operators'")
+        return f"CANNOT CHECK: {CANNOT_CHECK} (no allowed signers are known); the chain on its own: {chain}"
     if not result.intact:
         return f"ALTERED: {result.message} ({result.problem}); {result.valid_entries} entries before it form a valid chain"
     text = (f"{result.entries} entries form an intact hash chain with {result.checkpoints} valid signed "
@@ -62,9 +74,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
         from rich.text import Text
 
         c = console()
-        style = "bold green" if result.intact else "bold red"
+        word, style = {"intact": ("INTACT", "bold green"), "altered": ("ALTERED", "bold red"),
+                       "cannot_check": ("CANNOT CHECK", "bold yellow")}[result.status]
         # the verdict quotes the log (a run id, a time): never parse it as markup
-        c.print(Text.assemble(("INTACT" if result.intact else "ALTERED", style), f" {result.path}"))
+        c.print(Text.assemble((word, style), f" {result.path}"))
         c.print(describe(result), soft_wrap=True, markup=False)
         if result.last_checkpoint:
             cp = result.last_checkpoint
@@ -72,7 +85,13 @@ def cmd_verify(args: argparse.Namespace) -> int:
                     soft_wrap=True, markup=False)
         for w in result.warnings:
             c.print(f"[yellow]note:[/yellow] {w}", soft_wrap=True)
-    return ExitCode.OK if result.intact else ExitCode.AUDIT_ALTERED
+    return verdict_exit(result)
+
+
+def verdict_exit(result: Any) -> int:
+    """0 intact, 6 altered (or a finished run unsigned), 2 cannot check (no allowed signers known)."""
+    return {"intact": ExitCode.OK, "altered": ExitCode.AUDIT_ALTERED,
+            "cannot_check": ExitCode.BAD_INPUT}[result.status]
 
 
 def _moment(text: str) -> dt.datetime | None:
@@ -170,9 +189,12 @@ def cmd_export(args: argparse.Namespace) -> int:
     events = selected_events(args)
     export(args.format, events, result, describe(result), out, lang=args.lang)
     if not args.json:
-        console().print(f"wrote {out} ({args.format}, {len(events)} events; log {'intact' if result.intact else 'ALTERED'})",
+        state = {"intact": "intact", "altered": "ALTERED", "cannot_check": f"not checked: {CANNOT_CHECK}"}
+        console().print(f"wrote {out} ({args.format}, {len(events)} events; log {state[result.status]})",
                         markup=False)
     else:
-        print_json({"output": str(out), "format": args.format, "events": len(events), "intact": result.intact})
-    # the report is written either way (it says ALTERED at the top); scripts learn it from the exit code too
-    return ExitCode.OK if result.intact else ExitCode.AUDIT_ALTERED
+        print_json({"output": str(out), "format": args.format, "events": len(events), "intact": result.intact,
+                    "status": result.status})
+    # the report is written either way (it says ALTERED or CANNOT CHECK at the top); scripts learn it from the exit
+    # code too
+    return verdict_exit(result)

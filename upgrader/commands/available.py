@@ -43,11 +43,11 @@ def _installed_version(inventory: Any, host: Any) -> str:
 
 def cmd_available(args: argparse.Namespace) -> int:
     from ..available import host_offers, unreadable_host
-    from ..clock import SystemClock
+    from ..clock import clock_of
     from ..inventory import load_inventory
     from .upgrade import trusted_catalog
 
-    clock = SystemClock()
+    clock = clock_of(args)
     inventory = load_inventory(args.inventory)
     hosts = inventory.select(args.hosts)
     policy = load_policy_or_fail(policy_path(args))

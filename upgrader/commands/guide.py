@@ -83,12 +83,12 @@ def cmd_guide(args: argparse.Namespace) -> int:
 
 class _Guide:
     def __init__(self, args: argparse.Namespace) -> None:
-        from ..clock import SystemClock
+        from ..clock import clock_of
 
         self.args = args
         self.t = Messages(resolve_lang(args.lang))
         self.c = console()
-        self.clock = SystemClock()
+        self.clock = clock_of(args)
         self.interrupts = Interrupts()
         self.grant: dict[str, Any] | None = None
         self.step_no = 0

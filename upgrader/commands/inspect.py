@@ -104,12 +104,12 @@ def _targets(args: argparse.Namespace) -> list[_Target]:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    from ..clock import SystemClock
+    from ..clock import clock_of
     from ..inspection import flag_advisories, inspect_host
 
     kind = _output_kind(args.output)
     targets = _targets(args)
-    clock = SystemClock()
+    clock = clock_of(args)
     catalog = policy = None
     signed_by: dict[str, Any] = {}
     if args.catalog:
@@ -158,7 +158,9 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 def _write(out: Path, kind: str, data: dict[str, Any], lang: str | None) -> None:
     from ..audit_report import _write_atomically
     from ..language import resolve_lang
+    from ..redaction import redact_value
 
+    data = redact_value(data)  # a report is sent on: no secret from a host's facts or logs goes with it
     if kind == "html":
         from ..inspect_report import render_html
 

@@ -57,12 +57,12 @@ def host_from_plan(h: dict[str, Any]) -> Any:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from ..clock import SystemClock
+    from ..clock import clock_of
     from ..inventory import load_inventory
     from ..planner import make_plan, requester_identity
     from ..transport import connect
 
-    clock = SystemClock()
+    clock = clock_of(args)
     inventory = load_inventory(args.inventory)
     hosts = inventory.select(args.hosts)
     policy = load_policy_or_fail(policy_path(args))
@@ -141,11 +141,11 @@ def _targets(catalog: Any, hosts: list[dict[str, Any]]) -> list[Any]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from ..clock import SystemClock
+    from ..clock import clock_of
     from ..plan import load_plan
 
     plan = load_plan(args.plan)
-    clock = SystemClock()
+    clock = clock_of(args)
     try:
         return _run(args, plan, clock)
     except (PolicyRefused, ApprovalRefused) as e:
@@ -541,7 +541,7 @@ def _dry_run(args: argparse.Namespace, plan: Any, c: Any) -> int:
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
-    from ..clock import SystemClock
+    from ..clock import clock_of
     from ..engine import Engine, HostTarget
     from ..inventory import Inventory
     from ..journal import Journal
@@ -560,7 +560,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
         inv = Inventory(path=plan_file, hosts={h["name"]: host_from_plan(h) for h in hosts}, groups={})
         names = {h.name for h in inv.select(args.hosts)}
         hosts = [h for h in hosts if h["name"] in names]
-    clock = SystemClock()
+    clock = clock_of(args)
     journal = Journal(run_dir, clock.now)
     c = console()
     policy = load_policy_or_fail(policy_path(args))  # the operator's, never a path the plan names
@@ -600,7 +600,7 @@ def journal_view(run_dir: Path) -> dict[str, dict[str, Any]]:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    from ..clock import SystemClock
+    from ..clock import clock_of
     from ..engine import Engine, HostTarget
     from ..inventory import Inventory
     from ..journal import Journal
@@ -635,7 +635,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
         hosts = [h for h in hosts if h["name"] in names]
     seen = journal_view(run_dir)
     approvals = _run_approvals(run_dir)
-    clock = SystemClock()
+    clock = clock_of(args)
     journal = Journal(run_dir, clock.now)
     policy = load_policy_or_fail(policy_path(args))  # the operator's, never a path the plan names
     operator = _operator(args, policy)
@@ -703,7 +703,7 @@ def _close_run(args: argparse.Namespace, c: Any, recorder: Any, journal: Any, re
 def _continue_after_canary(args: argparse.Namespace, run_dir: Path, result: dict[str, Any], waiting: list[str],
                            c: Any) -> int:
     """A run stopped after a good canary goes on with the waiting hosts, under the same approval."""
-    from ..clock import SystemClock
+    from ..clock import clock_of
     from ..engine import Engine
     from ..journal import Journal
     from ..report import PhaseLines
@@ -717,7 +717,7 @@ def _continue_after_canary(args: argparse.Namespace, run_dir: Path, result: dict
     plan = json.loads((run_dir / "plan.json").read_text(encoding="utf-8"))
     hosts = [h for h in plan["hosts"] if h["name"] in waiting]
     approvals = _run_approvals(run_dir)
-    clock = SystemClock()
+    clock = clock_of(args)
     policy = plan_policy(_PlanView(plan), args)
     window = _check_continuation(args.run_id, run_dir, plan, policy, clock.now())
     catalog, _ = trusted_catalog(Path(plan["catalog"]["path"]), policy, args.home, clock.now())

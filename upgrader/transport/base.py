@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, Sequence
 
+from .. import faults
 from ..errors import TransportError
 
 __all__ = ["CommandResult", "Transport", "Stream", "AgentClient", "AgentFailure", "AGENT_SOURCE"]
@@ -98,16 +99,13 @@ class AgentClient:
             self._agent = self.transport.agent_path()
         if self._stream is None:
             self._stream = self.transport.open_stream([self.transport.python, self._agent, "--serve"])
-        kill = _test_kill_point()
-        if kill.startswith("agent:"):
-            request["_test_kill"] = kill[len("agent:"):]
+        faults.point("agent:request", op=op, request=request)
         try:
             self._stream.send_line(json.dumps({"op": op, **request}))
             line = self._stream.read_line(timeout)
         except TransportError:
             self.close()
-            if kill.startswith("agent:"):  # the host-side action died at the kill point: the controller dies too
-                _die()
+            faults.point("agent:lost", op=op, request=request)
             raise
         try:
             reply = json.loads(line)
@@ -127,20 +125,6 @@ class AgentClient:
         if self._stream is not None:
             stream, self._stream = self._stream, None
             stream.close()
-
-
-def _test_kill_point() -> str:
-    """UPGRADER_TEST_KILL_AT: fault injection for the test suite only (see tests/test_kill_matrix.py)."""
-    import os
-
-    return os.environ.get("UPGRADER_TEST_KILL_AT", "")
-
-
-def _die() -> None:
-    import os
-    import signal
-
-    os.kill(os.getpid(), signal.SIGKILL)
 
 
 def agent_digest() -> str:

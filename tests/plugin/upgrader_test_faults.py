@@ -1,0 +1,62 @@
+"""The test suite's fault plugin: fills upgrader.faults' empty registry from two test-only variables.
+
+The product registers no fault hook and reads none of these variables; this module exists only in
+tests/ and is loaded into a child process by ``sitecustomize.py`` beside it (tests/conftest.py puts
+this directory on every test's PYTHONPATH; ``fault_env`` in conftest builds the environment).
+
+UPGRADER_FAULT_KILL_AT=<point>
+    ``<phase>:before|started|finished``: SIGKILL the controller when the engine passes that point
+    (the first time a phase of that name does). ``agent:<op>:<step>`` (e.g. ``agent:install:swapped``):
+    the controller adds ``_test_kill`` to its requests so the host agent kills itself at that step
+    (over SSH too: the field travels in the request), and the controller dies when the agent's
+    session breaks, as after a power cut.
+UPGRADER_FAULT_PAUSE_AT=<step>
+    ``backup``, ``stop``, ``install``, ``start``, ``observe``, ``commit``: hold the engine (at most 120 s)
+    at its Ctrl-C check before that step until the run is cancelled. ``run_started`` and
+    ``access_granted``: hold the guide there until Ctrl-C was pressed or the terminal hung up.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from typing import Any
+
+KILL_AT = "UPGRADER_FAULT_KILL_AT"
+PAUSE_AT = "UPGRADER_FAULT_PAUSE_AT"
+AGENT = "agent:"
+
+
+def _die() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def hook(name: str, **context: Any) -> None:
+    """Act on fault point ``name`` as the two variables say (read at each point)."""
+    kill = os.environ.get(KILL_AT, "")
+    pause = os.environ.get(PAUSE_AT, "")
+    if kill.startswith(AGENT):
+        if name == "agent:request":
+            context["request"]["_test_kill"] = kill[len(AGENT):]
+        elif name == "agent:lost":  # the host-side action died at the kill point: the controller dies too
+            _die()
+    elif kill and name == kill:
+        _die()
+    if not pause:
+        return
+    if name == f"cancel_check:{pause}":
+        context["cancel"].wait(120)
+    elif name == f"guide:{pause}":
+        until = context["until"]
+        deadline = time.monotonic() + 120
+        while not until() and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+
+def install() -> None:
+    """Register ``hook`` in this process (once)."""
+    from upgrader import faults
+
+    faults.unregister(hook)
+    faults.register(hook)

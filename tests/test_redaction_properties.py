@@ -1,0 +1,261 @@
+"""Generated secrets inside each configuration format (YAML, XML, .properties, URLs, JSON) never survive
+redaction: not whole, and not as any four characters of them, in what the diagnostics bundle writes
+(``redaction.redact``) or in what the audit log stores (``audit.redact``).
+
+Secrets always hold digits or one of ``QWXYZ`` and the documents around them hold neither, so any
+fragment of a secret that carries one of those characters and is found in the output leaked from it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Callable
+from xml.sax.saxutils import escape, quoteattr
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from upgrader.audit import redact as audit_redact
+from upgrader.redaction import redact
+
+MARKERS = "0123456789QWXYZ"
+FRAGMENT = 4
+
+
+@dataclass(frozen=True)
+class Doc:
+    text: str          # the document as it is written on disk
+    secret: "str | tuple[str, ...]"  # the secret as it appears in that text (escaped as the format escapes it)
+    name: str = ""     # the file name the bundle would collect it under
+
+
+def fragments(secret: str) -> set[str]:
+    """Every run of FRAGMENT characters of the secret that holds a marker (or the whole secret, if shorter)."""
+    if len(secret) <= FRAGMENT:
+        return {secret}
+    return {secret[i:i + FRAGMENT] for i in range(len(secret) - FRAGMENT + 1)
+            if any(c in MARKERS for c in secret[i:i + FRAGMENT])}
+
+
+def leaks(doc: Doc, out: str) -> list[str]:
+    parts = doc.secret if isinstance(doc.secret, tuple) else (doc.secret,)
+    return sorted(f for part in parts for f in fragments(part) if f in out)
+
+
+def secrets(alphabet: str, min_size: int = 8) -> st.SearchStrategy[str]:
+    """Secrets over ``alphabet`` (plus the markers) holding at least two markers."""
+    chars = st.sampled_from(sorted(set(alphabet + MARKERS)))
+    return st.tuples(st.text(chars, min_size=min_size, max_size=24), st.text(st.sampled_from(MARKERS), min_size=2,
+                                                                              max_size=3)) \
+        .map(lambda t: t[0][: len(t[0]) // 2] + t[1] + t[0][len(t[0]) // 2:])
+
+
+LETTERS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPRSTUV"
+PRINTABLE = LETTERS + " !\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~"
+SECRET_KEYS = st.sampled_from(["password", "db_password", "jdbc.password", "keystorePass", "client_secret",
+                               "api_key", "auth_token", "passwd"])
+
+
+# -- YAML ------------------------------------------------------------------------------------------------
+
+
+@st.composite
+def yaml_block_scalar(draw: st.DrawFn) -> Doc:
+    """``password: |`` / ``>-`` / ``|+`` followed by indented lines holding the secret (any characters)."""
+    indicator = draw(st.sampled_from(["|", ">-", "|+", ">", "|2"]))
+    lines = draw(st.lists(secrets(PRINTABLE), min_size=1, max_size=3))
+    key = draw(SECRET_KEYS)
+    body = "".join(f"    {line}\n" for line in lines)
+    text = f"datasource:\n  user: app\n  {key}: {indicator}\n{body}  pool: small\nlogging: info\n"
+    return Doc(text, tuple(lines), "conf/app.yaml")
+
+
+@st.composite
+def yaml_scalar(draw: st.DrawFn) -> Doc:
+    """``key: value`` with the value plain, double-quoted or single-quoted, in a block map or a list item."""
+    style = draw(st.sampled_from(["plain", "double", "single"]))
+    key = draw(SECRET_KEYS)
+    if style == "plain":
+        raw = draw(secrets(LETTERS + "!$%&()*+-./;<=>?@^_~"))
+        value = raw
+    elif style == "double":
+        raw = draw(secrets(PRINTABLE))
+        value = json.dumps(raw)
+    else:
+        raw = draw(secrets(PRINTABLE))
+        value = "'" + raw.replace("'", "''") + "'"
+    lead = draw(st.sampled_from(["  ", "  - "]))
+    text = f"servers:\n{lead}name: app\n  {key}: {value}\n  port: web\n"
+    return Doc(text, value.strip("\"'") if style != "plain" else raw, "conf/servers.yml")
+
+
+@st.composite
+def yaml_flow_map(draw: st.DrawFn) -> Doc:
+    """``datasource: {user: app, password: ..., pool: small}`` with a plain or quoted value."""
+    key = draw(SECRET_KEYS)
+    if draw(st.booleans()):
+        raw = draw(secrets(LETTERS + "!$%&()*+-./;<=>?@^_~"))
+        value = raw
+    else:
+        raw = draw(secrets(PRINTABLE))
+        value = json.dumps(raw)
+    text = f"datasource: {{user: app, {key}: {value}, pool: small}}\n"
+    return Doc(text, value.strip('"'), "conf/app.yaml")
+
+
+@st.composite
+def yaml_number(draw: st.DrawFn) -> Doc:
+    number = draw(st.integers(min_value=100000, max_value=10 ** 12))
+    return Doc(f"db:\n  {draw(SECRET_KEYS)}: {number}\n  user: app\n", str(number), "conf/db.yaml")
+
+
+# -- XML -------------------------------------------------------------------------------------------------
+
+XML_KEYS = st.sampled_from(["password", "keystorePass", "db.password", "clientSecret"])
+
+
+@st.composite
+def xml_document(draw: st.DrawFn) -> Doc:
+    """The secret as an element's text (escaped, or CDATA), an attribute, a property's value or an entry."""
+    raw = draw(secrets(PRINTABLE))
+    key = draw(XML_KEYS)
+    form = draw(st.sampled_from(["element", "cdata", "attribute", "property", "entry", "param"]))
+    if form == "element":
+        secret = escape(raw)
+        inner = f"<{key}>{secret}</{key}>"
+    elif form == "cdata":
+        secret = raw.replace("]]>", "")
+        inner = f"<{key}><![CDATA[{secret}]]></{key}>"
+    elif form == "attribute":
+        attr = quoteattr(raw)
+        secret = attr[1:-1]
+        inner = f'<datasource user="app" {key}={attr} pool="small"/>'
+    elif form == "property":
+        attr = quoteattr(raw)
+        secret = attr[1:-1]
+        inner = f'<property name="{key}" value={attr}/>'
+    elif form == "entry":
+        secret = escape(raw)
+        inner = f'<entry key="{key}">{secret}</entry>'
+    else:
+        secret = escape(raw)
+        inner = f"<context-param><param-name>{key}</param-name>\n  <param-value>{secret}</param-value></context-param>"
+    return Doc(f'<server>\n  {inner}\n  <port>web</port>\n</server>\n', secret,
+               "conf/server.xml")
+
+
+# -- .properties -----------------------------------------------------------------------------------------
+
+
+def properties_escape(raw: str) -> str:
+    out = raw.replace("\\", "\\\\").replace(":", "\\:").replace("=", "\\=").replace("#", "\\#").replace("!", "\\!")
+    return ("\\" + out) if out.startswith(" ") else out
+
+
+@st.composite
+def properties_file(draw: st.DrawFn) -> Doc:
+    """``key=value``, ``key = value``, ``key:value``, a value continued over lines, or (by name) ``key value``."""
+    raw = draw(secrets(PRINTABLE.replace("\\", "")))
+    value = properties_escape(raw)
+    key = draw(SECRET_KEYS)
+    form = draw(st.sampled_from(["=", " = ", ":", "continued", "space"]))
+    if form == "continued":
+        half = len(value) // 2
+        if value[half - 1:half] == "\\":
+            half += 1
+        line = f"{key}={value[:half]}\\\n    {value[half:]}"
+        secret = (value[:half], value[half:])
+    elif form == "space":
+        line = f"{key} {value}"
+        secret = value
+    else:
+        line = f"{key}{form}{value}"
+        secret = value
+    text = f"# datasource\ndb.user=app\n{line}\ndb.pool=small\n"
+    return Doc(text, secret, "conf/jdbc.properties")
+
+
+# -- URLs ------------------------------------------------------------------------------------------------
+
+URL_SAFE = LETTERS + "!$&'()*+,;=-._~:@%"
+
+
+@st.composite
+def url_with_credentials(draw: st.DrawFn) -> Doc:
+    """A JDBC or HTTP URL whose password holds ``@`` and ``:`` (user info runs to the last ``@``), in a config line,
+    or Oracle's thin form ``user/password@host``."""
+    form = draw(st.sampled_from(["mysql", "postgresql", "https", "oracle"]))
+    raw = draw(secrets(URL_SAFE))
+    if form == "oracle":
+        raw = draw(secrets(LETTERS + "!$%&*+-._~@/:"))
+        url = f"jdbc:oracle:thin:app/{raw}@db.internal:orcl"
+    elif form == "https":
+        url = f"https://deploy:{raw}@repo.example.com/releases/app.tar.gz"
+    else:
+        url = f"jdbc:{form}://app:{raw}@db.internal/orders?ssl=true"
+    context = draw(st.sampled_from(["url={}\n", "datasource:\n  url: {}\n", "INFO connecting to {} now\n",
+                                    '<resource url="{}"/>\n']))
+    return Doc(context.format(url), raw, "logs/server.log")
+
+
+# -- JSON ------------------------------------------------------------------------------------------------
+
+
+@st.composite
+def json_document(draw: st.DrawFn) -> Doc:
+    """A secret key's value as a number, a string, or inside a nested object or list; pretty or on one line."""
+    key = draw(SECRET_KEYS)
+    form = draw(st.sampled_from(["number", "string", "nested", "list"]))
+    if form == "number":
+        value: object = draw(st.integers(min_value=100000, max_value=10 ** 12))
+        secret = str(value)
+    elif form == "string":
+        value = draw(secrets(PRINTABLE))
+        secret = json.dumps(value)[1:-1]
+    elif form == "nested":
+        inner = draw(secrets(PRINTABLE))
+        value = {"value": inner, "kind": "plain"}
+        secret = json.dumps(inner)[1:-1]
+    else:
+        inner = draw(secrets(PRINTABLE))
+        value = ["first", inner]
+        secret = json.dumps(inner)[1:-1]
+    doc = {"datasource": {"user": "app", key: value, "pool": "small"}}
+    text = json.dumps(doc, indent=draw(st.sampled_from([None, 2])))
+    return Doc(text + "\n", secret, "conf/app.json")
+
+
+FORMATS: dict[str, Callable[[], st.SearchStrategy[Doc]]] = {
+    "yaml block scalar": yaml_block_scalar, "yaml scalar": yaml_scalar, "yaml flow map": yaml_flow_map,
+    "yaml number": yaml_number, "xml": xml_document, "properties": properties_file, "url": url_with_credentials,
+    "json": json_document,
+}
+documents = st.one_of(*(make() for make in FORMATS.values()))
+
+
+@settings(max_examples=600, deadline=None)
+@given(documents)
+def test_no_fragment_of_a_secret_survives_the_bundles_redaction(doc: Doc) -> None:
+    """What the diagnostics bundle writes for a member of this name holds no piece of the secret."""
+    out = redact(doc.text)
+    assert not leaks(doc, out), f"{doc.name}: {leaks(doc, out)} of {doc.secret!r} survive in {out!r}"
+
+
+@settings(max_examples=400, deadline=None)
+@given(documents)
+def test_no_fragment_of_a_secret_survives_in_what_the_audit_log_stores(doc: Doc) -> None:
+    """An event's text (a command's output, a config excerpt) as the audit log stores it holds no piece of it."""
+    stored = json.dumps(audit_redact({"stdout": doc.text, "detail": {"config": doc.text}}), ensure_ascii=False)
+    decoded = json.loads(stored)
+    for text in (decoded["stdout"], decoded["detail"]["config"]):
+        assert not leaks(doc, text), f"{leaks(doc, text)} of {doc.secret!r} survive in {text!r}"
+
+
+@given(st.sampled_from(["db_password", "token", "jdbc.password"]),
+       st.one_of(st.integers(min_value=100000), st.floats(min_value=100000, allow_nan=False, allow_infinity=False),
+                 st.dictionaries(st.sampled_from(["value", "plain"]), st.integers(min_value=100000), min_size=1),
+                 st.lists(st.integers(min_value=100000), min_size=1)))
+def test_values_of_secret_keys_are_hidden_in_the_audit_log_whatever_their_type(key: str, value: object) -> None:
+    """``{"db_password": 123456}`` and nested values under a secret name are stored as [REDACTED]."""
+    assert audit_redact({key: value, "user": "app"}) == {key: "[REDACTED]", "user": "app"}
