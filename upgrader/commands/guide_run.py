@@ -160,6 +160,6 @@ class _Progress:
 def _failure_lines(result: dict[str, Any]) -> list[str]:
     words = {"rolled_back": "failed and was rolled back", "unchanged": "not upgraded, nothing changed",
              "needs_person": "NEEDS A PERSON", "not_started": "was not started", "refused": "was refused",
-             "stale": "was not touched: the plan is out of date"}
+             "stale": "was not touched: the plan does not fit the host as it is now"}
     return [f"upgrader: {h['host']}: {words[h['outcome']]}: {h.get('error') or ''}".rstrip(": ")
             for h in result["hosts"] if h["outcome"] in words]
