@@ -124,6 +124,7 @@ def _explain(g: Screen, result: dict[str, Any], started: Any, checked: Any, canc
               diag=g.t("diagnostics", bundle=bundle) if bundle else "")
         approvers = ", ".join(a.statement.approver for a in checked.approvals) or "-"
         g.say("contact", approver=approvers)
+        _severity(g, result)
     cp = result.get("checkpoint")
     if cp:
         g.say("checkpoint", line=cp["line"], seq=cp["seq"], head=cp["head"])
@@ -132,6 +133,22 @@ def _explain(g: Screen, result: dict[str, Any], started: Any, checked: Any, canc
             print(line, file=sys.stderr)
         except OSError:
             pass
+
+
+def _severity(g: Screen, result: dict[str, Any]) -> None:
+    """The incident's level by the host's state after the run, its three response times and service hours."""
+    from rich.markup import escape
+
+    from ..severity import describe
+
+    sev = result.get("severity") or (result.get("diagnostics") or {}).get("severity")
+    if not sev:
+        return
+    for i, line in enumerate(describe(sev, g.t.lang)):
+        try:
+            g.c.print(f"[bold red]{escape(line)}[/bold red]" if i == 0 else escape(line), soft_wrap=True)
+        except OSError:
+            pass  # the terminal is gone; result.json and the bundle keep the level
 
 
 class _Progress:
