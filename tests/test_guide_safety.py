@@ -313,3 +313,30 @@ def test_the_guide_shows_the_level_in_chinese_after_a_failed_upgrade(sandbox: Sa
     child.expect("仅限标准服务时间：工作日 9:00–18:00（北京时间），法定节假日除外")
     assert child.finish() == 1
     assert box.answers() == "7.0.4.1"
+
+
+def test_a_killed_run_rolled_back_by_resume_is_level_3_and_not_called_untouched(
+        sandbox: Sandbox, capsys: pytest.CaptureFixture[str]) -> None:
+    """`upgrader run` is killed (SIGKILL, UPGRADER_TEST_KILL_AT as tests/test_kill_matrix.py places it) after it
+    stopped the service and installed 7.0.4.2; `upgrader resume` rolls it back to a healthy 7.0.4.1: level 3 with
+    the rolled-back reason, never the old false "failed before the service was touched"."""
+    import os
+    import subprocess
+    import sys
+
+    box = sandbox
+    plan, approval = approved_plan(box, "7.0.4.2")
+    upgrader_bin = str(Path(sys.executable).with_name("upgrader"))
+    killed = subprocess.run([upgrader_bin, "--home", str(box.root), "run", str(plan), "--approval", str(approval)],
+                            env={**os.environ, "PYTHON": sys.executable, "UPGRADER_TEST_KILL_AT": "install:finished"},
+                            capture_output=True, timeout=120)
+    assert killed.returncode == -9 and box.answers() is None  # killed with the service stopped
+    (run,) = runs(box)
+    capsys.readouterr()
+    assert upgrader(box, "resume", run.name) == 1
+    out = capsys.readouterr().out.replace("\n", " ")
+    assert "Severity level 3, moderate (response level: important)" in out
+    assert "before the service was touched" not in out and "rolled back" in out
+    assert box.answers() == "7.0.4.1"
+    sev = json.loads((run / "result.json").read_text())["severity"]
+    assert sev["level"] == 3 and "rolled back" in sev["rule"]

@@ -305,6 +305,7 @@ class _Guide:
     def _choose(self, found: list[Any]) -> Path:
         if len(found) == 1:
             self.say("found_one", product=found[0].playbook.product, dir=found[0].install_dir)
+            self.refuse_if_locked({"lock": _left_lock(Path(found[0].install_dir))})  # before its question
             if self.ask(self.t("ask_use_found"), default=True, scripted=True):
                 return Path(found[0].install_dir)
             raise _Cancelled("stop_no")
@@ -618,6 +619,16 @@ class _Guide:
         a = argparse.Namespace(**vars(self.args))
         a.approval = [self.args.approval] if self.args.approval else []
         return a
+
+
+def _left_lock(install_dir: Path) -> Any:
+    """The lock on an install of this machine, where the host agent keeps it (``<parent>/.upgrader-<name>/lock``)."""
+    import json
+
+    try:
+        return json.loads((install_dir.parent / f".upgrader-{install_dir.name}" / "lock").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
 
 
 def _plans_dir(home: Path) -> Path:
