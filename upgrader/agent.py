@@ -1451,7 +1451,7 @@ def config_value(text, spec):
     for path in spec["xml"]:
         try:
             found = root.findall(path)
-        except SyntaxError as e:
+        except (SyntaxError, KeyError, TypeError, ValueError) as e:
             return None, "bad element path %r: %s" % (path, e)
         for el in found:
             value = el.get(spec.get("attribute", "")) if spec.get("attribute") else (el.text or "")

@@ -70,7 +70,7 @@ def parse_vars_from(s: Section | None) -> dict[str, dict[str, Any]]:
                     raise item.error(f"xml[{i}]", "expected an element path such as ./Service/Connector")
                 try:
                     ET.fromstring("<x/>").findall(p)
-                except (SyntaxError, KeyError) as e:
+                except (SyntaxError, KeyError, TypeError, ValueError) as e:
                     raise item.error("xml", f"not a valid element path {p!r}: {e}") from None
             spec["xml"] = list(paths)
             if item.has("attribute"):
