@@ -115,6 +115,8 @@ def test_the_agent_reads_regex_and_xml_values_and_refuses_entities_and_links_out
     ({"type": "http", "url": "http://127.0.0.1:1/version"},
      {"port": {"file": "c", "value": "1", "used": True, "value_used": "1"}}, "http://127.0.0.1:1/version answered "
                                                                             "'x', expected 'y'", "fix_http"),
+    ({"type": "http", "url": "http://127.0.0.1:2/ready"},
+     {"port": {"file": "c", "value": "1", "used": True, "value_used": "1"}}, "http probe: timed out", "fix_no_answer"),
     ({"type": "process", "pid_file": "temp/catalina.pid"}, {}, "pid None not running", "fix_process"),
 ])
 def test_each_failing_probe_gets_the_fix_its_cause_suggests(probe: dict[str, Any], record: dict[str, Any],

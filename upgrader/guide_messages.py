@@ -148,6 +148,8 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "fix_http": ("{url} answers, but not as the playbook expects from the running version: check the probe's "
                  "status, body or contains in the playbook",
                  "{url} 有响应，但与剧本对当前版本的预期不符：请检查剧本中该检查的 status、body 或 contains"),
+    "fix_no_answer": ("{url} does not answer: check the probe's URL in the playbook, and that what it checks runs",
+                      "{url} 没有响应：请检查剧本中该检查的地址，以及它所检查的服务是否在运行"),
     "fix_log": ("the log file {file} is not a path inside the install dir: correct the playbook",
                 "日志文件 {file} 不在安装目录之内：请修改剧本"),
     "fix_other": ("check this probe in the playbook", "请检查剧本中的这项检查"),

@@ -100,8 +100,14 @@ def failures(probes: list[Mapping[str, Any]], results: list[Mapping[str, Any]],
     return out
 
 
-def _texts(probe: Mapping[str, Any]) -> str:
-    return " ".join(str(probe.get(k, "")) for k in ("port", "url", "command", "host"))
+def _uses(probe: Mapping[str, Any], value: str) -> bool:
+    """Does this rendered probe use ``value`` where a variable would put it (the port, a URL's port, a word)?"""
+    import re
+
+    v = re.escape(value)
+    return (str(probe.get("port")) == value or str(probe.get("host")) == value
+            or bool(re.search(rf":{v}(?=[/?#]|$)|//{v}(?=[:/]|$)", str(probe.get("url") or "")))
+            or bool(re.search(rf"(?<![\w.]){v}(?![\w.])", str(probe.get("command") or ""))))
 
 
 def likely_fix(probe: Mapping[str, Any], vars_read: Mapping[str, Mapping[str, Any]],
@@ -113,10 +119,9 @@ def likely_fix(probe: Mapping[str, Any], vars_read: Mapping[str, Mapping[str, An
     if kind == "process":
         return "fix_process", {"pid_file": probe.get("pid_file")}
     if kind in ("tcp", "http", "command"):
-        text = _texts(probe)
         for name, r in sorted(vars_read.items()):
             used = str(r.get("value_used"))
-            if not used or used == "None" or used not in text:
+            if not used or used == "None" or not _uses(probe, used):
                 continue
             where = f"{r.get('file')}" + (f":{r['line']}" if r.get("line") else "")
             if "value" in r and not r.get("used") and str(r["value"]) != used:
@@ -127,7 +132,7 @@ def likely_fix(probe: Mapping[str, Any], vars_read: Mapping[str, Mapping[str, An
         if kind in ("tcp", "http") and not vars_read:
             return "fix_port", {}
         if kind == "http":
-            return "fix_http", {"url": probe.get("url")}
+            return "fix_no_answer", {"url": probe.get("url")}
     if kind == "log":
         return "fix_log", {"file": probe.get("file")}
     return "fix_other", {}
