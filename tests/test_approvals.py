@@ -8,6 +8,9 @@ import base64
 import copy
 import datetime as dt
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -208,6 +211,9 @@ def test_approval_is_refused_for_a_plan_with_one_more_host(sandbox: Sandbox,
     app02 = sandbox.root / "hosts" / "app-02"
     port = free_port()
     install(app02, port=port)
+    # running: a plan proves each host's health probes on its running version (probe_proof)
+    subprocess.run([str(app02 / "bin" / "start.sh")], check=True, env={**os.environ, "PYTHON": sys.executable})
+    Sandbox(sandbox.root, port).wait_version(None, timeout=15)
     inventory = yaml.safe_load(sandbox.inventory.read_text(encoding="utf-8"))
     inventory["hosts"]["app-02"] = {**copy.deepcopy(inventory["hosts"]["app-01"]), "install_dir": str(app02),
                                     "vars": {"port": str(port)}}

@@ -301,16 +301,19 @@ def test_package_build_of_a_special_file_exits_2_and_leaves_no_partial_package(t
     assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]
 
 
-def test_plan_output_into_a_directory_exits_2_naming_it(box, tmp_path):
-    """`plan -o DIR` (an existing directory) exits 2 naming it, instead of an internal error."""
+def test_plan_output_into_a_directory_exits_2_naming_it(sandbox, tmp_path):
+    """`plan -o DIR` (an existing directory) exits 2 naming it, instead of an internal error. (The service runs:
+    a plan proves its health probes on the running version first.)"""
+    box = sandbox
     (tmp_path / "plans").mkdir()
     res = upgrader_process("--home", str(box.root), "plan", "--inventory", str(box.inventory), "--to", "7.0.4.2",
                            "--catalog", str(box.catalog), "-o", str(tmp_path / "plans"), cwd=tmp_path)
     assert_bad_input(res, str(tmp_path / "plans"))
 
 
-def test_approve_output_into_a_directory_exits_2_naming_it(box, tmp_path):
+def test_approve_output_into_a_directory_exits_2_naming_it(sandbox, tmp_path):
     """`approve PLAN -o DIR` (an existing directory) exits 2 naming it, instead of an internal error."""
+    box = sandbox
     plan = tmp_path / "plan.json"
     res = upgrader_process("--home", str(box.root), "plan", "--inventory", str(box.inventory), "--to", "7.0.4.2",
                            "--catalog", str(box.catalog), "-o", str(plan), cwd=tmp_path)

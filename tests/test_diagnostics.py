@@ -1,5 +1,6 @@
 """Diagnostics bundle and severity levels: a real failing upgrade (a sample release that cannot start) writes a
-redacted bundle with the journal, log tails, versions and a manifest, classified level 1 with the policy's 2 h;
+redacted bundle with the journal, log tails, versions and a manifest, classified level 3 (rolled back, the old
+version healthy) with the policy's 8 h;
 --obfuscate hides host names and addresses; the severity rules, redaction and the policy key, table-driven."""
 
 from __future__ import annotations
@@ -66,14 +67,17 @@ def failed_run(sandbox: Sandbox, capsys: pytest.CaptureFixture[str]) -> tuple[Sa
     return box, run_id, out
 
 
-def test_a_service_that_cannot_start_writes_a_redacted_bundle_classified_level_1(failed_run) -> None:
+def test_a_service_that_cannot_start_writes_a_redacted_bundle_classified_level_3(failed_run) -> None:
     """The bundle holds the journal, log tail, versions and a manifest of every member with its sha256 and
-    collector; the planted password is in no member; the summary names the bundle, level 1 and 2 h."""
+    collector; the planted password is in no member; the summary names the bundle and level 3 (the upgrade failed
+    and was rolled back, the old version is healthy: a workaround exists) with its three response times."""
     box, run_id, out = failed_run
     bundle = box.root / "runs" / run_id / f"diagnostics-{run_id}.tar.gz"
     assert bundle.is_file()
     assert f"diagnostics bundle: {bundle}" in out.replace("\n", "")
-    assert "severity level 1" in out and "response within 2 h" in out
+    assert "Severity level 3, moderate (response level: important)" in out
+    assert "within 8 h, first call-back within 4 h, initial action plan within 1 working day" in out
+    assert "standard hours only: weekdays 09:00–18:00 Beijing time" in out
     files = members(bundle)
     for name in ("manifest.json", "severity.json", "run/journal.jsonl", "run/plan.json", "run/result.json",
                  "hosts/app-01/phases.json", "hosts/app-01/versions.json", "hosts/app-01/platform.json",
@@ -100,12 +104,13 @@ def test_a_service_that_cannot_start_writes_a_redacted_bundle_classified_level_1
     assert listed["hosts/app-01/logs/logs/server.log.tail"]["collector"] == "logs"
     assert manifest["redacted"] is True and manifest["obfuscated"] is False
     severity = json.loads(files["severity.json"])
-    assert severity["level"] == 1 and severity["response_hours"] == 2
-    assert "process" in severity["rule"] and "not running" in severity["evidence"]
+    assert severity["level"] == 3 and severity["response_hours"] == 8
+    assert "rolled back" in severity["rule"] and "not running" in severity["evidence"]
     platform = json.loads(files["hosts/app-01/platform.json"])
     assert platform["facts"]["kernel"] and "net.core.somaxconn" in platform["facts"]["sysctl"]
     result = json.loads((box.root / "runs" / run_id / "result.json").read_text())
-    assert result["diagnostics"]["bundle"] == str(bundle) and result["diagnostics"]["severity"]["level"] == 1
+    assert result["diagnostics"]["bundle"] == str(bundle) and result["diagnostics"]["severity"]["level"] == 3
+    assert result["severity"]["level"] == 3
 
 
 def test_preserved_key_stores_and_security_files_are_digests_only_by_default(sandbox: Sandbox, capsys) -> None:
@@ -169,7 +174,7 @@ def test_diagnostics_command_obfuscates_host_names_and_addresses_keeping_the_key
     assert upgrader(box, "diagnostics", run_id, "--obfuscate", "--domain", "corp.example.com", "-o", str(out),
                     "--json") == 0
     info = json.loads(capsys.readouterr().out)
-    assert info["bundle"] == str(out) and info["severity"]["level"] == 1
+    assert info["bundle"] == str(out) and info["severity"]["level"] == 3
     files = members(out)
     # this machine's name stands alone nowhere (a test machine called "vm" keeps vm.swappiness, by design)
     own = [re.compile(rf"(?i)(?<![\w-]){re.escape(n)}(?![\w-]|\.[\w-])")
@@ -209,43 +214,62 @@ TYPES = {"process": "process", "tcp": "tcp", "health": "http", "log": "log", "sm
 STOP = ("stop", "ok", "stopped")
 
 
+ROLLBACK_OK = (("rollback", "ok", "restored"), ("start", "ok", "started"), ("observe", "ok", "healthy"))
+
+
 @pytest.mark.parametrize("host, level", [
     (_host("committed", STOP), None),
     (_host("not_started"), None),
-    (_host("rolled_back", STOP, ("start", "failed", "start command exited 1")), 1),
-    (_host("rolled_back", STOP, ("observe", "failed", "never healthy after start: process: pid None not running")), 1),
-    (_host("rolled_back", STOP, ("observe", "failed",
-                                 "healthy at first, then failed during the observation window: process: pid 7 not "
-                                 "running")), 1),
-    (_host("rolled_back", STOP, ("observe", "failed", "never healthy after start: health: answered 500")), 1),
+    (_host("restored", *ROLLBACK_OK), None),
+    # the upgrade failed, whatever way, and the old version runs healthy again: a workaround exists -> 3
+    (_host("rolled_back", STOP, ("start", "failed", "start command exited 1"), *ROLLBACK_OK), 3),
+    (_host("rolled_back", STOP, ("observe", "failed", "never healthy after start: process: pid None not running"),
+           *ROLLBACK_OK), 3),
     (_host("rolled_back", STOP, ("observe", "failed", "never healthy after start: log: logs/server.log: ERROR "
-                                                      "Cannot create JDBC connection to jdbc/orders")), 1),
-    (_host("rolled_back", STOP, ("observe", "failed", "healthy at first, then failed during the observation "
-                                                      "window: health: answered 503")), 2),
-    (_host("rolled_back", STOP, ("observe", "failed", "never healthy after start: log: logs/server.log: WARN x")), 3),
-    (_host("rolled_back", STOP, ("observe", "failed", "never healthy after start: smoke: command exited 1")), 3),
-    (_host("rolled_back", STOP, ("hook:after_install", "failed", "hook 'x' exited 1")), 3),
-    (_host("unchanged", ("stop", "failed", "service did not stop within 5s")), 3),
+                                                      "Cannot create JDBC connection to jdbc/orders"), *ROLLBACK_OK), 3),
+    (_host("rolled_back", STOP, ("hook:after_install", "failed", "hook 'x' exited 1"), *ROLLBACK_OK), 3),
+    # a killed run rolled back by resume: only the resume's phases are in its result; still 3, never "untouched"
+    (_host("rolled_back", *ROLLBACK_OK), 3),
+    (_host("unchanged", ("stop", "failed", "service did not stop within 5s"), ("observe", "ok", "healthy")), 3),
+    # nothing was touched -> 4
     (_host("unchanged", ("preflight", "failed", "only 3 MiB free")), 4),
     (_host("needs_person", ("preflight", "failed", "host is locked by run x")), 4),
+    # left after stop without a healthy service -> 1 (down, crashing, data source), or 2 (serves, degraded)
     (_host("needs_person", STOP, ("observe", "failed", "never healthy after start: tcp: port 1 closed"),
            ("rollback", "failed", "restored tree differs")), 1),
+    (_host("needs_person", STOP, ("install", "failed", "lost the connection")), 1),
+    (_host("needs_person", STOP, ("observe", "failed", "never healthy after start: process: pid None not running"),
+           ("rollback", "ok", "restored"), ("start", "ok", "started"),
+           ("observe", "failed", "never healthy after start: process: pid None not running; tcp: port 1 closed")), 1),
+    (_host("needs_person", STOP, ("observe", "failed", "x"), ("rollback", "ok", "restored"), ("start", "ok", "s"),
+           ("observe", "failed", "never healthy after start: log: logs/server.log: ERROR Cannot create JDBC "
+                                 "connection")), 1),
+    (_host("needs_person", STOP, ("observe", "failed", "x"), ("rollback", "ok", "restored"), ("start", "ok", "s"),
+           ("observe", "failed", "never healthy after start: health: answered 500")), 2),
+    (_host("needs_person", STOP, ("observe", "failed", "x"), ("rollback", "ok", "restored"), ("start", "ok", "s"),
+           ("observe", "failed", "healthy at first, then failed during the observation window: tcp: port 1 "
+                                 "closed")), 2),
+    (_host("needs_person", STOP, ("observe", "failed", "x"), ("rollback", "ok", "restored"), ("start", "ok", "s"),
+           ("observe", "failed", "never healthy after start: smoke: command exited 1")), 2),
 ])
 def test_severity_rules(host: dict[str, Any], level: int | None) -> None:
-    """Pure: each failure maps to the documented level (start failure, dead process, data source -> 1; flapping -> 2;
-    non-core probe, hook, stop -> 3; before the service was touched -> 4)."""
+    """Pure: the level follows the customer's state after the run (PRODUCT.md "Severity levels"): rolled back to a
+    healthy old version -> 3; never touched -> 4; left down, crashing or without its data source -> 1; serving but
+    degraded or unstable -> 2."""
     got = classify_host(host, TYPES)
     assert (got["level"] if got else None) == level
 
 
 def test_a_runs_level_is_its_most_severe_hosts_with_the_policy_response_time() -> None:
-    """Two failed hosts, levels 3 and 2: the run is level 2 with the second response target."""
-    result = {"hosts": [{**_host("rolled_back", STOP, ("hook:after_start", "failed", "x")), "host": "a"},
-                        {**_host("rolled_back", STOP, ("observe", "failed", "healthy at first, then failed during "
-                                                                            "the observation window: tcp: closed")),
+    """Two failed hosts, levels 3 and 2: the run is level 2 with the second response target and its meaning."""
+    result = {"hosts": [{**_host("rolled_back", STOP, ("hook:after_start", "failed", "x"), *ROLLBACK_OK), "host": "a"},
+                        {**_host("needs_person", STOP, ("observe", "failed", "x"), ("rollback", "ok", "r"),
+                                 ("start", "ok", "s"), ("observe", "failed", "healthy at first, then failed during "
+                                                                             "the observation window: tcp: closed")),
                          "host": "b"}]}
     run = classify_run(result, {"a": TYPES, "b": TYPES}, (1.0, 3.0, 5.0, 7.0))
     assert run is not None and run["level"] == 2 and run["host"] == "b" and run["response_hours"] == 3.0
+    assert run["name_zh"] == "严重" and run["response_level_zh"] == "紧急" and "7×24" in run["service_hours"]
     assert [h["level"] for h in run["hosts"]] == [3, 2]
     assert classify_run({"hosts": [_host("committed")]}) is None
 

@@ -447,21 +447,22 @@ def test_probe_endpoint_that_never_answers_for_the_new_version_rolls_back(sandbo
     assert_old_version_intact(box, was)
 
 
-def test_probe_endpoint_that_never_answers_at_all_marks_the_host_exit_5_with_its_files_restored(
-        sandbox, silent_endpoint, capsys):
-    """A probe endpoint that never answers for either version: the files are restored byte for byte, the old
-    version runs, but its observation fails too, so the host is marked for a person (exit 5)."""
+def test_probe_endpoint_that_never_answers_at_all_is_refused_before_stop(sandbox, silent_endpoint, capsys):
+    """A probe endpoint that never answers for either version is no health check (issue 21): it is proven on the
+    running 7.0.4.1 first, so `plan` refuses with exit 2 naming the probe, before anything is stopped; the old
+    version answers from the same process and its files are as they were."""
     box = sandbox
     endpoint, port = silent_endpoint("/ready/")
     slow_probe_playbook(box, port)
     was = before(box)
-    res = run(box, capsys, NEW)
+    pids = service_pids(box.install_dir.parent)
+    capsys.readouterr()
+    rc, plan = plan_to(box, NEW)
+    err = capsys.readouterr().err
     assert f"/ready/{OLD}" in endpoint.paths, "the old version's probe never reached the silent endpoint"
-    assert res.rc == 5, res.host
-    assert res.host["outcome"] == "needs_person"
-    assert "rollback failed at observe" in res.host["error"] and "dependency" in res.host["error"]
-    assert "NEEDS A PERSON" in res.err
+    assert rc == 2 and not plan.exists()
+    assert "'dependency' (http probe: timed out)" in err and f"fail on the running version {OLD}" in err
+    assert f"/ready/{OLD} does not answer" in err
     assert product_digest(box.install_dir) == was.tree
     assert tree_digest(box.install_dir / "data") == was.data
-    assert box.answers() == OLD
-    assert len(service_pids(box.install_dir.parent)) == 1
+    assert box.answers() == OLD and service_pids(box.install_dir.parent) == pids

@@ -1444,11 +1444,104 @@ def op_inspect(req):
     return out
 
 
+# ---------------------------------------------------------------------------------------------
+# configuration-read variables and health checks proven on the running version (read-only)
+
+CONFIG_VAR_MAX = 1 << 20
+
+
+def inside_install(paths, rel):
+    """The real path of ``rel`` beneath the install dir, or an AgentError: no absolute path, no '..', and no
+    link (at any level) that leads out of the install dir."""
+    if not rel or os.path.isabs(rel) or ".." in rel.replace("\\", "/").split("/"):
+        raise AgentError("%r is not a path inside the install dir" % (rel,), "bad_input")
+    root = os.path.realpath(paths.install)
+    full = os.path.realpath(os.path.join(root, rel))
+    if full != root and not full.startswith(root + os.sep):
+        raise AgentError("%s leads out of the install dir (a link to %s)" % (rel, full), "bad_input")
+    return full
+
+
+def config_value(text, spec):
+    """(value, line number) that ``spec`` selects in a config file's text, or (None, why)."""
+    if spec.get("pattern"):
+        m = re.search(spec["pattern"], text, re.MULTILINE)
+        if not m:
+            return None, "no line matches %r" % spec["pattern"]
+        return (m.group(1) if m.groups() else m.group(0)).strip(), text.count("\n", 0, m.start()) + 1
+    if "<!ENTITY" in text:
+        return None, "the file declares XML entities; not read"
+    import xml.etree.ElementTree as ET
+
+    try:
+        root = ET.fromstring(text)
+    except ET.ParseError as e:
+        return None, "not well-formed XML: %s" % e
+    for path in spec["xml"]:
+        try:
+            found = root.findall(path)
+        except (SyntaxError, KeyError, TypeError, ValueError) as e:
+            return None, "bad element path %r: %s" % (path, e)
+        for el in found:
+            value = el.get(spec.get("attribute", "")) if spec.get("attribute") else (el.text or "")
+            if value is not None and value.strip():
+                return value.strip(), None
+    return None, "no element %s with %s" % (" or ".join(spec["xml"]), spec.get("attribute") or "text")
+
+
+def op_read_vars(req):
+    """Playbook variables read from the install's own configuration (``vars_from``): per name, the value and
+    where it was found, or why it was not."""
+    paths = Paths(req)
+    out = {}
+    for name, spec in sorted(req.get("vars_from", {}).items()):
+        entry = {"file": spec["file"]}
+        try:
+            full = inside_install(paths, spec["file"])
+            with open(full, "rb") as f:
+                data = f.read(CONFIG_VAR_MAX)
+            value, where = config_value(data.decode("utf-8", "replace"), spec)
+        except AgentError as e:
+            value, where = None, str(e)
+        except OSError as e:
+            value, where = None, "%s: %s" % (e.strerror, spec["file"])
+        if value is None:
+            entry["error"] = where
+        else:
+            entry["value"] = value
+            if isinstance(where, int):
+                entry["line"] = where
+        out[name] = entry
+    return {"vars": out}
+
+
+def op_prove(req):
+    """Each observe probe once against the version running now (before anything is stopped). Log probes are
+    judged on what a newly started version writes, so here only their file's place is checked."""
+    paths = Paths(req)
+    results = []
+    for p in req.get("probes", []):
+        name = p.get("name") or p["type"]
+        if p["type"] == "log":
+            try:
+                inside_install(paths, p["file"])
+                skipped = "judged on the lines a newly started version writes, not on the old log"
+            except AgentError as e:
+                results.append({"probe": name, "type": "log", "ok": False, "detail": str(e)})
+                continue
+            results.append({"probe": name, "type": "log", "ok": True, "skipped": skipped, "detail": skipped})
+            continue
+        ok, detail = probe_once(paths, p, {})
+        results.append({"probe": name, "type": p["type"], "ok": ok, "detail": detail})
+    return {"probes": results, "listening": sorted(listening())}
+
+
 OPS = {"facts": op_facts, "lock": op_lock, "unlock": op_unlock, "prepare": op_prepare, "stop": op_stop,
        "install": op_install, "start": op_start, "observe": op_observe, "rollback": op_rollback,
        "verify_tree": op_verify_tree, "finish": op_finish, "hook": op_hook, "state": op_state,
        "receive_check": op_receive_check, "receive_commit": op_receive_commit,
-       "access_read": op_access_read, "access_write": op_access_write, "inspect": op_inspect}
+       "access_read": op_access_read, "access_write": op_access_write, "inspect": op_inspect,
+       "read_vars": op_read_vars, "prove": op_prove}
 
 
 MUTATING = ("prepare", "stop", "install", "start", "rollback", "finish", "hook")

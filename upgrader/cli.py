@@ -418,9 +418,12 @@ policy, 4 approval missing or invalid or outside the service window, 5 needs a p
                     "tokens, keys, cookies, authorization headers and credentials in URLs and command lines are "
                     "replaced by *** everywhere. run, resume and rollback write it by themselves when a host fails "
                     "(not when the operator cancelled: that is no incident).",
-        epilog="severity levels: 1 the service cannot start, crashes or cannot reach its data source; 2 a core "
-               "function is\nunstable or much slower; 3 a minor loss with a workaround; 4 slight. Response times "
-               "from the policy's\nseverity.response_hours (default 2, 4, 8, 48 h).\n\nexit codes: 0 written, "
+        epilog="severity levels, by the customer's state after the run: 1 the service is down, cannot start, keeps "
+               "crashing or\ncannot reach its data source; 2 it serves but core functions are badly degraded or "
+               "unstable; 3 the upgrade\nfailed and was rolled back and the old version is healthy (a workaround "
+               "exists); 4 a minor loss or a warning\nonly. Respond within the policy's severity.response_hours "
+               "(default 2, 4, 8, 48 h); first call-back within\n1 h, 2 h, 4 h, 8 h; initial action plan within 2 h, "
+               "4 h, 1 and 2 working days. Levels 1-2: 7x24 when\nbooked; 3-4: weekdays 09:00-18:00 Beijing time.\n\nexit codes: 0 written, "
                "2 no such run or the file cannot be written")
     diag.add_argument("run_id", metavar="RUN_ID")
     diag.add_argument("--obfuscate", action="store_true",

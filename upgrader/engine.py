@@ -500,7 +500,7 @@ class _HostRun:
         except _PhaseFailed as err:
             self.out.outcome = {"locked": "needs_person", "unreachable": "needs_person",
                                 "replayed": "refused", "catalog_rollback": "refused",
-                                "stale_plan": "stale"}.get(err.kind, "unchanged")
+                                "stale_plan": "stale", "unproven_probe": "stale"}.get(err.kind, "unchanged")
             self.out.error = f"preflight: {err.message}"
             return self.out
         try:
@@ -561,6 +561,7 @@ class _HostRun:
             self.call("unlock")
             raise _PhaseFailed("preflight", f"the host runs {facts.get('version')!r}, the plan expected "
                                             f"{self.p['current']!r}: make a new plan", "stale_plan")
+        self._prove_probes()
         self.package_path = self._ensure_package(pkg)
         need = int(pkg["size"]) * 2 + int(pkg.get("limits", {}).get("unpacked_bytes", 0))
         if int(facts.get("free_bytes", 0)) < need:
@@ -568,6 +569,20 @@ class _HostRun:
             raise _PhaseFailed("preflight", f"only {facts['free_bytes'] >> 20} MiB free, {need >> 20} MiB needed",
                                "no_space")
         return f"{self.p['current']} -> {self.p['target']}, package on host", {"package_sha256": pkg["sha256"]}
+
+    def _prove_probes(self) -> None:
+        """Every health probe once on the running old version (probe_proof): one that fails now would fail after
+        the upgrade too and roll a good upgrade back, so the host is released untouched (exit 2)."""
+        from .probe_proof import ProbeUnproven, prove
+
+        try:
+            prove(lambda op, timeout=None, **req: self.call(op, timeout=timeout, **req), host=self.name,
+                  observe=self.p["playbook"]["rollback_observe"], version=self.p["current"],
+                  vars_read=self.p.get("vars_read"))
+        except ProbeUnproven as e:
+            self.call("unlock")
+            raise _PhaseFailed("preflight", f"{e.message} (likely fix: {(e.hint or '').removeprefix('likely fix: ')})",
+                               "unproven_probe") from e
 
     def _ensure_package(self, pkg: dict[str, Any]) -> str:
         assert self.transport is not None

@@ -105,6 +105,70 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "inspection_warn": ("  ! {text}", "  ! {text}"),
     "inspection_failed": ("Health inspection could not run: {error} (the upgrade does not depend on it)",
                           "健康巡检无法运行：{error}（不影响升级本身）"),
+    # step 4: health checks proven on the running version, variables read from its configuration (probe_proof)
+    "vars_read": ("Read from the configuration: {name} = {value} ({file})", "从配置文件读取：{name} = {value}（{file}）"),
+    "vars_given": ("{name} = {used}, as given (inventory or --var); {file} says {value}",
+                   "{name} = {used}（按清单或 --var 指定）；{file} 中为 {value}"),
+    "vars_default": ("{name} = {used}: the playbook's default ({file}: {error})",
+                     "{name} = {used}：剧本默认值（{file}：{error}）"),
+    "probes_proven": ("Health checks proven on the running {version} before anything is stopped: {n} pass",
+                      "健康检查已在停止服务之前、在当前运行的 {version} 上验证：{n} 项通过"),
+    "probe_line": ("  {mark} {probe}: {detail}", "  {mark} {probe}：{detail}"),
+    "probe_log_later": ("judged on what the new version writes after start", "在新版本启动后根据其新写入的日志判断"),
+    "probe_unproven": ("the health check(s) {probe} fail on the running version {version}: they would fail "
+                       "after the upgrade too and roll a good upgrade back, so nothing was stopped",
+                       "健康检查 {probe} 在当前运行的版本 {version} 上就不通过：升级后同样不会通过，"
+                       "会把成功的升级回滚，因此没有停止服务"),
+    "probe_refused": ("[bold red]Refused before stop:[/bold red] {text}.", "[bold red]在停止服务之前拒绝执行：[/bold red]{text}。"),
+    "probe_fix": ("  Likely fix: {fix}.", "  可能的解决办法：{fix}。"),
+    "probe_var_hint": ("To give a value yourself, add --var NAME=VALUE to the upgrader guide command (it wins over "
+                       "the value read from the configuration); nothing on this host was changed.",
+                       "如需自行指定，请在 upgrader guide 命令后加上 --var 名称=值（优先于从配置文件读取的值）；"
+                       "本机没有任何改动。"),
+    "fix_process": ("the pid file {pid_file} is missing or names no running process: is the service running? (a "
+                    "stock Tomcat writes none unless CATALINA_PID is set in bin/setenv.sh)",
+                    "进程号文件 {pid_file} 不存在或其中的进程没有运行：服务在运行吗？（标准 Tomcat 只有在 "
+                    "bin/setenv.sh 中设置了 CATALINA_PID 才会写这个文件）"),
+    "fix_down": ("the service does not run now (no process, nothing answers): start it and check it is healthy, then "
+                 "try again", "服务当前没有运行（没有进程，也没有任何响应）：请先启动服务并确认正常，然后再试"),
+    "fix_explicit": ("the service's configuration {file} says {name} = {value}, but {used} was given (inventory "
+                     "vars or --var): give the value the service really uses",
+                     "服务的配置文件 {file} 中 {name} = {value}，但指定的是 {used}（清单或 --var）：请改为服务实际使用的值"),
+    "fix_config": ("{file} says {name} = {value}, but nothing answers there: the service may run with another "
+                   "configuration (changed since it was started?): check {file}, or give the real value with "
+                   "--var {name}=VALUE",
+                   "{file} 中 {name} = {value}，但该处没有响应：服务可能使用的是另一份配置（启动后配置被改过？）："
+                   "请检查 {file}，或用 --var {name}=实际值 指定"),
+    "fix_default": ("{name} = {used} is the playbook's default ({file}: {error}): give the real value with "
+                    "--var {name}=VALUE or in the inventory's vars",
+                    "{name} = {used} 是剧本的默认值（{file}：{error}）：请用 --var {name}=实际值 或在清单的 vars 中指定"),
+    "fix_port": ("the port comes from the playbook's default or the inventory: give the port the service listens on "
+                 "with --var NAME=PORT or in the inventory's vars",
+                 "端口来自剧本默认值或清单：请用 --var 名称=端口 或在清单的 vars 中指定服务实际监听的端口"),
+    "fix_http": ("{url} answers, but not as the playbook expects from the running version: check the probe's "
+                 "status, body or contains in the playbook",
+                 "{url} 有响应，但与剧本对当前版本的预期不符：请检查剧本中该检查的 status、body 或 contains"),
+    "fix_no_answer": ("{url} does not answer: check the probe's URL in the playbook, and that what it checks runs",
+                      "{url} 没有响应：请检查剧本中该检查的地址，以及它所检查的服务是否在运行"),
+    "fix_log": ("the log file {file} is not a path inside the install dir: correct the playbook",
+                "日志文件 {file} 不在安装目录之内：请修改剧本"),
+    "fix_other": ("check this probe in the playbook", "请检查剧本中的这项检查"),
+    # the host lock, checked before any question
+    "locked": ("[bold red]This install is locked by run {run}[/bold red] ({user}@{controller}, since {since}): an "
+               "earlier upgrade did not end normally, or another one is running now. Nothing was asked and "
+               "nothing was changed; your approval was not used.",
+               "[bold red]这个安装已被运行 {run} 锁定[/bold red]（{user}@{controller}，自 {since} 起）：上一次升级"
+               "没有正常结束，或者另一次升级正在进行。本次没有提问，也没有做任何改动；您的审批文件没有被使用。"),
+    "locked_way_out": ("What to do: 1. see what this host needs: {status}  2. only when that run is no longer going "
+                       "on (its terminal is closed, the machine was restarted): finish it from its journal with "
+                       "{resume}, or put the old version back with {rollback}  3. then start the guide again.",
+                       "处理办法：1. 查看本机状态：{status}  2. 只有在确认该运行已经不在进行（其终端已关闭或机器已重启）时："
+                       "用 {resume} 按运行日志完成它，或用 {rollback} 退回旧版本  3. 然后重新运行本向导。"),
+    "locked_error": ("the install is locked by run {run} ({user}@{controller})",
+                     "该安装已被运行 {run} 锁定（{user}@{controller}）"),
+    "locked_error_hint": ("upgrader status; then upgrader resume {run} --break-lock or upgrader rollback {run} "
+                          "--break-lock", "upgrader status；然后 upgrader resume {run} --break-lock 或 "
+                          "upgrader rollback {run} --break-lock"),
     # step 5
     "backup_note": ("upgrader makes a verified backup of every product file the upgrade changes and restores it "
                     "if anything fails. It does NOT back up your business data: databases, files your "
@@ -278,6 +342,8 @@ RULES: dict[str, tuple[str, str, str, str]] = {
                        "product files changed by hand since the last install would be overwritten",
                        "上次安装后被手工改过的产品文件会被覆盖"),
     "lock": ("host lock", "主机锁", "no other run may be working on this install", "不能有其他运行正在处理这个安装"),
+    "health_checks": ("health checks proven", "健康检查已验证", "every health probe passes on the running version "
+                      "before anything is stopped", "停止服务之前，每项健康检查都要在当前运行的版本上通过"),
     "free_disk": ("free disk", "磁盘空间", "enough free disk for the package and its staging",
                   "磁盘空间要足够放下升级包和暂存文件"),
     "non_ascii_names": ("non-ASCII names", "非 ASCII 名称",

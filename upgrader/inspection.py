@@ -19,7 +19,8 @@ API::
         ``security/`` directory: those get ``text_withheld`` and their digest. Both are for the
         diagnostics bundle; redact before storing. Each config: {"path", "sha256", "size", "mtime"}.
         Returns {"host", "install_dir", "product", "playbook", "facts", "metrics", "warnings",
-        "thresholds", "error": None}. Raises ``TransportError`` (exit 5) when the host cannot be
+        "thresholds", "error": None, "vars_read"}: ``vars_read`` is what the install's own configuration
+        said for the playbook's ``vars_from`` (``config_vars``; explicit ``variables`` win). Raises ``TransportError`` (exit 5) when the host cannot be
         reached or the agent fails; a missing install dir is a warning, not an error.
 
     warnings(facts, thresholds=None) -> list[dict]                          (pure)
@@ -163,11 +164,16 @@ def inspect_host(target: Any, playbook: Any, *, install_dir: str, name: str = "l
                  variables: Mapping[str, Any] | None = None, state_dir: str | None = None, tail: int = 0,
                  config_text: bool = False) -> dict[str, Any]:
     """Inspect one install on one host (see the module docstring)."""
-    variables = {"host": name, **(variables or {})}
-    request = agent_request(playbook, variables, install_dir)
+    from .config_vars import merge_variables, read_config_vars
+
     agent = target if isinstance(target, AgentClient) else AgentClient(target)
     texts = list((playbook.inspect or {}).get("configs") or []) if config_text else []
     try:
+        # the ports the install's own configuration names (vars_from); explicit variables win
+        read = read_config_vars(agent, install_dir=install_dir, state_dir=state_dir,
+                                vars_from=getattr(playbook, "vars_from", None) or {})
+        values, vars_read = merge_variables({}, read, {"host": name, **(variables or {})})
+        request = agent_request(playbook, values, install_dir)
         facts = agent.call("inspect", install_dir=install_dir, state_dir=state_dir, tail=tail,
                            config_text=texts, timeout=300, **request)
     except AgentFailure as e:
@@ -179,7 +185,7 @@ def inspect_host(target: Any, playbook: Any, *, install_dir: str, name: str = "l
     thresholds.update((playbook.inspect or {}).get("thresholds") or {})
     return {"host": name, "install_dir": install_dir, "product": playbook.product, "playbook": str(playbook.path),
             "facts": facts, "metrics": metrics(facts), "thresholds": thresholds,
-            "warnings": warnings(facts, thresholds), "advisories": [], "error": None}
+            "warnings": warnings(facts, thresholds), "advisories": [], "error": None, "vars_read": vars_read}
 
 
 def flag_advisories(report: dict[str, Any], *, catalog: Any, policy: Any, today: _dt.date,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -86,6 +86,8 @@ class HostInput:
     decision: dict[str, Any]          # version_policy Decision.to_dict()
     current: str | None
     target: str
+    vars_read: dict[str, Any] = field(default_factory=dict)  # config_vars: what the configuration said
+    proof: list[dict[str, Any]] = field(default_factory=list)  # probe_proof: probes run on the running version
 
 
 @dataclass(frozen=True)
@@ -142,6 +144,13 @@ def _checks(h: HostInput, policy_rules: Mapping[str, Any]) -> list[dict[str, str
         free = int(facts.get("free_bytes", 0))
         out.append({"check": "free_disk", "status": "pass" if free >= need else "fail",
                     "reason": f"{free >> 20} MiB free, {need >> 20} MiB needed for the package and staging"})
+    if h.proof:
+        judged = [p for p in h.proof if not p.get("skipped")]
+        later = len(h.proof) - len(judged)
+        out.append({"check": "health_checks", "status": "pass",
+                    "reason": f"{len(judged)} probe(s) pass on the running {h.current}: "
+                              + ", ".join(f"{p['probe']} ({p['detail']})" for p in judged)
+                              + (f"; {later} log probe(s) judged after start" if later else "")})
     names = facts.get("non_ascii") or []
     if names:
         out.append({"check": "non_ascii_names", "status": "warn",
@@ -170,6 +179,7 @@ def build_plan(inputs: list[HostInput], *, target: str, catalog: Mapping[str, An
             "checks": checks,
             "allowed": allowed,
             "phases": [{"phase": p, "does": _PHASE_TEXT[p]} for p in PHASES],
+            **({"vars_read": h.vars_read} if h.vars_read else {}),
         })
     data = {
         "format": PLAN_FORMAT,
@@ -194,7 +204,7 @@ _HOST = {"name": _STR, "address": _STR, "port": (int,), "user": _OPT_STR, "insta
          "playbook": (dict,), "maintenance_until": _OPT_STR, "groups": (list,), "key": _OPT_STR,
          "host_key": _OPT_STR, "known_hosts": _OPT_STR, "state_dir": _OPT_STR, "current": _OPT_STR,
          "target": _STR, "package": (dict, type(None)), "decision": (dict,), "checks": (list,), "allowed": (bool,),
-         "phases": (list,), "vars": (dict,)}
+         "phases": (list,), "vars": (dict,), "vars_read": (dict,)}
 _REQUIRED_HOST = ("name", "address", "install_dir", "product", "current", "target", "playbook", "decision",
                   "allowed")
 

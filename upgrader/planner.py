@@ -12,11 +12,13 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
 from .catalog import Catalog, CatalogEntry, verify_package_file
+from .config_vars import merge_variables, read_config_vars
 from .clock import Clock
 from .errors import InputError, TransportError
 from .inventory import Host, Inventory
 from .plan import HostInput, Plan, build_plan
 from .playbook import Playbook, find_playbook, load_playbook
+from .probe_proof import ProbeUnproven, agent_call, prove
 from .transport.base import AgentClient, AgentFailure, Transport
 
 __all__ = ["make_plan", "host_facts", "requester_identity", "package_entry"]
@@ -81,37 +83,59 @@ def make_plan(inventory: Inventory, hosts: list[Host], *, target: str, catalog: 
         if e is not None and e.sha256 not in packages:
             packages[e.sha256] = package_entry(catalog, e)
 
-    def one(h: Host) -> HostInput:
+    def one(h: Host) -> tuple[HostInput, ProbeUnproven | None]:
         pb = playbooks[h.playbook]
         if pb.product != h.product:
             raise InputError(f"host {h.name} runs {h.product!r} but playbook {pb.path} is for {pb.product!r}",
                              path=str(inventory.path), key=f"hosts.{h.name}.playbook")
-        base_vars = {"install_dir": h.install_dir, "host": h.name, **h.vars}
-        probe_spec = pb.render({**base_vars, "target_version": target, "current_version": "unknown"})
         entry = entries[h.name]
         transport = connect(h)
         try:
-            facts = host_facts(AgentClient(transport), h, probe_spec, [entry.sha256] if entry else [])
+            agent = AgentClient(transport)
+            # explicit values (inventory vars, --var) win over what the configuration says (config_vars)
+            read = read_config_vars(agent, install_dir=h.install_dir, state_dir=h.state_dir, vars_from=pb.vars_from)
+            values, vars_read = merge_variables(pb.defaults, read, {"install_dir": h.install_dir, "host": h.name,
+                                                                    **h.vars})
+            base_vars = {**values, "install_dir": h.install_dir, "host": h.name}
+            probe_spec = pb.render({**base_vars, "target_version": target, "current_version": "unknown"})
+            facts = host_facts(agent, h, probe_spec, [entry.sha256] if entry else [])
+            if entry is not None:
+                from .gate import check_seen_serial
+
+                check_seen_serial(h.name, h.product, facts, catalog.serial)
+            current = facts.get("version")
+            spec = pb.render({**base_vars, "target_version": target, "current_version": current or "unknown"})
+            rollback_observe = pb.render({**base_vars, "target_version": current or "unknown",
+                                          "current_version": current or "unknown"})["observe"]
+            package = packages[entry.sha256] if entry is not None else None
+            decision = _decide(h, current, facts, target_v, entry, package, policy, today,
+                               UpgradeRequest, decide, parse_version, parse_range, VersionError)
+            proof: list[dict[str, Any]] = []
+            unproven = None
+            if decision.get("allowed") and package is not None:
+                try:  # only an upgrade the policy allows would stop the service
+                    proof = prove(agent_call(agent, h.install_dir, h.state_dir), host=h.name,
+                                  observe=rollback_observe, version=current, vars_read=vars_read)
+                except ProbeUnproven as e:
+                    unproven = e
         finally:
             transport.close()
-        if entry is not None:
-            from .gate import check_seen_serial
-
-            check_seen_serial(h.name, h.product, facts, catalog.serial)
-        current = facts.get("version")
-        spec = pb.render({**base_vars, "target_version": target, "current_version": current or "unknown"})
-        rollback_observe = pb.render({**base_vars, "target_version": current or "unknown",
-                                      "current_version": current or "unknown"})["observe"]
-        package = packages[entry.sha256] if entry is not None else None
-        decision = _decide(h, current, facts, target_v, entry, package, policy, today,
-                           UpgradeRequest, decide, parse_version, parse_range, VersionError)
         return HostInput(host=h.describe(), state_dir=h.state_dir,
                          playbook={"name": pb.name, "path": str(pb.path), "sha256": pb.digest},
                          spec=spec, rollback_observe=rollback_observe, facts=facts, package=package,
-                         decision=decision, current=current, target=target)
+                         decision=decision, current=current, target=target, vars_read=vars_read,
+                         proof=proof), unproven
 
     with ThreadPoolExecutor(max_workers=max(1, min(forks, len(hosts)))) as pool:
-        inputs = list(pool.map(one, hosts))
+        done = list(pool.map(one, hosts))
+    unproven = [e for _, e in done if e is not None]
+    if len(unproven) == 1:
+        raise unproven[0]
+    if unproven:
+        raise InputError("health checks fail on the running version of these hosts, nothing was changed:\n  "
+                         + "\n  ".join(f"{e} ({e.hint})" for e in unproven),
+                         hint="a check that fails now would roll a good upgrade back: fix each as its hint says")
+    inputs = [i for i, _ in done]
     return build_plan(
         inputs, target=target,
         catalog={"path": str(catalog.path.resolve()), "sha256": catalog.sha256, "serial": catalog.serial,

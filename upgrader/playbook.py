@@ -62,6 +62,8 @@ class Playbook:
     defaults: dict[str, Any]
     #: the optional ``inspect:`` block (configs, logs, thresholds, ...); not part of the plan's spec
     inspect: dict[str, Any] = field(default_factory=dict)
+    #: ``vars_from:``: where a variable's value lives in the install's own configuration (``config_vars``)
+    vars_from: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def render(self, variables: Mapping[str, Any]) -> dict[str, Any]:
         values = {**{k: str(v) for k, v in self.defaults.items()}, **{k: str(v) for k, v in variables.items()}}
@@ -186,6 +188,9 @@ def load_playbook(path: str | Path) -> Playbook:
     product = s.str("product")
     s.str("description", "")
     defaults = s.mapping("vars", {})
+    from .config_vars import parse_vars_from
+
+    vars_from = parse_vars_from(s.section("vars_from", {}))
 
     v = s.section("version")
     assert v is not None
@@ -267,7 +272,7 @@ def load_playbook(path: str | Path) -> Playbook:
     s.done()
     digest = hashlib.sha256(raw or b"").hexdigest()
     return Playbook(path=p, digest=digest, name=name, product=product, spec=spec, defaults=defaults,
-                    inspect=inspect)
+                    inspect=inspect, vars_from=vars_from)
 
 
 def template_names(spec: Any) -> set[str]:

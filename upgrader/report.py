@@ -55,6 +55,11 @@ def print_plan(console: Console, plan: dict[str, Any], digest: str) -> None:
     console.print(table)
     if plan.get("window"):
         console.print(window_line(plan["window"]))
+    from .config_vars import describe_read
+
+    for h in plan["hosts"]:  # the values read from each install's configuration (playbook vars_from)
+        for line in describe_read(h.get("vars_read") or {}):
+            console.print(Text.assemble((f"{h['name']}: ", "bold"), line))
     for h in plan["hosts"]:
         if not h["decision"]["allowed"]:
             console.print(f"\n[bold]{h['name']}[/bold]: why the policy refuses")

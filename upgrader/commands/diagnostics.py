@@ -52,6 +52,8 @@ def bundle_after_run(args: argparse.Namespace, result: dict[str, Any], write: Ca
     The result is on disk before the bundle is tried, so nothing that goes wrong while collecting can
     lose it; a bundle that cannot be made, for whatever reason, is reported in the result and never
     changes the run's exit code."""
+    if needs_bundle(result):
+        result["severity"] = _severity(args, result)  # in result.json even when no bundle can be made
     write(result)
     if not needs_bundle(result):
         return
@@ -66,11 +68,44 @@ def bundle_after_run(args: argparse.Namespace, result: dict[str, Any], write: Ca
     except Exception as e:  # noqa: BLE001 - the bundle is a courtesy; the run's result and exit code come first
         info = {"bundle": None, "error": f"the diagnostics bundle could not be written (an internal error of "
                                          f"upgrader, please report it): {type(e).__name__}: {e}"}
+    if info.get("severity") is None and result.get("severity") is not None:
+        info["severity"] = result["severity"]
     result["diagnostics"] = info
     try:
         write(result)
     except Exception as e:  # noqa: BLE001 - the result without the bundle's note is already written
         info["note"] = f"the result was written without this note: {e}"
+
+
+def _severity(args: argparse.Namespace, result: dict[str, Any]) -> dict[str, Any] | None:
+    """The run's severity by the customer's state after it (severity.py), from the run's plan; None if unreadable."""
+    import json
+
+    from ..diagnostics import run_severity
+    from .upgrade import runs_dir
+
+    try:
+        plan = json.loads((runs_dir(Path(args.home)) / str(result["run_id"]) / "plan.json").read_text(encoding="utf-8"))
+        return run_severity(plan, result)
+    except Exception:  # noqa: BLE001 - a damaged plan costs the level, never the run's result or exit code
+        return None
+
+
+def print_severity(c: Any, sev: dict[str, Any] | None) -> None:
+    """The severity level, its meaning, the three response times and the service hours; in Chinese too when the
+    locale is Chinese."""
+    if not sev:
+        return
+    from rich.markup import escape
+
+    from ..audit_report import resolve_lang
+    from ..severity import describe
+
+    for i, line in enumerate(describe(sev, "en")):
+        c.print(f"[bold red]{escape(line)}[/bold red]" if i == 0 else escape(line), soft_wrap=True)
+    if resolve_lang(None) == "zh":
+        for line in describe(sev, "zh"):
+            c.print(escape(line), soft_wrap=True)
 
 
 def print_diagnostics(c: Any, info: dict[str, Any] | None) -> None:
@@ -79,6 +114,7 @@ def print_diagnostics(c: Any, info: dict[str, Any] | None) -> None:
         return
     if not info.get("bundle"):
         c.print(f"[yellow]{info.get('error')}[/yellow]")
+        print_severity(c, info.get("severity"))
         return
     from ..audit_report import resolve_lang
 
@@ -88,10 +124,6 @@ def print_diagnostics(c: Any, info: dict[str, Any] | None) -> None:
             soft_wrap=True)
     if info.get("obfuscation_key"):
         c.print(f"the key to the obfuscated names stays here: {info['obfuscation_key']}", soft_wrap=True)
-    if sev:
-        c.print(f"[bold red]severity level {sev['level']}[/bold red] ({sev['meaning']}): response within "
-                f"[bold]{sev['response_hours']:g} h[/bold]; {sev['host']}: {sev['rule']}", soft_wrap=True)
     if resolve_lang(None) == "zh":
         c.print(f"诊断包：{info['bundle']}（已隐去密码等敏感信息），请发送给技术支持。", soft_wrap=True)
-        if sev:
-            c.print(f"故障级别：{sev['level']} 级，响应时限 {sev['response_hours']:g} 小时。", soft_wrap=True)
+    print_severity(c, sev)

@@ -190,6 +190,7 @@ class _Guide:
                                                            "current_version": "unknown"}))
             self.say("installed", product=host.product, version=facts.get("version") or "?", dir=host.install_dir,
                      playbook=playbook.name)
+            self.refuse_if_locked(facts)
             self.step("step_policy")
             plan, plan_file = self.make_plan(host)
         else:
@@ -203,6 +204,7 @@ class _Guide:
             facts = self.read_facts(host_from_plan(h), h["playbook"]["spec"])
             self.say("installed", product=h["product"], version=facts.get("version") or "?", dir=h["install_dir"],
                      playbook=h["playbook"]["name"])
+            self.refuse_if_locked(facts)
             if h["current"] is not None and facts.get("version") != h["current"]:
                 raise self.error(InputError, "stale", "stale_hint", path=str(plan_file), version=facts.get("version"),
                                  planned=h["current"])
@@ -212,6 +214,7 @@ class _Guide:
         checked = self.check_approval(plan, plan_file)
         self.step("step_checks")
         self.show_checks(plan)
+        self.prove_probes(plan)
         self.inspect(plan.hosts[0])
         self.step("step_backup")
         self.say("backup_note", dir=plan.hosts[0]["install_dir"])
@@ -302,6 +305,7 @@ class _Guide:
     def _choose(self, found: list[Any]) -> Path:
         if len(found) == 1:
             self.say("found_one", product=found[0].playbook.product, dir=found[0].install_dir)
+            self.refuse_if_locked({"lock": _left_lock(Path(found[0].install_dir))})  # before its question
             if self.ask(self.t("ask_use_found"), default=True, scripted=True):
                 return Path(found[0].install_dir)
             raise _Cancelled("stop_no")
@@ -387,9 +391,15 @@ class _Guide:
                 raise self.error(ApprovalRefused, "package_not_in_catalog", "package_not_in_catalog_hint",
                                  catalog=catalog.path, product=meta.product, version=meta.version)
         inventory = Inventory(path=_plans_dir(args.home) / "inventory", hosts={host.name: host}, groups={})
-        plan = make_plan(inventory, [host], target=str(target), catalog=catalog, policy=policy, clock=self.clock,
-                         connect=connect, requester=requester_identity(None), window=plan_window(policy, now),
-                         signed_by=signed_by)
+        from ..probe_proof import ProbeUnproven
+
+        try:
+            plan = make_plan(inventory, [host], target=str(target), catalog=catalog, policy=policy, clock=self.clock,
+                             connect=connect, requester=requester_identity(None), window=plan_window(policy, now),
+                             signed_by=signed_by)
+        except ProbeUnproven as e:
+            self.show_unproven(e)
+            raise
         out = _plans_dir(args.home) / f"{plan.digest}.json"
         try:
             out.parent.mkdir(parents=True, exist_ok=True)
@@ -403,6 +413,25 @@ class _Guide:
         plan = load_plan(out)  # what the engineer will approve is exactly this file
         record_plan(args, policy, self.clock, plan, out, signed_by)
         return plan, out
+
+    # -- preconditions checked before any question (guide_checks) ------------------------------
+
+    def refuse_if_locked(self, facts: dict[str, Any]) -> None:
+        """A lock left on the install: refused before any question, nothing used up (exit 5), with the way out."""
+        from .guide_checks import refuse_if_locked
+
+        refuse_if_locked(self, facts)
+
+    def prove_probes(self, plan: Any) -> None:
+        """The plan's health probes, once, on the running version (probe_proof); refused before stop (exit 2)."""
+        from .guide_checks import prove_probes
+
+        prove_probes(self, plan)
+
+    def show_unproven(self, e: Any) -> None:
+        from .guide_checks import show_unproven
+
+        show_unproven(self, e)
 
     def explain_decision(self, plan: Any) -> None:
         h = plan.hosts[0]
@@ -591,6 +620,16 @@ class _Guide:
         a = argparse.Namespace(**vars(self.args))
         a.approval = [self.args.approval] if self.args.approval else []
         return a
+
+
+def _left_lock(install_dir: Path) -> Any:
+    """The lock on an install of this machine, where the host agent keeps it (``<parent>/.upgrader-<name>/lock``)."""
+    import json
+
+    try:
+        return json.loads((install_dir.parent / f".upgrader-{install_dir.name}" / "lock").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
 
 
 def _plans_dir(home: Path) -> Path:

@@ -125,6 +125,7 @@ def _explain(g: Screen, result: dict[str, Any], started: Any, checked: Any, canc
               diag=g.t("diagnostics", bundle=bundle) if bundle else "")
         approvers = ", ".join(a.statement.approver for a in checked.approvals) or "-"
         g.say("contact", approver=approvers)
+        _severity(g, result)
     cp = result.get("checkpoint")
     if cp:
         g.say("checkpoint", line=cp["line"], seq=cp["seq"], head=cp["head"])
@@ -133,6 +134,22 @@ def _explain(g: Screen, result: dict[str, Any], started: Any, checked: Any, canc
             print(line, file=sys.stderr)
         except OSError:
             pass
+
+
+def _severity(g: Screen, result: dict[str, Any]) -> None:
+    """The incident's level by the host's state after the run, its three response times and service hours."""
+    from rich.markup import escape
+
+    from ..severity import describe
+
+    sev = result.get("severity") or (result.get("diagnostics") or {}).get("severity")
+    if not sev:
+        return
+    for i, line in enumerate(describe(sev, g.t.lang)):
+        try:
+            g.c.print(f"[bold red]{escape(line)}[/bold red]" if i == 0 else escape(line), soft_wrap=True)
+        except OSError:
+            pass  # the terminal is gone; result.json and the bundle keep the level
 
 
 class _Progress:
@@ -161,6 +178,6 @@ class _Progress:
 def _failure_lines(result: dict[str, Any]) -> list[str]:
     words = {"rolled_back": "failed and was rolled back", "unchanged": "not upgraded, nothing changed",
              "needs_person": "NEEDS A PERSON", "not_started": "was not started", "refused": "was refused",
-             "stale": "was not touched: the plan is out of date"}
+             "stale": "was not touched: the plan does not fit the host as it is now"}
     return [f"upgrader: {h['host']}: {words[h['outcome']]}: {h.get('error') or ''}".rstrip(": ")
             for h in result["hosts"] if h["outcome"] in words]

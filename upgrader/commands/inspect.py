@@ -202,6 +202,11 @@ def _print(data: dict[str, Any], output: str | None) -> None:
             str(m.get("log_errors")),
             Text(str(len(h["warnings"])), style="bold yellow") if h["warnings"] else Text("0", style="green"))
     c.print(table)
+    from ..config_vars import describe_read
+
+    for h in data["hosts"]:
+        for line in describe_read(h.get("vars_read") or {}):  # the ports the install's configuration names
+            c.print(Text.assemble((f"{h['host']}: ", "bold"), line))
     for h in data["hosts"]:
         for w in h["warnings"]:
             c.print(Text.assemble((f"{h['host']}: ", "bold"), ("warning ", "yellow"), (f"{w['check']}: ", "bold"),

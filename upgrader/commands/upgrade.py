@@ -370,12 +370,19 @@ def finish_run(args: argparse.Namespace, checked: CheckedRun, started: StartedRu
     """After the engine: the approvals are spent, the audit checkpoint signed, result.json written (then the
     diagnostics bundle, when a host failed, and result.json again with its name)."""
     result: dict[str, Any] = outcome.to_dict()
-    _used_approvals(args.home).mark(checked.approvals, started.run_id, clock.now())
+    if passed_preflight(result):  # a run refused by every host before it touched one leaves its approval unspent
+        _used_approvals(args.home).mark(checked.approvals, started.run_id, clock.now())
     result["checkpoint"] = started.recorder.checkpoint()
     from .diagnostics import bundle_after_run
 
     bundle_after_run(args, result, lambda r: started.journal.write("result.json", r))
     return result
+
+
+def passed_preflight(result: dict[str, Any]) -> bool:
+    """Did any host of the run get past its preflight (and so may have been changed)?"""
+    return any(p.get("phase") == "preflight" and p.get("status") == "ok"
+               for h in result["hosts"] for p in h.get("phases") or [])
 
 
 def record_refusal(args: argparse.Namespace, plan: Any, clock: Any, e: UpgraderError) -> None:
@@ -394,7 +401,7 @@ def _explain_failures(result: dict[str, Any]) -> None:
 
     words = {"rolled_back": "failed and was rolled back", "unchanged": "failed before anything changed",
              "needs_person": "NEEDS A PERSON", "not_started": "was not started", "refused": "was refused",
-             "stale": "was not touched: the plan is out of date"}
+             "stale": "was not touched: the plan does not fit the host as it is now"}
     from ..engine import CANCELLED
 
     for h in result["hosts"]:
