@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from conftest import approve, plan_to, product_digest, tree_digest, upgrader
+from conftest import approve, fault_env, plan_to, product_digest, tree_digest, upgrader
 from test_guide import SCREEN, answer_until_stop, approved_plan, guide, pid, runs, state_dir
 from upgrader.commands.demo import Sandbox
 from upgrader.playbook import shipped_playbooks_dir
@@ -317,7 +317,7 @@ def test_the_guide_shows_the_level_in_chinese_after_a_failed_upgrade(sandbox: Sa
 
 def test_a_killed_run_rolled_back_by_resume_is_level_3_and_not_called_untouched(
         sandbox: Sandbox, capsys: pytest.CaptureFixture[str]) -> None:
-    """`upgrader run` is killed (SIGKILL, UPGRADER_TEST_KILL_AT as tests/test_kill_matrix.py places it) after it
+    """`upgrader run` is killed (SIGKILL at a fault point, as tests/test_kill_matrix.py places it) after it
     stopped the service and installed 7.0.4.2; `upgrader resume` rolls it back to a healthy 7.0.4.1: level 3 with
     the rolled-back reason, never the old false "failed before the service was touched"."""
     import os
@@ -328,7 +328,7 @@ def test_a_killed_run_rolled_back_by_resume_is_level_3_and_not_called_untouched(
     plan, approval = approved_plan(box, "7.0.4.2")
     upgrader_bin = str(Path(sys.executable).with_name("upgrader"))
     killed = subprocess.run([upgrader_bin, "--home", str(box.root), "run", str(plan), "--approval", str(approval)],
-                            env={**os.environ, "PYTHON": sys.executable, "UPGRADER_TEST_KILL_AT": "install:finished"},
+                            env={**os.environ, "PYTHON": sys.executable, **fault_env(kill_at="install:finished")},
                             capture_output=True, timeout=120)
     assert killed.returncode == -9 and box.answers() is None  # killed with the service stopped
     (run,) = runs(box)
