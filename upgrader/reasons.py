@@ -136,6 +136,17 @@ _FORMS: list[tuple[str, str]] = [
     (r"the host runs (?P<v>\S+), the plan expected (?P<p>.+)", "本机运行的是 {v}，计划预期的是 {p}"),
     (r"only (?P<f>\d+) MiB free, (?P<n>\d+) MiB needed", "只有 {f} MiB 可用，需要 {n} MiB"),
     (r"(?P<no>not )?(?P<op>[<>=!]=?|==)(?P<b>[^\s(]+) \((?P<why>.+)\)", "{no:not}{op}{b}（{why:t}）"),
+    # the engineer's public key (upgrader.access)
+    (r"this public key is in RFC 4716 \(SSH2\) format", "这是 RFC 4716（SSH2）格式的公钥，请先用 ssh-keygen -i 转换"),
+    (r"expected one public key line like .+, found (?P<n>.+) \(a grant is for one key\)",
+     "文件中应当正好有一行公钥（如 ssh-ed25519 AAAA... 名称），实际是 {n:n}（一次授权只针对一个公钥）"),
+    (r"not an OpenSSH public key line: options come before the key .*", "不是纯公钥行：公钥前面带有选项（像 authorized_keys 的行）"),
+    (r"not an OpenSSH public key line .*", "不是 OpenSSH 公钥行（应为“类型 BASE64 [注释]”）"),
+    (r"DSA keys are refused by current OpenSSH", "当前的 OpenSSH 不再接受 DSA 密钥"),
+    (r"this is an SSH certificate", "这是 SSH 证书，不是公钥"),
+    (r"unknown key type (?P<k>.+)", "未知的密钥类型 {k}"),
+    (r"the key data is not valid base64 \(a damaged copy\?\)", "密钥数据不是有效的 base64（文件可能已损坏）"),
+    (r"the file is too large to be a public key", "文件太大，不可能是公钥"),
     # inspection findings (upgrader.inspection)
     (r"install dir (?P<d>.+) does not exist", "安装目录 {d} 不存在"),
     (r"installed version unreadable: (?P<e>.+)", "无法读取已安装的版本：{e}"),
@@ -166,6 +177,8 @@ def _fill(template: str, m: re.Match[str], depth: int) -> str:
             return "北京时间" if value == DEFAULT_ZONE else value
         if how == "time":
             return shown_time(value, DEFAULT_ZONE, "zh")
+        if how == "n":
+            return "空" if value == "none" else value.replace(" lines", " 行")
         if how == "not":
             return "不满足 " if value else ""
         if how == "metric":

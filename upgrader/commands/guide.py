@@ -533,7 +533,7 @@ class _Guide:
         grant_args = argparse.Namespace(home=self.args.home, policy=self.args.policy, key=answers.key,
                                         hours=answers.hours, from_patterns=answers.from_patterns, user=None,
                                         reason="upgrader guide" if answers.from_patterns else
-                                        "upgrader guide (any source address: the operator's explicit choice)",
+                                        "upgrader guide (any source address: chosen explicitly by the operator)",
                                         inventory=None, hosts=None, json=False)
         try:
             with self.interrupts.protected():  # the grant line and the guide's record of it, never one alone
@@ -563,7 +563,8 @@ class _Guide:
         self.say("audit_key_none")
         default = Path(self.args.home) / "keys" / "operator"
         while True:
-            where = Path(self.prompt(self.t("ask_audit_key"), str(default))).expanduser().absolute()
+            where = default if self.args.yes else \
+                Path(self.prompt(self.t("ask_audit_key"), str(default))).expanduser().absolute()
             try:
                 key, pub, _ = generate_key(where, f"{me.user}@{me.host}")
             except UpgraderError as e:

@@ -60,12 +60,13 @@ def _ask_key(g: Any) -> str | None:
         try:
             key = load_public_key_file(reply)
         except InputError as e:
-            if "PRIVATE key" in e.message:
+            said = e.message[len(e.path) + 2:] if e.path and e.message.startswith(f"{e.path}: ") else e.message
+            if "PRIVATE key" in said:
                 g.say("key_private", file=reply)
-            elif e.message.startswith("cannot read"):
-                g.say("key_unreadable", file=reply, error=e.message.partition(": ")[2])
+            elif said.startswith("cannot read the public key: "):
+                g.say("key_unreadable", file=reply, error=said.partition(": ")[2])
             else:
-                g.say("key_bad", file=reply, error=g.words(e.message))
+                g.say("key_bad", file=reply, error=g.words(said))
             continue
         g.say("key_ok", fp=key.fingerprint, kind=key.kind)
         return reply

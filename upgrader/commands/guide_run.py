@@ -33,7 +33,7 @@ def follow_up(args: argparse.Namespace, *argv: str) -> str:
 
     words = ["upgrader", "--home", str(args.home), *argv]
     key = getattr(args, "audit_key", None)
-    if key and argv and argv[0] in ("rollback", "resume"):
+    if key and argv and argv[0] in ("rollback", "resume", "guide"):
         words += ["--audit-key", str(key)]
     return " ".join(shlex.quote(w) for w in words)
 
