@@ -155,6 +155,26 @@ def upgrader_approve(box: Sandbox, plan: Path) -> Path:
     return out
 
 
+def test_a_failed_upgrade_is_explained_in_plain_chinese_first_with_the_technical_detail_after(
+        sandbox: Sandbox) -> None:
+    """7.0.4.6 cannot start (its log says why): the guide says "新版本启动失败" with the log's own line first and
+    the probes in plain words, then the technical detail; the old version runs again; exit 1."""
+    box = sandbox
+    plan, approval = approved_plan(box, "7.0.4.6")
+    child = guide(box, "--plan", str(plan), "--approval", str(approval), lang="zh")
+    answer_until_stop(child, "zh")
+    child.sendline("y")
+    child.expect("升级失败，已回滚。原因：新版本启动失败：日志 logs/server.log 报错“")
+    child.expect("configuration rejected")
+    child.expect("”；进程没有运行；端口")
+    child.expect("没有打开")
+    child.expect("技术细节：never healthy after start")
+    child.expect("旧版本 7.0.4.1 已恢复，正在正常运行。")
+    assert child.finish() == 1
+    assert box.wait_version("7.0.4.1", 10) == "7.0.4.1"
+    assert "原文" not in child.transcript
+
+
 # ---------------------------------------------------------------- access, answer by answer
 
 

@@ -16,7 +16,7 @@ import re
 
 from .shown_time import DEFAULT_ZONE, shown_time
 
-__all__ = ["translate", "cause", "UNTRANSLATED"]
+__all__ = ["translate", "cause", "failure", "UNTRANSLATED"]
 
 UNTRANSLATED = "原文"
 _V = r"[^\s()]+"
@@ -128,10 +128,19 @@ _FORMS: list[tuple[str, str]] = [
     (r"start command done in (?P<s>[\d.]+)s", "启动命令在 {s} 秒内完成"),
     (r"healthy: (?P<n>\d+) probes passed (?P<k>\d+) times over (?P<s>[\d.]+)s",
      "运行正常：{n} 项检查在 {s} 秒内通过了 {k} 次"),
-    (r"restored (?P<rest>.+)", "已恢复 {rest}"),
+    (r"(?P<n>\d+) files restored from the verified backup in (?P<s>[\d.]+)s; byte-identical",
+     "{s} 秒内从经过校验的备份恢复了 {n} 个文件；与升级前逐字节一致"),
+    (r"(?P<n>\d+) files restored from the verified backup in (?P<s>[\d.]+)s; byte-identical; the configuration in use "
+     r"before the rollback \((?P<p>.+)\) is kept in (?P<d>.+)",
+     "{s} 秒内从经过校验的备份恢复了 {n} 个文件；与升级前逐字节一致；回滚前正在使用的配置（{p}）保存在 {d}"),
+    (r"interrupted during stop", "停止服务时被中断"),
+    (r"product files were changed by hand since the last install: (?P<l>.+)", "上次安装后产品文件被手工改过：{l}"),
+    (r"restored tree differs from the backup: (?P<l>.+)", "恢复后的文件与备份不一致：{l}"),
     # causes (the engine's words after the phase name)
     (r"never healthy after start: (?P<d>.+)", "启动后一直不健康：{d}"),
     (r"healthy at first, then failed during the observation window: (?P<d>.+)", "起初正常，观察期内出现故障：{d}"),
+    (r"never healthy after start", "启动后一直不健康"),
+    (r"healthy at first, then failed during the observation window", "起初正常，观察期内出现故障"),
     (r"cancelled by the operator(?: \(before (?P<p>\w+)\))?", "操作员已取消"),
     (r"the host runs (?P<v>\S+), the plan expected (?P<p>.+)", "本机运行的是 {v}，计划预期的是 {p}"),
     (r"only (?P<f>\d+) MiB free, (?P<n>\d+) MiB needed", "只有 {f} MiB 可用，需要 {n} MiB"),
@@ -223,6 +232,53 @@ _CAUSES_EN = {"preflight": "preflight failed, the upgrade did not start", "backu
               "rollback": "the rollback failed"}
 
 
+_PROBES: list[tuple[str, str]] = [
+    (r"pid (?P<p>\S+) not running", "进程没有运行"),
+    (r"port (?P<n>\d+) closed", "端口 {n} 没有打开"),
+    (r"(?P<u>\S+) answered (?P<s>\d+), expected (?P<w>\S+)", "{u} 返回 {s}，应为 {w}"),
+    (r"(?P<u>\S+) answered .+, expected .+", "{u} 返回的内容与预期不符"),
+    (r"(?P<u>\S+) answer lacks .+", "{u} 返回的内容缺少预期的文字"),
+    (r"http probe: .*(?:Connection refused|timed out).*", "HTTP 无法连接"),
+    (r"(?P<k>\w+) probe: (?P<d>.+)", "{k} 检查出错：{d}"),
+    (r"(?P<f>\S+) has no line matching .+ yet", "日志 {f} 中还没有出现预期的行"),
+    (r"command exited (?P<c>\S+)", "检查命令退出码 {c}"),
+    (r"(?P<f>[^\s:]+): (?P<line>.+)", "日志 {f} 报错“{line}”"),
+]
+_PROBES_COMPILED = [(re.compile(p), t) for p, t in _PROBES]
+
+
+def _probe_failures(detail: str) -> str | None:
+    """"process: pid None not running; tcp: port 8080 closed; log: logs/x.log: ERROR ..." in Chinese, the log's
+    own words (the likeliest real cause) first; None when the text is not such a list."""
+    found: list[tuple[int, str]] = []
+    for part in re.split(r"; (?=[\w.-]+: )", detail):
+        name, sep, said = part.partition(": ")
+        if not sep:
+            return None
+        for pattern, template in _PROBES_COMPILED:
+            m = pattern.fullmatch(said.strip())
+            if m:
+                text = _fill(template, m, 0)
+                found.append((0 if text.startswith("日志") and "报错" in text else 1, text))
+                break
+        else:
+            return None
+    ordered = [text for _, text in sorted(found, key=lambda x: x[0])]
+    return "；".join(dict.fromkeys(ordered)) if ordered else None
+
+
+def failure(detail: str, lang: str) -> str:
+    """A failed phase's own message (``never healthy after start: process: ...``) in ``lang``, the probes in
+    plain words, the log's own line first."""
+    if lang != "zh":
+        return detail
+    when, sep, probes = str(detail).partition(": ")
+    plain = _probe_failures(probes) if sep else None
+    if plain is not None and _translate(when):
+        return f"{_translate(when)}：{plain}"
+    return translate(detail, lang)
+
+
 def cause(text: str, lang: str) -> str:
     """A failure cause ("observe: never healthy after start: tcp 18080: ...") summarised first in plain words
     (Chinese: "新版本启动失败：健康检查没有通过"), the technical detail after."""
@@ -236,7 +292,12 @@ def cause(text: str, lang: str) -> str:
         return translate(text, lang)
     if not rest:
         return summary
-    detail = translate(rest, lang)
     if lang == "zh":
+        when, sep2, probes = rest.partition(": ")
+        plain = _probe_failures(probes) if key == "observe" and sep2 else None
+        if plain is not None:
+            head = "新版本启动后出现故障" if when.startswith("healthy at first") else "新版本启动失败"
+            return f"{head}：{plain}（健康检查{_translate(when) or when}；技术细节：{rest}）"
+        detail = translate(rest, lang)
         return f"{summary}（技术细节：{detail.removeprefix(UNTRANSLATED + '：')}）"
     return f"{summary} (technical detail: {rest})"

@@ -115,7 +115,8 @@ def _explain(g: Screen, result: dict[str, Any], started: Any, checked: Any, canc
     if outcome == "committed":
         if cancelled:
             g.say("done_after_cancel")
-        downtime = f"{h['downtime']:.1f}s" if h.get("downtime") is not None else "-"
+        downtime = (f"{h['downtime']:.1f} 秒" if g.t.lang == "zh" else f"{h['downtime']:.1f}s") \
+            if h.get("downtime") is not None else "-"
         g.say("done_ok", product=checked.targets[0].plan["product"], version=h["version"], downtime=downtime)
         g.say("done_ok_next", command=follow_up(g.args, "rollback", started.run_id))
     elif cancelled and outcome in ("unchanged", "not_started"):
@@ -160,14 +161,15 @@ class _Progress:
             with self._lock:
                 kind = event["event"]
                 t = self.g.t
-                from ..reasons import cause, translate
+                from ..reasons import cause, failure, translate
 
                 if kind == "phase_started":
                     self.g.say("phase_started", name=t.phase(event["phase"]))
                 elif kind == "phase_finished":
                     self.g.say("phase_ok" if event["status"] == "ok" else "phase_failed", name=t.phase(event["phase"]),
                                seconds=float(event.get("seconds") or 0),
-                               detail=translate(str(event.get("detail") or ""), t.lang))
+                               detail=(translate if event["status"] == "ok" else failure)(
+                                   str(event.get("detail") or ""), t.lang))
                 elif kind == "rollback_started":
                     self.g.say("rolling_back", cause=cause(str(event.get("cause", "")), t.lang))
         except Exception:  # noqa: BLE001 - showing progress must never break the run
