@@ -105,6 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
     available.add_argument("--inventory", required=True, metavar="INV")
     available.add_argument("--catalog", required=True, metavar="CAT")
     available.add_argument("--hosts", metavar="PATTERN", help="e.g. 'prod:!web-03' or 'app-*'")
+    available.add_argument("--lang", choices=("zh", "en"), help="language of the table and the reasons (default: "
+                           "from the locale)")
     available.add_argument("--policy", help="policy YAML (default: HOME/policy.yaml if present, else the shipped one)")
     available.add_argument("--json", action="store_true")
     available.set_defaults(func="available:cmd_available")

@@ -71,6 +71,21 @@ COMMAND_MESSAGES: dict[str, tuple[str, str]] = {
                         "共 {hosts} 台主机，已巡检 {inspected} 台，告警 {warnings} 条"),
     "inspect_unreachable": ("; [bold red]not inspected: {hosts}[/bold red]", "；[bold red]未能巡检：{hosts}[/bold red]"),
     "report_written": ("report written to [bold]{file}[/bold]", "报告已写入 [bold]{file}[/bold]"),
+    # available
+    "available_title": ("Available upgrades (catalog serial {serial}, signed by {signer})",
+                        "可用的升级（目录序号 {serial}，签名者 {signer}）"),
+    "col_current": ("current", "当前版本"), "col_newest": ("newest free upgrade", "最新的免费升级"),
+    "col_also": ("also allowed", "其他允许的版本"), "col_refused": ("not allowed", "不允许的版本"),
+    "col_advisories": ("advisories", "安全公告"),
+    "cannot_read_host": ("cannot read the host: {error}", "无法读取主机：{error}"),
+    "no_advisories": ("none", "无"),
+    "refused_line": ("[bold]{host}[/bold]: [bold red]{version}[/bold red] ({kind}) is not a free upgrade: {reasons}",
+                     "[bold]{host}[/bold]：[bold red]{version}[/bold red]（{kind}）不属于免费升级：{reasons}"),
+    "advisory_line": ("[bold]{host}[/bold]: [bold]{id}[/bold] [{severity}] {title}: {status} ({why}); {fix}",
+                      "[bold]{host}[/bold]：[bold]{id}[/bold] [{severity}] {title}：{status}（{why}）；{fix}"),
+    "advisory_hosts": ("[bold red]{n} host(s) run a version named in an advisory:[/bold red] {hosts}",
+                       "[bold red]{n} 台主机运行的版本在安全公告中：[/bold red]{hosts}"),
+    "status_affected": ("affected", "受影响"), "status_cannot tell": ("cannot tell", "无法判断"),
     # rollback's question before it stops a service
     "rollback_what": ("Rollback of run {run}: on {hosts} the service {product} is stopped, the backup of {version} "
                       "restored and started again. The service is down meanwhile.",

@@ -156,6 +156,16 @@ _FORMS: list[tuple[str, str]] = [
     (r"unknown key type (?P<k>.+)", "未知的密钥类型 {k}"),
     (r"the key data is not valid base64 \(a damaged copy\?\)", "密钥数据不是有效的 base64（文件可能已损坏）"),
     (r"the file is too large to be a public key", "文件太大，不可能是公钥"),
+    # available (upgrader.available)
+    (r"newest free upgrade: (?P<v>\S+) \((?P<k>\w+)\)", "最新的免费升级：{v}（{k:kind}）"),
+    (r"no free upgrade: the policy refuses all (?P<n>\d+) newer version\(s\) in the catalog",
+     "没有免费升级：目录中 {n} 个更新的版本都被策略拒绝"),
+    (r"already at the newest (?P<p>\S+) version in the catalog \((?P<v>\S+)\)", "已经是目录中 {p} 的最新版本（{v}）"),
+    (r"free fix: (?P<v>\S+) \((?P<k>\w+), (?P<f>\S+)\)", "免费修复：{v}（{k:kind}，{f}）"),
+    (r"no free fix: (?P<why>.+)", "没有免费修复：{why:t}"),
+    (r"fixed in (?P<v>\S+), which this catalog does not hold", "已在 {v} 中修复，但本目录中没有该版本"),
+    (r"no fixed version given", "公告没有给出修复版本"),
+    (r"(?P<v>\S+) \((?P<k>\w+)\) is refused: (?P<why>.+)", "{v}（{k:kind}）被拒绝：{why:t}"),
     # inspection findings (upgrader.inspection)
     (r"install dir (?P<d>.+) does not exist", "安装目录 {d} 不存在"),
     (r"installed version unreadable: (?P<e>.+)", "无法读取已安装的版本：{e}"),
@@ -168,6 +178,9 @@ _FORMS: list[tuple[str, str]] = [
     # names used inside reasons
     (r"major|minor|maintenance", "{0:level}"),
     (r"external interfaces|the configuration format|monitoring", "{0:change}"),
+    (r"(?P<a>.+?); (?P<b>.+)", "{a:t}；{b:t}"),
+    (r"(?P<v>\S+) is listed as affected \((?P<t>.+)\)", "{v} 被列为受影响的版本（{t}）"),
+    (r"(?P<v>\S+) is not affected", "{v} 不受影响"),
     (r"(?P<a>.+?) and (?P<b>.+)", "{a:t}和{b:t}"),
 ]
 _COMPILED = [(re.compile(p), t) for p, t in _FORMS]
@@ -186,6 +199,8 @@ def _fill(template: str, m: re.Match[str], depth: int) -> str:
             return "北京时间" if value == DEFAULT_ZONE else value
         if how == "time":
             return shown_time(value, DEFAULT_ZONE, "zh")
+        if how == "kind":
+            return {"full": "完整包", "patch": "补丁"}.get(value, value)
         if how == "n":
             return "空" if value == "none" else value.replace(" lines", " 行")
         if how == "not":
