@@ -434,6 +434,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UpgraderError as e:
         if args.debug:
             traceback.print_exc()
+        from .commands.error_lines import localized_error_lines
+
+        for line in localized_error_lines(args, e):
+            print(line, file=sys.stderr)
         print(f"upgrader: error: {e}", file=sys.stderr)
         return int(e.exit_code)
     except KeyboardInterrupt:

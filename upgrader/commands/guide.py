@@ -173,8 +173,14 @@ class _Guide:
     def show_error(self, e: UpgraderError) -> None:
         """An error in the operator's language, when it is not English (the English line follows on stderr)."""
         localized = getattr(e, "localized", None)
-        if localized is None or self.t.lang == "en":
+        if self.t.lang == "en" or getattr(e, "shown", False):
             return
+        if localized is None:  # an error of another module: its words translated by their form
+            from ..reasons import UNTRANSLATED, translate
+
+            hint = translate(e.hint, self.t.lang) if e.hint else None
+            localized = (self.words(e.message), None if hint is None or hint.startswith(UNTRANSLATED) else hint,
+                         None)
         text, hint, path = localized
         self.say("error_shown", text=Markup(f"{escape(path)}: {text}") if path else text)
         if hint:
@@ -267,7 +273,8 @@ class _Guide:
             try:
                 digest = read_approval(args.approval).statement.plan
             except ApprovalRefused as e:
-                self.say("approval_refused", reason=str(e))
+                self.say("approval_refused", reason=self.words(e.message))
+                e.shown = True  # type: ignore[attr-defined]
                 raise
             path = _plans_dir(args.home) / f"{digest}.json"
             if not path.is_file():
@@ -468,7 +475,8 @@ class _Guide:
             checked = check_run(run_args, plan, self.clock)
         except (PolicyRefused, ApprovalRefused) as e:
             record_refusal(run_args, plan, self.clock, e)
-            self.say("approval_refused", reason=str(e))
+            self.say("approval_refused", reason=self.words(e.message))
+            e.shown = True  # type: ignore[attr-defined]
             raise
         for a in checked.approvals:
             self.say("approval_ok", approver=a.statement.approver, key=a.signature.fingerprint,
