@@ -406,3 +406,25 @@ def test_a_form_field_on_several_lines_is_bad_input(sandbox: Sandbox, flag: str)
     out = box.root / "form.html"
     assert upgrader(box, "inspect", "--install-dir", str(box.install_dir), "-o", str(out), flag, "a\nb") == 2
     assert not out.exists()
+
+
+@pytest.mark.parametrize("argv,chinese", [
+    (["access", "grant", "--key", "{keys}/engineer", "--lang", "zh"], "这是私钥，不是公钥；未做任何改动"),
+    (["access", "grant", "--key", "{keys}/engineer.pub", "--hours", "1000", "--lang", "zh"], "超过了策略规定的最多"),
+    (["inspect", "--install-dir", "{root}/no-such-dir", "--lang", "zh"], "安装目录不存在（或不是目录）"),
+    (["inspect", "--install-dir", "{root}", "-o", "x.pdf", "--lang", "zh"], "报告文件名必须以 .html 或 .json 结尾"),
+])
+def test_errors_of_the_operators_commands_come_in_chinese_before_the_english_log_line(
+        sandbox: Sandbox, capsys: pytest.CaptureFixture[str], argv: list[str], chinese: str) -> None:
+    """Bad input to access or inspect with --lang zh: a "错误：" line in Chinese, then the English `upgrader: error:`
+    line for logs; exit 2; authorized_keys is never created."""
+    box = sandbox
+    capsys.readouterr()
+    rc = upgrader(box, *[a.format(keys=box.keys, root=box.root) for a in argv])
+    err = capsys.readouterr().err
+    assert rc == 2
+    lines = err.splitlines()
+    zh = next(i for i, line in enumerate(lines) if line.startswith("错误："))
+    assert chinese in lines[zh] and "原文" not in lines[zh]
+    assert any(line.startswith("upgrader: error:") for line in lines[zh + 1:])
+    assert not (Path(os.environ["HOME"]) / ".ssh" / "authorized_keys").exists()
