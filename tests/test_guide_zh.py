@@ -222,7 +222,10 @@ def test_each_access_answer_is_checked_as_it_is_given_in_chinese(sandbox: Sandbo
     assert granted["data"]["from"] is None and "any source address" in granted["data"]["reason"]
     child.expect("现在停止 sample-middleware")
     child.sendline("n")
+    child.expect("但工程师的访问授权")
+    child.expect("仍然有效，下面会询问是否关闭")
     child.expect("现在关闭工程师的访问授权")
+    assert "未做任何改动" not in child.transcript
     child.sendline("n")
     child.expect("随时可以关闭：")
     assert child.finish() == 130

@@ -150,6 +150,10 @@ MESSAGES: dict[str, tuple[str, str]] = {
                       "必须填写来源地址：请输入工程师的地址；如确实不限来源，请输入“任何地址”。"),
     "from_bad": ("{value} is not an address, a network (CIDR) or an OpenSSH address pattern. Type it again.",
                  "{value} 不是地址、网段（CIDR）或 OpenSSH 地址模式。请重新输入。"),
+    "stop_no_grant": ("You chose not to upgrade now. The service was not stopped and the upgrade did not start, but "
+                      "the engineer's access (grant {id}) is still open: you are asked next whether to close it.",
+                      "您选择现在不升级。服务没有被停止，升级也没有开始；但工程师的访问授权（编号 {id}）仍然有效，"
+                      "下面会询问是否关闭。"),
     "interrupted_with_grant": ("[bold]Cancelled.[/bold] The service was not stopped and the upgrade did not start, "
                                "but the engineer's access (grant {id}) is still open: it is closed next.",
                                "[bold]已取消。[/bold]服务没有被停止，升级也没有开始；但工程师的访问授权（编号 {id}）"

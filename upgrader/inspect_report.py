@@ -187,8 +187,8 @@ def _head(data: dict[str, Any], t: dict[str, str], lang: str) -> str:
     form = info.get("form") or {}
     zone = str(form.get("timezone") or DEFAULT_ZONE)
     start, end = info.get("started") or info.get("time"), info.get("time")
-    period = form.get("period") or (shown_time(start, zone, lang) if start == end else
-                                    f"{shown_time(start, zone, lang)} {t['period_to']} {shown_time(end, zone, lang)}")
+    first, last = shown_time(start, zone, lang), shown_time(end, zone, lang)
+    period = form.get("period") or (first if first == last else f"{first} {t['period_to']} {last}")
     return ('<table class="form">'
             f"<tr><th>{_e(t['customer'])}</th><td>{_blank(form.get('customer'))}</td>"
             f"<th>{_e(t['system_name'])}</th><td>{_blank(form.get('system'))}</td></tr>"

@@ -61,7 +61,10 @@ def cmd_guide(args: argparse.Namespace) -> int:
     try:
         return guide.main()
     except _Cancelled as e:
-        guide.say(e.key)
+        if guide.grant is not None and e.key == "stop_no":  # its line is still there until offer_revoke
+            guide.say("stop_no_grant", id=guide.grant["id"])
+        else:
+            guide.say(e.key)
         guide.record("guide_cancelled", reason=e.key)
         return CANCELLED_EXIT
     except KeyboardInterrupt:
