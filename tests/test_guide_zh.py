@@ -431,3 +431,19 @@ def test_errors_of_the_operators_commands_come_in_chinese_before_the_english_log
     assert chinese in lines[zh] and "原文" not in lines[zh]
     assert any(line.startswith("upgrader: error:") for line in lines[zh + 1:])
     assert not (Path(os.environ["HOME"]) / ".ssh" / "authorized_keys").exists()
+
+
+def test_available_speaks_chinese_with_every_refusal_reason_translated(sandbox: Sandbox,
+                                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """`available --lang zh` on the demo: the table's heads, the newest free upgrade and each refused version's
+    reasons in Chinese; no English fragment of the catalogs and nothing left "原文"."""
+    box = sandbox
+    capsys.readouterr()
+    assert upgrader(box, "available", "--inventory", str(box.inventory), "--catalog", str(box.catalog),
+                    "--lang", "zh") == 0
+    out = capsys.readouterr().out
+    assert "可用的升级" in out and "最新的免费升级" in out and "7.0.4.1" in out
+    assert "7.1.0.0（完整包）不属于免费升级：7.0 → 7.1 改变了第 2 级（次版本）" in out
+    assert "7.0.4.8（完整包）不属于免费升级：升级包声明会改变" in out
+    assert "原文" not in out and "is not a free upgrade" not in out
+    assert [f for f in english_fragments() if f in out] == []

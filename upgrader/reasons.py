@@ -85,8 +85,8 @@ _FORMS: list[tuple[str, str]] = [
     (r"full package: no requires range", "完整包：没有适用版本范围"),
     (r"a patch must declare the versions it applies to", "补丁必须声明它适用的版本"),
     (r"unknown package kind (?P<k>.+); expected full or patch", "未知的升级包类型 {k}；应为 full 或 patch"),
-    (rf"(?P<v>{_V}) is within (?P<r>\S+)", "{v} 在适用范围 {r} 之内"),
-    (rf"(?P<v>{_V}) is outside (?P<r>\S+): (?P<why>.+)", "{v} 不在适用范围 {r} 之内：{why:t}"),
+    (rf"(?P<v>{_V}) is within (?P<r>.+)", "{v} 在适用范围 {r} 之内"),
+    (rf"(?P<v>{_V}) is outside (?P<r>.+?): (?P<why>.+)", "{v} 不在适用范围 {r} 之内：{why:t}"),
     (r"checked when the run starts: an engineer's signed approval of this exact plan",
      "在运行开始时检查：工程师对这份计划的签名审批"),
     # plan checks (upgrader.plan, upgrader.planner)
