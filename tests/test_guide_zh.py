@@ -125,7 +125,8 @@ def test_first_use_sets_up_the_audit_key_where_asked_and_every_printed_command_w
     (plan,) = (box.root / "guide" / "plans").glob("*.json")
     again = printed(child.transcript, "工程师审批后会发给您一个审批文件，然后运行：")
     assert shlex.split(again) == ["upgrader", "--home", str(box.root), "guide", "--plan", str(plan),
-                                  "--approval", "APPROVAL", "--lang", "zh", "--audit-key", str(place)]
+                                  "--approval", "APPROVAL", "--inventory", str(box.inventory), "--lang", "zh",
+                                  "--audit-key", str(place)]
     made = [e for e in audit_events(box) if e["event"] == "guide_audit_key_made"]
     assert made and made[0]["data"]["key"] == str(place)
 

@@ -468,8 +468,11 @@ class _Guide:
         policy = plan_policy(plan)
         self._show_window(policy)
         if not args.approval:
-            again = follow_up(args, "guide", "--plan", str(plan_file), "--approval", "APPROVAL",
-                              *(["--lang", args.lang] if args.lang else []))
+            carried = [w for flag, value in (("--inventory", args.inventory), ("--policy", args.policy),
+                                             ("--catalog", args.catalog), ("--lang", args.lang)) if value
+                       for w in (flag, str(value))]
+            carried += [w for pair in args.var or () for w in ("--var", pair)]
+            again = follow_up(args, "guide", "--plan", str(plan_file), "--approval", "APPROVAL", *carried)
             self.say("no_approval", plan=plan_file, again=again)
             self.record("guide_plan_waits_for_approval", plan=plan.digest, file=str(plan_file))
             raise ApprovalRefused(f"no approval given: send {plan_file} to your engineer for approval")
@@ -522,7 +525,7 @@ class _Guide:
             report = inspect_host(transport, load_playbook(h["playbook"]["path"]), install_dir=h["install_dir"],
                                   name=h["name"], variables=self.variables, state_dir=h.get("state_dir"))
         except UpgraderError as e:
-            self.say("inspection_failed", error=str(e))
+            self.say("inspection_failed", error=self.words(e.message))
             return
         finally:
             transport.close()
