@@ -113,7 +113,7 @@ def _words(args: argparse.Namespace) -> tuple[Any, Callable[[Any], str]]:
 def _follow_up(args: argparse.Namespace, *argv: str) -> str:
     import shlex
 
-    return " ".join(shlex.quote(w) for w in ("upgrader", "--home", str(args.home), *argv))
+    return " ".join(shlex.quote(w) for w in ("upgrader", "--home", str(args.home.absolute()), *argv))
 
 
 def cmd_grant(args: argparse.Namespace) -> int:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import sys
 import threading
+from pathlib import Path
 from typing import Any, Protocol
 
 from ..interrupts import Interrupts, pause_for_test
@@ -31,7 +32,7 @@ def follow_up(args: argparse.Namespace, *argv: str) -> str:
     audit key the guide set up, when it is not where upgrader looks by itself), each word shell-quoted."""
     import shlex
 
-    words = ["upgrader", "--home", str(args.home), *argv]
+    words = ["upgrader", "--home", str(Path(args.home).absolute()), *argv]
     key = getattr(args, "audit_key", None)
     if key and argv and argv[0] in ("rollback", "resume", "guide"):
         words += ["--audit-key", str(key)]
