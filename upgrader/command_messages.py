@@ -33,7 +33,6 @@ COMMAND_MESSAGES: dict[str, tuple[str, str]] = {
     "grant_ends_many": ("it ends by itself at its expiry; to end it early: {command} (ids: {ids})",
                         "到期自动失效；如需提前结束：{command}（编号：{ids}）"),
     "any_address": ("any address", "任何地址"),
-    "none": ("-", "-"),
     # access list
     "list_none": ("{host}no grants in {file}", "{host}{file} 中没有授权"),
     "list_none_no_file": ("{host}no grants in {file} (the file does not exist)", "{host}{file} 中没有授权（文件不存在）"),

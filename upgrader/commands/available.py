@@ -17,8 +17,6 @@ from ._common import console, load_policy_or_fail, policy_path, print_json
 
 __all__ = ["cmd_available"]
 
-_SEVERITY_STYLE = {"critical": "bold red", "high": "red", "medium": "yellow", "low": "dim"}
-
 
 def _installed_version(inventory: Any, host: Any) -> str:
     """The host's installed version, read by the agent's read-only facts action."""
