@@ -1395,6 +1395,36 @@ def log_facts(path, lines, tail, pattern):
     return out
 
 
+def host_addresses():
+    """This host's own addresses (IPv4 from /proc/net/fib_trie, IPv6 from /proc/net/if_inet6), loopback and
+    link-local left out; the addresses the host name resolves to where /proc says nothing."""
+    found = []
+    lines = (read_text("/proc/net/fib_trie") or "").splitlines()
+    for prev, line in zip(lines, lines[1:]):
+        m = re.match(r"\s*\|-- (\d+\.\d+\.\d+\.\d+)$", prev)
+        if m and "/32 host LOCAL" in line and not m.group(1).startswith("127.") and m.group(1) not in found:
+            found.append(m.group(1))
+    for line in (read_text("/proc/net/if_inet6") or "").splitlines():
+        raw = line.split()[0] if line.split() else ""
+        if len(raw) == 32 and raw != "0" * 31 + "1" and not raw.startswith("fe80"):
+            text = ":".join(raw[i:i + 4] for i in range(0, 32, 4))
+            try:
+                text = socket.inet_ntop(socket.AF_INET6, socket.inet_pton(socket.AF_INET6, text))
+            except (OSError, ValueError):
+                pass
+            if text not in found:
+                found.append(text)
+    if not found:
+        try:
+            for info in socket.getaddrinfo(socket.gethostname(), None):
+                addr = info[4][0]
+                if addr not in found and not addr.startswith("127.") and addr != "::1":
+                    found.append(addr)
+        except (OSError, UnicodeError):
+            pass
+    return found
+
+
 def op_inspect(req):
     """Health facts: OS, kernel and its parameters, limits, disk, CPU, memory, the product's version,
     process, ports, config digests and log error counts. Reads only; changes nothing."""
@@ -1405,7 +1435,7 @@ def op_inspect(req):
     osr = dict(re.findall(r'^(\w+)="?([^"\n]*)"?$', read_text("/etc/os-release") or "", re.M))
     mem = dict((k, int(v.split()[0]) * 1024) for k, v in re.findall(r"^(\w+):\s+(\d+ ?\w*)$",
                                                                      read_text("/proc/meminfo") or "", re.M))
-    out = {"hostname": socket.gethostname(), "os": {"name": osr.get("NAME") or platform.system(),
+    out = {"hostname": socket.gethostname(), "addresses": host_addresses(), "os": {"name": osr.get("NAME") or platform.system(),
            "version": osr.get("VERSION_ID") or osr.get("VERSION") or "", "pretty": osr.get("PRETTY_NAME", "")},
            "kernel": platform.release(), "python": sys.version.split()[0], "cpus": os.cpu_count(),
            "load": list(os.getloadavg()), "time": time.time(), "install_dir": paths.install,

@@ -108,6 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
     available.add_argument("--inventory", required=True, metavar="INV")
     available.add_argument("--catalog", required=True, metavar="CAT")
     available.add_argument("--hosts", metavar="PATTERN", help="e.g. 'prod:!web-03' or 'app-*'")
+    available.add_argument("--lang", choices=("zh", "en"), help="language of the table and the reasons (default: "
+                           "from the locale)")
     available.add_argument("--policy", help="policy YAML (default: HOME/policy.yaml if present, else the shipped one)")
     available.add_argument("--json", action="store_true")
     available.set_defaults(func="available:cmd_available")
@@ -138,9 +140,16 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("--policy", help="policy YAML for --catalog (default: HOME/policy.yaml, else the shipped one)")
     inspect.add_argument("-o", "--output", metavar="REPORT", help="write REPORT.html (self-contained, to send to "
                          "support) or REPORT.json")
-    inspect.add_argument("--lang", choices=("en", "zh"), help="HTML labels in English or Simplified Chinese "
+    inspect.add_argument("--lang", choices=("en", "zh"), help="the table and the report in English or Simplified Chinese "
                          "(default: from the locale)")
     inspect.add_argument("--json", action="store_true", help="print the inspection as JSON")
+    inspect.add_argument("--customer", metavar="NAME", help="the report form's customer name (else a blank to fill in)")
+    inspect.add_argument("--system", metavar="NAME", help="the report form's system name, e.g. '核心业务系统' (else a "
+                         "blank)")
+    inspect.add_argument("--inspector", metavar="NAME", help="who inspects (default: your login name@this machine)")
+    inspect.add_argument("--period", metavar="TEXT", help="the inspection period as the form shows it (default: when "
+                         "the collection started and ended, in the policy's time zone)")
+    inspect.add_argument("--remarks", metavar="TEXT", help="a remark printed above the signatures")
     inspect.set_defaults(func="inspect:cmd_inspect")
 
     plan = sub.add_parser("plan", help="decide what a run would do, per host, and write the plan",
@@ -284,12 +293,14 @@ def build_parser() -> argparse.ArgumentParser:
     agrant.add_argument("--inventory", metavar="INV", help="grant on every host of an inventory, over SSH")
     agrant.add_argument("--hosts", metavar="PATTERN")
     agrant.add_argument("--json", action="store_true")
+    agrant.add_argument("--lang", choices=("zh", "en"), help="language of the output (default: from the locale)")
     agrant.set_defaults(func="access:cmd_grant")
     alist = access.add_parser("list", help="open grants: who, why, from where, time left")
     alist.add_argument("--user")
     alist.add_argument("--inventory", metavar="INV")
     alist.add_argument("--hosts", metavar="PATTERN")
     alist.add_argument("--json", action="store_true")
+    alist.add_argument("--lang", choices=("zh", "en"), help="language of the output (default: from the locale)")
     alist.set_defaults(func="access:cmd_list")
     arevoke = access.add_parser("revoke", help="close grants: one by id, all, or the expired ones")
     arevoke.add_argument("grant_id", nargs="?", metavar="ID")
@@ -299,6 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
     arevoke.add_argument("--inventory", metavar="INV")
     arevoke.add_argument("--hosts", metavar="PATTERN")
     arevoke.add_argument("--json", action="store_true")
+    arevoke.add_argument("--lang", choices=("zh", "en"), help="language of the output (default: from the locale)")
     arevoke.set_defaults(func="access:cmd_revoke")
 
     guide = sub.add_parser(
@@ -403,6 +415,8 @@ policy, 4 approval missing or invalid or outside the service window, 5 needs a p
     rollback.add_argument("--hosts", metavar="PATTERN")
     rollback.add_argument("--audit-key", metavar="KEY", help="your SSH key that signs the audit checkpoint")
     rollback.add_argument("--policy", help="policy YAML (default: HOME/policy.yaml, else /etc/upgrader/policy.yaml, else the shipped one); never taken from the plan")
+    rollback.add_argument("--yes", action="store_true", help="do not ask before stopping the service (on a terminal "
+                          "it asks first; without one it never asks)")
     rollback.add_argument("--obfuscate", action="store_true", help=_OBFUSCATE_HELP)
     rollback.add_argument("--json", action="store_true")
     rollback.set_defaults(func="upgrade:cmd_rollback")
@@ -477,6 +491,10 @@ def main(argv: Sequence[str] | None = None, *, clock: Clock | None = None) -> in
     except UpgraderError as e:
         if args.debug:
             traceback.print_exc()
+        from .commands.error_lines import localized_error_lines
+
+        for line in localized_error_lines(args, e):
+            print(line, file=sys.stderr)
         print(f"upgrader: error: {e}", file=sys.stderr)
         return int(e.exit_code)
     except KeyboardInterrupt:

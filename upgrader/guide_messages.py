@@ -185,17 +185,55 @@ MESSAGES: dict[str, tuple[str, str]] = {
                    "需要让工程师在几个小时内远程登录本机协助吗？"),
     "ask_key": ("The engineer's public key file (e.g. engineer.pub)", "工程师的公钥文件（例如 engineer.pub）"),
     "ask_hours": ("For how many hours", "开放几个小时"),
-    "ask_from": ("Only from these addresses (empty: any)", "只允许来自这些地址（直接回车：不限）"),
+    "ask_from": ("Only from these addresses (e.g. 10.1.2.3 or 10.1.2.0/24; type 'any' to allow any address)",
+                 "只允许来自这些地址（例如 10.1.2.3 或 10.1.2.0/24；如不限来源，请输入“任何地址”）"),
     "access_granted": ("Access [green]granted[/green]: grant {id} for {user}, key {fp}, until {expires}, "
                        "from {where}. It ends by itself; you will be asked at the end whether to close it now.",
                        "已[green]授权[/green]：授权编号 {id}，账号 {user}，密钥 {fp}，有效期至 {expires}，"
                        "来源 {where}。到期自动失效；结束时会询问您是否立即关闭。"),
-    "access_any": ("any address", "不限"),
+    "access_any": ("any address (the operator's explicit choice)", "任何地址（操作员明确选择）"),
     "access_failed": ("Access was not granted: {error}", "未能授权：{error}"),
     "ask_revoke": ("Close the engineer's access (grant {id}) now?", "现在关闭工程师的访问授权（编号 {id}）吗？"),
     "access_revoked": ("Access closed: grant {id} removed from {file}.", "已关闭访问：授权 {id} 已从 {file} 删除。"),
-    "access_kept": ("Grant {id} stays open until {expires}. Close it any time with: upgrader access revoke {id}",
-                    "授权 {id} 保持开放，直到 {expires}。随时可以关闭：upgrader access revoke {id}"),
+    "access_kept": ("Grant {id} stays open until {expires}. Close it any time with: {command}",
+                    "授权 {id} 保持开放，直到 {expires}。随时可以关闭：{command}"),
+    # step 6: each answer checked as it is given
+    "key_empty": ("No key given: no access is granted.", "没有输入公钥：不授权访问。"),
+    "access_none": ("No answer: no access is granted.", "没有得到回答：不授权访问。"),
+    "key_private": ("{file} is a PRIVATE key, not a public key. A private key must never be handed out; ask the "
+                    "engineer for the public key (the .pub file) and type its path.",
+                    "{file} 是私钥，不是公钥。私钥绝不能交给别人；请向工程师索取公钥（.pub 文件），并输入它的路径。"),
+    "key_bad": ("{file} is not an engineer's public key ({error}). Type the path of the .pub file the engineer sent.",
+                "{file} 不是工程师的公钥（{error}）。请输入工程师发来的 .pub 公钥文件的路径。"),
+    "key_unreadable": ("Cannot read {file} ({error}). Check the path and type it again.",
+                       "无法读取 {file}（{error}）。请检查路径后重新输入。"),
+    "key_ok": ("Public key {fp} ({kind}).", "公钥 {fp}（{kind}）。"),
+    "hours_bad": ("{value} is not a number of hours above 0 and at most {max} (the policy's limit). Type it again.",
+                  "{value} 不是有效的小时数：必须大于 0，且不超过策略规定的 {max} 小时。请重新输入。"),
+    "from_required": ("A source address is required: type the engineer's address, or 'any' to allow any address.",
+                      "必须填写来源地址：请输入工程师的地址；如确实不限来源，请输入“任何地址”。"),
+    "from_bad": ("{value} is not an address, a network (CIDR) or an OpenSSH address pattern. Type it again.",
+                 "{value} 不是地址、网段（CIDR）或 OpenSSH 地址模式。请重新输入。"),
+    "stop_no_grant": ("You chose not to upgrade now. The service was not stopped and the upgrade did not start, but "
+                      "the engineer's access (grant {id}) is still open: you are asked next whether to close it.",
+                      "您选择现在不升级。服务没有被停止，升级也没有开始；但工程师的访问授权（编号 {id}）仍然有效，"
+                      "下面会询问是否关闭。"),
+    "interrupted_with_grant": ("[bold]Cancelled.[/bold] The service was not stopped and the upgrade did not start, "
+                               "but the engineer's access (grant {id}) is still open: it is closed next.",
+                               "[bold]已取消。[/bold]服务没有被停止，升级也没有开始；但工程师的访问授权（编号 {id}）"
+                               "仍然有效，下面将关闭它。"),
+    # the operator's audit key, set up on first use
+    "audit_key_none": ("upgrader signs the end of each run in the audit log with your own SSH key (the operator's "
+                       "audit key). None was found, so one is made now.",
+                       "upgrader 会用您自己的 SSH 密钥（操作员审计密钥）签署审计日志中每次运行的结束记录。"
+                       "目前没有找到这个密钥，现在为您生成一个。"),
+    "ask_audit_key": ("Where should the new key be kept", "新密钥保存在哪里"),
+    "audit_key_made": ("Audit key made: {key} (public key {pub}, {fp}). Send {pub} to your engineer so the policy's "
+                       "audit.allowed_signers can name you.",
+                       "已生成审计密钥：{key}（公钥 {pub}，{fp}）。请把 {pub} 发给您的工程师，以便在策略的 "
+                       "audit.allowed_signers 中登记您。"),
+    "audit_key_failed": ("Cannot make the key there: {error}. Type another place.", "无法在该位置生成密钥：{error}。请换一个位置。"),
+    "audit_key_found": ("Audit key: {key} ({fp}).", "审计密钥：{key}（{fp}）。"),
     # step 7
     "plan_line": ("{host}: {current} → {target} ({kind}); phases:", "{host}：{current} → {target}（{kind}）；步骤："),
     "phase_line": ("  {n}. {name}: {does}", "  {n}. {name}：{does}"),
@@ -206,9 +244,9 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "stop_no": ("You chose not to upgrade now. Nothing was changed.", "您选择现在不升级。未做任何改动。"),
     # step 8
     "run_started": ("Run {run}: journal {journal}. If this window closes, the upgrade still goes on to a safe end; "
-                    "check it later with: upgrader resume {run}",
+                    "check it later with: {command}",
                     "运行编号 {run}：日志 {journal}。即使此窗口关闭，升级也会继续进行到安全的结束点；"
-                    "之后可以用 upgrader resume {run} 查看和完成。"),
+                    "之后可以用 {command} 查看和完成。"),
     "phase_started": ("  … {name}", "  … {name}"),
     "phase_ok": ("  [green]✔[/green] {name} ({seconds:.1f}s) {detail}", "  [green]✔[/green] {name}（{seconds:.1f} 秒）{detail}"),
     "phase_failed": ("  [red]✘[/red] {name} ({seconds:.1f}s) {detail}", "  [red]✘[/red] {name}（{seconds:.1f} 秒）{detail}"),
@@ -227,8 +265,9 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "done_ok": ("[bold green]Upgrade done[/bold green]: {product} now runs {version} and is healthy (downtime {downtime}).",
                 "[bold green]升级完成[/bold green]：{product} 现在运行 {version}，运行正常（停机 {downtime}）。"),
     "done_ok_next": ("Next: check your applications as usual. The backup of the old version is kept on this host; "
-                     "to go back: upgrader rollback {run}",
-                     "下一步：请按平时的方式检查您的应用。旧版本的备份保存在本机；如需退回：upgrader rollback {run}"),
+                     "to go back (it asks before it stops the service): {command}",
+                     "下一步：请按平时的方式检查您的应用。旧版本的备份保存在本机；如需退回（停止服务前会先征求您的同意）："
+                     "{command}"),
     "done_after_cancel": ("Ctrl-C came too late: the upgrade had already finished.", "Ctrl-C 太晚：升级已经完成。"),
     "cancelled_nothing": ("[bold]Cancelled.[/bold] The service was never stopped and nothing on this host was "
                           "changed{lock}.",
@@ -381,17 +420,18 @@ def _field(value: object) -> object:
 class Messages:
     """``t("key", field=value)``: the text of a key in the chosen language."""
 
-    def __init__(self, lang: str) -> None:
+    def __init__(self, lang: str, table: dict[str, tuple[str, str]] | None = None) -> None:
         self.lang = lang
         self._i = 1 if lang == "zh" else 0
+        self._table = MESSAGES if table is None else table
 
     def __call__(self, msg: str, **fields: object) -> Markup:
         """The text with its fields escaped, as rich markup."""
-        return Markup(MESSAGES[msg][self._i].format(**{k: _field(v) for k, v in fields.items()}))
+        return Markup(self._table[msg][self._i].format(**{k: _field(v) for k, v in fields.items()}))
 
     def plain(self, msg: str, **fields: object) -> str:
         """The text with its fields as they are, for a text that holds no markup (an error's message)."""
-        return MESSAGES[msg][self._i].format(**fields)
+        return self._table[msg][self._i].format(**fields)
 
     def rule(self, rule: str) -> tuple[str, str]:
         """(name, meaning) of a policy rule or plan check, in this language."""

@@ -95,12 +95,33 @@ def _user(args: argparse.Namespace) -> str | None:
 # ------------------------------------------------------------------ grant
 
 
+def _words(args: argparse.Namespace) -> tuple[Any, Callable[[Any], str]]:
+    """The catalog in the operator's language (--lang, else the locale) and how times are shown (the policy's
+    time zone, named)."""
+    from ..command_messages import texts
+    from ..language import resolve_lang
+    from ..shown_time import policy_zone, shown_time
+
+    t = texts(resolve_lang(getattr(args, "lang", None)))
+    try:
+        zone = policy_zone(load_policy_or_fail(policy_path(args)))
+    except UpgraderError:
+        zone = policy_zone(None)
+    return t, lambda at: shown_time(at, zone, t.lang)
+
+
+def _follow_up(args: argparse.Namespace, *argv: str) -> str:
+    import shlex
+
+    return " ".join(shlex.quote(w) for w in ("upgrader", "--home", str(args.home.absolute()), *argv))
+
+
 def cmd_grant(args: argparse.Namespace) -> int:
     results, hours = grant(args)
     if args.json:
         print_json({"hosts": results})
     else:
-        _print_grants(results, hours)
+        _print_grants(args, results, hours)
     return _exit(results)
 
 
@@ -151,30 +172,29 @@ def grant(args: argparse.Namespace) -> tuple[list[dict[str, Any]], float]:
     return results, hours
 
 
-def _print_grants(results: list[dict[str, Any]], hours: float) -> None:
-    from rich.markup import escape
-
+def _print_grants(args: argparse.Namespace, results: list[dict[str, Any]], hours: float) -> None:
+    t, when = _words(args)
     c = console()
     for r in results:
+        where = "" if r["host"] == "local" else f"{r['host']}: "
         if r["outcome"] == "failed":
-            c.print(f"[bold red]{escape(r['host'])}: failed[/bold red] {escape(r['error'])}")
+            c.print(t("grant_failed", host=where, error=r["error"]), soft_wrap=True)
             continue
         g = r["grant"]
-        where = "" if r["host"] == "local" else f"{escape(r['host'])}: "
-        c.print(f"{where}[bold green]{r['outcome']}[/bold green] grant [bold]{g['id']}[/bold]: "
-                f"[bold]{escape(r['user'])}[/bold] until {g['expires']} ({hours:g}h)")
-        c.print(f"  key     {g['fingerprint']} ({g['key_type']})")
-        c.print(f"  from    {escape(g['from'] or 'any address')}")
-        c.print(f"  reason  {escape(g['reason'] or '-')}")
-        c.print(f"  file    {escape(r['file'])}" + (" (created)" if r["created_file"] else ""))
-        c.print("  allows  commands and SFTP only (restrict: no pty, no forwarding)")
+        c.print(t(r["outcome"], host=where, id=g["id"], user=r["user"], expires=when(g["expires"]),
+                  hours=f"{hours:g}"), soft_wrap=True)
+        c.print(t("grant_key", fp=g["fingerprint"], kind=g["key_type"]))
+        c.print(t("grant_from", where=g["from"] or t("any_address")))
+        c.print(t("grant_reason", reason=g["reason"] or "-"))
+        c.print(t("grant_file_created" if r["created_file"] else "grant_file", file=r["file"]))
+        c.print(t("grant_allows"))
     ids = sorted({r["grant"]["id"] for r in results if r["outcome"] != "failed"})
-    fleet = " --inventory INV" if any(r["host"] != "local" for r in results) else ""
+    fleet = ["--inventory", str(args.inventory)] if any(r["host"] != "local" for r in results) else []
     if len(ids) == 1:
-        c.print(f"it ends by itself at its expiry; to end it early: upgrader access revoke {ids[0]}{fleet}")
+        c.print(t("grant_ends_one", command=_follow_up(args, "access", "revoke", ids[0], *fleet)), soft_wrap=True)
     elif ids:
-        c.print(f"it ends by itself at its expiry; to end it early: upgrader access revoke ID{fleet} "
-                f"(ids: {', '.join(ids)})")
+        c.print(t("grant_ends_many", command=_follow_up(args, "access", "revoke", "ID", *fleet), ids=", ".join(ids)),
+                soft_wrap=True)
 
 
 # ------------------------------------------------------------------ list
@@ -197,33 +217,35 @@ def cmd_list(args: argparse.Namespace) -> int:
     if args.json:
         print_json({"hosts": results})
         return _exit(results)
-    from rich.markup import escape
-
+    t, when = _words(args)
     c = console()
     for r in results:
-        where = "" if r["host"] == "local" else f"{escape(r['host'])}: "
+        where = "" if r["host"] == "local" else f"{r['host']}: "
         if r["outcome"] == "failed":
-            c.print(f"[bold red]{where}failed[/bold red] {escape(r['error'])}")
+            c.print(t("grant_failed", host=where, error=r["error"]), soft_wrap=True)
             continue
         if not r["grants"]:
-            c.print(f"{where}no grants in {escape(r['file'])}" + ("" if r["exists"] else " (the file does not exist)"))
+            c.print(t("list_none" if r["exists"] else "list_none_no_file", host=where, file=r["file"]), soft_wrap=True)
             continue
-        c.print(f"{where}{len(r['grants'])} grant(s) for [bold]{escape(r['user'])}[/bold] in {escape(r['file'])}")
+        c.print(t("list_head", host=where, n=len(r["grants"]), user=r["user"], file=r["file"]), soft_wrap=True)
         for g in r["grants"]:
-            c.print(f"  [bold]{g['id']}[/bold]  {g['fingerprint']} ({g['key_type']})  until {g['expires'] or 'NONE'} "
-                    f"({_left(g)})")
-            c.print(f"      granted by {escape(g['granted_by'] or '-')}, from {escape(g['from'] or 'any address')}, "
-                    f"reason: {escape(g['reason'] or '-')}")
+            c.print(t("list_line", id=g["id"], fp=g["fingerprint"], kind=g["key_type"],
+                      expires=when(g["expires"]) if g["expires"] else t("never"), left=_left(t, g)), soft_wrap=True)
+            c.print(t("list_by", by=g["granted_by"] or "-", where=g["from"] or t("any_address"),
+                      reason=g["reason"] or "-"), soft_wrap=True)
     return _exit(results)
 
 
-def _left(g: dict[str, Any]) -> str:
+def _left(t: Any, g: dict[str, Any]) -> Any:
+    from ..guide_messages import Markup
+
     if g["expires"] is None:
-        return "[bold red]no expiry-time: permanent[/bold red]"
+        return t("left_permanent")
     if g["expired"]:
-        return "[red]EXPIRED[/red]"
+        return t("left_expired")
     days, rest = divmod(int(g["seconds_left"]), 86400)
-    return (f"{days}d " if days else "") + f"{rest // 3600}h {rest % 3600 // 60:02d}m left"
+    return t("left", days=Markup(t("left_days", n=days)) if days else "", hours=rest // 3600,
+             minutes=f"{rest % 3600 // 60:02d}")
 
 
 # ------------------------------------------------------------------ revoke
@@ -234,20 +256,18 @@ def cmd_revoke(args: argparse.Namespace) -> int:
     if args.json:
         print_json({"hosts": results})
         return code
-    from rich.markup import escape
-
+    t, _ = _words(args)
     c = console()
     for r in results:
-        where = "" if r["host"] == "local" else f"{escape(r['host'])}: "
+        where = "" if r["host"] == "local" else f"{r['host']}: "
         if r["outcome"] == "failed":
-            c.print(f"[bold red]{where}failed[/bold red] {escape(r['error'])}")
+            c.print(t("grant_failed", host=where, error=r["error"]), soft_wrap=True)
         elif not r["revoked"]:
-            what = "no expired grant" if args.expired else "no grant" if args.all else f"no grant {args.grant_id}"
-            c.print(f"{where}{what} in {escape(r['file'])}: nothing to revoke")
+            key = "revoke_nothing_expired" if args.expired else "revoke_nothing_all" if args.all else "revoke_nothing_id"
+            c.print(t(key, host=where, id=args.grant_id, file=r["file"]), soft_wrap=True)
         for g in r.get("revoked", ()):
-            state = "expired" if g["expired"] else "was still valid"
-            c.print(f"{where}[bold]revoked[/bold] grant {g['id']} (key {g['fingerprint']}, granted by "
-                    f"{escape(g['granted_by'] or '-')}, {state}) from {escape(r['file'])}")
+            c.print(t("revoked", host=where, id=g["id"], fp=g["fingerprint"], by=g["granted_by"] or "-",
+                      state=t("state_expired" if g["expired"] else "state_valid"), file=r["file"]), soft_wrap=True)
     return code
 
 

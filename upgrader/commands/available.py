@@ -17,8 +17,6 @@ from ._common import console, load_policy_or_fail, policy_path, print_json
 
 __all__ = ["cmd_available"]
 
-_SEVERITY_STYLE = {"critical": "bold red", "high": "red", "medium": "yellow", "low": "dim"}
-
 
 def _installed_version(inventory: Any, host: Any) -> str:
     """The host's installed version, read by the agent's read-only facts action."""
@@ -70,44 +68,59 @@ def cmd_available(args: argparse.Namespace) -> int:
     if args.json:
         print_json(data)
     else:
-        _print(data)
+        _print(data, getattr(args, "lang", None))
     return ExitCode.NEEDS_PERSON if any(h["error"] for h in results) else ExitCode.OK
 
 
-def _print(data: dict[str, Any]) -> None:
-    """A summary table (one row a host), then one line per refused version and per flagged advisory."""
+def _print(data: dict[str, Any], lang: str | None = None) -> None:
+    """A summary table (one row a host), then one line per refused version and per flagged advisory, in the
+    operator's language (--lang, else the locale)."""
     from rich.table import Table
     from rich.text import Text
 
+    from ..command_messages import texts
+    from ..language import resolve_lang
+    from ..reasons import translate
+
+    t = texts(resolve_lang(lang))
+
+    def words(text: str) -> str:
+        return translate(text, t.lang)
+
+    def kind(k: str) -> str:
+        return {"full": "完整包", "patch": "补丁"}.get(k, k) if t.lang == "zh" else k
+
     c = console()
     cat = data["catalog"]
-    table = Table(title=f"Available upgrades (catalog serial {cat['serial']}, signed by {cat.get('signer')})",
+    table = Table(title=t.plain("available_title", serial=cat["serial"], signer=cat.get("signer")),
                   title_justify="left")
-    for col in ("host", "current", "newest free upgrade", "also allowed", "not allowed", "advisories"):
-        table.add_column(col)
+    for col in ("col_host", "col_current", "col_newest", "col_also", "col_refused", "col_advisories"):
+        table.add_column(t.plain(col))
     for h in data["hosts"]:
         if h["error"]:
-            table.add_row(h["host"], "?", Text(f"cannot read the host: {h['error']}", style="bold red"), "", "", "")
+            table.add_row(h["host"], "?", Text(t.plain("cannot_read_host", error=words(h["error"])), style="bold red"),
+                          "", "", "")
             continue
         newest = h["newest_free"]
-        best = Text(f"{newest['version']} ({newest['kind']})", style="bold green") if newest else \
-            Text(h["note"], style="yellow")
+        best = Text(f"{newest['version']} ({kind(newest['kind'])})", style="bold green") if newest else \
+            Text(words(h["note"]), style="yellow")
         others = ", ".join(a["version"] for a in h["allowed"] if not newest or a["version"] != newest["version"])
         flagged = Text(", ".join(a["id"] for a in h["advisories"]), style="bold red") if h["advisories"] else \
-            Text("none", style="green")
+            Text(t.plain("no_advisories"), style="green")
         table.add_row(h["host"], str(h["current"]), best, others or "-",
                       ", ".join(r["version"] for r in h["refused"]) or "-", flagged)
     c.print(table)
     for h in data["hosts"]:
         for r in h["refused"]:
-            c.print(Text.assemble((f"{h['host']}: ", "bold"), (f"{r['version']}", "bold red"),
-                                  f" ({r['kind']}) is not a free upgrade: {'; '.join(r['reasons'])}"))
+            c.print(t("refused_line", host=h["host"], version=r["version"], kind=kind(r["kind"]),
+                      reasons="; ".join(words(x) for x in r["reasons"])), soft_wrap=True)
         for a in h["advisories"]:
-            c.print(Text.assemble((f"{h['host']}: ", "bold"), (a["id"], "bold"), " ",
-                                  (f"[{a['severity']}]", _SEVERITY_STYLE.get(a["severity"], "")),
-                                  f" {a['title']}: {a['status']} ({a['why']}); ",
-                                  (a["fix_note"], "green" if a["fix"] else "yellow")))
+            status = t.plain(f"status_{a['status']}") if f"status_{a['status']}" in _STATUS else a["status"]
+            c.print(t("advisory_line", host=h["host"], id=a["id"], severity=a["severity"], title=a["title"],
+                      status=status, why=words(a["why"]), fix=words(a["fix_note"])), soft_wrap=True)
     flagged_hosts = [h["host"] for h in data["hosts"] if h["advisories"]]
     if flagged_hosts:
-        c.print(f"[bold red]{len(flagged_hosts)} host(s) run a version named in an advisory:[/bold red] "
-                f"{', '.join(flagged_hosts)}")
+        c.print(t("advisory_hosts", n=len(flagged_hosts), hosts=", ".join(flagged_hosts)), soft_wrap=True)
+
+
+_STATUS = ("status_affected", "status_cannot tell")

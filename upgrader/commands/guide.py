@@ -36,7 +36,8 @@ from ..guide_messages import Markup, Messages
 from ..interrupts import Interrupts, TerminalLost, pause_for_test
 from ..language import resolve_lang
 from ._common import console, load_policy_or_fail, parse_variables, policy_path
-from .guide_run import CANCELLED_EXIT, HANGUP_EXIT, run_guided
+from .guide_access import ask_grant_answers
+from .guide_run import CANCELLED_EXIT, HANGUP_EXIT, follow_up, run_guided
 
 __all__ = ["CANCELLED_EXIT", "HANGUP_EXIT", "cmd_guide"]
 
@@ -60,14 +61,20 @@ def cmd_guide(args: argparse.Namespace) -> int:
     try:
         return guide.main()
     except _Cancelled as e:
-        guide.say(e.key)
+        if guide.grant is not None and e.key == "stop_no":  # its line is still there until offer_revoke
+            guide.say("stop_no_grant", id=guide.grant["id"])
+        else:
+            guide.say(e.key)
         guide.record("guide_cancelled", reason=e.key)
         return CANCELLED_EXIT
     except KeyboardInterrupt:
         if guide.run_code is not None:  # after the run (while explaining it): its outcome stands
             return guide.run_code
         guide.c.print()
-        guide.say("interrupted_before")
+        if guide.grant is not None:  # its line is still in authorized_keys until offer_revoke closes it
+            guide.say("interrupted_with_grant", id=guide.grant["id"])
+        else:
+            guide.say("interrupted_before")
         guide.record("guide_cancelled", reason="Ctrl-C before the run started")
         return CANCELLED_EXIT
     except TerminalLost:
@@ -95,6 +102,20 @@ class _Guide:
         self.run_code: int | None = None  # set once the run has ended
         self.variables: dict[str, str] = {}  # the install's playbook variables
         self.backup: dict[str, Any] | None = None  # the operator's answer about their business-data backup
+        self.zone = "Asia/Shanghai"  # the policy's time zone: times are shown in it
+        self.input_ended = False  # the operator's input reached its end (no more answers)
+
+    def when(self, at: Any) -> str:
+        """A time as the operator reads it: in the policy's zone, the zone named."""
+        from ..shown_time import shown_time
+
+        return shown_time(at, self.zone, self.t.lang)
+
+    def words(self, reason: Any) -> str:
+        """A reason another module wrote in English, in the operator's language."""
+        from ..reasons import translate
+
+        return translate(str(reason), self.t.lang)
 
     # -- output and questions ----------------------------------------------------------------
 
@@ -139,6 +160,7 @@ class _Guide:
             reply = self.c.input(shown).strip()
         except EOFError:
             reply = ""
+            self.input_ended = True
         self.interrupts.check_terminal()
         return reply or default
 
@@ -154,8 +176,14 @@ class _Guide:
     def show_error(self, e: UpgraderError) -> None:
         """An error in the operator's language, when it is not English (the English line follows on stderr)."""
         localized = getattr(e, "localized", None)
-        if localized is None or self.t.lang == "en":
+        if self.t.lang == "en" or getattr(e, "shown", False):
             return
+        if localized is None:  # an error of another module: its words translated by their form
+            from ..reasons import UNTRANSLATED, translate
+
+            hint = translate(e.hint, self.t.lang) if e.hint else None
+            localized = (self.words(e.message), None if hint is None or hint.startswith(UNTRANSLATED) else hint,
+                         None)
         text, hint, path = localized
         self.say("error_shown", text=Markup(f"{escape(path)}: {text}") if path else text)
         if hint:
@@ -181,6 +209,7 @@ class _Guide:
         self.say("intro")
         if args.yes:
             self.say("yes_mode")
+        self._policy_zone()
         plan, plan_file = self.given_plan()
         self.step("step_find")
         if plan is None:
@@ -197,7 +226,7 @@ class _Guide:
             h = plan.hosts[0]
             if self.args.inventory:  # the install's variables (ports for the inspection)
                 self._from_inventory(self.variables)
-            self.say("plan_given", file=plan_file, digest=plan.digest[:16], created=plan.data.get("created"),
+            self.say("plan_given", file=plan_file, digest=plan.digest[:16], created=self.when(plan.data.get("created")),
                      requester=(plan.data.get("requester") or {}).get("user"))
             from .upgrade import host_from_plan
 
@@ -211,6 +240,7 @@ class _Guide:
             self.step("step_policy")
         self.explain_decision(plan)
         self.step("step_approval")
+        self.audit_key()
         checked = self.check_approval(plan, plan_file)
         self.step("step_checks")
         self.show_checks(plan)
@@ -249,7 +279,8 @@ class _Guide:
             try:
                 digest = read_approval(args.approval).statement.plan
             except ApprovalRefused as e:
-                self.say("approval_refused", reason=str(e))
+                self.say("approval_refused", reason=self.words(e.message))
+                e.shown = True  # type: ignore[attr-defined]
                 raise
             path = _plans_dir(args.home) / f"{digest}.json"
             if not path.is_file():
@@ -458,7 +489,7 @@ class _Guide:
         name, meaning = self.t.rule(rule)
         status_word = self.t.plain(f"status_{status}") if status in ("pass", "fail", "skip", "warn") else status
         self.say("rule_line", mark=_MARKS.get(status, "?"), name=f"{name} ({status_word})", meaning=meaning)
-        self.say("rule_detail", reason=reason)
+        self.say("rule_detail", reason=self.words(reason))
 
     def check_approval(self, plan: Any, plan_file: Path | None) -> Any:
         from .upgrade import check_run, plan_policy, record_refusal
@@ -467,7 +498,11 @@ class _Guide:
         policy = plan_policy(plan, self.args)
         self._show_window(policy)
         if not args.approval:
-            again = f"upgrader guide --plan {plan_file} --approval APPROVAL"
+            carried = [w for flag, value in (("--inventory", args.inventory), ("--policy", args.policy),
+                                             ("--catalog", args.catalog), ("--lang", args.lang)) if value
+                       for w in (flag, str(value))]
+            carried += [w for pair in args.var or () for w in ("--var", pair)]
+            again = follow_up(args, "guide", "--plan", str(plan_file), "--approval", "APPROVAL", *carried)
             self.say("no_approval", plan=plan_file, again=again)
             self.record("guide_plan_waits_for_approval", plan=plan.digest, file=str(plan_file))
             raise ApprovalRefused(f"no approval given: send {plan_file} to your engineer for approval")
@@ -476,11 +511,12 @@ class _Guide:
             checked = check_run(run_args, plan, self.clock)
         except (PolicyRefused, ApprovalRefused) as e:
             record_refusal(run_args, plan, self.clock, e)
-            self.say("approval_refused", reason=str(e))
+            self.say("approval_refused", reason=self.words(e.message))
+            e.shown = True  # type: ignore[attr-defined]
             raise
         for a in checked.approvals:
             self.say("approval_ok", approver=a.statement.approver, key=a.signature.fingerprint,
-                     expires=a.statement.expires.isoformat(timespec="minutes"),
+                     expires=self.when(a.statement.expires),
                      after=self.t("after_hours") if a.statement.after_hours else "")
         return checked
 
@@ -489,7 +525,7 @@ class _Guide:
 
         w = plan_window(policy, self.clock.now())
         key = {True: "window_inside", False: "window_outside"}.get(w.get("inside"), "window_unknown")
-        self.say(key, reason=w.get("reason", ""))
+        self.say(key, reason=self.words(w.get("reason", "")))
         if w.get("inside") is not True:
             rule = {"allow": "window_rule_allow", "after_hours_approval": "window_rule_after",
                     "refuse": "window_rule_refuse"}.get(str((w.get("policy") or {}).get("outside")))
@@ -501,7 +537,7 @@ class _Guide:
         self.say("still_current", version=h["current"])
         for ch in h.get("checks", []):
             name, _ = self.t.rule(ch["check"])
-            self.say("check_line", mark=_MARKS.get(ch["status"], "·"), name=name, reason=ch["reason"])
+            self.say("check_line", mark=_MARKS.get(ch["status"], "·"), name=name, reason=self.words(ch["reason"]))
 
     def inspect(self, h: dict[str, Any]) -> None:
         """The health inspection of this install (``upgrader.inspection``); it informs, it does not decide."""
@@ -519,7 +555,7 @@ class _Guide:
             report = inspect_host(transport, load_playbook(h["playbook"]["path"]), install_dir=h["install_dir"],
                                   name=h["name"], variables=self.variables, state_dir=h.get("state_dir"))
         except UpgraderError as e:
-            self.say("inspection_failed", error=str(e))
+            self.say("inspection_failed", error=self.words(e.message))
             return
         finally:
             transport.close()
@@ -527,7 +563,7 @@ class _Guide:
         self.say("inspection_ok", summary=self.t("inspection_count", n=len(found)) if found
                  else self.t("inspection_clean"))
         for w in found:
-            self.say("inspection_warn", text=str(w.get("message", w) if isinstance(w, dict) else w))
+            self.say("inspection_warn", text=self.words(w.get("message", w) if isinstance(w, dict) else w))
 
     def offer_access(self) -> None:
         if not self.ask(self.t("ask_access"), default=False, scripted=False):
@@ -535,17 +571,13 @@ class _Guide:
         from .access import grant
 
         policy = load_policy_or_fail(policy_path(self.args))
-        key = self.prompt(self.t("ask_key"))
-        if not key:
+        answers = ask_grant_answers(self, policy)  # each answer checked as it is given
+        if answers is None:
             return
-        hours = self.prompt(self.t("ask_hours"), f"{policy.access_default_hours:g}")
-        from_ = self.prompt(self.t("ask_from"))
-        try:
-            hours_value = float(hours)
-        except ValueError:
-            hours_value = -1.0  # refused by the grant with the policy's limits in the message
-        grant_args = argparse.Namespace(home=self.args.home, policy=self.args.policy, key=key, hours=hours_value,
-                                        from_patterns=from_ or None, user=None, reason="upgrader guide",
+        grant_args = argparse.Namespace(home=self.args.home, policy=self.args.policy, key=answers.key,
+                                        hours=answers.hours, from_patterns=answers.from_patterns, user=None,
+                                        reason="upgrader guide" if answers.from_patterns else
+                                        "upgrader guide (any source address: chosen explicitly by the operator)",
                                         inventory=None, hosts=None, json=False)
         try:
             with self.interrupts.protected():  # the grant line and the guide's record of it, never one alone
@@ -555,10 +587,49 @@ class _Guide:
                 g = r["grant"]
                 self.grant = {"id": g["id"], "expires": g["expires"], "file": r["file"]}
         except UpgraderError as e:
-            self.say("access_failed", error=str(e))
+            self.say("access_failed", error=self.words(e))
             return
-        self.say("access_granted", id=g["id"], user=r["user"], fp=g["fingerprint"], expires=g["expires"],
+        self.say("access_granted", id=g["id"], user=r["user"], fp=g["fingerprint"], expires=self.when(g["expires"]),
                  where=g["from"] or self.t("access_any"))
+
+    def audit_key(self) -> None:
+        """The operator's audit key (it signs the run's checkpoint): found where upgrader looks, or made now at
+        the place the operator chooses (default HOME/keys/operator)."""
+        from ..keys import generate_key
+        from ..recorder import operator_identity
+
+        policy = load_policy_or_fail(policy_path(self.args))
+        given = getattr(self.args, "audit_key", None)
+        me = operator_identity(self.args.home, policy, key_path=given, need_key=False)
+        if me.key is not None:
+            self.say("audit_key_found", key=me.key_path, fp=me.fingerprint)
+            return
+        self.say("audit_key_none")
+        default = Path(self.args.home) / "keys" / "operator"
+        while True:
+            where = default if self.args.yes else \
+                Path(self.prompt(self.t("ask_audit_key"), str(default))).expanduser().absolute()
+            try:
+                key, pub, _ = generate_key(where, f"{me.user}@{me.host}")
+            except UpgraderError as e:
+                self.say("audit_key_failed", error=self.words(e))
+                if self.args.yes:
+                    raise
+                continue
+            break
+        if key.resolve() != default.resolve():
+            self.args.audit_key = str(key)  # check_run and the printed follow-ups use it
+        me = operator_identity(self.args.home, policy, key_path=str(key))
+        self.say("audit_key_made", key=key, pub=pub, fp=me.fingerprint)
+        self.record("guide_audit_key_made", key=str(key), fingerprint=me.fingerprint)
+
+    def _policy_zone(self) -> None:
+        from ..shown_time import policy_zone
+
+        try:
+            self.zone = policy_zone(load_policy_or_fail(policy_path(self.args)))
+        except UpgraderError:
+            pass  # a bad policy is reported, in its place, by the step that needs it
 
     def offer_revoke(self) -> None:
         """At the end (whatever the end): offer to close the access granted earlier (default: close it). With
@@ -577,7 +648,8 @@ class _Guide:
             except TerminalLost:
                 close, why = True, "the terminal was lost"
         if not close:
-            self.say("access_kept", id=g["id"], expires=g["expires"])
+            self.say("access_kept", id=g["id"], expires=self.when(g["expires"]),
+                     command=follow_up(self.args, "access", "revoke", g["id"]))
             self.record("guide_access_kept", grant=g["id"], expires=g["expires"])
             return
         from .access import revoke
@@ -590,7 +662,7 @@ class _Guide:
         except KeyboardInterrupt:
             return  # the revocation itself ran to its end (access_revoked is in the audit log)
         except UpgraderError as e:
-            self.say("access_failed", error=str(e))
+            self.say("access_failed", error=self.words(e))
             self.record("guide_access_close_failed", grant=g["id"], reason=why, error=str(e))
             return
         self.record("guide_access_closed", outcome="closed" if code == 0 else "failed", grant=g["id"], reason=why)

@@ -16,14 +16,27 @@ from __future__ import annotations
 import argparse
 import sys
 import threading
+from pathlib import Path
 from typing import Any, Protocol
 
 from ..interrupts import Interrupts, pause_for_test
 
-__all__ = ["CANCELLED_EXIT", "HANGUP_EXIT", "Screen", "run_guided"]
+__all__ = ["CANCELLED_EXIT", "HANGUP_EXIT", "Screen", "follow_up", "run_guided"]
 
 CANCELLED_EXIT = 130  # the operator cancelled before stop: nothing changed
 HANGUP_EXIT = 129     # the terminal was lost before the run started: nothing changed
+
+
+def follow_up(args: argparse.Namespace, *argv: str) -> str:
+    """A command for the operator to run later, complete as printed: ``upgrader --home HOME ...`` (and the
+    audit key the guide set up, when it is not where upgrader looks by itself), each word shell-quoted."""
+    import shlex
+
+    words = ["upgrader", "--home", str(Path(args.home).absolute()), *argv]
+    key = getattr(args, "audit_key", None)
+    if key and argv and argv[0] in ("rollback", "resume", "guide"):
+        words += ["--audit-key", str(key)]
+    return " ".join(shlex.quote(w) for w in words)
 
 
 class Screen(Protocol):
@@ -50,7 +63,8 @@ def run_guided(g: Screen, plan: Any, checked: Any, run_args: argparse.Namespace,
         started = start_run(run_args, plan, checked, g.clock)
         started.recorder.event("guide_run", outcome="started", lang=g.t.lang, scripted=bool(g.args.yes),
                                backup_confirmed=backup)
-        g.say("run_started", run=started.run_id, journal=started.journal.dir)
+        g.say("run_started", run=started.run_id, journal=started.journal.dir,
+              command=follow_up(g.args, "resume", started.run_id))
         pause_for_test("run_started", lambda: g.interrupts.cancel.is_set() or g.interrupts.hung_up)
         engine = Engine(journal=started.journal, clock=g.clock,
                         observers=[started.recorder, _Progress(g)], forks=1, controller=started.controller,
@@ -92,19 +106,21 @@ def run_guided(g: Screen, plan: Any, checked: Any, run_args: argparse.Namespace,
 
 def _explain(g: Screen, result: dict[str, Any], started: Any, checked: Any, cancelled: bool,
              cause_cancelled: str) -> None:
+    from ..reasons import cause as plain_cause
     from ..recorder import audit_path
     from ..severity import is_cancelled
 
     g.c.print()
     h = result["hosts"][0]
     outcome = h["outcome"]
-    cause = str(h.get("rollback_cause") or h.get("error") or "")
+    cause = plain_cause(str(h.get("rollback_cause") or h.get("error") or ""), g.t.lang)
     if outcome == "committed":
         if cancelled:
             g.say("done_after_cancel")
-        downtime = f"{h['downtime']:.1f}s" if h.get("downtime") is not None else "-"
+        downtime = (f"{h['downtime']:.1f} 秒" if g.t.lang == "zh" else f"{h['downtime']:.1f}s") \
+            if h.get("downtime") is not None else "-"
         g.say("done_ok", product=checked.targets[0].plan["product"], version=h["version"], downtime=downtime)
-        g.say("done_ok_next", run=started.run_id)
+        g.say("done_ok_next", command=follow_up(g.args, "rollback", started.run_id))
     elif cancelled and outcome in ("unchanged", "not_started"):
         g.say("cancelled_nothing", lock=g.t("lock_released"))
     elif outcome == "rolled_back" and h.get("rollback_cause") == cause_cancelled:
@@ -164,13 +180,17 @@ class _Progress:
             with self._lock:
                 kind = event["event"]
                 t = self.g.t
+                from ..reasons import cause, failure, translate
+
                 if kind == "phase_started":
                     self.g.say("phase_started", name=t.phase(event["phase"]))
                 elif kind == "phase_finished":
                     self.g.say("phase_ok" if event["status"] == "ok" else "phase_failed", name=t.phase(event["phase"]),
-                               seconds=float(event.get("seconds") or 0), detail=str(event.get("detail") or ""))
+                               seconds=float(event.get("seconds") or 0),
+                               detail=(translate if event["status"] == "ok" else failure)(
+                                   str(event.get("detail") or ""), t.lang))
                 elif kind == "rollback_started":
-                    self.g.say("rolling_back", cause=str(event.get("cause", "")))
+                    self.g.say("rolling_back", cause=cause(str(event.get("cause", "")), t.lang))
         except Exception:  # noqa: BLE001 - showing progress must never break the run
             pass
 

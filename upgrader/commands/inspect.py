@@ -2,7 +2,10 @@
 
 Collects through ``upgrader.inspection`` (the agent's read-only ``inspect`` op, locally or over
 SSH), optionally flags the catalog's advisories, and shows a table, JSON, or writes a JSON or
-self-contained HTML report. Changes nothing on any host. Exit 0 when every host was inspected
+self-contained HTML report: a 巡检 form with the customer, the system, the inspector (``--customer``,
+``--system``, ``--inspector``, ``--period``, ``--remarks``; the inspector defaults to the login name at
+this machine, the period to the time the collection took, in the policy's time zone), a conclusion and
+a signature block. The table and the report speak ``--lang``, else the locale. Changes nothing on any host. Exit 0 when every host was inspected
 (warnings are findings of the report, not failures), 5 when a host could not be inspected (the
 others are still reported), 2 bad input, 4 an untrusted catalog.
 """
@@ -118,6 +121,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         policy = load_policy_or_fail(policy_path(args))
         catalog, signed_by = trusted_catalog(args.catalog, policy, args.home, clock.now())
     today = clock.now().date()
+    started = clock.now().isoformat(timespec="seconds")
 
     def one(t: _Target) -> dict[str, Any]:
         try:
@@ -138,7 +142,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
     with ThreadPoolExecutor(max_workers=max(1, min(8, len(targets)))) as pool:
         hosts = list(pool.map(one, targets))
-    data = {"inspection": {"time": clock.now().isoformat(timespec="seconds"),
+    data = {"inspection": {"time": clock.now().isoformat(timespec="seconds"), "started": started,
+                           "form": _form(args, policy),
                            "inventory": str(args.inventory) if args.inventory else None,
                            "catalog": {"path": str(catalog.path), "serial": catalog.serial, **signed_by}
                            if catalog is not None else None},
@@ -151,7 +156,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     if args.json:
         print_json(data)
     else:
-        _print(data, args.output)
+        _print(data, args.output, args.lang)
     return ExitCode.NEEDS_PERSON if data["summary"]["unreachable"] else ExitCode.OK
 
 
@@ -170,34 +175,72 @@ def _write(out: Path, kind: str, data: dict[str, Any], lang: str | None) -> None
     _write_atomically(out, text)
 
 
+def _form(args: argparse.Namespace, policy: Any) -> dict[str, Any]:
+    """The head of the 巡检 form: who for, what, by whom, when (``--period`` as written, else the collection's
+    own start and end), and the time zone the times are shown in."""
+    import getpass
+    import socket
+
+    from ..shown_time import policy_zone
+
+    if policy is None:
+        try:
+            policy = load_policy_or_fail(policy_path(args))
+        except UpgraderError:
+            policy = None
+    inspector = getattr(args, "inspector", None)
+    if not inspector:
+        try:
+            inspector = f"{getpass.getuser()}@{socket.gethostname()}"
+        except (KeyError, OSError):
+            inspector = None
+    form = {"customer": getattr(args, "customer", None), "system": getattr(args, "system", None),
+            "inspector": inspector, "period": getattr(args, "period", None),
+            "remarks": getattr(args, "remarks", None), "timezone": policy_zone(policy)}
+    for name in ("customer", "system", "inspector", "period", "remarks"):
+        value = form[name]
+        if value is not None and (len(str(value)) > 200 or any(ord(ch) < 32 for ch in str(value))):
+            raise InputError(f"--{name}: at most 200 characters on one line", hint="e.g. --customer '某某银行'")
+    return form
+
+
 def _gib(n: Any) -> str:
     return f"{n / (1 << 30):.1f} GiB" if isinstance(n, (int, float)) else "?"
 
 
-def _print(data: dict[str, Any], output: str | None) -> None:
+def _print(data: dict[str, Any], output: str | None, lang: str | None = None) -> None:
     from rich.table import Table
     from rich.text import Text
 
+    from ..command_messages import texts
+    from ..language import resolve_lang
+    from ..reasons import translate
+    from ..shown_time import shown_time
+
+    t = texts(resolve_lang(lang))
+    zone = (data["inspection"].get("form") or {}).get("timezone") or "Asia/Shanghai"
     c = console()
-    table = Table(title=f"Health inspection ({data['inspection']['time']})", title_justify="left")
-    for col in ("host", "os / kernel", "version", "process", "ports", "disk", "memory free", "load/cpu",
-                "open files", "log errors", "warnings"):
-        table.add_column(col)
+    table = Table(title=t.plain("inspect_title", time=shown_time(data["inspection"]["time"], zone, t.lang)),
+                  title_justify="left")
+    for col in ("col_host", "col_os", "col_version", "col_process", "col_ports", "col_disk", "col_memory", "col_load",
+                "col_open_files", "col_log_errors", "col_warnings"):
+        table.add_column(t.plain(col))
     for h in data["hosts"]:
         if h["error"]:
-            table.add_row(h["host"], Text(f"cannot inspect: {h['error']}", style="bold red"),
-                          *[""] * 9)
+            table.add_row(h["host"], Text(t.plain("cannot_inspect", error=translate(h["error"], t.lang)),
+                                          style="bold red"), *[""] * 9)
             continue
         f, m = h["facts"], h["metrics"]
         proc = f.get("process") or {}
         ports = " ".join(f"{p['port']}{'✔' if p['open'] else '✘'}" for p in f.get("ports") or []) or "-"
         disk = f.get("disk") or {}
         table.add_row(
-            h["host"], f"{(f.get('os') or {}).get('pretty') or (f.get('os') or {}).get('name')}\n{f.get('kernel')}",
+            f.get("hostname") or h["host"] if h["host"] == "local" else h["host"],
+            f"{(f.get('os') or {}).get('pretty') or (f.get('os') or {}).get('name')}\n{f.get('kernel')}",
             str(f.get("version") or "?"),
-            Text(f"running (pid {proc.get('pid')})", style="green") if proc.get("running")
-            else Text("not running", style="yellow"),
-            ports, f"{disk.get('used_pct')}% of {_gib(disk.get('total'))}",
+            Text(t.plain("running_pid", pid=proc.get("pid")), style="green") if proc.get("running")
+            else Text(t.plain("not_running"), style="yellow"),
+            ports, t.plain("disk_use", pct=disk.get("used_pct"), total=_gib(disk.get("total"))),
             f"{m.get('memory_available_pct')}%", str(m.get("load_per_cpu")), str(m.get("open_files")),
             str(m.get("log_errors")),
             Text(str(len(h["warnings"])), style="bold yellow") if h["warnings"] else Text("0", style="green"))
@@ -209,10 +252,10 @@ def _print(data: dict[str, Any], output: str | None) -> None:
             c.print(Text.assemble((f"{h['host']}: ", "bold"), line))
     for h in data["hosts"]:
         for w in h["warnings"]:
-            c.print(Text.assemble((f"{h['host']}: ", "bold"), ("warning ", "yellow"), (f"{w['check']}: ", "bold"),
-                                  w["message"]))
+            message = translate(w["message"], t.lang) if t.lang == "zh" else w["message"]
+            c.print(t("finding", host=h["host"], check=w["check"], message=message), soft_wrap=True)
     s = data["summary"]
-    c.print(f"{s['inspected']} of {s['hosts']} host(s) inspected, {s['warnings']} warning(s)"
-            + (f"; [bold red]not inspected: {', '.join(s['unreachable'])}[/bold red]" if s["unreachable"] else ""))
+    c.print(t("inspect_summary", inspected=s["inspected"], hosts=s["hosts"], warnings=s["warnings"])
+            + (t("inspect_unreachable", hosts=", ".join(s["unreachable"])) if s["unreachable"] else ""), soft_wrap=True)
     if output:
-        c.print(f"report written to [bold]{output}[/bold]")
+        c.print(t("report_written", file=output), soft_wrap=True)

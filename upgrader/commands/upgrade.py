@@ -567,6 +567,10 @@ def cmd_rollback(args: argparse.Namespace) -> int:
         inv = Inventory(path=plan_file, hosts={h["name"]: host_from_plan(h) for h in hosts}, groups={})
         names = {h.name for h in inv.select(args.hosts)}
         hosts = [h for h in hosts if h["name"] in names]
+    from .rollback_confirm import CANCELLED_EXIT, confirm_rollback
+
+    if not confirm_rollback(args, args.run_id, hosts):  # it stops the service: asked first on a terminal
+        return CANCELLED_EXIT
     clock = clock_of(args)
     journal = Journal(run_dir, clock.now)
     c = console()

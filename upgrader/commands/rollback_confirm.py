@@ -1,0 +1,40 @@
+"""The question ``upgrader rollback`` asks before it stops a service: what will happen, then yes or no
+(default no). ``--yes`` answers yes; without a terminal to ask on (a script, a scheduler) nothing is asked
+and the rollback goes on as requested. The words follow the locale (``upgrader.language``)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+__all__ = ["CANCELLED_EXIT", "confirm_rollback"]
+
+CANCELLED_EXIT = 130  # the operator said no: nothing changed
+
+
+def confirm_rollback(args: argparse.Namespace, run_id: str, hosts: list[dict[str, Any]]) -> bool:
+    """True to go on: --yes, no terminal, or the operator's yes."""
+    if getattr(args, "yes", False) or getattr(args, "json", False) or not sys.stdin.isatty():
+        return True
+    from ..command_messages import texts
+    from ..language import resolve_lang
+    from ._common import console
+
+    t = texts(resolve_lang(getattr(args, "lang", None)))
+    c = console()
+    names = ", ".join(h["name"] for h in hosts)
+    products = ", ".join(sorted({str(h.get("product")) for h in hosts}))
+    versions = ", ".join(sorted({str(h.get("current")) for h in hosts}))
+    c.print(t("rollback_what", run=run_id, hosts=names, product=products, version=versions), soft_wrap=True)
+    while True:
+        try:
+            reply = c.input(t.plain("rollback_ask")).strip().lower()
+        except (EOFError, KeyboardInterrupt):
+            reply = "n"
+        if reply in ("y", "yes", "是", "是的", "好"):
+            return True
+        if reply in ("", "n", "no", "否", "不", "不是"):
+            c.print(t("rollback_no"))
+            return False
+        c.print(t("rollback_invalid"))
