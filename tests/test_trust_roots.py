@@ -395,8 +395,9 @@ def test_plan_show_and_approve_print_every_command_the_run_executes(sandbox: San
 
 def test_the_host_agent_refuses_a_lock_for_an_older_catalog_than_it_saw(tmp_path: Path) -> None:
     """The host's own check (what a second controller racing past the controller's checks meets): the agent's lock
-    action refuses a run from an older catalog serial and takes no lock; a run from the same or a newer serial
-    takes the lock and the newest serial is kept."""
+    action refuses a run from an older catalog serial than a finished run recorded, and takes no lock; a run from
+    the same or a newer serial takes the lock, and the newest serial is kept when that run finishes (a run refused
+    in preflight records nothing)."""
     from upgrader import agent
 
     install = tmp_path / "app"
@@ -407,13 +408,20 @@ def test_the_host_agent_refuses_a_lock_for_an_older_catalog_than_it_saw(tmp_path
         return dict(agent.op_lock({"install_dir": str(install), "run_id": run, "controller": "c", "user": "u",
                                    "catalog": {"product": "p", "serial": serial}}))
 
+    def finish(run: str, serial: int) -> None:
+        (state / "runs" / run).mkdir(parents=True)  # as prepare leaves it
+        agent.op_finish({"install_dir": str(install), "run_id": run, "outcome": "committed",
+                         "catalog": {"product": "p", "serial": serial}})
+
     assert lock("run-1", 2)["locked"] is True
-    agent.op_unlock({"install_dir": str(install), "run_id": "run-1"})
+    assert not (state / "catalog-serials.json").exists()  # taking the lock records nothing yet
+    finish("run-1", 2)
     with pytest.raises(agent.AgentError) as refused:
         lock("run-2", 1)
     assert refused.value.kind == "catalog_rollback" and "older than serial 2" in str(refused.value)
     assert not (state / "lock").exists()
     assert lock("run-3", 3)["locked"] is True
+    finish("run-3", 3)
     assert json.loads((state / "catalog-serials.json").read_text()) == {"p": 3}
 
 

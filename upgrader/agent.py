@@ -547,7 +547,6 @@ def op_lock(req):
         finally:
             os.unlink(tmp)
         fsync_dir(paths.state)
-    record_catalog_serial(paths, req.get("catalog"))  # under the lock: accepted for this host
     return {"locked": True, "holder": read_json(paths.lock)}
 
 
@@ -1139,6 +1138,9 @@ def op_finish(req):
                 f.write(json.dumps({"approval": digest, "run": paths.run_id, "time": time.time()}) + "\n")
             f.flush()
             os.fsync(f.fileno())
+    # a run that got past preflight was accepted with this catalog: older ones are refused here from now on
+    # (recorded at the end, with the used approvals, so a refusal in preflight leaves the host as it was)
+    record_catalog_serial(paths, req.get("catalog"))
     removed = retention(paths, int(req.get("keep", 3)))
     released = op_unlock(req)["released"] if req.get("unlock", True) else False
     return {"removed_backups": removed, "released": released}

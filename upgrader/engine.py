@@ -720,8 +720,10 @@ class _HostRun:
 
     def _finish(self, outcome: str) -> None:
         try:
+            catalog = {"product": self.p["product"], "serial": self.e.catalog_serial} \
+                if self.e.catalog_serial is not None else None
             self.call("finish", outcome=outcome, keep=self.spec.get("backup", {}).get("keep", 3),
-                      approvals=list(self.e.approvals))
+                      approvals=list(self.e.approvals), catalog=catalog)
             self.e.journal.record("finish", "done", host=self.name, outcome=outcome)
         except (AgentFailure, TransportError) as err:
             self.e.journal.record("finish", "failed", host=self.name, error=str(err))
