@@ -368,7 +368,8 @@ def _explain_failures(result: dict[str, Any]) -> None:
 
     words = {"rolled_back": "failed and was rolled back", "unchanged": "failed before anything changed",
              "needs_person": "NEEDS A PERSON", "not_started": "was not started", "refused": "was refused",
-             "stale": "was not touched: the plan is out of date"}
+             "stale": "was not touched: the plan is out of date",
+             "bad_input": "was refused before stop, nothing changed"}
     from ..engine import CANCELLED
 
     for h in result["hosts"]:
