@@ -558,7 +558,7 @@ def member_parts(m):
     return parts
 
 
-def resolve_link(name, links, what):
+def resolve_link(name, links):
     """Resolve package symlink ``name`` against the archive's own links, as the kernel would in the staging
     root; AgentError when it climbs out of that root, is absolute or loops."""
     target = links[name]
@@ -577,9 +577,9 @@ def resolve_link(name, links, what):
         here = "/".join(stack + [c])
         if here in links:
             hops += 1
-            if hops > MAX_LINK_HOPS or links[here].startswith("/"):
-                raise AgentError("package symlink %r -> %r escapes the install dir (through %r -> %r)" % (
-                    name, target, here, links[here]), "bad_input", member=name)
+            if hops > MAX_LINK_HOPS:
+                raise AgentError("package symlink %r -> %r goes through more than %d links (a loop?)" % (
+                    name, target, MAX_LINK_HOPS), "bad_input", member=name)
             todo = links[here].split("/") + todo
             continue
         stack.append(c)
@@ -636,7 +636,7 @@ def check_members(tar, limits):
         m.name = name
         members.append(m)
     for name in links:  # against the whole archive: a later link changes what an earlier one means
-        resolve_link(name, links, "package symlink")
+        resolve_link(name, links)
     return members
 
 
@@ -680,29 +680,28 @@ def extract(archive, dest, limits, skip=("package.yaml",), hashes=None):
     import tarfile
 
     hashes = {} if hashes is None else hashes
-    os.makedirs(dest)
-    root_fd = os.open(dest, OPEN_DIR)
-    try:
-        with tarfile.open(archive, "r:gz") as tar:
-            members = [m for m in check_members(tar, limits) if m.name not in skip]
+    with tarfile.open(archive, "r:gz") as tar:
+        members = [m for m in check_members(tar, limits) if m.name not in skip]
+        os.makedirs(dest)
+        root_fd = os.open(dest, OPEN_DIR)
+        try:
             for m in members:
                 write_member(root_fd, dest, tar, m, hashes)
             # directory modes last and deepest first, so read-only directories do not block their contents
             for m in sorted((m for m in members if m.isdir()), key=lambda m: -m.name.count("/")):
-                parts = m.name.split("/")
-                fd = walk_dirs(root_fd, parts, "package member %r" % m.name, dest)
+                fd = walk_dirs(root_fd, m.name.split("/"), "package member %r" % m.name, dest)
                 try:
                     os.fchmod(fd, m.mode & 0o7777 & ~0o7000)
                 finally:
                     os.close(fd)
-            meta = None
-            try:
-                f = tar.extractfile("package.yaml")
-                meta = f.read(1 << 20).decode("utf-8", "replace") if f else None
-            except KeyError:
-                pass
-    finally:
-        os.close(root_fd)
+        finally:
+            os.close(root_fd)
+        meta = None
+        try:
+            f = tar.extractfile("package.yaml")
+            meta = f.read(1 << 20).decode("utf-8", "replace") if f else None
+        except KeyError:
+            pass
     return members, meta
 
 
