@@ -355,7 +355,7 @@ def split_rel(rel):
 
 
 def unsafe_path(what, rel, root, why):
-    return AgentError("%s %s %s, outside the install dir %s; nothing was changed: make it a plain file or "
+    return AgentError("%s %s %s (install dir %s); nothing was changed: make it a plain file or "
                       "directory inside the install dir, or correct the playbook or inventory"
                       % (what, rel, why, root), "unsafe_path", path=rel, what=what)
 
@@ -367,7 +367,7 @@ def resolve_beneath(root, rel, what, follow_last=True):
     components are taken as they are. ``follow_last`` False keeps a final link as itself (to remove it)."""
     parts = split_rel(rel)
     if parts is None:
-        raise unsafe_path(what, rel, root, "is absolute or climbs with '..'")
+        raise unsafe_path(what, rel, root, "is absolute or climbs out with '..'")
     bases = [os.path.abspath(root), os.path.realpath(root)]
     done, todo, hops, via = [], list(parts), 0, None
     while todo:
@@ -376,7 +376,8 @@ def resolve_beneath(root, rel, what, follow_last=True):
             continue
         if name == "..":
             if not done:
-                raise unsafe_path(what, rel, root, "passes through the symlink %s -> %s, which leads" % via)
+                raise unsafe_path(what, rel, root, "passes through the symlink %s -> %s, which leads outside "
+                                                   "the install dir" % via)
             done.pop()
             continue
         full = os.path.join(root, *(done + [name]))
@@ -392,11 +393,13 @@ def resolve_beneath(root, rel, what, follow_last=True):
         target = os.readlink(full)
         via = ("/".join(done + [name]), target)
         if hops > MAX_LINK_HOPS:
-            raise unsafe_path(what, rel, root, "meets too many levels of symlinks at %s -> %s, and may lead" % via)
+            raise unsafe_path(what, rel, root, "meets more than %d symlinks (the last %s -> %s; a loop?)"
+                              % ((MAX_LINK_HOPS,) + via))
         if target.startswith("/"):
             base = [b for b in bases if target == b or target.startswith(b + "/")]
             if not base:
-                raise unsafe_path(what, rel, root, "passes through the symlink %s -> %s, which leads" % via)
+                raise unsafe_path(what, rel, root, "passes through the symlink %s -> %s, which leads outside "
+                                                   "the install dir" % via)
             done, target = [], target[len(base[0]):]
         todo = target.split("/") + todo
     return done
@@ -436,7 +439,7 @@ def open_beneath(root, rel, what, flags=os.O_RDONLY):
     """Open root/rel for reading, resolved beneath root and walked without following any link."""
     parts = resolve_beneath(root, rel, what)
     if not parts:
-        raise unsafe_path(what, rel, root, "is the install dir itself, not a file in it,")
+        raise unsafe_path(what, rel, root, "is the install dir itself, not a file in it")
     root_fd = os.open(root, OPEN_DIR & ~os.O_NOFOLLOW)
     try:
         fd = walk_dirs(root_fd, parts[:-1], what, root)
@@ -484,7 +487,7 @@ def remove_beneath(root, rel, what, missing_ok=False):
     out of root or a component is not a plain directory. False when it was not there."""
     parts = resolve_beneath(root, rel, what, follow_last=False)
     if not parts:
-        raise unsafe_path(what, rel, root, "is the install dir itself,")
+        raise unsafe_path(what, rel, root, "is the install dir itself, not a path in it")
     root_fd = os.open(root, OPEN_DIR & ~os.O_NOFOLLOW)
     try:
         try:
