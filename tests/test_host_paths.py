@@ -344,3 +344,21 @@ def test_authorized_keys_is_written_into_the_directory_opened_even_if_it_is_swap
     assert list(elsewhere.iterdir()) == []
     assert (home / "moved" / "authorized_keys").read_bytes() == b"ssh-ed25519 AAAA x\n"
     assert oct((home / "moved" / "authorized_keys").stat().st_mode & 0o777) == oct(0o600)
+
+
+# ---------------------------------------------------------------- inspect reads nothing through a link outside
+
+
+def test_inspect_globs_leave_out_files_reached_through_links_outside(tmp_path):
+    """Config and log globs skip a file linked outside and a directory linked outside; the files inside remain."""
+    somewhere = outside(tmp_path)
+    root = tmp_path / "app"
+    (root / "conf").mkdir(parents=True)
+    (root / "conf" / "server.conf").write_text("port = 1\n")
+    (root / "conf" / "evil.conf").symlink_to(somewhere / "victim.txt")
+    (root / "conf" / "inner.conf").symlink_to("server.conf")
+    (root / "logs").symlink_to(somewhere)
+    assert agent.inside_globs(str(root), ["conf/*.conf", "logs/*"]) == ["conf/inner.conf", "conf/server.conf"]
+    with pytest.raises(agent.AgentError) as e:
+        agent.config_facts(str(root), "conf/evil.conf", True)
+    assert e.value.kind == "unsafe_path" and str(somewhere) in str(e.value)

@@ -1749,8 +1749,13 @@ def op_inspect(req):
     if not out["exists"]:
         return out
     out["version"], out["version_error"] = read_version(paths, req["version_source"])
-    pid = read_pid(paths, req.get("pid_file"))
+    try:
+        pid, pid_error = read_pid(paths, req.get("pid_file")), None
+    except AgentError as e:  # a pid file reached through a link that leads out is not read: reported instead
+        pid, pid_error = None, str(e)
     out["process"] = {"pid_file": req.get("pid_file"), "pid": pid, "running": bool(pid) and pid_alive(pid)}
+    if pid_error:
+        out["process"]["error"] = pid_error
     if out["process"]["running"]:
         out["ulimits"]["product"] = proc_limits(pid)
     listen = listening()
