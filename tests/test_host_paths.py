@@ -137,6 +137,28 @@ def test_run_of_a_patch_removing_through_a_dir_swapped_for_a_symlink_is_refused_
     assert_refused_before_stop(sandbox, was, somewhere)
 
 
+def test_over_ssh_a_patch_removing_through_a_dir_swapped_for_a_symlink_is_refused_before_stop(fleet, tmp_path,
+                                                                                               capsys):
+    """The same attack on a host reached over the real sshd: run exits 2 in preflight, before the package is even
+    sent; the file outside is kept, the service never stopped, the host's state unchanged."""
+    f: Fleet = fleet(1)
+    box = f.box
+    somewhere = outside(tmp_path)
+    (box.install_dir / "extras").mkdir()
+    (box.install_dir / "extras" / "victim.txt").write_text("the installed file\n")
+    catalog = patch_catalog(box, tmp_path)
+    rc, plan = plan_to(box, PATCH, "--catalog", str(catalog))
+    assert rc == 0
+    approval = approve(box, plan)
+    shutil.rmtree(box.install_dir / "extras")
+    (box.install_dir / "extras").symlink_to(somewhere)
+    was = host_state(box.install_dir)
+    rc, text = run_cli(box, capsys, "run", str(plan), "--approval", str(approval))
+    assert rc == 2, text
+    assert f"extras -> {somewhere}" in text
+    assert_refused_before_stop(box, was, somewhere)
+
+
 def test_the_agent_alone_refuses_a_remove_through_a_symlinked_dir(sandbox, tmp_path):
     """The agent's prepare, sent the patch without any controller check, refuses (unsafe_path) and deletes nothing."""
     somewhere = outside(tmp_path)
