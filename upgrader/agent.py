@@ -243,8 +243,7 @@ def read_version(paths, source):
     if source.get("file"):
         f = os.path.join(paths.install, source["file"])
         try:
-            with open(f, encoding="utf-8", errors="replace") as fh:
-                text = fh.read(65536)
+            text = read_beneath(paths.install, source["file"], "version file", 65536).decode("utf-8", "replace")
         except FileNotFoundError:
             return None, "version file %s not found" % f
     else:
@@ -315,8 +314,7 @@ def read_pid(paths, pid_file):
     if not pid_file:
         return None
     try:
-        with open(os.path.join(paths.install, pid_file)) as f:
-            return int(f.read().strip() or "0") or None
+        return int(read_beneath(paths.install, pid_file, "pid_file", 64).strip() or b"0") or None
     except (OSError, ValueError):
         return None
 
@@ -339,87 +337,369 @@ def wait_until(predicate, deadline, interval=0.02):
 
 
 # ---------------------------------------------------------------------------------------------
-# package extraction: every member checked before anything is written
+# paths beneath a root: every path the agent touches in an install dir (and every package member)
+# is resolved physically, as the kernel would, and refused when a link on the way leads out; it is
+# then opened from a directory descriptor, one component at a time, with O_NOFOLLOW, so that a link
+# swapped in after the check cannot lead out either.
+
+MAX_LINK_HOPS = 40  # as the kernel's own limit of links followed in one lookup
+NAME_MAX, PATH_MAX = 255, 4096
+OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+
+
+def split_rel(rel):
+    """The components of a relative path, '.' and empty ones removed; None when it is absolute or climbs."""
+    if not isinstance(rel, str) or rel.startswith("/") or "\x00" in rel:
+        return None
+    parts = [p for p in rel.split("/") if p not in ("", ".")]
+    return None if ".." in parts else parts
+
+
+def unsafe_path(what, rel, root, why):
+    return AgentError("%s %s %s (install dir %s); nothing was changed: make it a plain file or "
+                      "directory inside the install dir, or correct the playbook or inventory"
+                      % (what, rel, why, root), "unsafe_path", path=rel, what=what)
+
+
+def resolve_beneath(root, rel, what, follow_last=True):
+    """The components of ``rel`` below ``root``, every link on the way resolved on the real file system.
+
+    A link that leads outside root (absolute, or climbing above it) is refused, naming the link; missing
+    components are taken as they are. ``follow_last`` False keeps a final link as itself (to remove it)."""
+    parts = split_rel(rel)
+    if parts is None:
+        raise unsafe_path(what, rel, root, "is absolute or climbs out with '..'")
+    bases = [os.path.abspath(root), os.path.realpath(root)]
+    done, todo, hops, via = [], list(parts), 0, None
+    while todo:
+        name = todo.pop(0)
+        if name in ("", "."):
+            continue
+        if name == "..":
+            if not done:
+                raise unsafe_path(what, rel, root, "passes through the symlink %s -> %s, which leads outside "
+                                                   "the install dir" % via)
+            done.pop()
+            continue
+        full = os.path.join(root, *(done + [name]))
+        try:
+            st = os.lstat(full)
+        except OSError:
+            done.append(name)
+            continue
+        if not stat.S_ISLNK(st.st_mode) or (not todo and not follow_last):
+            done.append(name)
+            continue
+        hops += 1
+        target = os.readlink(full)
+        via = ("/".join(done + [name]), target)
+        if hops > MAX_LINK_HOPS:
+            raise unsafe_path(what, rel, root, "meets more than %d symlinks (the last %s -> %s; a loop?)"
+                              % ((MAX_LINK_HOPS,) + via))
+        if target.startswith("/"):
+            base = [b for b in bases if target == b or target.startswith(b + "/")]
+            if not base:
+                raise unsafe_path(what, rel, root, "passes through the symlink %s -> %s, which leads outside "
+                                                   "the install dir" % via)
+            done, target = [], target[len(base[0]):]
+        todo = target.split("/") + todo
+    return done
+
+
+def open_dir_at(fd, name, what, root):
+    """A descriptor of directory ``name`` in directory ``fd``; a link or a file there is refused."""
+    try:
+        return os.open(name, OPEN_DIR, dir_fd=fd)
+    except OSError as e:
+        if e.errno in (errno.ELOOP, errno.ENOTDIR, errno.EMLINK):
+            raise AgentError("%s: %s is not a plain directory (a symlink?); refusing to go through it below %s"
+                             % (what, name, root), "unsafe_path", path=name)
+        raise
+
+
+def walk_dirs(root_fd, parts, what, root, create=False):
+    """Descriptor of the directory root/parts[0]/.../parts[-1], opened one step at a time with O_NOFOLLOW
+    from ``root_fd`` (the caller closes it; it may be root_fd itself when parts is empty)."""
+    fd = root_fd
+    for name in parts:
+        if create:
+            try:
+                os.mkdir(name, 0o755, dir_fd=fd)
+            except FileExistsError:
+                pass
+        try:
+            nfd = open_dir_at(fd, name, what, root)
+        finally:
+            if fd != root_fd:
+                os.close(fd)
+        fd = nfd
+    return fd
+
+
+def open_beneath(root, rel, what, flags=os.O_RDONLY):
+    """Open root/rel for reading, resolved beneath root and walked without following any link."""
+    parts = resolve_beneath(root, rel, what)
+    if not parts:
+        raise unsafe_path(what, rel, root, "is the install dir itself, not a file in it")
+    root_fd = os.open(root, OPEN_DIR & ~os.O_NOFOLLOW)
+    try:
+        fd = walk_dirs(root_fd, parts[:-1], what, root)
+        try:
+            return os.open(parts[-1], flags | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0), dir_fd=fd)
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                raise AgentError("%s %s became a symlink while it was read; refusing it" % (what, rel), "unsafe_path",
+                                 path=rel)
+            raise
+        finally:
+            if fd != root_fd:
+                os.close(fd)
+    finally:
+        os.close(root_fd)
+
+
+def read_beneath(root, rel, what, limit=-1, offset=0):
+    """The bytes of root/rel (see open_beneath), from ``offset``, at most ``limit``."""
+    fd = open_beneath(root, rel, what)
+    with os.fdopen(fd, "rb") as f:
+        if offset:
+            f.seek(offset)
+        return f.read(limit)
+
+
+def remove_at(parent_fd, name):
+    """Remove ``name`` in directory ``parent_fd``: a file or link is unlinked, a directory emptied from
+    descriptors and removed; nothing it holds is ever followed."""
+    st = os.stat(name, dir_fd=parent_fd, follow_symlinks=False)
+    if not stat.S_ISDIR(st.st_mode):
+        os.unlink(name, dir_fd=parent_fd)
+        return
+    fd = os.open(name, OPEN_DIR, dir_fd=parent_fd)
+    try:
+        for entry in os.listdir(fd):
+            remove_at(fd, entry)
+    finally:
+        os.close(fd)
+    os.rmdir(name, dir_fd=parent_fd)
+
+
+def remove_beneath(root, rel, what, missing_ok=False):
+    """Remove root/rel (a final link is removed, not followed); refused when a link on its way leads
+    out of root or a component is not a plain directory. False when it was not there."""
+    parts = resolve_beneath(root, rel, what, follow_last=False)
+    if not parts:
+        raise unsafe_path(what, rel, root, "is the install dir itself, not a path in it")
+    root_fd = os.open(root, OPEN_DIR & ~os.O_NOFOLLOW)
+    try:
+        try:
+            fd = walk_dirs(root_fd, parts[:-1], what, root)
+        except FileNotFoundError:
+            if missing_ok:
+                return False
+            raise
+        try:
+            remove_at(fd, parts[-1])
+        except FileNotFoundError:
+            if missing_ok:
+                return False
+            raise
+        finally:
+            if fd != root_fd:
+                os.close(fd)
+    finally:
+        os.close(root_fd)
+    return True
+
+
+def check_host_paths(root, spec):
+    """Every path a run will touch in the install dir, checked before anything is changed: the problems
+    found (one sentence each; empty when all resolve beneath root)."""
+    problems = []
+    checks = [("preserved path", p, True) for p in spec.get("preserve", [])]
+    checks += [("the patch's remove entry", p, False) for p in spec.get("remove", [])]
+    checks += [("pid_file", p, True) for p in spec.get("pid_files", [])]
+    checks += [("log file", p, True) for p in spec.get("logs", [])]
+    checks += [("version file", p, True) for p in ([spec["version_file"]] if spec.get("version_file") else [])]
+    for what, rel, follow in checks:
+        try:
+            resolve_beneath(root, rel, what, follow_last=follow)
+        except AgentError as e:
+            problems.append(str(e))
+    return problems
+
+
+def check_state_dir(paths):
+    """The agent's own directories are plain directories, not links to elsewhere."""
+    dirs = [paths.state, os.path.join(paths.state, "runs"), paths.packages]
+    if paths.run_id:
+        dirs.append(paths.run())
+    for d in dirs:
+        if os.path.islink(d):
+            raise AgentError("%s is a symlink (-> %s); the agent keeps its state only in plain directories: "
+                             "remove the link" % (d, os.readlink(d)), "unsafe_path", path=d)
+
+
+# ---------------------------------------------------------------------------------------------
+# package extraction: every member checked against the whole archive (as the file system would
+# resolve it) before anything is written, then written from directory descriptors with O_NOFOLLOW
+
+
+def member_refused(m, why):
+    return AgentError("package member %r %s" % (m.name, why), "bad_input", member=m.name)
+
+
+def member_parts(m):
+    """The normalised components of a member's name ('.' and empty ones removed); '..' and absolute refused."""
+    name = m.name
+    if name.startswith("/") or "\\" in name or "\x00" in name:
+        raise member_refused(m, "points outside the install dir (absolute, or not a POSIX name)")
+    parts = [p for p in name.split("/") if p not in ("", ".")]
+    if ".." in parts:
+        raise member_refused(m, "points outside the install dir ('..')")
+    if len(name.encode("utf-8", "surrogateescape")) > PATH_MAX or any(
+            len(p.encode("utf-8", "surrogateescape")) > NAME_MAX for p in parts):
+        raise member_refused(m, "has a name longer than a file system allows")
+    return parts
+
+
+def resolve_link(name, links):
+    """Resolve package symlink ``name`` against the archive's own links, as the kernel would in the staging
+    root; AgentError when it climbs out of that root, is absolute or loops."""
+    target = links[name]
+    stack = name.split("/")[:-1]
+    todo, hops = target.split("/"), 0
+    while todo:
+        c = todo.pop(0)
+        if c in ("", "."):
+            continue
+        if c == "..":
+            if not stack:
+                raise AgentError("package symlink %r -> %r escapes the install dir%s" % (
+                    name, target, " (through the package's own links)" if hops else ""), "bad_input", member=name)
+            stack.pop()
+            continue
+        here = "/".join(stack + [c])
+        if here in links:
+            hops += 1
+            if hops > MAX_LINK_HOPS:
+                raise AgentError("package symlink %r -> %r goes through more than %d links (a loop?)" % (
+                    name, target, MAX_LINK_HOPS), "bad_input", member=name)
+            todo = links[here].split("/") + todo
+            continue
+        stack.append(c)
+    return stack
 
 
 def check_members(tar, limits):
-    """Validate all members of a tar against an empty target; return the list to extract."""
+    """Validate all members of a tar as one tree; return the list to extract (names normalised).
+
+    Refused: '..' and absolute names, duplicates after normalisation, hard links, devices and other special
+    files, a member under a symlink or a file of the package, a symlink that resolves (through the package's
+    other links, in any order) outside the root, and more members or bytes than the catalog allows."""
     max_members = int(limits.get("members") or 100000)
     max_bytes = int(limits.get("unpacked_bytes") or 0)
-    members, total, names = [], 0, set()
+    members, total = [], 0
+    kinds, links = {}, {}  # normalised name -> dir|file|link|implicit (a parent no member named yet)
     for m in tar:
         if len(members) >= max_members:
             raise AgentError("package has more than %d members (the catalog's limit)" % max_members, "bad_input")
-        name = m.name
-        while name.startswith("./"):
-            name = name[2:]
-        if not name or name == ".":
-            continue
-        parts = name.split("/")
-        if name.startswith("/") or ".." in parts or "\\" in name or "\x00" in name:
-            raise AgentError("package member %r points outside the install dir" % m.name, "bad_input")
+        parts = member_parts(m)
         if not (m.isreg() or m.isdir() or m.issym()):
-            raise AgentError("package member %r is a %s; only files, directories and symlinks are allowed"
-                             % (m.name, "hard link" if m.islnk() else "device or special file"), "bad_input")
+            raise member_refused(m, "is a %s; only files, directories and symlinks are allowed"
+                                 % ("hard link" if m.islnk() else "device or special file"))
+        if not parts:
+            if m.isdir():
+                continue  # the root itself
+            raise member_refused(m, "has no name")
+        name = "/".join(parts)
+        if kinds.get(name) not in (None, "implicit"):
+            raise member_refused(m, "appears twice%s" % (" (as %r, once './' and '//' are removed)" % name
+                                                         if name != m.name.rstrip("/") else ""))
+        for i in range(1, len(parts)):
+            parent = "/".join(parts[:i])
+            kind = kinds.setdefault(parent, "implicit")
+            if kind == "link":
+                raise member_refused(m, "lies under the symlink %r" % parent)
+            if kind == "file":
+                raise member_refused(m, "lies under the file %r" % parent)
+        if kinds.get(name) == "implicit" and not m.isdir():
+            raise member_refused(m, "would replace a directory that earlier members lie in")
         if m.issym():
-            target = m.linkname
-            resolved = os.path.normpath(os.path.join(os.path.dirname(name), target))
-            if target.startswith("/") or resolved == ".." or resolved.startswith("../"):
-                raise AgentError("package symlink %r -> %r escapes the install dir" % (m.name, target), "bad_input")
+            if m.linkname.startswith("/") or "\x00" in m.linkname or not m.linkname:
+                raise AgentError("package symlink %r -> %r escapes the install dir" % (m.name, m.linkname),
+                                 "bad_input", member=m.name)
+            if len(m.linkname.encode("utf-8", "surrogateescape")) > PATH_MAX:
+                raise member_refused(m, "is a symlink with a target longer than a file system allows")
+            links[name] = m.linkname
         if m.isreg():
             total += m.size
             if max_bytes and total > max_bytes:
                 raise AgentError("package unpacks to more than %d bytes (the catalog's limit)" % max_bytes,
                                  "bad_input")
-        if name in names:
-            raise AgentError("package member %r appears twice" % m.name, "bad_input")
-        names.add(name)
+        kinds[name] = "link" if m.issym() else "dir" if m.isdir() else "file"
         m.name = name
         members.append(m)
-    # no member may be written through a symlink the package itself created
-    links = set(m.name for m in members if m.issym())
-    for m in members:
-        parts = m.name.split("/")
-        for i in range(1, len(parts)):
-            if "/".join(parts[:i]) in links:
-                raise AgentError("package member %r lies under the symlink %r" % (m.name, "/".join(parts[:i])),
-                                 "bad_input")
+    for name in links:  # against the whole archive: a later link changes what an earlier one means
+        resolve_link(name, links)
     return members
 
 
+def write_member(root_fd, dest, tar, m, hashes):
+    """Write one checked member below root_fd, walking its parents without following links."""
+    parts = m.name.split("/")
+    fd = walk_dirs(root_fd, parts[:-1], "package member %r" % m.name, dest, create=True)
+    leaf = parts[-1]
+    try:
+        if m.isdir():
+            try:
+                os.mkdir(leaf, 0o700, dir_fd=fd)
+            except FileExistsError:
+                pass
+            os.close(open_dir_at(fd, leaf, "package member %r" % m.name, dest))
+        elif m.issym():
+            os.symlink(m.linkname, leaf, dir_fd=fd)
+        else:
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+            src = tar.extractfile(m)
+            h = hashlib.sha256()
+            with os.fdopen(os.open(leaf, flags, 0o600, dir_fd=fd), "wb") as out:
+                while True:
+                    block = src.read(CHUNK)
+                    if not block:
+                        break
+                    h.update(block)
+                    out.write(block)
+                os.fchmod(out.fileno(), m.mode & 0o7777 & ~0o7000)
+            hashes[m.name] = h.hexdigest()
+    except FileExistsError:
+        raise member_refused(m, "collides with a path already written")
+    finally:
+        if fd != root_fd:
+            os.close(fd)
+
+
 def extract(archive, dest, limits, skip=("package.yaml",), hashes=None):
-    """Extract the checked members of archive into dest; ``hashes`` receives each file's sha256,
-    computed from the bytes as they are written (no second read)."""
+    """Extract the checked members of archive into dest (which must not exist); ``hashes`` receives each
+    file's sha256, computed from the bytes as they are written (no second read)."""
     import tarfile
 
     hashes = {} if hashes is None else hashes
-    os.makedirs(dest)
     with tarfile.open(archive, "r:gz") as tar:
         members = [m for m in check_members(tar, limits) if m.name not in skip]
-        for m in members:
-            target = os.path.join(dest, m.name)
-            parent = os.path.dirname(target)
-            if not os.path.isdir(parent):
-                os.makedirs(parent)
-            if m.isdir():
-                if not os.path.isdir(target):
-                    os.mkdir(target)
-            elif m.issym():
-                os.symlink(m.linkname, target)
-            else:
-                src = tar.extractfile(m)
-                h = hashlib.sha256()
-                with open(target, "wb") as out:
-                    while True:
-                        block = src.read(CHUNK)
-                        if not block:
-                            break
-                        h.update(block)
-                        out.write(block)
-                hashes[m.name] = h.hexdigest()
-        for m in members:  # modes last, so read-only directories do not block their contents
-            if not m.issym():
-                os.chmod(os.path.join(dest, m.name), m.mode & 0o7777 & ~0o7000)
+        os.makedirs(dest)
+        root_fd = os.open(dest, OPEN_DIR)
+        try:
+            for m in members:
+                write_member(root_fd, dest, tar, m, hashes)
+            # directory modes last and deepest first, so read-only directories do not block their contents
+            for m in sorted((m for m in members if m.isdir()), key=lambda m: -m.name.count("/")):
+                fd = walk_dirs(root_fd, m.name.split("/"), "package member %r" % m.name, dest)
+                try:
+                    os.fchmod(fd, m.mode & 0o7777 & ~0o7000)
+                finally:
+                    os.close(fd)
+        finally:
+            os.close(root_fd)
         meta = None
         try:
             f = tar.extractfile("package.yaml")
@@ -453,6 +733,8 @@ def op_facts(req):
         out["drift_count"] = len(changes)
         out["product_bytes"] = sum(f["size"] for f in current["files"].values())
     out["cached"] = [s for s in req.get("packages", []) if os.path.isfile(os.path.join(paths.packages, s + ".tar.gz"))]
+    if req.get("check_paths") is not None and out["exists"]:
+        out["unsafe_paths"] = check_host_paths(paths.install, req["check_paths"])
     out["non_ascii"] = non_ascii_names(paths.install, req.get("ascii_dirs", []))
     out["catalog_serials"] = read_json(os.path.join(paths.state, CATALOG_SERIALS)) or {}
     return out
@@ -515,6 +797,7 @@ def record_catalog_serial(paths, catalog):
 
 def op_lock(req):
     paths = Paths(req)
+    check_state_dir(paths)
     os.makedirs(paths.state, exist_ok=True)
     used = used_approvals(paths)
     for digest in req.get("approvals", []):
@@ -563,13 +846,20 @@ def op_unlock(req):
 def op_receive_check(req):
     """Is the package already on the host with the right digest? (so it is not sent again)"""
     paths = Paths(req)
+    check_state_dir(paths)
     path = os.path.join(paths.packages, req["sha256"] + ".tar.gz")
-    # packages/<sha256>.tar.gz is only ever written by receive_commit after its digest was checked, and
-    # prepare hashes the copy it extracts again: size is enough here, and saves reading the package twice
-    if os.path.isfile(path) and os.path.getsize(path) == req["size"]:
-        return {"present": True, "path": path}
+    # a cached package is used only with its digest checked again, on every run: a copy changed on the host
+    # since it was received (same size or not) is thrown away and sent again
+    result = {"present": False, "path": path, "upload_to": path + ".part"}
+    if os.path.islink(path) or (os.path.lexists(path) and not os.path.isfile(path)):
+        raise AgentError("%s is not a plain file (a link?); remove it" % path, "unsafe_path", path=path)
+    if os.path.isfile(path):
+        if os.path.getsize(path) == req["size"] and sha256_file(path) == req["sha256"]:
+            return {"present": True, "path": path}
+        os.unlink(path)
+        result["replaced"] = "the cached copy no longer had sha256 %s; it was removed" % req["sha256"]
     os.makedirs(paths.packages, exist_ok=True)
-    return {"present": False, "path": path, "upload_to": path + ".part"}
+    return result
 
 
 def op_receive_commit(req):
@@ -589,8 +879,13 @@ def op_prepare(req):
     paths = Paths(req)
     preserve = [p["path"] for p in req["preserve"]]
     run_dir = paths.run()
+    check_state_dir(paths)
     if run_state(paths).get("prepared"):
         return run_state(paths)["prepared"]
+    if os.path.isdir(paths.install):  # refused here too, even when the controller did not ask first
+        problems = check_host_paths(paths.install, {"preserve": preserve, "remove": req.get("remove", [])})
+        if problems:
+            raise AgentError(problems[0], "unsafe_path", problems=problems)
     if os.path.isdir(run_dir):
         for leftover in ("staging", "backup", "package.tar.gz"):
             rmtree(paths.run(leftover))
@@ -631,16 +926,14 @@ def op_prepare(req):
     if req["kind"] == "patch":
         copy_tree(paths.install, new_tree, current)
         for rel in req.get("remove", []):
-            target = os.path.join(new_tree, rel)
-            if not os.path.lexists(target):
+            if not remove_beneath(new_tree, rel, "the patch's remove entry", missing_ok=True):
                 raise AgentError("the patch removes %s, which is not installed" % rel, "failed")
-            rmtree(target)
         overlay(extracted, new_tree)
         rmtree(extracted)
     else:
         os.rename(extracted, new_tree)
     for rel in preserve:  # the customer's copies win; the package's defaults are dropped
-        rmtree(os.path.join(new_tree, rel))
+        remove_beneath(new_tree, rel, "preserved path", missing_ok=True)
     new_manifest = scan_tree(new_tree, preserve, hash_files=False)
     known = dict((rel, f["sha256"]) for rel, f in current["files"].items())  # a patch copies these unchanged
     known.update(written)  # extracted bytes were hashed on the way in (overlay wins)
@@ -894,9 +1187,14 @@ def op_start(req):
     offsets = {}
     for f in log:
         try:
-            offsets[f] = os.path.getsize(os.path.join(paths.install, f))
+            fd = open_beneath(paths.install, f, "log file")
         except OSError:
             offsets[f] = 0
+            continue
+        try:
+            offsets[f] = os.fstat(fd).st_size
+        finally:
+            os.close(fd)
     if paths.in_run:
         set_run_state(paths, log_offsets=offsets, launched={"phase": st.get("phase"), "at": time.time()})
     res = run_shell(spec["command"], paths.install, float(spec.get("timeout", 60)), req.get("env"))
@@ -937,11 +1235,9 @@ def probe_once(paths, probe, log_offsets):
                 return False, "%s answer lacks %r" % (probe["url"], probe["contains"])
             return True, "%s answered %s" % (probe["url"], status)
         if kind == "log":
-            f = os.path.join(paths.install, probe["file"])
             try:
-                with open(f, "rb") as fh:
-                    fh.seek(log_offsets.get(probe["file"], 0))
-                    text = fh.read(4 << 20).decode("utf-8", "replace")
+                text = read_beneath(paths.install, probe["file"], "log file", 4 << 20,
+                                    log_offsets.get(probe["file"], 0)).decode("utf-8", "replace")
             except FileNotFoundError:
                 text = ""
             if probe.get("absent"):
@@ -1208,15 +1504,49 @@ def access_target(req):
     if not home or not os.path.isdir(home):
         raise AgentError("user %s has no home directory (%s)" % (pw.pw_name, home or "none"), "bad_input")
     ssh_dir = os.path.join(home, ".ssh")
-    if os.path.lexists(ssh_dir) and (os.path.islink(ssh_dir) or not os.path.isdir(ssh_dir)):
-        raise AgentError("%s is not a plain directory (a link?); edit it by hand" % ssh_dir, "bad_input")
     return pw, ssh_dir, os.path.join(ssh_dir, "authorized_keys")
 
 
-def read_authorized_keys(path):
-    """(bytes, stat) of the file, (None, None) when there is none; never through a link."""
+def open_ssh_dir(pw, ssh_dir, create):
+    """A descriptor of the account's ~/.ssh, reached from / one component at a time with O_NOFOLLOW (the
+    home's own path is resolved first: links the system set up above it are followed, none below), so a
+    directory the account swaps for a link meanwhile cannot redirect the edit. None when it is missing
+    and ``create`` is false; made (0700, owned by the account) when it is missing and ``create`` is true."""
+    home = os.path.realpath(os.path.dirname(ssh_dir))
+    fd = os.open("/", OPEN_DIR)
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        for name in [p for p in home.split("/") if p]:
+            nfd = open_dir_at(fd, name, "home directory %s" % home, home)
+            os.close(fd)
+            fd = nfd
+        if create:
+            try:
+                os.mkdir(".ssh", 0o700, dir_fd=fd)
+                os.fsync(fd)
+            except FileExistsError:
+                pass
+        try:
+            ssh_fd = os.open(".ssh", OPEN_DIR, dir_fd=fd)
+        except FileNotFoundError:
+            return None
+        except OSError as e:
+            if e.errno in (errno.ELOOP, errno.ENOTDIR):
+                raise AgentError("%s is not a plain directory (a link?); edit it by hand" % ssh_dir, "bad_input")
+            raise
+    finally:
+        os.close(fd)
+    if create and os.geteuid() != pw.pw_uid and os.fstat(ssh_fd).st_uid != pw.pw_uid:
+        os.fchown(ssh_fd, pw.pw_uid, pw.pw_gid)
+    return ssh_fd
+
+
+def read_authorized_keys(ssh_fd, path):
+    """(bytes, stat) of authorized_keys in the directory ssh_fd, (None, None) when there is none; never
+    through a link."""
+    if ssh_fd is None:
+        return None, None
+    try:
+        fd = os.open("authorized_keys", os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=ssh_fd)
     except FileNotFoundError:
         return None, None
     except OSError as e:
@@ -1236,59 +1566,71 @@ def read_authorized_keys(path):
 def op_access_read(req):
     import base64
 
-    pw, _, path = access_target(req)
-    data, _ = read_authorized_keys(path)
+    pw, ssh_dir, path = access_target(req)
+    ssh_fd = open_ssh_dir(pw, ssh_dir, create=False)
+    try:
+        data, _ = read_authorized_keys(ssh_fd, path)
+    finally:
+        if ssh_fd is not None:
+            os.close(ssh_fd)
     return {"user": pw.pw_name, "path": path, "exists": data is not None,
             "sha256": hashlib.sha256(data).hexdigest() if data is not None else None,
             "data": base64.b64encode(data or b"").decode("ascii")}
 
 
 def op_access_write(req):
-    """Replace authorized_keys with req["data"] if it still has sha256 req["expect"] (None: absent)."""
+    """Replace authorized_keys with req["data"] if it still has sha256 req["expect"] (None: absent).
+    Every file is opened and renamed relative to the descriptor of ~/.ssh (see open_ssh_dir)."""
     import base64
     import fcntl
-    import tempfile
 
     pw, ssh_dir, path = access_target(req)
     data = base64.b64decode(req["data"])
+    ssh_fd = open_ssh_dir(pw, ssh_dir, create=True)
     try:
-        os.mkdir(ssh_dir, 0o700)
-        if os.geteuid() != pw.pw_uid:
-            os.chown(ssh_dir, pw.pw_uid, pw.pw_gid)
-        fsync_dir(os.path.dirname(ssh_dir))
-    except FileExistsError:
-        pass
-    lock = os.open(os.path.join(ssh_dir, ".authorized_keys.lock"), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
-    try:
-        if os.geteuid() == 0 and os.fstat(lock).st_uid != pw.pw_uid:
-            os.fchown(lock, pw.pw_uid, pw.pw_gid)
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        old, st = read_authorized_keys(path)
-        if (hashlib.sha256(old).hexdigest() if old is not None else None) != req.get("expect"):
-            raise AgentError("%s changed while it was being edited" % path, "conflict")
-        uid, gid, mode = (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) if st else (pw.pw_uid, pw.pw_gid, 0o600)
-        fd, tmp = tempfile.mkstemp(prefix=".authorized_keys.", dir=ssh_dir)
+        lock = os.open(".authorized_keys.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600, dir_fd=ssh_fd)
         try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                if (uid, gid) != (os.geteuid(), os.getegid()):
-                    try:
-                        os.fchown(f.fileno(), uid, gid)
-                    except PermissionError:
-                        raise AgentError("cannot keep %s owned by uid %d, gid %d (only root can); nothing was "
-                                         "changed" % (path, uid, gid), "bad_input")
-                os.fchmod(f.fileno(), mode)
-                os.fsync(f.fileno())
-            os.rename(tmp, path)
-        except BaseException:
-            if os.path.lexists(tmp):
-                os.unlink(tmp)
-            raise
-        fsync_dir(ssh_dir)
+            if os.geteuid() == 0 and os.fstat(lock).st_uid != pw.pw_uid:
+                os.fchown(lock, pw.pw_uid, pw.pw_gid)
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            old, st = read_authorized_keys(ssh_fd, path)
+            if (hashlib.sha256(old).hexdigest() if old is not None else None) != req.get("expect"):
+                raise AgentError("%s changed while it was being edited" % path, "conflict")
+            replace_authorized_keys(ssh_fd, path, data, st, pw)
+        finally:
+            os.close(lock)
     finally:
-        os.close(lock)
+        os.close(ssh_fd)
     return {"path": path, "created": st is None, "sha256": hashlib.sha256(data).hexdigest()}
+
+
+def replace_authorized_keys(ssh_fd, path, data, st, pw):
+    """Write data to a new file in ssh_fd (owner and mode of the old file, else the account's and 0600),
+    then rename it over authorized_keys."""
+    uid, gid, mode = (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) if st else (pw.pw_uid, pw.pw_gid, 0o600)
+    tmp = ".authorized_keys.%d.%s" % (os.getpid(), os.urandom(4).hex())
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0), 0o600,
+                 dir_fd=ssh_fd)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            if (uid, gid) != (os.geteuid(), os.getegid()):
+                try:
+                    os.fchown(f.fileno(), uid, gid)
+                except PermissionError:
+                    raise AgentError("cannot keep %s owned by uid %d, gid %d (only root can); nothing was "
+                                     "changed" % (path, uid, gid), "bad_input")
+            os.fchmod(f.fileno(), mode)
+            os.fsync(f.fileno())
+        os.rename(tmp, "authorized_keys", src_dir_fd=ssh_fd, dst_dir_fd=ssh_fd)
+    except BaseException:
+        try:
+            os.unlink(tmp, dir_fd=ssh_fd)
+        except OSError:
+            pass
+        raise
+    os.fsync(ssh_fd)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1353,7 +1695,12 @@ def inside_globs(root, patterns):
             if os.path.isdir(f):
                 out += inside_globs(root, [os.path.relpath(f, root) + "/**/*"])
             elif os.path.isfile(f) and os.path.realpath(f).startswith(real + os.sep):
-                out.append(os.path.relpath(f, root).replace(os.sep, "/"))
+                rel = os.path.relpath(f, root).replace(os.sep, "/")
+                try:
+                    resolve_beneath(root, rel, "inspected file")
+                except AgentError:
+                    continue  # found through a link that leads out: not the install's file
+                out.append(rel)
     return sorted(set(out))
 
 
@@ -1365,28 +1712,32 @@ def config_selection(root, configs, text_globs):
 
 def config_facts(root, rel, text):
     """sha256, size and mtime of a config file; its text when asked for and allowed (see TEXT_NEVER)."""
-    full = os.path.join(root, rel)
-    st = os.stat(full)
-    c = {"path": rel, "sha256": sha256_file(full), "size": st.st_size, "mtime": st.st_mtime}
+    fd = open_beneath(root, rel, "config file")
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(fd)
+        h = hashlib.sha256()
+        for block in iter(lambda: f.read(CHUNK), b""):
+            h.update(block)
+        f.seek(0)
+        data = f.read(TEXT_MAX + 1) if text else b""
+    c = {"path": rel, "sha256": h.hexdigest(), "size": st.st_size, "mtime": st.st_mtime}
     if not text:
         return c
     if TEXT_NEVER.search(rel):
         c["text_withheld"] = "a key store, key, licence or security file: digest only"
     elif st.st_size > TEXT_MAX:
         c["text_withheld"] = "larger than %d bytes: digest only" % TEXT_MAX
+    elif b"\0" in data:
+        c["text_withheld"] = "binary (holds NUL bytes): digest only"
     else:
-        with open(full, "rb") as f:
-            data = f.read(TEXT_MAX + 1)
-        if b"\0" in data:
-            c["text_withheld"] = "binary (holds NUL bytes): digest only"
-        else:
-            c["text"] = data.decode("utf-8", "replace")
+        c["text"] = data.decode("utf-8", "replace")
     return c
 
 
-def log_facts(path, lines, tail, pattern):
-    st = os.stat(path)
-    with open(path, "rb") as f:
+def log_facts(root, rel, lines, tail, pattern):
+    path = os.path.join(root, rel)
+    with os.fdopen(open_beneath(root, rel, "log file"), "rb") as f:
+        st = os.fstat(f.fileno())
         f.seek(max(0, st.st_size - 256 * max(lines, tail, 1)))
         text = f.read().decode("utf-8", "replace").splitlines()[-max(lines, tail, 1):]
     errors = [x for x in text[-lines:] if re.search(pattern, x)] if lines else []
@@ -1459,8 +1810,13 @@ def op_inspect(req):
     if not out["exists"]:
         return out
     out["version"], out["version_error"] = read_version(paths, req["version_source"])
-    pid = read_pid(paths, req.get("pid_file"))
+    try:
+        pid, pid_error = read_pid(paths, req.get("pid_file")), None
+    except AgentError as e:  # a pid file reached through a link that leads out is not read: reported instead
+        pid, pid_error = None, str(e)
     out["process"] = {"pid_file": req.get("pid_file"), "pid": pid, "running": bool(pid) and pid_alive(pid)}
+    if pid_error:
+        out["process"]["error"] = pid_error
     if out["process"]["running"]:
         out["ulimits"]["product"] = proc_limits(pid)
     listen = listening()
@@ -1470,7 +1826,7 @@ def op_inspect(req):
                       for rel, text in config_selection(paths.install, req.get("configs", []),
                                                         req.get("config_text"))]
     pattern = req.get("error_pattern") or ERROR_LINE
-    out["logs"] = [dict(log_facts(os.path.join(paths.install, rel), int(req.get("log_lines", 2000)),
+    out["logs"] = [dict(log_facts(paths.install, rel, int(req.get("log_lines", 2000)),
                                   int(req.get("tail", 0)), pattern), path=rel)
                    for rel in inside_globs(paths.install, req.get("logs", []))]
     return out

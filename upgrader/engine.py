@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any, Callable, Protocol
 
 from .clock import Clock
-from .errors import TransportError
+from .errors import InputError, TransportError
+from .host_paths import check_rendered, paths_to_check
 from .journal import Journal
 from .transport.base import AgentClient, AgentFailure, Transport
 
@@ -30,9 +31,10 @@ __all__ = ["Engine", "HostOutcome", "RunResult", "Observer", "HostTarget", "OUTC
 #: the cause recorded when the operator cancels a run
 CANCELLED = "cancelled by the operator"
 
-#: exit code contributed by each host outcome (the run exits with the highest)
+#: exit code contributed by each host outcome (the run exits with the highest); ``bad_input``: refused before
+#: stop because a path the run would touch leads out of the install dir (nothing was changed)
 OUTCOME_EXIT = {"committed": 0, "restored": 0, "unchanged": 1, "rolled_back": 1, "not_started": 1,
-                "stale": 2, "refused": 4, "needs_person": 5}
+                "stale": 2, "bad_input": 2, "refused": 4, "needs_person": 5}
 
 
 class Observer(Protocol):
@@ -500,7 +502,8 @@ class _HostRun:
         except _PhaseFailed as err:
             self.out.outcome = {"locked": "needs_person", "unreachable": "needs_person",
                                 "replayed": "refused", "catalog_rollback": "refused",
-                                "stale_plan": "stale", "unproven_probe": "stale"}.get(err.kind, "unchanged")
+                                "stale_plan": "stale", "unproven_probe": "stale",
+                                "unsafe_path": "bad_input"}.get(err.kind, "unchanged")
             self.out.error = f"preflight: {err.message}"
             return self.out
         try:
@@ -511,7 +514,7 @@ class _HostRun:
         except _PhaseFailed as err:
             self.out.error = f"{err.phase}: {err.message}"
             self._finish("unchanged")
-            self.out.outcome = "unchanged" if err.kind != "unreachable" else "needs_person"
+            self.out.outcome = {"unreachable": "needs_person", "unsafe_path": "bad_input"}.get(err.kind, "unchanged")
             return self.out
         try:
             self.phase("stop", self._stop)
@@ -550,13 +553,22 @@ class _HostRun:
 
     def _preflight(self) -> tuple[str, dict[str, Any]]:
         controller = self.e.controller
+        pkg = self.p["package"]
+        try:
+            check_rendered(self.spec, playbook=self.p["playbook"].get("path", "the playbook"), host=self.name,
+                           inventory="the inventory")
+        except InputError as e:
+            raise _PhaseFailed("preflight", str(e), "unsafe_path") from None
         catalog = {"product": self.p["product"], "serial": self.e.catalog_serial} \
             if self.e.catalog_serial is not None else None
         self.call("lock", controller=controller.get("host"), user=controller.get("user"),
                   approvals=list(self.e.approvals), break_lock=self.e.break_lock, catalog=catalog)
-        pkg = self.p["package"]
         facts = self.call("facts", version_source=self.spec["version"], check_drift=False,
-                          preserve=[x["path"] for x in self.spec["preserve"]], packages=[pkg["sha256"]])
+                          preserve=[x["path"] for x in self.spec["preserve"]], packages=[pkg["sha256"]],
+                          check_paths=paths_to_check(self.spec, pkg))
+        if facts.get("unsafe_paths"):
+            self.call("unlock")
+            raise _PhaseFailed("preflight", "; ".join(facts["unsafe_paths"]), "unsafe_path")
         if facts.get("version") != self.p["current"]:
             self.call("unlock")
             raise _PhaseFailed("preflight", f"the host runs {facts.get('version')!r}, the plan expected "

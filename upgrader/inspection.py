@@ -147,6 +147,10 @@ def agent_request(playbook: Any, variables: Mapping[str, Any], install_dir: str)
     """The agent ``inspect`` request for an install: what to read, from the rendered playbook."""
     spec = playbook.render({"install_dir": install_dir, "target_version": "unknown", "current_version": "unknown",
                             **variables})
+    from .host_paths import check_rendered
+
+    check_rendered(spec, playbook=str(playbook.path), host=str(variables.get("host", "local")),
+                   inventory="the inventory (or --var)")
     block = playbook.inspect or {}
     pid_file = spec["stop"].get("pid_file") or next(
         (p["pid_file"] for p in spec["observe"]["probes"] if p["type"] == "process"), None)

@@ -15,6 +15,7 @@ from .catalog import Catalog, CatalogEntry, verify_package_file
 from .config_vars import merge_variables, read_config_vars
 from .clock import Clock
 from .errors import InputError, TransportError
+from .host_paths import check_rendered, paths_to_check, refuse_unsafe
 from .inventory import Host, Inventory
 from .plan import HostInput, Plan, build_plan
 from .playbook import Playbook, find_playbook, load_playbook
@@ -39,12 +40,13 @@ def requester_identity(user: str | None = None) -> dict[str, str]:
 
 
 def host_facts(agent: AgentClient, host: Host, spec: dict[str, Any], packages: list[str],
-               check_drift: bool = True) -> dict[str, Any]:
+               check_drift: bool = True, check_paths: dict[str, Any] | None = None) -> dict[str, Any]:
+    extra = {"check_paths": check_paths} if check_paths is not None else {}
     try:
         return agent.call("facts", install_dir=host.install_dir, state_dir=host.state_dir,
                           version_source=spec["version"], preserve=[p["path"] for p in spec["preserve"]],
                           check_drift=check_drift, packages=packages,
-                          ascii_dirs=spec.get("preflight", {}).get("ascii_dirs", []), timeout=600)
+                          ascii_dirs=spec.get("preflight", {}).get("ascii_dirs", []), timeout=600, **extra)
     except AgentFailure as e:
         raise TransportError(f"cannot read the host's state: {e.message}", host=host.name) from e
 
@@ -88,6 +90,7 @@ def make_plan(inventory: Inventory, hosts: list[Host], *, target: str, catalog: 
         if pb.product != h.product:
             raise InputError(f"host {h.name} runs {h.product!r} but playbook {pb.path} is for {pb.product!r}",
                              path=str(inventory.path), key=f"hosts.{h.name}.playbook")
+        where = {"host": h.name, "inventory": str(inventory.path)}
         entry = entries[h.name]
         transport = connect(h)
         try:
@@ -98,13 +101,17 @@ def make_plan(inventory: Inventory, hosts: list[Host], *, target: str, catalog: 
                                                                     **h.vars})
             base_vars = {**values, "install_dir": h.install_dir, "host": h.name}
             probe_spec = pb.render({**base_vars, "target_version": target, "current_version": "unknown"})
-            facts = host_facts(agent, h, probe_spec, [entry.sha256] if entry else [])
+            check_rendered(probe_spec, playbook=str(pb.path), **where)
+            check_paths = paths_to_check(probe_spec, packages[entry.sha256] if entry is not None else None)
+            facts = host_facts(agent, h, probe_spec, [entry.sha256] if entry else [], check_paths=check_paths)
+            refuse_unsafe(facts.get("unsafe_paths") or [], **where)
             if entry is not None:
                 from .gate import check_seen_serial
 
                 check_seen_serial(h.name, h.product, facts, catalog.serial)
             current = facts.get("version")
             spec = pb.render({**base_vars, "target_version": target, "current_version": current or "unknown"})
+            check_rendered(spec, playbook=str(pb.path), **where)
             rollback_observe = pb.render({**base_vars, "target_version": current or "unknown",
                                           "current_version": current or "unknown"})["observe"]
             package = packages[entry.sha256] if entry is not None else None

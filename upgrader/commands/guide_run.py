@@ -127,7 +127,7 @@ def _explain(g: Screen, result: dict[str, Any], started: Any, checked: Any, canc
         g.say("cancelled_rolled_back", version=h["version"])
     elif outcome == "rolled_back":
         g.say("failed_rolled_back", cause=cause, version=h["version"])
-    elif outcome == "unchanged":
+    elif outcome in ("unchanged", "bad_input"):
         g.say("failed_unchanged", cause=cause)
     elif outcome == "stale" or outcome == "refused":
         g.say("stale_plan", cause=cause)
@@ -198,6 +198,7 @@ class _Progress:
 def _failure_lines(result: dict[str, Any]) -> list[str]:
     words = {"rolled_back": "failed and was rolled back", "unchanged": "not upgraded, nothing changed",
              "needs_person": "NEEDS A PERSON", "not_started": "was not started", "refused": "was refused",
-             "stale": "was not touched: the plan does not fit the host as it is now"}
+             "stale": "was not touched: the plan does not fit the host as it is now",
+             "bad_input": "was refused before stop, nothing changed"}
     return [f"upgrader: {h['host']}: {words[h['outcome']]}: {h.get('error') or ''}".rstrip(": ")
             for h in result["hosts"] if h["outcome"] in words]

@@ -401,7 +401,8 @@ def _explain_failures(result: dict[str, Any]) -> None:
 
     words = {"rolled_back": "failed and was rolled back", "unchanged": "failed before anything changed",
              "needs_person": "NEEDS A PERSON", "not_started": "was not started", "refused": "was refused",
-             "stale": "was not touched: the plan does not fit the host as it is now"}
+             "stale": "was not touched: the plan does not fit the host as it is now",
+             "bad_input": "was refused before stop, nothing changed"}
     from ..engine import CANCELLED
 
     for h in result["hosts"]:

@@ -26,6 +26,16 @@ KEEPALIVE_SECONDS = 15
 IDLE_WAKEUP_SECONDS = 1.0
 CONNECT_TIMEOUT = 15
 
+# Starts the cached agent only when its bytes still have the digest its name promises (the full sha256
+# is passed in): the file's bytes are read once, checked, compiled and run, so neither a changed file nor
+# a planted bytecode cache is ever run. A mismatch answers UPGRADER-AGENT-MISSING and the agent is sent
+# again. One line, no double quotes or '$': it travels inside a double-quoted shell word.
+_BOOT = ("import sys,hashlib,types;p=sys.argv[1];b=open(p,'rb').read();"
+         "ok=hashlib.sha256(b).hexdigest()==sys.argv[2];"
+         "ok or (print('UPGRADER-AGENT-MISSING',flush=True),sys.exit(97));"
+         "m=types.ModuleType('upgrader_agent');m.__file__=p;exec(compile(b,p,'exec'),m.__dict__);"
+         "print('UPGRADER-AGENT-READY',flush=True);sys.argv=[p,'--serve'];sys.exit(m.main())")
+
 # paramiko's transport thread logs a failed handshake with its traceback; with no handler set up,
 # Python prints that on stderr amid the progress lines. The failure reaches the user as our
 # TransportError instead; a program that configures logging still receives paramiko's records.
@@ -49,6 +59,7 @@ class SSHTransport:
         self.name = host.name
         self._conn: Any = None
         self._agent: str | None = None
+        self._digest = ""
         self._streams: list[SSHStream] = []
 
     # -- connection -------------------------------------------------------------------------
@@ -178,12 +189,12 @@ class SSHTransport:
             raise TransportError(f"upload of {local.name} failed: {e}", host=self.name) from e
 
     def agent_path(self) -> str:
-        """agent.py on the host as a module named after its digest (so python caches its bytecode),
-        uploaded once per version into ~/.cache/upgrader."""
+        """agent.py on the host, named after its digest, uploaded once per version into ~/.cache/upgrader
+        (and checked against that digest each time it starts)."""
         if self._agent:
             return self._agent
-        digest = hashlib.sha256(AGENT_SOURCE.read_bytes()).hexdigest()[:16]
-        self._agent = f".cache/upgrader/agent_{digest}.py"  # relative to the login directory
+        self._digest = hashlib.sha256(AGENT_SOURCE.read_bytes()).hexdigest()
+        self._agent = f".cache/upgrader/agent_{self._digest[:16]}.py"  # relative to the login directory
         return self._agent
 
     def open_stream(self, argv: Sequence[str]) -> "SSHStream":
@@ -192,10 +203,8 @@ class SSHTransport:
 
         agent = self.agent_path()
         if list(argv[1:]) == [agent, "--serve"]:
-            module = agent.rsplit("/", 1)[1][:-3]
             boot = (f'test -f "$HOME/{agent}" || {{ echo UPGRADER-AGENT-MISSING; exit 97; }}; '
-                    f'exec {argv[0]} -c "import sys; sys.path.insert(0, sys.argv[1]); import {module} as a; '
-                    f'print(\'UPGRADER-AGENT-READY\', flush=True); sys.exit(a.main())" "$HOME/.cache/upgrader" --serve')
+                    f'exec {argv[0]} -c "{_BOOT}" "$HOME/{agent}" {self._digest} --serve')
         else:
             boot = shell_join(argv)
         conn = self._connect()

@@ -1,0 +1,59 @@
+"""The paths in the install dir that a run touches, as the host agent must check them.
+
+A playbook is checked when it is loaded, but a ``${var}`` from an inventory can still turn
+``pid_file: ${pid_file}`` into ``../../etc/x`` or ``/etc/x``; so the rendered spec is checked
+again here, by name, and the same list goes to the host agent, which resolves each path on the
+real file system (links included) and refuses one that leads out (``agent.check_host_paths``).
+This module only reads the spec; it does not touch a host.
+"""
+
+from __future__ import annotations
+
+from pathlib import PurePosixPath
+from typing import Any
+
+from .errors import InputError
+
+__all__ = ["paths_to_check", "check_rendered", "refuse_unsafe"]
+
+
+def paths_to_check(spec: dict[str, Any], package: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Every path of a rendered spec (and a patch's ``remove`` list) that the agent will open, move or delete."""
+    probes = spec["observe"]["probes"]
+    pid_files = [spec["stop"].get("pid_file")] + [p.get("pid_file") for p in probes if p["type"] == "process"]
+    return {"preserve": [p["path"] for p in spec["preserve"]],
+            "remove": list((package or {}).get("remove", [])),
+            "pid_files": sorted({p for p in pid_files if p}),
+            "logs": sorted({p["file"] for p in probes if p["type"] == "log"}),
+            "version_file": spec["version"].get("file")}
+
+
+def _named(spec: dict[str, Any]) -> list[tuple[str, str]]:
+    """(key, value) of every path in a rendered spec."""
+    out = [(f"preserve[{i}].path", p["path"]) for i, p in enumerate(spec["preserve"])]
+    if spec["stop"].get("pid_file"):
+        out.append(("stop.pid_file", spec["stop"]["pid_file"]))
+    for i, p in enumerate(spec["observe"]["probes"]):
+        for key in ("pid_file", "file"):
+            if p.get(key):
+                out.append((f"observe.probes[{i}].{key}", p[key]))
+    if spec["version"].get("file"):
+        out.append(("version.file", spec["version"]["file"]))
+    return out
+
+
+def check_rendered(spec: dict[str, Any], *, playbook: str, host: str, inventory: str) -> None:
+    """Refuse a spec whose paths, once ``${var}`` is substituted, are absolute or climb out with '..'."""
+    for key, value in _named(spec):
+        parts = PurePosixPath(value).parts
+        if value.startswith("/") or ".." in parts or not parts or "\x00" in value:
+            raise InputError(f"{key} is {value!r} for host {host} once its variables are substituted: it must be "
+                             "a path inside the install dir", path=playbook, key=key,
+                             hint=f"correct the variable in {inventory} (hosts.{host}.vars) or in the playbook")
+
+
+def refuse_unsafe(problems: list[str], *, host: str, inventory: str) -> None:
+    """The host agent found paths that lead out of the install dir: a bad-input error naming each."""
+    if problems:
+        raise InputError(f"host {host}: " + "; ".join(problems), path=inventory,
+                         hint="nothing was changed on the host; fix the link or the setting, then plan again")
