@@ -186,9 +186,11 @@ def test_a_playbook_reads_an_xml_attribute_and_ignores_a_commented_out_element(s
     assert h["playbook"]["spec"]["stop"]["ports"] == [str(box.port)]
 
 
-def test_a_vars_from_file_that_leads_out_of_the_install_dir_is_not_read(sandbox: Sandbox, tmp_path: Path) -> None:
-    """Attack: conf/server.conf replaced by a link to a file outside the install naming another port. The agent does
-    not follow it out: the value is not read (the inventory's explicit port stays), the plan records why."""
+def test_a_vars_from_file_that_leads_out_of_the_install_dir_is_not_read(
+        sandbox: Sandbox, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Attack: conf/server.conf replaced by a link to a file outside the install naming another port. Nothing is read
+    through it: the plan is refused (exit 2) naming the link, and no plan is written (the agent's own refusal to
+    read a value through such a link is tested in tests/test_config_vars.py)."""
     box = sandbox
     outside = tmp_path / "elsewhere.conf"
     outside.write_text("port = 1\n")
@@ -196,14 +198,16 @@ def test_a_vars_from_file_that_leads_out_of_the_install_dir_is_not_read(sandbox:
     kept = conf.read_text()
     conf.unlink()
     conf.symlink_to(outside)
+    capsys.readouterr()
     try:
         rc, plan_file = plan_to(box, "7.0.4.2")
     finally:
         conf.unlink()
         conf.write_text(kept)
-    assert rc == 0
-    read = json.loads(plan_file.read_text())["hosts"][0]["vars_read"]["port"]
-    assert "value" not in read and "leads out of the install dir" in read["error"] and read["value_used"] == str(box.port)
+    err = capsys.readouterr().err
+    assert rc == 2 and not plan_file.exists()
+    assert f"conf/server.conf -> {outside}" in err and "leads outside the install dir" in err
+    assert outside.read_text() == "port = 1\n"
 
 
 # ---------------------------------------------------------------- B: nothing used up by a refusal
