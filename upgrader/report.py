@@ -19,7 +19,8 @@ __all__ = ["PhaseLines", "LiveBoard", "print_decision", "print_plan", "print_run
 STATUS_STYLE = {"pass": "green", "ok": "green", "committed": "bold green", "fail": "bold red",
                 "failed": "bold red", "skip": "dim", "warn": "yellow", "rolled_back": "bold yellow",
                 "unchanged": "yellow", "needs_person": "bold red reverse", "not_started": "dim",
-                "running": "cyan", "refused": "bold red", "stale": "bold red", "rolling back": "bold yellow", "waiting": "dim", "restored": "bold green"}
+                "running": "cyan", "refused": "bold red", "stale": "bold red", "rolling back": "bold yellow", "waiting": "dim", "restored": "bold green",
+                "superseded": "bold red"}
 _MARK = {"pass": "✔", "fail": "✘", "skip": "·", "warn": "!"}
 
 

@@ -368,7 +368,7 @@ def _explain_failures(result: dict[str, Any]) -> None:
 
     words = {"rolled_back": "failed and was rolled back", "unchanged": "failed before anything changed",
              "needs_person": "NEEDS A PERSON", "not_started": "was not started", "refused": "was refused",
-             "stale": "was not touched: the plan is out of date"}
+             "stale": "was not touched: the plan is out of date", "superseded": "was not touched"}
     from ..engine import CANCELLED
 
     for h in result["hosts"]:
@@ -532,16 +532,29 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     c = console()
     policy = load_policy_or_fail(plan["policy"]["source"])
     operator = _operator(args, policy)
+    from .recovery import RecoveryNotes, confirm_rollback, print_config_kept, rollback_window
+
+    batch = _count(args.batch, len(hosts), "--batch", minimum=1)
+    max_failures = _count(args.max_failures, len(hosts), "--max-failures", minimum=0)
+    window, window_line = rollback_window(policy, clock.now())  # exit 4 here when the policy says like_run
+    confirm_rollback(args, [h["name"] for h in hosts], c)
+    if not args.json:
+        c.print(window_line)
     recorder = Recorder(args.home, operator, clock, run=f"{args.run_id}/rollback-{clock.now():%Y%m%dT%H%M%S}")
-    recorder.event("rollback_requested", of_run=args.run_id, hosts=[h["name"] for h in hosts])
+    recorder.event("rollback_requested", of_run=args.run_id, hosts=[h["name"] for h in hosts], batch=batch,
+                   max_failures=max_failures, window=window, confirmed="--yes" if args.yes else "asked",
+                   break_lock=bool(args.break_lock))
     targets = [HostTarget(plan=h, connect=lambda h=h: connect(host_from_plan(h)), package_file=Path())
                for h in hosts]
-    engine = Engine(journal=journal, clock=clock, observers=[recorder] + ([] if args.json else [PhaseLines(c)]),
-                    controller={"user": operator.user, "host": operator.host})
+    observers: list[Any] = [recorder] + ([] if args.json else [PhaseLines(c), RecoveryNotes(c)])
+    engine = Engine(journal=journal, clock=clock, observers=observers, batch=batch, max_failures=max_failures,
+                    controller={"user": operator.user, "host": operator.host}, break_lock=args.break_lock)
     interrupts = run_interrupts(args.run_id, cancels=False)
     with interrupts.running():  # until its records are written
         result = engine.rollback(targets).to_dict()
         record_interrupts(recorder, interrupts, cancels=False)
+        if not args.json:
+            print_config_kept(c, result)
         return _close_run(args, c, recorder, journal, result, "rollback-result.json")
 
 
@@ -612,8 +625,12 @@ def cmd_resume(args: argparse.Namespace) -> int:
     targets = [HostTarget(plan=h, connect=lambda h=h: connect(host_from_plan(h)),
                           package_file=Path(plan["catalog"]["path"]).parent / (h.get("package") or {}).get("file", ""))
                for h in hosts]
-    engine = Engine(journal=journal, clock=clock, observers=[recorder] + ([] if args.json else [PhaseLines(c)]),
-                    controller={"user": operator.user, "host": operator.host}, approvals=approvals)
+    from .recovery import RecoveryNotes
+
+    engine = Engine(journal=journal, clock=clock,
+                    observers=[recorder] + ([] if args.json else [PhaseLines(c), RecoveryNotes(c)]),
+                    controller={"user": operator.user, "host": operator.host}, approvals=approvals,
+                    break_lock=args.break_lock)
     interrupts = run_interrupts(args.run_id, cancels=False)
     with interrupts.running():  # until its records are written
         result = engine.resume(targets, seen).to_dict()
