@@ -88,3 +88,147 @@ def test_rolling_back_a_run_twice_changes_nothing_the_second_time(fleet, capsys)
     out = capsys.readouterr().out
     assert "nothing to do" in out
     assert host_state(h) == before
+
+
+def test_resume_of_a_run_that_a_later_run_replaced_stops_nothing(fleet):
+    """Run A killed after its install; the operator breaks the lock with run B, which rolls the host forward to
+    7.0.4.3; `resume A` then finds the host changed by B: exit 5 naming B, 7.0.4.3 keeps its pid, no lock left."""
+    import os
+    import subprocess
+    import sys
+
+    f = fleet(1)
+    h = f["app-01"]
+    plan = planned(f, "7.0.4.2")
+    approval = approve(f.box, plan)
+    killed = subprocess.run([sys.executable, "-m", "upgrader", "--home", str(f.box.root), "run", str(plan),
+                             "--approval", str(approval)],
+                            env={**os.environ, "UPGRADER_TEST_KILL_AT": "start:before"}, capture_output=True,
+                            text=True, timeout=120)
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    (a_dir,) = f.run_dirs()
+    assert (h.state_dir / "lock").exists() and h.answers() is None  # stopped, installed, not started
+    h.start()  # someone started it by hand
+    b = execute(f, planned(f, "7.0.4.3"), "--break-lock")
+    assert b.rc == 0 and h.answers() == "7.0.4.3"
+    before = host_state(h)
+    assert upgrader(f.box, "resume", a_dir.name) == 5
+    assert host_state(h) == before
+    result = json.loads((a_dir / "result.json").read_text())
+    assert result["hosts"][0]["outcome"] == "superseded"
+    assert f"app-01 was changed by run {b.id} since; roll back {b.id}" in result["hosts"][0]["error"]
+
+
+# ---------------------------------------------------------------- 2. a lock left behind
+
+
+def test_a_lock_left_by_a_killed_rollback_is_shown_by_status_and_cleared_with_break_lock(fleet, capsys):
+    """`rollback A` killed before it stopped anything leaves A's lock: run B is refused by it (host untouched);
+    `upgrader status` names the lock's holder and the command that resolves it; `rollback A` finishes it. Then a lock
+    of a run this machine does not know (another controller's, killed) is broken with `rollback --break-lock`,
+    which the audit log records naming that lock's holder."""
+    import os
+    import subprocess
+    import sys
+
+    f = fleet(1)
+    h = f["app-01"]
+    a = execute(f, planned(f, "7.0.4.2"))
+    killed = subprocess.run([sys.executable, "-m", "upgrader", "--home", str(f.box.root), "rollback", a.id],
+                            env={**os.environ, "UPGRADER_TEST_KILL_AT": "rollback:before"}, capture_output=True,
+                            text=True, timeout=120)
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    held = host_state(h)
+    assert held["lock"] and held["answers"] == "7.0.4.2"
+    capsys.readouterr()
+    assert upgrader(f.box, "status", "--inventory", str(f.box.inventory)) == 5
+    out = capsys.readouterr().out
+    assert "app-01" in out and "7.0.4.2" in out and f"locked by run {a.id}" in out
+    assert f"upgrader rollback {a.id}" in out
+    assert upgrader(f.box, "status", "--inventory", str(f.box.inventory), "--json") == 5
+    status = json.loads(capsys.readouterr().out)
+    assert status["hosts"][0]["lock"]["run"] == a.id and status["hosts"][0]["version"] == "7.0.4.2"
+    assert upgrader(f.box, "rollback", a.id) == 0
+    assert h.answers() == "7.0.4.1" and not (h.state_dir / "lock").exists()
+
+    # a lock of another controller's run, whose journal is not here
+    b = execute(f, planned(f, "7.0.4.2"))
+    (h.state_dir / "lock").write_text(json.dumps({"run": "20261101T000000Z-other0", "controller": "laptop-7",
+                                                   "user": "wang", "time": 1761955200}))
+    before = host_state(h)
+    assert upgrader(f.box, "rollback", b.id) == 5  # refused by the lock; nothing stopped
+    assert host_state(h) == before
+    capsys.readouterr()
+    assert upgrader(f.box, "status", "--inventory", str(f.box.inventory)) == 5
+    out = capsys.readouterr().out
+    assert "locked by run 20261101T000000Z-other0 (wang@laptop-7" in out and "--break-lock" in out
+    assert upgrader(f.box, "rollback", b.id, "--break-lock") == 0
+    assert h.answers() == "7.0.4.1" and not (h.state_dir / "lock").exists()
+    events = [json.loads(x) for x in (f.box.root / "audit" / "audit.jsonl").read_text().splitlines()]
+    (broken,) = [e for e in events if e["event"] == "lock_broken"]
+    assert broken["host"] == "app-01" and broken["data"]["holder"]["run"] == "20261101T000000Z-other0"
+    capsys.readouterr()
+    assert upgrader(f.box, "status", "--inventory", str(f.box.inventory)) == 0
+    assert "7.0.4.1" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------- 3. an honest canary
+
+
+def test_a_healthy_canary_ends_waiting_with_exit_0_and_the_audit_says_paused(fleet, monkeypatch, capsys, tmp_path):
+    """--canary 1 without --yes and without a terminal: exit 0, outcome waiting, the line with the resume command;
+    audit show and the HTML export call it paused after a healthy canary, never failed."""
+    import io
+    import sys
+
+    f = fleet(2)
+    monkeypatch.setattr(sys, "stdin", io.StringIO(""))
+    capsys.readouterr()
+    run = execute(f, planned(f, "7.0.4.2"), "--canary", "1")
+    out, err = capsys.readouterr()
+    assert run.rc == 0
+    assert run.outcomes == {"app-01": "committed", "app-02": "waiting"}
+    assert f"1 host(s) wait: upgrader resume {run.id} --yes" in out
+    assert "NEEDS" not in err and "failed" not in err
+    assert upgrader(f.box, "audit", "show", "--run", run.id) == 0
+    assert "paused after a healthy canary" in capsys.readouterr().out
+    html = tmp_path / "audit.html"
+    assert upgrader(f.box, "audit", "export", "--format", "html", "-o", str(html)) == 0
+    text = html.read_text()
+    assert "paused after a healthy canary" in text and "failed, rolled back" not in text
+    assert upgrader(f.box, "resume", run.id, "--yes") == 0
+    assert f.versions() == {"app-01": "7.0.4.2", "app-02": "7.0.4.2"}
+
+
+# ---------------------------------------------------------------- 4. fleet rollback like a fleet upgrade
+
+
+def test_a_two_host_rollback_in_batches_of_one_stops_after_a_failing_host(fleet, monkeypatch, capsys):
+    """Rollback of two hosts: without --yes and without a terminal it is refused (exit 2, nothing touched); with
+    --batch 1 --max-failures 0 --yes, app-01 (whose backup is damaged) fails and app-02 is not stopped at all."""
+    import io
+    import sys
+
+    f = fleet(2)
+    run = execute(f, planned(f, "7.0.4.2"))
+    assert run.rc == 0
+    monkeypatch.setattr(sys, "stdin", io.StringIO(""))
+    before = {h.name: host_state(h) for h in f.hosts}
+    capsys.readouterr()
+    assert upgrader(f.box, "rollback", run.id) == 2
+    assert "--yes" in capsys.readouterr().err
+    assert {h.name: host_state(h) for h in f.hosts} == before
+    # the first host's backup is damaged: its rollback fails the backup check (after its stop: it needs a person)
+    victim = next((f["app-01"].run_dir(run.id) / "backup" / "tree").rglob("VERSION"))
+    victim.unlink()
+    victim.write_text("tampered\n")
+    capsys.readouterr()
+    rc = upgrader(f.box, "rollback", run.id, "--batch", "1", "--max-failures", "0", "--yes")
+    out = capsys.readouterr().out
+    assert rc == 5
+    result = rollback_result(f, run.id)
+    outcomes = {h["host"]: h["outcome"] for h in result["hosts"]}
+    assert outcomes["app-01"] == "needs_person" and outcomes["app-02"] == "not_started"
+    assert "no further host was stopped" in result["stopped_early"]
+    assert host_state(f["app-02"]) == before["app-02"]  # same pid: never stopped
+    assert "rollbacks are allowed at any hour (policy window.rollback: any_time)" in out

@@ -388,6 +388,18 @@ policy, 4 approval missing or invalid or outside the service window, 5 needs a p
     rollback.add_argument("--obfuscate", action="store_true", help=_OBFUSCATE_HELP)
     rollback.add_argument("--json", action="store_true")
     rollback.set_defaults(func="upgrade:cmd_rollback")
+    status = sub.add_parser("status", help="per host: version, lock and its holder, runs that need a person",
+                            description="Read every host (read-only): the version it runs, the lock and who holds it "
+                                        "(run, user, machine, since when), and every run of this machine that left "
+                                        "the host interrupted, needing a person or waiting after a canary, with the "
+                                        "command that resolves it. Without --inventory: the hosts of this machine's "
+                                        "runs. Changes nothing.",
+                            epilog="exit codes: 0 every host reachable, unlocked and nothing waits for a person; "
+                                   "2 bad input; 5 a host is locked, unreachable or needs a person")
+    status.add_argument("--inventory", metavar="INV")
+    status.add_argument("--hosts", metavar="PATTERN")
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(func="status:cmd_status")
     diag = sub.add_parser(
         "diagnostics", help="(re)build the diagnostics bundle of a run, to send to support",
         formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -9,7 +9,8 @@ host is announced in the journal (``intent``) before it happens and recorded aft
 Terminal outcomes of a host: ``committed`` (new version healthy), ``rolled_back`` (old version
 restored and healthy), ``unchanged`` (failed before stop; nothing was changed), ``needs_person``
 (rollback failed, host lost, or locked by someone else), ``not_started`` (the failure budget was
-spent before its turn), and for a rollback requested after the fact, ``restored``. A rollback or resume
+spent before its turn), ``waiting`` (after a healthy canary, for the operator's go-ahead: no failure), and
+for a rollback requested after the fact, ``restored``. A rollback or resume
 that finds the host changed by a later run since ends ``superseded`` before anything is stopped.
 """
 
@@ -33,7 +34,7 @@ CANCELLED = "cancelled by the operator"
 
 #: exit code contributed by each host outcome (the run exits with the highest)
 OUTCOME_EXIT = {"committed": 0, "restored": 0, "unchanged": 1, "rolled_back": 1, "not_started": 1,
-                "stale": 2, "refused": 4, "needs_person": 5, "superseded": 5}
+                "stale": 2, "refused": 4, "needs_person": 5, "superseded": 5, "waiting": 0}
 
 
 class Observer(Protocol):
@@ -95,6 +96,11 @@ class RunResult:
     @property
     def exit_code(self) -> int:
         return max((OUTCOME_EXIT[h.outcome] for h in self.hosts), default=0)
+
+    @property
+    def waiting(self) -> int:
+        """Hosts that wait for a confirmation after a healthy canary."""
+        return sum(1 for h in self.hosts if h.outcome == "waiting")
 
     def to_dict(self) -> dict[str, Any]:
         return {"run_id": self.run_id, "exit_code": self.exit_code, "stopped_early": self.stopped_early,
@@ -159,6 +165,7 @@ class Engine:
         self.emit("run_started", hosts=names)
         outcomes: dict[str, HostOutcome] = {}
         stopped_early = None
+        waiting = False
         waves: list[list[HostTarget]] = []
         rest = list(targets)
         if self.canary:
@@ -173,7 +180,7 @@ class Engine:
                 stopped_early = f"{CANCELLED}; no new host was started"
             if stopped_early is not None:
                 for t in wave:
-                    outcomes[t.plan["name"]] = self._not_started(t, stopped_early)
+                    outcomes[t.plan["name"]] = self._not_started(t, stopped_early, waiting)
                 continue
             with ThreadPoolExecutor(max_workers=min(self.forks, len(wave))) as pool:
                 for outcome in pool.map(self._host_guarded, wave):
@@ -189,6 +196,7 @@ class Engine:
                         not self.confirm([outcomes[t.plan["name"]] for t in wave]):
                     # the same run goes on later, under the same approval: `upgrader resume RUN_ID --yes`
                     canaries = [t.plan["name"] for t in wave]
+                    waiting = not self.cancel.is_set()  # a healthy canary is a pause, not a failure
                     stopped_early = (f"the canary succeeded on {', '.join(canaries)}; the other hosts wait for a "
                                      f"confirmation: go on with 'upgrader resume {self.run_id} --yes'")
                 self.journal.record("canary", "end", ok=not failed, stopped=stopped_early)
@@ -198,8 +206,10 @@ class Engine:
         result = RunResult(self.run_id, [outcomes[n] for n in names], stopped_early)
         self.journal.record("run", "end", exit_code=result.exit_code,
                             outcomes={h.host: h.outcome for h in result.hosts})
+        paused = {"outcome": "waiting", "reason": f"paused after a healthy canary: {result.waiting} host(s) wait: "
+                  f"upgrader resume {self.run_id} --yes"} if result.waiting else {}
         self.emit("run_finished", exit_code=result.exit_code, stopped_early=stopped_early,
-                  outcomes={h.host: h.outcome for h in result.hosts})
+                  outcomes={h.host: h.outcome for h in result.hosts}, **paused)
         return result
 
     def rollback(self, targets: list[HostTarget]) -> RunResult:
@@ -260,10 +270,16 @@ class Engine:
         with self._lock:
             return self.max_failures is not None and self._failures > self.max_failures
 
-    def _not_started(self, t: HostTarget, why: str = "the run's failure budget was spent") -> HostOutcome:
-        o = HostOutcome(t.plan["name"], "not_started", t.plan["current"], t.plan["target"],
-                        version=t.plan["current"], error=f"not started: {why}")
-        self.journal.record("host", "not_started", host=o.host)
+    def _not_started(self, t: HostTarget, why: str = "the run's failure budget was spent",
+                     waiting: bool = False) -> HostOutcome:
+        """A host this run did not touch: ``waiting`` after a healthy canary, else ``not_started``."""
+        if waiting:
+            o = HostOutcome(t.plan["name"], "waiting", t.plan["current"], t.plan["target"], version=t.plan["current"],
+                            error=f"waits for a confirmation after the healthy canary: upgrader resume {self.run_id} --yes")
+        else:
+            o = HostOutcome(t.plan["name"], "not_started", t.plan["current"], t.plan["target"],
+                            version=t.plan["current"], error=f"not started: {why}")
+        self.journal.record("host", "not_started", host=o.host, waiting=waiting)
         self.emit("host_finished", o.host, outcome=o.outcome, version=o.version, error=o.error)
         return o
 
@@ -427,6 +443,7 @@ class _HostRun:
         return out
 
     def _rollback_requested(self) -> HostOutcome:
+        self.e.journal.record("rollback", "start", host=self.name)  # an interrupted rollback shows in the journal
         self.out.outcome = "needs_person"
         try:
             self.transport = self.t.connect()

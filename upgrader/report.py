@@ -128,7 +128,9 @@ def print_run_summary(console: Console, result: dict[str, Any]) -> None:
         for group, on in _mixed_groups(result["hosts"]).items():
             console.print(Text.assemble("  ", (f"group {group} is mixed: ", "yellow"),
                                         "; ".join(f"{v} on {_names(hosts)}" for v, hosts in sorted(on.items()))))
-    if result.get("stopped_early"):
+    if result.get("stopped_early") and any(h["outcome"] == "waiting" for h in result["hosts"]):
+        console.print(f"[bold]Paused after a healthy canary:[/bold] {result['stopped_early']}")
+    elif result.get("stopped_early"):
         console.print(f"[bold red]Stopped early:[/bold red] {result['stopped_early']}")
 
 

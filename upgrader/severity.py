@@ -40,7 +40,7 @@ RULES = (
     (4, "the run failed before the service was touched (preflight, backup): nothing changed"),
 )
 
-_NO_INCIDENT = ("committed", "restored", "not_started", "refused", "stale", "superseded")
+_NO_INCIDENT = ("committed", "restored", "not_started", "refused", "stale", "superseded", "waiting")
 _CORE = ("process", "tcp", "http")
 _DATA_SOURCE = re.compile(r"jdbc|data ?source|database|sqlexception|could not connect to (the )?db", re.I)
 

@@ -243,6 +243,9 @@ def _report(c: Any, result: dict[str, Any]) -> int:
         print_run_summary(c, result)
         print_diagnostics(c, result.get("diagnostics"))
         _print_checkpoint(c, result["checkpoint"])
+        waiting = sum(1 for h in result["hosts"] if h["outcome"] == "waiting")
+        if waiting:
+            c.print(f"[bold]{waiting} host(s) wait:[/bold] upgrader resume {result['run_id']} --yes", soft_wrap=True)
     _explain_failures(result)
     return int(result["exit_code"])
 
@@ -595,7 +598,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
     done_file = run_dir / "result.json"
     if done_file.is_file():
         result = json.loads(done_file.read_text(encoding="utf-8"))
-        waiting = [h["host"] for h in result["hosts"] if h["outcome"] == "not_started"]
+        waiting = [h["host"] for h in result["hosts"] if h["outcome"] in ("waiting", "not_started")]
         view = journal_view(run_dir)
         # hosts of a continuation after the canary that was itself interrupted are finished from the journal
         # below, like any interrupted run; otherwise the run had ended
