@@ -232,3 +232,106 @@ def test_a_two_host_rollback_in_batches_of_one_stops_after_a_failing_host(fleet,
     assert "no further host was stopped" in result["stopped_early"]
     assert host_state(f["app-02"]) == before["app-02"]  # same pid: never stopped
     assert "rollbacks are allowed at any hour (policy window.rollback: any_time)" in out
+
+
+# ---------------------------------------------------------------- 5. a dry run that reads the hosts
+
+
+def test_dry_run_reads_every_host_and_fails_when_sshd_is_down(tmp_path, capsys):
+    """run --dry-run reads the hosts over SSH (version, lock, disk, host key, package), prints the exact commands,
+    probes and the canary/batch order and touches nothing (exit 0); with this fleet's sshd stopped: exit 5."""
+    from conftest import kill_processes_under
+    from fleet import build_fleet
+    from sshd import start_sshd
+    from upgrader.transport import close_all
+
+    server = start_sshd(tmp_path / "sshd")
+    f = build_fleet(tmp_path / "fleet", server, 2)
+    try:
+        plan = planned(f, "7.0.4.2")
+        approval = approve(f.box, plan)
+        before = {h.name: host_state(h) for h in f.hosts}
+        capsys.readouterr()
+        rc = upgrader(f.box, "run", str(plan), "--approval", str(approval), "--dry-run", "--canary", "1")
+        out = capsys.readouterr().out
+        assert rc == 0, out
+        assert "read now: runs 7.0.4.1, lock free" in out and "host key verified" in out
+        assert "stop               bin/stop.sh" in out and "start              bin/start.sh" in out
+        assert "probe" in out and "order: [app-01] → [app-02] (the first is the canary)" in out
+        assert {h.name: host_state(h) for h in f.hosts} == before
+        assert f.run_dirs() == []
+        # plan show --check: the same read, without any approval
+        assert upgrader(f.box, "plan", "show", str(plan), "--check") == 0
+        assert "dry run: every host read, nothing was touched" in capsys.readouterr().out
+        server.kill_sessions()  # the pooled connections go too: nothing answers on that port any more
+        server.stop()
+        close_all()
+        rc = upgrader(f.box, "run", str(plan), "--approval", str(approval), "--dry-run")
+        out = capsys.readouterr().out
+        assert rc == 5
+        assert "unreachable" in out and "NOT READY" in out
+        assert upgrader(f.box, "plan", "show", str(plan), "--check") == 5
+        assert {h.name: host_state(h) for h in f.hosts} == before
+    finally:
+        server.stop()
+        f.stop_all()
+        kill_processes_under(tmp_path)
+
+
+# ---------------------------------------------------------------- 6. inventories
+
+
+def _ansible_ini(f: Fleet, extra: str = "", group: bool = True) -> Path:
+    entry = f.sshd.host_entry()
+    lines = ["[prod]" if group else ""]
+    for h in f.hosts:
+        lines.append(f"{h.name} ansible_host=127.0.0.1 ansible_port={entry['port']} ansible_user={entry['user']} "
+                     f"ansible_ssh_private_key_file={entry['key']} known_hosts={entry['known_hosts']} "
+                     f"install_dir={h.install_dir} product=sample-middleware playbook=sample-middleware "
+                     f"maintenance_until=2099-12-31 port={h.port} {extra}")
+    path = f.box.root / "hosts.ini"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_hosts_all_and_ungrouped_select_as_in_ansible(fleet):
+    """--hosts all plans every host of an Ansible INI inventory; ungrouped selects the hosts in no group."""
+    f = fleet(2)
+    inv = _ansible_ini(f)
+    out = f.box.plans / "all.json"
+    assert upgrader(f.box, "plan", "--inventory", str(inv), "--to", "7.0.4.2", "--catalog", str(f.box.catalog),
+                    "--hosts", "all", "-o", str(out)) == 0
+    assert [h["name"] for h in json.loads(out.read_text())["hosts"]] == ["app-01", "app-02"]
+    inv = _ansible_ini(f, group=False)
+    assert upgrader(f.box, "plan", "--inventory", str(inv), "--to", "7.0.4.2", "--catalog", str(f.box.catalog),
+                    "--hosts", "ungrouped", "-o", str(out)) == 0
+    assert [h["name"] for h in json.loads(out.read_text())["hosts"]] == ["app-01", "app-02"]
+
+
+def test_ansible_become_is_refused_naming_the_host_and_the_key(fleet, capsys):
+    """ansible_become=true (or an ansible_become_user): exit 2 naming the host and the key, no plan, host untouched."""
+    f = fleet(1)
+    before = host_state(f["app-01"])
+    for extra, key in (("ansible_become=true", "ansible_become"), ("ansible_become_user=tongweb", "ansible_become_user")):
+        inv = _ansible_ini(f, extra)
+        out = f.box.plans / "become.json"
+        capsys.readouterr()
+        assert upgrader(f.box, "plan", "--inventory", str(inv), "--to", "7.0.4.2", "--catalog", str(f.box.catalog),
+                        "-o", str(out)) == 2
+        err = capsys.readouterr().err
+        assert f"host app-01: {key}" in err and "Traceback" not in err
+        assert not out.exists()
+    assert host_state(f["app-01"]) == before
+
+
+def test_an_unknown_host_key_names_the_three_ways_to_accept_it(fleet, capsys):
+    """An empty known_hosts: refused (exit 5) with ssh-keyscan, the inventory's known_hosts and accept-new named."""
+    f = fleet(1)
+    empty = f.box.root / "empty_known_hosts"
+    empty.write_text("")
+    f.write_inventory(known_hosts=str(empty))
+    capsys.readouterr()
+    rc, _ = plan_to(f.box, "7.0.4.2")
+    err = capsys.readouterr().err
+    assert rc == 5
+    assert "ssh-keyscan -p" in err and "known_hosts: FILE for app-01" in err and "host_key: accept-new" in err

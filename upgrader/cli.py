@@ -340,7 +340,10 @@ policy, 4 approval missing or invalid or outside the service window, 5 needs a p
     run.add_argument("--forks", type=int, default=10, metavar="N", help="hosts worked on at once (default 10)")
     run.add_argument("--yes", action="store_true", help="continue after a successful canary without asking")
     run.add_argument("--break-lock", action="store_true", help=_BREAK_LOCK_HELP)
-    run.add_argument("--dry-run", action="store_true", help="check everything, show the phases, touch nothing")
+    run.add_argument("--dry-run", action="store_true",
+                     help="check everything and read every host (read-only: version, lock, disk, host key, package); "
+                          "print the exact commands, probes and host order; touch nothing; exit 5 if a host is not "
+                          "ready or unreachable")
     run.add_argument("--audit-key", metavar="KEY", help="your SSH key that signs the audit checkpoint "
                      "(default: env UPGRADER_AUDIT_KEY, HOME/keys/operator, ~/.ssh/id_*)")
     run.add_argument("--obfuscate", action="store_true", help=_OBFUSCATE_HELP)
@@ -388,6 +391,20 @@ policy, 4 approval missing or invalid or outside the service window, 5 needs a p
     rollback.add_argument("--obfuscate", action="store_true", help=_OBFUSCATE_HELP)
     rollback.add_argument("--json", action="store_true")
     rollback.set_defaults(func="upgrade:cmd_rollback")
+    # `upgrader plan show PLAN [--check]` (main() routes "plan show" here: `plan` itself takes options only)
+    pshow = sub.add_parser("plan-show", help="`upgrader plan show PLAN [--check]`: what a plan will do; --check reads "
+                           "every host, read-only",
+                           description="Show the plan's hosts and phases. With --check, connect to every host "
+                                       "read-only (host key verified, nothing written, no lock taken) and re-check "
+                                       "the version, the lock, free disk and whether the package is there, and "
+                                       "print the exact commands and probes and the order of the hosts. Needs no "
+                                       "approval: for the approver's review.",
+                           epilog="exit codes: 0 shown (every host ready), 2 bad input, 5 a host is unreachable or "
+                                  "not as the plan expects")
+    pshow.add_argument("plan", metavar="PLAN")
+    pshow.add_argument("--check", action="store_true", help="read every host (read-only) and check it")
+    pshow.add_argument("--json", action="store_true")
+    pshow.set_defaults(func="plan_check:cmd_plan_show")
     status = sub.add_parser("status", help="per host: version, lock and its holder, runs that need a person",
                             description="Read every host (read-only): the version it runs, the lock and who holds it "
                                         "(run, user, machine, since when), and every run of this machine that left "
@@ -437,8 +454,21 @@ def _resolve(spec: str) -> Callable[[argparse.Namespace], int]:
     return getattr(importlib.import_module(f".commands.{module}", __package__), name)  # type: ignore[no-any-return]
 
 
+def _plan_show(argv: list[str]) -> list[str]:
+    """``plan show ...`` is the ``plan-show`` command (``plan`` itself makes a plan from options)."""
+    for i, word in enumerate(argv):
+        if word == "plan" and argv[i + 1:i + 2] == ["show"]:
+            return argv[:i] + ["plan-show"] + argv[i + 2:]
+        if word == "--home":
+            continue
+        if not word.startswith("-") and (i == 0 or argv[i - 1] != "--home"):
+            break
+    return argv
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    argv = _plan_show(list(sys.argv[1:] if argv is None else argv))
     try:
         args = parser.parse_args(argv)
     except SystemExit as e:  # argparse: usage errors exit 2, --help exits 0

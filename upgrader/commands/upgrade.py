@@ -152,7 +152,10 @@ def _run(args: argparse.Namespace, plan: Any, clock: Any) -> int:
     checked = check_run(args, plan, clock)
     c = None if args.json else console()  # --json (scripts): rich is not even imported
     if args.dry_run:
-        return _dry_run(args, plan, c)
+        from .plan_check import check_plan_hosts
+
+        return check_plan_hosts(args, plan.data, plan.digest, c, canary=args.canary, batch=batch,
+                                package_verified=True)
     interrupts = run_interrupts(None)
     with interrupts.running():  # from here a run, once started, always reaches its end and its records
         return _run_started(args, plan, checked, clock, c, batch, max_failures, interrupts)
@@ -493,21 +496,6 @@ def _check_approvals(args: argparse.Namespace, plan: Any, policy: Any, now: Any)
     return check_approvals(args.approval, plan_digest=plan.digest, requester=str(plan.data["requester"].get("user")),
                            signers=signers, required=policy.approvals_required,
                            allow_self=policy.allow_self_approval, now=now, used=_used_approvals(args.home))
-
-
-def _dry_run(args: argparse.Namespace, plan: Any, c: Any) -> int:
-    data = {"dry_run": True, "digest": plan.digest,
-            "hosts": [{"host": h["name"], "current": h["current"], "target": h["target"],
-                       "phases": h["phases"]} for h in plan.hosts]}
-    if args.json:
-        print_json(data)
-    else:
-        for h in data["hosts"]:
-            c.print(f"[bold]{h['host']}[/bold] {h['current']} → {h['target']}")
-            for p in h["phases"]:
-                c.print(f"  {p['phase']:<10} {p['does']}")
-        c.print("dry run: packages verified, nothing was touched")
-    return ExitCode.OK
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
