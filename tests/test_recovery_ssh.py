@@ -218,7 +218,7 @@ def test_a_two_host_rollback_in_batches_of_one_stops_after_a_failing_host(fleet,
     assert upgrader(f.box, "rollback", run.id) == 2
     assert "--yes" in capsys.readouterr().err
     assert {h.name: host_state(h) for h in f.hosts} == before
-    # the first host's backup is damaged: its rollback fails the backup check (after its stop: it needs a person)
+    # the first host's backup is damaged: its rollback fails the backup check, before its service is stopped
     victim = next((f["app-01"].run_dir(run.id) / "backup" / "tree").rglob("VERSION"))
     victim.unlink()
     victim.write_text("tampered\n")
@@ -231,6 +231,11 @@ def test_a_two_host_rollback_in_batches_of_one_stops_after_a_failing_host(fleet,
     assert outcomes["app-01"] == "needs_person" and outcomes["app-02"] == "not_started"
     assert "no further host was stopped" in result["stopped_early"]
     assert host_state(f["app-02"]) == before["app-02"]  # same pid: never stopped
+    # app-01 was not stopped either: its backup failed the check first, 7.0.4.2 runs under the same pid
+    assert host_state(f["app-01"])["pid"] == before["app-01"]["pid"] and f["app-01"].answers() == "7.0.4.2"
+    assert not (f["app-01"].state_dir / "lock").exists()
+    assert "nothing was stopped" in result["hosts"][0]["error"]
+    assert result["hosts"][0]["after"]["healthy"] is True  # read on the host afterwards, not assumed
     assert "rollbacks are allowed at any hour (policy window.rollback: any_time)" in out
 
 
@@ -335,3 +340,50 @@ def test_an_unknown_host_key_names_the_three_ways_to_accept_it(fleet, capsys):
     err = capsys.readouterr().err
     assert rc == 5
     assert "ssh-keyscan -p" in err and "known_hosts: FILE for app-01" in err and "host_key: accept-new" in err
+
+
+def test_configuration_edited_since_the_upgrade_is_named_before_the_rollback_and_where_it_was_kept_after(fleet,
+                                                                                                         capsys):
+    """conf/server.conf edited while 7.0.4.2 ran: the rollback says so before the stop, restores the backed-up
+    file byte for byte and prints where the edited one was kept (it is there, with the edit)."""
+    f = fleet(1)
+    h = f["app-01"]
+    conf = h.install_dir / "conf" / "server.conf"
+    original = conf.read_bytes()
+    a = execute(f, planned(f, "7.0.4.2"))
+    assert a.rc == 0
+    conf.write_bytes(original + b"# tuned after the upgrade\n")
+    capsys.readouterr()
+    assert upgrader(f.box, "rollback", a.id) == 0
+    out = capsys.readouterr().out
+    said = out.index("app-01: configuration changed since the upgrade: conf/server.conf")
+    assert said < out.index("rollback            ok")  # named before the host was stopped and restored
+    kept_line = next(line for line in out.splitlines() if "is kept in" in line and line.startswith("app-01:"))
+    kept_dir = Path(kept_line.rsplit("is kept in ", 1)[1].strip())
+    assert (kept_dir / "conf" / "server.conf").read_bytes() == original + b"# tuned after the upgrade\n"
+    assert conf.read_bytes() == original and h.answers() == "7.0.4.1"
+
+
+def test_a_policy_can_hold_rollbacks_to_the_service_window(fleet, monkeypatch, capsys):
+    """window.rollback: like_run with outside: refuse: a rollback at 20:00 is refused (exit 4, host untouched, same
+    pid); the next morning it runs. The default (any_time) says that it allows rollbacks at any hour."""
+    f = fleet(1)
+    h = f["app-01"]
+    policy = f.box.policy.read_text(encoding="utf-8")
+    assert "  outside: allow\n" in policy
+    f.box.policy.write_text(policy.replace("  outside: allow\n", "  outside: refuse\n  rollback: like_run\n"),
+                            encoding="utf-8")
+    monkeypatch.setenv("UPGRADER_TEST_NOW", "2026-11-27T10:00:00+08:00")  # a Friday, inside the window
+    plan = planned(f, "7.0.4.2")
+    a = execute(f, plan)
+    assert a.rc == 0
+    before = host_state(h)
+    monkeypatch.setenv("UPGRADER_TEST_NOW", "2026-11-27T20:00:00+08:00")
+    capsys.readouterr()
+    assert upgrader(f.box, "rollback", a.id) == 4
+    assert "outside the service window" in capsys.readouterr().err
+    assert host_state(h) == before
+    monkeypatch.setenv("UPGRADER_TEST_NOW", "2026-11-30T10:00:00+08:00")  # Monday morning
+    assert upgrader(f.box, "rollback", a.id) == 0
+    assert "the rollback is allowed now (policy window.rollback: like_run)" in capsys.readouterr().out
+    assert h.answers() == "7.0.4.1"

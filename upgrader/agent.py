@@ -1204,6 +1204,16 @@ def op_recovery_check(req):
     return out
 
 
+def op_backup_check(req):
+    """Read every byte of this run's backup against its checksums (read-only), before a rollback stops anything."""
+    paths = Paths(req)
+    manifest = read_json(paths.run("backup", "manifest.json"))
+    if not manifest:
+        raise AgentError("run %s has no backup on this host" % paths.run_id, "needs_person")
+    verify_backup(paths.run("backup", "tree"), manifest, rehash="full")
+    return {"files": len(manifest["tree"]["files"]), "config": len(manifest["config"])}
+
+
 def config_changed_since(paths, manifest):
     """Configuration files (preserved, kind config) that differ now from the run's backup of them: a rollback
     restores the backup and keeps these aside (config-before-rollback)."""
@@ -1482,7 +1492,7 @@ def op_inspect(req):
 
 OPS = {"facts": op_facts, "lock": op_lock, "unlock": op_unlock, "prepare": op_prepare, "stop": op_stop,
        "install": op_install, "start": op_start, "observe": op_observe, "rollback": op_rollback,
-       "recovery_check": op_recovery_check, "verify_tree": op_verify_tree, "finish": op_finish, "hook": op_hook, "state": op_state,
+       "recovery_check": op_recovery_check, "backup_check": op_backup_check, "verify_tree": op_verify_tree, "finish": op_finish, "hook": op_hook, "state": op_state,
        "receive_check": op_receive_check, "receive_commit": op_receive_commit,
        "access_read": op_access_read, "access_write": op_access_write, "inspect": op_inspect}
 

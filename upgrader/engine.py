@@ -431,7 +431,10 @@ class _HostRun:
             agent = AgentClient(transport)
             facts = agent.call("facts", **self.base, version_source=self.spec["version"], check_drift=False,
                                preserve=[], packages=[])
-            probes = {**self.p["playbook"]["rollback_observe"], "start_timeout": 0, "window": 0}
+            # the probes of the version that is there (the new version's expect its version in answers)
+            spec = self.spec["observe"] if facts.get("version") == self.p["target"] else \
+                self.p["playbook"]["rollback_observe"]
+            probes = {**spec, "start_timeout": 0, "window": 0}
             seen = agent.call("observe", **self.base, observe=probes, log_offsets={}, timeout=60)
             out.after = {"read": True, "version": facts.get("version"), "healthy": bool(seen["healthy"]),
                          "lock": facts.get("lock"), "probes": seen["probes"]}
@@ -488,6 +491,8 @@ class _HostRun:
                 self.out.error = (f"the host runs {version}, not {self.p['target']} as this run left it: roll back "
                                   "the later run first")
                 self.call("unlock")
+                return self.out
+            if not self._backup_sound(version):
                 return self.out
             self.requested = True
             result = self._rollback("requested by the operator", "requested")
@@ -572,6 +577,21 @@ class _HostRun:
             self.e.journal.record("lock", "broken", host=self.name, holder=broken)
             self.e.emit("lock_broken", self.name, outcome="forced", holder=broken,
                         reason="--break-lock given by the operator")
+
+    def _backup_sound(self, version: str | None) -> bool:
+        """Before a requested rollback stops anything: every byte of the backup matches its checksum. If not, the
+        host is released as it is (the running version keeps running) and a person decides."""
+        try:
+            self.phase("verify_backup", lambda: ("every file of the backup matches its checksum",
+                                                 self.call("backup_check", timeout=3600)))
+        except _PhaseFailed as err:
+            self.call("unlock")
+            self.out.outcome = "needs_person"
+            self.out.version = version
+            self.out.error = (f"the backup of this run on the host cannot be trusted ({err.message}); nothing was "
+                              f"stopped: {version} runs as it did. Restore from another backup, or keep this version")
+            return False
+        return True
 
     def _superseded(self, check: dict[str, Any], version: str | None) -> HostOutcome:
         """Another run changed this host since: a rollback or resume of this run must not touch it."""
