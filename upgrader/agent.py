@@ -1193,6 +1193,15 @@ def op_recovery_check(req):
            "version": (installed or {}).get("version"), "phase": st.get("phase"), "by": None}
     if owner == paths.run_id:
         out["verdict"] = "installed"
+    elif manifest is None:
+        # no backup of this run here: it never stopped this host (or retention dropped the backup after later
+        # runs); the host changed since when installed.json was written after this run's last step here (a
+        # run that left no state here at all changed nothing: the caller's own checks decide)
+        written = os.path.getmtime(paths.installed) if installed else 0
+        if st.get("updated") and last != paths.run_id and written > float(st["updated"]):
+            out["verdict"], out["by"] = "changed", last
+        else:
+            out["verdict"] = "before"
     elif owner == UNKNOWN_OWNER and last == paths.run_id:  # recorded before installed_by existed
         out["verdict"] = "rolled_back" if st.get("rolled_back") or st.get("phase") == "finished" else "before"
     elif (owner == before and owner != UNKNOWN_OWNER) or installed is None:

@@ -392,7 +392,7 @@ policy, 4 approval missing or invalid or outside the service window, 5 needs a p
     rollback.add_argument("--json", action="store_true")
     rollback.set_defaults(func="upgrade:cmd_rollback")
     # `upgrader plan show PLAN [--check]` (main() routes "plan show" here: `plan` itself takes options only)
-    pshow = sub.add_parser("plan-show", help="`upgrader plan show PLAN [--check]`: what a plan will do; --check reads "
+    pshow = sub.add_parser("plan-show", prog="upgrader plan show", help="`upgrader plan show PLAN [--check]`: what a plan will do; --check reads "
                            "every host, read-only",
                            description="Show the plan's hosts and phases. With --check, connect to every host "
                                        "read-only (host key verified, nothing written, no lock taken) and re-check "
