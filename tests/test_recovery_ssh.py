@@ -70,6 +70,9 @@ def test_rolling_back_a_run_that_a_later_run_replaced_is_refused_before_anything
     assert f"app-01 was changed by run {b.id} since; roll back {b.id}" in out + err
     assert host_state(h) == before
     assert rollback_result(f, a.id)["hosts"][0]["outcome"] == "superseded"
+    html = f.box.root / "audit.html"
+    assert upgrader(f.box, "audit", "export", "--format", "html", "-o", str(html)) == 0
+    assert "refused: a later run changed the host since; nothing was stopped" in html.read_text()
     # the way out it names works: B is rolled back, 7.0.4.1 runs again
     assert upgrader(f.box, "rollback", b.id) == 0
     assert h.answers() == "7.0.4.1"
@@ -145,6 +148,9 @@ def test_a_lock_left_by_a_killed_rollback_is_shown_by_status_and_cleared_with_br
     out = capsys.readouterr().out
     assert "app-01" in out and "7.0.4.2" in out and f"locked by run {a.id}" in out
     assert f"upgrader rollback {a.id}" in out
+    assert upgrader(f.box, "resume", a.id) == 0  # the run had finished; resume points at the rollback
+    assert f"but app-01: run {a.id} its rollback was interrupted" in capsys.readouterr().out
+    assert host_state(h) == held
     assert upgrader(f.box, "status", "--inventory", str(f.box.inventory), "--json") == 5
     status = json.loads(capsys.readouterr().out)
     assert status["hosts"][0]["lock"]["run"] == a.id and status["hosts"][0]["version"] == "7.0.4.2"
@@ -387,3 +393,29 @@ def test_a_policy_can_hold_rollbacks_to_the_service_window(fleet, monkeypatch, c
     assert upgrader(f.box, "rollback", a.id) == 0
     assert "the rollback is allowed now (policy window.rollback: like_run)" in capsys.readouterr().out
     assert h.answers() == "7.0.4.1"
+
+
+def test_on_a_terminal_a_fleet_rollback_asks_before_it_stops_more_than_one_host(fleet):
+    """In a real terminal `rollback` of two hosts asks first; "n" leaves both hosts running under the same pids
+    (exit 2); "y" rolls both back."""
+    import os
+    import sys
+
+    import pexpect
+
+    f = fleet(2)
+    run = execute(f, planned(f, "7.0.4.2"))
+    assert run.rc == 0
+    before = {h.name: host_state(h) for h in f.hosts}
+    exe = str(Path(sys.executable).with_name("upgrader"))
+    for answer, code in (("n", 2), ("y", 0)):
+        child = pexpect.spawn(exe, ["--home", str(f.box.root), "rollback", run.id, "--batch", "1"], encoding="utf-8",
+                              timeout=120, dimensions=(40, 160), env={**os.environ, "TERM": "xterm"})
+        child.expect("roll back 2 hosts")
+        child.sendline(answer)
+        child.expect(pexpect.EOF)
+        child.close()
+        assert child.exitstatus == code, (child.before or "")[-2000:]
+        if answer == "n":
+            assert {h.name: host_state(h) for h in f.hosts} == before
+    assert f.versions() == {"app-01": "7.0.4.1", "app-02": "7.0.4.1"}

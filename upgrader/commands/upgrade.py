@@ -597,6 +597,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
                 print_json({**result, "resumed": False, "note": "the run had finished: nothing to resume"})
             else:
                 c.print(f"run {args.run_id} had finished (exit {result['exit_code']}): nothing to resume")
+                _print_open_rollbacks(c, args.run_id, run_dir, [h["host"] for h in result["hosts"]])
             return int(result["exit_code"])
     plan = json.loads(plan_file.read_text(encoding="utf-8"))
     hosts = plan["hosts"]
@@ -627,6 +628,16 @@ def cmd_resume(args: argparse.Namespace) -> int:
         result = engine.resume(targets, seen).to_dict()
         record_interrupts(recorder, interrupts, cancels=False)
         return _close_run(args, c, recorder, journal, result, "result.json")
+
+
+def _print_open_rollbacks(c: Any, run_id: str, run_dir: Path, hosts: list[str]) -> None:
+    """A finished run whose rollback was interrupted: say which command finishes that (not resume)."""
+    from .status import run_needs
+
+    for host in hosts:
+        for need in run_needs(run_dir.parent, host):
+            if need["run"] == run_id:
+                c.print(f"but {host}: run {run_id} {need['why']}: {need['resolve']}", soft_wrap=True, markup=False)
 
 
 def _run_approvals(run_dir: Path) -> tuple[str, ...]:
