@@ -419,3 +419,34 @@ def test_on_a_terminal_a_fleet_rollback_asks_before_it_stops_more_than_one_host(
         if answer == "n":
             assert {h.name: host_state(h) for h in f.hosts} == before
     assert f.versions() == {"app-01": "7.0.4.1", "app-02": "7.0.4.1"}
+
+
+def test_resume_takes_over_a_foreign_lock_only_with_break_lock(fleet, capsys):
+    """Run A killed in preflight leaves only its lock; another controller's lock then replaces it. `resume A` is
+    refused by that lock (exit 5, pid unchanged); `resume A --break-lock` releases the host untouched and the audit
+    log names the holder it replaced."""
+    import os
+    import subprocess
+    import sys
+
+    f = fleet(1)
+    h = f["app-01"]
+    plan = planned(f, "7.0.4.2")
+    killed = subprocess.run([sys.executable, "-m", "upgrader", "--home", str(f.box.root), "run", str(plan),
+                             "--approval", str(approve(f.box, plan))],
+                            env={**os.environ, "UPGRADER_TEST_KILL_AT": "backup:before"}, capture_output=True,
+                            text=True, timeout=120)
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    (a_dir,) = f.run_dirs()
+    (h.state_dir / "lock").write_text(json.dumps({"run": "20261101T000000Z-other1", "controller": "laptop-9",
+                                                   "user": "li", "time": 1761955200}))
+    before = host_state(h)
+    assert upgrader(f.box, "resume", a_dir.name) == 5
+    assert host_state(h) == before
+    capsys.readouterr()
+    assert upgrader(f.box, "resume", a_dir.name, "--break-lock") == 1  # released untouched: the run did not happen
+    out = capsys.readouterr().out
+    assert "broke the lock of run 20261101T000000Z-other1 (li@laptop-9)" in out
+    assert h.answers() == "7.0.4.1" and pid(h) == before["pid"] and not (h.state_dir / "lock").exists()
+    events = [json.loads(x) for x in (f.box.root / "audit" / "audit.jsonl").read_text().splitlines()]
+    assert [e["data"]["holder"]["user"] for e in events if e["event"] == "lock_broken"] == ["li"]

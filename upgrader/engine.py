@@ -505,7 +505,7 @@ class _HostRun:
             self.transport.close()
 
     def _resume(self, seen: dict[str, Any]) -> HostOutcome:
-        if seen.get("ended"):
+        if seen.get("ended") and seen["ended"] != "needs_person":  # a host that needs a person is read again
             self.out.outcome = seen["ended"]
             self.out.version = seen.get("version")
             self.out.error = "already finished before the interruption: nothing to do"
@@ -540,6 +540,13 @@ class _HostRun:
                 self.out.outcome = "unchanged"
                 self.out.error = "interrupted before stop: the host was released untouched"
                 return self.out
+            if state["state"].get("rolled_back") and self._healthy_now(self.p["playbook"]["rollback_observe"]):
+                # the old version is back and answers: nothing to stop or start, only the end to record
+                self.out.outcome = "rolled_back"
+                self.out.version = version
+                self.out.error = "the rollback had restored the old version; it runs and is healthy"
+                self._finish("rolled_back")
+                return self.out
             if state["state"].get("rolled_back") or phase == "restoring":
                 return self._rollback("resumed: finishing an interrupted rollback", "resumed")
             if "observe" in seen.get("done", []) and version == self.p["target"] and phase == "installed":
@@ -566,6 +573,15 @@ class _HostRun:
             return self._rollback("resumed after the run was interrupted (the playbook says: roll back)", "resumed")
         finally:
             self.transport.close()
+
+    def _healthy_now(self, observe: dict[str, Any]) -> bool:
+        """One read-only look at the probes (no waiting, no window, no phase record)."""
+        try:
+            res = self.call("observe", observe={**observe, "start_timeout": 0, "window": 0}, log_offsets={},
+                            timeout=60)
+        except (AgentFailure, TransportError):
+            return False
+        return bool(res["healthy"])
 
     def _lock(self) -> None:
         """Take the host's lock for this run; a lock broken on the operator's word is recorded with its holder."""

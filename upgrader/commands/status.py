@@ -120,6 +120,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     runs = runs_dir(args.home)
     known = {p.name: _last_command(p) for p in runs.glob("*") if p.is_dir()}
     targets = _targets(args)
+    if not targets:
+        from ..errors import InputError
+
+        raise InputError(f"no hosts to show: no runs in {runs}", hint="give --inventory INV")
     with ThreadPoolExecutor(max_workers=max(1, min(8, len(targets)))) as pool:
         read = list(pool.map(lambda t: _read(*t), targets))
     hosts = []

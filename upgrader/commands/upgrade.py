@@ -587,10 +587,12 @@ def cmd_resume(args: argparse.Namespace) -> int:
     if done_file.is_file():
         result = json.loads(done_file.read_text(encoding="utf-8"))
         waiting = [h["host"] for h in result["hosts"] if h["outcome"] in ("waiting", "not_started")]
+        needs_person = [h["host"] for h in result["hosts"] if h["outcome"] == "needs_person"]
         view = journal_view(run_dir)
         # hosts of a continuation after the canary that was itself interrupted are finished from the journal
-        # below, like any interrupted run; otherwise the run had ended
-        if not any(view.get(h, {}).get("started") for h in waiting):
+        # below, like any interrupted run, and so are hosts that need a person (locked, lost, a failed rollback:
+        # resume reads each again and finishes what it can); otherwise the run had ended
+        if not needs_person and not any(view.get(h, {}).get("started") for h in waiting):
             if waiting and "canary succeeded" in str(result.get("stopped_early") or ""):
                 return _continue_after_canary(args, run_dir, result, waiting, c)
             if args.json:
