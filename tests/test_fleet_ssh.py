@@ -137,7 +137,8 @@ def test_failed_canary_stops_the_run_before_any_other_host_is_touched(fleet, cap
 
 
 def test_successful_canary_without_yes_and_without_a_terminal_stops_before_the_rest(fleet, monkeypatch, capsys):
-    """A healthy canary with no --yes and stdin not a terminal: the canary is upgraded, the rest waits untouched."""
+    """A healthy canary with no --yes and stdin not a terminal: the canary is upgraded, the rest waits untouched;
+    the run ends 'waiting' with exit 0 and the line that says how to go on."""
     f = fleet(3)
     before = digests(f)
     plan = planned(f, "7.0.4.2")
@@ -145,12 +146,14 @@ def test_successful_canary_without_yes_and_without_a_terminal_stops_before_the_r
     capsys.readouterr()
     run = execute(f, plan, "--canary", "1")
     out = capsys.readouterr().out
-    assert run.outcomes == {"app-01": "committed", "app-02": "not_started", "app-03": "not_started"}
-    assert run.rc == 1
+    assert run.outcomes == {"app-01": "committed", "app-02": "waiting", "app-03": "waiting"}
+    assert run.rc == 0  # a healthy canary is a pause, not a failure
     assert f["app-01"].answers() == "7.0.4.2"
     for name in ("app-02", "app-03"):
         assert_untouched(f[name], before[name], run)
-    assert "Stopped early: the canary succeeded on app-01; the other hosts wait for a confirmation" in out
+    assert "Paused after a healthy canary: the canary succeeded on app-01; the other hosts wait for a confirmation" \
+        in out
+    assert f"2 host(s) wait: upgrader resume {run.id} --yes" in out
     # the way on that the message gives: the same run, under the same approval
     assert f"upgrader resume {run.id} --yes" in run.result["stopped_early"]
     assert upgrader(f.box, "resume", run.id, "--yes") == 0
@@ -159,7 +162,7 @@ def test_successful_canary_without_yes_and_without_a_terminal_stops_before_the_r
 
 def test_ctrl_c_at_the_canary_question_answers_no_and_leaves_the_rest_untouched(fleet):
     """In a real terminal (live board, then the question): Ctrl-C at "continue with the other hosts?" is a no.
-    The canary stays upgraded, the others wait untouched, exit 1, no traceback; resume --yes goes on later."""
+    The canary stays upgraded, the others wait untouched, exit 0, no traceback; resume --yes goes on later."""
     import pexpect
 
     f = fleet(2)
@@ -174,11 +177,11 @@ def test_ctrl_c_at_the_canary_question_answers_no_and_leaves_the_rest_untouched(
     child.expect(pexpect.EOF)
     child.close()
     screen = child.before or ""
-    assert child.exitstatus == 1, screen[-2000:]
+    assert child.exitstatus == 0, screen[-2000:]  # "no" to going on is a pause after a healthy canary
     assert "Traceback" not in screen and "interrupted" not in screen
     (run_dir,) = f.run_dirs()
-    run = Run(1, run_dir)
-    assert run.outcomes == {"app-01": "committed", "app-02": "not_started"}
+    run = Run(0, run_dir)
+    assert run.outcomes == {"app-01": "committed", "app-02": "waiting"}
     assert "the other hosts wait for a confirmation" in run.result["stopped_early"]
     assert_untouched(f["app-02"], before["app-02"], run)
     assert upgrader(f.box, "resume", run.id, "--yes") == 0
@@ -190,7 +193,7 @@ def test_resume_picks_up_a_run_stopped_after_its_canary(fleet, monkeypatch):
     f = fleet(2)
     monkeypatch.setattr(sys, "stdin", io.StringIO(""))
     run = execute(f, planned(f, "7.0.4.2"), "--canary", "1")
-    assert run.outcomes == {"app-01": "committed", "app-02": "not_started"}
+    assert run.outcomes == {"app-01": "committed", "app-02": "waiting"}
     assert upgrader(f.box, "resume", run.id) == 2  # no terminal, no --yes: asks for the confirmation, touches nothing
     assert f.versions() == {"app-01": "7.0.4.2", "app-02": "7.0.4.1"}
     assert upgrader(f.box, "resume", run.id, "--yes") == 0
@@ -203,7 +206,7 @@ def test_a_continuation_after_the_canary_killed_midway_is_finished_from_the_jour
     f = fleet(2)
     monkeypatch.setattr(sys, "stdin", io.StringIO(""))
     run = execute(f, planned(f, "7.0.4.2"), "--canary", "1")
-    assert run.outcomes == {"app-01": "committed", "app-02": "not_started"}
+    assert run.outcomes == {"app-01": "committed", "app-02": "waiting"}
     killed = subprocess.run([sys.executable, "-m", "upgrader", "--home", str(f.box.root), "resume", run.id, "--yes"],
                             env={**os.environ, **fault_env(kill_at="observe:started")}, capture_output=True,
                             text=True, timeout=120)
@@ -225,7 +228,7 @@ def test_hosts_waiting_after_a_canary_start_only_inside_the_service_window(fleet
     now_at(monkeypatch, "2026-11-27T10:00:00+08:00")  # a Friday, inside the window
     plan = planned(f, "7.0.4.2")
     run = execute(f, plan, "--canary", "1", approval=approve(f.box, plan, "--expires", "7d"))
-    assert run.outcomes == {"app-01": "committed", "app-02": "not_started"}
+    assert run.outcomes == {"app-01": "committed", "app-02": "waiting"}
     before = product_digest(f["app-02"].install_dir)
     capsys.readouterr()
     now_at(monkeypatch, "2026-11-27T20:00:00+08:00")  # that evening: outside
@@ -246,7 +249,7 @@ def test_hosts_waiting_after_a_canary_are_not_started_once_the_approval_expired(
     now_at(monkeypatch, "2026-11-27T10:00:00+08:00")
     plan = planned(f, "7.0.4.2")
     run = execute(f, plan, "--canary", "1", approval=approve(f.box, plan, "--expires", "1d"))
-    assert run.outcomes == {"app-01": "committed", "app-02": "not_started"}
+    assert run.outcomes == {"app-01": "committed", "app-02": "waiting"}
     capsys.readouterr()
     now_at(monkeypatch, "2026-11-30T10:00:00+08:00")
     assert upgrader(f.box, "resume", run.id, "--yes") == 4

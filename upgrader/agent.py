@@ -808,12 +808,14 @@ def op_lock(req):
     me = {"run": req["run_id"], "controller": req.get("controller"), "user": req.get("user"),
           "time": time.time()}
     holder = read_json(paths.lock)
+    broken = None
     if holder and holder.get("run") != req["run_id"]:
         if not req.get("break_lock"):
             raise AgentError("host is locked by run %s (%s@%s since %s)" % (
                 holder.get("run"), holder.get("user"), holder.get("controller"),
                 time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(holder.get("time", 0)))), "locked", holder=holder)
         os.unlink(paths.lock)
+        broken = holder
     if not holder or holder.get("run") != req["run_id"]:
         tmp = paths.lock + ".%d" % os.getpid()
         with open(tmp, "w") as f:
@@ -830,7 +832,7 @@ def op_lock(req):
         finally:
             os.unlink(tmp)
         fsync_dir(paths.state)
-    return {"locked": True, "holder": read_json(paths.lock)}
+    return {"locked": True, "holder": read_json(paths.lock), "broken": broken}
 
 
 def op_unlock(req):
@@ -948,7 +950,8 @@ def op_prepare(req):
         if p.get("kind") == "config" and os.path.lexists(os.path.join(paths.install, p["path"])):
             configs.append(copy_preserved(paths.install, backup, p["path"]))
     manifest = {"format": AGENT_FORMAT, "run": paths.run_id, "version": req.get("current_version"),
-                "tree": current, "config": configs, "preserve": req["preserve"]}
+                "tree": current, "config": configs, "preserve": req["preserve"],
+                "installed_by": tree_owner(read_json(paths.installed))}
     verify_backup(backup, manifest)
     manifest["digest"] = canonical_digest({"tree": current, "config": configs})
     write_json_atomic(paths.run("backup", "manifest.json"), manifest)
@@ -1146,6 +1149,7 @@ def op_install(req):
     new_manifest = read_json(paths.run("staging", "manifest.json"))
     new_manifest["version"] = req.get("target_version")
     new_manifest["run"] = paths.run_id
+    new_manifest["installed_by"] = paths.run_id
     write_json_atomic(paths.installed, new_manifest)
     result = {"seconds": round(time.time() - t0, 4), "files": len(new_manifest["files"])}
     set_run_state(paths, phase="installed", installed=result)
@@ -1367,7 +1371,8 @@ def op_rollback(req):
         raise AgentError("neither %s nor a restored tree in %s is there; the product is in %s"
                          % (paths.install, restore, failed), "needs_person")
     installed = dict(manifest["tree"])
-    installed.update(version=manifest.get("version"), run=manifest.get("run"), restored=True)
+    installed.update(version=manifest.get("version"), run=manifest.get("run"), restored=True,
+                     installed_by=manifest.get("installed_by", UNKNOWN_OWNER))
     write_json_atomic(paths.installed, installed)
     result = {"seconds": round(time.time() - t0, 3), "files": len(manifest["tree"]["files"])}
     if kept:
@@ -1479,6 +1484,85 @@ def op_state(req):
     return {"state": run_state(paths), "lock": read_json(paths.lock),
             "backup": os.path.isfile(paths.run("backup", "manifest.json")),
             "install_exists": os.path.isdir(paths.install), "old_exists": os.path.isdir(paths.run("old"))}
+
+
+# ---------------------------------------------------------------------------------------------
+# recovery: may a rollback or resume of this run act here? (read-only; decided before anything stops)
+
+UNKNOWN_OWNER = "unknown"
+
+
+def tree_owner(installed):
+    """The run whose install is the product tree now in place, from installed.json: None when upgrader never
+    installed it, UNKNOWN_OWNER for a tree restored by an agent that did not record it."""
+    if not installed:
+        return None
+    if "installed_by" in installed:
+        return installed["installed_by"]
+    return UNKNOWN_OWNER if installed.get("restored") else installed.get("run")
+
+
+def op_recovery_check(req):
+    """Whose tree is in place, compared with what this run did here. ``verdict``:
+    installed    this run's install is in place (a rollback restores its backup)
+    before       the tree from before this run is in place and this run did not end here (it was interrupted
+                 before its install was recorded, or during its rollback): resume and rollback go on
+    rolled_back  the tree from before this run is in place and this run ended (rolled back, or never installed)
+    changed      another run (``by``) changed the host since: this run must not touch it"""
+    paths = Paths(req)
+    installed = read_json(paths.installed)
+    owner = tree_owner(installed)
+    st = run_state(paths) if paths.in_run else {}
+    manifest = read_json(paths.run("backup", "manifest.json")) if paths.in_run else None
+    before = manifest.get("installed_by", UNKNOWN_OWNER) if manifest else UNKNOWN_OWNER
+    last = (installed or {}).get("run")
+    out = {"installed_by": owner, "last_run": last, "restored": bool((installed or {}).get("restored")),
+           "version": (installed or {}).get("version"), "phase": st.get("phase"), "by": None}
+    if owner == paths.run_id:
+        out["verdict"] = "installed"
+    elif manifest is None:
+        # no backup of this run here: it never stopped this host (or retention dropped the backup after later
+        # runs); the host changed since when installed.json was written after this run's last step here (a
+        # run that left no state here at all changed nothing: the caller's own checks decide)
+        written = os.path.getmtime(paths.installed) if installed else 0
+        if st.get("updated") and last != paths.run_id and written > float(st["updated"]):
+            out["verdict"], out["by"] = "changed", last
+        else:
+            out["verdict"] = "before"
+    elif owner == UNKNOWN_OWNER and last == paths.run_id:  # recorded before installed_by existed
+        out["verdict"] = "rolled_back" if st.get("rolled_back") or st.get("phase") == "finished" else "before"
+    elif (owner == before and owner != UNKNOWN_OWNER) or installed is None:
+        ended = st.get("rolled_back") or st.get("phase") == "finished"
+        out["verdict"] = "rolled_back" if ended else "before"
+    else:
+        out["verdict"], out["by"] = "changed", last
+    out["config_changed"] = config_changed_since(paths, manifest) if out["verdict"] == "installed" else []
+    return out
+
+
+def op_backup_check(req):
+    """Read every byte of this run's backup against its checksums (read-only), before a rollback stops anything."""
+    paths = Paths(req)
+    manifest = read_json(paths.run("backup", "manifest.json"))
+    if not manifest:
+        raise AgentError("run %s has no backup on this host" % paths.run_id, "needs_person")
+    verify_backup(paths.run("backup", "tree"), manifest, rehash="full")
+    return {"files": len(manifest["tree"]["files"]), "config": len(manifest["config"])}
+
+
+def config_changed_since(paths, manifest):
+    """Configuration files (preserved, kind config) that differ now from the run's backup of them: a rollback
+    restores the backup and keeps these aside (config-before-rollback)."""
+    changed = []
+    for c in (manifest or {}).get("config", []):
+        live = os.path.join(paths.install, c["path"])
+        if c["dir"]:
+            digests = dict((rel, f.get("sha256")) for rel, f in scan_tree(live, [])["files"].items())
+            if os.path.isdir(live) and digests != dict((rel, f.get("sha256")) for rel, f in c["tree"]["files"].items()):
+                changed.append(c["path"])
+        elif os.path.isfile(live) and sha256_file(live) != c.get("sha256"):
+            changed.append(c["path"])
+    return changed
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1926,7 +2010,7 @@ def op_prove(req):
 
 OPS = {"facts": op_facts, "lock": op_lock, "unlock": op_unlock, "prepare": op_prepare, "stop": op_stop,
        "install": op_install, "start": op_start, "observe": op_observe, "rollback": op_rollback,
-       "verify_tree": op_verify_tree, "finish": op_finish, "hook": op_hook, "state": op_state,
+       "recovery_check": op_recovery_check, "backup_check": op_backup_check, "verify_tree": op_verify_tree, "finish": op_finish, "hook": op_hook, "state": op_state,
        "receive_check": op_receive_check, "receive_commit": op_receive_commit,
        "access_read": op_access_read, "access_write": op_access_write, "inspect": op_inspect,
        "read_vars": op_read_vars, "prove": op_prove}

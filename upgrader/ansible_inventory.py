@@ -6,7 +6,9 @@ value wins, then the nearest group, as in Ansible). Ansible's connection variabl
 ``ansible_ssh_private_key_file`` → key. upgrader's own settings (``install_dir``, ``product``,
 ``playbook``, ``maintenance_until``, ``state_dir``, ``host_key``, ``known_hosts``) may be written
 plainly or with an ``upgrader_`` prefix; every other variable becomes a playbook variable.
-Host ranges (``web[01:20]``) are expanded. Jinja is not evaluated: a value with ``{{``, ``{%`` or
+Host ranges (``web[01:20]``) are expanded. Privilege escalation is refused (exit 2, naming the host and the
+key): ``ansible_become`` on, or ``ansible_become_user``, would otherwise be ignored and upgrader would act as
+the login user. Jinja is not evaluated: a value with ``{{``, ``{%`` or
 ``{#`` is refused with a clear error rather than used as literal text.
 """
 
@@ -109,6 +111,7 @@ class _Tree:
         return build_inventory(p, settings, groups)
 
     def _translate(self, name: str, values: dict[str, Any]) -> dict[str, Any]:
+        _refuse_become(name, values, self.source)
         out: dict[str, Any] = {"address": name, "vars": {}}
         for k, v in values.items():
             if _has_jinja(v):
@@ -124,6 +127,21 @@ class _Tree:
             else:
                 out["vars"][k] = v
         return out
+
+
+def _refuse_become(name: str, values: dict[str, Any], source: str) -> None:
+    """upgrader acts as the login user (``ansible_user``) and never switches user: an inventory that asks for
+    privilege escalation (``ansible_become`` on, or a ``ansible_become_user``) is refused rather than ignored, which
+    would act as another user than the one written there."""
+    become = values.get("ansible_become")
+    on = str(become).strip().lower() in ("1", "true", "yes", "on") if become is not None else None
+    key = "ansible_become" if on else "ansible_become_user" if "ansible_become_user" in values and on is not False \
+        else None
+    if key:
+        raise InputError(f"host {name}: {key} ({values[key]!r}) asks to switch user, which upgrader does not do",
+                         path=source, key=key,
+                         hint=f"log in as the account that owns the install instead (ansible_user for {name}), and "
+                              "remove ansible_become / ansible_become_user for these hosts")
 
 
 def _has_jinja(value: Any) -> bool:

@@ -198,6 +198,12 @@ _LABELS: dict[str, dict[str, str]] = {
     "exit_n": {"en": "ended with exit code {code}", "zh": "以退出码 {code} 结束"},
     "unfinished": {"en": "unfinished: no end of run recorded", "zh": "未完成：没有运行结束记录"},
     "short_0": {"en": "succeeded", "zh": "成功"},
+    "exit_0_wait": {"en": "paused after a healthy canary: the other hosts wait for a confirmation, untouched",
+                    "zh": "金丝雀主机健康后暂停：其余主机等待确认，未被改动"},
+    "short_0_wait": {"en": "paused after a healthy canary", "zh": "金丝雀健康后暂停"},
+    "exit_5_sup": {"en": "refused: a later run changed the host since; nothing was stopped",
+                   "zh": "已拒绝：主机此后被更晚的运行修改过；未停止任何服务"},
+    "short_5_sup": {"en": "refused: changed by a later run", "zh": "已拒绝：已被更晚的运行修改"},
     "short_0_rb": {"en": "rolled back as requested", "zh": "已按请求回滚"},
     "short_1": {"en": "failed, rolled back", "zh": "失败，已回滚"},
     "short_5": {"en": "needs a person", "zh": "需人工处理"},
@@ -573,10 +579,15 @@ def _run_outcome(h: _Html, run: _Run, short: bool = False) -> tuple[str, str]:
         code = int(recorded)
     except (TypeError, ValueError):
         return "s-skip", h.t(f"{kind}_n", code=recorded)
+    if code == 0 and "waiting" in (d.get("outcomes") or {}).values():
+        return "s-ok", h.t(f"{kind}_0_wait")
     if code == 0:
         return "s-ok", h.t(f"{kind}_0_rb" if run.is_rollback else f"{kind}_0")
     if code == 1:
         return "s-warn", h.t(f"{kind}_1")
+    outcomes = set((d.get("outcomes") or {}).values())
+    if code == 5 and "superseded" in outcomes and not outcomes & {"needs_person"}:
+        return "s-warn", h.t(f"{kind}_5_sup")
     if code == 5:
         return "s-bad", h.t(f"{kind}_5")
     return "s-bad", h.t(f"{kind}_n", code=code)

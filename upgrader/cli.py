@@ -36,6 +36,11 @@ def _default_home() -> str:
     return os.environ.get("UPGRADER_HOME") or str(Path.home() / ".local" / "state" / "upgrader")
 
 
+_BREAK_LOCK_HELP = ("take over host locks left by another run (only when you know that run is dead: the lock names its "
+                    "run, user, machine and time; `upgrader status` shows them); recorded in the audit log with the "
+                    "lock's holder")
+
+
 @functools.lru_cache(maxsize=1)
 def build_parser() -> argparse.ArgumentParser:
     """The command line's parser, built once per process (tests and scripts call ``main`` many times)."""
@@ -203,6 +208,10 @@ def build_parser() -> argparse.ArgumentParser:
                                       "and serial, the policy's source and digest (and whether the policy here is "
                                       "the same), the requester and their key, the service window. Changes nothing.")
     show.add_argument("plan")
+    show.add_argument("--check", action="store_true",
+                      help="also connect to every host read-only (host key verified, nothing written, no lock taken) "
+                           "and re-check the version, the lock, free disk and whether the package is there; needs "
+                           "no approval. Exit 5 when a host is unreachable or not as the plan expects")
     show.add_argument("--policy", help="policy YAML (default: HOME/policy.yaml, else /etc/upgrader/policy.yaml, else the shipped one); never taken from the plan")
     show.add_argument("--json", action="store_true")
     show.set_defaults(func="review:cmd_plan_show")
@@ -382,10 +391,11 @@ policy, 4 approval missing or invalid or outside the service window, 5 needs a p
                      "whole run, start no new host (default: no limit)")
     run.add_argument("--forks", type=int, default=10, metavar="N", help="hosts worked on at once (default 10)")
     run.add_argument("--yes", action="store_true", help="continue after a successful canary without asking")
-    run.add_argument("--break-lock", action="store_true",
-                     help="take over host locks left by another run (only when you know that run is dead: the lock "
-                          "names its run, user, machine and time)")
-    run.add_argument("--dry-run", action="store_true", help="check everything, show the phases, touch nothing")
+    run.add_argument("--break-lock", action="store_true", help=_BREAK_LOCK_HELP)
+    run.add_argument("--dry-run", action="store_true",
+                     help="check everything and read every host (read-only: version, lock, disk, host key, package); "
+                          "print the exact commands, probes and host order; touch nothing; exit 5 if a host is not "
+                          "ready or unreachable")
     run.add_argument("--audit-key", metavar="KEY", help="your SSH key that signs the audit checkpoint "
                      "(default: env UPGRADER_AUDIT_KEY, HOME/keys/operator, ~/.ssh/id_*)")
     run.add_argument("--obfuscate", action="store_true", help=_OBFUSCATE_HELP)
@@ -404,15 +414,32 @@ policy, 4 approval missing or invalid or outside the service window, 5 needs a p
     resume.add_argument("--policy", help="policy YAML (default: HOME/policy.yaml, else /etc/upgrader/policy.yaml, else the shipped one); never taken from the plan")
     resume.add_argument("--yes", action="store_true",
                         help="go on with the hosts that wait after a successful canary, without asking")
+    resume.add_argument("--break-lock", action="store_true", help=_BREAK_LOCK_HELP)
     resume.add_argument("--obfuscate", action="store_true", help=_OBFUSCATE_HELP)
     resume.add_argument("--json", action="store_true")
     resume.set_defaults(func="upgrade:cmd_resume")
 
     rollback = sub.add_parser("rollback", help="restore the backup of a past run",
                               description="Restore each host of run RUN_ID from its verified backup, start the old "
-                                          "version and observe it. Running it twice changes nothing the second time.")
+                                          "version and observe it. Before any host is stopped its state is read: a "
+                                          "host a later run changed since is refused (exit 5, naming that run: roll "
+                                          "it back first); a host where RUN_ID is already undone is left as it is "
+                                          "(nothing to do). Running it twice changes nothing the second time. "
+                                          "Configuration edited since the upgrade is named before the stop and kept "
+                                          "aside (the path is printed after). The policy's window.rollback says "
+                                          "whether the service window applies (default any_time).",
+                              epilog="exit codes: 0 every host restored (or nothing to do), 2 bad input or more than "
+                                     "one host without --yes and without a terminal, 4 outside the service window "
+                                     "(window.rollback: like_run), 5 a host needs a person or was changed by a "
+                                     "later run")
     rollback.add_argument("run_id", metavar="RUN_ID")
     rollback.add_argument("--hosts", metavar="PATTERN")
+    rollback.add_argument("--batch", metavar="N|P%", help="hosts rolled back at a time (default: all at once)")
+    rollback.add_argument("--max-failures", metavar="N|P%", help="once more than N hosts (or P%%) failed to roll "
+                          "back, stop no further host (default: no limit)")
+    rollback.add_argument("--yes", action="store_true",
+                          help="roll back more than one host without asking (needed without a terminal)")
+    rollback.add_argument("--break-lock", action="store_true", help=_BREAK_LOCK_HELP)
     rollback.add_argument("--audit-key", metavar="KEY", help="your SSH key that signs the audit checkpoint")
     rollback.add_argument("--policy", help="policy YAML (default: HOME/policy.yaml, else /etc/upgrader/policy.yaml, else the shipped one); never taken from the plan")
     rollback.add_argument("--yes", action="store_true", help="do not ask before stopping the service (on a terminal "
@@ -420,6 +447,18 @@ policy, 4 approval missing or invalid or outside the service window, 5 needs a p
     rollback.add_argument("--obfuscate", action="store_true", help=_OBFUSCATE_HELP)
     rollback.add_argument("--json", action="store_true")
     rollback.set_defaults(func="upgrade:cmd_rollback")
+    status = sub.add_parser("status", help="per host: version, lock and its holder, runs that need a person",
+                            description="Read every host (read-only): the version it runs, the lock and who holds it "
+                                        "(run, user, machine, since when), and every run of this machine that left "
+                                        "the host interrupted, needing a person or waiting after a canary, with the "
+                                        "command that resolves it. Without --inventory: the hosts of this machine's "
+                                        "runs. Changes nothing.",
+                            epilog="exit codes: 0 every host reachable, unlocked and nothing waits for a person; "
+                                   "2 bad input; 5 a host is locked, unreachable or needs a person")
+    status.add_argument("--inventory", metavar="INV")
+    status.add_argument("--hosts", metavar="PATTERN")
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(func="status:cmd_status")
     diag = sub.add_parser(
         "diagnostics", help="(re)build the diagnostics bundle of a run, to send to support",
         formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -89,6 +89,10 @@ COMMAND_MESSAGES: dict[str, tuple[str, str]] = {
     "rollback_what": ("Rollback of run {run}: on {hosts} the service {product} is stopped, the backup of {version} "
                       "restored and started again. The service is down meanwhile.",
                       "回滚运行 {run}：将在 {hosts} 上停止服务 {product}，恢复 {version} 的备份并重新启动。期间服务不可用。"),
+    "rollback_many_batches": ("roll back {n} hosts in batches of {batch}: each is stopped and restored in turn.",
+                              "共回滚 {n} 台主机，每批 {batch} 台：逐批停止并恢复。"),
+    "rollback_many_at_once": ("roll back {n} hosts at once: all are stopped together (give --batch N for rolling "
+                              "batches).", "共回滚 {n} 台主机，同时停止（用 --batch N 可分批）。"),
     "rollback_ask": ("Stop the service and roll back now? [y/N] ", "现在停止服务并回滚吗？[y/N]（默认：否） "),
     "rollback_no": ("Not rolled back: nothing was changed.", "没有回滚：未做任何改动。"),
     "rollback_invalid": ("Please answer y or n.", "请输入 y 或 n。"),

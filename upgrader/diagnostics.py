@@ -49,7 +49,7 @@ from .severity import classify_run, is_cancelled
 __all__ = ["build_bundle", "run_severity", "bundle_name", "TAIL_LINES"]
 
 TAIL_LINES = 200
-_DONE = ("committed", "restored", "not_started")
+_DONE = ("committed", "restored", "not_started", "waiting", "superseded")
 
 
 def bundle_name(run_id: str) -> str:

@@ -9,7 +9,9 @@ host is announced in the journal (``intent``) before it happens and recorded aft
 Terminal outcomes of a host: ``committed`` (new version healthy), ``rolled_back`` (old version
 restored and healthy), ``unchanged`` (failed before stop; nothing was changed), ``needs_person``
 (rollback failed, host lost, or locked by someone else), ``not_started`` (the failure budget was
-spent before its turn), and for a rollback requested after the fact, ``restored``.
+spent before its turn), ``waiting`` (after a healthy canary, for the operator's go-ahead: no failure), and
+for a rollback requested after the fact, ``restored``. A rollback or resume
+that finds the host changed by a later run since ends ``superseded`` before anything is stopped.
 """
 
 from __future__ import annotations
@@ -34,7 +36,8 @@ CANCELLED = "cancelled by the operator"
 #: exit code contributed by each host outcome (the run exits with the highest); ``bad_input``: refused before
 #: stop because a path the run would touch leads out of the install dir (nothing was changed)
 OUTCOME_EXIT = {"committed": 0, "restored": 0, "unchanged": 1, "rolled_back": 1, "not_started": 1,
-                "stale": 2, "bad_input": 2, "refused": 4, "needs_person": 5}
+                "stale": 2, "bad_input": 2, "refused": 4, "needs_person": 5,
+                "superseded": 5, "waiting": 0}
 
 
 class Observer(Protocol):
@@ -74,6 +77,7 @@ class HostOutcome:
     backup_digest: str | None = None
     seconds: float = 0.0
     groups: tuple[str, ...] = ()          # the inventory groups of the host (for the mixed-version warning)
+    after: dict[str, Any] | None = None   # what was read on the host at the end (version, healthy), when in doubt
 
     def to_dict(self) -> dict[str, Any]:
         return {"host": self.host, "groups": list(self.groups), "outcome": self.outcome, "current": self.current,
@@ -82,7 +86,8 @@ class HostOutcome:
                 "downtime": self.downtime, "service_time": self.service_time,
                 "backup_digest": self.backup_digest, "seconds": round(self.seconds, 3),
                 "phases": [{"phase": p.phase, "status": p.status, "seconds": round(p.seconds, 3),
-                            "detail": p.detail, **({"data": p.data} if p.data else {})} for p in self.phases]}
+                            "detail": p.detail, **({"data": p.data} if p.data else {})} for p in self.phases],
+                **({"after": self.after} if self.after is not None else {})}
 
 
 @dataclass
@@ -94,6 +99,11 @@ class RunResult:
     @property
     def exit_code(self) -> int:
         return max((OUTCOME_EXIT[h.outcome] for h in self.hosts), default=0)
+
+    @property
+    def waiting(self) -> int:
+        """Hosts that wait for a confirmation after a healthy canary."""
+        return sum(1 for h in self.hosts if h.outcome == "waiting")
 
     def to_dict(self) -> dict[str, Any]:
         return {"run_id": self.run_id, "exit_code": self.exit_code, "stopped_early": self.stopped_early,
@@ -160,6 +170,7 @@ class Engine:
         self.emit("run_started", hosts=names)
         outcomes: dict[str, HostOutcome] = {}
         stopped_early = None
+        waiting = False
         waves: list[list[HostTarget]] = []
         rest = list(targets)
         if self.canary:
@@ -174,7 +185,7 @@ class Engine:
                 stopped_early = f"{CANCELLED}; no new host was started"
             if stopped_early is not None:
                 for t in wave:
-                    outcomes[t.plan["name"]] = self._not_started(t, stopped_early)
+                    outcomes[t.plan["name"]] = self._not_started(t, stopped_early, waiting)
                 continue
             with ThreadPoolExecutor(max_workers=min(self.forks, len(wave))) as pool:
                 for outcome in pool.map(self._host_guarded, wave):
@@ -190,6 +201,7 @@ class Engine:
                         not self.confirm([outcomes[t.plan["name"]] for t in wave]):
                     # the same run goes on later, under the same approval: `upgrader resume RUN_ID --yes`
                     canaries = [t.plan["name"] for t in wave]
+                    waiting = not self.cancel.is_set()  # a healthy canary is a pause, not a failure
                     stopped_early = (f"the canary succeeded on {', '.join(canaries)}; the other hosts wait for a "
                                      f"confirmation: go on with 'upgrader resume {self.run_id} --yes'")
                 self.journal.record("canary", "end", ok=not failed, stopped=stopped_early)
@@ -199,20 +211,45 @@ class Engine:
         result = RunResult(self.run_id, [outcomes[n] for n in names], stopped_early)
         self.journal.record("run", "end", exit_code=result.exit_code,
                             outcomes={h.host: h.outcome for h in result.hosts})
+        paused = {"outcome": "waiting", "reason": f"paused after a healthy canary: {result.waiting} host(s) wait: "
+                  f"upgrader resume {self.run_id} --yes"} if result.waiting else {}
         self.emit("run_finished", exit_code=result.exit_code, stopped_early=stopped_early,
-                  outcomes={h.host: h.outcome for h in result.hosts})
+                  outcomes={h.host: h.outcome for h in result.hosts}, **paused)
         return result
 
     def rollback(self, targets: list[HostTarget]) -> RunResult:
-        """Roll back hosts of an earlier run (finished or killed) to the version before it."""
-        self.journal.record("rollback", "requested", hosts=[t.plan["name"] for t in targets])
-        with ThreadPoolExecutor(max_workers=min(self.forks, len(targets) or 1)) as pool:
-            outcomes = list(pool.map(lambda t: _HostRun(self, t).rollback_requested(), targets))
-        for t, o in zip(targets, outcomes):
-            o.groups = tuple(t.plan.get("groups") or ())
-            self.journal.record("host", "end", host=o.host, outcome=o.outcome, version=o.version)
-            self.emit("host_finished", o.host, outcome=o.outcome, version=o.version, error=o.error)
-        return RunResult(self.run_id, outcomes)
+        """Roll back hosts of an earlier run (finished or killed) to the version before it, in batches like a
+        run: once more than ``max_failures`` hosts did not end restored, no further host is stopped."""
+        self.journal.record("rollback", "requested", hosts=[t.plan["name"] for t in targets], batch=self.batch,
+                            max_failures=self.max_failures)
+        size = self.batch or len(targets) or 1
+        outcomes: list[HostOutcome] = []
+        stopped_early = None
+        for i in range(0, len(targets), size):
+            wave = targets[i:i + size]
+            if stopped_early is None and self._budget_spent():
+                stopped_early = (f"the rollback failed on more than {self.max_failures} host(s); no further host "
+                                 "was stopped")
+            if stopped_early is not None:
+                for t in wave:
+                    o = HostOutcome(t.plan["name"], "not_started", t.plan["current"], t.plan["target"],
+                                    error=f"not rolled back: {stopped_early}")
+                    outcomes.append(self._rollback_end(t, o))
+                continue
+            with ThreadPoolExecutor(max_workers=min(self.forks, len(wave))) as pool:
+                done = list(pool.map(lambda t: _HostRun(self, t).rollback_requested(), wave))
+            for t, o in zip(wave, done):
+                if o.outcome != "restored":
+                    with self._lock:
+                        self._failures += 1
+                outcomes.append(self._rollback_end(t, o))
+        return RunResult(self.run_id, outcomes, stopped_early)
+
+    def _rollback_end(self, t: HostTarget, o: HostOutcome) -> HostOutcome:
+        o.groups = tuple(t.plan.get("groups") or ())
+        self.journal.record("host", "end", host=o.host, outcome=o.outcome, version=o.version)
+        self.emit("host_finished", o.host, outcome=o.outcome, version=o.version, error=o.error)
+        return o
 
     def resume(self, targets: list[HostTarget], seen: dict[str, dict[str, Any]]) -> RunResult:
         """Finish what a killed run left, host by host, from the journal plus the host's own state."""
@@ -238,10 +275,16 @@ class Engine:
         with self._lock:
             return self.max_failures is not None and self._failures > self.max_failures
 
-    def _not_started(self, t: HostTarget, why: str = "the run's failure budget was spent") -> HostOutcome:
-        o = HostOutcome(t.plan["name"], "not_started", t.plan["current"], t.plan["target"],
-                        version=t.plan["current"], error=f"not started: {why}")
-        self.journal.record("host", "not_started", host=o.host)
+    def _not_started(self, t: HostTarget, why: str = "the run's failure budget was spent",
+                     waiting: bool = False) -> HostOutcome:
+        """A host this run did not touch: ``waiting`` after a healthy canary, else ``not_started``."""
+        if waiting:
+            o = HostOutcome(t.plan["name"], "waiting", t.plan["current"], t.plan["target"], version=t.plan["current"],
+                            error=f"waits for a confirmation after the healthy canary: upgrader resume {self.run_id} --yes")
+        else:
+            o = HostOutcome(t.plan["name"], "not_started", t.plan["current"], t.plan["target"],
+                            version=t.plan["current"], error=f"not started: {why}")
+        self.journal.record("host", "not_started", host=o.host, waiting=waiting)
         self.emit("host_finished", o.host, outcome=o.outcome, version=o.version, error=o.error)
         return o
 
@@ -372,14 +415,52 @@ class _HostRun:
 
     def rollback_requested(self) -> HostOutcome:
         """The operator asked to undo this run on this host: restore its backup, observe the old version."""
+        return self._read_back(self._rollback_requested)
+
+    def resume(self, seen: dict[str, Any]) -> HostOutcome:
+        """Decide from the journal (``seen``) and the host's state; every step below is idempotent."""
+        return self._read_back(lambda: self._resume(seen))
+
+    def _read_back(self, recover: Callable[[], HostOutcome]) -> HostOutcome:
+        """Run ``recover``; when it ends needing a person, read what the host runs now (read-only, one look at the
+        probes) so that the outcome and the severity say what is true there, not what was assumed."""
+        out = recover()
+        if out.outcome != "needs_person":
+            return out
+        try:
+            transport = self.t.connect()
+        except TransportError as err:
+            out.after = {"read": False, "error": err.message}
+            return out
+        try:
+            agent = AgentClient(transport)
+            facts = agent.call("facts", **self.base, version_source=self.spec["version"], check_drift=False,
+                               preserve=[], packages=[])
+            # the probes of the version that is there (the new version's expect its version in answers)
+            spec = self.spec["observe"] if facts.get("version") == self.p["target"] else \
+                self.p["playbook"]["rollback_observe"]
+            probes = {**spec, "start_timeout": 0, "window": 0}
+            seen = agent.call("observe", **self.base, observe=probes, log_offsets={}, timeout=60)
+            out.after = {"read": True, "version": facts.get("version"), "healthy": bool(seen["healthy"]),
+                         "lock": facts.get("lock"), "probes": seen["probes"]}
+            out.version = facts.get("version")
+        except (AgentFailure, TransportError) as err:
+            out.after = {"read": False, "error": str(err)}
+        finally:
+            transport.close()
+        return out
+
+    def _rollback_requested(self) -> HostOutcome:
+        self.e.journal.record("rollback", "start", host=self.name)  # an interrupted rollback shows in the journal
         self.out.outcome = "needs_person"
         try:
             self.transport = self.t.connect()
             self.agent = AgentClient(self.transport)
-            self.call("lock", controller=self.e.controller.get("host"), user=self.e.controller.get("user"))
+            self._lock()
             state = self.call("state")
             facts = self.call("facts", version_source=self.spec["version"], check_drift=False,
                               preserve=[x["path"] for x in self.spec["preserve"]], packages=[])
+            check = self.call("recovery_check")
         except (AgentFailure, TransportError) as err:
             self.out.error = str(err)
             return self.out
@@ -388,21 +469,13 @@ class _HostRun:
                 self.transport.close()
         try:
             version = facts.get("version")
-            if state["state"].get("rolled_back") and version == self.p["current"]:
-                # the files are back, but a run interrupted after its restore may not have started the old
-                # version again: start it unless it runs (start is a no-op then), and observe it
-                try:
-                    self.phase("start", self._start)
-                    self.phase("observe", lambda: self._observe(self.p["playbook"]["rollback_observe"]))
-                except _PhaseFailed as err:
-                    self.out.error = ("the files were already restored, but the old version is not healthy: "
-                                      f"{err.message}")
-                    return self.out
-                self.out.outcome = "restored"
-                self.out.version = version
-                self.out.error = "already rolled back: the old version runs and is healthy"
-                self._finish("rolled_back")
-                return self.out
+            if check["verdict"] == "changed":
+                return self._superseded(check, version)
+            if check["verdict"] == "rolled_back":
+                return self._nothing_to_undo(state, version)
+            if check.get("config_changed"):  # said before the stop; the rollback keeps them aside
+                self.e.journal.record("config", "changed_since", host=self.name, paths=check["config_changed"])
+                self.e.emit("config_changed_since", self.name, paths=check["config_changed"])
             if not state["backup"] and version == self.p["current"] and not (state["state"] or {}).get("phase"):
                 # interrupted before its backup was made: this run never stopped or changed anything here,
                 # so there is nothing to restore; make sure the old version is up, then release the host
@@ -424,6 +497,8 @@ class _HostRun:
                                   "the later run first")
                 self.call("unlock")
                 return self.out
+            if not self._backup_sound(version):
+                return self.out
             self.requested = True
             result = self._rollback("requested by the operator", "requested")
             if result.outcome == "rolled_back":
@@ -434,9 +509,8 @@ class _HostRun:
             assert self.transport is not None
             self.transport.close()
 
-    def resume(self, seen: dict[str, Any]) -> HostOutcome:
-        """Decide from the journal (``seen``) and the host's state; every step below is idempotent."""
-        if seen.get("ended"):
+    def _resume(self, seen: dict[str, Any]) -> HostOutcome:
+        if seen.get("ended") and seen["ended"] != "needs_person":  # a host that needs a person is read again
             self.out.outcome = seen["ended"]
             self.out.version = seen.get("version")
             self.out.error = "already finished before the interruption: nothing to do"
@@ -450,8 +524,7 @@ class _HostRun:
         self.agent = AgentClient(self.transport)
         try:
             try:
-                self.call("lock", controller=self.e.controller.get("host"), user=self.e.controller.get("user"),
-                          approvals=list(self.e.approvals))
+                self._lock()
                 state = self.call("state")
                 facts = self.call("facts", version_source=self.spec["version"], check_drift=False,
                                   preserve=[x["path"] for x in self.spec["preserve"]], packages=[])
@@ -461,6 +534,9 @@ class _HostRun:
                 return self.out
             version = facts.get("version")
             phase = (state.get("state") or {}).get("phase")
+            check = self.call("recovery_check")
+            if check["verdict"] == "changed":
+                return self._superseded(check, version)
             self.e.journal.record("resume", "decide", host=self.name, journal=seen.get("intents", []),
                                   host_phase=phase, version=version)
             if "stop" not in seen.get("intents", []):
@@ -468,6 +544,13 @@ class _HostRun:
                 self._finish("unchanged")
                 self.out.outcome = "unchanged"
                 self.out.error = "interrupted before stop: the host was released untouched"
+                return self.out
+            if state["state"].get("rolled_back") and self._healthy_now(self.p["playbook"]["rollback_observe"]):
+                # the old version is back and answers: nothing to stop or start, only the end to record
+                self.out.outcome = "rolled_back"
+                self.out.version = version
+                self.out.error = "the rollback had restored the old version; it runs and is healthy"
+                self._finish("rolled_back")
                 return self.out
             if state["state"].get("rolled_back") or phase == "restoring":
                 return self._rollback("resumed: finishing an interrupted rollback", "resumed")
@@ -495,6 +578,79 @@ class _HostRun:
             return self._rollback("resumed after the run was interrupted (the playbook says: roll back)", "resumed")
         finally:
             self.transport.close()
+
+    def _healthy_now(self, observe: dict[str, Any]) -> bool:
+        """One read-only look at the probes (no waiting, no window, no phase record)."""
+        try:
+            res = self.call("observe", observe={**observe, "start_timeout": 0, "window": 0}, log_offsets={},
+                            timeout=60)
+        except (AgentFailure, TransportError):
+            return False
+        return bool(res["healthy"])
+
+    def _lock(self) -> None:
+        """Take the host's lock for this run; a lock broken on the operator's word is recorded with its holder."""
+        controller = self.e.controller
+        catalog = {"product": self.p["product"], "serial": self.e.catalog_serial} \
+            if self.e.catalog_serial is not None else None
+        res = self.call("lock", controller=controller.get("host"), user=controller.get("user"),
+                        approvals=list(self.e.approvals), break_lock=self.e.break_lock, catalog=catalog)
+        broken = res.get("broken")
+        if broken:
+            self.e.journal.record("lock", "broken", host=self.name, holder=broken)
+            self.e.emit("lock_broken", self.name, outcome="forced", holder=broken,
+                        reason="--break-lock given by the operator")
+
+    def _backup_sound(self, version: str | None) -> bool:
+        """Before a requested rollback stops anything: every byte of the backup matches its checksum. If not, the
+        host is released as it is (the running version keeps running) and a person decides."""
+        try:
+            self.phase("verify_backup", lambda: ("every file of the backup matches its checksum",
+                                                 self.call("backup_check", timeout=3600)))
+        except _PhaseFailed as err:
+            self.call("unlock")
+            self.out.outcome = "needs_person"
+            self.out.version = version
+            self.out.error = (f"the backup of this run on the host cannot be trusted ({err.message}); nothing was "
+                              f"stopped: {version} runs as it did. Restore from another backup, or keep this version")
+            return False
+        return True
+
+    def _superseded(self, check: dict[str, Any], version: str | None) -> HostOutcome:
+        """Another run changed this host since: a rollback or resume of this run must not touch it."""
+        by = check.get("by")
+        self.call("unlock")
+        self.out.outcome = "superseded"
+        self.out.version = version
+        self.out.error = (f"{self.name} was changed by run {by} since; roll back {by}" if by else
+                          f"{self.name} was changed by another run since (it left no record of which)") + \
+            f" (nothing was stopped; {version} runs as it did)"
+        self.e.journal.record("recovery", "refused", host=self.name, by=by, version=version)
+        return self.out
+
+    def _nothing_to_undo(self, state: dict[str, Any], version: str | None) -> HostOutcome:
+        """This run's change is no longer in place here (rolled back, or never installed): observe, touch nothing;
+        only a rollback that was itself interrupted before the old version came up starts it again."""
+        probes = self.p["playbook"]["rollback_observe"]
+        try:
+            self.phase("observe", lambda: self._observe(probes))
+        except _PhaseFailed:
+            try:  # start is a no-op when the service runs
+                self.phase("start", self._start)
+                self.phase("observe", lambda: self._observe(probes))
+            except _PhaseFailed as err:
+                self.out.outcome = "needs_person"
+                self.out.error = f"the old version is back on disk but not healthy: {err.message}"
+                self.out.version = version
+                return self.out
+        self.out.outcome = "restored"
+        self.out.version = version
+        self.out.error = f"nothing to do: this run's change is not in place here; {version} runs and is healthy"
+        if (state.get("state") or {}).get("phase") == "finished":
+            self.call("unlock")
+        else:
+            self._finish("rolled_back")
+        return self.out
 
     def _upgrade(self) -> HostOutcome:
         try:
@@ -552,17 +708,13 @@ class _HostRun:
             raise _PhaseFailed("cancel", f"{CANCELLED} (before {before})", "cancelled")
 
     def _preflight(self) -> tuple[str, dict[str, Any]]:
-        controller = self.e.controller
         pkg = self.p["package"]
         try:
             check_rendered(self.spec, playbook=self.p["playbook"].get("path", "the playbook"), host=self.name,
                            inventory="the inventory")
         except InputError as e:
             raise _PhaseFailed("preflight", str(e), "unsafe_path") from None
-        catalog = {"product": self.p["product"], "serial": self.e.catalog_serial} \
-            if self.e.catalog_serial is not None else None
-        self.call("lock", controller=controller.get("host"), user=controller.get("user"),
-                  approvals=list(self.e.approvals), break_lock=self.e.break_lock, catalog=catalog)
+        self._lock()
         facts = self.call("facts", version_source=self.spec["version"], check_drift=False,
                           preserve=[x["path"] for x in self.spec["preserve"]], packages=[pkg["sha256"]],
                           check_paths=paths_to_check(self.spec, pkg))

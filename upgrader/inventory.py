@@ -84,8 +84,13 @@ class Inventory:
         return result
 
     def _expand(self, term: str) -> list[str]:
+        if term in ("all", "*"):  # as in Ansible: every host, whatever groups the inventory defines
+            return list(self.hosts)
         if term in self.groups:
             return list(self.groups[term])
+        if term == "ungrouped":  # as in Ansible: the hosts in no group (other than all)
+            grouped = {n for g, names in self.groups.items() if g != "all" for n in names}
+            return [n for n in self.hosts if n not in grouped]
         if term in self.hosts:
             return [term]
         return [n for n in self.hosts if fnmatch.fnmatchcase(n, term)]

@@ -105,7 +105,7 @@ class Recorder:
         skip = {"event", "run", "host", "time", "phase", "status", "outcome"}
         data = {k: v for k, v in ev.items() if k not in skip}
         if kind in ("phase_started", "phase_finished", "host_started", "host_finished", "rollback_started",
-                    "run_finished"):
+                    "run_finished", "lock_broken"):
             self.log.append(kind, run=self.run, host=ev.get("host"), phase=ev.get("phase"),
                             outcome=ev.get("status") or ev.get("outcome"), time=self._now(), data=data or None)
 

@@ -19,7 +19,8 @@ __all__ = ["PhaseLines", "LiveBoard", "print_decision", "print_plan", "print_run
 STATUS_STYLE = {"pass": "green", "ok": "green", "committed": "bold green", "fail": "bold red",
                 "failed": "bold red", "skip": "dim", "warn": "yellow", "rolled_back": "bold yellow",
                 "unchanged": "yellow", "needs_person": "bold red reverse", "not_started": "dim",
-                "running": "cyan", "refused": "bold red", "stale": "bold red", "bad_input": "bold red", "rolling back": "bold yellow", "waiting": "dim", "restored": "bold green"}
+                "running": "cyan", "refused": "bold red", "stale": "bold red", "bad_input": "bold red", "rolling back": "bold yellow", "waiting": "dim", "restored": "bold green",
+                "superseded": "bold red"}
 _MARK = {"pass": "✔", "fail": "✘", "skip": "·", "warn": "!"}
 
 
@@ -132,7 +133,9 @@ def print_run_summary(console: Console, result: dict[str, Any]) -> None:
         for group, on in _mixed_groups(result["hosts"]).items():
             console.print(Text.assemble("  ", (f"group {group} is mixed: ", "yellow"),
                                         "; ".join(f"{v} on {_names(hosts)}" for v, hosts in sorted(on.items()))))
-    if result.get("stopped_early"):
+    if result.get("stopped_early") and any(h["outcome"] == "waiting" for h in result["hosts"]):
+        console.print(f"[bold]Paused after a healthy canary:[/bold] {result['stopped_early']}")
+    elif result.get("stopped_early"):
         console.print(f"[bold red]Stopped early:[/bold red] {result['stopped_early']}")
 
 

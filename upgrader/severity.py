@@ -83,7 +83,7 @@ RULES = (
         "unreachable before stop)"),
 )
 
-_NO_INCIDENT = ("committed", "restored", "not_started", "refused", "stale", "bad_input")
+_NO_INCIDENT = ("committed", "restored", "not_started", "refused", "stale", "bad_input", "superseded", "waiting")
 _CORE = ("process", "tcp", "http")
 _TOUCHING = ("stop", "install", "start", "rollback", "observe")
 _DATA_SOURCE = re.compile(r"jdbc|data ?source|database|sqlexception|could not connect to (the )?db", re.I)

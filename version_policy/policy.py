@@ -181,6 +181,7 @@ SCHEMA: tuple[Setting, ...] = (
     Setting("window.holidays", _optional_path, None),
     Setting("window.outside", _one_of("refuse", "after_hours_approval", "allow"),
             "after_hours_approval"),
+    Setting("window.rollback", _one_of("any_time", "like_run"), "any_time"),
     Setting("access.default_hours", _hours, 4.0),
     Setting("access.max_hours", _hours, 24.0),
     Setting("severity.response_hours", _response_hours, _RESPONSE_HOURS),

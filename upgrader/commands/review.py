@@ -32,12 +32,22 @@ def reviewed_plan(args: argparse.Namespace) -> tuple[Any, dict[str, Any], Any]:
 
 
 def cmd_plan_show(args: argparse.Namespace) -> int:
-    _, review, _ = reviewed_plan(args)
-    if args.json:
-        print_json(review)
-    else:
-        print_review(console(), review)
-    return ExitCode.OK
+    """``plan show PLAN [--check]``: the full review; with --check, every host read (read-only) after it."""
+    plan, review, _ = reviewed_plan(args)
+    if not getattr(args, "check", False):
+        if args.json:
+            print_json(review)
+        else:
+            print_review(console(), review)
+        return ExitCode.OK
+    from .plan_check import check_plan_hosts
+
+    if args.json:  # one document: what the hosts said, with the review beside it
+        return check_plan_hosts(args, plan.data, plan.digest, None, json_extra={"review": review})
+    c = console()
+    print_review(c, review)
+    c.print()
+    return check_plan_hosts(args, plan.data, plan.digest, c)
 
 
 def cmd_plan_digest(args: argparse.Namespace) -> int:

@@ -165,7 +165,10 @@ def _run(args: argparse.Namespace, plan: Any, clock: Any) -> int:
     checked = check_run(args, plan, clock)
     c = None if args.json else console()  # --json (scripts): rich is not even imported
     if args.dry_run:
-        return _dry_run(args, plan, c)
+        from .plan_check import check_plan_hosts
+
+        return check_plan_hosts(args, plan.data, plan.digest, c, canary=args.canary, batch=batch,
+                                package_verified=True)
     interrupts = run_interrupts(None)
     with interrupts.running():  # from here a run, once started, always reaches its end and its records
         return _run_started(args, plan, checked, clock, c, batch, max_failures, interrupts)
@@ -256,6 +259,9 @@ def _report(c: Any, result: dict[str, Any]) -> int:
         print_run_summary(c, result)
         print_diagnostics(c, result.get("diagnostics"))
         _print_checkpoint(c, result["checkpoint"])
+        waiting = sum(1 for h in result["hosts"] if h["outcome"] == "waiting")
+        if waiting:
+            c.print(f"[bold]{waiting} host(s) wait:[/bold] upgrader resume {result['run_id']} --yes", soft_wrap=True)
     _explain_failures(result)
     return int(result["exit_code"])
 
@@ -402,7 +408,7 @@ def _explain_failures(result: dict[str, Any]) -> None:
     words = {"rolled_back": "failed and was rolled back", "unchanged": "failed before anything changed",
              "needs_person": "NEEDS A PERSON", "not_started": "was not started", "refused": "was refused",
              "stale": "was not touched: the plan does not fit the host as it is now",
-             "bad_input": "was refused before stop, nothing changed"}
+             "bad_input": "was refused before stop, nothing changed", "superseded": "was not touched"}
     from ..engine import CANCELLED
 
     for h in result["hosts"]:
@@ -533,21 +539,6 @@ def _check_approvals(args: argparse.Namespace, plan: Any, policy: Any, now: Any,
                            allow_self=policy.allow_self_approval, now=now, used=_used_approvals(args.home)), requester
 
 
-def _dry_run(args: argparse.Namespace, plan: Any, c: Any) -> int:
-    data = {"dry_run": True, "digest": plan.digest,
-            "hosts": [{"host": h["name"], "current": h["current"], "target": h["target"],
-                       "phases": h["phases"]} for h in plan.hosts]}
-    if args.json:
-        print_json(data)
-    else:
-        for h in data["hosts"]:
-            c.print(f"[bold]{h['host']}[/bold] {h['current']} → {h['target']}")
-            for p in h["phases"]:
-                c.print(f"  {p['phase']:<10} {p['does']}")
-        c.print("dry run: packages verified, nothing was touched")
-    return ExitCode.OK
-
-
 def cmd_rollback(args: argparse.Namespace) -> int:
     from ..clock import clock_of
     from ..engine import Engine, HostTarget
@@ -568,25 +559,36 @@ def cmd_rollback(args: argparse.Namespace) -> int:
         inv = Inventory(path=plan_file, hosts={h["name"]: host_from_plan(h) for h in hosts}, groups={})
         names = {h.name for h in inv.select(args.hosts)}
         hosts = [h for h in hosts if h["name"] in names]
-    from .rollback_confirm import CANCELLED_EXIT, confirm_rollback
-
-    if not confirm_rollback(args, args.run_id, hosts):  # it stops the service: asked first on a terminal
-        return CANCELLED_EXIT
     clock = clock_of(args)
     journal = Journal(run_dir, clock.now)
     c = console()
     policy = load_policy_or_fail(policy_path(args))  # the operator's, never a path the plan names
     operator = _operator(args, policy)
+    from .recovery import RecoveryNotes, print_config_kept, rollback_window
+    from .rollback_confirm import CANCELLED_EXIT, confirm_rollback
+
+    batch = _count(args.batch, len(hosts), "--batch", minimum=1)
+    max_failures = _count(args.max_failures, len(hosts), "--max-failures", minimum=0)
+    window, window_line = rollback_window(policy, clock.now())  # exit 4 here when the policy says like_run
+    if not confirm_rollback(args, args.run_id, hosts):  # it stops the service: asked first on a terminal
+        return CANCELLED_EXIT
+    if not args.json:
+        c.print(window_line)
     recorder = Recorder(args.home, operator, clock, run=f"{args.run_id}/rollback-{clock.now():%Y%m%dT%H%M%S}")
-    recorder.event("rollback_requested", of_run=args.run_id, hosts=[h["name"] for h in hosts])
+    recorder.event("rollback_requested", of_run=args.run_id, hosts=[h["name"] for h in hosts], batch=batch,
+                   max_failures=max_failures, window=window, confirmed="--yes" if args.yes else "asked",
+                   break_lock=bool(args.break_lock))
     targets = [HostTarget(plan=h, connect=lambda h=h: connect(host_from_plan(h)), package_file=Path())
                for h in hosts]
-    engine = Engine(journal=journal, clock=clock, observers=[recorder] + ([] if args.json else [PhaseLines(c)]),
-                    controller={"user": operator.user, "host": operator.host})
+    observers: list[Any] = [recorder] + ([] if args.json else [PhaseLines(c), RecoveryNotes(c)])
+    engine = Engine(journal=journal, clock=clock, observers=observers, batch=batch, max_failures=max_failures,
+                    controller={"user": operator.user, "host": operator.host}, break_lock=args.break_lock)
     interrupts = run_interrupts(args.run_id, cancels=False)
     with interrupts.running():  # until its records are written
         result = engine.rollback(targets).to_dict()
         record_interrupts(recorder, interrupts, cancels=False)
+        if not args.json:
+            print_config_kept(c, result)
         return _close_run(args, c, recorder, journal, result, "rollback-result.json")
 
 
@@ -627,17 +629,20 @@ def cmd_resume(args: argparse.Namespace) -> int:
     done_file = run_dir / "result.json"
     if done_file.is_file():
         result = json.loads(done_file.read_text(encoding="utf-8"))
-        waiting = [h["host"] for h in result["hosts"] if h["outcome"] == "not_started"]
+        waiting = [h["host"] for h in result["hosts"] if h["outcome"] in ("waiting", "not_started")]
+        needs_person = [h["host"] for h in result["hosts"] if h["outcome"] == "needs_person"]
         view = journal_view(run_dir)
         # hosts of a continuation after the canary that was itself interrupted are finished from the journal
-        # below, like any interrupted run; otherwise the run had ended
-        if not any(view.get(h, {}).get("started") for h in waiting):
+        # below, like any interrupted run, and so are hosts that need a person (locked, lost, a failed rollback:
+        # resume reads each again and finishes what it can); otherwise the run had ended
+        if not needs_person and not any(view.get(h, {}).get("started") for h in waiting):
             if waiting and "canary succeeded" in str(result.get("stopped_early") or ""):
                 return _continue_after_canary(args, run_dir, result, waiting, c)
             if args.json:
                 print_json({**result, "resumed": False, "note": "the run had finished: nothing to resume"})
             else:
                 c.print(f"run {args.run_id} had finished (exit {result['exit_code']}): nothing to resume")
+                _print_open_rollbacks(c, args.run_id, run_dir, [h["host"] for h in result["hosts"]])
             return int(result["exit_code"])
     plan = json.loads(plan_file.read_text(encoding="utf-8"))
     hosts = plan["hosts"]
@@ -657,13 +662,27 @@ def cmd_resume(args: argparse.Namespace) -> int:
     targets = [HostTarget(plan=h, connect=lambda h=h: connect(host_from_plan(h)),
                           package_file=Path(plan["catalog"]["path"]).parent / (h.get("package") or {}).get("file", ""))
                for h in hosts]
-    engine = Engine(journal=journal, clock=clock, observers=[recorder] + ([] if args.json else [PhaseLines(c)]),
-                    controller={"user": operator.user, "host": operator.host}, approvals=approvals)
+    from .recovery import RecoveryNotes
+
+    engine = Engine(journal=journal, clock=clock,
+                    observers=[recorder] + ([] if args.json else [PhaseLines(c), RecoveryNotes(c)]),
+                    controller={"user": operator.user, "host": operator.host}, approvals=approvals,
+                    break_lock=args.break_lock)
     interrupts = run_interrupts(args.run_id, cancels=False)
     with interrupts.running():  # until its records are written
         result = engine.resume(targets, seen).to_dict()
         record_interrupts(recorder, interrupts, cancels=False)
         return _close_run(args, c, recorder, journal, result, "result.json")
+
+
+def _print_open_rollbacks(c: Any, run_id: str, run_dir: Path, hosts: list[str]) -> None:
+    """A finished run whose rollback was interrupted: say which command finishes that (not resume)."""
+    from .status import run_needs
+
+    for host in hosts:
+        for need in run_needs(run_dir.parent, host):
+            if need["run"] == run_id:
+                c.print(f"but {host}: run {run_id} {need['why']}: {need['resolve']}", soft_wrap=True, markup=False)
 
 
 def _run_approvals(run_dir: Path) -> tuple[str, ...]:

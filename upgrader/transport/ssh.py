@@ -97,8 +97,7 @@ class SSHTransport:
         except paramiko.SSHException as e:
             if "not found in known_hosts" in str(e) or "known_hosts" in str(e):
                 raise HostKeyRefused(f"unknown host key for {h.address}:{h.port}; refusing to connect", host=self.name,
-                                     hint="add it to known_hosts (ssh-keyscan, checked with the customer), or set "
-                                          "host_key: accept-new for this host in the inventory") from e
+                                     hint=_unknown_key_hint(h)) from e
             raise TransportError(f"SSH to {h.address}:{h.port} failed: {e}", host=self.name) from e
         except (OSError, socket.timeout, EOFError) as e:
             raise TransportError(f"cannot reach {h.address}:{h.port}: {e}", host=self.name) from e
@@ -345,6 +344,14 @@ def _drain(channel: Any, timeout: float | None) -> tuple[bytes, bytes]:
             raise socket.timeout()
         select.select([channel], [], [], wait)
     return bytes(out), bytes(err)
+
+
+def _unknown_key_hint(h: Any) -> str:
+    """The three ways to accept a host key, spelled out for this host."""
+    keyscan = f"ssh-keyscan -p {h.port} {h.address}" if h.port != 22 else f"ssh-keyscan {h.address}"
+    return (f"accept it in one of three ways, after checking its fingerprint with the customer: (1) {keyscan} "
+            ">> ~/.ssh/known_hosts; (2) put that line in a file and name it in the inventory (known_hosts: FILE for "
+            f"{h.name}); (3) set host_key: accept-new for {h.name} in the inventory (learned on first contact)")
 
 
 class _AcceptNew:
