@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from conftest import Run, approve, plan_to, upgrader
+from conftest import Run, approve, fault_env, now_at, plan_to, upgrader
 from fleet import Fleet, FleetHost
 
 
@@ -106,7 +106,7 @@ def test_resume_of_a_run_that_a_later_run_replaced_stops_nothing(fleet):
     approval = approve(f.box, plan)
     killed = subprocess.run([sys.executable, "-m", "upgrader", "--home", str(f.box.root), "run", str(plan),
                              "--approval", str(approval)],
-                            env={**os.environ, "UPGRADER_TEST_KILL_AT": "start:before"}, capture_output=True,
+                            env={**os.environ, **fault_env(kill_at="start:before")}, capture_output=True,
                             text=True, timeout=120)
     assert killed.returncode == -9, killed.stderr[-2000:]
     (a_dir,) = f.run_dirs()
@@ -138,7 +138,7 @@ def test_a_lock_left_by_a_killed_rollback_is_shown_by_status_and_cleared_with_br
     h = f["app-01"]
     a = execute(f, planned(f, "7.0.4.2"))
     killed = subprocess.run([sys.executable, "-m", "upgrader", "--home", str(f.box.root), "rollback", a.id],
-                            env={**os.environ, "UPGRADER_TEST_KILL_AT": "rollback:before"}, capture_output=True,
+                            env={**os.environ, **fault_env(kill_at="rollback:before")}, capture_output=True,
                             text=True, timeout=120)
     assert killed.returncode == -9, killed.stderr[-2000:]
     held = host_state(h)
@@ -379,17 +379,17 @@ def test_a_policy_can_hold_rollbacks_to_the_service_window(fleet, monkeypatch, c
     assert "  outside: allow\n" in policy
     f.box.policy.write_text(policy.replace("  outside: allow\n", "  outside: refuse\n  rollback: like_run\n"),
                             encoding="utf-8")
-    monkeypatch.setenv("UPGRADER_TEST_NOW", "2026-11-27T10:00:00+08:00")  # a Friday, inside the window
+    now_at(monkeypatch, "2026-11-27T10:00:00+08:00")  # a Friday, inside the window
     plan = planned(f, "7.0.4.2")
     a = execute(f, plan)
     assert a.rc == 0
     before = host_state(h)
-    monkeypatch.setenv("UPGRADER_TEST_NOW", "2026-11-27T20:00:00+08:00")
+    now_at(monkeypatch, "2026-11-27T20:00:00+08:00")
     capsys.readouterr()
     assert upgrader(f.box, "rollback", a.id) == 4
     assert "outside the service window" in capsys.readouterr().err
     assert host_state(h) == before
-    monkeypatch.setenv("UPGRADER_TEST_NOW", "2026-11-30T10:00:00+08:00")  # Monday morning
+    now_at(monkeypatch, "2026-11-30T10:00:00+08:00")  # Monday morning
     assert upgrader(f.box, "rollback", a.id) == 0
     assert "the rollback is allowed now (policy window.rollback: like_run)" in capsys.readouterr().out
     assert h.answers() == "7.0.4.1"
@@ -434,7 +434,7 @@ def test_resume_takes_over_a_foreign_lock_only_with_break_lock(fleet, capsys):
     plan = planned(f, "7.0.4.2")
     killed = subprocess.run([sys.executable, "-m", "upgrader", "--home", str(f.box.root), "run", str(plan),
                              "--approval", str(approve(f.box, plan))],
-                            env={**os.environ, "UPGRADER_TEST_KILL_AT": "backup:before"}, capture_output=True,
+                            env={**os.environ, **fault_env(kill_at="backup:before")}, capture_output=True,
                             text=True, timeout=120)
     assert killed.returncode == -9, killed.stderr[-2000:]
     (a_dir,) = f.run_dirs()
