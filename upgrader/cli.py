@@ -438,12 +438,11 @@ policy, 4 approval missing or invalid or outside the service window, 5 needs a p
     rollback.add_argument("--max-failures", metavar="N|P%", help="once more than N hosts (or P%%) failed to roll "
                           "back, stop no further host (default: no limit)")
     rollback.add_argument("--yes", action="store_true",
-                          help="roll back more than one host without asking (needed without a terminal)")
+                          help="do not ask before stopping the service (on a terminal it asks first; without one, a single "
+                               "host goes ahead and more than one host needs --yes)")
     rollback.add_argument("--break-lock", action="store_true", help=_BREAK_LOCK_HELP)
     rollback.add_argument("--audit-key", metavar="KEY", help="your SSH key that signs the audit checkpoint")
     rollback.add_argument("--policy", help="policy YAML (default: HOME/policy.yaml, else /etc/upgrader/policy.yaml, else the shipped one); never taken from the plan")
-    rollback.add_argument("--yes", action="store_true", help="do not ask before stopping the service (on a terminal "
-                          "it asks first; without one it never asks)")
     rollback.add_argument("--obfuscate", action="store_true", help=_OBFUSCATE_HELP)
     rollback.add_argument("--json", action="store_true")
     rollback.set_defaults(func="upgrade:cmd_rollback")
