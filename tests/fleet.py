@@ -64,9 +64,14 @@ class FleetHost:
         return body if status == 200 else None
 
     def start(self) -> None:
+        """Start the service by hand, as an operator would, and wait (with a deadline) until it answers; a version
+        that never comes up is left for the caller to notice."""
         subprocess.run([str(self.install_dir / "bin" / "start.sh")], check=True,
                        env={**os.environ, "PYTHON": sys.executable}, stdin=subprocess.DEVNULL,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 30
+        while self.answers() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
 
     def stop(self) -> None:
         subprocess.run([str(self.install_dir / "bin" / "stop.sh")], stdin=subprocess.DEVNULL,

@@ -121,7 +121,10 @@ def merge_variables(defaults: Mapping[str, Any], read: Mapping[str, Mapping[str,
 
 
 def describe_read(record: Mapping[str, Mapping[str, Any]]) -> list[str]:
-    """One English line per variable read: 'port = 18181 (conf/server.conf line 2)'."""
+    """One English line per variable read: 'port = 18181 (conf/server.conf line 2)'; secrets in a value (a URL's
+    password, say) are masked as everywhere else the CLI prints."""
+    from .redaction import redact
+
     lines = []
     for name, r in sorted(record.items()):
         where = f"{r.get('file')} line {r['line']}" if r.get("line") else str(r.get("file"))
@@ -131,4 +134,4 @@ def describe_read(record: Mapping[str, Mapping[str, Any]]) -> list[str]:
             lines.append(f"{name} = {r.get('value_used')} (given; {where} says {r['value']})")
         else:
             lines.append(f"{name} = {r.get('value_used')} (default; {r.get('file')}: {r.get('error')})")
-    return lines
+    return [redact(line) for line in lines]

@@ -44,7 +44,9 @@ def refuse_if_locked(g: Any, facts: dict[str, Any]) -> None:
 
 
 def _show_vars(g: Any, vars_read: dict[str, Any]) -> None:
-    for name, r in sorted(vars_read.items()):
+    from ..redaction import redact_value
+
+    for name, r in sorted(redact_value(vars_read).items()):  # a URL's password is shown masked
         where = f"{r.get('file')}" + (f":{r['line']}" if r.get("line") else "")
         if "value" in r and r.get("used"):
             g.say("vars_read", name=name, value=r["value"], file=where)

@@ -66,7 +66,11 @@ def _line(c: Any, text: str) -> None:
 
 
 def print_review(c: Any, r: dict[str, Any]) -> None:
-    """The review as text, every value in full."""
+    """The review as text, every value in full (a secret in a command, a URL's password, masked as in every output:
+    the approver sees where it goes, not what it is)."""
+    from ..redaction import redact_value
+
+    r = redact_value(r)
     req = r["requester"]
     _line(c, f"plan {r['plan']}  (to {r['target']}, made {r['created']})")
     signed = f"signed with key {req['key']}" if req["signed"] else "unsigned (the operator who runs it counts as " \
