@@ -244,7 +244,7 @@ class Tomcat:
     def url(self, path: str = "/") -> str:
         return f"http://127.0.0.1:{self.site.http_port}{path}"
 
-    def get(self, path: str = "/", timeout: float = 10) -> tuple[int, str]:
+    def get(self, path: str = "/", timeout: float = 30) -> tuple[int, str]:
         """HTTP GET on the site's port: (status, body); status 0 when nothing answered."""
         try:
             with _NO_PROXY.open(self.url(path), timeout=timeout) as r:

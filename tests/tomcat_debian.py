@@ -9,6 +9,11 @@ work/`` with real files only. Each version's home is assembled once and kept und
 ``.cache/tomcat/<debian version>/`` in the repository (git ignores it); the downloaded ``.deb``
 files stay in ``.cache/tomcat/debs/``. Callers copy a cached home; they never change it.
 
+``conf/`` holds Debian's defaults as shipped. They differ from Apache's in one way that matters: the
+shutdown port is disabled (``<Server port="-1">``), and then ``bin/shutdown.sh`` exits 0 without
+stopping anything; a site (tests/tomcat.py) sets its own port. ``webapps/ROOT`` is Debian's default
+page, as Apache ships a ROOT application too.
+
 It does not start anything: tests/tomcat.py runs the homes.
 """
 
