@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from tomcat import TOMCAT_PACKAGES, Home, Site, Tomcat, cached_home, install, jvm_pids, port_owner
+from tomcat import (TOMCAT_PACKAGES, Home, Site, Tomcat, TomcatSetupError, cached_home, install, jvm_pids,
+                    oldest_and_newest, port_owner)
 from tomcat_fixtures import TomcatCatalog, old_tomcat, package_name, tomcat_catalog, tomcat_homes  # noqa: F401
 from upgrader.cli import main
 
@@ -66,6 +67,14 @@ def test_two_debian_versions_become_self_contained_apache_homes(tomcat_homes: tu
             assert (home.path / jar).is_file(), jar
         links = [p for p in home.path.rglob("*") if p.is_symlink()]
         assert links == []
+    assert (old.path / "lib" / "catalina.jar").read_bytes() != (new.path / "lib" / "catalina.jar").read_bytes()
+
+
+def test_a_mirror_without_two_versions_is_refused_loudly() -> None:
+    """With fewer than two versions on the mirror there is nothing to upgrade to: the set-up says so and what to check."""
+    with pytest.raises(TomcatSetupError, match=r"offers 0 version\(s\) of no-such-tomcat10-build \(none\);"
+                                               r" the Tomcat tests need two: check .*sources.* apt-get update"):
+        oldest_and_newest("no-such-tomcat10-build")
 
 
 def test_a_second_call_reads_the_cache(tomcat_homes: tuple[Home, Home]) -> None:

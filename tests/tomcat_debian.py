@@ -75,12 +75,12 @@ def offered_versions(package: str) -> list[str]:
     return sorted(versions, key=functools.cmp_to_key(_compare))
 
 
-def oldest_and_newest() -> tuple[str, str]:
+def oldest_and_newest(package: str = TOMCAT_PACKAGES[0]) -> tuple[str, str]:
     """The oldest and newest Debian versions of Tomcat 10 on the mirror; two are needed for an upgrade."""
-    versions = offered_versions(TOMCAT_PACKAGES[0])
+    versions = offered_versions(package)
     if len(versions) < 2:
         raise TomcatSetupError(
-            f"the package mirror offers {len(versions)} version(s) of {TOMCAT_PACKAGES[0]} ({', '.join(versions) or 'none'});"
+            f"the package mirror offers {len(versions)} version(s) of {package} ({', '.join(versions) or 'none'});"
             " the Tomcat tests need two: check /etc/apt/sources.list(.d) has both bookworm and"
             " bookworm-security, then run apt-get update")
     return versions[0], versions[-1]
