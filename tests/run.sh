@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, with its own set-up: on a fresh machine it creates the virtual environment
 # (.venv) with upgrader and its test dependencies, installs the system tools the tests use
-# (OpenSSH server and client, Chromium, libfaketime) when run as root and they are missing, then runs pytest.
+# (OpenSSH server and client, Chromium, libfaketime, a Java runtime) when run as root and they are missing,
+# makes sure apt knows the Tomcat packages the real-Tomcat tests download, then runs pytest.
 # Extra arguments go to pytest, e.g. `bash tests/run.sh -k policy -x`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,6 +20,8 @@ command -v chromium >/dev/null || need+=(chromium)
 compgen -G '/usr/lib/*/faketime/libfaketime.so.1' >/dev/null || need+=(faketime)
 # Chinese labels of the HTML reports render with a CJK font (the screenshots are test artifacts)
 [ -e /usr/share/fonts/truetype/wqy/wqy-microhei.ttc ] || need+=(fonts-wqy-microhei)
+# the real Tomcat (tests/tomcat.py) runs on Debian's OpenJDK; its packages come through apt-get download
+command -v java >/dev/null || need+=(default-jdk-headless)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "tests/run.sh: missing ${need[*]}; run as root once, or install them with apt-get" >&2
@@ -34,6 +37,13 @@ if [ ${#need[@]} -gt 0 ]; then
   { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"; } || rc=$?
   [ -n "$made_policy" ] && rm -f /usr/sbin/policy-rc.d
   [ "$rc" = 0 ] || { echo "tests/run.sh: apt-get install ${need[*]} failed" >&2; exit 2; }
+fi
+
+# the real-Tomcat fixture fetches tomcat10 with apt-get download (cached in .cache/tomcat/): apt's
+# package lists must name the versions, which a fresh container often lacks
+if [ ! -d .cache/tomcat ] && [ -z "$(apt-cache madison tomcat10 2>/dev/null)" ] && [ "$(id -u)" = 0 ]; then
+  echo "tests/run.sh: apt-get update (the package lists do not name tomcat10)"
+  apt-get update -qq || { echo "tests/run.sh: apt-get update failed" >&2; exit 2; }
 fi
 
 # --- Python dependencies in .venv, reinstalled when pyproject.toml changes --------------------------
