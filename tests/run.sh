@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, with its own set-up: on a fresh machine it creates the virtual environment
 # (.venv) with upgrader and its test dependencies, installs the system tools the tests use
-# (OpenSSH server and client, Chromium, libfaketime) when run as root and they are missing, then runs pytest.
+# (OpenSSH server and client, Chromium, libfaketime, tmux) when run as root and they are missing, then runs pytest.
 # Extra arguments go to pytest, e.g. `bash tests/run.sh -k policy -x`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,6 +17,8 @@ command -v ssh >/dev/null && command -v ssh-keygen >/dev/null || need+=(openssh-
 command -v chromium >/dev/null || need+=(chromium)
 # libfaketime: tests run the CLI as a child process at another "now" (the product has no test clock)
 compgen -G '/usr/lib/*/faketime/libfaketime.so.1' >/dev/null || need+=(faketime)
+# the customer's guide is also driven through tmux (send-keys, capture-pane) as a person at a terminal
+command -v tmux >/dev/null || need+=(tmux)
 # Chinese labels of the HTML reports render with a CJK font (the screenshots are test artifacts)
 [ -e /usr/share/fonts/truetype/wqy/wqy-microhei.ttc ] || need+=(fonts-wqy-microhei)
 if [ ${#need[@]} -gt 0 ]; then
