@@ -487,6 +487,7 @@ policy, 4 approval missing or invalid or outside the service window, 5 needs a p
                            "ops@DOMAIN); repeatable")
     diag.add_argument("-o", "--output", metavar="FILE", help="where to write the .tar.gz")
     diag.add_argument("--json", action="store_true")
+    diag.add_argument("--lang", choices=("zh", "en"), help="language of the output (default: from the locale)")
     diag.set_defaults(func="diagnostics:cmd_diagnostics")
     return p
 

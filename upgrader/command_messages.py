@@ -1,5 +1,5 @@
 """The words of the commands a customer's operator meets besides the guide (``access grant|list|revoke``,
-``inspect``, the question ``rollback`` asks), in English and Simplified Chinese, in one catalog.
+``inspect``, ``available``, ``diagnostics``, the question ``rollback`` asks), in English and Simplified Chinese, in one catalog.
 
 Same form and rules as ``guide_messages`` (key -> (English, Chinese), rich markup in the texts, every
 field escaped); ``texts(lang)`` gives the ``Messages`` for this catalog. The ``upgrader: error:`` line
@@ -85,6 +85,13 @@ COMMAND_MESSAGES: dict[str, tuple[str, str]] = {
     "advisory_hosts": ("[bold red]{n} host(s) run a version named in an advisory:[/bold red] {hosts}",
                        "[bold red]{n} 台主机运行的版本在安全公告中：[/bold red]{hosts}"),
     "status_affected": ("affected", "受影响"), "status_cannot tell": ("cannot tell", "无法判断"),
+    # diagnostics
+    "bundle_written": ("diagnostics bundle: [bold]{bundle}[/bold] (secrets redacted{obfuscated}): send it to support",
+                       "诊断包：[bold]{bundle}[/bold]（已隐去密码等敏感信息{obfuscated}），请发送给技术支持。"),
+    "bundle_obfuscated": (", host names and addresses obfuscated", "，主机名和地址已替换为代号"),
+    "bundle_key": ("the key to the obfuscated names stays here: {file}", "代号与真实名称的对照表留在本机：{file}"),
+    "bundle_failed": ("[yellow]the diagnostics bundle could not be written: {error}[/yellow]",
+                      "[yellow]无法写入诊断包：{error}[/yellow]"),
     # rollback's question before it stops a service
     "rollback_what": ("Rollback of run {run}: on {hosts} the service {product} is stopped, the backup of {version} "
                       "restored and started again. The service is down meanwhile.",

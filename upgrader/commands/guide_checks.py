@@ -32,15 +32,16 @@ def refuse_if_locked(g: Any, facts: dict[str, Any]) -> None:
     if not lock:
         return
     run = str(lock.get("run") or "?")
-    try:
-        since = _dt.datetime.fromtimestamp(float(lock.get("time") or 0)).astimezone().isoformat(timespec="minutes")
+    try:  # in the policy's time zone, the zone named, as every time the guide shows
+        since = g.when(_dt.datetime.fromtimestamp(float(lock.get("time") or 0), _dt.timezone.utc))
     except (TypeError, ValueError, OverflowError, OSError):
         since = "?"
     who = {"run": run, "user": lock.get("user") or "?", "controller": lock.get("controller") or "?"}
+    commands = way_out(g.args.home, run)
     g.say("locked", since=since, **who)
-    g.say("locked_way_out", **way_out(g.args.home, run))
+    g.say("locked_way_out", **commands)
     g.record("guide_refused", outcome="refused", reason="the install is locked", holder=lock)
-    raise g.error(NeedsPerson, "locked_error", "locked_error_hint", **who)
+    raise g.error(NeedsPerson, "locked_error", "locked_error_hint", **who, **commands)
 
 
 def _show_vars(g: Any, vars_read: dict[str, Any]) -> None:
