@@ -111,16 +111,18 @@ def test_tmux_chinese_install_dir_typed_port_read_from_the_config_and_the_upgrad
     finally:
         term.kill()
     assert "未做任何改动（退出码 4）" in shown and "18080" not in shown and "Traceback" not in shown
+    assert f"从配置文件读取：port = {box.port}（conf/server.conf:2）" in shown  # shown before the plan is sent
     (plan_file,) = (box.root / "guide" / "plans").glob("*.json")
     h = json.loads(plan_file.read_text())["hosts"][0]
     assert h["vars_read"]["port"]["value"] == str(box.port) and h["vars_read"]["port"]["used"] is True
     assert box.answers() == "7.0.4.1" and not runs(box)
 
+    old_pid = pid(box)
     term = chinese_guide(box, tmp_path, "--package", package(box), "--approval", str(approve(box, plan_file)))
     try:
         term.wait_for(f"从配置文件读取：port = {box.port}（conf/server.conf:2）")
         term.wait_for("健康检查已在停止服务之前、在当前运行的 7.0.4.1 上验证：5 项通过")
-        term.wait_for(f"tcp：port {box.port} open")
+        term.wait_for(f"tcp：端口 {box.port} 已打开")
         term.wait_for("您已经备份好业务数据了吗")
         term.type("是")
         term.wait_for("需要让工程师在几个小时内远程登录本机协助吗")
@@ -133,6 +135,8 @@ def test_tmux_chinese_install_dir_typed_port_read_from_the_config_and_the_upgrad
     finally:
         term.kill()
     assert "18080" not in shown and "故障级别" not in shown and "需要人工处理" not in shown
+    assert f"健康检查已验证：4 项检查在当前运行的 7.0.4.1 上通过：process（进程 {old_pid} 在运行），tcp（端口 {box.port} 已打开）" \
+        in shown and "probe(s)" not in shown and "原文" not in shown
     assert box.wait_version("7.0.4.2", 10) == "7.0.4.2"  # on the port the config names
     (run,) = runs(box)
     assert json.loads((run / "result.json").read_text())["hosts"][0]["outcome"] == "committed"
@@ -163,6 +167,7 @@ def test_tmux_chinese_config_pointing_elsewhere_is_refused_before_stop_with_the_
     assert f"'tcp' (port {elsewhere} closed)" in flat and "在当前运行的版本 7.0.4.1 上就不通过" in flat
     assert f"conf/server.conf:2 中 port = {elsewhere}，但该处没有响应" in flat and "--var port=" in flat
     assert "您已经备份好业务数据了吗" not in shown and "Traceback" not in shown
+    assert "错误：" not in shown and "和roll" not in shown  # said once, in Chinese (the English log line follows)
     assert pid(box) == old_pid and box.answers() == "7.0.4.1"
     assert host_state(box) == before
     assert not list((box.root / "guide" / "plans").glob("*.json"))

@@ -144,13 +144,18 @@ def test_the_lock_left_behind_way_out_runs_as_printed_status_then_resume_then_th
 
     term = shell(commands["status"])
     assert term.finish() == 5, term.transcript[-2000:]
-    assert f"locked by run {run.name}" in term.transcript.replace("\r\n", "")
+    shown = ANSI.sub("", term.transcript).replace("\n", "")
+    assert re.search(rf"被运行 {run.name} 锁定（\S+@\S+，自 \d{{4}}-\d\d-\d\d \d\d:\d\d 北京时间 起）：这是本机的运行，"
+                     rf"用 upgrader --home {re.escape(str(box.root))} resume {run.name} 完成它", shown), shown
+    assert f"运行 {run.name}：resume 在“安装”阶段被中断" in shown and "locked by" not in shown
 
     term = shell(commands["resume"])
     assert term.finish() == 1, term.transcript[-2000:]
     assert box.wait_version("7.0.4.1", 10) == "7.0.4.1"
     assert not (box.install_dir.parent / f".upgrader-{box.install_dir.name}" / "lock").exists()
-    assert shell(commands["status"]).finish() == 0
+    term = shell(commands["status"])
+    assert term.finish() == 0
+    assert "app-01  运行版本 7.0.4.1" in term.transcript and "没有锁，没有需要人工处理的事" in term.transcript
 
     child = guide(box, "--plan", str(plan), "--approval", str(approval), lang="zh")
     answer_until_stop(child, "zh")

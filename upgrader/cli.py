@@ -457,6 +457,7 @@ policy, 4 approval missing or invalid or outside the service window, 5 needs a p
     status.add_argument("--inventory", metavar="INV")
     status.add_argument("--hosts", metavar="PATTERN")
     status.add_argument("--json", action="store_true")
+    status.add_argument("--lang", choices=("zh", "en"), help="language of the output (default: from the locale)")
     status.set_defaults(func="status:cmd_status")
     diag = sub.add_parser(
         "diagnostics", help="(re)build the diagnostics bundle of a run, to send to support",

@@ -96,6 +96,13 @@ _FORMS: list[tuple[str, str]] = [
     (r"(?P<f>\d+) MiB free, (?P<n>\d+) MiB needed for the package and staging",
      "可用 {f} MiB，升级包和暂存需要 {n} MiB"),
     (r"host is locked by run (?P<r>\S+) \((?P<who>[^)]*)\)", "主机已被运行 {r}（{who}）锁定"),
+    # health checks proven on the running version (upgrader.plan, upgrader.probe_proof)
+    (rf"(?P<n>\d+) probe\(s\) pass on the running (?P<v>{_V}): (?P<l>.+); (?P<k>\d+) log probe\(s\) judged after "
+     r"start", "{n} 项检查在当前运行的 {v} 上通过：{l:proofs}；另有 {k} 项日志检查在新版本启动后判断"),
+    (rf"(?P<n>\d+) probe\(s\) pass on the running (?P<v>{_V}): (?P<l>.+)", "{n} 项检查在当前运行的 {v} 上通过：{l:proofs}"),
+    (r"pid (?P<p>\S+) alive", "进程 {p} 在运行"),
+    (r"port (?P<n>\d+) open", "端口 {n} 已打开"),
+    (r"(?P<u>\S+) answered (?P<s>\d+)", "{u} 返回 {s}"),
     (rf"the catalog has no package of (?P<p>\S+) (?P<v>{_V})", "目录中没有 {p} {v} 的升级包"),
     # the service window (version_policy.window)
     (r"(?P<when>\d{4}-\d\d-\d\d \d\d:\d\d) (?P<day>\w+) \((?P<tz>[^)]+)\) is inside the service window: "
@@ -244,6 +251,9 @@ def _fill(template: str, m: re.Match[str], depth: int) -> str:
             return _LEVELS.get(value, value)
         if how == "change":
             return _CHANGES.get(value, value)
+        if how == "proofs":  # "process (pid 7 alive), tcp (port 8080 open)": each probe's detail translated
+            return "，".join(f"{name}（{_translate(detail, depth + 1) or detail}）" for name, detail in
+                            re.findall(r"([\w.-]+) \((.*?)\)(?:, (?=[\w.-]+ \()|$)", value))
         return value
     return _FIELD.sub(one, template)
 

@@ -79,7 +79,7 @@ def prove_probes(g: Any, plan: Any) -> None:
         transport.close()
     g.say("probes_proven", version=h["current"], n=len(results))
     for r in results:
-        detail = g.t.plain("probe_log_later") if r.get("skipped") else str(r.get("detail"))
+        detail = g.t.plain("probe_log_later") if r.get("skipped") else g.words(r.get("detail"))
         g.say("probe_line", mark=_MARKS["skip" if r.get("skipped") else "pass"], probe=r["probe"], detail=detail)
 
 
@@ -90,3 +90,4 @@ def show_unproven(g: Any, e: Any) -> None:
     for fix in fixes:
         g.say("probe_fix", fix=fix)
     g.say("probe_var_hint")
+    e.shown = True  # said in the operator's words: no second line translated word by word
