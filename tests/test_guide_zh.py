@@ -148,6 +148,7 @@ def test_the_lock_left_behind_way_out_runs_as_printed_status_then_resume_then_th
     assert re.search(rf"被运行 {run.name} 锁定（\S+@\S+，自 \d{{4}}-\d\d-\d\d \d\d:\d\d 北京时间 起）：这是本机的运行，"
                      rf"用 upgrader --home {re.escape(str(box.root))} resume {run.name} 完成它", shown), shown
     assert f"运行 {run.name}：resume 在“安装”阶段被中断" in shown and "locked by" not in shown
+    assert sorted(f for f in english_fragments() if f in shown) == []
 
     term = shell(commands["resume"])
     assert term.finish() == 1, term.transcript[-2000:]
