@@ -216,10 +216,10 @@ _FORMS: list[tuple[str, str]] = [
     (r"major|minor|maintenance", "{0:level}"),
     (r"external interfaces|the configuration format|monitoring", "{0:change}"),
     (r"(?P<p>/\S+|\S+\.\w+): (?P<rest>.+)", "{p}：{rest:t}"),
-    (r"(?P<a>.+?); (?P<b>.+)", "{a:t}；{b:t}"),
+    (r"(?P<a>.+?); (?P<b>.+)", "{a:s}；{b:s}"),
     (r"(?P<v>\S+) is listed as affected \((?P<t>.+)\)", "{v} 被列为受影响的版本（{t}）"),
     (r"(?P<v>\S+) is not affected", "{v} 不受影响"),
-    (r"(?P<a>.+?) and (?P<b>.+)", "{a:t}和{b:t}"),
+    (r"(?P<a>.+?) and (?P<b>.+)", "{a:s}和{b:s}"),
 ]
 _COMPILED = [(re.compile(p), t) for p, t in _FORMS]
 _FIELD = re.compile(r"{(\w+)(?::(\w+))?}")
@@ -231,6 +231,11 @@ def _fill(template: str, m: re.Match[str], depth: int) -> str:
         value = m.group(int(name)) if name.isdigit() else (m.group(name) or "")
         if how == "t":
             return _translate(value, depth + 1) or value
+        if how == "s":  # strict: a half left in English makes the whole form not apply (no mixed sentence)
+            found = _translate(value, depth + 1)
+            if found is None:
+                raise _NotThisForm
+            return found
         if how == "day":
             return _DAYS.get(value, value)
         if how == "zone":
@@ -258,13 +263,20 @@ def _fill(template: str, m: re.Match[str], depth: int) -> str:
     return _FIELD.sub(one, template)
 
 
+class _NotThisForm(Exception):
+    """A strict field of a generic form could not be translated: try the next form."""
+
+
 def _translate(reason: str, depth: int = 0) -> str | None:
     if depth > 6:
         return None
     for pattern, template in _COMPILED:
         m = pattern.fullmatch(reason)
         if m:
-            return _fill(template, m, depth)
+            try:
+                return _fill(template, m, depth)
+            except _NotThisForm:
+                continue
     return None
 
 
