@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, with its own set-up: on a fresh machine it creates the virtual environment
 # (.venv) with upgrader and its test dependencies, installs the system tools the tests use
-# (OpenSSH server and client, Chromium, libfaketime, a Java runtime) when run as root and they are missing,
-# makes sure apt knows the Tomcat packages the real-Tomcat tests download, then runs pytest.
+# (OpenSSH server and client, Chromium, libfaketime, tmux, a Java runtime) when run as root and they are
+# missing, makes sure apt knows the Tomcat packages the real-Tomcat tests download, then runs pytest.
 # Extra arguments go to pytest, e.g. `bash tests/run.sh -k policy -x`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,6 +18,8 @@ command -v ssh >/dev/null && command -v ssh-keygen >/dev/null || need+=(openssh-
 command -v chromium >/dev/null || need+=(chromium)
 # libfaketime: tests run the CLI as a child process at another "now" (the product has no test clock)
 compgen -G '/usr/lib/*/faketime/libfaketime.so.1' >/dev/null || need+=(faketime)
+# the customer's guide is also driven through tmux (send-keys, capture-pane) as a person at a terminal
+command -v tmux >/dev/null || need+=(tmux)
 # Chinese labels of the HTML reports render with a CJK font (the screenshots are test artifacts)
 [ -e /usr/share/fonts/truetype/wqy/wqy-microhei.ttc ] || need+=(fonts-wqy-microhei)
 # the real Tomcat (tests/tomcat.py) runs on Debian's OpenJDK; its packages come through apt-get download

@@ -93,7 +93,7 @@ def test_issue_21_point_1_the_guide_in_chinese_reads_the_port_from_the_config_an
     child = guide(box, "--package", package(box), "--approval", str(approve(box, plan_file)), lang="zh", env=env)
     child.expect(f"从配置文件读取：port = {box.port}（conf/server.conf:2）")
     child.expect("健康检查已在停止服务之前、在当前运行的 7.0.4.1 上验证：5 项通过")
-    child.expect(f"tcp：port {box.port} open")
+    child.expect(f"tcp：端口 {box.port} 已打开")
     answer_until_stop(child, "zh")
     child.sendline("是")
     child.expect("升级完成")

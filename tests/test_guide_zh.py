@@ -16,7 +16,7 @@ from pathlib import Path
 import pexpect
 import pytest
 
-from conftest import ARTIFACTS, upgrader
+from conftest import ARTIFACTS, approve, upgrader
 from test_audit_report import Page, chromium
 from test_guide import (ANSI, OTHER_KEY, TIMEOUT, Term, answer_until_stop, approved_plan, audit_events,
                         authorized_keys, guide, pid, runs)
@@ -91,6 +91,96 @@ def test_the_printed_rollback_asks_before_it_stops_the_service_and_runs_as_print
     term = shell(resume)  # the run-started follow-up, as printed: the run has nothing left to do
     code = term.finish()
     assert code == 0, term.transcript[-2000:]
+
+
+def killed_run_holding_the_lock(box: Sandbox) -> tuple[Path, Path, Path]:
+    """A run killed (SIGKILL at a fault point) after it stopped the service and installed 7.0.4.2: its lock stays,
+    the service is down. Also a second plan with its own approval, made before, for the guide afterwards."""
+    import subprocess
+
+    from conftest import fault_env
+
+    plan, approval = approved_plan(box, "7.0.4.2")
+    later_plan, later_approval = approved_plan(box, "7.0.4.2")  # a fresh approval: its own signed statement
+    later_approval = approve(box, later_plan, "--comment", "the customer's second try")
+    killed = subprocess.run([str(Path(BIN) / "upgrader"), "--home", str(box.root), "run", str(plan), "--approval",
+                             str(approval)], env={**os.environ, "PYTHON": sys.executable,
+                                                  **fault_env(kill_at="install:finished")},
+                            capture_output=True, timeout=120)
+    assert killed.returncode == -9 and box.answers() is None
+    (run,) = runs(box)
+    return run, later_plan, later_approval
+
+
+def lock_way_out(box: Sandbox, run: Path, plan: Path, approval: Path) -> dict[str, str]:
+    """The guide, locked out: the three commands it prints (status, resume and rollback with --break-lock)."""
+    child = guide(box, "--plan", str(plan), "--approval", str(approval), lang="zh")
+    child.expect(f"这个安装已被运行 {run.name} 锁定")
+    assert child.finish() == 5
+    out = child.transcript.replace("\r\n", "")
+    found = {"status": re.search(r"查看本机状态：(upgrader .*? status)  2\.", out),
+             "resume": re.search(r"用 (upgrader .*? --break-lock) 按运行日志完成它", out),
+             "rollback": re.search(r"或用 (upgrader .*? --break-lock) 退回旧版本", out)}
+    commands = {k: m.group(1) for k, m in found.items() if m}
+    assert set(commands) == {"status", "resume", "rollback"}, out[-2000:]
+    assert re.search(r"自 \d{4}-\d\d-\d\d \d\d:\d\d 北京时间 起", out) and "+00:00" not in out
+    # the error's hint repeats them, as complete
+    assert f"{commands['status']}；然后 {commands['resume']} 或 {commands['rollback']}" in out
+    home = ["upgrader", "--home", str(box.root)]
+    assert shlex.split(commands["status"]) == [*home, "status"]
+    assert shlex.split(commands["resume"]) == [*home, "resume", run.name, "--break-lock"]
+    assert shlex.split(commands["rollback"]) == [*home, "rollback", run.name, "--break-lock"]
+    return commands
+
+
+def test_the_lock_left_behind_way_out_runs_as_printed_status_then_resume_then_the_guide_again(
+        sandbox: Sandbox) -> None:
+    """The guide meets the lock of a killed run and prints the way out; run as printed: `status` names the lock and
+    its run (exit 5: a person is needed); `resume RUN --break-lock` finishes the run from its journal (it rolls back
+    to 7.0.4.1, exit 1) and frees the install; the guide again with the same approval (it was not used) upgrades."""
+    box = sandbox
+    run, plan, approval = killed_run_holding_the_lock(box)
+    commands = lock_way_out(box, run, plan, approval)
+
+    term = shell(commands["status"])
+    assert term.finish() == 5, term.transcript[-2000:]
+    shown = ANSI.sub("", term.transcript).replace("\n", "")
+    assert re.search(rf"被运行 {run.name} 锁定（\S+@\S+，自 \d{{4}}-\d\d-\d\d \d\d:\d\d 北京时间 起）：这是本机的运行，"
+                     rf"用 upgrader --home {re.escape(str(box.root))} resume {run.name} 完成它", shown), shown
+    assert f"运行 {run.name}：resume 在“安装”阶段被中断" in shown and "locked by" not in shown
+    assert sorted(f for f in english_fragments() if f in shown) == []
+
+    term = shell(commands["resume"])
+    assert term.finish() == 1, term.transcript[-2000:]
+    assert box.wait_version("7.0.4.1", 10) == "7.0.4.1"
+    assert not (box.install_dir.parent / f".upgrader-{box.install_dir.name}" / "lock").exists()
+    term = shell(commands["status"])
+    assert term.finish() == 0
+    assert "app-01  运行版本 7.0.4.1" in term.transcript and "没有锁，没有需要人工处理的事" in term.transcript
+
+    child = guide(box, "--plan", str(plan), "--approval", str(approval), lang="zh")
+    answer_until_stop(child, "zh")
+    child.sendline("y")
+    child.expect("升级完成")
+    assert child.finish() == 0
+    assert box.wait_version("7.0.4.2", 10) == "7.0.4.2"
+
+
+def test_the_lock_left_behind_way_out_runs_as_printed_rollback_asks_then_puts_the_old_version_back(
+        sandbox: Sandbox) -> None:
+    """Run as printed, `rollback RUN --break-lock` says what it will do and asks (a terminal); "y" restores 7.0.4.1,
+    starts it and frees the install (exit 0); `status` as printed then finds nothing that needs a person."""
+    box = sandbox
+    run, plan, approval = killed_run_holding_the_lock(box)
+    commands = lock_way_out(box, run, plan, approval)
+    term = shell(commands["rollback"])
+    term.expect("现在停止服务并回滚吗？")
+    term.sendline("y")
+    assert term.finish() == 0, term.transcript[-2000:]
+    assert box.wait_version("7.0.4.1", 10) == "7.0.4.1"
+    assert not (box.install_dir.parent / f".upgrader-{box.install_dir.name}" / "lock").exists()
+    term = shell(commands["status"])
+    assert term.finish() == 0, term.transcript[-2000:]
 
 
 def test_rollback_with_yes_does_not_ask(sandbox: Sandbox) -> None:
@@ -357,6 +447,37 @@ def test_no_english_sentence_shows_in_the_chinese_guide_inspect_and_access(sandb
     for english in ("is newer than", "service window", "package on host", "snapshotted", "the installed product",
                     "is not open on", "granted by", "revoked grant"):
         assert english not in everything, english
+
+
+def test_a_failed_upgrade_and_its_diagnostics_speak_chinese_with_no_english_severity_line(sandbox: Sandbox) -> None:
+    """7.0.4.6 cannot start and is rolled back by the guide in Chinese; then `upgrader diagnostics RUN --obfuscate`,
+    run by a shell in the operator's Chinese locale: the bundle, the key to the obfuscated names, the level (三级
+    一般), its response times, service hours and the rule that decided it are all in Chinese, in the guide and in
+    diagnostics; no English fragment of the catalogs or of the severity rules is shown."""
+    from upgrader.severity import RULES as SEVERITY_RULES
+
+    box = sandbox
+    plan, approval = approved_plan(box, "7.0.4.6")
+    child = guide(box, "--plan", str(plan), "--approval", str(approval), lang="zh")
+    answer_until_stop(child, "zh")
+    child.sendline("y")
+    child.expect("故障级别：三级 一般（响应级别：重要）")
+    assert child.finish() == 1
+    (run,) = runs(box)
+    term = shell(f"upgrader --home {box.root} diagnostics {run.name} --obfuscate", {"LANG": "zh_CN.UTF-8"})
+    assert term.finish() == 0, term.transcript[-2000:]
+    out = ANSI.sub("", term.transcript).replace("\n", "")
+    bundle = run / f"diagnostics-{run.name}.tar.gz"
+    assert bundle.is_file() and f"诊断包：{bundle}（已隐去密码等敏感信息，主机名和地址已替换为代号），请发送给技术支持。" in out
+    assert "代号与真实名称的对照表留在本机：" in out
+    assert "故障级别：三级 一般（响应级别：重要）" in out and "8 小时内响应，4 小时内首次回电" in out
+    assert "判定依据（app-01）：升级失败并已回滚：旧版本在运行且健康" in out
+    both = ANSI.sub("", child.transcript + term.transcript)
+    assert "判定依据（app-01）：升级失败并已回滚" in child.transcript
+    english = sorted(f for f in english_fragments() | {rule for _, rule in SEVERITY_RULES} if f in both)
+    assert english == [], english
+    for line in ("Severity level", "Response: within", "diagnostics bundle", "the key to the obfuscated", "Why ("):
+        assert line not in both, line
 
 
 # ---------------------------------------------------------------- the 巡检 form

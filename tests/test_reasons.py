@@ -85,3 +85,16 @@ def test_a_failure_is_summarised_first_with_the_logs_own_line_and_the_detail_aft
 def test_times_for_people_are_in_the_policys_zone_with_the_zone_named(at: str | None, zone: str, lang: str,
                                                                        shown: str) -> None:
     assert shown_time(at, zone, lang) == shown
+
+
+def test_a_sentence_is_never_half_translated_by_a_generic_form() -> None:
+    """"A and B" / "A; B" with an English half no form knows: shown whole behind 原文, never "…too和roll…";
+    with both halves known, both are translated; the health-check proof and probe details have their forms."""
+    english = ("vm: the health check(s) 'tcp' (port 1 closed) fail on the running version 7.0.4.1: they would fail "
+               "after the upgrade too and roll a good upgrade back, so nothing was stopped")
+    assert translate(english, "zh") == f"{UNTRANSLATED}：{english}"
+    assert translate("7.0.4.2 is newer than 7.0.4.1 (level 4: 2 vs 1); full package: no requires range", "zh") == \
+        "7.0.4.2 比 7.0.4.1 新（第 4 级：2 对 1）；完整包：没有适用版本范围"
+    assert translate("2 probe(s) pass on the running 7.0.4.1: process (pid 7 alive), tcp (port 8080 open); 1 log "
+                     "probe(s) judged after start", "zh") == \
+        "2 项检查在当前运行的 7.0.4.1 上通过：process（进程 7 在运行），tcp（端口 8080 已打开）；另有 1 项日志检查在新版本启动后判断"

@@ -8,8 +8,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from conftest import Run, approve, fault_env, now_at, plan_to, upgrader
-from fleet import Fleet, FleetHost
+from conftest import Run, approve, fault_env, now_at, plan_to, product_digest, upgrader
+from fleet import Fleet, FleetHost, wait_for
 
 
 # ---------------------------------------------------------------- helpers
@@ -35,9 +35,13 @@ def pid(h: FleetHost) -> int | None:
 
 
 def host_state(h: FleetHost) -> dict[str, Any]:
-    """Everything a refusal must leave as it was: the version answered, the pid, the lock, the run directories."""
+    """Everything a refusal must leave as it was: the version answered, the pid, the lock, the run directories, the
+    product files and the packages staged on the host."""
     runs = h.state_dir / "runs"
+    packages = h.state_dir / "packages"
     return {"answers": h.answers(), "pid": pid(h), "lock": (h.state_dir / "lock").exists(),
+            "product": product_digest(h.install_dir),
+            "packages": sorted(p.name for p in packages.iterdir()) if packages.is_dir() else [],
             "runs": sorted((p.name, sorted(c.name for c in p.iterdir())) for p in runs.iterdir()) if runs.is_dir()
             else [],
             "installed": (h.state_dir / "installed.json").read_text() if (h.state_dir / "installed.json").exists()
@@ -111,7 +115,8 @@ def test_resume_of_a_run_that_a_later_run_replaced_stops_nothing(fleet):
     assert killed.returncode == -9, killed.stderr[-2000:]
     (a_dir,) = f.run_dirs()
     assert (h.state_dir / "lock").exists() and h.answers() is None  # stopped, installed, not started
-    h.start()  # someone started it by hand
+    h.start()  # someone started it by hand (start.sh returns before the service listens and writes its pid file)
+    wait_for(lambda: h.answers() == "7.0.4.2" and pid(h), 15, "the service started by hand")
     b = execute(f, planned(f, "7.0.4.3"), "--break-lock")
     assert b.rc == 0 and h.answers() == "7.0.4.3"
     before = host_state(h)
@@ -147,7 +152,7 @@ def test_a_lock_left_by_a_killed_rollback_is_shown_by_status_and_cleared_with_br
     assert upgrader(f.box, "status", "--inventory", str(f.box.inventory)) == 5
     out = capsys.readouterr().out
     assert "app-01" in out and "7.0.4.2" in out and f"locked by run {a.id}" in out
-    assert f"upgrader rollback {a.id}" in out
+    assert f"upgrader --home {f.box.root} rollback {a.id}" in out  # complete, runnable as printed
     assert upgrader(f.box, "resume", a.id) == 0  # the run had finished; resume points at the rollback
     assert f"but app-01: run {a.id} its rollback was interrupted" in capsys.readouterr().out
     assert host_state(h) == held

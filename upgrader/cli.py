@@ -457,6 +457,7 @@ policy, 4 approval missing or invalid or outside the service window, 5 needs a p
     status.add_argument("--inventory", metavar="INV")
     status.add_argument("--hosts", metavar="PATTERN")
     status.add_argument("--json", action="store_true")
+    status.add_argument("--lang", choices=("zh", "en"), help="language of the output (default: from the locale)")
     status.set_defaults(func="status:cmd_status")
     diag = sub.add_parser(
         "diagnostics", help="(re)build the diagnostics bundle of a run, to send to support",
@@ -487,6 +488,7 @@ policy, 4 approval missing or invalid or outside the service window, 5 needs a p
                            "ops@DOMAIN); repeatable")
     diag.add_argument("-o", "--output", metavar="FILE", help="where to write the .tar.gz")
     diag.add_argument("--json", action="store_true")
+    diag.add_argument("--lang", choices=("zh", "en"), help="language of the output (default: from the locale)")
     diag.set_defaults(func="diagnostics:cmd_diagnostics")
     return p
 

@@ -1,5 +1,5 @@
 """The words of the commands a customer's operator meets besides the guide (``access grant|list|revoke``,
-``inspect``, the question ``rollback`` asks), in English and Simplified Chinese, in one catalog.
+``inspect``, ``available``, ``diagnostics``, ``status``, the question ``rollback`` asks), in English and Simplified Chinese, in one catalog.
 
 Same form and rules as ``guide_messages`` (key -> (English, Chinese), rich markup in the texts, every
 field escaped); ``texts(lang)`` gives the ``Messages`` for this catalog. The ``upgrader: error:`` line
@@ -85,6 +85,32 @@ COMMAND_MESSAGES: dict[str, tuple[str, str]] = {
     "advisory_hosts": ("[bold red]{n} host(s) run a version named in an advisory:[/bold red] {hosts}",
                        "[bold red]{n} 台主机运行的版本在安全公告中：[/bold red]{hosts}"),
     "status_affected": ("affected", "受影响"), "status_cannot tell": ("cannot tell", "无法判断"),
+    # diagnostics
+    "bundle_written": ("diagnostics bundle: [bold]{bundle}[/bold] (secrets redacted{obfuscated}): send it to support",
+                       "诊断包：[bold]{bundle}[/bold]（已隐去密码等敏感信息{obfuscated}），请发送给技术支持。"),
+    "bundle_obfuscated": (", host names and addresses obfuscated", "，主机名和地址已替换为代号"),
+    "bundle_key": ("the key to the obfuscated names stays here: {file}", "代号与真实名称的对照表留在本机：{file}"),
+    "bundle_failed": ("[yellow]the diagnostics bundle could not be written: {error}[/yellow]",
+                      "[yellow]无法写入诊断包：{error}[/yellow]"),
+    # status
+    "status_runs": ("[bold]{host}[/bold]  runs {version}", "[bold]{host}[/bold]  运行版本 {version}"),
+    "status_unreachable": ("[bold]{host}[/bold]  UNREACHABLE: {error}", "[bold]{host}[/bold]  无法连接：{error}"),
+    "status_lock_ours": ("  locked by run {run} ({user}@{controller} since {since}): a run of this machine: finish it "
+                         "with {command}", "  被运行 {run} 锁定（{user}@{controller}，自 {since} 起）：这是本机的运行，"
+                         "用 {command} 完成它"),
+    "status_lock_foreign": ("  locked by run {run} ({user}@{controller} since {since}): not a run of this machine: ask "
+                            "its owner; only if that run is dead, recover with --break-lock ({rollback}, {resume} or "
+                            "{run_plan})", "  被运行 {run} 锁定（{user}@{controller}，自 {since} 起）：不是本机的运行，"
+                            "请先询问其持有者；只有确认该运行已经结束时，才用 --break-lock 接管（{rollback}、{resume} 或 "
+                            "{run_plan}）"),
+    "status_interrupted": ("  run {run}: its {command} was interrupted at {phase}: {resolve}",
+                           "  运行 {run}：{command} 在“{phase}”阶段被中断：用 {resolve} 完成它"),
+    "status_needs_person": ("  run {run}: its {command} ended needing a person: {resolve} (after reading its journal: "
+                            "{diagnostics})", "  运行 {run}：{command} 结束时需要人工处理：先查看运行日志（{diagnostics}），"
+                            "再用 {resolve}"),
+    "status_waiting": ("  run {run} waits for a confirmation after a healthy canary: {resolve}",
+                       "  运行 {run} 在金丝雀主机健康后等待确认：{resolve}"),
+    "status_ok": ("  no lock, nothing waits for a person", "  没有锁，没有需要人工处理的事"),
     # rollback's question before it stops a service
     "rollback_what": ("Rollback of run {run}: on {hosts} the service {product} is stopped, the backup of {version} "
                       "restored and started again. The service is down meanwhile.",

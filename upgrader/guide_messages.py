@@ -166,9 +166,7 @@ MESSAGES: dict[str, tuple[str, str]] = {
                        "用 {resume} 按运行日志完成它，或用 {rollback} 退回旧版本  3. 然后重新运行本向导。"),
     "locked_error": ("the install is locked by run {run} ({user}@{controller})",
                      "该安装已被运行 {run} 锁定（{user}@{controller}）"),
-    "locked_error_hint": ("upgrader status; then upgrader resume {run} --break-lock or upgrader rollback {run} "
-                          "--break-lock", "upgrader status；然后 upgrader resume {run} --break-lock 或 "
-                          "upgrader rollback {run} --break-lock"),
+    "locked_error_hint": ("{status}; then {resume} or {rollback}", "{status}；然后 {resume} 或 {rollback}"),
     # step 5
     "backup_note": ("upgrader makes a verified backup of every product file the upgrade changes and restores it "
                     "if anything fails. It does NOT back up your business data: databases, files your "

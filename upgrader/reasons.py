@@ -96,6 +96,13 @@ _FORMS: list[tuple[str, str]] = [
     (r"(?P<f>\d+) MiB free, (?P<n>\d+) MiB needed for the package and staging",
      "可用 {f} MiB，升级包和暂存需要 {n} MiB"),
     (r"host is locked by run (?P<r>\S+) \((?P<who>[^)]*)\)", "主机已被运行 {r}（{who}）锁定"),
+    # health checks proven on the running version (upgrader.plan, upgrader.probe_proof)
+    (rf"(?P<n>\d+) probe\(s\) pass on the running (?P<v>{_V}): (?P<l>.+); (?P<k>\d+) log probe\(s\) judged after "
+     r"start", "{n} 项检查在当前运行的 {v} 上通过：{l:proofs}；另有 {k} 项日志检查在新版本启动后判断"),
+    (rf"(?P<n>\d+) probe\(s\) pass on the running (?P<v>{_V}): (?P<l>.+)", "{n} 项检查在当前运行的 {v} 上通过：{l:proofs}"),
+    (r"pid (?P<p>\S+) alive", "进程 {p} 在运行"),
+    (r"port (?P<n>\d+) open", "端口 {n} 已打开"),
+    (r"(?P<u>\S+) answered (?P<s>\d+)", "{u} 返回 {s}"),
     (rf"the catalog has no package of (?P<p>\S+) (?P<v>{_V})", "目录中没有 {p} {v} 的升级包"),
     # the service window (version_policy.window)
     (r"(?P<when>\d{4}-\d\d-\d\d \d\d:\d\d) (?P<day>\w+) \((?P<tz>[^)]+)\) is inside the service window: "
@@ -209,10 +216,10 @@ _FORMS: list[tuple[str, str]] = [
     (r"major|minor|maintenance", "{0:level}"),
     (r"external interfaces|the configuration format|monitoring", "{0:change}"),
     (r"(?P<p>/\S+|\S+\.\w+): (?P<rest>.+)", "{p}：{rest:t}"),
-    (r"(?P<a>.+?); (?P<b>.+)", "{a:t}；{b:t}"),
+    (r"(?P<a>.+?); (?P<b>.+)", "{a:s}；{b:s}"),
     (r"(?P<v>\S+) is listed as affected \((?P<t>.+)\)", "{v} 被列为受影响的版本（{t}）"),
     (r"(?P<v>\S+) is not affected", "{v} 不受影响"),
-    (r"(?P<a>.+?) and (?P<b>.+)", "{a:t}和{b:t}"),
+    (r"(?P<a>.+?) and (?P<b>.+)", "{a:s}和{b:s}"),
 ]
 _COMPILED = [(re.compile(p), t) for p, t in _FORMS]
 _FIELD = re.compile(r"{(\w+)(?::(\w+))?}")
@@ -224,6 +231,11 @@ def _fill(template: str, m: re.Match[str], depth: int) -> str:
         value = m.group(int(name)) if name.isdigit() else (m.group(name) or "")
         if how == "t":
             return _translate(value, depth + 1) or value
+        if how == "s":  # strict: a half left in English makes the whole form not apply (no mixed sentence)
+            found = _translate(value, depth + 1)
+            if found is None:
+                raise _NotThisForm
+            return found
         if how == "day":
             return _DAYS.get(value, value)
         if how == "zone":
@@ -244,8 +256,15 @@ def _fill(template: str, m: re.Match[str], depth: int) -> str:
             return _LEVELS.get(value, value)
         if how == "change":
             return _CHANGES.get(value, value)
+        if how == "proofs":  # "process (pid 7 alive), tcp (port 8080 open)": each probe's detail translated
+            return "，".join(f"{name}（{_translate(detail, depth + 1) or detail}）" for name, detail in
+                            re.findall(r"([\w.-]+) \((.*?)\)(?:, (?=[\w.-]+ \()|$)", value))
         return value
     return _FIELD.sub(one, template)
+
+
+class _NotThisForm(Exception):
+    """A strict field of a generic form could not be translated: try the next form."""
 
 
 def _translate(reason: str, depth: int = 0) -> str | None:
@@ -254,7 +273,10 @@ def _translate(reason: str, depth: int = 0) -> str | None:
     for pattern, template in _COMPILED:
         m = pattern.fullmatch(reason)
         if m:
-            return _fill(template, m, depth)
+            try:
+                return _fill(template, m, depth)
+            except _NotThisForm:
+                continue
     return None
 
 

@@ -28,7 +28,7 @@ from typing import Any
 
 from .engine import CANCELLED
 
-__all__ = ["RULES", "LEVELS", "Level", "classify_host", "classify_run", "is_cancelled", "describe", "LEVEL_NAMES"]
+__all__ = ["RULES", "RULES_ZH", "LEVELS", "Level", "classify_host", "classify_run", "is_cancelled", "describe", "LEVEL_NAMES"]
 
 
 @dataclass(frozen=True)
@@ -82,6 +82,18 @@ RULES = (
     (4, "the upgrade did not happen and the service was never touched (preflight, backup, lock, or the host was "
         "unreachable before stop)"),
 )
+
+#: the same rules in Chinese, in the same order (what ``describe`` shows for "zh")
+RULES_ZH = (
+    "服务已停止且没有重新运行（回滚失败，或停止服务后失去了与主机的连接）",
+    "停止服务后，服务反复崩溃或无法启动（进程检查不通过）",
+    "检查不通过的原因表明服务无法连接数据源（JDBC、数据源、数据库）",
+    "回滚失败后服务有响应，但部分健康检查不通过或运行不稳定",
+    "升级失败并已回滚：旧版本在运行且健康（临时解决办法：继续使用旧版本）",
+    "停止服务失败，旧版本已重新运行且健康：没有安装任何东西",
+    "升级没有进行，服务从未被触动（预检、备份、锁，或停止服务前无法连接主机）",
+)
+_ZH_RULE = dict(zip((rule for _, rule in RULES), RULES_ZH))
 
 _NO_INCIDENT = ("committed", "restored", "not_started", "refused", "stale", "bad_input", "superseded", "waiting")
 _CORE = ("process", "tcp", "http")
@@ -181,10 +193,11 @@ def describe(severity: dict[str, Any], lang: str) -> list[str]:
     hours = float(severity.get("response_hours") or 0)
     if lang == "zh":
         respond = f"{hours:g} 小时" if hours else lv.respond[1]
+        rule = _ZH_RULE.get(str(severity.get("rule")), severity.get("rule"))
         return [f"故障级别：{_ZH_NUM[lv.level]}级 {lv.name[1]}（响应级别：{lv.response[1]}）——{lv.meaning[1]}。",
                 f"响应时限：{respond}内响应，{lv.callback[1]}内首次回电，{lv.action_plan[1]}内给出初步处理方案；"
                 f"服务时间：{lv.hours[1]}。",
-                f"判定依据（{severity.get('host')}）：{severity.get('rule')}"]
+                f"判定依据（{severity.get('host')}）：{rule}"]
     respond = f"{hours:g} h" if hours else lv.respond[0]
     return [f"Severity level {lv.level}, {lv.name[0]} (response level: {lv.response[0]}): {lv.meaning[0]}.",
             f"Response: within {respond}, first call-back within {lv.callback[0]}, initial action plan within "

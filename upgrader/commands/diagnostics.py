@@ -32,7 +32,9 @@ def cmd_diagnostics(args: argparse.Namespace) -> int:
     if args.json:
         print_json(info)
     else:
-        print_diagnostics(console(), info)
+        from ..language import resolve_lang
+
+        print_diagnostics(console(), info, lang=resolve_lang(getattr(args, "lang", None)))
     return ExitCode.OK
 
 
@@ -91,39 +93,45 @@ def _severity(args: argparse.Namespace, result: dict[str, Any]) -> dict[str, Any
         return None
 
 
-def print_severity(c: Any, sev: dict[str, Any] | None) -> None:
-    """The severity level, its meaning, the three response times and the service hours; in Chinese too when the
-    locale is Chinese."""
+def print_severity(c: Any, sev: dict[str, Any] | None, lang: str | None = None) -> None:
+    """The severity level, its meaning, the three response times and the service hours: in ``lang`` ("en" or
+    "zh"); without one (run, resume, rollback) in English, and in Chinese too when the locale is Chinese."""
     if not sev:
         return
     from rich.markup import escape
 
-    from ..audit_report import resolve_lang
+    from ..language import resolve_lang
     from ..severity import describe
 
-    for i, line in enumerate(describe(sev, "en")):
-        c.print(f"[bold red]{escape(line)}[/bold red]" if i == 0 else escape(line), soft_wrap=True)
-    if resolve_lang(None) == "zh":
-        for line in describe(sev, "zh"):
-            c.print(escape(line), soft_wrap=True)
+    langs = [lang] if lang else ["en"] + (["zh"] if resolve_lang(None) == "zh" else [])
+    for n, one in enumerate(langs):
+        for i, line in enumerate(describe(sev, one)):
+            c.print(f"[bold red]{escape(line)}[/bold red]" if i == 0 and n == 0 else escape(line), soft_wrap=True)
 
 
-def print_diagnostics(c: Any, info: dict[str, Any] | None) -> None:
-    """Bundle path, severity level and response target; in Chinese too when the locale is Chinese."""
+def print_diagnostics(c: Any, info: dict[str, Any] | None, lang: str | None = None) -> None:
+    """Bundle path, severity level and response target: in ``lang`` ("en" or "zh", as ``upgrader diagnostics``
+    speaks); without one (run, resume, rollback) in English, and in Chinese too when the locale is Chinese."""
     if not info:
         return
-    if not info.get("bundle"):
-        c.print(f"[yellow]{info.get('error')}[/yellow]")
-        print_severity(c, info.get("severity"))
-        return
-    from ..audit_report import resolve_lang
+    from rich.markup import escape
 
-    sev = info.get("severity")
-    c.print(f"diagnostics bundle: [bold]{info['bundle']}[/bold] (secrets redacted"
-            + (", host names and addresses obfuscated" if info.get("obfuscated") else "") + "): send it to support",
-            soft_wrap=True)
-    if info.get("obfuscation_key"):
-        c.print(f"the key to the obfuscated names stays here: {info['obfuscation_key']}", soft_wrap=True)
-    if resolve_lang(None) == "zh":
-        c.print(f"诊断包：{info['bundle']}（已隐去密码等敏感信息），请发送给技术支持。", soft_wrap=True)
-    print_severity(c, sev)
+    from ..command_messages import texts
+    from ..language import resolve_lang
+
+    langs = [lang] if lang else ["en"] + (["zh"] if resolve_lang(None) == "zh" else [])
+    if not info.get("bundle"):
+        if lang:
+            error = str(info.get("error") or "").removeprefix("the diagnostics bundle could not be written: ")
+            c.print(texts(lang)("bundle_failed", error=error), soft_wrap=True)
+        else:
+            c.print(f"[yellow]{escape(str(info.get('error')))}[/yellow]", soft_wrap=True)
+        print_severity(c, info.get("severity"), lang)
+        return
+    for one in langs:
+        t = texts(one)
+        obfuscated = t("bundle_obfuscated") if info.get("obfuscated") else ""
+        c.print(t("bundle_written", bundle=info["bundle"], obfuscated=obfuscated), soft_wrap=True)
+        if info.get("obfuscation_key"):
+            c.print(t("bundle_key", file=info["obfuscation_key"]), soft_wrap=True)
+    print_severity(c, info.get("severity"), lang)

@@ -503,6 +503,9 @@ class _Guide:
                        for w in (flag, str(value))]
             carried += [w for pair in args.var or () for w in ("--var", pair)]
             again = follow_up(args, "guide", "--plan", str(plan_file), "--approval", "APPROVAL", *carried)
+            from .guide_checks import _show_vars
+
+            _show_vars(self, plan.hosts[0].get("vars_read") or {})  # what the plan's probes use, before it is sent
             self.say("no_approval", plan=plan_file, again=again)
             self.record("guide_plan_waits_for_approval", plan=plan.digest, file=str(plan_file))
             raise ApprovalRefused(f"no approval given: send {plan_file} to your engineer for approval")

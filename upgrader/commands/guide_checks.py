@@ -32,15 +32,16 @@ def refuse_if_locked(g: Any, facts: dict[str, Any]) -> None:
     if not lock:
         return
     run = str(lock.get("run") or "?")
-    try:
-        since = _dt.datetime.fromtimestamp(float(lock.get("time") or 0)).astimezone().isoformat(timespec="minutes")
+    try:  # in the policy's time zone, the zone named, as every time the guide shows
+        since = g.when(_dt.datetime.fromtimestamp(float(lock.get("time") or 0), _dt.timezone.utc))
     except (TypeError, ValueError, OverflowError, OSError):
         since = "?"
     who = {"run": run, "user": lock.get("user") or "?", "controller": lock.get("controller") or "?"}
+    commands = way_out(g.args.home, run)
     g.say("locked", since=since, **who)
-    g.say("locked_way_out", **way_out(g.args.home, run))
+    g.say("locked_way_out", **commands)
     g.record("guide_refused", outcome="refused", reason="the install is locked", holder=lock)
-    raise g.error(NeedsPerson, "locked_error", "locked_error_hint", **who)
+    raise g.error(NeedsPerson, "locked_error", "locked_error_hint", **who, **commands)
 
 
 def _show_vars(g: Any, vars_read: dict[str, Any]) -> None:
@@ -80,7 +81,7 @@ def prove_probes(g: Any, plan: Any) -> None:
         transport.close()
     g.say("probes_proven", version=h["current"], n=len(results))
     for r in results:
-        detail = g.t.plain("probe_log_later") if r.get("skipped") else str(r.get("detail"))
+        detail = g.t.plain("probe_log_later") if r.get("skipped") else g.words(r.get("detail"))
         g.say("probe_line", mark=_MARKS["skip" if r.get("skipped") else "pass"], probe=r["probe"], detail=detail)
 
 
@@ -91,3 +92,4 @@ def show_unproven(g: Any, e: Any) -> None:
     for fix in fixes:
         g.say("probe_fix", fix=fix)
     g.say("probe_var_hint")
+    e.shown = True  # said in the operator's words: no second line translated word by word

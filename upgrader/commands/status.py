@@ -73,14 +73,15 @@ def run_needs(runs: Path, host: str) -> list[dict[str, str]]:
         last = mine[-1]
         if not (last.phase == "host" and last.event in ("end", "not_started")):
             needs.append({"run": run.name, "why": f"its {command} was interrupted at {last.phase} {last.event}",
-                          "resolve": f"upgrader {command} {run.name}"})
+                          "resolve": f"upgrader {command} {run.name}", "kind": "interrupted", "command": command,
+                          "at": f"{last.phase} {last.event}"})
         elif last.data.get("outcome") == "needs_person":
             needs.append({"run": run.name, "why": f"its {command} ended needing a person",
                           "resolve": f"upgrader {command} {run.name} (after reading its journal: upgrader "
-                                     f"diagnostics {run.name})"})
+                                     f"diagnostics {run.name})", "kind": "needs_person", "command": command})
         elif last.event == "not_started" and last.data.get("waiting"):
             needs.append({"run": run.name, "why": "waits for a confirmation after a healthy canary",
-                          "resolve": f"upgrader resume {run.name} --yes"})
+                          "resolve": f"upgrader resume {run.name} --yes", "kind": "waiting", "command": "resume"})
     return needs
 
 
@@ -138,14 +139,21 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         print_json({"hosts": hosts, "exit_code": int(code)})
         return code
-    c = console()
-    for e in hosts:
-        state = f"runs {e.get('version')}" if e["reachable"] else f"UNREACHABLE: {e['error']}"
-        c.print(f"[bold]{e['host']}[/bold]  {state}", soft_wrap=True, markup=True)
-        if e.get("lock_note"):
-            c.print(f"  {e['lock_note']['lock']}: {e['lock_note']['resolve']}", soft_wrap=True, markup=False)
-        for n in e["needs"]:
-            c.print(f"  run {n['run']} {n['why']}: {n['resolve']}", soft_wrap=True, markup=False)
-        if e["ok"]:
-            c.print("  no lock, nothing waits for a person", markup=False)
+    from ..language import resolve_lang
+    from .status_print import print_status
+
+    print_status(console(), hosts, known, home=args.home, lang=resolve_lang(getattr(args, "lang", None)),
+                 zone=_zone(args))
     return code
+
+
+def _zone(args: argparse.Namespace) -> str:
+    """The policy's time zone (times for people are shown in it), Asia/Shanghai when no policy is readable."""
+    from ..shown_time import DEFAULT_ZONE, policy_zone
+
+    try:
+        from ._common import load_policy_or_fail, policy_path
+
+        return policy_zone(load_policy_or_fail(policy_path(args)))
+    except Exception:  # noqa: BLE001 - the zone only decides how a time is shown
+        return DEFAULT_ZONE
