@@ -535,7 +535,8 @@ def _check_approvals(args: argparse.Namespace, plan: Any, policy: Any, now: Any,
                              signers=signers, allow_unsigned=policy.allow_unsigned_plans, operator_key=operator_key)
     return check_approvals(args.approval, plan_digest=plan.digest, requester=requester,
                            signers=signers, required=policy.approvals_required,
-                           allow_self=policy.allow_self_approval, now=now, used=_used_approvals(args.home)), requester
+                           allow_self=policy.allow_self_approval, now=now, used=_used_approvals(args.home),
+                           requester_label=str((plan.data.get("requester") or {}).get("user") or "")), requester
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
