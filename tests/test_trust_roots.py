@@ -674,3 +674,28 @@ def test_control_characters_are_refused_at_load_and_escaped_in_the_review(
         assert "hook after_start: touch PWNED #\\x1b[2K\\x1b[1G    hook after_start: bin/notify-monitoring.sh" \
             in text_out, text_out
     assert host_state(sandbox) == before
+
+
+def test_a_run_in_another_state_dir_keeps_the_ledger_beside_the_install_too(
+        sandbox: Sandbox, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The other way round: a run whose inventory names another state_dir, from catalog serial 2, leaves the host's
+    ledger (catalog serial, used approval, the install's manifest) in the default state dir too; an inventory without
+    state_dir on a second controller with the serial-1 catalog is then refused (exit 4), nothing changed."""
+    newer = copy_catalog(sandbox, "catalog-serial-2")
+    vendor_catalog(sandbox, newer, serial=2)
+    elsewhere = tmp_path / "elsewhere-state"
+    text = sandbox.inventory.read_text(encoding="utf-8")
+    sandbox.inventory.write_text(text.replace("    maintenance_until:", f"    state_dir: {elsewhere}\n"
+                                              "    maintenance_until:"), encoding="utf-8")
+    _upgraded_once(sandbox, capsys, catalog=newer)
+    default = state_dir(sandbox.install_dir)
+    assert json.loads((default / "catalog-serials.json").read_text()) == {"sample-middleware": 2}
+    assert (default / "approvals-used.jsonl").read_text() == (elsewhere / "approvals-used.jsonl").read_text() != ""
+    assert json.loads((default / "installed.json").read_text())["version"] == TO
+    sandbox.inventory.write_text(text, encoding="utf-8")
+    before = host_state(sandbox)
+    rc, err, old = _plan(sandbox, capsys, "old-serial", "--policy", str(sandbox.policy), to="7.0.4.3",
+                         home=tmp_path / "second-controller")
+    assert rc == ExitCode.APPROVAL_REFUSED, err
+    assert "catalog serial 1 is older than serial 2 this host was already upgraded from" in err and not old.exists()
+    assert host_state(sandbox) == before

@@ -1476,10 +1476,11 @@ def op_finish(req):
         rmtree(paths.run(leftover))
         test_kill(req, "finish:cleanup")
     set_run_state(paths, phase="finished", outcome=req.get("outcome"))
+    now = time.time()
     for d in ledger_dirs(paths) if req.get("approvals") else []:  # every copy of the ledger
         with open(os.path.join(ledger_dir_ready(d), "approvals-used.jsonl"), "a", encoding="utf-8") as f:
             for digest in req["approvals"]:
-                f.write(json.dumps({"approval": digest, "run": paths.run_id, "time": time.time()}) + "\n")
+                f.write(json.dumps({"approval": digest, "run": paths.run_id, "time": now}) + "\n")
             f.flush()
             os.fsync(f.fileno())
     installed = read_json(paths.installed)
