@@ -19,12 +19,13 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml  # type: ignore[import-untyped]
 
 from conftest import approve, plan_to, upgrader
-from trust_support import add_signer, cli, copy_catalog, host_state, pristine, vendor_catalog
+from trust_support import add_signer, cli, copy_catalog, host_state, pristine, state_dir, vendor_catalog
 from upgrader.cli import main
 from upgrader.commands import _common
 from upgrader.commands.demo import Sandbox
@@ -446,3 +447,255 @@ def test_rollback_takes_the_operators_policy_not_the_path_in_the_plan(sandbox: S
     rc, err = cli(sandbox, capsys, "rollback", run_id)
     assert rc == ExitCode.OK, err
     assert sandbox.wait_version("7.0.4.1", timeout=10) == "7.0.4.1"
+
+
+# ---------------------------------------------------------------- every field of an approved plan is requester input
+# (attack report on issue 12: each plan edit below was approved by a real engineer key and run by the operator)
+
+
+def _edit_plan(plan: Path, edit: Any) -> None:
+    """The requester edits their plan file (as a text editor would) before it is approved."""
+    from upgrader.plan import readable_json
+
+    data = json.loads(plan.read_text(encoding="utf-8"))
+    edit(data)
+    plan.write_text(readable_json(data), encoding="utf-8")
+
+
+def _approved_run(box: Sandbox, capsys: pytest.CaptureFixture[str], plan: Path) -> tuple[int, str]:
+    """The engineer approves the (edited) plan after its review; the operator runs it."""
+    approval = approve(box, plan)
+    return cli(box, capsys, "run", str(plan), "--approval", str(approval))
+
+
+def _upgraded_once(box: Sandbox, capsys: pytest.CaptureFixture[str], to: str = TO, catalog: Path | None = None) -> None:
+    """A first, legitimate run, so that the host has the ledger of an install by upgrader (its manifest)."""
+    rc, err, plan = _plan(box, capsys, f"first-{to}", to=to, catalog=catalog)
+    assert rc == ExitCode.OK, err
+    rc, err = _approved_run(box, capsys, plan)
+    assert rc == ExitCode.OK, err
+
+
+def test_a_plan_carrying_the_package_of_another_version_than_its_target_is_refused(
+        sandbox: Sandbox, capsys: pytest.CaptureFixture[str]) -> None:
+    """Level 2 through the back door: the plan targets the free 7.0.4.2 but carries the 7.1.0.0 package of the same
+    signed catalog (and drops the version probe). The run rebuilds the package from the catalog entry of the plan's
+    product and target and refuses the difference (exit 4), naming the fields; nothing on the host changed."""
+    rc, err, p71 = _plan(sandbox, capsys, "to-7.1", to="7.1.0.0")
+    assert rc == ExitCode.POLICY_REFUSED, err
+    rc, err, plan = _plan(sandbox, capsys, "free")
+    assert rc == ExitCode.OK, err
+    level2 = json.loads(p71.read_text(encoding="utf-8"))["hosts"][0]["package"]
+
+    def swap(d: dict[str, Any]) -> None:
+        h = d["hosts"][0]
+        h["package"] = level2
+        obs = h["playbook"]["spec"]["observe"]
+        obs["probes"] = [p for p in obs["probes"] if p.get("name") != "version"]
+    _edit_plan(plan, swap)
+    before = pristine(sandbox)
+    rc, err = _approved_run(sandbox, capsys, plan)
+    assert rc == ExitCode.APPROVAL_REFUSED, err
+    for words in ("app-01: the plan's package does not match the signed catalog's entry for sample-middleware "
+                  f"{TO}", "version (plan: '7.1.0.0', catalog: '7.0.4.2')", "sha256 (plan:", "nothing was changed"):
+        assert words in err, err
+    assert host_state(sandbox) == before
+
+
+def test_declared_changes_deleted_from_the_plan_are_taken_from_the_signed_catalog(
+        sandbox: Sandbox, capsys: pytest.CaptureFixture[str]) -> None:
+    """7.0.4.8 declares an external-interface change (never free). The requester deletes the declared changes from
+    the plan and marks the rule passed: the run compares the package with the catalog entry in full (exit 4, the
+    changes named); nothing on the host changed."""
+    rc, err, plan = _plan(sandbox, capsys, "never-free", to="7.0.4.8")
+    assert rc == ExitCode.POLICY_REFUSED and "declared_changes" in err + json.dumps(load_plan(plan).data), err
+
+    def hide(d: dict[str, Any]) -> None:
+        h = d["hosts"][0]
+        h["package"]["changes"] = []
+        for r in h["decision"]["rules"]:
+            if r["rule"] == "declared_changes":
+                r["status"], r["reason"] = "pass", "the package declares no changes the policy refuses"
+        h["decision"]["allowed"] = h["allowed"] = d["allowed"] = True
+    _edit_plan(plan, hide)
+    before = pristine(sandbox)
+    rc, err = _approved_run(sandbox, capsys, plan)
+    assert rc == ExitCode.APPROVAL_REFUSED, err
+    assert "changes (plan: [], catalog: ['external_interface'])" in err, err
+    assert host_state(sandbox) == before
+
+
+def _block_manual_changes(box: Sandbox) -> None:
+    """The operator's policy (HOME/policy.yaml) blocks upgrades over hand-made changes; a hotfix is made by hand."""
+    with open(box.policy, "a", encoding="utf-8") as f:
+        f.write("rules:\n  manual_changes: block\n")
+    with open(box.install_dir / "lib" / "server.py", "a", encoding="utf-8") as f:
+        f.write("# local hotfix HF-42, do not overwrite\n")
+
+
+def test_manual_changes_is_the_operators_setting_not_the_plans_copy(sandbox: Sandbox,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """rules.manual_changes: block, and a hand-made hotfix on a host upgrader installed before. The requester edits
+    the plan's copy of the setting to 'warn' (and the check to warn): refused (exit 4, both settings named). Editing
+    only the host's check is refused too (exit 3: the run checks the host again under the operator's setting).
+    Nothing on the host changed, the hotfix is still there."""
+    _upgraded_once(sandbox, capsys)
+    _block_manual_changes(sandbox)
+    rc, err, plan = _plan(sandbox, capsys, "over-hotfix", to="7.0.4.3")
+    assert rc == ExitCode.POLICY_REFUSED, err
+
+    def allow(d: dict[str, Any], setting: str) -> None:
+        d["policy"]["manual_changes"] = setting
+        for c in d["hosts"][0]["checks"]:
+            if c["check"] == "manual_changes":
+                c["status"] = "warn"
+        d["hosts"][0]["allowed"] = d["allowed"] = True
+    before = host_state(sandbox)
+    assert before.version == TO and before.lock is None
+    _edit_plan(plan, lambda d: allow(d, "warn"))
+    rc, err = _approved_run(sandbox, capsys, plan)
+    assert rc == ExitCode.APPROVAL_REFUSED, err
+    assert "the plan says rules.manual_changes is 'warn' but the operator's policy" in err and "'block'" in err, err
+    assert host_state(sandbox) == before
+    _edit_plan(plan, lambda d: allow(d, "block"))
+    rc, err = _approved_run(sandbox, capsys, plan)
+    assert rc == ExitCode.POLICY_REFUSED, err
+    for words in ("app-01: product files changed by hand since the last install (lib/server.py)",
+                  "rules.manual_changes: block"):
+        assert words in err, err
+    assert host_state(sandbox) == before
+    assert "HF-42" in (sandbox.install_dir / "lib" / "server.py").read_text(encoding="utf-8")
+
+
+def test_a_state_dir_named_by_the_inventory_does_not_move_the_hosts_trust_ledger(
+        sandbox: Sandbox, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The host was upgraded from catalog serial 2 (its ledger: serial, used approval, the install's manifest, in
+    the default state dir beside the install). The requester's inventory names a fresh state_dir: the review shows
+    it prominently; the older serial-1 catalog is still refused (exit 4) and so is an upgrade over a hand-made
+    change under rules.manual_changes: block (exit 3). Nothing on the host changed, the fresh dir holds nothing."""
+    newer = copy_catalog(sandbox, "catalog-serial-2")
+    vendor_catalog(sandbox, newer, serial=2)
+    _upgraded_once(sandbox, capsys, catalog=newer)
+    fresh = tmp_path / "fresh-state"
+    text = sandbox.inventory.read_text(encoding="utf-8")
+    sandbox.inventory.write_text(text.replace("    maintenance_until:", f"    state_dir: {fresh}\n"
+                                              "    maintenance_until:"), encoding="utf-8")
+    rc, err, moved = _plan(sandbox, capsys, "moved", to="7.0.4.3", catalog=newer)
+    assert rc == ExitCode.OK, err
+    capsys.readouterr()
+    assert upgrader(sandbox, "plan", "show", str(moved)) == 0
+    shown = capsys.readouterr().out
+    assert f"STATE DIR NOT THE DEFAULT: {fresh}" in shown and str(state_dir(sandbox.install_dir)) in shown, shown
+    before = host_state(sandbox)
+    assert before.version == TO and before.host_records is not None
+    # a second controller (a fresh home that never saw serial 2) with the vendor's serial-1 catalog
+    rc, err, old = _plan(sandbox, capsys, "old-serial", "--policy", str(sandbox.policy), to="7.0.4.3",
+                         home=tmp_path / "second-controller")
+    assert rc == ExitCode.APPROVAL_REFUSED, err
+    assert "catalog serial 1 is older than serial 2 this host was already upgraded from" in err and not old.exists()
+    _block_manual_changes(sandbox)
+    before = host_state(sandbox)
+    rc, err, over = _plan(sandbox, capsys, "over-hotfix", to="7.0.4.3", catalog=newer)
+    assert rc == ExitCode.POLICY_REFUSED, err
+    check = [c for c in load_plan(over).data["hosts"][0]["checks"] if c["check"] == "manual_changes"]
+    assert check and check[0]["status"] == "fail" and "lib/server.py" in check[0]["reason"], check
+    assert host_state(sandbox) == before
+    assert not fresh.exists() or not any(fresh.rglob("*.json"))
+
+
+def test_an_engineer_cannot_approve_a_plan_that_names_them_its_requester(
+        sandbox: Sandbox, capsys: pytest.CaptureFixture[str]) -> None:
+    """allow_self_approval: false, unsigned plans allowed (the default): the engineer makes a plan in their own name
+    (--requester engineer@vendor) and approves it with their own key. approve refuses (exit 4, no file); an approval
+    made anyway with the same real key (the library) is refused by run (exit 4). Nothing on the host changed."""
+    rc, err, plan = _plan(sandbox, capsys, "mine", "--requester", "engineer@vendor")
+    assert rc == ExitCode.OK, err
+    out = sandbox.approvals / "self.approval"
+    rc, err = cli(sandbox, capsys, "approve", str(plan), "--key", str(sandbox.engineer_key), "-o", str(out))
+    assert rc == ExitCode.APPROVAL_REFUSED, err
+    assert "the plan's requester is 'engineer@vendor', which names you (engineer@vendor)" in err and not out.exists()
+    from upgrader.approval import make_statement, write_approval
+    from upgrader.keys import load_private_key
+
+    statement = make_statement(load_plan(plan).digest, "engineer@vendor", "engineer@vendor",
+                               dt.datetime.now(dt.timezone.utc), 3600, "", False)
+    write_approval(out, statement, load_private_key(sandbox.engineer_key))
+    before = pristine(sandbox)
+    rc, err = cli(sandbox, capsys, "run", str(plan), "--approval", str(out))
+    assert rc == ExitCode.APPROVAL_REFUSED, err
+    assert "approved a plan whose requester is 'engineer@vendor': their own plan" in err, err
+    assert host_state(sandbox) == before
+
+
+ESC_HOOK = "touch PWNED #\x1b[2K\x1b[1G    hook after_start: bin/notify-monitoring.sh"
+
+
+def test_control_characters_are_refused_at_load_and_escaped_in_the_review(
+        sandbox: Sandbox, capsys: pytest.CaptureFixture[str]) -> None:
+    """A hook hidden from the approver with terminal escapes (ESC[2K ESC[1G erase the line) is refused when the
+    playbook is loaded (exit 2, file and key named), so is a bidi override in an inventory value; a plan file
+    edited to carry one anyway is reviewed with every non-printable character escaped (plan show and approve).
+    Nothing on the host changed."""
+    before = pristine(sandbox)
+    src = Path(__file__).resolve().parent.parent / "playbooks" / "sample-middleware.yaml"
+    doc = yaml.safe_load(src.read_text(encoding="utf-8"))
+    doc["hooks"] = {"after_start": [{"command": ESC_HOOK}]}
+    playbooks = sandbox.inventory.parent / "playbooks"
+    playbooks.mkdir(exist_ok=True)
+    book = playbooks / "sample-middleware.yaml"
+    book.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
+    rc, err, plan = _plan(sandbox, capsys, "escaped")
+    assert rc == ExitCode.BAD_INPUT and not plan.exists(), err
+    for words in (f"{book}: hooks.after_start[0].command: a playbook value holds the control character \\x1b",
+                  "\\x1b[2K"):
+        assert words in err, err
+    assert "\x1b" not in err
+    book.unlink()
+    text = sandbox.inventory.read_text(encoding="utf-8")
+    sandbox.inventory.write_text(text.replace("      port:", "      site: \"lab\u202eexe.sh\"\n      port:"),
+                                 encoding="utf-8")
+    rc, err, plan = _plan(sandbox, capsys, "bidi")
+    assert rc == ExitCode.BAD_INPUT and not plan.exists(), err
+    assert f"{sandbox.inventory}: hosts.app-01.vars.site: an inventory value holds the control character \\u202e" \
+           in err, err
+    sandbox.inventory.write_text(text, encoding="utf-8")
+    rc, err, plan = _plan(sandbox, capsys, "edited")
+    assert rc == ExitCode.OK, err
+    _edit_plan(plan, lambda d: d["hosts"][0]["playbook"]["spec"].setdefault("hooks", {}).update(
+        {"after_start": [{"command": ESC_HOOK}]}))
+    capsys.readouterr()
+    assert upgrader(sandbox, "plan", "show", str(plan)) == 0
+    shown = capsys.readouterr().out
+    out = sandbox.approvals / "escaped.approval"
+    assert upgrader(sandbox, "approve", str(plan), "--key", str(sandbox.engineer_key), "-o", str(out)) == 0
+    approved = capsys.readouterr().out
+    for text_out in (shown, approved):
+        assert "\x1b" not in text_out
+        assert "hook after_start: touch PWNED #\\x1b[2K\\x1b[1G    hook after_start: bin/notify-monitoring.sh" \
+            in text_out, text_out
+    assert host_state(sandbox) == before
+
+
+def test_a_run_in_another_state_dir_keeps_the_ledger_beside_the_install_too(
+        sandbox: Sandbox, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The other way round: a run whose inventory names another state_dir, from catalog serial 2, leaves the host's
+    ledger (catalog serial, used approval, the install's manifest) in the default state dir too; an inventory without
+    state_dir on a second controller with the serial-1 catalog is then refused (exit 4), nothing changed."""
+    newer = copy_catalog(sandbox, "catalog-serial-2")
+    vendor_catalog(sandbox, newer, serial=2)
+    elsewhere = tmp_path / "elsewhere-state"
+    text = sandbox.inventory.read_text(encoding="utf-8")
+    sandbox.inventory.write_text(text.replace("    maintenance_until:", f"    state_dir: {elsewhere}\n"
+                                              "    maintenance_until:"), encoding="utf-8")
+    _upgraded_once(sandbox, capsys, catalog=newer)
+    default = state_dir(sandbox.install_dir)
+    assert json.loads((default / "catalog-serials.json").read_text()) == {"sample-middleware": 2}
+    assert (default / "approvals-used.jsonl").read_text() == (elsewhere / "approvals-used.jsonl").read_text() != ""
+    assert json.loads((default / "installed.json").read_text())["version"] == TO
+    sandbox.inventory.write_text(text, encoding="utf-8")
+    before = host_state(sandbox)
+    rc, err, old = _plan(sandbox, capsys, "old-serial", "--policy", str(sandbox.policy), to="7.0.4.3",
+                         home=tmp_path / "second-controller")
+    assert rc == ExitCode.APPROVAL_REFUSED, err
+    assert "catalog serial 1 is older than serial 2 this host was already upgraded from" in err and not old.exists()
+    assert host_state(sandbox) == before

@@ -724,11 +724,10 @@ def op_facts(req):
     out["lock"] = read_json(paths.lock)
     st = os.statvfs(os.path.dirname(paths.install.rstrip("/")) or "/")
     out["free_bytes"] = st.f_bavail * st.f_frsize
-    installed = read_json(paths.installed)
-    out["baseline"] = bool(installed)
+    out["baseline"] = any(os.path.isfile(os.path.join(d, "installed.json")) for d in ledger_dirs(paths))
     if req.get("check_drift") and out["exists"]:
         current = scan_tree(paths.install, req.get("preserve", []))
-        changes = drift(installed, current)
+        changes = ledger_drift(paths, current)
         out["drift"] = changes[:DRIFT_LISTED]
         out["drift_count"] = len(changes)
         out["product_bytes"] = sum(f["size"] for f in current["files"].values())
@@ -736,7 +735,7 @@ def op_facts(req):
     if req.get("check_paths") is not None and out["exists"]:
         out["unsafe_paths"] = check_host_paths(paths.install, req["check_paths"])
     out["non_ascii"] = non_ascii_names(paths.install, req.get("ascii_dirs", []))
-    out["catalog_serials"] = read_json(os.path.join(paths.state, CATALOG_SERIALS)) or {}
+    out["catalog_serials"] = ledger_serials(paths)
     return out
 
 
@@ -754,19 +753,62 @@ def non_ascii_names(root, dirs):
     return found
 
 
+def ledger_dirs(paths):
+    """Where this host's trust ledger is kept (used approvals, catalog serials, the last install's manifest):
+    always the default state dir beside the install (``.upgrader-NAME``), which no plan can move, and the
+    request's state dir too when it names another one. Reads take every copy, writes go to each."""
+    parent, name = os.path.split(paths.install.rstrip("/"))
+    default = os.path.join(parent, ".upgrader-" + name)
+    if os.path.abspath(paths.state) == default:
+        return [default]
+    return [default, os.path.abspath(paths.state)]
+
+
+def ledger_dir_ready(d):
+    """A ledger dir to write in: a plain directory (made if missing), never a link to elsewhere."""
+    if os.path.islink(d):
+        raise AgentError("%s is a symlink (-> %s); the agent keeps its state only in plain directories: "
+                         "remove the link" % (d, os.readlink(d)), "unsafe_path", path=d)
+    os.makedirs(d, exist_ok=True)
+    return d
+
+
+def ledger_serials(paths):
+    """Per product, the newest catalog serial any copy of the ledger recorded."""
+    seen = {}
+    for d in ledger_dirs(paths):
+        for product, serial in (read_json(os.path.join(d, CATALOG_SERIALS)) or {}).items():
+            seen[product] = max(int(serial), int(seen.get(product, 0)))
+    return seen
+
+
+def ledger_drift(paths, current):
+    """Hand changes against the last install's manifest in every ledger copy (one that is missing, as a fresh
+    state dir would be, hides nothing the default one holds)."""
+    out, listed = [], set()
+    for d in ledger_dirs(paths):
+        for change in drift(read_json(os.path.join(d, "installed.json")), current):
+            if change["path"] not in listed:
+                listed.add(change["path"])
+                out.append(change)
+    return sorted(out, key=lambda c: c["path"])
+
+
 def used_approvals(paths):
-    """Approvals (digests) already consumed by a run on this host, with the run that used them."""
+    """Approvals (digests) already consumed by a run on this host, with the run that used them (every copy of
+    the ledger: a plan that names a fresh state dir does not make a used approval new)."""
     out = {}
-    try:
-        with open(os.path.join(paths.state, "approvals-used.jsonl"), encoding="utf-8") as f:
-            for line in f:
-                try:
-                    rec = json.loads(line)
-                    out[rec["approval"]] = rec
-                except (ValueError, KeyError, TypeError):
-                    continue
-    except FileNotFoundError:
-        pass
+    for d in ledger_dirs(paths):
+        try:
+            with open(os.path.join(d, "approvals-used.jsonl"), encoding="utf-8") as f:
+                for line in f:
+                    try:
+                        rec = json.loads(line)
+                        out.setdefault(rec["approval"], rec)
+                    except (ValueError, KeyError, TypeError):
+                        continue
+        except FileNotFoundError:
+            pass
     return out
 
 
@@ -778,7 +820,7 @@ def check_catalog_serial(paths, catalog):
     """Refuse a run from a catalog older than one this host has already been upgraded from (any controller)."""
     if not catalog:
         return
-    seen = (read_json(os.path.join(paths.state, CATALOG_SERIALS)) or {}).get(catalog["product"], 0)
+    seen = ledger_serials(paths).get(catalog["product"], 0)
     if int(seen) > int(catalog["serial"]):
         raise AgentError("catalog serial %s is older than serial %s this host was already upgraded from: refusing "
                          "a rollback to an old catalog; get the current catalog from the vendor" % (
@@ -788,11 +830,12 @@ def check_catalog_serial(paths, catalog):
 def record_catalog_serial(paths, catalog):
     if not catalog:
         return
-    path = os.path.join(paths.state, CATALOG_SERIALS)
-    seen = read_json(path) or {}
-    if int(seen.get(catalog["product"], 0)) < int(catalog["serial"]):
-        seen[catalog["product"]] = int(catalog["serial"])
-        write_json_atomic(path, seen)
+    for d in ledger_dirs(paths):
+        path = os.path.join(ledger_dir_ready(d), CATALOG_SERIALS)
+        seen = read_json(path) or {}
+        if int(seen.get(catalog["product"], 0)) < int(catalog["serial"]):
+            seen[catalog["product"]] = int(catalog["serial"])
+            write_json_atomic(path, seen)
 
 
 def op_lock(req):
@@ -917,7 +960,7 @@ def op_prepare(req):
                          % (h.hexdigest(), size, req["sha256"], req["size"]), "bad_input")
     # 2. current product tree, hashed once; drift against the last install's manifest
     current = scan_tree(paths.install, preserve)
-    hand_changes = drift(read_json(paths.installed), current)
+    hand_changes = ledger_drift(paths, current)
     # 3. staging: the new tree, complete, before the service is touched
     staging = paths.run("staging")
     extracted = paths.run("staging", "package")
@@ -1433,12 +1476,16 @@ def op_finish(req):
         rmtree(paths.run(leftover))
         test_kill(req, "finish:cleanup")
     set_run_state(paths, phase="finished", outcome=req.get("outcome"))
-    if req.get("approvals"):
-        with open(os.path.join(paths.state, "approvals-used.jsonl"), "a", encoding="utf-8") as f:
+    now = time.time()
+    for d in ledger_dirs(paths) if req.get("approvals") else []:  # every copy of the ledger
+        with open(os.path.join(ledger_dir_ready(d), "approvals-used.jsonl"), "a", encoding="utf-8") as f:
             for digest in req["approvals"]:
-                f.write(json.dumps({"approval": digest, "run": paths.run_id, "time": time.time()}) + "\n")
+                f.write(json.dumps({"approval": digest, "run": paths.run_id, "time": now}) + "\n")
             f.flush()
             os.fsync(f.fileno())
+    installed = read_json(paths.installed)
+    for d in ledger_dirs(paths)[:-1] if installed else []:  # the last install's manifest, beside the install too
+        write_json_atomic(os.path.join(ledger_dir_ready(d), "installed.json"), installed)
     # a run that got past preflight was accepted with this catalog: older ones are refused here from now on
     # (recorded at the end, with the used approvals, so a refusal in preflight leaves the host as it was)
     record_catalog_serial(paths, req.get("catalog"))

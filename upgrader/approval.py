@@ -197,9 +197,12 @@ class UsedApprovals:
 
 def check_approvals(paths: list[str], *, plan_digest: str, requester: Requester, signers: AllowedSigners | None,
                     required: int, allow_self: bool, now: _dt.datetime, used: UsedApprovals,
-                    skew: float = 300) -> list[Approval]:
+                    skew: float = 300, requester_label: str = "") -> list[Approval]:
     """Every approval must hold; together they must come from ``required`` distinct engineers (distinct keys and
-    distinct names). ``requester`` is the key that made (or runs) the plan: its approval is a self-approval."""
+    distinct names). ``requester`` is the key that made (or runs) the plan: its approval is a self-approval; so is
+    an approval by an engineer the plan's ``requester_label`` names (the name the plan claims)."""
+    from .requester import literal_principals, names_the_approver
+
     if signers is None:
         raise ApprovalRefused("the policy names no allowed signers (approvals.allowed_signers): nobody can approve",
                               hint="set approvals.allowed_signers in the policy file to an OpenSSH allowed_signers file")
@@ -236,6 +239,11 @@ def check_approvals(paths: list[str], *, plan_digest: str, requester: Requester,
                                   hint="ask for a new approval")
         if st.created > now + _dt.timedelta(seconds=skew):
             raise ApprovalRefused(f"{path}: created in the future ({st.created.isoformat()}); check the clocks")
+        if not allow_self and names_the_approver(requester_label, st.approver,
+                                                 literal_principals(signers, a.signature.public_key)):
+            raise ApprovalRefused(f"{path}: {st.approver} (key {a.signature.fingerprint}) approved a plan whose "
+                                  f"requester is {requester_label!r}: their own plan; another engineer must approve "
+                                  "it with their own key (segregation of duties)")
         if not allow_self and requester.same_person(a.signature.public_key, st.approver):
             raise ApprovalRefused(f"{path}: {st.approver} (key {a.signature.fingerprint}) approved their own plan: "
                                   f"the key {requester.fingerprint} {requester.how}; another engineer must approve "

@@ -39,6 +39,11 @@ def operator_policy(args: Any, plan_policy: dict[str, Any]) -> Any:
     refusal = policy_mismatch(plan_policy, policy)
     if refusal is not None:
         raise refusal
+    planned = plan_policy.get("manual_changes")
+    if planned is not None and str(planned) != policy.manual_changes:  # the plan's copy was edited
+        raise ApprovalRefused(f"the plan says rules.manual_changes is {planned!r} but the operator's policy "
+                              f"{policy.source} says {policy.manual_changes!r}: the plan was altered; nothing was "
+                              "changed", hint="make and approve a new plan under the operator's policy")
     return policy
 
 
@@ -67,16 +72,21 @@ def redecide(hosts: list[dict[str, Any]], *, policy: Any, catalog: Any, now: _dt
     from version_policy import UpgradeRequest, VersionError, decide, parse_range, parse_version
 
     from .commands.upgrade import host_from_plan
+    from .plan_trust import trusted_package
     from .planner import _decide, host_facts
     from .transport.base import AgentClient
+
+    block = policy.manual_changes == "block"  # the operator's setting, never the plan's copy
+    drifted: list[str] = []
 
     def one(h: dict[str, Any]) -> tuple[str, dict[str, Any], dict[str, Any]]:
         host = host_from_plan(h)
         spec = h["playbook"]["spec"]
+        entry, package = trusted_package(catalog, h)  # decided from the signed entry, never the plan's copy
         try:
             transport = connect(host)
             try:
-                facts = host_facts(AgentClient(transport), host, spec, [], check_drift=False)
+                facts = host_facts(AgentClient(transport), host, spec, [], check_drift=block)
             finally:
                 transport.close()
         except TransportError:
@@ -86,8 +96,11 @@ def redecide(hosts: list[dict[str, Any]], *, policy: Any, catalog: Any, now: _dt
         if facts.get("version") != h["current"]:
             # the host moved since the plan: the engine stops it at preflight as a stale plan, untouched
             return h["name"], h["decision"], h["decision"]
-        entry = catalog.find(h["product"], h["target"])
-        decision = _decide(host, facts.get("version"), facts, parse_version(h["target"]), entry, h.get("package"),
+        if block and facts.get("drift"):
+            listed = ", ".join(str(d.get("path")) for d in facts["drift"][:5])
+            drifted.append(f"{h['name']}: product files changed by hand since the last install ({listed}) and the "
+                           "operator's policy says rules.manual_changes: block")
+        decision = _decide(host, facts.get("version"), facts, parse_version(h["target"]), entry, package,
                            policy, now.date(), UpgradeRequest, decide, parse_version, parse_range, VersionError)
         return h["name"], h["decision"], decision
 
@@ -100,6 +113,7 @@ def redecide(hosts: list[dict[str, Any]], *, policy: Any, catalog: Any, now: _dt
             verdict = "allowed" if now_decided.get("allowed") else "refused (" + "; ".join(failed) + ")"
             differ.append(f"{name}: the plan says {'allowed' if planned.get('allowed') else 'refused'}, decided "
                           f"again now: {verdict}")
+    differ += drifted
     if differ:
         raise PolicyRefused("the version policy decides differently now than when the plan was made, nothing was "
                             "changed:\n  " + "\n  ".join(differ))

@@ -141,14 +141,31 @@ def _host(name: str, s: Section, defaults: dict[str, Any], base: Path) -> Host:
     return host
 
 
+def _refuse_control_lines(p: Path) -> None:
+    """An INI inventory with a control or bidi character on a line: refused (exit 2), naming the line."""
+    from .text_safety import bad_char, refuse_control
+
+    try:
+        text = p.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return  # read_ansible reports an unreadable file
+    for number, line in enumerate(text.split("\n"), 1):
+        if bad_char(line.rstrip("\r")) is not None:
+            refuse_control(line, path=str(p), what="an inventory", key=f"line {number}")
+
+
 def load_inventory(path: str | Path) -> Inventory:
     """Read upgrader's YAML inventory, or an Ansible inventory (INI or YAML) as it is."""
     from .ansible_inventory import is_ansible_yaml, looks_like_ini, read_ansible
 
+    from .text_safety import refuse_control
+
     p = Path(path)
     if looks_like_ini(p):
+        _refuse_control_lines(p)
         return read_ansible(p, None)
     data = load_yaml(p, what="inventory")
+    refuse_control(data, path=str(p), what="an inventory")  # nothing hidden from the approver's terminal
     if is_ansible_yaml(data):
         return read_ansible(p, data)
     s = Section(data, source=str(p), what="an inventory")

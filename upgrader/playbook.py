@@ -181,6 +181,9 @@ def load_playbook(path: str | Path) -> Playbook:
     p = Path(path)
     raw = p.read_bytes() if p.is_file() else None
     data = load_yaml(p, what="playbook")
+    from .text_safety import refuse_control
+
+    refuse_control(data, path=str(p), what="a playbook")  # nothing hidden from the approver's terminal
     s = Section(data, source=str(p), what="a playbook")
     s.int("format", 1, minimum=1, maximum=1)
     spec: dict[str, Any] = {}

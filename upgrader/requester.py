@@ -17,7 +17,8 @@ from .errors import ApprovalRefused
 from .signers import AllowedSigners
 from .sshsig import SignatureError, fingerprint, parse_armored, sign, verify
 
-__all__ = ["NAMESPACE", "Requester", "sign_plan", "plan_signer", "requester_of", "literal_principals"]
+__all__ = ["NAMESPACE", "Requester", "sign_plan", "plan_signer", "requester_of", "literal_principals",
+           "names_the_approver"]
 
 NAMESPACE = "upgrader-plan"
 _PATTERN_CHARS = set("*?!,")
@@ -37,6 +38,17 @@ class Requester:
 
     def same_person(self, key: bytes, principal: str) -> bool:
         return key == self.key or principal.lower() in self.principals
+
+
+def names_the_approver(label: str, approver: str, principals: frozenset[str] = frozenset()) -> bool:
+    """Does the plan's requester label (a name anyone can type, ``plan --requester``) name the approver, by the
+    principal they approve as or any literal principal of their key? Keys decide who asked; this cheap guard
+    also refuses an engineer approving a plan that claims to be their own."""
+    from .approval import same_person
+
+    if not label:
+        return False
+    return any(same_person(name, label) for name in {approver, *principals})
 
 
 def literal_principals(signers: AllowedSigners | None, key: bytes) -> frozenset[str]:

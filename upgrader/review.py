@@ -52,6 +52,16 @@ def host_commands(h: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
+def default_state_dir(h: dict[str, Any]) -> str:
+    """Where the host agent keeps its state for the install when the inventory names no state_dir (and where it
+    always keeps the host's trust ledger): ``.upgrader-NAME`` beside the install."""
+    import posixpath
+
+    install = posixpath.normpath(str(h.get("install_dir") or "/"))
+    parent, name = posixpath.split(install)
+    return posixpath.join(parent, ".upgrader-" + name)
+
+
 def _probe_text(p: dict[str, Any]) -> str:
     kind = p.get("type")
     if kind == "process":
@@ -78,7 +88,7 @@ def _host(h: dict[str, Any]) -> dict[str, Any]:
     return {
         "host": h["name"], "address": h["address"], "port": h.get("port"), "user": h.get("user"),
         "install_dir": h["install_dir"], "product": h["product"], "current": h["current"], "target": h["target"],
-        "allowed": h["allowed"],
+        "allowed": h["allowed"], "state_dir": h.get("state_dir"), "default_state_dir": default_state_dir(h),
         "package": {k: pkg.get(k) for k in ("file", "kind", "version", "sha256", "size", "requires", "changes",
                                             "remove")} if pkg else None,
         "playbook": {k: h["playbook"].get(k) for k in ("name", "path", "sha256")},

@@ -17,7 +17,7 @@ def cmd_approve(args: argparse.Namespace) -> int:
     from ..document import parse_duration
     from ..gate import policy_mismatch
     from ..keys import Identity, load_private_key
-    from ..requester import plan_signer
+    from ..requester import names_the_approver, plan_signer
     from .review import print_review, reviewed_plan
 
     plan, review, policy = reviewed_plan(args)  # what the engineer signs, in full, before anything is signed
@@ -43,7 +43,12 @@ def cmd_approve(args: argparse.Namespace) -> int:
     if signer == identity.key_blob and not policy.allow_self_approval:
         raise ApprovalRefused(f"the plan was signed with your key {identity.fingerprint}: you cannot approve your own "
                               "plan (segregation of duties)", hint="another engineer approves it with their own key")
-    statement = make_statement(plan.digest, principal, str(plan.data["requester"].get("user", "unknown")),
+    label = str(plan.data["requester"].get("user", "unknown"))
+    if not policy.allow_self_approval and names_the_approver(label, principal, identity_principals(policy, identity)):
+        raise ApprovalRefused(f"the plan's requester is {label!r}, which names you ({principal}): you cannot approve "
+                              "your own plan (segregation of duties)",
+                              hint="another engineer approves it with their own key")
+    statement = make_statement(plan.digest, principal, label,
                                clock.now(), valid_for, args.comment or "", args.after_hours)
     out = Path(args.output)
     write_approval(out, statement, key)
@@ -89,3 +94,14 @@ def _approver_name(given: str | None, identity: Any, policy: Any, now: Any) -> s
     raise InputError(f"cannot tell who you are from the key {identity.fingerprint} "
                      f"({'names: ' + ', '.join(names) if names else 'no literal name'} in {signers.source})",
                      hint="give --as PRINCIPAL (your name in the allowed_signers file)")
+
+
+def identity_principals(policy: Any, identity: Any) -> frozenset[str]:
+    """The literal names the approver's key is listed under in the approvals' allowed_signers (none without it)."""
+    from ..requester import literal_principals
+    from ..signers import load_allowed_signers
+
+    signers_path = policy.allowed_signers
+    if not signers_path:
+        return frozenset()
+    return literal_principals(load_allowed_signers(policy.resolve_path(signers_path)), identity.key_blob)

@@ -68,7 +68,7 @@ def run_guided(g: Screen, plan: Any, checked: Any, run_args: argparse.Namespace,
         pause_for_test("run_started", lambda: g.interrupts.cancel.is_set() or g.interrupts.hung_up)
         engine = Engine(journal=started.journal, clock=g.clock,
                         observers=[started.recorder, _Progress(g)], forks=1, controller=started.controller,
-                        manual_changes=str(plan.data["policy"].get("manual_changes", "warn")),
+                        manual_changes=checked.policy.manual_changes,  # the operator's, never the plan's copy
                         approvals=checked.approval_digests, cancel=g.interrupts.cancel,
                         catalog_serial=checked.catalog_serial)
         box: dict[str, Any] = {}

@@ -62,7 +62,10 @@ def cmd_plan_digest(args: argparse.Namespace) -> int:
 
 
 def _line(c: Any, text: str) -> None:
-    c.print(text, markup=False, highlight=False, soft_wrap=True)  # commands are shown verbatim, never wrapped
+    from ..text_safety import shown
+
+    # commands are shown verbatim, never wrapped; every non-printable character escaped (ESC, bidi overrides)
+    c.print(shown(text), markup=False, highlight=False, soft_wrap=True)
 
 
 def print_review(c: Any, r: dict[str, Any]) -> None:
@@ -96,6 +99,10 @@ def print_review(c: Any, r: dict[str, Any]) -> None:
         verdict = "allowed" if h["allowed"] else "REFUSED"
         _line(c, f"host {h['host']} ({h['address']}, port {h['port']}, user {h['user'] or '-'}) "
                  f"{h['install_dir']}: {h['product']} {h['current']} -> {h['target']}: {verdict}")
+        state, default = h.get("state_dir"), h.get("default_state_dir")
+        if state and state.rstrip("/") != default:
+            _line(c, f"  STATE DIR NOT THE DEFAULT: {state} (the inventory names it; the default is {default}); the "
+                     "host's trust ledger stays in the default one too")
         pkg = h["package"]
         if pkg:
             _line(c, f"  package: {pkg['file']} ({pkg['kind']}, {pkg['size']} bytes) sha256 {pkg['sha256']}")

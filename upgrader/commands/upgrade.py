@@ -120,23 +120,22 @@ def record_plan(args: argparse.Namespace, policy: Any, clock: Any, plan: Any, ou
 def _targets(catalog: Any, hosts: list[dict[str, Any]]) -> list[Any]:
     from ..catalog import verify_package_file
     from ..engine import HostTarget
+    from ..plan_trust import trusted_package
     from ..transport import connect
 
     targets = []
     verified: set[str] = set()
     for h in hosts:
-        pkg = h["package"]
-        entry = catalog.find(pkg["product"], pkg["version"])
-        if entry is None or entry.sha256 != pkg["sha256"] or entry.size != pkg["size"]:
-            raise InputError(f"the catalog's entry for {pkg['product']} {pkg['version']} differs from the plan's "
-                             "package (sha256 or size)", path=str(catalog.path),
-                             hint="the catalog changed since the plan was made: make a new plan")
+        # the entry of the plan's product and target in the signed catalog, rebuilt in full: the plan's package
+        # must equal it (version, kind, changes, requires, limits, remove, ...), exit 4 otherwise
+        entry, package = trusted_package(catalog, h)
         path = catalog.package_path(entry)
         if entry.sha256 not in verified:
             verify_package_file(path, entry)  # refused here, before any host is touched
             verified.add(entry.sha256)
         host = host_from_plan(h)
-        targets.append(HostTarget(plan=h, connect=lambda host=host: connect(host), package_file=path))
+        targets.append(HostTarget(plan={**h, "package": package}, connect=lambda host=host: connect(host),
+                                  package_file=path))
     return targets
 
 
@@ -192,7 +191,7 @@ def _run_started(args: argparse.Namespace, plan: Any, checked: CheckedRun, clock
                 f"(journal {started.journal.dir})")
     engine = Engine(journal=started.journal, clock=clock, observers=observers, forks=args.forks, batch=batch,
                     max_failures=max_failures, controller=started.controller,
-                    manual_changes=str(plan.data["policy"].get("manual_changes", "warn")), canary=args.canary,
+                    manual_changes=checked.policy.manual_changes, canary=args.canary,
                     confirm=_confirmer(args, c, board, interrupts.cancel), approvals=checked.approval_digests,
                     break_lock=args.break_lock, cancel=interrupts.cancel, catalog_serial=checked.catalog_serial)
     if args.break_lock:
@@ -536,7 +535,8 @@ def _check_approvals(args: argparse.Namespace, plan: Any, policy: Any, now: Any,
                              signers=signers, allow_unsigned=policy.allow_unsigned_plans, operator_key=operator_key)
     return check_approvals(args.approval, plan_digest=plan.digest, requester=requester,
                            signers=signers, required=policy.approvals_required,
-                           allow_self=policy.allow_self_approval, now=now, used=_used_approvals(args.home)), requester
+                           allow_self=policy.allow_self_approval, now=now, used=_used_approvals(args.home),
+                           requester_label=str((plan.data.get("requester") or {}).get("user") or "")), requester
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
@@ -767,7 +767,7 @@ def _continue_after_canary(args: argparse.Namespace, run_dir: Path, result: dict
     interrupts = run_interrupts(args.run_id)
     engine = Engine(journal=journal, clock=clock, observers=[recorder] + ([] if args.json else [PhaseLines(c)]),
                     forks=getattr(args, "forks", 10), controller={"user": operator.user, "host": operator.host},
-                    manual_changes=str(plan["policy"].get("manual_changes", "warn")), approvals=approvals,
+                    manual_changes=policy.manual_changes, approvals=approvals,
                     cancel=interrupts.cancel, catalog_serial=catalog.serial)
     from ..engine import OUTCOME_EXIT
 
