@@ -609,8 +609,9 @@ def parent_at(root_fd, rel, what, root, create=False):
     return (os.dup(fd) if fd == root_fd else fd), parts[-1]
 
 
-def link_parents(root, rel, what):
-    """A sentence when a component above the last of ``rel`` in ``root`` is a symlink (None when none is)."""
+def link_parents(root, rel, what, package=False):
+    """A sentence when a component above the last of ``rel`` in ``root`` is a symlink (None when none is);
+    ``package``: root is the staged tree of the package (the link is the package's)."""
     parts = split_rel(rel)
     if parts is None:
         return str(unsafe_path(what, rel, root, "is absolute or climbs out with '..'"))
@@ -621,9 +622,13 @@ def link_parents(root, rel, what):
         except OSError:
             return None
         if stat.S_ISLNK(st.st_mode):
+            link = ("/".join(parts[:i + 1]), os.readlink(full))
+            if package:
+                return ("%s %s passes through the symlink %s -> %s that the package puts on its way; a preserved "
+                        "path is moved only through plain directories; nothing was changed: the package is "
+                        "refused (ask the vendor)" % ((what, rel) + link))
             return str(unsafe_path(what, rel, root, "passes through the symlink %s -> %s; a preserved path is "
-                                   "moved only through plain directories" % ("/".join(parts[:i + 1]),
-                                                                            os.readlink(full))))
+                                   "moved only through plain directories" % link))
         if not stat.S_ISDIR(st.st_mode):
             return None
     return None
@@ -1196,7 +1201,7 @@ def op_prepare(req):
     # install moves each preserved path from the live tree to the staged one through plain directories only:
     # a link above one (put there by the package, or by the customer, also inside a preserved dir) is
     # refused now, before stop
-    problems = [p for p in (link_parents(tree, rel, "preserved path") for rel in preserve
+    problems = [p for p in (link_parents(tree, rel, "preserved path", tree == new_tree) for rel in preserve
                             for tree in (new_tree, paths.install)) if p]
     if problems:
         raise AgentError(problems[0], "unsafe_path", problems=problems)
