@@ -1635,7 +1635,8 @@ def op_rollback(req):
     kept = []
     # the install name must be one of the directories this run knows (the old tree or the staged one), never a
     # link or another directory put there since; everything in it is moved from descriptors (see move_beneath)
-    known = [i for i in (manifest.get("install_id"), manifest.get("staged_id")) if i] or None
+    # (or the restored tree an interrupted attempt of this rollback already moved in)
+    known = [i for i in (manifest.get("install_id"), manifest.get("staged_id"), st.get("restore_id")) if i] or None
     pfd, name = install_name(paths)
     try:
         live_st = check_install_id(pfd, name, paths, known)
@@ -1689,7 +1690,7 @@ def op_rollback(req):
                     os.close(fd)
             fsync_dir(restore)
             test_kill(req, "rollback:built")
-            set_run_state(paths, phase="restoring")
+            set_run_state(paths, phase="restoring", restore_id=dir_id(os.lstat(restore)))
             if live:
                 rmtree(failed)
                 rename_install_out(pfd, name, failed, paths, known)
@@ -1979,7 +1980,7 @@ def read_authorized_keys(ssh_fd, path, pw):
         raise
     with os.fdopen(fd, "rb") as f:
         st = os.fstat(f.fileno())
-        check_account_file(st, path, pw)
+        check_account_file(st, path, pw, owner=False)
         data = f.read(AUTHORIZED_KEYS_MAX + 1)
     if len(data) > AUTHORIZED_KEYS_MAX:
         raise AgentError("%s is larger than 1 MiB; is it the right file?" % path, "bad_input")
@@ -2027,15 +2028,15 @@ def op_access_write(req):
     return {"path": path, "created": st is None, "sha256": hashlib.sha256(data).hexdigest()}
 
 
-def check_account_file(st, path, pw):
+def check_account_file(st, path, pw, owner=True):
     """A file in the account's ~/.ssh that root may use: a regular file with one name (not a hard link to a
-    file elsewhere), owned by the account or root."""
+    file elsewhere) and (``owner``) owned by the account or root. authorized_keys keeps whatever owner it has."""
     if not stat.S_ISREG(st.st_mode):
         raise AgentError("%s is not a regular file; edit it by hand" % path, "bad_input")
     if st.st_nlink != 1:
         raise AgentError("%s has %d names (a hard link to a file elsewhere?); upgrader edits only a file with one "
                          "name: edit it by hand" % (path, st.st_nlink), "bad_input")
-    if st.st_uid not in (pw.pw_uid, 0):
+    if owner and st.st_uid not in (pw.pw_uid, 0):
         raise AgentError("%s is owned by uid %d, not by %s or root; edit it by hand" % (path, st.st_uid, pw.pw_name),
                          "bad_input")
 
