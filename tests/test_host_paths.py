@@ -642,3 +642,23 @@ def test_a_state_dir_others_can_write_is_refused_before_stop(sandbox, tmp_path, 
         agent.read_json(str(state / "installed.json"))
     agent.write_json_atomic(str(state / "x.json"), {"a": 1})
     assert (somewhere / "victim.txt").read_bytes() == CANARY
+
+
+def test_snapshot_and_patch_copy_read_no_file_through_a_dir_swapped_for_a_link(tmp_path):
+    """The backup's hard links (snapshot) and a patch's copy of the tree (copy_tree) are made from descriptors: a
+    directory swapped for a link outside after the scan is refused, nothing outside is linked, copied or changed."""
+    somewhere = outside(tmp_path)
+    root = tmp_path / "app"
+    (root / "lib").mkdir(parents=True)
+    (root / "lib" / "victim.txt").write_text("the product's own\n")
+    manifest = agent.scan_tree(str(root), [])
+    os.rename(root / "lib", root / "lib.moved")
+    (root / "lib").symlink_to(somewhere)
+    before = tree_listing(somewhere)
+    with pytest.raises(agent.AgentError) as e:
+        agent.snapshot(str(root), str(tmp_path / "backup"), manifest)
+    assert e.value.kind == "unsafe_path"
+    with pytest.raises(agent.AgentError):
+        agent.copy_tree(str(root), str(tmp_path / "copy"), manifest)
+    assert tree_listing(somewhere) == before and os.stat(somewhere / "victim.txt").st_nlink == 1
+    assert not (tmp_path / "copy" / "lib" / "victim.txt").exists()
