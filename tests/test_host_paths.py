@@ -384,3 +384,281 @@ def test_inspect_globs_leave_out_files_reached_through_links_outside(tmp_path):
     with pytest.raises(agent.AgentError) as e:
         agent.config_facts(str(root), "conf/evil.conf", True)
     assert e.value.kind == "unsafe_path" and str(somewhere) in str(e.value)
+
+
+# ---------------------------------------------------------------- preserved paths moved from descriptors (attack 14b)
+
+
+def hostile_full_catalog(box: Sandbox, tmp_path: Path, version: str, links: dict[str, str]) -> Path:
+    """A copy of the sandbox catalog plus full package ``version``: 7.0.4.2's files and the symlinks ``links``
+    (each one inside on its own, as `package verify` accepts it)."""
+    import tarfile
+
+    catalog = tmp_path / "catalog-hostile"
+    shutil.copytree(box.catalog, catalog)
+    src = tmp_path / "hostile-src"
+    src.mkdir()
+    with tarfile.open(catalog / "sample-middleware-7.0.4.2.tar.gz") as tar:
+        tar.extractall(src, filter="data")
+    (src / "package.yaml").unlink()
+    (src / "lib" / "VERSION").write_text(f"{version}\n")
+    for name, target in links.items():
+        (src / name).symlink_to(target)
+    pkg = catalog / f"sample-middleware-{version}.tar.gz"
+    assert upgrader(box, "package", "build", str(src), "--product", "sample-middleware", "--version", version,
+                    "--kind", "full", "-o", str(pkg)) == 0
+    doc = yaml.safe_load((catalog / "catalog.yaml").read_text())
+    doc["packages"].append({"file": pkg.name, "product": "sample-middleware", "version": version, "kind": "full",
+                            "sha256": file_digest(pkg), "size": pkg.stat().st_size, "changes": []})
+    (catalog / "catalog.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
+    assert upgrader(box, "catalog", "sign", str(catalog / "catalog.yaml"), "--key", str(box.vendor_key)) == 0
+    assert upgrader(box, "package", "verify", str(pkg), "--catalog", str(catalog)) == 0
+    return catalog
+
+
+def preserving_playbook(box: Sandbox, *extra: str) -> None:
+    spec = yaml.safe_load((shipped_playbooks_dir() / "sample-middleware.yaml").read_text(encoding="utf-8"))
+    spec["name"] = "preserving"
+    spec["preserve"] += [{"path": p, "kind": "data"} for p in extra]
+    path = box.root / "preserving.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
+    inv = yaml.safe_load(box.inventory.read_text(encoding="utf-8"))
+    inv["hosts"]["app-01"]["playbook"] = str(path)
+    box.inventory.write_text(yaml.safe_dump(inv, sort_keys=False), encoding="utf-8")
+
+
+def tree_listing(root: Path) -> dict[str, Any]:
+    """Every name under root (links not followed) with its bytes or link target: a before/after comparison."""
+    out: dict[str, Any] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            p = Path(dirpath) / name
+            rel = str(p.relative_to(root))
+            out[rel] = ("link", os.readlink(p)) if p.is_symlink() else \
+                ("dir", p.stat().st_mode) if p.is_dir() else ("file", p.read_bytes(), p.stat().st_uid)
+    return out
+
+
+@pytest.mark.parametrize("links, preserve, live_links", [
+    # a link inside the preserved data dir, reached through a package link: q/c would land outside
+    ({"q": "data/archive"}, "q/c", {"data/archive": "{somewhere}"}),
+    # a preserved link that climbs back through package links (d1 -> .) in the new tree
+    ({"d1": ".", "q": "p/somewhere"}, "q/victim.txt", {"p": "d1/d1/d1/d2/../../../.."}),
+])
+def test_a_package_link_on_a_preserved_paths_way_is_refused_before_stop(sandbox, tmp_path, capsys, links, preserve,
+                                                                         live_links):
+    """A package whose symlinks (each inside on its own) put a link above a preserved path in the new tree: the
+    run exits 2 before stop, nothing outside written, moved or deleted, the host as it was."""
+    somewhere = outside(tmp_path)
+    inst = sandbox.install_dir
+    for name, target in live_links.items():
+        if name == "p":
+            (inst / "d1" / "d1" / "d1" / "d2").mkdir(parents=True)
+        (inst / name).symlink_to(target.format(somewhere=somewhere))
+    (inst / preserve).parent.mkdir(parents=True, exist_ok=True)
+    (inst / preserve).write_text("written by the run\n")
+    preserving_playbook(sandbox, "p", preserve) if "p" in live_links else preserving_playbook(sandbox, preserve)
+    catalog = hostile_full_catalog(sandbox, tmp_path, "7.0.4.9", links)
+    before = tree_listing(somewhere)
+    rc, plan = plan_to(sandbox, "7.0.4.9", "--catalog", str(catalog))
+    assert rc == 0
+    approval = approve(sandbox, plan)
+    was = host_state(inst)
+    rc, text = run_cli(sandbox, capsys, "run", str(plan), "--approval", str(approval))
+    assert rc == 2, text
+    assert "passes through the symlink q" in text
+    assert tree_listing(somewhere) == before
+    now = host_state(inst)
+    assert now[:3] == was[:3] and now[4] == was[4]  # product files, the service's pid, no lock; packages
+    (run_dir,) = [state_dir(inst) / "runs" / r for r in now[3]]  # the refused run's record, nothing staged
+    assert not (run_dir / "staging").exists() and not (run_dir / "backup").exists()
+    assert sandbox.answers() == OLD
+    (host,) = last_result(sandbox)["hosts"]
+    assert host["outcome"] == "bad_input"
+    assert "stop" not in [p["phase"] for p in host["phases"]]
+
+
+def agent_op(box: Sandbox, op: str, **req: Any) -> dict[str, Any]:
+    return dict(agent.handle({"op": op, "install_dir": str(box.install_dir), "state_dir": None, "run_id": "swap-1",
+                              **req}))
+
+
+def prepared_and_stopped(box: Sandbox) -> None:
+    """The agent's own steps of a run to 7.0.4.2, up to a stopped service (the controller's order)."""
+    pkg = box.catalog / "sample-middleware-7.0.4.2.tar.gz"
+    spec = yaml.safe_load((shipped_playbooks_dir() / "sample-middleware.yaml").read_text(encoding="utf-8"))
+    assert agent_op(box, "lock")["ok"]
+    reply = agent_op(box, "prepare", package_path=str(pkg), sha256=file_digest(pkg), size=pkg.stat().st_size,
+                     limits={}, kind="full", remove=[], preserve=spec["preserve"], current_version=OLD)
+    assert reply["ok"], reply
+    reply = agent_op(box, "stop", stop={"command": "bin/stop.sh", "timeout": 15, "pid_file": "run/server.pid",
+                                        "ports": [box.port]}, env=box.service_env())
+    assert reply["ok"], reply
+    assert box.answers() is None
+
+
+def test_conf_swapped_for_a_link_after_prepare_moves_nothing_outside(sandbox, tmp_path):
+    """The service account swaps conf/ for a link outside while the service stops: install and rollback refuse
+    (needs_person), the file outside is neither moved nor read, the customer's conf and data stay in the install."""
+    somewhere = outside(tmp_path)
+    (somewhere / "server.conf").write_bytes(CANARY)
+    inst = sandbox.install_dir
+    data_before = tree_listing(inst / "data")
+    prepared_and_stopped(sandbox)
+    before = tree_listing(somewhere)
+    os.rename(inst / "conf", inst / "conf.mine")
+    (inst / "conf").symlink_to(somewhere)
+    spec = yaml.safe_load((shipped_playbooks_dir() / "sample-middleware.yaml").read_text(encoding="utf-8"))
+    reply = agent_op(sandbox, "install", preserve=spec["preserve"], target_version="7.0.4.2")
+    assert reply["ok"] is False and reply["kind"] == "needs_person", reply
+    assert "conf" in reply["error"]
+    reply = agent_op(sandbox, "rollback")
+    assert reply["ok"] is False, reply
+    assert tree_listing(somewhere) == before
+    assert (inst / "lib" / "VERSION").read_text().split()[0] == OLD
+    assert (inst / "conf.mine" / "server.conf").is_file()
+    assert tree_listing(inst / "data") == data_before
+
+
+def test_install_dir_swapped_for_a_link_after_stop_moves_nothing_outside(sandbox, tmp_path):
+    """The install dir's name swapped for a link to a directory outside after stop: install and rollback refuse
+    (needs_person) without moving the linked directory or anything in it; the real install keeps its data."""
+    somewhere = outside(tmp_path)
+    (somewhere / "data").mkdir()
+    (somewhere / "data" / "victim.txt").write_bytes(CANARY)
+    inst = sandbox.install_dir
+    prepared_and_stopped(sandbox)
+    real_before = tree_listing(inst)
+    before = tree_listing(somewhere)
+    os.rename(inst, inst.with_name("app-01.real"))
+    inst.symlink_to(somewhere)
+    spec = yaml.safe_load((shipped_playbooks_dir() / "sample-middleware.yaml").read_text(encoding="utf-8"))
+    reply = agent_op(sandbox, "install", preserve=spec["preserve"], target_version="7.0.4.2")
+    assert reply["ok"] is False and reply["kind"] == "needs_person", reply
+    assert "symlink" in reply["error"]
+    reply = agent_op(sandbox, "rollback")
+    assert reply["ok"] is False and reply["kind"] == "needs_person", reply
+    assert tree_listing(somewhere) == before
+    assert inst.is_symlink()
+    assert tree_listing(inst.with_name("app-01.real")) == real_before
+    os.unlink(inst)
+    os.rename(inst.with_name("app-01.real"), inst)  # put back for the fixture's stop
+
+
+def test_move_beneath_refuses_a_link_on_either_side(tmp_path):
+    """The descriptor move refuses a link among the parents in the old tree and in the new one; nothing outside
+    is moved, replaced or deleted."""
+    somewhere = outside(tmp_path)
+    old, new = tmp_path / "old", tmp_path / "new"
+    (old / "a").mkdir(parents=True)
+    (old / "a" / "victim.txt").write_text("the customer's\n")
+    (new).mkdir()
+    (new / "a").symlink_to(somewhere)
+    before = tree_listing(somewhere)
+    ofd, nfd = os.open(old, os.O_RDONLY), os.open(new, os.O_RDONLY)
+    try:
+        with pytest.raises(agent.AgentError):
+            agent.move_beneath(ofd, nfd, "a/victim.txt", "preserved path", str(old), str(new))
+        os.unlink(new / "a")
+        os.rename(old / "a", old / "b")
+        (old / "a").symlink_to(somewhere)
+        with pytest.raises(agent.AgentError):
+            agent.move_beneath(ofd, nfd, "a/victim.txt", "preserved path", str(old), str(new))
+    finally:
+        os.close(ofd)
+        os.close(nfd)
+    assert tree_listing(somewhere) == before
+    assert (old / "b" / "victim.txt").read_text() == "the customer's\n"
+
+
+def test_vars_from_through_a_link_outside_reads_nothing_there(sandbox, tmp_path):
+    """read_vars with conf/ swapped for a link outside (after any check): no value from the file outside."""
+    somewhere = outside(tmp_path)
+    (somewhere / "server.conf").write_text("port = 4242\n")
+    inst = sandbox.install_dir
+    os.rename(inst / "conf", inst / "conf.mine")
+    (inst / "conf").symlink_to(somewhere)
+    try:
+        reply = agent_op(sandbox, "read_vars", vars_from={"port": {"file": "conf/server.conf",
+                                                                   "pattern": r"^port\s*=\s*(\d+)"}})
+    finally:
+        os.unlink(inst / "conf")
+        os.rename(inst / "conf.mine", inst / "conf")
+    entry = reply["result"]["vars"]["port"]
+    assert "value" not in entry and str(somewhere) in entry["error"], entry
+    reply = agent_op(sandbox, "read_vars", vars_from={"port": {"file": "conf/server.conf",
+                                                               "pattern": r"^port\s*=\s*(\d+)"}})
+    assert reply["result"]["vars"]["port"]["value"] == str(sandbox.port)
+
+
+@pytest.mark.parametrize("name", [".authorized_keys.lock", "authorized_keys"])
+def test_access_grant_refuses_a_hard_link_to_a_file_elsewhere(tmp_path, monkeypatch, capsys, name):
+    """~/.ssh/<name> hard-linked to a file outside ~/.ssh: `access grant` exits 2; that file's bytes, owner and
+    mode stay as they were."""
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True, mode=0o700)
+    victim = outside(tmp_path) / "victim.txt"
+    os.chmod(victim, 0o640)
+    os.link(victim, home / ".ssh" / name)
+    st = victim.stat()
+    monkeypatch.setenv("HOME", str(home))
+    pub = tmp_path / "engineer.pub"
+    pub.write_text("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGq0Vt7pyC3qJz2Ph9bqKvc9yqfB6Dfsl2Q4lqg9X9qk engineer@vendor\n")
+    from upgrader.cli import main
+
+    capsys.readouterr()
+    rc = main(["--home", str(tmp_path / "state"), "access", "grant", "--key", str(pub), "--hours", "1",
+               "--reason", "ticket 1"])
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert "2 names" in err and name in err
+    assert victim.read_bytes() == CANARY
+    now = victim.stat()
+    assert (now.st_uid, now.st_gid, now.st_mode, now.st_nlink) == (st.st_uid, st.st_gid, st.st_mode, 2)
+
+
+def test_a_state_dir_others_can_write_is_refused_before_stop(sandbox, tmp_path, capsys):
+    """A state dir writable by other accounts, with approvals-used.jsonl linked to a file outside: the run exits 2
+    in preflight and root appends nothing outside; a link in a state dir of the agent's own is refused too."""
+    somewhere = outside(tmp_path)
+    state = state_dir(sandbox.install_dir)
+    state.mkdir()
+    os.chmod(state, 0o777)
+    (state / "approvals-used.jsonl").symlink_to(somewhere / "victim.txt")
+    rc, plan = plan_to(sandbox, "7.0.4.2")
+    assert rc == 0
+    approval = approve(sandbox, plan)
+    was = host_state(sandbox.install_dir)
+    rc, text = run_cli(sandbox, capsys, "run", str(plan), "--approval", str(approval))
+    assert rc == 2, text
+    assert str(state) in text and "nobody else can write" in text
+    assert_refused_before_stop(sandbox, was, somewhere)
+    os.chmod(state, 0o700)
+    with pytest.raises(agent.AgentError) as e:
+        agent.append_line_nofollow(str(state / "approvals-used.jsonl"), "{}\n")
+    assert e.value.kind == "unsafe_path"
+    (state / "installed.json").symlink_to(somewhere / "victim.txt")
+    with pytest.raises(agent.AgentError):
+        agent.read_json(str(state / "installed.json"))
+    agent.write_json_atomic(str(state / "x.json"), {"a": 1})
+    assert (somewhere / "victim.txt").read_bytes() == CANARY
+
+
+def test_snapshot_and_patch_copy_read_no_file_through_a_dir_swapped_for_a_link(tmp_path):
+    """The backup's hard links (snapshot) and a patch's copy of the tree (copy_tree) are made from descriptors: a
+    directory swapped for a link outside after the scan is refused, nothing outside is linked, copied or changed."""
+    somewhere = outside(tmp_path)
+    root = tmp_path / "app"
+    (root / "lib").mkdir(parents=True)
+    (root / "lib" / "victim.txt").write_text("the product's own\n")
+    manifest = agent.scan_tree(str(root), [])
+    os.rename(root / "lib", root / "lib.moved")
+    (root / "lib").symlink_to(somewhere)
+    before = tree_listing(somewhere)
+    with pytest.raises(agent.AgentError) as e:
+        agent.snapshot(str(root), str(tmp_path / "backup"), manifest)
+    assert e.value.kind == "unsafe_path"
+    with pytest.raises(agent.AgentError):
+        agent.copy_tree(str(root), str(tmp_path / "copy"), manifest)
+    assert tree_listing(somewhere) == before and os.stat(somewhere / "victim.txt").st_nlink == 1
+    assert not (tmp_path / "copy" / "lib" / "victim.txt").exists()

@@ -73,9 +73,37 @@ def fsync_dir(path):
         os.close(fd)
 
 
+def create_nofollow(path, mode=0o644):
+    """A new file at ``path`` opened for writing (a leftover of that name removed first, never followed)."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0), mode)
+
+
+def append_line_nofollow(path, line):
+    """Append one line to the file ``path`` (made when absent, 0600), never through a link; fsynced."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0), 0o600)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise AgentError("%s is a symlink; the agent keeps its state only in plain files: remove the link"
+                             % path, "unsafe_path", path=path)
+        raise
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise AgentError("%s is not a regular file; the agent keeps its state only in plain files" % path,
+                             "unsafe_path", path=path)
+        os.write(fd, line.encode("utf-8"))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def write_json_atomic(path, data):
     tmp = "%s.tmp.%d" % (path, os.getpid())
-    with open(tmp, "w", encoding="utf-8") as f:
+    with os.fdopen(create_nofollow(tmp), "w", encoding="utf-8") as f:
         json.dump(data, f, sort_keys=True, indent=1)
         f.flush()
         os.fsync(f.fileno())
@@ -85,10 +113,15 @@ def write_json_atomic(path, data):
 
 def read_json(path, default=None):
     try:
-        with open(path, encoding="utf-8") as f:
+        with os.fdopen(os.open(path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)), encoding="utf-8") as f:
             return json.load(f)
     except FileNotFoundError:
         return default
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise AgentError("%s is a symlink; the agent keeps its state only in plain files: remove the link"
+                             % path, "unsafe_path", path=path)
+        raise
     except ValueError:
         raise AgentError("%s is damaged (not valid JSON)" % path, "needs_person")
 
@@ -529,14 +562,245 @@ def check_host_paths(root, spec):
 
 
 def check_state_dir(paths):
-    """The agent's own directories are plain directories, not links to elsewhere."""
+    """The agent's own directories are plain directories, not links to elsewhere, owned by the agent's user
+    and writable by nobody else (another account could otherwise put links in them for root to follow)."""
     dirs = [paths.state, os.path.join(paths.state, "runs"), paths.packages]
     if paths.run_id:
         dirs.append(paths.run())
     for d in dirs:
-        if os.path.islink(d):
+        try:
+            st = os.lstat(d)
+        except FileNotFoundError:
+            continue
+        if stat.S_ISLNK(st.st_mode):
             raise AgentError("%s is a symlink (-> %s); the agent keeps its state only in plain directories: "
                              "remove the link" % (d, os.readlink(d)), "unsafe_path", path=d)
+        if not stat.S_ISDIR(st.st_mode):
+            raise AgentError("%s is not a directory; the agent keeps its state there: move it away" % d,
+                             "unsafe_path", path=d)
+        if st.st_uid != os.geteuid() or st.st_mode & 0o022:
+            raise AgentError("%s is owned by uid %d with mode %o; the agent keeps its state only in directories "
+                             "owned by uid %d that nobody else can write: chown it and chmod go-w, or move it away"
+                             % (d, st.st_uid, stat.S_IMODE(st.st_mode), os.geteuid()), "unsafe_path", path=d)
+
+
+# preserved paths and product files are moved, copied and linked from directory descriptors: every
+# component on both sides opened with O_NOFOLLOW, so a link put on the way (by a package or swapped in
+# by whoever owns the tree) makes the step refuse instead of reaching outside
+
+def open_root(path, what):
+    """A descriptor of directory ``path`` itself; refused when its last component is a link."""
+    try:
+        return os.open(path, OPEN_DIR)
+    except OSError as e:
+        if e.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise AgentError("%s %s is not a plain directory (a symlink?); refusing to use it; nothing there was "
+                             "changed: check the host by hand" % (what, path), "needs_person", path=path)
+        raise
+
+
+def parent_at(root_fd, rel, what, root, create=False):
+    """(descriptor of the directory that holds ``rel``, its last name): every component a plain directory,
+    none followed (FileNotFoundError when one is missing and ``create`` is false). The caller closes it."""
+    parts = split_rel(rel)
+    if not parts:
+        raise unsafe_path(what, rel, root, "is absolute, climbs out with '..' or is the install dir itself")
+    fd = walk_dirs(root_fd, parts[:-1], what, root, create=create)
+    return (os.dup(fd) if fd == root_fd else fd), parts[-1]
+
+
+def link_parents(root, rel, what, package=False):
+    """A sentence when a component above the last of ``rel`` in ``root`` is a symlink (None when none is);
+    ``package``: root is the staged tree of the package (the link is the package's)."""
+    parts = split_rel(rel)
+    if parts is None:
+        return str(unsafe_path(what, rel, root, "is absolute or climbs out with '..'"))
+    for i in range(len(parts) - 1):
+        full = os.path.join(root, *parts[:i + 1])
+        try:
+            st = os.lstat(full)
+        except OSError:
+            return None
+        if stat.S_ISLNK(st.st_mode):
+            link = ("/".join(parts[:i + 1]), os.readlink(full))
+            if package:
+                return ("%s %s passes through the symlink %s -> %s that the package puts on its way; a preserved "
+                        "path is moved only through plain directories; nothing was changed: the package is "
+                        "refused (ask the vendor)" % ((what, rel) + link))
+            return str(unsafe_path(what, rel, root, "passes through the symlink %s -> %s; a preserved path is "
+                                   "moved only through plain directories" % link))
+        if not stat.S_ISDIR(st.st_mode):
+            return None
+    return None
+
+
+def lstat_beneath(root, rel, what):
+    """The lstat of root/rel reached through plain directories only; None when it is not there."""
+    root_fd = open_root(root, "the install dir")
+    try:
+        try:
+            fd, name = parent_at(root_fd, rel, what, root)
+        except FileNotFoundError:
+            return None
+        try:
+            return os.stat(name, dir_fd=fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return None
+        finally:
+            os.close(fd)
+    finally:
+        os.close(root_fd)
+
+
+def hash_beneath(root, rel, what):
+    """sha256 of the regular file root/rel reached through plain directories only; None when it is not one."""
+    root_fd = open_root(root, "the install dir")
+    try:
+        try:
+            fd, name = parent_at(root_fd, rel, what, root)
+        except FileNotFoundError:
+            return None
+        try:
+            ffd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0), dir_fd=fd)
+        except OSError as e:
+            if e.errno in (errno.ENOENT, errno.ELOOP):
+                return None
+            raise
+        finally:
+            os.close(fd)
+    finally:
+        os.close(root_fd)
+    with os.fdopen(ffd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            return None
+        h = hashlib.sha256()
+        for b in iter(lambda: f.read(CHUNK), b""):
+            h.update(b)
+        return h.hexdigest()
+
+
+def copy_out(parent_fd, name, dst):
+    """Copy ``name`` in directory ``parent_fd`` (a file, a link as a link, or a directory) to the new path
+    ``dst``, modes and times kept; nothing in it is followed."""
+    st = os.stat(name, dir_fd=parent_fd, follow_symlinks=False)
+    if stat.S_ISLNK(st.st_mode):
+        os.symlink(os.readlink(name, dir_fd=parent_fd), dst)
+        return
+    if stat.S_ISDIR(st.st_mode):
+        fd = os.open(name, OPEN_DIR, dir_fd=parent_fd)
+        try:
+            os.mkdir(dst, 0o700)
+            for entry in sorted(os.listdir(fd)):
+                copy_out(fd, entry, os.path.join(dst, entry))
+        finally:
+            os.close(fd)
+    elif stat.S_ISREG(st.st_mode):
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0), dir_fd=parent_fd)
+        with os.fdopen(fd, "rb") as fin:
+            if not stat.S_ISREG(os.fstat(fin.fileno()).st_mode):
+                raise AgentError("%s changed while it was copied; refusing it" % dst, "needs_person")
+            with open(dst, "wb") as fout:
+                shutil.copyfileobj(fin, fout, CHUNK)
+    else:
+        raise AgentError("%s is neither a file, a directory nor a link; refusing to copy it" % name, "needs_person")
+    os.chmod(dst, stat.S_IMODE(st.st_mode))
+    os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+class DirFds(object):
+    """Descriptors of the plain directories below a root, opened once each with O_NOFOLLOW."""
+
+    def __init__(self, root, what, create=False):
+        self.root, self.what, self.create = root, what, create
+        self.fds = {"": open_root(root, what)}
+
+    def get(self, rel_dir):
+        if rel_dir not in self.fds:
+            head, _, name = rel_dir.rpartition("/")
+            parent = self.get(head)
+            if self.create:
+                try:
+                    os.mkdir(name, 0o755, dir_fd=parent)
+                except FileExistsError:
+                    pass
+            self.fds[rel_dir] = open_dir_at(parent, name, self.what, self.root)
+        return self.fds[rel_dir]
+
+    def at(self, rel):
+        """(directory descriptor, last name) of a relative path."""
+        head, _, name = rel.rpartition("/")
+        return self.get(head), name
+
+    def close(self):
+        for fd in self.fds.values():
+            os.close(fd)
+        self.fds = {}
+
+
+def move_beneath(src_fd, dst_fd, rel, what, src_root, dst_root, replace=True):
+    """Rename src_root/rel to dst_root/rel (its parents made in dst), from descriptors: no component on either
+    side is followed. An existing dst is removed first (``replace``), else refused. False when src has none."""
+    try:
+        sfd, name = parent_at(src_fd, rel, what, src_root)
+    except FileNotFoundError:
+        return False
+    try:
+        try:
+            os.stat(name, dir_fd=sfd, follow_symlinks=False)
+        except FileNotFoundError:
+            return False
+        dfd, _ = parent_at(dst_fd, rel, what, dst_root, create=True)
+        try:
+            try:
+                os.stat(name, dir_fd=dfd, follow_symlinks=False)
+                if not replace:
+                    raise AgentError("%s exists in both %s and %s; not choosing between them" % (rel, src_root, dst_root),
+                                     "needs_person")
+                remove_at(dfd, name)
+            except FileNotFoundError:
+                pass
+            os.rename(name, name, src_dir_fd=sfd, dst_dir_fd=dfd)
+        finally:
+            os.close(dfd)
+    finally:
+        os.close(sfd)
+    return True
+
+
+def dir_id(st):
+    return [st.st_dev, st.st_ino]
+
+
+def install_name(paths):
+    """(descriptor of the install dir's parent, the install dir's name in it)."""
+    parent, name = os.path.split(paths.install.rstrip("/"))
+    return os.open(parent or "/", OPEN_DIR & ~os.O_NOFOLLOW), name
+
+
+def check_install_id(pfd, name, paths, allowed):
+    """The lstat of the install name when it is still one of the directories ``allowed`` ([st_dev, st_ino]
+    recorded by prepare; None: not recorded), None when it is absent; else refused (needs_person)."""
+    try:
+        st = os.stat(name, dir_fd=pfd, follow_symlinks=False)
+    except FileNotFoundError:
+        return None
+    if not stat.S_ISDIR(st.st_mode) or (allowed is not None and dir_id(st) not in allowed):
+        what = "a symlink" if stat.S_ISLNK(st.st_mode) else "not the directory this run prepared"
+        raise AgentError("the install dir %s is now %s; refusing to move it or anything in it (nothing was "
+                         "moved): check the host by hand" % (paths.install, what), "needs_person", path=paths.install)
+    return st
+
+
+def rename_install_out(pfd, name, dst, paths, allowed):
+    """Move the install dir (still one of ``allowed``) to ``dst``; moved back and refused when what moved was
+    something else (it was swapped between the check and the rename)."""
+    check_install_id(pfd, name, paths, allowed)
+    os.rename(name, dst, src_dir_fd=pfd)
+    st = os.lstat(dst)
+    if not stat.S_ISDIR(st.st_mode) or (allowed is not None and dir_id(st) not in allowed):
+        os.rename(dst, name, dst_dir_fd=pfd)
+        raise AgentError("the install dir %s was swapped while it was moved; it was put back, nothing else was "
+                         "moved: check the host by hand" % paths.install, "needs_person", path=paths.install)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -769,7 +1033,7 @@ def ledger_dir_ready(d):
     if os.path.islink(d):
         raise AgentError("%s is a symlink (-> %s); the agent keeps its state only in plain directories: "
                          "remove the link" % (d, os.readlink(d)), "unsafe_path", path=d)
-    os.makedirs(d, exist_ok=True)
+    os.makedirs(d, mode=0o700, exist_ok=True)
     return d
 
 
@@ -800,7 +1064,8 @@ def used_approvals(paths):
     out = {}
     for d in ledger_dirs(paths):
         try:
-            with open(os.path.join(d, "approvals-used.jsonl"), encoding="utf-8") as f:
+            fd = os.open(os.path.join(d, "approvals-used.jsonl"), os.O_RDONLY | os.O_NOFOLLOW)
+            with os.fdopen(fd, encoding="utf-8") as f:  # never through a link to elsewhere
                 for line in f:
                     try:
                         rec = json.loads(line)
@@ -841,7 +1106,7 @@ def record_catalog_serial(paths, catalog):
 def op_lock(req):
     paths = Paths(req)
     check_state_dir(paths)
-    os.makedirs(paths.state, exist_ok=True)
+    os.makedirs(paths.state, 0o700, exist_ok=True)
     used = used_approvals(paths)
     for digest in req.get("approvals", []):
         if digest in used and used[digest].get("run") != req["run_id"]:
@@ -861,7 +1126,7 @@ def op_lock(req):
         broken = holder
     if not holder or holder.get("run") != req["run_id"]:
         tmp = paths.lock + ".%d" % os.getpid()
-        with open(tmp, "w") as f:
+        with os.fdopen(create_nofollow(tmp), "w") as f:
             json.dump(me, f)
             f.flush()
             os.fsync(f.fileno())
@@ -903,7 +1168,7 @@ def op_receive_check(req):
             return {"present": True, "path": path}
         os.unlink(path)
         result["replaced"] = "the cached copy no longer had sha256 %s; it was removed" % req["sha256"]
-    os.makedirs(paths.packages, exist_ok=True)
+    os.makedirs(paths.packages, 0o700, exist_ok=True)
     return result
 
 
@@ -934,7 +1199,7 @@ def op_prepare(req):
     if os.path.isdir(run_dir):
         for leftover in ("staging", "backup", "package.tar.gz"):
             rmtree(paths.run(leftover))
-    os.makedirs(run_dir, exist_ok=True)
+    os.makedirs(run_dir, 0o700, exist_ok=True)
     if not os.path.isdir(paths.install):
         raise AgentError("install dir %s does not exist" % paths.install, "bad_input")
     # 1. copy the package, hash the copy, extract that copy: a file swapped after the check cannot slip in
@@ -944,7 +1209,7 @@ def op_prepare(req):
         raise AgentError("package %s is missing on the host" % src, "failed")
     h = hashlib.sha256()
     size = 0
-    with open(src, "rb") as fin, open(pkg, "wb") as fout:
+    with open(src, "rb") as fin, os.fdopen(create_nofollow(pkg), "wb") as fout:
         while True:
             b = fin.read(CHUNK)
             if not b:
@@ -977,6 +1242,13 @@ def op_prepare(req):
         rmtree(extracted)
     else:
         os.rename(extracted, new_tree)
+    # install moves each preserved path from the live tree to the staged one through plain directories only:
+    # a link above one (put there by the package, or by the customer, also inside a preserved dir) is
+    # refused now, before stop
+    problems = [p for p in (link_parents(tree, rel, "preserved path", tree == new_tree) for rel in preserve
+                            for tree in (new_tree, paths.install)) if p]
+    if problems:
+        raise AgentError(problems[0], "unsafe_path", problems=problems)
     for rel in preserve:  # the customer's copies win; the package's defaults are dropped
         remove_beneath(new_tree, rel, "preserved path", missing_ok=True)
     new_manifest = scan_tree(new_tree, preserve, hash_files=False)
@@ -994,7 +1266,9 @@ def op_prepare(req):
             configs.append(copy_preserved(paths.install, backup, p["path"]))
     manifest = {"format": AGENT_FORMAT, "run": paths.run_id, "version": req.get("current_version"),
                 "tree": current, "config": configs, "preserve": req["preserve"],
-                "installed_by": tree_owner(read_json(paths.installed))}
+                "installed_by": tree_owner(read_json(paths.installed)),
+                # install and rollback move only these very directories (not whatever takes their names later)
+                "install_id": dir_id(os.lstat(paths.install)), "staged_id": dir_id(os.lstat(new_tree))}
     verify_backup(backup, manifest)
     manifest["digest"] = canonical_digest({"tree": current, "config": configs})
     write_json_atomic(paths.run("backup", "manifest.json"), manifest)
@@ -1018,8 +1292,13 @@ def copy_tree(src, dst, manifest):
     os.makedirs(dst)
     for rel in sorted(manifest["dirs"]):
         os.makedirs(os.path.join(dst, rel), exist_ok=True)
-    for rel in manifest["files"]:
-        shutil.copy2(os.path.join(src, rel), os.path.join(dst, rel))
+    fds = DirFds(src, "product file")  # the files are read through plain directories only
+    try:
+        for rel in manifest["files"]:
+            fd, name = fds.at(rel)
+            copy_out(fd, name, os.path.join(dst, rel))
+    finally:
+        fds.close()
     for rel, target in manifest["links"].items():
         os.symlink(target, os.path.join(dst, rel))
     for rel, d in manifest["dirs"].items():
@@ -1047,24 +1326,36 @@ def snapshot(src, dst, manifest):
     os.makedirs(dst)
     for rel in sorted(manifest["dirs"]):
         os.makedirs(os.path.join(dst, rel), exist_ok=True)
-    for rel in manifest["files"]:
-        os.link(os.path.join(src, rel), os.path.join(dst, rel))
+    fds = DirFds(src, "product file")  # linked from plain directories only, the file itself never followed
+    try:
+        for rel in manifest["files"]:
+            fd, name = fds.at(rel)
+            os.link(name, os.path.join(dst, rel), src_dir_fd=fd, follow_symlinks=False)
+    finally:
+        fds.close()
     for rel, target in manifest["links"].items():
         os.symlink(target, os.path.join(dst, rel))
 
 
 def copy_preserved(root, backup, rel):
-    """Copy one preserved config path (file or directory) into backup/<rel>; return its manifest."""
-    src = os.path.join(root, rel)
+    """Copy one preserved config path (file or directory) into backup/<rel>; return its manifest. It is read
+    from descriptors through plain directories only (a link on its way is refused, never followed)."""
     dst = os.path.join(backup, rel)
     if os.path.lexists(dst):
         rmtree(dst)
     os.makedirs(os.path.dirname(dst), exist_ok=True)
-    if os.path.isdir(src) and not os.path.islink(src):
-        shutil.copytree(src, dst, symlinks=True)
-        return {"path": rel, "dir": True, "tree": scan_tree(dst, [])}
-    shutil.copy2(src, dst, follow_symlinks=False)
+    root_fd = open_root(root, "the install dir")
+    try:
+        fd, name = parent_at(root_fd, rel, "preserved path", root)
+        try:
+            copy_out(fd, name, dst)
+        finally:
+            os.close(fd)
+    finally:
+        os.close(root_fd)
     st = os.lstat(dst)
+    if stat.S_ISDIR(st.st_mode):
+        return {"path": rel, "dir": True, "tree": scan_tree(dst, [])}
     return {"path": rel, "dir": False, "sha256": sha256_file(dst) if stat.S_ISREG(st.st_mode) else None,
             "mode": stat.S_IMODE(st.st_mode)}
 
@@ -1161,34 +1452,57 @@ def op_install(req):
     new_tree = paths.run("staging", "tree")
     old = paths.run("old")
     t0 = time.time()
-    if not os.path.isdir(old):
-        if not os.path.isdir(new_tree):
-            raise AgentError("staged tree %s is missing" % new_tree, "failed")
-        # config edited between backup and stop: keep a copy of that state too (the backup itself stays as is)
-        manifest = read_json(paths.run("backup", "manifest.json"))
-        late = []
-        for c in manifest["config"]:
-            live = os.path.join(paths.install, c["path"])
-            if not c["dir"] and os.path.isfile(live) and sha256_file(live) != c.get("sha256"):
-                late.append(copy_preserved(paths.install, paths.run("backup", "at-stop"), c["path"]))
-        if late:
-            write_json_atomic(paths.run("backup", "at-stop.json"), late)
-        set_run_state(paths, phase="swapping")
-        os.rename(paths.install, old)
-        test_kill(req, "install:moved_old")
-        os.rename(new_tree, paths.install)
-        test_kill(req, "install:swapped")
-        fsync_dir(os.path.dirname(paths.install))
-    elif not os.path.isdir(paths.install):
-        os.rename(new_tree, paths.install)
-    for rel in preserve:  # move the customer's paths into the new tree (rename: no copy, no loss)
-        src, dst = os.path.join(old, rel), os.path.join(paths.install, rel)
-        if os.path.lexists(src):
-            os.makedirs(os.path.dirname(dst), exist_ok=True)
-            if os.path.lexists(dst):
-                rmtree(dst)
-            os.rename(src, dst)
-            test_kill(req, "install:preserve")
+    manifest = read_json(paths.run("backup", "manifest.json")) or {}
+    install_id, staged_id = manifest.get("install_id"), manifest.get("staged_id")
+    pfd, name = install_name(paths)
+    try:
+        if not os.path.isdir(old):
+            if not os.path.isdir(new_tree):
+                raise AgentError("staged tree %s is missing" % new_tree, "failed")
+            # the live tree again (links may have been put on the preserved paths' way since prepare)
+            check_install_id(pfd, name, paths, [install_id] if install_id else None)
+            problems = [p for p in (link_parents(paths.install, rel, "preserved path") for rel in preserve) if p]
+            problems += check_host_paths(paths.install, {"preserve": preserve})
+            if problems:
+                raise AgentError(problems[0] + " (changed after the backup was made)", "needs_person",
+                                 problems=problems)
+            # config edited between backup and stop: keep a copy of that state too (the backup itself stays as is)
+            late = []
+            for c in manifest["config"]:
+                if c["dir"]:
+                    continue
+                digest = hash_beneath(paths.install, c["path"], "preserved path")
+                if digest is not None and digest != c.get("sha256"):
+                    late.append(copy_preserved(paths.install, paths.run("backup", "at-stop"), c["path"]))
+            if late:
+                write_json_atomic(paths.run("backup", "at-stop.json"), late)
+            set_run_state(paths, phase="swapping")
+            rename_install_out(pfd, name, old, paths, [install_id] if install_id else None)
+            test_kill(req, "install:moved_old")
+            os.rename(new_tree, name, dst_dir_fd=pfd)
+            test_kill(req, "install:swapped")
+            os.fsync(pfd)
+        elif check_install_id(pfd, name, paths, [staged_id] if staged_id else None) is None:
+            os.rename(new_tree, name, dst_dir_fd=pfd)
+        # move the customer's paths into the new tree (rename: no copy, no loss), from descriptors of the old
+        # tree and of the install dir (the staged tree prepare made): no link on either side is followed
+        check_install_id(pfd, name, paths, [staged_id] if staged_id else None)
+        old_fd = open_root(old, "the old tree")
+        try:
+            new_fd = os.open(name, OPEN_DIR, dir_fd=pfd)
+            try:
+                if staged_id and dir_id(os.fstat(new_fd)) != staged_id:
+                    raise AgentError("the install dir %s was swapped during the install; check the host by hand"
+                                     % paths.install, "needs_person")
+                for rel in preserve:
+                    if move_beneath(old_fd, new_fd, rel, "preserved path", old, paths.install):
+                        test_kill(req, "install:preserve")
+            finally:
+                os.close(new_fd)
+        finally:
+            os.close(old_fd)
+    finally:
+        os.close(pfd)
     new_manifest = read_json(paths.run("staging", "manifest.json"))
     new_manifest["version"] = req.get("target_version")
     new_manifest["run"] = paths.run_id
@@ -1363,14 +1677,28 @@ def op_rollback(req):
     restore = paths.run("restore")
     failed = paths.run("failed")
     kept = []
-    if not os.path.isdir(failed) or os.path.isdir(paths.install):
+    # the install name must be one of the directories this run knows (the old tree or the staged one), never a
+    # link or another directory put there since; everything in it is moved from descriptors (see move_beneath)
+    # (or the restored tree an interrupted attempt of this rollback already moved in)
+    known = [i for i in (manifest.get("install_id"), manifest.get("staged_id"), st.get("restore_id")) if i] or None
+    pfd, name = install_name(paths)
+    try:
+        live_st = check_install_id(pfd, name, paths, known)
+    finally:
+        os.close(pfd)
+    if not os.path.isdir(failed) or live_st is not None:
         # nothing is ever lost: configuration edited while the new version ran is kept beside the backup
         for c in manifest["config"]:
-            live_cfg = os.path.join(paths.install, c["path"])
-            if not c["dir"] and os.path.isfile(live_cfg) and sha256_file(live_cfg) != c.get("sha256"):
+            if live_st is None:
+                break
+            st_cfg = lstat_beneath(paths.install, c["path"], "preserved path")
+            if st_cfg is None:
+                continue
+            if not c["dir"] and stat.S_ISREG(st_cfg.st_mode) and \
+                    hash_beneath(paths.install, c["path"], "preserved path") != c.get("sha256"):
                 copy_preserved(paths.install, paths.run("config-before-rollback"), c["path"])
                 kept.append(c["path"])
-            elif c["dir"] and os.path.isdir(live_cfg):
+            elif c["dir"] and stat.S_ISDIR(st_cfg.st_mode):
                 copy_preserved(paths.install, paths.run("config-before-rollback"), c["path"])
                 kept.append(c["path"])
         salvage_data(paths, restore, [rel for rel in preserve if kinds.get(rel) != "config"])
@@ -1383,33 +1711,47 @@ def op_rollback(req):
         for c in manifest["config"]:
             base = paths.run("backup", "at-stop") if c["path"] in late else backup
             copy_preserved(base, restore, c["path"])
-        live = paths.install if os.path.isdir(paths.install) else None
-        source_of_data = live
-        if live is None and os.path.isdir(paths.run("old")):
-            source_of_data = paths.run("old")
-        for rel in preserve:
-            if kinds.get(rel) == "config":
-                continue
-            src = os.path.join(source_of_data, rel) if source_of_data else None
-            if not (src and os.path.lexists(src)) and os.path.isdir(paths.run("old")):
-                src = os.path.join(paths.run("old"), rel)  # swap stopped before the data moved over
-            if src and os.path.lexists(src):
-                dst = os.path.join(restore, rel)
-                os.makedirs(os.path.dirname(dst), exist_ok=True)
-                os.rename(src, dst)
-        fsync_dir(restore)
-        test_kill(req, "rollback:built")
-        set_run_state(paths, phase="restoring")
-        if live:
-            rmtree(failed)
-            os.rename(paths.install, failed)
-            test_kill(req, "rollback:moved_failed")
-        os.rename(restore, paths.install)
-        fsync_dir(os.path.dirname(paths.install))
+        pfd, name = install_name(paths)
+        try:
+            live = check_install_id(pfd, name, paths, known) is not None
+            homes = ([paths.install] if live else []) + ([paths.run("old")] if os.path.isdir(paths.run("old")) else [])
+            home_fds = [os.open(name, OPEN_DIR, dir_fd=pfd) if h == paths.install else open_root(h, "the old tree")
+                        for h in homes]
+            restore_fd = open_root(restore, "the restored tree")
+            try:
+                if live and known and dir_id(os.fstat(home_fds[0])) not in known:
+                    raise AgentError("the install dir %s was swapped during the rollback; check the host by hand"
+                                     % paths.install, "needs_person")
+                for rel in preserve:
+                    if kinds.get(rel) == "config":
+                        continue
+                    # from the live tree, else from the old one (the swap stopped before the data moved over)
+                    for home, fd in zip(homes, home_fds):
+                        if move_beneath(fd, restore_fd, rel, "preserved path", home, restore, replace=False):
+                            break
+            finally:
+                for fd in home_fds + [restore_fd]:
+                    os.close(fd)
+            fsync_dir(restore)
+            test_kill(req, "rollback:built")
+            set_run_state(paths, phase="restoring", restore_id=dir_id(os.lstat(restore)))
+            if live:
+                rmtree(failed)
+                rename_install_out(pfd, name, failed, paths, known)
+                test_kill(req, "rollback:moved_failed")
+            os.rename(restore, name, dst_dir_fd=pfd)
+            os.fsync(pfd)
+        finally:
+            os.close(pfd)
     elif os.path.isdir(restore):
         # interrupted after the failed tree was moved aside, before the restored tree was moved in
-        os.rename(restore, paths.install)
-        fsync_dir(os.path.dirname(paths.install))
+        pfd, name = install_name(paths)
+        try:
+            if check_install_id(pfd, name, paths, None) is None:
+                os.rename(restore, name, dst_dir_fd=pfd)
+                os.fsync(pfd)
+        finally:
+            os.close(pfd)
     if not os.path.isdir(paths.install):
         raise AgentError("neither %s nor a restored tree in %s is there; the product is in %s"
                          % (paths.install, restore, failed), "needs_person")
@@ -1429,20 +1771,22 @@ def salvage_data(paths, restore, data_paths):
     data into it: move that data back where the rebuild takes it from, before restore/ is thrown away."""
     if not os.path.isdir(restore):
         return
-    for rel in data_paths:
-        src = os.path.join(restore, rel)
-        if not os.path.lexists(src):
-            continue
-        home = next((d for d in (paths.install, paths.run("old")) if os.path.isdir(d)), None)
-        if home is None:
-            raise AgentError("%s holds %s, and neither the install dir nor the old tree is there to take it back"
-                             % (restore, rel), "needs_person")
-        dst = os.path.join(home, rel)
-        if os.path.lexists(dst):
-            raise AgentError("%s exists in both %s and %s; not choosing between them" % (rel, restore, home),
-                             "needs_person")
-        os.makedirs(os.path.dirname(dst), exist_ok=True)
-        os.rename(src, dst)
+    restore_fd = open_root(restore, "the restored tree")
+    try:
+        for rel in data_paths:
+            if lstat_beneath(restore, rel, "preserved path") is None:
+                continue
+            home = next((d for d in (paths.install, paths.run("old")) if os.path.isdir(d)), None)
+            if home is None:
+                raise AgentError("%s holds %s, and neither the install dir nor the old tree is there to take it "
+                                 "back" % (restore, rel), "needs_person")
+            home_fd = open_root(home, "the install dir")  # op_rollback checked the install name is this run's
+            try:
+                move_beneath(restore_fd, home_fd, rel, "preserved path", restore, home, replace=False)
+            finally:
+                os.close(home_fd)
+    finally:
+        os.close(restore_fd)
     fsync_dir(restore)
 
 
@@ -1478,11 +1822,8 @@ def op_finish(req):
     set_run_state(paths, phase="finished", outcome=req.get("outcome"))
     now = time.time()
     for d in ledger_dirs(paths) if req.get("approvals") else []:  # every copy of the ledger
-        with open(os.path.join(ledger_dir_ready(d), "approvals-used.jsonl"), "a", encoding="utf-8") as f:
-            for digest in req["approvals"]:
-                f.write(json.dumps({"approval": digest, "run": paths.run_id, "time": now}) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        append_line_nofollow(os.path.join(ledger_dir_ready(d), "approvals-used.jsonl"), "".join(
+            json.dumps({"approval": digest, "run": paths.run_id, "time": now}) + "\n" for digest in req["approvals"]))
     installed = read_json(paths.installed)
     for d in ledger_dirs(paths)[:-1] if installed else []:  # the last install's manifest, beside the install too
         write_json_atomic(os.path.join(ledger_dir_ready(d), "installed.json"), installed)
@@ -1671,7 +2012,7 @@ def open_ssh_dir(pw, ssh_dir, create):
     return ssh_fd
 
 
-def read_authorized_keys(ssh_fd, path):
+def read_authorized_keys(ssh_fd, path, pw):
     """(bytes, stat) of authorized_keys in the directory ssh_fd, (None, None) when there is none; never
     through a link."""
     if ssh_fd is None:
@@ -1686,8 +2027,7 @@ def read_authorized_keys(ssh_fd, path):
         raise
     with os.fdopen(fd, "rb") as f:
         st = os.fstat(f.fileno())
-        if not stat.S_ISREG(st.st_mode):
-            raise AgentError("%s is not a regular file" % path, "bad_input")
+        check_account_file(st, path, pw, owner=False)
         data = f.read(AUTHORIZED_KEYS_MAX + 1)
     if len(data) > AUTHORIZED_KEYS_MAX:
         raise AgentError("%s is larger than 1 MiB; is it the right file?" % path, "bad_input")
@@ -1700,7 +2040,7 @@ def op_access_read(req):
     pw, ssh_dir, path = access_target(req)
     ssh_fd = open_ssh_dir(pw, ssh_dir, create=False)
     try:
-        data, _ = read_authorized_keys(ssh_fd, path)
+        data, _ = read_authorized_keys(ssh_fd, path, pw)
     finally:
         if ssh_fd is not None:
             os.close(ssh_fd)
@@ -1719,12 +2059,12 @@ def op_access_write(req):
     data = base64.b64decode(req["data"])
     ssh_fd = open_ssh_dir(pw, ssh_dir, create=True)
     try:
-        lock = os.open(".authorized_keys.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600, dir_fd=ssh_fd)
+        lock, created = open_access_lock(ssh_fd, ssh_dir, pw)
         try:
-            if os.geteuid() == 0 and os.fstat(lock).st_uid != pw.pw_uid:
-                os.fchown(lock, pw.pw_uid, pw.pw_gid)
+            if created and os.geteuid() == 0 and os.fstat(lock).st_uid != pw.pw_uid:
+                os.fchown(lock, pw.pw_uid, pw.pw_gid)  # only the file this call made, never one found there
             fcntl.flock(lock, fcntl.LOCK_EX)
-            old, st = read_authorized_keys(ssh_fd, path)
+            old, st = read_authorized_keys(ssh_fd, path, pw)
             if (hashlib.sha256(old).hexdigest() if old is not None else None) != req.get("expect"):
                 raise AgentError("%s changed while it was being edited" % path, "conflict")
             replace_authorized_keys(ssh_fd, path, data, st, pw)
@@ -1733,6 +2073,42 @@ def op_access_write(req):
     finally:
         os.close(ssh_fd)
     return {"path": path, "created": st is None, "sha256": hashlib.sha256(data).hexdigest()}
+
+
+def check_account_file(st, path, pw, owner=True):
+    """A file in the account's ~/.ssh that root may use: a regular file with one name (not a hard link to a
+    file elsewhere) and (``owner``) owned by the account or root. authorized_keys keeps whatever owner it has."""
+    if not stat.S_ISREG(st.st_mode):
+        raise AgentError("%s is not a regular file; edit it by hand" % path, "bad_input")
+    if st.st_nlink != 1:
+        raise AgentError("%s has %d names (a hard link to a file elsewhere?); upgrader edits only a file with one "
+                         "name: edit it by hand" % (path, st.st_nlink), "bad_input")
+    if owner and st.st_uid not in (pw.pw_uid, 0):
+        raise AgentError("%s is owned by uid %d, not by %s or root; edit it by hand" % (path, st.st_uid, pw.pw_name),
+                         "bad_input")
+
+
+def open_access_lock(ssh_fd, ssh_dir, pw):
+    """(descriptor, made by this call) of ~/.ssh/.authorized_keys.lock: made new (O_EXCL), else an existing one
+    opened without following a link and checked (check_account_file)."""
+    flags = os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+    path = os.path.join(ssh_dir, ".authorized_keys.lock")
+    try:
+        return os.open(".authorized_keys.lock", flags | os.O_CREAT | os.O_EXCL, 0o600, dir_fd=ssh_fd), True
+    except FileExistsError:
+        pass
+    try:
+        fd = os.open(".authorized_keys.lock", flags, dir_fd=ssh_fd)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise AgentError("%s is a link; remove it" % path, "bad_input")
+        raise
+    try:
+        check_account_file(os.fstat(fd), path, pw)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, False
 
 
 def replace_authorized_keys(ssh_fd, path, data, st, pw):
@@ -1969,18 +2345,6 @@ def op_inspect(req):
 CONFIG_VAR_MAX = 1 << 20
 
 
-def inside_install(paths, rel):
-    """The real path of ``rel`` beneath the install dir, or an AgentError: no absolute path, no '..', and no
-    link (at any level) that leads out of the install dir."""
-    if not rel or os.path.isabs(rel) or ".." in rel.replace("\\", "/").split("/"):
-        raise AgentError("%r is not a path inside the install dir" % (rel,), "bad_input")
-    root = os.path.realpath(paths.install)
-    full = os.path.realpath(os.path.join(root, rel))
-    if full != root and not full.startswith(root + os.sep):
-        raise AgentError("%s leads out of the install dir (a link to %s)" % (rel, full), "bad_input")
-    return full
-
-
 def config_value(text, spec):
     """(value, line number) that ``spec`` selects in a config file's text, or (None, why)."""
     if spec.get("pattern"):
@@ -2016,9 +2380,9 @@ def op_read_vars(req):
     for name, spec in sorted(req.get("vars_from", {}).items()):
         entry = {"file": spec["file"]}
         try:
-            full = inside_install(paths, spec["file"])
-            with open(full, "rb") as f:
-                data = f.read(CONFIG_VAR_MAX)
+            # resolved beneath the install dir and opened from descriptors: a link swapped in after the check
+            # cannot lead the read outside
+            data = read_beneath(paths.install, spec["file"], "vars_from file", CONFIG_VAR_MAX)
             value, where = config_value(data.decode("utf-8", "replace"), spec)
         except AgentError as e:
             value, where = None, str(e)
@@ -2043,7 +2407,7 @@ def op_prove(req):
         name = p.get("name") or p["type"]
         if p["type"] == "log":
             try:
-                inside_install(paths, p["file"])
+                resolve_beneath(paths.install, p["file"], "log file")
                 skipped = "judged on the lines a newly started version writes, not on the old log"
             except AgentError as e:
                 results.append({"probe": name, "type": "log", "ok": False, "detail": str(e)})
@@ -2074,15 +2438,18 @@ class OpLock(object):
         self.fd = None
         if req.get("op") in MUTATING and req.get("run_id") and req.get("install_dir"):
             paths = Paths(req)
+            check_state_dir(paths)
             directory = paths.run()
-            os.makedirs(directory, exist_ok=True)
+            for d in (paths.state, os.path.join(paths.state, "runs"), directory):
+                if not os.path.isdir(d):
+                    os.makedirs(d, 0o700, exist_ok=True)
             self.path = os.path.join(directory, ".op.lock")
 
     def __enter__(self):
         if hasattr(self, "path"):
             import fcntl
 
-            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0), 0o600)
             fcntl.flock(self.fd, fcntl.LOCK_EX)
         return self
 
