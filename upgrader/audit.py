@@ -456,7 +456,7 @@ def verify_log(path: Path, *, signers: Any, anchor: tuple[int, str] | None = Non
                 return _fail(r, n, "edited", "the first line does not start the chain")
             shape = _shape_problem(rec)
             if shape:
-                return _fail(r, n, "edited", f"not an event upgrader writes: {shape} (edited)")
+                return _fail(r, n, "edited", f"not an event upgrader writes: {shape}")
             this_hash = sha256(line[:-1]).hexdigest()
             time = rec["time"]
             if time < prev_time:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -499,7 +500,10 @@ def _key_fingerprint(path: str | None) -> str | None:
 def _operator(args: argparse.Namespace, policy: Any, need_key: bool = True) -> Any:
     from ..recorder import operator_identity
 
-    return operator_identity(args.home, policy, key_path=getattr(args, "audit_key", None), need_key=need_key)
+    operator = operator_identity(args.home, policy, key_path=getattr(args, "audit_key", None), need_key=need_key)
+    if need_key and operator.warning:  # said before any host is touched, not found later by an auditor
+        print(f"upgrader: warning: {operator.warning}", file=sys.stderr)
+    return operator
 
 
 def _recorder(args: argparse.Namespace, policy: Any, clock: Any, need_key: bool = True, run: str | None = None) -> Any:
