@@ -54,7 +54,7 @@ from typing import Any
 
 from .obfuscation import Obfuscator
 
-__all__ = ["redact", "redact_value", "is_secret_name", "MAYBE_SECRET", "Obfuscator", "MASK"]
+__all__ = ["redact", "redact_value", "is_secret_name", "MAYBE_SECRET", "Obfuscator", "MASK", "shorten", "tail"]
 
 MASK = "***"
 
@@ -296,3 +296,32 @@ def _authority(authority: str, mask: str) -> str:
     userinfo, host = authority[:at], authority[at:]
     user, colon, _password = userinfo.partition(":")
     return f"{user}:{mask}{host}" if colon else authority
+
+
+# a URL whose user info runs to the end of the text: its '@' was cut off, so all after "scheme://user:" may be a
+# password (a bare port, digits only, is kept)
+_CUT_AUTHORITY = re.compile(r"(?i)(?P<head>\b[a-z][a-z0-9+.:-]*://[^\s/?#\"<>@:]*:)(?P<rest>(?!\d+$)[^\s@]+)$")
+
+
+def _cut_urls(text: str, mask: str) -> str:
+    return _CUT_AUTHORITY.sub(lambda m: m.group("head") + mask, text)
+
+
+def shorten(text: str, limit: int, mask: str = MASK) -> str:
+    """The start of one line of text, at most ``limit`` characters, redacted before it is cut (a cut can separate
+    a password from what marks it); a URL cut before its '@' hides what follows ``user:``."""
+    text = redact(text, mask)
+    if len(text) <= limit:
+        return _cut_urls(text, mask) if text.endswith("…") else text
+    return _cut_urls(text[:limit], mask) + "…"
+
+
+def tail(text: str, limit: int, mask: str = MASK) -> str:
+    """The end of a command's output, at most ``limit`` characters, redacted before it is cut and starting at a
+    line boundary (a line cut in half loses the name that marks its value as a secret)."""
+    text = redact(text, mask)
+    if len(text) <= limit:
+        return text
+    end = text[-limit:]
+    nl = end.find("\n")
+    return "[…]\n" + end[nl + 1:] if nl >= 0 else "[… one line too long to show]"

@@ -62,7 +62,11 @@ def cmd_plan_digest(args: argparse.Namespace) -> int:
 
 
 def _line(c: Any, text: str) -> None:
-    c.print(text, markup=False, highlight=False, soft_wrap=True)  # commands are shown verbatim, never wrapped
+    from ..redaction import redact
+
+    # commands are shown verbatim, never wrapped, with their secrets (a password in a URL variable) masked: the
+    # review is printed to terminals and CI logs
+    c.print(redact(text), markup=False, highlight=False, soft_wrap=True)
 
 
 def print_review(c: Any, r: dict[str, Any]) -> None:

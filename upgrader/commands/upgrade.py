@@ -250,7 +250,11 @@ def record_interrupts(recorder: Any, interrupts: Any, cancels: bool = True) -> N
 
 def _report(c: Any, result: dict[str, Any]) -> int:
     """What a command that ran hosts prints last (the JSON when ``c`` is None, else the summary, the
-    diagnostics and the checkpoint; one stderr line per host that did not commit); its exit code."""
+    diagnostics and the checkpoint; one stderr line per host that did not commit); its exit code. Everything it
+    prints is redacted (a host's error quotes what the product logged)."""
+    from ..redaction import redact_value
+
+    result = redact_value(result)
     if c is None:
         print_json(result)
     else:
