@@ -337,22 +337,21 @@ def _authority(authority: str, mask: str) -> str:
     return f"{user}:{mask}{host}" if colon else authority
 
 
-# a URL whose user info runs to the end of the text: its '@' was cut off, so all after "scheme://user:" may be a
-# password (a bare port, digits only, is kept)
-_CUT_AUTHORITY = re.compile(r"(?i)(?P<head>\b[a-z][a-z0-9+.:-]*://[^\s/?#\"<>@:]*:)(?P<rest>(?!\d+$)[^\s@]+)$")
-
-
-def _cut_urls(text: str, mask: str) -> str:
-    return _CUT_AUTHORITY.sub(lambda m: m.group("head") + mask, text)
+# a URL that runs to the end of a text that was cut ("…"): its '@' may be cut off, so all after "scheme://user:" may
+# be a password
+_CUT_AUTHORITY = re.compile(r"(?i)(?P<head>\b[a-z][a-z0-9+.:-]*://[^\s/?#\"<>@:]*:)(?P<rest>\S*…)$")
 
 
 def shorten(text: str, limit: int, mask: str = MASK) -> str:
-    """The start of one line of text, at most ``limit`` characters, redacted before it is cut (a cut can separate
-    a password from what marks it); a URL cut before its '@' hides what follows ``user:``."""
+    """The start of one line of text, at most ``limit`` characters and "…", redacted before it is cut (a cut can
+    separate a password from what marks it); a URL that runs into the cut hides all after ``user:``. A text that
+    ends in "…" was cut before (by the host agent)."""
     text = redact(text, mask)
-    if len(text) <= limit:
-        return _cut_urls(text, mask) if text.endswith("…") else text
-    return _cut_urls(text[:limit], mask) + "…"
+    if len(text) > limit:
+        text = text[:limit] + "…"
+    if not text.endswith("…"):
+        return text
+    return _CUT_AUTHORITY.sub(lambda m: m.group("head") + mask + "…", text)
 
 
 def tail(text: str, limit: int, mask: str = MASK) -> str:
