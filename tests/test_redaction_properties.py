@@ -251,11 +251,14 @@ def more_shapes(draw: st.DrawFn) -> Doc:
         "html input": f'<input type="password" name="pw" value="{raw}">\n',
         "pgpass": f"db.internal:5432:orders:app:{raw}\n",
         "sas": f"https://a.blob.core.windows.net/c/x?sv=2020-08-04&sig={raw}&se=2026\n",
+        "oracle quoted": f'url=jdbc:oracle:thin:scott/"{raw[:4]} {raw[4:]}"@//db.internal:1521/ORCL\n',
     }
     shape = draw(st.sampled_from(sorted(shapes)))
     secret: "str | tuple[str, ...]" = raw
     if shape == "compact sequence":
         secret = (raw, raw[::-1])
+    elif shape == "oracle quoted":
+        secret = (raw[:4], raw[4:])
     elif shape == "url slash":
         secret = (raw[:3] + "/" + raw[3:],)
     return Doc(shapes[shape], secret, "conf/more.txt")

@@ -108,6 +108,7 @@ _HEADER = re.compile(r"(?im)(?P<head>(?<![\w-])(?:proxy-)?(?:authorization|set-c
                      r"(?P<value>[^\r\n'\"]*[^\s'\"])")
 # the authority: up to the first / ? # (a password holds those only percent-encoded), or the end of the URL
 _URL_AUTHORITY = re.compile(r"(?i)(?P<scheme>\b[a-z][a-z0-9+.:-]*://)(?P<authority>[^\s/?#\"<>]*@[^\s/?#\"<>]*)")
+_ORACLE_QUOTED = re.compile(r"(?i)(?P<prefix>\bjdbc:oracle:[a-z]+:[^\s/:@\"]+/)\"[^\"\n]*\"(?=@)")
 _ORACLE = re.compile(r"(?i)(?P<prefix>\bjdbc:oracle:[a-z]+:)(?P<user>[^\s/:@]+)/(?P<pw>\S+)@(?=[^\s@]*(?:\s|$))")
 # a whole line that sets one thing: ``key: value`` (YAML), ``key=value`` (.properties, shell, INI)
 _LINE_SETTING = re.compile(r"(?m)^(?P<head>(?P<indent>[ \t]*)(?P<dash>-[ \t]+)?[\"']?(?P<key>(?:[\w.$-]|\\u[0-9a-fA-F]{4})+)"
@@ -203,6 +204,7 @@ def redact(text: str, mask: str = MASK, pem_mask: str | None = None) -> str:
     text = _SPACE_SETTING.sub(line_setting, text)
     text = _FLOW_MAP.sub(lambda m: _FLOW_SETTING.sub(setting, m.group(0)), text)
     text = _URL_AUTHORITY.sub(lambda m: m.group("scheme") + _authority(m.group("authority"), mask), text)
+    text = _ORACLE_QUOTED.sub(lambda m: f"{m.group('prefix')}{mask}", text)
     text = _ORACLE.sub(lambda m: f"{m.group('prefix')}{m.group('user')}/{mask}@", text)
     text = _HEADER.sub(lambda m: f"{m.group('head')}{mask}", text)
     text = _MYSQL_P.sub(lambda m: f"{m.group('head')}{mask}", text)
