@@ -455,3 +455,218 @@ def test_every_checkpoint_verifies_with_stock_ssh_keygen_from_the_documented_sta
         bad = subprocess.run(cmd, input=statement.replace(f"seq: {cp['seq']}", f"seq: {cp['seq'] + 1}").encode(),
                              capture_output=True, timeout=60)
         assert bad.returncode != 0, "ssh-keygen must refuse a statement that was changed"
+
+
+# -- attacks on the verdict itself (the checkpoint line's own fields, the uncovered tail, types, signers) ------------
+
+
+def rechain(lines: list[bytes], edit: Any = None, key: Any = None, principal: str = "") -> list[bytes]:
+    """The attacker's tool: ``edit`` each record (return None to drop it), renumber and rechain every line; with
+    ``key``, re-sign every checkpoint as ``principal``."""
+    from upgrader.audit import NAMESPACE, checkpoint_statement
+
+    out: list[bytes] = []
+    prev = "0" * 64
+    for line in lines:
+        rec = json.loads(line)
+        rec = edit(rec) if edit else rec
+        if rec is None:
+            continue
+        rec["seq"], rec["prev"] = len(out) + 1, prev
+        if rec["event"] == "checkpoint" and key is not None:
+            fp = fingerprint(public_key_blob(key.public_key()))
+            rec["checkpoint"] = {"seq": len(out), "head": prev, "signer": principal, "key": fp,
+                                 "signature": sign(key, checkpoint_statement(len(out), prev, rec["run"], principal,
+                                                                             rec["time"]), NAMESPACE)}
+            rec["actor"] = {**rec["actor"], "key": fp, "principal": principal}
+        out.append(dumps(rec))
+        prev = sha(out[-1])
+    return out
+
+
+def test_a_forged_last_checkpoint_line_actor_outcome_data_and_key_exits_6_even_with_an_anchor(
+        recorded: Recorded, auditor: Auditor) -> None:
+    """A6: the checkpoint line's own fields are not signed, so their shape is fixed: an added host, phase, outcome
+    or data, a changed checkpoint.key or actor makes the line edited (exit 6), with or without --anchor, and the
+    export does not pass the forged values off as an intact log."""
+    lines = auditor.lines
+    c = checkpoint_lines(lines)[-1]
+    anchor = f"{c - 1}:{sha(lines[c - 2])}"
+    forgeries = {
+        "data": lambda r: {**r, "data": {"approver": "ceo@customer", "reason": "approved by the CEO"}},
+        "outcome": lambda r: {**r, "outcome": "committed", "host": "app-01", "phase": "commit"},
+        "key": lambda r: {**r, "checkpoint": {**r["checkpoint"], "key": "SHA256:FORGEDFINGERPRINT"}},
+        "actor": lambda r: {**r, "actor": {**r["actor"], "user": "mallory", "host": "evil"}},
+    }
+    for what, forge in forgeries.items():
+        forged = list(lines)
+        forged[c - 1] = dumps(forge(json.loads(lines[c - 1])))
+        auditor.write(forged)
+        for extra in ((), ("--anchor", anchor)):
+            out = auditor.verify(*extra)
+            assert out.rc == ALTERED, (what, extra, out.text)
+            assert out.report["bad_line"] == c, (what, out.report["message"])
+    report = auditor.home / "forged.csv"
+    assert main(["--home", str(auditor.home), "audit", "export", "--format", "csv", "-o", str(report)]) == ALTERED
+
+
+def test_the_last_run_edited_with_its_checkpoint_and_run_finished_dropped_exits_6_at_its_first_uncovered_line(
+        recorded: Recorded, auditor: Auditor) -> None:
+    """A1: the last run's approver changed, its checkpoint and run_finished removed, the chain rebuilt: the tail
+    holds more than a run's opening, so it is not proven (exit 6, its first line), unless an anchor covers it;
+    a homoglyph of run_finished is an unknown event (an edit)."""
+    lines = auditor.lines
+    cps = checkpoint_lines(lines)
+
+    def edit(rec: dict[str, Any], finished: str | None) -> dict[str, Any] | None:
+        if rec["seq"] == cps[-1]:
+            return None
+        if rec["run"] == recorded.failed_run and rec["event"] == "run_finished":
+            return None if finished is None else {**rec, "event": finished}
+        if rec["seq"] > cps[-2] and isinstance(rec.get("data"), dict) and rec["data"].get("approver"):
+            rec["data"]["approver"] = "ceo@customer"
+        return rec
+
+    auditor.write(rechain(lines, lambda r: edit(r, None)))
+    first_uncovered = cps[-2] + 1
+    out = auditor.verify()
+    assert out.rc == ALTERED and out.report["problem"] == "unsigned", out.text
+    assert out.report["bad_line"] >= first_uncovered and "not proven" in out.report["message"]
+    assert main(["--home", str(auditor.home), "audit", "export", "--format", "html",
+                 "-o", str(auditor.home / "r.html")]) == ALTERED
+
+    auditor.write(rechain(lines, lambda r: edit(r, "run_finish\u0435d")))
+    out = auditor.verify()
+    assert out.rc == ALTERED and out.report["problem"] == "edited" and "unknown event" in out.report["message"]
+
+    # every checkpoint and every run_finished stripped: not "intact with 0 checkpoints"
+    auditor.write(rechain(lines, lambda r: None if r["event"] in ("checkpoint", "run_finished") else r))
+    out = auditor.verify()
+    assert out.rc == ALTERED and out.report["problem"] == "unsigned" and out.report["checkpoints"] == 0
+
+
+def test_an_honest_run_opening_after_the_last_checkpoint_is_a_note_and_an_anchor_vouches_for_more(
+        recorded: Recorded, auditor: Auditor) -> None:
+    """Only what a run writes before it touches a host may stand uncovered (a note, exit 0); a line beyond that is
+    not proven unless the --anchor you hold covers it."""
+    lines = auditor.lines
+    log = AuditLog(auditor.log, json.loads(lines[-1])["actor"])
+    log.append("plan_created", time="2099-01-01T00:00:00.000+00:00", data={"target": "7.0.4.6"})
+    log.append("run_started", run="r-next", time="2099-01-01T00:00:01.000+00:00", data={"target": "7.0.4.6"})
+    out = auditor.verify()
+    assert out.rc == 0 and out.report["uncovered_after_last_checkpoint"] == 2, out.text
+    log.append("host_started", run="r-next", host="app-01", time="2099-01-01T00:00:02.000+00:00")
+    n = len(auditor.lines)
+    out = auditor.verify()
+    assert out.rc == ALTERED and out.report["bad_line"] == n and "not proven" in out.report["message"]
+    anchored = auditor.verify("--anchor", f"{n}:{sha(auditor.lines[-1])}")
+    assert anchored.rc == 0 and anchored.report["anchor_checked"] is True, anchored.text
+
+
+def test_fields_of_the_wrong_type_are_an_edited_line_not_a_crash(auditor: Auditor) -> None:
+    """A4: a run id, event, time or checkpoint field of another JSON type: exit 6 naming the line (no traceback)."""
+    lines = auditor.lines
+    c = checkpoint_lines(lines)[0]
+    for n, change in ((1, {"run": ["x"]}), (2, {"event": ["run_started"]}), (3, {"time": 5}), (2, {"data": [1]}),
+                      (c, {"checkpoint": {"seq": "x", "head": [], "signer": {}, "key": 1, "signature": None}})):
+        rebuilt = rechain(lines, lambda r, n=n, change=change: {**r, **change} if r["seq"] == n else r)
+        auditor.write(rebuilt)
+        out = auditor.verify()
+        assert out.rc == ALTERED and out.report["bad_line"] == n, (change, out.text)
+
+
+def test_an_allowed_signers_file_without_an_audit_entry_cannot_check_exit_2(auditor: Auditor) -> None:
+    """A5a: a file that lists nobody for upgrader-audit (a comment, or only approvers) is "cannot check", not
+    "altered"."""
+    empty = auditor.home / "empty_signers"
+    empty.write_text("# operators: to be filled in\n")
+    out = auditor.verify("--allowed-signers", str(empty))
+    assert out.rc == 2 and out.report["status"] == "cannot_check" and out.report["chain_intact"] is True
+
+
+def test_a_former_operator_whose_key_expired_cannot_backdate_and_resign_the_log(
+        auditor: Auditor, tmp_path: Path) -> None:
+    """A3: validity is judged when the log is verified: an operator whose valid-before has passed re-signs a
+    backdated, edited log and it is refused (exit 6, the signer not allowed now)."""
+    import datetime as dt
+
+    generate_key(tmp_path / "former", "former")
+    former = load_private_key(tmp_path / "former")
+    signers = auditor.home / "signers"
+    pub = (tmp_path / "former.pub").read_text().split()
+    signers.write_text((auditor.home / "keys" / "allowed_signers").read_text() +
+                       f'former@customer namespaces="upgrader-audit",valid-before="20200101Z" {pub[0]} {pub[1]}\n')
+
+    def backdate(rec: dict[str, Any]) -> dict[str, Any]:
+        rec["time"] = (dt.datetime.fromisoformat(rec["time"]).replace(year=2019)).isoformat(timespec="milliseconds")
+        if isinstance(rec.get("data"), dict) and rec["data"].get("approver"):
+            rec["data"]["approver"] = "ceo@customer"
+        return rec
+
+    auditor.write(rechain(auditor.lines, backdate, former, "former@customer"))
+    out = auditor.verify("--allowed-signers", str(signers))
+    assert out.rc == ALTERED and out.report["problem"] == "bad signature", out.text
+    assert "not allowed now" in out.report["message"] and "is not valid at" in out.report["message"]
+
+
+def test_export_reports_the_bytes_it_verified_even_when_the_log_changes_between_reads(
+        recorded: Recorded, auditor: Auditor) -> None:
+    """A2: the log is a pipe that gives the honest log to the first reader and a forged one to any second reader:
+    export reads once, so the report is the verified log and there is no second read to forge."""
+    import os
+    import threading
+    import time
+
+    honest = auditor.log.read_bytes()
+    forged = honest.replace(b'"approver":"', b'"approver":"ceo-')
+    auditor.log.unlink()
+    os.mkfifo(auditor.log)
+    second_read: list[bool] = []
+
+    def feed() -> None:
+        with open(auditor.log, "wb") as f:
+            f.write(honest)
+        time.sleep(0.5)  # the first reader has read to the end and closed: a reader now is a second one
+        deadline = time.monotonic() + 2
+        while time.monotonic() < deadline:
+            try:
+                fd = os.open(auditor.log, os.O_WRONLY | os.O_NONBLOCK)
+            except OSError:
+                time.sleep(0.02)
+                continue
+            second_read.append(True)
+            os.write(fd, forged)
+            os.close(fd)
+            return
+
+    feeder = threading.Thread(target=feed)
+    feeder.start()
+    report = auditor.home / "report.json"
+    rc = main(["--home", str(auditor.home), "audit", "export", "--format", "json", "-o", str(report)])
+    feeder.join()
+    assert not second_read
+    assert rc == 0, report.read_text()[:3000]
+    assert b"ceo-" not in report.read_bytes()
+
+
+def test_an_operator_listed_by_a_principal_pattern_signs_checkpoints_that_verify(tmp_path: Path) -> None:
+    """A5b: allowed_signers lists the operator as ``*@customer``: the run signs as a name that pattern allows, and
+    the untouched log is intact."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HOME", str(tmp_path))
+        for var in ("UPGRADER_HOME", "UPGRADER_AUDIT_KEY", "UPGRADER_AUDIT_SIGNER", "UPGRADER_USER"):
+            mp.delenv(var, raising=False)
+        box = build_sandbox(tmp_path / "box")
+        signers = box.root / "keys" / "allowed_signers"
+        signers.write_text(signers.read_text().replace("operator@customer ", "*@customer "))
+        try:
+            box.start_service()
+            rc, plan = plan_to(box, "7.0.4.2")
+            assert rc == 0
+            assert run_plan(box, plan) == 0
+        finally:
+            box.stop_service()
+            kill_processes_under(tmp_path)
+        assert main(["--home", str(box.root), "audit", "verify"]) == 0
+        last = json.loads((box.root / "audit" / "audit.jsonl").read_bytes().splitlines()[-1])
+        assert last["event"] == "checkpoint" and last["checkpoint"]["signer"].endswith("@customer")

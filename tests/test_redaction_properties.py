@@ -226,10 +226,48 @@ def json_document(draw: st.DrawFn) -> Doc:
     return Doc(text + "\n", secret, "conf/app.json")
 
 
+# -- more shapes: names in Chinese and short forms, lists, Spring, HTML, command lines, .pgpass, signed URLs -------------
+
+
+WORD = LETTERS + "-_."
+
+
+@st.composite
+def more_shapes(draw: st.DrawFn) -> Doc:
+    """The shapes the second review found: each holds a secret over characters its format allows unquoted."""
+    raw = draw(secrets(WORD))
+    shapes = {
+        "chinese yaml": f"datasource:\n  {draw(st.sampled_from(['数据库密码', '密码', '口令', '密钥', '私钥', '令牌']))}: {raw}\n",
+        "chinese log": f"2026-11-26 ERROR login failed 密码={raw} for app\n",
+        "short names": f"{draw(st.sampled_from(['db_pw', 'pw', 'passcode', 'app.pw']))}={raw}\n",
+        "full-width colon": f"password：{raw}\n",
+        "k8s env": f"env:\n  - name: DB_PASSWORD\n    value: {raw}\n  - name: LOG_LEVEL\n    value: info\n",
+        "spring value": f'<property name="password">{draw(st.sampled_from(["", chr(10) + "  "]))}<value>{raw}</value>'
+                        "</property>\n",
+        "compact sequence": f"tokens:\n- {raw}\n- other{raw[::-1]}\nnext: plain\n",
+        "url slash": f"mongodb://root:{raw[:3]}/{raw[3:]}#x@db.internal:27017/orders\n",
+        "curl": f"curl {draw(st.sampled_from(['-u ', '--user ', '--user=']))}admin:{raw} http://h/backup\n",
+        "escaped key": f"db.pass\\u0077ord={raw}\n",
+        "html input": f'<input type="password" name="pw" value="{raw}">\n',
+        "pgpass": f"db.internal:5432:orders:app:{raw}\n",
+        "sas": f"https://a.blob.core.windows.net/c/x?sv=2020-08-04&sig={raw}&se=2026\n",
+        "oracle quoted": f'url=jdbc:oracle:thin:scott/"{raw[:4]} {raw[4:]}"@//db.internal:1521/ORCL\n',
+    }
+    shape = draw(st.sampled_from(sorted(shapes)))
+    secret: "str | tuple[str, ...]" = raw
+    if shape == "compact sequence":
+        secret = (raw, raw[::-1])
+    elif shape == "oracle quoted":
+        secret = (raw[:4], raw[4:])
+    elif shape == "url slash":
+        secret = (raw[:3] + "/" + raw[3:],)
+    return Doc(shapes[shape], secret, "conf/more.txt")
+
+
 FORMATS: dict[str, Callable[[], st.SearchStrategy[Doc]]] = {
     "yaml block scalar": yaml_block_scalar, "yaml scalar": yaml_scalar, "yaml flow map": yaml_flow_map,
     "yaml number": yaml_number, "xml": xml_document, "properties": properties_file, "url": url_with_credentials,
-    "json": json_document,
+    "json": json_document, "more shapes": more_shapes,
 }
 documents = st.one_of(*(make() for make in FORMATS.values()))
 
@@ -259,3 +297,28 @@ def test_no_fragment_of_a_secret_survives_in_what_the_audit_log_stores(doc: Doc)
 def test_values_of_secret_keys_are_hidden_in_the_audit_log_whatever_their_type(key: str, value: object) -> None:
     """``{"db_password": 123456}`` and nested values under a secret name are stored as [REDACTED]."""
     assert audit_redact({key: value, "user": "app"}) == {key: "[REDACTED]", "user": "app"}
+
+
+@settings(max_examples=300, deadline=None)
+@given(secrets(URL_SAFE), st.integers(min_value=20, max_value=120))
+def test_a_url_line_cut_anywhere_keeps_no_piece_of_its_password(raw: str, limit: int) -> None:
+    """A log line with a URL password, cut to any length (before or after its '@'): redacted first, then cut."""
+    from upgrader.redaction import shorten
+
+    line = f"ERROR pool: url jdbc:postgresql://app:{raw}@db.internal:5432/orders"
+    out = shorten(line, limit)
+    assert len(out) <= limit + 4 and not [f for f in fragments(raw) if f in out], out  # the mask may replace less
+    # a line the host agent already cut (it marks the cut with "…") inside the password
+    cut = shorten(line[:line.index("app:") + 4 + len(raw) // 2] + "…", 200)
+    assert not [f for f in fragments(raw[:len(raw) // 2]) if f in cut], cut
+
+
+@settings(max_examples=300, deadline=None)
+@given(secrets(WORD), st.integers(min_value=0, max_value=40), st.integers(min_value=20, max_value=200))
+def test_command_output_cut_anywhere_keeps_no_piece_of_a_secret_setting(raw: str, before: int, limit: int) -> None:
+    """The last ``limit`` characters of a command's output, wherever the cut falls in a secret setting."""
+    from upgrader.redaction import tail
+
+    text = "".join(f"line {i}\n" for i in range(before)) + f"db.password={raw}\n" + "-" * (limit - 5) + "\n"
+    out = tail(text, limit)
+    assert len(out) <= limit + 4 and not [f for f in fragments(raw) if f in out], out

@@ -163,3 +163,48 @@ def test_the_planted_files_hold_every_secret_as_the_formats_write_them() -> None
     assert json.loads(APP_JSON)["datasource"]["db_password"] == int(SECRETS["json number"][0])
     assert yaml.safe_load(APP_YAML)["datasource"]["replica"]["password"] == SECRETS["yaml flow"][0]
     assert [piece for piece in pieces() if piece not in planted] == []
+
+
+LOG_PW = "PgLongS3cretPassw0rdXYZ"
+HOOK_PW = "S3cretHOOKvalue"
+# a Tomcat pool's connection error: the '@' of the URL lies far beyond 200 characters, where a cut used to fall
+LONG_LOG_LINE = ("ERROR [main] org.apache.tomcat.jdbc.pool.ConnectionPool - Unable to create initial connections of "
+                 "pool " + "(retry #3 of 3) " * 3 + f"url jdbc:postgresql://orders_app:{LOG_PW}@db-prod-01.corp.example"
+                 ":5432/orders")
+
+
+def test_secrets_near_a_cut_reach_no_result_json_journal_stderr_bundle_or_audit_log(
+        sandbox: Sandbox, capsys: pytest.CaptureFixture[str]) -> None:
+    """S1-S3: a log line whose URL password begins before character 200 and whose '@' comes after it, and hook output
+    whose secret setting sits right where the last 500 and 4000 characters begin: a failing run (the log probe sees
+    the line) leaves neither secret in result.json, the journal, the printed report, the bundle or the audit log."""
+    box = sandbox
+    assert LONG_LOG_LINE.index(LOG_PW) + 8 < 200 < LONG_LOG_LINE.index("@db-prod")
+    spec = yaml.safe_load((shipped_playbooks_dir() / "sample-middleware.yaml").read_text())
+    # the secret setting ends 20 characters before the end of 500- and 4000-character tails of the output
+    filler = "0" * 479
+    spec["hooks"] = {
+        "before_stop": [{"command": f"printf 'x\\n%.0s' $(seq 1 900); printf 'db.password={HOOK_PW}\\n{filler}\\n'"},
+                        {"command": f"printf 'db.password={HOOK_PW}\\n{'0' * 3980}\\n'"}],
+        "after_start": [{"command": f"echo '{LONG_LOG_LINE}' >> logs/server.log"}]}
+    (box.root / "playbooks").mkdir(exist_ok=True)
+    (box.root / "playbooks" / "sample-middleware.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    rc, plan = plan_to(box, "7.0.4.2")
+    assert rc == 0
+    approval = approve(box, plan)
+    capsys.readouterr()
+    assert upgrader(box, "run", str(plan), "--approval", str(approval)) == 1  # the log probe fails: rolled back
+    printed = capsys.readouterr()
+    (run_dir,) = (box.root / "runs").iterdir()
+    result = (run_dir / "result.json").read_text(encoding="utf-8")
+    assert "logs/server.log: ERROR [main] org.apache.tomcat" in result, "the probe's line is in the result"
+    places = {"stdout": printed.out, "stderr": printed.err, "result.json": result,
+              "audit log": (box.root / "audit" / "audit.jsonl").read_text(encoding="utf-8")}
+    places.update({f"run file {p.name}": p.read_text(encoding="utf-8", errors="replace")
+                   for p in run_dir.iterdir() if p.is_file() and not p.name.endswith(".tar.gz")})
+    bundle = run_dir / f"diagnostics-{run_dir.name}.tar.gz"
+    places.update({f"bundle {n}": d.decode("utf-8", "replace") for n, d in bundle_members(bundle).items()})
+    for secret in (LOG_PW, HOOK_PW, LOG_PW[:8], HOOK_PW[:8]):
+        found = {name: text[max(0, text.find(secret) - 300):text.find(secret) + 40] for name, text in places.items()
+                 if secret in text}
+        assert found == {}, secret

@@ -294,6 +294,19 @@ def read_version(paths, source):
 # commands and processes
 
 
+LOG_LINE = 4000  # a log probe's matching line, before the controller redacts it and cuts it to 200 characters
+OUTPUT_TAIL = 16000  # a command's output, before the controller redacts it and keeps its last 4000 characters
+
+
+def output_tail(text):
+    """The end of a command's output, starting at a line boundary: a line cut in half can lose the name that
+    marks its value as a secret (the controller redacts what it gets)."""
+    if len(text) <= OUTPUT_TAIL:
+        return text
+    end = text[-OUTPUT_TAIL:]
+    return end[end.find("\n") + 1:] if "\n" in end else ""
+
+
 def run_shell(command, cwd, timeout, env=None):
     """Run a playbook command with sh in its own process group; kill the group on timeout."""
     import subprocess
@@ -311,8 +324,8 @@ def run_shell(command, cwd, timeout, env=None):
         kill_group(proc.pid)
         out, err = proc.communicate()
         timed_out = True
-    return {"exit": proc.returncode, "stdout": out.decode("utf-8", "replace")[-4000:],
-            "stderr": err.decode("utf-8", "replace")[-4000:], "timed_out": timed_out,
+    return {"exit": proc.returncode, "stdout": output_tail(out.decode("utf-8", "replace")),
+            "stderr": output_tail(err.decode("utf-8", "replace")), "timed_out": timed_out,
             "seconds": round(time.time() - start, 3)}
 
 
@@ -1605,7 +1618,10 @@ def probe_once(paths, probe, log_offsets):
                 m = re.search(probe["absent"], text, re.MULTILINE)
                 if m:
                     line = text[text.rfind("\n", 0, m.start()) + 1:].split("\n", 1)[0]
-                    return False, "%s: %s" % (probe["file"], line.strip()[:200])
+                    # the controller redacts the whole line, then cuts it short: a cut here first could leave a
+                    # URL's password without the '@' that marks it
+                    line = line.strip()
+                    return False, "%s: %s" % (probe["file"], line[:LOG_LINE] + ("\u2026" if len(line) > LOG_LINE else ""))
             if probe.get("present") and not re.search(probe["present"], text, re.MULTILINE):
                 return False, "%s has no line matching %r yet" % (probe["file"], probe["present"])
             return True, "%s clean" % probe["file"]

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import io
 import json
 import os
 import re
@@ -33,7 +34,7 @@ from .errors import InputError
 from .redaction import MAYBE_SECRET, is_secret_name
 from .redaction import redact as redact_text
 
-__all__ = ["AuditLog", "VerifyResult", "verify_log", "read_events", "redact", "checkpoint_statement",
+__all__ = ["AuditLog", "VerifyResult", "verify_log", "read_log", "signers_known", "KNOWN_EVENTS", "read_events", "redact", "checkpoint_statement",
            "parse_anchor", "NAMESPACE", "GENESIS"]
 
 NAMESPACE = "upgrader-audit"
@@ -382,23 +383,47 @@ def _find_seq(lines: Iterator[bytes], want: int, first: int) -> int | None:
     return None
 
 
-def verify_log(path: Path, *, signers: Any, anchor: tuple[int, str] | None = None) -> VerifyResult:
-    """Check the whole log; stop at the first bad line and name it.
-
-    One pass, one JSON parse and one sha256 per line; each checkpoint's signature is checked once.
-    """
-    r = VerifyResult(str(path), signers_known=signers is not None)
+def read_log(path: Path) -> bytes:
+    """The whole log, read once: verify and every view (show, export, case) work from these same bytes, so the
+    file cannot be swapped between the check and the report."""
     try:
-        f = open(path, "rb", buffering=1 << 20)
+        with open(path, "rb") as f:
+            return f.read()
     except FileNotFoundError:
         raise InputError("audit log not found", path=str(path), hint="give the log path, or --home") from None
     except OSError as e:
         raise InputError(f"cannot read the audit log: {e.strerror or e}", path=str(path)) from e
+
+
+def signers_known(signers: Any) -> bool:
+    """Allowed signers that can vouch for a checkpoint: a file with at least one entry for the audit namespace."""
+    return signers is not None and any(e.allows_namespace(NAMESPACE) for e in getattr(signers, "entries", ()))
+
+
+def verify_log(path: Path, *, signers: Any, anchor: tuple[int, str] | None = None, data: bytes | None = None,
+               now: Any = None) -> VerifyResult:
+    """Check the whole log (``data``: its bytes, read once by ``read_log``); stop at the first bad line and name it.
+
+    One pass, one JSON parse and one sha256 per line; each checkpoint's signature is checked once. Allowed
+    signers are judged at ``now`` (the verification time, as ``ssh-keygen -Y verify`` does), never at a time the
+    log itself states.
+    """
+    import datetime as dt
+
+    known = signers_known(signers)
+    r = VerifyResult(str(path), signers_known=known)
+    if not known:
+        signers = None
+    if data is None:
+        data = read_log(path)
+    when = now or dt.datetime.now(dt.timezone.utc)
+    f = io.BytesIO(data)
     prev_hash, prev_time = GENESIS, ""
     closed_runs: set[str] = set()
     open_runs: set[str] = set()
     first_line: dict[str, int] = {}         # run -> the line of its first event
-    unsigned_finished: list[str] = []       # runs finished since the last valid checkpoint
+    last_actor: dict[str, Any] = {}         # run -> the actor of its latest line (a checkpoint's actor must be it)
+    tail = _Tail()                          # the lines after the last checkpoint an allowed operator signed
     anchor_seq = anchor[0] if anchor is not None else 0
     anchor_hash: str | None = None
     sha256 = hashlib.sha256
@@ -429,50 +454,71 @@ def verify_log(path: Path, *, signers: Any, anchor: tuple[int, str] | None = Non
                     return _fail(r, n - 1, "edited", f"line {n - 1} was edited or replaced: its hash no longer "
                                  f"matches the chain recorded in line {n}")
                 return _fail(r, n, "edited", "the first line does not start the chain")
+            shape = _shape_problem(rec)
+            if shape:
+                return _fail(r, n, "edited", f"not an event upgrader writes: {shape}")
             this_hash = sha256(line[:-1]).hexdigest()
-            time = rec.get("time", "")
-            if type(time) is not str:
-                time = str(time)
+            time = rec["time"]
             if time < prev_time:
                 return _fail(r, n, "reordered", f"time {time} is earlier than the line before ({prev_time})")
             run = rec.get("run")
-            event = rec.get("event")
+            event = rec["event"]
             if event == "checkpoint":
-                problem = _checkpoint_problem(rec, n, prev_hash, time, signers)
+                problem = _checkpoint_problem(rec, n, prev_hash, time)
+                refused = None if problem else _signer_problem(rec, signers, when)
+                if not problem and not refused:
+                    problem = _actor_problem(rec, last_actor.get(run) if run else None)
                 if problem:
                     start = r.last_checkpoint["line"] + 1 if r.last_checkpoint else 1
                     covered = f"line {start}" if start == n - 1 else f"lines {start}-{n - 1}"
                     return _fail(r, n, "bad signature", f"checkpoint signature is not valid: {problem} (this "
                                  f"checkpoint, or one of the {covered} it covers, was changed)")
-                r.checkpoints += 1
-                r.last_checkpoint = {"seq": n - 1, "head": prev_hash, "line": n,
-                                     "signer": rec["checkpoint"].get("signer")}
-                unsigned_finished.clear()
+                if refused:  # a sound signature by someone not allowed now: it vouches for nothing
+                    tail.refused = tail.refused or (n, refused)
+                else:
+                    r.checkpoints += 1
+                    r.last_checkpoint = {"seq": n - 1, "head": prev_hash, "line": n,
+                                         "signer": rec["checkpoint"]["signer"]}
+                    tail = _Tail()
                 if run:
                     closed_runs.add(run)
                     open_runs.discard(run)
-            elif run:
-                if run in closed_runs:
-                    return _fail(r, n, "forged", f"an event of run {run} after that run's closing checkpoint")
-                if run not in open_runs:
-                    if event not in _RUN_OPENERS:
-                        return _fail(r, n, "forged", f"an event of run {run} that never started")
-                    open_runs.add(run)
-                    first_line.setdefault(run, n)
-                if event == "run_finished" and run not in unsigned_finished:
-                    unsigned_finished.append(run)
+            else:
+                if run:
+                    if run in closed_runs:
+                        return _fail(r, n, "forged", f"an event of run {run} after that run's closing checkpoint")
+                    if run not in open_runs:
+                        if event not in _RUN_OPENERS:
+                            return _fail(r, n, "forged", f"an event of run {run} that never started")
+                        open_runs.add(run)
+                        first_line.setdefault(run, n)
+                    last_actor[run] = rec.get("actor")
+                tail.add(n, run, event)
             if n == anchor_seq:
                 anchor_hash = this_hash
             prev_hash, prev_time = this_hash, time
             r.valid_entries = n
     r.uncovered = n - (r.last_checkpoint["line"] if r.last_checkpoint else 0)
-    if unsigned_finished:
-        run = min(unsigned_finished, key=lambda u: first_line[u])
-        start = first_line[run]
-        return _fail(r, start, "unsigned", f"{r.uncovered} event{'' if r.uncovered == 1 else 's'}, including a "
-                     f"finished run, carry no valid signature: run {run} starts here and finished, and no "
-                     "checkpoint signed by an allowed operator follows it (checkpoints removed and the chain "
-                     "rebuilt, or the run was recorded without an operator key)")
+    if tail.refused:
+        line_no, why = tail.refused
+        start = r.last_checkpoint["line"] + 1 if r.last_checkpoint else 1
+        return _fail(r, line_no, "bad signature", f"the checkpoint's signature is sound, but its signer is not "
+                     f"allowed now: {why}; no checkpoint of an allowed operator vouches for lines {start}-{line_no - 1} "
+                     "(list the operator in the allowed signers, or re-check with the signers that were meant)")
+    bad = tail.unproven()
+    if bad is not None and not (anchor is not None and anchor_seq >= bad[1]):
+        first, _last, finished = bad
+        if finished:
+            first = min(first, first_line[finished])
+            text = (f"{r.uncovered} event{'' if r.uncovered == 1 else 's'}, including a finished run, carry no valid "
+                    f"signature: run {finished} finished, and no checkpoint signed by an allowed operator follows "
+                    "it (checkpoints removed and the chain rebuilt, or the run was recorded without an operator key)")
+        else:
+            text = (f"not proven: {r.uncovered} event{'' if r.uncovered == 1 else 's'} after the last checkpoint, "
+                    "beyond the opening of the newest run, carry no valid signature; a run killed here looks exactly "
+                    "like one edited after its checkpoint was removed (if a run was killed, 'upgrader resume RUN' "
+                    "or 'upgrader rollback RUN' closes it with a signed checkpoint; or give --anchor)")
+        return _fail(r, first, "unsigned", text)
     if anchor is not None:
         seq, head = anchor
         r.anchor_checked = True
@@ -483,44 +529,139 @@ def verify_log(path: Path, *, signers: Any, anchor: tuple[int, str] | None = Non
             return _fail(r, seq, "edited", "does not match the anchor's head hash (the log was rewritten)")
     if r.uncovered:
         r.warnings.append(f"{r.uncovered} entr{'y' if r.uncovered == 1 else 'ies'} after the last checkpoint "
-                          "are not covered by a signature (a run in progress or interrupted)")
+                          "are not covered by a signature (plans, approvals, or the opening of a run that is starting)")
     return r
 
 
-def _checkpoint_problem(rec: dict[str, Any], n: int, prev_hash: str, time: str, signers: Any) -> str | None:
-    """Why the checkpoint on line ``n`` does not prove the chain up to ``prev_hash``; None when it does."""
-    from .sshsig import SignatureError, parse_armored, verify
+# Every event name upgrader writes; anything else (a homoglyph of one, too) is an edited line.
+_RUN_EVENTS = frozenset(("run_started", "approval_accepted", "resume_requested", "rollback_requested", "guide_run",
+                         "locks_broken", "phase_started", "phase_finished", "host_started", "host_finished",
+                         "rollback_started", "run_finished", "lock_broken", "run_interrupted", "guide_interrupted"))
+_OTHER_EVENTS = frozenset(("checkpoint", "plan_created", "approval_created", "approval_refused", "run_refused",
+                           "access_granted", "access_extended", "access_revoked", "guide_cancelled", "guide_refused",
+                           "guide_backup_confirmation", "guide_plan_waits_for_approval", "guide_audit_key_made",
+                           "guide_access_kept", "guide_access_closed", "guide_access_close_failed"))
+KNOWN_EVENTS = _RUN_EVENTS | _OTHER_EVENTS
+# what a run writes before it touches a host: all that may stand after the last checkpoint besides events of no run
+_OPENING = frozenset(("run_started", "approval_accepted", "resume_requested", "rollback_requested", "guide_run",
+                      "locks_broken"))
+_KEYS = frozenset(("seq", "prev", "time", "event", "run", "host", "phase", "outcome", "actor", "data"))
+_CHECKPOINT_KEYS = frozenset(("seq", "prev", "time", "event", "run", "host", "phase", "outcome", "actor",
+                              "checkpoint"))
+_ACTOR_KEYS = frozenset(("user", "host", "key", "principal"))
+
+
+class _Tail:
+    """The events after the last allowed checkpoint: only events of no run and the opening of the newest run are
+    accepted there unsigned (a plan being made and approved, a run starting); anything more is not proven."""
+
+    def __init__(self) -> None:
+        self.runs: dict[str, list[int]] = {}      # run -> [first line, last line] in the tail
+        self.beyond: list[int] = []                # lines of run events beyond a run's opening
+        self.finished: str | None = None
+        self.refused: tuple[int, str] | None = None  # a checkpoint with a sound signature by a signer not allowed
+
+    def add(self, n: int, run: str | None, event: str) -> None:
+        if not run:
+            return
+        span = self.runs.setdefault(run, [n, n])
+        span[1] = n
+        if event not in _OPENING:
+            self.beyond.append(n)
+        if event == "run_finished" and self.finished is None:
+            self.finished = run
+
+    def unproven(self) -> tuple[int, int, str | None] | None:
+        """(first line, last line, a finished run) of what no signature covers beyond that; None when nothing."""
+        if not self.runs:
+            return None
+        newest = max(self.runs, key=lambda u: self.runs[u][0])
+        lines = list(self.beyond)
+        for run, (first, last) in self.runs.items():
+            if run != newest:
+                lines += [first, last]
+        if not lines:
+            return None
+        return min(lines), max(lines), self.finished
+
+
+def _shape_problem(rec: dict[str, Any]) -> str | None:
+    """Why a line is not shaped like an event upgrader writes (unknown keys or event, a field of the wrong type)."""
+    keys = _CHECKPOINT_KEYS if rec.get("event") == "checkpoint" else _KEYS
+    extra = set(rec) - keys
+    if extra:
+        return f"unknown field(s) {', '.join(sorted(map(repr, extra)))}"
+    if type(rec.get("prev")) is not str or type(rec.get("time")) is not str:
+        return "'prev' and 'time' must be text"
+    event = rec.get("event")
+    if type(event) is not str or event not in KNOWN_EVENTS:
+        return f"unknown event {str(event)[:60]!r}"
+    for k in ("run", "host", "phase", "outcome"):
+        if rec.get(k) is not None and type(rec.get(k)) is not str:
+            return f"{k!r} must be text"
+    if rec.get("actor") is not None and not isinstance(rec.get("actor"), dict):
+        return "'actor' must be an object"
+    if rec.get("data") is not None and not isinstance(rec.get("data"), dict):
+        return "'data' must be an object"
+    return None
+
+
+def _checkpoint_problem(rec: dict[str, Any], n: int, prev_hash: str, time: str) -> str | None:
+    """Why the checkpoint on line ``n`` does not prove the chain up to ``prev_hash`` by its own key; None when it
+    does. The line's unsigned fields are pinned: no host, phase, outcome or data, and the key is the signing key's
+    fingerprint."""
+    from .sshsig import SignatureError, fingerprint, parse_armored, verify
 
     cp = rec.get("checkpoint")
-    if not isinstance(cp, dict):
-        return "the line holds no checkpoint"
+    if not isinstance(cp, dict) or set(cp) != {"seq", "head", "signer", "key", "signature"}:
+        return "the line holds no checkpoint of the known shape (seq, head, signer, key, signature)"
+    if type(cp["seq"]) is not int or not all(type(cp[k]) is str for k in ("head", "signer", "key", "signature")):
+        return "a checkpoint field has the wrong type"
+    if any(rec.get(k) is not None for k in ("host", "phase", "outcome")):
+        return "a checkpoint line names no host, phase or outcome (those fields were added)"
     try:
-        if cp.get("seq") != n - 1 or cp.get("head") != prev_hash:
+        if cp["seq"] != n - 1 or cp["head"] != prev_hash:
             raise SignatureError("it does not name the line before it")
-        sig = parse_armored(str(cp.get("signature", "")))
-        verify(sig, checkpoint_statement(n - 1, prev_hash, rec.get("run"), str(cp.get("signer")), time), NAMESPACE)
-        if signers is None:  # only the signature against its own key: the verdict is "cannot check"
-            return None
-        signers.check(str(cp.get("signer")), sig.public_key, NAMESPACE, _parse_time(time))
+        sig = parse_armored(cp["signature"])
+        verify(sig, checkpoint_statement(n - 1, prev_hash, rec.get("run"), cp["signer"], time), NAMESPACE)
     except (SignatureError, ValueError) as e:
+        return str(e)
+    if cp["key"] != fingerprint(sig.public_key):
+        return f"checkpoint.key {cp['key'][:60]!r} is not the fingerprint of the key that signed it"
+    return None
+
+
+def _actor_problem(rec: dict[str, Any], run_actor: Any) -> str | None:
+    """A checkpoint's actor is not signed: it must be the actor of the run's own lines (which the signature covers)
+    and name the signing key and signer."""
+    cp = rec["checkpoint"]
+    actor = rec.get("actor")
+    if run_actor is not None and actor != run_actor:
+        return "its actor is not the one that wrote the run's events"
+    if actor:
+        if set(actor) != _ACTOR_KEYS or actor.get("key") != cp["key"] or actor.get("principal") != cp["signer"]:
+            return "its actor does not name the signing key and signer"
+    return None
+
+
+def _signer_problem(rec: dict[str, Any], signers: Any, when: Any) -> str | None:
+    """Why the allowed signers do not let this checkpoint's signer sign now; None when they do (or are unknown)."""
+    from .sshsig import parse_armored
+
+    if signers is None:  # only the signature against its own key: the verdict is "cannot check"
+        return None
+    cp = rec["checkpoint"]
+    try:
+        signers.check(cp["signer"], parse_armored(cp["signature"]).public_key, NAMESPACE, when)
+    except ValueError as e:
         return str(e)
     return None
 
 
-def _parse_time(text: str) -> Any:
-    import datetime as dt
-
-    try:
-        t = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        t = dt.datetime.now(dt.timezone.utc)
-    return t if t.tzinfo else t.replace(tzinfo=dt.timezone.utc)
-
-
-def read_events(path: Path) -> Iterator[dict[str, Any]]:
-    """Parsed events of a log (lines that are not a JSON object are skipped; use verify_log to judge the log)."""
-    with open(path, "rb") as f:
-        for line in f:
-            rec = _record(line if line.endswith(b"\n") else line + b"\n")
-            if isinstance(rec, dict):
-                yield rec
+def read_events(path: Path, data: bytes | None = None) -> Iterator[dict[str, Any]]:
+    """Parsed events of a log, from ``data`` (the bytes ``verify_log`` judged) when given (lines that are not a
+    JSON object are skipped; use verify_log to judge the log)."""
+    for line in io.BytesIO(read_log(path) if data is None else data):
+        rec = _record(line if line.endswith(b"\n") else line + b"\n")
+        if isinstance(rec, dict):
+            yield rec

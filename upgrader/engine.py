@@ -916,9 +916,11 @@ def _sleep(seconds: float) -> None:
 
 def _small(data: dict[str, Any]) -> dict[str, Any]:
     """Keep journal records small: drop long command output."""
+    from .redaction import tail
+
     out = {}
     for k, v in data.items():
-        if isinstance(v, dict) and "stdout" in v:
-            v = {**v, "stdout": v["stdout"][-500:], "stderr": v["stderr"][-500:]}
+        if isinstance(v, dict) and "stdout" in v:  # redacted before it is cut, at a line boundary
+            v = {**v, "stdout": tail(v["stdout"], 500), "stderr": tail(v["stderr"], 500)}
         out[k] = v
     return out

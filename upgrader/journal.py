@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from .errors import InputError
+from .redaction import redact_value
 
 __all__ = ["Journal", "JournalRecord", "read_journal", "write_json_atomic", "new_run_id"]
 
@@ -107,7 +108,7 @@ class Journal:
             rec = JournalRecord(self._seq, self._clock().isoformat(timespec="milliseconds"), host, phase,
                                 event, data)
             body = json.dumps({"seq": rec.seq, "time": rec.time, "host": host, "phase": phase, "event": event,
-                               "data": data}, sort_keys=True, ensure_ascii=False, default=str)
+                               "data": redact_value(data)}, sort_keys=True, ensure_ascii=False, default=str)
             # the bytes json.dumps({"crc": ..., "rec": rec}, sort_keys=True) gives, without encoding rec twice
             line = f'{{"crc": "{_checksum(body)}", "rec": {body}}}\n'
             if self._file is None:
@@ -130,8 +131,9 @@ class Journal:
                 self._file = None
 
     def write(self, name: str, data: Any) -> Path:
+        """A run file (result.json, ...), redacted: it goes into bundles and is read by people."""
         path = self.dir / name
-        write_json_atomic(path, data)
+        write_json_atomic(path, redact_value(data))
         return path
 
 

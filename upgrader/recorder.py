@@ -36,6 +36,7 @@ class Operator:
     key: Any
     principal: str
     fingerprint: str | None
+    warning: str | None = None  # why this operator's checkpoints would not verify (said before a run starts)
 
     def actor(self) -> dict[str, Any]:
         return {"user": self.user, "host": self.host, "key": self.fingerprint, "principal": self.principal}
@@ -70,17 +71,48 @@ def operator_identity(home: Path, policy: Any, *, key_path: str | None = None, n
     fp = fingerprint(public_key_blob(key.public_key()))
     principal = os.environ.get("UPGRADER_AUDIT_SIGNER") or ""
     signers_file = policy.audit_signers if policy is not None else None
-    if not principal and signers_file:
-        from .signers import load_allowed_signers
+    warning = None
+    if signers_file and policy.resolve_path(signers_file).is_file():
+        principal, warning = _principal(policy.resolve_path(signers_file), key, principal, f"{user}@{host}", user,
+                                        now)
+    return Operator(user, host, path, key, principal or f"{user}@{host}", fp, warning)
 
-        p = policy.resolve_path(signers_file)
-        if p.is_file():
-            import datetime as dt
 
-            found = load_allowed_signers(p).principals_for(public_key_blob(key.public_key()), "upgrader-audit",
-                                                           now or dt.datetime.now(dt.timezone.utc))
-            principal = next((f for f in found if "*" not in f and "?" not in f), "")
-    return Operator(user, host, path, key, principal or f"{user}@{host}", fp)
+def _principal(signers_path: Path, key: Any, given: str, default: str, user: str,
+               now: Any) -> tuple[str, str | None]:
+    """A principal the allowed signers let this key sign audit checkpoints as now, and a warning when there is
+    none (the run's checkpoint would not verify). A pattern entry (``*@customer``) gets a concrete name that
+    matches it: ``user@host`` or the pattern with ``*`` as the user."""
+    import datetime as dt
+
+    from .signers import load_allowed_signers
+    from .sshsig import public_key_blob
+
+    signers = load_allowed_signers(signers_path)
+    blob = public_key_blob(key.public_key())
+    when = now or dt.datetime.now(dt.timezone.utc)
+
+    def allowed(name: str) -> bool:
+        if not name or any(ch in name for ch in "*?!"):
+            return False
+        try:
+            signers.check(name, blob, "upgrader-audit", when)
+        except ValueError:
+            return False
+        return True
+
+    if given:
+        candidates = [given]
+    else:
+        found = signers.principals_for(blob, "upgrader-audit", when)
+        candidates = [f for f in found if "*" not in f and "?" not in f] + [default]
+        candidates += [f.replace("*", user, 1) for f in found if "*" in f]
+    chosen = next((c for c in candidates if allowed(c)), "")
+    if chosen:
+        return chosen, None
+    return given, (f"the audit checkpoint this run signs will not verify: {signers_path} lets no principal "
+                   f"({given or default}) sign 'upgrader-audit' with this key now; add the operator's key there, "
+                   "or set UPGRADER_AUDIT_SIGNER to a principal it lists for this key")
 
 
 class Recorder:

@@ -54,15 +54,17 @@ from typing import Any
 
 from .obfuscation import Obfuscator
 
-__all__ = ["redact", "redact_value", "is_secret_name", "MAYBE_SECRET", "Obfuscator", "MASK"]
+__all__ = ["redact", "redact_value", "is_secret_name", "MAYBE_SECRET", "Obfuscator", "MASK", "shorten", "tail"]
 
 MASK = "***"
 
 #: a word that every rule below needs; text without one is returned as it is
-MAYBE_SECRET = re.compile(r"(?i)pass|pwd|secret|token|credential|key|auth|cookie|sess|://|jdbc:|mysql|mariadb")
+MAYBE_SECRET = re.compile(r"(?i)pass|pwd|pw\b|_pw|secret|token|credential|key|auth|cookie|sess|://|jdbc:|mysql|mariadb"
+                          r"|密码|口令|密钥|秘钥|私钥|令牌|--user|-u\s|sig=|\\u00|(?m:^[^:\s]+:(?:\d+|\*):[^:\s]+:[^:\s]+:\S)")
 
 _SECRET_WORD = re.compile(
-    r"(?i)passw(?:or)?d|passphrase|pwd|secret|token|credential|authorization|j?session[_.-]?id|phpsessid"
+    r"(?i)passw(?:or)?d|passphrase|passcode|pwd|(?:^|[_.-])pw$|密码|口令|密钥|秘钥|私钥|令牌"
+    r"|secret|token|credential|authorization|j?session[_.-]?id|phpsessid"
     r"|(?:api|access|private|secret|signing|encryption|master|client|auth|app|license|hmac|session|aes)[_.-]?key(?:s)?$")
 # storepass, keypass, DBPASS, db_pass, keystorePass: a name ending in "pass" (not bypass, compass, surpass)
 _PASS_SUFFIX = re.compile(r"(?i)(?<!by)(?<!com)(?<!sur)(?<!tres)pass$")
@@ -72,17 +74,21 @@ _NOT_THE_SECRET = re.compile(r"(?i)(?:file|path|url|uri|dir|type)$")
 def is_secret_name(name: str) -> bool:
     """Does a setting, flag, tag or dict key of this name hold a secret? (See the module docstring.)"""
     name = name.strip("-\"' ")
+    if "\\u" in name:  # .properties and JSON spell any character as \\uXXXX: db.pass\\u0077ord is db.password
+        name = re.sub(r"\\u([0-9a-fA-F]{4})", lambda m: chr(int(m.group(1), 16)), name)
     if not name or _NOT_THE_SECRET.search(name):
         return False
     return bool(_SECRET_WORD.search(name) or _PASS_SUFFIX.search(name))
 
 
 # candidates: names with a trigger word; ``is_secret_name`` decides
-_CANDIDATE = r"[\w.-]*(?:pass|pwd|secret|token|credential|authorization|sess|key)[\w.-]*"
+_CANDIDATE = (r"(?:[\w.-]|\\u[0-9a-fA-F]{4})*(?:pass|pwd|pw|secret|token|credential|authorization|sess|key|密码|口令|密钥"
+              r"|秘钥|私钥|令牌|\\u00[0-9a-fA-F]{2})(?:[\w.-]|\\u[0-9a-fA-F]{4})*")
 # a value: quoted, or a word; more words on the same line belong to it unless one is the next name=
 _VALUE = (r"\"(?:[^\"\\\n]|\\.)*\"|'(?:[^'\n]|'')*'"
           r"|[^\s,;&<>\"']+(?:[ \t]+[^\s,;&<>\"'=:]+(?=[\s,;&<>\"']|$))*")
-_SETTING = re.compile(r"(?i)(?P<key>\b" + _CANDIDATE + r")(?P<sep>[\"']?[ \t]*[=:][ \t]*)(?P<value>" + _VALUE + ")")
+_SETTING = re.compile(r"(?i)(?P<key>(?<![\w\\])" + _CANDIDATE + r")(?P<sep>[\"']?[ \t]*[=:：][ \t]*)(?P<value>" + _VALUE
+                      + ")")
 _FLAG = re.compile(r"(?i)(?<![\w-])(?P<key>--?" + _CANDIDATE + r")(?P<sep>[ \t]+)"
                    r"(?P<value>\"(?:[^\"\\\n]|\\.)*\"|'[^'\n]*'|(?!-)[^\s;&|]+)")
 _MYSQL_P = re.compile(r"(?P<head>(?<![\w-])(?i:mysql\w*|mariadb\w*)\b[^\n;&|]*?[ \t]-p)(?P<value>[^\s;&|'\"]+)")
@@ -102,16 +108,37 @@ _HEADER = re.compile(r"(?im)(?P<head>(?<![\w-])(?:proxy-)?(?:authorization|set-c
                      r"(?P<value>[^\r\n'\"]*[^\s'\"])")
 # the authority: up to the first / ? # (a password holds those only percent-encoded), or the end of the URL
 _URL_AUTHORITY = re.compile(r"(?i)(?P<scheme>\b[a-z][a-z0-9+.:-]*://)(?P<authority>[^\s/?#\"<>]*@[^\s/?#\"<>]*)")
+_ORACLE_QUOTED = re.compile(r"(?i)(?P<prefix>\bjdbc:oracle:[a-z]+:[^\s/:@\"]+/)\"[^\"\n]*\"(?=@)")
 _ORACLE = re.compile(r"(?i)(?P<prefix>\bjdbc:oracle:[a-z]+:)(?P<user>[^\s/:@]+)/(?P<pw>\S+)@(?=[^\s@]*(?:\s|$))")
 # a whole line that sets one thing: ``key: value`` (YAML), ``key=value`` (.properties, shell, INI)
-_LINE_SETTING = re.compile(r"(?m)^(?P<head>(?P<indent>[ \t]*)(?P<dash>-[ \t]+)?[\"']?(?P<key>[\w.$-]+)[\"']?"
-                           r"[ \t]*[=:](?:[ \t]+|(?=\S)))(?P<value>[^\n]*?)(?P<tail>[ \t\r]*)$")
+_LINE_SETTING = re.compile(r"(?m)^(?P<head>(?P<indent>[ \t]*)(?P<dash>-[ \t]+)?[\"']?(?P<key>(?:[\w.$-]|\\u[0-9a-fA-F]{4})+)"
+                           r"[\"']?[ \t]*(?:[=:：](?:[ \t]+|(?=\S))|：))(?P<value>[^\n]*?)(?P<tail>[ \t\r]*)$")
 _SPACE_SETTING = re.compile(r"(?m)^(?P<head>[ \t]*(?P<key>[\w.$-]+)[ \t]+)(?P<value>[^\s=:][^\n]*?)(?P<tail>[ \t\r]*)$")
 _BLOCK_INDICATOR = re.compile(r"[|>][+-]?[1-9]?[+-]?(?:[ \t]+#.*)?")
 _FLOW_MAP = re.compile(r"\{(?:\"(?:[^\"\\\n]|\\.)*\"|'(?:[^'\n]|'')*'|[^{}\"'\n])*\}")
 _FLOW_SETTING = re.compile(r"(?P<key>[\w.$-]+)(?P<sep>[\"']?[ \t]*:[ \t]*)(?P<value>\"(?:[^\"\\]|\\.)*\"|'(?:[^']|'')*'"
                            r"|[^,}\n]*[^,}\s])")
 _PEM = re.compile(r"-----BEGIN ([A-Z ]*PRIVATE KEY)-----.*?(-----END \1-----|\Z)", re.S)
+# k8s / compose env lists: ``- name: DB_PASSWORD`` then ``value: x`` (either order, same item)
+_NAME_VALUE_ITEM = re.compile(r"(?m)^(?P<head>[ \t]*-[ \t]+name:[ \t]*[\"']?(?P<name>[^\s\"']+)[\"']?[ \t]*\r?\n"
+                              r"[ \t]+value:[ \t]*)(?P<value>[^\n]*?)(?=[ \t\r]*$)")
+_VALUE_NAME_ITEM = re.compile(r"(?m)^(?P<head>[ \t]*-[ \t]+value:[ \t]*)(?P<value>[^\n]*?)(?P<tail>[ \t\r]*\n[ \t]+name:"
+                              r"[ \t]*[\"']?(?P<name>[^\s\"']+)[\"']?[ \t]*)$")
+# Spring: <property name="password"><value>x</value></property> (on one line or several)
+_PROPERTY_ELEMENT = re.compile(r"(?is)(?P<head><[\w:.-]*property\b[^>]*?" + r"\bname[ \t]*=[ \t]*(?P<q1>[\"'])(?P<name>"
+                               r"[^\"'<>]*)(?P=q1)[^>]*>\s*<(?P<vt>[\w:.-]*value)\b[^>]*>)(?P<value>[^<]*)(?=</(?P=vt)>)")
+# HTML: <input type="password" ... value="x">
+_PASSWORD_INPUT = re.compile(r"(?is)(?P<head><input\b(?=[^>]*\btype[ \t]*=[ \t]*[\"']?password)[^>]*?\bvalue[ \t]*=[ \t]*"
+                             r"(?P<q>[\"']?))(?P<value>[^\"'\s>]*)")
+# a URL password holding '/' or '#' (not percent-encoded, as people write them): up to the last '@' of the word
+_URL_ODD_PASSWORD = re.compile(r"(?i)(?P<head>\b[a-z][a-z0-9+.:-]*://[^\s/?#\"<>@:]*:)(?P<pw>[^\s\"<>]*[/#][^\s\"<>]*)"
+                               r"(?=@[^\s@/?#\"<>]+)")
+# curl -u user:password, --user user:password (also --user=...)
+_USER_FLAG = re.compile(r"(?P<head>(?<![\w-])(?:-u|--user|--proxy-user)(?:[ \t]+|=)[^\s:'\"]*:)(?P<value>[^\s'\"]+)")
+# .pgpass: host:port:database:user:password
+_PGPASS = re.compile(r"(?m)^(?P<head>[^:\s#]+:(?:\d+|\*):[^:\s]+:[^:\s]+:)(?P<value>\S[^\n]*?)(?=[ \t\r]*$)")
+# Azure SAS and other signed URLs: sig=...
+_SIG = re.compile(r"(?i)(?P<head>[?&;]sig=)(?P<value>[^&\s\"'#<>]+)")
 _KEY_END = re.compile(r"-----END [A-Z ]*PRIVATE KEY-----")
 _BASE64_LINE = re.compile(r"[A-Za-z0-9+/=]+\r?")
 _LITERALS = {"null", "none", "true", "false", '""', "''", ""}
@@ -177,6 +204,7 @@ def redact(text: str, mask: str = MASK, pem_mask: str | None = None) -> str:
     text = _SPACE_SETTING.sub(line_setting, text)
     text = _FLOW_MAP.sub(lambda m: _FLOW_SETTING.sub(setting, m.group(0)), text)
     text = _URL_AUTHORITY.sub(lambda m: m.group("scheme") + _authority(m.group("authority"), mask), text)
+    text = _ORACLE_QUOTED.sub(lambda m: f"{m.group('prefix')}{mask}", text)
     text = _ORACLE.sub(lambda m: f"{m.group('prefix')}{m.group('user')}/{mask}@", text)
     text = _HEADER.sub(lambda m: f"{m.group('head')}{mask}", text)
     text = _MYSQL_P.sub(lambda m: f"{m.group('head')}{mask}", text)
@@ -186,6 +214,15 @@ def redact(text: str, mask: str = MASK, pem_mask: str | None = None) -> str:
     text = _NAME_VALUE_ELEMENTS.sub(named, text)
     text = _ELEMENT.sub(lambda m: f"<{m.group('tag')}{m.group('attrs')}>{mask}</{m.group('tag')}>"
                         if secret(m.group("tag"), m.group("value")) else m.group(0), text)
+    text = _PROPERTY_ELEMENT.sub(named, text)
+    text = _NAME_VALUE_ITEM.sub(named, text)
+    text = _VALUE_NAME_ITEM.sub(lambda m: m.group("head") + _masked(m.group("value"), mask) + m.group("tail")
+                                if secret(m.group("name"), m.group("value")) else m.group(0), text)
+    text = _PASSWORD_INPUT.sub(lambda m: m.group("head") + mask, text)
+    text = _URL_ODD_PASSWORD.sub(lambda m: m.group("head") + mask, text)
+    text = _USER_FLAG.sub(lambda m: m.group("head") + mask, text)
+    text = _PGPASS.sub(lambda m: m.group("head") + mask, text)
+    text = _SIG.sub(lambda m: m.group("head") + mask, text)
     text = _FLAG.sub(setting, text)
     return _SETTING.sub(setting, text)
 
@@ -250,8 +287,12 @@ def _indented_values(text: str, mask: str) -> str:
             i += 1
             continue
         column = len(m.group("indent")) + len(m.group("dash") or "")
+        empty = not lines[i].split(":", 1)[1].split("#", 1)[0].strip()
         end = i + 1
-        while end < len(lines) and (not lines[end].strip() or _indent(lines[end]) > column):
+        # deeper lines, and a YAML compact sequence (``tokens:`` then ``- x`` at the key's own indent)
+        while end < len(lines) and (not lines[end].strip() or _indent(lines[end]) > column
+                                    or (empty and _indent(lines[end]) == column
+                                        and lines[end].lstrip(" \t").startswith("- "))):
             end += 1
         while end > i + 1 and not lines[end - 1].strip():  # blank lines after the value are not part of it
             end -= 1
@@ -296,3 +337,31 @@ def _authority(authority: str, mask: str) -> str:
     userinfo, host = authority[:at], authority[at:]
     user, colon, _password = userinfo.partition(":")
     return f"{user}:{mask}{host}" if colon else authority
+
+
+# a URL that runs to the end of a text that was cut ("…"): its '@' may be cut off, so all after "scheme://user:" may
+# be a password
+_CUT_AUTHORITY = re.compile(r"(?i)(?P<head>\b[a-z][a-z0-9+.:-]*://[^\s/?#\"<>@:]*:)(?P<rest>\S*…)$")
+
+
+def shorten(text: str, limit: int, mask: str = MASK) -> str:
+    """The start of one line of text, at most ``limit`` characters and "…", redacted before it is cut (a cut can
+    separate a password from what marks it); a URL that runs into the cut hides all after ``user:``. A text that
+    ends in "…" was cut before (by the host agent)."""
+    text = redact(text, mask)
+    if len(text) > limit:
+        text = text[:limit] + "…"
+    if not text.endswith("…"):
+        return text
+    return _CUT_AUTHORITY.sub(lambda m: m.group("head") + mask + "…", text)
+
+
+def tail(text: str, limit: int, mask: str = MASK) -> str:
+    """The end of a command's output, at most ``limit`` characters, redacted before it is cut and starting at a
+    line boundary (a line cut in half loses the name that marks its value as a secret)."""
+    text = redact(text, mask)
+    if len(text) <= limit:
+        return text
+    end = text[-limit:]
+    nl = end.find("\n")
+    return "[…]\n" + end[nl + 1:] if nl >= 0 else "[… one line too long to show]"

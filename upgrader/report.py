@@ -90,7 +90,10 @@ class PhaseLines:
         self._lock = threading.Lock()
 
     def on_event(self, event: dict[str, Any]) -> None:
+        from .redaction import redact_value
+
         kind = event["event"]
+        event = redact_value(event)  # details quote commands, logs and errors: terminals and CI logs keep them
         with self._lock:
             if kind == "phase_finished":
                 status = event["status"]

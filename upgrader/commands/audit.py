@@ -31,11 +31,12 @@ def load_signers(args: argparse.Namespace) -> Any:
     return load_allowed_signers(policy.resolve_path(path)) if path else None
 
 
-def verification(args: argparse.Namespace) -> Any:
+def verification(args: argparse.Namespace, data: bytes | None = None) -> Any:
+    """The verdict on the log; ``data``: its bytes as read once (the report is then made from the same bytes)."""
     from ..audit import parse_anchor, verify_log
 
     anchor = parse_anchor(args.anchor) if getattr(args, "anchor", None) else None
-    return verify_log(log_path(args), signers=load_signers(args), anchor=anchor)
+    return verify_log(log_path(args), signers=load_signers(args), anchor=anchor, data=data)
 
 
 CANNOT_CHECK = "cannot check the checkpoints: give --allowed-signers or --policy"
@@ -114,15 +115,16 @@ def _since(text: str | None) -> dt.datetime | None:
     return since
 
 
-def selected_events(args: argparse.Namespace) -> list[dict[str, Any]]:
-    from ..audit import read_events
+def selected_events(args: argparse.Namespace, data: bytes | None = None) -> list[dict[str, Any]]:
+    """The events a view shows, from ``data`` (the bytes that were verified) or from one read of the log."""
+    from ..audit import read_events, read_log
 
     path = log_path(args)
-    if not path.is_file():
-        raise InputError("audit log not found", path=str(path), hint="give the log path, or --home")
+    if data is None:
+        data = read_log(path)
     since = _since(getattr(args, "since", None))
     out = []
-    for e in read_events(path):
+    for e in read_events(path, data):
         run = str(e.get("run") or "")
         if getattr(args, "run", None) and not run.startswith(args.run):
             continue
@@ -184,9 +186,12 @@ def _details(e: dict[str, Any]) -> str:
 def cmd_export(args: argparse.Namespace) -> int:
     from ..audit_report import export
 
+    from ..audit import read_log
+
     out = Path(args.output)
-    result = verification(args)
-    events = selected_events(args)
+    data = read_log(log_path(args))  # one read: the report shows exactly the bytes the verdict is about
+    result = verification(args, data)
+    events = selected_events(args, data)
     export(args.format, events, result, describe(result), out, lang=args.lang)
     if not args.json:
         state = {"intact": "intact", "altered": "ALTERED", "cannot_check": f"not checked: {CANNOT_CHECK}"}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -248,7 +249,11 @@ def record_interrupts(recorder: Any, interrupts: Any, cancels: bool = True) -> N
 
 def _report(c: Any, result: dict[str, Any]) -> int:
     """What a command that ran hosts prints last (the JSON when ``c`` is None, else the summary, the
-    diagnostics and the checkpoint; one stderr line per host that did not commit); its exit code."""
+    diagnostics and the checkpoint; one stderr line per host that did not commit); its exit code. Everything it
+    prints is redacted (a host's error quotes what the product logged)."""
+    from ..redaction import redact_value
+
+    result = redact_value(result)
     if c is None:
         print_json(result)
     else:
@@ -498,7 +503,10 @@ def _key_fingerprint(path: str | None) -> str | None:
 def _operator(args: argparse.Namespace, policy: Any, need_key: bool = True) -> Any:
     from ..recorder import operator_identity
 
-    return operator_identity(args.home, policy, key_path=getattr(args, "audit_key", None), need_key=need_key)
+    operator = operator_identity(args.home, policy, key_path=getattr(args, "audit_key", None), need_key=need_key)
+    if need_key and operator.warning:  # said before any host is touched, not found later by an auditor
+        print(f"upgrader: warning: {operator.warning}", file=sys.stderr)
+    return operator
 
 
 def _recorder(args: argparse.Namespace, policy: Any, clock: Any, need_key: bool = True, run: str | None = None) -> Any:

@@ -119,12 +119,32 @@ class AgentClient:
         if not reply.get("ok"):
             raise AgentFailure(op, str(reply.get("kind", "failed")), str(reply.get("error")),
                                reply.get("data"))
-        return dict(reply["result"])
+        return _bounded(dict(reply["result"]))
 
     def close(self) -> None:
         if self._stream is not None:
             stream, self._stream = self._stream, None
             stream.close()
+
+
+def _bounded(value: Any, in_probes: bool = False) -> Any:
+    """An agent's answer with command output and probe details redacted, then cut (the agent sends them whole
+    enough for that: redacting after a cut can miss a secret whose name or '@' was cut off)."""
+    from ..redaction import shorten, tail
+
+    if isinstance(value, dict):
+        out = {}
+        for k, v in value.items():
+            if k in ("stdout", "stderr") and isinstance(v, str):
+                out[k] = tail(v, 4000)
+            elif k == "detail" and in_probes and isinstance(v, str):
+                out[k] = shorten(v, 200)
+            else:
+                out[k] = _bounded(v, in_probes or k == "probes")
+        return out
+    if isinstance(value, list):
+        return [_bounded(v, in_probes) for v in value]
+    return value
 
 
 def agent_digest() -> str:
