@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Callable
 from xml.sax.saxutils import escape, quoteattr
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -252,6 +253,15 @@ def more_shapes(draw: st.DrawFn) -> Doc:
         "pgpass": f"db.internal:5432:orders:app:{raw}\n",
         "sas": f"https://a.blob.core.windows.net/c/x?sv=2020-08-04&sig={raw}&se=2026\n",
         "oracle quoted": f'url=jdbc:oracle:thin:scott/"{raw[:4]} {raw[4:]}"@//db.internal:1521/ORCL\n',
+        # the third review: YAML explicit keys, XML attributes ending in a backslash or split over lines, DTD entities,
+        # -P=
+        "yaml explicit key": f"? {draw(SECRET_KEYS)}\n: {raw}\nport: web\n",
+        "yaml explicit key block": f"db:\n  ? password\n  : |\n    {raw}\n    {raw[::-1]}\n  user: app\n",
+        "xml backslash": f'<user username="tomcat" password="{raw}\\"/>\n',
+        "xml split attribute": f'<user username="t"\n      {draw(XML_KEYS)}\n      =\n   "{raw}"/>\n',
+        "dtd entity": f'<!DOCTYPE c [<!ENTITY {draw(st.sampled_from(["pw", "% pe", "x"]))} "{raw}">]>'
+                      "<c><password>&pw;</password></c>\n",
+        "-P=": f"tool {draw(st.sampled_from(['-P=', '-p=']))}{raw} --verbose\n",
     }
     shape = draw(st.sampled_from(sorted(shapes)))
     secret: "str | tuple[str, ...]" = raw
@@ -259,6 +269,8 @@ def more_shapes(draw: st.DrawFn) -> Doc:
         secret = (raw, raw[::-1])
     elif shape == "oracle quoted":
         secret = (raw[:4], raw[4:])
+    elif shape == "yaml explicit key block":
+        secret = (raw, raw[::-1])
     elif shape == "url slash":
         secret = (raw[:3] + "/" + raw[3:],)
     return Doc(shapes[shape], secret, "conf/more.txt")
@@ -322,3 +334,33 @@ def test_command_output_cut_anywhere_keeps_no_piece_of_a_secret_setting(raw: str
     text = "".join(f"line {i}\n" for i in range(before)) + f"db.password={raw}\n" + "-" * (limit - 5) + "\n"
     out = tail(text, limit)
     assert len(out) <= limit + 4 and not [f for f in fragments(raw) if f in out], out
+
+
+ATTACKS = [  # the shapes the third review showed leaking, as it wrote them
+    ("yaml explicit key", "? password\n: S3cA3\n", "S3cA3"),
+    ("xml attribute ending in a backslash", '<user username="tomcat" password="S3cB3\\"/>\n', "S3cB3"),
+    ("xml attribute split over lines", '<user username="t"\n password\n = "S3cB4"/>\n', "S3cB4"),
+    ("dtd entity", '<!DOCTYPE c [<!ENTITY pw "S3cB5">]><c><password>&pw;</password></c>\n', "S3cB5"),
+    ("-P=", "tool -P=S3cC4\n", "S3cC4"),
+]
+
+
+@pytest.mark.parametrize(("shape", "text", "secret"), ATTACKS, ids=[a[0] for a in ATTACKS])
+def test_the_third_reviews_shapes_are_hidden_in_the_bundle_and_the_audit_log(shape: str, text: str,
+                                                                                secret: str) -> None:
+    bundle = redact(text)
+    audit = audit_redact({"detail": text})["detail"]
+    assert secret not in bundle and "***" in bundle, bundle
+    assert secret not in audit and "[REDACTED]" in audit, audit
+
+
+@pytest.mark.parametrize("text", [
+    "? description\n: the tomcat users file\n",
+    '<user username="tomcat"\n roles="manager-gui"/>\n',
+    '<!DOCTYPE web-app PUBLIC "-//Sun//DTD Web Application 2.3//EN" "http://java.sun.com/dtd/web-app_2_3.dtd">\n',
+    "mkdir -p /opt/app && tar -xpf app.tar\n",
+    "pass same_product: the package is for the product installed\n",
+])
+def test_ordinary_text_near_the_new_shapes_stays_readable(text: str) -> None:
+    assert redact(text) == text
+    assert audit_redact({"detail": text})["detail"] == text

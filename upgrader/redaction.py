@@ -9,6 +9,8 @@ What is hidden:
 - command-line flags with a secret name: ``--password S3cret``, ``--db-token=x``; and the
   MySQL client's glued ``-pS3cret`` (only after ``mysql``, ``mysqldump``, ``mariadb``…: ``-p``
   means other things to other commands, and ``-p S3cret`` with a space is the database name);
+  ``-p=x`` and ``-P=x`` after any command (a port hidden this way is the price of never
+  showing a password);
 - XML: ``<password>x</password>`` (a tag with a secret name), ``<property name="jdbc.password"
   value="x"/>`` (either attribute order), ``<entry key="password">x</entry>`` and
   ``<param-name>password</param-name><param-value>x</param-value>``;
@@ -39,8 +41,12 @@ parse (a bundle must be written from a damaged file too):
   or ``}``; and a line ``key: value`` or ``key=value`` (YAML, ``.properties``, shell, INI) to its
   end, with ``.properties`` continuation lines (a trailing backslash) and the ``.properties`` form
   ``key value`` (so a line that starts with a secret name and a space hides the rest: ``token
-  expired`` becomes ``token ***``);
-- XML: elements (``CDATA`` sections too), attributes, ``<property name=... value=...>``.
+  expired`` becomes ``token ***``; but a check's verdict ``pass same_product: …`` is kept);
+- XML: elements (``CDATA`` sections too), attributes (also split over lines, and a value ending in a
+  backslash, which escapes nothing in XML), ``<property name=... value=...>``, and the
+  literal value of every DTD ``<!ENTITY name "value">`` (an entity can carry a password into an
+  element: ``<password>&pw;</password>``);
+- YAML explicit keys: ``? password`` then ``: value`` hides the value and the lines indented below it.
 
 ``MAYBE_SECRET`` finds a word every rule needs: text it does not match holds no secret these
 rules would hide, so callers on a hot path skip the rules for it (``redact`` does too).
@@ -60,7 +66,8 @@ MASK = "***"
 
 #: a word that every rule below needs; text without one is returned as it is
 MAYBE_SECRET = re.compile(r"(?i)pass|pwd|pw\b|_pw|secret|token|credential|key|auth|cookie|sess|://|jdbc:|mysql|mariadb"
-                          r"|密码|口令|密钥|秘钥|私钥|令牌|--user|-u\s|sig=|\\u00|(?m:^[^:\s]+:(?:\d+|\*):[^:\s]+:[^:\s]+:\S)")
+                          r"|密码|口令|密钥|秘钥|私钥|令牌|--user|-u\s|sig=|\\u00|(?<![\w-])-p=|<!entity"
+                          r"|(?m:^[^:\s]+:(?:\d+|\*):[^:\s]+:[^:\s]+:\S)")
 
 _SECRET_WORD = re.compile(
     r"(?i)passw(?:or)?d|passphrase|passcode|pwd|(?:^|[_.-])pw$|密码|口令|密钥|秘钥|私钥|令牌"
@@ -85,12 +92,15 @@ def is_secret_name(name: str) -> bool:
 _CANDIDATE = (r"(?:[\w.-]|\\u[0-9a-fA-F]{4})*(?:pass|pwd|pw|secret|token|credential|authorization|sess|key|密码|口令|密钥"
               r"|秘钥|私钥|令牌|\\u00[0-9a-fA-F]{2})(?:[\w.-]|\\u[0-9a-fA-F]{4})*")
 # a value: quoted, or a word; more words on the same line belong to it unless one is the next name=
-_VALUE = (r"\"(?:[^\"\\\n]|\\.)*\"|'(?:[^'\n]|'')*'"
+# (a double-quoted value whose backslash escapes nothing, as in XML: ``password="x\"/>``, is the second form)
+_VALUE = (r"\"(?:[^\"\\\n]|\\.)*\"|\"[^\"\n]*\"|'(?:[^'\n]|'')*'"
           r"|[^\s,;&<>\"']+(?:[ \t]+[^\s,;&<>\"'=:]+(?=[\s,;&<>\"']|$))*")
 _SETTING = re.compile(r"(?i)(?P<key>(?<![\w\\])" + _CANDIDATE + r")(?P<sep>[\"']?[ \t]*[=:：][ \t]*)(?P<value>" + _VALUE
                       + ")")
 _FLAG = re.compile(r"(?i)(?<![\w-])(?P<key>--?" + _CANDIDATE + r")(?P<sep>[ \t]+)"
                    r"(?P<value>\"(?:[^\"\\\n]|\\.)*\"|'[^'\n]*'|(?!-)[^\s;&|]+)")
+# ``-p=x`` / ``-P=x`` (a password flag to many tools; a glued ``-px`` only after the MySQL clients, below)
+_P_EQUALS = re.compile(r"(?P<head>(?<![\w-])-[pP]=)(?P<value>\"(?:[^\"\\\n]|\\.)*\"|'[^'\n]*'|[^\s;&|]+)")
 _MYSQL_P = re.compile(r"(?P<head>(?<![\w-])(?i:mysql\w*|mariadb\w*)\b[^\n;&|]*?[ \t]-p)(?P<value>[^\s;&|'\"]+)")
 _TEXT = r"(?:[^<]|<!\[CDATA\[.*?\]\]>)*"  # an element's text: characters and CDATA sections
 _ELEMENT = re.compile(r"(?is)<(?P<tag>" + _CANDIDATE.replace(r"[\w.-]", r"[\w:.-]") + r")(?P<attrs>[^>]*)>"
@@ -104,6 +114,11 @@ _KEYED_ELEMENT = re.compile(r"(?is)(?P<head><(?P<tag>[\w:.-]+)[^>]*?" + _ATTR_NA
                             + _TEXT + r")(?=</(?P=tag)>)")
 _NAME_VALUE_ELEMENTS = re.compile(r"(?is)(?P<head><(?P<nt>[\w:.-]*name)>\s*(?P<name>[^<]*?)\s*</(?P=nt)>\s*"
                                   r"<(?P<vt>[\w:.-]*value)>)(?P<value>" + _TEXT + r")(?=</(?P=vt)>)")
+# an XML start tag (its attributes may be split over lines; a quoted value holds no '<'), and one attribute in it
+_TAG = re.compile(r"<[\w:.-]+(?:[^<>\"']|\"[^\"<]*\"|'[^'<]*')*>")
+_TAG_ATTR = re.compile(r"(?<![\w:.-])(?P<key>[\w:.-]+)(?P<sep>\s*=\s*)(?P<value>\"[^\"]*\"|'[^']*')")
+# a DTD entity's literal value: <!ENTITY pw "x"> and <!ENTITY % pw 'x'> (not an external entity's SYSTEM "uri")
+_ENTITY = re.compile(r"(?i)(?P<head><!ENTITY\s+(?:%\s+)?[\w:.-]+\s+)(?P<value>\"[^\"]*\"|'[^']*')")
 _HEADER = re.compile(r"(?im)(?P<head>(?<![\w-])(?:proxy-)?(?:authorization|set-cookie2?|cookie2?)[ \t]*:[ \t]*)"
                      r"(?P<value>[^\r\n'\"]*[^\s'\"])")
 # the authority: up to the first / ? # (a password holds those only percent-encoded), or the end of the URL
@@ -114,6 +129,8 @@ _ORACLE = re.compile(r"(?i)(?P<prefix>\bjdbc:oracle:[a-z]+:)(?P<user>[^\s/:@]+)/
 _LINE_SETTING = re.compile(r"(?m)^(?P<head>(?P<indent>[ \t]*)(?P<dash>-[ \t]+)?[\"']?(?P<key>(?:[\w.$-]|\\u[0-9a-fA-F]{4})+)"
                            r"[\"']?[ \t]*(?:[=:：](?:[ \t]+|(?=\S))|：))(?P<value>[^\n]*?)(?P<tail>[ \t\r]*)$")
 _SPACE_SETTING = re.compile(r"(?m)^(?P<head>[ \t]*(?P<key>[\w.$-]+)[ \t]+)(?P<value>[^\s=:][^\n]*?)(?P<tail>[ \t\r]*)$")
+# ``pass same_product: the package is for …``: a check's verdict (``pass <check>: <reason>``), not ``pass <password>``
+_CHECK_VERDICT = re.compile(r"(?i)[ \t]*pass[ \t]+[\w.-]+:(?:[ \t]|$)")
 _BLOCK_INDICATOR = re.compile(r"[|>][+-]?[1-9]?[+-]?(?:[ \t]+#.*)?")
 _FLOW_MAP = re.compile(r"\{(?:\"(?:[^\"\\\n]|\\.)*\"|'(?:[^'\n]|'')*'|[^{}\"'\n])*\}")
 _FLOW_SETTING = re.compile(r"(?P<key>[\w.$-]+)(?P<sep>[\"']?[ \t]*:[ \t]*)(?P<value>\"(?:[^\"\\]|\\.)*\"|'(?:[^']|'')*'"
@@ -198,16 +215,22 @@ def redact(text: str, mask: str = MASK, pem_mask: str | None = None) -> str:
                         f"-----BEGIN {m.group(1)}-----\n{mask}\n-----END {m.group(1)}-----", text)
         text = _key_tails(text, pem_mask if pem_mask is not None else mask, mask)
     text = _json_documents(text, mask, pem_mask)
+    text = _explicit_keys(text, mask)
     text = _indented_values(text, mask)
     text = _continued_lines(text, mask)
     text = _LINE_SETTING.sub(line_setting, text)
-    text = _SPACE_SETTING.sub(line_setting, text)
+    text = _SPACE_SETTING.sub(lambda m: m.group(0) if _CHECK_VERDICT.match(m.group(0)) else line_setting(m), text)
     text = _FLOW_MAP.sub(lambda m: _FLOW_SETTING.sub(setting, m.group(0)), text)
     text = _URL_AUTHORITY.sub(lambda m: m.group("scheme") + _authority(m.group("authority"), mask), text)
     text = _ORACLE_QUOTED.sub(lambda m: f"{m.group('prefix')}{mask}", text)
     text = _ORACLE.sub(lambda m: f"{m.group('prefix')}{m.group('user')}/{mask}@", text)
     text = _HEADER.sub(lambda m: f"{m.group('head')}{mask}", text)
     text = _MYSQL_P.sub(lambda m: f"{m.group('head')}{mask}", text)
+    text = _P_EQUALS.sub(lambda m: m.group("head") + _masked(m.group("value"), mask), text)
+    if "<" in text:
+        text = _TAG.sub(lambda m: _TAG_ATTR.sub(setting, m.group(0)) if MAYBE_SECRET.search(m.group(0))
+                        else m.group(0), text)
+        text = _ENTITY.sub(lambda m: m.group("head") + _masked(m.group("value"), mask), text)
     text = _PROPERTY.sub(named, text)
     text = _PROPERTY_VALUE_FIRST.sub(named, text)
     text = _KEYED_ELEMENT.sub(named, text)
@@ -299,6 +322,39 @@ def _indented_values(text: str, mask: str) -> str:
         if end > i + 1:
             lines[i + 1:end] = [" " * (column + 2) + mask]
         i += 1
+    return "\n".join(lines)
+
+
+_EXPLICIT_KEY = re.compile(r"(?P<indent>[ \t]*)\?[ \t]+[\"']?(?P<key>[^\"'#\s][^\"'#]*?)[\"']?[ \t]*(?:#.*)?")
+_EXPLICIT_VALUE = re.compile(r"(?P<indent>[ \t]*):(?:[ \t]+(?P<value>.*?))?[ \t]*")
+
+
+def _explicit_keys(text: str, mask: str) -> str:
+    """YAML's explicit keys: ``? password`` and, on the next line at the same indent, ``: value``; the value and the
+    lines indented deeper below it (a block scalar, a nested map) are hidden."""
+    if "?" not in text or "\n" not in text:
+        return text
+    lines = text.split("\n")
+    i = 0
+    while i < len(lines) - 1:
+        key = _EXPLICIT_KEY.fullmatch(lines[i].rstrip("\r"))
+        value = _EXPLICIT_VALUE.fullmatch(lines[i + 1].rstrip("\r"))
+        if key is None or value is None or value.group("indent") != key.group("indent") \
+                or not is_secret_name(key.group("key")):
+            i += 1
+            continue
+        column = len(key.group("indent"))
+        shown = value.group("value") or ""
+        if shown.strip("\"' ").lower() not in _LITERALS and not _BLOCK_INDICATOR.fullmatch(shown):
+            lines[i + 1] = f"{value.group('indent')}: {mask}"
+        end = i + 2
+        while end < len(lines) and (not lines[end].strip() or _indent(lines[end]) > column):
+            end += 1
+        while end > i + 2 and not lines[end - 1].strip():
+            end -= 1
+        if end > i + 2:
+            lines[i + 2:end] = [" " * (column + 2) + mask]
+        i += 2
     return "\n".join(lines)
 
 
