@@ -1699,9 +1699,13 @@ def op_rollback(req):
     known = [i for i in (manifest.get("install_id"), manifest.get("staged_id"), st.get("restore_id")) if i] or None
     pfd, name = install_name(paths)
     try:
-        live_st = check_install_id(pfd, name, paths, known)
+        # a rollback requested later finds the tree a later run put back (its restored copy): any real directory
+        # (never a link) is accepted here, and pinned, so a swap while this rollback works is still refused
+        live_st = check_install_id(pfd, name, paths, None)
     finally:
         os.close(pfd)
+    if live_st is not None and known is not None and dir_id(live_st) not in known:
+        known = known + [dir_id(live_st)]
     if not os.path.isdir(failed) or live_st is not None:
         # nothing is ever lost: configuration edited while the new version ran is kept beside the backup
         for c in manifest["config"]:
