@@ -1,9 +1,9 @@
 #!/bin/bash
 # contender.py run from an exported copy of one commit, so that edits other people make in a shared
 # working tree cannot leak into a measurement that takes half an hour. Make the copy first:
-#     mkdir -p /tmp/upgrader-snap && git -C /work/main archive COMMIT | tar -x -C /tmp/upgrader-snap
+#     mkdir -p /tmp/upgrader-snap && git -C . archive COMMIT | tar -x -C /tmp/upgrader-snap
 # then use this script as the harness's EXTRA_CMD (it passes its arguments, N last, to contender.py):
-#     EXTRA_NAME=upgrader EXTRA_CMD=/work/main/benchmarks/fleet/snapshot_contender.sh $A/bench.sh 3 50
+#     EXTRA_NAME=upgrader EXTRA_CMD=$PWD/benchmarks/fleet/snapshot_contender.sh $A/bench.sh 3 50
 # UPGRADER_SNAPSHOT: the copy (default /tmp/upgrader-snap); UPGRADER_PYTHON: the interpreter (default
 # the repository's .venv, whose packages are used; upgrader itself comes from the copy).
 set -e
