@@ -22,6 +22,7 @@ What it deliberately does not do: read YAML, talk to other hosts, decide policy,
 run journal or the audit log (the controller does).
 """
 
+import contextlib
 import errno
 import hashlib
 import json
@@ -647,42 +648,48 @@ def link_parents(root, rel, what, package=False):
     return None
 
 
-def lstat_beneath(root, rel, what):
-    """The lstat of root/rel reached through plain directories only; None when it is not there."""
+@contextlib.contextmanager
+def parent_beneath(root, rel, what):
+    """(descriptor of the directory that holds root/rel, its last name), reached through plain directories only,
+    or None when a component on the way is missing; both descriptors are closed on leaving."""
     root_fd = open_root(root, "the install dir")
     try:
         try:
             fd, name = parent_at(root_fd, rel, what, root)
         except FileNotFoundError:
-            return None
+            yield None
+            return
         try:
-            return os.stat(name, dir_fd=fd, follow_symlinks=False)
-        except FileNotFoundError:
-            return None
+            yield fd, name
         finally:
             os.close(fd)
     finally:
         os.close(root_fd)
+
+
+def lstat_beneath(root, rel, what):
+    """The lstat of root/rel reached through plain directories only; None when it is not there."""
+    with parent_beneath(root, rel, what) as at:
+        if at is None:
+            return None
+        try:
+            return os.stat(at[1], dir_fd=at[0], follow_symlinks=False)
+        except FileNotFoundError:
+            return None
 
 
 def hash_beneath(root, rel, what):
     """sha256 of the regular file root/rel reached through plain directories only; None when it is not one."""
-    root_fd = open_root(root, "the install dir")
-    try:
-        try:
-            fd, name = parent_at(root_fd, rel, what, root)
-        except FileNotFoundError:
+    with parent_beneath(root, rel, what) as at:
+        if at is None:
             return None
         try:
-            ffd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0), dir_fd=fd)
+            ffd = os.open(at[1], os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0),
+                          dir_fd=at[0])
         except OSError as e:
             if e.errno in (errno.ENOENT, errno.ELOOP):
                 return None
             raise
-        finally:
-            os.close(fd)
-    finally:
-        os.close(root_fd)
     with os.fdopen(ffd, "rb") as f:
         if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
             return None
