@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
-"""upgrader as the fifth contender of ../shared/bench-anchors (EXTRA_CMD): upgrade hosts h1..hN.
+"""upgrader, the fifth contender of the fleet benchmark: contender.py N upgrades hosts h1..hN.
 
-    EXTRA_NAME=upgrader EXTRA_CMD="/path/to/repo/.venv/bin/python /path/to/repo/benchmarks/fleet/contender.py" \\
-        $A/bench.sh 3 1 10 50
+bench.sh runs it through upgrader.sh, from a snapshot of one commit:
+    upgrader.sh SNAPSHOT N    (PYTHONPATH=SNAPSHOT, upgrader's dependencies from $BENCH_ROOT/venv-upgrader)
 
 One process does what an engineer and the tool do for a real upgrade, all of it timed: plan (read
 every host's version over SSH, policy decision, package digest from the signed catalog), approve
@@ -25,15 +25,18 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 
-def bench_env() -> tuple[Path, int]:
+def bench_env() -> tuple[Path, int, int]:
+    """BENCH_ROOT, the sshd's port and the hosts' HTTP base port (the ones setup.sh recorded win)."""
     root = Path(os.environ.get("BENCH_ROOT", "/tmp/upgrader-bench"))
-    port = int(os.environ.get("BENCH_SSH_PORT", "2222"))
+    values = {"BENCH_SSH_PORT": os.environ.get("BENCH_SSH_PORT", "2222"),
+              "BENCH_HTTP_BASE": os.environ.get("BENCH_HTTP_BASE", "18000")}
     env = root / "bench.env"
     if env.is_file():
         for line in env.read_text().splitlines():
-            if line.startswith("BENCH_SSH_PORT="):
-                port = int(line.split("=", 1)[1])
-    return root, port
+            key, _, value = line.partition("=")
+            if key in values:
+                values[key] = value
+    return root, int(values["BENCH_SSH_PORT"]), int(values["BENCH_HTTP_BASE"])
 
 
 def prepare(root: Path, home: Path) -> None:
@@ -77,12 +80,12 @@ def prepare(root: Path, home: Path) -> None:
     sign_catalog(catalog / "catalog.yaml", load_private_key(keys / "vendor"))
 
 
-def inventory(root: Path, home: Path, port: int, n: int) -> Path:
+def inventory(root: Path, home: Path, port: int, http_base: int, n: int) -> Path:
     path = home / f"inventory-{n}.yaml"
     hosts = []
     for i in range(1, n + 1):
         d = root / "hosts" / f"h{i}"
-        hosts.append(f"  h{i}:\n    install_dir: {d}/current\n    vars: {{hostdir: {d}, port: \"{18000 + i}\"}}\n")
+        hosts.append(f"  h{i}:\n    install_dir: {d}/current\n    vars: {{hostdir: {d}, port: \"{http_base + i}\"}}\n")
     path.write_text(
         "format: 1\n"
         "defaults:\n"
@@ -111,11 +114,11 @@ def bytecode() -> None:
 def main() -> int:
     n = int(sys.argv[-1])
     bytecode()
-    root, port = bench_env()
+    root, port, http_base = bench_env()
     home = root / "upgrader"
     home.mkdir(parents=True, exist_ok=True)
     prepare(root, home)
-    inv = inventory(root, home, port, n)
+    inv = inventory(root, home, port, http_base, n)
     from upgrader.cli import main as upgrader
 
     base = ["--home", str(home)]
