@@ -4,7 +4,8 @@
 # contenders side by side: ssh_plain, fabric, ansible, pyinfra, upgrader (LIST: a comma-separated subset).
 # Every run, warm-up included, is preceded by `reset.sh N` (not timed). Defaults: --runs 5 --warmup 1.
 # upgrader is measured from a snapshot of the checkout's HEAD (git archive, bytecode compiled) kept in
-# $BENCH_ROOT/upgrader-src/COMMIT. Results: $BENCH_ROOT/results/hf_N.json (every run's wall time) and
+# $BENCH_ROOT/upgrader-src/COMMIT. Results in $BENCH_ROOT/results: hf_N.json (every run's wall time),
+# time_TOOL_N.txt (GNU time: the controller's CPU and peak RSS of every run, the warm-up first) and
 # session_N.env (commit, times, load); summarize.py turns them into the table.
 set -euo pipefail
 . "$(dirname "$0")/common.sh"
@@ -62,12 +63,16 @@ mkdir -p "$R/results"
 for n in "${ns[@]}"; do
   cmd=()
   for t in "${tools[@]}"; do
+    # GNU time appends one line per run (warm-up first): wall, user and system CPU seconds of the tool's
+    # process and the children it waited for, and the peak RSS (KiB) of the largest of them
+    tfile=$R/results/time_${t}_$n.txt; : > "$tfile"
+    timed="$(q /usr/bin/time) -f $(q '%e %U %S %M') -a -o $(q "$tfile")"
     case $t in
-      ssh_plain) cmd+=(-n ssh_plain "$(q "$FLEET/ssh_plain.sh") $n") ;;
-      fabric) cmd+=(-n fabric "$(q "$VENV/bin/python") $(q "$FLEET/fabric_upgrade.py") $n") ;;
-      ansible) rm -f "$R/ansible/inventory-$n.ini"; cmd+=(-n ansible "$(q "$FLEET/ansible/run.sh") $n") ;;
-      pyinfra) cmd+=(-n pyinfra "$(q "$FLEET/pyinfra/run.sh") $n") ;;
-      upgrader) cmd+=(-n upgrader "$(q "$FLEET/upgrader.sh") $(q "$snap") $n") ;;
+      ssh_plain) cmd+=(-n ssh_plain "$timed $(q "$FLEET/ssh_plain.sh") $n") ;;
+      fabric) cmd+=(-n fabric "$timed $(q "$VENV/bin/python") $(q "$FLEET/fabric_upgrade.py") $n") ;;
+      ansible) rm -f "$R/ansible/inventory-$n.ini"; cmd+=(-n ansible "$timed $(q "$FLEET/ansible/run.sh") $n") ;;
+      pyinfra) cmd+=(-n pyinfra "$timed $(q "$FLEET/pyinfra/run.sh") $n") ;;
+      upgrader) cmd+=(-n upgrader "$timed $(q "$FLEET/upgrader.sh") $(q "$snap") $n") ;;
     esac
   done
   session=$R/results/session_$n.env

@@ -17,6 +17,7 @@ import json
 import os
 import re
 import shlex
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -86,6 +87,24 @@ def validity(root: Path) -> list[str]:
     return out
 
 
+def controller(path: Path, warmup: int) -> tuple[str, str]:
+    """Median controller CPU (user + system) and peak RSS of the timed runs in a GNU time file."""
+    if not path.is_file():
+        return "-", "-"
+    runs = []
+    for line in path.read_text().splitlines():
+        parts = line.split()
+        if len(parts) == 4:
+            try:
+                runs.append((float(parts[1]) + float(parts[2]), int(parts[3]) / 1024))
+            except ValueError:
+                continue
+    runs = runs[warmup:]
+    if not runs:
+        return "-", "-"
+    return f"{statistics.median(c for c, _ in runs):.2f}", f"{statistics.median(m for _, m in runs):.0f}"
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("-o", "--output", default=str(REPO / "benchmarks" / "results" / "fleet-upgrade.md"))
@@ -117,9 +136,10 @@ def main() -> int:
     lines.append("")
     lines.append("**Validity** (every run must leave all N hosts at 2.0): " + "; ".join(validity(root)))
     lines.append("")
-    lines.append("| tool | N | runs | wall median s | min | max | per host s (median/N) | ratio vs ssh_plain |")
-    lines.append("|---|---|---|---|---|---|---|---|")
-    for n, rows, _ in sessions:
+    lines.append("| tool | N | runs | wall median s | min | max | per host s (median/N) | ratio vs ssh_plain "
+                 "| controller CPU s (median) | controller peak RSS MiB (median) |")
+    lines.append("|---|---|---|---|---|---|---|---|---|---|")
+    for n, rows, env in sessions:
         by_name = {r["command"]: r for r in rows}
         base = by_name.get("ssh_plain", {}).get("median")
         for name in ORDER + sorted(set(by_name) - set(ORDER)):
@@ -127,11 +147,15 @@ def main() -> int:
             if not r:
                 continue
             ratio = f"{r['median'] / base:.2f}" if base else "-"
+            cpu, rss = controller(results / f"time_{name}_{n}.txt", int(env.get("warmup", "0") or 0))
             lines.append(f"| {name} | {n} | {len(r['times'])} | {r['median']:.2f} | {r['min']:.2f} | {r['max']:.2f} | "
-                         f"{r['median'] / n:.3f} | {ratio} |")
+                         f"{r['median'] / n:.3f} | {ratio} | {cpu} | {rss} |")
     lines.append("")
-    lines.append("Wall times of the whole tool process, from start to exit. Compare only rows of the same N "
-                 "(one session); how to reproduce and what each tool does: `benchmarks/fleet/README.md`.")
+    lines.append("Wall times of the whole tool process, from start to exit (hyperfine). Controller CPU is user + "
+                 "system time of the tool's process and the children it waited for, peak RSS the largest of them "
+                 "(GNU time; ansible's ControlPersist ssh masters are not waited for, so not counted). Warm-up "
+                 "runs are left out. Compare only rows of the same N (one session); how to reproduce and what "
+                 "each tool does: `benchmarks/fleet/README.md`.")
     report = "\n".join(lines) + "\n"
     sys.stdout.write(report)
     if a.output != "-":
