@@ -40,12 +40,23 @@ def bench_env() -> tuple[Path, int, int]:
 
 
 def prepare(root: Path, home: Path) -> None:
-    """Keys, policy, a signed catalog with the 2.0 package (made once; later calls reuse them)."""
+    """Keys, policy, a signed catalog with the 2.0 package (made once; later calls reuse them; the
+    policy is rewritten when this script's differs)."""
     from upgrader.catalog import write_catalog
     from upgrader.keys import generate_key, load_private_key, signer_line
     from upgrader.package import PackageMeta, build_package
     from upgrader.trust import sign_catalog
 
+    policy = ("format: 1\n"
+              "rules:\n"
+              "  free_levels: [1, 2, 3, 4]   # the bench middleware goes 1.0 -> 2.0; that is its maintenance line\n"
+              "  require_maintenance_contract: false\n"
+              "approvals: {allowed_signers: keys/allowed_signers}\n"
+              "audit: {allowed_signers: keys/allowed_signers}\n"
+              "catalog: {trusted_signers: keys/vendor_signers}\n"
+              "window: {outside: allow}   # a benchmark runs at any hour; the window is still evaluated\n")
+    if not (home / "policy.yaml").is_file() or (home / "policy.yaml").read_text() != policy:
+        (home / "policy.yaml").write_text(policy)
     if (home / "catalog" / "catalog.yaml.sig").is_file():
         return
     keys = home / "keys"
@@ -60,14 +71,6 @@ def prepare(root: Path, home: Path) -> None:
         lines.append(line)
     (keys / "allowed_signers").write_text("\n".join(lines[:2]) + "\n")
     (keys / "vendor_signers").write_text(lines[2] + "\n")
-    (home / "policy.yaml").write_text(
-        "format: 1\n"
-        "rules:\n"
-        "  free_levels: [1, 2, 3, 4]   # the bench middleware goes 1.0 -> 2.0; that is its maintenance line\n"
-        "  require_maintenance_contract: false\n"
-        "approvals: {allowed_signers: keys/allowed_signers}\n"
-        "audit: {allowed_signers: keys/allowed_signers}\n"
-        "catalog: {trusted_signers: keys/vendor_signers}\n")
     catalog = home / "catalog"
     catalog.mkdir(parents=True, exist_ok=True)
     release = root / "hosts" / "h1" / "release" / "middleware-2.0.tar.gz"
