@@ -54,13 +54,15 @@ our_pid() {
   echo "$pid"
 }
 
-# stop_pid PID: TERM, wait up to 5 s, then KILL
+# stop_pid PID: TERM, wait up to 5 s until it has exited (a zombie waiting for its parent or init to
+# reap it has exited), then KILL
 stop_pid() {
-  local pid=$1 i
+  local pid=$1 i state
   kill "$pid" 2>/dev/null || return 0
   for i in $(seq 100); do
-    kill -0 "$pid" 2>/dev/null || return 0
-    sleep 0.05
+    state=$(sed 's/.*) //' "/proc/$pid/stat" 2>/dev/null | cut -d' ' -f1) || return 0
+    case $state in ''|Z|X) return 0 ;; esac
+    sleep 0.02
   done
   kill -9 "$pid" 2>/dev/null || true
 }
