@@ -32,7 +32,7 @@ def main() -> int:
     ap.add_argument("--export-json", required=True)
     ap.add_argument("-n", "--command-name", action="append", default=[])
     ap.add_argument("commands", nargs="+")
-    a = ap.parse_args()
+    a = ap.parse_intermixed_args()
     if len(a.command_name) != len(a.commands):
         ap.error("give one -n NAME per command")
     results = []
