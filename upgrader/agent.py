@@ -243,7 +243,12 @@ def scan_fd(root_fd, root, preserved, hash_files=True):
             except FileNotFoundError:
                 continue  # gone since it was listed
             if stat.S_ISLNK(st.st_mode):
-                links[rel] = os.readlink(name, dir_fd=fd)
+                try:
+                    links[rel] = os.readlink(name, dir_fd=fd)
+                except OSError:
+                    raise AgentError("%s/%s changed while the tree was read (a link, then not): a directory is "
+                                     "being swapped for a link; refusing to go on" % (root, rel), "unsafe_path",
+                                     path=rel)
             elif stat.S_ISDIR(st.st_mode):
                 dirs[rel] = {"mode": stat.S_IMODE(st.st_mode), "uid": st.st_uid, "gid": st.st_gid}
                 sub = open_dir_at(fd, name, "product directory %s" % rel, root)
@@ -429,6 +434,14 @@ NAME_MAX, PATH_MAX = 255, 4096
 OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
 
 
+def link_target(path, dir_fd=None):
+    """The target of link ``path`` for a message ('(swapped since)' when it is no longer a link)."""
+    try:
+        return os.readlink(path, dir_fd=dir_fd)
+    except OSError:
+        return "(swapped since)"
+
+
 def split_rel(rel):
     """The components of a relative path, '.' and empty ones removed; None when it is absolute or climbs."""
     if not isinstance(rel, str) or rel.startswith("/") or "\x00" in rel:
@@ -486,7 +499,11 @@ def follow_beneath(root, rel, what, done, todo, follow_last=True, via=None):
             done.append(name)
             continue
         hops += 1
-        target = os.readlink(full)
+        try:
+            target = os.readlink(full)
+        except OSError:  # no longer a link: the name was swapped while it was checked
+            raise unsafe_path(what, rel, root, "changed while it was checked (%s was a symlink, then not): a "
+                                               "directory is being swapped for a link" % "/".join(done + [name]))
         via = ("/".join(done + [name]), target)
         if hops > MAX_LINK_HOPS:
             raise unsafe_path(what, rel, root, "meets more than %d symlinks (the last %s -> %s; a loop?)"
@@ -654,7 +671,7 @@ def check_state_dir(paths):
             st = os.lstat(d)
         except FileNotFoundError:
             continue
-        problem = state_dir_problem(d, st, lambda: os.readlink(d))
+        problem = state_dir_problem(d, st, lambda: link_target(d))
         if problem:
             raise problem
 
@@ -700,7 +717,7 @@ def open_state_dir(path, create=False):
             if e.errno not in (errno.ELOOP, errno.ENOTDIR):
                 raise
             st = os.stat(name, dir_fd=pfd, follow_symlinks=False)
-            raise state_dir_problem(path, st, lambda: os.readlink(name, dir_fd=pfd)) or e
+            raise state_dir_problem(path, st, lambda: link_target(name, pfd)) or e
     finally:
         os.close(pfd)
     problem = state_dir_problem(path, os.fstat(fd), lambda: "")
@@ -807,7 +824,7 @@ def link_parents(root, rel, what, package=False):
         except OSError:
             return None
         if stat.S_ISLNK(st.st_mode):
-            link = ("/".join(parts[:i + 1]), os.readlink(full))
+            link = ("/".join(parts[:i + 1]), link_target(full))
             if package:
                 return ("%s %s passes through the symlink %s -> %s that the package puts on its way; a preserved "
                         "path is moved only through plain directories; nothing was changed: the package is "
