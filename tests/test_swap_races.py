@@ -390,3 +390,24 @@ def test_prepare_while_the_service_account_keeps_exchanging_conf_writes_nothing_
         assert (run_dir / "backup" / "tree" / "conf" / "server.conf").read_bytes() != CANARY
         assert config["path"] == "conf/server.conf"
     assert not (inst / "conf").is_symlink()
+
+
+def test_verify_and_the_config_check_read_nothing_through_conf_exchanged_with_a_link(sandbox, service_account_link):
+    """After a backup, the service account exchanges conf/ with its link to a root-only dir: the byte-identical
+    check reports the link instead of reading through it, and the check of configuration changed since the backup
+    (before a rollback) refuses the link rather than hashing the file outside."""
+    inst, somewhere = service_account_link
+    reply = prepare(sandbox, "verify-1")
+    assert reply["ok"], reply
+    manifest = json.loads((ledger(inst) / "runs" / "verify-1" / "backup" / "manifest.json").read_text())
+    exchange_conf(inst)
+    try:
+        reply = agent.handle({"op": "verify_tree", "install_dir": str(inst), "state_dir": None, "run_id": "verify-1"})
+        assert reply["ok"] and reply["result"]["identical"] is False, reply
+        assert {"path": "conf", "change": "added"} in reply["result"]["differences"]
+        with pytest.raises(agent.AgentError) as e:
+            agent.config_changed_since(agent.Paths({"install_dir": str(inst)}), manifest)
+        assert e.value.kind == "unsafe_path" and "conf is not a plain directory" in str(e.value)
+    finally:
+        exchange_conf(inst)
+    assert agent.config_changed_since(agent.Paths({"install_dir": str(inst)}), manifest) == []
