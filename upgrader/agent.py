@@ -839,8 +839,12 @@ def link_parents(root, rel, what, package=False):
 @contextlib.contextmanager
 def parent_beneath(root, rel, what):
     """(descriptor of the directory that holds root/rel, its last name), reached through plain directories only,
-    or None when a component on the way is missing; both descriptors are closed on leaving."""
-    root_fd = open_root(root, "the install dir")
+    or None when a component on the way (or root itself) is missing; both descriptors are closed on leaving."""
+    try:
+        root_fd = open_root(root, "the install dir")
+    except FileNotFoundError:  # an interrupted swap or rollback left no install dir: nothing there to read
+        yield None
+        return
     try:
         try:
             fd, name = parent_at(root_fd, rel, what, root)
