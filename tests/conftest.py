@@ -65,14 +65,19 @@ def now_at(monkeypatch: pytest.MonkeyPatch, when: str) -> TickingClock:
     return clock
 
 
-def fault_env(*, kill_at: str | None = None, pause_at: str | None = None) -> dict[str, str]:
+def fault_env(*, kill_at: str | None = None, pause_at: str | None = None, exchange_at: str | None = None,
+              exchange: tuple[Path, str, str, int] | None = None) -> dict[str, str]:
     """Environment entries for a child process that the test suite's fault plugin kills at ``kill_at`` or holds at
-    ``pause_at`` (the point names are listed in tests/plugin/upgrader_test_faults.py)."""
+    ``pause_at``, or where account ``exchange[3]`` swaps names ``exchange[1]`` and ``exchange[2]`` of directory
+    ``exchange[0]`` at ``exchange_at`` (the point names are listed in tests/plugin/upgrader_test_faults.py)."""
     env = {"PYTHONPATH": os.pathsep.join(p for p in (str(PLUGIN), os.environ.get("PYTHONPATH", "")) if p)}
     if kill_at:
         env["UPGRADER_FAULT_KILL_AT"] = kill_at
     if pause_at:
         env["UPGRADER_FAULT_PAUSE_AT"] = pause_at
+    if exchange_at and exchange:
+        env["UPGRADER_FAULT_EXCHANGE_AT"] = exchange_at
+        env["UPGRADER_FAULT_EXCHANGE"] = "\n".join(str(x) for x in exchange)
     return env
 
 

@@ -128,8 +128,9 @@ def read_json(path, default=None):
 
 
 def sha256_file(path):
+    """sha256 of the file ``path`` (its last component never followed: a link there is an error)."""
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    with os.fdopen(os.open(path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)), "rb") as f:
         while True:
             b = f.read(CHUNK)
             if not b:
@@ -211,44 +212,83 @@ def under_preserved(rel, preserved):
 
 
 def scan_tree(root, preserved, hash_files=True):
-    """Manifest of the product files under root, skipping preserved paths."""
+    """Manifest of the product files under root, skipping preserved paths (see scan_fd); empty when root is
+    missing, refused when root itself is a link."""
+    try:
+        fd = open_root(root, "the tree")
+    except FileNotFoundError:
+        return {"files": {}, "dirs": {}, "links": {}}
+    try:
+        return scan_fd(fd, root, preserved, hash_files)
+    finally:
+        os.close(fd)
+
+
+def scan_fd(root_fd, root, preserved, hash_files=True):
+    """Manifest of the directory open as ``root_fd`` (``root``, for messages), walked from descriptors: each entry
+    is lstat'ed in the directory it was listed from, a directory is entered by opening that name there with
+    O_NOFOLLOW (one swapped for a link meanwhile is refused, not followed), a link is recorded as a link and a
+    file is hashed from its own descriptor (its size, inode and time taken from that descriptor too)."""
     files, dirs, links = {}, {}, {}
-    if not os.path.isdir(root):
-        return {"files": files, "dirs": dirs, "links": links}
-    for dirpath, dirnames, filenames in os.walk(root):
-        rel_dir = os.path.relpath(dirpath, root).replace(os.sep, "/")
-        rel_dir = "" if rel_dir == "." else rel_dir
-        keep = []
-        for d in sorted(dirnames):
-            rel = rel_dir + "/" + d if rel_dir else d
-            full = os.path.join(dirpath, d)
-            if is_preserved(rel, preserved):
-                continue
-            st = os.lstat(full)
-            if stat.S_ISLNK(st.st_mode):
-                links[rel] = os.readlink(full)
-                continue
-            dirs[rel] = {"mode": stat.S_IMODE(st.st_mode), "uid": st.st_uid, "gid": st.st_gid}
-            keep.append(d)
-        dirnames[:] = keep
-        for name in sorted(filenames):
+
+    def walk(fd, rel_dir):
+        with os.scandir(fd) as it:
+            names = sorted(e.name for e in it)
+        for name in names:
             rel = rel_dir + "/" + name if rel_dir else name
             if is_preserved(rel, preserved):
                 continue
-            full = os.path.join(dirpath, name)
-            st = os.lstat(full)
+            try:
+                st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+            except FileNotFoundError:
+                continue  # gone since it was listed
             if stat.S_ISLNK(st.st_mode):
-                links[rel] = os.readlink(full)
+                try:
+                    links[rel] = os.readlink(name, dir_fd=fd)
+                except OSError:
+                    raise AgentError("%s/%s changed while the tree was read (a link, then not): a directory is "
+                                     "being swapped for a link; refusing to go on" % (root, rel), "unsafe_path",
+                                     path=rel)
+            elif stat.S_ISDIR(st.st_mode):
+                dirs[rel] = {"mode": stat.S_IMODE(st.st_mode), "uid": st.st_uid, "gid": st.st_gid}
+                sub = open_dir_at(fd, name, "product directory %s" % rel, root)
+                try:
+                    walk(sub, rel)
+                finally:
+                    os.close(sub)
             elif stat.S_ISREG(st.st_mode):
+                if hash_files:
+                    st, digest = hash_at(fd, name, "%s/%s" % (root, rel))
                 entry = {"size": st.st_size, "mode": stat.S_IMODE(st.st_mode), "uid": st.st_uid,
                          "gid": st.st_gid, "ino": st.st_ino, "mtime": st.st_mtime_ns}
                 if hash_files:
-                    entry["sha256"] = sha256_file(full)
+                    entry["sha256"] = digest
                 files[rel] = entry
             else:
-                raise AgentError("%s is neither a file, a directory nor a link; refusing to handle it" % full,
-                                 "needs_person")
+                raise AgentError("%s/%s is neither a file, a directory nor a link; refusing to handle it"
+                                 % (root, rel), "needs_person")
+
+    walk(root_fd, "")
     return {"files": files, "dirs": dirs, "links": links}
+
+
+def hash_at(dfd, name, full):
+    """(fstat, sha256) of the regular file ``name`` in directory ``dfd``, opened with O_NOFOLLOW; a link or
+    anything but a regular file there is refused (``full`` names it)."""
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0), dir_fd=dfd)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise AgentError("%s became a symlink while it was read; refusing it" % full, "unsafe_path", path=full)
+        raise
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise AgentError("%s is not a regular file any more; refusing it" % full, "unsafe_path", path=full)
+        h = hashlib.sha256()
+        for b in iter(lambda: f.read(CHUNK), b""):
+            h.update(b)
+        return st, h.hexdigest()
 
 
 def drift(installed, current):
@@ -394,6 +434,14 @@ NAME_MAX, PATH_MAX = 255, 4096
 OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
 
 
+def link_target(path, dir_fd=None):
+    """The target of link ``path`` for a message ('(swapped since)' when it is no longer a link)."""
+    try:
+        return os.readlink(path, dir_fd=dir_fd)
+    except OSError:
+        return "(swapped since)"
+
+
 def split_rel(rel):
     """The components of a relative path, '.' and empty ones removed; None when it is absolute or climbs."""
     if not isinstance(rel, str) or rel.startswith("/") or "\x00" in rel:
@@ -416,8 +464,21 @@ def resolve_beneath(root, rel, what, follow_last=True):
     parts = split_rel(rel)
     if parts is None:
         raise unsafe_path(what, rel, root, "is absolute or climbs out with '..'")
+    return follow_beneath(root, rel, what, [], list(parts), follow_last)
+
+
+def follow_beneath(root, rel, what, done, todo, follow_last=True, via=None):
+    """The loop of resolve_beneath: ``done`` resolved components, ``todo`` the rest (may hold '..' and a leading
+    '' for an absolute link target); ``via``: (link, target) that put ``todo`` there."""
     bases = [os.path.abspath(root), os.path.realpath(root)]
-    done, todo, hops, via = [], list(parts), 0, None
+    hops = 0
+    if todo and todo[0] == "":  # an absolute target: allowed only when it names a path inside root
+        target = "/".join(todo)
+        base = [b for b in bases if target == b or target.startswith(b + "/")]
+        if not base:
+            raise unsafe_path(what, rel, root, "passes through the symlink %s -> %s, which leads outside "
+                                               "the install dir" % via)
+        done, todo = [], target[len(base[0]):].split("/")
     while todo:
         name = todo.pop(0)
         if name in ("", "."):
@@ -438,7 +499,11 @@ def resolve_beneath(root, rel, what, follow_last=True):
             done.append(name)
             continue
         hops += 1
-        target = os.readlink(full)
+        try:
+            target = os.readlink(full)
+        except OSError:  # no longer a link: the name was swapped while it was checked
+            raise unsafe_path(what, rel, root, "changed while it was checked (%s was a symlink, then not): a "
+                                               "directory is being swapped for a link" % "/".join(done + [name]))
         via = ("/".join(done + [name]), target)
         if hops > MAX_LINK_HOPS:
             raise unsafe_path(what, rel, root, "meets more than %d symlinks (the last %s -> %s; a loop?)"
@@ -558,6 +623,26 @@ def remove_beneath(root, rel, what, missing_ok=False):
     return True
 
 
+def recorded_link_problems(root, links, preserved):
+    """The product links a scan recorded (rel -> target, as read then), checked before anything is made from them:
+    one that lies on the way of a preserved path (install moves those through plain directories only) or whose
+    recorded target leads outside root is refused, one sentence each. The target checked is the one recorded,
+    which the backup and the staged tree would recreate, not whatever the name holds now."""
+    problems = []
+    for rel, target in sorted(links.items()):
+        under = [p for p in preserved if p.startswith(rel + "/")]
+        if under:
+            problems.append(str(unsafe_path("preserved path", under[0], root, "passes through the symlink %s -> %s; "
+                                            "a preserved path is moved only through plain directories"
+                                            % (rel, target))))
+            continue
+        try:
+            follow_beneath(root, rel, "product link", rel.split("/")[:-1], target.split("/"), via=(rel, target))
+        except AgentError as e:
+            problems.append(str(e))
+    return problems
+
+
 def check_host_paths(root, spec):
     """Every path a run will touch in the install dir, checked before anything is changed: the problems
     found (one sentence each; empty when all resolve beneath root)."""
@@ -586,16 +671,119 @@ def check_state_dir(paths):
             st = os.lstat(d)
         except FileNotFoundError:
             continue
-        if stat.S_ISLNK(st.st_mode):
-            raise AgentError("%s is a symlink (-> %s); the agent keeps its state only in plain directories: "
-                             "remove the link" % (d, os.readlink(d)), "unsafe_path", path=d)
-        if not stat.S_ISDIR(st.st_mode):
-            raise AgentError("%s is not a directory; the agent keeps its state there: move it away" % d,
-                             "unsafe_path", path=d)
-        if st.st_uid != os.geteuid() or st.st_mode & 0o022:
-            raise AgentError("%s is owned by uid %d with mode %o; the agent keeps its state only in directories "
-                             "owned by uid %d that nobody else can write: chown it and chmod go-w, or move it away"
-                             % (d, st.st_uid, stat.S_IMODE(st.st_mode), os.geteuid()), "unsafe_path", path=d)
+        problem = state_dir_problem(d, st, lambda: link_target(d))
+        if problem:
+            raise problem
+
+
+def state_dir_problem(d, st, target):
+    """The refusal (an AgentError) of state dir ``d`` whose lstat is ``st``, or None when the agent may keep its
+    state there: a plain directory owned by the agent's user that nobody else can write."""
+    if stat.S_ISLNK(st.st_mode):
+        return AgentError("%s is a symlink (-> %s); the agent keeps its state only in plain directories: "
+                          "remove the link" % (d, target()), "unsafe_path", path=d)
+    if not stat.S_ISDIR(st.st_mode):
+        return AgentError("%s is not a directory; the agent keeps its state there: move it away" % d,
+                          "unsafe_path", path=d)
+    if st.st_uid != os.geteuid() or st.st_mode & 0o022:
+        return AgentError("%s is owned by uid %d with mode %o; the agent keeps its state only in directories "
+                          "owned by uid %d that nobody else can write: chown it and chmod go-w, or move it away"
+                          % (d, st.st_uid, stat.S_IMODE(st.st_mode), os.geteuid()), "unsafe_path", path=d)
+    return None
+
+
+def open_state_dir(path, create=False):
+    """A descriptor of the agent's own directory ``path`` (a state or ledger dir), opened once from its parent's
+    descriptor with O_NOFOLLOW and checked on that descriptor (state_dir_problem): whoever can write the parent
+    may swap the name for a link afterwards, but every read and write made relative to this descriptor stays in
+    the directory checked. None when it is absent (made 0700 when ``create``). The caller closes it."""
+    parent, name = os.path.split(os.path.abspath(path).rstrip("/"))
+    if create:
+        os.makedirs(parent or "/", 0o755, exist_ok=True)
+    pfd = os.open(parent or "/", OPEN_DIR & ~os.O_NOFOLLOW)
+    try:
+        if create:
+            try:
+                os.mkdir(name, 0o700, dir_fd=pfd)
+            except FileExistsError:
+                pass
+        try:
+            fd = os.open(name, OPEN_DIR, dir_fd=pfd)
+        except FileNotFoundError:
+            if create:
+                raise
+            return None
+        except OSError as e:
+            if e.errno not in (errno.ELOOP, errno.ENOTDIR):
+                raise
+            st = os.stat(name, dir_fd=pfd, follow_symlinks=False)
+            raise state_dir_problem(path, st, lambda: link_target(name, pfd)) or e
+    finally:
+        os.close(pfd)
+    problem = state_dir_problem(path, os.fstat(fd), lambda: "")
+    if problem:
+        os.close(fd)
+        raise problem
+    return fd
+
+
+def state_file_error(where, name, e):
+    if e.errno == errno.ELOOP:
+        return AgentError("%s/%s is a symlink; the agent keeps its state only in plain files: remove the link"
+                          % (where, name), "unsafe_path", path=os.path.join(where, name))
+    return e
+
+
+def read_json_at(dfd, name, where, default=None):
+    """The JSON document ``name`` in directory ``dfd`` (``where``, for messages), never read through a link."""
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0), dir_fd=dfd)
+    except FileNotFoundError:
+        return default
+    except OSError as e:
+        raise state_file_error(where, name, e)
+    with os.fdopen(fd, encoding="utf-8") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise AgentError("%s/%s is not a regular file; the agent keeps its state only in plain files"
+                             % (where, name), "unsafe_path", path=os.path.join(where, name))
+        try:
+            return json.load(f)
+        except ValueError:
+            raise AgentError("%s/%s is damaged (not valid JSON)" % (where, name), "needs_person")
+
+
+def write_json_at(dfd, name, data):
+    """Replace ``name`` in directory ``dfd`` atomically (a new file, fsynced, renamed over it in that directory)."""
+    tmp = "%s.tmp.%d" % (name, os.getpid())
+    try:
+        os.unlink(tmp, dir_fd=dfd)
+    except FileNotFoundError:
+        pass
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0), 0o644,
+                 dir_fd=dfd)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump(data, f, sort_keys=True, indent=1)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
+    os.fsync(dfd)
+
+
+def append_line_at(dfd, name, line, where):
+    """Append ``line`` to the file ``name`` in directory ``dfd`` (made 0600 when absent), never through a link."""
+    try:
+        fd = os.open(name, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK
+                     | getattr(os, "O_CLOEXEC", 0), 0o600, dir_fd=dfd)
+    except OSError as e:
+        raise state_file_error(where, name, e)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise AgentError("%s/%s is not a regular file; the agent keeps its state only in plain files"
+                             % (where, name), "unsafe_path", path=os.path.join(where, name))
+        os.write(fd, line.encode("utf-8"))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 # preserved paths and product files are moved, copied and linked from directory descriptors: every
@@ -636,7 +824,7 @@ def link_parents(root, rel, what, package=False):
         except OSError:
             return None
         if stat.S_ISLNK(st.st_mode):
-            link = ("/".join(parts[:i + 1]), os.readlink(full))
+            link = ("/".join(parts[:i + 1]), link_target(full))
             if package:
                 return ("%s %s passes through the symlink %s -> %s that the package puts on its way; a preserved "
                         "path is moved only through plain directories; nothing was changed: the package is "
@@ -651,8 +839,12 @@ def link_parents(root, rel, what, package=False):
 @contextlib.contextmanager
 def parent_beneath(root, rel, what):
     """(descriptor of the directory that holds root/rel, its last name), reached through plain directories only,
-    or None when a component on the way is missing; both descriptors are closed on leaving."""
-    root_fd = open_root(root, "the install dir")
+    or None when a component on the way (or root itself) is missing; both descriptors are closed on leaving."""
+    try:
+        root_fd = open_root(root, "the install dir")
+    except FileNotFoundError:  # an interrupted swap or rollback left no install dir: nothing there to read
+        yield None
+        return
     try:
         try:
             fd, name = parent_at(root_fd, rel, what, root)
@@ -699,32 +891,42 @@ def hash_beneath(root, rel, what):
         return h.hexdigest()
 
 
-def copy_out(parent_fd, name, dst):
-    """Copy ``name`` in directory ``parent_fd`` (a file, a link as a link, or a directory) to the new path
-    ``dst``, modes and times kept; nothing in it is followed."""
+def copy_out(parent_fd, name, dst_fd, dst_name, what="file"):
+    """Copy ``name`` in directory ``parent_fd`` (a file, a link as a link, or a directory) to the new name
+    ``dst_name`` in directory ``dst_fd``, modes and times kept; nothing on either side is followed (``what``
+    names the source in messages)."""
     st = os.stat(name, dir_fd=parent_fd, follow_symlinks=False)
     if stat.S_ISLNK(st.st_mode):
-        os.symlink(os.readlink(name, dir_fd=parent_fd), dst)
+        os.symlink(os.readlink(name, dir_fd=parent_fd), dst_name, dir_fd=dst_fd)
         return
     if stat.S_ISDIR(st.st_mode):
         fd = os.open(name, OPEN_DIR, dir_fd=parent_fd)
         try:
-            os.mkdir(dst, 0o700)
-            for entry in sorted(os.listdir(fd)):
-                copy_out(fd, entry, os.path.join(dst, entry))
+            os.mkdir(dst_name, 0o700, dir_fd=dst_fd)
+            out = os.open(dst_name, OPEN_DIR, dir_fd=dst_fd)
+            try:
+                for entry in sorted(os.listdir(fd)):
+                    copy_out(fd, entry, out, entry, what)
+                os.fchmod(out, stat.S_IMODE(st.st_mode))
+                os.utime(out, ns=(st.st_atime_ns, st.st_mtime_ns))
+            finally:
+                os.close(out)
         finally:
             os.close(fd)
     elif stat.S_ISREG(st.st_mode):
         fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0), dir_fd=parent_fd)
         with os.fdopen(fd, "rb") as fin:
             if not stat.S_ISREG(os.fstat(fin.fileno()).st_mode):
-                raise AgentError("%s changed while it was copied; refusing it" % dst, "needs_person")
-            with open(dst, "wb") as fout:
+                raise AgentError("%s %s changed while it was copied; refusing it" % (what, name), "needs_person")
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+            with os.fdopen(os.open(dst_name, flags, 0o600, dir_fd=dst_fd), "wb") as fout:
                 shutil.copyfileobj(fin, fout, CHUNK)
+                fout.flush()
+                os.fchmod(fout.fileno(), stat.S_IMODE(st.st_mode))
+                os.utime(fout.fileno(), ns=(st.st_atime_ns, st.st_mtime_ns))
     else:
-        raise AgentError("%s is neither a file, a directory nor a link; refusing to copy it" % name, "needs_person")
-    os.chmod(dst, stat.S_IMODE(st.st_mode))
-    os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns))
+        raise AgentError("%s %s is neither a file, a directory nor a link; refusing to copy it" % (what, name),
+                         "needs_person")
 
 
 class DirFds(object):
@@ -1008,10 +1210,12 @@ def op_facts(req):
     out["lock"] = read_json(paths.lock)
     st = os.statvfs(os.path.dirname(paths.install.rstrip("/")) or "/")
     out["free_bytes"] = st.f_bavail * st.f_frsize
-    out["baseline"] = any(os.path.isfile(os.path.join(d, "installed.json")) for d in ledger_dirs(paths))
+    with ledger_fds(paths, strict=False) as fds:  # a look only: the run's lock refuses a ledger copy not its own
+        out["baseline"] = any(stat.S_ISREG(os.stat("installed.json", dir_fd=fd, follow_symlinks=False).st_mode)
+                              for _, fd in fds if "installed.json" in os.listdir(fd))
     if req.get("check_drift") and out["exists"]:
         current = scan_tree(paths.install, req.get("preserve", []))
-        changes = ledger_drift(paths, current)
+        changes = ledger_drift(paths, current, strict=False)
         out["drift"] = changes[:DRIFT_LISTED]
         out["drift_count"] = len(changes)
         out["product_bytes"] = sum(f["size"] for f in current["files"].values())
@@ -1019,7 +1223,7 @@ def op_facts(req):
     if req.get("check_paths") is not None and out["exists"]:
         out["unsafe_paths"] = check_host_paths(paths.install, req["check_paths"])
     out["non_ascii"] = non_ascii_names(paths.install, req.get("ascii_dirs", []))
-    out["catalog_serials"] = ledger_serials(paths)
+    out["catalog_serials"] = ledger_serials(paths, strict=False)
     return out
 
 
@@ -1048,33 +1252,49 @@ def ledger_dirs(paths):
     return [default, os.path.abspath(paths.state)]
 
 
-def ledger_dir_ready(d):
-    """A ledger dir to write in: a plain directory (made if missing), never a link to elsewhere."""
-    if os.path.islink(d):
-        raise AgentError("%s is a symlink (-> %s); the agent keeps its state only in plain directories: "
-                         "remove the link" % (d, os.readlink(d)), "unsafe_path", path=d)
-    os.makedirs(d, mode=0o700, exist_ok=True)
-    return d
+@contextlib.contextmanager
+def ledger_fds(paths, create=False, strict=True):
+    """[(dir, descriptor)] of every copy of the ledger (ledger_dirs), each opened once with open_state_dir: a copy
+    that is a link, or a directory of another account or writable by others, is refused (``strict``), or left
+    out (not ``strict``: a read-only look such as facts, before the run's lock refuses it). A missing copy is
+    made when ``create``, else left out. Every read and write of the ledger goes through these descriptors."""
+    fds = []
+    try:
+        for d in ledger_dirs(paths):
+            try:
+                fd = open_state_dir(d, create)
+            except AgentError:
+                if strict:
+                    raise
+                continue
+            if fd is not None:
+                fds.append((d, fd))
+        yield fds
+    finally:
+        for _, fd in fds:
+            os.close(fd)
 
 
-def ledger_serials(paths):
+def ledger_serials(paths, strict=True):
     """Per product, the newest catalog serial any copy of the ledger recorded."""
     seen = {}
-    for d in ledger_dirs(paths):
-        for product, serial in (read_json(os.path.join(d, CATALOG_SERIALS)) or {}).items():
-            seen[product] = max(int(serial), int(seen.get(product, 0)))
+    with ledger_fds(paths, strict=strict) as fds:
+        for d, fd in fds:
+            for product, serial in (read_json_at(fd, CATALOG_SERIALS, d) or {}).items():
+                seen[product] = max(int(serial), int(seen.get(product, 0)))
     return seen
 
 
-def ledger_drift(paths, current):
+def ledger_drift(paths, current, strict=True):
     """Hand changes against the last install's manifest in every ledger copy (one that is missing, as a fresh
     state dir would be, hides nothing the default one holds)."""
     out, listed = [], set()
-    for d in ledger_dirs(paths):
-        for change in drift(read_json(os.path.join(d, "installed.json")), current):
-            if change["path"] not in listed:
-                listed.add(change["path"])
-                out.append(change)
+    with ledger_fds(paths, strict=strict) as fds:
+        for d, fd in fds:
+            for change in drift(read_json_at(fd, "installed.json", d), current):
+                if change["path"] not in listed:
+                    listed.add(change["path"])
+                    out.append(change)
     return sorted(out, key=lambda c: c["path"])
 
 
@@ -1082,18 +1302,22 @@ def used_approvals(paths):
     """Approvals (digests) already consumed by a run on this host, with the run that used them (every copy of
     the ledger: a plan that names a fresh state dir does not make a used approval new)."""
     out = {}
-    for d in ledger_dirs(paths):
-        try:
-            fd = os.open(os.path.join(d, "approvals-used.jsonl"), os.O_RDONLY | os.O_NOFOLLOW)
-            with os.fdopen(fd, encoding="utf-8") as f:  # never through a link to elsewhere
+    with ledger_fds(paths) as fds:
+        for d, dfd in fds:
+            try:  # never through a link to elsewhere
+                fd = os.open("approvals-used.jsonl", os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK
+                             | getattr(os, "O_CLOEXEC", 0), dir_fd=dfd)
+            except FileNotFoundError:
+                continue
+            except OSError as e:
+                raise state_file_error(d, "approvals-used.jsonl", e)
+            with os.fdopen(fd, encoding="utf-8") as f:
                 for line in f:
                     try:
                         rec = json.loads(line)
                         out.setdefault(rec["approval"], rec)
                     except (ValueError, KeyError, TypeError):
                         continue
-        except FileNotFoundError:
-            pass
     return out
 
 
@@ -1112,15 +1336,15 @@ def check_catalog_serial(paths, catalog):
                              catalog["serial"], seen), "catalog_rollback")
 
 
-def record_catalog_serial(paths, catalog):
+def record_catalog_serial(fds, catalog):
+    """Record the catalog's serial in every copy of the ledger (``fds``, from ledger_fds)."""
     if not catalog:
         return
-    for d in ledger_dirs(paths):
-        path = os.path.join(ledger_dir_ready(d), CATALOG_SERIALS)
-        seen = read_json(path) or {}
+    for d, fd in fds:
+        seen = read_json_at(fd, CATALOG_SERIALS, d) or {}
         if int(seen.get(catalog["product"], 0)) < int(catalog["serial"]):
             seen[catalog["product"]] = int(catalog["serial"])
-            write_json_atomic(path, seen)
+            write_json_at(fd, CATALOG_SERIALS, seen)
 
 
 def op_lock(req):
@@ -1245,6 +1469,11 @@ def op_prepare(req):
                          % (h.hexdigest(), size, req["sha256"], req["size"]), "bad_input")
     # 2. current product tree, hashed once; drift against the last install's manifest
     current = scan_tree(paths.install, preserve)
+    # the links as the scan saw them (a directory swapped for a link while it ran is recorded as that link): the
+    # backup and the staged tree would recreate them, so one on a preserved path's way or leading out is refused
+    problems = recorded_link_problems(paths.install, current["links"], preserve)
+    if problems:
+        raise AgentError(problems[0], "unsafe_path", problems=problems)
     hand_changes = ledger_drift(paths, current)
     # 3. staging: the new tree, complete, before the service is touched
     staging = paths.run("staging")
@@ -1274,8 +1503,12 @@ def op_prepare(req):
     new_manifest = scan_tree(new_tree, preserve, hash_files=False)
     known = dict((rel, f["sha256"]) for rel, f in current["files"].items())  # a patch copies these unchanged
     known.update(written)  # extracted bytes were hashed on the way in (overlay wins)
-    for rel, f in new_manifest["files"].items():
-        f["sha256"] = known.get(rel) or sha256_file(os.path.join(new_tree, rel))
+    staged = DirFds(new_tree, "the staged tree")
+    try:
+        for rel, f in new_manifest["files"].items():
+            f["sha256"] = known.get(rel) or hash_at(*(staged.at(rel) + (os.path.join(new_tree, rel),)))[1]
+    finally:
+        staged.close()
     # 4. backup: hard-link snapshot of the product files (same inodes, verified), copies of config
     backup = paths.run("backup", "tree")
     snapshot(paths.install, backup, current)
@@ -1308,76 +1541,131 @@ def op_prepare(req):
 
 
 def copy_tree(src, dst, manifest):
-    """A full copy of the product files of src (manifest) into dst, modes kept."""
+    """A full copy of the product files of src (manifest) into the new directory dst, modes kept: read through
+    plain directories only, written from descriptors of dst's directories (never through a link in either)."""
     os.makedirs(dst)
-    for rel in sorted(manifest["dirs"]):
-        os.makedirs(os.path.join(dst, rel), exist_ok=True)
-    fds = DirFds(src, "product file")  # the files are read through plain directories only
+    fds, out = DirFds(src, "product file"), DirFds(dst, "the staged tree", create=True)
     try:
+        for rel in sorted(manifest["dirs"]):
+            out.get(rel)
         for rel in manifest["files"]:
             fd, name = fds.at(rel)
-            copy_out(fd, name, os.path.join(dst, rel))
+            dfd, dname = out.at(rel)
+            copy_out(fd, name, dfd, dname, "product file")
+        for rel, target in manifest["links"].items():
+            dfd, dname = out.at(rel)
+            os.symlink(target, dname, dir_fd=dfd)
+        chmod_dirs(out, manifest["dirs"])
     finally:
         fds.close()
-    for rel, target in manifest["links"].items():
-        os.symlink(target, os.path.join(dst, rel))
-    for rel, d in manifest["dirs"].items():
-        os.chmod(os.path.join(dst, rel), d["mode"])
+        out.close()
+
+
+def chmod_dirs(fds, dirs):
+    """Give each directory of a manifest its mode, on the descriptor of that directory (DirFds ``fds``)."""
+    for rel, d in dirs.items():
+        os.fchmod(fds.get(rel), d["mode"])
+
+
+def scan_names(fd):
+    """[(name, lstat)] of directory ``fd``, sorted."""
+    with os.scandir(fd) as it:
+        names = sorted(e.name for e in it)
+    return [(n, os.stat(n, dir_fd=fd, follow_symlinks=False)) for n in names]
 
 
 def overlay(src, dst):
-    for dirpath, dirnames, filenames in os.walk(src):
-        rel_dir = os.path.relpath(dirpath, src)
-        for d in dirnames:
-            target = os.path.join(dst, rel_dir, d)
-            if os.path.islink(target) or (os.path.lexists(target) and not os.path.isdir(target)):
-                rmtree(target)
-            if not os.path.isdir(target):
-                os.makedirs(target)
-        for name in filenames + [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]:
-            s = os.path.join(dirpath, name)
-            t = os.path.join(dst, rel_dir, name)
-            if os.path.lexists(t) and (os.path.isdir(t) and not os.path.islink(t)):
-                rmtree(t)
-            os.replace(s, t)
+    """Move the extracted package tree src over the tree dst (a patch): a directory of the package replaces
+    anything else of that name, a file or link replaces anything of that name; all from descriptors."""
+    def merge(sfd, dfd):
+        for name, st in scan_names(sfd):
+            try:
+                there = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+            except FileNotFoundError:
+                there = None
+            if stat.S_ISDIR(st.st_mode):
+                if there is not None and not stat.S_ISDIR(there.st_mode):
+                    remove_at(dfd, name)
+                    there = None
+                if there is None:
+                    os.mkdir(name, 0o755, dir_fd=dfd)
+                a = os.open(name, OPEN_DIR, dir_fd=sfd)
+                try:
+                    b = open_dir_at(dfd, name, "the staged tree", dst)
+                    try:
+                        merge(a, b)
+                    finally:
+                        os.close(b)
+                finally:
+                    os.close(a)
+            else:
+                if there is not None and stat.S_ISDIR(there.st_mode):
+                    remove_at(dfd, name)
+                os.replace(name, name, src_dir_fd=sfd, dst_dir_fd=dfd)
+
+    sfd, dfd = open_root(src, "the extracted package"), open_root(dst, "the staged tree")
+    try:
+        merge(sfd, dfd)
+    finally:
+        os.close(sfd)
+        os.close(dfd)
 
 
 def snapshot(src, dst, manifest):
+    """The hard-link backup of the product files of src (manifest) in the new directory dst: linked from plain
+    directories only, the file itself never followed, created from descriptors of dst's own directories."""
     os.makedirs(dst)
-    for rel in sorted(manifest["dirs"]):
-        os.makedirs(os.path.join(dst, rel), exist_ok=True)
-    fds = DirFds(src, "product file")  # linked from plain directories only, the file itself never followed
+    fds, out = DirFds(src, "product file"), DirFds(dst, "the backup", create=True)
     try:
+        for rel in sorted(manifest["dirs"]):
+            out.get(rel)
         for rel in manifest["files"]:
             fd, name = fds.at(rel)
-            os.link(name, os.path.join(dst, rel), src_dir_fd=fd, follow_symlinks=False)
+            dfd, dname = out.at(rel)
+            os.link(name, dname, src_dir_fd=fd, dst_dir_fd=dfd, follow_symlinks=False)
+        for rel, target in manifest["links"].items():
+            dfd, dname = out.at(rel)
+            os.symlink(target, dname, dir_fd=dfd)
     finally:
         fds.close()
-    for rel, target in manifest["links"].items():
-        os.symlink(target, os.path.join(dst, rel))
+        out.close()
 
 
 def copy_preserved(root, backup, rel):
     """Copy one preserved config path (file or directory) into backup/<rel>; return its manifest. It is read
-    from descriptors through plain directories only (a link on its way is refused, never followed)."""
-    dst = os.path.join(backup, rel)
-    if os.path.lexists(dst):
-        rmtree(dst)
-    os.makedirs(os.path.dirname(dst), exist_ok=True)
+    from descriptors through plain directories only (a link on its way is refused, never followed), and written
+    the same way into backup (made if missing): a link there (the backup's copy of a product link) is refused."""
+    os.makedirs(backup, 0o700, exist_ok=True)
     root_fd = open_root(root, "the install dir")
     try:
         fd, name = parent_at(root_fd, rel, "preserved path", root)
         try:
-            copy_out(fd, name, dst)
+            bfd = open_root(backup, "the backup")
+            try:
+                dfd, dname = parent_at(bfd, rel, "the backup's copy of preserved path", backup, create=True)
+            finally:
+                os.close(bfd)
+            try:
+                try:
+                    remove_at(dfd, dname)
+                except FileNotFoundError:
+                    pass
+                copy_out(fd, name, dfd, dname, "preserved path")
+                st = os.stat(dname, dir_fd=dfd, follow_symlinks=False)
+                if stat.S_ISDIR(st.st_mode):
+                    sub = open_dir_at(dfd, dname, "the backup's copy of preserved path", backup)
+                    try:
+                        return {"path": rel, "dir": True, "tree": scan_fd(sub, os.path.join(backup, rel), [])}
+                    finally:
+                        os.close(sub)
+                digest = hash_at(dfd, dname, os.path.join(backup, rel))[1] if stat.S_ISREG(st.st_mode) else None
+                return {"path": rel, "dir": False, "sha256": digest, "mode": stat.S_IMODE(st.st_mode)}
+            finally:
+                os.close(dfd)
         finally:
             os.close(fd)
     finally:
         os.close(root_fd)
-    st = os.lstat(dst)
-    if stat.S_ISDIR(st.st_mode):
-        return {"path": rel, "dir": True, "tree": scan_tree(dst, [])}
-    return {"path": rel, "dir": False, "sha256": sha256_file(dst) if stat.S_ISREG(st.st_mode) else None,
-            "mode": stat.S_IMODE(st.st_mode)}
 
 
 def unchanged_inode(st, f):
@@ -1389,23 +1677,34 @@ def unchanged_inode(st, f):
 def verify_backup(backup, manifest, rehash=False):
     """Every product file of the manifest is in the backup with its sha256. ``rehash``: "full" reads
     every file again; "quick" reads only files whose inode, size or time differ from the manifest;
-    False checks presence and size (right after the backup was made and hashed)."""
-    for rel, f in manifest["tree"]["files"].items():
-        p = os.path.join(backup, rel)
-        try:
-            st = os.lstat(p)
-        except OSError:
-            raise AgentError("backup is missing %s" % rel, "needs_person")
-        if st.st_size != f["size"]:
-            raise AgentError("backup copy of %s does not match its checksum" % rel, "needs_person")
-        if rehash == "quick" and unchanged_inode(st, f):
-            continue
-        if rehash and sha256_file(p) != f["sha256"]:
-            raise AgentError("backup copy of %s does not match its checksum" % rel, "needs_person")
-    for c in manifest["config"]:
-        p = os.path.join(backup, c["path"])
-        if not c["dir"] and c.get("sha256") and sha256_file(p) != c["sha256"]:
-            raise AgentError("backup copy of %s does not match its checksum" % c["path"], "needs_person")
+    False checks presence and size (right after the backup was made and hashed). Read from descriptors of the
+    backup's directories, never through a link."""
+    fds = DirFds(backup, "the backup")
+    try:
+        for rel, f in manifest["tree"]["files"].items():
+            try:
+                fd, name = fds.at(rel)
+                st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+            except (OSError, AgentError):
+                raise AgentError("backup is missing %s" % rel, "needs_person")
+            if not stat.S_ISREG(st.st_mode) or st.st_size != f["size"]:
+                raise AgentError("backup copy of %s does not match its checksum" % rel, "needs_person")
+            if rehash == "quick" and unchanged_inode(st, f):
+                continue
+            if rehash and hash_at(fd, name, os.path.join(backup, rel))[1] != f["sha256"]:
+                raise AgentError("backup copy of %s does not match its checksum" % rel, "needs_person")
+        for c in manifest["config"]:
+            if c["dir"] or not c.get("sha256"):
+                continue
+            try:
+                fd, name = fds.at(c["path"])
+                digest = hash_at(fd, name, os.path.join(backup, c["path"]))[1]
+            except (OSError, AgentError):
+                digest = None
+            if digest != c["sha256"]:
+                raise AgentError("backup copy of %s does not match its checksum" % c["path"], "needs_person")
+    finally:
+        fds.close()
 
 
 def op_stop(req):
@@ -1732,8 +2031,11 @@ def op_rollback(req):
         rmtree(restore)
         # product files: hard links to the verified backup; config: fresh copies of the backup copies
         snapshot(backup, restore, manifest["tree"])
-        for rel, d in manifest["tree"]["dirs"].items():
-            os.chmod(os.path.join(restore, rel), d["mode"])
+        restored = DirFds(restore, "the restored tree")
+        try:
+            chmod_dirs(restored, manifest["tree"]["dirs"])
+        finally:
+            restored.close()
         late = dict((c["path"], c) for c in (read_json(paths.run("backup", "at-stop.json")) or []))
         for c in manifest["config"]:
             base = paths.run("backup", "at-stop") if c["path"] in late else backup
@@ -1824,12 +2126,17 @@ def op_verify_tree(req):
     preserve = [p["path"] for p in manifest["preserve"]]
     current = scan_tree(paths.install, preserve, hash_files=False)
     expected = manifest["tree"]["files"]
-    for rel, f in current["files"].items():  # hash only what is not provably the backed-up file itself
-        want = expected.get(rel)
-        if want and f.get("ino") == want.get("ino") and f["size"] == want["size"] and f.get("mtime") == want.get("mtime"):
-            f["sha256"] = want["sha256"]
-        else:
-            f["sha256"] = sha256_file(os.path.join(paths.install, rel))
+    live = DirFds(paths.install, "product file")  # read through plain directories only
+    try:
+        for rel, f in current["files"].items():  # hash only what is not provably the backed-up file itself
+            want = expected.get(rel)
+            if want and f.get("ino") == want.get("ino") and f["size"] == want["size"] and \
+                    f.get("mtime") == want.get("mtime"):
+                f["sha256"] = want["sha256"]
+            else:
+                f["sha256"] = hash_at(*(live.at(rel) + (os.path.join(paths.install, rel),)))[1]
+    finally:
+        live.close()
     diffs = drift(manifest["tree"], current)
     for rel, target in manifest["tree"].get("links", {}).items():
         if current["links"].get(rel) != target:
@@ -1848,15 +2155,20 @@ def op_finish(req):
         test_kill(req, "finish:cleanup")
     set_run_state(paths, phase="finished", outcome=req.get("outcome"))
     now = time.time()
-    for d in ledger_dirs(paths) if req.get("approvals") else []:  # every copy of the ledger
-        append_line_nofollow(os.path.join(ledger_dir_ready(d), "approvals-used.jsonl"), "".join(
-            json.dumps({"approval": digest, "run": paths.run_id, "time": now}) + "\n" for digest in req["approvals"]))
     installed = read_json(paths.installed)
-    for d in ledger_dirs(paths)[:-1] if installed else []:  # the last install's manifest, beside the install too
-        write_json_atomic(os.path.join(ledger_dir_ready(d), "installed.json"), installed)
-    # a run that got past preflight was accepted with this catalog: older ones are refused here from now on
-    # (recorded at the end, with the used approvals, so a refusal in preflight leaves the host as it was)
-    record_catalog_serial(paths, req.get("catalog"))
+    # every copy of the ledger, each opened once (never through a link, only a directory of the agent's own that
+    # nobody else can write) and written only through that descriptor; a refusal keeps the lock (needs a person)
+    with ledger_fds(paths, create=True) as fds:
+        for d, fd in fds if req.get("approvals") else []:
+            append_line_at(fd, "approvals-used.jsonl", "".join(
+                json.dumps({"approval": digest, "run": paths.run_id, "time": now}) + "\n"
+                for digest in req["approvals"]), d)
+        for d, fd in fds if installed else []:  # the last install's manifest, beside the install too
+            if os.path.abspath(d) != os.path.abspath(paths.state):
+                write_json_at(fd, "installed.json", installed)
+        # a run that got past preflight was accepted with this catalog: older ones are refused here from now on
+        # (recorded at the end, with the used approvals, so a refusal in preflight leaves the host as it was)
+        record_catalog_serial(fds, req.get("catalog"))
     removed = retention(paths, int(req.get("keep", 3)))
     released = op_unlock(req)["released"] if req.get("unlock", True) else False
     return {"removed_backups": removed, "released": released}
@@ -1970,13 +2282,25 @@ def config_changed_since(paths, manifest):
     restores the backup and keeps these aside (config-before-rollback)."""
     changed = []
     for c in (manifest or {}).get("config", []):
-        live = os.path.join(paths.install, c["path"])
-        if c["dir"]:
-            digests = dict((rel, f.get("sha256")) for rel, f in scan_tree(live, [])["files"].items())
-            if os.path.isdir(live) and digests != dict((rel, f.get("sha256")) for rel, f in c["tree"]["files"].items()):
+        if c["dir"]:  # read from descriptors, through plain directories only (as every read of the install)
+            with parent_beneath(paths.install, c["path"], "preserved path") as at:
+                if at is None:
+                    continue
+                try:
+                    fd = os.open(at[1], OPEN_DIR, dir_fd=at[0])
+                except OSError:
+                    continue  # gone, or not a directory any more: nothing a rollback would keep
+                try:
+                    tree = scan_fd(fd, os.path.join(paths.install, c["path"]), [])
+                finally:
+                    os.close(fd)
+            digests = dict((rel, f.get("sha256")) for rel, f in tree["files"].items())
+            if digests != dict((rel, f.get("sha256")) for rel, f in c["tree"]["files"].items()):
                 changed.append(c["path"])
-        elif os.path.isfile(live) and sha256_file(live) != c.get("sha256"):
-            changed.append(c["path"])
+        else:
+            digest = hash_beneath(paths.install, c["path"], "preserved path")
+            if digest is not None and digest != c.get("sha256"):
+                changed.append(c["path"])
     return changed
 
 
@@ -2455,6 +2779,10 @@ OPS = {"facts": op_facts, "lock": op_lock, "unlock": op_unlock, "prepare": op_pr
 
 
 MUTATING = ("prepare", "stop", "install", "start", "rollback", "finish", "hook")
+#: the actions that read or write the state dir: each checks it again (check_state_dir) when it starts, not only
+#: the run's lock in preflight (whoever can write its parent could have swapped it for a link since)
+STATE_OPS = MUTATING + ("lock", "unlock", "receive_check", "receive_commit", "state", "verify_tree",
+                        "recovery_check", "backup_check")
 
 
 class OpLock(object):
@@ -2490,6 +2818,8 @@ def handle(req):
     if op is None:
         return {"ok": False, "kind": "bad_input", "error": "unknown agent op %r" % req.get("op")}
     try:
+        if req.get("op") in STATE_OPS and req.get("install_dir"):
+            check_state_dir(Paths(req))
         with OpLock(req):
             return {"ok": True, "result": op(req)}
     except AgentError as e:

@@ -541,9 +541,9 @@ class _HostRun:
                                   host_phase=phase, version=version)
             if "stop" not in seen.get("intents", []):
                 # never stopped by us: release untouched (drop staging, keep the verified backup)
-                self._finish("unchanged")
                 self.out.outcome = "unchanged"
                 self.out.error = "interrupted before stop: the host was released untouched"
+                self._finish("unchanged")
                 return self.out
             if state["state"].get("rolled_back") and self._healthy_now(self.p["playbook"]["rollback_observe"]):
                 # the old version is back and answers: nothing to stop or start, only the end to record
@@ -669,8 +669,8 @@ class _HostRun:
             self._check_cancel("stop")
         except _PhaseFailed as err:
             self.out.error = f"{err.phase}: {err.message}"
-            self._finish("unchanged")
             self.out.outcome = {"unreachable": "needs_person", "unsafe_path": "bad_input"}.get(err.kind, "unchanged")
+            self._finish("unchanged")
             return self.out
         try:
             self.phase("stop", self._stop)
@@ -890,7 +890,12 @@ class _HostRun:
                       approvals=list(self.e.approvals), catalog=catalog)
             self.e.journal.record("finish", "done", host=self.name, outcome=outcome)
         except (AgentFailure, TransportError) as err:
+            # the used approvals, the catalog serial or the manifest beside the install may not be recorded, and the
+            # host's lock is still held: a person looks (exit 5), whatever the run did before
             self.e.journal.record("finish", "failed", host=self.name, error=str(err))
+            self.out.error = "; ".join(x for x in (self.out.error, f"finish: {err.message} (the host's lock is kept: "
+                                                   "'upgrader status' shows it; check the host first)") if x)
+            self.out.outcome = "needs_person"
 
 
 def _kill_point(point: str) -> None:

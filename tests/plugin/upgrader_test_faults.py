@@ -10,6 +10,10 @@ UPGRADER_FAULT_KILL_AT=<point>
     the controller adds ``_test_kill`` to its requests so the host agent kills itself at that step
     (over SSH too: the field travels in the request), and the controller dies when the agent's
     session breaks, as after a power cut.
+UPGRADER_FAULT_EXCHANGE_AT=<point>, UPGRADER_FAULT_EXCHANGE=<dir>\n<a>\n<b>\n<uid>
+    the first time the engine passes <point> (any name above, e.g. ``cancel_check:commit``), a child process
+    running as <uid> (a local account playing the attacker) exchanges the names <a> and <b> in directory <dir>
+    with renameat2(RENAME_EXCHANGE), as a user who can write that directory would; the run then goes on.
 UPGRADER_FAULT_PAUSE_AT=<step>
     ``backup``, ``stop``, ``install``, ``start``, ``observe``, ``commit``: hold the engine (at most 120 s)
     at its Ctrl-C check before that step until the run is cancelled. ``run_started`` and
@@ -26,6 +30,31 @@ from typing import Any
 KILL_AT = "UPGRADER_FAULT_KILL_AT"
 PAUSE_AT = "UPGRADER_FAULT_PAUSE_AT"
 AGENT = "agent:"
+EXCHANGE_AT = "UPGRADER_FAULT_EXCHANGE_AT"
+EXCHANGE = "UPGRADER_FAULT_EXCHANGE"
+_exchanged: list[str] = []
+
+
+def exchange_as(uid: int, directory: str, a: str, b: str) -> None:
+    """As account ``uid`` (a forked child that drops root), exchange names ``a`` and ``b`` in ``directory``."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        code = 1
+        try:
+            os.setgroups([])
+            os.setresgid(uid, uid, uid)
+            os.setresuid(uid, uid, uid)
+            code = 0 if libc.renameat2(dfd, a.encode(), dfd, b.encode(), 2) == 0 else 2
+        finally:
+            os._exit(code)
+    os.close(dfd)
+    _, status = os.waitpid(pid, 0)
+    if status != 0:
+        raise RuntimeError(f"the exchange of {a} and {b} in {directory} as uid {uid} failed ({status})")
 
 
 def _die() -> None:
@@ -36,6 +65,10 @@ def hook(name: str, **context: Any) -> None:
     """Act on fault point ``name`` as the two variables say (read at each point)."""
     kill = os.environ.get(KILL_AT, "")
     pause = os.environ.get(PAUSE_AT, "")
+    if name == os.environ.get(EXCHANGE_AT) and not _exchanged:
+        directory, a, b, uid = os.environ[EXCHANGE].split("\n")
+        _exchanged.append(name)
+        exchange_as(int(uid), directory, a, b)
     if kill.startswith(AGENT):
         if name == "agent:request":
             context["request"]["_test_kill"] = kill[len(AGENT):]
