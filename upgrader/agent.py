@@ -549,18 +549,35 @@ def probe_process(paths, probe):
     if probe.get("pid_file"):
         pid, why = pid_file_state(paths, probe["pid_file"])
         if pid is None and why == "missing":
-            return False, "no pid file %s: cannot tell which process is the service" % probe["pid_file"], True
+            return False, ("no pid file %s: not running, or running without writing it (cannot tell)"
+                           % probe["pid_file"]), True
         if pid is None:
             return False, "pid file %s is %s" % (probe["pid_file"], why), False
         ok = pid_alive(pid)
+        if not ok and stale_pid_file(paths, probe["pid_file"]):
+            # left by a server stopped without it (its stop did not remove it), not written by the one started now
+            return False, ("pid file %s names pid %s, which does not run, and was written before the last start "
+                           "(stale: the service started since does not write it)" % (probe["pid_file"], pid)), True
         return ok, "pid %s %s" % (pid, "alive" if ok else "not running"), False
     sel = probe.get("process") or {}
     pids, problem = select_processes(sel)
     if problem:
         return False, problem, False
     if not pids:
-        return False, "no %s runs" % describe_selector(sel), False
+        return False, "not running: no %s" % describe_selector(sel)[2:], False
     return True, "pid %s alive (found by its command line)" % ", ".join(str(p) for p in pids), False
+
+
+def stale_pid_file(paths, pid_file):
+    """Was the pid file last written before this run's last start command began (so not by that start)?"""
+    began = (run_state(paths) if paths.in_run else {}).get("launch_began")
+    if not began:
+        return False
+    try:
+        st = lstat_beneath(paths.install, pid_file, "pid_file")
+    except (AgentError, OSError):
+        return False
+    return st is not None and st.st_mtime < float(began) - 1
 
 
 def log_files(paths, pattern):
@@ -1807,7 +1824,8 @@ def op_start(req):
         finally:
             os.close(fd)
     if paths.in_run:
-        set_run_state(paths, log_offsets=offsets, launched={"phase": st.get("phase"), "at": time.time()})
+        set_run_state(paths, log_offsets=offsets, launched={"phase": st.get("phase"), "at": time.time()},
+                      launch_began=time.time())
     res = run_shell(spec["command"], paths.install, float(spec.get("timeout", 60)), req.get("env"))
     if paths.in_run:  # the service's time to come up counts from when the start command returned
         set_run_state(paths, launched={"phase": st.get("phase"), "at": time.time()})
