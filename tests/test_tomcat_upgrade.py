@@ -10,7 +10,7 @@ import pytest
 
 from tomcat import JAVA_OPTS, Home, Site, Tomcat, install, jvm_pids, port_owner
 from tomcat_fixtures import TomcatCatalog, tomcat_catalog, tomcat_homes  # noqa: F401
-from tomcat_lab import Lab, conf_digest, make_lab
+from tomcat_lab import Lab, conf_digest, make_lab, quick_playbook
 
 
 @pytest.fixture
@@ -68,3 +68,29 @@ def test_stock_tomcat_upgrade_and_rollback_by_run_id(stock: Lab, tomcat_homes: t
     assert conf_digest(tc.home) == conf
     assert set(compiled) <= set(_jsp_classes(tc))                 # work/ as it was before the upgrade
     assert len(jvm_pids(tc.home)) == 1 and new_pid not in jvm_pids(tc.home)
+
+
+def test_the_same_upgrade_over_the_real_sshd(tmp_path: Path, tomcat_homes: tuple[Home, Home],
+                                             tomcat_catalog: TomcatCatalog, sshd) -> None:  # noqa: ANN001
+    """10.1.55 -> 10.1.60 with the host reached through OpenSSH on 127.0.0.1 (the agent runs in the SSH session;
+    JAVA_OPTS in bin/setenv.sh, no pid file): committed, the applications answer on the new version, conf/ kept."""
+    old, new = tomcat_homes
+    tc = install(old, tmp_path / "tomcat", Site.on_free_ports(setenv=True))
+    try:
+        tc.start()
+        lab = make_lab(tmp_path / "home", tc, tomcat_catalog.directory, tomcat_catalog.vendor_signers,
+                       host_entry=sshd.host_entry())
+        quick_playbook(lab)
+        conf = conf_digest(tc.home)
+        rc, plan = lab.plan(new.server_number)
+        assert rc == 0
+        run = lab.run(plan)
+        host = run.host()
+        assert (run.rc, host["outcome"], host["version"]) == (0, "committed", new.server_number), host
+        assert tc.get("/notes/server.jsp") == (200, f"notes on Apache Tomcat/{new.upstream} (Debian)\n")
+        assert tc.get("/shop/")[0] == 200
+        assert conf_digest(tc.home) == conf
+        assert len(jvm_pids(tc.home)) == 1
+        assert "-Xmx128m" in Path(f"/proc/{jvm_pids(tc.home)[0]}/cmdline").read_bytes().decode().split("\0")
+    finally:
+        tc.ensure_stopped()
