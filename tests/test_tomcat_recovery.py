@@ -121,6 +121,7 @@ def test_a_controller_killed_mid_run_is_resumed_to_the_old_tomcat(site: Lab, tom
     assert site.cli("resume", killed.id) == 1
     host = killed.host()
     assert (host["outcome"], host["version"]) == ("rolled_back", old.server_number), host
+    assert host["seconds"] >= sum(p["seconds"] for p in host["phases"] if p["phase"] != "preflight") > 0
     assert running not in jvm_pids(tc.home) and len(jvm_pids(tc.home)) == 1
     assert tc.get("/notes/server.jsp") == (200, f"notes on Apache Tomcat/{old.upstream} (Debian)\n")
     assert conf_digest(tc.home) == conf

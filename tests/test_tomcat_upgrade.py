@@ -64,6 +64,8 @@ def test_stock_tomcat_upgrade_and_rollback_by_run_id(stock: Lab, tomcat_homes: t
     assert stock.cli("rollback", run.id, "--yes") == 0
     back = run.host("rollback-result.json")
     assert (back["outcome"], back["version"]) == ("restored", old.server_number), back
+    # the summary's time column is the rollback's own time (it printed 0.0s): at least its phases' sum
+    assert back["seconds"] >= sum(p["seconds"] for p in back["phases"]) > 0
     assert tc.get("/shop/server.jsp") == (200, f"shop on Apache Tomcat/{old.upstream} (Debian)\n")
     assert conf_digest(tc.home) == conf
     assert set(compiled) <= set(_jsp_classes(tc))                 # work/ as it was before the upgrade

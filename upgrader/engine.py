@@ -237,13 +237,20 @@ class Engine:
                     outcomes.append(self._rollback_end(t, o))
                 continue
             with ThreadPoolExecutor(max_workers=min(self.forks, len(wave))) as pool:
-                done = list(pool.map(lambda t: _HostRun(self, t).rollback_requested(), wave))
+                done = list(pool.map(lambda t: self._timed(_HostRun(self, t).rollback_requested), wave))
             for t, o in zip(wave, done):
                 if o.outcome != "restored":
                     with self._lock:
                         self._failures += 1
                 outcomes.append(self._rollback_end(t, o))
         return RunResult(self.run_id, outcomes, stopped_early)
+
+    def _timed(self, work: Callable[[], HostOutcome]) -> HostOutcome:
+        """``work()``'s outcome with the time it took (the summary's time column of a rollback or resume)."""
+        started = self.clock.monotonic()
+        o = work()
+        o.seconds = self.clock.monotonic() - started
+        return o
 
     def _rollback_end(self, t: HostTarget, o: HostOutcome) -> HostOutcome:
         o.groups = tuple(t.plan.get("groups") or ())
@@ -262,11 +269,13 @@ class Engine:
         return result
 
     def _resume_guarded(self, t: HostTarget, seen: dict[str, Any]) -> HostOutcome:
+        started = self.clock.monotonic()
         try:
             o = _HostRun(self, t).resume(seen)
         except Exception as e:  # noqa: BLE001 - one host's crash must not take the others down
             o = HostOutcome(t.plan["name"], "needs_person", t.plan["current"], t.plan["target"],
                             error=f"internal error while resuming: {type(e).__name__}: {e}")
+        o.seconds = self.clock.monotonic() - started
         self.journal.record("host", "end", host=o.host, outcome=o.outcome, version=o.version, resumed=True)
         self.emit("host_finished", o.host, outcome=o.outcome, version=o.version, error=o.error)
         return o
