@@ -503,7 +503,8 @@ def select_processes(sel):
     owners = port_owners(ports, found)
     for port, owner in sorted(owners.items()):
         if owner not in found:
-            args = " ".join(proc_cmdline(owner))[:200]
+            args = " ".join(" ".join(a.split()) for a in proc_cmdline(owner))  # one line, its start and end
+            args = args if len(args) <= 160 else args[:60] + " ... " + args[-95:]
             return found, ("port %d is held by pid %d (%s), not by the server found by its command line (%s)"
                            % (port, owner, args or "?", ", ".join(str(p) for p in found) or "none"))
     holders = [p for p in found if p in owners.values()]
