@@ -59,6 +59,7 @@ class Site:
     java_opts: str = JAVA_OPTS
     setenv: bool = False        # JAVA_OPTS in bin/setenv.sh (else in the environment of whoever starts it)
     pid_file: bool = False      # CATALINA_PID=$CATALINA_BASE/temp/catalina.pid in bin/setenv.sh
+    pid_in_env: bool = False    # CATALINA_PID exported in the operator's own shell (only their starts write it)
     war_app: str = "shop"       # deployed as webapps/shop.war (Tomcat unpacks it on start)
     dir_app: str = "notes"      # deployed as the exploded directory webapps/notes/
 
@@ -239,6 +240,8 @@ class Tomcat:
         env = {k: v for k, v in os.environ.items() if k not in _CATALINA_ENV}
         if not self.site.setenv:
             env["JAVA_OPTS"] = self.site.java_opts
+        if self.site.pid_in_env:
+            env["CATALINA_PID"] = str(self.home / "temp" / "catalina.pid")
         return env
 
     def url(self, path: str = "/") -> str:

@@ -317,7 +317,12 @@ def read_version(paths, source):
     if source.get("file"):
         f = os.path.join(paths.install, source["file"])
         try:
-            text = read_beneath(paths.install, source["file"], "version file", 65536).decode("utf-8", "replace")
+            if source.get("member"):
+                text, why = read_version_member(paths, source)
+                if text is None:
+                    return None, why
+            else:
+                text = read_beneath(paths.install, source["file"], "version file", 65536).decode("utf-8", "replace")
         except FileNotFoundError:
             return None, "version file %s not found" % f
     else:
@@ -421,6 +426,237 @@ def wait_until(predicate, deadline, interval=0.02):
         if time.time() >= deadline:
             return False
         time.sleep(interval)
+
+
+# ---------------------------------------------------------------------------------------------
+# the server's process without a pid file: the playbook's ``process:`` selector (a stock Tomcat, like many
+# Java servers, writes no pid file unless told to), cross-checked against the ports it listens on
+
+
+def real_ports(ports):
+    """The ports of a list that can be connected to: a disabled port (Tomcat's <Server port="-1">) is none."""
+    out = []
+    for p in ports or []:
+        try:
+            n = int(p)
+        except (TypeError, ValueError):
+            continue
+        if 0 < n < 65536:
+            out.append(n)
+    return out
+
+
+def proc_cmdline(pid):
+    """The arguments of process ``pid`` ([] when it is gone or cannot be read)."""
+    try:
+        with open("/proc/%s/cmdline" % pid, "rb") as f:
+            data = f.read()
+    except OSError:
+        return []
+    return data.decode("utf-8", "replace").split("\0")[:-1]
+
+
+def cmdline_matches(argv, wants, last=None):
+    """Does ``argv`` hold every argument of ``wants`` (and end with ``last``)? ``NAME=/dir`` also matches the
+    same directory written another way (through a link, or with a trailing slash)."""
+    if not argv or (last is not None and argv[-1] != last):
+        return False
+    for want in wants:
+        if want in argv:
+            continue
+        name, sep, value = want.partition("=")
+        if not sep or not value.startswith("/"):
+            return False
+        prefix = name + "="
+        real = os.path.realpath(value)
+        if not any(a.startswith(prefix + "/") and os.path.realpath(a[len(prefix):]) == real for a in argv):
+            return False
+    return True
+
+
+def port_owners(ports, first=()):
+    """{port: pid} of the processes holding the listening TCP sockets of ``ports`` (IPv4 and IPv6), from
+    /proc/net/tcp* and /proc/PID/fd; a port nobody listens on, or whose holder cannot be read, is left out.
+    The pids in ``first`` are looked at first (the server found by its command line, usually)."""
+    socks = {}
+    want = set(ports)
+    for name in ("tcp", "tcp6"):
+        for line in (read_text("/proc/net/" + name) or "").splitlines()[1:]:
+            cols = line.split()
+            if len(cols) > 9 and cols[3] == "0A":  # LISTEN
+                port = int(cols[1].rsplit(":", 1)[1], 16)
+                if port in want:
+                    socks["socket:[%s]" % cols[9]] = port
+    owners = {}
+    if not socks:
+        return owners
+    wanted = set(socks.values())
+
+    def scan(pid):
+        try:
+            fds = os.listdir("/proc/%s/fd" % pid)
+        except OSError:
+            return
+        for fd in fds:
+            try:
+                target = os.readlink("/proc/%s/fd/%s" % (pid, fd))
+            except OSError:
+                continue
+            if target in socks:
+                owners.setdefault(socks[target], int(pid))
+
+    for pid in first:
+        scan(pid)
+    if set(owners) != wanted:
+        try:
+            entries = os.listdir("/proc")
+        except OSError:
+            entries = []
+        for entry in entries:
+            if entry.isdigit() and int(entry) not in first:
+                scan(entry)
+                if set(owners) == wanted:
+                    break
+    return owners
+
+
+def select_processes(sel):
+    """(pids, problem): the live processes the selector names, and why they cannot be trusted (None when they
+    can). When one of the selector's ports listens, the process holding it must be one of those found (then
+    only the holders are returned): a port held by some other process means the server found is not the one
+    that serves."""
+    try:
+        entries = os.listdir("/proc")
+    except OSError as e:
+        return [], "cannot list processes (/proc: %s)" % e.strerror
+    me = os.getpid()
+    found = []
+    for entry in entries:
+        if entry.isdigit() and int(entry) != me and \
+                cmdline_matches(proc_cmdline(entry), sel.get("cmdline_contains") or [], sel.get("cmdline_last")) \
+                and pid_alive(int(entry)):
+            found.append(int(entry))
+    found.sort()
+    ports = real_ports(sel.get("ports"))
+    if not ports:
+        return found, None
+    owners = port_owners(ports, found)
+    for port, owner in sorted(owners.items()):
+        if owner not in found:
+            args = " ".join(" ".join(a.split()) for a in proc_cmdline(owner))  # one line, its start and end
+            args = args if len(args) <= 160 else args[:60] + " ... " + args[-95:]
+            return found, ("port %d is held by pid %d (%s), not by the server found by its command line (%s)"
+                           % (port, owner, args or "?", ", ".join(str(p) for p in found) or "none"))
+    holders = [p for p in found if p in owners.values()]
+    return holders or found, None
+
+
+def describe_selector(sel):
+    return "a process whose command line holds %s%s" % (
+        " ".join(sel.get("cmdline_contains") or []),
+        " and ends with %r" % sel["cmdline_last"] if sel.get("cmdline_last") else "")
+
+
+def pid_file_state(paths, pid_file):
+    """(pid, None) from a pid file, or (None, why): missing (cannot tell), empty or not a number."""
+    try:
+        text = read_beneath(paths.install, pid_file, "pid_file", 64).strip()
+    except FileNotFoundError:
+        return None, "missing"
+    except OSError as e:
+        return None, "unreadable (%s)" % e.strerror
+    try:
+        return int(text or b"0") or None, None if text else "empty"
+    except ValueError:
+        return None, "not a number"
+
+
+def service_pids(paths, pid_file=None, sel=None, known=None):
+    """The live pids of the service: the pid file's, else (or as well, when both are given) the selector's."""
+    out = []
+    for pid in ([known] if known else []) + [read_pid(paths, pid_file)]:
+        if pid and pid not in out and pid_alive(pid):
+            out.append(pid)
+    if sel:
+        for pid in select_processes(sel)[0]:
+            if pid not in out:
+                out.append(pid)
+    return out
+
+
+def probe_process(paths, probe):
+    """(ok, detail, unknown) of a process probe; ``unknown``: it could not be evaluated (no pid file: the service
+    may well run, nothing says which process it is)."""
+    if probe.get("pid_file"):
+        pid, why = pid_file_state(paths, probe["pid_file"])
+        if pid is None and why == "missing":
+            return False, ("no pid file %s: not running, or running without writing it (cannot tell)"
+                           % probe["pid_file"]), True
+        if pid is None:
+            return False, "pid file %s is %s" % (probe["pid_file"], why), False
+        ok = pid_alive(pid)
+        if not ok and stale_pid_file(paths, probe["pid_file"]):
+            # left by a server stopped without it (its stop did not remove it), not written by the one started now
+            return False, ("pid file %s names pid %s, which does not run, and was written before the last start "
+                           "(stale: the service started since does not write it)" % (probe["pid_file"], pid)), True
+        return ok, "pid %s %s" % (pid, "alive" if ok else "not running"), False
+    sel = probe.get("process") or {}
+    pids, problem = select_processes(sel)
+    if problem:
+        return False, problem, False
+    if not pids:
+        return False, "not running: no %s" % describe_selector(sel)[2:], False
+    return True, "pid %s alive (found by its command line)" % ", ".join(str(p) for p in pids), False
+
+
+def stale_pid_file(paths, pid_file):
+    """Was the pid file last written before this run's last start command began (so not by that start)?"""
+    began = (run_state(paths) if paths.in_run else {}).get("launch_began")
+    if not began:
+        return False
+    try:
+        st = lstat_beneath(paths.install, pid_file, "pid_file")
+    except (AgentError, OSError):
+        return False
+    return st is not None and st.st_mtime < float(began) - 1
+
+
+def log_files(paths, pattern):
+    """The files a log probe reads: ``pattern`` itself, or when its file name is a pattern (``catalina.*.log``: a
+    log rotated by date), the files matching it, oldest name first."""
+    import fnmatch
+
+    head, name = os.path.split(pattern)
+    if not any(c in name for c in "*?["):
+        return [pattern]
+    try:
+        fd = open_beneath(paths.install, head, "log file", os.O_RDONLY | os.O_DIRECTORY) if head else \
+            os.open(paths.install, OPEN_DIR & ~os.O_NOFOLLOW)
+    except OSError:
+        return []
+    try:
+        names = os.listdir(fd)
+    finally:
+        os.close(fd)
+    return [os.path.join(head, n) if head else n for n in sorted(fnmatch.filter(names, name))]
+
+
+def read_version_member(paths, source):
+    """The text of ``member`` inside the zip or jar archive ``file`` (read without starting any program)."""
+    import io
+    import zipfile
+
+    data = read_beneath(paths.install, source["file"], "version file", 64 << 20)
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as z:
+            info = z.getinfo(source["member"])
+            if info.file_size > 1 << 20:
+                raise ValueError("%s in %s is larger than 1 MiB" % (source["member"], source["file"]))
+            return z.read(info).decode("utf-8", "replace"), None
+    except KeyError:
+        return None, "%s holds no %s" % (source["file"], source["member"])
+    except (zipfile.BadZipfile, ValueError, RuntimeError, EOFError) as e:
+        return None, "%s is not a readable archive: %s" % (source["file"], e)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1498,8 +1734,10 @@ def op_prepare(req):
                             for tree in (new_tree, paths.install)) if p]
     if problems:
         raise AgentError(problems[0], "unsafe_path", problems=problems)
+    cache = [p["path"] for p in req["preserve"] if p.get("kind") == "cache"]
     for rel in preserve:  # the customer's copies win; the package's defaults are dropped
-        remove_beneath(new_tree, rel, "preserved path", missing_ok=True)
+        if rel not in cache:  # a cache (compiled pages) starts as the package has it; the old one is backed up
+            remove_beneath(new_tree, rel, "preserved path", missing_ok=True)
     new_manifest = scan_tree(new_tree, preserve, hash_files=False)
     known = dict((rel, f["sha256"]) for rel, f in current["files"].items())  # a patch copies these unchanged
     known.update(written)  # extracted bytes were hashed on the way in (overlay wins)
@@ -1515,7 +1753,7 @@ def op_prepare(req):
     test_kill(req, "prepare:snapshot")
     configs = []
     for p in req["preserve"]:
-        if p.get("kind") == "config" and os.path.lexists(os.path.join(paths.install, p["path"])):
+        if p.get("kind") in ("config", "cache") and os.path.lexists(os.path.join(paths.install, p["path"])):
             configs.append(copy_preserved(paths.install, backup, p["path"]))
     manifest = {"format": AGENT_FORMAT, "run": paths.run_id, "version": req.get("current_version"),
                 "tree": current, "config": configs, "preserve": req["preserve"],
@@ -1711,13 +1949,16 @@ def op_stop(req):
     paths = Paths(req)
     spec = req["stop"]
     start = time.time()
-    pid = read_pid(paths, spec.get("pid_file"))
-    ports = [int(p) for p in spec.get("ports", [])]
+    sel = spec.get("process")
+    found = service_pids(paths, spec.get("pid_file"), sel)
+    pid = found[0] if found else None
+    ports = real_ports(spec.get("ports", []))
     result = {"pid": pid, "escalated": None}
 
     def gone():
-        p = pid or read_pid(paths, spec.get("pid_file"))  # a service still starting writes its pid late
-        return (not p or not pid_alive(p)) and not any(port_open(x, timeout=0.2) for x in ports)
+        # a service still starting writes its pid late; a Java server's stop script returns before its JVM exits
+        return not service_pids(paths, spec.get("pid_file"), sel, pid) and \
+            not any(port_open(x, timeout=0.2) for x in ports)
 
     if gone() and not req.get("always_run_command"):
         # after an interruption a service may be starting right now (launched, not yet listening):
@@ -1728,7 +1969,8 @@ def op_stop(req):
         if not wait_until(lambda: not gone(), deadline, 0.05):
             result.update(already_stopped=True, seconds=round(time.time() - start, 3))
             return result
-        pid = read_pid(paths, spec.get("pid_file"))
+        found = service_pids(paths, spec.get("pid_file"), sel)
+        pid = found[0] if found else None
         result["pid"] = pid
     asked = time.time()  # the stop timeout counts from here, not from any wait for a service coming up
     # an interrupted swap may have left no install dir: the stop script is then in the old tree
@@ -1743,18 +1985,21 @@ def op_stop(req):
     result["command"] = res
     deadline = asked + float(spec.get("timeout", 60))
     if not wait_until(gone, deadline):
-        if not spec.get("force", True) or not pid:
+        targets = service_pids(paths, spec.get("pid_file"), sel, pid)
+        if not spec.get("force", True) or not targets:
             raise AgentError("service did not stop within %ss" % spec.get("timeout", 60), "failed", **result)
         for sig, name in ((signal.SIGTERM, "SIGTERM"), (signal.SIGKILL, "SIGKILL")):
             result["escalated"] = name
-            try:
-                os.kill(pid, sig)
-            except OSError:
-                pass
+            for target in targets:
+                try:
+                    os.kill(target, sig)
+                except OSError:
+                    pass
             if wait_until(gone, time.time() + float(spec.get("kill_wait", 5))):
                 break
         else:
-            raise AgentError("service pid %s survived SIGKILL" % pid, "needs_person", **result)
+            raise AgentError("service pid %s survived SIGKILL" % ", ".join(str(t) for t in targets), "needs_person",
+                             **result)
     if paths.in_run:
         set_run_state(paths, launched=None)  # whatever this run launched is stopped: none is coming up
     result["seconds"] = round(time.time() - start, 3)
@@ -1768,6 +2013,7 @@ def op_install(req):
     if st.get("installed"):
         return st["installed"]
     preserve = [p["path"] for p in req["preserve"]]
+    cache = [p["path"] for p in req["preserve"] if p.get("kind") == "cache"]
     new_tree = paths.run("staging", "tree")
     old = paths.run("old")
     t0 = time.time()
@@ -1814,6 +2060,8 @@ def op_install(req):
                     raise AgentError("the install dir %s was swapped during the install; check the host by hand"
                                      % paths.install, "needs_person")
                 for rel in preserve:
+                    if rel in cache:  # cleared: the new version rebuilds it (the old one is in the backup)
+                        continue
                     if move_beneath(old_fd, new_fd, rel, "preserved path", old, paths.install):
                         test_kill(req, "install:preserve")
             finally:
@@ -1851,10 +2099,10 @@ def op_start(req):
 
     def running():
         """The service's pid, or "port N" when only its port answers; None when it does not run."""
-        pid = read_pid(paths, req.get("pid_file"))
-        if pid and pid_alive(pid):
-            return pid
-        for port in req.get("ports", []):
+        pids = service_pids(paths, req.get("pid_file"), req.get("process"))
+        if pids:
+            return pids[0]
+        for port in real_ports(req.get("ports", [])):
             if port_open(port, timeout=0.2):
                 return "port %s" % port
         return None
@@ -1865,7 +2113,7 @@ def op_start(req):
                 "command": {"seconds": 0.0}}
     log = req.get("log_offsets", {})
     offsets = {}
-    for f in log:
+    for f in [m for pattern in log for m in log_files(paths, pattern)]:  # a date-rotated log: every file so far
         try:
             fd = open_beneath(paths.install, f, "log file")
         except OSError:
@@ -1876,7 +2124,8 @@ def op_start(req):
         finally:
             os.close(fd)
     if paths.in_run:
-        set_run_state(paths, log_offsets=offsets, launched={"phase": st.get("phase"), "at": time.time()})
+        set_run_state(paths, log_offsets=offsets, launched={"phase": st.get("phase"), "at": time.time()},
+                      launch_began=time.time())
     res = run_shell(spec["command"], paths.install, float(spec.get("timeout", 60)), req.get("env"))
     if paths.in_run:  # the service's time to come up counts from when the start command returned
         set_run_state(paths, launched={"phase": st.get("phase"), "at": time.time()})
@@ -1891,10 +2140,10 @@ def probe_once(paths, probe, log_offsets):
     kind = probe["type"]
     try:
         if kind == "process":
-            pid = read_pid(paths, probe["pid_file"])
-            ok = bool(pid) and pid_alive(pid)
-            return ok, "pid %s %s" % (pid, "alive" if ok else "not running")
+            return probe_process(paths, probe)
         if kind == "tcp":
+            if not real_ports([probe["port"]]):
+                return False, "port %s is not a port to connect to (disabled?)" % probe["port"], False
             ok = port_open(probe["port"], probe.get("host", "127.0.0.1"), float(probe.get("timeout", 1)))
             return ok, "port %s %s" % (probe["port"], "open" if ok else "closed")
         if kind == "http":
@@ -1915,22 +2164,24 @@ def probe_once(paths, probe, log_offsets):
                 return False, "%s answer lacks %r" % (probe["url"], probe["contains"])
             return True, "%s answered %s" % (probe["url"], status)
         if kind == "log":
-            try:
-                text = read_beneath(paths.install, probe["file"], "log file", 4 << 20,
-                                    log_offsets.get(probe["file"], 0)).decode("utf-8", "replace")
-            except FileNotFoundError:
-                text = ""
-            if probe.get("absent"):
+            texts = []
+            for f in log_files(paths, probe["file"]):  # a new file of a date-rotated log is read from its start
+                try:
+                    texts.append((f, read_beneath(paths.install, f, "log file", 4 << 20,
+                                                  log_offsets.get(f, 0)).decode("utf-8", "replace")))
+                except FileNotFoundError:
+                    pass
+            for f, text in texts if probe.get("absent") else []:
                 m = re.search(probe["absent"], text, re.MULTILINE)
                 if m:
                     line = text[text.rfind("\n", 0, m.start()) + 1:].split("\n", 1)[0]
                     # the controller redacts the whole line, then cuts it short: a cut here first could leave a
                     # URL's password without the '@' that marks it
                     line = line.strip()
-                    return False, "%s: %s" % (probe["file"], line[:LOG_LINE] + ("\u2026" if len(line) > LOG_LINE else ""))
-            if probe.get("present") and not re.search(probe["present"], text, re.MULTILINE):
+                    return False, "%s: %s" % (f, line[:LOG_LINE] + ("\u2026" if len(line) > LOG_LINE else ""))
+            if probe.get("present") and not any(re.search(probe["present"], t, re.MULTILINE) for _, t in texts):
                 return False, "%s has no line matching %r yet" % (probe["file"], probe["present"])
-            return True, "%s clean" % probe["file"]
+            return True, "%s clean" % (", ".join(f for f, _ in texts) or probe["file"])
         if kind == "command":
             res = run_shell(probe["command"], paths.install, float(probe.get("timeout", 10)))
             ok = res["exit"] == int(probe.get("exit", 0))
@@ -1938,6 +2189,15 @@ def probe_once(paths, probe, log_offsets):
     except (OSError, ValueError) as e:
         return False, "%s probe: %s" % (kind, e)
     return False, "unknown probe type %r" % kind
+
+
+def probe_result(paths, probe, log_offsets):
+    """One probe's result as observe and prove report it; ``unknown``: it could not be evaluated."""
+    res = probe_once(paths, probe, log_offsets)
+    out = {"probe": probe.get("name") or probe["type"], "ok": bool(res[0]), "detail": res[1]}
+    if len(res) > 2 and res[2]:
+        out["unknown"] = True
+    return out
 
 
 def op_observe(req):
@@ -1952,16 +2212,26 @@ def op_observe(req):
     last = []
     fast = min(0.05, interval)
 
+    # a rollback's observe: a probe that cannot be evaluated (no pid file) does not make a service that the other
+    # probes see healthy a dead one; it is reported as not evaluated
+    tolerate = bool(req.get("tolerate_unknown"))
+
     def check():
-        results = []
-        for p in probes:
-            ok, detail = probe_once(paths, p, offsets)
-            results.append({"probe": p.get("name") or p["type"], "ok": ok, "detail": detail})
-        return results
+        return [probe_result(paths, p, offsets) for p in probes]
+
+    def passing(results):
+        if all(r["ok"] for r in results):
+            return True
+        # with a probe not evaluated, at least one that watches the service itself (not a log) must pass
+        return tolerate and all(r["ok"] or r.get("unknown") for r in results) and \
+            any(r["ok"] and p["type"] != "log" for r, p in zip(results, probes))
+
+    def unevaluated(results):
+        return [r for r in results if not r["ok"] and r.get("unknown")] if tolerate else []
 
     while True:
         last = check()
-        if all(r["ok"] for r in last):
+        if passing(last):
             break
         # a dead process or an error in the log will not heal: stop waiting early
         hard = [r for r, p in zip(last, probes) if not r["ok"] and p["type"] in ("log",)]
@@ -1975,11 +2245,14 @@ def op_observe(req):
         time.sleep(min(interval, max(0.0, window_end - time.time())))
         last = check()
         checks += 1
-        if not all(r["ok"] for r in last):
+        if not passing(last):
             return {"healthy": False, "stage": "window", "probes": last, "checks": checks,
                     "ready_seconds": round(ready - t0, 3), "seconds": round(time.time() - t0, 3)}
-    return {"healthy": True, "probes": last, "checks": checks, "ready_seconds": round(ready - t0, 3),
-            "seconds": round(time.time() - t0, 3)}
+    out = {"healthy": True, "probes": last, "checks": checks, "ready_seconds": round(ready - t0, 3),
+           "seconds": round(time.time() - t0, 3)}
+    if unevaluated(last):
+        out["unevaluated"] = unevaluated(last)
+    return out
 
 
 def op_rollback(req):
@@ -2017,6 +2290,8 @@ def op_rollback(req):
         for c in manifest["config"]:
             if live_st is None:
                 break
+            if kinds.get(c["path"]) == "cache":  # what the failed version compiled is not kept
+                continue
             st_cfg = lstat_beneath(paths.install, c["path"], "preserved path")
             if st_cfg is None:
                 continue
@@ -2027,7 +2302,7 @@ def op_rollback(req):
             elif c["dir"] and stat.S_ISDIR(st_cfg.st_mode):
                 copy_preserved(paths.install, paths.run("config-before-rollback"), c["path"])
                 kept.append(c["path"])
-        salvage_data(paths, restore, [rel for rel in preserve if kinds.get(rel) != "config"])
+        salvage_data(paths, restore, [rel for rel in preserve if kinds.get(rel) not in ("config", "cache")])
         rmtree(restore)
         # product files: hard links to the verified backup; config: fresh copies of the backup copies
         snapshot(backup, restore, manifest["tree"])
@@ -2052,7 +2327,7 @@ def op_rollback(req):
                     raise AgentError("the install dir %s was swapped during the rollback; check the host by hand"
                                      % paths.install, "needs_person")
                 for rel in preserve:
-                    if kinds.get(rel) == "config":
+                    if kinds.get(rel) in ("config", "cache"):  # restored from the backup's copies above
                         continue
                     # from the live tree, else from the old one (the swap stopped before the data moved over)
                     for home, fd in zip(homes, home_fds):
@@ -2281,7 +2556,10 @@ def config_changed_since(paths, manifest):
     """Configuration files (preserved, kind config) that differ now from the run's backup of them: a rollback
     restores the backup and keeps these aside (config-before-rollback)."""
     changed = []
+    cache = [p["path"] for p in (manifest or {}).get("preserve", []) if p.get("kind") == "cache"]
     for c in (manifest or {}).get("config", []):
+        if c["path"] in cache:  # compiled pages, not configuration
+            continue
         if c["dir"]:  # read from descriptors, through plain directories only (as every read of the install)
             with parent_beneath(paths.install, c["path"], "preserved path") as at:
                 if at is None:
@@ -2672,7 +2950,11 @@ def op_inspect(req):
         pid, pid_error = read_pid(paths, req.get("pid_file")), None
     except AgentError as e:  # a pid file reached through a link that leads out is not read: reported instead
         pid, pid_error = None, str(e)
+    if not req.get("pid_file") and req.get("process"):  # no pid file: the server found by its command line
+        pid = (select_processes(req["process"])[0] or [None])[0]
     out["process"] = {"pid_file": req.get("pid_file"), "pid": pid, "running": bool(pid) and pid_alive(pid)}
+    if not req.get("pid_file") and req.get("process"):
+        out["process"]["found_by"] = describe_selector(req["process"])
     if pid_error:
         out["process"]["error"] = pid_error
     if out["process"]["running"]:
@@ -2765,8 +3047,9 @@ def op_prove(req):
                 continue
             results.append({"probe": name, "type": "log", "ok": True, "skipped": skipped, "detail": skipped})
             continue
-        ok, detail = probe_once(paths, p, {})
-        results.append({"probe": name, "type": p["type"], "ok": ok, "detail": detail})
+        r = probe_result(paths, p, {})
+        r.update(probe=name, type=p["type"])
+        results.append(r)
     return {"probes": results, "listening": sorted(listening())}
 
 

@@ -226,8 +226,10 @@ def build_parser() -> argparse.ArgumentParser:
     keys = sub.add_parser("keys", help="SSH keys for approvals and signatures").add_subparsers(dest="sub", metavar="SUB")
     gen = keys.add_parser("generate", help="make an Ed25519 key pair and print its allowed_signers line",
                           description="Write NAME and NAME.pub (in --dir, default HOME/keys) and print the line to "
-                                      "add to an allowed_signers file. Existing OpenSSH keys work too.")
-    gen.add_argument("name")
+                                      "add to an allowed_signers file. A NAME with a '/' (keys/vendor, "
+                                      "./engineer, /etc/upgrader/keys/x) is a path, as with ssh-keygen -f: the key "
+                                      "is written there. Existing OpenSSH keys work too.")
+    gen.add_argument("name", help="a bare name (written in --dir or HOME/keys) or a path")
     gen.add_argument("--principal", help="identity in allowed_signers (default: NAME)")
     gen.add_argument("--dir", help="where to write the key (default: HOME/keys)")
     gen.add_argument("--json", action="store_true")

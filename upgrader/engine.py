@@ -237,13 +237,20 @@ class Engine:
                     outcomes.append(self._rollback_end(t, o))
                 continue
             with ThreadPoolExecutor(max_workers=min(self.forks, len(wave))) as pool:
-                done = list(pool.map(lambda t: _HostRun(self, t).rollback_requested(), wave))
+                done = list(pool.map(lambda t: self._timed(_HostRun(self, t).rollback_requested), wave))
             for t, o in zip(wave, done):
                 if o.outcome != "restored":
                     with self._lock:
                         self._failures += 1
                 outcomes.append(self._rollback_end(t, o))
         return RunResult(self.run_id, outcomes, stopped_early)
+
+    def _timed(self, work: Callable[[], HostOutcome]) -> HostOutcome:
+        """``work()``'s outcome with the time it took (the summary's time column of a rollback or resume)."""
+        started = self.clock.monotonic()
+        o = work()
+        o.seconds = self.clock.monotonic() - started
+        return o
 
     def _rollback_end(self, t: HostTarget, o: HostOutcome) -> HostOutcome:
         o.groups = tuple(t.plan.get("groups") or ())
@@ -262,11 +269,13 @@ class Engine:
         return result
 
     def _resume_guarded(self, t: HostTarget, seen: dict[str, Any]) -> HostOutcome:
+        started = self.clock.monotonic()
         try:
             o = _HostRun(self, t).resume(seen)
         except Exception as e:  # noqa: BLE001 - one host's crash must not take the others down
             o = HostOutcome(t.plan["name"], "needs_person", t.plan["current"], t.plan["target"],
                             error=f"internal error while resuming: {type(e).__name__}: {e}")
+        o.seconds = self.clock.monotonic() - started
         self.journal.record("host", "end", host=o.host, outcome=o.outcome, version=o.version, resumed=True)
         self.emit("host_finished", o.host, outcome=o.outcome, version=o.version, error=o.error)
         return o
@@ -440,9 +449,12 @@ class _HostRun:
             spec = self.spec["observe"] if facts.get("version") == self.p["target"] else \
                 self.p["playbook"]["rollback_observe"]
             probes = {**spec, "start_timeout": 0, "window": 0}
-            seen = agent.call("observe", **self.base, observe=probes, log_offsets={}, timeout=60)
+            seen = agent.call("observe", **self.base, observe=probes, log_offsets={}, tolerate_unknown=True,
+                              timeout=60)
             out.after = {"read": True, "version": facts.get("version"), "healthy": bool(seen["healthy"]),
-                         "lock": facts.get("lock"), "probes": seen["probes"]}
+                         "lock": facts.get("lock"), "probes": seen["probes"],
+                         **({"unevaluated": [p["probe"] for p in seen["unevaluated"]]} if seen.get("unevaluated")
+                            else {})}
             out.version = facts.get("version")
         except (AgentFailure, TransportError) as err:
             out.after = {"read": False, "error": str(err)}
@@ -583,7 +595,7 @@ class _HostRun:
         """One read-only look at the probes (no waiting, no window, no phase record)."""
         try:
             res = self.call("observe", observe={**observe, "start_timeout": 0, "window": 0}, log_offsets={},
-                            timeout=60)
+                            tolerate_unknown=True, timeout=60)
         except (AgentFailure, TransportError):
             return False
         return bool(res["healthy"])
@@ -646,6 +658,7 @@ class _HostRun:
         self.out.outcome = "restored"
         self.out.version = version
         self.out.error = f"nothing to do: this run's change is not in place here; {version} runs and is healthy"
+        self._note_unevaluated()
         if (state.get("state") or {}).get("phase") == "finished":
             self.call("unlock")
         else:
@@ -791,15 +804,19 @@ class _HostRun:
         settle = float(self.spec["observe"]["start_timeout"])
         res = self.call("start", start=self.spec["start"], env=self.env(), log_offsets=logs,
                         pid_file=self.spec["stop"].get("pid_file"), ports=self.spec["stop"].get("ports", []),
-                        settle=settle, timeout=float(self.spec["start"]["timeout"]) + settle + 30)
+                        **({"process": self.spec["process"]} if self.spec.get("process") else {}), settle=settle, timeout=float(self.spec["start"]["timeout"]) + settle + 30)
         self.log_offsets = res["log_offsets"]
         self.service_time += float(res["command"]["seconds"])
         return f"start command done in {res['command']['seconds']:.2f}s", {}
 
     def _observe(self, observe: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
+        """Observe the new version (``observe`` None), or the old one (its probes given): for the old one, a probe
+        that cannot be evaluated (no pid file) does not turn a service the other probes see healthy into a dead
+        one; what was and was not seen goes into the outcome (``_unevaluated``)."""
         spec = observe or self.spec["observe"]
         t_call = self.e.clock.monotonic()
         res = self.call("observe", observe=spec, log_offsets=getattr(self, "log_offsets", {}),
+                        **({"tolerate_unknown": True} if observe is not None else {}),
                         timeout=float(spec["start_timeout"]) + float(spec["window"]) + 60)
         if not res["healthy"]:
             bad = [p for p in res["probes"] if not p["ok"]]
@@ -813,8 +830,30 @@ class _HostRun:
             self.out.downtime = round(healthy_at - self.stop_started, 4)
             self.service_time += float(res.get("ready_seconds", 0))
             self.out.service_time = round(self.service_time, 4)
+        if res.get("unevaluated"):
+            return self._unevaluated(spec, res)
         return (f"healthy: {len(res['probes'])} probes passed {res.get('checks', 1)} times over "
                 f"{spec['window']:.1f}s", {"probes": res["probes"]})
+
+    def _unevaluated(self, spec: dict[str, Any], res: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        """The old version is healthy by the probes that can see it; the others could not be evaluated: say both."""
+        seen = [p for p in res["probes"] if p["ok"]]
+        blind = res["unevaluated"]
+        note = ("healthy by the checks that can see it (" + "; ".join(f"{p['probe']}: {p['detail']}" for p in seen)
+                + "); not evaluated: " + "; ".join(f"{p['probe']}: {p['detail']}" for p in blind))
+        self.out.after = {"read": True, "version": self.p["current"], "healthy": True,
+                          "unevaluated": [p["probe"] for p in blind], "probes": res["probes"]}
+        self.unevaluated_note = note
+        self.e.journal.record("observe", "unevaluated", host=self.name, probes=[p["probe"] for p in blind],
+                              detail=note)
+        return note, {"probes": res["probes"], "unevaluated": [p["probe"] for p in blind]}
+
+    def _note_unevaluated(self) -> None:
+        """A recovery that ended well with probes it could not evaluate says so in the outcome."""
+        note = getattr(self, "unevaluated_note", None)
+        if note:
+            self.out.error = f"{self.out.error}; the old version is {note}" if self.out.error else \
+                f"the old version is {note}"
 
     # -- failure paths ----------------------------------------------------------------------
 
@@ -834,6 +873,7 @@ class _HostRun:
                 return self.out
         self.out.outcome = "unchanged"
         self.out.error = self.out.rollback_cause
+        self._note_unevaluated()
         self._finish("unchanged")
         return self.out
 
@@ -857,6 +897,7 @@ class _HostRun:
             return self.out
         self.out.outcome = "rolled_back"
         self.out.version = self.p["current"]
+        self._note_unevaluated()
         self._finish("rolled_back")
         return self.out
 

@@ -129,6 +129,13 @@ MESSAGES: dict[str, tuple[str, str]] = {
                     "stock Tomcat writes none unless CATALINA_PID is set in bin/setenv.sh)",
                     "进程号文件 {pid_file} 不存在或其中的进程没有运行：服务在运行吗？（标准 Tomcat 只有在 "
                     "bin/setenv.sh 中设置了 CATALINA_PID 才会写这个文件）"),
+    "fix_pid_file": ("the service runs but writes no pid file {pid_file}, which this playbook needs to find its "
+                     "process: set CATALINA_PID in bin/setenv.sh (CATALINA_PID=\"$CATALINA_BASE/{pid_file}\") and "
+                     "restart it, or use a playbook that finds the process by its command line (process:, as the "
+                     "shipped tomcat playbook does)",
+                     "服务在运行，但没有写进程号文件 {pid_file}，而本剧本要靠它找到服务进程：请在 bin/setenv.sh 中"
+                     "设置 CATALINA_PID（CATALINA_PID=\"$CATALINA_BASE/{pid_file}\"）并重启服务，或改用按命令行查找进程"
+                     "的剧本（process:，如随附的 tomcat 剧本）"),
     "fix_down": ("the service does not run now (no process, nothing answers): start it and check it is healthy, then "
                  "try again", "服务当前没有运行（没有进程，也没有任何响应）：请先启动服务并确认正常，然后再试"),
     "fix_explicit": ("the service's configuration {file} says {name} = {value}, but {used} was given (inventory "

@@ -103,10 +103,11 @@ def warnings(facts: dict[str, Any], thresholds: Mapping[str, float] | None = Non
         out.append({"check": "version", "value": None, "threshold": None,
                     "message": f"installed version unreadable: {facts['version_error']}"})
     process = facts.get("process") or {}
-    if process.get("pid_file") and not process.get("running"):
+    if (process.get("pid_file") or process.get("found_by")) and not process.get("running"):
         out.append({"check": "process", "value": process.get("pid"), "threshold": None,
                     "message": f"the product is not running (pid file {process['pid_file']}: "
-                               f"{process.get('pid') or 'absent'})"})
+                               f"{process.get('pid') or 'absent'})" if process.get("pid_file") else
+                               f"the product is not running (no {process['found_by']})"})
     for port in facts.get("ports") or []:
         if not port.get("open"):
             out.append({"check": "port", "value": port["port"], "threshold": None,
@@ -138,7 +139,7 @@ def _ports(spec: dict[str, Any]) -> list[int]:
             port = int(value)
         except (TypeError, ValueError):
             continue
-        if port not in found:
+        if 0 < port < 65536 and port not in found:  # -1: a disabled port (Tomcat's <Server port="-1">)
             found.append(port)
     return found
 
@@ -159,6 +160,8 @@ def agent_request(playbook: Any, variables: Mapping[str, Any], install_dir: str)
     configs = block.get("configs") or [p["path"] for p in spec["preserve"] if p.get("kind") == "config"]
     request = {"version_source": spec["version"], "pid_file": pid_file, "ports": _ports(spec), "configs": configs,
                "logs": logs, "log_lines": block.get("log_lines", 2000)}
+    if not pid_file and spec.get("process"):
+        request["process"] = spec["process"]  # the server found by its command line
     if block.get("error_pattern"):
         request["error_pattern"] = block["error_pattern"]
     return request

@@ -27,7 +27,7 @@ __all__ = ["Playbook", "load_playbook", "find_playbook", "shipped_playbooks_dir"
 
 PROBE_TYPES = ("process", "tcp", "http", "log", "command")
 PHASE_HOOKS = ("before_stop", "after_stop", "after_install", "after_start", "after_commit", "after_rollback")
-PRESERVE_KINDS = ("config", "data")
+PRESERVE_KINDS = ("config", "data", "cache")
 
 
 def shipped_playbooks_dir() -> Path:
@@ -109,11 +109,35 @@ def _dur(text: str) -> float:
     return parse_duration(text)
 
 
-def _probe(s: Section) -> dict[str, Any]:
+def _process(s: Section | None) -> dict[str, Any] | None:
+    """``process:``: how the host agent finds the server's process without a pid file (many servers write none
+    unless told to): the process whose command line holds every argument of ``cmdline_contains`` (whole
+    arguments; one of the form ``NAME=/path`` also matches the same directory reached through links), whose last
+    argument is ``cmdline_last`` when given, and which, when one of ``ports`` listens, is the one that holds it."""
+    if s is None:
+        return None
+    args = s.str_list("cmdline_contains")
+    if not args or any(not a.strip() for a in args):
+        raise s.error("cmdline_contains", "give at least one non-empty argument")
+    out: dict[str, Any] = {"cmdline_contains": args}
+    if s.has("cmdline_last"):
+        out["cmdline_last"] = s.str("cmdline_last")
+    out["ports"] = [str(x) for x in s.get("ports", list, [], "a list of ports")]
+    s.done()
+    return out
+
+
+def _probe(s: Section, process: dict[str, Any] | None = None) -> dict[str, Any]:
     kind = s.choice("type", PROBE_TYPES)
     p: dict[str, Any] = {"type": kind, "name": s.str("name", kind)}
     if kind == "process":
-        p["pid_file"] = _relpath(s, "pid_file")
+        if s.has("pid_file"):
+            p["pid_file"] = _relpath(s, "pid_file")
+        elif process is not None:
+            p["process"] = process  # found by its command line (the playbook's process:)
+        else:
+            raise s.error("pid_file", "a process probe needs 'pid_file:', or the playbook a 'process:' section "
+                                      "that finds the server by its command line")
     elif kind == "tcp":
         p["port"] = s.get("port", (int, str), describe="a port number or ${port}")
         p["host"] = s.str("host", "127.0.0.1")
@@ -127,6 +151,9 @@ def _probe(s: Section) -> dict[str, Any]:
         p["timeout"] = s.duration("timeout", 2)
     elif kind == "log":
         p["file"] = _relpath(s, "file")
+        if any(c in str(Path(p["file"]).parent) for c in "*?["):
+            raise s.error("file", "only the file name may hold a pattern (*, ?, [...]), not the directories: "
+                                  f"got {p['file']!r}")
         for k in ("absent", "present"):
             if s.has(k):
                 pattern = s.str(k)
@@ -202,6 +229,11 @@ def load_playbook(path: str | Path) -> Playbook:
         raise v.error(None, "give exactly one of 'file:' (a file in the install dir) or 'command:'")
     if v.has("file"):
         version["file"] = _relpath(v, "file")
+        if v.has("member"):  # a file inside a zip or jar archive, e.g. a Java server's ServerInfo.properties
+            member = v.str("member")
+            if member.startswith("/") or ".." in member.split("/") or not member.strip("/"):
+                raise v.error("member", f"must be a path inside the archive, got {member!r}")
+            version["member"] = member
     else:
         version["command"] = v.str("command")
         version["timeout"] = v.duration("timeout", 30)
@@ -226,12 +258,17 @@ def load_playbook(path: str | Path) -> Playbook:
                 raise s.error("preserve", f"{b!r} lies inside {a!r}; list only the outer path")
     spec["preserve"] = preserve
 
+    process = _process(s.section("process", None))
+    if process is not None:
+        spec["process"] = process
     stop = s.section("stop")
     assert stop is not None
     spec["stop"] = {"command": stop.str("command"), "timeout": stop.duration("timeout", 60),
                     "pid_file": _relpath(stop, "pid_file") if stop.has("pid_file") else None,
                     "ports": [str(x) for x in stop.get("ports", list, [], "a list of ports")],
                     "force": stop.bool("force", True), "kill_wait": stop.duration("kill_wait", 5)}
+    if process is not None:
+        spec["stop"]["process"] = process  # stop waits for that process too, and signals it after the timeout
     stop.done()
     start = s.section("start")
     assert start is not None
@@ -242,7 +279,7 @@ def load_playbook(path: str | Path) -> Playbook:
     assert obs is not None
     spec["observe"] = {"window": obs.duration("window", 10), "interval": obs.duration("interval", 1),
                        "start_timeout": obs.duration("start_timeout", 60),
-                       "probes": [_probe(x) for x in obs.sections("probes", what="probe")]}
+                       "probes": [_probe(x, process) for x in obs.sections("probes", what="probe")]}
     if not spec["observe"]["probes"]:
         raise obs.error("probes", "at least one probe is needed: without one, 'healthy' means nothing")
     obs.done()

@@ -117,6 +117,8 @@ def likely_fix(probe: Mapping[str, Any], vars_read: Mapping[str, Mapping[str, An
     if kind == "http" and detail and not detail.startswith("http probe:"):
         return "fix_http", {"url": probe.get("url")}  # it answered: the port is right, the expectation is not
     if kind == "process":
+        if detail.startswith("no pid file"):  # the service may well run: nothing says which process it is
+            return "fix_pid_file", {"pid_file": probe.get("pid_file")}
         return "fix_process", {"pid_file": probe.get("pid_file")}
     if kind in ("tcp", "http", "command"):
         for name, r in sorted(vars_read.items()):

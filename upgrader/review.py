@@ -65,7 +65,12 @@ def default_state_dir(h: dict[str, Any]) -> str:
 def _probe_text(p: dict[str, Any]) -> str:
     kind = p.get("type")
     if kind == "process":
-        return f"process of pid file {p.get('pid_file')}"
+        if p.get("pid_file") or not p.get("process"):
+            return f"process of pid file {p.get('pid_file')}"
+        sel = p["process"]
+        last = f", last argument {sel['cmdline_last']!r}" if sel.get("cmdline_last") else ""
+        ports = f", holding port {' or '.join(map(str, sel['ports']))} when listening" if sel.get("ports") else ""
+        return f"process whose command line holds {' '.join(sel.get('cmdline_contains') or [])}{last}{ports}"
     if kind == "tcp":
         return f"tcp {p.get('host')}:{p.get('port')} accepts"
     if kind == "http":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..errors import InputError
 from ..exit_codes import ExitCode
 from ._common import console, print_json
 
@@ -12,8 +13,14 @@ from ._common import console, print_json
 def cmd_generate(args: argparse.Namespace) -> int:
     from ..keys import generate_key
 
-    directory = Path(args.dir) if args.dir else args.home / "keys"
-    private, public, line = generate_key(directory / args.name, args.principal or args.name)
+    if "/" in args.name:  # a path, as with ssh-keygen -f: relative to the current directory
+        if args.dir:
+            raise InputError(f"NAME {args.name!r} is a path and --dir {args.dir!r} names a directory too",
+                             hint="give a bare NAME with --dir, or only the path")
+        path = Path(args.name)
+    else:  # a bare name: in --dir, else in HOME/keys
+        path = (Path(args.dir) if args.dir else args.home / "keys") / args.name
+    private, public, line = generate_key(path, args.principal or path.name)
     if args.json:
         print_json({"private_key": str(private), "public_key": str(public), "allowed_signers_line": line})
         return ExitCode.OK
