@@ -38,10 +38,10 @@ def bench_env() -> tuple[Path, int]:
 
 def prepare(root: Path, home: Path) -> None:
     """Keys, policy, a signed catalog with the 2.0 package (made once; later calls reuse them)."""
-    from upgrader.catalog import write_catalog
-    from upgrader.keys import generate_key, load_private_key, signer_line
-    from upgrader.package import PackageMeta, build_package
-    from upgrader.trust import sign_catalog
+    from upgrader.trust.catalog import write_catalog
+    from upgrader.trust.keys import generate_key, load_private_key, signer_line
+    from upgrader.trust.package import PackageMeta, build_package
+    from upgrader.trust.catalog_trust import sign_catalog
 
     if (home / "catalog" / "catalog.yaml.sig").is_file():
         return

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from .errors import InputError
+from ..core.errors import InputError
 from .redaction import MAYBE_SECRET, is_secret_name
 from .redaction import redact as redact_text
 
@@ -200,7 +200,7 @@ class AuditLog:
 
     def checkpoint(self, *, run: str | None, time: str, signer: str, key: Any) -> dict[str, Any]:
         """Sign the current head of the chain; return the checkpoint (seq and head) to keep elsewhere."""
-        from .sshsig import fingerprint, public_key_blob, sign
+        from ..trust.sshsig import fingerprint, public_key_blob, sign
 
         blob = public_key_blob(key.public_key())
 
@@ -610,7 +610,7 @@ def _checkpoint_problem(rec: dict[str, Any], n: int, prev_hash: str, time: str) 
     """Why the checkpoint on line ``n`` does not prove the chain up to ``prev_hash`` by its own key; None when it
     does. The line's unsigned fields are pinned: no host, phase, outcome or data, and the key is the signing key's
     fingerprint."""
-    from .sshsig import SignatureError, fingerprint, parse_armored, verify
+    from ..trust.sshsig import SignatureError, fingerprint, parse_armored, verify
 
     cp = rec.get("checkpoint")
     if not isinstance(cp, dict) or set(cp) != {"seq", "head", "signer", "key", "signature"}:
@@ -646,7 +646,7 @@ def _actor_problem(rec: dict[str, Any], run_actor: Any) -> str | None:
 
 def _signer_problem(rec: dict[str, Any], signers: Any, when: Any) -> str | None:
     """Why the allowed signers do not let this checkpoint's signer sign now; None when they do (or are unknown)."""
-    from .sshsig import parse_armored
+    from ..trust.sshsig import parse_armored
 
     if signers is None:  # only the signature against its own key: the verdict is "cannot check"
         return None

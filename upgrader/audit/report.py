@@ -27,8 +27,8 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-from .errors import InputError
-from .language import LANGS, resolve_lang  # one rule for every reader; kept importable from here
+from ..core.errors import InputError
+from ..core.language import LANGS, resolve_lang  # one rule for every reader; kept importable from here
 
 __all__ = ["export", "render_html", "render_json", "render_csv", "resolve_lang", "CSV_COLUMNS", "LANGS"]
 

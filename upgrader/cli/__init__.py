@@ -16,11 +16,11 @@ import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
 
-from .errors import UpgraderError
-from .exit_codes import ExitCode
+from ..core.errors import UpgraderError
+from ..core.exit_codes import ExitCode
 
 if TYPE_CHECKING:
-    from .clock import Clock
+    from ..core.clock import Clock
 
 __all__ = ["main", "build_parser"]
 

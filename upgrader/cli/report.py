@@ -56,7 +56,7 @@ def print_plan(console: Console, plan: dict[str, Any], digest: str) -> None:
     console.print(table)
     if plan.get("window"):
         console.print(window_line(plan["window"]))
-    from .config_vars import describe_read
+    from ..core.config_vars import describe_read
 
     for h in plan["hosts"]:  # the values read from each install's configuration (playbook vars_from)
         for line in describe_read(h.get("vars_read") or {}):
@@ -90,7 +90,7 @@ class PhaseLines:
         self._lock = threading.Lock()
 
     def on_event(self, event: dict[str, Any]) -> None:
-        from .redaction import redact_value
+        from ..audit.redaction import redact_value
 
         kind = event["event"]
         event = redact_value(event)  # details quote commands, logs and errors: terminals and CI logs keep them

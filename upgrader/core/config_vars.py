@@ -86,7 +86,7 @@ def read_config_vars(agent: Any, *, install_dir: str, state_dir: str | None,
     if not vars_from:
         return {}
     from .errors import TransportError
-    from .transport.base import AgentFailure
+    from ..fleet.transport.base import AgentFailure
 
     try:
         res = agent.call("read_vars", install_dir=install_dir, state_dir=state_dir, vars_from=dict(vars_from),
@@ -123,7 +123,7 @@ def merge_variables(defaults: Mapping[str, Any], read: Mapping[str, Mapping[str,
 def describe_read(record: Mapping[str, Mapping[str, Any]]) -> list[str]:
     """One English line per variable read: 'port = 18181 (conf/server.conf line 2)'; secrets in a value (a URL's
     password, say) are masked as everywhere else the CLI prints."""
-    from .redaction import redact
+    from ..audit.redaction import redact
 
     lines = []
     for name, r in sorted(record.items()):

@@ -28,7 +28,7 @@ _MOST = 500  # directories looked at, at most (a /data with thousands of entries
 @dataclass(frozen=True)
 class Found:
     install_dir: Path
-    playbook: object  # upgrader.playbook.Playbook
+    playbook: object  # upgrader.core.playbook.Playbook
 
 
 def search_patterns(environ: dict[str, str] | None = None) -> list[str]:

@@ -26,7 +26,7 @@ from .clock import Clock
 from .errors import InputError, TransportError
 from .host_paths import check_rendered, paths_to_check
 from .journal import Journal
-from .transport.base import AgentClient, AgentFailure, Transport
+from ..fleet.transport.base import AgentClient, AgentFailure, Transport
 
 __all__ = ["Engine", "HostOutcome", "RunResult", "Observer", "HostTarget", "OUTCOME_EXIT", "CANCELLED"]
 
@@ -916,7 +916,7 @@ def _sleep(seconds: float) -> None:
 
 def _small(data: dict[str, Any]) -> dict[str, Any]:
     """Keep journal records small: drop long command output."""
-    from .redaction import tail
+    from ..audit.redaction import tail
 
     out = {}
     for k, v in data.items():

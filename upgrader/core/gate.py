@@ -1,7 +1,7 @@
 """The gate before a plan touches a host, held by the operator, not by the plan.
 
 The plan is the requester's document: it records the policy it was made under (source and
-digest) but never supplies it. ``operator_policy`` loads the operator's policy (``--policy``, else
+digest) but never supplies it. ``operator_policy`` checks the operator's policy (``--policy``, else
 ``HOME/policy.yaml``, else the system-wide policy, else the shipped default) and refuses a plan
 made under another one (exit 4). ``redecide`` reads every host again (read-only) and makes each
 host's policy decision again under that policy: a different answer refuses the run (exit 3), a
@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 from .errors import ApprovalRefused, PolicyRefused, TransportError
 
-__all__ = ["operator_policy", "policy_mismatch", "redecide", "check_seen_serial", "decision_key"]
+__all__ = ["operator_policy", "policy_mismatch", "redecide", "decision_key"]
 
 
 def policy_mismatch(plan_policy: dict[str, Any], policy: Any) -> ApprovalRefused | None:
@@ -31,11 +31,9 @@ def policy_mismatch(plan_policy: dict[str, Any], policy: Any) -> ApprovalRefused
         hint="make and approve a new plan under the operator's policy (or fix the operator's policy file)")
 
 
-def operator_policy(args: Any, plan_policy: dict[str, Any]) -> Any:
-    """The operator's policy; ApprovalRefused (exit 4) when the plan was made under another policy."""
-    from .commands._common import load_policy_or_fail, policy_path
-
-    policy = load_policy_or_fail(policy_path(args))
+def operator_policy(policy: Any, plan_policy: dict[str, Any]) -> Any:
+    """The operator's policy (loaded by the caller from where ``policy_path`` says); ApprovalRefused (exit 4)
+    when the plan was made under another policy."""
     refusal = policy_mismatch(plan_policy, policy)
     if refusal is not None:
         raise refusal
@@ -54,15 +52,6 @@ def decision_key(decision: dict[str, Any]) -> tuple[Any, ...]:
             tuple((str(r.get("rule")), str(r.get("status"))) for r in decision.get("rules", [])))
 
 
-def check_seen_serial(host: str, product: str, facts: dict[str, Any], serial: int) -> None:
-    """ApprovalRefused when the host was already upgraded from a catalog newer than ``serial``."""
-    seen = int((facts.get("catalog_serials") or {}).get(product, 0) or 0)
-    if seen > serial:
-        raise ApprovalRefused(f"{host}: catalog serial {serial} is older than serial {seen} this host was already "
-                              f"upgraded from ({product}): refusing a rollback to an old catalog; nothing was changed",
-                              hint="get the current catalog from the vendor")
-
-
 def redecide(hosts: list[dict[str, Any]], *, policy: Any, catalog: Any, now: _dt.datetime,
              connect: Callable[[Any], Any], forks: int = 8) -> None:
     """Read each host again (read-only) and decide again under ``policy``: PolicyRefused naming every host
@@ -71,10 +60,10 @@ def redecide(hosts: list[dict[str, Any]], *, policy: Any, catalog: Any, now: _dt
     at preflight (stale plan, unreachable) before touching it."""
     from version_policy import UpgradeRequest, VersionError, decide, parse_range, parse_version
 
-    from .commands.upgrade import host_from_plan
-    from .plan_trust import trusted_package
-    from .planner import _decide, host_facts
-    from .transport.base import AgentClient
+    from ..fleet.inventory import host_from_plan
+    from ..trust.plan_trust import trusted_package
+    from .planner import _decide, check_seen_serial, host_facts
+    from ..fleet.transport.base import AgentClient
 
     block = policy.manual_changes == "block"  # the operator's setting, never the plan's copy
     drifted: list[str] = []

@@ -1,15 +1,15 @@
 """Every word ``upgrader guide`` shows, in English and Simplified Chinese, in one catalog.
 
-``Messages`` looks a key up in the language ``upgrader.language.resolve_lang`` chose and fills its
+``Messages`` looks a key up in the language ``upgrader.core.language.resolve_lang`` chose and fills its
 ``{fields}``. The texts hold rich markup; the fields never do: every field is escaped (a path or a
 reason holding ``[/bold]`` is shown as written), except a ``Markup`` value (a text this catalog
 rendered, a coloured mark). Data the tool cannot translate (versions, paths, the policy's own
-reasons) is shown as it is, after the plain-words meaning. This module does no I/O.
+reasons) is shown as it is, after the plain-words meaning. This module does no I/O and imports no
+rich: ``Messages.plain`` (errors' texts) is here, the markup rendering (``Messages(lang)("key")``,
+fields escaped) is ``upgrader.cli.guide_messages``.
 """
 
 from __future__ import annotations
-
-from rich.markup import escape
 
 __all__ = ["MESSAGES", "RULES", "PHASES", "Messages", "Markup"]
 
@@ -409,23 +409,13 @@ class Markup(str):
     """Text that already is rich markup (a rendered message, a coloured mark): filled in as it is."""
 
 
-def _field(value: object) -> object:
-    if isinstance(value, (Markup, int, float)):
-        return value  # numbers keep their format specs ({seconds:.1f})
-    return escape(str(value))
-
-
 class Messages:
-    """``t("key", field=value)``: the text of a key in the chosen language."""
+    """``t.plain("key", field=value)``: the text of a key in the chosen language."""
 
     def __init__(self, lang: str, table: dict[str, tuple[str, str]] | None = None) -> None:
         self.lang = lang
         self._i = 1 if lang == "zh" else 0
         self._table = MESSAGES if table is None else table
-
-    def __call__(self, msg: str, **fields: object) -> Markup:
-        """The text with its fields escaped, as rich markup."""
-        return Markup(self._table[msg][self._i].format(**{k: _field(v) for k, v in fields.items()}))
 
     def plain(self, msg: str, **fields: object) -> str:
         """The text with its fields as they are, for a text that holds no markup (an error's message)."""

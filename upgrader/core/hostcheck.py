@@ -48,7 +48,7 @@ def waves(names: list[str], canary: int, batch: int | None) -> list[list[str]]:
 
 
 def _check_one(h: dict[str, Any], connect: Callable[[dict[str, Any]], Any]) -> HostCheck:
-    from .transport import AgentClient
+    from ..fleet.transport import AgentClient
 
     spec = h["playbook"]["spec"]
     pkg = h.get("package") or {}

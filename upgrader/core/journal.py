@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from .errors import InputError
-from .redaction import redact_value
+from ..audit.redaction import redact_value
 
-__all__ = ["Journal", "JournalRecord", "read_journal", "write_json_atomic", "new_run_id"]
+__all__ = ["Journal", "JournalRecord", "read_journal", "write_json_atomic", "new_run_id", "runs_dir"]
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
@@ -163,3 +163,8 @@ def read_journal(path: Path) -> Iterator[JournalRecord]:
                 return
             expected += 1
             yield rec
+
+
+def runs_dir(home: Path) -> Path:
+    """Where the runs' directories are (``HOME/runs``)."""
+    return home / "runs"

@@ -11,16 +11,16 @@ import socket
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
-from .catalog import Catalog, CatalogEntry, verify_package_file
+from ..trust.catalog import Catalog, CatalogEntry, verify_package_file
 from .config_vars import merge_variables, read_config_vars
 from .clock import Clock
-from .errors import InputError, TransportError
+from .errors import ApprovalRefused, InputError, TransportError
 from .host_paths import check_rendered, paths_to_check, refuse_unsafe
-from .inventory import Host, Inventory
+from ..fleet.inventory import Host, Inventory
 from .plan import HostInput, Plan, build_plan
 from .playbook import Playbook, find_playbook, load_playbook
 from .probe_proof import ProbeUnproven, agent_call, prove
-from .transport.base import AgentClient, AgentFailure, Transport
+from ..fleet.transport.base import AgentClient, AgentFailure, Transport
 
 __all__ = ["make_plan", "host_facts", "requester_identity", "package_entry"]
 
@@ -106,8 +106,6 @@ def make_plan(inventory: Inventory, hosts: list[Host], *, target: str, catalog: 
             facts = host_facts(agent, h, probe_spec, [entry.sha256] if entry else [], check_paths=check_paths)
             refuse_unsafe(facts.get("unsafe_paths") or [], **where)
             if entry is not None:
-                from .gate import check_seen_serial
-
                 check_seen_serial(h.name, h.product, facts, catalog.serial)
             current = facts.get("version")
             spec = pb.render({**base_vars, "target_version": target, "current_version": current or "unknown"})
@@ -150,6 +148,15 @@ def make_plan(inventory: Inventory, hosts: list[Host], *, target: str, catalog: 
                     if signed_by else {})},
         policy={"source": policy.source, "digest": policy.digest, "rules": policy.raw.get("rules", {})},
         requester=requester or requester_identity(), created=clock.now(), window=window)
+
+
+def check_seen_serial(host: str, product: str, facts: dict[str, Any], serial: int) -> None:
+    """ApprovalRefused when the host was already upgraded from a catalog newer than ``serial``."""
+    seen = int((facts.get("catalog_serials") or {}).get(product, 0) or 0)
+    if seen > serial:
+        raise ApprovalRefused(f"{host}: catalog serial {serial} is older than serial {seen} this host was already "
+                              f"upgraded from ({product}): refusing a rollback to an old catalog; nothing was changed",
+                              hint="get the current catalog from the vendor")
 
 
 def _decide(h: Host, current: str | None, facts: dict[str, Any], target_v: Any, entry: CatalogEntry | None,

@@ -28,11 +28,24 @@ __all__ = ["Playbook", "load_playbook", "find_playbook", "shipped_playbooks_dir"
 PROBE_TYPES = ("process", "tcp", "http", "log", "command")
 PHASE_HOOKS = ("before_stop", "after_stop", "after_install", "after_start", "after_commit", "after_rollback")
 PRESERVE_KINDS = ("config", "data")
+#: the inspection's thresholds, name -> (default, "max" = warn above | "min" = warn below, what it measures)
+THRESHOLDS: dict[str, tuple[float, str, str]] = {
+    "disk_used_pct": (85, "max", "disk use of the install dir's file system (%)"),
+    "memory_available_pct": (10, "min", "memory available (% of total)"),
+    "load_per_cpu": (2.0, "max", "1-minute load average per CPU"),
+    "file_max": (65536, "min", "fs.file-max (file handles of the whole system)"),
+    "open_files": (65536, "min", "open files limit (ulimit -n) of the product's process, else of the agent"),
+    "processes": (4096, "min", "processes limit (ulimit -u) of the product's process, else of the agent"),
+    "somaxconn": (1024, "min", "net.core.somaxconn (listen backlog)"),
+    "tcp_max_syn_backlog": (1024, "min", "net.ipv4.tcp_max_syn_backlog"),
+    "max_map_count": (65530, "min", "vm.max_map_count"),
+    "log_errors": (0, "max", "lines matching ERROR/SEVERE/FATAL/Exception in the last lines of the logs"),
+}
 
 
 def shipped_playbooks_dir() -> Path:
     """The playbooks that ship with upgrader (inside the wheel, or the checkout's playbooks/)."""
-    here = Path(__file__).resolve().parent
+    here = Path(__file__).resolve().parent.parent  # upgrader/
     installed = here / "_playbooks"
     return installed if installed.is_dir() else here.parent / "playbooks"
 
@@ -147,8 +160,6 @@ def _probe(s: Section) -> dict[str, Any]:
 
 def _inspect(s: Section | None) -> dict[str, Any]:
     """``inspect:``: configs and logs (globs in the install dir), error_pattern, log_lines, thresholds."""
-    from .inspection import THRESHOLDS
-
     assert s is not None
     out: dict[str, Any] = {}
     for key in ("configs", "logs"):

@@ -45,7 +45,7 @@ class ProbeUnproven(InputError):
 
     def lines(self, lang: str) -> tuple[str, list[str]]:
         """(what failed, the likely fixes without repeats), in ``lang`` (guide_messages)."""
-        from .guide_messages import Messages
+        from .guide_texts import Messages
 
         t = Messages(lang)
         probes = ", ".join(f"'{f.probe}' ({f.detail})" for f in self.failures)
@@ -68,7 +68,7 @@ def prove(call: Callable[..., dict[str, Any]], *, host: str, observe: Mapping[st
           vars_read: Mapping[str, Mapping[str, Any]] | None = None) -> list[dict[str, Any]]:
     """Run each probe once on the running version; the results, or ``ProbeUnproven`` when one fails.
     ``call(op, timeout=..., **request)`` reaches the install's agent (``agent_call``, or the engine's retrying call)."""
-    from .transport.base import AgentFailure
+    from ..fleet.transport.base import AgentFailure
 
     probes = list(observe.get("probes") or [])
     try:

@@ -89,14 +89,14 @@ _FORMS: list[tuple[str, str]] = [
     (rf"(?P<v>{_V}) is outside (?P<r>.+?): (?P<why>.+)", "{v} 不在适用范围 {r} 之内：{why:t}"),
     (r"checked when the run starts: an engineer's signed approval of this exact plan",
      "在运行开始时检查：工程师对这份计划的签名审批"),
-    # plan checks (upgrader.plan, upgrader.planner)
+    # plan checks (upgrader.core.plan, upgrader.core.planner)
     (r"no manifest of an earlier install by upgrader yet; this run records one",
      "还没有 upgrader 以前安装留下的清单；本次运行会记录一份"),
     (r"product files match the last install", "产品文件与上次安装时一致"),
     (r"(?P<f>\d+) MiB free, (?P<n>\d+) MiB needed for the package and staging",
      "可用 {f} MiB，升级包和暂存需要 {n} MiB"),
     (r"host is locked by run (?P<r>\S+) \((?P<who>[^)]*)\)", "主机已被运行 {r}（{who}）锁定"),
-    # health checks proven on the running version (upgrader.plan, upgrader.probe_proof)
+    # health checks proven on the running version (upgrader.core.plan, upgrader.core.probe_proof)
     (rf"(?P<n>\d+) probe\(s\) pass on the running (?P<v>{_V}): (?P<l>.+); (?P<k>\d+) log probe\(s\) judged after "
      r"start", "{n} 项检查在当前运行的 {v} 上通过：{l:proofs}；另有 {k} 项日志检查在新版本启动后判断"),
     (rf"(?P<n>\d+) probe\(s\) pass on the running (?P<v>{_V}): (?P<l>.+)", "{n} 项检查在当前运行的 {v} 上通过：{l:proofs}"),
@@ -124,7 +124,7 @@ _FORMS: list[tuple[str, str]] = [
     (r"(?P<day>[A-Z]\w+) is not a service day \((?P<days>.+)\)", "{day:day}不是服务日（{days}）"),
     (r"no holiday data for (?P<y>\d+): cannot tell whether (?P<d>\S+) is a working day; add the year to (?P<f>.+)",
      "没有 {y} 年的节假日数据，无法判断 {d} 是否为工作日；请把该年份加入 {f}"),
-    # phase details (upgrader.engine)
+    # phase details (upgrader.core.engine)
     (rf"(?P<a>{_V}) -> (?P<b>{_V}), package on host", "{a} → {b}，升级包已在本机"),
     (r"(?P<n>\d+) files \((?P<m>\d+) MiB\) snapshotted and verified, (?P<s>\d+) staged",
      "已备份并校验 {n} 个文件（{m} MiB），已暂存 {s} 个文件"),
@@ -152,7 +152,7 @@ _FORMS: list[tuple[str, str]] = [
     (r"the host runs (?P<v>\S+), the plan expected (?P<p>.+)", "本机运行的是 {v}，计划预期的是 {p}"),
     (r"only (?P<f>\d+) MiB free, (?P<n>\d+) MiB needed", "只有 {f} MiB 可用，需要 {n} MiB"),
     (r"(?P<no>not )?(?P<op>[<>=!]=?|==)(?P<b>[^\s(]+) \((?P<why>.+)\)", "{no:not}{op}{b}（{why:t}）"),
-    # the engineer's public key (upgrader.access)
+    # the engineer's public key (upgrader.customer.access)
     (r"this public key is in RFC 4716 \(SSH2\) format", "这是 RFC 4716（SSH2）格式的公钥，请先用 ssh-keygen -i 转换"),
     (r"expected one public key line like .+, found (?P<n>.+) \(a grant is for one key\)",
      "文件中应当正好有一行公钥（如 ssh-ed25519 AAAA... 名称），实际是 {n:n}（一次授权只针对一个公钥）"),
@@ -163,7 +163,7 @@ _FORMS: list[tuple[str, str]] = [
     (r"unknown key type (?P<k>.+)", "未知的密钥类型 {k}"),
     (r"the key data is not valid base64 \(a damaged copy\?\)", "密钥数据不是有效的 base64（文件可能已损坏）"),
     (r"the file is too large to be a public key", "文件太大，不可能是公钥"),
-    # available (upgrader.available)
+    # available (upgrader.customer.available)
     (r"newest free upgrade: (?P<v>\S+) \((?P<k>\w+)\)", "最新的免费升级：{v}（{k:kind}）"),
     (r"no free upgrade: the policy refuses all (?P<n>\d+) newer version\(s\) in the catalog",
      "没有免费升级：目录中 {n} 个更新的版本都被策略拒绝"),
@@ -203,7 +203,7 @@ _FORMS: list[tuple[str, str]] = [
     (r"no run '(?P<r>[^']+)' in (?P<d>.+)", "{d} 中没有运行 {r}"),
     (r"host is locked by (?P<rest>.+)", "主机已被锁定：{rest}"),
     (r"cannot read (?P<f>.+?): (?P<e>.+)", "无法读取 {f}：{e}"),
-    # inspection findings (upgrader.inspection)
+    # inspection findings (upgrader.customer.inspection)
     (r"install dir (?P<d>.+) does not exist", "安装目录 {d} 不存在"),
     (r"installed version unreadable: (?P<e>.+)", "无法读取已安装的版本：{e}"),
     (r"the product is not running \(pid file (?P<f>\S+): absent\)", "产品没有运行（pid 文件 {f} 不存在）"),

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .audit import AuditLog
+from ..audit.log import AuditLog
 from .clock import Clock
 from .errors import InputError
 
@@ -49,8 +49,8 @@ def operator_identity(home: Path, policy: Any, *, key_path: str | None = None, n
     Key: ``key_path``, env ``UPGRADER_AUDIT_KEY``, ``HOME/keys/operator``, then ``~/.ssh/id_*``.
     Principal: looked up by that key in the policy's audit allowed_signers, else ``user@host``.
     """
-    from .keys import load_private_key
-    from .sshsig import fingerprint, public_key_blob
+    from ..trust.keys import load_private_key
+    from ..trust.sshsig import fingerprint, public_key_blob
 
     try:
         user = os.environ.get("UPGRADER_USER") or getpass.getuser()
@@ -85,8 +85,8 @@ def _principal(signers_path: Path, key: Any, given: str, default: str, user: str
     matches it: ``user@host`` or the pattern with ``*`` as the user."""
     import datetime as dt
 
-    from .signers import load_allowed_signers
-    from .sshsig import public_key_blob
+    from ..trust.signers import load_allowed_signers
+    from ..trust.sshsig import public_key_blob
 
     signers = load_allowed_signers(signers_path)
     blob = public_key_blob(key.public_key())

@@ -37,7 +37,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence, TypeVar
 
-from .errors import InputError
+from ..core.errors import InputError
 
 __all__ = ["PublicKey", "Grant", "GrantChange", "HostFile", "MARKER", "parse_public_key", "load_public_key_file",
            "check_from", "check_reason", "check_user", "check_hours", "expiry_time", "format_time", "list_grants",
@@ -524,7 +524,7 @@ def edit_on_host(agent: Any, user: str | None, edit: Callable[[HostFile], tuple[
         new, result = edit(current)
         if new == current.data:
             return current, result
-        from .transport.base import AgentFailure
+        from ..fleet.transport.base import AgentFailure
 
         try:
             agent.call("access_write", user=user, expect=current.sha256, data=base64.b64encode(new).decode("ascii"))
@@ -538,7 +538,7 @@ def edit_on_host(agent: Any, user: str | None, edit: Callable[[HostFile], tuple[
 
 
 def _call(agent: Any, op: str, **request: Any) -> dict[str, Any]:
-    from .transport.base import AgentFailure
+    from ..fleet.transport.base import AgentFailure
 
     try:
         return dict(agent.call(op, **request))

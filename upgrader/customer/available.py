@@ -15,7 +15,7 @@ from __future__ import annotations
 import datetime as _dt
 from typing import Any
 
-from .catalog import Advisory, Catalog, CatalogEntry
+from ..trust.catalog import Advisory, Catalog, CatalogEntry
 
 __all__ = ["host_offers", "unreadable_host"]
 

@@ -41,9 +41,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from .errors import InputError, UpgraderError
-from .obfuscation import Obfuscator
-from .redaction import redact
+from ..core.errors import InputError, UpgraderError
+from ..audit.obfuscation import Obfuscator
+from ..audit.redaction import redact
 from .severity import classify_run, is_cancelled
 
 __all__ = ["build_bundle", "run_severity", "bundle_name", "TAIL_LINES"]
@@ -92,7 +92,7 @@ def _load(path: Path) -> Any:
 
 def _spec_playbook(h: dict[str, Any]) -> Any:
     """A Playbook over the plan's rendered spec, with the playbook file's ``inspect:`` block if it is unchanged."""
-    from .playbook import Playbook, load_playbook
+    from ..core.playbook import Playbook, load_playbook
 
     meta = h["playbook"]
     inspect: dict[str, Any] = {}

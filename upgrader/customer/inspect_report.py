@@ -6,7 +6,7 @@ one can file: the form's head (customer, system, inspector, inspection period, i
 zone), a summary, then per host its name and addresses, its findings first, then the facts (system,
 kernel parameters, limits, product, ports, configuration digests, logs) and advisories, and at the end
 a conclusion and a signature block. Labels and findings are in the chosen language (findings through
-``upgrader.reasons``); collected data (versions, paths, log lines) stays as collected. A head field
+``upgrader.core.reasons``); collected data (versions, paths, log lines) stays as collected. A head field
 nobody filled in is a blank line to write on. Every value is untrusted text and is escaped. It computes
 and reads nothing.
 """
@@ -16,8 +16,8 @@ from __future__ import annotations
 from html import escape
 from typing import Any
 
-from .reasons import UNTRANSLATED, translate
-from .shown_time import DEFAULT_ZONE, shown_time
+from ..core.reasons import UNTRANSLATED, translate
+from ..core.shown_time import DEFAULT_ZONE, shown_time
 
 __all__ = ["render_html"]
 

@@ -39,24 +39,11 @@ from __future__ import annotations
 import datetime as _dt
 from typing import Any, Mapping
 
-from .errors import TransportError
-from .transport.base import AgentClient, AgentFailure
+from ..core.errors import TransportError
+from ..fleet.transport.base import AgentClient, AgentFailure
+from ..core.playbook import THRESHOLDS  # the playbook's inspect.thresholds override them
 
 __all__ = ["THRESHOLDS", "inspect_host", "warnings", "metrics", "agent_request", "flag_advisories"]
-
-#: name -> (default, "max" = warn above | "min" = warn below, what it measures)
-THRESHOLDS: dict[str, tuple[float, str, str]] = {
-    "disk_used_pct": (85, "max", "disk use of the install dir's file system (%)"),
-    "memory_available_pct": (10, "min", "memory available (% of total)"),
-    "load_per_cpu": (2.0, "max", "1-minute load average per CPU"),
-    "file_max": (65536, "min", "fs.file-max (file handles of the whole system)"),
-    "open_files": (65536, "min", "open files limit (ulimit -n) of the product's process, else of the agent"),
-    "processes": (4096, "min", "processes limit (ulimit -u) of the product's process, else of the agent"),
-    "somaxconn": (1024, "min", "net.core.somaxconn (listen backlog)"),
-    "tcp_max_syn_backlog": (1024, "min", "net.ipv4.tcp_max_syn_backlog"),
-    "max_map_count": (65530, "min", "vm.max_map_count"),
-    "log_errors": (0, "max", "lines matching ERROR/SEVERE/FATAL/Exception in the last lines of the logs"),
-}
 
 
 def _int(text: Any) -> int | None:
@@ -147,7 +134,7 @@ def agent_request(playbook: Any, variables: Mapping[str, Any], install_dir: str)
     """The agent ``inspect`` request for an install: what to read, from the rendered playbook."""
     spec = playbook.render({"install_dir": install_dir, "target_version": "unknown", "current_version": "unknown",
                             **variables})
-    from .host_paths import check_rendered
+    from ..core.host_paths import check_rendered
 
     check_rendered(spec, playbook=str(playbook.path), host=str(variables.get("host", "local")),
                    inventory="the inventory (or --var)")
@@ -168,7 +155,7 @@ def inspect_host(target: Any, playbook: Any, *, install_dir: str, name: str = "l
                  variables: Mapping[str, Any] | None = None, state_dir: str | None = None, tail: int = 0,
                  config_text: bool = False) -> dict[str, Any]:
     """Inspect one install on one host (see the module docstring)."""
-    from .config_vars import merge_variables, read_config_vars
+    from ..core.config_vars import merge_variables, read_config_vars
 
     agent = target if isinstance(target, AgentClient) else AgentClient(target)
     texts = list((playbook.inspect or {}).get("configs") or []) if config_text else []

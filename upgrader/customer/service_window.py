@@ -14,7 +14,7 @@ from __future__ import annotations
 import datetime as _dt
 from typing import Any, Iterable, Mapping
 
-from .errors import ApprovalRefused, InputError
+from ..core.errors import ApprovalRefused, InputError
 
 __all__ = ["load_service_window", "plan_window", "check_run_window"]
 

@@ -26,7 +26,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from .engine import CANCELLED
+from ..core.engine import CANCELLED
 
 __all__ = ["RULES", "RULES_ZH", "LEVELS", "Level", "classify_host", "classify_run", "is_cancelled", "describe", "LEVEL_NAMES"]
 

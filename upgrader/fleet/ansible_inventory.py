@@ -19,7 +19,7 @@ import shlex
 from pathlib import Path
 from typing import Any
 
-from .errors import InputError
+from ..core.errors import InputError
 
 __all__ = ["looks_like_ini", "is_ansible_yaml", "read_ansible"]
 
@@ -97,8 +97,6 @@ class _Tree:
         return self.depth(group), priority, group
 
     def resolve(self, p: Path) -> Any:
-        from .inventory import build_inventory
-
         groups = {g: tuple(self.members(g)) for g in set(self.group_hosts) | set(self.children) if g != "all"}
         settings: dict[str, dict[str, Any]] = {}
         for name, own in self.hosts.items():
@@ -108,7 +106,7 @@ class _Tree:
                 merged.update(self.group_vars.get(g, {}))
             merged.update(own)
             settings[name] = self._translate(name, merged)
-        return build_inventory(p, settings, groups)
+        return settings, groups  # inventory.build_inventory makes the Inventory
 
     def _translate(self, name: str, values: dict[str, Any]) -> dict[str, Any]:
         _refuse_become(name, values, self.source)

@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .document import Section, load_yaml
-from .errors import InputError
+from ..core.document import Section, load_yaml
+from ..core.errors import InputError
 
-__all__ = ["Host", "Inventory", "load_inventory", "build_inventory", "HOST_KEYS"]
+__all__ = ["Host", "Inventory", "load_inventory", "build_inventory", "host_from_plan", "HOST_KEYS"]
 
 _NAME = r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}"
 HOST_KEYS = ("address", "port", "user", "key", "install_dir", "product", "playbook", "maintenance_until",
@@ -143,7 +143,7 @@ def _host(name: str, s: Section, defaults: dict[str, Any], base: Path) -> Host:
 
 def _refuse_control_lines(p: Path) -> None:
     """An INI inventory with a control or bidi character on a line: refused (exit 2), naming the line."""
-    from .text_safety import bad_char, refuse_control
+    from ..core.text_safety import bad_char, refuse_control
 
     try:
         text = p.read_text(encoding="utf-8", errors="replace")
@@ -158,16 +158,16 @@ def load_inventory(path: str | Path) -> Inventory:
     """Read upgrader's YAML inventory, or an Ansible inventory (INI or YAML) as it is."""
     from .ansible_inventory import is_ansible_yaml, looks_like_ini, read_ansible
 
-    from .text_safety import refuse_control
+    from ..core.text_safety import refuse_control
 
     p = Path(path)
     if looks_like_ini(p):
         _refuse_control_lines(p)
-        return read_ansible(p, None)
+        return build_inventory(p, *read_ansible(p, None))
     data = load_yaml(p, what="inventory")
     refuse_control(data, path=str(p), what="an inventory")  # nothing hidden from the approver's terminal
     if is_ansible_yaml(data):
-        return read_ansible(p, data)
+        return build_inventory(p, *read_ansible(p, data))
     s = Section(data, source=str(p), what="an inventory")
     s.int("format", 1, minimum=1, maximum=1)
     defaults_sec = s.section("defaults", {})
@@ -244,3 +244,15 @@ def _check_distinct_installs(hosts: dict[str, Host], p: Path) -> None:
                              f"{h.install_dir} on {h.address}", path=str(p),
                              hint="each host entry must be a distinct installation")
         seen[where] = h.name
+
+
+def host_from_plan(h: dict[str, Any]) -> Any:
+    """The inventory Host a plan entry was made for (how to reach it)."""
+    import datetime as dt
+
+    until = h.get("maintenance_until")
+    return Host(name=h["name"], address=h["address"], install_dir=h["install_dir"], product=h["product"],
+                playbook=h["playbook"]["name"], port=int(h.get("port") or 22), user=h.get("user"),
+                key=h.get("key"), maintenance_until=dt.date.fromisoformat(until) if until else None,
+                groups=tuple(h.get("groups", ())), state_dir=h.get("state_dir"),
+                host_key=h.get("host_key") or "strict", known_hosts=h.get("known_hosts"))

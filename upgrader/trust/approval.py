@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
-from .errors import ApprovalRefused, InputError
-from .requester import Requester
+from ..core.errors import ApprovalRefused, InputError
+from .requester import Requester, same_person
 from .signers import AllowedSigners
 from .sshsig import BEGIN, Signature, SignatureError, parse_armored, sign, verify
 
@@ -159,12 +159,6 @@ def _rearmor(armored: str) -> str:
 def is_literal_principal(name: str) -> bool:
     """A principal that names one person: no pattern characters (``*``, ``?``, ``!``, ``,``)."""
     return not any(ch in name for ch in "*?!,")
-
-
-def same_person(approver: str, requester: str) -> bool:
-    """Approver principal and plan requester name the same person (``alice`` == ``alice@site``)."""
-    a, r = approver.lower(), requester.lower()
-    return a == r or a.split("@")[0] == r.split("@")[0]
 
 
 class UsedApprovals:

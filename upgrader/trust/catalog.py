@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from .document import Section
-from .errors import InputError
+from ..core.document import Section
+from ..core.errors import InputError
 from .package import Built, PackageMeta, file_digest, read_meta
 
 __all__ = ["Catalog", "CatalogEntry", "Advisory", "load_catalog", "write_catalog", "verify_package_file",
@@ -191,7 +191,7 @@ def read_catalog_bytes(p: Path) -> bytes:
     """catalog.yaml in one read (at most MAX_YAML_BYTES): these bytes are parsed, hashed and signature-checked,
     so a file that changes between reads (a FIFO, a file replaced meanwhile) cannot pass one check and feed
     another."""
-    from .document import MAX_YAML_BYTES
+    from ..core.document import MAX_YAML_BYTES
 
     try:
         with open(p, "rb") as f:
@@ -210,7 +210,7 @@ def read_catalog_bytes(p: Path) -> bytes:
 
 def load_catalog(path: str | Path) -> Catalog:
     """Read catalog.yaml once and parse exactly those bytes (``Catalog.content``)."""
-    from .document import parse_yaml
+    from ..core.document import parse_yaml
 
     p = Path(path)
     if p.is_dir():
@@ -294,7 +294,7 @@ def _check_members(p: Path, entry: CatalogEntry) -> None:
     The verdict is remembered by digest (the bytes were just hashed), so plan and run in one process check once."""
     import tarfile
 
-    from . import agent
+    from .. import agent
 
     key = (entry.sha256, entry.max_members, entry.max_unpacked_bytes)
     if key in _CHECKED:

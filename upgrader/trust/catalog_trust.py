@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from .catalog import Catalog
-from .errors import ApprovalRefused
-from .journal import write_json_atomic
+from ..core.errors import ApprovalRefused
+from ..core.journal import write_json_atomic
 from .signers import load_allowed_signers
 from .sshsig import SignatureError, parse_armored, sign, verify
 

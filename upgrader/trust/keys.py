@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import InputError
+from ..core.errors import InputError
 from .sshsig import fingerprint, public_key_blob, public_key_line
 
 __all__ = ["generate_key", "load_private_key", "load_public_key", "Identity", "signer_line"]

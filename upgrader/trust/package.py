@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from .document import Section, parse_yaml
-from .errors import InputError
+from ..core.document import Section, parse_yaml
+from ..core.errors import InputError
 
 __all__ = ["PackageMeta", "Built", "CHANGE_KINDS", "build_package", "read_meta", "file_digest",
            "META_NAME"]

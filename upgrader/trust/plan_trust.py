@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .errors import ApprovalRefused
+from ..core.errors import ApprovalRefused
 
 __all__ = ["trusted_package", "PACKAGE_FIELDS"]
 
@@ -26,7 +26,7 @@ _BUILT: dict[tuple[str, str], dict[str, Any]] = {}  # (catalog sha256, package s
 def trusted_package(catalog: Any, h: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
     """The catalog entry for the plan host ``h`` (its product and target) and the package description rebuilt
     from it; ApprovalRefused (exit 4) when the catalog has none or the plan's package differs in any field."""
-    from .planner import package_entry
+    from ..core.planner import package_entry
 
     name, product, target = h.get("name"), str(h.get("product")), str(h.get("target"))
     entry = catalog.find(product, target)

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import ApprovalRefused
+from ..core.errors import ApprovalRefused
 from .signers import AllowedSigners
 from .sshsig import SignatureError, fingerprint, parse_armored, sign, verify
 
@@ -40,12 +40,16 @@ class Requester:
         return key == self.key or principal.lower() in self.principals
 
 
+def same_person(approver: str, requester: str) -> bool:
+    """Approver principal and plan requester name the same person (``alice`` == ``alice@site``)."""
+    a, r = approver.lower(), requester.lower()
+    return a == r or a.split("@")[0] == r.split("@")[0]
+
+
 def names_the_approver(label: str, approver: str, principals: frozenset[str] = frozenset()) -> bool:
     """Does the plan's requester label (a name anyone can type, ``plan --requester``) name the approver, by the
     principal they approve as or any literal principal of their key? Keys decide who asked; this cheap guard
     also refuses an engineer approving a plan that claims to be their own."""
-    from .approval import same_person
-
     if not label:
         return False
     return any(same_person(name, label) for name in {approver, *principals})

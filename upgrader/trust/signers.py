@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import InputError
+from ..core.errors import InputError
 from .sshsig import fingerprint
 
 __all__ = ["AllowedSigner", "AllowedSigners", "load_allowed_signers", "parse_allowed_signers"]

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..errors import InputError
+from ...core.errors import InputError
 
 __all__ = ["console", "print_json", "load_policy_or_fail", "policy_path", "policy_origin", "SYSTEM_POLICY", "parse_variables", "VARIABLE_NAME"]
 
@@ -25,8 +25,8 @@ def console(stderr: bool = False) -> Any:
 
 def print_json(data: Any) -> None:
     """``--json`` output, with secrets replaced (``redaction.redact_value``): scripts and CI logs keep it."""
-    from ..plan import readable_json
-    from ..redaction import redact_value
+    from ...core.plan import readable_json
+    from ...audit.redaction import redact_value
 
     sys.stdout.write(readable_json(redact_value(data), default=str))
 

@@ -3,7 +3,7 @@
 On this host (the account's ``~/.ssh/authorized_keys``, through the agent run here) or on every
 host of an inventory over SSH (through each host's agent). Every input is checked before any host
 is touched; a fleet keeps every host's outcome. Each grant, extension and revocation is an audit
-event. The editing itself is ``upgrader.access``'s; this module only drives it and prints.
+event. The editing itself is ``upgrader.customer.access``'s; this module only drives it and prints.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, Callable
 
-from ..errors import InputError, UpgraderError
-from ..exit_codes import ExitCode
+from ...core.errors import InputError, UpgraderError
+from ...core.exit_codes import ExitCode
 from ._common import console, load_policy_or_fail, policy_path, print_json
 
 __all__ = ["cmd_grant", "cmd_list", "cmd_revoke", "grant", "revoke"]
@@ -36,21 +36,21 @@ class _Target:
 
 def _targets(args: argparse.Namespace) -> list[_Target]:
     if args.inventory:
-        from ..inventory import load_inventory
-        from ..transport import connect
+        from ...fleet.inventory import load_inventory
+        from ...fleet.transport import connect
 
         inventory = load_inventory(args.inventory)
         return [_Target(h.name, h.name, partial(connect, h), False) for h in inventory.select(args.hosts)]
     if args.hosts:
         raise InputError("--hosts needs --inventory", hint="give --inventory INV, or leave out --hosts for this host")
-    from ..transport.local import LocalTransport
+    from ...fleet.transport.local import LocalTransport
 
     return [_Target("local", socket.gethostname(), lambda: LocalTransport("local"), True)]
 
 
 def _on_each(targets: list[_Target], work: Callable[[Any, _Target], dict[str, Any]]) -> list[dict[str, Any]]:
     """``work(agent, target)`` on every target; a fleet keeps each host's failure, this host raises its own."""
-    from ..transport import AgentClient
+    from ...fleet.transport import AgentClient
 
     def one(target: _Target) -> dict[str, Any]:
         transport = target.connect()
@@ -81,13 +81,13 @@ def _source(target: _Target, path: str) -> str:
 
 def _recorder(args: argparse.Namespace, policy: Any, clock: Any) -> Any:
     """Made before anything changes: if the operator's identity cannot be read, nothing was touched."""
-    from ..recorder import Recorder, operator_identity
+    from ...core.recorder import Recorder, operator_identity
 
     return Recorder(args.home, operator_identity(args.home, policy, need_key=False), clock)
 
 
 def _user(args: argparse.Namespace) -> str | None:
-    from ..access import check_user
+    from ...customer.access import check_user
 
     return check_user(args.user) if args.user is not None else None
 
@@ -99,8 +99,8 @@ def _words(args: argparse.Namespace) -> tuple[Any, Callable[[Any], str]]:
     """The catalog in the operator's language (--lang, else the locale) and how times are shown (the policy's
     time zone, named)."""
     from ..command_messages import texts
-    from ..language import resolve_lang
-    from ..shown_time import policy_zone, shown_time
+    from ...core.language import resolve_lang
+    from ...core.shown_time import policy_zone, shown_time
 
     t = texts(resolve_lang(getattr(args, "lang", None)))
     try:
@@ -128,9 +128,9 @@ def cmd_grant(args: argparse.Namespace) -> int:
 def grant(args: argparse.Namespace) -> tuple[list[dict[str, Any]], float]:
     """Make the grant on every target and record it; return each host's result and the hours granted
     (``upgrader guide`` calls this too and words the result itself)."""
-    from ..access import (add_grant, check_from, check_hours, check_reason, edit_on_host, expiry_time, format_time,
+    from ...customer.access import (add_grant, check_from, check_hours, check_reason, edit_on_host, expiry_time, format_time,
                           load_public_key_file)
-    from ..clock import clock_of
+    from ...core.clock import clock_of
 
     policy = load_policy_or_fail(policy_path(args))
     key = load_public_key_file(args.key)
@@ -201,8 +201,8 @@ def _print_grants(args: argparse.Namespace, results: list[dict[str, Any]], hours
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from ..access import list_grants, read_on_host
-    from ..clock import clock_of
+    from ...customer.access import list_grants, read_on_host
+    from ...core.clock import clock_of
 
     user = _user(args)
     targets = _targets(args)
@@ -274,8 +274,8 @@ def cmd_revoke(args: argparse.Namespace) -> int:
 def revoke(args: argparse.Namespace) -> tuple[list[dict[str, Any]], int, list[str]]:
     """Remove the chosen grants on every target and record it; return each host's result, the exit code and
     how the grants were chosen (``upgrader guide`` calls this too)."""
-    from ..access import edit_on_host, remove_grants
-    from ..clock import clock_of
+    from ...customer.access import edit_on_host, remove_grants
+    from ...core.clock import clock_of
 
     chosen = [what for what, given in (("ID", args.grant_id), ("--all", args.all), ("--expired", args.expired))
               if given]
@@ -301,7 +301,7 @@ def revoke(args: argparse.Namespace) -> tuple[list[dict[str, Any]], int, list[st
 
         found, removed = edit_on_host(agent, user, edit)
         if args.grant_id and not removed and target.local:
-            from ..access import list_grants
+            from ...customer.access import list_grants
 
             ids = [g.id for g in list_grants(found.data)]
             raise InputError(f"no grant {args.grant_id} here; " + (f"its grants: {', '.join(ids)}" if ids

@@ -6,18 +6,18 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from ..errors import ApprovalRefused, InputError, PolicyRefused
-from ..exit_codes import ExitCode
+from ...core.errors import ApprovalRefused, InputError, PolicyRefused
+from ...core.exit_codes import ExitCode
 from ._common import console, print_json
 
 
 def cmd_approve(args: argparse.Namespace) -> int:
-    from ..approval import make_statement, write_approval
-    from ..clock import clock_of
-    from ..document import parse_duration
-    from ..gate import policy_mismatch
-    from ..keys import Identity, load_private_key
-    from ..requester import names_the_approver, plan_signer
+    from ...trust.approval import make_statement, write_approval
+    from ...core.clock import clock_of
+    from ...core.document import parse_duration
+    from ...core.gate import policy_mismatch
+    from ...trust.keys import Identity, load_private_key
+    from ...trust.requester import names_the_approver, plan_signer
     from .review import print_review, reviewed_plan
 
     plan, review, policy = reviewed_plan(args)  # what the engineer signs, in full, before anything is signed
@@ -52,7 +52,7 @@ def cmd_approve(args: argparse.Namespace) -> int:
                                clock.now(), valid_for, args.comment or "", args.after_hours)
     out = Path(args.output)
     write_approval(out, statement, key)
-    from ..recorder import Recorder, operator_identity
+    from ...core.recorder import Recorder, operator_identity
 
     Recorder(args.home, operator_identity(args.home, policy, need_key=False), clock).event(
         "approval_created", outcome="approved", plan=plan.digest, approver=principal, key=identity.fingerprint,
@@ -72,8 +72,8 @@ def cmd_approve(args: argparse.Namespace) -> int:
 def _approver_name(given: str | None, identity: Any, policy: Any, now: Any) -> str:
     """The approver's name: ``--as`` (never a pattern such as ``*@vendor``), else the only literal principal of
     their key's line in the approvals' allowed_signers."""
-    from ..approval import NAMESPACE, is_literal_principal
-    from ..signers import load_allowed_signers
+    from ...trust.approval import NAMESPACE, is_literal_principal
+    from ...trust.signers import load_allowed_signers
 
     if given is not None and not is_literal_principal(given):
         raise ApprovalRefused(f"--as {given!r} is a pattern, not a person: an approver is named by a literal "
@@ -98,8 +98,8 @@ def _approver_name(given: str | None, identity: Any, policy: Any, now: Any) -> s
 
 def identity_principals(policy: Any, identity: Any) -> frozenset[str]:
     """The literal names the approver's key is listed under in the approvals' allowed_signers (none without it)."""
-    from ..requester import literal_principals
-    from ..signers import load_allowed_signers
+    from ...trust.requester import literal_principals
+    from ...trust.signers import load_allowed_signers
 
     signers_path = policy.allowed_signers
     if not signers_path:

@@ -7,22 +7,22 @@ import datetime as dt
 from pathlib import Path
 from typing import Any
 
-from ..errors import InputError
-from ..exit_codes import ExitCode
+from ...core.errors import InputError
+from ...core.exit_codes import ExitCode
 from ._common import console, load_policy_or_fail, policy_path, print_json
 
 __all__ = ["cmd_verify", "cmd_show", "cmd_export", "log_path", "load_signers"]
 
 
 def log_path(args: argparse.Namespace) -> Path:
-    from ..recorder import audit_path
+    from ...core.recorder import audit_path
 
     return Path(args.log) if getattr(args, "log", None) else audit_path(args.home)
 
 
 def load_signers(args: argparse.Namespace) -> Any:
     """Allowed signers for checkpoints: --allowed-signers, else the policy's audit (or approvals) file."""
-    from ..signers import load_allowed_signers
+    from ...trust.signers import load_allowed_signers
 
     if getattr(args, "allowed_signers", None):
         return load_allowed_signers(args.allowed_signers)
@@ -33,7 +33,7 @@ def load_signers(args: argparse.Namespace) -> Any:
 
 def verification(args: argparse.Namespace, data: bytes | None = None) -> Any:
     """The verdict on the log; ``data``: its bytes as read once (the report is then made from the same bytes)."""
-    from ..audit import parse_anchor, verify_log
+    from ...audit.log import parse_anchor, verify_log
 
     anchor = parse_anchor(args.anchor) if getattr(args, "anchor", None) else None
     return verify_log(log_path(args), signers=load_signers(args), anchor=anchor, data=data)
@@ -117,7 +117,7 @@ def _since(text: str | None) -> dt.datetime | None:
 
 def selected_events(args: argparse.Namespace, data: bytes | None = None) -> list[dict[str, Any]]:
     """The events a view shows, from ``data`` (the bytes that were verified) or from one read of the log."""
-    from ..audit import read_events, read_log
+    from ...audit.log import read_events, read_log
 
     path = log_path(args)
     if data is None:
@@ -184,9 +184,9 @@ def _details(e: dict[str, Any]) -> str:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from ..audit_report import export
+    from ...audit.report import export
 
-    from ..audit import read_log
+    from ...audit.log import read_log
 
     out = Path(args.output)
     data = read_log(log_path(args))  # one read: the report shows exactly the bytes the verdict is about

@@ -2,7 +2,7 @@
 the catalog's advisories that concern the installed version.
 
 Reads each host's installed version over its transport (read-only, as ``plan`` does), then asks
-``upgrader.available`` (pure). Changes nothing on any host and writes no plan.
+``upgrader.customer.available`` (pure). Changes nothing on any host and writes no plan.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import argparse
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from ..errors import UpgraderError
-from ..exit_codes import ExitCode
+from ...core.errors import UpgraderError
+from ...core.exit_codes import ExitCode
 from ._common import console, load_policy_or_fail, policy_path, print_json
 
 __all__ = ["cmd_available"]
@@ -20,9 +20,9 @@ __all__ = ["cmd_available"]
 
 def _installed_version(inventory: Any, host: Any) -> str:
     """The host's installed version, read by the agent's read-only facts action."""
-    from ..planner import host_facts
-    from ..playbook import find_playbook, load_playbook
-    from ..transport import AgentClient, connect
+    from ...core.planner import host_facts
+    from ...core.playbook import find_playbook, load_playbook
+    from ...fleet.transport import AgentClient, connect
 
     pb = load_playbook(find_playbook(host.playbook, [inventory.path.parent / "playbooks", inventory.path.parent]))
     if pb.product != host.product:
@@ -40,9 +40,9 @@ def _installed_version(inventory: Any, host: Any) -> str:
 
 
 def cmd_available(args: argparse.Namespace) -> int:
-    from ..available import host_offers, unreadable_host
-    from ..clock import clock_of
-    from ..inventory import load_inventory
+    from ...customer.available import host_offers, unreadable_host
+    from ...core.clock import clock_of
+    from ...fleet.inventory import load_inventory
     from .upgrade import trusted_catalog
 
     clock = clock_of(args)
@@ -79,8 +79,8 @@ def _print(data: dict[str, Any], lang: str | None = None) -> None:
     from rich.text import Text
 
     from ..command_messages import texts
-    from ..language import resolve_lang
-    from ..reasons import translate
+    from ...core.language import resolve_lang
+    from ...core.reasons import translate
 
     t = texts(resolve_lang(lang))
 

@@ -5,14 +5,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..errors import InputError
-from ..exit_codes import ExitCode
+from ...core.errors import InputError
+from ...core.exit_codes import ExitCode
 from ._common import console, print_json
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from ..catalog import write_catalog
-    from ..package import Built, file_digest, read_meta
+    from ...trust.catalog import write_catalog
+    from ...trust.package import Built, file_digest, read_meta
 
     directory = Path(args.dir)
     packages = sorted(directory.glob("*.tar.gz"))
@@ -39,8 +39,8 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 
 def _sign(path: Path, key: str) -> Path:
-    from ..keys import load_private_key
-    from ..trust import sign_catalog
+    from ...trust.keys import load_private_key
+    from ...trust.catalog_trust import sign_catalog
 
     return sign_catalog(path, load_private_key(key))
 

@@ -19,8 +19,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..errors import InputError
-from ..exit_codes import ExitCode
+from ...core.errors import InputError
+from ...core.exit_codes import ExitCode
 from ._common import console
 
 __all__ = ["cmd_demo", "build_sandbox", "Sandbox"]
@@ -83,7 +83,7 @@ class Sandbox:
             time.sleep(0.05)
 
     def answers(self) -> str | None:
-        from ..sample import http_get
+        from ...sample import http_get
 
         try:
             status, body = http_get(self.port, "/version", timeout=1)
@@ -103,7 +103,7 @@ class Sandbox:
 
 
 def build_sandbox(root: Path, port: int | None = None) -> Sandbox:
-    from .. import sample
+    from ... import sample
 
     root.mkdir(parents=True, exist_ok=True)
     if any(root.iterdir()):
@@ -120,8 +120,8 @@ def build_sandbox(root: Path, port: int | None = None) -> Sandbox:
 
 def _trust(box: Sandbox) -> None:
     """Engineer, operator and vendor keys, their allowed_signers files, a policy that names them, a signed catalog."""
-    from ..keys import generate_key, load_private_key, signer_line
-    from ..trust import sign_catalog
+    from ...trust.keys import generate_key, load_private_key, signer_line
+    from ...trust.catalog_trust import sign_catalog
 
     lines = []
     for name, principal, namespaces in (("engineer", "engineer@vendor", "upgrader-approval"),
@@ -159,7 +159,7 @@ def _step(c: Any, title: str) -> None:
 
 
 def _upgrader(c: Any, box: Sandbox, *argv: str) -> int:
-    from ..cli import main
+    from .. import main
 
     shown = " ".join(shlex.quote(a) for a in argv)
     c.print(f"[bold cyan]$ upgrader --home {shlex.quote(str(box.root))} {shown}[/bold cyan]")

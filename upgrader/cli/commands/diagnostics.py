@@ -9,7 +9,7 @@ import argparse
 from pathlib import Path
 from typing import Any, Callable
 
-from ..exit_codes import ExitCode
+from ...core.exit_codes import ExitCode
 from ._common import console, print_json
 
 __all__ = ["cmd_diagnostics", "bundle_after_run", "print_diagnostics"]
@@ -18,21 +18,21 @@ _FAILED = ("rolled_back", "unchanged", "needs_person")
 
 
 def _connect(h: dict[str, Any]) -> Any:
-    from ..transport import connect
-    from .upgrade import host_from_plan
+    from ...fleet.transport import connect
+    from ...fleet.inventory import host_from_plan
 
     return connect(host_from_plan(h))
 
 
 def cmd_diagnostics(args: argparse.Namespace) -> int:
-    from ..diagnostics import build_bundle
+    from ...customer.diagnostics import build_bundle
 
     info = build_bundle(args.home, args.run_id, connect=_connect, obfuscate=args.obfuscate,
                         domains=getattr(args, "domain", None) or (), out=Path(args.output) if args.output else None)
     if args.json:
         print_json(info)
     else:
-        from ..language import resolve_lang
+        from ...core.language import resolve_lang
 
         print_diagnostics(console(), info, lang=resolve_lang(getattr(args, "lang", None)))
     return ExitCode.OK
@@ -40,7 +40,7 @@ def cmd_diagnostics(args: argparse.Namespace) -> int:
 
 def needs_bundle(result: dict[str, Any]) -> bool:
     """Did a host fail, get rolled back or need a person, other than by the operator's cancel?"""
-    from ..severity import is_cancelled
+    from ...customer.severity import is_cancelled
 
     return any(h["outcome"] in _FAILED and not is_cancelled(h) for h in result["hosts"])
 
@@ -59,8 +59,8 @@ def bundle_after_run(args: argparse.Namespace, result: dict[str, Any], write: Ca
     write(result)
     if not needs_bundle(result):
         return
-    from ..diagnostics import build_bundle
-    from ..errors import UpgraderError
+    from ...customer.diagnostics import build_bundle
+    from ...core.errors import UpgraderError
 
     try:
         info = build_bundle(args.home, result["run_id"], connect=connect, result=result, result_name=result_name,
@@ -83,8 +83,8 @@ def _severity(args: argparse.Namespace, result: dict[str, Any]) -> dict[str, Any
     """The run's severity by the customer's state after it (severity.py), from the run's plan; None if unreadable."""
     import json
 
-    from ..diagnostics import run_severity
-    from .upgrade import runs_dir
+    from ...customer.diagnostics import run_severity
+    from ...core.journal import runs_dir
 
     try:
         plan = json.loads((runs_dir(Path(args.home)) / str(result["run_id"]) / "plan.json").read_text(encoding="utf-8"))
@@ -100,8 +100,8 @@ def print_severity(c: Any, sev: dict[str, Any] | None, lang: str | None = None) 
         return
     from rich.markup import escape
 
-    from ..language import resolve_lang
-    from ..severity import describe
+    from ...core.language import resolve_lang
+    from ...customer.severity import describe
 
     langs = [lang] if lang else ["en"] + (["zh"] if resolve_lang(None) == "zh" else [])
     for n, one in enumerate(langs):
@@ -117,7 +117,7 @@ def print_diagnostics(c: Any, info: dict[str, Any] | None, lang: str | None = No
     from rich.markup import escape
 
     from ..command_messages import texts
-    from ..language import resolve_lang
+    from ...core.language import resolve_lang
 
     langs = [lang] if lang else ["en"] + (["zh"] if resolve_lang(None) == "zh" else [])
     if not info.get("bundle"):

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..errors import UpgraderError
+from ...core.errors import UpgraderError
 
 __all__ = ["localized_error_lines"]
 
@@ -15,8 +15,8 @@ _COMMANDS = ("inspect:", "access:", "available:", "diagnostics:", "upgrade:cmd_r
 
 def localized_error_lines(args: argparse.Namespace, e: UpgraderError) -> list[str]:
     """["错误：…", "  → …"] when the command is one of the operator's and the language is Chinese, else []."""
-    from ..language import resolve_lang
-    from ..reasons import UNTRANSLATED, translate
+    from ...core.language import resolve_lang
+    from ...core.reasons import UNTRANSLATED, translate
 
     func = str(getattr(args, "func", ""))
     if not func.startswith(_COMMANDS) or resolve_lang(getattr(args, "lang", None)) != "zh":

@@ -31,18 +31,16 @@ from typing import Any
 
 from rich.markup import escape
 
-from ..errors import ApprovalRefused, InputError, PolicyRefused, UpgraderError
-from ..guide_messages import Markup, Messages
-from ..interrupts import Interrupts, TerminalLost, pause_for_test
-from ..language import resolve_lang
+from ...core.errors import ApprovalRefused, InputError, PolicyRefused, UpgraderError
+from ..guide_messages import _MARKS, Markup, Messages
+from ...core.interrupts import Interrupts, TerminalLost, pause_for_test
+from ...core.language import resolve_lang
 from ._common import console, load_policy_or_fail, parse_variables, policy_path
 from .guide_access import ask_grant_answers
 from .guide_run import CANCELLED_EXIT, HANGUP_EXIT, follow_up, run_guided
 
 __all__ = ["CANCELLED_EXIT", "HANGUP_EXIT", "cmd_guide"]
 
-_MARKS = {"pass": Markup("[green]✔[/green]"), "fail": Markup("[red]✘[/red]"), "skip": Markup("[dim]·[/dim]"),
-          "warn": Markup("[yellow]![/yellow]")}
 _STEPS = ("step_find", "step_policy", "step_approval", "step_checks", "step_backup", "step_access", "step_plan",
           "step_run")
 
@@ -90,7 +88,7 @@ def cmd_guide(args: argparse.Namespace) -> int:
 
 class _Guide:
     def __init__(self, args: argparse.Namespace) -> None:
-        from ..clock import clock_of
+        from ...core.clock import clock_of
 
         self.args = args
         self.t = Messages(resolve_lang(args.lang))
@@ -107,13 +105,13 @@ class _Guide:
 
     def when(self, at: Any) -> str:
         """A time as the operator reads it: in the policy's zone, the zone named."""
-        from ..shown_time import shown_time
+        from ...core.shown_time import shown_time
 
         return shown_time(at, self.zone, self.t.lang)
 
     def words(self, reason: Any) -> str:
         """A reason another module wrote in English, in the operator's language."""
-        from ..reasons import translate
+        from ...core.reasons import translate
 
         return translate(str(reason), self.t.lang)
 
@@ -179,7 +177,7 @@ class _Guide:
         if self.t.lang == "en" or getattr(e, "shown", False):
             return
         if localized is None:  # an error of another module: its words translated by their form
-            from ..reasons import UNTRANSLATED, translate
+            from ...core.reasons import UNTRANSLATED, translate
 
             hint = translate(e.hint, self.t.lang) if e.hint else None
             localized = (self.words(e.message), None if hint is None or hint.startswith(UNTRANSLATED) else hint,
@@ -191,7 +189,7 @@ class _Guide:
 
     def record(self, event: str, **data: Any) -> None:
         """An audit event of the guide itself (best effort: a refusal or cancellation must still be shown)."""
-        from ..recorder import Recorder, operator_identity
+        from ...core.recorder import Recorder, operator_identity
 
         try:
             policy = load_policy_or_fail(policy_path(self.args))
@@ -228,7 +226,7 @@ class _Guide:
                 self._from_inventory(self.variables)
             self.say("plan_given", file=plan_file, digest=plan.digest[:16], created=self.when(plan.data.get("created")),
                      requester=(plan.data.get("requester") or {}).get("user"))
-            from .upgrade import host_from_plan
+            from ...fleet.inventory import host_from_plan
 
             facts = self.read_facts(host_from_plan(h), h["playbook"]["spec"])
             self.say("installed", product=h["product"], version=facts.get("version") or "?", dir=h["install_dir"],
@@ -267,14 +265,14 @@ class _Guide:
 
     def given_plan(self) -> tuple[Any, Path | None]:
         """The plan the engineer sent (--plan), or the one the guide made earlier that --approval names."""
-        from ..plan import load_plan
+        from ...core.plan import load_plan
 
         args = self.args
         if args.plan:
             plan = load_plan(args.plan)
             path = Path(args.plan)
         elif args.approval:
-            from ..approval import read_approval
+            from ...trust.approval import read_approval
 
             try:
                 digest = read_approval(args.approval).statement.plan
@@ -295,7 +293,7 @@ class _Guide:
         if len(hosts) != 1 or hosts[0]["address"] != "local":
             raise self.error(InputError, "plan_not_local", "plan_not_local_hint", path=str(path))
         if args.package:
-            from ..package import file_digest
+            from ...trust.package import file_digest
 
             if file_digest(args.package) != (hosts[0].get("package") or {}).get("sha256"):
                 raise self.error(InputError, "plan_other_package", "plan_other_package_hint", path=str(args.package),
@@ -307,13 +305,13 @@ class _Guide:
 
     def find_host(self) -> tuple[Any, Any]:
         """The install to upgrade: from --inventory, --install-dir, the usual places, or the operator."""
-        from ..discovery import (
+        from ...core.discovery import (
             find_installs,
             identify,
             search_patterns,
             shipped_playbooks,
         )
-        from ..inventory import Host
+        from ...fleet.inventory import Host
 
         args = self.args
         variables = dict(self.variables)
@@ -359,15 +357,15 @@ class _Guide:
         return Path(reply).expanduser().resolve()
 
     def _playbook(self, name: str) -> Any:
-        from ..playbook import find_playbook, load_playbook
+        from ...core.playbook import find_playbook, load_playbook
 
         return load_playbook(find_playbook(name))
 
     def _from_inventory(self, variables: dict[str, str]) -> tuple[Any, Any]:
         from dataclasses import replace
 
-        from ..inventory import load_inventory
-        from ..playbook import find_playbook, load_playbook
+        from ...fleet.inventory import load_inventory
+        from ...core.playbook import find_playbook, load_playbook
 
         inv = load_inventory(self.args.inventory)
         hosts = [h for h in inv.hosts.values() if h.is_local]
@@ -382,9 +380,9 @@ class _Guide:
         return replace(host, playbook=str(playbook.path)), playbook
 
     def read_facts(self, host: Any, spec: dict[str, Any]) -> dict[str, Any]:
-        from ..planner import host_facts
-        from ..transport import AgentClient
-        from ..transport.local import LocalTransport
+        from ...core.planner import host_facts
+        from ...fleet.transport import AgentClient
+        from ...fleet.transport.local import LocalTransport
 
         transport = LocalTransport("local")
         agent = AgentClient(transport)
@@ -395,11 +393,11 @@ class _Guide:
             transport.close()
 
     def make_plan(self, host: Any) -> tuple[Any, Path]:
-        from ..inventory import Inventory
-        from ..package import file_digest, read_meta
-        from ..planner import make_plan, requester_identity
-        from ..service_window import plan_window
-        from ..transport import connect
+        from ...fleet.inventory import Inventory
+        from ...trust.package import file_digest, read_meta
+        from ...core.planner import make_plan, requester_identity
+        from ...customer.service_window import plan_window
+        from ...fleet.transport import connect
         from .upgrade import record_plan, trusted_catalog
 
         args = self.args
@@ -422,7 +420,7 @@ class _Guide:
                 raise self.error(ApprovalRefused, "package_not_in_catalog", "package_not_in_catalog_hint",
                                  catalog=catalog.path, product=meta.product, version=meta.version)
         inventory = Inventory(path=_plans_dir(args.home) / "inventory", hosts={host.name: host}, groups={})
-        from ..probe_proof import ProbeUnproven
+        from ...core.probe_proof import ProbeUnproven
 
         try:
             plan = make_plan(inventory, [host], target=str(target), catalog=catalog, policy=policy, clock=self.clock,
@@ -434,12 +432,12 @@ class _Guide:
         out = _plans_dir(args.home) / f"{plan.digest}.json"
         try:
             out.parent.mkdir(parents=True, exist_ok=True)
-            from ..journal import write_json_atomic
+            from ...core.journal import write_json_atomic
 
             write_json_atomic(out, plan.data)
         except OSError as e:
             raise self.error(InputError, "plan_write_failed", path=str(out), error=e.strerror) from e
-        from ..plan import load_plan
+        from ...core.plan import load_plan
 
         plan = load_plan(out)  # what the engineer will approve is exactly this file
         record_plan(args, policy, self.clock, plan, out, signed_by)
@@ -524,7 +522,7 @@ class _Guide:
         return checked
 
     def _show_window(self, policy: Any) -> None:
-        from ..service_window import plan_window
+        from ...customer.service_window import plan_window
 
         w = plan_window(policy, self.clock.now())
         key = {True: "window_inside", False: "window_outside"}.get(w.get("inside"), "window_unknown")
@@ -543,15 +541,15 @@ class _Guide:
             self.say("check_line", mark=_MARKS.get(ch["status"], "·"), name=name, reason=self.words(ch["reason"]))
 
     def inspect(self, h: dict[str, Any]) -> None:
-        """The health inspection of this install (``upgrader.inspection``); it informs, it does not decide."""
-        # INSPECTION CALL SITE: the one place the guide runs the health inspection (upgrader/inspection.py).
+        """The health inspection of this install (``upgrader.customer.inspection``); it informs, it does not decide."""
+        # INSPECTION CALL SITE: the one place the guide runs the health inspection (upgrader/customer/inspection.py).
         try:
-            from ..inspection import inspect_host
+            from ...customer.inspection import inspect_host
         except ImportError:  # an upgrader without the inspection module
             self.say("inspection_none")
             return
-        from ..playbook import load_playbook
-        from ..transport.local import LocalTransport
+        from ...core.playbook import load_playbook
+        from ...fleet.transport.local import LocalTransport
 
         transport = LocalTransport("local")
         try:
@@ -598,8 +596,8 @@ class _Guide:
     def audit_key(self) -> None:
         """The operator's audit key (it signs the run's checkpoint): found where upgrader looks, or made now at
         the place the operator chooses (default HOME/keys/operator)."""
-        from ..keys import generate_key
-        from ..recorder import operator_identity
+        from ...trust.keys import generate_key
+        from ...core.recorder import operator_identity
 
         policy = load_policy_or_fail(policy_path(self.args))
         given = getattr(self.args, "audit_key", None)
@@ -627,7 +625,7 @@ class _Guide:
         self.record("guide_audit_key_made", key=str(key), fingerprint=me.fingerprint)
 
     def _policy_zone(self) -> None:
-        from ..shown_time import policy_zone
+        from ...core.shown_time import policy_zone
 
         try:
             self.zone = policy_zone(load_policy_or_fail(policy_path(self.args)))

@@ -1,5 +1,5 @@
 """The guide's three access questions (the engineer's public key, how many hours, from where), each
-answer checked as it is given with ``upgrader.access``'s own checks and asked again with the reason in
+answer checked as it is given with ``upgrader.customer.access``'s own checks and asked again with the reason in
 the operator's language: a private key pasted by mistake, a number of hours beyond the policy, an address
 that is no address. The source address is required; "any address" only when the operator says so in
 words (``任何地址`` or ``any``). It asks; making the grant is ``commands/access.grant``'s.
@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import InputError
+from ...core.errors import InputError
 
 __all__ = ["GrantAnswers", "ask_grant_answers", "ANY_ADDRESS_WORDS"]
 
@@ -50,7 +50,7 @@ def _reply(g: Any, question: str, default: str = "") -> str:
 
 
 def _ask_key(g: Any) -> str | None:
-    from ..access import load_public_key_file
+    from ...customer.access import load_public_key_file
 
     while True:
         reply = _reply(g, g.t("ask_key"))
@@ -73,7 +73,7 @@ def _ask_key(g: Any) -> str | None:
 
 
 def _ask_hours(g: Any, policy: Any) -> float:
-    from ..access import check_hours
+    from ...customer.access import check_hours
 
     maximum = float(policy.access_max_hours)
     while True:
@@ -88,7 +88,7 @@ def _ask_hours(g: Any, policy: Any) -> float:
 
 
 def _ask_from(g: Any) -> str | None:
-    from ..access import check_from
+    from ...customer.access import check_from
 
     while True:
         reply = _reply(g, g.t("ask_from"))

@@ -14,7 +14,7 @@ import datetime as _dt
 import shlex
 from typing import Any
 
-from ..errors import NeedsPerson
+from ...core.errors import NeedsPerson
 
 __all__ = ["refuse_if_locked", "prove_probes", "show_unproven", "way_out"]
 
@@ -45,7 +45,7 @@ def refuse_if_locked(g: Any, facts: dict[str, Any]) -> None:
 
 
 def _show_vars(g: Any, vars_read: dict[str, Any]) -> None:
-    from ..redaction import redact_value
+    from ...audit.redaction import redact_value
 
     for name, r in sorted(redact_value(vars_read).items()):  # a URL's password is shown masked
         where = f"{r.get('file')}" + (f":{r['line']}" if r.get("line") else "")
@@ -59,10 +59,10 @@ def _show_vars(g: Any, vars_read: dict[str, Any]) -> None:
 
 def prove_probes(g: Any, plan: Any) -> None:
     """Each health probe of the plan once on the running version of this install; refused (exit 2) if one fails."""
-    from ..probe_proof import ProbeUnproven, agent_call, prove
-    from ..transport import AgentClient
-    from ..transport.local import LocalTransport
-    from .guide import _MARKS
+    from ...core.probe_proof import ProbeUnproven, agent_call, prove
+    from ...fleet.transport import AgentClient
+    from ...fleet.transport.local import LocalTransport
+    from ..guide_messages import _MARKS
 
     h = plan.hosts[0]
     _show_vars(g, h.get("vars_read") or {})

@@ -19,7 +19,7 @@ import threading
 from pathlib import Path
 from typing import Any, Protocol
 
-from ..interrupts import Interrupts, pause_for_test
+from ...core.interrupts import Interrupts, pause_for_test
 
 __all__ = ["CANCELLED_EXIT", "HANGUP_EXIT", "Screen", "follow_up", "run_guided"]
 
@@ -55,7 +55,7 @@ class Screen(Protocol):
 def run_guided(g: Screen, plan: Any, checked: Any, run_args: argparse.Namespace,
                backup: dict[str, Any] | None) -> int:
     """Run the plan's one host; the guide's exit code (the run's, or 130 when a cancel left it unchanged)."""
-    from ..engine import CANCELLED, Engine
+    from ...core.engine import CANCELLED, Engine
     from .upgrade import finish_run, start_run
 
     with g.interrupts.running():
@@ -106,9 +106,9 @@ def run_guided(g: Screen, plan: Any, checked: Any, run_args: argparse.Namespace,
 
 def _explain(g: Screen, result: dict[str, Any], started: Any, checked: Any, cancelled: bool,
              cause_cancelled: str) -> None:
-    from ..reasons import cause as plain_cause
-    from ..recorder import audit_path
-    from ..severity import is_cancelled
+    from ...core.reasons import cause as plain_cause
+    from ...core.recorder import audit_path
+    from ...customer.severity import is_cancelled
 
     g.c.print()
     h = result["hosts"][0]
@@ -156,7 +156,7 @@ def _severity(g: Screen, result: dict[str, Any]) -> None:
     """The incident's level by the host's state after the run, its three response times and service hours."""
     from rich.markup import escape
 
-    from ..severity import describe
+    from ...customer.severity import describe
 
     sev = result.get("severity") or (result.get("diagnostics") or {}).get("severity")
     if not sev:
@@ -180,7 +180,7 @@ class _Progress:
             with self._lock:
                 kind = event["event"]
                 t = self.g.t
-                from ..reasons import cause, failure, translate
+                from ...core.reasons import cause, failure, translate
 
                 if kind == "phase_started":
                     self.g.say("phase_started", name=t.phase(event["phase"]))

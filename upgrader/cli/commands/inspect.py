@@ -1,6 +1,6 @@
 """``upgrader inspect``: the health inspection of one install or of every host of an inventory.
 
-Collects through ``upgrader.inspection`` (the agent's read-only ``inspect`` op, locally or over
+Collects through ``upgrader.customer.inspection`` (the agent's read-only ``inspect`` op, locally or over
 SSH), optionally flags the catalog's advisories, and shows a table, JSON, or writes a JSON or
 self-contained HTML report: a 巡检 form with the customer, the system, the inspector (``--customer``,
 ``--system``, ``--inspector``, ``--period``, ``--remarks``; the inspector defaults to the login name at
@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from ..errors import InputError, UpgraderError
-from ..exit_codes import ExitCode
+from ...core.errors import InputError, UpgraderError
+from ...core.exit_codes import ExitCode
 from ._common import console, load_policy_or_fail, parse_variables, policy_path, print_json
 
 __all__ = ["cmd_inspect"]
@@ -52,7 +52,7 @@ def _output_kind(path: str | None) -> str | None:
 
 def _local_playbook(install_dir: Path, name: str | None) -> Any:
     """--playbook, or the shipped playbook whose version file is in the install dir."""
-    from ..playbook import find_playbook, load_playbook, shipped_playbooks_dir
+    from ...core.playbook import find_playbook, load_playbook, shipped_playbooks_dir
 
     if name:
         return load_playbook(find_playbook(name))
@@ -68,7 +68,7 @@ def _local_playbook(install_dir: Path, name: str | None) -> Any:
 
 
 def _targets(args: argparse.Namespace) -> list[_Target]:
-    from ..transport import connect
+    from ...fleet.transport import connect
 
     if bool(args.inventory) == bool(args.install_dir):
         raise InputError("give either --inventory INV or --install-dir DIR",
@@ -80,15 +80,15 @@ def _targets(args: argparse.Namespace) -> list[_Target]:
         if not install_dir.is_dir():
             raise InputError("the install dir does not exist (or is not a directory)", path=str(install_dir),
                              hint="give the directory the product is installed in")
-        from ..transport.local import LocalTransport
+        from ...fleet.transport.local import LocalTransport
 
         return [_Target("local", "local", str(install_dir), _local_playbook(install_dir, args.playbook),
                         parse_variables(args.var), None, None, lambda: LocalTransport("local"))]
     if args.playbook or args.var:
         raise InputError("--playbook and --var go with --install-dir; an inventory names each host's playbook "
                          "and vars")
-    from ..inventory import load_inventory
-    from ..playbook import find_playbook, load_playbook
+    from ...fleet.inventory import load_inventory
+    from ...core.playbook import find_playbook, load_playbook
 
     inventory = load_inventory(args.inventory)
     search = [inventory.path.parent / "playbooks", inventory.path.parent]
@@ -107,8 +107,8 @@ def _targets(args: argparse.Namespace) -> list[_Target]:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    from ..clock import clock_of
-    from ..inspection import flag_advisories, inspect_host
+    from ...core.clock import clock_of
+    from ...customer.inspection import flag_advisories, inspect_host
 
     kind = _output_kind(args.output)
     targets = _targets(args)
@@ -161,13 +161,13 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def _write(out: Path, kind: str, data: dict[str, Any], lang: str | None) -> None:
-    from ..audit_report import _write_atomically
-    from ..language import resolve_lang
-    from ..redaction import redact_value
+    from ...audit.report import _write_atomically
+    from ...core.language import resolve_lang
+    from ...audit.redaction import redact_value
 
     data = redact_value(data)  # a report is sent on: no secret from a host's facts or logs goes with it
     if kind == "html":
-        from ..inspect_report import render_html
+        from ...customer.inspect_report import render_html
 
         text = render_html(data, resolve_lang(lang))
     else:
@@ -181,7 +181,7 @@ def _form(args: argparse.Namespace, policy: Any) -> dict[str, Any]:
     import getpass
     import socket
 
-    from ..shown_time import policy_zone
+    from ...core.shown_time import policy_zone
 
     if policy is None:
         try:
@@ -213,9 +213,9 @@ def _print(data: dict[str, Any], output: str | None, lang: str | None = None) ->
     from rich.text import Text
 
     from ..command_messages import texts
-    from ..language import resolve_lang
-    from ..reasons import translate
-    from ..shown_time import shown_time
+    from ...core.language import resolve_lang
+    from ...core.reasons import translate
+    from ...core.shown_time import shown_time
 
     t = texts(resolve_lang(lang))
     zone = (data["inspection"].get("form") or {}).get("timezone") or "Asia/Shanghai"
@@ -245,7 +245,7 @@ def _print(data: dict[str, Any], output: str | None, lang: str | None = None) ->
             str(m.get("log_errors")),
             Text(str(len(h["warnings"])), style="bold yellow") if h["warnings"] else Text("0", style="green"))
     c.print(table)
-    from ..config_vars import describe_read
+    from ...core.config_vars import describe_read
 
     for h in data["hosts"]:
         for line in describe_read(h.get("vars_read") or {}):  # the ports the install's configuration names

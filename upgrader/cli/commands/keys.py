@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..exit_codes import ExitCode
+from ...core.exit_codes import ExitCode
 from ._common import console, print_json
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from ..keys import generate_key
+    from ...trust.keys import generate_key
 
     directory = Path(args.dir) if args.dir else args.home / "keys"
     private, public, line = generate_key(directory / args.name, args.principal or args.name)

@@ -6,13 +6,13 @@ import argparse
 import tarfile
 from pathlib import Path
 
-from ..errors import InputError
-from ..exit_codes import ExitCode
+from ...core.errors import InputError
+from ...core.exit_codes import ExitCode
 from ._common import console, print_json
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from ..package import PackageMeta, build_package
+    from ...trust.package import PackageMeta, build_package
     from version_policy import VersionError, parse_range
 
     if args.kind == "full" and (args.requires or args.remove):
@@ -40,9 +40,9 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from .. import agent
-    from ..catalog import load_catalog, verify_package_file
-    from ..package import file_digest, read_meta
+    from ... import agent
+    from ...trust.catalog import load_catalog, verify_package_file
+    from ...trust.package import file_digest, read_meta
 
     pkg = Path(args.pkg)
     meta = read_meta(pkg)

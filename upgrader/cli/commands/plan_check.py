@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ..exit_codes import ExitCode
+from ...core.exit_codes import ExitCode
 from ._common import console, print_json
 
 __all__ = ["check_plan_hosts"]
@@ -17,9 +17,9 @@ def check_plan_hosts(args: argparse.Namespace, plan: dict[str, Any], digest: str
                      json_extra: dict[str, Any] | None = None) -> int:
     """Read the hosts, print (or --json, with ``json_extra`` beside) the check, the commands and probes, and the
     order of the hosts."""
-    from ..hostcheck import check_hosts, commands, waves
-    from ..transport import connect
-    from .upgrade import host_from_plan
+    from ...core.hostcheck import check_hosts, commands, waves
+    from ...fleet.transport import connect
+    from ...fleet.inventory import host_from_plan
 
     hosts = plan["hosts"]
     checks = check_hosts(hosts, lambda h: connect(host_from_plan(h)))

@@ -17,7 +17,7 @@ def rollback_window(policy: Any, now: Any) -> tuple[dict[str, Any], str]:
     """The service window as it applies to a rollback now, and the line that says so. The policy's
     ``window.rollback`` is ``any_time`` (the default: undoing a bad upgrade does not wait) or ``like_run``
     (then refused outside the window exactly as ``run`` is: exit 4, nothing touched)."""
-    from ..service_window import check_run_window, plan_window
+    from ...customer.service_window import check_run_window, plan_window
 
     how = str(policy.value("window.rollback"))
     if how == "any_time":

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ..exit_codes import ExitCode
+from ...core.exit_codes import ExitCode
 from ._common import console, load_policy_or_fail, policy_origin, policy_path, print_json
 
 __all__ = ["cmd_plan_show", "cmd_plan_digest", "reviewed_plan", "print_review"]
@@ -18,9 +18,9 @@ __all__ = ["cmd_plan_show", "cmd_plan_digest", "reviewed_plan", "print_review"]
 def reviewed_plan(args: argparse.Namespace) -> tuple[Any, dict[str, Any], Any]:
     """Load ``args.plan``, check its requester signature (exit 4 when damaged), and build its review, with the
     operator's policy here beside the plan's (``review["policy_here"]``). Returns (plan, review, policy here)."""
-    from ..plan import load_plan
-    from ..requester import plan_signer
-    from ..review import plan_review
+    from ...core.plan import load_plan
+    from ...trust.requester import plan_signer
+    from ...core.review import plan_review
 
     plan = load_plan(args.plan)
     plan_signer(plan.data, plan.digest, str(args.plan))  # a damaged or stripped signature is refused here
@@ -51,7 +51,7 @@ def cmd_plan_show(args: argparse.Namespace) -> int:
 
 
 def cmd_plan_digest(args: argparse.Namespace) -> int:
-    from ..plan import load_plan
+    from ...core.plan import load_plan
 
     plan = load_plan(args.plan)
     if args.json:
@@ -62,7 +62,7 @@ def cmd_plan_digest(args: argparse.Namespace) -> int:
 
 
 def _line(c: Any, text: str) -> None:
-    from ..text_safety import shown
+    from ...core.text_safety import shown
 
     # commands are shown verbatim, never wrapped; every non-printable character escaped (ESC, bidi overrides)
     c.print(shown(text), markup=False, highlight=False, soft_wrap=True)
@@ -71,7 +71,7 @@ def _line(c: Any, text: str) -> None:
 def print_review(c: Any, r: dict[str, Any]) -> None:
     """The review as text, every value in full (a secret in a command, a URL's password, masked as in every output:
     the approver sees where it goes, not what it is)."""
-    from ..redaction import redact_value
+    from ...audit.redaction import redact_value
 
     r = redact_value(r)
     req = r["requester"]

@@ -1,7 +1,7 @@
 """The question ``upgrader rollback`` asks before it stops a service: what will happen, then yes or no
 (default no). ``--yes`` answers yes. Without a terminal to ask on (a script, a scheduler, ``--json``) one host is
 rolled back as requested, but more than one only with ``--yes`` (refused, exit 2, nothing touched). The words
-follow the locale (``upgrader.language``)."""
+follow the locale (``upgrader.core.language``)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import argparse
 import sys
 from typing import Any
 
-from ..errors import InputError
+from ...core.errors import InputError
 
 __all__ = ["CANCELLED_EXIT", "confirm_rollback"]
 
@@ -29,7 +29,7 @@ def confirm_rollback(args: argparse.Namespace, run_id: str, hosts: list[dict[str
                              hint="confirm with --yes (scripts), or run it on a terminal to be asked")
         return True
     from ..command_messages import texts
-    from ..language import resolve_lang
+    from ...core.language import resolve_lang
     from ._common import console
 
     t = texts(resolve_lang(getattr(args, "lang", None)))

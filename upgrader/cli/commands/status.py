@@ -13,8 +13,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from ..errors import TransportError
-from ..exit_codes import ExitCode
+from ...core.errors import TransportError
+from ...core.exit_codes import ExitCode
 from ._common import console, print_json
 
 __all__ = ["cmd_status", "run_needs"]
@@ -22,11 +22,12 @@ __all__ = ["cmd_status", "run_needs"]
 
 def _targets(args: argparse.Namespace) -> list[tuple[Any, dict[str, Any]]]:
     """(Host, rendered playbook spec) per host: from --inventory, else from the plans of this machine's runs."""
-    from .upgrade import host_from_plan, runs_dir
+    from ...fleet.inventory import host_from_plan
+    from ...core.journal import runs_dir
 
     if args.inventory:
-        from ..inventory import load_inventory
-        from ..playbook import find_playbook, load_playbook
+        from ...fleet.inventory import load_inventory
+        from ...core.playbook import find_playbook, load_playbook
 
         inventory = load_inventory(args.inventory)
         search = [inventory.path.parent / "playbooks", inventory.path.parent]
@@ -46,7 +47,7 @@ def _targets(args: argparse.Namespace) -> list[tuple[Any, dict[str, Any]]]:
 
 def _last_command(run: Path) -> str:
     """'rollback' when the last command that worked on this run was a rollback, else 'resume'."""
-    from ..journal import read_journal
+    from ...core.journal import read_journal
 
     last = "resume"
     if (run / "journal.jsonl").is_file():
@@ -59,7 +60,7 @@ def _last_command(run: Path) -> str:
 def run_needs(runs: Path, host: str) -> list[dict[str, str]]:
     """This machine's runs that left ``host`` needing a person (or waiting), each with the command that resolves
     it: a host whose last record is not its end was interrupted; an end that needs a person says so."""
-    from ..journal import read_journal
+    from ...core.journal import read_journal
 
     needs = []
     for run in sorted(p for p in runs.glob("*") if (p / "journal.jsonl").is_file()):
@@ -97,7 +98,7 @@ def _lock_line(lock: dict[str, Any], known: dict[str, str]) -> dict[str, str]:
 
 
 def _read(host: Any, spec: dict[str, Any]) -> dict[str, Any]:
-    from ..transport import AgentClient, connect
+    from ...fleet.transport import AgentClient, connect
 
     try:
         transport = connect(host)
@@ -116,13 +117,13 @@ def _read(host: Any, spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from .upgrade import runs_dir
+    from ...core.journal import runs_dir
 
     runs = runs_dir(args.home)
     known = {p.name: _last_command(p) for p in runs.glob("*") if p.is_dir()}
     targets = _targets(args)
     if not targets:
-        from ..errors import InputError
+        from ...core.errors import InputError
 
         raise InputError(f"no hosts to show: no runs in {runs}", hint="give --inventory INV")
     with ThreadPoolExecutor(max_workers=max(1, min(8, len(targets)))) as pool:
@@ -139,7 +140,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         print_json({"hosts": hosts, "exit_code": int(code)})
         return code
-    from ..language import resolve_lang
+    from ...core.language import resolve_lang
     from .status_print import print_status
 
     print_status(console(), hosts, known, home=args.home, lang=resolve_lang(getattr(args, "lang", None)),
@@ -149,7 +150,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def _zone(args: argparse.Namespace) -> str:
     """The policy's time zone (times for people are shown in it), Asia/Shanghai when no policy is readable."""
-    from ..shown_time import DEFAULT_ZONE, policy_zone
+    from ...core.shown_time import DEFAULT_ZONE, policy_zone
 
     try:
         from ._common import load_policy_or_fail, policy_path

@@ -12,7 +12,7 @@ __all__ = ["print_status"]
 
 
 def _since(lock: dict[str, Any], zone: str, lang: str) -> str:
-    from ..shown_time import shown_time
+    from ...core.shown_time import shown_time
 
     try:
         return shown_time(_dt.datetime.fromtimestamp(float(lock.get("time") or 0), _dt.timezone.utc), zone, lang)

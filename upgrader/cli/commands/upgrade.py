@@ -9,10 +9,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import ApprovalRefused, InputError, PolicyRefused, UpgraderError
-from ..recorder import Recorder
-from ..exit_codes import ExitCode
+from ...core.errors import ApprovalRefused, InputError, PolicyRefused, UpgraderError
+from ...core.recorder import Recorder
+from ...core.exit_codes import ExitCode
 from ._common import console, load_policy_or_fail, policy_path, print_json
+from ...core.journal import runs_dir
+from ...fleet.inventory import host_from_plan
 
 __all__ = ["cmd_plan", "cmd_run", "cmd_rollback", "host_from_plan", "runs_dir", "plan_policy", "trusted_catalog",
            "check_run", "start_run", "finish_run", "record_refusal", "record_plan", "refuse_refused", "CheckedRun",
@@ -22,15 +24,15 @@ __all__ = ["cmd_plan", "cmd_run", "cmd_rollback", "host_from_plan", "runs_dir", 
 def plan_policy(plan: Any, args: argparse.Namespace) -> Any:
     """The operator's policy (--policy, HOME/policy.yaml, the system-wide policy or the shipped default, never a
     path the plan names); refused (exit 4) when the plan was made under another policy."""
-    from ..gate import operator_policy
+    from ...core.gate import operator_policy
 
-    return operator_policy(args, plan.data["policy"])
+    return operator_policy(load_policy_or_fail(policy_path(args)), plan.data["policy"])
 
 
 def trusted_catalog(path: str | Path, policy: Any, home: Path, now: Any) -> tuple[Any, dict[str, Any]]:
     """Load a catalog and check its vendor signature and serial (exit 4 when it cannot be trusted)."""
-    from ..catalog import load_catalog
-    from ..trust import verify_catalog
+    from ...trust.catalog import load_catalog
+    from ...trust.catalog_trust import verify_catalog
 
     catalog = load_catalog(path)
     signers = policy.trusted_signers
@@ -39,44 +41,26 @@ def trusted_catalog(path: str | Path, policy: Any, home: Path, now: Any) -> tupl
     return catalog, info
 
 
-def runs_dir(home: Path) -> Path:
-    return home / "runs"
-
-
-def host_from_plan(h: dict[str, Any]) -> Any:
-    """The inventory Host a plan entry was made for (how to reach it)."""
-    import datetime as dt
-
-    from ..inventory import Host
-
-    until = h.get("maintenance_until")
-    return Host(name=h["name"], address=h["address"], install_dir=h["install_dir"], product=h["product"],
-                playbook=h["playbook"]["name"], port=int(h.get("port") or 22), user=h.get("user"),
-                key=h.get("key"), maintenance_until=dt.date.fromisoformat(until) if until else None,
-                groups=tuple(h.get("groups", ())), state_dir=h.get("state_dir"),
-                host_key=h.get("host_key") or "strict", known_hosts=h.get("known_hosts"))
-
-
 def cmd_plan(args: argparse.Namespace) -> int:
-    from ..clock import clock_of
-    from ..inventory import load_inventory
-    from ..planner import make_plan, requester_identity
-    from ..transport import connect
+    from ...core.clock import clock_of
+    from ...fleet.inventory import load_inventory
+    from ...core.planner import make_plan, requester_identity
+    from ...fleet.transport import connect
 
     clock = clock_of(args)
     inventory = load_inventory(args.inventory)
     hosts = inventory.select(args.hosts)
     policy = load_policy_or_fail(policy_path(args))
     catalog, signed_by = trusted_catalog(args.catalog, policy, args.home, clock.now())
-    from ..service_window import plan_window
+    from ...customer.service_window import plan_window
 
     signing_key = _plan_key(args)
     plan = make_plan(inventory, hosts, target=args.to, catalog=catalog, policy=policy, clock=clock,
                      connect=connect, requester=requester_identity(args.requester),
                      window=plan_window(policy, clock.now()), signed_by=signed_by)
     if signing_key is not None:
-        from ..plan import Plan, plan_digest
-        from ..requester import sign_plan
+        from ...core.plan import Plan, plan_digest
+        from ...trust.requester import sign_plan
 
         plan = Plan(sign_plan(plan.data, signing_key, plan_digest))
     out = Path(args.output)
@@ -104,7 +88,7 @@ def _plan_key(args: argparse.Namespace) -> Any:
     """The requester's private key of ``plan --key`` (read before any host is contacted), or None."""
     if not getattr(args, "key", None):
         return None
-    from ..keys import load_private_key
+    from ...trust.keys import load_private_key
 
     return load_private_key(args.key)
 
@@ -119,10 +103,10 @@ def record_plan(args: argparse.Namespace, policy: Any, clock: Any, plan: Any, ou
 
 
 def _targets(catalog: Any, hosts: list[dict[str, Any]]) -> list[Any]:
-    from ..catalog import verify_package_file
-    from ..engine import HostTarget
-    from ..plan_trust import trusted_package
-    from ..transport import connect
+    from ...trust.catalog import verify_package_file
+    from ...core.engine import HostTarget
+    from ...trust.plan_trust import trusted_package
+    from ...fleet.transport import connect
 
     targets = []
     verified: set[str] = set()
@@ -141,8 +125,8 @@ def _targets(catalog: Any, hosts: list[dict[str, Any]]) -> list[Any]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from ..clock import clock_of
-    from ..plan import load_plan
+    from ...core.clock import clock_of
+    from ...core.plan import load_plan
 
     plan = load_plan(args.plan)
     clock = clock_of(args)
@@ -176,7 +160,7 @@ def _run(args: argparse.Namespace, plan: Any, clock: Any) -> int:
 
 def _run_started(args: argparse.Namespace, plan: Any, checked: CheckedRun, clock: Any, c: Any,
                  batch: int | None, max_failures: int | None, interrupts: Any) -> int:
-    from ..engine import Engine
+    from ...core.engine import Engine
 
     started = start_run(args, plan, checked, clock)
     interrupts.echo.update(_ctrl_c_messages(started.run_id, cancels=True))  # now the messages can name the run
@@ -229,7 +213,7 @@ def run_interrupts(run_id: str | None, cancels: bool = True) -> Any:
     """Ctrl-C handling for a command that runs hosts (enter ``.running()`` before the run starts). With
     ``cancels``, the first Ctrl-C cancels the run at the engine's next safe point (pass ``.cancel`` to the
     engine); without, it only says that the work goes on. Either way it never cuts an action in half."""
-    from ..interrupts import Interrupts
+    from ...core.interrupts import Interrupts
 
     return Interrupts(echo=_ctrl_c_messages(run_id, cancels))
 
@@ -251,7 +235,7 @@ def _report(c: Any, result: dict[str, Any]) -> int:
     """What a command that ran hosts prints last (the JSON when ``c`` is None, else the summary, the
     diagnostics and the checkpoint; one stderr line per host that did not commit); its exit code. Everything it
     prints is redacted (a host's error quotes what the product logged)."""
-    from ..redaction import redact_value
+    from ...audit.redaction import redact_value
 
     result = redact_value(result)
     if c is None:
@@ -325,13 +309,13 @@ def check_run(args: argparse.Namespace, plan: Any, clock: Any) -> CheckedRun:
         raise ApprovalRefused(f"the catalog {catalog.path} is not the one the plan was made with",
                               hint="make and approve a new plan with this catalog")
     approvals, requester = _check_approvals(args, plan, policy, now, operator)
-    from ..service_window import check_run_window
+    from ...customer.service_window import check_run_window
 
     window = check_run_window(plan.data.get("window"), policy,  # the clock at run time
                               [a.statement.approver for a in approvals if a.statement.after_hours], now)
     targets = _targets(catalog, plan.hosts)
-    from ..gate import redecide
-    from ..transport import connect
+    from ...core.gate import redecide
+    from ...fleet.transport import connect
 
     redecide(plan.hosts, policy=policy, catalog=catalog, now=now, connect=connect,
              forks=max(1, int(getattr(args, "forks", 8) or 8)))  # read-only: decided again under this policy
@@ -352,7 +336,7 @@ def refuse_refused(plan: Any) -> None:
 
 def start_run(args: argparse.Namespace, plan: Any, checked: CheckedRun, clock: Any) -> StartedRun:
     """A new run: its journal (with the accepted plan) and its first audit events."""
-    from ..journal import Journal, new_run_id
+    from ...core.journal import Journal, new_run_id
 
     run_id = new_run_id(clock.now())
     journal = Journal(runs_dir(args.home) / run_id, clock.now)
@@ -413,7 +397,7 @@ def _explain_failures(result: dict[str, Any]) -> None:
              "needs_person": "NEEDS A PERSON", "not_started": "was not started", "refused": "was refused",
              "stale": "was not touched: the plan does not fit the host as it is now",
              "bad_input": "was refused before stop, nothing changed", "superseded": "was not touched"}
-    from ..engine import CANCELLED
+    from ...core.engine import CANCELLED
 
     for h in result["hosts"]:
         if h["outcome"] in words:
@@ -489,8 +473,8 @@ def _key_fingerprint(path: str | None) -> str | None:
     """The fingerprint of the SSH key a host is reached with (matches the grant it came in through, if any)."""
     if not path:
         return None
-    from ..keys import load_private_key, load_public_key
-    from ..sshsig import fingerprint, public_key_blob
+    from ...trust.keys import load_private_key, load_public_key
+    from ...trust.sshsig import fingerprint, public_key_blob
 
     try:
         pub = Path(path + ".pub")
@@ -501,7 +485,7 @@ def _key_fingerprint(path: str | None) -> str | None:
 
 
 def _operator(args: argparse.Namespace, policy: Any, need_key: bool = True) -> Any:
-    from ..recorder import operator_identity
+    from ...core.recorder import operator_identity
 
     operator = operator_identity(args.home, policy, key_path=getattr(args, "audit_key", None), need_key=need_key)
     if need_key and operator.warning:  # said before any host is touched, not found later by an auditor
@@ -523,7 +507,7 @@ def _print_checkpoint(c: Any, cp: dict[str, Any] | None) -> None:
 
 
 def _used_approvals(home: Path) -> Any:
-    from ..approval import UsedApprovals
+    from ...trust.approval import UsedApprovals
 
     return UsedApprovals(home / "approvals" / "used.jsonl")
 
@@ -531,10 +515,10 @@ def _used_approvals(home: Path) -> Any:
 def _check_approvals(args: argparse.Namespace, plan: Any, policy: Any, now: Any,
                      operator: Any) -> tuple[list[Any], Any]:
     """The accepted approvals and the requester's key they were checked against."""
-    from ..approval import check_approvals
-    from ..requester import requester_of
-    from ..signers import load_allowed_signers
-    from ..sshsig import public_key_blob
+    from ...trust.approval import check_approvals
+    from ...trust.requester import requester_of
+    from ...trust.signers import load_allowed_signers
+    from ...trust.sshsig import public_key_blob
 
     signers_path = policy.allowed_signers
     signers = load_allowed_signers(policy.resolve_path(signers_path)) if signers_path else None
@@ -548,12 +532,12 @@ def _check_approvals(args: argparse.Namespace, plan: Any, policy: Any, now: Any,
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
-    from ..clock import clock_of
-    from ..engine import Engine, HostTarget
-    from ..inventory import Inventory
-    from ..journal import Journal
+    from ...core.clock import clock_of
+    from ...core.engine import Engine, HostTarget
+    from ...fleet.inventory import Inventory
+    from ...core.journal import Journal
     from ..report import PhaseLines
-    from ..transport import connect
+    from ...fleet.transport import connect
 
     run_dir = runs_dir(args.home) / args.run_id
     plan_file = run_dir / "plan.json"
@@ -602,7 +586,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
 def journal_view(run_dir: Path) -> dict[str, dict[str, Any]]:
     """Per host, what the run journal proves happened: started, phases intended and done, the end."""
-    from ..journal import read_journal
+    from ...core.journal import read_journal
 
     seen: dict[str, dict[str, Any]] = {}
     for rec in read_journal(run_dir / "journal.jsonl"):
@@ -622,12 +606,12 @@ def journal_view(run_dir: Path) -> dict[str, dict[str, Any]]:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    from ..clock import clock_of
-    from ..engine import Engine, HostTarget
-    from ..inventory import Inventory
-    from ..journal import Journal
+    from ...core.clock import clock_of
+    from ...core.engine import Engine, HostTarget
+    from ...fleet.inventory import Inventory
+    from ...core.journal import Journal
     from ..report import PhaseLines
-    from ..transport import connect
+    from ...fleet.transport import connect
 
     run_dir = runs_dir(args.home) / args.run_id
     plan_file = run_dir / "plan.json"
@@ -700,7 +684,7 @@ def _run_approvals(run_dir: Path) -> tuple[str, ...]:
 
 def _run_approval_records(run_dir: Path) -> list[dict[str, Any]]:
     """The approvals a run was started with, as its journal recorded them (approver, expiry, after hours)."""
-    from ..journal import read_journal
+    from ...core.journal import read_journal
 
     for rec in read_journal(run_dir / "journal.jsonl"):
         if rec.phase == "plan" and rec.event == "accepted":
@@ -713,7 +697,7 @@ def _check_continuation(run_id: str, run_dir: Path, plan: dict[str, Any], policy
     the service window must allow it then (as ``run`` checks both when it starts). Returns the window."""
     import datetime as _dt
 
-    from ..service_window import check_run_window
+    from ...customer.service_window import check_run_window
 
     records = _run_approval_records(run_dir)
     valid = [a for a in records if _dt.datetime.fromisoformat(str(a["expires"])) > now]
@@ -742,9 +726,9 @@ def _close_run(args: argparse.Namespace, c: Any, recorder: Any, journal: Any, re
 def _continue_after_canary(args: argparse.Namespace, run_dir: Path, result: dict[str, Any], waiting: list[str],
                            c: Any) -> int:
     """A run stopped after a good canary goes on with the waiting hosts, under the same approval."""
-    from ..clock import clock_of
-    from ..engine import Engine
-    from ..journal import Journal
+    from ...core.clock import clock_of
+    from ...core.engine import Engine
+    from ...core.journal import Journal
     from ..report import PhaseLines
 
     if not args.yes:
@@ -764,8 +748,8 @@ def _continue_after_canary(args: argparse.Namespace, run_dir: Path, result: dict
         raise ApprovalRefused(f"the catalog {catalog.path} is not the one the plan was made with",
                               hint="make and approve a new plan for the waiting hosts")
     targets = _targets(catalog, hosts)
-    from ..gate import redecide
-    from ..transport import connect
+    from ...core.gate import redecide
+    from ...fleet.transport import connect
 
     redecide(hosts, policy=policy, catalog=catalog, now=clock.now(), connect=connect)  # decided again now
     journal = Journal(run_dir, clock.now)
@@ -777,7 +761,7 @@ def _continue_after_canary(args: argparse.Namespace, run_dir: Path, result: dict
                     forks=getattr(args, "forks", 10), controller={"user": operator.user, "host": operator.host},
                     manual_changes=policy.manual_changes, approvals=approvals,
                     cancel=interrupts.cancel, catalog_serial=catalog.serial)
-    from ..engine import OUTCOME_EXIT
+    from ...core.engine import OUTCOME_EXIT
 
     with interrupts.running():  # until its records are written
         more = engine.run(targets).to_dict()

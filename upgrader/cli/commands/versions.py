@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from ..errors import InputError
-from ..exit_codes import ExitCode
+from ...core.errors import InputError
+from ...core.exit_codes import ExitCode
 from ._common import console, load_policy_or_fail, print_json
 
 
@@ -25,7 +25,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         requires = parse_range(args.requires) if args.requires else None
     except VersionError as e:
         raise InputError(f"--requires: {e}") from None
-    from ..package import CHANGE_KINDS
+    from ...trust.package import CHANGE_KINDS
 
     for c in args.changes:
         if c not in CHANGE_KINDS:

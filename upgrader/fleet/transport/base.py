@@ -14,12 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, Sequence
 
-from .. import faults
-from ..errors import TransportError
+from ...core import faults
+from ...core.errors import TransportError
 
 __all__ = ["CommandResult", "Transport", "Stream", "AgentClient", "AgentFailure", "AGENT_SOURCE"]
 
-AGENT_SOURCE = Path(__file__).resolve().parent.parent / "agent.py"
+AGENT_SOURCE = Path(__file__).resolve().parents[2] / "agent.py"
 
 
 @dataclass(frozen=True)
@@ -130,7 +130,7 @@ class AgentClient:
 def _bounded(value: Any, in_probes: bool = False) -> Any:
     """An agent's answer with command output and probe details redacted, then cut (the agent sends them whole
     enough for that: redacting after a cut can miss a secret whose name or '@' was cut off)."""
-    from ..redaction import shorten, tail
+    from ...audit.redaction import shorten, tail
 
     if isinstance(value, dict):
         out = {}

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from ..errors import TransportError
+from ...core.errors import TransportError
 from .base import AGENT_SOURCE, CommandResult, shell_join
 
 __all__ = ["LocalTransport", "LocalStream"]

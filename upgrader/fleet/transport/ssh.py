@@ -17,7 +17,7 @@ import socket
 from pathlib import Path, PurePosixPath
 from typing import Any, Sequence
 
-from ..errors import TransportError
+from ...core.errors import TransportError
 from .base import AGENT_SOURCE, CommandResult, shell_join
 
 __all__ = ["SSHTransport", "HostKeyRefused"]
