@@ -2,7 +2,7 @@
 """Audit verification benchmark: how many events per second ``upgrader audit verify`` checks.
 
 It writes a realistic audit log directly (the same line format and hash chain as
-``upgrader.audit.AuditLog`` writes, without an fsync per line): fleet runs of 64 hosts, each a
+``upgrader.audit.log.AuditLog`` writes, without an fsync per line): fleet runs of 64 hosts, each a
 ``plan_created`` and ``approval_created`` line carrying every host's policy decision, then
 ``run_started`` (the hosts again), ``approval_accepted``, per host ``host_started``, the six
 phases (started and finished, observe with its probe results), ``host_finished``, every 16th host
@@ -11,7 +11,7 @@ failing its observe and rolling back (``rollback_started``, rollback, start, obs
 key generated for the benchmark and listed in an ``allowed_signers`` file: about one checkpoint
 per 1,000 events. A last, unfinished run leaves the log at exactly ``--events`` lines.
 
-It then times ``upgrader.audit.verify_log`` over the whole file (``--repeat`` times, median),
+It then times ``upgrader.audit.log.verify_log`` over the whole file (``--repeat`` times, median),
 checks that it found the log intact with the expected number of entries and checkpoints, and
 reports events per second against the goal (100,000 events/s). The report goes to stdout and to
 ``benchmarks/results/audit_verify.md`` (``--quick``: 100,000 events, ``audit_verify-quick.md``);
@@ -46,9 +46,9 @@ RESULTS_DIR = Path(__file__).resolve().parent / "results"
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from upgrader.audit import GENESIS, NAMESPACE, checkpoint_statement, verify_log  # noqa: E402
-from upgrader.signers import load_allowed_signers  # noqa: E402
-from upgrader.sshsig import fingerprint, public_key_blob, sign  # noqa: E402
+from upgrader.audit.log import GENESIS, NAMESPACE, checkpoint_statement, verify_log  # noqa: E402
+from upgrader.trust.signers import load_allowed_signers  # noqa: E402
+from upgrader.trust.sshsig import fingerprint, public_key_blob, sign  # noqa: E402
 
 GOAL_EVENTS_PER_S = 100_000
 HOSTS_PER_RUN = 64
@@ -264,8 +264,8 @@ def _commit() -> str:
     try:
         head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
                               text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--", "upgrader/audit.py",
-                                "upgrader/sshsig.py", "upgrader/signers.py"], capture_output=True, text=True,
+        dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--", "upgrader/audit/log.py",
+                                "upgrader/trust/sshsig.py", "upgrader/trust/signers.py"], capture_output=True, text=True,
                                check=True).stdout.splitlines()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
@@ -278,7 +278,7 @@ def _load() -> str:
 
 def measure(work: Path, events: int, repeat: int) -> dict[str, Any]:
     """Generate the log in ``work`` and time ``verify_log`` on it ``repeat`` times."""
-    from upgrader.keys import generate_key, load_private_key, signer_line
+    from upgrader.trust.keys import generate_key, load_private_key, signer_line
 
     generate_key(work / "operator", SIGNER, overwrite=True)
     key = load_private_key(work / "operator")

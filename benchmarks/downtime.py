@@ -121,8 +121,8 @@ def load_upgrader(source: Path | None) -> Path:
             sys.path.insert(0, str(REPO))
     import upgrader
     from upgrader import sample as _sample
-    from upgrader.commands.demo import Sandbox as _Sandbox
-    from upgrader.commands.demo import build_sandbox as _build_sandbox
+    from upgrader.cli.commands.demo import Sandbox as _Sandbox
+    from upgrader.cli.commands.demo import build_sandbox as _build_sandbox
 
     sample, Sandbox, build_sandbox = _sample, _Sandbox, _build_sandbox
     if sample.INSTALLED_FIRST != OLD:

@@ -32,8 +32,8 @@ import pytest
 from fleet import Fleet, build_fleet
 from sshd import SSHServer, start_sshd
 from upgrader.cli import main
-from upgrader.clock import Clock
-from upgrader.commands.demo import Sandbox, build_sandbox
+from upgrader.core.clock import Clock
+from upgrader.cli.commands.demo import Sandbox, build_sandbox
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 #: the test suite's fault plugin (sitecustomize.py): put on every test's PYTHONPATH, never shipped
@@ -202,10 +202,10 @@ def run_with_cancel(box: Sandbox, at: str) -> dict[str, Any]:
     Engine that is cancelled once phase ``at`` has finished; the run's result."""
     import argparse
 
-    from upgrader.clock import SystemClock
-    from upgrader.commands.upgrade import check_run, finish_run, start_run
-    from upgrader.engine import Engine
-    from upgrader.plan import load_plan
+    from upgrader.core.clock import SystemClock
+    from upgrader.cli.commands.upgrade import check_run, finish_run, start_run
+    from upgrader.core.engine import Engine
+    from upgrader.core.plan import load_plan
 
     rc, plan_file = plan_to(box, "7.0.4.2")
     assert rc == 0, f"plan 7.0.4.2 exited {rc}"

@@ -20,9 +20,9 @@ import yaml  # type: ignore[import-untyped]
 
 from sshd import SSHServer, free_port
 from upgrader import sample
-from upgrader.commands.demo import Sandbox, build_sandbox
-from upgrader.journal import JournalRecord, read_journal
-from upgrader.playbook import shipped_playbooks_dir
+from upgrader.cli.commands.demo import Sandbox, build_sandbox
+from upgrader.core.journal import JournalRecord, read_journal
+from upgrader.core.playbook import shipped_playbooks_dir
 
 __all__ = ["Fleet", "FleetHost", "build_fleet", "wait_for"]
 

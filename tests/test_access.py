@@ -25,14 +25,14 @@ import pytest
 from conftest import approve, kill_processes_under, plan_to, upgrader
 from fleet import build_fleet
 from sshd import SSHServer, start_sshd
-from upgrader.access import (PublicKey, add_grant, check_from, check_reason, edit_on_host, list_grants,
+from upgrader.customer.access import (PublicKey, add_grant, check_from, check_reason, edit_on_host, list_grants,
                              parse_public_key, remove_grants)
 from upgrader.cli import main
-from upgrader.clock import FixedClock, SystemClock
-from upgrader.errors import InputError
-from upgrader.transport import AgentClient, close_all
-from upgrader.transport.base import AGENT_SOURCE
-from upgrader.transport.local import LocalTransport
+from upgrader.core.clock import FixedClock, SystemClock
+from upgrader.core.errors import InputError
+from upgrader.fleet.transport import AgentClient, close_all
+from upgrader.fleet.transport.base import AGENT_SOURCE
+from upgrader.fleet.transport.local import LocalTransport
 
 
 @pytest.fixture(scope="module")
@@ -269,7 +269,7 @@ def test_concurrent_grants_all_land_in_the_file(tmp_path: Path, ak: Path) -> Non
     """Eight grants written at once by eight agents all end up in the file (lock and compare-and-swap lose no edit)."""
     from cryptography.hazmat.primitives.asymmetric import ed25519
 
-    from upgrader.sshsig import public_key_line
+    from upgrader.trust.sshsig import public_key_line
 
     ak.parent.mkdir(mode=0o700)
     ak.write_bytes(b"# ops\n")

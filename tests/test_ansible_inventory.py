@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from conftest import approve, upgrader
-from upgrader.errors import InputError
-from upgrader.inventory import load_inventory
+from upgrader.core.errors import InputError
+from upgrader.fleet.inventory import load_inventory
 
 COMMON = ("install_dir=/opt/sample product=sample-middleware playbook=sample-middleware "
           "maintenance_until=2099-12-31")

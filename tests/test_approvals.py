@@ -32,12 +32,12 @@ from trust_support import (
     state_dir,
     vendor_catalog,
 )
-from upgrader.approval import make_statement, write_approval
+from upgrader.trust.approval import make_statement, write_approval
 from upgrader.cli import main
-from upgrader.commands.demo import Sandbox, free_port
-from upgrader.exit_codes import ExitCode
-from upgrader.keys import load_private_key
-from upgrader.plan import load_plan
+from upgrader.cli.commands.demo import Sandbox, free_port
+from upgrader.core.exit_codes import ExitCode
+from upgrader.trust.keys import load_private_key
+from upgrader.core.plan import load_plan
 from upgrader.sample import install
 
 FROM, TO = "7.0.4.1", "7.0.4.2"

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from upgrader.audit import AuditLog, verify_log
+from upgrader.audit.log import AuditLog, verify_log
 
 PER_WRITER = 5_000
 

@@ -13,13 +13,13 @@ import pytest
 import yaml  # type: ignore[import-untyped]
 from conftest import plan_to, run_plan
 
-from upgrader.audit import GENESIS, AuditLog, redact, verify_log
+from upgrader.audit.log import GENESIS, AuditLog, redact, verify_log
 from upgrader.cli import main
-from upgrader.commands.demo import Sandbox
-from upgrader.errors import InputError
-from upgrader.keys import generate_key, load_private_key, signer_line
-from upgrader.playbook import shipped_playbooks_dir
-from upgrader.signers import parse_allowed_signers
+from upgrader.cli.commands.demo import Sandbox
+from upgrader.core.errors import InputError
+from upgrader.trust.keys import generate_key, load_private_key, signer_line
+from upgrader.core.playbook import shipped_playbooks_dir
+from upgrader.trust.signers import parse_allowed_signers
 
 ACTOR = {"user": "ops", "host": "jump", "key": None, "principal": "ops@jump"}
 
@@ -64,7 +64,7 @@ def test_a_checkpoint_whose_clock_reading_is_older_than_the_last_line_still_veri
     generate_key(tmp_path / "operator", "ops@jump")
     key = load_private_key(tmp_path / "operator")
     signers = parse_allowed_signers(signer_line("ops@jump", key.public_key(), "upgrader-audit") + "\n", "signers")
-    from upgrader.sshsig import fingerprint, public_key_blob
+    from upgrader.trust.sshsig import fingerprint, public_key_blob
 
     actor = {**ACTOR, "key": fingerprint(public_key_blob(key.public_key()))}  # as the recorder writes it
     log = AuditLog(tmp_path / "audit.jsonl", actor)

@@ -19,10 +19,10 @@ from typing import Any, Iterator
 import pytest
 from conftest import ARTIFACTS, kill_processes_under, plan_to, run_plan, upgrader
 
-from upgrader.audit import AuditLog, verify_log
-from upgrader.audit_report import CSV_COLUMNS, export, resolve_lang
+from upgrader.audit.log import AuditLog, verify_log
+from upgrader.audit.report import CSV_COLUMNS, export, resolve_lang
 from upgrader.cli import main
-from upgrader.commands.demo import build_sandbox
+from upgrader.cli.commands.demo import build_sandbox
 
 ZH_LABELS = ("审计报告", "校验结果", "运行", "主机", "阶段", "结果", "回滚", "审批人", "策略说明")
 CJK = re.compile(r"[\u4e00-\u9fff]")

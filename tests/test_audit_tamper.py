@@ -16,11 +16,11 @@ from typing import Any, Iterator
 import pytest
 from conftest import kill_processes_under, plan_to, run_plan
 
-from upgrader.audit import AuditLog
+from upgrader.audit.log import AuditLog
 from upgrader.cli import main
-from upgrader.commands.demo import build_sandbox
-from upgrader.keys import generate_key, load_private_key
-from upgrader.sshsig import fingerprint, public_key_blob, sign
+from upgrader.cli.commands.demo import build_sandbox
+from upgrader.trust.keys import generate_key, load_private_key
+from upgrader.trust.sshsig import fingerprint, public_key_blob, sign
 
 ALTERED = 6
 
@@ -370,7 +370,7 @@ def test_flipping_one_base64_character_of_a_checkpoint_signature_exits_6_naming_
 
 def test_a_checkpoint_re_signed_with_an_untrusted_key_exits_6_naming_it(auditor: Auditor, tmp_path: Path) -> None:
     """The last checkpoint re-signed, statement and all, by a key not in allowed_signers is caught at its line."""
-    from upgrader.audit import NAMESPACE, checkpoint_statement
+    from upgrader.audit.log import NAMESPACE, checkpoint_statement
 
     generate_key(tmp_path / "mallory", "operator@customer")
     mallory = load_private_key(tmp_path / "mallory")
@@ -463,7 +463,7 @@ def test_every_checkpoint_verifies_with_stock_ssh_keygen_from_the_documented_sta
 def rechain(lines: list[bytes], edit: Any = None, key: Any = None, principal: str = "") -> list[bytes]:
     """The attacker's tool: ``edit`` each record (return None to drop it), renumber and rechain every line; with
     ``key``, re-sign every checkpoint as ``principal``."""
-    from upgrader.audit import NAMESPACE, checkpoint_statement
+    from upgrader.audit.log import NAMESPACE, checkpoint_statement
 
     out: list[bytes] = []
     prev = "0" * 64

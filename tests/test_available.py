@@ -11,7 +11,7 @@ import pytest
 import yaml  # type: ignore[import-untyped]
 
 from conftest import product_digest, upgrader
-from upgrader.commands.demo import Sandbox
+from upgrader.cli.commands.demo import Sandbox
 
 ADVISORY = {"id": "SMW-2026-0001", "title": "Path traversal in the admin console", "severity": "high",
             "affected": [">=7.0.4.0, <7.0.4.3", "V7.0.3.9"], "fixed": ["7.0.4.3", "7.0.5.0"]}

@@ -23,8 +23,8 @@ from trust_support import (
     state_dir,
     vendor_catalog,
 )
-from upgrader.commands.demo import Sandbox
-from upgrader.exit_codes import ExitCode
+from upgrader.cli.commands.demo import Sandbox
+from upgrader.core.exit_codes import ExitCode
 from upgrader.sample import package_name
 
 TO = "7.0.4.2"

@@ -12,8 +12,8 @@ import pytest
 import yaml  # type: ignore[import-untyped]
 
 from upgrader.cli import build_parser, main
-from upgrader.commands.demo import Sandbox, build_sandbox
-from upgrader.playbook import shipped_playbooks_dir
+from upgrader.cli.commands.demo import Sandbox, build_sandbox
+from upgrader.core.playbook import shipped_playbooks_dir
 
 HEAVY = ("rich", "yaml", "fabric", "invoke", "paramiko")
 

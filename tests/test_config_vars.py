@@ -10,12 +10,12 @@ from typing import Any
 import pytest
 import yaml  # type: ignore[import-untyped]
 
-from upgrader.config_vars import merge_variables, read_config_vars
-from upgrader.errors import InputError
-from upgrader.playbook import load_playbook, shipped_playbooks_dir
-from upgrader.probe_proof import failures, likely_fix
-from upgrader.transport import AgentClient
-from upgrader.transport.local import LocalTransport
+from upgrader.core.config_vars import merge_variables, read_config_vars
+from upgrader.core.errors import InputError
+from upgrader.core.playbook import load_playbook, shipped_playbooks_dir
+from upgrader.core.probe_proof import failures, likely_fix
+from upgrader.fleet.transport import AgentClient
+from upgrader.fleet.transport.local import LocalTransport
 
 BASE = (shipped_playbooks_dir() / "sample-middleware.yaml").read_text()
 

@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from conftest import approve, fault_env, plan_to
-from upgrader.commands.demo import Sandbox
-from upgrader.engine import CANCELLED
-from upgrader.journal import read_journal
+from upgrader.cli.commands.demo import Sandbox
+from upgrader.core.engine import CANCELLED
+from upgrader.core.journal import read_journal
 
 
 def slow_observation(box: Sandbox, window: str = "6s") -> None:

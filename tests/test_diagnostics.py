@@ -16,12 +16,12 @@ import pytest
 import yaml  # type: ignore[import-untyped]
 from conftest import fault_env, plan_to, run_plan, run_with_cancel, upgrader
 
-from upgrader.commands.demo import Sandbox
-from upgrader.commands.diagnostics import needs_bundle
-from upgrader.engine import CANCELLED
-from upgrader.playbook import shipped_playbooks_dir
-from upgrader.redaction import Obfuscator, redact
-from upgrader.severity import classify_host, classify_run, is_cancelled
+from upgrader.cli.commands.demo import Sandbox
+from upgrader.cli.commands.diagnostics import needs_bundle
+from upgrader.core.engine import CANCELLED
+from upgrader.core.playbook import shipped_playbooks_dir
+from upgrader.audit.redaction import Obfuscator, redact
+from upgrader.customer.severity import classify_host, classify_run, is_cancelled
 from version_policy import PolicyError, load_policy
 
 PLANTED = "Secr3tPlanted"

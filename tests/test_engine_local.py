@@ -12,9 +12,9 @@ import pytest
 import yaml  # type: ignore[import-untyped]
 
 from conftest import Run, approve, plan_to, product_digest, tree_digest, upgrader
-from upgrader.commands.demo import Sandbox
-from upgrader.journal import read_journal
-from upgrader.playbook import shipped_playbooks_dir
+from upgrader.cli.commands.demo import Sandbox
+from upgrader.core.journal import read_journal
+from upgrader.core.playbook import shipped_playbooks_dir
 from upgrader.sample import http_get
 from version_policy import default_policy_path
 

@@ -29,10 +29,10 @@ from conftest import approve, plan_to, product_digest, upgrader
 from fleet import Fleet
 from upgrader import agent, sample
 from upgrader.cli import main
-from upgrader.commands.demo import Sandbox
-from upgrader.package import file_digest
-from upgrader.transport.base import AgentClient, AgentFailure
-from upgrader.transport.ssh import SSHTransport
+from upgrader.cli.commands.demo import Sandbox
+from upgrader.trust.package import file_digest
+from upgrader.fleet.transport.base import AgentClient, AgentFailure
+from upgrader.fleet.transport.ssh import SSHTransport
 
 NEW = "7.0.4.2"
 ESC = "ESCAPED"  # the file every hostile archive tries to create outside its root
@@ -421,7 +421,7 @@ def test_agent_on_a_host_over_ssh_refuses_every_hostile_archive(fleet, tmp_path)
     pid = (host.install_dir / "run" / "server.pid").read_text()
     product = product_digest(host.install_dir)
     inv = yaml.safe_load(f.box.inventory.read_text())
-    from upgrader.inventory import load_inventory
+    from upgrader.fleet.inventory import load_inventory
 
     (h,) = load_inventory(f.box.inventory).hosts.values()
     assert inv["hosts"]["app-01"]["address"] == "127.0.0.1"

@@ -17,9 +17,9 @@ import yaml  # type: ignore[import-untyped]
 
 from conftest import Run, approve, fault_env, now_at, plan_to, product_digest, upgrader
 from fleet import Fleet, FleetHost, wait_for
-from upgrader.inventory import load_inventory
-from upgrader.journal import JournalRecord
-from upgrader.transport import AgentClient, close_all, connect
+from upgrader.fleet.inventory import load_inventory
+from upgrader.core.journal import JournalRecord
+from upgrader.fleet.transport import AgentClient, close_all, connect
 
 ALL = ("app-01", "app-02", "app-03", "app-04", "app-05")
 

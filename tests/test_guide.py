@@ -17,11 +17,11 @@ import pexpect
 import pytest
 
 from conftest import approve, fault_env, plan_to, product_digest, run_with_cancel, upgrader
-from upgrader.commands.demo import Sandbox
-from upgrader.commands.guide import CANCELLED_EXIT
-from upgrader.guide_messages import MESSAGES, RULES, Messages
-from upgrader.language import resolve_lang
-from upgrader.journal import read_journal
+from upgrader.cli.commands.demo import Sandbox
+from upgrader.cli.commands.guide import CANCELLED_EXIT
+from upgrader.cli.guide_messages import MESSAGES, RULES, Messages
+from upgrader.core.language import resolve_lang
+from upgrader.core.journal import read_journal
 
 UPGRADER = str(Path(sys.executable).with_name("upgrader"))
 TIMEOUT = 60
@@ -300,7 +300,7 @@ def test_message_fields_are_escaped_but_rendered_messages_and_marks_are_not() ->
     """Fields holding rich markup come out literally; a message passed into another keeps its markup."""
     from rich.console import Console
 
-    from upgrader.guide_messages import Markup
+    from upgrader.cli.guide_messages import Markup
 
     t = Messages("en")
     out = Console(width=200, record=True, file=open(os.devnull, "w"))
@@ -529,7 +529,7 @@ def test_lost_terminal_just_after_a_grant_closes_it_and_exits_129(sandbox: Sandb
 
 AGENT_UNDER_CTRL_C = """
 import os, signal, sys
-from upgrader.transport.local import LocalTransport
+from upgrader.fleet.transport.local import LocalTransport
 signal.signal(signal.SIGINT, lambda signum, frame: None)  # this controller survives; a handler is not inherited
 t = LocalTransport("local")
 stream = t.open_stream([sys.executable, t.agent_path(), "--serve"])

@@ -16,8 +16,8 @@ import yaml
 
 from conftest import approve, fault_env, plan_to, product_digest, tree_digest, upgrader
 from test_guide import SCREEN, answer_until_stop, approved_plan, guide, pid, runs, state_dir
-from upgrader.commands.demo import Sandbox
-from upgrader.playbook import shipped_playbooks_dir
+from upgrader.cli.commands.demo import Sandbox
+from upgrader.core.playbook import shipped_playbooks_dir
 
 ZH_BACKUP_QUESTION = SCREEN["zh"]["backup"]
 
@@ -54,7 +54,7 @@ def used_approvals(box: Sandbox) -> str:
 
 
 def approval_digest(approval: Path) -> str:
-    from upgrader.approval import read_approval
+    from upgrader.trust.approval import read_approval
 
     return str(read_approval(str(approval)).digest)
 
@@ -218,8 +218,8 @@ def test_a_lock_left_behind_is_explained_in_chinese_before_any_question_and_the_
     """A run died after it locked the install (the agent's own lock action, never released). The guide with a fresh
     approval refuses (exit 5) before any question, explains the lock and the way out in Chinese (status, resume
     --break-lock, rollback --break-lock, each with --home), changes nothing and does not spend the approval."""
-    from upgrader.transport import AgentClient
-    from upgrader.transport.local import LocalTransport
+    from upgrader.fleet.transport import AgentClient
+    from upgrader.fleet.transport.local import LocalTransport
 
     box = sandbox
     plan, approval = approved_plan(box, "7.0.4.2")

@@ -21,7 +21,7 @@ import pytest
 from conftest import approve
 from test_guide import pid, runs
 from test_guide_safety import free_port, host_state, move_config_port, no_usual_places, package
-from upgrader.commands.demo import Sandbox
+from upgrader.cli.commands.demo import Sandbox
 
 UPGRADER = str(Path(sys.executable).with_name("upgrader"))
 WIDTH, HEIGHT = 160, 50

@@ -20,10 +20,10 @@ from conftest import ARTIFACTS, approve, upgrader
 from test_audit_report import Page, chromium
 from test_guide import (ANSI, OTHER_KEY, TIMEOUT, Term, answer_until_stop, approved_plan, audit_events,
                         authorized_keys, guide, pid, runs)
-from upgrader.command_messages import COMMAND_MESSAGES
-from upgrader.commands.demo import Sandbox
-from upgrader.guide_messages import MESSAGES, PHASES, RULES
-from upgrader.inspect_report import _LABELS
+from upgrader.cli.command_messages import COMMAND_MESSAGES
+from upgrader.cli.commands.demo import Sandbox
+from upgrader.cli.guide_messages import MESSAGES, PHASES, RULES
+from upgrader.customer.inspect_report import _LABELS
 
 BIN = str(Path(sys.executable).parent)
 
@@ -454,7 +454,7 @@ def test_a_failed_upgrade_and_its_diagnostics_speak_chinese_with_no_english_seve
     run by a shell in the operator's Chinese locale: the bundle, the key to the obfuscated names, the level (三级
     一般), its response times, service hours and the rule that decided it are all in Chinese, in the guide and in
     diagnostics; no English fragment of the catalogs or of the severity rules is shown."""
-    from upgrader.severity import RULES as SEVERITY_RULES
+    from upgrader.customer.severity import RULES as SEVERITY_RULES
 
     box = sandbox
     plan, approval = approved_plan(box, "7.0.4.6")

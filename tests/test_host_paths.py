@@ -24,10 +24,10 @@ import yaml  # type: ignore[import-untyped]
 from conftest import approve, plan_to, product_digest, upgrader
 from fleet import Fleet
 from upgrader import agent
-from upgrader.commands.demo import Sandbox
-from upgrader.package import file_digest
-from upgrader.playbook import shipped_playbooks_dir
-from upgrader.transport.base import AGENT_SOURCE
+from upgrader.cli.commands.demo import Sandbox
+from upgrader.trust.package import file_digest
+from upgrader.core.playbook import shipped_playbooks_dir
+from upgrader.fleet.transport.base import AGENT_SOURCE
 
 OLD, PATCH = "7.0.4.1", "7.0.4.4"
 CANARY = b"the customer's file outside the install dir\n"

@@ -29,9 +29,9 @@ import yaml  # type: ignore[import-untyped]
 from conftest import approve, kill_processes_under, plan_to, product_digest, upgrader
 from fleet import Fleet
 from upgrader import sample
-from upgrader.commands.demo import Sandbox, build_sandbox
-from upgrader.package import file_digest
-from upgrader.playbook import shipped_playbooks_dir
+from upgrader.cli.commands.demo import Sandbox, build_sandbox
+from upgrader.trust.package import file_digest
+from upgrader.core.playbook import shipped_playbooks_dir
 from upgrader.sample import http_get
 
 OLD, NEW = "7.0.4.1", "7.0.4.2"

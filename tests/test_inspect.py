@@ -14,9 +14,10 @@ from conftest import ARTIFACTS, upgrader
 from test_audit_report import Page, chromium, outside_references
 from test_available import ADVISORY, set_advisories
 
-from upgrader.commands.demo import Sandbox
-from upgrader.inspection import THRESHOLDS, metrics, warnings
-from upgrader.playbook import shipped_playbooks_dir
+from upgrader.cli.commands.demo import Sandbox
+from upgrader.core.playbook import THRESHOLDS
+from upgrader.customer.inspection import metrics, warnings
+from upgrader.core.playbook import shipped_playbooks_dir
 
 SYSCTLS = ("fs.file-max", "fs.nr_open", "net.core.somaxconn", "net.ipv4.tcp_max_syn_backlog",
            "net.ipv4.ip_local_port_range", "vm.swappiness", "vm.max_map_count", "vm.overcommit_memory")

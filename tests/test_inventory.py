@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml  # type: ignore[import-untyped]
 
-from upgrader.errors import InputError
-from upgrader.inventory import load_inventory
+from upgrader.core.errors import InputError
+from upgrader.fleet.inventory import load_inventory
 
 FLEET = """\
 format: 1

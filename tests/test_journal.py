@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from upgrader.errors import InputError
-from upgrader.journal import Journal, read_journal
+from upgrader.core.errors import InputError
+from upgrader.core.journal import Journal, read_journal
 
 T0 = dt.datetime(2026, 11, 26, 10, 15, tzinfo=dt.timezone.utc)
 
@@ -121,7 +121,7 @@ def test_write_replaces_a_state_file_whole(tmp_path):
 
 def test_readable_json_is_json_for_any_keys_json_accepts() -> None:
     """Top-level keys that are not strings are written as json.dumps writes them ("1", "true", "null")."""
-    from upgrader.plan import readable_json
+    from upgrader.core.plan import readable_json
 
     for data in ({1: "a", "b": [1, 2]}, {True: 1, None: 2, 1.5: [3]}, {"x": {2: 3}}, {}, [1, {"a": 2}], "text"):
         assert json.loads(readable_json(data)) == json.loads(json.dumps(data))

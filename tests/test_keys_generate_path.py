@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from upgrader.cli import main
-from upgrader.keys import load_private_key
+from upgrader.trust.keys import load_private_key
 
 
 def test_a_path_is_written_relative_to_the_current_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

@@ -43,8 +43,8 @@ import yaml  # type: ignore[import-untyped]
 
 from conftest import approve, fault_env, kill_processes_under, plan_to, product_digest, tree_digest
 from fleet import Fleet
-from upgrader.commands.demo import Sandbox, build_sandbox
-from upgrader.playbook import shipped_playbooks_dir
+from upgrader.cli.commands.demo import Sandbox, build_sandbox
+from upgrader.core.playbook import shipped_playbooks_dir
 from upgrader.sample import http_get
 
 OLD = "7.0.4.1"

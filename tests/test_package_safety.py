@@ -14,9 +14,9 @@ import yaml  # type: ignore[import-untyped]
 
 from conftest import plan_to, product_digest, upgrader
 from upgrader.cli import main
-from upgrader.commands.demo import Sandbox
-from upgrader.transport.base import AgentClient, AgentFailure
-from upgrader.transport.local import LocalTransport
+from upgrader.cli.commands.demo import Sandbox
+from upgrader.fleet.transport.base import AgentClient, AgentFailure
+from upgrader.fleet.transport.local import LocalTransport
 
 META = b"format: 1\nproduct: sample-middleware\nversion: 7.0.4.2\nkind: full\nchanges: []\n"
 PROTECTED = "escaped-by-package.txt"  # a name no package may ever write outside its tree

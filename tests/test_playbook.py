@@ -9,8 +9,8 @@ from typing import Any, Callable
 import pytest
 import yaml  # type: ignore[import-untyped]
 
-from upgrader.errors import InputError
-from upgrader.playbook import find_playbook, load_playbook, shipped_playbooks_dir
+from upgrader.core.errors import InputError
+from upgrader.core.playbook import find_playbook, load_playbook, shipped_playbooks_dir
 
 SHIPPED = {"sample-middleware.yaml": "sample-middleware", "tomcat.yaml": "tomcat", "tongweb.yaml": "tongweb"}
 

@@ -1,5 +1,5 @@
 """The English reasons of the version policy, the service window and the engine, shown in Chinese by their form
-(``upgrader.reasons``): table-driven over real decisions, with no reason left untranslated."""
+(``upgrader.core.reasons``): table-driven over real decisions, with no reason left untranslated."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import datetime
 
 import pytest
 
-from upgrader.reasons import UNTRANSLATED, cause, failure, translate
-from upgrader.shown_time import shown_time
+from upgrader.core.reasons import UNTRANSLATED, cause, failure, translate
+from upgrader.core.shown_time import shown_time
 from version_policy import UpgradeRequest, decide, load_policy, load_window, parse_range, parse_version, window_status
 
 TODAY = datetime.date(2026, 12, 3)

@@ -259,7 +259,7 @@ def test_dry_run_reads_every_host_and_fails_when_sshd_is_down(tmp_path, capsys):
     from conftest import kill_processes_under
     from fleet import build_fleet
     from sshd import start_sshd
-    from upgrader.transport import close_all
+    from upgrader.fleet.transport import close_all
 
     server = start_sshd(tmp_path / "sshd")
     f = build_fleet(tmp_path / "fleet", server, 2)

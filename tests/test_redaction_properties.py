@@ -17,8 +17,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from upgrader.audit import redact as audit_redact
-from upgrader.redaction import redact
+from upgrader.audit.log import redact as audit_redact
+from upgrader.audit.redaction import redact
 
 MARKERS = "0123456789QWXYZ"
 FRAGMENT = 4
@@ -315,7 +315,7 @@ def test_values_of_secret_keys_are_hidden_in_the_audit_log_whatever_their_type(k
 @given(secrets(URL_SAFE), st.integers(min_value=20, max_value=120))
 def test_a_url_line_cut_anywhere_keeps_no_piece_of_its_password(raw: str, limit: int) -> None:
     """A log line with a URL password, cut to any length (before or after its '@'): redacted first, then cut."""
-    from upgrader.redaction import shorten
+    from upgrader.audit.redaction import shorten
 
     line = f"ERROR pool: url jdbc:postgresql://app:{raw}@db.internal:5432/orders"
     out = shorten(line, limit)
@@ -329,7 +329,7 @@ def test_a_url_line_cut_anywhere_keeps_no_piece_of_its_password(raw: str, limit:
 @given(secrets(WORD), st.integers(min_value=0, max_value=40), st.integers(min_value=20, max_value=200))
 def test_command_output_cut_anywhere_keeps_no_piece_of_a_secret_setting(raw: str, before: int, limit: int) -> None:
     """The last ``limit`` characters of a command's output, wherever the cut falls in a secret setting."""
-    from upgrader.redaction import tail
+    from upgrader.audit.redaction import tail
 
     text = "".join(f"line {i}\n" for i in range(before)) + f"db.password={raw}\n" + "-" * (limit - 5) + "\n"
     out = tail(text, limit)

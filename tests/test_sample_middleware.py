@@ -21,7 +21,7 @@ from typing import TypeVar
 import pytest
 import yaml  # type: ignore[import-untyped]
 
-from upgrader.catalog import load_catalog
+from upgrader.trust.catalog import load_catalog
 from upgrader.sample import (
     INSTALLED_FIRST,
     PRODUCT,

@@ -18,8 +18,8 @@ import pytest
 import yaml
 from conftest import approve, plan_to, upgrader
 
-from upgrader.commands.demo import Sandbox
-from upgrader.playbook import shipped_playbooks_dir
+from upgrader.cli.commands.demo import Sandbox
+from upgrader.core.playbook import shipped_playbooks_dir
 
 SECRETS = {
     "yaml block": ("QvBlockOne7k", "QvBlockTwo8m"),

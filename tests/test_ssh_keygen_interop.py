@@ -20,14 +20,14 @@ from trust_support import (
     split_approval,
     ssh_keygen,
 )
-from upgrader.approval import make_statement
-from upgrader.commands.demo import Sandbox
-from upgrader.errors import InputError
-from upgrader.exit_codes import ExitCode
-from upgrader.keys import load_private_key
-from upgrader.plan import load_plan
-from upgrader.signers import parse_allowed_signers
-from upgrader.sshsig import parse_armored, public_key_blob, sign
+from upgrader.trust.approval import make_statement
+from upgrader.cli.commands.demo import Sandbox
+from upgrader.core.errors import InputError
+from upgrader.core.exit_codes import ExitCode
+from upgrader.trust.keys import load_private_key
+from upgrader.core.plan import load_plan
+from upgrader.trust.signers import parse_allowed_signers
+from upgrader.trust.sshsig import parse_armored, public_key_blob, sign
 
 NS = "upgrader-approval"
 ALICE = "alice@vendor"

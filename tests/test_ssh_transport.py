@@ -18,13 +18,13 @@ import pytest
 
 from sshd import SSHServer, free_port
 from upgrader import sample
-from upgrader.commands.demo import build_sandbox
-from upgrader.errors import TransportError
-from upgrader.inventory import Host
-from upgrader.playbook import load_playbook, shipped_playbooks_dir
-from upgrader.transport import AgentClient, Transport, connect
-from upgrader.transport.base import AGENT_SOURCE
-from upgrader.transport.ssh import SSHTransport
+from upgrader.cli.commands.demo import build_sandbox
+from upgrader.core.errors import TransportError
+from upgrader.fleet.inventory import Host
+from upgrader.core.playbook import load_playbook, shipped_playbooks_dir
+from upgrader.fleet.transport import AgentClient, Transport, connect
+from upgrader.fleet.transport.base import AGENT_SOURCE
+from upgrader.fleet.transport.ssh import SSHTransport
 
 TRICKY = ["two words", "it's", 'say "hi"', "back\\slash", "$HOME", "*", "; echo injected", "a\nb", "",
           "-n", "ünïcode"]

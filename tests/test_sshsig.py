@@ -1,5 +1,5 @@
-"""Unit tests of the SSHSIG framing (``upgrader.sshsig``) and the allowed_signers reader
-(``upgrader.signers``), with keys made by the stock ``ssh-keygen``. The bad signatures are built
+"""Unit tests of the SSHSIG framing (``upgrader.trust.sshsig``) and the allowed_signers reader
+(``upgrader.trust.signers``), with keys made by the stock ``ssh-keygen``. The bad signatures are built
 here by hand from PROTOCOL.sshsig, not with the module under test."""
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 
 from trust_support import make_ssh_key, public_key_fields, ssh_keygen
-from upgrader.errors import InputError
-from upgrader.keys import load_private_key
-from upgrader.signers import parse_allowed_signers
-from upgrader.sshsig import (
+from upgrader.core.errors import InputError
+from upgrader.trust.keys import load_private_key
+from upgrader.trust.signers import parse_allowed_signers
+from upgrader.trust.sshsig import (
     BEGIN,
     END,
     Signature,

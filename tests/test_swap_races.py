@@ -35,9 +35,9 @@ import yaml  # type: ignore[import-untyped]
 
 from conftest import approve, fault_env, plan_to
 from upgrader import agent
-from upgrader.commands.demo import Sandbox
-from upgrader.package import file_digest
-from upgrader.playbook import shipped_playbooks_dir
+from upgrader.cli.commands.demo import Sandbox
+from upgrader.trust.package import file_digest
+from upgrader.core.playbook import shipped_playbooks_dir
 
 NOBODY = pwd.getpwnam("nobody").pw_uid
 LIBC = ctypes.CDLL(None, use_errno=True)

@@ -14,8 +14,8 @@ from typing import Iterator
 import pytest
 
 from upgrader import agent
-from upgrader.errors import InputError
-from upgrader.playbook import load_playbook, shipped_playbooks_dir
+from upgrader.core.errors import InputError
+from upgrader.core.playbook import load_playbook, shipped_playbooks_dir
 
 # a process whose command line reads like Tomcat's server JVM: python -c CODE <the arguments catalina.sh gives java>
 LISTEN = ("import socket, sys, time\n"

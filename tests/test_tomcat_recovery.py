@@ -22,7 +22,7 @@ from tomcat import Home, Site, Tomcat, install, jvm_pids
 from tomcat_fixtures import TomcatCatalog, package_name, tomcat_catalog, tomcat_homes  # noqa: F401
 from tomcat_lab import Lab, conf_digest, make_lab, quick_playbook
 from upgrader.cli import main
-from upgrader.playbook import shipped_playbooks_dir
+from upgrader.core.playbook import shipped_playbooks_dir
 
 
 @pytest.fixture(scope="module")

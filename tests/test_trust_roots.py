@@ -27,11 +27,11 @@ import yaml  # type: ignore[import-untyped]
 from conftest import approve, plan_to, upgrader
 from trust_support import add_signer, cli, copy_catalog, host_state, pristine, state_dir, vendor_catalog
 from upgrader.cli import main
-from upgrader.commands import _common
-from upgrader.commands.demo import Sandbox
-from upgrader.exit_codes import ExitCode
-from upgrader.plan import load_plan
-from upgrader.review import host_commands
+from upgrader.cli.commands import _common
+from upgrader.cli.commands.demo import Sandbox
+from upgrader.core.exit_codes import ExitCode
+from upgrader.core.plan import load_plan
+from upgrader.core.review import host_commands
 
 TO = "7.0.4.2"
 
@@ -298,8 +298,8 @@ def test_approve_as_a_pattern_is_refused(sandbox: Sandbox, tmp_path: Path, capsy
     rc, err = cli(sandbox, capsys, "approve", str(plan), "--key", str(key), "--as", "*@vendor", "-o", str(out))
     assert rc == ExitCode.APPROVAL_REFUSED, err
     assert "is a pattern, not a person" in err and not out.exists()
-    from upgrader.approval import make_statement, write_approval
-    from upgrader.keys import load_private_key
+    from upgrader.trust.approval import make_statement, write_approval
+    from upgrader.trust.keys import load_private_key
 
     write_approval(out, make_statement(load_plan(plan).digest, "*@vendor", "someone", dt.datetime.now(dt.UTC), 3600),
                    load_private_key(key))
@@ -455,7 +455,7 @@ def test_rollback_takes_the_operators_policy_not_the_path_in_the_plan(sandbox: S
 
 def _edit_plan(plan: Path, edit: Any) -> None:
     """The requester edits their plan file (as a text editor would) before it is approved."""
-    from upgrader.plan import readable_json
+    from upgrader.core.plan import readable_json
 
     data = json.loads(plan.read_text(encoding="utf-8"))
     edit(data)
@@ -614,8 +614,8 @@ def test_an_engineer_cannot_approve_a_plan_that_names_them_its_requester(
     rc, err = cli(sandbox, capsys, "approve", str(plan), "--key", str(sandbox.engineer_key), "-o", str(out))
     assert rc == ExitCode.APPROVAL_REFUSED, err
     assert "the plan's requester is 'engineer@vendor', which names you (engineer@vendor)" in err and not out.exists()
-    from upgrader.approval import make_statement, write_approval
-    from upgrader.keys import load_private_key
+    from upgrader.trust.approval import make_statement, write_approval
+    from upgrader.trust.keys import load_private_key
 
     statement = make_statement(load_plan(plan).digest, "engineer@vendor", "engineer@vendor",
                                dt.datetime.now(dt.timezone.utc), 3600, "", False)

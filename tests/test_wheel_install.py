@@ -52,7 +52,7 @@ def test_installed_package_finds_its_shipped_playbooks_and_default_policy(instal
     """The installed package (not the checkout) lists its three shipped playbooks and loads its default policy."""
     code = (
         "import json, upgrader\n"
-        "from upgrader.playbook import shipped_playbooks_dir, load_playbook\n"
+        "from upgrader.core.playbook import shipped_playbooks_dir, load_playbook\n"
         "from version_policy import default_policy_path, load_policy\n"
         "d = shipped_playbooks_dir()\n"
         "print(json.dumps({'module': upgrader.__file__, 'dir': str(d),\n"

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from conftest import approve, faketime_env, now_at, plan_to, product_digest, upgrader
-from upgrader.audit import read_events
-from upgrader.commands.demo import Sandbox
+from upgrader.audit.log import read_events
+from upgrader.cli.commands.demo import Sandbox
 
 FRIDAY_MORNING = "2026-11-27T10:00:00+08:00"
 FRIDAY_NIGHT = "2026-11-27T20:00:00+08:00"

@@ -21,8 +21,8 @@ import yaml  # type: ignore[import-untyped]
 
 from tomcat import Tomcat
 from upgrader.cli import main
-from upgrader.keys import generate_key, load_private_key, signer_line
-from upgrader.playbook import shipped_playbooks_dir
+from upgrader.trust.keys import generate_key, load_private_key, signer_line
+from upgrader.core.playbook import shipped_playbooks_dir
 
 __all__ = ["Lab", "Run", "make_lab", "quick_playbook", "conf_digest"]
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from conftest import product_digest, tree_digest, upgrader
-from upgrader.commands.demo import Sandbox
-from upgrader.errors import InputError
+from upgrader.cli.commands.demo import Sandbox
+from upgrader.core.errors import InputError
 
 __all__ = [
     "SSH_KEYGEN",

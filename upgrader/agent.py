@@ -2584,7 +2584,7 @@ def config_changed_since(paths, manifest):
 
 # ---------------------------------------------------------------------------------------------
 # access grants: an account's ~/.ssh/authorized_keys, read whole and replaced whole. The controller
-# edits the text (upgrader/access.py); here it is only read, and swapped in under a lock when
+# edits the text (upgrader/customer/access.py); here it is only read, and swapped in under a lock when
 # nobody changed it since it was read (compare and swap on its sha256), owner and mode kept.
 
 AUTHORIZED_KEYS_MAX = 1 << 20
@@ -2770,7 +2770,7 @@ def replace_authorized_keys(ssh_fd, path, data, st, pw):
 
 
 # ---------------------------------------------------------------------------------------------
-# inspection: read-only health facts of this host and one install (upgrader/inspection.py
+# inspection: read-only health facts of this host and one install (upgrader/customer/inspection.py
 # decides what is a warning; this only reads)
 
 SYSCTLS = ("fs.file-max", "fs.nr_open", "net.core.somaxconn", "net.ipv4.tcp_max_syn_backlog",

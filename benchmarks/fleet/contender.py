@@ -42,10 +42,10 @@ def bench_env() -> tuple[Path, int, int]:
 def prepare(root: Path, home: Path) -> None:
     """Keys, policy, a signed catalog with the 2.0 package (made once; later calls reuse them; the
     policy is rewritten when this script's differs)."""
-    from upgrader.catalog import write_catalog
-    from upgrader.keys import generate_key, load_private_key, signer_line
-    from upgrader.package import PackageMeta, build_package
-    from upgrader.trust import sign_catalog
+    from upgrader.trust.catalog import write_catalog
+    from upgrader.trust.keys import generate_key, load_private_key, signer_line
+    from upgrader.trust.package import PackageMeta, build_package
+    from upgrader.trust.catalog_trust import sign_catalog
 
     policy = ("format: 1\n"
               "rules:\n"

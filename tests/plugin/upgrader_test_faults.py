@@ -1,4 +1,4 @@
-"""The test suite's fault plugin: fills upgrader.faults' empty registry from two test-only variables.
+"""The test suite's fault plugin: fills upgrader.core.faults' empty registry from two test-only variables.
 
 The product registers no fault hook and reads none of these variables; this module exists only in
 tests/ and is loaded into a child process by ``sitecustomize.py`` beside it (tests/conftest.py puts
@@ -89,7 +89,7 @@ def hook(name: str, **context: Any) -> None:
 
 def install() -> None:
     """Register ``hook`` in this process (once)."""
-    from upgrader import faults
+    from upgrader.core import faults
 
     faults.unregister(hook)
     faults.register(hook)

@@ -5,7 +5,7 @@ releases, one patch, three deliberately faulty builds and one that changes the m
 ``build_packages`` writes each as ``sample-middleware-<version>.tar.gz`` plus ``catalog.yaml``.
 
 This module does not sign catalogs, install packages or start anything; package format and
-catalog format belong to ``upgrader.package`` and ``upgrader.catalog``.
+catalog format belong to ``upgrader.trust.package`` and ``upgrader.trust.catalog``.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..catalog import write_catalog
-from ..package import CHANGE_KINDS, Built, PackageMeta, build_package
+from ..trust.catalog import write_catalog
+from ..trust.package import CHANGE_KINDS, Built, PackageMeta, build_package
 from .tree import INSTALLED_FIRST, LEGACY_COMPAT, PRODUCT, write_patch_tree, write_tree
 
 __all__ = ["RELEASES", "SampleRelease", "build_packages", "package_name"]
@@ -33,7 +33,7 @@ class SampleRelease:
     version: str
     kind: str = "full"  # "full" | "patch"
     requires: str | None = None  # patches only, e.g. ">=7.0.4.1, <7.0.4.3"
-    changes: tuple[str, ...] = ()  # declared changes, from upgrader.package.CHANGE_KINDS
+    changes: tuple[str, ...] = ()  # declared changes, from upgrader.trust.package.CHANGE_KINDS
     fault: str | None = None  # content of lib/FAULT: "unhealthy", "no-start", "crash-after:N"
     description: str = ""
 

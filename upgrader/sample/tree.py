@@ -15,10 +15,23 @@ import os
 import random
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-if TYPE_CHECKING:
-    from .packages import SampleRelease
+
+class ReleaseLike(Protocol):
+    """What ``write_patch_tree`` reads of a release (``packages.SampleRelease``)."""
+
+    @property
+    def version(self) -> str: ...
+    @property
+    def kind(self) -> str: ...
+    @property
+    def requires(self) -> str | None: ...
+    @property
+    def fault(self) -> str | None: ...
+    @property
+    def description(self) -> str: ...
+
 
 __all__ = ["DEFAULT_PORT", "INSTALLED_FIRST", "PRODUCT", "install", "write_patch_tree", "write_tree"]
 
@@ -139,7 +152,7 @@ def write_tree(dest: Path, version: str, *, fault: str | None = None, filler_byt
         _write_filler(modules, version, filler_bytes, filler_files)
 
 
-def write_patch_tree(dest: Path, release: SampleRelease) -> None:
+def write_patch_tree(dest: Path, release: ReleaseLike) -> None:
     """Write the files a patch overlays into ``dest``: ``lib/VERSION``, ``lib/server.py`` and
     ``lib/patches/<version>.txt`` (plus ``lib/FAULT`` for a faulty patch).
 

@@ -1,0 +1,667 @@
+"""The audit log: append-only JSON Lines, hash-chained, closed by signed checkpoints.
+
+Every line is one event: ``{"seq":N,"prev":"<sha256 of the previous line>", ...}`` (the first line's
+``prev`` is 64 zeros). A run ends with a ``checkpoint`` line that signs the head of the chain
+(sequence number and hash of the line before it) with the operator's SSH key (SSHSIG, namespace
+``upgrader-audit``). Appends take an exclusive lock, write one whole line and fsync it, so two
+runs appending at once never interleave or lose lines. String values that look like secrets are
+redacted before they are written.
+
+``verify_log`` checks the chain, the sequence, every checkpoint signature and the structure of
+runs, and names the first bad line. A chain alone proves nothing (anyone can rebuild one after an
+edit): only checkpoints signed by an allowed operator do, so every finished run must be covered by
+one, and without allowed signers the verdict is "cannot check" beside the chain's own result. It
+cannot prove that nothing was cut off the end: only a checkpoint held elsewhere (``anchor``) can,
+and the result says so.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import io
+import json
+import os
+import re
+import threading
+import weakref
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from ..core.errors import InputError
+from .redaction import MAYBE_SECRET, is_secret_name
+from .redaction import redact as redact_text
+
+__all__ = ["AuditLog", "VerifyResult", "verify_log", "read_log", "signers_known", "KNOWN_EVENTS", "read_events", "redact", "checkpoint_statement",
+           "parse_anchor", "NAMESPACE", "GENESIS"]
+
+NAMESPACE = "upgrader-audit"
+GENESIS = "0" * 64
+# the secret patterns are redaction's (one set for the audit log and the diagnostics bundle); a value
+# without a secret-looking word (``MAYBE_SECRET``: every rule needs one) skips them: audit appends are
+# on the hot path of fleet runs
+_MAYBE_SECRET = MAYBE_SECRET
+
+
+def redact(value: Any, key: str = "") -> Any:
+    """A copy of ``value`` with secrets replaced: values under secret-looking keys whatever their type (a number, a
+    nested object), and secret-looking text."""
+    if key and is_secret_name(key) and not isinstance(value, (str, bool)) and value is not None:
+        return "[REDACTED]"
+    if isinstance(value, dict):
+        return {k: redact(v, str(k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [redact(v, key) for v in value]
+    if isinstance(value, str):
+        if key and value and is_secret_name(key):
+            return "[REDACTED]"
+        if not _MAYBE_SECRET.search(value):  # one scan instead of every pattern: most values are plain
+            return value
+        return redact_text(value, mask="[REDACTED]", pem_mask="[REDACTED PRIVATE KEY]")
+    return value
+
+
+def _line_hash(line: bytes) -> str:
+    return hashlib.sha256(line.rstrip(b"\n")).hexdigest()
+
+
+def checkpoint_statement(seq: int, head: str, run: str | None, signer: str, time: str) -> bytes:
+    """The exact bytes a checkpoint signs (also what ``ssh-keygen -Y verify`` is given)."""
+    return (f"upgrader audit checkpoint 1\nseq: {seq}\nhead: {head}\nrun: {run or '-'}\n"
+            f"signer: {signer}\ntime: {time}\n").encode()
+
+
+def _tail_line(f: Any) -> bytes | None:
+    """The last complete line of an open binary file (None when empty)."""
+    f.seek(0, os.SEEK_END)
+    end = f.tell()
+    if end == 0:
+        return None
+    block = 4096
+    pos = end
+    data = b""
+    while pos > 0:
+        step = min(block, pos)
+        pos -= step
+        f.seek(pos)
+        data = f.read(step) + data
+        body = data[:-1] if data.endswith(b"\n") else data
+        nl = body.rfind(b"\n")
+        if nl >= 0:
+            return data[nl + 1:]
+        block *= 2
+    return data
+
+
+class AuditLog:
+    """Appends events to one audit log file, safely from several processes."""
+
+    def __init__(self, path: Path, actor: dict[str, Any] | None = None) -> None:
+        self.path = path
+        self.actor = actor or {}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._count = threading.Lock()
+        self._sync_lock = threading.Lock()
+        self._written = 0
+        self._synced = 0
+        # (file size after our last line, next seq, its hash, its time): valid while the size is unchanged
+        self._head: tuple[int, int, str, str] | None = None
+        # The log and its lock file stay open for the life of this object (a run appends hundreds of events;
+        # opening both for each was most of an append's cost). flock excludes other processes; threads of
+        # this process share one open file, so they take ``_mutex`` first.
+        self._mutex = threading.Lock()
+        self._files = _OpenFiles(path)
+        weakref.finalize(self, self._files.close)
+
+    def _durable(self, mine: int) -> None:
+        """Group commit: return once an fsync that began after write number ``mine`` has finished.
+        The fsync runs outside the file lock, so concurrent writers (threads of this process, or other
+        processes) are not queued behind each other's disk flushes."""
+        with self._sync_lock:
+            if self._synced >= mine:
+                return
+            with self._count:
+                upto = self._written
+            os.fsync(self._files.log())
+            self._synced = upto
+
+    def _wrote(self) -> int:
+        with self._count:
+            self._written += 1
+            return self._written
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        with self._mutex:
+            fd = self._files.acquire()
+            try:
+                yield
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+
+    def append(self, event: str, *, run: str | None = None, host: str | None = None, phase: str | None = None,
+               outcome: str | None = None, time: str, data: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Append one event under the lock, fsynced; ``time`` earlier than the last line's is raised to it."""
+        with self._locked():
+            rec = self._append_locked(event, run=run, host=host, phase=phase, outcome=outcome, time=time,
+                                      data=data)
+            mine = self._wrote()
+        self._durable(mine)
+        return rec
+
+    def _append_locked(self, event: str, *, run: str | None, host: str | None, phase: str | None,
+                       outcome: str | None, time: str, data: dict[str, Any] | None,
+                       raw: Callable[[int, str, str], dict[str, Any]] | None = None) -> dict[str, Any]:
+        fd = self._files.log(check=True)  # under the lock: the file this path names now
+        if self._files.reopened:  # a new file (or the first use): chain to what it holds, not to our memory
+            self._head = None
+            self._files.reopened = False
+        size = os.fstat(fd).st_size
+        seq, prev = 1, GENESIS
+        if self._head is not None and self._head[0] == size:
+            # nobody appended since our own last line (same size, under the lock): chain to it directly
+            _, seq, prev, last_time = self._head
+            if time < last_time:
+                time = last_time
+        else:
+            with open(self.path, "rb") as f:
+                last = _tail_line(f)
+            if last is not None and not last.endswith(b"\n"):
+                raise InputError("the audit log ends with a torn line; refusing to append after it",
+                                 path=str(self.path),
+                                 hint="run 'upgrader audit verify' and keep the file for review")
+            if last is not None:
+                try:
+                    tail = json.loads(last)
+                    seq = int(tail["seq"]) + 1
+                except (ValueError, KeyError, TypeError):
+                    raise InputError("the audit log's last line is not an audit event", path=str(self.path),
+                                     hint="run 'upgrader audit verify'") from None
+                prev = _line_hash(last)
+                # The caller read its clock before it got the lock: another process may have written a later
+                # time meanwhile (or the clock stepped back). A line is never older than the line it chains
+                # to, so keep the log's times in order (verify_log checks that order strictly).
+                last_time = tail.get("time")
+                if isinstance(last_time, str) and time < last_time:
+                    time = last_time
+        record: dict[str, Any] = {"seq": seq, "prev": prev, "time": time, "event": event, "run": run,
+                                  "host": host, "phase": phase, "outcome": outcome, "actor": self.actor}
+        if raw is not None:
+            record.update(raw(seq, prev, time))
+        if data:
+            record["data"] = redact(data)
+        line = json.dumps(record, separators=(",", ":"), ensure_ascii=False, default=str).encode() + b"\n"
+        _write_all(fd, line)  # durable: the caller waits for an fsync (group commit) before it returns
+        record["_hash"] = _line_hash(line)
+        self._head = (size + len(line), seq + 1, record["_hash"], record["time"])
+        return record
+
+    def checkpoint(self, *, run: str | None, time: str, signer: str, key: Any) -> dict[str, Any]:
+        """Sign the current head of the chain; return the checkpoint (seq and head) to keep elsewhere."""
+        from ..trust.sshsig import fingerprint, public_key_blob, sign
+
+        blob = public_key_blob(key.public_key())
+
+        def fields(seq: int, prev: str, at: str) -> dict[str, Any]:
+            # ``at``: the time the line is written with (never earlier than the line before it)
+            statement = checkpoint_statement(seq - 1, prev, run, signer, at)
+            return {"checkpoint": {"seq": seq - 1, "head": prev, "signer": signer, "key": fingerprint(blob),
+                                   "signature": sign(key, statement, NAMESPACE)}}
+
+        with self._locked():
+            rec = self._append_locked("checkpoint", run=run, host=None, phase=None, outcome=None, time=time,
+                                      data=None, raw=fields)
+            mine = self._wrote()
+        self._durable(mine)
+        cp = dict(rec["checkpoint"])
+        cp["line"] = rec["seq"]
+        return cp
+
+
+class _OpenFiles:
+    """The log (O_APPEND) and its lock file, opened on first use and kept open."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._log: tuple[int, int, int] | None = None  # fd, st_dev, st_ino
+        self._lock: tuple[int, int, int] | None = None
+        self._retired: list[int] = []  # replaced descriptors: a concurrent fsync may still use one
+        self.reopened = False  # set when the log was opened anew (the cached head no longer holds)
+
+    def log(self, check: bool = False) -> int:
+        """The log's descriptor; with ``check``, reopened if the path now names another file (moved or deleted
+        and made again by someone else): a line must never go to a file that is no longer the log."""
+        if self._log is not None and check and not _names(self.path, self._log):
+            self._retired.append(self._log[0])
+            self._log = None
+        if self._log is None:
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o666)
+            st = os.fstat(fd)
+            self._log = (fd, st.st_dev, st.st_ino)
+            self.reopened = True
+        return self._log[0]
+
+    def acquire(self) -> int:
+        """flock the lock file that the lock path names now (a lock file deleted or replaced meanwhile would
+        let another process lock a different file: then ours is reopened, the usual lock-file check)."""
+        path = self.path.with_name(self.path.name + ".lock")
+        while True:
+            if self._lock is None:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+                st = os.fstat(fd)
+                self._lock = (fd, st.st_dev, st.st_ino)
+            fcntl.flock(self._lock[0], fcntl.LOCK_EX)
+            if _names(path, self._lock):
+                return self._lock[0]
+            fcntl.flock(self._lock[0], fcntl.LOCK_UN)
+            os.close(self._lock[0])
+            self._lock = None
+
+    def close(self) -> None:
+        for fd in [self._log[0] if self._log else None, self._lock[0] if self._lock else None, *self._retired]:
+            if fd is not None:
+                os.close(fd)
+        self._log = self._lock = None
+        self._retired = []
+
+
+def _names(path: Path, opened: tuple[int, int, int]) -> bool:
+    """Does ``path`` still name the file opened as (fd, st_dev, st_ino)? (Not when deleted, moved or replaced.)"""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return False
+    return (st.st_dev, st.st_ino) == opened[1:]
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+# -- verification -----------------------------------------------------------------------------
+
+
+@dataclass
+class VerifyResult:
+    path: str
+    entries: int = 0
+    valid_entries: int = 0
+    checkpoints: int = 0
+    last_checkpoint: dict[str, Any] | None = None
+    bad_line: int | None = None
+    problem: str | None = None          # edited | missing | reordered | truncated | torn | bad signature | forged
+    #                                     | unsigned (a finished run no valid checkpoint covers)
+    message: str = ""
+    uncovered: int = 0                  # valid entries after the last checkpoint
+    anchor_checked: bool = False
+    signers_known: bool = True          # False: no allowed signers, so no checkpoint could be attributed
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def chain_intact(self) -> bool:
+        """The log's own consistency (chain, sequence, runs, signatures against their own keys)."""
+        return self.bad_line is None and self.problem is None
+
+    @property
+    def intact(self) -> bool:
+        """Proven unaltered: the chain holds and its checkpoints are signed by allowed operators."""
+        return self.chain_intact and self.signers_known
+
+    @property
+    def status(self) -> str:
+        """``intact`` (exit 0), ``altered`` (exit 6) or ``cannot_check`` (exit 2: no allowed signers known)."""
+        if not self.signers_known:
+            return "cannot_check"
+        return "intact" if self.chain_intact else "altered"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "status": self.status, "intact": self.intact,
+                "chain_intact": self.chain_intact, "signers_known": self.signers_known, "entries": self.entries,
+                "valid_entries": self.valid_entries, "checkpoints": self.checkpoints,
+                "last_checkpoint": self.last_checkpoint, "bad_line": self.bad_line, "problem": self.problem,
+                "message": self.message, "uncovered_after_last_checkpoint": self.uncovered,
+                "anchor_checked": self.anchor_checked, "warnings": self.warnings}
+
+
+def parse_anchor(text: str) -> tuple[int, str]:
+    """An anchor: ``SEQ:HEAD`` or the JSON a run printed (``{"seq":..,"head":..}``), or a file holding either."""
+    value = text.strip()
+    if not re.match(r"^\d+:", value) and not value.startswith("{") and Path(value).is_file():
+        value = Path(value).read_text(encoding="utf-8").strip()
+    m = re.fullmatch(r"(\d+):([0-9a-f]{64})", value)
+    if m:
+        return int(m.group(1)), m.group(2)
+    try:
+        d = json.loads(value)
+        d = d.get("checkpoint", d)
+        return int(d["seq"]), str(d["head"])
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise InputError(f"--anchor: expected SEQ:HEAD (as a run prints it) or a file holding it, got {text[:80]!r}") \
+            from None
+
+
+def _fail(r: VerifyResult, line: int, problem: str, message: str) -> VerifyResult:
+    r.bad_line, r.problem, r.message = line, problem, f"line {line}: {message}"
+    r.valid_entries = min(r.valid_entries, line - 1)
+    return r
+
+
+_DECODE = json.JSONDecoder().raw_decode
+_RUN_OPENERS = frozenset(("run_started", "plan_created", "approval_refused", "approval_accepted", "rollback_requested",
+                          "resume_requested"))
+_SEQ_PREFIX = re.compile(rb'\{"seq":(\d+),')
+
+
+def _record(line: bytes) -> Any:
+    """The one JSON value on a line (which ends with its newline), or None when the line is not exactly one."""
+    try:
+        text = line.decode("utf-8")
+        rec, end = _DECODE(text)
+    except (ValueError, RecursionError):  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        return None
+    if end != len(text) - 1 and text[end:].strip(" \t\r\n"):
+        return None
+    return rec
+
+
+def _find_seq(lines: Iterator[bytes], want: int, first: int) -> int | None:
+    """The number of the line, from ``first`` on, that holds sequence number ``want`` (only to word a failure)."""
+    for n, line in enumerate(lines, first):
+        seq: Any
+        m = _SEQ_PREFIX.match(line)
+        if m is not None:
+            seq = int(m.group(1))
+        else:
+            rec = _record(line) if line.endswith(b"\n") else None
+            seq = rec.get("seq") if isinstance(rec, dict) else None
+        if seq == want:
+            return n
+    return None
+
+
+def read_log(path: Path) -> bytes:
+    """The whole log, read once: verify and every view (show, export, case) work from these same bytes, so the
+    file cannot be swapped between the check and the report."""
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        raise InputError("audit log not found", path=str(path), hint="give the log path, or --home") from None
+    except OSError as e:
+        raise InputError(f"cannot read the audit log: {e.strerror or e}", path=str(path)) from e
+
+
+def signers_known(signers: Any) -> bool:
+    """Allowed signers that can vouch for a checkpoint: a file with at least one entry for the audit namespace."""
+    return signers is not None and any(e.allows_namespace(NAMESPACE) for e in getattr(signers, "entries", ()))
+
+
+def verify_log(path: Path, *, signers: Any, anchor: tuple[int, str] | None = None, data: bytes | None = None,
+               now: Any = None) -> VerifyResult:
+    """Check the whole log (``data``: its bytes, read once by ``read_log``); stop at the first bad line and name it.
+
+    One pass, one JSON parse and one sha256 per line; each checkpoint's signature is checked once. Allowed
+    signers are judged at ``now`` (the verification time, as ``ssh-keygen -Y verify`` does), never at a time the
+    log itself states.
+    """
+    import datetime as dt
+
+    known = signers_known(signers)
+    r = VerifyResult(str(path), signers_known=known)
+    if not known:
+        signers = None
+    if data is None:
+        data = read_log(path)
+    when = now or dt.datetime.now(dt.timezone.utc)
+    f = io.BytesIO(data)
+    prev_hash, prev_time = GENESIS, ""
+    closed_runs: set[str] = set()
+    open_runs: set[str] = set()
+    first_line: dict[str, int] = {}         # run -> the line of its first event
+    last_actor: dict[str, Any] = {}         # run -> the actor of its latest line (a checkpoint's actor must be it)
+    tail = _Tail()                          # the lines after the last checkpoint an allowed operator signed
+    anchor_seq = anchor[0] if anchor is not None else 0
+    anchor_hash: str | None = None
+    sha256 = hashlib.sha256
+    n = 0
+    with f:
+        lines = iter(f)
+        for n, line in enumerate(lines, 1):
+            r.entries = n
+            if not line.endswith(b"\n"):
+                return _fail(r, n, "torn", "the last line is incomplete (torn write or cut file)")
+            rec = _record(line)
+            try:
+                seq, prev = rec["seq"], rec["prev"]
+            except (KeyError, TypeError):
+                return _fail(r, n, "edited", "not a valid audit event (edited or damaged)")
+            if type(seq) is not int or seq != n:
+                if type(seq) is int and seq > n:
+                    found = _find_seq(lines, n, n + 1)
+                    if found is not None:
+                        return _fail(r, n, "reordered", f"sequence number {seq} where {n} was expected; line "
+                                     f"{found} holds sequence number {n} (lines reordered)")
+                    return _fail(r, n, "missing", f"sequence jumps from {n - 1} to {seq}: "
+                                 f"{seq - n} line(s) before it were removed")
+                return _fail(r, n, "reordered", f"sequence number {seq} where {n} was expected "
+                             "(lines reordered or duplicated)")
+            if prev != prev_hash:
+                if n > 1:
+                    return _fail(r, n - 1, "edited", f"line {n - 1} was edited or replaced: its hash no longer "
+                                 f"matches the chain recorded in line {n}")
+                return _fail(r, n, "edited", "the first line does not start the chain")
+            shape = _shape_problem(rec)
+            if shape:
+                return _fail(r, n, "edited", f"not an event upgrader writes: {shape}")
+            this_hash = sha256(line[:-1]).hexdigest()
+            time = rec["time"]
+            if time < prev_time:
+                return _fail(r, n, "reordered", f"time {time} is earlier than the line before ({prev_time})")
+            run = rec.get("run")
+            event = rec["event"]
+            if event == "checkpoint":
+                problem = _checkpoint_problem(rec, n, prev_hash, time)
+                refused = None if problem else _signer_problem(rec, signers, when)
+                if not problem and not refused:
+                    problem = _actor_problem(rec, last_actor.get(run) if run else None)
+                if problem:
+                    start = r.last_checkpoint["line"] + 1 if r.last_checkpoint else 1
+                    covered = f"line {start}" if start == n - 1 else f"lines {start}-{n - 1}"
+                    return _fail(r, n, "bad signature", f"checkpoint signature is not valid: {problem} (this "
+                                 f"checkpoint, or one of the {covered} it covers, was changed)")
+                if refused:  # a sound signature by someone not allowed now: it vouches for nothing
+                    tail.refused = tail.refused or (n, refused)
+                else:
+                    r.checkpoints += 1
+                    r.last_checkpoint = {"seq": n - 1, "head": prev_hash, "line": n,
+                                         "signer": rec["checkpoint"]["signer"]}
+                    tail = _Tail()
+                if run:
+                    closed_runs.add(run)
+                    open_runs.discard(run)
+            else:
+                if run:
+                    if run in closed_runs:
+                        return _fail(r, n, "forged", f"an event of run {run} after that run's closing checkpoint")
+                    if run not in open_runs:
+                        if event not in _RUN_OPENERS:
+                            return _fail(r, n, "forged", f"an event of run {run} that never started")
+                        open_runs.add(run)
+                        first_line.setdefault(run, n)
+                    last_actor[run] = rec.get("actor")
+                tail.add(n, run, event)
+            if n == anchor_seq:
+                anchor_hash = this_hash
+            prev_hash, prev_time = this_hash, time
+            r.valid_entries = n
+    r.uncovered = n - (r.last_checkpoint["line"] if r.last_checkpoint else 0)
+    if tail.refused:
+        line_no, why = tail.refused
+        start = r.last_checkpoint["line"] + 1 if r.last_checkpoint else 1
+        return _fail(r, line_no, "bad signature", f"the checkpoint's signature is sound, but its signer is not "
+                     f"allowed now: {why}; no checkpoint of an allowed operator vouches for lines {start}-{line_no - 1} "
+                     "(list the operator in the allowed signers, or re-check with the signers that were meant)")
+    bad = tail.unproven()
+    if bad is not None and not (anchor is not None and anchor_seq >= bad[1]):
+        first, _last, finished = bad
+        if finished:
+            first = min(first, first_line[finished])
+            text = (f"{r.uncovered} event{'' if r.uncovered == 1 else 's'}, including a finished run, carry no valid "
+                    f"signature: run {finished} finished, and no checkpoint signed by an allowed operator follows "
+                    "it (checkpoints removed and the chain rebuilt, or the run was recorded without an operator key)")
+        else:
+            text = (f"not proven: {r.uncovered} event{'' if r.uncovered == 1 else 's'} after the last checkpoint, "
+                    "beyond the opening of the newest run, carry no valid signature; a run killed here looks exactly "
+                    "like one edited after its checkpoint was removed (if a run was killed, 'upgrader resume RUN' "
+                    "or 'upgrader rollback RUN' closes it with a signed checkpoint; or give --anchor)")
+        return _fail(r, first, "unsigned", text)
+    if anchor is not None:
+        seq, head = anchor
+        r.anchor_checked = True
+        if seq > n:
+            return _fail(r, n + 1, "truncated", f"missing: the log ends at line {n}, but the anchor you hold names "
+                         f"line {seq}: {seq - n} line(s) were cut off the end")
+        if anchor_hash != head:
+            return _fail(r, seq, "edited", "does not match the anchor's head hash (the log was rewritten)")
+    if r.uncovered:
+        r.warnings.append(f"{r.uncovered} entr{'y' if r.uncovered == 1 else 'ies'} after the last checkpoint "
+                          "are not covered by a signature (plans, approvals, or the opening of a run that is starting)")
+    return r
+
+
+# Every event name upgrader writes; anything else (a homoglyph of one, too) is an edited line.
+_RUN_EVENTS = frozenset(("run_started", "approval_accepted", "resume_requested", "rollback_requested", "guide_run",
+                         "locks_broken", "phase_started", "phase_finished", "host_started", "host_finished",
+                         "rollback_started", "run_finished", "lock_broken", "run_interrupted", "guide_interrupted"))
+_OTHER_EVENTS = frozenset(("checkpoint", "plan_created", "approval_created", "approval_refused", "run_refused",
+                           "access_granted", "access_extended", "access_revoked", "guide_cancelled", "guide_refused",
+                           "guide_backup_confirmation", "guide_plan_waits_for_approval", "guide_audit_key_made",
+                           "guide_access_kept", "guide_access_closed", "guide_access_close_failed"))
+KNOWN_EVENTS = _RUN_EVENTS | _OTHER_EVENTS
+# what a run writes before it touches a host: all that may stand after the last checkpoint besides events of no run
+_OPENING = frozenset(("run_started", "approval_accepted", "resume_requested", "rollback_requested", "guide_run",
+                      "locks_broken"))
+_KEYS = frozenset(("seq", "prev", "time", "event", "run", "host", "phase", "outcome", "actor", "data"))
+_CHECKPOINT_KEYS = frozenset(("seq", "prev", "time", "event", "run", "host", "phase", "outcome", "actor",
+                              "checkpoint"))
+_ACTOR_KEYS = frozenset(("user", "host", "key", "principal"))
+
+
+class _Tail:
+    """The events after the last allowed checkpoint: only events of no run and the opening of the newest run are
+    accepted there unsigned (a plan being made and approved, a run starting); anything more is not proven."""
+
+    def __init__(self) -> None:
+        self.runs: dict[str, list[int]] = {}      # run -> [first line, last line] in the tail
+        self.beyond: list[int] = []                # lines of run events beyond a run's opening
+        self.finished: str | None = None
+        self.refused: tuple[int, str] | None = None  # a checkpoint with a sound signature by a signer not allowed
+
+    def add(self, n: int, run: str | None, event: str) -> None:
+        if not run:
+            return
+        span = self.runs.setdefault(run, [n, n])
+        span[1] = n
+        if event not in _OPENING:
+            self.beyond.append(n)
+        if event == "run_finished" and self.finished is None:
+            self.finished = run
+
+    def unproven(self) -> tuple[int, int, str | None] | None:
+        """(first line, last line, a finished run) of what no signature covers beyond that; None when nothing."""
+        if not self.runs:
+            return None
+        newest = max(self.runs, key=lambda u: self.runs[u][0])
+        lines = list(self.beyond)
+        for run, (first, last) in self.runs.items():
+            if run != newest:
+                lines += [first, last]
+        if not lines:
+            return None
+        return min(lines), max(lines), self.finished
+
+
+def _shape_problem(rec: dict[str, Any]) -> str | None:
+    """Why a line is not shaped like an event upgrader writes (unknown keys or event, a field of the wrong type)."""
+    keys = _CHECKPOINT_KEYS if rec.get("event") == "checkpoint" else _KEYS
+    extra = set(rec) - keys
+    if extra:
+        return f"unknown field(s) {', '.join(sorted(map(repr, extra)))}"
+    if type(rec.get("prev")) is not str or type(rec.get("time")) is not str:
+        return "'prev' and 'time' must be text"
+    event = rec.get("event")
+    if type(event) is not str or event not in KNOWN_EVENTS:
+        return f"unknown event {str(event)[:60]!r}"
+    for k in ("run", "host", "phase", "outcome"):
+        if rec.get(k) is not None and type(rec.get(k)) is not str:
+            return f"{k!r} must be text"
+    if rec.get("actor") is not None and not isinstance(rec.get("actor"), dict):
+        return "'actor' must be an object"
+    if rec.get("data") is not None and not isinstance(rec.get("data"), dict):
+        return "'data' must be an object"
+    return None
+
+
+def _checkpoint_problem(rec: dict[str, Any], n: int, prev_hash: str, time: str) -> str | None:
+    """Why the checkpoint on line ``n`` does not prove the chain up to ``prev_hash`` by its own key; None when it
+    does. The line's unsigned fields are pinned: no host, phase, outcome or data, and the key is the signing key's
+    fingerprint."""
+    from ..trust.sshsig import SignatureError, fingerprint, parse_armored, verify
+
+    cp = rec.get("checkpoint")
+    if not isinstance(cp, dict) or set(cp) != {"seq", "head", "signer", "key", "signature"}:
+        return "the line holds no checkpoint of the known shape (seq, head, signer, key, signature)"
+    if type(cp["seq"]) is not int or not all(type(cp[k]) is str for k in ("head", "signer", "key", "signature")):
+        return "a checkpoint field has the wrong type"
+    if any(rec.get(k) is not None for k in ("host", "phase", "outcome")):
+        return "a checkpoint line names no host, phase or outcome (those fields were added)"
+    try:
+        if cp["seq"] != n - 1 or cp["head"] != prev_hash:
+            raise SignatureError("it does not name the line before it")
+        sig = parse_armored(cp["signature"])
+        verify(sig, checkpoint_statement(n - 1, prev_hash, rec.get("run"), cp["signer"], time), NAMESPACE)
+    except (SignatureError, ValueError) as e:
+        return str(e)
+    if cp["key"] != fingerprint(sig.public_key):
+        return f"checkpoint.key {cp['key'][:60]!r} is not the fingerprint of the key that signed it"
+    return None
+
+
+def _actor_problem(rec: dict[str, Any], run_actor: Any) -> str | None:
+    """A checkpoint's actor is not signed: it must be the actor of the run's own lines (which the signature covers)
+    and name the signing key and signer."""
+    cp = rec["checkpoint"]
+    actor = rec.get("actor")
+    if run_actor is not None and actor != run_actor:
+        return "its actor is not the one that wrote the run's events"
+    if actor:
+        if set(actor) != _ACTOR_KEYS or actor.get("key") != cp["key"] or actor.get("principal") != cp["signer"]:
+            return "its actor does not name the signing key and signer"
+    return None
+
+
+def _signer_problem(rec: dict[str, Any], signers: Any, when: Any) -> str | None:
+    """Why the allowed signers do not let this checkpoint's signer sign now; None when they do (or are unknown)."""
+    from ..trust.sshsig import parse_armored
+
+    if signers is None:  # only the signature against its own key: the verdict is "cannot check"
+        return None
+    cp = rec["checkpoint"]
+    try:
+        signers.check(cp["signer"], parse_armored(cp["signature"]).public_key, NAMESPACE, when)
+    except ValueError as e:
+        return str(e)
+    return None
+
+
+def read_events(path: Path, data: bytes | None = None) -> Iterator[dict[str, Any]]:
+    """Parsed events of a log, from ``data`` (the bytes ``verify_log`` judged) when given (lines that are not a
+    JSON object are skipped; use verify_log to judge the log)."""
+    for line in io.BytesIO(read_log(path) if data is None else data):
+        rec = _record(line if line.endswith(b"\n") else line + b"\n")
+        if isinstance(rec, dict):
+            yield rec

@@ -1,0 +1,824 @@
+"""Audit reports: the audit log's events and its verification result as HTML, JSON or CSV.
+
+The HTML report is one self-contained file: inline CSS, and no scripts, fonts, images or links to
+anything outside it, so it opens offline and prints well. It starts with the verification
+result, then a summary of each run (who, when, hosts, versions, approvals, outcome, duration),
+each host's phase timeline with probe results, the policy's explanation of each decision, and
+rollbacks highlighted. Labels are in English or Simplified Chinese; the recorded data stays as
+recorded. Every value from the log is untrusted text and is escaped.
+
+CSV has one row per event (``CSV_COLUMNS``); a cell that a spreadsheet would run as a formula
+(starting with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return) gets a leading ``'``.
+
+This module neither reads nor verifies the log: the caller passes the events it selected and
+the ``VerifyResult``. It is the only module besides the CLI that knows HTML.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from html import escape
+from pathlib import Path
+from typing import Any
+
+from ..core.errors import InputError
+from ..core.language import LANGS, resolve_lang  # one rule for every reader; kept importable from here
+
+__all__ = ["export", "render_html", "render_json", "render_csv", "resolve_lang", "CSV_COLUMNS", "LANGS"]
+
+CSV_COLUMNS = ("seq", "time", "run", "host", "event", "phase", "outcome", "actor_user", "actor_principal",
+               "actor_key", "details")
+
+
+def export(fmt: str, events: list[dict[str, Any]], result: Any, verdict: str, out: Path,
+           lang: str | None = None) -> None:
+    """Write the report in ``fmt`` (html, json or csv) to ``out``, atomically."""
+    if fmt == "html":
+        text = render_html(events, result, verdict, resolve_lang(lang))
+    elif fmt == "json":
+        text = render_json(events, result, verdict)
+    elif fmt == "csv":
+        text = render_csv(events)
+    else:
+        raise InputError(f"--format: expected html, json or csv, got {fmt!r}")
+    _write_atomically(Path(out), text)
+
+
+def _write_atomically(out: Path, text: str) -> None:
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
+        try:
+            os.fchmod(fd, 0o666 & ~_umask())  # a report is as readable as any file the user writes
+            with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+                f.write(text)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, out)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    except OSError as e:
+        raise InputError(f"cannot write the report: {e.strerror or e}", path=str(out),
+                         hint="choose a writable path with -o") from e
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+# -- JSON and CSV ---------------------------------------------------------------------------------
+
+
+def render_json(events: list[dict[str, Any]], result: Any, verdict: str) -> str:
+    """``{"verification": {...result, "verdict": ...}, "events": [...]}``."""
+    doc = {"verification": {**result.to_dict(), "verdict": verdict}, "events": events}
+    return json.dumps(doc, indent=2, ensure_ascii=False, default=str) + "\n"
+
+
+def _cell(value: Any) -> str:
+    text = "" if value is None else str(value)
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+
+
+def render_csv(events: list[dict[str, Any]]) -> str:
+    """One row per event; ``details`` is the event's data (a checkpoint's fields) as compact JSON."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\r\n")
+    w.writerow(CSV_COLUMNS)
+    for e in events:
+        actor = _dict(e.get("actor"))
+        payload = e.get("data")
+        if payload is None and e.get("event") == "checkpoint":
+            payload = e.get("checkpoint")
+        details = json.dumps(payload, separators=(",", ":"), ensure_ascii=False, sort_keys=True,
+                             default=str) if payload is not None else ""
+        w.writerow([_cell(v) for v in (e.get("seq"), e.get("time"), e.get("run"), e.get("host"), e.get("event"),
+                                       e.get("phase"), e.get("outcome"), actor.get("user"), actor.get("principal"),
+                                       actor.get("key"), details)])
+    return buf.getvalue()
+
+
+# -- labels ---------------------------------------------------------------------------------------
+
+_LABELS: dict[str, dict[str, str]] = {
+    "title": {"en": "Audit report", "zh": "审计报告"},
+    "subtitle": {"en": "{n} events from {path}", "zh": "{path} 中的 {n} 条事件"},
+    "span": {"en": "Time span", "zh": "时间范围"},
+    "verification": {"en": "Verification result", "zh": "校验结果"},
+    "intact": {"en": "INTACT", "zh": "完好"},
+    "altered": {"en": "ALTERED", "zh": "已被篡改"},
+    "cannot_check": {"en": "CANNOT CHECK", "zh": "无法核验"},
+    "verdict": {"en": "Verdict", "zh": "结论"},
+    "verifier_text": {"en": "Verifier's words", "zh": "校验程序原文"},
+    "log_file": {"en": "Log file", "zh": "日志文件"},
+    "entries": {"en": "Entries", "zh": "记录数"},
+    "valid_entries": {"en": "Entries in a valid chain", "zh": "有效链中的记录数"},
+    "checkpoints": {"en": "Signed checkpoints", "zh": "签名检查点"},
+    "last_checkpoint": {"en": "Last checkpoint", "zh": "最后检查点"},
+    "checkpoint_text": {"en": "line {line}, signs seq {seq}, head {head}, signed by {signer}",
+                        "zh": "第 {line} 行，签署序号 {seq}，链头 {head}，签名人 {signer}"},
+    "bad_line": {"en": "First bad line", "zh": "首个异常行"},
+    "problem": {"en": "Problem", "zh": "问题"},
+    "anchor": {"en": "Anchor", "zh": "锚点"},
+    "anchor_yes": {"en": "checked: the log is complete up to the anchor you hold",
+                   "zh": "已核对：日志直至您保存的锚点是完整的"},
+    "anchor_no": {"en": "none given: completeness after the last checkpoint is not proven",
+                  "zh": "未提供：最后检查点之后的完整性未经证明"},
+    "uncovered": {"en": "Entries after the last checkpoint", "zh": "最后检查点之后的记录数"},
+    "notes": {"en": "Notes", "zh": "说明"},
+    "overview": {"en": "Runs at a glance", "zh": "运行概览"},
+    "run": {"en": "Run", "zh": "运行"},
+    "rollback_run": {"en": "Rollback run", "zh": "回滚运行"},
+    "rollback_of": {"en": "Rollback of run", "zh": "回滚的运行"},
+    "summary": {"en": "Summary", "zh": "概要"},
+    "started": {"en": "Started", "zh": "开始时间"},
+    "finished": {"en": "Finished", "zh": "结束时间"},
+    "duration": {"en": "Duration", "zh": "耗时"},
+    "operator": {"en": "Operator", "zh": "操作人"},
+    "operator_key": {"en": "Operator key", "zh": "操作人密钥"},
+    "requester": {"en": "Requested by", "zh": "申请人"},
+    "hosts": {"en": "Hosts", "zh": "主机"},
+    "host": {"en": "Host", "zh": "主机"},
+    "from_to": {"en": "From → to", "zh": "版本（原→目标）"},
+    "version_after": {"en": "Running after", "zh": "结束后运行版本"},
+    "plan": {"en": "Plan", "zh": "计划"},
+    "catalog": {"en": "Catalog", "zh": "软件目录"},
+    "approvals": {"en": "Approvals", "zh": "审批"},
+    "approver": {"en": "Approver", "zh": "审批人"},
+    "key": {"en": "Key", "zh": "密钥"},
+    "expires": {"en": "Expires", "zh": "有效期至"},
+    "comment": {"en": "Comment", "zh": "备注"},
+    "no_approval": {"en": "none recorded", "zh": "无记录"},
+    "outcome": {"en": "Outcome", "zh": "结果"},
+    "checkpoint": {"en": "Checkpoint", "zh": "检查点"},
+    "no_checkpoint": {"en": "none: this run's events are not covered by a signature",
+                      "zh": "无：本次运行的事件未被签名覆盖"},
+    "timeline": {"en": "Phase timeline", "zh": "阶段时间线"},
+    "phase": {"en": "Phase", "zh": "阶段"},
+    "start": {"en": "Start", "zh": "开始"},
+    "result": {"en": "Result", "zh": "结果"},
+    "details": {"en": "Details", "zh": "详情"},
+    "probes": {"en": "Probe results", "zh": "探针结果"},
+    "policy": {"en": "Policy explanation", "zh": "策略说明"},
+    "decision": {"en": "Decision", "zh": "决定"},
+    "allowed": {"en": "allowed", "zh": "允许"},
+    "refused": {"en": "refused", "zh": "拒绝"},
+    "rule": {"en": "Rule", "zh": "规则"},
+    "status": {"en": "Status", "zh": "状态"},
+    "reason": {"en": "Reason", "zh": "原因"},
+    "checks": {"en": "Pre-flight checks", "zh": "预检"},
+    "check": {"en": "Check", "zh": "检查项"},
+    "rollback": {"en": "Rollback", "zh": "回滚"},
+    "rollback_cause": {"en": "Rollback cause", "zh": "回滚原因"},
+    "rollback_started": {"en": "Rollback started", "zh": "开始回滚"},
+    "host_finished": {"en": "Host finished", "zh": "主机完成"},
+    "in_rollback": {"en": "during rollback", "zh": "回滚期间"},
+    "running": {"en": "running", "zh": "运行中"},
+    "others": {"en": "Plans and approvals outside runs", "zh": "运行之外的计划与审批"},
+    "time": {"en": "Time", "zh": "时间"},
+    "event": {"en": "Event", "zh": "事件"},
+    "who": {"en": "Who", "zh": "操作者"},
+    "target": {"en": "Target", "zh": "目标版本"},
+    "no_runs": {"en": "No runs in the selected events.", "zh": "所选事件中没有运行。"},
+    "footer": {"en": "Made by upgrader from the audit log. Values are shown as recorded; labels are translated.",
+               "zh": "由 upgrader 根据审计日志生成。数据按记录原样显示，仅标签经过翻译。"},
+    "exit_0": {"en": "succeeded: every host upgraded and healthy", "zh": "成功：所有主机均已升级且健康"},
+    "exit_0_rb": {"en": "rolled back as requested", "zh": "已按请求回滚"},
+    "exit_1": {"en": "failed and rolled back: those hosts run the old version", "zh": "失败并已回滚：相关主机运行原版本"},
+    "exit_5": {"en": "needs a person: rollback failed or a host is unreachable", "zh": "需要人工处理：回滚失败或主机不可达"},
+    "exit_n": {"en": "ended with exit code {code}", "zh": "以退出码 {code} 结束"},
+    "unfinished": {"en": "unfinished: no end of run recorded", "zh": "未完成：没有运行结束记录"},
+    "short_0": {"en": "succeeded", "zh": "成功"},
+    "exit_0_wait": {"en": "paused after a healthy canary: the other hosts wait for a confirmation, untouched",
+                    "zh": "金丝雀主机健康后暂停：其余主机等待确认，未被改动"},
+    "short_0_wait": {"en": "paused after a healthy canary", "zh": "金丝雀健康后暂停"},
+    "exit_5_sup": {"en": "refused: a later run changed the host since; nothing was stopped",
+                   "zh": "已拒绝：主机此后被更晚的运行修改过；未停止任何服务"},
+    "short_5_sup": {"en": "refused: changed by a later run", "zh": "已拒绝：已被更晚的运行修改"},
+    "short_0_rb": {"en": "rolled back as requested", "zh": "已按请求回滚"},
+    "short_1": {"en": "failed, rolled back", "zh": "失败，已回滚"},
+    "short_5": {"en": "needs a person", "zh": "需人工处理"},
+    "short_n": {"en": "exit code {code}", "zh": "退出码 {code}"},
+    "short_unfinished": {"en": "unfinished", "zh": "未完成"},
+}
+
+# The verdict `audit verify` prints is English; a Chinese report says the same in Chinese above it.
+_ZH_VERDICT = {
+    "ok": "{n} 条记录构成完整的哈希链，含 {c} 个有效的签名检查点；",
+    "anchor": "日志直至您保存的锚点是完整的。",
+    "open": "最后检查点之后的完整性未经证明（使用运行时输出的 --anchor SEQ:HEAD 可证明末尾没有被截断）。",
+    "bad": "日志已被篡改：第 {line} 行（{problem}）；其前 {valid} 条记录构成有效的链。",
+    "unchecked": "无法核验检查点：请用 --allowed-signers 或 --policy 指定允许的签名者（当前不知道任何允许的签名者）。"
+                 "仅就哈希链本身而言：",
+}
+
+_CSS = """
+:root { --ink:#1d2430; --muted:#5b6576; --line:#d5dae2; --soft:#f5f7fa; --ok:#17733a; --bad:#b42318;
+  --warn:#9a5b00; --accent:#1f4e8c; }
+* { box-sizing: border-box; }
+html { -webkit-text-size-adjust: 100%; }
+body { margin: 0; color: var(--ink); background: #eef1f5; font: 14px/1.5 "Segoe UI", "Noto Sans", "Noto Sans CJK SC",
+  "Source Han Sans SC", "PingFang SC", "Microsoft YaHei", "WenQuanYi Micro Hei", "DejaVu Sans", Arial, sans-serif; }
+main { max-width: 1180px; margin: 0 auto; padding: 28px 32px 40px; background: #fff; min-height: 100vh; }
+h1 { font-size: 26px; margin: 0 0 4px; letter-spacing: .2px; }
+h2 { font-size: 19px; margin: 0; }
+h3 { font-size: 15px; margin: 22px 0 8px; color: var(--accent); }
+h4 { font-size: 13px; margin: 14px 0 6px; color: var(--muted); text-transform: uppercase; letter-spacing: .4px; }
+p { margin: 4px 0; }
+.sub { color: var(--muted); margin: 0 0 20px; overflow-wrap: anywhere; }
+code, .mono { font-family: "DejaVu Sans Mono", "Noto Sans Mono", Consolas, monospace; font-size: 12px; }
+.mono { overflow-wrap: anywhere; }
+.runid { font-family: "DejaVu Sans Mono", "Noto Sans Mono", Consolas, monospace; font-size: 12px; white-space: nowrap; }
+header.top { border-bottom: 3px solid var(--accent); padding-bottom: 10px; margin-bottom: 18px; }
+section.card { border: 1px solid var(--line); border-radius: 6px; padding: 16px 18px; margin: 0 0 18px; }
+section.verify { border-width: 2px; }
+section.verify.intact { border-color: var(--ok); }
+section.verify.altered { border-color: var(--bad); }
+section.verify.cannot_check { border-color: var(--warn); }
+.verify-head { display: flex; align-items: center; gap: 14px; margin-bottom: 8px; }
+.stamp { font-weight: 700; font-size: 18px; padding: 3px 14px; border: 2px solid; border-radius: 4px; letter-spacing: 1px; }
+.intact .stamp { color: var(--ok); } .altered .stamp { color: var(--bad); } .cannot_check .stamp { color: var(--warn); }
+.verdict { font-size: 15px; margin: 2px 0 10px; }
+.orig { color: var(--muted); font-size: 12.5px; }
+table { border-collapse: collapse; width: 100%; margin: 4px 0 8px; }
+th, td { text-align: left; vertical-align: top; padding: 5px 8px; border-bottom: 1px solid var(--line); }
+thead th { font-size: 12px; color: var(--muted); font-weight: 600; border-bottom: 2px solid var(--line); white-space: nowrap; }
+tbody tr:nth-child(even) td { background: #fafbfc; }
+table.kv th { width: 210px; font-weight: 600; color: var(--muted); font-size: 13px; }
+table.kv td, table.kv th { border-bottom: 1px dotted var(--line); }
+td.num, th.num { text-align: right; white-space: nowrap; }
+td.nowrap, span.nowrap { white-space: nowrap; }
+.badge { display: inline-block; padding: 0 7px; border: 1px solid currentColor; border-radius: 10px; font-size: 12px;
+  font-weight: 600; white-space: nowrap; }
+.s-ok { color: var(--ok); } .s-bad { color: var(--bad); } .s-warn { color: var(--warn); } .s-skip { color: var(--muted); }
+.run { border: 1px solid var(--line); border-radius: 6px; margin: 26px 0; padding: 0 18px 14px; }
+.run > header { display: flex; justify-content: space-between; align-items: baseline; gap: 16px; flex-wrap: wrap;
+  border-bottom: 1px solid var(--line); margin: 0 -18px 10px; padding: 12px 18px; background: var(--soft);
+  border-radius: 6px 6px 0 0; }
+.run.has-rollback { border-left: 5px solid var(--warn); }
+.run.failed { border-left: 5px solid var(--bad); }
+.rollback-box { border: 1px solid var(--warn); border-left: 5px solid var(--warn); border-radius: 4px; padding: 8px 12px;
+  margin: 10px 0; background: #fff8eb; }
+.rollback-box strong { color: var(--warn); }
+tr.rollback td { background: #fff8eb !important; }
+tr.rollback td:first-child { box-shadow: inset 4px 0 0 var(--warn); }
+tr.marker td { font-weight: 600; }
+ul.probes, ul.approvals { margin: 4px 0 0; padding: 0; list-style: none; }
+ul.approvals li { margin: 0 0 4px; }
+ul.probes li { margin: 1px 0; font-size: 12.5px; }
+.muted { color: var(--muted); }
+.small { font-size: 12px; }
+pre.out { white-space: pre-wrap; word-break: break-all; margin: 4px 0 0; padding: 6px 8px; background: var(--soft);
+  border: 1px solid var(--line); border-radius: 4px; font-size: 11.5px; max-height: 18em; overflow: auto; }
+a { color: var(--accent); text-decoration: none; }
+footer { margin-top: 28px; color: var(--muted); font-size: 12px; border-top: 1px solid var(--line); padding-top: 8px; }
+@media print {
+  @page { size: A4; margin: 14mm 12mm; }
+  body { background: none; font-size: 10pt; }
+  main { max-width: none; padding: 0; min-height: 0; }
+  code, .mono, .runid { font-size: 8pt; }
+  th, td { padding: 3px 5px; }
+  thead th { white-space: normal; }
+  table.kv th { width: 150px; }
+  .run { break-before: page; page-break-before: always; border: none; padding: 0; margin: 0; }
+  .run > header { background: none; margin: 0 0 8px; padding: 0 0 6px; border-bottom: 2px solid var(--ink); }
+  .run.has-rollback, .run.failed { border-left: none; }
+  section.verify, .rollback-box, table.kv, tr, li, h3, h4 { break-inside: avoid; page-break-inside: avoid; }
+  h2, h3, h4 { break-after: avoid; page-break-after: avoid; }
+  thead { display: table-header-group; }
+  tbody tr:nth-child(even) td, tr.rollback td, .rollback-box, pre.out { background: none !important; }
+  tr.rollback td:first-child { box-shadow: none; border-left: 3px solid var(--warn); }
+  pre.out { max-height: none; overflow: visible; }
+  a { color: inherit; }
+}
+"""
+
+
+# -- the model the HTML is made from ----------------------------------------------------------------
+
+
+@dataclass
+class _Phase:
+    phase: str
+    start: str | None = None
+    seconds: Any = None
+    outcome: str | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+    in_rollback: bool = False
+
+
+@dataclass
+class _Host:
+    name: str
+    summary: dict[str, Any] = field(default_factory=dict)     # from run_started: current, target, decision
+    rows: list[tuple[str, Any]] = field(default_factory=list)  # ("phase", _Phase) | ("rollback", ev) | ("end", ev)
+    outcome: str | None = None
+    finished: dict[str, Any] | None = None
+    rollback_cause: str | None = None
+
+
+@dataclass
+class _Run:
+    id: str
+    events: list[dict[str, Any]] = field(default_factory=list)
+    start: dict[str, Any] | None = None        # run_started or rollback_requested
+    finish: dict[str, Any] | None = None       # run_finished
+    checkpoint: dict[str, Any] | None = None
+    hosts: dict[str, _Host] = field(default_factory=dict)
+    accepted: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def is_rollback(self) -> bool:
+        return bool(self.start and self.start.get("event") == "rollback_requested")
+
+    def host(self, name: str) -> _Host:
+        if name not in self.hosts:
+            self.hosts[name] = _Host(name)
+        return self.hosts[name]
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    """``value`` when it is a dict (recorded data is untrusted: it may be anything), else an empty one."""
+    return value if isinstance(value, dict) else {}
+
+
+def _data(e: dict[str, Any] | None) -> dict[str, Any]:
+    return _dict(e.get("data")) if e else {}
+
+
+def _runs(events: list[dict[str, Any]]) -> tuple[list[_Run], list[dict[str, Any]]]:
+    """Events grouped by run (in order of first appearance), and the events outside any run."""
+    runs: dict[str, _Run] = {}
+    others: list[dict[str, Any]] = []
+    for e in events:
+        rid = e.get("run")
+        if not rid:
+            others.append(e)
+            continue
+        run = runs.setdefault(str(rid), _Run(str(rid)))
+        run.events.append(e)
+        _add(run, e)
+    for run in runs.values():
+        # a rollback run goes back from the rolled-back run's target to the version it started from
+        of = runs.get(str(_data(run.start).get("of_run"))) if run.is_rollback and run.start else None
+        for name, host in run.hosts.items():
+            orig = of.hosts.get(name) if of else None
+            if orig is not None and not host.summary and orig.summary:
+                host.summary = {"current": orig.summary.get("target"), "target": orig.summary.get("current")}
+    return list(runs.values()), others
+
+
+def _add(run: _Run, e: dict[str, Any]) -> None:
+    kind, d, host = e.get("event"), _data(e), e.get("host")
+    if kind in ("run_started", "rollback_requested") and run.start is None:
+        run.start = e
+        for h in d.get("hosts") or []:
+            if isinstance(h, dict) and h.get("host"):
+                run.host(str(h["host"])).summary = h
+            elif isinstance(h, str):
+                run.host(h)
+    elif kind == "run_finished":
+        run.finish = e
+    elif kind == "checkpoint":
+        run.checkpoint = e
+    elif kind == "approval_accepted":
+        run.accepted.append(d)
+    elif host:
+        h = run.host(str(host))
+        if kind == "phase_started":
+            h.rows.append(("phase", _Phase(str(e.get("phase") or ""), start=e.get("time"),
+                                           in_rollback=h.rollback_cause is not None)))
+        elif kind == "phase_finished":
+            p = next((p for k, p in reversed(h.rows) if k == "phase" and p.phase == e.get("phase")
+                      and p.outcome is None), None)
+            if p is None:
+                p = _Phase(str(e.get("phase") or ""), in_rollback=h.rollback_cause is not None)
+                h.rows.append(("phase", p))
+            p.outcome, p.seconds, p.data = e.get("outcome"), d.get("seconds"), d
+        elif kind == "rollback_started":
+            h.rollback_cause = str(d.get("cause") or "")
+            h.rows.append(("rollback", e))
+        elif kind == "host_finished":
+            h.outcome, h.finished = e.get("outcome"), e
+            h.rows.append(("end", e))
+
+
+# -- formatting helpers -------------------------------------------------------------------------------
+
+
+def _e(value: Any) -> str:
+    """Escaped text; None as a dash."""
+    return "—" if value is None or value == "" else escape(str(value), quote=True)
+
+
+def _parse(t: Any) -> dt.datetime | None:
+    try:
+        return dt.datetime.fromisoformat(str(t).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def _when(t: Any) -> str:
+    """A recorded time, readable: date, time to the second, and the zone as recorded."""
+    p = _parse(t)
+    if p is None:
+        return _e(t)
+    zone = "UTC" if p.utcoffset() == dt.timedelta(0) else p.strftime("%z")[:3] + ":" + p.strftime("%z")[3:]
+    return _e(f"{p:%Y-%m-%d %H:%M:%S} {zone}" if p.tzinfo else f"{p:%Y-%m-%d %H:%M:%S}")
+
+
+def _when_parts(t: Any) -> str:
+    """A recorded time that may wrap between its date and its time of day, never inside either."""
+    text = _when(t)
+    date, sep, rest = text.partition(" ")
+    return f'<span class="nowrap">{date}</span> <span class="nowrap">{rest}</span>' if sep else text
+
+
+def _clock(t: Any) -> str:
+    p = _parse(t)
+    return _e(f"{p:%H:%M:%S}.{p.microsecond // 1000:03d}") if p else _e(t)
+
+
+def _seconds(s: Any) -> str:
+    try:
+        v = float(s)
+    except (TypeError, ValueError):
+        return _e(s)
+    if v < 10:
+        return f"{v:.2f} s"
+    if v < 60:
+        return f"{v:.1f} s"
+    m, sec = divmod(int(round(v)), 60)
+    if m < 60:
+        return f"{m} min {sec:02d} s"
+    h, m = divmod(m, 60)
+    return f"{h} h {m:02d} min"
+
+
+def _span(a: Any, b: Any) -> str:
+    pa, pb = _parse(a), _parse(b)
+    if pa is None or pb is None or (pa.tzinfo is None) != (pb.tzinfo is None):
+        return "—"
+    return _seconds((pb - pa).total_seconds())
+
+
+_OK = {"ok", "pass", "committed", "accepted", "allowed", "approved", "restored", "0", "true"}
+_BAD = {"failed", "fail", "refused", "needs_person", "unreachable", "error", "5", "false"}
+_WARN = {"rolled_back", "rollback", "skip", "1", "warn"}
+
+
+def _badge(value: Any) -> str:
+    text = "" if value is None else str(value)
+    key = text.lower()
+    cls = "s-ok" if key in _OK else "s-bad" if key in _BAD else "s-warn" if key in _WARN else "s-skip"
+    return f'<span class="badge {cls}">{_e(text)}</span>'
+
+
+class _Html:
+    def __init__(self, lang: str) -> None:
+        self.lang = lang
+        self.parts: list[str] = []
+
+    def t(self, key: str, **kw: Any) -> str:
+        """A label in the report's language; values put into it are escaped."""
+        text = _LABELS[key][self.lang]
+        return escape(text, quote=True).format(**{k: _e(v) for k, v in kw.items()}) if kw else escape(text)
+
+    def add(self, *html: str) -> None:
+        self.parts.extend(html)
+
+    def kv(self, rows: list[tuple[str, str]]) -> None:
+        self.add('<table class="kv"><tbody>')
+        for label, value in rows:
+            self.add(f"<tr><th>{label}</th><td>{value}</td></tr>")
+        self.add("</tbody></table>")
+
+
+# -- the HTML report ---------------------------------------------------------------------------------
+
+
+def render_html(events: list[dict[str, Any]], result: Any, verdict: str, lang: str = "en") -> str:
+    """The whole report as one HTML document."""
+    lang = resolve_lang(lang)
+    h = _Html(lang)
+    runs, others = _runs(events)
+    times = [e.get("time") for e in events if e.get("time")]
+    h.add("<!DOCTYPE html>", f'<html lang="{"zh-CN" if lang == "zh" else "en"}"><head><meta charset="utf-8">',
+          '<meta name="viewport" content="width=device-width, initial-scale=1">',
+          f"<title>{h.t('title')} — {_e(Path(str(result.path)).name)}</title>",
+          f"<style>{_CSS}</style></head><body><main>")
+    h.add('<header class="top">', f"<h1>{h.t('title')}</h1>",
+          f'<p class="sub">{h.t("subtitle", n=len(events), path=result.path)}'
+          + (f" · {h.t('span')}: {_when(times[0])} – {_when(times[-1])}" if times else "") + "</p></header>")
+    _verification(h, result, verdict)
+    _overview(h, runs)
+    for i, run in enumerate(runs, 1):
+        _run_section(h, run, i)
+    if others:
+        _others(h, others, runs)
+    h.add(f"<footer>{h.t('footer')}</footer>", "</main></body></html>")
+    return "\n".join(h.parts) + "\n"
+
+
+def _verification(h: _Html, result: Any, verdict: str) -> None:
+    intact = bool(result.chain_intact)
+    state = str(result.status)
+    h.add(f'<section class="card verify {state}" id="verification">',
+          f'<div class="verify-head"><h2>{h.t("verification")}</h2><span class="stamp">{h.t(state)}</span></div>')
+    if h.lang == "zh":
+        if intact:
+            text = _ZH_VERDICT["ok"].format(n=result.entries, c=result.checkpoints)
+            text += _ZH_VERDICT["anchor" if result.anchor_checked else "open"]
+        else:
+            text = _ZH_VERDICT["bad"].format(line=result.bad_line, problem=result.problem, valid=result.valid_entries)
+        if state == "cannot_check":
+            text = _ZH_VERDICT["unchecked"] + text
+        h.add(f'<p class="verdict">{_e(text)}</p>',
+              f'<p class="orig">{h.t("verifier_text")}: {_e(verdict)}</p>')
+    else:
+        h.add(f'<p class="verdict">{_e(verdict)}</p>')
+    rows = [(h.t("log_file"), f'<span class="mono">{_e(result.path)}</span>'),
+            (h.t("entries"), _e(result.entries)),
+            (h.t("valid_entries"), _e(result.valid_entries)),
+            (h.t("checkpoints"), _e(result.checkpoints))]
+    cp = result.last_checkpoint
+    if cp:
+        rows.append((h.t("last_checkpoint"),
+                     '<span class="mono">' + h.t("checkpoint_text", line=cp.get("line"), seq=cp.get("seq"),
+                                                 head=cp.get("head"), signer=cp.get("signer")) + "</span>"))
+    else:
+        rows.append((h.t("last_checkpoint"), "—"))
+    rows.append((h.t("uncovered"), _e(result.uncovered)))
+    rows.append((h.t("anchor"), h.t("anchor_yes" if result.anchor_checked else "anchor_no")))
+    if not intact:
+        rows.append((h.t("bad_line"), f'<strong class="s-bad">{_e(result.bad_line)}</strong>'))
+        rows.append((h.t("problem"), f"{_badge(result.problem)} {_e(result.message)}"))
+    if result.warnings:
+        rows.append((h.t("notes"), "<br>".join(_e(w) for w in result.warnings)))
+    h.kv(rows)
+    h.add("</section>")
+
+
+def _run_outcome(h: _Html, run: _Run, short: bool = False) -> tuple[str, str]:
+    """(css class, words) for the run's outcome; ``short`` for the overview table."""
+    kind = "short" if short else "exit"
+    if run.finish is None:
+        return "s-skip", h.t("short_unfinished" if short else "unfinished")
+    d = _data(run.finish)
+    recorded: Any = d.get("exit_code", run.finish.get("outcome"))
+    try:
+        code = int(recorded)
+    except (TypeError, ValueError):
+        return "s-skip", h.t(f"{kind}_n", code=recorded)
+    if code == 0 and "waiting" in (d.get("outcomes") or {}).values():
+        return "s-ok", h.t(f"{kind}_0_wait")
+    if code == 0:
+        return "s-ok", h.t(f"{kind}_0_rb" if run.is_rollback else f"{kind}_0")
+    if code == 1:
+        return "s-warn", h.t(f"{kind}_1")
+    outcomes = set((d.get("outcomes") or {}).values())
+    if code == 5 and "superseded" in outcomes and not outcomes & {"needs_person"}:
+        return "s-warn", h.t(f"{kind}_5_sup")
+    if code == 5:
+        return "s-bad", h.t(f"{kind}_5")
+    return "s-bad", h.t(f"{kind}_n", code=code)
+
+
+def _run_id(run_id: str) -> str:
+    """A run id, escaped, that may wrap after '/' (a rollback run's id is the run's id plus /rollback-TIME)."""
+    return _e(run_id).replace("/", "/<wbr>")
+
+
+def _from_to(host: _Host) -> str:
+    s = host.summary
+    if s.get("current") or s.get("target"):
+        return f"{_e(s.get('current'))} → {_e(s.get('target'))}"
+    return "—"
+
+
+def _actor(e: dict[str, Any] | None) -> tuple[str, str]:
+    a = (e or {}).get("actor")
+    if not isinstance(a, dict):
+        return "—", "—"
+    who = a.get("principal") or a.get("user")
+    extra = f"{a.get('user')}@{a.get('host')}" if a.get("user") else ""
+    return (_e(who) + (f' <span class="muted">({_e(extra)})</span>' if extra and extra != who else "")), _e(a.get("key"))
+
+
+def _overview(h: _Html, runs: list[_Run]) -> None:
+    h.add('<section class="card">', f"<h2>{h.t('overview')}</h2>")
+    if not runs:
+        h.add(f'<p class="muted">{h.t("no_runs")}</p></section>')
+        return
+    h.add("<table><thead><tr>" + "".join(f"<th>{h.t(k)}</th>" for k in (
+        "run", "started", "operator", "hosts", "from_to", "outcome", "duration")) + "</tr></thead><tbody>")
+    for i, run in enumerate(runs, 1):
+        first = run.start or run.events[0]
+        last = run.finish or run.checkpoint or run.events[-1]
+        cls, words = _run_outcome(h, run, short=True)
+        versions = sorted({_from_to(x) for x in run.hosts.values()} - {"—"})
+        label = f' <span class="badge s-warn">{h.t("rollback")}</span>' if run.is_rollback else ""
+        h.add(f'<tr><td><a class="runid" href="#run-{i}">{_run_id(run.id)}</a>{label}</td>'
+              f'<td>{_when_parts(first.get("time"))}</td><td>{_actor(first)[0]}</td>'
+              f'<td class="nowrap">{"<br>".join(_e(x) for x in run.hosts) or "—"}</td><td class="nowrap">{"<br>".join(versions) or "—"}</td>'
+              f'<td><span class="badge {cls}">{words}</span></td><td class="num">{_span(first.get("time"), last.get("time"))}</td></tr>')
+    h.add("</tbody></table></section>")
+
+
+def _run_section(h: _Html, run: _Run, index: int) -> None:
+    cls, words = _run_outcome(h, run)
+    rolled = run.is_rollback or any(x.rollback_cause is not None for x in run.hosts.values())
+    extra = " has-rollback" if rolled else ""
+    extra += " failed" if cls == "s-bad" else ""
+    title = h.t("rollback_run" if run.is_rollback else "run")
+    h.add(f'<section class="run{extra}" id="run-{index}"><header><h2>{title} <span class="runid">{_run_id(run.id)}</span>'
+          f'</h2><span class="badge {cls}">{words}</span></header>')
+    _run_summary(h, run, words, cls)
+    for host in run.hosts.values():
+        _host_section(h, host)
+    h.add("</section>")
+
+
+def _run_summary(h: _Html, run: _Run, words: str, cls: str) -> None:
+    start = run.start or run.events[0]
+    d = _data(start)
+    end = run.finish or run.checkpoint or run.events[-1]
+    who, key = _actor(start)
+    rows = [(h.t("started"), _when(start.get("time"))),
+            (h.t("finished"), _when(run.finish.get("time")) if run.finish else "—"),
+            (h.t("duration"), _span(start.get("time"), end.get("time"))),
+            (h.t("operator"), who), (h.t("operator_key"), f'<span class="mono">{key}</span>')]
+    if run.is_rollback:
+        rows.append((h.t("rollback_of"), f'<span class="mono">{_e(d.get("of_run"))}</span>'))
+    req = d.get("requester")
+    if isinstance(req, dict):
+        rows.append((h.t("requester"), _e(f"{req.get('user')}@{req.get('host')}")))
+    hosts_html = []
+    for x in run.hosts.values():
+        after = _data(x.finished).get("version") if x.finished else None
+        line = f"<strong>{_e(x.name)}</strong> {_from_to(x)}"
+        if x.outcome:
+            line += f" {_badge(x.outcome)}"
+        if after:
+            line += f' <span class="muted">{h.t("version_after")}: {_e(after)}</span>'
+        hosts_html.append(line)
+    rows.append((h.t("hosts"), "<br>".join(hosts_html) or "—"))
+    if d.get("target"):
+        rows.append((h.t("target"), _e(d.get("target"))))
+    if d.get("plan"):
+        rows.append((h.t("plan"), f'<span class="mono">{_e(d.get("plan"))}</span>'))
+    cat = d.get("catalog")
+    if isinstance(cat, dict):
+        rows.append((h.t("catalog"), f'<span class="mono">{_e(cat.get("path"))}</span> '
+                     f'<span class="muted">({_e(cat.get("signer"))}, {_e(cat.get("fingerprint"))})</span>'))
+    approvals = d.get("approvals") if isinstance(d.get("approvals"), list) else run.accepted
+    if not run.is_rollback:
+        rows.append((h.t("approvals"), _approvals(h, approvals)))
+    rows.append((h.t("outcome"), f'<span class="{cls}"><strong>{words}</strong></span>'))
+    if run.checkpoint:
+        cp = _dict(run.checkpoint.get("checkpoint"))
+        rows.append((h.t("checkpoint"), '<span class="mono">' + h.t(
+            "checkpoint_text", line=run.checkpoint.get("seq"), seq=cp.get("seq"), head=cp.get("head"),
+            signer=cp.get("signer")) + "</span>"))
+    else:
+        rows.append((h.t("checkpoint"), f'<span class="s-warn">{h.t("no_checkpoint")}</span>'))
+    h.add(f"<h3>{h.t('summary')}</h3>")
+    h.kv(rows)
+    for x in run.hosts.values():
+        if x.rollback_cause is not None:
+            after = _data(x.finished).get("version") if x.finished else None
+            h.add(f'<div class="rollback-box"><strong>{h.t("rollback")} · {_e(x.name)}</strong><br>'
+                  f'{h.t("rollback_cause")}: {_e(x.rollback_cause)}<br>'
+                  f'{h.t("outcome")}: {_badge(x.outcome)}'
+                  + (f' · {h.t("version_after")}: <strong>{_e(after)}</strong>' if after else "") + "</div>")
+
+
+def _approvals(h: _Html, approvals: Any) -> str:
+    if not approvals:
+        return f'<span class="s-bad">{h.t("no_approval")}</span>'
+    items = []
+    for a in approvals:
+        if not isinstance(a, dict):
+            continue
+        item = (f'{h.t("approver")}: <strong>{_e(a.get("approver"))}</strong> · {h.t("key")}: '
+                f'<span class="mono">{_e(a.get("key"))}</span> · {h.t("expires")}: {_when(a.get("expires"))}')
+        if a.get("comment"):
+            item += f" · {h.t('comment')}: {_e(a.get('comment'))}"
+        items.append(f"<li>{item}</li>")
+    return f'<ul class="approvals">{"".join(items)}</ul>'
+
+
+
+def _host_section(h: _Html, host: _Host) -> None:
+    h.add(f"<h3>{h.t('host')} {_e(host.name)} <span class=\"muted small\">{_from_to(host)}</span></h3>")
+    decision = host.summary.get("decision")
+    if isinstance(decision, dict):
+        _policy(h, decision, host.summary.get("checks"))
+    h.add(f"<h4>{h.t('timeline')}</h4>")
+    h.add("<table><thead><tr>" + "".join(f"<th>{h.t(k)}</th>" for k in (
+        "phase", "start", "duration", "result", "details")) + "</tr></thead><tbody>")
+    for kind, item in host.rows:
+        if kind == "phase":
+            _phase_row(h, item)
+        elif kind == "rollback":
+            h.add(f'<tr class="rollback marker"><td>{h.t("rollback_started")}</td><td class="nowrap">'
+                  f'{_clock(item.get("time"))}</td><td></td><td>{_badge("rollback")}</td>'
+                  f'<td>{h.t("rollback_cause")}: {_e(_data(item).get("cause"))}</td></tr>')
+        else:
+            d = _data(item)
+            note = _e(d.get("error")) if d.get("error") else ""
+            rb = ' class="rollback marker"' if item.get("outcome") == "rolled_back" else ' class="marker"'
+            h.add(f'<tr{rb}><td>{h.t("host_finished")}</td><td class="nowrap">{_clock(item.get("time"))}</td><td></td>'
+                  f'<td>{_badge(item.get("outcome"))}</td><td>{h.t("version_after")}: {_e(d.get("version"))}'
+                  + (f"<br>{note}" if note else "") + "</td></tr>")
+    h.add("</tbody></table>")
+
+
+def _phase_row(h: _Html, p: _Phase) -> None:
+    d = p.data
+    parts = [_e(d.get("detail"))] if d.get("detail") else []
+    result = _dict(d.get("result"))
+    probes = result.get("probes")
+    if isinstance(probes, list) and probes:
+        items = "".join(
+            f'<li><span class="{"s-ok" if pr.get("ok") else "s-bad"}">{"✓" if pr.get("ok") else "✗"}</span> '
+            f'<strong>{_e(pr.get("probe"))}</strong> {_e(pr.get("detail"))}</li>'
+            for pr in probes if isinstance(pr, dict))
+        parts.append(f'<div class="small muted">{h.t("probes")}:</div><ul class="probes">{items}</ul>')
+    command = result.get("command") if isinstance(result.get("command"), dict) else None
+    if command:
+        out = "\n".join(str(command.get(k) or "").rstrip() for k in ("stdout", "stderr") if command.get(k))
+        parts.append(f'<span class="small muted">exit {_e(command.get("exit"))}</span>'
+                     + (f'<pre class="out">{_e(out)}</pre>' if out else ""))
+    scalars = [f"{_e(k)}={_e(v)}" for k, v in result.items()
+               if k not in ("probes", "command") and isinstance(v, (str, int, float, bool)) and v != ""]
+    if scalars:
+        parts.append(f'<div class="small muted mono">{" · ".join(scalars)}</div>')
+    if d.get("failure"):
+        parts.append(f'<span class="s-bad small">{_e(d.get("failure"))}</span>')
+    phase = _e(p.phase) + (f'<br><span class="small s-warn">{h.t("in_rollback")}</span>' if p.in_rollback else "")
+    outcome = _badge(p.outcome) if p.outcome else f'<span class="muted">{h.t("running")}</span>'
+    row_cls = ' class="rollback"' if p.in_rollback or p.phase == "rollback" else ""
+    h.add(f'<tr{row_cls}><td>{phase}</td><td class="nowrap">{_clock(p.start)}</td>'
+          f'<td class="num">{_seconds(p.seconds) if p.seconds is not None else "—"}</td><td>{outcome}</td>'
+          f'<td>{"".join(parts) or "—"}</td></tr>')
+
+
+def _policy(h: _Html, decision: dict[str, Any], checks: Any) -> None:
+    allowed = decision.get("allowed")
+    verdict = h.t("allowed") if allowed else h.t("refused")
+    h.add(f'<h4>{h.t("policy")} · {h.t("decision")}: <span class="{"s-ok" if allowed else "s-bad"}">{verdict}</span></h4>')
+    h.add("<table><thead><tr>" + "".join(f"<th>{h.t(k)}</th>" for k in ("rule", "status", "reason"))
+          + "</tr></thead><tbody>")
+    for r in decision.get("rules") or []:
+        if isinstance(r, dict):
+            h.add(f'<tr><td class="mono">{_e(r.get("rule"))}</td><td>{_badge(r.get("status"))}</td>'
+                  f'<td>{_e(r.get("reason"))}</td></tr>')
+    for c in checks or []:
+        if isinstance(c, dict):
+            h.add(f'<tr><td class="mono">{_e(c.get("check"))} <span class="muted small">({h.t("checks")})</span></td>'
+                  f'<td>{_badge(c.get("status"))}</td><td>{_e(c.get("reason"))}</td></tr>')
+    h.add("</tbody></table>")
+
+
+def _others(h: _Html, others: list[dict[str, Any]], runs: list[_Run]) -> None:
+    """Plans, approvals and refusals that are not part of a run; a plan that never ran shows its policy."""
+    ran = {_data(r.start).get("plan") for r in runs if r.start}
+    h.add('<section class="card others">', f"<h2>{h.t('others')}</h2>")
+    h.add("<table><thead><tr>" + "".join(f"<th>{h.t(k)}</th>" for k in (
+        "time", "event", "outcome", "who", "details")) + "</tr></thead><tbody>")
+    for e in others:
+        d = _data(e)
+        details = []
+        if d.get("target"):
+            details.append(f"{h.t('target')}: {_e(d.get('target'))}")
+        if d.get("plan"):
+            details.append(f'{h.t("plan")}: <span class="mono">{_e(str(d.get("plan"))[:16])}…</span>')
+        if d.get("approver"):
+            details.append(f"{h.t('approver')}: {_e(d.get('approver'))} "
+                           f'<span class="mono small">({_e(d.get("key"))})</span>')
+        if d.get("reason"):
+            details.append(f"{h.t('reason')}: {_e(d.get('reason'))}")
+        h.add(f'<tr><td class="nowrap">{_when(e.get("time"))}</td><td>{_e(e.get("event"))}</td>'
+              f'<td>{_badge(e.get("outcome"))}</td><td>{_actor(e)[0]}</td><td>{"<br>".join(details) or "—"}</td></tr>')
+    h.add("</tbody></table>")
+    for e in others:
+        d = _data(e)
+        if e.get("event") != "plan_created" or d.get("plan") in ran:
+            continue
+        for x in d.get("hosts") or []:
+            if isinstance(x, dict) and isinstance(x.get("decision"), dict):
+                h.add(f'<h3>{h.t("plan")} <span class="mono">{_e(str(d.get("plan"))[:16])}…</span> · '
+                      f'{h.t("host")} {_e(x.get("host"))} <span class="muted small">{_e(x.get("current"))} → '
+                      f'{_e(x.get("target"))}</span></h3>')
+                _policy(h, x["decision"], x.get("checks"))
+    h.add("</section>")

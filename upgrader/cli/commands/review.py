@@ -1,0 +1,130 @@
+"""``upgrader plan show PLAN`` (the full review an approver reads) and ``upgrader plan digest PLAN``.
+
+``approve`` prints the same review before it signs (``print_review``). Kept apart from ``plan``
+itself so that show can grow options (e.g. reading the hosts) without touching plan making.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from ...core.exit_codes import ExitCode
+from ._common import console, load_policy_or_fail, policy_origin, policy_path, print_json
+
+__all__ = ["cmd_plan_show", "cmd_plan_digest", "reviewed_plan", "print_review"]
+
+
+def reviewed_plan(args: argparse.Namespace) -> tuple[Any, dict[str, Any], Any]:
+    """Load ``args.plan``, check its requester signature (exit 4 when damaged), and build its review, with the
+    operator's policy here beside the plan's (``review["policy_here"]``). Returns (plan, review, policy here)."""
+    from ...core.plan import load_plan
+    from ...trust.requester import plan_signer
+    from ...core.review import plan_review
+
+    plan = load_plan(args.plan)
+    plan_signer(plan.data, plan.digest, str(args.plan))  # a damaged or stripped signature is refused here
+    review = plan_review(plan.data, plan.digest)
+    policy = load_policy_or_fail(policy_path(args))
+    review["policy_here"] = {"source": policy.source, "sha256": policy.digest, "from": policy_origin(args),
+                             "same": policy.digest == review["policy"]["sha256"]}
+    return plan, review, policy
+
+
+def cmd_plan_show(args: argparse.Namespace) -> int:
+    """``plan show PLAN [--check]``: the full review; with --check, every host read (read-only) after it."""
+    plan, review, _ = reviewed_plan(args)
+    if not getattr(args, "check", False):
+        if args.json:
+            print_json(review)
+        else:
+            print_review(console(), review)
+        return ExitCode.OK
+    from .plan_check import check_plan_hosts
+
+    if args.json:  # one document: what the hosts said, with the review beside it
+        return check_plan_hosts(args, plan.data, plan.digest, None, json_extra={"review": review})
+    c = console()
+    print_review(c, review)
+    c.print()
+    return check_plan_hosts(args, plan.data, plan.digest, c)
+
+
+def cmd_plan_digest(args: argparse.Namespace) -> int:
+    from ...core.plan import load_plan
+
+    plan = load_plan(args.plan)
+    if args.json:
+        print_json({"plan": str(args.plan), "digest": plan.digest})
+    else:
+        print(plan.digest)
+    return ExitCode.OK
+
+
+def _line(c: Any, text: str) -> None:
+    from ...core.text_safety import shown
+
+    # commands are shown verbatim, never wrapped; every non-printable character escaped (ESC, bidi overrides)
+    c.print(shown(text), markup=False, highlight=False, soft_wrap=True)
+
+
+def print_review(c: Any, r: dict[str, Any]) -> None:
+    """The review as text, every value in full (a secret in a command, a URL's password, masked as in every output:
+    the approver sees where it goes, not what it is)."""
+    from ...audit.redaction import redact_value
+
+    r = redact_value(r)
+    req = r["requester"]
+    _line(c, f"plan {r['plan']}  (to {r['target']}, made {r['created']})")
+    signed = f"signed with key {req['key']}" if req["signed"] else "unsigned (the operator who runs it counts as " \
+                                                                     "the requester)"
+    _line(c, f"requester: {req['user']}@{req['host']}, {signed}")
+    cat = r["catalog"]
+    _line(c, f"catalog: {cat['path']}  serial {cat['serial']}  signed by {cat.get('signer') or '-'} "
+             f"({cat.get('fingerprint') or '-'})  sha256 {cat['sha256']}")
+    pol = r["policy"]
+    _line(c, f"policy: {pol['source']}  sha256 {pol['sha256']}")
+    here = r.get("policy_here")
+    if here:
+        verdict = "the same" if here["same"] else "DIFFERENT: a run here refuses this plan (exit 4)"
+        _line(c, f"policy here ({here['from']}): {here['source']}  sha256 {here['sha256']}: {verdict}")
+    window = r.get("window")
+    if window:
+        inside = {True: "inside", False: "outside"}.get(window.get("inside"), "unknown")
+        wp = window.get("policy") or {}
+        _line(c, f"service window: {inside}: {window.get('reason', '')} (window {', '.join(wp.get('days', []))} "
+                 f"{wp.get('start')}-{wp.get('end')} {wp.get('timezone')}; outside it: {wp.get('outside')})")
+    for h in r["hosts"]:
+        _line(c, "")
+        verdict = "allowed" if h["allowed"] else "REFUSED"
+        _line(c, f"host {h['host']} ({h['address']}, port {h['port']}, user {h['user'] or '-'}) "
+                 f"{h['install_dir']}: {h['product']} {h['current']} -> {h['target']}: {verdict}")
+        state, default = h.get("state_dir"), h.get("default_state_dir")
+        if state and state.rstrip("/") != default:
+            _line(c, f"  STATE DIR NOT THE DEFAULT: {state} (the inventory names it; the default is {default}); the "
+                     "host's trust ledger stays in the default one too")
+        pkg = h["package"]
+        if pkg:
+            _line(c, f"  package: {pkg['file']} ({pkg['kind']}, {pkg['size']} bytes) sha256 {pkg['sha256']}")
+            if pkg.get("remove"):
+                _line(c, f"  package removes: {', '.join(pkg['remove'])}")
+        else:
+            _line(c, "  package: none in the catalog")
+        pb = h["playbook"]
+        _line(c, f"  playbook: {pb['name']} ({pb['path']}, sha256 {pb['sha256']})")
+        _line(c, "  policy decision:")
+        for rule in h["decision"]["rules"]:
+            _line(c, f"    {rule['status']:<5} {rule['rule']}: {rule['reason']}")
+        for check in h["checks"]:
+            _line(c, f"    {check['status']:<5} {check['check']}: {check['reason']}")
+        _line(c, f"  commands the run executes on the host, as they will run (in {h['install_dir']}, as "
+                 f"{h['user'] or 'the login user'}):")
+        for cmd in h["commands"]:
+            limit = f"  (timeout {cmd['timeout']}s)" if cmd.get("timeout") is not None else ""
+            _line(c, f"    {cmd['when']}: {cmd['command']}{limit}")
+        if h["stop"]:
+            _line(c, "  stop: " + ", ".join(f"{k} {v}" for k, v in h["stop"].items()))
+        _line(c, "  health probes: " + "; ".join(f"{p['name']}: {p['checks']}" for p in h["probes"]))
+        if h["observe"]:
+            _line(c, "  observation: " + ", ".join(f"{k} {v}" for k, v in h["observe"].items()))
+        _line(c, f"  preserved: {', '.join(h['preserve']) or '-'}")

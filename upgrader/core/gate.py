@@ -1,0 +1,108 @@
+"""The gate before a plan touches a host, held by the operator, not by the plan.
+
+The plan is the requester's document: it records the policy it was made under (source and
+digest) but never supplies it. ``operator_policy`` checks the operator's policy (``--policy``, else
+``HOME/policy.yaml``, else the system-wide policy, else the shipped default) and refuses a plan
+made under another one (exit 4). ``redecide`` reads every host again (read-only) and makes each
+host's policy decision again under that policy: a different answer refuses the run (exit 3), a
+host that was already upgraded from a newer catalog refuses it too (exit 4).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable
+
+from .errors import ApprovalRefused, PolicyRefused, TransportError
+
+__all__ = ["operator_policy", "policy_mismatch", "redecide", "decision_key"]
+
+
+def policy_mismatch(plan_policy: dict[str, Any], policy: Any) -> ApprovalRefused | None:
+    """The refusal for a plan made under another policy than ``policy``, or None when they are the same."""
+    planned = str(plan_policy.get("sha256"))
+    if policy.digest == planned:
+        return None
+    return ApprovalRefused(
+        f"the plan was made under another policy: the plan's policy is {plan_policy.get('source')} (sha256 "
+        f"{planned}), the operator's policy is {policy.source} (sha256 {policy.digest}); the policy comes from "
+        "--policy, HOME/policy.yaml, /etc/upgrader/policy.yaml or the shipped default, never from the plan",
+        hint="make and approve a new plan under the operator's policy (or fix the operator's policy file)")
+
+
+def operator_policy(policy: Any, plan_policy: dict[str, Any]) -> Any:
+    """The operator's policy (loaded by the caller from where ``policy_path`` says); ApprovalRefused (exit 4)
+    when the plan was made under another policy."""
+    refusal = policy_mismatch(plan_policy, policy)
+    if refusal is not None:
+        raise refusal
+    planned = plan_policy.get("manual_changes")
+    if planned is not None and str(planned) != policy.manual_changes:  # the plan's copy was edited
+        raise ApprovalRefused(f"the plan says rules.manual_changes is {planned!r} but the operator's policy "
+                              f"{policy.source} says {policy.manual_changes!r}: the plan was altered; nothing was "
+                              "changed", hint="make and approve a new plan under the operator's policy")
+    return policy
+
+
+def decision_key(decision: dict[str, Any]) -> tuple[Any, ...]:
+    """What must be equal for two decisions to be the same answer: allowed, and each rule's status (the
+    reasons may name today's date)."""
+    return (bool(decision.get("allowed")),
+            tuple((str(r.get("rule")), str(r.get("status"))) for r in decision.get("rules", [])))
+
+
+def redecide(hosts: list[dict[str, Any]], *, policy: Any, catalog: Any, now: _dt.datetime,
+             connect: Callable[[Any], Any], forks: int = 8) -> None:
+    """Read each host again (read-only) and decide again under ``policy``: PolicyRefused naming every host
+    whose decision differs from the plan's; ApprovalRefused for a host that saw a newer catalog. A host that
+    no longer runs the plan's current version, or cannot be reached now, is left to the engine, which stops it
+    at preflight (stale plan, unreachable) before touching it."""
+    from version_policy import UpgradeRequest, VersionError, decide, parse_range, parse_version
+
+    from ..fleet.inventory import host_from_plan
+    from ..trust.plan_trust import trusted_package
+    from .planner import _decide, check_seen_serial, host_facts
+    from ..fleet.transport.base import AgentClient
+
+    block = policy.manual_changes == "block"  # the operator's setting, never the plan's copy
+    drifted: list[str] = []
+
+    def one(h: dict[str, Any]) -> tuple[str, dict[str, Any], dict[str, Any]]:
+        host = host_from_plan(h)
+        spec = h["playbook"]["spec"]
+        entry, package = trusted_package(catalog, h)  # decided from the signed entry, never the plan's copy
+        try:
+            transport = connect(host)
+            try:
+                facts = host_facts(AgentClient(transport), host, spec, [], check_drift=block)
+            finally:
+                transport.close()
+        except TransportError:
+            # unreachable now: the engine meets it again at preflight and reports it, touching nothing there
+            return h["name"], h["decision"], h["decision"]
+        check_seen_serial(h["name"], h["product"], facts, int(catalog.serial))
+        if facts.get("version") != h["current"]:
+            # the host moved since the plan: the engine stops it at preflight as a stale plan, untouched
+            return h["name"], h["decision"], h["decision"]
+        if block and facts.get("drift"):
+            listed = ", ".join(str(d.get("path")) for d in facts["drift"][:5])
+            drifted.append(f"{h['name']}: product files changed by hand since the last install ({listed}) and the "
+                           "operator's policy says rules.manual_changes: block")
+        decision = _decide(host, facts.get("version"), facts, parse_version(h["target"]), entry, package,
+                           policy, now.date(), UpgradeRequest, decide, parse_version, parse_range, VersionError)
+        return h["name"], h["decision"], decision
+
+    with ThreadPoolExecutor(max_workers=max(1, min(forks, len(hosts)))) as pool:
+        answers = list(pool.map(one, hosts))
+    differ = []
+    for name, planned, now_decided in answers:
+        if decision_key(planned) != decision_key(now_decided):
+            failed = [f"{r['rule']}: {r['reason']}" for r in now_decided.get("rules", []) if r.get("status") == "fail"]
+            verdict = "allowed" if now_decided.get("allowed") else "refused (" + "; ".join(failed) + ")"
+            differ.append(f"{name}: the plan says {'allowed' if planned.get('allowed') else 'refused'}, decided "
+                          f"again now: {verdict}")
+    differ += drifted
+    if differ:
+        raise PolicyRefused("the version policy decides differently now than when the plan was made, nothing was "
+                            "changed:\n  " + "\n  ".join(differ))

@@ -1,0 +1,185 @@
+"""Gathering what a plan needs: read-only facts from each host, playbooks, catalog, policy.
+
+This is the effectful half of planning (connects to hosts, reads files); ``plan.build_plan`` is
+the pure half. Nothing on any host is changed here: the agent's ``facts`` action only reads.
+"""
+
+from __future__ import annotations
+
+import getpass
+import socket
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable
+
+from ..trust.catalog import Catalog, CatalogEntry, verify_package_file
+from .config_vars import merge_variables, read_config_vars
+from .clock import Clock
+from .errors import ApprovalRefused, InputError, TransportError
+from .host_paths import check_rendered, paths_to_check, refuse_unsafe
+from ..fleet.inventory import Host, Inventory
+from .plan import HostInput, Plan, build_plan
+from .playbook import Playbook, find_playbook, load_playbook
+from .probe_proof import ProbeUnproven, agent_call, prove
+from ..fleet.transport.base import AgentClient, AgentFailure, Transport
+
+__all__ = ["make_plan", "host_facts", "requester_identity", "package_entry"]
+
+
+def requester_identity(user: str | None = None) -> dict[str, str]:
+    """Who is asking: the given name, else env UPGRADER_USER, else the login name; and this machine."""
+    import os
+
+    if not user:
+        user = os.environ.get("UPGRADER_USER")
+    if not user:
+        try:
+            user = getpass.getuser()
+        except (KeyError, OSError):
+            user = "unknown"
+    return {"user": user, "host": socket.gethostname()}
+
+
+def host_facts(agent: AgentClient, host: Host, spec: dict[str, Any], packages: list[str],
+               check_drift: bool = True, check_paths: dict[str, Any] | None = None) -> dict[str, Any]:
+    extra = {"check_paths": check_paths} if check_paths is not None else {}
+    try:
+        return agent.call("facts", install_dir=host.install_dir, state_dir=host.state_dir,
+                          version_source=spec["version"], preserve=[p["path"] for p in spec["preserve"]],
+                          check_drift=check_drift, packages=packages,
+                          ascii_dirs=spec.get("preflight", {}).get("ascii_dirs", []), timeout=600, **extra)
+    except AgentFailure as e:
+        raise TransportError(f"cannot read the host's state: {e.message}", host=host.name) from e
+
+
+def package_entry(catalog: Catalog, entry: CatalogEntry) -> dict[str, Any]:
+    """Verify the package file against its catalog entry and describe it for the plan."""
+    meta = verify_package_file(catalog.package_path(entry), entry)
+    return {"file": entry.file, "sha256": entry.sha256, "size": entry.size, "kind": entry.kind,
+            "product": entry.product, "version": entry.version, "requires": entry.requires,
+            "changes": list(meta.changes), "remove": list(meta.remove),
+            "limits": {"members": entry.max_members, "unpacked_bytes": entry.max_unpacked_bytes}}
+
+
+def make_plan(inventory: Inventory, hosts: list[Host], *, target: str, catalog: Catalog, policy: Any,
+              clock: Clock, connect: Callable[[Host], Transport], forks: int = 8,
+              requester: dict[str, str] | None = None, window: dict[str, Any] | None = None,
+              signed_by: dict[str, Any] | None = None) -> Plan:
+    """Read every host (read-only), decide, and build the plan. ``signed_by``: who signed the catalog (its
+    signer, key fingerprint and serial), recorded in the plan for the approver's review."""
+    from version_policy import (UpgradeRequest, VersionError, decide, parse_range, parse_version)
+
+    try:
+        target_v = parse_version(target)
+    except VersionError as e:
+        raise InputError(f"--to: {e}") from None
+    today = clock.now().date()
+    playbooks: dict[str, Playbook] = {}
+    search = [inventory.path.parent / "playbooks", inventory.path.parent]
+    for h in hosts:
+        if h.playbook not in playbooks:
+            playbooks[h.playbook] = load_playbook(find_playbook(h.playbook, search))
+    # each package is verified once, before the hosts are contacted (not once per concurrent host thread)
+    entries = {h.name: catalog.find(h.product, target) for h in hosts}
+    packages: dict[str, dict[str, Any]] = {}
+    for e in entries.values():
+        if e is not None and e.sha256 not in packages:
+            packages[e.sha256] = package_entry(catalog, e)
+
+    def one(h: Host) -> tuple[HostInput, ProbeUnproven | None]:
+        pb = playbooks[h.playbook]
+        if pb.product != h.product:
+            raise InputError(f"host {h.name} runs {h.product!r} but playbook {pb.path} is for {pb.product!r}",
+                             path=str(inventory.path), key=f"hosts.{h.name}.playbook")
+        where = {"host": h.name, "inventory": str(inventory.path)}
+        entry = entries[h.name]
+        transport = connect(h)
+        try:
+            agent = AgentClient(transport)
+            # explicit values (inventory vars, --var) win over what the configuration says (config_vars)
+            read = read_config_vars(agent, install_dir=h.install_dir, state_dir=h.state_dir, vars_from=pb.vars_from)
+            values, vars_read = merge_variables(pb.defaults, read, {"install_dir": h.install_dir, "host": h.name,
+                                                                    **h.vars})
+            base_vars = {**values, "install_dir": h.install_dir, "host": h.name}
+            probe_spec = pb.render({**base_vars, "target_version": target, "current_version": "unknown"})
+            check_rendered(probe_spec, playbook=str(pb.path), **where)
+            check_paths = paths_to_check(probe_spec, packages[entry.sha256] if entry is not None else None)
+            facts = host_facts(agent, h, probe_spec, [entry.sha256] if entry else [], check_paths=check_paths)
+            refuse_unsafe(facts.get("unsafe_paths") or [], **where)
+            if entry is not None:
+                check_seen_serial(h.name, h.product, facts, catalog.serial)
+            current = facts.get("version")
+            spec = pb.render({**base_vars, "target_version": target, "current_version": current or "unknown"})
+            check_rendered(spec, playbook=str(pb.path), **where)
+            rollback_observe = pb.render({**base_vars, "target_version": current or "unknown",
+                                          "current_version": current or "unknown"})["observe"]
+            package = packages[entry.sha256] if entry is not None else None
+            decision = _decide(h, current, facts, target_v, entry, package, policy, today,
+                               UpgradeRequest, decide, parse_version, parse_range, VersionError)
+            proof: list[dict[str, Any]] = []
+            unproven = None
+            if decision.get("allowed") and package is not None:
+                try:  # only an upgrade the policy allows would stop the service
+                    proof = prove(agent_call(agent, h.install_dir, h.state_dir), host=h.name,
+                                  observe=rollback_observe, version=current, vars_read=vars_read)
+                except ProbeUnproven as e:
+                    unproven = e
+        finally:
+            transport.close()
+        return HostInput(host=h.describe(), state_dir=h.state_dir,
+                         playbook={"name": pb.name, "path": str(pb.path), "sha256": pb.digest},
+                         spec=spec, rollback_observe=rollback_observe, facts=facts, package=package,
+                         decision=decision, current=current, target=target, vars_read=vars_read,
+                         proof=proof), unproven
+
+    with ThreadPoolExecutor(max_workers=max(1, min(forks, len(hosts)))) as pool:
+        done = list(pool.map(one, hosts))
+    unproven = [e for _, e in done if e is not None]
+    if len(unproven) == 1:
+        raise unproven[0]
+    if unproven:
+        raise InputError("health checks fail on the running version of these hosts, nothing was changed:\n  "
+                         + "\n  ".join(f"{e} ({e.hint})" for e in unproven),
+                         hint="a check that fails now would roll a good upgrade back: fix each as its hint says")
+    inputs = [i for i, _ in done]
+    return build_plan(
+        inputs, target=target,
+        catalog={"path": str(catalog.path.resolve()), "sha256": catalog.sha256, "serial": catalog.serial,
+                 **({"signer": signed_by.get("signer"), "fingerprint": signed_by.get("fingerprint")}
+                    if signed_by else {})},
+        policy={"source": policy.source, "digest": policy.digest, "rules": policy.raw.get("rules", {})},
+        requester=requester or requester_identity(), created=clock.now(), window=window)
+
+
+def check_seen_serial(host: str, product: str, facts: dict[str, Any], serial: int) -> None:
+    """ApprovalRefused when the host was already upgraded from a catalog newer than ``serial``."""
+    seen = int((facts.get("catalog_serials") or {}).get(product, 0) or 0)
+    if seen > serial:
+        raise ApprovalRefused(f"{host}: catalog serial {serial} is older than serial {seen} this host was already "
+                              f"upgraded from ({product}): refusing a rollback to an old catalog; nothing was changed",
+                              hint="get the current catalog from the vendor")
+
+
+def _decide(h: Host, current: str | None, facts: dict[str, Any], target_v: Any, entry: CatalogEntry | None,
+            package: dict[str, Any] | None, policy: Any, today: Any, UpgradeRequest: Any, decide: Any,
+            parse_version: Any, parse_range: Any, VersionError: Any) -> dict[str, Any]:
+    if current is None:
+        return {"allowed": False, "rules": [{"rule": "installed_version", "status": "fail",
+                                             "reason": facts.get("version_error") or "no version found"}]}
+    if entry is None or package is None:
+        return {"allowed": False, "rules": [{"rule": "package", "status": "fail",
+                                             "reason": f"the catalog has no package of {h.product} {target_v}"}]}
+    try:
+        current_v = parse_version(current)
+    except VersionError as e:
+        return {"allowed": False, "rules": [{"rule": "installed_version", "status": "fail",
+                                             "reason": f"the installed version is unreadable: {e}"}]}
+    try:
+        requires = parse_range(package["requires"]) if package.get("requires") else None
+    except VersionError as e:
+        return {"allowed": False, "rules": [{"rule": "patch_requires", "status": "fail",
+                                             "reason": f"the package's requires range is invalid: {e}"}]}
+    request = UpgradeRequest(product=h.product, target_product=entry.product, current=current_v, target=target_v,
+                             kind=entry.kind, declared_changes=tuple(package.get("changes", ())),
+                             requires=requires, maintenance_until=h.maintenance_until, today=today)
+    return dict(decide(request, policy).to_dict())
+

@@ -1,0 +1,371 @@
+"""The English reasons other modules write (version policy rules, plan checks, the service window, phase
+details, failure causes), shown in Chinese.
+
+``version_policy`` and the engine keep writing their reasons in English (they are recorded in plans,
+journals and the audit log as they are); the guide, ``inspect`` and the reports translate them here,
+when they are shown. Each form of reason has one pattern and its Chinese template; a template's field
+``{name}`` is the matched text as it is (a version, a path), ``{name:t}`` is translated again (a reason
+inside a reason), ``{name:day}`` a weekday and ``{name:time}`` an ISO time shown in Beijing time. A reason
+no pattern knows is shown as it is, after a Chinese note that it is the tool's own words. ``cause``
+summarises a failure first in plain Chinese, the technical detail after. Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+import re
+
+from .shown_time import DEFAULT_ZONE, shown_time
+
+__all__ = ["translate", "cause", "failure", "UNTRANSLATED"]
+
+UNTRANSLATED = "原文"
+_V = r"[^\s()]+"
+
+_DAYS = {"Monday": "星期一", "Tuesday": "星期二", "Wednesday": "星期三", "Thursday": "星期四", "Friday": "星期五",
+         "Saturday": "星期六", "Sunday": "星期日", "mon": "周一", "tue": "周二", "wed": "周三", "thu": "周四",
+         "fri": "周五", "sat": "周六", "sun": "周日"}
+_CHANGES = {"external interfaces": "对外接口", "the configuration format": "配置文件格式", "monitoring": "监控/管理"}
+_METRICS = {"disk use of the install dir's file system (%)": "安装目录所在文件系统的磁盘使用率（%）",
+            "memory available (% of total)": "可用内存（占总量的 %）",
+            "1-minute load average per CPU": "每个 CPU 的 1 分钟平均负载",
+            "fs.file-max (file handles of the whole system)": "fs.file-max（整个系统的文件句柄数）",
+            "open files limit (ulimit -n) of the product's process, else of the agent":
+                "产品进程（否则为采集进程）的打开文件数上限（ulimit -n）",
+            "processes limit (ulimit -u) of the product's process, else of the agent":
+                "产品进程（否则为采集进程）的进程数上限（ulimit -u）",
+            "net.core.somaxconn (listen backlog)": "net.core.somaxconn（监听队列长度）",
+            "lines matching ERROR/SEVERE/FATAL/Exception in the last lines of the logs":
+                "日志最后若干行中匹配 ERROR/SEVERE/FATAL/Exception 的行数"}
+_LEVELS = {"major": "主版本", "minor": "次版本", "maintenance": "维护级别"}
+
+# (pattern, Chinese template), tried in order; a pattern must match the whole reason
+_FORMS: list[tuple[str, str]] = [
+    # version_policy.rules
+    (rf"the package is for (?P<p>.+), the installed product", "升级包针对的是 {p}，即本机所安装的产品"),
+    (r"the package is for '(?P<t>.*)' but the installed product is '(?P<p>.*)'",
+     "升级包针对的是 {t}，但本机安装的产品是 {p}"),
+    (rf"already at (?P<v>{_V})(?: \((?P<w>{_V}) is the same\))?", "已经是 {v}"),
+    (r"(?P<r>.+): a downgrade is not a free upgrade", "{r:t}：降级不属于免费升级"),
+    (r"not checked: (?P<r>.+), and the policy allows line changes", "未检查：{r:t}，且策略允许跨产品线"),
+    (rf"(?P<a>{_V}) is newer than (?P<b>{_V}) \((?P<why>.+)\)", "{a} 比 {b} 新（{why:t}）"),
+    (rf"(?P<a>{_V}) is older than (?P<b>{_V}) \((?P<why>.+)\)", "{a} 比 {b} 旧（{why:t}）"),
+    (rf"level (?P<n>\d): (?P<x>{_V}) vs (?P<y>{_V})", "第 {n} 级：{x} 对 {y}"),
+    (rf"tag (?P<x>{_V}) vs (?P<y>{_V})", "构建标记 {x} 对 {y}"),
+    (r"an untagged build precedes its tagged builds", "不带构建标记的版本早于带标记的版本"),
+    (rf"(?P<a>{_V}) and (?P<b>{_V}) are the same version.*", "{a} 与 {b} 是同一版本"),
+    (rf"(?P<a>{_V}) and (?P<b>{_V}) are on different product lines \((?P<x>{_V}) vs (?P<y>{_V})\)",
+     "{a} 与 {b} 属于不同的产品线（{x} 对 {y}）"),
+    (rf"tags (?P<x>{_V}) and (?P<y>{_V}) have different letters and cannot be ordered without the catalog",
+     "构建标记 {x} 与 {y} 的字母不同，没有目录说明就无法比较先后"),
+    (rf"both versions are on line (?P<l>{_V})", "两个版本在同一产品线 {l} 上"),
+    (r"both versions are on the numbered line \(level 3 is a number\)", "两个版本都在数字产品线上（第 3 级是数字）"),
+    (rf"(?P<a>{_V}) -> (?P<b>{_V}) moves between product lines \((?P<x>{_V}) vs (?P<y>{_V})\); "
+     r"the policy allows line changes", "{a} → {b} 跨越产品线（{x} 对 {y}）；策略允许跨产品线"),
+    (rf"(?P<a>{_V}) -> (?P<b>{_V}) moves between product lines \((?P<x>{_V}) vs (?P<y>{_V})\); "
+     r"the policy does not allow line changes", "{a} → {b} 跨越产品线（{x} 对 {y}）；策略不允许跨产品线"),
+    (rf"levels 1-4 equal \((?P<b>{_V})\); only the build tag changes", "第 1-4 级相同（{b}）；只有构建标记变化"),
+    (rf"levels 1-4 equal \((?P<b>{_V})\); no level changes", "第 1-4 级相同（{b}）；没有级别变化"),
+    (rf"(?P<a>{_V}) -> (?P<b>{_V}) changes level (?P<n>\d) \((?P<name>\w+)\); only (?P<free>.+) free",
+     "{a} → {b} 改变了第 {n} 级（{name:t}）；只有{free:t}可以自由变化"),
+    (rf"level 1 equal \((?P<p>{_V})\); (?P<rest>.+)", "第 1 级相同（{p}）；{rest:t}"),
+    (rf"levels 1-(?P<n>\d) equal \((?P<p>{_V})\); (?P<rest>.+)", "第 1-{n} 级相同（{p}）；{rest:t}"),
+    (r"level 4 changes; (?P<free>.+) free", "第 4 级变化；{free:t}可以自由变化"),
+    (r"only levels (?P<n>\d)-4 change; (?P<free>.+) free", "只有第 {n}-4 级变化；{free:t}可以自由变化"),
+    (r"levels? (?P<list>[\d, and]+) (?:is|are)", "第 {list:t} 级"),
+    (r"(?P<a>\d(?:, \d)*) and (?P<b>\d)", "{a}、{b}"),
+    (r"the package declares no changes the policy refuses", "升级包没有声明策略所拒绝的变更"),
+    (r"the package declares (?P<l>.+), which the policy does not refuse", "升级包声明了 {l}，策略不拒绝这些变更"),
+    (r"the package declares (?:a change|changes) to (?P<w>.+); such upgrades are never free",
+     "升级包声明会改变{w:t}；这类升级从不属于免费升级"),
+    (r"contract valid until (?P<d>\S+) \(today (?P<t>\S+)\)", "维保合同有效期至 {d}（今天是 {t}）"),
+    (r"contract ended (?P<d>\S+) \(today (?P<t>\S+)\)", "维保合同已于 {d} 到期（今天是 {t}）"),
+    (r"not checked: the policy does not require a maintenance contract", "未检查：策略不要求维保合同"),
+    (r"not checked: no host contract date given", "未检查：没有提供本机的维保合同日期"),
+    (r"not checked: no date for today given", "未检查：没有提供今天的日期"),
+    (r"full package: no requires range", "完整包：没有适用版本范围"),
+    (r"a patch must declare the versions it applies to", "补丁必须声明它适用的版本"),
+    (r"unknown package kind (?P<k>.+); expected full or patch", "未知的升级包类型 {k}；应为 full 或 patch"),
+    (rf"(?P<v>{_V}) is within (?P<r>.+)", "{v} 在适用范围 {r} 之内"),
+    (rf"(?P<v>{_V}) is outside (?P<r>.+?): (?P<why>.+)", "{v} 不在适用范围 {r} 之内：{why:t}"),
+    (r"checked when the run starts: an engineer's signed approval of this exact plan",
+     "在运行开始时检查：工程师对这份计划的签名审批"),
+    # plan checks (upgrader.core.plan, upgrader.core.planner)
+    (r"no manifest of an earlier install by upgrader yet; this run records one",
+     "还没有 upgrader 以前安装留下的清单；本次运行会记录一份"),
+    (r"product files match the last install", "产品文件与上次安装时一致"),
+    (r"(?P<f>\d+) MiB free, (?P<n>\d+) MiB needed for the package and staging",
+     "可用 {f} MiB，升级包和暂存需要 {n} MiB"),
+    (r"host is locked by run (?P<r>\S+) \((?P<who>[^)]*)\)", "主机已被运行 {r}（{who}）锁定"),
+    # health checks proven on the running version (upgrader.core.plan, upgrader.core.probe_proof)
+    (rf"(?P<n>\d+) probe\(s\) pass on the running (?P<v>{_V}): (?P<l>.+); (?P<k>\d+) log probe\(s\) judged after "
+     r"start", "{n} 项检查在当前运行的 {v} 上通过：{l:proofs}；另有 {k} 项日志检查在新版本启动后判断"),
+    (rf"(?P<n>\d+) probe\(s\) pass on the running (?P<v>{_V}): (?P<l>.+)", "{n} 项检查在当前运行的 {v} 上通过：{l:proofs}"),
+    (r"pid (?P<p>\S+) alive", "进程 {p} 在运行"),
+    (r"port (?P<n>\d+) open", "端口 {n} 已打开"),
+    (r"(?P<u>\S+) answered (?P<s>\d+)", "{u} 返回 {s}"),
+    (rf"the catalog has no package of (?P<p>\S+) (?P<v>{_V})", "目录中没有 {p} {v} 的升级包"),
+    # the service window (version_policy.window)
+    (r"(?P<when>\d{4}-\d\d-\d\d \d\d:\d\d) (?P<day>\w+) \((?P<tz>[^)]+)\) is inside the service window: "
+     r"(?P<why>.+), (?P<hours>\d\d:\d\d-\d\d:\d\d)", "{when} {day:day}（{tz:zone}）在服务时间窗口内：{why:t}，{hours}"),
+    (r"(?P<when>\d{4}-\d\d-\d\d \d\d:\d\d) (?P<day>\w+) \((?P<tz>[^)]+)\) is outside the service window: "
+     r"(?P<why>.+)", "{when} {day:day}（{tz:zone}）不在服务时间窗口内：{why:t}"),
+    (r"before it opens at (?P<t>\d\d:\d\d) \((?P<hours>\S+) on working days\); (?P<next>.+)",
+     "窗口 {t} 才开放（工作日 {hours}）；{next:t}"),
+    (r"after it closes at (?P<t>\d\d:\d\d) \((?P<hours>\S+) on working days\); (?P<next>.+)",
+     "窗口已于 {t} 关闭（工作日 {hours}）；{next:t}"),
+    (r"(?P<why>.+ is (?:a public holiday|not a service day) .+); (?P<next>it opens next .+|the .+)",
+     "{why:t}；{next:t}"),
+    (r"it opens next at (?P<t>\S+)", "下次开放时间：{t:time}"),
+    (r"the window does not open in the next (?P<n>\d+) days", "今后 {n} 天内窗口都不开放"),
+    (r"the next opening cannot be told: (?P<why>.+)", "无法判断下次开放时间：{why:t}"),
+    (r"(?P<day>[A-Z]\w+) is a working day", "{day:day}是工作日"),
+    (r"(?P<day>[A-Z]\w+) (?P<d>\S+) is a make-up working day \(调休, for (?P<f>.+)\)", "{day:day} {d} 是调休工作日（{f}）"),
+    (r"(?P<d>\d{4}-\d\d-\d\d) is a public holiday \((?P<n>.+)\)", "{d} 是法定节假日（{n}）"),
+    (r"(?P<day>[A-Z]\w+) is not a service day \((?P<days>.+)\)", "{day:day}不是服务日（{days}）"),
+    (r"no holiday data for (?P<y>\d+): cannot tell whether (?P<d>\S+) is a working day; add the year to (?P<f>.+)",
+     "没有 {y} 年的节假日数据，无法判断 {d} 是否为工作日；请把该年份加入 {f}"),
+    # phase details (upgrader.core.engine)
+    (rf"(?P<a>{_V}) -> (?P<b>{_V}), package on host", "{a} → {b}，升级包已在本机"),
+    (r"(?P<n>\d+) files \((?P<m>\d+) MiB\) snapshotted and verified, (?P<s>\d+) staged",
+     "已备份并校验 {n} 个文件（{m} MiB），已暂存 {s} 个文件"),
+    (r"stopped in (?P<s>[\d.]+)s \(already stopped\)", "{s} 秒（服务原本已停止）"),
+    (r"stopped in (?P<s>[\d.]+)s \(escalated to (?P<sig>\S+)\)", "{s} 秒内停止（已升级为发送 {sig}）"),
+    (r"stopped in (?P<s>[\d.]+)s", "{s} 秒内停止"),
+    (r"(?P<n>\d+) files in place in (?P<s>[\d.]+)s", "{s} 秒内放好 {n} 个文件"),
+    (r"start command done in (?P<s>[\d.]+)s", "启动命令在 {s} 秒内完成"),
+    (r"healthy: (?P<n>\d+) probes passed (?P<k>\d+) times over (?P<s>[\d.]+)s",
+     "运行正常：{n} 项检查在 {s} 秒内通过了 {k} 次"),
+    (r"(?P<n>\d+) files restored from the verified backup in (?P<s>[\d.]+)s; byte-identical",
+     "{s} 秒内从经过校验的备份恢复了 {n} 个文件；与升级前逐字节一致"),
+    (r"(?P<n>\d+) files restored from the verified backup in (?P<s>[\d.]+)s; byte-identical; the configuration in use "
+     r"before the rollback \((?P<p>.+)\) is kept in (?P<d>.+)",
+     "{s} 秒内从经过校验的备份恢复了 {n} 个文件；与升级前逐字节一致；回滚前正在使用的配置（{p}）保存在 {d}"),
+    (r"interrupted during stop", "停止服务时被中断"),
+    (r"product files were changed by hand since the last install: (?P<l>.+)", "上次安装后产品文件被手工改过：{l}"),
+    (r"restored tree differs from the backup: (?P<l>.+)", "恢复后的文件与备份不一致：{l}"),
+    # causes (the engine's words after the phase name)
+    (r"never healthy after start: (?P<d>.+)", "启动后一直不健康：{d}"),
+    (r"healthy at first, then failed during the observation window: (?P<d>.+)", "起初正常，观察期内出现故障：{d}"),
+    (r"never healthy after start", "启动后一直不健康"),
+    (r"healthy at first, then failed during the observation window", "起初正常，观察期内出现故障"),
+    (r"cancelled by the operator(?: \(before (?P<p>\w+)\))?", "操作员已取消"),
+    (r"the host runs (?P<v>\S+), the plan expected (?P<p>.+)", "本机运行的是 {v}，计划预期的是 {p}"),
+    (r"only (?P<f>\d+) MiB free, (?P<n>\d+) MiB needed", "只有 {f} MiB 可用，需要 {n} MiB"),
+    (r"(?P<no>not )?(?P<op>[<>=!]=?|==)(?P<b>[^\s(]+) \((?P<why>.+)\)", "{no:not}{op}{b}（{why:t}）"),
+    # the engineer's public key (upgrader.customer.access)
+    (r"this public key is in RFC 4716 \(SSH2\) format", "这是 RFC 4716（SSH2）格式的公钥，请先用 ssh-keygen -i 转换"),
+    (r"expected one public key line like .+, found (?P<n>.+) \(a grant is for one key\)",
+     "文件中应当正好有一行公钥（如 ssh-ed25519 AAAA... 名称），实际是 {n:n}（一次授权只针对一个公钥）"),
+    (r"not an OpenSSH public key line: options come before the key .*", "不是纯公钥行：公钥前面带有选项（像 authorized_keys 的行）"),
+    (r"not an OpenSSH public key line .*", "不是 OpenSSH 公钥行（应为“类型 BASE64 [注释]”）"),
+    (r"DSA keys are refused by current OpenSSH", "当前的 OpenSSH 不再接受 DSA 密钥"),
+    (r"this is an SSH certificate", "这是 SSH 证书，不是公钥"),
+    (r"unknown key type (?P<k>.+)", "未知的密钥类型 {k}"),
+    (r"the key data is not valid base64 \(a damaged copy\?\)", "密钥数据不是有效的 base64（文件可能已损坏）"),
+    (r"the file is too large to be a public key", "文件太大，不可能是公钥"),
+    # available (upgrader.customer.available)
+    (r"newest free upgrade: (?P<v>\S+) \((?P<k>\w+)\)", "最新的免费升级：{v}（{k:kind}）"),
+    (r"no free upgrade: the policy refuses all (?P<n>\d+) newer version\(s\) in the catalog",
+     "没有免费升级：目录中 {n} 个更新的版本都被策略拒绝"),
+    (r"already at the newest (?P<p>\S+) version in the catalog \((?P<v>\S+)\)", "已经是目录中 {p} 的最新版本（{v}）"),
+    (r"free fix: (?P<v>\S+) \((?P<k>\w+), (?P<f>\S+)\)", "免费修复：{v}（{k:kind}，{f}）"),
+    (r"no free fix: (?P<why>.+)", "没有免费修复：{why:t}"),
+    (r"fixed in (?P<v>\S+), which this catalog does not hold", "已在 {v} 中修复，但本目录中没有该版本"),
+    (r"no fixed version given", "公告没有给出修复版本"),
+    (r"(?P<v>\S+) \((?P<k>\w+)\) is refused: (?P<why>.+)", "{v}（{k:kind}）被拒绝：{why:t}"),
+    # errors the operator meets (approvals, locks, inputs); the file they name comes first
+    (r"(?s)the plan refuses these hosts, nothing was changed:\n  (?P<h>[^:\n]+): (?P<r>[^\n]+)",
+     "计划拒绝了主机 {h}，未做任何改动：{r:t}"),
+    (r"expired at (?P<t>\S+) \(approved by (?P<a>.+)\)", "审批已于 {t:time} 过期（审批人 {a}）"),
+    (r"this approval was already used by run (?P<r>\S+) at (?P<t>\S+); an approval is good for one run",
+     "这份审批已被运行 {r} 于 {t:time} 使用过；一份审批只能用于一次运行"),
+    (r"approves plan (?P<a>\S+), but this plan is (?P<b>\S+): the plan changed after it was approved .*",
+     "审批针对的是计划 {a}，而这份计划是 {b}：计划在审批后发生了变化"),
+    (r"signed by an untrusted key: (?P<e>.+)", "签名所用的密钥不受信任：{e}"),
+    (r"(?P<a>\S+) approved their own plan; another engineer must approve it \(segregation of duties\)",
+     "{a} 审批了自己的计划；必须由另一位工程师审批（职责分离）"),
+    (r"no approval given: .+", "没有提供审批文件"),
+    (r"cannot read the approval: (?P<e>.+)", "无法读取审批文件：{e}"),
+    (r"the install dir does not exist \(or is not a directory\)", "安装目录不存在（或不是目录）"),
+    (r"cannot tell which product is installed here \(tried the playbooks (?P<l>.+)\)",
+     "无法判断这里安装的是什么产品（已尝试剧本 {l}）"),
+    (r"give either --inventory INV or --install-dir DIR", "请给出 --inventory 清单 或 --install-dir 安装目录 之一"),
+    (r"-o: the report's name must end in \.html or \.json, got (?P<f>.+)", "-o：报告文件名必须以 .html 或 .json 结尾，实际是 {f}"),
+    (r"cannot read the public key: (?P<e>.+)", "无法读取公钥：{e}"),
+    (r"this is a PRIVATE key, not a public key; nothing was changed", "这是私钥，不是公钥；未做任何改动"),
+    (r"--hours must be a number of hours above 0, got (?P<h>\S+)", "--hours 必须是大于 0 的小时数，实际是 {h}"),
+    (r"--hours (?P<h>\S+) is beyond the policy's maximum of (?P<m>\S+) hours", "--hours {h} 超过了策略规定的最多 {m} 小时"),
+    (r"--from: (?P<p>.+) is not an OpenSSH address pattern .*", "--from：{p} 不是 OpenSSH 地址模式"),
+    (r"--from: (?P<p>.+) is not a CIDR block .*", "--from：{p} 不是有效的网段（CIDR）"),
+    (r"no grant (?P<i>\S+) here; its grants: (?P<l>.+)", "这里没有授权 {i}；现有的授权：{l}"),
+    (r"no grant (?P<i>\S+) here; it holds no grant", "这里没有授权 {i}；文件中没有任何授权"),
+    (r"no grant (?P<i>\S+) in (?P<f>.+)", "{f} 中没有授权 {i}"),
+    (r"no run '(?P<r>[^']+)' in (?P<d>.+)", "{d} 中没有运行 {r}"),
+    (r"host is locked by (?P<rest>.+)", "主机已被锁定：{rest}"),
+    (r"cannot read (?P<f>.+?): (?P<e>.+)", "无法读取 {f}：{e}"),
+    # inspection findings (upgrader.customer.inspection)
+    (r"install dir (?P<d>.+) does not exist", "安装目录 {d} 不存在"),
+    (r"installed version unreadable: (?P<e>.+)", "无法读取已安装的版本：{e}"),
+    (r"the product is not running \(pid file (?P<f>\S+): absent\)", "产品没有运行（pid 文件 {f} 不存在）"),
+    (r"the product is not running \(pid file (?P<f>\S+): (?P<p>.+)\)", "产品没有运行（pid 文件 {f}：{p}）"),
+    (r"port (?P<p>\d+) is not open on 127\.0\.0\.1", "端口 {p} 在 127.0.0.1 上没有开放"),
+    (r"(?P<what>.+): (?P<v>[\d.e+-]+) is (?P<dir>above|below) (?P<l>[\d.e+-]+)", "{what:metric}：{v} {dir:dir} {l}"),
+    (r"(?P<f>.+): (?P<n>\d+) error line\(s\) in its last (?P<k>\d+) lines; last: (?P<s>.*)",
+     "{f}：最后 {k} 行中有 {n} 行错误；最后一行：{s}"),
+    # names used inside reasons
+    (r"major|minor|maintenance", "{0:level}"),
+    (r"external interfaces|the configuration format|monitoring", "{0:change}"),
+    (r"(?P<p>/\S+|\S+\.\w+): (?P<rest>.+)", "{p}：{rest:t}"),
+    (r"(?P<a>.+?); (?P<b>.+)", "{a:s}；{b:s}"),
+    (r"(?P<v>\S+) is listed as affected \((?P<t>.+)\)", "{v} 被列为受影响的版本（{t}）"),
+    (r"(?P<v>\S+) is not affected", "{v} 不受影响"),
+    (r"(?P<a>.+?) and (?P<b>.+)", "{a:s}和{b:s}"),
+]
+_COMPILED = [(re.compile(p), t) for p, t in _FORMS]
+_FIELD = re.compile(r"{(\w+)(?::(\w+))?}")
+
+
+def _fill(template: str, m: re.Match[str], depth: int) -> str:
+    def one(f: re.Match[str]) -> str:
+        name, how = f.group(1), f.group(2)
+        value = m.group(int(name)) if name.isdigit() else (m.group(name) or "")
+        if how == "t":
+            return _translate(value, depth + 1) or value
+        if how == "s":  # strict: a half left in English makes the whole form not apply (no mixed sentence)
+            found = _translate(value, depth + 1)
+            if found is None:
+                raise _NotThisForm
+            return found
+        if how == "day":
+            return _DAYS.get(value, value)
+        if how == "zone":
+            return "北京时间" if value == DEFAULT_ZONE else value
+        if how == "time":
+            return shown_time(value, DEFAULT_ZONE, "zh")
+        if how == "kind":
+            return {"full": "完整包", "patch": "补丁"}.get(value, value)
+        if how == "n":
+            return "空" if value == "none" else value.replace(" lines", " 行")
+        if how == "not":
+            return "不满足 " if value else ""
+        if how == "metric":
+            return _METRICS.get(value, value)
+        if how == "dir":
+            return "高于" if value == "above" else "低于"
+        if how == "level":
+            return _LEVELS.get(value, value)
+        if how == "change":
+            return _CHANGES.get(value, value)
+        if how == "proofs":  # "process (pid 7 alive), tcp (port 8080 open)": each probe's detail translated
+            return "，".join(f"{name}（{_translate(detail, depth + 1) or detail}）" for name, detail in
+                            re.findall(r"([\w.-]+) \((.*?)\)(?:, (?=[\w.-]+ \()|$)", value))
+        return value
+    return _FIELD.sub(one, template)
+
+
+class _NotThisForm(Exception):
+    """A strict field of a generic form could not be translated: try the next form."""
+
+
+def _translate(reason: str, depth: int = 0) -> str | None:
+    if depth > 6:
+        return None
+    for pattern, template in _COMPILED:
+        m = pattern.fullmatch(reason)
+        if m:
+            try:
+                return _fill(template, m, depth)
+            except _NotThisForm:
+                continue
+    return None
+
+
+def translate(reason: str, lang: str) -> str:
+    """``reason`` in ``lang``: English as it is; Chinese by its form, else as it is behind "原文："."""
+    reason = str(reason)
+    if lang != "zh" or not reason:
+        return reason
+    found = _translate(reason.strip())
+    return found if found is not None else f"{UNTRANSLATED}：{reason}"
+
+
+_CAUSES = {"preflight": "预检未通过，升级没有开始", "backup": "准备新版本或备份失败", "stop": "停止服务失败",
+           "install": "安装新版本失败", "start": "新版本启动失败：启动命令没有成功",
+           "observe": "新版本启动失败：健康检查没有通过", "cancel": "操作员已取消",
+           "rollback": "回滚失败"}
+_CAUSES_EN = {"preflight": "preflight failed, the upgrade did not start", "backup": "staging or the backup failed",
+              "stop": "the service could not be stopped", "install": "installing the new version failed",
+              "start": "the new version did not start: its start command failed",
+              "observe": "the new version did not start: its health checks failed", "cancel": "cancelled by the operator",
+              "rollback": "the rollback failed"}
+
+
+_PROBES: list[tuple[str, str]] = [
+    (r"pid (?P<p>\S+) not running", "进程没有运行"),
+    (r"port (?P<n>\d+) closed", "端口 {n} 没有打开"),
+    (r"(?P<u>\S+) answered (?P<s>\d+), expected (?P<w>\S+)", "{u} 返回 {s}，应为 {w}"),
+    (r"(?P<u>\S+) answered .+, expected .+", "{u} 返回的内容与预期不符"),
+    (r"(?P<u>\S+) answer lacks .+", "{u} 返回的内容缺少预期的文字"),
+    (r"http probe: .*(?:Connection refused|timed out).*", "HTTP 无法连接"),
+    (r"(?P<k>\w+) probe: (?P<d>.+)", "{k} 检查出错：{d}"),
+    (r"(?P<f>\S+) has no line matching .+ yet", "日志 {f} 中还没有出现预期的行"),
+    (r"command exited (?P<c>\S+)", "检查命令退出码 {c}"),
+    (r"(?P<f>[^\s:]+): (?P<line>.+)", "日志 {f} 报错“{line}”"),
+]
+_PROBES_COMPILED = [(re.compile(p), t) for p, t in _PROBES]
+
+
+def _probe_failures(detail: str) -> str | None:
+    """"process: pid None not running; tcp: port 8080 closed; log: logs/x.log: ERROR ..." in Chinese, the log's
+    own words (the likeliest real cause) first; None when the text is not such a list."""
+    found: list[tuple[int, str]] = []
+    for part in re.split(r"; (?=[\w.-]+: )", detail):
+        name, sep, said = part.partition(": ")
+        if not sep:
+            return None
+        for pattern, template in _PROBES_COMPILED:
+            m = pattern.fullmatch(said.strip())
+            if m:
+                text = _fill(template, m, 0)
+                found.append((0 if text.startswith("日志") and "报错" in text else 1, text))
+                break
+        else:
+            return None
+    ordered = [text for _, text in sorted(found, key=lambda x: x[0])]
+    return "；".join(dict.fromkeys(ordered)) if ordered else None
+
+
+def failure(detail: str, lang: str) -> str:
+    """A failed phase's own message (``never healthy after start: process: ...``) in ``lang``, the probes in
+    plain words, the log's own line first."""
+    if lang != "zh":
+        return detail
+    when, sep, probes = str(detail).partition(": ")
+    plain = _probe_failures(probes) if sep else None
+    if plain is not None and _translate(when):
+        return f"{_translate(when)}：{plain}"
+    return translate(detail, lang)
+
+
+def cause(text: str, lang: str) -> str:
+    """A failure cause ("observe: never healthy after start: tcp 18080: ...") summarised first in plain words
+    (Chinese: "新版本启动失败：健康检查没有通过"), the technical detail after."""
+    text = str(text or "").strip()
+    phase, sep, rest = text.partition(": ")
+    key = phase if sep else ""
+    if text.startswith("cancelled by the operator"):
+        key, rest = "cancel", ""
+    summary = (_CAUSES if lang == "zh" else _CAUSES_EN).get(key)
+    if summary is None:
+        return translate(text, lang)
+    if not rest:
+        return summary
+    if lang == "zh":
+        when, sep2, probes = rest.partition(": ")
+        plain = _probe_failures(probes) if key == "observe" and sep2 else None
+        if plain is not None:
+            head = "新版本启动后出现故障" if when.startswith("healthy at first") else "新版本启动失败"
+            return f"{head}：{plain}（健康检查{_translate(when) or when}；技术细节：{rest}）"
+        detail = translate(rest, lang)
+        return f"{summary}（技术细节：{detail.removeprefix(UNTRANSLATED + '：')}）"
+    return f"{summary} (technical detail: {rest})"

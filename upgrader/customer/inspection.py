@@ -1,0 +1,200 @@
+"""Health inspection of one host and one install: collect facts through the agent, judge them.
+
+The half-yearly inspection (``upgrader inspect``), the guide's check before an upgrade and the
+diagnostics bundle all use this module. Collection runs on the host (the agent's read-only
+``inspect`` op: OS, kernel and its parameters, limits, disk, CPU, memory, the product's version,
+process, ports, config digests, log error counts); the judging here is pure.
+
+API::
+
+    inspect_host(target, playbook, *, install_dir, name="local", variables=None, state_dir=None,
+                 tail=0, config_text=False) -> dict
+        target: an ``AgentClient`` or a ``Transport`` (an AgentClient is opened on it and closed).
+        playbook: a loaded ``Playbook`` (its version source, pid file, ports, config and log paths,
+        and its ``inspect:`` block). ``tail`` > 0 adds the last lines of each log; ``config_text``
+        adds the text of the config files that the playbook's ``inspect.configs`` lists by name, and
+        only of those (the default config set, the preserved config paths, gives digests only); the
+        agent never reads out a file holding NUL bytes, a key store or key (``*.jks``, ``*.p12``,
+        ``*.pfx``, ``*.keystore``, ``*.key``, ``*.pem``), a ``license*`` file or anything under a
+        ``security/`` directory: those get ``text_withheld`` and their digest. Both are for the
+        diagnostics bundle; redact before storing. Each config: {"path", "sha256", "size", "mtime"}.
+        Returns {"host", "install_dir", "product", "playbook", "facts", "metrics", "warnings",
+        "thresholds", "error": None, "vars_read"}: ``vars_read`` is what the install's own configuration
+        said for the playbook's ``vars_from`` (``config_vars``; explicit ``variables`` win). Raises ``TransportError`` (exit 5) when the host cannot be
+        reached or the agent fails; a missing install dir is a warning, not an error.
+
+    warnings(facts, thresholds=None) -> list[dict]                          (pure)
+        Each warning: {"check", "value", "threshold", "message"}. ``thresholds`` overrides
+        ``THRESHOLDS``' defaults by name.
+
+    metrics(facts) -> dict                                                  (pure)
+    flag_advisories(report, catalog=..., policy=..., today=..., maintenance_until=None) -> report
+        adds "advisories" (as ``upgrader available`` flags them) and one warning per advisory.
+
+It changes nothing on any host, prints nothing and knows no HTML (see ``inspect_report``).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from typing import Any, Mapping
+
+from ..core.errors import TransportError
+from ..fleet.transport.base import AgentClient, AgentFailure
+from ..core.playbook import THRESHOLDS  # the playbook's inspect.thresholds override them
+
+__all__ = ["THRESHOLDS", "inspect_host", "warnings", "metrics", "agent_request", "flag_advisories"]
+
+
+def _int(text: Any) -> int | None:
+    try:
+        return int(str(text).split()[0])
+    except (ValueError, IndexError):
+        return None
+
+
+def metrics(facts: dict[str, Any]) -> dict[str, Any]:
+    """The numbers the thresholds apply to (None: unavailable on this host; a limit may be "unlimited")."""
+    mem = facts.get("memory") or {}
+    sysctl = facts.get("sysctl") or {}
+    limits = (facts.get("ulimits") or {}).get("product") or (facts.get("ulimits") or {}).get("agent") or {}
+    load, cpus = facts.get("load") or [], facts.get("cpus") or 0
+    logs = facts.get("logs")
+
+    def soft(key: str) -> float | str | None:
+        value = (limits.get(key) or [None])[0]
+        return "unlimited" if value is None and key in limits else value
+
+    return {
+        "disk_used_pct": (facts.get("disk") or {}).get("used_pct"),
+        "memory_available_pct": round(100.0 * mem["available"] / mem["total"], 1)
+        if mem.get("available") is not None and mem.get("total") else None,
+        "load_per_cpu": round(load[0] / cpus, 2) if load and cpus else None,
+        "file_max": _int(sysctl.get("fs.file-max")),
+        "open_files": soft("open_files"),
+        "processes": soft("processes"),
+        "somaxconn": _int(sysctl.get("net.core.somaxconn")),
+        "tcp_max_syn_backlog": _int(sysctl.get("net.ipv4.tcp_max_syn_backlog")),
+        "max_map_count": _int(sysctl.get("vm.max_map_count")),
+        "log_errors": sum(int(x.get("errors", 0)) for x in logs) if logs is not None else None,
+    }
+
+
+def warnings(facts: dict[str, Any], thresholds: Mapping[str, float] | None = None) -> list[dict[str, Any]]:
+    """Everything an inspector should look at, one warning each, in a fixed order."""
+    out: list[dict[str, Any]] = []
+    if not facts.get("exists", True):
+        return [{"check": "install_dir", "value": facts.get("install_dir"), "threshold": None,
+                 "message": f"install dir {facts.get('install_dir')} does not exist"}]
+    if facts.get("version_error"):
+        out.append({"check": "version", "value": None, "threshold": None,
+                    "message": f"installed version unreadable: {facts['version_error']}"})
+    process = facts.get("process") or {}
+    if (process.get("pid_file") or process.get("found_by")) and not process.get("running"):
+        out.append({"check": "process", "value": process.get("pid"), "threshold": None,
+                    "message": f"the product is not running (pid file {process['pid_file']}: "
+                               f"{process.get('pid') or 'absent'})" if process.get("pid_file") else
+                               f"the product is not running (no {process['found_by']})"})
+    for port in facts.get("ports") or []:
+        if not port.get("open"):
+            out.append({"check": "port", "value": port["port"], "threshold": None,
+                        "message": f"port {port['port']} is not open on 127.0.0.1"})
+    values = metrics(facts)
+    for name, (default, direction, what) in THRESHOLDS.items():
+        limit = (thresholds or {}).get(name, default)
+        value = values.get(name)
+        if not isinstance(value, (int, float)):
+            continue  # unavailable, or an unlimited limit
+        if (direction == "max" and value > limit) or (direction == "min" and value < limit):
+            shown = f"{value:g}"
+            out.append({"check": name, "value": value, "threshold": limit,
+                        "message": f"{what}: {shown} is {'above' if direction == 'max' else 'below'} {limit:g}"})
+    for log in facts.get("logs") or []:
+        if log.get("errors"):
+            out.append({"check": "log", "value": log["errors"], "threshold": None,
+                        "message": f"{log['path']}: {log['errors']} error line(s) in its last {log['lines']} lines; "
+                                   f"last: {(log.get('samples') or [''])[-1][:160]}"})
+    return out
+
+
+def _ports(spec: dict[str, Any]) -> list[int]:
+    found: list[int] = []
+    candidates = list(spec["stop"].get("ports") or [])
+    candidates += [p["port"] for p in spec["observe"]["probes"] if p["type"] == "tcp"]
+    for value in candidates:
+        try:
+            port = int(value)
+        except (TypeError, ValueError):
+            continue
+        if 0 < port < 65536 and port not in found:  # -1: a disabled port (Tomcat's <Server port="-1">)
+            found.append(port)
+    return found
+
+
+def agent_request(playbook: Any, variables: Mapping[str, Any], install_dir: str) -> dict[str, Any]:
+    """The agent ``inspect`` request for an install: what to read, from the rendered playbook."""
+    spec = playbook.render({"install_dir": install_dir, "target_version": "unknown", "current_version": "unknown",
+                            **variables})
+    from ..core.host_paths import check_rendered
+
+    check_rendered(spec, playbook=str(playbook.path), host=str(variables.get("host", "local")),
+                   inventory="the inventory (or --var)")
+    block = playbook.inspect or {}
+    pid_file = spec["stop"].get("pid_file") or next(
+        (p["pid_file"] for p in spec["observe"]["probes"] if p["type"] == "process"), None)
+    logs = block.get("logs") or sorted({p["file"] for p in spec["observe"]["probes"] if p["type"] == "log"}) \
+        or ["logs/*.log"]
+    configs = block.get("configs") or [p["path"] for p in spec["preserve"] if p.get("kind") == "config"]
+    request = {"version_source": spec["version"], "pid_file": pid_file, "ports": _ports(spec), "configs": configs,
+               "logs": logs, "log_lines": block.get("log_lines", 2000)}
+    if not pid_file and spec.get("process"):
+        request["process"] = spec["process"]  # the server found by its command line
+    if block.get("error_pattern"):
+        request["error_pattern"] = block["error_pattern"]
+    return request
+
+
+def inspect_host(target: Any, playbook: Any, *, install_dir: str, name: str = "local",
+                 variables: Mapping[str, Any] | None = None, state_dir: str | None = None, tail: int = 0,
+                 config_text: bool = False) -> dict[str, Any]:
+    """Inspect one install on one host (see the module docstring)."""
+    from ..core.config_vars import merge_variables, read_config_vars
+
+    agent = target if isinstance(target, AgentClient) else AgentClient(target)
+    texts = list((playbook.inspect or {}).get("configs") or []) if config_text else []
+    try:
+        # the ports the install's own configuration names (vars_from); explicit variables win
+        read = read_config_vars(agent, install_dir=install_dir, state_dir=state_dir,
+                                vars_from=getattr(playbook, "vars_from", None) or {})
+        values, vars_read = merge_variables({}, read, {"host": name, **(variables or {})})
+        request = agent_request(playbook, values, install_dir)
+        facts = agent.call("inspect", install_dir=install_dir, state_dir=state_dir, tail=tail,
+                           config_text=texts, timeout=300, **request)
+    except AgentFailure as e:
+        raise TransportError(f"the inspection failed on the host: {e.message}", host=name) from e
+    finally:
+        if agent is not target:
+            agent.close()
+    thresholds = {k: v[0] for k, v in THRESHOLDS.items()}
+    thresholds.update((playbook.inspect or {}).get("thresholds") or {})
+    return {"host": name, "install_dir": install_dir, "product": playbook.product, "playbook": str(playbook.path),
+            "facts": facts, "metrics": metrics(facts), "thresholds": thresholds,
+            "warnings": warnings(facts, thresholds), "advisories": [], "error": None, "vars_read": vars_read}
+
+
+def flag_advisories(report: dict[str, Any], *, catalog: Any, policy: Any, today: _dt.date,
+                    maintenance_until: _dt.date | None = None) -> dict[str, Any]:
+    """Add the catalog's advisories that concern the installed version (as ``upgrader available`` does)."""
+    from .available import host_offers
+
+    version = (report.get("facts") or {}).get("version")
+    if not version:
+        return report
+    offers = host_offers(host=report["host"], product=report["product"], current=str(version),
+                         maintenance_until=maintenance_until, catalog=catalog, policy=policy, today=today)
+    report["advisories"] = offers["advisories"]
+    for a in offers["advisories"]:
+        report["warnings"].append({"check": "advisory", "value": a["id"], "threshold": None,
+                                   "message": f"{a['id']} [{a['severity']}] {a['title']}: {a['status']} "
+                                              f"({a['why']}); {a['fix_note']}"})
+    return report

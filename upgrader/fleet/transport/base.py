@@ -1,0 +1,155 @@
+"""The transport interface and the client that speaks to the host-side agent through it.
+
+A transport runs an argument list on its host (quoted for the shell when it has to cross one)
+and copies files there; it knows nothing of phases. ``AgentClient`` sends one JSON request per
+phase action to ``agent.py`` on the host and turns its reply into a result or an ``AgentFailure``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol, Sequence
+
+from ...core import faults
+from ...core.errors import TransportError
+
+__all__ = ["CommandResult", "Transport", "Stream", "AgentClient", "AgentFailure", "AGENT_SOURCE"]
+
+AGENT_SOURCE = Path(__file__).resolve().parents[2] / "agent.py"
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    """What a command did: the same shape for every transport (like invoke's ``Result``)."""
+
+    command: str
+    exited: int
+    stdout: str
+    stderr: str
+
+    @property
+    def ok(self) -> bool:
+        return self.exited == 0
+
+    def tail(self, stream: str = "stderr", lines: int = 10) -> str:
+        return "\n".join(getattr(self, stream).splitlines()[-lines:])
+
+
+class Transport(Protocol):
+    """Runs commands and puts files on one host."""
+
+    name: str
+    #: the python interpreter that runs the agent on the host
+    python: str
+
+    def run(self, argv: Sequence[str], *, stdin: str | None = None,
+            timeout: float | None = None) -> CommandResult: ...
+
+    def put(self, local: Path, remote: str) -> None: ...
+
+    def agent_path(self) -> str:
+        """Where agent.py is on the host (copied there once if needed)."""
+        ...
+
+    def open_stream(self, argv: Sequence[str]) -> "Stream":
+        """Start a long-running command and talk to it line by line."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class Stream(Protocol):
+    """Lines to and from a running command (the agent's session)."""
+
+    def send_line(self, line: str) -> None: ...
+
+    def read_line(self, timeout: float | None) -> str:
+        """The next line; raises TransportError on end of stream or timeout."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class AgentFailure(Exception):
+    """The agent reported that an action failed; ``kind`` says how (failed, bad_input, locked, ...)."""
+
+    def __init__(self, op: str, kind: str, message: str, data: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.op = op
+        self.kind = kind
+        self.message = message
+        self.data = data or {}
+
+
+class AgentClient:
+    """Calls agent operations on one host, over one agent session (one process, one channel) that is
+    opened on the first call and reopened after it breaks."""
+
+    def __init__(self, transport: Transport) -> None:
+        self.transport = transport
+        self._agent: str | None = None
+        self._stream: Stream | None = None
+
+    def call(self, op: str, timeout: float | None = None, **request: Any) -> dict[str, Any]:
+        if self._agent is None:
+            self._agent = self.transport.agent_path()
+        if self._stream is None:
+            self._stream = self.transport.open_stream([self.transport.python, self._agent, "--serve"])
+        faults.point("agent:request", op=op, request=request)
+        try:
+            self._stream.send_line(json.dumps({"op": op, **request}))
+            line = self._stream.read_line(timeout)
+        except TransportError:
+            self.close()
+            faults.point("agent:lost", op=op, request=request)
+            raise
+        try:
+            reply = json.loads(line)
+        except ValueError:
+            self.close()
+            raise TransportError(f"the agent answered {op!r} with something that is not JSON: {line[:200]!r}",
+                                 host=self.transport.name) from None
+        if not isinstance(reply, dict) or "ok" not in reply:
+            self.close()
+            raise TransportError(f"the agent gave no answer to {op!r}", host=self.transport.name)
+        if not reply.get("ok"):
+            raise AgentFailure(op, str(reply.get("kind", "failed")), str(reply.get("error")),
+                               reply.get("data"))
+        return _bounded(dict(reply["result"]))
+
+    def close(self) -> None:
+        if self._stream is not None:
+            stream, self._stream = self._stream, None
+            stream.close()
+
+
+def _bounded(value: Any, in_probes: bool = False) -> Any:
+    """An agent's answer with command output and probe details redacted, then cut (the agent sends them whole
+    enough for that: redacting after a cut can miss a secret whose name or '@' was cut off)."""
+    from ...audit.redaction import shorten, tail
+
+    if isinstance(value, dict):
+        out = {}
+        for k, v in value.items():
+            if k in ("stdout", "stderr") and isinstance(v, str):
+                out[k] = tail(v, 4000)
+            elif k == "detail" and in_probes and isinstance(v, str):
+                out[k] = shorten(v, 200)
+            else:
+                out[k] = _bounded(v, in_probes or k == "probes")
+        return out
+    if isinstance(value, list):
+        return [_bounded(v, in_probes) for v in value]
+    return value
+
+
+def agent_digest() -> str:
+    return hashlib.sha256(AGENT_SOURCE.read_bytes()).hexdigest()
+
+
+def shell_join(argv: Sequence[str]) -> str:
+    return " ".join(shlex.quote(a) for a in argv)

@@ -1,0 +1,106 @@
+"""SSH keys of engineers and vendors: generate, load, describe. Cryptography by ``cryptography``.
+
+Private keys are read from OpenSSH files (as ``ssh-keygen`` writes them); a passphrase comes
+from ``UPGRADER_KEY_PASSPHRASE`` or, on a terminal, a prompt. Nothing here ever writes private
+key material anywhere but the file it was asked to create (mode 0600).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..core.errors import InputError
+from .sshsig import fingerprint, public_key_blob, public_key_line
+
+__all__ = ["generate_key", "load_private_key", "load_public_key", "Identity", "signer_line"]
+
+
+@dataclass(frozen=True)
+class Identity:
+    principal: str
+    private_key: Any
+    path: str
+
+    @property
+    def key_blob(self) -> bytes:
+        return public_key_blob(self.private_key.public_key())
+
+    @property
+    def fingerprint(self) -> str:
+        return fingerprint(self.key_blob)
+
+
+def signer_line(principal: str, public_key: Any, namespaces: str | None = None) -> str:
+    opts = f' namespaces="{namespaces}"' if namespaces else ""
+    return f"{principal}{opts} {public_key_line(public_key)}"
+
+
+def generate_key(path: Path, principal: str, *, overwrite: bool = False) -> tuple[Path, Path, str]:
+    """Write an Ed25519 key pair (``path`` and ``path.pub``); return the paths and an allowed_signers line."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    pub = path.with_name(path.name + ".pub")
+    if not overwrite and (path.exists() or pub.exists()):
+        raise InputError("a key already exists there", path=str(path), hint="choose another NAME or remove the old key")
+    key = ed25519.Ed25519PrivateKey.generate()
+    data = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
+                             serialization.NoEncryption())
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        pub.write_text(public_key_line(key.public_key(), principal) + "\n", encoding="utf-8")
+    except OSError as e:
+        raise InputError(f"cannot write the key: {e.strerror}", path=str(path),
+                         hint="choose a directory you can write with --dir") from e
+    return path, pub, signer_line(principal, key.public_key())
+
+
+def load_private_key(path: str | Path) -> Any:
+    from cryptography.hazmat.primitives import serialization
+
+    p = Path(path).expanduser()
+    try:
+        data = p.read_bytes()
+    except OSError as e:
+        raise InputError(f"cannot read the private key: {e.strerror}", path=str(p)) from e
+    if data.lstrip().startswith((b"ssh-", b"ecdsa-")):
+        raise InputError("this is a public key; give the private key file (without .pub)", path=str(p))
+    password = os.environ.get("UPGRADER_KEY_PASSPHRASE")
+    for attempt in range(2):
+        try:
+            return serialization.load_ssh_private_key(data, password=password.encode() if password else None)
+        except TypeError as e:
+            if password and "not encrypted" in str(e):  # a passphrase is set for other keys; this one needs none
+                password = None
+                continue
+            if attempt or password or not sys.stdin.isatty():
+                raise InputError("the key is protected by a passphrase", path=str(p),
+                                 hint="set UPGRADER_KEY_PASSPHRASE or run on a terminal to be asked") from None
+            import getpass
+
+            password = getpass.getpass(f"passphrase for {p}: ")
+        except ValueError as e:
+            raise InputError(f"not an OpenSSH private key ({e})", path=str(p),
+                             hint="keys made by 'ssh-keygen' or 'upgrader keys generate' work") from None
+    raise AssertionError("unreachable")
+
+
+def load_public_key(path: str | Path) -> Any:
+    from cryptography.hazmat.primitives import serialization
+
+    p = Path(path).expanduser()
+    try:
+        text = p.read_bytes().strip()
+    except OSError as e:
+        raise InputError(f"cannot read the public key: {e.strerror}", path=str(p)) from e
+    try:
+        return serialization.load_ssh_public_key(b" ".join(text.split()[:2]))
+    except (ValueError, IndexError) as e:
+        raise InputError(f"not an OpenSSH public key ({e})", path=str(p)) from None

@@ -1,0 +1,117 @@
+"""Who asked for a plan, as a key: people are their keys, not the names they type.
+
+``plan --key KEY`` signs the plan's digest (namespace ``upgrader-plan``) and records the key's
+fingerprint in the plan's ``requester``; the armoured signature is kept in the plan's ``signature``
+(outside the digest, which it signs). Where the policy allows unsigned plans
+(``approvals.allow_unsigned_plans``), the requester is the operator whose key runs the plan. An
+approval signed by the requester's key, or by an approver whose principal names the requester's
+key in allowed_signers, is a self-approval.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ..core.errors import ApprovalRefused
+from .signers import AllowedSigners
+from .sshsig import SignatureError, fingerprint, parse_armored, sign, verify
+
+__all__ = ["NAMESPACE", "Requester", "sign_plan", "plan_signer", "requester_of", "literal_principals",
+           "names_the_approver"]
+
+NAMESPACE = "upgrader-plan"
+_PATTERN_CHARS = set("*?!,")
+
+
+@dataclass(frozen=True)
+class Requester:
+    """The key that stands for the person who asked for a plan, and the literal names that key has."""
+
+    key: bytes
+    principals: frozenset[str]
+    how: str  # "signed the plan" or "runs the plan"
+
+    @property
+    def fingerprint(self) -> str:
+        return fingerprint(self.key)
+
+    def same_person(self, key: bytes, principal: str) -> bool:
+        return key == self.key or principal.lower() in self.principals
+
+
+def same_person(approver: str, requester: str) -> bool:
+    """Approver principal and plan requester name the same person (``alice`` == ``alice@site``)."""
+    a, r = approver.lower(), requester.lower()
+    return a == r or a.split("@")[0] == r.split("@")[0]
+
+
+def names_the_approver(label: str, approver: str, principals: frozenset[str] = frozenset()) -> bool:
+    """Does the plan's requester label (a name anyone can type, ``plan --requester``) name the approver, by the
+    principal they approve as or any literal principal of their key? Keys decide who asked; this cheap guard
+    also refuses an engineer approving a plan that claims to be their own."""
+    if not label:
+        return False
+    return any(same_person(name, label) for name in {approver, *principals})
+
+
+def literal_principals(signers: AllowedSigners | None, key: bytes) -> frozenset[str]:
+    """The names a key is listed under (patterns left out), lowercased, in any namespace."""
+    if signers is None:
+        return frozenset()
+    return frozenset(p.lower() for e in signers.entries if e.key_blob == key for p in e.principals
+                     if not _PATTERN_CHARS & set(p))
+
+
+def sign_plan(data: dict[str, Any], private_key: Any, digest_of: Any) -> dict[str, Any]:
+    """``data`` with the requester's key fingerprint recorded (inside the digest) and the signature of the
+    resulting digest (outside it). ``digest_of`` computes a plan digest from plan data."""
+    from .sshsig import public_key_blob
+
+    blob = public_key_blob(private_key.public_key())
+    signed = {**data, "requester": {**data["requester"], "key": fingerprint(blob)}}
+    signed.pop("signature", None)
+    return {**signed, "signature": sign(private_key, digest_of(signed).encode(), NAMESPACE)}
+
+
+def plan_signer(data: dict[str, Any], digest: str, source: str) -> bytes | None:
+    """The key that signed the plan (checked), or None for an unsigned plan; ApprovalRefused (exit 4) when
+    the plan names a requester key but its signature is missing, damaged or by another key."""
+    claimed = (data.get("requester") or {}).get("key")
+    armored = data.get("signature")
+    if claimed is None and armored is None:
+        return None
+    if not armored or not claimed:
+        raise ApprovalRefused(f"{source}: the plan's requester key and signature do not go together (one of them "
+                              "was removed)", hint="make the plan again with 'upgrader plan --key KEY'")
+    try:
+        signature = parse_armored(str(armored))
+        verify(signature, digest.encode(), NAMESPACE)
+    except SignatureError as e:
+        raise ApprovalRefused(f"{source}: the requester's signature of the plan does not verify: {e}",
+                              hint="the plan was changed after it was signed; make it again") from None
+    if signature.fingerprint != claimed:
+        raise ApprovalRefused(f"{source}: the plan names requester key {claimed} but was signed by "
+                              f"{signature.fingerprint}", hint="make the plan again with 'upgrader plan --key KEY'")
+    return signature.public_key
+
+
+def requester_of(data: dict[str, Any], digest: str, source: str, *, signers: AllowedSigners | None,
+                 allow_unsigned: bool, operator_key: bytes | None) -> Requester:
+    """The requester of a plan as a key: its signer (who must be known in allowed_signers), else, where the
+    policy allows unsigned plans, the operator who runs it."""
+    key = plan_signer(data, digest, source)
+    if key is not None:
+        if signers is not None and not any(e.key_blob == key for e in signers.entries):
+            raise ApprovalRefused(f"{source}: the plan was signed by {fingerprint(key)}, a key that is not in "
+                                  f"{signers.source}: nobody can tell whose plan it is",
+                                  hint="sign plans with your key listed in the approvals' allowed_signers")
+        return Requester(key, literal_principals(signers, key), "signed the plan")
+    if not allow_unsigned:
+        raise ApprovalRefused(f"{source}: the plan is not signed and the policy requires signed plans "
+                              "(approvals.allow_unsigned_plans: false)",
+                              hint="make the plan with 'upgrader plan --key YOUR_KEY'")
+    if operator_key is None:
+        raise ApprovalRefused(f"{source}: the plan is not signed and no operator key runs it: nobody can tell "
+                              "whose plan it is", hint="give --audit-key KEY, or sign the plan (plan --key)")
+    return Requester(operator_key, literal_principals(signers, operator_key), "runs the plan")
