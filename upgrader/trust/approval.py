@@ -17,12 +17,12 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Iterable
 
 from ..core.errors import ApprovalRefused, InputError
 from .requester import Requester, same_person
 from .signers import AllowedSigners
-from .sshsig import BEGIN, Signature, SignatureError, parse_armored, sign, verify
+from .sshsig import BEGIN, PrivateKey, Signature, SignatureError, parse_armored, sign, verify
 
 __all__ = ["NAMESPACE", "Statement", "Approval", "make_statement", "write_approval", "read_approval",
            "check_approvals", "UsedApprovals", "same_person", "is_literal_principal"]
@@ -108,7 +108,7 @@ class Approval:
         return hashlib.sha256(self.text.encode()).hexdigest()
 
 
-def write_approval(path: Path, statement: Statement, private_key: Any) -> str:
+def write_approval(path: Path, statement: Statement, private_key: PrivateKey) -> str:
     text = statement.text()
     armored = sign(private_key, text.encode(), NAMESPACE)
     tmp = path.with_name(f".{path.name}.tmp")
@@ -167,7 +167,7 @@ class UsedApprovals:
     def __init__(self, path: Path) -> None:
         self.path = path
 
-    def find(self, digest: str) -> dict[str, Any] | None:
+    def find(self, digest: str) -> dict[str, object] | None:
         if not self.path.exists():
             return None
         for line in self.path.read_text(encoding="utf-8").splitlines():

@@ -14,11 +14,14 @@ import datetime as _dt
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Iterable
 
 from ..core.document import Section
 from ..core.errors import InputError
 from .package import Built, PackageMeta, file_digest, read_meta
+
+if TYPE_CHECKING:
+    from version_policy import Version, VersionRange
 
 __all__ = ["Catalog", "CatalogEntry", "Advisory", "load_catalog", "write_catalog", "verify_package_file",
            "CATALOG_NAME", "DEFAULT_MAX_MEMBERS", "SEVERITIES"]
@@ -42,8 +45,8 @@ class CatalogEntry:
     max_unpacked_bytes: int = 0
     description: str = ""
 
-    def to_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"file": self.file, "product": self.product, "version": self.version,
+    def to_dict(self) -> dict[str, object]:
+        d: dict[str, object] = {"file": self.file, "product": self.product, "version": self.version,
                              "kind": self.kind, "sha256": self.sha256, "size": self.size}
         if self.requires:
             d["requires"] = self.requires
@@ -67,14 +70,14 @@ class Advisory:
     title: str
     severity: str
     product: str
-    affected: tuple[tuple[str, Any], ...]
+    affected: tuple[tuple[str, Version | VersionRange], ...]
     fixed: tuple[str, ...] = ()
     hotfix: str | None = None
     url: str = ""
     description: str = ""
 
-    def to_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"id": self.id, "title": self.title, "severity": self.severity, "product": self.product,
+    def to_dict(self) -> dict[str, object]:
+        d: dict[str, object] = {"id": self.id, "title": self.title, "severity": self.severity, "product": self.product,
                              "affected": [text for text, _ in self.affected], "fixed": list(self.fixed)}
         for key in ("hotfix", "url", "description"):
             if getattr(self, key):
@@ -141,7 +144,7 @@ def _entry(s: Section) -> CatalogEntry:
     return entry
 
 
-def _affected_item(text: str) -> Any:
+def _affected_item(text: str) -> Version | VersionRange:
     """``>=7.0.4.0, <7.0.4.3`` is a range, ``7.0.4.2-P1`` one version; ValueError when malformed."""
     from version_policy import parse_range, parse_version
 

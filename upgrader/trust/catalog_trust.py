@@ -8,15 +8,16 @@ writes). The highest serial seen per product is kept in ``<home>/trust/catalog-s
 
 from __future__ import annotations
 
+import datetime as _dt
 import json
 from pathlib import Path
-from typing import Any
+from typing import TypedDict
 
 from .catalog import Catalog
 from ..core.errors import ApprovalRefused
 from ..core.journal import write_json_atomic
 from .signers import load_allowed_signers
-from .sshsig import SignatureError, parse_armored, sign, verify
+from .sshsig import PrivateKey, SignatureError, parse_armored, sign, verify
 
 __all__ = ["NAMESPACE", "sign_catalog", "verify_catalog", "signature_path"]
 
@@ -27,14 +28,23 @@ def signature_path(catalog: Catalog) -> Path:
     return catalog.path.with_name(catalog.path.name + ".sig")
 
 
-def sign_catalog(catalog_path: Path, private_key: Any) -> Path:
+
+class CatalogSigner(TypedDict):
+    """Who signed a catalog (its allowed_signers principal and key fingerprint) and its serial."""
+
+    signer: str
+    fingerprint: str
+    serial: int
+
+
+def sign_catalog(catalog_path: Path, private_key: PrivateKey) -> Path:
     sig = catalog_path.with_name(catalog_path.name + ".sig")
     sig.write_text(sign(private_key, catalog_path.read_bytes(), NAMESPACE), encoding="utf-8")
     return sig
 
 
-def verify_catalog(catalog: Catalog, *, trusted_signers: Path | None, now: Any, home: Path,
-                   record: bool = True) -> dict[str, Any]:
+def verify_catalog(catalog: Catalog, *, trusted_signers: Path | None, now: _dt.datetime, home: Path,
+                   record: bool = True) -> CatalogSigner:
     """Refuse (exit 4) an unsigned, wrongly signed or stale catalog; return who signed it."""
     if trusted_signers is None:
         raise ApprovalRefused(f"{catalog.path}: cannot trust the catalog: the policy names no vendor signers "

@@ -11,10 +11,9 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from ..core.errors import InputError
-from .sshsig import fingerprint, public_key_blob, public_key_line
+from .sshsig import PrivateKey, PublicKey, fingerprint, public_key_blob, public_key_line
 
 __all__ = ["generate_key", "load_private_key", "load_public_key", "Identity", "signer_line"]
 
@@ -22,7 +21,7 @@ __all__ = ["generate_key", "load_private_key", "load_public_key", "Identity", "s
 @dataclass(frozen=True)
 class Identity:
     principal: str
-    private_key: Any
+    private_key: PrivateKey
     path: str
 
     @property
@@ -34,7 +33,7 @@ class Identity:
         return fingerprint(self.key_blob)
 
 
-def signer_line(principal: str, public_key: Any, namespaces: str | None = None) -> str:
+def signer_line(principal: str, public_key: PublicKey, namespaces: str | None = None) -> str:
     opts = f' namespaces="{namespaces}"' if namespaces else ""
     return f"{principal}{opts} {public_key_line(public_key)}"
 
@@ -62,7 +61,7 @@ def generate_key(path: Path, principal: str, *, overwrite: bool = False) -> tupl
     return path, pub, signer_line(principal, key.public_key())
 
 
-def load_private_key(path: str | Path) -> Any:
+def load_private_key(path: str | Path) -> PrivateKey:
     from cryptography.hazmat.primitives import serialization
 
     p = Path(path).expanduser()
@@ -92,7 +91,7 @@ def load_private_key(path: str | Path) -> Any:
     raise AssertionError("unreachable")
 
 
-def load_public_key(path: str | Path) -> Any:
+def load_public_key(path: str | Path) -> PublicKey:
     from cryptography.hazmat.primitives import serialization
 
     p = Path(path).expanduser()

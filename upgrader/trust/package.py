@@ -14,7 +14,7 @@ import os
 import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Iterable
 
 from ..core.document import Section, parse_yaml
 from ..core.errors import InputError
@@ -37,8 +37,8 @@ class PackageMeta:
     remove: tuple[str, ...] = ()
     description: str = ""
 
-    def to_yaml_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"format": 1, "product": self.product, "version": self.version,
+    def to_yaml_dict(self) -> dict[str, object]:
+        d: dict[str, object] = {"format": 1, "product": self.product, "version": self.version,
                              "kind": self.kind}
         if self.requires:
             d["requires"] = self.requires
@@ -50,7 +50,7 @@ class PackageMeta:
         return d
 
     @classmethod
-    def from_data(cls, data: Any, source: str) -> "PackageMeta":
+    def from_data(cls, data: object, source: str) -> "PackageMeta":
         s = Section(data, source=source, what="package metadata")
         s.int("format", 1, minimum=1, maximum=1)
         meta = cls(
@@ -94,7 +94,7 @@ class Built:
     meta: PackageMeta
     members: int = 0
     unpacked_bytes: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, object] = field(default_factory=dict)
 
 
 def file_digest(path: str | Path, algorithm: str = "sha256") -> str:

@@ -11,19 +11,23 @@ The run then decides and installs from the rebuilt description only.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Mapping
 
 from ..core.errors import ApprovalRefused
+from ..core.shapes import PlanHost, PlanPackage
+
+if TYPE_CHECKING:
+    from .catalog import Catalog, CatalogEntry
 
 __all__ = ["trusted_package", "PACKAGE_FIELDS"]
 
 #: the fields of a plan's package description, each compared with the one rebuilt from the catalog
 PACKAGE_FIELDS = ("product", "version", "kind", "file", "sha256", "size", "requires", "changes", "remove", "limits")
 
-_BUILT: dict[tuple[str, str], dict[str, Any]] = {}  # (catalog sha256, package sha256) -> description, this process
+_BUILT: dict[tuple[str, str], PlanPackage] = {}  # (catalog sha256, package sha256) -> description, this process
 
 
-def trusted_package(catalog: Any, h: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+def trusted_package(catalog: Catalog, h: PlanHost) -> tuple[CatalogEntry, PlanPackage]:
     """The catalog entry for the plan host ``h`` (its product and target) and the package description rebuilt
     from it; ApprovalRefused (exit 4) when the catalog has none or the plan's package differs in any field."""
     from ..core.planner import package_entry
@@ -38,9 +42,8 @@ def trusted_package(catalog: Any, h: dict[str, Any]) -> tuple[Any, dict[str, Any
     if key not in _BUILT:
         _BUILT[key] = package_entry(catalog, entry)  # verifies the file (size, sha256, package.yaml, members)
     expected = _BUILT[key]
-    planned = h.get("package")
-    if not isinstance(planned, dict):
-        planned = {}
+    given = h.get("package")
+    planned: Mapping[str, object] = given if isinstance(given, dict) else {}
     differ = [f for f in PACKAGE_FIELDS if _norm(planned.get(f)) != _norm(expected.get(f))]
     extra = sorted(set(planned) - set(PACKAGE_FIELDS))
     if differ or extra:
@@ -50,10 +53,10 @@ def trusted_package(catalog: Any, h: dict[str, Any]) -> tuple[Any, dict[str, Any
         raise ApprovalRefused(f"{name}: the plan's package does not match the signed catalog's entry for {product} "
                               f"{target}: {shown}; nothing was changed",
                               hint="the plan was altered or made with another catalog: make and approve a new plan")
-    return entry, dict(expected)
+    return entry, expected.copy()
 
 
-def _norm(value: Any) -> Any:
+def _norm(value: object) -> object:
     """JSON's shape of a value (a plan is read back from JSON: tuples are lists)."""
     if isinstance(value, (list, tuple)):
         return [_norm(v) for v in value]
@@ -62,6 +65,6 @@ def _norm(value: Any) -> Any:
     return value
 
 
-def _short(value: Any) -> str:
+def _short(value: object) -> str:
     text = repr(_norm(value))
     return text if len(text) <= 80 else text[:77] + "..."

@@ -11,11 +11,12 @@ key in allowed_signers, is a self-approval.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Callable, Mapping
 
 from ..core.errors import ApprovalRefused
+from ..core.shapes import PlanData
 from .signers import AllowedSigners
-from .sshsig import SignatureError, fingerprint, parse_armored, sign, verify
+from .sshsig import PrivateKey, SignatureError, fingerprint, parse_armored, sign, verify
 
 __all__ = ["NAMESPACE", "Requester", "sign_plan", "plan_signer", "requester_of", "literal_principals",
            "names_the_approver"]
@@ -63,18 +64,19 @@ def literal_principals(signers: AllowedSigners | None, key: bytes) -> frozenset[
                      if not _PATTERN_CHARS & set(p))
 
 
-def sign_plan(data: dict[str, Any], private_key: Any, digest_of: Any) -> dict[str, Any]:
+def sign_plan(data: PlanData, private_key: PrivateKey, digest_of: Callable[[Mapping[str, object]], str]
+              ) -> PlanData:
     """``data`` with the requester's key fingerprint recorded (inside the digest) and the signature of the
     resulting digest (outside it). ``digest_of`` computes a plan digest from plan data."""
     from .sshsig import public_key_blob
 
     blob = public_key_blob(private_key.public_key())
-    signed = {**data, "requester": {**data["requester"], "key": fingerprint(blob)}}
+    signed: PlanData = {**data, "requester": {**data["requester"], "key": fingerprint(blob)}}
     signed.pop("signature", None)
     return {**signed, "signature": sign(private_key, digest_of(signed).encode(), NAMESPACE)}
 
 
-def plan_signer(data: dict[str, Any], digest: str, source: str) -> bytes | None:
+def plan_signer(data: PlanData, digest: str, source: str) -> bytes | None:
     """The key that signed the plan (checked), or None for an unsigned plan; ApprovalRefused (exit 4) when
     the plan names a requester key but its signature is missing, damaged or by another key."""
     claimed = (data.get("requester") or {}).get("key")
@@ -96,7 +98,7 @@ def plan_signer(data: dict[str, Any], digest: str, source: str) -> bytes | None:
     return signature.public_key
 
 
-def requester_of(data: dict[str, Any], digest: str, source: str, *, signers: AllowedSigners | None,
+def requester_of(data: PlanData, digest: str, source: str, *, signers: AllowedSigners | None,
                  allow_unsigned: bool, operator_key: bytes | None) -> Requester:
     """The requester of a plan as a key: its signer (who must be known in allowed_signers), else, where the
     policy allows unsigned plans, the operator who runs it."""

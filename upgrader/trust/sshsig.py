@@ -13,7 +13,15 @@ import hashlib
 import re
 import struct
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, TypeAlias
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.serialization import SSHPrivateKeyTypes, SSHPublicKeyTypes
+
+#: the private keys that sign (OpenSSH's kinds: Ed25519, ECDSA, RSA; DSA is refused when signing)
+PrivateKey: TypeAlias = "SSHPrivateKeyTypes"
+#: the public keys that verify
+PublicKey: TypeAlias = "SSHPublicKeyTypes"
 
 __all__ = ["SignatureError", "Signature", "sign", "verify", "parse_armored", "public_key_blob",
            "public_key_line", "fingerprint", "load_public_key_blob"]
@@ -57,7 +65,7 @@ class _Reader:
             raise SignatureError("signature has trailing bytes")
 
 
-def public_key_blob(key: Any) -> bytes:
+def public_key_blob(key: PublicKey) -> bytes:
     """The SSH wire encoding of a public key (the base64 part of an OpenSSH public key line)."""
     from cryptography.hazmat.primitives import serialization
 
@@ -65,7 +73,7 @@ def public_key_blob(key: Any) -> bytes:
     return base64.b64decode(line.split()[1])
 
 
-def public_key_line(key: Any, comment: str = "") -> str:
+def public_key_line(key: PublicKey, comment: str = "") -> str:
     blob = public_key_blob(key)
     kind = _Reader(blob).string().decode()
     return f"{kind} {base64.b64encode(blob).decode()}" + (f" {comment}" if comment else "")
@@ -76,7 +84,7 @@ def fingerprint(blob: bytes) -> str:
     return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
 
 
-def load_public_key_blob(blob: bytes) -> Any:
+def load_public_key_blob(blob: bytes) -> PublicKey:
     from cryptography.hazmat.primitives import serialization
 
     from cryptography.exceptions import UnsupportedAlgorithm
@@ -93,7 +101,7 @@ def _signed_data(namespace: str, hash_alg: str, message: bytes) -> bytes:
             + _string(_HASHES[hash_alg](message).digest()))
 
 
-def _raw_sign(private_key: Any, data: bytes) -> bytes:
+def _raw_sign(private_key: PrivateKey, data: bytes) -> bytes:
     from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
     from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
@@ -116,7 +124,7 @@ def _mpint(n: int) -> bytes:
     return n.to_bytes((n.bit_length() + 8) // 8, "big") if n else b""
 
 
-def sign(private_key: Any, message: bytes, namespace: str, hash_alg: str = "sha512") -> str:
+def sign(private_key: PrivateKey, message: bytes, namespace: str, hash_alg: str = "sha512") -> str:
     """An armoured SSHSIG signature of ``message`` in ``namespace``."""
     if not namespace:
         raise SignatureError("a namespace is required")
