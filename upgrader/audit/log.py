@@ -28,11 +28,18 @@ import weakref
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Iterator, Mapping, TypedDict, cast
 
 from ..core.errors import InputError
+from ..core.shapes import JSONObject
 from .redaction import MAYBE_SECRET, is_secret_name
 from .redaction import redact as redact_text
+
+if TYPE_CHECKING:
+    import datetime as _dt
+
+    from ..trust.signers import AllowedSigners
+    from ..trust.sshsig import PrivateKey
 
 __all__ = ["AuditLog", "VerifyResult", "verify_log", "read_log", "signers_known", "KNOWN_EVENTS", "read_events", "redact", "checkpoint_statement",
            "parse_anchor", "NAMESPACE", "GENESIS"]
@@ -45,7 +52,7 @@ GENESIS = "0" * 64
 _MAYBE_SECRET = MAYBE_SECRET
 
 
-def redact(value: Any, key: str = "") -> Any:
+def redact(value: object, key: str = "") -> object:
     """A copy of ``value`` with secrets replaced: values under secret-looking keys whatever their type (a number, a
     nested object), and secret-looking text."""
     if key and is_secret_name(key) and not isinstance(value, (str, bool)) and value is not None:
@@ -63,6 +70,44 @@ def redact(value: Any, key: str = "") -> Any:
     return value
 
 
+def redact_object(data: Mapping[str, object]) -> JSONObject:
+    """``redact`` of a mapping (an event's data): a copy with its secrets replaced."""
+    return {k: redact(v, str(k)) for k, v in data.items()}
+
+
+class Checkpoint(TypedDict):
+    """A checkpoint line's signed claim: the chain up to ``head`` (line ``seq``) is as ``signer`` saw it."""
+
+    seq: int
+    head: str
+    signer: str
+    key: str
+    signature: str
+
+
+class CheckpointRef(Checkpoint):
+    """A checkpoint and the line of the log that holds it (what an operator keeps as an anchor)."""
+
+    line: int
+
+
+class AuditEvent(TypedDict, total=False):
+    """One line of the audit log (``_hash``: the sha256 of the line, kept in memory only)."""
+
+    seq: int
+    prev: str
+    time: str
+    event: str
+    run: str | None
+    host: str | None
+    phase: str | None
+    outcome: str | None
+    actor: JSONObject
+    data: JSONObject
+    checkpoint: Checkpoint
+    _hash: str
+
+
 def _line_hash(line: bytes) -> str:
     return hashlib.sha256(line.rstrip(b"\n")).hexdigest()
 
@@ -73,7 +118,7 @@ def checkpoint_statement(seq: int, head: str, run: str | None, signer: str, time
             f"signer: {signer}\ntime: {time}\n").encode()
 
 
-def _tail_line(f: Any) -> bytes | None:
+def _tail_line(f: BinaryIO) -> bytes | None:
     """The last complete line of an open binary file (None when empty)."""
     f.seek(0, os.SEEK_END)
     end = f.tell()
@@ -98,7 +143,7 @@ def _tail_line(f: Any) -> bytes | None:
 class AuditLog:
     """Appends events to one audit log file, safely from several processes."""
 
-    def __init__(self, path: Path, actor: dict[str, Any] | None = None) -> None:
+    def __init__(self, path: Path, actor: JSONObject | None = None) -> None:
         self.path = path
         self.actor = actor or {}
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -142,7 +187,7 @@ class AuditLog:
                 fcntl.flock(fd, fcntl.LOCK_UN)
 
     def append(self, event: str, *, run: str | None = None, host: str | None = None, phase: str | None = None,
-               outcome: str | None = None, time: str, data: dict[str, Any] | None = None) -> dict[str, Any]:
+               outcome: str | None = None, time: str, data: Mapping[str, object] | None = None) -> AuditEvent:
         """Append one event under the lock, fsynced; ``time`` earlier than the last line's is raised to it."""
         with self._locked():
             rec = self._append_locked(event, run=run, host=host, phase=phase, outcome=outcome, time=time,
@@ -152,8 +197,8 @@ class AuditLog:
         return rec
 
     def _append_locked(self, event: str, *, run: str | None, host: str | None, phase: str | None,
-                       outcome: str | None, time: str, data: dict[str, Any] | None,
-                       raw: Callable[[int, str, str], dict[str, Any]] | None = None) -> dict[str, Any]:
+                       outcome: str | None, time: str, data: Mapping[str, object] | None,
+                       raw: Callable[[int, str, str], AuditEvent] | None = None) -> AuditEvent:
         fd = self._files.log(check=True)  # under the lock: the file this path names now
         if self._files.reopened:  # a new file (or the first use): chain to what it holds, not to our memory
             self._head = None
@@ -186,25 +231,25 @@ class AuditLog:
                 last_time = tail.get("time")
                 if isinstance(last_time, str) and time < last_time:
                     time = last_time
-        record: dict[str, Any] = {"seq": seq, "prev": prev, "time": time, "event": event, "run": run,
+        record: AuditEvent = {"seq": seq, "prev": prev, "time": time, "event": event, "run": run,
                                   "host": host, "phase": phase, "outcome": outcome, "actor": self.actor}
         if raw is not None:
             record.update(raw(seq, prev, time))
         if data:
-            record["data"] = redact(data)
+            record["data"] = redact_object(data)
         line = json.dumps(record, separators=(",", ":"), ensure_ascii=False, default=str).encode() + b"\n"
         _write_all(fd, line)  # durable: the caller waits for an fsync (group commit) before it returns
         record["_hash"] = _line_hash(line)
         self._head = (size + len(line), seq + 1, record["_hash"], record["time"])
         return record
 
-    def checkpoint(self, *, run: str | None, time: str, signer: str, key: Any) -> dict[str, Any]:
+    def checkpoint(self, *, run: str | None, time: str, signer: str, key: PrivateKey) -> CheckpointRef:
         """Sign the current head of the chain; return the checkpoint (seq and head) to keep elsewhere."""
         from ..trust.sshsig import fingerprint, public_key_blob, sign
 
         blob = public_key_blob(key.public_key())
 
-        def fields(seq: int, prev: str, at: str) -> dict[str, Any]:
+        def fields(seq: int, prev: str, at: str) -> AuditEvent:
             # ``at``: the time the line is written with (never earlier than the line before it)
             statement = checkpoint_statement(seq - 1, prev, run, signer, at)
             return {"checkpoint": {"seq": seq - 1, "head": prev, "signer": signer, "key": fingerprint(blob),
@@ -215,8 +260,7 @@ class AuditLog:
                                       data=None, raw=fields)
             mine = self._wrote()
         self._durable(mine)
-        cp = dict(rec["checkpoint"])
-        cp["line"] = rec["seq"]
+        cp: CheckpointRef = {**rec["checkpoint"], "line": rec["seq"]}
         return cp
 
 
@@ -318,7 +362,7 @@ class VerifyResult:
             return "cannot_check"
         return "intact" if self.chain_intact else "altered"
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         return {"path": self.path, "status": self.status, "intact": self.intact,
                 "chain_intact": self.chain_intact, "signers_known": self.signers_known, "entries": self.entries,
                 "valid_entries": self.valid_entries, "checkpoints": self.checkpoints,
@@ -356,7 +400,7 @@ _RUN_OPENERS = frozenset(("run_started", "plan_created", "approval_refused", "ap
 _SEQ_PREFIX = re.compile(rb'\{"seq":(\d+),')
 
 
-def _record(line: bytes) -> Any:
+def _record(line: bytes) -> object:
     """The one JSON value on a line (which ends with its newline), or None when the line is not exactly one."""
     try:
         text = line.decode("utf-8")
@@ -395,13 +439,13 @@ def read_log(path: Path) -> bytes:
         raise InputError(f"cannot read the audit log: {e.strerror or e}", path=str(path)) from e
 
 
-def signers_known(signers: Any) -> bool:
+def signers_known(signers: AllowedSigners | None) -> bool:
     """Allowed signers that can vouch for a checkpoint: a file with at least one entry for the audit namespace."""
     return signers is not None and any(e.allows_namespace(NAMESPACE) for e in getattr(signers, "entries", ()))
 
 
-def verify_log(path: Path, *, signers: Any, anchor: tuple[int, str] | None = None, data: bytes | None = None,
-               now: Any = None) -> VerifyResult:
+def verify_log(path: Path, *, signers: AllowedSigners | None, anchor: tuple[int, str] | None = None,
+               data: bytes | None = None, now: _dt.datetime | None = None) -> VerifyResult:
     """Check the whole log (``data``: its bytes, read once by ``read_log``); stop at the first bad line and name it.
 
     One pass, one JSON parse and one sha256 per line; each checkpoint's signature is checked once. Allowed
@@ -436,6 +480,8 @@ def verify_log(path: Path, *, signers: Any, anchor: tuple[int, str] | None = Non
                 return _fail(r, n, "torn", "the last line is incomplete (torn write or cut file)")
             rec = _record(line)
             try:
+                if not isinstance(rec, dict):
+                    raise TypeError("not an object")
                 seq, prev = rec["seq"], rec["prev"]
             except (KeyError, TypeError):
                 return _fail(r, n, "edited", "not a valid audit event (edited or damaged)")
@@ -464,10 +510,11 @@ def verify_log(path: Path, *, signers: Any, anchor: tuple[int, str] | None = Non
             run = rec.get("run")
             event = rec["event"]
             if event == "checkpoint":
-                problem = _checkpoint_problem(rec, n, prev_hash, time)
-                refused = None if problem else _signer_problem(rec, signers, when)
+                checked = cast(AuditEvent, rec)  # shaped as an event (_shape_problem above)
+                problem = _checkpoint_problem(checked, n, prev_hash, time)
+                refused = None if problem else _signer_problem(checked, signers, when)
                 if not problem and not refused:
-                    problem = _actor_problem(rec, last_actor.get(run) if run else None)
+                    problem = _actor_problem(checked, last_actor.get(run) if run else None)
                 if problem:
                     start = r.last_checkpoint["line"] + 1 if r.last_checkpoint else 1
                     covered = f"line {start}" if start == n - 1 else f"lines {start}-{n - 1}"
@@ -585,7 +632,7 @@ class _Tail:
         return min(lines), max(lines), self.finished
 
 
-def _shape_problem(rec: dict[str, Any]) -> str | None:
+def _shape_problem(rec: Mapping[str, object]) -> str | None:
     """Why a line is not shaped like an event upgrader writes (unknown keys or event, a field of the wrong type)."""
     keys = _CHECKPOINT_KEYS if rec.get("event") == "checkpoint" else _KEYS
     extra = set(rec) - keys
@@ -606,7 +653,7 @@ def _shape_problem(rec: dict[str, Any]) -> str | None:
     return None
 
 
-def _checkpoint_problem(rec: dict[str, Any], n: int, prev_hash: str, time: str) -> str | None:
+def _checkpoint_problem(rec: AuditEvent, n: int, prev_hash: str, time: str) -> str | None:
     """Why the checkpoint on line ``n`` does not prove the chain up to ``prev_hash`` by its own key; None when it
     does. The line's unsigned fields are pinned: no host, phase, outcome or data, and the key is the signing key's
     fingerprint."""
@@ -631,7 +678,7 @@ def _checkpoint_problem(rec: dict[str, Any], n: int, prev_hash: str, time: str) 
     return None
 
 
-def _actor_problem(rec: dict[str, Any], run_actor: Any) -> str | None:
+def _actor_problem(rec: AuditEvent, run_actor: object) -> str | None:
     """A checkpoint's actor is not signed: it must be the actor of the run's own lines (which the signature covers)
     and name the signing key and signer."""
     cp = rec["checkpoint"]
@@ -644,7 +691,7 @@ def _actor_problem(rec: dict[str, Any], run_actor: Any) -> str | None:
     return None
 
 
-def _signer_problem(rec: dict[str, Any], signers: Any, when: Any) -> str | None:
+def _signer_problem(rec: AuditEvent, signers: AllowedSigners | None, when: _dt.datetime) -> str | None:
     """Why the allowed signers do not let this checkpoint's signer sign now; None when they do (or are unknown)."""
     from ..trust.sshsig import parse_armored
 
@@ -658,7 +705,7 @@ def _signer_problem(rec: dict[str, Any], signers: Any, when: Any) -> str | None:
     return None
 
 
-def read_events(path: Path, data: bytes | None = None) -> Iterator[dict[str, Any]]:
+def read_events(path: Path, data: bytes | None = None) -> Iterator[dict[str, object]]:
     """Parsed events of a log, from ``data`` (the bytes ``verify_log`` judged) when given (lines that are not a
     JSON object are skipped; use verify_log to judge the log)."""
     for line in io.BytesIO(read_log(path) if data is None else data):

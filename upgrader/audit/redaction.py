@@ -56,7 +56,6 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
 
 from .obfuscation import Obfuscator
 
@@ -250,7 +249,7 @@ def redact(text: str, mask: str = MASK, pem_mask: str | None = None) -> str:
     return _SETTING.sub(setting, text)
 
 
-def redact_value(value: Any, key: str = "", mask: str = MASK, pem_mask: str | None = None) -> Any:
+def redact_value(value: object, key: str = "", mask: str = MASK, pem_mask: str | None = None) -> object:
     """A copy of a parsed value (JSON, YAML) with secrets replaced: everything under a secret name, whatever its
     type (``"db_password": 123456``, a nested object), and secret-looking text in other strings."""
     if key and not _empty(value) and is_secret_name(key):
@@ -264,7 +263,7 @@ def redact_value(value: Any, key: str = "", mask: str = MASK, pem_mask: str | No
     return value
 
 
-def _empty(value: Any) -> bool:
+def _empty(value: object) -> bool:
     """null, true, false and "" say nothing secret (``"password": null``); 0 and 1 may be a PIN."""
     return value is None or value is True or value is False or value == ""
 

@@ -25,10 +25,13 @@ import tempfile
 from dataclasses import dataclass, field
 from html import escape
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Sequence
 
 from ..core.errors import InputError
 from ..core.language import LANGS, resolve_lang  # one rule for every reader; kept importable from here
+
+if TYPE_CHECKING:
+    from .log import VerifyResult
 
 __all__ = ["export", "render_html", "render_json", "render_csv", "resolve_lang", "CSV_COLUMNS", "LANGS"]
 
@@ -36,7 +39,7 @@ CSV_COLUMNS = ("seq", "time", "run", "host", "event", "phase", "outcome", "actor
                "actor_key", "details")
 
 
-def export(fmt: str, events: list[dict[str, Any]], result: Any, verdict: str, out: Path,
+def export(fmt: str, events: list[dict[str, object]], result: VerifyResult, verdict: str, out: Path,
            lang: str | None = None) -> None:
     """Write the report in ``fmt`` (html, json or csv) to ``out``, atomically."""
     if fmt == "html":
@@ -78,18 +81,18 @@ def _umask() -> int:
 # -- JSON and CSV ---------------------------------------------------------------------------------
 
 
-def render_json(events: list[dict[str, Any]], result: Any, verdict: str) -> str:
+def render_json(events: list[dict[str, object]], result: VerifyResult, verdict: str) -> str:
     """``{"verification": {...result, "verdict": ...}, "events": [...]}``."""
     doc = {"verification": {**result.to_dict(), "verdict": verdict}, "events": events}
     return json.dumps(doc, indent=2, ensure_ascii=False, default=str) + "\n"
 
 
-def _cell(value: Any) -> str:
+def _cell(value: object) -> str:
     text = "" if value is None else str(value)
     return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
 
 
-def render_csv(events: list[dict[str, Any]]) -> str:
+def render_csv(events: list[dict[str, object]]) -> str:
     """One row per event; ``details`` is the event's data (a checkpoint's fields) as compact JSON."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\r\n")
@@ -309,7 +312,7 @@ footer { margin-top: 28px; color: var(--muted); font-size: 12px; border-top: 1px
 @dataclass
 class _Phase:
     phase: str
-    start: str | None = None
+    start: object = None                 # the recorded time (untrusted: anything)
     seconds: Any = None
     outcome: str | None = None
     data: dict[str, Any] = field(default_factory=dict)
@@ -321,7 +324,7 @@ class _Host:
     name: str
     summary: dict[str, Any] = field(default_factory=dict)     # from run_started: current, target, decision
     rows: list[tuple[str, Any]] = field(default_factory=list)  # ("phase", _Phase) | ("rollback", ev) | ("end", ev)
-    outcome: str | None = None
+    outcome: object = None
     finished: dict[str, Any] | None = None
     rollback_cause: str | None = None
 
@@ -346,16 +349,21 @@ class _Run:
         return self.hosts[name]
 
 
-def _dict(value: Any) -> dict[str, Any]:
+def _dict(value: object) -> dict[str, object]:
     """``value`` when it is a dict (recorded data is untrusted: it may be anything), else an empty one."""
     return value if isinstance(value, dict) else {}
 
 
-def _data(e: dict[str, Any] | None) -> dict[str, Any]:
+def _list(value: object) -> list[object]:
+    """``value`` when it is a list (recorded data is untrusted), else an empty one."""
+    return value if isinstance(value, list) else []
+
+
+def _data(e: dict[str, object] | None) -> dict[str, object]:
     return _dict(e.get("data")) if e else {}
 
 
-def _runs(events: list[dict[str, Any]]) -> tuple[list[_Run], list[dict[str, Any]]]:
+def _runs(events: list[dict[str, object]]) -> tuple[list[_Run], list[dict[str, object]]]:
     """Events grouped by run (in order of first appearance), and the events outside any run."""
     runs: dict[str, _Run] = {}
     others: list[dict[str, Any]] = []
@@ -377,11 +385,11 @@ def _runs(events: list[dict[str, Any]]) -> tuple[list[_Run], list[dict[str, Any]
     return list(runs.values()), others
 
 
-def _add(run: _Run, e: dict[str, Any]) -> None:
+def _add(run: _Run, e: dict[str, object]) -> None:
     kind, d, host = e.get("event"), _data(e), e.get("host")
     if kind in ("run_started", "rollback_requested") and run.start is None:
         run.start = e
-        for h in d.get("hosts") or []:
+        for h in _list(d.get("hosts")):
             if isinstance(h, dict) and h.get("host"):
                 run.host(str(h["host"])).summary = h
             elif isinstance(h, str):
@@ -415,19 +423,19 @@ def _add(run: _Run, e: dict[str, Any]) -> None:
 # -- formatting helpers -------------------------------------------------------------------------------
 
 
-def _e(value: Any) -> str:
+def _e(value: object) -> str:
     """Escaped text; None as a dash."""
     return "—" if value is None or value == "" else escape(str(value), quote=True)
 
 
-def _parse(t: Any) -> dt.datetime | None:
+def _parse(t: object) -> dt.datetime | None:
     try:
         return dt.datetime.fromisoformat(str(t).replace("Z", "+00:00"))
     except ValueError:
         return None
 
 
-def _when(t: Any) -> str:
+def _when(t: object) -> str:
     """A recorded time, readable: date, time to the second, and the zone as recorded."""
     p = _parse(t)
     if p is None:
@@ -436,20 +444,22 @@ def _when(t: Any) -> str:
     return _e(f"{p:%Y-%m-%d %H:%M:%S} {zone}" if p.tzinfo else f"{p:%Y-%m-%d %H:%M:%S}")
 
 
-def _when_parts(t: Any) -> str:
+def _when_parts(t: object) -> str:
     """A recorded time that may wrap between its date and its time of day, never inside either."""
     text = _when(t)
     date, sep, rest = text.partition(" ")
     return f'<span class="nowrap">{date}</span> <span class="nowrap">{rest}</span>' if sep else text
 
 
-def _clock(t: Any) -> str:
+def _clock(t: object) -> str:
     p = _parse(t)
     return _e(f"{p:%H:%M:%S}.{p.microsecond // 1000:03d}") if p else _e(t)
 
 
-def _seconds(s: Any) -> str:
+def _seconds(s: object) -> str:
     try:
+        if not isinstance(s, (int, float, str)):  # None, a list or a mapping (recorded data is untrusted)
+            raise TypeError(s)
         v = float(s)
     except (TypeError, ValueError):
         return _e(s)
@@ -464,7 +474,7 @@ def _seconds(s: Any) -> str:
     return f"{h} h {m:02d} min"
 
 
-def _span(a: Any, b: Any) -> str:
+def _span(a: object, b: object) -> str:
     pa, pb = _parse(a), _parse(b)
     if pa is None or pb is None or (pa.tzinfo is None) != (pb.tzinfo is None):
         return "—"
@@ -476,7 +486,7 @@ _BAD = {"failed", "fail", "refused", "needs_person", "unreachable", "error", "5"
 _WARN = {"rolled_back", "rollback", "skip", "1", "warn"}
 
 
-def _badge(value: Any) -> str:
+def _badge(value: object) -> str:
     text = "" if value is None else str(value)
     key = text.lower()
     cls = "s-ok" if key in _OK else "s-bad" if key in _BAD else "s-warn" if key in _WARN else "s-skip"
@@ -488,7 +498,7 @@ class _Html:
         self.lang = lang
         self.parts: list[str] = []
 
-    def t(self, key: str, **kw: Any) -> str:
+    def t(self, key: str, **kw: object) -> str:
         """A label in the report's language; values put into it are escaped."""
         text = _LABELS[key][self.lang]
         return escape(text, quote=True).format(**{k: _e(v) for k, v in kw.items()}) if kw else escape(text)
@@ -506,7 +516,7 @@ class _Html:
 # -- the HTML report ---------------------------------------------------------------------------------
 
 
-def render_html(events: list[dict[str, Any]], result: Any, verdict: str, lang: str = "en") -> str:
+def render_html(events: list[dict[str, object]], result: VerifyResult, verdict: str, lang: str = "en") -> str:
     """The whole report as one HTML document."""
     lang = resolve_lang(lang)
     h = _Html(lang)
@@ -529,7 +539,7 @@ def render_html(events: list[dict[str, Any]], result: Any, verdict: str, lang: s
     return "\n".join(h.parts) + "\n"
 
 
-def _verification(h: _Html, result: Any, verdict: str) -> None:
+def _verification(h: _Html, result: VerifyResult, verdict: str) -> None:
     intact = bool(result.chain_intact)
     state = str(result.status)
     h.add(f'<section class="card verify {state}" id="verification">',
@@ -579,13 +589,13 @@ def _run_outcome(h: _Html, run: _Run, short: bool = False) -> tuple[str, str]:
         code = int(recorded)
     except (TypeError, ValueError):
         return "s-skip", h.t(f"{kind}_n", code=recorded)
-    if code == 0 and "waiting" in (d.get("outcomes") or {}).values():
+    if code == 0 and "waiting" in _dict(d.get("outcomes")).values():
         return "s-ok", h.t(f"{kind}_0_wait")
     if code == 0:
         return "s-ok", h.t(f"{kind}_0_rb" if run.is_rollback else f"{kind}_0")
     if code == 1:
         return "s-warn", h.t(f"{kind}_1")
-    outcomes = set((d.get("outcomes") or {}).values())
+    outcomes = set(_dict(d.get("outcomes")).values())
     if code == 5 and "superseded" in outcomes and not outcomes & {"needs_person"}:
         return "s-warn", h.t(f"{kind}_5_sup")
     if code == 5:
@@ -605,7 +615,7 @@ def _from_to(host: _Host) -> str:
     return "—"
 
 
-def _actor(e: dict[str, Any] | None) -> tuple[str, str]:
+def _actor(e: dict[str, object] | None) -> tuple[str, str]:
     a = (e or {}).get("actor")
     if not isinstance(a, dict):
         return "—", "—"
@@ -680,7 +690,8 @@ def _run_summary(h: _Html, run: _Run, words: str, cls: str) -> None:
     if isinstance(cat, dict):
         rows.append((h.t("catalog"), f'<span class="mono">{_e(cat.get("path"))}</span> '
                      f'<span class="muted">({_e(cat.get("signer"))}, {_e(cat.get("fingerprint"))})</span>'))
-    approvals = d.get("approvals") if isinstance(d.get("approvals"), list) else run.accepted
+    given = d.get("approvals")
+    approvals: Sequence[object] = given if isinstance(given, list) else run.accepted
     if not run.is_rollback:
         rows.append((h.t("approvals"), _approvals(h, approvals)))
     rows.append((h.t("outcome"), f'<span class="{cls}"><strong>{words}</strong></span>'))
@@ -702,7 +713,7 @@ def _run_summary(h: _Html, run: _Run, words: str, cls: str) -> None:
                   + (f' · {h.t("version_after")}: <strong>{_e(after)}</strong>' if after else "") + "</div>")
 
 
-def _approvals(h: _Html, approvals: Any) -> str:
+def _approvals(h: _Html, approvals: Sequence[object]) -> str:
     if not approvals:
         return f'<span class="s-bad">{h.t("no_approval")}</span>'
     items = []
@@ -754,7 +765,8 @@ def _phase_row(h: _Html, p: _Phase) -> None:
             f'<strong>{_e(pr.get("probe"))}</strong> {_e(pr.get("detail"))}</li>'
             for pr in probes if isinstance(pr, dict))
         parts.append(f'<div class="small muted">{h.t("probes")}:</div><ul class="probes">{items}</ul>')
-    command = result.get("command") if isinstance(result.get("command"), dict) else None
+    given = result.get("command")
+    command = given if isinstance(given, dict) else None
     if command:
         out = "\n".join(str(command.get(k) or "").rstrip() for k in ("stdout", "stderr") if command.get(k))
         parts.append(f'<span class="small muted">exit {_e(command.get("exit"))}</span>'
@@ -773,24 +785,24 @@ def _phase_row(h: _Html, p: _Phase) -> None:
           f'<td>{"".join(parts) or "—"}</td></tr>')
 
 
-def _policy(h: _Html, decision: dict[str, Any], checks: Any) -> None:
+def _policy(h: _Html, decision: dict[str, object], checks: object) -> None:
     allowed = decision.get("allowed")
     verdict = h.t("allowed") if allowed else h.t("refused")
     h.add(f'<h4>{h.t("policy")} · {h.t("decision")}: <span class="{"s-ok" if allowed else "s-bad"}">{verdict}</span></h4>')
     h.add("<table><thead><tr>" + "".join(f"<th>{h.t(k)}</th>" for k in ("rule", "status", "reason"))
           + "</tr></thead><tbody>")
-    for r in decision.get("rules") or []:
+    for r in _list(decision.get("rules")):
         if isinstance(r, dict):
             h.add(f'<tr><td class="mono">{_e(r.get("rule"))}</td><td>{_badge(r.get("status"))}</td>'
                   f'<td>{_e(r.get("reason"))}</td></tr>')
-    for c in checks or []:
+    for c in _list(checks):
         if isinstance(c, dict):
             h.add(f'<tr><td class="mono">{_e(c.get("check"))} <span class="muted small">({h.t("checks")})</span></td>'
                   f'<td>{_badge(c.get("status"))}</td><td>{_e(c.get("reason"))}</td></tr>')
     h.add("</tbody></table>")
 
 
-def _others(h: _Html, others: list[dict[str, Any]], runs: list[_Run]) -> None:
+def _others(h: _Html, others: list[dict[str, object]], runs: list[_Run]) -> None:
     """Plans, approvals and refusals that are not part of a run; a plan that never ran shows its policy."""
     ran = {_data(r.start).get("plan") for r in runs if r.start}
     h.add('<section class="card others">', f"<h2>{h.t('others')}</h2>")
@@ -815,7 +827,7 @@ def _others(h: _Html, others: list[dict[str, Any]], runs: list[_Run]) -> None:
         d = _data(e)
         if e.get("event") != "plan_created" or d.get("plan") in ran:
             continue
-        for x in d.get("hosts") or []:
+        for x in _list(d.get("hosts")):
             if isinstance(x, dict) and isinstance(x.get("decision"), dict):
                 h.add(f'<h3>{h.t("plan")} <span class="mono">{_e(str(d.get("plan"))[:16])}…</span> · '
                       f'{h.t("host")} {_e(x.get("host"))} <span class="muted small">{_e(x.get("current"))} → '
