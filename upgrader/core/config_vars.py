@@ -26,20 +26,24 @@ merges (pure). It changes nothing on any host.
 from __future__ import annotations
 
 import re
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping, cast
 
 from .document import Section
+from .shapes import VarRead, VarsFromSpec
+
+if TYPE_CHECKING:
+    from ..fleet.transport.base import AgentClient
 
 __all__ = ["parse_vars_from", "read_config_vars", "merge_variables", "describe_read"]
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
-def parse_vars_from(s: Section | None) -> dict[str, dict[str, Any]]:
+def parse_vars_from(s: Section | None) -> dict[str, VarsFromSpec]:
     """The validated ``vars_from:`` block: name -> {file, pattern} or {file, xml: [paths], attribute}."""
     import xml.etree.ElementTree as ET
 
-    out: dict[str, dict[str, Any]] = {}
+    out: dict[str, VarsFromSpec] = {}
     if s is None:
         return out
     for name in list(s.data):
@@ -64,7 +68,7 @@ def parse_vars_from(s: Section | None) -> dict[str, dict[str, Any]]:
             spec["pattern"] = pattern
         else:
             raw = item.get("xml", (str, list), describe="an element path or a list of them")
-            paths = [raw] if isinstance(raw, str) else raw
+            paths = [raw] if isinstance(raw, str) else raw if isinstance(raw, list) else []
             for i, p in enumerate(paths):
                 if not isinstance(p, str) or not p.strip():
                     raise item.error(f"xml[{i}]", "expected an element path such as ./Service/Connector")
@@ -76,12 +80,12 @@ def parse_vars_from(s: Section | None) -> dict[str, dict[str, Any]]:
             if item.has("attribute"):
                 spec["attribute"] = item.str("attribute")
         item.done()
-        out[name] = spec
+        out[name] = cast(VarsFromSpec, spec)
     return out
 
 
-def read_config_vars(agent: Any, *, install_dir: str, state_dir: str | None,
-                     vars_from: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+def read_config_vars(agent: AgentClient, *, install_dir: str, state_dir: str | None,
+                     vars_from: Mapping[str, VarsFromSpec]) -> dict[str, VarRead]:
     """What the host's configuration says for each ``vars_from`` name ({file, value, line} or {file, error})."""
     if not vars_from:
         return {}
@@ -96,13 +100,13 @@ def read_config_vars(agent: Any, *, install_dir: str, state_dir: str | None,
     return dict(res.get("vars") or {})
 
 
-def merge_variables(defaults: Mapping[str, Any], read: Mapping[str, Mapping[str, Any]],
-                    explicit: Mapping[str, Any]) -> tuple[dict[str, str], dict[str, dict[str, Any]]]:
+def merge_variables(defaults: Mapping[str, object], read: Mapping[str, VarRead],
+                    explicit: Mapping[str, object]) -> tuple[dict[str, str], dict[str, VarRead]]:
     """(the values to render with, the record for the plan). ``explicit``: inventory vars and --var."""
     values = {k: str(v) for k, v in defaults.items()}
-    record: dict[str, dict[str, Any]] = {}
+    record: dict[str, VarRead] = {}
     for name, found in read.items():
-        entry = dict(found)
+        entry = found.copy()
         if name in explicit:
             entry["used"] = False
             entry["value_used"] = str(explicit[name])
@@ -120,7 +124,7 @@ def merge_variables(defaults: Mapping[str, Any], read: Mapping[str, Mapping[str,
     return values, record
 
 
-def describe_read(record: Mapping[str, Mapping[str, Any]]) -> list[str]:
+def describe_read(record: Mapping[str, VarRead]) -> list[str]:
     """One English line per variable read: 'port = 18181 (conf/server.conf line 2)'; secrets in a value (a URL's
     password, say) are masked as everywhere else the CLI prints."""
     from ..audit.redaction import redact

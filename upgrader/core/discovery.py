@@ -17,7 +17,10 @@ import os
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import TYPE_CHECKING, Iterable, Sequence
+
+if TYPE_CHECKING:
+    from .playbook import Playbook
 
 __all__ = ["Found", "USUAL_PLACES", "search_patterns", "identify", "find_installs", "shipped_playbooks"]
 
@@ -84,7 +87,7 @@ def find_installs(playbooks: Sequence[object], patterns: Iterable[str]) -> list[
     return found
 
 
-def shipped_playbooks(extra_dirs: Sequence[Path] = ()) -> list[object]:
+def shipped_playbooks(extra_dirs: Sequence[Path] = ()) -> list[Playbook]:
     """Every playbook in ``extra_dirs`` and the shipped ones that loads (a broken one is skipped here:
     it cannot identify anything)."""
     from .errors import UpgraderError

@@ -9,9 +9,11 @@ listed. This module does no validation of meaning; the loaders that use it do.
 
 from __future__ import annotations
 
+import builtins
+import enum
 import re
 from pathlib import Path
-from typing import Any, Callable, Iterable, TypeVar
+from typing import Callable, Iterable, TypeVar, overload
 
 from .errors import InputError
 
@@ -19,10 +21,19 @@ __all__ = ["load_yaml", "parse_yaml", "Section", "parse_duration", "MAX_YAML_BYT
 
 MAX_YAML_BYTES = 1 << 20
 T = TypeVar("T")
-_MISSING: Any = object()
+D = TypeVar("D")
 
 
-def load_yaml(path: str | Path, *, what: str = "file") -> Any:
+class _Missing(enum.Enum):
+    """No default given: the key is required."""
+
+    MISSING = enum.auto()
+
+
+_MISSING = _Missing.MISSING
+
+
+def load_yaml(path: str | Path, *, what: str = "file") -> object:
     """Read and parse one YAML document from ``path``; every failure is an ``InputError``."""
     p = Path(path)
     try:
@@ -39,7 +50,7 @@ def load_yaml(path: str | Path, *, what: str = "file") -> Any:
     return parse_yaml(data, source=str(p), what=what)
 
 
-def parse_yaml(data: bytes | str, *, source: str, what: str = "file") -> Any:
+def parse_yaml(data: bytes | str, *, source: str, what: str = "file") -> object:
     import yaml  # deferred: keeps `upgrader --help` fast
 
     if isinstance(data, bytes):
@@ -97,11 +108,11 @@ def parse_duration(value: object) -> float:
 class Section:
     """A mapping being read, with its file and dotted key path for error messages."""
 
-    def __init__(self, data: Any, *, source: str, keypath: str = "", what: str = "a mapping") -> None:
+    def __init__(self, data: object, *, source: str, keypath: str = "", what: str = "a mapping") -> None:
         if not isinstance(data, dict):
             raise InputError(f"expected {what} (key: value lines), got {_kind(data)}",
                              path=source, key=keypath or None)
-        self.data: dict[str, Any] = data
+        self.data: dict[str, object] = data
         self.source = source
         self.keypath = keypath
         self._seen: set[str] = set()
@@ -116,8 +127,18 @@ class Section:
     def has(self, name: str) -> bool:
         return name in self.data
 
-    def get(self, name: str, kind: type[T] | tuple[type, ...], default: Any = _MISSING,
-            describe: str | None = None) -> Any:
+    @overload
+    def get(self, name: str, kind: type[T], default: _Missing = _MISSING, describe: str | None = None) -> T: ...
+
+    @overload
+    def get(self, name: str, kind: type[T], default: D, describe: str | None = None) -> T | D: ...
+
+    @overload
+    def get(self, name: str, kind: tuple[type, ...], default: object = _MISSING,
+            describe: str | None = None) -> object: ...
+
+    def get(self, name: str, kind: type[T] | tuple[type, ...], default: object = _MISSING,
+            describe: str | None = None) -> object:
         self._seen.add(name)
         if name not in self.data or self.data[name] is None:
             if default is _MISSING:
@@ -134,57 +155,89 @@ class Section:
             raise self.error(name, f"expected {want}, got {_kind(value)} {_show(value)}")
         return value
 
-    def str(self, name: str, default: Any = _MISSING, *, pattern: str | None = None,
-            describe: str | None = None) -> Any:
-        value = self.get(name, str, default, describe)
-        if isinstance(value, str) and self.data.get(name) is not None:  # a default is not checked
+    @overload
+    def str(self, name: builtins.str, default: _Missing = _MISSING, *, pattern: builtins.str | None = None,
+            describe: builtins.str | None = None) -> builtins.str: ...
+
+    @overload
+    def str(self, name: builtins.str, default: D, *, pattern: builtins.str | None = None,
+            describe: builtins.str | None = None) -> builtins.str | D: ...
+
+    def str(self, name: builtins.str, default: object = _MISSING, *, pattern: builtins.str | None = None,
+            describe: builtins.str | None = None) -> object:
+        value = self.get(name, builtins.str, default, describe)
+        if isinstance(value, builtins.str) and self.data.get(name) is not None:  # a default is not checked
             if not value.strip():
                 raise self.error(name, "must not be empty")
             if pattern and not re.fullmatch(pattern, value):
                 raise self.error(name, f"expected {describe or 'a value matching ' + pattern}, got {_show(value)}")
         return value
 
-    def int(self, name: str, default: Any = _MISSING, *, minimum: int | None = None,
-            maximum: int | None = None) -> Any:
-        value = self.get(name, int, default)
-        if isinstance(value, int):
+    @overload
+    def int(self, name: builtins.str, default: _Missing = _MISSING, *, minimum: builtins.int | None = None,
+            maximum: builtins.int | None = None) -> builtins.int: ...
+
+    @overload
+    def int(self, name: builtins.str, default: D, *, minimum: builtins.int | None = None,
+            maximum: builtins.int | None = None) -> builtins.int | D: ...
+
+    def int(self, name: builtins.str, default: object = _MISSING, *, minimum: builtins.int | None = None,
+            maximum: builtins.int | None = None) -> object:
+        value = self.get(name, builtins.int, default)
+        if isinstance(value, builtins.int):
             if minimum is not None and value < minimum:
                 raise self.error(name, f"must be at least {minimum}, got {value}")
             if maximum is not None and value > maximum:
                 raise self.error(name, f"must be at most {maximum}, got {value}")
         return value
 
-    def bool(self, name: str, default: Any = _MISSING) -> Any:
-        return self.get(name, bool, default, "true or false")
+    @overload
+    def bool(self, name: builtins.str, default: _Missing = _MISSING) -> builtins.bool: ...
 
-    def duration(self, name: str, default: Any = _MISSING) -> float:
+    @overload
+    def bool(self, name: builtins.str, default: D) -> builtins.bool | D: ...
+
+    def bool(self, name: builtins.str, default: object = _MISSING) -> object:
+        return self.get(name, builtins.bool, default, "true or false")
+
+    def duration(self, name: builtins.str, default: float | _Missing = _MISSING) -> float:
         self._seen.add(name)
         if name not in self.data or self.data[name] is None:
-            if default is _MISSING:
+            if isinstance(default, _Missing):
                 raise self.error(name, "required key is missing")
             return float(default)
         try:
             return parse_duration(self.data[name])
         except ValueError as e:
-            raise self.error(name, str(e)) from None
+            raise self.error(name, builtins.str(e)) from None
 
-    def choice(self, name: str, choices: Iterable[str], default: Any = _MISSING) -> Any:
+    @overload
+    def choice(self, name: builtins.str, choices: Iterable[builtins.str],
+               default: _Missing = _MISSING) -> builtins.str: ...
+
+    @overload
+    def choice(self, name: builtins.str, choices: Iterable[builtins.str], default: D) -> builtins.str | D: ...
+
+    def choice(self, name: builtins.str, choices: Iterable[builtins.str], default: object = _MISSING) -> object:
         options = list(choices)
-        value = self.get(name, str, default, "one of " + ", ".join(options))
+        value = self.get(name, builtins.str, default, "one of " + ", ".join(options))
         if value is not default and value not in options:
             raise self.error(name, f"expected one of {', '.join(options)}, got {_show(value)}")
         return value
 
-    def str_list(self, name: str, default: Any = _MISSING) -> list[str]:
+    def str_list(self, name: builtins.str, default: Iterable[builtins.str] | None | _Missing = _MISSING
+                 ) -> list[builtins.str]:
         value = self.get(name, list, default, "a list of strings")
         if value is default:
-            return list(value) if value is not None else []
+            return list(default) if default is not None and not isinstance(default, _Missing) else []
+        assert isinstance(value, list)
         for i, item in enumerate(value):
-            if not isinstance(item, str) or not item.strip():
+            if not isinstance(item, builtins.str) or not item.strip():
                 raise self.error(f"{name}[{i}]", f"expected a non-empty string, got {_kind(item)} {_show(item)}")
         return list(value)
 
-    def section(self, name: str, default: Any = _MISSING, what: str = "a mapping") -> Section | None:
+    def section(self, name: builtins.str, default: object = _MISSING, what: builtins.str = "a mapping"
+                ) -> Section | None:
         self._seen.add(name)
         if name not in self.data or self.data[name] is None:
             if default is _MISSING:
@@ -194,29 +247,37 @@ class Section:
             return Section(default, source=self.source, keypath=self.key(name), what=what)
         return Section(self.data[name], source=self.source, keypath=self.key(name), what=what)
 
-    def sections(self, name: str, default: Any = _MISSING, what: str = "a mapping") -> list[Section]:
+    def sections(self, name: builtins.str, default: list[object] | None | _Missing = _MISSING,
+                 what: builtins.str = "a mapping") -> list[Section]:
         items = self.get(name, list, default, f"a list of {what}s")
         return [Section(item, source=self.source, keypath=f"{self.key(name)}[{i}]", what=what)
                 for i, item in enumerate(items or [])]
 
-    def mapping(self, name: str, default: Any = _MISSING) -> dict[str, Any]:
+    def mapping(self, name: builtins.str, default: dict[builtins.str, object] | None | _Missing = _MISSING
+                ) -> dict[builtins.str, object]:
         value = self.get(name, dict, default, "a mapping")
         for k in value or {}:
-            if not isinstance(k, str):
+            if not isinstance(k, builtins.str):
                 raise self.error(name, f"keys must be strings, got {_kind(k)} {_show(k)}")
         return dict(value or {})
 
-    def convert(self, name: str, fn: Callable[[Any], T], default: Any = _MISSING) -> T:
+    @overload
+    def convert(self, name: builtins.str, fn: Callable[[object], T], default: _Missing = _MISSING) -> T: ...
+
+    @overload
+    def convert(self, name: builtins.str, fn: Callable[[object], T], default: D) -> T | D: ...
+
+    def convert(self, name: builtins.str, fn: Callable[[object], T], default: object = _MISSING) -> object:
         """Read a value and convert it; a ValueError of ``fn`` becomes an error naming the key."""
         self._seen.add(name)
         if name not in self.data or self.data[name] is None:
             if default is _MISSING:
                 raise self.error(name, "required key is missing")
-            return default  # type: ignore[no-any-return]
+            return default
         try:
             return fn(self.data[name])
         except ValueError as e:
-            raise self.error(name, str(e)) from None
+            raise self.error(name, builtins.str(e)) from None
 
     def done(self) -> None:
         """Refuse any key that was not read: a typo must not be silently ignored."""

@@ -20,12 +20,14 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Mapping, Protocol, cast
 
 from .clock import Clock
 from .errors import InputError, TransportError
 from .host_paths import check_rendered, paths_to_check
 from .journal import Journal
+from .shapes import (AgentReply, Event, HookSpec, JournalSeen, JSONObject, ObserveSpec, PlanHost, PlanPackage,
+                     PlaybookSpec)
 from ..fleet.transport.base import AgentClient, AgentFailure, Transport
 
 __all__ = ["Engine", "HostOutcome", "RunResult", "Observer", "HostTarget", "OUTCOME_EXIT", "CANCELLED"]
@@ -41,14 +43,14 @@ OUTCOME_EXIT = {"committed": 0, "restored": 0, "unchanged": 1, "rolled_back": 1,
 
 
 class Observer(Protocol):
-    def on_event(self, event: dict[str, Any]) -> None: ...
+    def on_event(self, event: Event) -> None: ...
 
 
 @dataclass(frozen=True)
 class HostTarget:
     """Where one host of the plan is: its plan entry plus how to reach it."""
 
-    plan: dict[str, Any]
+    plan: PlanHost
     connect: Callable[[], Transport]
     package_file: Path
 
@@ -59,7 +61,7 @@ class PhaseRecord:
     status: str          # ok | failed | skipped
     seconds: float
     detail: str = ""
-    data: dict[str, Any] = field(default_factory=dict)
+    data: Mapping[str, object] = field(default_factory=dict)
 
 
 @dataclass
@@ -77,9 +79,9 @@ class HostOutcome:
     backup_digest: str | None = None
     seconds: float = 0.0
     groups: tuple[str, ...] = ()          # the inventory groups of the host (for the mixed-version warning)
-    after: dict[str, Any] | None = None   # what was read on the host at the end (version, healthy), when in doubt
+    after: JSONObject | None = None   # what was read on the host at the end (version, healthy), when in doubt
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JSONObject:
         return {"host": self.host, "groups": list(self.groups), "outcome": self.outcome, "current": self.current,
                 "target": self.target,
                 "version": self.version, "error": self.error, "rollback_cause": self.rollback_cause,
@@ -105,7 +107,7 @@ class RunResult:
         """Hosts that wait for a confirmation after a healthy canary."""
         return sum(1 for h in self.hosts if h.outcome == "waiting")
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JSONObject:
         return {"run_id": self.run_id, "exit_code": self.exit_code, "stopped_early": self.stopped_early,
                 "hosts": [h.to_dict() for h in self.hosts]}
 
@@ -155,7 +157,7 @@ class Engine:
     def run_id(self) -> str:
         return self.journal.run_id
 
-    def emit(self, kind: str, host: str | None = None, **data: Any) -> None:
+    def emit(self, kind: str, host: str | None = None, **data: object) -> None:
         event = {"event": kind, "run": self.run_id, "host": host, "time": self.clock.now().isoformat(), **data}
         for o in self.observers:
             o.on_event(event)
@@ -258,7 +260,7 @@ class Engine:
         self.emit("host_finished", o.host, outcome=o.outcome, version=o.version, error=o.error)
         return o
 
-    def resume(self, targets: list[HostTarget], seen: dict[str, dict[str, Any]]) -> RunResult:
+    def resume(self, targets: list[HostTarget], seen: Mapping[str, JournalSeen]) -> RunResult:
         """Finish what a killed run left, host by host, from the journal plus the host's own state."""
         self.journal.record("resume", "start", hosts=[t.plan["name"] for t in targets])
         with ThreadPoolExecutor(max_workers=min(self.forks, len(targets) or 1)) as pool:
@@ -268,7 +270,7 @@ class Engine:
                             outcomes={h.host: h.outcome for h in outcomes})
         return result
 
-    def _resume_guarded(self, t: HostTarget, seen: dict[str, Any]) -> HostOutcome:
+    def _resume_guarded(self, t: HostTarget, seen: JournalSeen) -> HostOutcome:
         started = self.clock.monotonic()
         try:
             o = _HostRun(self, t).resume(seen)
@@ -331,7 +333,7 @@ class _HostRun:
         self.out = HostOutcome(self.name, "unchanged", self.p["current"], self.p["target"], version=self.p["current"])
         self.agent: AgentClient | None = None
         self.transport: Transport | None = None
-        self.base = {"install_dir": self.p["install_dir"], "state_dir": self.p.get("state_dir"),
+        self.base: dict[str, Any] = {"install_dir": self.p["install_dir"], "state_dir": self.p.get("state_dir"),
                      "run_id": engine.run_id}
         self.stop_started: float | None = None
         self.service_time = 0.0
@@ -342,13 +344,13 @@ class _HostRun:
 
     # -- helpers --------------------------------------------------------------------------------
 
-    def call(self, op: str, timeout: float | None = None, **req: Any) -> dict[str, Any]:
+    def call(self, op: str, timeout: float | None = None, **req: object) -> AgentReply:
         """One agent action; a lost connection is retried (every action re-checks the host's own state)."""
         assert self.agent is not None
         attempt = 0
         while True:
             try:
-                return self.agent.call(op, timeout=timeout, **self.base, **req)
+                return cast(AgentReply, self.agent.call(op, timeout=timeout, **self.base, **req))
             except TransportError as err:
                 # a refused host key (or a timeout) will not heal by trying again
                 if attempt >= self.e.retries or "timed out" in err.message or not getattr(err, "retryable", True):
@@ -360,7 +362,7 @@ class _HostRun:
                 self.e.emit("host_retry", self.name, op=op, attempt=attempt, error=err.message)
                 self.e.sleep(self.e.retry_delay * attempt)
 
-    def phase(self, name: str, fn: Callable[[], tuple[str, dict[str, Any]]]) -> dict[str, Any]:
+    def phase(self, name: str, fn: Callable[[], tuple[str, Mapping[str, object]]]) -> Mapping[str, object]:
         _kill_point(f"{name}:before")
         self.e.journal.record(name, "intent", host=self.name)
         self.e.emit("phase_started", self.name, phase=name)
@@ -387,7 +389,7 @@ class _HostRun:
                     result=_small(data))
         return data
 
-    def _phase_failed(self, name: str, t0: float, message: str, kind: str, data: dict[str, Any]) -> None:
+    def _phase_failed(self, name: str, t0: float, message: str, kind: str, data: Mapping[str, object]) -> None:
         seconds = self.e.clock.monotonic() - t0
         self.out.phases.append(PhaseRecord(name, "failed", seconds, message, {"kind": kind}))
         self.e.journal.record(name, "failed", host=self.name, seconds=round(seconds, 3), error=message,
@@ -397,9 +399,11 @@ class _HostRun:
 
     def hooks(self, which: str) -> None:
         for h in self.spec.get("hooks", {}).get(which, []):
-            self.phase(f"hook:{which}", lambda h=h: (h["command"], self.call(
-                "hook", command=h["command"], hook_timeout=h["timeout"], env=self.env(),
-                timeout=h["timeout"] + 30)))
+            def run_hook(h: HookSpec = h) -> tuple[str, AgentReply]:
+                return (h["command"], self.call(
+                    "hook", command=h["command"], hook_timeout=h["timeout"], env=self.env(),
+                    timeout=h["timeout"] + 30))
+            self.phase(f"hook:{which}", run_hook)
 
     def env(self) -> dict[str, str]:
         return {"UPGRADER_RUN": self.e.run_id, "UPGRADER_HOST": self.name,
@@ -426,7 +430,7 @@ class _HostRun:
         """The operator asked to undo this run on this host: restore its backup, observe the old version."""
         return self._read_back(self._rollback_requested)
 
-    def resume(self, seen: dict[str, Any]) -> HostOutcome:
+    def resume(self, seen: JournalSeen) -> HostOutcome:
         """Decide from the journal (``seen``) and the host's state; every step below is idempotent."""
         return self._read_back(lambda: self._resume(seen))
 
@@ -521,9 +525,9 @@ class _HostRun:
             assert self.transport is not None
             self.transport.close()
 
-    def _resume(self, seen: dict[str, Any]) -> HostOutcome:
+    def _resume(self, seen: JournalSeen) -> HostOutcome:
         if seen.get("ended") and seen["ended"] != "needs_person":  # a host that needs a person is read again
-            self.out.outcome = seen["ended"]
+            self.out.outcome = str(seen["ended"])
             self.out.version = seen.get("version")
             self.out.error = "already finished before the interruption: nothing to do"
             return self.out
@@ -557,14 +561,14 @@ class _HostRun:
                 self.out.error = "interrupted before stop: the host was released untouched"
                 self._finish("unchanged")
                 return self.out
-            if state["state"].get("rolled_back") and self._healthy_now(self.p["playbook"]["rollback_observe"]):
+            if cast(JSONObject, state["state"]).get("rolled_back") and self._healthy_now(self.p["playbook"]["rollback_observe"]):
                 # the old version is back and answers: nothing to stop or start, only the end to record
                 self.out.outcome = "rolled_back"
                 self.out.version = version
                 self.out.error = "the rollback had restored the old version; it runs and is healthy"
                 self._finish("rolled_back")
                 return self.out
-            if state["state"].get("rolled_back") or phase == "restoring":
+            if cast(JSONObject, state["state"]).get("rolled_back") or phase == "restoring":
                 return self._rollback("resumed: finishing an interrupted rollback", "resumed")
             if "observe" in seen.get("done", []) and version == self.p["target"] and phase == "installed":
                 self.out.outcome = "committed"
@@ -591,7 +595,7 @@ class _HostRun:
         finally:
             self.transport.close()
 
-    def _healthy_now(self, observe: dict[str, Any]) -> bool:
+    def _healthy_now(self, observe: ObserveSpec) -> bool:
         """One read-only look at the probes (no waiting, no window, no phase record)."""
         try:
             res = self.call("observe", observe={**observe, "start_timeout": 0, "window": 0}, log_offsets={},
@@ -628,7 +632,7 @@ class _HostRun:
             return False
         return True
 
-    def _superseded(self, check: dict[str, Any], version: str | None) -> HostOutcome:
+    def _superseded(self, check: AgentReply, version: str | None) -> HostOutcome:
         """Another run changed this host since: a rollback or resume of this run must not touch it."""
         by = check.get("by")
         self.call("unlock")
@@ -640,7 +644,7 @@ class _HostRun:
         self.e.journal.record("recovery", "refused", host=self.name, by=by, version=version)
         return self.out
 
-    def _nothing_to_undo(self, state: dict[str, Any], version: str | None) -> HostOutcome:
+    def _nothing_to_undo(self, state: AgentReply, version: str | None) -> HostOutcome:
         """This run's change is no longer in place here (rolled back, or never installed): observe, touch nothing;
         only a rollback that was itself interrupted before the old version came up starts it again."""
         probes = self.p["playbook"]["rollback_observe"]
@@ -720,8 +724,8 @@ class _HostRun:
             self.e.journal.record("cancel", "seen", host=self.name, before=before)
             raise _PhaseFailed("cancel", f"{CANCELLED} (before {before})", "cancelled")
 
-    def _preflight(self) -> tuple[str, dict[str, Any]]:
-        pkg = self.p["package"]
+    def _preflight(self) -> tuple[str, Mapping[str, object]]:
+        pkg = cast(PlanPackage, self.p["package"])  # a host that runs has its package (plan_trust)
         try:
             check_rendered(self.spec, playbook=self.p["playbook"].get("path", "the playbook"), host=self.name,
                            inventory="the inventory")
@@ -761,7 +765,7 @@ class _HostRun:
             raise _PhaseFailed("preflight", f"{e.message} (likely fix: {(e.hint or '').removeprefix('likely fix: ')})",
                                "unproven_probe") from e
 
-    def _ensure_package(self, pkg: dict[str, Any]) -> str:
+    def _ensure_package(self, pkg: PlanPackage) -> str:
         assert self.transport is not None
         if getattr(self.transport, "shares_filesystem", False):
             return str(self.t.package_file)
@@ -771,8 +775,8 @@ class _HostRun:
             check = self.call("receive_commit", sha256=pkg["sha256"], size=pkg["size"])
         return str(check["path"])
 
-    def _backup(self) -> tuple[str, dict[str, Any]]:
-        pkg = self.p["package"]
+    def _backup(self) -> tuple[str, Mapping[str, object]]:
+        pkg = cast(PlanPackage, self.p["package"])  # a host that runs has its package (plan_trust)
         res = self.call("prepare", package_path=self.package_path, sha256=pkg["sha256"], size=pkg["size"],
                         limits=pkg.get("limits", {}), kind=pkg["kind"], remove=pkg.get("remove", []),
                         preserve=self.spec["preserve"], current_version=self.p["current"], timeout=3600)
@@ -783,7 +787,7 @@ class _HostRun:
         return (f"{res['backup_files']} files ({res['backup_bytes'] >> 20} MiB) snapshotted and verified, "
                 f"{res['staged_files']} staged", res)
 
-    def _stop(self) -> tuple[str, dict[str, Any]]:
+    def _stop(self) -> tuple[str, Mapping[str, object]]:
         self.stop_started = self.e.clock.monotonic()
         res = self.call("stop", stop=self.spec["stop"], env=self.env(),
                         timeout=float(self.spec["stop"]["timeout"]) + float(self.spec["stop"].get("kill_wait", 5)) * 2 + 30)
@@ -792,11 +796,11 @@ class _HostRun:
             f" (escalated to {res['escalated']})" if res.get("escalated") else ""
         return f"stopped in {res.get('seconds', 0):.2f}s{how}", {"escalated": res.get("escalated")}
 
-    def _install(self) -> tuple[str, dict[str, Any]]:
+    def _install(self) -> tuple[str, Mapping[str, object]]:
         res = self.call("install", preserve=self.spec["preserve"], target_version=self.p["target"])
         return f"{res['files']} files in place in {res['seconds']:.3f}s", res
 
-    def _start(self, spec: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
+    def _start(self, spec: PlaybookSpec | None = None) -> tuple[str, Mapping[str, object]]:
         logs = [p["file"] for p in self.spec["observe"]["probes"] if p["type"] == "log"]
         self.launched = True
         # settle: if this run already launched the service in this phase (then was interrupted), the host
@@ -809,7 +813,7 @@ class _HostRun:
         self.service_time += float(res["command"]["seconds"])
         return f"start command done in {res['command']['seconds']:.2f}s", {}
 
-    def _observe(self, observe: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
+    def _observe(self, observe: ObserveSpec | None = None) -> tuple[str, Mapping[str, object]]:
         """Observe the new version (``observe`` None), or the old one (its probes given): for the old one, a probe
         that cannot be evaluated (no pid file) does not turn a service the other probes see healthy into a dead
         one; what was and was not seen goes into the outcome (``_unevaluated``)."""
@@ -835,7 +839,7 @@ class _HostRun:
         return (f"healthy: {len(res['probes'])} probes passed {res.get('checks', 1)} times over "
                 f"{spec['window']:.1f}s", {"probes": res["probes"]})
 
-    def _unevaluated(self, spec: dict[str, Any], res: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    def _unevaluated(self, spec: ObserveSpec, res: AgentReply) -> tuple[str, Mapping[str, object]]:
         """The old version is healthy by the probes that can see it; the others could not be evaluated: say both."""
         seen = [p for p in res["probes"] if p["ok"]]
         blind = res["unevaluated"]
@@ -901,7 +905,7 @@ class _HostRun:
         self._finish("rolled_back")
         return self.out
 
-    def _restore(self) -> tuple[str, dict[str, Any]]:
+    def _restore(self) -> tuple[str, Mapping[str, object]]:
         # after an interruption, a service the interrupted run launched may still be coming up: the host
         # waits for it as long as the playbook allows a start, so that the stop below does not miss it
         after_interruption = float(self.spec["observe"]["start_timeout"]) if self.resumed or self.requested else 0.0
@@ -960,7 +964,7 @@ def _sleep(seconds: float) -> None:
     time.sleep(seconds)
 
 
-def _small(data: dict[str, Any]) -> dict[str, Any]:
+def _small(data: Mapping[str, object]) -> dict[str, object]:
     """Keep journal records small: drop long command output."""
     from ..audit.redaction import tail
 

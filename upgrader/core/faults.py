@@ -17,19 +17,19 @@ Points (``context`` in brackets):
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Protocol
 
 __all__ = ["Hook", "point", "register", "unregister"]
 
 
 class Hook(Protocol):
-    def __call__(self, name: str, **context: Any) -> None: ...
+    def __call__(self, name: str, **context: object) -> None: ...
 
 
 _hooks: list[Hook] = []
 
 
-def point(name: str, **context: Any) -> None:
+def point(name: str, **context: object) -> None:
     """A fault point: call every registered hook (none in the product)."""
     for hook in tuple(_hooks):
         hook(name, **context)

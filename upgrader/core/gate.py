@@ -12,14 +12,22 @@ from __future__ import annotations
 
 import datetime as _dt
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Callable, Mapping
 
 from .errors import ApprovalRefused, PolicyRefused, TransportError
+from .shapes import DecisionData, PlanHost
+
+if TYPE_CHECKING:
+    from version_policy import Policy
+
+    from ..fleet.inventory import Host
+    from ..fleet.transport.base import Transport
+    from ..trust.catalog import Catalog
 
 __all__ = ["operator_policy", "policy_mismatch", "redecide", "decision_key"]
 
 
-def policy_mismatch(plan_policy: dict[str, Any], policy: Any) -> ApprovalRefused | None:
+def policy_mismatch(plan_policy: Mapping[str, object], policy: Policy) -> ApprovalRefused | None:
     """The refusal for a plan made under another policy than ``policy``, or None when they are the same."""
     planned = str(plan_policy.get("sha256"))
     if policy.digest == planned:
@@ -31,7 +39,7 @@ def policy_mismatch(plan_policy: dict[str, Any], policy: Any) -> ApprovalRefused
         hint="make and approve a new plan under the operator's policy (or fix the operator's policy file)")
 
 
-def operator_policy(policy: Any, plan_policy: dict[str, Any]) -> Any:
+def operator_policy(policy: Policy, plan_policy: Mapping[str, object]) -> Policy:
     """The operator's policy (loaded by the caller from where ``policy_path`` says); ApprovalRefused (exit 4)
     when the plan was made under another policy."""
     refusal = policy_mismatch(plan_policy, policy)
@@ -45,15 +53,15 @@ def operator_policy(policy: Any, plan_policy: dict[str, Any]) -> Any:
     return policy
 
 
-def decision_key(decision: dict[str, Any]) -> tuple[Any, ...]:
+def decision_key(decision: DecisionData) -> tuple[bool, tuple[tuple[str, str], ...]]:
     """What must be equal for two decisions to be the same answer: allowed, and each rule's status (the
     reasons may name today's date)."""
     return (bool(decision.get("allowed")),
             tuple((str(r.get("rule")), str(r.get("status"))) for r in decision.get("rules", [])))
 
 
-def redecide(hosts: list[dict[str, Any]], *, policy: Any, catalog: Any, now: _dt.datetime,
-             connect: Callable[[Any], Any], forks: int = 8) -> None:
+def redecide(hosts: list[PlanHost], *, policy: Policy, catalog: Catalog, now: _dt.datetime,
+             connect: Callable[[Host], Transport], forks: int = 8) -> None:
     """Read each host again (read-only) and decide again under ``policy``: PolicyRefused naming every host
     whose decision differs from the plan's; ApprovalRefused for a host that saw a newer catalog. A host that
     no longer runs the plan's current version, or cannot be reached now, is left to the engine, which stops it
@@ -68,7 +76,7 @@ def redecide(hosts: list[dict[str, Any]], *, policy: Any, catalog: Any, now: _dt
     block = policy.manual_changes == "block"  # the operator's setting, never the plan's copy
     drifted: list[str] = []
 
-    def one(h: dict[str, Any]) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    def one(h: PlanHost) -> tuple[str, DecisionData, DecisionData]:
         host = host_from_plan(h)
         spec = h["playbook"]["spec"]
         entry, package = trusted_package(catalog, h)  # decided from the signed entry, never the plan's copy

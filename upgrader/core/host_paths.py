@@ -10,29 +10,29 @@ This module only reads the spec; it does not touch a host.
 from __future__ import annotations
 
 from pathlib import PurePosixPath
-from typing import Any
-
 from .errors import InputError
+from .shapes import PathsToCheck, PlanPackage, PlaybookSpec
 
 __all__ = ["paths_to_check", "check_rendered", "refuse_unsafe"]
 
 
-def paths_to_check(spec: dict[str, Any], package: dict[str, Any] | None = None) -> dict[str, Any]:
+def paths_to_check(spec: PlaybookSpec, package: PlanPackage | None = None) -> PathsToCheck:
     """Every path of a rendered spec (and a patch's ``remove`` list) that the agent will open, move or delete."""
     probes = spec["observe"]["probes"]
     pid_files = [spec["stop"].get("pid_file")] + [p.get("pid_file") for p in probes if p["type"] == "process"]
     return {"preserve": [p["path"] for p in spec["preserve"]],
-            "remove": list((package or {}).get("remove", [])),
+            "remove": list(package.get("remove", []) if package else []),
             "pid_files": sorted({p for p in pid_files if p}),
             "logs": sorted({p["file"] for p in probes if p["type"] == "log"}),
             "version_file": spec["version"].get("file")}
 
 
-def _named(spec: dict[str, Any]) -> list[tuple[str, str]]:
+def _named(spec: PlaybookSpec) -> list[tuple[str, str]]:
     """(key, value) of every path in a rendered spec."""
     out = [(f"preserve[{i}].path", p["path"]) for i, p in enumerate(spec["preserve"])]
-    if spec["stop"].get("pid_file"):
-        out.append(("stop.pid_file", spec["stop"]["pid_file"]))
+    pid_file = spec["stop"].get("pid_file")
+    if pid_file:
+        out.append(("stop.pid_file", pid_file))
     for i, p in enumerate(spec["observe"]["probes"]):
         for key in ("pid_file", "file"):
             if p.get(key):
@@ -42,7 +42,7 @@ def _named(spec: dict[str, Any]) -> list[tuple[str, str]]:
     return out
 
 
-def check_rendered(spec: dict[str, Any], *, playbook: str, host: str, inventory: str) -> None:
+def check_rendered(spec: PlaybookSpec, *, playbook: str, host: str, inventory: str) -> None:
     """Refuse a spec whose paths, once ``${var}`` is substituted, are absolute or climb out with '..'."""
     for key, value in _named(spec):
         parts = PurePosixPath(value).parts

@@ -11,9 +11,13 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from .errors import TransportError
+from .shapes import PlanHost
+
+if TYPE_CHECKING:
+    from ..fleet.transport.base import Transport
 
 __all__ = ["HostCheck", "check_hosts", "waves"]
 
@@ -23,14 +27,14 @@ class HostCheck:
     host: str
     reachable: bool
     problems: list[str] = field(default_factory=list)
-    facts: dict[str, Any] = field(default_factory=dict)
+    facts: dict[str, object] = field(default_factory=dict)
     error: str | None = None
 
     @property
     def ok(self) -> bool:
         return self.reachable and not self.problems
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         return {"host": self.host, "ok": self.ok, "reachable": self.reachable, "problems": self.problems,
                 "error": self.error, "facts": self.facts}
 
@@ -47,11 +51,11 @@ def waves(names: list[str], canary: int, batch: int | None) -> list[list[str]]:
     return [w for w in out if w]
 
 
-def _check_one(h: dict[str, Any], connect: Callable[[dict[str, Any]], Any]) -> HostCheck:
+def _check_one(h: PlanHost, connect: Callable[[PlanHost], Transport]) -> HostCheck:
     from ..fleet.transport import AgentClient
 
     spec = h["playbook"]["spec"]
-    pkg = h.get("package") or {}
+    pkg: Mapping[str, Any] = h.get("package") or {}
     try:
         transport = connect(h)
         try:
@@ -82,14 +86,14 @@ def _check_one(h: dict[str, Any], connect: Callable[[dict[str, Any]], Any]) -> H
     return check
 
 
-def check_hosts(hosts: list[dict[str, Any]], connect: Callable[[dict[str, Any]], Any],
+def check_hosts(hosts: list[PlanHost], connect: Callable[[PlanHost], Transport],
                 forks: int = 8) -> list[HostCheck]:
     """Read every host of the plan (``hosts``: the plan's host entries), read-only, in parallel."""
     with ThreadPoolExecutor(max_workers=max(1, min(forks, len(hosts)))) as pool:
         return list(pool.map(lambda h: _check_one(h, connect), hosts))
 
 
-def commands(h: dict[str, Any]) -> list[tuple[str, str]]:
+def commands(h: PlanHost) -> list[tuple[str, str]]:
     """(what, exact text) a run would execute or probe on this host, from its rendered playbook."""
     spec = h["playbook"]["spec"]
     out = [("stop", str(spec["stop"].get("command"))), ("start", str(spec["start"].get("command")))]

@@ -20,7 +20,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
-from typing import Any
+from typing import Any, Callable
 
 __all__ = ["Interrupts", "TerminalLost", "pause_for_test"]
 
@@ -104,7 +104,7 @@ class Interrupts:
             _detach_from_terminal()
 
 
-def pause_for_test(point: str, until: Any) -> None:
+def pause_for_test(point: str, until: Callable[[], bool]) -> None:
     """A fault point of the guide (``guide:<point>``, with ``until``: true once the test has pressed Ctrl-C or
     hung up); see faults.py. Nothing happens in the product."""
     from . import faults

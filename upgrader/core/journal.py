@@ -10,6 +10,7 @@ detected by its checksum; the valid prefix is authoritative.
 
 from __future__ import annotations
 
+import datetime as _dt
 import hashlib
 import json
 import os
@@ -24,7 +25,7 @@ from ..audit.redaction import redact_value
 __all__ = ["Journal", "JournalRecord", "read_journal", "write_json_atomic", "new_run_id", "runs_dir"]
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
+def write_json_atomic(path: Path, data: object) -> None:
     """Temp file, fsync, rename, fsync the directory: readers see the old or the new file, whole."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     from .plan import readable_json
@@ -45,7 +46,7 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def new_run_id(now: "Any") -> str:
+def new_run_id(now: _dt.datetime) -> str:
     """A sortable, unique run id: UTC time plus random bits (e.g. 20261126T101500Z-3f9a2c)."""
     return now.strftime("%Y%m%dT%H%M%SZ") + "-" + os.urandom(3).hex()
 
@@ -67,7 +68,7 @@ def _checksum(body: str) -> str:
 class Journal:
     """Append-only, fsynced records of one run; safe to use from several host threads."""
 
-    def __init__(self, run_dir: Path, clock: Callable[[], Any]) -> None:
+    def __init__(self, run_dir: Path, clock: Callable[[], _dt.datetime]) -> None:
         self.dir = run_dir
         self.path = run_dir / "journal.jsonl"
         self._clock = clock
@@ -98,7 +99,7 @@ class Journal:
                 f.truncate(valid)
                 os.fsync(f.fileno())
 
-    def record(self, phase: str, event: str, host: str | None = None, **data: Any) -> JournalRecord:
+    def record(self, phase: str, event: str, host: str | None = None, **data: object) -> JournalRecord:
         """Append one record and return once it is on disk.
 
         Group commit: many host threads append at once; each waits until an fsync that started after
@@ -130,7 +131,7 @@ class Journal:
                 self._file.close()
                 self._file = None
 
-    def write(self, name: str, data: Any) -> Path:
+    def write(self, name: str, data: object) -> Path:
         """A run file (result.json, ...), redacted: it goes into bundles and is read by people."""
         path = self.dir / name
         write_json_atomic(path, redact_value(data))

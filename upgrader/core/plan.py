@@ -14,9 +14,11 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Callable, Mapping, cast
 
 from .errors import InputError
+from .shapes import (AgentReply, DecisionData, JSONObject, ObserveSpec, PlanCheck, PlanData, PlanHost,
+                     PlanPackage, PlaybookSpec, ProbeResult, VarRead)
 
 __all__ = ["Plan", "HostInput", "build_plan", "canonical_json", "readable_json", "load_plan", "plan_digest", "PHASES"]
 
@@ -33,11 +35,11 @@ _PHASE_TEXT = {
 }
 
 
-def canonical_json(obj: Any) -> bytes:
+def canonical_json(obj: object) -> bytes:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
-def _json_key(key: Any) -> str:
+def _json_key(key: object) -> str:
     """A dict key as json.dumps writes it (JSON keys are strings: True -> "true", 1 -> "1", None -> "null")."""
     if isinstance(key, str):
         return key
@@ -46,11 +48,11 @@ def _json_key(key: Any) -> str:
     raise TypeError(f"keys must be str, int, float, bool or None, not {type(key).__name__}")
 
 
-def readable_json(obj: Any, default: Callable[[Any], Any] | None = None) -> str:
+def readable_json(obj: object, default: Callable[[object], object] | None = None) -> str:
     """JSON for files people open: sorted keys, one top-level key a line, and one item a line of the lists
     under them (a plan or a result reads and diffs host by host). Every value is written by the C encoder;
     ``indent=2`` runs the pure-Python one, which took a tenth of a second for a 50-host plan."""
-    def enc(value: Any) -> str:
+    def enc(value: object) -> str:
         return json.dumps(value, sort_keys=True, ensure_ascii=False, default=default)
 
     if not isinstance(obj, dict) or not obj:
@@ -67,7 +69,7 @@ def readable_json(obj: Any, default: Callable[[Any], Any] | None = None) -> str:
     return "{\n" + ",\n".join(lines) + "\n}\n"
 
 
-def plan_digest(data: Mapping[str, Any]) -> str:
+def plan_digest(data: Mapping[str, object]) -> str:
     """The digest an approval signs: sha256 of the plan's canonical JSON without its ``signature``."""
     return hashlib.sha256(canonical_json({k: v for k, v in data.items() if k != "signature"})).hexdigest()
 
@@ -76,23 +78,23 @@ def plan_digest(data: Mapping[str, Any]) -> str:
 class HostInput:
     """Everything the planner needs to know about one host (gathered by the caller)."""
 
-    host: dict[str, Any]              # Host.describe()
+    host: JSONObject                  # Host.describe()
     state_dir: str | None
-    playbook: dict[str, Any]          # {"name", "path", "sha256"}
-    spec: dict[str, Any]              # playbook rendered for the target version
-    rollback_observe: dict[str, Any]  # observe spec rendered for the current version
-    facts: dict[str, Any]             # agent facts of the host
-    package: dict[str, Any] | None    # catalog entry + package.yaml's remove list, or None
-    decision: dict[str, Any]          # version_policy Decision.to_dict()
+    playbook: dict[str, str]          # {"name", "path", "sha256"}
+    spec: PlaybookSpec                # playbook rendered for the target version
+    rollback_observe: ObserveSpec     # observe spec rendered for the current version
+    facts: AgentReply                 # agent facts of the host
+    package: PlanPackage | None       # catalog entry + package.yaml's remove list, or None
+    decision: DecisionData            # version_policy Decision.to_dict()
     current: str | None
     target: str
-    vars_read: dict[str, Any] = field(default_factory=dict)  # config_vars: what the configuration said
-    proof: list[dict[str, Any]] = field(default_factory=list)  # probe_proof: probes run on the running version
+    vars_read: dict[str, VarRead] = field(default_factory=dict)  # config_vars: what the configuration said
+    proof: list[ProbeResult] = field(default_factory=list)  # probe_proof: probes run on the running version
 
 
 @dataclass(frozen=True)
 class Plan:
-    data: dict[str, Any]
+    data: PlanData
 
     @property
     def digest(self) -> str:
@@ -100,23 +102,23 @@ class Plan:
         return plan_digest(self.data)
 
     @property
-    def hosts(self) -> list[dict[str, Any]]:
+    def hosts(self) -> list[PlanHost]:
         return list(self.data["hosts"])
 
     @property
     def allowed(self) -> bool:
         return bool(self.data["allowed"])
 
-    def refused_hosts(self) -> list[dict[str, Any]]:
+    def refused_hosts(self) -> list[PlanHost]:
         return [h for h in self.hosts if not h["allowed"]]
 
     def to_json(self) -> str:
         return readable_json(self.data)
 
 
-def _checks(h: HostInput, policy_rules: Mapping[str, Any]) -> list[dict[str, str]]:
+def _checks(h: HostInput, policy_rules: Mapping[str, object]) -> list[PlanCheck]:
     facts = h.facts
-    out: list[dict[str, str]] = []
+    out: list[PlanCheck] = []
     if facts.get("version_error"):
         out.append({"check": "installed_version", "status": "fail", "reason": str(facts["version_error"])})
     drift = facts.get("drift") or []
@@ -159,10 +161,10 @@ def _checks(h: HostInput, policy_rules: Mapping[str, Any]) -> list[dict[str, str
     return out
 
 
-def build_plan(inputs: list[HostInput], *, target: str, catalog: Mapping[str, Any], policy: Mapping[str, Any],
-               requester: Mapping[str, Any], created: _dt.datetime, window: Mapping[str, Any] | None = None
-               ) -> Plan:
-    policy_rules = policy.get("rules", {})
+def build_plan(inputs: list[HostInput], *, target: str, catalog: Mapping[str, object],
+               policy: Mapping[str, object], requester: Mapping[str, object], created: _dt.datetime,
+               window: Mapping[str, object] | None = None) -> Plan:
+    policy_rules = cast(Mapping[str, object], policy.get("rules", {}))
     hosts = []
     for h in inputs:
         checks = _checks(h, policy_rules)
@@ -193,7 +195,7 @@ def build_plan(inputs: list[HostInput], *, target: str, catalog: Mapping[str, An
         "hosts": hosts,
         "allowed": bool(hosts) and all(x["allowed"] for x in hosts),
     }
-    return Plan(data)
+    return Plan(cast(PlanData, data))
 
 
 _STR, _OPT_STR = (str,), (str, type(None))
@@ -209,7 +211,7 @@ _REQUIRED_HOST = ("name", "address", "install_dir", "product", "current", "targe
                   "allowed")
 
 
-def _check_keys(d: dict[str, Any], schema: dict[str, tuple[type, ...]], p: Path, where: str) -> None:
+def _check_keys(d: Mapping[str, object], schema: dict[str, tuple[type, ...]], p: Path, where: str) -> None:
     for key, value in d.items():
         if key not in schema:
             raise InputError(f"unknown key {key!r}", path=str(p), key=f"{where}{key}",
@@ -243,4 +245,4 @@ def load_plan(path: str | Path) -> Plan:
                 raise InputError(f"host entry {i} lacks {key!r}", path=str(p), key=f"hosts[{i}]",
                                  hint="make the plan again with 'upgrader plan'")
         _check_keys(h, _HOST, p, f"hosts[{i}].")
-    return Plan(data)
+    return Plan(cast(PlanData, data))  # every key and its type checked above

@@ -9,7 +9,8 @@ from __future__ import annotations
 import getpass
 import socket
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable
+import datetime as _dt
+from typing import TYPE_CHECKING, Callable, Literal, Mapping, cast
 
 from ..trust.catalog import Catalog, CatalogEntry, verify_package_file
 from .config_vars import merge_variables, read_config_vars
@@ -18,9 +19,13 @@ from .errors import ApprovalRefused, InputError, TransportError
 from .host_paths import check_rendered, paths_to_check, refuse_unsafe
 from ..fleet.inventory import Host, Inventory
 from .plan import HostInput, Plan, build_plan
+from .shapes import AgentReply, DecisionData, PathsToCheck, PlanPackage, PlaybookSpec, ProbeResult
 from .playbook import Playbook, find_playbook, load_playbook
 from .probe_proof import ProbeUnproven, agent_call, prove
 from ..fleet.transport.base import AgentClient, AgentFailure, Transport
+
+if TYPE_CHECKING:
+    from version_policy import Decision, Policy, UpgradeRequest, Version, VersionError, VersionRange
 
 __all__ = ["make_plan", "host_facts", "requester_identity", "package_entry"]
 
@@ -39,19 +44,19 @@ def requester_identity(user: str | None = None) -> dict[str, str]:
     return {"user": user, "host": socket.gethostname()}
 
 
-def host_facts(agent: AgentClient, host: Host, spec: dict[str, Any], packages: list[str],
-               check_drift: bool = True, check_paths: dict[str, Any] | None = None) -> dict[str, Any]:
+def host_facts(agent: AgentClient, host: Host, spec: PlaybookSpec, packages: list[str],
+               check_drift: bool = True, check_paths: PathsToCheck | None = None) -> AgentReply:
     extra = {"check_paths": check_paths} if check_paths is not None else {}
     try:
-        return agent.call("facts", install_dir=host.install_dir, state_dir=host.state_dir,
+        return cast(AgentReply, agent.call("facts", install_dir=host.install_dir, state_dir=host.state_dir,
                           version_source=spec["version"], preserve=[p["path"] for p in spec["preserve"]],
                           check_drift=check_drift, packages=packages,
-                          ascii_dirs=spec.get("preflight", {}).get("ascii_dirs", []), timeout=600, **extra)
+                          ascii_dirs=spec.get("preflight", {}).get("ascii_dirs", []), timeout=600, **extra))
     except AgentFailure as e:
         raise TransportError(f"cannot read the host's state: {e.message}", host=host.name) from e
 
 
-def package_entry(catalog: Catalog, entry: CatalogEntry) -> dict[str, Any]:
+def package_entry(catalog: Catalog, entry: CatalogEntry) -> PlanPackage:
     """Verify the package file against its catalog entry and describe it for the plan."""
     meta = verify_package_file(catalog.package_path(entry), entry)
     return {"file": entry.file, "sha256": entry.sha256, "size": entry.size, "kind": entry.kind,
@@ -60,10 +65,10 @@ def package_entry(catalog: Catalog, entry: CatalogEntry) -> dict[str, Any]:
             "limits": {"members": entry.max_members, "unpacked_bytes": entry.max_unpacked_bytes}}
 
 
-def make_plan(inventory: Inventory, hosts: list[Host], *, target: str, catalog: Catalog, policy: Any,
+def make_plan(inventory: Inventory, hosts: list[Host], *, target: str, catalog: Catalog, policy: Policy,
               clock: Clock, connect: Callable[[Host], Transport], forks: int = 8,
-              requester: dict[str, str] | None = None, window: dict[str, Any] | None = None,
-              signed_by: dict[str, Any] | None = None) -> Plan:
+              requester: dict[str, str] | None = None, window: Mapping[str, object] | None = None,
+              signed_by: Mapping[str, object] | None = None) -> Plan:
     """Read every host (read-only), decide, and build the plan. ``signed_by``: who signed the catalog (its
     signer, key fingerprint and serial), recorded in the plan for the approver's review."""
     from version_policy import (UpgradeRequest, VersionError, decide, parse_range, parse_version)
@@ -80,10 +85,10 @@ def make_plan(inventory: Inventory, hosts: list[Host], *, target: str, catalog: 
             playbooks[h.playbook] = load_playbook(find_playbook(h.playbook, search))
     # each package is verified once, before the hosts are contacted (not once per concurrent host thread)
     entries = {h.name: catalog.find(h.product, target) for h in hosts}
-    packages: dict[str, dict[str, Any]] = {}
-    for e in entries.values():
-        if e is not None and e.sha256 not in packages:
-            packages[e.sha256] = package_entry(catalog, e)
+    packages: dict[str, PlanPackage] = {}
+    for entry in entries.values():
+        if entry is not None and entry.sha256 not in packages:
+            packages[entry.sha256] = package_entry(catalog, entry)
 
     def one(h: Host) -> tuple[HostInput, ProbeUnproven | None]:
         pb = playbooks[h.playbook]
@@ -115,7 +120,7 @@ def make_plan(inventory: Inventory, hosts: list[Host], *, target: str, catalog: 
             package = packages[entry.sha256] if entry is not None else None
             decision = _decide(h, current, facts, target_v, entry, package, policy, today,
                                UpgradeRequest, decide, parse_version, parse_range, VersionError)
-            proof: list[dict[str, Any]] = []
+            proof: list[ProbeResult] = []
             unproven = None
             if decision.get("allowed") and package is not None:
                 try:  # only an upgrade the policy allows would stop the service
@@ -150,7 +155,7 @@ def make_plan(inventory: Inventory, hosts: list[Host], *, target: str, catalog: 
         requester=requester or requester_identity(), created=clock.now(), window=window)
 
 
-def check_seen_serial(host: str, product: str, facts: dict[str, Any], serial: int) -> None:
+def check_seen_serial(host: str, product: str, facts: AgentReply, serial: int) -> None:
     """ApprovalRefused when the host was already upgraded from a catalog newer than ``serial``."""
     seen = int((facts.get("catalog_serials") or {}).get(product, 0) or 0)
     if seen > serial:
@@ -159,9 +164,10 @@ def check_seen_serial(host: str, product: str, facts: dict[str, Any], serial: in
                               hint="get the current catalog from the vendor")
 
 
-def _decide(h: Host, current: str | None, facts: dict[str, Any], target_v: Any, entry: CatalogEntry | None,
-            package: dict[str, Any] | None, policy: Any, today: Any, UpgradeRequest: Any, decide: Any,
-            parse_version: Any, parse_range: Any, VersionError: Any) -> dict[str, Any]:
+def _decide(h: Host, current: str | None, facts: AgentReply, target_v: Version, entry: CatalogEntry | None,
+            package: PlanPackage | None, policy: Policy, today: _dt.date, UpgradeRequest: type[UpgradeRequest],
+            decide: Callable[[UpgradeRequest, Policy], Decision], parse_version: Callable[[str], Version],
+            parse_range: Callable[[str], VersionRange], VersionError: type[VersionError]) -> DecisionData:
     if current is None:
         return {"allowed": False, "rules": [{"rule": "installed_version", "status": "fail",
                                              "reason": facts.get("version_error") or "no version found"}]}
@@ -174,12 +180,12 @@ def _decide(h: Host, current: str | None, facts: dict[str, Any], target_v: Any, 
         return {"allowed": False, "rules": [{"rule": "installed_version", "status": "fail",
                                              "reason": f"the installed version is unreadable: {e}"}]}
     try:
-        requires = parse_range(package["requires"]) if package.get("requires") else None
+        requires = parse_range(package["requires"] or "") if package.get("requires") else None
     except VersionError as e:
         return {"allowed": False, "rules": [{"rule": "patch_requires", "status": "fail",
                                              "reason": f"the package's requires range is invalid: {e}"}]}
     request = UpgradeRequest(product=h.product, target_product=entry.product, current=current_v, target=target_v,
-                             kind=entry.kind, declared_changes=tuple(package.get("changes", ())),
+                             kind=cast(Literal["full", "patch"], entry.kind), declared_changes=tuple(package.get("changes", ())),
                              requires=requires, maintenance_until=h.maintenance_until, today=today)
-    return dict(decide(request, policy).to_dict())
+    return cast(DecisionData, dict(decide(request, policy).to_dict()))
 

@@ -17,10 +17,11 @@ import re
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, cast
 
 from .document import Section, load_yaml
 from .errors import InputError
+from .shapes import PlaybookSpec, PreserveSpec, ProbeSpec, ProcessSpec, VarsFromSpec
 
 __all__ = ["Playbook", "load_playbook", "find_playbook", "shipped_playbooks_dir", "PROBE_TYPES",
            "PHASE_HOOKS"]
@@ -71,26 +72,26 @@ class Playbook:
     digest: str
     name: str
     product: str
-    spec: dict[str, Any]   # validated, still with ${var} placeholders
-    defaults: dict[str, Any]
+    spec: PlaybookSpec   # validated, still with ${var} placeholders
+    defaults: dict[str, object]
     #: the optional ``inspect:`` block (configs, logs, thresholds, ...); not part of the plan's spec
-    inspect: dict[str, Any] = field(default_factory=dict)
+    inspect: dict[str, object] = field(default_factory=dict)
     #: ``vars_from:``: where a variable's value lives in the install's own configuration (``config_vars``)
-    vars_from: dict[str, dict[str, Any]] = field(default_factory=dict)
+    vars_from: dict[str, VarsFromSpec] = field(default_factory=dict)
 
-    def render(self, variables: Mapping[str, Any]) -> dict[str, Any]:
+    def render(self, variables: Mapping[str, object]) -> PlaybookSpec:
         values = {**{k: str(v) for k, v in self.defaults.items()}, **{k: str(v) for k, v in variables.items()}}
-        return _substitute(self.spec, values, self.path, "")
+        return cast(PlaybookSpec, _substitute(self.spec, values, self.path, ""))
 
     @property
-    def preserve(self) -> list[dict[str, str]]:
+    def preserve(self) -> list[PreserveSpec]:
         return list(self.spec["preserve"])
 
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
-def _substitute(value: Any, values: Mapping[str, str], path: Path, key: str, shell: bool = False) -> Any:
+def _substitute(value: object, values: Mapping[str, str], path: Path, key: str, shell: bool = False) -> object:
     if isinstance(value, str):
         def repl(m: re.Match[str]) -> str:
             name = m.group(1)
@@ -122,7 +123,7 @@ def _dur(text: str) -> float:
     return parse_duration(text)
 
 
-def _process(s: Section | None) -> dict[str, Any] | None:
+def _process(s: Section | None) -> ProcessSpec | None:
     """``process:``: how the host agent finds the server's process without a pid file (many servers write none
     unless told to): the process whose command line holds every argument of ``cmdline_contains`` (whole
     arguments; one of the form ``NAME=/path`` also matches the same directory reached through links), whose last
@@ -137,12 +138,12 @@ def _process(s: Section | None) -> dict[str, Any] | None:
         out["cmdline_last"] = s.str("cmdline_last")
     out["ports"] = [str(x) for x in s.get("ports", list, [], "a list of ports")]
     s.done()
-    return out
+    return cast(ProcessSpec, out)
 
 
-def _probe(s: Section, process: dict[str, Any] | None = None) -> dict[str, Any]:
+def _probe(s: Section, process: ProcessSpec | None = None) -> ProbeSpec:
     kind = s.choice("type", PROBE_TYPES)
-    p: dict[str, Any] = {"type": kind, "name": s.str("name", kind)}
+    p: ProbeSpec = {"type": kind, "name": s.str("name", kind)}
     if kind == "process":
         if s.has("pid_file"):
             p["pid_file"] = _relpath(s, "pid_file")
@@ -152,7 +153,7 @@ def _probe(s: Section, process: dict[str, Any] | None = None) -> dict[str, Any]:
             raise s.error("pid_file", "a process probe needs 'pid_file:', or the playbook a 'process:' section "
                                       "that finds the server by its command line")
     elif kind == "tcp":
-        p["port"] = s.get("port", (int, str), describe="a port number or ${port}")
+        p["port"] = cast("int | str", s.get("port", (int, str), describe="a port number or ${port}"))
         p["host"] = s.str("host", "127.0.0.1")
     elif kind == "http":
         p["url"] = s.str("url", pattern=r"https?://\S+", describe="an http:// or https:// URL")
@@ -185,7 +186,7 @@ def _probe(s: Section, process: dict[str, Any] | None = None) -> dict[str, Any]:
     return p
 
 
-def _inspect(s: Section | None) -> dict[str, Any]:
+def _inspect(s: Section | None) -> dict[str, object]:
     """``inspect:``: configs and logs (globs in the install dir), error_pattern, log_lines, thresholds."""
     assert s is not None
     out: dict[str, Any] = {}
@@ -322,11 +323,12 @@ def load_playbook(path: str | Path) -> Playbook:
     inspect = _inspect(s.section("inspect", {}))
     s.done()
     digest = hashlib.sha256(raw or b"").hexdigest()
-    return Playbook(path=p, digest=digest, name=name, product=product, spec=spec, defaults=defaults,
+    return Playbook(path=p, digest=digest, name=name, product=product, spec=cast(PlaybookSpec, spec),
+                    defaults=defaults,
                     inspect=inspect, vars_from=vars_from)
 
 
-def template_names(spec: Any) -> set[str]:
+def template_names(spec: object) -> set[str]:
     """The ${names} a spec uses (for checks and documentation)."""
     found: set[str] = set()
     if isinstance(spec, str):

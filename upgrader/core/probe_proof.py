@@ -17,9 +17,13 @@ operator's language on the guide's screen.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Mapping, Sequence, cast
 
 from .errors import InputError, TransportError
+from .shapes import AgentCall, AgentReply, ObserveSpec, ProbeResult
+
+if TYPE_CHECKING:
+    from ..fleet.transport.base import AgentClient
 
 __all__ = ["ProbeUnproven", "Failure", "prove", "agent_call", "failures", "likely_fix"]
 
@@ -32,7 +36,7 @@ class Failure:
     kind: str
     detail: str
     fix: str
-    fields: dict[str, Any] = field(default_factory=dict)
+    fields: dict[str, object] = field(default_factory=dict)
 
 
 class ProbeUnproven(InputError):
@@ -57,15 +61,16 @@ class ProbeUnproven(InputError):
         return t.plain("probe_unproven", probe=probes, version=self.version or "?"), fixes
 
 
-def agent_call(agent: Any, install_dir: str, state_dir: str | None) -> Callable[..., dict[str, Any]]:
+def agent_call(agent: AgentClient, install_dir: str, state_dir: str | None) -> AgentCall:
     """``call(op, **request)`` on an ``AgentClient`` for one install (what ``prove`` needs)."""
-    def call(op: str, timeout: float | None = None, **req: Any) -> dict[str, Any]:
-        return dict(agent.call(op, timeout=timeout, install_dir=install_dir, state_dir=state_dir, **req))
+    def call(op: str, timeout: float | None = None, **req: object) -> AgentReply:
+        return cast(AgentReply, dict(agent.call(op, timeout=timeout, install_dir=install_dir, state_dir=state_dir,
+                                                **req)))
     return call
 
 
-def prove(call: Callable[..., dict[str, Any]], *, host: str, observe: Mapping[str, Any], version: str | None,
-          vars_read: Mapping[str, Mapping[str, Any]] | None = None) -> list[dict[str, Any]]:
+def prove(call: AgentCall, *, host: str, observe: ObserveSpec, version: str | None,
+          vars_read: Mapping[str, Mapping[str, object]] | None = None) -> list[ProbeResult]:
     """Run each probe once on the running version; the results, or ``ProbeUnproven`` when one fails.
     ``call(op, timeout=..., **request)`` reaches the install's agent (``agent_call``, or the engine's retrying call)."""
     from ..fleet.transport.base import AgentFailure
@@ -82,8 +87,8 @@ def prove(call: Callable[..., dict[str, Any]], *, host: str, observe: Mapping[st
     return results
 
 
-def failures(probes: list[Mapping[str, Any]], results: list[Mapping[str, Any]],
-             vars_read: Mapping[str, Mapping[str, Any]]) -> list[Failure]:
+def failures(probes: Sequence[Mapping[str, object]], results: Sequence[Mapping[str, object]],
+             vars_read: Mapping[str, Mapping[str, object]]) -> list[Failure]:
     """The failed results, each with its likely fix (pure)."""
     out = []
     bad = [(p, r) for p, r in zip(probes, results) if not r.get("ok")]
@@ -100,7 +105,7 @@ def failures(probes: list[Mapping[str, Any]], results: list[Mapping[str, Any]],
     return out
 
 
-def _uses(probe: Mapping[str, Any], value: str) -> bool:
+def _uses(probe: Mapping[str, object], value: str) -> bool:
     """Does this rendered probe use ``value`` where a variable would put it (the port, a URL's port, a word)?"""
     import re
 
@@ -110,8 +115,8 @@ def _uses(probe: Mapping[str, Any], value: str) -> bool:
             or bool(re.search(rf"(?<![\w.]){v}(?![\w.])", str(probe.get("command") or ""))))
 
 
-def likely_fix(probe: Mapping[str, Any], vars_read: Mapping[str, Mapping[str, Any]],
-               detail: str = "") -> tuple[str, dict[str, Any]]:
+def likely_fix(probe: Mapping[str, object], vars_read: Mapping[str, Mapping[str, object]],
+               detail: str = "") -> tuple[str, dict[str, object]]:
     """The catalog key of the likely fix for a failing probe, and its fields (pure)."""
     kind = probe.get("type")
     if kind == "http" and detail and not detail.startswith("http probe:"):

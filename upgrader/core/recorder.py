@@ -12,11 +12,19 @@ import os
 import socket
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, cast
 
-from ..audit.log import AuditLog
+from ..audit.log import AuditLog, CheckpointRef
 from .clock import Clock
 from .errors import InputError
+from .shapes import Event, JSONObject
+
+if TYPE_CHECKING:
+    import datetime as _dt
+
+    from version_policy import Policy
+
+    from ..trust.sshsig import PrivateKey
 
 __all__ = ["Recorder", "Operator", "operator_identity", "audit_path"]
 
@@ -33,17 +41,17 @@ class Operator:
     user: str
     host: str
     key_path: str | None
-    key: Any
+    key: PrivateKey | None
     principal: str
     fingerprint: str | None
     warning: str | None = None  # why this operator's checkpoints would not verify (said before a run starts)
 
-    def actor(self) -> dict[str, Any]:
+    def actor(self) -> JSONObject:
         return {"user": self.user, "host": self.host, "key": self.fingerprint, "principal": self.principal}
 
 
-def operator_identity(home: Path, policy: Any, *, key_path: str | None = None, need_key: bool = True,
-                      now: Any = None) -> Operator:
+def operator_identity(home: Path, policy: Policy | None, *, key_path: str | None = None,
+                      need_key: bool = True, now: _dt.datetime | None = None) -> Operator:
     """The person at this controller: login, machine, and the SSH key that signs audit checkpoints.
 
     Key: ``key_path``, env ``UPGRADER_AUDIT_KEY``, ``HOME/keys/operator``, then ``~/.ssh/id_*``.
@@ -72,14 +80,14 @@ def operator_identity(home: Path, policy: Any, *, key_path: str | None = None, n
     principal = os.environ.get("UPGRADER_AUDIT_SIGNER") or ""
     signers_file = policy.audit_signers if policy is not None else None
     warning = None
-    if signers_file and policy.resolve_path(signers_file).is_file():
+    if signers_file and policy is not None and policy.resolve_path(signers_file).is_file():
         principal, warning = _principal(policy.resolve_path(signers_file), key, principal, f"{user}@{host}", user,
                                         now)
     return Operator(user, host, path, key, principal or f"{user}@{host}", fp, warning)
 
 
-def _principal(signers_path: Path, key: Any, given: str, default: str, user: str,
-               now: Any) -> tuple[str, str | None]:
+def _principal(signers_path: Path, key: PrivateKey, given: str, default: str, user: str,
+               now: _dt.datetime | None) -> tuple[str, str | None]:
     """A principal the allowed signers let this key sign audit checkpoints as now, and a warning when there is
     none (the run's checkpoint would not verify). A pattern entry (``*@customer``) gets a concrete name that
     matches it: ``user@host`` or the pattern with ``*`` as the user."""
@@ -128,20 +136,23 @@ class Recorder:
         return str(self.clock.now().isoformat(timespec="milliseconds"))
 
     def event(self, event: str, *, host: str | None = None, phase: str | None = None,
-              outcome: str | None = None, **data: Any) -> None:
+              outcome: str | None = None, **data: object) -> None:
         self.log.append(event, run=self.run, host=host, phase=phase, outcome=outcome, time=self._now(),
                         data=data or None)
 
-    def on_event(self, ev: dict[str, Any]) -> None:
+    def on_event(self, ev: Event) -> None:
         kind = ev["event"]
         skip = {"event", "run", "host", "time", "phase", "status", "outcome"}
         data = {k: v for k, v in ev.items() if k not in skip}
         if kind in ("phase_started", "phase_finished", "host_started", "host_finished", "rollback_started",
                     "run_finished", "lock_broken"):
-            self.log.append(kind, run=self.run, host=ev.get("host"), phase=ev.get("phase"),
-                            outcome=ev.get("status") or ev.get("outcome"), time=self._now(), data=data or None)
+            # the engine's events: ``host``, ``phase``, ``status`` and ``outcome`` are text (or absent)
+            self.log.append(str(kind), run=self.run, host=cast("str | None", ev.get("host")),
+                            phase=cast("str | None", ev.get("phase")),
+                            outcome=cast("str | None", ev.get("status") or ev.get("outcome")), time=self._now(),
+                            data=data or None)
 
-    def checkpoint(self) -> dict[str, Any] | None:
+    def checkpoint(self) -> CheckpointRef | None:
         if self.operator.key is None:
             return None
         return self.log.checkpoint(run=self.run, time=self._now(), signer=self.operator.principal,

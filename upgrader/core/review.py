@@ -10,17 +10,19 @@ rollback's start and probes).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping
+
+from .shapes import PlanData, PlanHost, ProbeSpec
 
 __all__ = ["plan_review", "host_commands"]
 
 
-def host_commands(h: dict[str, Any]) -> list[dict[str, Any]]:
+def host_commands(h: PlanHost) -> list[dict[str, object]]:
     """Every command the run may execute on host ``h``, in the order a run (and its rollback) reaches them."""
     spec = h["playbook"].get("spec") or {}
     out: list[dict[str, Any]] = []
 
-    def add(when: str, command: Any, timeout: Any = None) -> None:
+    def add(when: str, command: object, timeout: object = None) -> None:
         if command:
             out.append({"when": when, "command": str(command), "timeout": timeout})
 
@@ -52,7 +54,7 @@ def host_commands(h: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
-def default_state_dir(h: dict[str, Any]) -> str:
+def default_state_dir(h: Mapping[str, object]) -> str:
     """Where the host agent keeps its state for the install when the inventory names no state_dir (and where it
     always keeps the host's trust ledger): ``.upgrader-NAME`` beside the install."""
     import posixpath
@@ -62,7 +64,7 @@ def default_state_dir(h: dict[str, Any]) -> str:
     return posixpath.join(parent, ".upgrader-" + name)
 
 
-def _probe_text(p: dict[str, Any]) -> str:
+def _probe_text(p: ProbeSpec) -> str:
     kind = p.get("type")
     if kind == "process":
         if p.get("pid_file") or not p.get("process"):
@@ -85,11 +87,11 @@ def _probe_text(p: dict[str, Any]) -> str:
     return str(kind)
 
 
-def _host(h: dict[str, Any]) -> dict[str, Any]:
+def _host(h: PlanHost) -> dict[str, object]:
     spec = h["playbook"].get("spec") or {}
     observe = spec.get("observe") or {}
     stop = spec.get("stop") or {}
-    pkg = h.get("package") or {}
+    pkg: Mapping[str, Any] = h.get("package") or {}
     return {
         "host": h["name"], "address": h["address"], "port": h.get("port"), "user": h.get("user"),
         "install_dir": h["install_dir"], "product": h["product"], "current": h["current"], "target": h["target"],
@@ -107,7 +109,7 @@ def _host(h: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def plan_review(data: dict[str, Any], digest: str) -> dict[str, Any]:
+def plan_review(data: PlanData, digest: str) -> dict[str, object]:
     """The review of a plan (``data`` as loaded, ``digest`` the one an approval signs)."""
     requester = dict(data.get("requester") or {})
     return {

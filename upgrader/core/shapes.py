@@ -9,11 +9,12 @@ whichever action answered, so all of them are optional. Free JSON, whose shape n
 
 from __future__ import annotations
 
-from typing import NotRequired, TypeAlias, TypedDict
+from typing import NotRequired, Protocol, TypeAlias, TypedDict
 
 __all__ = ["JSONObject", "VersionSpec", "PreserveSpec", "ProcessSpec", "ProbeSpec", "StopSpec", "StartSpec",
            "ObserveSpec", "HookSpec", "PlaybookSpec", "PlanPlaybook", "PackageLimits", "PlanPackage",
-           "PlanCheck", "PlanHost", "PlanData", "ProbeResult", "AgentReply", "Event"]
+           "PlanCheck", "RuleResult", "DecisionData", "PlanHost", "PlanData", "ProbeResult", "AgentReply", "AgentCall", "Event", "VarsFromSpec",
+           "VarRead", "PathsToCheck", "JournalSeen"]
 
 #: a JSON object whose values are read only after narrowing (``isinstance``)
 JSONObject: TypeAlias = dict[str, object]
@@ -108,7 +109,51 @@ class PlaybookSpec(TypedDict):
     preflight: PreflightSpec
 
 
+class VarsFromSpec(TypedDict, total=False):
+    """``vars_from:`` of a playbook: where one variable's value is in the install's configuration."""
+
+    file: str
+    pattern: str
+    xml: list[str]
+    attribute: str
+
+
+class VarRead(TypedDict, total=False):
+    """What the configuration said for one ``vars_from`` variable, and what was used (``config_vars``)."""
+
+    file: str
+    value: str
+    line: int
+    error: str
+    used: bool
+    value_used: str | None
+    why: str
+
+
+class PathsToCheck(TypedDict):
+    """Every path of a rendered spec that the agent will open, move or delete (``host_paths``)."""
+
+    preserve: list[str]
+    remove: list[str]
+    pid_files: list[str]
+    logs: list[str]
+    version_file: str | None
+
+
 # -- a plan (``plan.build_plan``, ``plan.load_plan``) --------------------------------------------------------
+
+class RuleResult(TypedDict):
+    rule: str
+    status: str
+    reason: str
+
+
+class DecisionData(TypedDict):
+    """A policy decision (``version_policy.Decision.to_dict()``)."""
+
+    allowed: bool
+    rules: list[RuleResult]
+
 
 class PlanPlaybook(TypedDict):
     name: str
@@ -163,12 +208,12 @@ class PlanHost(TypedDict):
     current: str | None
     target: str
     package: NotRequired[PlanPackage | None]
-    decision: JSONObject
+    decision: DecisionData
     checks: NotRequired[list[PlanCheck]]
     allowed: bool
     phases: NotRequired[list[dict[str, str]]]
     vars: NotRequired[dict[str, str]]
-    vars_read: NotRequired[dict[str, JSONObject]]
+    vars_read: NotRequired[dict[str, VarRead]]
 
 
 class PlanData(TypedDict):
@@ -193,10 +238,24 @@ class ProbeResult(TypedDict, total=False):
     skipped: bool
 
 
+class CommandResult(TypedDict, total=False):
+    """A command the agent ran (start, hook, probe)."""
+
+    exit: int
+    seconds: float
+    stdout: str
+    stderr: str
+
+
+#: the configuration in use before a rollback, kept aside (``in``: where)
+ConfigKept = TypedDict("ConfigKept", {"paths": list[str], "in": str})
+
+
 class AgentReply(TypedDict, total=False):
     """What an agent action answers: each action fills its own keys (see ``upgrader/agent.py``)."""
 
     # facts
+    vars: dict[str, VarRead]
     version: str | None
     version_error: str
     lock: JSONObject | None
@@ -238,10 +297,26 @@ class AgentReply(TypedDict, total=False):
     escalated: str | None
     files: int
     log_offsets: dict[str, int]
-    command: JSONObject
+    command: CommandResult
     identical: bool
     differences: list[dict[str, str]]
-    config_kept: JSONObject | None
+    config_kept: ConfigKept | None
+
+
+class AgentCall(Protocol):
+    """``call(op, timeout=..., **request)``: one action of a host's agent (its answer, or ``AgentFailure``)."""
+
+    def __call__(self, op: str, timeout: float | None = None, **request: object) -> AgentReply: ...
+
+
+class JournalSeen(TypedDict, total=False):
+    """Per host, what a run's journal proves happened (what ``Engine.resume`` decides from)."""
+
+    started: bool
+    ended: str | None
+    version: str | None
+    intents: list[str]
+    done: list[str]
 
 
 #: one engine event (``Engine.emit``): ``event``, ``run``, ``host``, ``time`` and the event's own fields

@@ -8,8 +8,11 @@ for what is printed or rendered for a person. It reads no clock and does no I/O.
 from __future__ import annotations
 
 import datetime as _dt
-from typing import Any
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+if TYPE_CHECKING:
+    from version_policy import Policy
 
 __all__ = ["DEFAULT_ZONE", "policy_zone", "shown_time", "zone_name"]
 
@@ -17,7 +20,7 @@ DEFAULT_ZONE = "Asia/Shanghai"
 _BEIJING = ("Asia/Shanghai", "Asia/Chongqing", "Asia/Harbin", "Asia/Urumqi", "PRC")
 
 
-def policy_zone(policy: Any) -> str:
+def policy_zone(policy: Policy | None) -> str:
     """The policy's ``window.timezone``, else Asia/Shanghai."""
     try:
         value = policy.value("window.timezone") if policy is not None else None
@@ -38,9 +41,10 @@ def shown_time(at: _dt.datetime | str | None, zone: str = DEFAULT_ZONE, lang: st
         return "-"
     if isinstance(at, str):
         try:
-            at = _dt.datetime.fromisoformat(at.replace("Z", "+00:00"))
+            parsed = _dt.datetime.fromisoformat(at.replace("Z", "+00:00"))
         except ValueError:
             return at
+        at = parsed
     if at.tzinfo is None:
         at = at.replace(tzinfo=_dt.timezone.utc)
     try:

@@ -9,8 +9,6 @@ every non-printable character of a line to print (``\\x1b``, ``\\u202e``), so no
 
 from __future__ import annotations
 
-from typing import Any
-
 from .errors import InputError
 
 __all__ = ["shown", "refuse_control", "bad_char"]
@@ -42,7 +40,7 @@ def shown(text: str) -> str:
     return "".join(ch if ch.isprintable() else _escape(ch) for ch in text)
 
 
-def refuse_control(data: Any, *, path: str, what: str, key: str = "") -> None:
+def refuse_control(data: object, *, path: str, what: str, key: str = "") -> None:
     """InputError (exit 2) naming the file and the key of the first key or value that holds a control or bidi
     character; walks mappings and lists."""
     if isinstance(data, dict):

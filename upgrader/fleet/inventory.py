@@ -12,7 +12,7 @@ import os
 import posixpath
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from ..core.document import Section, load_yaml
 from ..core.errors import InputError
@@ -246,7 +246,7 @@ def _check_distinct_installs(hosts: dict[str, Host], p: Path) -> None:
         seen[where] = h.name
 
 
-def host_from_plan(h: dict[str, Any]) -> Any:
+def host_from_plan(h: Mapping[str, Any]) -> Host:
     """The inventory Host a plan entry was made for (how to reach it)."""
     import datetime as dt
 
