@@ -561,7 +561,8 @@ class _HostRun:
                 self.out.error = "interrupted before stop: the host was released untouched"
                 self._finish("unchanged")
                 return self.out
-            if cast(JSONObject, state["state"]).get("rolled_back") and self._healthy_now(self.p["playbook"]["rollback_observe"]):
+            if cast(JSONObject, state["state"]).get("rolled_back") and \
+                    self._healthy_now(self.p["playbook"]["rollback_observe"]):
                 # the old version is back and answers: nothing to stop or start, only the end to record
                 self.out.outcome = "rolled_back"
                 self.out.version = version

@@ -185,7 +185,8 @@ def _decide(h: Host, current: str | None, facts: AgentReply, target_v: Version, 
         return {"allowed": False, "rules": [{"rule": "patch_requires", "status": "fail",
                                              "reason": f"the package's requires range is invalid: {e}"}]}
     request = UpgradeRequest(product=h.product, target_product=entry.product, current=current_v, target=target_v,
-                             kind=cast(Literal["full", "patch"], entry.kind), declared_changes=tuple(package.get("changes", ())),
+                             kind=cast(Literal["full", "patch"], entry.kind),
+                             declared_changes=tuple(package.get("changes", ())),
                              requires=requires, maintenance_until=h.maintenance_until, today=today)
     return cast(DecisionData, dict(decide(request, policy).to_dict()))
 

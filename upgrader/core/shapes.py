@@ -12,9 +12,9 @@ from __future__ import annotations
 from typing import NotRequired, Protocol, TypeAlias, TypedDict
 
 __all__ = ["JSONObject", "VersionSpec", "PreserveSpec", "ProcessSpec", "ProbeSpec", "StopSpec", "StartSpec",
-           "ObserveSpec", "HookSpec", "PlaybookSpec", "PlanPlaybook", "PackageLimits", "PlanPackage",
-           "PlanCheck", "RuleResult", "DecisionData", "PlanHost", "PlanData", "ProbeResult", "AgentReply", "AgentCall", "Event", "VarsFromSpec",
-           "VarRead", "PathsToCheck", "JournalSeen"]
+           "ObserveSpec", "HookSpec", "PlaybookSpec", "VarsFromSpec", "VarRead", "PathsToCheck", "RuleResult",
+           "DecisionData", "PlanPlaybook", "PackageLimits", "PlanPackage", "PlanCheck", "PlanHost", "PlanData",
+           "CommandResult", "ConfigKept", "ProbeResult", "AgentReply", "AgentCall", "JournalSeen", "Event"]
 
 #: a JSON object whose values are read only after narrowing (``isinstance``)
 JSONObject: TypeAlias = dict[str, object]
