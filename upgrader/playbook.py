@@ -22,7 +22,7 @@ from typing import Any, Mapping
 from .document import Section, load_yaml
 from .errors import InputError
 
-__all__ = ["Playbook", "load_playbook", "find_playbook", "shipped_playbooks_dir", "PROBE_TYPES",
+__all__ = ["Playbook", "load_playbook", "find_playbook", "operator_playbook", "shipped_playbooks_dir", "PROBE_TYPES",
            "PHASE_HOOKS"]
 
 PROBE_TYPES = ("process", "tcp", "http", "log", "command")
@@ -38,7 +38,8 @@ def shipped_playbooks_dir() -> Path:
 
 
 def find_playbook(name: str, search: list[Path] | None = None) -> Path:
-    """A path as given, or ``NAME`` looked up as ``NAME.yaml`` in ``search`` then the shipped ones."""
+    """A path as given (an operator's own ``--playbook FILE`` on the command line), or ``NAME`` looked up as
+    ``NAME.yaml`` in ``search`` then the shipped ones. An inventory's playbook goes through ``operator_playbook``."""
     if "/" in name or name.endswith((".yaml", ".yml")):
         return Path(name)
     dirs = [*(search or []), shipped_playbooks_dir()]
@@ -50,6 +51,35 @@ def find_playbook(name: str, search: list[Path] | None = None) -> Path:
     known = sorted({p.stem for d in dirs if d.is_dir() for p in d.glob("*.y*ml")})
     raise InputError(f"no playbook named {name!r}", hint=f"known playbooks: {', '.join(known) or 'none'}; "
                      "or give a path to a .yaml file")
+
+
+#: a playbook's name in an inventory: letters, digits, '.', '_' and '-' (never a path)
+_PLAYBOOK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+
+def operator_playbook(name: str, roots: list[tuple[Path, str]], *, where: str | None = None,
+                      key: str | None = None) -> tuple[Path, str]:
+    """The playbook an inventory names, from the operator's roots only: ``(path, which root)``.
+
+    ``roots`` are ``(directory, label)`` in order (``HOME/playbooks``, ``/etc/upgrader/playbooks``, then the
+    shipped ones). A playbook is run as the service account on every host: it is the operator's, like the
+    policy, never a file beside the requester's inventory nor a path the inventory gives (InputError, exit 2)."""
+    if not _PLAYBOOK_NAME.fullmatch(name) or name.endswith((".yaml", ".yml")):
+        raise InputError(f"playbook {name!r} is a path, not a playbook name: an inventory names a playbook by name "
+                         "only (e.g. 'tomcat'); upgrader takes it from the operator's playbook directories",
+                         path=where, key=key,
+                         hint="write the name only, and put the playbook in HOME/playbooks/NAME.yaml or "
+                              "/etc/upgrader/playbooks/NAME.yaml")
+    for directory, label in roots:
+        for ext in (".yaml", ".yml"):
+            p = directory / f"{name}{ext}"
+            if p.is_file():
+                return p, label
+    known = sorted({p.stem for d, _ in roots if d.is_dir() for p in d.glob("*.y*ml")})
+    raise InputError(f"no playbook named {name!r} in the operator's playbooks ("
+                     + ", ".join(str(d) for d, _ in roots) + ")", path=where, key=key,
+                     hint=f"known playbooks: {', '.join(known) or 'none'}; put NAME.yaml in HOME/playbooks/ or "
+                          "/etc/upgrader/playbooks/")
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,8 @@ from typing import Any
 
 from ..errors import InputError
 
-__all__ = ["console", "print_json", "load_policy_or_fail", "policy_path", "policy_origin", "SYSTEM_POLICY", "parse_variables", "VARIABLE_NAME"]
+__all__ = ["console", "print_json", "load_policy_or_fail", "policy_path", "policy_origin", "SYSTEM_POLICY",
+           "SYSTEM_PLAYBOOKS", "playbook_roots", "load_operator_playbook", "parse_variables", "VARIABLE_NAME"]
 
 
 def console(stderr: bool = False) -> Any:
@@ -46,6 +47,29 @@ def policy_path(args: Any) -> str | None:
         if candidate.is_file():
             return os.path.abspath(candidate)
     return None
+
+
+#: the machine's playbooks, looked up after HOME/playbooks and before the shipped ones (the operator's, like the policy)
+SYSTEM_PLAYBOOKS = Path("/etc/upgrader/playbooks")
+
+
+def playbook_roots(home: str | Path) -> list[tuple[Path, str]]:
+    """Where an inventory's playbook NAME is looked up, in order, with the words that name each place:
+    HOME/playbooks, the system-wide /etc/upgrader/playbooks, the shipped playbooks. Never beside an inventory."""
+    from ..playbook import shipped_playbooks_dir
+
+    return [(Path(home) / "playbooks", "HOME/playbooks"), (SYSTEM_PLAYBOOKS, "system playbooks"),
+            (shipped_playbooks_dir(), "shipped playbooks")]
+
+
+def load_operator_playbook(name: str, home: str | Path, *, where: str | None = None, key: str | None = None) -> Any:
+    """``(Playbook, which root)`` of the playbook NAME from the operator's roots (``playbook_roots``)."""
+    import os
+
+    from ..playbook import load_playbook, operator_playbook
+
+    path, label = operator_playbook(name, playbook_roots(home), where=where, key=key)
+    return load_playbook(Path(os.path.abspath(path))), label
 
 
 def policy_origin(args: Any) -> str:
