@@ -131,16 +131,16 @@ def sandbox(tmp_path: Path) -> Iterator[Sandbox]:
 
 def upgrader(box: Sandbox, *argv: str) -> int:
     """Run the real CLI in-process against the sandbox's home (with the clock of ``now_at``, if the test set one).
-    A ``plan`` (not ``plan show``/``digest``) without ``--key`` is signed by the sandbox's operator, who asks for the
-    upgrades (the policy requires signed plans); a test that wants an unsigned plan calls ``main`` itself."""
+    A ``plan`` (not ``plan show``/``digest``) without ``--key`` is signed by the sandbox's requester (the policy
+    requires signed plans); a test that wants an unsigned plan calls ``main`` itself."""
     return main(["--home", str(box.root), *signed_plan(box, argv)], clock=_CLOCK)
 
 
 def signed_plan(box: Sandbox, argv: tuple[str, ...] | list[str]) -> list[str]:
-    """``argv`` of a ``plan`` command with the sandbox operator's ``--key`` added when it has none."""
+    """``argv`` of a ``plan`` command with the sandbox requester's ``--key`` added when it has none."""
     argv = list(argv)
     if argv[:1] == ["plan"] and argv[1:2] not in (["show"], ["digest"]) and "--key" not in argv:
-        argv += ["--key", str(box.operator_key)]
+        argv += ["--key", str(box.requester_key)]
     return argv
 
 

@@ -455,14 +455,14 @@ def test_rollback_takes_the_operators_policy_not_the_path_in_the_plan(sandbox: S
 
 def _edit_plan(plan: Path, edit: Any, key: Path | None = None) -> None:
     """The requester edits their plan file (as a text editor would) before it is approved, and signs it again with
-    their key (``key``, else the sandbox operator's: the requester of the sandbox's plans)."""
+    their key (``key``, else the sandbox requester's)."""
     from upgrader.keys import load_private_key
     from upgrader.plan import plan_digest, readable_json
     from upgrader.requester import sign_plan
 
     data = json.loads(plan.read_text(encoding="utf-8"))
     edit(data)
-    signer = key or plan.parent.parent / "keys" / "operator"
+    signer = key or plan.parent.parent / "keys" / "requester"
     plan.write_text(readable_json(sign_plan(data, load_private_key(signer), plan_digest)), encoding="utf-8")
 
 

@@ -166,7 +166,7 @@ def test_a_plan_whose_version_source_was_edited_is_refused_at_run(sandbox: Sandb
     data = json.loads(plan.read_text(encoding="utf-8"))
     data["hosts"][0]["playbook"]["spec"]["version"] = {"file": "logs/server.log",
                                                        "pattern": r"sample-middleware (\S+) started"}
-    plan.write_text(readable_json(sign_plan(data, load_private_key(sandbox.operator_key), plan_digest)),
+    plan.write_text(readable_json(sign_plan(data, load_private_key(sandbox.requester_key), plan_digest)),
                     encoding="utf-8")
     approval = approve(sandbox, plan)
     before = pristine(sandbox)
