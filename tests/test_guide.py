@@ -572,8 +572,11 @@ def test_yes_mode_upgrades_without_questions_and_never_opens_access(sandbox: San
 def test_yes_mode_finds_the_install_by_its_files_and_without_approval_writes_the_plan(sandbox: Sandbox,
                                                                                        tmp_path: Path) -> None:
     """The install is found by the playbook's files in UPGRADER_SEARCH_PATH (the folder renamed: names are not
-    trusted); with no approval the plan for it is written and the guide exits 4 without asking anything."""
+    trusted); with no approval the plan for it is written and the guide exits 4 without asking anything. (Found
+    without an inventory, the install's maintenance contract date comes from the operator's policy.)"""
     box = sandbox
+    box.policy.write_text(box.policy.read_text(encoding="utf-8") + "rules:\n  contracts: {'*': 2099-12-31}\n",
+                          encoding="utf-8")
     child = guide(box, "--yes", "--catalog", str(box.catalog), "--to", "7.0.4.2", "--var", f"port={box.port}",
                   env={"UPGRADER_SEARCH_PATH": f"{tmp_path}/nothing-here/*:{box.root}/hosts/*"})
     child.expect(f"Found sample-middleware in {box.install_dir}")
