@@ -129,6 +129,20 @@ def sandbox(tmp_path: Path) -> Iterator[Sandbox]:
         kill_processes_under(tmp_path)
 
 
+def contract_in_policy(box: Sandbox, hosts: str = "*", until: str = "2099-12-31") -> None:
+    """The operator's policy states the maintenance contract of ``hosts`` (the date an install the guide finds
+    without an inventory is judged by)."""
+    box.policy.write_text(box.policy.read_text(encoding="utf-8") + f"rules:\n  contracts: {{'{hosts}': {until}}}\n",
+                          encoding="utf-8")
+
+
+@pytest.fixture
+def guide_contract(request: pytest.FixtureRequest) -> None:
+    """For the guide's tests: the sandbox policy gives every host a contract (the guide's host has no inventory)."""
+    if "sandbox" in request.fixturenames:
+        contract_in_policy(request.getfixturevalue("sandbox"))
+
+
 def upgrader(box: Sandbox, *argv: str) -> int:
     """Run the real CLI in-process against the sandbox's home (with the clock of ``now_at``, if the test set one).
     A ``plan`` (not ``plan show``/``digest``) without ``--key`` is signed by the sandbox's requester (the policy

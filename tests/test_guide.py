@@ -23,6 +23,9 @@ from upgrader.guide_messages import MESSAGES, RULES, Messages
 from upgrader.language import resolve_lang
 from upgrader.journal import read_journal
 
+# the guide finds installs without an inventory: their contract date is in the operator's policy
+pytestmark = pytest.mark.usefixtures("guide_contract")
+
 UPGRADER = str(Path(sys.executable).with_name("upgrader"))
 TIMEOUT = 60
 
@@ -575,8 +578,6 @@ def test_yes_mode_finds_the_install_by_its_files_and_without_approval_writes_the
     trusted); with no approval the plan for it is written and the guide exits 4 without asking anything. (Found
     without an inventory, the install's maintenance contract date comes from the operator's policy.)"""
     box = sandbox
-    box.policy.write_text(box.policy.read_text(encoding="utf-8") + "rules:\n  contracts: {'*': 2099-12-31}\n",
-                          encoding="utf-8")
     child = guide(box, "--yes", "--catalog", str(box.catalog), "--to", "7.0.4.2", "--var", f"port={box.port}",
                   env={"UPGRADER_SEARCH_PATH": f"{tmp_path}/nothing-here/*:{box.root}/hosts/*"})
     child.expect(f"Found sample-middleware in {box.install_dir}")
