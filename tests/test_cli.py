@@ -318,7 +318,8 @@ def test_approve_output_into_a_directory_exits_2_naming_it(sandbox, tmp_path):
     box = sandbox
     plan = tmp_path / "plan.json"
     res = upgrader_process("--home", str(box.root), "plan", "--inventory", str(box.inventory), "--to", "7.0.4.2",
-                           "--catalog", str(box.catalog), "-o", str(plan), cwd=tmp_path)
+                           "--catalog", str(box.catalog), "--key", str(box.requester_key), "-o", str(plan),
+                           cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     (tmp_path / "approvals").mkdir()
     res = upgrader_process("--home", str(box.root), "approve", str(plan), "--key", str(box.engineer_key),

@@ -14,6 +14,7 @@ B4 an unsigned plan under another name, approved by its author
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 from pathlib import Path
@@ -296,15 +297,23 @@ def test_the_policys_contract_date_limits_the_inventorys(sandbox: Sandbox, tmp_p
 def test_an_engineer_cannot_approve_their_own_unsigned_plan_under_another_label(
         sandbox: Sandbox, capsys: pytest.CaptureFixture[str]) -> None:
     """Under the demo's policy (and the shipped default) plans must be signed: the engineer's unsigned plan under the
-    label change-board, approved with their own key, is refused at run (exit 4); signed with their key, approve
-    refuses it as their own plan. Nothing on the host changed."""
+    label change-board is refused by approve (exit 4, no approval written); an approval of it made with the library
+    is refused at run (exit 4); signed with their key, approve refuses it as their own plan. Nothing on the host
+    changed."""
+    from upgrader.approval import make_statement, write_approval
+    from upgrader.keys import load_private_key
+
     out = sandbox.plans / "unsigned.json"
     capsys.readouterr()
     rc = main(["--home", str(sandbox.root), "plan", "--requester", "change-board", "--inventory",
                str(sandbox.inventory), "--to", "7.0.5.0", "--catalog", str(sandbox.catalog), "-o", str(out)])
     assert rc == ExitCode.OK
-    approval = approve(sandbox, out)
     before = pristine(sandbox)
+    approval = sandbox.approvals / "unsigned.approval"
+    rc, err = cli(sandbox, capsys, "approve", str(out), "--key", str(sandbox.engineer_key), "-o", str(approval))
+    assert rc == ExitCode.APPROVAL_REFUSED and "the plan is not signed" in err and not approval.exists(), err
+    write_approval(approval, make_statement(load_plan(out).digest, "engineer@vendor", "change-board",
+                                            dt.datetime.now(dt.UTC), 3600), load_private_key(sandbox.engineer_key))
     rc, err = cli(sandbox, capsys, "run", str(out), "--approval", str(approval))
     assert rc == ExitCode.APPROVAL_REFUSED and "the plan is not signed" in err, err
     rc, err, signed = _plan(sandbox, capsys, "signed", sandbox.inventory, "7.0.5.0", "--requester", "change-board",

@@ -40,6 +40,10 @@ def cmd_approve(args: argparse.Namespace) -> int:
     clock = clock_of(args)
     principal = _approver_name(args.principal, identity, policy, clock.now())
     signer = plan_signer(plan.data, plan.digest, str(args.plan))
+    if signer is None and not policy.allow_unsigned_plans:
+        raise ApprovalRefused(f"{args.plan}: the plan is not signed and the policy requires signed plans "
+                              "(approvals.allow_unsigned_plans: false): nobody can tell who asked for it",
+                              hint="ask the requester to make it with 'upgrader plan --key THEIR_KEY'")
     if signer == identity.key_blob and not policy.allow_self_approval:
         raise ApprovalRefused(f"the plan was signed with your key {identity.fingerprint}: you cannot approve your own "
                               "plan (segregation of duties)", hint="another engineer approves it with their own key")
