@@ -134,15 +134,39 @@ def sandbox(tmp_path: Path) -> Iterator[Sandbox]:
         kill_processes_under(tmp_path)
 
 
+def contract_in_policy(box: Sandbox, hosts: str = "*", until: str = "2099-12-31") -> None:
+    """The operator's policy states the maintenance contract of ``hosts`` (the date an install the guide finds
+    without an inventory is judged by)."""
+    box.policy.write_text(box.policy.read_text(encoding="utf-8") + f"rules:\n  contracts: {{'{hosts}': {until}}}\n",
+                          encoding="utf-8")
+
+
+@pytest.fixture
+def guide_contract(request: pytest.FixtureRequest) -> None:
+    """For the guide's tests: the sandbox policy gives every host a contract (the guide's host has no inventory)."""
+    if "sandbox" in request.fixturenames:
+        contract_in_policy(request.getfixturevalue("sandbox"))
+
+
 def upgrader(box: Sandbox, *argv: str) -> int:
-    """Run the real CLI in-process against the sandbox's home (with the clock of ``now_at``, if the test set one)."""
-    return main(["--home", str(box.root), *argv], clock=_CLOCK)
+    """Run the real CLI in-process against the sandbox's home (with the clock of ``now_at``, if the test set one).
+    A ``plan`` (not ``plan show``/``digest``) without ``--key`` is signed by the sandbox's requester (the policy
+    requires signed plans); a test that wants an unsigned plan calls ``main`` itself."""
+    return main(["--home", str(box.root), *signed_plan(box, argv)], clock=_CLOCK)
+
+
+def signed_plan(box: Sandbox, argv: tuple[str, ...] | list[str]) -> list[str]:
+    """``argv`` of a ``plan`` command with the sandbox requester's ``--key`` added when it has none."""
+    argv = list(argv)
+    if argv[:1] == ["plan"] and argv[1:2] not in (["show"], ["digest"]) and "--key" not in argv:
+        argv += ["--key", str(box.requester_key)]
+    return argv
 
 
 def plan_to(box: Sandbox, version: str, *extra: str) -> tuple[int, Path]:
     out = box.plans / f"to-{version}-{len(list(box.plans.iterdir()))}.json"
     rc = upgrader(box, "plan", "--inventory", str(box.inventory), "--to", version, "--catalog", str(box.catalog),
-                  "-o", str(out), *extra)
+                  "-o", str(out), *extra)  # signed by the sandbox operator unless extra gives --key
     return rc, out
 
 

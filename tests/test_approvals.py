@@ -37,7 +37,8 @@ from upgrader.cli import main
 from upgrader.cli.commands.demo import Sandbox, free_port
 from upgrader.core.exit_codes import ExitCode
 from upgrader.trust.keys import load_private_key
-from upgrader.core.plan import load_plan
+from upgrader.core.plan import load_plan, plan_digest
+from upgrader.trust.requester import sign_plan
 from upgrader.sample import install
 
 FROM, TO = "7.0.4.1", "7.0.4.2"
@@ -160,9 +161,16 @@ def test_approval_signed_by_a_key_not_in_allowed_signers_is_refused(sandbox: San
 
 def test_approval_by_a_known_key_under_another_engineers_name_is_refused(sandbox: Sandbox,
                                                                          capsys: pytest.CaptureFixture[str]) -> None:
-    """The engineer's own key cannot sign an approval in the name of someone else."""
+    """The engineer's own key cannot sign an approval in the name of someone else: approve refuses it before writing
+    the file (exit 4), and an approval signed that way with the library is refused by run."""
     plan = planned(sandbox)
-    claimed = approve_with(sandbox, plan, sandbox.engineer_key, "claimed", "--as", "boss@vendor")
+    out = sandbox.approvals / "claimed.approval"
+    rc, err = cli(sandbox, capsys, "approve", str(plan), "--key", str(sandbox.engineer_key), "--as", "boss@vendor",
+                  "-o", str(out))
+    assert rc == ExitCode.APPROVAL_REFUSED and "boss@vendor" in err and not out.exists(), err
+    statement = make_statement(load_plan(plan).digest, "boss@vendor", "requester", dt.datetime.now(dt.UTC), 3600)
+    write_approval(out, statement, load_private_key(sandbox.engineer_key))
+    claimed = out
     assert_refused(sandbox, capsys, plan, [claimed], "boss@vendor", "not to", before=pristine(sandbox))
 
 
@@ -281,7 +289,8 @@ def test_plan_edited_by_hand_loses_its_approval(sandbox: Sandbox, capsys: pytest
     plan = planned(sandbox)
     approval = approve(sandbox, plan)
     data = json.loads(plan.read_text(encoding="utf-8"))
-    edit(data)
+    edit(data)  # and signed again by the requester, whose plan it is
+    data = sign_plan(data, load_private_key(sandbox.requester_key), plan_digest)
     plan.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     assert_refused(sandbox, capsys, plan, [approval], "changed after it was approved", before=pristine(sandbox))
 
@@ -508,13 +517,16 @@ def test_a_requester_name_does_not_hide_an_engineer_running_their_own_plan(sandb
                                                                            monkeypatch: pytest.MonkeyPatch,
                                                                            requester: str) -> None:
     """The engineer makes an unsigned plan claiming another requester (--requester bob, UPGRADER_USER=bob), approves
-    it and runs it with their own key: the key that runs an unsigned plan is its requester, so the approval by
-    that same key is a self-approval: exit 4, nothing touched."""
+    it and runs it with their own key, under a policy that allows unsigned plans: the key that runs an unsigned
+    plan is its requester, so the approval by that same key is a self-approval: exit 4, nothing touched."""
+    set_policy(sandbox, "allow_unsigned_plans: false", "allow_unsigned_plans: true")
+    plan = sandbox.plans / "unsigned.json"
+    extra = [requester]
     if requester.startswith("UPGRADER_USER="):
         monkeypatch.setenv("UPGRADER_USER", requester.split("=", 1)[1])
-        plan = planned(sandbox)
-    else:
-        plan = planned(sandbox, TO, requester)
+        extra = []
+    assert main(["--home", str(sandbox.root), "plan", "--inventory", str(sandbox.inventory), "--to", TO, "--catalog",
+                 str(sandbox.catalog), "-o", str(plan), *extra]) == ExitCode.OK
     assert json.loads(plan.read_text(encoding="utf-8"))["requester"]["user"].startswith("bob")
     approval = approve(sandbox, plan)
     before = pristine(sandbox)
@@ -546,7 +558,11 @@ def test_a_wildcard_signer_cannot_approve_under_another_name(sandbox: Sandbox, t
     assert upgrader(sandbox, "keys", "generate", str(key)) == ExitCode.OK
     add_signer(sandbox.keys / "allowed_signers", "*@vendor", key, 'namespaces="upgrader-approval"')
     plan = planned(sandbox, TO, "--requester", "alice@vendor")
-    approval = approve_with(sandbox, plan, key, "wild", "--as", "bob@vendor")
+    approval = sandbox.approvals / "wild.approval"
+    rc, err = cli(sandbox, capsys, "approve", str(plan), "--key", str(key), "--as", "bob@vendor", "-o", str(approval))
+    assert rc == ExitCode.APPROVAL_REFUSED and "only as *@vendor" in err and not approval.exists(), err
+    statement = make_statement(load_plan(plan).digest, "bob@vendor", "alice@vendor", dt.datetime.now(dt.UTC), 3600)
+    write_approval(approval, statement, load_private_key(key))  # signed with the library: run refuses it too
     assert_refused(sandbox, capsys, plan, [approval], "bob@vendor", "only through the pattern *@vendor",
                    "named exactly", before=pristine(sandbox))
 

@@ -224,11 +224,12 @@ def test_wrong_type_in_playbook_exits_2_naming_file_and_key(box, tmp_path):
     """A playbook with backup.keep: 'three' exits 2 naming the playbook file and backup.keep."""
     spec = yaml.safe_load((shipped_playbooks_dir() / "sample-middleware.yaml").read_text())
     spec["backup"]["keep"] = "three"
-    playbook = tmp_path / "my-playbook.yaml"
+    playbook = box.root / "playbooks" / "my-playbook.yaml"  # the operator's playbooks: HOME/playbooks
+    playbook.parent.mkdir(exist_ok=True)
     playbook.write_text(yaml.safe_dump(spec))
     inv = tmp_path / "inventory.yaml"
     inv.write_text(box.inventory.read_text().replace("    playbook: sample-middleware\n",
-                                                     f"    playbook: {playbook}\n"))
+                                                     "    playbook: my-playbook\n"))
     res = plan_process(box, inv, tmp_path)
     assert_bad_input(res, str(playbook), "backup.keep", "integer")
 
@@ -237,11 +238,12 @@ def test_bad_duration_in_playbook_exits_2_naming_file_and_key(box, tmp_path):
     """A playbook with stop.timeout: sixty exits 2 naming the playbook file, stop.timeout and a valid form."""
     spec = yaml.safe_load((shipped_playbooks_dir() / "sample-middleware.yaml").read_text())
     spec["stop"]["timeout"] = "sixty"
-    playbook = tmp_path / "my-playbook.yaml"
+    playbook = box.root / "playbooks" / "my-playbook.yaml"  # the operator's playbooks: HOME/playbooks
+    playbook.parent.mkdir(exist_ok=True)
     playbook.write_text(yaml.safe_dump(spec))
     inv = tmp_path / "inventory.yaml"
     inv.write_text(box.inventory.read_text().replace("    playbook: sample-middleware\n",
-                                                     f"    playbook: {playbook}\n"))
+                                                     "    playbook: my-playbook\n"))
     res = plan_process(box, inv, tmp_path)
     assert_bad_input(res, str(playbook), "stop.timeout", "'sixty'", "30s")
 
@@ -316,7 +318,8 @@ def test_approve_output_into_a_directory_exits_2_naming_it(sandbox, tmp_path):
     box = sandbox
     plan = tmp_path / "plan.json"
     res = upgrader_process("--home", str(box.root), "plan", "--inventory", str(box.inventory), "--to", "7.0.4.2",
-                           "--catalog", str(box.catalog), "-o", str(plan), cwd=tmp_path)
+                           "--catalog", str(box.catalog), "--key", str(box.requester_key), "-o", str(plan),
+                           cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     (tmp_path / "approvals").mkdir()
     res = upgrader_process("--home", str(box.root), "approve", str(plan), "--key", str(box.engineer_key),

@@ -26,6 +26,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import approve, plan_to, product_digest, upgrader
+from trust_support import resigned
 from fleet import Fleet
 from upgrader import agent, sample
 from upgrader.cli import main
@@ -373,7 +374,7 @@ def edited_plan(plan: Path, catalog: Path, entry: dict[str, object]) -> Path:
     for host in data["hosts"]:
         host["package"] = {**host["package"], **{k: entry[k] for k in ("file", "sha256", "size", "limits")}}
     out = plan.with_name("edited-" + plan.name)
-    out.write_text(json.dumps(data, indent=2))
+    out.write_text(json.dumps(resigned(data, plan.parent.parent), indent=2))  # the requester signs it again
     return out
 
 

@@ -68,11 +68,12 @@ def use_playbook(box: Sandbox, name: str, **changes: Any) -> Path:
     spec["observe"]["window"] = "0.5s"
     for key, value in changes.items():
         spec[key] = {**spec[key], **value} if isinstance(spec.get(key), dict) else value
-    path = box.root / f"{name}.yaml"
+    path = box.root / "playbooks" / f"{name}.yaml"  # the operator's playbooks: HOME/playbooks, named by name
+    path.parent.mkdir(exist_ok=True)
     path.write_text(yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
     inventory = yaml.safe_load(box.inventory.read_text(encoding="utf-8"))
     for host in inventory["hosts"].values():
-        host["playbook"] = str(path)
+        host["playbook"] = name
     box.inventory.write_text(yaml.safe_dump(inventory, sort_keys=False), encoding="utf-8")
     return path
 

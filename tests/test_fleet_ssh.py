@@ -75,9 +75,9 @@ def digests(f: Fleet) -> dict[str, dict[str, tuple[str, int]]]:
 
 
 def hook_playbook(f: Fleet, name: str, hook: str, command: str) -> Path:
-    """A copy of the quick playbook with one hook; the inventory then names it by path."""
+    """A copy of the quick playbook with one hook (in HOME/playbooks); the inventory then names it."""
     path = f.write_playbook(name, hooks={hook: [{"command": command, "timeout": "60s"}]})
-    f.write_inventory(playbook=str(path))
+    f.write_inventory(playbook=path.stem)
     return path
 
 
@@ -430,7 +430,7 @@ def test_a_second_run_while_the_first_observes_is_refused_by_the_lock(fleet):
     spec = yaml.safe_load(f.playbook.read_text())
     spec["observe"]["probes"].append(spec_probe)
     gated = f.write_playbook("gated", observe=spec["observe"])
-    f.write_inventory(playbook=str(gated))
+    f.write_inventory(playbook=gated.stem)
     plan_a = planned(f, "7.0.4.2")
     f.write_inventory()
     plan_b = planned(f, "7.0.4.2")

@@ -23,6 +23,9 @@ from upgrader.cli.guide_messages import MESSAGES, RULES, Messages
 from upgrader.core.language import resolve_lang
 from upgrader.core.journal import read_journal
 
+# the guide finds installs without an inventory: their contract date is in the operator's policy
+pytestmark = pytest.mark.usefixtures("guide_contract")
+
 UPGRADER = str(Path(sys.executable).with_name("upgrader"))
 TIMEOUT = 60
 
@@ -572,7 +575,8 @@ def test_yes_mode_upgrades_without_questions_and_never_opens_access(sandbox: San
 def test_yes_mode_finds_the_install_by_its_files_and_without_approval_writes_the_plan(sandbox: Sandbox,
                                                                                        tmp_path: Path) -> None:
     """The install is found by the playbook's files in UPGRADER_SEARCH_PATH (the folder renamed: names are not
-    trusted); with no approval the plan for it is written and the guide exits 4 without asking anything."""
+    trusted); with no approval the plan for it is written and the guide exits 4 without asking anything. (Found
+    without an inventory, the install's maintenance contract date comes from the operator's policy.)"""
     box = sandbox
     child = guide(box, "--yes", "--catalog", str(box.catalog), "--to", "7.0.4.2", "--var", f"port={box.port}",
                   env={"UPGRADER_SEARCH_PATH": f"{tmp_path}/nothing-here/*:{box.root}/hosts/*"})

@@ -25,6 +25,9 @@ from upgrader.cli.commands.demo import Sandbox
 from upgrader.cli.guide_messages import MESSAGES, PHASES, RULES
 from upgrader.customer.inspect_report import _LABELS
 
+# the guide finds installs without an inventory: their contract date is in the operator's policy
+pytestmark = pytest.mark.usefixtures("guide_contract")
+
 BIN = str(Path(sys.executable).parent)
 
 

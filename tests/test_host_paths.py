@@ -206,10 +206,11 @@ def templated_playbook(box: Sandbox) -> None:
             probe["pid_file"] = "${pid_file}"
         if probe["type"] == "log":
             probe["file"] = "${server_log}"
-    path = box.root / "templated.yaml"
+    path = box.root / "playbooks" / "templated.yaml"  # the operator's playbooks: HOME/playbooks
+    path.parent.mkdir(exist_ok=True)
     path.write_text(yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
     inv = yaml.safe_load(box.inventory.read_text(encoding="utf-8"))
-    inv["hosts"]["app-01"]["playbook"] = str(path)
+    inv["hosts"]["app-01"]["playbook"] = "templated"
     box.inventory.write_text(yaml.safe_dump(inv, sort_keys=False), encoding="utf-8")
 
 
@@ -420,10 +421,11 @@ def preserving_playbook(box: Sandbox, *extra: str) -> None:
     spec = yaml.safe_load((shipped_playbooks_dir() / "sample-middleware.yaml").read_text(encoding="utf-8"))
     spec["name"] = "preserving"
     spec["preserve"] += [{"path": p, "kind": "data"} for p in extra]
-    path = box.root / "preserving.yaml"
+    path = box.root / "playbooks" / "preserving.yaml"  # the operator's playbooks: HOME/playbooks
+    path.parent.mkdir(exist_ok=True)
     path.write_text(yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
     inv = yaml.safe_load(box.inventory.read_text(encoding="utf-8"))
-    inv["hosts"]["app-01"]["playbook"] = str(path)
+    inv["hosts"]["app-01"]["playbook"] = "preserving"
     box.inventory.write_text(yaml.safe_dump(inv, sort_keys=False), encoding="utf-8")
 
 

@@ -97,10 +97,11 @@ def playbook_data() -> dict[str, Any]:
 def use_playbook(box: Sandbox, spec: dict[str, Any], name: str = "custom") -> Path:
     spec = {**spec, "name": name}
     spec["observe"] = {**spec["observe"], "window": "0.5s"}
-    path = write_yaml(box.root / f"{name}.yaml", spec)
+    (box.root / "playbooks").mkdir(exist_ok=True)  # the operator's playbooks: HOME/playbooks, named by name
+    path = write_yaml(box.root / "playbooks" / f"{name}.yaml", spec)
     inv = inventory_data(box)
     for host in inv["hosts"].values():
-        host["playbook"] = str(path)
+        host["playbook"] = name
     write_yaml(box.inventory, inv)
     return path
 
@@ -185,14 +186,19 @@ def write_catalog(box: Sandbox, directory: Path, entries: list[dict[str, Any]]) 
 
 
 def edited_plan(box: Sandbox, plan: Path, catalog: Path, entry: dict[str, Any]) -> Path:
-    """The plan, edited to take its 7.0.4.2 package from another catalog (as a tampering tool would)."""
+    """The plan, edited to take its 7.0.4.2 package from another catalog (as a tampering tool would) and signed again
+    by its requester."""
+    from upgrader.trust.keys import load_private_key
+    from upgrader.core.plan import plan_digest
+    from upgrader.trust.requester import sign_plan
+
     data = json.loads(plan.read_text())
     data["catalog"] = {"path": str(catalog.resolve()), "sha256": file_digest(catalog), "serial": 1}
     (host,) = data["hosts"]
     host["package"] = {**host["package"], **{k: entry[k] for k in ("file", "sha256", "size")},
                        "limits": entry["limits"]}
     out = plan.with_name("edited-" + plan.name)
-    out.write_text(json.dumps(data, indent=2))
+    out.write_text(json.dumps(sign_plan(data, load_private_key(box.requester_key), plan_digest), indent=2))
     return out
 
 
@@ -559,7 +565,7 @@ def test_install_dir_with_spaces_quotes_and_shell_code_upgrades_over_ssh_and_inj
     box = f.box
     box.install_dir = f.hosts[0].install_dir.parent / WEIRD_DIR.format(token=token) / "app-01"
     sample.install(box.install_dir, port=box.port)
-    f.write_inventory(install_dir=str(box.install_dir), playbook=str(f.playbook))
+    f.write_inventory(install_dir=str(box.install_dir), playbook=f.playbook.stem)
     subprocess.run([str(box.install_dir / "bin" / "start.sh")], check=True,
                    env={**os.environ, "PYTHON": sys.executable})
     box.wait_version(OLD, timeout=15)

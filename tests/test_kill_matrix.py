@@ -153,9 +153,14 @@ def quick_playbook(root: Path, name: str, hooks: dict[str, Any], start: str | No
 
 
 def use_playbook(box: Sandbox, playbook: Path) -> None:
+    """The playbook becomes one of the operator's (HOME/playbooks/NAME.yaml); the inventory names it by name."""
+    mine = box.root / "playbooks" / playbook.name
+    mine.parent.mkdir(exist_ok=True)
+    if mine != playbook:
+        mine.write_bytes(playbook.read_bytes())
     data = yaml.safe_load(box.inventory.read_text(encoding="utf-8"))
     for host in data["hosts"].values():
-        host["playbook"] = str(playbook)
+        host["playbook"] = playbook.stem
     box.inventory.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
 
 

@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 import yaml  # type: ignore[import-untyped]
 
-from conftest import approve, plan_to, upgrader
+from conftest import approve, plan_to, signed_plan, upgrader
 from trust_support import add_signer, cli, copy_catalog, host_state, pristine, state_dir, vendor_catalog
 from upgrader.cli import main
 from upgrader.cli.commands import _common
@@ -40,8 +40,8 @@ def _plan(box: Sandbox, capsys: pytest.CaptureFixture[str], name: str, *extra: s
           catalog: Path | None = None, home: Path | None = None) -> tuple[int, str, Path]:
     out = box.plans / f"{name}.json"
     capsys.readouterr()
-    rc = main(["--home", str(home or box.root), "plan", "--inventory", str(box.inventory), "--to", to,
-               "--catalog", str(catalog or box.catalog), "-o", str(out), *extra])
+    rc = main(["--home", str(home or box.root), *signed_plan(box, ["plan", "--inventory", str(box.inventory), "--to", to,
+               "--catalog", str(catalog or box.catalog), "-o", str(out), *extra])])
     return rc, capsys.readouterr().err, out
 
 
@@ -453,13 +453,17 @@ def test_rollback_takes_the_operators_policy_not_the_path_in_the_plan(sandbox: S
 # (attack report on issue 12: each plan edit below was approved by a real engineer key and run by the operator)
 
 
-def _edit_plan(plan: Path, edit: Any) -> None:
-    """The requester edits their plan file (as a text editor would) before it is approved."""
-    from upgrader.core.plan import readable_json
+def _edit_plan(plan: Path, edit: Any, key: Path | None = None) -> None:
+    """The requester edits their plan file (as a text editor would) before it is approved, and signs it again with
+    their key (``key``, else the sandbox requester's)."""
+    from upgrader.trust.keys import load_private_key
+    from upgrader.core.plan import plan_digest, readable_json
+    from upgrader.trust.requester import sign_plan
 
     data = json.loads(plan.read_text(encoding="utf-8"))
     edit(data)
-    plan.write_text(readable_json(data), encoding="utf-8")
+    signer = key or plan.parent.parent / "keys" / "requester"
+    plan.write_text(readable_json(sign_plan(data, load_private_key(signer), plan_digest)), encoding="utf-8")
 
 
 def _approved_run(box: Sandbox, capsys: pytest.CaptureFixture[str], plan: Path) -> tuple[int, str]:

@@ -98,7 +98,7 @@ def test_the_old_test_variables_change_nothing_on_the_installed_product(installe
     old = faketime_env(made_at.isoformat())
     plan, approval = box.plans / "old.json", box.approvals / "old.approval"
     made = cli("plan", "--inventory", str(box.inventory), "--to", "7.0.4.2", "--catalog", str(box.catalog),
-               "-o", str(plan), env=old)
+               "--key", str(box.requester_key), "-o", str(plan), env=old)
     assert made.returncode == 0, made.stderr
     signed = cli("approve", str(plan), "--key", str(box.engineer_key), "--expires", "1h", "-o", str(approval), env=old)
     assert signed.returncode == 0, signed.stderr
@@ -112,7 +112,7 @@ def test_the_old_test_variables_change_nothing_on_the_installed_product(installe
 
     fresh = box.plans / "fresh.json"
     assert cli("plan", "--inventory", str(box.inventory), "--to", "7.0.4.2", "--catalog", str(box.catalog),
-               "-o", str(fresh)).returncode == 0
+               "--key", str(box.requester_key), "-o", str(fresh)).returncode == 0
     approval = box.approvals / "fresh.approval"
     assert cli("approve", str(fresh), "--key", str(box.engineer_key), "-o", str(approval)).returncode == 0
     started = time.monotonic()

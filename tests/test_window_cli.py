@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from conftest import approve, faketime_env, now_at, plan_to, product_digest, upgrader
+from trust_support import resigned
 from upgrader.audit.log import read_events
 from upgrader.cli.commands.demo import Sandbox
 
@@ -79,7 +80,7 @@ def test_the_window_is_part_of_the_plan_digest(sandbox, monkeypatch, capsys):
     approval = approve(box, plan)
     data = json.loads(plan.read_text())
     data["window"]["inside"] = True
-    plan.write_text(json.dumps(data))
+    plan.write_text(json.dumps(resigned(data, box.root)))  # the requester signs the edited plan again
     before = product_digest(box.install_dir)
     assert upgrader(box, "run", str(plan), "--approval", str(approval)) == 4
     assert "the plan changed after it was approved" in capsys.readouterr().err

@@ -27,6 +27,7 @@ __all__ = [
     "make_ssh_key",
     "pristine",
     "public_key_fields",
+    "resigned",
     "rebuild_package",
     "set_policy",
     "split_approval",
@@ -139,6 +140,16 @@ def cli(box: Sandbox, capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[i
     capsys.readouterr()
     rc = upgrader(box, *argv)
     return rc, capsys.readouterr().err
+
+
+def resigned(data: dict[str, object], sandbox_root: Path) -> dict[str, object]:
+    """Plan data edited by its requester and signed again with their key (the sandbox's keys/requester), as the
+    requester of a plan would after editing it."""
+    from upgrader.trust.keys import load_private_key
+    from upgrader.core.plan import plan_digest
+    from upgrader.trust.requester import sign_plan
+
+    return sign_plan(dict(data), load_private_key(sandbox_root / "keys" / "requester"), plan_digest)
 
 
 def split_approval(approval: Path, directory: Path) -> tuple[Path, Path]:

@@ -12,6 +12,7 @@ files a policy points to (``holidays`` reads the ``window.holidays`` calendar);
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import os
 import re
@@ -130,6 +131,31 @@ def _optional_path(value: object) -> str | None:
     return value
 
 
+def _contracts(value: object) -> tuple[tuple[str, str], ...]:
+    """{host name or pattern: YYYY-MM-DD}: the operator's maintenance contract end dates; as (pattern, ISO date)
+    pairs in the file's order."""
+    import datetime as _dt
+
+    expected = ("a mapping of host names or patterns (app-*, *) to contract end dates YYYY-MM-DD, e.g. "
+                "{app-01: 2027-06-30}")
+    if value is None:
+        return ()
+    if not isinstance(value, dict):
+        raise _Invalid(expected)
+    out = []
+    for name, when in value.items():
+        if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.*?\[\]-]{1,200}", name):
+            raise _Invalid(f"{expected}; {_show(name)} is not a host name or pattern")
+        if isinstance(when, _dt.datetime) or not isinstance(when, (_dt.date, str)):
+            raise _Invalid(f"{expected}; {name} has {_show(when)}")
+        try:
+            day = when if isinstance(when, _dt.date) else _dt.date.fromisoformat(when)
+        except ValueError:
+            raise _Invalid(f"{expected}; {name} has {_show(when)}") from None
+        out.append((name, day.isoformat()))
+    return tuple(out)
+
+
 def _response_hours(value: object) -> tuple[float, float, float, float]:
     """{1: h, 2: h, 3: h, 4: h}: hours to respond to an incident of each severity level; a level
     left out keeps its default."""
@@ -167,11 +193,12 @@ SCHEMA: tuple[Setting, ...] = (
     Setting("rules.refused_changes", _names,
             ("external_interface", "config_format", "monitoring")),
     Setting("rules.require_maintenance_contract", _boolean, True),
+    Setting("rules.contracts", _contracts, ()),
     Setting("rules.manual_changes", _one_of("warn", "block"), "warn"),
     Setting("approvals.required", _count, 1),
     Setting("approvals.allow_self_approval", _boolean, False),
     Setting("approvals.allowed_signers", _optional_path, None),
-    Setting("approvals.allow_unsigned_plans", _boolean, True),
+    Setting("approvals.allow_unsigned_plans", _boolean, False),
     Setting("catalog.trusted_signers", _optional_path, None),
     Setting("audit.allowed_signers", _optional_path, None),
     Setting("window.timezone", _timezone, "Asia/Shanghai"),
@@ -236,6 +263,16 @@ class Policy:
     def require_maintenance_contract(self) -> bool:
         """Must the host's maintenance contract be valid?"""
         return cast(bool, self.settings["rules.require_maintenance_contract"])
+
+    def contract_until(self, host: str) -> tuple[datetime.date, str] | None:
+        """The earliest contract end date the policy's ``rules.contracts`` gives ``host`` (by exact name or
+        pattern), and the entry it came from; None when no entry names the host."""
+        from fnmatch import fnmatchcase
+
+        found = [(datetime.date.fromisoformat(day), name)
+                 for name, day in cast(tuple[tuple[str, str], ...], self.settings["rules.contracts"])
+                 if name == host or fnmatchcase(host, name)]
+        return min(found) if found else None
 
     @property
     def manual_changes(self) -> Literal["warn", "block"]:

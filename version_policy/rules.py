@@ -40,6 +40,8 @@ class UpgradeRequest:
     requires: VersionRange | None = None
     maintenance_until: datetime.date | None = None
     today: datetime.date | None = None
+    #: the host asked about (its name), when there is one: the policy's ``rules.contracts`` may name it
+    host: str | None = None
 
 
 @dataclass(frozen=True)
@@ -152,15 +154,25 @@ def _declared_changes(req: UpgradeRequest, policy: Policy) -> tuple[Status, str]
 
 
 def _maintenance_contract(req: UpgradeRequest, policy: Policy) -> tuple[Status, str]:
+    """The contract end date is the earlier of the inventory's ``maintenance_until`` and the policy's
+    ``rules.contracts`` entry for the host: the inventory can shorten a contract, never lengthen one the
+    operator's policy states. A host with neither date fails when the policy requires a contract."""
     if not policy.require_maintenance_contract:
         return "skip", "not checked: the policy does not require a maintenance contract"
-    if req.maintenance_until is None:
-        return "skip", "not checked: no host contract date given"
+    until, source = req.maintenance_until, "the inventory's maintenance_until"
+    listed = policy.contract_until(req.host) if req.host is not None else None
+    if listed is not None and (until is None or listed[0] < until):
+        until, source = listed[0], f"the policy's rules.contracts entry {listed[1]!r}"
+    if until is None:
+        if req.host is None:
+            return "skip", "not checked: no host given"
+        return "fail", (f"no maintenance contract date for host {req.host}: the policy requires a contract; give "
+                        "maintenance_until in the inventory or the host in the policy's rules.contracts")
     if req.today is None:
         return "skip", "not checked: no date for today given"
-    if req.today <= req.maintenance_until:
-        return "pass", f"contract valid until {req.maintenance_until} (today {req.today})"
-    return "fail", f"contract ended {req.maintenance_until} (today {req.today})"
+    if req.today <= until:
+        return "pass", f"contract valid until {until} (today {req.today}; from {source})"
+    return "fail", f"contract ended {until} (today {req.today}; from {source})"
 
 
 def _patch_requires(req: UpgradeRequest, policy: Policy) -> tuple[Status, str]:

@@ -687,8 +687,9 @@ class _HostRun:
             self._check_cancel("stop")
         except _PhaseFailed as err:
             self.out.error = f"{err.phase}: {err.message}"
-            self.out.outcome = {"unreachable": "needs_person", "unsafe_path": "bad_input"}.get(err.kind, "unchanged")
             self._finish("unchanged")
+            self.out.outcome = {"unreachable": "needs_person", "unsafe_path": "bad_input",
+                                "version_mismatch": "refused"}.get(err.kind, "unchanged")
             return self.out
         try:
             self.phase("stop", self._stop)
@@ -798,7 +799,8 @@ class _HostRun:
         return f"stopped in {res.get('seconds', 0):.2f}s{how}", {"escalated": res.get("escalated")}
 
     def _install(self) -> tuple[str, Mapping[str, object]]:
-        res = self.call("install", preserve=self.spec["preserve"], target_version=self.p["target"])
+        res = self.call("install", preserve=self.spec["preserve"], target_version=self.p["target"],
+                        version_source=self.spec["version"])  # the host reads the version again after the swap
         return f"{res['files']} files in place in {res['seconds']:.3f}s", res
 
     def _start(self, spec: PlaybookSpec | None = None) -> tuple[str, Mapping[str, object]]:

@@ -12,13 +12,16 @@ from __future__ import annotations
 
 import datetime as _dt
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence, cast
 
 from .errors import ApprovalRefused, PolicyRefused, TransportError
 from .shapes import DecisionData, PlanHost
 
 if TYPE_CHECKING:
     from version_policy import Policy
+
+    from .playbook import Playbook
 
     from ..fleet.inventory import Host
     from ..fleet.transport.base import Transport
@@ -114,3 +117,75 @@ def redecide(hosts: list[PlanHost], *, policy: Policy, catalog: Catalog, now: _d
     if differ:
         raise PolicyRefused("the version policy decides differently now than when the plan was made, nothing was "
                             "changed:\n  " + "\n  ".join(differ))
+
+
+def check_playbooks(hosts: Sequence[Mapping[str, object]], home: str | Path,
+                    given: Mapping[str, Playbook] | None = None) -> None:
+    """Each host's playbook loaded again from the operator's roots (HOME/playbooks, /etc/upgrader/playbooks, the
+    shipped ones; ``given``: name -> Playbook the operator named on this command line): ApprovalRefused (exit 4)
+    when its digest differs from the one the plan records, naming both, or when the plan's rendered steps (version
+    source, stop, start, hooks, probes) are not that playbook's with values put in."""
+    from .playbook import load_operator_playbook
+    from .errors import InputError
+
+    loaded: dict[str, tuple[Playbook, str]] = {}
+    problems: list[str] = []
+    for h in hosts:
+        meta = cast("dict[str, Any]", h.get("playbook") or {})
+        name = str(meta.get("name"))
+        if name not in loaded:
+            if given and name in given:
+                loaded[name] = (given[name], "--playbook")
+            else:
+                try:
+                    loaded[name] = load_operator_playbook(name, home)
+                except InputError as e:
+                    raise ApprovalRefused(f"{h.get('name')}: the plan's playbook {name!r} ({meta.get('path')}, sha256 "
+                                          f"{meta.get('sha256')}) is not one of the operator's: {e.message}; nothing "
+                                          "was changed", hint="make and approve a new plan with the operator's "
+                                          "playbook (HOME/playbooks, /etc/upgrader/playbooks or a shipped one)"
+                                          ) from None
+        pb, where = loaded[name]
+        if pb.digest != meta.get("sha256"):
+            problems.append(f"{h.get('name')}: the plan's playbook {name!r} is {meta.get('path')} (sha256 "
+                            f"{meta.get('sha256')}), the operator's is {pb.path} ({where}, sha256 {pb.digest})")
+            continue
+        spec = meta.get("spec") or {}
+        differ = _template_differs(pb.spec, {k: v for k, v in spec.items()}, "")
+        if differ is None:
+            differ = _template_differs(pb.spec.get("observe"), meta.get("rollback_observe"), "rollback_observe")
+        if differ is not None:
+            problems.append(f"{h.get('name')}: the plan's steps are not those of the operator's playbook {pb.path} "
+                            f"(sha256 {pb.digest}): {differ} differs")
+    if problems:
+        raise ApprovalRefused("the plan was made with another playbook than the operator's, nothing was changed:\n  "
+                              + "\n  ".join(problems),
+                              hint="a playbook comes from HOME/playbooks, /etc/upgrader/playbooks or the shipped "
+                                   "ones, never from the plan: make and approve a new plan")
+
+
+def _template_differs(template: object, rendered: object, key: str) -> str | None:
+    """The first key where ``rendered`` is not ``template`` with its ``${var}`` placeholders filled in, or None."""
+    import re
+
+    if isinstance(template, dict):
+        if not isinstance(rendered, dict) or set(template) != set(rendered):
+            return key or "the spec"
+        for k in template:
+            found = _template_differs(template[k], rendered[k], f"{key}.{k}" if key else k)
+            if found is not None:
+                return found
+        return None
+    if isinstance(template, (list, tuple)):
+        if not isinstance(rendered, list) or len(template) != len(rendered):
+            return key
+        for i, (t, r) in enumerate(zip(template, rendered)):
+            found = _template_differs(t, r, f"{key}[{i}]")
+            if found is not None:
+                return found
+        return None
+    if isinstance(template, str):
+        parts = re.split(r"\$\{[A-Za-z_][A-Za-z0-9_]*\}", template)
+        pattern = "(?s)" + ".*".join(re.escape(p) for p in parts)
+        return None if isinstance(rendered, str) and re.fullmatch(pattern, rendered) else key
+    return None if template == rendered and type(template) is type(rendered) else key

@@ -10,6 +10,7 @@ import getpass
 import socket
 from concurrent.futures import ThreadPoolExecutor
 import datetime as _dt
+from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Literal, Mapping, cast
 
 from ..trust.catalog import Catalog, CatalogEntry, verify_package_file
@@ -20,7 +21,7 @@ from .host_paths import check_rendered, paths_to_check, refuse_unsafe
 from ..fleet.inventory import Host, Inventory
 from .plan import HostInput, Plan, build_plan
 from .shapes import AgentReply, DecisionData, PathsToCheck, PlanPackage, PlaybookSpec, ProbeResult
-from .playbook import Playbook, find_playbook, load_playbook
+from .playbook import Playbook
 from .probe_proof import ProbeUnproven, agent_call, prove
 from ..fleet.transport.base import AgentClient, AgentFailure, Transport
 
@@ -68,9 +69,12 @@ def package_entry(catalog: Catalog, entry: CatalogEntry) -> PlanPackage:
 def make_plan(inventory: Inventory, hosts: list[Host], *, target: str, catalog: Catalog, policy: Policy,
               clock: Clock, connect: Callable[[Host], Transport], forks: int = 8,
               requester: dict[str, str] | None = None, window: Mapping[str, object] | None = None,
-              signed_by: Mapping[str, object] | None = None) -> Plan:
+              signed_by: Mapping[str, object] | None = None, home: str | Path = ".",
+              playbooks: dict[str, tuple[Playbook, str]] | None = None) -> Plan:
     """Read every host (read-only), decide, and build the plan. ``signed_by``: who signed the catalog (its
-    signer, key fingerprint and serial), recorded in the plan for the approver's review."""
+    signer, key fingerprint and serial), recorded in the plan for the approver's review. Each host's playbook
+    NAME comes from the operator's playbook roots under ``home`` (``_common.playbook_roots``), never from
+    beside the inventory; ``playbooks`` (name -> (Playbook, where from)) are ones the caller already chose."""
     from version_policy import (UpgradeRequest, VersionError, decide, parse_range, parse_version)
 
     try:
@@ -78,11 +82,13 @@ def make_plan(inventory: Inventory, hosts: list[Host], *, target: str, catalog: 
     except VersionError as e:
         raise InputError(f"--to: {e}") from None
     today = clock.now().date()
-    playbooks: dict[str, Playbook] = {}
-    search = [inventory.path.parent / "playbooks", inventory.path.parent]
+    from .playbook import load_operator_playbook
+
+    chosen = dict(playbooks or {})
     for h in hosts:
-        if h.playbook not in playbooks:
-            playbooks[h.playbook] = load_playbook(find_playbook(h.playbook, search))
+        if h.playbook not in chosen:
+            chosen[h.playbook] = load_operator_playbook(h.playbook, home, where=str(inventory.path),
+                                                        key=f"hosts.{h.name}.playbook")
     # each package is verified once, before the hosts are contacted (not once per concurrent host thread)
     entries = {h.name: catalog.find(h.product, target) for h in hosts}
     packages: dict[str, PlanPackage] = {}
@@ -91,7 +97,7 @@ def make_plan(inventory: Inventory, hosts: list[Host], *, target: str, catalog: 
             packages[entry.sha256] = package_entry(catalog, entry)
 
     def one(h: Host) -> tuple[HostInput, ProbeUnproven | None]:
-        pb = playbooks[h.playbook]
+        pb, pb_from = chosen[h.playbook]
         if pb.product != h.product:
             raise InputError(f"host {h.name} runs {h.product!r} but playbook {pb.path} is for {pb.product!r}",
                              path=str(inventory.path), key=f"hosts.{h.name}.playbook")
@@ -131,7 +137,7 @@ def make_plan(inventory: Inventory, hosts: list[Host], *, target: str, catalog: 
         finally:
             transport.close()
         return HostInput(host=h.describe(), state_dir=h.state_dir,
-                         playbook={"name": pb.name, "path": str(pb.path), "sha256": pb.digest},
+                         playbook={"name": h.playbook, "path": str(pb.path), "sha256": pb.digest, "from": pb_from},
                          spec=spec, rollback_observe=rollback_observe, facts=facts, package=package,
                          decision=decision, current=current, target=target, vars_read=vars_read,
                          proof=proof), unproven
@@ -187,6 +193,6 @@ def _decide(h: Host, current: str | None, facts: AgentReply, target_v: Version, 
     request = UpgradeRequest(product=h.product, target_product=entry.product, current=current_v, target=target_v,
                              kind=cast(Literal["full", "patch"], entry.kind),
                              declared_changes=tuple(package.get("changes", ())),
-                             requires=requires, maintenance_until=h.maintenance_until, today=today)
+                             requires=requires, maintenance_until=h.maintenance_until, today=today, host=h.name)
     return cast(DecisionData, dict(decide(request, policy).to_dict()))
 

@@ -13,6 +13,7 @@ never run. Write ``${var}`` bare in commands, not inside quotes of your own.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import shlex
 from dataclasses import dataclass, field
@@ -23,8 +24,8 @@ from .document import Section, load_yaml
 from .errors import InputError
 from .shapes import PlaybookSpec, PreserveSpec, ProbeSpec, ProcessSpec, VarsFromSpec
 
-__all__ = ["Playbook", "load_playbook", "find_playbook", "shipped_playbooks_dir", "PROBE_TYPES",
-           "PHASE_HOOKS"]
+__all__ = ["Playbook", "load_playbook", "find_playbook", "operator_playbook", "shipped_playbooks_dir", "PROBE_TYPES",
+           "PHASE_HOOKS", "SYSTEM_PLAYBOOKS", "playbook_roots", "load_operator_playbook"]
 
 PROBE_TYPES = ("process", "tcp", "http", "log", "command")
 PHASE_HOOKS = ("before_stop", "after_stop", "after_install", "after_start", "after_commit", "after_rollback")
@@ -52,7 +53,8 @@ def shipped_playbooks_dir() -> Path:
 
 
 def find_playbook(name: str, search: list[Path] | None = None) -> Path:
-    """A path as given, or ``NAME`` looked up as ``NAME.yaml`` in ``search`` then the shipped ones."""
+    """A path as given (an operator's own ``--playbook FILE`` on the command line), or ``NAME`` looked up as
+    ``NAME.yaml`` in ``search`` then the shipped ones. An inventory's playbook goes through ``operator_playbook``."""
     if "/" in name or name.endswith((".yaml", ".yml")):
         return Path(name)
     dirs = [*(search or []), shipped_playbooks_dir()]
@@ -64,6 +66,35 @@ def find_playbook(name: str, search: list[Path] | None = None) -> Path:
     known = sorted({p.stem for d in dirs if d.is_dir() for p in d.glob("*.y*ml")})
     raise InputError(f"no playbook named {name!r}", hint=f"known playbooks: {', '.join(known) or 'none'}; "
                      "or give a path to a .yaml file")
+
+
+#: a playbook's name in an inventory: letters, digits, '.', '_' and '-' (never a path)
+_PLAYBOOK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+
+def operator_playbook(name: str, roots: list[tuple[Path, str]], *, where: str | None = None,
+                      key: str | None = None) -> tuple[Path, str]:
+    """The playbook an inventory names, from the operator's roots only: ``(path, which root)``.
+
+    ``roots`` are ``(directory, label)`` in order (``HOME/playbooks``, ``/etc/upgrader/playbooks``, then the
+    shipped ones). A playbook is run as the service account on every host: it is the operator's, like the
+    policy, never a file beside the requester's inventory nor a path the inventory gives (InputError, exit 2)."""
+    if not _PLAYBOOK_NAME.fullmatch(name) or name.endswith((".yaml", ".yml")):
+        raise InputError(f"playbook {name!r} is a path, not a playbook name: an inventory names a playbook by name "
+                         "only (e.g. 'tomcat'); upgrader takes it from the operator's playbook directories",
+                         path=where, key=key,
+                         hint="write the name only, and put the playbook in HOME/playbooks/NAME.yaml or "
+                              "/etc/upgrader/playbooks/NAME.yaml")
+    for directory, label in roots:
+        for ext in (".yaml", ".yml"):
+            p = directory / f"{name}{ext}"
+            if p.is_file():
+                return p, label
+    known = sorted({p.stem for d, _ in roots if d.is_dir() for p in d.glob("*.y*ml")})
+    raise InputError(f"no playbook named {name!r} in the operator's playbooks ("
+                     + ", ".join(str(d) for d, _ in roots) + ")", path=where, key=key,
+                     hint=f"known playbooks: {', '.join(known) or 'none'}; put NAME.yaml in HOME/playbooks/ or "
+                          "/etc/upgrader/playbooks/")
 
 
 @dataclass(frozen=True)
@@ -341,3 +372,20 @@ def template_names(spec: object) -> set[str]:
             found |= template_names(v)
     return found
 
+
+#: the machine's playbooks, looked up after HOME/playbooks and before the shipped ones (the operator's, like the policy)
+SYSTEM_PLAYBOOKS = Path("/etc/upgrader/playbooks")
+
+
+def playbook_roots(home: str | Path) -> list[tuple[Path, str]]:
+    """Where an inventory's playbook NAME is looked up, in order, with the words that name each place:
+    HOME/playbooks, the system-wide /etc/upgrader/playbooks, the shipped playbooks. Never beside an inventory."""
+    return [(Path(home) / "playbooks", "HOME/playbooks"), (SYSTEM_PLAYBOOKS, "system playbooks"),
+            (shipped_playbooks_dir(), "shipped playbooks")]
+
+
+def load_operator_playbook(name: str, home: str | Path, *, where: str | None = None,
+                           key: str | None = None) -> tuple[Playbook, str]:
+    """``(Playbook, which root)`` of the playbook NAME from the operator's roots (``playbook_roots``)."""
+    path, label = operator_playbook(name, playbook_roots(home), where=where, key=key)
+    return load_playbook(Path(os.path.abspath(path))), label

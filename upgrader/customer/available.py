@@ -31,7 +31,7 @@ def _entry(e: CatalogEntry) -> dict[str, Any]:
 
 
 def _decide(current: Any, e: CatalogEntry, product: str, maintenance_until: _dt.date | None, today: _dt.date,
-            policy: Any) -> Any:
+            policy: Any, host: str | None = None) -> Any:
     from version_policy import Decision, RuleResult, UpgradeRequest, VersionError, decide, parse_range, parse_version
 
     try:
@@ -42,7 +42,7 @@ def _decide(current: Any, e: CatalogEntry, product: str, maintenance_until: _dt.
     return decide(UpgradeRequest(product=product, target_product=e.product, current=current,
                                  target=parse_version(e.version), kind="patch" if e.kind == "patch" else "full",
                                  declared_changes=e.changes, requires=requires,
-                                 maintenance_until=maintenance_until, today=today), policy)
+                                 maintenance_until=maintenance_until, today=today, host=host), policy)
 
 
 def _affects(advisory: Advisory, version: Any) -> tuple[bool | None, str]:
@@ -77,7 +77,7 @@ def host_offers(*, host: str, product: str, current: str, maintenance_until: _dt
 
     def decision(e: CatalogEntry) -> Any:
         if e.file not in decisions:
-            decisions[e.file] = _decide(current_v, e, product, maintenance_until, today, policy)
+            decisions[e.file] = _decide(current_v, e, product, maintenance_until, today, policy, host)
         return decisions[e.file]
 
     allowed: list[dict[str, Any]] = []

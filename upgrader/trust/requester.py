@@ -100,10 +100,13 @@ def plan_signer(data: PlanData, digest: str, source: str) -> bytes | None:
 
 def requester_of(data: PlanData, digest: str, source: str, *, signers: AllowedSigners | None,
                  allow_unsigned: bool, operator_key: bytes | None) -> Requester:
-    """The requester of a plan as a key: its signer (who must be known in allowed_signers), else, where the
-    policy allows unsigned plans, the operator who runs it."""
+    """The requester of a plan as a key: its signer (who must be known in allowed_signers, or be the operator who
+    runs it: the guide signs its plans with the operator's key), else, where the policy allows unsigned plans, the
+    operator who runs it."""
     key = plan_signer(data, digest, source)
     if key is not None:
+        if key == operator_key:  # signed by the operator who runs it (the guide's plans): they asked for it
+            return Requester(key, literal_principals(signers, key), "signed the plan and runs it")
         if signers is not None and not any(e.key_blob == key for e in signers.entries):
             raise ApprovalRefused(f"{source}: the plan was signed by {fingerprint(key)}, a key that is not in "
                                   f"{signers.source}: nobody can tell whose plan it is",

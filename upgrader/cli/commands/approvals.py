@@ -40,6 +40,10 @@ def cmd_approve(args: argparse.Namespace) -> int:
     clock = clock_of(args)
     principal = _approver_name(args.principal, identity, policy, clock.now())
     signer = plan_signer(plan.data, plan.digest, str(args.plan))
+    if signer is None and not policy.allow_unsigned_plans:
+        raise ApprovalRefused(f"{args.plan}: the plan is not signed and the policy requires signed plans "
+                              "(approvals.allow_unsigned_plans: false): nobody can tell who asked for it",
+                              hint="ask the requester to make it with 'upgrader plan --key THEIR_KEY'")
     if signer == identity.key_blob and not policy.allow_self_approval:
         raise ApprovalRefused(f"the plan was signed with your key {identity.fingerprint}: you cannot approve your own "
                               "plan (segregation of duties)", hint="another engineer approves it with their own key")
@@ -86,8 +90,17 @@ def _approver_name(given: str | None, identity: Any, policy: Any, now: Any) -> s
         raise InputError(f"cannot tell who you are from the key {identity.fingerprint}",
                          hint="give --as PRINCIPAL (your name in the allowed_signers file)")
     signers = load_allowed_signers(policy.resolve_path(signers_path))
-    names = [p for p in signers.principals_for(identity.key_blob, NAMESPACE, now) if is_literal_principal(p)]
+    listed = list(signers.principals_for(identity.key_blob, NAMESPACE, now))
+    names = [p for p in listed if is_literal_principal(p)]
     if given is not None:
+        if listed and given.lower() not in {n.lower() for n in names}:
+            # the key's line names it only through a pattern (or not at all): refused before any file is written
+            raise ApprovalRefused(
+                f"--as {given!r}: your key {identity.fingerprint} is listed in {signers.source} only as "
+                f"{', '.join(listed)}, which does not name {given!r} literally: an approver is named by a literal "
+                "principal of their own key's line",
+                hint="ask the operator to list your key under your own name (e.g. 'alice@vendor "
+                     "namespaces=\"upgrader-approval\" ssh-ed25519 ...') and give --as that name")
         return str(given)  # whether the key may sign under this name is checked (again) by every run
     if len(names) == 1:
         return names[0]

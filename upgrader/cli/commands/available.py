@@ -18,13 +18,13 @@ from ._common import console, load_policy_or_fail, policy_path, print_json
 __all__ = ["cmd_available"]
 
 
-def _installed_version(inventory: Any, host: Any) -> str:
+def _installed_version(inventory: Any, host: Any, home: Any) -> str:
     """The host's installed version, read by the agent's read-only facts action."""
     from ...core.planner import host_facts
-    from ...core.playbook import find_playbook, load_playbook
     from ...fleet.transport import AgentClient, connect
+    from ._common import load_operator_playbook
 
-    pb = load_playbook(find_playbook(host.playbook, [inventory.path.parent / "playbooks", inventory.path.parent]))
+    pb, _ = load_operator_playbook(host.playbook, home, where=str(inventory.path), key=f"hosts.{host.name}.playbook")
     if pb.product != host.product:
         raise UpgraderError(f"the host runs {host.product!r} but playbook {pb.path} is for {pb.product!r}")
     spec = pb.render({"install_dir": host.install_dir, "host": host.name, **host.vars,
@@ -54,7 +54,7 @@ def cmd_available(args: argparse.Namespace) -> int:
 
     def one(host: Any) -> dict[str, Any]:
         try:
-            current = _installed_version(inventory, host)
+            current = _installed_version(inventory, host, args.home)
         except UpgraderError as e:  # keep the other hosts' answers
             return {**unreadable_host(host.name, host.product, e.message), "address": host.address}
         return {**host_offers(host=host.name, product=host.product, current=current,

@@ -46,6 +46,8 @@ class Sandbox:
         self.approvals = root / "approvals"
         self.keys = root / "keys"
         self.engineer_key = self.keys / "engineer"
+        self.operator_key = self.keys / "operator"  # runs the upgrades, signs the audit log
+        self.requester_key = self.keys / "requester"  # asks for upgrades: signs the plans
         self.vendor_key = self.keys / "vendor"
         self.policy = root / "policy.yaml"
 
@@ -125,7 +127,8 @@ def _trust(box: Sandbox) -> None:
 
     lines = []
     for name, principal, namespaces in (("engineer", "engineer@vendor", "upgrader-approval"),
-                                        ("operator", "operator@customer", "upgrader-audit")):
+                                        ("operator", "operator@customer", "upgrader-audit"),
+                                        ("requester", "requester@customer", "upgrader-plan")):
         generate_key(box.keys / name, principal)
         lines.append(signer_line(principal, load_private_key(box.keys / name).public_key(), namespaces))
     (box.keys / "allowed_signers").write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -140,6 +143,7 @@ def _trust(box: Sandbox) -> None:
         "approvals:\n"
         "  required: 1\n"
         "  allow_self_approval: false\n"
+        "  allow_unsigned_plans: false                # every plan is signed by whoever asks for it (plan --key)\n"
         "  allowed_signers: keys/allowed_signers     # engineers (principal, key) who may approve plans\n"
         "audit:\n"
         "  allowed_signers: keys/allowed_signers     # operators whose keys sign audit checkpoints\n"
@@ -195,7 +199,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     for line in (
         "upgrader versions check 7.0.4.3 7.0.5.0",
         f"upgrader --home {home} plan --inventory {home}/inventory.yaml --to 7.0.5.0 --catalog {home}/catalog "
-        f"-o {home}/plans/to-7.0.5.0.json",
+        f"--key {home}/keys/requester -o {home}/plans/to-7.0.5.0.json",
         f"upgrader --home {home} approve {home}/plans/to-7.0.5.0.json --key {home}/keys/engineer "
         f"-o {home}/approvals/to-7.0.5.0.approval",
         f"upgrader --home {home} run {home}/plans/to-7.0.5.0.json --approval {home}/approvals/to-7.0.5.0.approval",
@@ -240,7 +244,8 @@ def _story(c: Any, box: Sandbox) -> None:
 
     def plan_to(version: str, want: int = ExitCode.OK) -> str:
         plan = str(box.plans / f"to-{version}.json")
-        rc = _upgrader(c, box, "plan", "--inventory", inv, "--to", version, "--catalog", cat, "-o", plan)
+        rc = _upgrader(c, box, "plan", "--inventory", inv, "--to", version, "--catalog", cat, "--key",
+                       str(box.requester_key), "-o", plan)
         _expect(c, rc, want, "plan allowed" if want == ExitCode.OK else "refused by the version policy")
         return plan
 

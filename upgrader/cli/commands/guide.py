@@ -317,7 +317,10 @@ class _Guide:
         variables = dict(self.variables)
         if args.inventory:
             return self._from_inventory(variables)
-        playbooks = [self._playbook(args.playbook)] if args.playbook else shipped_playbooks()
+        from ._common import playbook_roots
+
+        roots = playbook_roots(args.home)  # the operator's playbooks first, then the shipped ones
+        playbooks = [self._playbook(args.playbook)] if args.playbook else shipped_playbooks([d for d, _ in roots[:-1]])
         if args.install_dir:
             directory = Path(args.install_dir).resolve()
         else:
@@ -328,8 +331,11 @@ class _Guide:
         playbook = identify(directory, playbooks)
         if playbook is None:
             raise self.error(InputError, "not_install", "not_install_hint", path=str(directory), dir=directory)
+        where = "--playbook" if args.playbook else next(
+            (label for d, label in roots if playbook.path.parent.resolve() == d.resolve()), "shipped playbooks")
+        self.chosen_playbook = (playbook, where)  # make_plan records it; check_run compares the plan with it
         return Host(name=_host_name(), address="local", install_dir=str(directory), product=playbook.product,
-                    playbook=str(playbook.path), vars=variables), playbook
+                    playbook=playbook.path.stem, vars=variables), playbook
 
     def _choose(self, found: list[Any]) -> Path:
         if len(found) == 1:
@@ -365,7 +371,6 @@ class _Guide:
         from dataclasses import replace
 
         from ...fleet.inventory import load_inventory
-        from ...core.playbook import find_playbook, load_playbook
 
         inv = load_inventory(self.args.inventory)
         hosts = [h for h in inv.hosts.values() if h.is_local]
@@ -376,8 +381,11 @@ class _Guide:
             raise self.error(InputError, "inventory_not_one", "inventory_not_one_hint", path=str(inv.path), n=len(hosts))
         host = replace(hosts[0], vars={**hosts[0].vars, **variables})
         self.variables = {str(k): str(v) for k, v in host.vars.items()}
-        playbook = load_playbook(find_playbook(host.playbook, [inv.path.parent / "playbooks", inv.path.parent]))
-        return replace(host, playbook=str(playbook.path)), playbook
+        from ._common import load_operator_playbook
+
+        playbook, _ = load_operator_playbook(host.playbook, self.args.home, where=str(inv.path),
+                                             key=f"hosts.{host.name}.playbook")
+        return host, playbook
 
     def read_facts(self, host: Any, spec: dict[str, Any]) -> dict[str, Any]:
         from ...core.planner import host_facts
@@ -423,12 +431,15 @@ class _Guide:
         from ...core.probe_proof import ProbeUnproven
 
         try:
+            chosen = getattr(self, "chosen_playbook", None)
             plan = make_plan(inventory, [host], target=str(target), catalog=catalog, policy=policy, clock=self.clock,
                              connect=connect, requester=requester_identity(None), window=plan_window(policy, now),
-                             signed_by=signed_by)
+                             signed_by=signed_by, home=args.home,
+                             playbooks={host.playbook: chosen} if chosen is not None else None)
         except ProbeUnproven as e:
             self.show_unproven(e)
             raise
+        plan = self._sign_plan(plan, policy)
         out = _plans_dir(args.home) / f"{plan.digest}.json"
         try:
             out.parent.mkdir(parents=True, exist_ok=True)
@@ -442,6 +453,19 @@ class _Guide:
         plan = load_plan(out)  # what the engineer will approve is exactly this file
         record_plan(args, policy, self.clock, plan, out, signed_by)
         return plan, out
+
+    def _sign_plan(self, plan: Any, policy: Any) -> Any:
+        """The guide's plan is the operator's request: signed with the operator's key (the audit key, made first
+        when there is none), so that the engineer who approves it is not its requester."""
+        from ...core.plan import Plan, plan_digest
+        from ...core.recorder import operator_identity
+        from ...trust.requester import sign_plan
+
+        me = operator_identity(self.args.home, policy, key_path=getattr(self.args, "audit_key", None), need_key=False)
+        if me.key is None:
+            self.audit_key()
+            me = operator_identity(self.args.home, policy, key_path=getattr(self.args, "audit_key", None))
+        return Plan(sign_plan(plan.data, me.key, plan_digest))
 
     # -- preconditions checked before any question (guide_checks) ------------------------------
 
@@ -548,12 +572,15 @@ class _Guide:
         except ImportError:  # an upgrader without the inspection module
             self.say("inspection_none")
             return
-        from ...core.playbook import load_playbook
         from ...fleet.transport.local import LocalTransport
+        from ._common import load_operator_playbook
 
         transport = LocalTransport("local")
         try:
-            report = inspect_host(transport, load_playbook(h["playbook"]["path"]), install_dir=h["install_dir"],
+            name = str(h["playbook"]["name"])  # the operator's playbook of that name, never a path in the plan
+            given = self._run_args().given_playbooks
+            playbook = given[name] if name in given else load_operator_playbook(name, self.args.home)[0]
+            report = inspect_host(transport, playbook, install_dir=h["install_dir"],
                                   name=h["name"], variables=self.variables, state_dir=h.get("state_dir"))
         except UpgraderError as e:
             self.say("inspection_failed", error=self.words(e.message))
@@ -692,6 +719,14 @@ class _Guide:
     def _run_args(self) -> argparse.Namespace:
         a = argparse.Namespace(**vars(self.args))
         a.approval = [self.args.approval] if self.args.approval else []
+        given = {}  # the playbook the operator named here (--playbook FILE) or the guide found, besides their roots
+        if self.args.playbook:
+            pb = self._playbook(self.args.playbook)
+            given[pb.path.stem] = pb
+        chosen = getattr(self, "chosen_playbook", None)
+        if chosen is not None:
+            given[chosen[0].path.stem] = chosen[0]
+        a.given_playbooks = given
         return a
 
 

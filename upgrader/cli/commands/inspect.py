@@ -88,15 +88,15 @@ def _targets(args: argparse.Namespace) -> list[_Target]:
         raise InputError("--playbook and --var go with --install-dir; an inventory names each host's playbook "
                          "and vars")
     from ...fleet.inventory import load_inventory
-    from ...core.playbook import find_playbook, load_playbook
+    from ._common import load_operator_playbook
 
     inventory = load_inventory(args.inventory)
-    search = [inventory.path.parent / "playbooks", inventory.path.parent]
     playbooks: dict[str, Any] = {}
     targets = []
     for h in inventory.select(args.hosts):
         if h.playbook not in playbooks:
-            playbooks[h.playbook] = load_playbook(find_playbook(h.playbook, search))
+            playbooks[h.playbook] = load_operator_playbook(h.playbook, args.home, where=str(inventory.path),
+                                                           key=f"hosts.{h.name}.playbook")[0]
         pb = playbooks[h.playbook]
         if pb.product != h.product:
             raise InputError(f"host {h.name} runs {h.product!r} but playbook {pb.path} is for {pb.product!r}",

@@ -28,7 +28,21 @@ def reviewed_plan(args: argparse.Namespace) -> tuple[Any, dict[str, Any], Any]:
     policy = load_policy_or_fail(policy_path(args))
     review["policy_here"] = {"source": policy.source, "sha256": policy.digest, "from": policy_origin(args),
                              "same": policy.digest == review["policy"]["sha256"]}
+    for h in review["hosts"]:
+        h["playbook_here"] = _playbook_here(h["playbook"], args.home)
     return plan, review, policy
+
+
+def _playbook_here(planned: dict[str, Any], home: Any) -> dict[str, Any]:
+    """The operator's playbook of the plan's playbook name (what a run here compares the plan with)."""
+    from ...core.errors import UpgraderError
+    from ._common import load_operator_playbook
+
+    try:
+        pb, where = load_operator_playbook(str(planned.get("name")), home)
+    except UpgraderError as e:
+        return {"error": e.message, "same": False}
+    return {"source": str(pb.path), "from": where, "sha256": pb.digest, "same": pb.digest == planned.get("sha256")}
 
 
 def cmd_plan_show(args: argparse.Namespace) -> int:
@@ -111,7 +125,20 @@ def print_review(c: Any, r: dict[str, Any]) -> None:
         else:
             _line(c, "  package: none in the catalog")
         pb = h["playbook"]
-        _line(c, f"  playbook: {pb['name']} ({pb['path']}, sha256 {pb['sha256']})")
+        _line(c, f"  playbook: {pb['name']} ({pb['path']}, {pb.get('from') or 'source not recorded'}, "
+                 f"sha256 {pb['sha256']})")
+        here = h.get("playbook_here")
+        if here:
+            verdict = "the same" if here["same"] else "DIFFERENT: a run here refuses this plan (exit 4)"
+            where = here.get("error") or f"{here['source']} ({here['from']}) sha256 {here['sha256']}"
+            _line(c, f"  playbook here: {where}: {verdict}")
+        source = h.get("version_source") or {}
+        if source.get("file"):
+            _line(c, f"  installed version read from: file {source['file']} (in {h['install_dir']}), "
+                     f"pattern {source.get('pattern')!r}")
+        elif source.get("command"):
+            _line(c, f"  installed version read from: the output of command {source['command']!r}, "
+                     f"pattern {source.get('pattern')!r}")
         _line(c, "  policy decision:")
         for rule in h["decision"]["rules"]:
             _line(c, f"    {rule['status']:<5} {rule['rule']}: {rule['reason']}")

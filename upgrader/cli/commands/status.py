@@ -27,13 +27,13 @@ def _targets(args: argparse.Namespace) -> list[tuple[Any, dict[str, Any]]]:
 
     if args.inventory:
         from ...fleet.inventory import load_inventory
-        from ...core.playbook import find_playbook, load_playbook
+        from ._common import load_operator_playbook
 
         inventory = load_inventory(args.inventory)
-        search = [inventory.path.parent / "playbooks", inventory.path.parent]
         out = []
         for h in inventory.select(args.hosts):
-            pb = load_playbook(find_playbook(h.playbook, search))
+            pb, _ = load_operator_playbook(h.playbook, args.home, where=str(inventory.path),
+                                           key=f"hosts.{h.name}.playbook")
             spec = pb.render({"install_dir": h.install_dir, "host": h.name, **h.vars, "target_version": "unknown",
                               "current_version": "unknown"})
             out.append((h, spec))

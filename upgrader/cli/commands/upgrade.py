@@ -57,7 +57,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     signing_key = _plan_key(args)
     plan = make_plan(inventory, hosts, target=args.to, catalog=catalog, policy=policy, clock=clock,
                      connect=connect, requester=requester_identity(args.requester),
-                     window=plan_window(policy, clock.now()), signed_by=signed_by)
+                     window=plan_window(policy, clock.now()), signed_by=signed_by, home=args.home)
     if signing_key is not None:
         from ...core.plan import Plan, plan_digest
         from ...trust.requester import sign_plan
@@ -314,7 +314,9 @@ def check_run(args: argparse.Namespace, plan: Any, clock: Any) -> CheckedRun:
     window = check_run_window(plan.data.get("window"), policy,  # the clock at run time
                               [a.statement.approver for a in approvals if a.statement.after_hours], now)
     targets = _targets(catalog, plan.hosts)
-    from ...core.gate import redecide
+    from ...core.gate import check_playbooks, redecide
+
+    check_playbooks(plan.hosts, args.home, getattr(args, "given_playbooks", None))  # the operator's, exit 4
     from ...fleet.transport import connect
 
     redecide(plan.hosts, policy=policy, catalog=catalog, now=now, connect=connect,
@@ -545,7 +547,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
         known = sorted(p.name for p in runs_dir(args.home).glob("*") if p.is_dir())[-5:]
         raise InputError(f"no run {args.run_id!r} in {runs_dir(args.home)}",
                          hint=f"recent runs: {', '.join(known) or 'none'}; or give --home")
-    plan = json.loads(plan_file.read_text(encoding="utf-8"))
+    plan = accepted_plan(run_dir)  # exit 4 when plan.json is not the plan the journal accepted
     hosts = plan["hosts"]
     if args.hosts:
         inv = Inventory(path=plan_file, hosts={h["name"]: host_from_plan(h) for h in hosts}, groups={})
@@ -555,6 +557,9 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     journal = Journal(run_dir, clock.now)
     c = console()
     policy = load_policy_or_fail(policy_path(args))  # the operator's, never a path the plan names
+    from ...core.gate import check_playbooks
+
+    check_playbooks(hosts, args.home)  # the rollback's start and probes are the operator's playbook's, exit 4
     operator = _operator(args, policy)
     from .recovery import RecoveryNotes, print_config_kept, rollback_window
     from .rollback_confirm import CANCELLED_EXIT, confirm_rollback
@@ -636,7 +641,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
                 c.print(f"run {args.run_id} had finished (exit {result['exit_code']}): nothing to resume")
                 _print_open_rollbacks(c, args.run_id, run_dir, [h["host"] for h in result["hosts"]])
             return int(result["exit_code"])
-    plan = json.loads(plan_file.read_text(encoding="utf-8"))
+    plan = accepted_plan(run_dir)  # exit 4 when plan.json is not the plan the journal accepted
     hosts = plan["hosts"]
     if args.hosts:
         inv = Inventory(path=plan_file, hosts={h["name"]: host_from_plan(h) for h in hosts}, groups={})
@@ -647,6 +652,9 @@ def cmd_resume(args: argparse.Namespace) -> int:
     clock = clock_of(args)
     journal = Journal(run_dir, clock.now)
     policy = load_policy_or_fail(policy_path(args))  # the operator's, never a path the plan names
+    from ...core.gate import check_playbooks
+
+    check_playbooks(hosts, args.home)  # what resume runs is the operator's playbook's, exit 4 otherwise
     operator = _operator(args, policy)
     recorder = Recorder(args.home, operator, clock, run=f"{args.run_id}/resume-{clock.now():%Y%m%dT%H%M%S}")
     recorder.event("resume_requested", of_run=args.run_id, hosts=[h["name"] for h in hosts],
@@ -675,6 +683,24 @@ def _print_open_rollbacks(c: Any, run_id: str, run_dir: Path, hosts: list[str]) 
         for need in run_needs(run_dir.parent, host):
             if need["run"] == run_id:
                 c.print(f"but {host}: run {run_id} {need['why']}: {need['resolve']}", soft_wrap=True, markup=False)
+
+
+def accepted_plan(run_dir: Path) -> dict[str, Any]:
+    """The run's plan.json, refused (exit 4) unless its digest is the one the run's journal accepted when the
+    run started: the file in the run directory is only a copy, and resume and rollback run its commands."""
+    from ...core.journal import read_journal
+    from ...core.plan import plan_digest
+
+    plan = json.loads((run_dir / "plan.json").read_text(encoding="utf-8"))
+    accepted = next((rec.data.get("digest") for rec in read_journal(run_dir / "journal.jsonl")
+                     if rec.phase == "plan" and rec.event == "accepted"), None)
+    found = plan_digest(plan)
+    if accepted != found:
+        raise ApprovalRefused(f"{run_dir / 'plan.json'} is not the plan this run accepted: its sha256 is {found}, "
+                              f"the run's journal accepted {accepted or 'no plan'}; nothing was changed",
+                              hint="the run's plan.json was edited: put the accepted plan back, or make and approve "
+                                   "a new plan")
+    return dict(plan)
 
 
 def _run_approvals(run_dir: Path) -> tuple[str, ...]:
@@ -737,7 +763,7 @@ def _continue_after_canary(args: argparse.Namespace, run_dir: Path, result: dict
                                            if h["outcome"] == "committed"]):
             raise InputError(f"{len(waiting)} host(s) wait for a confirmation after the canary: "
                              f"{', '.join(waiting)}", hint=f"upgrader resume {args.run_id} --yes")
-    plan = json.loads((run_dir / "plan.json").read_text(encoding="utf-8"))
+    plan = accepted_plan(run_dir)
     hosts = [h for h in plan["hosts"] if h["name"] in waiting]
     approvals = _run_approvals(run_dir)
     clock = clock_of(args)
@@ -747,6 +773,9 @@ def _continue_after_canary(args: argparse.Namespace, run_dir: Path, result: dict
     if catalog.sha256 != plan["catalog"]["sha256"]:
         raise ApprovalRefused(f"the catalog {catalog.path} is not the one the plan was made with",
                               hint="make and approve a new plan for the waiting hosts")
+    from ...core.gate import check_playbooks, redecide
+
+    check_playbooks(hosts, args.home)
     targets = _targets(catalog, hosts)
     from ...core.gate import redecide
     from ...fleet.transport import connect
