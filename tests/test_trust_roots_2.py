@@ -98,7 +98,7 @@ def test_a_playbook_beside_the_requesters_inventory_is_not_used(sandbox: Sandbox
     assert host_state(sandbox) == before
 
 
-@pytest.mark.parametrize("named", ["./sample-middleware.yaml", "/tmp/evil/sample-middleware.yaml",
+@pytest.mark.parametrize("named", ["./sample-middleware.yaml", "/srv/evil/sample-middleware.yaml",
                                    "playbooks/sample-middleware", "sample-middleware.yaml"])
 def test_an_inventory_naming_a_playbook_by_path_is_refused(sandbox: Sandbox, tmp_path: Path, named: str,
                                                            capsys: pytest.CaptureFixture[str]) -> None:
@@ -361,7 +361,7 @@ def test_resume_refuses_a_run_whose_plan_file_was_edited(sandbox: Sandbox, capsy
     (run,) = list((sandbox.root / "runs").iterdir())
     accepted = load_plan(run / "plan.json").digest
     data: dict[str, Any] = json.loads((run / "plan.json").read_text(encoding="utf-8"))
-    data["hosts"][0]["playbook"]["spec"]["start"]["command"] = "bin/start.sh; touch /tmp/owned"
+    data["hosts"][0]["playbook"]["spec"]["start"]["command"] = "bin/start.sh; touch owned"
     (run / "plan.json").write_text(json.dumps(data), encoding="utf-8")
     (run / "result.json").unlink()  # as if the run had been interrupted
     before = host_state(sandbox)
