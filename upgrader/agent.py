@@ -1664,6 +1664,43 @@ def op_receive_commit(req):
     return {"path": path}
 
 
+def same_version(a, b):
+    """Two version strings name the same version (case, and trailing .0 levels, aside: 10.1.60.0 is 10.1.60)."""
+    def norm(v):
+        parts = str(v).strip().lower().split(".")
+        while len(parts) > 1 and parts[-1] == "0":
+            parts.pop()
+        return parts
+    return a is not None and b is not None and norm(a) == norm(b)
+
+
+def check_ledger_version(paths, current):
+    """Before anything is staged or stopped: the version this host's own ledger says upgrader installed last
+    (installed.json beside the install, and in the request's state dir when it names another one) must be the
+    plan's current version. A plan that reads the version from elsewhere (an old log line) and so plans a
+    downgrade as an upgrade is refused here, nothing changed. Each copy is read through its descriptor
+    (ledger_fds), never through a link."""
+    with ledger_fds(paths) as fds:
+        for d, fd in fds:
+            recorded = (read_json_at(fd, "installed.json", d) or {}).get("version")
+            if recorded and current and not same_version(recorded, current):
+                raise AgentError("this host's ledger (%s) says upgrader last installed %s here, but the plan says "
+                                 "the host runs %s: the plan's version source does not read the installed version; "
+                                 "refusing before stop, nothing changed" % (os.path.join(d, "installed.json"),
+                                                                            recorded, current),
+                                 "version_mismatch", recorded=recorded, planned=current)
+
+
+def check_installed_version(paths, source, target):
+    """After the swap: the version the install now holds, read again, must be the target (else the run fails and
+    the old version is put back)."""
+    found, error = read_version(paths, source)
+    if not same_version(found, target):
+        raise AgentError("after the install the host reads version %s, not the target %s%s: the package did not put "
+                         "the target in place" % (found, target, " (%s)" % error if error else ""),
+                         "failed", found=found, target=target)
+
+
 def op_prepare(req):
     """Before stop: verified copy of the package, staged new tree, verified backup snapshot."""
     paths = Paths(req)
@@ -1672,6 +1709,7 @@ def op_prepare(req):
     check_state_dir(paths)
     if run_state(paths).get("prepared"):
         return run_state(paths)["prepared"]
+    check_ledger_version(paths, req.get("current_version"))
     if os.path.isdir(paths.install):  # refused here too, even when the controller did not ask first
         problems = check_host_paths(paths.install, {"preserve": preserve, "remove": req.get("remove", [])})
         if problems:
@@ -2077,6 +2115,8 @@ def op_install(req):
     write_json_atomic(paths.installed, new_manifest)
     result = {"seconds": round(time.time() - t0, 4), "files": len(new_manifest["files"])}
     set_run_state(paths, phase="installed", installed=result)
+    if req.get("version_source"):
+        check_installed_version(paths, req["version_source"], req.get("target_version"))
     return result
 
 
