@@ -23,7 +23,13 @@ import yaml  # type: ignore[import-untyped]
 
 from conftest import approve, plan_to, product_digest, upgrader
 from fleet import Fleet
-from upgrader import agent
+from upgrader.hostagent.access import open_ssh_dir, replace_authorized_keys
+from upgrader.hostagent.beneath import move_beneath, remove_beneath
+from upgrader.hostagent.common import AgentError
+from upgrader.hostagent.files import append_line_nofollow, read_json, write_json_atomic
+from upgrader.hostagent.inspection import config_facts, inside_globs
+from upgrader.hostagent.main import handle
+from upgrader.hostagent.manifests import copy_tree, scan_tree, snapshot
 from upgrader.cli.commands.demo import Sandbox
 from upgrader.trust.package import file_digest
 from upgrader.core.playbook import shipped_playbooks_dir
@@ -166,7 +172,7 @@ def test_the_agent_alone_refuses_a_remove_through_a_symlinked_dir(sandbox, tmp_p
     catalog = patch_catalog(sandbox, tmp_path)
     pkg = catalog / f"sample-middleware-{PATCH}.tar.gz"
     was = host_state(sandbox.install_dir)
-    reply = agent.handle({"op": "prepare", "install_dir": str(sandbox.install_dir), "state_dir": None,
+    reply = handle({"op": "prepare", "install_dir": str(sandbox.install_dir), "state_dir": None,
                           "run_id": "remove-1", "package_path": str(pkg), "sha256": file_digest(pkg),
                           "size": pkg.stat().st_size, "limits": {}, "kind": "patch", "remove": ["extras/victim.txt"],
                           "preserve": [], "current_version": OLD})
@@ -183,10 +189,10 @@ def test_remove_beneath_never_deletes_through_a_link_even_inside_a_copy(tmp_path
     root.mkdir()
     (root / "extras").symlink_to(somewhere)
     (root / "own").symlink_to(somewhere / "victim.txt")
-    with pytest.raises(agent.AgentError) as e:
-        agent.remove_beneath(str(root), "extras/victim.txt", "the patch's remove entry")
+    with pytest.raises(AgentError) as e:
+        remove_beneath(str(root), "extras/victim.txt", "the patch's remove entry")
     assert e.value.kind == "unsafe_path"
-    assert agent.remove_beneath(str(root), "own", "the patch's remove entry") is True
+    assert remove_beneath(str(root), "own", "the patch's remove entry") is True
     assert not os.path.lexists(root / "own")
     assert (somewhere / "victim.txt").read_bytes() == CANARY
 
@@ -278,7 +284,7 @@ def test_the_agent_reads_no_pid_file_through_a_link_outside(sandbox, tmp_path):
     somewhere = outside(tmp_path)
     (somewhere / "server.pid").write_text(f"{os.getpid()}\n")
     (sandbox.install_dir / "state").symlink_to(somewhere)
-    reply = agent.handle({"op": "stop", "install_dir": str(sandbox.install_dir), "state_dir": None,
+    reply = handle({"op": "stop", "install_dir": str(sandbox.install_dir), "state_dir": None,
                           "stop": {"command": "true", "pid_file": "state/server.pid", "timeout": 1}})
     assert reply["ok"] is False and reply["kind"] == "unsafe_path"
     assert f"state -> {somewhere}" in reply["error"]
@@ -356,11 +362,11 @@ def test_authorized_keys_is_written_into_the_directory_opened_even_if_it_is_swap
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     pw = pwd.getpwuid(os.geteuid())
-    fd = agent.open_ssh_dir(pw, str(home / ".ssh"), create=False)
+    fd = open_ssh_dir(pw, str(home / ".ssh"), create=False)
     try:
         os.rename(home / ".ssh", home / "moved")
         (home / ".ssh").symlink_to(elsewhere)
-        agent.replace_authorized_keys(fd, str(home / ".ssh" / "authorized_keys"), b"ssh-ed25519 AAAA x\n", None, pw)
+        replace_authorized_keys(fd, str(home / ".ssh" / "authorized_keys"), b"ssh-ed25519 AAAA x\n", None, pw)
     finally:
         os.close(fd)
     assert list(elsewhere.iterdir()) == []
@@ -380,9 +386,9 @@ def test_inspect_globs_leave_out_files_reached_through_links_outside(tmp_path):
     (root / "conf" / "evil.conf").symlink_to(somewhere / "victim.txt")
     (root / "conf" / "inner.conf").symlink_to("server.conf")
     (root / "logs").symlink_to(somewhere)
-    assert agent.inside_globs(str(root), ["conf/*.conf", "logs/*"]) == ["conf/inner.conf", "conf/server.conf"]
-    with pytest.raises(agent.AgentError) as e:
-        agent.config_facts(str(root), "conf/evil.conf", True)
+    assert inside_globs(str(root), ["conf/*.conf", "logs/*"]) == ["conf/inner.conf", "conf/server.conf"]
+    with pytest.raises(AgentError) as e:
+        config_facts(str(root), "conf/evil.conf", True)
     assert e.value.kind == "unsafe_path" and str(somewhere) in str(e.value)
 
 
@@ -479,7 +485,7 @@ def test_a_package_link_on_a_preserved_paths_way_is_refused_before_stop(sandbox,
 
 
 def agent_op(box: Sandbox, op: str, **req: Any) -> dict[str, Any]:
-    return dict(agent.handle({"op": op, "install_dir": str(box.install_dir), "state_dir": None, "run_id": "swap-1",
+    return dict(handle({"op": op, "install_dir": str(box.install_dir), "state_dir": None, "run_id": "swap-1",
                               **req}))
 
 
@@ -557,13 +563,13 @@ def test_move_beneath_refuses_a_link_on_either_side(tmp_path):
     before = tree_listing(somewhere)
     ofd, nfd = os.open(old, os.O_RDONLY), os.open(new, os.O_RDONLY)
     try:
-        with pytest.raises(agent.AgentError):
-            agent.move_beneath(ofd, nfd, "a/victim.txt", "preserved path", str(old), str(new))
+        with pytest.raises(AgentError):
+            move_beneath(ofd, nfd, "a/victim.txt", "preserved path", str(old), str(new))
         os.unlink(new / "a")
         os.rename(old / "a", old / "b")
         (old / "a").symlink_to(somewhere)
-        with pytest.raises(agent.AgentError):
-            agent.move_beneath(ofd, nfd, "a/victim.txt", "preserved path", str(old), str(new))
+        with pytest.raises(AgentError):
+            move_beneath(ofd, nfd, "a/victim.txt", "preserved path", str(old), str(new))
     finally:
         os.close(ofd)
         os.close(nfd)
@@ -634,13 +640,13 @@ def test_a_state_dir_others_can_write_is_refused_before_stop(sandbox, tmp_path, 
     assert str(state) in text and "nobody else can write" in text
     assert_refused_before_stop(sandbox, was, somewhere)
     os.chmod(state, 0o700)
-    with pytest.raises(agent.AgentError) as e:
-        agent.append_line_nofollow(str(state / "approvals-used.jsonl"), "{}\n")
+    with pytest.raises(AgentError) as e:
+        append_line_nofollow(str(state / "approvals-used.jsonl"), "{}\n")
     assert e.value.kind == "unsafe_path"
     (state / "installed.json").symlink_to(somewhere / "victim.txt")
-    with pytest.raises(agent.AgentError):
-        agent.read_json(str(state / "installed.json"))
-    agent.write_json_atomic(str(state / "x.json"), {"a": 1})
+    with pytest.raises(AgentError):
+        read_json(str(state / "installed.json"))
+    write_json_atomic(str(state / "x.json"), {"a": 1})
     assert (somewhere / "victim.txt").read_bytes() == CANARY
 
 
@@ -651,14 +657,14 @@ def test_snapshot_and_patch_copy_read_no_file_through_a_dir_swapped_for_a_link(t
     root = tmp_path / "app"
     (root / "lib").mkdir(parents=True)
     (root / "lib" / "victim.txt").write_text("the product's own\n")
-    manifest = agent.scan_tree(str(root), [])
+    manifest = scan_tree(str(root), [])
     os.rename(root / "lib", root / "lib.moved")
     (root / "lib").symlink_to(somewhere)
     before = tree_listing(somewhere)
-    with pytest.raises(agent.AgentError) as e:
-        agent.snapshot(str(root), str(tmp_path / "backup"), manifest)
+    with pytest.raises(AgentError) as e:
+        snapshot(str(root), str(tmp_path / "backup"), manifest)
     assert e.value.kind == "unsafe_path"
-    with pytest.raises(agent.AgentError):
-        agent.copy_tree(str(root), str(tmp_path / "copy"), manifest)
+    with pytest.raises(AgentError):
+        copy_tree(str(root), str(tmp_path / "copy"), manifest)
     assert tree_listing(somewhere) == before and os.stat(somewhere / "victim.txt").st_nlink == 1
     assert not (tmp_path / "copy" / "lib" / "victim.txt").exists()
