@@ -61,11 +61,10 @@ class LocalTransport:
     def open_stream(self, argv: Sequence[str]) -> "LocalStream":
         """Start a command; the agent's session (``[python, agent_path(), "--serve"]``) starts through the
         boot that runs the zip only when its bytes still have their sha256 (a changed copy is written again)."""
-        agent = list(argv[1:2])
-        boot = agent and list(argv[2:]) == ["--serve"] and agent[0].endswith(agent_bundle().name)
+        boot = len(argv) == 3 and argv[2] == "--serve" and Path(argv[1]).name == agent_bundle().name
         for attempt in (1, 2):
             if boot:
-                stream = LocalStream(self.name, [argv[0], "-I", "-c", BOOT, agent[0], agent_bundle().sha256,
+                stream = LocalStream(self.name, [argv[0], "-I", "-c", BOOT, argv[1], agent_bundle().sha256,
                                                  "--serve"])
                 first = stream.read_line(60)
                 if first == "UPGRADER-AGENT-MISSING" and attempt == 1:
