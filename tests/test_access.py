@@ -16,6 +16,7 @@ import secrets
 import shutil
 import stat
 import subprocess
+import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Iterator
@@ -31,7 +32,7 @@ from upgrader.cli import main
 from upgrader.core.clock import FixedClock, SystemClock
 from upgrader.core.errors import InputError
 from upgrader.fleet.transport import AgentClient, close_all
-from upgrader.fleet.transport.base import AGENT_SOURCE
+from upgrader.fleet.transport.bundle import agent_bundle
 from upgrader.fleet.transport.local import LocalTransport
 
 
@@ -402,11 +403,17 @@ def test_bad_revoke_input_exits_2_and_removes_nothing(tmp_path: Path, keys: dict
 
 def test_only_root_may_change_another_accounts_authorized_keys(tmp_path: Path) -> None:
     """The host-side agent, run as uid 65534, refuses to read or write root's authorized_keys."""
-    for op, extra in (("access_read", {}), ("access_write", {"data": "", "expect": None})):
-        res = subprocess.run(["/usr/bin/python3", str(AGENT_SOURCE)], input=json.dumps({"op": op, "user": "root",
-                                                                                          **extra}),
-                             capture_output=True, text=True, timeout=60, user=65534, group=65534,
-                             env={"HOME": "/nonexistent", "PATH": "/usr/bin:/bin"}, cwd="/")
+    with tempfile.TemporaryDirectory(prefix="agent-") as shipped:  # the zip as a host gets it, readable by that account
+        os.chmod(shipped, 0o755)
+        zipapp = Path(shipped) / agent_bundle().name
+        zipapp.write_bytes(agent_bundle().data)
+        zipapp.chmod(0o644)
+        replies = [subprocess.run(["/usr/bin/python3", "-I", str(zipapp)],
+                                  input=json.dumps({"op": op, "user": "root", **extra}), capture_output=True,
+                                  text=True, timeout=60, user=65534, group=65534,
+                                  env={"HOME": "/nonexistent", "PATH": "/usr/bin:/bin"}, cwd="/")
+                   for op, extra in (("access_read", {}), ("access_write", {"data": "", "expect": None}))]
+    for res in replies:
         reply = json.loads(res.stdout)
         assert reply["ok"] is False and reply["kind"] == "bad_input"
         assert "only root (or root) may change the authorized_keys of root" in reply["error"]

@@ -485,6 +485,6 @@ def test_a_bundle_that_fails_unexpectedly_loses_neither_the_result_nor_the_exit_
 def test_config_text_is_never_collected_from_key_stores_licences_and_credential_files(path: str,
                                                                                        withheld: bool) -> None:
     """The host agent's deny-list (even a playbook that names these files gets only their digests)."""
-    from upgrader.agent import TEXT_NEVER
+    from upgrader.hostagent.inspection import TEXT_NEVER
 
     assert bool(TEXT_NEVER.search(path)) is withheld

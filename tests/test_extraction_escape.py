@@ -28,7 +28,11 @@ from hypothesis import strategies as st
 from conftest import approve, plan_to, product_digest, upgrader
 from trust_support import resigned
 from fleet import Fleet
-from upgrader import agent, sample
+from upgrader import sample
+from upgrader.hostagent.beneath import OPEN_DIR
+from upgrader.hostagent.common import AgentError
+from upgrader.hostagent.extract import extract, member_parts, write_member
+from upgrader.hostagent.main import handle
 from upgrader.cli import main
 from upgrader.cli.commands.demo import Sandbox
 from upgrader.trust.package import file_digest
@@ -190,13 +194,13 @@ def test_package_verify_accepts_links_that_stay_inside(area, capsys):
 
 @pytest.mark.parametrize("case", sorted(CORPUS))
 def test_agent_extraction_refuses_every_hostile_archive_and_writes_nothing_outside(area, case):
-    """agent.extract, called directly (no controller check before it), refuses each archive; nothing outside changes."""
+    """The agent's extract, called directly (no controller check before it), refuses each archive; nothing outside changes."""
     pkg = build(area / "pkgs" / "p.tar.gz", CORPUS[case])
     root = area / "runs" / "r1" / "staging"
     root.parent.mkdir(parents=True)
     before = listing(area)
-    with pytest.raises(agent.AgentError) as e:
-        agent.extract(str(pkg), str(root), {})
+    with pytest.raises(AgentError) as e:
+        extract(str(pkg), str(root), {})
     assert e.value.kind == "bad_input"
     assert listing(area, root) == before
     assert not root.exists(), "members were written before the whole archive was checked"
@@ -207,20 +211,20 @@ def write_unchecked(pkg: Path, root: Path) -> None:
     """The writer alone, as if the member checks had missed everything: names only normalised, each member
     written from directory descriptors; refusals and errors are ignored, member by member."""
     root.mkdir(parents=True)
-    fd = os.open(root, agent.OPEN_DIR)
+    fd = os.open(root, OPEN_DIR)
     try:
         with tarfile.open(pkg, "r:gz") as tar:
             for m in tar:
                 try:
-                    parts = agent.member_parts(m)
-                except agent.AgentError:
+                    parts = member_parts(m)
+                except AgentError:
                     continue
                 if not parts or not (m.isreg() or m.isdir() or m.issym()):
                     continue
                 m.name = "/".join(parts)
                 try:
-                    agent.write_member(fd, str(root), tar, m, {})
-                except (agent.AgentError, OSError):
+                    write_member(fd, str(root), tar, m, {})
+                except (AgentError, OSError):
                     continue
     finally:
         os.close(fd)
@@ -253,7 +257,7 @@ def test_agent_request_handler_refuses_every_hostile_archive(area):
     for i, case in enumerate(sorted(CORPUS)):
         pkg = build(area / "pkgs" / f"{i}.tar.gz", CORPUS[case])
         before = listing(area, area / "hosts" / ".upgrader-app-01")
-        reply = agent.handle(prepare_request(install, pkg, f"hostile-{i}"))
+        reply = handle(prepare_request(install, pkg, f"hostile-{i}"))
         assert reply["ok"] is False and reply["kind"] == "bad_input", (case, reply)
         staged = area / "hosts" / ".upgrader-app-01" / "runs" / f"hostile-{i}" / "staging"
         assert not any(p.is_file() or p.is_symlink() for p in staged.rglob("*")), case
@@ -302,8 +306,8 @@ def test_extraction_either_refuses_or_writes_only_beneath_the_root(tmp_path_fact
     root.parent.mkdir()
     before = listing(area)
     try:
-        agent.extract(str(pkg), str(root), {}, skip=())
-    except agent.AgentError as e:
+        extract(str(pkg), str(root), {}, skip=())
+    except AgentError as e:
         assert e.kind == "bad_input"
     assert listing(area, root) == before
     real_root = str(root.resolve())

@@ -2,7 +2,8 @@
 
 Packages by subsystem below ``upgrader/``: ``cli`` (argument parsing and rendering: the only place
 that imports argparse or rich), ``core``, ``trust``, ``audit``, ``fleet``, ``customer``, ``sample``;
-``agent.py`` (the host agent, shipped alone) and ``version_policy/`` (pure) import nothing of upgrader.
+``hostagent`` (the host agent, shipped to hosts alone as one zip) imports nothing of upgrader but itself,
+and ``version_policy/`` (pure) nothing of upgrader.
 The graph is read from the source with ``ast``: every ``import`` counts, at module level, inside a
 function or under ``if TYPE_CHECKING``.
 """
@@ -16,9 +17,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 
-SUBSYSTEMS = ("cli", "core", "trust", "audit", "fleet", "customer", "sample")
+SUBSYSTEMS = ("cli", "core", "trust", "audit", "fleet", "customer", "sample", "hostagent")
 #: top-level modules of upgrader/ that belong to no subsystem package
-TOP_LEVEL = ("__init__", "__main__", "agent")
+TOP_LEVEL = ("__init__", "__main__")
 #: subsystem -> the subsystems it never imports (dependencies point inward, towards core)
 FORBIDDEN = {
     "core": {"cli", "customer", "sample"},
@@ -164,8 +165,11 @@ def test_every_module_lives_in_a_subsystem_package():
 
 def test_host_agent_and_version_policy_import_nothing_of_upgrader():
     known = modules(REPO, "upgrader")
-    agent = imports("upgrader.agent", REPO / "upgrader" / "agent.py", known)
-    assert agent and [i for i, _ in agent if i.split(".")[0] == "upgrader"] == []
+    agent = {m: p for m, p in known.items() if subsystem(m) == "hostagent"}
+    assert len(agent) > 10
+    for m, p in agent.items():
+        found = imports(m, p, known)
+        assert [i for i, _ in found if i.split(".")[0] == "upgrader" and subsystem(i) != "hostagent"] == [], p
     policy = modules(REPO, "version_policy")
     assert policy
     for m, p in policy.items():
@@ -197,7 +201,7 @@ def test_the_checks_find_circles_rendering_and_wrong_directions(tmp_path):
 def test_every_module_imports_and_the_console_entry_points_work(tmp_path):
     """Each module imports in a fresh interpreter (no order hides a circle), and both ways to start the
     CLI (the console script's upgrader.cli:main and python -m upgrader) answer --version."""
-    names = [m for m in modules(REPO, "upgrader") if m != "upgrader.__main__"]
+    names = [m for m in modules(REPO, "upgrader") if not m.endswith(".__main__")]
     code = ("import importlib, subprocess, sys\n"
             f"names = {names!r}\n"
             "bad = []\n"

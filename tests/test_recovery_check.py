@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from upgrader import agent
+from upgrader.hostagent.recovery import op_recovery_check
 
 
 def _write(path: Path, data: Any) -> None:
@@ -67,7 +67,7 @@ CASES = [
 def test_recovery_check_names_whose_tree_is_in_place(tmp_path, what, installed, runs, run, verdict, by):
     """The verdict (installed, before, rolled_back, changed) and the run that changed the host."""
     req = _host(tmp_path, installed, runs)
-    out = agent.op_recovery_check({**req, "run_id": run})
+    out = op_recovery_check({**req, "run_id": run})
     assert (out["verdict"], out["by"]) == (verdict, by), what
 
 
@@ -76,5 +76,5 @@ def test_a_run_whose_backup_retention_dropped_is_superseded_by_the_run_that_wrot
     req = _host(tmp_path, {"run": "B", "installed_by": "B"}, {"A": {"state": {"phase": "finished"}}})
     installed = tmp_path / ".upgrader-app" / "installed.json"
     os.utime(installed, (time.time(), time.time()))
-    out = agent.op_recovery_check({**req, "run_id": "A"})
+    out = op_recovery_check({**req, "run_id": "A"})
     assert (out["verdict"], out["by"]) == ("changed", "B")

@@ -23,7 +23,7 @@ from upgrader.core.errors import TransportError
 from upgrader.fleet.inventory import Host
 from upgrader.core.playbook import load_playbook, shipped_playbooks_dir
 from upgrader.fleet.transport import AgentClient, Transport, connect
-from upgrader.fleet.transport.base import AGENT_SOURCE
+from upgrader.fleet.transport.bundle import agent_bundle
 from upgrader.fleet.transport.ssh import SSHTransport
 
 TRICKY = ["two words", "it's", 'say "hi"', "back\\slash", "$HOME", "*", "; echo injected", "a\nb", "",
@@ -192,8 +192,8 @@ def test_several_installs_on_one_machine_send_the_agent_at_once_and_all_get_a_wh
         for t in transports:
             t.close()
     assert versions == ["7.0.4.1"] * len(transports)
-    (copy,) = [p for p in cache.iterdir() if p.suffix == ".py"]
-    assert copy.read_bytes() == AGENT_SOURCE.read_bytes()
+    (copy,) = [p for p in cache.iterdir() if p.suffix == ".pyz"]
+    assert copy.name == agent_bundle().name and copy.read_bytes() == agent_bundle().data
     assert [p.name for p in cache.iterdir() if ".part" in p.name] == []
 
 

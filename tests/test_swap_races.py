@@ -34,7 +34,12 @@ import pytest
 import yaml  # type: ignore[import-untyped]
 
 from conftest import approve, fault_env, plan_to
-from upgrader import agent
+from upgrader.hostagent.beneath import recorded_link_problems
+from upgrader.hostagent.common import AgentError
+from upgrader.hostagent.main import handle
+from upgrader.hostagent.manifests import copy_preserved, scan_tree, snapshot
+from upgrader.hostagent.recovery import config_changed_since
+from upgrader.hostagent.state import Paths, append_line_at, open_state_dir, write_json_at
 from upgrader.cli.commands.demo import Sandbox
 from upgrader.trust.package import file_digest
 from upgrader.core.playbook import shipped_playbooks_dir
@@ -251,7 +256,7 @@ def test_ledger_writes_stay_in_the_directory_opened_while_a_local_user_keeps_swa
     toggler = Toggler(hosts, ".upgrader-app-01", ".upgrader-app-01.lnk")
     try:
         for i in range(150):
-            replies.append(agent.handle({
+            replies.append(handle({
                 "op": "finish", "install_dir": str(sandbox.install_dir), "state_dir": str(state), "run_id": f"r{i}",
                 "outcome": "committed", "approvals": [digest], "keep": 3, "unlock": False,
                 "catalog": {"product": "sample-middleware", "serial": i + 1}}))
@@ -275,20 +280,20 @@ def test_the_ledger_descriptor_keeps_pointing_at_the_directory_checked(tmp_path)
     parent.mkdir()
     os.chown(parent, NOBODY, NOBODY)
     d = parent / ".upgrader-app-01"
-    fd = agent.open_state_dir(str(d), create=True)
+    fd = open_state_dir(str(d), create=True)
     assert fd is not None
     try:
         assert as_attacker(parent, lambda d: os.symlink(somewhere, "lnk", dir_fd=d)) == 0
         assert as_attacker(parent, lambda dfd: exchange_at(dfd, d.name, "lnk")) == 0
-        agent.write_json_at(fd, "installed.json", {"run": "r1"})
-        agent.append_line_at(fd, "approvals-used.jsonl", "{}\n", str(d))
+        write_json_at(fd, "installed.json", {"run": "r1"})
+        append_line_at(fd, "approvals-used.jsonl", "{}\n", str(d))
     finally:
         os.close(fd)
     assert sorted(p.name for p in (parent / "lnk").iterdir()) == ["approvals-used.jsonl", "installed.json"]
     assert (somewhere / "server.conf").read_bytes() == CANARY and sorted(os.listdir(somewhere)) == [
         "README", "server.conf"]
-    with pytest.raises(agent.AgentError) as e:
-        agent.open_state_dir(str(d))
+    with pytest.raises(AgentError) as e:
+        open_state_dir(str(d))
     assert e.value.kind == "unsafe_path" and "symlink" in str(e.value)
 
 
@@ -298,7 +303,7 @@ def test_the_ledger_descriptor_keeps_pointing_at_the_directory_checked(tmp_path)
 def prepare(box: Sandbox, run_id: str) -> dict[str, Any]:
     pkg = box.catalog / "sample-middleware-7.0.4.2.tar.gz"
     spec = yaml.safe_load((shipped_playbooks_dir() / "sample-middleware.yaml").read_text(encoding="utf-8"))
-    return dict(agent.handle({"op": "prepare", "install_dir": str(box.install_dir), "state_dir": None,
+    return dict(handle({"op": "prepare", "install_dir": str(box.install_dir), "state_dir": None,
                               "run_id": run_id, "package_path": str(pkg), "sha256": file_digest(pkg),
                               "size": pkg.stat().st_size, "limits": {}, "kind": "full", "remove": [],
                               "preserve": spec["preserve"], "current_version": OLD}))
@@ -331,16 +336,16 @@ def test_conf_scanned_as_a_link_is_refused_and_the_backup_is_never_written_throu
     preserve = [p["path"] for p in spec["preserve"]]
     before = listing(somewhere)
     exchange_conf(inst)
-    manifest = agent.scan_tree(str(inst), preserve)
+    manifest = scan_tree(str(inst), preserve)
     exchange_conf(inst)
     assert manifest["links"] == {"conf": str(somewhere)}
-    problems = agent.recorded_link_problems(str(inst), manifest["links"], preserve)
+    problems = recorded_link_problems(str(inst), manifest["links"], preserve)
     assert problems and f"conf -> {somewhere}" in problems[0] and "conf/server.conf" in problems[0]
     backup = inst.parent / "backup-tree"
-    agent.snapshot(str(inst), str(backup), manifest)
+    snapshot(str(inst), str(backup), manifest)
     assert (backup / "conf").is_symlink()
-    with pytest.raises(agent.AgentError) as e:
-        agent.copy_preserved(str(inst), str(backup), "conf/server.conf")
+    with pytest.raises(AgentError) as e:
+        copy_preserved(str(inst), str(backup), "conf/server.conf")
     assert e.value.kind == "unsafe_path"
     assert listing(somewhere) == before
     assert (inst / "conf" / "server.conf").is_file() and not (inst / "conf").is_symlink()
@@ -402,12 +407,12 @@ def test_verify_and_the_config_check_read_nothing_through_conf_exchanged_with_a_
     manifest = json.loads((ledger(inst) / "runs" / "verify-1" / "backup" / "manifest.json").read_text())
     exchange_conf(inst)
     try:
-        reply = agent.handle({"op": "verify_tree", "install_dir": str(inst), "state_dir": None, "run_id": "verify-1"})
+        reply = handle({"op": "verify_tree", "install_dir": str(inst), "state_dir": None, "run_id": "verify-1"})
         assert reply["ok"] and reply["result"]["identical"] is False, reply
         assert {"path": "conf", "change": "added"} in reply["result"]["differences"]
-        with pytest.raises(agent.AgentError) as e:
-            agent.config_changed_since(agent.Paths({"install_dir": str(inst)}), manifest)
+        with pytest.raises(AgentError) as e:
+            config_changed_since(Paths({"install_dir": str(inst)}), manifest)
         assert e.value.kind == "unsafe_path" and "conf is not a plain directory" in str(e.value)
     finally:
         exchange_conf(inst)
-    assert agent.config_changed_since(agent.Paths({"install_dir": str(inst)}), manifest) == []
+    assert config_changed_since(Paths({"install_dir": str(inst)}), manifest) == []

@@ -13,7 +13,7 @@ from typing import Iterator
 
 import pytest
 
-from upgrader import agent
+from upgrader.hostagent.main import handle
 from upgrader.core.errors import InputError
 from upgrader.core.playbook import load_playbook, shipped_playbooks_dir
 
@@ -50,7 +50,7 @@ def procs() -> Iterator[list[subprocess.Popen[str]]]:
 def _prove(install: Path, port: int) -> dict[str, object]:
     spec = load_playbook(shipped_playbooks_dir() / "tomcat.yaml").render(
         {"install_dir": str(install), "http_port": str(port), "shutdown_port": "-1"})
-    reply = agent.handle({"op": "prove", "install_dir": str(install), "state_dir": None,
+    reply = handle({"op": "prove", "install_dir": str(install), "state_dir": None,
                           "probes": [spec["observe"]["probes"][0]]})
     assert reply["ok"], reply
     (result,) = reply["result"]["probes"]
@@ -102,7 +102,7 @@ def test_the_version_is_read_from_inside_the_jar_without_running_anything(tmp_pa
     source = load_playbook(shipped_playbooks_dir() / "tomcat.yaml").spec["version"]
 
     def facts() -> dict[str, object]:
-        reply = agent.handle({"op": "facts", "install_dir": str(install), "state_dir": None, "version_source": source})
+        reply = handle({"op": "facts", "install_dir": str(install), "state_dir": None, "version_source": source})
         assert reply["ok"], reply
         return reply["result"]
 
@@ -155,7 +155,7 @@ def test_a_stop_script_that_returns_early_is_waited_for(tmp_path: Path, procs: l
     (install / "bin" / "shutdown.sh").chmod(0o755)
     spec = load_playbook(shipped_playbooks_dir() / "tomcat.yaml").render(
         {"install_dir": str(install), "http_port": str(port), "shutdown_port": "-1"})
-    reply = agent.handle({"op": "stop", "install_dir": str(install), "state_dir": None, "stop": spec["stop"]})
+    reply = handle({"op": "stop", "install_dir": str(install), "state_dir": None, "stop": spec["stop"]})
     assert reply["ok"], reply
     assert reply["result"]["pid"] == server.pid and reply["result"]["escalated"] is None
     assert server.poll() is not None or not Path(f"/proc/{server.pid}").exists() or \

@@ -399,25 +399,27 @@ def test_the_host_agent_refuses_a_lock_for_an_older_catalog_than_it_saw(tmp_path
     action refuses a run from an older catalog serial than a finished run recorded, and takes no lock; a run from
     the same or a newer serial takes the lock, and the newest serial is kept when that run finishes (a run refused
     in preflight records nothing)."""
-    from upgrader import agent
+    from upgrader.hostagent.common import AgentError
+    from upgrader.hostagent.finish import op_finish
+    from upgrader.hostagent.lock import op_lock
 
     install = tmp_path / "app"
     install.mkdir()
     state = tmp_path / ".upgrader-app"
 
     def lock(run: str, serial: int) -> dict[str, object]:
-        return dict(agent.op_lock({"install_dir": str(install), "run_id": run, "controller": "c", "user": "u",
+        return dict(op_lock({"install_dir": str(install), "run_id": run, "controller": "c", "user": "u",
                                    "catalog": {"product": "p", "serial": serial}}))
 
     def finish(run: str, serial: int) -> None:
         (state / "runs" / run).mkdir(parents=True)  # as prepare leaves it
-        agent.op_finish({"install_dir": str(install), "run_id": run, "outcome": "committed",
+        op_finish({"install_dir": str(install), "run_id": run, "outcome": "committed",
                          "catalog": {"product": "p", "serial": serial}})
 
     assert lock("run-1", 2)["locked"] is True
     assert not (state / "catalog-serials.json").exists()  # taking the lock records nothing yet
     finish("run-1", 2)
-    with pytest.raises(agent.AgentError) as refused:
+    with pytest.raises(AgentError) as refused:
         lock("run-2", 1)
     assert refused.value.kind == "catalog_rollback" and "older than serial 2" in str(refused.value)
     assert not (state / "lock").exists()

@@ -209,12 +209,13 @@ def test_the_host_refuses_a_plan_whose_current_version_is_not_its_ledgers(sandbo
     """Defence on the host (what a second controller racing past the controller's checks meets): after upgrader
     installed 7.0.4.2, the agent's prepare for a plan that says the host runs 7.0.4.0 is refused before anything is
     staged or stopped, naming the ledger and both versions."""
-    from upgrader import agent
+    from upgrader.hostagent.common import AgentError
+    from upgrader.hostagent.prepare import op_prepare
 
     _upgraded(sandbox)
     before = host_state(sandbox)
-    with pytest.raises(agent.AgentError) as refused:
-        agent.op_prepare({"install_dir": str(sandbox.install_dir), "run_id": "20990101T000000-evil",
+    with pytest.raises(AgentError) as refused:
+        op_prepare({"install_dir": str(sandbox.install_dir), "run_id": "20990101T000000-evil",
                           "preserve": [], "current_version": "7.0.4.0", "package_path": "/nonexistent"})
     assert refused.value.kind == "version_mismatch"
     for words in ("installed.json", "last installed 7.0.4.2", "host runs 7.0.4.0", "before stop"):

@@ -17,7 +17,7 @@ lines, options lines, a missing final newline). Input that could smuggle options
 
 ``edit_on_host`` is the one function that acts: it reads the file through a host's agent, applies
 an edit, and has the agent swap the result in only if the file did not change in between; the
-agent holds the lock, writes a temp file, fsyncs, renames and keeps owner and mode (``agent.py``,
+agent holds the lock, writes a temp file, fsyncs, renames and keeps owner and mode (``hostagent/access.py``,
 because that is the code that runs on the host). Which file: ``~/.ssh/authorized_keys`` of the
 account, the default ``AuthorizedKeysFile``; other settings of that option are not followed.
 """

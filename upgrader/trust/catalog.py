@@ -297,7 +297,8 @@ def _check_members(p: Path, entry: CatalogEntry) -> None:
     The verdict is remembered by digest (the bytes were just hashed), so plan and run in one process check once."""
     import tarfile
 
-    from .. import agent
+    from ..hostagent.common import AgentError
+    from ..hostagent.extract import check_members
 
     key = (entry.sha256, entry.max_members, entry.max_unpacked_bytes)
     if key in _CHECKED:
@@ -305,8 +306,8 @@ def _check_members(p: Path, entry: CatalogEntry) -> None:
 
     try:
         with tarfile.open(p, "r:gz") as tar:
-            agent.check_members(tar, {"members": entry.max_members, "unpacked_bytes": entry.max_unpacked_bytes})
-    except agent.AgentError as e:
+            check_members(tar, {"members": entry.max_members, "unpacked_bytes": entry.max_unpacked_bytes})
+    except AgentError as e:
         raise InputError(str(e), path=str(p), hint="do not install this package; ask the vendor") from None
     except (tarfile.TarError, OSError, EOFError) as e:
         raise InputError(f"damaged package: {e}", path=str(p),

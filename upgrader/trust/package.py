@@ -2,7 +2,7 @@
 
 This module builds packages, reads their metadata and checks them against a catalog entry on
 the controller. It never extracts a package: extraction happens on the host, in the agent,
-with its own member checks (see ``agent.py``).
+with its own member checks (see ``hostagent/extract.py``).
 """
 
 from __future__ import annotations

@@ -40,7 +40,8 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from ... import agent
+    from ...hostagent.common import AgentError
+    from ...hostagent.extract import check_members
     from ...trust.catalog import load_catalog, verify_package_file
     from ...trust.package import file_digest, read_meta
 
@@ -59,8 +60,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
         info["catalog"] = str(catalog.path)
     try:
         with tarfile.open(pkg, "r:gz") as tar:
-            members = agent.check_members(tar, limits)
-    except agent.AgentError as e:
+            members = check_members(tar, limits)
+    except AgentError as e:
         raise InputError(str(e), path=str(pkg), hint="do not install this package; ask the vendor") from None
     except (tarfile.TarError, OSError, EOFError) as e:
         raise InputError(f"damaged package: {e}", path=str(pkg)) from None

@@ -2,12 +2,12 @@
 
 A transport runs an argument list on its host (quoted for the shell when it has to cross one)
 and copies files there; it knows nothing of phases. ``AgentClient`` sends one JSON request per
-phase action to ``agent.py`` on the host and turns its reply into a result or an ``AgentFailure``.
+phase action to the host agent (``upgrader/hostagent``, which reaches the host as one zip: see
+bundle.py) and turns its reply into a result or an ``AgentFailure``.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shlex
 from dataclasses import dataclass
@@ -17,9 +17,7 @@ from typing import Any, Protocol, Sequence
 from ...core import faults
 from ...core.errors import TransportError
 
-__all__ = ["CommandResult", "Transport", "Stream", "AgentClient", "AgentFailure", "AGENT_SOURCE"]
-
-AGENT_SOURCE = Path(__file__).resolve().parents[2] / "agent.py"
+__all__ = ["CommandResult", "Transport", "Stream", "AgentClient", "AgentFailure"]
 
 
 @dataclass(frozen=True)
@@ -52,7 +50,7 @@ class Transport(Protocol):
     def put(self, local: Path, remote: str) -> None: ...
 
     def agent_path(self) -> str:
-        """Where agent.py is on the host (copied there once if needed)."""
+        """Where the agent's zip is on the host (copied there once per version if needed)."""
         ...
 
     def open_stream(self, argv: Sequence[str]) -> "Stream":
@@ -145,10 +143,6 @@ def _bounded(value: Any, in_probes: bool = False) -> Any:
     if isinstance(value, list):
         return [_bounded(v, in_probes) for v in value]
     return value
-
-
-def agent_digest() -> str:
-    return hashlib.sha256(AGENT_SOURCE.read_bytes()).hexdigest()
 
 
 def shell_join(argv: Sequence[str]) -> str:

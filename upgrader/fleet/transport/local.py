@@ -1,4 +1,9 @@
-"""The local transport: commands on this machine through invoke, files by copy."""
+"""The local transport: commands on this machine through invoke, files by copy.
+
+The agent runs from the same zip as on SSH hosts (bundle.py), cached in this user's own cache dir and
+started by the same boot, which checks its sha256 before anything of it runs: local and SSH runs
+execute the same bytes.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +14,8 @@ from pathlib import Path
 from typing import Sequence
 
 from ...core.errors import TransportError
-from .base import AGENT_SOURCE, CommandResult, shell_join
+from .base import CommandResult, shell_join
+from .bundle import BOOT, agent_bundle, local_copy
 
 __all__ = ["LocalTransport", "LocalStream"]
 
@@ -49,12 +55,30 @@ class LocalTransport:
         shutil.copyfile(local, remote)
 
     def agent_path(self) -> str:
-        return str(AGENT_SOURCE)
+        """The agent's zip in this user's cache dir (written once per version, checked again at each start)."""
+        return str(local_copy(host=self.name))
 
     def open_stream(self, argv: Sequence[str]) -> "LocalStream":
-        stream = LocalStream(self.name, argv)
-        self._streams.append(stream)
-        return stream
+        """Start a command; the agent's session (``[python, agent_path(), "--serve"]``) starts through the
+        boot that runs the zip only when its bytes still have their sha256 (a changed copy is written again)."""
+        boot = len(argv) == 3 and argv[2] == "--serve" and Path(argv[1]).name == agent_bundle().name
+        for attempt in (1, 2):
+            if boot:
+                stream = LocalStream(self.name, [argv[0], "-I", "-c", BOOT, argv[1], agent_bundle().sha256,
+                                                 "--serve"])
+                first = stream.read_line(60)
+                if first == "UPGRADER-AGENT-MISSING" and attempt == 1:
+                    stream.close()
+                    local_copy(host=self.name)
+                    continue
+                if first != "UPGRADER-AGENT-READY":
+                    stream.close()
+                    raise TransportError(f"the agent did not start: {first[:200]!r}", host=self.name)
+            else:
+                stream = LocalStream(self.name, argv)
+            self._streams.append(stream)
+            return stream
+        raise TransportError("the agent could not be installed", host=self.name)
 
     def close(self) -> None:
         while self._streams:

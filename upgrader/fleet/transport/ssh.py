@@ -10,7 +10,7 @@ Foreign exceptions (paramiko, socket) become ``TransportError`` here.
 
 from __future__ import annotations
 
-import hashlib
+import io
 import logging
 import os
 import socket
@@ -18,23 +18,14 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Sequence
 
 from ...core.errors import TransportError
-from .base import AGENT_SOURCE, CommandResult, shell_join
+from .base import CommandResult, shell_join
+from .bundle import BOOT, agent_bundle
 
 __all__ = ["SSHTransport", "HostKeyRefused"]
 
 KEEPALIVE_SECONDS = 15
 IDLE_WAKEUP_SECONDS = 1.0
 CONNECT_TIMEOUT = 15
-
-# Starts the cached agent only when its bytes still have the digest its name promises (the full sha256
-# is passed in): the file's bytes are read once, checked, compiled and run, so neither a changed file nor
-# a planted bytecode cache is ever run. A mismatch answers UPGRADER-AGENT-MISSING and the agent is sent
-# again. One line, no double quotes or '$': it travels inside a double-quoted shell word.
-_BOOT = ("import sys,hashlib,types;p=sys.argv[1];b=open(p,'rb').read();"
-         "ok=hashlib.sha256(b).hexdigest()==sys.argv[2];"
-         "ok or (print('UPGRADER-AGENT-MISSING',flush=True),sys.exit(97));"
-         "m=types.ModuleType('upgrader_agent');m.__file__=p;exec(compile(b,p,'exec'),m.__dict__);"
-         "print('UPGRADER-AGENT-READY',flush=True);sys.argv=[p,'--serve'];sys.exit(m.main())")
 
 # paramiko's transport thread logs a failed handshake with its traceback; with no handler set up,
 # Python prints that on stderr amid the progress lines. The failure reaches the user as our
@@ -188,12 +179,12 @@ class SSHTransport:
             raise TransportError(f"upload of {local.name} failed: {e}", host=self.name) from e
 
     def agent_path(self) -> str:
-        """agent.py on the host, named after its digest, uploaded once per version into ~/.cache/upgrader
-        (and checked against that digest each time it starts)."""
+        """The agent's zip on the host, named after its sha256, uploaded once per version into ~/.cache/upgrader
+        (and checked against that digest each time it starts: bundle.BOOT)."""
         if self._agent:
             return self._agent
-        self._digest = hashlib.sha256(AGENT_SOURCE.read_bytes()).hexdigest()
-        self._agent = f".cache/upgrader/agent_{self._digest[:16]}.py"  # relative to the login directory
+        self._digest = agent_bundle().sha256
+        self._agent = f".cache/upgrader/{agent_bundle().name}"  # relative to the login directory
         return self._agent
 
     def open_stream(self, argv: Sequence[str]) -> "SSHStream":
@@ -203,7 +194,7 @@ class SSHTransport:
         agent = self.agent_path()
         if list(argv[1:]) == [agent, "--serve"]:
             boot = (f'test -f "$HOME/{agent}" || {{ echo UPGRADER-AGENT-MISSING; exit 97; }}; '
-                    f'exec {argv[0]} -c "{_BOOT}" "$HOME/{agent}" {self._digest} --serve')
+                    f'exec {argv[0]} -I -c "{BOOT}" "$HOME/{agent}" {self._digest} --serve')
         else:
             boot = shell_join(argv)
         conn = self._connect()
@@ -229,6 +220,8 @@ class SSHTransport:
         raise TransportError("the agent could not be installed on the host", host=self.name)
 
     def _upload_agent(self, agent: str) -> None:
+        import paramiko
+
         res = self.run(["sh", "-c", 'mkdir -p "$HOME/.cache/upgrader" && chmod 700 "$HOME/.cache/upgrader" && '
                                     'cd && pwd'])
         home = res.stdout.strip()
@@ -238,7 +231,11 @@ class SSHTransport:
         # writes its own temp file and renames it into place whole (a shared name is truncated or
         # moved away under the others' feet)
         part = f"{home}/{agent}.part-{os.urandom(6).hex()}"
-        self.put(AGENT_SOURCE, part)
+        try:
+            self._connect().sftp().putfo(io.BytesIO(agent_bundle().data), part)
+        except (paramiko.SSHException, OSError, EOFError) as e:
+            self.run(["rm", "-f", part])
+            raise TransportError(f"upload of the agent failed: {e}", host=self.name) from e
         moved = self.run(["mv", "-f", part, f"{home}/{agent}"])
         if moved.exited != 0:
             self.run(["rm", "-f", part])

@@ -1,0 +1,194 @@
+"""Access grants: an account's ~/.ssh/authorized_keys, read whole and replaced whole. The controller
+edits the text (upgrader/customer/access.py); here it is only read, and swapped in under a lock when
+nobody changed it since it was read (compare and swap on its sha256), owner and mode kept.
+"""
+
+import errno
+import hashlib
+import os
+import stat
+
+from .beneath import OPEN_DIR, open_dir_at
+from .common import AgentError
+
+
+AUTHORIZED_KEYS_MAX = 1 << 20
+
+
+def access_target(req):
+    """The account a request names (default: the agent's own, at $HOME) and its authorized_keys path."""
+    import pwd
+
+    euid, user = os.geteuid(), req.get("user")
+    try:
+        pw = pwd.getpwnam(user) if user else pwd.getpwuid(euid)
+    except KeyError:
+        raise AgentError("there is no user %r on this host" % (user or euid), "bad_input")
+    if user and euid not in (0, pw.pw_uid):
+        raise AgentError("only root (or %s) may change the authorized_keys of %s" % (user, user), "bad_input")
+    home = pw.pw_dir if user else (os.environ.get("HOME") or pw.pw_dir)
+    if not home or not os.path.isdir(home):
+        raise AgentError("user %s has no home directory (%s)" % (pw.pw_name, home or "none"), "bad_input")
+    ssh_dir = os.path.join(home, ".ssh")
+    return pw, ssh_dir, os.path.join(ssh_dir, "authorized_keys")
+
+
+def open_ssh_dir(pw, ssh_dir, create):
+    """A descriptor of the account's ~/.ssh, reached from / one component at a time with O_NOFOLLOW (the
+    home's own path is resolved first: links the system set up above it are followed, none below), so a
+    directory the account swaps for a link meanwhile cannot redirect the edit. None when it is missing
+    and ``create`` is false; made (0700, owned by the account) when it is missing and ``create`` is true."""
+    home = os.path.realpath(os.path.dirname(ssh_dir))
+    fd = os.open("/", OPEN_DIR)
+    try:
+        for name in [p for p in home.split("/") if p]:
+            nfd = open_dir_at(fd, name, "home directory %s" % home, home)
+            os.close(fd)
+            fd = nfd
+        if create:
+            try:
+                os.mkdir(".ssh", 0o700, dir_fd=fd)
+                os.fsync(fd)
+            except FileExistsError:
+                pass
+        try:
+            ssh_fd = os.open(".ssh", OPEN_DIR, dir_fd=fd)
+        except FileNotFoundError:
+            return None
+        except OSError as e:
+            if e.errno in (errno.ELOOP, errno.ENOTDIR):
+                raise AgentError("%s is not a plain directory (a link?); edit it by hand" % ssh_dir, "bad_input")
+            raise
+    finally:
+        os.close(fd)
+    if create and os.geteuid() != pw.pw_uid and os.fstat(ssh_fd).st_uid != pw.pw_uid:
+        os.fchown(ssh_fd, pw.pw_uid, pw.pw_gid)
+    return ssh_fd
+
+
+def read_authorized_keys(ssh_fd, path, pw):
+    """(bytes, stat) of authorized_keys in the directory ssh_fd, (None, None) when there is none; never
+    through a link."""
+    if ssh_fd is None:
+        return None, None
+    try:
+        fd = os.open("authorized_keys", os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=ssh_fd)
+    except FileNotFoundError:
+        return None, None
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise AgentError("%s is a link; upgrader edits only a plain file" % path, "bad_input")
+        raise
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(f.fileno())
+        check_account_file(st, path, pw, owner=False)
+        data = f.read(AUTHORIZED_KEYS_MAX + 1)
+    if len(data) > AUTHORIZED_KEYS_MAX:
+        raise AgentError("%s is larger than 1 MiB; is it the right file?" % path, "bad_input")
+    return data, st
+
+
+def op_access_read(req):
+    import base64
+
+    pw, ssh_dir, path = access_target(req)
+    ssh_fd = open_ssh_dir(pw, ssh_dir, create=False)
+    try:
+        data, _ = read_authorized_keys(ssh_fd, path, pw)
+    finally:
+        if ssh_fd is not None:
+            os.close(ssh_fd)
+    return {"user": pw.pw_name, "path": path, "exists": data is not None,
+            "sha256": hashlib.sha256(data).hexdigest() if data is not None else None,
+            "data": base64.b64encode(data or b"").decode("ascii")}
+
+
+def op_access_write(req):
+    """Replace authorized_keys with req["data"] if it still has sha256 req["expect"] (None: absent).
+    Every file is opened and renamed relative to the descriptor of ~/.ssh (see open_ssh_dir)."""
+    import base64
+    import fcntl
+
+    pw, ssh_dir, path = access_target(req)
+    data = base64.b64decode(req["data"])
+    ssh_fd = open_ssh_dir(pw, ssh_dir, create=True)
+    try:
+        lock, created = open_access_lock(ssh_fd, ssh_dir, pw)
+        try:
+            if created and os.geteuid() == 0 and os.fstat(lock).st_uid != pw.pw_uid:
+                os.fchown(lock, pw.pw_uid, pw.pw_gid)  # only the file this call made, never one found there
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            old, st = read_authorized_keys(ssh_fd, path, pw)
+            if (hashlib.sha256(old).hexdigest() if old is not None else None) != req.get("expect"):
+                raise AgentError("%s changed while it was being edited" % path, "conflict")
+            replace_authorized_keys(ssh_fd, path, data, st, pw)
+        finally:
+            os.close(lock)
+    finally:
+        os.close(ssh_fd)
+    return {"path": path, "created": st is None, "sha256": hashlib.sha256(data).hexdigest()}
+
+
+def check_account_file(st, path, pw, owner=True):
+    """A file in the account's ~/.ssh that root may use: a regular file with one name (not a hard link to a
+    file elsewhere) and (``owner``) owned by the account or root. authorized_keys keeps whatever owner it has."""
+    if not stat.S_ISREG(st.st_mode):
+        raise AgentError("%s is not a regular file; edit it by hand" % path, "bad_input")
+    if st.st_nlink != 1:
+        raise AgentError("%s has %d names (a hard link to a file elsewhere?); upgrader edits only a file with one "
+                         "name: edit it by hand" % (path, st.st_nlink), "bad_input")
+    if owner and st.st_uid not in (pw.pw_uid, 0):
+        raise AgentError("%s is owned by uid %d, not by %s or root; edit it by hand" % (path, st.st_uid, pw.pw_name),
+                         "bad_input")
+
+
+def open_access_lock(ssh_fd, ssh_dir, pw):
+    """(descriptor, made by this call) of ~/.ssh/.authorized_keys.lock: made new (O_EXCL), else an existing one
+    opened without following a link and checked (check_account_file)."""
+    flags = os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+    path = os.path.join(ssh_dir, ".authorized_keys.lock")
+    try:
+        return os.open(".authorized_keys.lock", flags | os.O_CREAT | os.O_EXCL, 0o600, dir_fd=ssh_fd), True
+    except FileExistsError:
+        pass
+    try:
+        fd = os.open(".authorized_keys.lock", flags, dir_fd=ssh_fd)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise AgentError("%s is a link; remove it" % path, "bad_input")
+        raise
+    try:
+        check_account_file(os.fstat(fd), path, pw)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, False
+
+
+def replace_authorized_keys(ssh_fd, path, data, st, pw):
+    """Write data to a new file in ssh_fd (owner and mode of the old file, else the account's and 0600),
+    then rename it over authorized_keys."""
+    uid, gid, mode = (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) if st else (pw.pw_uid, pw.pw_gid, 0o600)
+    tmp = ".authorized_keys.%d.%s" % (os.getpid(), os.urandom(4).hex())
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0), 0o600,
+                 dir_fd=ssh_fd)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            if (uid, gid) != (os.geteuid(), os.getegid()):
+                try:
+                    os.fchown(f.fileno(), uid, gid)
+                except PermissionError:
+                    raise AgentError("cannot keep %s owned by uid %d, gid %d (only root can); nothing was "
+                                     "changed" % (path, uid, gid), "bad_input")
+            os.fchmod(f.fileno(), mode)
+            os.fsync(f.fileno())
+        os.rename(tmp, "authorized_keys", src_dir_fd=ssh_fd, dst_dir_fd=ssh_fd)
+    except BaseException:
+        try:
+            os.unlink(tmp, dir_fd=ssh_fd)
+        except OSError:
+            pass
+        raise
+    os.fsync(ssh_fd)

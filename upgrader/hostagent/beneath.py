@@ -1,0 +1,485 @@
+"""Paths beneath a root: every path the agent touches in an install dir (and every package member)
+is resolved physically, as the kernel would, and refused when a link on the way leads out; it is
+then opened from a directory descriptor, one component at a time, with O_NOFOLLOW, so that a link
+swapped in after the check cannot lead out either.
+
+Preserved paths and product files are moved, copied and linked from directory descriptors: every
+component on both sides opened with O_NOFOLLOW, so a link put on the way (by a package or swapped in
+by whoever owns the tree) makes the step refuse instead of reaching outside.
+"""
+
+import contextlib
+import errno
+import hashlib
+import os
+import shutil
+import stat
+
+from .common import CHUNK, AgentError
+
+
+MAX_LINK_HOPS = 40  # as the kernel's own limit of links followed in one lookup
+
+
+OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+
+
+def link_target(path, dir_fd=None):
+    """The target of link ``path`` for a message ('(swapped since)' when it is no longer a link)."""
+    try:
+        return os.readlink(path, dir_fd=dir_fd)
+    except OSError:
+        return "(swapped since)"
+
+
+def split_rel(rel):
+    """The components of a relative path, '.' and empty ones removed; None when it is absolute or climbs."""
+    if not isinstance(rel, str) or rel.startswith("/") or "\x00" in rel:
+        return None
+    parts = [p for p in rel.split("/") if p not in ("", ".")]
+    return None if ".." in parts else parts
+
+
+def unsafe_path(what, rel, root, why):
+    return AgentError("%s %s %s (install dir %s); nothing was changed: make it a plain file or "
+                      "directory inside the install dir, or correct the playbook or inventory"
+                      % (what, rel, why, root), "unsafe_path", path=rel, what=what)
+
+
+def resolve_beneath(root, rel, what, follow_last=True):
+    """The components of ``rel`` below ``root``, every link on the way resolved on the real file system.
+
+    A link that leads outside root (absolute, or climbing above it) is refused, naming the link; missing
+    components are taken as they are. ``follow_last`` False keeps a final link as itself (to remove it)."""
+    parts = split_rel(rel)
+    if parts is None:
+        raise unsafe_path(what, rel, root, "is absolute or climbs out with '..'")
+    return follow_beneath(root, rel, what, [], list(parts), follow_last)
+
+
+def follow_beneath(root, rel, what, done, todo, follow_last=True, via=None):
+    """The loop of resolve_beneath: ``done`` resolved components, ``todo`` the rest (may hold '..' and a leading
+    '' for an absolute link target); ``via``: (link, target) that put ``todo`` there."""
+    bases = [os.path.abspath(root), os.path.realpath(root)]
+    hops = 0
+    if todo and todo[0] == "":  # an absolute target: allowed only when it names a path inside root
+        target = "/".join(todo)
+        base = [b for b in bases if target == b or target.startswith(b + "/")]
+        if not base:
+            raise unsafe_path(what, rel, root, "passes through the symlink %s -> %s, which leads outside "
+                                               "the install dir" % via)
+        done, todo = [], target[len(base[0]):].split("/")
+    while todo:
+        name = todo.pop(0)
+        if name in ("", "."):
+            continue
+        if name == "..":
+            if not done:
+                raise unsafe_path(what, rel, root, "passes through the symlink %s -> %s, which leads outside "
+                                                   "the install dir" % via)
+            done.pop()
+            continue
+        full = os.path.join(root, *(done + [name]))
+        try:
+            st = os.lstat(full)
+        except OSError:
+            done.append(name)
+            continue
+        if not stat.S_ISLNK(st.st_mode) or (not todo and not follow_last):
+            done.append(name)
+            continue
+        hops += 1
+        try:
+            target = os.readlink(full)
+        except OSError:  # no longer a link: the name was swapped while it was checked
+            raise unsafe_path(what, rel, root, "changed while it was checked (%s was a symlink, then not): a "
+                                               "directory is being swapped for a link" % "/".join(done + [name]))
+        via = ("/".join(done + [name]), target)
+        if hops > MAX_LINK_HOPS:
+            raise unsafe_path(what, rel, root, "meets more than %d symlinks (the last %s -> %s; a loop?)"
+                              % ((MAX_LINK_HOPS,) + via))
+        if target.startswith("/"):
+            base = [b for b in bases if target == b or target.startswith(b + "/")]
+            if not base:
+                raise unsafe_path(what, rel, root, "passes through the symlink %s -> %s, which leads outside "
+                                                   "the install dir" % via)
+            done, target = [], target[len(base[0]):]
+        todo = target.split("/") + todo
+    return done
+
+
+def open_dir_at(fd, name, what, root):
+    """A descriptor of directory ``name`` in directory ``fd``; a link or a file there is refused."""
+    try:
+        return os.open(name, OPEN_DIR, dir_fd=fd)
+    except OSError as e:
+        if e.errno in (errno.ELOOP, errno.ENOTDIR, errno.EMLINK):
+            raise AgentError("%s: %s is not a plain directory (a symlink?); refusing to go through it below %s"
+                             % (what, name, root), "unsafe_path", path=name)
+        raise
+
+
+def walk_dirs(root_fd, parts, what, root, create=False):
+    """Descriptor of the directory root/parts[0]/.../parts[-1], opened one step at a time with O_NOFOLLOW
+    from ``root_fd`` (the caller closes it; it may be root_fd itself when parts is empty)."""
+    fd = root_fd
+    for name in parts:
+        if create:
+            try:
+                os.mkdir(name, 0o755, dir_fd=fd)
+            except FileExistsError:
+                pass
+        try:
+            nfd = open_dir_at(fd, name, what, root)
+        finally:
+            if fd != root_fd:
+                os.close(fd)
+        fd = nfd
+    return fd
+
+
+def open_beneath(root, rel, what, flags=os.O_RDONLY):
+    """Open root/rel for reading, resolved beneath root and walked without following any link."""
+    parts = resolve_beneath(root, rel, what)
+    if not parts:
+        raise unsafe_path(what, rel, root, "is the install dir itself, not a file in it")
+    root_fd = os.open(root, OPEN_DIR & ~os.O_NOFOLLOW)
+    try:
+        fd = walk_dirs(root_fd, parts[:-1], what, root)
+        try:
+            return os.open(parts[-1], flags | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0), dir_fd=fd)
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                raise AgentError("%s %s became a symlink while it was read; refusing it" % (what, rel), "unsafe_path",
+                                 path=rel)
+            raise
+        finally:
+            if fd != root_fd:
+                os.close(fd)
+    finally:
+        os.close(root_fd)
+
+
+def read_beneath(root, rel, what, limit=-1, offset=0):
+    """The bytes of root/rel (see open_beneath), from ``offset``, at most ``limit``."""
+    fd = open_beneath(root, rel, what)
+    with os.fdopen(fd, "rb") as f:
+        if offset:
+            f.seek(offset)
+        return f.read(limit)
+
+
+def remove_at(parent_fd, name):
+    """Remove ``name`` in directory ``parent_fd``: a file or link is unlinked, a directory emptied from
+    descriptors and removed; nothing it holds is ever followed."""
+    st = os.stat(name, dir_fd=parent_fd, follow_symlinks=False)
+    if not stat.S_ISDIR(st.st_mode):
+        os.unlink(name, dir_fd=parent_fd)
+        return
+    fd = os.open(name, OPEN_DIR, dir_fd=parent_fd)
+    try:
+        for entry in os.listdir(fd):
+            remove_at(fd, entry)
+    finally:
+        os.close(fd)
+    os.rmdir(name, dir_fd=parent_fd)
+
+
+def remove_beneath(root, rel, what, missing_ok=False):
+    """Remove root/rel (a final link is removed, not followed); refused when a link on its way leads
+    out of root or a component is not a plain directory. False when it was not there."""
+    parts = resolve_beneath(root, rel, what, follow_last=False)
+    if not parts:
+        raise unsafe_path(what, rel, root, "is the install dir itself, not a path in it")
+    root_fd = os.open(root, OPEN_DIR & ~os.O_NOFOLLOW)
+    try:
+        try:
+            fd = walk_dirs(root_fd, parts[:-1], what, root)
+        except FileNotFoundError:
+            if missing_ok:
+                return False
+            raise
+        try:
+            remove_at(fd, parts[-1])
+        except FileNotFoundError:
+            if missing_ok:
+                return False
+            raise
+        finally:
+            if fd != root_fd:
+                os.close(fd)
+    finally:
+        os.close(root_fd)
+    return True
+
+
+def recorded_link_problems(root, links, preserved):
+    """The product links a scan recorded (rel -> target, as read then), checked before anything is made from them:
+    one that lies on the way of a preserved path (install moves those through plain directories only) or whose
+    recorded target leads outside root is refused, one sentence each. The target checked is the one recorded,
+    which the backup and the staged tree would recreate, not whatever the name holds now."""
+    problems = []
+    for rel, target in sorted(links.items()):
+        under = [p for p in preserved if p.startswith(rel + "/")]
+        if under:
+            problems.append(str(unsafe_path("preserved path", under[0], root, "passes through the symlink %s -> %s; "
+                                            "a preserved path is moved only through plain directories"
+                                            % (rel, target))))
+            continue
+        try:
+            follow_beneath(root, rel, "product link", rel.split("/")[:-1], target.split("/"), via=(rel, target))
+        except AgentError as e:
+            problems.append(str(e))
+    return problems
+
+
+def check_host_paths(root, spec):
+    """Every path a run will touch in the install dir, checked before anything is changed: the problems
+    found (one sentence each; empty when all resolve beneath root)."""
+    problems = []
+    checks = [("preserved path", p, True) for p in spec.get("preserve", [])]
+    checks += [("the patch's remove entry", p, False) for p in spec.get("remove", [])]
+    checks += [("pid_file", p, True) for p in spec.get("pid_files", [])]
+    checks += [("log file", p, True) for p in spec.get("logs", [])]
+    checks += [("version file", p, True) for p in ([spec["version_file"]] if spec.get("version_file") else [])]
+    for what, rel, follow in checks:
+        try:
+            resolve_beneath(root, rel, what, follow_last=follow)
+        except AgentError as e:
+            problems.append(str(e))
+    return problems
+
+
+def open_root(path, what):
+    """A descriptor of directory ``path`` itself; refused when its last component is a link."""
+    try:
+        return os.open(path, OPEN_DIR)
+    except OSError as e:
+        if e.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise AgentError("%s %s is not a plain directory (a symlink?); refusing to use it; nothing there was "
+                             "changed: check the host by hand" % (what, path), "needs_person", path=path)
+        raise
+
+
+def parent_at(root_fd, rel, what, root, create=False):
+    """(descriptor of the directory that holds ``rel``, its last name): every component a plain directory,
+    none followed (FileNotFoundError when one is missing and ``create`` is false). The caller closes it."""
+    parts = split_rel(rel)
+    if not parts:
+        raise unsafe_path(what, rel, root, "is absolute, climbs out with '..' or is the install dir itself")
+    fd = walk_dirs(root_fd, parts[:-1], what, root, create=create)
+    return (os.dup(fd) if fd == root_fd else fd), parts[-1]
+
+
+def link_parents(root, rel, what, package=False):
+    """A sentence when a component above the last of ``rel`` in ``root`` is a symlink (None when none is);
+    ``package``: root is the staged tree of the package (the link is the package's)."""
+    parts = split_rel(rel)
+    if parts is None:
+        return str(unsafe_path(what, rel, root, "is absolute or climbs out with '..'"))
+    for i in range(len(parts) - 1):
+        full = os.path.join(root, *parts[:i + 1])
+        try:
+            st = os.lstat(full)
+        except OSError:
+            return None
+        if stat.S_ISLNK(st.st_mode):
+            link = ("/".join(parts[:i + 1]), link_target(full))
+            if package:
+                return ("%s %s passes through the symlink %s -> %s that the package puts on its way; a preserved "
+                        "path is moved only through plain directories; nothing was changed: the package is "
+                        "refused (ask the vendor)" % ((what, rel) + link))
+            return str(unsafe_path(what, rel, root, "passes through the symlink %s -> %s; a preserved path is "
+                                   "moved only through plain directories" % link))
+        if not stat.S_ISDIR(st.st_mode):
+            return None
+    return None
+
+
+@contextlib.contextmanager
+def parent_beneath(root, rel, what):
+    """(descriptor of the directory that holds root/rel, its last name), reached through plain directories only,
+    or None when a component on the way (or root itself) is missing; both descriptors are closed on leaving."""
+    try:
+        root_fd = open_root(root, "the install dir")
+    except FileNotFoundError:  # an interrupted swap or rollback left no install dir: nothing there to read
+        yield None
+        return
+    try:
+        try:
+            fd, name = parent_at(root_fd, rel, what, root)
+        except FileNotFoundError:
+            yield None
+            return
+        try:
+            yield fd, name
+        finally:
+            os.close(fd)
+    finally:
+        os.close(root_fd)
+
+
+def lstat_beneath(root, rel, what):
+    """The lstat of root/rel reached through plain directories only; None when it is not there."""
+    with parent_beneath(root, rel, what) as at:
+        if at is None:
+            return None
+        try:
+            return os.stat(at[1], dir_fd=at[0], follow_symlinks=False)
+        except FileNotFoundError:
+            return None
+
+
+def hash_beneath(root, rel, what):
+    """sha256 of the regular file root/rel reached through plain directories only; None when it is not one."""
+    with parent_beneath(root, rel, what) as at:
+        if at is None:
+            return None
+        try:
+            ffd = os.open(at[1], os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0),
+                          dir_fd=at[0])
+        except OSError as e:
+            if e.errno in (errno.ENOENT, errno.ELOOP):
+                return None
+            raise
+    with os.fdopen(ffd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            return None
+        h = hashlib.sha256()
+        for b in iter(lambda: f.read(CHUNK), b""):
+            h.update(b)
+        return h.hexdigest()
+
+
+def copy_out(parent_fd, name, dst_fd, dst_name, what="file"):
+    """Copy ``name`` in directory ``parent_fd`` (a file, a link as a link, or a directory) to the new name
+    ``dst_name`` in directory ``dst_fd``, modes and times kept; nothing on either side is followed (``what``
+    names the source in messages)."""
+    st = os.stat(name, dir_fd=parent_fd, follow_symlinks=False)
+    if stat.S_ISLNK(st.st_mode):
+        os.symlink(os.readlink(name, dir_fd=parent_fd), dst_name, dir_fd=dst_fd)
+        return
+    if stat.S_ISDIR(st.st_mode):
+        fd = os.open(name, OPEN_DIR, dir_fd=parent_fd)
+        try:
+            os.mkdir(dst_name, 0o700, dir_fd=dst_fd)
+            out = os.open(dst_name, OPEN_DIR, dir_fd=dst_fd)
+            try:
+                for entry in sorted(os.listdir(fd)):
+                    copy_out(fd, entry, out, entry, what)
+                os.fchmod(out, stat.S_IMODE(st.st_mode))
+                os.utime(out, ns=(st.st_atime_ns, st.st_mtime_ns))
+            finally:
+                os.close(out)
+        finally:
+            os.close(fd)
+    elif stat.S_ISREG(st.st_mode):
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0), dir_fd=parent_fd)
+        with os.fdopen(fd, "rb") as fin:
+            if not stat.S_ISREG(os.fstat(fin.fileno()).st_mode):
+                raise AgentError("%s %s changed while it was copied; refusing it" % (what, name), "needs_person")
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+            with os.fdopen(os.open(dst_name, flags, 0o600, dir_fd=dst_fd), "wb") as fout:
+                shutil.copyfileobj(fin, fout, CHUNK)
+                fout.flush()
+                os.fchmod(fout.fileno(), stat.S_IMODE(st.st_mode))
+                os.utime(fout.fileno(), ns=(st.st_atime_ns, st.st_mtime_ns))
+    else:
+        raise AgentError("%s %s is neither a file, a directory nor a link; refusing to copy it" % (what, name),
+                         "needs_person")
+
+
+class DirFds(object):
+    """Descriptors of the plain directories below a root, opened once each with O_NOFOLLOW."""
+
+    def __init__(self, root, what, create=False):
+        self.root, self.what, self.create = root, what, create
+        self.fds = {"": open_root(root, what)}
+
+    def get(self, rel_dir):
+        if rel_dir not in self.fds:
+            head, _, name = rel_dir.rpartition("/")
+            parent = self.get(head)
+            if self.create:
+                try:
+                    os.mkdir(name, 0o755, dir_fd=parent)
+                except FileExistsError:
+                    pass
+            self.fds[rel_dir] = open_dir_at(parent, name, self.what, self.root)
+        return self.fds[rel_dir]
+
+    def at(self, rel):
+        """(directory descriptor, last name) of a relative path."""
+        head, _, name = rel.rpartition("/")
+        return self.get(head), name
+
+    def close(self):
+        for fd in self.fds.values():
+            os.close(fd)
+        self.fds = {}
+
+
+def move_beneath(src_fd, dst_fd, rel, what, src_root, dst_root, replace=True):
+    """Rename src_root/rel to dst_root/rel (its parents made in dst), from descriptors: no component on either
+    side is followed. An existing dst is removed first (``replace``), else refused. False when src has none."""
+    try:
+        sfd, name = parent_at(src_fd, rel, what, src_root)
+    except FileNotFoundError:
+        return False
+    try:
+        try:
+            os.stat(name, dir_fd=sfd, follow_symlinks=False)
+        except FileNotFoundError:
+            return False
+        dfd, _ = parent_at(dst_fd, rel, what, dst_root, create=True)
+        try:
+            try:
+                os.stat(name, dir_fd=dfd, follow_symlinks=False)
+                if not replace:
+                    raise AgentError("%s exists in both %s and %s; not choosing between them" % (rel, src_root, dst_root),
+                                     "needs_person")
+                remove_at(dfd, name)
+            except FileNotFoundError:
+                pass
+            os.rename(name, name, src_dir_fd=sfd, dst_dir_fd=dfd)
+        finally:
+            os.close(dfd)
+    finally:
+        os.close(sfd)
+    return True
+
+
+def dir_id(st):
+    return [st.st_dev, st.st_ino]
+
+
+def install_name(paths):
+    """(descriptor of the install dir's parent, the install dir's name in it)."""
+    parent, name = os.path.split(paths.install.rstrip("/"))
+    return os.open(parent or "/", OPEN_DIR & ~os.O_NOFOLLOW), name
+
+
+def check_install_id(pfd, name, paths, allowed):
+    """The lstat of the install name when it is still one of the directories ``allowed`` ([st_dev, st_ino]
+    recorded by prepare; None: not recorded), None when it is absent; else refused (needs_person)."""
+    try:
+        st = os.stat(name, dir_fd=pfd, follow_symlinks=False)
+    except FileNotFoundError:
+        return None
+    if not stat.S_ISDIR(st.st_mode) or (allowed is not None and dir_id(st) not in allowed):
+        what = "a symlink" if stat.S_ISLNK(st.st_mode) else "not the directory this run prepared"
+        raise AgentError("the install dir %s is now %s; refusing to move it or anything in it (nothing was "
+                         "moved): check the host by hand" % (paths.install, what), "needs_person", path=paths.install)
+    return st
+
+
+def rename_install_out(pfd, name, dst, paths, allowed):
+    """Move the install dir (still one of ``allowed``) to ``dst``; moved back and refused when what moved was
+    something else (it was swapped between the check and the rename)."""
+    check_install_id(pfd, name, paths, allowed)
+    os.rename(name, dst, src_dir_fd=pfd)
+    st = os.lstat(dst)
+    if not stat.S_ISDIR(st.st_mode) or (allowed is not None and dir_id(st) not in allowed):
+        os.rename(dst, name, dst_dir_fd=pfd)
+        raise AgentError("the install dir %s was swapped while it was moved; it was put back, nothing else was "
+                         "moved: check the host by hand" % paths.install, "needs_person", path=paths.install)

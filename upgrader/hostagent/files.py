@@ -1,0 +1,110 @@
+"""Small durable-file helpers: files created without following a link, JSON written atomically and
+fsynced, digests.
+"""
+
+import errno
+import hashlib
+import json
+import os
+import shutil
+import stat
+
+from .common import CHUNK, AgentError
+
+
+def fsync_dir(path):
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def create_nofollow(path, mode=0o644):
+    """A new file at ``path`` opened for writing (a leftover of that name removed first, never followed)."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0), mode)
+
+
+def append_line_nofollow(path, line):
+    """Append one line to the file ``path`` (made when absent, 0600), never through a link; fsynced."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0), 0o600)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise AgentError("%s is a symlink; the agent keeps its state only in plain files: remove the link"
+                             % path, "unsafe_path", path=path)
+        raise
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise AgentError("%s is not a regular file; the agent keeps its state only in plain files" % path,
+                             "unsafe_path", path=path)
+        os.write(fd, line.encode("utf-8"))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_json_atomic(path, data):
+    tmp = "%s.tmp.%d" % (path, os.getpid())
+    with os.fdopen(create_nofollow(tmp), "w", encoding="utf-8") as f:
+        json.dump(data, f, sort_keys=True, indent=1)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fsync_dir(os.path.dirname(path) or ".")
+
+
+def read_json(path, default=None):
+    try:
+        with os.fdopen(os.open(path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)), encoding="utf-8") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        return default
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise AgentError("%s is a symlink; the agent keeps its state only in plain files: remove the link"
+                             % path, "unsafe_path", path=path)
+        raise
+    except ValueError:
+        raise AgentError("%s is damaged (not valid JSON)" % path, "needs_person")
+
+
+def sha256_file(path):
+    """sha256 of the file ``path`` (its last component never followed: a link there is an error)."""
+    h = hashlib.sha256()
+    with os.fdopen(os.open(path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)), "rb") as f:
+        while True:
+            b = f.read(CHUNK)
+            if not b:
+                break
+            h.update(b)
+    return h.hexdigest()
+
+
+def canonical_digest(obj):
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def rmtree(path):
+    if os.path.lexists(path):
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path)
+        else:
+            os.unlink(path)
+
+
+def read_text(path, limit=1 << 20):
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return f.read(limit)
+    except OSError:
+        return None

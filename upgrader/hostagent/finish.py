@@ -1,0 +1,91 @@
+"""The end of a run: the installed tree verified, the ledger written, the run's files cleared."""
+
+import json
+import os
+import time
+
+from .beneath import DirFds
+from .common import test_kill
+from .files import read_json, rmtree
+from .ledger import ledger_fds, record_catalog_serial
+from .lock import op_unlock
+from .manifests import drift, hash_at, scan_tree
+from .state import Paths, append_line_at, set_run_state, write_json_at
+
+
+def op_verify_tree(req):
+    """Compare the live product tree with a backup's manifest (byte-identical check)."""
+    paths = Paths(req)
+    manifest = read_json(paths.run("backup", "manifest.json"))
+    preserve = [p["path"] for p in manifest["preserve"]]
+    current = scan_tree(paths.install, preserve, hash_files=False)
+    expected = manifest["tree"]["files"]
+    live = DirFds(paths.install, "product file")  # read through plain directories only
+    try:
+        for rel, f in current["files"].items():  # hash only what is not provably the backed-up file itself
+            want = expected.get(rel)
+            if want and f.get("ino") == want.get("ino") and f["size"] == want["size"] and \
+                    f.get("mtime") == want.get("mtime"):
+                f["sha256"] = want["sha256"]
+            else:
+                f["sha256"] = hash_at(*(live.at(rel) + (os.path.join(paths.install, rel),)))[1]
+    finally:
+        live.close()
+    diffs = drift(manifest["tree"], current)
+    for rel, target in manifest["tree"].get("links", {}).items():
+        if current["links"].get(rel) != target:
+            diffs.append({"path": rel, "change": "link"})
+    for rel in current["links"]:
+        if rel not in manifest["tree"].get("links", {}):
+            diffs.append({"path": rel, "change": "added"})
+    return {"identical": not diffs, "differences": diffs[:50]}
+
+
+def op_finish(req):
+    """End of a run on a host: drop staging and old trees, apply backup retention, release the lock."""
+    paths = Paths(req)
+    for leftover in ("staging", "old", "failed", "restore", "package.tar.gz"):
+        rmtree(paths.run(leftover))
+        test_kill(req, "finish:cleanup")
+    set_run_state(paths, phase="finished", outcome=req.get("outcome"))
+    now = time.time()
+    installed = read_json(paths.installed)
+    # every copy of the ledger, each opened once (never through a link, only a directory of the agent's own that
+    # nobody else can write) and written only through that descriptor; a refusal keeps the lock (needs a person)
+    with ledger_fds(paths, create=True) as fds:
+        for d, fd in fds if req.get("approvals") else []:
+            append_line_at(fd, "approvals-used.jsonl", "".join(
+                json.dumps({"approval": digest, "run": paths.run_id, "time": now}) + "\n"
+                for digest in req["approvals"]), d)
+        for d, fd in fds if installed else []:  # the last install's manifest, beside the install too
+            if os.path.abspath(d) != os.path.abspath(paths.state):
+                write_json_at(fd, "installed.json", installed)
+        # a run that got past preflight was accepted with this catalog: older ones are refused here from now on
+        # (recorded at the end, with the used approvals, so a refusal in preflight leaves the host as it was)
+        record_catalog_serial(fds, req.get("catalog"))
+    removed = retention(paths, int(req.get("keep", 3)))
+    released = op_unlock(req)["released"] if req.get("unlock", True) else False
+    return {"removed_backups": removed, "released": released}
+
+
+def retention(paths, keep):
+    """Keep the newest `keep` backups, and always the newest backup of a committed run."""
+    runs_dir = os.path.join(paths.state, "runs")
+    if not os.path.isdir(runs_dir):
+        return []
+    runs = []
+    for run in os.listdir(runs_dir):
+        st = read_json(os.path.join(runs_dir, run, "state.json")) or {}
+        if os.path.isdir(os.path.join(runs_dir, run, "backup")) and st.get("phase") == "finished":
+            runs.append((st.get("updated", 0), run, st.get("outcome")))
+    runs.sort(reverse=True)
+    keep_set = set(r[1] for r in runs[:max(1, keep)])
+    committed = [r for r in runs if r[2] == "committed"]
+    if committed:
+        keep_set.add(committed[0][1])
+    removed = []
+    for _, run, _ in runs:
+        if run not in keep_set:
+            rmtree(os.path.join(runs_dir, run, "backup"))
+            removed.append(run)
+    return removed

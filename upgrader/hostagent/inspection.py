@@ -1,0 +1,192 @@
+"""Inspection: read-only health facts of this host and one install (upgrader/customer/inspection.py
+decides what is a warning; this only reads).
+"""
+
+import hashlib
+import os
+import re
+import socket
+import sys
+import time
+
+from .beneath import open_beneath, resolve_beneath
+from .common import CHUNK, AgentError
+from .files import read_text
+from .processes import describe_selector, listening, pid_alive, port_open, read_pid, select_processes
+from .state import Paths
+from .versions import read_version
+
+
+SYSCTLS = ("fs.file-max", "fs.nr_open", "net.core.somaxconn", "net.ipv4.tcp_max_syn_backlog",
+           "net.ipv4.ip_local_port_range", "vm.swappiness", "vm.max_map_count", "vm.overcommit_memory")
+ERROR_LINE = r"ERROR|SEVERE|FATAL|Exception"
+#: config files whose text never leaves the host, even when a playbook lists them: key stores, keys,
+#: licences and anything under a security/ directory (their digests do)
+TEXT_NEVER = re.compile(
+    r"(^|/)security/"
+    r"|\.(jks|jceks|p12|pfx|keystore|truststore|key|keys|pem|kdb|sth|rdb)$"  # Java, PKCS#12, IBM GSKit, LTPA
+    r"|(^|/)(license[^/]*|boot\.properties|SerializedSystemIni\.dat|\.?htpasswd"  # WebLogic, Apache
+    r"|[^/]*(credential|secret|passw)[^/]*)$", re.I)
+TEXT_MAX = 262144
+
+
+def proc_limits(pid):
+    """Open files and processes (soft, hard) of a process, from /proc/PID/limits."""
+    out = {}
+    for line in (read_text("/proc/%s/limits" % pid) or "").splitlines():
+        for key, label in (("open_files", "Max open files"), ("processes", "Max processes")):
+            if line.startswith(label):
+                soft, hard = line[len(label):].split()[:2]
+                out[key] = [None if v == "unlimited" else int(v) for v in (soft, hard)]
+    return out
+
+
+def inside_globs(root, patterns):
+    import glob
+
+    real = os.path.realpath(root)
+    out = []
+    for pattern in patterns:
+        for f in sorted(glob.glob(os.path.join(root, pattern), recursive=True)):
+            if os.path.isdir(f):
+                out += inside_globs(root, [os.path.relpath(f, root) + "/**/*"])
+            elif os.path.isfile(f) and os.path.realpath(f).startswith(real + os.sep):
+                rel = os.path.relpath(f, root).replace(os.sep, "/")
+                try:
+                    resolve_beneath(root, rel, "inspected file")
+                except AgentError:
+                    continue  # found through a link that leads out: not the install's file
+                out.append(rel)
+    return sorted(set(out))
+
+
+def config_selection(root, configs, text_globs):
+    """(path, text wanted) of each config file: text only for the paths ``text_globs`` (a list) names."""
+    texts = set(inside_globs(root, text_globs)) if isinstance(text_globs, list) else set()
+    return [(rel, rel in texts) for rel in sorted(set(inside_globs(root, configs)) | texts)]
+
+
+def config_facts(root, rel, text):
+    """sha256, size and mtime of a config file; its text when asked for and allowed (see TEXT_NEVER)."""
+    fd = open_beneath(root, rel, "config file")
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(fd)
+        h = hashlib.sha256()
+        for block in iter(lambda: f.read(CHUNK), b""):
+            h.update(block)
+        f.seek(0)
+        data = f.read(TEXT_MAX + 1) if text else b""
+    c = {"path": rel, "sha256": h.hexdigest(), "size": st.st_size, "mtime": st.st_mtime}
+    if not text:
+        return c
+    if TEXT_NEVER.search(rel):
+        c["text_withheld"] = "a key store, key, licence or security file: digest only"
+    elif st.st_size > TEXT_MAX:
+        c["text_withheld"] = "larger than %d bytes: digest only" % TEXT_MAX
+    elif b"\0" in data:
+        c["text_withheld"] = "binary (holds NUL bytes): digest only"
+    else:
+        c["text"] = data.decode("utf-8", "replace")
+    return c
+
+
+def log_facts(root, rel, lines, tail, pattern):
+    path = os.path.join(root, rel)
+    with os.fdopen(open_beneath(root, rel, "log file"), "rb") as f:
+        st = os.fstat(f.fileno())
+        f.seek(max(0, st.st_size - 256 * max(lines, tail, 1)))
+        text = f.read().decode("utf-8", "replace").splitlines()[-max(lines, tail, 1):]
+    errors = [x for x in text[-lines:] if re.search(pattern, x)] if lines else []
+    out = {"path": path, "size": st.st_size, "mtime": st.st_mtime, "recent": time.time() - st.st_mtime < 86400,
+           "lines": min(lines, len(text)), "errors": len(errors), "samples": errors[-5:]}
+    if tail:
+        out["tail"] = text[-tail:]
+    return out
+
+
+def host_addresses():
+    """This host's own addresses (IPv4 from /proc/net/fib_trie, IPv6 from /proc/net/if_inet6), loopback and
+    link-local left out; the addresses the host name resolves to where /proc says nothing."""
+    found = []
+    lines = (read_text("/proc/net/fib_trie") or "").splitlines()
+    for prev, line in zip(lines, lines[1:]):
+        m = re.match(r"\s*\|-- (\d+\.\d+\.\d+\.\d+)$", prev)
+        if m and "/32 host LOCAL" in line and not m.group(1).startswith("127.") and m.group(1) not in found:
+            found.append(m.group(1))
+    for line in (read_text("/proc/net/if_inet6") or "").splitlines():
+        raw = line.split()[0] if line.split() else ""
+        if len(raw) == 32 and raw != "0" * 31 + "1" and not raw.startswith("fe80"):
+            text = ":".join(raw[i:i + 4] for i in range(0, 32, 4))
+            try:
+                text = socket.inet_ntop(socket.AF_INET6, socket.inet_pton(socket.AF_INET6, text))
+            except (OSError, ValueError):
+                pass
+            if text not in found:
+                found.append(text)
+    if not found:
+        try:
+            for info in socket.getaddrinfo(socket.gethostname(), None):
+                addr = info[4][0]
+                if addr not in found and not addr.startswith("127.") and addr != "::1":
+                    found.append(addr)
+        except (OSError, UnicodeError):
+            pass
+    return found
+
+
+def op_inspect(req):
+    """Health facts: OS, kernel and its parameters, limits, disk, CPU, memory, the product's version,
+    process, ports, config digests and log error counts. Reads only; changes nothing."""
+    import platform
+    import resource
+
+    paths = Paths(req)
+    osr = dict(re.findall(r'^(\w+)="?([^"\n]*)"?$', read_text("/etc/os-release") or "", re.M))
+    mem = dict((k, int(v.split()[0]) * 1024) for k, v in re.findall(r"^(\w+):\s+(\d+ ?\w*)$",
+                                                                     read_text("/proc/meminfo") or "", re.M))
+    out = {"hostname": socket.gethostname(), "addresses": host_addresses(), "os": {"name": osr.get("NAME") or platform.system(),
+           "version": osr.get("VERSION_ID") or osr.get("VERSION") or "", "pretty": osr.get("PRETTY_NAME", "")},
+           "kernel": platform.release(), "python": sys.version.split()[0], "cpus": os.cpu_count(),
+           "load": list(os.getloadavg()), "time": time.time(), "install_dir": paths.install,
+           "exists": os.path.isdir(paths.install),
+           "memory": {"total": mem.get("MemTotal"), "available": mem.get("MemAvailable"),
+                      "swap_total": mem.get("SwapTotal"), "swap_free": mem.get("SwapFree")},
+           "sysctl": dict((k, (read_text("/proc/sys/" + k.replace(".", "/")) or "").strip() or None)
+                          for k in SYSCTLS)}
+    nofile, nproc = resource.getrlimit(resource.RLIMIT_NOFILE), resource.getrlimit(resource.RLIMIT_NPROC)
+    out["ulimits"] = {"agent": dict((k, [None if x == resource.RLIM_INFINITY else x for x in v])
+                                    for k, v in (("open_files", nofile), ("processes", nproc)))}
+    where = paths.install
+    while not os.path.isdir(where) and os.path.dirname(where) != where:
+        where = os.path.dirname(where)
+    st = os.statvfs(where)
+    total, free = st.f_blocks * st.f_frsize, st.f_bavail * st.f_frsize
+    out["disk"] = {"path": where, "total": total, "free": free,
+                   "used_pct": round(100.0 * (total - st.f_bfree * st.f_frsize) / total, 1) if total else None}
+    if not out["exists"]:
+        return out
+    out["version"], out["version_error"] = read_version(paths, req["version_source"])
+    try:
+        pid, pid_error = read_pid(paths, req.get("pid_file")), None
+    except AgentError as e:  # a pid file reached through a link that leads out is not read: reported instead
+        pid, pid_error = None, str(e)
+    if not req.get("pid_file") and req.get("process"):  # no pid file: the server found by its command line
+        pid = (select_processes(req["process"])[0] or [None])[0]
+    out["process"] = {"pid_file": req.get("pid_file"), "pid": pid, "running": bool(pid) and pid_alive(pid)}
+    if not req.get("pid_file") and req.get("process"):
+        out["process"]["found_by"] = describe_selector(req["process"])
+    if pid_error:
+        out["process"]["error"] = pid_error
+    if out["process"]["running"]:
+        out["ulimits"]["product"] = proc_limits(pid)
+    listen = listening()
+    out["ports"] = [{"port": int(p), "open": port_open(p, timeout=0.3), "listen": listen.get(int(p), [])}
+                    for p in req.get("ports", [])]
+    out["configs"] = [config_facts(paths.install, rel, text)
+                      for rel, text in config_selection(paths.install, req.get("configs", []),
+                                                        req.get("config_text"))]
+    pattern = req.get("error_pattern") or ERROR_LINE
+    out["logs"] = [dict(log_facts(paths.install, rel, int(req.get("log_lines", 2000)),
+                                  int(req.get("tail", 0)), pattern), path=rel)
+                   for rel in inside_globs(paths.install, req.get("logs", []))]
+    return out

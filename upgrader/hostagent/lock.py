@@ -1,0 +1,63 @@
+"""The host's lock: one run at a time holds the host (approvals already used elsewhere and older catalogs are
+refused here).
+"""
+
+import errno
+import json
+import os
+import time
+
+from .common import AgentError
+from .files import create_nofollow, fsync_dir, read_json
+from .ledger import check_catalog_serial, used_approvals
+from .state import Paths, check_state_dir
+
+
+def op_lock(req):
+    paths = Paths(req)
+    check_state_dir(paths)
+    os.makedirs(paths.state, 0o700, exist_ok=True)
+    used = used_approvals(paths)
+    for digest in req.get("approvals", []):
+        if digest in used and used[digest].get("run") != req["run_id"]:
+            raise AgentError("approval %s... was already used on this host by run %s" % (
+                digest[:12], used[digest].get("run")), "replayed", holder=used[digest])
+    check_catalog_serial(paths, req.get("catalog"))
+    me = {"run": req["run_id"], "controller": req.get("controller"), "user": req.get("user"),
+          "time": time.time()}
+    holder = read_json(paths.lock)
+    broken = None
+    if holder and holder.get("run") != req["run_id"]:
+        if not req.get("break_lock"):
+            raise AgentError("host is locked by run %s (%s@%s since %s)" % (
+                holder.get("run"), holder.get("user"), holder.get("controller"),
+                time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(holder.get("time", 0)))), "locked", holder=holder)
+        os.unlink(paths.lock)
+        broken = holder
+    if not holder or holder.get("run") != req["run_id"]:
+        tmp = paths.lock + ".%d" % os.getpid()
+        with os.fdopen(create_nofollow(tmp), "w") as f:
+            json.dump(me, f)
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            os.link(tmp, paths.lock)  # atomic create-if-absent, unlike rename
+        except OSError as e:
+            if e.errno != errno.EEXIST:
+                raise
+            holder = read_json(paths.lock) or {}
+            raise AgentError("host was locked by run %s meanwhile" % holder.get("run"), "locked", holder=holder)
+        finally:
+            os.unlink(tmp)
+        fsync_dir(paths.state)
+    return {"locked": True, "holder": read_json(paths.lock), "broken": broken}
+
+
+def op_unlock(req):
+    paths = Paths(req)
+    holder = read_json(paths.lock)
+    if holder and holder.get("run") == req["run_id"]:
+        os.unlink(paths.lock)
+        fsync_dir(paths.state)
+        return {"released": True}
+    return {"released": False, "holder": holder}

@@ -1,0 +1,161 @@
+"""Requests in, replies out: the table of actions, the per-run action lock, the session loop.
+
+The controller sends one JSON request (base64 in ``argv[1]``, or on stdin) and reads one JSON reply on
+stdout; or, with ``--serve``, one request per line and one reply per line until EOF.
+"""
+
+import errno
+import json
+import os
+import signal
+import sys
+
+from .access import op_access_read, op_access_write
+from .common import AgentError
+from .config_vars import op_read_vars
+from .facts import op_facts, op_state
+from .finish import op_finish, op_verify_tree
+from .inspection import op_inspect
+from .install import op_install
+from .lock import op_lock, op_unlock
+from .prepare import op_prepare
+from .probes import op_observe, op_prove
+from .receive import op_receive_check, op_receive_commit
+from .recovery import op_backup_check, op_recovery_check
+from .rollback import op_rollback
+from .service import op_hook, op_start, op_stop
+from .state import Paths, check_state_dir
+
+
+OPS = {"facts": op_facts, "lock": op_lock, "unlock": op_unlock, "prepare": op_prepare, "stop": op_stop,
+       "install": op_install, "start": op_start, "observe": op_observe, "rollback": op_rollback,
+       "recovery_check": op_recovery_check, "backup_check": op_backup_check, "verify_tree": op_verify_tree, "finish": op_finish, "hook": op_hook, "state": op_state,
+       "receive_check": op_receive_check, "receive_commit": op_receive_commit,
+       "access_read": op_access_read, "access_write": op_access_write, "inspect": op_inspect,
+       "read_vars": op_read_vars, "prove": op_prove}
+
+
+MUTATING = ("prepare", "stop", "install", "start", "rollback", "finish", "hook")
+#: the actions that read or write the state dir: each checks it again (check_state_dir) when it starts, not only
+#: the run's lock in preflight (whoever can write its parent could have swapped it for a link since)
+STATE_OPS = MUTATING + ("lock", "unlock", "receive_check", "receive_commit", "state", "verify_tree",
+                        "recovery_check", "backup_check")
+
+
+class OpLock(object):
+    """One mutating action per run and host at a time: a retry after a lost connection waits for
+    the first attempt (which may still be running on the host) and then sees its effect."""
+
+    def __init__(self, req):
+        self.fd = None
+        if req.get("op") in MUTATING and req.get("run_id") and req.get("install_dir"):
+            paths = Paths(req)
+            check_state_dir(paths)
+            directory = paths.run()
+            for d in (paths.state, os.path.join(paths.state, "runs"), directory):
+                if not os.path.isdir(d):
+                    os.makedirs(d, 0o700, exist_ok=True)
+            self.path = os.path.join(directory, ".op.lock")
+
+    def __enter__(self):
+        if hasattr(self, "path"):
+            import fcntl
+
+            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0), 0o600)
+            fcntl.flock(self.fd, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc):
+        if self.fd is not None:
+            os.close(self.fd)
+
+
+def handle(req):
+    op = OPS.get(req.get("op"))
+    if op is None:
+        return {"ok": False, "kind": "bad_input", "error": "unknown agent op %r" % req.get("op")}
+    try:
+        if req.get("op") in STATE_OPS and req.get("install_dir"):
+            check_state_dir(Paths(req))
+        with OpLock(req):
+            return {"ok": True, "result": op(req)}
+    except AgentError as e:
+        return {"ok": False, "kind": e.kind, "error": str(e), "data": e.data}
+    except OSError as e:
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            return {"ok": False, "kind": "no_space",
+                    "error": "%s: %s%s" % (e.strerror, e.filename or "", space_hint(
+                        e.filename or req.get("state_dir") or req.get("install_dir")))}
+        return {"ok": False, "kind": "failed", "error": "%s: %s" % (e.strerror, e.filename or "")}
+
+
+def space_hint(path):
+    """'; the file system at MOUNT has N MiB free of M MiB ...' for a full disk (empty when unknown)."""
+    if not path:
+        return ""
+    try:
+        where = os.path.abspath(path)
+        while not os.path.exists(where) and os.path.dirname(where) != where:
+            where = os.path.dirname(where)
+        dev = os.stat(where).st_dev
+        while os.path.dirname(where) != where and os.stat(os.path.dirname(where)).st_dev == dev:
+            where = os.path.dirname(where)
+        st = os.statvfs(where)
+    except OSError:
+        return ""
+    return ("; the file system at %s has %d MiB free of %d MiB: make room there (the upgrade needs space for the "
+            "backup and the unpacked package), then run again" % (where, st.f_bavail * st.f_frsize >> 20,
+                                                                  st.f_blocks * st.f_frsize >> 20))
+
+
+def serve():
+    """A session: one JSON request per line on stdin, one JSON reply per line on stdout, until EOF.
+
+    A lost connection must not cut an action in half: SIGHUP and SIGPIPE are ignored, so the action
+    in progress runs to its end (and records its result in the run's state) even when nobody is
+    left to read the reply; the controller's retry then waits on the action lock and sees it.
+    A local agent shares the operator's terminal: its Ctrl-C is the controller's to handle (cancel
+    between actions), so SIGINT is caught and dropped here (a handler, not SIG_IGN, so the commands
+    the agent starts get the default back)."""
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, lambda signum, frame: None)
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+    out = sys.stdout
+    for line in sys.stdin:
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            req = json.loads(line)
+        except ValueError as e:
+            reply = {"ok": False, "kind": "bad_input", "error": "request is not JSON: %s" % e}
+        else:
+            reply = handle(req)
+        try:
+            out.write(json.dumps(reply, sort_keys=True) + "\n")
+            out.flush()
+        except (OSError, ValueError):
+            return 0
+    return 0
+
+
+def main():
+    if sys.argv[-1:] == ["--serve"]:
+        return serve()
+    # one request as one base64 argument (no stdin round trips, no shell quoting issues),
+    # or as JSON on stdin when no argument is given
+    if len(sys.argv) > 1:
+        import base64
+
+        raw = base64.urlsafe_b64decode(sys.argv[1].encode("ascii"))
+    else:
+        raw = sys.stdin.buffer.read()
+    try:
+        req = json.loads(raw.decode("utf-8"))
+    except ValueError as e:
+        reply = {"ok": False, "kind": "bad_input", "error": "request is not JSON: %s" % e}
+    else:
+        reply = handle(req)
+    sys.stdout.write(json.dumps(reply, sort_keys=True) + "\n")
+    sys.stdout.flush()
+    return 0

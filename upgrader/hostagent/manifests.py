@@ -1,0 +1,290 @@
+"""Manifests: what a product tree is, file by file; the staged tree built from them, the hard-link backup
+snapshot and its verification.
+"""
+
+import errno
+import hashlib
+import os
+import stat
+
+from .beneath import OPEN_DIR, DirFds, copy_out, open_dir_at, open_root, parent_at, remove_at
+from .common import CHUNK, AgentError
+
+
+def is_preserved(rel, preserved):
+    for p in preserved:
+        if rel == p or rel.startswith(p + "/"):
+            return True
+    return False
+
+
+def under_preserved(rel, preserved):
+    """True when a preserved path lies inside directory rel (rel must be kept as a directory)."""
+    return any(p.startswith(rel + "/") for p in preserved)
+
+
+def scan_tree(root, preserved, hash_files=True):
+    """Manifest of the product files under root, skipping preserved paths (see scan_fd); empty when root is
+    missing, refused when root itself is a link."""
+    try:
+        fd = open_root(root, "the tree")
+    except FileNotFoundError:
+        return {"files": {}, "dirs": {}, "links": {}}
+    try:
+        return scan_fd(fd, root, preserved, hash_files)
+    finally:
+        os.close(fd)
+
+
+def scan_fd(root_fd, root, preserved, hash_files=True):
+    """Manifest of the directory open as ``root_fd`` (``root``, for messages), walked from descriptors: each entry
+    is lstat'ed in the directory it was listed from, a directory is entered by opening that name there with
+    O_NOFOLLOW (one swapped for a link meanwhile is refused, not followed), a link is recorded as a link and a
+    file is hashed from its own descriptor (its size, inode and time taken from that descriptor too)."""
+    files, dirs, links = {}, {}, {}
+
+    def walk(fd, rel_dir):
+        with os.scandir(fd) as it:
+            names = sorted(e.name for e in it)
+        for name in names:
+            rel = rel_dir + "/" + name if rel_dir else name
+            if is_preserved(rel, preserved):
+                continue
+            try:
+                st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+            except FileNotFoundError:
+                continue  # gone since it was listed
+            if stat.S_ISLNK(st.st_mode):
+                try:
+                    links[rel] = os.readlink(name, dir_fd=fd)
+                except OSError:
+                    raise AgentError("%s/%s changed while the tree was read (a link, then not): a directory is "
+                                     "being swapped for a link; refusing to go on" % (root, rel), "unsafe_path",
+                                     path=rel)
+            elif stat.S_ISDIR(st.st_mode):
+                dirs[rel] = {"mode": stat.S_IMODE(st.st_mode), "uid": st.st_uid, "gid": st.st_gid}
+                sub = open_dir_at(fd, name, "product directory %s" % rel, root)
+                try:
+                    walk(sub, rel)
+                finally:
+                    os.close(sub)
+            elif stat.S_ISREG(st.st_mode):
+                if hash_files:
+                    st, digest = hash_at(fd, name, "%s/%s" % (root, rel))
+                entry = {"size": st.st_size, "mode": stat.S_IMODE(st.st_mode), "uid": st.st_uid,
+                         "gid": st.st_gid, "ino": st.st_ino, "mtime": st.st_mtime_ns}
+                if hash_files:
+                    entry["sha256"] = digest
+                files[rel] = entry
+            else:
+                raise AgentError("%s/%s is neither a file, a directory nor a link; refusing to handle it"
+                                 % (root, rel), "needs_person")
+
+    walk(root_fd, "")
+    return {"files": files, "dirs": dirs, "links": links}
+
+
+def hash_at(dfd, name, full):
+    """(fstat, sha256) of the regular file ``name`` in directory ``dfd``, opened with O_NOFOLLOW; a link or
+    anything but a regular file there is refused (``full`` names it)."""
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0), dir_fd=dfd)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise AgentError("%s became a symlink while it was read; refusing it" % full, "unsafe_path", path=full)
+        raise
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise AgentError("%s is not a regular file any more; refusing it" % full, "unsafe_path", path=full)
+        h = hashlib.sha256()
+        for b in iter(lambda: f.read(CHUNK), b""):
+            h.update(b)
+        return st, h.hexdigest()
+
+
+def drift(installed, current):
+    """Product files changed by hand since the last install: changed, added, removed."""
+    out = []
+    if not installed:
+        return out
+    old = installed.get("files", {})
+    new = current.get("files", {})
+    for rel in sorted(set(old) | set(new)):
+        a, b = old.get(rel), new.get(rel)
+        if a and not b:
+            out.append({"path": rel, "change": "removed"})
+        elif b and not a:
+            out.append({"path": rel, "change": "added"})
+        elif a.get("sha256") != b.get("sha256"):
+            out.append({"path": rel, "change": "modified"})
+        elif a.get("mode") != b.get("mode"):
+            out.append({"path": rel, "change": "mode"})
+    return out
+
+
+def copy_tree(src, dst, manifest):
+    """A full copy of the product files of src (manifest) into the new directory dst, modes kept: read through
+    plain directories only, written from descriptors of dst's directories (never through a link in either)."""
+    os.makedirs(dst)
+    fds, out = DirFds(src, "product file"), DirFds(dst, "the staged tree", create=True)
+    try:
+        for rel in sorted(manifest["dirs"]):
+            out.get(rel)
+        for rel in manifest["files"]:
+            fd, name = fds.at(rel)
+            dfd, dname = out.at(rel)
+            copy_out(fd, name, dfd, dname, "product file")
+        for rel, target in manifest["links"].items():
+            dfd, dname = out.at(rel)
+            os.symlink(target, dname, dir_fd=dfd)
+        chmod_dirs(out, manifest["dirs"])
+    finally:
+        fds.close()
+        out.close()
+
+
+def chmod_dirs(fds, dirs):
+    """Give each directory of a manifest its mode, on the descriptor of that directory (DirFds ``fds``)."""
+    for rel, d in dirs.items():
+        os.fchmod(fds.get(rel), d["mode"])
+
+
+def scan_names(fd):
+    """[(name, lstat)] of directory ``fd``, sorted."""
+    with os.scandir(fd) as it:
+        names = sorted(e.name for e in it)
+    return [(n, os.stat(n, dir_fd=fd, follow_symlinks=False)) for n in names]
+
+
+def overlay(src, dst):
+    """Move the extracted package tree src over the tree dst (a patch): a directory of the package replaces
+    anything else of that name, a file or link replaces anything of that name; all from descriptors."""
+    def merge(sfd, dfd):
+        for name, st in scan_names(sfd):
+            try:
+                there = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+            except FileNotFoundError:
+                there = None
+            if stat.S_ISDIR(st.st_mode):
+                if there is not None and not stat.S_ISDIR(there.st_mode):
+                    remove_at(dfd, name)
+                    there = None
+                if there is None:
+                    os.mkdir(name, 0o755, dir_fd=dfd)
+                a = os.open(name, OPEN_DIR, dir_fd=sfd)
+                try:
+                    b = open_dir_at(dfd, name, "the staged tree", dst)
+                    try:
+                        merge(a, b)
+                    finally:
+                        os.close(b)
+                finally:
+                    os.close(a)
+            else:
+                if there is not None and stat.S_ISDIR(there.st_mode):
+                    remove_at(dfd, name)
+                os.replace(name, name, src_dir_fd=sfd, dst_dir_fd=dfd)
+
+    sfd, dfd = open_root(src, "the extracted package"), open_root(dst, "the staged tree")
+    try:
+        merge(sfd, dfd)
+    finally:
+        os.close(sfd)
+        os.close(dfd)
+
+
+def snapshot(src, dst, manifest):
+    """The hard-link backup of the product files of src (manifest) in the new directory dst: linked from plain
+    directories only, the file itself never followed, created from descriptors of dst's own directories."""
+    os.makedirs(dst)
+    fds, out = DirFds(src, "product file"), DirFds(dst, "the backup", create=True)
+    try:
+        for rel in sorted(manifest["dirs"]):
+            out.get(rel)
+        for rel in manifest["files"]:
+            fd, name = fds.at(rel)
+            dfd, dname = out.at(rel)
+            os.link(name, dname, src_dir_fd=fd, dst_dir_fd=dfd, follow_symlinks=False)
+        for rel, target in manifest["links"].items():
+            dfd, dname = out.at(rel)
+            os.symlink(target, dname, dir_fd=dfd)
+    finally:
+        fds.close()
+        out.close()
+
+
+def copy_preserved(root, backup, rel):
+    """Copy one preserved config path (file or directory) into backup/<rel>; return its manifest. It is read
+    from descriptors through plain directories only (a link on its way is refused, never followed), and written
+    the same way into backup (made if missing): a link there (the backup's copy of a product link) is refused."""
+    os.makedirs(backup, 0o700, exist_ok=True)
+    root_fd = open_root(root, "the install dir")
+    try:
+        fd, name = parent_at(root_fd, rel, "preserved path", root)
+        try:
+            bfd = open_root(backup, "the backup")
+            try:
+                dfd, dname = parent_at(bfd, rel, "the backup's copy of preserved path", backup, create=True)
+            finally:
+                os.close(bfd)
+            try:
+                try:
+                    remove_at(dfd, dname)
+                except FileNotFoundError:
+                    pass
+                copy_out(fd, name, dfd, dname, "preserved path")
+                st = os.stat(dname, dir_fd=dfd, follow_symlinks=False)
+                if stat.S_ISDIR(st.st_mode):
+                    sub = open_dir_at(dfd, dname, "the backup's copy of preserved path", backup)
+                    try:
+                        return {"path": rel, "dir": True, "tree": scan_fd(sub, os.path.join(backup, rel), [])}
+                    finally:
+                        os.close(sub)
+                digest = hash_at(dfd, dname, os.path.join(backup, rel))[1] if stat.S_ISREG(st.st_mode) else None
+                return {"path": rel, "dir": False, "sha256": digest, "mode": stat.S_IMODE(st.st_mode)}
+            finally:
+                os.close(dfd)
+        finally:
+            os.close(fd)
+    finally:
+        os.close(root_fd)
+
+
+def unchanged_inode(st, f):
+    """The very file the manifest hashed (same inode, size and modification time): its bytes are the
+    bytes that were hashed, without reading them again."""
+    return st.st_ino == f.get("ino") and st.st_size == f["size"] and st.st_mtime_ns == f.get("mtime")
+
+
+def verify_backup(backup, manifest, rehash=False):
+    """Every product file of the manifest is in the backup with its sha256. ``rehash``: "full" reads
+    every file again; "quick" reads only files whose inode, size or time differ from the manifest;
+    False checks presence and size (right after the backup was made and hashed). Read from descriptors of the
+    backup's directories, never through a link."""
+    fds = DirFds(backup, "the backup")
+    try:
+        for rel, f in manifest["tree"]["files"].items():
+            try:
+                fd, name = fds.at(rel)
+                st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+            except (OSError, AgentError):
+                raise AgentError("backup is missing %s" % rel, "needs_person")
+            if not stat.S_ISREG(st.st_mode) or st.st_size != f["size"]:
+                raise AgentError("backup copy of %s does not match its checksum" % rel, "needs_person")
+            if rehash == "quick" and unchanged_inode(st, f):
+                continue
+            if rehash and hash_at(fd, name, os.path.join(backup, rel))[1] != f["sha256"]:
+                raise AgentError("backup copy of %s does not match its checksum" % rel, "needs_person")
+        for c in manifest["config"]:
+            if c["dir"] or not c.get("sha256"):
+                continue
+            try:
+                fd, name = fds.at(c["path"])
+                digest = hash_at(fd, name, os.path.join(backup, c["path"]))[1]
+            except (OSError, AgentError):
+                digest = None
+            if digest != c["sha256"]:
+                raise AgentError("backup copy of %s does not match its checksum" % c["path"], "needs_person")
+    finally:
+        fds.close()

@@ -1,0 +1,128 @@
+"""Before stop: the verified copy of the package, the staged new tree, the verified backup snapshot."""
+
+import hashlib
+import os
+
+from .beneath import DirFds, check_host_paths, dir_id, link_parents, recorded_link_problems, remove_beneath
+from .common import AGENT_FORMAT, CHUNK, DRIFT_LISTED, AgentError, test_kill
+from .extract import extract
+from .files import canonical_digest, create_nofollow, fsync_dir, read_json, rmtree, write_json_atomic
+from .ledger import check_ledger_version, ledger_drift
+from .manifests import copy_preserved, copy_tree, hash_at, overlay, scan_tree, snapshot, verify_backup
+from .recovery import tree_owner
+from .state import Paths, check_state_dir, run_state, set_run_state
+
+
+def op_prepare(req):
+    """Before stop: verified copy of the package, staged new tree, verified backup snapshot."""
+    paths = Paths(req)
+    preserve = [p["path"] for p in req["preserve"]]
+    run_dir = paths.run()
+    check_state_dir(paths)
+    if run_state(paths).get("prepared"):
+        return run_state(paths)["prepared"]
+    check_ledger_version(paths, req.get("current_version"))
+    if os.path.isdir(paths.install):  # refused here too, even when the controller did not ask first
+        problems = check_host_paths(paths.install, {"preserve": preserve, "remove": req.get("remove", [])})
+        if problems:
+            raise AgentError(problems[0], "unsafe_path", problems=problems)
+    if os.path.isdir(run_dir):
+        for leftover in ("staging", "backup", "package.tar.gz"):
+            rmtree(paths.run(leftover))
+    os.makedirs(run_dir, 0o700, exist_ok=True)
+    if not os.path.isdir(paths.install):
+        raise AgentError("install dir %s does not exist" % paths.install, "bad_input")
+    # 1. copy the package, hash the copy, extract that copy: a file swapped after the check cannot slip in
+    pkg = paths.run("package.tar.gz")
+    src = req["package_path"]
+    if not os.path.isfile(src):
+        raise AgentError("package %s is missing on the host" % src, "failed")
+    h = hashlib.sha256()
+    size = 0
+    with open(src, "rb") as fin, os.fdopen(create_nofollow(pkg), "wb") as fout:
+        while True:
+            b = fin.read(CHUNK)
+            if not b:
+                break
+            h.update(b)
+            size += len(b)
+            fout.write(b)
+        fout.flush()
+        os.fsync(fout.fileno())
+    test_kill(req, "prepare:copied")
+    if h.hexdigest() != req["sha256"] or size != req["size"]:
+        raise AgentError("package on the host has sha256 %s (%d bytes); the catalog says %s (%d bytes)"
+                         % (h.hexdigest(), size, req["sha256"], req["size"]), "bad_input")
+    # 2. current product tree, hashed once; drift against the last install's manifest
+    current = scan_tree(paths.install, preserve)
+    # the links as the scan saw them (a directory swapped for a link while it ran is recorded as that link): the
+    # backup and the staged tree would recreate them, so one on a preserved path's way or leading out is refused
+    problems = recorded_link_problems(paths.install, current["links"], preserve)
+    if problems:
+        raise AgentError(problems[0], "unsafe_path", problems=problems)
+    hand_changes = ledger_drift(paths, current)
+    # 3. staging: the new tree, complete, before the service is touched
+    staging = paths.run("staging")
+    extracted = paths.run("staging", "package")
+    written = {}
+    members, _ = extract(pkg, extracted, req.get("limits", {}), hashes=written)
+    test_kill(req, "prepare:extracted")
+    new_tree = paths.run("staging", "tree")
+    if req["kind"] == "patch":
+        copy_tree(paths.install, new_tree, current)
+        for rel in req.get("remove", []):
+            if not remove_beneath(new_tree, rel, "the patch's remove entry", missing_ok=True):
+                raise AgentError("the patch removes %s, which is not installed" % rel, "failed")
+        overlay(extracted, new_tree)
+        rmtree(extracted)
+    else:
+        os.rename(extracted, new_tree)
+    # install moves each preserved path from the live tree to the staged one through plain directories only:
+    # a link above one (put there by the package, or by the customer, also inside a preserved dir) is
+    # refused now, before stop
+    problems = [p for p in (link_parents(tree, rel, "preserved path", tree == new_tree) for rel in preserve
+                            for tree in (new_tree, paths.install)) if p]
+    if problems:
+        raise AgentError(problems[0], "unsafe_path", problems=problems)
+    cache = [p["path"] for p in req["preserve"] if p.get("kind") == "cache"]
+    for rel in preserve:  # the customer's copies win; the package's defaults are dropped
+        if rel not in cache:  # a cache (compiled pages) starts as the package has it; the old one is backed up
+            remove_beneath(new_tree, rel, "preserved path", missing_ok=True)
+    new_manifest = scan_tree(new_tree, preserve, hash_files=False)
+    known = dict((rel, f["sha256"]) for rel, f in current["files"].items())  # a patch copies these unchanged
+    known.update(written)  # extracted bytes were hashed on the way in (overlay wins)
+    staged = DirFds(new_tree, "the staged tree")
+    try:
+        for rel, f in new_manifest["files"].items():
+            f["sha256"] = known.get(rel) or hash_at(*(staged.at(rel) + (os.path.join(new_tree, rel),)))[1]
+    finally:
+        staged.close()
+    # 4. backup: hard-link snapshot of the product files (same inodes, verified), copies of config
+    backup = paths.run("backup", "tree")
+    snapshot(paths.install, backup, current)
+    test_kill(req, "prepare:snapshot")
+    configs = []
+    for p in req["preserve"]:
+        if p.get("kind") in ("config", "cache") and os.path.lexists(os.path.join(paths.install, p["path"])):
+            configs.append(copy_preserved(paths.install, backup, p["path"]))
+    manifest = {"format": AGENT_FORMAT, "run": paths.run_id, "version": req.get("current_version"),
+                "tree": current, "config": configs, "preserve": req["preserve"],
+                "installed_by": tree_owner(read_json(paths.installed)),
+                # install and rollback move only these very directories (not whatever takes their names later)
+                "install_id": dir_id(os.lstat(paths.install)), "staged_id": dir_id(os.lstat(new_tree))}
+    verify_backup(backup, manifest)
+    manifest["digest"] = canonical_digest({"tree": current, "config": configs})
+    write_json_atomic(paths.run("backup", "manifest.json"), manifest)
+    write_json_atomic(paths.run("staging", "manifest.json"), new_manifest)
+    fsync_dir(staging)
+    result = {"backup_digest": manifest["digest"], "backup_files": len(current["files"]),
+              "backup_bytes": sum(f["size"] for f in current["files"].values()),
+              "config_files": len(configs), "staged_files": len(new_manifest["files"]),
+              "package_members": len(members), "drift": hand_changes[:DRIFT_LISTED],
+              "drift_count": len(hand_changes)}
+    # the staged tree and the backup must be on disk before the service stops: a crash after the swap
+    # must not find half-written files, and flushing a large staged tree later (an fsync in the
+    # downtime waits for it on ext4) would make the downtime grow with the install size
+    os.sync()
+    set_run_state(paths, prepared=result, phase="prepared")
+    return result

@@ -1,0 +1,253 @@
+"""Commands and processes: shell commands with a deadline, pids and ports, and the server's process without a
+pid file: the playbook's ``process:`` selector (a stock Tomcat, like many Java servers, writes no pid file
+unless told to), cross-checked against the ports it listens on.
+"""
+
+import errno
+import os
+import signal
+import socket
+import time
+
+from .beneath import read_beneath
+from .files import read_text
+
+
+OUTPUT_TAIL = 16000  # a command's output, before the controller redacts it and keeps its last 4000 characters
+
+
+def output_tail(text):
+    """The end of a command's output, starting at a line boundary: a line cut in half can lose the name that
+    marks its value as a secret (the controller redacts what it gets)."""
+    if len(text) <= OUTPUT_TAIL:
+        return text
+    end = text[-OUTPUT_TAIL:]
+    return end[end.find("\n") + 1:] if "\n" in end else ""
+
+
+def run_shell(command, cwd, timeout, env=None):
+    """Run a playbook command with sh in its own process group; kill the group on timeout."""
+    import subprocess
+
+    start = time.time()
+    full_env = dict(os.environ)
+    full_env.update(env or {})
+    proc = subprocess.Popen(["/bin/sh", "-c", command], cwd=cwd, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=full_env,
+                            start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+        timed_out = False
+    except subprocess.TimeoutExpired:
+        kill_group(proc.pid)
+        out, err = proc.communicate()
+        timed_out = True
+    return {"exit": proc.returncode, "stdout": output_tail(out.decode("utf-8", "replace")),
+            "stderr": output_tail(err.decode("utf-8", "replace")), "timed_out": timed_out,
+            "seconds": round(time.time() - start, 3)}
+
+
+def kill_group(pid):
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(pid, sig)
+        except OSError:
+            return
+        deadline = time.time() + 2
+        while time.time() < deadline:
+            try:
+                os.killpg(pid, 0)
+            except OSError:
+                return
+            time.sleep(0.02)
+
+
+def pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except OSError as e:
+        return e.errno == errno.EPERM
+    try:  # a zombie is not alive
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def read_pid(paths, pid_file):
+    if not pid_file:
+        return None
+    try:
+        return int(read_beneath(paths.install, pid_file, "pid_file", 64).strip() or b"0") or None
+    except (OSError, ValueError):
+        return None
+
+
+def port_open(port, host="127.0.0.1", timeout=0.5):
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def wait_until(predicate, deadline, interval=0.02):
+    while True:
+        if predicate():
+            return True
+        if time.time() >= deadline:
+            return False
+        time.sleep(interval)
+
+
+def real_ports(ports):
+    """The ports of a list that can be connected to: a disabled port (Tomcat's <Server port="-1">) is none."""
+    out = []
+    for p in ports or []:
+        try:
+            n = int(p)
+        except (TypeError, ValueError):
+            continue
+        if 0 < n < 65536:
+            out.append(n)
+    return out
+
+
+def proc_cmdline(pid):
+    """The arguments of process ``pid`` ([] when it is gone or cannot be read)."""
+    try:
+        with open("/proc/%s/cmdline" % pid, "rb") as f:
+            data = f.read()
+    except OSError:
+        return []
+    return data.decode("utf-8", "replace").split("\0")[:-1]
+
+
+def cmdline_matches(argv, wants, last=None):
+    """Does ``argv`` hold every argument of ``wants`` (and end with ``last``)? ``NAME=/dir`` also matches the
+    same directory written another way (through a link, or with a trailing slash)."""
+    if not argv or (last is not None and argv[-1] != last):
+        return False
+    for want in wants:
+        if want in argv:
+            continue
+        name, sep, value = want.partition("=")
+        if not sep or not value.startswith("/"):
+            return False
+        prefix = name + "="
+        real = os.path.realpath(value)
+        if not any(a.startswith(prefix + "/") and os.path.realpath(a[len(prefix):]) == real for a in argv):
+            return False
+    return True
+
+
+def port_owners(ports, first=()):
+    """{port: pid} of the processes holding the listening TCP sockets of ``ports`` (IPv4 and IPv6), from
+    /proc/net/tcp* and /proc/PID/fd; a port nobody listens on, or whose holder cannot be read, is left out.
+    The pids in ``first`` are looked at first (the server found by its command line, usually)."""
+    socks = {}
+    want = set(ports)
+    for name in ("tcp", "tcp6"):
+        for line in (read_text("/proc/net/" + name) or "").splitlines()[1:]:
+            cols = line.split()
+            if len(cols) > 9 and cols[3] == "0A":  # LISTEN
+                port = int(cols[1].rsplit(":", 1)[1], 16)
+                if port in want:
+                    socks["socket:[%s]" % cols[9]] = port
+    owners = {}
+    if not socks:
+        return owners
+    wanted = set(socks.values())
+
+    def scan(pid):
+        try:
+            fds = os.listdir("/proc/%s/fd" % pid)
+        except OSError:
+            return
+        for fd in fds:
+            try:
+                target = os.readlink("/proc/%s/fd/%s" % (pid, fd))
+            except OSError:
+                continue
+            if target in socks:
+                owners.setdefault(socks[target], int(pid))
+
+    for pid in first:
+        scan(pid)
+    if set(owners) != wanted:
+        try:
+            entries = os.listdir("/proc")
+        except OSError:
+            entries = []
+        for entry in entries:
+            if entry.isdigit() and int(entry) not in first:
+                scan(entry)
+                if set(owners) == wanted:
+                    break
+    return owners
+
+
+def select_processes(sel):
+    """(pids, problem): the live processes the selector names, and why they cannot be trusted (None when they
+    can). When one of the selector's ports listens, the process holding it must be one of those found (then
+    only the holders are returned): a port held by some other process means the server found is not the one
+    that serves."""
+    try:
+        entries = os.listdir("/proc")
+    except OSError as e:
+        return [], "cannot list processes (/proc: %s)" % e.strerror
+    me = os.getpid()
+    found = []
+    for entry in entries:
+        if entry.isdigit() and int(entry) != me and \
+                cmdline_matches(proc_cmdline(entry), sel.get("cmdline_contains") or [], sel.get("cmdline_last")) \
+                and pid_alive(int(entry)):
+            found.append(int(entry))
+    found.sort()
+    ports = real_ports(sel.get("ports"))
+    if not ports:
+        return found, None
+    owners = port_owners(ports, found)
+    for port, owner in sorted(owners.items()):
+        if owner not in found:
+            args = " ".join(" ".join(a.split()) for a in proc_cmdline(owner))  # one line, its start and end
+            args = args if len(args) <= 160 else args[:60] + " ... " + args[-95:]
+            return found, ("port %d is held by pid %d (%s), not by the server found by its command line (%s)"
+                           % (port, owner, args or "?", ", ".join(str(p) for p in found) or "none"))
+    holders = [p for p in found if p in owners.values()]
+    return holders or found, None
+
+
+def describe_selector(sel):
+    return "a process whose command line holds %s%s" % (
+        " ".join(sel.get("cmdline_contains") or []),
+        " and ends with %r" % sel["cmdline_last"] if sel.get("cmdline_last") else "")
+
+
+def service_pids(paths, pid_file=None, sel=None, known=None):
+    """The live pids of the service: the pid file's, else (or as well, when both are given) the selector's."""
+    out = []
+    for pid in ([known] if known else []) + [read_pid(paths, pid_file)]:
+        if pid and pid not in out and pid_alive(pid):
+            out.append(pid)
+    if sel:
+        for pid in select_processes(sel)[0]:
+            if pid not in out:
+                out.append(pid)
+    return out
+
+
+def listening():
+    """Listening TCP sockets: port -> local addresses (from /proc/net/tcp and tcp6)."""
+    found = {}
+    for name in ("tcp", "tcp6"):
+        for line in (read_text("/proc/net/" + name) or "").splitlines()[1:]:
+            cols = line.split()
+            if len(cols) > 3 and cols[3] == "0A":
+                addr, port = cols[1].rsplit(":", 1)
+                if len(addr) == 8:
+                    addr = ".".join(str(int(addr[i:i + 2], 16)) for i in (6, 4, 2, 0))
+                else:
+                    addr = "::" if set(addr) == set("0") else "ipv6:" + addr
+                found.setdefault(int(port, 16), set()).add(addr)
+    return dict((p, sorted(a)) for p, a in found.items())

@@ -1,0 +1,137 @@
+"""Stopping and starting the service, and the playbook's hook commands."""
+
+import os
+import signal
+import time
+
+from .beneath import open_beneath
+from .common import AgentError, test_kill
+from .probes import log_files
+from .processes import port_open, real_ports, run_shell, service_pids, wait_until
+from .state import Paths, run_state, set_run_state
+
+
+def op_stop(req):
+    paths = Paths(req)
+    spec = req["stop"]
+    start = time.time()
+    sel = spec.get("process")
+    found = service_pids(paths, spec.get("pid_file"), sel)
+    pid = found[0] if found else None
+    ports = real_ports(spec.get("ports", []))
+    result = {"pid": pid, "escalated": None}
+
+    def gone():
+        # a service still starting writes its pid late; a Java server's stop script returns before its JVM exits
+        return not service_pids(paths, spec.get("pid_file"), sel, pid) and \
+            not any(port_open(x, timeout=0.2) for x in ports)
+
+    if gone() and not req.get("always_run_command"):
+        # after an interruption a service may be starting right now (launched, not yet listening):
+        # watch for a moment, or as long as the playbook lets a service this run launched come up,
+        # before calling it stopped
+        st = run_state(paths) if paths.in_run else {}
+        deadline = max(start + float(req.get("settle", 0)), launch_deadline(st, req.get("launch_settle")))
+        if not wait_until(lambda: not gone(), deadline, 0.05):
+            result.update(already_stopped=True, seconds=round(time.time() - start, 3))
+            return result
+        found = service_pids(paths, spec.get("pid_file"), sel)
+        pid = found[0] if found else None
+        result["pid"] = pid
+    asked = time.time()  # the stop timeout counts from here, not from any wait for a service coming up
+    # an interrupted swap may have left no install dir: the stop script is then in the old tree
+    cwd = paths.install
+    if not os.path.isdir(cwd) and paths.run_id and os.path.isdir(paths.run("old")):
+        cwd = paths.run("old")
+    if os.path.isdir(cwd):
+        res = run_shell(spec["command"], cwd, float(spec.get("timeout", 60)), req.get("env"))
+    else:
+        res = {"exit": None, "stdout": "", "stderr": "no install dir: signals only", "timed_out": False,
+               "seconds": 0.0}
+    result["command"] = res
+    deadline = asked + float(spec.get("timeout", 60))
+    if not wait_until(gone, deadline):
+        targets = service_pids(paths, spec.get("pid_file"), sel, pid)
+        if not spec.get("force", True) or not targets:
+            raise AgentError("service did not stop within %ss" % spec.get("timeout", 60), "failed", **result)
+        for sig, name in ((signal.SIGTERM, "SIGTERM"), (signal.SIGKILL, "SIGKILL")):
+            result["escalated"] = name
+            for target in targets:
+                try:
+                    os.kill(target, sig)
+                except OSError:
+                    pass
+            if wait_until(gone, time.time() + float(spec.get("kill_wait", 5))):
+                break
+        else:
+            raise AgentError("service pid %s survived SIGKILL" % ", ".join(str(t) for t in targets), "needs_person",
+                             **result)
+    if paths.in_run:
+        set_run_state(paths, launched=None)  # whatever this run launched is stopped: none is coming up
+    result["seconds"] = round(time.time() - start, 3)
+    return result
+
+
+def launch_deadline(st, allowed):
+    """When a service this run launched in its current phase should be up by (0: none was launched).
+
+    After an interruption the service may be coming up right now: launched, not yet listening (many
+    servers write their pid file only once they listen). ``allowed`` is the time the playbook gives it."""
+    launched = st.get("launched")
+    if not launched or launched.get("phase") != st.get("phase"):
+        return 0.0
+    now = time.time()
+    return min(float(launched["at"]), now) + float(allowed or 0)  # a clock set back never lengthens the wait
+
+
+def op_start(req):
+    paths = Paths(req)
+    spec = req["start"]
+    st = run_state(paths) if paths.in_run else {}
+
+    def running():
+        """The service's pid, or "port N" when only its port answers; None when it does not run."""
+        pids = service_pids(paths, req.get("pid_file"), req.get("process"))
+        if pids:
+            return pids[0]
+        for port in real_ports(req.get("ports", [])):
+            if port_open(port, timeout=0.2):
+                return "port %s" % port
+        return None
+
+    # a retried or resumed start must not start a second server, nor one while the last is coming up
+    if wait_until(lambda: bool(running()), launch_deadline(st, req.get("settle")), 0.05):
+        return {"already_running": running(), "log_offsets": st.get("log_offsets", {}),
+                "command": {"seconds": 0.0}}
+    log = req.get("log_offsets", {})
+    offsets = {}
+    for f in [m for pattern in log for m in log_files(paths, pattern)]:  # a date-rotated log: every file so far
+        try:
+            fd = open_beneath(paths.install, f, "log file")
+        except OSError:
+            offsets[f] = 0
+            continue
+        try:
+            offsets[f] = os.fstat(fd).st_size
+        finally:
+            os.close(fd)
+    if paths.in_run:
+        set_run_state(paths, log_offsets=offsets, launched={"phase": st.get("phase"), "at": time.time()},
+                      launch_began=time.time())
+    res = run_shell(spec["command"], paths.install, float(spec.get("timeout", 60)), req.get("env"))
+    if paths.in_run:  # the service's time to come up counts from when the start command returned
+        set_run_state(paths, launched={"phase": st.get("phase"), "at": time.time()})
+    test_kill(req, "start:launched")
+    if res["exit"] != 0 or res["timed_out"]:
+        why = "timed out after %ss" % spec.get("timeout", 60) if res["timed_out"] else "exited %s" % res["exit"]
+        raise AgentError("start command %s" % why, "failed", command=res, log_offsets=offsets)
+    return {"command": res, "log_offsets": offsets}
+
+
+def op_hook(req):
+    paths = Paths(req)
+    res = run_shell(req["command"], paths.install, float(req.get("hook_timeout", 300)), req.get("env"))
+    if res["exit"] != 0 or res["timed_out"]:
+        raise AgentError("hook %r %s" % (req["command"], "timed out" if res["timed_out"] else
+                                          "exited %s" % res["exit"]), "failed", command=res)
+    return {"command": res}

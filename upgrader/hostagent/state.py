@@ -1,0 +1,185 @@
+"""The agent's state dir beside the install (``.upgrader-<name>/``): where a run keeps its files, how far it
+got, and the checks that the directory is the agent's own; its JSON files read and written from the
+directory's descriptor, never through a link.
+"""
+
+import errno
+import json
+import os
+import re
+import stat
+import time
+
+from .beneath import OPEN_DIR, link_target
+from .common import AgentError
+from .files import read_json, write_json_atomic
+
+
+class Paths(object):
+    def __init__(self, req):
+        self.install = os.path.abspath(req["install_dir"])
+        parent, name = os.path.split(self.install.rstrip("/"))
+        self.state = req.get("state_dir") or os.path.join(parent, ".upgrader-" + name)
+        self.run_id = req.get("run_id")
+
+    @property
+    def lock(self):
+        return os.path.join(self.state, "lock")
+
+    @property
+    def installed(self):
+        return os.path.join(self.state, "installed.json")
+
+    @property
+    def packages(self):
+        return os.path.join(self.state, "packages")
+
+    @property
+    def in_run(self):
+        """The request belongs to a run whose directory is on this host (so it has a run state)."""
+        return bool(self.run_id) and os.path.isdir(self.run())
+
+    def run(self, *parts):
+        if not self.run_id or not re.match(r"^[A-Za-z0-9._-]+$", self.run_id):
+            raise AgentError("bad run id %r" % (self.run_id,), "bad_input")
+        return os.path.join(self.state, "runs", self.run_id, *parts)
+
+
+def run_state(paths):
+    return read_json(paths.run("state.json"), {}) or {}
+
+
+def set_run_state(paths, **changes):
+    st = run_state(paths)
+    if "phase" in changes:
+        st.pop("launched", None)  # a service launched in an earlier phase is no longer coming up
+    st.update(changes)
+    st["updated"] = time.time()
+    write_json_atomic(paths.run("state.json"), st)
+    return st
+
+
+def check_state_dir(paths):
+    """The agent's own directories are plain directories, not links to elsewhere, owned by the agent's user
+    and writable by nobody else (another account could otherwise put links in them for root to follow)."""
+    dirs = [paths.state, os.path.join(paths.state, "runs"), paths.packages]
+    if paths.run_id:
+        dirs.append(paths.run())
+    for d in dirs:
+        try:
+            st = os.lstat(d)
+        except FileNotFoundError:
+            continue
+        problem = state_dir_problem(d, st, lambda: link_target(d))
+        if problem:
+            raise problem
+
+
+def state_dir_problem(d, st, target):
+    """The refusal (an AgentError) of state dir ``d`` whose lstat is ``st``, or None when the agent may keep its
+    state there: a plain directory owned by the agent's user that nobody else can write."""
+    if stat.S_ISLNK(st.st_mode):
+        return AgentError("%s is a symlink (-> %s); the agent keeps its state only in plain directories: "
+                          "remove the link" % (d, target()), "unsafe_path", path=d)
+    if not stat.S_ISDIR(st.st_mode):
+        return AgentError("%s is not a directory; the agent keeps its state there: move it away" % d,
+                          "unsafe_path", path=d)
+    if st.st_uid != os.geteuid() or st.st_mode & 0o022:
+        return AgentError("%s is owned by uid %d with mode %o; the agent keeps its state only in directories "
+                          "owned by uid %d that nobody else can write: chown it and chmod go-w, or move it away"
+                          % (d, st.st_uid, stat.S_IMODE(st.st_mode), os.geteuid()), "unsafe_path", path=d)
+    return None
+
+
+def open_state_dir(path, create=False):
+    """A descriptor of the agent's own directory ``path`` (a state or ledger dir), opened once from its parent's
+    descriptor with O_NOFOLLOW and checked on that descriptor (state_dir_problem): whoever can write the parent
+    may swap the name for a link afterwards, but every read and write made relative to this descriptor stays in
+    the directory checked. None when it is absent (made 0700 when ``create``). The caller closes it."""
+    parent, name = os.path.split(os.path.abspath(path).rstrip("/"))
+    if create:
+        os.makedirs(parent or "/", 0o755, exist_ok=True)
+    pfd = os.open(parent or "/", OPEN_DIR & ~os.O_NOFOLLOW)
+    try:
+        if create:
+            try:
+                os.mkdir(name, 0o700, dir_fd=pfd)
+            except FileExistsError:
+                pass
+        try:
+            fd = os.open(name, OPEN_DIR, dir_fd=pfd)
+        except FileNotFoundError:
+            if create:
+                raise
+            return None
+        except OSError as e:
+            if e.errno not in (errno.ELOOP, errno.ENOTDIR):
+                raise
+            st = os.stat(name, dir_fd=pfd, follow_symlinks=False)
+            raise state_dir_problem(path, st, lambda: link_target(name, pfd)) or e
+    finally:
+        os.close(pfd)
+    problem = state_dir_problem(path, os.fstat(fd), lambda: "")
+    if problem:
+        os.close(fd)
+        raise problem
+    return fd
+
+
+def state_file_error(where, name, e):
+    if e.errno == errno.ELOOP:
+        return AgentError("%s/%s is a symlink; the agent keeps its state only in plain files: remove the link"
+                          % (where, name), "unsafe_path", path=os.path.join(where, name))
+    return e
+
+
+def read_json_at(dfd, name, where, default=None):
+    """The JSON document ``name`` in directory ``dfd`` (``where``, for messages), never read through a link."""
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0), dir_fd=dfd)
+    except FileNotFoundError:
+        return default
+    except OSError as e:
+        raise state_file_error(where, name, e)
+    with os.fdopen(fd, encoding="utf-8") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise AgentError("%s/%s is not a regular file; the agent keeps its state only in plain files"
+                             % (where, name), "unsafe_path", path=os.path.join(where, name))
+        try:
+            return json.load(f)
+        except ValueError:
+            raise AgentError("%s/%s is damaged (not valid JSON)" % (where, name), "needs_person")
+
+
+def write_json_at(dfd, name, data):
+    """Replace ``name`` in directory ``dfd`` atomically (a new file, fsynced, renamed over it in that directory)."""
+    tmp = "%s.tmp.%d" % (name, os.getpid())
+    try:
+        os.unlink(tmp, dir_fd=dfd)
+    except FileNotFoundError:
+        pass
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0), 0o644,
+                 dir_fd=dfd)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump(data, f, sort_keys=True, indent=1)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
+    os.fsync(dfd)
+
+
+def append_line_at(dfd, name, line, where):
+    """Append ``line`` to the file ``name`` in directory ``dfd`` (made 0600 when absent), never through a link."""
+    try:
+        fd = os.open(name, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK
+                     | getattr(os, "O_CLOEXEC", 0), 0o600, dir_fd=dfd)
+    except OSError as e:
+        raise state_file_error(where, name, e)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise AgentError("%s/%s is not a regular file; the agent keeps its state only in plain files"
+                             % (where, name), "unsafe_path", path=os.path.join(where, name))
+        os.write(fd, line.encode("utf-8"))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
