@@ -65,6 +65,10 @@ class Lab:
         return self.root / "keys" / "engineer"
 
     @property
+    def requester_key(self) -> Path:
+        return self.root / "keys" / "requester"
+
+    @property
     def state_dir(self) -> Path:
         return self.tomcat.home.parent / f".upgrader-{self.tomcat.home.name}"
 
@@ -79,7 +83,7 @@ class Lab:
     def plan(self, version: str, *extra: str) -> tuple[int, Path]:
         out = self.root / "plans" / f"to-{version}-{len(list((self.root / 'plans').glob('*.json')))}.json"
         return self.cli("plan", "--inventory", str(self.inventory), "--to", version, "--catalog", str(self.catalog),
-                        "-o", str(out), *extra), out
+                        "--key", str(self.requester_key), "-o", str(out), *extra), out
 
     def approve(self, plan: Path) -> Path:
         out = plan.with_suffix(".approval")
@@ -107,11 +111,13 @@ class Lab:
 
 def make_lab(root: Path, tomcat: Tomcat, catalog: Path, vendor_signers: Path,
              host_entry: dict[str, Any] | None = None) -> Lab:
-    """HOME at ``root``: keys, a policy trusting ``vendor_signers`` for catalogs, the inventory of ``tomcat``."""
+    """HOME at ``root``: keys (the requester signs the plans, the engineer approves them), a policy trusting
+    ``vendor_signers`` for catalogs, the inventory of ``tomcat``."""
     keys = root / "keys"
     lines = []
     for name, principal, namespaces in (("engineer", "engineer@vendor", "upgrader-approval"),
-                                        ("operator", "operator@customer", "upgrader-audit")):
+                                        ("operator", "operator@customer", "upgrader-audit"),
+                                        ("requester", "requester@customer", "upgrader-plan")):
         generate_key(keys / name, principal)
         lines.append(signer_line(principal, load_private_key(keys / name).public_key(), namespaces))
     (keys / "allowed_signers").write_text("\n".join(lines) + "\n")
