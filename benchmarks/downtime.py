@@ -271,6 +271,7 @@ class Prepared:
         self.package_bytes: dict[str, int] = {}
         self.policy: Path | None = None
         self.engineer_key: Path | None = None
+        self.requester_key: Path | None = None
         self.home: Path = root
 
 
@@ -296,6 +297,9 @@ class Bench:
         p.policy = policy if policy is not None and Path(policy).is_file() else None
         engineer_key = getattr(template, "engineer_key", None)
         p.engineer_key = engineer_key if engineer_key is not None and Path(engineer_key).is_file() else None
+        # plans must be signed by whoever asks for the upgrade (plan --key) where the demo has a requester
+        requester_key = getattr(template, "requester_key", None)
+        p.requester_key = requester_key if requester_key is not None and Path(requester_key).is_file() else None
         vendor_key = getattr(template, "vendor_key", None)
         releases = [r for r in sample.RELEASES if r.version in (GOOD, BAD)]
         log(f"{size_label(size)}: building packages {GOOD} and {BAD} (compresslevel {p.compresslevel})")
@@ -378,8 +382,9 @@ class Bench:
             box.start_service()
             plan = box.plans / f"to-{target}.json"
             policy = ["--policy", str(p.policy)] if p.policy else []
+            signed = ["--key", str(p.requester_key)] if p.requester_key else []
             r = self.upgrader(p, box, "plan", "--inventory", str(box.inventory), "--to", target,
-                              "--catalog", str(p.catalog), *policy, "-o", str(plan), "--json")
+                              "--catalog", str(p.catalog), *policy, *signed, "-o", str(plan), "--json")
             if r.returncode != 0:
                 raise BenchError(f"plan to {target} failed (exit {r.returncode}): {r.stderr.strip()[-800:]}")
             run_argv = ["run", str(plan), "--json", *self.approval_args(p, box, plan)]

@@ -4,14 +4,16 @@
 bench.sh runs it through upgrader.sh, from a snapshot of one commit:
     upgrader.sh SNAPSHOT N    (PYTHONPATH=SNAPSHOT, upgrader's dependencies from $BENCH_ROOT/venv-upgrader)
 
-One process does what an engineer and the tool do for a real upgrade, all of it timed: plan (read
-every host's version over SSH, policy decision, package digest from the signed catalog), approve
+One process does what a requester, an engineer and the tool do for a real upgrade, all of it timed:
+plan (read every host's version over SSH, policy decision, package digest from the signed catalog,
+signed with the requester's key, as plans must be), approve
 (the engineer's SSH signature of the plan), run (preflight, verified backup, stop, install, start,
 observe until /VERSION answers 2.0, then write version.txt like the workload's step 5), audit log
 with a signed checkpoint. Its own files live under $BENCH_ROOT/upgrader (made on the first call:
 keys, a signed catalog holding one 2.0 package repacked from h1's release tarball, the policy, the
-inventory). The package is sent to each host over SFTP once (the warm-up run) and found again by
-its digest afterwards, as the other tools find release/middleware-2.0.tar.gz already on the hosts.
+playbook in its playbooks/ directory, the inventory naming it by name). The package is sent to each
+host over SFTP once (the warm-up run) and found again by its digest afterwards, as the other tools
+find release/middleware-2.0.tar.gz already on the hosts.
 """
 
 from __future__ import annotations
@@ -40,8 +42,8 @@ def bench_env() -> tuple[Path, int, int]:
 
 
 def prepare(root: Path, home: Path) -> None:
-    """Keys, policy, a signed catalog with the 2.0 package (made once; later calls reuse them; the
-    policy is rewritten when this script's differs)."""
+    """Keys, policy, playbook, a signed catalog with the 2.0 package (made once; later calls reuse them;
+    the policy and the playbook are rewritten when this directory's differ)."""
     from upgrader.trust.catalog import write_catalog
     from upgrader.trust.keys import generate_key, load_private_key, signer_line
     from upgrader.trust.package import PackageMeta, build_package
@@ -57,20 +59,33 @@ def prepare(root: Path, home: Path) -> None:
               "window: {outside: allow}   # a benchmark runs at any hour; the window is still evaluated\n")
     if not (home / "policy.yaml").is_file() or (home / "policy.yaml").read_text() != policy:
         (home / "policy.yaml").write_text(policy)
-    if (home / "catalog" / "catalog.yaml.sig").is_file():
-        return
+    # an inventory names its playbook by name only; upgrader takes it from the operator's playbook
+    # directory (HOME/playbooks), so the benchmark's playbook is put there (rewritten when it differs)
+    playbook = (HERE / "bench-middleware.yaml").read_text()
+    installed = home / "playbooks" / "bench-middleware.yaml"
+    if not installed.is_file() or installed.read_text() != playbook:
+        installed.parent.mkdir(parents=True, exist_ok=True)
+        installed.write_text(playbook)
     keys = home / "keys"
+    # the requester signs the plan (plans must be signed), the engineer approves it, the operator's
+    # key closes the audit log with a checkpoint, the vendor's signs the catalog
+    people = (("requester", "requester@bench", "upgrader-plan"),
+              ("engineer", "engineer@vendor", "upgrader-approval"),
+              ("operator", "operator@bench", "upgrader-audit"),
+              ("vendor", "vendor-release", "upgrader-catalog"))
+    if (home / "catalog" / "catalog.yaml.sig").is_file() and all((keys / f"{name}.signer").is_file() for name, _, _ in people):
+        return
     lines = []
-    for name, principal, ns in (("engineer", "engineer@vendor", "upgrader-approval"),
-                                ("operator", "operator@bench", "upgrader-audit"),
-                                ("vendor", "vendor-release", "upgrader-catalog")):
+    for name, principal, ns in people:
         if not (keys / name).exists():
             generate_key(keys / name, principal)
         line = signer_line(principal, load_private_key(keys / name).public_key(), ns)
         (keys / f"{name}.signer").write_text(line + "\n")
         lines.append(line)
-    (keys / "allowed_signers").write_text("\n".join(lines[:2]) + "\n")
-    (keys / "vendor_signers").write_text(lines[2] + "\n")
+    (keys / "allowed_signers").write_text("\n".join(lines[:3]) + "\n")
+    (keys / "vendor_signers").write_text(lines[3] + "\n")
+    if (home / "catalog" / "catalog.yaml.sig").is_file():
+        return
     catalog = home / "catalog"
     catalog.mkdir(parents=True, exist_ok=True)
     release = root / "hosts" / "h1" / "release" / "middleware-2.0.tar.gz"
@@ -98,7 +113,7 @@ def inventory(root: Path, home: Path, port: int, http_base: int, n: int) -> Path
         f"  key: {root}/ssh/client_key\n"
         f"  known_hosts: {root}/ssh/known_hosts\n"
         "  product: bench-middleware\n"
-        f"  playbook: {HERE / 'bench-middleware.yaml'}\n"
+        "  playbook: bench-middleware\n"
         "hosts:\n" + "".join(hosts))
     return path
 
@@ -127,7 +142,7 @@ def main() -> int:
     base = ["--home", str(home)]
     plan, approval = home / f"plan-{n}.json", home / f"approval-{n}"
     rc = upgrader([*base, "plan", "--inventory", str(inv), "--to", "2.0", "--catalog", str(home / "catalog"),
-                   "-o", str(plan), "--json"])
+                   "--key", str(home / "keys" / "requester"), "-o", str(plan), "--json"])
     if rc:
         return rc
     rc = upgrader([*base, "approve", str(plan), "--key", str(home / "keys" / "engineer"), "--expires", "1h",

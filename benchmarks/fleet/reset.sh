@@ -3,9 +3,10 @@
 # First it appends to $BENCH_ROOT/results/reset.log how many of the N hosts the previous run left at 2.0
 # (version.txt), so that every reset after a timed run can be checked to read N/N. Then, for every host
 # at once: stop its server (by the pid file, only if that pid is still its http.server), delete what the
-# last run made (current/, current.new/, current.old/, backups, version.txt), rebuild current/ from
-# pristine/ as hard links, start the 1.0 server and wait until /VERSION answers 1.0. It also ends
-# ansible's ControlPersist masters (so every ansible run starts cold like the others) and runs sync.
+# last run made (current/, current.new/, current.old/, backups, version.txt, upgrader's ledger of what
+# it installed), rebuild current/ from pristine/ as hard links, start the 1.0 server and wait until
+# /VERSION answers 1.0. It also ends ansible's ControlPersist masters (so every ansible run starts cold
+# like the others) and runs sync.
 set -euo pipefail
 . "$(dirname "$0")/common.sh"
 N=${1:-}
@@ -24,6 +25,10 @@ reset_one() {
   local i=$1 D=$R/hosts/h$1 P=$((BENCH_HTTP_BASE + $1)) pid tries=0
   if pid=$(our_pid "$D/run/server.pid" "http.server $P"); then stop_pid "$pid"; fi
   rm -rf "$D/current" "$D/current.new" "$D/current.old" "$D/version.txt" "$D/run/server.pid"
+  # upgrader's host ledger records that it installed 2.0 here; putting 1.0 back by hand is what a
+  # ledger exists to notice (the next run would be refused), so the reset removes it with the tree.
+  # The agent and the staged package stay, found again by their digests.
+  rm -f "$D/.upgrader-current/installed.json"
   find "$D/backups" -mindepth 1 -delete
   cp -al "$D/pristine" "$D/current"
   if (exec 3<>"/dev/tcp/127.0.0.1/$P") 2>/dev/null; then
