@@ -11,6 +11,7 @@ import hashlib
 import os
 import re
 import shutil
+import zipfile
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -28,13 +29,21 @@ from upgrader.core.playbook import shipped_playbooks_dir
 @pytest.fixture(scope="module")
 def broken_catalog(tmp_path_factory: pytest.TempPathFactory, tomcat_homes: tuple[Home, Home],
                    tomcat_catalog: TomcatCatalog) -> Path:
-    """The vendor's catalog, signed by the vendor key, whose newest Tomcat ships a corrupt lib/catalina.jar (a
-    release that passes every integrity check and still cannot start)."""
+    """The vendor's catalog, signed by the vendor key, whose newest Tomcat ships a lib/catalina.jar without its
+    classes (a release that passes every integrity check, reads as the target version, and still cannot start)."""
     old, new = tomcat_homes
     root = tmp_path_factory.mktemp("broken-catalog")
     bad_home = root / "home"
     shutil.copytree(new.path, bad_home)
-    (bad_home / "lib" / "catalina.jar").write_bytes(b"PK\x05\x06" + b"\0" * 18)
+    # a jar that still names its version (the host reads it back after the install and finds the target) but holds
+    # none of Catalina's classes: the JVM cannot load org.apache.catalina.startup.Catalina
+    jar = bad_home / "lib" / "catalina.jar"
+    info = "org/apache/catalina/util/ServerInfo.properties"
+    with zipfile.ZipFile(jar) as z:
+        properties = z.read(info)
+    jar.unlink()
+    with zipfile.ZipFile(jar, "w") as z:
+        z.writestr(info, properties)
     directory = root / "catalog"
     directory.mkdir()
     shutil.copy(tomcat_catalog.packages[old.server_number], directory / package_name(old))
