@@ -176,3 +176,30 @@ def test_resume_through_the_api_finishes_a_run_killed_after_stop(sandbox: Sandbo
     again = api.resume(ctx, run_id)
     assert not again.ran and again.exit_code == result.exit_code
     assert box.answers() == "7.0.4.1"
+
+
+def readme_python_example() -> str:
+    """The README's "Use from Python" example, as written (the first python block of that section)."""
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    section = text.split("\n## Use from Python\n", 1)[1].split("\n## ", 1)[0]
+    return section.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+def test_the_readme_python_example_runs_as_written(sandbox: Sandbox, capfd: pytest.CaptureFixture[str],
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Executed in the demo's sandbox directory (what ``upgrader demo --dir DIR`` leaves), as the README says:
+    the plan is made, approved and run; the observer printed every phase; the host now runs 7.0.4.2."""
+    box = sandbox
+    code = readme_python_example()
+    assert "api.run(" in code and "observers=" in code and "api.approve(" in code
+    monkeypatch.chdir(box.root)
+    namespace: dict[str, Any] = {"__name__": "readme_example"}
+    exec(compile(code, "README.md", "exec"), namespace)  # noqa: S102 - the documented example, verbatim
+    result = namespace["result"]
+    assert isinstance(result, api.RunResult) and result.exit_code == 0
+    assert [(h.outcome, h.version) for h in result.hosts] == [("committed", "7.0.4.2")]
+    assert box.answers() == "7.0.4.2"
+    out = capfd.readouterr().out
+    for phase in PHASES:
+        assert f"app-01 {phase} ok " in out, out
+    assert "app-01 committed now running 7.0.4.2" in out and "exit code 0" in out

@@ -64,6 +64,8 @@ __all__ = [
     # helpers the CLI and the guide share
     "load_policy", "policy_file", "policy_origin", "plan_policy", "trusted_catalog", "record_plan", "record_refusal", "refuse_refused",
     "accepted_plan", "journal_view",
+    # the errors every function may raise (each with its exit_code)
+    "UpgraderError", "InputError", "PolicyRefused", "ApprovalRefused",
 ]
 
 #: the machine's policy, used when neither the context's policy nor HOME/policy.yaml exists
