@@ -53,6 +53,8 @@ if TYPE_CHECKING:
     from .trust.catalog import Catalog
     from .trust.keys import Identity
     from .trust.requester import Requester
+    from .audit.log import VerifyResult
+    from .trust.signers import AllowedSigners
 
 __all__ = [
     # inputs
@@ -61,6 +63,7 @@ __all__ = [
     "PlanMade", "PlanReview", "ApprovalMade", "RunResult", "HostResult", "PhaseResult", "CheckedRun", "StartedRun",
     # the use cases
     "make_plan", "show_plan", "approve", "run", "resume", "rollback", "check_run", "start_run", "finish_run",
+    "verify_audit", "build_package", "PackageBuilt",
     # helpers the CLI and the guide share
     "load_policy", "policy_file", "policy_origin", "plan_policy", "trusted_catalog", "record_plan", "record_refusal", "refuse_refused",
     "accepted_plan", "journal_view",
@@ -968,8 +971,6 @@ def resume(ctx: Context, run_id: str, *, hosts: str | None = None, yes: bool = F
     from .core.gate import check_playbooks
     from .core.journal import Journal
     from .core.recorder import Recorder
-    from .fleet.inventory import host_from_plan
-    from .fleet.transport import connect
 
     journal = Journal(run_dir, clock.now)
     policy = load_policy(ctx)  # the operator's, never a path the plan names
@@ -1085,8 +1086,6 @@ def rollback(ctx: Context, run_id: str, *, hosts: str | None = None, batch: str 
     from .core.journal import Journal
     from .core.recorder import Recorder
     from .customer.service_window import rollback_window
-    from .fleet.inventory import host_from_plan
-    from .fleet.transport import connect
 
     run_dir = _run_dir(ctx, run_id, None)
     plan = accepted_plan(run_dir)  # exit 4 when plan.json is not the plan the journal accepted
@@ -1120,6 +1119,68 @@ def rollback(ctx: Context, run_id: str, *, hosts: str | None = None, batch: str 
         _close(ctx, recorder, journal, result, "rollback-result.json", obfuscate)
         _finished(told, result, clock)
     return RunResult.of(result, warnings=warnings)
+
+
+# -- audit, packages -------------------------------------------------------------------------------------
+
+def verify_audit(ctx: Context, *, log: Path | None = None, allowed_signers: Path | None = None,
+                 anchor: str | None = None, data: bytes | None = None) -> VerifyResult:
+    """The verdict on the audit log (HOME/audit/audit.jsonl, or ``log``): its hash chain and every signed
+    checkpoint, against ``allowed_signers`` (else the operator's policy's audit signers); ``anchor``
+    (``SEQ:HEAD``, a checkpoint's JSON or a file holding either) proves no tail was cut. ``status``: intact,
+    altered (exit 6) or cannot_check (exit 2); ``data``: the log's bytes when already read."""
+    from .audit.log import parse_anchor, verify_log
+    from .core.recorder import audit_path
+    from .trust.signers import load_allowed_signers
+
+    anchored = parse_anchor(anchor) if anchor else None
+    signers: AllowedSigners | None = None
+    if allowed_signers is not None:
+        signers = load_allowed_signers(allowed_signers)
+    else:
+        policy = load_policy(ctx)
+        path = policy.audit_signers
+        signers = load_allowed_signers(policy.resolve_path(path)) if path else None
+    return verify_log(Path(log) if log else audit_path(ctx.home), signers=signers,
+                      anchor=anchored, data=data)
+
+
+@dataclass(frozen=True)
+class PackageBuilt:
+    file: Path
+    sha256: str
+    size: int
+    members: int
+    product: str
+    version: str
+    kind: str
+
+
+def build_package(directory: Path, output: Path, *, product: str, version: str, kind: str = "full",
+                  requires: str | None = None, remove: Sequence[str] = (), changes: Sequence[str] = (),
+                  description: str = "") -> PackageBuilt:
+    """Pack the product files of ``directory`` into a package (.tar.gz with package.yaml). A patch
+    (``kind="patch"``) needs ``requires`` (the versions it applies to) and may ``remove`` product files."""
+    from version_policy import VersionError, parse_range
+
+    from .trust.package import PackageMeta
+    from .trust.package import build_package as _build
+
+    if kind == "full" and (requires or remove):
+        raise InputError("--requires and --remove are for patch packages (add --kind patch)")
+    if kind == "patch" and not requires:
+        raise InputError("a patch needs --requires (the versions it applies to), e.g. '>=7.0.4.1, <7.0.4.3'")
+    if requires:
+        try:
+            parse_range(requires)
+        except VersionError as e:
+            raise InputError(f"--requires: {e}") from None
+    data: dict[str, object] = {"format": 1, "product": product, "version": version, "kind": kind,
+                               "requires": requires, "changes": list(changes), "remove": list(remove),
+                               "description": description or None}
+    meta = PackageMeta.from_data({k: v for k, v in data.items() if v not in (None, [])}, "command line")
+    built = _build(Path(directory), Path(output), meta)
+    return PackageBuilt(built.path, built.sha256, built.size, built.members, meta.product, meta.version, meta.kind)
 
 
 # -- small helpers ---------------------------------------------------------------------------------------
