@@ -222,27 +222,16 @@ class CancelAt:
 
 
 def run_with_cancel(box: Sandbox, at: str) -> dict[str, Any]:
-    """Plan and approve 7.0.4.2, then run it through run's own steps (check_run, start_run, finish_run) with an
-    Engine that is cancelled once phase ``at`` has finished; the run's result."""
-    import argparse
-
-    from upgrader.core.clock import SystemClock
-    from upgrader.cli.commands.upgrade import check_run, finish_run, start_run
-    from upgrader.core.engine import Engine
-    from upgrader.core.plan import load_plan
+    """Plan and approve 7.0.4.2, then run it with ``upgrader.api.run`` and a cancel token that an observer sets
+    once phase ``at`` has finished; the run's result (as result.json holds it)."""
+    from upgrader import api
 
     rc, plan_file = plan_to(box, "7.0.4.2")
     assert rc == 0, f"plan 7.0.4.2 exited {rc}"
-    plan = load_plan(plan_file)
-    args = argparse.Namespace(home=box.root, approval=[str(approve(box, plan_file))], catalog=None, audit_key=None,
-                              policy=None)
-    clock = SystemClock()
-    checked = check_run(args, plan, clock)
-    started = start_run(args, plan, checked, clock)
-    cancel = threading.Event()
-    engine = Engine(journal=started.journal, clock=clock, observers=[started.recorder, CancelAt(at, cancel)],
-                    controller=started.controller, approvals=checked.approval_digests, cancel=cancel)
-    return finish_run(args, checked, started, engine.run(checked.targets), clock)
+    cancel = api.CancelToken()
+    result = api.run(api.Context(home=box.root), plan_file, approvals=[approve(box, plan_file)],
+                     observers=[CancelAt(at, cancel)], cancel=cancel)
+    return result.data
 
 
 def tree_digest(root: Path) -> dict[str, tuple[str, int]]:

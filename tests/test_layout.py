@@ -4,6 +4,8 @@ Packages by subsystem below ``upgrader/``: ``cli`` (argument parsing and renderi
 that imports argparse or rich), ``core``, ``trust``, ``audit``, ``fleet``, ``customer``, ``sample``;
 ``hostagent`` (the host agent, shipped to hosts alone as one zip) imports nothing of upgrader but itself,
 and ``version_policy/`` (pure) nothing of upgrader.
+``api.py`` (the use cases as typed functions) is imported by the CLI and by other programs, never by a
+subsystem, and no signature outside ``cli`` takes an ``argparse.Namespace``.
 The graph is read from the source with ``ast``: every ``import`` counts, at module level, inside a
 function or under ``if TYPE_CHECKING``.
 """
@@ -19,7 +21,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 SUBSYSTEMS = ("cli", "core", "trust", "audit", "fleet", "customer", "sample", "hostagent")
 #: top-level modules of upgrader/ that belong to no subsystem package
-TOP_LEVEL = ("__init__", "__main__")
+TOP_LEVEL = ("__init__", "__main__", "api")
 #: subsystem -> the subsystems it never imports (dependencies point inward, towards core)
 FORBIDDEN = {
     "core": {"cli", "customer", "sample"},
@@ -130,7 +132,9 @@ def wrong_direction(root: Path) -> list[str]:
             if not i.startswith("upgrader.") or i not in known:
                 continue
             theirs = subsystem(i)
-            if theirs == "cli" and mine != "cli" and m != "upgrader.__main__":
+            if theirs == "upgrader.api" and mine != "cli":
+                bad.append(f"{p.relative_to(root)}:{line} ({mine}) imports {i}: only the CLI (and other programs) use it")
+            elif theirs == "cli" and mine != "cli" and m != "upgrader.__main__":
                 bad.append(f"{p.relative_to(root)}:{line} ({mine}) imports {i}: nothing below upgrader/cli imports it")
             elif theirs in FORBIDDEN.get(mine, ()):
                 bad.append(f"{p.relative_to(root)}:{line} ({mine}) imports {i} ({theirs})")
@@ -153,6 +157,32 @@ def test_no_import_circles_among_upgrader_modules():
 
 def test_subsystems_depend_inwards():
     assert wrong_direction(REPO) == []
+
+
+def namespace_signatures(root: Path) -> list[str]:
+    """``file:line function`` of every function outside ``upgrader/cli`` whose parameters or return mention
+    ``Namespace`` (argparse's): the use cases take typed values, the CLI turns arguments into them."""
+    known = modules(root, "upgrader")
+    bad = []
+    for m, p in known.items():
+        if subsystem(m) == "cli":
+            continue
+        for node in ast.walk(ast.parse(p.read_text(encoding="utf-8"), str(p))):
+            if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            a = node.args
+            params = [*a.posonlyargs, *a.args, *a.kwonlyargs, *([a.vararg] if a.vararg else []),
+                      *([a.kwarg] if a.kwarg else [])]
+            notes = [x.annotation for x in params if x.annotation is not None]
+            notes += [node.returns] if node.returns is not None else []
+            if any("Namespace" in ast.unparse(n) for n in notes):
+                bad.append(f"{p.relative_to(root)}:{node.lineno} {node.name}")
+    return bad
+
+
+def test_no_signature_below_cli_takes_a_namespace():
+    assert (REPO / "upgrader" / "api.py").is_file()
+    assert namespace_signatures(REPO) == []
 
 
 def test_every_module_lives_in_a_subsystem_package():
@@ -190,12 +220,18 @@ def test_the_checks_find_circles_rendering_and_wrong_directions(tmp_path):
     (pkg / "customer" / "c.py").write_text("import argparse\n")
     (pkg / "cli" / "main.py").write_text("import argparse\nfrom ..core import a\n")
     (pkg / "core" / "d.py").write_text("from upgrader.cli.main import x\n")
+    (pkg / "api.py").write_text("from .core import a\n")
+    (pkg / "trust" / "u.py").write_text("import argparse as ap\nfrom upgrader import api\n"
+                                        "def use(args: 'ap.Namespace') -> None: ...\n")
     assert cycles(graph(tmp_path, "upgrader")) == [["upgrader.core.a", "upgrader.core.b"]]
     assert rendering_outside_cli(tmp_path) == ["upgrader/core/b.py:5 imports rich.console",
-                                               "upgrader/customer/c.py:1 imports argparse"]
+                                               "upgrader/customer/c.py:1 imports argparse",
+                                               "upgrader/trust/u.py:1 imports argparse"]
     assert wrong_direction(tmp_path) == [
         "upgrader/core/d.py:1 (core) imports upgrader.cli.main: nothing below upgrader/cli imports it",
-        "upgrader/trust/t.py:2 (trust) imports upgrader.customer.c (customer)"]
+        "upgrader/trust/t.py:2 (trust) imports upgrader.customer.c (customer)",
+        "upgrader/trust/u.py:2 (trust) imports upgrader.api: only the CLI (and other programs) use it"]
+    assert namespace_signatures(tmp_path) == ["upgrader/trust/u.py:3 use"]
 
 
 def test_every_module_imports_and_the_console_entry_points_work(tmp_path):

@@ -27,7 +27,7 @@ import yaml  # type: ignore[import-untyped]
 from conftest import approve, plan_to, signed_plan, upgrader
 from trust_support import add_signer, cli, copy_catalog, host_state, pristine, state_dir, vendor_catalog
 from upgrader.cli import main
-from upgrader.cli.commands import _common
+from upgrader import api
 from upgrader.cli.commands.demo import Sandbox
 from upgrader.core.exit_codes import ExitCode
 from upgrader.core.plan import load_plan
@@ -106,9 +106,9 @@ def test_run_and_approve_take_the_policy_from_policy_option_then_home_then_syste
     assert rc == ExitCode.OK, err
     rc, err = cli(sandbox, capsys, "run", str(plan), "--approval", str(approval), "--dry-run")
     assert rc == ExitCode.APPROVAL_REFUSED and str(other) in err and str(sandbox.policy) in err, err
-    # no HOME/policy.yaml: the system-wide policy (the path is a module constant the CLI resolves)
+    # no HOME/policy.yaml: the system-wide policy (the path is a module constant upgrader.api resolves)
     home = tmp_path / "fresh-home"
-    monkeypatch.setattr(_common, "SYSTEM_POLICY", other)
+    monkeypatch.setattr(api, "SYSTEM_POLICY", other)
     rc, err, plan2 = _plan(sandbox, capsys, "system", home=home)
     assert rc == ExitCode.OK, err
     assert load_plan(plan2).data["policy"]["sha256"] == load_plan(plan).data["policy"]["sha256"]

@@ -41,6 +41,11 @@ _BREAK_LOCK_HELP = ("take over host locks left by another run (only when you kno
                     "lock's holder")
 
 
+_EVENTS_HELP = ("write every engine event as one JSON line (format 1: format, event, time, run, host, phase, status, "
+                "seconds, detail, from_version, to_version, version, exit_code) to FILE, or to stdout with '-' (the "
+                "human output then goes to stderr; not with --json)")
+
+
 @functools.lru_cache(maxsize=1)
 def build_parser() -> argparse.ArgumentParser:
     """The command line's parser, built once per process (tests and scripts call ``main`` many times)."""
@@ -402,6 +407,7 @@ policy, 4 approval missing or invalid or outside the service window, 5 needs a p
                      "(default: env UPGRADER_AUDIT_KEY, HOME/keys/operator, ~/.ssh/id_*)")
     run.add_argument("--obfuscate", action="store_true", help=_OBFUSCATE_HELP)
     run.add_argument("--json", action="store_true")
+    run.add_argument("--events", metavar="FILE|-", help=_EVENTS_HELP)
     run.set_defaults(func="upgrade:cmd_run")
 
     resume = sub.add_parser("resume", help="finish what an interrupted run left",
@@ -419,6 +425,7 @@ policy, 4 approval missing or invalid or outside the service window, 5 needs a p
     resume.add_argument("--break-lock", action="store_true", help=_BREAK_LOCK_HELP)
     resume.add_argument("--obfuscate", action="store_true", help=_OBFUSCATE_HELP)
     resume.add_argument("--json", action="store_true")
+    resume.add_argument("--events", metavar="FILE|-", help=_EVENTS_HELP)
     resume.set_defaults(func="upgrade:cmd_resume")
 
     rollback = sub.add_parser("rollback", help="restore the backup of a past run",
@@ -447,6 +454,7 @@ policy, 4 approval missing or invalid or outside the service window, 5 needs a p
     rollback.add_argument("--policy", help="policy YAML (default: HOME/policy.yaml, else /etc/upgrader/policy.yaml, else the shipped one); never taken from the plan")
     rollback.add_argument("--obfuscate", action="store_true", help=_OBFUSCATE_HELP)
     rollback.add_argument("--json", action="store_true")
+    rollback.add_argument("--events", metavar="FILE|-", help=_EVENTS_HELP)
     rollback.set_defaults(func="upgrade:cmd_rollback")
     status = sub.add_parser("status", help="per host: version, lock and its holder, runs that need a person",
                             description="Read every host (read-only): the version it runs, the lock and who holds it "

@@ -46,7 +46,8 @@ from ..audit.obfuscation import Obfuscator
 from ..audit.redaction import redact
 from .severity import classify_run, is_cancelled
 
-__all__ = ["build_bundle", "run_severity", "bundle_name", "TAIL_LINES"]
+__all__ = ["build_bundle", "run_severity", "bundle_name", "TAIL_LINES", "needs_bundle", "bundle_after_run",
+           "connect_plan_host"]
 
 TAIL_LINES = 200
 _DONE = ("committed", "restored", "not_started", "waiting", "superseded")
@@ -249,3 +250,61 @@ def _write_tar(target: Path, prefix: str, blobs: list[tuple[str, bytes]]) -> Non
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+_FAILED = ("rolled_back", "unchanged", "needs_person")
+
+
+def connect_plan_host(h: dict[str, Any]) -> Any:
+    """A transport to a host of a run's plan (how ``run``, ``resume`` and ``rollback`` reach it)."""
+    from ..fleet.inventory import host_from_plan
+    from ..fleet.transport import connect
+
+    return connect(host_from_plan(h))
+
+
+def needs_bundle(result: dict[str, Any]) -> bool:
+    """Did a host fail, get rolled back or need a person, other than by the operator's cancel?"""
+    return any(h["outcome"] in _FAILED and not is_cancelled(h) for h in result["hosts"])
+
+
+def bundle_after_run(home: Path, result: dict[str, Any], write: Callable[[dict[str, Any]], None],
+                     result_name: str = "result.json", *, obfuscate: bool = False,
+                     connect: Callable[[dict[str, Any]], Any] = connect_plan_host) -> None:
+    """Write ``result`` (``write``); then, when a host failed, was rolled back or needs a person (not by the
+    operator's cancel), write the bundle, note it in ``result`` and write ``result`` again.
+
+    The result is on disk before the bundle is tried, so nothing that goes wrong while collecting can
+    lose it; a bundle that cannot be made, for whatever reason, is reported in the result and never
+    changes the run's exit code."""
+    if needs_bundle(result):
+        result["severity"] = _run_severity_of(home, result)  # in result.json even when no bundle can be made
+    write(result)
+    if not needs_bundle(result):
+        return
+    try:
+        info = build_bundle(home, result["run_id"], connect=connect, result=result, result_name=result_name,
+                            obfuscate=obfuscate)
+    except (UpgraderError, OSError) as e:
+        info = {"bundle": None, "error": f"the diagnostics bundle could not be written: {e}"}
+    except Exception as e:  # noqa: BLE001 - the bundle is a courtesy; the run's result and exit code come first
+        info = {"bundle": None, "error": f"the diagnostics bundle could not be written (an internal error of "
+                                         f"upgrader, please report it): {type(e).__name__}: {e}"}
+    if info.get("severity") is None and result.get("severity") is not None:
+        info["severity"] = result["severity"]
+    result["diagnostics"] = info
+    try:
+        write(result)
+    except Exception as e:  # noqa: BLE001 - the result without the bundle's note is already written
+        info["note"] = f"the result was written without this note: {e}"
+
+
+def _run_severity_of(home: Path, result: dict[str, Any]) -> dict[str, Any] | None:
+    """The run's severity by the customer's state after it (severity.py), from the run's plan; None if unreadable."""
+    from ..core.journal import runs_dir
+
+    try:
+        plan = json.loads((runs_dir(Path(home)) / str(result["run_id"]) / "plan.json").read_text(encoding="utf-8"))
+        return run_severity(plan, result)
+    except Exception:  # noqa: BLE001 - a damaged plan costs the level, never the run's result or exit code
+        return None

@@ -16,7 +16,7 @@ from typing import Any, Iterable, Mapping
 
 from ..core.errors import ApprovalRefused, InputError
 
-__all__ = ["load_service_window", "plan_window", "check_run_window"]
+__all__ = ["load_service_window", "plan_window", "check_run_window", "rollback_window"]
 
 
 def load_service_window(policy: Any) -> Any:
@@ -76,3 +76,18 @@ def _when(status: Any) -> str:
     if status.inside is None:
         return "add the year to the holidays file named above"
     return "run it inside the window"
+
+
+def rollback_window(policy: Any, now: Any) -> tuple[dict[str, Any], str]:
+    """The service window as it applies to a rollback now, and the line that says so. The policy's
+    ``window.rollback`` is ``any_time`` (the default: undoing a bad upgrade does not wait) or ``like_run``
+    (then refused outside the window exactly as ``run`` is: exit 4, nothing touched)."""
+    how = str(policy.value("window.rollback"))
+    if how == "any_time":
+        window = plan_window(policy, now)
+        where = "inside" if window.get("inside") else "outside" if window.get("inside") is False else "at"
+        return ({**window, "rollback": how},
+                f"service window: rollbacks are allowed at any hour (policy window.rollback: any_time); now is "
+                f"{where} the window")
+    checked = check_run_window(None, policy, [], now)
+    return {**checked, "rollback": how}, "service window: the rollback is allowed now (policy window.rollback: like_run)"

@@ -10,8 +10,8 @@ from typing import Any
 from ...core.errors import InputError
 from ...core.playbook import SYSTEM_PLAYBOOKS, load_operator_playbook, playbook_roots
 
-__all__ = ["console", "print_json", "load_policy_or_fail", "policy_path", "policy_origin", "SYSTEM_POLICY",
-           "SYSTEM_PLAYBOOKS", "playbook_roots", "load_operator_playbook", "parse_variables", "VARIABLE_NAME"]
+__all__ = ["console", "print_json", "load_policy_or_fail", "policy_path", "context_of", "warn", "SYSTEM_PLAYBOOKS",
+           "playbook_roots", "load_operator_playbook", "parse_variables", "VARIABLE_NAME"]
 
 
 def console(stderr: bool = False) -> Any:
@@ -33,39 +33,34 @@ def print_json(data: Any) -> None:
     sys.stdout.write(readable_json(redact_value(data), default=str))
 
 
-#: the machine's policy, used when neither --policy nor HOME/policy.yaml exists (the operator's, like /etc/ssh)
-SYSTEM_POLICY = Path("/etc/upgrader/policy.yaml")
+def context_of(args: Any) -> Any:
+    """The ``upgrader.api.Context`` of a command: --home, the clock handed to ``cli.main``, --policy,
+    --audit-key; warnings go to stderr at once (before any host is touched)."""
+    from ...api import Context
+    from ...core.clock import clock_of
+
+    policy = getattr(args, "policy", None)
+    key = getattr(args, "audit_key", None)
+    return Context(home=Path(args.home), clock=clock_of(args), policy=Path(policy) if policy else None,
+                   audit_key=Path(key) if key else None, warn=warn)
+
+
+def warn(text: str) -> None:
+    print(f"upgrader: warning: {text}", file=sys.stderr)
 
 
 def policy_path(args: Any) -> str | None:
-    """The operator's policy: --policy, else HOME/policy.yaml, else SYSTEM_POLICY when it exists, else None (the
-    shipped default). Never a path written in a plan: the plan is the requester's document."""
-    import os
+    """The operator's policy: --policy, else HOME/policy.yaml, else the system's policy when it exists, else None
+    (the shipped default). Never a path written in a plan: the plan is the requester's document."""
+    from ...api import policy_file
 
-    if getattr(args, "policy", None):
-        return os.path.abspath(args.policy)  # plans and audit events name the file wherever they are read
-    for candidate in (Path(args.home) / "policy.yaml", SYSTEM_POLICY):
-        if candidate.is_file():
-            return os.path.abspath(candidate)
-    return None
-
-
-def policy_origin(args: Any) -> str:
-    """Which level of the order policy_path follows gave the policy, in words."""
-    if getattr(args, "policy", None):
-        return "--policy"
-    if (Path(args.home) / "policy.yaml").is_file():
-        return "HOME/policy.yaml"
-    return "system policy" if SYSTEM_POLICY.is_file() else "the shipped default"
+    return policy_file(context_of(args))
 
 
 def load_policy_or_fail(path: str | None) -> Any:
-    from version_policy import PolicyError, load_policy
+    from ...api import load_policy
 
-    try:
-        return load_policy(path)
-    except PolicyError as e:
-        raise InputError(str(e), hint="fix the policy file or leave out --policy to use the default") from None
+    return load_policy(path)
 
 
 VARIABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")

@@ -9,9 +9,9 @@ from typing import Any
 
 from ...core.errors import InputError
 from ...core.exit_codes import ExitCode
-from ._common import console, load_policy_or_fail, policy_path, print_json
+from ._common import console, context_of, print_json
 
-__all__ = ["cmd_verify", "cmd_show", "cmd_export", "log_path", "load_signers"]
+__all__ = ["cmd_verify", "cmd_show", "cmd_export", "log_path"]
 
 
 def log_path(args: argparse.Namespace) -> Path:
@@ -20,23 +20,13 @@ def log_path(args: argparse.Namespace) -> Path:
     return Path(args.log) if getattr(args, "log", None) else audit_path(args.home)
 
 
-def load_signers(args: argparse.Namespace) -> Any:
-    """Allowed signers for checkpoints: --allowed-signers, else the policy's audit (or approvals) file."""
-    from ...trust.signers import load_allowed_signers
-
-    if getattr(args, "allowed_signers", None):
-        return load_allowed_signers(args.allowed_signers)
-    policy = load_policy_or_fail(policy_path(args))
-    path = policy.audit_signers
-    return load_allowed_signers(policy.resolve_path(path)) if path else None
-
-
 def verification(args: argparse.Namespace, data: bytes | None = None) -> Any:
     """The verdict on the log; ``data``: its bytes as read once (the report is then made from the same bytes)."""
-    from ...audit.log import parse_anchor, verify_log
+    from ...api import verify_audit
 
-    anchor = parse_anchor(args.anchor) if getattr(args, "anchor", None) else None
-    return verify_log(log_path(args), signers=load_signers(args), anchor=anchor, data=data)
+    signers = getattr(args, "allowed_signers", None)
+    return verify_audit(context_of(args), log=log_path(args), allowed_signers=Path(signers) if signers else None,
+                        anchor=getattr(args, "anchor", None), data=data)
 
 
 CANNOT_CHECK = "cannot check the checkpoints: give --allowed-signers or --policy"

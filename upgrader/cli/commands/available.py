@@ -43,7 +43,7 @@ def cmd_available(args: argparse.Namespace) -> int:
     from ...customer.available import host_offers, unreadable_host
     from ...core.clock import clock_of
     from ...fleet.inventory import load_inventory
-    from .upgrade import trusted_catalog
+    from ...api import trusted_catalog
 
     clock = clock_of(args)
     inventory = load_inventory(args.inventory)

@@ -35,7 +35,7 @@ from ...core.errors import ApprovalRefused, InputError, PolicyRefused, UpgraderE
 from ..guide_messages import _MARKS, Markup, Messages
 from ...core.interrupts import Interrupts, TerminalLost, pause_for_test
 from ...core.language import resolve_lang
-from ._common import console, load_policy_or_fail, parse_variables, policy_path
+from ._common import console, context_of, load_policy_or_fail, parse_variables, policy_path
 from .guide_access import ask_grant_answers
 from .guide_run import CANCELLED_EXIT, HANGUP_EXIT, follow_up, run_guided
 
@@ -406,7 +406,7 @@ class _Guide:
         from ...core.planner import make_plan, requester_identity
         from ...customer.service_window import plan_window
         from ...fleet.transport import connect
-        from .upgrade import record_plan, trusted_catalog
+        from ...api import record_plan, trusted_catalog
 
         args = self.args
         policy = load_policy_or_fail(policy_path(args))
@@ -451,7 +451,7 @@ class _Guide:
         from ...core.plan import load_plan
 
         plan = load_plan(out)  # what the engineer will approve is exactly this file
-        record_plan(args, policy, self.clock, plan, out, signed_by)
+        record_plan(context_of(args), policy, plan, out, signed_by)
         return plan, out
 
     def _sign_plan(self, plan: Any, policy: Any) -> Any:
@@ -502,7 +502,7 @@ class _Guide:
             if ch["status"] == "fail":
                 self._rule_line(ch["check"], ch["status"], ch["reason"])
         if not h["allowed"]:
-            from .upgrade import refuse_refused
+            from ...api import refuse_refused
 
             self.say("refused_end")
             refuse_refused(plan)  # `upgrader run`'s refusal: each failed rule and check, named
@@ -514,10 +514,10 @@ class _Guide:
         self.say("rule_detail", reason=self.words(reason))
 
     def check_approval(self, plan: Any, plan_file: Path | None) -> Any:
-        from .upgrade import check_run, plan_policy, record_refusal
+        from ...api import check_run, plan_policy
 
         args = self.args
-        policy = plan_policy(plan, self.args)
+        policy = plan_policy(context_of(args), plan.data)
         self._show_window(policy)
         if not args.approval:
             carried = [w for flag, value in (("--inventory", args.inventory), ("--policy", args.policy),
@@ -532,10 +532,11 @@ class _Guide:
             self.record("guide_plan_waits_for_approval", plan=plan.digest, file=str(plan_file))
             raise ApprovalRefused(f"no approval given: send {plan_file} to your engineer for approval")
         run_args = self._run_args()
-        try:
-            checked = check_run(run_args, plan, self.clock)
+        try:  # a refusal is recorded in the audit log by check_run
+            checked = check_run(context_of(run_args), plan, run_args.approval,
+                                catalog=Path(run_args.catalog) if run_args.catalog else None,
+                                playbooks=run_args.given_playbooks, source=str(run_args.plan or "the plan"))
         except (PolicyRefused, ApprovalRefused) as e:
-            record_refusal(run_args, plan, self.clock, e)
             self.say("approval_refused", reason=self.words(e.message))
             e.shown = True  # type: ignore[attr-defined]
             raise

@@ -56,11 +56,13 @@ def run_guided(g: Screen, plan: Any, checked: Any, run_args: argparse.Namespace,
                backup: dict[str, Any] | None) -> int:
     """Run the plan's one host; the guide's exit code (the run's, or 130 when a cancel left it unchanged)."""
     from ...core.engine import CANCELLED, Engine
-    from .upgrade import finish_run, start_run
+    from ...api import finish_run, start_run
+    from ._common import context_of
 
     with g.interrupts.running():
         g.interrupts.check_terminal()  # lost after the last answer: nothing is started
-        started = start_run(run_args, plan, checked, g.clock)
+        ctx = context_of(run_args)
+        started = start_run(ctx, plan, checked)
         started.recorder.event("guide_run", outcome="started", lang=g.t.lang, scripted=bool(g.args.yes),
                                backup_confirmed=backup)
         g.say("run_started", run=started.run_id, journal=started.journal.dir,
@@ -98,7 +100,7 @@ def run_guided(g: Screen, plan: Any, checked: Any, run_args: argparse.Namespace,
             differs = {"exit_code": code, "run_exit_code": run_code} if code != run_code else {}
             started.recorder.event("guide_interrupted", outcome="cancelled" if cancelled else "continued",
                                    presses=g.interrupts.presses, terminal_lost=g.interrupts.hung_up, **differs)
-        result = finish_run(run_args, checked, started, outcome, g.clock)
+        result = finish_run(ctx, checked, started, outcome, obfuscate=bool(getattr(run_args, "obfuscate", False)))
     g.run_code = code
     _explain(g, result, started, checked, cancelled, CANCELLED)
     return code

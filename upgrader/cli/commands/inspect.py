@@ -116,7 +116,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     catalog = policy = None
     signed_by: dict[str, Any] = {}
     if args.catalog:
-        from .upgrade import trusted_catalog
+        from ...api import trusted_catalog
 
         policy = load_policy_or_fail(policy_path(args))
         catalog, signed_by = trusted_catalog(args.catalog, policy, args.home, clock.now())

@@ -12,29 +12,17 @@ from ._common import console, print_json
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from ...trust.package import PackageMeta, build_package
-    from version_policy import VersionError, parse_range
+    from ...api import build_package
 
-    if args.kind == "full" and (args.requires or args.remove):
-        raise InputError("--requires and --remove are for patch packages (add --kind patch)")
-    if args.kind == "patch" and not args.requires:
-        raise InputError("a patch needs --requires (the versions it applies to), e.g. '>=7.0.4.1, <7.0.4.3'")
-    if args.requires:
-        try:
-            parse_range(args.requires)
-        except VersionError as e:
-            raise InputError(f"--requires: {e}") from None
-    data = {"format": 1, "product": args.product, "version": args.pkg_version, "kind": args.kind,
-            "requires": args.requires, "changes": args.changes, "remove": args.remove,
-            "description": args.description or None}
-    meta = PackageMeta.from_data({k: v for k, v in data.items() if v not in (None, [])}, "command line")
-    built = build_package(Path(args.dir), Path(args.output), meta)
-    info = {"package": str(built.path), "sha256": built.sha256, "size": built.size, "members": built.members,
-            "product": meta.product, "version": meta.version, "kind": meta.kind}
+    built = build_package(Path(args.dir), Path(args.output), product=args.product, version=args.pkg_version,
+                          kind=args.kind, requires=args.requires, remove=args.remove, changes=args.changes,
+                          description=args.description or "")
+    info = {"package": str(built.file), "sha256": built.sha256, "size": built.size, "members": built.members,
+            "product": built.product, "version": built.version, "kind": built.kind}
     if args.json:
         print_json(info)
     else:
-        console().print(f"built [bold]{built.path}[/bold]: {meta.product} {meta.version} ({meta.kind}), "
+        console().print(f"built [bold]{built.file}[/bold]: {built.product} {built.version} ({built.kind}), "
                         f"{built.members} members, {built.size} bytes, sha256 {built.sha256}")
     return ExitCode.OK
 

@@ -10,24 +10,7 @@ import threading
 from typing import Any
 
 
-__all__ = ["rollback_window", "RecoveryNotes", "print_config_kept"]
-
-
-def rollback_window(policy: Any, now: Any) -> tuple[dict[str, Any], str]:
-    """The service window as it applies to a rollback now, and the line that says so. The policy's
-    ``window.rollback`` is ``any_time`` (the default: undoing a bad upgrade does not wait) or ``like_run``
-    (then refused outside the window exactly as ``run`` is: exit 4, nothing touched)."""
-    from ...customer.service_window import check_run_window, plan_window
-
-    how = str(policy.value("window.rollback"))
-    if how == "any_time":
-        window = plan_window(policy, now)
-        where = "inside" if window.get("inside") else "outside" if window.get("inside") is False else "at"
-        return ({**window, "rollback": how},
-                f"service window: rollbacks are allowed at any hour (policy window.rollback: any_time); now is "
-                f"{where} the window")
-    checked = check_run_window(None, policy, [], now)
-    return {**checked, "rollback": how}, "service window: the rollback is allowed now (policy window.rollback: like_run)"
+__all__ = ["RecoveryNotes", "print_config_kept"]
 
 
 class RecoveryNotes:

@@ -7,42 +7,21 @@ itself so that show can grow options (e.g. reading the hosts) without touching p
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 from ...core.exit_codes import ExitCode
-from ._common import console, load_policy_or_fail, policy_origin, policy_path, print_json
+from ._common import console, context_of, print_json
 
 __all__ = ["cmd_plan_show", "cmd_plan_digest", "reviewed_plan", "print_review"]
 
 
 def reviewed_plan(args: argparse.Namespace) -> tuple[Any, dict[str, Any], Any]:
-    """Load ``args.plan``, check its requester signature (exit 4 when damaged), and build its review, with the
-    operator's policy here beside the plan's (``review["policy_here"]``). Returns (plan, review, policy here)."""
-    from ...core.plan import load_plan
-    from ...trust.requester import plan_signer
-    from ...core.review import plan_review
+    """``upgrader.api.show_plan`` of ``args.plan``: (plan, review, policy here)."""
+    from ...api import show_plan
 
-    plan = load_plan(args.plan)
-    plan_signer(plan.data, plan.digest, str(args.plan))  # a damaged or stripped signature is refused here
-    review = plan_review(plan.data, plan.digest)
-    policy = load_policy_or_fail(policy_path(args))
-    review["policy_here"] = {"source": policy.source, "sha256": policy.digest, "from": policy_origin(args),
-                             "same": policy.digest == review["policy"]["sha256"]}
-    for h in review["hosts"]:
-        h["playbook_here"] = _playbook_here(h["playbook"], args.home)
-    return plan, review, policy
-
-
-def _playbook_here(planned: dict[str, Any], home: Any) -> dict[str, Any]:
-    """The operator's playbook of the plan's playbook name (what a run here compares the plan with)."""
-    from ...core.errors import UpgraderError
-    from ._common import load_operator_playbook
-
-    try:
-        pb, where = load_operator_playbook(str(planned.get("name")), home)
-    except UpgraderError as e:
-        return {"error": e.message, "same": False}
-    return {"source": str(pb.path), "from": where, "sha256": pb.digest, "same": pb.digest == planned.get("sha256")}
+    shown = show_plan(context_of(args), Path(args.plan))
+    return shown.plan, shown.review, shown.policy
 
 
 def cmd_plan_show(args: argparse.Namespace) -> int:

@@ -16,9 +16,9 @@ __all__ = ["CANCELLED_EXIT", "confirm_rollback"]
 CANCELLED_EXIT = 130  # the operator said no: nothing changed
 
 
-def confirm_rollback(args: argparse.Namespace, run_id: str, hosts: list[dict[str, Any]]) -> bool:
+def confirm_rollback(args: argparse.Namespace, run_id: str, hosts: list[dict[str, Any]], c: Any = None) -> bool:
     """True to go on: --yes, one host and no terminal, or the operator's yes. More than one host without a terminal
-    and without --yes: InputError (exit 2)."""
+    and without --yes: InputError (exit 2). ``c``: the console to ask on (default: stdout's)."""
     if getattr(args, "yes", False):
         return True
     batch = getattr(args, "batch", None)
@@ -33,7 +33,7 @@ def confirm_rollback(args: argparse.Namespace, run_id: str, hosts: list[dict[str
     from ._common import console
 
     t = texts(resolve_lang(getattr(args, "lang", None)))
-    c = console()
+    c = c or console()
     names = ", ".join(h["name"] for h in hosts)
     products = ", ".join(sorted({str(h.get("product")) for h in hosts}))
     versions = ", ".join(sorted({str(h.get("current")) for h in hosts}))

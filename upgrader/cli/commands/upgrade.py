@@ -1,75 +1,28 @@
-"""``upgrader plan``, ``upgrader run`` and ``upgrader rollback``."""
+"""``upgrader plan``, ``upgrader run``, ``upgrader resume`` and ``upgrader rollback``: parse, call one
+``upgrader.api`` function, render its result, exit with its code. The CLI's own part is the terminal:
+Ctrl-C while hosts are worked on, the live board or phase lines, the canary question, and ``--events``."""
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from dataclasses import dataclass
+from contextlib import ExitStack
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
-from ...core.errors import ApprovalRefused, InputError, PolicyRefused, UpgraderError
-from ...core.recorder import Recorder
 from ...core.exit_codes import ExitCode
-from ._common import console, load_policy_or_fail, policy_path, print_json
-from ...core.journal import runs_dir
-from ...fleet.inventory import host_from_plan
+from ._common import console, context_of, print_json
 
-__all__ = ["cmd_plan", "cmd_run", "cmd_rollback", "host_from_plan", "runs_dir", "plan_policy", "trusted_catalog",
-           "check_run", "start_run", "finish_run", "record_refusal", "record_plan", "refuse_refused", "CheckedRun",
-           "StartedRun"]
-
-
-def plan_policy(plan: Any, args: argparse.Namespace) -> Any:
-    """The operator's policy (--policy, HOME/policy.yaml, the system-wide policy or the shipped default, never a
-    path the plan names); refused (exit 4) when the plan was made under another policy."""
-    from ...core.gate import operator_policy
-
-    return operator_policy(load_policy_or_fail(policy_path(args)), plan.data["policy"])
-
-
-def trusted_catalog(path: str | Path, policy: Any, home: Path, now: Any) -> tuple[Any, dict[str, Any]]:
-    """Load a catalog and check its vendor signature and serial (exit 4 when it cannot be trusted)."""
-    from ...trust.catalog import load_catalog
-    from ...trust.catalog_trust import verify_catalog
-
-    catalog = load_catalog(path)
-    signers = policy.trusted_signers
-    info = verify_catalog(catalog, trusted_signers=policy.resolve_path(signers) if signers else None, now=now,
-                          home=home)
-    return catalog, info
+__all__ = ["cmd_plan", "cmd_run", "cmd_resume", "cmd_rollback", "run_interrupts", "record_interrupts"]
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from ...core.clock import clock_of
-    from ...fleet.inventory import load_inventory
-    from ...core.planner import make_plan, requester_identity
-    from ...fleet.transport import connect
+    from ...api import make_plan
 
-    clock = clock_of(args)
-    inventory = load_inventory(args.inventory)
-    hosts = inventory.select(args.hosts)
-    policy = load_policy_or_fail(policy_path(args))
-    catalog, signed_by = trusted_catalog(args.catalog, policy, args.home, clock.now())
-    from ...customer.service_window import plan_window
-
-    signing_key = _plan_key(args)
-    plan = make_plan(inventory, hosts, target=args.to, catalog=catalog, policy=policy, clock=clock,
-                     connect=connect, requester=requester_identity(args.requester),
-                     window=plan_window(policy, clock.now()), signed_by=signed_by, home=args.home)
-    if signing_key is not None:
-        from ...core.plan import Plan, plan_digest
-        from ...trust.requester import sign_plan
-
-        plan = Plan(sign_plan(plan.data, signing_key, plan_digest))
-    out = Path(args.output)
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(plan.to_json(), encoding="utf-8")
-    except OSError as e:
-        raise InputError(f"cannot write the plan: {e.strerror}", path=str(out), hint="give a file path for -o") from e
-    record_plan(args, policy, clock, plan, out, signed_by)
+    made = make_plan(context_of(args), inventory=Path(args.inventory), to=args.to, catalog=Path(args.catalog),
+                     output=Path(args.output), hosts=args.hosts, requester=args.requester,
+                     key=Path(args.key) if getattr(args, "key", None) else None)
+    plan, out = made.plan, made.file
     if args.json:
         print_json({"plan": str(out), "digest": plan.digest, **plan.data})
     else:
@@ -84,115 +37,105 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return ExitCode.OK if plan.allowed else ExitCode.POLICY_REFUSED
 
 
-def _plan_key(args: argparse.Namespace) -> Any:
-    """The requester's private key of ``plan --key`` (read before any host is contacted), or None."""
-    if not getattr(args, "key", None):
+class _Events:
+    """``--events FILE|-``: the stream the api writes JSON Lines to (``-``: stdout; the human output then goes to
+    stderr). ``None`` without the option."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.target: str | None = getattr(args, "events", None)
+        self.stream: IO[str] | None = None
+        if self.target == "-" and getattr(args, "json", False):
+            from ...core.errors import InputError
+
+            raise InputError("--events - and --json both write to stdout", hint="give --events FILE with --json")
+
+    @property
+    def on_stdout(self) -> bool:
+        return self.target == "-"
+
+    def open(self) -> IO[str] | None:
+        if self.target is None:
+            return None
+        if self.target == "-":
+            self.stream = sys.stdout
+            return self.stream
+        from ...core.errors import InputError
+
+        try:
+            self.stream = open(self.target, "w", encoding="utf-8")  # noqa: SIM115 - closed by close()
+        except OSError as e:
+            raise InputError(f"cannot write the events: {e.strerror}", path=self.target,
+                             hint="give a file path for --events, or - for stdout") from e
+        return self.stream
+
+    def lazy(self) -> Any:
+        """A stream that opens the target on the first line (a refused or declined command leaves no file)."""
+        return _LazyEvents(self) if self.target is not None else None
+
+    def close(self) -> None:
+        if self.stream is not None and self.stream is not sys.stdout:
+            self.stream.close()
+
+
+def _console(args: argparse.Namespace, events: _Events) -> Any:
+    """The console of a command that runs hosts: None with --json (scripts: rich is not even imported); stderr
+    when the events go to stdout."""
+    if args.json:
         return None
-    from ...trust.keys import load_private_key
-
-    return load_private_key(args.key)
-
-
-def record_plan(args: argparse.Namespace, policy: Any, clock: Any, plan: Any, out: Path,
-                signed_by: dict[str, Any]) -> None:
-    """The audit event of a new plan (allowed or refused)."""
-    _recorder(args, policy, clock, need_key=False).event(
-        "plan_created", outcome="allowed" if plan.allowed else "refused", plan=plan.digest, file=str(out),
-        target=plan.data["target"], catalog={**plan.data["catalog"], **signed_by}, policy=plan.data["policy"],
-        requester=plan.data["requester"], hosts=[_host_summary(h) for h in plan.hosts])
-
-
-def _targets(catalog: Any, hosts: list[dict[str, Any]]) -> list[Any]:
-    from ...trust.catalog import verify_package_file
-    from ...core.engine import HostTarget
-    from ...trust.plan_trust import trusted_package
-    from ...fleet.transport import connect
-
-    targets = []
-    verified: set[str] = set()
-    for h in hosts:
-        # the entry of the plan's product and target in the signed catalog, rebuilt in full: the plan's package
-        # must equal it (version, kind, changes, requires, limits, remove, ...), exit 4 otherwise
-        entry, package = trusted_package(catalog, h)
-        path = catalog.package_path(entry)
-        if entry.sha256 not in verified:
-            verify_package_file(path, entry)  # refused here, before any host is touched
-            verified.add(entry.sha256)
-        host = host_from_plan(h)
-        targets.append(HostTarget(plan={**h, "package": package}, connect=lambda host=host: connect(host),
-                                  package_file=path))
-    return targets
+    return console(stderr=events.on_stdout)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from ...core.clock import clock_of
+    from ...api import RunLimits, check_run, record_refusal, refuse_refused
+    from ...core.errors import PolicyRefused
     from ...core.plan import load_plan
 
     plan = load_plan(args.plan)
-    clock = clock_of(args)
+    ctx = context_of(args)
     try:
-        return _run(args, plan, clock)
-    except (PolicyRefused, ApprovalRefused) as e:
-        record_refusal(args, plan, clock, e)
+        refuse_refused(plan)
+    except PolicyRefused as e:
+        record_refusal(ctx, plan, e, args.approval)
         raise
-
-
-def _run(args: argparse.Namespace, plan: Any, clock: Any) -> int:
-    refuse_refused(plan)
-    total = len(plan.hosts)
-    batch = _count(args.batch, total, "--batch", minimum=1)
-    max_failures = _count(args.max_failures, total, "--max-failures", minimum=0)
-    if args.forks < 1:
-        raise InputError("--forks must be at least 1")
-    if args.canary < 0 or args.canary > total:
-        raise InputError(f"--canary must be between 0 and the number of hosts ({total})")
-    checked = check_run(args, plan, clock)
-    c = None if args.json else console()  # --json (scripts): rich is not even imported
+    limits = RunLimits.parse(len(plan.hosts), forks=args.forks, batch=args.batch, max_failures=args.max_failures,
+                             canary=args.canary)
+    events = _Events(args)
+    checked = check_run(ctx, plan, args.approval, catalog=Path(args.catalog) if args.catalog else None,
+                        forks=limits.forks, source=str(args.plan))  # records a refusal itself
+    c = _console(args, events)
     if args.dry_run:
         from .plan_check import check_plan_hosts
 
-        return check_plan_hosts(args, plan.data, plan.digest, c, canary=args.canary, batch=batch,
+        return check_plan_hosts(args, plan.data, plan.digest, c, canary=limits.canary, batch=limits.batch,
                                 package_verified=True)
+    from ...api import run
+
     interrupts = run_interrupts(None)
-    with interrupts.running():  # from here a run, once started, always reaches its end and its records
-        return _run_started(args, plan, checked, clock, c, batch, max_failures, interrupts)
-
-
-def _run_started(args: argparse.Namespace, plan: Any, checked: CheckedRun, clock: Any, c: Any,
-                 batch: int | None, max_failures: int | None, interrupts: Any) -> int:
-    from ...core.engine import Engine
-
-    started = start_run(args, plan, checked, clock)
-    interrupts.echo.update(_ctrl_c_messages(started.run_id, cancels=True))  # now the messages can name the run
     board = None
-    observers: list[Any] = [started.recorder]
-    if c is not None:
-        from ..report import LiveBoard, PhaseLines
+    if c is not None and c.is_terminal:
+        from ..report import LiveBoard
 
-        board = LiveBoard(c, [h["name"] for h in plan.hosts], clock) if c.is_terminal else None
-        observers.append(board or PhaseLines(c))
+        board = LiveBoard(c, [h["name"] for h in plan.hosts], ctx.clock)
+    observers: list[Any] = []
     if c is not None:
-        c.print(f"run [bold]{started.run_id}[/bold]: {len(checked.targets)} host(s) to {plan.data['target']} "
-                f"(journal {started.journal.dir})")
-    engine = Engine(journal=started.journal, clock=clock, observers=observers, forks=args.forks, batch=batch,
-                    max_failures=max_failures, controller=started.controller,
-                    manual_changes=checked.policy.manual_changes, canary=args.canary,
-                    confirm=_confirmer(args, c, board, interrupts.cancel), approvals=checked.approval_digests,
-                    break_lock=args.break_lock, cancel=interrupts.cancel, catalog_serial=checked.catalog_serial)
-    if args.break_lock:
-        started.recorder.event("locks_broken", outcome="forced", reason="--break-lock given by the operator")
-    try:
-        if board is not None:
-            with board:
-                outcome = engine.run(checked.targets)
-        else:
-            outcome = engine.run(checked.targets)
-    except BaseException as e:
-        started.close_on_error(e)
-        raise
-    record_interrupts(started.recorder, interrupts)
-    result = finish_run(args, checked, started, outcome, clock)
-    return _report(c, result)
+        from ..report import PhaseLines
+
+        observers.append(board or PhaseLines(c))
+    with ExitStack() as stack:
+        stack.callback(events.close)
+
+        def started(s: Any) -> None:
+            interrupts.echo.update(_ctrl_c_messages(s.run_id, cancels=True))  # now the messages can name the run
+            if c is not None:
+                c.print(f"run [bold]{s.run_id}[/bold]: {len(checked.targets)} host(s) to {plan.data['target']} "
+                        f"(journal {s.journal})")
+            if board is not None:
+                stack.enter_context(board)
+
+        result = run(ctx, plan, checked=checked, limits=limits, observers=observers, events=events.open(),
+                     confirm=_confirmer(args, c, board, interrupts.cancel), break_lock=args.break_lock,
+                     obfuscate=args.obfuscate, guard=interrupts, on_started=started)
+    return _report(c, result.data)
 
 
 #: what Ctrl-C answers while ``run`` goes on (``{run}``: the run id, once there is one)
@@ -210,9 +153,9 @@ _RESUME_CTRL_C = ("upgrader: Ctrl-C: a resume or rollback is not stopped halfway
 
 
 def run_interrupts(run_id: str | None, cancels: bool = True) -> Any:
-    """Ctrl-C handling for a command that runs hosts (enter ``.running()`` before the run starts). With
-    ``cancels``, the first Ctrl-C cancels the run at the engine's next safe point (pass ``.cancel`` to the
-    engine); without, it only says that the work goes on. Either way it never cuts an action in half."""
+    """Ctrl-C handling for a command that runs hosts (the api enters ``.running()`` before the run starts). With
+    ``cancels``, the first Ctrl-C cancels the run at the engine's next safe point; without, it only says that the
+    work goes on. Either way it never cuts an action in half."""
     from ...core.interrupts import Interrupts
 
     return Interrupts(echo=_ctrl_c_messages(run_id, cancels))
@@ -254,147 +197,8 @@ def _report(c: Any, result: dict[str, Any]) -> int:
     return int(result["exit_code"])
 
 
-@dataclass(frozen=True)
-class CheckedRun:
-    """Everything ``run`` (and ``guide``) checked before touching a host: the policy, the trusted catalog,
-    the approvals, the service window and the host targets."""
-
-    policy: Any
-    operator: Any
-    signed_by: dict[str, Any]
-    approvals: list[Any]
-    window: dict[str, Any]
-    targets: list[Any]
-    requester: Any = None  # the key that stands for the requester (requester.Requester)
-
-    @property
-    def approval_digests(self) -> tuple[str, ...]:
-        return tuple(a.digest for a in self.approvals)
-
-    @property
-    def catalog_serial(self) -> int | None:
-        """The serial of the signed catalog this run installs from (each host refuses an older one)."""
-        serial = self.signed_by.get("serial")
-        return int(serial) if serial is not None else None
-
-
-@dataclass(frozen=True)
-class StartedRun:
-    run_id: str
-    journal: Any
-    recorder: Any
-    controller: dict[str, str]
-
-    def close_on_error(self, error: BaseException) -> None:
-        """The engine itself failed (a bug, a full disk under the journal): the audit log still gets the end of
-        the run and a signed checkpoint (best effort); the journal keeps what ``resume`` needs."""
-        try:
-            self.recorder.event("run_finished", outcome="error", error=f"{type(error).__name__}: {error}",
-                                hint=f"upgrader resume {self.run_id}")
-            self.recorder.checkpoint()
-        except Exception:  # noqa: BLE001 - the original error is the one to report
-            pass
-
-
-def check_run(args: argparse.Namespace, plan: Any, clock: Any) -> CheckedRun:
-    """Refuse (exit 3, 4 or 2) a plan that may not run now; touches no host. Uses args.approval (a list),
-    args.catalog, args.home and args.audit_key."""
-    refuse_refused(plan)
-    now = clock.now()
-    policy = plan_policy(plan, args)  # the operator's, never the plan's
-    operator = _operator(args, policy)
-    catalog_dir = Path(args.catalog) if args.catalog else Path(plan.data["catalog"]["path"])
-    catalog, signed_by = trusted_catalog(catalog_dir, policy, args.home, now)
-    if catalog.sha256 != plan.data["catalog"]["sha256"]:  # the bytes whose signature was just checked
-        raise ApprovalRefused(f"the catalog {catalog.path} is not the one the plan was made with",
-                              hint="make and approve a new plan with this catalog")
-    approvals, requester = _check_approvals(args, plan, policy, now, operator)
-    from ...customer.service_window import check_run_window
-
-    window = check_run_window(plan.data.get("window"), policy,  # the clock at run time
-                              [a.statement.approver for a in approvals if a.statement.after_hours], now)
-    targets = _targets(catalog, plan.hosts)
-    from ...core.gate import check_playbooks, redecide
-
-    check_playbooks(plan.hosts, args.home, getattr(args, "given_playbooks", None))  # the operator's, exit 4
-    from ...fleet.transport import connect
-
-    redecide(plan.hosts, policy=policy, catalog=catalog, now=now, connect=connect,
-             forks=max(1, int(getattr(args, "forks", 8) or 8)))  # read-only: decided again under this policy
-    return CheckedRun(policy, operator, signed_by, approvals, window, targets, requester)
-
-
-def refuse_refused(plan: Any) -> None:
-    """PolicyRefused naming each refused host of the plan and the failed rules and checks, if there is one."""
-    refused = plan.refused_hosts()
-    if refused:
-        reasons = []
-        for h in refused:
-            why = [r["reason"] for r in h["decision"]["rules"] if r["status"] == "fail"]
-            why += [c["reason"] for c in h.get("checks", []) if c["status"] == "fail"]
-            reasons.append(f"{h['name']}: " + "; ".join(why))
-        raise PolicyRefused("the plan refuses these hosts, nothing was changed:\n  " + "\n  ".join(reasons))
-
-
-def start_run(args: argparse.Namespace, plan: Any, checked: CheckedRun, clock: Any) -> StartedRun:
-    """A new run: its journal (with the accepted plan) and its first audit events."""
-    from ...core.journal import Journal, new_run_id
-
-    run_id = new_run_id(clock.now())
-    journal = Journal(runs_dir(args.home) / run_id, clock.now)
-    journal.write("plan.json", plan.data)
-    approved_by = [{"approver": a.statement.approver, "key": a.signature.fingerprint,
-                    "expires": a.statement.expires.isoformat(), "digest": a.digest,
-                    "comment": a.statement.comment, "after_hours": a.statement.after_hours}
-                   for a in checked.approvals]
-    journal.record("plan", "accepted", digest=plan.digest, catalog=checked.signed_by, approvals=approved_by)
-    recorder = Recorder(args.home, checked.operator, clock, run=run_id)
-    who = checked.requester
-    requester = {**plan.data["requester"], **({"key": who.fingerprint, "key_is": f"the key that {who.how}"}
-                                              if who is not None else {})}
-    recorder.event("run_started", plan=plan.digest, target=plan.data["target"], requester=requester,
-                   approvals=approved_by, catalog={**plan.data["catalog"], **checked.signed_by},
-                   policy=plan.data["policy"], self_approval_allowed=bool(checked.policy.allow_self_approval),
-                   window=checked.window, hosts=[_host_summary(h) for h in plan.hosts])
-    for a in approved_by:
-        recorder.event("approval_accepted", outcome="accepted", **a)
-    return StartedRun(run_id, journal, recorder, {"user": checked.operator.user, "host": checked.operator.host})
-
-
-def finish_run(args: argparse.Namespace, checked: CheckedRun, started: StartedRun, outcome: Any,
-               clock: Any) -> dict[str, Any]:
-    """After the engine: the approvals are spent, the audit checkpoint signed, result.json written (then the
-    diagnostics bundle, when a host failed, and result.json again with its name)."""
-    result: dict[str, Any] = outcome.to_dict()
-    if passed_preflight(result):  # a run refused by every host before it touched one leaves its approval unspent
-        _used_approvals(args.home).mark(checked.approvals, started.run_id, clock.now())
-    result["checkpoint"] = started.recorder.checkpoint()
-    from .diagnostics import bundle_after_run
-
-    bundle_after_run(args, result, lambda r: started.journal.write("result.json", r))
-    return result
-
-
-def passed_preflight(result: dict[str, Any]) -> bool:
-    """Did any host of the run get past its preflight (and so may have been changed)?"""
-    return any(p.get("phase") == "preflight" and p.get("status") == "ok"
-               for h in result["hosts"] for p in h.get("phases") or [])
-
-
-def record_refusal(args: argparse.Namespace, plan: Any, clock: Any, e: UpgraderError) -> None:
-    """An audit event for a plan refused at run time (policy or approval); best effort."""
-    try:
-        _recorder(args, None, clock, need_key=False).event(
-            "approval_refused" if isinstance(e, ApprovalRefused) else "run_refused", outcome="refused",
-            plan=plan.digest, reason=str(e), approvals=list(args.approval))
-    except UpgraderError:
-        pass  # the refusal itself is what the user must see
-
-
 def _explain_failures(result: dict[str, Any]) -> None:
     """One line per host that did not commit, on stderr (for people and for scripts)."""
-    import sys
-
     words = {"rolled_back": "failed and was rolled back", "unchanged": "failed before anything changed",
              "needs_person": "NEEDS A PERSON", "not_started": "was not started", "refused": "was refused",
              "stale": "was not touched: the plan does not fit the host as it is now",
@@ -408,32 +212,11 @@ def _explain_failures(result: dict[str, Any]) -> None:
             print(f"upgrader: {h['host']}: {what}: {h.get('error') or ''}".rstrip(": "), file=sys.stderr)
 
 
-def _count(value: str | None, total: int, name: str, minimum: int) -> int | None:
-    """'N' or 'P%' of ``total`` hosts (a percentage rounds down, at least ``minimum``)."""
-    if value is None:
-        return None
-    text = str(value).strip()
-    try:
-        if text.endswith("%"):
-            pct = float(text[:-1])
-            if not 0 <= pct <= 100:
-                raise ValueError
-            return max(minimum, int(total * pct / 100))
-        n = int(text)
-    except ValueError:
-        raise InputError(f"{name}: expected a number or a percentage like 25%, got {value!r}") from None
-    if n < minimum:
-        raise InputError(f"{name} must be at least {minimum}")
-    return n
-
-
 def _confirmer(args: argparse.Namespace, c: Any, board: Any, cancel: Any = None) -> Any:
     """After a good canary: --yes continues; on a terminal, ask; otherwise stop and say how to go on. A run
     cancelled by Ctrl-C never goes on; Ctrl-C at the question answers no."""
     if args.yes:
         return lambda outcomes: not (cancel is not None and cancel.is_set())
-    import sys
-
     if not sys.stdin.isatty():
         return None
 
@@ -463,44 +246,6 @@ def _confirmer(args: argparse.Namespace, c: Any, board: Any, cancel: Any = None)
     return ask
 
 
-def _host_summary(h: dict[str, Any]) -> dict[str, Any]:
-    pkg = h.get("package") or {}
-    return {"host": h["name"], "address": h["address"], "install_dir": h["install_dir"], "current": h["current"],
-            "target": h["target"], "allowed": h["allowed"], "decision": h["decision"], "checks": h.get("checks"),
-            "package": {k: pkg.get(k) for k in ("file", "sha256", "size", "kind")} if pkg else None,
-            "ssh_key": _key_fingerprint(h.get("key"))}
-
-
-def _key_fingerprint(path: str | None) -> str | None:
-    """The fingerprint of the SSH key a host is reached with (matches the grant it came in through, if any)."""
-    if not path:
-        return None
-    from ...trust.keys import load_private_key, load_public_key
-    from ...trust.sshsig import fingerprint, public_key_blob
-
-    try:
-        pub = Path(path + ".pub")
-        key = load_public_key(pub) if pub.is_file() else load_private_key(path).public_key()
-        return fingerprint(public_key_blob(key))
-    except UpgraderError:
-        return None
-
-
-def _operator(args: argparse.Namespace, policy: Any, need_key: bool = True) -> Any:
-    from ...core.recorder import operator_identity
-
-    operator = operator_identity(args.home, policy, key_path=getattr(args, "audit_key", None), need_key=need_key)
-    if need_key and operator.warning:  # said before any host is touched, not found later by an auditor
-        print(f"upgrader: warning: {operator.warning}", file=sys.stderr)
-    return operator
-
-
-def _recorder(args: argparse.Namespace, policy: Any, clock: Any, need_key: bool = True, run: str | None = None) -> Any:
-    if policy is None:
-        policy = load_policy_or_fail(policy_path(args))
-    return Recorder(args.home, _operator(args, policy, need_key), clock, run=run)
-
-
 def _print_checkpoint(c: Any, cp: dict[str, Any] | None) -> None:
     if cp:
         c.print(f"audit checkpoint: line {cp['line']} signs seq {cp['seq']} head {cp['head']} ({cp['signer']}); "
@@ -508,302 +253,97 @@ def _print_checkpoint(c: Any, cp: dict[str, Any] | None) -> None:
                 f"[bold]upgrader audit verify --anchor {cp['seq']}:{cp['head']}[/bold]", soft_wrap=True)
 
 
-def _used_approvals(home: Path) -> Any:
-    from ...trust.approval import UsedApprovals
-
-    return UsedApprovals(home / "approvals" / "used.jsonl")
-
-
-def _check_approvals(args: argparse.Namespace, plan: Any, policy: Any, now: Any,
-                     operator: Any) -> tuple[list[Any], Any]:
-    """The accepted approvals and the requester's key they were checked against."""
-    from ...trust.approval import check_approvals
-    from ...trust.requester import requester_of
-    from ...trust.signers import load_allowed_signers
-    from ...trust.sshsig import public_key_blob
-
-    signers_path = policy.allowed_signers
-    signers = load_allowed_signers(policy.resolve_path(signers_path)) if signers_path else None
-    operator_key = public_key_blob(operator.key.public_key()) if operator.key is not None else None
-    requester = requester_of(plan.data, plan.digest, str(getattr(args, "plan", None) or "the plan"),
-                             signers=signers, allow_unsigned=policy.allow_unsigned_plans, operator_key=operator_key)
-    return check_approvals(args.approval, plan_digest=plan.digest, requester=requester,
-                           signers=signers, required=policy.approvals_required,
-                           allow_self=policy.allow_self_approval, now=now, used=_used_approvals(args.home),
-                           requester_label=str((plan.data.get("requester") or {}).get("user") or "")), requester
-
-
 def cmd_rollback(args: argparse.Namespace) -> int:
-    from ...core.clock import clock_of
-    from ...core.engine import Engine, HostTarget
-    from ...fleet.inventory import Inventory
-    from ...core.journal import Journal
-    from ..report import PhaseLines
-    from ...fleet.transport import connect
-
-    run_dir = runs_dir(args.home) / args.run_id
-    plan_file = run_dir / "plan.json"
-    if not plan_file.is_file():
-        known = sorted(p.name for p in runs_dir(args.home).glob("*") if p.is_dir())[-5:]
-        raise InputError(f"no run {args.run_id!r} in {runs_dir(args.home)}",
-                         hint=f"recent runs: {', '.join(known) or 'none'}; or give --home")
-    plan = accepted_plan(run_dir)  # exit 4 when plan.json is not the plan the journal accepted
-    hosts = plan["hosts"]
-    if args.hosts:
-        inv = Inventory(path=plan_file, hosts={h["name"]: host_from_plan(h) for h in hosts}, groups={})
-        names = {h.name for h in inv.select(args.hosts)}
-        hosts = [h for h in hosts if h["name"] in names]
-    clock = clock_of(args)
-    journal = Journal(run_dir, clock.now)
-    c = console()
-    policy = load_policy_or_fail(policy_path(args))  # the operator's, never a path the plan names
-    from ...core.gate import check_playbooks
-
-    check_playbooks(hosts, args.home)  # the rollback's start and probes are the operator's playbook's, exit 4
-    operator = _operator(args, policy)
-    from .recovery import RecoveryNotes, print_config_kept, rollback_window
+    from ...api import rollback
+    from .recovery import RecoveryNotes, print_config_kept
     from .rollback_confirm import CANCELLED_EXIT, confirm_rollback
 
-    batch = _count(args.batch, len(hosts), "--batch", minimum=1)
-    max_failures = _count(args.max_failures, len(hosts), "--max-failures", minimum=0)
-    window, window_line = rollback_window(policy, clock.now())  # exit 4 here when the policy says like_run
-    if not confirm_rollback(args, args.run_id, hosts):  # it stops the service: asked first on a terminal
-        return CANCELLED_EXIT
-    if not args.json:
-        c.print(window_line)
-    recorder = Recorder(args.home, operator, clock, run=f"{args.run_id}/rollback-{clock.now():%Y%m%dT%H%M%S}")
-    recorder.event("rollback_requested", of_run=args.run_id, hosts=[h["name"] for h in hosts], batch=batch,
-                   max_failures=max_failures, window=window, confirmed="--yes" if args.yes else "asked",
-                   break_lock=bool(args.break_lock))
-    targets = [HostTarget(plan=h, connect=lambda h=h: connect(host_from_plan(h)), package_file=Path())
-               for h in hosts]
-    observers: list[Any] = [recorder] + ([] if args.json else [PhaseLines(c), RecoveryNotes(c)])
-    engine = Engine(journal=journal, clock=clock, observers=observers, batch=batch, max_failures=max_failures,
-                    controller={"user": operator.user, "host": operator.host}, break_lock=args.break_lock)
+    events = _Events(args)
+    c = _console(args, events)
+    observers: list[Any] = []
+    if c is not None:
+        from ..report import PhaseLines
+
+        observers += [PhaseLines(c), RecoveryNotes(c)]
     interrupts = run_interrupts(args.run_id, cancels=False)
-    with interrupts.running():  # until its records are written
-        result = engine.rollback(targets).to_dict()
-        record_interrupts(recorder, interrupts, cancels=False)
-        if not args.json:
-            print_config_kept(c, result)
-        return _close_run(args, c, recorder, journal, result, "rollback-result.json")
+
+    def started(s: Any) -> None:
+        if c is not None and s.window_note:
+            c.print(s.window_note)
+
+    try:
+        result = rollback(context_of(args), args.run_id, hosts=args.hosts, batch=args.batch,
+                          max_failures=args.max_failures,
+                          confirm=lambda hosts: confirm_rollback(args, args.run_id, hosts, c),
+                          break_lock=args.break_lock, obfuscate=args.obfuscate,
+                          confirmed_by="--yes" if args.yes else "asked", observers=observers,
+                          events=events.lazy(), guard=interrupts, on_started=started)
+    finally:
+        events.close()
+    if result is None:  # the operator said no: nothing was touched
+        return CANCELLED_EXIT
+    if c is not None:
+        print_config_kept(c, result.data)
+    return _report(c, result.data)
 
 
-def journal_view(run_dir: Path) -> dict[str, dict[str, Any]]:
-    """Per host, what the run journal proves happened: started, phases intended and done, the end."""
-    from ...core.journal import read_journal
+class _LazyEvents:
+    """The events file opened on the first line (a refused or declined command leaves no file behind)."""
 
-    seen: dict[str, dict[str, Any]] = {}
-    for rec in read_journal(run_dir / "journal.jsonl"):
-        if not rec.host:
-            continue
-        h = seen.setdefault(rec.host, {"started": False, "ended": None, "intents": [], "done": []})
-        if rec.phase == "host" and rec.event == "start":
-            h["started"] = True
-        elif rec.phase == "host" and rec.event == "end":
-            h["ended"] = rec.data.get("outcome")
-            h["version"] = rec.data.get("version")
-        elif rec.event == "intent":
-            h["intents"].append(rec.phase)
-        elif rec.event == "done":
-            h["done"].append(rec.phase)
-    return seen
+    def __init__(self, events: _Events) -> None:
+        self.events = events
+        self.stream: IO[str] | None = None
+
+    def write(self, text: str) -> int:
+        if self.stream is None:
+            self.stream = self.events.open()
+        assert self.stream is not None
+        return self.stream.write(text)
+
+    def flush(self) -> None:
+        if self.stream is not None:
+            self.stream.flush()
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    from ...core.clock import clock_of
-    from ...core.engine import Engine, HostTarget
-    from ...fleet.inventory import Inventory
-    from ...core.journal import Journal
-    from ..report import PhaseLines
-    from ...fleet.transport import connect
+    from ...api import resume
 
-    run_dir = runs_dir(args.home) / args.run_id
-    plan_file = run_dir / "plan.json"
-    if not plan_file.is_file():
-        raise InputError(f"no run {args.run_id!r} in {runs_dir(args.home)}", hint="check the run id, or give --home")
-    c = console()
-    done_file = run_dir / "result.json"
-    if done_file.is_file():
-        result = json.loads(done_file.read_text(encoding="utf-8"))
-        waiting = [h["host"] for h in result["hosts"] if h["outcome"] in ("waiting", "not_started")]
-        needs_person = [h["host"] for h in result["hosts"] if h["outcome"] == "needs_person"]
-        view = journal_view(run_dir)
-        # hosts of a continuation after the canary that was itself interrupted are finished from the journal
-        # below, like any interrupted run, and so are hosts that need a person (locked, lost, a failed rollback:
-        # resume reads each again and finishes what it can); otherwise the run had ended
-        if not needs_person and not any(view.get(h, {}).get("started") for h in waiting):
-            if waiting and "canary succeeded" in str(result.get("stopped_early") or ""):
-                return _continue_after_canary(args, run_dir, result, waiting, c)
-            if args.json:
-                print_json({**result, "resumed": False, "note": "the run had finished: nothing to resume"})
-            else:
-                c.print(f"run {args.run_id} had finished (exit {result['exit_code']}): nothing to resume")
-                _print_open_rollbacks(c, args.run_id, run_dir, [h["host"] for h in result["hosts"]])
-            return int(result["exit_code"])
-    plan = accepted_plan(run_dir)  # exit 4 when plan.json is not the plan the journal accepted
-    hosts = plan["hosts"]
-    if args.hosts:
-        inv = Inventory(path=plan_file, hosts={h["name"]: host_from_plan(h) for h in hosts}, groups={})
-        names = {h.name for h in inv.select(args.hosts)}
-        hosts = [h for h in hosts if h["name"] in names]
-    seen = journal_view(run_dir)
-    approvals = _run_approvals(run_dir)
-    clock = clock_of(args)
-    journal = Journal(run_dir, clock.now)
-    policy = load_policy_or_fail(policy_path(args))  # the operator's, never a path the plan names
-    from ...core.gate import check_playbooks
+    events = _Events(args)
+    c = _console(args, events)
+    observers: list[Any] = []
+    if c is not None:
+        from ..report import PhaseLines
+        from .recovery import RecoveryNotes
 
-    check_playbooks(hosts, args.home)  # what resume runs is the operator's playbook's, exit 4 otherwise
-    operator = _operator(args, policy)
-    recorder = Recorder(args.home, operator, clock, run=f"{args.run_id}/resume-{clock.now():%Y%m%dT%H%M%S}")
-    recorder.event("resume_requested", of_run=args.run_id, hosts=[h["name"] for h in hosts],
-                   journal={k: {"intents": v["intents"], "ended": v["ended"]} for k, v in seen.items()})
-    targets = [HostTarget(plan=h, connect=lambda h=h: connect(host_from_plan(h)),
-                          package_file=Path(plan["catalog"]["path"]).parent / (h.get("package") or {}).get("file", ""))
-               for h in hosts]
-    from .recovery import RecoveryNotes
-
-    engine = Engine(journal=journal, clock=clock,
-                    observers=[recorder] + ([] if args.json else [PhaseLines(c), RecoveryNotes(c)]),
-                    controller={"user": operator.user, "host": operator.host}, approvals=approvals,
-                    break_lock=args.break_lock)
+        observers += [PhaseLines(c), RecoveryNotes(c)]
     interrupts = run_interrupts(args.run_id, cancels=False)
-    with interrupts.running():  # until its records are written
-        result = engine.resume(targets, seen).to_dict()
-        record_interrupts(recorder, interrupts, cancels=False)
-        return _close_run(args, c, recorder, journal, result, "result.json")
+
+    def started(s: Any) -> None:
+        interrupts.echo.update(_ctrl_c_messages(args.run_id, s.cancels))
+
+    try:
+        result = resume(context_of(args), args.run_id, hosts=args.hosts, yes=args.yes,
+                        confirm=None if args.yes else _confirmer(args, c or console(), None),
+                        break_lock=args.break_lock, obfuscate=args.obfuscate, observers=observers,
+                        events=events.lazy(), guard=interrupts, on_started=started)
+    finally:
+        events.close()
+    if not result.ran:
+        if args.json:
+            print_json({**result.data, "resumed": False, "note": "the run had finished: nothing to resume"})
+        else:
+            c.print(f"run {args.run_id} had finished (exit {result.exit_code}): nothing to resume")
+            _print_open_rollbacks(c, args.run_id, [h.host for h in result.hosts], Path(args.home))
+        return result.exit_code
+    return _report(c, result.data)
 
 
-def _print_open_rollbacks(c: Any, run_id: str, run_dir: Path, hosts: list[str]) -> None:
+def _print_open_rollbacks(c: Any, run_id: str, hosts: list[str], home: Path) -> None:
     """A finished run whose rollback was interrupted: say which command finishes that (not resume)."""
+    from ...core.journal import runs_dir
     from .status import run_needs
 
     for host in hosts:
-        for need in run_needs(run_dir.parent, host):
+        for need in run_needs(runs_dir(home), host):
             if need["run"] == run_id:
                 c.print(f"but {host}: run {run_id} {need['why']}: {need['resolve']}", soft_wrap=True, markup=False)
-
-
-def accepted_plan(run_dir: Path) -> dict[str, Any]:
-    """The run's plan.json, refused (exit 4) unless its digest is the one the run's journal accepted when the
-    run started: the file in the run directory is only a copy, and resume and rollback run its commands."""
-    from ...core.journal import read_journal
-    from ...core.plan import plan_digest
-
-    plan = json.loads((run_dir / "plan.json").read_text(encoding="utf-8"))
-    accepted = next((rec.data.get("digest") for rec in read_journal(run_dir / "journal.jsonl")
-                     if rec.phase == "plan" and rec.event == "accepted"), None)
-    found = plan_digest(plan)
-    if accepted != found:
-        raise ApprovalRefused(f"{run_dir / 'plan.json'} is not the plan this run accepted: its sha256 is {found}, "
-                              f"the run's journal accepted {accepted or 'no plan'}; nothing was changed",
-                              hint="the run's plan.json was edited: put the accepted plan back, or make and approve "
-                                   "a new plan")
-    return dict(plan)
-
-
-def _run_approvals(run_dir: Path) -> tuple[str, ...]:
-    """The digests of the approvals a run was started with (its journal's accepted plan record)."""
-    return tuple(a["digest"] for a in _run_approval_records(run_dir))
-
-
-def _run_approval_records(run_dir: Path) -> list[dict[str, Any]]:
-    """The approvals a run was started with, as its journal recorded them (approver, expiry, after hours)."""
-    from ...core.journal import read_journal
-
-    for rec in read_journal(run_dir / "journal.jsonl"):
-        if rec.phase == "plan" and rec.event == "accepted":
-            return list(rec.data.get("approvals", []))
-    return []
-
-
-def _check_continuation(run_id: str, run_dir: Path, plan: dict[str, Any], policy: Any, now: Any) -> dict[str, Any]:
-    """Hosts that wait after a canary are started later: the run's approvals must still be valid then, and
-    the service window must allow it then (as ``run`` checks both when it starts). Returns the window."""
-    import datetime as _dt
-
-    from ...customer.service_window import check_run_window
-
-    records = _run_approval_records(run_dir)
-    valid = [a for a in records if _dt.datetime.fromisoformat(str(a["expires"])) > now]
-    required = int(policy.approvals_required)
-    if len(valid) < required:
-        expired = ", ".join(f"{a['approver']} (until {a['expires']})" for a in records) or "none recorded"
-        raise ApprovalRefused(f"the approval of run {run_id} is no longer valid ({expired}); the hosts that wait "
-                              "after its canary were not touched",
-                              hint="make and approve a new plan for those hosts (upgrader plan --hosts ...)")
-    return check_run_window(plan.get("window"), policy, [str(a["approver"]) for a in valid if a.get("after_hours")],
-                            now)
-
-
-def _close_run(args: argparse.Namespace, c: Any, recorder: Any, journal: Any, result: dict[str, Any],
-               name: str) -> int:
-    """The end of every command that ran hosts: audit outcome and signed checkpoint, result file, report."""
-    recorder.event("run_finished", outcome=str(result["exit_code"]),
-                   outcomes={h["host"]: h["outcome"] for h in result["hosts"]})
-    result["checkpoint"] = recorder.checkpoint()
-    from .diagnostics import bundle_after_run
-
-    bundle_after_run(args, result, lambda r: journal.write(name, r), name)
-    return _report(None if args.json else c, result)
-
-
-def _continue_after_canary(args: argparse.Namespace, run_dir: Path, result: dict[str, Any], waiting: list[str],
-                           c: Any) -> int:
-    """A run stopped after a good canary goes on with the waiting hosts, under the same approval."""
-    from ...core.clock import clock_of
-    from ...core.engine import Engine
-    from ...core.journal import Journal
-    from ..report import PhaseLines
-
-    if not args.yes:
-        confirm = _confirmer(args, c, None)
-        if confirm is None or not confirm([type("H", (), {"host": h["host"]})() for h in result["hosts"]
-                                           if h["outcome"] == "committed"]):
-            raise InputError(f"{len(waiting)} host(s) wait for a confirmation after the canary: "
-                             f"{', '.join(waiting)}", hint=f"upgrader resume {args.run_id} --yes")
-    plan = accepted_plan(run_dir)
-    hosts = [h for h in plan["hosts"] if h["name"] in waiting]
-    approvals = _run_approvals(run_dir)
-    clock = clock_of(args)
-    policy = plan_policy(_PlanView(plan), args)
-    window = _check_continuation(args.run_id, run_dir, plan, policy, clock.now())
-    catalog, _ = trusted_catalog(Path(plan["catalog"]["path"]), policy, args.home, clock.now())
-    if catalog.sha256 != plan["catalog"]["sha256"]:
-        raise ApprovalRefused(f"the catalog {catalog.path} is not the one the plan was made with",
-                              hint="make and approve a new plan for the waiting hosts")
-    from ...core.gate import check_playbooks, redecide
-
-    check_playbooks(hosts, args.home)
-    targets = _targets(catalog, hosts)
-    from ...core.gate import redecide
-    from ...fleet.transport import connect
-
-    redecide(hosts, policy=policy, catalog=catalog, now=clock.now(), connect=connect)  # decided again now
-    journal = Journal(run_dir, clock.now)
-    operator = _operator(args, policy)
-    recorder = Recorder(args.home, operator, clock, run=f"{args.run_id}/resume-{clock.now():%Y%m%dT%H%M%S}")
-    recorder.event("resume_requested", of_run=args.run_id, hosts=waiting, after="canary confirmed", window=window)
-    interrupts = run_interrupts(args.run_id)
-    engine = Engine(journal=journal, clock=clock, observers=[recorder] + ([] if args.json else [PhaseLines(c)]),
-                    forks=getattr(args, "forks", 10), controller={"user": operator.user, "host": operator.host},
-                    manual_changes=policy.manual_changes, approvals=approvals,
-                    cancel=interrupts.cancel, catalog_serial=catalog.serial)
-    from ...core.engine import OUTCOME_EXIT
-
-    with interrupts.running():  # until its records are written
-        more = engine.run(targets).to_dict()
-        record_interrupts(recorder, interrupts)
-        by_host = {h["host"]: h for h in more["hosts"]}
-        result["hosts"] = [by_host.get(h["host"], h) for h in result["hosts"]]
-        result["stopped_early"] = more.get("stopped_early")
-        result["exit_code"] = max(OUTCOME_EXIT[h["outcome"]] for h in result["hosts"])
-        return _close_run(args, c, recorder, journal, result, "result.json")
-
-
-class _PlanView:
-    """The shape plan_policy expects, over a plan dict read from a run directory."""
-
-    def __init__(self, data: dict[str, Any]) -> None:
-        self.data = data

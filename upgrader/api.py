@@ -1,0 +1,1193 @@
+"""upgrader as a library: the use cases as typed functions, for the CLI, the guide and other programs (a
+scheduler such as AWX, Rundeck, Jenkins or Airflow; a vendor's release checks).
+
+Every function takes a ``Context`` (where runs and the audit log are kept, the clock, the operator's policy
+file and audit key) and typed values, returns a typed result, raises only ``UpgraderError`` subclasses (each
+carries its ``exit_code``: PRODUCT.md's table) and prints nothing. The upgrade story::
+
+    ctx = Context(home=Path("/var/lib/upgrader"))
+    made = make_plan(ctx, inventory=Path("inventory.yaml"), to="7.0.4.2", catalog=Path("catalog"),
+                     output=Path("plan.json"), key=Path("keys/requester"))
+    approve(ctx, made.file, key=Path("keys/engineer"), output=Path("plan.approval"))   # another person
+    result = run(ctx, made.file, approvals=[Path("plan.approval")], observers=[MyObserver()])
+    result.exit_code, [(h.host, h.outcome, h.version) for h in result.hosts]
+
+``run`` (and ``resume``, ``rollback``) tell ``observers`` every engine event as it happens (``on_event(event)``,
+a dict with ``event``, ``run``, ``host``, ``time`` and the event's fields) and, with ``events=``, write them as
+JSON Lines (``upgrader.core.events``: format 1). A ``CancelToken`` cancels a run at the engine's next safe
+point: hosts before stop are released unchanged, hosts after stop are rolled back.
+
+The steps of ``run`` are public too (``check_run``, ``start_run``, ``finish_run``): the guide checks a plan
+and its approval long before it starts the run.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, TextIO, cast
+
+from .core.clock import Clock, SystemClock
+from .core.engine import HostOutcome, Observer
+from .core.errors import ApprovalRefused, InputError, PolicyRefused, UpgraderError
+from .core.events import EventStream
+from .core.plan import Plan
+from .core.shapes import Event, JSONObject, JournalSeen, PlanData, PlanHost
+
+if TYPE_CHECKING:
+    from version_policy import Policy
+
+    from .core.engine import HostTarget
+    from .core.engine import RunResult as EngineResult
+    from .core.journal import Journal
+    from .core.playbook import Playbook
+    from .core.recorder import Operator, Recorder
+    from .fleet.transport.base import Transport
+    from .trust.approval import Approval, UsedApprovals
+    from .trust.catalog import Catalog
+    from .trust.keys import Identity
+    from .trust.requester import Requester
+    from .audit.log import VerifyResult
+    from .trust.signers import AllowedSigners
+
+__all__ = [
+    # inputs
+    "Context", "CancelToken", "Guard", "RunLimits", "RunStart", "Observer", "EventStream", "SYSTEM_POLICY",
+    # results
+    "PlanMade", "PlanReview", "ApprovalMade", "RunResult", "HostResult", "PhaseResult", "CheckedRun", "StartedRun",
+    # the use cases
+    "make_plan", "show_plan", "approve", "run", "resume", "rollback", "check_run", "start_run", "finish_run",
+    "verify_audit", "build_package", "PackageBuilt",
+    # helpers the CLI and the guide share
+    "load_policy", "policy_file", "policy_origin", "plan_policy", "trusted_catalog", "record_plan", "record_refusal", "refuse_refused",
+    "accepted_plan", "journal_view",
+    # the errors every function may raise (each with its exit_code)
+    "UpgraderError", "InputError", "PolicyRefused", "ApprovalRefused",
+]
+
+#: the machine's policy, used when neither the context's policy nor HOME/policy.yaml exists
+SYSTEM_POLICY = Path("/etc/upgrader/policy.yaml")
+
+
+# -- inputs ----------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Context:
+    """Where and as whom the use cases work.
+
+    ``home``: runs, approvals used, plans of the guide and the audit log (the CLI's ``--home``).
+    ``clock``: the only source of "now". ``policy``: the operator's policy file (None: HOME/policy.yaml, else
+    /etc/upgrader/policy.yaml, else the shipped default; never a path a plan names). ``audit_key``: the SSH key
+    that signs audit checkpoints (None: env UPGRADER_AUDIT_KEY, HOME/keys/operator, ~/.ssh/id_*).
+    ``warn``: told what an operator must know before hosts are touched (e.g. a checkpoint that would not
+    verify); without it, warnings are only in the results."""
+
+    home: Path
+    clock: Clock = field(default_factory=SystemClock)
+    policy: Path | None = None
+    audit_key: Path | None = None
+    warn: Callable[[str], None] | None = None
+
+
+class CancelToken(threading.Event):
+    """Cancels a run at the engine's next safe point (``cancel()``, from any thread)."""
+
+    def cancel(self) -> None:
+        self.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self.is_set()
+
+
+class Guard(Protocol):
+    """Holds the program's interrupt while a run goes (the CLI's Ctrl-C: ``core.interrupts.Interrupts``):
+    ``running()`` is entered once every check passed, before the run's first record, and left once its
+    records are written; its ``cancel`` is the run's cancel token; ``presses`` is recorded in the audit log."""
+
+    cancel: threading.Event
+    presses: int
+
+    def running(self) -> AbstractContextManager[None]: ...
+
+
+@dataclass(frozen=True)
+class RunLimits:
+    """How a run goes over its hosts: ``forks`` at once, rolling ``batch``es, a failure budget and a canary."""
+
+    forks: int = 10
+    batch: int | None = None
+    max_failures: int | None = None
+    canary: int = 0
+
+    @classmethod
+    def parse(cls, total: int, *, forks: int = 10, batch: str | int | None = None,
+              max_failures: str | int | None = None, canary: int = 0) -> RunLimits:
+        """From the CLI's words: ``batch`` and ``max_failures`` as N or P% of ``total`` hosts (InputError)."""
+        b = _count(batch, total, "--batch", minimum=1)
+        m = _count(max_failures, total, "--max-failures", minimum=0)
+        if forks < 1:
+            raise InputError("--forks must be at least 1")
+        if canary < 0 or canary > total:
+            raise InputError(f"--canary must be between 0 and the number of hosts ({total})")
+        return cls(forks, b, m, canary)
+
+
+@dataclass(frozen=True)
+class RunStart:
+    """Told to ``on_started`` once a run's journal exists, before any host is touched."""
+
+    run_id: str
+    command: str                 # run, resume or rollback
+    hosts: tuple[str, ...]
+    journal: Path
+    cancels: bool                # does a cancel stop this run (run: yes; resume, rollback: they go on to the end)
+    window_note: str | None = None
+
+
+# -- results ---------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class PlanMade:
+    plan: Plan
+    file: Path
+    catalog_signer: JSONObject
+
+    @property
+    def allowed(self) -> bool:
+        return self.plan.allowed
+
+
+@dataclass(frozen=True)
+class PlanReview:
+    """Everything a plan will do, in full (what an approver reads), with the operator's policy here."""
+
+    plan: Plan
+    file: Path
+    review: JSONObject
+    policy: Policy
+
+
+@dataclass(frozen=True)
+class ApprovalMade:
+    file: Path
+    plan: str                   # the digest approved
+    approver: str
+    key: str                    # the approver's key fingerprint
+    expires: _dt.datetime
+    review: JSONObject
+
+
+@dataclass(frozen=True)
+class PhaseResult:
+    phase: str
+    status: str
+    seconds: float
+    detail: str
+
+
+@dataclass(frozen=True)
+class HostResult:
+    host: str
+    outcome: str                # committed, rolled_back, unchanged, needs_person, waiting, restored, ...
+    current: str | None
+    target: str | None
+    version: str | None         # what runs at the end
+    error: str | None
+    rollback_cause: str | None
+    downtime: float | None
+    phases: tuple[PhaseResult, ...]
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """A run's (resume's, rollback's) result: ``data`` is what its result file holds."""
+
+    run_id: str
+    exit_code: int
+    hosts: tuple[HostResult, ...]
+    stopped_early: str | None
+    data: JSONObject
+    ran: bool = True            # False: resume found the run finished, nothing to do
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def checkpoint(self) -> JSONObject | None:
+        cp = self.data.get("checkpoint")
+        return cast(JSONObject, cp) if isinstance(cp, dict) else None
+
+    @property
+    def diagnostics(self) -> JSONObject | None:
+        d = self.data.get("diagnostics")
+        return cast(JSONObject, d) if isinstance(d, dict) else None
+
+    @property
+    def waiting(self) -> list[str]:
+        return [h.host for h in self.hosts if h.outcome == "waiting"]
+
+    @classmethod
+    def of(cls, data: JSONObject, *, ran: bool = True, warnings: Sequence[str] = ()) -> RunResult:
+        hosts = []
+        for h in cast("list[dict[str, object]]", data.get("hosts") or []):
+            phases = tuple(PhaseResult(str(p.get("phase")), str(p.get("status")), _float(p.get("seconds")) or 0.0,
+                                       str(p.get("detail") or ""))
+                           for p in cast("list[dict[str, object]]", h.get("phases") or []))
+            hosts.append(HostResult(str(h.get("host")), str(h.get("outcome")), _opt(h.get("current")),
+                                    _opt(h.get("target")), _opt(h.get("version")), _opt(h.get("error")),
+                                    _opt(h.get("rollback_cause")), _float(h.get("downtime")), phases))
+        code = data.get("exit_code")
+        return cls(str(data.get("run_id")), int(code) if isinstance(code, (int, str)) else 0, tuple(hosts),
+                   _opt(data.get("stopped_early")), data, ran, tuple(warnings))
+
+
+@dataclass(frozen=True)
+class CheckedRun:
+    """Everything ``run`` (and the guide) checked before touching a host: the policy, the trusted catalog,
+    the approvals, the service window and the host targets."""
+
+    policy: Policy
+    operator: Operator
+    signed_by: JSONObject
+    approvals: list[Approval]
+    window: JSONObject
+    targets: list[HostTarget]
+    requester: Requester | None = None
+
+    @property
+    def approval_digests(self) -> tuple[str, ...]:
+        return tuple(a.digest for a in self.approvals)
+
+    @property
+    def catalog_serial(self) -> int | None:
+        """The serial of the signed catalog this run installs from (each host refuses an older one)."""
+        serial = self.signed_by.get("serial")
+        return int(serial) if isinstance(serial, (int, str)) else None
+
+
+@dataclass(frozen=True)
+class StartedRun:
+    run_id: str
+    journal: Journal
+    recorder: Recorder
+    controller: dict[str, str]
+
+    def close_on_error(self, error: BaseException) -> None:
+        """The engine itself failed (a bug, a full disk under the journal): the audit log still gets the end of
+        the run and a signed checkpoint (best effort); the journal keeps what ``resume`` needs."""
+        try:
+            self.recorder.event("run_finished", outcome="error", error=f"{type(error).__name__}: {error}",
+                                hint=f"upgrader resume {self.run_id}")
+            self.recorder.checkpoint()
+        except Exception:  # noqa: BLE001 - the original error is the one to report
+            pass
+
+
+# -- policy, catalog, operator ---------------------------------------------------------------------------
+
+def policy_file(ctx: Context) -> str | None:
+    """The operator's policy: the context's, else HOME/policy.yaml, else SYSTEM_POLICY when it exists, else None
+    (the shipped default). Never a path written in a plan: the plan is the requester's document."""
+    if ctx.policy is not None:
+        return os.path.abspath(ctx.policy)  # plans and audit events name the file wherever they are read
+    for candidate in (Path(ctx.home) / "policy.yaml", SYSTEM_POLICY):
+        if candidate.is_file():
+            return os.path.abspath(candidate)
+    return None
+
+
+def load_policy(ctx: Context | str | None) -> Policy:
+    """The operator's policy (``policy_file``), or the policy file given; a bad one is InputError (exit 2)."""
+    from version_policy import PolicyError
+    from version_policy import load_policy as _load
+
+    path = policy_file(ctx) if isinstance(ctx, Context) else ctx
+    try:
+        return _load(path)
+    except PolicyError as e:
+        raise InputError(str(e), hint="fix the policy file or leave out --policy to use the default") from None
+
+
+def plan_policy(ctx: Context, plan: Mapping[str, object]) -> Policy:
+    """The operator's policy, refused (exit 4) when the plan was made under another policy."""
+    from .core.gate import operator_policy
+
+    return operator_policy(load_policy(ctx), cast("Mapping[str, object]", plan["policy"]))
+
+
+def trusted_catalog(path: str | Path, policy: Policy, home: Path, now: _dt.datetime) -> tuple[Catalog, JSONObject]:
+    """Load a catalog and check its vendor signature and serial (exit 4 when it cannot be trusted)."""
+    from .trust.catalog import load_catalog
+    from .trust.catalog_trust import verify_catalog
+
+    catalog = load_catalog(path)
+    signers = policy.trusted_signers
+    info = verify_catalog(catalog, trusted_signers=policy.resolve_path(signers) if signers else None, now=now,
+                          home=home)
+    return catalog, dict(info)
+
+
+def _operator(ctx: Context, policy: Policy | None, need_key: bool = True,
+              warnings: list[str] | None = None) -> Operator:
+    from .core.recorder import operator_identity
+
+    operator = operator_identity(ctx.home, policy, key_path=str(ctx.audit_key) if ctx.audit_key else None,
+                                 need_key=need_key)
+    if need_key and operator.warning:  # said before any host is touched, not found later by an auditor
+        if warnings is not None:
+            warnings.append(operator.warning)
+        if ctx.warn is not None:
+            ctx.warn(operator.warning)
+    return operator
+
+
+def _recorder(ctx: Context, policy: Policy | None, need_key: bool = True, run: str | None = None) -> Recorder:
+    from .core.recorder import Recorder
+
+    if policy is None:
+        policy = load_policy(ctx)
+    return Recorder(ctx.home, _operator(ctx, policy, need_key), ctx.clock, run=run)
+
+
+# -- plan, show, approve ---------------------------------------------------------------------------------
+
+def make_plan(ctx: Context, *, inventory: Path, to: str, catalog: Path, output: Path, hosts: str | None = None,
+              requester: str | None = None, key: Path | None = None) -> PlanMade:
+    """Read each host (read-only), decide by the version policy, verify the package against the signed catalog
+    and write the plan to ``output`` (signed with the requester's ``key``, when given). A plan that refuses a
+    host is written too (``PlanMade.allowed`` is False): it shows why."""
+    from .customer.service_window import plan_window
+    from .core.planner import make_plan as _make, requester_identity
+    from .fleet.inventory import load_inventory
+    from .fleet.transport import connect
+
+    clock = ctx.clock
+    inv = load_inventory(inventory)
+    chosen = inv.select(hosts)
+    policy = load_policy(ctx)
+    cat, signed_by = trusted_catalog(catalog, policy, ctx.home, clock.now())
+    signing_key = None
+    if key is not None:  # read before any host is contacted
+        from .trust.keys import load_private_key
+
+        signing_key = load_private_key(key)
+    plan = _make(inv, chosen, target=to, catalog=cat, policy=policy, clock=clock, connect=connect,
+                 requester=requester_identity(requester), window=plan_window(policy, clock.now()),
+                 signed_by=signed_by, home=ctx.home)
+    if signing_key is not None:
+        from .core.plan import plan_digest
+        from .trust.requester import sign_plan
+
+        plan = Plan(sign_plan(plan.data, signing_key, plan_digest))
+    out = Path(output)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(plan.to_json(), encoding="utf-8")
+    except OSError as e:
+        raise InputError(f"cannot write the plan: {e.strerror}", path=str(out), hint="give a file path for -o") from e
+    record_plan(ctx, policy, plan, out, signed_by)
+    return PlanMade(plan, out, signed_by)
+
+
+def record_plan(ctx: Context, policy: Policy, plan: Plan, out: Path, signed_by: Mapping[str, object]) -> None:
+    """The audit event of a new plan (allowed or refused)."""
+    _recorder(ctx, policy, need_key=False).event(
+        "plan_created", outcome="allowed" if plan.allowed else "refused", plan=plan.digest, file=str(out),
+        target=plan.data["target"], catalog={**plan.data["catalog"], **signed_by}, policy=plan.data["policy"],
+        requester=plan.data["requester"], hosts=[_host_summary(h) for h in plan.hosts])
+
+
+def policy_origin(ctx: Context) -> str:
+    if ctx.policy is not None:
+        return "--policy"
+    if (Path(ctx.home) / "policy.yaml").is_file():
+        return "HOME/policy.yaml"
+    return "system policy" if SYSTEM_POLICY.is_file() else "the shipped default"
+
+
+def show_plan(ctx: Context, plan_file: Path) -> PlanReview:
+    """Load a plan, check its requester signature (exit 4 when damaged) and build its review (everything it
+    will do), with the operator's policy and playbooks here beside the plan's. Touches no host."""
+    from .core.plan import load_plan
+    from .core.review import plan_review
+    from .trust.requester import plan_signer
+
+    plan = load_plan(plan_file)
+    plan_signer(plan.data, plan.digest, str(plan_file))  # a damaged or stripped signature is refused here
+    review = plan_review(plan.data, plan.digest)
+    policy = load_policy(ctx)
+    planned = cast(JSONObject, review["policy"])
+    review["policy_here"] = {"source": policy.source, "sha256": policy.digest, "from": policy_origin(ctx),
+                             "same": policy.digest == planned["sha256"]}
+    for h in cast("list[dict[str, object]]", review["hosts"]):
+        h["playbook_here"] = _playbook_here(cast(JSONObject, h["playbook"]), ctx.home)
+    return PlanReview(plan, Path(plan_file), review, policy)
+
+
+def _playbook_here(planned: JSONObject, home: Path) -> JSONObject:
+    """The operator's playbook of the plan's playbook name (what a run here compares the plan with)."""
+    from .core.playbook import load_operator_playbook
+
+    try:
+        pb, where = load_operator_playbook(str(planned.get("name")), home)
+    except UpgraderError as e:
+        return {"error": e.message, "same": False}
+    return {"source": str(pb.path), "from": where, "sha256": pb.digest, "same": pb.digest == planned.get("sha256")}
+
+
+def approve(ctx: Context, plan: Path | PlanReview, *, key: Path, output: Path, principal: str | None = None,
+            expires: str | float = "24h", comment: str = "", after_hours: bool = False) -> ApprovalMade:
+    """Sign an approval of exactly this plan (its digest) with the engineer's SSH ``key`` (SSHSIG, namespace
+    upgrader-approval), valid for ``expires`` ("2h", "7d" or seconds, 1m..30d). Refused: a plan the policy
+    refuses (exit 3), made under another policy, unsigned when the policy requires signed plans, or the
+    approver's own plan (exit 4). ``plan`` may be the review the approver read (``show_plan``)."""
+    from .core.document import parse_duration
+    from .core.gate import policy_mismatch
+    from .core.recorder import Recorder, operator_identity
+    from .trust.approval import make_statement, write_approval
+    from .trust.keys import Identity, load_private_key
+    from .trust.requester import names_the_approver, plan_signer
+
+    reviewed = plan if isinstance(plan, PlanReview) else show_plan(ctx, plan)
+    the_plan, policy, source = reviewed.plan, reviewed.policy, str(reviewed.file)
+    if not the_plan.allowed:
+        raise PolicyRefused("the version policy refuses this plan (see above); a refused plan cannot be approved")
+    refusal = policy_mismatch(the_plan.data["policy"], policy)
+    if refusal is not None:
+        raise refusal
+    if isinstance(expires, str):
+        try:
+            valid_for = parse_duration(expires)
+        except ValueError as e:
+            raise InputError(f"--expires: {e}") from None
+    else:
+        valid_for = float(expires)
+    if not 60 <= valid_for <= 30 * 86400:
+        raise InputError("--expires must be between 1m and 30d")
+    private = load_private_key(key)
+    identity = Identity(principal or "", private, str(key))
+    clock = ctx.clock
+    name = _approver_name(principal, identity, policy, clock.now())
+    signer = plan_signer(the_plan.data, the_plan.digest, source)
+    if signer is None and not policy.allow_unsigned_plans:
+        raise ApprovalRefused(f"{source}: the plan is not signed and the policy requires signed plans "
+                              "(approvals.allow_unsigned_plans: false): nobody can tell who asked for it",
+                              hint="ask the requester to make it with 'upgrader plan --key THEIR_KEY'")
+    if signer == identity.key_blob and not policy.allow_self_approval:
+        raise ApprovalRefused(f"the plan was signed with your key {identity.fingerprint}: you cannot approve your own "
+                              "plan (segregation of duties)", hint="another engineer approves it with their own key")
+    label = str(the_plan.data["requester"].get("user", "unknown"))
+    if not policy.allow_self_approval and names_the_approver(label, name, _identity_principals(policy, identity)):
+        raise ApprovalRefused(f"the plan's requester is {label!r}, which names you ({name}): you cannot approve "
+                              "your own plan (segregation of duties)",
+                              hint="another engineer approves it with their own key")
+    statement = make_statement(the_plan.digest, name, label, clock.now(), valid_for, comment, after_hours)
+    out = Path(output)
+    write_approval(out, statement, private)
+    Recorder(ctx.home, operator_identity(ctx.home, policy, need_key=False), clock).event(
+        "approval_created", outcome="approved", plan=the_plan.digest, approver=name, key=identity.fingerprint,
+        expires=statement.expires.isoformat(), comment=statement.comment, after_hours=statement.after_hours,
+        requester=statement.requester, file=str(out))
+    return ApprovalMade(out, the_plan.digest, name, identity.fingerprint, statement.expires, reviewed.review)
+
+
+def _approver_name(given: str | None, identity: Identity, policy: Policy, now: _dt.datetime) -> str:
+    """The approver's name: ``principal`` (never a pattern such as ``*@vendor``), else the only literal principal
+    of their key's line in the approvals' allowed_signers."""
+    from .trust.approval import NAMESPACE, is_literal_principal
+    from .trust.signers import load_allowed_signers
+
+    if given is not None and not is_literal_principal(given):
+        raise ApprovalRefused(f"--as {given!r} is a pattern, not a person: an approver is named by a literal "
+                              "principal of their own key's line in allowed_signers",
+                              hint="give --as YOUR_NAME as your line in allowed_signers spells it")
+    signers_path = policy.allowed_signers
+    if not signers_path:
+        if given:
+            return str(given)
+        raise InputError(f"cannot tell who you are from the key {identity.fingerprint}",
+                         hint="give --as PRINCIPAL (your name in the allowed_signers file)")
+    signers = load_allowed_signers(policy.resolve_path(signers_path))
+    listed = list(signers.principals_for(identity.key_blob, NAMESPACE, now))
+    names = [p for p in listed if is_literal_principal(p)]
+    if given is not None:
+        if listed and given.lower() not in {n.lower() for n in names}:
+            # the key's line names it only through a pattern (or not at all): refused before any file is written
+            raise ApprovalRefused(
+                f"--as {given!r}: your key {identity.fingerprint} is listed in {signers.source} only as "
+                f"{', '.join(listed)}, which does not name {given!r} literally: an approver is named by a literal "
+                "principal of their own key's line",
+                hint="ask the operator to list your key under your own name (e.g. 'alice@vendor "
+                     "namespaces=\"upgrader-approval\" ssh-ed25519 ...') and give --as that name")
+        return str(given)  # whether the key may sign under this name is checked (again) by every run
+    if len(names) == 1:
+        return names[0]
+    raise InputError(f"cannot tell who you are from the key {identity.fingerprint} "
+                     f"({'names: ' + ', '.join(names) if names else 'no literal name'} in {signers.source})",
+                     hint="give --as PRINCIPAL (your name in the allowed_signers file)")
+
+
+def _identity_principals(policy: Policy, identity: Identity) -> frozenset[str]:
+    """The literal names the approver's key is listed under in the approvals' allowed_signers (none without it)."""
+    from .trust.requester import literal_principals
+    from .trust.signers import load_allowed_signers
+
+    signers_path = policy.allowed_signers
+    if not signers_path:
+        return frozenset()
+    return literal_principals(load_allowed_signers(policy.resolve_path(signers_path)), identity.key_blob)
+
+
+# -- run -------------------------------------------------------------------------------------------------
+
+def refuse_refused(plan: Plan) -> None:
+    """PolicyRefused naming each refused host of the plan and the failed rules and checks, if there is one."""
+    refused = plan.refused_hosts()
+    if refused:
+        reasons = []
+        for h in refused:
+            why = [r["reason"] for r in h["decision"]["rules"] if r["status"] == "fail"]
+            why += [c["reason"] for c in h.get("checks", []) if c["status"] == "fail"]
+            reasons.append(f"{h['name']}: " + "; ".join(why))
+        raise PolicyRefused("the plan refuses these hosts, nothing was changed:\n  " + "\n  ".join(reasons))
+
+
+def record_refusal(ctx: Context, plan: Plan, error: UpgraderError, approvals: Sequence[str | Path]) -> None:
+    """An audit event for a plan refused at run time (policy or approval); best effort."""
+    try:
+        _recorder(ctx, None, need_key=False).event(
+            "approval_refused" if isinstance(error, ApprovalRefused) else "run_refused", outcome="refused",
+            plan=plan.digest, reason=str(error), approvals=[str(a) for a in approvals])
+    except UpgraderError:
+        pass  # the refusal itself is what the user must see
+
+
+def check_run(ctx: Context, plan: Plan, approvals: Sequence[str | Path], *, catalog: Path | None = None,
+              playbooks: Mapping[str, Playbook] | None = None, forks: int = 8, source: str | None = None,
+              warnings: list[str] | None = None) -> CheckedRun:
+    """Refuse (exit 3, 4 or 2) a plan that may not run now; touches no host (it reads each, read-only, to decide
+    again). A refusal by the policy or of the approvals is recorded in the audit log. ``catalog``: where the
+    packages are, if not where the plan says; ``playbooks``: name -> playbook the operator named besides their
+    playbook roots; ``source``: how messages name the plan (default: its file)."""
+    try:
+        return _check_run(ctx, plan, approvals, catalog, playbooks, forks, source, warnings)
+    except (PolicyRefused, ApprovalRefused) as e:
+        record_refusal(ctx, plan, e, approvals)
+        raise
+
+
+def _check_run(ctx: Context, plan: Plan, approvals: Sequence[str | Path], catalog: Path | None,
+               playbooks: Mapping[str, Playbook] | None, forks: int, source: str | None,
+               warnings: list[str] | None) -> CheckedRun:
+    from .core.gate import check_playbooks, redecide
+    from .customer.service_window import check_run_window
+    from .fleet.transport import connect
+
+    refuse_refused(plan)
+    now = ctx.clock.now()
+    policy = plan_policy(ctx, plan.data)  # the operator's, never the plan's
+    operator = _operator(ctx, policy, warnings=warnings)
+    catalog_dir = Path(catalog) if catalog else Path(str(plan.data["catalog"]["path"]))
+    cat, signed_by = trusted_catalog(catalog_dir, policy, ctx.home, now)
+    if cat.sha256 != plan.data["catalog"]["sha256"]:  # the bytes whose signature was just checked
+        raise ApprovalRefused(f"the catalog {cat.path} is not the one the plan was made with",
+                              hint="make and approve a new plan with this catalog")
+    accepted, requester = _check_approvals(ctx, plan, [str(a) for a in approvals], policy, now, operator,
+                                           source or "the plan")
+    window = check_run_window(plan.data.get("window"), policy,  # the clock at run time
+                              [a.statement.approver for a in accepted if a.statement.after_hours], now)
+    targets = _targets(cat, plan.hosts)
+    check_playbooks(plan.hosts, ctx.home, playbooks)  # the operator's, exit 4
+    redecide(plan.hosts, policy=policy, catalog=cat, now=now, connect=connect,
+             forks=max(1, int(forks or 8)))  # read-only: decided again under this policy
+    return CheckedRun(policy, operator, signed_by, accepted, window, targets, requester)
+
+
+def _used_approvals(home: Path) -> UsedApprovals:
+    from .trust.approval import UsedApprovals
+
+    return UsedApprovals(home / "approvals" / "used.jsonl")
+
+
+def _check_approvals(ctx: Context, plan: Plan, paths: list[str], policy: Policy, now: _dt.datetime,
+                     operator: Operator, source: str) -> tuple[list[Approval], Requester]:
+    """The accepted approvals and the requester's key they were checked against."""
+    from .trust.approval import check_approvals
+    from .trust.requester import requester_of
+    from .trust.signers import load_allowed_signers
+    from .trust.sshsig import public_key_blob
+
+    signers_path = policy.allowed_signers
+    signers = load_allowed_signers(policy.resolve_path(signers_path)) if signers_path else None
+    operator_key = public_key_blob(operator.key.public_key()) if operator.key is not None else None
+    requester = requester_of(plan.data, plan.digest, source, signers=signers,
+                             allow_unsigned=policy.allow_unsigned_plans, operator_key=operator_key)
+    used = _used_approvals(ctx.home)
+    return check_approvals(paths, plan_digest=plan.digest, requester=requester, signers=signers,
+                           required=policy.approvals_required, allow_self=policy.allow_self_approval, now=now,
+                           used=used, requester_label=str((plan.data.get("requester") or {}).get("user") or "")
+                           ), requester
+
+
+def _targets(catalog: Catalog, hosts: Sequence[PlanHost]) -> list[HostTarget]:
+    from .core.engine import HostTarget
+    from .trust.catalog import verify_package_file
+    from .trust.plan_trust import trusted_package
+
+    targets = []
+    verified: set[str] = set()
+    for h in hosts:
+        # the entry of the plan's product and target in the signed catalog, rebuilt in full: the plan's package
+        # must equal it (version, kind, changes, requires, limits, remove, ...), exit 4 otherwise
+        entry, package = trusted_package(catalog, h)
+        path = catalog.package_path(entry)
+        if entry.sha256 not in verified:
+            verify_package_file(path, entry)  # refused here, before any host is touched
+            verified.add(entry.sha256)
+        targets.append(HostTarget(plan={**h, "package": package}, connect=_connector(h), package_file=path))
+    return targets
+
+
+def start_run(ctx: Context, plan: Plan, checked: CheckedRun) -> StartedRun:
+    """A new run: its journal (with the accepted plan) and its first audit events."""
+    from .core.journal import Journal, new_run_id, runs_dir
+    from .core.recorder import Recorder
+
+    clock = ctx.clock
+    run_id = new_run_id(clock.now())
+    journal = Journal(runs_dir(ctx.home) / run_id, clock.now)
+    journal.write("plan.json", plan.data)
+    approved_by: list[JSONObject] = [
+        {"approver": a.statement.approver, "key": a.signature.fingerprint, "expires": a.statement.expires.isoformat(),
+         "digest": a.digest, "comment": a.statement.comment, "after_hours": a.statement.after_hours}
+        for a in checked.approvals]
+    journal.record("plan", "accepted", digest=plan.digest, catalog=checked.signed_by, approvals=approved_by)
+    recorder = Recorder(ctx.home, checked.operator, clock, run=run_id)
+    who = checked.requester
+    requester = {**plan.data["requester"], **({"key": who.fingerprint, "key_is": f"the key that {who.how}"}
+                                              if who is not None else {})}
+    recorder.event("run_started", plan=plan.digest, target=plan.data["target"], requester=requester,
+                   approvals=approved_by, catalog={**plan.data["catalog"], **checked.signed_by},
+                   policy=plan.data["policy"], self_approval_allowed=bool(checked.policy.allow_self_approval),
+                   window=checked.window, hosts=[_host_summary(h) for h in plan.hosts])
+    for a in approved_by:
+        recorder.event("approval_accepted", outcome="accepted", **cast("dict[str, Any]", a))
+    return StartedRun(run_id, journal, recorder, {"user": checked.operator.user, "host": checked.operator.host})
+
+
+def finish_run(ctx: Context, checked: CheckedRun, started: StartedRun, outcome: EngineResult, *,
+               obfuscate: bool = False) -> JSONObject:
+    """After the engine: the approvals are spent, the audit checkpoint signed, result.json written (then the
+    diagnostics bundle, when a host failed, and result.json again with its name). Returns the result."""
+    from .customer.diagnostics import bundle_after_run
+
+    result = outcome.to_dict()
+    if _passed_preflight(result):  # a run refused by every host before it touched one leaves its approval unspent
+        _used_approvals(ctx.home).mark(checked.approvals, started.run_id, ctx.clock.now())
+    result["checkpoint"] = started.recorder.checkpoint()
+    bundle_after_run(ctx.home, result, lambda r: _write(started.journal, "result.json", r), obfuscate=obfuscate)
+    return result
+
+
+def _write(journal: Journal, name: str, data: object) -> None:
+    journal.write(name, data)
+
+
+def _passed_preflight(result: JSONObject) -> bool:
+    """Did any host of the run get past its preflight (and so may have been changed)?"""
+    return any(p.get("phase") == "preflight" and p.get("status") == "ok"
+               for h in cast("list[dict[str, object]]", result["hosts"])
+               for p in cast("list[dict[str, object]]", h.get("phases") or []))
+
+
+def run(ctx: Context, plan: Path | Plan, approvals: Sequence[str | Path] = (), *, checked: CheckedRun | None = None,
+        catalog: Path | None = None, limits: RunLimits = RunLimits(), observers: Sequence[Observer] = (),
+        events: TextIO | None = None, cancel: threading.Event | None = None,
+        confirm: Callable[[list[HostOutcome]], bool] | None = None, break_lock: bool = False,
+        obfuscate: bool = False, guard: Guard | None = None,
+        on_started: Callable[[RunStart], None] | None = None) -> RunResult:
+    """Check the plan and its ``approvals`` (``check_run``; or take ``checked``), then run it on every host:
+    preflight, backup, stop, install, start, observe; roll back automatically on failure. Returns the result
+    (also in HOME/runs/RUN_ID/result.json); its ``exit_code`` is the CLI's.
+
+    ``observers`` get every engine event; ``events``: a text stream for the JSON Lines of format 1;
+    ``cancel``: the run's cancel token; ``confirm``: asked after a healthy canary whether to go on (None: the
+    others wait for ``resume``); ``break_lock``: take over host locks of a run known to be dead."""
+    from .core.engine import Engine
+
+    warnings: list[str] = []
+    if isinstance(plan, Path):
+        from .core.plan import load_plan
+
+        source: str | None = str(plan)
+        plan = load_plan(plan)
+    else:
+        source = None
+    if checked is None:
+        try:
+            refuse_refused(plan)
+        except PolicyRefused as e:
+            record_refusal(ctx, plan, e, approvals)
+            raise
+        limits = RunLimits.parse(len(plan.hosts), forks=limits.forks, batch=limits.batch,
+                                 max_failures=limits.max_failures, canary=limits.canary)
+        checked = check_run(ctx, plan, approvals, catalog=catalog, forks=limits.forks, source=source,
+                            warnings=warnings)
+    token = cancel if cancel is not None else guard.cancel if guard is not None else threading.Event()
+    with _running(guard):  # from here a run, once started, always reaches its end and its records
+        started = start_run(ctx, plan, checked)
+        versions = {h["name"]: (h["current"], h["target"]) for h in plan.hosts}
+        told = _observers(observers, events, versions)
+        if on_started is not None:
+            on_started(RunStart(started.run_id, "run", tuple(versions), started.journal.dir, True))
+        engine = Engine(journal=started.journal, clock=ctx.clock, observers=[started.recorder, *told],
+                        forks=limits.forks, batch=limits.batch, max_failures=limits.max_failures,
+                        controller=started.controller, manual_changes=checked.policy.manual_changes,
+                        canary=limits.canary, confirm=confirm, approvals=checked.approval_digests,
+                        break_lock=break_lock, cancel=token, catalog_serial=checked.catalog_serial)
+        if break_lock:
+            started.recorder.event("locks_broken", outcome="forced", reason="--break-lock given by the operator")
+        try:
+            outcome = engine.run(checked.targets)
+        except BaseException as e:
+            started.close_on_error(e)
+            raise
+        _record_interrupts(started.recorder, guard, cancels=True)
+        result = finish_run(ctx, checked, started, outcome, obfuscate=obfuscate)
+    return RunResult.of(result, warnings=warnings)
+
+
+@contextmanager
+def _running(guard: Guard | None) -> Iterator[None]:
+    with guard.running() if guard is not None else nullcontext():
+        yield
+
+
+def _observers(observers: Sequence[Observer], events: TextIO | None,
+               versions: Mapping[str, tuple[str | None, str | None]]) -> list[Observer]:
+    told = list(observers)
+    if events is not None:
+        told.append(EventStream(events, versions))
+    return told
+
+
+def _record_interrupts(recorder: Recorder, guard: Guard | None, cancels: bool) -> None:
+    """The operator's interrupt on the audit record (what the hosts did about it is in their own events)."""
+    if guard is not None and guard.presses:
+        recorder.event("run_interrupted", outcome="cancelled" if cancels else "continued", presses=guard.presses)
+
+
+def _host_summary(h: PlanHost) -> JSONObject:
+    pkg = h.get("package")
+    return {"host": h["name"], "address": h["address"], "install_dir": h["install_dir"], "current": h["current"],
+            "target": h["target"], "allowed": h["allowed"], "decision": h["decision"], "checks": h.get("checks"),
+            "package": {k: pkg.get(k) for k in ("file", "sha256", "size", "kind")} if pkg else None,
+            "ssh_key": _key_fingerprint(h.get("key"))}
+
+
+def _key_fingerprint(path: str | None) -> str | None:
+    """The fingerprint of the SSH key a host is reached with (matches the grant it came in through, if any)."""
+    if not path:
+        return None
+    from .trust.keys import load_private_key, load_public_key
+    from .trust.sshsig import fingerprint, public_key_blob
+
+    try:
+        pub = Path(path + ".pub")
+        key = load_public_key(pub) if pub.is_file() else load_private_key(path).public_key()
+        return fingerprint(public_key_blob(key))
+    except UpgraderError:
+        return None
+
+
+def _connector(h: PlanHost) -> Callable[[], Transport]:
+    """How the engine reaches a host of the plan (a new transport each time it asks)."""
+    from .fleet.inventory import host_from_plan
+    from .fleet.transport import connect
+
+    host = host_from_plan(h)
+    return lambda: connect(host)
+
+
+def _package_file(h: PlanHost) -> str:
+    pkg = h.get("package")
+    return pkg["file"] if pkg else ""
+
+
+def _count(value: str | int | None, total: int, name: str, minimum: int) -> int | None:
+    """'N' or 'P%' of ``total`` hosts (a percentage rounds down, at least ``minimum``)."""
+    if value is None:
+        return None
+    text = str(value).strip()
+    try:
+        if text.endswith("%"):
+            pct = float(text[:-1])
+            if not 0 <= pct <= 100:
+                raise ValueError
+            return max(minimum, int(total * pct / 100))
+        n = int(text)
+    except ValueError:
+        raise InputError(f"{name}: expected a number or a percentage like 25%, got {value!r}") from None
+    if n < minimum:
+        raise InputError(f"{name} must be at least {minimum}")
+    return n
+
+
+# -- resume and rollback ---------------------------------------------------------------------------------
+
+def accepted_plan(run_dir: Path) -> PlanData:
+    """The run's plan.json, refused (exit 4) unless its digest is the one the run's journal accepted when the
+    run started: the file in the run directory is only a copy, and resume and rollback run its commands."""
+    from .core.journal import read_journal
+    from .core.plan import plan_digest
+
+    plan = json.loads((run_dir / "plan.json").read_text(encoding="utf-8"))
+    accepted = next((rec.data.get("digest") for rec in read_journal(run_dir / "journal.jsonl")
+                     if rec.phase == "plan" and rec.event == "accepted"), None)
+    found = plan_digest(plan)
+    if accepted != found:
+        raise ApprovalRefused(f"{run_dir / 'plan.json'} is not the plan this run accepted: its sha256 is {found}, "
+                              f"the run's journal accepted {accepted or 'no plan'}; nothing was changed",
+                              hint="the run's plan.json was edited: put the accepted plan back, or make and approve "
+                                   "a new plan")
+    return cast(PlanData, dict(plan))
+
+
+def journal_view(run_dir: Path) -> dict[str, JournalSeen]:
+    """Per host, what the run journal proves happened: started, phases intended and done, the end."""
+    from .core.journal import read_journal
+
+    seen: dict[str, JournalSeen] = {}
+    for rec in read_journal(run_dir / "journal.jsonl"):
+        if not rec.host:
+            continue
+        h = seen.setdefault(rec.host, {"started": False, "ended": None, "intents": [], "done": []})
+        if rec.phase == "host" and rec.event == "start":
+            h["started"] = True
+        elif rec.phase == "host" and rec.event == "end":
+            h["ended"] = _opt(rec.data.get("outcome"))
+            h["version"] = _opt(rec.data.get("version"))
+        elif rec.event == "intent":
+            h.setdefault("intents", []).append(rec.phase)
+        elif rec.event == "done":
+            h.setdefault("done", []).append(rec.phase)
+    return seen
+
+
+def _run_approval_records(run_dir: Path) -> list[JSONObject]:
+    """The approvals a run was started with, as its journal recorded them (approver, expiry, after hours)."""
+    from .core.journal import read_journal
+
+    for rec in read_journal(run_dir / "journal.jsonl"):
+        if rec.phase == "plan" and rec.event == "accepted":
+            return list(cast("list[JSONObject]", rec.data.get("approvals", [])))
+    return []
+
+
+def _run_dir(ctx: Context, run_id: str, hint: str | None) -> Path:
+    """The run's directory; InputError when there is no such run (``hint`` None: name the recent runs)."""
+    from .core.journal import runs_dir
+
+    run_dir = runs_dir(ctx.home) / run_id
+    if not (run_dir / "plan.json").is_file():
+        if hint is None:
+            known = sorted(p.name for p in runs_dir(ctx.home).glob("*") if p.is_dir())[-5:]
+            hint = f"recent runs: {', '.join(known) or 'none'}; or give --home"
+        raise InputError(f"no run {run_id!r} in {runs_dir(ctx.home)}", hint=hint)
+    return run_dir
+
+
+def _select(run_dir: Path, hosts: list[PlanHost], pattern: str | None) -> list[PlanHost]:
+    if not pattern:
+        return hosts
+    from .fleet.inventory import Inventory, host_from_plan
+
+    inv = Inventory(path=run_dir / "plan.json", hosts={h["name"]: host_from_plan(h) for h in hosts}, groups={})
+    names = {h.name for h in inv.select(pattern)}
+    return [h for h in hosts if h["name"] in names]
+
+
+def _notify(observers: Sequence[Observer], kind: str, run_id: str, clock: Clock, **data: object) -> None:
+    """An event of resume or rollback themselves (their start and end), to the caller's observers only."""
+    event: Event = {"event": kind, "run": run_id, "host": None, "time": clock.now().isoformat(), **data}
+    for o in observers:
+        o.on_event(event)
+
+
+def _close(ctx: Context, recorder: Recorder, journal: Journal, result: JSONObject, name: str,
+           obfuscate: bool) -> JSONObject:
+    """The end of every command that ran hosts: audit outcome and signed checkpoint, result file."""
+    from .customer.diagnostics import bundle_after_run
+
+    hosts = cast("list[dict[str, object]]", result["hosts"])
+    recorder.event("run_finished", outcome=str(result["exit_code"]), outcomes={h["host"]: h["outcome"] for h in hosts})
+    result["checkpoint"] = recorder.checkpoint()
+    bundle_after_run(ctx.home, result, lambda r: _write(journal, name, r), name, obfuscate=obfuscate)
+    return result
+
+
+def _finished(observers: Sequence[Observer], result: JSONObject, clock: Clock) -> None:
+    hosts = cast("list[dict[str, object]]", result["hosts"])
+    _notify(observers, "run_finished", str(result["run_id"]), clock, exit_code=result["exit_code"],
+            stopped_early=result.get("stopped_early"), outcomes={str(h["host"]): h["outcome"] for h in hosts})
+
+
+def resume(ctx: Context, run_id: str, *, hosts: str | None = None, yes: bool = False,
+           confirm: Callable[[list[HostOutcome]], bool] | None = None, break_lock: bool = False,
+           obfuscate: bool = False, observers: Sequence[Observer] = (), events: TextIO | None = None,
+           guard: Guard | None = None, on_started: Callable[[RunStart], None] | None = None) -> RunResult:
+    """Finish what an interrupted run left, from its journal and each host's own state: hosts before stop are
+    released untouched, hosts stopped, mid-install or mid-start are rolled back (or completed, if the playbook
+    says so), hosts done stay done. A run paused after a healthy canary goes on with the waiting hosts
+    (``yes``, or ``confirm`` says so; else InputError), under the same approval checked again now. A run that
+    had ended: ``RunResult.ran`` is False. Running it twice changes nothing the second time."""
+    run_dir = _run_dir(ctx, run_id, "check the run id, or give --home")
+    done_file = run_dir / "result.json"
+    if done_file.is_file():
+        result = cast(JSONObject, json.loads(done_file.read_text(encoding="utf-8")))
+        outcomes = cast("list[dict[str, object]]", result["hosts"])
+        waiting = [str(h["host"]) for h in outcomes if h["outcome"] in ("waiting", "not_started")]
+        needs_person = [h["host"] for h in outcomes if h["outcome"] == "needs_person"]
+        view = journal_view(run_dir)
+        # hosts of a continuation after the canary that was itself interrupted are finished from the journal
+        # below, like any interrupted run, and so are hosts that need a person (locked, lost, a failed rollback:
+        # resume reads each again and finishes what it can); otherwise the run had ended
+        if not needs_person and not any(view.get(h, {}).get("started") for h in waiting):
+            if waiting and "canary succeeded" in str(result.get("stopped_early") or ""):
+                return _continue_after_canary(ctx, run_id, run_dir, result, waiting, yes, confirm, observers,
+                                              events, guard, on_started, obfuscate)
+            return RunResult.of(result, ran=False)
+    plan = accepted_plan(run_dir)  # exit 4 when plan.json is not the plan the journal accepted
+    chosen = _select(run_dir, plan["hosts"], hosts)
+    seen = journal_view(run_dir)
+    approvals = tuple(str(a["digest"]) for a in _run_approval_records(run_dir))
+    clock = ctx.clock
+    from .core.engine import Engine, HostTarget
+    from .core.gate import check_playbooks
+    from .core.journal import Journal
+    from .core.recorder import Recorder
+
+    journal = Journal(run_dir, clock.now)
+    policy = load_policy(ctx)  # the operator's, never a path the plan names
+    check_playbooks(chosen, ctx.home)  # what resume runs is the operator's playbook's, exit 4 otherwise
+    warnings: list[str] = []
+    operator = _operator(ctx, policy, warnings=warnings)
+    recorder = Recorder(ctx.home, operator, clock, run=f"{run_id}/resume-{clock.now():%Y%m%dT%H%M%S}")
+    recorder.event("resume_requested", of_run=run_id, hosts=[h["name"] for h in chosen],
+                   journal={k: {"intents": v.get("intents"), "ended": v.get("ended")} for k, v in seen.items()})
+    package_dir = Path(str(plan["catalog"]["path"])).parent
+    targets = [HostTarget(plan=h, connect=_connector(h), package_file=package_dir / _package_file(h))
+               for h in chosen]
+    told = _observers(observers, events, {h["name"]: (h["current"], h["target"]) for h in chosen})
+    engine = Engine(journal=journal, clock=clock, observers=[recorder, *told],
+                    controller={"user": operator.user, "host": operator.host}, approvals=approvals,
+                    break_lock=break_lock)
+    with _running(guard):  # until its records are written
+        if on_started is not None:
+            on_started(RunStart(run_id, "resume", tuple(h["name"] for h in chosen), journal.dir, False))
+        _notify(told, "run_started", run_id, clock, hosts=[h["name"] for h in chosen], command="resume")
+        result = engine.resume(targets, seen).to_dict()
+        _record_interrupts(recorder, guard, cancels=False)
+        _close(ctx, recorder, journal, result, "result.json", obfuscate)
+        _finished(told, result, clock)
+    return RunResult.of(result, warnings=warnings)
+
+
+def _continue_after_canary(ctx: Context, run_id: str, run_dir: Path, result: JSONObject, waiting: list[str],
+                           yes: bool, confirm: Callable[[list[HostOutcome]], bool] | None,
+                           observers: Sequence[Observer], events: TextIO | None, guard: Guard | None,
+                           on_started: Callable[[RunStart], None] | None, obfuscate: bool) -> RunResult:
+    """A run stopped after a good canary goes on with the waiting hosts, under the same approval."""
+    from .core.engine import OUTCOME_EXIT, Engine
+    from .core.gate import check_playbooks, redecide
+    from .core.journal import Journal
+    from .core.recorder import Recorder
+    from .fleet.transport import connect
+
+    outcomes = cast("list[dict[str, object]]", result["hosts"])
+    if not yes:
+        committed = [HostOutcome(str(h["host"]), "committed", None, None) for h in outcomes
+                     if h["outcome"] == "committed"]
+        if confirm is None or not confirm(committed):
+            raise InputError(f"{len(waiting)} host(s) wait for a confirmation after the canary: "
+                             f"{', '.join(waiting)}", hint=f"upgrader resume {run_id} --yes")
+    plan = accepted_plan(run_dir)
+    chosen = [h for h in plan["hosts"] if h["name"] in waiting]
+    approvals = tuple(str(a["digest"]) for a in _run_approval_records(run_dir))
+    clock = ctx.clock
+    policy = plan_policy(ctx, plan)
+    window = _check_continuation(run_id, run_dir, plan, policy, clock.now())
+    cat, _ = trusted_catalog(Path(str(plan["catalog"]["path"])), policy, ctx.home, clock.now())
+    if cat.sha256 != plan["catalog"]["sha256"]:
+        raise ApprovalRefused(f"the catalog {cat.path} is not the one the plan was made with",
+                              hint="make and approve a new plan for the waiting hosts")
+    check_playbooks(chosen, ctx.home)
+    targets = _targets(cat, chosen)
+    redecide(chosen, policy=policy, catalog=cat, now=clock.now(), connect=connect)  # decided again now
+    journal = Journal(run_dir, clock.now)
+    warnings: list[str] = []
+    operator = _operator(ctx, policy, warnings=warnings)
+    recorder = Recorder(ctx.home, operator, clock, run=f"{run_id}/resume-{clock.now():%Y%m%dT%H%M%S}")
+    recorder.event("resume_requested", of_run=run_id, hosts=waiting, after="canary confirmed", window=window)
+    token = guard.cancel if guard is not None else threading.Event()
+    told = _observers(observers, events, {h["name"]: (h["current"], h["target"]) for h in chosen})
+    engine = Engine(journal=journal, clock=clock, observers=[recorder, *told], forks=10,
+                    controller={"user": operator.user, "host": operator.host},
+                    manual_changes=policy.manual_changes, approvals=approvals, cancel=token,
+                    catalog_serial=cat.serial)
+    with _running(guard):  # until its records are written
+        if on_started is not None:
+            on_started(RunStart(run_id, "resume", tuple(waiting), journal.dir, True))
+        more = engine.run(targets).to_dict()
+        _record_interrupts(recorder, guard, cancels=True)
+        by_host = {h["host"]: h for h in cast("list[dict[str, object]]", more["hosts"])}
+        merged = [by_host.get(h["host"], h) for h in outcomes]
+        result["hosts"] = merged
+        result["stopped_early"] = more.get("stopped_early")
+        result["exit_code"] = max(OUTCOME_EXIT[str(h["outcome"])] for h in merged)
+        _close(ctx, recorder, journal, result, "result.json", obfuscate)
+    return RunResult.of(result, warnings=warnings)
+
+
+def _check_continuation(run_id: str, run_dir: Path, plan: PlanData, policy: Policy, now: _dt.datetime) -> JSONObject:
+    """Hosts that wait after a canary are started later: the run's approvals must still be valid then, and
+    the service window must allow it then (as ``run`` checks both when it starts). Returns the window."""
+    from .customer.service_window import check_run_window
+
+    records = _run_approval_records(run_dir)
+    valid = [a for a in records if _dt.datetime.fromisoformat(str(a["expires"])) > now]
+    required = int(policy.approvals_required)
+    if len(valid) < required:
+        expired = ", ".join(f"{a['approver']} (until {a['expires']})" for a in records) or "none recorded"
+        raise ApprovalRefused(f"the approval of run {run_id} is no longer valid ({expired}); the hosts that wait "
+                              "after its canary were not touched",
+                              hint="make and approve a new plan for those hosts (upgrader plan --hosts ...)")
+    return dict(check_run_window(plan.get("window"), policy,
+                                 [str(a["approver"]) for a in valid if a.get("after_hours")], now))
+
+
+def rollback(ctx: Context, run_id: str, *, hosts: str | None = None, batch: str | int | None = None,
+             max_failures: str | int | None = None, confirm: Callable[[list[PlanHost]], bool] | None = None,
+             break_lock: bool = False, obfuscate: bool = False, confirmed_by: str = "--yes",
+             observers: Sequence[Observer] = (), events: TextIO | None = None, guard: Guard | None = None,
+             on_started: Callable[[RunStart], None] | None = None) -> RunResult | None:
+    """Restore each host of run ``run_id`` from its verified backup, start the old version and observe it.
+    A host a later run changed since is refused before it is stopped (``superseded``, exit 5); a host where
+    the run is already undone is left as it is. ``confirm`` is asked (with the hosts) once every check
+    passed, before any host is stopped: False returns None, nothing touched. ``confirmed_by``: how the
+    operator said yes, for the audit log."""
+    from .core.engine import Engine, HostTarget
+    from .core.gate import check_playbooks
+    from .core.journal import Journal
+    from .core.recorder import Recorder
+    from .customer.service_window import rollback_window
+
+    run_dir = _run_dir(ctx, run_id, None)
+    plan = accepted_plan(run_dir)  # exit 4 when plan.json is not the plan the journal accepted
+    chosen = _select(run_dir, plan["hosts"], hosts)
+    clock = ctx.clock
+    journal_clock = clock.now
+    policy = load_policy(ctx)  # the operator's, never a path the plan names
+    check_playbooks(chosen, ctx.home)  # the rollback's start and probes are the operator's playbook's, exit 4
+    warnings: list[str] = []
+    operator = _operator(ctx, policy, warnings=warnings)
+    b = _count(batch, len(chosen), "--batch", minimum=1)
+    m = _count(max_failures, len(chosen), "--max-failures", minimum=0)
+    window, window_line = rollback_window(policy, clock.now())  # exit 4 here when the policy says like_run
+    if confirm is not None and not confirm(chosen):  # it stops the service: asked first
+        return None
+    journal = Journal(run_dir, journal_clock)
+    recorder = Recorder(ctx.home, operator, clock, run=f"{run_id}/rollback-{clock.now():%Y%m%dT%H%M%S}")
+    recorder.event("rollback_requested", of_run=run_id, hosts=[h["name"] for h in chosen], batch=b,
+                   max_failures=m, window=window, confirmed=confirmed_by, break_lock=bool(break_lock))
+    targets = [HostTarget(plan=h, connect=_connector(h), package_file=Path()) for h in chosen]
+    told = _observers(observers, events, {h["name"]: (h["target"], h["current"]) for h in chosen})
+    engine = Engine(journal=journal, clock=clock, observers=[recorder, *told], batch=b, max_failures=m,
+                    controller={"user": operator.user, "host": operator.host}, break_lock=break_lock)
+    with _running(guard):  # until its records are written
+        if on_started is not None:
+            on_started(RunStart(run_id, "rollback", tuple(h["name"] for h in chosen), journal.dir, False,
+                                window_line))
+        _notify(told, "run_started", run_id, clock, hosts=[h["name"] for h in chosen], command="rollback")
+        result = engine.rollback(targets).to_dict()
+        _record_interrupts(recorder, guard, cancels=False)
+        _close(ctx, recorder, journal, result, "rollback-result.json", obfuscate)
+        _finished(told, result, clock)
+    return RunResult.of(result, warnings=warnings)
+
+
+# -- audit, packages -------------------------------------------------------------------------------------
+
+def verify_audit(ctx: Context, *, log: Path | None = None, allowed_signers: Path | None = None,
+                 anchor: str | None = None, data: bytes | None = None) -> VerifyResult:
+    """The verdict on the audit log (HOME/audit/audit.jsonl, or ``log``): its hash chain and every signed
+    checkpoint, against ``allowed_signers`` (else the operator's policy's audit signers); ``anchor``
+    (``SEQ:HEAD``, a checkpoint's JSON or a file holding either) proves no tail was cut. ``status``: intact,
+    altered (exit 6) or cannot_check (exit 2); ``data``: the log's bytes when already read."""
+    from .audit.log import parse_anchor, verify_log
+    from .core.recorder import audit_path
+    from .trust.signers import load_allowed_signers
+
+    anchored = parse_anchor(anchor) if anchor else None
+    signers: AllowedSigners | None = None
+    if allowed_signers is not None:
+        signers = load_allowed_signers(allowed_signers)
+    else:
+        policy = load_policy(ctx)
+        path = policy.audit_signers
+        signers = load_allowed_signers(policy.resolve_path(path)) if path else None
+    return verify_log(Path(log) if log else audit_path(ctx.home), signers=signers,
+                      anchor=anchored, data=data)
+
+
+@dataclass(frozen=True)
+class PackageBuilt:
+    file: Path
+    sha256: str
+    size: int
+    members: int
+    product: str
+    version: str
+    kind: str
+
+
+def build_package(directory: Path, output: Path, *, product: str, version: str, kind: str = "full",
+                  requires: str | None = None, remove: Sequence[str] = (), changes: Sequence[str] = (),
+                  description: str = "") -> PackageBuilt:
+    """Pack the product files of ``directory`` into a package (.tar.gz with package.yaml). A patch
+    (``kind="patch"``) needs ``requires`` (the versions it applies to) and may ``remove`` product files."""
+    from version_policy import VersionError, parse_range
+
+    from .trust.package import PackageMeta
+    from .trust.package import build_package as _build
+
+    if kind == "full" and (requires or remove):
+        raise InputError("--requires and --remove are for patch packages (add --kind patch)")
+    if kind == "patch" and not requires:
+        raise InputError("a patch needs --requires (the versions it applies to), e.g. '>=7.0.4.1, <7.0.4.3'")
+    if requires:
+        try:
+            parse_range(requires)
+        except VersionError as e:
+            raise InputError(f"--requires: {e}") from None
+    data: dict[str, object] = {"format": 1, "product": product, "version": version, "kind": kind,
+                               "requires": requires, "changes": list(changes), "remove": list(remove),
+                               "description": description or None}
+    meta = PackageMeta.from_data({k: v for k, v in data.items() if v not in (None, [])}, "command line")
+    built = _build(Path(directory), Path(output), meta)
+    return PackageBuilt(built.path, built.sha256, built.size, built.members, meta.product, meta.version, meta.kind)
+
+
+# -- small helpers ---------------------------------------------------------------------------------------
+
+def _opt(value: object) -> str | None:
+    return None if value is None else str(value)
+
+
+def _float(value: object) -> float | None:
+    return float(value) if isinstance(value, (int, float)) else None
