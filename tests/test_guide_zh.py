@@ -260,7 +260,7 @@ def test_a_failed_upgrade_is_explained_in_plain_chinese_first_with_the_technical
     child.sendline("y")
     child.expect("升级失败，已回滚。原因：新版本启动失败：日志 logs/server.log 报错“")
     child.expect("configuration rejected")
-    child.expect("”；进程没有运行；端口")
+    child.expect("”；没有 pid 文件 run/server.pid：进程没有运行，或在运行但没有写 pid 文件（无法判断）；端口")
     child.expect("没有打开")
     child.expect("技术细节：never healthy after start")
     child.expect("旧版本 7.0.4.1 已恢复，正在正常运行。")

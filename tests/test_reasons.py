@@ -98,3 +98,12 @@ def test_a_sentence_is_never_half_translated_by_a_generic_form() -> None:
     assert translate("2 probe(s) pass on the running 7.0.4.1: process (pid 7 alive), tcp (port 8080 open); 1 log "
                      "probe(s) judged after start", "zh") == \
         "2 项检查在当前运行的 7.0.4.1 上通过：process（进程 7 在运行），tcp（端口 8080 已打开）；另有 1 项日志检查在新版本启动后判断"
+
+
+def test_a_missing_pid_file_is_said_in_chinese_as_what_cannot_be_told() -> None:
+    """The process probe without its pid file (it may run without writing one) reads as that, not as a dead process,
+    and the rest of the list is still translated."""
+    text = ("observe: never healthy after start: process: no pid file run/server.pid: not running, or running "
+            "without writing it (cannot tell); tcp: port 8080 closed")
+    zh = cause(text, "zh")
+    assert "没有 pid 文件 run/server.pid：进程没有运行，或在运行但没有写 pid 文件（无法判断）；端口 8080 没有打开" in zh, zh

@@ -314,6 +314,8 @@ _CAUSES_EN = {"preflight": "preflight failed, the upgrade did not start", "backu
 
 _PROBES: list[tuple[str, str]] = [
     (r"pid (?P<p>\S+) not running", "进程没有运行"),
+    (r"no pid file (?P<f>\S+): not running, or running without writing it \(cannot tell\)",
+     "没有 pid 文件 {f}：进程没有运行，或在运行但没有写 pid 文件（无法判断）"),
     (r"port (?P<n>\d+) closed", "端口 {n} 没有打开"),
     (r"(?P<u>\S+) answered (?P<s>\d+), expected (?P<w>\S+)", "{u} 返回 {s}，应为 {w}"),
     (r"(?P<u>\S+) answered .+, expected .+", "{u} 返回的内容与预期不符"),
