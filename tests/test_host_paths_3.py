@@ -27,6 +27,7 @@ from upgrader.hostagent.main import handle
 from upgrader.hostagent.state import Paths, ancestor_problem, check_state_dir
 from upgrader.cli.commands.demo import Sandbox
 from upgrader.trust.package import file_digest
+from upgrader.core.playbook import shipped_playbooks_dir
 
 OLD, NEW = "7.0.4.1", "7.0.4.2"
 SECRET = b"root's own configuration; nobody else may write it\n"
@@ -207,3 +208,98 @@ def test_a_root_owned_layout_still_upgrades(sandbox, capsys):
     rc, text = run_cli(sandbox, capsys, "run", str(plan), "--approval", str(approval))
     assert rc == 0, text
     assert sandbox.answers() == NEW
+
+
+# ---------------------------------------------------------------- C1: preflight.ascii_dirs
+
+
+def ascii_playbook(box: Sandbox, dirs: list[str], var: str | None = None) -> None:
+    """The operator's playbook: the shipped sample one plus a preflight check of upload names."""
+    spec = yaml.safe_load((shipped_playbooks_dir() / "sample-middleware.yaml").read_text(encoding="utf-8"))
+    spec["name"] = "uploads"
+    spec["preflight"] = {"ascii_dirs": dirs}
+    if var is not None:
+        spec["vars"] = {**spec["vars"], "upload_dir": "data/deploy"}
+    path = box.root / "playbooks" / "uploads.yaml"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(yaml.safe_dump(spec, sort_keys=False, allow_unicode=True), encoding="utf-8")
+    inv = yaml.safe_load(box.inventory.read_text(encoding="utf-8"))
+    inv["hosts"]["app-01"]["playbook"] = "uploads"
+    if var is not None:
+        inv["hosts"]["app-01"].setdefault("vars", {})["upload_dir"] = var
+    box.inventory.write_text(yaml.safe_dump(inv, sort_keys=False), encoding="utf-8")
+
+
+SECRET_NAMES = ["薪资-2026-董事长.xlsx", "contrat-confidentiel-été.pdf", "plain.txt"]
+
+
+def root_only_dir(tmp_path: Path) -> Path:
+    d = tmp_path / "root-only"
+    d.mkdir(mode=0o700)
+    for n in SECRET_NAMES:
+        (d / n).write_bytes(SECRET)
+    return d
+
+
+def plan_text(box: Sandbox, capsys: pytest.CaptureFixture[str]) -> tuple[int, str, Path]:
+    capsys.readouterr()
+    rc, plan = plan_to(box, NEW)
+    out, err = capsys.readouterr()
+    assert "Traceback" not in out + err
+    return rc, out + err, plan
+
+
+@pytest.mark.parametrize("value", ["../../root-only", "/etc", "data/../../x", "."])
+def test_c1_an_ascii_dir_outside_the_install_is_refused_when_the_playbook_is_loaded(sandbox, capsys, value):
+    ascii_playbook(sandbox, ["logs", value])
+    rc, text, plan = plan_text(sandbox, capsys)
+    assert rc == 2, text
+    assert "ascii_dirs[1]" in text and "relative to the install dir" in text
+    assert not plan.exists()
+
+
+def test_c1_an_ascii_dir_that_leads_out_once_its_variable_is_substituted_is_refused_by_plan(sandbox, tmp_path,
+                                                                                           capsys):
+    root_only_dir(tmp_path)
+    ascii_playbook(sandbox, ["${upload_dir}"], var="../../../root-only")
+    rc, text, plan = plan_text(sandbox, capsys)
+    assert rc == 2, text
+    assert "preflight.ascii_dirs[0] is '../../../root-only'" in text
+    assert not plan.exists()
+    assert not any(n in text for n in SECRET_NAMES)
+
+
+def test_c1_an_ascii_dir_the_service_account_made_a_link_out_is_refused_and_never_listed(sandbox, tmp_path, capsys):
+    """The service account (nobody, owner of the install) makes data/deploy, a dir the playbook names, a link to a
+    root-only directory: plan exits 2 naming the link; no name found there reaches the screen or a plan file."""
+    secret = root_only_dir(tmp_path)
+    ascii_playbook(sandbox, ["data/deploy"])
+    give_to_nobody(sandbox.install_dir)
+    assert as_attacker(sandbox.install_dir, lambda d: os.symlink(str(secret), "data/deploy", dir_fd=d)) == 0
+    rc, text, plan = plan_text(sandbox, capsys)
+    assert rc == 2, text
+    assert "data/deploy" in text and str(secret) in text and "leads outside" in text
+    assert not plan.exists()
+    assert not any(n in text for n in SECRET_NAMES)
+    # the agent alone, asked for the facts: nothing listed through the link
+    reply = handle({"op": "facts", "install_dir": str(sandbox.install_dir), "state_dir": None,
+                    "version_source": {"file": "lib/VERSION"}, "packages": [], "ascii_dirs": ["data/deploy"],
+                    "check_paths": {"ascii_dirs": ["data/deploy"]}})
+    assert reply["ok"], reply
+    assert reply["result"]["non_ascii"] == []
+    assert any("data/deploy" in p and "leads outside" in p for p in reply["result"]["unsafe_paths"])
+
+
+def test_c1_an_ascii_dir_reached_through_a_link_inside_the_install_is_listed(sandbox):
+    """A link that stays inside (data/deploy -> ../uploads) is followed as the file system would: its non-ASCII
+    names are reported, read from descriptors."""
+    (sandbox.install_dir / "uploads").mkdir()
+    (sandbox.install_dir / "uploads" / "报表.war").write_bytes(b"x")
+    (sandbox.install_dir / "uploads" / "plain.war").write_bytes(b"x")
+    (sandbox.install_dir / "data" / "deploy").symlink_to("../uploads")
+    reply = handle({"op": "facts", "install_dir": str(sandbox.install_dir), "state_dir": None,
+                    "version_source": {"file": "lib/VERSION"}, "packages": [], "ascii_dirs": ["data/deploy"],
+                    "check_paths": {"ascii_dirs": ["data/deploy"]}})
+    assert reply["ok"], reply
+    assert reply["result"]["non_ascii"] == ["data/deploy/报表.war"]
+    assert reply["result"]["unsafe_paths"] == []

@@ -242,6 +242,7 @@ def check_host_paths(root, spec):
     checks += [("pid_file", p, True) for p in spec.get("pid_files", [])]
     checks += [("log file", p, True) for p in spec.get("logs", [])]
     checks += [("version file", p, True) for p in ([spec["version_file"]] if spec.get("version_file") else [])]
+    checks += [("preflight.ascii_dirs entry", p, True) for p in spec.get("ascii_dirs", [])]
     for what, rel, follow in checks:
         try:
             resolve_beneath(root, rel, what, follow_last=follow)

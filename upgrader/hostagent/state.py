@@ -59,13 +59,22 @@ def set_run_state(paths, **changes):
     return st
 
 
+def ledger_dirs(paths):
+    """Where this host's trust ledger is kept (used approvals, catalog serials, the last install's manifest):
+    always the default state dir beside the install (``.upgrader-NAME``), which no plan can move, and the
+    request's state dir too when it names another one. Reads take every copy, writes go to each."""
+    parent, name = os.path.split(paths.install.rstrip("/"))
+    default = os.path.join(parent, ".upgrader-" + name)
+    if os.path.abspath(paths.state) == default:
+        return [default]
+    return [default, os.path.abspath(paths.state)]
+
+
 def check_state_dir(paths):
     """The agent's own directories are plain directories, not links to elsewhere, owned by the agent's user
     and writable by nobody else (another account could otherwise put links in them for root to follow); and,
     like sshd's StrictModes, no directory above them -- nor above the install dir -- is writable by another
     account (which could otherwise swap a checked directory for a link between the check and its use)."""
-    from .ledger import ledger_dirs
-
     for d in [paths.install] + ledger_dirs(paths):
         problem = ancestor_problem(d)
         if problem:
