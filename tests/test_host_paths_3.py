@@ -11,6 +11,7 @@ the account can write and its owner and mode; the root-only file outside is unto
 from __future__ import annotations
 
 import os
+import shutil
 import stat
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from typing import Any
 import pytest
 import yaml  # type: ignore[import-untyped]
 
-from conftest import approve, fault_env, plan_to
+from conftest import approve, fault_env, plan_to, upgrader
 from fleet import Fleet
 from test_host_paths import host_state, last_result, run_cli
 from test_swap_races import NOBODY, Toggler, as_attacker, give_to_nobody, run_child
@@ -29,7 +30,7 @@ from upgrader.cli.commands.demo import Sandbox
 from upgrader.trust.package import file_digest
 from upgrader.core.playbook import shipped_playbooks_dir
 
-OLD, NEW = "7.0.4.1", "7.0.4.2"
+OLD, NEW, PATCH = "7.0.4.1", "7.0.4.2", "7.0.4.4"
 SECRET = b"root's own configuration; nobody else may write it\n"
 
 
@@ -303,3 +304,65 @@ def test_c1_an_ascii_dir_reached_through_a_link_inside_the_install_is_listed(san
     assert reply["ok"], reply
     assert reply["result"]["non_ascii"] == ["data/deploy/报表.war"]
     assert reply["result"]["unsafe_paths"] == []
+
+
+# ---------------------------------------------------------------- C7: a patch's link through the install's own
+
+
+def hostile_patch_catalog(box: Sandbox, tmp_path: Path) -> Path:
+    """The sandbox catalog plus patch 7.0.4.4 shipping `lib/esc -> up/../..` (inside, as far as the package alone
+    says: `up` is not the package's)."""
+    catalog = tmp_path / "catalog-with-patch"
+    shutil.copytree(box.catalog, catalog)
+    src = tmp_path / "patch-src" / "lib"
+    src.mkdir(parents=True)
+    (src / "VERSION").write_text(f"{PATCH}\n")
+    (src / "esc").symlink_to("up/../..")
+    pkg = catalog / f"sample-middleware-{PATCH}.tar.gz"
+    assert upgrader(box, "package", "build", str(src.parent), "--product", "sample-middleware", "--version", PATCH,
+                    "--kind", "patch", "--requires", f">={OLD}, <{PATCH}", "-o", str(pkg)) == 0
+    doc = yaml.safe_load((catalog / "catalog.yaml").read_text())
+    doc["packages"].append({"file": pkg.name, "product": "sample-middleware", "version": PATCH, "kind": "patch",
+                            "requires": f">={OLD}, <{PATCH}", "sha256": file_digest(pkg),
+                            "size": pkg.stat().st_size})
+    (catalog / "catalog.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
+    assert upgrader(box, "catalog", "sign", str(catalog / "catalog.yaml"), "--key", str(box.vendor_key)) == 0
+    return catalog
+
+
+def test_c7_a_patch_link_that_climbs_out_through_the_installs_own_link_is_refused_before_stop(sandbox, tmp_path,
+                                                                                              capsys):
+    """The service account (nobody) adds `lib/up -> ..` to its install (inside: accepted); the patch's
+    `lib/esc -> up/../..` laid over it would end above the install dir. The staged tree's links are resolved
+    through the tree's own links after the overlay: the run exits 2 before stop naming lib/esc; the service keeps
+    its pid, the install its files and version, no link above the install is installed."""
+    catalog = hostile_patch_catalog(sandbox, tmp_path)
+    give_to_nobody(sandbox.install_dir)
+    assert as_attacker(sandbox.install_dir, lambda d: os.symlink("..", "lib/up", dir_fd=d)) == 0
+    rc, plan = plan_to(sandbox, PATCH, "--catalog", str(catalog))
+    assert rc == 0
+    approval = approve(sandbox, plan)
+    was = host_state(sandbox.install_dir)
+    rc, text = run_cli(sandbox, capsys, "run", str(plan), "--approval", str(approval))
+    assert rc == 2, text
+    assert "staged link lib/esc passes through the symlink lib/up -> .., which leads outside" in text, text
+    now = host_state(sandbox.install_dir)
+    assert now[:3] == was[:3] and now[4] == was[4]  # product files, the service's pid, no lock; packages
+    (run_dir,) = [sandbox.install_dir.parent / ".upgrader-app-01" / "runs" / r for r in now[3]]
+    assert not (run_dir / "staging").exists() and not (run_dir / "backup").exists()  # the refused run's record
+    assert sandbox.answers() == OLD
+    assert not (sandbox.install_dir / "lib" / "esc").is_symlink()
+    (host,) = last_result(sandbox)["hosts"]
+    assert "stop" not in [p["phase"] for p in host["phases"]]
+
+
+def test_c7_without_the_installs_link_the_same_patch_stays_inside_and_is_installed(sandbox, tmp_path, capsys):
+    """Without `lib/up` the patch's `lib/esc -> up/../..` dangles inside the install (up/.. is lib, lib/.. the
+    install dir): nothing leads out, the patch is installed."""
+    catalog = hostile_patch_catalog(sandbox, tmp_path)
+    rc, plan = plan_to(sandbox, PATCH, "--catalog", str(catalog))
+    assert rc == 0
+    approval = approve(sandbox, plan)
+    rc, text = run_cli(sandbox, capsys, "run", str(plan), "--approval", str(approval))
+    assert rc == 0, text
+    assert sandbox.answers() == PATCH
