@@ -14,6 +14,8 @@ UPGRADER_FAULT_EXCHANGE_AT=<point>, UPGRADER_FAULT_EXCHANGE=<dir>\n<a>\n<b>\n<ui
     the first time the engine passes <point> (any name above, e.g. ``cancel_check:commit``), a child process
     running as <uid> (a local account playing the attacker) exchanges the names <a> and <b> in directory <dir>
     with renameat2(RENAME_EXCHANGE), as a user who can write that directory would; the run then goes on.
+    ``agent:replied:<op>``: right after the host agent answered action <op> (e.g. ``receive_check``, just before
+    the package upload) -- the moment an attacker watching the host's processes would pick.
 UPGRADER_FAULT_PAUSE_AT=<step>
     ``backup``, ``stop``, ``install``, ``start``, ``observe``, ``commit``: hold the engine (at most 120 s)
     at its Ctrl-C check before that step until the run is cancelled. ``run_started`` and
@@ -65,7 +67,8 @@ def hook(name: str, **context: Any) -> None:
     """Act on fault point ``name`` as the two variables say (read at each point)."""
     kill = os.environ.get(KILL_AT, "")
     pause = os.environ.get(PAUSE_AT, "")
-    if name == os.environ.get(EXCHANGE_AT) and not _exchanged:
+    at = os.environ.get(EXCHANGE_AT)
+    if at and at in (name, f"{name}:{context.get('op')}") and not _exchanged:
         directory, a, b, uid = os.environ[EXCHANGE].split("\n")
         _exchanged.append(name)
         exchange_as(int(uid), directory, a, b)

@@ -13,6 +13,7 @@ Points (``context`` in brackets):
     ``agent:request`` [op, request]         before a request goes to the host agent (a hook may add
                                             the field the agent's own fault points act on)
     ``agent:lost`` [op, request]            the agent's session broke while that request was out
+    ``agent:replied`` [op]                  the host agent answered that request (ok)
 """
 
 from __future__ import annotations

@@ -24,7 +24,8 @@ def paths_to_check(spec: PlaybookSpec, package: PlanPackage | None = None) -> Pa
             "remove": list(package.get("remove", []) if package else []),
             "pid_files": sorted({p for p in pid_files if p}),
             "logs": sorted({p["file"] for p in probes if p["type"] == "log"}),
-            "version_file": spec["version"].get("file")}
+            "version_file": spec["version"].get("file"),
+            "ascii_dirs": list(spec.get("preflight", {}).get("ascii_dirs", []))}
 
 
 def _named(spec: PlaybookSpec) -> list[tuple[str, str]]:
@@ -39,6 +40,7 @@ def _named(spec: PlaybookSpec) -> list[tuple[str, str]]:
                 out.append((f"observe.probes[{i}].{key}", p[key]))
     if spec["version"].get("file"):
         out.append(("version.file", spec["version"]["file"]))
+    out += [(f"preflight.ascii_dirs[{i}]", d) for i, d in enumerate(spec.get("preflight", {}).get("ascii_dirs", []))]
     return out
 
 

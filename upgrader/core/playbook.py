@@ -348,7 +348,13 @@ def load_playbook(path: str | Path) -> Playbook:
 
     checks = s.section("preflight", {})
     assert checks is not None
-    spec["preflight"] = {"ascii_dirs": checks.str_list("ascii_dirs", []),
+    ascii_dirs = checks.str_list("ascii_dirs", [])
+    for i, value in enumerate(ascii_dirs):
+        parts = Path(value).parts
+        if value.startswith("/") or ".." in parts or value.strip("/") in (".", "") or "\x00" in value:
+            raise checks.error(f"ascii_dirs[{i}]", f"must be a directory relative to the install dir, inside it, "
+                                                   f"got {value!r}")
+    spec["preflight"] = {"ascii_dirs": [d.rstrip("/") for d in ascii_dirs],
                          "min_free": checks.int("min_free_mb", 0, minimum=0)}
     checks.done()
     inspect = _inspect(s.section("inspect", {}))

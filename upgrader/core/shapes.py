@@ -138,6 +138,7 @@ class PathsToCheck(TypedDict):
     pid_files: list[str]
     logs: list[str]
     version_file: str | None
+    ascii_dirs: list[str]
 
 
 # -- a plan (``plan.build_plan``, ``plan.load_plan``) --------------------------------------------------------

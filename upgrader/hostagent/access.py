@@ -8,7 +8,7 @@ import hashlib
 import os
 import stat
 
-from .beneath import OPEN_DIR, open_dir_at
+from .beneath import OPEN_DIR
 from .common import AgentError
 
 
@@ -34,21 +34,19 @@ def access_target(req):
 
 
 def open_ssh_dir(pw, ssh_dir, create):
-    """A descriptor of the account's ~/.ssh, reached from / one component at a time with O_NOFOLLOW (the
-    home's own path is resolved first: links the system set up above it are followed, none below), so a
-    directory the account swaps for a link meanwhile cannot redirect the edit. None when it is missing
-    and ``create`` is false; made (0700, owned by the account) when it is missing and ``create`` is true."""
-    home = os.path.realpath(os.path.dirname(ssh_dir))
-    fd = os.open("/", OPEN_DIR)
+    """A descriptor of the account's ~/.ssh, reached from / one component at a time with O_NOFOLLOW (open_home),
+    so a directory the account swaps for a link meanwhile cannot redirect the edit. None when it is missing and
+    ``create`` is false; made (0700, owned by the account) when it is missing and ``create`` is true. Only a
+    ``.ssh`` made by this call is handed to the account: an existing one keeps its owner and mode; one owned by
+    neither the account nor root is refused (whoever owns it could swap the files root writes there)."""
+    fd = open_home(os.path.dirname(ssh_dir))
+    made = False
     try:
-        for name in [p for p in home.split("/") if p]:
-            nfd = open_dir_at(fd, name, "home directory %s" % home, home)
-            os.close(fd)
-            fd = nfd
         if create:
             try:
                 os.mkdir(".ssh", 0o700, dir_fd=fd)
                 os.fsync(fd)
+                made = True
             except FileExistsError:
                 pass
         try:
@@ -61,9 +59,58 @@ def open_ssh_dir(pw, ssh_dir, create):
             raise
     finally:
         os.close(fd)
-    if create and os.geteuid() != pw.pw_uid and os.fstat(ssh_fd).st_uid != pw.pw_uid:
-        os.fchown(ssh_fd, pw.pw_uid, pw.pw_gid)
+    st = os.fstat(ssh_fd)
+    if made and st.st_uid == os.geteuid() and os.geteuid() != pw.pw_uid:
+        os.fchown(ssh_fd, pw.pw_uid, pw.pw_gid)  # the directory this call made, never one found there
+    elif st.st_uid not in (pw.pw_uid, 0, os.geteuid()):
+        os.close(ssh_fd)
+        raise AgentError("%s is owned by uid %d, neither %s nor root: upgrader does not write into it (and leaves "
+                         "its owner and mode as they are); give it to %s or root, or edit it by hand"
+                         % (ssh_dir, st.st_uid, pw.pw_name, pw.pw_name), "bad_input")
     return ssh_fd
+
+
+def open_home(home):
+    """A descriptor of directory ``home``, opened from / one component at a time with O_NOFOLLOW. A link on the
+    way (``/home -> /usr/home``) is followed only where the directory holding it is root's and nobody else can
+    write it (so only root could have made it); any other link is refused."""
+    parts = [p for p in os.path.abspath(home).split("/") if p]
+    fd = os.open("/", OPEN_DIR)
+    links = 0
+    try:
+        while parts:
+            name = parts.pop(0)
+            if name == ".":
+                continue
+            try:
+                nfd = os.open(name, OPEN_DIR, dir_fd=fd)
+            except OSError as e:
+                if e.errno not in (errno.ELOOP, errno.ENOTDIR, errno.EMLINK):
+                    raise
+                st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+                if not stat.S_ISLNK(st.st_mode):
+                    raise AgentError("home directory %s: %s is not a directory" % (home, name), "bad_input")
+                dst = os.fstat(fd)
+                links += 1
+                if dst.st_uid != 0 or dst.st_mode & 0o022 or links > 40:
+                    raise AgentError(
+                        "home directory %s: %s is a link (-> %s) in a directory owned by uid %d with mode %o that "
+                        "not only root can change; upgrader follows a link on the way to a home only in a "
+                        "root-owned directory nobody else can write: fix the account's home, or edit its "
+                        "authorized_keys by hand" % (home, name, os.readlink(name, dir_fd=fd), dst.st_uid,
+                                                    stat.S_IMODE(dst.st_mode)), "bad_input")
+                target = os.readlink(name, dir_fd=fd)
+                parts = [p for p in target.split("/") if p] + parts
+                if target.startswith("/"):
+                    nfd = os.open("/", OPEN_DIR)
+                else:
+                    continue
+            os.close(fd)
+            fd = nfd
+        return fd
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def read_authorized_keys(ssh_fd, path, pw):
@@ -115,7 +162,8 @@ def op_access_write(req):
     try:
         lock, created = open_access_lock(ssh_fd, ssh_dir, pw)
         try:
-            if created and os.geteuid() == 0 and os.fstat(lock).st_uid != pw.pw_uid:
+            if (created and os.geteuid() == 0 and os.fstat(lock).st_uid != pw.pw_uid
+                    and os.fstat(ssh_fd).st_uid == pw.pw_uid):
                 os.fchown(lock, pw.pw_uid, pw.pw_gid)  # only the file this call made, never one found there
             fcntl.flock(lock, fcntl.LOCK_EX)
             old, st = read_authorized_keys(ssh_fd, path, pw)
@@ -166,9 +214,14 @@ def open_access_lock(ssh_fd, ssh_dir, pw):
 
 
 def replace_authorized_keys(ssh_fd, path, data, st, pw):
-    """Write data to a new file in ssh_fd (owner and mode of the old file, else the account's and 0600),
-    then rename it over authorized_keys."""
-    uid, gid, mode = (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) if st else (pw.pw_uid, pw.pw_gid, 0o600)
+    """Write data to a new file in ssh_fd (owner and mode of the old file; else the account's and 0600, or, in a
+    ~/.ssh kept by root, root's and 0644 as that hardening has it), then rename it over authorized_keys."""
+    if st:
+        uid, gid, mode = st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)
+    elif os.fstat(ssh_fd).st_uid == 0 and pw.pw_uid != 0:
+        uid, gid, mode = 0, 0, 0o644
+    else:
+        uid, gid, mode = pw.pw_uid, pw.pw_gid, 0o600
     tmp = ".authorized_keys.%d.%s" % (os.getpid(), os.urandom(4).hex())
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0), 0o600,
                  dir_fd=ssh_fd)

@@ -57,10 +57,11 @@ def resolve_beneath(root, rel, what, follow_last=True):
     return follow_beneath(root, rel, what, [], list(parts), follow_last)
 
 
-def follow_beneath(root, rel, what, done, todo, follow_last=True, via=None):
+def follow_beneath(root, rel, what, done, todo, follow_last=True, via=None, aliases=()):
     """The loop of resolve_beneath: ``done`` resolved components, ``todo`` the rest (may hold '..' and a leading
-    '' for an absolute link target); ``via``: (link, target) that put ``todo`` there."""
-    bases = [os.path.abspath(root), os.path.realpath(root)]
+    '' for an absolute link target); ``via``: (link, target) that put ``todo`` there; ``aliases``: other absolute
+    paths that name root (a staged tree's, once it takes the install dir's place)."""
+    bases = [os.path.abspath(root), os.path.realpath(root)] + list(aliases)
     hops = 0
     if todo and todo[0] == "":  # an absolute target: allowed only when it names a path inside root
         target = "/".join(todo)
@@ -233,6 +234,21 @@ def recorded_link_problems(root, links, preserved):
     return problems
 
 
+def staged_link_problems(tree, links, install):
+    """Every link of a staged tree (rel -> target, as scanned) resolved physically through the staged tree's own
+    links: one that ends above the tree (a patch's ``lib/esc -> up/../..`` laid over the install's own
+    ``lib/up -> ..``) is refused, one sentence each. An absolute target naming the install dir counts as inside
+    (the staged tree takes its place)."""
+    problems = []
+    for rel, target in sorted(links.items()):
+        try:
+            follow_beneath(tree, rel, "staged link", rel.split("/")[:-1], target.split("/"), via=(rel, target),
+                           aliases=(os.path.abspath(install),))
+        except AgentError as e:
+            problems.append(str(e))
+    return problems
+
+
 def check_host_paths(root, spec):
     """Every path a run will touch in the install dir, checked before anything is changed: the problems
     found (one sentence each; empty when all resolve beneath root)."""
@@ -242,6 +258,7 @@ def check_host_paths(root, spec):
     checks += [("pid_file", p, True) for p in spec.get("pid_files", [])]
     checks += [("log file", p, True) for p in spec.get("logs", [])]
     checks += [("version file", p, True) for p in ([spec["version_file"]] if spec.get("version_file") else [])]
+    checks += [("preflight.ascii_dirs entry", p, True) for p in spec.get("ascii_dirs", [])]
     for what, rel, follow in checks:
         try:
             resolve_beneath(root, rel, what, follow_last=follow)

@@ -4,8 +4,8 @@ import os
 import stat
 import sys
 
-from .beneath import check_host_paths
-from .common import AGENT_FORMAT, DRIFT_LISTED
+from .beneath import OPEN_DIR, check_host_paths, resolve_beneath, walk_dirs
+from .common import AGENT_FORMAT, DRIFT_LISTED, AgentError
 from .files import read_json
 from .ledger import ledger_drift, ledger_fds, ledger_serials
 from .manifests import scan_tree
@@ -42,12 +42,34 @@ def op_facts(req):
 
 
 def non_ascii_names(root, dirs):
+    """The non-ASCII names in each directory of ``dirs`` (relative to ``root``): each resolved beneath root (a link
+    inside is followed as the file system would, one that leads out refused) and listed from a descriptor opened
+    one component at a time with O_NOFOLLOW, so nothing outside the install dir is ever listed. A directory that
+    is missing, not a directory, or leads out is left out (check_host_paths reports the last)."""
     found = []
     for d in dirs:
-        base = os.path.join(root, d)
-        if not os.path.isdir(base):
+        try:
+            parts = resolve_beneath(root, d, "preflight.ascii_dirs entry")
+        except AgentError:
             continue
-        for name in sorted(os.listdir(base)):
+        try:
+            root_fd = os.open(root, OPEN_DIR)
+        except OSError:
+            return found
+        if not parts:
+            os.close(root_fd)
+            continue
+        try:
+            fd = walk_dirs(root_fd, parts, "preflight.ascii_dirs entry", root)
+        except (AgentError, FileNotFoundError, NotADirectoryError):
+            continue
+        finally:
+            os.close(root_fd)
+        try:
+            names = os.listdir(fd)
+        finally:
+            os.close(fd)
+        for name in sorted(names):
             try:
                 name.encode("ascii")
             except UnicodeEncodeError:

@@ -8,19 +8,8 @@ import os
 
 from .common import AgentError
 from .manifests import drift
-from .state import open_state_dir, read_json_at, state_file_error, write_json_at
+from .state import ledger_dirs, open_state_dir, read_json_at, state_file_error, write_json_at
 from .versions import same_version
-
-
-def ledger_dirs(paths):
-    """Where this host's trust ledger is kept (used approvals, catalog serials, the last install's manifest):
-    always the default state dir beside the install (``.upgrader-NAME``), which no plan can move, and the
-    request's state dir too when it names another one. Reads take every copy, writes go to each."""
-    parent, name = os.path.split(paths.install.rstrip("/"))
-    default = os.path.join(parent, ".upgrader-" + name)
-    if os.path.abspath(paths.state) == default:
-        return [default]
-    return [default, os.path.abspath(paths.state)]
 
 
 @contextlib.contextmanager

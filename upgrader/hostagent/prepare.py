@@ -3,7 +3,8 @@
 import hashlib
 import os
 
-from .beneath import DirFds, check_host_paths, dir_id, link_parents, recorded_link_problems, remove_beneath
+from .beneath import (DirFds, check_host_paths, dir_id, link_parents, recorded_link_problems, remove_beneath,
+                      staged_link_problems)
 from .common import AGENT_FORMAT, CHUNK, DRIFT_LISTED, AgentError, test_kill
 from .extract import extract
 from .files import canonical_digest, create_nofollow, fsync_dir, read_json, rmtree, write_json_atomic
@@ -89,6 +90,11 @@ def op_prepare(req):
         if rel not in cache:  # a cache (compiled pages) starts as the package has it; the old one is backed up
             remove_beneath(new_tree, rel, "preserved path", missing_ok=True)
     new_manifest = scan_tree(new_tree, preserve, hash_files=False)
+    # every link of the staged tree, as it will be installed, resolved through the tree's own links (a patch's
+    # link laid over the install's links may climb out although the package alone says it stays inside)
+    problems = staged_link_problems(new_tree, new_manifest["links"], paths.install)
+    if problems:
+        raise AgentError(problems[0], "unsafe_path", problems=problems)
     known = dict((rel, f["sha256"]) for rel, f in current["files"].items())  # a patch copies these unchanged
     known.update(written)  # extracted bytes were hashed on the way in (overlay wins)
     staged = DirFds(new_tree, "the staged tree")

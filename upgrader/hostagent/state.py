@@ -59,9 +59,26 @@ def set_run_state(paths, **changes):
     return st
 
 
+def ledger_dirs(paths):
+    """Where this host's trust ledger is kept (used approvals, catalog serials, the last install's manifest):
+    always the default state dir beside the install (``.upgrader-NAME``), which no plan can move, and the
+    request's state dir too when it names another one. Reads take every copy, writes go to each."""
+    parent, name = os.path.split(paths.install.rstrip("/"))
+    default = os.path.join(parent, ".upgrader-" + name)
+    if os.path.abspath(paths.state) == default:
+        return [default]
+    return [default, os.path.abspath(paths.state)]
+
+
 def check_state_dir(paths):
     """The agent's own directories are plain directories, not links to elsewhere, owned by the agent's user
-    and writable by nobody else (another account could otherwise put links in them for root to follow)."""
+    and writable by nobody else (another account could otherwise put links in them for root to follow); and,
+    like sshd's StrictModes, no directory above them -- nor above the install dir -- is writable by another
+    account (which could otherwise swap a checked directory for a link between the check and its use)."""
+    for d in [paths.install] + ledger_dirs(paths):
+        problem = ancestor_problem(d)
+        if problem:
+            raise problem
     dirs = [paths.state, os.path.join(paths.state, "runs"), paths.packages]
     if paths.run_id:
         dirs.append(paths.run())
@@ -73,6 +90,64 @@ def check_state_dir(paths):
         problem = state_dir_problem(d, st, lambda: link_target(d))
         if problem:
             raise problem
+
+
+def trusted_uid(uid):
+    return uid in (0, os.geteuid())
+
+
+def ancestor_problem(path):
+    """The refusal (an AgentError) of ``path`` when one of the directories above it (every directory from ``/``
+    down, and through any link on the way, those above the link's target too) could be changed by an account
+    other than root and the agent's own: owned by another uid, or writable by group or others -- a sticky
+    directory such as /tmp only when the entry below it on the way is owned by root or the agent's uid. Else
+    None. The rule sshd applies to a user's home with StrictModes."""
+    todo = [c for c in os.path.abspath(path).split("/") if c][:-1]
+    cur, links = "/", 0
+    while True:
+        st = os.lstat(cur)
+        nxt = todo[0] if todo else None
+        if not trusted_uid(st.st_uid) or st.st_mode & 0o022:
+            try:
+                below = os.lstat(os.path.join(cur, nxt)) if nxt else None
+            except OSError:
+                below = None
+            sticky_ok = (st.st_mode & stat.S_ISVTX and trusted_uid(st.st_uid) and below is not None
+                         and trusted_uid(below.st_uid))
+            if not sticky_ok:
+                who = "root" if os.geteuid() == 0 else "root and uid %d" % os.geteuid()
+                return AgentError(
+                    "%s lies below %s (owned by uid %d, mode %o), which an account other than %s can change: it "
+                    "could swap what lies below for a link. The agent keeps installs and state dirs only below "
+                    "directories owned by %s that nobody else can write (as sshd's StrictModes asks of a home): "
+                    "chown that directory and chmod go-w, or move the install (or its state_dir) elsewhere"
+                    % (path, cur, st.st_uid, stat.S_IMODE(st.st_mode), who, who),
+                    "unsafe_path", path=cur)
+        if nxt is None:
+            return None
+        todo.pop(0)
+        if nxt == ".":
+            continue
+        if nxt == "..":
+            cur = os.path.dirname(cur)
+            continue
+        step = os.path.join(cur, nxt)
+        try:
+            sst = os.lstat(step)
+        except FileNotFoundError:
+            return None  # nothing below yet: made later by the agent itself, and checked then
+        if stat.S_ISLNK(sst.st_mode):
+            links += 1
+            if links > 40:
+                return AgentError("%s: too many links on the way" % path, "unsafe_path", path=step)
+            target = os.readlink(step)
+            todo = [c for c in target.split("/") if c] + todo
+            if target.startswith("/"):
+                cur = "/"
+            continue
+        if not stat.S_ISDIR(sst.st_mode):
+            return None  # not a directory: the caller's own checks refuse it
+        cur = step
 
 
 def state_dir_problem(d, st, target):
@@ -97,6 +172,9 @@ def open_state_dir(path, create=False):
     may swap the name for a link afterwards, but every read and write made relative to this descriptor stays in
     the directory checked. None when it is absent (made 0700 when ``create``). The caller closes it."""
     parent, name = os.path.split(os.path.abspath(path).rstrip("/"))
+    problem = ancestor_problem(path)
+    if problem:
+        raise problem
     if create:
         os.makedirs(parent or "/", 0o755, exist_ok=True)
     pfd = os.open(parent or "/", OPEN_DIR & ~os.O_NOFOLLOW)

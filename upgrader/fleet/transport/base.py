@@ -117,6 +117,7 @@ class AgentClient:
         if not reply.get("ok"):
             raise AgentFailure(op, str(reply.get("kind", "failed")), str(reply.get("error")),
                                reply.get("data"))
+        faults.point("agent:replied", op=op)
         return _bounded(dict(reply["result"]))
 
     def close(self) -> None:
