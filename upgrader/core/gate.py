@@ -27,7 +27,8 @@ if TYPE_CHECKING:
     from ..fleet.transport.base import Transport
     from ..trust.catalog import Catalog
 
-__all__ = ["operator_policy", "policy_mismatch", "redecide", "decision_key"]
+__all__ = ["operator_policy", "policy_mismatch", "redecide", "decision_key", "decide_offline",
+           "refuse_if_decided_otherwise"]
 
 
 def policy_mismatch(plan_policy: Mapping[str, object], policy: Policy) -> ApprovalRefused | None:
@@ -65,10 +66,12 @@ def decision_key(decision: DecisionData) -> tuple[bool, tuple[tuple[str, str], .
 
 def redecide(hosts: list[PlanHost], *, policy: Policy, catalog: Catalog, now: _dt.datetime,
              connect: Callable[[Host], Transport], forks: int = 8) -> None:
-    """Read each host again (read-only) and decide again under ``policy``: PolicyRefused naming every host
-    whose decision differs from the plan's; ApprovalRefused for a host that saw a newer catalog. A host that
-    no longer runs the plan's current version, or cannot be reached now, is left to the engine, which stops it
-    at preflight (stale plan, unreachable) before touching it."""
+    """Decide every host again under ``policy``: first offline (the plan's own current -> target pair and the
+    signed catalog's entry, for every host, whatever it runs now), then from the host read again (read-only):
+    PolicyRefused naming every host whose decision differs from the plan's; ApprovalRefused for a plan that
+    contradicts itself (two entries for one install, another target) or a host that saw a newer catalog. A host
+    that no longer runs the plan's current version, or cannot be reached now, is then left to the engine, which
+    stops it at preflight (stale plan, unreachable) before touching it."""
     from version_policy import UpgradeRequest, VersionError, decide, parse_range, parse_version
 
     from ..fleet.inventory import host_from_plan
@@ -78,6 +81,11 @@ def redecide(hosts: list[PlanHost], *, policy: Policy, catalog: Catalog, now: _d
 
     block = policy.manual_changes == "block"  # the operator's setting, never the plan's copy
     drifted: list[str] = []
+
+    from .plan import check_consistency
+
+    check_consistency(list(hosts), str(hosts[0]["target"]) if hosts else "", "the plan")
+    offline = decide_offline(hosts, policy=policy, catalog=catalog, today=now.date())
 
     def one(h: PlanHost) -> tuple[str, DecisionData, DecisionData]:
         host = host_from_plan(h)
@@ -107,16 +115,55 @@ def redecide(hosts: list[PlanHost], *, policy: Policy, catalog: Catalog, now: _d
     with ThreadPoolExecutor(max_workers=max(1, min(forks, len(hosts)))) as pool:
         answers = list(pool.map(one, hosts))
     differ = []
-    for name, planned, now_decided in answers:
+    for name, planned, now_decided in offline + answers:
         if decision_key(planned) != decision_key(now_decided):
-            failed = [f"{r['rule']}: {r['reason']}" for r in now_decided.get("rules", []) if r.get("status") == "fail"]
-            verdict = "allowed" if now_decided.get("allowed") else "refused (" + "; ".join(failed) + ")"
-            differ.append(f"{name}: the plan says {'allowed' if planned.get('allowed') else 'refused'}, decided "
-                          f"again now: {verdict}")
+            differ.append(_differs_text(name, planned, now_decided))
     differ += drifted
     if differ:
         raise PolicyRefused("the version policy decides differently now than when the plan was made, nothing was "
                             "changed:\n  " + "\n  ".join(differ))
+
+
+def decide_offline(hosts: Sequence[PlanHost], *, policy: Policy, catalog: Catalog,
+                   today: _dt.date) -> list[tuple[str, DecisionData, DecisionData]]:
+    """Each host's decision made again without reading it: the plan's own current -> target pair under ``policy``
+    (the operator's, at this moment) and the signed catalog's entry for the target. Returns (name, the plan's
+    decision, the decision now) per host; ApprovalRefused (exit 4) when the plan's package is not the catalog's."""
+    from version_policy import UpgradeRequest, VersionError, decide, parse_range, parse_version
+
+    from ..fleet.inventory import host_from_plan
+    from ..trust.plan_trust import trusted_package
+    from .planner import _decide
+
+    out: list[tuple[str, DecisionData, DecisionData]] = []
+    for h in hosts:
+        entry, package = trusted_package(catalog, h)
+        try:
+            target = parse_version(h["target"])
+        except VersionError as e:
+            raise ApprovalRefused(f"{h['name']}: the plan's target {h['target']!r} is not a version: {e}",
+                                  hint="make and approve a new plan") from None
+        decision = _decide(host_from_plan(h), h["current"], {}, target, entry, package, policy, today,
+                           UpgradeRequest, decide, parse_version, parse_range, VersionError)
+        out.append((h["name"], h["decision"], decision))
+    return out
+
+
+def refuse_if_decided_otherwise(answers: Sequence[tuple[str, DecisionData, DecisionData]]) -> None:
+    """PolicyRefused (exit 3) naming every host whose decision now differs from the plan's."""
+    differ = []
+    for name, planned, now_decided in answers:
+        if decision_key(planned) != decision_key(now_decided):
+            differ.append(_differs_text(name, planned, now_decided))
+    if differ:
+        raise PolicyRefused("the version policy decides differently now than the plan says, nothing was changed:\n  "
+                            + "\n  ".join(differ), hint="make and approve a new plan")
+
+
+def _differs_text(name: str, planned: DecisionData, now_decided: DecisionData) -> str:
+    failed = [f"{r['rule']}: {r['reason']}" for r in now_decided.get("rules", []) if r.get("status") == "fail"]
+    verdict = "allowed" if now_decided.get("allowed") else "refused (" + "; ".join(failed) + ")"
+    return f"{name}: the plan says {'allowed' if planned.get('allowed') else 'refused'}, decided again now: {verdict}"
 
 
 def check_playbooks(hosts: Sequence[Mapping[str, object]], home: str | Path,

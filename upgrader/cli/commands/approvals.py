@@ -26,6 +26,16 @@ def cmd_approve(args: argparse.Namespace) -> int:
         print_review(c, review)
     if not plan.allowed:
         raise PolicyRefused("the version policy refuses this plan (see above); a refused plan cannot be approved")
+    again = [(h["host"], h.get("decided_again") or {}) for h in review["hosts"]]
+    cannot = [f"{name}: {a['error']}" for name, a in again if a.get("error")]
+    if cannot:
+        raise ApprovalRefused("the plan's decisions cannot be made again here (see above), nothing was signed:\n  "
+                              + "\n  ".join(cannot), hint="make and approve a new plan")
+    differ = [name for name, a in again if not a.get("same", False)]
+    if differ:
+        raise PolicyRefused(f"the version policy decides differently than the plan says for {', '.join(differ)} "
+                            "(see above): the plan was edited or the policy changed; nothing was signed",
+                            hint="make and approve a new plan")
     refusal = policy_mismatch(plan.data["policy"], policy)
     if refusal is not None:
         raise refusal

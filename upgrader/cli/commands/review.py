@@ -24,13 +24,42 @@ def reviewed_plan(args: argparse.Namespace) -> tuple[Any, dict[str, Any], Any]:
 
     plan = load_plan(args.plan)
     plan_signer(plan.data, plan.digest, str(args.plan))  # a damaged or stripped signature is refused here
+    from ...core.plan import check_consistency
+
+    check_consistency(plan.hosts, str(plan.data["target"]), str(args.plan))  # one entry per install, one target
     review = plan_review(plan.data, plan.digest)
     policy = load_policy_or_fail(policy_path(args))
     review["policy_here"] = {"source": policy.source, "sha256": policy.digest, "from": policy_origin(args),
                              "same": policy.digest == review["policy"]["sha256"]}
     for h in review["hosts"]:
         h["playbook_here"] = _playbook_here(h["playbook"], args.home)
+    _decided_again(args, plan, review, policy)
     return plan, review, policy
+
+
+def _decided_again(args: argparse.Namespace, plan: Any, review: dict[str, Any], policy: Any) -> None:
+    """Each host's decision made again here, offline (the plan's current -> target pair, the operator's policy,
+    the signed catalog's entry): ``review["hosts"][i]["decided_again"]`` is {allowed, rules, same} or {error}."""
+    from ...core.clock import clock_of
+    from ...core.errors import UpgraderError
+    from ...core.gate import decide_offline, decision_key
+    from .upgrade import trusted_catalog
+
+    now = clock_of(args).now()
+    try:
+        catalog, _ = trusted_catalog(plan.data["catalog"]["path"], policy, args.home, now)
+        if catalog.sha256 != plan.data["catalog"].get("sha256"):
+            raise UpgraderError(f"the catalog {catalog.path} is not the one the plan was made with")
+        answers = {name: (planned, again) for name, planned, again in
+                   decide_offline(plan.hosts, policy=policy, catalog=catalog, today=now.date())}
+    except UpgraderError as e:
+        for h in review["hosts"]:
+            h["decided_again"] = {"error": e.message}
+        return
+    for h in review["hosts"]:
+        planned, again = answers[h["host"]]
+        h["decided_again"] = {"allowed": bool(again.get("allowed")), "rules": list(again.get("rules", [])),
+                              "same": decision_key(planned) == decision_key(again)}
 
 
 def _playbook_here(planned: dict[str, Any], home: Any) -> dict[str, Any]:
@@ -110,7 +139,8 @@ def print_review(c: Any, r: dict[str, Any]) -> None:
                  f"{wp.get('start')}-{wp.get('end')} {wp.get('timezone')}; outside it: {wp.get('outside')})")
     for h in r["hosts"]:
         _line(c, "")
-        verdict = "allowed" if h["allowed"] else "REFUSED"
+        again = h.get("decided_again") or {}
+        verdict = "allowed" if h["allowed"] and again.get("same", True) and not again.get("error") else "REFUSED"
         _line(c, f"host {h['host']} ({h['address']}, port {h['port']}, user {h['user'] or '-'}) "
                  f"{h['install_dir']}: {h['product']} {h['current']} -> {h['target']}: {verdict}")
         state, default = h.get("state_dir"), h.get("default_state_dir")
@@ -144,6 +174,16 @@ def print_review(c: Any, r: dict[str, Any]) -> None:
             _line(c, f"    {rule['status']:<5} {rule['rule']}: {rule['reason']}")
         for check in h["checks"]:
             _line(c, f"    {check['status']:<5} {check['check']}: {check['reason']}")
+        if again.get("error"):
+            _line(c, f"  decided again here: CANNOT: {again['error']}; a run here refuses this plan")
+        elif again and not again.get("same"):
+            failed = "; ".join(f"{x['rule']}: {x['reason']}" for x in again["rules"] if x.get("status") == "fail")
+            _line(c, f"  decided again here (the operator's policy, the signed catalog, {h['current']} -> "
+                     f"{h['target']}): {'allowed' if again['allowed'] else 'REFUSED: ' + failed}: DIFFERENT from "
+                     "the plan's decision: a run here refuses this plan (exit 3)")
+        elif again:
+            _line(c, f"  decided again here (the operator's policy, the signed catalog, {h['current']} -> "
+                     f"{h['target']}): the same")
         _line(c, f"  commands the run executes on the host, as they will run (in {h['install_dir']}, as "
                  f"{h['user'] or 'the login user'}):")
         for cmd in h["commands"]:

@@ -1,0 +1,138 @@
+"""Whose gate is it, round three: each weakness a third attack on the trust gate found, played as the attacker would
+with the shipped CLI, real keys, a real catalog and the real sample middleware; each now ends in a refusal with its
+exit code and message, and nothing on the host changed (product files, service pid and version, lock, staged
+packages, the host's records, run records).
+
+A1 a second plan entry for the same install (another name) going on from the version the first one installs, and a
+   plan whose own current -> target pair the policy refuses while the host runs another version
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import plan_to
+from trust_support import approval_signed_anyway, cli, host_state, pristine, resigned
+from upgrader.cli.commands.demo import Sandbox
+from upgrader.core.exit_codes import ExitCode
+from upgrader.core.plan import readable_json
+
+
+def _edit(box: Sandbox, plan: Path, change: Any) -> dict[str, Any]:
+    """The requester edits their plan (``change(data)``) and signs it again with their own key."""
+    data = json.loads(plan.read_text(encoding="utf-8"))
+    change(data)
+    data.pop("signature", None)
+    signed = resigned(data, box.root)
+    plan.write_text(readable_json(signed), encoding="utf-8")
+    return signed
+
+
+def _goes_on_to(box: Sandbox, h: dict[str, Any], current: str, target: str) -> None:
+    """Plan entry ``h`` made to read ``current -> target``, with the signed catalog's package of ``target`` and the
+    version probes rendered for those versions (as the playbook renders them)."""
+    from upgrader.core.planner import package_entry
+    from upgrader.trust.catalog import load_catalog
+
+    cat = load_catalog(box.catalog)
+    entry = cat.find("sample-middleware", target)
+    assert entry is not None
+    h["current"], h["target"] = current, target
+    h["package"] = package_entry(cat, entry)
+    for p in h["playbook"]["spec"]["observe"]["probes"]:
+        if p.get("name") == "version":
+            p["body"] = target
+    for p in h["playbook"]["rollback_observe"]["probes"]:
+        if p.get("name") == "version":
+            p["body"] = current
+
+
+# ---------------------------------------------------------------- A1: one install, one entry, the plan's own pair
+
+
+def test_a_second_entry_for_the_same_install_is_refused(sandbox: Sandbox, capsys: pytest.CaptureFixture[str]) -> None:
+    """A genuine plan 7.0.4.1 -> 7.0.4.2, plus a second entry for the same install under another name going on
+    7.0.4.2 -> 7.1.0.0 (a level-2 upgrade the policy refuses), its decision copied from the first: approve, plan show
+    and run (--canary 1 --yes) refuse it as a plan that contradicts itself (exit 4); the host is untouched."""
+    rc, plan = plan_to(sandbox, "7.0.4.2")
+    assert rc == ExitCode.OK
+
+    def second_entry(data: dict[str, Any]) -> None:
+        a = data["hosts"][0]
+        b = copy.deepcopy(a)
+        b["name"] = "app-01-b"
+        b["install_dir"] = a["install_dir"].rstrip("/") + "/./"  # the same install, spelt otherwise
+        b["state_dir"] = str(Path(a["install_dir"]).parent / ".upgrader-app-01-b")
+        _goes_on_to(sandbox, b, "7.0.4.2", "7.1.0.0")
+        data["hosts"].append(b)
+
+    _edit(sandbox, plan, second_entry)
+    before = pristine(sandbox)
+    rc, err = cli(sandbox, capsys, "approve", str(plan), "--key", str(sandbox.engineer_key), "-o",
+                  str(sandbox.approvals / "a1.approval"))
+    assert rc == ExitCode.APPROVAL_REFUSED, err
+    assert "the plan contradicts itself" in err and "(app-01-b) is the same install as app-01" in err, err
+    assert "goes to 7.1.0.0, the plan's target is 7.0.4.2" in err, err
+    assert not (sandbox.approvals / "a1.approval").exists()
+    rc, err = cli(sandbox, capsys, "plan", "show", str(plan))
+    assert rc == ExitCode.APPROVAL_REFUSED and "the plan contradicts itself" in err, err
+    approval = approval_signed_anyway(sandbox, plan)
+    rc, err = cli(sandbox, capsys, "run", str(plan), "--approval", str(approval), "--canary", "1", "--yes")
+    assert rc == ExitCode.APPROVAL_REFUSED, err
+    assert "the plan contradicts itself" in err and "same install as app-01" in err, err
+    assert host_state(sandbox) == before
+
+
+def test_a_plan_whose_own_pair_the_policy_refuses_is_refused_offline(sandbox: Sandbox,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """The requester's plan says 7.0.5.0 -> 7.1.0.0 (the level-2 upgrade the policy refuses), decision copied from a
+    genuine 'allowed' one, while the host runs 7.0.4.1: the run no longer leaves such a host to the engine's stale
+    check: it decides the plan's own pair again offline and refuses (exit 3).
+    ``approve`` refuses to sign it (exit 3). Nothing changed."""
+    rc, plan = plan_to(sandbox, "7.0.4.2")
+    assert rc == ExitCode.OK
+
+    def other_pair(data: dict[str, Any]) -> None:
+        data["target"] = "7.1.0.0"
+        _goes_on_to(sandbox, data["hosts"][0], "7.0.5.0", "7.1.0.0")
+
+    _edit(sandbox, plan, other_pair)
+    before = pristine(sandbox)
+    rc, err = cli(sandbox, capsys, "approve", str(plan), "--key", str(sandbox.engineer_key), "-o",
+                  str(sandbox.approvals / "a1b.approval"))
+    assert rc == ExitCode.POLICY_REFUSED, err
+    assert "decides differently than the plan says for app-01" in err, err
+    assert not (sandbox.approvals / "a1b.approval").exists()
+    approval = approval_signed_anyway(sandbox, plan)
+    rc, err = cli(sandbox, capsys, "run", str(plan), "--approval", str(approval), "--canary", "1", "--yes")
+    assert rc == ExitCode.POLICY_REFUSED, err
+    assert "app-01: the plan says allowed, decided again now: refused (" in err and "free_levels" in err, err
+    assert host_state(sandbox) == before
+
+
+def test_plan_show_prints_the_decision_made_again(sandbox: Sandbox, capsys: pytest.CaptureFixture[str]) -> None:
+    """``plan show`` of the edited plan prints the host REFUSED with the rule that fails, and of a genuine plan the
+    same decision."""
+    rc, plan = plan_to(sandbox, "7.0.4.2")
+    assert rc == ExitCode.OK
+    capsys.readouterr()
+    from conftest import upgrader
+
+    assert upgrader(sandbox, "plan", "show", str(plan)) == ExitCode.OK
+    out = capsys.readouterr().out
+    assert "7.0.4.1 -> 7.0.4.2: allowed" in out and "7.0.4.1 -> 7.0.4.2): the same" in out, out
+
+    def other_pair(data: dict[str, Any]) -> None:
+        data["target"] = "7.1.0.0"
+        _goes_on_to(sandbox, data["hosts"][0], "7.0.5.0", "7.1.0.0")
+
+    _edit(sandbox, plan, other_pair)
+    assert upgrader(sandbox, "plan", "show", str(plan)) == ExitCode.OK
+    out = capsys.readouterr().out
+    assert "7.0.5.0 -> 7.1.0.0: REFUSED" in out, out
+    assert "REFUSED: free_levels:" in out and "DIFFERENT from the plan's decision" in out, out
