@@ -136,3 +136,79 @@ def test_plan_show_prints_the_decision_made_again(sandbox: Sandbox, capsys: pyte
     out = capsys.readouterr().out
     assert "7.0.5.0 -> 7.1.0.0: REFUSED" in out, out
     assert "REFUSED: free_levels:" in out and "DIFFERENT from the plan's decision" in out, out
+
+
+# ---------------------------------------------------------------- A3/A4: the plan's steps are the playbook's, exactly
+
+
+def _stop_and_probe_redirected(data: dict[str, Any]) -> None:
+    """What the attacker of round three did where the playbook has ``${port}`` or ``${install_dir}``: the health
+    probe sent to a server of theirs, and the stop pointed at another service's process."""
+    h = data["hosts"][0]
+    spec = h["playbook"]["spec"]
+    for p in spec["observe"]["probes"]:
+        if p.get("name") == "health":
+            p["url"] = p["url"].replace("/health", "1/health#/health", 1)  # ${port} := PORT + "1/health#"
+    spec["stop"].pop("pid_file", None)
+    spec["stop"]["process"] = {"cmdline_contains": ["-Dcatalina.base=/srv/other-tomcat"], "ports": []}
+
+
+def test_a_probe_or_stop_rendered_with_other_values_is_refused(sandbox: Sandbox,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """The requester points the health probe at their own server and the stop's process selector at another
+    service (each a string the playbook's ``${var}`` could have been once): ``plan show`` prints exactly which
+    process the stop may signal; the run renders the operator's playbook with the plan's own values and refuses
+    the difference (exit 4); nothing changed."""
+    rc, plan = plan_to(sandbox, "7.0.4.2")
+    assert rc == ExitCode.OK
+    _edit(sandbox, plan, _stop_and_probe_redirected)
+    capsys.readouterr()
+    from conftest import upgrader
+
+    assert upgrader(sandbox, "plan", "show", str(plan)) == ExitCode.OK
+    out = capsys.readouterr().out
+    assert "stop may signal (SIGTERM, then SIGKILL) only: process whose command line holds " \
+           "'-Dcatalina.base=/srv/other-tomcat'" in out, out
+    assert f"http GET http://127.0.0.1:{sandbox.port}1/health#/health answers 200" in out, out
+    before = pristine(sandbox)
+    approval = approval_signed_anyway(sandbox, plan)
+    rc, err = cli(sandbox, capsys, "run", str(plan), "--approval", str(approval), "--canary", "1", "--yes")
+    assert rc == ExitCode.APPROVAL_REFUSED, err
+    assert "the plan's steps are not those of the operator's playbook" in err, err
+    assert "rendered with the plan's values" in err and "stop differs" in err, err
+    assert host_state(sandbox) == before
+
+
+def test_only_the_probe_redirected_is_refused_too(sandbox: Sandbox, capsys: pytest.CaptureFixture[str]) -> None:
+    """The health probe alone sent elsewhere (the approver would have to spot one URL): exit 4 naming the probe."""
+    rc, plan = plan_to(sandbox, "7.0.4.2")
+    assert rc == ExitCode.OK
+
+    def probe_only(data: dict[str, Any]) -> None:
+        for p in data["hosts"][0]["playbook"]["spec"]["observe"]["probes"]:
+            if p.get("name") == "health":
+                p["url"] = p["url"].replace("/health", "1/health#/health", 1)
+
+    _edit(sandbox, plan, probe_only)
+    before = pristine(sandbox)
+    rc, err = cli(sandbox, capsys, "run", str(plan), "--approval", str(approval_signed_anyway(sandbox, plan)))
+    assert rc == ExitCode.APPROVAL_REFUSED, err
+    assert "observe.probes[" in err and "].url differs" in err, err
+    assert host_state(sandbox) == before
+
+
+def test_the_review_prints_the_values_the_playbook_is_rendered_with(sandbox: Sandbox,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """The values a plan renders the playbook with are the plan's (given in the inventory, or read from the install's
+    configuration): the review prints each in full and where it came from, and which process the stop may
+    signal."""
+    rc, plan = plan_to(sandbox, "7.0.4.2")
+    assert rc == ExitCode.OK
+    capsys.readouterr()
+    from conftest import upgrader
+
+    assert upgrader(sandbox, "plan", "show", str(plan)) == ExitCode.OK
+    out = capsys.readouterr().out
+    assert "values the playbook is rendered with" in out, out
+    assert f"port = '{sandbox.port}' (inventory vars or --var)" in out, out
+    assert "stop may signal (SIGTERM, then SIGKILL) only: the process of pid file run/server.pid" in out, out

@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence, cast
 
-from .errors import ApprovalRefused, PolicyRefused, TransportError
+from .errors import ApprovalRefused, InputError, PolicyRefused, TransportError
 from .shapes import DecisionData, PlanHost
 
 if TYPE_CHECKING:
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from ..trust.catalog import Catalog
 
 __all__ = ["operator_policy", "policy_mismatch", "redecide", "decision_key", "decide_offline",
-           "refuse_if_decided_otherwise"]
+           "refuse_if_decided_otherwise", "check_playbooks", "render_for_plan_host"]
 
 
 def policy_mismatch(plan_policy: Mapping[str, object], policy: Policy) -> ApprovalRefused | None:
@@ -173,7 +173,6 @@ def check_playbooks(hosts: Sequence[Mapping[str, object]], home: str | Path,
     when its digest differs from the one the plan records, naming both, or when the plan's rendered steps (version
     source, stop, start, hooks, probes) are not that playbook's with values put in."""
     from .playbook import load_operator_playbook
-    from .errors import InputError
 
     loaded: dict[str, tuple[Playbook, str]] = {}
     problems: list[str] = []
@@ -197,13 +196,19 @@ def check_playbooks(hosts: Sequence[Mapping[str, object]], home: str | Path,
             problems.append(f"{h.get('name')}: the plan's playbook {name!r} is {meta.get('path')} (sha256 "
                             f"{meta.get('sha256')}), the operator's is {pb.path} ({where}, sha256 {pb.digest})")
             continue
-        spec = meta.get("spec") or {}
-        differ = _template_differs(pb.spec, {k: v for k, v in spec.items()}, "")
+        try:
+            spec, rollback_observe = render_for_plan_host(pb, h)
+        except InputError as e:
+            problems.append(f"{h.get('name')}: the operator's playbook {pb.path} cannot be rendered with the plan's "
+                            f"values: {e.message}")
+            continue
+        differ = _first_difference(spec, meta.get("spec"), "")
         if differ is None:
-            differ = _template_differs(pb.spec.get("observe"), meta.get("rollback_observe"), "rollback_observe")
+            differ = _first_difference(rollback_observe, meta.get("rollback_observe"), "rollback_observe")
         if differ is not None:
             problems.append(f"{h.get('name')}: the plan's steps are not those of the operator's playbook {pb.path} "
-                            f"(sha256 {pb.digest}): {differ} differs")
+                            f"(sha256 {pb.digest}) rendered with the plan's values (variables, install_dir, versions)"
+                            f": {differ} differs")
     if problems:
         raise ApprovalRefused("the plan was made with another playbook than the operator's, nothing was changed:\n  "
                               + "\n  ".join(problems),
@@ -211,28 +216,40 @@ def check_playbooks(hosts: Sequence[Mapping[str, object]], home: str | Path,
                                    "ones, never from the plan: make and approve a new plan")
 
 
-def _template_differs(template: object, rendered: object, key: str) -> str | None:
-    """The first key where ``rendered`` is not ``template`` with its ``${var}`` placeholders filled in, or None."""
-    import re
+def render_for_plan_host(pb: Playbook, h: Mapping[str, object]) -> tuple[dict[str, object], dict[str, object]]:
+    """The operator's playbook rendered exactly as ``upgrader plan`` renders it for plan entry ``h``: its defaults,
+    the values the plan records as read from the install's configuration (``vars_read``), the explicit ones
+    (``vars``: inventory vars, --var), the entry's install_dir and name, and its current and target versions.
+    Returns (the spec, the rollback's observe spec); InputError when a variable is missing."""
+    from .config_vars import merge_variables
 
-    if isinstance(template, dict):
-        if not isinstance(rendered, dict) or set(template) != set(rendered):
+    read = cast("dict[str, Any]", h.get("vars_read") or {})
+    explicit = {str(k): v for k, v in cast("dict[str, object]", h.get("vars") or {}).items()}
+    install_dir, name = str(h.get("install_dir")), str(h.get("name"))
+    values, _ = merge_variables(pb.defaults, read, {"install_dir": install_dir, "host": name, **explicit})
+    base = {**values, "install_dir": install_dir, "host": name}
+    current = str(h.get("current") or "unknown")
+    spec = pb.render({**base, "target_version": str(h.get("target")), "current_version": current})
+    rollback = pb.render({**base, "target_version": current, "current_version": current})
+    return cast("dict[str, object]", spec), cast("dict[str, object]", rollback["observe"])
+
+
+def _first_difference(expected: object, got: object, key: str) -> str | None:
+    """The first key where ``got`` is not exactly ``expected`` (same keys, same items, same values and types)."""
+    if isinstance(expected, dict):
+        if not isinstance(got, dict) or set(expected) != set(got):
             return key or "the spec"
-        for k in template:
-            found = _template_differs(template[k], rendered[k], f"{key}.{k}" if key else k)
+        for k in expected:
+            found = _first_difference(expected[k], got[k], f"{key}.{k}" if key else k)
             if found is not None:
                 return found
         return None
-    if isinstance(template, (list, tuple)):
-        if not isinstance(rendered, list) or len(template) != len(rendered):
+    if isinstance(expected, (list, tuple)):
+        if not isinstance(got, list) or len(expected) != len(got):
             return key
-        for i, (t, r) in enumerate(zip(template, rendered)):
-            found = _template_differs(t, r, f"{key}[{i}]")
+        for i, (e, r) in enumerate(zip(expected, got)):
+            found = _first_difference(e, r, f"{key}[{i}]")
             if found is not None:
                 return found
         return None
-    if isinstance(template, str):
-        parts = re.split(r"\$\{[A-Za-z_][A-Za-z0-9_]*\}", template)
-        pattern = "(?s)" + ".*".join(re.escape(p) for p in parts)
-        return None if isinstance(rendered, str) and re.fullmatch(pattern, rendered) else key
-    return None if template == rendered and type(template) is type(rendered) else key
+    return None if expected == got and type(expected) is type(got) else key

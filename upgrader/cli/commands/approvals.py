@@ -27,11 +27,12 @@ def cmd_approve(args: argparse.Namespace) -> int:
     if not plan.allowed:
         raise PolicyRefused("the version policy refuses this plan (see above); a refused plan cannot be approved")
     again = [(h["host"], h.get("decided_again") or {}) for h in review["hosts"]]
-    cannot = [f"{name}: {a['error']}" for name, a in again if a.get("error")]
-    if cannot:
-        raise ApprovalRefused("the plan's decisions cannot be made again here (see above), nothing was signed:\n  "
-                              + "\n  ".join(cannot), hint="make and approve a new plan")
-    differ = [name for name, a in again if not a.get("same", False)]
+    refused = [f"{name}: {a['error']}" for name, a in again if a.get("refused")]
+    if refused:
+        raise ApprovalRefused("the plan does not match the signed catalog (see above), nothing was signed:\n  "
+                              + "\n  ".join(refused), hint="make and approve a new plan")
+    # a catalog this machine cannot read or verify (CANNOT in the review): the run checks it again before any host
+    differ = [name for name, a in again if not a.get("error") and not a.get("same", False)]
     if differ:
         raise PolicyRefused(f"the version policy decides differently than the plan says for {', '.join(differ)} "
                             "(see above): the plan was edited or the policy changed; nothing was signed",

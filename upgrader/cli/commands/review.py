@@ -52,9 +52,11 @@ def _decided_again(args: argparse.Namespace, plan: Any, review: dict[str, Any], 
             raise UpgraderError(f"the catalog {catalog.path} is not the one the plan was made with")
         answers = {name: (planned, again) for name, planned, again in
                    decide_offline(plan.hosts, policy=policy, catalog=catalog, today=now.date())}
-    except UpgraderError as e:
+    except UpgraderError as e:  # refused (exit 4): the plan contradicts the signed catalog; else it cannot tell
+        from ...core.errors import ApprovalRefused
+
         for h in review["hosts"]:
-            h["decided_again"] = {"error": e.message}
+            h["decided_again"] = {"error": e.message, "refused": isinstance(e, ApprovalRefused)}
         return
     for h in review["hosts"]:
         planned, again = answers[h["host"]]
@@ -140,7 +142,8 @@ def print_review(c: Any, r: dict[str, Any]) -> None:
     for h in r["hosts"]:
         _line(c, "")
         again = h.get("decided_again") or {}
-        verdict = "allowed" if h["allowed"] and again.get("same", True) and not again.get("error") else "REFUSED"
+        verdict = "allowed" if h["allowed"] and (again.get("same", True) or again.get("error")) \
+            and not again.get("refused") else "REFUSED"
         _line(c, f"host {h['host']} ({h['address']}, port {h['port']}, user {h['user'] or '-'}) "
                  f"{h['install_dir']}: {h['product']} {h['current']} -> {h['target']}: {verdict}")
         state, default = h.get("state_dir"), h.get("default_state_dir")
@@ -175,7 +178,8 @@ def print_review(c: Any, r: dict[str, Any]) -> None:
         for check in h["checks"]:
             _line(c, f"    {check['status']:<5} {check['check']}: {check['reason']}")
         if again.get("error"):
-            _line(c, f"  decided again here: CANNOT: {again['error']}; a run here refuses this plan")
+            _line(c, f"  decided again here: {'REFUSED' if again.get('refused') else 'CANNOT'}: {again['error']}; "
+                     "a run here refuses this plan")
         elif again and not again.get("same"):
             failed = "; ".join(f"{x['rule']}: {x['reason']}" for x in again["rules"] if x.get("status") == "fail")
             _line(c, f"  decided again here (the operator's policy, the signed catalog, {h['current']} -> "
@@ -189,8 +193,15 @@ def print_review(c: Any, r: dict[str, Any]) -> None:
         for cmd in h["commands"]:
             limit = f"  (timeout {cmd['timeout']}s)" if cmd.get("timeout") is not None else ""
             _line(c, f"    {cmd['when']}: {cmd['command']}{limit}")
+        if h.get("variables"):
+            _line(c, "  values the playbook is rendered with (the run renders the operator's playbook with exactly "
+                     "these):")
+            for v in h["variables"]:
+                _line(c, f"    {v}")
         if h["stop"]:
             _line(c, "  stop: " + ", ".join(f"{k} {v}" for k, v in h["stop"].items()))
+        if h.get("stop_signals"):
+            _line(c, f"  stop may signal (SIGTERM, then SIGKILL) only: {h['stop_signals']}")
         _line(c, "  health probes: " + "; ".join(f"{p['name']}: {p['checks']}" for p in h["probes"]))
         if h["observe"]:
             _line(c, "  observation: " + ", ".join(f"{k} {v}" for k, v in h["observe"].items()))
