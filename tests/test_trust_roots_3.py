@@ -5,6 +5,9 @@ packages, the host's records, run records).
 
 A1 a second plan entry for the same install (another name) going on from the version the first one installs, and a
    plan whose own current -> target pair the policy refuses while the host runs another version
+A3/A4 a health probe sent to the requester's server, a stop pointed at another service's process: each a value
+   the playbook's ``${var}`` once accepted whatever it was
+A2 a host renamed in the requester's inventory to dodge the operator's contract date in rules.contracts
 """
 
 from __future__ import annotations
@@ -212,3 +215,45 @@ def test_the_review_prints_the_values_the_playbook_is_rendered_with(sandbox: San
     assert "values the playbook is rendered with" in out, out
     assert f"port = '{sandbox.port}' (inventory vars or --var)" in out, out
     assert "stop may signal (SIGTERM, then SIGKILL) only: the process of pid file run/server.pid" in out, out
+
+
+# ---------------------------------------------------------------- A2: contract dates are the operator's
+
+
+def _renamed_inventory(box: Sandbox, directory: Path, name: str) -> Path:
+    """The requester's copy of the inventory: the same install under another name, with a contract date of theirs."""
+    directory.mkdir(parents=True, exist_ok=True)
+    inv = directory / "inventory.yaml"
+    text = box.inventory.read_text(encoding="utf-8")
+    assert "  app-01:\n" in text and "demo: [app-01]" in text
+    inv.write_text(text.replace("  app-01:\n", f"  {name}:\n").replace("demo: [app-01]", f"demo: [{name}]"),
+                   encoding="utf-8")
+    return inv
+
+
+def test_a_host_renamed_to_dodge_the_policys_contract_date_is_refused(sandbox: Sandbox, tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """The operator's policy says app-01's contract ended; the requester's inventory calls the same install
+    app-01-east (maintenance_until 2099-12-31): no rules.contracts entry names it, so it has no contract: the plan is
+    refused (exit 3) naming the rule, nothing on the host changed. '*' in rules.contracts covers every name."""
+    text = sandbox.policy.read_text(encoding="utf-8")
+    sandbox.policy.write_text(text + "rules:\n  contracts:\n    app-01: 2020-01-01\n", encoding="utf-8")
+    inv = _renamed_inventory(sandbox, tmp_path / "req", "app-01-east")
+    before = pristine(sandbox)
+    out = sandbox.plans / "renamed.json"
+    rc, err = cli(sandbox, capsys, "plan", "--inventory", str(inv), "--to", "7.0.4.2", "--catalog",
+                  str(sandbox.catalog), "-o", str(out))
+    assert rc == ExitCode.POLICY_REFUSED, err
+    rule = {r["rule"]: r for r in json.loads(out.read_text(encoding="utf-8"))["hosts"][0]["decision"]["rules"]}
+    reason = rule["maintenance_contract"]["reason"]
+    assert rule["maintenance_contract"]["status"] == "fail", reason
+    assert "rules.contracts names no entry matching host app-01-east" in reason, reason
+    assert host_state(sandbox) == before
+    sandbox.policy.write_text(text + "rules:\n  contracts:\n    app-01: 2020-01-01\n    '*': 2099-06-30\n",
+                              encoding="utf-8")
+    rc, err = cli(sandbox, capsys, "plan", "--inventory", str(inv), "--to", "7.0.4.2", "--catalog",
+                  str(sandbox.catalog), "-o", str(out))
+    assert rc == ExitCode.OK, err
+    rule = {r["rule"]: r for r in json.loads(out.read_text(encoding="utf-8"))["hosts"][0]["decision"]["rules"]}
+    assert "contract valid until 2099-06-30" in rule["maintenance_contract"]["reason"]
+    assert "rules.contracts entry '*'" in rule["maintenance_contract"]["reason"]
