@@ -8,6 +8,7 @@ A1 a second plan entry for the same install (another name) going on from the ver
 A3/A4 a health probe sent to the requester's server, a stop pointed at another service's process: each a value
    the playbook's ``${var}`` once accepted whatever it was
 A2 a host renamed in the requester's inventory to dodge the operator's contract date in rules.contracts
+A5 one engineer under two keys (alice@customer signs plans, alice@vendor approves them) approving her own plan
 """
 
 from __future__ import annotations
@@ -257,3 +258,33 @@ def test_a_host_renamed_to_dodge_the_policys_contract_date_is_refused(sandbox: S
     rule = {r["rule"]: r for r in json.loads(out.read_text(encoding="utf-8"))["hosts"][0]["decision"]["rules"]}
     assert "contract valid until 2099-06-30" in rule["maintenance_contract"]["reason"]
     assert "rules.contracts entry '*'" in rule["maintenance_contract"]["reason"]
+
+
+# ---------------------------------------------------------------- A5: one person under two keys
+
+
+def test_one_person_under_two_keys_cannot_approve_her_own_plan(sandbox: Sandbox, tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """alice@customer (plans) and alice@vendor (approvals) are two keys of one engineer in allowed_signers: she signs
+    a plan with the first (label ops-batch) and approves it with the second: approve refuses (exit 4, no file), and
+    an approval she signs anyway is refused by the run (exit 4); nothing changed."""
+    from trust_support import add_signer, make_ssh_key
+
+    plan_key = make_ssh_key(tmp_path / "alice-plan", "ed25519", comment="alice@customer")
+    appr_key = make_ssh_key(tmp_path / "alice-appr", "ed25519", comment="alice@vendor")
+    signers = sandbox.keys / "allowed_signers"
+    add_signer(signers, "alice@customer", plan_key, 'namespaces="upgrader-plan"')
+    add_signer(signers, "alice@vendor", appr_key, 'namespaces="upgrader-approval"')
+    rc, plan = plan_to(sandbox, "7.0.4.2", "--key", str(plan_key), "--requester", "ops-batch")
+    assert rc == ExitCode.OK
+    before = pristine(sandbox)
+    out = sandbox.approvals / "alice.approval"
+    rc, err = cli(sandbox, capsys, "approve", str(plan), "--key", str(appr_key), "-o", str(out))
+    assert rc == ExitCode.APPROVAL_REFUSED, err
+    assert "listed as alice@customer: the same person as you (alice@vendor)" in err, err
+    assert not out.exists()
+    approval = approval_signed_anyway(sandbox, plan, key=appr_key, approver="alice@vendor")
+    rc, err = cli(sandbox, capsys, "run", str(plan), "--approval", str(approval))
+    assert rc == ExitCode.APPROVAL_REFUSED, err
+    assert "alice@vendor" in err and "approved their own plan" in err, err
+    assert host_state(sandbox) == before

@@ -194,7 +194,8 @@ def rebuild_package(box: Sandbox, directory: Path, version: str, work: Path) -> 
     return out
 
 
-def approval_signed_anyway(box: Sandbox, plan: Path) -> Path:
+def approval_signed_anyway(box: Sandbox, plan: Path, key: Path | None = None,
+                           approver: str = "engineer@vendor") -> Path:
     """An approval of ``plan`` signed with the sandbox engineer's real key by their own tooling (``approve`` itself
     refuses a plan it cannot decide again to the same answer): what a run must still refuse on its own."""
     import datetime as dt
@@ -205,8 +206,8 @@ def approval_signed_anyway(box: Sandbox, plan: Path) -> Path:
     from upgrader.trust.keys import load_private_key
 
     data = json.loads(plan.read_text(encoding="utf-8"))
-    statement = make_statement(plan_digest(data), "engineer@vendor", str(data["requester"].get("user")),
+    statement = make_statement(plan_digest(data), approver, str(data["requester"].get("user")),
                                dt.datetime.now(dt.timezone.utc), 3600)
     out = box.approvals / f"{plan.stem}-anyway-{len(list(box.approvals.iterdir()))}.approval"
-    write_approval(out, statement, load_private_key(box.engineer_key))
+    write_approval(out, statement, load_private_key(key or box.engineer_key))
     return out

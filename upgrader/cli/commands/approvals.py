@@ -58,6 +58,15 @@ def cmd_approve(args: argparse.Namespace) -> int:
     if signer == identity.key_blob and not policy.allow_self_approval:
         raise ApprovalRefused(f"the plan was signed with your key {identity.fingerprint}: you cannot approve your own "
                               "plan (segregation of duties)", hint="another engineer approves it with their own key")
+    if signer is not None and not policy.allow_self_approval:
+        from ...trust.requester import Requester
+
+        theirs = Requester(signer, _key_principals(policy, signer), "signed the plan")
+        if theirs.same_person(identity.key_blob, principal, identity_principals(policy, identity)):
+            raise ApprovalRefused(f"the plan was signed with the key {theirs.fingerprint}, listed as "
+                                  f"{', '.join(sorted(theirs.principals))}: the same person as you ({principal}); you "
+                                  "cannot approve your own plan (segregation of duties)",
+                                  hint="another engineer approves it with their own key")
     label = str(plan.data["requester"].get("user", "unknown"))
     if not policy.allow_self_approval and names_the_approver(label, principal, identity_principals(policy, identity)):
         raise ApprovalRefused(f"the plan's requester is {label!r}, which names you ({principal}): you cannot approve "
@@ -129,3 +138,14 @@ def identity_principals(policy: Any, identity: Any) -> frozenset[str]:
     if not signers_path:
         return frozenset()
     return literal_principals(load_allowed_signers(policy.resolve_path(signers_path)), identity.key_blob)
+
+
+def _key_principals(policy: Any, key: bytes) -> frozenset[str]:
+    """The literal names ``key`` is listed under in the approvals' allowed_signers (none without it)."""
+    from ...trust.requester import literal_principals
+    from ...trust.signers import load_allowed_signers
+
+    signers_path = policy.allowed_signers
+    if not signers_path:
+        return frozenset()
+    return literal_principals(load_allowed_signers(policy.resolve_path(signers_path)), key)
