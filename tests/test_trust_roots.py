@@ -25,7 +25,7 @@ import pytest
 import yaml  # type: ignore[import-untyped]
 
 from conftest import approve, plan_to, signed_plan, upgrader
-from trust_support import add_signer, cli, copy_catalog, host_state, pristine, state_dir, vendor_catalog
+from trust_support import add_signer, approval_signed_anyway, cli, copy_catalog, host_state, pristine, state_dir, vendor_catalog
 from upgrader.cli import main
 from upgrader import api
 from upgrader.cli.commands.demo import Sandbox
@@ -474,6 +474,16 @@ def _approved_run(box: Sandbox, capsys: pytest.CaptureFixture[str], plan: Path) 
     return cli(box, capsys, "run", str(plan), "--approval", str(approval))
 
 
+def _refused_at_approval_and_run(box: Sandbox, capsys: pytest.CaptureFixture[str], plan: Path) -> tuple[int, str]:
+    """``approve`` decides the (edited) plan again from the signed catalog and refuses to sign it (exit 4); an
+    approval signed anyway by the engineer's own tooling: the run refuses on its own (its exit code and message
+    returned)."""
+    rc, err = cli(box, capsys, "approve", str(plan), "--key", str(box.engineer_key), "-o", str(box.root / "x.approval"))
+    assert rc == ExitCode.APPROVAL_REFUSED and not (box.root / "x.approval").exists(), err
+    assert "the plan's package does not match the signed catalog's entry" in err, err
+    return cli(box, capsys, "run", str(plan), "--approval", str(approval_signed_anyway(box, plan)))
+
+
 def _upgraded_once(box: Sandbox, capsys: pytest.CaptureFixture[str], to: str = TO, catalog: Path | None = None) -> None:
     """A first, legitimate run, so that the host has the ledger of an install by upgrader (its manifest)."""
     rc, err, plan = _plan(box, capsys, f"first-{to}", to=to, catalog=catalog)
@@ -500,7 +510,7 @@ def test_a_plan_carrying_the_package_of_another_version_than_its_target_is_refus
         obs["probes"] = [p for p in obs["probes"] if p.get("name") != "version"]
     _edit_plan(plan, swap)
     before = pristine(sandbox)
-    rc, err = _approved_run(sandbox, capsys, plan)
+    rc, err = _refused_at_approval_and_run(sandbox, capsys, plan)
     assert rc == ExitCode.APPROVAL_REFUSED, err
     for words in ("app-01: the plan's package does not match the signed catalog's entry for sample-middleware "
                   f"{TO}", "version (plan: '7.1.0.0', catalog: '7.0.4.2')", "sha256 (plan:", "nothing was changed"):
@@ -525,7 +535,7 @@ def test_declared_changes_deleted_from_the_plan_are_taken_from_the_signed_catalo
         h["decision"]["allowed"] = h["allowed"] = d["allowed"] = True
     _edit_plan(plan, hide)
     before = pristine(sandbox)
-    rc, err = _approved_run(sandbox, capsys, plan)
+    rc, err = _refused_at_approval_and_run(sandbox, capsys, plan)
     assert rc == ExitCode.APPROVAL_REFUSED, err
     assert "changes (plan: [], catalog: ['external_interface'])" in err, err
     assert host_state(sandbox) == before

@@ -21,6 +21,7 @@ __all__ = [
     "SSH_KEYGEN",
     "HostState",
     "add_signer",
+    "approval_signed_anyway",
     "cli",
     "copy_catalog",
     "host_state",
@@ -190,4 +191,23 @@ def rebuild_package(box: Sandbox, directory: Path, version: str, work: Path) -> 
     rc = upgrader(box, "package", "build", str(tree), "--product", "sample-middleware", "--version", version,
                   "--description", "maintenance release", "-o", str(out))
     assert rc == 0, f"package build exited {rc}"
+    return out
+
+
+def approval_signed_anyway(box: Sandbox, plan: Path, key: Path | None = None,
+                           approver: str = "engineer@vendor") -> Path:
+    """An approval of ``plan`` signed with the sandbox engineer's real key by their own tooling (``approve`` itself
+    refuses a plan it cannot decide again to the same answer): what a run must still refuse on its own."""
+    import datetime as dt
+    import json
+
+    from upgrader.core.plan import plan_digest
+    from upgrader.trust.approval import make_statement, write_approval
+    from upgrader.trust.keys import load_private_key
+
+    data = json.loads(plan.read_text(encoding="utf-8"))
+    statement = make_statement(plan_digest(data), approver, str(data["requester"].get("user")),
+                               dt.datetime.now(dt.timezone.utc), 3600)
+    out = box.approvals / f"{plan.stem}-anyway-{len(list(box.approvals.iterdir()))}.approval"
+    write_approval(out, statement, load_private_key(key or box.engineer_key))
     return out

@@ -419,6 +419,9 @@ def show_plan(ctx: Context, plan_file: Path) -> PlanReview:
 
     plan = load_plan(plan_file)
     plan_signer(plan.data, plan.digest, str(plan_file))  # a damaged or stripped signature is refused here
+    from .core.plan import check_consistency
+
+    check_consistency(plan.hosts, str(plan.data["target"]), str(plan_file))  # one entry per install, one target
     review = plan_review(plan.data, plan.digest)
     policy = load_policy(ctx)
     planned = cast(JSONObject, review["policy"])
@@ -426,7 +429,32 @@ def show_plan(ctx: Context, plan_file: Path) -> PlanReview:
                              "same": policy.digest == planned["sha256"]}
     for h in cast("list[dict[str, object]]", review["hosts"]):
         h["playbook_here"] = _playbook_here(cast(JSONObject, h["playbook"]), ctx.home)
+    _decided_again(ctx, plan, review, policy)
     return PlanReview(plan, Path(plan_file), review, policy)
+
+
+def _decided_again(ctx: Context, plan: Plan, review: JSONObject, policy: Policy) -> None:
+    """Each host's decision made again here, offline (the plan's current -> target pair, the operator's policy,
+    the signed catalog's entry): ``review["hosts"][i]["decided_again"]`` is {allowed, rules, same} or {error}."""
+    from .core.gate import decide_offline, decision_key
+
+    hosts = cast("list[dict[str, object]]", review["hosts"])
+    now = ctx.clock.now()
+    catalog_meta = plan.data["catalog"]
+    try:
+        catalog, _ = trusted_catalog(str(catalog_meta["path"]), policy, ctx.home, now)
+        if catalog.sha256 != catalog_meta.get("sha256"):
+            raise UpgraderError(f"the catalog {catalog.path} is not the one the plan was made with")
+        answers = {name: (planned, again) for name, planned, again in
+                   decide_offline(plan.hosts, policy=policy, catalog=catalog, today=now.date())}
+    except UpgraderError as e:  # refused (exit 4): the plan contradicts the signed catalog; else it cannot tell
+        for h in hosts:
+            h["decided_again"] = {"error": e.message, "refused": isinstance(e, ApprovalRefused)}
+        return
+    for h in hosts:
+        planned, again = answers[str(h["host"])]
+        h["decided_again"] = {"allowed": bool(again.get("allowed")), "rules": list(again.get("rules", [])),
+                              "same": decision_key(planned) == decision_key(again)}
 
 
 def _playbook_here(planned: JSONObject, home: Path) -> JSONObject:
@@ -457,6 +485,18 @@ def approve(ctx: Context, plan: Path | PlanReview, *, key: Path, output: Path, p
     the_plan, policy, source = reviewed.plan, reviewed.policy, str(reviewed.file)
     if not the_plan.allowed:
         raise PolicyRefused("the version policy refuses this plan (see above); a refused plan cannot be approved")
+    again = [(str(h["host"]), cast(JSONObject, h.get("decided_again") or {}))
+             for h in cast("list[dict[str, object]]", reviewed.review["hosts"])]
+    refused = [f"{name}: {a['error']}" for name, a in again if a.get("refused")]
+    if refused:
+        raise ApprovalRefused("the plan does not match the signed catalog (see above), nothing was signed:\n  "
+                              + "\n  ".join(refused), hint="make and approve a new plan")
+    # a catalog this machine cannot read or verify (CANNOT in the review): the run checks it again before any host
+    differ = [name for name, a in again if not a.get("error") and not a.get("same", False)]
+    if differ:
+        raise PolicyRefused(f"the version policy decides differently than the plan says for {', '.join(differ)} "
+                            "(see above): the plan was edited or the policy changed; nothing was signed",
+                            hint="make and approve a new plan")
     refusal = policy_mismatch(the_plan.data["policy"], policy)
     if refusal is not None:
         raise refusal
@@ -481,6 +521,15 @@ def approve(ctx: Context, plan: Path | PlanReview, *, key: Path, output: Path, p
     if signer == identity.key_blob and not policy.allow_self_approval:
         raise ApprovalRefused(f"the plan was signed with your key {identity.fingerprint}: you cannot approve your own "
                               "plan (segregation of duties)", hint="another engineer approves it with their own key")
+    if signer is not None and not policy.allow_self_approval:
+        from .trust.requester import Requester
+
+        theirs = Requester(signer, _key_principals(policy, signer), "signed the plan")
+        if theirs.same_person(identity.key_blob, name, _identity_principals(policy, identity)):
+            raise ApprovalRefused(f"the plan was signed with the key {theirs.fingerprint}, listed as "
+                                  f"{', '.join(sorted(theirs.principals))}: the same person as you ({name}); you "
+                                  "cannot approve your own plan (segregation of duties)",
+                                  hint="another engineer approves it with their own key")
     label = str(the_plan.data["requester"].get("user", "unknown"))
     if not policy.allow_self_approval and names_the_approver(label, name, _identity_principals(policy, identity)):
         raise ApprovalRefused(f"the plan's requester is {label!r}, which names you ({name}): you cannot approve "
@@ -541,6 +590,17 @@ def _identity_principals(policy: Policy, identity: Identity) -> frozenset[str]:
     if not signers_path:
         return frozenset()
     return literal_principals(load_allowed_signers(policy.resolve_path(signers_path)), identity.key_blob)
+
+
+def _key_principals(policy: Policy, key: bytes) -> frozenset[str]:
+    """The literal names ``key`` is listed under in the approvals' allowed_signers (none without it)."""
+    from .trust.requester import literal_principals
+    from .trust.signers import load_allowed_signers
+
+    signers_path = policy.allowed_signers
+    if not signers_path:
+        return frozenset()
+    return literal_principals(load_allowed_signers(policy.resolve_path(signers_path)), key)
 
 
 # -- run -------------------------------------------------------------------------------------------------

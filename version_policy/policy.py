@@ -264,6 +264,12 @@ class Policy:
         """Must the host's maintenance contract be valid?"""
         return cast(bool, self.settings["rules.require_maintenance_contract"])
 
+    @property
+    def lists_contracts(self) -> bool:
+        """Does the policy state contract dates (``rules.contracts``)? Then they are the only source of a contract:
+        a host no entry names has none (``'*'`` covers every host)."""
+        return bool(self.settings["rules.contracts"])
+
     def contract_until(self, host: str) -> tuple[datetime.date, str] | None:
         """The earliest contract end date the policy's ``rules.contracts`` gives ``host`` (by exact name or
         pattern), and the entry it came from; None when no entry names the host."""

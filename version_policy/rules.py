@@ -156,11 +156,17 @@ def _declared_changes(req: UpgradeRequest, policy: Policy) -> tuple[Status, str]
 def _maintenance_contract(req: UpgradeRequest, policy: Policy) -> tuple[Status, str]:
     """The contract end date is the earlier of the inventory's ``maintenance_until`` and the policy's
     ``rules.contracts`` entry for the host: the inventory can shorten a contract, never lengthen one the
-    operator's policy states. A host with neither date fails when the policy requires a contract."""
+    operator's policy states. When the policy lists contracts, a host no entry names fails (deny unless matched:
+    a host's name is the requester's label); a host with neither date fails when the policy requires a contract."""
     if not policy.require_maintenance_contract:
         return "skip", "not checked: the policy does not require a maintenance contract"
     until, source = req.maintenance_until, "the inventory's maintenance_until"
     listed = policy.contract_until(req.host) if req.host is not None else None
+    if listed is None and req.host is not None and policy.lists_contracts:
+        # a host name is a label the requester picks: renaming a host must not dodge the operator's dates
+        return "fail", (f"the policy's rules.contracts names no entry matching host {req.host}: when the policy lists "
+                        "contracts, a host it does not name has no contract (whatever the inventory says); the "
+                        "operator adds the host, a pattern (app-*) or '*' to rules.contracts")
     if listed is not None and (until is None or listed[0] < until):
         until, source = listed[0], f"the policy's rules.contracts entry {listed[1]!r}"
     if until is None:

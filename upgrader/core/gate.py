@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence, cast
 
-from .errors import ApprovalRefused, PolicyRefused, TransportError
+from .errors import ApprovalRefused, InputError, PolicyRefused, TransportError
 from .shapes import DecisionData, PlanHost
 
 if TYPE_CHECKING:
@@ -27,7 +27,8 @@ if TYPE_CHECKING:
     from ..fleet.transport.base import Transport
     from ..trust.catalog import Catalog
 
-__all__ = ["operator_policy", "policy_mismatch", "redecide", "decision_key"]
+__all__ = ["operator_policy", "policy_mismatch", "redecide", "decision_key", "decide_offline",
+           "refuse_if_decided_otherwise", "check_playbooks", "render_for_plan_host"]
 
 
 def policy_mismatch(plan_policy: Mapping[str, object], policy: Policy) -> ApprovalRefused | None:
@@ -65,10 +66,12 @@ def decision_key(decision: DecisionData) -> tuple[bool, tuple[tuple[str, str], .
 
 def redecide(hosts: list[PlanHost], *, policy: Policy, catalog: Catalog, now: _dt.datetime,
              connect: Callable[[Host], Transport], forks: int = 8) -> None:
-    """Read each host again (read-only) and decide again under ``policy``: PolicyRefused naming every host
-    whose decision differs from the plan's; ApprovalRefused for a host that saw a newer catalog. A host that
-    no longer runs the plan's current version, or cannot be reached now, is left to the engine, which stops it
-    at preflight (stale plan, unreachable) before touching it."""
+    """Decide every host again under ``policy``: first offline (the plan's own current -> target pair and the
+    signed catalog's entry, for every host, whatever it runs now), then from the host read again (read-only):
+    PolicyRefused naming every host whose decision differs from the plan's; ApprovalRefused for a plan that
+    contradicts itself (two entries for one install, another target) or a host that saw a newer catalog. A host
+    that no longer runs the plan's current version, or cannot be reached now, is then left to the engine, which
+    stops it at preflight (stale plan, unreachable) before touching it."""
     from version_policy import UpgradeRequest, VersionError, decide, parse_range, parse_version
 
     from ..fleet.inventory import host_from_plan
@@ -78,6 +81,11 @@ def redecide(hosts: list[PlanHost], *, policy: Policy, catalog: Catalog, now: _d
 
     block = policy.manual_changes == "block"  # the operator's setting, never the plan's copy
     drifted: list[str] = []
+
+    from .plan import check_consistency
+
+    check_consistency(list(hosts), str(hosts[0]["target"]) if hosts else "", "the plan")
+    offline = decide_offline(hosts, policy=policy, catalog=catalog, today=now.date())
 
     def one(h: PlanHost) -> tuple[str, DecisionData, DecisionData]:
         host = host_from_plan(h)
@@ -107,16 +115,55 @@ def redecide(hosts: list[PlanHost], *, policy: Policy, catalog: Catalog, now: _d
     with ThreadPoolExecutor(max_workers=max(1, min(forks, len(hosts)))) as pool:
         answers = list(pool.map(one, hosts))
     differ = []
-    for name, planned, now_decided in answers:
+    for name, planned, now_decided in offline + answers:
         if decision_key(planned) != decision_key(now_decided):
-            failed = [f"{r['rule']}: {r['reason']}" for r in now_decided.get("rules", []) if r.get("status") == "fail"]
-            verdict = "allowed" if now_decided.get("allowed") else "refused (" + "; ".join(failed) + ")"
-            differ.append(f"{name}: the plan says {'allowed' if planned.get('allowed') else 'refused'}, decided "
-                          f"again now: {verdict}")
+            differ.append(_differs_text(name, planned, now_decided))
     differ += drifted
     if differ:
         raise PolicyRefused("the version policy decides differently now than when the plan was made, nothing was "
                             "changed:\n  " + "\n  ".join(differ))
+
+
+def decide_offline(hosts: Sequence[PlanHost], *, policy: Policy, catalog: Catalog,
+                   today: _dt.date) -> list[tuple[str, DecisionData, DecisionData]]:
+    """Each host's decision made again without reading it: the plan's own current -> target pair under ``policy``
+    (the operator's, at this moment) and the signed catalog's entry for the target. Returns (name, the plan's
+    decision, the decision now) per host; ApprovalRefused (exit 4) when the plan's package is not the catalog's."""
+    from version_policy import UpgradeRequest, VersionError, decide, parse_range, parse_version
+
+    from ..fleet.inventory import host_from_plan
+    from ..trust.plan_trust import trusted_package
+    from .planner import _decide
+
+    out: list[tuple[str, DecisionData, DecisionData]] = []
+    for h in hosts:
+        entry, package = trusted_package(catalog, h)
+        try:
+            target = parse_version(h["target"])
+        except VersionError as e:
+            raise ApprovalRefused(f"{h['name']}: the plan's target {h['target']!r} is not a version: {e}",
+                                  hint="make and approve a new plan") from None
+        decision = _decide(host_from_plan(h), h["current"], {}, target, entry, package, policy, today,
+                           UpgradeRequest, decide, parse_version, parse_range, VersionError)
+        out.append((h["name"], h["decision"], decision))
+    return out
+
+
+def refuse_if_decided_otherwise(answers: Sequence[tuple[str, DecisionData, DecisionData]]) -> None:
+    """PolicyRefused (exit 3) naming every host whose decision now differs from the plan's."""
+    differ = []
+    for name, planned, now_decided in answers:
+        if decision_key(planned) != decision_key(now_decided):
+            differ.append(_differs_text(name, planned, now_decided))
+    if differ:
+        raise PolicyRefused("the version policy decides differently now than the plan says, nothing was changed:\n  "
+                            + "\n  ".join(differ), hint="make and approve a new plan")
+
+
+def _differs_text(name: str, planned: DecisionData, now_decided: DecisionData) -> str:
+    failed = [f"{r['rule']}: {r['reason']}" for r in now_decided.get("rules", []) if r.get("status") == "fail"]
+    verdict = "allowed" if now_decided.get("allowed") else "refused (" + "; ".join(failed) + ")"
+    return f"{name}: the plan says {'allowed' if planned.get('allowed') else 'refused'}, decided again now: {verdict}"
 
 
 def check_playbooks(hosts: Sequence[Mapping[str, object]], home: str | Path,
@@ -126,7 +173,6 @@ def check_playbooks(hosts: Sequence[Mapping[str, object]], home: str | Path,
     when its digest differs from the one the plan records, naming both, or when the plan's rendered steps (version
     source, stop, start, hooks, probes) are not that playbook's with values put in."""
     from .playbook import load_operator_playbook
-    from .errors import InputError
 
     loaded: dict[str, tuple[Playbook, str]] = {}
     problems: list[str] = []
@@ -150,13 +196,19 @@ def check_playbooks(hosts: Sequence[Mapping[str, object]], home: str | Path,
             problems.append(f"{h.get('name')}: the plan's playbook {name!r} is {meta.get('path')} (sha256 "
                             f"{meta.get('sha256')}), the operator's is {pb.path} ({where}, sha256 {pb.digest})")
             continue
-        spec = meta.get("spec") or {}
-        differ = _template_differs(pb.spec, {k: v for k, v in spec.items()}, "")
+        try:
+            spec, rollback_observe = render_for_plan_host(pb, h)
+        except InputError as e:
+            problems.append(f"{h.get('name')}: the operator's playbook {pb.path} cannot be rendered with the plan's "
+                            f"values: {e.message}")
+            continue
+        differ = _first_difference(spec, meta.get("spec"), "")
         if differ is None:
-            differ = _template_differs(pb.spec.get("observe"), meta.get("rollback_observe"), "rollback_observe")
+            differ = _first_difference(rollback_observe, meta.get("rollback_observe"), "rollback_observe")
         if differ is not None:
             problems.append(f"{h.get('name')}: the plan's steps are not those of the operator's playbook {pb.path} "
-                            f"(sha256 {pb.digest}): {differ} differs")
+                            f"(sha256 {pb.digest}) rendered with the plan's values (variables, install_dir, versions)"
+                            f": {differ} differs")
     if problems:
         raise ApprovalRefused("the plan was made with another playbook than the operator's, nothing was changed:\n  "
                               + "\n  ".join(problems),
@@ -164,28 +216,40 @@ def check_playbooks(hosts: Sequence[Mapping[str, object]], home: str | Path,
                                    "ones, never from the plan: make and approve a new plan")
 
 
-def _template_differs(template: object, rendered: object, key: str) -> str | None:
-    """The first key where ``rendered`` is not ``template`` with its ``${var}`` placeholders filled in, or None."""
-    import re
+def render_for_plan_host(pb: Playbook, h: Mapping[str, object]) -> tuple[dict[str, object], dict[str, object]]:
+    """The operator's playbook rendered exactly as ``upgrader plan`` renders it for plan entry ``h``: its defaults,
+    the values the plan records as read from the install's configuration (``vars_read``), the explicit ones
+    (``vars``: inventory vars, --var), the entry's install_dir and name, and its current and target versions.
+    Returns (the spec, the rollback's observe spec); InputError when a variable is missing."""
+    from .config_vars import merge_variables
 
-    if isinstance(template, dict):
-        if not isinstance(rendered, dict) or set(template) != set(rendered):
+    read = cast("dict[str, Any]", h.get("vars_read") or {})
+    explicit = {str(k): v for k, v in cast("dict[str, object]", h.get("vars") or {}).items()}
+    install_dir, name = str(h.get("install_dir")), str(h.get("name"))
+    values, _ = merge_variables(pb.defaults, read, {"install_dir": install_dir, "host": name, **explicit})
+    base = {**values, "install_dir": install_dir, "host": name}
+    current = str(h.get("current") or "unknown")
+    spec = pb.render({**base, "target_version": str(h.get("target")), "current_version": current})
+    rollback = pb.render({**base, "target_version": current, "current_version": current})
+    return cast("dict[str, object]", spec), cast("dict[str, object]", rollback["observe"])
+
+
+def _first_difference(expected: object, got: object, key: str) -> str | None:
+    """The first key where ``got`` is not exactly ``expected`` (same keys, same items, same values and types)."""
+    if isinstance(expected, dict):
+        if not isinstance(got, dict) or set(expected) != set(got):
             return key or "the spec"
-        for k in template:
-            found = _template_differs(template[k], rendered[k], f"{key}.{k}" if key else k)
+        for k in expected:
+            found = _first_difference(expected[k], got[k], f"{key}.{k}" if key else k)
             if found is not None:
                 return found
         return None
-    if isinstance(template, (list, tuple)):
-        if not isinstance(rendered, list) or len(template) != len(rendered):
+    if isinstance(expected, (list, tuple)):
+        if not isinstance(got, list) or len(expected) != len(got):
             return key
-        for i, (t, r) in enumerate(zip(template, rendered)):
-            found = _template_differs(t, r, f"{key}[{i}]")
+        for i, (e, r) in enumerate(zip(expected, got)):
+            found = _first_difference(e, r, f"{key}[{i}]")
             if found is not None:
                 return found
         return None
-    if isinstance(template, str):
-        parts = re.split(r"\$\{[A-Za-z_][A-Za-z0-9_]*\}", template)
-        pattern = "(?s)" + ".*".join(re.escape(p) for p in parts)
-        return None if isinstance(rendered, str) and re.fullmatch(pattern, rendered) else key
-    return None if template == rendered and type(template) is type(rendered) else key
+    return None if expected == got and type(expected) is type(got) else key

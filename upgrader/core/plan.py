@@ -14,13 +14,14 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Mapping, cast
+from typing import Callable, Mapping, Sequence, cast
 
-from .errors import InputError
+from .errors import ApprovalRefused, InputError
 from .shapes import (AgentReply, DecisionData, JSONObject, ObserveSpec, PlanCheck, PlanData, PlanHost,
                      PlanPackage, PlaybookSpec, ProbeResult, VarRead)
 
-__all__ = ["Plan", "HostInput", "build_plan", "canonical_json", "readable_json", "load_plan", "plan_digest", "PHASES"]
+__all__ = ["Plan", "HostInput", "build_plan", "canonical_json", "readable_json", "load_plan", "plan_digest", "PHASES",
+           "check_consistency", "install_key"]
 
 PLAN_FORMAT = 1
 PHASES = ("preflight", "backup", "stop", "install", "start", "observe")
@@ -246,3 +247,33 @@ def load_plan(path: str | Path) -> Plan:
                                  hint="make the plan again with 'upgrader plan'")
         _check_keys(h, _HOST, p, f"hosts[{i}].")
     return Plan(cast(PlanData, data))  # every key and its type checked above
+
+
+def install_key(h: Mapping[str, object]) -> tuple[str, str]:
+    """What names one install on one machine: the address (case folded) and the normalised install_dir (the host
+    agent's lock and ledger are keyed by the install, never by the host's name, a label the requester picks)."""
+    import posixpath
+
+    return str(h.get("address") or "").strip().lower().rstrip("."), posixpath.normpath(str(h.get("install_dir") or "/"))
+
+
+def check_consistency(hosts: Sequence[Mapping[str, object]], target: str, where: str) -> None:
+    """ApprovalRefused (exit 4) for a plan that contradicts itself: two entries for one install (same address and
+    install_dir under other names), or an entry whose target is not the plan's target. ``upgrader plan`` never
+    writes either: such a plan was edited."""
+    seen: dict[tuple[str, str], str] = {}
+    problems: list[str] = []
+    for i, h in enumerate(hosts):
+        name = str(h.get("name"))
+        key = install_key(h)
+        if key in seen:
+            problems.append(f"hosts[{i}] ({name}) is the same install as {seen[key]}: {key[0]} {key[1]}")
+        else:
+            seen[key] = name
+        if str(h.get("target")) != target:
+            problems.append(f"hosts[{i}] ({name}) goes to {h.get('target')}, the plan's target is {target}")
+    if problems:
+        raise ApprovalRefused(f"{where}: the plan contradicts itself (the plan was edited), nothing was changed:\n  "
+                              + "\n  ".join(problems),
+                              hint="make and approve a new plan with 'upgrader plan' (one entry per install, one "
+                                   "target)")

@@ -136,7 +136,8 @@ def make_plan(inventory: Inventory, hosts: list[Host], *, target: str, catalog: 
                     unproven = e
         finally:
             transport.close()
-        return HostInput(host=h.describe(), state_dir=h.state_dir,
+        explicit = {str(k): str(v) for k, v in h.vars.items()}  # recorded: the run renders the playbook with them
+        return HostInput(host={**h.describe(), **({"vars": explicit} if explicit else {})}, state_dir=h.state_dir,
                          playbook={"name": h.playbook, "path": str(pb.path), "sha256": pb.digest, "from": pb_from},
                          spec=spec, rollback_observe=rollback_observe, facts=facts, package=package,
                          decision=decision, current=current, target=target, vars_read=vars_read,

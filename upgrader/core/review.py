@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from .shapes import PlanData, PlanHost, ProbeSpec
+from .shapes import PlanData, PlanHost, ProbeSpec, ProcessSpec
 
 __all__ = ["plan_review", "host_commands"]
 
@@ -54,6 +54,18 @@ def host_commands(h: PlanHost) -> list[dict[str, object]]:
     return out
 
 
+def host_variables(h: PlanHost) -> list[str]:
+    """Every value the plan rendered the playbook with besides install_dir and the versions, one line each, in
+    full: the explicit ones (inventory vars, --var) and those read from the install's configuration (or their
+    defaults). The run renders the operator's playbook with exactly these and refuses any other step."""
+    from .config_vars import describe_read
+
+    explicit = dict(h.get("vars") or {})
+    lines = [f"{k} = {v!r} (inventory vars or --var)" for k, v in sorted(explicit.items())]
+    read = {k: v for k, v in (h.get("vars_read") or {}).items() if k not in explicit}
+    return lines + describe_read(read)
+
+
 def default_state_dir(h: Mapping[str, object]) -> str:
     """Where the host agent keeps its state for the install when the inventory names no state_dir (and where it
     always keeps the host's trust ledger): ``.upgrader-NAME`` beside the install."""
@@ -64,15 +76,20 @@ def default_state_dir(h: Mapping[str, object]) -> str:
     return posixpath.join(parent, ".upgrader-" + name)
 
 
+def _selector_text(sel: ProcessSpec) -> str:
+    """Exactly which processes a process selector picks (every argument shown in full, quoted)."""
+    last = f", last argument {sel['cmdline_last']!r}" if sel.get("cmdline_last") else ""
+    ports = f", holding port {' or '.join(map(str, sel['ports']))} when listening" if sel.get("ports") else ""
+    held = " ".join(repr(str(a)) for a in sel.get("cmdline_contains") or [])
+    return f"process whose command line holds {held}{last}{ports}"
+
+
 def _probe_text(p: ProbeSpec) -> str:
     kind = p.get("type")
     if kind == "process":
         if p.get("pid_file") or not p.get("process"):
             return f"process of pid file {p.get('pid_file')}"
-        sel = p["process"]
-        last = f", last argument {sel['cmdline_last']!r}" if sel.get("cmdline_last") else ""
-        ports = f", holding port {' or '.join(map(str, sel['ports']))} when listening" if sel.get("ports") else ""
-        return f"process whose command line holds {' '.join(sel.get('cmdline_contains') or [])}{last}{ports}"
+        return _selector_text(p["process"])
     if kind == "tcp":
         return f"tcp {p.get('host')}:{p.get('port')} accepts"
     if kind == "http":
@@ -104,6 +121,9 @@ def _host(h: PlanHost) -> dict[str, object]:
         "checks": list(h.get("checks", [])),
         "commands": host_commands(h),
         "stop": {k: stop.get(k) for k in ("timeout", "pid_file", "ports", "force", "kill_wait") if k in stop},
+        "stop_signals": (f"the process of pid file {stop['pid_file']}" if stop.get("pid_file") else
+                         _selector_text(stop["process"]) if stop.get("process") else None),
+        "variables": host_variables(h),
         "probes": [{"name": p.get("name"), "checks": _probe_text(p)} for p in observe.get("probes", [])],
         "observe": {k: observe.get(k) for k in ("window", "start_timeout", "interval") if k in observe},
         "preserve": [p.get("path") for p in spec.get("preserve", [])],

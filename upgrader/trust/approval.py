@@ -238,7 +238,8 @@ def check_approvals(paths: list[str], *, plan_digest: str, requester: Requester,
             raise ApprovalRefused(f"{path}: {st.approver} (key {a.signature.fingerprint}) approved a plan whose "
                                   f"requester is {requester_label!r}: their own plan; another engineer must approve "
                                   "it with their own key (segregation of duties)")
-        if not allow_self and requester.same_person(a.signature.public_key, st.approver):
+        if not allow_self and requester.same_person(a.signature.public_key, st.approver,
+                                                    literal_principals(signers, a.signature.public_key)):
             raise ApprovalRefused(f"{path}: {st.approver} (key {a.signature.fingerprint}) approved their own plan: "
                                   f"the key {requester.fingerprint} {requester.how}; another engineer must approve "
                                   "it with their own key (segregation of duties)")

@@ -37,8 +37,12 @@ class Requester:
     def fingerprint(self) -> str:
         return fingerprint(self.key)
 
-    def same_person(self, key: bytes, principal: str) -> bool:
-        return key == self.key or principal.lower() in self.principals
+    def same_person(self, key: bytes, principal: str, principals: frozenset[str] = frozenset()) -> bool:
+        """Is the approver (their key, the name they approve as, the literal names of their key) the requester:
+        the same key, or a name of theirs and a name of the requester's key that name the same person by the rule
+        used for labels (``alice@vendor`` == ``alice@customer`` == ``alice``)?"""
+        return key == self.key or any(same_person(mine, theirs) for mine in {principal, *principals}
+                                      for theirs in self.principals)
 
 
 def same_person(approver: str, requester: str) -> bool:

@@ -89,7 +89,9 @@ def print_review(c: Any, r: dict[str, Any]) -> None:
                  f"{wp.get('start')}-{wp.get('end')} {wp.get('timezone')}; outside it: {wp.get('outside')})")
     for h in r["hosts"]:
         _line(c, "")
-        verdict = "allowed" if h["allowed"] else "REFUSED"
+        again = h.get("decided_again") or {}
+        verdict = "allowed" if h["allowed"] and (again.get("same", True) or again.get("error")) \
+            and not again.get("refused") else "REFUSED"
         _line(c, f"host {h['host']} ({h['address']}, port {h['port']}, user {h['user'] or '-'}) "
                  f"{h['install_dir']}: {h['product']} {h['current']} -> {h['target']}: {verdict}")
         state, default = h.get("state_dir"), h.get("default_state_dir")
@@ -123,13 +125,31 @@ def print_review(c: Any, r: dict[str, Any]) -> None:
             _line(c, f"    {rule['status']:<5} {rule['rule']}: {rule['reason']}")
         for check in h["checks"]:
             _line(c, f"    {check['status']:<5} {check['check']}: {check['reason']}")
+        if again.get("error"):
+            _line(c, f"  decided again here: {'REFUSED' if again.get('refused') else 'CANNOT'}: {again['error']}; "
+                     "a run here refuses this plan")
+        elif again and not again.get("same"):
+            failed = "; ".join(f"{x['rule']}: {x['reason']}" for x in again["rules"] if x.get("status") == "fail")
+            _line(c, f"  decided again here (the operator's policy, the signed catalog, {h['current']} -> "
+                     f"{h['target']}): {'allowed' if again['allowed'] else 'REFUSED: ' + failed}: DIFFERENT from "
+                     "the plan's decision: a run here refuses this plan (exit 3)")
+        elif again:
+            _line(c, f"  decided again here (the operator's policy, the signed catalog, {h['current']} -> "
+                     f"{h['target']}): the same")
         _line(c, f"  commands the run executes on the host, as they will run (in {h['install_dir']}, as "
                  f"{h['user'] or 'the login user'}):")
         for cmd in h["commands"]:
             limit = f"  (timeout {cmd['timeout']}s)" if cmd.get("timeout") is not None else ""
             _line(c, f"    {cmd['when']}: {cmd['command']}{limit}")
+        if h.get("variables"):
+            _line(c, "  values the playbook is rendered with (the run renders the operator's playbook with exactly "
+                     "these):")
+            for v in h["variables"]:
+                _line(c, f"    {v}")
         if h["stop"]:
             _line(c, "  stop: " + ", ".join(f"{k} {v}" for k, v in h["stop"].items()))
+        if h.get("stop_signals"):
+            _line(c, f"  stop may signal (SIGTERM, then SIGKILL) only: {h['stop_signals']}")
         _line(c, "  health probes: " + "; ".join(f"{p['name']}: {p['checks']}" for p in h["probes"]))
         if h["observe"]:
             _line(c, "  observation: " + ", ".join(f"{k} {v}" for k, v in h["observe"].items()))
