@@ -69,7 +69,7 @@ def test_a_second_entry_for_the_same_install_is_refused(sandbox: Sandbox, capsys
     def second_entry(data: dict[str, Any]) -> None:
         a = data["hosts"][0]
         b = copy.deepcopy(a)
-        b["name"] = "app-01-b"
+        b["name"], b["address"] = "app-01-b", "localhost"  # the same machine, spelt otherwise
         b["install_dir"] = a["install_dir"].rstrip("/") + "/./"  # the same install, spelt otherwise
         b["state_dir"] = str(Path(a["install_dir"]).parent / ".upgrader-app-01-b")
         _goes_on_to(sandbox, b, "7.0.4.2", "7.1.0.0")
@@ -80,7 +80,7 @@ def test_a_second_entry_for_the_same_install_is_refused(sandbox: Sandbox, capsys
     rc, err = cli(sandbox, capsys, "approve", str(plan), "--key", str(sandbox.engineer_key), "-o",
                   str(sandbox.approvals / "a1.approval"))
     assert rc == ExitCode.APPROVAL_REFUSED, err
-    assert "the plan contradicts itself" in err and "(app-01-b) is the same install as app-01" in err, err
+    assert "the plan contradicts itself" in err and "(app-01-b) is the same install as app-01: this machine" in err, err
     assert "goes to 7.1.0.0, the plan's target is 7.0.4.2" in err, err
     assert not (sandbox.approvals / "a1.approval").exists()
     rc, err = cli(sandbox, capsys, "plan", "show", str(plan))

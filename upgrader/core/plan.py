@@ -254,7 +254,10 @@ def install_key(h: Mapping[str, object]) -> tuple[str, str]:
     agent's lock and ledger are keyed by the install, never by the host's name, a label the requester picks)."""
     import posixpath
 
-    return str(h.get("address") or "").strip().lower().rstrip("."), posixpath.normpath(str(h.get("install_dir") or "/"))
+    address = str(h.get("address") or "").strip().lower().rstrip(".")
+    if address in ("local", "localhost", "::1", "[::1]") or address.startswith("127."):
+        address = "this machine"  # one machine however it is spelt
+    return address, posixpath.normpath(str(h.get("install_dir") or "/"))
 
 
 def check_consistency(hosts: Sequence[Mapping[str, object]], target: str, where: str) -> None:
