@@ -167,7 +167,7 @@ def small_disk(tmp_path: Path) -> Iterator[Callable[[str], tuple[Sandbox, Path]]
         box = build_sandbox(tmp_path / "box")
         disk = tmp_path / "disk"
         disk.mkdir()
-        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(disk)], check=True)
+        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(disk)], check=True)
         mounts.append(disk)
         box.install_dir = disk / "app-01"
         sample.install(box.install_dir, port=box.port)
