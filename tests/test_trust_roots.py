@@ -115,8 +115,10 @@ def test_run_and_approve_take_the_policy_from_policy_option_then_home_then_syste
     capsys.readouterr()
     rc = main(["--home", str(home), "plan", "show", str(plan2), "--json"])
     shown = json.loads(capsys.readouterr().out)
-    assert rc == 0 and shown["policy_here"] == {"source": str(other), "sha256": shown["policy"]["sha256"],
-                                                "from": "system policy", "same": True}
+    here = shown["policy_here"]
+    assert rc == 0 and {k: here[k] for k in ("source", "sha256", "from", "same")} == {
+        "source": str(other), "sha256": shown["policy"]["sha256"], "from": "system policy", "same": True}
+    assert here["identity"] == shown["policy"]["identity"] and here["trust_files"] == shown["policy"]["trust_files"]
     assert host_state(sandbox) == before
 
 

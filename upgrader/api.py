@@ -426,7 +426,8 @@ def show_plan(ctx: Context, plan_file: Path) -> PlanReview:
     policy = load_policy(ctx)
     planned = cast(JSONObject, review["policy"])
     review["policy_here"] = {"source": policy.source, "sha256": policy.digest, "from": policy_origin(ctx),
-                             "same": policy.digest == planned["sha256"]}
+                             "identity": policy.identity, "trust_files": [t.to_dict() for t in policy.trust_files],
+                             "same": policy.identity == planned.get("identity")}
     for h in cast("list[dict[str, object]]", review["hosts"]):
         h["playbook_here"] = _playbook_here(cast(JSONObject, h["playbook"]), ctx.home)
     _decided_again(ctx, plan, review, policy)

@@ -5,9 +5,10 @@ a new section is added by adding rows, and ``Policy.value(path)`` reads it at on
 is read once (at most 1 MiB), hashed (``Policy.digest``), scanned for YAML anchors/aliases
 (refused: a billion-laughs guard), checked for duplicate keys, and loaded with
 ``yaml.safe_load`` only. Unknown keys and wrong types are errors naming the file and the key.
-This module does not decide anything (see ``rules``), never writes, and does not open the
-files a policy points to (``holidays`` reads the ``window.holidays`` calendar);
-``Policy.resolve_path`` only says where they are.
+This module does not decide anything (see ``rules``) and never writes. Besides the policy it
+reads the files the policy's trust keys name (``TRUST_FILE_KEYS``) only to hash them into
+``Policy.identity`` (``holidays`` parses the ``window.holidays`` calendar, ``upgrader.trust``
+the signer lists); ``Policy.resolve_path`` says where they are.
 """
 
 from __future__ import annotations
@@ -29,8 +30,8 @@ import yaml  # type: ignore[import-untyped, unused-ignore]
 
 from .errors import PolicyError
 
-__all__ = ["Policy", "Setting", "SCHEMA", "MAX_POLICY_BYTES", "load_policy",
-           "default_policy_path"]
+__all__ = ["Policy", "Setting", "SCHEMA", "MAX_POLICY_BYTES", "TRUST_FILE_KEYS", "TrustFile", "load_policy",
+           "default_policy_path", "policy_identity"]
 
 MAX_POLICY_BYTES = 1024 * 1024
 _FIX = "fix the value or remove the key to use the default"
@@ -215,13 +216,59 @@ SCHEMA: tuple[Setting, ...] = (
 )
 
 
+# The keys whose value names a file the policy trusts: who may approve, whose catalogs count, who signs audit
+# checkpoints, which days are holidays. The policy's identity covers these files, not only the policy's bytes.
+TRUST_FILE_KEYS = ("approvals.allowed_signers", "catalog.trusted_signers", "audit.allowed_signers",
+                   "window.holidays")
+
+
+@dataclass(frozen=True)
+class TrustFile:
+    """A file a policy key names, as read when the policy was loaded: the key, the resolved absolute path
+    (None: the key is not set), and the sha256 of its bytes (None: ``state`` says why: "missing",
+    "unreadable", "not set")."""
+
+    key: str
+    source: str | None
+    sha256: str | None
+    state: str
+
+    def to_dict(self) -> dict[str, object]:
+        return {"key": self.key, "source": self.source, "sha256": self.sha256, "state": self.state}
+
+    def shown(self) -> str:
+        """One line: where and which bytes (or why none)."""
+        if self.source is None:
+            return f"{self.key}: not set"
+        return f"{self.key}: {self.source} " + (f"sha256 {self.sha256}" if self.sha256 else f"({self.state})")
+
+
+def policy_identity(digest: str, trust_files: "tuple[TrustFile, ...] | list[Mapping[str, object]]") -> str:
+    """sha256 of the canonical record of a policy: its file's sha256 and each trust file's key, source and
+    sha256 (or state). Two policies with the same identity are the same bytes naming the same trusted files."""
+    import json
+
+    record = {"format": 1, "policy_sha256": digest,
+              "trust_files": [t.to_dict() if isinstance(t, TrustFile) else
+                              {k: t.get(k) for k in ("key", "source", "sha256", "state")} for t in trust_files]}
+    return hashlib.sha256(json.dumps(record, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
 @dataclass(frozen=True)
 class Policy:
-    """A validated policy. ``settings`` maps every ``SCHEMA`` path to its value."""
+    """A validated policy. ``settings`` maps every ``SCHEMA`` path to its value; ``trust_files`` are the files
+    its trust keys name, as read at load time (see ``identity``)."""
 
     source: str
     digest: str
     settings: Mapping[str, object] = field(hash=False, repr=False)
+    trust_files: tuple[TrustFile, ...] = field(default=(), hash=False)
+
+    @property
+    def identity(self) -> str:
+        """The policy's identity digest: the policy file's sha256 and every trust file it names (source and
+        sha256). A byte-identical copy of a policy elsewhere names other files and has another identity."""
+        return policy_identity(self.digest, self.trust_files)
 
     def value(self, path: str) -> object:
         """The value of a dotted key path, e.g. ``policy.value("rules.free_levels")``."""
@@ -368,8 +415,27 @@ def load_policy(path: str | os.PathLike[str] | None = None) -> Policy:
         unreadable="cannot read the policy file ({}); check the path and its permissions",
         too_large="the file is larger than 1 MiB; a policy is a few lines of YAML, check that this is the right file")
     data = _safe_yaml(text, source)
-    return Policy(source, hashlib.sha256(content).hexdigest(),
-                  MappingProxyType(_validate(data, source)))
+    if path is not None:
+        source = os.path.abspath(source)  # trust files resolve against it: the same wherever the command runs
+    settings = MappingProxyType(_validate(data, source))
+    policy = Policy(source, hashlib.sha256(content).hexdigest(), settings)
+    return Policy(source, policy.digest, settings, tuple(_trust_file(policy, key) for key in TRUST_FILE_KEYS))
+
+
+def _trust_file(policy: Policy, key: str) -> TrustFile:
+    """The file ``key`` names, resolved against the policy file, hashed (a file this large is no signer list)."""
+    named = policy.settings.get(key)
+    if named is None:
+        return TrustFile(key, None, None, "not set")
+    where = os.path.abspath(policy.resolve_path(str(named)))
+    try:
+        with open(where, "rb") as fh:
+            content = fh.read(8 * MAX_POLICY_BYTES + 1)
+    except FileNotFoundError:
+        return TrustFile(key, where, None, "missing")
+    except OSError as error:
+        return TrustFile(key, where, None, f"unreadable: {error.strerror or error}")
+    return TrustFile(key, where, hashlib.sha256(content).hexdigest(), "read")
 
 
 # libyaml when the installed PyYAML has it: the same grammar, ten times faster. A file it cannot

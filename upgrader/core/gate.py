@@ -32,15 +32,60 @@ __all__ = ["operator_policy", "policy_mismatch", "redecide", "decision_key", "de
 
 
 def policy_mismatch(plan_policy: Mapping[str, object], policy: Policy) -> ApprovalRefused | None:
-    """The refusal for a plan made under another policy than ``policy``, or None when they are the same."""
+    """The refusal for a plan made under another policy than ``policy``, or None when they are the same.
+
+    The same policy means the same identity (``Policy.identity``): the policy file's bytes and every trust file it
+    names (approvers', vendors' and auditors' allowed_signers, the holiday calendar) at the same place with the same
+    bytes. A plan that does not record the identity (made before upgrader recorded it) cannot prove which trust
+    files it was made under and is refused: the requester makes it again."""
+    how = "; the policy comes from --policy, HOME/policy.yaml, /etc/upgrader/policy.yaml or the shipped default, " \
+          "never from the plan"
     planned = str(plan_policy.get("sha256"))
-    if policy.digest == planned:
+    identity = plan_policy.get("identity")
+    if not isinstance(identity, str) or not isinstance(plan_policy.get("trust_files"), list):
+        return ApprovalRefused(
+            f"the plan records only its policy file ({plan_policy.get('source')}, sha256 {planned}), not the trust "
+            "files that policy names (allowed_signers, trusted_signers, holidays): it was made by an older upgrader "
+            "and cannot show it was made under the operator's policy; nothing was changed",
+            hint="make and approve the plan again with this upgrader ('upgrader plan ...', then 'upgrader approve')")
+    if policy.identity == identity and _planned_identity(plan_policy) == identity:
         return None
+    differ: list[str] = []
+    if policy.digest != planned:
+        differ.append(f"the policy file: the plan's is {plan_policy.get('source')} (sha256 {planned}), the "
+                      f"operator's is {policy.source} (sha256 {policy.digest})")
+    planned_files = {str(t.get("key")): t for t in _trust_list(plan_policy)}
+    for here in policy.trust_files:
+        then = planned_files.pop(here.key, None)
+        if then is None:
+            differ.append(f"{here.key}: the plan records nothing, the operator's is {_shown(here.to_dict())}")
+        elif (then.get("source"), then.get("sha256"), then.get("state")) != (here.source, here.sha256, here.state):
+            differ.append(f"{here.key}: the plan's is {_shown(then)}, the operator's is {_shown(here.to_dict())}")
+    for key, then in planned_files.items():
+        differ.append(f"{key}: the plan's is {_shown(then)}, the operator's policy has no such key")
+    if not differ:  # the record does not add up to its own identity: the plan was edited
+        differ.append(f"the plan's policy record does not match its identity {identity}: the plan was altered")
     return ApprovalRefused(
-        f"the plan was made under another policy: the plan's policy is {plan_policy.get('source')} (sha256 "
-        f"{planned}), the operator's policy is {policy.source} (sha256 {policy.digest}); the policy comes from "
-        "--policy, HOME/policy.yaml, /etc/upgrader/policy.yaml or the shipped default, never from the plan",
+        f"the plan was made under another policy (identity {identity} in the plan, {policy.identity} here), "
+        "nothing was changed:\n  " + "\n  ".join(differ) + "\n  " + how.lstrip("; "),
         hint="make and approve a new plan under the operator's policy (or fix the operator's policy file)")
+
+
+def _trust_list(plan_policy: Mapping[str, object]) -> list[Mapping[str, object]]:
+    return [t for t in cast("list[object]", plan_policy.get("trust_files") or []) if isinstance(t, Mapping)]
+
+
+def _planned_identity(plan_policy: Mapping[str, object]) -> str:
+    """The identity the plan's own record of the policy adds up to."""
+    from version_policy.policy import policy_identity
+
+    return policy_identity(str(plan_policy.get("sha256")), _trust_list(plan_policy))
+
+
+def _shown(t: Mapping[str, object]) -> str:
+    if t.get("source") is None:
+        return "not set"
+    return f"{t.get('source')} " + (f"(sha256 {t.get('sha256')})" if t.get("sha256") else f"({t.get('state')})")
 
 
 def operator_policy(policy: Policy, plan_policy: Mapping[str, object]) -> Policy:

@@ -191,6 +191,9 @@ def build_plan(inputs: list[HostInput], *, target: str, catalog: Mapping[str, ob
         "target": target,
         "catalog": dict(catalog),
         "policy": {"source": policy.get("source"), "sha256": policy.get("digest"),
+                   # the policy's identity: its file and every trust file it names (source and sha256)
+                   "identity": policy.get("identity"), "trust_files": list(cast(list[object],
+                                                                                 policy.get("trust_files") or [])),
                    "manual_changes": str(policy_rules.get("manual_changes", "warn"))},
         "window": dict(window) if window else None,
         "hosts": hosts,

@@ -158,7 +158,8 @@ def make_plan(inventory: Inventory, hosts: list[Host], *, target: str, catalog: 
         catalog={"path": str(catalog.path.resolve()), "sha256": catalog.sha256, "serial": catalog.serial,
                  **({"signer": signed_by.get("signer"), "fingerprint": signed_by.get("fingerprint")}
                     if signed_by else {})},
-        policy={"source": policy.source, "digest": policy.digest, "rules": policy.raw.get("rules", {})},
+        policy={"source": policy.source, "digest": policy.digest, "rules": policy.raw.get("rules", {}),
+                "identity": policy.identity, "trust_files": [t.to_dict() for t in policy.trust_files]},
         requester=requester or requester_identity(), created=clock.now(), window=window)
 
 

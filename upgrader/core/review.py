@@ -2,7 +2,8 @@
 
 ``plan_review`` turns a plan into the review that ``upgrader plan show`` prints and ``upgrader
 approve`` prints before it signs: who asked (and with which key), the catalog (signer, serial,
-sha256), the policy (source, digest), the service window, and per host the versions, the package
+sha256), the policy (source, digest, identity and
+every trust file it names with its source and sha256), the service window, and per host the versions, the package
 (file and full sha256), every rule's decision and check, and every command the run may execute on
 the host, rendered as it will run (version read, stop, start, hooks, command probes, and the
 rollback's start and probes).
@@ -142,7 +143,8 @@ def plan_review(data: PlanData, digest: str) -> dict[str, object]:
                       "signed": bool(data.get("signature"))},
         "catalog": {k: (data.get("catalog") or {}).get(k) for k in ("path", "sha256", "serial", "signer",
                                                                       "fingerprint")},
-        "policy": {k: (data.get("policy") or {}).get(k) for k in ("source", "sha256", "manual_changes")},
+        "policy": {k: (data.get("policy") or {}).get(k) for k in ("source", "sha256", "identity", "trust_files",
+                                                                    "manual_changes")},
         "window": data.get("window"),
         "hosts": [_host(h) for h in data.get("hosts", [])],
     }

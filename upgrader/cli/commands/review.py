@@ -61,6 +61,19 @@ def _line(c: Any, text: str) -> None:
     c.print(shown(text), markup=False, highlight=False, soft_wrap=True)
 
 
+def _trust_lines(c: Any, files: Any) -> None:
+    """Each trust file a policy names: key, source and sha256 (or why none)."""
+    if not isinstance(files, list):
+        _line(c, "  trust files: NOT RECORDED (a plan of an older upgrader: a run refuses it, make it again)")
+        return
+    for t in files:
+        if t.get("source") is None:
+            _line(c, f"  trust file {t.get('key')}: not set")
+        else:
+            what = f"sha256 {t['sha256']}" if t.get("sha256") else str(t.get("state")).upper()
+            _line(c, f"  trust file {t.get('key')}: {t.get('source')}  {what}")
+
+
 def print_review(c: Any, r: dict[str, Any]) -> None:
     """The review as text, every value in full (a secret in a command, a URL's password, masked as in every output:
     the approver sees where it goes, not what it is)."""
@@ -76,11 +89,15 @@ def print_review(c: Any, r: dict[str, Any]) -> None:
     _line(c, f"catalog: {cat['path']}  serial {cat['serial']}  signed by {cat.get('signer') or '-'} "
              f"({cat.get('fingerprint') or '-'})  sha256 {cat['sha256']}")
     pol = r["policy"]
-    _line(c, f"policy: {pol['source']}  sha256 {pol['sha256']}")
+    _line(c, f"policy: {pol['source']}  sha256 {pol['sha256']}  identity {pol.get('identity') or 'NOT RECORDED'}")
+    _trust_lines(c, pol.get("trust_files"))
     here = r.get("policy_here")
     if here:
         verdict = "the same" if here["same"] else "DIFFERENT: a run here refuses this plan (exit 4)"
-        _line(c, f"policy here ({here['from']}): {here['source']}  sha256 {here['sha256']}: {verdict}")
+        _line(c, f"policy here ({here['from']}): {here['source']}  sha256 {here['sha256']}  identity "
+                 f"{here.get('identity')}: {verdict}")
+        if not here["same"]:
+            _trust_lines(c, here.get("trust_files"))
     window = r.get("window")
     if window:
         inside = {True: "inside", False: "outside"}.get(window.get("inside"), "unknown")

@@ -1,0 +1,150 @@
+"""Whose gate is it, round four: each weakness a fourth attack on the trust gate found, played as the attacker would
+with the shipped CLI, real keys, a real catalog and the real sample middleware; each now ends in a refusal with its
+exit code and message, and nothing on the host changed (product files, service pid and version, lock, staged
+packages, the host's records, run records).
+
+B1 a byte-identical copy of the operator's policy.yaml in the requester's own home, naming the requester's own
+   allowed_signers beside it: the same policy file, other trust files; and a plan of an older upgrader that
+   records only the policy file's sha256
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import plan_to, upgrader
+from trust_support import add_signer, approval_signed_anyway, cli, host_state, make_ssh_key, pristine, resigned
+from upgrader.cli.commands.demo import Sandbox
+from upgrader.cli import main
+from upgrader.core.exit_codes import ExitCode
+from upgrader.core.plan import load_plan, readable_json
+
+
+def _both(box: Sandbox, capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
+    """Run the real CLI in-process; its exit code and everything it printed (stdout and stderr)."""
+    capsys.readouterr()
+    rc = upgrader(box, *argv)
+    out = capsys.readouterr()
+    return rc, out.out + out.err
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+# ---------------------------------------------------------------- B1: the policy's identity covers its trust files
+
+
+def _requesters_home(box: Sandbox, tmp_path: Path) -> tuple[Path, Path]:
+    """The requester's own home: the operator's policy.yaml copied byte for byte, the operator's signer files beside
+    it plus the requester's own key listed as an engineer. Returns (home, the requester's 'engineer' key)."""
+    home = tmp_path / "requester-home"
+    (home / "keys").mkdir(parents=True)
+    shutil.copyfile(box.policy, home / "policy.yaml")
+    for f in box.keys.iterdir():
+        if f.name.endswith("signers"):
+            shutil.copyfile(f, home / "keys" / f.name)
+    mine = make_ssh_key(tmp_path / "mallory" / "id_ed25519", "ed25519", comment="mallory")
+    add_signer(home / "keys" / "allowed_signers", "mallory@vendor", mine)
+    assert _sha(home / "policy.yaml") == _sha(box.policy)
+    return home, mine
+
+
+def test_a_byte_identical_policy_naming_other_signer_files_is_another_policy(
+        sandbox: Sandbox, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The requester plans in their own home whose policy.yaml is a byte-identical copy of the operator's, but whose
+    allowed_signers (resolved beside that copy) lists the requester's own key. The policy file's sha256 is the
+    operator's; its identity is not. The operator's plan show marks it DIFFERENT and prints each trust file with
+    source and sha256; approve and run (with an approval the engineer signed anyway) refuse it (exit 4) naming
+    approvals.allowed_signers with both sources and digests; the host is untouched."""
+    home, _ = _requesters_home(sandbox, tmp_path)
+    plan = sandbox.plans / "from-requester-home.json"
+    capsys.readouterr()
+    rc = main(["--home", str(home), "plan", "--inventory", str(sandbox.inventory), "--to", "7.0.4.2", "--catalog",
+               str(sandbox.catalog), "-o", str(plan), "--key", str(sandbox.requester_key)])
+    assert rc == ExitCode.OK, capsys.readouterr().err
+    planned = load_plan(plan).data["policy"]
+    assert planned["sha256"] == _sha(sandbox.policy)  # the policy file alone is the operator's
+    theirs, ours = home / "keys" / "allowed_signers", sandbox.keys / "allowed_signers"
+    by_key = {t["key"]: t for t in planned["trust_files"]}
+    assert by_key["approvals.allowed_signers"] == {"key": "approvals.allowed_signers", "source": str(theirs),
+                                                   "sha256": _sha(theirs), "state": "read"}
+    assert by_key["window.holidays"]["state"] == "not set"
+
+    before = pristine(sandbox)
+    rc, shown = _both(sandbox, capsys, "plan", "show", str(plan))
+    assert rc == ExitCode.OK
+    assert "DIFFERENT: a run here refuses this plan (exit 4)" in shown
+    for words in (f"trust file approvals.allowed_signers: {theirs}  sha256 {_sha(theirs)}",
+                  f"trust file approvals.allowed_signers: {ours}  sha256 {_sha(ours)}",
+                  "trust file window.holidays: not set"):
+        assert words in shown, f"{words!r} not in {shown}"
+
+    rc, err = cli(sandbox, capsys, "approve", str(plan), "--key", str(sandbox.engineer_key), "-o",
+                  str(sandbox.approvals / "refused.approval"))
+    assert rc == ExitCode.APPROVAL_REFUSED, err
+    assert not (sandbox.approvals / "refused.approval").exists()
+
+    approval = approval_signed_anyway(sandbox, plan)
+    rc, err = cli(sandbox, capsys, "run", str(plan), "--approval", str(approval), "--canary", "1", "--yes")
+    assert rc == ExitCode.APPROVAL_REFUSED, err
+    for words in ("made under another policy", "approvals.allowed_signers", str(theirs), _sha(theirs), str(ours),
+                  _sha(ours), "nothing was changed"):
+        assert words in err, f"{words!r} not in {err}"
+    assert "Traceback" not in err
+    assert host_state(sandbox) == before and before.version == "7.0.4.1"
+
+
+def test_a_plan_without_the_policy_identity_is_refused_with_make_it_again(
+        sandbox: Sandbox, capsys: pytest.CaptureFixture[str]) -> None:
+    """A plan as an older upgrader wrote it (the policy file's sha256 only, no identity, no trust files), signed by
+    its requester: run refuses it (exit 4) saying to make the plan again; the host is untouched. The review says the
+    trust files are not recorded."""
+    rc, plan = plan_to(sandbox, "7.0.4.2")
+    assert rc == ExitCode.OK
+    data: dict[str, Any] = json.loads(plan.read_text(encoding="utf-8"))
+    for key in ("identity", "trust_files"):
+        del data["policy"][key]
+    data.pop("signature", None)
+    plan.write_text(readable_json(resigned(data, sandbox.root)), encoding="utf-8")
+    approval = approval_signed_anyway(sandbox, plan)
+    before = pristine(sandbox)
+    rc, err = cli(sandbox, capsys, "run", str(plan), "--approval", str(approval), "--canary", "1", "--yes")
+    assert rc == ExitCode.APPROVAL_REFUSED, err
+    for words in ("records only its policy file", "older upgrader", "make and approve the plan again"):
+        assert words in err, f"{words!r} not in {err}"
+    rc, shown = _both(sandbox, capsys, "plan", "show", str(plan))
+    assert "trust files: NOT RECORDED" in shown, shown
+    assert host_state(sandbox) == before
+
+
+def test_the_review_prints_every_trust_file_and_a_changed_signer_file_refuses_the_run(
+        sandbox: Sandbox, capsys: pytest.CaptureFixture[str]) -> None:
+    """The operator's own plan: plan show prints each trust file with source and sha256 and says the policy here is
+    the same. Then the approvers' allowed_signers changes (a line added, the policy file untouched): the run refuses
+    the plan (exit 4), naming that file, its sha256 then and now; the host is untouched."""
+    rc, plan = plan_to(sandbox, "7.0.4.2")
+    assert rc == ExitCode.OK
+    signers = sandbox.keys / "allowed_signers"
+    then = _sha(signers)
+    rc, shown = _both(sandbox, capsys, "plan", "show", str(plan))
+    assert rc == ExitCode.OK
+    assert f"trust file approvals.allowed_signers: {signers}  sha256 {then}" in shown
+    assert f"trust file catalog.trusted_signers: {sandbox.keys / 'vendor_signers'}  sha256 " \
+           f"{_sha(sandbox.keys / 'vendor_signers')}" in shown
+    assert ": the same" in shown and "DIFFERENT" not in shown
+    approval = approval_signed_anyway(sandbox, plan)
+    with open(signers, "a", encoding="utf-8") as f:
+        f.write("# one more line\n")
+    before = pristine(sandbox)
+    rc, err = cli(sandbox, capsys, "run", str(plan), "--approval", str(approval), "--canary", "1", "--yes")
+    assert rc == ExitCode.APPROVAL_REFUSED, err
+    assert f"approvals.allowed_signers: the plan's is {signers} (sha256 {then}), the operator's is {signers} " \
+           f"(sha256 {_sha(signers)})" in err, err
+    assert host_state(sandbox) == before
