@@ -148,3 +148,74 @@ def test_the_review_prints_every_trust_file_and_a_changed_signer_file_refuses_th
     assert f"approvals.allowed_signers: the plan's is {signers} (sha256 {then}), the operator's is {signers} " \
            f"(sha256 {_sha(signers)})" in err, err
     assert host_state(sandbox) == before
+
+
+# ---------------------------------------------------------------- B2: the inventory may not redirect vars_from values
+
+
+def _inventory_with_port(box: Sandbox, directory: Path, port: str) -> Path:
+    """The requester's inventory: the operator's, with app-01's port set to ``port`` (the requester's server)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    inv = directory / "inventory.yaml"
+    text = box.inventory.read_text(encoding="utf-8")
+    assert f'      port: "{box.port}"\n' in text
+    inv.write_text(text.replace(f'      port: "{box.port}"\n', f'      port: "{port}"\n'), encoding="utf-8")
+    return inv
+
+
+def test_an_inventory_port_other_than_the_installs_configuration_is_refused_at_plan_time(
+        sandbox: Sandbox, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The playbook reads port from conf/server.conf; the requester's inventory says port "48999" (their own
+    server, which answers /health whatever the release does). plan refuses (exit 2) naming the inventory key, the
+    host and the configuration's value; no plan is written, nothing on the host changed. When the operator's policy
+    lists port in rules.vars_override the plan is made, and the review shows both values."""
+    inv = _inventory_with_port(sandbox, tmp_path / "requester", "48999")
+    out = sandbox.plans / "redirected.json"
+    before = pristine(sandbox)
+    rc, shown = _both(sandbox, capsys, "plan", "--inventory", str(inv), "--to", "7.0.4.2", "--catalog",
+                      str(sandbox.catalog), "-o", str(out))
+    assert rc == ExitCode.BAD_INPUT, shown
+    for words in (str(inv), "hosts.app-01.vars.port", "'48999'", "conf/server.conf",
+                  f"says '{sandbox.port}'", "rules.vars_override"):
+        assert words in shown, f"{words!r} not in {shown}"
+    assert "Traceback" not in shown and not out.exists()
+    assert host_state(sandbox) == before
+
+    # the legitimate case the operator allows: the service listens on the inventory's port, the file says another
+    conf = sandbox.install_dir / "conf" / "server.conf"
+    conf.write_text(conf.read_text(encoding="utf-8").replace(f"port = {sandbox.port}", "port = 48998"),
+                    encoding="utf-8")
+    rc, shown = _both(sandbox, capsys, "plan", "--inventory", str(sandbox.inventory), "--to", "7.0.4.2",
+                      "--catalog", str(sandbox.catalog), "-o", str(out))
+    assert rc == ExitCode.BAD_INPUT and "hosts.app-01.vars.port" in shown and "says '48998'" in shown, shown
+    policy = sandbox.policy.read_text(encoding="utf-8")
+    sandbox.policy.write_text(policy + "rules:\n  vars_override: [port]\n", encoding="utf-8")
+    rc, shown = _both(sandbox, capsys, "plan", "--inventory", str(sandbox.inventory), "--to", "7.0.4.2",
+                      "--catalog", str(sandbox.catalog), "-o", str(out))
+    assert rc == ExitCode.OK, shown
+    rc, shown = _both(sandbox, capsys, "plan", "show", str(out))
+    assert rc == ExitCode.OK
+    assert f"port = '{sandbox.port}' (inventory vars or --var) OVERRIDES the install's configuration: " \
+           "conf/server.conf line 2 says '48998'" in shown, shown
+
+
+def test_a_run_reads_the_configuration_again_and_refuses_a_value_that_moved(
+        sandbox: Sandbox, capsys: pytest.CaptureFixture[str]) -> None:
+    """A plan made while conf/server.conf said port N, approved; then the configuration says another port: the
+    run reads the install's configuration again and refuses (exit 4) naming the variable, the file, both values;
+    nothing on the host changed (beyond the edited configuration itself)."""
+    rc, plan = plan_to(sandbox, "7.0.4.2")
+    assert rc == ExitCode.OK
+    assert load_plan(plan).hosts[0]["vars_read"]["port"]["value"] == str(sandbox.port)
+    approval = approval_signed_anyway(sandbox, plan)
+    conf = sandbox.install_dir / "conf" / "server.conf"
+    text = conf.read_text(encoding="utf-8")
+    assert f"port = {sandbox.port}" in text, text
+    conf.write_text(text.replace(f"port = {sandbox.port}", "port = 48999"), encoding="utf-8")
+    before = host_state(sandbox)
+    assert before.version == "7.0.4.1"
+    rc, err = cli(sandbox, capsys, "run", str(plan), "--approval", str(approval), "--canary", "1", "--yes")
+    assert rc == ExitCode.APPROVAL_REFUSED, err
+    assert f"app-01: port in conf/server.conf was '{sandbox.port}' when the plan was made, is '48999' now" in err, err
+    assert "Traceback" not in err
+    assert host_state(sandbox) == before

@@ -663,9 +663,9 @@ def _check_run(ctx: Context, plan: Plan, approvals: Sequence[str | Path], catalo
     window = check_run_window(plan.data.get("window"), policy,  # the clock at run time
                               [a.statement.approver for a in accepted if a.statement.after_hours], now)
     targets = _targets(cat, plan.hosts)
-    check_playbooks(plan.hosts, ctx.home, playbooks)  # the operator's, exit 4
-    redecide(plan.hosts, policy=policy, catalog=cat, now=now, connect=connect,
-             forks=max(1, int(forks or 8)))  # read-only: decided again under this policy
+    operators = check_playbooks(plan.hosts, ctx.home, playbooks)  # the operator's, exit 4
+    redecide(plan.hosts, policy=policy, catalog=cat, now=now, connect=connect, playbooks=operators,
+             forks=max(1, int(forks or 8)))  # read-only: decided again under this policy, vars_from read again
     return CheckedRun(policy, operator, signed_by, accepted, window, targets, requester)
 
 
@@ -1087,9 +1087,10 @@ def _continue_after_canary(ctx: Context, run_id: str, run_dir: Path, result: JSO
     if cat.sha256 != plan["catalog"]["sha256"]:
         raise ApprovalRefused(f"the catalog {cat.path} is not the one the plan was made with",
                               hint="make and approve a new plan for the waiting hosts")
-    check_playbooks(chosen, ctx.home)
+    operators = check_playbooks(chosen, ctx.home)
     targets = _targets(cat, chosen)
-    redecide(chosen, policy=policy, catalog=cat, now=clock.now(), connect=connect)  # decided again now
+    redecide(chosen, policy=policy, catalog=cat, now=clock.now(), connect=connect,
+             playbooks=operators)  # decided again now
     journal = Journal(run_dir, clock.now)
     warnings: list[str] = []
     operator = _operator(ctx, policy, warnings=warnings)

@@ -75,6 +75,13 @@ def _names(value: object) -> tuple[str, ...]:
     return tuple(cast(list[str], value))
 
 
+def _variables(value: object) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(
+            isinstance(v, str) and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,63}", v) for v in value):
+        raise _Invalid("a list of playbook variable names such as port")
+    return tuple(cast(list[str], value))
+
+
 def _one_of(*choices: str) -> Callable[[object], str]:
     def check(value: object) -> str:
         if value not in choices:
@@ -196,6 +203,7 @@ SCHEMA: tuple[Setting, ...] = (
     Setting("rules.require_maintenance_contract", _boolean, True),
     Setting("rules.contracts", _contracts, ()),
     Setting("rules.manual_changes", _one_of("warn", "block"), "warn"),
+    Setting("rules.vars_override", _variables, ()),
     Setting("approvals.required", _count, 1),
     Setting("approvals.allow_self_approval", _boolean, False),
     Setting("approvals.allowed_signers", _optional_path, None),
@@ -331,6 +339,12 @@ class Policy:
     def manual_changes(self) -> Literal["warn", "block"]:
         """What to do about product files changed by hand since the last install."""
         return cast(Literal["warn", "block"], self.settings["rules.manual_changes"])
+
+    @property
+    def vars_override(self) -> tuple[str, ...]:
+        """Playbook variables an inventory may set to another value than the install's configuration says
+        (``vars_from``); any other such override is refused at plan time."""
+        return cast(tuple[str, ...], self.settings["rules.vars_override"])
 
     @property
     def approvals_required(self) -> int:

@@ -16,8 +16,12 @@ is not read. ``file`` is relative to the install dir; the host agent resolves it
 dir and refuses a link that leads out.
 
 Precedence, lowest first: the playbook's ``vars:`` defaults, then ``vars_from`` (what the host's
-configuration says), then the inventory host's ``vars:``, then ``--var`` on the command line. An
-explicit value therefore always wins; the plan records what was read and which value was used.
+configuration says), then the inventory host's ``vars:``, then ``--var`` on the command line. The
+plan records what was read and which value was used. But the inventory is the requester's: an
+inventory value that differs from what the install's configuration says (a port pointing the
+health checks at the requester's own server) is refused at plan time (``refuse_overrides``, exit
+2) unless the operator's policy names the variable in ``rules.vars_override``; and a run reads the
+configuration again and refuses a value that is no longer the plan's (``read_differs``, exit 4).
 
 This module validates ``vars_from`` (pure), asks the agent to read it (``read_config_vars``) and
 merges (pure). It changes nothing on any host.
@@ -34,7 +38,8 @@ from .shapes import VarRead, VarsFromSpec
 if TYPE_CHECKING:
     from ..fleet.transport.base import AgentClient
 
-__all__ = ["parse_vars_from", "read_config_vars", "merge_variables", "describe_read"]
+__all__ = ["parse_vars_from", "read_config_vars", "merge_variables", "describe_read", "refuse_overrides",
+           "read_differs"]
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
@@ -139,3 +144,36 @@ def describe_read(record: Mapping[str, VarRead]) -> list[str]:
         else:
             lines.append(f"{name} = {r.get('value_used')} (default; {r.get('file')}: {r.get('error')})")
     return [redact(line) for line in lines]
+
+
+def refuse_overrides(host: str, explicit: Mapping[str, object], read: Mapping[str, VarRead],
+                     allowed: tuple[str, ...], *, inventory: str, policy: str) -> None:
+    """InputError (exit 2) when the inventory sets a variable to another value than the install's configuration
+    gives it (``vars_from``), unless the operator's policy lists it in ``rules.vars_override``."""
+    from .errors import InputError
+
+    bad = [(name, str(explicit[name]), found) for name, found in sorted(read.items())
+           if name in explicit and "value" in found and str(explicit[name]) != str(found["value"])
+           and name not in allowed]
+    if not bad:
+        return
+    said = "; ".join(f"hosts.{host}.vars.{name} is {given!r} but the install's {found.get('file')}"
+                     f"{' line ' + str(found['line']) if found.get('line') else ''} says {str(found['value'])!r}"
+                     for name, given, found in bad)
+    raise InputError(f"host {host}: the inventory overrides values the playbook reads from the install's "
+                     f"configuration: {said}; the health checks would not probe the install's own service",
+                     path=inventory, key=f"hosts.{host}.vars.{bad[0][0]}",
+                     hint=f"remove the inventory value (the configuration's is used), or the operator lists the "
+                          f"variable in rules.vars_override of the policy ({policy}) to allow it")
+
+
+def read_differs(host: str, planned: Mapping[str, VarRead], now: Mapping[str, VarRead]) -> list[str]:
+    """One line per variable whose value the install's configuration gives now differs from the plan's record."""
+    out = []
+    for name, then in sorted(planned.items()):
+        again = now.get(name) or {}
+        if then.get("value") != again.get("value"):
+            was = repr(then["value"]) if "value" in then else f"not found ({then.get('error')})"
+            is_ = repr(again["value"]) if "value" in again else f"not found ({again.get('error')})"
+            out.append(f"{host}: {name} in {then.get('file')} was {was} when the plan was made, is {is_} now")
+    return out

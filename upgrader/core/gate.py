@@ -110,13 +110,17 @@ def decision_key(decision: DecisionData) -> tuple[bool, tuple[tuple[str, str], .
 
 
 def redecide(hosts: list[PlanHost], *, policy: Policy, catalog: Catalog, now: _dt.datetime,
-             connect: Callable[[Host], Transport], forks: int = 8) -> None:
+             connect: Callable[[Host], Transport], forks: int = 8,
+             playbooks: Mapping[str, Playbook] | None = None) -> None:
     """Decide every host again under ``policy``: first offline (the plan's own current -> target pair and the
     signed catalog's entry, for every host, whatever it runs now), then from the host read again (read-only):
     PolicyRefused naming every host whose decision differs from the plan's; ApprovalRefused for a plan that
     contradicts itself (two entries for one install, another target) or a host that saw a newer catalog. A host
     that no longer runs the plan's current version, or cannot be reached now, is then left to the engine, which
-    stops it at preflight (stale plan, unreachable) before touching it."""
+    stops it at preflight (stale plan, unreachable) before touching it. With ``playbooks`` (the operator's, from
+    ``check_playbooks``) the values each playbook reads from the install's configuration (``vars_from``) are read
+    again: a value that is no longer the plan's refuses the run (ApprovalRefused, exit 4: the approved probes and
+    commands were rendered with the old one)."""
     from version_policy import UpgradeRequest, VersionError, decide, parse_range, parse_version
 
     from ..fleet.inventory import host_from_plan
@@ -124,8 +128,11 @@ def redecide(hosts: list[PlanHost], *, policy: Policy, catalog: Catalog, now: _d
     from .planner import _decide, check_seen_serial, host_facts
     from ..fleet.transport.base import AgentClient
 
+    from .config_vars import read_config_vars, read_differs
+
     block = policy.manual_changes == "block"  # the operator's setting, never the plan's copy
     drifted: list[str] = []
+    moved: list[str] = []
 
     from .plan import check_consistency
 
@@ -139,7 +146,13 @@ def redecide(hosts: list[PlanHost], *, policy: Policy, catalog: Catalog, now: _d
         try:
             transport = connect(host)
             try:
-                facts = host_facts(AgentClient(transport), host, spec, [], check_drift=block)
+                agent = AgentClient(transport)
+                facts = host_facts(agent, host, spec, [], check_drift=block)
+                pb = (playbooks or {}).get(str(h["playbook"].get("name")))
+                if pb is not None and (pb.vars_from or h.get("vars_read")):
+                    read = read_config_vars(agent, install_dir=host.install_dir, state_dir=host.state_dir,
+                                            vars_from=pb.vars_from)
+                    moved.extend(read_differs(h["name"], h.get("vars_read") or {}, read))
             finally:
                 transport.close()
         except TransportError:
@@ -159,6 +172,10 @@ def redecide(hosts: list[PlanHost], *, policy: Policy, catalog: Catalog, now: _d
 
     with ThreadPoolExecutor(max_workers=max(1, min(forks, len(hosts)))) as pool:
         answers = list(pool.map(one, hosts))
+    if moved:
+        raise ApprovalRefused("the install's configuration no longer gives the values the plan was made with (the "
+                              "approved health checks and commands use them), nothing was changed:\n  "
+                              + "\n  ".join(moved), hint="make and approve a new plan")
     differ = []
     for name, planned, now_decided in offline + answers:
         if decision_key(planned) != decision_key(now_decided):
@@ -212,11 +229,12 @@ def _differs_text(name: str, planned: DecisionData, now_decided: DecisionData) -
 
 
 def check_playbooks(hosts: Sequence[Mapping[str, object]], home: str | Path,
-                    given: Mapping[str, Playbook] | None = None) -> None:
+                    given: Mapping[str, Playbook] | None = None) -> dict[str, Playbook]:
     """Each host's playbook loaded again from the operator's roots (HOME/playbooks, /etc/upgrader/playbooks, the
     shipped ones; ``given``: name -> Playbook the operator named on this command line): ApprovalRefused (exit 4)
     when its digest differs from the one the plan records, naming both, or when the plan's rendered steps (version
-    source, stop, start, hooks, probes) are not that playbook's with values put in."""
+    source, stop, start, hooks, probes) are not that playbook's with values put in. Returns name -> the operator's
+    playbook (``redecide`` reads its ``vars_from`` on each host again)."""
     from .playbook import load_operator_playbook
 
     loaded: dict[str, tuple[Playbook, str]] = {}
@@ -259,6 +277,7 @@ def check_playbooks(hosts: Sequence[Mapping[str, object]], home: str | Path,
                               + "\n  ".join(problems),
                               hint="a playbook comes from HOME/playbooks, /etc/upgrader/playbooks or the shipped "
                                    "ones, never from the plan: make and approve a new plan")
+    return {name: pb for name, (pb, _) in loaded.items()}
 
 
 def render_for_plan_host(pb: Playbook, h: Mapping[str, object]) -> tuple[dict[str, object], dict[str, object]]:

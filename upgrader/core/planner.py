@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Literal, Mapping, cast
 
 from ..trust.catalog import Catalog, CatalogEntry, verify_package_file
-from .config_vars import merge_variables, read_config_vars
+from .config_vars import merge_variables, read_config_vars, refuse_overrides
 from .clock import Clock
 from .errors import ApprovalRefused, InputError, TransportError
 from .host_paths import check_rendered, paths_to_check, refuse_unsafe
@@ -108,6 +108,8 @@ def make_plan(inventory: Inventory, hosts: list[Host], *, target: str, catalog: 
             agent = AgentClient(transport)
             # explicit values (inventory vars, --var) win over what the configuration says (config_vars)
             read = read_config_vars(agent, install_dir=h.install_dir, state_dir=h.state_dir, vars_from=pb.vars_from)
+            refuse_overrides(h.name, h.vars, read, policy.vars_override, inventory=str(inventory.path),
+                             policy=policy.source)  # the requester's inventory may not redirect the probes
             values, vars_read = merge_variables(pb.defaults, read, {"install_dir": h.install_dir, "host": h.name,
                                                                     **h.vars})
             base_vars = {**values, "install_dir": h.install_dir, "host": h.name}

@@ -62,8 +62,17 @@ def host_variables(h: PlanHost) -> list[str]:
     from .config_vars import describe_read
 
     explicit = dict(h.get("vars") or {})
-    lines = [f"{k} = {v!r} (inventory vars or --var)" for k, v in sorted(explicit.items())]
-    read = {k: v for k, v in (h.get("vars_read") or {}).items() if k not in explicit}
+    found = dict(h.get("vars_read") or {})
+    lines = []
+    for k, v in sorted(explicit.items()):
+        said = found.get(k) or {}
+        if "value" in said and str(said["value"]) != str(v):  # allowed by the operator's rules.vars_override
+            where = f"{said.get('file')} line {said['line']}" if said.get("line") else str(said.get("file"))
+            lines.append(f"{k} = {v!r} (inventory vars or --var) OVERRIDES the install's configuration: {where} "
+                         f"says {str(said['value'])!r}")
+        else:
+            lines.append(f"{k} = {v!r} (inventory vars or --var)")
+    read = {k: v for k, v in found.items() if k not in explicit}
     return lines + describe_read(read)
 
 
