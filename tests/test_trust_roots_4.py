@@ -219,3 +219,89 @@ def test_a_run_reads_the_configuration_again_and_refuses_a_value_that_moved(
     assert f"app-01: port in conf/server.conf was '{sandbox.port}' when the plan was made, is '48999' now" in err, err
     assert "Traceback" not in err
     assert host_state(sandbox) == before
+
+
+# ---------------------------------------------------------------- B3: one install under other spellings
+
+
+def _inventory_twice(box: Sandbox, directory: Path, install_dir: str, address: str = "local") -> Path:
+    """The requester's inventory: app-01 as the operator's, plus app-01-b at ``address`` with ``install_dir``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    inv = directory / "inventory.yaml"
+    text = box.inventory.read_text(encoding="utf-8")
+    start = text.index("  app-01:\n")
+    end = text.index("groups:\n")
+    second = text[start:end].replace("  app-01:\n", "  app-01-b:\n").replace(
+        f"    install_dir: {box.install_dir}\n", f"    install_dir: {install_dir}\n").replace(
+        "    address: local\n", f"    address: {address}\n")
+    assert second != text[start:end]
+    inv.write_text(text[:end] + second + text[end:].replace("demo: [app-01]", "demo: [app-01, app-01-b]"),
+                   encoding="utf-8")
+    return inv
+
+
+@pytest.mark.parametrize("spelling", ["link", "double-slash", "dot"])
+def test_the_same_install_under_another_spelling_is_one_install_at_plan_time(
+        sandbox: Sandbox, tmp_path: Path, capsys: pytest.CaptureFixture[str], spelling: str) -> None:
+    """The requester's inventory names the operator's install twice: app-01, and app-01-b through a symlink to the
+    install dir (or spelt //dir, dir/./): plan refuses it as the same install, no plan written, nothing on the host
+    changed."""
+    link = tmp_path / "elsewhere" / "app"
+    link.parent.mkdir()
+    link.symlink_to(sandbox.install_dir)
+    install = {"link": str(link), "double-slash": "/" + str(sandbox.install_dir),
+               "dot": f"{sandbox.install_dir.parent}/./{sandbox.install_dir.name}/"}[spelling]
+    inv = _inventory_twice(sandbox, tmp_path / "requester", install)
+    out = sandbox.plans / "twice.json"
+    before = pristine(sandbox)
+    rc, shown = _both(sandbox, capsys, "plan", "--inventory", str(inv), "--to", "7.0.4.2", "--catalog",
+                      str(sandbox.catalog), "-o", str(out))
+    # the inventory's own check (exit 2) meets it first for the local transport; the host agent's identity check
+    # (exit 4) meets what it cannot see (another address for the machine), as the run-time test below shows
+    assert rc in (ExitCode.APPROVAL_REFUSED, ExitCode.BAD_INPUT), shown
+    assert "same install" in shown and "app-01-b" in shown and "Traceback" not in shown and not out.exists(), shown
+    assert host_state(sandbox) == before
+
+
+def test_a_plan_entry_edited_to_reach_the_install_through_a_link_is_refused_at_run_time(
+        sandbox: Sandbox, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A genuine plan, plus a second entry the requester adds for the same install through a symlink (another
+    name, the machine's address spelt 0.0.0.0): the run reads each host again and finds one machine and one
+    (st_dev, st_ino): refused (exit 4), the host untouched."""
+    rc, plan = plan_to(sandbox, "7.0.4.2")
+    assert rc == ExitCode.OK
+    link = tmp_path / "elsewhere" / "app"
+    link.parent.mkdir()
+    link.symlink_to(sandbox.install_dir)
+
+    def second_entry(data: dict[str, Any]) -> None:
+        import copy
+
+        b = copy.deepcopy(data["hosts"][0])
+        b["name"], b["install_dir"] = "app-01-b", str(link)
+        b["state_dir"] = str(link.parent / ".upgrader-app-b")
+        b.pop("identity", None)
+        data["hosts"].append(b)
+
+    data: dict[str, Any] = json.loads(plan.read_text(encoding="utf-8"))
+    second_entry(data)
+    data.pop("signature", None)
+    plan.write_text(readable_json(resigned(data, sandbox.root)), encoding="utf-8")
+    approval = approval_signed_anyway(sandbox, plan)
+    before = pristine(sandbox)
+    rc, err = cli(sandbox, capsys, "run", str(plan), "--approval", str(approval), "--canary", "1", "--yes")
+    assert rc == ExitCode.APPROVAL_REFUSED, err
+    assert "app-01-b is the same install as app-01" in err, err
+    assert host_state(sandbox) == before
+
+
+@pytest.mark.parametrize("address", ["0.0.0.0", "::ffff:127.0.0.1", "[::1]", "127.0.0.2", "LOCALHOST."])
+def test_every_spelling_of_this_machine_and_of_a_directory_is_one_install_key(address: str) -> None:
+    import socket
+
+    from upgrader.core.plan import install_key
+
+    want = install_key({"address": "127.0.0.1", "install_dir": "/opt/x"})
+    assert install_key({"address": address, "install_dir": "//opt/./x/"}) == want
+    assert install_key({"address": socket.gethostname(), "install_dir": "/opt/x"}) == want
+    assert install_key({"address": "10.0.0.1", "install_dir": "/opt/x"}) != want

@@ -133,8 +133,9 @@ def redecide(hosts: list[PlanHost], *, policy: Policy, catalog: Catalog, now: _d
     block = policy.manual_changes == "block"  # the operator's setting, never the plan's copy
     drifted: list[str] = []
     moved: list[str] = []
+    identities: dict[str, Mapping[str, object] | None] = {}
 
-    from .plan import check_consistency
+    from .plan import check_consistency, same_installs
 
     check_consistency(list(hosts), str(hosts[0]["target"]) if hosts else "", "the plan")
     offline = decide_offline(hosts, policy=policy, catalog=catalog, today=now.date())
@@ -148,6 +149,7 @@ def redecide(hosts: list[PlanHost], *, policy: Policy, catalog: Catalog, now: _d
             try:
                 agent = AgentClient(transport)
                 facts = host_facts(agent, host, spec, [], check_drift=block)
+                identities[h["name"]] = cast("Mapping[str, object] | None", facts.get("identity"))
                 pb = (playbooks or {}).get(str(h["playbook"].get("name")))
                 if pb is not None and (pb.vars_from or h.get("vars_read")):
                     read = read_config_vars(agent, install_dir=host.install_dir, state_dir=host.state_dir,
@@ -172,6 +174,10 @@ def redecide(hosts: list[PlanHost], *, policy: Policy, catalog: Catalog, now: _d
 
     with ThreadPoolExecutor(max_workers=max(1, min(forks, len(hosts)))) as pool:
         answers = list(pool.map(one, hosts))
+    twice = same_installs([(h["name"], identities.get(h["name"])) for h in hosts])
+    if twice:  # read on the hosts now: another address or spelling of one install, a link to it
+        raise ApprovalRefused("the plan names one install twice (the plan was edited), nothing was changed:\n  "
+                              + "\n  ".join(twice), hint="make and approve a new plan with one entry per install")
     if moved:
         raise ApprovalRefused("the install's configuration no longer gives the values the plan was made with (the "
                               "approved health checks and commands use them), nothing was changed:\n  "

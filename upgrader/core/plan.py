@@ -210,7 +210,7 @@ _HOST = {"name": _STR, "address": _STR, "port": (int,), "user": _OPT_STR, "insta
          "playbook": (dict,), "maintenance_until": _OPT_STR, "groups": (list,), "key": _OPT_STR,
          "host_key": _OPT_STR, "known_hosts": _OPT_STR, "state_dir": _OPT_STR, "current": _OPT_STR,
          "target": _STR, "package": (dict, type(None)), "decision": (dict,), "checks": (list,), "allowed": (bool,),
-         "phases": (list,), "vars": (dict,), "vars_read": (dict,)}
+         "phases": (list,), "vars": (dict,), "vars_read": (dict,), "identity": (dict, type(None))}
 _REQUIRED_HOST = ("name", "address", "install_dir", "product", "current", "target", "playbook", "decision",
                   "allowed")
 
@@ -253,14 +253,44 @@ def load_plan(path: str | Path) -> Plan:
 
 
 def install_key(h: Mapping[str, object]) -> tuple[str, str]:
-    """What names one install on one machine: the address (case folded) and the normalised install_dir (the host
-    agent's lock and ledger are keyed by the install, never by the host's name, a label the requester picks)."""
+    """What names one install on one machine: the address (case folded; every loopback, unspecified or IPv4-mapped
+    loopback address and this machine's own name are this machine) and the normalised install_dir (``//opt/x``,
+    ``/opt/./x/`` are ``/opt/x``). The host agent's lock and ledger are keyed by the install, never by the host's
+    name, a label the requester picks. A link to the install is caught by ``same_installs``."""
+    import ipaddress
     import posixpath
+    import socket
 
-    address = str(h.get("address") or "").strip().lower().rstrip(".")
-    if address in ("local", "localhost", "::1", "[::1]") or address.startswith("127."):
-        address = "this machine"  # one machine however it is spelt
-    return address, posixpath.normpath(str(h.get("install_dir") or "/"))
+    address = str(h.get("address") or "").strip().lower().rstrip(".").strip("[]")
+    try:
+        ip = ipaddress.ip_address(address)
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        here = ip.is_loopback or ip.is_unspecified
+    except ValueError:
+        names = {socket.gethostname().lower(), socket.getfqdn().lower()}
+        here = address in ("local", "localhost", "localhost.localdomain") or address in names
+    install = posixpath.normpath("/" + str(h.get("install_dir") or "/").lstrip("/"))
+    return ("this machine" if here else address), install
+
+
+def same_installs(entries: Sequence[tuple[str, Mapping[str, object] | None]]) -> list[str]:
+    """One line per entry that is the same install as an earlier one by what its host agent read: the same machine
+    identity (machine-id, else boot id) and the same install dir (st_dev, st_ino, a link followed). ``entries``:
+    (name, the facts' ``identity``) per plan entry."""
+    seen: dict[tuple[str, str], str] = {}
+    out = []
+    for name, ident in entries:
+        machine, install = (ident or {}).get("machine"), (ident or {}).get("install")
+        if not machine or not isinstance(install, list):
+            continue
+        key = (str(machine), json.dumps(install))
+        if key in seen:
+            out.append(f"{name} is the same install as {seen[key]}: machine {machine}, install dir (st_dev, st_ino) "
+                       f"{tuple(install)}")
+        else:
+            seen[key] = name
+    return out
 
 
 def check_consistency(hosts: Sequence[Mapping[str, object]], target: str, where: str) -> None:

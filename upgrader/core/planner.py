@@ -19,7 +19,7 @@ from .clock import Clock
 from .errors import ApprovalRefused, InputError, TransportError
 from .host_paths import check_rendered, paths_to_check, refuse_unsafe
 from ..fleet.inventory import Host, Inventory
-from .plan import HostInput, Plan, build_plan
+from .plan import HostInput, Plan, build_plan, same_installs
 from .shapes import AgentReply, DecisionData, PathsToCheck, PlanPackage, PlaybookSpec, ProbeResult
 from .playbook import Playbook
 from .probe_proof import ProbeUnproven, agent_call, prove
@@ -139,7 +139,8 @@ def make_plan(inventory: Inventory, hosts: list[Host], *, target: str, catalog: 
         finally:
             transport.close()
         explicit = {str(k): str(v) for k, v in h.vars.items()}  # recorded: the run renders the playbook with them
-        return HostInput(host={**h.describe(), **({"vars": explicit} if explicit else {})}, state_dir=h.state_dir,
+        return HostInput(host={**h.describe(), **({"vars": explicit} if explicit else {}),
+                               "identity": facts.get("identity")}, state_dir=h.state_dir,
                          playbook={"name": h.playbook, "path": str(pb.path), "sha256": pb.digest, "from": pb_from},
                          spec=spec, rollback_observe=rollback_observe, facts=facts, package=package,
                          decision=decision, current=current, target=target, vars_read=vars_read,
@@ -147,6 +148,12 @@ def make_plan(inventory: Inventory, hosts: list[Host], *, target: str, catalog: 
 
     with ThreadPoolExecutor(max_workers=max(1, min(forks, len(hosts)))) as pool:
         done = list(pool.map(one, hosts))
+    twice = same_installs([(str(i.host.get("name")), cast("Mapping[str, object] | None", i.host.get("identity")))
+                           for i, _ in done])
+    if twice:
+        raise ApprovalRefused("the inventory names one install twice (another name, address or spelling of the "
+                              "same directory), nothing was changed:\n  " + "\n  ".join(twice),
+                              hint="keep one entry per install in the inventory")
     unproven = [e for _, e in done if e is not None]
     if len(unproven) == 1:
         raise unproven[0]

@@ -267,6 +267,7 @@ class AgentReply(TypedDict, total=False):
     free_bytes: int
     non_ascii: list[str]
     catalog_serials: dict[str, int]
+    identity: JSONObject  # {"machine": "machine-id:...", "install": [st_dev, st_ino]}
     # observe, prove
     healthy: bool
     probes: list[ProbeResult]
