@@ -305,3 +305,21 @@ def test_every_spelling_of_this_machine_and_of_a_directory_is_one_install_key(ad
     assert install_key({"address": address, "install_dir": "//opt/./x/"}) == want
     assert install_key({"address": socket.gethostname(), "install_dir": "/opt/x"}) == want
     assert install_key({"address": "10.0.0.1", "install_dir": "/opt/x"}) != want
+
+
+# ---------------------------------------------------------------- B4: approve --as with a key the policy does not list
+
+
+def test_approve_as_a_name_with_a_key_not_listed_is_refused_before_writing(
+        sandbox: Sandbox, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A key the operator's allowed_signers does not list at all, `approve --as engineer@vendor`: refused (exit 4)
+    naming the key and the signers file, and no approval file is written."""
+    key = make_ssh_key(tmp_path / "stranger" / "id_ed25519", "ed25519", comment="stranger")
+    rc, plan = plan_to(sandbox, "7.0.4.2")
+    assert rc == ExitCode.OK
+    out = sandbox.approvals / "stranger.approval"
+    before = sorted(p.name for p in sandbox.approvals.iterdir())
+    rc, err = cli(sandbox, capsys, "approve", str(plan), "--key", str(key), "--as", "engineer@vendor", "-o", str(out))
+    assert rc == ExitCode.APPROVAL_REFUSED, err
+    assert "is not listed in" in err and str(sandbox.keys / "allowed_signers") in err, err
+    assert not out.exists() and sorted(p.name for p in sandbox.approvals.iterdir()) == before

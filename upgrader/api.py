@@ -566,7 +566,12 @@ def _approver_name(given: str | None, identity: Identity, policy: Policy, now: _
     listed = list(signers.principals_for(identity.key_blob, NAMESPACE, now))
     names = [p for p in listed if is_literal_principal(p)]
     if given is not None:
-        if listed and given.lower() not in {n.lower() for n in names}:
+        if not listed:  # a key the operator's allowed_signers does not list: no run would accept what it signs
+            raise ApprovalRefused(
+                f"--as {given!r}: your key {identity.fingerprint} is not listed in {signers.source} for namespace "
+                f"{NAMESPACE} (or its line has expired): it cannot approve plans here; nothing was written",
+                hint="ask the operator to add your key under your own name to approvals.allowed_signers")
+        if given.lower() not in {n.lower() for n in names}:
             # the key's line names it only through a pattern (or not at all): refused before any file is written
             raise ApprovalRefused(
                 f"--as {given!r}: your key {identity.fingerprint} is listed in {signers.source} only as "
