@@ -323,3 +323,25 @@ def test_approve_as_a_name_with_a_key_not_listed_is_refused_before_writing(
     assert rc == ExitCode.APPROVAL_REFUSED, err
     assert "is not listed in" in err and str(sandbox.keys / "allowed_signers") in err, err
     assert not out.exists() and sorted(p.name for p in sandbox.approvals.iterdir()) == before
+
+
+def test_diagnostics_take_the_inspect_block_of_the_operators_playbook_not_the_plans_path(tmp_path: Path) -> None:
+    """A plan entry names a playbook file of the requester's (its sha256 matching that file) whose inspect: block
+    collects other files into the diagnostics bundle: the bundle's playbook is the operator's of that name (the
+    shipped sample-middleware, without such a block), never the file the plan names."""
+    from upgrader.core.playbook import load_operator_playbook
+    from upgrader.customer.diagnostics import _spec_playbook
+
+    home = tmp_path / "home"
+    home.mkdir()
+    shipped, _ = load_operator_playbook("sample-middleware", home)
+    theirs = tmp_path / "requester" / "sample-middleware.yaml"
+    theirs.parent.mkdir()
+    theirs.write_text(shipped.path.read_text(encoding="utf-8") + "\ninspect:\n  configs: ['conf/*', 'data/*']\n",
+                      encoding="utf-8")
+    h = {"name": "app-01", "product": "sample-middleware",
+         "playbook": {"name": "sample-middleware", "path": str(theirs), "sha256": _sha(theirs), "spec": shipped.spec}}
+    pb = _spec_playbook(h, home)
+    assert pb.inspect == {} and "configs" not in pb.inspect
+    h["playbook"]["sha256"] = shipped.digest  # the plan made with the operator's playbook: its block is used
+    assert _spec_playbook(h, home).inspect == shipped.inspect

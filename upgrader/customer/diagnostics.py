@@ -91,14 +91,16 @@ def _load(path: Path) -> Any:
         raise InputError(f"cannot read it: {e}", path=str(path)) from e
 
 
-def _spec_playbook(h: dict[str, Any]) -> Any:
-    """A Playbook over the plan's rendered spec, with the playbook file's ``inspect:`` block if it is unchanged."""
-    from ..core.playbook import Playbook, load_playbook
+def _spec_playbook(h: dict[str, Any], home: Path) -> Any:
+    """A Playbook over the plan's rendered spec, with the ``inspect:`` block of the operator's playbook of that name
+    (HOME/playbooks, /etc/upgrader/playbooks, the shipped ones; never the path the plan names) if it is the one the
+    plan was made with."""
+    from ..core.playbook import Playbook, load_operator_playbook
 
     meta = h["playbook"]
     inspect: dict[str, Any] = {}
     try:
-        pb = load_playbook(meta["path"])
+        pb, _ = load_operator_playbook(str(meta.get("name")), home)
         if pb.digest == meta.get("sha256"):
             inspect = pb.inspect
     except UpgraderError:
@@ -107,8 +109,8 @@ def _spec_playbook(h: dict[str, Any]) -> Any:
                     product=str(h["product"]), spec=meta["spec"], defaults={}, inspect=inspect)
 
 
-def _collect_host(h: dict[str, Any], outcome: dict[str, Any] | None, connect: Callable[[dict[str, Any]], Any]
-                  ) -> tuple[list[tuple[str, str, str]], set[str]]:
+def _collect_host(h: dict[str, Any], outcome: dict[str, Any] | None, connect: Callable[[dict[str, Any]], Any],
+                  home: Path) -> tuple[list[tuple[str, str, str]], set[str]]:
     """(member path, text, collector) for one host, and the names the host calls itself."""
     from .inspection import inspect_host
 
@@ -122,7 +124,7 @@ def _collect_host(h: dict[str, Any], outcome: dict[str, Any] | None, connect: Ca
     try:
         transport = connect(h)
         try:
-            report = inspect_host(transport, _spec_playbook(h), install_dir=h["install_dir"], name=h["name"],
+            report = inspect_host(transport, _spec_playbook(h, home), install_dir=h["install_dir"], name=h["name"],
                                   state_dir=h.get("state_dir"), tail=TAIL_LINES, config_text=True)
         finally:
             transport.close()
@@ -185,7 +187,7 @@ def build_bundle(home: Path, run_id: str, *, connect: Callable[[dict[str, Any]],
         pass
     seen_names: set[str] = set()
     with ThreadPoolExecutor(max_workers=max(1, min(8, len(chosen)))) as pool:
-        for files, own_names in pool.map(lambda h: _collect_host(h, by_host.get(h["name"]), connect), chosen):
+        for files, own_names in pool.map(lambda h: _collect_host(h, by_host.get(h["name"]), connect, home), chosen):
             members += files
             seen_names |= own_names
     obfuscator = None
