@@ -198,14 +198,16 @@ def test_approval_by_a_key_past_its_valid_before_date_is_refused(sandbox: Sandbo
 
 def test_removing_the_engineer_from_allowed_signers_revokes_their_approval(sandbox: Sandbox,
                                                                           capsys: pytest.CaptureFixture[str]) -> None:
-    """allowed_signers is read at run time: an approval made before the engineer's key was removed is refused."""
+    """allowed_signers is read at run time: an approval made before the engineer's key was removed is refused (the
+    policy's identity covers allowed_signers, so the plan is refused as made under another policy, naming the file)."""
     plan = planned(sandbox)
     approval = approve(sandbox, plan)
     dry_run_ok(sandbox, capsys, plan, [approval])
     signers = sandbox.keys / "allowed_signers"
     kept = [ln for ln in signers.read_text(encoding="utf-8").splitlines() if not ln.startswith(ENGINEER)]
     signers.write_text("\n".join(kept) + "\n", encoding="utf-8")
-    assert_refused(sandbox, capsys, plan, [approval], "untrusted key", "not in", before=pristine(sandbox))
+    assert_refused(sandbox, capsys, plan, [approval], "made under another policy", "approvals.allowed_signers",
+                   str(signers), before=pristine(sandbox))
 
 
 # ---------------------------------------------------------------- approval of another plan
