@@ -144,24 +144,24 @@ def test_an_explicit_port_wins_over_the_config_and_a_wrong_one_is_refused_naming
 def test_run_refuses_before_stop_when_the_service_moved_since_the_plan_and_keeps_the_approval(
         sandbox: Sandbox, capsys: pytest.CaptureFixture[str]) -> None:
     """The plan was proven on port P; before the run the site moved the service (config edited, restarted): the
-    run's preflight proves the probes again, refuses with exit 2 naming them, stops nothing, releases the lock, and
-    the approval stays unspent (here and on the host)."""
+    run reads the install's configuration again before any run starts and refuses (exit 4: the approved probes use
+    the old port) naming the variable and both values; it stops nothing, takes no lock, and the approval stays
+    unspent (here and on the host)."""
     box = sandbox
     plan, approval = approved_plan(box, "7.0.4.2")
+    old = box.port
     box.stop_service()
     move_config_port(box, moved := free_port())
     box.port = moved
     box.start_service()
     before = host_state(box)
     capsys.readouterr()
-    assert upgrader(box, "run", str(plan), "--approval", str(approval)) == 2
+    assert upgrader(box, "run", str(plan), "--approval", str(approval)) == 4
     err = capsys.readouterr().err
-    assert "was not touched" in err and "'tcp' (port" in err and "fail on the running version 7.0.4.1" in err
-    (run,) = runs(box)
-    h = json.loads((run / "result.json").read_text())["hosts"][0]
-    assert h["outcome"] == "stale" and [p["phase"] for p in h["phases"]] == ["preflight"]
-    after = host_state(box)
-    assert after["runs"] == [run.name] and {**after, "runs": []} == {**before, "runs": []}
+    assert f"app-01: port in conf/server.conf was '{old}' when the plan was made, is '{moved}' now" in err, err
+    assert "nothing was changed" in err and "Traceback" not in err
+    assert runs(box) == []
+    assert host_state(box) == before
     assert not (state_dir(box) / "lock").exists()
     assert approval_digest(approval) not in used_approvals(box)
     assert not (state_dir(box) / "approvals-used.jsonl").exists()
