@@ -29,6 +29,7 @@ Writes ``benchmarks/results/tomcat_downtime.md`` and ``.json`` and prints the re
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import os
@@ -55,6 +56,7 @@ def _log(msg: str) -> None:
 def _catalog(root: Path, homes: tuple[Any, Any]) -> tuple[Path, Path]:
     from upgrader.cli import main
 
+    root.mkdir(parents=True)
     key = root / "vendor"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "tomcat-vendor", "-f", str(key)], check=True)
     signers = root / "vendor_signers"
@@ -157,7 +159,8 @@ def main() -> int:
     homes = (cached_home(old), cached_home(new))
     samples = []
     with tempfile.TemporaryDirectory(prefix="upgrader-bench-tomcat-") as tmp:
-        catalog, signers = _catalog(Path(tmp) / "vendor", homes)
+        with contextlib.redirect_stdout(sys.stderr):     # the CLI's own output is progress here
+            catalog, signers = _catalog(Path(tmp) / "vendor", homes)
         for i in range(args.repeat):
             s = one_run(Path(tmp) / f"r{i}", homes, catalog, signers)
             _log(f"run {i + 1}/{args.repeat}: downtime {s['downtime']:.3f}s, Tomcat {s['service_time']:.3f}s, "
