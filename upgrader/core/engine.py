@@ -677,7 +677,7 @@ class _HostRun:
             self.out.outcome = {"locked": "needs_person", "unreachable": "needs_person",
                                 "replayed": "refused", "catalog_rollback": "refused",
                                 "stale_plan": "stale", "unproven_probe": "stale",
-                                "unsafe_path": "bad_input"}.get(err.kind, "unchanged")
+                                "unsafe_path": "bad_input", "non_ascii": "bad_input"}.get(err.kind, "unchanged")
             self.out.error = f"preflight: {err.message}"
             return self.out
         try:
@@ -736,7 +736,8 @@ class _HostRun:
         self._lock()
         facts = self.call("facts", version_source=self.spec["version"], check_drift=False,
                           preserve=[x["path"] for x in self.spec["preserve"]], packages=[pkg["sha256"]],
-                          check_paths=paths_to_check(self.spec, pkg))
+                          check_paths=paths_to_check(self.spec, pkg),
+                          ascii_dirs=self.spec.get("preflight", {}).get("ascii_dirs", []))
         if facts.get("unsafe_paths"):
             self.call("unlock")
             raise _PhaseFailed("preflight", "; ".join(facts["unsafe_paths"]), "unsafe_path")
@@ -744,6 +745,11 @@ class _HostRun:
             self.call("unlock")
             raise _PhaseFailed("preflight", f"the host runs {facts.get('version')!r}, the plan expected "
                                             f"{self.p['current']!r}: make a new plan", "stale_plan")
+        if facts.get("non_ascii"):   # named since the plan was made: checked again before anything is stopped
+            from .plan import non_ascii_reason
+
+            self.call("unlock")
+            raise _PhaseFailed("preflight", non_ascii_reason(list(facts["non_ascii"])), "non_ascii")
         self._prove_probes()
         self.package_path = self._ensure_package(pkg)
         need = int(pkg["size"]) * 2 + int(pkg.get("limits", {}).get("unpacked_bytes", 0))

@@ -156,10 +156,15 @@ def _checks(h: HostInput, policy_rules: Mapping[str, object]) -> list[PlanCheck]
                               + (f"; {later} log probe(s) judged after start" if later else "")})
     names = facts.get("non_ascii") or []
     if names:
-        out.append({"check": "non_ascii_names", "status": "warn",
-                    "reason": "non-ASCII names in application folders (they break some vendors' patch tools): "
-                              + ", ".join(names[:5])})
+        out.append({"check": "non_ascii_names", "status": "fail", "reason": non_ascii_reason(names)})
     return out
+
+
+def non_ascii_reason(names: list[str]) -> str:
+    """Why a host whose playbook's ``preflight.ascii_dirs`` hold non-ASCII names is refused, naming them."""
+    more = f" and {len(names) - 5} more" if len(names) > 5 else ""
+    return ("non-ASCII names in application folders, which break the vendor's patch tool: " + ", ".join(names[:5])
+            + more + "; rename them to ASCII names (e.g. pinyin) before upgrading")
 
 
 def build_plan(inputs: list[HostInput], *, target: str, catalog: Mapping[str, object],
