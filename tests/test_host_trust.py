@@ -106,6 +106,13 @@ def _plan_approve(box: Sandbox, home: Sandbox, capsys: pytest.CaptureFixture[str
     return plan, approval
 
 
+def _shown(home: Sandbox, plan: Path, capsys: pytest.CaptureFixture[str]) -> str:
+    """What the review (``plan show``) prints."""
+    capsys.readouterr()
+    assert main(["--home", str(home.root), "plan", "show", str(plan)]) == 0
+    return " ".join(capsys.readouterr().out.split())
+
+
 def _unchanged(box: Sandbox, before: HostState) -> None:
     """Nothing on the host changed: product files, service pid and version, lock, staged packages, the host's
     records and run records (the controller's home records the refused run: that is not the host)."""
@@ -127,6 +134,7 @@ def test_the_round_4_attack_commits_without_a_host_trust_root_and_is_refused_wit
     the package the vendor never released."""
     theirs = _own_home(sandbox, tmp_path)
     plan, approval = _plan_approve(sandbox, theirs, capsys)
+    assert "host trust root: none \u2014 the controller's trust roots decide" in _shown(theirs, plan, capsys)
     before = pristine(sandbox)
     _operators_root(sandbox, host_root)
     rc, err = _run(theirs, plan, approval, capsys)
@@ -151,6 +159,7 @@ def test_an_honest_plan_approved_by_a_host_trusted_engineer_commits_and_the_host
     _operators_root(sandbox, host_root)
     rc, plan = plan_to(sandbox, TO)
     assert rc == 0
+    assert f"host trust root: {ROOT} (approvals by {ROOT / 'allowed_signers'}" in _shown(sandbox, plan, capsys)
     approval = approve(sandbox, plan)
     rc, err = cli(sandbox, capsys, "run", str(plan), "--approval", str(approval))
     assert rc == ExitCode.OK, err
@@ -260,11 +269,15 @@ def test_a_trust_root_others_can_write_is_refused_over_ssh(fleet: Callable[[int]
     box = f.box
     root = _operators_root(box, host_root)
     target = root if what == "directory" else root / "allowed_signers"
-    target.chmod(stat.S_IMODE(target.stat().st_mode) | 0o020)
     rc, plan = plan_to(box, TO)
     assert rc == 0
     approval = approve(box, plan)
     before = pristine(box)
+    target.chmod(stat.S_IMODE(target.stat().st_mode) | 0o020)
+    capsys.readouterr()
+    rc, _ = plan_to(box, TO)  # a plan made now shows the refusal in its review, and is refused
+    out = " ".join(capsys.readouterr().out.split())
+    assert rc == ExitCode.POLICY_REFUSED and "host_trust_root: host trust root: refused" in out, out
     rc, err = cli(box, capsys, "run", str(plan), "--approval", str(approval))
     assert rc == ExitCode.APPROVAL_REFUSED, err
     assert str(target) in err and "chmod go-w" in err, err

@@ -7,6 +7,7 @@ import sys
 from .beneath import OPEN_DIR, check_host_paths, resolve_beneath, walk_dirs
 from .common import AGENT_FORMAT, DRIFT_LISTED, AgentError
 from .files import read_json
+from . import hosttrust
 from .ledger import ledger_drift, ledger_fds, ledger_serials
 from .manifests import scan_tree
 from .state import Paths, run_state
@@ -38,6 +39,7 @@ def op_facts(req):
         out["unsafe_paths"] = check_host_paths(paths.install, req["check_paths"])
     out["non_ascii"] = non_ascii_names(paths.install, req.get("ascii_dirs", []))
     out["catalog_serials"] = ledger_serials(paths, strict=False)
+    out["host_trust"] = hosttrust.describe()  # whether this host keeps its own trust root (hosttrust.py)
     return out
 
 
