@@ -293,3 +293,43 @@ def test_the_agents_version_rule_is_the_default_policys() -> None:
     assert ok("7.0.4.1", "7.0.4.2") is None and ok("7.0.4.1", "7.0.5") is None and ok("V7.0.4.1_M1", "7.0.4.2") is None
     assert "level 2" in (ok("7.0.4.1", "7.1.0.0") or "") and "level 1" in (ok("7.0.4.1", "8.0.4.1") or "")
     assert "downgrade" in (ok("7.0.4.2", "7.0.4.1") or "")
+
+
+def test_prepare_decides_again_on_the_trust_root_it_finds_before_stop(sandbox: Sandbox, tmp_path: Path,
+                                                                      host_root: HostRoot) -> None:
+    """The agent checks the evidence again when it prepares (before anything is staged or stopped): root replaces
+    the trust root right after preflight passed (an engineer removed, the fault plugin exchanges the directories);
+    the backup phase is refused (exit 4) naming the host's allowed_signers; the product, the service and the lock
+    are as they were, nothing was staged."""
+    import subprocess
+    import sys
+
+    from conftest import fault_env
+
+    other = tmp_path / "other"
+    assert main(["--home", str(sandbox.root), "keys", "generate", "other", "--dir", str(other)]) == 0
+    spare = ROOT.with_name("host-trust.next")
+    try:
+        host_root([("other@vendor", other / "other")], [("vendor-release", sandbox.vendor_key)])
+        ROOT.rename(spare)
+        _operators_root(sandbox, host_root)
+        rc, plan = plan_to(sandbox, TO)
+        assert rc == 0
+        approval = approve(sandbox, plan)
+        before = pristine(sandbox)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("UPGRADER_FAULT_")}
+        env.update(fault_env(exchange_at="agent:replied:host_trust", exchange=(ROOT.parent, ROOT.name, spare.name, 0)))
+        done = subprocess.run([sys.executable, "-m", "upgrader", "--home", str(sandbox.root), "run", str(plan),
+                               "--approval", str(approval)], cwd=sandbox.root, env=env, stdin=subprocess.DEVNULL,
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == ExitCode.APPROVAL_REFUSED, done.stderr
+        assert "backup: host trust root" in done.stderr and "does not verify under this host's allowed_signers" \
+            in done.stderr, done.stderr
+        assert (spare / "allowed_signers").read_text().startswith("engineer@vendor")  # the exchange happened
+        after = host_state(sandbox)
+        assert after.product == before.product and after.pid == before.pid and after.version == "7.0.4.1"
+        assert after.lock is None and after.staged == before.staged
+        runs = state_dir(sandbox.install_dir) / "runs"
+        assert not [p for p in runs.rglob("*") if p.name in ("staging", "backup", "package.tar.gz")]
+    finally:
+        shutil.rmtree(spare, ignore_errors=True)
