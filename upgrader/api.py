@@ -258,6 +258,8 @@ class CheckedRun:
     window: JSONObject
     targets: list[HostTarget]
     requester: Requester | None = None
+    #: what a host with its own trust root checks itself (trust/host_evidence.py)
+    evidence: JSONObject | None = None
 
     @property
     def approval_digests(self) -> tuple[str, ...]:
@@ -671,7 +673,10 @@ def _check_run(ctx: Context, plan: Plan, approvals: Sequence[str | Path], catalo
     operators = check_playbooks(plan.hosts, ctx.home, playbooks)  # the operator's, exit 4
     redecide(plan.hosts, policy=policy, catalog=cat, now=now, connect=connect, playbooks=operators,
              forks=max(1, int(forks or 8)))  # read-only: decided again under this policy, vars_from read again
-    return CheckedRun(policy, operator, signed_by, accepted, window, targets, requester)
+    from .trust.host_evidence import host_evidence
+
+    return CheckedRun(policy, operator, signed_by, accepted, window, targets, requester,
+                      host_evidence(plan.data, accepted, cat))
 
 
 def _used_approvals(home: Path) -> UsedApprovals:
@@ -815,7 +820,8 @@ def run(ctx: Context, plan: Path | Plan, approvals: Sequence[str | Path] = (), *
                         forks=limits.forks, batch=limits.batch, max_failures=limits.max_failures,
                         controller=started.controller, manual_changes=checked.policy.manual_changes,
                         canary=limits.canary, confirm=confirm, approvals=checked.approval_digests,
-                        break_lock=break_lock, cancel=token, catalog_serial=checked.catalog_serial)
+                        break_lock=break_lock, cancel=token, catalog_serial=checked.catalog_serial,
+                        host_evidence=checked.evidence)
         if break_lock:
             started.recorder.event("locks_broken", outcome="forced", reason="--break-lock given by the operator")
         try:

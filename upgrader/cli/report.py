@@ -20,7 +20,7 @@ STATUS_STYLE = {"pass": "green", "ok": "green", "committed": "bold green", "fail
                 "failed": "bold red", "skip": "dim", "warn": "yellow", "rolled_back": "bold yellow",
                 "unchanged": "yellow", "needs_person": "bold red reverse", "not_started": "dim",
                 "running": "cyan", "refused": "bold red", "stale": "bold red", "bad_input": "bold red", "rolling back": "bold yellow", "waiting": "dim", "restored": "bold green",
-                "superseded": "bold red"}
+                "superseded": "bold red", "policy_refused": "bold red"}
 _MARK = {"pass": "✔", "fail": "✘", "skip": "·", "warn": "!"}
 
 

@@ -38,7 +38,7 @@ CANCELLED = "cancelled by the operator"
 #: exit code contributed by each host outcome (the run exits with the highest); ``bad_input``: refused before
 #: stop because a path the run would touch leads out of the install dir (nothing was changed)
 OUTCOME_EXIT = {"committed": 0, "restored": 0, "unchanged": 1, "rolled_back": 1, "not_started": 1,
-                "stale": 2, "bad_input": 2, "refused": 4, "needs_person": 5,
+                "stale": 2, "bad_input": 2, "policy_refused": 3, "refused": 4, "needs_person": 5,
                 "superseded": 5, "waiting": 0}
 
 
@@ -129,7 +129,8 @@ class Engine:
                  confirm: Callable[[list[HostOutcome]], bool] | None = None, retries: int = 3,
                  retry_delay: float = 1.0, sleep: Callable[[float], None] | None = None,
                  approvals: tuple[str, ...] = (), break_lock: bool = False,
-                 cancel: threading.Event | None = None, catalog_serial: int | None = None) -> None:
+                 cancel: threading.Event | None = None, catalog_serial: int | None = None,
+                 host_evidence: Mapping[str, object] | None = None) -> None:
         self.journal = journal
         self.clock = clock
         self.observers = list(observers or [])
@@ -147,6 +148,9 @@ class Engine:
         self.break_lock = break_lock  # an operator's explicit decision that a lock is stale
         # the serial of the signed catalog the run installs from: each host refuses one older than it has seen
         self.catalog_serial = catalog_serial
+        # what a host with its own trust root checks for itself (hostagent/hosttrust.py): the plan's canonical bytes
+        # and the requester's signature, the approvals, the catalog and its signature; None sends nothing
+        self.host_evidence = dict(host_evidence) if host_evidence is not None else None
         # set by the operator (Ctrl-C in `guide`): a host before stop is released unchanged, a host after
         # stop is rolled back; checked between phases only, never during a rollback
         self.cancel = cancel or threading.Event()
@@ -676,6 +680,7 @@ class _HostRun:
         except _PhaseFailed as err:
             self.out.outcome = {"locked": "needs_person", "unreachable": "needs_person",
                                 "replayed": "refused", "catalog_rollback": "refused",
+                                "host_trust": "refused", "host_policy": "policy_refused",
                                 "stale_plan": "stale", "unproven_probe": "stale",
                                 "unsafe_path": "bad_input", "non_ascii": "bad_input"}.get(err.kind, "unchanged")
             self.out.error = f"preflight: {err.message}"
@@ -689,7 +694,8 @@ class _HostRun:
             self.out.error = f"{err.phase}: {err.message}"
             self._finish("unchanged")
             self.out.outcome = {"unreachable": "needs_person", "unsafe_path": "bad_input",
-                                "version_mismatch": "refused"}.get(err.kind, "unchanged")
+                                "version_mismatch": "refused", "host_trust": "refused",
+                                "host_policy": "policy_refused"}.get(err.kind, "unchanged")
             return self.out
         try:
             self.phase("stop", self._stop)
@@ -733,6 +739,8 @@ class _HostRun:
                            inventory="the inventory")
         except InputError as e:
             raise _PhaseFailed("preflight", str(e), "unsafe_path") from None
+        self.call("host_trust", None, sha256=pkg["sha256"], current_version=self.p["current"],
+                  **self._evidence())  # a host with its own trust root decides first, before its lock is taken
         self._lock()
         facts = self.call("facts", version_source=self.spec["version"], check_drift=False,
                           preserve=[x["path"] for x in self.spec["preserve"]], packages=[pkg["sha256"]],
@@ -758,6 +766,12 @@ class _HostRun:
             raise _PhaseFailed("preflight", f"only {facts['free_bytes'] >> 20} MiB free, {need >> 20} MiB needed",
                                "no_space")
         return f"{self.p['current']} -> {self.p['target']}, package on host", {"package_sha256": pkg["sha256"]}
+
+    def _evidence(self) -> dict[str, object]:
+        """The request field a host with its own trust root checks (nothing when the run has no evidence)."""
+        if self.e.host_evidence is None:
+            return {}
+        return {"host_trust": {**self.e.host_evidence, "host": self.name}}
 
     def _prove_probes(self) -> None:
         """Every health probe once on the running old version (probe_proof): one that fails now would fail after
@@ -787,7 +801,8 @@ class _HostRun:
         pkg = cast(PlanPackage, self.p["package"])  # a host that runs has its package (plan_trust)
         res = self.call("prepare", package_path=self.package_path, sha256=pkg["sha256"], size=pkg["size"],
                         limits=pkg.get("limits", {}), kind=pkg["kind"], remove=pkg.get("remove", []),
-                        preserve=self.spec["preserve"], current_version=self.p["current"], timeout=3600)
+                        preserve=self.spec["preserve"], current_version=self.p["current"], timeout=3600,
+                        **self._evidence())
         self.out.backup_digest = res["backup_digest"]
         if res.get("drift") and self.e.manual_changes == "block":
             raise _PhaseFailed("backup", "product files were changed by hand since the last install: "

@@ -154,6 +154,10 @@ def _checks(h: HostInput, policy_rules: Mapping[str, object]) -> list[PlanCheck]
                     "reason": f"{len(judged)} probe(s) pass on the running {h.current}: "
                               + ", ".join(f"{p['probe']} ({p['detail']})" for p in judged)
                               + (f"; {later} log probe(s) judged after start" if later else "")})
+    trust = facts.get("host_trust")
+    if isinstance(trust, dict):  # the host's own trust root (hostagent/hosttrust.py); a refused one fails here already
+        out.append({"check": "host_trust_root", "status": "pass" if trust.get("ok") else "fail",
+                    "reason": str(trust.get("text"))})
     names = facts.get("non_ascii") or []
     if names:
         out.append({"check": "non_ascii_names", "status": "fail", "reason": non_ascii_reason(names)})

@@ -105,6 +105,10 @@ _FORMS: list[tuple[str, str]] = [
     (r"no manifest of an earlier install by upgrader yet; this run records one",
      "还没有 upgrader 以前安装留下的清单；本次运行会记录一份"),
     (r"product files match the last install", "产品文件与上次安装时一致"),
+    (r"host trust root: none \u2014 the controller's trust roots decide",
+     "主机信任根：无 —— 由控制端的信任根决定"),
+    (r"host trust root: (?P<d>\S+) \(approvals by (?P<a>\S+), catalogs by (?P<v>\S+), (?P<n>\d+) approval\(s\) "
+     r"required\)", "主机信任根：{d}（审批人见 {a}，目录签名者见 {v}，需要 {n} 份审批）"),
     (r"(?P<f>\d+) MiB free, (?P<n>\d+) MiB needed for the package and staging",
      "可用 {f} MiB，升级包和暂存需要 {n} MiB"),
     (r"host is locked by run (?P<r>\S+) \((?P<who>[^)]*)\)", "主机已被运行 {r}（{who}）锁定"),

@@ -95,7 +95,7 @@ RULES_ZH = (
 )
 _ZH_RULE = dict(zip((rule for _, rule in RULES), RULES_ZH))
 
-_NO_INCIDENT = ("committed", "restored", "not_started", "refused", "stale", "bad_input", "superseded", "waiting")
+_NO_INCIDENT = ("committed", "restored", "not_started", "refused", "policy_refused", "stale", "bad_input", "superseded", "waiting")
 _CORE = ("process", "tcp", "http")
 _TOUCHING = ("stop", "install", "start", "rollback", "observe")
 _DATA_SOURCE = re.compile(r"jdbc|data ?source|database|sqlexception|could not connect to (the )?db", re.I)

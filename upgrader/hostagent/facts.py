@@ -7,6 +7,7 @@ import sys
 from .beneath import OPEN_DIR, check_host_paths, resolve_beneath, walk_dirs
 from .common import AGENT_FORMAT, DRIFT_LISTED, AgentError
 from .files import read_json
+from . import hosttrust
 from .identity import install_identity, machine_identity
 from .ledger import ledger_drift, ledger_fds, ledger_serials
 from .manifests import scan_tree
@@ -40,6 +41,7 @@ def op_facts(req):
     out["non_ascii"] = non_ascii_names(paths.install, req.get("ascii_dirs", []))
     out["catalog_serials"] = ledger_serials(paths, strict=False)
     out["identity"] = dict(machine_identity(), install=install_identity(paths.install))  # one install, one entry
+    out["host_trust"] = hosttrust.describe()  # whether this host keeps its own trust root (hosttrust.py)
     return out
 
 

@@ -63,6 +63,10 @@ def op_finish(req):
         # a run that got past preflight was accepted with this catalog: older ones are refused here from now on
         # (recorded at the end, with the used approvals, so a refusal in preflight leaves the host as it was)
         record_catalog_serial(fds, req.get("catalog"))
+        trusted = (read_json(paths.run("state.json")) or {}).get("host_trust")
+        for d, fd in fds if trusted else []:  # what the host's own trust root accepted for this run
+            append_line_at(fd, "host-trust.jsonl", json.dumps(dict(trusted, run=paths.run_id, time=now,
+                                                                   outcome=req.get("outcome"))) + "\n", d)
     removed = retention(paths, int(req.get("keep", 3)))
     released = op_unlock(req)["released"] if req.get("unlock", True) else False
     return {"removed_backups": removed, "released": released}

@@ -15,6 +15,7 @@ from .common import AgentError
 from .config_vars import op_read_vars
 from .facts import op_facts, op_state
 from .finish import op_finish, op_verify_tree
+from .hosttrust import op_host_trust
 from .inspection import op_inspect
 from .install import op_install
 from .lock import op_lock, op_unlock
@@ -32,7 +33,7 @@ OPS = {"facts": op_facts, "lock": op_lock, "unlock": op_unlock, "prepare": op_pr
        "recovery_check": op_recovery_check, "backup_check": op_backup_check, "verify_tree": op_verify_tree, "finish": op_finish, "hook": op_hook, "state": op_state,
        "receive_check": op_receive_check, "receive_commit": op_receive_commit,
        "access_read": op_access_read, "access_write": op_access_write, "inspect": op_inspect,
-       "read_vars": op_read_vars, "prove": op_prove}
+       "read_vars": op_read_vars, "prove": op_prove, "host_trust": op_host_trust}
 
 
 MUTATING = ("prepare", "stop", "install", "start", "rollback", "finish", "hook")

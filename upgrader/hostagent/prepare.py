@@ -7,6 +7,7 @@ from .beneath import (DirFds, check_host_paths, dir_id, link_parents, recorded_l
                       staged_link_problems)
 from .common import AGENT_FORMAT, CHUNK, DRIFT_LISTED, AgentError, test_kill
 from .extract import extract
+from . import hosttrust
 from .files import canonical_digest, create_nofollow, fsync_dir, read_json, rmtree, write_json_atomic
 from .ledger import check_ledger_version, ledger_drift
 from .manifests import copy_preserved, copy_tree, hash_at, overlay, scan_tree, snapshot, verify_backup
@@ -22,6 +23,8 @@ def op_prepare(req):
     check_state_dir(paths)
     if run_state(paths).get("prepared"):
         return run_state(paths)["prepared"]
+    # a host with its own trust root decides again, on the evidence, before anything is copied or staged
+    trusted = hosttrust.check(req, req.get("sha256"))
     check_ledger_version(paths, req.get("current_version"))
     if os.path.isdir(paths.install):  # refused here too, even when the controller did not ask first
         problems = check_host_paths(paths.install, {"preserve": preserve, "remove": req.get("remove", [])})
@@ -130,5 +133,5 @@ def op_prepare(req):
     # must not find half-written files, and flushing a large staged tree later (an fsync in the
     # downtime waits for it on ext4) would make the downtime grow with the install size
     os.sync()
-    set_run_state(paths, prepared=result, phase="prepared")
+    set_run_state(paths, prepared=result, phase="prepared", **({"host_trust": trusted} if trusted else {}))
     return result

@@ -201,6 +201,7 @@ def _explain_failures(result: dict[str, Any]) -> None:
     """One line per host that did not commit, on stderr (for people and for scripts)."""
     words = {"rolled_back": "failed and was rolled back", "unchanged": "failed before anything changed",
              "needs_person": "NEEDS A PERSON", "not_started": "was not started", "refused": "was refused",
+             "policy_refused": "was refused by the host's trust root, nothing changed",
              "stale": "was not touched: the plan does not fit the host as it is now",
              "bad_input": "was refused before stop, nothing changed", "superseded": "was not touched"}
     from ...core.engine import CANCELLED

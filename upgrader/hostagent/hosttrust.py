@@ -1,0 +1,380 @@
+"""The host's own trust root: which engineers' approvals and which vendors' catalogs this host accepts.
+
+The controller's trust roots (policy, allowed_signers, vendor keys) live in the controller's HOME; whoever holds
+the host's SSH credentials can make a HOME of their own and name their own keys there. A host that must not
+depend on the controller keeps its own root in a fixed directory (``TRUST_DIR``; no request field, environment
+variable or inventory key moves it): ``allowed_signers`` (the engineers whose approvals it accepts),
+``vendor_signers`` (the keys whose catalogs it accepts), both in OpenSSH's allowed_signers format, and an optional
+``host-trust.json`` (``{"approvals_required": N}``). The directory and its files must be owned by root and not
+writable by group or others, below directories only root can change (the StrictModes-like rule); a root that
+exists but fails this is a refusal, never silently ignored. No directory: the controller's trust roots decide.
+
+With a root, the agent decides on its own, from the evidence the controller sends (the plan's canonical bytes
+and the requester's signature of their digest, the approvals, the catalog and its signature), with the host's
+``ssh-keygen -Y``: every approval verifies under the host's allowed_signers as the literal principal it names,
+approves the digest of these very plan bytes, has not expired by the host's clock; enough distinct keys, none of
+them the requester's; the catalog verifies under vendor_signers and lists the package's sha256; the plan's entry
+for this host names this install, its current version is the ledger's, and its target changes only levels 3
+and 4. A failure is an AgentError of kind ``host_trust`` (signatures, catalog: exit 4) or ``host_policy``
+(version rule, approvals required, self-approval: exit 3), raised before anything on the host is changed.
+"""
+
+import base64
+import datetime
+import hashlib
+import json
+import os
+import re
+import shutil
+import stat
+import subprocess
+import tempfile
+
+from .common import AgentError
+from .state import ancestor_problem
+
+TRUST_DIR = "/etc/upgrader/host-trust"
+ALLOWED = "allowed_signers"
+VENDORS = "vendor_signers"
+CONFIG = "host-trust.json"
+APPROVAL_NS = "upgrader-approval"
+CATALOG_NS = "upgrader-catalog"
+PLAN_NS = "upgrader-plan"
+NONE_TEXT = "host trust root: none \u2014 the controller's trust roots decide"
+_FIELDS = ("plan", "approver", "requester", "created", "expires", "after-hours", "comment")
+_FINGERPRINT = re.compile(r"(SHA256:[A-Za-z0-9+/]{43})")
+#: a package digest line of catalog.yaml as trust/catalog.py writes it (yaml.safe_dump of a list of mappings:
+#: ``  sha256: <64 hex>`` or ``- sha256: <64 hex>``). The agent has no YAML parser: it matches this exact form in
+#: the bytes whose vendor signature it verified, so only a digest the vendor signed can match.
+_CATALOG_SHA = re.compile(r"^[ \t-]*sha256: ([0-9a-f]{64})[ \t]*$", re.MULTILINE)
+_KEYGEN = []  # [absolute path of ssh-keygen], found once
+
+
+def _keygen():
+    if not _KEYGEN:
+        found = shutil.which("ssh-keygen", path="/usr/bin:/bin:/usr/local/bin:/usr/sbin:/sbin") or \
+            shutil.which("ssh-keygen")
+        _KEYGEN.append(os.path.abspath(found) if found else None)
+    return _KEYGEN[0]
+
+
+def _trust_error(message, what):
+    return AgentError("host trust root %s: %s" % (what, message), "host_trust", file=what)
+
+
+def _check_owned(path, st, kind):
+    if st.st_uid != 0 or st.st_mode & 0o022:
+        raise _trust_error("%s owned by uid %d, mode %o: it must be owned by root and writable by nobody else; "
+                           "run: chown root:root %s && chmod go-w %s (then check what it holds)"
+                           % (kind, st.st_uid, stat.S_IMODE(st.st_mode), path, path), path)
+
+
+def _read(path, required):
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
+    except OSError as e:
+        if e.errno == 2 and not required:
+            return None
+        raise _trust_error("cannot be read (%s): the host trust root needs %s and %s; put them there or remove "
+                           "the directory %s" % (e.strerror, ALLOWED, VENDORS, TRUST_DIR), path)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise _trust_error("is not a regular file", path)
+        _check_owned(path, st, "the file is")
+        chunks = []
+        while True:
+            b = os.read(fd, 1 << 16)
+            if not b:
+                break
+            chunks.append(b)
+            if sum(len(c) for c in chunks) > 4 << 20:
+                raise _trust_error("is larger than 4 MiB", path)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def load_root():
+    """None when the host has no trust root; else {"allowed": path, "vendors": path, "required": N}; an
+    AgentError (kind host_trust) for a root that exists but cannot be trusted."""
+    try:
+        st = os.lstat(TRUST_DIR)
+    except OSError:
+        return None
+    if not stat.S_ISDIR(st.st_mode):
+        raise _trust_error("is not a directory (a link or a file): make it a directory owned by root", TRUST_DIR)
+    _check_owned(TRUST_DIR, st, "the directory is")
+    problem = ancestor_problem(os.path.join(TRUST_DIR, ALLOWED))
+    if problem is not None:
+        raise _trust_error(str(problem), TRUST_DIR)
+    root = {"dir": TRUST_DIR, "allowed": os.path.join(TRUST_DIR, ALLOWED),
+            "vendors": os.path.join(TRUST_DIR, VENDORS), "required": 1}
+    for name in (ALLOWED, VENDORS):
+        _read(os.path.join(TRUST_DIR, name), True)
+    config = _read(os.path.join(TRUST_DIR, CONFIG), False)
+    if config is not None:
+        where = os.path.join(TRUST_DIR, CONFIG)
+        try:
+            data = json.loads(config.decode("utf-8"))
+        except ValueError as e:
+            raise _trust_error("is not JSON (%s): write e.g. {\"approvals_required\": 1}" % e, where)
+        required = data.get("approvals_required", 1) if isinstance(data, dict) else None
+        if isinstance(required, bool) or not isinstance(required, int) or required < 1:
+            raise _trust_error("approvals_required must be a whole number of at least 1, not %r" % (required,),
+                               where)
+        root["required"] = required
+    if _keygen() is None:
+        raise _trust_error("exists, but ssh-keygen (OpenSSH) is not installed on this host: the agent cannot "
+                           "check signatures; install OpenSSH's client tools", TRUST_DIR)
+    return root
+
+
+def describe():
+    """One line for facts and the plan's review: whether this host has its own trust root."""
+    try:
+        root = load_root()
+    except AgentError as e:
+        return {"present": True, "ok": False, "text": "host trust root: refused \u2014 %s" % e}
+    if root is None:
+        return {"present": False, "ok": True, "text": NONE_TEXT}
+    return {"present": True, "ok": True, "required": root["required"],
+            "text": "host trust root: %s (approvals by %s, catalogs by %s, %d approval(s) required)"
+                    % (root["dir"], root["allowed"], root["vendors"], root["required"])}
+
+
+# -- ssh-keygen -------------------------------------------------------------------------------------------
+
+def _run_keygen(args, data, signature, tmp):
+    sig = os.path.join(tmp, "sig")
+    with open(sig, "w") as f:
+        f.write(signature)
+    try:
+        proc = subprocess.run([_keygen()] + args + ["-s", sig], input=data, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, timeout=60, close_fds=True)
+    except (OSError, subprocess.SubprocessError) as e:
+        return 255, "", str(e)
+    finally:
+        os.unlink(sig)
+    return proc.returncode, proc.stdout.decode("utf-8", "replace"), proc.stderr.decode("utf-8", "replace")
+
+
+def _fingerprint_of(out):
+    m = _FINGERPRINT.search(out)
+    return m.group(1) if m else None
+
+
+def _verify(signers, principal, namespace, data, signature, tmp):
+    """The key fingerprint when ``signature`` is a good signature of ``data`` in ``namespace`` by a key listed
+    for ``principal`` in ``signers``; else None and ssh-keygen's words."""
+    code, out, err = _run_keygen(["-Y", "verify", "-f", signers, "-I", principal, "-n", namespace], data,
+                                 signature, tmp)
+    if code != 0:
+        return None, (err or out).strip().splitlines()[-1:] or ["ssh-keygen exited %d" % code]
+    return _fingerprint_of(out + err), None
+
+
+def _principals(signers, signature, tmp):
+    code, out, _ = _run_keygen(["-Y", "find-principals", "-f", signers], b"", signature, tmp)
+    if code != 0:
+        return []
+    names = []
+    for line in out.splitlines():
+        names.extend(p.strip() for p in line.split(",") if p.strip())
+    return names
+
+
+# -- the evidence -----------------------------------------------------------------------------------------
+
+def _statement(text, where):
+    lines = text.split("\n")
+    if len(lines) != len(_FIELDS) + 2 or lines[0] != "upgrader approval 1" or lines[-1] != "":
+        raise _trust_error("%s is not an upgrader approval statement" % where, ALLOWED_PATH())
+    values = {}
+    for key, line in zip(_FIELDS, lines[1:-1]):
+        if not line.startswith(key + ": "):
+            raise _trust_error("%s: expected the line '%s: ...'" % (where, key), ALLOWED_PATH())
+        values[key] = line[len(key) + 2:]
+    return values
+
+
+def ALLOWED_PATH():  # noqa: N802 - a constant's spelling, computed
+    return os.path.join(TRUST_DIR, ALLOWED)
+
+
+def _when(text):
+    try:
+        return datetime.datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ")
+    except ValueError:
+        return None
+
+
+def _levels(version):
+    """The four levels of a vendor version as text (V prefix and build tag dropped, padded with 0)."""
+    text = str(version or "").strip()
+    if text[:1] in ("V", "v"):
+        text = text[1:]
+    parts = text.split(".")
+    last = re.match(r"[0-9A-Za-z]+?(?=[_-]|$)", parts[-1] or "")
+    parts[-1] = last.group(0) if last else parts[-1]
+    parts = [p.lstrip("0") or "0" if p.isdigit() else p.upper() for p in parts]
+    return (parts + ["0", "0", "0", "0"])[:4]
+
+
+def free_levels_only(current, target):
+    """None when ``current`` -> ``target`` keeps levels 1 and 2 and moves levels 3-4 forward (the shipped
+    default policy's free_levels: 3, 4); else why not. Stdlib-only twin of version_policy's rule."""
+    a, b = _levels(current), _levels(target)
+    if a[:2] != b[:2]:
+        changed = 1 if a[0] != b[0] else 2
+        return "%s -> %s changes level %d; only levels 3 and 4 are free" % (current, target, changed)
+
+    def num(levels):
+        return [int(x) if x.isdigit() else None for x in levels[2:]]
+
+    x, y = num(a), num(b)
+    if a[2] != b[2] and None in (x[0], y[0]):
+        return "%s -> %s changes the product line (level 3)" % (current, target)
+    if None not in x + y and y < x:
+        return "%s -> %s is a downgrade" % (current, target)
+    return None
+
+
+def check(req, package_sha256=None):
+    """Decide on this host's own trust root whether the run may go on here (see the module's text). Returns
+    None (no root: the controller decides) or a summary of what was accepted; raises AgentError otherwise."""
+    root = load_root()
+    if root is None:
+        return None
+    ev = req.get("host_trust")
+    if not isinstance(ev, dict) or not isinstance(ev.get("plan"), str):
+        raise AgentError("this host has its own trust root (%s), but the controller sent no evidence (plan, "
+                         "approvals, catalog) for it to check: upgrade the controller, or remove the host trust root "
+                         "if the controller's trust roots are to decide" % TRUST_DIR, "host_trust", file=TRUST_DIR)
+    tmp = tempfile.mkdtemp(prefix="upgrader-trust-")
+    try:
+        return _check(req, ev, root, package_sha256, tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _policy_error(message, what):
+    return AgentError("host trust root %s: %s" % (what, message), "host_policy", file=what)
+
+
+def _check(req, ev, root, package_sha256, tmp):
+    allowed, vendors = root["allowed"], root["vendors"]
+    plan_bytes = ev["plan"].encode("utf-8")
+    digest = hashlib.sha256(plan_bytes).hexdigest()
+    try:
+        plan = json.loads(ev["plan"])
+    except ValueError:
+        raise _trust_error("the plan the controller sent is not JSON", TRUST_DIR)
+    # who asked: the requester's key signed the plan's digest (namespace upgrader-plan)
+    requester_key = (plan.get("requester") or {}).get("key")
+    if not requester_key or not isinstance(ev.get("plan_signature"), str):
+        raise _policy_error("the plan is not signed by its requester; this host accepts only signed plans (its "
+                            "approvers must differ from the requester's key): make the plan with 'upgrader plan "
+                            "--key KEY' and have it approved again", allowed)
+    code, out, err = _run_keygen(["-Y", "check-novalidate", "-n", PLAN_NS], digest.encode("ascii"),
+                                 ev["plan_signature"], tmp)
+    if code != 0 or _fingerprint_of(out + err) != requester_key:
+        raise _trust_error("the requester's signature of the plan does not verify (it names key %s): the plan was "
+                           "altered; make and approve it again" % requester_key, allowed)
+    # the approvals: the host's engineers, of these very plan bytes, in time, enough distinct keys, none the
+    # requester's
+    now = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
+    keys = {}
+    for i, item in enumerate(ev.get("approvals") or []):
+        text, armored = item.get("text"), item.get("signature")
+        where = "approval %d" % (i + 1)
+        if not isinstance(text, str) or not isinstance(armored, str):
+            raise _trust_error("%s is incomplete (statement or signature missing)" % where, allowed)
+        st = _statement(text, where)
+        approver = st["approver"]
+        where = "the approval by %s" % approver
+        if any(c in approver for c in "*?!,") or not approver:
+            raise _trust_error("%s names a pattern, not one engineer" % where, allowed)
+        fp, why = _verify(allowed, approver, APPROVAL_NS, text.encode("utf-8"), armored, tmp)
+        if fp is None:
+            raise _trust_error("%s does not verify under this host's allowed_signers as %s (%s): only an engineer "
+                               "listed there may approve upgrades of this host; ask one of them to approve the plan, "
+                               "or have root add the engineer's key to %s" % (where, approver, "; ".join(why),
+                                                                              allowed), allowed)
+        if approver not in _principals(allowed, armored, tmp):
+            raise _trust_error("%s matches its key only through a pattern: an approver must be a literal principal "
+                               "of their key's line" % where, allowed)
+        if st["plan"] != digest:
+            raise _trust_error("%s approves plan %s..., but the plan sent to this host is %s...: the plan changed "
+                               "after it was approved; have the new plan approved" % (where, st["plan"][:16],
+                                                                                      digest[:16]), allowed)
+        expires = _when(st["expires"])
+        if expires is None or now >= expires:
+            raise _trust_error("%s expired at %s by this host's clock: ask for a new approval"
+                               % (where, st["expires"]), allowed)
+        if fp == requester_key:
+            raise _policy_error("%s is signed by the requester's own key %s: another engineer must approve it "
+                                "with their own key (segregation of duties)" % (where, fp), allowed)
+        keys[fp] = approver
+    if len(keys) < root["required"]:
+        raise _policy_error("this host requires approvals by %d different keys listed in %s; got %d (%s)"
+                            % (root["required"], allowed, len(keys), ", ".join(sorted(keys.values())) or "none"),
+                            os.path.join(TRUST_DIR, CONFIG) if root["required"] > 1 else allowed)
+    # the catalog: signed by a vendor this host trusts, listing the package
+    catalog = ev.get("catalog") or {}
+    try:
+        catalog_bytes = base64.b64decode(str(catalog.get("content", "")).encode("ascii"), validate=True)
+    except ValueError:
+        raise _trust_error("the catalog the controller sent is damaged", vendors)
+    armored = catalog.get("signature")
+    if not isinstance(armored, str) or not catalog_bytes:
+        raise _trust_error("no signed catalog was sent: this host installs only packages of a catalog signed by a "
+                           "key in %s" % vendors, vendors)
+    signer = None
+    for principal in _principals(vendors, armored, tmp):
+        fp, _ = _verify(vendors, principal, CATALOG_NS, catalog_bytes, armored, tmp)
+        if fp is not None:
+            signer = (principal, fp)
+            break
+    if signer is None:
+        raise _trust_error("the catalog is not signed by a vendor key this host trusts (%s): use the vendor's "
+                           "catalog, or have root add the vendor's key there" % vendors, vendors)
+    host = _plan_host(plan, req)
+    package = host.get("package") or {}
+    sha = package_sha256 or package.get("sha256")
+    if package.get("sha256") != sha:
+        raise _trust_error("the package given (sha256 %s) is not the plan's (%s)" % (sha, package.get("sha256")),
+                           vendors)
+    if sha not in _CATALOG_SHA.findall(catalog_bytes.decode("utf-8", "replace")):
+        raise _trust_error("the package sha256 %s is not listed in the catalog signed by %s (%s)"
+                           % (sha, signer[0], signer[1]), vendors)
+    # the plan's entry for this host: this install, the ledger's version, a free (level 3-4) upgrade
+    from .ledger import check_ledger_version
+    from .state import Paths
+
+    if req.get("current_version") is not None and str(req["current_version"]) != str(host.get("current")):
+        raise _policy_error("the plan says %s runs %s, the run asks to install over %s"
+                            % (host.get("name"), host.get("current"), req["current_version"]), allowed)
+    check_ledger_version(Paths(req), host.get("current"))
+    why = free_levels_only(host.get("current"), host.get("target"))
+    if why:
+        raise _policy_error("%s: this host accepts only free maintenance upgrades (levels 3 and 4); refused before "
+                            "stop, nothing changed" % why, TRUST_DIR)
+    return {"root": TRUST_DIR, "plan": digest, "approvers": sorted(keys.values()), "approval_keys": sorted(keys),
+            "catalog_signer": signer[0], "catalog_key": signer[1], "package": sha,
+            "current": host.get("current"), "target": host.get("target")}
+
+
+def _plan_host(plan, req):
+    name = req.get("host_trust", {}).get("host")
+    install = os.path.normpath(str(req.get("install_dir") or ""))
+    for h in plan.get("hosts") or []:
+        if h.get("name") == name and os.path.normpath(str(h.get("install_dir") or "")) == install:
+            return h
+    raise _policy_error("the plan has no entry for host %r with the install dir %s: refused" % (name, install),
+                        TRUST_DIR)
+
+
+def op_host_trust(req):
+    """Read-only: the verdict of this host's trust root on the evidence (before the lock)."""
+    return {"host_trust": check(req, req.get("sha256"))}

@@ -1,0 +1,45 @@
+"""What the controller sends a host that keeps its own trust root (``hostagent/hosttrust.py``), so the host can
+decide on its own: the plan's bytes exactly as an approval's statement digests them (its canonical JSON without
+the requester's signature) and that signature, each approval's statement and armoured signature, the catalog's
+bytes (the very bytes whose signature the controller checked and parsed) and the catalog's signature.
+
+A host without a trust root ignores all of it; a host with one trusts none of it until its own keys verify it.
+"""
+
+from __future__ import annotations
+
+import base64
+import struct
+from typing import TYPE_CHECKING, Mapping, Sequence
+
+from ..core.plan import canonical_json
+from .sshsig import BEGIN, END, MAGIC, VERSION, Signature, _string
+
+if TYPE_CHECKING:
+    from ..core.shapes import JSONObject
+    from .approval import Approval
+    from .catalog import Catalog
+
+__all__ = ["host_evidence", "armor"]
+
+
+def armor(signature: Signature) -> str:
+    """The armoured text of a parsed signature (parse_armored accepts only canonical armour: the same text)."""
+    body = (MAGIC + struct.pack(">I", VERSION) + _string(signature.public_key) + _string(signature.namespace.encode())
+            + _string(b"") + _string(signature.hash_alg.encode()) + _string(signature.signature))
+    b64 = base64.b64encode(body).decode()
+    return "\n".join([BEGIN, *(b64[i:i + 70] for i in range(0, len(b64), 70)), END]) + "\n"
+
+
+def host_evidence(plan_data: Mapping[str, object], approvals: Sequence[Approval], catalog: Catalog) -> JSONObject:
+    from .catalog_trust import signature_path
+
+    try:
+        catalog_sig = signature_path(catalog).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        catalog_sig = ""
+    signature = plan_data.get("signature")
+    return {"plan": canonical_json({k: v for k, v in plan_data.items() if k != "signature"}).decode("utf-8"),
+            "plan_signature": str(signature) if signature else None,
+            "approvals": [{"text": a.text, "signature": armor(a.signature)} for a in approvals],
+            "catalog": {"content": base64.b64encode(catalog.content).decode("ascii"), "signature": catalog_sig}}
