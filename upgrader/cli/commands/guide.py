@@ -597,20 +597,18 @@ class _Guide:
     def offer_access(self) -> None:
         if not self.ask(self.t("ask_access"), default=False, scripted=False):
             return
-        from .access import grant
+        from ...api import grant_access
 
         policy = load_policy_or_fail(policy_path(self.args))
         answers = ask_grant_answers(self, policy)  # each answer checked as it is given
         if answers is None:
             return
-        grant_args = argparse.Namespace(home=self.args.home, policy=self.args.policy, key=answers.key,
-                                        hours=answers.hours, from_patterns=answers.from_patterns, user=None,
-                                        reason="upgrader guide" if answers.from_patterns else
-                                        "upgrader guide (any source address: chosen explicitly by the operator)",
-                                        inventory=None, hosts=None, json=False)
+        reason = "upgrader guide" if answers.from_patterns else \
+            "upgrader guide (any source address: chosen explicitly by the operator)"
         try:
             with self.interrupts.protected():  # the grant line and the guide's record of it, never one alone
-                results, _ = grant(grant_args)
+                results = grant_access(context_of(self.args), key=Path(answers.key), hours=answers.hours,
+                                       from_patterns=answers.from_patterns, reason=reason).hosts
                 pause_for_test("access_granted", lambda: self.interrupts.hung_up)  # the line is written
                 r = results[0]
                 g = r["grant"]
@@ -681,13 +679,12 @@ class _Guide:
                      command=follow_up(self.args, "access", "revoke", g["id"]))
             self.record("guide_access_kept", grant=g["id"], expires=g["expires"])
             return
-        from .access import revoke
+        from ...api import revoke_access
 
         try:
             with self.interrupts.protected():
-                results, code, _ = revoke(argparse.Namespace(home=self.args.home, policy=self.args.policy,
-                                                             grant_id=g["id"], all=False, expired=False, user=None,
-                                                             inventory=None, hosts=None, json=False))
+                revoked = revoke_access(context_of(self.args), grant_id=g["id"])
+                results, code = revoked.hosts, revoked.exit_code
         except KeyboardInterrupt:
             return  # the revocation itself ran to its end (access_revoked is in the audit log)
         except UpgraderError as e:
