@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     from version_policy import Policy
 
     from .core.engine import HostTarget
+    from .core.hostcheck import HostCheck
     from .core.engine import RunResult as EngineResult
     from .core.journal import Journal
     from .core.playbook import Playbook
@@ -67,6 +68,7 @@ __all__ = [
     "PlanMade", "PlanReview", "ApprovalMade", "RunResult", "HostResult", "PhaseResult", "CheckedRun", "StartedRun",
     # the use cases
     "make_plan", "show_plan", "approve", "run", "resume", "rollback", "check_run", "start_run", "finish_run",
+    "check_hosts", "HostsChecked",
     "verify_audit", "export_audit", "build_package", "verify_package", "build_catalog", "sign_catalog",
     "available", "inspect", "write_inspection", "grant_access", "list_access", "revoke_access",
     "PackageBuilt", "PackageChecked", "CatalogBuilt", "AuditExport", "Availability", "Inspection", "AccessResult",
@@ -1186,6 +1188,54 @@ def rollback(ctx: Context, run_id: str, *, hosts: str | None = None, batch: str 
         _close(ctx, recorder, journal, result, "rollback-result.json", obfuscate)
         _finished(told, result, clock)
     return RunResult.of(result, warnings=warnings)
+
+
+# -- a plan's hosts read before a run (run --dry-run, plan show --check) ----------------------------------
+
+@dataclass(frozen=True)
+class HostsChecked:
+    """``check_hosts``: each host of the plan read now (read-only): ``checks`` (reachable, problems, facts),
+    the commands and probes a run would use there (in ``data``), and the order of the hosts (waves; the first
+    is the canary when there is one). ``data`` is what ``run --dry-run --json`` prints."""
+
+    data: JSONObject
+    checks: list[HostCheck]
+    hosts: list[PlanHost]
+    order: list[list[str]]
+
+    @property
+    def ok(self) -> bool:
+        return all(x.ok for x in self.checks)
+
+    @property
+    def exit_code(self) -> int:
+        """0 when every host is ready, 5 when one is unreachable or not as the plan expects."""
+        return 0 if self.ok else 5
+
+
+def check_hosts(plan: Plan, *, canary: int = 0, batch: int | None = None,
+                package_verified: bool = False) -> HostsChecked:
+    """Read every host of ``plan`` (read-only: its version, lock, free space, host key, package) and say what a
+    run would do there; touches nothing. ``package_verified``: the caller checked the packages against the
+    signed catalog (``check_run`` does)."""
+    from .core.hostcheck import check_hosts as _check_hosts
+    from .core.hostcheck import commands, waves
+    from .fleet.inventory import host_from_plan
+    from .fleet.transport import connect
+
+    hosts = list(plan.hosts)
+
+    def connector(h: PlanHost) -> Transport:
+        return connect(host_from_plan(h))
+
+    checks = _check_hosts(hosts, connector)
+    order = waves([h["name"] for h in hosts], canary, batch)
+    data: JSONObject = {
+        "dry_run": True, "digest": plan.digest, "ok": all(x.ok for x in checks), "order": order,
+        "package_verified": package_verified,
+        "hosts": [{**x.to_dict(), "current": h["current"], "target": h["target"],
+                   "commands": [{"what": w, "text": t} for w, t in commands(h)]} for x, h in zip(checks, hosts)]}
+    return HostsChecked(data, checks, hosts, order)
 
 
 # -- audit, packages -------------------------------------------------------------------------------------

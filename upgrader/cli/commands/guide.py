@@ -317,7 +317,7 @@ class _Guide:
         variables = dict(self.variables)
         if args.inventory:
             return self._from_inventory(variables)
-        from ._common import playbook_roots
+        from ...core.playbook import playbook_roots
 
         roots = playbook_roots(args.home)  # the operator's playbooks first, then the shipped ones
         playbooks = [self._playbook(args.playbook)] if args.playbook else shipped_playbooks([d for d, _ in roots[:-1]])
@@ -381,7 +381,7 @@ class _Guide:
             raise self.error(InputError, "inventory_not_one", "inventory_not_one_hint", path=str(inv.path), n=len(hosts))
         host = replace(hosts[0], vars={**hosts[0].vars, **variables})
         self.variables = {str(k): str(v) for k, v in host.vars.items()}
-        from ._common import load_operator_playbook
+        from ...core.playbook import load_operator_playbook
 
         playbook, _ = load_operator_playbook(host.playbook, self.args.home, where=str(inv.path),
                                              key=f"hosts.{host.name}.playbook")
@@ -574,7 +574,7 @@ class _Guide:
             self.say("inspection_none")
             return
         from ...fleet.transport.local import LocalTransport
-        from ._common import load_operator_playbook
+        from ...core.playbook import load_operator_playbook
 
         transport = LocalTransport("local")
         try:
