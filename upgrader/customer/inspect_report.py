@@ -1,7 +1,7 @@
 """The inspection report as one self-contained HTML file (inline CSS; no scripts, fonts, images or
 links to anything outside it), in English or Simplified Chinese, for a customer to send to support.
 
-It renders the data ``upgrader inspect`` collected (``commands/inspect.py``) as a 巡检 report form
+It renders the data ``upgrader inspect`` collected (``upgrader.api.inspect``) as a 巡检 report form
 one can file: the form's head (customer, system, inspector, inspection period, in the policy's time
 zone), a summary, then per host its name and addresses, its findings first, then the facts (system,
 kernel parameters, limits, product, ports, configuration digests, logs) and advisories, and at the end
