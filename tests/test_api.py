@@ -203,3 +203,173 @@ def test_the_readme_python_example_runs_as_written(sandbox: Sandbox, capfd: pyte
     for phase in PHASES:
         assert f"app-01 {phase} ok " in out, out
     assert "app-01 committed now running 7.0.4.2" in out and "exit code 0" in out
+
+
+# -- the other use cases, called as another program would (no CLI) -----------------------------------------
+
+
+def _product_tree(d: Path) -> Path:
+    (d / "lib").mkdir(parents=True)
+    (d / "lib" / "app.jar").write_bytes(b"PK\x03\x04 a jar of the release" * 50)
+    (d / "conf").mkdir()
+    (d / "conf" / "server.properties").write_text("port=8080\n")
+    return d
+
+
+def test_build_package_verify_it_and_build_a_catalog_signed_with_the_vendors_key(
+        sandbox: Sandbox, tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    """A package built, checked on its own and against the catalog; the catalog signed with the vendor's real
+    key is trusted under the operator's policy (its signer named); one signed with another key is refused (exit 4);
+    a package changed after the catalog was made is refused (2)."""
+    box = sandbox
+    from upgrader.trust.keys import generate_key
+    from upgrader.trust.package import read_meta
+
+    product = read_meta(next(box.catalog.glob("*.tar.gz"))).product
+    release = tmp_path / "release"
+    release.mkdir()
+    built = api.build_package(_product_tree(tmp_path / "src"), release / f"{product}-7.0.6.0.tar.gz",
+                              product=product, version="7.0.6.0", changes=["monitoring"])
+    assert built.file.is_file() and built.members >= 3 and len(built.sha256) == 64
+    alone = api.verify_package(built.file)
+    assert (alone.product, alone.version, alone.kind, alone.changes, alone.catalog) == \
+        (product, "7.0.6.0", "full", ["monitoring"], None)
+    assert alone.sha256 == built.sha256 and alone.members == built.members
+
+    catalog = api.build_catalog(release, serial=9_000_000, key=box.vendor_key)
+    assert (catalog.packages, catalog.serial) == (1, 9_000_000)
+    assert catalog.file == release / "catalog.yaml" and catalog.signature is not None
+    assert catalog.signature.is_file()
+    against = api.verify_package(built.file, catalog=catalog.file)
+    assert against.catalog == catalog.file and against.to_dict()["ok"] is True
+    ctx = api.Context(home=tmp_path / "home", policy=box.policy)
+    trusted, signed_by = api.trusted_catalog(catalog.file, api.load_policy(ctx), ctx.home, ctx.clock.now())
+    assert signed_by["signer"] == "vendor-release" and trusted.find(product, "7.0.6.0") is not None
+
+    forger, _, _ = generate_key(tmp_path / "forger", "forger@elsewhere")
+    api.sign_catalog(release, key=forger)  # the same catalog, signed again by a key the policy does not trust
+    with pytest.raises(ApprovalRefused) as untrusted:
+        api.trusted_catalog(catalog.file, api.load_policy(ctx), ctx.home, ctx.clock.now())
+    assert untrusted.value.exit_code == ExitCode.APPROVAL_REFUSED and "not a trusted vendor key" in str(untrusted.value)
+    with built.file.open("ab") as f:
+        f.write(b"\0")
+    with pytest.raises(InputError) as changed:
+        api.verify_package(built.file, catalog=catalog.file)
+    assert changed.value.exit_code == ExitCode.BAD_INPUT
+    assert capfd.readouterr() == ("", "")
+
+
+def test_inspect_the_sample_install_and_write_its_report(sandbox: Sandbox, tmp_path: Path,
+                                                        capfd: pytest.CaptureFixture[str]) -> None:
+    """The running sample install: its version, its process (the pid of its pid file), the form's head as
+    given; the report written as HTML in Chinese and as JSON; a host that cannot be read is exit 5."""
+    box = sandbox
+    ctx = api.Context(home=box.root)
+    done = api.inspect(ctx, install_dir=box.install_dir, customer="某某银行", system="核心系统")
+    assert done.exit_code == ExitCode.OK
+    (host,) = done.hosts
+    facts = host["facts"]
+    assert isinstance(facts, dict) and facts["version"] == "7.0.4.1"
+    pid = int((box.install_dir / "run" / "server.pid").read_text())
+    assert facts["process"]["running"] and facts["process"]["pid"] == pid
+    form = done.data["inspection"]["form"]  # type: ignore[index]
+    assert (form["customer"], form["system"]) == ("某某银行", "核心系统")
+    html = api.write_inspection(done, tmp_path / "inspection.html", lang="zh")
+    assert "健康巡检报告" in html.read_text(encoding="utf-8") and "某某银行" in html.read_text(encoding="utf-8")
+    saved = json.loads(api.write_inspection(done, tmp_path / "inspection.json").read_text(encoding="utf-8"))
+    assert saved["hosts"][0]["facts"]["version"] == "7.0.4.1"
+    with pytest.raises(InputError):
+        api.write_inspection(done, tmp_path / "inspection.txt")
+    with pytest.raises(InputError):
+        api.inspect(ctx, install_dir=box.install_dir, inventory=box.inventory)
+
+    # the host's SSH port is closed (nothing listens on 127.0.0.1:1): that host is reported, not inspected
+    box.inventory.write_text(box.inventory.read_text(encoding="utf-8").replace(
+        "    address: local\n", "    address: 127.0.0.1\n    port: 1\n"), encoding="utf-8")
+    gone = api.inspect(ctx, inventory=box.inventory)
+    assert gone.exit_code == ExitCode.NEEDS_PERSON and gone.hosts[0]["error"]
+    assert capfd.readouterr() == ("", "")
+
+
+def test_available_reads_the_installed_version_and_offers_the_newest_free_upgrade(sandbox: Sandbox) -> None:
+    box = sandbox
+    found = api.available(api.Context(home=box.root), inventory=box.inventory, catalog=box.catalog)
+    assert found.exit_code == ExitCode.OK and found.catalog["signer"] == "vendor-release"
+    (host,) = found.hosts
+    assert (host["host"], host["current"], host["error"]) == ("app-01", "7.0.4.1", None)
+    assert host["newest_free"] == {"version": "7.0.5.0", "kind": "full", "file": "sample-middleware-7.0.5.0.tar.gz"}
+    assert "7.1.0.0" in [r["version"] for r in host["refused"]]  # type: ignore[union-attr]
+
+
+def test_check_hosts_reads_every_host_of_a_plan_and_touches_nothing(sandbox: Sandbox) -> None:
+    box = sandbox
+    ctx = api.Context(home=box.root)
+    made, _ = plan_and_approve(box, ctx, "7.0.4.2")
+    before = host_state(box)
+    checked = api.check_hosts(made.plan)
+    assert checked.ok and checked.exit_code == ExitCode.OK and checked.order == [["app-01"]]
+    assert checked.checks[0].facts["version"] == "7.0.4.1" and checked.data["digest"] == made.plan.digest
+    assert host_state(box) == before
+
+
+def test_export_audit_writes_the_report_of_a_run_with_the_verdict(sandbox: Sandbox, tmp_path: Path) -> None:
+    """After a run: the JSON report of that run's events says the log is intact (signed by the operator);
+    the same log edited by hand is reported ALTERED (exit 6), the report still written."""
+    box = sandbox
+    ctx = api.Context(home=box.root)
+    made, approval = plan_and_approve(box, ctx, "7.0.4.2")
+    result = api.run(ctx, made.file, approvals=[approval.file])
+    done = api.export_audit(ctx, output=tmp_path / "report.json", format="json", run=result.run_id[:8])
+    assert (done.status, done.exit_code) == ("intact", ExitCode.OK) and done.events > 0
+    report = json.loads(done.output.read_text(encoding="utf-8"))
+    events = report["events"]
+    assert len(events) == done.events and {e["run"] for e in events} == {result.run_id}
+    assert {"run_started", "run_finished"} <= {e["event"] for e in events}
+    with pytest.raises(InputError):
+        api.export_audit(ctx, output=tmp_path / "r.json", format="json", since="yesterday")
+
+    log = box.root / "audit" / "audit.jsonl"
+    log.write_text(log.read_text(encoding="utf-8").replace('"committed"', '"failed"', 1), encoding="utf-8")
+    altered = api.export_audit(ctx, output=tmp_path / "altered.html", format="html")
+    assert (altered.status, altered.exit_code) == ("altered", ExitCode.AUDIT_ALTERED)
+    assert "ALTERED" in altered.output.read_text(encoding="utf-8")
+
+
+def test_grant_list_and_revoke_access_on_a_temp_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A real grant in the authorized_keys of an account whose HOME is a temp directory: the restricted line
+    with the key and its expiry, listed with its id, revoked by that id (the file as before), each step an
+    audit event; an id that is nowhere is exit 2."""
+    from upgrader.trust.keys import generate_key
+
+    home = tmp_path / "account"
+    (home / ".ssh").mkdir(parents=True, mode=0o700)
+    ak = home / ".ssh" / "authorized_keys"
+    ak.write_bytes(b"# the account's own line\n")
+    ak.chmod(0o600)
+    monkeypatch.setenv("HOME", str(home))
+    _, pub, _ = generate_key(tmp_path / "engineer", "engineer@vendor")
+    ctx = api.Context(home=tmp_path / "state")
+
+    granted = api.grant_access(ctx, key=pub, hours=2, from_patterns="127.0.0.1", reason="CHG-1")
+    assert granted.exit_code == 0 and granted.hours == 2
+    (r,) = granted.hosts
+    g = r["grant"]
+    assert isinstance(g, dict) and r["outcome"] == "granted" and r["file"] == str(ak)
+    blob = pub.read_text().split()[1]
+    line = [ln for ln in ak.read_text().splitlines() if blob in ln]
+    assert len(line) == 1 and line[0].startswith('restrict,expiry-time="') and 'from="127.0.0.1"' in line[0]
+    assert f"upgrader-grant:{g['id']}" in line[0]
+
+    listed = api.list_access(ctx)
+    assert [x["id"] for x in listed.hosts[0]["grants"]] == [g["id"]]  # type: ignore[union-attr]
+    with pytest.raises(InputError):
+        api.revoke_access(ctx, grant_id="nosuchgrant")
+    with pytest.raises(InputError):
+        api.revoke_access(ctx, grant_id=str(g["id"]), all=True)
+    revoked = api.revoke_access(ctx, grant_id=str(g["id"]))
+    assert revoked.exit_code == 0 and revoked.chosen == "ID"
+    assert ak.read_bytes() == b"# the account's own line\n"
+    assert api.list_access(ctx).hosts[0]["grants"] == []
+    audit = [json.loads(x) for x in (tmp_path / "state" / "audit" / "audit.jsonl").read_text().splitlines()]
+    assert [(e["event"], e["data"]["grant"]) for e in audit if e["event"].startswith("access_")] == \
+        [("access_granted", g["id"]), ("access_revoked", g["id"])]

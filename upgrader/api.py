@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     from version_policy import Policy
 
     from .core.engine import HostTarget
+    from .core.hostcheck import HostCheck
     from .core.engine import RunResult as EngineResult
     from .core.journal import Journal
     from .core.playbook import Playbook
@@ -55,6 +56,10 @@ if TYPE_CHECKING:
     from .trust.requester import Requester
     from .audit.log import VerifyResult
     from .trust.signers import AllowedSigners
+    from .customer.access import Grant, GrantChange, HostFile
+    from .fleet.inventory import Host as InventoryHost
+    from .fleet.inventory import Inventory
+    from .fleet.transport.base import AgentClient
 
 __all__ = [
     # inputs
@@ -63,7 +68,11 @@ __all__ = [
     "PlanMade", "PlanReview", "ApprovalMade", "RunResult", "HostResult", "PhaseResult", "CheckedRun", "StartedRun",
     # the use cases
     "make_plan", "show_plan", "approve", "run", "resume", "rollback", "check_run", "start_run", "finish_run",
-    "verify_audit", "build_package", "PackageBuilt",
+    "check_hosts", "HostsChecked",
+    "verify_audit", "export_audit", "build_package", "verify_package", "build_catalog", "sign_catalog",
+    "available", "inspect", "write_inspection", "grant_access", "list_access", "revoke_access",
+    "PackageBuilt", "PackageChecked", "CatalogBuilt", "AuditExport", "Availability", "Inspection", "AccessResult",
+    "audit_exit_code", "inspection_report_kind",
     # helpers the CLI and the guide share
     "load_policy", "policy_file", "policy_origin", "plan_policy", "trusted_catalog", "record_plan", "record_refusal", "refuse_refused",
     "accepted_plan", "journal_view",
@@ -1194,6 +1203,54 @@ def rollback(ctx: Context, run_id: str, *, hosts: str | None = None, batch: str 
     return RunResult.of(result, warnings=warnings)
 
 
+# -- a plan's hosts read before a run (run --dry-run, plan show --check) ----------------------------------
+
+@dataclass(frozen=True)
+class HostsChecked:
+    """``check_hosts``: each host of the plan read now (read-only): ``checks`` (reachable, problems, facts),
+    the commands and probes a run would use there (in ``data``), and the order of the hosts (waves; the first
+    is the canary when there is one). ``data`` is what ``run --dry-run --json`` prints."""
+
+    data: JSONObject
+    checks: list[HostCheck]
+    hosts: list[PlanHost]
+    order: list[list[str]]
+
+    @property
+    def ok(self) -> bool:
+        return all(x.ok for x in self.checks)
+
+    @property
+    def exit_code(self) -> int:
+        """0 when every host is ready, 5 when one is unreachable or not as the plan expects."""
+        return 0 if self.ok else 5
+
+
+def check_hosts(plan: Plan, *, canary: int = 0, batch: int | None = None,
+                package_verified: bool = False) -> HostsChecked:
+    """Read every host of ``plan`` (read-only: its version, lock, free space, host key, package) and say what a
+    run would do there; touches nothing. ``package_verified``: the caller checked the packages against the
+    signed catalog (``check_run`` does)."""
+    from .core.hostcheck import check_hosts as _check_hosts
+    from .core.hostcheck import commands, waves
+    from .fleet.inventory import host_from_plan
+    from .fleet.transport import connect
+
+    hosts = list(plan.hosts)
+
+    def connector(h: PlanHost) -> Transport:
+        return connect(host_from_plan(h))
+
+    checks = _check_hosts(hosts, connector)
+    order = waves([h["name"] for h in hosts], canary, batch)
+    data: JSONObject = {
+        "dry_run": True, "digest": plan.digest, "ok": all(x.ok for x in checks), "order": order,
+        "package_verified": package_verified,
+        "hosts": [{**x.to_dict(), "current": h["current"], "target": h["target"],
+                   "commands": [{"what": w, "text": t} for w, t in commands(h)]} for x, h in zip(checks, hosts)]}
+    return HostsChecked(data, checks, hosts, order)
+
+
 # -- audit, packages -------------------------------------------------------------------------------------
 
 def verify_audit(ctx: Context, *, log: Path | None = None, allowed_signers: Path | None = None,
@@ -1254,6 +1311,648 @@ def build_package(directory: Path, output: Path, *, product: str, version: str, 
     meta = PackageMeta.from_data({k: v for k, v in data.items() if v not in (None, [])}, "command line")
     built = _build(Path(directory), Path(output), meta)
     return PackageBuilt(built.path, built.sha256, built.size, built.members, meta.product, meta.version, meta.kind)
+
+
+@dataclass(frozen=True)
+class PackageChecked:
+    """``verify_package``: the package's own description and what was checked (``catalog``: the catalog its
+    digest and size were checked against; None: only its members were)."""
+
+    file: Path
+    product: str
+    version: str
+    kind: str
+    changes: list[str]
+    members: int
+    sha256: str
+    size: int
+    catalog: Path | None
+
+    def to_dict(self) -> JSONObject:
+        info: JSONObject = {"package": str(self.file), "product": self.product, "version": self.version,
+                            "kind": self.kind, "changes": list(self.changes)}
+        if self.catalog is not None:
+            info["catalog"] = str(self.catalog)
+        info.update(members=self.members, sha256=self.sha256, size=self.size, ok=True)
+        return info
+
+
+def verify_package(package: Path, *, catalog: Path | None = None) -> PackageChecked:
+    """Check a package before it goes anywhere: every member safe to unpack (no link out, no absolute path, no
+    device...), and, with ``catalog``, its digest, size and the catalog's limits. InputError (exit 2) otherwise."""
+    import tarfile
+
+    from .hostagent.common import AgentError
+    from .hostagent.extract import check_members
+    from .trust.catalog import load_catalog, verify_package_file
+    from .trust.package import file_digest, read_meta
+
+    pkg = Path(package)
+    meta = read_meta(pkg)
+    limits: dict[str, int] = {}
+    checked_against: Path | None = None
+    if catalog is not None:
+        cat = load_catalog(catalog)
+        entry = cat.find(meta.product, meta.version)
+        if entry is None:
+            raise InputError(f"the catalog has no entry for {meta.product} {meta.version}", path=str(cat.path))
+        verify_package_file(pkg, entry)
+        limits = {"members": entry.max_members, "unpacked_bytes": entry.max_unpacked_bytes}
+        checked_against = cat.path
+    try:
+        with tarfile.open(pkg, "r:gz") as tar:
+            members = check_members(tar, limits)
+    except AgentError as e:
+        raise InputError(str(e), path=str(pkg), hint="do not install this package; ask the vendor") from None
+    except (tarfile.TarError, OSError, EOFError) as e:
+        raise InputError(f"damaged package: {e}", path=str(pkg)) from None
+    return PackageChecked(pkg, meta.product, meta.version, meta.kind, list(meta.changes), len(members),
+                          file_digest(pkg), pkg.stat().st_size, checked_against)
+
+
+@dataclass(frozen=True)
+class CatalogBuilt:
+    """``build_catalog``: the catalog written, how many packages it lists, its serial, its signature (None: not
+    signed yet)."""
+
+    file: Path
+    packages: int
+    serial: int
+    signature: Path | None
+
+
+def build_catalog(directory: Path, *, serial: int, key: Path | None = None) -> CatalogBuilt:
+    """The vendor's catalog (catalog.yaml) of every package (.tar.gz) in ``directory``; signed with ``key`` (an
+    SSH private key) when given, else to be signed later (``sign_catalog``)."""
+    import tarfile
+
+    from .trust.catalog import write_catalog
+    from .trust.package import Built, file_digest, read_meta
+
+    directory = Path(directory)
+    packages = sorted(directory.glob("*.tar.gz"))
+    if not packages:
+        raise InputError("no .tar.gz packages in the directory", path=str(directory))
+    built = []
+    for p in packages:
+        meta = read_meta(p)
+        with tarfile.open(p, "r:gz") as tar:
+            members = tar.getmembers()
+        built.append(Built(p, file_digest(p), p.stat().st_size, meta, len(members),
+                           sum(m.size for m in members if m.isreg())))
+    path = write_catalog(directory, built, serial=serial)
+    return CatalogBuilt(path, len(built), serial, sign_catalog(path, key=key) if key is not None else None)
+
+
+def sign_catalog(catalog: Path, *, key: Path) -> Path:
+    """Sign a catalog (its file, or the directory holding catalog.yaml) with the vendor's SSH key; the
+    signature's path."""
+    from .trust.catalog_trust import sign_catalog as _sign
+    from .trust.keys import load_private_key
+
+    path = Path(catalog)
+    if path.is_dir():
+        path = path / "catalog.yaml"
+    if not path.is_file():
+        raise InputError("catalog not found", path=str(path))
+    return _sign(path, load_private_key(key))
+
+
+@dataclass(frozen=True)
+class AuditExport:
+    """``export_audit``: the report written (it says the verdict at its top, whatever it is), the number of
+    events in it, and the verdict on the log (``status``: intact, altered or cannot_check)."""
+
+    output: Path
+    format: str
+    events: int
+    result: VerifyResult
+    verdict: str
+
+    @property
+    def status(self) -> str:
+        return self.result.status
+
+    @property
+    def exit_code(self) -> int:
+        return audit_exit_code(self.result)
+
+
+def audit_exit_code(result: VerifyResult) -> int:
+    """0 intact, 6 altered (or a finished run unsigned), 2 cannot check (no allowed signers known)."""
+    from .core.exit_codes import ExitCode
+
+    return int({"intact": ExitCode.OK, "altered": ExitCode.AUDIT_ALTERED,
+                "cannot_check": ExitCode.BAD_INPUT}[result.status])
+
+
+def export_audit(ctx: Context, *, output: Path, format: str = "html", log: Path | None = None,
+                 allowed_signers: Path | None = None, anchor: str | None = None, run: str | None = None,
+                 host: str | None = None, since: str | None = None, lang: str | None = None) -> AuditExport:
+    """Write the auditor's report (``format``: html, json or csv) of the log's events of ``run`` (an id or its
+    start), ``host`` and ``since`` (an ISO date or time), with the verdict on the whole log (``verify_audit``),
+    made from one read of the log. The report is written whatever the verdict; ``exit_code`` tells it."""
+    from .audit.log import read_log
+    from .audit.report import export
+    from .audit.view import describe, select_events
+    from .core.recorder import audit_path
+
+    path = Path(log) if log else audit_path(ctx.home)
+    data = read_log(path)  # one read: the report shows exactly the bytes the verdict is about
+    result = verify_audit(ctx, log=path, allowed_signers=allowed_signers, anchor=anchor, data=data)
+    events = select_events(path, data, run=run, host=host, since=since)
+    verdict = describe(result)
+    export(format, events, result, verdict, Path(output), lang=lang)
+    return AuditExport(Path(output), format, len(events), result, verdict)
+
+
+# -- the customer's side: available, inspect, access -------------------------------------------------------
+
+@dataclass(frozen=True)
+class Availability:
+    """``available``: per host (``hosts``, in the inventory's order), the newest free upgrade, what the policy
+    refuses and why, the advisories that concern the installed version, or ``error`` when the host could not
+    be read; the catalog (path, serial, signer) and the policy they were judged by."""
+
+    catalog: JSONObject
+    policy: str
+    hosts: list[JSONObject]
+
+    @property
+    def exit_code(self) -> int:
+        """0, or 5 when a host could not be read (the others are still answered)."""
+        return 5 if any(h.get("error") for h in self.hosts) else 0
+
+    def to_dict(self) -> JSONObject:
+        return {"catalog": self.catalog, "policy": self.policy, "hosts": self.hosts}
+
+
+def _installed_version(inventory: Inventory, host: InventoryHost, home: Path) -> str:
+    """The host's installed version, read by the agent's read-only facts action."""
+    from .core.planner import host_facts
+    from .core.playbook import load_operator_playbook
+    from .fleet.transport import AgentClient, connect
+
+    pb, _ = load_operator_playbook(host.playbook, home, where=str(inventory.path), key=f"hosts.{host.name}.playbook")
+    if pb.product != host.product:
+        raise UpgraderError(f"the host runs {host.product!r} but playbook {pb.path} is for {pb.product!r}")
+    spec = pb.render({"install_dir": host.install_dir, "host": host.name, **host.vars,
+                      "target_version": "unknown", "current_version": "unknown"})
+    transport = connect(host)
+    try:
+        facts = host_facts(AgentClient(transport), host, spec, [], check_drift=False)
+    finally:
+        transport.close()
+    if not facts.get("version"):
+        raise UpgraderError(str(facts.get("version_error") or "no installed version found"))
+    return str(facts["version"])
+
+
+def available(ctx: Context, *, inventory: Path, catalog: Path, hosts: str | None = None) -> Availability:
+    """Per host of ``inventory`` (``hosts``: a pattern), the upgrades the signed ``catalog`` offers and the
+    operator's policy allows. Reads each host's installed version (read-only); changes nothing, writes no plan."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from .customer.available import host_offers, unreadable_host
+    from .fleet.inventory import load_inventory
+
+    inv = load_inventory(inventory)
+    chosen = inv.select(hosts)
+    policy = load_policy(ctx)
+    cat, signed_by = trusted_catalog(catalog, policy, ctx.home, ctx.clock.now())
+    today = ctx.clock.now().date()
+
+    def one(host: InventoryHost) -> JSONObject:
+        try:
+            current = _installed_version(inv, host, ctx.home)
+        except UpgraderError as e:  # keep the other hosts' answers
+            return {**unreadable_host(host.name, host.product, e.message), "address": host.address}
+        return {**host_offers(host=host.name, product=host.product, current=current,
+                              maintenance_until=host.maintenance_until, catalog=cat, policy=policy, today=today),
+                "address": host.address}
+
+    with ThreadPoolExecutor(max_workers=max(1, min(8, len(chosen)))) as pool:
+        results = list(pool.map(one, chosen))
+    return Availability({"path": str(cat.path), "serial": cat.serial, **signed_by}, policy.source, results)
+
+
+@dataclass(frozen=True)
+class _InspectTarget:
+    name: str
+    address: str
+    install_dir: str
+    playbook: Playbook
+    variables: JSONObject
+    state_dir: str | None
+    maintenance_until: _dt.date | None
+    connect: Callable[[], Transport]
+
+
+@dataclass(frozen=True)
+class Inspection:
+    """``inspect``: the report's data (``inspection``: time, form, catalog; ``hosts``: each host's facts,
+    metrics, warnings, advisories or ``error``; ``summary``), as ``upgrader inspect --json`` prints it."""
+
+    data: JSONObject
+
+    @property
+    def hosts(self) -> list[JSONObject]:
+        return cast("list[JSONObject]", self.data["hosts"])
+
+    @property
+    def exit_code(self) -> int:
+        """0 when every host was inspected (warnings are findings, not failures), 5 when one could not be."""
+        return 5 if any(h.get("error") for h in self.hosts) else 0
+
+
+def _local_playbook(install_dir: Path, name: str | None) -> Playbook:
+    """``playbook``, or the shipped playbook whose version file is in the install dir."""
+    from .core.playbook import find_playbook, load_playbook, shipped_playbooks_dir
+
+    if name:
+        return load_playbook(find_playbook(name))
+    tried = []
+    for path in sorted(shipped_playbooks_dir().glob("*.yaml")):
+        pb = load_playbook(path)
+        version_file = pb.spec["version"].get("file")
+        tried.append(pb.name)
+        if version_file and (install_dir / version_file).is_file():
+            return pb
+    raise InputError(f"cannot tell which product is installed here (tried the playbooks {', '.join(tried)})",
+                     path=str(install_dir), hint="name it with --playbook NAME or a playbook file")
+
+
+def _inspect_targets(ctx: Context, install_dir: Path | None, inventory: Path | None, hosts: str | None,
+                     playbook: str | None, variables: Mapping[str, str] | None) -> list[_InspectTarget]:
+    from .core.playbook import load_operator_playbook
+    from .fleet.transport import connect
+
+    if bool(inventory) == bool(install_dir):
+        raise InputError("give either --inventory INV or --install-dir DIR",
+                         hint="upgrader inspect --install-dir /opt/TongWeb7049 (this machine) or --inventory hosts.yaml")
+    if install_dir:
+        if hosts:
+            raise InputError("--hosts selects hosts of an inventory; it does not go with --install-dir")
+        where = Path(install_dir).absolute()
+        if not where.is_dir():
+            raise InputError("the install dir does not exist (or is not a directory)", path=str(where),
+                             hint="give the directory the product is installed in")
+        from .fleet.transport.local import LocalTransport
+
+        return [_InspectTarget("local", "local", str(where), _local_playbook(where, playbook),
+                               dict(variables or {}), None, None, lambda: LocalTransport("local"))]
+    if playbook or variables:
+        raise InputError("--playbook and --var go with --install-dir; an inventory names each host's playbook "
+                         "and vars")
+    from .fleet.inventory import load_inventory
+
+    assert inventory is not None
+    inv = load_inventory(inventory)
+    playbooks: dict[str, Playbook] = {}
+    targets = []
+    for h in inv.select(hosts):
+        if h.playbook not in playbooks:
+            playbooks[h.playbook] = load_operator_playbook(h.playbook, ctx.home, where=str(inv.path),
+                                                           key=f"hosts.{h.name}.playbook")[0]
+        pb = playbooks[h.playbook]
+        if pb.product != h.product:
+            raise InputError(f"host {h.name} runs {h.product!r} but playbook {pb.path} is for {pb.product!r}",
+                             path=str(inv.path), key=f"hosts.{h.name}.playbook")
+
+        def connector(h: InventoryHost = h) -> Transport:
+            return connect(h)
+
+        targets.append(_InspectTarget(h.name, h.address, h.install_dir, pb, dict(h.vars), h.state_dir,
+                                      h.maintenance_until, connector))
+    return targets
+
+
+def _inspection_form(ctx: Context, policy: Policy | None, fields: Mapping[str, str | None]) -> JSONObject:
+    """The head of the 巡检 form: who for, what, by whom, when (``period`` as written, else the collection's own
+    start and end), and the time zone the times are shown in."""
+    import getpass
+    import socket
+
+    from .core.shown_time import policy_zone
+
+    if policy is None:
+        try:
+            policy = load_policy(ctx)
+        except UpgraderError:
+            policy = None
+    inspector = fields.get("inspector")
+    if not inspector:
+        try:
+            inspector = f"{getpass.getuser()}@{socket.gethostname()}"
+        except (KeyError, OSError):
+            inspector = None
+    form: JSONObject = {"customer": fields.get("customer"), "system": fields.get("system"), "inspector": inspector,
+                        "period": fields.get("period"), "remarks": fields.get("remarks"),
+                        "timezone": policy_zone(policy)}
+    for name in ("customer", "system", "inspector", "period", "remarks"):
+        value = form[name]
+        if value is not None and (len(str(value)) > 200 or any(ord(ch) < 32 for ch in str(value))):
+            raise InputError(f"--{name}: at most 200 characters on one line", hint="e.g. --customer '某某银行'")
+    return form
+
+
+def inspect(ctx: Context, *, install_dir: Path | None = None, inventory: Path | None = None,
+            hosts: str | None = None, playbook: str | None = None, variables: Mapping[str, str] | None = None,
+            catalog: Path | None = None, customer: str | None = None, system: str | None = None,
+            inspector: str | None = None, period: str | None = None, remarks: str | None = None) -> Inspection:
+    """The health inspection (巡检) of one install on this machine (``install_dir``; ``playbook`` and
+    ``variables`` name the product when its version file does not) or of the hosts of ``inventory``, read-only;
+    with a signed ``catalog``, the advisories that concern each installed version are flagged. The form's head:
+    ``customer``, ``system``, ``inspector`` (default: the login name at this machine), ``period``, ``remarks``.
+    A host that cannot be inspected is reported with its ``error`` (exit code 5), the others still are."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from .customer.inspection import flag_advisories, inspect_host
+
+    targets = _inspect_targets(ctx, install_dir, inventory, hosts, playbook, variables)
+    clock = ctx.clock
+    cat: Catalog | None = None
+    policy: Policy | None = None
+    signed_by: JSONObject = {}
+    if catalog:
+        policy = load_policy(ctx)
+        cat, signed_by = trusted_catalog(catalog, policy, ctx.home, clock.now())
+    today = clock.now().date()
+    started = clock.now().isoformat(timespec="seconds")
+
+    def one(t: _InspectTarget) -> JSONObject:
+        try:
+            transport = t.connect()
+            try:
+                report: JSONObject = inspect_host(transport, t.playbook, install_dir=t.install_dir, name=t.name,
+                                                  variables=t.variables, state_dir=t.state_dir)
+            finally:
+                transport.close()
+        except UpgraderError as e:  # keep the other hosts' reports
+            return {"host": t.name, "address": t.address, "install_dir": t.install_dir, "product": t.playbook.product,
+                    "playbook": str(t.playbook.path), "facts": {}, "metrics": {}, "thresholds": {},
+                    "warnings": [], "advisories": [], "error": e.message}
+        if cat is not None:
+            report = flag_advisories(report, catalog=cat, policy=policy, today=today,
+                                     maintenance_until=t.maintenance_until)
+        return {**report, "address": t.address}
+
+    with ThreadPoolExecutor(max_workers=max(1, min(8, len(targets)))) as pool:
+        reports = list(pool.map(one, targets))
+    form = _inspection_form(ctx, policy, {"customer": customer, "system": system, "inspector": inspector,
+                                          "period": period, "remarks": remarks})
+    warned = sum(len(cast("list[object]", h["warnings"])) for h in reports)
+    data: JSONObject = {
+        "inspection": {"time": clock.now().isoformat(timespec="seconds"), "started": started, "form": form,
+                       "inventory": str(inventory) if inventory else None,
+                       "catalog": {"path": str(cat.path), "serial": cat.serial, **signed_by}
+                       if cat is not None else None},
+        "hosts": reports,
+        "summary": {"hosts": len(reports), "inspected": sum(1 for h in reports if not h["error"]),
+                    "unreachable": [h["host"] for h in reports if h["error"]], "warnings": warned}}
+    return Inspection(data)
+
+
+def write_inspection(inspection: Inspection | JSONObject, output: Path, *, lang: str = "en") -> Path:
+    """Write the inspection's report to ``output``: a self-contained HTML 巡检 form (.html, .htm; in ``lang``: en
+    or zh) or JSON (.json), secrets redacted (a report is sent on), atomically."""
+    from .audit.redaction import redact_value
+    from .audit.report import _write_atomically
+
+    kind = inspection_report_kind(output)
+    data = cast("dict[str, object]", redact_value(inspection.data if isinstance(inspection, Inspection) else inspection))
+    if kind == "html":
+        from .customer.inspect_report import render_html
+
+        text = render_html(data, lang)
+    else:
+        text = json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False, default=str) + "\n"
+    _write_atomically(Path(output), text)
+    return Path(output)
+
+
+def inspection_report_kind(output: Path | str) -> str:
+    """``html`` or ``json``, from the report's name; InputError for any other name."""
+    suffix = Path(output).suffix.lower()
+    if suffix in (".html", ".htm"):
+        return "html"
+    if suffix == ".json":
+        return "json"
+    raise InputError(f"-o: the report's name must end in .html or .json, got {str(output)!r}",
+                     hint="e.g. -o inspection.html (send it to support) or -o inspection.json")
+
+
+@dataclass(frozen=True)
+class _AccessTarget:
+    name: str  # "local", or the inventory's host name
+    audit_host: str
+    connect: Callable[[], Transport]
+    local: bool
+
+
+@dataclass(frozen=True)
+class AccessResult:
+    """``grant_access``, ``list_access``, ``revoke_access``: each host's outcome (``hosts``: ``host``,
+    ``outcome``, ``user``, ``file`` and the grants made, found or removed; on a fleet a host that failed has
+    ``error`` and ``exit_code``), the hours granted, and how the revoked grants were chosen (ID, --all or
+    --expired)."""
+
+    hosts: list[JSONObject]
+    exit_code: int
+    hours: float | None = None
+    chosen: str | None = None
+
+    def to_dict(self) -> JSONObject:
+        return {"hosts": self.hosts}
+
+
+_ACCESS_FORKS = 8
+
+
+def _access_targets(inventory: Path | None, hosts: str | None) -> list[_AccessTarget]:
+    import socket
+
+    if inventory:
+        from .fleet.inventory import load_inventory
+        from .fleet.transport import connect
+
+        def connector(h: InventoryHost) -> Callable[[], Transport]:
+            return lambda: connect(h)
+
+        return [_AccessTarget(h.name, h.name, connector(h), False) for h in load_inventory(inventory).select(hosts)]
+    if hosts:
+        raise InputError("--hosts needs --inventory", hint="give --inventory INV, or leave out --hosts for this host")
+    from .fleet.transport.local import LocalTransport
+
+    return [_AccessTarget("local", socket.gethostname(), lambda: LocalTransport("local"), True)]
+
+
+def _on_each(targets: list[_AccessTarget], work: Callable[[AgentClient, _AccessTarget], JSONObject]) -> list[JSONObject]:
+    """``work(agent, target)`` on every target; a fleet keeps each host's failure, this host raises its own."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from .fleet.transport import AgentClient
+
+    def one(target: _AccessTarget) -> JSONObject:
+        transport = target.connect()
+        agent = AgentClient(transport)
+        try:
+            return {"host": target.name, **work(agent, target)}
+        except UpgraderError as e:
+            if target.local:
+                raise
+            return {"host": target.name, "outcome": "failed", "error": str(e), "exit_code": int(e.exit_code)}
+        finally:
+            agent.close()
+            transport.close()
+
+    if len(targets) == 1:
+        return [one(targets[0])]
+    with ThreadPoolExecutor(max_workers=min(_ACCESS_FORKS, len(targets))) as pool:
+        return list(pool.map(one, targets))
+
+
+def _access_exit(results: list[JSONObject]) -> int:
+    return max([int(cast(int, r.get("exit_code", 0))) for r in results] or [0])
+
+
+def _access_user(user: str | None) -> str | None:
+    from .customer.access import check_user
+
+    return check_user(user) if user is not None else None
+
+
+def grant_access(ctx: Context, *, key: Path, hours: float | None = None, from_patterns: str | None = None,
+                 reason: str | None = None, user: str | None = None, inventory: Path | None = None,
+                 hosts: str | None = None) -> AccessResult:
+    """Let an engineer's public ``key`` in for ``hours`` (default and maximum: the policy's), from the
+    addresses ``from_patterns`` (sshd patterns, comma-separated; None: any), on this host's account (``user``:
+    another account) or on every host of ``inventory``: one ``authorized_keys`` line that sshd itself enforces;
+    the same key granted again is extended. Every input is checked before any host is touched; each grant is
+    an audit event. One grant id on every host (``revoke_access(grant_id=...)`` ends it everywhere)."""
+    import secrets
+
+    from .customer.access import (add_grant, check_from, check_hours, check_reason, edit_on_host, expiry_time,
+                                  format_time, load_public_key_file)
+
+    policy = load_policy(ctx)
+    public = load_public_key_file(key)
+    granted = check_hours(hours, policy.access_default_hours, policy.access_max_hours, policy.source)
+    from_ = check_from(from_patterns) if from_patterns is not None else None
+    why = check_reason(reason) if reason is not None else None
+    account = _access_user(user)
+    targets = _access_targets(inventory, hosts)
+    now = ctx.clock.now()
+    expires = expiry_time(now, granted)
+    recorder = _recorder(ctx, policy, need_key=False)  # before anything changes: no identity, nothing touched
+    by = f"{recorder.operator.user}@{recorder.operator.host}"
+    grant_id = secrets.token_hex(6)
+
+    def work(agent: AgentClient, target: _AccessTarget) -> JSONObject:
+        ids = [grant_id]
+
+        def new_id() -> str:
+            return ids.pop(0) if ids else secrets.token_hex(6)
+
+        def edit(current: HostFile) -> tuple[bytes, GrantChange]:
+            source = current.path if target.local else f"{target.name}:{current.path}"
+            change = add_grant(current.data, public, expires=expires, from_=from_, by=by, reason=why,
+                               new_id=new_id, source=source)
+            return change.data, change
+
+        found, change = edit_on_host(agent, account, edit)
+        return {"outcome": "extended" if change.extended else "granted", "user": found.user, "file": found.path,
+                "created_file": not found.exists, "grant": change.grant.describe(now),
+                "previous_expires": format_time(change.previous_expires) if change.previous_expires else None,
+                "_audit_host": target.audit_host}
+
+    results = _on_each(targets, work)
+    for r in results:
+        if r["outcome"] in ("granted", "extended"):
+            g = cast("dict[str, object]", r["grant"])
+            recorder.event(f"access_{r['outcome']}", host=cast(str, r.pop("_audit_host")), outcome=str(r["outcome"]),
+                           grant=g["id"], fingerprint=g["fingerprint"], key_type=g["key_type"], user=r["user"],
+                           file=r["file"], hours=granted, expires=g["expires"], previous_expires=r["previous_expires"],
+                           reason=g["reason"], granted_by=g["granted_by"], **_from(g))
+    return AccessResult(results, _access_exit(results), hours=granted)
+
+
+def _from(grant: Mapping[str, object]) -> dict[str, str | None]:
+    """The grant's ``from`` (a Python keyword; its patterns, None: any address) as a keyword argument of
+    ``Recorder.event``."""
+    return {"from": cast("str | None", grant["from"])}
+
+
+def list_access(ctx: Context, *, user: str | None = None, inventory: Path | None = None,
+                hosts: str | None = None) -> AccessResult:
+    """The grants in this host's ``authorized_keys`` (``user``: another account's), or on every host of
+    ``inventory``: each with its id, key fingerprint, expiry, time left, who granted it, from where, why."""
+    from .customer.access import list_grants, read_on_host
+
+    account = _access_user(user)
+    targets = _access_targets(inventory, hosts)
+    now = ctx.clock.now()
+
+    def work(agent: AgentClient, target: _AccessTarget) -> JSONObject:
+        found = read_on_host(agent, account)
+        return {"outcome": "ok", "user": found.user, "file": found.path, "exists": found.exists,
+                "grants": [g.describe(now) for g in list_grants(found.data)]}
+
+    results = _on_each(targets, work)
+    return AccessResult(results, _access_exit(results))
+
+
+def revoke_access(ctx: Context, *, grant_id: str | None = None, all: bool = False, expired: bool = False,
+                  user: str | None = None, inventory: Path | None = None, hosts: str | None = None) -> AccessResult:
+    """Remove grants, chosen by exactly one of ``grant_id``, ``all`` or ``expired``, on this host or on every
+    host of ``inventory``; each removal is an audit event. A ``grant_id`` found on no host is exit code 2."""
+    import re
+
+    from .core.exit_codes import ExitCode
+    from .customer.access import edit_on_host, list_grants, remove_grants
+
+    chosen = [what for what, given in (("ID", grant_id), ("--all", all), ("--expired", expired)) if given]
+    if len(chosen) != 1:
+        raise InputError("give exactly one of ID, --all or --expired" + (f" (got {' and '.join(chosen)})"
+                                                                          if chosen else ""),
+                         hint="see the ids with: upgrader access list")
+    if grant_id is not None and not re.fullmatch(r"[A-Za-z0-9]{1,64}", grant_id):
+        raise InputError(f"{grant_id!r} is not a grant id", hint="see the ids with: upgrader access list")
+    account = _access_user(user)
+    targets = _access_targets(inventory, hosts)
+    policy = load_policy(ctx)
+    now = ctx.clock.now()
+    recorder = _recorder(ctx, policy, need_key=False)
+
+    def select(g: Grant) -> bool:
+        return bool(all or (expired and g.expired(now)) or g.id == grant_id)
+
+    def work(agent: AgentClient, target: _AccessTarget) -> JSONObject:
+        def edit(current: HostFile) -> tuple[bytes, list[Grant]]:
+            return remove_grants(current.data, select)
+
+        found, removed = edit_on_host(agent, account, edit)
+        if grant_id and not removed and target.local:
+            ids = [g.id for g in list_grants(found.data)]
+            raise InputError(f"no grant {grant_id} here; " + (f"its grants: {', '.join(ids)}" if ids
+                                                               else "it holds no grant"), path=found.path)
+        return {"outcome": "revoked" if removed else "unchanged", "user": found.user, "file": found.path,
+                "revoked": [g.describe(now) for g in removed], "_audit_host": target.audit_host}
+
+    results = _on_each(targets, work)
+    for r in results:
+        audit_host = cast("str | None", r.pop("_audit_host", None))
+        for g in cast("list[dict[str, object]]", r.get("revoked", [])):
+            recorder.event("access_revoked", host=audit_host, outcome="revoked", grant=g["id"],
+                           fingerprint=g["fingerprint"], key_type=g["key_type"], user=r["user"], file=r["file"],
+                           expires=g["expires"], expired=g["expired"], reason=g["reason"],
+                           granted_by=g["granted_by"], selected_by=chosen[0], **_from(g))
+    code = _access_exit(results)
+    if grant_id and code == 0 and not any(r.get("revoked") for r in results):
+        code = int(ExitCode.BAD_INPUT)
+        for r in results:
+            r.update(outcome="failed", error=f"no grant {grant_id} in {r['file']}", exit_code=code)
+    return AccessResult(results, code, chosen=chosen[0])
 
 
 # -- small helpers ---------------------------------------------------------------------------------------

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 from ..core.errors import InputError
+from .labels import load_labels
 from ..core.language import LANGS, resolve_lang  # one rule for every reader; kept importable from here
 
 if TYPE_CHECKING:
@@ -112,107 +113,8 @@ def render_csv(events: list[dict[str, object]]) -> str:
 
 # -- labels ---------------------------------------------------------------------------------------
 
-_LABELS: dict[str, dict[str, str]] = {
-    "title": {"en": "Audit report", "zh": "审计报告"},
-    "subtitle": {"en": "{n} events from {path}", "zh": "{path} 中的 {n} 条事件"},
-    "span": {"en": "Time span", "zh": "时间范围"},
-    "verification": {"en": "Verification result", "zh": "校验结果"},
-    "intact": {"en": "INTACT", "zh": "完好"},
-    "altered": {"en": "ALTERED", "zh": "已被篡改"},
-    "cannot_check": {"en": "CANNOT CHECK", "zh": "无法核验"},
-    "verdict": {"en": "Verdict", "zh": "结论"},
-    "verifier_text": {"en": "Verifier's words", "zh": "校验程序原文"},
-    "log_file": {"en": "Log file", "zh": "日志文件"},
-    "entries": {"en": "Entries", "zh": "记录数"},
-    "valid_entries": {"en": "Entries in a valid chain", "zh": "有效链中的记录数"},
-    "checkpoints": {"en": "Signed checkpoints", "zh": "签名检查点"},
-    "last_checkpoint": {"en": "Last checkpoint", "zh": "最后检查点"},
-    "checkpoint_text": {"en": "line {line}, signs seq {seq}, head {head}, signed by {signer}",
-                        "zh": "第 {line} 行，签署序号 {seq}，链头 {head}，签名人 {signer}"},
-    "bad_line": {"en": "First bad line", "zh": "首个异常行"},
-    "problem": {"en": "Problem", "zh": "问题"},
-    "anchor": {"en": "Anchor", "zh": "锚点"},
-    "anchor_yes": {"en": "checked: the log is complete up to the anchor you hold",
-                   "zh": "已核对：日志直至您保存的锚点是完整的"},
-    "anchor_no": {"en": "none given: completeness after the last checkpoint is not proven",
-                  "zh": "未提供：最后检查点之后的完整性未经证明"},
-    "uncovered": {"en": "Entries after the last checkpoint", "zh": "最后检查点之后的记录数"},
-    "notes": {"en": "Notes", "zh": "说明"},
-    "overview": {"en": "Runs at a glance", "zh": "运行概览"},
-    "run": {"en": "Run", "zh": "运行"},
-    "rollback_run": {"en": "Rollback run", "zh": "回滚运行"},
-    "rollback_of": {"en": "Rollback of run", "zh": "回滚的运行"},
-    "summary": {"en": "Summary", "zh": "概要"},
-    "started": {"en": "Started", "zh": "开始时间"},
-    "finished": {"en": "Finished", "zh": "结束时间"},
-    "duration": {"en": "Duration", "zh": "耗时"},
-    "operator": {"en": "Operator", "zh": "操作人"},
-    "operator_key": {"en": "Operator key", "zh": "操作人密钥"},
-    "requester": {"en": "Requested by", "zh": "申请人"},
-    "hosts": {"en": "Hosts", "zh": "主机"},
-    "host": {"en": "Host", "zh": "主机"},
-    "from_to": {"en": "From → to", "zh": "版本（原→目标）"},
-    "version_after": {"en": "Running after", "zh": "结束后运行版本"},
-    "plan": {"en": "Plan", "zh": "计划"},
-    "catalog": {"en": "Catalog", "zh": "软件目录"},
-    "approvals": {"en": "Approvals", "zh": "审批"},
-    "approver": {"en": "Approver", "zh": "审批人"},
-    "key": {"en": "Key", "zh": "密钥"},
-    "expires": {"en": "Expires", "zh": "有效期至"},
-    "comment": {"en": "Comment", "zh": "备注"},
-    "no_approval": {"en": "none recorded", "zh": "无记录"},
-    "outcome": {"en": "Outcome", "zh": "结果"},
-    "checkpoint": {"en": "Checkpoint", "zh": "检查点"},
-    "no_checkpoint": {"en": "none: this run's events are not covered by a signature",
-                      "zh": "无：本次运行的事件未被签名覆盖"},
-    "timeline": {"en": "Phase timeline", "zh": "阶段时间线"},
-    "phase": {"en": "Phase", "zh": "阶段"},
-    "start": {"en": "Start", "zh": "开始"},
-    "result": {"en": "Result", "zh": "结果"},
-    "details": {"en": "Details", "zh": "详情"},
-    "probes": {"en": "Probe results", "zh": "探针结果"},
-    "policy": {"en": "Policy explanation", "zh": "策略说明"},
-    "decision": {"en": "Decision", "zh": "决定"},
-    "allowed": {"en": "allowed", "zh": "允许"},
-    "refused": {"en": "refused", "zh": "拒绝"},
-    "rule": {"en": "Rule", "zh": "规则"},
-    "status": {"en": "Status", "zh": "状态"},
-    "reason": {"en": "Reason", "zh": "原因"},
-    "checks": {"en": "Pre-flight checks", "zh": "预检"},
-    "check": {"en": "Check", "zh": "检查项"},
-    "rollback": {"en": "Rollback", "zh": "回滚"},
-    "rollback_cause": {"en": "Rollback cause", "zh": "回滚原因"},
-    "rollback_started": {"en": "Rollback started", "zh": "开始回滚"},
-    "host_finished": {"en": "Host finished", "zh": "主机完成"},
-    "in_rollback": {"en": "during rollback", "zh": "回滚期间"},
-    "running": {"en": "running", "zh": "运行中"},
-    "others": {"en": "Plans and approvals outside runs", "zh": "运行之外的计划与审批"},
-    "time": {"en": "Time", "zh": "时间"},
-    "event": {"en": "Event", "zh": "事件"},
-    "who": {"en": "Who", "zh": "操作者"},
-    "target": {"en": "Target", "zh": "目标版本"},
-    "no_runs": {"en": "No runs in the selected events.", "zh": "所选事件中没有运行。"},
-    "footer": {"en": "Made by upgrader from the audit log. Values are shown as recorded; labels are translated.",
-               "zh": "由 upgrader 根据审计日志生成。数据按记录原样显示，仅标签经过翻译。"},
-    "exit_0": {"en": "succeeded: every host upgraded and healthy", "zh": "成功：所有主机均已升级且健康"},
-    "exit_0_rb": {"en": "rolled back as requested", "zh": "已按请求回滚"},
-    "exit_1": {"en": "failed and rolled back: those hosts run the old version", "zh": "失败并已回滚：相关主机运行原版本"},
-    "exit_5": {"en": "needs a person: rollback failed or a host is unreachable", "zh": "需要人工处理：回滚失败或主机不可达"},
-    "exit_n": {"en": "ended with exit code {code}", "zh": "以退出码 {code} 结束"},
-    "unfinished": {"en": "unfinished: no end of run recorded", "zh": "未完成：没有运行结束记录"},
-    "short_0": {"en": "succeeded", "zh": "成功"},
-    "exit_0_wait": {"en": "paused after a healthy canary: the other hosts wait for a confirmation, untouched",
-                    "zh": "金丝雀主机健康后暂停：其余主机等待确认，未被改动"},
-    "short_0_wait": {"en": "paused after a healthy canary", "zh": "金丝雀健康后暂停"},
-    "exit_5_sup": {"en": "refused: a later run changed the host since; nothing was stopped",
-                   "zh": "已拒绝：主机此后被更晚的运行修改过；未停止任何服务"},
-    "short_5_sup": {"en": "refused: changed by a later run", "zh": "已拒绝：已被更晚的运行修改"},
-    "short_0_rb": {"en": "rolled back as requested", "zh": "已按请求回滚"},
-    "short_1": {"en": "failed, rolled back", "zh": "失败，已回滚"},
-    "short_5": {"en": "needs a person", "zh": "需人工处理"},
-    "short_n": {"en": "exit code {code}", "zh": "退出码 {code}"},
-    "short_unfinished": {"en": "unfinished", "zh": "未完成"},
-}
+#: the report's labels, ``{en, zh}`` a label (report_labels.yaml)
+_LABELS_FILE = Path(__file__).with_name("report_labels.yaml")
 
 # The verdict `audit verify` prints is English; a Chinese report says the same in Chinese above it.
 _ZH_VERDICT = {
@@ -500,7 +402,7 @@ class _Html:
 
     def t(self, key: str, **kw: object) -> str:
         """A label in the report's language; values put into it are escaped."""
-        text = _LABELS[key][self.lang]
+        text = load_labels(_LABELS_FILE, self.lang)[key]
         return escape(text, quote=True).format(**{k: _e(v) for k, v in kw.items()}) if kw else escape(text)
 
     def add(self, *html: str) -> None:

@@ -1,7 +1,7 @@
 """The inspection report as one self-contained HTML file (inline CSS; no scripts, fonts, images or
 links to anything outside it), in English or Simplified Chinese, for a customer to send to support.
 
-It renders the data ``upgrader inspect`` collected (``commands/inspect.py``) as a 巡检 report form
+It renders the data ``upgrader inspect`` collected (``upgrader.api.inspect``) as a 巡检 report form
 one can file: the form's head (customer, system, inspector, inspection period, in the policy's time
 zone), a summary, then per host its name and addresses, its findings first, then the facts (system,
 kernel parameters, limits, product, ports, configuration digests, logs) and advisories, and at the end
@@ -14,58 +14,18 @@ and reads nothing.
 from __future__ import annotations
 
 from html import escape
+from pathlib import Path
 from typing import Any
 
 from ..core.reasons import UNTRANSLATED, translate
+from ..audit.labels import load_labels
 from ..core.shown_time import DEFAULT_ZONE, shown_time
 
 __all__ = ["render_html"]
 
-_LABELS = {
-    "en": {"title": "Health inspection report", "time": "Inspected at", "hosts": "Hosts", "inspected": "Inspected",
-           "warnings": "Warnings", "no_warnings": "No warnings", "not_inspected": "Could not be inspected",
-           "system": "System", "os": "Operating system", "kernel": "Kernel", "cpus": "CPUs", "load": "Load (1, 5, 15 min)",
-           "memory": "Memory available", "disk": "Disk of the install dir", "product": "Product", "version": "Version",
-           "install_dir": "Install dir", "process": "Process", "running": "running", "not_running": "not running",
-           "ports": "Ports", "open": "open", "closed": "closed", "listen": "listening on",
-           "kernel_params": "Kernel parameters", "unavailable": "unavailable", "limits": "Limits (soft / hard)",
-           "open_files": "open files", "processes": "processes", "configs": "Configuration files (sha256)",
-           "logs": "Logs", "errors": "error lines", "in_last": "in the last lines", "advisories": "Security advisories",
-           "none": "none", "check": "Check", "message": "Finding", "threshold": "Threshold", "value": "Value",
-           "agent": "agent", "product_process": "product process", "free": "free", "of": "of",
-           "footer": "Made by upgrader inspect. Send this file to your support engineer.",
-           "form": "Inspection form", "customer": "Customer", "system_name": "System", "inspector": "Inspector",
-           "period": "Inspection period", "host_name": "Host name", "addresses": "Addresses", "inventory_address":
-           "Address in the inventory", "conclusion": "Conclusion", "signatures": "Signatures",
-           "sign_inspector": "Inspector (signature)", "sign_customer": "Customer (signature)", "date": "Date",
-           "remarks": "Remarks", "unlimited": "unlimited", "affected": "affected", "cannot tell": "cannot tell",
-           "concl_ok": "{n} host(s) inspected, no findings: the middleware and its host are in normal condition.",
-           "concl_warn": "{n} host(s) inspected, {w} finding(s) (listed under each host): to be looked at and "
-                         "checked again after they are dealt with.",
-           "concl_missing": "Not inspected: {hosts}. The inspection of these hosts must be done again.",
-           "period_to": "to"},
-    "zh": {"title": "健康巡检报告", "time": "巡检时间", "hosts": "主机数", "inspected": "已巡检",
-           "warnings": "告警", "no_warnings": "无告警", "not_inspected": "无法巡检",
-           "system": "系统", "os": "操作系统", "kernel": "内核", "cpus": "CPU 数", "load": "负载（1、5、15 分钟）",
-           "memory": "可用内存", "disk": "安装目录所在磁盘", "product": "产品", "version": "版本",
-           "install_dir": "安装目录", "process": "进程", "running": "运行中", "not_running": "未运行",
-           "ports": "端口", "open": "开放", "closed": "关闭", "listen": "监听地址",
-           "kernel_params": "内核参数", "unavailable": "不可用", "limits": "资源限制（软 / 硬）",
-           "open_files": "打开文件数", "processes": "进程数", "configs": "配置文件（sha256）",
-           "logs": "日志", "errors": "错误行", "in_last": "在最后若干行中", "advisories": "安全公告",
-           "none": "无", "check": "检查项", "message": "发现", "threshold": "阈值", "value": "值",
-           "agent": "采集进程", "product_process": "产品进程", "free": "可用", "of": "共",
-           "footer": "由 upgrader inspect 生成。请将此文件发送给技术支持工程师。",
-           "form": "巡检记录表", "customer": "客户名称", "system_name": "系统名称", "inspector": "巡检人",
-           "period": "巡检时间", "host_name": "主机名", "addresses": "IP 地址", "inventory_address": "清单中的地址",
-           "conclusion": "巡检结论", "signatures": "签字确认", "sign_inspector": "巡检人签字",
-           "sign_customer": "客户确认签字", "date": "日期", "remarks": "备注", "unlimited": "不限",
-           "affected": "受影响", "cannot tell": "无法判断",
-           "concl_ok": "本次共巡检 {n} 台主机，未发现问题，中间件及主机运行正常。",
-           "concl_warn": "本次共巡检 {n} 台主机，发现 {w} 项问题（见各主机的“告警”部分），建议处理后复查。",
-           "concl_missing": "未能巡检：{hosts}。这些主机需要重新巡检。",
-           "period_to": "至"},
-}
+#: the report's labels, ``{en, zh}`` a label (inspect_labels.yaml)
+_LABELS_FILE = Path(__file__).with_name("inspect_labels.yaml")
+_LABELS = {lang: load_labels(_LABELS_FILE, lang) for lang in ("en", "zh")}
 
 _CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI","Noto Sans CJK SC","Microsoft YaHei",sans-serif;margin:2em;color:#222}

@@ -8,10 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from ...core.errors import InputError
-from ...core.playbook import SYSTEM_PLAYBOOKS, load_operator_playbook, playbook_roots
 
-__all__ = ["console", "print_json", "load_policy_or_fail", "policy_path", "context_of", "warn", "SYSTEM_PLAYBOOKS",
-           "playbook_roots", "load_operator_playbook", "parse_variables", "VARIABLE_NAME"]
+__all__ = ["console", "print_json", "load_policy_or_fail", "policy_path", "context_of", "warn", "parse_variables",
+           "VARIABLE_NAME"]
 
 
 def console(stderr: bool = False) -> Any:

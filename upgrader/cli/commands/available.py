@@ -1,75 +1,33 @@
 """``upgrader available``: per host, the newest free upgrade, what the policy refuses and why, and
 the catalog's advisories that concern the installed version.
 
-Reads each host's installed version over its transport (read-only, as ``plan`` does), then asks
-``upgrader.customer.available`` (pure). Changes nothing on any host and writes no plan.
+The work is ``upgrader.api.available``: it reads each host's installed version over its transport
+(read-only, as ``plan`` does), then asks ``upgrader.customer.available`` (pure). This module parses the
+arguments and prints. Changes nothing on any host and writes no plan.
 """
 
 from __future__ import annotations
 
 import argparse
-from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
-from ...core.errors import UpgraderError
-from ...core.exit_codes import ExitCode
-from ._common import console, load_policy_or_fail, policy_path, print_json
+from ._common import console, context_of, print_json
 
 __all__ = ["cmd_available"]
 
 
-def _installed_version(inventory: Any, host: Any, home: Any) -> str:
-    """The host's installed version, read by the agent's read-only facts action."""
-    from ...core.planner import host_facts
-    from ...fleet.transport import AgentClient, connect
-    from ._common import load_operator_playbook
-
-    pb, _ = load_operator_playbook(host.playbook, home, where=str(inventory.path), key=f"hosts.{host.name}.playbook")
-    if pb.product != host.product:
-        raise UpgraderError(f"the host runs {host.product!r} but playbook {pb.path} is for {pb.product!r}")
-    spec = pb.render({"install_dir": host.install_dir, "host": host.name, **host.vars,
-                      "target_version": "unknown", "current_version": "unknown"})
-    transport = connect(host)
-    try:
-        facts = host_facts(AgentClient(transport), host, spec, [], check_drift=False)
-    finally:
-        transport.close()
-    if not facts.get("version"):
-        raise UpgraderError(str(facts.get("version_error") or "no installed version found"))
-    return str(facts["version"])
-
-
 def cmd_available(args: argparse.Namespace) -> int:
-    from ...customer.available import host_offers, unreadable_host
-    from ...core.clock import clock_of
-    from ...fleet.inventory import load_inventory
-    from ...api import trusted_catalog
+    from ...api import available
 
-    clock = clock_of(args)
-    inventory = load_inventory(args.inventory)
-    hosts = inventory.select(args.hosts)
-    policy = load_policy_or_fail(policy_path(args))
-    catalog, signed_by = trusted_catalog(args.catalog, policy, args.home, clock.now())
-    today = clock.now().date()
-
-    def one(host: Any) -> dict[str, Any]:
-        try:
-            current = _installed_version(inventory, host, args.home)
-        except UpgraderError as e:  # keep the other hosts' answers
-            return {**unreadable_host(host.name, host.product, e.message), "address": host.address}
-        return {**host_offers(host=host.name, product=host.product, current=current,
-                              maintenance_until=host.maintenance_until, catalog=catalog, policy=policy, today=today),
-                "address": host.address}
-
-    with ThreadPoolExecutor(max_workers=max(1, min(8, len(hosts)))) as pool:
-        results = list(pool.map(one, hosts))
-    data = {"catalog": {"path": str(catalog.path), "serial": catalog.serial, **signed_by},
-            "policy": policy.source, "hosts": results}
+    found = available(context_of(args), inventory=Path(args.inventory), catalog=Path(args.catalog),
+                      hosts=args.hosts)
+    data = found.to_dict()
     if args.json:
         print_json(data)
     else:
         _print(data, getattr(args, "lang", None))
-    return ExitCode.NEEDS_PERSON if any(h["error"] for h in results) else ExitCode.OK
+    return found.exit_code
 
 
 def _print(data: dict[str, Any], lang: str | None = None) -> None:

@@ -1,57 +1,36 @@
-"""``upgrader catalog build|sign``: the vendor's side of the signed catalog."""
+"""``upgrader catalog build|sign``: the vendor's side of the signed catalog (``upgrader.api.build_catalog``,
+``sign_catalog``); this module parses the arguments and prints."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from ...core.errors import InputError
 from ...core.exit_codes import ExitCode
 from ._common import console, print_json
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from ...trust.catalog import write_catalog
-    from ...trust.package import Built, file_digest, read_meta
+    from ...api import build_catalog
 
-    directory = Path(args.dir)
-    packages = sorted(directory.glob("*.tar.gz"))
-    if not packages:
-        raise InputError("no .tar.gz packages in the directory", path=str(directory))
-    built = []
-    for p in packages:
-        import tarfile
-
-        meta = read_meta(p)
-        with tarfile.open(p, "r:gz") as tar:
-            members = tar.getmembers()
-        built.append(Built(p, file_digest(p), p.stat().st_size, meta, len(members),
-                           sum(m.size for m in members if m.isreg())))
-    path = write_catalog(directory, built, serial=args.serial)
-    sig = _sign(path, args.key) if args.key else None
+    built = build_catalog(Path(args.dir), serial=args.serial, key=Path(args.key) if args.key else None)
+    sig = built.signature
     if args.json:
-        print_json({"catalog": str(path), "packages": len(built), "serial": args.serial,
+        print_json({"catalog": str(built.file), "packages": built.packages, "serial": built.serial,
                     "signature": str(sig) if sig else None})
     else:
-        console().print(f"wrote {path} ({len(built)} packages, serial {args.serial})"
+        console().print(f"wrote {built.file} ({built.packages} packages, serial {built.serial})"
                         + (f", signed: {sig}" if sig else "; not signed yet: upgrader catalog sign"))
     return ExitCode.OK
 
 
-def _sign(path: Path, key: str) -> Path:
-    from ...trust.keys import load_private_key
-    from ...trust.catalog_trust import sign_catalog
-
-    return sign_catalog(path, load_private_key(key))
-
-
 def cmd_sign(args: argparse.Namespace) -> int:
+    from ...api import sign_catalog
+
+    sig = sign_catalog(Path(args.catalog), key=Path(args.key))
     path = Path(args.catalog)
     if path.is_dir():
         path = path / "catalog.yaml"
-    if not path.is_file():
-        raise InputError("catalog not found", path=str(path))
-    sig = _sign(path, args.key)
     if args.json:
         print_json({"catalog": str(path), "signature": str(sig)})
     else:

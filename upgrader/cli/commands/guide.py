@@ -317,7 +317,7 @@ class _Guide:
         variables = dict(self.variables)
         if args.inventory:
             return self._from_inventory(variables)
-        from ._common import playbook_roots
+        from ...core.playbook import playbook_roots
 
         roots = playbook_roots(args.home)  # the operator's playbooks first, then the shipped ones
         playbooks = [self._playbook(args.playbook)] if args.playbook else shipped_playbooks([d for d, _ in roots[:-1]])
@@ -381,7 +381,7 @@ class _Guide:
             raise self.error(InputError, "inventory_not_one", "inventory_not_one_hint", path=str(inv.path), n=len(hosts))
         host = replace(hosts[0], vars={**hosts[0].vars, **variables})
         self.variables = {str(k): str(v) for k, v in host.vars.items()}
-        from ._common import load_operator_playbook
+        from ...core.playbook import load_operator_playbook
 
         playbook, _ = load_operator_playbook(host.playbook, self.args.home, where=str(inv.path),
                                              key=f"hosts.{host.name}.playbook")
@@ -574,7 +574,7 @@ class _Guide:
             self.say("inspection_none")
             return
         from ...fleet.transport.local import LocalTransport
-        from ._common import load_operator_playbook
+        from ...core.playbook import load_operator_playbook
 
         transport = LocalTransport("local")
         try:
@@ -597,20 +597,18 @@ class _Guide:
     def offer_access(self) -> None:
         if not self.ask(self.t("ask_access"), default=False, scripted=False):
             return
-        from .access import grant
+        from ...api import grant_access
 
         policy = load_policy_or_fail(policy_path(self.args))
         answers = ask_grant_answers(self, policy)  # each answer checked as it is given
         if answers is None:
             return
-        grant_args = argparse.Namespace(home=self.args.home, policy=self.args.policy, key=answers.key,
-                                        hours=answers.hours, from_patterns=answers.from_patterns, user=None,
-                                        reason="upgrader guide" if answers.from_patterns else
-                                        "upgrader guide (any source address: chosen explicitly by the operator)",
-                                        inventory=None, hosts=None, json=False)
+        reason = "upgrader guide" if answers.from_patterns else \
+            "upgrader guide (any source address: chosen explicitly by the operator)"
         try:
             with self.interrupts.protected():  # the grant line and the guide's record of it, never one alone
-                results, _ = grant(grant_args)
+                results = grant_access(context_of(self.args), key=Path(answers.key), hours=answers.hours,
+                                       from_patterns=answers.from_patterns, reason=reason).hosts
                 pause_for_test("access_granted", lambda: self.interrupts.hung_up)  # the line is written
                 r = results[0]
                 g = r["grant"]
@@ -681,13 +679,12 @@ class _Guide:
                      command=follow_up(self.args, "access", "revoke", g["id"]))
             self.record("guide_access_kept", grant=g["id"], expires=g["expires"])
             return
-        from .access import revoke
+        from ...api import revoke_access
 
         try:
             with self.interrupts.protected():
-                results, code, _ = revoke(argparse.Namespace(home=self.args.home, policy=self.args.policy,
-                                                             grant_id=g["id"], all=False, expired=False, user=None,
-                                                             inventory=None, hosts=None, json=False))
+                revoked = revoke_access(context_of(self.args), grant_id=g["id"])
+                results, code = revoked.hosts, revoked.exit_code
         except KeyboardInterrupt:
             return  # the revocation itself ran to its end (access_revoked is in the audit log)
         except UpgraderError as e:

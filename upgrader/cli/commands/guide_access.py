@@ -2,7 +2,7 @@
 answer checked as it is given with ``upgrader.customer.access``'s own checks and asked again with the reason in
 the operator's language: a private key pasted by mistake, a number of hours beyond the policy, an address
 that is no address. The source address is required; "any address" only when the operator says so in
-words (``任何地址`` or ``any``). It asks; making the grant is ``commands/access.grant``'s.
+words (``任何地址`` or ``any``). It asks; making the grant is ``upgrader.api.grant_access``'s.
 """
 
 from __future__ import annotations

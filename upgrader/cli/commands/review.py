@@ -33,14 +33,15 @@ def cmd_plan_show(args: argparse.Namespace) -> int:
         else:
             print_review(console(), review)
         return ExitCode.OK
-    from .plan_check import check_plan_hosts
+    from ...api import check_hosts
+    from .plan_check import print_host_check
 
     if args.json:  # one document: what the hosts said, with the review beside it
-        return check_plan_hosts(args, plan.data, plan.digest, None, json_extra={"review": review})
+        return print_host_check(check_hosts(plan), None, as_json=True, json_extra={"review": review})
     c = console()
     print_review(c, review)
     c.print()
-    return check_plan_hosts(args, plan.data, plan.digest, c)
+    return print_host_check(check_hosts(plan), c, as_json=False)
 
 
 def cmd_plan_digest(args: argparse.Namespace) -> int:

@@ -27,7 +27,7 @@ def _targets(args: argparse.Namespace) -> list[tuple[Any, dict[str, Any]]]:
 
     if args.inventory:
         from ...fleet.inventory import load_inventory
-        from ._common import load_operator_playbook
+        from ...core.playbook import load_operator_playbook
 
         inventory = load_inventory(args.inventory)
         out = []

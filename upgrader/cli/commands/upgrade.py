@@ -104,10 +104,11 @@ def cmd_run(args: argparse.Namespace) -> int:
                         forks=limits.forks, source=str(args.plan))  # records a refusal itself
     c = _console(args, events)
     if args.dry_run:
-        from .plan_check import check_plan_hosts
+        from ...api import check_hosts
+        from .plan_check import print_host_check
 
-        return check_plan_hosts(args, plan.data, plan.digest, c, canary=limits.canary, batch=limits.batch,
-                                package_verified=True)
+        checked_hosts = check_hosts(plan, canary=limits.canary, batch=limits.batch, package_verified=True)
+        return print_host_check(checked_hosts, c, as_json=args.json, canary=limits.canary)
     from ...api import run
 
     interrupts = run_interrupts(None)
@@ -254,19 +255,27 @@ def _print_checkpoint(c: Any, cp: dict[str, Any] | None) -> None:
                 f"[bold]upgrader audit verify --anchor {cp['seq']}:{cp['head']}[/bold]", soft_wrap=True)
 
 
-def cmd_rollback(args: argparse.Namespace) -> int:
-    from ...api import rollback
-    from .recovery import RecoveryNotes, print_config_kept
-    from .rollback_confirm import CANCELLED_EXIT, confirm_rollback
-
+def _recovery_observers(args: argparse.Namespace) -> tuple[_Events, Any, list[Any], Any]:
+    """What ``rollback`` and ``resume`` show and hold while they work: the events file (--events), the console
+    (None with --json), its observers (the phases as lines, the recovery's notes) and the Ctrl-C guard of the
+    run (which does not cancel a recovery)."""
     events = _Events(args)
     c = _console(args, events)
     observers: list[Any] = []
     if c is not None:
         from ..report import PhaseLines
+        from .recovery import RecoveryNotes
 
         observers += [PhaseLines(c), RecoveryNotes(c)]
-    interrupts = run_interrupts(args.run_id, cancels=False)
+    return events, c, observers, run_interrupts(args.run_id, cancels=False)
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    from ...api import rollback
+    from .recovery import print_config_kept
+    from .rollback_confirm import CANCELLED_EXIT, confirm_rollback
+
+    events, c, observers, interrupts = _recovery_observers(args)
 
     def started(s: Any) -> None:
         if c is not None and s.window_note:
@@ -309,15 +318,7 @@ class _LazyEvents:
 def cmd_resume(args: argparse.Namespace) -> int:
     from ...api import resume
 
-    events = _Events(args)
-    c = _console(args, events)
-    observers: list[Any] = []
-    if c is not None:
-        from ..report import PhaseLines
-        from .recovery import RecoveryNotes
-
-        observers += [PhaseLines(c), RecoveryNotes(c)]
-    interrupts = run_interrupts(args.run_id, cancels=False)
+    events, c, observers, interrupts = _recovery_observers(args)
 
     def started(s: Any) -> None:
         interrupts.echo.update(_ctrl_c_messages(args.run_id, s.cancels))

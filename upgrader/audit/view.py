@@ -1,0 +1,81 @@
+"""What an auditor's views show of the log: the verdict in words and the events a filter selects (``upgrader
+audit show|export``, ``upgrader.api.export_audit``). Pure: the log's bytes and the verdict come in."""
+
+from __future__ import annotations
+
+import datetime as _dt
+from pathlib import Path
+
+from ..core.errors import InputError
+from .log import VerifyResult, read_events
+
+__all__ = ["CANNOT_CHECK", "describe", "parse_since", "select_events"]
+
+CANNOT_CHECK = "cannot check the checkpoints: give --allowed-signers or --policy"
+
+
+def describe(result: VerifyResult) -> str:
+    """The verdict in words; never a bare OK. Without allowed signers: that it cannot check, and the chain's result."""
+    if not result.signers_known:
+        if not result.chain_intact:
+            chain = (f"altered at {result.message} ({result.problem}); {result.valid_entries} entries before it form "
+                     "a valid chain")
+        else:
+            chain = (f"{result.entries} entries form an unbroken hash chain with {result.checkpoints} checkpoint(s) "
+                     "whose signatures match their own keys, which proves nothing until the keys are known to be "
+                     "your operators'")
+        return f"CANNOT CHECK: {CANNOT_CHECK} (no allowed signers are known); the chain on its own: {chain}"
+    if not result.intact:
+        return f"ALTERED: {result.message} ({result.problem}); {result.valid_entries} entries before it form a valid chain"
+    text = (f"{result.entries} entries form an intact hash chain with {result.checkpoints} valid signed "
+            f"checkpoint(s)")
+    if result.anchor_checked:
+        text += "; the log is complete up to the anchor you hold"
+        if result.entries > 0:
+            text += " (entries after it are chained but not anchored)" if result.uncovered else ""
+    else:
+        text += ("; completeness after the last checkpoint you hold elsewhere is NOT proven "
+                 "(give --anchor SEQ:HEAD from a run's output to prove nothing was cut off)")
+    return text
+
+
+def _moment(text: str) -> _dt.datetime | None:
+    """An ISO time as an aware datetime; one without a zone is UTC, as the log records times."""
+    try:
+        t = _dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return t if t.tzinfo else t.replace(tzinfo=_dt.timezone.utc)
+
+
+def parse_since(text: str | None) -> _dt.datetime | None:
+    """``--since`` as a moment (compared as moments, not as strings: "2026-11-26T10:00+08:00" is 02:00 in a log
+    written in UTC); InputError when it is not a date."""
+    if not text:
+        return None
+    since = _moment(text)
+    if since is None:
+        raise InputError(f"--since: expected a date like 2026-11-26 or 2026-11-26T10:00 (UTC unless you add a zone "
+                         f"such as +08:00), got {text!r}")
+    return since
+
+
+def select_events(path: Path, data: bytes, *, run: str | None = None, host: str | None = None,
+                  since: str | None = None) -> list[dict[str, object]]:
+    """The events of the log's ``data`` that a view shows: of runs whose id starts with ``run``; of ``host``
+    (with the run's start and end, which name no host); at or after ``since``."""
+    after = parse_since(since)
+    out = []
+    for e in read_events(path, data):
+        if run and not str(e.get("run") or "").startswith(run):
+            continue
+        if host and e.get("host") not in (host, None):
+            continue
+        if host and e.get("host") is None and e.get("event") not in ("run_started", "run_finished"):
+            continue
+        if after:
+            at = _moment(str(e.get("time", "")))
+            if at is None or at < after:
+                continue
+        out.append(e)
+    return out
