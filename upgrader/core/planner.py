@@ -73,7 +73,7 @@ def make_plan(inventory: Inventory, hosts: list[Host], *, target: str, catalog: 
               playbooks: dict[str, tuple[Playbook, str]] | None = None) -> Plan:
     """Read every host (read-only), decide, and build the plan. ``signed_by``: who signed the catalog (its
     signer, key fingerprint and serial), recorded in the plan for the approver's review. Each host's playbook
-    NAME comes from the operator's playbook roots under ``home`` (``_common.playbook_roots``), never from
+    NAME comes from the operator's playbook roots under ``home`` (``core.playbook.playbook_roots``), never from
     beside the inventory; ``playbooks`` (name -> (Playbook, where from)) are ones the caller already chose."""
     from version_policy import (UpgradeRequest, VersionError, decide, parse_range, parse_version)
 
