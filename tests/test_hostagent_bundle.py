@@ -19,15 +19,16 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 import zipfile
 from pathlib import Path
 
 import pytest
 
-from conftest import plan_to
+from conftest import plan_to, run_plan
 from fleet import Fleet
 from upgrader.core.errors import TransportError
-from upgrader.fleet.transport import AgentClient
+from upgrader.fleet.transport import AgentClient, close_all, connect
 from upgrader.fleet.transport.bundle import (BOOT, PACKAGE, SOURCE_DIR, ZIP_MODE, ZIP_TIME, agent_bundle,
                                              build_bundle, local_copy)
 from upgrader.fleet.transport.local import LocalTransport
@@ -186,11 +187,81 @@ def test_a_cached_agent_changed_on_the_host_is_not_run_and_is_sent_again(fleet, 
     assert cached.read_bytes() == agent_bundle().data
     marker = f.sshd.root / "home" / "tampered-agent-ran"
     cached.write_bytes(tampered(agent_bundle().data, marker))
+    close_all()  # the next plan is another command (another process): it connects and boots the agent anew
     rc, _ = plan_to(f.box, "7.0.4.2")
     assert rc == 0, capsys.readouterr()
     assert not marker.exists(), "the tampered agent was run"
     assert cached.read_bytes() == agent_bundle().data
     assert [p.name for p in cache.iterdir() if ".part" in p.name] == []
+
+
+def agents_on_host(f: Fleet) -> list[int]:
+    """The pids of the agent processes running this controller's zip from the cache of the fleet's sshd login."""
+    needle = str(f.sshd.root / "home" / ".cache" / "upgrader" / agent_bundle().name).encode()
+    pids = []
+    for d in Path("/proc").iterdir():
+        try:
+            if d.name.isdigit() and needle in (d / "cmdline").read_bytes():
+                pids.append(int(d.name))
+        except OSError:
+            continue
+    return pids
+
+
+def no_agent_left(f: Fleet) -> bool:
+    """True once no agent of the fleet's login runs (a closed session's agent reads EOF and exits on its own;
+    waited for up to 20 s, an event, not a speed)."""
+    for _ in range(200):
+        if not agents_on_host(f):
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_one_process_boots_the_agent_once_per_host_and_leaves_no_agent_running(fleet, capsys) -> None:
+    """Over the real sshd, plan, approve and run in one process (the gate reads each host again before the run):
+    the agent boots once per host, its session kept idle between the commands and reused (the zip checked at that
+    boot); a client whose idle session another one took gets a new session of its own; when the connections
+    close, no agent process is left on the host."""
+    f: Fleet = fleet(2)
+    close_all()
+    assert no_agent_left(f)
+    rc, plan = plan_to(f.box, "7.0.4.2")
+    assert rc == 0, capsys.readouterr()
+    after_plan = sorted(agents_on_host(f))
+    assert len(after_plan) == 2  # one idle agent per host
+    assert run_plan(f.box, plan) == 0, capsys.readouterr()
+    assert sorted(agents_on_host(f)) == after_plan  # the same two processes served the run
+    close_all()
+    assert no_agent_left(f)
+
+
+def test_a_client_whose_idle_session_was_taken_opens_its_own(fleet) -> None:
+    """Two agent clients of one host in one process: the first ends its sessions (its session is kept idle), the
+    second takes that session; the first then calls again and gets a new session, so two agents serve, each
+    answering its own client; closing the connections ends both."""
+    from upgrader.fleet.inventory import load_inventory
+
+    f: Fleet = fleet(1)
+    close_all()
+    host = load_inventory(f.box.inventory).hosts["app-01"]
+    request = {"install_dir": host.install_dir, "state_dir": host.state_dir, "version_source": {"file": "VERSION"},
+               "preserve": [], "check_drift": False, "packages": []}
+    first_t = connect(host)
+    first = AgentClient(first_t)
+    assert first.call("facts", timeout=60, **request)["exists"] is True
+    booted = agents_on_host(f)
+    assert len(booted) == 1
+    first_t.close()  # a command ends: its session stays idle for the next client of this host
+    assert agents_on_host(f) == booted
+    second = AgentClient(connect(host))
+    assert second.call("facts", timeout=60, **request)["exists"] is True
+    assert agents_on_host(f) == booted  # reused, not booted again
+    assert first.call("facts", timeout=60, **request)["exists"] is True  # the first client's own new session
+    assert len(agents_on_host(f)) == 2
+    assert second.call("facts", timeout=60, **request)["exists"] is True
+    close_all()
+    assert no_agent_left(f)
 
 
 def test_the_local_transport_runs_the_same_zip_from_its_own_cache_and_replaces_a_changed_copy(

@@ -91,12 +91,23 @@ class AgentClient:
         self.transport = transport
         self._agent: str | None = None
         self._stream: Stream | None = None
+        self._lease: object = None
+
+    def _own_stream(self) -> Stream | None:
+        """This client's session, unless the transport took it back meanwhile (an SSH transport keeps the
+        session of a caller that ended its sessions for the next client of the same host: see
+        ``SSHTransport.end_sessions``); its lease then changed and this client opens a session of its own."""
+        if self._stream is not None and getattr(self._stream, "lease", None) != self._lease:
+            self._stream = None
+        return self._stream
 
     def call(self, op: str, timeout: float | None = None, **request: Any) -> dict[str, Any]:
         if self._agent is None:
             self._agent = self.transport.agent_path()
-        if self._stream is None:
+        if self._own_stream() is None:
             self._stream = self.transport.open_stream([self.transport.python, self._agent, "--serve"])
+            self._lease = getattr(self._stream, "lease", None)
+        assert self._stream is not None
         faults.point("agent:request", op=op, request=request)
         try:
             self._stream.send_line(json.dumps({"op": op, **request}))
@@ -121,8 +132,9 @@ class AgentClient:
         return _bounded(dict(reply["result"]))
 
     def close(self) -> None:
-        if self._stream is not None:
+        if self._own_stream() is not None:
             stream, self._stream = self._stream, None
+            assert stream is not None
             stream.close()
 
 

@@ -52,6 +52,8 @@ class SSHTransport:
         self._agent: str | None = None
         self._digest = ""
         self._streams: list[SSHStream] = []
+        #: the agent session of a caller that ended its sessions, kept for the next agent client of this host
+        self._idle: SSHStream | None = None
 
     # -- connection -------------------------------------------------------------------------
 
@@ -193,6 +195,12 @@ class SSHTransport:
 
         agent = self.agent_path()
         if list(argv[1:]) == [agent, "--serve"]:
+            idle, self._idle = self._idle, None
+            if idle is not None:
+                if idle.reusable():
+                    self._streams.append(idle)
+                    return idle
+                idle.close()
             boot = (f'test -f "$HOME/{agent}" || {{ echo UPGRADER-AGENT-MISSING; exit 97; }}; '
                     f'exec {argv[0]} -I -c "{BOOT}" "$HOME/{agent}" {self._digest} --serve')
         else:
@@ -205,7 +213,7 @@ class SSHTransport:
             except (paramiko.SSHException, OSError, EOFError) as e:
                 self._drop()
                 raise TransportError(f"connection lost: {e}", host=self.name) from e
-            stream = SSHStream(self, channel)
+            stream = SSHStream(self, channel, agent="UPGRADER-AGENT-MISSING" in boot)
             if "UPGRADER-AGENT-MISSING" in boot:
                 first = stream.read_line(60)
                 if first == "UPGRADER-AGENT-MISSING" and attempt == 1:
@@ -245,6 +253,7 @@ class SSHTransport:
         return bool(self._conn is not None and self._conn.transport is not None and self._conn.transport.is_active())
 
     def _drop(self) -> None:
+        self._idle = None  # its channel goes with the connection
         try:
             if self._conn is not None:
                 self._conn.close()
@@ -253,23 +262,55 @@ class SSHTransport:
         self._conn = None
 
     def end_sessions(self) -> None:
+        """End the agent sessions opened so far, but keep one idle agent session (no request in flight, nothing
+        unread, still open) for the next agent client of this host in this process: the gate's read of the host
+        and the engine's run, or plan and run in one process, then share one agent process instead of booting
+        the agent (python start-up, the zip's digest, compiling its modules) for each. The kept session ran the
+        zip checked at its own boot; its former client loses it (``lease``) and opens a new one if it calls again."""
+        keep = None
         while self._streams:
-            self._streams.pop().close()
+            stream = self._streams.pop()
+            if keep is None and stream.reusable():
+                keep = stream
+            else:
+                stream.close()
+        if keep is not None:
+            keep.lease = object()
+            if self._idle is not None:
+                self._idle.close()
+            self._idle = keep
 
     def close(self) -> None:
         self.end_sessions()
+        if self._idle is not None:
+            self._idle.close()
+            self._idle = None
         self._drop()
 
 
 class SSHStream:
     """The agent's session on one SSH channel."""
 
-    def __init__(self, transport: SSHTransport, channel: Any) -> None:
+    def __init__(self, transport: SSHTransport, channel: Any, agent: bool = False) -> None:
         self.transport = transport
         self.channel = channel
         self._buf = b""
+        self.agent = agent  # the agent's own session (BOOT), which another client of this host may reuse
+        self.lease = object()  # changes when the transport takes the session back (end_sessions)
+        self.pending = False  # a request was sent and its reply not read yet
+
+    def reusable(self) -> bool:
+        """An agent session that another client can use: open, idle (no request in flight, nothing unread)."""
+        try:
+            return bool(self.agent and not self.pending and not self._buf and not self.channel.closed
+                        and not self.channel.eof_received and not self.channel.exit_status_ready()
+                        and not self.channel.recv_ready() and not self.channel.recv_stderr_ready()
+                        and self.transport._alive())
+        except Exception:  # noqa: BLE001 - a dead channel may fail in any way: not reusable
+            return False
 
     def send_line(self, line: str) -> None:
+        self.pending = True
         try:
             self.channel.sendall(line.encode("utf-8") + b"\n")
         except (OSError, EOFError, Exception) as e:  # paramiko raises SSHException or socket errors
@@ -297,6 +338,7 @@ class SSHStream:
                                      host=self.transport.name)
             select.select([self.channel], [], [], wait)
         line, _, self._buf = self._buf.partition(b"\n")
+        self.pending = False
         return line.decode("utf-8", "replace")
 
     def _lost(self, what: str) -> TransportError:

@@ -1,0 +1,93 @@
+#!/bin/bash
+# compare.sh [--runs R] [--warmup W] N COMMIT [COMMIT...]
+# upgrader at several commits side by side in one timing session (hyperfine -N; timer.py without it), on the
+# hosts h1..hN of setup.sh, with `reset.sh N` before every run (not timed), plain ssh as the yardstick.
+# Each commit runs from its own snapshot (git archive, bytecode compiled) in $BENCH_ROOT/upgrader-src/cmp-COMMIT,
+# with its own contender.py and its own HOME ($BENCH_ROOT/upgrader-cmp-COMMIT), so that no two commits share
+# plans, runs or audit logs. A contender older than the runner's HTTP port setting (a57477b and before) gets
+# three edits in its snapshot, none in upgrader: the hosts' HTTP ports from bench.env (it assumed 18000+I), and
+# `window: {outside: allow}` in its policy like today's contender (a benchmark runs at any hour).
+# Results in $BENCH_ROOT/results: cmp_N.json (every run's wall time), cmp_time_NAME_N.txt (GNU time: controller
+# CPU and peak RSS per run, the warm-up first), cmp_N.env (commits, times, load). Defaults: --runs 5 --warmup 1.
+set -euo pipefail
+. "$(dirname "$0")/common.sh"
+RUNS=5 WARMUP=1
+usage() { echo "usage: compare.sh [--runs R] [--warmup W] N COMMIT [COMMIT...]" >&2; exit 2; }
+while [ $# -gt 0 ]; do
+  case $1 in
+    --runs) RUNS=${2:-}; shift 2 ;;
+    --warmup) WARMUP=${2:-}; shift 2 ;;
+    -h|--help) usage ;;
+    -*) echo "compare.sh: unknown option $1" >&2; usage ;;
+    *) break ;;
+  esac
+done
+[ $# -ge 2 ] || usage
+N=$1; shift
+case "$RUNS$WARMUP" in *[!0-9]*|'') usage ;; esac
+hosts_upto "$N"
+need_root
+our_pid "$R/ssh/sshd.pid" "$R/ssh/sshd_config" >/dev/null ||
+  { echo "compare.sh: the private sshd of $R is not running: run setup.sh first" >&2; exit 2; }
+
+if command -v hyperfine >/dev/null; then
+  timer=(hyperfine -N --style basic); timer_name=$(hyperfine --version)
+else
+  timer=("$VENV/bin/python" "$FLEET/timer.py"); timer_name="timer.py (hyperfine not installed)"
+fi
+q() { printf '%q' "$1"; }
+mkdir -p "$R/results"
+tfile=$R/results/cmp_time_ssh_plain_$N.txt; : > "$tfile"
+cmd=(-n ssh_plain "$(q /usr/bin/time) -f $(q '%e %U %S %M') -a -o $(q "$tfile") $(q "$FLEET/ssh_plain.sh") $N")
+commits=()
+for rev in "$@"; do
+  c=$(git -C "$REPO" rev-parse --short=12 "$rev^{commit}") || { echo "compare.sh: no commit $rev" >&2; exit 2; }
+  commits+=("$c")
+  snap=$R/upgrader-src/cmp-$c
+  if [ ! -f "$snap/.complete" ]; then
+    rm -rf "$snap.tmp"; mkdir -p "$snap.tmp"
+    git -C "$REPO" archive "$c" | tar -x -C "$snap.tmp"
+    "$UVENV/bin/python" - "$snap.tmp/benchmarks/fleet/contender.py" "upgrader-cmp-$c" <<'PY'
+import sys
+path, home = sys.argv[1], sys.argv[2]
+s = open(path).read()
+edits = [('home = root / "upgrader"\n', 'home = root / "%s"\n' % home)]
+if "BENCH_HTTP_BASE" not in s:  # a57477b's contender: ports 18000+I, no window in its policy
+    edits += [('port: \\"{18000 + i}\\"', 'port: \\"{http_base + i}\\"'),
+              ('def inventory(root: Path, home: Path, port: int, n: int) -> Path:\n',
+               'def inventory(root: Path, home: Path, port: int, n: int) -> Path:\n'
+               '    http_base = int(dict(kv.split("=", 1) for kv in (root / "bench.env").read_text().split())'
+               '["BENCH_HTTP_BASE"])\n'),
+              ('"catalog: {trusted_signers: keys/vendor_signers}\\n")',
+               '"catalog: {trusted_signers: keys/vendor_signers}\\n"\n        "window: {outside: allow}\\n")')]
+for old, new in edits:
+    if s.count(old) != 1:
+        sys.exit("compare.sh: cannot adapt %s (%r not found once)" % (path, old))
+    s = s.replace(old, new)
+open(path, "w").write(s)
+PY
+    "$UVENV/bin/python" -m compileall -q "$snap.tmp/upgrader" "$snap.tmp/version_policy" >/dev/null
+    touch "$snap.tmp/.complete"
+    rm -rf "$snap"; mv "$snap.tmp" "$snap"
+  fi
+  tfile=$R/results/cmp_time_upgrader-${c}_$N.txt; : > "$tfile"
+  cmd+=(-n "upgrader@$c" "$(q /usr/bin/time) -f $(q '%e %U %S %M') -a -o $(q "$tfile") $(q "$FLEET/upgrader.sh") $(q "$snap") $N")
+done
+{
+  echo "n=$N"; echo "runs=$RUNS"; echo "warmup=$WARMUP"; echo "commits='${commits[*]}'"; echo "timer='$timer_name'"
+  echo "start=$(date -u +%FT%TZ)"; echo "load_start='$(cut -d' ' -f1-3 /proc/loadavg)'"
+} > "$R/results/cmp_$N.env"
+echo "$(date -u +%FT%TZ) compare N=$N runs=$RUNS warmup=$WARMUP commits=${commits[*]}" >> "$R/results/reset.log"
+"${timer[@]}" --warmup "$WARMUP" --runs "$RUNS" --prepare "$(q "$FLEET/reset.sh") $N" \
+  --export-json "$R/results/cmp_$N.json" "${cmd[@]}" >&2
+at2=0
+for i in $(seq "$N"); do [ "$(cat "$R/hosts/h$i/version.txt" 2>/dev/null)" = 2.0 ] && at2=$((at2 + 1)); done
+echo "$(date -u +%FT%TZ) after the last run N=$N: found $at2/$N hosts at 2.0" >> "$R/results/reset.log"
+{ echo "end=$(date -u +%FT%TZ)"; echo "load_end='$(cut -d' ' -f1-3 /proc/loadavg)'"; echo "last_run_at_2=$at2"; } \
+  >> "$R/results/cmp_$N.env"
+"$UVENV/bin/python" - "$R/results/cmp_$N.json" <<'PY'
+import json, sys
+for r in json.load(open(sys.argv[1]))["results"]:
+    t = sorted(r["times"])
+    print("%-22s runs %d  median %.2f s  min %.2f  max %.2f" % (r["command"], len(t), r["median"], t[0], t[-1]))
+PY
