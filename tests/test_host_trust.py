@@ -19,7 +19,7 @@ import os
 import shutil
 import stat
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Sequence
 
 import pytest
 
@@ -47,7 +47,7 @@ def host_root() -> Iterator[HostRoot]:
     assert not ROOT.exists(), f"{ROOT} exists before the test: another test left it"
 
     def write(engineers: list[tuple[str, Path]], vendors: list[tuple[str, Path]], required: int | None = None,
-              mode: int = 0o755, requesters: list[tuple[str, Path]] = (), ns: str = "upgrader-approval") -> Path:
+              mode: int = 0o755, requesters: Sequence[tuple[str, Path]] = (), ns: str = "upgrader-approval") -> Path:
         ROOT.mkdir(parents=True, exist_ok=True)
         for name, signers in (("allowed_signers", [(p, k, ns) for p, k in engineers]
                                + [(p, k, "upgrader-plan") for p, k in requesters]),
@@ -441,10 +441,16 @@ def test_resume_after_a_healthy_canary_sends_the_runs_evidence_and_rollback_need
 
 def test_the_host_compares_the_signed_catalogs_serial_with_its_ledger(
         sandbox: Sandbox, capsys: pytest.CaptureFixture[str], host_root: HostRoot) -> None:
-    """An honest run records in the host's ledger the serial the host read from the vendor-signed catalog bytes;
-    a host whose ledger has seen a newer serial refuses the operator's older (honestly signed) catalog before its
-    lock (exit 4), naming both serials and the vendor; nothing changed."""
+    """The host reads the serial from the vendor-signed catalog bytes and compares it with its own ledger, whatever
+    the controller checked: right after the controller read the host's facts (and found the serial current), the
+    ledger records a newer serial (another controller's run ended meanwhile; the fault plugin exchanges the files):
+    the host's trust root refuses before the lock (exit 4), naming both serials and the vendor; nothing staged,
+    stopped or locked. An honest run then records the serial the host read from the signed bytes."""
     import re
+    import subprocess
+    import sys
+
+    from conftest import fault_env
 
     serial = int(re.search(r"^serial: (\d+)$", (sandbox.catalog / "catalog.yaml").read_text(), re.M).group(1))
     _operators_root(sandbox, host_root)
@@ -453,14 +459,25 @@ def test_the_host_compares_the_signed_catalogs_serial_with_its_ledger(
     product = json.loads(plan.read_text())["hosts"][0]["product"]
     ledger = state_dir(sandbox.install_dir)
     ledger.mkdir(mode=0o700, exist_ok=True)
-    (ledger / "catalog-serials.json").write_text(json.dumps({product: serial + 5}), encoding="utf-8")
+    (ledger / "catalog-serials.json").write_text(json.dumps({product: serial}), encoding="utf-8")
+    (ledger / "catalog-serials.next").write_text(json.dumps({product: serial + 5}), encoding="utf-8")
     approval = approve(sandbox, plan)
     before = host_state(sandbox)
-    rc, err = cli(sandbox, capsys, "run", str(plan), "--approval", str(approval))
-    assert rc == ExitCode.APPROVAL_REFUSED, err
-    assert f"signed by vendor-release has serial {serial}, older than serial {serial + 5}" in err, err
-    _unchanged(sandbox, before)
-    (ledger / "catalog-serials.json").unlink()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("UPGRADER_FAULT_")}
+    env.update(fault_env(exchange_at="agent:replied:facts",
+                         exchange=(ledger, "catalog-serials.json", "catalog-serials.next", 0)))
+    done = subprocess.run([sys.executable, "-m", "upgrader", "--home", str(sandbox.root), "run", str(plan),
+                           "--approval", str(approval)], cwd=sandbox.root, env=env, stdin=subprocess.DEVNULL,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == ExitCode.APPROVAL_REFUSED, done.stderr
+    assert f"signed by vendor-release has serial {serial}, older than serial {serial + 5}" in done.stderr, done.stderr
+    assert json.loads((ledger / "catalog-serials.json").read_text()) == {product: serial + 5}  # exchanged
+    after = host_state(sandbox)
+    assert after.product == before.product and after.pid == before.pid and after.version == "7.0.4.1"
+    assert after.lock is None and after.staged == before.staged
+    assert not [p for p in (ledger / "runs").rglob("*") if p.name in ("staging", "backup", "package.tar.gz")] \
+        if (ledger / "runs").exists() else True
+    (ledger / "catalog-serials.json").write_text(json.dumps({product: serial - 1}), encoding="utf-8")
     rc, err = cli(sandbox, capsys, "run", str(plan), "--approval", str(approval))
     assert rc == ExitCode.OK, err
     assert json.loads((ledger / "catalog-serials.json").read_text()) == {product: serial}
