@@ -19,7 +19,7 @@ import os
 import shutil
 import stat
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Sequence
 
 import pytest
 
@@ -39,21 +39,23 @@ HostRoot = Callable[..., Path]
 
 @pytest.fixture
 def host_root() -> Iterator[HostRoot]:
-    """write(engineers=[(principal, key)], vendors=[(principal, key)], required=N, mode=0o755): the host trust root,
+    """write(engineers=[(principal, key)], vendors=[(principal, key)], required=N, mode=0o755, requesters=[...],
+    ns=the engineers' namespaces option ("" for none): the host trust root,
     owned by root; removed afterwards (and /etc/upgrader too when this fixture made it)."""
     assert os.geteuid() == 0, "the host trust root is root's: these tests run as root"
     made_parent = not ROOT.parent.exists()
     assert not ROOT.exists(), f"{ROOT} exists before the test: another test left it"
 
     def write(engineers: list[tuple[str, Path]], vendors: list[tuple[str, Path]], required: int | None = None,
-              mode: int = 0o755) -> Path:
+              mode: int = 0o755, requesters: Sequence[tuple[str, Path]] = (), ns: str = "upgrader-approval") -> Path:
         ROOT.mkdir(parents=True, exist_ok=True)
-        for name, signers, ns in (("allowed_signers", engineers, "upgrader-approval"),
-                                  ("vendor_signers", vendors, "upgrader-catalog")):
+        for name, signers in (("allowed_signers", [(p, k, ns) for p, k in engineers]
+                               + [(p, k, "upgrader-plan") for p, k in requesters]),
+                              ("vendor_signers", [(p, k, "upgrader-catalog") for p, k in vendors])):
             path = ROOT / name
             path.write_text("", encoding="utf-8")
-            for principal, key in signers:
-                add_signer(path, principal, key, f'namespaces="{ns}"')
+            for principal, key, namespaces in signers:
+                add_signer(path, principal, key, f'namespaces="{namespaces}"' if namespaces else "")
             path.chmod(0o644)
         if required is not None:
             (ROOT / "host-trust.json").write_text(json.dumps({"approvals_required": required}), encoding="utf-8")
@@ -68,8 +70,9 @@ def host_root() -> Iterator[HostRoot]:
 
 
 def _operators_root(box: Sandbox, write: HostRoot, **kw: object) -> Path:
-    """The host trusts the operator's engineer and the real vendor (the sandbox's keys)."""
-    return write([("engineer@vendor", box.engineer_key)], [("vendor-release", box.vendor_key)], **kw)
+    """The host trusts the operator's engineer, requester and the real vendor (the sandbox's keys)."""
+    return write([("engineer@vendor", box.engineer_key)], [("vendor-release", box.vendor_key)],
+                 requesters=[("requester@customer", box.requester_key)], **kw)
 
 
 def _own_home(box: Sandbox, tmp_path: Path, name: str = "mallory") -> Sandbox:
@@ -139,7 +142,7 @@ def test_the_round_4_attack_commits_without_a_host_trust_root_and_is_refused_wit
     _operators_root(sandbox, host_root)
     rc, err = _run(theirs, plan, approval, capsys)
     assert rc == ExitCode.APPROVAL_REFUSED, err
-    for words in ("host trust root", str(ROOT / "allowed_signers"), "does not verify", "engineer@vendor"):
+    for words in ("host trust root", str(ROOT / "allowed_signers"), "does not list", "upgrader-plan"):
         assert words in err, f"{words!r} not in {err}"
     after = host_state(sandbox)
     assert after.product == before.product and after.pid == before.pid and after.version == "7.0.4.1"
@@ -200,7 +203,7 @@ def test_a_self_approval_the_requesters_own_policy_allows_is_refused_by_the_host
     theirs.policy.write_text(sandbox.policy.read_text(encoding="utf-8").replace(
         "allow_self_approval: false", "allow_self_approval: true"), encoding="utf-8")
     host_root([("mallory@vendor", key), ("engineer@vendor", sandbox.engineer_key)],
-              [("vendor-release", sandbox.vendor_key)])
+              [("vendor-release", sandbox.vendor_key)], ns="")  # her key: approvals and plans
     plan, approval = _plan_approve(sandbox, theirs, capsys, catalog=sandbox.catalog, requester=key, engineer=key,
                                    as_="mallory@vendor")
     before = pristine(sandbox)
@@ -310,7 +313,8 @@ def test_prepare_decides_again_on_the_trust_root_it_finds_before_stop(sandbox: S
     assert main(["--home", str(sandbox.root), "keys", "generate", "other", "--dir", str(other)]) == 0
     spare = ROOT.with_name("host-trust.next")
     try:
-        host_root([("other@vendor", other / "other")], [("vendor-release", sandbox.vendor_key)])
+        host_root([("other@vendor", other / "other")], [("vendor-release", sandbox.vendor_key)],
+                  requesters=[("requester@customer", sandbox.requester_key)])
         ROOT.rename(spare)
         _operators_root(sandbox, host_root)
         rc, plan = plan_to(sandbox, TO)
@@ -333,3 +337,147 @@ def test_prepare_decides_again_on_the_trust_root_it_finds_before_stop(sandbox: S
         assert not [p for p in runs.rglob("*") if p.name in ("staging", "backup", "package.tar.gz")]
     finally:
         shutil.rmtree(spare, ignore_errors=True)
+
+
+# -- the requester is someone the host knows, and not the approver (gap 1) --------------------------------------
+
+def _mallorys_home(box: Sandbox, tmp_path: Path, capsys: pytest.CaptureFixture[str], label: str) -> tuple[Path, Path]:
+    """Mallory, an engineer the host trusts (key ``mallory``), makes a home of her own with the operator's policy
+    and the real vendor's catalog, where a second key of hers (``second``) is a requester named ``label``; she signs
+    the plan with the second key and approves it with her own. Her controller sees two people and accepts."""
+    theirs = Sandbox(tmp_path / "mallory", box.port)
+    theirs.root.mkdir()
+    theirs.plans.mkdir()
+    theirs.approvals.mkdir()
+    for name in ("mallory", "second", "operator"):
+        assert main(["--home", str(theirs.root), "keys", "generate", name, "--dir", str(theirs.keys)]) == 0
+    signers = theirs.keys / "allowed_signers"
+    add_signer(signers, "mallory@vendor", theirs.keys / "mallory", 'namespaces="upgrader-approval"')
+    add_signer(signers, label, theirs.keys / "second", 'namespaces="upgrader-plan"')
+    add_signer(signers, "mallory-ops@customer", theirs.keys / "operator", 'namespaces="upgrader-audit"')
+    shutil.copy(box.keys / "vendor_signers", theirs.keys / "vendor_signers")
+    theirs.policy.write_bytes(box.policy.read_bytes())
+    plan, approval = _plan_approve(box, theirs, capsys, catalog=box.catalog, requester=theirs.keys / "second",
+                                   engineer=theirs.keys / "mallory", as_="mallory@vendor")
+    return plan, approval
+
+
+@pytest.mark.parametrize("listed", ["not at all", "for approvals only"])
+def test_a_plan_signed_with_a_key_the_host_does_not_list_as_a_requester_is_refused(
+        sandbox: Sandbox, tmp_path: Path, capsys: pytest.CaptureFixture[str], host_root: HostRoot,
+        listed: str) -> None:
+    """A throwaway key of an engineer the host trusts signs the plan, her own key approves it: the host does not
+    list the throwaway key for upgrader-plan (not at all, or only for approvals: the namespaces option is honoured)
+    and refuses (exit 4) naming its allowed_signers; nothing on the host changed."""
+    plan, approval = _mallorys_home(sandbox, tmp_path, capsys, "bob@customer")
+    keys = tmp_path / "mallory" / "keys"
+    engineers = [("mallory@vendor", keys / "mallory"), ("engineer@vendor", sandbox.engineer_key)]
+    if listed == "for approvals only":
+        engineers.append(("bob@customer", keys / "second"))
+    host_root(engineers, [("vendor-release", sandbox.vendor_key)],
+              requesters=[("requester@customer", sandbox.requester_key)])
+    before = pristine(sandbox)
+    rc, err = _run(Sandbox(tmp_path / "mallory", sandbox.port), plan, approval, capsys)
+    assert rc == ExitCode.APPROVAL_REFUSED, err
+    for words in (str(ROOT / "allowed_signers"), "does not list", "upgrader-plan", "cannot tell whose plan"):
+        assert words in err, f"{words!r} not in {err}"
+    _unchanged(sandbox, before)
+
+
+def test_a_requester_and_an_approver_the_host_lists_as_the_same_person_is_a_self_approval(
+        sandbox: Sandbox, tmp_path: Path, capsys: pytest.CaptureFixture[str], host_root: HostRoot) -> None:
+    """The host lists Mallory's second key as her requester key (mallory@customer) and her own as an engineer
+    (mallory@vendor); in her home the second key is "bob": two keys, one person by the controller's rule (the local
+    part): the host refuses (exit 3, segregation of duties), nothing changed."""
+    plan, approval = _mallorys_home(sandbox, tmp_path, capsys, "bob@customer")
+    keys = tmp_path / "mallory" / "keys"
+    host_root([("mallory@vendor", keys / "mallory")], [("vendor-release", sandbox.vendor_key)],
+              requesters=[("mallory@customer", keys / "second")])
+    before = pristine(sandbox)
+    rc, err = _run(Sandbox(tmp_path / "mallory", sandbox.port), plan, approval, capsys)
+    assert rc == ExitCode.POLICY_REFUSED, err
+    for words in ("mallory@vendor and the requester mallory@customer", "same person", "segregation of duties"):
+        assert words in err, f"{words!r} not in {err}"
+    _unchanged(sandbox, before)
+
+
+# -- resume sends the run's evidence; rollback needs none (gap 2) -------------------------------------------------
+
+def test_resume_after_a_healthy_canary_sends_the_runs_evidence_and_rollback_needs_none(
+        fleet: Callable[[int], Fleet], capsys: pytest.CaptureFixture[str], host_root: HostRoot,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Over the real sshd, both hosts keep the operator's trust root. The canary commits, app-02 waits before its
+    preflight (nothing on it touched); `resume --yes` sends the evidence the run kept and app-02's root accepts it
+    (exit 0, its host-trust record names the run). `rollback --yes` then restores both: no consent is asked for
+    restoring the version a host ran before."""
+    import io
+    import sys
+
+    f = fleet(2)
+    box = f.box
+    _operators_root(box, host_root)
+    rc, plan = plan_to(box, TO)
+    assert rc == 0
+    approval = approve(box, plan)
+    monkeypatch.setattr(sys, "stdin", io.StringIO(""))
+    rc, err = cli(box, capsys, "run", str(plan), "--approval", str(approval), "--canary", "1")
+    assert rc == ExitCode.OK, err
+    assert f.versions() == {"app-01": TO, "app-02": "7.0.4.1"}
+    (run_dir,) = f.run_dirs()
+    assert (run_dir / "host-evidence.json").is_file()
+    rc, err = cli(box, capsys, "resume", run_dir.name, "--yes")
+    assert rc == ExitCode.OK, err
+    assert f.versions() == {"app-01": TO, "app-02": TO}
+    records = [json.loads(line) for line in
+               (state_dir(f["app-02"].install_dir) / "host-trust.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert [(r["run"], r["outcome"], r["approvers"]) for r in records] == [(run_dir.name, "committed",
+                                                                          ["engineer@vendor"])]
+    rc, err = cli(box, capsys, "rollback", run_dir.name, "--yes")
+    assert rc == ExitCode.OK, err
+    assert f.versions() == {"app-01": "7.0.4.1", "app-02": "7.0.4.1"}
+
+
+# -- the catalog serial the host reads from the signed bytes (gap 3) ----------------------------------------------
+
+def test_the_host_compares_the_signed_catalogs_serial_with_its_ledger(
+        sandbox: Sandbox, capsys: pytest.CaptureFixture[str], host_root: HostRoot) -> None:
+    """The host reads the serial from the vendor-signed catalog bytes and compares it with its own ledger, whatever
+    the controller checked: right after the controller read the host's facts (and found the serial current), the
+    ledger records a newer serial (another controller's run ended meanwhile; the fault plugin exchanges the files):
+    the host's trust root refuses before the lock (exit 4), naming both serials and the vendor; nothing staged,
+    stopped or locked. An honest run then records the serial the host read from the signed bytes."""
+    import re
+    import subprocess
+    import sys
+
+    from conftest import fault_env
+
+    serial = int(re.search(r"^serial: (\d+)$", (sandbox.catalog / "catalog.yaml").read_text(), re.M).group(1))
+    _operators_root(sandbox, host_root)
+    rc, plan = plan_to(sandbox, TO)
+    assert rc == 0
+    product = json.loads(plan.read_text())["hosts"][0]["product"]
+    ledger = state_dir(sandbox.install_dir)
+    ledger.mkdir(mode=0o700, exist_ok=True)
+    (ledger / "catalog-serials.json").write_text(json.dumps({product: serial}), encoding="utf-8")
+    (ledger / "catalog-serials.next").write_text(json.dumps({product: serial + 5}), encoding="utf-8")
+    approval = approve(sandbox, plan)
+    before = host_state(sandbox)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("UPGRADER_FAULT_")}
+    env.update(fault_env(exchange_at="agent:replied:facts",
+                         exchange=(ledger, "catalog-serials.json", "catalog-serials.next", 0)))
+    done = subprocess.run([sys.executable, "-m", "upgrader", "--home", str(sandbox.root), "run", str(plan),
+                           "--approval", str(approval)], cwd=sandbox.root, env=env, stdin=subprocess.DEVNULL,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == ExitCode.APPROVAL_REFUSED, done.stderr
+    assert f"signed by vendor-release has serial {serial}, older than serial {serial + 5}" in done.stderr, done.stderr
+    assert json.loads((ledger / "catalog-serials.json").read_text()) == {product: serial + 5}  # exchanged
+    after = host_state(sandbox)
+    assert after.product == before.product and after.pid == before.pid and after.version == "7.0.4.1"
+    assert after.lock is None and after.staged == before.staged
+    assert not [p for p in (ledger / "runs").rglob("*") if p.name in ("staging", "backup", "package.tar.gz")] \
+        if (ledger / "runs").exists() else True
+    (ledger / "catalog-serials.json").write_text(json.dumps({product: serial - 1}), encoding="utf-8")
+    rc, err = cli(sandbox, capsys, "run", str(plan), "--approval", str(approval))
+    assert rc == ExitCode.OK, err
+    assert json.loads((ledger / "catalog-serials.json").read_text()) == {product: serial}

@@ -747,6 +747,9 @@ def start_run(ctx: Context, plan: Plan, checked: CheckedRun) -> StartedRun:
          "digest": a.digest, "comment": a.statement.comment, "after_hours": a.statement.after_hours}
         for a in checked.approvals]
     journal.record("plan", "accepted", digest=plan.digest, catalog=checked.signed_by, approvals=approved_by)
+    from .trust.host_evidence import save_evidence
+
+    save_evidence(journal.dir, checked.evidence)  # sent again by resume (trust/host_evidence.py)
     recorder = Recorder(ctx.home, checked.operator, clock, run=run_id)
     who = checked.requester
     requester = {**plan.data["requester"], **({"key": who.fingerprint, "key_is": f"the key that {who.how}"}
@@ -1052,6 +1055,7 @@ def resume(ctx: Context, run_id: str, *, hosts: str | None = None, yes: bool = F
     from .core.gate import check_playbooks
     from .core.journal import Journal
     from .core.recorder import Recorder
+    from .trust.host_evidence import load_evidence
 
     journal = Journal(run_dir, clock.now)
     policy = load_policy(ctx)  # the operator's, never a path the plan names
@@ -1067,7 +1071,7 @@ def resume(ctx: Context, run_id: str, *, hosts: str | None = None, yes: bool = F
     told = _observers(observers, events, {h["name"]: (h["current"], h["target"]) for h in chosen})
     engine = Engine(journal=journal, clock=clock, observers=[recorder, *told],
                     controller={"user": operator.user, "host": operator.host}, approvals=approvals,
-                    break_lock=break_lock)
+                    break_lock=break_lock, host_evidence=load_evidence(run_dir))
     with _running(guard):  # until its records are written
         if on_started is not None:
             on_started(RunStart(run_id, "resume", tuple(h["name"] for h in chosen), journal.dir, False))
@@ -1089,6 +1093,7 @@ def _continue_after_canary(ctx: Context, run_id: str, run_dir: Path, result: JSO
     from .core.journal import Journal
     from .core.recorder import Recorder
     from .fleet.transport import connect
+    from .trust.host_evidence import load_evidence
 
     outcomes = cast("list[dict[str, object]]", result["hosts"])
     if not yes:
@@ -1121,7 +1126,7 @@ def _continue_after_canary(ctx: Context, run_id: str, run_dir: Path, result: JSO
     engine = Engine(journal=journal, clock=clock, observers=[recorder, *told], forks=10,
                     controller={"user": operator.user, "host": operator.host},
                     manual_changes=policy.manual_changes, approvals=approvals, cancel=token,
-                    catalog_serial=cat.serial)
+                    catalog_serial=cat.serial, host_evidence=load_evidence(run_dir))
     with _running(guard):  # until its records are written
         if on_started is not None:
             on_started(RunStart(run_id, "resume", tuple(waiting), journal.dir, True))

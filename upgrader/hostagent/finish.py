@@ -62,8 +62,11 @@ def op_finish(req):
                 write_json_at(fd, "installed.json", installed)
         # a run that got past preflight was accepted with this catalog: older ones are refused here from now on
         # (recorded at the end, with the used approvals, so a refusal in preflight leaves the host as it was)
-        record_catalog_serial(fds, req.get("catalog"))
         trusted = (read_json(paths.run("state.json")) or {}).get("host_trust")
+        # with the host's own trust root, the serial it read from the vendor-signed bytes (hosttrust.py), not the
+        # controller's word
+        record_catalog_serial(fds, {"product": trusted["product"], "serial": trusted["catalog_serial"]}
+                              if trusted and trusted.get("catalog_serial") else req.get("catalog"))
         for d, fd in fds if trusted else []:  # what the host's own trust root accepted for this run
             append_line_at(fd, "host-trust.jsonl", json.dumps(dict(trusted, run=paths.run_id, time=now,
                                                                    outcome=req.get("outcome"))) + "\n", d)

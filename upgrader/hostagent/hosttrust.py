@@ -47,6 +47,9 @@ _FINGERPRINT = re.compile(r"(SHA256:[A-Za-z0-9+/]{43})")
 #: ``  sha256: <64 hex>`` or ``- sha256: <64 hex>``). The agent has no YAML parser: it matches this exact form in
 #: the bytes whose vendor signature it verified, so only a digest the vendor signed can match.
 _CATALOG_SHA = re.compile(r"^[ \t-]*sha256: ([0-9a-f]{64})[ \t]*$", re.MULTILINE)
+#: the catalog's serial as trust/catalog.py writes it: the top-level mapping's ``serial: N`` at the start of a line
+#: (a package entry's keys are indented), read from the signed bytes; exactly one must be there
+_CATALOG_SERIAL = re.compile(r"^serial: ([0-9]{1,18})[ \t]*$", re.MULTILINE)
 _KEYGEN = []  # [absolute path of ssh-keygen], found once
 
 
@@ -174,14 +177,84 @@ def _verify(signers, principal, namespace, data, signature, tmp):
     return _fingerprint_of(out + err), None
 
 
-def _principals(signers, signature, tmp):
-    code, out, _ = _run_keygen(["-Y", "find-principals", "-f", signers], b"", signature, tmp)
-    if code != 0:
-        return []
+def _b64(text):
+    try:
+        return base64.b64decode(text.encode("ascii"), validate=True)
+    except (ValueError, UnicodeError):
+        return None
+
+
+def _first_string(blob):
+    """The first SSH wire string of ``blob`` and the rest (None when it is not one)."""
+    if blob is None or len(blob) < 4:
+        return None, b""
+    n = int.from_bytes(blob[:4], "big")
+    if len(blob) < 4 + n:
+        return None, b""
+    return blob[4:4 + n], blob[4 + n:]
+
+
+def _fingerprint(blob):
+    return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode("ascii").rstrip("=")
+
+
+def signature_key(armored):
+    """The public key blob inside an armoured SSHSIG signature (None when it is not one); the key is checked by
+    ssh-keygen afterwards, this only says whose it claims to be."""
+    lines = [x.strip() for x in str(armored or "").strip().splitlines()]
+    if len(lines) < 3 or lines[0] != "-----BEGIN SSH SIGNATURE-----" or lines[-1] != "-----END SSH SIGNATURE-----":
+        return None
+    body = _b64("".join(lines[1:-1]))
+    if not body or body[:6] != b"SSHSIG" or len(body) < 10:
+        return None
+    key, _ = _first_string(body[10:])
+    return key or None
+
+
+_TOKEN = re.compile(r'(?:[^\s"]|"[^"]*")+')
+
+
+def signer_lines(path):
+    """The lines of an allowed_signers file (OpenSSH's format: ``principals [options] keytype base64``) as
+    (principals, namespaces or None, key blob, cert_authority); a line the agent cannot read is left out (then no
+    key of it is found here, and ssh-keygen, which decides, is never asked to accept it)."""
+    out = []
+    for raw in _read(path, True).decode("utf-8", "replace").splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        tokens = _TOKEN.findall(line)
+        for i in range(1, len(tokens) - 1):
+            blob = _b64(tokens[i + 1])
+            kind, _ = _first_string(blob)
+            if kind is not None and kind.decode("ascii", "replace") == tokens[i]:
+                break
+        else:
+            continue
+        options = ",".join(tokens[1:i])
+        names = re.search(r'(?:^|,)namespaces="([^"]*)"', options, re.IGNORECASE)
+        out.append(([p.strip() for p in tokens[0].strip('"').split(",") if p.strip()],
+                    [n.strip() for n in names.group(1).split(",")] if names else None, blob,
+                    bool(re.search(r"(?:^|,)cert-authority(?:,|$)", options, re.IGNORECASE))))
+    return out
+
+
+def _names_of(lines, blob, namespace=None, literal=True):
+    """The principals ``blob`` is listed under (for ``namespace``, when given: its lines with no namespaces option
+    or one that names it), literal names only unless ``literal`` is False."""
     names = []
-    for line in out.splitlines():
-        names.extend(p.strip() for p in line.split(",") if p.strip())
+    for principals, namespaces, key, ca in lines:
+        if key != blob or ca or (namespace and namespaces is not None and namespace not in namespaces):
+            continue
+        names.extend(p for p in principals if not literal or not any(c in p for c in "*?!"))
     return names
+
+
+def same_person(a, b):
+    """Two principals name the same person by the controller's rule (trust/requester.py same_person):
+    ``alice`` == ``alice@vendor`` == ``alice@customer``, case-insensitive."""
+    a, b = a.lower(), b.lower()
+    return a == b or a.split("@")[0] == b.split("@")[0]
 
 
 # -- the evidence -----------------------------------------------------------------------------------------
@@ -276,11 +349,30 @@ def _check(req, ev, root, package_sha256, tmp):
         raise _policy_error("the plan is not signed by its requester; this host accepts only signed plans (its "
                             "approvers must differ from the requester's key): make the plan with 'upgrader plan "
                             "--key KEY' and have it approved again", allowed)
-    code, out, err = _run_keygen(["-Y", "check-novalidate", "-n", PLAN_NS], digest.encode("ascii"),
-                                 ev["plan_signature"], tmp)
-    if code != 0 or _fingerprint_of(out + err) != requester_key:
+    blob = signature_key(ev["plan_signature"])
+    if blob is None or _fingerprint(blob) != requester_key:
         raise _trust_error("the requester's signature of the plan does not verify (it names key %s): the plan was "
                            "altered; make and approve it again" % requester_key, allowed)
+    # the requester is someone this host knows: their key is listed in allowed_signers for upgrader-plan (a line
+    # without a namespaces option, or one naming it), like the controller's allowed_signers lists requesters;
+    # a throwaway key of an engineer the host trusts is nobody here
+    lines = signer_lines(allowed)
+    listed = _names_of(lines, blob, PLAN_NS, literal=False)
+    if not listed:
+        raise _trust_error("the plan is signed by key %s, which this host's allowed_signers does not list for "
+                           "%s: the host cannot tell whose plan it is; the requester signs plans with their key "
+                           "listed there (have root add it with namespaces=\"%s\"), then the plan is made and "
+                           "approved again" % (requester_key, PLAN_NS, PLAN_NS), allowed)
+    why = ["no principal"]
+    for principal in listed:
+        fp, why = _verify(allowed, principal, PLAN_NS, digest.encode("ascii"), ev["plan_signature"], tmp)
+        if fp is not None:
+            break
+    else:
+        raise _trust_error("the requester's signature of the plan (key %s) does not verify under this host's "
+                           "allowed_signers (%s): make the plan again with a key listed there"
+                           % (requester_key, "; ".join(why)), allowed)
+    requester_names = _names_of(lines, blob)
     # the approvals: the host's engineers, of these very plan bytes, in time, enough distinct keys, none the
     # requester's
     now = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
@@ -301,7 +393,8 @@ def _check(req, ev, root, package_sha256, tmp):
                                "listed there may approve upgrades of this host; ask one of them to approve the plan, "
                                "or have root add the engineer's key to %s" % (where, approver, "; ".join(why),
                                                                               allowed), allowed)
-        if approver not in _principals(allowed, armored, tmp):
+        approver_blob = signature_key(armored)
+        if approver not in _names_of(lines, approver_blob, APPROVAL_NS):
             raise _trust_error("%s matches its key only through a pattern: an approver must be a literal principal "
                                "of their key's line" % where, allowed)
         if st["plan"] != digest:
@@ -315,6 +408,12 @@ def _check(req, ev, root, package_sha256, tmp):
         if fp == requester_key:
             raise _policy_error("%s is signed by the requester's own key %s: another engineer must approve it "
                                 "with their own key (segregation of duties)" % (where, fp), allowed)
+        mine = [approver] + _names_of(lines, approver_blob)
+        same = [(a, r) for a in mine for r in requester_names if same_person(a, r)]
+        if same:
+            raise _policy_error("%s: %s and the requester %s (key %s, who signed the plan) are the same person: "
+                                "another engineer must approve it with their own key (segregation of duties)"
+                                % (where, same[0][0], same[0][1], requester_key), allowed)
         keys[fp] = approver
     if len(keys) < root["required"]:
         raise _policy_error("this host requires approvals by %d different keys listed in %s; got %d (%s)"
@@ -331,7 +430,7 @@ def _check(req, ev, root, package_sha256, tmp):
         raise _trust_error("no signed catalog was sent: this host installs only packages of a catalog signed by a "
                            "key in %s" % vendors, vendors)
     signer = None
-    for principal in _principals(vendors, armored, tmp):
+    for principal in _names_of(signer_lines(vendors), signature_key(armored), CATALOG_NS, literal=False):
         fp, _ = _verify(vendors, principal, CATALOG_NS, catalog_bytes, armored, tmp)
         if fp is not None:
             signer = (principal, fp)
@@ -348,9 +447,24 @@ def _check(req, ev, root, package_sha256, tmp):
     if sha not in _CATALOG_SHA.findall(catalog_bytes.decode("utf-8", "replace")):
         raise _trust_error("the package sha256 %s is not listed in the catalog signed by %s (%s)"
                            % (sha, signer[0], signer[1]), vendors)
-    # the plan's entry for this host: this install, the ledger's version, a free (level 3-4) upgrade
-    from .ledger import check_ledger_version
+    # the catalog's serial, read from the very bytes the vendor signed (never the controller's word): a catalog
+    # older than one this host was already upgraded from is refused, as the lock refuses the controller's claim
+    from .ledger import check_ledger_version, ledger_serials
     from .state import Paths
+
+    serials = _CATALOG_SERIAL.findall(catalog_bytes.decode("utf-8", "replace"))
+    if len(serials) != 1:
+        raise _trust_error("the catalog signed by %s has %s top-level 'serial: N' line: this host reads the serial "
+                           "from the signed bytes; ask the vendor for a catalog made by 'upgrader catalog build'"
+                           % (signer[0], "no" if not serials else "more than one"), vendors)
+    serial = int(serials[0])
+    product = str(host.get("product") or "")
+    seen = ledger_serials(Paths(req)).get(product, 0)
+    if int(seen) > serial:
+        raise AgentError("host trust root %s: the catalog signed by %s has serial %d, older than serial %s this host "
+                         "was already upgraded from: refusing a rollback to an old catalog; get the current catalog "
+                         "from the vendor" % (vendors, signer[0], serial, seen), "catalog_rollback", file=vendors)
+    # the plan's entry for this host: this install, the ledger's version, a free (level 3-4) upgrade
 
     if req.get("current_version") is not None and str(req["current_version"]) != str(host.get("current")):
         raise _policy_error("the plan says %s runs %s, the run asks to install over %s"
@@ -361,7 +475,8 @@ def _check(req, ev, root, package_sha256, tmp):
         raise _policy_error("%s: this host accepts only free maintenance upgrades (levels 3 and 4); refused before "
                             "stop, nothing changed" % why, TRUST_DIR)
     return {"root": TRUST_DIR, "plan": digest, "approvers": sorted(keys.values()), "approval_keys": sorted(keys),
-            "catalog_signer": signer[0], "catalog_key": signer[1], "package": sha,
+            "catalog_signer": signer[0], "catalog_key": signer[1], "catalog_serial": serial, "product": product,
+            "package": sha,
             "current": host.get("current"), "target": host.get("target")}
 
 

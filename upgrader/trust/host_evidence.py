@@ -4,12 +4,19 @@ the requester's signature) and that signature, each approval's statement and arm
 bytes (the very bytes whose signature the controller checked and parsed) and the catalog's signature.
 
 A host without a trust root ignores all of it; a host with one trusts none of it until its own keys verify it.
+
+The run keeps what it sent in its run directory (``host-evidence.json``) so that ``resume`` sends the very same
+evidence (the waiting hosts after a canary are checked by their trust roots like the first). It is only signed
+material: an edit of the file can make a host refuse, never accept. ``rollback`` sends none: restoring the version
+a host ran before needs no one's consent, on any host.
 """
 
 from __future__ import annotations
 
 import base64
+import json
 import struct
+from pathlib import Path
 from typing import TYPE_CHECKING, Mapping, Sequence
 
 from ..core.plan import canonical_json
@@ -20,7 +27,9 @@ if TYPE_CHECKING:
     from .approval import Approval
     from .catalog import Catalog
 
-__all__ = ["host_evidence", "armor"]
+__all__ = ["host_evidence", "armor", "save_evidence", "load_evidence", "EVIDENCE_FILE"]
+
+EVIDENCE_FILE = "host-evidence.json"
 
 
 def armor(signature: Signature) -> str:
@@ -43,3 +52,20 @@ def host_evidence(plan_data: Mapping[str, object], approvals: Sequence[Approval]
             "plan_signature": str(signature) if signature else None,
             "approvals": [{"text": a.text, "signature": armor(a.signature)} for a in approvals],
             "catalog": {"content": base64.b64encode(catalog.content).decode("ascii"), "signature": catalog_sig}}
+
+
+def save_evidence(run_dir: Path, evidence: JSONObject | None) -> None:
+    """Keep what the run sends hosts with their own trust root beside its journal (for ``resume``)."""
+    from ..core.journal import write_json_atomic
+
+    if evidence is not None:
+        write_json_atomic(run_dir / EVIDENCE_FILE, evidence)
+
+
+def load_evidence(run_dir: Path) -> JSONObject | None:
+    """The evidence the run sent (None for a run that kept none: a host with a trust root then refuses, closed)."""
+    try:
+        data = json.loads((run_dir / EVIDENCE_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
