@@ -24,7 +24,7 @@ from .receive import op_receive_check, op_receive_commit
 from .recovery import op_backup_check, op_recovery_check
 from .rollback import op_rollback
 from .service import op_hook, op_start, op_stop
-from .state import Paths, check_state_dir
+from .state import Paths, check_install, check_state_dir
 
 
 OPS = {"facts": op_facts, "lock": op_lock, "unlock": op_unlock, "prepare": op_prepare, "stop": op_stop,
@@ -40,6 +40,10 @@ MUTATING = ("prepare", "stop", "install", "start", "rollback", "finish", "hook")
 #: the run's lock in preflight (whoever can write its parent could have swapped it for a link since)
 STATE_OPS = MUTATING + ("lock", "unlock", "receive_check", "receive_commit", "state", "verify_tree",
                         "recovery_check", "backup_check")
+
+#: the actions that read or change the install dir: each applies the rule to the install dir, its last component
+#: included, before it reads anything (check_install)
+INSTALL_OPS = STATE_OPS + ("facts", "read_vars", "prove", "inspect", "observe")
 
 
 class OpLock(object):
@@ -75,6 +79,8 @@ def handle(req):
     if op is None:
         return {"ok": False, "kind": "bad_input", "error": "unknown agent op %r" % req.get("op")}
     try:
+        if req.get("install_dir") and req.get("op") in INSTALL_OPS:
+            check_install(Paths(req))  # before anything of the install is read: nothing of it reaches a reply
         if req.get("op") in STATE_OPS and req.get("install_dir"):
             check_state_dir(Paths(req))
         with OpLock(req):

@@ -123,6 +123,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     today = clock.now().date()
     started = clock.now().isoformat(timespec="seconds")
 
+    refused: list[str] = []  # hosts whose agent refused the install's path (a link, a directory others can change)
+
     def one(t: _Target) -> dict[str, Any]:
         try:
             transport = t.connect()
@@ -132,6 +134,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
             finally:
                 transport.close()
         except UpgraderError as e:  # keep the other hosts' reports
+            if e.exit_code == ExitCode.BAD_INPUT:
+                refused.append(t.name)
             return {"host": t.name, "address": t.address, "install_dir": t.install_dir, "product": t.playbook.product,
                     "playbook": str(t.playbook.path), "facts": {}, "metrics": {}, "thresholds": {},
                     "warnings": [], "advisories": [], "error": e.message}
@@ -157,6 +161,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         print_json(data)
     else:
         _print(data, args.output, args.lang)
+    if refused:  # bad input on the host's side (install_dir, state_dir): nothing was read there
+        return ExitCode.BAD_INPUT
     return ExitCode.NEEDS_PERSON if data["summary"]["unreachable"] else ExitCode.OK
 
 

@@ -1,0 +1,189 @@
+"""Nothing outside the install dir, round 4: reads keep the StrictModes-like rule too, and the install dir's own
+name counts.
+
+The attacker is a real local account (`nobody`), the service account, which owns the install dir's parent: it
+replaces the install dir with a link to a root-only directory (mode 0700, root's) holding a log with error lines,
+a version file and a configuration with a secret value. `upgrader inspect` and `upgrader plan` (whose reads are
+the agent's facts, read_vars, prove and inspect actions) are refused (exit 2) naming the directory the account can
+change, its owner and what to do, and nothing of the root-only directory reaches the output; a link as the install
+dir's last component is refused even where root made it; a plan made while the account keeps exchanging the
+install dir with the link is refused every time, with nothing leaked.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import yaml  # type: ignore[import-untyped]
+
+from conftest import plan_to
+from test_host_paths import run_cli
+from test_swap_races import NOBODY, Toggler, as_attacker, listing
+from upgrader.cli.commands.demo import Sandbox
+
+NEW = "7.0.4.2"
+SECRET_VERSION = "9.9.9-ROOT-ONLY"
+SECRET_PORT = "31337"
+SECRET_LOG = "ERROR root-only-log-line: payroll db password=hunter2"
+SECRETS = (SECRET_VERSION, SECRET_PORT, "hunter2", "root-only-log-line", "token-s3cr3t")
+
+
+def root_only_install_like_dir(tmp_path: Path) -> Path:
+    """A root-only directory shaped like an install (lib/VERSION, conf/server.conf, logs/server.log)."""
+    d = tmp_path / "root-only"
+    d.mkdir(mode=0o700)
+    for sub in ("lib", "conf", "logs", "run"):
+        (d / sub).mkdir(mode=0o700)
+    (d / "lib" / "VERSION").write_text(SECRET_VERSION + "\n")
+    (d / "conf" / "server.conf").write_text(f"port = {SECRET_PORT}\napi_token = token-s3cr3t\n")
+    (d / "logs" / "server.log").write_text(SECRET_LOG + "\n")
+    return d
+
+
+def assert_nothing_leaked(text: str) -> None:
+    assert "Traceback" not in text
+    for s in SECRETS:
+        assert s not in text, f"{s!r} leaked: {text}"
+
+
+def link_the_install(box: Sandbox, target: Path) -> Path:
+    """As `nobody`, owner of the install's parent: app-01 moved aside to app-01.real, app-01 -> target."""
+    hosts = box.install_dir.parent
+    os.chown(hosts, NOBODY, NOBODY)
+
+    def swap(d: int) -> None:
+        os.rename("app-01", "app-01.real", src_dir_fd=d, dst_dir_fd=d)
+        os.symlink(str(target), "app-01", dir_fd=d)
+
+    assert as_attacker(hosts, swap) == 0
+    assert box.install_dir.is_symlink()
+    return hosts
+
+
+def put_back(box: Sandbox) -> None:
+    hosts = box.install_dir.parent
+    if box.install_dir.is_symlink():
+        box.install_dir.unlink()
+        (hosts / "app-01.real").rename(box.install_dir)
+    os.chown(hosts, 0, 0)
+
+
+def test_inspect_through_a_link_the_service_account_made_is_refused_and_reads_nothing(sandbox, tmp_path, capsys):
+    secret = root_only_install_like_dir(tmp_path)
+    rc, text = run_cli(sandbox, capsys, "inspect", "--inventory", str(sandbox.inventory), "--json")
+    assert rc == 0, text  # the usual layout is inspected
+    was = listing(secret)
+    link_the_install(sandbox, secret)
+    try:
+        report = tmp_path / "report.json"
+        rc, text = run_cli(sandbox, capsys, "inspect", "--inventory", str(sandbox.inventory), "--json",
+                           "-o", str(report))
+        assert rc == 2, text
+        hosts = sandbox.install_dir.parent
+        assert f"below {hosts} (owned by uid {NOBODY}" in text and "StrictModes" in text
+        assert "chown" in text
+        assert_nothing_leaked(text)
+        assert_nothing_leaked(report.read_text())
+        (host,) = json.loads(report.read_text())["hosts"]
+        assert host["facts"] == {} and host["error"]
+        assert listing(secret) == was
+    finally:
+        put_back(sandbox)
+
+
+def test_plan_through_a_link_the_service_account_made_is_refused_and_reads_nothing(sandbox, tmp_path, capsys):
+    secret = root_only_install_like_dir(tmp_path)
+    was = listing(secret)
+    link_the_install(sandbox, secret)
+    try:
+        capsys.readouterr()
+        rc, plan = plan_to(sandbox, NEW)
+        out, err = capsys.readouterr()
+        text = out + err
+        assert rc == 2, text
+        assert f"below {sandbox.install_dir.parent} (owned by uid {NOBODY}" in text
+        assert_nothing_leaked(text)
+        assert not plan.exists()
+        assert listing(secret) == was
+    finally:
+        put_back(sandbox)
+
+
+def test_a_link_as_the_install_dirs_last_component_is_refused_even_when_root_made_it(sandbox, tmp_path, capsys):
+    """The parent stays root's: only the last component is a link (to a root-only directory). plan and inspect
+    refuse it (exit 2) naming the link and what to do; nothing of its target is read."""
+    secret = root_only_install_like_dir(tmp_path)
+    hosts = sandbox.install_dir.parent
+    sandbox.install_dir.rename(hosts / "app-01.real")
+    sandbox.install_dir.symlink_to(secret)
+    try:
+        capsys.readouterr()
+        rc, plan = plan_to(sandbox, NEW)
+        out, err = capsys.readouterr()
+        assert rc == 2, out + err
+        assert f"the install dir {sandbox.install_dir} is a symlink (-> {secret})" in out + err
+        assert "name the directory itself as install_dir" in out + err
+        assert_nothing_leaked(out + err)
+        assert not plan.exists()
+        rc, text = run_cli(sandbox, capsys, "inspect", "--inventory", str(sandbox.inventory), "--json")
+        assert rc == 2, text
+        (host,) = json.loads(text)["hosts"]
+        assert "is a symlink" in host["error"] and host["facts"] == {}
+        assert_nothing_leaked(text)
+    finally:
+        sandbox.install_dir.unlink()
+        (hosts / "app-01.real").rename(sandbox.install_dir)
+
+
+def test_plan_while_the_service_account_keeps_exchanging_the_install_with_a_link_never_leaks(sandbox, tmp_path,
+                                                                                            capsys):
+    """`nobody` owns the parent and exchanges app-01 with `app-01.lnk -> root-only dir` (renameat2) over and over
+    while six plans read the host: every one is refused (exit 2), none prints anything of the root-only dir."""
+    secret = root_only_install_like_dir(tmp_path)
+    hosts = sandbox.install_dir.parent
+    os.chown(hosts, NOBODY, NOBODY)
+    assert as_attacker(hosts, lambda d: os.symlink(str(secret), "app-01.lnk", dir_fd=d)) == 0
+    toggler = Toggler(hosts, "app-01", "app-01.lnk")
+    try:
+        for _ in range(6):
+            capsys.readouterr()
+            rc, plan = plan_to(sandbox, NEW)
+            out, err = capsys.readouterr()
+            assert rc == 2, out + err
+            assert "StrictModes" in out + err
+            assert_nothing_leaked(out + err)
+            assert not plan.exists()
+    finally:
+        swaps = toggler.stop()
+        os.chown(hosts, 0, 0)
+    assert swaps > 0
+    assert not sandbox.install_dir.is_symlink()
+
+
+@pytest.mark.parametrize("op", ["facts", "read_vars", "prove", "inspect"])
+def test_every_read_action_applies_the_rule_before_reading(sandbox, tmp_path, op):
+    """Each read action of the agent (called as the controller does) refuses the linked install before it reads."""
+    from upgrader.hostagent.main import handle
+
+    secret = root_only_install_like_dir(tmp_path)
+    link_the_install(sandbox, secret)
+    try:
+        req = {"op": op, "install_dir": str(sandbox.install_dir), "state_dir": None,
+               "version_source": {"file": "lib/VERSION"}, "vars_from": {"port": {"file": "conf/server.conf",
+                                                                                 "pattern": r"^port\s*=\s*(\d+)"}},
+               "probes": [{"type": "log", "file": "logs/server.log", "absent": "ERROR"}], "logs": ["logs/*.log"],
+               "configs": ["conf/*"], "tail": 5}
+        reply = handle(req)
+        assert not reply["ok"] and reply["kind"] == "unsafe_path", reply
+        assert_nothing_leaked(json.dumps(reply))
+    finally:
+        put_back(sandbox)
+
+
+def inventory_with(box: Sandbox, **values: str) -> None:
+    doc = yaml.safe_load(box.inventory.read_text())
+    doc["hosts"]["app-01"].update(values)
+    box.inventory.write_text(yaml.safe_dump(doc, sort_keys=False))
