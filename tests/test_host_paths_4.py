@@ -187,3 +187,94 @@ def inventory_with(box: Sandbox, **values: str) -> None:
     doc = yaml.safe_load(box.inventory.read_text())
     doc["hosts"]["app-01"].update(values)
     box.inventory.write_text(yaml.safe_dump(doc, sort_keys=False))
+
+
+# ------------------------------------------------------------------ 2: a state_dir must be the agent's own
+
+
+def approve_and_run(box: Sandbox, capsys: pytest.CaptureFixture[str], plan: Path) -> tuple[int, str]:
+    from conftest import approve
+
+    return run_cli(box, capsys, "run", str(plan), "--approval", str(approve(box, plan)))
+
+
+def another_tools_dir(tmp_path: Path) -> Path:
+    """A root-owned directory of another tool (stands for /etc): its own installed.json among other files."""
+    d = tmp_path / "other-tool"
+    d.mkdir(mode=0o755)
+    (d / "installed.json").write_text('{"other tool": "its own record"}\n')
+    (d / "passwd").write_text("root:x:0:0::/root:/bin/sh\n")
+    return d
+
+
+def test_a_state_dir_naming_another_tools_directory_is_refused_by_plan_and_run(sandbox, tmp_path, capsys):
+    other = another_tools_dir(tmp_path)
+    was = listing(other)
+    inventory_with(sandbox, state_dir=str(other))
+    capsys.readouterr()
+    rc, plan = plan_to(sandbox, NEW)
+    out, err = capsys.readouterr()
+    assert rc == 2, out + err
+    assert "inventory key hosts.app-01.state_dir" in out + err and str(other) in out + err
+    assert ".upgrader-state" in out + err and "does not exist yet" in out + err
+    assert not plan.exists()
+    assert listing(other) == was
+    # planned while the directory did not exist; made by someone else before the run: refused in preflight
+    fresh = tmp_path / "later"
+    inventory_with(sandbox, state_dir=str(fresh))
+    rc, plan = plan_to(sandbox, NEW)
+    assert rc == 0
+    fresh.mkdir(mode=0o700)
+    (fresh / "installed.json").write_text('{"other tool": 1}\n')
+    was, was_pid = listing(fresh), (sandbox.install_dir / "run" / "server.pid").read_text()
+    rc, text = approve_and_run(sandbox, capsys, plan)
+    assert rc == 2, text
+    assert f"state_dir {fresh}" in text and ".upgrader-state" in text
+    assert listing(fresh) == was
+    assert (sandbox.install_dir / "run" / "server.pid").read_text() == was_pid and sandbox.answers() != NEW
+
+
+def test_a_relative_state_dir_is_refused(sandbox, capsys):
+    inventory_with(sandbox, state_dir="state/app-01")
+    capsys.readouterr()
+    rc, plan = plan_to(sandbox, NEW)
+    out, err = capsys.readouterr()
+    assert rc == 2, out + err
+    assert "hosts.app-01.state_dir" in out + err and "not an absolute path" in out + err
+    assert not plan.exists()
+
+
+def test_a_new_state_dir_is_made_with_the_marker_and_used(sandbox, tmp_path, capsys):
+    state = tmp_path / "states" / "app-01"
+    inventory_with(sandbox, state_dir=str(state))
+    rc, plan = plan_to(sandbox, NEW)
+    assert rc == 0
+    rc, text = approve_and_run(sandbox, capsys, plan)
+    assert rc == 0, text
+    assert sandbox.answers() == NEW
+    assert json.loads((state / ".upgrader-state").read_text())["format"] == 1
+    assert (state / "installed.json").is_file()
+    default = sandbox.install_dir.parent / ".upgrader-app-01"
+    assert json.loads((default / ".upgrader-state").read_text())["format"] == 1
+
+
+def test_an_older_versions_default_state_dir_is_adopted_but_one_with_foreign_files_is_refused(sandbox, capsys):
+    default = sandbox.install_dir.parent / ".upgrader-app-01"
+    default.mkdir(mode=0o700)
+    (default / "runs").mkdir(mode=0o700)
+    (default / "catalog-serials.json").write_text('{"sample-middleware": 1}\n')
+    (default / "notes.txt").write_text("someone else's file\n")
+    capsys.readouterr()
+    rc, plan = plan_to(sandbox, NEW)
+    out, err = capsys.readouterr()
+    assert rc == 2, out + err
+    assert "notes.txt" in out + err and "move those files away" in out + err
+    assert not (default / ".upgrader-state").exists()
+    (default / "notes.txt").unlink()
+    rc, plan = plan_to(sandbox, NEW)
+    assert rc == 0
+    assert not (default / ".upgrader-state").exists()  # plan only reads
+    rc, text = approve_and_run(sandbox, capsys, plan)
+    assert rc == 0, text
+    assert json.loads((default / ".upgrader-state").read_text())["format"] == 1
+    assert sandbox.answers() == NEW

@@ -75,6 +75,9 @@ def refuse_agent_unsafe(err: object, *, host: str) -> None:
     """An agent action refused with kind ``unsafe_path``: HostPathRefused with the agent's sentence (it names the
     path, its owner and what to do). Anything else: returns."""
     if getattr(err, "kind", None) == "unsafe_path":
-        raise HostPathRefused(str(getattr(err, "message", err)), host=host,
+        message = str(getattr(err, "message", err))
+        if (getattr(err, "data", None) or {}).get("key") == "state_dir":
+            message = f"inventory key hosts.{host}.state_dir: {message}"
+        raise HostPathRefused(message, host=host,
                               hint="nothing was read or changed on the host; fix the directory's owner or mode (or "
                                    "install_dir / state_dir in the inventory) as the message says, then try again")

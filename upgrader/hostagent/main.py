@@ -24,7 +24,7 @@ from .receive import op_receive_check, op_receive_commit
 from .recovery import op_backup_check, op_recovery_check
 from .rollback import op_rollback
 from .service import op_hook, op_start, op_stop
-from .state import Paths, check_install, check_state_dir
+from .state import Paths, check_install, check_state_dir, check_state_markers, ensure_state_dir
 
 
 OPS = {"facts": op_facts, "lock": op_lock, "unlock": op_unlock, "prepare": op_prepare, "stop": op_stop,
@@ -55,8 +55,9 @@ class OpLock(object):
         if req.get("op") in MUTATING and req.get("run_id") and req.get("install_dir"):
             paths = Paths(req)
             check_state_dir(paths)
+            ensure_state_dir(paths.state)
             directory = paths.run()
-            for d in (paths.state, os.path.join(paths.state, "runs"), directory):
+            for d in (os.path.join(paths.state, "runs"), directory):
                 if not os.path.isdir(d):
                     os.makedirs(d, 0o700, exist_ok=True)
             self.path = os.path.join(directory, ".op.lock")
@@ -81,6 +82,7 @@ def handle(req):
     try:
         if req.get("install_dir") and req.get("op") in INSTALL_OPS:
             check_install(Paths(req))  # before anything of the install is read: nothing of it reaches a reply
+            check_state_markers(Paths(req), adopt=False)  # a state_dir naming another tool's directory: refused
         if req.get("op") in STATE_OPS and req.get("install_dir"):
             check_state_dir(Paths(req))
         with OpLock(req):

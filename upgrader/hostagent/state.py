@@ -19,7 +19,13 @@ class Paths(object):
     def __init__(self, req):
         self.install = os.path.abspath(req["install_dir"])
         parent, name = os.path.split(self.install.rstrip("/"))
-        self.state = req.get("state_dir") or os.path.join(parent, ".upgrader-" + name)
+        self.default_state = os.path.join(parent, ".upgrader-" + name)
+        given = req.get("state_dir")
+        if given and (not isinstance(given, str) or not given.startswith("/") or "\x00" in given):
+            raise AgentError("state_dir %r (the inventory's state_dir of this host) is not an absolute path; nothing "
+                             "was read or changed: give the directory's absolute path, or remove the key to keep the "
+                             "state beside the install dir" % (given,), "unsafe_path", path=given, key="state_dir")
+        self.state = os.path.normpath(given) if given else self.default_state
         self.run_id = req.get("run_id")
 
     @property
@@ -63,8 +69,7 @@ def ledger_dirs(paths):
     """Where this host's trust ledger is kept (used approvals, catalog serials, the last install's manifest):
     always the default state dir beside the install (``.upgrader-NAME``), which no plan can move, and the
     request's state dir too when it names another one. Reads take every copy, writes go to each."""
-    parent, name = os.path.split(paths.install.rstrip("/"))
-    default = os.path.join(parent, ".upgrader-" + name)
+    default = paths.default_state
     if os.path.abspath(paths.state) == default:
         return [default]
     return [default, os.path.abspath(paths.state)]
@@ -79,6 +84,7 @@ def check_state_dir(paths):
         problem = ancestor_problem(d)
         if problem:
             raise problem
+    check_state_markers(paths, adopt=True)
     dirs = [paths.state, os.path.join(paths.state, "runs"), paths.packages]
     if paths.run_id:
         dirs.append(paths.run())
@@ -90,6 +96,85 @@ def check_state_dir(paths):
         problem = state_dir_problem(d, st, lambda: link_target(d))
         if problem:
             raise problem
+
+
+#: the marker file of a state dir the agent made (or adopted): only a directory that carries it, or one that does
+#: not exist yet (the agent makes it and writes the marker), is used as a state dir
+STATE_MARKER = ".upgrader-state"
+STATE_FORMAT = 1
+#: what the agent itself keeps in a state dir (an older version's default state dir with nothing else is adopted)
+STATE_NAMES = ("runs", "packages", "installed.json", "approvals-used.jsonl", "catalog-serials.json", "lock",
+               STATE_MARKER)
+
+
+def write_state_marker(fd):
+    write_json_at(fd, STATE_MARKER, {"format": STATE_FORMAT, "what": "upgrader host agent state dir; do not put "
+                                                                     "other files here"})
+
+
+def state_marker_problem(d, fd, default, adopt):
+    """The refusal (an AgentError) of the existing state dir ``d`` (open as ``fd``) that carries no marker of ours,
+    or None. The default state dir beside the install (``default``) made by an older version -- holding only what
+    the agent keeps -- is adopted: the marker written when ``adopt``."""
+    names = os.listdir(fd)
+    if STATE_MARKER in names:
+        doc = read_json_at(fd, STATE_MARKER, d)
+        fmt = doc.get("format") if isinstance(doc, dict) else None
+        if not isinstance(fmt, int) or fmt < 1:
+            return AgentError("%s/%s is not a state dir marker the agent wrote; nothing was changed: check the "
+                              "directory by hand" % (d, STATE_MARKER), "unsafe_path", path=d, key="state_dir")
+        if fmt > STATE_FORMAT:
+            return AgentError("state dir %s was made by a newer upgrader (state format %d, this agent knows %d); "
+                              "nothing was changed: upgrade the controller" % (d, fmt, STATE_FORMAT),
+                              "unsafe_path", path=d, key="state_dir")
+        return None
+    foreign = sorted(n for n in names if n not in STATE_NAMES and ".tmp." not in n)
+    if default and not foreign:
+        if adopt:
+            write_state_marker(fd)
+        return None
+    if default:
+        return AgentError(
+            "the state dir %s beside the install holds files the agent did not put there (%s) and no %s marker; "
+            "nothing was written there: move those files away, or set the inventory's state_dir for this host"
+            % (d, ", ".join(foreign[:5]), STATE_MARKER), "unsafe_path", path=d, key="state_dir")
+    return AgentError(
+        "state_dir %s (the inventory's state_dir of this host) is an existing directory the agent did not make (it "
+        "carries no %s marker): it may be another tool's directory, and the agent would write its run files, "
+        "approvals-used.jsonl and catalog-serials.json there and replace an installed.json; nothing was written: "
+        "set state_dir to a directory that does not exist yet (the agent makes it, with the marker), or remove the "
+        "key to keep the state beside the install dir" % (d, STATE_MARKER), "unsafe_path", path=d, key="state_dir")
+
+
+def check_state_markers(paths, adopt):
+    """Every state dir of the request (its own and the ledger's default copy) either absent or carrying the
+    agent's marker (state_marker_problem); ``adopt``: write the marker into an older version's default dir."""
+    for d in ledger_dirs(paths):
+        try:
+            fd = open_state_dir(d)
+        except AgentError:
+            if adopt:
+                raise
+            continue  # a read-only look: the run's own checks refuse that directory
+        if fd is None:
+            continue
+        try:
+            problem = state_marker_problem(d, fd, d == paths.default_state, adopt)
+        finally:
+            os.close(fd)
+        if problem:
+            raise problem
+
+
+def ensure_state_dir(path):
+    """Make the state dir ``path`` (0700, with the marker) when it is absent; an existing one is left as it is
+    (check_state_markers vouched for it)."""
+    fd = open_state_dir(path)
+    if fd is not None:
+        os.close(fd)
+        return
+    fd = open_state_dir(path, create=True)
+    os.close(fd)
 
 
 def check_install(paths):
@@ -201,11 +286,18 @@ def open_state_dir(path, create=False):
         raise problem
     if create:
         os.makedirs(parent or "/", 0o755, exist_ok=True)
-    pfd = os.open(parent or "/", OPEN_DIR & ~os.O_NOFOLLOW)
     try:
+        pfd = os.open(parent or "/", OPEN_DIR & ~os.O_NOFOLLOW)
+    except FileNotFoundError:
+        if create:
+            raise
+        return None  # its parent is not there either
+    try:
+        made = False
         if create:
             try:
                 os.mkdir(name, 0o700, dir_fd=pfd)
+                made = True
             except FileExistsError:
                 pass
         try:
@@ -225,6 +317,8 @@ def open_state_dir(path, create=False):
     if problem:
         os.close(fd)
         raise problem
+    if made:
+        write_state_marker(fd)
     return fd
 
 
