@@ -289,7 +289,8 @@ def test_the_ledger_descriptor_keeps_pointing_at_the_directory_checked(tmp_path)
         append_line_at(fd, "approvals-used.jsonl", "{}\n", str(d))
     finally:
         os.close(fd)
-    assert sorted(p.name for p in (parent / "lnk").iterdir()) == ["approvals-used.jsonl", "installed.json"]
+    assert sorted(p.name for p in (parent / "lnk").iterdir()) == [".upgrader-state", "approvals-used.jsonl",
+                                                                   "installed.json"]
     assert (somewhere / "server.conf").read_bytes() == CANARY and sorted(os.listdir(somewhere)) == [
         "README", "server.conf"]
     with pytest.raises(AgentError) as e:
