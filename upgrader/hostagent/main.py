@@ -43,6 +43,7 @@ STATE_OPS = MUTATING + ("lock", "unlock", "receive_check", "receive_commit", "st
 
 #: the actions that read or change the install dir: each applies the rule to the install dir, its last component
 #: included, before it reads anything (check_install)
+AFTER_STOP = ("stop", "install", "start", "rollback", "finish", "hook", "observe", "verify_tree")
 INSTALL_OPS = STATE_OPS + ("facts", "read_vars", "prove", "inspect", "observe")
 
 
@@ -81,7 +82,9 @@ def handle(req):
         return {"ok": False, "kind": "bad_input", "error": "unknown agent op %r" % req.get("op")}
     try:
         if req.get("install_dir") and req.get("op") in INSTALL_OPS:
-            check_install(Paths(req))  # before anything of the install is read: nothing of it reaches a reply
+            # before anything of the install is read: nothing of it reaches a reply. Once a run may have stopped the
+            # service, an install dir that became a link needs a person (a refusal before stop is bad input)
+            check_install(Paths(req), "needs_person" if req["op"] in AFTER_STOP else "unsafe_path")
             check_state_markers(Paths(req), adopt=False)  # a state_dir naming another tool's directory: refused
         if req.get("op") in STATE_OPS and req.get("install_dir"):
             check_state_dir(Paths(req))

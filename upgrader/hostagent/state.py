@@ -184,12 +184,13 @@ def ensure_state_dir(path):
     os.close(fd)
 
 
-def check_install(paths):
+def check_install(paths, kind="unsafe_path"):
     """The rule of check_state_dir for the install dir itself, applied by every action that reads or changes the
     install (facts, inspect, read_vars, prove as much as prepare): no directory above it may be changed by another
     account, and its own name -- the last component -- must be a plain directory, not a link (whoever made the
     link could point it at a root-only directory and have the agent read or change that). An absent install dir
-    passes (the action reports it). Nothing of the install is read before this check."""
+    passes (the action reports it). Nothing of the install is read before this check. ``kind``: the refusal's kind
+    for a link or a non-directory there (needs_person once a run may have stopped the service)."""
     problem = ancestor_problem(paths.install)
     if problem:
         raise problem
@@ -202,10 +203,10 @@ def check_install(paths):
             "the install dir %s is a symlink (-> %s); the agent reads and changes an install only in a plain "
             "directory, never through a link (its owner could point it at any directory): name the directory "
             "itself as install_dir in the inventory, or replace the link with the directory; nothing was read or "
-            "changed" % (paths.install, link_target(paths.install)), "unsafe_path", path=paths.install)
+            "changed" % (paths.install, link_target(paths.install)), kind, path=paths.install)
     if not stat.S_ISDIR(st.st_mode):
         raise AgentError("the install dir %s is not a directory; nothing was read or changed: correct install_dir "
-                         "in the inventory" % paths.install, "unsafe_path", path=paths.install)
+                         "in the inventory" % paths.install, kind, path=paths.install)
 
 
 def trusted_uid(uid):
