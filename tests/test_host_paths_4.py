@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 import yaml  # type: ignore[import-untyped]
@@ -278,3 +280,62 @@ def test_an_older_versions_default_state_dir_is_adopted_but_one_with_foreign_fil
     assert rc == 0, text
     assert json.loads((default / ".upgrader-state").read_text())["format"] == 1
     assert sandbox.answers() == NEW
+
+
+# ------------------------------------------------------------------ 3: a sticky 1777 parent (a tmpfs's own mode)
+
+
+@pytest.fixture
+def sticky_disk(tmp_path: Path) -> Iterator[tuple[Sandbox, Path]]:
+    """A sandbox whose install (7.0.4.1, running, root's) lies on a fresh tmpfs mounted with its default mode
+    (1777, root's: sticky and world-writable, as /tmp)."""
+    from test_faults import _unmount
+    from conftest import build_sandbox, kill_processes_under
+    from upgrader import sample
+
+    box = build_sandbox(tmp_path / "box")
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(disk)], check=True)
+    try:
+        box.install_dir = disk / "app-01"
+        sample.install(box.install_dir, port=box.port)
+        inventory_with(box, install_dir=str(box.install_dir))
+        box.start_service()
+        try:
+            yield box, disk
+        finally:
+            if (box.install_dir / "bin" / "stop.sh").is_file():
+                box.stop_service()
+            kill_processes_under(tmp_path)
+    finally:
+        _unmount(disk)
+
+
+def test_an_install_in_a_sticky_1777_mount_point_is_accepted_when_root_owns_it(sticky_disk, capsys):
+    """The mount point is 1777 and root's, the install dir in it root's, the state dir not made yet: plan and run
+    go through (the sticky bit lets only the owner of app-01 rename it); the state dir is made there, marked."""
+    box, disk = sticky_disk
+    assert oct(disk.stat().st_mode & 0o7777) == "0o1777"
+    rc, plan = plan_to(box, NEW)
+    assert rc == 0
+    rc, text = approve_and_run(box, capsys, plan)
+    assert rc == 0, text
+    assert box.answers() == NEW
+    assert (disk / ".upgrader-app-01" / ".upgrader-state").is_file()
+
+
+def test_an_install_the_service_account_owns_in_a_sticky_mount_point_is_refused(sticky_disk, capsys):
+    """The same mount point, but app-01 is `nobody`'s: in a sticky dir its owner may rename it away and put a link
+    in its place, so plan refuses it (exit 2) naming the mount point, its mode and what to do; inspect too."""
+    box, disk = sticky_disk
+    os.chown(box.install_dir, NOBODY, NOBODY)
+    capsys.readouterr()
+    rc, plan = plan_to(box, NEW)
+    out, err = capsys.readouterr()
+    assert rc == 2, out + err
+    assert f"below {disk} (owned by uid 0, mode 1777)" in out + err and "chmod go-w" in out + err
+    assert not plan.exists()
+    rc, text = run_cli(box, capsys, "inspect", "--inventory", str(box.inventory), "--json")
+    assert rc == 2, text
+    os.chown(box.install_dir, 0, 0)

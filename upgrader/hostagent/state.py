@@ -217,20 +217,34 @@ def ancestor_problem(path):
     """The refusal (an AgentError) of ``path`` when one of the directories above it (every directory from ``/``
     down, and through any link on the way, those above the link's target too) could be changed by an account
     other than root and the agent's own: owned by another uid, or writable by group or others -- a sticky
-    directory such as /tmp only when the entry below it on the way is owned by root or the agent's uid. Else
-    None. The rule sshd applies to a user's home with StrictModes."""
-    todo = [c for c in os.path.abspath(path).split("/") if c][:-1]
+    directory owned by root or the agent's uid (such as /tmp, or a tmpfs mounted with its default mode 1777) only
+    when the entry below it on the way -- ``path`` itself when the sticky directory is its parent -- is owned by
+    root or the agent's uid, or (for ``path`` itself) does not exist yet: the sticky bit lets only an entry's
+    owner rename or remove it, so nobody else can swap it for a link. Else None. The rule sshd applies with
+    StrictModes from a user's file up to the home (where a group- or world-writable directory is refused, sticky
+    or not), extended to every directory above, where the sticky bit is honoured as just said."""
+    comps = [c for c in os.path.abspath(path).split("/") if c]
+    todo, last = comps[:-1], (comps[-1] if comps else None)
     cur, links = "/", 0
     while True:
         st = os.lstat(cur)
         nxt = todo[0] if todo else None
         if not trusted_uid(st.st_uid) or st.st_mode & 0o022:
+            # the entry below on the way: the next directory, or -- in the path's own parent -- the path itself
+            # (a sticky parent protects an install or state dir owned by root as /tmp protects root's files in it)
+            name = nxt if nxt is not None else last
             try:
-                below = os.lstat(os.path.join(cur, nxt)) if nxt else None
+                below = os.lstat(os.path.join(cur, name)) if name not in (None, ".", "..") else None
+                missing = False
+            except FileNotFoundError:
+                below, missing = None, True
             except OSError:
-                below = None
-            sticky_ok = (st.st_mode & stat.S_ISVTX and trusted_uid(st.st_uid) and below is not None
-                         and trusted_uid(below.st_uid))
+                below, missing = None, False
+            sticky_ok = (st.st_mode & stat.S_ISVTX and trusted_uid(st.st_uid)
+                         and ((below is not None and trusted_uid(below.st_uid))
+                              # the path itself not made yet: the agent makes it and opens it with O_NOFOLLOW, and
+                              # refuses it when another account made it first
+                              or (missing and nxt is None)))
             if not sticky_ok:
                 who = "root" if os.geteuid() == 0 else "root and uid %d" % os.geteuid()
                 return AgentError(
