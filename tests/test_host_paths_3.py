@@ -146,9 +146,15 @@ def test_c4n_a_state_dir_in_a_directory_nobody_can_write_is_refused_by_plan_and_
     shared.mkdir(mode=0o755)
     os.chown(shared, NOBODY, NOBODY)
     with_state_dir(sandbox, shared / "app-01")
-    rc, plan = plan_to(sandbox, NEW)
+    rc, text, plan = plan_text(sandbox, capsys)  # refused at plan time already (exit 2), naming the directory
+    assert rc == 2, text
+    assert_refused_naming(text, shared, NOBODY)
+    assert not plan.exists()
+    os.chown(shared, 0, 0)
+    rc, plan = plan_to(sandbox, NEW)  # planned while it was root's, given to `nobody` before the run
     assert rc == 0
     approval = approve(sandbox, plan)
+    os.chown(shared, NOBODY, NOBODY)
     was_pid = (sandbox.install_dir / "run" / "server.pid").read_text()
     rc, text = run_cli(sandbox, capsys, "run", str(plan), "--approval", str(approval))
     assert rc == 2, text

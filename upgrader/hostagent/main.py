@@ -24,7 +24,7 @@ from .receive import op_receive_check, op_receive_commit
 from .recovery import op_backup_check, op_recovery_check
 from .rollback import op_rollback
 from .service import op_hook, op_start, op_stop
-from .state import Paths, check_install, check_state_dir, check_state_markers, ensure_state_dir
+from .state import Paths, ancestor_problem, check_install, check_state_dir, ledger_dirs, check_state_markers, ensure_state_dir
 
 
 OPS = {"facts": op_facts, "lock": op_lock, "unlock": op_unlock, "prepare": op_prepare, "stop": op_stop,
@@ -84,8 +84,13 @@ def handle(req):
         if req.get("install_dir") and req.get("op") in INSTALL_OPS:
             # before anything of the install is read: nothing of it reaches a reply. Once a run may have stopped the
             # service, an install dir that became a link needs a person (a refusal before stop is bad input)
-            check_install(Paths(req), "needs_person" if req["op"] in AFTER_STOP else "unsafe_path")
-            check_state_markers(Paths(req), adopt=False)  # a state_dir naming another tool's directory: refused
+            paths = Paths(req)
+            check_install(paths, "needs_person" if req["op"] in AFTER_STOP else "unsafe_path")
+            for d in ledger_dirs(paths):  # the state dirs too: plan refuses what the run's preflight would
+                problem = ancestor_problem(d)
+                if problem:
+                    raise problem
+            check_state_markers(paths, adopt=False)  # a state_dir naming another tool's directory: refused
         if req.get("op") in STATE_OPS and req.get("install_dir"):
             check_state_dir(Paths(req))
         with OpLock(req):
