@@ -24,7 +24,8 @@ from .receive import op_receive_check, op_receive_commit
 from .recovery import op_backup_check, op_recovery_check
 from .rollback import op_rollback
 from .service import op_hook, op_start, op_stop
-from .state import Paths, ancestor_problem, check_install, check_state_dir, ledger_dirs, check_state_markers, ensure_state_dir
+from .state import (Paths, ancestor_problem, check_install, check_state_dir, check_state_markers, ensure_state_dir,
+                    ledger_dirs)
 
 
 OPS = {"facts": op_facts, "lock": op_lock, "unlock": op_unlock, "prepare": op_prepare, "stop": op_stop,
@@ -42,9 +43,10 @@ STATE_OPS = MUTATING + ("lock", "unlock", "receive_check", "receive_commit", "st
                         "recovery_check", "backup_check")
 
 #: the actions that read or change the install dir: each applies the rule to the install dir, its last component
-#: included, before it reads anything (check_install)
-AFTER_STOP = ("stop", "install", "start", "rollback", "finish", "hook", "observe", "verify_tree")
+#: included, and to the state dirs' parents, before it reads anything (check_install)
 INSTALL_OPS = STATE_OPS + ("facts", "read_vars", "prove", "inspect", "observe")
+#: the actions of a run that may come after its stop: an install dir found a link there needs a person
+AFTER_STOP = ("stop", "install", "start", "rollback", "finish", "hook", "observe", "verify_tree")
 
 
 class OpLock(object):
