@@ -54,7 +54,8 @@ def host_state(box: Sandbox) -> dict[str, Any]:
     runs = box.root / "runs"
     return {"product": product_digest(box.install_dir), "pid": pid_file.read_text().strip(),
             "version": box.answers(),
-            "agent": tree_digest(state_dir(box)) if state_dir(box).exists() else None,
+            "agent": {k: v for k, v in tree_digest(state_dir(box)).items() if k != ".upgrader-state"}
+            if state_dir(box).exists() else None,
             "runs": sorted(p.name for p in runs.iterdir()) if runs.is_dir() else []}
 
 

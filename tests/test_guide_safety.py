@@ -48,7 +48,9 @@ def host_state(box: Sandbox) -> dict[str, Any]:
     state = state_dir(box)
     return {"pid": pid(box), "answers": box.answers(), "product": product_digest(box.install_dir),
             # the tool's state beside the install (an empty one counts as none: the lock action makes the folder)
-            "host_state": (tree_digest(state) if state.exists() else None) or None, "runs": [p.name for p in runs(box)]}
+            # (nor does the agent's marker of a state dir it made, .upgrader-state)
+            "host_state": ({k: v for k, v in tree_digest(state).items() if k != ".upgrader-state"}
+                           if state.exists() else None) or None, "runs": [p.name for p in runs(box)]}
 
 
 def used_approvals(box: Sandbox) -> str:

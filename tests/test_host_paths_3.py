@@ -70,10 +70,8 @@ def assert_refused_naming(text: str, where: Path, uid: int) -> None:
     assert "StrictModes" in text
 
 
-def run_while_swapping(box: Sandbox, capsys: pytest.CaptureFixture[str], hosts: Path) -> tuple[int, str, int]:
-    rc, plan = plan_to(box, NEW)
-    assert rc == 0
-    approval = approve(box, plan)
+def run_while_swapping(box: Sandbox, capsys: pytest.CaptureFixture[str], hosts: Path, plan: Path,
+                       approval: Path) -> tuple[int, str, int]:
     toggler = Toggler(hosts, ".upgrader-app-01", ".upgrader-app-01.lnk")
     try:
         rc, text = run_cli(box, capsys, "run", str(plan), "--approval", str(approval))
@@ -92,10 +90,11 @@ def test_c4_over_ssh_the_package_upload_never_writes_through_a_state_dir_swapped
     f: Fleet = fleet(1)
     box = f.box
     victim = root_only_file(tmp_path)
-    hosts, sha = parent_given_to_the_service_account(box, victim)
-    rc, plan = plan_to(box, NEW)
+    rc, plan = plan_to(box, NEW)  # planned while the parent was root's: a plan now is refused (exit 2)
     assert rc == 0
     approval = approve(box, plan)
+    hosts, sha = parent_given_to_the_service_account(box, victim)
+    assert plan_to(box, NEW)[0] == 2
     was = host_state(box.install_dir)
     done = run_child(box, "run", str(plan), "--approval", str(approval), env=fault_env(
         exchange_at="agent:replied:receive_check",
@@ -116,10 +115,13 @@ def test_c3_locally_prepare_never_writes_through_a_state_dir_swapped_by_the_pare
     """The same account swapping the state dir over and over while a local run would snapshot the install:
     refused in preflight (exit 2), nothing written into `.A` or the root-only file, the service keeps its pid."""
     victim = root_only_file(tmp_path)
+    rc, plan = plan_to(sandbox, NEW)  # planned while the parent was root's
+    assert rc == 0
+    approval = approve(sandbox, plan)
     hosts, sha = parent_given_to_the_service_account(sandbox, victim)
     was = host_state(sandbox.install_dir)
     listing_a = sorted(os.listdir(hosts / ".A"))
-    rc, text, swaps = run_while_swapping(sandbox, capsys, hosts)
+    rc, text, swaps = run_while_swapping(sandbox, capsys, hosts, plan, approval)
     assert swaps > 0
     assert rc == 2, text
     assert_refused_naming(text, hosts, NOBODY)
@@ -144,9 +146,15 @@ def test_c4n_a_state_dir_in_a_directory_nobody_can_write_is_refused_by_plan_and_
     shared.mkdir(mode=0o755)
     os.chown(shared, NOBODY, NOBODY)
     with_state_dir(sandbox, shared / "app-01")
-    rc, plan = plan_to(sandbox, NEW)
+    rc, text, plan = plan_text(sandbox, capsys)  # refused at plan time already (exit 2), naming the directory
+    assert rc == 2, text
+    assert_refused_naming(text, shared, NOBODY)
+    assert not plan.exists()
+    os.chown(shared, 0, 0)
+    rc, plan = plan_to(sandbox, NEW)  # planned while it was root's, given to `nobody` before the run
     assert rc == 0
     approval = approve(sandbox, plan)
+    os.chown(shared, NOBODY, NOBODY)
     was_pid = (sandbox.install_dir / "run" / "server.pid").read_text()
     rc, text = run_cli(sandbox, capsys, "run", str(plan), "--approval", str(approval))
     assert rc == 2, text

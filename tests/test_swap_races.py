@@ -184,11 +184,12 @@ def test_a_ledger_dir_beside_the_install_made_by_a_local_user_is_refused_before_
     state.mkdir(mode=0o700)
     with_state_dir(sandbox, state)
     hosts = sandbox.install_dir.parent
-    os.chown(hosts, NOBODY, NOBODY)
-    assert as_attacker(hosts, lambda d: os.mkdir(".upgrader-app-01", 0o700, dir_fd=d)) == 0
-    rc, plan = plan_to(sandbox, "7.0.4.2")
+    rc, plan = plan_to(sandbox, "7.0.4.2")  # planned while the parent was root's (a plan now is refused, exit 2)
     assert rc == 0
     approval = approve(sandbox, plan)
+    os.chown(hosts, NOBODY, NOBODY)
+    assert as_attacker(hosts, lambda d: os.mkdir(".upgrader-app-01", 0o700, dir_fd=d)) == 0
+    assert plan_to(sandbox, "7.0.4.2")[0] == 2
     before, was_pid = listing(somewhere), pid(sandbox)
     done = run_child(sandbox, "run", str(plan), "--approval", str(approval))
     assert done.returncode == 2, done.stdout + done.stderr
@@ -219,11 +220,11 @@ def test_a_ledger_dir_a_local_user_could_swap_for_a_link_before_finish_is_refuse
     real.mkdir(mode=0o700)  # root's own ledger copy, from an earlier run
     (real / "catalog-serials.json").write_text('{"sample-middleware": 1}\n')
     held = listing(real)
-    os.chown(hosts, NOBODY, NOBODY)
-    assert as_attacker(hosts, lambda d: os.symlink(somewhere, ".upgrader-app-01.lnk", dir_fd=d)) == 0
-    rc, plan = plan_to(sandbox, "7.0.4.2")
+    rc, plan = plan_to(sandbox, "7.0.4.2")  # planned while the parent was root's (a plan now is refused, exit 2)
     assert rc == 0
     approval = approve(sandbox, plan)
+    os.chown(hosts, NOBODY, NOBODY)
+    assert as_attacker(hosts, lambda d: os.symlink(somewhere, ".upgrader-app-01.lnk", dir_fd=d)) == 0
     before, was_pid = listing(somewhere), pid(sandbox)
     done = run_child(sandbox, "run", str(plan), "--approval", str(approval), env=fault_env(
         exchange_at="cancel_check:commit", exchange=(hosts, real.name, ".upgrader-app-01.lnk", NOBODY)))
@@ -288,7 +289,8 @@ def test_the_ledger_descriptor_keeps_pointing_at_the_directory_checked(tmp_path)
         append_line_at(fd, "approvals-used.jsonl", "{}\n", str(d))
     finally:
         os.close(fd)
-    assert sorted(p.name for p in (parent / "lnk").iterdir()) == ["approvals-used.jsonl", "installed.json"]
+    assert sorted(p.name for p in (parent / "lnk").iterdir()) == [".upgrader-state", "approvals-used.jsonl",
+                                                                   "installed.json"]
     assert (somewhere / "server.conf").read_bytes() == CANARY and sorted(os.listdir(somewhere)) == [
         "README", "server.conf"]
     with pytest.raises(AgentError) as e:

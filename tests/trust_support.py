@@ -106,7 +106,7 @@ def host_state(box: Sandbox) -> HostState:
     pid_file = box.install_dir / "run" / "server.pid"
     home_runs = box.root / "runs"
     lock, staged = state / "lock", state / "packages"
-    records = {p.name: tree_digest(state)[p.name] for p in state.iterdir() if p.is_file() and p.name != "lock"} \
+    records = {p.name: tree_digest(state)[p.name] for p in state.iterdir() if p.is_file() and p.name not in ("lock", ".upgrader-state")} \
         if state.is_dir() else None
     return HostState(
         product=product_digest(box.install_dir),

@@ -1566,8 +1566,13 @@ class Inspection:
 
     @property
     def exit_code(self) -> int:
-        """0 when every host was inspected (warnings are findings, not failures), 5 when one could not be."""
-        return 5 if any(h.get("error") for h in self.hosts) else 0
+        """0 when every host was inspected (warnings are findings, not failures), 2 when a host's agent refused
+        the install's path as bad input (a link, a directory another account can change: nothing was read there),
+        else 5 when one could not be inspected."""
+        codes = [h.get("error_exit_code") for h in self.hosts if h.get("error")]
+        if 2 in codes:
+            return 2
+        return 5 if codes else 0
 
 
 def _local_playbook(install_dir: Path, name: str | None) -> Playbook:
@@ -1696,7 +1701,7 @@ def inspect(ctx: Context, *, install_dir: Path | None = None, inventory: Path | 
         except UpgraderError as e:  # keep the other hosts' reports
             return {"host": t.name, "address": t.address, "install_dir": t.install_dir, "product": t.playbook.product,
                     "playbook": str(t.playbook.path), "facts": {}, "metrics": {}, "thresholds": {},
-                    "warnings": [], "advisories": [], "error": e.message}
+                    "warnings": [], "advisories": [], "error": e.message, "error_exit_code": int(e.exit_code)}
         if cat is not None:
             report = flag_advisories(report, catalog=cat, policy=policy, today=today,
                                      maintenance_until=t.maintenance_until)

@@ -101,6 +101,9 @@ def read_config_vars(agent: AgentClient, *, install_dir: str, state_dir: str | N
         res = agent.call("read_vars", install_dir=install_dir, state_dir=state_dir, vars_from=dict(vars_from),
                          timeout=60)
     except AgentFailure as e:
+        from .host_paths import refuse_agent_unsafe
+
+        refuse_agent_unsafe(e, host=str(getattr(getattr(agent, "transport", None), "name", None) or install_dir))
         raise TransportError(f"cannot read the install's configuration: {e.message}") from e
     return dict(res.get("vars") or {})
 

@@ -10,10 +10,11 @@ This module only reads the spec; it does not touch a host.
 from __future__ import annotations
 
 from pathlib import PurePosixPath
-from .errors import InputError
+from .errors import InputError, TransportError
+from .exit_codes import ExitCode
 from .shapes import PathsToCheck, PlanPackage, PlaybookSpec
 
-__all__ = ["paths_to_check", "check_rendered", "refuse_unsafe"]
+__all__ = ["paths_to_check", "check_rendered", "refuse_unsafe", "refuse_agent_unsafe", "HostPathRefused"]
 
 
 def paths_to_check(spec: PlaybookSpec, package: PlanPackage | None = None) -> PathsToCheck:
@@ -59,3 +60,24 @@ def refuse_unsafe(problems: list[str], *, host: str, inventory: str) -> None:
     if problems:
         raise InputError(f"host {host}: " + "; ".join(problems), path=inventory,
                          hint="nothing was changed on the host; fix the link or the setting, then plan again")
+
+
+class HostPathRefused(TransportError):
+    """The host agent refused to read the install (or state dir) because of where it lies: a directory above it
+    another account can change, or the install dir's own name a link. Bad input (exit 2), nothing read or changed.
+    A TransportError all the same where a caller leaves an unreadable host to the run's preflight (the run-time
+    gate), which refuses it there again and records the refusal in the run's journal."""
+
+    exit_code = ExitCode.BAD_INPUT
+
+
+def refuse_agent_unsafe(err: object, *, host: str) -> None:
+    """An agent action refused with kind ``unsafe_path``: HostPathRefused with the agent's sentence (it names the
+    path, its owner and what to do). Anything else: returns."""
+    if getattr(err, "kind", None) == "unsafe_path":
+        message = str(getattr(err, "message", err))
+        if (getattr(err, "data", None) or {}).get("key") == "state_dir":
+            message = f"inventory key hosts.{host}.state_dir: {message}"
+        raise HostPathRefused(message, host=host,
+                              hint="nothing was read or changed on the host; fix the directory's owner or mode (or "
+                                   "install_dir / state_dir in the inventory) as the message says, then try again")

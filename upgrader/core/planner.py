@@ -54,6 +54,9 @@ def host_facts(agent: AgentClient, host: Host, spec: PlaybookSpec, packages: lis
                           check_drift=check_drift, packages=packages,
                           ascii_dirs=spec.get("preflight", {}).get("ascii_dirs", []), timeout=600, **extra))
     except AgentFailure as e:
+        from .host_paths import refuse_agent_unsafe
+
+        refuse_agent_unsafe(e, host=host.name)
         raise TransportError(f"cannot read the host's state: {e.message}", host=host.name) from e
 
 

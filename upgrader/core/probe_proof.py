@@ -79,6 +79,9 @@ def prove(call: AgentCall, *, host: str, observe: ObserveSpec, version: str | No
     try:
         res = call("prove", probes=probes, timeout=120)
     except AgentFailure as e:
+        from .host_paths import refuse_agent_unsafe
+
+        refuse_agent_unsafe(e, host=host)
         raise TransportError(f"cannot check the health probes on the host: {e.message}", host=host) from e
     results = list(res.get("probes") or [])
     found = failures(probes, results, vars_read or {})

@@ -171,6 +171,9 @@ def inspect_host(target: Any, playbook: Any, *, install_dir: str, name: str = "l
         facts = agent.call("inspect", install_dir=install_dir, state_dir=state_dir, tail=tail,
                            config_text=texts, timeout=300, **request)
     except AgentFailure as e:
+        from ..core.host_paths import refuse_agent_unsafe
+
+        refuse_agent_unsafe(e, host=name)
         raise TransportError(f"the inspection failed on the host: {e.message}", host=name) from e
     finally:
         if agent is not target:

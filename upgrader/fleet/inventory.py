@@ -237,7 +237,12 @@ def _check_distinct_installs(hosts: dict[str, Host], p: Path) -> None:
     seen: dict[tuple[str, int, str], str] = {}
     for h in hosts.values():
         # on this machine the directory itself counts, whatever symlink leads to it
-        install = os.path.realpath(h.install_dir) if h.is_local else h.install_dir
+        install = h.install_dir
+        if h.is_local:
+            try:
+                install = os.path.realpath(h.install_dir)
+            except OSError:  # a name changing between its lstat and readlink: the agent's own checks refuse it
+                install = os.path.abspath(h.install_dir)
         where = (h.address, h.port if not h.is_local else 0, install)
         if where in seen:
             raise InputError(f"hosts {seen[where]!r} and {h.name!r} point at the same install dir "

@@ -144,7 +144,7 @@ def open_beneath(root, rel, what, flags=os.O_RDONLY):
     parts = resolve_beneath(root, rel, what)
     if not parts:
         raise unsafe_path(what, rel, root, "is the install dir itself, not a file in it")
-    root_fd = os.open(root, OPEN_DIR & ~os.O_NOFOLLOW)
+    root_fd = open_root(root, "the install dir")
     try:
         fd = walk_dirs(root_fd, parts[:-1], what, root)
         try:
@@ -192,7 +192,7 @@ def remove_beneath(root, rel, what, missing_ok=False):
     parts = resolve_beneath(root, rel, what, follow_last=False)
     if not parts:
         raise unsafe_path(what, rel, root, "is the install dir itself, not a path in it")
-    root_fd = os.open(root, OPEN_DIR & ~os.O_NOFOLLOW)
+    root_fd = open_root(root, "the install dir")
     try:
         try:
             fd = walk_dirs(root_fd, parts[:-1], what, root)

@@ -10,13 +10,13 @@ import time
 from .common import AgentError
 from .files import create_nofollow, fsync_dir, read_json
 from .ledger import check_catalog_serial, used_approvals
-from .state import Paths, check_state_dir
+from .state import Paths, check_state_dir, ensure_state_dir
 
 
 def op_lock(req):
     paths = Paths(req)
     check_state_dir(paths)
-    os.makedirs(paths.state, 0o700, exist_ok=True)
+    ensure_state_dir(paths.state)
     used = used_approvals(paths)
     for digest in req.get("approvals", []):
         if digest in used and used[digest].get("run") != req["run_id"]:

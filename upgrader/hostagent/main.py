@@ -25,7 +25,8 @@ from .receive import op_receive_check, op_receive_commit
 from .recovery import op_backup_check, op_recovery_check
 from .rollback import op_rollback
 from .service import op_hook, op_start, op_stop
-from .state import Paths, check_state_dir
+from .state import (Paths, ancestor_problem, check_install, check_state_dir, check_state_markers, ensure_state_dir,
+                    ledger_dirs)
 
 
 OPS = {"facts": op_facts, "lock": op_lock, "unlock": op_unlock, "prepare": op_prepare, "stop": op_stop,
@@ -42,6 +43,12 @@ MUTATING = ("prepare", "stop", "install", "start", "rollback", "finish", "hook")
 STATE_OPS = MUTATING + ("lock", "unlock", "receive_check", "receive_commit", "state", "verify_tree",
                         "recovery_check", "backup_check")
 
+#: the actions that read or change the install dir: each applies the rule to the install dir, its last component
+#: included, and to the state dirs' parents, before it reads anything (check_install)
+INSTALL_OPS = STATE_OPS + ("facts", "read_vars", "prove", "inspect", "observe")
+#: the actions of a run that may come after its stop: an install dir found a link there needs a person
+AFTER_STOP = ("stop", "install", "start", "rollback", "finish", "hook", "observe", "verify_tree")
+
 
 class OpLock(object):
     """One mutating action per run and host at a time: a retry after a lost connection waits for
@@ -52,8 +59,9 @@ class OpLock(object):
         if req.get("op") in MUTATING and req.get("run_id") and req.get("install_dir"):
             paths = Paths(req)
             check_state_dir(paths)
+            ensure_state_dir(paths.state)
             directory = paths.run()
-            for d in (paths.state, os.path.join(paths.state, "runs"), directory):
+            for d in (os.path.join(paths.state, "runs"), directory):
                 if not os.path.isdir(d):
                     os.makedirs(d, 0o700, exist_ok=True)
             self.path = os.path.join(directory, ".op.lock")
@@ -76,6 +84,16 @@ def handle(req):
     if op is None:
         return {"ok": False, "kind": "bad_input", "error": "unknown agent op %r" % req.get("op")}
     try:
+        if req.get("install_dir") and req.get("op") in INSTALL_OPS:
+            # before anything of the install is read: nothing of it reaches a reply. Once a run may have stopped the
+            # service, an install dir that became a link needs a person (a refusal before stop is bad input)
+            paths = Paths(req)
+            check_install(paths, "needs_person" if req["op"] in AFTER_STOP else "unsafe_path")
+            for d in ledger_dirs(paths):  # the state dirs too: plan refuses what the run's preflight would
+                problem = ancestor_problem(d)
+                if problem:
+                    raise problem
+            check_state_markers(paths, adopt=False)  # a state_dir naming another tool's directory: refused
         if req.get("op") in STATE_OPS and req.get("install_dir"):
             check_state_dir(Paths(req))
         with OpLock(req):

@@ -12,7 +12,7 @@ from .files import canonical_digest, create_nofollow, fsync_dir, read_json, rmtr
 from .ledger import check_ledger_version, ledger_drift
 from .manifests import copy_preserved, copy_tree, hash_at, overlay, scan_tree, snapshot, verify_backup
 from .recovery import tree_owner
-from .state import Paths, check_state_dir, run_state, set_run_state
+from .state import Paths, check_state_dir, ensure_state_dir, run_state, set_run_state
 
 
 def op_prepare(req):
@@ -33,6 +33,7 @@ def op_prepare(req):
     if os.path.isdir(run_dir):
         for leftover in ("staging", "backup", "package.tar.gz"):
             rmtree(paths.run(leftover))
+    ensure_state_dir(paths.state)  # made with the agent's marker
     os.makedirs(run_dir, 0o700, exist_ok=True)
     if not os.path.isdir(paths.install):
         raise AgentError("install dir %s does not exist" % paths.install, "bad_input")

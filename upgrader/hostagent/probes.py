@@ -76,7 +76,7 @@ def log_files(paths, pattern):
         return [pattern]
     try:
         fd = open_beneath(paths.install, head, "log file", os.O_RDONLY | os.O_DIRECTORY) if head else \
-            os.open(paths.install, OPEN_DIR & ~os.O_NOFOLLOW)
+            os.open(paths.install, OPEN_DIR)
     except OSError:
         return []
     try:

@@ -4,7 +4,7 @@ import os
 
 from .common import AgentError
 from .files import sha256_file
-from .state import Paths, check_state_dir
+from .state import Paths, check_state_dir, ensure_state_dir
 
 
 def op_receive_check(req):
@@ -22,6 +22,7 @@ def op_receive_check(req):
             return {"present": True, "path": path}
         os.unlink(path)
         result["replaced"] = "the cached copy no longer had sha256 %s; it was removed" % req["sha256"]
+    ensure_state_dir(paths.state)  # made with the agent's marker
     os.makedirs(paths.packages, 0o700, exist_ok=True)
     return result
 

@@ -19,7 +19,13 @@ class Paths(object):
     def __init__(self, req):
         self.install = os.path.abspath(req["install_dir"])
         parent, name = os.path.split(self.install.rstrip("/"))
-        self.state = req.get("state_dir") or os.path.join(parent, ".upgrader-" + name)
+        self.default_state = os.path.join(parent, ".upgrader-" + name)
+        given = req.get("state_dir")
+        if given and (not isinstance(given, str) or not given.startswith("/") or "\x00" in given):
+            raise AgentError("state_dir %r (the inventory's state_dir of this host) is not an absolute path; nothing "
+                             "was read or changed: give the directory's absolute path, or remove the key to keep the "
+                             "state beside the install dir" % (given,), "unsafe_path", path=given, key="state_dir")
+        self.state = os.path.normpath(given) if given else self.default_state
         self.run_id = req.get("run_id")
 
     @property
@@ -63,8 +69,7 @@ def ledger_dirs(paths):
     """Where this host's trust ledger is kept (used approvals, catalog serials, the last install's manifest):
     always the default state dir beside the install (``.upgrader-NAME``), which no plan can move, and the
     request's state dir too when it names another one. Reads take every copy, writes go to each."""
-    parent, name = os.path.split(paths.install.rstrip("/"))
-    default = os.path.join(parent, ".upgrader-" + name)
+    default = paths.default_state
     if os.path.abspath(paths.state) == default:
         return [default]
     return [default, os.path.abspath(paths.state)]
@@ -79,6 +84,7 @@ def check_state_dir(paths):
         problem = ancestor_problem(d)
         if problem:
             raise problem
+    check_state_markers(paths, adopt=True)
     dirs = [paths.state, os.path.join(paths.state, "runs"), paths.packages]
     if paths.run_id:
         dirs.append(paths.run())
@@ -92,6 +98,117 @@ def check_state_dir(paths):
             raise problem
 
 
+#: the marker file of a state dir the agent made (or adopted): only a directory that carries it, or one that does
+#: not exist yet (the agent makes it and writes the marker), is used as a state dir
+STATE_MARKER = ".upgrader-state"
+STATE_FORMAT = 1
+#: what the agent itself keeps in a state dir (an older version's default state dir with nothing else is adopted)
+STATE_NAMES = ("runs", "packages", "installed.json", "approvals-used.jsonl", "catalog-serials.json", "lock",
+               STATE_MARKER)
+
+
+def write_state_marker(fd):
+    write_json_at(fd, STATE_MARKER, {"format": STATE_FORMAT, "what": "upgrader host agent state dir; do not put "
+                                                                     "other files here"})
+
+
+def state_marker_problem(d, fd, default, adopt):
+    """The refusal (an AgentError) of the existing state dir ``d`` (open as ``fd``) that carries no marker of ours,
+    or None. The default state dir beside the install (``default``) made by an older version -- holding only what
+    the agent keeps -- is adopted: the marker written when ``adopt``."""
+    names = os.listdir(fd)
+    if STATE_MARKER in names:
+        doc = read_json_at(fd, STATE_MARKER, d)
+        fmt = doc.get("format") if isinstance(doc, dict) else None
+        if not isinstance(fmt, int) or fmt < 1:
+            return AgentError("%s/%s is not a state dir marker the agent wrote; nothing was changed: check the "
+                              "directory by hand" % (d, STATE_MARKER), "unsafe_path", path=d, key="state_dir")
+        if fmt > STATE_FORMAT:
+            return AgentError("state dir %s was made by a newer upgrader (state format %d, this agent knows %d); "
+                              "nothing was changed: upgrade the controller" % (d, fmt, STATE_FORMAT),
+                              "unsafe_path", path=d, key="state_dir")
+        return None
+    foreign = sorted(n for n in names if n not in STATE_NAMES and ".tmp." not in n)
+    st = os.fstat(fd)
+    if not names and st.st_uid == os.geteuid() and stat.S_IMODE(st.st_mode) & 0o077 == 0:
+        # an empty directory only the agent's user may enter (``mkdir -m 700`` by the operator): nothing of
+        # another tool to overwrite there; taken and marked
+        if adopt:
+            write_state_marker(fd)
+        return None
+    if default and not foreign:
+        if adopt:
+            write_state_marker(fd)
+        return None
+    if default:
+        return AgentError(
+            "the state dir %s beside the install holds files the agent did not put there (%s) and no %s marker; "
+            "nothing was written there: move those files away, or set the inventory's state_dir for this host"
+            % (d, ", ".join(foreign[:5]), STATE_MARKER), "unsafe_path", path=d, key="state_dir")
+    return AgentError(
+        "state_dir %s (the inventory's state_dir of this host) is an existing directory the agent did not make (it "
+        "carries no %s marker): it may be another tool's directory, and the agent would write its run files, "
+        "approvals-used.jsonl and catalog-serials.json there and replace an installed.json; nothing was written: "
+        "set state_dir to a directory that does not exist yet (the agent makes it, with the marker), or remove the "
+        "key to keep the state beside the install dir" % (d, STATE_MARKER), "unsafe_path", path=d, key="state_dir")
+
+
+def check_state_markers(paths, adopt):
+    """Every state dir of the request (its own and the ledger's default copy) either absent or carrying the
+    agent's marker (state_marker_problem); ``adopt``: write the marker into an older version's default dir."""
+    for d in ledger_dirs(paths):
+        try:
+            fd = open_state_dir(d)
+        except AgentError:
+            if adopt:
+                raise
+            continue  # a read-only look: the run's own checks refuse that directory
+        if fd is None:
+            continue
+        try:
+            problem = state_marker_problem(d, fd, d == paths.default_state, adopt)
+        finally:
+            os.close(fd)
+        if problem:
+            raise problem
+
+
+def ensure_state_dir(path):
+    """Make the state dir ``path`` (0700, with the marker) when it is absent; an existing one is left as it is
+    (check_state_markers vouched for it)."""
+    fd = open_state_dir(path)
+    if fd is not None:
+        os.close(fd)
+        return
+    fd = open_state_dir(path, create=True)
+    os.close(fd)
+
+
+def check_install(paths, kind="unsafe_path"):
+    """The rule of check_state_dir for the install dir itself, applied by every action that reads or changes the
+    install (facts, inspect, read_vars, prove as much as prepare): no directory above it may be changed by another
+    account, and its own name -- the last component -- must be a plain directory, not a link (whoever made the
+    link could point it at a root-only directory and have the agent read or change that). An absent install dir
+    passes (the action reports it). Nothing of the install is read before this check. ``kind``: the refusal's kind
+    for a link or a non-directory there (needs_person once a run may have stopped the service)."""
+    problem = ancestor_problem(paths.install)
+    if problem:
+        raise problem
+    try:
+        st = os.lstat(paths.install)
+    except FileNotFoundError:
+        return
+    if stat.S_ISLNK(st.st_mode):
+        raise AgentError(
+            "the install dir %s is a symlink (-> %s); the agent reads and changes an install only in a plain "
+            "directory, never through a link (its owner could point it at any directory): name the directory "
+            "itself as install_dir in the inventory, or replace the link with the directory; nothing was read or "
+            "changed" % (paths.install, link_target(paths.install)), kind, path=paths.install)
+    if not stat.S_ISDIR(st.st_mode):
+        raise AgentError("the install dir %s is not a directory; nothing was read or changed: correct install_dir "
+                         "in the inventory" % paths.install, kind, path=paths.install)
+
+
 def trusted_uid(uid):
     return uid in (0, os.geteuid())
 
@@ -100,20 +217,34 @@ def ancestor_problem(path):
     """The refusal (an AgentError) of ``path`` when one of the directories above it (every directory from ``/``
     down, and through any link on the way, those above the link's target too) could be changed by an account
     other than root and the agent's own: owned by another uid, or writable by group or others -- a sticky
-    directory such as /tmp only when the entry below it on the way is owned by root or the agent's uid. Else
-    None. The rule sshd applies to a user's home with StrictModes."""
-    todo = [c for c in os.path.abspath(path).split("/") if c][:-1]
+    directory owned by root or the agent's uid (such as /tmp, or a tmpfs mounted with its default mode 1777) only
+    when the entry below it on the way -- ``path`` itself when the sticky directory is its parent -- is owned by
+    root or the agent's uid, or (for ``path`` itself) does not exist yet: the sticky bit lets only an entry's
+    owner rename or remove it, so nobody else can swap it for a link. Else None. The rule sshd applies with
+    StrictModes from a user's file up to the home (where a group- or world-writable directory is refused, sticky
+    or not), extended to every directory above, where the sticky bit is honoured as just said."""
+    comps = [c for c in os.path.abspath(path).split("/") if c]
+    todo, last = comps[:-1], (comps[-1] if comps else None)
     cur, links = "/", 0
     while True:
         st = os.lstat(cur)
         nxt = todo[0] if todo else None
         if not trusted_uid(st.st_uid) or st.st_mode & 0o022:
+            # the entry below on the way: the next directory, or -- in the path's own parent -- the path itself
+            # (a sticky parent protects an install or state dir owned by root as /tmp protects root's files in it)
+            name = nxt if nxt is not None else last
             try:
-                below = os.lstat(os.path.join(cur, nxt)) if nxt else None
+                below = os.lstat(os.path.join(cur, name)) if name not in (None, ".", "..") else None
+                missing = False
+            except FileNotFoundError:
+                below, missing = None, True
             except OSError:
-                below = None
-            sticky_ok = (st.st_mode & stat.S_ISVTX and trusted_uid(st.st_uid) and below is not None
-                         and trusted_uid(below.st_uid))
+                below, missing = None, False
+            sticky_ok = (st.st_mode & stat.S_ISVTX and trusted_uid(st.st_uid)
+                         and ((below is not None and trusted_uid(below.st_uid))
+                              # the path itself not made yet: the agent makes it and opens it with O_NOFOLLOW, and
+                              # refuses it when another account made it first
+                              or (missing and nxt is None)))
             if not sticky_ok:
                 who = "root" if os.geteuid() == 0 else "root and uid %d" % os.geteuid()
                 return AgentError(
@@ -177,11 +308,18 @@ def open_state_dir(path, create=False):
         raise problem
     if create:
         os.makedirs(parent or "/", 0o755, exist_ok=True)
-    pfd = os.open(parent or "/", OPEN_DIR & ~os.O_NOFOLLOW)
     try:
+        pfd = os.open(parent or "/", OPEN_DIR & ~os.O_NOFOLLOW)
+    except FileNotFoundError:
+        if create:
+            raise
+        return None  # its parent is not there either
+    try:
+        made = False
         if create:
             try:
                 os.mkdir(name, 0o700, dir_fd=pfd)
+                made = True
             except FileExistsError:
                 pass
         try:
@@ -201,6 +339,8 @@ def open_state_dir(path, create=False):
     if problem:
         os.close(fd)
         raise problem
+    if made:
+        write_state_marker(fd)
     return fd
 
 
