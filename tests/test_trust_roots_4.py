@@ -10,6 +10,7 @@ B1 a byte-identical copy of the operator's policy.yaml in the requester's own ho
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import shutil
@@ -263,36 +264,63 @@ def test_the_same_install_under_another_spelling_is_one_install_at_plan_time(
     assert host_state(sandbox) == before
 
 
-def test_a_plan_entry_edited_to_reach_the_install_through_a_link_is_refused_at_run_time(
+def _second_entry_through(sandbox: Sandbox, plan: Path, other: Path) -> Path:
+    """The requester's edit: a second entry named app-01-b for the install reached as ``other``, put first (the
+    canary), the plan signed again with their key, and an approval signed for it anyway."""
+    import copy
+
+    data: dict[str, Any] = json.loads(plan.read_text(encoding="utf-8"))
+    b = copy.deepcopy(data["hosts"][0])
+    b["name"], b["install_dir"] = "app-01-b", str(other)
+    b["state_dir"] = str(other.parent / ".upgrader-app-b")
+    b.pop("identity", None)
+    data["hosts"].insert(0, b)
+    data.pop("signature", None)
+    plan.write_text(readable_json(resigned(data, sandbox.root)), encoding="utf-8")
+    return approval_signed_anyway(sandbox, plan)
+
+
+def test_a_plan_entry_edited_to_reach_the_install_through_a_bind_mount_is_refused_at_run_time(
         sandbox: Sandbox, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """A genuine plan, plus a second entry the requester adds for the same install through a symlink (another
-    name, the machine's address spelt 0.0.0.0): the run reads each host again and finds one machine and one
+    """A genuine plan, plus a second entry the requester adds for the same install under another path (a bind
+    mount: no link anywhere, another name): the run reads each host again and finds one machine and one
     (st_dev, st_ino): refused (exit 4), the host untouched."""
+    import subprocess
+
+    rc, plan = plan_to(sandbox, "7.0.4.2")
+    assert rc == ExitCode.OK
+    other = tmp_path / "elsewhere" / "app"
+    other.mkdir(parents=True)
+    subprocess.run(["mount", "--bind", str(sandbox.install_dir), str(other)], check=True)
+    try:
+        approval = _second_entry_through(sandbox, plan, other)
+        before = pristine(sandbox)
+        rc, err = cli(sandbox, capsys, "run", str(plan), "--approval", str(approval), "--canary", "1", "--yes")
+        assert rc == ExitCode.APPROVAL_REFUSED, err
+        assert "is the same install as" in err and "app-01-b" in err and "machine-id" in err, err
+        assert host_state(sandbox) == before
+    finally:
+        subprocess.run(["umount", str(other)], check=True)
+
+
+def test_a_plan_entry_edited_to_reach_the_install_through_a_symlink_is_refused_at_run_time(
+        sandbox: Sandbox, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The same edit through a symlink: the host refuses an install dir that is a link before it reads anything
+    (issue 14's rule: exit 2, naming the link); that entry is the canary, so the run ends there, the host
+    untouched."""
     rc, plan = plan_to(sandbox, "7.0.4.2")
     assert rc == ExitCode.OK
     link = tmp_path / "elsewhere" / "app"
     link.parent.mkdir()
     link.symlink_to(sandbox.install_dir)
-
-    def second_entry(data: dict[str, Any]) -> None:
-        import copy
-
-        b = copy.deepcopy(data["hosts"][0])
-        b["name"], b["install_dir"] = "app-01-b", str(link)
-        b["state_dir"] = str(link.parent / ".upgrader-app-b")
-        b.pop("identity", None)
-        data["hosts"].append(b)
-
-    data: dict[str, Any] = json.loads(plan.read_text(encoding="utf-8"))
-    second_entry(data)
-    data.pop("signature", None)
-    plan.write_text(readable_json(resigned(data, sandbox.root)), encoding="utf-8")
-    approval = approval_signed_anyway(sandbox, plan)
+    approval = _second_entry_through(sandbox, plan, link)
     before = pristine(sandbox)
     rc, err = cli(sandbox, capsys, "run", str(plan), "--approval", str(approval), "--canary", "1", "--yes")
-    assert rc == ExitCode.APPROVAL_REFUSED, err
-    assert "app-01-b is the same install as app-01" in err, err
-    assert host_state(sandbox) == before
+    assert rc == ExitCode.BAD_INPUT, err
+    assert str(link) in err and "link" in err, err
+    after = host_state(sandbox)  # the host as it was; only the controller's journal of the refused run is new
+    assert dataclasses.replace(after, home_runs=before.home_runs) == before
+    assert after.home_runs != before.home_runs
 
 
 @pytest.mark.parametrize("address", ["0.0.0.0", "::ffff:127.0.0.1", "[::1]", "127.0.0.2", "LOCALHOST."])
