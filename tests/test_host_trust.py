@@ -459,6 +459,9 @@ def test_the_host_compares_the_signed_catalogs_serial_with_its_ledger(
     product = json.loads(plan.read_text())["hosts"][0]["product"]
     ledger = state_dir(sandbox.install_dir)
     ledger.mkdir(mode=0o700, exist_ok=True)
+    from upgrader.hostagent.state import STATE_FORMAT, STATE_MARKER  # the agent's own state dir, as it marks one
+
+    (ledger / STATE_MARKER).write_text(json.dumps({"format": STATE_FORMAT}), encoding="utf-8")
     (ledger / "catalog-serials.json").write_text(json.dumps({product: serial}), encoding="utf-8")
     (ledger / "catalog-serials.next").write_text(json.dumps({product: serial + 5}), encoding="utf-8")
     approval = approve(sandbox, plan)
