@@ -226,7 +226,10 @@ def two_days(tmp_path: Path) -> Path:
 def show(capsys: pytest.CaptureFixture[str], log: Path, *args: str) -> list[dict[str, Any]]:
     capsys.readouterr()
     assert main(["audit", "show", str(log), "--json", *args]) == 0
-    events: list[dict[str, Any]] = json.loads(capsys.readouterr().out)
+    shown: dict[str, Any] = json.loads(capsys.readouterr().out)
+    # no allowed signers here: the verdict comes first, UNVERIFIED, and the timeline is still shown (exit 0)
+    assert shown["verification"]["headline"].startswith("UNVERIFIED")
+    events: list[dict[str, Any]] = shown["events"]
     return events
 
 
@@ -306,9 +309,14 @@ def test_show_and_export_skip_lines_that_are_not_events(tmp_path: Path, capsys: 
     path = tmp_path / "audit.jsonl"
     AuditLog(path, ACTOR).append("run_started", run="r1", time="2026-01-01T09:00:00.000+00:00")
     path.write_bytes(path.read_bytes() + b'[1, 2]\n"text"\n{"seq": 4, "actor": "me", "data": [1], "event": 5}\n')
-    events = show(capsys, path)
-    assert [e["seq"] for e in events] == [1, 4]
-    assert main(["audit", "show", str(path)]) == 0
+    capsys.readouterr()
+    # the chain is broken at line 2: `audit show` says ALTERED first and exits 6, whatever the trust given
+    assert main(["audit", "show", str(path), "--json"]) == 6
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["verification"]["headline"].startswith("ALTERED (line 2")
+    assert [e["seq"] for e in shown["events"]] == [1, 4]
+    assert main(["audit", "show", str(path)]) == 6
+    assert capsys.readouterr().out.startswith("ALTERED (line 2")
     out = tmp_path / "report.html"
     # written; no allowed signers are known here, so the verdict is "cannot check" (2) with the chain's result beside it
     assert main(["audit", "export", str(path), "--format", "html", "-o", str(out)]) == 2

@@ -354,11 +354,22 @@ def test_json_export_holds_the_verification_with_its_verdict_and_every_event(
     assert doc["events"] == history.events
 
 
+def event_rows(text: str) -> list[dict[str, str]]:
+    """The event rows of a CSV export: after its verification row, read by the column header."""
+    reader = csv.reader(io.StringIO(text, newline=""))
+    assert next(reader)[0] == "verification"
+    header = next(reader)
+    return [dict(zip(header, row)) for row in reader]
+
+
 def test_csv_export_has_one_row_per_event_with_the_documented_columns(history: History,
                                                                        reports: dict[str, Path]) -> None:
     """The CSV has the documented header, one row per event, and details that parse back to the event's data."""
-    rows = list(csv.DictReader(io.StringIO(reports["csv"].read_text(), newline="")))
-    assert tuple(csv.reader(io.StringIO(reports["csv"].read_text())).__next__()) == CSV_COLUMNS == (
+    first, header, *_ = csv.reader(io.StringIO(reports["csv"].read_text(), newline=""))
+    assert first[:2] == ["verification", "INTACT"] and first[5].endswith("allowed_signers")
+    assert len(first[6]) == 64
+    rows = event_rows(reports["csv"].read_text())
+    assert tuple(header) == CSV_COLUMNS == (
         "seq", "time", "run", "host", "event", "phase", "outcome", "actor_user", "actor_principal", "actor_key",
         "details")
     assert len(rows) == len(history.events)
@@ -376,7 +387,7 @@ def test_csv_export_keeps_commas_quotes_and_newlines_and_defuses_formulas(tmp_pa
     events = untrusted_log(tmp_path / "audit.jsonl")
     out = tmp_path / "hostile.csv"
     export("csv", events, verify_log(tmp_path / "audit.jsonl", signers=None), "v", out, lang=None)
-    rows = list(csv.DictReader(io.StringIO(out.read_text(), newline="")))
+    rows = event_rows(out.read_text())
     assert len(rows) == len(events)
     finished = next(r for r in rows if r["event"] == "phase_finished")
     assert json.loads(finished["details"])["detail"] == 'a,"b"\nc'
@@ -385,7 +396,7 @@ def test_csv_export_keeps_commas_quotes_and_newlines_and_defuses_formulas(tmp_pa
     formula = AuditLog(tmp_path / "f.jsonl", {}).append("run_started", run="=cmd|' /C calc'!A0", host="@SUM(1)",
                                                          time="2026-11-26T10:00:00.000+00:00")
     export("csv", [formula], verify_log(tmp_path / "f.jsonl", signers=None), "v", tmp_path / "f.csv")
-    row = next(csv.DictReader(io.StringIO((tmp_path / "f.csv").read_text(), newline="")))
+    row = event_rows((tmp_path / "f.csv").read_text())[0]
     assert row["run"] == "'=cmd|' /C calc'!A0" and row["host"] == "'@SUM(1)"
 
 

@@ -24,6 +24,7 @@ and its approval long before it starts the run.
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import json
 import os
 import threading
@@ -1270,14 +1271,26 @@ def verify_audit(ctx: Context, *, log: Path | None = None, allowed_signers: Path
 
     anchored = parse_anchor(anchor) if anchor else None
     signers: AllowedSigners | None = None
+    source: Path | None = None
     if allowed_signers is not None:
-        signers = load_allowed_signers(allowed_signers)
+        source = Path(allowed_signers)
     else:
         policy = load_policy(ctx)
         path = policy.audit_signers
-        signers = load_allowed_signers(policy.resolve_path(path)) if path else None
-    return verify_log(Path(log) if log else audit_path(ctx.home), signers=signers,
-                      anchor=anchored, data=data)
+        source = Path(policy.resolve_path(path)) if path else None
+    digest: str | None = None
+    if source is not None:
+        signers = load_allowed_signers(source)
+        try:
+            digest = hashlib.sha256(source.read_bytes()).hexdigest()  # the report names the exact file it trusted
+        except OSError:
+            digest = None
+    result = verify_log(Path(log) if log else audit_path(ctx.home), signers=signers,
+                        anchor=anchored, data=data)
+    result.signers_file = str(source) if source is not None else None
+    result.signers_sha256 = digest
+    result.anchor = f"{anchored[0]}:{anchored[1]}" if anchored else None
+    return result
 
 
 @dataclass(frozen=True)

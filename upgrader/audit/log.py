@@ -343,6 +343,9 @@ class VerifyResult:
     uncovered: int = 0                  # valid entries after the last checkpoint
     anchor_checked: bool = False
     signers_known: bool = True          # False: no allowed signers, so no checkpoint could be attributed
+    signers_file: str | None = None     # the allowed signers file the verdict used (set by api.verify_audit)
+    signers_sha256: str | None = None   # its sha256 as read
+    anchor: str | None = None           # the anchor given, as SEQ:HEAD
     warnings: list[str] = field(default_factory=list)
 
     @property
@@ -368,7 +371,8 @@ class VerifyResult:
                 "valid_entries": self.valid_entries, "checkpoints": self.checkpoints,
                 "last_checkpoint": self.last_checkpoint, "bad_line": self.bad_line, "problem": self.problem,
                 "message": self.message, "uncovered_after_last_checkpoint": self.uncovered,
-                "anchor_checked": self.anchor_checked, "warnings": self.warnings}
+                "anchor_checked": self.anchor_checked, "anchor": self.anchor, "signers_file": self.signers_file,
+                "signers_sha256": self.signers_sha256, "warnings": self.warnings}
 
 
 def parse_anchor(text: str) -> tuple[int, str]:

@@ -34,8 +34,12 @@ from ..core.language import LANGS, resolve_lang  # one rule for every reader; ke
 if TYPE_CHECKING:
     from .log import VerifyResult
 
-__all__ = ["export", "render_html", "render_json", "render_csv", "resolve_lang", "CSV_COLUMNS", "LANGS"]
+__all__ = ["export", "render_html", "render_json", "render_csv", "resolve_lang", "CSV_COLUMNS", "CSV_VERIFICATION",
+           "LANGS"]
 
+#: the first row of a CSV export: the verdict on the whole log, before the column header
+CSV_VERIFICATION = ("verification", "status", "bad_line", "problem", "verdict", "allowed_signers",
+                    "allowed_signers_sha256", "anchor")
 CSV_COLUMNS = ("seq", "time", "run", "host", "event", "phase", "outcome", "actor_user", "actor_principal",
                "actor_key", "details")
 
@@ -48,7 +52,7 @@ def export(fmt: str, events: list[dict[str, object]], result: VerifyResult, verd
     elif fmt == "json":
         text = render_json(events, result, verdict)
     elif fmt == "csv":
-        text = render_csv(events)
+        text = render_csv(events, result, verdict)
     else:
         raise InputError(f"--format: expected html, json or csv, got {fmt!r}")
     _write_atomically(Path(out), text)
@@ -93,10 +97,16 @@ def _cell(value: object) -> str:
     return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
 
 
-def render_csv(events: list[dict[str, object]]) -> str:
-    """One row per event; ``details`` is the event's data (a checkpoint's fields) as compact JSON."""
+def render_csv(events: list[dict[str, object]], result: VerifyResult, verdict: str) -> str:
+    """A verification row first (``CSV_VERIFICATION``'s names, then the headline, line, problem, verdict, the
+    allowed signers file, its sha256 and the anchor used), then the column header and one row per event;
+    ``details`` is the event's data (a checkpoint's fields) as compact JSON."""
+    from .view import headline
+
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\r\n")
+    w.writerow([_cell(v) for v in ("verification", headline(result), result.bad_line, result.problem, verdict,
+                                   result.signers_file, result.signers_sha256, result.anchor)])
     w.writerow(CSV_COLUMNS)
     for e in events:
         actor = _dict(e.get("actor"))
@@ -470,7 +480,16 @@ def _verification(h: _Html, result: VerifyResult, verdict: str) -> None:
     else:
         rows.append((h.t("last_checkpoint"), "—"))
     rows.append((h.t("uncovered"), _e(result.uncovered)))
-    rows.append((h.t("anchor"), h.t("anchor_yes" if result.anchor_checked else "anchor_no")))
+    if result.signers_file:
+        rows.append((h.t("signers_file"), f'<span class="mono">{_e(result.signers_file)}</span><br>'
+                     f'<span class="mono small">sha256 {_e(result.signers_sha256)}</span>'))
+    else:
+        rows.append((h.t("signers_file"), f'<span class="s-warn">{h.t("signers_none")}</span>'))
+    anchor = h.t("anchor_yes" if result.anchor_checked and result.chain_intact
+                 else "anchor_bad" if result.anchor else "anchor_no")
+    if result.anchor:
+        anchor = f'<span class="mono">{_e(result.anchor)}</span><br>' + anchor
+    rows.append((h.t("anchor"), anchor))
     if not intact:
         rows.append((h.t("bad_line"), f'<strong class="s-bad">{_e(result.bad_line)}</strong>'))
         rows.append((h.t("problem"), f"{_badge(result.problem)} {_e(result.message)}"))

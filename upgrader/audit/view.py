@@ -9,9 +9,27 @@ from pathlib import Path
 from ..core.errors import InputError
 from .log import VerifyResult, read_events
 
-__all__ = ["CANNOT_CHECK", "describe", "parse_since", "select_events"]
+__all__ = ["CANNOT_CHECK", "describe", "headline", "altered", "parse_since", "select_events"]
 
 CANNOT_CHECK = "cannot check the checkpoints: give --allowed-signers or --policy"
+
+
+def altered(result: VerifyResult) -> bool:
+    """The log is known to be altered: with allowed signers, any failure; without them, a broken chain or a
+    checkpoint that does not verify against its own key (which needs no trust to see; events that no checkpoint
+    covers are then only unproven)."""
+    if result.status == "altered":
+        return True
+    return not result.chain_intact and result.problem != "unsigned"
+
+
+def headline(result: VerifyResult) -> str:
+    """The verdict every view puts first: INTACT, ALTERED (line N) or UNVERIFIED (no trust given)."""
+    if altered(result):
+        return f"ALTERED (line {result.bad_line}: {result.problem})"
+    if result.status == "cannot_check":
+        return "UNVERIFIED (no trust given: --allowed-signers or --policy)"
+    return "INTACT"
 
 
 def describe(result: VerifyResult) -> str:

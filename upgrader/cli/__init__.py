@@ -266,11 +266,19 @@ def build_parser() -> argparse.ArgumentParser:
     averify.add_argument("--policy", help="policy YAML naming the allowed signers")
     averify.add_argument("--json", action="store_true")
     averify.set_defaults(func="audit:cmd_verify")
-    ashow = audit.add_parser("show", help="a readable timeline of the audit log")
+    ashow = audit.add_parser("show", help="a readable timeline of the audit log, after its verdict",
+                            description="Verify the whole log first and print INTACT, ALTERED (line N) or UNVERIFIED "
+                                        "(no allowed signers given) above the timeline. Exit 6 when the log was "
+                                        "altered, else 0.")
     ashow.add_argument("log", nargs="?", help="the log (default: HOME/audit/audit.jsonl)")
     ashow.add_argument("--run", metavar="ID", help="only this run (a prefix is enough)")
     ashow.add_argument("--host", metavar="H")
     ashow.add_argument("--since", metavar="DATE", help="e.g. 2026-11-26 or 2026-11-26T10:00")
+    ashow.add_argument("--anchor", metavar="CHECKPOINT", help="SEQ:HEAD as a run printed it, or a file holding it")
+    ashow.add_argument("--allowed-signers", metavar="FILE",
+                       help="operators' keys (default: the policy's audit.allowed_signers)")
+    ashow.add_argument("--policy", help="policy YAML naming the allowed signers")
+    ashow.add_argument("--lang", choices=("en", "zh"), help="English or Simplified Chinese (default: from the locale)")
     ashow.add_argument("--json", action="store_true")
     ashow.set_defaults(func="audit:cmd_show")
     aexport = audit.add_parser("export", help="write an HTML, JSON or CSV report",

@@ -57,7 +57,7 @@ def verdict_exit(result: Any) -> int:
     return audit_exit_code(result)
 
 
-def selected_events(args: argparse.Namespace) -> list[dict[str, Any]]:
+def selected_events(args: argparse.Namespace) -> list[dict[str, Any]]:  # kept for callers of the module
     """The events ``audit show`` shows, from one read of the log."""
     from ...audit.log import read_log
     from ...audit.view import select_events
@@ -68,19 +68,35 @@ def selected_events(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
+    """The timeline, after the verification of the whole log: its verdict first (and in ``--json``); exit 6 when
+    the log was altered (a broken chain needs no trust to see), else 0 (UNVERIFIED without trust is said, not an
+    error: the timeline is still worth reading)."""
     from rich.table import Table
     from rich.text import Text
 
-    events = selected_events(args)
+    from ...audit.log import read_log
+    from ...audit.view import altered, headline, select_events
+
+    path = log_path(args)
+    data = read_log(path)  # one read: the verdict is about exactly the bytes shown
+    result = verification(args, data)
+    events = select_events(path, data, run=getattr(args, "run", None), host=getattr(args, "host", None),
+                           since=getattr(args, "since", None))
+    code = ExitCode.AUDIT_ALTERED if altered(result) else ExitCode.OK
     if args.json:
-        print_json(events)
-        return ExitCode.OK
+        print_json({"verification": {**result.to_dict(), "headline": headline(result), "verdict": describe(result)},
+                    "events": events})
+        return code
     c = console()
+    word = headline(result)
+    style = "bold red" if altered(result) else "bold green" if result.status == "intact" else "bold yellow"
+    c.print(Text.assemble((word, style), f" {result.path}"), soft_wrap=True)
+    c.print(describe(result), soft_wrap=True, markup=False)
     table = Table(title=f"Audit timeline ({len(events)} events)", title_justify="left")
     for col in ("#", "time", "run", "host", "event", "phase", "outcome", "who", "details"):
         table.add_column(col, overflow="fold")
-    style = {"failed": "bold red", "refused": "bold red", "rolled_back": "bold yellow", "committed": "green",
-             "ok": "green", "needs_person": "bold red"}
+    style_of = {"failed": "bold red", "refused": "bold red", "rolled_back": "bold yellow", "committed": "green",
+                "ok": "green", "needs_person": "bold red"}
     for e in events:
         # recorded text is untrusted: Text() cells, so that "[/bold]" in a command's output is shown, not parsed
         actor: dict[str, Any] = e["actor"] if isinstance(e.get("actor"), dict) else {}
@@ -88,10 +104,13 @@ def cmd_show(args: argparse.Namespace) -> int:
         cells = (e.get("seq"), str(e.get("time") or "")[:19].replace("T", " "), e.get("run"), e.get("host"),
                  e.get("event"), e.get("phase"))
         table.add_row(*(Text(str(v if v is not None else "")) for v in cells),
-                      Text(outcome, style=style.get(outcome, "")),
+                      Text(outcome, style=style_of.get(outcome, "")),
                       Text(str(actor.get("principal") or actor.get("user") or "")), Text(_details(e)))
     c.print(table)
-    return ExitCode.OK
+    if altered(result):  # said again below a long table, where the eye ends
+        c.print(Text.assemble((word, style), " — the timeline above shows the log as it is now, not as written"),
+                soft_wrap=True)
+    return code
 
 
 def _details(e: dict[str, Any]) -> str:
