@@ -337,7 +337,8 @@ class VerifyResult:
     checkpoints: int = 0
     last_checkpoint: dict[str, Any] | None = None
     bad_line: int | None = None
-    problem: str | None = None          # edited | missing | reordered | truncated | torn | bad signature | forged
+    problem: str | None = None          # edited | missing | reordered | truncated | rewritten | torn
+    #                                     | bad signature | head mismatch | forged
     #                                     | unsigned (a finished run no valid checkpoint covers)
     message: str = ""
     uncovered: int = 0                  # valid entries after the last checkpoint
@@ -465,6 +466,10 @@ def verify_log(path: Path, *, signers: AllowedSigners | None, anchor: tuple[int,
     if data is None:
         data = read_log(path)
     when = now or dt.datetime.now(dt.timezone.utc)
+    # the whole file's lines, whether verification reads to the end or stops at the first bad line
+    r.entries = data.count(b"\n") + (1 if data and not data.endswith(b"\n") else 0)
+    if anchor is not None:
+        r.anchor = f"{anchor[0]}:{anchor[1]}"
     f = io.BytesIO(data)
     prev_hash, prev_time = GENESIS, ""
     closed_runs: set[str] = set()
@@ -479,7 +484,6 @@ def verify_log(path: Path, *, signers: AllowedSigners | None, anchor: tuple[int,
     with f:
         lines = iter(f)
         for n, line in enumerate(lines, 1):
-            r.entries = n
             if not line.endswith(b"\n"):
                 return _fail(r, n, "torn", "the last line is incomplete (torn write or cut file)")
             rec = _record(line)
@@ -522,6 +526,11 @@ def verify_log(path: Path, *, signers: AllowedSigners | None, anchor: tuple[int,
                 if problem:
                     start = r.last_checkpoint["line"] + 1 if r.last_checkpoint else 1
                     covered = f"line {start}" if start == n - 1 else f"lines {start}-{n - 1}"
+                    if isinstance(problem, _HeadMismatch):
+                        return _fail(r, n, "head mismatch", f"the checkpoint's signature is sound, but the head it "
+                                     f"signs ({problem.signed[:16]}…, line {problem.seq}) is not the hash of the "
+                                     f"line before it now ({prev_hash[:16]}…): one of the {covered} it covers was "
+                                     "rewritten after it was signed (and the chain rebuilt)")
                     return _fail(r, n, "bad signature", f"checkpoint signature is not valid: {problem} (this "
                                  f"checkpoint, or one of the {covered} it covers, was changed)")
                 if refused:  # a sound signature by someone not allowed now: it vouches for nothing
@@ -575,9 +584,12 @@ def verify_log(path: Path, *, signers: AllowedSigners | None, anchor: tuple[int,
         r.anchor_checked = True
         if seq > n:
             return _fail(r, n + 1, "truncated", f"missing: the log ends at line {n}, but the anchor you hold names "
-                         f"line {seq}: {seq - n} line(s) were cut off the end")
+                         f"line {seq}: {seq - n} line(s) were cut off the end (the anchor names one line: whether "
+                         f"lines 1-{n} were also rewritten it cannot tell)")
         if anchor_hash != head:
-            return _fail(r, seq, "edited", "does not match the anchor's head hash (the log was rewritten)")
+            return _fail(r, seq, "rewritten", f"rewritten: the log holds line {seq}, but its hash is not the head "
+                         f"your anchor holds ({head[:16]}…): the log was rewritten at or before line {seq} (its "
+                         "own checkpoints were signed again afterwards)")
     if r.uncovered:
         r.warnings.append(f"{r.uncovered} entr{'y' if r.uncovered == 1 else 'ies'} after the last checkpoint "
                           "are not covered by a signature (plans, approvals, or the opening of a run that is starting)")
@@ -657,6 +669,18 @@ def _shape_problem(rec: Mapping[str, object]) -> str | None:
     return None
 
 
+class _HeadMismatch(str):
+    """A checkpoint whose signature is sound over a head that is no longer the hash of the line before it."""
+
+    def __new__(cls, seq: int, signed: str) -> _HeadMismatch:
+        obj = super().__new__(cls, "head mismatch")
+        obj.seq, obj.signed = seq, signed
+        return obj
+
+    seq: int
+    signed: str
+
+
 def _checkpoint_problem(rec: AuditEvent, n: int, prev_hash: str, time: str) -> str | None:
     """Why the checkpoint on line ``n`` does not prove the chain up to ``prev_hash`` by its own key; None when it
     does. The line's unsigned fields are pinned: no host, phase, outcome or data, and the key is the signing key's
@@ -671,12 +695,18 @@ def _checkpoint_problem(rec: AuditEvent, n: int, prev_hash: str, time: str) -> s
     if any(rec.get(k) is not None for k in ("host", "phase", "outcome")):
         return "a checkpoint line names no host, phase or outcome (those fields were added)"
     try:
-        if cp["seq"] != n - 1 or cp["head"] != prev_hash:
-            raise SignatureError("it does not name the line before it")
         sig = parse_armored(cp["signature"])
-        verify(sig, checkpoint_statement(n - 1, prev_hash, rec.get("run"), cp["signer"], time), NAMESPACE)
+        # the signature over what the checkpoint says it signs: sound, yet naming another head, is a rewrite of
+        # the lines it covers ("head mismatch"), not a forged signature
+        verify(sig, checkpoint_statement(cp["seq"], cp["head"], rec.get("run"), cp["signer"], time), NAMESPACE)
     except (SignatureError, ValueError) as e:
+        if cp["seq"] != n - 1 or cp["head"] != prev_hash:
+            return "it does not name the line before it"
         return str(e)
+    if cp["seq"] != n - 1:
+        return "it does not name the line before it"
+    if cp["head"] != prev_hash:
+        return _HeadMismatch(cp["seq"], cp["head"])
     if cp["key"] != fingerprint(sig.public_key):
         return f"checkpoint.key {cp['key'][:60]!r} is not the fingerprint of the key that signed it"
     return None

@@ -703,7 +703,7 @@ def _phase_row(h: _Html, p: _Phase) -> None:
     row_cls = ' class="rollback"' if p.in_rollback or p.phase == "rollback" else ""
     h.add(f'<tr{row_cls}><td>{phase}</td><td class="nowrap">{_clock(p.start)}</td>'
           f'<td class="num">{_seconds(p.seconds) if p.seconds is not None else "—"}</td><td>{outcome}</td>'
-          f'<td>{"".join(parts) or "—"}</td></tr>')
+          f'<td>{"".join(f"<div>{x}</div>" for x in parts) or "—"}</td></tr>')
 
 
 def _policy(h: _Html, decision: dict[str, object], checks: object) -> None:

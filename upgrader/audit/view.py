@@ -49,8 +49,10 @@ def describe(result: VerifyResult) -> str:
             f"checkpoint(s)")
     if result.anchor_checked:
         text += "; the log is complete up to the anchor you hold"
-        if result.entries > 0:
-            text += " (entries after it are chained but not anchored)" if result.uncovered else ""
+        after = result.entries - int(str(result.anchor or "0").split(":")[0])
+        if after > 0:
+            text += (f" ({after} entr{'y' if after == 1 else 'ies'} after it {'is' if after == 1 else 'are'} "
+                     "chained but not anchored)")
     else:
         text += ("; completeness after the last checkpoint you hold elsewhere is NOT proven "
                  "(give --anchor SEQ:HEAD from a run's output to prove nothing was cut off)")
