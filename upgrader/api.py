@@ -70,7 +70,7 @@ __all__ = [
     # the use cases
     "make_plan", "show_plan", "approve", "run", "resume", "rollback", "check_run", "start_run", "finish_run",
     "check_hosts", "HostsChecked",
-    "verify_audit", "export_audit", "build_package", "verify_package", "build_catalog", "sign_catalog",
+    "verify_audit", "export_audit", "audit_case", "AuditCase", "plan_digest", "build_package", "verify_package", "build_catalog", "sign_catalog",
     "available", "inspect", "write_inspection", "grant_access", "list_access", "revoke_access",
     "PackageBuilt", "PackageChecked", "CatalogBuilt", "AuditExport", "Availability", "Inspection", "AccessResult",
     "audit_exit_code", "inspection_report_kind",
@@ -1434,6 +1434,53 @@ def sign_catalog(catalog: Path, *, key: Path) -> Path:
     if not path.is_file():
         raise InputError("catalog not found", path=str(path))
     return _sign(path, load_private_key(key))
+
+
+@dataclass(frozen=True)
+class AuditCase:
+    """``audit_case``: the case file of one run (``case``: requester, approvals, policy, catalog, window, hosts'
+    phases, downtime, outcome, checkpoint) and the verdict on the whole log it was read from."""
+
+    case: JSONObject
+    result: VerifyResult
+
+    @property
+    def exit_code(self) -> int:
+        """6 when the log was altered (the case is then not evidence), else 0."""
+        from .audit.view import altered
+
+        return 6 if altered(self.result) else 0
+
+
+def audit_case(ctx: Context, run: str, *, log: Path | None = None, allowed_signers: Path | None = None,
+               anchor: str | None = None) -> AuditCase:
+    """One record per change: the run ``run`` (its id, or a prefix naming one run) from one read of the log,
+    after the verification of the whole log. InputError when no run or several runs match."""
+    from .audit.case import build_case, run_ids
+    from .audit.log import read_log, read_events
+    from .core.recorder import audit_path
+
+    path = Path(log) if log else audit_path(ctx.home)
+    data = read_log(path)
+    result = verify_audit(ctx, log=path, allowed_signers=allowed_signers, anchor=anchor, data=data)
+    events = list(read_events(path, data))
+    ids = [r for r in run_ids(events) if r == run] or [r for r in run_ids(events) if r.startswith(run)]
+    if len(ids) != 1:
+        raise InputError(f"{'no run' if not ids else f'{len(ids)} runs'} in the audit log "
+                         f"{'matches' if not ids else 'match'} {run!r}"
+                         + (f": {', '.join(ids[:5])}" if ids else ""), path=str(path),
+                         hint="give the run id as a run printed it ('upgrader audit show' lists them)")
+    case = build_case(events, ids[0])
+    assert case is not None
+    return AuditCase(case, result)
+
+
+def plan_digest(plan: Path) -> str:
+    """The digest an approval signs: sha256 of the plan's canonical JSON (keys sorted, no spaces, UTF-8 as is)
+    without its ``signature``; the README shows how to recompute it."""
+    from .core.plan import load_plan
+
+    return load_plan(str(plan)).digest
 
 
 @dataclass(frozen=True)

@@ -88,7 +88,10 @@ def _umask() -> int:
 
 def render_json(events: list[dict[str, object]], result: VerifyResult, verdict: str) -> str:
     """``{"verification": {...result, "verdict": ...}, "events": [...]}``."""
-    doc = {"verification": {**result.to_dict(), "verdict": verdict}, "events": events}
+    from .case import build_case, run_ids
+
+    cases = [build_case(events, r) for r in run_ids(events)]
+    doc = {"verification": {**result.to_dict(), "verdict": verdict}, "events": events, "cases": cases}
     return json.dumps(doc, indent=2, ensure_ascii=False, default=str) + "\n"
 
 

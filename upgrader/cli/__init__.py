@@ -281,6 +281,17 @@ def build_parser() -> argparse.ArgumentParser:
     ashow.add_argument("--lang", choices=("en", "zh"), help="English or Simplified Chinese (default: from the locale)")
     ashow.add_argument("--json", action="store_true")
     ashow.set_defaults(func="audit:cmd_show")
+    acase = audit.add_parser("case", help="one record per change: who requested, who approved when, policy, window, "
+                                          "what ran, what happened, which checkpoint proves it",
+                             description="Print the case file of RUN_ID (its id or a prefix naming one run), from "
+                                         "the whole log after its verification (exit 6 when the log was altered).")
+    acase.add_argument("run", metavar="RUN_ID")
+    acase.add_argument("log", nargs="?", help="the log (default: HOME/audit/audit.jsonl)")
+    acase.add_argument("--anchor", metavar="CHECKPOINT")
+    acase.add_argument("--allowed-signers", metavar="FILE")
+    acase.add_argument("--policy")
+    acase.add_argument("--json", action="store_true")
+    acase.set_defaults(func="audit:cmd_case")
     aexport = audit.add_parser("export", help="write an HTML, JSON or CSV report",
                                description="Write a report of the audit log: HTML (one self-contained file: summary per "
                                            "run, per-host phase timeline, policy decisions, rollbacks, and the "

@@ -10,7 +10,7 @@ from ...audit.view import CANNOT_CHECK, describe
 from ...core.exit_codes import ExitCode
 from ._common import console, context_of, print_json
 
-__all__ = ["cmd_verify", "cmd_show", "cmd_export", "log_path", "describe", "CANNOT_CHECK"]
+__all__ = ["cmd_verify", "cmd_show", "cmd_case", "cmd_export", "log_path", "describe", "CANNOT_CHECK"]
 
 
 def log_path(args: argparse.Namespace) -> Path:
@@ -80,8 +80,8 @@ def cmd_show(args: argparse.Namespace) -> int:
     path = log_path(args)
     data = read_log(path)  # one read: the verdict is about exactly the bytes shown
     result = verification(args, data)
-    events = select_events(path, data, run=getattr(args, "run", None), host=getattr(args, "host", None),
-                           since=getattr(args, "since", None))
+    events: list[dict[str, Any]] = select_events(path, data, run=getattr(args, "run", None),
+                                                 host=getattr(args, "host", None), since=getattr(args, "since", None))
     code = ExitCode.AUDIT_ALTERED if altered(result) else ExitCode.OK
     if args.json:
         print_json({"verification": {**result.to_dict(), "headline": headline(result), "verdict": describe(result)},
@@ -146,3 +146,61 @@ def cmd_export(args: argparse.Namespace) -> int:
     # the report is written either way (it says ALTERED or CANNOT CHECK at the top); scripts learn it from the exit
     # code too
     return done.exit_code
+
+
+def cmd_case(args: argparse.Namespace) -> int:
+    from rich.text import Text
+
+    from ...api import audit_case
+    from ...audit.view import headline
+
+    signers = getattr(args, "allowed_signers", None)
+    done = audit_case(context_of(args), args.run, log=log_path(args),
+                      allowed_signers=Path(signers) if signers else None, anchor=getattr(args, "anchor", None))
+    if args.json:
+        print_json({"verification": {**done.result.to_dict(), "headline": headline(done.result),
+                                     "verdict": describe(done.result)}, "case": done.case})
+        return done.exit_code
+    c = console()
+    c.print(Text(f"{headline(done.result)} {done.result.path}"), soft_wrap=True)
+    for line in case_lines(done.case):
+        c.print(Text(line), soft_wrap=True)
+    return done.exit_code
+
+
+def case_lines(case: dict[str, Any]) -> list[str]:
+    """The case file as plain lines (recorded text: printed as is, never as markup)."""
+    req = case.get("requested") or {}
+    pol = case.get("policy") or {}
+    cat = case.get("catalog") or {}
+    win = case.get("window") or {}
+    op = case.get("operator") or {}
+    out = [f"run {case['run']} ({case.get('kind')}) to {case.get('target')}",
+           f"requested by: {req.get('user')}@{req.get('host')} key {req.get('key')}; plan {req.get('plan')} "
+           f"made {req.get('plan_created')}"]
+    for a in case.get("approvals") or []:
+        out.append(f"approved by: {a.get('approver')} key {a.get('key')}; created {a.get('created')}, expires "
+                   f"{a.get('expires')}; approval digest {a.get('digest')}")
+    if not case.get("approvals"):
+        out.append("approved by: nobody recorded")
+    out += [f"policy: {pol.get('source')} sha256 {pol.get('sha256')} identity {pol.get('identity')}",
+            f"catalog: serial {cat.get('serial')} signed by {cat.get('signer')} ({cat.get('fingerprint')})",
+            "service window: " + (("inside" if win.get("inside") else "outside") + f" — {win.get('reason')}"
+                                  if win else "not recorded"),
+            f"operator: {op.get('principal')} ({op.get('user')}@{op.get('host')}, key {op.get('key')})",
+            f"started {case.get('started')}, finished {case.get('finished')}, {case.get('duration_seconds')} s; "
+            f"downtime {case.get('downtime_seconds')} s"]
+    for h in case.get("hosts") or []:
+        phases = ", ".join(f"{p.get('phase')} {p.get('outcome')} {p.get('seconds')} s" for p in h.get("phases") or [])
+        out.append(f"host {h.get('host')}: {h.get('from')} -> {h.get('to')}: {h.get('outcome')}, version after "
+                   f"{h.get('version_after')}, downtime {h.get('downtime_seconds')} s; phases: {phases}")
+        if h.get("rollback_cause"):
+            out.append(f"  rolled back because: {h['rollback_cause']}")
+    outcome = case.get("outcome")
+    out.append(f"outcome: exit {outcome.get('exit_code')} {outcome.get('hosts')}" if outcome else "outcome: unfinished")
+    cp = case.get("checkpoint")
+    out.append(f"checkpoint: line {cp.get('line')} signs seq {cp.get('seq')} head {cp.get('head')} by {cp.get('signer')} "
+               f"(anchor {cp.get('anchor')})" if cp else "checkpoint: none (not proven by a signature)")
+    w = case.get("witnesses")
+    out.append("witnesses: not looked up (audit verify --witness)" if w is None else f"witnesses: {w}")
+    return out

@@ -1,0 +1,143 @@
+"""One record per change (issue 20): `upgrader audit case RUN_ID` answers, for each demo run, who requested it,
+who approved it when, under which policy and window, what ran, what happened and which checkpoint proves it —
+field by field against the plans, approvals, runs and results the demo left; `upgrader plan digest` equals the
+README's recomputation (the README's own snippet is run)."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+from conftest import kill_processes_under, plan_to, run_plan
+
+from upgrader.cli import main
+from upgrader.cli.commands.demo import Sandbox, build_sandbox
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+@dataclass(frozen=True)
+class Demo:
+    box: Sandbox
+    plans: list[Path]
+    runs: list[str]             # [committed upgrade, failing upgrade rolled back]
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
+    tmp = tmp_path_factory.mktemp("case")
+    plans = []
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HOME", str(tmp))
+        for var in ("UPGRADER_HOME", "UPGRADER_AUDIT_KEY", "UPGRADER_AUDIT_SIGNER", "UPGRADER_USER"):
+            mp.delenv(var, raising=False)
+        box = build_sandbox(tmp / "box")
+        try:
+            box.start_service()
+            for version, want in (("7.0.4.2", 0), ("7.0.4.5", 1)):
+                rc, plan = plan_to(box, version)
+                assert rc == 0 and run_plan(box, plan) == want
+                plans.append(plan)
+        finally:
+            box.stop_service()
+            kill_processes_under(tmp)
+    yield Demo(box, plans, sorted(p.name for p in (box.root / "runs").iterdir()))
+
+
+def case_of(demo: Demo, run: str, capsys: pytest.CaptureFixture[str]) -> dict[str, Any]:
+    capsys.readouterr()
+    assert main(["--home", str(demo.box.root), "audit", "case", run, "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["verification"]["headline"] == "INTACT"
+    case: dict[str, Any] = shown["case"]
+    return case
+
+
+@pytest.mark.parametrize("which", [0, 1])
+def test_audit_case_answers_the_auditors_questions_field_by_field(
+        demo: Demo, which: int, capsys: pytest.CaptureFixture[str]) -> None:
+    run = demo.runs[which]
+    rundir = demo.box.root / "runs" / run
+    plan = json.loads(demo.plans[which].read_text())
+    result = json.loads((rundir / "result.json").read_text())
+    case = case_of(demo, run[:18], capsys)          # a prefix naming one run is enough
+    assert case["run"] == run
+    # who requested: the plan's requester and the key that signed it; the plan's digest
+    assert case["requested"]["user"] == plan["requester"]["user"]
+    assert case["requested"]["key"] == plan["requester"]["key"]
+    capsys.readouterr()
+    assert main(["plan", "digest", str(demo.plans[which])]) == 0
+    assert case["requested"]["plan"] == capsys.readouterr().out.strip()
+    # who approved, when: the approval file's own statement
+    approval = next(demo.box.approvals.glob(f"{demo.plans[which].stem}-*.approval")).read_text()
+    [a] = case["approvals"]
+    assert f"approver: {a['approver']}" in approval and a["approver"] == "engineer@vendor"
+    created = re.search(r"^created: (\S+)$", approval, re.M)
+    expires = re.search(r"^expires: (\S+)$", approval, re.M)
+    assert created and expires
+    assert a["created"] is not None and a["created"][:16] == created.group(1).replace("Z", "")[:16]
+    assert a["expires"][:19] == expires.group(1).replace("Z", "")[:19]
+    assert re.fullmatch(r"[0-9a-f]{64}", a["digest"])
+    # under which policy and window
+    assert case["policy"]["source"] == str(demo.box.root / "policy.yaml")
+    assert case["policy"]["sha256"] == plan["policy"]["sha256"] and case["policy"]["identity"]
+    assert case["catalog"]["serial"] == plan["catalog"]["serial"] and case["catalog"]["signer"] == "vendor-release"
+    assert isinstance(case["window"]["inside"], bool) and case["window"]["reason"]
+    # what ran and what happened
+    [host] = case["hosts"]
+    assert host["host"] == "app-01" and host["to"] == plan["hosts"][0]["target"]
+    phases = [p["phase"] for p in host["phases"]]
+    assert phases[:4] == ["preflight", "backup", "stop", "install"]
+    assert all(isinstance(p["seconds"], (int, float)) for p in host["phases"])
+    assert case["downtime_seconds"] > 0 and host["downtime_seconds"] == case["downtime_seconds"]
+    assert case["outcome"]["exit_code"] == result["exit_code"]
+    assert host["outcome"] == ("committed" if which == 0 else "rolled_back")
+    if which == 1:
+        assert "rollback" in phases and "never healthy" in host["rollback_cause"]
+    # which anchor proves it: the checkpoint the run printed (result.json)
+    cp = result["checkpoint"]
+    assert case["checkpoint"]["anchor"] == f"{cp['seq']}:{cp['head']}"
+    assert case["checkpoint"]["signer"] == "operator@customer"
+    assert case["witnesses"] is None
+
+
+def test_audit_case_text_and_an_unknown_run(demo: Demo, capsys: pytest.CaptureFixture[str]) -> None:
+    capsys.readouterr()
+    assert main(["--home", str(demo.box.root), "audit", "case", demo.runs[1]]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("INTACT ") and "approved by: engineer@vendor" in out and "rolled back because" in out
+    assert main(["--home", str(demo.box.root), "audit", "case", "no-such-run"]) == 2
+    assert "no run in the audit log matches 'no-such-run'" in capsys.readouterr().err
+
+
+def test_json_export_holds_a_case_per_run(demo: Demo, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "a.json"
+    assert main(["--home", str(demo.box.root), "audit", "export", "--format", "json", "-o", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    assert [c["run"] for c in doc["cases"]] == demo.runs
+    assert doc["cases"][1] == case_of(demo, demo.runs[1], capsys)
+
+
+def test_plan_digest_equals_the_readmes_recomputation(demo: Demo, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """The README's snippet, run as written on each plan, prints what `upgrader plan digest` prints (and not the
+    file's sha256sum)."""
+    import hashlib
+
+    text = README.read_text()
+    snippet = text.split("<!-- plan-digest -->\n```python\n", 1)[1].split("```", 1)[0]
+    script = tmp_path / "digest.py"
+    script.write_text(snippet)
+    for plan in demo.plans:
+        capsys.readouterr()
+        assert main(["plan", "digest", str(plan)]) == 0
+        ours = capsys.readouterr().out.strip()
+        theirs = subprocess.run([sys.executable, str(script), str(plan)], capture_output=True, text=True,
+                                check=True).stdout.strip()
+        assert ours == theirs and ours != hashlib.sha256(plan.read_bytes()).hexdigest()

@@ -1,0 +1,141 @@
+"""One record per change (``upgrader audit case RUN_ID``): what an auditor asks of a run, joined from the log's
+events — who requested, who approved when, under which policy and window, what ran, what happened, and which
+checkpoint proves it. Pure: the events (as read once, after verification) come in, a JSON-able dict goes out.
+
+Downtime is the time the service was down on a host: from each ``stop`` (or ``rollback``, which stops it too)
+phase's start to the end of the next ``start`` phase."""
+
+from __future__ import annotations
+
+import datetime as _dt
+from typing import Any
+
+__all__ = ["build_case", "run_ids", "WITNESS_HOOK"]
+
+#: where witnessed checkpoints (the hosts' own records of a run's checkpoint) go once they are known; a case
+#: carries ``"witnesses": None`` (not looked up) until a caller fills it
+WITNESS_HOOK = "witnesses"
+
+
+def _d(value: object) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _at(text: object) -> _dt.datetime | None:
+    try:
+        return _dt.datetime.fromisoformat(str(text).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def _secs(a: object, b: object) -> float | None:
+    pa, pb = _at(a), _at(b)
+    if pa is None or pb is None or (pa.tzinfo is None) != (pb.tzinfo is None):
+        return None
+    return round((pb - pa).total_seconds(), 3)
+
+
+def run_ids(events: list[dict[str, object]]) -> list[str]:
+    """The runs of the events, in order of first appearance."""
+    seen: dict[str, None] = {}
+    for e in events:
+        if e.get("run"):
+            seen.setdefault(str(e["run"]), None)
+    return list(seen)
+
+
+def build_case(events: list[dict[str, object]], run: str) -> dict[str, Any] | None:
+    """The case file of ``run`` (an exact id) from the whole log's events; None when the log has no such run."""
+    mine = [e for e in events if e.get("run") == run]
+    if not mine:
+        return None
+    start = next((e for e in mine if e.get("event") in ("run_started", "rollback_requested")), mine[0])
+    sd = _d(start.get("data"))
+    plan = sd.get("plan")
+    created = {(_d(e.get("data")).get("approver"), _d(e.get("data")).get("key")): e for e in events
+               if e.get("event") == "approval_created" and plan and _d(e.get("data")).get("plan") == plan}
+    plan_made = next((e for e in events if e.get("event") == "plan_created" and plan
+                      and _d(e.get("data")).get("plan") == plan), None)
+    approvals = []
+    for a in [_d(x) for x in (sd.get("approvals") or [])] or [_d(e.get("data")) for e in mine
+                                                                if e.get("event") == "approval_accepted"]:
+        made = created.get((a.get("approver"), a.get("key")))
+        approvals.append({"approver": a.get("approver"), "key": a.get("key"),
+                          "created": made.get("time") if made else None,
+                          "file": _d(made.get("data")).get("file") if made else None,
+                          "expires": a.get("expires"), "digest": a.get("digest"), "comment": a.get("comment"),
+                          "after_hours": a.get("after_hours")})
+    requester = _d(sd.get("requester"))
+    policy = _d(sd.get("policy"))
+    catalog = _d(sd.get("catalog"))
+    finish = next((e for e in mine if e.get("event") == "run_finished"), None)
+    fd = _d(finish.get("data")) if finish else {}
+    cp_line = next((e for e in mine if e.get("event") == "checkpoint"), None)
+    cp = _d(cp_line.get("checkpoint")) if cp_line else {}
+    hosts: dict[str, dict[str, Any]] = {}
+    for h in sd.get("hosts") or []:
+        if isinstance(h, dict) and h.get("host"):
+            hosts[str(h["host"])] = {"host": h["host"], "from": h.get("current"), "to": h.get("target"),
+                                     "phases": [], "downtime_seconds": None, "outcome": None, "version_after": None,
+                                     "rollback_cause": None}
+    down_since: dict[str, object] = {}
+    downtime: dict[str, float] = {}
+    for e in mine:
+        host = e.get("host")
+        if not host:
+            continue
+        h = hosts.setdefault(str(host), {"host": host, "from": None, "to": None, "phases": [],
+                                         "downtime_seconds": None, "outcome": None, "version_after": None,
+                                         "rollback_cause": None})
+        d = _d(e.get("data"))
+        kind, phase = e.get("event"), e.get("phase")
+        if kind == "phase_started":
+            h["phases"].append({"phase": phase, "started": e.get("time"), "finished": None, "seconds": None,
+                                "outcome": None})
+            if phase in ("stop", "rollback") and str(host) not in down_since:
+                down_since[str(host)] = e.get("time")
+        elif kind == "phase_finished":
+            p = next((p for p in reversed(h["phases"]) if p["phase"] == phase and p["outcome"] is None), None)
+            if p is None:
+                p = {"phase": phase, "started": None}
+                h["phases"].append(p)
+            p.update(finished=e.get("time"), seconds=d.get("seconds"), outcome=e.get("outcome"))
+            if phase == "start" and str(host) in down_since:
+                span = _secs(down_since.pop(str(host)), e.get("time"))
+                if span is not None:
+                    downtime[str(host)] = round(downtime.get(str(host), 0.0) + span, 3)
+        elif kind == "rollback_started":
+            h["rollback_cause"] = d.get("cause")
+        elif kind == "host_finished":
+            h["outcome"], h["version_after"] = e.get("outcome"), d.get("version")
+    for name, h in hosts.items():
+        h["downtime_seconds"] = downtime.get(name, 0.0 if not down_since.get(name) else None)
+        if name in down_since:
+            h["down_since"] = down_since[name]  # stopped and never started again in this run
+    actor = _d(start.get("actor"))
+    return {
+        "run": run,
+        "kind": "rollback" if start.get("event") == "rollback_requested" else "upgrade",
+        "requested": {"user": requester.get("user"), "host": requester.get("host"), "key": requester.get("key"),
+                      "plan": plan, "plan_created": plan_made.get("time") if plan_made else None,
+                      "plan_file": _d(plan_made.get("data")).get("file") if plan_made else None},
+        "approvals": approvals,
+        "policy": {"source": policy.get("source"), "sha256": policy.get("sha256"),
+                   "identity": policy.get("identity")},
+        "catalog": {"path": catalog.get("path"), "serial": catalog.get("serial"), "signer": catalog.get("signer"),
+                    "fingerprint": catalog.get("fingerprint"), "sha256": catalog.get("sha256")},
+        "window": sd.get("window"),
+        "operator": {"user": actor.get("user"), "host": actor.get("host"), "principal": actor.get("principal"),
+                     "key": actor.get("key")},
+        "target": sd.get("target"),
+        "started": start.get("time"),
+        "finished": finish.get("time") if finish else None,
+        "duration_seconds": _secs(start.get("time"), finish.get("time")) if finish else None,
+        "hosts": list(hosts.values()),
+        "downtime_seconds": round(sum(downtime.values()), 3),
+        "outcome": {"exit_code": fd.get("exit_code"), "hosts": fd.get("outcomes")} if finish else None,
+        "checkpoint": {"line": cp_line.get("seq"), "seq": cp.get("seq"), "head": cp.get("head"),
+                       "signer": cp.get("signer"), "key": cp.get("key"), "time": cp_line.get("time"),
+                       "anchor": f"{cp.get('seq')}:{cp.get('head')}"} if cp_line else None,
+        WITNESS_HOOK: None,
+    }
