@@ -141,3 +141,19 @@ def test_plan_digest_equals_the_readmes_recomputation(demo: Demo, tmp_path: Path
         theirs = subprocess.run([sys.executable, str(script), str(plan)], capture_output=True, text=True,
                                 check=True).stdout.strip()
         assert ours == theirs and ours != hashlib.sha256(plan.read_bytes()).hexdigest()
+
+
+def test_html_rule_approval_on_approved_runs_shows_the_approval_not_skip(
+        demo: Demo, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "a.html"
+    assert main(["--home", str(demo.box.root), "audit", "export", "--format", "html", "-o", str(out),
+                 "--lang", "en"]) == 0
+    html = out.read_text()
+    assert "checked when the run starts" not in html.split('class="card others"')[0]
+    for run in demo.runs:
+        case = case_of(demo, run, capsys)
+        a = case["approvals"][0]
+        assert f"approved by engineer@vendor, approval created {a['created']}, approval digest {a['digest']}" in html
+        assert f"policy sha256 {case['policy']['sha256']}" in html
+        assert f"downtime {case['downtime_seconds']} s" in html
+    assert "service window at the start:" in html

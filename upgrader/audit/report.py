@@ -412,6 +412,7 @@ class _Html:
     def __init__(self, lang: str) -> None:
         self.lang = lang
         self.parts: list[str] = []
+        self.events: list[dict[str, object]] = []  # every event of the report (a case joins approvals made earlier)
 
     def t(self, key: str, **kw: object) -> str:
         """A label in the report's language; values put into it are escaped."""
@@ -435,6 +436,7 @@ def render_html(events: list[dict[str, object]], result: VerifyResult, verdict: 
     """The whole report as one HTML document."""
     lang = resolve_lang(lang)
     h = _Html(lang)
+    h.events = events
     runs, others = _runs(events)
     times = [e.get("time") for e in events if e.get("time")]
     h.add("<!DOCTYPE html>", f'<html lang="{"zh-CN" if lang == "zh" else "en"}"><head><meta charset="utf-8">',
@@ -577,9 +579,29 @@ def _run_section(h: _Html, run: _Run, index: int) -> None:
     h.add(f'<section class="run{extra}" id="run-{index}"><header><h2>{title} <span class="runid">{_run_id(run.id)}</span>'
           f'</h2><span class="badge {cls}">{words}</span></header>')
     _run_summary(h, run, words, cls)
+    approved = _approved_text(h, run)
     for host in run.hosts.values():
-        _host_section(h, host)
+        _host_section(h, host, approved)
     h.add("</section>")
+
+
+def _approved_text(h: _Html, run: _Run) -> str | None:
+    """What the rule ``approval`` was on a run that started: the approvals accepted (approver, created, digest),
+    the window, the policy's digest and the downtime, from the run's case file; None when nothing was accepted."""
+    from .case import build_case
+
+    case = build_case(h.events or run.events, run.id)
+    if not case or not case["approvals"] or run.is_rollback:
+        return None
+    parts = [h.t("approved_by", approver=a.get("approver"), created=a.get("created") or "—",
+                 digest=a.get("digest")) for a in case["approvals"]]
+    win = case.get("window") or {}
+    if win:
+        parts.append(h.t("window_at_start", state=h.t("inside" if win.get("inside") else "outside"),
+                         reason=win.get("reason")))
+    parts.append(h.t("policy_digest", digest=(case.get("policy") or {}).get("sha256")))
+    parts.append(h.t("downtime_text", seconds=case.get("downtime_seconds")))
+    return "<br>".join(parts)
 
 
 def _run_summary(h: _Html, run: _Run, words: str, cls: str) -> None:
@@ -653,11 +675,11 @@ def _approvals(h: _Html, approvals: Sequence[object]) -> str:
 
 
 
-def _host_section(h: _Html, host: _Host) -> None:
+def _host_section(h: _Html, host: _Host, approved: str | None = None) -> None:
     h.add(f"<h3>{h.t('host')} {_e(host.name)} <span class=\"muted small\">{_from_to(host)}</span></h3>")
     decision = host.summary.get("decision")
     if isinstance(decision, dict):
-        _policy(h, decision, host.summary.get("checks"))
+        _policy(h, decision, host.summary.get("checks"), approved)
     h.add(f"<h4>{h.t('timeline')}</h4>")
     h.add("<table><thead><tr>" + "".join(f"<th>{h.t(k)}</th>" for k in (
         "phase", "start", "duration", "result", "details")) + "</tr></thead><tbody>")
@@ -709,14 +731,18 @@ def _phase_row(h: _Html, p: _Phase) -> None:
           f'<td>{"".join(f"<div>{x}</div>" for x in parts) or "—"}</td></tr>')
 
 
-def _policy(h: _Html, decision: dict[str, object], checks: object) -> None:
+def _policy(h: _Html, decision: dict[str, object], checks: object, approved: str | None = None) -> None:
     allowed = decision.get("allowed")
     verdict = h.t("allowed") if allowed else h.t("refused")
     h.add(f'<h4>{h.t("policy")} · {h.t("decision")}: <span class="{"s-ok" if allowed else "s-bad"}">{verdict}</span></h4>')
     h.add("<table><thead><tr>" + "".join(f"<th>{h.t(k)}</th>" for k in ("rule", "status", "reason"))
           + "</tr></thead><tbody>")
     for r in _list(decision.get("rules")):
-        if isinstance(r, dict):
+        if isinstance(r, dict) and r.get("rule") == "approval" and approved is not None:
+            # at plan time the rule waits for the run; on a run that started, show what was accepted
+            h.add(f'<tr><td class="mono">{_e(r.get("rule"))}</td><td>{_badge("approved")}</td>'
+                  f'<td>{approved}</td></tr>')
+        elif isinstance(r, dict):
             h.add(f'<tr><td class="mono">{_e(r.get("rule"))}</td><td>{_badge(r.get("status"))}</td>'
                   f'<td>{_e(r.get("reason"))}</td></tr>')
     for c in _list(checks):
