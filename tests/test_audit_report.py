@@ -348,7 +348,7 @@ def test_json_export_holds_the_verification_with_its_verdict_and_every_event(
     assert main(["--home", str(history.home), "audit", "verify", "--json"]) == 0
     verified = json.loads(capsys.readouterr().out)
     doc = json.loads(reports["json"].read_text())
-    assert set(doc) == {"verification", "events"}
+    assert set(doc) == {"verification", "events", "cases"}  # cases: one record per run (test_audit_case.py)
     assert doc["verification"] == verified
     assert doc["verification"]["intact"] is True and "NOT proven" in doc["verification"]["verdict"]
     assert doc["events"] == history.events

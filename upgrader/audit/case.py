@@ -17,7 +17,7 @@ __all__ = ["build_case", "run_ids", "WITNESS_HOOK"]
 WITNESS_HOOK = "witnesses"
 
 
-def _d(value: object) -> dict[str, Any]:
+def _d(value: object) -> dict[str, object]:
     return value if isinstance(value, dict) else {}
 
 
@@ -44,13 +44,13 @@ def run_ids(events: list[dict[str, object]]) -> list[str]:
     return list(seen)
 
 
-def build_case(events: list[dict[str, object]], run: str) -> dict[str, Any] | None:
+def build_case(events: list[dict[str, object]], run: str) -> dict[str, object] | None:
     """The case file of ``run`` (an exact id) from the whole log's events; None when the log has no such run."""
     mine = [e for e in events if e.get("run") == run]
     if not mine:
         return None
     start = next((e for e in mine if e.get("event") in ("run_started", "rollback_requested")), mine[0])
-    sd = _d(start.get("data"))
+    sd: dict[str, Any] = _d(start.get("data"))
     plan = sd.get("plan")
     created = {(_d(e.get("data")).get("approver"), _d(e.get("data")).get("key")): e for e in events
                if e.get("event") == "approval_created" and plan and _d(e.get("data")).get("plan") == plan}
@@ -65,13 +65,13 @@ def build_case(events: list[dict[str, object]], run: str) -> dict[str, Any] | No
                           "file": _d(made.get("data")).get("file") if made else None,
                           "expires": a.get("expires"), "digest": a.get("digest"), "comment": a.get("comment"),
                           "after_hours": a.get("after_hours")})
-    requester = _d(sd.get("requester"))
-    policy = _d(sd.get("policy"))
-    catalog = _d(sd.get("catalog"))
+    requester: dict[str, Any] = _d(sd.get("requester"))
+    policy: dict[str, Any] = _d(sd.get("policy"))
+    catalog: dict[str, Any] = _d(sd.get("catalog"))
     finish = next((e for e in mine if e.get("event") == "run_finished"), None)
-    fd = _d(finish.get("data")) if finish else {}
+    fd: dict[str, Any] = _d(finish.get("data")) if finish else {}
     cp_line = next((e for e in mine if e.get("event") == "checkpoint"), None)
-    cp = _d(cp_line.get("checkpoint")) if cp_line else {}
+    cp: dict[str, Any] = _d(cp_line.get("checkpoint")) if cp_line else {}
     hosts: dict[str, dict[str, Any]] = {}
     for h in sd.get("hosts") or []:
         if isinstance(h, dict) and h.get("host"):
@@ -87,7 +87,7 @@ def build_case(events: list[dict[str, object]], run: str) -> dict[str, Any] | No
         h = hosts.setdefault(str(host), {"host": host, "from": None, "to": None, "phases": [],
                                          "downtime_seconds": None, "outcome": None, "version_after": None,
                                          "rollback_cause": None})
-        d = _d(e.get("data"))
+        d: dict[str, Any] = _d(e.get("data"))
         kind, phase = e.get("event"), e.get("phase")
         if kind == "phase_started":
             h["phases"].append({"phase": phase, "started": e.get("time"), "finished": None, "seconds": None,
@@ -112,7 +112,7 @@ def build_case(events: list[dict[str, object]], run: str) -> dict[str, Any] | No
         h["downtime_seconds"] = downtime.get(name, 0.0 if not down_since.get(name) else None)
         if name in down_since:
             h["down_since"] = down_since[name]  # stopped and never started again in this run
-    actor = _d(start.get("actor"))
+    actor: dict[str, Any] = _d(start.get("actor"))
     return {
         "run": run,
         "kind": "rollback" if start.get("event") == "rollback_requested" else "upgrade",

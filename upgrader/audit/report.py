@@ -590,7 +590,7 @@ def _approved_text(h: _Html, run: _Run) -> str | None:
     the window, the policy's digest and the downtime, from the run's case file; None when nothing was accepted."""
     from .case import build_case
 
-    case = build_case(h.events or run.events, run.id)
+    case: dict[str, Any] | None = build_case(h.events or run.events, run.id)
     if not case or not case["approvals"] or run.is_rollback:
         return None
     parts = [h.t("approved_by", approver=a.get("approver"), created=a.get("created") or "—",
