@@ -1014,11 +1014,28 @@ def _close(ctx: Context, recorder: Recorder, journal: Journal, result: JSONObjec
     recorder.event("run_finished", outcome=str(result["exit_code"]), outcomes={h["host"]: h["outcome"] for h in hosts})
     result["checkpoint"] = recorder.checkpoint()
     plan = journal.dir / "plan.json"
-    hosts = cast("list[PlanHost]", json.loads(plan.read_text(encoding="utf-8")).get("hosts") or []) \
+    plan_hosts = cast("list[PlanHost]", json.loads(plan.read_text(encoding="utf-8")).get("hosts") or []) \
         if plan.is_file() else []
-    result["witness"] = _witness(ctx, recorder, result, hosts)
+    result["witness"] = _witness(ctx, recorder, result, plan_hosts)
     bundle_after_run(ctx.home, result, lambda r: _write(journal, name, r), name, obfuscate=obfuscate)
     return result
+
+
+def _agent_call(connector: Callable[[], Transport], install_dir: str,
+                state_dir: str | None) -> Callable[[str, JSONObject], JSONObject]:
+    """``call(op, request)`` on the agent of one install: a connection, one request, the session ended as every
+    command ends it (an SSH one kept idle for reuse)."""
+    from .audit.witness import CALL_TIMEOUT
+    from .fleet.transport import AgentClient
+
+    def call(op: str, request: JSONObject) -> JSONObject:
+        transport = connector()
+        try:
+            return AgentClient(transport).call(op, timeout=CALL_TIMEOUT, install_dir=install_dir, state_dir=state_dir,
+                                               **request)
+        finally:
+            transport.close()
+    return call
 
 
 def _witness(ctx: Context, recorder: Recorder, result: JSONObject, plan_hosts: Sequence[PlanHost]) -> JSONObject | None:
@@ -1032,7 +1049,7 @@ def _witness(ctx: Context, recorder: Recorder, result: JSONObject, plan_hosts: S
         return None
     reached = {str(h.get("host")) for h in cast("list[dict[str, object]]", result.get("hosts") or [])
                if any(p.get("status") == "ok" for p in cast("list[dict[str, object]]", h.get("phases") or []))}
-    targets = [WitnessTarget(h["name"], h["install_dir"], h.get("state_dir"), _connector(h))
+    targets = [WitnessTarget(h["name"], _agent_call(_connector(h), h["install_dir"], h.get("state_dir")))
                for h in plan_hosts if h["name"] in reached]
     missing = send_witnesses(targets, cp, str(result["run_id"]), recorder.clock.now().isoformat(timespec="milliseconds"))
     for host, why in sorted(missing.items()):
@@ -1320,10 +1337,13 @@ def verify_witnesses(ctx: Context, inventory: Path, *, log: Path | None = None, 
     from .audit.witness import WitnessTarget, check_witnesses, read_witnesses
     from .core.recorder import audit_path
     from .fleet.inventory import load_inventory
+    from functools import partial
+
     from .fleet.transport import connect
 
     inv = load_inventory(inventory)
-    targets = [WitnessTarget(h.name, h.install_dir, h.state_dir, lambda h=h: connect(h)) for h in inv.select(hosts)]
+    targets = [WitnessTarget(h.name, _agent_call(partial(connect, h), h.install_dir, h.state_dir))
+               for h in inv.select(hosts)]
     if data is None:
         data = read_log(Path(log) if log else audit_path(ctx.home))
     return check_witnesses(data, read_witnesses(targets))

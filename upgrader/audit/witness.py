@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
 
 from ..core.errors import UpgraderError
+from ..core.shapes import JSONObject
 
 __all__ = ["WitnessTarget", "send_witnesses", "read_witnesses", "check_witnesses", "WitnessResult", "HostWitness"]
 
@@ -29,26 +29,15 @@ CALL_TIMEOUT = 30.0
 
 @dataclass(frozen=True)
 class WitnessTarget:
-    """A host to send the checkpoint to (or read its record from): how to reach it and its install."""
+    """A host to send the checkpoint to (or read its record from): its name and ``call(op, request)``, which asks
+    its agent (the caller connects: api.py), raising on any failure."""
 
     name: str
-    install_dir: str
-    state_dir: str | None
-    connect: Callable[[], Any]
+    call: Callable[[str, JSONObject], JSONObject]
 
 
-def _call(t: WitnessTarget, op: str, **request: Any) -> dict[str, Any]:
-    from ..fleet.transport import AgentClient
-
-    transport = t.connect()
-    try:
-        agent = AgentClient(transport)
-        try:
-            return agent.call(op, timeout=CALL_TIMEOUT, install_dir=t.install_dir, state_dir=t.state_dir, **request)
-        finally:
-            agent.close()
-    finally:
-        transport.close()
+def _call(t: WitnessTarget, op: str, request: JSONObject | None = None) -> JSONObject:
+    return t.call(op, request or {})
 
 
 def _error(e: BaseException) -> str:
@@ -57,16 +46,16 @@ def _error(e: BaseException) -> str:
     return f"{type(e).__name__}: {e}"
 
 
-def send_witnesses(targets: Sequence[WitnessTarget], checkpoint: dict[str, Any], run_id: str,
+def send_witnesses(targets: Sequence[WitnessTarget], checkpoint: Mapping[str, object], run_id: str,
                    time: str) -> dict[str, str]:
     """Send the run's checkpoint to every target (in parallel); returns {host: why} for each host that did not
     record it. Never raises: a witness must not fail a run."""
-    record = {"seq": checkpoint["seq"], "head": checkpoint["head"], "line": checkpoint.get("line"),
+    record: JSONObject = {"seq": checkpoint["seq"], "head": checkpoint["head"], "line": checkpoint.get("line"),
               "signer": checkpoint.get("signer"), "key": checkpoint.get("key"), "time": time, "run": run_id}
 
     def one(t: WitnessTarget) -> tuple[str, str | None]:
         try:
-            _call(t, "witness", checkpoint=record)
+            _call(t, "witness", {"checkpoint": record})
         except Exception as e:  # noqa: BLE001 - any failure is a missing witness, reported, never raised
             return t.name, _error(e)
         return t.name, None
@@ -81,9 +70,9 @@ def send_witnesses(targets: Sequence[WitnessTarget], checkpoint: dict[str, Any],
 @dataclass
 class HostWitness:
     host: str
-    checkpoints: list[dict[str, Any]] = field(default_factory=list)
+    checkpoints: list[JSONObject] = field(default_factory=list)
     error: str | None = None
-    unreadable: list[dict[str, Any]] = field(default_factory=list)
+    unreadable: list[JSONObject] = field(default_factory=list)
 
 
 def read_witnesses(targets: Sequence[WitnessTarget]) -> list[HostWitness]:
@@ -94,8 +83,10 @@ def read_witnesses(targets: Sequence[WitnessTarget]) -> list[HostWitness]:
             reply = _call(t, "witness_read")
         except Exception as e:  # noqa: BLE001 - reported as that host's error
             return HostWitness(t.name, error=_error(e))
-        return HostWitness(t.name, [c for c in reply.get("checkpoints") or [] if isinstance(c, dict)],
-                           unreadable=list(reply.get("unreadable") or []))
+        found = reply.get("checkpoints")
+        bad = reply.get("unreadable")
+        return HostWitness(t.name, [c for c in found if isinstance(c, dict)] if isinstance(found, list) else [],
+                           unreadable=[b for b in bad if isinstance(b, dict)] if isinstance(bad, list) else [])
 
     if not targets:
         return []
@@ -123,16 +114,16 @@ class WitnessResult:
             return "altered"
         return "cannot_check" if self.unreachable else "intact"
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JSONObject:
         return {"status": self.status, "log_lines": self.lines, "checked": self.checked, "problems": self.problems,
                 "hosts": [{"host": h.host, "checkpoints": len(h.checkpoints), "error": h.error,
                            "unreadable_lines": h.unreadable} for h in self.hosts]}
 
 
-def _log_lines(data: bytes) -> tuple[list[str], dict[int, dict[str, Any]]]:
+def _log_lines(data: bytes) -> tuple[list[str], dict[int, JSONObject]]:
     """The hash of every complete line (index 0 is line 1) and the parsed checkpoint lines by line number."""
     hashes: list[str] = []
-    checkpoints: dict[int, dict[str, Any]] = {}
+    checkpoints: dict[int, JSONObject] = {}
     for n, line in enumerate(data.split(b"\n")[:-1], 1):  # the part after the last newline is no complete line
         hashes.append(hashlib.sha256(line).hexdigest())
         if b'"checkpoint"' in line:
@@ -145,17 +136,26 @@ def _log_lines(data: bytes) -> tuple[list[str], dict[int, dict[str, Any]]]:
     return hashes, checkpoints
 
 
+def _seq_of(c: Mapping[str, object]) -> int:
+    seq = c.get("seq")
+    return seq if type(seq) is int else 0
+
+
+def _head_of(cp: object) -> object:
+    return cp.get("head") if isinstance(cp, dict) else None
+
+
 def check_witnesses(data: bytes, hosts: list[HostWitness]) -> WitnessResult:
     """Check the log's bytes against every host's witnessed checkpoints."""
     hashes, cps = _log_lines(data)
     n = len(hashes)
     result = WitnessResult(hosts, n)
-    matching = sorted({int(c["seq"]) for h in hosts for c in h.checkpoints
-                       if type(c.get("seq")) is int and 0 < c["seq"] <= n and hashes[c["seq"] - 1] == c.get("head")})
+    matching = sorted({_seq_of(c) for h in hosts for c in h.checkpoints
+                       if 0 < _seq_of(c) <= n and hashes[_seq_of(c) - 1] == c.get("head")})
     for h in hosts:
-        for c in sorted(h.checkpoints, key=lambda c: c.get("seq") if type(c.get("seq")) is int else 0):
-            seq, head, run = c.get("seq"), str(c.get("head") or ""), c.get("run") or "-"
-            if type(seq) is not int or seq < 1:
+        for c in sorted(h.checkpoints, key=_seq_of):
+            seq, head, run = _seq_of(c), str(c.get("head") or ""), c.get("run") or "-"
+            if seq < 1:
                 continue
             result.checked += 1
             said = f"host {h.host} witnessed run {run} at seq {seq} head {head[:12]}…"
@@ -173,7 +173,7 @@ def check_witnesses(data: bytes, hosts: list[HostWitness]) -> WitnessResult:
             if seq + 1 > n:
                 result.problems.append(f"{said}, but the log ends at seq {n}, before run {run}'s checkpoint on line "
                                        f"{seq + 1}: cut off")
-            elif rec is None or rec.get("run") != c.get("run") or rec["checkpoint"].get("head") != head:
+            elif rec is None or rec.get("run") != c.get("run") or _head_of(rec.get("checkpoint")) != head:
                 result.problems.append(f"{said}; the log's line {seq + 1} is not that run's checkpoint: the log was "
                                        f"rewritten after line {seq}")
     return result
