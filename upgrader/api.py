@@ -44,6 +44,7 @@ from .core.shapes import Event, JSONObject, JournalSeen, PlanData, PlanHost
 if TYPE_CHECKING:
     from version_policy import Policy
 
+    from .audit.witness import WitnessResult
     from .core.engine import HostTarget
     from .core.hostcheck import HostCheck
     from .core.engine import RunResult as EngineResult
@@ -774,6 +775,7 @@ def finish_run(ctx: Context, checked: CheckedRun, started: StartedRun, outcome: 
     if _passed_preflight(result):  # a run refused by every host before it touched one leaves its approval unspent
         _used_approvals(ctx.home).mark(checked.approvals, started.run_id, ctx.clock.now())
     result["checkpoint"] = started.recorder.checkpoint()
+    result["witness"] = _witness(ctx, started.recorder, result, [t.plan for t in checked.targets])
     bundle_after_run(ctx.home, result, lambda r: _write(started.journal, "result.json", r), obfuscate=obfuscate)
     return result
 
@@ -1012,8 +1014,54 @@ def _close(ctx: Context, recorder: Recorder, journal: Journal, result: JSONObjec
     hosts = cast("list[dict[str, object]]", result["hosts"])
     recorder.event("run_finished", outcome=str(result["exit_code"]), outcomes={h["host"]: h["outcome"] for h in hosts})
     result["checkpoint"] = recorder.checkpoint()
+    plan = journal.dir / "plan.json"
+    plan_hosts = cast("list[PlanHost]", json.loads(plan.read_text(encoding="utf-8")).get("hosts") or []) \
+        if plan.is_file() else []
+    result["witness"] = _witness(ctx, recorder, result, plan_hosts)
     bundle_after_run(ctx.home, result, lambda r: _write(journal, name, r), name, obfuscate=obfuscate)
     return result
+
+
+def _agent_call(connector: Callable[[], Transport], install_dir: str,
+                state_dir: str | None) -> Callable[[str, JSONObject], JSONObject]:
+    """``call(op, request)`` on the agent of one install: a connection, one request, the session ended as every
+    command ends it (an SSH one kept idle for reuse)."""
+    from .audit.witness import CALL_TIMEOUT
+    from .fleet.transport import AgentClient
+
+    def call(op: str, request: JSONObject) -> JSONObject:
+        transport = connector()
+        try:
+            return AgentClient(transport).call(op, timeout=CALL_TIMEOUT, install_dir=install_dir, state_dir=state_dir,
+                                               **request)
+        finally:
+            transport.close()
+    return call
+
+
+def _witness(ctx: Context, recorder: Recorder, result: JSONObject, plan_hosts: Sequence[PlanHost]) -> JSONObject | None:
+    """After the checkpoint: every host the run reached (a phase of it went well) appends the checkpoint to its own
+    record (audit/witness.py). A host that does not is named in the result's ``witness.missing`` (the CLI warns)
+    and in a ``witness_missing`` line of the audit log; the run's outcome stays what it was."""
+    from .audit.witness import WitnessTarget, send_witnesses
+
+    cp = cast("dict[str, Any] | None", result.get("checkpoint"))
+    if not cp:
+        return None
+    reached = {str(h.get("host")) for h in cast("list[dict[str, object]]", result.get("hosts") or [])
+               if any(p.get("status") == "ok" for p in cast("list[dict[str, object]]", h.get("phases") or []))}
+    targets = [WitnessTarget(h["name"], _agent_call(_connector(h), h["install_dir"], h.get("state_dir")))
+               for h in plan_hosts if h["name"] in reached]
+    missing = send_witnesses(targets, cp, str(result["run_id"]), recorder.clock.now().isoformat(timespec="milliseconds"))
+    for host, why in sorted(missing.items()):
+        try:  # no run: the run closed with its checkpoint; the next checkpoint covers this line
+            recorder.log.append("witness_missing", host=host, time=recorder.clock.now().isoformat(
+                timespec="milliseconds"), data={"for_run": str(result["run_id"]), "seq": cp["seq"], "head": cp["head"],
+                                                "error": why})
+        except Exception:  # noqa: BLE001 - the warning in the result still says it
+            pass
+    return {"witnessed": sorted(t.name for t in targets if t.name not in missing),
+            "missing": [{"host": h, "error": why} for h, why in sorted(missing.items())]}
 
 
 def _finished(observers: Sequence[Observer], result: JSONObject, clock: Clock) -> None:
@@ -1291,6 +1339,27 @@ def verify_audit(ctx: Context, *, log: Path | None = None, allowed_signers: Path
     result.signers_sha256 = digest
     result.anchor = f"{anchored[0]}:{anchored[1]}" if anchored else None
     return result
+
+
+def verify_witnesses(ctx: Context, inventory: Path, *, log: Path | None = None, data: bytes | None = None,
+                     hosts: str | None = None) -> WitnessResult:
+    """The audit log (its ``data`` when already read) against the checkpoints every host of ``inventory`` (or those
+    ``hosts`` selects) witnessed at the end of each run (read-only). ``status``: intact, altered (a witnessed head
+    the log does not have, or a witnessed run cut off: exit 6) or cannot_check (a host could not be read: exit 2)."""
+    from .audit.log import read_log
+    from .audit.witness import WitnessTarget, check_witnesses, read_witnesses
+    from .core.recorder import audit_path
+    from .fleet.inventory import load_inventory
+    from functools import partial
+
+    from .fleet.transport import connect
+
+    inv = load_inventory(inventory)
+    targets = [WitnessTarget(h.name, _agent_call(partial(connect, h), h.install_dir, h.state_dir))
+               for h in inv.select(hosts)]
+    if data is None:
+        data = read_log(Path(log) if log else audit_path(ctx.home))
+    return check_witnesses(data, read_witnesses(targets))
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,9 @@ UPGRADER_FAULT_EXCHANGE_AT=<point>, UPGRADER_FAULT_EXCHANGE=<dir>\n<a>\n<b>\n<ui
     with renameat2(RENAME_EXCHANGE), as a user who can write that directory would; the run then goes on.
     ``agent:replied:<op>``: right after the host agent answered action <op> (e.g. ``receive_check``, just before
     the package upload) -- the moment an attacker watching the host's processes would pick.
+UPGRADER_FAULT_STOP_AT=<point>, UPGRADER_FAULT_STOP_PID=<pid>
+    the first time the controller passes <point> (``agent:replied:<op>`` as above), SIGKILL process <pid> (a
+    test's own sshd) and its children (its live SSH sessions): the host is unreachable from then on.
 UPGRADER_FAULT_PAUSE_AT=<step>
     ``backup``, ``stop``, ``install``, ``start``, ``observe``, ``commit``: hold the engine (at most 120 s)
     at its Ctrl-C check before that step until the run is cancelled. ``run_started`` and
@@ -35,6 +38,28 @@ AGENT = "agent:"
 EXCHANGE_AT = "UPGRADER_FAULT_EXCHANGE_AT"
 EXCHANGE = "UPGRADER_FAULT_EXCHANGE"
 _exchanged: list[str] = []
+STOP_AT = "UPGRADER_FAULT_STOP_AT"
+STOP_PID = "UPGRADER_FAULT_STOP_PID"
+_stopped: list[str] = []
+
+
+def stop_tree(pid: int) -> None:
+    """SIGKILL ``pid`` and every process whose parent it is (found in /proc)."""
+    children = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat", encoding="utf-8", errors="replace") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                children.append(int(entry))
+    for p in [pid, *children]:
+        try:
+            os.kill(p, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 def exchange_as(uid: int, directory: str, a: str, b: str) -> None:
@@ -72,6 +97,10 @@ def hook(name: str, **context: Any) -> None:
         directory, a, b, uid = os.environ[EXCHANGE].split("\n")
         _exchanged.append(name)
         exchange_as(int(uid), directory, a, b)
+    stop_at = os.environ.get(STOP_AT)
+    if stop_at and stop_at in (name, f"{name}:{context.get('op')}") and not _stopped:
+        _stopped.append(name)
+        stop_tree(int(os.environ[STOP_PID]))
     if kill.startswith(AGENT):
         if name == "agent:request":
             context["request"]["_test_kill"] = kill[len(AGENT):]

@@ -264,6 +264,10 @@ def build_parser() -> argparse.ArgumentParser:
     averify.add_argument("--allowed-signers", metavar="FILE",
                          help="operators' keys (default: the policy's audit.allowed_signers)")
     averify.add_argument("--policy", help="policy YAML naming the allowed signers")
+    averify.add_argument("--witness", metavar="INVENTORY",
+                         help="also check the log against the checkpoints every host of this inventory witnessed "
+                              "(read-only, over SSH or locally): a rewritten log or a run cut off the end is named, "
+                              "exit 6; a host that cannot be read leaves it unchecked (exit 2)")
     averify.add_argument("--json", action="store_true")
     averify.set_defaults(func="audit:cmd_verify")
     ashow = audit.add_parser("show", help="a readable timeline of the audit log, after its verdict",

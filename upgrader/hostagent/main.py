@@ -25,6 +25,7 @@ from .receive import op_receive_check, op_receive_commit
 from .recovery import op_backup_check, op_recovery_check
 from .rollback import op_rollback
 from .service import op_hook, op_start, op_stop
+from .witness import op_witness, op_witness_read
 from .state import (Paths, ancestor_problem, check_install, check_state_dir, check_state_markers, ensure_state_dir,
                     ledger_dirs)
 
@@ -34,18 +35,19 @@ OPS = {"facts": op_facts, "lock": op_lock, "unlock": op_unlock, "prepare": op_pr
        "recovery_check": op_recovery_check, "backup_check": op_backup_check, "verify_tree": op_verify_tree, "finish": op_finish, "hook": op_hook, "state": op_state,
        "receive_check": op_receive_check, "receive_commit": op_receive_commit,
        "access_read": op_access_read, "access_write": op_access_write, "inspect": op_inspect,
-       "read_vars": op_read_vars, "prove": op_prove, "host_trust": op_host_trust}
+       "read_vars": op_read_vars, "prove": op_prove, "host_trust": op_host_trust,
+       "witness": op_witness, "witness_read": op_witness_read}
 
 
 MUTATING = ("prepare", "stop", "install", "start", "rollback", "finish", "hook")
 #: the actions that read or write the state dir: each checks it again (check_state_dir) when it starts, not only
 #: the run's lock in preflight (whoever can write its parent could have swapped it for a link since)
 STATE_OPS = MUTATING + ("lock", "unlock", "receive_check", "receive_commit", "state", "verify_tree",
-                        "recovery_check", "backup_check")
+                        "recovery_check", "backup_check", "witness")
 
 #: the actions that read or change the install dir: each applies the rule to the install dir, its last component
 #: included, and to the state dirs' parents, before it reads anything (check_install)
-INSTALL_OPS = STATE_OPS + ("facts", "read_vars", "prove", "inspect", "observe")
+INSTALL_OPS = STATE_OPS + ("facts", "read_vars", "prove", "inspect", "observe", "witness_read")
 #: the actions of a run that may come after its stop: an install dir found a link there needs a person
 AFTER_STOP = ("stop", "install", "start", "rollback", "finish", "hook", "observe", "verify_tree")
 

@@ -29,6 +29,8 @@ def verification(args: argparse.Namespace, data: bytes | None = None) -> Any:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
+    if getattr(args, "witness", None):
+        return _verify_witnessed(args)
     result = verification(args)
     if args.json:
         print_json({**result.to_dict(), "verdict": describe(result)})
@@ -48,6 +50,44 @@ def cmd_verify(args: argparse.Namespace) -> int:
         for w in result.warnings:
             c.print(f"[yellow]note:[/yellow] {w}", soft_wrap=True)
     return verdict_exit(result)
+
+
+def _verify_witnessed(args: argparse.Namespace) -> int:
+    """``audit verify --witness INV``: the log's own verdict, then the log against the hosts' witnessed checkpoints
+    (one read of the log for both). Altered by either: 6; else a host not read or no signers known: 2; else 0."""
+    from ...api import verify_witnesses
+    from ...audit.log import read_log
+    from ...core.exit_codes import ExitCode
+
+    data = read_log(log_path(args))
+    result = verification(args, data)
+    witnessed = verify_witnesses(context_of(args), Path(args.witness), data=data)
+    code = verdict_exit(result)
+    if witnessed.problems:
+        code = ExitCode.AUDIT_ALTERED
+    elif witnessed.unreachable and code == ExitCode.OK:
+        code = ExitCode.BAD_INPUT
+    if args.json:
+        print_json({**result.to_dict(), "verdict": describe(result), "witness": witnessed.to_dict(),
+                    "exit_code": int(code)})
+        return int(code)
+    from rich.text import Text
+
+    c = console()
+    status = {0: ("INTACT", "bold green"), 6: ("ALTERED", "bold red")}.get(int(code), ("CANNOT CHECK", "bold yellow"))
+    c.print(Text.assemble(status, f" {result.path} (with the hosts' witnessed checkpoints)"))
+    c.print(describe(result), soft_wrap=True, markup=False)
+    for p in witnessed.problems:
+        c.print(Text.assemble(("witness: ", "red"), p), soft_wrap=True)
+    for h in witnessed.hosts:
+        if h.error:
+            c.print(Text.assemble(("witness: ", "yellow"), f"host {h.host} could not be read: {h.error}"),
+                    soft_wrap=True)
+        else:
+            c.print(Text(f"witness: host {h.host} keeps {len(h.checkpoints)} checkpoint(s)"), soft_wrap=True)
+    if not witnessed.problems:
+        c.print(Text(f"{witnessed.checked} witnessed checkpoint(s) match the log"), soft_wrap=True)
+    return int(code)
 
 
 def verdict_exit(result: Any) -> int:

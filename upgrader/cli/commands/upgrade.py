@@ -191,6 +191,7 @@ def _report(c: Any, result: dict[str, Any]) -> int:
         print_run_summary(c, result)
         print_diagnostics(c, result.get("diagnostics"))
         _print_checkpoint(c, result["checkpoint"])
+        _print_witness(c, result.get("witness"))
         waiting = sum(1 for h in result["hosts"] if h["outcome"] == "waiting")
         if waiting:
             c.print(f"[bold]{waiting} host(s) wait:[/bold] upgrader resume {result['run_id']} --yes", soft_wrap=True)
@@ -246,6 +247,20 @@ def _confirmer(args: argparse.Namespace, c: Any, board: Any, cancel: Any = None)
             board._live.start()
         return bool(ok)
     return ask
+
+
+def _print_witness(c: Any, witness: dict[str, Any] | None) -> None:
+    """Which hosts keep the checkpoint (audit verify --witness checks the log against them), and a warning for each
+    host that could not record it (the run's outcome is not changed by that)."""
+    if not witness:
+        return
+    from rich.text import Text
+
+    if witness.get("witnessed"):
+        c.print(Text(f"witnessed by: {', '.join(witness['witnessed'])}"), soft_wrap=True)
+    for m in witness.get("missing") or []:
+        c.print(Text.assemble(("warning:", "yellow"), f" host {m['host']} did not record the checkpoint (no witness "
+                              f"there; the audit log notes it): {m['error']}"), soft_wrap=True)
 
 
 def _print_checkpoint(c: Any, cp: dict[str, Any] | None) -> None:

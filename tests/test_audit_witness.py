@@ -1,0 +1,199 @@
+"""Witnessed checkpoints (issue 20): every host a run touched keeps the run's signed checkpoint in its own ledger
+(checkpoints.jsonl), and `upgrader audit verify --witness INVENTORY` checks the log against those records over the
+real sshd. The attacks are the ones a signature alone cannot catch: the log rewritten and re-signed with the
+operator's own key, and the last run cut off the end. A host unreachable at the run's end does not fail the run."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+from conftest import approve, fault_env, kill_processes_under, plan_to, upgrader
+
+from fleet import Fleet, build_fleet
+from sshd import SSHServer, start_sshd
+from upgrader.cli import main
+from upgrader.trust.keys import load_private_key
+from upgrader.trust.sshsig import fingerprint, public_key_blob, sign
+
+ALTERED = 6
+
+
+@dataclass(frozen=True)
+class Witnessed:
+    fleet: Fleet
+    log: bytes                      # the audit log as the two runs left it
+    runs: list[str]                 # the upgrade (7.0.4.2, committed), the failing one (7.0.4.5, rolled back)
+    checkpoints: list[dict[str, Any]]  # each run's checkpoint (result.json)
+
+
+@pytest.fixture(scope="module")
+def witnessed(tmp_path_factory: pytest.TempPathFactory, sshd: SSHServer) -> Iterator[Witnessed]:
+    """Two real runs over the real sshd on two hosts: an upgrade, then a failing one rolled back automatically."""
+    root = tmp_path_factory.mktemp("witnessed")
+    f = build_fleet(root / "fleet", sshd, 2)
+    try:
+        for version, expected in (("7.0.4.2", 0), ("7.0.4.5", 1)):
+            rc, plan = plan_to(f.box, version)
+            assert rc == 0
+            assert upgrader(f.box, "run", str(plan), "--approval", str(approve(f.box, plan))) == expected
+    finally:
+        f.stop_all()
+        kill_processes_under(root)
+    runs = [d.name for d in f.run_dirs()]
+    cps = [json.loads((d / "result.json").read_text())["checkpoint"] for d in f.run_dirs()]
+    yield Witnessed(f, (f.box.root / "audit" / "audit.jsonl").read_bytes(), runs, cps)
+
+
+def verify(w: Witnessed, log: Path, capsys: pytest.CaptureFixture[str], *extra: str) -> tuple[int, dict[str, Any], str]:
+    """`upgrader audit verify LOG` with the sandbox's policy (its allowed signers), as JSON and as text."""
+    capsys.readouterr()
+    rc_json = main(["--home", str(w.fleet.box.root), "audit", "verify", str(log), "--json", *extra])
+    report = json.loads(capsys.readouterr().out)
+    rc = main(["--home", str(w.fleet.box.root), "audit", "verify", str(log), *extra])
+    text = capsys.readouterr().out
+    assert rc == rc_json
+    return rc, report, " ".join(text.split())
+
+
+def records(host_state: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (host_state / "checkpoints.jsonl").read_text().splitlines()]
+
+
+def sha(line: bytes) -> str:
+    return hashlib.sha256(line.rstrip(b"\n")).hexdigest()
+
+
+def rechain(lines: list[bytes], edit: Any, key: Any, principal: str) -> list[bytes]:
+    """The attacker with the operator's key: edit, renumber, rechain, and re-sign every checkpoint."""
+    from upgrader.audit.log import NAMESPACE, checkpoint_statement
+
+    out: list[bytes] = []
+    prev = "0" * 64
+    for line in lines:
+        rec = edit(json.loads(line))
+        rec["seq"], rec["prev"] = len(out) + 1, prev
+        if rec["event"] == "checkpoint":
+            fp = fingerprint(public_key_blob(key.public_key()))
+            rec["checkpoint"] = {"seq": len(out), "head": prev, "signer": principal, "key": fp,
+                                 "signature": sign(key, checkpoint_statement(len(out), prev, rec["run"], principal,
+                                                                             rec["time"]), NAMESPACE)}
+        out.append(json.dumps(rec, separators=(",", ":"), ensure_ascii=False).encode() + b"\n")
+        prev = sha(out[-1])
+    return out
+
+
+def test_each_host_a_run_touched_keeps_that_runs_checkpoint_in_its_own_ledger(witnessed: Witnessed) -> None:
+    for h in witnessed.fleet.hosts:
+        kept = records(h.state_dir)
+        assert [(r["run"], r["seq"], r["head"]) for r in kept] == [
+            (run, cp["seq"], cp["head"]) for run, cp in zip(witnessed.runs, witnessed.checkpoints)]
+        assert all(r["signer"] == "operator@customer" and r["key"].startswith("SHA256:") for r in kept)
+        assert oct((h.state_dir / "checkpoints.jsonl").stat().st_mode & 0o777) == "0o600"
+
+
+def test_an_honest_log_verifies_intact_with_every_hosts_witnesses(witnessed: Witnessed, tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    log = tmp_path / "audit.jsonl"
+    log.write_bytes(witnessed.log)
+    rc, report, text = verify(witnessed, log, capsys, "--witness", str(witnessed.fleet.box.inventory))
+    assert rc == 0, text
+    assert report["witness"]["status"] == "intact" and report["witness"]["checked"] == 4
+    assert [h["checkpoints"] for h in report["witness"]["hosts"]] == [2, 2]
+    assert text.startswith("INTACT") and "4 witnessed checkpoint(s) match the log" in text
+
+
+def test_a_log_rewritten_and_re_signed_with_the_operator_key_is_caught_by_the_hosts(
+        witnessed: Witnessed, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The engineer holds the log and the operator key: he changes who approved the first run, rebuilds the chain
+    and signs every checkpoint again. The signatures verify (exit 0 without witnesses); the hosts' records do not."""
+    box = witnessed.fleet.box
+    key = load_private_key(str(box.operator_key))
+    lines = witnessed.log.splitlines(keepends=True)
+
+    def edit(rec: dict[str, Any]) -> dict[str, Any]:
+        if rec["event"] == "approval_accepted" and rec["run"] == witnessed.runs[0]:
+            rec["data"]["approver"] = "someone-else@customer"
+        return rec
+
+    forged = rechain(lines, edit, key, "operator@customer")
+    edited = next(n for n, line in enumerate(lines, 1) if b'"approval_accepted"' in line)
+    assert forged != lines
+    log = tmp_path / "audit.jsonl"
+    log.write_bytes(b"".join(forged))
+    rc, report, text = verify(witnessed, log, capsys)
+    assert rc == 0 and report["status"] == "intact", "the re-signed log must fool a signature check alone"
+    rc, report, text = verify(witnessed, log, capsys, "--witness", str(box.inventory))
+    assert rc == ALTERED, text
+    first = witnessed.checkpoints[0]
+    assert first["seq"] >= edited
+    problems = report["witness"]["problems"]
+    assert len(problems) == 4  # both runs' heads, on both hosts
+    assert (f"host app-01 witnessed run {witnessed.runs[0]} at seq {first['seq']} head {first['head'][:12]}…, the "
+            f"log has head {sha(forged[first['seq'] - 1])[:12]}… at seq {first['seq']}: the log was rewritten at or "
+            f"before line {first['seq']}") in problems
+    assert text.startswith("ALTERED") and "app-02" in text
+
+
+def test_the_last_run_cut_off_the_end_is_caught_by_the_hosts_anchors(
+        witnessed: Witnessed, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Everything after the first run's checkpoint is removed: a signature check alone reads INTACT."""
+    lines = witnessed.log.splitlines(keepends=True)
+    first, second = witnessed.checkpoints
+    log = tmp_path / "audit.jsonl"
+    log.write_bytes(b"".join(lines[:first["line"]]))
+    rc, report, _ = verify(witnessed, log, capsys)
+    assert rc == 0 and report["status"] == "intact"
+    rc, report, text = verify(witnessed, log, capsys, "--witness", str(witnessed.fleet.box.inventory))
+    assert rc == ALTERED, text
+    assert (f"host app-02 witnessed run {witnessed.runs[1]} at seq {second['seq']} head {second['head'][:12]}…, "
+            f"but the log ends at seq {first['line']}: cut off") in " ".join(report["witness"]["problems"])
+    assert len(report["witness"]["problems"]) == 2
+    # the honest part still matches: the first run is not reported
+    assert witnessed.runs[0] not in " ".join(report["witness"]["problems"])
+
+
+def test_a_host_unreachable_at_the_runs_end_does_not_fail_the_run_and_the_log_notes_it(
+        tmp_path: Path, sshd: SSHServer) -> None:
+    """The host's own sshd dies right after the host answered the run's finish: the run still exits 0, its output
+    warns that the host did not record the checkpoint, the audit log has a witness_missing line and verifies."""
+    own = start_sshd(tmp_path / "sshd-own")
+    f = build_fleet(tmp_path / "fleet", sshd, 1)
+    try:
+        f.write_inventory(**own.host_entry())
+        rc, plan = plan_to(f.box, "7.0.4.2")
+        assert rc == 0
+        approval = approve(f.box, plan)
+        env = {**os.environ, **fault_env(), "UPGRADER_FAULT_STOP_AT": "agent:replied:finish",
+               "UPGRADER_FAULT_STOP_PID": str(own.proc.pid)}
+        done = subprocess.run([sys.executable, "-m", "upgrader", "--home", str(f.box.root), "run", str(plan),
+                               "--approval", str(approval)], env=env, capture_output=True, text=True, timeout=300,
+                              stdin=subprocess.DEVNULL)
+        out = " ".join(done.stdout.split())
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert own.proc.poll() is not None, "the host's sshd was stopped at the run's end"
+        assert "warning: host app-01 did not record the checkpoint" in out
+        assert f.versions() == {"app-01": "7.0.4.2"}
+        assert not (f["app-01"].state_dir / "checkpoints.jsonl").exists()
+        (run_dir,) = f.run_dirs()
+        result = json.loads((run_dir / "result.json").read_text())
+        assert result["witness"]["witnessed"] == [] and result["witness"]["missing"][0]["host"] == "app-01"
+        events = [json.loads(line) for line in (f.box.root / "audit" / "audit.jsonl").read_text().splitlines()]
+        assert events[-1]["event"] == "witness_missing" and events[-1]["host"] == "app-01"
+        assert events[-1]["data"]["for_run"] == run_dir.name and events[-1]["run"] is None
+        assert main(["--home", str(f.box.root), "audit", "verify"]) == 0
+        # the auditor cannot read that host now: the log is not proven against it (exit 2, the host named)
+        assert main(["--home", str(f.box.root), "audit", "verify", "--witness", str(f.box.inventory)]) == 2
+    finally:
+        own.stop()
+        f.stop_all()
+        kill_processes_under(tmp_path)
+        shutil.rmtree(tmp_path / "sshd-own", ignore_errors=True)
