@@ -157,3 +157,91 @@ def test_html_rule_approval_on_approved_runs_shows_the_approval_not_skip(
         assert f"policy sha256 {case['policy']['sha256']}" in html
         assert f"downtime {case['downtime_seconds']} s" in html
     assert "service window at the start:" in html
+
+
+def copy_evidence(demo: Demo, tmp_path: Path) -> tuple[Path, Path]:
+    """What an auditor is given: copies of the plans and approvals folders (the demo's own stay untouched)."""
+    import shutil
+
+    plans, approvals = tmp_path / "plans", tmp_path / "approvals"
+    shutil.copytree(demo.box.plans, plans)
+    shutil.copytree(demo.box.approvals, approvals)
+    return plans, approvals
+
+
+def cross_check(demo: Demo, plans: Path, approvals: Path, capsys: pytest.CaptureFixture[str],
+                *extra: str) -> tuple[int, str]:
+    capsys.readouterr()
+    rc = main(["--home", str(demo.box.root), "audit", "verify", "--plans", str(plans), "--approvals",
+               str(approvals), *extra])
+    return rc, capsys.readouterr().out
+
+
+def test_plans_and_approvals_the_log_names_match_their_files(demo: Demo, tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    plans, approvals = copy_evidence(demo, tmp_path)
+    rc, out = cross_check(demo, plans, approvals, capsys)
+    assert rc == 0, out
+    assert out.startswith("INTACT ") and "every plan and approval the log names matches its file" in out
+    rc, out = cross_check(demo, plans, approvals, capsys, "--json")
+    doc = json.loads(out)
+    check = doc["cross_check"]
+    assert check["ok"] and not check["problems"]
+    for plan in demo.plans:
+        capsys.readouterr()
+        assert main(["plan", "digest", str(plan)]) == 0
+        digest = capsys.readouterr().out.strip()
+        assert check["plans"][digest] == str(plans / plan.name)
+    assert sorted(Path(f).name for f in check["approvals"].values()) == sorted(
+        p.name for p in demo.box.approvals.glob("*.approval"))
+
+
+def test_a_swapped_plan_file_is_caught_naming_the_file_both_digests_and_the_line(
+        demo: Demo, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    plans, approvals = copy_evidence(demo, tmp_path)
+    first, second = plans / demo.plans[0].name, plans / demo.plans[1].name
+    a, b = first.read_bytes(), second.read_bytes()
+    first.write_bytes(b)         # the two plans swapped: each file now holds the other's plan
+    second.write_bytes(a)
+    digests = []
+    for plan in demo.plans:
+        capsys.readouterr()
+        assert main(["plan", "digest", str(plan)]) == 0
+        digests.append(capsys.readouterr().out.strip())
+    rc, out = cross_check(demo, plans, approvals, capsys)
+    assert rc == 6, out
+    assert re.search(rf"MISMATCH file {re.escape(str(first))} has digest {digests[1]}, the log names {digests[0]} "
+                     r"\(line \d+\)", out), out
+    # a plan that is not there at all is named by the line that names it
+    second.unlink()
+    first.unlink()
+    rc, out = cross_check(demo, plans, approvals, capsys, "--json")
+    assert rc == 6
+    problems = json.loads(out)["cross_check"]["problems"]
+    assert {p["digest"] for p in problems} == set(digests)
+    assert all(p["problem"] == f"plan digest {p['digest']} named by line {p['line']}: no file in {plans} has it"
+               for p in problems)
+    log = (demo.box.root / "audit" / "audit.jsonl").read_text().splitlines()
+    for p in problems:  # the line named is a line of the log that names that plan
+        assert json.loads(log[p["line"] - 1])["data"]["plan"] == p["digest"]
+
+
+def test_an_approval_swapped_or_signed_by_an_unknown_key_is_caught(
+        demo: Demo, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    plans, approvals = copy_evidence(demo, tmp_path)
+    files = sorted(approvals.glob("*.approval"))
+    assert len(files) == 2
+    a, b = files[0].read_bytes(), files[1].read_bytes()
+    files[0].write_bytes(b)
+    files[1].write_bytes(a)
+    rc, out = cross_check(demo, plans, approvals, capsys)
+    assert rc == 6
+    assert f"MISMATCH file {files[0]} has digest" in out and "the approval file was swapped or edited" in out
+    # the right files, but the auditor's allowed signers do not hold the approver's key
+    files[0].write_bytes(a)
+    files[1].write_bytes(b)
+    stranger = tmp_path / "allowed_signers"
+    operator_line = (demo.box.root / "keys" / "allowed_signers").read_text().splitlines()
+    stranger.write_text("\n".join(x for x in operator_line if "engineer@vendor" not in x) + "\n")
+    rc, out = cross_check(demo, plans, approvals, capsys, "--approval-signers", str(stranger))
+    assert rc == 6 and "signed by a key the allowed signers do not allow for engineer@vendor" in out, out

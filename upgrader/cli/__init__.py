@@ -264,6 +264,12 @@ def build_parser() -> argparse.ArgumentParser:
     averify.add_argument("--allowed-signers", metavar="FILE",
                          help="operators' keys (default: the policy's audit.allowed_signers)")
     averify.add_argument("--policy", help="policy YAML naming the allowed signers")
+    averify.add_argument("--plans", metavar="DIR", help="also check every plan the log names: a file in DIR must "
+                         "have its digest (recomputed from the file); exit 6 naming the line and file otherwise")
+    averify.add_argument("--approvals", metavar="DIR", help="also check every approval a run accepted: a file in DIR "
+                         "with its digest, a good signature by an allowed approver, for the plan the log names")
+    averify.add_argument("--approval-signers", metavar="FILE",
+                         help="approvers' keys for --approvals (default: the policy's approvals.allowed_signers)")
     averify.add_argument("--json", action="store_true")
     averify.set_defaults(func="audit:cmd_verify")
     ashow = audit.add_parser("show", help="a readable timeline of the audit log, after its verdict",

@@ -10,7 +10,7 @@ from ...audit.view import CANNOT_CHECK, describe
 from ...core.exit_codes import ExitCode
 from ._common import console, context_of, print_json
 
-__all__ = ["cmd_verify", "cmd_show", "cmd_case", "cmd_export", "log_path", "describe", "CANNOT_CHECK"]
+__all__ = ["cmd_verify", "cmd_cross_check", "cmd_show", "cmd_case", "cmd_export", "log_path", "describe", "CANNOT_CHECK"]
 
 
 def log_path(args: argparse.Namespace) -> Path:
@@ -29,6 +29,8 @@ def verification(args: argparse.Namespace, data: bytes | None = None) -> Any:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
+    if getattr(args, "plans", None) or getattr(args, "approvals", None):
+        return cmd_cross_check(args)
     result = verification(args)
     if args.json:
         print_json({**result.to_dict(), "verdict": describe(result)})
@@ -48,6 +50,40 @@ def cmd_verify(args: argparse.Namespace) -> int:
         for w in result.warnings:
             c.print(f"[yellow]note:[/yellow] {w}", soft_wrap=True)
     return verdict_exit(result)
+
+
+def cmd_cross_check(args: argparse.Namespace) -> int:
+    """``audit verify --plans DIR --approvals DIR``: the log's verdict, then every plan and approval it names."""
+    from rich.text import Text
+
+    from ...api import cross_check_audit
+    from ...audit.view import headline
+
+    signers = getattr(args, "allowed_signers", None)
+    approvers = getattr(args, "approval_signers", None)
+    done = cross_check_audit(context_of(args), plans=Path(args.plans) if args.plans else None,
+                             approvals=Path(args.approvals) if args.approvals else None, log=log_path(args),
+                             allowed_signers=Path(signers) if signers else None, anchor=getattr(args, "anchor", None),
+                             approval_signers=Path(approvers) if approvers else None)
+    result, check = done.result, done.check
+    if args.json:
+        print_json({**result.to_dict(), "headline": headline(result), "verdict": describe(result),
+                    "cross_check": check.to_dict()})
+        return done.exit_code
+    c = console()
+    c.print(Text(f"{headline(result)} {result.path}"), soft_wrap=True)
+    c.print(describe(result), soft_wrap=True, markup=False)
+    for what, found, folder in (("plans", check.plans, check.plans_dir), ("approvals", check.approvals,
+                                                                          check.approvals_dir)):
+        if folder is None:
+            continue
+        good = sum(1 for f in found.values() if f)
+        c.print(Text(f"{what}: {len(found)} named by the log, {good} found in {folder}"), soft_wrap=True)
+    for p in check.problems:
+        c.print(Text.assemble(("MISMATCH ", "bold red"), str(p["problem"])), soft_wrap=True)
+    if check.ok:
+        c.print(Text("every plan and approval the log names matches its file", style="green"), soft_wrap=True)
+    return done.exit_code
 
 
 def verdict_exit(result: Any) -> int:
