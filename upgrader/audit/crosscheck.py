@@ -133,8 +133,8 @@ def cross_check(events: list[dict[str, Any]], *, plans: Path | None, approvals: 
                 # the file the log recorded holds another plan: swapped (or edited), wherever this digest is
                 try:
                     theirs = load_plan(named).digest
-                except Exception as e:  # noqa: BLE001 - a damaged plan is a finding, not a crash
-                    theirs = f"none (not a plan: {e})"
+                except Exception as err:  # noqa: BLE001 - a damaged plan is a finding, not a crash
+                    theirs = f"none (not a plan: {err})"
                 elsewhere = f"; digest {digest} is in file {have[digest]}" if digest in have else ""
                 problem(line, "plan", f"file {named} has digest {theirs}, the log names {digest} (line {line}): "
                         f"the plan file was swapped or edited{elsewhere}", file=str(named), digest=digest,
@@ -166,8 +166,8 @@ def cross_check(events: list[dict[str, Any]], *, plans: Path | None, approvals: 
                 out.approvals[digest] = a.source if a is not None else None
                 try:
                     theirs = read_approval(named).digest
-                except Exception as e:  # noqa: BLE001
-                    theirs = f"none (not an approval: {e})"
+                except Exception as err:  # noqa: BLE001
+                    theirs = f"none (not an approval: {err})"
                 elsewhere = f"; digest {digest} is in file {a.source}" if a is not None else ""
                 problem(line, "approval", f"file {named} has digest {theirs}, the log names {digest} (line "
                         f"{line}): the approval file was swapped or edited{elsewhere}", file=str(named),
