@@ -245,3 +245,34 @@ def test_an_approval_swapped_or_signed_by_an_unknown_key_is_caught(
     stranger.write_text("\n".join(x for x in operator_line if "engineer@vendor" not in x) + "\n")
     rc, out = cross_check(demo, plans, approvals, capsys, "--approval-signers", str(stranger))
     assert rc == 6 and "signed by a key the allowed signers do not allow for engineer@vendor" in out, out
+
+
+def test_csv_export_writes_the_case_files_beside_it_one_row_per_run_and_host(
+        demo: Demo, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import csv
+    import io
+
+    from upgrader.audit.report import CSV_CASE_COLUMNS
+
+    out = tmp_path / "audit.csv"
+    capsys.readouterr()
+    assert main(["--home", str(demo.box.root), "audit", "export", "--format", "csv", "-o", str(out)]) == 0
+    cases_file = tmp_path / "audit.cases.csv"
+    assert f"wrote {cases_file}" in capsys.readouterr().out
+    first, header, *rows = csv.reader(io.StringIO(cases_file.read_text(), newline=""))
+    assert first[:2] == ["verification", "INTACT"]
+    assert tuple(header) == CSV_CASE_COLUMNS
+    table = [dict(zip(header, r)) for r in rows]
+    assert [r["run"] for r in table] == demo.runs          # the demo's runs have one host each
+    for row, run in zip(table, demo.runs):
+        case = case_of(demo, run, capsys)
+        [a] = case["approvals"]
+        [h] = case["hosts"]
+        assert row["approvers"] == a["approver"] == "engineer@vendor" and row["approval_digests"] == a["digest"]
+        assert row["approvals_created"] == a["created"] and row["plan_digest"] == case["requested"]["plan"]
+        assert row["policy_sha256"] == case["policy"]["sha256"] and row["catalog_signer"] == "vendor-release"
+        assert row["host"] == "app-01" and row["host_outcome"] == h["outcome"]
+        assert row["phases"].startswith("preflight ") and float(row["run_downtime_seconds"]) > 0
+        assert row["exit_code"] == str(case["outcome"]["exit_code"])
+        assert row["checkpoint_anchor"] == case["checkpoint"]["anchor"]
+    assert table[1]["host_outcome"] == "rolled_back" and "never healthy" in table[1]["rollback_cause"]

@@ -1540,6 +1540,7 @@ class AuditExport:
     events: int
     result: VerifyResult
     verdict: str
+    cases_output: Path | None = None  # a CSV export's case file (REPORT.cases.csv), one row per run and host
 
     @property
     def status(self) -> str:
@@ -1575,7 +1576,10 @@ def export_audit(ctx: Context, *, output: Path, format: str = "html", log: Path 
     events = select_events(path, data, run=run, host=host, since=since)
     verdict = describe(result)
     export(format, events, result, verdict, Path(output), lang=lang)
-    return AuditExport(Path(output), format, len(events), result, verdict)
+    from .audit.report import cases_path
+
+    return AuditExport(Path(output), format, len(events), result, verdict,
+                       cases_path(Path(output)) if format == "csv" else None)
 
 
 # -- the customer's side: available, inspect, access -------------------------------------------------------

@@ -34,7 +34,8 @@ from ..core.language import LANGS, resolve_lang  # one rule for every reader; ke
 if TYPE_CHECKING:
     from .log import VerifyResult
 
-__all__ = ["export", "render_html", "render_json", "render_csv", "resolve_lang", "CSV_COLUMNS", "CSV_VERIFICATION",
+__all__ = ["export", "render_html", "render_json", "render_csv", "render_cases_csv", "cases_path", "resolve_lang",
+           "CSV_COLUMNS", "CSV_VERIFICATION", "CSV_CASE_COLUMNS",
            "LANGS"]
 
 #: the first row of a CSV export: the verdict on the whole log, before the column header
@@ -42,6 +43,15 @@ CSV_VERIFICATION = ("verification", "status", "bad_line", "problem", "verdict", 
                     "allowed_signers_sha256", "anchor")
 CSV_COLUMNS = ("seq", "time", "run", "host", "event", "phase", "outcome", "actor_user", "actor_principal",
                "actor_key", "details")
+#: the case file's CSV (``REPORT.cases.csv`` beside ``REPORT.csv``): one row per run and host, after the same
+#: verification row
+CSV_CASE_COLUMNS = ("run", "kind", "target", "requester", "requester_key", "plan_digest", "plan_created",
+                    "approvers", "approver_keys", "approvals_created", "approvals_expire", "approval_digests",
+                    "policy_source", "policy_sha256", "catalog_serial", "catalog_signer", "window_inside",
+                    "window_reason", "operator", "operator_key", "started", "finished", "duration_seconds",
+                    "host", "from", "to", "host_outcome", "version_after", "phases", "host_downtime_seconds",
+                    "rollback_cause", "run_downtime_seconds", "exit_code", "checkpoint_line", "checkpoint_anchor",
+                    "checkpoint_signer")
 
 
 def export(fmt: str, events: list[dict[str, object]], result: VerifyResult, verdict: str, out: Path,
@@ -53,9 +63,17 @@ def export(fmt: str, events: list[dict[str, object]], result: VerifyResult, verd
         text = render_json(events, result, verdict)
     elif fmt == "csv":
         text = render_csv(events, result, verdict)
+        _write_atomically(cases_path(Path(out)), render_cases_csv(events, result, verdict))
     else:
         raise InputError(f"--format: expected html, json or csv, got {fmt!r}")
     _write_atomically(Path(out), text)
+
+
+def cases_path(out: Path) -> Path:
+    """Where a CSV export's case file goes: ``audit.csv`` -> ``audit.cases.csv`` (one table a file, as a
+    spreadsheet opens it)."""
+    stem = out.name[:-4] if out.name.lower().endswith(".csv") else out.name
+    return out.with_name(stem + ".cases.csv")
 
 
 def _write_atomically(out: Path, text: str) -> None:
@@ -121,6 +139,51 @@ def render_csv(events: list[dict[str, object]], result: VerifyResult, verdict: s
         w.writerow([_cell(v) for v in (e.get("seq"), e.get("time"), e.get("run"), e.get("host"), e.get("event"),
                                        e.get("phase"), e.get("outcome"), actor.get("user"), actor.get("principal"),
                                        actor.get("key"), details)])
+    return buf.getvalue()
+
+
+def _join(values: list[object]) -> str:
+    return "; ".join("" if v is None else str(v) for v in values)
+
+
+def render_cases_csv(events: list[dict[str, object]], result: VerifyResult, verdict: str) -> str:
+    """The case file of every run (``audit case``) as a table: the verification row, ``CSV_CASE_COLUMNS``, then one
+    row per run and host (a run's own fields repeat on each of its hosts' rows, so that a filter on a column
+    keeps whole answers); several approvals are joined with ``; `` in one cell, phases as
+    ``phase outcome seconds s``."""
+    from .case import build_case, run_ids
+    from .view import headline
+
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\r\n")
+    w.writerow([_cell(v) for v in ("verification", headline(result), result.bad_line, result.problem, verdict,
+                                   result.signers_file, result.signers_sha256, result.anchor)])
+    w.writerow(CSV_CASE_COLUMNS)
+    for run in run_ids(events):
+        case = build_case(events, run)
+        if case is None:
+            continue
+        req, pol, cat = _dict(case.get("requested")), _dict(case.get("policy")), _dict(case.get("catalog"))
+        win, op = _dict(case.get("window")), _dict(case.get("operator"))
+        cp, outcome = _dict(case.get("checkpoint")), _dict(case.get("outcome"))
+        approvals = [_dict(a) for a in _list(case.get("approvals"))]
+        common = [run, case.get("kind"), case.get("target"), f"{req.get('user')}@{req.get('host')}", req.get("key"),
+                  req.get("plan"), req.get("plan_created"), _join([a.get("approver") for a in approvals]),
+                  _join([a.get("key") for a in approvals]), _join([a.get("created") for a in approvals]),
+                  _join([a.get("expires") for a in approvals]), _join([a.get("digest") for a in approvals]),
+                  pol.get("source"), pol.get("sha256"), cat.get("serial"), cat.get("signer"),
+                  win.get("inside") if win else None, win.get("reason") if win else None,
+                  op.get("principal"), op.get("key"), case.get("started"), case.get("finished"),
+                  case.get("duration_seconds")]
+        tail = [case.get("downtime_seconds"), outcome.get("exit_code") if outcome else None,
+                cp.get("line") if cp else None, cp.get("anchor") if cp else None, cp.get("signer") if cp else None]
+        hosts = [_dict(h) for h in _list(case.get("hosts"))] or [{}]
+        for h in hosts:
+            phases = "; ".join(f"{p.get('phase')} {p.get('outcome')} {p.get('seconds')} s"
+                               for p in (_dict(x) for x in _list(h.get("phases"))))
+            w.writerow([_cell(v) for v in (*common, h.get("host"), h.get("from"), h.get("to"), h.get("outcome"),
+                                           h.get("version_after"), phases, h.get("downtime_seconds"),
+                                           h.get("rollback_cause"), *tail)])
     return buf.getvalue()
 
 

@@ -176,9 +176,12 @@ def cmd_export(args: argparse.Namespace) -> int:
         state = {"intact": "intact", "altered": "ALTERED", "cannot_check": f"not checked: {CANNOT_CHECK}"}
         console().print(f"wrote {done.output} ({done.format}, {done.events} events; log {state[done.status]})",
                         markup=False)
+        if done.cases_output is not None:
+            console().print(f"wrote {done.cases_output} (one row per run and host: the case files)", markup=False)
     else:
         print_json({"output": str(done.output), "format": done.format, "events": done.events,
-                    "intact": done.result.intact, "status": done.status})
+                    "intact": done.result.intact, "status": done.status,
+                    "cases_output": str(done.cases_output) if done.cases_output else None})
     # the report is written either way (it says ALTERED or CANNOT CHECK at the top); scripts learn it from the exit
     # code too
     return done.exit_code
