@@ -276,3 +276,48 @@ def test_csv_export_writes_the_case_files_beside_it_one_row_per_run_and_host(
         assert row["exit_code"] == str(case["outcome"]["exit_code"])
         assert row["checkpoint_anchor"] == case["checkpoint"]["anchor"]
     assert table[1]["host_outcome"] == "rolled_back" and "never healthy" in table[1]["rollback_cause"]
+
+
+def test_audit_show_and_case_in_chinese_say_no_english_reason(
+        demo: Demo, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """`audit show --lang zh` and `audit case --lang zh`: the verdict word, every status, phase, event, detail and
+    cause in Chinese; none of the log's English reasons, details or causes is printed (the table is wide enough
+    that no text is cut by wrapping)."""
+    from test_audit_report import english_catalog
+
+    from upgrader.core.reasons import UNTRANSLATED
+
+    monkeypatch.setenv("COLUMNS", "2000")
+    events = [json.loads(x) for x in (demo.box.root / "audit" / "audit.jsonl").read_text().splitlines()]
+    catalog = english_catalog(events)
+    assert any("never healthy" in t for t in catalog) and len(catalog) > 15
+    capsys.readouterr()
+    assert main(["--home", str(demo.box.root), "audit", "show", "--lang", "en"]) == 0
+    english = capsys.readouterr().out
+    assert english.startswith("INTACT ") and "rolled_back" in english
+    assert main(["--home", str(demo.box.root), "audit", "show", "--lang", "zh"]) == 0
+    shown = capsys.readouterr().out
+    assert shown.startswith("完好 ") and "审计时间线" in shown
+    for word in ("已提交", "已回滚", "失败", "观察", "回滚", "开始运行", "签名检查点", "启动后一直不健康"):
+        assert word in shown, word
+    assert [t for t in catalog if t in shown] == [] and UNTRANSLATED + "：" not in shown
+    assert not re.search(r"\b(committed|rolled_back|preflight|observe|phase_finished|run_started|checkpoint)\b",
+                         shown)
+    for run in demo.runs:
+        assert main(["--home", str(demo.box.root), "audit", "case", run, "--lang", "zh"]) == 0
+        case = capsys.readouterr().out
+        assert case.startswith("完好 ") and "批准人：engineer@vendor" in case and "维护窗口：" in case
+        assert [t for t in catalog if t in case] == [] and UNTRANSLATED + "：" not in case
+        assert not re.search(r"\b(committed|rolled_back|preflight|observe|approved by|never healthy)\b", case)
+    assert "回滚原因：新版本启动失败" in case and "结果：退出码 1（app-01：已回滚）" in case
+    # the verdict words: an edited log says 已被篡改 with the line, in show and case, and exits 6
+    log = demo.box.root / "audit" / "audit.jsonl"
+    saved = log.read_bytes()
+    try:
+        log.write_bytes(saved.replace(b'"outcome":"rolled_back"', b'"outcome":"committed"', 1))
+        assert main(["--home", str(demo.box.root), "audit", "show", "--lang", "zh"]) == 6
+        assert re.match(r"已被篡改（第 \d+ 行：内容被修改）", capsys.readouterr().out)
+        assert main(["--home", str(demo.box.root), "audit", "case", demo.runs[1], "--lang", "zh"]) == 6
+        assert re.match(r"已被篡改（第 \d+ 行：内容被修改）", capsys.readouterr().out)
+    finally:
+        log.write_bytes(saved)

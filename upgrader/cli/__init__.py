@@ -296,6 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
     acase.add_argument("--anchor", metavar="CHECKPOINT")
     acase.add_argument("--allowed-signers", metavar="FILE")
     acase.add_argument("--policy")
+    acase.add_argument("--lang", choices=("en", "zh"), help="English or Simplified Chinese (default: from the locale)")
     acase.add_argument("--json", action="store_true")
     acase.set_defaults(func="audit:cmd_case")
     aexport = audit.add_parser("export", help="write an HTML, JSON or CSV report",

@@ -431,7 +431,7 @@ WORDS: dict[str, dict[str, str]] = {
     "event": {"plan_created": "创建计划", "approval_created": "签署批准", "approval_refused": "拒绝批准",
               "approval_accepted": "接受批准", "run_started": "开始运行", "run_finished": "运行结束",
               "run_refused": "拒绝运行", "run_interrupted": "运行中断", "phase_started": "阶段开始",
-              "phase_finished": "阶段结束", "host_finished": "主机完成", "rollback_started": "开始回滚",
+              "phase_finished": "阶段结束", "host_started": "主机开始", "host_finished": "主机完成", "rollback_started": "开始回滚",
               "rollback_requested": "请求回滚", "resume_requested": "请求续跑", "checkpoint": "签名检查点",
               "access_granted": "授予访问", "access_revoked": "撤销访问", "locks_broken": "解除锁",
               "guide_run": "向导运行", "guide_interrupted": "向导中断"},
