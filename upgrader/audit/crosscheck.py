@@ -14,7 +14,11 @@ from __future__ import annotations
 import datetime as _dt
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..trust.approval import Approval
+    from ..trust.signers import AllowedSigners
 
 __all__ = ["CrossCheck", "cross_check"]
 
@@ -28,19 +32,23 @@ class CrossCheck:
     approvals_dir: str | None
     plans: dict[str, str | None] = field(default_factory=dict)
     approvals: dict[str, str | None] = field(default_factory=dict)
-    problems: list[dict[str, Any]] = field(default_factory=list)
+    problems: list[dict[str, object]] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
         return not self.problems
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         return {"plans_dir": self.plans_dir, "approvals_dir": self.approvals_dir, "plans": self.plans,
                 "approvals": self.approvals, "problems": self.problems, "ok": self.ok}
 
 
-def _d(value: object) -> dict[str, Any]:
+def _d(value: object) -> dict[str, object]:
     return value if isinstance(value, dict) else {}
+
+
+def _l(value: object) -> list[object]:
+    return value if isinstance(value, list) else []
 
 
 def _files(folder: Path) -> list[Path]:
@@ -61,13 +69,13 @@ def _plan_digests(folder: Path) -> dict[str, Path]:
     return found
 
 
-def _approvals(folder: Path) -> dict[str, Any]:
+def _approvals(folder: Path) -> dict[str, Approval]:
     """digest -> Approval, for every file of ``folder`` that reads as an approval (``X.sig`` beside ``X`` is read
     with it)."""
     from ..core.errors import UpgraderError
     from ..trust.approval import read_approval
 
-    found: dict[str, Any] = {}
+    found: dict[str, Approval] = {}
     for p in _files(folder):
         if p.suffix == ".sig" and p.with_suffix("").is_file():
             continue
@@ -96,8 +104,8 @@ def _at(text: object) -> _dt.datetime:
         return _dt.datetime.now(_dt.timezone.utc)
 
 
-def cross_check(events: list[dict[str, Any]], *, plans: Path | None, approvals: Path | None,
-                signers: Any | None) -> CrossCheck:
+def cross_check(events: list[dict[str, object]], *, plans: Path | None, approvals: Path | None,
+                signers: AllowedSigners | None) -> CrossCheck:
     """Check every plan and approval ``events`` (the whole log, read once) names against the files in ``plans``
     and ``approvals``; ``signers``: the approvers' allowed signers (None: the signature is checked, its signer is
     not)."""
@@ -107,7 +115,7 @@ def cross_check(events: list[dict[str, Any]], *, plans: Path | None, approvals: 
 
     out = CrossCheck(str(plans) if plans else None, str(approvals) if approvals else None)
 
-    def problem(line: object, what: str, text: str, **extra: Any) -> None:
+    def problem(line: object, what: str, text: str, **extra: str) -> None:
         out.problems.append({"line": line, "what": what, "problem": text, **extra})
 
     # the plans: every digest the log names, with the file name the log recorded when it made it
@@ -151,10 +159,12 @@ def cross_check(events: list[dict[str, Any]], *, plans: Path | None, approvals: 
         if e.get("event") == "approval_created":
             approval_names.setdefault((d.get("plan"), d.get("approver"), d.get("key")), d.get("file"))
         if e.get("event") == "run_started":
-            for a in d.get("approvals") or []:
-                a = _d(a)
-                if isinstance(a.get("digest"), str):
-                    accepted.append((e.get("seq"), a["digest"], d.get("plan"), a.get("approver"), a.get("key")))
+            for item in _l(d.get("approvals")):
+                given = _d(item)
+                named_digest = given.get("digest")
+                if isinstance(named_digest, str):
+                    accepted.append((e.get("seq"), named_digest, d.get("plan"), given.get("approver"),
+                                     given.get("key")))
     if approvals is not None:
         have_a = _approvals(approvals)
         for line, digest, plan, approver, key in accepted:
