@@ -132,6 +132,8 @@ def test_plan_digest_equals_the_readmes_recomputation(demo: Demo, tmp_path: Path
 
     text = README.read_text()
     snippet = text.split("<!-- plan-digest -->\n```python\n", 1)[1].split("```", 1)[0]
+    zh = README.with_name("README.zh-CN.md").read_text()  # the Chinese auditor's section gives the same snippet
+    assert zh.split("<!-- plan-digest -->\n```python\n", 1)[1].split("```", 1)[0] == snippet
     script = tmp_path / "digest.py"
     script.write_text(snippet)
     for plan in demo.plans:
