@@ -132,6 +132,8 @@ def test_plan_digest_equals_the_readmes_recomputation(demo: Demo, tmp_path: Path
 
     text = README.read_text()
     snippet = text.split("<!-- plan-digest -->\n```python\n", 1)[1].split("```", 1)[0]
+    zh = README.with_name("README.zh-CN.md").read_text()  # the Chinese auditor's section gives the same snippet
+    assert zh.split("<!-- plan-digest -->\n```python\n", 1)[1].split("```", 1)[0] == snippet
     script = tmp_path / "digest.py"
     script.write_text(snippet)
     for plan in demo.plans:
@@ -157,3 +159,167 @@ def test_html_rule_approval_on_approved_runs_shows_the_approval_not_skip(
         assert f"policy sha256 {case['policy']['sha256']}" in html
         assert f"downtime {case['downtime_seconds']} s" in html
     assert "service window at the start:" in html
+
+
+def copy_evidence(demo: Demo, tmp_path: Path) -> tuple[Path, Path]:
+    """What an auditor is given: copies of the plans and approvals folders (the demo's own stay untouched)."""
+    import shutil
+
+    plans, approvals = tmp_path / "plans", tmp_path / "approvals"
+    shutil.copytree(demo.box.plans, plans)
+    shutil.copytree(demo.box.approvals, approvals)
+    return plans, approvals
+
+
+def cross_check(demo: Demo, plans: Path, approvals: Path, capsys: pytest.CaptureFixture[str],
+                *extra: str) -> tuple[int, str]:
+    capsys.readouterr()
+    rc = main(["--home", str(demo.box.root), "audit", "verify", "--plans", str(plans), "--approvals",
+               str(approvals), *extra])
+    return rc, capsys.readouterr().out
+
+
+def test_plans_and_approvals_the_log_names_match_their_files(demo: Demo, tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    plans, approvals = copy_evidence(demo, tmp_path)
+    rc, out = cross_check(demo, plans, approvals, capsys)
+    assert rc == 0, out
+    assert out.startswith("INTACT ") and "every plan and approval the log names matches its file" in out
+    rc, out = cross_check(demo, plans, approvals, capsys, "--json")
+    doc = json.loads(out)
+    check = doc["cross_check"]
+    assert check["ok"] and not check["problems"]
+    for plan in demo.plans:
+        capsys.readouterr()
+        assert main(["plan", "digest", str(plan)]) == 0
+        digest = capsys.readouterr().out.strip()
+        assert check["plans"][digest] == str(plans / plan.name)
+    assert sorted(Path(f).name for f in check["approvals"].values()) == sorted(
+        p.name for p in demo.box.approvals.glob("*.approval"))
+
+
+def test_a_swapped_plan_file_is_caught_naming_the_file_both_digests_and_the_line(
+        demo: Demo, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    plans, approvals = copy_evidence(demo, tmp_path)
+    first, second = plans / demo.plans[0].name, plans / demo.plans[1].name
+    a, b = first.read_bytes(), second.read_bytes()
+    first.write_bytes(b)         # the two plans swapped: each file now holds the other's plan
+    second.write_bytes(a)
+    digests = []
+    for plan in demo.plans:
+        capsys.readouterr()
+        assert main(["plan", "digest", str(plan)]) == 0
+        digests.append(capsys.readouterr().out.strip())
+    rc, out = cross_check(demo, plans, approvals, capsys)
+    assert rc == 6, out
+    assert re.search(rf"MISMATCH file {re.escape(str(first))} has digest {digests[1]}, the log names {digests[0]} "
+                     r"\(line \d+\)", out), out
+    # a plan that is not there at all is named by the line that names it
+    second.unlink()
+    first.unlink()
+    rc, out = cross_check(demo, plans, approvals, capsys, "--json")
+    assert rc == 6
+    problems = json.loads(out)["cross_check"]["problems"]
+    assert {p["digest"] for p in problems} == set(digests)
+    assert all(p["problem"] == f"plan digest {p['digest']} named by line {p['line']}: no file in {plans} has it"
+               for p in problems)
+    log = (demo.box.root / "audit" / "audit.jsonl").read_text().splitlines()
+    for p in problems:  # the line named is a line of the log that names that plan
+        assert json.loads(log[p["line"] - 1])["data"]["plan"] == p["digest"]
+
+
+def test_an_approval_swapped_or_signed_by_an_unknown_key_is_caught(
+        demo: Demo, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    plans, approvals = copy_evidence(demo, tmp_path)
+    files = sorted(approvals.glob("*.approval"))
+    assert len(files) == 2
+    a, b = files[0].read_bytes(), files[1].read_bytes()
+    files[0].write_bytes(b)
+    files[1].write_bytes(a)
+    rc, out = cross_check(demo, plans, approvals, capsys)
+    assert rc == 6
+    assert f"MISMATCH file {files[0]} has digest" in out and "the approval file was swapped or edited" in out
+    # the right files, but the auditor's allowed signers do not hold the approver's key
+    files[0].write_bytes(a)
+    files[1].write_bytes(b)
+    stranger = tmp_path / "allowed_signers"
+    operator_line = (demo.box.root / "keys" / "allowed_signers").read_text().splitlines()
+    stranger.write_text("\n".join(x for x in operator_line if "engineer@vendor" not in x) + "\n")
+    rc, out = cross_check(demo, plans, approvals, capsys, "--approval-signers", str(stranger))
+    assert rc == 6 and "signed by a key the allowed signers do not allow for engineer@vendor" in out, out
+
+
+def test_csv_export_writes_the_case_files_beside_it_one_row_per_run_and_host(
+        demo: Demo, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import csv
+    import io
+
+    from upgrader.audit.report import CSV_CASE_COLUMNS
+
+    out = tmp_path / "audit.csv"
+    capsys.readouterr()
+    assert main(["--home", str(demo.box.root), "audit", "export", "--format", "csv", "-o", str(out)]) == 0
+    cases_file = tmp_path / "audit.cases.csv"
+    assert f"wrote {cases_file}" in capsys.readouterr().out
+    first, header, *rows = csv.reader(io.StringIO(cases_file.read_text(), newline=""))
+    assert first[:2] == ["verification", "INTACT"]
+    assert tuple(header) == CSV_CASE_COLUMNS
+    table = [dict(zip(header, r)) for r in rows]
+    assert [r["run"] for r in table] == demo.runs          # the demo's runs have one host each
+    for row, run in zip(table, demo.runs):
+        case = case_of(demo, run, capsys)
+        [a] = case["approvals"]
+        [h] = case["hosts"]
+        assert row["approvers"] == a["approver"] == "engineer@vendor" and row["approval_digests"] == a["digest"]
+        assert row["approvals_created"] == a["created"] and row["plan_digest"] == case["requested"]["plan"]
+        assert row["policy_sha256"] == case["policy"]["sha256"] and row["catalog_signer"] == "vendor-release"
+        assert row["host"] == "app-01" and row["host_outcome"] == h["outcome"]
+        assert row["phases"].startswith("preflight ") and float(row["run_downtime_seconds"]) > 0
+        assert row["exit_code"] == str(case["outcome"]["exit_code"])
+        assert row["checkpoint_anchor"] == case["checkpoint"]["anchor"]
+    assert table[1]["host_outcome"] == "rolled_back" and "never healthy" in table[1]["rollback_cause"]
+
+
+def test_audit_show_and_case_in_chinese_say_no_english_reason(
+        demo: Demo, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """`audit show --lang zh` and `audit case --lang zh`: the verdict word, every status, phase, event, detail and
+    cause in Chinese; none of the log's English reasons, details or causes is printed (the table is wide enough
+    that no text is cut by wrapping)."""
+    from test_audit_report import english_catalog
+
+    from upgrader.core.reasons import UNTRANSLATED
+
+    monkeypatch.setenv("COLUMNS", "2000")
+    events = [json.loads(x) for x in (demo.box.root / "audit" / "audit.jsonl").read_text().splitlines()]
+    catalog = english_catalog(events)
+    assert any("never healthy" in t for t in catalog) and len(catalog) > 15
+    capsys.readouterr()
+    assert main(["--home", str(demo.box.root), "audit", "show", "--lang", "en"]) == 0
+    english = capsys.readouterr().out
+    assert english.startswith("INTACT ") and "rolled_back" in english
+    assert main(["--home", str(demo.box.root), "audit", "show", "--lang", "zh"]) == 0
+    shown = capsys.readouterr().out
+    assert shown.startswith("完好 ") and "审计时间线" in shown
+    for word in ("已提交", "已回滚", "失败", "观察", "回滚", "开始运行", "签名检查点", "启动后一直不健康"):
+        assert word in shown, word
+    assert [t for t in catalog if t in shown] == [] and UNTRANSLATED + "：" not in shown
+    assert not re.search(r"\b(committed|rolled_back|preflight|observe|phase_finished|run_started|checkpoint)\b",
+                         shown)
+    for run in demo.runs:
+        assert main(["--home", str(demo.box.root), "audit", "case", run, "--lang", "zh"]) == 0
+        case = capsys.readouterr().out
+        assert case.startswith("完好 ") and "批准人：engineer@vendor" in case and "维护窗口：" in case
+        assert [t for t in catalog if t in case] == [] and UNTRANSLATED + "：" not in case
+        assert not re.search(r"\b(committed|rolled_back|preflight|observe|approved by|never healthy)\b", case)
+    assert "回滚原因：新版本启动失败" in case and "结果：退出码 1（app-01：已回滚）" in case
+    # the verdict words: an edited log says 已被篡改 with the line, in show and case, and exits 6
+    log = demo.box.root / "audit" / "audit.jsonl"
+    saved = log.read_bytes()
+    try:
+        log.write_bytes(saved.replace(b'"outcome":"rolled_back"', b'"outcome":"committed"', 1))
+        assert main(["--home", str(demo.box.root), "audit", "show", "--lang", "zh"]) == 6
+        assert re.match(r"已被篡改（第 \d+ 行：内容被修改）", capsys.readouterr().out)
+        assert main(["--home", str(demo.box.root), "audit", "case", demo.runs[1], "--lang", "zh"]) == 6
+        assert re.match(r"已被篡改（第 \d+ 行：内容被修改）", capsys.readouterr().out)
+    finally:
+        log.write_bytes(saved)

@@ -22,6 +22,7 @@ from conftest import ARTIFACTS, kill_processes_under, plan_to, run_plan, upgrade
 from upgrader.audit.log import AuditLog, verify_log
 from upgrader.audit.report import CSV_COLUMNS, export, resolve_lang
 from upgrader.cli import main
+from upgrader.core.reasons import cause
 from upgrader.cli.commands.demo import build_sandbox
 
 ZH_LABELS = ("审计报告", "校验结果", "运行", "主机", "阶段", "结果", "回滚", "审批人", "策略说明")
@@ -268,9 +269,11 @@ def test_html_report_in_chinese_has_every_label_translated_and_the_data_as_recor
     assert len(zh.labels) == len(en.labels)
     for run in history.runs():
         assert run in zh.text
-    assert "app-01" in zh.text and "rolled_back" in zh.text
-    cause = next(e["data"]["cause"] for e in history.events if e["event"] == "rollback_started")
-    assert cause in zh.text
+    # statuses and causes are said in Chinese (test_the_chinese_report_has_no_english_reason_text checks them all)
+    assert "app-01" in zh.text and "已回滚" in zh.text and "rolled_back" not in zh.text
+    recorded = next(e["data"]["cause"] for e in history.events if e["event"] == "rollback_started")
+    assert recorded in en.text and recorded not in zh.text
+    assert cause(recorded, "zh", technical=False) in zh.text
     assert '<html lang="zh-CN">' in reports["zh"].read_text()
 
 
@@ -483,7 +486,7 @@ def test_html_report_renders_in_headless_chromium_with_runs_hosts_and_outcomes(
     for run in history.runs():
         assert run in text
     assert "app-01" in text
-    for outcome in ("committed", "rolled_back", "restored"):
+    for outcome in (("已提交", "已回滚", "已恢复") if lang == "zh" else ("committed", "rolled_back", "restored")):
         assert outcome in text
     assert ("审计报告" if lang == "zh" else "Audit report") in text
 
@@ -491,6 +494,76 @@ def test_html_report_renders_in_headless_chromium_with_runs_hosts_and_outcomes(
     shot = ARTIFACTS / f"audit-report-{lang}.png"
     shot.unlink(missing_ok=True)
     done = chromium(f"--user-data-dir={profile}", "--window-size=1280,3000", f"--screenshot={shot}", report.as_uri())
+    assert done.returncode == 0, done.stderr[-2000:]
+    data = shot.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 50_000
+
+
+def english_catalog(events: list[dict[str, Any]]) -> set[str]:
+    """Every English reason, detail and cause the log holds (rules' and checks' reasons, the window's, phase
+    details and failure kinds, probes' details, rollback causes, refusals): what a Chinese report must not show."""
+    found: set[str] = set()
+
+    def rules(host: object) -> None:
+        if not isinstance(host, dict):
+            return
+        decision = host.get("decision") if isinstance(host.get("decision"), dict) else {}
+        for r in [*decision.get("rules", []), *(host.get("checks") or [])]:
+            if isinstance(r, dict) and r.get("reason"):
+                found.add(str(r["reason"]))
+
+    for e in events:
+        d = e.get("data") if isinstance(e.get("data"), dict) else {}
+        for h in d.get("hosts") or []:
+            rules(h)
+        for key in ("detail", "reason", "cause", "error", "failure"):
+            if d.get(key):
+                found.update(str(d[key]).split("\n  -> "))
+        window = d.get("window")
+        if isinstance(window, dict) and window.get("reason"):
+            found.add(str(window["reason"]))
+        result = d.get("result") if isinstance(d.get("result"), dict) else {}
+        for p in result.get("probes") or []:
+            if isinstance(p, dict) and p.get("detail"):
+                found.add(str(p["detail"]))
+    return found
+
+
+def test_the_chinese_report_has_no_english_reason_text(history: History, reports: dict[str, Path],
+                                                       tmp_path: Path) -> None:
+    """Chinese all the way: the zh report of a log with a refused rule, a failed phase, a host rolled back and an
+    operator's rollback, as headless Chromium renders it, holds none of the log's English reasons, details,
+    causes or failure kinds, no untranslated marker, and every status badge is Chinese; a screenshot is kept."""
+    from upgrader.core.reasons import UNTRANSLATED, WORDS
+
+    events = history.events
+    refused = [r for e in events if e["event"] == "plan_created" and e["outcome"] == "refused"
+               for h in e["data"]["hosts"] for r in h["decision"]["rules"] if r["status"] == "fail"]
+    assert refused, "the log has a refused rule"
+    assert any(e["event"] == "phase_finished" and e["outcome"] == "failed" for e in events)
+    assert any(e["event"] == "host_finished" and e["outcome"] == "rolled_back" for e in events)
+    catalog = english_catalog(events)
+    assert len(catalog) > 30 and refused[0]["reason"] in catalog
+    profile = tmp_path / "chromium-profile"
+    dom = chromium(f"--user-data-dir={profile}", "--dump-dom", reports["zh"].as_uri())
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    page = Page(dom.stdout)
+    english = Page(reports["en"].read_text()).text
+    assert refused[0]["reason"] in english and len([t for t in catalog if t in english]) > 30  # shown in English
+    left = sorted(t for t in catalog if t in page.text)
+    assert left == [], f"English in the Chinese report: {left}"
+    assert UNTRANSLATED + "：" not in page.text
+    badges = page.class_text("badge")
+    assert badges and not re.search(r"\b(?:" + "|".join(sorted(WORDS["status"], key=len, reverse=True)) + r")\b",
+                                    badges.replace("sha256", "")), badges
+    for word in ("已提交", "已回滚", "已恢复", "不通过", "失败", "不健康"):
+        assert word in page.text
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    shot = ARTIFACTS / "audit-report-zh-all-chinese.png"
+    shot.unlink(missing_ok=True)
+    done = chromium(f"--user-data-dir={profile}", "--window-size=1280,4000", f"--screenshot={shot}",
+                    reports["zh"].as_uri())
     assert done.returncode == 0, done.stderr[-2000:]
     data = shot.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 50_000

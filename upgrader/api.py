@@ -56,6 +56,7 @@ if TYPE_CHECKING:
     from .trust.catalog import Catalog
     from .trust.keys import Identity
     from .trust.requester import Requester
+    from .audit.crosscheck import CrossCheck
     from .audit.log import VerifyResult
     from .trust.signers import AllowedSigners
     from .customer.access import Grant, GrantChange, HostFile
@@ -71,7 +72,7 @@ __all__ = [
     # the use cases
     "make_plan", "show_plan", "approve", "run", "resume", "rollback", "check_run", "start_run", "finish_run",
     "check_hosts", "HostsChecked",
-    "verify_audit", "export_audit", "audit_case", "AuditCase", "plan_digest", "build_package", "verify_package", "build_catalog", "sign_catalog",
+    "verify_audit", "export_audit", "audit_case", "AuditCase", "cross_check_audit", "AuditCrossCheck", "plan_digest", "build_package", "verify_package", "build_catalog", "sign_catalog",
     "available", "inspect", "write_inspection", "grant_access", "list_access", "revoke_access",
     "PackageBuilt", "PackageChecked", "CatalogBuilt", "AuditExport", "Availability", "Inspection", "AccessResult",
     "audit_exit_code", "inspection_report_kind",
@@ -1553,6 +1554,52 @@ def plan_digest(plan: Path) -> str:
 
 
 @dataclass(frozen=True)
+class AuditCrossCheck:
+    """``cross_check_audit``: the verdict on the log and the cross-check of the plans and approvals it names
+    (``check``: each digest and the file that has it, and every problem naming the log's line and the file)."""
+
+    result: VerifyResult
+    check: CrossCheck
+
+    @property
+    def exit_code(self) -> int:
+        """6 when a plan or approval is missing, swapped or badly signed, else the log's own verdict's code."""
+        return 6 if not self.check.ok else audit_exit_code(self.result)
+
+
+def cross_check_audit(ctx: Context, *, plans: Path | None = None, approvals: Path | None = None,
+                      log: Path | None = None, allowed_signers: Path | None = None, anchor: str | None = None,
+                      approval_signers: Path | None = None) -> AuditCrossCheck:
+    """``audit verify --plans DIR --approvals DIR``: verify the log, then check every plan digest it names
+    against the plans in ``plans`` (recomputed from each file) and every approval a run accepted against the files
+    in ``approvals`` (digest, signature under ``approval_signers`` or the policy's approvals.allowed_signers, the
+    plan and approver it names)."""
+    from .audit.crosscheck import cross_check
+    from .audit.log import read_events, read_log
+    from .core.recorder import audit_path
+    from .trust.signers import load_allowed_signers
+
+    for folder, flag in ((plans, "--plans"), (approvals, "--approvals")):
+        if folder is not None and not Path(folder).is_dir():
+            raise InputError(f"{flag}: not a folder", path=str(folder),
+                             hint=f"give the folder that holds the {flag[2:]} the auditor was given")
+    path = Path(log) if log else audit_path(ctx.home)
+    data = read_log(path)
+    result = verify_audit(ctx, log=path, allowed_signers=allowed_signers, anchor=anchor, data=data)
+    signers = None
+    if approvals is not None:
+        if approval_signers is not None:
+            signers = load_allowed_signers(approval_signers)
+        else:
+            policy = load_policy(ctx)
+            named = policy.allowed_signers
+            signers = load_allowed_signers(policy.resolve_path(named)) if named else None
+    check = cross_check(list(read_events(path, data)), plans=Path(plans) if plans else None,
+                        approvals=Path(approvals) if approvals else None, signers=signers)
+    return AuditCrossCheck(result, check)
+
+
+@dataclass(frozen=True)
 class AuditExport:
     """``export_audit``: the report written (it says the verdict at its top, whatever it is), the number of
     events in it, and the verdict on the log (``status``: intact, altered or cannot_check)."""
@@ -1562,6 +1609,7 @@ class AuditExport:
     events: int
     result: VerifyResult
     verdict: str
+    cases_output: Path | None = None  # a CSV export's case file (REPORT.cases.csv), one row per run and host
 
     @property
     def status(self) -> str:
@@ -1597,7 +1645,10 @@ def export_audit(ctx: Context, *, output: Path, format: str = "html", log: Path 
     events = select_events(path, data, run=run, host=host, since=since)
     verdict = describe(result)
     export(format, events, result, verdict, Path(output), lang=lang)
-    return AuditExport(Path(output), format, len(events), result, verdict)
+    from .audit.report import cases_path
+
+    return AuditExport(Path(output), format, len(events), result, verdict,
+                       cases_path(Path(output)) if format == "csv" else None)
 
 
 # -- the customer's side: available, inspect, access -------------------------------------------------------

@@ -34,7 +34,8 @@ from ..core.language import LANGS, resolve_lang  # one rule for every reader; ke
 if TYPE_CHECKING:
     from .log import VerifyResult
 
-__all__ = ["export", "render_html", "render_json", "render_csv", "resolve_lang", "CSV_COLUMNS", "CSV_VERIFICATION",
+__all__ = ["export", "render_html", "render_json", "render_csv", "render_cases_csv", "cases_path", "resolve_lang",
+           "CSV_COLUMNS", "CSV_VERIFICATION", "CSV_CASE_COLUMNS",
            "LANGS"]
 
 #: the first row of a CSV export: the verdict on the whole log, before the column header
@@ -42,6 +43,15 @@ CSV_VERIFICATION = ("verification", "status", "bad_line", "problem", "verdict", 
                     "allowed_signers_sha256", "anchor")
 CSV_COLUMNS = ("seq", "time", "run", "host", "event", "phase", "outcome", "actor_user", "actor_principal",
                "actor_key", "details")
+#: the case file's CSV (``REPORT.cases.csv`` beside ``REPORT.csv``): one row per run and host, after the same
+#: verification row
+CSV_CASE_COLUMNS = ("run", "kind", "target", "requester", "requester_key", "plan_digest", "plan_created",
+                    "approvers", "approver_keys", "approvals_created", "approvals_expire", "approval_digests",
+                    "policy_source", "policy_sha256", "catalog_serial", "catalog_signer", "window_inside",
+                    "window_reason", "operator", "operator_key", "started", "finished", "duration_seconds",
+                    "host", "from", "to", "host_outcome", "version_after", "phases", "host_downtime_seconds",
+                    "rollback_cause", "run_downtime_seconds", "exit_code", "checkpoint_line", "checkpoint_anchor",
+                    "checkpoint_signer")
 
 
 def export(fmt: str, events: list[dict[str, object]], result: VerifyResult, verdict: str, out: Path,
@@ -53,9 +63,17 @@ def export(fmt: str, events: list[dict[str, object]], result: VerifyResult, verd
         text = render_json(events, result, verdict)
     elif fmt == "csv":
         text = render_csv(events, result, verdict)
+        _write_atomically(cases_path(Path(out)), render_cases_csv(events, result, verdict))
     else:
         raise InputError(f"--format: expected html, json or csv, got {fmt!r}")
     _write_atomically(Path(out), text)
+
+
+def cases_path(out: Path) -> Path:
+    """Where a CSV export's case file goes: ``audit.csv`` -> ``audit.cases.csv`` (one table a file, as a
+    spreadsheet opens it)."""
+    stem = out.name[:-4] if out.name.lower().endswith(".csv") else out.name
+    return out.with_name(stem + ".cases.csv")
 
 
 def _write_atomically(out: Path, text: str) -> None:
@@ -121,6 +139,51 @@ def render_csv(events: list[dict[str, object]], result: VerifyResult, verdict: s
         w.writerow([_cell(v) for v in (e.get("seq"), e.get("time"), e.get("run"), e.get("host"), e.get("event"),
                                        e.get("phase"), e.get("outcome"), actor.get("user"), actor.get("principal"),
                                        actor.get("key"), details)])
+    return buf.getvalue()
+
+
+def _join(values: list[object]) -> str:
+    return "; ".join("" if v is None else str(v) for v in values)
+
+
+def render_cases_csv(events: list[dict[str, object]], result: VerifyResult, verdict: str) -> str:
+    """The case file of every run (``audit case``) as a table: the verification row, ``CSV_CASE_COLUMNS``, then one
+    row per run and host (a run's own fields repeat on each of its hosts' rows, so that a filter on a column
+    keeps whole answers); several approvals are joined with ``; `` in one cell, phases as
+    ``phase outcome seconds s``."""
+    from .case import build_case, run_ids
+    from .view import headline
+
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\r\n")
+    w.writerow([_cell(v) for v in ("verification", headline(result), result.bad_line, result.problem, verdict,
+                                   result.signers_file, result.signers_sha256, result.anchor)])
+    w.writerow(CSV_CASE_COLUMNS)
+    for run in run_ids(events):
+        case = build_case(events, run)
+        if case is None:
+            continue
+        req, pol, cat = _dict(case.get("requested")), _dict(case.get("policy")), _dict(case.get("catalog"))
+        win, op = _dict(case.get("window")), _dict(case.get("operator"))
+        cp, outcome = _dict(case.get("checkpoint")), _dict(case.get("outcome"))
+        approvals = [_dict(a) for a in _list(case.get("approvals"))]
+        common = [run, case.get("kind"), case.get("target"), f"{req.get('user')}@{req.get('host')}", req.get("key"),
+                  req.get("plan"), req.get("plan_created"), _join([a.get("approver") for a in approvals]),
+                  _join([a.get("key") for a in approvals]), _join([a.get("created") for a in approvals]),
+                  _join([a.get("expires") for a in approvals]), _join([a.get("digest") for a in approvals]),
+                  pol.get("source"), pol.get("sha256"), cat.get("serial"), cat.get("signer"),
+                  win.get("inside") if win else None, win.get("reason") if win else None,
+                  op.get("principal"), op.get("key"), case.get("started"), case.get("finished"),
+                  case.get("duration_seconds")]
+        tail = [case.get("downtime_seconds"), outcome.get("exit_code") if outcome else None,
+                cp.get("line") if cp else None, cp.get("anchor") if cp else None, cp.get("signer") if cp else None]
+        hosts = [_dict(h) for h in _list(case.get("hosts"))] or [{}]
+        for h in hosts:
+            phases = "; ".join(f"{p.get('phase')} {p.get('outcome')} {p.get('seconds')} s"
+                               for p in (_dict(x) for x in _list(h.get("phases"))))
+            w.writerow([_cell(v) for v in (*common, h.get("host"), h.get("from"), h.get("to"), h.get("outcome"),
+                                           h.get("version_after"), phases, h.get("downtime_seconds"),
+                                           h.get("rollback_cause"), *tail)])
     return buf.getvalue()
 
 
@@ -401,11 +464,14 @@ _BAD = {"failed", "fail", "refused", "needs_person", "unreachable", "error", "5"
 _WARN = {"rolled_back", "rollback", "skip", "1", "warn"}
 
 
-def _badge(value: object) -> str:
+def _badge(value: object, lang: str = "en", kind: str = "status") -> str:
+    """A status as a coloured badge; its colour from the recorded word, its text in ``lang``."""
+    from ..core.reasons import word
+
     text = "" if value is None else str(value)
     key = text.lower()
     cls = "s-ok" if key in _OK else "s-bad" if key in _BAD else "s-warn" if key in _WARN else "s-skip"
-    return f'<span class="badge {cls}">{_e(text)}</span>'
+    return f'<span class="badge {cls}">{_e(word(kind, text, lang))}</span>'
 
 
 class _Html:
@@ -418,6 +484,25 @@ class _Html:
         """A label in the report's language; values put into it are escaped."""
         text = load_labels(_LABELS_FILE, self.lang)[key]
         return escape(text, quote=True).format(**{k: _e(v) for k, v in kw.items()}) if kw else escape(text)
+
+    def reason(self, text: object) -> str:
+        """A recorded English reason (a rule's, a check's, the window's) in the report's language (plain text)."""
+        from ..core.reasons import translate
+
+        return "" if text is None else translate(str(text), self.lang)
+
+    def cause(self, text: object) -> str:
+        """A failure's cause in the report's language, all of it in that language (plain text)."""
+        from ..core.reasons import cause
+
+        if text is None or self.lang != "zh":  # English: as recorded
+            return "" if text is None else str(text)
+        return cause(str(text), self.lang, technical=False)
+
+    def word(self, kind: str, value: object) -> str:
+        from ..core.reasons import word
+
+        return word(kind, value, self.lang)
 
     def add(self, *html: str) -> None:
         self.parts.extend(html)
@@ -457,6 +542,8 @@ def render_html(events: list[dict[str, object]], result: VerifyResult, verdict: 
 
 
 def _verification(h: _Html, result: VerifyResult, verdict: str) -> None:
+    from ..core.reasons import word
+
     intact = bool(result.chain_intact)
     state = str(result.status)
     h.add(f'<section class="card verify {state}" id="verification">',
@@ -466,7 +553,8 @@ def _verification(h: _Html, result: VerifyResult, verdict: str) -> None:
             text = _ZH_VERDICT["ok"].format(n=result.entries, c=result.checkpoints)
             text += _ZH_VERDICT["anchor" if result.anchor_checked else "open"]
         else:
-            text = _ZH_VERDICT["bad"].format(line=result.bad_line, problem=result.problem, valid=result.valid_entries)
+            text = _ZH_VERDICT["bad"].format(line=result.bad_line, problem=word("problem", result.problem, "zh"),
+                                             valid=result.valid_entries)
         if state == "cannot_check":
             text = _ZH_VERDICT["unchecked"] + text
         h.add(f'<p class="verdict">{_e(text)}</p>',
@@ -497,7 +585,7 @@ def _verification(h: _Html, result: VerifyResult, verdict: str) -> None:
     rows.append((h.t("anchor"), anchor))
     if not intact:
         rows.append((h.t("bad_line"), f'<strong class="s-bad">{_e(result.bad_line)}</strong>'))
-        rows.append((h.t("problem"), f"{_badge(result.problem)} {_e(result.message)}"))
+        rows.append((h.t("problem"), f"{_badge(result.problem, h.lang, 'problem')}" + ("" if h.lang == "zh" else f" {_e(result.message)}")))
     if result.warnings:
         rows.append((h.t("notes"), "<br>".join(_e(w) for w in result.warnings)))
     h.kv(rows)
@@ -598,7 +686,7 @@ def _approved_text(h: _Html, run: _Run) -> str | None:
     win = case.get("window") or {}
     if win:
         parts.append(h.t("window_at_start", state=h.t("inside" if win.get("inside") else "outside"),
-                         reason=win.get("reason")))
+                         reason=h.reason(win.get("reason"))))
     parts.append(h.t("policy_digest", digest=(case.get("policy") or {}).get("sha256")))
     parts.append(h.t("downtime_text", seconds=case.get("downtime_seconds")))
     return "<br>".join(parts)
@@ -623,7 +711,7 @@ def _run_summary(h: _Html, run: _Run, words: str, cls: str) -> None:
         after = _data(x.finished).get("version") if x.finished else None
         line = f"<strong>{_e(x.name)}</strong> {_from_to(x)}"
         if x.outcome:
-            line += f" {_badge(x.outcome)}"
+            line += f" {_badge(x.outcome, h.lang)}"
         if after:
             line += f' <span class="muted">{h.t("version_after")}: {_e(after)}</span>'
         hosts_html.append(line)
@@ -654,8 +742,8 @@ def _run_summary(h: _Html, run: _Run, words: str, cls: str) -> None:
         if x.rollback_cause is not None:
             after = _data(x.finished).get("version") if x.finished else None
             h.add(f'<div class="rollback-box"><strong>{h.t("rollback")} · {_e(x.name)}</strong><br>'
-                  f'{h.t("rollback_cause")}: {_e(x.rollback_cause)}<br>'
-                  f'{h.t("outcome")}: {_badge(x.outcome)}'
+                  f'{h.t("rollback_cause")}: {_e(h.cause(x.rollback_cause))}<br>'
+                  f'{h.t("outcome")}: {_badge(x.outcome, h.lang)}'
                   + (f' · {h.t("version_after")}: <strong>{_e(after)}</strong>' if after else "") + "</div>")
 
 
@@ -688,47 +776,57 @@ def _host_section(h: _Html, host: _Host, approved: str | None = None) -> None:
             _phase_row(h, item)
         elif kind == "rollback":
             h.add(f'<tr class="rollback marker"><td>{h.t("rollback_started")}</td><td class="nowrap">'
-                  f'{_clock(item.get("time"))}</td><td></td><td>{_badge("rollback")}</td>'
-                  f'<td>{h.t("rollback_cause")}: {_e(_data(item).get("cause"))}</td></tr>')
+                  f'{_clock(item.get("time"))}</td><td></td><td>{_badge("rollback", h.lang)}</td>'
+                  f'<td>{h.t("rollback_cause")}: {_e(h.cause(_data(item).get("cause")))}</td></tr>')
         else:
             d = _data(item)
-            note = _e(d.get("error")) if d.get("error") else ""
+            note = _e(h.cause(d.get("error"))) if d.get("error") else ""
             rb = ' class="rollback marker"' if item.get("outcome") == "rolled_back" else ' class="marker"'
             h.add(f'<tr{rb}><td>{h.t("host_finished")}</td><td class="nowrap">{_clock(item.get("time"))}</td><td></td>'
-                  f'<td>{_badge(item.get("outcome"))}</td><td>{h.t("version_after")}: {_e(d.get("version"))}'
+                  f'<td>{_badge(item.get("outcome"), h.lang)}</td><td>{h.t("version_after")}: {_e(d.get("version"))}'
                   + (f"<br>{note}" if note else "") + "</td></tr>")
     h.add("</tbody></table>")
 
 
 def _phase_row(h: _Html, p: _Phase) -> None:
     d = p.data
-    parts = [_e(d.get("detail"))] if d.get("detail") else []
+    from ..core.reasons import failure
+
+    parts = [_e(failure(str(d.get("detail")), h.lang))] if d.get("detail") else []
     result = _dict(d.get("result"))
     probes = result.get("probes")
     if isinstance(probes, list) and probes:
         items = "".join(
             f'<li><span class="{"s-ok" if pr.get("ok") else "s-bad"}">{"✓" if pr.get("ok") else "✗"}</span> '
-            f'<strong>{_e(pr.get("probe"))}</strong> {_e(pr.get("detail"))}</li>'
+            f'<strong>{_e(pr.get("probe"))}</strong> {_e(h.reason(pr.get("detail")))}</li>'
             for pr in probes if isinstance(pr, dict))
         parts.append(f'<div class="small muted">{h.t("probes")}:</div><ul class="probes">{items}</ul>')
     given = result.get("command")
     command = given if isinstance(given, dict) else None
     if command:
         out = "\n".join(str(command.get(k) or "").rstrip() for k in ("stdout", "stderr") if command.get(k))
-        parts.append(f'<span class="small muted">exit {_e(command.get("exit"))}</span>'
+        parts.append(f'<span class="small muted">{h.t("exit_word")} {_e(command.get("exit"))}</span>'
                      + (f'<pre class="out">{_e(out)}</pre>' if out else ""))
     scalars = [f"{_e(k)}={_e(v)}" for k, v in result.items()
                if k not in ("probes", "command") and isinstance(v, (str, int, float, bool)) and v != ""]
     if scalars:
         parts.append(f'<div class="small muted mono">{" · ".join(scalars)}</div>')
     if d.get("failure"):
-        parts.append(f'<span class="s-bad small">{_e(d.get("failure"))}</span>')
-    phase = _e(p.phase) + (f'<br><span class="small s-warn">{h.t("in_rollback")}</span>' if p.in_rollback else "")
-    outcome = _badge(p.outcome) if p.outcome else f'<span class="muted">{h.t("running")}</span>'
+        parts.append(f'<span class="s-bad small">{_e(h.word("failure", d.get("failure")))}</span>')
+    phase = _e(h.word("phase", p.phase)) + (f'<br><span class="small s-warn">{h.t("in_rollback")}</span>' if p.in_rollback else "")
+    outcome = _badge(p.outcome, h.lang) if p.outcome else f'<span class="muted">{h.t("running")}</span>'
     row_cls = ' class="rollback"' if p.in_rollback or p.phase == "rollback" else ""
     h.add(f'<tr{row_cls}><td>{phase}</td><td class="nowrap">{_clock(p.start)}</td>'
           f'<td class="num">{_seconds(p.seconds) if p.seconds is not None else "—"}</td><td>{outcome}</td>'
           f'<td>{"".join(f"<div>{x}</div>" for x in parts) or "—"}</td></tr>')
+
+
+def _rule(h: _Html, name: object) -> str:
+    """A rule's or check's name: its identifier in English; in Chinese its name, the identifier small beside it."""
+    said = h.word("rule", name)
+    if h.lang == "zh" and said != str(name):
+        return f'{_e(said)} <span class="mono muted small">{_e(name)}</span>'
+    return f'<span class="mono">{_e(name)}</span>'
 
 
 def _policy(h: _Html, decision: dict[str, object], checks: object, approved: str | None = None) -> None:
@@ -740,20 +838,22 @@ def _policy(h: _Html, decision: dict[str, object], checks: object, approved: str
     for r in _list(decision.get("rules")):
         if isinstance(r, dict) and r.get("rule") == "approval" and approved is not None:
             # at plan time the rule waits for the run; on a run that started, show what was accepted
-            h.add(f'<tr><td class="mono">{_e(r.get("rule"))}</td><td>{_badge("approved")}</td>'
+            h.add(f'<tr><td>{_rule(h, r.get("rule"))}</td><td>{_badge("approved", h.lang)}</td>'
                   f'<td>{approved}</td></tr>')
         elif isinstance(r, dict):
-            h.add(f'<tr><td class="mono">{_e(r.get("rule"))}</td><td>{_badge(r.get("status"))}</td>'
-                  f'<td>{_e(r.get("reason"))}</td></tr>')
+            h.add(f'<tr><td>{_rule(h, r.get("rule"))}</td><td>{_badge(r.get("status"), h.lang)}</td>'
+                  f'<td>{_e(h.reason(r.get("reason")))}</td></tr>')
     for c in _list(checks):
         if isinstance(c, dict):
-            h.add(f'<tr><td class="mono">{_e(c.get("check"))} <span class="muted small">({h.t("checks")})</span></td>'
-                  f'<td>{_badge(c.get("status"))}</td><td>{_e(c.get("reason"))}</td></tr>')
+            h.add(f'<tr><td>{_rule(h, c.get("check"))} <span class="muted small">({h.t("checks")})</span></td>'
+                  f'<td>{_badge(c.get("status"), h.lang)}</td><td>{_e(h.reason(c.get("reason")))}</td></tr>')
     h.add("</tbody></table>")
 
 
 def _others(h: _Html, others: list[dict[str, object]], runs: list[_Run]) -> None:
     """Plans, approvals and refusals that are not part of a run; a plan that never ran shows its policy."""
+    from ..core.reasons import refusal
+
     ran = {_data(r.start).get("plan") for r in runs if r.start}
     h.add('<section class="card others">', f"<h2>{h.t('others')}</h2>")
     h.add("<table><thead><tr>" + "".join(f"<th>{h.t(k)}</th>" for k in (
@@ -769,9 +869,9 @@ def _others(h: _Html, others: list[dict[str, object]], runs: list[_Run]) -> None
             details.append(f"{h.t('approver')}: {_e(d.get('approver'))} "
                            f'<span class="mono small">({_e(d.get("key"))})</span>')
         if d.get("reason"):
-            details.append(f"{h.t('reason')}: {_e(d.get('reason'))}")
-        h.add(f'<tr><td class="nowrap">{_when(e.get("time"))}</td><td>{_e(e.get("event"))}</td>'
-              f'<td>{_badge(e.get("outcome"))}</td><td>{_actor(e)[0]}</td><td>{"<br>".join(details) or "—"}</td></tr>')
+            details.append(f"{h.t('reason')}: {_e(refusal(str(d.get('reason')), h.lang))}")
+        h.add(f'<tr><td class="nowrap">{_when(e.get("time"))}</td><td>{_e(h.word("event", e.get("event")))}</td>'
+              f'<td>{_badge(e.get("outcome"), h.lang)}</td><td>{_actor(e)[0]}</td><td>{"<br>".join(details) or "—"}</td></tr>')
     h.add("</tbody></table>")
     for e in others:
         d = _data(e)

@@ -23,8 +23,17 @@ def altered(result: VerifyResult) -> bool:
     return not result.chain_intact and result.problem != "unsigned"
 
 
-def headline(result: VerifyResult) -> str:
-    """The verdict every view puts first: INTACT, ALTERED (line N) or UNVERIFIED (no trust given)."""
+def headline(result: VerifyResult, lang: str = "en") -> str:
+    """The verdict every view puts first: INTACT, ALTERED (line N) or UNVERIFIED (no trust given); in Chinese
+    with ``lang="zh"`` (完好 / 已被篡改（第 N 行：…）/ 未核验（…）)."""
+    if lang == "zh":
+        from ..core.reasons import word
+
+        if altered(result):
+            return f"已被篡改（第 {result.bad_line} 行：{word('problem', result.problem, 'zh')}）"
+        if result.status == "cannot_check":
+            return "未核验（没有给出信任依据：--allowed-signers 或 --policy）"
+        return "完好"
     if altered(result):
         return f"ALTERED (line {result.bad_line}: {result.problem})"
     if result.status == "cannot_check":
@@ -32,8 +41,11 @@ def headline(result: VerifyResult) -> str:
     return "INTACT"
 
 
-def describe(result: VerifyResult) -> str:
-    """The verdict in words; never a bare OK. Without allowed signers: that it cannot check, and the chain's result."""
+def describe(result: VerifyResult, lang: str = "en") -> str:
+    """The verdict in words; never a bare OK. Without allowed signers: that it cannot check, and the chain's result.
+    ``lang="zh"``: the same in Chinese (as the Chinese HTML report says it)."""
+    if lang == "zh":
+        return _describe_zh(result)
     if not result.signers_known:
         if not result.chain_intact:
             chain = (f"altered at {result.message} ({result.problem}); {result.valid_entries} entries before it form "
@@ -57,6 +69,28 @@ def describe(result: VerifyResult) -> str:
         text += ("; completeness after the last checkpoint you hold elsewhere is NOT proven "
                  "(give --anchor SEQ:HEAD from a run's output to prove nothing was cut off)")
     return text
+
+
+_ZH = {
+    "ok": "{n} 条记录构成完整的哈希链，含 {c} 个有效的签名检查点；",
+    "anchor": "日志直至您保存的锚点是完整的。",
+    "open": "最后检查点之后的完整性未经证明（使用运行时输出的 --anchor SEQ:HEAD 可证明末尾没有被截断）。",
+    "bad": "日志已被篡改：第 {line} 行（{problem}）；其前 {valid} 条记录构成有效的链。",
+    "unchecked": "无法核验检查点：请用 --allowed-signers 或 --policy 指定允许的签名者（当前不知道任何允许的签名者）。"
+                 "仅就哈希链本身而言：",
+}
+
+
+def _describe_zh(result: VerifyResult) -> str:
+    from ..core.reasons import word
+
+    if result.chain_intact and (result.intact or not result.signers_known):
+        text = _ZH["ok"].format(n=result.entries, c=result.checkpoints)
+        text += _ZH["anchor" if result.anchor_checked else "open"]
+    else:
+        text = _ZH["bad"].format(line=result.bad_line, problem=word("problem", result.problem, "zh"),
+                                 valid=result.valid_entries)
+    return (_ZH["unchecked"] + text) if not result.signers_known else text
 
 
 def _moment(text: str) -> _dt.datetime | None:

@@ -268,6 +268,12 @@ def build_parser() -> argparse.ArgumentParser:
                          help="also check the log against the checkpoints every host of this inventory witnessed "
                               "(read-only, over SSH or locally): a rewritten log or a run cut off the end is named, "
                               "exit 6; a host that cannot be read leaves it unchecked (exit 2)")
+    averify.add_argument("--plans", metavar="DIR", help="also check every plan the log names: a file in DIR must "
+                         "have its digest (recomputed from the file); exit 6 naming the line and file otherwise")
+    averify.add_argument("--approvals", metavar="DIR", help="also check every approval a run accepted: a file in DIR "
+                         "with its digest, a good signature by an allowed approver, for the plan the log names")
+    averify.add_argument("--approval-signers", metavar="FILE",
+                         help="approvers' keys for --approvals (default: the policy's approvals.allowed_signers)")
     averify.add_argument("--json", action="store_true")
     averify.set_defaults(func="audit:cmd_verify")
     ashow = audit.add_parser("show", help="a readable timeline of the audit log, after its verdict",
@@ -294,6 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
     acase.add_argument("--anchor", metavar="CHECKPOINT")
     acase.add_argument("--allowed-signers", metavar="FILE")
     acase.add_argument("--policy")
+    acase.add_argument("--lang", choices=("en", "zh"), help="English or Simplified Chinese (default: from the locale)")
     acase.add_argument("--json", action="store_true")
     acase.set_defaults(func="audit:cmd_case")
     aexport = audit.add_parser("export", help="write an HTML, JSON or CSV report",

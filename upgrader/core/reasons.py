@@ -16,7 +16,7 @@ import re
 
 from .shown_time import DEFAULT_ZONE, shown_time
 
-__all__ = ["translate", "cause", "failure", "UNTRANSLATED"]
+__all__ = ["translate", "cause", "failure", "word", "refusal", "UNTRANSLATED", "WORDS"]
 
 UNTRANSLATED = "原文"
 _V = r"[^\s()]+"
@@ -235,6 +235,23 @@ _FORMS: list[tuple[str, str]] = [
     (r"(?P<a>.+?); (?P<b>.+)", "{a:s}；{b:s}"),
     (r"(?P<v>\S+) is listed as affected \((?P<t>.+)\)", "{v} 被列为受影响的版本（{t}）"),
     (r"(?P<v>\S+) is not affected", "{v} 不受影响"),
+    # probes that passed, approvals refused at the start of a run, and their hints
+    (r"(?P<f>\S+) clean", "日志 {f} 中没有错误"),
+    (r"every file of the backup matches its checksum", "备份中的每个文件都与其校验和一致"),
+    (r"requested by the operator", "操作员请求回滚"),
+    (r"(?P<f>\S+): approves plan (?P<a>\S+), but this plan is (?P<b>\S+): the plan changed after it was approved "
+     r"\(hosts, versions, packages, playbook, policy or window\)",
+     "{f}：批准的是计划 {a}，而本计划是 {b}：计划在批准之后被改过（主机、版本、升级包、剧本、策略或维护窗口）"),
+    (r"(?P<f>\S+): expired at (?P<t>\S+) \(approved by (?P<w>\S+)\)", "{f}：已于 {t:time} 过期（批准人 {w}）"),
+    (r"(?P<f>\S+): this approval was already used by run (?P<r>\S+) at (?P<t>\S+); an approval is good for one run",
+     "{f}：这份批准已被运行 {r} 于 {t:time} 使用过；一份批准只能用于一次运行"),
+    (r"(?P<f>\S+): signed by an untrusted key: (?P<d>.+)", "{f}：签名的密钥不受信任：{d:t}"),
+    (r"the signing key (?P<k>\S+) is not in (?P<f>\S+)", "签名密钥 {k} 不在 {f} 中"),
+    (r"no approval given: an engineer must approve this exact plan before it runs",
+     "没有提供批准：运行之前必须由一位工程师批准这份计划"),
+    (r"have the new plan approved", "请让新的计划获得批准"),
+    (r"ask for a new approval", "请申请新的批准"),
+    (r"ask for a new one", "请申请新的批准"),
     (r"(?P<a>.+?) and (?P<b>.+)", "{a:s}和{b:s}"),
 ]
 _COMPILED = [(re.compile(p), t) for p, t in _FORMS]
@@ -365,7 +382,7 @@ def failure(detail: str, lang: str) -> str:
     return translate(detail, lang)
 
 
-def cause(text: str, lang: str) -> str:
+def cause(text: str, lang: str, technical: bool = True) -> str:
     """A failure cause ("observe: never healthy after start: tcp 18080: ...") summarised first in plain words
     (Chinese: "新版本启动失败：健康检查没有通过"), the technical detail after."""
     text = str(text or "").strip()
@@ -383,7 +400,66 @@ def cause(text: str, lang: str) -> str:
         plain = _probe_failures(probes) if key == "observe" and sep2 else None
         if plain is not None:
             head = "新版本启动后出现故障" if when.startswith("healthy at first") else "新版本启动失败"
+            if not technical:  # every part already said in Chinese: no English after it
+                return f"{head}：{plain}（健康检查{_translate(when) or when}）"
             return f"{head}：{plain}（健康检查{_translate(when) or when}；技术细节：{rest}）"
         detail = translate(rest, lang)
+        if not technical:
+            return f"{summary}（{failure(rest, lang)}）"
         return f"{summary}（技术细节：{detail.removeprefix(UNTRANSLATED + '：')}）"
     return f"{summary} (technical detail: {rest})"
+
+
+#: the words of statuses, phases, failure kinds, events, rules and verification problems, in Chinese (a report's
+#: badges and names); ``word`` falls back to the word as it is
+WORDS: dict[str, dict[str, str]] = {
+    "status": {"ok": "正常", "pass": "通过", "passed": "通过", "fail": "不通过", "failed": "失败", "skip": "跳过",
+               "warn": "警告", "committed": "已提交", "rolled_back": "已回滚", "rollback": "回滚",
+               "refused": "已拒绝", "allowed": "允许", "approved": "已批准", "accepted": "已接受",
+               "needs_person": "需要人工处理", "unreachable": "无法连接", "error": "出错", "restored": "已恢复",
+               "waiting": "等待中", "superseded": "已被取代", "running": "进行中", "started": "已开始",
+               "cancelled": "已取消", "interrupted": "已中断", "unchanged": "未变化", "true": "是", "false": "否",
+               "yes": "是", "no": "否", "revoked": "已撤销", "granted": "已授权", "broken": "已解除",
+               "cannot": "无法判断", "unknown": "未知"},
+    "phase": {"preflight": "预检", "backup": "备份", "stop": "停止", "install": "安装", "start": "启动",
+              "observe": "观察", "verify": "验证", "rollback": "回滚", "commit": "提交", "cancel": "取消",
+              "hook:pre": "前置钩子", "hook:post": "后置钩子", "hook:pre_stop": "停止前钩子",
+              "hook:post_start": "启动后钩子"},
+    "failure": {"unhealthy": "不健康", "failed": "失败", "bad_input": "输入无效", "unsafe_path": "路径不安全",
+                "no_space": "磁盘空间不足", "unreachable": "无法连接", "locked": "已被锁定", "timeout": "超时",
+                "cancelled": "已取消", "drift": "文件被改动"},
+    "event": {"plan_created": "创建计划", "approval_created": "签署批准", "approval_refused": "拒绝批准",
+              "approval_accepted": "接受批准", "run_started": "开始运行", "run_finished": "运行结束",
+              "run_refused": "拒绝运行", "run_interrupted": "运行中断", "phase_started": "阶段开始",
+              "phase_finished": "阶段结束", "host_started": "主机开始", "host_finished": "主机完成", "rollback_started": "开始回滚",
+              "rollback_requested": "请求回滚", "resume_requested": "请求续跑", "checkpoint": "签名检查点",
+              "access_granted": "授予访问", "access_revoked": "撤销访问", "locks_broken": "解除锁",
+              "guide_run": "向导运行", "guide_interrupted": "向导中断"},
+    "rule": {"same_product": "同一产品", "newer": "版本更新", "same_line": "同一产品线", "free_levels": "免费级别",
+             "declared_changes": "声明的变更", "maintenance_contract": "维保合同", "patch_requires": "补丁适用范围",
+             "approval": "批准", "installed_version": "已装版本", "package": "升级包", "window": "维护窗口",
+             "manual_changes": "人工改动", "free_disk": "磁盘空间", "health_checks": "健康检查",
+             "host_trust_root": "主机信任根", "install_dir": "安装目录", "lock": "锁", "log": "日志",
+             "port": "端口", "process": "进程", "version": "版本", "advisory": "安全公告",
+             "non_ascii_names": "非 ASCII 文件名"},
+    "problem": {"head mismatch": "检查点链头不符", "rewritten": "已被改写", "truncated": "末尾被截断",
+                "bad signature": "签名无效", "edited": "内容被修改", "forged": "伪造的检查点", "missing": "缺少记录",
+                "reordered": "顺序被打乱", "torn": "行不完整", "unsigned": "运行没有签名检查点"},
+}
+
+
+def word(kind: str, value: object, lang: str) -> str:
+    """A status, phase, failure kind, event, rule or verification problem (``kind``) in ``lang``; as it is in
+    English or when unknown."""
+    text = "" if value is None else str(value)
+    if lang != "zh":
+        return text
+    return WORDS.get(kind, {}).get(text.lower() if kind != "phase" else text, text)
+
+
+def refusal(text: str, lang: str) -> str:
+    """A refusal as recorded (``reason`` then ``\\n  -> hint``) in ``lang``: each part by its form."""
+    if lang != "zh":
+        return str(text)
+    reason, sep, hint = str(text).partition("\n  -> ")
+    return translate(reason, lang) + (f"；建议：{translate(hint, lang)}" if sep else "")

@@ -10,7 +10,7 @@ from ...audit.view import CANNOT_CHECK, describe
 from ...core.exit_codes import ExitCode
 from ._common import console, context_of, print_json
 
-__all__ = ["cmd_verify", "cmd_show", "cmd_case", "cmd_export", "log_path", "describe", "CANNOT_CHECK"]
+__all__ = ["cmd_verify", "cmd_cross_check", "case_lines", "case_lines_zh", "cmd_show", "cmd_case", "cmd_export", "log_path", "describe", "CANNOT_CHECK"]
 
 
 def log_path(args: argparse.Namespace) -> Path:
@@ -29,8 +29,14 @@ def verification(args: argparse.Namespace, data: bytes | None = None) -> Any:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
+    if getattr(args, "witness", None) and (getattr(args, "plans", None) or getattr(args, "approvals", None)):
+        from ...core.errors import InputError
+
+        raise InputError("--witness and --plans/--approvals are two checks: run audit verify once for each")
     if getattr(args, "witness", None):
         return _verify_witnessed(args)
+    if getattr(args, "plans", None) or getattr(args, "approvals", None):
+        return cmd_cross_check(args)
     result = verification(args)
     if args.json:
         print_json({**result.to_dict(), "verdict": describe(result)})
@@ -90,6 +96,40 @@ def _verify_witnessed(args: argparse.Namespace) -> int:
     return int(code)
 
 
+def cmd_cross_check(args: argparse.Namespace) -> int:
+    """``audit verify --plans DIR --approvals DIR``: the log's verdict, then every plan and approval it names."""
+    from rich.text import Text
+
+    from ...api import cross_check_audit
+    from ...audit.view import headline
+
+    signers = getattr(args, "allowed_signers", None)
+    approvers = getattr(args, "approval_signers", None)
+    done = cross_check_audit(context_of(args), plans=Path(args.plans) if args.plans else None,
+                             approvals=Path(args.approvals) if args.approvals else None, log=log_path(args),
+                             allowed_signers=Path(signers) if signers else None, anchor=getattr(args, "anchor", None),
+                             approval_signers=Path(approvers) if approvers else None)
+    result, check = done.result, done.check
+    if args.json:
+        print_json({**result.to_dict(), "headline": headline(result), "verdict": describe(result),
+                    "cross_check": check.to_dict()})
+        return done.exit_code
+    c = console()
+    c.print(Text(f"{headline(result)} {result.path}"), soft_wrap=True)
+    c.print(describe(result), soft_wrap=True, markup=False)
+    for what, found, folder in (("plans", check.plans, check.plans_dir), ("approvals", check.approvals,
+                                                                          check.approvals_dir)):
+        if folder is None:
+            continue
+        good = sum(1 for f in found.values() if f)
+        c.print(Text(f"{what}: {len(found)} named by the log, {good} found in {folder}"), soft_wrap=True)
+    for p in check.problems:
+        c.print(Text.assemble(("MISMATCH ", "bold red"), str(p["problem"])), soft_wrap=True)
+    if check.ok:
+        c.print(Text("every plan and approval the log names matches its file", style="green"), soft_wrap=True)
+    return done.exit_code
+
+
 def verdict_exit(result: Any) -> int:
     """0 intact, 6 altered (or a finished run unsigned), 2 cannot check (no allowed signers known)."""
     from ...api import audit_exit_code
@@ -127,13 +167,20 @@ def cmd_show(args: argparse.Namespace) -> int:
         print_json({"verification": {**result.to_dict(), "headline": headline(result), "verdict": describe(result)},
                     "events": events})
         return code
+    from ...core.language import resolve_lang
+    from ...core.reasons import word as said
+
+    lang = resolve_lang(getattr(args, "lang", None))
     c = console()
-    word = headline(result)
+    word = headline(result, lang)
     style = "bold red" if altered(result) else "bold green" if result.status == "intact" else "bold yellow"
     c.print(Text.assemble((word, style), f" {result.path}"), soft_wrap=True)
-    c.print(describe(result), soft_wrap=True, markup=False)
-    table = Table(title=f"Audit timeline ({len(events)} events)", title_justify="left")
-    for col in ("#", "time", "run", "host", "event", "phase", "outcome", "who", "details"):
+    c.print(describe(result, lang), soft_wrap=True, markup=False)
+    zh = lang == "zh"
+    table = Table(title=f"审计时间线（{len(events)} 条事件）" if zh else f"Audit timeline ({len(events)} events)",
+                  title_justify="left")
+    for col in (("#", "时间", "运行", "主机", "事件", "阶段", "结果", "操作人", "详情") if zh else
+                ("#", "time", "run", "host", "event", "phase", "outcome", "who", "details")):
         table.add_column(col, overflow="fold")
     style_of = {"failed": "bold red", "refused": "bold red", "rolled_back": "bold yellow", "committed": "green",
                 "ok": "green", "needs_person": "bold red"}
@@ -142,26 +189,38 @@ def cmd_show(args: argparse.Namespace) -> int:
         actor: dict[str, Any] = e["actor"] if isinstance(e.get("actor"), dict) else {}
         outcome = str(e.get("outcome") or "")
         cells = (e.get("seq"), str(e.get("time") or "")[:19].replace("T", " "), e.get("run"), e.get("host"),
-                 e.get("event"), e.get("phase"))
+                 said("event", e.get("event"), lang) if e.get("event") else None,
+                 said("phase", e.get("phase"), lang) if e.get("phase") else None)
         table.add_row(*(Text(str(v if v is not None else "")) for v in cells),
-                      Text(outcome, style=style_of.get(outcome, "")),
-                      Text(str(actor.get("principal") or actor.get("user") or "")), Text(_details(e)))
+                      Text(said("status", outcome, lang), style=style_of.get(outcome, "")),
+                      Text(str(actor.get("principal") or actor.get("user") or "")), Text(_details(e, lang)))
     c.print(table)
     if altered(result):  # said again below a long table, where the eye ends
-        c.print(Text.assemble((word, style), " — the timeline above shows the log as it is now, not as written"),
-                soft_wrap=True)
+        c.print(Text.assemble((word, style), " —— 上面的时间线是日志现在的样子，不是当初写下的样子" if zh else
+                              " — the timeline above shows the log as it is now, not as written"), soft_wrap=True)
     return code
 
 
-def _details(e: dict[str, Any]) -> str:
+def _details(e: dict[str, Any], lang: str = "en") -> str:
+    from ...core.reasons import cause, failure, refusal
+
     d: dict[str, Any] = e["data"] if isinstance(e.get("data"), dict) else {}
+    zh = lang == "zh"
     if e.get("event") == "checkpoint":
         cp: dict[str, Any] = e["checkpoint"] if isinstance(e.get("checkpoint"), dict) else {}
+        if zh:
+            return f"签署序号 {cp.get('seq')}，链头 {str(cp.get('head'))[:16]}…（{cp.get('key')}）"
         return f"signs seq {cp.get('seq')} head {str(cp.get('head'))[:16]}… ({cp.get('key')})"
     for key in ("reason", "detail", "cause", "error"):
         if d.get(key):
-            return str(d[key])[:160]
+            text = str(d[key])
+            if zh:
+                text = (refusal(text, lang) if key == "reason" else failure(text, lang) if key == "detail"
+                        else cause(text, lang, technical=False))
+            return text[:160]
     if "target" in d:
+        if zh:
+            return f"升级到 {d['target']}" + (f"，计划 {str(d.get('plan'))[:12]}…" if d.get("plan") else "")
         return f"to {d['target']}" + (f", plan {str(d.get('plan'))[:12]}…" if d.get("plan") else "")
     if "approver" in d:
         return f"{d['approver']} ({d.get('key')})"
@@ -180,9 +239,12 @@ def cmd_export(args: argparse.Namespace) -> int:
         state = {"intact": "intact", "altered": "ALTERED", "cannot_check": f"not checked: {CANNOT_CHECK}"}
         console().print(f"wrote {done.output} ({done.format}, {done.events} events; log {state[done.status]})",
                         markup=False)
+        if done.cases_output is not None:
+            console().print(f"wrote {done.cases_output} (one row per run and host: the case files)", markup=False)
     else:
         print_json({"output": str(done.output), "format": done.format, "events": done.events,
-                    "intact": done.result.intact, "status": done.status})
+                    "intact": done.result.intact, "status": done.status,
+                    "cases_output": str(done.cases_output) if done.cases_output else None})
     # the report is written either way (it says ALTERED or CANNOT CHECK at the top); scripts learn it from the exit
     # code too
     return done.exit_code
@@ -201,9 +263,12 @@ def cmd_case(args: argparse.Namespace) -> int:
         print_json({"verification": {**done.result.to_dict(), "headline": headline(done.result),
                                      "verdict": describe(done.result)}, "case": done.case})
         return done.exit_code
+    from ...core.language import resolve_lang
+
+    lang = resolve_lang(getattr(args, "lang", None))
     c = console()
-    c.print(Text(f"{headline(done.result)} {done.result.path}"), soft_wrap=True)
-    for line in case_lines(done.case):
+    c.print(Text(f"{headline(done.result, lang)} {done.result.path}"), soft_wrap=True)
+    for line in (case_lines_zh(done.case) if lang == "zh" else case_lines(done.case)):
         c.print(Text(line), soft_wrap=True)
     return done.exit_code
 
@@ -243,4 +308,51 @@ def case_lines(case: dict[str, Any]) -> list[str]:
                f"(anchor {cp.get('anchor')})" if cp else "checkpoint: none (not proven by a signature)")
     w = case.get("witnesses")
     out.append("witnesses: not looked up (audit verify --witness)" if w is None else f"witnesses: {w}")
+    return out
+
+
+def case_lines_zh(case: dict[str, Any]) -> list[str]:
+    """The case file in Chinese: every word, status, phase and cause said in Chinese; values (ids, keys, digests,
+    versions, paths, times) as recorded."""
+    from ...core.reasons import cause, translate, word
+
+    req = case.get("requested") or {}
+    pol = case.get("policy") or {}
+    cat = case.get("catalog") or {}
+    win = case.get("window") or {}
+    op = case.get("operator") or {}
+    kind = "回滚" if case.get("kind") == "rollback" else "升级"
+    out = [f"运行 {case['run']}（{kind}），目标版本 {case.get('target')}",
+           f"申请人：{req.get('user')}@{req.get('host')}，密钥 {req.get('key')}；计划 {req.get('plan')}，"
+           f"创建于 {req.get('plan_created')}"]
+    for a in case.get("approvals") or []:
+        out.append(f"批准人：{a.get('approver')}，密钥 {a.get('key')}；创建于 {a.get('created')}，有效期至 "
+                   f"{a.get('expires')}；批准摘要 {a.get('digest')}")
+    if not case.get("approvals"):
+        out.append("批准人：没有记录")
+    out += [f"策略：{pol.get('source')}，sha256 {pol.get('sha256')}，身份 {pol.get('identity')}",
+            f"目录：序号 {cat.get('serial')}，签名人 {cat.get('signer')}（{cat.get('fingerprint')}）",
+            "维护窗口：" + (("窗口内" if win.get("inside") else "窗口外") + f"——{translate(str(win.get('reason')), 'zh')}"
+                         if win else "没有记录"),
+            f"操作员：{op.get('principal')}（{op.get('user')}@{op.get('host')}，密钥 {op.get('key')}）",
+            f"开始 {case.get('started')}，结束 {case.get('finished')}，用时 {case.get('duration_seconds')} 秒；"
+            f"停机 {case.get('downtime_seconds')} 秒"]
+    for h in case.get("hosts") or []:
+        phases = "，".join(f"{word('phase', p.get('phase'), 'zh')} {word('status', p.get('outcome'), 'zh')} "
+                          f"{p.get('seconds')} 秒" for p in h.get("phases") or [])
+        out.append(f"主机 {h.get('host')}：{h.get('from')} → {h.get('to')}：{word('status', h.get('outcome'), 'zh')}，"
+                   f"之后的版本 {h.get('version_after')}，停机 {h.get('downtime_seconds')} 秒；各阶段：{phases}")
+        if h.get("rollback_cause"):
+            out.append(f"  回滚原因：{cause(str(h['rollback_cause']), 'zh', technical=False)}")
+    outcome = case.get("outcome")
+    if outcome:
+        hosts = "，".join(f"{k}：{word('status', v, 'zh')}" for k, v in (outcome.get("hosts") or {}).items())
+        out.append(f"结果：退出码 {outcome.get('exit_code')}（{hosts}）")
+    else:
+        out.append("结果：尚未结束")
+    cp = case.get("checkpoint")
+    out.append(f"检查点：第 {cp.get('line')} 行，签署序号 {cp.get('seq')}，链头 {cp.get('head')}，签名人 "
+               f"{cp.get('signer')}（锚点 {cp.get('anchor')}）" if cp else "检查点：没有（没有签名证明）")
+    w = case.get("witnesses")
+    out.append("见证：未查询（audit verify --witness）" if w is None else f"见证：{w}")
     return out

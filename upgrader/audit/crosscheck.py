@@ -1,0 +1,214 @@
+"""``upgrader audit verify --plans DIR --approvals DIR``: the plans and approvals the log names, checked against the
+files an auditor was given.
+
+Every plan digest the log names (a plan made, approved, run or refused) must be the digest of a file in the plans
+folder, recomputed from the file (``core.plan.plan_digest``, the README's canonical form); every approval a run
+accepted must be a file in the approvals folder whose sha256 of its statement is the digest the log names, whose
+signature holds under the allowed signers, and which approves the plan and names the approver the log says. A
+missing file and a swapped one are told apart: when the log also recorded the file's name (``plan_created``,
+``approval_created``) and a file of that name is in the folder with another digest, the problem names both digests.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..trust.approval import Approval
+    from ..trust.signers import AllowedSigners
+
+__all__ = ["CrossCheck", "cross_check"]
+
+
+@dataclass
+class CrossCheck:
+    """What was cross-checked: the plans and approvals named by the log (``plans``, ``approvals``: digest -> the
+    file that has it, or None), and every ``problems`` (each names the log's line and the file)."""
+
+    plans_dir: str | None
+    approvals_dir: str | None
+    plans: dict[str, str | None] = field(default_factory=dict)
+    approvals: dict[str, str | None] = field(default_factory=dict)
+    problems: list[dict[str, object]] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def to_dict(self) -> dict[str, object]:
+        return {"plans_dir": self.plans_dir, "approvals_dir": self.approvals_dir, "plans": self.plans,
+                "approvals": self.approvals, "problems": self.problems, "ok": self.ok}
+
+
+def _d(value: object) -> dict[str, object]:
+    return value if isinstance(value, dict) else {}
+
+
+def _l(value: object) -> list[object]:
+    return value if isinstance(value, list) else []
+
+
+def _files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
+
+
+def _plan_digests(folder: Path) -> dict[str, Path]:
+    """digest -> file, for every file of ``folder`` that reads as a plan (other files are not plans: skipped)."""
+    from ..core.errors import UpgraderError
+    from ..core.plan import load_plan
+
+    found: dict[str, Path] = {}
+    for p in _files(folder):
+        try:
+            found.setdefault(load_plan(p).digest, p)
+        except UpgraderError:
+            continue
+    return found
+
+
+def _approvals(folder: Path) -> dict[str, Approval]:
+    """digest -> Approval, for every file of ``folder`` that reads as an approval (``X.sig`` beside ``X`` is read
+    with it)."""
+    from ..core.errors import UpgraderError
+    from ..trust.approval import read_approval
+
+    found: dict[str, Approval] = {}
+    for p in _files(folder):
+        if p.suffix == ".sig" and p.with_suffix("").is_file():
+            continue
+        try:
+            a = read_approval(p)
+        except UpgraderError:
+            continue
+        found.setdefault(a.digest, a)
+    return found
+
+
+def _by_name(folder: Path, recorded: object) -> Path | None:
+    """The file of ``folder`` with the name the log recorded (a path on the machine that made it)."""
+    if not recorded:
+        return None
+    name = Path(str(recorded)).name
+    hits = [p for p in _files(folder) if p.name == name]
+    return hits[0] if hits else None
+
+
+def _at(text: object) -> _dt.datetime:
+    try:
+        t = _dt.datetime.fromisoformat(str(text).replace("Z", "+00:00"))
+        return t if t.tzinfo else t.replace(tzinfo=_dt.timezone.utc)
+    except ValueError:
+        return _dt.datetime.now(_dt.timezone.utc)
+
+
+def cross_check(events: list[dict[str, object]], *, plans: Path | None, approvals: Path | None,
+                signers: AllowedSigners | None) -> CrossCheck:
+    """Check every plan and approval ``events`` (the whole log, read once) names against the files in ``plans``
+    and ``approvals``; ``signers``: the approvers' allowed signers (None: the signature is checked, its signer is
+    not)."""
+    from ..core.plan import load_plan
+    from ..trust.approval import NAMESPACE, read_approval
+    from ..trust.sshsig import SignatureError, verify
+
+    out = CrossCheck(str(plans) if plans else None, str(approvals) if approvals else None)
+
+    def problem(line: object, what: str, text: str, **extra: str) -> None:
+        out.problems.append({"line": line, "what": what, "problem": text, **extra})
+
+    # the plans: every digest the log names, with the file name the log recorded when it made it
+    plan_names: dict[str, object] = {}
+    plan_refs: list[tuple[object, str]] = []
+    for e in events:
+        d = _d(e.get("data"))
+        digest = d.get("plan")
+        if isinstance(digest, str) and len(digest) == 64:
+            plan_refs.append((e.get("seq"), digest))
+            if e.get("event") == "plan_created" and d.get("file"):
+                plan_names.setdefault(digest, d["file"])
+    if plans is not None:
+        have = _plan_digests(plans)
+        seen: set[str] = set()
+        for line, digest in plan_refs:
+            if digest in seen:
+                continue
+            seen.add(digest)
+            out.plans[digest] = str(have[digest]) if digest in have else None
+            named = _by_name(plans, plan_names.get(digest))
+            if named is not None and have.get(digest) != named:
+                # the file the log recorded holds another plan: swapped (or edited), wherever this digest is
+                try:
+                    theirs = load_plan(named).digest
+                except Exception as err:  # noqa: BLE001 - a damaged plan is a finding, not a crash
+                    theirs = f"none (not a plan: {err})"
+                elsewhere = f"; digest {digest} is in file {have[digest]}" if digest in have else ""
+                problem(line, "plan", f"file {named} has digest {theirs}, the log names {digest} (line {line}): "
+                        f"the plan file was swapped or edited{elsewhere}", file=str(named), digest=digest,
+                        file_digest=theirs)
+            elif digest not in have:
+                problem(line, "plan", f"plan digest {digest} named by line {line}: no file in {plans} has it",
+                        digest=digest)
+
+    # the approvals a run accepted: (line, digest, plan, approver, key), and the file names the log recorded
+    approval_names: dict[tuple[object, object, object], object] = {}
+    accepted: list[tuple[object, str, object, object, object]] = []
+    for e in events:
+        d = _d(e.get("data"))
+        if e.get("event") == "approval_created":
+            approval_names.setdefault((d.get("plan"), d.get("approver"), d.get("key")), d.get("file"))
+        if e.get("event") == "run_started":
+            for item in _l(d.get("approvals")):
+                given = _d(item)
+                named_digest = given.get("digest")
+                if isinstance(named_digest, str):
+                    accepted.append((e.get("seq"), named_digest, d.get("plan"), given.get("approver"),
+                                     given.get("key")))
+    if approvals is not None:
+        have_a = _approvals(approvals)
+        for line, digest, plan, approver, key in accepted:
+            if digest in out.approvals:
+                continue
+            a = have_a.get(digest)
+            named = _by_name(approvals, approval_names.get((plan, approver, key)))
+            if named is not None and (a is None or Path(a.source) != named):
+                out.approvals[digest] = a.source if a is not None else None
+                try:
+                    theirs = read_approval(named).digest
+                except Exception as err:  # noqa: BLE001
+                    theirs = f"none (not an approval: {err})"
+                elsewhere = f"; digest {digest} is in file {a.source}" if a is not None else ""
+                problem(line, "approval", f"file {named} has digest {theirs}, the log names {digest} (line "
+                        f"{line}): the approval file was swapped or edited{elsewhere}", file=str(named),
+                        digest=digest, file_digest=theirs)
+                continue
+            if a is None:
+                out.approvals[digest] = None
+                problem(line, "approval", f"approval digest {digest} named by line {line}: no file in "
+                        f"{approvals} has it", digest=digest)
+                continue
+            out.approvals[digest] = a.source
+            st = a.statement
+            try:
+                verify(a.signature, a.text.encode(), NAMESPACE)
+            except SignatureError as e:
+                problem(line, "approval", f"file {a.source}: bad signature ({e})", file=a.source, digest=digest)
+                continue
+            if signers is not None:
+                try:
+                    signers.check(st.approver, a.signature.public_key, NAMESPACE, _at(st.created.isoformat()))
+                except ValueError as e:
+                    problem(line, "approval", f"file {a.source}: signed by a key the allowed signers do not allow "
+                            f"for {st.approver}: {e}", file=a.source, digest=digest)
+                    continue
+            if st.plan != plan:
+                problem(line, "approval", f"file {a.source} approves plan {st.plan}, the log names plan {plan} "
+                        f"(line {line})", file=a.source, digest=digest)
+            elif approver is not None and st.approver != approver:
+                problem(line, "approval", f"file {a.source} is signed as {st.approver}, the log names {approver} "
+                        f"(line {line})", file=a.source, digest=digest)
+            elif key is not None and a.signature.fingerprint != key:
+                problem(line, "approval", f"file {a.source} is signed with the key {a.signature.fingerprint}, the "
+                        f"log names {key} (line {line})", file=a.source, digest=digest)
+    return out
