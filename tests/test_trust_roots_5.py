@@ -160,3 +160,69 @@ def test_the_host_trust_root_compares_the_plan_identity_with_its_own(
     assert after.lock is None and after.staged == before.staged
     runs = state_dir(sandbox.install_dir) / "runs"
     assert not [p for p in runs.rglob("*") if p.name in ("staging", "backup", "package.tar.gz")]
+
+
+# ------------------------------------------------------------------ 2: people, not keys or names
+
+
+def _second_key(box: Sandbox, tmp_path: Path, principal: str) -> Path:
+    """The engineer's second key (a token), listed in the controller's allowed_signers as ``principal``."""
+    from trust_support import make_ssh_key
+
+    token = make_ssh_key(tmp_path / "token" / "id_ed25519", "ed25519", comment="engineer-token")
+    add_signer(box.keys / "allowed_signers", principal, token, 'namespaces="upgrader-approval"')
+    return token
+
+
+def _approve_as(box: Sandbox, capsys: pytest.CaptureFixture[str], plan: Path, key: Path, as_: str,
+                name: str) -> Path:
+    out = box.approvals / name
+    rc, err = cli(box, capsys, "approve", str(plan), "--key", str(key), "--as", as_, "-o", str(out))
+    assert rc == ExitCode.OK, err
+    return out
+
+
+@pytest.mark.parametrize("second_name", ["engineer", "engineer@vendor"])
+def test_two_keys_of_one_engineer_are_one_approval_for_the_controller(
+        sandbox: Sandbox, tmp_path: Path, capsys: pytest.CaptureFixture[str], second_name: str) -> None:
+    """approvals.required: 2; the engineer approves with their laptop key as engineer@vendor and with their token
+    as ``engineer`` (or again as engineer@vendor): one person. The run refuses (exit 4) naming both names as one
+    person; nothing on the host changed."""
+    from trust_support import set_policy
+
+    set_policy(sandbox, "required: 1", "required: 2")
+    token = _second_key(sandbox, tmp_path, second_name)
+    rc, plan = plan_to(sandbox, TO)
+    assert rc == ExitCode.OK
+    a1 = _approve_as(sandbox, capsys, plan, sandbox.engineer_key, "engineer@vendor", "a1.approval")
+    a2 = _approve_as(sandbox, capsys, plan, token, second_name, "a2.approval")
+    before = pristine(sandbox)
+    rc, err = cli(sandbox, capsys, "run", str(plan), "--approval", str(a1), "--approval", str(a2), "--yes")
+    assert rc == ExitCode.APPROVAL_REFUSED, err
+    assert "requires approvals from 2 different engineers; got 1" in err, err
+    if second_name == "engineer":
+        assert "engineer and engineer@vendor are one person" in err, err
+    assert "Traceback" not in err
+    _unchanged(sandbox, before)
+
+
+@pytest.mark.parametrize("second_name", ["engineer", "engineer@vendor"])
+def test_two_keys_of_one_engineer_are_one_approval_for_the_host(
+        sandbox: Sandbox, tmp_path: Path, capsys: pytest.CaptureFixture[str], host_root: HostRoot,
+        second_name: str) -> None:
+    """host-trust.json asks for 2 approvals; the host lists the engineer's two keys (as engineer@vendor and as
+    ``engineer``, or both as engineer@vendor). The controller's policy needs one: it accepts; the host counts one
+    person and refuses (exit 3) before anything changed."""
+    token = _second_key(sandbox, tmp_path, second_name)
+    host_root(sandbox, [("engineer@vendor", sandbox.engineer_key), (second_name, token)], required=2)
+    rc, plan = plan_to(sandbox, TO)
+    assert rc == ExitCode.OK
+    a1 = _approve_as(sandbox, capsys, plan, sandbox.engineer_key, "engineer@vendor", "a1.approval")
+    a2 = _approve_as(sandbox, capsys, plan, token, second_name, "a2.approval")
+    before = pristine(sandbox)
+    rc, err = cli(sandbox, capsys, "run", str(plan), "--approval", str(a1), "--approval", str(a2), "--yes")
+    assert rc == ExitCode.POLICY_REFUSED, err
+    assert "of 2 different people; got 1" in err and "are one person" in err, err
+    assert "Traceback" not in err
+    _unchanged(sandbox, before)
+    assert not (state_dir(sandbox.install_dir) / "host-trust.jsonl").exists()

@@ -12,8 +12,8 @@ exists but fails this is a refusal, never silently ignored. No directory: the co
 With a root, the agent decides on its own, from the evidence the controller sends (the plan's canonical bytes
 and the requester's signature of their digest, the approvals, the catalog and its signature), with the host's
 ``ssh-keygen -Y``: every approval verifies under the host's allowed_signers as the literal principal it names,
-approves the digest of these very plan bytes, has not expired by the host's clock; enough distinct keys, none of
-them the requester's; the catalog verifies under vendor_signers and lists the package's sha256; the plan's entry
+approves the digest of these very plan bytes, has not expired by the host's clock; enough distinct people (keys
+and names: one person's two keys count once), none of them the requester; the catalog verifies under vendor_signers and lists the package's sha256; the plan's entry
 for this host names this install, its current version is the ledger's, and its target changes only levels 3
 and 4. A failure is an AgentError of kind ``host_trust`` (signatures, catalog: exit 4) or ``host_policy``
 (version rule, approvals required, self-approval: exit 3), raised before anything on the host is changed.
@@ -257,6 +257,25 @@ def same_person(a, b):
     return a == b or a.split("@")[0] == b.split("@")[0]
 
 
+def _people(approvals):
+    """The distinct people among approvals given as ({key fingerprint}, names, [approver]): two are one person when
+    they share a key, or a name of one and a name of the other are ``same_person`` (every literal principal of the
+    key counts, not only the name the approval is signed as)."""
+    groups = []
+    for keys, names, approvers in approvals:
+        mine = (set(keys), set(names), list(approvers))
+        rest = []
+        for g in groups:
+            if mine[0] & g[0] or any(same_person(a, b) for a in mine[1] for b in g[1]):
+                mine[0].update(g[0])
+                mine[1].update(g[1])
+                mine[2].extend(g[2])
+            else:
+                rest.append(g)
+        groups = rest + [mine]
+    return groups
+
+
 # -- the evidence -----------------------------------------------------------------------------------------
 
 def _statement(text, where):
@@ -377,6 +396,7 @@ def _check(req, ev, root, package_sha256, tmp):
     # requester's
     now = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
     keys = {}
+    people = []
     for i, item in enumerate(ev.get("approvals") or []):
         text, armored = item.get("text"), item.get("signature")
         where = "approval %d" % (i + 1)
@@ -415,9 +435,15 @@ def _check(req, ev, root, package_sha256, tmp):
                                 "another engineer must approve it with their own key (segregation of duties)"
                                 % (where, same[0][0], same[0][1], requester_key), allowed)
         keys[fp] = approver
-    if len(keys) < root["required"]:
-        raise _policy_error("this host requires approvals by %d different keys listed in %s; got %d (%s)"
-                            % (root["required"], allowed, len(keys), ", ".join(sorted(keys.values())) or "none"),
+        people.append(({fp}, set(mine), [approver]))
+    groups = _people(people)
+    if len(groups) < root["required"]:
+        same = "; ".join(" and ".join(sorted(set(g[2]))) + " are one person (the same key, or names with the same "
+                         "local part)" for g in groups if len(g[0]) > 1 or len(set(g[2])) > 1)
+        raise _policy_error("this host requires approvals by %d different keys listed in %s, of %d different "
+                            "people; got %d (%s)%s"
+                            % (root["required"], allowed, root["required"], len(groups),
+                               ", ".join(sorted(min(g[2]) for g in groups)) or "none", (": " + same) if same else ""),
                             os.path.join(TRUST_DIR, CONFIG) if root["required"] > 1 else allowed)
     # the catalog: signed by a vendor this host trusts, listing the package
     catalog = ev.get("catalog") or {}
