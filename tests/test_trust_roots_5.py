@@ -226,3 +226,117 @@ def test_two_keys_of_one_engineer_are_one_approval_for_the_host(
     assert "Traceback" not in err
     _unchanged(sandbox, before)
     assert not (state_dir(sandbox.install_dir) / "host-trust.jsonl").exists()
+
+
+# ------------------------------------------------------------------ 3: the run's evidence and the accepted entry
+
+
+def test_another_plans_evidence_put_in_the_run_before_the_canary_continuation_is_refused(
+        fleet: Callable[[int], Any], capsys: pytest.CaptureFixture[str], host_root: HostRoot,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """P1 is approved and never run; P2 runs with a canary (app-01 commits, app-02 waits). The requester replaces
+    the run's host-evidence.json with P1's evidence (signed material only), then with P2's plan but another
+    approval of it: `resume --yes` refuses both (exit 4) naming the file; app-02 is untouched. With the run's own
+    evidence put back, the continuation commits app-02."""
+    import io
+
+    from upgrader.trust.approval import read_approval
+    from upgrader.trust.catalog import load_catalog
+    from upgrader.trust.host_evidence import host_evidence
+
+    f = fleet(2)
+    box = f.box
+    host_root(box, [("engineer@vendor", box.engineer_key)])
+    rc, p1 = plan_to(box, TO)
+    assert rc == ExitCode.OK
+    p1_approval = approve(box, p1)
+    rc, p2 = plan_to(box, TO, "--requester", "requester@customer")  # the same hosts: another plan
+    assert rc == ExitCode.OK
+    assert json.loads(p2.read_text()) != json.loads(p1.read_text())
+    p2_approval = approve(box, p2)
+    monkeypatch.setattr(sys, "stdin", io.StringIO(""))
+    rc, err = cli(box, capsys, "run", str(p2), "--approval", str(p2_approval), "--canary", "1")
+    assert rc == ExitCode.OK, err
+    assert f.versions() == {"app-01": TO, "app-02": "7.0.4.1"}
+    (run_dir,) = f.run_dirs()
+    evidence_file = run_dir / "host-evidence.json"
+    own = evidence_file.read_bytes()
+    app02 = f["app-02"]
+    ledger = state_dir(app02.install_dir)
+    before = (json.dumps(sorted(p.name for p in ledger.rglob("*"))) if ledger.exists() else None,
+              app02.install_dir.joinpath("run", "server.pid").read_text())
+
+    catalog = load_catalog(box.catalog / "catalog.yaml")
+    p1_data = json.loads(p1.read_text(encoding="utf-8"))
+    evidence_file.write_text(json.dumps(host_evidence(p1_data, [read_approval(p1_approval)], catalog)))
+    rc, err = cli(box, capsys, "resume", run_dir.name, "--yes")
+    assert rc == ExitCode.APPROVAL_REFUSED, err
+    assert "host-evidence.json carries the evidence of plan" in err and "the file was replaced" in err, err
+
+    other = approval_signed_anyway(box, p2)
+    p2_data = json.loads(p2.read_text(encoding="utf-8"))
+    evidence_file.write_text(json.dumps(host_evidence(p2_data, [read_approval(other)], catalog)))
+    rc, err = cli(box, capsys, "resume", run_dir.name, "--yes")
+    assert rc == ExitCode.APPROVAL_REFUSED, err
+    assert "carries other approvals than the ones this run accepted" in err, err
+    assert "Traceback" not in err
+    assert f.versions() == {"app-01": TO, "app-02": "7.0.4.1"}
+    assert (json.dumps(sorted(p.name for p in ledger.rglob("*"))) if ledger.exists() else None,
+            app02.install_dir.joinpath("run", "server.pid").read_text()) == before
+
+    evidence_file.write_bytes(own)
+    rc, err = cli(box, capsys, "resume", run_dir.name, "--yes")
+    assert rc == ExitCode.OK, err
+    assert f.versions() == {"app-01": TO, "app-02": TO}
+
+
+def _agent(req: dict[str, Any]) -> dict[str, Any]:
+    """One request to the real host agent (its own process, as the controller starts it on a local host)."""
+    done = subprocess.run([sys.executable, "-m", "upgrader.hostagent"], input=json.dumps(req), capture_output=True,
+                          text=True, timeout=120)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_the_host_binds_every_later_step_to_the_plan_entry_it_accepted(
+        sandbox: Sandbox, tmp_path: Path, capsys: pytest.CaptureFixture[str], host_root: HostRoot) -> None:
+    """The host accepted an approved plan at prepare; later requests of that run carrying another plan's steps (a
+    hook nobody approved, another stop command, a command probe, another target) are refused by the agent before
+    they act (kind host_trust); the service keeps running, the hook's file is never written. The approvals the
+    host verified itself are the ones it records as used."""
+    import hashlib
+
+    host_root(sandbox, [("engineer@vendor", sandbox.engineer_key)])
+    rc, plan = plan_to(sandbox, TO)
+    approval = approve(sandbox, plan)
+    rc, err = cli(sandbox, capsys, "run", str(plan), "--approval", str(approval), "--yes")
+    assert rc == ExitCode.OK, err
+    (run_dir,) = [p for p in (sandbox.root / "runs").iterdir() if p.is_dir()]
+    state = state_dir(sandbox.install_dir)
+    kept = json.loads((state / "runs" / run_dir.name / "host-trust-entry.json").read_text())
+    spec = kept["entry"]["playbook"]["spec"]
+    text = approval.read_text(encoding="utf-8").split("-----BEGIN SSH SIGNATURE-----")[0]
+    verified = hashlib.sha256(text.encode()).hexdigest()
+    assert kept["approvals"] == [verified]
+    used = [json.loads(x) for x in (state / "approvals-used.jsonl").read_text().splitlines()]
+    assert [u["approval"] for u in used] == [verified]
+
+    pwned = tmp_path / "PWNED"
+    base = {"install_dir": str(sandbox.install_dir), "state_dir": None, "run_id": run_dir.name}
+    env = {"UPGRADER_RUN": run_dir.name, "UPGRADER_HOST": "app-01", "UPGRADER_CURRENT_VERSION": "7.0.4.1",
+           "UPGRADER_TARGET_VERSION": TO}
+    pid = (sandbox.install_dir / "run" / "server.pid").read_text()
+    for req, field in (({"op": "hook", "command": f"touch {pwned}", "hook_timeout": 30, "env": env}, "hook"),
+                       ({"op": "stop", "stop": {**spec["stop"], "command": f"touch {pwned}"}, "env": env}, "stop"),
+                       ({"op": "observe", "observe": {**spec["observe"], "probes": [
+                           {"type": "command", "name": "x", "command": f"touch {pwned}"}]}, "log_offsets": {}},
+                        "probes"),
+                       ({"op": "start", "start": {**spec["start"], "command": f"touch {pwned}"}, "env": env,
+                         "pid_file": spec["stop"].get("pid_file"), "ports": spec["stop"].get("ports", [])}, "start"),
+                       ({"op": "stop", "stop": spec["stop"], "env": {**env, "UPGRADER_TARGET_VERSION": "7.0.4.9"}},
+                        "env")):
+        reply = _agent({**base, **req})
+        assert reply["ok"] is False and reply["kind"] == "host_trust", reply
+        assert "is not what the plan this host accepted says" in reply["error"] and field in reply["error"], reply
+        assert not pwned.exists()
+    assert (sandbox.install_dir / "run" / "server.pid").read_text() == pid
+    assert host_state(sandbox).version == TO

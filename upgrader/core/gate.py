@@ -179,14 +179,14 @@ def redecide(hosts: list[PlanHost], *, policy: Policy, catalog: Catalog, now: _d
 
     with ThreadPoolExecutor(max_workers=max(1, min(forks, len(hosts)))) as pool:
         answers = list(pool.map(one, hosts))
-    if elsewhere:
-        raise ApprovalRefused("the plan was made for other machines or installs than these addresses reach now, "
-                              "nothing was changed:\n  " + "\n  ".join(elsewhere),
-                              hint="make the plan again for the machines it is to upgrade, and have it approved")
     twice = same_installs([(h["name"], identities.get(h["name"])) for h in hosts])
     if twice:  # read on the hosts now: another address or spelling of one install, a link to it
         raise ApprovalRefused("the plan names one install twice (the plan was edited), nothing was changed:\n  "
                               + "\n  ".join(twice), hint="make and approve a new plan with one entry per install")
+    if elsewhere:
+        raise ApprovalRefused("the plan was made for other machines or installs than these addresses reach now, "
+                              "nothing was changed:\n  " + "\n  ".join(elsewhere),
+                              hint="make the plan again for the machines it is to upgrade, and have it approved")
     if moved:
         raise ApprovalRefused("the install's configuration no longer gives the values the plan was made with (the "
                               "approved health checks and commands use them), nothing was changed:\n  "

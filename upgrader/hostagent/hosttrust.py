@@ -501,7 +501,9 @@ def _check(req, ev, root, package_sha256, tmp):
     if why:
         raise _policy_error("%s: this host accepts only free maintenance upgrades (levels 3 and 4); refused before "
                             "stop, nothing changed" % why, TRUST_DIR)
+    verified = sorted(hashlib.sha256(item["text"].encode("utf-8")).hexdigest() for item in ev.get("approvals") or [])
     return {"root": TRUST_DIR, "plan": digest, "approvers": sorted(keys.values()), "approval_keys": sorted(keys),
+            "approvals": verified, "entry": host,
             "catalog_signer": signer[0], "catalog_key": signer[1], "catalog_serial": serial, "product": product,
             "package": sha,
             "current": host.get("current"), "target": host.get("target")}
@@ -543,4 +545,96 @@ def _check_identity(host, req):
 
 def op_host_trust(req):
     """Read-only: the verdict of this host's trust root on the evidence (before the lock)."""
-    return {"host_trust": check(req, req.get("sha256"))}
+    verdict = check(req, req.get("sha256"))
+    return {"host_trust": {k: v for k, v in verdict.items() if k != "entry"} if verdict else None}
+
+
+# -- the accepted entry binds every later step of the run ------------------------------------------------
+
+ENTRY = "host-trust-entry.json"
+
+
+def keep_entry(paths, verdict):
+    """At prepare: keep the plan entry this host's trust root accepted (from the verified plan bytes) and the
+    digests of the approvals it verified in the run's own directory under the agent's state dir; every later step
+    of the run is checked against it (``bound``)."""
+    from .files import write_json_atomic
+
+    write_json_atomic(paths.run(ENTRY), {"plan": verdict["plan"], "entry": verdict["entry"],
+                                         "approvals": verdict["approvals"]})
+
+
+def accepted(paths):
+    """What keep_entry kept for this run (None when nothing was accepted here)."""
+    from .files import read_json
+
+    data = read_json(paths.run(ENTRY))
+    return data if isinstance(data, dict) and isinstance(data.get("entry"), dict) else None
+
+
+def _hooks(spec):
+    return [h for hooks in (spec.get("hooks") or {}).values() for h in hooks or []]
+
+
+def bound(req, op, kept=None):
+    """With a host trust root: refuse (AgentError, kind host_trust, exit 4) a request of ``op`` whose
+    playbook-derived input is not the accepted plan entry's (``playbook.spec``, ``package``, current and target),
+    before it acts. The controller is not trusted to send what was approved: another plan's evidence could have
+    been accepted while its own steps are asked for. Nothing accepted at prepare and no root: nothing to bind (the
+    controller decides)."""
+    from .state import Paths
+
+    if kept is None:
+        kept = accepted(Paths(req))
+    if kept is None:  # nothing accepted here for this run (prepared before the root existed): with a root, no
+        # install; stop and start stay possible, a rollback of such a run needs them
+        if op == "install" and load_root() is not None:
+            raise _trust_error("this host has its own trust root, but run %s has no plan entry accepted here at "
+                               "prepare: refusing %s; run the plan again from the start" % (req.get("run_id"), op),
+                               TRUST_DIR)
+        return
+    entry = kept["entry"]
+    spec = (entry.get("playbook") or {}).get("spec") or {}
+    package = entry.get("package") or {}
+    stop = spec.get("stop") or {}
+    wrong = []
+
+    def want(field, got, expected):
+        if got != expected:
+            wrong.append(field)
+
+    env = req.get("env")
+    if env is not None:
+        want("env", (env.get("UPGRADER_HOST"), env.get("UPGRADER_CURRENT_VERSION"), env.get("UPGRADER_TARGET_VERSION")),
+             (entry.get("name"), str(entry.get("current")), str(entry.get("target"))))
+    if op == "prepare":
+        want("package sha256", req.get("sha256"), package.get("sha256"))
+        want("kind", req.get("kind"), package.get("kind"))
+        want("remove", req.get("remove", []), package.get("remove", []))
+        want("preserve", req.get("preserve"), spec.get("preserve"))
+    elif op == "stop":
+        want("stop", req.get("stop"), stop)
+    elif op == "start":
+        want("start", req.get("start"), spec.get("start"))
+        want("pid_file", req.get("pid_file"), stop.get("pid_file"))
+        want("ports", req.get("ports", []), stop.get("ports", []))
+        want("process", req.get("process"), spec.get("process") or None)
+    elif op == "hook":
+        if not any(h.get("command") == req.get("command") and h.get("timeout") == req.get("hook_timeout")
+                   for h in _hooks(spec)):
+            wrong.append("hook %r" % (req.get("command"),))
+    elif op == "install":
+        want("preserve", req.get("preserve"), spec.get("preserve"))
+        want("target_version", req.get("target_version"), entry.get("target"))
+        want("version_source", req.get("version_source"), spec.get("version"))
+    elif op == "observe":
+        probes = (req.get("observe") or {}).get("probes")
+        allowed = [(spec.get("observe") or {}).get("probes"),
+                   ((entry.get("playbook") or {}).get("rollback_observe") or {}).get("probes")]
+        if probes not in allowed:
+            wrong.append("probes")
+    if wrong:
+        raise _trust_error("the %s request of run %s is not what the plan this host accepted says (plan %s..., "
+                           "%s): %s differ; refused before it acted. The controller asked for steps of another plan "
+                           "than the one approved here" % (op, req.get("run_id"), str(kept.get("plan"))[:16],
+                                                           entry.get("name"), ", ".join(wrong)), TRUST_DIR)
