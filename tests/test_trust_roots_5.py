@@ -340,3 +340,30 @@ def test_the_host_binds_every_later_step_to_the_plan_entry_it_accepted(
         assert not pwned.exists()
     assert (sandbox.install_dir / "run" / "server.pid").read_text() == pid
     assert host_state(sandbox).version == TO
+
+
+# ------------------------------------------------------------------ 4: the host's version rule
+
+
+@pytest.mark.parametrize(("current", "target", "words"), [
+    ("7.0.4.2", "7.0.3.A", "level 3 goes back"),
+    ("7.0.4.2", "7.0.3.9", "level 3 goes back"),
+    ("7.0.4.2", "7.0.4.1", "level 4 goes back"),
+    ("7.0.C.6", "7.0.C.5", "level 4 goes back"),
+    ("7.0.C.6", "7.0.E.1", "changes the product line"),
+    ("7.0.4.1", "7.0.C.1", "changes the product line"),
+    ("7.0.4.1", "7.1.0.0", "changes level 2"),
+    ("7.0.4.1", "8.0.4.1", "changes level 1"),
+    ("7.0.4.1", "7.0.5.X", "cannot order level 4"),
+])
+def test_the_hosts_version_rule_refuses_any_decrease_and_any_change_of_levels_1_and_2(
+        current: str, target: str, words: str) -> None:
+    """The host's stdlib twin of the free-levels rule (hostagent/hosttrust.py, run by the agent on the host)."""
+    why = hosttrust.free_levels_only(current, target)
+    assert why is not None and words in why, why
+
+
+@pytest.mark.parametrize(("current", "target"), [("7.0.4.1", "7.0.4.2"), ("7.0.4.9", "7.0.5.1"), ("7.0.4.1", "7.0.5"),
+                                                 ("V7.0.4.1_M1", "7.0.4.2"), ("7.0.C.6", "7.0.C.7")])
+def test_the_hosts_version_rule_accepts_maintenance_upgrades(current: str, target: str) -> None:
+    assert hosttrust.free_levels_only(current, target) is None

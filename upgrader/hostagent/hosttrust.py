@@ -321,14 +321,16 @@ def free_levels_only(current, target):
         changed = 1 if a[0] != b[0] else 2
         return "%s -> %s changes level %d; only levels 3 and 4 are free" % (current, target, changed)
 
-    def num(levels):
-        return [int(x) if x.isdigit() else None for x in levels[2:]]
-
-    x, y = num(a), num(b)
-    if a[2] != b[2] and None in (x[0], y[0]):
+    x3, y3 = a[2], b[2]
+    if x3.isdigit() != y3.isdigit() or (not x3.isdigit() and x3 != y3):
         return "%s -> %s changes the product line (level 3)" % (current, target)
-    if None not in x + y and y < x:
-        return "%s -> %s is a downgrade" % (current, target)
+    if x3.isdigit() and int(y3) < int(x3):
+        return "%s -> %s is a downgrade (level 3 goes back)" % (current, target)
+    if not (a[3].isdigit() and b[3].isdigit()):
+        return "%s -> %s: this host cannot order level 4 (%s, %s): only numbers are free" % (current, target, a[3],
+                                                                                              b[3])
+    if (int(y3) if y3.isdigit() else 0) == (int(x3) if x3.isdigit() else 0) and int(b[3]) < int(a[3]):
+        return "%s -> %s is a downgrade (level 4 goes back)" % (current, target)
     return None
 
 
