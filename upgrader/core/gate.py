@@ -115,7 +115,8 @@ def redecide(hosts: list[PlanHost], *, policy: Policy, catalog: Catalog, now: _d
     """Decide every host again under ``policy``: first offline (the plan's own current -> target pair and the
     signed catalog's entry, for every host, whatever it runs now), then from the host read again (read-only):
     PolicyRefused naming every host whose decision differs from the plan's; ApprovalRefused for a plan that
-    contradicts itself (two entries for one install, another target) or a host that saw a newer catalog. A host
+    contradicts itself (two entries for one install, another target), a host that saw a newer catalog, or an
+    address that now reaches another machine or install than the plan recorded (``other_machine``). A host
     that no longer runs the plan's current version, or cannot be reached now, is then left to the engine, which
     stops it at preflight (stale plan, unreachable) before touching it. With ``playbooks`` (the operator's, from
     ``check_playbooks``) the values each playbook reads from the install's configuration (``vars_from``) are read

@@ -14,8 +14,10 @@ and the requester's signature of their digest, the approvals, the catalog and it
 ``ssh-keygen -Y``: every approval verifies under the host's allowed_signers as the literal principal it names,
 approves the digest of these very plan bytes, has not expired by the host's clock; enough distinct people (keys
 and names: one person's two keys count once), none of them the requester; the catalog verifies under vendor_signers and lists the package's sha256; the plan's entry
-for this host names this install, its current version is the ledger's, and its target changes only levels 3
-and 4. A failure is an AgentError of kind ``host_trust`` (signatures, catalog: exit 4) or ``host_policy``
+for this host was made for this machine and install (its recorded identity), names this install, its current
+version is the ledger's, and its target changes only levels 3 and 4, never going back. At prepare the accepted
+entry is kept in the run's directory and every later step of the run is bound to it (``bound``); the approvals it
+verified are the ones checked and recorded as used. A failure is an AgentError of kind ``host_trust`` (signatures, catalog: exit 4) or ``host_policy``
 (version rule, approvals required, self-approval: exit 3), raised before anything on the host is changed.
 """
 
