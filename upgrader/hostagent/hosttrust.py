@@ -442,8 +442,9 @@ def _check(req, ev, root, package_sha256, tmp):
         people.append(({fp}, set(mine), [approver]))
     groups = _people(people)
     if len(groups) < root["required"]:
-        same = "; ".join(" and ".join(sorted(set(g[2]))) + " are one person (the same key, or names with the same "
-                         "local part)" for g in groups if len(g[0]) > 1 or len(set(g[2])) > 1)
+        same = "; ".join((" and ".join(sorted(set(g[2]))) if len(set(g[2])) > 1 else "the %d keys of %s"
+                          % (len(g[0]), g[2][0])) + " are one person (the same key, or names with the same local "
+                         "part)" for g in groups if len(g[0]) > 1 or len(set(g[2])) > 1)
         raise _policy_error("this host requires approvals by %d different keys listed in %s, of %d different "
                             "people; got %d (%s)%s"
                             % (root["required"], allowed, root["required"], len(groups),

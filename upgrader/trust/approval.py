@@ -274,8 +274,9 @@ def check_approvals(paths: list[str], *, plan_digest: str, requester: Requester,
                             | set(literal_principals(signers, a.signature.public_key)), a.statement.approver)
                            for a in accepted])
     if len(people) < required:
-        same = "; ".join(" and ".join(sorted(set(p[2]))) + " are one person (the same key, or names with the same "
-                         "local part)" for p in people if len(set(p[2])) > 1)
+        same = "; ".join((" and ".join(sorted(set(p[2]))) if len(set(p[2])) > 1 else f"the {len(p[0])} keys of "
+                          f"{p[2][0]}") + " are one person (the same key, or names with the same local part)"
+                         for p in people if len(p[0]) > 1 or len(set(p[2])) > 1)
         raise ApprovalRefused(f"the policy requires approvals from {required} different engineers; got "
                               f"{len(people)} ({', '.join(sorted(min(p[2]) for p in people)) or 'none'})"
                               + (f": {same}" if same else ""),
