@@ -319,6 +319,9 @@ def test_the_host_binds_every_later_step_to_the_plan_entry_it_accepted(
     assert kept["approvals"] == [verified]
     used = [json.loads(x) for x in (state / "approvals-used.jsonl").read_text().splitlines()]
     assert [u["approval"] for u in used] == [verified]
+    (record,) = [json.loads(x) for x in (state / "host-trust.jsonl").read_text().splitlines()]
+    assert record["approvals"] == [verified] and record["host"] == "app-01"
+    assert record["identity"] == json.loads(plan.read_text())["hosts"][0]["identity"]
 
     pwned = tmp_path / "PWNED"
     base = {"install_dir": str(sandbox.install_dir), "state_dir": None, "run_id": run_dir.name}

@@ -508,7 +508,7 @@ def _check(req, ev, root, package_sha256, tmp):
                             "stop, nothing changed" % why, TRUST_DIR)
     verified = sorted(hashlib.sha256(item["text"].encode("utf-8")).hexdigest() for item in ev.get("approvals") or [])
     return {"root": TRUST_DIR, "plan": digest, "approvers": sorted(keys.values()), "approval_keys": sorted(keys),
-            "approvals": verified, "entry": host,
+            "approvals": verified, "entry": host, "host": host.get("name"), "identity": host.get("identity"),
             "catalog_signer": signer[0], "catalog_key": signer[1], "catalog_serial": serial, "product": product,
             "package": sha,
             "current": host.get("current"), "target": host.get("target")}
