@@ -1105,8 +1105,9 @@ def resume(ctx: Context, run_id: str, *, hosts: str | None = None, yes: bool = F
     from .core.gate import check_playbooks
     from .core.journal import Journal
     from .core.recorder import Recorder
-    from .trust.host_evidence import load_evidence
+    from .trust.host_evidence import run_evidence
 
+    evidence = run_evidence(run_dir, plan, approvals)  # exit 4 unless it is this run's plan and approvals
     journal = Journal(run_dir, clock.now)
     policy = load_policy(ctx)  # the operator's, never a path the plan names
     check_playbooks(chosen, ctx.home)  # what resume runs is the operator's playbook's, exit 4 otherwise
@@ -1121,7 +1122,7 @@ def resume(ctx: Context, run_id: str, *, hosts: str | None = None, yes: bool = F
     told = _observers(observers, events, {h["name"]: (h["current"], h["target"]) for h in chosen})
     engine = Engine(journal=journal, clock=clock, observers=[recorder, *told],
                     controller={"user": operator.user, "host": operator.host}, approvals=approvals,
-                    break_lock=break_lock, host_evidence=load_evidence(run_dir))
+                    break_lock=break_lock, host_evidence=evidence)
     with _running(guard):  # until its records are written
         if on_started is not None:
             on_started(RunStart(run_id, "resume", tuple(h["name"] for h in chosen), journal.dir, False))
@@ -1143,7 +1144,7 @@ def _continue_after_canary(ctx: Context, run_id: str, run_dir: Path, result: JSO
     from .core.journal import Journal
     from .core.recorder import Recorder
     from .fleet.transport import connect
-    from .trust.host_evidence import load_evidence
+    from .trust.host_evidence import run_evidence
 
     outcomes = cast("list[dict[str, object]]", result["hosts"])
     if not yes:
@@ -1155,6 +1156,7 @@ def _continue_after_canary(ctx: Context, run_id: str, run_dir: Path, result: JSO
     plan = accepted_plan(run_dir)
     chosen = [h for h in plan["hosts"] if h["name"] in waiting]
     approvals = tuple(str(a["digest"]) for a in _run_approval_records(run_dir))
+    evidence = run_evidence(run_dir, plan, approvals)  # exit 4 unless it is this run's plan and approvals
     clock = ctx.clock
     policy = plan_policy(ctx, plan)
     window = _check_continuation(run_id, run_dir, plan, policy, clock.now())
@@ -1176,7 +1178,7 @@ def _continue_after_canary(ctx: Context, run_id: str, run_dir: Path, result: JSO
     engine = Engine(journal=journal, clock=clock, observers=[recorder, *told], forks=10,
                     controller={"user": operator.user, "host": operator.host},
                     manual_changes=policy.manual_changes, approvals=approvals, cancel=token,
-                    catalog_serial=cat.serial, host_evidence=load_evidence(run_dir))
+                    catalog_serial=cat.serial, host_evidence=evidence)
     with _running(guard):  # until its records are written
         if on_started is not None:
             on_started(RunStart(run_id, "resume", tuple(waiting), journal.dir, True))

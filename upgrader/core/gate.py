@@ -115,7 +115,8 @@ def redecide(hosts: list[PlanHost], *, policy: Policy, catalog: Catalog, now: _d
     """Decide every host again under ``policy``: first offline (the plan's own current -> target pair and the
     signed catalog's entry, for every host, whatever it runs now), then from the host read again (read-only):
     PolicyRefused naming every host whose decision differs from the plan's; ApprovalRefused for a plan that
-    contradicts itself (two entries for one install, another target) or a host that saw a newer catalog. A host
+    contradicts itself (two entries for one install, another target), a host that saw a newer catalog, or an
+    address that now reaches another machine or install than the plan recorded (``other_machine``). A host
     that no longer runs the plan's current version, or cannot be reached now, is then left to the engine, which
     stops it at preflight (stale plan, unreachable) before touching it. With ``playbooks`` (the operator's, from
     ``check_playbooks``) the values each playbook reads from the install's configuration (``vars_from``) are read
@@ -133,6 +134,7 @@ def redecide(hosts: list[PlanHost], *, policy: Policy, catalog: Catalog, now: _d
     block = policy.manual_changes == "block"  # the operator's setting, never the plan's copy
     drifted: list[str] = []
     moved: list[str] = []
+    elsewhere: list[str] = []
     identities: dict[str, Mapping[str, object] | None] = {}
 
     from .plan import check_consistency, same_installs
@@ -164,6 +166,10 @@ def redecide(hosts: list[PlanHost], *, policy: Policy, catalog: Catalog, now: _d
         if facts.get("version") != h["current"]:
             # the host moved since the plan: the engine stops it at preflight as a stale plan, untouched
             return h["name"], h["decision"], h["decision"]
+        other = other_machine(h, facts.get("identity"))
+        if other:  # the address reaches another machine or another install than the one approved
+            elsewhere.append(other)
+            return h["name"], h["decision"], h["decision"]
         if block and facts.get("drift"):
             listed = ", ".join(str(d.get("path")) for d in facts["drift"][:5])
             drifted.append(f"{h['name']}: product files changed by hand since the last install ({listed}) and the "
@@ -178,6 +184,10 @@ def redecide(hosts: list[PlanHost], *, policy: Policy, catalog: Catalog, now: _d
     if twice:  # read on the hosts now: another address or spelling of one install, a link to it
         raise ApprovalRefused("the plan names one install twice (the plan was edited), nothing was changed:\n  "
                               + "\n  ".join(twice), hint="make and approve a new plan with one entry per install")
+    if elsewhere:
+        raise ApprovalRefused("the plan was made for other machines or installs than these addresses reach now, "
+                              "nothing was changed:\n  " + "\n  ".join(elsewhere),
+                              hint="make the plan again for the machines it is to upgrade, and have it approved")
     if moved:
         raise ApprovalRefused("the install's configuration no longer gives the values the plan was made with (the "
                               "approved health checks and commands use them), nothing was changed:\n  "
@@ -190,6 +200,26 @@ def redecide(hosts: list[PlanHost], *, policy: Policy, catalog: Catalog, now: _d
     if differ:
         raise PolicyRefused("the version policy decides differently now than when the plan was made, nothing was "
                             "changed:\n  " + "\n  ".join(differ))
+
+
+def other_machine(h: Mapping[str, object], seen: object) -> str | None:
+    """Why the host read now is not the machine or install the plan entry ``h`` recorded (its ``identity``, from the
+    facts at plan time: machine id and the install dir's st_dev/st_ino); None when it is the same. A plan entry
+    without an identity cannot say which machine it was approved for and is refused too."""
+    planned = h.get("identity")
+    name = h.get("name")
+    if not isinstance(planned, Mapping) or not planned.get("machine") or not isinstance(planned.get("install"), list):
+        return (f"{name}: the plan does not record which machine and install it was made for (made by an older "
+                "upgrader, or edited)")
+    now = seen if isinstance(seen, Mapping) else {}
+    if now.get("machine") != planned.get("machine"):
+        return (f"{name}: the plan was made for machine {planned.get('machine')}, this address reaches machine "
+                f"{now.get('machine')}: make the plan again")
+    if list(now.get("install") or []) != list(planned["install"]):
+        return (f"{name}: the plan was made for the install {h.get('install_dir')} with (st_dev, st_ino) "
+                f"{tuple(planned['install'])}, the install there now is {tuple(now.get('install') or ())} (another "
+                "install at the same path): make the plan again")
+    return None
 
 
 def decide_offline(hosts: Sequence[PlanHost], *, policy: Policy, catalog: Catalog,

@@ -5,6 +5,7 @@ import os
 import time
 
 from .beneath import DirFds
+from . import hosttrust
 from .common import test_kill
 from .files import read_json, rmtree
 from .ledger import ledger_fds, record_catalog_serial
@@ -52,11 +53,14 @@ def op_finish(req):
     installed = read_json(paths.installed)
     # every copy of the ledger, each opened once (never through a link, only a directory of the agent's own that
     # nobody else can write) and written only through that descriptor; a refusal keeps the lock (needs a person)
+    # with a host trust root, the approvals this host verified itself at prepare, never the controller's list
+    kept = hosttrust.accepted(paths)
+    spent = list(kept["approvals"]) if kept is not None else list(req.get("approvals") or [])
     with ledger_fds(paths, create=True) as fds:
-        for d, fd in fds if req.get("approvals") else []:
+        for d, fd in fds if spent else []:
             append_line_at(fd, "approvals-used.jsonl", "".join(
                 json.dumps({"approval": digest, "run": paths.run_id, "time": now}) + "\n"
-                for digest in req["approvals"]), d)
+                for digest in spent), d)
         for d, fd in fds if installed else []:  # the last install's manifest, beside the install too
             if os.path.abspath(d) != os.path.abspath(paths.state):
                 write_json_at(fd, "installed.json", installed)

@@ -12,10 +12,12 @@ exists but fails this is a refusal, never silently ignored. No directory: the co
 With a root, the agent decides on its own, from the evidence the controller sends (the plan's canonical bytes
 and the requester's signature of their digest, the approvals, the catalog and its signature), with the host's
 ``ssh-keygen -Y``: every approval verifies under the host's allowed_signers as the literal principal it names,
-approves the digest of these very plan bytes, has not expired by the host's clock; enough distinct keys, none of
-them the requester's; the catalog verifies under vendor_signers and lists the package's sha256; the plan's entry
-for this host names this install, its current version is the ledger's, and its target changes only levels 3
-and 4. A failure is an AgentError of kind ``host_trust`` (signatures, catalog: exit 4) or ``host_policy``
+approves the digest of these very plan bytes, has not expired by the host's clock; enough distinct people (keys
+and names: one person's two keys count once), none of them the requester; the catalog verifies under vendor_signers and lists the package's sha256; the plan's entry
+for this host was made for this machine and install (its recorded identity), names this install, its current
+version is the ledger's, and its target changes only levels 3 and 4, never going back. At prepare the accepted
+entry is kept in the run's directory and every later step of the run is bound to it (``bound``); the approvals it
+verified are the ones checked and recorded as used. A failure is an AgentError of kind ``host_trust`` (signatures, catalog: exit 4) or ``host_policy``
 (version rule, approvals required, self-approval: exit 3), raised before anything on the host is changed.
 """
 
@@ -257,6 +259,25 @@ def same_person(a, b):
     return a == b or a.split("@")[0] == b.split("@")[0]
 
 
+def _people(approvals):
+    """The distinct people among approvals given as ({key fingerprint}, names, [approver]): two are one person when
+    they share a key, or a name of one and a name of the other are ``same_person`` (every literal principal of the
+    key counts, not only the name the approval is signed as)."""
+    groups = []
+    for keys, names, approvers in approvals:
+        mine = (set(keys), set(names), list(approvers))
+        rest = []
+        for g in groups:
+            if mine[0] & g[0] or any(same_person(a, b) for a in mine[1] for b in g[1]):
+                mine[0].update(g[0])
+                mine[1].update(g[1])
+                mine[2].extend(g[2])
+            else:
+                rest.append(g)
+        groups = rest + [mine]
+    return groups
+
+
 # -- the evidence -----------------------------------------------------------------------------------------
 
 def _statement(text, where):
@@ -302,14 +323,16 @@ def free_levels_only(current, target):
         changed = 1 if a[0] != b[0] else 2
         return "%s -> %s changes level %d; only levels 3 and 4 are free" % (current, target, changed)
 
-    def num(levels):
-        return [int(x) if x.isdigit() else None for x in levels[2:]]
-
-    x, y = num(a), num(b)
-    if a[2] != b[2] and None in (x[0], y[0]):
+    x3, y3 = a[2], b[2]
+    if x3.isdigit() != y3.isdigit() or (not x3.isdigit() and x3 != y3):
         return "%s -> %s changes the product line (level 3)" % (current, target)
-    if None not in x + y and y < x:
-        return "%s -> %s is a downgrade" % (current, target)
+    if x3.isdigit() and int(y3) < int(x3):
+        return "%s -> %s is a downgrade (level 3 goes back)" % (current, target)
+    if not (a[3].isdigit() and b[3].isdigit()):
+        return "%s -> %s: this host cannot order level 4 (%s, %s): only numbers are free" % (current, target, a[3],
+                                                                                              b[3])
+    if (int(y3) if y3.isdigit() else 0) == (int(x3) if x3.isdigit() else 0) and int(b[3]) < int(a[3]):
+        return "%s -> %s is a downgrade (level 4 goes back)" % (current, target)
     return None
 
 
@@ -377,6 +400,7 @@ def _check(req, ev, root, package_sha256, tmp):
     # requester's
     now = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
     keys = {}
+    people = []
     for i, item in enumerate(ev.get("approvals") or []):
         text, armored = item.get("text"), item.get("signature")
         where = "approval %d" % (i + 1)
@@ -415,9 +439,16 @@ def _check(req, ev, root, package_sha256, tmp):
                                 "another engineer must approve it with their own key (segregation of duties)"
                                 % (where, same[0][0], same[0][1], requester_key), allowed)
         keys[fp] = approver
-    if len(keys) < root["required"]:
-        raise _policy_error("this host requires approvals by %d different keys listed in %s; got %d (%s)"
-                            % (root["required"], allowed, len(keys), ", ".join(sorted(keys.values())) or "none"),
+        people.append(({fp}, set(mine), [approver]))
+    groups = _people(people)
+    if len(groups) < root["required"]:
+        same = "; ".join((" and ".join(sorted(set(g[2]))) if len(set(g[2])) > 1 else "the %d keys of %s"
+                          % (len(g[0]), g[2][0])) + " are one person (the same key, or names with the same local "
+                         "part)" for g in groups if len(g[0]) > 1 or len(set(g[2])) > 1)
+        raise _policy_error("this host requires approvals by %d different keys listed in %s, of %d different "
+                            "people; got %d (%s)%s"
+                            % (root["required"], allowed, root["required"], len(groups),
+                               ", ".join(sorted(min(g[2]) for g in groups)) or "none", (": " + same) if same else ""),
                             os.path.join(TRUST_DIR, CONFIG) if root["required"] > 1 else allowed)
     # the catalog: signed by a vendor this host trusts, listing the package
     catalog = ev.get("catalog") or {}
@@ -439,6 +470,7 @@ def _check(req, ev, root, package_sha256, tmp):
         raise _trust_error("the catalog is not signed by a vendor key this host trusts (%s): use the vendor's "
                            "catalog, or have root add the vendor's key there" % vendors, vendors)
     host = _plan_host(plan, req)
+    _check_identity(host, req)
     package = host.get("package") or {}
     sha = package_sha256 or package.get("sha256")
     if package.get("sha256") != sha:
@@ -474,7 +506,9 @@ def _check(req, ev, root, package_sha256, tmp):
     if why:
         raise _policy_error("%s: this host accepts only free maintenance upgrades (levels 3 and 4); refused before "
                             "stop, nothing changed" % why, TRUST_DIR)
+    verified = sorted(hashlib.sha256(item["text"].encode("utf-8")).hexdigest() for item in ev.get("approvals") or [])
     return {"root": TRUST_DIR, "plan": digest, "approvers": sorted(keys.values()), "approval_keys": sorted(keys),
+            "approvals": verified, "entry": host, "host": host.get("name"), "identity": host.get("identity"),
             "catalog_signer": signer[0], "catalog_key": signer[1], "catalog_serial": serial, "product": product,
             "package": sha,
             "current": host.get("current"), "target": host.get("target")}
@@ -490,6 +524,122 @@ def _plan_host(plan, req):
                         TRUST_DIR)
 
 
+def _check_identity(host, req):
+    """The plan entry was made for this machine and this install (the identity planner.py recorded from this
+    agent's facts: machine id, the install dir's st_dev/st_ino). Checked before the install is swapped (host_trust
+    and prepare come before it), so the install's identity is still the one planned."""
+    from .identity import install_identity, machine_identity
+    from .state import Paths
+
+    ident = host.get("identity")
+    if not isinstance(ident, dict) or not ident.get("machine") or not isinstance(ident.get("install"), list):
+        raise _trust_error("the plan's entry for %s does not record which machine and install it was made for: "
+                           "this host accepts only plans made for it; make the plan again" % host.get("name"),
+                           TRUST_DIR)
+    mine = machine_identity().get("machine")
+    if ident["machine"] != mine:
+        raise _trust_error("this plan was approved for machine %s, this is machine %s: refused, nothing changed; "
+                           "make and approve a plan for this machine" % (ident["machine"], mine), TRUST_DIR)
+    install = Paths(req).install
+    here = install_identity(install)
+    if here is None or list(here) != list(ident["install"]):
+        raise _trust_error("this plan was approved for the install %s with (st_dev, st_ino) %s, the install there "
+                           "now is %s: refused, nothing changed; make and approve a plan for this install"
+                           % (install, tuple(ident["install"]), tuple(here) if here else "missing"), TRUST_DIR)
+
+
 def op_host_trust(req):
     """Read-only: the verdict of this host's trust root on the evidence (before the lock)."""
-    return {"host_trust": check(req, req.get("sha256"))}
+    verdict = check(req, req.get("sha256"))
+    return {"host_trust": {k: v for k, v in verdict.items() if k != "entry"} if verdict else None}
+
+
+# -- the accepted entry binds every later step of the run ------------------------------------------------
+
+ENTRY = "host-trust-entry.json"
+
+
+def keep_entry(paths, verdict):
+    """At prepare: keep the plan entry this host's trust root accepted (from the verified plan bytes) and the
+    digests of the approvals it verified in the run's own directory under the agent's state dir; every later step
+    of the run is checked against it (``bound``)."""
+    from .files import write_json_atomic
+
+    write_json_atomic(paths.run(ENTRY), {"plan": verdict["plan"], "entry": verdict["entry"],
+                                         "approvals": verdict["approvals"]})
+
+
+def accepted(paths):
+    """What keep_entry kept for this run (None when nothing was accepted here)."""
+    from .files import read_json
+
+    data = read_json(paths.run(ENTRY))
+    return data if isinstance(data, dict) and isinstance(data.get("entry"), dict) else None
+
+
+def _hooks(spec):
+    return [h for hooks in (spec.get("hooks") or {}).values() for h in hooks or []]
+
+
+def bound(req, op, kept=None):
+    """With a host trust root: refuse (AgentError, kind host_trust, exit 4) a request of ``op`` whose
+    playbook-derived input is not the accepted plan entry's (``playbook.spec``, ``package``, current and target),
+    before it acts. The controller is not trusted to send what was approved: another plan's evidence could have
+    been accepted while its own steps are asked for. Nothing accepted at prepare and no root: nothing to bind (the
+    controller decides)."""
+    from .state import Paths
+
+    if kept is None:
+        kept = accepted(Paths(req))
+    if kept is None:  # nothing accepted here for this run (prepared before the root existed): with a root, no
+        # install; stop and start stay possible, a rollback of such a run needs them
+        if op == "install" and load_root() is not None:
+            raise _trust_error("this host has its own trust root, but run %s has no plan entry accepted here at "
+                               "prepare: refusing %s; run the plan again from the start" % (req.get("run_id"), op),
+                               TRUST_DIR)
+        return
+    entry = kept["entry"]
+    spec = (entry.get("playbook") or {}).get("spec") or {}
+    package = entry.get("package") or {}
+    stop = spec.get("stop") or {}
+    wrong = []
+
+    def want(field, got, expected):
+        if got != expected:
+            wrong.append(field)
+
+    env = req.get("env")
+    if env is not None:
+        want("env", (env.get("UPGRADER_HOST"), env.get("UPGRADER_CURRENT_VERSION"), env.get("UPGRADER_TARGET_VERSION")),
+             (entry.get("name"), str(entry.get("current")), str(entry.get("target"))))
+    if op == "prepare":
+        want("package sha256", req.get("sha256"), package.get("sha256"))
+        want("kind", req.get("kind"), package.get("kind"))
+        want("remove", req.get("remove", []), package.get("remove", []))
+        want("preserve", req.get("preserve"), spec.get("preserve"))
+    elif op == "stop":
+        want("stop", req.get("stop"), stop)
+    elif op == "start":
+        want("start", req.get("start"), spec.get("start"))
+        want("pid_file", req.get("pid_file"), stop.get("pid_file"))
+        want("ports", req.get("ports", []), stop.get("ports", []))
+        want("process", req.get("process"), spec.get("process") or None)
+    elif op == "hook":
+        if not any(h.get("command") == req.get("command") and h.get("timeout") == req.get("hook_timeout")
+                   for h in _hooks(spec)):
+            wrong.append("hook %r" % (req.get("command"),))
+    elif op == "install":
+        want("preserve", req.get("preserve"), spec.get("preserve"))
+        want("target_version", req.get("target_version"), entry.get("target"))
+        want("version_source", req.get("version_source"), spec.get("version"))
+    elif op == "observe":
+        probes = (req.get("observe") or {}).get("probes")
+        allowed = [(spec.get("observe") or {}).get("probes"),
+                   ((entry.get("playbook") or {}).get("rollback_observe") or {}).get("probes")]
+        if probes not in allowed:
+            wrong.append("probes")
+    if wrong:
+        raise _trust_error("the %s request of run %s is not what the plan this host accepted says (plan %s..., "
+                           "%s): %s differ; refused before it acted. The controller asked for steps of another plan "
+                           "than the one approved here" % (op, req.get("run_id"), str(kept.get("plan"))[:16],
+                                                           entry.get("name"), ", ".join(wrong)), TRUST_DIR)

@@ -5,6 +5,7 @@ import time
 
 from .beneath import (OPEN_DIR, check_host_paths, check_install_id, dir_id, hash_beneath, install_name, link_parents,
     move_beneath, open_root, rename_install_out)
+from . import hosttrust
 from .common import AgentError, test_kill
 from .files import read_json, write_json_atomic
 from .manifests import copy_preserved
@@ -18,6 +19,7 @@ def op_install(req):
     st = run_state(paths)
     if st.get("installed"):
         return st["installed"]
+    hosttrust.bound(req, "install")  # with a host trust root: the accepted entry's preserve list and target
     preserve = [p["path"] for p in req["preserve"]]
     cache = [p["path"] for p in req["preserve"] if p.get("kind") == "cache"]
     new_tree = paths.run("staging", "tree")

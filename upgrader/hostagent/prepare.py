@@ -15,6 +15,18 @@ from .recovery import tree_owner
 from .state import Paths, check_state_dir, ensure_state_dir, run_state, set_run_state
 
 
+def _approvals_unused(paths, digests, req):
+    """With a host trust root: the approvals this host verified itself (not the controller's list) must not have
+    been used here by another run."""
+    from .ledger import used_approvals
+
+    used = used_approvals(paths)
+    for digest in digests:
+        if digest in used and used[digest].get("run") != req["run_id"]:
+            raise AgentError("approval %s... was already used on this host by run %s" % (
+                digest[:12], used[digest].get("run")), "replayed", holder=used[digest])
+
+
 def op_prepare(req):
     """Before stop: verified copy of the package, staged new tree, verified backup snapshot."""
     paths = Paths(req)
@@ -25,6 +37,9 @@ def op_prepare(req):
         return run_state(paths)["prepared"]
     # a host with its own trust root decides again, on the evidence, before anything is copied or staged
     trusted = hosttrust.check(req, req.get("sha256"))
+    if trusted:
+        hosttrust.bound(req, "prepare", trusted)  # the package, kind, remove and preserve list of the accepted entry
+        _approvals_unused(paths, trusted["approvals"], req)
     check_ledger_version(paths, req.get("current_version"))
     if os.path.isdir(paths.install):  # refused here too, even when the controller did not ask first
         problems = check_host_paths(paths.install, {"preserve": preserve, "remove": req.get("remove", [])})
@@ -134,5 +149,8 @@ def op_prepare(req):
     # must not find half-written files, and flushing a large staged tree later (an fsync in the
     # downtime waits for it on ext4) would make the downtime grow with the install size
     os.sync()
+    if trusted:
+        hosttrust.keep_entry(paths, trusted)  # every later step of this run is bound to it (hosttrust.bound)
+        trusted = {k: v for k, v in trusted.items() if k != "entry"}
     set_run_state(paths, prepared=result, phase="prepared", **({"host_trust": trusted} if trusted else {}))
     return result

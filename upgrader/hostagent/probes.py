@@ -7,6 +7,7 @@ import re
 import time
 
 from .beneath import OPEN_DIR, lstat_beneath, open_beneath, read_beneath, resolve_beneath
+from . import hosttrust
 from .common import AgentError
 from .processes import describe_selector, listening, pid_alive, port_open, real_ports, run_shell, select_processes
 from .state import Paths, run_state
@@ -152,6 +153,7 @@ def probe_result(paths, probe, log_offsets):
 
 def op_observe(req):
     """Wait until every probe passes (start_timeout), then watch them for the whole window."""
+    hosttrust.bound(req, "observe")  # with a host trust root: the accepted entry's probes only
     paths = Paths(req)
     spec = req["observe"]
     probes = spec["probes"]

@@ -5,6 +5,7 @@ import signal
 import time
 
 from .beneath import open_beneath
+from . import hosttrust
 from .common import AgentError, test_kill
 from .probes import log_files
 from .processes import port_open, real_ports, run_shell, service_pids, wait_until
@@ -12,6 +13,7 @@ from .state import Paths, run_state, set_run_state
 
 
 def op_stop(req):
+    hosttrust.bound(req, "stop")  # with a host trust root: the accepted plan entry's own step
     paths = Paths(req)
     spec = req["stop"]
     start = time.time()
@@ -85,6 +87,7 @@ def launch_deadline(st, allowed):
 
 
 def op_start(req):
+    hosttrust.bound(req, "start")  # with a host trust root: the accepted plan entry's own step
     paths = Paths(req)
     spec = req["start"]
     st = run_state(paths) if paths.in_run else {}
@@ -129,6 +132,7 @@ def op_start(req):
 
 
 def op_hook(req):
+    hosttrust.bound(req, "hook")  # with a host trust root: the accepted plan entry's own step
     paths = Paths(req)
     res = run_shell(req["command"], paths.install, float(req.get("hook_timeout", 300)), req.get("env"))
     if res["exit"] != 0 or res["timed_out"]:

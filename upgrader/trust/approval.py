@@ -189,11 +189,33 @@ class UsedApprovals:
             os.fsync(f.fileno())
 
 
+def count_people(approvals: Iterable[tuple[bytes, set[str], str]]) -> list[tuple[set[bytes], set[str], list[str]]]:
+    """The distinct people among approvals given as (key, names, approver): two are one person when their keys are
+    equal or a name of one and a name of the other name the same person (``alice@vendor`` == ``alice``, the rule of
+    ``requester.same_person``). Returns one (keys, names, approvers) group per person."""
+    from .requester import same_person
+
+    groups: list[tuple[set[bytes], set[str], list[str]]] = []
+    for key, names, approver in approvals:
+        mine: tuple[set[bytes], set[str], list[str]] = ({key}, set(names), [approver])
+        rest = []
+        for g in groups:
+            if key in g[0] or any(same_person(a, b) for a in mine[1] for b in g[1]) or mine[0] & g[0]:
+                mine[0].update(g[0])
+                mine[1].update(g[1])
+                mine[2].extend(g[2])
+            else:
+                rest.append(g)
+        groups = rest + [mine]
+    return groups
+
+
 def check_approvals(paths: list[str], *, plan_digest: str, requester: Requester, signers: AllowedSigners | None,
                     required: int, allow_self: bool, now: _dt.datetime, used: UsedApprovals,
                     skew: float = 300, requester_label: str = "") -> list[Approval]:
-    """Every approval must hold; together they must come from ``required`` distinct engineers (distinct keys and
-    distinct names). ``requester`` is the key that made (or runs) the plan: its approval is a self-approval; so is
+    """Every approval must hold; together they must come from ``required`` distinct people
+    (``count_people``: distinct keys whose names, the approver's and every literal principal of the key, name no
+    common person). ``requester`` is the key that made (or runs) the plan: its approval is a self-approval; so is
     an approval by an engineer the plan's ``requester_label`` names (the name the plan claims)."""
     from .requester import literal_principals, names_the_approver
 
@@ -248,14 +270,15 @@ def check_approvals(paths: list[str], *, plan_digest: str, requester: Requester,
             raise ApprovalRefused(f"{path}: this approval was already used by run {prior.get('run')} at "
                                   f"{prior.get('time')}; an approval is good for one run", hint="ask for a new one")
         accepted.append(a)
-    engineers: dict[str, Approval] = {}
-    keys: set[bytes] = set()
-    for a in accepted:
-        if a.statement.approver.lower() in engineers or a.signature.public_key in keys:
-            continue
-        engineers[a.statement.approver.lower()] = a
-        keys.add(a.signature.public_key)
-    if len(engineers) < required:
+    people = count_people([(a.signature.public_key, {a.statement.approver.lower()}
+                            | set(literal_principals(signers, a.signature.public_key)), a.statement.approver)
+                           for a in accepted])
+    if len(people) < required:
+        same = "; ".join((" and ".join(sorted(set(p[2]))) if len(set(p[2])) > 1 else f"the {len(p[0])} keys of "
+                          f"{p[2][0]}") + " are one person (the same key, or names with the same local part)"
+                         for p in people if len(p[0]) > 1 or len(set(p[2])) > 1)
         raise ApprovalRefused(f"the policy requires approvals from {required} different engineers; got "
-                              f"{len(engineers)} ({', '.join(sorted(engineers)) or 'none'})")
+                              f"{len(people)} ({', '.join(sorted(min(p[2]) for p in people)) or 'none'})"
+                              + (f": {same}" if same else ""),
+                              hint="another engineer must approve the plan with their own key")
     return accepted

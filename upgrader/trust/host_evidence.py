@@ -7,7 +7,9 @@ A host without a trust root ignores all of it; a host with one trusts none of it
 
 The run keeps what it sent in its run directory (``host-evidence.json``) so that ``resume`` sends the very same
 evidence (the waiting hosts after a canary are checked by their trust roots like the first). It is only signed
-material: an edit of the file can make a host refuse, never accept. ``rollback`` sends none: restoring the version
+material, and ``resume`` sends it only when it is the evidence of the run's own accepted plan and approvals
+(``run_evidence``): another approved plan's evidence put in its place is refused (exit 4); a host with a trust root
+also binds every later step to the plan entry it accepted (hostagent/hosttrust.py). ``rollback`` sends none: restoring the version
 a host ran before needs no one's consent, on any host.
 """
 
@@ -27,7 +29,7 @@ if TYPE_CHECKING:
     from .approval import Approval
     from .catalog import Catalog
 
-__all__ = ["host_evidence", "armor", "save_evidence", "load_evidence", "EVIDENCE_FILE"]
+__all__ = ["host_evidence", "armor", "save_evidence", "load_evidence", "run_evidence", "EVIDENCE_FILE"]
 
 EVIDENCE_FILE = "host-evidence.json"
 
@@ -69,3 +71,34 @@ def load_evidence(run_dir: Path) -> JSONObject | None:
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
+
+
+def run_evidence(run_dir: Path, plan_data: Mapping[str, object], approval_digests: Sequence[str]) -> JSONObject | None:
+    """The run's evidence for ``resume`` and the canary continuation, refused (ApprovalRefused, exit 4) unless it
+    is the evidence of this run: the plan's bytes digest to the plan the run's journal accepted (``plan_data``, from
+    ``accepted_plan``), its signature is that plan's, and its approvals are exactly the approvals the journal
+    recorded (``approval_digests``). None when the run kept none."""
+    import hashlib
+
+    from ..core.errors import ApprovalRefused
+    from ..core.plan import plan_digest
+
+    evidence = load_evidence(run_dir)
+    if evidence is None:
+        return None
+    where = run_dir / EVIDENCE_FILE
+    hint = "put back the evidence the run wrote, or make, approve and run a new plan"
+    text = evidence.get("plan")
+    digest = hashlib.sha256(text.encode("utf-8")).hexdigest() if isinstance(text, str) else None
+    accepted = plan_digest(plan_data)
+    if digest != accepted or evidence.get("plan_signature") != (str(plan_data["signature"])
+                                                               if plan_data.get("signature") else None):
+        raise ApprovalRefused(f"{where} carries the evidence of plan {str(digest)[:16]}…, but this run accepted plan "
+                              f"{accepted[:16]}…: the file was replaced; nothing was changed", hint=hint)
+    items = evidence.get("approvals")
+    got = sorted(hashlib.sha256(str(a.get("text")).encode()).hexdigest() for a in items
+                 if isinstance(a, dict)) if isinstance(items, list) else []
+    if not isinstance(items, list) or len(got) != len(items) or got != sorted(approval_digests):
+        raise ApprovalRefused(f"{where} carries other approvals than the ones this run accepted (its journal): the "
+                              "file was replaced; nothing was changed", hint=hint)
+    return evidence
