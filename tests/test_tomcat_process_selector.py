@@ -59,8 +59,9 @@ def _prove(install: Path, port: int) -> dict[str, object]:
 
 def test_the_server_is_found_by_its_command_line_through_a_link_and_not_its_stop_jvm(
         tmp_path: Path, procs: list[subprocess.Popen[str]]) -> None:
-    """`-Dcatalina.base=<install>` + Bootstrap + last argument `start`: found, also when the inventory names the
-    install through a symlink; a `Bootstrap stop` JVM (shutdown.sh's) or another install's server is not."""
+    """`-Dcatalina.base=<install>` + Bootstrap + last argument `start`: found, also when the server was started
+    through a symlink to the install; a `Bootstrap stop` JVM (shutdown.sh's) or another install's server is not.
+    An inventory that names the install through the link is refused (issue 14: the install dir is never a link)."""
     install = tmp_path / "tomcat"
     install.mkdir()
     (tmp_path / "current").symlink_to(install)
@@ -69,12 +70,17 @@ def test_the_server_is_found_by_its_command_line_through_a_link_and_not_its_stop
     procs.append(_spawn(0, f"-Dcatalina.base={tmp_path / 'other'}", "org.apache.catalina.startup.Bootstrap", "start"))
     result = _prove(install, port)
     assert result["ok"] is False and "not running: no process whose command line holds" in str(result["detail"])
-    server = _spawn(port, f"-Dcatalina.base={install}/", "org.apache.catalina.startup.Bootstrap", "start")
-    procs.append(server)
-    for name in (install, tmp_path / "current"):
-        result = _prove(name, port)
+    for base in (f"{install}/", f"{tmp_path / 'current'}"):
+        server = _spawn(port, f"-Dcatalina.base={base}", "org.apache.catalina.startup.Bootstrap", "start")
+        procs.append(server)
+        result = _prove(install, port)
         assert result["ok"] is True, result
         assert result["detail"] == f"pid {server.pid} alive (found by its command line)"
+        server.kill()
+        server.wait()
+        port = _free_port()
+    refused = handle({"op": "prove", "install_dir": str(tmp_path / "current"), "state_dir": None, "probes": []})
+    assert refused["ok"] is False and refused.get("kind") == "unsafe_path", refused
 
 
 def test_a_port_held_by_another_process_fails_the_cross_check(tmp_path: Path,

@@ -589,7 +589,7 @@ def bound(req, op, kept=None):
     controller decides)."""
     from .state import Paths
 
-    if kept is None:
+    if kept is None and req.get("run_id") is not None:  # a request of no run (a probe of the service) has none
         kept = accepted(Paths(req))
     if kept is None:  # nothing accepted here for this run (prepared before the root existed): with a root, no
         # install; stop and start stay possible, a rollback of such a run needs them
