@@ -21,6 +21,7 @@ import yaml  # type: ignore[import-untyped]
 from conftest import approve, plan_to, product_digest, upgrader
 from trust_support import (
     HostState,
+    approval_signed_anyway,
     add_signer,
     cli,
     copy_catalog,
@@ -82,6 +83,15 @@ def approve_with(box: Sandbox, plan: Path, key: Path, name: str, *extra: str) ->
     rc = upgrader(box, "approve", str(plan), "--key", str(key), "-o", str(out), *extra)
     assert rc == ExitCode.OK, f"approve with {key.name} exited {rc}"
     return out
+
+
+def refused_by_approve(box: Sandbox, plan: Path, key: Path, name: str, approver: str) -> Path:
+    """``approve`` refuses a key its allowed_signers does not let approve as ``approver`` before it writes anything
+    (exit 4); the same approval signed with the library and that real key is what a run must still refuse."""
+    out = box.approvals / f"{name}.approval"
+    rc = upgrader(box, "approve", str(plan), "--key", str(key), "-o", str(out), "--as", approver)
+    assert rc == ExitCode.APPROVAL_REFUSED and not out.exists(), f"approve with {key.name} exited {rc}"
+    return approval_signed_anyway(box, plan, key=key, approver=approver)
 
 
 def hand_signed(box: Sandbox, plan: Path, out: Path, now: dt.datetime, valid_for: float) -> Path:
@@ -155,7 +165,7 @@ def test_approval_signed_by_a_key_not_in_allowed_signers_is_refused(sandbox: San
     """A real key that is not in allowed_signers, claiming the engineer's name, is refused as untrusted."""
     plan = planned(sandbox)
     assert upgrader(sandbox, "keys", "generate", "intruder", "--dir", str(tmp_path / "intruder")) == 0
-    forged = approve_with(sandbox, plan, tmp_path / "intruder" / "intruder", "forged", "--as", ENGINEER)
+    forged = refused_by_approve(sandbox, plan, tmp_path / "intruder" / "intruder", "forged", ENGINEER)
     assert_refused(sandbox, capsys, plan, [forged], "untrusted key", "not in", before=pristine(sandbox))
 
 
@@ -178,7 +188,7 @@ def test_key_allowed_only_for_audit_checkpoints_cannot_approve(sandbox: Sandbox,
                                                                capsys: pytest.CaptureFixture[str]) -> None:
     """The operator key, listed for the upgrader-audit namespace only, may not sign approvals."""
     plan = planned(sandbox)
-    by_operator = approve_with(sandbox, plan, sandbox.keys / "operator", "operator", "--as", "operator@customer")
+    by_operator = refused_by_approve(sandbox, plan, sandbox.keys / "operator", "operator", "operator@customer")
     assert_refused(sandbox, capsys, plan, [by_operator], "may not sign", "upgrader-approval",
                    before=pristine(sandbox))
 
@@ -192,7 +202,7 @@ def test_approval_by_a_key_past_its_valid_before_date_is_refused(sandbox: Sandbo
     signers.write_text(text.replace(f"{ENGINEER} namespaces=", f'{ENGINEER} valid-before="20200101Z",namespaces='),
                        encoding="utf-8")
     plan = planned(sandbox)
-    approval = approve(sandbox, plan, "--as", ENGINEER)
+    approval = refused_by_approve(sandbox, plan, sandbox.engineer_key, "expired", ENGINEER)
     assert_refused(sandbox, capsys, plan, [approval], "not valid at", before=pristine(sandbox))
 
 

@@ -257,10 +257,12 @@ def test_run_refuses_another_signed_catalog_given_with_catalog_option(sandbox: S
 
 def test_run_refuses_a_catalog_whose_vendor_key_was_revoked_since_the_plan(sandbox: Sandbox,
                                                                             capsys: pytest.CaptureFixture[str]) -> None:
-    """vendor_signers is read at run time: once the vendor key is removed, its catalog is no longer trusted."""
+    """vendor_signers is read at run time: once the vendor key is removed, its catalog is no longer trusted (the
+    policy's identity covers vendor_signers, so the plan is refused as made under another policy, naming it)."""
     plan, approval = planned_and_approved(sandbox)
     (sandbox.keys / "vendor_signers").write_text("# the vendor key was revoked\n", encoding="utf-8")
-    assert_run_refused(sandbox, capsys, plan, approval, ExitCode.APPROVAL_REFUSED, "not a trusted vendor key")
+    assert_run_refused(sandbox, capsys, plan, approval, ExitCode.APPROVAL_REFUSED, "made under another policy",
+                       "catalog.trusted_signers")
 
 
 def test_plan_refuses_a_catalog_signature_naming_an_unknown_key_type(sandbox: Sandbox,
