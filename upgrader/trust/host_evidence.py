@@ -5,8 +5,8 @@ bytes (the very bytes whose signature the controller checked and parsed) and the
 
 A host without a trust root ignores all of it; a host with one trusts none of it until its own keys verify it.
 
-The run keeps what it sent in its run directory (``host-evidence.json``) so that ``resume`` sends the very same
-evidence (the waiting hosts after a canary are checked by their trust roots like the first). It is only signed
+The run keeps what it sent in its run directory (``host-evidence.json``; the plan's bytes only as their sha256,
+put back from the accepted plan) so that ``resume`` sends the very same evidence (the waiting hosts after a canary are checked by their trust roots like the first). It is only signed
 material, and ``resume`` sends it only when it is the evidence of the run's own accepted plan and approvals
 (``run_evidence``): another approved plan's evidence put in its place is refused (exit 4); a host with a trust root
 also binds every later step to the plan entry it accepted (hostagent/hosttrust.py). ``rollback`` sends none: restoring the version
@@ -57,11 +57,18 @@ def host_evidence(plan_data: Mapping[str, object], approvals: Sequence[Approval]
 
 
 def save_evidence(run_dir: Path, evidence: JSONObject | None) -> None:
-    """Keep what the run sends hosts with their own trust root beside its journal (for ``resume``)."""
+    """Keep what the run sends hosts with their own trust root beside its journal (for ``resume``). The plan's own
+    bytes are not kept (a plan may hold values that must not reach run files: hook commands with secrets), only
+    their sha256: ``run_evidence`` puts the accepted plan's canonical bytes back, which must digest to it."""
+    import hashlib
+
     from ..core.journal import write_json_atomic
 
     if evidence is not None:
-        write_json_atomic(run_dir / EVIDENCE_FILE, evidence)
+        kept = {k: v for k, v in evidence.items() if k != "plan"}
+        text = evidence.get("plan")
+        kept["plan_sha256"] = hashlib.sha256(text.encode("utf-8")).hexdigest() if isinstance(text, str) else None
+        write_json_atomic(run_dir / EVIDENCE_FILE, kept)
 
 
 def load_evidence(run_dir: Path) -> JSONObject | None:
@@ -88,8 +95,8 @@ def run_evidence(run_dir: Path, plan_data: Mapping[str, object], approval_digest
         return None
     where = run_dir / EVIDENCE_FILE
     hint = "put back the evidence the run wrote, or make, approve and run a new plan"
-    text = evidence.get("plan")
-    digest = hashlib.sha256(text.encode("utf-8")).hexdigest() if isinstance(text, str) else None
+    text = evidence.get("plan")  # the plan's bytes themselves (as sent), or only their sha256 (as kept)
+    digest = hashlib.sha256(text.encode("utf-8")).hexdigest() if isinstance(text, str) else evidence.get("plan_sha256")
     accepted = plan_digest(plan_data)
     if digest != accepted or evidence.get("plan_signature") != (str(plan_data["signature"])
                                                                if plan_data.get("signature") else None):
@@ -101,4 +108,5 @@ def run_evidence(run_dir: Path, plan_data: Mapping[str, object], approval_digest
     if not isinstance(items, list) or len(got) != len(items) or got != sorted(approval_digests):
         raise ApprovalRefused(f"{where} carries other approvals than the ones this run accepted (its journal): the "
                               "file was replaced; nothing was changed", hint=hint)
-    return evidence
+    # the plan's bytes as the approvals digest them: the accepted plan's canonical JSON (its digest is checked above)
+    return {**evidence, "plan": canonical_json({k: v for k, v in plan_data.items() if k != "signature"}).decode("utf-8")}
