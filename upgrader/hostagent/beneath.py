@@ -264,6 +264,8 @@ def check_host_paths(root, spec):
             resolve_beneath(root, rel, what, follow_last=follow)
         except AgentError as e:
             problems.append(str(e))
+    if "pid_files" in spec:  # the whole list a plan or a run's preflight asks for: set-id files too
+        problems += setid_problems(root)
     return problems
 
 
@@ -368,13 +370,74 @@ def hash_beneath(root, rel, what):
         return h.hexdigest()
 
 
+SET_ID = stat.S_ISUID | stat.S_ISGID | stat.S_ISVTX
+
+
+def copy_mode(uid, mode):
+    """The mode a copy made by the agent gets: the source's, but set-user-ID, set-group-ID and sticky only when
+    root owned the source (a set-id copy of another account's file, made by root, would run as root)."""
+    return mode if uid == 0 else mode & ~SET_ID
+
+
+def keep_owner(fd, uid, gid, mode):
+    """Give the file or directory open as ``fd`` (one the agent just made) the owner and group ``uid``/``gid``
+    when the agent runs as root (else it stays the agent's own), then ``mode`` (see copy_mode). The owner is
+    changed first: chown clears set-id bits, and the mode chosen is the one that must stay."""
+    if os.geteuid() == 0:
+        os.fchown(fd, uid, gid)
+    else:
+        uid = os.geteuid()  # the copy is the agent's: keep a set-id bit only of root's own (never the case then)
+    os.fchmod(fd, copy_mode(uid, mode))
+
+
+def setid_problems(root):
+    """One sentence for each regular file below ``root`` that is set-user-ID or set-group-ID and not owned by root
+    (walked from descriptors, no link followed; at most 20). The agent copies install files as root (a patch, the
+    backup of config, a rollback): such a file is refused before anything is changed, never copied."""
+    found = []
+
+    def walk(fd, rel_dir):
+        for name in sorted(os.listdir(fd)):
+            if len(found) >= 20:
+                return
+            rel = rel_dir + "/" + name if rel_dir else name
+            try:
+                st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+            except FileNotFoundError:
+                continue
+            if stat.S_ISDIR(st.st_mode):
+                try:
+                    sub = os.open(name, OPEN_DIR, dir_fd=fd)
+                except OSError:
+                    continue  # swapped for a link or gone: the scan that copies refuses it on its own
+                try:
+                    walk(sub, rel)
+                finally:
+                    os.close(sub)
+            elif stat.S_ISREG(st.st_mode) and st.st_mode & (stat.S_ISUID | stat.S_ISGID) and st.st_uid != 0:
+                found.append("install file %s is set-user-ID or set-group-ID (mode %04o) and owned by uid %d, not "
+                             "root: the agent will not copy it (a copy made by root could run as root); nothing "
+                             "was changed: remove the bits (chmod ug-s %s) or, when the vendor ships the file so, "
+                             "make root its owner" % (rel, stat.S_IMODE(st.st_mode), st.st_uid,
+                                                      os.path.join(root, rel)))
+
+    fd = open_root(root, "the install dir")
+    try:
+        walk(fd, "")
+    finally:
+        os.close(fd)
+    return found
+
+
 def copy_out(parent_fd, name, dst_fd, dst_name, what="file"):
     """Copy ``name`` in directory ``parent_fd`` (a file, a link as a link, or a directory) to the new name
-    ``dst_name`` in directory ``dst_fd``, modes and times kept; nothing on either side is followed (``what``
-    names the source in messages)."""
+    ``dst_name`` in directory ``dst_fd``, owners, modes and times kept (set-id and sticky bits only of what root
+    owns, see keep_owner); nothing on either side is followed (``what`` names the source in messages)."""
     st = os.stat(name, dir_fd=parent_fd, follow_symlinks=False)
     if stat.S_ISLNK(st.st_mode):
         os.symlink(os.readlink(name, dir_fd=parent_fd), dst_name, dir_fd=dst_fd)
+        if os.geteuid() == 0:  # the link itself (never what it names)
+            os.chown(dst_name, st.st_uid, st.st_gid, dir_fd=dst_fd, follow_symlinks=False)
         return
     if stat.S_ISDIR(st.st_mode):
         fd = os.open(name, OPEN_DIR, dir_fd=parent_fd)
@@ -384,7 +447,7 @@ def copy_out(parent_fd, name, dst_fd, dst_name, what="file"):
             try:
                 for entry in sorted(os.listdir(fd)):
                     copy_out(fd, entry, out, entry, what)
-                os.fchmod(out, stat.S_IMODE(st.st_mode))
+                keep_owner(out, st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode))
                 os.utime(out, ns=(st.st_atime_ns, st.st_mtime_ns))
             finally:
                 os.close(out)
@@ -399,7 +462,7 @@ def copy_out(parent_fd, name, dst_fd, dst_name, what="file"):
             with os.fdopen(os.open(dst_name, flags, 0o600, dir_fd=dst_fd), "wb") as fout:
                 shutil.copyfileobj(fin, fout, CHUNK)
                 fout.flush()
-                os.fchmod(fout.fileno(), stat.S_IMODE(st.st_mode))
+                keep_owner(fout.fileno(), st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode))
                 os.utime(fout.fileno(), ns=(st.st_atime_ns, st.st_mtime_ns))
     else:
         raise AgentError("%s %s is neither a file, a directory nor a link; refusing to copy it" % (what, name),

@@ -1,0 +1,225 @@
+"""Nothing outside the install dir, round 5: what the agent writes, not only where.
+
+1. The service account (`nobody`) makes one of its own files set-user-ID/set-group-ID in the install (a product file
+   in an install it owns, or its own preserved `conf/server.conf`): a root agent that copied it (a patch copies the
+   install, a backup and a rollback copy the configuration) would leave a root-owned set-id file whose bytes the
+   account chose. `plan` and `run` refuse it before stop (exit 2) naming the file and the fix; the copies the agent
+   makes keep their source's owner and group, and set-id/sticky bits only of what root owns.
+2. A FIFO in place of a file the agent reads (`run/server.pid`) is reported as not a regular file at once: `inspect`
+   and a run's preflight never wait on it.
+3. An existing empty directory is not taken as a state dir: the agent makes its state dir, or finds its marker.
+4. A file with more than one link that is not the service account's (a hard link of a root-only file, on a host
+   with fs.protected_hardlinks=0) is not disclosed by inspect or diagnostics.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from conftest import approve, plan_to
+from fleet import Fleet
+from test_host_paths import host_state, last_result, run_cli
+from test_swap_races import NOBODY, as_attacker
+from upgrader.cli.commands.demo import Sandbox
+from upgrader.hostagent.beneath import copy_out
+
+FULL, PATCH, BROKEN = "7.0.4.2", "7.0.4.3", "7.0.4.5"
+SET_ID = stat.S_ISUID | stat.S_ISGID
+
+
+def root_setid_files(install: Path) -> list[str]:
+    """Every set-id file in the install that root owns (the sample product ships none)."""
+    found = []
+    for dirpath, dirnames, filenames in os.walk(install):
+        for name in filenames + dirnames:
+            st = os.lstat(os.path.join(dirpath, name))
+            if st.st_uid == 0 and st.st_mode & SET_ID and not stat.S_ISLNK(st.st_mode):
+                found.append(os.path.relpath(os.path.join(dirpath, name), install))
+    return found
+
+
+def chown_tree(top: Path, uid: int) -> None:
+    os.lchown(top, uid, uid)
+    for dirpath, dirnames, filenames in os.walk(top):
+        for name in dirnames + filenames:
+            os.lchown(os.path.join(dirpath, name), uid, uid)
+
+
+def upgrade(box: Sandbox, capsys: pytest.CaptureFixture[str], version: str) -> tuple[int, str]:
+    rc, plan = plan_to(box, version)
+    assert rc == 0, f"plan to {version} exited {rc}"
+    return run_cli(box, capsys, "run", str(plan), "--approval", str(approve(box, plan)))
+
+
+def write_setid(directory: Path, name: str, mode: int, data: bytes) -> None:
+    """As `nobody`: (re)write its own file ``name`` in ``directory`` with ``data`` and chmod it ``mode``."""
+    def attack(dfd: int) -> None:
+        fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644, dir_fd=dfd)
+        try:
+            os.write(fd, data)
+            os.fchmod(fd, mode)
+        finally:
+            os.close(fd)
+
+    assert as_attacker(directory, attack) == 0
+    st = os.lstat(directory / name)
+    assert st.st_uid == NOBODY and stat.S_IMODE(st.st_mode) == mode
+
+
+def chmod_as_nobody(path: Path, mode: int) -> None:
+    assert as_attacker(path.parent, lambda dfd: os.chmod(path.name, mode, dir_fd=dfd)) == 0
+
+
+# ------------------------------------------------------------------ 1: root-owned set-id copies
+
+
+def variant_a_host(box: Sandbox, capsys: pytest.CaptureFixture[str]) -> Path:
+    """7.0.4.2 installed by the agent, then the whole install handed to `nobody`, which adds lib/helper (a copy of
+    /bin/true, set-user-ID and set-group-ID), an ordinary file of its own (0640) and a setgid directory."""
+    rc, text = upgrade(box, capsys, FULL)
+    assert rc == 0, text
+    chown_tree(box.install_dir, NOBODY)
+    lib = box.install_dir / "lib"
+    write_setid(lib, "helper", 0o6755, Path("/bin/true").read_bytes())
+    write_setid(lib, "own.jar", 0o640, b"the service account's own jar\n")
+    assert as_attacker(lib, lambda dfd: os.mkdir("ext", 0o2770, dir_fd=dfd)) == 0
+    chmod_as_nobody(lib / "ext", 0o2770)
+    return lib
+
+
+def test_a_patch_run_over_a_set_id_file_of_the_service_account_is_refused_and_copies_keep_owners(sandbox, capsys):
+    lib = variant_a_host(sandbox, capsys)
+    # plan: refused (exit 2), naming the file, its owner and the fix
+    rc, plan = plan_to(sandbox, PATCH)
+    out, err = capsys.readouterr()
+    assert rc == 2, out + err
+    assert "lib/helper" in out + err and f"owned by uid {NOBODY}" in out + err and "chmod ug-s" in out + err
+    assert not plan.exists()
+    # a plan made while the file was plain; the bits come back before the run: refused in preflight, nothing touched
+    chmod_as_nobody(lib / "helper", 0o755)
+    rc, plan = plan_to(sandbox, PATCH)
+    assert rc == 0
+    approval = approve(sandbox, plan)
+    chmod_as_nobody(lib / "helper", 0o6755)
+    was = host_state(sandbox.install_dir)
+    rc, text = run_cli(sandbox, capsys, "run", str(plan), "--approval", str(approval))
+    assert rc == 2, text
+    assert "lib/helper" in text and "chmod ug-s" in text
+    assert host_state(sandbox.install_dir) == was and sandbox.answers() == FULL
+    (host,) = last_result(sandbox)["hosts"]
+    assert host["outcome"] == "bad_input" and [p["phase"] for p in host["phases"]] == ["preflight"]
+    assert root_setid_files(sandbox.install_dir) == []
+    # the bits removed: the patch runs; every copied file keeps its owner, group and mode (none made root's)
+    chmod_as_nobody(lib / "helper", 0o755)
+    rc, text = upgrade(sandbox, capsys, PATCH)
+    assert rc == 0, text
+    assert sandbox.answers() == PATCH
+    for name, mode in (("helper", 0o755), ("own.jar", 0o640)):
+        st = os.lstat(lib / name)
+        assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (NOBODY, NOBODY, mode), name
+    st = os.lstat(lib / "ext")  # the account's setgid directory: still its own, without the set-id bit
+    assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (NOBODY, NOBODY, 0o770)
+    assert os.lstat(sandbox.install_dir / "bin").st_uid == NOBODY  # directories keep their owner too
+    assert root_setid_files(sandbox.install_dir) == []
+
+
+def test_a_preserved_config_turned_set_id_is_refused_before_the_run_that_would_roll_back(sandbox, capsys):
+    """Variant B, the steady state: product files root's, only the preserved config (and data, logs, run) the
+    account's; it turns conf/server.conf into a set-id file. The next run (7.0.4.5, which rolls back) is refused
+    by plan and, planned before, by the run's preflight: no rollback restores a root-owned set-id copy."""
+    rc, text = upgrade(sandbox, capsys, FULL)
+    assert rc == 0, text
+    install = sandbox.install_dir
+    for rel in ("data", "logs", "run"):
+        chown_tree(install / rel, NOBODY)
+    os.lchown(install / "conf" / "server.conf", NOBODY, NOBODY)
+    rc, plan = plan_to(sandbox, BROKEN)
+    assert rc == 0
+    approval = approve(sandbox, plan)
+    config = (install / "conf" / "server.conf").read_bytes()
+    write_setid(install / "conf", "server.conf", 0o4755, config)
+    rc, plan2 = plan_to(sandbox, BROKEN)
+    out, err = capsys.readouterr()
+    assert rc == 2, out + err
+    assert "conf/server.conf" in out + err and "chmod ug-s" in out + err
+    was = host_state(install)
+    rc, text = run_cli(sandbox, capsys, "run", str(plan), "--approval", str(approval))
+    assert rc == 2, text
+    assert "conf/server.conf" in text
+    assert host_state(install) == was and sandbox.answers() == FULL
+    assert root_setid_files(install) == []
+    # the bit removed, the same run goes through and rolls back (7.0.4.5 is unhealthy): the restored config is
+    # the account's own file as it was, owner and mode kept
+    chmod_as_nobody(install / "conf" / "server.conf", 0o644)
+    rc, plan = plan_to(sandbox, BROKEN)
+    assert rc == 0
+    rc, text = run_cli(sandbox, capsys, "run", str(plan), "--approval", str(approve(sandbox, plan)))
+    assert rc != 0 and sandbox.answers() == FULL, text
+    st = os.lstat(install / "conf" / "server.conf")
+    assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (NOBODY, 0o644)
+    assert (install / "conf" / "server.conf").read_bytes() == config
+    assert root_setid_files(install) == []
+
+
+def test_the_agents_copy_keeps_the_owner_and_drops_set_id_bits_of_a_file_root_does_not_own(tmp_path):
+    """The copy itself (a patch's copy of the install, the backup and the rollback's copies of configuration), for
+    a set-id file that appears between the check and the copy: owner and group kept, set-id bits dropped; root's
+    own set-id file and directory keep theirs."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    dst.mkdir()
+    (src / "evil").write_bytes(b"\x7fELF the account's bytes")
+    os.chown(src / "evil", NOBODY, NOBODY)
+    os.chmod(src / "evil", 0o6755)
+    (src / "dir").mkdir()
+    os.chown(src / "dir", NOBODY, NOBODY)
+    os.chmod(src / "dir", 0o3775)
+    (src / "dir" / "plain").write_text("x")
+    os.chown(src / "dir" / "plain", NOBODY, 0)
+    os.chmod(src / "dir" / "plain", 0o640)
+    (src / "roots").write_text("root's own set-id tool")
+    os.chmod(src / "roots", 0o4755)
+    sfd, dfd = os.open(src, os.O_RDONLY), os.open(dst, os.O_RDONLY)
+    try:
+        for name in ("evil", "dir", "roots"):
+            copy_out(sfd, name, dfd, name)
+    finally:
+        os.close(sfd)
+        os.close(dfd)
+
+    def owner_mode(p: Path) -> tuple[int, int, int]:
+        st = os.lstat(p)
+        return st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)
+
+    assert owner_mode(dst / "evil") == (NOBODY, NOBODY, 0o755)
+    assert owner_mode(dst / "dir") == (NOBODY, NOBODY, 0o775)
+    assert owner_mode(dst / "dir" / "plain") == (NOBODY, 0, 0o640)
+    assert owner_mode(dst / "roots") == (0, 0, 0o4755)
+    assert (dst / "evil").read_bytes() == b"\x7fELF the account's bytes"
+
+
+def test_over_ssh_a_patch_over_a_set_id_file_of_the_service_account_is_refused_before_stop(fleet, capsys):
+    f: Fleet = fleet(1)
+    box = f.box
+    lib = variant_a_host(box, capsys)
+    chmod_as_nobody(lib / "helper", 0o755)
+    rc, plan = plan_to(box, PATCH)
+    assert rc == 0
+    approval = approve(box, plan)
+    chmod_as_nobody(lib / "helper", 0o6755)
+    was = host_state(box.install_dir)
+    rc, text = run_cli(box, capsys, "run", str(plan), "--approval", str(approval))
+    assert rc == 2, text
+    assert "lib/helper" in text and f"owned by uid {NOBODY}" in text and "chmod ug-s" in text
+    assert host_state(box.install_dir) == was and box.answers() == FULL
+    assert root_setid_files(box.install_dir) == []
+    chmod_as_nobody(lib / "helper", 0o755)
+    rc, text = upgrade(box, capsys, PATCH)
+    assert rc == 0, text
+    st = os.lstat(lib / "helper")
+    assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (NOBODY, 0o755)
+    assert root_setid_files(box.install_dir) == []
