@@ -14,13 +14,16 @@
 
 from __future__ import annotations
 
+import json
 import os
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import approve, plan_to
+from conftest import approve, plan_to, tree_digest
 from fleet import Fleet
 from test_host_paths import host_state, last_result, run_cli
 from test_swap_races import NOBODY, as_attacker
@@ -29,6 +32,10 @@ from upgrader.hostagent.beneath import copy_out
 
 FULL, PATCH, BROKEN = "7.0.4.2", "7.0.4.3", "7.0.4.5"
 SET_ID = stat.S_ISUID | stat.S_ISGID
+
+
+def state_dir(box: Sandbox) -> Path:
+    return box.install_dir.parent / f".upgrader-{box.install_dir.name}"
 
 
 def root_setid_files(install: Path) -> list[str]:
@@ -223,3 +230,72 @@ def test_over_ssh_a_patch_over_a_set_id_file_of_the_service_account_is_refused_b
     st = os.lstat(lib / "helper")
     assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (NOBODY, 0o755)
     assert root_setid_files(box.install_dir) == []
+
+
+# ------------------------------------------------------------------ 2: a FIFO where a file is read
+
+
+def cli_child(box: Sandbox, *argv: str) -> subprocess.CompletedProcess[str]:
+    """The shipped CLI as its own process (a hang would hold the test: the timeout only guards against that)."""
+    return subprocess.run([sys.executable, "-m", "upgrader", "--home", str(box.root), *argv], capture_output=True,
+                          text=True, timeout=600)
+
+
+def pid_file_as_fifo(box: Sandbox) -> str:
+    """As `nobody`, owner of run/: run/server.pid replaced by a FIFO; the pid it held is returned."""
+    run = box.install_dir / "run"
+    pid = (run / "server.pid").read_text()
+    chown_tree(run, NOBODY)
+
+    def attack(dfd: int) -> None:
+        os.unlink("server.pid", dir_fd=dfd)
+        os.mkfifo("server.pid", 0o644, dir_fd=dfd)
+
+    assert as_attacker(run, attack) == 0
+    assert stat.S_ISFIFO(os.lstat(run / "server.pid").st_mode)
+    return pid
+
+
+def product_files(box: Sandbox) -> dict[str, tuple[str, int]]:
+    """product_digest of everything but run/ and logs/, never reading run/ (its FIFO would hold the test itself)."""
+    return {rel: v for top in sorted(os.listdir(box.install_dir)) if top not in ("run", "logs")
+            for rel, v in ([(top, ("dir", 0))] if (box.install_dir / top).is_dir() else []) +
+            [(f"{top}/{k}", v) for k, v in tree_digest(box.install_dir / top).items()]}
+
+
+def put_pid_back(box: Sandbox, pid: str) -> None:
+    (box.install_dir / "run" / "server.pid").unlink()
+    (box.install_dir / "run" / "server.pid").write_text(pid)
+
+
+def test_inspect_and_a_runs_preflight_do_not_wait_on_a_fifo_pid_file(sandbox, tmp_path, capsys):
+    rc, plan = plan_to(sandbox, FULL)
+    assert rc == 0
+    approval = approve(sandbox, plan)
+    pid = pid_file_as_fifo(sandbox)
+    try:
+        res = cli_child(sandbox, "inspect", "--inventory", str(sandbox.inventory), "--json")
+        text = res.stdout + res.stderr
+        assert "Traceback" not in text
+        assert res.returncode == 0, text  # inspected, the pid file reported as what it is, not read
+        (host,) = json.loads(res.stdout)["hosts"]
+        assert "run/server.pid is a FIFO (named pipe), not a regular file" in host["facts"]["process"]["error"]
+        assert host["facts"]["process"]["pid"] is None
+        assert any("the product's process is unknown: pid_file run/server.pid is a FIFO" in w["message"]
+                   for w in host["warnings"])
+        was = (product_files(sandbox), sorted(p.name for p in (state_dir(sandbox) / "runs").iterdir())
+               if (state_dir(sandbox) / "runs").is_dir() else [])
+        res = cli_child(sandbox, "run", str(plan), "--approval", str(approval))
+        text = res.stdout + res.stderr
+        assert "Traceback" not in text
+        assert res.returncode == 2, text
+        assert "run/server.pid is a FIFO (named pipe), not a regular file" in text, text
+        assert (product_files(sandbox), sorted(p.name for p in (state_dir(sandbox) / "runs").iterdir())
+                if (state_dir(sandbox) / "runs").is_dir() else []) == was
+        assert not (state_dir(sandbox) / "lock").exists()
+        assert sandbox.answers() == "7.0.4.1"
+        (host,) = last_result(sandbox)["hosts"]
+        assert host["outcome"] == "bad_input" and [p["phase"] for p in host["phases"]] == ["preflight"]
+    finally:
+        put_pid_back(sandbox, pid)
+    assert int(pid) == int((sandbox.install_dir / "run" / "server.pid").read_text())  # the same server runs on

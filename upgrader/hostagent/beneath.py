@@ -10,6 +10,7 @@ by whoever owns the tree) makes the step refuse instead of reaching outside.
 
 import contextlib
 import errno
+import fcntl
 import hashlib
 import os
 import shutil
@@ -139,8 +140,34 @@ def walk_dirs(root_fd, parts, what, root, create=False):
     return fd
 
 
+def kind_of(mode):
+    """What a file that is not a regular file is, for a message."""
+    for test, name in ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                       (stat.S_ISDIR, "a directory"), (stat.S_ISLNK, "a symlink")):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def regular_only(fd, what, rel):
+    """``fd`` (opened with O_NONBLOCK, so that a FIFO did not wait for a writer) when it is a regular file, its
+    O_NONBLOCK flag cleared; else it is closed and refused, naming it: the agent never reads from a FIFO, a
+    socket or a device put in place of a file."""
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise AgentError("%s %s is %s, not a regular file; the agent reads only regular files and did not read it: "
+                         "remove it (or make it the file the playbook means)" % (what, rel, kind_of(mode)),
+                         "unsafe_path", path=rel, what=what)
+    fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
+    return fd
+
+
 def open_beneath(root, rel, what, flags=os.O_RDONLY):
-    """Open root/rel for reading, resolved beneath root and walked without following any link."""
+    """Open root/rel for reading, resolved beneath root and walked without following any link; a file that is
+    not a regular one is refused without waiting on it (see regular_only; ``flags`` with O_DIRECTORY: a
+    directory)."""
     parts = resolve_beneath(root, rel, what)
     if not parts:
         raise unsafe_path(what, rel, root, "is the install dir itself, not a file in it")
@@ -148,7 +175,8 @@ def open_beneath(root, rel, what, flags=os.O_RDONLY):
     try:
         fd = walk_dirs(root_fd, parts[:-1], what, root)
         try:
-            return os.open(parts[-1], flags | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0), dir_fd=fd)
+            ffd = os.open(parts[-1], flags | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0), dir_fd=fd)
+            return ffd if flags & os.O_DIRECTORY else regular_only(ffd, what, rel)
         except OSError as e:
             if e.errno == errno.ELOOP:
                 raise AgentError("%s %s became a symlink while it was read; refusing it" % (what, rel), "unsafe_path",
@@ -259,11 +287,21 @@ def check_host_paths(root, spec):
     checks += [("log file", p, True) for p in spec.get("logs", [])]
     checks += [("version file", p, True) for p in ([spec["version_file"]] if spec.get("version_file") else [])]
     checks += [("preflight.ascii_dirs entry", p, True) for p in spec.get("ascii_dirs", [])]
+    read = ("pid_file", "log file", "version file")  # read by the agent: a FIFO or device there is named now
     for what, rel, follow in checks:
         try:
-            resolve_beneath(root, rel, what, follow_last=follow)
+            parts = resolve_beneath(root, rel, what, follow_last=follow)
         except AgentError as e:
             problems.append(str(e))
+            continue
+        if what in read and parts:
+            try:
+                mode = os.lstat(os.path.join(root, *parts)).st_mode
+            except OSError:
+                continue  # missing (or unreadable): each reader says so itself
+            if not stat.S_ISREG(mode):
+                problems.append("%s %s is %s, not a regular file; the agent reads only regular files and did not "
+                                "read it: remove it (or make it the file the playbook means)" % (what, rel, kind_of(mode)))
     if "pid_files" in spec:  # the whole list a plan or a run's preflight asks for: set-id files too
         problems += setid_problems(root)
     return problems
