@@ -22,6 +22,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml  # type: ignore[import-untyped]
 
 from conftest import approve, plan_to, tree_digest
 from fleet import Fleet
@@ -299,3 +300,37 @@ def test_inspect_and_a_runs_preflight_do_not_wait_on_a_fifo_pid_file(sandbox, tm
     finally:
         put_pid_back(sandbox, pid)
     assert int(pid) == int((sandbox.install_dir / "run" / "server.pid").read_text())  # the same server runs on
+
+
+# ------------------------------------------------------------------ 3: an existing empty directory is not a state dir
+
+
+def test_an_empty_root_only_directory_is_not_taken_as_a_state_dir(sandbox, tmp_path, capsys):
+    """/var/lib/private, /lost+found: empty, 0700, root's. Named as state_dir they are refused by plan and by the run
+    (exit 2, nothing written there); a directory that does not exist yet is made by the agent, with its marker."""
+    private = tmp_path / "var-lib-private"
+    private.mkdir(mode=0o700)
+    doc = yaml.safe_load(sandbox.inventory.read_text())
+    doc["hosts"]["app-01"]["state_dir"] = str(private)
+    sandbox.inventory.write_text(yaml.safe_dump(doc, sort_keys=False))
+    capsys.readouterr()
+    rc, plan = plan_to(sandbox, FULL)
+    out, err = capsys.readouterr()
+    assert rc == 2, out + err
+    assert f"state_dir {private}" in out + err and ".upgrader-state" in out + err
+    assert not plan.exists() and os.listdir(private) == []
+    # planned while it did not exist; an empty root-only directory made there before the run: refused in preflight
+    private.rmdir()
+    rc, plan = plan_to(sandbox, FULL)
+    assert rc == 0
+    approval = approve(sandbox, plan)
+    private.mkdir(mode=0o700)
+    rc, text = run_cli(sandbox, capsys, "run", str(plan), "--approval", str(approval))
+    assert rc == 2, text
+    assert f"state_dir {private}" in text
+    assert os.listdir(private) == [] and sandbox.answers() == "7.0.4.1"
+    # absent: the agent makes it, with its marker, and the run goes through
+    private.rmdir()
+    rc, text = run_cli(sandbox, capsys, "run", str(plan), "--approval", str(approve(sandbox, plan)))
+    assert rc == 0, text
+    assert json.loads((private / ".upgrader-state").read_text())["format"] == 1 and sandbox.answers() == FULL
