@@ -29,7 +29,9 @@ from fleet import Fleet
 from test_host_paths import host_state, last_result, run_cli
 from test_swap_races import NOBODY, as_attacker
 from upgrader.cli.commands.demo import Sandbox
-from upgrader.hostagent.beneath import copy_out
+from upgrader.hostagent.beneath import copy_out, read_beneath
+from upgrader.hostagent.common import AgentError
+from upgrader.hostagent.inspection import config_facts, log_facts
 
 FULL, PATCH, BROKEN = "7.0.4.2", "7.0.4.3", "7.0.4.5"
 SET_ID = stat.S_ISUID | stat.S_ISGID
@@ -334,3 +336,34 @@ def test_an_empty_root_only_directory_is_not_taken_as_a_state_dir(sandbox, tmp_p
     rc, text = run_cli(sandbox, capsys, "run", str(plan), "--approval", str(approve(sandbox, plan)))
     assert rc == 0, text
     assert json.loads((private / ".upgrader-state").read_text())["format"] == 1 and sandbox.answers() == FULL
+
+
+# ------------------------------------------------------------------ 4: a hard link of another owner's file
+
+
+def test_inspect_withholds_the_text_of_a_hard_link_of_a_root_only_file(sandbox, tmp_path):
+    """As on a host with fs.protected_hardlinks=0, where the service account may link any file into a directory it
+    owns: conf/ and logs/ are the account's, root links a root-only file there (the link the account could make).
+    inspect's config facts give its digest with its text withheld and the log's facts come without its lines; a log
+    probe and a vars_from read refuse it; ordinary files are read as before."""
+    secret = tmp_path / "root-only"
+    secret.mkdir(mode=0o700)
+    (secret / "shadow").write_text("ERROR root:$6$hunter2-hash:19000:0:99999:7:::\n")
+    os.chmod(secret / "shadow", 0o600)
+    install = sandbox.install_dir
+    for rel in ("conf", "logs"):
+        chown_tree(install / rel, NOBODY)
+    os.link(secret / "shadow", install / "conf" / "x.conf")
+    os.link(secret / "shadow", install / "logs" / "x.log")
+    assert os.lstat(install / "conf" / "x.conf").st_nlink == 3
+    root = str(install)
+    c = config_facts(root, "conf/x.conf", True)
+    assert "text" not in c and "has 3 hard links and is owned by uid 0" in c["text_withheld"]
+    assert "port" in config_facts(root, "conf/server.conf", True)["text"]  # an ordinary config: read as before
+    log = log_facts(root, "logs/x.log", 2000, 5, "ERROR")
+    assert log["samples"] == [] and "tail" not in log and "hard links" in log["withheld"]
+    assert "hunter2" not in json.dumps([c, log])
+    assert log_facts(root, "logs/server.log", 2000, 0, "INFO")["lines"] > 0
+    with pytest.raises(AgentError) as e:  # a log probe's lines and a vars_from value: the same refusal
+        read_beneath(root, "logs/x.log", "log file", disclose=True)
+    assert e.value.kind == "unsafe_path" and "its contents were not read" in str(e.value)

@@ -164,10 +164,24 @@ def regular_only(fd, what, rel):
     return fd
 
 
-def open_beneath(root, rel, what, flags=os.O_RDONLY):
+def foreign_link(fd, dir_fd, what, rel):
+    """A refusal when the file open as ``fd`` has more than one hard link and another owner than its directory (open
+    as ``dir_fd``): on a host with fs.protected_hardlinks=0 whoever owns the directory can link any file there, a
+    root-only one too; its contents are not disclosed (None when it may be read)."""
+    st, dst = os.fstat(fd), os.fstat(dir_fd)
+    if st.st_nlink > 1 and st.st_uid != dst.st_uid:
+        return AgentError("%s %s has %d hard links and is owned by uid %d, not by the owner of its directory (uid %d): "
+                          "it may be a link to a file outside the install dir; its contents were not read: make it a "
+                          "file of its own (cp it over itself), or set fs.protected_hardlinks=1"
+                          % (what, rel, st.st_nlink, st.st_uid, dst.st_uid), "unsafe_path", path=rel, what=what, hard_link=True)
+    return None
+
+
+def open_beneath(root, rel, what, flags=os.O_RDONLY, disclose=False):
     """Open root/rel for reading, resolved beneath root and walked without following any link; a file that is
     not a regular one is refused without waiting on it (see regular_only; ``flags`` with O_DIRECTORY: a
-    directory)."""
+    directory). ``disclose``: its contents leave the host (config text, log lines): a hard link of another owner's
+    file is refused (see foreign_link)."""
     parts = resolve_beneath(root, rel, what)
     if not parts:
         raise unsafe_path(what, rel, root, "is the install dir itself, not a file in it")
@@ -176,7 +190,14 @@ def open_beneath(root, rel, what, flags=os.O_RDONLY):
         fd = walk_dirs(root_fd, parts[:-1], what, root)
         try:
             ffd = os.open(parts[-1], flags | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0), dir_fd=fd)
-            return ffd if flags & os.O_DIRECTORY else regular_only(ffd, what, rel)
+            if flags & os.O_DIRECTORY:
+                return ffd
+            regular_only(ffd, what, rel)
+            problem = foreign_link(ffd, fd, what, rel) if disclose else None
+            if problem is not None:
+                os.close(ffd)
+                raise problem
+            return ffd
         except OSError as e:
             if e.errno == errno.ELOOP:
                 raise AgentError("%s %s became a symlink while it was read; refusing it" % (what, rel), "unsafe_path",
@@ -189,9 +210,9 @@ def open_beneath(root, rel, what, flags=os.O_RDONLY):
         os.close(root_fd)
 
 
-def read_beneath(root, rel, what, limit=-1, offset=0):
+def read_beneath(root, rel, what, limit=-1, offset=0, disclose=False):
     """The bytes of root/rel (see open_beneath), from ``offset``, at most ``limit``."""
-    fd = open_beneath(root, rel, what)
+    fd = open_beneath(root, rel, what, disclose=disclose)
     with os.fdopen(fd, "rb") as f:
         if offset:
             f.seek(offset)
