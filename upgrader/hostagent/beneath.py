@@ -33,6 +33,11 @@ def link_target(path, dir_fd=None):
         return "(swapped since)"
 
 
+def split_rel_join(rel):
+    """``rel`` spelled as a walk names it ('a/b', without '.' or empty components)."""
+    return "/".join(split_rel(rel) or [])
+
+
 def split_rel(rel):
     """The components of a relative path, '.' and empty ones removed; None when it is absolute or climbs."""
     if not isinstance(rel, str) or rel.startswith("/") or "\x00" in rel:
@@ -323,8 +328,9 @@ def check_host_paths(root, spec):
             if not stat.S_ISREG(mode):
                 problems.append("%s %s is %s, not a regular file; the agent reads only regular files and did not "
                                 "read it: remove it (or make it the file the playbook means)" % (what, rel, kind_of(mode)))
-    if "pid_files" in spec:  # the whole list a plan or a run's preflight asks for: set-id files too
-        problems += setid_problems(root)
+    if "pid_files" in spec:  # the whole list a plan or a run's preflight asks for: set-id files too (a preserved
+        # directory is left to prepare, which knows which of them it copies)
+        problems += setid_problems(root, [split_rel_join(p) for p in spec.get("preserve", [])])
     return problems
 
 
@@ -449,11 +455,13 @@ def keep_owner(fd, uid, gid, mode):
     os.fchmod(fd, copy_mode(uid, mode))
 
 
-def setid_problems(root):
+def setid_problems(root, skip=()):
     """One sentence for each regular file below ``root`` that is set-user-ID or set-group-ID and not owned by root
     (walked from descriptors, no link followed; at most 20). The agent copies install files as root (a patch, the
-    backup of config, a rollback): such a file is refused before anything is changed, never copied."""
+    backup of config, a rollback): such a file is refused before anything is changed, never copied. Directories
+    named in ``skip`` (preserved data the agent only renames, never copies) are not walked."""
     found = []
+    skip = set(skip)
 
     def walk(fd, rel_dir):
         for name in sorted(os.listdir(fd)):
@@ -465,6 +473,8 @@ def setid_problems(root):
             except FileNotFoundError:
                 continue
             if stat.S_ISDIR(st.st_mode):
+                if rel in skip:
+                    continue
                 try:
                     sub = os.open(name, OPEN_DIR, dir_fd=fd)
                 except OSError:
