@@ -180,8 +180,7 @@ def test_a_ledger_dir_beside_the_install_made_by_a_local_user_is_refused_before_
     the run's state is kept elsewhere: the run exits 2 in preflight naming the parent the user can write and its
     owner; nothing is written in it or outside, no lock is taken, the service keeps its pid."""
     somewhere = outside(tmp_path)
-    state = tmp_path / "state-app-01"
-    state.mkdir(mode=0o700)
+    state = tmp_path / "state-app-01"  # made by the agent, with its marker
     with_state_dir(sandbox, state)
     hosts = sandbox.install_dir.parent
     rc, plan = plan_to(sandbox, "7.0.4.2")  # planned while the parent was root's (a plan now is refused, exit 2)
@@ -212,8 +211,7 @@ def test_a_ledger_dir_a_local_user_could_swap_for_a_link_before_finish_is_refuse
     parent it can write is refused in preflight already (exit 2, naming it and its owner): the exchange never
     comes, no lock is taken, nothing is written outside, the ledger holds what it held, the service keeps its pid."""
     somewhere = outside(tmp_path)
-    state = tmp_path / "state-app-01"
-    state.mkdir(mode=0o700)
+    state = tmp_path / "state-app-01"  # made by the agent, with its marker
     with_state_dir(sandbox, state)
     hosts = sandbox.install_dir.parent
     real = ledger(sandbox.install_dir)

@@ -90,7 +90,10 @@ def warnings(facts: dict[str, Any], thresholds: Mapping[str, float] | None = Non
         out.append({"check": "version", "value": None, "threshold": None,
                     "message": f"installed version unreadable: {facts['version_error']}"})
     process = facts.get("process") or {}
-    if (process.get("pid_file") or process.get("found_by")) and not process.get("running"):
+    if process.get("error"):  # the pid file was not read (a link that leads out, a FIFO): said as it is
+        out.append({"check": "process", "value": None, "threshold": None,
+                    "message": f"the product's process is unknown: {process['error']}"})
+    elif (process.get("pid_file") or process.get("found_by")) and not process.get("running"):
         out.append({"check": "process", "value": process.get("pid"), "threshold": None,
                     "message": f"the product is not running (pid file {process['pid_file']}: "
                                f"{process.get('pid') or 'absent'})" if process.get("pid_file") else

@@ -10,6 +10,7 @@ by whoever owns the tree) makes the step refuse instead of reaching outside.
 
 import contextlib
 import errno
+import fcntl
 import hashlib
 import os
 import shutil
@@ -30,6 +31,11 @@ def link_target(path, dir_fd=None):
         return os.readlink(path, dir_fd=dir_fd)
     except OSError:
         return "(swapped since)"
+
+
+def split_rel_join(rel):
+    """``rel`` spelled as a walk names it ('a/b', without '.' or empty components)."""
+    return "/".join(split_rel(rel) or [])
 
 
 def split_rel(rel):
@@ -139,8 +145,48 @@ def walk_dirs(root_fd, parts, what, root, create=False):
     return fd
 
 
-def open_beneath(root, rel, what, flags=os.O_RDONLY):
-    """Open root/rel for reading, resolved beneath root and walked without following any link."""
+def kind_of(mode):
+    """What a file that is not a regular file is, for a message."""
+    for test, name in ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                       (stat.S_ISDIR, "a directory"), (stat.S_ISLNK, "a symlink")):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def regular_only(fd, what, rel):
+    """``fd`` (opened with O_NONBLOCK, so that a FIFO did not wait for a writer) when it is a regular file, its
+    O_NONBLOCK flag cleared; else it is closed and refused, naming it: the agent never reads from a FIFO, a
+    socket or a device put in place of a file."""
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise AgentError("%s %s is %s, not a regular file; the agent reads only regular files and did not read it: "
+                         "remove it (or make it the file the playbook means)" % (what, rel, kind_of(mode)),
+                         "unsafe_path", path=rel, what=what)
+    fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
+    return fd
+
+
+def foreign_link(fd, dir_fd, what, rel):
+    """A refusal when the file open as ``fd`` has more than one hard link and another owner than its directory (open
+    as ``dir_fd``): on a host with fs.protected_hardlinks=0 whoever owns the directory can link any file there, a
+    root-only one too; its contents are not disclosed (None when it may be read)."""
+    st, dst = os.fstat(fd), os.fstat(dir_fd)
+    if st.st_nlink > 1 and st.st_uid != dst.st_uid:
+        return AgentError("%s %s has %d hard links and is owned by uid %d, not by the owner of its directory (uid %d): "
+                          "it may be a link to a file outside the install dir; its contents were not read: make it a "
+                          "file of its own (cp it over itself), or set fs.protected_hardlinks=1"
+                          % (what, rel, st.st_nlink, st.st_uid, dst.st_uid), "unsafe_path", path=rel, what=what, hard_link=True)
+    return None
+
+
+def open_beneath(root, rel, what, flags=os.O_RDONLY, disclose=False):
+    """Open root/rel for reading, resolved beneath root and walked without following any link; a file that is
+    not a regular one is refused without waiting on it (see regular_only; ``flags`` with O_DIRECTORY: a
+    directory). ``disclose``: its contents leave the host (config text, log lines): a hard link of another owner's
+    file is refused (see foreign_link)."""
     parts = resolve_beneath(root, rel, what)
     if not parts:
         raise unsafe_path(what, rel, root, "is the install dir itself, not a file in it")
@@ -148,7 +194,15 @@ def open_beneath(root, rel, what, flags=os.O_RDONLY):
     try:
         fd = walk_dirs(root_fd, parts[:-1], what, root)
         try:
-            return os.open(parts[-1], flags | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0), dir_fd=fd)
+            ffd = os.open(parts[-1], flags | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0), dir_fd=fd)
+            if flags & os.O_DIRECTORY:
+                return ffd
+            regular_only(ffd, what, rel)
+            problem = foreign_link(ffd, fd, what, rel) if disclose else None
+            if problem is not None:
+                os.close(ffd)
+                raise problem
+            return ffd
         except OSError as e:
             if e.errno == errno.ELOOP:
                 raise AgentError("%s %s became a symlink while it was read; refusing it" % (what, rel), "unsafe_path",
@@ -161,9 +215,9 @@ def open_beneath(root, rel, what, flags=os.O_RDONLY):
         os.close(root_fd)
 
 
-def read_beneath(root, rel, what, limit=-1, offset=0):
+def read_beneath(root, rel, what, limit=-1, offset=0, disclose=False):
     """The bytes of root/rel (see open_beneath), from ``offset``, at most ``limit``."""
-    fd = open_beneath(root, rel, what)
+    fd = open_beneath(root, rel, what, disclose=disclose)
     with os.fdopen(fd, "rb") as f:
         if offset:
             f.seek(offset)
@@ -259,11 +313,24 @@ def check_host_paths(root, spec):
     checks += [("log file", p, True) for p in spec.get("logs", [])]
     checks += [("version file", p, True) for p in ([spec["version_file"]] if spec.get("version_file") else [])]
     checks += [("preflight.ascii_dirs entry", p, True) for p in spec.get("ascii_dirs", [])]
+    read = ("pid_file", "log file", "version file")  # read by the agent: a FIFO or device there is named now
     for what, rel, follow in checks:
         try:
-            resolve_beneath(root, rel, what, follow_last=follow)
+            parts = resolve_beneath(root, rel, what, follow_last=follow)
         except AgentError as e:
             problems.append(str(e))
+            continue
+        if what in read and parts:
+            try:
+                mode = os.lstat(os.path.join(root, *parts)).st_mode
+            except OSError:
+                continue  # missing (or unreadable): each reader says so itself
+            if not stat.S_ISREG(mode):
+                problems.append("%s %s is %s, not a regular file; the agent reads only regular files and did not "
+                                "read it: remove it (or make it the file the playbook means)" % (what, rel, kind_of(mode)))
+    if "pid_files" in spec:  # the whole list a plan or a run's preflight asks for: set-id files too (a preserved
+        # directory is left to prepare, which knows which of them it copies)
+        problems += setid_problems(root, [split_rel_join(p) for p in spec.get("preserve", [])])
     return problems
 
 
@@ -368,13 +435,78 @@ def hash_beneath(root, rel, what):
         return h.hexdigest()
 
 
+SET_ID = stat.S_ISUID | stat.S_ISGID | stat.S_ISVTX
+
+
+def copy_mode(uid, mode):
+    """The mode a copy made by the agent gets: the source's, but set-user-ID, set-group-ID and sticky only when
+    root owned the source (a set-id copy of another account's file, made by root, would run as root)."""
+    return mode if uid == 0 else mode & ~SET_ID
+
+
+def keep_owner(fd, uid, gid, mode):
+    """Give the file or directory open as ``fd`` (one the agent just made) the owner and group ``uid``/``gid``
+    when the agent runs as root (else it stays the agent's own), then ``mode`` (see copy_mode). The owner is
+    changed first: chown clears set-id bits, and the mode chosen is the one that must stay."""
+    if os.geteuid() == 0:
+        os.fchown(fd, uid, gid)
+    else:
+        uid = os.geteuid()  # the copy is the agent's: keep a set-id bit only of root's own (never the case then)
+    os.fchmod(fd, copy_mode(uid, mode))
+
+
+def setid_problems(root, skip=()):
+    """One sentence for each regular file below ``root`` that is set-user-ID or set-group-ID and not owned by root
+    (walked from descriptors, no link followed; at most 20). The agent copies install files as root (a patch, the
+    backup of config, a rollback): such a file is refused before anything is changed, never copied. Directories
+    named in ``skip`` (preserved data the agent only renames, never copies) are not walked."""
+    found = []
+    skip = set(skip)
+
+    def walk(fd, rel_dir):
+        for name in sorted(os.listdir(fd)):
+            if len(found) >= 20:
+                return
+            rel = rel_dir + "/" + name if rel_dir else name
+            try:
+                st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+            except FileNotFoundError:
+                continue
+            if stat.S_ISDIR(st.st_mode):
+                if rel in skip:
+                    continue
+                try:
+                    sub = os.open(name, OPEN_DIR, dir_fd=fd)
+                except OSError:
+                    continue  # swapped for a link or gone: the scan that copies refuses it on its own
+                try:
+                    walk(sub, rel)
+                finally:
+                    os.close(sub)
+            elif stat.S_ISREG(st.st_mode) and st.st_mode & (stat.S_ISUID | stat.S_ISGID) and st.st_uid != 0:
+                found.append("install file %s is set-user-ID or set-group-ID (mode %04o) and owned by uid %d, not "
+                             "root: the agent will not copy it (a copy made by root could run as root); nothing "
+                             "was changed: remove the bits (chmod ug-s %s) or, when the vendor ships the file so, "
+                             "make root its owner" % (rel, stat.S_IMODE(st.st_mode), st.st_uid,
+                                                      os.path.join(root, rel)))
+
+    fd = open_root(root, "the install dir")
+    try:
+        walk(fd, "")
+    finally:
+        os.close(fd)
+    return found
+
+
 def copy_out(parent_fd, name, dst_fd, dst_name, what="file"):
     """Copy ``name`` in directory ``parent_fd`` (a file, a link as a link, or a directory) to the new name
-    ``dst_name`` in directory ``dst_fd``, modes and times kept; nothing on either side is followed (``what``
-    names the source in messages)."""
+    ``dst_name`` in directory ``dst_fd``, owners, modes and times kept (set-id and sticky bits only of what root
+    owns, see keep_owner); nothing on either side is followed (``what`` names the source in messages)."""
     st = os.stat(name, dir_fd=parent_fd, follow_symlinks=False)
     if stat.S_ISLNK(st.st_mode):
         os.symlink(os.readlink(name, dir_fd=parent_fd), dst_name, dir_fd=dst_fd)
+        if os.geteuid() == 0:  # the link itself (never what it names)
+            os.chown(dst_name, st.st_uid, st.st_gid, dir_fd=dst_fd, follow_symlinks=False)
         return
     if stat.S_ISDIR(st.st_mode):
         fd = os.open(name, OPEN_DIR, dir_fd=parent_fd)
@@ -384,7 +516,7 @@ def copy_out(parent_fd, name, dst_fd, dst_name, what="file"):
             try:
                 for entry in sorted(os.listdir(fd)):
                     copy_out(fd, entry, out, entry, what)
-                os.fchmod(out, stat.S_IMODE(st.st_mode))
+                keep_owner(out, st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode))
                 os.utime(out, ns=(st.st_atime_ns, st.st_mtime_ns))
             finally:
                 os.close(out)
@@ -399,7 +531,7 @@ def copy_out(parent_fd, name, dst_fd, dst_name, what="file"):
             with os.fdopen(os.open(dst_name, flags, 0o600, dir_fd=dst_fd), "wb") as fout:
                 shutil.copyfileobj(fin, fout, CHUNK)
                 fout.flush()
-                os.fchmod(fout.fileno(), stat.S_IMODE(st.st_mode))
+                keep_owner(fout.fileno(), st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode))
                 os.utime(fout.fileno(), ns=(st.st_atime_ns, st.st_mtime_ns))
     else:
         raise AgentError("%s %s is neither a file, a directory nor a link; refusing to copy it" % (what, name),

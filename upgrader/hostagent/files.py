@@ -3,6 +3,7 @@ fsynced, digests.
 """
 
 import errno
+import fcntl
 import hashlib
 import json
 import os
@@ -63,9 +64,27 @@ def write_json_atomic(path, data):
     fsync_dir(os.path.dirname(path) or ".")
 
 
+READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+
+
+def open_regular(path, follow=False):
+    """A descriptor of the regular file ``path`` for reading, opened with O_NONBLOCK (a FIFO or device there is
+    never waited on) and its last component not followed unless ``follow``; anything but a regular file is refused
+    (unsafe_path), naming it."""
+    fd = os.open(path, READ_FLAGS & ~(os.O_NOFOLLOW if follow else 0))
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise AgentError("%s is not a regular file (%s); the agent reads only regular files and did not read it: "
+                         "remove it" % (path, "a FIFO" if stat.S_ISFIFO(mode) else "a directory" if stat.S_ISDIR(mode)
+                                        else "a socket or a device"), "unsafe_path", path=path)
+    fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
+    return fd
+
+
 def read_json(path, default=None):
     try:
-        with os.fdopen(os.open(path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)), encoding="utf-8") as f:
+        with os.fdopen(open_regular(path), encoding="utf-8") as f:
             return json.load(f)
     except FileNotFoundError:
         return default
@@ -81,7 +100,7 @@ def read_json(path, default=None):
 def sha256_file(path):
     """sha256 of the file ``path`` (its last component never followed: a link there is an error)."""
     h = hashlib.sha256()
-    with os.fdopen(os.open(path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)), "rb") as f:
+    with os.fdopen(open_regular(path), "rb") as f:
         while True:
             b = f.read(CHUNK)
             if not b:
@@ -103,8 +122,10 @@ def rmtree(path):
 
 
 def read_text(path, limit=1 << 20):
+    """The text of the regular file ``path`` (links followed: /proc, /etc), None when it is missing, unreadable or
+    not a regular file (never waited on)."""
     try:
-        with open(path, encoding="utf-8", errors="replace") as f:
+        with os.fdopen(open_regular(path, follow=True), encoding="utf-8", errors="replace") as f:
             return f.read(limit)
-    except OSError:
+    except (OSError, AgentError):
         return None

@@ -68,7 +68,13 @@ def config_selection(root, configs, text_globs):
 
 def config_facts(root, rel, text):
     """sha256, size and mtime of a config file; its text when asked for and allowed (see TEXT_NEVER)."""
-    fd = open_beneath(root, rel, "config file")
+    withheld = None
+    try:
+        fd = open_beneath(root, rel, "config file", disclose=text)
+    except AgentError as e:  # a hard link of another owner's file: its digest only, never its text
+        if not e.data.get("hard_link"):
+            raise
+        fd, text, withheld = open_beneath(root, rel, "config file"), False, str(e)
     with os.fdopen(fd, "rb") as f:
         st = os.fstat(fd)
         h = hashlib.sha256()
@@ -77,6 +83,8 @@ def config_facts(root, rel, text):
         f.seek(0)
         data = f.read(TEXT_MAX + 1) if text else b""
     c = {"path": rel, "sha256": h.hexdigest(), "size": st.st_size, "mtime": st.st_mtime}
+    if withheld:
+        c["text_withheld"] = withheld
     if not text:
         return c
     if TEXT_NEVER.search(rel):
@@ -92,7 +100,19 @@ def config_facts(root, rel, text):
 
 def log_facts(root, rel, lines, tail, pattern):
     path = os.path.join(root, rel)
-    with os.fdopen(open_beneath(root, rel, "log file"), "rb") as f:
+    try:
+        fd = open_beneath(root, rel, "log file", disclose=True)
+    except AgentError as e:  # a hard link of another owner's file: not read, said so
+        if not e.data.get("hard_link"):
+            raise
+        fd = open_beneath(root, rel, "log file")
+        try:
+            st = os.fstat(fd)
+        finally:
+            os.close(fd)
+        return {"path": path, "size": st.st_size, "mtime": st.st_mtime, "recent": time.time() - st.st_mtime < 86400,
+                "lines": 0, "errors": 0, "samples": [], "withheld": str(e)}
+    with os.fdopen(fd, "rb") as f:
         st = os.fstat(f.fileno())
         f.seek(max(0, st.st_size - 256 * max(lines, tail, 1)))
         text = f.read().decode("utf-8", "replace").splitlines()[-max(lines, tail, 1):]

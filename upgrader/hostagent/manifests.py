@@ -7,7 +7,7 @@ import hashlib
 import os
 import stat
 
-from .beneath import OPEN_DIR, DirFds, copy_out, open_dir_at, open_root, parent_at, remove_at
+from .beneath import OPEN_DIR, DirFds, copy_mode, copy_out, keep_owner, open_dir_at, open_root, parent_at, remove_at
 from .common import CHUNK, AgentError
 
 
@@ -145,9 +145,14 @@ def copy_tree(src, dst, manifest):
 
 
 def chmod_dirs(fds, dirs):
-    """Give each directory of a manifest its mode, on the descriptor of that directory (DirFds ``fds``)."""
+    """Give each directory of a manifest its owner, group and mode, on the descriptor of that directory (DirFds
+    ``fds``): set-id and sticky bits only of one root owned (see keep_owner)."""
     for rel, d in dirs.items():
-        os.fchmod(fds.get(rel), d["mode"])
+        fd = fds.get(rel)
+        if "uid" in d and "gid" in d:
+            keep_owner(fd, d["uid"], d["gid"], d["mode"])
+        else:  # a manifest of an older agent (owner not recorded): the mode, without set-id and sticky bits
+            os.fchmod(fd, copy_mode(None, d["mode"]))
 
 
 def scan_names(fd):

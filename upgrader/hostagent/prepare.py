@@ -4,7 +4,7 @@ import hashlib
 import os
 
 from .beneath import (DirFds, check_host_paths, dir_id, link_parents, recorded_link_problems, remove_beneath,
-                      staged_link_problems)
+                      setid_problems, split_rel_join, staged_link_problems)
 from .common import AGENT_FORMAT, CHUNK, DRIFT_LISTED, AgentError, test_kill
 from .extract import extract
 from . import hosttrust
@@ -43,6 +43,9 @@ def op_prepare(req):
     check_ledger_version(paths, req.get("current_version"))
     if os.path.isdir(paths.install):  # refused here too, even when the controller did not ask first
         problems = check_host_paths(paths.install, {"preserve": preserve, "remove": req.get("remove", [])})
+        # nothing set-id of another account is ever copied by root (preserved data is moved, not copied)
+        problems += setid_problems(paths.install, [split_rel_join(p["path"]) for p in req["preserve"]
+                                                   if p.get("kind") not in ("config", "cache")])
         if problems:
             raise AgentError(problems[0], "unsafe_path", problems=problems)
     if os.path.isdir(run_dir):

@@ -118,8 +118,8 @@ def probe_once(paths, probe, log_offsets):
             texts = []
             for f in log_files(paths, probe["file"]):  # a new file of a date-rotated log is read from its start
                 try:
-                    texts.append((f, read_beneath(paths.install, f, "log file", 4 << 20,
-                                                  log_offsets.get(f, 0)).decode("utf-8", "replace")))
+                    texts.append((f, read_beneath(paths.install, f, "log file", 4 << 20, log_offsets.get(f, 0),
+                                                  disclose=True).decode("utf-8", "replace")))
                 except FileNotFoundError:
                     pass
             for f, text in texts if probe.get("absent") else []:

@@ -129,13 +129,8 @@ def state_marker_problem(d, fd, default, adopt):
                               "unsafe_path", path=d, key="state_dir")
         return None
     foreign = sorted(n for n in names if n not in STATE_NAMES and ".tmp." not in n)
-    st = os.fstat(fd)
-    if not names and st.st_uid == os.geteuid() and stat.S_IMODE(st.st_mode) & 0o077 == 0:
-        # an empty directory only the agent's user may enter (``mkdir -m 700`` by the operator): nothing of
-        # another tool to overwrite there; taken and marked
-        if adopt:
-            write_state_marker(fd)
-        return None
+    # an existing directory without the marker is never taken, even an empty root-only one: /var/lib/private,
+    # /lost+found and the like are the system's (the agent makes its state dir itself, with the marker)
     if default and not foreign:
         if adopt:
             write_state_marker(fd)
