@@ -591,12 +591,14 @@ def bound(req, op, kept=None):
 
     if kept is None and req.get("run_id") is not None:  # a request of no run (a probe of the service) has none
         kept = accepted(Paths(req))
-    if kept is None:  # nothing accepted here for this run (prepared before the root existed): with a root, no
-        # install; stop and start stay possible, a rollback of such a run needs them
-        if op == "install" and load_root() is not None:
+    if kept is None:  # nothing accepted here for this run (refused at preflight, another controller's run, a run
+        # prepared before the root existed): with a root, no step of it runs at all — its stop, start, hook and
+        # probes would be commands nobody the host trusts approved (a rollback of a run the host refused is one)
+        if load_root() is not None:
             raise _trust_error("this host has its own trust root, but run %s has no plan entry accepted here at "
-                               "prepare: refusing %s; run the plan again from the start" % (req.get("run_id"), op),
-                               TRUST_DIR)
+                               "prepare: refusing %s (its commands were approved by no one this host trusts); "
+                               "nothing was changed. A run this host refused has nothing to roll back; run an "
+                               "approved plan from the start" % (req.get("run_id"), op), TRUST_DIR)
         return
     entry = kept["entry"]
     spec = (entry.get("playbook") or {}).get("spec") or {}
