@@ -197,3 +197,82 @@ def test_a_host_unreachable_at_the_runs_end_does_not_fail_the_run_and_the_log_no
         f.stop_all()
         kill_processes_under(tmp_path)
         shutil.rmtree(tmp_path / "sshd-own", ignore_errors=True)
+
+
+def case(w: Witnessed, run: str, log: Path, capsys: pytest.CaptureFixture[str], *extra: str
+         ) -> tuple[int, dict[str, Any], str, str]:
+    """`upgrader audit case RUN LOG` as JSON, as English text and as Chinese text: one exit code for all three."""
+    home = ["--home", str(w.fleet.box.root), "audit", "case", run, str(log), *extra]
+    capsys.readouterr()
+    rc_json = main([*home, "--json"])
+    report = json.loads(capsys.readouterr().out)
+    rc_en = main([*home, "--lang", "en"])
+    en = " ".join(capsys.readouterr().out.split())
+    rc_zh = main([*home, "--lang", "zh"])
+    zh = " ".join(capsys.readouterr().out.split())
+    assert rc_json == rc_en == rc_zh == report["exit_code"]
+    return rc_json, report["case"], en, zh
+
+
+def test_audit_case_names_the_hosts_that_keep_the_runs_checkpoint_and_that_it_matches(
+        witnessed: Witnessed, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    log = tmp_path / "audit.jsonl"
+    log.write_bytes(witnessed.log)
+    inventory = str(witnessed.fleet.box.inventory)
+    rc, plain, en, _ = case(witnessed, witnessed.runs[0], log, capsys)
+    assert rc == 0 and plain["witnesses"] is None and "witnesses: not looked up (add --witness INVENTORY)" in en
+    for run, cp in zip(witnessed.runs, witnessed.checkpoints):
+        rc, got, en, zh = case(witnessed, run, log, capsys, "--witness", inventory)
+        assert rc == 0, en
+        w = got["witnesses"]
+        assert w["status"] == "intact" and w["unreadable"] == [] and w["not_kept"] == []
+        assert [(k["host"], k["seq"], k["head"], k["signer"], k["matches"], k["problem"]) for k in w["hosts"]] == [
+            (h, cp["seq"], cp["head"], "operator@customer", True, None) for h in ("app-01", "app-02")]
+        assert all(k["key"] == cp["key"] and k["time"] for k in w["hosts"])
+        for host in ("app-01", "app-02"):
+            assert (f"witness: host {host} keeps this run's checkpoint (seq {cp['seq']}, head {cp['head']}, signer "
+                    f"operator@customer, time ") in en
+            assert f"见证：主机 {host} 保存了本次运行的检查点（序号 {cp['seq']}，链头 {cp['head']}，" in zh
+        assert en.count("— matches the log") == 2 and zh.count("——与日志一致") == 2
+        assert "INTACT: the hosts' 4 witnessed checkpoint(s) all match the log" in en
+        assert "完好：主机的 4 个见证检查点都与日志一致" in zh
+
+
+def test_audit_case_on_a_log_re_signed_with_the_operator_key_says_the_hosts_checkpoints_do_not_match(
+        witnessed: Witnessed, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The log rewritten (who approved the first run) and re-signed: the case alone reads INTACT; with the hosts'
+    witnesses it says each host's record of the run does not match, and exits 6."""
+    box = witnessed.fleet.box
+    key = load_private_key(str(box.operator_key))
+
+    def edit(rec: dict[str, Any]) -> dict[str, Any]:
+        if rec["event"] == "approval_accepted" and rec["run"] == witnessed.runs[0]:
+            rec["data"]["approver"] = "someone-else@customer"
+        return rec
+
+    log = tmp_path / "audit.jsonl"
+    log.write_bytes(b"".join(rechain(witnessed.log.splitlines(keepends=True), edit, key, "operator@customer")))
+    rc, got, en, _ = case(witnessed, witnessed.runs[0], log, capsys)
+    assert rc == 0 and en.startswith("INTACT"), "the re-signed log fools the case without witnesses"
+    rc, got, en, zh = case(witnessed, witnessed.runs[0], log, capsys, "--witness", str(box.inventory))
+    assert rc == ALTERED, en
+    w = got["witnesses"]
+    assert w["status"] == "altered" and [k["host"] for k in w["hosts"]] == ["app-01", "app-02"]
+    assert not any(k["matches"] for k in w["hosts"])
+    assert all("the log was rewritten at or before line" in k["problem"] for k in w["hosts"])
+    assert "ALTERED: 4 witnessed checkpoint(s) of the hosts do not match the log" in en
+    assert en.count("DOES NOT MATCH the log: host app-0") == 2
+    assert "已被篡改：主机的见证检查点有 4 处与日志不符" in zh and zh.count("与日志不符：host app-0") == 2
+
+
+def test_audit_case_with_the_last_run_cut_off_names_no_witness_of_the_first_as_wrong(
+        witnessed: Witnessed, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The second run cut off the end: the first run's case still has both hosts' matching witnesses, and exits 6,
+    because the hosts witnessed a run the log no longer has."""
+    first = witnessed.checkpoints[0]
+    log = tmp_path / "audit.jsonl"
+    log.write_bytes(b"".join(witnessed.log.splitlines(keepends=True)[:first["line"]]))
+    rc, got, en, _ = case(witnessed, witnessed.runs[0], log, capsys, "--witness", str(witnessed.fleet.box.inventory))
+    assert rc == ALTERED, en
+    assert [k["matches"] for k in got["witnesses"]["hosts"]] == [True, True]
+    assert "ALTERED: 2 witnessed checkpoint(s) of the hosts do not match the log" in en

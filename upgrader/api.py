@@ -1515,19 +1515,24 @@ class AuditCase:
 
     case: JSONObject
     result: VerifyResult
+    witness: WitnessResult | None = None
 
     @property
     def exit_code(self) -> int:
-        """6 when the log was altered (the case is then not evidence), else 0."""
+        """6 when the log was altered (the case is then not evidence), or the hosts' witnessed checkpoints do not
+        match it (``witness``); 2 when a host could not be read and nothing else is wrong; else 0."""
         from .audit.view import altered
 
-        return 6 if altered(self.result) else 0
+        if altered(self.result) or (self.witness is not None and self.witness.problems):
+            return 6
+        return 2 if self.witness is not None and self.witness.unreachable else 0
 
 
 def audit_case(ctx: Context, run: str, *, log: Path | None = None, allowed_signers: Path | None = None,
-               anchor: str | None = None) -> AuditCase:
+               anchor: str | None = None, witness: Path | None = None) -> AuditCase:
     """One record per change: the run ``run`` (its id, or a prefix naming one run) from one read of the log,
-    after the verification of the whole log. InputError when no run or several runs match."""
+    after the verification of the whole log. InputError when no run or several runs match. ``witness``: an
+    inventory whose hosts' witnessed checkpoints fill the case's ``witnesses`` (read-only, audit/witness.py)."""
     from .audit.case import build_case, run_ids
     from .audit.log import read_log, read_events
     from .core.recorder import audit_path
@@ -1544,7 +1549,14 @@ def audit_case(ctx: Context, run: str, *, log: Path | None = None, allowed_signe
                          hint="give the run id as a run printed it ('upgrader audit show' lists them)")
     case = build_case(events, ids[0])
     assert case is not None
-    return AuditCase(case, result)
+    if witness is None:
+        return AuditCase(case, result)
+    from .audit.witness import case_witnesses
+
+    witnessed = verify_witnesses(ctx, witness, data=data)
+    hosts = [str(h.get("host")) for h in cast("list[dict[str, object]]", case.get("hosts") or [])]
+    case["witnesses"] = case_witnesses(witnessed, ids[0], hosts)
+    return AuditCase(case, result, witnessed)
 
 
 def plan_digest(plan: Path) -> str:
