@@ -276,3 +276,60 @@ def test_audit_case_with_the_last_run_cut_off_names_no_witness_of_the_first_as_w
     assert rc == ALTERED, en
     assert [k["matches"] for k in got["witnesses"]["hosts"]] == [True, True]
     assert "ALTERED: 2 witnessed checkpoint(s) of the hosts do not match the log" in en
+
+
+def test_the_exports_case_sections_carry_the_hosts_witnesses(
+        witnessed: Witnessed, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`audit export --witness INVENTORY`: each run's case section (HTML en and zh, JSON, the cases CSV) names the
+    hosts that keep its checkpoint and that the log matches; on a log re-signed with the operator key each says it
+    does not, and the export exits 6."""
+    import csv as _csv
+
+    from test_audit_case import case_rows
+
+    box = witnessed.fleet.box
+    log = tmp_path / "audit.jsonl"
+    log.write_bytes(witnessed.log)
+    home = ["--home", str(box.root), "audit", "export", str(log), "--witness", str(box.inventory)]
+    for lang in ("en", "zh"):
+        out = tmp_path / f"{lang}.html"
+        assert main([*home, "--format", "html", "-o", str(out), "--lang", lang]) == 0
+        html = out.read_text()
+        for index, cp in enumerate(witnessed.checkpoints, 1):
+            row = case_rows(html, index)["witnesses"]
+            for host in ("app-01", "app-02"):
+                assert (f"主机 {host} 保存了本次运行的检查点（序号 {cp['seq']}，链头 {cp['head']}，" if lang == "zh"
+                        else f"host {host} keeps this run's checkpoint (seq {cp['seq']}, head {cp['head']}, ") in row
+            assert row.count("与日志一致" if lang == "zh" else "matches the log") == 2
+    capsys.readouterr()
+    assert main([*home, "--format", "json", "-o", str(tmp_path / "a.json"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["exit_code"] == 0
+    doc = json.loads((tmp_path / "a.json").read_text())
+    assert doc["witness"]["status"] == "intact" and doc["witness"]["checked"] == 4
+    for c, cp in zip(doc["cases"], witnessed.checkpoints):
+        assert [(k["host"], k["seq"], k["head"], k["matches"]) for k in c["witnesses"]["hosts"]] == [
+            (h, cp["seq"], cp["head"], True) for h in ("app-01", "app-02")]
+    assert main([*home, "--format", "csv", "-o", str(tmp_path / "a.csv")]) == 0
+    rows = list(_csv.reader((tmp_path / "a.cases.csv").open(newline="")))
+    assert rows[1][-1] == "witnesses"
+    assert {r[-1] for r in rows[2:]} == {"app-01 matches; app-02 matches"} and len(rows) == 2 + 2 * 2
+    # the log rewritten and re-signed with the operator's key: every view says the hosts' records do not match
+    key = load_private_key(str(box.operator_key))
+
+    def edit(rec: dict[str, Any]) -> dict[str, Any]:
+        if rec["event"] == "approval_accepted" and rec["run"] == witnessed.runs[0]:
+            rec["data"]["approver"] = "someone-else@customer"
+        return rec
+
+    log.write_bytes(b"".join(rechain(witnessed.log.splitlines(keepends=True), edit, key, "operator@customer")))
+    assert main([*home[:-2], "--format", "html", "-o", str(tmp_path / "plain.html")]) == 0
+    capsys.readouterr()
+    assert main([*home, "--format", "html", "-o", str(tmp_path / "f.html"), "--lang", "en"]) == ALTERED
+    assert "witnesses: ALTERED, 4 witnessed checkpoint(s) do not match the log" in capsys.readouterr().out
+    row = case_rows((tmp_path / "f.html").read_text(), 1)["witnesses"]
+    assert row.count("DOES NOT MATCH the log: host app-0") == 2 and "matches the log" not in row
+    assert main([*home, "--format", "html", "-o", str(tmp_path / "f-zh.html"), "--lang", "zh"]) == ALTERED
+    assert case_rows((tmp_path / "f-zh.html").read_text(), 1)["witnesses"].count("与日志不符") == 2
+    assert main([*home, "--format", "csv", "-o", str(tmp_path / "f.csv")]) == ALTERED
+    rows = list(_csv.reader((tmp_path / "f.cases.csv").open(newline="")))
+    assert {r[-1] for r in rows[2:]} == {"app-01 DOES NOT MATCH; app-02 DOES NOT MATCH"}

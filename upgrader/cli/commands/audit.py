@@ -234,17 +234,27 @@ def cmd_export(args: argparse.Namespace) -> int:
     done = export_audit(context_of(args), output=Path(args.output), format=args.format, log=log_path(args),
                         allowed_signers=Path(signers) if signers else None, anchor=getattr(args, "anchor", None),
                         run=getattr(args, "run", None), host=getattr(args, "host", None),
-                        since=getattr(args, "since", None), lang=args.lang)
+                        since=getattr(args, "since", None), lang=args.lang,
+                        witness=Path(args.witness) if getattr(args, "witness", None) else None)
     if not args.json:
         state = {"intact": "intact", "altered": "ALTERED", "cannot_check": f"not checked: {CANNOT_CHECK}"}
         console().print(f"wrote {done.output} ({done.format}, {done.events} events; log {state[done.status]})",
                         markup=False)
+        if done.witness is not None:
+            wr = done.witness
+            console().print("witnesses: " + (f"ALTERED, {len(wr.problems)} witnessed checkpoint(s) do not match the "
+                                             "log (audit verify --witness names each)" if wr.problems else
+                                             f"CANNOT CHECK, {len(wr.unreachable)} host(s) could not be read"
+                                             if wr.unreachable else f"{wr.checked} witnessed checkpoint(s) match "
+                                             "the log"), markup=False)
         if done.cases_output is not None:
             console().print(f"wrote {done.cases_output} (one row per run and host: the case files)", markup=False)
     else:
         print_json({"output": str(done.output), "format": done.format, "events": done.events,
                     "intact": done.result.intact, "status": done.status,
-                    "cases_output": str(done.cases_output) if done.cases_output else None})
+                    "cases_output": str(done.cases_output) if done.cases_output else None,
+                    "witness": done.witness.to_dict() if done.witness is not None else None,
+                    "exit_code": done.exit_code})
     # the report is written either way (it says ALTERED or CANNOT CHECK at the top); scripts learn it from the exit
     # code too
     return done.exit_code
