@@ -162,7 +162,7 @@ def test_the_last_run_cut_off_the_end_is_caught_by_the_hosts_anchors(
 
 
 def test_a_host_unreachable_at_the_runs_end_does_not_fail_the_run_and_the_log_notes_it(
-        tmp_path: Path, sshd: SSHServer) -> None:
+        tmp_path: Path, sshd: SSHServer, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     """The host's own sshd dies right after the host answered the run's finish: the run still exits 0, its output
     warns that the host did not record the checkpoint, the audit log has a witness_missing line and verifies."""
     own = start_sshd(tmp_path / "sshd-own")
@@ -190,6 +190,11 @@ def test_a_host_unreachable_at_the_runs_end_does_not_fail_the_run_and_the_log_no
         assert events[-1]["event"] == "witness_missing" and events[-1]["host"] == "app-01"
         assert events[-1]["data"]["for_run"] == run_dir.name and events[-1]["run"] is None
         assert main(["--home", str(f.box.root), "audit", "verify"]) == 0
+        monkeypatch.setenv("COLUMNS", "2000")
+        capsys.readouterr()
+        assert main(["--home", str(f.box.root), "audit", "show", "--lang", "zh"]) == 0  # said in Chinese too
+        shown = capsys.readouterr().out
+        assert "主机未记录检查点" in shown and "witness_missing" not in shown
         # the auditor cannot read that host now: the log is not proven against it (exit 2, the host named)
         assert main(["--home", str(f.box.root), "audit", "verify", "--witness", str(f.box.inventory)]) == 2
     finally:
