@@ -323,3 +323,70 @@ def test_audit_show_and_case_in_chinese_say_no_english_reason(
         assert re.match(r"已被篡改（第 \d+ 行：内容被修改）", capsys.readouterr().out)
     finally:
         log.write_bytes(saved)
+
+
+def case_rows(html_text: str, index: int) -> dict[str, str]:
+    """The HTML report's case file of its ``index``-th run: {data-field: the row's value as plain text}."""
+    import html as _html
+
+    section = html_text.split(f'<h3 id="case-{index}">', 1)[1].split("</tbody>", 1)[0]
+    rows = re.findall(r'<tr data-field="([^"]+)"><th>.*?</th><td>(.*?)</td></tr>', section, re.S)
+    return {_html.unescape(k): " ".join(_html.unescape(re.sub(r"<[^>]+>", " ", v)).split()) for k, v in rows}
+
+
+@pytest.mark.parametrize("lang", ["en", "zh"])
+def test_html_export_has_a_case_section_per_run_field_by_field(
+        demo: Demo, lang: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Every run of the HTML report has its case file (the one `audit case --json` gives), field by field, in the
+    report's language; in Chinese no English label of the section is left."""
+    out = tmp_path / "a.html"
+    assert main(["--home", str(demo.box.root), "audit", "export", "--format", "html", "-o", str(out),
+                 "--lang", lang]) == 0
+    text = out.read_text()
+    zh = lang == "zh"
+    for index, run in enumerate(demo.runs, 1):
+        case = case_of(demo, run, capsys)
+        rows = case_rows(text, index)
+        assert list(rows) == ["requester", "approvals", "policy", "catalog", "window", "host-app-01", "downtime",
+                              "outcome", "checkpoint", "witnesses"]
+        req = case["requested"]
+        assert f"{req['user']}@{req['host']}" in rows["requester"] and req["key"] in rows["requester"]
+        assert ((f"计划 {req['plan']}，创建于 {req['plan_created']}" if zh else
+                 f"plan {req['plan']}, made {req['plan_created']}") in rows["requester"])
+        [a] = case["approvals"]
+        assert rows["approvals"] == (
+            f"由 {a['approver']} 批准（密钥 {a['key']}），创建于 {a['created']}，有效期至 {a['expires']}，批准摘要 "
+            f"{a['digest']}" if zh else
+            f"approved by {a['approver']} (key {a['key']}), created {a['created']}, expires {a['expires']}, "
+            f"approval digest {a['digest']}")
+        pol, cat = case["policy"], case["catalog"]
+        assert rows["policy"] == (f"来源 {pol['source']}，sha256 {pol['sha256']}，身份 {pol['identity']}" if zh else
+                                  f"source {pol['source']}, sha256 {pol['sha256']}, identity {pol['identity']}")
+        assert rows["catalog"] == (f"序号 {cat['serial']}，签名人 {cat['signer']}（{cat['fingerprint']}）" if zh else
+                                   f"serial {cat['serial']}, signed by {cat['signer']} ({cat['fingerprint']})")
+        inside = case["window"]["inside"]
+        assert rows["window"].startswith(("窗口内" if inside else "窗口外") if zh else
+                                         ("inside" if inside else "outside"))
+        [host] = case["hosts"]
+        line = rows["host-app-01"]
+        assert line.startswith(f"{host['from']} → {host['to']}" + ("，停机 " if zh else ", downtime ")
+                               + str(host["downtime_seconds"]))
+        from upgrader.core.reasons import word
+
+        unit, sep = ("秒", "，") if zh else ("s", ", ")
+        phases = sep.join(f"{word('phase', p['phase'], lang)} {word('status', p['outcome'], lang)} {p['seconds']} "
+                          f"{unit}" for p in host["phases"])  # each phase with its duration, in order
+        assert len(host["phases"]) >= 5 and line.endswith(phases), (line, phases)
+        assert rows["downtime"] == f"{case['downtime_seconds']} {'秒' if zh else 's'}"
+        assert rows["outcome"] == (f"退出码 {case['outcome']['exit_code']}" if zh else
+                                   f"exit code {case['outcome']['exit_code']}")
+        cp = case["checkpoint"]
+        assert rows["checkpoint"] == (f"锚点 {cp['anchor']}（第 {cp['line']} 行，签名人 {cp['signer']}）" if zh else
+                                      f"anchor {cp['anchor']} (line {cp['line']}, signed by {cp['signer']})")
+        assert ("--witness" in rows["witnesses"]) and (("各主机的记录" in rows["witnesses"]) if zh else
+                                                       ("hosts' records" in rows["witnesses"]))
+        if zh:
+            words = " ".join(rows.values())
+            assert not re.search(r"\b(approved by|expires|source|serial|signed by|downtime|exit code|anchor|"
+                                 r"inside|outside|committed|rolled_back|preflight)\b", words), words
+    assert text.count('<h3 id="case-') == len(demo.runs)

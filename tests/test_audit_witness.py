@@ -162,7 +162,7 @@ def test_the_last_run_cut_off_the_end_is_caught_by_the_hosts_anchors(
 
 
 def test_a_host_unreachable_at_the_runs_end_does_not_fail_the_run_and_the_log_notes_it(
-        tmp_path: Path, sshd: SSHServer) -> None:
+        tmp_path: Path, sshd: SSHServer, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     """The host's own sshd dies right after the host answered the run's finish: the run still exits 0, its output
     warns that the host did not record the checkpoint, the audit log has a witness_missing line and verifies."""
     own = start_sshd(tmp_path / "sshd-own")
@@ -190,6 +190,11 @@ def test_a_host_unreachable_at_the_runs_end_does_not_fail_the_run_and_the_log_no
         assert events[-1]["event"] == "witness_missing" and events[-1]["host"] == "app-01"
         assert events[-1]["data"]["for_run"] == run_dir.name and events[-1]["run"] is None
         assert main(["--home", str(f.box.root), "audit", "verify"]) == 0
+        monkeypatch.setenv("COLUMNS", "2000")
+        capsys.readouterr()
+        assert main(["--home", str(f.box.root), "audit", "show", "--lang", "zh"]) == 0  # said in Chinese too
+        shown = capsys.readouterr().out
+        assert "主机未记录检查点" in shown and "witness_missing" not in shown
         # the auditor cannot read that host now: the log is not proven against it (exit 2, the host named)
         assert main(["--home", str(f.box.root), "audit", "verify", "--witness", str(f.box.inventory)]) == 2
     finally:
@@ -197,3 +202,139 @@ def test_a_host_unreachable_at_the_runs_end_does_not_fail_the_run_and_the_log_no
         f.stop_all()
         kill_processes_under(tmp_path)
         shutil.rmtree(tmp_path / "sshd-own", ignore_errors=True)
+
+
+def case(w: Witnessed, run: str, log: Path, capsys: pytest.CaptureFixture[str], *extra: str
+         ) -> tuple[int, dict[str, Any], str, str]:
+    """`upgrader audit case RUN LOG` as JSON, as English text and as Chinese text: one exit code for all three."""
+    home = ["--home", str(w.fleet.box.root), "audit", "case", run, str(log), *extra]
+    capsys.readouterr()
+    rc_json = main([*home, "--json"])
+    report = json.loads(capsys.readouterr().out)
+    rc_en = main([*home, "--lang", "en"])
+    en = " ".join(capsys.readouterr().out.split())
+    rc_zh = main([*home, "--lang", "zh"])
+    zh = " ".join(capsys.readouterr().out.split())
+    assert rc_json == rc_en == rc_zh == report["exit_code"]
+    return rc_json, report["case"], en, zh
+
+
+def test_audit_case_names_the_hosts_that_keep_the_runs_checkpoint_and_that_it_matches(
+        witnessed: Witnessed, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    log = tmp_path / "audit.jsonl"
+    log.write_bytes(witnessed.log)
+    inventory = str(witnessed.fleet.box.inventory)
+    rc, plain, en, _ = case(witnessed, witnessed.runs[0], log, capsys)
+    assert rc == 0 and plain["witnesses"] is None and "witnesses: not looked up (add --witness INVENTORY)" in en
+    for run, cp in zip(witnessed.runs, witnessed.checkpoints):
+        rc, got, en, zh = case(witnessed, run, log, capsys, "--witness", inventory)
+        assert rc == 0, en
+        w = got["witnesses"]
+        assert w["status"] == "intact" and w["unreadable"] == [] and w["not_kept"] == []
+        assert [(k["host"], k["seq"], k["head"], k["signer"], k["matches"], k["problem"]) for k in w["hosts"]] == [
+            (h, cp["seq"], cp["head"], "operator@customer", True, None) for h in ("app-01", "app-02")]
+        assert all(k["key"] == cp["key"] and k["time"] for k in w["hosts"])
+        for host in ("app-01", "app-02"):
+            assert (f"witness: host {host} keeps this run's checkpoint (seq {cp['seq']}, head {cp['head']}, signer "
+                    f"operator@customer, time ") in en
+            assert f"见证：主机 {host} 保存了本次运行的检查点（序号 {cp['seq']}，链头 {cp['head']}，" in zh
+        assert en.count("— matches the log") == 2 and zh.count("——与日志一致") == 2
+        assert "INTACT: the hosts' 4 witnessed checkpoint(s) all match the log" in en
+        assert "完好：主机的 4 个见证检查点都与日志一致" in zh
+
+
+def test_audit_case_on_a_log_re_signed_with_the_operator_key_says_the_hosts_checkpoints_do_not_match(
+        witnessed: Witnessed, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The log rewritten (who approved the first run) and re-signed: the case alone reads INTACT; with the hosts'
+    witnesses it says each host's record of the run does not match, and exits 6."""
+    box = witnessed.fleet.box
+    key = load_private_key(str(box.operator_key))
+
+    def edit(rec: dict[str, Any]) -> dict[str, Any]:
+        if rec["event"] == "approval_accepted" and rec["run"] == witnessed.runs[0]:
+            rec["data"]["approver"] = "someone-else@customer"
+        return rec
+
+    log = tmp_path / "audit.jsonl"
+    log.write_bytes(b"".join(rechain(witnessed.log.splitlines(keepends=True), edit, key, "operator@customer")))
+    rc, got, en, _ = case(witnessed, witnessed.runs[0], log, capsys)
+    assert rc == 0 and en.startswith("INTACT"), "the re-signed log fools the case without witnesses"
+    rc, got, en, zh = case(witnessed, witnessed.runs[0], log, capsys, "--witness", str(box.inventory))
+    assert rc == ALTERED, en
+    w = got["witnesses"]
+    assert w["status"] == "altered" and [k["host"] for k in w["hosts"]] == ["app-01", "app-02"]
+    assert not any(k["matches"] for k in w["hosts"])
+    assert all("the log was rewritten at or before line" in k["problem"] for k in w["hosts"])
+    assert "ALTERED: 4 witnessed checkpoint(s) of the hosts do not match the log" in en
+    assert en.count("DOES NOT MATCH the log: host app-0") == 2
+    assert "已被篡改：主机的见证检查点有 4 处与日志不符" in zh and zh.count("与日志不符：host app-0") == 2
+
+
+def test_audit_case_with_the_last_run_cut_off_names_no_witness_of_the_first_as_wrong(
+        witnessed: Witnessed, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The second run cut off the end: the first run's case still has both hosts' matching witnesses, and exits 6,
+    because the hosts witnessed a run the log no longer has."""
+    first = witnessed.checkpoints[0]
+    log = tmp_path / "audit.jsonl"
+    log.write_bytes(b"".join(witnessed.log.splitlines(keepends=True)[:first["line"]]))
+    rc, got, en, _ = case(witnessed, witnessed.runs[0], log, capsys, "--witness", str(witnessed.fleet.box.inventory))
+    assert rc == ALTERED, en
+    assert [k["matches"] for k in got["witnesses"]["hosts"]] == [True, True]
+    assert "ALTERED: 2 witnessed checkpoint(s) of the hosts do not match the log" in en
+
+
+def test_the_exports_case_sections_carry_the_hosts_witnesses(
+        witnessed: Witnessed, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`audit export --witness INVENTORY`: each run's case section (HTML en and zh, JSON, the cases CSV) names the
+    hosts that keep its checkpoint and that the log matches; on a log re-signed with the operator key each says it
+    does not, and the export exits 6."""
+    import csv as _csv
+
+    from test_audit_case import case_rows
+
+    box = witnessed.fleet.box
+    log = tmp_path / "audit.jsonl"
+    log.write_bytes(witnessed.log)
+    home = ["--home", str(box.root), "audit", "export", str(log), "--witness", str(box.inventory)]
+    for lang in ("en", "zh"):
+        out = tmp_path / f"{lang}.html"
+        assert main([*home, "--format", "html", "-o", str(out), "--lang", lang]) == 0
+        html = out.read_text()
+        for index, cp in enumerate(witnessed.checkpoints, 1):
+            row = case_rows(html, index)["witnesses"]
+            for host in ("app-01", "app-02"):
+                assert (f"主机 {host} 保存了本次运行的检查点（序号 {cp['seq']}，链头 {cp['head']}，" if lang == "zh"
+                        else f"host {host} keeps this run's checkpoint (seq {cp['seq']}, head {cp['head']}, ") in row
+            assert row.count("与日志一致" if lang == "zh" else "matches the log") == 2
+    capsys.readouterr()
+    assert main([*home, "--format", "json", "-o", str(tmp_path / "a.json"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["exit_code"] == 0
+    doc = json.loads((tmp_path / "a.json").read_text())
+    assert doc["witness"]["status"] == "intact" and doc["witness"]["checked"] == 4
+    for c, cp in zip(doc["cases"], witnessed.checkpoints):
+        assert [(k["host"], k["seq"], k["head"], k["matches"]) for k in c["witnesses"]["hosts"]] == [
+            (h, cp["seq"], cp["head"], True) for h in ("app-01", "app-02")]
+    assert main([*home, "--format", "csv", "-o", str(tmp_path / "a.csv")]) == 0
+    rows = list(_csv.reader((tmp_path / "a.cases.csv").open(newline="")))
+    assert rows[1][-1] == "witnesses"
+    assert {r[-1] for r in rows[2:]} == {"app-01 matches; app-02 matches"} and len(rows) == 2 + 2 * 2
+    # the log rewritten and re-signed with the operator's key: every view says the hosts' records do not match
+    key = load_private_key(str(box.operator_key))
+
+    def edit(rec: dict[str, Any]) -> dict[str, Any]:
+        if rec["event"] == "approval_accepted" and rec["run"] == witnessed.runs[0]:
+            rec["data"]["approver"] = "someone-else@customer"
+        return rec
+
+    log.write_bytes(b"".join(rechain(witnessed.log.splitlines(keepends=True), edit, key, "operator@customer")))
+    assert main([*home[:-2], "--format", "html", "-o", str(tmp_path / "plain.html")]) == 0
+    capsys.readouterr()
+    assert main([*home, "--format", "html", "-o", str(tmp_path / "f.html"), "--lang", "en"]) == ALTERED
+    assert "witnesses: ALTERED, 4 witnessed checkpoint(s) do not match the log" in capsys.readouterr().out
+    row = case_rows((tmp_path / "f.html").read_text(), 1)["witnesses"]
+    assert row.count("DOES NOT MATCH the log: host app-0") == 2 and "matches the log" not in row
+    assert main([*home, "--format", "html", "-o", str(tmp_path / "f-zh.html"), "--lang", "zh"]) == ALTERED
+    assert case_rows((tmp_path / "f-zh.html").read_text(), 1)["witnesses"].count("与日志不符") == 2
+    assert main([*home, "--format", "csv", "-o", str(tmp_path / "f.csv")]) == ALTERED
+    rows = list(_csv.reader((tmp_path / "f.cases.csv").open(newline="")))
+    assert {r[-1] for r in rows[2:]} == {"app-01 DOES NOT MATCH; app-02 DOES NOT MATCH"}

@@ -1515,19 +1515,24 @@ class AuditCase:
 
     case: JSONObject
     result: VerifyResult
+    witness: WitnessResult | None = None
 
     @property
     def exit_code(self) -> int:
-        """6 when the log was altered (the case is then not evidence), else 0."""
+        """6 when the log was altered (the case is then not evidence), or the hosts' witnessed checkpoints do not
+        match it (``witness``); 2 when a host could not be read and nothing else is wrong; else 0."""
         from .audit.view import altered
 
-        return 6 if altered(self.result) else 0
+        if altered(self.result) or (self.witness is not None and self.witness.problems):
+            return 6
+        return 2 if self.witness is not None and self.witness.unreachable else 0
 
 
 def audit_case(ctx: Context, run: str, *, log: Path | None = None, allowed_signers: Path | None = None,
-               anchor: str | None = None) -> AuditCase:
+               anchor: str | None = None, witness: Path | None = None) -> AuditCase:
     """One record per change: the run ``run`` (its id, or a prefix naming one run) from one read of the log,
-    after the verification of the whole log. InputError when no run or several runs match."""
+    after the verification of the whole log. InputError when no run or several runs match. ``witness``: an
+    inventory whose hosts' witnessed checkpoints fill the case's ``witnesses`` (read-only, audit/witness.py)."""
     from .audit.case import build_case, run_ids
     from .audit.log import read_log, read_events
     from .core.recorder import audit_path
@@ -1544,7 +1549,14 @@ def audit_case(ctx: Context, run: str, *, log: Path | None = None, allowed_signe
                          hint="give the run id as a run printed it ('upgrader audit show' lists them)")
     case = build_case(events, ids[0])
     assert case is not None
-    return AuditCase(case, result)
+    if witness is None:
+        return AuditCase(case, result)
+    from .audit.witness import case_witnesses
+
+    witnessed = verify_witnesses(ctx, witness, data=data)
+    hosts = [str(h.get("host")) for h in cast("list[dict[str, object]]", case.get("hosts") or [])]
+    case["witnesses"] = case_witnesses(witnessed, ids[0], hosts)
+    return AuditCase(case, result, witnessed)
 
 
 def plan_digest(plan: Path) -> str:
@@ -1612,6 +1624,7 @@ class AuditExport:
     result: VerifyResult
     verdict: str
     cases_output: Path | None = None  # a CSV export's case file (REPORT.cases.csv), one row per run and host
+    witness: WitnessResult | None = None  # the hosts' witnessed checkpoints, when an inventory was given
 
     @property
     def status(self) -> str:
@@ -1619,7 +1632,12 @@ class AuditExport:
 
     @property
     def exit_code(self) -> int:
-        return audit_exit_code(self.result)
+        """The log's verdict's code; 6 when a host's witnessed checkpoint does not match the log; 2 when a host
+        could not be read and the log is otherwise intact."""
+        code = audit_exit_code(self.result)
+        if self.witness is not None and self.witness.problems:
+            return 6
+        return 2 if self.witness is not None and self.witness.unreachable and code == 0 else code
 
 
 def audit_exit_code(result: VerifyResult) -> int:
@@ -1632,7 +1650,8 @@ def audit_exit_code(result: VerifyResult) -> int:
 
 def export_audit(ctx: Context, *, output: Path, format: str = "html", log: Path | None = None,
                  allowed_signers: Path | None = None, anchor: str | None = None, run: str | None = None,
-                 host: str | None = None, since: str | None = None, lang: str | None = None) -> AuditExport:
+                 host: str | None = None, since: str | None = None, lang: str | None = None,
+                 witness: Path | None = None) -> AuditExport:
     """Write the auditor's report (``format``: html, json or csv) of the log's events of ``run`` (an id or its
     start), ``host`` and ``since`` (an ISO date or time), with the verdict on the whole log (``verify_audit``),
     made from one read of the log. The report is written whatever the verdict; ``exit_code`` tells it."""
@@ -1646,11 +1665,13 @@ def export_audit(ctx: Context, *, output: Path, format: str = "html", log: Path 
     result = verify_audit(ctx, log=path, allowed_signers=allowed_signers, anchor=anchor, data=data)
     events = select_events(path, data, run=run, host=host, since=since)
     verdict = describe(result)
-    export(format, events, result, verdict, Path(output), lang=lang)
+    # ``witness``: each case's witnesses from every host's record, the log's same bytes checked against them
+    witnessed = verify_witnesses(ctx, witness, data=data) if witness is not None else None
+    export(format, events, result, verdict, Path(output), lang=lang, witnessed=witnessed)
     from .audit.report import cases_path
 
     return AuditExport(Path(output), format, len(events), result, verdict,
-                       cases_path(Path(output)) if format == "csv" else None)
+                       cases_path(Path(output)) if format == "csv" else None, witnessed)
 
 
 # -- the customer's side: available, inspect, access -------------------------------------------------------

@@ -33,6 +33,7 @@ from ..core.language import LANGS, resolve_lang  # one rule for every reader; ke
 
 if TYPE_CHECKING:
     from .log import VerifyResult
+    from .witness import WitnessResult
 
 __all__ = ["export", "render_html", "render_json", "render_csv", "render_cases_csv", "cases_path", "resolve_lang",
            "CSV_COLUMNS", "CSV_VERIFICATION", "CSV_CASE_COLUMNS",
@@ -51,19 +52,20 @@ CSV_CASE_COLUMNS = ("run", "kind", "target", "requester", "requester_key", "plan
                     "window_reason", "operator", "operator_key", "started", "finished", "duration_seconds",
                     "host", "from", "to", "host_outcome", "version_after", "phases", "host_downtime_seconds",
                     "rollback_cause", "run_downtime_seconds", "exit_code", "checkpoint_line", "checkpoint_anchor",
-                    "checkpoint_signer")
+                    "checkpoint_signer", "witnesses")
 
 
 def export(fmt: str, events: list[dict[str, object]], result: VerifyResult, verdict: str, out: Path,
-           lang: str | None = None) -> None:
-    """Write the report in ``fmt`` (html, json or csv) to ``out``, atomically."""
+           lang: str | None = None, witnessed: WitnessResult | None = None) -> None:
+    """Write the report in ``fmt`` (html, json or csv) to ``out``, atomically; ``witnessed``: the hosts' witnessed
+    checkpoints, which fill each case's ``witnesses``."""
     if fmt == "html":
-        text = render_html(events, result, verdict, resolve_lang(lang))
+        text = render_html(events, result, verdict, resolve_lang(lang), witnessed)
     elif fmt == "json":
-        text = render_json(events, result, verdict)
+        text = render_json(events, result, verdict, witnessed)
     elif fmt == "csv":
         text = render_csv(events, result, verdict)
-        _write_atomically(cases_path(Path(out)), render_cases_csv(events, result, verdict))
+        _write_atomically(cases_path(Path(out)), render_cases_csv(events, result, verdict, witnessed))
     else:
         raise InputError(f"--format: expected html, json or csv, got {fmt!r}")
     _write_atomically(Path(out), text)
@@ -104,12 +106,29 @@ def _umask() -> int:
 # -- JSON and CSV ---------------------------------------------------------------------------------
 
 
-def render_json(events: list[dict[str, object]], result: VerifyResult, verdict: str) -> str:
-    """``{"verification": {...result, "verdict": ...}, "events": [...]}``."""
-    from .case import build_case, run_ids
+def _case(events: list[dict[str, object]], run: str, witnessed: WitnessResult | None) -> dict[str, object] | None:
+    """The run's case file; its ``witnesses`` from the hosts' records when they were read."""
+    from .case import build_case
+    from .witness import case_witnesses
 
-    cases = [build_case(events, r) for r in run_ids(events)]
-    doc = {"verification": {**result.to_dict(), "verdict": verdict}, "events": events, "cases": cases}
+    case = build_case(events, run)
+    if case is not None and witnessed is not None:
+        case["witnesses"] = case_witnesses(witnessed, run, [str(_dict(h).get("host")) for h in
+                                                            _list(case.get("hosts"))])
+    return case
+
+
+def render_json(events: list[dict[str, object]], result: VerifyResult, verdict: str,
+                witnessed: WitnessResult | None = None) -> str:
+    """``{"verification": {...result, "verdict": ...}, "events": [...], "cases": [...]}`` (and ``witness``, the
+    log against the hosts' records, when they were read)."""
+    from .case import run_ids
+
+    cases = [_case(events, r, witnessed) for r in run_ids(events)]
+    doc: dict[str, object] = {"verification": {**result.to_dict(), "verdict": verdict}, "events": events,
+                              "cases": cases}
+    if witnessed is not None:
+        doc["witness"] = witnessed.to_dict()
     return json.dumps(doc, indent=2, ensure_ascii=False, default=str) + "\n"
 
 
@@ -146,12 +165,26 @@ def _join(values: list[object]) -> str:
     return "; ".join("" if v is None else str(v) for v in values)
 
 
-def render_cases_csv(events: list[dict[str, object]], result: VerifyResult, verdict: str) -> str:
+def _witness_cell(w: object) -> str:
+    """A case's witnesses in one cell: ``host matches`` / ``host DOES NOT MATCH`` / ``host unreadable`` /
+    ``host no record``, joined with ``; ``; empty when not looked up."""
+    d = _dict(w)
+    if not d:
+        return ""
+    parts = [f"{_dict(k).get('host')} {'matches' if _dict(k).get('matches') else 'DOES NOT MATCH'}"
+             for k in _list(d.get("hosts"))]
+    parts += [f"{_dict(u).get('host')} unreadable" for u in _list(d.get("unreadable"))]
+    parts += [f"{n} no record" for n in _list(d.get("not_kept"))]
+    return "; ".join(parts) or "none"
+
+
+def render_cases_csv(events: list[dict[str, object]], result: VerifyResult, verdict: str,
+                     witnessed: WitnessResult | None = None) -> str:
     """The case file of every run (``audit case``) as a table: the verification row, ``CSV_CASE_COLUMNS``, then one
     row per run and host (a run's own fields repeat on each of its hosts' rows, so that a filter on a column
     keeps whole answers); several approvals are joined with ``; `` in one cell, phases as
     ``phase outcome seconds s``."""
-    from .case import build_case, run_ids
+    from .case import run_ids
     from .view import headline
 
     buf = io.StringIO()
@@ -160,7 +193,7 @@ def render_cases_csv(events: list[dict[str, object]], result: VerifyResult, verd
                                    result.signers_file, result.signers_sha256, result.anchor)])
     w.writerow(CSV_CASE_COLUMNS)
     for run in run_ids(events):
-        case = build_case(events, run)
+        case = _case(events, run, witnessed)
         if case is None:
             continue
         req, pol, cat = _dict(case.get("requested")), _dict(case.get("policy")), _dict(case.get("catalog"))
@@ -176,7 +209,8 @@ def render_cases_csv(events: list[dict[str, object]], result: VerifyResult, verd
                   op.get("principal"), op.get("key"), case.get("started"), case.get("finished"),
                   case.get("duration_seconds")]
         tail = [case.get("downtime_seconds"), outcome.get("exit_code") if outcome else None,
-                cp.get("line") if cp else None, cp.get("anchor") if cp else None, cp.get("signer") if cp else None]
+                cp.get("line") if cp else None, cp.get("anchor") if cp else None, cp.get("signer") if cp else None,
+                _witness_cell(case.get("witnesses"))]
         hosts = [_dict(h) for h in _list(case.get("hosts"))] or [{}]
         for h in hosts:
             phases = "; ".join(f"{p.get('phase')} {p.get('outcome')} {p.get('seconds')} s"
@@ -479,6 +513,7 @@ class _Html:
         self.lang = lang
         self.parts: list[str] = []
         self.events: list[dict[str, object]] = []  # every event of the report (a case joins approvals made earlier)
+        self.witnessed: WitnessResult | None = None  # the hosts' witnessed checkpoints, when they were read
 
     def t(self, key: str, **kw: object) -> str:
         """A label in the report's language; values put into it are escaped."""
@@ -517,11 +552,13 @@ class _Html:
 # -- the HTML report ---------------------------------------------------------------------------------
 
 
-def render_html(events: list[dict[str, object]], result: VerifyResult, verdict: str, lang: str = "en") -> str:
+def render_html(events: list[dict[str, object]], result: VerifyResult, verdict: str, lang: str = "en",
+                witnessed: WitnessResult | None = None) -> str:
     """The whole report as one HTML document."""
     lang = resolve_lang(lang)
     h = _Html(lang)
     h.events = events
+    h.witnessed = witnessed
     runs, others = _runs(events)
     times = [e.get("time") for e in events if e.get("time")]
     h.add("<!DOCTYPE html>", f'<html lang="{"zh-CN" if lang == "zh" else "en"}"><head><meta charset="utf-8">',
@@ -667,10 +704,80 @@ def _run_section(h: _Html, run: _Run, index: int) -> None:
     h.add(f'<section class="run{extra}" id="run-{index}"><header><h2>{title} <span class="runid">{_run_id(run.id)}</span>'
           f'</h2><span class="badge {cls}">{words}</span></header>')
     _run_summary(h, run, words, cls)
+    _case_section(h, run, index)
     approved = _approved_text(h, run)
     for host in run.hosts.values():
         _host_section(h, host, approved)
     h.add("</section>")
+
+
+def _case_section(h: _Html, run: _Run, index: int) -> None:
+    """The run's case file (audit/case.py, as ``audit case`` prints it): requester, approvals (created, expires,
+    digest), policy, catalog, window, each host's phases with durations, downtime, outcome, checkpoint, witnesses.
+    Every row carries ``data-field`` so that a reader (or a test) finds each answer."""
+    case = _case(h.events or run.events, run.id, h.witnessed)
+    if case is None:
+        return
+    req, pol, cat = _dict(case.get("requested")), _dict(case.get("policy")), _dict(case.get("catalog"))
+    win, cp, out = _dict(case.get("window")), _dict(case.get("checkpoint")), _dict(case.get("outcome"))
+    rows: list[tuple[str, str, str]] = []
+    if req.get("user") or req.get("key") or req.get("plan"):
+        rows.append(("requester", h.t("case_requested"),
+                     f'{_e(req.get("user"))}@{_e(req.get("host"))} · {h.t("key")}: '
+                     f'<span class="mono">{_e(req.get("key"))}</span><br><span class="mono small">'
+                     + h.t("case_plan", digest=req.get("plan"), made=req.get("plan_created")) + "</span>"))
+    if not run.is_rollback:
+        approvals = [_dict(a) for a in _list(case.get("approvals"))]
+        rows.append(("approvals", h.t("approvals"), "<br>".join(
+            h.t("case_approval", approver=a.get("approver"), fp=a.get("key"), created=a.get("created"),
+                expires=a.get("expires"), digest=a.get("digest")) for a in approvals)
+            or f'<span class="s-bad">{h.t("no_approval")}</span>'))
+    if pol:
+        rows.append(("policy", h.t("policy"), '<span class="mono small">' + h.t(
+            "case_policy", source=pol.get("source"), sha256=pol.get("sha256"), identity=pol.get("identity"))
+            + "</span>"))
+    if cat:
+        rows.append(("catalog", h.t("catalog"), h.t("case_catalog", serial=cat.get("serial"),
+                                                     signer=cat.get("signer"), fingerprint=cat.get("fingerprint"))))
+    rows.append(("window", h.t("case_window"),
+                 f'{h.t("inside" if win.get("inside") else "outside")} ({_e(h.reason(win.get("reason")))})'
+                 if win else h.t("case_not_recorded")))
+    for x in [_dict(y) for y in _list(case.get("hosts"))]:
+        phases = ("，" if h.lang == "zh" else ", ").join(h.t("case_phase", phase=h.word("phase", p.get("phase")),
+                               outcome=h.word("status", p.get("outcome")), seconds=p.get("seconds"))
+                           for p in [_dict(q) for q in _list(x.get("phases"))])
+        rows.append((f"host-{x.get('host')}", h.t("case_host_phases", host=x.get("host")),
+                     h.t("case_host_line", from_=x.get("from"), to=x.get("to"), downtime=x.get("downtime_seconds"))
+                     + (f" {_badge(x.get('outcome'), h.lang)}" if x.get("outcome") else "")
+                     + f"<br>{phases or '—'}"))
+    rows.append(("downtime", h.t("case_downtime"), h.t("case_seconds", seconds=case.get("downtime_seconds"))))
+    rows.append(("outcome", h.t("outcome"), h.t("case_outcome", code=out.get("exit_code")) if out
+                 else h.t("unfinished")))
+    rows.append(("checkpoint", h.t("checkpoint"), '<span class="mono small">' + h.t(
+        "case_checkpoint", anchor=cp.get("anchor"), line=cp.get("line"), signer=cp.get("signer")) + "</span>"
+        if cp else f'<span class="s-warn">{h.t("no_checkpoint")}</span>'))
+    rows.append(("witnesses", h.t("case_witnesses"), _witnesses_html(h, case.get("witnesses"))))
+    h.add(f'<h3 id="case-{index}">{h.t("case_file")}</h3>', '<table class="kv case"><tbody>')
+    for field_, label, value in rows:
+        h.add(f'<tr data-field="{_e(field_)}"><th>{label}</th><td>{value}</td></tr>')
+    h.add("</tbody></table>")
+
+
+def _witnesses_html(h: _Html, w: object) -> str:
+    """The case's witnesses: each host keeping the run's checkpoint and whether the log matches it."""
+    d = _dict(w)
+    if not d:
+        return h.t("case_witnesses_none")
+    items = [h.t("witness_kept", host=_dict(k).get("host"), seq=_dict(k).get("seq"), head=_dict(k).get("head"),
+                 time=_dict(k).get("time")) + " "
+             + (f'<span class="s-ok">{h.t("witness_matches")}</span>' if _dict(k).get("matches") else
+                f'<strong class="s-bad">{h.t("witness_differs")}</strong>'
+                + ("" if h.lang == "zh" else f" {_e(_dict(k).get('problem'))}"))
+             for k in _list(d.get("hosts"))]
+    items += [f'<span class="s-warn">{h.t("witness_unreadable", host=_dict(u).get("host"))}</span>'
+              for u in _list(d.get("unreadable"))]
+    items += [f'<span class="s-warn">{h.t("witness_not_kept", host=n)}</span>' for n in _list(d.get("not_kept"))]
+    return "<br>".join(items) or h.t("witness_none")
 
 
 def _approved_text(h: _Html, run: _Run) -> str | None:

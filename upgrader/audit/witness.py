@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from ..core.errors import UpgraderError
 from ..core.shapes import JSONObject
 
-__all__ = ["WitnessTarget", "send_witnesses", "read_witnesses", "check_witnesses", "WitnessResult", "HostWitness"]
+__all__ = ["WitnessTarget", "send_witnesses", "read_witnesses", "check_witnesses", "case_witnesses", "WitnessResult", "HostWitness"]
 
 #: seconds a host may take to answer the witness request (a run's end never waits longer on one host)
 CALL_TIMEOUT = 30.0
@@ -103,6 +103,8 @@ class WitnessResult:
     lines: int
     problems: list[str] = field(default_factory=list)
     checked: int = 0
+    #: every witnessed checkpoint checked: (host, its record, the problem or None when the log matches it)
+    findings: list[tuple[str, JSONObject, str | None]] = field(default_factory=list)
 
     @property
     def unreachable(self) -> list[HostWitness]:
@@ -154,26 +156,52 @@ def check_witnesses(data: bytes, hosts: list[HostWitness]) -> WitnessResult:
                        if 0 < _seq_of(c) <= n and hashes[_seq_of(c) - 1] == c.get("head")})
     for h in hosts:
         for c in sorted(h.checkpoints, key=_seq_of):
-            seq, head, run = _seq_of(c), str(c.get("head") or ""), c.get("run") or "-"
-            if seq < 1:
+            if _seq_of(c) < 1:
                 continue
             result.checked += 1
-            said = f"host {h.host} witnessed run {run} at seq {seq} head {head[:12]}…"
-            if seq > n:
-                result.problems.append(f"{said}, but the log ends at seq {n}: cut off ({seq + 1 - n} line(s) at "
-                                       f"least, run {run}'s checkpoint among them, are missing from the end)")
-                continue
-            if hashes[seq - 1] != head:
-                good = [m for m in matching if m < seq]
-                where = (f"the log was rewritten after line {good[-1]} (a head witnessed there still matches)"
-                         if good else f"the log was rewritten at or before line {seq}")
-                result.problems.append(f"{said}, the log has head {hashes[seq - 1][:12]}… at seq {seq}: {where}")
-                continue
-            rec = cps.get(seq + 1)
-            if seq + 1 > n:
-                result.problems.append(f"{said}, but the log ends at seq {n}, before run {run}'s checkpoint on line "
-                                       f"{seq + 1}: cut off")
-            elif rec is None or rec.get("run") != c.get("run") or _head_of(rec.get("checkpoint")) != head:
-                result.problems.append(f"{said}; the log's line {seq + 1} is not that run's checkpoint: the log was "
-                                       f"rewritten after line {seq}")
+            problem = _problem(hashes, cps, matching, h.host, c)
+            result.findings.append((h.host, c, problem))
+            if problem is not None:
+                result.problems.append(problem)
     return result
+
+
+def _problem(hashes: list[str], cps: dict[int, JSONObject], matching: list[int], host: str,
+             c: Mapping[str, object]) -> str | None:
+    """What is wrong with the log against one witnessed checkpoint ``c`` of ``host``; None when it matches."""
+    n = len(hashes)
+    seq, head, run = _seq_of(c), str(c.get("head") or ""), c.get("run") or "-"
+    said = f"host {host} witnessed run {run} at seq {seq} head {head[:12]}…"
+    if seq > n:
+        return (f"{said}, but the log ends at seq {n}: cut off ({seq + 1 - n} line(s) at least, run {run}'s "
+                f"checkpoint among them, are missing from the end)")
+    if hashes[seq - 1] != head:
+        good = [m for m in matching if m < seq]
+        where = (f"the log was rewritten after line {good[-1]} (a head witnessed there still matches)"
+                 if good else f"the log was rewritten at or before line {seq}")
+        return f"{said}, the log has head {hashes[seq - 1][:12]}… at seq {seq}: {where}"
+    rec = cps.get(seq + 1)
+    if seq + 1 > n:
+        return f"{said}, but the log ends at seq {n}, before run {run}'s checkpoint on line {seq + 1}: cut off"
+    if rec is None or rec.get("run") != c.get("run") or _head_of(rec.get("checkpoint")) != head:
+        return (f"{said}; the log's line {seq + 1} is not that run's checkpoint: the log was rewritten after "
+                f"line {seq}")
+    return None
+
+
+def case_witnesses(result: WitnessResult, run: str, hosts: Sequence[str]) -> JSONObject:
+    """The witnesses of one run for its case file (``audit case RUN --witness``): every host that keeps the run's
+    checkpoint and whether the log matches it, the hosts that could not be read, and the run's hosts (of those
+    read) that keep no record of it."""
+    kept: list[JSONObject] = [
+        {"host": host, "seq": c.get("seq"), "head": c.get("head"), "signer": c.get("signer"), "key": c.get("key"),
+         "time": c.get("time"), "matches": problem is None, "problem": problem}
+        for host, c, problem in result.findings if c.get("run") == run]
+    keeping = {str(k["host"]) for k in kept}
+    read = {h.host for h in result.hosts if not h.error}
+    status = ("altered" if any(not k["matches"] for k in kept) else
+              "cannot_check" if not kept and any(h.error for h in result.hosts) else
+              "intact" if kept else "none")
+    return {"status": status, "hosts": kept,
+            "unreadable": [{"host": h.host, "error": h.error} for h in result.hosts if h.error],
+            "not_kept": [h for h in hosts if h in read and h not in keeping]}

@@ -300,6 +300,9 @@ def build_parser() -> argparse.ArgumentParser:
     acase.add_argument("--anchor", metavar="CHECKPOINT")
     acase.add_argument("--allowed-signers", metavar="FILE")
     acase.add_argument("--policy")
+    acase.add_argument("--witness", metavar="INVENTORY",
+                       help="also read (read-only) the checkpoints the hosts of this inventory keep and name which "
+                            "hosts keep this run's checkpoint and whether the log matches it (exit 6 if not)")
     acase.add_argument("--lang", choices=("en", "zh"), help="English or Simplified Chinese (default: from the locale)")
     acase.add_argument("--json", action="store_true")
     acase.set_defaults(func="audit:cmd_case")
@@ -318,6 +321,9 @@ def build_parser() -> argparse.ArgumentParser:
     aexport.add_argument("--host", metavar="H")
     aexport.add_argument("--since", metavar="DATE")
     aexport.add_argument("--anchor", metavar="CHECKPOINT")
+    aexport.add_argument("--witness", metavar="INVENTORY",
+                         help="fill each run's case file with the hosts that keep its checkpoint and whether the log "
+                              "matches it (read-only; exit 6 if any host's record does not match the log)")
     aexport.add_argument("--allowed-signers", metavar="FILE")
     aexport.add_argument("--policy")
     aexport.add_argument("--json", action="store_true")

@@ -434,7 +434,7 @@ WORDS: dict[str, dict[str, str]] = {
               "phase_finished": "阶段结束", "host_started": "主机开始", "host_finished": "主机完成", "rollback_started": "开始回滚",
               "rollback_requested": "请求回滚", "resume_requested": "请求续跑", "checkpoint": "签名检查点",
               "access_granted": "授予访问", "access_revoked": "撤销访问", "locks_broken": "解除锁",
-              "guide_run": "向导运行", "guide_interrupted": "向导中断"},
+              "guide_run": "向导运行", "guide_interrupted": "向导中断", "witness_missing": "主机未记录检查点"},
     "rule": {"same_product": "同一产品", "newer": "版本更新", "same_line": "同一产品线", "free_levels": "免费级别",
              "declared_changes": "声明的变更", "maintenance_contract": "维保合同", "patch_requires": "补丁适用范围",
              "approval": "批准", "installed_version": "已装版本", "package": "升级包", "window": "维护窗口",

@@ -10,7 +10,7 @@ from ...audit.view import CANNOT_CHECK, describe
 from ...core.exit_codes import ExitCode
 from ._common import console, context_of, print_json
 
-__all__ = ["cmd_verify", "cmd_cross_check", "case_lines", "case_lines_zh", "cmd_show", "cmd_case", "cmd_export", "log_path", "describe", "CANNOT_CHECK"]
+__all__ = ["cmd_verify", "cmd_cross_check", "case_lines", "case_lines_zh", "witness_lines", "cmd_show", "cmd_case", "cmd_export", "log_path", "describe", "CANNOT_CHECK"]
 
 
 def log_path(args: argparse.Namespace) -> Path:
@@ -234,17 +234,27 @@ def cmd_export(args: argparse.Namespace) -> int:
     done = export_audit(context_of(args), output=Path(args.output), format=args.format, log=log_path(args),
                         allowed_signers=Path(signers) if signers else None, anchor=getattr(args, "anchor", None),
                         run=getattr(args, "run", None), host=getattr(args, "host", None),
-                        since=getattr(args, "since", None), lang=args.lang)
+                        since=getattr(args, "since", None), lang=args.lang,
+                        witness=Path(args.witness) if getattr(args, "witness", None) else None)
     if not args.json:
         state = {"intact": "intact", "altered": "ALTERED", "cannot_check": f"not checked: {CANNOT_CHECK}"}
         console().print(f"wrote {done.output} ({done.format}, {done.events} events; log {state[done.status]})",
                         markup=False)
+        if done.witness is not None:
+            wr = done.witness
+            console().print("witnesses: " + (f"ALTERED, {len(wr.problems)} witnessed checkpoint(s) do not match the "
+                                             "log (audit verify --witness names each)" if wr.problems else
+                                             f"CANNOT CHECK, {len(wr.unreachable)} host(s) could not be read"
+                                             if wr.unreachable else f"{wr.checked} witnessed checkpoint(s) match "
+                                             "the log"), markup=False)
         if done.cases_output is not None:
             console().print(f"wrote {done.cases_output} (one row per run and host: the case files)", markup=False)
     else:
         print_json({"output": str(done.output), "format": done.format, "events": done.events,
                     "intact": done.result.intact, "status": done.status,
-                    "cases_output": str(done.cases_output) if done.cases_output else None})
+                    "cases_output": str(done.cases_output) if done.cases_output else None,
+                    "witness": done.witness.to_dict() if done.witness is not None else None,
+                    "exit_code": done.exit_code})
     # the report is written either way (it says ALTERED or CANNOT CHECK at the top); scripts learn it from the exit
     # code too
     return done.exit_code
@@ -258,16 +268,33 @@ def cmd_case(args: argparse.Namespace) -> int:
 
     signers = getattr(args, "allowed_signers", None)
     done = audit_case(context_of(args), args.run, log=log_path(args),
-                      allowed_signers=Path(signers) if signers else None, anchor=getattr(args, "anchor", None))
+                      allowed_signers=Path(signers) if signers else None, anchor=getattr(args, "anchor", None),
+                      witness=Path(args.witness) if getattr(args, "witness", None) else None)
     if args.json:
         print_json({"verification": {**done.result.to_dict(), "headline": headline(done.result),
-                                     "verdict": describe(done.result)}, "case": done.case})
+                                     "verdict": describe(done.result)}, "case": done.case,
+                    "exit_code": done.exit_code})
         return done.exit_code
     from ...core.language import resolve_lang
 
     lang = resolve_lang(getattr(args, "lang", None))
     c = console()
     c.print(Text(f"{headline(done.result, lang)} {done.result.path}"), soft_wrap=True)
+    wr = done.witness
+    if wr is not None:  # the log against every host's witnessed checkpoints, not only this run's
+        zh = lang == "zh"
+        if wr.problems:
+            c.print(Text(f"已被篡改：主机的见证检查点有 {len(wr.problems)} 处与日志不符（audit verify --witness 逐一列出）"
+                         if zh else f"ALTERED: {len(wr.problems)} witnessed checkpoint(s) of the hosts do not match "
+                         "the log (audit verify --witness names each)", style="bold red"), soft_wrap=True)
+        elif wr.unreachable:
+            c.print(Text(f"无法核验：{len(wr.unreachable)} 台主机无法读取" if zh else
+                         f"CANNOT CHECK: {len(wr.unreachable)} host(s) could not be read", style="bold yellow"),
+                    soft_wrap=True)
+        else:
+            c.print(Text(f"完好：主机的 {wr.checked} 个见证检查点都与日志一致" if zh else
+                         f"INTACT: the hosts' {wr.checked} witnessed checkpoint(s) all match the log",
+                         style="bold green"), soft_wrap=True)
     for line in (case_lines_zh(done.case) if lang == "zh" else case_lines(done.case)):
         c.print(Text(line), soft_wrap=True)
     return done.exit_code
@@ -306,8 +333,34 @@ def case_lines(case: dict[str, Any]) -> list[str]:
     cp = case.get("checkpoint")
     out.append(f"checkpoint: line {cp.get('line')} signs seq {cp.get('seq')} head {cp.get('head')} by {cp.get('signer')} "
                f"(anchor {cp.get('anchor')})" if cp else "checkpoint: none (not proven by a signature)")
-    w = case.get("witnesses")
-    out.append("witnesses: not looked up (audit verify --witness)" if w is None else f"witnesses: {w}")
+    out += witness_lines(case.get("witnesses"))
+    return out
+
+
+def witness_lines(w: dict[str, Any] | None, lang: str = "en") -> list[str]:
+    """The case's witnesses (audit/witness.case_witnesses) as lines: each host keeping the run's checkpoint and
+    whether the log matches it, hosts not read, hosts of the run that keep no record of it."""
+    zh = lang == "zh"
+    if w is None:
+        return ["见证：未查询（加 --witness INVENTORY）" if zh else "witnesses: not looked up (add --witness INVENTORY)"]
+    out: list[str] = []
+    for k in w.get("hosts") or []:
+        if zh:
+            state = "与日志一致" if k.get("matches") else f"与日志不符：{k.get('problem')}"
+            out.append(f"见证：主机 {k.get('host')} 保存了本次运行的检查点（序号 {k.get('seq')}，链头 {k.get('head')}，"
+                       f"签名人 {k.get('signer')}，时间 {k.get('time')}）——{state}")
+        else:
+            state = "matches the log" if k.get("matches") else f"DOES NOT MATCH the log: {k.get('problem')}"
+            out.append(f"witness: host {k.get('host')} keeps this run's checkpoint (seq {k.get('seq')}, head "
+                       f"{k.get('head')}, signer {k.get('signer')}, time {k.get('time')}) — {state}")
+    for u in w.get("unreadable") or []:
+        out.append(f"见证：主机 {u.get('host')} 无法读取：{u.get('error')}" if zh else
+                   f"witness: host {u.get('host')} could not be read: {u.get('error')}")
+    for name in w.get("not_kept") or []:
+        out.append(f"见证：主机 {name} 没有保存本次运行的检查点" if zh else
+                   f"witness: host {name} keeps no record of this run's checkpoint")
+    if not out:
+        out.append("见证：没有主机保存本次运行的检查点" if zh else "witnesses: no host keeps this run's checkpoint")
     return out
 
 
@@ -353,6 +406,5 @@ def case_lines_zh(case: dict[str, Any]) -> list[str]:
     cp = case.get("checkpoint")
     out.append(f"检查点：第 {cp.get('line')} 行，签署序号 {cp.get('seq')}，链头 {cp.get('head')}，签名人 "
                f"{cp.get('signer')}（锚点 {cp.get('anchor')}）" if cp else "检查点：没有（没有签名证明）")
-    w = case.get("witnesses")
-    out.append("见证：未查询（audit verify --witness）" if w is None else f"见证：{w}")
+    out += witness_lines(case.get("witnesses"), "zh")
     return out
