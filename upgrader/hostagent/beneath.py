@@ -13,6 +13,7 @@ import errno
 import fcntl
 import hashlib
 import os
+import pwd
 import shutil
 import stat
 
@@ -182,11 +183,91 @@ def foreign_link(fd, dir_fd, what, rel):
     return None
 
 
-def open_beneath(root, rel, what, flags=os.O_RDONLY, disclose=False):
+def reader_identity(root_st, dir_st):
+    """(uid, gid, groups, whose) of the account a disclosing read is made as, when the agent runs as root: the
+    install dir's owner when it is not root, else the owner of the file's directory when that is not root (the account
+    that could have put a name there); None when the agent is not root (the kernel already decides as the agent's own
+    account) or both belong to root."""
+    if os.geteuid() != 0:
+        return None
+    for st, whose in ((root_st, "the install dir's owner"), (dir_st, "the owner of its directory")):
+        if st.st_uid != 0:
+            try:
+                pw = pwd.getpwuid(st.st_uid)
+                gid, groups = pw.pw_gid, os.getgrouplist(pw.pw_name, pw.pw_gid)
+            except KeyError:  # a uid with no account entry: its directory's group only
+                gid, groups = st.st_gid, [st.st_gid]
+            return st.st_uid, gid, groups, whose
+    return None
+
+
+@contextlib.contextmanager
+def as_account(ident):
+    """The agent's effective uid, gid and groups set to ``ident``'s (see reader_identity) for the block, then all
+    three restored, whatever happens (the agent is single-threaded: no other thread runs meanwhile)."""
+    groups, egid = os.getgroups(), os.getegid()
+    try:
+        os.setgroups(ident[2])
+        os.setegid(ident[1])
+        os.seteuid(ident[0])
+        yield
+    finally:
+        if os.geteuid() != 0:
+            os.seteuid(0)
+        os.setegid(egid)
+        os.setgroups(groups)
+
+
+def not_disclosed(what, rel, why):
+    return AgentError("%s %s %s: not disclosed; its contents were not read: make it a file that account may read "
+                      "itself (or remove it), or correct the playbook" % (what, rel, why), "unsafe_path", path=rel,
+                      what=what, hard_link=True, not_disclosed=True)
+
+
+def group_problem(fd, dir_fd, what, rel):
+    """A refusal of a root-owned file in a directory its group or all may write (root:tomcat 0775, 1777): another
+    account could have linked it there, so it is disclosed only when that group (or everyone) may read it."""
+    st, dst = os.fstat(fd), os.fstat(dir_fd)
+    if st.st_uid != 0 or not dst.st_mode & (stat.S_IWGRP | stat.S_IWOTH) or st.st_mode & stat.S_IROTH:
+        return None
+    if not dst.st_mode & stat.S_IWOTH and st.st_gid == dst.st_gid and st.st_mode & stat.S_IRGRP:
+        return None
+    return not_disclosed(what, rel, "is owned by root and not readable by %s, which may write its directory"
+                         % ("everyone" if dst.st_mode & stat.S_IWOTH else "its directory's group (gid %d)" % dst.st_gid))
+
+
+def reopen_as_writer(fd, dir_fd, root_fd, name, what, rel):
+    """A descriptor of the file open as ``fd`` (``name`` in ``dir_fd``) opened again with the identity of the account
+    that could have put it there (see reader_identity), so that the kernel decides whether that account may read it:
+    refused when it may not, or when the name now holds another file; ``fd`` itself when no other account counts."""
+    ident = reader_identity(os.fstat(root_fd), os.fstat(dir_fd))
+    if ident is None:
+        return fd
+    try:
+        with as_account(ident):
+            again = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0),
+                            dir_fd=dir_fd)
+    except OSError as e:
+        os.close(fd)
+        if e.errno in (errno.EACCES, errno.EPERM):
+            raise not_disclosed(what, rel, "is not readable by %s (uid %d), the account that could have put it "
+                                           "there" % (ident[3], ident[0]))
+        raise
+    a, b = os.fstat(fd), os.fstat(again)
+    os.close(fd)
+    if (a.st_dev, a.st_ino) != (b.st_dev, b.st_ino):
+        os.close(again)
+        raise AgentError("%s %s was replaced while it was read; refusing it" % (what, rel), "unsafe_path", path=rel)
+    return regular_only(again, what, rel)
+
+
+def open_beneath(root, rel, what, flags=os.O_RDONLY, disclose=True):
     """Open root/rel for reading, resolved beneath root and walked without following any link; a file that is
     not a regular one is refused without waiting on it (see regular_only; ``flags`` with O_DIRECTORY: a
-    directory). ``disclose``: its contents leave the host (config text, log lines): a hard link of another owner's
-    file is refused (see foreign_link)."""
+    directory). ``disclose`` (the default): its contents, or part of them, may leave the host (a version, config
+    text, log lines, a vars_from value), so the file is read only when the account that could have put it there may
+    read it itself (see reopen_as_writer, group_problem) and a hard link of another owner's file is refused (see
+    foreign_link); pass False only where nothing of the content is returned (a pid, a size, a digest)."""
     parts = resolve_beneath(root, rel, what)
     if not parts:
         raise unsafe_path(what, rel, root, "is the install dir itself, not a file in it")
@@ -198,11 +279,13 @@ def open_beneath(root, rel, what, flags=os.O_RDONLY, disclose=False):
             if flags & os.O_DIRECTORY:
                 return ffd
             regular_only(ffd, what, rel)
-            problem = foreign_link(ffd, fd, what, rel) if disclose else None
+            if not disclose:
+                return ffd
+            problem = foreign_link(ffd, fd, what, rel) or group_problem(ffd, fd, what, rel)
             if problem is not None:
                 os.close(ffd)
                 raise problem
-            return ffd
+            return reopen_as_writer(ffd, fd, root_fd, parts[-1], what, rel)
         except OSError as e:
             if e.errno == errno.ELOOP:
                 raise AgentError("%s %s became a symlink while it was read; refusing it" % (what, rel), "unsafe_path",
@@ -215,8 +298,9 @@ def open_beneath(root, rel, what, flags=os.O_RDONLY, disclose=False):
         os.close(root_fd)
 
 
-def read_beneath(root, rel, what, limit=-1, offset=0, disclose=False):
-    """The bytes of root/rel (see open_beneath), from ``offset``, at most ``limit``."""
+def read_beneath(root, rel, what, limit=-1, offset=0, disclose=True):
+    """The bytes of root/rel (see open_beneath; ``disclose`` False only where nothing of them is returned), from
+    ``offset``, at most ``limit``."""
     fd = open_beneath(root, rel, what, disclose=disclose)
     with os.fdopen(fd, "rb") as f:
         if offset:

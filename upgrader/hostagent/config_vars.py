@@ -47,7 +47,7 @@ def op_read_vars(req):
         try:
             # resolved beneath the install dir and opened from descriptors: a link swapped in after the check
             # cannot lead the read outside
-            data = read_beneath(paths.install, spec["file"], "vars_from file", CONFIG_VAR_MAX, disclose=True)
+            data = read_beneath(paths.install, spec["file"], "vars_from file", CONFIG_VAR_MAX)
             value, where = config_value(data.decode("utf-8", "replace"), spec)
         except AgentError as e:
             value, where = None, str(e)

@@ -74,7 +74,7 @@ def config_facts(root, rel, text):
     except AgentError as e:  # a hard link of another owner's file: its digest only, never its text
         if not e.data.get("hard_link"):
             raise
-        fd, text, withheld = open_beneath(root, rel, "config file"), False, str(e)
+        fd, text, withheld = open_beneath(root, rel, "config file", disclose=False), False, str(e)
     with os.fdopen(fd, "rb") as f:
         st = os.fstat(fd)
         h = hashlib.sha256()
@@ -101,11 +101,11 @@ def config_facts(root, rel, text):
 def log_facts(root, rel, lines, tail, pattern):
     path = os.path.join(root, rel)
     try:
-        fd = open_beneath(root, rel, "log file", disclose=True)
+        fd = open_beneath(root, rel, "log file")
     except AgentError as e:  # a hard link of another owner's file: not read, said so
         if not e.data.get("hard_link"):
             raise
-        fd = open_beneath(root, rel, "log file")
+        fd = open_beneath(root, rel, "log file", disclose=False)  # its size and time only
         try:
             st = os.fstat(fd)
         finally:

@@ -19,7 +19,7 @@ LOG_LINE = 4000  # a log probe's matching line, before the controller redacts it
 def pid_file_state(paths, pid_file):
     """(pid, None) from a pid file, or (None, why): missing (cannot tell), empty or not a number."""
     try:
-        text = read_beneath(paths.install, pid_file, "pid_file", 64).strip()
+        text = read_beneath(paths.install, pid_file, "pid_file", 64, disclose=False).strip()
     except FileNotFoundError:
         return None, "missing"
     except OSError as e:
@@ -118,8 +118,7 @@ def probe_once(paths, probe, log_offsets):
             texts = []
             for f in log_files(paths, probe["file"]):  # a new file of a date-rotated log is read from its start
                 try:
-                    texts.append((f, read_beneath(paths.install, f, "log file", 4 << 20, log_offsets.get(f, 0),
-                                                  disclose=True).decode("utf-8", "replace")))
+                    texts.append((f, read_beneath(paths.install, f, "log file", 4 << 20, log_offsets.get(f, 0)).decode("utf-8", "replace")))
                 except FileNotFoundError:
                     pass
             for f, text in texts if probe.get("absent") else []:

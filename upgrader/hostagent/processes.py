@@ -78,7 +78,7 @@ def read_pid(paths, pid_file):
     if not pid_file:
         return None
     try:
-        return int(read_beneath(paths.install, pid_file, "pid_file", 64).strip() or b"0") or None
+        return int(read_beneath(paths.install, pid_file, "pid_file", 64, disclose=False).strip() or b"0") or None
     except (OSError, ValueError):
         return None
 
