@@ -17,6 +17,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import stat
 import zipfile
 from pathlib import Path
 
@@ -25,9 +26,9 @@ import pytest
 from conftest import plan_to
 from test_host_paths import run_cli
 from test_host_paths_5 import chown_tree
-from test_swap_races import NOBODY
+from test_swap_races import NOBODY, Toggler
 from upgrader.cli.commands.demo import Sandbox
-from upgrader.hostagent.beneath import read_beneath
+from upgrader.hostagent.beneath import copy_out, read_beneath
 from upgrader.hostagent.common import AgentError
 from upgrader.hostagent.inspection import config_facts, log_facts
 from upgrader.hostagent.state import Paths
@@ -174,3 +175,33 @@ def test_a_root_owned_link_in_a_group_writable_root_dir_is_not_disclosed(sandbox
     assert read_beneath(root, "logs/ok.log", "log file") == b"root says hello\n"
     # a pid file opts out (only an integer is ever returned)
     assert read_beneath(root, "logs/server.log", "pid_file", 64, disclose=False).startswith(b"root")
+
+
+def test_copy_out_takes_owner_and_mode_from_the_file_it_opened_while_names_are_swapped(tmp_path):
+    """The service account exchanges, over and over, the name of root's set-user-ID tool with its own file in a
+    directory it owns, while the agent copies the tool: every copy has the owner and mode of the bytes it holds (the
+    account's bytes never come out root-owned and set-user-ID), whichever file the open met."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    dst.mkdir()
+    os.chown(src, NOBODY, NOBODY)
+    (src / "tool").write_bytes(b"root's own set-id tool")
+    os.chmod(src / "tool", 0o4755)
+    (src / "mine").write_bytes(b"the account's bytes")
+    os.chown(src / "mine", NOBODY, NOBODY)
+    os.chmod(src / "mine", 0o755)
+    expected = {b"root's own set-id tool": (0, 0o4755), b"the account's bytes": (NOBODY, 0o755)}
+    toggler = Toggler(src, "tool", "mine")
+    seen = []
+    sfd, dfd = os.open(src, os.O_RDONLY), os.open(dst, os.O_RDONLY)
+    try:
+        for i in range(1500):
+            copy_out(sfd, "tool", dfd, "c%d" % i)
+            st = os.lstat(dst / ("c%d" % i))
+            data = (dst / ("c%d" % i)).read_bytes()
+            seen.append((data, (st.st_uid, stat.S_IMODE(st.st_mode))))
+    finally:
+        os.close(sfd)
+        os.close(dfd)
+        assert toggler.stop() > 0
+    assert [s for s in seen if expected[s[0]] != s[1]] == []

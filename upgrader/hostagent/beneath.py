@@ -595,6 +595,7 @@ def copy_out(parent_fd, name, dst_fd, dst_name, what="file"):
     if stat.S_ISDIR(st.st_mode):
         fd = os.open(name, OPEN_DIR, dir_fd=parent_fd)
         try:
+            st = os.fstat(fd)  # the owner and mode of the directory opened, not of whatever the name held before
             os.mkdir(dst_name, 0o700, dir_fd=dst_fd)
             out = os.open(dst_name, OPEN_DIR, dir_fd=dst_fd)
             try:
@@ -609,7 +610,8 @@ def copy_out(parent_fd, name, dst_fd, dst_name, what="file"):
     elif stat.S_ISREG(st.st_mode):
         fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0), dir_fd=parent_fd)
         with os.fdopen(fd, "rb") as fin:
-            if not stat.S_ISREG(os.fstat(fin.fileno()).st_mode):
+            st = os.fstat(fin.fileno())  # owner, mode and times of the file opened (a name swapped after the stat
+            if not stat.S_ISREG(st.st_mode):  # above must not lend its set-id bits or its owner to another file)
                 raise AgentError("%s %s changed while it was copied; refusing it" % (what, name), "needs_person")
             flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
             with os.fdopen(os.open(dst_name, flags, 0o600, dir_fd=dst_fd), "wb") as fout:
