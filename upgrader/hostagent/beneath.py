@@ -207,15 +207,23 @@ def as_account(ident):
     three restored, whatever happens (the agent is single-threaded: no other thread runs meanwhile)."""
     groups, egid = os.getgroups(), os.getegid()
     try:
-        os.setgroups(ident[2])
-        os.setegid(ident[1])
-        os.seteuid(ident[0])
+        try:
+            os.setgroups(ident[2])
+            os.setegid(ident[1])
+            os.seteuid(ident[0])
+        except OSError as e:  # no CAP_SETUID/CAP_SETGID (a restricted container): nothing is disclosed then
+            raise AgentError("the agent could not take the identity of uid %d (%s) to read a file whose contents "
+                             "would leave the host; it was not read: run the agent as root with its usual "
+                             "capabilities" % (ident[0], e.strerror), "needs_person", not_disclosed=True,
+                             hard_link=True)
         yield
     finally:
         if os.geteuid() != 0:
             os.seteuid(0)
-        os.setegid(egid)
-        os.setgroups(groups)
+        if os.getegid() != egid:
+            os.setegid(egid)
+        if sorted(os.getgroups()) != sorted(groups):
+            os.setgroups(groups)
 
 
 def not_disclosed(what, rel, why):
