@@ -11,6 +11,7 @@ code and message, and nothing on the host changed (product files, service pid an
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import socket
@@ -22,7 +23,7 @@ from typing import Iterator
 import pytest
 
 from conftest import kill_processes_under, plan_to, run_plan, upgrader
-from trust_support import add_signer, host_state, pristine, state_dir
+from trust_support import add_signer, approval_signed_anyway, host_state, pristine
 from upgrader.cli.commands.demo import Sandbox, build_sandbox
 from upgrader.core.exit_codes import ExitCode
 from upgrader.hostagent import hosttrust
@@ -81,6 +82,13 @@ def _mallory(sandbox: Sandbox, tmp_path: Path, marker: Path) -> tuple[Path, sock
     listener.bind(("127.0.0.1", 0))
     listener.listen(50)
     probe_port = listener.getsockname()[1]
+    _playbook(home, f"sh -c 'id -un > {marker}; bin/stop.sh'", probe_port)
+    return home, listener
+
+
+def _playbook(home: Path, start: str, probe_port: int) -> None:
+    """HOME/playbooks/sample-middleware.yaml: ``start`` is its start command; no pid file or port that would say
+    "already running"; one tcp probe on ``probe_port``."""
     (home / "playbooks").mkdir(exist_ok=True)
     (home / "playbooks" / "sample-middleware.yaml").write_text(f"""format: 1
 name: sample-middleware
@@ -102,7 +110,7 @@ stop:
   pid_file: run/none.pid
   ports: []
 start:
-  command: "sh -c 'id -un > {marker}; bin/stop.sh'"
+  command: "{start}"
   timeout: 15s
 observe:
   start_timeout: 1s
@@ -111,7 +119,6 @@ observe:
   probes:
     - {{type: tcp, port: "{probe_port}"}}
 """, encoding="utf-8")
-    return home, listener
 
 
 def _refused_run(home: Path, listener: socket.socket) -> tuple[int, str, str]:
@@ -194,3 +201,83 @@ def test_the_host_refuses_the_rollback_steps_when_the_requesters_journal_hides_t
     assert (after.pid, after.version, after.product, after.staged) == (before.pid, "7.0.4.1", before.product, None)
     assert after.lock is None, f"the refused rollback left the host locked: {after.lock}"
     _operator_runs_next(sandbox)
+
+
+def test_rollback_of_a_run_refused_at_preflight_touches_nothing_without_a_host_trust_root(
+        sandbox: Sandbox, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The controller's own rule (no host trust root): the operator's run is refused at preflight (its probe no
+    longer passes on the running version); its rollback says there is nothing to roll back, exit 0, and sends the
+    host no step: the playbook's start command (it writes a marker) never runs, the service keeps its pid."""
+    marker = tmp_path / "started"
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(50)
+    _playbook(sandbox.root, f"sh -c 'echo started > {marker}'", listener.getsockname()[1])
+    try:
+        before = pristine(sandbox)
+        rc, plan = plan_to(sandbox, TO)
+        assert rc == ExitCode.OK
+        assert str(sandbox.root / "playbooks") in plan.read_text(encoding="utf-8")
+    finally:
+        listener.close()
+    capsys.readouterr()
+    rc = run_plan(sandbox, plan, "--yes")
+    err = capsys.readouterr().err
+    assert rc == ExitCode.BAD_INPUT, err  # stale: the probe no longer passes
+    assert "preflight" in err, err
+    run_id = next(p.name for p in (sandbox.root / "runs").iterdir())
+    refused = host_state(sandbox)  # what the refused run left (its lock released)
+    assert refused.lock is None and refused.pid == before.pid
+    journal = (sandbox.root / "runs" / run_id / "journal.jsonl").read_text(encoding="utf-8")
+    rc = upgrader(sandbox, "rollback", run_id, "--yes")
+    out = capsys.readouterr()
+    text = out.out + out.err
+    assert rc == ExitCode.OK, text
+    assert "nothing to roll back on app-01 (refused at preflight, never touched)" in text, text
+    assert not marker.exists(), "the rollback ran the playbook's start command"
+    after = host_state(sandbox)
+    assert dataclasses.replace(after, home_runs=()) == dataclasses.replace(refused, home_runs=())
+    assert (after.pid, after.version, after.product, after.lock) == (before.pid, "7.0.4.1", before.product, None)
+    # no agent step at all: the rollback's journal records nothing sent to the host but its "nothing" line
+    added = (sandbox.root / "runs" / run_id / "journal.jsonl").read_text(encoding="utf-8")[len(journal):]
+    assert '"nothing"' in added
+    for step in ('"intent"', '"lock"', '"start"'):
+        assert step not in added, f"{step} in the rollback's journal: {added}"
+
+
+# ------------------------------------------------------------------ 2: a throwaway key as the operator who runs it
+
+
+def test_a_throwaway_operator_key_does_not_make_the_requester_nobody(
+        sandbox: Sandbox, tmp_path: Path) -> None:
+    """The engineer signs the plan with a throwaway key, names it as the operator's key (UPGRADER_AUDIT_KEY or
+    --audit-key), approves with her own engineer key and runs: refused, exit 4, naming the unlisted operator key;
+    nothing on the host changed."""
+    before = pristine(sandbox)
+    throwaway = tmp_path / "throwaway"
+    made = _cli(sandbox.root, "keys", "generate", str(throwaway))
+    assert made.returncode == ExitCode.OK, made.stderr
+    from upgrader.trust.keys import load_private_key
+    from upgrader.trust.sshsig import fingerprint, public_key_blob
+    fp = fingerprint(public_key_blob(load_private_key(throwaway).public_key()))
+    plan = tmp_path / "p.json"
+    done = _cli(sandbox.root, "plan", "--inventory", str(sandbox.inventory), "--to", TO, "--catalog",
+                str(sandbox.catalog), "--key", str(throwaway), "-o", str(plan))
+    assert done.returncode == ExitCode.OK, done.stderr
+    env = {"UPGRADER_AUDIT_KEY": str(throwaway)}
+    out = tmp_path / "p.approval"
+    approved = _cli(sandbox.root, "approve", str(plan), "--key", str(sandbox.engineer_key), "-o", str(out), env=env)
+    if approved.returncode != ExitCode.OK:  # approve already refuses; she signs the approval by her own tooling
+        assert approved.returncode == ExitCode.APPROVAL_REFUSED, approved.stderr
+        assert f"the operator key {fp}" in approved.stderr, approved.stderr
+        out = approval_signed_anyway(sandbox, plan)
+    for how, extra, env_run in (("UPGRADER_AUDIT_KEY", (), env), ("--audit-key", ("--audit-key", str(throwaway)), {})):
+        run = _cli(sandbox.root, "run", str(plan), "--approval", str(out), "--yes", *extra, env=env_run)
+        assert run.returncode == ExitCode.APPROVAL_REFUSED, f"{how}: {run.stdout}{run.stderr}"
+        for words in (f"the operator key {fp}", "no line of", "names it", "an approval could be its requester's own"):
+            assert words in run.stderr, f"{how}: {words!r} not in {run.stderr}"
+        assert "Traceback" not in run.stderr
+    after = host_state(sandbox)
+    assert (after.pid, after.version, after.product, after.lock, after.staged, after.host_records,
+            after.host_runs) == (before.pid, "7.0.4.1", before.product, None, None, before.host_records, None)
