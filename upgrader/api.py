@@ -967,6 +967,26 @@ def journal_view(run_dir: Path) -> dict[str, JournalSeen]:
     return seen
 
 
+def refused_at_preflight(run_dir: Path) -> set[str]:
+    """Hosts the run's journal shows refused at preflight and never taken further (no backup, stop, install or
+    start was ever intended there), read up to the first rollback or resume of the run: the run never prepared
+    or stopped them, so a rollback has nothing to undo there and sends them nothing."""
+    from .core.journal import read_journal
+
+    failed: set[str] = set()
+    went_on: set[str] = set()
+    for rec in read_journal(run_dir / "journal.jsonl"):
+        if rec.phase in ("rollback", "resume"):
+            break
+        if not rec.host:
+            continue
+        if rec.phase == "preflight" and rec.event == "failed":
+            failed.add(rec.host)
+        elif rec.event in ("intent", "done") and rec.phase != "preflight":
+            went_on.add(rec.host)
+    return failed - went_on
+
+
 def _run_approval_records(run_dir: Path) -> list[JSONObject]:
     """The approvals a run was started with, as its journal recorded them (approver, expiry, after hours)."""
     from .core.journal import read_journal
@@ -1253,7 +1273,7 @@ def rollback(ctx: Context, run_id: str, *, hosts: str | None = None, batch: str 
             on_started(RunStart(run_id, "rollback", tuple(h["name"] for h in chosen), journal.dir, False,
                                 window_line))
         _notify(told, "run_started", run_id, clock, hosts=[h["name"] for h in chosen], command="rollback")
-        result = engine.rollback(targets).to_dict()
+        result = engine.rollback(targets, untouched=refused_at_preflight(run_dir)).to_dict()
         _record_interrupts(recorder, guard, cancels=False)
         _close(ctx, recorder, journal, result, "rollback-result.json", obfuscate)
         _finished(told, result, clock)

@@ -20,7 +20,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Protocol, cast
+from typing import Any, Callable, Collection, Mapping, Protocol, cast
 
 from .clock import Clock
 from .errors import InputError, TransportError
@@ -137,6 +137,7 @@ class Engine:
         self.forks = max(1, forks)
         self.batch = batch
         self.max_failures = max_failures
+        self.untouched: frozenset[str] = frozenset()  # rollback: hosts the run never touched
         self.controller = controller or {}
         self.manual_changes = manual_changes
         self.canary = max(0, canary)
@@ -223,9 +224,12 @@ class Engine:
                   outcomes={h.host: h.outcome for h in result.hosts}, **paused)
         return result
 
-    def rollback(self, targets: list[HostTarget]) -> RunResult:
+    def rollback(self, targets: list[HostTarget], untouched: Collection[str] = ()) -> RunResult:
         """Roll back hosts of an earlier run (finished or killed) to the version before it, in batches like a
-        run: once more than ``max_failures`` hosts did not end restored, no further host is stopped."""
+        run: once more than ``max_failures`` hosts did not end restored, no further host is stopped.
+        ``untouched``: hosts the run's journal shows refused at preflight (never prepared, never stopped): nothing
+        of this run is there to undo, so no step at all is sent to them (not even the lock)."""
+        self.untouched = frozenset(untouched)
         self.journal.record("rollback", "requested", hosts=[t.plan["name"] for t in targets], batch=self.batch,
                             max_failures=self.max_failures)
         size = self.batch or len(targets) or 1
@@ -471,6 +475,13 @@ class _HostRun:
         return out
 
     def _rollback_requested(self) -> HostOutcome:
+        if self.name in self.e.untouched:
+            # refused at preflight: the run never locked, stopped or changed this host, so its rollback does not
+            # either (its stop, start and probes would be steps this run never had the host's consent for)
+            self.e.journal.record("rollback", "nothing", host=self.name, reason="refused at preflight")
+            self.out.outcome = "restored"
+            self.out.error = f"nothing to roll back on {self.name} (refused at preflight, never touched)"
+            return self.out
         self.e.journal.record("rollback", "start", host=self.name)  # an interrupted rollback shows in the journal
         self.out.outcome = "needs_person"
         try:
@@ -891,7 +902,9 @@ class _HostRun:
         try:
             self.stop_started = None
             self.phase("observe", lambda: self._observe(self.p["playbook"]["rollback_observe"]))
-        except _PhaseFailed:
+        except _PhaseFailed as seen:
+            if seen.kind == "host_trust":  # the host runs no step of this run: nothing was or can be done here
+                return self._refused_by_host(seen)
             try:
                 self.phase("start", self._start)
                 self.phase("observe", lambda: self._observe(self.p["playbook"]["rollback_observe"]))
@@ -903,6 +916,17 @@ class _HostRun:
         self.out.error = self.out.rollback_cause
         self._note_unevaluated()
         self._finish("unchanged")
+        return self.out
+
+    def _refused_by_host(self, err: _PhaseFailed) -> HostOutcome:
+        """The host's own trust root accepted nothing of this run: it ran none of its steps. Release the lock this
+        recovery took (only this run's lock is released) and say so; a person decides (exit 4)."""
+        try:
+            self.call("unlock")
+        except (AgentFailure, TransportError):
+            pass
+        self.out.outcome = "refused"
+        self.out.error = f"{err.phase}: {err.message}"
         return self.out
 
     def _rollback(self, cause: str, kind: str) -> HostOutcome:
