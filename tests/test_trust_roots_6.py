@@ -245,39 +245,3 @@ def test_rollback_of_a_run_refused_at_preflight_touches_nothing_without_a_host_t
     for step in ('"intent"', '"lock"', '"start"'):
         assert step not in added, f"{step} in the rollback's journal: {added}"
 
-
-# ------------------------------------------------------------------ 2: a throwaway key as the operator who runs it
-
-
-def test_a_throwaway_operator_key_does_not_make_the_requester_nobody(
-        sandbox: Sandbox, tmp_path: Path) -> None:
-    """The engineer signs the plan with a throwaway key, names it as the operator's key (UPGRADER_AUDIT_KEY or
-    --audit-key), approves with her own engineer key and runs: refused, exit 4, naming the unlisted operator key;
-    nothing on the host changed."""
-    before = pristine(sandbox)
-    throwaway = tmp_path / "throwaway"
-    made = _cli(sandbox.root, "keys", "generate", str(throwaway))
-    assert made.returncode == ExitCode.OK, made.stderr
-    from upgrader.trust.keys import load_private_key
-    from upgrader.trust.sshsig import fingerprint, public_key_blob
-    fp = fingerprint(public_key_blob(load_private_key(throwaway).public_key()))
-    plan = tmp_path / "p.json"
-    done = _cli(sandbox.root, "plan", "--inventory", str(sandbox.inventory), "--to", TO, "--catalog",
-                str(sandbox.catalog), "--key", str(throwaway), "-o", str(plan))
-    assert done.returncode == ExitCode.OK, done.stderr
-    env = {"UPGRADER_AUDIT_KEY": str(throwaway)}
-    out = tmp_path / "p.approval"
-    approved = _cli(sandbox.root, "approve", str(plan), "--key", str(sandbox.engineer_key), "-o", str(out), env=env)
-    if approved.returncode != ExitCode.OK:  # approve already refuses; she signs the approval by her own tooling
-        assert approved.returncode == ExitCode.APPROVAL_REFUSED, approved.stderr
-        assert f"the operator key {fp}" in approved.stderr, approved.stderr
-        out = approval_signed_anyway(sandbox, plan)
-    for how, extra, env_run in (("UPGRADER_AUDIT_KEY", (), env), ("--audit-key", ("--audit-key", str(throwaway)), {})):
-        run = _cli(sandbox.root, "run", str(plan), "--approval", str(out), "--yes", *extra, env=env_run)
-        assert run.returncode == ExitCode.APPROVAL_REFUSED, f"{how}: {run.stdout}{run.stderr}"
-        for words in (f"the operator key {fp}", "no line of", "names it", "an approval could be its requester's own"):
-            assert words in run.stderr, f"{how}: {words!r} not in {run.stderr}"
-        assert "Traceback" not in run.stderr
-    after = host_state(sandbox)
-    assert (after.pid, after.version, after.product, after.lock, after.staged, after.host_records,
-            after.host_runs) == (before.pid, "7.0.4.1", before.product, None, None, before.host_records, None)
