@@ -166,7 +166,7 @@ def redecide(hosts: list[PlanHost], *, policy: Policy, catalog: Catalog, now: _d
         if facts.get("version") != h["current"]:
             # the host moved since the plan: the engine stops it at preflight as a stale plan, untouched
             return h["name"], h["decision"], h["decision"]
-        other = other_machine(h, facts.get("identity"))
+        other = other_machine(h, facts.get("identity"), facts.get("install_lineage"))
         if other:  # the address reaches another machine or another install than the one approved
             elsewhere.append(other)
             return h["name"], h["decision"], h["decision"]
@@ -202,7 +202,7 @@ def redecide(hosts: list[PlanHost], *, policy: Policy, catalog: Catalog, now: _d
                             "changed:\n  " + "\n  ".join(differ))
 
 
-def other_machine(h: Mapping[str, object], seen: object) -> str | None:
+def other_machine(h: Mapping[str, object], seen: object, lineage: object = None) -> str | None:
     """Why the host read now is not the machine or install the plan entry ``h`` recorded (its ``identity``, from the
     facts at plan time: machine id and the install dir's st_dev/st_ino); None when it is the same. A plan entry
     without an identity cannot say which machine it was approved for and is refused too."""
@@ -215,7 +215,9 @@ def other_machine(h: Mapping[str, object], seen: object) -> str | None:
     if now.get("machine") != planned.get("machine"):
         return (f"{name}: the plan was made for machine {planned.get('machine')}, this address reaches machine "
                 f"{now.get('machine')}: make the plan again")
-    if list(now.get("install") or []) != list(planned["install"]):
+    if list(now.get("install") or []) != list(planned["install"]) and list(planned["install"]) not in [
+            list(e) for e in (lineage if isinstance(lineage, list) else []) if isinstance(e, list)]:  # trees the
+        # agent itself replaced at that path (a run rolled back, then retried with its unused approval)
         return (f"{name}: the plan was made for the install {h.get('install_dir')} with (st_dev, st_ino) "
                 f"{tuple(planned['install'])}, the install there now is {tuple(now.get('install') or ())} (another "
                 "install at the same path): make the plan again")

@@ -8,7 +8,7 @@ from .beneath import OPEN_DIR, check_host_paths, resolve_beneath, walk_dirs
 from .common import AGENT_FORMAT, DRIFT_LISTED, AgentError
 from .files import read_json
 from . import hosttrust
-from .identity import install_identity, machine_identity
+from .identity import install_identity, install_lineage, machine_identity
 from .ledger import ledger_drift, ledger_fds, ledger_serials
 from .manifests import scan_tree
 from .state import Paths, run_state
@@ -40,7 +40,9 @@ def op_facts(req):
         out["unsafe_paths"] = check_host_paths(paths.install, req["check_paths"])
     out["non_ascii"] = non_ascii_names(paths.install, req.get("ascii_dirs", []))
     out["catalog_serials"] = ledger_serials(paths, strict=False)
-    out["identity"] = dict(machine_identity(), install=install_identity(paths.install))  # one install, one entry
+    install = install_identity(paths.install)  # one install, one entry; and the trees it replaced (lineage)
+    out["identity"] = dict(machine_identity(), install=install)
+    out["install_lineage"] = install_lineage(paths, install)
     out["host_trust"] = hosttrust.describe()  # whether this host keeps its own trust root (hosttrust.py)
     return out
 

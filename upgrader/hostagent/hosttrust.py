@@ -528,7 +528,7 @@ def _check_identity(host, req):
     """The plan entry was made for this machine and this install (the identity planner.py recorded from this
     agent's facts: machine id, the install dir's st_dev/st_ino). Checked before the install is swapped (host_trust
     and prepare come before it), so the install's identity is still the one planned."""
-    from .identity import install_identity, machine_identity
+    from .identity import install_identity, install_lineage, machine_identity
     from .state import Paths
 
     ident = host.get("identity")
@@ -540,9 +540,11 @@ def _check_identity(host, req):
     if ident["machine"] != mine:
         raise _trust_error("this plan was approved for machine %s, this is machine %s: refused, nothing changed; "
                            "make and approve a plan for this machine" % (ident["machine"], mine), TRUST_DIR)
-    install = Paths(req).install
+    paths = Paths(req)
+    install = paths.install
     here = install_identity(install)
-    if here is None or list(here) != list(ident["install"]):
+    earlier = install_lineage(paths, here) if here is not None else []  # trees this agent itself replaced there
+    if here is None or (list(here) != list(ident["install"]) and list(ident["install"]) not in earlier):
         raise _trust_error("this plan was approved for the install %s with (st_dev, st_ino) %s, the install there "
                            "now is %s: refused, nothing changed; make and approve a plan for this install"
                            % (install, tuple(ident["install"]), tuple(here) if here else "missing"), TRUST_DIR)

@@ -8,6 +8,7 @@ from .beneath import (OPEN_DIR, check_host_paths, check_install_id, dir_id, hash
 from . import hosttrust
 from .common import AgentError, test_kill
 from .files import read_json, write_json_atomic
+from .identity import dir_identity, record_lineage
 from .manifests import copy_preserved
 from .state import Paths, run_state, set_run_state
 from .versions import check_installed_version
@@ -50,6 +51,7 @@ def op_install(req):
             if late:
                 write_json_atomic(paths.run("backup", "at-stop.json"), late)
             set_run_state(paths, phase="swapping")
+            record_lineage(paths, dir_identity(name, pfd), dir_identity(new_tree))  # the staged tree replaces it
             rename_install_out(pfd, name, old, paths, [install_id] if install_id else None)
             test_kill(req, "install:moved_old")
             os.rename(new_tree, name, dst_dir_fd=pfd)

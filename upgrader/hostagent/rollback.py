@@ -8,6 +8,7 @@ from .beneath import (OPEN_DIR, DirFds, check_install_id, dir_id, hash_beneath, 
     move_beneath, open_root, rename_install_out)
 from .common import AgentError, test_kill
 from .files import fsync_dir, read_json, rmtree, write_json_atomic
+from .identity import dir_identity, record_lineage
 from .manifests import chmod_dirs, copy_preserved, snapshot, verify_backup
 from .recovery import UNKNOWN_OWNER
 from .state import Paths, run_state, set_run_state
@@ -97,6 +98,8 @@ def op_rollback(req):
             fsync_dir(restore)
             test_kill(req, "rollback:built")
             set_run_state(paths, phase="restoring", restore_id=dir_id(os.lstat(restore)))
+            if live:  # the restored tree replaces the live one (a plan of the tree before the run names it still)
+                record_lineage(paths, dir_identity(name, pfd), dir_identity(restore))
             if live:
                 rmtree(failed)
                 rename_install_out(pfd, name, failed, paths, known)
