@@ -368,9 +368,9 @@ def test_approval_already_used_by_a_run_is_refused_for_the_same_plan(sandbox: Sa
 
 def test_approval_already_used_is_refused_when_run_from_another_home(sandbox: Sandbox, tmp_path: Path,
                                                                      capsys: pytest.CaptureFixture[str]) -> None:
-    """Replaying a used approval from a second controller home is refused too; the host is not touched again. The
-    rollback put the restored install in place (a new st_ino): the run reading the host again refuses the plan as
-    made for another install, before the host's ledger of used approvals is even asked."""
+    """Replaying a used approval from a second controller home is refused too, by the host's own ledger of used
+    approvals; the host is not touched again. (The rollback put the restored install in place under a new st_ino;
+    the host's lineage record says it replaced the planned one, so the plan still names this install.)"""
     plan = planned(sandbox, "7.0.4.5")
     approval = approve(sandbox, plan)
     assert upgrader(sandbox, *run_argv(plan, [approval])) == ExitCode.ROLLED_BACK
@@ -380,7 +380,7 @@ def test_approval_already_used_is_refused_when_run_from_another_home(sandbox: Sa
                "--audit-key", str(sandbox.keys / "operator"), "--policy", str(sandbox.policy)])
     err = capsys.readouterr().err
     assert rc == ExitCode.APPROVAL_REFUSED, f"exit {rc}: {err}"
-    assert "another install at the same path" in err, err
+    assert "was already used on this host by run" in err, err
     assert host_state(sandbox) == after_first
 
 
