@@ -16,6 +16,7 @@ import os
 import pwd
 import shutil
 import stat
+import struct
 
 from .common import CHUNK, AgentError
 
@@ -183,27 +184,116 @@ def foreign_link(fd, dir_fd, what, rel):
     return None
 
 
-def reader_identity(root_st, dir_st):
-    """(uid, gid, groups, whose) of the account a disclosing read is made as, when the agent runs as root: the
-    install dir's owner when it is not root, else the owner of the file's directory when that is not root (the account
-    that could have put a name there); None when the agent is not root (the kernel already decides as the agent's own
-    account) or both belong to root."""
-    if os.geteuid() != 0:
+NOBODY_ID = 65534  # nobody / nogroup: the group a uid with no account entry reads with, never its directory's
+
+ACL_XATTR = "system.posix_acl_access"
+ACL_USER, ACL_GROUP_OBJ, ACL_GROUP, ACL_MASK = 0x02, 0x04, 0x08, 0x10
+ACL_WRITE = 0x02
+
+
+def walk_place(parts, i):
+    """How the i-th directory of the walk to root/parts[...]/file is named in a message (0: the install dir)."""
+    if i == 0:
+        return "the install dir"
+    if i == len(parts) - 1:
+        return "its directory"
+    return "directory %s" % "/".join(parts[:i])
+
+
+def acl_writers(dfd, st):
+    """The identities the POSIX ACL of the directory open as ``dfd`` lets write it besides its owner and root
+    (["uid 4242", "gid 7"]), and whether its owning group may write it; None when it has no ACL (the mode bits
+    then say it all). An ACL that cannot be read or parsed counts as written by an unknown identity."""
+    getxattr = getattr(os, "getxattr", None)
+    if getxattr is None:
         return None
-    for st, whose in ((root_st, "the install dir's owner"), (dir_st, "the owner of its directory")):
-        if st.st_uid != 0:
-            try:
-                pw = pwd.getpwuid(st.st_uid)
-                gid, groups = pw.pw_gid, os.getgrouplist(pw.pw_name, pw.pw_gid)
-            except KeyError:  # a uid with no account entry: its directory's group only
-                gid, groups = st.st_gid, [st.st_gid]
-            return st.st_uid, gid, groups, whose
-    return None
+    try:
+        raw = getxattr(dfd, ACL_XATTR)
+    except OSError as e:
+        if e.errno in (errno.ENODATA, getattr(errno, "ENOTSUP", -1), getattr(errno, "EOPNOTSUPP", -1)):
+            return None
+        return ["an identity its ACL names (the ACL could not be read: %s)" % e.strerror], False
+    if len(raw) < 4 or (len(raw) - 4) % 8 or struct.unpack("<I", raw[:4])[0] != 2:
+        return ["an identity its ACL names (the ACL is not one this agent can read)"], False
+    named, group_obj, mask = [], False, ACL_WRITE
+    for off in range(4, len(raw), 8):
+        tag, perm, ident = struct.unpack("<HHI", raw[off:off + 8])
+        if tag == ACL_MASK:
+            mask = perm
+        elif tag == ACL_GROUP_OBJ:
+            group_obj = bool(perm & ACL_WRITE)
+        elif tag == ACL_USER and perm & ACL_WRITE and ident not in (0, st.st_uid):
+            named.append("uid %d" % ident)
+        elif tag == ACL_GROUP and perm & ACL_WRITE:
+            named.append("gid %d" % ident)  # listed whatever the mask says: the mask is the owner's to change
+    return named, group_obj and bool(mask & ACL_WRITE)
+
+
+def dir_writers(dfd, st):
+    """Who besides its owner and root may write the directory open as ``dfd`` (stat ``st``): ("everyone" | "group" |
+    "acl", [named identities]) or None; an ACL entry that grants write (ACL_USER, ACL_GROUP) counts as much as the
+    group and other write bits, which show only the ACL's mask once there is one."""
+    if st.st_mode & stat.S_IWOTH:
+        return "everyone", []
+    acl = acl_writers(dfd, st)
+    if acl is not None:
+        named, group = acl
+        if named:
+            return "acl", named
+        return ("group", []) if group else None
+    return ("group", []) if st.st_mode & stat.S_IWGRP else None
+
+
+def walk_for_read(root_fd, parts, what, root):
+    """Like walk_dirs (the descriptor of the file's directory), with what a disclosing read needs to know of each
+    directory from the install dir down: [(place, stat, writers)] (see dir_writers)."""
+    fd, walk = root_fd, []
+    try:
+        for i in range(len(parts)):
+            st = os.fstat(fd)
+            walk.append((walk_place(parts, i), st, dir_writers(fd, st)))
+            if i < len(parts) - 1:
+                nfd = open_dir_at(fd, parts[i], what, root)
+                if fd != root_fd:
+                    os.close(fd)
+                fd = nfd
+    except BaseException:
+        if fd != root_fd:
+            os.close(fd)
+        raise
+    return fd, walk
+
+
+def account_of(uid):
+    """(gid, groups) a process of ``uid`` has: its account's, or for a uid with no account entry (a container's or a
+    deleted account's numeric owner) nobody's group alone, never the group of a directory it owns (often root's)."""
+    try:
+        pw = pwd.getpwuid(uid)
+        return pw.pw_gid, os.getgrouplist(pw.pw_name, pw.pw_gid)
+    except KeyError:
+        return NOBODY_ID, [NOBODY_ID]
+
+
+def reader_identities(walk):
+    """[(uid, gid, groups, whose)] of every account a disclosing read is made as when the agent runs as root: the
+    non-root owner of each directory from the install dir down to the file's, the accounts that could have put the
+    file there (each may rename a subtree or link a file into what it owns); [] when the agent is not root (the kernel
+    already decides as the agent's own account) or all of them belong to root."""
+    if os.geteuid() != 0:
+        return []
+    out, seen = [], set()
+    for place, st, _ in walk:
+        if st.st_uid != 0 and st.st_uid not in seen:
+            seen.add(st.st_uid)
+            gid, groups = account_of(st.st_uid)
+            whose = "the install dir's owner" if place == "the install dir" else "the owner of %s" % place
+            out.append((st.st_uid, gid, groups, whose))
+    return out
 
 
 @contextlib.contextmanager
 def as_account(ident):
-    """The agent's effective uid, gid and groups set to ``ident``'s (see reader_identity) for the block, then all
+    """The agent's effective uid, gid and groups set to ``ident``'s (see reader_identities) for the block, then all
     three restored, whatever happens (the agent is single-threaded: no other thread runs meanwhile)."""
     groups, egid = os.getgroups(), os.getegid()
     try:
@@ -232,41 +322,57 @@ def not_disclosed(what, rel, why):
                       what=what, hard_link=True, not_disclosed=True)
 
 
-def group_problem(fd, dir_fd, what, rel):
-    """A refusal of a root-owned file in a directory its group or all may write (root:tomcat 0775, 1777): another
-    account could have linked it there, so it is disclosed only when that group (or everyone) may read it."""
-    st, dst = os.fstat(fd), os.fstat(dir_fd)
-    if st.st_uid != 0 or not dst.st_mode & (stat.S_IWGRP | stat.S_IWOTH) or st.st_mode & stat.S_IROTH:
+def writers_problem(fd, walk, what, rel):
+    """A refusal of the file open as ``fd`` when a directory on the walk to it (see walk_for_read) may be written by
+    an identity other than its owner and root (group or other write bits, an ACL entry): that identity could have put
+    any file it can link or move there, so a file not everyone may read is disclosed only when it belongs to that
+    directory's (non-root) owner, or, when only the directory's group may write it, when that group may read it."""
+    st = os.fstat(fd)
+    if st.st_mode & stat.S_IROTH:
         return None
-    if not dst.st_mode & stat.S_IWOTH and st.st_gid == dst.st_gid and st.st_mode & stat.S_IRGRP:
-        return None
-    return not_disclosed(what, rel, "is owned by root and not readable by %s, which may write its directory"
-                         % ("everyone" if dst.st_mode & stat.S_IWOTH else "its directory's group (gid %d)" % dst.st_gid))
+    for place, dst, writers in walk:
+        if writers is None or (dst.st_uid != 0 and st.st_uid == dst.st_uid):
+            continue
+        kind, named = writers
+        if kind == "group" and st.st_gid == dst.st_gid and st.st_mode & stat.S_IRGRP:
+            continue
+        owner = "is owned by root" if st.st_uid == 0 else \
+            "is owned by uid %d, not by the owner of %s (uid %d)," % (st.st_uid, place, dst.st_uid)
+        if kind == "everyone":
+            who = "everyone, which may write %s" % place
+        elif kind == "group":
+            group = "its directory's group" if place == "its directory" else "the group of %s" % place
+            who = "%s (gid %d), which may write %s" % (group, dst.st_gid, place)
+        else:
+            who = "everyone, and the ACL of %s lets %s write it" % (place, ", ".join(named))
+        return not_disclosed(what, rel, "%s and not readable by %s (another account could have put it there)"
+                                        % (owner, who))
+    return None
 
 
-def reopen_as_writer(fd, dir_fd, root_fd, name, what, rel):
-    """A descriptor of the file open as ``fd`` (``name`` in ``dir_fd``) opened again with the identity of the account
-    that could have put it there (see reader_identity), so that the kernel decides whether that account may read it:
-    refused when it may not, or when the name now holds another file; ``fd`` itself when no other account counts."""
-    ident = reader_identity(os.fstat(root_fd), os.fstat(dir_fd))
-    if ident is None:
-        return fd
-    try:
-        with as_account(ident):
-            again = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0),
-                            dir_fd=dir_fd)
-    except OSError as e:
+def reopen_as_writers(fd, dir_fd, walk, name, what, rel):
+    """A descriptor of the file open as ``fd`` (``name`` in ``dir_fd``) opened again with the identity of each
+    account that could have put it there (see reader_identities), so that the kernel decides whether each of them
+    may read it: refused when one may not, or when the name now holds another file; ``fd`` itself when no other
+    account counts."""
+    for ident in reader_identities(walk):
+        try:
+            with as_account(ident):
+                again = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0),
+                                dir_fd=dir_fd)
+        except OSError as e:
+            os.close(fd)
+            if e.errno in (errno.EACCES, errno.EPERM):
+                raise not_disclosed(what, rel, "is not readable by %s (uid %d), an account that could have put it "
+                                               "there" % (ident[3], ident[0]))
+            raise
+        a, b = os.fstat(fd), os.fstat(again)
         os.close(fd)
-        if e.errno in (errno.EACCES, errno.EPERM):
-            raise not_disclosed(what, rel, "is not readable by %s (uid %d), the account that could have put it "
-                                           "there" % (ident[3], ident[0]))
-        raise
-    a, b = os.fstat(fd), os.fstat(again)
-    os.close(fd)
-    if (a.st_dev, a.st_ino) != (b.st_dev, b.st_ino):
-        os.close(again)
-        raise AgentError("%s %s was replaced while it was read; refusing it" % (what, rel), "unsafe_path", path=rel)
-    return regular_only(again, what, rel)
+        if (a.st_dev, a.st_ino) != (b.st_dev, b.st_ino):
+            os.close(again)
+            raise AgentError("%s %s was replaced while it was read; refusing it" % (what, rel), "unsafe_path", path=rel)
+        fd = regular_only(again, what, rel)
+    return fd
 
 
 def open_beneath(root, rel, what, flags=os.O_RDONLY, disclose=True):
@@ -274,14 +380,17 @@ def open_beneath(root, rel, what, flags=os.O_RDONLY, disclose=True):
     not a regular one is refused without waiting on it (see regular_only; ``flags`` with O_DIRECTORY: a
     directory). ``disclose`` (the default): its contents, or part of them, may leave the host (a version, config
     text, log lines, a vars_from value), so the file is read only when the account that could have put it there may
-    read it itself (see reopen_as_writer, group_problem) and a hard link of another owner's file is refused (see
+    read it itself (see reopen_as_writers, writers_problem) and a hard link of another owner's file is refused (see
     foreign_link); pass False only where nothing of the content is returned (a pid, a size, a digest)."""
     parts = resolve_beneath(root, rel, what)
     if not parts:
         raise unsafe_path(what, rel, root, "is the install dir itself, not a file in it")
     root_fd = open_root(root, "the install dir")
     try:
-        fd = walk_dirs(root_fd, parts[:-1], what, root)
+        if disclose and not flags & os.O_DIRECTORY:
+            fd, walk = walk_for_read(root_fd, parts, what, root)
+        else:
+            fd, walk = walk_dirs(root_fd, parts[:-1], what, root), []
         try:
             ffd = os.open(parts[-1], flags | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0), dir_fd=fd)
             if flags & os.O_DIRECTORY:
@@ -289,11 +398,11 @@ def open_beneath(root, rel, what, flags=os.O_RDONLY, disclose=True):
             regular_only(ffd, what, rel)
             if not disclose:
                 return ffd
-            problem = foreign_link(ffd, fd, what, rel) or group_problem(ffd, fd, what, rel)
+            problem = foreign_link(ffd, fd, what, rel) or writers_problem(ffd, walk, what, rel)
             if problem is not None:
                 os.close(ffd)
                 raise problem
-            return reopen_as_writer(ffd, fd, root_fd, parts[-1], what, rel)
+            return reopen_as_writers(ffd, fd, walk, parts[-1], what, rel)
         except OSError as e:
             if e.errno == errno.ELOOP:
                 raise AgentError("%s %s became a symlink while it was read; refusing it" % (what, rel), "unsafe_path",
