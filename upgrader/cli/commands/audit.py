@@ -71,7 +71,7 @@ def _verify_witnessed(args: argparse.Namespace) -> int:
     code = verdict_exit(result)
     if witnessed.problems:
         code = ExitCode.AUDIT_ALTERED
-    elif witnessed.unreachable and code == ExitCode.OK:
+    elif (witnessed.unreachable or witnessed.doubts) and code == ExitCode.OK:
         code = ExitCode.BAD_INPUT
     if args.json:
         print_json({**result.to_dict(), "verdict": describe(result), "witness": witnessed.to_dict(),
@@ -80,19 +80,26 @@ def _verify_witnessed(args: argparse.Namespace) -> int:
     from rich.text import Text
 
     c = console()
-    status = {0: ("INTACT", "bold green"), 6: ("ALTERED", "bold red")}.get(int(code), ("CANNOT CHECK", "bold yellow"))
+    status = {0: ("INTACT", "bold green"), 6: ("ALTERED", "bold red")}.get(
+        int(code), ("NOT PROVEN", "bold yellow") if witnessed.doubts and verdict_exit(result) == 0 else
+        ("CANNOT CHECK", "bold yellow"))
     c.print(Text.assemble(status, f" {result.path} (with the hosts' witnessed checkpoints)"))
     c.print(describe(result), soft_wrap=True, markup=False)
     for p in witnessed.problems:
         c.print(Text.assemble(("witness: ", "red"), p), soft_wrap=True)
+    for p in witnessed.doubts:
+        c.print(Text.assemble(("witness: ", "yellow"), p), soft_wrap=True)
     for h in witnessed.hosts:
         if h.error:
             c.print(Text.assemble(("witness: ", "yellow"), f"host {h.host} could not be read: {h.error}"),
                     soft_wrap=True)
         else:
-            c.print(Text(f"witness: host {h.host} keeps {len(h.checkpoints)} checkpoint(s)"), soft_wrap=True)
+            c.print(Text(f"witness: host {h.host} keeps {len(h.checkpoints)} checkpoint(s) and its own record of "
+                         f"{len(h.runs)} finished run(s)"), soft_wrap=True)
     if not witnessed.problems:
-        c.print(Text(f"{witnessed.checked} witnessed checkpoint(s) match the log"), soft_wrap=True)
+        c.print(Text(f"{witnessed.checked} witnessed checkpoint(s) match the log"
+                     + (f"; {len(witnessed.accounts)} run(s) as the hosts recorded them match it" if
+                        witnessed.accounts else "")), soft_wrap=True)
     return int(code)
 
 
@@ -244,6 +251,8 @@ def cmd_export(args: argparse.Namespace) -> int:
             wr = done.witness
             console().print("witnesses: " + (f"ALTERED, {len(wr.problems)} witnessed checkpoint(s) do not match the "
                                              "log (audit verify --witness names each)" if wr.problems else
+                                             f"NOT PROVEN, {len(wr.doubts)} doubt(s) (audit verify --witness names "
+                                             "each)" if wr.doubts else
                                              f"CANNOT CHECK, {len(wr.unreachable)} host(s) could not be read"
                                              if wr.unreachable else f"{wr.checked} witnessed checkpoint(s) match "
                                              "the log"), markup=False)
@@ -287,6 +296,10 @@ def cmd_case(args: argparse.Namespace) -> int:
             c.print(Text(f"已被篡改：主机的见证检查点有 {len(wr.problems)} 处与日志不符（audit verify --witness 逐一列出）"
                          if zh else f"ALTERED: {len(wr.problems)} witnessed checkpoint(s) of the hosts do not match "
                          "the log (audit verify --witness names each)", style="bold red"), soft_wrap=True)
+        elif wr.doubts:
+            c.print(Text(f"未经证实：主机的记录有 {len(wr.doubts)} 处存疑（audit verify --witness 逐一列出）" if zh else
+                         f"NOT PROVEN: {len(wr.doubts)} doubt(s) in the hosts' records (audit verify --witness names "
+                         "each)", style="bold yellow"), soft_wrap=True)
         elif wr.unreachable:
             c.print(Text(f"无法核验：{len(wr.unreachable)} 台主机无法读取" if zh else
                          f"CANNOT CHECK: {len(wr.unreachable)} host(s) could not be read", style="bold yellow"),
@@ -359,9 +372,41 @@ def witness_lines(w: dict[str, Any] | None, lang: str = "en") -> list[str]:
     for name in w.get("not_kept") or []:
         out.append(f"见证：主机 {name} 没有保存本次运行的检查点" if zh else
                    f"witness: host {name} keeps no record of this run's checkpoint")
+    out += account_lines(w, lang)
     if not out:
         out.append("见证：没有主机保存本次运行的检查点" if zh else "witnesses: no host keeps this run's checkpoint")
     return out
+
+
+def account_lines(w: dict[str, Any], lang: str = "en") -> list[str]:
+    """Each host's own record of the run against the log: the fields that differ (ALTERED), its doubts (a witness
+    late or missing), or that it matches."""
+    from ...audit.witness import doubt_text
+
+    zh = lang == "zh"
+    out: list[str] = []
+    for a in w.get("accounts") or []:
+        host = a.get("host")
+        for d in a.get("differences") or []:
+            field = d.get("field")
+            if zh:
+                out.append(f"主机记录：主机 {host} 自己的运行记录与日志不符——{ACCOUNT_FIELDS_ZH.get(str(field), field)}："
+                           f"主机记为 {d.get('host')}，日志为 {d.get('log')}（已被篡改）")
+            else:
+                out.append(f"host record: host {host}'s own record of the run differs from the log — {field}: "
+                           f"{d.get('host')} on the host, {d.get('log')} in the log (ALTERED)")
+        for doubt in a.get("doubts") or []:
+            out.append(f"主机记录：{doubt_text(doubt, 'zh')}" if zh else f"host record: {doubt_text(doubt)}")
+        if not a.get("differences") and not a.get("doubts"):
+            out.append(f"主机记录：主机 {host} 自己的运行记录与日志一致" if zh else
+                       f"host record: host {host}'s own record of the run matches the log")
+    return out
+
+
+#: the fields of a host's own run record, in Chinese
+ACCOUNT_FIELDS_ZH = {"outcome": "结果", "version_after": "之后的版本", "version_before": "之前的版本", "plan": "计划摘要",
+                     "window": "维护窗口内", "approvals": "批准摘要", "phases": "执行的阶段", "finished": "结束时间",
+                     "started": "开始时间", "run": "运行"}
 
 
 def case_lines_zh(case: dict[str, Any]) -> list[str]:
