@@ -556,7 +556,7 @@ def approve(ctx: Context, plan: Path | PlanReview, *, key: Path, output: Path, p
     Recorder(ctx.home, operator_identity(ctx.home, policy, need_key=False), clock).event(
         "approval_created", outcome="approved", plan=the_plan.digest, approver=name, key=identity.fingerprint,
         expires=statement.expires.isoformat(), comment=statement.comment, after_hours=statement.after_hours,
-        requester=statement.requester, file=str(out))
+        requester=statement.requester, file=str(out), digest=statement.digest)
     return ApprovalMade(out, the_plan.digest, name, identity.fingerprint, statement.expires, reviewed.review)
 
 

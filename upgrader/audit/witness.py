@@ -314,6 +314,37 @@ def _differences(rec: JSONObject, log: JSONObject) -> list[JSONObject]:
     return out
 
 
+#: the fields of a host's own run record, in Chinese
+FIELDS_ZH = {"outcome": "结果", "version_after": "之后的版本", "version_before": "之前的版本", "plan": "计划摘要",
+             "window": "在维护窗口内", "approvals": "批准摘要", "phases": "执行的阶段", "finished": "结束时间",
+             "started": "开始时间", "run": "运行"}
+
+
+def account_texts(a: Mapping[str, object], lang: str = "en") -> list[str]:
+    """One host's own record of a run against the log (an item of case_witnesses' ``accounts``), as plain lines:
+    each field that differs (ALTERED), each doubt, or that it matches."""
+    zh = lang == "zh"
+    host = a.get("host")
+    out: list[str] = []
+    diffs = a.get("differences") if isinstance(a.get("differences"), list) else []
+    doubts = a.get("doubts") if isinstance(a.get("doubts"), list) else []
+    assert isinstance(diffs, list) and isinstance(doubts, list)
+    for d in diffs:
+        field_ = str(d.get("field"))
+        if zh:
+            out.append(f"主机 {host} 自己的运行记录与日志不符——{FIELDS_ZH.get(field_, field_)}：主机记为 {d.get('host')}，"
+                       f"日志为 {d.get('log')}（已被篡改）")
+        else:
+            out.append(f"host {host}'s own record of the run differs from the log — {field_}: {d.get('host')} on "
+                       f"the host, {d.get('log')} in the log (ALTERED)")
+    out += [doubt_text(d, lang) for d in doubts if isinstance(d, dict)]
+    if not diffs and not doubts:
+        out.append(f"主机 {host} 自己的运行记录（结果、版本、计划、批准、窗口、步骤、时间）与日志相符" if zh else
+                   f"host {host}'s own record of the run (outcome, versions, plan, approvals, window, steps, "
+                   "times) agrees with the log")
+    return out
+
+
 def doubt_text(d: Mapping[str, object], lang: str = "en") -> str:
     """A doubt about a run a host finished (``kind`` unwitnessed, late or duplicate), in English or Chinese."""
     host, run, when, kind = d.get("host"), d.get("run"), d.get("finished"), d.get("kind")

@@ -324,7 +324,7 @@ def case_lines(case: dict[str, Any]) -> list[str]:
            f"requested by: {req.get('user')}@{req.get('host')} key {req.get('key')}; plan {req.get('plan')} "
            f"made {req.get('plan_created')}"]
     for a in case.get("approvals") or []:
-        out.append(f"approved by: {a.get('approver')} key {a.get('key')}; created {a.get('created')}, expires "
+        out.append(f"approved by: {a.get('approver')} key {a.get('key')}; created {a.get('created') or 'unknown'}, expires "
                    f"{a.get('expires')}; approval digest {a.get('digest')}")
     if not case.get("approvals"):
         out.append("approved by: nobody recorded")
@@ -343,6 +343,9 @@ def case_lines(case: dict[str, Any]) -> list[str]:
             out.append(f"  rolled back because: {h['rollback_cause']}")
     outcome = case.get("outcome")
     out.append(f"outcome: exit {outcome.get('exit_code')} {outcome.get('hosts')}" if outcome else "outcome: unfinished")
+    for f in case.get("followups") or []:
+        out.append(f"later: {f.get('kind')} {f.get('run')} of this run, started {f.get('started')}: "
+                   + (f"exit {f.get('exit_code')} {f.get('hosts')}" if f.get("finished") else "unfinished"))
     cp = case.get("checkpoint")
     out.append(f"checkpoint: line {cp.get('line')} signs seq {cp.get('seq')} head {cp.get('head')} by {cp.get('signer')} "
                f"(anchor {cp.get('anchor')})" if cp else "checkpoint: none (not proven by a signature)")
@@ -379,34 +382,11 @@ def witness_lines(w: dict[str, Any] | None, lang: str = "en") -> list[str]:
 
 
 def account_lines(w: dict[str, Any], lang: str = "en") -> list[str]:
-    """Each host's own record of the run against the log: the fields that differ (ALTERED), its doubts (a witness
-    late or missing), or that it matches."""
-    from ...audit.witness import doubt_text
+    """Each host's own record of the run against the log (audit/witness.account_texts)."""
+    from ...audit.witness import account_texts
 
-    zh = lang == "zh"
-    out: list[str] = []
-    for a in w.get("accounts") or []:
-        host = a.get("host")
-        for d in a.get("differences") or []:
-            field = d.get("field")
-            if zh:
-                out.append(f"主机记录：主机 {host} 自己的运行记录与日志不符——{ACCOUNT_FIELDS_ZH.get(str(field), field)}："
-                           f"主机记为 {d.get('host')}，日志为 {d.get('log')}（已被篡改）")
-            else:
-                out.append(f"host record: host {host}'s own record of the run differs from the log — {field}: "
-                           f"{d.get('host')} on the host, {d.get('log')} in the log (ALTERED)")
-        for doubt in a.get("doubts") or []:
-            out.append(f"主机记录：{doubt_text(doubt, 'zh')}" if zh else f"host record: {doubt_text(doubt)}")
-        if not a.get("differences") and not a.get("doubts"):
-            out.append(f"主机记录：主机 {host} 自己的运行记录与日志一致" if zh else
-                       f"host record: host {host}'s own record of the run matches the log")
-    return out
-
-
-#: the fields of a host's own run record, in Chinese
-ACCOUNT_FIELDS_ZH = {"outcome": "结果", "version_after": "之后的版本", "version_before": "之前的版本", "plan": "计划摘要",
-                     "window": "维护窗口内", "approvals": "批准摘要", "phases": "执行的阶段", "finished": "结束时间",
-                     "started": "开始时间", "run": "运行"}
+    return [("主机记录：" if lang == "zh" else "host record: ") + line
+            for a in w.get("accounts") or [] for line in account_texts(a, lang)]
 
 
 def case_lines_zh(case: dict[str, Any]) -> list[str]:
@@ -424,7 +404,7 @@ def case_lines_zh(case: dict[str, Any]) -> list[str]:
            f"申请人：{req.get('user')}@{req.get('host')}，密钥 {req.get('key')}；计划 {req.get('plan')}，"
            f"创建于 {req.get('plan_created')}"]
     for a in case.get("approvals") or []:
-        out.append(f"批准人：{a.get('approver')}，密钥 {a.get('key')}；创建于 {a.get('created')}，有效期至 "
+        out.append(f"批准人：{a.get('approver')}，密钥 {a.get('key')}；创建于 {a.get('created') or '未知'}，有效期至 "
                    f"{a.get('expires')}；批准摘要 {a.get('digest')}")
     if not case.get("approvals"):
         out.append("批准人：没有记录")
@@ -448,6 +428,10 @@ def case_lines_zh(case: dict[str, Any]) -> list[str]:
         out.append(f"结果：退出码 {outcome.get('exit_code')}（{hosts}）")
     else:
         out.append("结果：尚未结束")
+    for f in case.get("followups") or []:
+        hosts = "，".join(f"{k}：{word('status', v, 'zh')}" for k, v in (f.get("hosts") or {}).items())
+        out.append(f"后续：本次运行的{'回滚' if f.get('kind') == 'rollback' else '续跑'} {f.get('run')}，开始于 "
+                   f"{f.get('started')}：" + (f"退出码 {f.get('exit_code')}（{hosts}）" if f.get("finished") else "尚未结束"))
     cp = case.get("checkpoint")
     out.append(f"检查点：第 {cp.get('line')} 行，签署序号 {cp.get('seq')}，链头 {cp.get('head')}，签名人 "
                f"{cp.get('signer')}（锚点 {cp.get('anchor')}）" if cp else "检查点：没有（没有签名证明）")
