@@ -205,3 +205,47 @@ def test_a_witness_received_long_after_the_hosts_own_finish_is_late(
                  "--lang", "zh"]) == NOT_PROVEN
     zh = " ".join(capsys.readouterr().out.split())
     assert "未经证实" in zh and f"主机 app-01 在自己结束运行 {run} 7200 秒后才收到其检查点" in zh
+
+
+def test_with_audit_syslog_each_host_sends_the_witnessed_checkpoint_to_its_local_syslog(
+        fleet: Fleet, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`audit.syslog: true` in the policy: the host's agent (over the real sshd) sends the run's checkpoint to the
+    syslog socket its own config names (/etc/upgrader/agent.json, root's) -- here a real unix datagram socket the
+    test binds -- as an auth.info message a SIEM can keep. A socket nobody listens on is a warning, never a failed
+    run, and the host still keeps its witness."""
+    import socket
+
+    f = fleet
+    f.box.policy.write_text(f.box.policy.read_text().replace(
+        "audit:\n", "audit:\n  syslog: true                              # each host tells its syslog too\n"))
+    sock_path = tmp_path / "log.sock"
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    server.bind(str(sock_path))
+    server.settimeout(60)
+    config = Path("/etc/upgrader/agent.json")  # a tmpfs of this test run's own mount namespace
+    assert not config.exists()
+    config.write_text(json.dumps({"syslog_socket": str(sock_path)}))
+    try:
+        capsys.readouterr()
+        run = run_once(f)
+        out = " ".join(capsys.readouterr().out.split())
+        assert "sent to syslog by: app-01" in out
+        cp = json.loads((f.run_dirs()[-1] / "result.json").read_text())["checkpoint"]
+        message = server.recv(65536).decode()
+        assert message.startswith("<38>upgrader-agent: witnessed checkpoint ")  # auth (4) * 8 + info (6)
+        assert f"run={run} seq={cp['seq']} head={cp['head']} signer=operator@customer key={cp['key']}" in message
+        # nobody listening: the run still exits 0 and warns; the host keeps its witness
+        server.close()
+        sock_path.unlink()
+        capsys.readouterr()
+        rc, plan = plan_to(f.box, "7.0.4.5")
+        assert rc == 0
+        assert upgrader(f.box, "run", str(plan), "--approval", str(approve(f.box, plan))) == 1  # rolled back
+        out = " ".join(capsys.readouterr().out.split())
+        assert "warning: host app-01 could not send the checkpoint to its syslog (audit.syslog: true):" in out
+        assert "witnessed by: app-01" in out
+        runs = [json.loads(x)["run"] for x in (f["app-01"].state_dir / "checkpoints.jsonl").read_text().splitlines()]
+        assert runs == [run, f.run_dirs()[-1].name]
+    finally:
+        config.unlink()
+        server.close()

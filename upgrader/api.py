@@ -1091,7 +1091,13 @@ def _witness(ctx: Context, recorder: Recorder, result: JSONObject, plan_hosts: S
                if any(p.get("status") == "ok" for p in cast("list[dict[str, object]]", h.get("phases") or []))}
     targets = [WitnessTarget(h["name"], _agent_call(_connector(h), h["install_dir"], h.get("state_dir")))
                for h in plan_hosts if h["name"] in reached]
-    missing = send_witnesses(targets, cp, str(result["run_id"]), recorder.clock.now().isoformat(timespec="milliseconds"))
+    try:  # the operator's policy: each host also tells its local syslog (a SIEM keeps it)
+        syslog = bool(load_policy(ctx).audit_syslog) if targets else False
+    except Exception:  # noqa: BLE001 - the run already loaded it; a witness never fails a run
+        syslog = False
+    syslog_failed: dict[str, str] = {}
+    missing = send_witnesses(targets, cp, str(result["run_id"]), recorder.clock.now().isoformat(timespec="milliseconds"),
+                             syslog=syslog, syslog_failed=syslog_failed)
     for host, why in sorted(missing.items()):
         try:  # no run: the run closed with its checkpoint; the next checkpoint covers this line
             recorder.log.append("witness_missing", host=host, time=recorder.clock.now().isoformat(
@@ -1100,7 +1106,11 @@ def _witness(ctx: Context, recorder: Recorder, result: JSONObject, plan_hosts: S
         except Exception:  # noqa: BLE001 - the warning in the result still says it
             pass
     return {"witnessed": sorted(t.name for t in targets if t.name not in missing),
-            "missing": [{"host": h, "error": why} for h, why in sorted(missing.items())]}
+            "missing": [{"host": h, "error": why} for h, why in sorted(missing.items())],
+            **({"syslog": {"sent": sorted(t.name for t in targets if t.name not in missing
+                                          and t.name not in syslog_failed),
+                           "failed": [{"host": h, "error": why} for h, why in sorted(syslog_failed.items())]}}
+               if syslog else {})}
 
 
 def _finished(observers: Sequence[Observer], result: JSONObject, clock: Clock) -> None:

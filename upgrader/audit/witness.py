@@ -47,24 +47,29 @@ def _error(e: BaseException) -> str:
 
 
 def send_witnesses(targets: Sequence[WitnessTarget], checkpoint: Mapping[str, object], run_id: str,
-                   time: str) -> dict[str, str]:
+                   time: str, syslog: bool = False, syslog_failed: dict[str, str] | None = None) -> dict[str, str]:
     """Send the run's checkpoint to every target (in parallel); returns {host: why} for each host that did not
-    record it. Never raises: a witness must not fail a run."""
+    record it. Never raises: a witness must not fail a run. ``syslog`` (the policy's ``audit.syslog``): each host
+    also sends it to its local syslog; a host that could not is put in ``syslog_failed`` with why."""
     record: JSONObject = {"seq": checkpoint["seq"], "head": checkpoint["head"], "line": checkpoint.get("line"),
               "signer": checkpoint.get("signer"), "key": checkpoint.get("key"), "time": time, "run": run_id}
 
-    def one(t: WitnessTarget) -> tuple[str, str | None]:
+    def one(t: WitnessTarget) -> tuple[str, str | None, str | None]:
         try:
-            _call(t, "witness", {"checkpoint": record})
+            reply = _call(t, "witness", {"checkpoint": record, **({"syslog": True} if syslog else {})})
         except Exception as e:  # noqa: BLE001 - any failure is a missing witness, reported, never raised
-            return t.name, _error(e)
-        return t.name, None
+            return t.name, _error(e), None
+        said = reply.get("syslog") if isinstance(reply, dict) else None
+        failed = str(said.get("error")) if isinstance(said, dict) and said.get("error") else None
+        return t.name, None, failed
 
     if not targets:
         return {}
     with ThreadPoolExecutor(max_workers=max(1, min(8, len(targets)))) as pool:
         done = list(pool.map(one, targets))
-    return {name: why for name, why in done if why is not None}
+    if syslog_failed is not None:
+        syslog_failed.update({name: why for name, _, why in done if why is not None})
+    return {name: why for name, why, _ in done if why is not None}
 
 
 @dataclass
@@ -290,7 +295,8 @@ def _differences(rec: JSONObject, log: JSONObject) -> list[JSONObject]:
     mine = rec.get("approvals")
     if isinstance(mine, list) and mine and log.get("approvals") is not None and sorted(map(str, mine)) != log["approvals"]:
         differ("approvals", sorted(map(str, mine)), log["approvals"])
-    steps = rec.get("steps") if isinstance(rec.get("steps"), list) else []
+    given = rec.get("steps")
+    steps: list[object] = list(given) if isinstance(given, list) else []
     done = {str(s.get("op")) for s in steps if isinstance(s, dict) and s.get("ok")}
     phases = log.get("phases") or set()
     assert isinstance(phases, set)

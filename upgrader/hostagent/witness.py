@@ -125,7 +125,75 @@ def op_witness(req):
         for d, fd in fds:
             append_line_at(fd, CHECKPOINTS, line, d)
             written.append(os.path.join(d, CHECKPOINTS))
-    return {"written": written}
+    reply = {"written": written}
+    try:
+        forced = _host_config().get("syslog") is True
+    except AgentError:
+        forced = False  # said by to_syslog when the policy asks for syslog; the witness itself is kept
+    if req.get("syslog") is True or forced:
+        reply["syslog"] = to_syslog(record)
+    return reply
+
+
+#: the host's own settings for the agent (root's, never the controller's nor an environment variable's):
+#: {"syslog": true, "syslog_socket": "/dev/log"} -- the socket the witnessed checkpoints go to, and whether they go
+#: there whatever the controller's policy says
+HOST_CONFIG = "/etc/upgrader/agent.json"
+SYSLOG_SOCKET = "/dev/log"
+
+
+def _host_config():
+    """HOST_CONFIG as a dict (empty when absent); refused (AgentError) when another account could have written it."""
+    from .state import ancestor_problem, trusted_uid
+
+    try:
+        st = os.lstat(HOST_CONFIG)
+    except OSError:
+        return {}
+    problem = ancestor_problem(HOST_CONFIG)
+    if problem is not None:
+        raise problem
+    if not stat.S_ISREG(st.st_mode) or not trusted_uid(st.st_uid) or st.st_mode & 0o022:
+        raise AgentError("%s must be a plain file of root's (or the agent's account) that nobody else can write; "
+                         "nothing was sent: chown root and chmod go-w it" % HOST_CONFIG, "unsafe_path",
+                         path=HOST_CONFIG)
+    with open(HOST_CONFIG, "rb") as f:
+        try:
+            data = json.loads(f.read(65536).decode("utf-8"))
+        except ValueError as e:
+            raise AgentError("%s is not JSON (%s): write e.g. {\"syslog_socket\": \"/dev/log\"}" % (HOST_CONFIG, e),
+                             "bad_input", path=HOST_CONFIG)
+    if not isinstance(data, dict):
+        raise AgentError("%s must hold a JSON object, e.g. {\"syslog_socket\": \"/dev/log\"}" % HOST_CONFIG,
+                         "bad_input", path=HOST_CONFIG)
+    return data
+
+
+def to_syslog(record):
+    """Send one witnessed checkpoint to this host's syslog (auth facility, info) through the socket the host's own
+    config names (/dev/log by default); {"sent": socket} or {"error": why} -- never raises: the witness is kept."""
+    import logging
+    import logging.handlers
+
+    class _Handler(logging.handlers.SysLogHandler):
+        def handleError(self, rec):  # noqa: N802 - the stdlib's name; a failure is reported, not printed
+            raise
+
+    try:
+        where = _host_config().get("syslog_socket", SYSLOG_SOCKET)
+        if not isinstance(where, str) or not where.startswith("/"):
+            raise AgentError("syslog_socket in %s must be an absolute path, not %r" % (HOST_CONFIG, where),
+                             "bad_input")
+        handler = _Handler(address=where, facility=logging.handlers.SysLogHandler.LOG_AUTH)
+        try:
+            text = ("upgrader-agent: witnessed checkpoint run=%s seq=%s head=%s signer=%s key=%s time=%s"
+                    % tuple(record.get(k) for k in ("run", "seq", "head", "signer", "key", "time")))
+            handler.emit(logging.LogRecord("upgrader-agent", logging.INFO, __file__, 0, text, None, None))
+        finally:
+            handler.close()
+    except (AgentError, OSError, ValueError) as e:
+        return {"error": str(e)}
+    return {"sent": where}
 
 
 def op_witness_read(req):
