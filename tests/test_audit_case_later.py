@@ -125,3 +125,21 @@ def test_the_runs_case_lists_its_later_rollback_in_every_view(
     _, header, *rows = csv.reader((tmp_path / "a.cases.csv").open(newline=""))
     row = dict(zip(header, next(r for r in rows if r[0] == run)))
     assert row["later_runs"] == f"rollback {later['run']}: exit 0 {{'app-01': 'restored'}}"
+
+
+def test_the_host_records_the_rollback_under_the_id_the_log_gives_it_and_agrees(
+        box: tuple[Sandbox, str, Path, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    b, run, _, _ = box
+    case = case_json(b, run, capsys)
+    [later] = case["followups"]
+    ledger = b.root / "hosts" / ".upgrader-app-01"
+    recs = [json.loads(x) for x in (ledger / "runs.jsonl").read_text().splitlines()]
+    assert [(r["run"], r["as"], r["outcome"]) for r in recs] == [
+        (run, run, "committed"), (run, later["run"], "rolled_back")]
+    assert [s["op"] for s in recs[1]["steps"]][:2] == ["stop", "rollback"]  # only the rollback's own steps
+    for which in (run, later["run"]):
+        capsys.readouterr()
+        rc = main(["--home", str(b.root), "audit", "case", which, "--witness", str(b.inventory), "--json"])
+        assert rc == 0, capsys.readouterr().out
+        [account] = json.loads(capsys.readouterr().out)["case"]["witnesses"]["accounts"]
+        assert account == {"host": "app-01", "differences": [], "doubts": []}

@@ -1096,12 +1096,15 @@ def _witness(ctx: Context, recorder: Recorder, result: JSONObject, plan_hosts: S
     except Exception:  # noqa: BLE001 - the run already loaded it; a witness never fails a run
         syslog = False
     syslog_failed: dict[str, str] = {}
-    missing = send_witnesses(targets, cp, str(result["run_id"]), recorder.clock.now().isoformat(timespec="milliseconds"),
+    # the run as the log's checkpoint line names it (a rollback's or resume's own id, RUN/rollback-…), which is the
+    # id each host recorded at its finish
+    label = str(recorder.run or result["run_id"])
+    missing = send_witnesses(targets, cp, label, recorder.clock.now().isoformat(timespec="milliseconds"),
                              syslog=syslog, syslog_failed=syslog_failed)
     for host, why in sorted(missing.items()):
         try:  # no run: the run closed with its checkpoint; the next checkpoint covers this line
             recorder.log.append("witness_missing", host=host, time=recorder.clock.now().isoformat(
-                timespec="milliseconds"), data={"for_run": str(result["run_id"]), "seq": cp["seq"], "head": cp["head"],
+                timespec="milliseconds"), data={"for_run": label, "seq": cp["seq"], "head": cp["head"],
                                                 "error": why})
         except Exception:  # noqa: BLE001 - the warning in the result still says it
             pass

@@ -229,18 +229,42 @@ def op_witness_read(req):
 # -- this host's own record of a run ------------------------------------------------------------------------------
 
 
+def _run_dir_fd(paths):
+    """A descriptor of the run's own directory, opened from the state dir's descriptor one step at a time, never
+    through a link (None when it is not there)."""
+    from .beneath import walk_dirs
+    from .state import open_state_dir
+
+    paths.run()  # the run id's shape, refused otherwise
+    sfd = open_state_dir(paths.state)
+    if sfd is None:
+        return None
+    try:
+        return walk_dirs(sfd, ["runs", paths.run_id], "the run's directory", paths.state)
+    except FileNotFoundError:
+        return None
+    finally:
+        os.close(sfd)
+
+
 def note_step(req, ok, kind=None):
     """After a changing action of a run (main.handle): one line in the run's own steps.jsonl -- the action, whether
     it went well, this host's clock. Never fails the action (the record is the host's account, not a gate)."""
     try:
         paths = _paths(req)
-        if not paths.in_run:
+        if not paths.run_id:
             return
         line = {"op": req.get("op"), "ok": bool(ok), "at": time.time()}
         if kind:
             line["kind"] = str(kind)[:40]
-        fd = os.open(paths.run(STEPS), os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK
-                     | getattr(os, "O_CLOEXEC", 0), 0o600)
+        dfd = _run_dir_fd(paths)
+        if dfd is None:
+            return
+        try:
+            fd = os.open(STEPS, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK
+                         | getattr(os, "O_CLOEXEC", 0), 0o600, dir_fd=dfd)
+        finally:
+            os.close(dfd)
         try:
             if stat.S_ISREG(os.fstat(fd).st_mode):
                 os.write(fd, (json.dumps(line, sort_keys=True) + "\n").encode("utf-8"))
@@ -254,21 +278,22 @@ def _steps(paths):
     """This run's steps since its last finish (a rollback of a finished run reports only its own steps)."""
     steps = []
     try:
-        fd = os.open(paths.run(STEPS), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
-    except OSError:
+        dfd = _run_dir_fd(paths)
+        if dfd is None:
+            return steps
+        try:
+            rows = _lines(paths.run(), dfd, STEPS)
+        finally:
+            os.close(dfd)
+    except (AgentError, OSError):
         return steps
-    with os.fdopen(fd, "rb") as f:
-        for raw in f:
-            try:
-                rec = json.loads(raw.decode("utf-8"))
-            except ValueError:
-                continue
-            if not isinstance(rec, dict):
-                continue
-            if rec.get("op") == "finish" and rec.get("ok"):
-                steps = []
-            else:
-                steps.append({"op": rec.get("op"), "ok": rec.get("ok"), "at": rec.get("at")})
+    for _, rec in rows:
+        if not isinstance(rec, dict):
+            continue
+        if rec.get("op") == "finish" and rec.get("ok"):
+            steps = []
+        else:
+            steps.append({"op": rec.get("op"), "ok": rec.get("ok"), "at": rec.get("at")})
     return steps
 
 
