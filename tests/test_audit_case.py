@@ -348,7 +348,8 @@ def test_html_export_has_a_case_section_per_run_field_by_field(
         case = case_of(demo, run, capsys)
         rows = case_rows(text, index)
         assert list(rows) == ["requester", "approvals", "policy", "catalog", "window", "host-app-01", "downtime",
-                              "outcome", "checkpoint", "witnesses"]
+                              "outcome", "followups", "checkpoint", "witnesses"]
+        assert rows["followups"] == ("没有（本次运行没有回滚或续跑）" if zh else "none (no rollback or resume of this run)")
         req = case["requested"]
         assert f"{req['user']}@{req['host']}" in rows["requester"] and req["key"] in rows["requester"]
         assert ((f"计划 {req['plan']}，创建于 {req['plan_created']}" if zh else

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -338,3 +339,24 @@ def test_the_exports_case_sections_carry_the_hosts_witnesses(
     assert main([*home, "--format", "csv", "-o", str(tmp_path / "f.csv")]) == ALTERED
     rows = list(_csv.reader((tmp_path / "f.cases.csv").open(newline="")))
     assert {r[-1] for r in rows[2:]} == {"app-01 DOES NOT MATCH; app-02 DOES NOT MATCH"}
+
+
+def test_each_host_keeps_its_own_record_of_every_run_it_finished_and_the_log_agrees(
+        witnessed: Witnessed, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """runs.jsonl beside the witnesses: per run the host's own account (outcome, versions, steps, its clock); the
+    honest log agrees with every one of them (no difference, no doubt)."""
+    for h in witnessed.fleet.hosts:
+        recs = [json.loads(x) for x in (h.state_dir / "runs.jsonl").read_text().splitlines()]
+        assert [(r["as"], r["outcome"], r["version_before"], r["version_after"]) for r in recs] == [
+            (witnessed.runs[0], "committed", "7.0.4.1", "7.0.4.2"),
+            (witnessed.runs[1], "rolled_back", "7.0.4.2", "7.0.4.2")]
+        ops = [[(s["op"], s["ok"]) for s in r["steps"]] for r in recs]
+        assert ("install", True) in ops[0] and ("rollback", True) in ops[1] and ("rollback", True) not in ops[0]
+        assert all(r["started"] <= r["finished"] and re.fullmatch(r"[0-9a-f]{64}", r["plan"]) and r["approvals"]
+                   for r in recs)
+        assert oct((h.state_dir / "runs.jsonl").stat().st_mode & 0o777) == "0o600"
+    log = tmp_path / "audit.jsonl"
+    log.write_bytes(witnessed.log)
+    rc, report, text = verify(witnessed, log, capsys, "--witness", str(witnessed.fleet.box.inventory))
+    assert rc == 0 and report["witness"]["runs_compared"] == 4 and report["witness"]["doubts"] == [], text
+    assert "4 run(s) as the hosts recorded them match it" in text

@@ -556,7 +556,7 @@ def approve(ctx: Context, plan: Path | PlanReview, *, key: Path, output: Path, p
     Recorder(ctx.home, operator_identity(ctx.home, policy, need_key=False), clock).event(
         "approval_created", outcome="approved", plan=the_plan.digest, approver=name, key=identity.fingerprint,
         expires=statement.expires.isoformat(), comment=statement.comment, after_hours=statement.after_hours,
-        requester=statement.requester, file=str(out))
+        requester=statement.requester, file=str(out), digest=statement.digest)
     return ApprovalMade(out, the_plan.digest, name, identity.fingerprint, statement.expires, reviewed.review)
 
 
@@ -837,7 +837,8 @@ def run(ctx: Context, plan: Path | Plan, approvals: Sequence[str | Path] = (), *
                         controller=started.controller, manual_changes=checked.policy.manual_changes,
                         canary=limits.canary, confirm=confirm, approvals=checked.approval_digests,
                         break_lock=break_lock, cancel=token, catalog_serial=checked.catalog_serial,
-                        host_evidence=checked.evidence)
+                        host_evidence=checked.evidence,
+                        audit=_host_audit(started.recorder, plan.digest, checked.window))
         if break_lock:
             started.recorder.event("locks_broken", outcome="forced", reason="--break-lock given by the operator")
         try:
@@ -987,6 +988,23 @@ def refused_at_preflight(run_dir: Path) -> set[str]:
     return failed - went_on
 
 
+def _host_audit(recorder: Recorder, plan: str | None, window: object) -> JSONObject:
+    """What each host records of this run at its finish beside its own account (hostagent/witness.py): the id
+    the audit log gives this part of the run, the plan digest, whether the run was inside the service window."""
+    inside = window.get("inside") if isinstance(window, dict) else None
+    return {"as": recorder.run, "plan": plan, "window": inside if isinstance(inside, bool) else None}
+
+
+def _accepted_digest(run_dir: Path) -> str | None:
+    """The digest of the plan the run's journal accepted."""
+    from .core.journal import read_journal
+
+    for rec in read_journal(run_dir / "journal.jsonl"):
+        if rec.phase == "plan" and rec.event == "accepted":
+            return cast("str | None", rec.data.get("digest"))
+    return None
+
+
 def _run_approval_records(run_dir: Path) -> list[JSONObject]:
     """The approvals a run was started with, as its journal recorded them (approver, expiry, after hours)."""
     from .core.journal import read_journal
@@ -1073,16 +1091,29 @@ def _witness(ctx: Context, recorder: Recorder, result: JSONObject, plan_hosts: S
                if any(p.get("status") == "ok" for p in cast("list[dict[str, object]]", h.get("phases") or []))}
     targets = [WitnessTarget(h["name"], _agent_call(_connector(h), h["install_dir"], h.get("state_dir")))
                for h in plan_hosts if h["name"] in reached]
-    missing = send_witnesses(targets, cp, str(result["run_id"]), recorder.clock.now().isoformat(timespec="milliseconds"))
+    try:  # the operator's policy: each host also tells its local syslog (a SIEM keeps it)
+        syslog = bool(load_policy(ctx).audit_syslog) if targets else False
+    except Exception:  # noqa: BLE001 - the run already loaded it; a witness never fails a run
+        syslog = False
+    syslog_failed: dict[str, str] = {}
+    # the run as the log's checkpoint line names it (a rollback's or resume's own id, RUN/rollback-…), which is the
+    # id each host recorded at its finish
+    label = str(recorder.run or result["run_id"])
+    missing = send_witnesses(targets, cp, label, recorder.clock.now().isoformat(timespec="milliseconds"),
+                             syslog=syslog, syslog_failed=syslog_failed)
     for host, why in sorted(missing.items()):
         try:  # no run: the run closed with its checkpoint; the next checkpoint covers this line
             recorder.log.append("witness_missing", host=host, time=recorder.clock.now().isoformat(
-                timespec="milliseconds"), data={"for_run": str(result["run_id"]), "seq": cp["seq"], "head": cp["head"],
+                timespec="milliseconds"), data={"for_run": label, "seq": cp["seq"], "head": cp["head"],
                                                 "error": why})
         except Exception:  # noqa: BLE001 - the warning in the result still says it
             pass
     return {"witnessed": sorted(t.name for t in targets if t.name not in missing),
-            "missing": [{"host": h, "error": why} for h, why in sorted(missing.items())]}
+            "missing": [{"host": h, "error": why} for h, why in sorted(missing.items())],
+            **({"syslog": {"sent": sorted(t.name for t in targets if t.name not in missing
+                                          and t.name not in syslog_failed),
+                           "failed": [{"host": h, "error": why} for h, why in sorted(syslog_failed.items())]}}
+               if syslog else {})}
 
 
 def _finished(observers: Sequence[Observer], result: JSONObject, clock: Clock) -> None:
@@ -1142,7 +1173,8 @@ def resume(ctx: Context, run_id: str, *, hosts: str | None = None, yes: bool = F
     told = _observers(observers, events, {h["name"]: (h["current"], h["target"]) for h in chosen})
     engine = Engine(journal=journal, clock=clock, observers=[recorder, *told],
                     controller={"user": operator.user, "host": operator.host}, approvals=approvals,
-                    break_lock=break_lock, host_evidence=evidence)
+                    break_lock=break_lock, host_evidence=evidence,
+                    audit=_host_audit(recorder, _accepted_digest(run_dir), None))
     with _running(guard):  # until its records are written
         if on_started is not None:
             on_started(RunStart(run_id, "resume", tuple(h["name"] for h in chosen), journal.dir, False))
@@ -1198,7 +1230,8 @@ def _continue_after_canary(ctx: Context, run_id: str, run_dir: Path, result: JSO
     engine = Engine(journal=journal, clock=clock, observers=[recorder, *told], forks=10,
                     controller={"user": operator.user, "host": operator.host},
                     manual_changes=policy.manual_changes, approvals=approvals, cancel=token,
-                    catalog_serial=cat.serial, host_evidence=evidence)
+                    catalog_serial=cat.serial, host_evidence=evidence,
+                    audit=_host_audit(recorder, _accepted_digest(run_dir), window))
     with _running(guard):  # until its records are written
         if on_started is not None:
             on_started(RunStart(run_id, "resume", tuple(waiting), journal.dir, True))
@@ -1267,7 +1300,8 @@ def rollback(ctx: Context, run_id: str, *, hosts: str | None = None, batch: str 
     targets = [HostTarget(plan=h, connect=_connector(h), package_file=Path()) for h in chosen]
     told = _observers(observers, events, {h["name"]: (h["target"], h["current"]) for h in chosen})
     engine = Engine(journal=journal, clock=clock, observers=[recorder, *told], batch=b, max_failures=m,
-                    controller={"user": operator.user, "host": operator.host}, break_lock=break_lock)
+                    controller={"user": operator.user, "host": operator.host}, break_lock=break_lock,
+                    audit=_host_audit(recorder, _accepted_digest(run_dir), window))
     with _running(guard):  # until its records are written
         if on_started is not None:
             on_started(RunStart(run_id, "rollback", tuple(h["name"] for h in chosen), journal.dir, False,
@@ -1545,7 +1579,7 @@ class AuditCase:
 
         if altered(self.result) or (self.witness is not None and self.witness.problems):
             return 6
-        return 2 if self.witness is not None and self.witness.unreachable else 0
+        return 2 if self.witness is not None and (self.witness.unreachable or self.witness.doubts) else 0
 
 
 def audit_case(ctx: Context, run: str, *, log: Path | None = None, allowed_signers: Path | None = None,
@@ -1657,7 +1691,8 @@ class AuditExport:
         code = audit_exit_code(self.result)
         if self.witness is not None and self.witness.problems:
             return 6
-        return 2 if self.witness is not None and self.witness.unreachable and code == 0 else code
+        return 2 if self.witness is not None and (self.witness.unreachable or self.witness.doubts) and code == 0 \
+            else code
 
 
 def audit_exit_code(result: VerifyResult) -> int:

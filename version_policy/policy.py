@@ -210,6 +210,7 @@ SCHEMA: tuple[Setting, ...] = (
     Setting("approvals.allow_unsigned_plans", _boolean, False),
     Setting("catalog.trusted_signers", _optional_path, None),
     Setting("audit.allowed_signers", _optional_path, None),
+    Setting("audit.syslog", _boolean, False),
     Setting("window.timezone", _timezone, "Asia/Shanghai"),
     Setting("window.days", _days, ("mon", "tue", "wed", "thu", "fri")),
     Setting("window.start", _clock("23:59"), "09:00"),
@@ -371,6 +372,11 @@ class Policy:
         """Operators' allowed_signers for audit checkpoints as written; None: the approvers' file."""
         value = self.settings["audit.allowed_signers"]
         return cast(str | None, value if value is not None else self.settings["approvals.allowed_signers"])
+
+    @property
+    def audit_syslog(self) -> bool:
+        """Does each host also send every run's witnessed checkpoint to its local syslog (for a SIEM)?"""
+        return cast(bool, self.settings["audit.syslog"])
 
     @property
     def trusted_signers(self) -> str | None:

@@ -49,17 +49,21 @@ def build_case(events: list[dict[str, object]], run: str) -> dict[str, object] |
     mine = [e for e in events if e.get("run") == run]
     if not mine:
         return None
+    followups = _followups(events, run)
     start = next((e for e in mine if e.get("event") in ("run_started", "rollback_requested")), mine[0])
     sd: dict[str, Any] = _d(start.get("data"))
     plan = sd.get("plan")
-    created = {(_d(e.get("data")).get("approver"), _d(e.get("data")).get("key")): e for e in events
-               if e.get("event") == "approval_created" and plan and _d(e.get("data")).get("plan") == plan}
+    # each approval's creation, joined by its digest (written since issue 20's attack 3) and only from before the
+    # run started: an approval of the same plan made later, or by the same approver, is never taken for it
+    before_start = events[:next((i for i, e in enumerate(events) if e is start), len(events))]
+    created = {str(_d(e.get("data")).get("digest")): e for e in before_start
+               if e.get("event") == "approval_created" and _d(e.get("data")).get("digest")}
     plan_made = next((e for e in events if e.get("event") == "plan_created" and plan
                       and _d(e.get("data")).get("plan") == plan), None)
     approvals = []
     for a in [_d(x) for x in (sd.get("approvals") or [])] or [_d(e.get("data")) for e in mine
                                                                 if e.get("event") == "approval_accepted"]:
-        made = created.get((a.get("approver"), a.get("key")))
+        made = created.get(str(a.get("digest")))
         approvals.append({"approver": a.get("approver"), "key": a.get("key"),
                           "created": made.get("time") if made else None,
                           "file": _d(made.get("data")).get("file") if made else None,
@@ -137,5 +141,24 @@ def build_case(events: list[dict[str, object]], run: str) -> dict[str, object] |
         "checkpoint": {"line": cp_line.get("seq"), "seq": cp.get("seq"), "head": cp.get("head"),
                        "signer": cp.get("signer"), "key": cp.get("key"), "time": cp_line.get("time"),
                        "anchor": f"{cp.get('seq')}:{cp.get('head')}"} if cp_line else None,
+        "followups": followups,
         WITNESS_HOOK: None,
     }
+
+
+def _followups(events: list[dict[str, object]], run: str) -> list[dict[str, object]]:
+    """The runs that came after ``run`` and changed what it did: each rollback and resume of it (its
+    ``rollback_requested`` / ``resume_requested`` names ``of_run``), with its outcome as the log has it."""
+    out: list[dict[str, object]] = []
+    for e in events:
+        if e.get("event") in ("rollback_requested", "resume_requested") and _d(e.get("data")).get("of_run") == run \
+                and e.get("run"):
+            rid = e.get("run")
+            end = next((x for x in events if x.get("run") == rid and x.get("event") == "run_finished"), None)
+            ed = _d(end.get("data")) if end else {}
+            out.append({"run": rid, "kind": "rollback" if e.get("event") == "rollback_requested" else "resume",
+                        "started": e.get("time"), "finished": end.get("time") if end else None,
+                        "exit_code": (ed.get("exit_code") if ed.get("exit_code") is not None else end.get("outcome"))
+                        if end else None,
+                        "hosts": ed.get("outcomes") if end else None})
+    return out

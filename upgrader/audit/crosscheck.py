@@ -158,6 +158,8 @@ def cross_check(events: list[dict[str, object]], *, plans: Path | None, approval
         d = _d(e.get("data"))
         if e.get("event") == "approval_created":
             approval_names.setdefault((d.get("plan"), d.get("approver"), d.get("key")), d.get("file"))
+            if isinstance(d.get("digest"), str):  # the file of exactly this approval (recorded since issue 20)
+                approval_names.setdefault(("digest", d["digest"], None), d.get("file"))
         if e.get("event") == "run_started":
             for item in _l(d.get("approvals")):
                 given = _d(item)
@@ -171,7 +173,8 @@ def cross_check(events: list[dict[str, object]], *, plans: Path | None, approval
             if digest in out.approvals:
                 continue
             a = have_a.get(digest)
-            named = _by_name(approvals, approval_names.get((plan, approver, key)))
+            named = _by_name(approvals, approval_names.get(("digest", digest, None),
+                                                           approval_names.get((plan, approver, key))))
             if named is not None and (a is None or Path(a.source) != named):
                 out.approvals[digest] = a.source if a is not None else None
                 try:

@@ -52,7 +52,7 @@ CSV_CASE_COLUMNS = ("run", "kind", "target", "requester", "requester_key", "plan
                     "window_reason", "operator", "operator_key", "started", "finished", "duration_seconds",
                     "host", "from", "to", "host_outcome", "version_after", "phases", "host_downtime_seconds",
                     "rollback_cause", "run_downtime_seconds", "exit_code", "checkpoint_line", "checkpoint_anchor",
-                    "checkpoint_signer", "witnesses")
+                    "checkpoint_signer", "later_runs", "witnesses")
 
 
 def export(fmt: str, events: list[dict[str, object]], result: VerifyResult, verdict: str, out: Path,
@@ -175,6 +175,9 @@ def _witness_cell(w: object) -> str:
              for k in _list(d.get("hosts"))]
     parts += [f"{_dict(u).get('host')} unreadable" for u in _list(d.get("unreadable"))]
     parts += [f"{n} no record" for n in _list(d.get("not_kept"))]
+    for a in [_dict(x) for x in _list(d.get("accounts"))]:
+        parts += [f"{a.get('host')} record {_dict(x).get('field')} DIFFERS" for x in _list(a.get("differences"))]
+        parts += [f"{a.get('host')} {_dict(x).get('kind')}" for x in _list(a.get("doubts"))]
     return "; ".join(parts) or "none"
 
 
@@ -210,6 +213,8 @@ def render_cases_csv(events: list[dict[str, object]], result: VerifyResult, verd
                   case.get("duration_seconds")]
         tail = [case.get("downtime_seconds"), outcome.get("exit_code") if outcome else None,
                 cp.get("line") if cp else None, cp.get("anchor") if cp else None, cp.get("signer") if cp else None,
+                _join([f"{_dict(f).get('kind')} {_dict(f).get('run')}: exit {_dict(f).get('exit_code')} "
+                       f"{_dict(f).get('hosts')}" for f in _list(case.get("followups"))]),
                 _witness_cell(case.get("witnesses"))]
         hosts = [_dict(h) for h in _list(case.get("hosts"))] or [{}]
         for h in hosts:
@@ -729,7 +734,8 @@ def _case_section(h: _Html, run: _Run, index: int) -> None:
     if not run.is_rollback:
         approvals = [_dict(a) for a in _list(case.get("approvals"))]
         rows.append(("approvals", h.t("approvals"), "<br>".join(
-            h.t("case_approval", approver=a.get("approver"), fp=a.get("key"), created=a.get("created"),
+            h.t("case_approval", approver=a.get("approver"), fp=a.get("key"),
+                created=a.get("created") or h.t("unknown_time"),
                 expires=a.get("expires"), digest=a.get("digest")) for a in approvals)
             or f'<span class="s-bad">{h.t("no_approval")}</span>'))
     if pol:
@@ -753,6 +759,7 @@ def _case_section(h: _Html, run: _Run, index: int) -> None:
     rows.append(("downtime", h.t("case_downtime"), h.t("case_seconds", seconds=case.get("downtime_seconds"))))
     rows.append(("outcome", h.t("outcome"), h.t("case_outcome", code=out.get("exit_code")) if out
                  else h.t("unfinished")))
+    rows.append(("followups", h.t("case_followups"), _followups_html(h, case.get("followups"))))
     rows.append(("checkpoint", h.t("checkpoint"), '<span class="mono small">' + h.t(
         "case_checkpoint", anchor=cp.get("anchor"), line=cp.get("line"), signer=cp.get("signer")) + "</span>"
         if cp else f'<span class="s-warn">{h.t("no_checkpoint")}</span>'))
@@ -777,7 +784,27 @@ def _witnesses_html(h: _Html, w: object) -> str:
     items += [f'<span class="s-warn">{h.t("witness_unreadable", host=_dict(u).get("host"))}</span>'
               for u in _list(d.get("unreadable"))]
     items += [f'<span class="s-warn">{h.t("witness_not_kept", host=n)}</span>' for n in _list(d.get("not_kept"))]
+    from .witness import account_texts
+
+    for a in _list(d.get("accounts")):
+        bad = bool(_dict(a).get("differences"))
+        for line in account_texts(_dict(a), h.lang):
+            css = "s-bad" if bad else "s-warn" if _dict(a).get("doubts") else "s-ok"
+            items.append(f'<span class="{css}">{_e(line)}</span>')
     return "<br>".join(items) or h.t("witness_none")
+
+
+def _followups_html(h: _Html, followups: object) -> str:
+    """The runs that undid or finished this one later (its rollbacks and resumes), each with its outcome."""
+    items = []
+    for f in [_dict(x) for x in _list(followups)]:
+        hosts = ("，" if h.lang == "zh" else ", ").join(f"{_e(k)} {_badge(v, h.lang)}"
+                                                       for k, v in _dict(f.get("hosts")).items())
+        items.append(h.t("case_followup_rollback" if f.get("kind") == "rollback" else "case_followup_resume",
+                         run=f.get("run"), started=f.get("started"))
+                     + " " + (h.t("case_outcome", code=f.get("exit_code")) + (f" {hosts}" if hosts else "")
+                              if f.get("finished") else h.t("unfinished")))
+    return "<br>".join(items) or h.t("case_followups_none")
 
 
 def _approved_text(h: _Html, run: _Run) -> str | None:

@@ -266,8 +266,10 @@ def build_parser() -> argparse.ArgumentParser:
     averify.add_argument("--policy", help="policy YAML naming the allowed signers")
     averify.add_argument("--witness", metavar="INVENTORY",
                          help="also check the log against the checkpoints every host of this inventory witnessed "
-                              "(read-only, over SSH or locally): a rewritten log or a run cut off the end is named, "
-                              "exit 6; a host that cannot be read leaves it unchecked (exit 2)")
+                              "and each host's own record of the runs it finished (read-only, over SSH or locally): "
+                              "a rewritten log, a run cut off the end or a field of a run that differs from the "
+                              "host's record is named, exit 6; a witness late or missing, or a host that cannot be "
+                              "read, leaves it not proven (exit 2)")
     averify.add_argument("--plans", metavar="DIR", help="also check every plan the log names: a file in DIR must "
                          "have its digest (recomputed from the file); exit 6 naming the line and file otherwise")
     averify.add_argument("--approvals", metavar="DIR", help="also check every approval a run accepted: a file in DIR "

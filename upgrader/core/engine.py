@@ -130,8 +130,12 @@ class Engine:
                  retry_delay: float = 1.0, sleep: Callable[[float], None] | None = None,
                  approvals: tuple[str, ...] = (), break_lock: bool = False,
                  cancel: threading.Event | None = None, catalog_serial: int | None = None,
-                 host_evidence: Mapping[str, object] | None = None) -> None:
+                 host_evidence: Mapping[str, object] | None = None,
+                 audit: Mapping[str, object] | None = None) -> None:
         self.journal = journal
+        # what each host records of this run at its finish beside its own account (hostagent/witness.py): the id
+        # the audit log gives this part of the run (``as``), the plan digest, the service window as judged now
+        self.audit = {k: v for k, v in (audit or {}).items() if v is not None}
         self.clock = clock
         self.observers = list(observers or [])
         self.forks = max(1, forks)
@@ -980,7 +984,7 @@ class _HostRun:
             catalog = {"product": self.p["product"], "serial": self.e.catalog_serial} \
                 if self.e.catalog_serial is not None else None
             self.call("finish", outcome=outcome, keep=self.spec.get("backup", {}).get("keep", 3),
-                      approvals=list(self.e.approvals), catalog=catalog)
+                      approvals=list(self.e.approvals), catalog=catalog, audit=self.e.audit)
             self.e.journal.record("finish", "done", host=self.name, outcome=outcome)
         except (AgentFailure, TransportError) as err:
             # the used approvals, the catalog serial or the manifest beside the install may not be recorded, and the

@@ -12,6 +12,7 @@ from .ledger import ledger_fds, record_catalog_serial
 from .lock import op_unlock
 from .manifests import drift, hash_at, scan_tree
 from .state import Paths, append_line_at, set_run_state, write_json_at
+from .witness import RUN_RECORDS, run_record
 
 
 def op_verify_tree(req):
@@ -56,11 +57,19 @@ def op_finish(req):
     # with a host trust root, the approvals this host verified itself at prepare, never the controller's list
     kept = hosttrust.accepted(paths)
     spent = list(kept["approvals"]) if kept is not None else list(req.get("approvals") or [])
+    # this host's own record of the run (witness.py): what it executed and saw, by its own clock -- the auditor's
+    # tools compare the controller's log with it
+    before = (read_json(paths.run("backup", "manifest.json")) or {}).get("version")
+    record = run_record(paths, req, spent, before, (installed or {}).get("version"), now)
+    if kept is not None and kept.get("plan"):
+        record["plan"] = kept["plan"]  # the plan this host verified itself, not the controller's word
     with ledger_fds(paths, create=True) as fds:
         for d, fd in fds if spent else []:
             append_line_at(fd, "approvals-used.jsonl", "".join(
                 json.dumps({"approval": digest, "run": paths.run_id, "time": now}) + "\n"
                 for digest in spent), d)
+        for d, fd in fds:
+            append_line_at(fd, RUN_RECORDS, json.dumps(record, sort_keys=True) + "\n", d)
         for d, fd in fds if installed else []:  # the last install's manifest, beside the install too
             if os.path.abspath(d) != os.path.abspath(paths.state):
                 write_json_at(fd, "installed.json", installed)

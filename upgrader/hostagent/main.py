@@ -25,7 +25,7 @@ from .receive import op_receive_check, op_receive_commit
 from .recovery import op_backup_check, op_recovery_check
 from .rollback import op_rollback
 from .service import op_hook, op_start, op_stop
-from .witness import op_witness, op_witness_read
+from .witness import note_step, op_witness, op_witness_read
 from .state import (Paths, ancestor_problem, check_install, check_state_dir, check_state_markers, ensure_state_dir,
                     ledger_dirs)
 
@@ -40,6 +40,8 @@ OPS = {"facts": op_facts, "lock": op_lock, "unlock": op_unlock, "prepare": op_pr
 
 
 MUTATING = ("prepare", "stop", "install", "start", "rollback", "finish", "hook")
+#: the actions of a run this host keeps in the run's own account of its steps (witness.note_step), read at its finish
+STEP_OPS = MUTATING
 #: the actions that read or write the state dir: each checks it again (check_state_dir) when it starts, not only
 #: the run's lock in preflight (whoever can write its parent could have swapped it for a link since)
 STATE_OPS = MUTATING + ("lock", "unlock", "receive_check", "receive_commit", "state", "verify_tree",
@@ -99,7 +101,15 @@ def handle(req):
         if req.get("op") in STATE_OPS and req.get("install_dir"):
             check_state_dir(Paths(req))
         with OpLock(req):
-            return {"ok": True, "result": op(req)}
+            try:
+                result = op(req)
+            except AgentError as e:
+                if req.get("op") in STEP_OPS:
+                    note_step(req, False, e.kind)
+                raise
+            if req.get("op") in STEP_OPS:
+                note_step(req, True)
+            return {"ok": True, "result": result}
     except AgentError as e:
         return {"ok": False, "kind": e.kind, "error": str(e), "data": e.data}
     except OSError as e:

@@ -104,7 +104,7 @@ STATE_MARKER = ".upgrader-state"
 STATE_FORMAT = 1
 #: what the agent itself keeps in a state dir (an older version's default state dir with nothing else is adopted)
 STATE_NAMES = ("runs", "packages", "installed.json", "approvals-used.jsonl", "catalog-serials.json",
-               "host-trust.jsonl", "checkpoints.jsonl", "install-lineage.jsonl", "lock",
+               "host-trust.jsonl", "checkpoints.jsonl", "runs.jsonl", "install-lineage.jsonl", "lock",
                STATE_MARKER)
 
 

@@ -1,16 +1,24 @@
-"""This host as a witness of the controller's audit log: the checkpoints of the runs that touched it.
+"""This host as a witness of the controller's audit log: its own record of every run it finished, and the
+checkpoint of each such run.
 
-At the end of every run, resume and rollback that touched this host, the controller sends the run's signed
-checkpoint (seq, head, signer, key fingerprint, time, run id) and the agent appends it, one JSON line, to
-``checkpoints.jsonl`` in every copy of its ledger (beside approvals-used.jsonl). The host is the customer's: the
-engineer who holds the controller's log and its signing key cannot rewrite these lines there, so
-``upgrader audit verify --witness INVENTORY`` checks the log against them (a rewritten chain, a run cut off).
+At a run's own ``finish`` (and at the finish of a rollback or resume of it) the agent appends to ``runs.jsonl``,
+in every copy of its ledger, what it knows itself of that run: the run id (and the id the controller's log gives
+this part of it), the plan digest and the approval digests it saw, the steps it executed on this host with their
+outcome and its own clock's time, the version before and after, the service window as the controller judged it at
+the time, and the time it finished -- all by this host's clock. Then, at the end of the run, the controller sends
+the run's signed checkpoint (seq, head, signer, key fingerprint, time, run id) and the agent appends it, one JSON
+line, to ``checkpoints.jsonl``: only for a run this host finished (a ``runs.jsonl`` record of it), only once per
+run, and never with a seq below 1 -- so nobody can flood the record or have a run witnessed that never ran here.
 
-Append-only and nothing else: no lock (a run's lock is released by then, and a witness must never block or fail
-a run), one O_APPEND write of one whole line per copy, through the ledger's descriptors (never through a link).
-``witness_read`` reads them back, read-only: no directory is made, no marker written.
+The host is the customer's: the engineer who holds the controller's log and its signing key cannot rewrite these
+lines there, so ``upgrader audit verify --witness INVENTORY`` checks the log against them: a rewritten chain, a run
+cut off, a run's outcome, versions, approvals, window or times changed, a witness sent late or never.
+
+Append-only: one O_APPEND write of one whole line per copy, through the ledger's descriptors (never through a
+link). ``witness_read`` reads them back, read-only and whole: no directory is made, no marker written.
 """
 
+import fcntl
 import json
 import os
 import re
@@ -22,10 +30,15 @@ from .ledger import ledger_fds
 from .state import append_line_at, state_file_error
 
 CHECKPOINTS = "checkpoints.jsonl"
-#: a witness line is small; a file far beyond this many lines is read only up to it (newest kept)
-READ_LIMIT = 100000
+#: this host's own record of each run it finished (one line per finish of a run, its rollback or resume)
+RUN_RECORDS = "runs.jsonl"
+#: the steps of a run as this host executed them (in the run's own directory), read by its finish
+STEPS = "steps.jsonl"
+#: the unreadable lines listed by name in a reply (their count is always given)
+LISTED = 20
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
+_RUN = re.compile(r"^[A-Za-z0-9._-]{1,120}(/[A-Za-z0-9._-]{1,120})?$")
 
 
 def _checkpoint(req):
@@ -34,8 +47,13 @@ def _checkpoint(req):
     if not isinstance(cp, dict):
         raise AgentError("the witness request carries no checkpoint", "bad_input")
     seq, head = cp.get("seq"), cp.get("head")
-    if type(seq) is not int or seq < 0 or not isinstance(head, str) or not _HEX64.match(head):
-        raise AgentError("the checkpoint to witness needs seq (a number) and head (64 hex digits)", "bad_input")
+    if type(seq) is not int or seq < 1 or not isinstance(head, str) or not _HEX64.match(head):
+        raise AgentError("the checkpoint to witness needs seq (a number, 1 or more) and head (64 hex digits)",
+                         "bad_input")
+    run = cp.get("run")
+    if not isinstance(run, str) or not _RUN.match(run):
+        raise AgentError("the checkpoint to witness names no run (or not a run id): a host witnesses only the "
+                         "checkpoint of a run it finished", "bad_input")
     out = {"seq": seq, "head": head}
     if type(cp.get("line")) is int:
         out["line"] = cp["line"]
@@ -47,50 +65,254 @@ def _checkpoint(req):
     return out
 
 
+def _lines(d, dfd, name):
+    """[(line number, parsed record or None)] of the ledger file ``name`` in ``dfd`` (none when absent)."""
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0), dir_fd=dfd)
+    except FileNotFoundError:
+        return []
+    except OSError as e:
+        raise state_file_error(d, name, e)
+    out = []
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise AgentError("%s/%s is not a regular file; the agent keeps its state only in plain files"
+                             % (d, name), "unsafe_path", path=os.path.join(d, name))
+        for n, raw in enumerate(f, 1):
+            try:
+                rec = json.loads(raw.decode("utf-8"))
+            except ValueError:
+                rec = None
+            out.append((n, rec if isinstance(rec, dict) else None))
+    return out
+
+
+def _finished_runs(fds):
+    """{run label: this host's record of its finish} over every copy of the ledger (the first finish kept)."""
+    out = {}
+    for d, dfd in fds:
+        for _, rec in _lines(d, dfd, RUN_RECORDS):
+            if rec and isinstance(rec.get("as"), str):
+                out.setdefault(rec["as"], rec)
+    return out
+
+
 def op_witness(req):
-    """Append the run's checkpoint to checkpoints.jsonl in every copy of the ledger; returns where it went."""
+    """Append the run's checkpoint to checkpoints.jsonl in every copy of the ledger; returns where it went.
+    Refused (bad_input) for a run this host did not finish, and for a run already witnessed here."""
     record = _checkpoint(req)
-    record["witnessed"] = time.time()  # this host's own clock
-    line = json.dumps(record, sort_keys=True) + "\n"
     written = []
     # every copy of the ledger, each opened once, refused when it is a link or not the agent's own (strict); a copy
     # missing is made, as the run's finish would have
     with ledger_fds(_paths(req), create=True) as fds:
+        if not fds:
+            raise AgentError("this host keeps no ledger, so it finished no run: nothing to witness", "bad_input")
+        fcntl.flock(fds[0][1], fcntl.LOCK_EX)  # one witness at a time: "once per run" holds against a race too
+        finished = _finished_runs(fds).get(record["run"])
+        if finished is None:
+            raise AgentError("this host did not finish run %s (no record of it in %s): a host witnesses the "
+                             "checkpoint of a run only after it finished or rolled back that run itself"
+                             % (record["run"], RUN_RECORDS), "bad_input")
+        for d, dfd in fds:
+            for _, rec in _lines(d, dfd, CHECKPOINTS):
+                if rec and rec.get("run") == record["run"]:
+                    raise AgentError("run %s is already witnessed on this host (seq %s, head %s...): a run's "
+                                     "checkpoint is witnessed once" % (record["run"], rec.get("seq"),
+                                                                       str(rec.get("head"))[:12]), "bad_input")
+        record["witnessed"] = time.time()  # this host's own clock
+        record["finished"] = finished.get("finished")  # when this host finished the run, by the same clock
+        line = json.dumps(record, sort_keys=True) + "\n"
         for d, fd in fds:
             append_line_at(fd, CHECKPOINTS, line, d)
             written.append(os.path.join(d, CHECKPOINTS))
-    return {"written": written}
+    reply = {"written": written}
+    try:
+        forced = _host_config().get("syslog") is True
+    except AgentError:
+        forced = False  # said by to_syslog when the policy asks for syslog; the witness itself is kept
+    if req.get("syslog") is True or forced:
+        reply["syslog"] = to_syslog(record)
+    return reply
+
+
+#: the host's own settings for the agent (root's, never the controller's nor an environment variable's):
+#: {"syslog": true, "syslog_socket": "/dev/log"} -- the socket the witnessed checkpoints go to, and whether they go
+#: there whatever the controller's policy says
+HOST_CONFIG = "/etc/upgrader/agent.json"
+SYSLOG_SOCKET = "/dev/log"
+
+
+def _host_config():
+    """HOST_CONFIG as a dict (empty when absent); refused (AgentError) when another account could have written it."""
+    from .state import ancestor_problem, trusted_uid
+
+    try:
+        st = os.lstat(HOST_CONFIG)
+    except OSError:
+        return {}
+    problem = ancestor_problem(HOST_CONFIG)
+    if problem is not None:
+        raise problem
+    if not stat.S_ISREG(st.st_mode) or not trusted_uid(st.st_uid) or st.st_mode & 0o022:
+        raise AgentError("%s must be a plain file of root's (or the agent's account) that nobody else can write; "
+                         "nothing was sent: chown root and chmod go-w it" % HOST_CONFIG, "unsafe_path",
+                         path=HOST_CONFIG)
+    with open(HOST_CONFIG, "rb") as f:
+        try:
+            data = json.loads(f.read(65536).decode("utf-8"))
+        except ValueError as e:
+            raise AgentError("%s is not JSON (%s): write e.g. {\"syslog_socket\": \"/dev/log\"}" % (HOST_CONFIG, e),
+                             "bad_input", path=HOST_CONFIG)
+    if not isinstance(data, dict):
+        raise AgentError("%s must hold a JSON object, e.g. {\"syslog_socket\": \"/dev/log\"}" % HOST_CONFIG,
+                         "bad_input", path=HOST_CONFIG)
+    return data
+
+
+def to_syslog(record):
+    """Send one witnessed checkpoint to this host's syslog (auth facility, info) through the socket the host's own
+    config names (/dev/log by default); {"sent": socket} or {"error": why} -- never raises: the witness is kept."""
+    import logging
+    import logging.handlers
+
+    class _Handler(logging.handlers.SysLogHandler):
+        def handleError(self, rec):  # noqa: N802 - the stdlib's name; a failure is reported, not printed
+            raise
+
+    try:
+        where = _host_config().get("syslog_socket", SYSLOG_SOCKET)
+        if not isinstance(where, str) or not where.startswith("/"):
+            raise AgentError("syslog_socket in %s must be an absolute path, not %r" % (HOST_CONFIG, where),
+                             "bad_input")
+        handler = _Handler(address=where, facility=logging.handlers.SysLogHandler.LOG_AUTH)
+        try:
+            text = ("upgrader-agent: witnessed checkpoint run=%s seq=%s head=%s signer=%s key=%s time=%s"
+                    % tuple(record.get(k) for k in ("run", "seq", "head", "signer", "key", "time")))
+            handler.emit(logging.LogRecord("upgrader-agent", logging.INFO, __file__, 0, text, None, None))
+        finally:
+            handler.close()
+    except (AgentError, OSError, ValueError) as e:
+        return {"error": str(e)}
+    return {"sent": where}
 
 
 def op_witness_read(req):
-    """The checkpoints this host witnessed (every copy of the ledger, each line once, in file order)."""
-    out, seen, bad = [], set(), []
+    """What this host witnessed, whole: every checkpoint (each line once, in file order, whatever its number), this
+    host's own record of every run it finished (``runs``), and every line it could not use (``unreadable``, the
+    first few named, ``unreadable_count`` all of them)."""
+    out, seen, runs, seen_runs, bad = [], set(), [], set(), []
     with ledger_fds(_paths(req), strict=True) as fds:
         for d, dfd in fds:
-            try:
-                fd = os.open(CHECKPOINTS, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0),
-                             dir_fd=dfd)
-            except FileNotFoundError:
-                continue
-            except OSError as e:
-                raise state_file_error(d, CHECKPOINTS, e)
-            with os.fdopen(fd, "rb") as f:
-                if not stat.S_ISREG(os.fstat(fd).st_mode):
-                    raise AgentError("%s/%s is not a regular file; the agent keeps its state only in plain files"
-                                     % (d, CHECKPOINTS), "unsafe_path", path=os.path.join(d, CHECKPOINTS))
-                for n, raw in enumerate(f, 1):
-                    if n > READ_LIMIT:
-                        break
-                    try:
-                        rec = json.loads(raw.decode("utf-8"))
-                        key = (rec["seq"], rec["head"], rec.get("run"))
-                    except (ValueError, KeyError, TypeError):
-                        bad.append({"file": os.path.join(d, CHECKPOINTS), "line": n})
-                        continue
-                    if key not in seen:
-                        seen.add(key)
-                        out.append(dict(rec, file=os.path.join(d, CHECKPOINTS), file_line=n))
-    return {"checkpoints": out, "unreadable": bad}
+            path = os.path.join(d, CHECKPOINTS)
+            for n, rec in _lines(d, dfd, CHECKPOINTS):
+                seq = rec.get("seq") if rec else None
+                if (rec is None or type(seq) is not int or seq < 1 or not isinstance(rec.get("head"), str)
+                        or not isinstance(rec.get("run"), str)):
+                    bad.append({"file": path, "line": n})
+                    continue
+                key = (seq, rec["head"], rec["run"], rec.get("witnessed"))
+                if key not in seen:
+                    seen.add(key)
+                    out.append(dict(rec, file=path, file_line=n))
+            path = os.path.join(d, RUN_RECORDS)
+            for n, rec in _lines(d, dfd, RUN_RECORDS):
+                if rec is None or not isinstance(rec.get("as"), str):
+                    bad.append({"file": path, "line": n})
+                    continue
+                key = (rec["as"], rec.get("finished"))
+                if key not in seen_runs:
+                    seen_runs.add(key)
+                    runs.append(dict(rec, file=path, file_line=n))
+    return {"checkpoints": out, "runs": runs, "unreadable": bad[:LISTED], "unreadable_count": len(bad)}
+
+
+# -- this host's own record of a run ------------------------------------------------------------------------------
+
+
+def _run_dir_fd(paths):
+    """A descriptor of the run's own directory, opened from the state dir's descriptor one step at a time, never
+    through a link (None when it is not there)."""
+    from .beneath import walk_dirs
+    from .state import open_state_dir
+
+    paths.run()  # the run id's shape, refused otherwise
+    sfd = open_state_dir(paths.state)
+    if sfd is None:
+        return None
+    try:
+        return walk_dirs(sfd, ["runs", paths.run_id], "the run's directory", paths.state)
+    except FileNotFoundError:
+        return None
+    finally:
+        os.close(sfd)
+
+
+def note_step(req, ok, kind=None):
+    """After a changing action of a run (main.handle): one line in the run's own steps.jsonl -- the action, whether
+    it went well, this host's clock. Never fails the action (the record is the host's account, not a gate)."""
+    try:
+        paths = _paths(req)
+        if not paths.run_id:
+            return
+        line = {"op": req.get("op"), "ok": bool(ok), "at": time.time()}
+        if kind:
+            line["kind"] = str(kind)[:40]
+        dfd = _run_dir_fd(paths)
+        if dfd is None:
+            return
+        try:
+            fd = os.open(STEPS, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK
+                         | getattr(os, "O_CLOEXEC", 0), 0o600, dir_fd=dfd)
+        finally:
+            os.close(dfd)
+        try:
+            if stat.S_ISREG(os.fstat(fd).st_mode):
+                os.write(fd, (json.dumps(line, sort_keys=True) + "\n").encode("utf-8"))
+        finally:
+            os.close(fd)
+    except (AgentError, OSError, ValueError):
+        pass
+
+
+def _steps(paths):
+    """This run's steps since its last finish (a rollback of a finished run reports only its own steps)."""
+    steps = []
+    try:
+        dfd = _run_dir_fd(paths)
+        if dfd is None:
+            return steps
+        try:
+            rows = _lines(paths.run(), dfd, STEPS)
+        finally:
+            os.close(dfd)
+    except (AgentError, OSError):
+        return steps
+    for _, rec in rows:
+        if not isinstance(rec, dict):
+            continue
+        if rec.get("op") == "finish" and rec.get("ok"):
+            steps = []
+        else:
+            steps.append({"op": rec.get("op"), "ok": rec.get("ok"), "at": rec.get("at")})
+    return steps
+
+
+def run_record(paths, req, approvals, before, after, now):
+    """This host's record of the run it is finishing (op_finish writes it to every copy of the ledger)."""
+    audit = req.get("audit") if isinstance(req.get("audit"), dict) else {}
+    label = audit.get("as")
+    if not isinstance(label, str) or not _RUN.match(label) or label.split("/")[0] != paths.run_id:
+        label = paths.run_id
+    steps = _steps(paths)
+    window = audit.get("window")
+    plan = audit.get("plan")
+    return {"run": paths.run_id, "as": label, "outcome": req.get("outcome"),
+            "plan": plan if isinstance(plan, str) and _HEX64.match(plan) else None,
+            "approvals": [a for a in approvals if isinstance(a, str)],
+            "steps": steps, "version_before": before, "version_after": after,
+            "window": window if isinstance(window, bool) else None,
+            "started": steps[0]["at"] if steps else None, "finished": now,
+            "utc_offset": time.strftime("%z", time.localtime(now))}
 
 
 def _paths(req):

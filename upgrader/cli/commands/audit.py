@@ -71,7 +71,7 @@ def _verify_witnessed(args: argparse.Namespace) -> int:
     code = verdict_exit(result)
     if witnessed.problems:
         code = ExitCode.AUDIT_ALTERED
-    elif witnessed.unreachable and code == ExitCode.OK:
+    elif (witnessed.unreachable or witnessed.doubts) and code == ExitCode.OK:
         code = ExitCode.BAD_INPUT
     if args.json:
         print_json({**result.to_dict(), "verdict": describe(result), "witness": witnessed.to_dict(),
@@ -80,19 +80,26 @@ def _verify_witnessed(args: argparse.Namespace) -> int:
     from rich.text import Text
 
     c = console()
-    status = {0: ("INTACT", "bold green"), 6: ("ALTERED", "bold red")}.get(int(code), ("CANNOT CHECK", "bold yellow"))
+    status = {0: ("INTACT", "bold green"), 6: ("ALTERED", "bold red")}.get(
+        int(code), ("NOT PROVEN", "bold yellow") if witnessed.doubts and verdict_exit(result) == 0 else
+        ("CANNOT CHECK", "bold yellow"))
     c.print(Text.assemble(status, f" {result.path} (with the hosts' witnessed checkpoints)"))
     c.print(describe(result), soft_wrap=True, markup=False)
     for p in witnessed.problems:
         c.print(Text.assemble(("witness: ", "red"), p), soft_wrap=True)
+    for p in witnessed.doubts:
+        c.print(Text.assemble(("witness: ", "yellow"), p), soft_wrap=True)
     for h in witnessed.hosts:
         if h.error:
             c.print(Text.assemble(("witness: ", "yellow"), f"host {h.host} could not be read: {h.error}"),
                     soft_wrap=True)
         else:
-            c.print(Text(f"witness: host {h.host} keeps {len(h.checkpoints)} checkpoint(s)"), soft_wrap=True)
+            c.print(Text(f"witness: host {h.host} keeps {len(h.checkpoints)} checkpoint(s) and its own record of "
+                         f"{len(h.runs)} finished run(s)"), soft_wrap=True)
     if not witnessed.problems:
-        c.print(Text(f"{witnessed.checked} witnessed checkpoint(s) match the log"), soft_wrap=True)
+        c.print(Text(f"{witnessed.checked} witnessed checkpoint(s) match the log"
+                     + (f"; {len(witnessed.accounts)} run(s) as the hosts recorded them match it" if
+                        witnessed.accounts else "")), soft_wrap=True)
     return int(code)
 
 
@@ -244,6 +251,8 @@ def cmd_export(args: argparse.Namespace) -> int:
             wr = done.witness
             console().print("witnesses: " + (f"ALTERED, {len(wr.problems)} witnessed checkpoint(s) do not match the "
                                              "log (audit verify --witness names each)" if wr.problems else
+                                             f"NOT PROVEN, {len(wr.doubts)} doubt(s) (audit verify --witness names "
+                                             "each)" if wr.doubts else
                                              f"CANNOT CHECK, {len(wr.unreachable)} host(s) could not be read"
                                              if wr.unreachable else f"{wr.checked} witnessed checkpoint(s) match "
                                              "the log"), markup=False)
@@ -287,6 +296,10 @@ def cmd_case(args: argparse.Namespace) -> int:
             c.print(Text(f"已被篡改：主机的见证检查点有 {len(wr.problems)} 处与日志不符（audit verify --witness 逐一列出）"
                          if zh else f"ALTERED: {len(wr.problems)} witnessed checkpoint(s) of the hosts do not match "
                          "the log (audit verify --witness names each)", style="bold red"), soft_wrap=True)
+        elif wr.doubts:
+            c.print(Text(f"未经证实：主机的记录有 {len(wr.doubts)} 处存疑（audit verify --witness 逐一列出）" if zh else
+                         f"NOT PROVEN: {len(wr.doubts)} doubt(s) in the hosts' records (audit verify --witness names "
+                         "each)", style="bold yellow"), soft_wrap=True)
         elif wr.unreachable:
             c.print(Text(f"无法核验：{len(wr.unreachable)} 台主机无法读取" if zh else
                          f"CANNOT CHECK: {len(wr.unreachable)} host(s) could not be read", style="bold yellow"),
@@ -311,7 +324,7 @@ def case_lines(case: dict[str, Any]) -> list[str]:
            f"requested by: {req.get('user')}@{req.get('host')} key {req.get('key')}; plan {req.get('plan')} "
            f"made {req.get('plan_created')}"]
     for a in case.get("approvals") or []:
-        out.append(f"approved by: {a.get('approver')} key {a.get('key')}; created {a.get('created')}, expires "
+        out.append(f"approved by: {a.get('approver')} key {a.get('key')}; created {a.get('created') or 'unknown'}, expires "
                    f"{a.get('expires')}; approval digest {a.get('digest')}")
     if not case.get("approvals"):
         out.append("approved by: nobody recorded")
@@ -330,6 +343,9 @@ def case_lines(case: dict[str, Any]) -> list[str]:
             out.append(f"  rolled back because: {h['rollback_cause']}")
     outcome = case.get("outcome")
     out.append(f"outcome: exit {outcome.get('exit_code')} {outcome.get('hosts')}" if outcome else "outcome: unfinished")
+    for f in case.get("followups") or []:
+        out.append(f"later: {f.get('kind')} {f.get('run')} of this run, started {f.get('started')}: "
+                   + (f"exit {f.get('exit_code')} {f.get('hosts')}" if f.get("finished") else "unfinished"))
     cp = case.get("checkpoint")
     out.append(f"checkpoint: line {cp.get('line')} signs seq {cp.get('seq')} head {cp.get('head')} by {cp.get('signer')} "
                f"(anchor {cp.get('anchor')})" if cp else "checkpoint: none (not proven by a signature)")
@@ -359,9 +375,18 @@ def witness_lines(w: dict[str, Any] | None, lang: str = "en") -> list[str]:
     for name in w.get("not_kept") or []:
         out.append(f"见证：主机 {name} 没有保存本次运行的检查点" if zh else
                    f"witness: host {name} keeps no record of this run's checkpoint")
+    out += account_lines(w, lang)
     if not out:
         out.append("见证：没有主机保存本次运行的检查点" if zh else "witnesses: no host keeps this run's checkpoint")
     return out
+
+
+def account_lines(w: dict[str, Any], lang: str = "en") -> list[str]:
+    """Each host's own record of the run against the log (audit/witness.account_texts)."""
+    from ...audit.witness import account_texts
+
+    return [("主机记录：" if lang == "zh" else "host record: ") + line
+            for a in w.get("accounts") or [] for line in account_texts(a, lang)]
 
 
 def case_lines_zh(case: dict[str, Any]) -> list[str]:
@@ -379,7 +404,7 @@ def case_lines_zh(case: dict[str, Any]) -> list[str]:
            f"申请人：{req.get('user')}@{req.get('host')}，密钥 {req.get('key')}；计划 {req.get('plan')}，"
            f"创建于 {req.get('plan_created')}"]
     for a in case.get("approvals") or []:
-        out.append(f"批准人：{a.get('approver')}，密钥 {a.get('key')}；创建于 {a.get('created')}，有效期至 "
+        out.append(f"批准人：{a.get('approver')}，密钥 {a.get('key')}；创建于 {a.get('created') or '未知'}，有效期至 "
                    f"{a.get('expires')}；批准摘要 {a.get('digest')}")
     if not case.get("approvals"):
         out.append("批准人：没有记录")
@@ -403,6 +428,10 @@ def case_lines_zh(case: dict[str, Any]) -> list[str]:
         out.append(f"结果：退出码 {outcome.get('exit_code')}（{hosts}）")
     else:
         out.append("结果：尚未结束")
+    for f in case.get("followups") or []:
+        hosts = "，".join(f"{k}：{word('status', v, 'zh')}" for k, v in (f.get("hosts") or {}).items())
+        out.append(f"后续：本次运行的{'回滚' if f.get('kind') == 'rollback' else '续跑'} {f.get('run')}，开始于 "
+                   f"{f.get('started')}：" + (f"退出码 {f.get('exit_code')}（{hosts}）" if f.get("finished") else "尚未结束"))
     cp = case.get("checkpoint")
     out.append(f"检查点：第 {cp.get('line')} 行，签署序号 {cp.get('seq')}，链头 {cp.get('head')}，签名人 "
                f"{cp.get('signer')}（锚点 {cp.get('anchor')}）" if cp else "检查点：没有（没有签名证明）")

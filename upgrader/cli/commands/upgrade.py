@@ -261,6 +261,12 @@ def _print_witness(c: Any, witness: dict[str, Any] | None) -> None:
     for m in witness.get("missing") or []:
         c.print(Text.assemble(("warning:", "yellow"), f" host {m['host']} did not record the checkpoint (no witness "
                               f"there; the audit log notes it): {m['error']}"), soft_wrap=True)
+    sent = (witness.get("syslog") or {}).get("sent")
+    if sent:
+        c.print(Text(f"sent to syslog by: {', '.join(sent)}"), soft_wrap=True)
+    for m in (witness.get("syslog") or {}).get("failed") or []:
+        c.print(Text.assemble(("warning:", "yellow"), f" host {m['host']} could not send the checkpoint to its "
+                              f"syslog (audit.syslog: true): {m['error']}"), soft_wrap=True)
 
 
 def _print_checkpoint(c: Any, cp: dict[str, Any] | None) -> None:
