@@ -1,0 +1,66 @@
+"""Whose gate is it, round seven: the leftovers of the sixth review, played through the shipped CLI (or, for the
+host agent, as a modified controller would speak to it) with real keys, a real catalog and the real sample
+middleware; each ends in a refusal with its exit code and message, and nothing on the host changed.
+
+1 an engineer signs a plan with a throwaway key, names that key as the operator who runs it and approves the plan
+  with her own key: an operator key that no line of the policy's allowed_signers names is refused as a requester.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from trust_support import approval_signed_anyway, host_state, pristine
+from upgrader.cli.commands.demo import Sandbox
+from upgrader.core.exit_codes import ExitCode
+
+TO = "7.0.4.2"
+
+
+def _cli(home: Path, *argv: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """The shipped CLI in its own process: ``upgrader --home HOME ...``."""
+    full = {k: v for k, v in os.environ.items() if not k.startswith("UPGRADER_")}
+    full.update(env or {})
+    return subprocess.run([sys.executable, "-m", "upgrader", "--home", str(home), *argv], cwd=home, env=full,
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=300)
+
+
+# ------------------------------------------------------------------ 1: a throwaway key as the operator who runs it
+
+
+def test_a_throwaway_operator_key_cannot_stand_in_as_the_plans_requester(sandbox: Sandbox, tmp_path: Path) -> None:
+    """The engineer signs the plan with a throwaway key, names it as the operator's key (UPGRADER_AUDIT_KEY or
+    --audit-key), approves with her own listed engineer key and runs: approve and run refuse, exit 4, naming the
+    unlisted key's fingerprint and the allowed_signers file to add it to; nothing on the host changed."""
+    before = pristine(sandbox)
+    throwaway = tmp_path / "throwaway"
+    made = _cli(sandbox.root, "keys", "generate", str(throwaway))
+    assert made.returncode == ExitCode.OK, made.stderr
+    from upgrader.trust.keys import load_private_key
+    from upgrader.trust.sshsig import fingerprint, public_key_blob
+    fp = fingerprint(public_key_blob(load_private_key(throwaway).public_key()))
+    signers = str(sandbox.keys / "allowed_signers")
+    plan = tmp_path / "p.json"
+    done = _cli(sandbox.root, "plan", "--inventory", str(sandbox.inventory), "--to", TO, "--catalog",
+                str(sandbox.catalog), "--key", str(throwaway), "-o", str(plan))
+    assert done.returncode == ExitCode.OK, done.stderr
+    env = {"UPGRADER_AUDIT_KEY": str(throwaway)}
+    out = tmp_path / "p.approval"
+    approved = _cli(sandbox.root, "approve", str(plan), "--key", str(sandbox.engineer_key), "-o", str(out), env=env)
+    assert approved.returncode == ExitCode.APPROVAL_REFUSED, approved.stdout + approved.stderr
+    assert f"the operator key {fp}" in approved.stderr and signers in approved.stderr, approved.stderr
+    assert not out.exists()
+    out = approval_signed_anyway(sandbox, plan)  # she signs the approval with her own tooling
+    for how, extra, env_run in (("UPGRADER_AUDIT_KEY", (), env), ("--audit-key", ("--audit-key", str(throwaway)), {})):
+        run = _cli(sandbox.root, "run", str(plan), "--approval", str(out), "--yes", *extra, env=env_run)
+        assert run.returncode == ExitCode.APPROVAL_REFUSED, f"{how}: {run.stdout}{run.stderr}"
+        for words in (f"the operator key {fp}", f"no line of {signers} names it",
+                      "an approval could be its requester's own", f"add the operator's key to {signers}"):
+            assert words in run.stderr, f"{how}: {words!r} not in {run.stderr}"
+        assert "Traceback" not in run.stderr
+    after = host_state(sandbox)
+    assert (after.pid, after.version, after.product, after.lock, after.staged, after.host_records,
+            after.host_runs) == (before.pid, "7.0.4.1", before.product, None, None, before.host_records, None)
