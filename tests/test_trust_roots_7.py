@@ -4,6 +4,8 @@ middleware; each ends in a refusal with its exit code and message, and nothing o
 
 1 an engineer signs a plan with a throwaway key, names that key as the operator who runs it and approves the plan
   with her own key: an operator key that no line of the policy's allowed_signers names is refused as a requester.
+2 a modified controller asks a host with its own trust root for its lock (and for stop, start, hook, prepare) for a
+  run the host accepted nothing for: refused before anything is taken, no host lock, no runs/RUN/.op.lock.
 """
 
 from __future__ import annotations
@@ -13,9 +15,15 @@ import subprocess
 import sys
 from pathlib import Path
 
-from trust_support import approval_signed_anyway, host_state, pristine
+import pytest
+
+from test_trust_roots_6 import _operator_runs_next, host_root  # noqa: F401 - host_root is a fixture
+from trust_support import approval_signed_anyway, host_state, pristine, state_dir
 from upgrader.cli.commands.demo import Sandbox
 from upgrader.core.exit_codes import ExitCode
+from upgrader.fleet.transport import AgentClient
+from upgrader.fleet.transport.base import AgentFailure
+from upgrader.fleet.transport.local import LocalTransport
 
 TO = "7.0.4.2"
 
@@ -64,3 +72,53 @@ def test_a_throwaway_operator_key_cannot_stand_in_as_the_plans_requester(sandbox
     after = host_state(sandbox)
     assert (after.pid, after.version, after.product, after.lock, after.staged, after.host_records,
             after.host_runs) == (before.pid, "7.0.4.1", before.product, None, None, before.host_records, None)
+
+
+# ------------------------------------------------------------------ 2: the lock of a run the host accepted nothing for
+
+
+def test_a_modified_controller_cannot_take_a_trust_root_hosts_lock_for_a_run_it_accepted_nothing_for(
+        sandbox: Sandbox, host_root: Path) -> None:
+    """Spoken to as a modified controller would (the real agent, its real session): ``lock`` without evidence,
+    with evidence that does not verify, and the run's mutating steps (prepare, stop, start, hook) of a run this host
+    kept no entry for: each refused (kind host_trust, the controller's exit 4) before the agent takes anything; no
+    host lock, no run directory (no runs/RUN/.op.lock), the host state unchanged; the operator's honest run next
+    takes the lock on its accepted evidence and commits."""
+    before = pristine(sandbox)
+    run = "20261203T160000Z-evil01"
+    base = {"install_dir": str(sandbox.install_dir), "state_dir": None, "run_id": run}
+    stop = {"command": "true", "timeout": 5.0, "pid_file": "run/server.pid", "ports": []}
+    asks = [
+        ("lock", {"controller": "evil", "user": "mallory", "approvals": []}),
+        ("lock", {"controller": "evil", "user": "mallory", "approvals": [], "sha256": "0" * 64,
+                  "current_version": "7.0.4.1", "host_trust": {"plan": '{"requester": {"key": "SHA256:x"}}', "plan_signature": "x", "host": "app-01",
+                                                               "approvals": [], "catalog": {}}}),
+        ("prepare", {"preserve": [], "sha256": "0" * 64, "package_path": "/nonexistent"}),
+        ("stop", {"stop": stop}),
+        ("start", {"start": {"command": "sh -c 'echo pwned > run/pwned'", "timeout": 5.0}, "pid_file": None,
+                   "ports": []}),
+        ("hook", {"command": "sh -c 'echo pwned > run/pwned'", "hook_timeout": 5.0}),
+    ]
+    transport = LocalTransport("local")
+    agent = AgentClient(transport)
+    try:
+        for op, extra in asks:
+            with pytest.raises(AgentFailure) as refused:
+                agent.call(op, **base, **extra)
+            said = refused.value
+            assert said.kind == "host_trust", (op, said.kind, said.message)
+            assert "this host has its own trust root" in said.message and run in said.message, said.message
+            assert "nothing was" in said.message, said.message
+            if op == "lock":
+                assert "refusing the lock of run" in said.message, said.message
+            else:
+                assert f"refusing {op}" in said.message and "has no plan entry accepted here" in said.message
+            # checked after each: nothing taken on the host
+            assert not (state_dir(sandbox.install_dir) / "lock").exists(), f"{op} left the host locked"
+            assert not (state_dir(sandbox.install_dir) / "runs" / run).exists(), f"{op} left runs/{run}"
+    finally:
+        agent.close()
+        transport.close()
+    assert not (sandbox.install_dir / "run" / "pwned").exists()
+    assert host_state(sandbox) == before
+    _operator_runs_next(sandbox)

@@ -579,6 +579,44 @@ def accepted(paths):
     return data if isinstance(data, dict) and isinstance(data.get("entry"), dict) else None
 
 
+def admit(req):
+    """With a host trust root, before the agent takes anything for a run (the host's lock, the run's action lock
+    ``runs/RUN/.op.lock``): the run must hold evidence this host accepted. ``lock``: a run whose plan entry was
+    kept here at prepare (its resume or rollback), or a request that carries the plan, approvals and catalog
+    ``check`` accepts now; ``prepare``: the host lock held by this run (taken on accepted evidence; prepare checks
+    it again in full); every other mutating step: the run's kept entry (``bound`` then checks the step against it).
+    A modified controller therefore cannot leave the host locked, nor its state dir, for a run nobody the host
+    trusts approved. No root: nothing to admit (the controller decides)."""
+    op = req.get("op")
+    if load_root() is None:
+        return
+    from .files import read_json
+    from .state import Paths
+
+    run = req.get("run_id")
+    if not run or not req.get("install_dir"):
+        raise _trust_error("this host has its own trust root: refusing %s without a run and an install (nothing "
+                           "was changed)" % op, TRUST_DIR)
+    paths = Paths(req)
+    if accepted(paths) is not None:
+        return
+    if op == "lock":
+        try:
+            check(req, req.get("sha256"))
+        except AgentError as e:
+            raise AgentError("this host has its own trust root: refusing the lock of run %s, whose plan and "
+                             "approvals it does not accept (nothing was locked or changed): %s" % (run, e), e.kind,
+                             **e.data)
+        return
+    holder = read_json(paths.lock) if os.path.isfile(paths.lock) else None
+    if op == "prepare" and isinstance(holder, dict) and holder.get("run") == run:
+        return
+    raise _trust_error("this host has its own trust root, but run %s has no plan entry accepted here%s: refusing "
+                       "%s (its commands were approved by no one this host trusts); nothing was changed. A run this "
+                       "host refused has nothing to roll back; run an approved plan from the start"
+                       % (run, "" if op != "prepare" else " and does not hold the host's lock", op), TRUST_DIR)
+
+
 def _hooks(spec):
     return [h for hooks in (spec.get("hooks") or {}).values() for h in hooks or []]
 
