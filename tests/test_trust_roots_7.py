@@ -5,11 +5,16 @@ middleware; each ends in a refusal with its exit code and message, and nothing o
 1 an engineer signs a plan with a throwaway key, names that key as the operator who runs it and approves the plan
   with her own key: an operator key that no line of the policy's allowed_signers names is refused as a requester.
 2 a modified controller asks a host with its own trust root for its lock (and for stop, start, hook, prepare) for a
-  run the host accepted nothing for: refused before anything is taken, no host lock, no runs/RUN/.op.lock.
+  run the host accepted nothing for (and finish, which would write the host's ledger): refused before anything is
+  taken, no host lock, no runs/RUN/.op.lock, the ledger unchanged.
+3 a catalog signed by the vendor the host trusts that lists the plan's package under another version: the host
+  finds no entry for the plan's product and target with that sha256 and refuses (host_trust: exit 4).
 """
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import subprocess
 import sys
@@ -17,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import approve, plan_to
 from test_trust_roots_6 import _operator_runs_next, host_root  # noqa: F401 - host_root is a fixture
 from trust_support import approval_signed_anyway, host_state, pristine, state_dir
 from upgrader.cli.commands.demo import Sandbox
@@ -98,6 +104,9 @@ def test_a_modified_controller_cannot_take_a_trust_root_hosts_lock_for_a_run_it_
         ("start", {"start": {"command": "sh -c 'echo pwned > run/pwned'", "timeout": 5.0}, "pid_file": None,
                    "ports": []}),
         ("hook", {"command": "sh -c 'echo pwned > run/pwned'", "hook_timeout": 5.0}),
+        # the end of a run: it would spend these approvals and raise the catalog serial on the controller's word
+        ("finish", {"outcome": "committed", "approvals": ["ab" * 32], "catalog": {"product": "sample-middleware",
+                                                                                 "serial": 999}}),
     ]
     transport = LocalTransport("local")
     agent = AgentClient(transport)
@@ -122,3 +131,67 @@ def test_a_modified_controller_cannot_take_a_trust_root_hosts_lock_for_a_run_it_
     assert not (sandbox.install_dir / "run" / "pwned").exists()
     assert host_state(sandbox) == before
     _operator_runs_next(sandbox)
+
+
+# ------------------------------------------------------------------ 3: the catalog entry the host accepts
+
+
+def _evidence(sandbox: Sandbox, plan: Path, approval: Path, catalog_text: str) -> dict[str, object]:
+    """What a controller sends a host with a trust root (trust/host_evidence.py): the plan's canonical bytes and
+    the requester's signature, the approval, and ``catalog_text`` signed by the sandbox vendor's real key."""
+    from upgrader.core.plan import canonical_json
+    from upgrader.trust.approval import read_approval
+    from upgrader.trust.host_evidence import armor
+    from upgrader.trust.keys import load_private_key
+    from upgrader.trust.sshsig import sign
+
+    data = json.loads(plan.read_text(encoding="utf-8"))
+    a = read_approval(approval)
+    content = catalog_text.encode("utf-8")
+    return {"plan": canonical_json({k: v for k, v in data.items() if k != "signature"}).decode("utf-8"),
+            "plan_signature": data["signature"], "host": "app-01",
+            "approvals": [{"text": a.text, "signature": armor(a.signature)}],
+            "catalog": {"content": base64.b64encode(content).decode("ascii"),
+                        "signature": sign(load_private_key(sandbox.vendor_key), content, "upgrader-catalog")}}
+
+
+def test_the_host_binds_the_signed_catalog_entry_to_the_plans_product_target_and_package(
+        sandbox: Sandbox, host_root: Path) -> None:
+    """The operator's own plan to 7.0.4.2 and its approval; the vendor (the key the host trusts) signed a catalog
+    whose entry for that very package says 7.0.4.9 (and one where it is another product's). Sent to the host as a
+    controller would (host_trust, then lock): refused, kind host_trust (exit 4), naming what the catalog lists;
+    nothing locked or changed. The same evidence with the vendor's real catalog is accepted (the control)."""
+    before = pristine(sandbox)
+    rc, plan = plan_to(sandbox, TO)
+    assert rc == ExitCode.OK
+    approval = approve(sandbox, plan)
+    sha = json.loads(plan.read_text(encoding="utf-8"))["hosts"][0]["package"]["sha256"]
+    honest = (sandbox.catalog / "catalog.yaml").read_text(encoding="utf-8")
+    entry = f"  version: {TO}\n  kind: full\n  sha256: {sha}\n"
+    assert honest.count(entry) == 1, honest
+    other_version = honest.replace(entry, entry.replace(TO, "7.0.4.9"))
+    other_product = honest.replace(f"  product: sample-middleware\n{entry}", f"  product: other-middleware\n{entry}")
+    assert other_product != honest
+    base = {"install_dir": str(sandbox.install_dir), "state_dir": None, "run_id": "20261203T170000Z-cat001",
+            "sha256": sha, "current_version": "7.0.4.1"}
+    transport = LocalTransport("local")
+    agent = AgentClient(transport)
+    try:
+        for text, listed in ((other_version, "sample-middleware 7.0.4.9"), (other_product, f"other-middleware {TO}")):
+            for op, extra in (("host_trust", {}), ("lock", {"controller": "c", "user": "u", "approvals": []})):
+                with pytest.raises(AgentFailure) as refused:
+                    agent.call(op, **base, **extra, host_trust=_evidence(sandbox, plan, approval, text))
+                said = refused.value
+                assert said.kind == "host_trust", (op, said.kind, said.message)
+                for words in (f"has no entry for sample-middleware {TO} with the package sha256 {sha}",
+                              f"(it lists that package as {listed})", "refused, nothing changed"):
+                    assert words in said.message, f"{op}: {words!r} not in {said.message}"
+                assert not (state_dir(sandbox.install_dir) / "lock").exists()
+        accepted = agent.call("host_trust", **base, host_trust=_evidence(sandbox, plan, approval, honest))
+        assert accepted["host_trust"]["package"] == sha and accepted["host_trust"]["target"] == TO
+    finally:
+        agent.close()
+        transport.close()
+    after = host_state(sandbox)
+    assert (after.pid, after.version, after.product, after.lock, after.staged, after.host_runs) == (
+        before.pid, "7.0.4.1", before.product, None, None, None)
