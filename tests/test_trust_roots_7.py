@@ -9,6 +9,8 @@ middleware; each ends in a refusal with its exit code and message, and nothing o
   taken, no host lock, no runs/RUN/.op.lock, the ledger unchanged.
 3 a catalog signed by the vendor the host trusts that lists the plan's package under another version: the host
   finds no entry for the plan's product and target with that sha256 and refuses (host_trust: exit 4).
+4 plan-time probe proof on a host with a trust root: a command probe of the playbook (anyone's, before any
+  approval) is not run at plan; it runs at the preflight of the run the host accepted, under its lock.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from conftest import approve, plan_to
 from test_trust_roots_6 import _operator_runs_next, host_root  # noqa: F401 - host_root is a fixture
@@ -195,3 +198,42 @@ def test_the_host_binds_the_signed_catalog_entry_to_the_plans_product_target_and
     after = host_state(sandbox)
     assert (after.pid, after.version, after.product, after.lock, after.staged, after.host_runs) == (
         before.pid, "7.0.4.1", before.product, None, None, None)
+
+
+# ------------------------------------------------------------------ 4: no command at plan time on a trust-root host
+
+
+def test_plan_runs_no_command_probe_on_a_host_with_a_trust_root_the_accepted_run_proves_it(
+        sandbox: Sandbox, host_root: Path, tmp_path: Path) -> None:
+    """HOME/playbooks/sample-middleware.yaml gains a command probe that appends to a marker file. ``plan`` (the
+    shipped CLI, before any approval) proves the built-in probes on the running version but does not run the
+    command (no marker; the plan says why, exit 0); nothing on the host changed. The operator's approved run then
+    proves it at its preflight under the lock the host granted on the accepted evidence (the marker appears) and
+    commits."""
+    marker = tmp_path / "probe-ran"
+    src = Path(__file__).resolve().parent.parent / "playbooks" / "sample-middleware.yaml"
+    doc = yaml.safe_load(src.read_text(encoding="utf-8"))
+    doc["observe"]["probes"].append({"name": "selfcheck", "type": "command", "command": f"echo ran >> {marker}"})
+    (sandbox.root / "playbooks").mkdir(exist_ok=True)
+    (sandbox.root / "playbooks" / "sample-middleware.yaml").write_text(yaml.safe_dump(doc, sort_keys=False),
+                                                                       encoding="utf-8")
+    before = pristine(sandbox)
+    plan = tmp_path / "p.json"
+    done = _cli(sandbox.root, "plan", "--inventory", str(sandbox.inventory), "--to", TO, "--catalog",
+                str(sandbox.catalog), "--key", str(sandbox.requester_key), "-o", str(plan))
+    assert done.returncode == ExitCode.OK, done.stdout + done.stderr
+    assert not marker.exists(), "plan ran the playbook's command probe on a host with a trust root"
+    assert "Traceback" not in done.stderr
+    checks = {c["check"]: c for c in json.loads(plan.read_text(encoding="utf-8"))["hosts"][0]["checks"]}
+    said = checks["health_checks"]["reason"]
+    assert "4 probe(s) pass on the running 7.0.4.1" in said, said
+    assert "selfcheck: not run: this host has its own trust root" in said, said
+    assert host_state(sandbox) == before
+    approval = tmp_path / "p.approval"
+    done = _cli(sandbox.root, "approve", str(plan), "--key", str(sandbox.engineer_key), "-o", str(approval))
+    assert done.returncode == ExitCode.OK, done.stdout + done.stderr
+    assert not marker.exists()
+    done = _cli(sandbox.root, "run", str(plan), "--approval", str(approval), "--yes")
+    assert done.returncode == ExitCode.OK, done.stdout + done.stderr
+    assert marker.is_file(), "the accepted run did not prove its command probe"
+    assert host_state(sandbox).version == TO

@@ -677,6 +677,29 @@ def admit(req):
                        TRUST_DIR)
 
 
+def unapproved_commands(req):
+    """Why a probe's command may not run for this request (None: it may). With a host trust root, a command probe
+    is a command of whoever wrote the playbook: it runs only for a run this host accepted (its kept entry, or its
+    lock, which a root grants only on accepted evidence), never for a plan being made (plan-time proof, anyone's
+    playbook, before any approval): then only the agent's built-in read-only probes run (tcp, http, process, log
+    place), and the command probes are proven at the run's preflight, under its lock."""
+    if load_root() is None:
+        return None
+    from .files import read_json
+    from .state import Paths
+
+    run = req.get("run_id")
+    if run and req.get("install_dir"):
+        paths = Paths(req)
+        if accepted(paths) is not None:
+            return None
+        holder = read_json(paths.lock) if os.path.isfile(paths.lock) else None
+        if isinstance(holder, dict) and holder.get("run") == run:
+            return None
+    return ("not run: this host has its own trust root (%s); a command probe runs only for a run whose plan and "
+            "approvals it accepted, and is proven at that run's preflight" % TRUST_DIR)
+
+
 def _hooks(spec):
     return [h for hooks in (spec.get("hooks") or {}).values() for h in hooks or []]
 
