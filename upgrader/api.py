@@ -699,9 +699,10 @@ def _used_approvals(home: Path) -> UsedApprovals:
 
 
 def _operator_as_requester(ctx: Context, plan: Plan, policy: Policy, signer: bytes | None, source: str) -> None:
-    """At approve: a plan signed by (or, unsigned, run by) the operator key named at this controller (--audit-key,
-    UPGRADER_AUDIT_KEY, HOME/keys/operator, ~/.ssh/id_*) has that key as its requester, which counts only when
-    the policy's allowed_signers names it (requester_of refuses it otherwise, exit 4): the run would refuse it."""
+    """At approve: a plan signed by the operator key named at this controller (--audit-key, UPGRADER_AUDIT_KEY,
+    HOME/keys/operator, ~/.ssh/id_*) has that key as its requester, which counts only when the policy's
+    allowed_signers names it (requester_of refuses it otherwise, exit 4): the run would refuse it. An unsigned
+    plan's requester is the operator who runs it, which only the run knows."""
     from .core.recorder import operator_identity
     from .trust.requester import requester_of
     from .trust.signers import load_allowed_signers
@@ -711,7 +712,7 @@ def _operator_as_requester(ctx: Context, plan: Plan, policy: Policy, signer: byt
     if operator.key is None or not policy.allowed_signers:
         return
     mine = public_key_blob(operator.key.public_key())
-    if signer == mine or (signer is None and policy.allow_unsigned_plans):
+    if signer is not None and signer == mine:
         requester_of(plan.data, plan.digest, source, signers=load_allowed_signers(
             policy.resolve_path(policy.allowed_signers)), allow_unsigned=policy.allow_unsigned_plans,
             operator_key=mine)
