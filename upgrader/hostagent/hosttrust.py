@@ -682,9 +682,13 @@ def unapproved_commands(req):
     is a command of whoever wrote the playbook: it runs only for a run this host accepted (its kept entry, or its
     lock, which a root grants only on accepted evidence), never for a plan being made (plan-time proof, anyone's
     playbook, before any approval): then only the agent's built-in read-only probes run (tcp, http, process, log
-    place), and the command probes are proven at the run's preflight, under its lock."""
-    if load_root() is None:
-        return None
+    place), and the command probes are proven at the run's preflight, under its lock. A root that exists but is
+    refused (writable by others) runs no command either: the facts report that refusal."""
+    try:
+        if load_root() is None:
+            return None
+    except AgentError:
+        pass
     from .files import read_json
     from .state import Paths
 
