@@ -222,6 +222,13 @@ def test_first_use_sets_up_the_audit_key_where_asked_and_every_printed_command_w
                                   "--audit-key", str(place)]
     made = [e for e in audit_events(box) if e["event"] == "guide_audit_key_made"]
     assert made and made[0]["data"]["key"] == str(place)
+    # the new key is the plan's requester only when allowed_signers names it: the guide listed it in the home's file
+    pub = place.with_name("operator.pub").read_text(encoding="utf-8").split()[:2]
+    listed = [line for line in (box.keys / "allowed_signers").read_text(encoding="utf-8").splitlines()
+              if line.split()[-2:] == pub]
+    assert len(listed) == 1 and 'namespaces="upgrader-plan,upgrader-audit"' in listed[0], listed
+    assert "已将您的密钥登记到" in child.transcript.replace("\r\n", "")
+    assert [e for e in audit_events(box) if e["event"] == "guide_audit_key_listed"]
 
     approval = upgrader_approve(box, plan)
     term = shell(again.replace("APPROVAL", shlex.quote(str(approval))))

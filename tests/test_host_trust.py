@@ -301,7 +301,8 @@ def test_the_agents_version_rule_is_the_default_policys() -> None:
 def test_prepare_decides_again_on_the_trust_root_it_finds_before_stop(sandbox: Sandbox, tmp_path: Path,
                                                                       host_root: HostRoot) -> None:
     """The agent checks the evidence again when it prepares (before anything is staged or stopped): root replaces
-    the trust root right after preflight passed (an engineer removed, the fault plugin exchanges the directories);
+    the trust root right after the lock was taken on it (an engineer removed, the fault plugin exchanges the directories;
+    the lock itself checks the evidence too, round 7);
     the backup phase is refused (exit 4) naming the host's allowed_signers; the product, the service and the lock
     are as they were, nothing was staged."""
     import subprocess
@@ -322,7 +323,7 @@ def test_prepare_decides_again_on_the_trust_root_it_finds_before_stop(sandbox: S
         approval = approve(sandbox, plan)
         before = pristine(sandbox)
         env = {k: v for k, v in os.environ.items() if not k.startswith("UPGRADER_FAULT_")}
-        env.update(fault_env(exchange_at="agent:replied:host_trust", exchange=(ROOT.parent, ROOT.name, spare.name, 0)))
+        env.update(fault_env(exchange_at="agent:replied:lock", exchange=(ROOT.parent, ROOT.name, spare.name, 0)))
         done = subprocess.run([sys.executable, "-m", "upgrader", "--home", str(sandbox.root), "run", str(plan),
                                "--approval", str(approval)], cwd=sandbox.root, env=env, stdin=subprocess.DEVNULL,
                               capture_output=True, text=True, timeout=300)

@@ -23,7 +23,7 @@ from typing import Iterator
 import pytest
 
 from conftest import kill_processes_under, plan_to, run_plan, upgrader
-from trust_support import add_signer, approval_signed_anyway, host_state, pristine
+from trust_support import add_signer, approval_signed_anyway, host_state, pristine, state_dir
 from upgrader.cli.commands.demo import Sandbox, build_sandbox
 from upgrader.core.exit_codes import ExitCode
 from upgrader.hostagent import hosttrust
@@ -192,10 +192,12 @@ def test_the_host_refuses_the_rollback_steps_when_the_requesters_journal_hides_t
     done = _cli(home, "rollback", run_id, "--yes")
     out = done.stdout + done.stderr
     assert done.returncode == ExitCode.APPROVAL_REFUSED, out
-    for words in ("this host has its own trust root, but run " + run_id, "has no plan entry accepted here at prepare",
-                  "refusing observe", "nothing was changed"):
+    # the host refuses the rollback's first request, its lock (round 7: nothing is taken for such a run)
+    for words in ("this host has its own trust root: refusing the lock of run " + run_id,
+                  "nothing was locked or changed"):
         assert words in out, f"{words!r} not in {out}"
-    assert "refusing start" not in out and "Traceback" not in out
+    assert "refusing start" not in out and "refusing observe" not in out and "Traceback" not in out
+    assert not (state_dir(sandbox.install_dir) / "runs" / run_id).exists(), "the host keeps a directory of the run"
     assert not marker.exists(), "the requester's start command ran on the host"
     after = host_state(sandbox)
     assert (after.pid, after.version, after.product, after.staged) == (before.pid, "7.0.4.1", before.product, None)

@@ -533,6 +533,7 @@ def approve(ctx: Context, plan: Path | PlanReview, *, key: Path, output: Path, p
         raise ApprovalRefused(f"{source}: the plan is not signed and the policy requires signed plans "
                               "(approvals.allow_unsigned_plans: false): nobody can tell who asked for it",
                               hint="ask the requester to make it with 'upgrader plan --key THEIR_KEY'")
+    _operator_as_requester(ctx, the_plan, policy, signer, source)
     if signer == identity.key_blob and not policy.allow_self_approval:
         raise ApprovalRefused(f"the plan was signed with your key {identity.fingerprint}: you cannot approve your own "
                               "plan (segregation of duties)", hint="another engineer approves it with their own key")
@@ -695,6 +696,26 @@ def _used_approvals(home: Path) -> UsedApprovals:
     from .trust.approval import UsedApprovals
 
     return UsedApprovals(home / "approvals" / "used.jsonl")
+
+
+def _operator_as_requester(ctx: Context, plan: Plan, policy: Policy, signer: bytes | None, source: str) -> None:
+    """At approve: a plan signed by the operator key named at this controller (--audit-key, UPGRADER_AUDIT_KEY,
+    HOME/keys/operator, ~/.ssh/id_*) has that key as its requester, which counts only when the policy's
+    allowed_signers names it (requester_of refuses it otherwise, exit 4): the run would refuse it. An unsigned
+    plan's requester is the operator who runs it, which only the run knows."""
+    from .core.recorder import operator_identity
+    from .trust.requester import requester_of
+    from .trust.signers import load_allowed_signers
+    from .trust.sshsig import public_key_blob
+
+    operator = operator_identity(ctx.home, policy, need_key=False)
+    if operator.key is None or not policy.allowed_signers:
+        return
+    mine = public_key_blob(operator.key.public_key())
+    if signer is not None and signer == mine:
+        requester_of(plan.data, plan.digest, source, signers=load_allowed_signers(
+            policy.resolve_path(policy.allowed_signers)), allow_unsigned=policy.allow_unsigned_plans,
+            operator_key=mine)
 
 
 def _check_approvals(ctx: Context, plan: Plan, paths: list[str], policy: Policy, now: _dt.datetime,

@@ -497,6 +497,8 @@ class _HostRun:
                               preserve=[x["path"] for x in self.spec["preserve"]], packages=[])
             check = self.call("recovery_check")
         except (AgentFailure, TransportError) as err:
+            if isinstance(err, AgentFailure) and err.kind == "host_trust":  # the host's own root: no lock taken
+                self.out.outcome = "refused"
             self.out.error = str(err)
             return self.out
         finally:
@@ -564,7 +566,8 @@ class _HostRun:
                 facts = self.call("facts", version_source=self.spec["version"], check_drift=False,
                                   preserve=[x["path"] for x in self.spec["preserve"]], packages=[])
             except (AgentFailure, TransportError) as err:
-                self.out.outcome = "needs_person"
+                refused = isinstance(err, AgentFailure) and err.kind == "host_trust"  # no lock taken, nothing run
+                self.out.outcome = "refused" if refused else "needs_person"
                 self.out.error = f"cannot read the host's state to resume: {err}"
                 return self.out
             version = facts.get("version")
@@ -629,8 +632,11 @@ class _HostRun:
         controller = self.e.controller
         catalog = {"product": self.p["product"], "serial": self.e.catalog_serial} \
             if self.e.catalog_serial is not None else None
+        pkg = self.p.get("package") or {}
+        # a host with its own trust root locks only for a run whose evidence it accepts (or whose entry it kept)
         res = self.call("lock", controller=controller.get("host"), user=controller.get("user"),
-                        approvals=list(self.e.approvals), break_lock=self.e.break_lock, catalog=catalog)
+                        approvals=list(self.e.approvals), break_lock=self.e.break_lock, catalog=catalog,
+                        sha256=pkg.get("sha256"), current_version=self.p["current"], **self._evidence())
         broken = res.get("broken")
         if broken:
             self.e.journal.record("lock", "broken", host=self.name, holder=broken)

@@ -237,6 +237,13 @@ MESSAGES: dict[str, tuple[str, str]] = {
                        "audit.allowed_signers can name you.",
                        "已生成审计密钥：{key}（公钥 {pub}，{fp}）。请把 {pub} 发给您的工程师，以便在策略的 "
                        "audit.allowed_signers 中登记您。"),
+    "audit_key_listed": ("Your key is now listed in {file}, so your plans are yours and no approval of them can be "
+                         "your own: {line}",
+                         "已将您的密钥登记到 {file}，这样您制作的计划属于您本人，任何对其的批准都不可能是您自己的批准：{line}"),
+    "audit_key_add_line": ("{file} is not in this upgrader home, so the guide does not change it. Until someone who "
+                           "owns it adds this line, a run of your plans is refused (exit 4): {line}",
+                           "{file} 不在本 upgrader 目录中，向导不会修改它。在该文件的负责人加入下面这一行之前，"
+                           "您的计划的运行会被拒绝（退出码 4）：{line}"),
     "audit_key_failed": ("Cannot make the key there: {error}. Type another place.", "无法在该位置生成密钥：{error}。请换一个位置。"),
     "audit_key_found": ("Audit key: {key} ({fp}).", "审计密钥：{key}（{fp}）。"),
     # step 7

@@ -149,11 +149,13 @@ def _checks(h: HostInput, policy_rules: Mapping[str, object]) -> list[PlanCheck]
                     "reason": f"{free >> 20} MiB free, {need >> 20} MiB needed for the package and staging"})
     if h.proof:
         judged = [p for p in h.proof if not p.get("skipped")]
-        later = len(h.proof) - len(judged)
+        later = len([p for p in h.proof if p.get("skipped") and p.get("type") == "log"])
         out.append({"check": "health_checks", "status": "pass",
                     "reason": f"{len(judged)} probe(s) pass on the running {h.current}: "
                               + ", ".join(f"{p['probe']} ({p['detail']})" for p in judged)
-                              + (f"; {later} log probe(s) judged after start" if later else "")})
+                              + (f"; {later} log probe(s) judged after start" if later else "")
+                              + "".join(f"; {p['probe']}: {p['skipped']}" for p in h.proof
+                                        if p.get("skipped") and p.get("type") == "command")})
     trust = facts.get("host_trust")
     if isinstance(trust, dict):  # the host's own trust root (hostagent/hosttrust.py); a refused one fails here already
         out.append({"check": "host_trust_root", "status": "pass" if trust.get("ok") else "fail",

@@ -56,7 +56,10 @@ def op_finish(req):
     # nobody else can write) and written only through that descriptor; a refusal keeps the lock (needs a person)
     # with a host trust root, the approvals this host verified itself at prepare, never the controller's list
     kept = hosttrust.accepted(paths)
-    spent = list(kept["approvals"]) if kept is not None else list(req.get("approvals") or [])
+    # a host with its own trust root records nothing on the controller's word: a run it kept no entry for (refused
+    # at prepare) spends no approval and raises no catalog serial here
+    rooted = kept is None and hosttrust.load_root() is not None
+    spent = list(kept["approvals"]) if kept is not None else [] if rooted else list(req.get("approvals") or [])
     # this host's own record of the run (witness.py): what it executed and saw, by its own clock -- the auditor's
     # tools compare the controller's log with it
     before = (read_json(paths.run("backup", "manifest.json")) or {}).get("version")
@@ -79,7 +82,7 @@ def op_finish(req):
         # with the host's own trust root, the serial it read from the vendor-signed bytes (hosttrust.py), not the
         # controller's word
         record_catalog_serial(fds, {"product": trusted["product"], "serial": trusted["catalog_serial"]}
-                              if trusted and trusted.get("catalog_serial") else req.get("catalog"))
+                              if trusted and trusted.get("catalog_serial") else None if rooted else req.get("catalog"))
         for d, fd in fds if trusted else []:  # what the host's own trust root accepted for this run
             append_line_at(fd, "host-trust.jsonl", json.dumps(dict(trusted, run=paths.run_id, time=now,
                                                                    outcome=req.get("outcome"))) + "\n", d)

@@ -13,7 +13,8 @@ With a root, the agent decides on its own, from the evidence the controller send
 and the requester's signature of their digest, the approvals, the catalog and its signature), with the host's
 ``ssh-keygen -Y``: every approval verifies under the host's allowed_signers as the literal principal it names,
 approves the digest of these very plan bytes, has not expired by the host's clock; enough distinct people (keys
-and names: one person's two keys count once), none of them the requester; the catalog verifies under vendor_signers and lists the package's sha256; the plan's entry
+and names: one person's two keys count once), none of them the requester; the catalog verifies under vendor_signers and its entry for the plan's product
+and target version lists the package's sha256; the plan's entry
 for this host was made for this machine and install (its recorded identity), names this install, its current
 version is the ledger's, and its target changes only levels 3 and 4, never going back. At prepare the accepted
 entry is kept in the run's directory and every later step of the run is bound to it (``bound``); the approvals it
@@ -53,6 +54,53 @@ _CATALOG_SHA = re.compile(r"^[ \t-]*sha256: ([0-9a-f]{64})[ \t]*$", re.MULTILINE
 #: (a package entry's keys are indented), read from the signed bytes; exactly one must be there
 _CATALOG_SERIAL = re.compile(r"^serial: ([0-9]{1,18})[ \t]*$", re.MULTILINE)
 _KEYGEN = []  # [absolute path of ssh-keygen], found once
+#: the catalog's package list as trust/catalog.py writes it (yaml.safe_dump, block style): ``packages:`` at the
+#: start of a line, each entry a ``- key: value`` line at column 0 followed by ``  key: value`` lines; deeper
+#: lines (limits, changes) and other top-level keys are not an entry's own scalars
+_ENTRY_LINE = re.compile(r"^(- |  )([a-z0-9_]+): ?(.*)$")
+
+
+def _scalar(text):
+    """A YAML plain or quoted scalar as safe_dump writes one on a single line; None for anything else."""
+    text = text.rstrip(" \t")
+    if len(text) >= 2 and text[0] == text[-1] == "'":
+        inner = text[1:-1]
+        return None if "'" in inner.replace("''", "") else inner.replace("''", "'")
+    if len(text) >= 2 and text[0] == text[-1] == '"':
+        inner = text[1:-1]
+        return None if "\\" in inner or '"' in inner else inner
+    if not text or text[0] in "[{&*!|>'\"%@`#" or " #" in text:
+        return None
+    return text
+
+
+def catalog_entries(text):
+    """The (product, version, sha256) of every package entry of a catalog's text, read the way trust/catalog.py
+    writes it; an entry that repeats a key is left out (a YAML reader would keep one of the two)."""
+    out = []
+    entry, dup = None, False
+    inside = False
+    for line in text.splitlines():
+        if not inside:
+            inside = line.rstrip() == "packages:"
+            continue
+        if line and not line.startswith((" ", "-")):  # the next top-level key: the package list ended
+            break
+        m = _ENTRY_LINE.match(line)
+        if line.startswith("- "):
+            if entry is not None and not dup:
+                out.append(entry)
+            entry, dup = {}, False
+        if entry is None or m is None:
+            continue
+        key, value = m.group(2), _scalar(m.group(3))
+        if key in ("product", "version", "sha256"):
+            if key in entry:
+                dup = True
+            entry[key] = value
+    if entry is not None and not dup:
+        out.append(entry)
+    return [(e.get("product"), e.get("version"), e.get("sha256")) for e in out]
 
 
 def _keygen():
@@ -476,9 +524,20 @@ def _check(req, ev, root, package_sha256, tmp):
     if package.get("sha256") != sha:
         raise _trust_error("the package given (sha256 %s) is not the plan's (%s)" % (sha, package.get("sha256")),
                            vendors)
-    if sha not in _CATALOG_SHA.findall(catalog_bytes.decode("utf-8", "replace")):
-        raise _trust_error("the package sha256 %s is not listed in the catalog signed by %s (%s)"
-                           % (sha, signer[0], signer[1]), vendors)
+    # the entry of the plan's product and target in the signed bytes lists this very package (the install's
+    # version is read back against the target): a digest the vendor signed for another product or version is not it
+    text = catalog_bytes.decode("utf-8", "replace")
+    want = (str(host.get("product") or ""), str(host.get("target") or ""), sha)
+    entries = catalog_entries(text)
+    if want not in entries:
+        listed = ["%s %s" % (p, v) for p, v, d in entries if d == sha]
+        raise _trust_error("the catalog signed by %s (%s) has no entry for %s %s with the package sha256 %s%s: "
+                           "refused, nothing changed; make the plan from the vendor's catalog entry for this version"
+                           % (signer[0], signer[1], want[0], want[1], sha,
+                              " (it lists that package as %s)" % ", ".join(listed) if listed else
+                              " (that package is not listed)" if sha not in _CATALOG_SHA.findall(text) else
+                              " (that digest appears only outside an entry this host can read: the catalog must be "
+                              "the one 'upgrader catalog build' writes)"), vendors)
     # the catalog's serial, read from the very bytes the vendor signed (never the controller's word): a catalog
     # older than one this host was already upgraded from is refused, as the lock refuses the controller's claim
     from .ledger import check_ledger_version, ledger_serials
@@ -577,6 +636,72 @@ def accepted(paths):
 
     data = read_json(paths.run(ENTRY))
     return data if isinstance(data, dict) and isinstance(data.get("entry"), dict) else None
+
+
+def admit(req):
+    """With a host trust root, before the agent takes anything for a run (the host's lock, the run's action lock
+    ``runs/RUN/.op.lock``): the run must hold evidence this host accepted. ``lock``: a run whose plan entry was
+    kept here at prepare (its resume or rollback), or a request that carries the plan, approvals and catalog
+    ``check`` accepts now; ``prepare`` and ``finish``: the host lock held by this run (taken on accepted evidence;
+    prepare checks it again in full, finish of a run with no kept entry records nothing but releases it); every other mutating step: the run's kept entry (``bound`` then checks the step against it).
+    A modified controller therefore cannot leave the host locked, nor its state dir, for a run nobody the host
+    trusts approved. No root: nothing to admit (the controller decides)."""
+    op = req.get("op")
+    if load_root() is None:
+        return
+    from .files import read_json
+    from .state import Paths
+
+    run = req.get("run_id")
+    if not run or not req.get("install_dir"):
+        raise _trust_error("this host has its own trust root: refusing %s without a run and an install (nothing "
+                           "was changed)" % op, TRUST_DIR)
+    paths = Paths(req)
+    if accepted(paths) is not None:
+        return
+    if op == "lock":
+        try:
+            check(req, req.get("sha256"))
+        except AgentError as e:
+            raise AgentError("this host has its own trust root: refusing the lock of run %s, whose plan and "
+                             "approvals it does not accept (nothing was locked or changed): %s" % (run, e), e.kind,
+                             **e.data)
+        return
+    holder = read_json(paths.lock) if os.path.isfile(paths.lock) else None
+    if op in ("prepare", "finish") and isinstance(holder, dict) and holder.get("run") == run:
+        return  # prepare checks the evidence again in full; finish of such a run records nothing (op_finish)
+    raise _trust_error("this host has its own trust root, but run %s has no plan entry accepted here%s: refusing "
+                       "%s (its commands were approved by no one this host trusts); nothing was changed. A run this "
+                       "host refused has nothing to roll back; run an approved plan from the start"
+                       % (run, "" if op not in ("prepare", "finish") else " and does not hold the host's lock", op),
+                       TRUST_DIR)
+
+
+def unapproved_commands(req):
+    """Why a probe's command may not run for this request (None: it may). With a host trust root, a command probe
+    is a command of whoever wrote the playbook: it runs only for a run this host accepted (its kept entry, or its
+    lock, which a root grants only on accepted evidence), never for a plan being made (plan-time proof, anyone's
+    playbook, before any approval): then only the agent's built-in read-only probes run (tcp, http, process, log
+    place), and the command probes are proven at the run's preflight, under its lock. A root that exists but is
+    refused (writable by others) runs no command either: the facts report that refusal."""
+    try:
+        if load_root() is None:
+            return None
+    except AgentError:
+        pass
+    from .files import read_json
+    from .state import Paths
+
+    run = req.get("run_id")
+    if run and req.get("install_dir"):
+        paths = Paths(req)
+        if accepted(paths) is not None:
+            return None
+        holder = read_json(paths.lock) if os.path.isfile(paths.lock) else None
+        if isinstance(holder, dict) and holder.get("run") == run:
+            return None
+    return ("not run: this host has its own trust root (%s); a command probe runs only for a run whose plan and "
+            "approvals it accepted, and is proven at that run's preflight" % TRUST_DIR)
 
 
 def _hooks(spec):

@@ -11,6 +11,7 @@ import signal
 import sys
 
 from .access import op_access_read, op_access_write
+from . import hosttrust
 from .common import AgentError
 from .config_vars import op_read_vars
 from .facts import op_facts, op_state
@@ -100,6 +101,8 @@ def handle(req):
             check_state_markers(paths, adopt=False)  # a state_dir naming another tool's directory: refused
         if req.get("op") in STATE_OPS and req.get("install_dir"):
             check_state_dir(Paths(req))
+        if req.get("op") in MUTATING + ("lock",):
+            hosttrust.admit(req)  # with a host trust root: nothing is taken for a run it accepted nothing for
         with OpLock(req):
             try:
                 result = op(req)

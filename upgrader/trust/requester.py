@@ -110,7 +110,8 @@ def requester_of(data: PlanData, digest: str, source: str, *, signers: AllowedSi
     key = plan_signer(data, digest, source)
     if key is not None:
         if key == operator_key:  # signed by the operator who runs it (the guide's plans): they asked for it
-            return Requester(key, literal_principals(signers, key), "signed the plan and runs it")
+            return Requester(key, _named(signers, key, source, "signed the plan and runs it"),
+                             "signed the plan and runs it")
         if signers is not None and not any(e.key_blob == key for e in signers.entries):
             raise ApprovalRefused(f"{source}: the plan was signed by {fingerprint(key)}, a key that is not in "
                                   f"{signers.source}: nobody can tell whose plan it is",
@@ -123,4 +124,18 @@ def requester_of(data: PlanData, digest: str, source: str, *, signers: AllowedSi
     if operator_key is None:
         raise ApprovalRefused(f"{source}: the plan is not signed and no operator key runs it: nobody can tell "
                               "whose plan it is", hint="give --audit-key KEY, or sign the plan (plan --key)")
-    return Requester(operator_key, literal_principals(signers, operator_key), "runs the plan")
+    return Requester(operator_key, _named(signers, operator_key, source, "runs the unsigned plan"), "runs the plan")
+
+
+def _named(signers: AllowedSigners | None, key: bytes, source: str, role: str) -> frozenset[str]:
+    """The names of the operator's key, who counts as the requester: a key no line of the policy's allowed_signers
+    names (in any namespace) is nobody the self-approval rule can tell apart from an approver, so it is refused like
+    any unknown signer (exit 4). The operator key is whatever the person at the controller names (--audit-key)."""
+    names = literal_principals(signers, key)
+    if signers is not None and not names:
+        raise ApprovalRefused(f"{source}: the operator key {fingerprint(key)} {role}, but no line of "
+                              f"{signers.source} names it: nobody can tell whose plan it is, so an approval could "
+                              "be its requester's own", hint=f"add the operator's key to {signers.source} under a "
+                              "literal name of its own (e.g. 'you@site namespaces=\"upgrader-plan\" ssh-ed25519 "
+                              "…'), or sign the plan with your listed key (plan --key)")
+    return names

@@ -409,6 +409,11 @@ class _Guide:
         from ...api import record_plan, trusted_catalog
 
         args = self.args
+        from ...core.recorder import operator_identity
+
+        if operator_identity(args.home, load_policy_or_fail(policy_path(args)), need_key=False,
+                             key_path=getattr(args, "audit_key", None)).key is None:
+            self.audit_key()  # made (and listed in the policy's allowed_signers) before the plan records the policy
         policy = load_policy_or_fail(policy_path(args))
         target = args.to
         catalog_path = args.catalog
@@ -649,6 +654,38 @@ class _Guide:
         me = operator_identity(self.args.home, policy, key_path=str(key))
         self.say("audit_key_made", key=key, pub=pub, fp=me.fingerprint)
         self.record("guide_audit_key_made", key=str(key), fingerprint=me.fingerprint)
+        self._list_new_key(policy, me)
+
+    def _list_new_key(self, policy: Any, me: Any) -> None:
+        """The new operator key signs the guide's plans and the run's checkpoint: only a key that the policy's
+        allowed_signers name counts as a plan's requester (the self-approval rule compares names), so it is added,
+        under the operator's own name, to the approvals' and the auditors' allowed_signers files that lie in this
+        HOME (the operator's own). A file elsewhere (a system-wide policy) is not the guide's to change: the exact
+        line to add is printed instead, and the run is refused (exit 4) until someone who owns it adds it."""
+        from ...trust.keys import signer_line
+        from ...trust.requester import NAMESPACE as PLAN_NS
+
+        wanted: dict[Path, list[str]] = {}
+        for name, ns in ((policy.allowed_signers, PLAN_NS), (policy.audit_signers, "upgrader-audit")):
+            if name:
+                wanted.setdefault(policy.resolve_path(name), []).append(ns)
+        home = Path(self.args.home).resolve()
+        for path, spaces in wanted.items():
+            line = signer_line(f"{me.user}@{me.host}", me.key.public_key(), ",".join(spaces))
+            real = path.resolve()
+            mine = real.is_relative_to(home) and real.is_file() and not path.is_symlink()
+            if mine:
+                try:
+                    old = real.read_text(encoding="utf-8")
+                    with real.open("a", encoding="utf-8") as f:
+                        f.write(("" if old.endswith("\n") or not old else "\n") + line + "\n")
+                except (OSError, UnicodeDecodeError):
+                    mine = False
+            if mine:
+                self.say("audit_key_listed", file=str(path), line=line)
+                self.record("guide_audit_key_listed", file=str(path), line=line, fingerprint=me.fingerprint)
+            else:
+                self.say("audit_key_add_line", file=str(path), line=line)
 
     def _policy_zone(self) -> None:
         from ...core.shown_time import policy_zone
