@@ -269,3 +269,24 @@ def test_warnings_follow_the_thresholds(facts: dict[str, Any], thresholds: dict[
     """Pure: each threshold warns on its side only, overrides win, unavailable and unlimited values never warn."""
     assert {w["check"] for w in warnings(facts, thresholds)} == expected
     assert set(metrics(facts)) == set(THRESHOLDS)
+
+
+def test_load_network_and_patch_figures_of_the_sample_each_name_their_source(sandbox: Sandbox, capsys) -> None:
+    """The running sample (not a JVM): RSS, threads, open files and CPU from /proc; no access log named, said so;
+    every interface's rates over the sample from /proc/net/dev; the patch level from apt's own view."""
+    box = sandbox
+    rc, out = inspect(box, capsys, *local_args(box, "--json"))
+    assert rc == 0
+    f = json.loads(out)["hosts"][0]["facts"]
+    pid = int((box.install_dir / "run" / "server.pid").read_text())
+    perf = f["perf"]
+    assert perf["rss"]["source"] == f"/proc/{pid}/status VmRSS" and perf["rss"]["value"] > 1 << 20
+    assert perf["threads"]["value"] >= 1 and perf["open_files"]["value"] >= 3
+    assert perf["cpu_pct"]["value"] >= 0 and perf["cpu_pct"]["sample_seconds"] >= 2
+    assert "jvm" not in perf  # a Python process: no heap to ask a JDK about
+    assert f["access"] == {"error": "the playbook names no access log (inspect.access_log)", "source": None}
+    assert f["network"] and all(n["source"].startswith("/proc/net/dev over") and n["rx_bytes_per_s"] >= 0
+                                and (n["speed_mbps"] or n["speed_error"]) for n in f["network"])
+    assert f["patches"]["source"].startswith("apt list --upgradable") and f["patches"]["pending"] >= 0
+    m = json.loads(out)["hosts"][0]["metrics"]
+    assert m["heap_used_pct"] is None and m["share_5xx_pct"] is None and m["security_updates"] is not None

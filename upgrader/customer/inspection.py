@@ -77,6 +77,35 @@ def metrics(facts: dict[str, Any]) -> dict[str, Any]:
         "tcp_max_syn_backlog": _int(sysctl.get("net.ipv4.tcp_max_syn_backlog")),
         "max_map_count": _int(sysctl.get("vm.max_map_count")),
         "log_errors": sum(int(x.get("errors", 0)) for x in logs) if logs is not None else None,
+        **load_metrics(facts),
+    }
+
+
+def _value(fig: Any) -> Any:
+    return fig.get("value") if isinstance(fig, dict) else None
+
+
+def load_metrics(facts: dict[str, Any]) -> dict[str, Any]:
+    """The middleware's load, the network and the patch level (None: unavailable; the facts say why)."""
+    perf = facts.get("perf") or {}
+    jvm = perf.get("jvm") or {}
+    used, limit = _value(jvm.get("heap_used")), _value(jvm.get("heap_max"))
+    total = (facts.get("memory") or {}).get("total")
+    threads, max_threads = _value(perf.get("connector_threads")), _int((facts.get("settings") or {}).get("max_threads"))
+    hour = (facts.get("access") or {}).get("hour") or {}
+    nets = facts.get("network") or []
+    utils = [n["utilisation_pct"] for n in nets if isinstance(n.get("utilisation_pct"), (int, float))]
+    return {
+        "heap_used_pct": round(100.0 * used / limit, 1) if used is not None and limit else None,
+        "heap_max_pct_ram": round(100.0 * limit / total, 1) if limit and total else None,
+        "gc_time_pct": _value(jvm.get("gc_time_pct")),
+        "connector_threads_pct": round(100.0 * threads / max_threads, 1) if threads and max_threads else None,
+        "share_5xx_pct": hour.get("share_5xx_pct"),
+        "p95_ms": (hour.get("response_ms") or {}).get("p95"),
+        "network_util_pct": max(utils) if utils else None,
+        "network_errors_per_s": round(sum(n.get("rx_errors_per_s", 0) + n.get("tx_errors_per_s", 0) for n in nets), 2)
+        if nets else None,
+        "security_updates": (facts.get("patches") or {}).get("security"),
     }
 
 
@@ -144,7 +173,7 @@ def agent_request(playbook: Any, variables: Mapping[str, Any], install_dir: str)
                    inventory="the inventory (or --var)")
     block = playbook.inspect or {}
     pid_file = spec["stop"].get("pid_file") or next(
-        (p["pid_file"] for p in spec["observe"]["probes"] if p["type"] == "process"), None)
+        (p["pid_file"] for p in spec["observe"]["probes"] if p["type"] == "process" and p.get("pid_file")), None)
     logs = block.get("logs") or sorted({p["file"] for p in spec["observe"]["probes"] if p["type"] == "log"}) \
         or ["logs/*.log"]
     configs = block.get("configs") or [p["path"] for p in spec["preserve"] if p.get("kind") == "config"]
@@ -154,6 +183,9 @@ def agent_request(playbook: Any, variables: Mapping[str, Any], install_dir: str)
         request["process"] = spec["process"]  # the server found by its command line
     if block.get("error_pattern"):
         request["error_pattern"] = block["error_pattern"]
+    if block.get("access_log"):
+        request["access_log"] = block["access_log"]
+    request["sample_seconds"] = block.get("sample_seconds", 2)
     return request
 
 
@@ -171,6 +203,12 @@ def inspect_host(target: Any, playbook: Any, *, install_dir: str, name: str = "l
                                 vars_from=getattr(playbook, "vars_from", None) or {})
         values, vars_read = merge_variables({}, read, {"host": name, **(variables or {})})
         request = agent_request(playbook, values, install_dir)
+        settings = (playbook.inspect or {}).get("settings") or {}
+        declared = read_config_vars(agent, install_dir=install_dir, state_dir=state_dir, vars_from=settings) \
+            if settings else {}
+        pattern = (declared.get("access_log_format") or {}).get("value")
+        if pattern and request.get("access_log"):  # the format the server itself was told to write
+            request["access_log"] = {**request["access_log"], "format": str(pattern)}
         facts = agent.call("inspect", install_dir=install_dir, state_dir=state_dir, tail=tail,
                            config_text=texts, timeout=300, **request)
     except AgentFailure as e:
@@ -181,6 +219,10 @@ def inspect_host(target: Any, playbook: Any, *, install_dir: str, name: str = "l
     finally:
         if agent is not target:
             agent.close()
+    # the settings the inspection judges against (maxThreads...): what the configuration says, else the default
+    defaults = (playbook.inspect or {}).get("setting_defaults") or {}
+    facts["settings"] = {k: v.get("value", defaults.get(k)) for k, v in declared.items()}
+    facts["settings_source"] = {k: v.get("file") for k, v in declared.items()}
     thresholds = {k: v[0] for k, v in THRESHOLDS.items()}
     thresholds.update((playbook.inspect or {}).get("thresholds") or {})
     return {"host": name, "install_dir": install_dir, "product": playbook.product, "playbook": str(playbook.path),
