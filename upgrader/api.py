@@ -1892,15 +1892,23 @@ def _inspection_form(ctx: Context, policy: Policy | None, fields: Mapping[str, s
 def inspect(ctx: Context, *, install_dir: Path | None = None, inventory: Path | None = None,
             hosts: str | None = None, playbook: str | None = None, variables: Mapping[str, str] | None = None,
             catalog: Path | None = None, customer: str | None = None, system: str | None = None,
-            inspector: str | None = None, period: str | None = None, remarks: str | None = None) -> Inspection:
+            inspector: str | None = None, period: str | None = None, remarks: str | None = None,
+            compare: Path | None = None, keep: bool = True) -> Inspection:
     """The health inspection (巡检) of one install on this machine (``install_dir``; ``playbook`` and
     ``variables`` name the product when its version file does not) or of the hosts of ``inventory``, read-only;
     with a signed ``catalog``, the advisories that concern each installed version are flagged. The form's head:
     ``customer``, ``system``, ``inspector`` (default: the login name at this machine), ``period``, ``remarks``.
-    A host that cannot be inspected is reported with its ``error`` (exit code 5), the others still are."""
+    A host that cannot be inspected is reported with its ``error`` (exit code 5), the others still are.
+    Each host's report is compared with ``compare`` (a kept or written inspection) or else with the newest one kept
+    in ``HOME/inspections/HOST/`` (its ``changes``, ``previous`` and ``trend``), then kept there (unless ``keep`` is
+    False)."""
     from concurrent.futures import ThreadPoolExecutor
 
+    from .customer import inspect_history as history
     from .customer.inspection import flag_advisories, inspect_host
+
+    if compare is not None:
+        history.load_previous(compare, None)  # a missing or unreadable file is refused before any host is asked
 
     targets = _inspect_targets(ctx, install_dir, inventory, hosts, playbook, variables)
     clock = ctx.clock
@@ -1934,6 +1942,19 @@ def inspect(ctx: Context, *, install_dir: Path | None = None, inventory: Path | 
         reports = list(pool.map(one, targets))
     form = _inspection_form(ctx, policy, {"customer": customer, "system": system, "inspector": inspector,
                                           "period": period, "remarks": remarks})
+    now = clock.now().isoformat(timespec="seconds")
+    for h in reports:
+        if h["error"]:
+            continue
+        key = history.host_key(h)
+        prev_path = compare if compare is not None else next(reversed(history.kept(ctx.home, key)), None)
+        previous = history.load_previous(prev_path, key) if prev_path is not None else None
+        h["time"] = now
+        h["previous"] = {"time": previous.get("time"), "file": str(prev_path)} if previous else None
+        h["changes"] = history.changes(previous, h)
+        h["trend"] = history.trend(ctx.home, key, h)
+        if keep:
+            h["kept"] = str(history.keep(ctx.home, h, now))
     warned = sum(len(cast("list[object]", h["warnings"])) for h in reports)
     data: JSONObject = {
         "inspection": {"time": clock.now().isoformat(timespec="seconds"), "started": started, "form": form,

@@ -159,6 +159,9 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("--inspector", metavar="NAME", help="who inspects (default: your login name@this machine)")
     inspect.add_argument("--period", metavar="TEXT", help="the inspection period as the form shows it (default: when "
                          "the collection started and ended, in the policy's time zone)")
+    inspect.add_argument("--compare", metavar="PREVIOUS.json",
+                         help="compare with this inspection (a kept HOME/inspections/HOST/TIME.json or a -o "
+                              "report.json) instead of the newest one kept for the host")
     inspect.add_argument("--remarks", metavar="TEXT", help="a remark printed above the signatures")
     inspect.set_defaults(func="inspect:cmd_inspect")
 

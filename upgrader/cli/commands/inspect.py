@@ -34,7 +34,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
                    catalog=Path(args.catalog) if args.catalog else None,
                    customer=getattr(args, "customer", None), system=getattr(args, "system", None),
                    inspector=getattr(args, "inspector", None), period=getattr(args, "period", None),
-                   remarks=getattr(args, "remarks", None))
+                   remarks=getattr(args, "remarks", None),
+                   compare=Path(args.compare) if getattr(args, "compare", None) else None)
     data: dict[str, Any] = done.data
     if args.output is not None:
         write_inspection(done, Path(args.output), lang=resolve_lang(args.lang))
@@ -93,8 +94,21 @@ def _print(data: dict[str, Any], output: str | None, lang: str | None = None) ->
             c.print(Text.assemble((f"{h['host']}: ", "bold"), line))
     for h in data["hosts"]:
         for w in h["warnings"]:
-            message = translate(w["message"], t.lang) if t.lang == "zh" else w["message"]
+            message = (w.get("message_zh") or translate(w["message"], t.lang)) if t.lang == "zh" else w["message"]
             c.print(t("finding", host=h["host"], check=w["check"], message=message), soft_wrap=True)
+            advice = w.get("advice")
+            if advice:
+                a = advice.get(t.lang) or advice["en"]
+                c.print(t("advice", host=h["host"], setting=a["setting"], file=a["file"], reason=a["reason"]),
+                        soft_wrap=True)
+    for h in data["hosts"]:
+        if h.get("error"):
+            continue
+        if not h.get("previous"):
+            c.print(t("no_previous", host=h["host"]), soft_wrap=True)
+        for ch in h.get("changes") or []:
+            c.print(t("changed", host=h["host"], time=shown_time(h["previous"]["time"], zone, t.lang),
+                      message=ch["message_zh"] if t.lang == "zh" else ch["message"]), soft_wrap=True)
     s = data["summary"]
     c.print(t("inspect_summary", inspected=s["inspected"], hosts=s["hosts"], warnings=s["warnings"])
             + (t("inspect_unreachable", hosts=", ".join(s["unreachable"])) if s["unreachable"] else ""), soft_wrap=True)
