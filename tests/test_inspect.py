@@ -290,3 +290,40 @@ def test_load_network_and_patch_figures_of_the_sample_each_name_their_source(san
     assert f["patches"]["source"].startswith("apt list --upgradable") and f["patches"]["pending"] >= 0
     m = json.loads(out)["hosts"][0]["metrics"]
     assert m["heap_used_pct"] is None and m["share_5xx_pct"] is None and m["security_updates"] is not None
+
+
+def test_each_warning_carries_advice_from_the_products_table_in_both_languages(sandbox: Sandbox, capsys) -> None:
+    """Thresholds that trip on the sample (a playbook asking for more than any host has) get the setting, the file and
+    the reason from the advice tables, filled in with the value, in English and Chinese; the zh table prints both."""
+    box = sandbox
+    pb = box.root / "demanding.yaml"
+    pb.write_text((shipped_playbooks_dir() / "sample-middleware.yaml").read_text()
+                  + "\ninspect:\n  thresholds:\n    file_max: 1.0e+18\n    open_files: 1.0e+18\n")
+    rc, out = inspect(box, capsys, *local_args(box, "--playbook", str(pb), "--json"))
+    assert rc == 0
+    (h,) = json.loads(out)["hosts"]
+    by = {w["check"]: w for w in h["warnings"]}
+    file_max = by["file_max"]
+    assert file_max["advice"]["en"]["file"] == "/etc/sysctl.d/90-middleware.conf"
+    assert file_max["advice"]["en"]["setting"].startswith("fs.file-max = ")
+    assert str(int(file_max["value"])) in file_max["advice"]["en"]["reason"]
+    assert "整个系统只能打开" in file_max["advice"]["zh"]["reason"] and "低于" in file_max["message_zh"]
+    assert "nofile 65536" in by["open_files"]["advice"]["en"]["setting"]
+    rc, out = inspect(box, capsys, *local_args(box, "--playbook", str(pb), "--lang", "zh"))
+    assert rc == 0 and "建议：/etc/sysctl.d/90-middleware.conf 中的 fs.file-max" in out
+    assert "fs.file-max（整个系统的文件句柄数）" in out
+
+
+def test_every_advice_table_names_setting_file_and_reason_in_both_languages() -> None:
+    """The shipped tables load (each entry: en and zh, each with setting, file and reason); the product's entry wins:
+    Tomcat's heap advice names bin/setenv.sh, TongWeb's bin/external.vmoptions (FIELD-NOTES), the platform's the
+    sysctl file."""
+    from upgrader.customer.inspect_advice import table
+
+    for product in ("tomcat", "tongweb", "sample-middleware"):
+        entries = table(product)
+        assert set(THRESHOLDS) <= set(entries), set(THRESHOLDS) - set(entries)
+    assert table("tomcat")["heap_used_pct"]["en"]["file"].startswith("bin/setenv.sh")
+    assert table("tongweb")["heap_used_pct"]["zh"]["file"] == "bin/external.vmoptions"
+    assert table("tomcat")["connector_threads_pct"]["en"]["file"] == "conf/server.xml"
+    assert table("sample-middleware")["somaxconn"]["en"]["file"] == "/etc/sysctl.d/90-middleware.conf"

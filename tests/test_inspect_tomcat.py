@@ -71,5 +71,7 @@ def test_a_running_tomcat_reports_jvm_process_and_access_log_figures_with_their_
     m = h["metrics"]
     assert m["heap_used_pct"] == pytest.approx(100.0 * jvm["heap_used"]["value"] / (128 << 20), abs=0.1)
     assert m["share_5xx_pct"] == hour["share_5xx_pct"] and m["p95_ms"] == hour["response_ms"]["p95"]
-    assert any(w["check"] == "share_5xx_pct" for w in h["warnings"])  # 1 in 8 answers was a 500
+    (w,) = [w for w in h["warnings"] if w["check"] == "share_5xx_pct"]  # 1 in 8 answers was a 500
+    assert w["advice"]["en"]["file"] == "the product's logs" and "5xx" in w["advice"]["zh"]["reason"]
+    assert w["message_zh"].startswith("最近一小时 5xx 响应（占请求 %）：")
     assert re.match(r"/proc/net/dev over [\d.]+ s", f["network"][0]["source"]) if f["network"] else True

@@ -109,28 +109,49 @@ def load_metrics(facts: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+#: the thresholds' names in Chinese (the English is THRESHOLDS' own)
+THRESHOLDS_ZH = {
+    "disk_used_pct": "安装目录所在文件系统的使用率（%）", "memory_available_pct": "可用内存（占总量 %）",
+    "load_per_cpu": "每 CPU 的 1 分钟平均负载", "file_max": "fs.file-max（整个系统的文件句柄数）",
+    "open_files": "产品进程（否则为采集进程）的打开文件数限制（ulimit -n）",
+    "processes": "产品进程（否则为采集进程）的进程数限制（ulimit -u）", "somaxconn": "net.core.somaxconn（监听队列）",
+    "tcp_max_syn_backlog": "net.ipv4.tcp_max_syn_backlog", "max_map_count": "vm.max_map_count",
+    "log_errors": "日志末尾匹配 ERROR/SEVERE/FATAL/Exception 的行数", "heap_used_pct": "JVM 堆使用率（占 -Xmx %）",
+    "heap_max_pct_ram": "JVM -Xmx（占主机内存 %）", "gc_time_pct": "JVM 垃圾回收耗时（占运行时间 %）",
+    "connector_threads_pct": "HTTP 连接器线程（占 maxThreads %）", "share_5xx_pct": "最近一小时 5xx 响应（占请求 %）",
+    "p95_ms": "最近一小时 95 分位响应时间（毫秒）", "network_util_pct": "最繁忙网卡的链路利用率（%）",
+    "network_errors_per_s": "网卡每秒错误数（收 + 发）", "security_updates": "待安装的操作系统安全更新数",
+}
+
+
 def warnings(facts: dict[str, Any], thresholds: Mapping[str, float] | None = None) -> list[dict[str, Any]]:
     """Everything an inspector should look at, one warning each, in a fixed order."""
     out: list[dict[str, Any]] = []
     if not facts.get("exists", True):
         return [{"check": "install_dir", "value": facts.get("install_dir"), "threshold": None,
-                 "message": f"install dir {facts.get('install_dir')} does not exist"}]
+                 "message": f"install dir {facts.get('install_dir')} does not exist",
+                 "message_zh": f"安装目录 {facts.get('install_dir')} 不存在"}]
     if facts.get("version_error"):
         out.append({"check": "version", "value": None, "threshold": None,
-                    "message": f"installed version unreadable: {facts['version_error']}"})
+                    "message": f"installed version unreadable: {facts['version_error']}",
+                    "message_zh": f"无法读取已安装的版本：{facts['version_error']}"})
     process = facts.get("process") or {}
     if process.get("error"):  # the pid file was not read (a link that leads out, a FIFO): said as it is
         out.append({"check": "process", "value": None, "threshold": None,
-                    "message": f"the product's process is unknown: {process['error']}"})
+                    "message": f"the product's process is unknown: {process['error']}",
+                    "message_zh": f"无法确定产品进程：{process['error']}"})
     elif (process.get("pid_file") or process.get("found_by")) and not process.get("running"):
         out.append({"check": "process", "value": process.get("pid"), "threshold": None,
                     "message": f"the product is not running (pid file {process['pid_file']}: "
                                f"{process.get('pid') or 'absent'})" if process.get("pid_file") else
-                               f"the product is not running (no {process['found_by']})"})
+                               f"the product is not running (no {process['found_by']})",
+                    "message_zh": f"产品未运行（pid 文件 {process['pid_file']}：{process.get('pid') or '不存在'}）"
+                                  if process.get("pid_file") else f"产品未运行（未找到 {process['found_by']}）"})
     for port in facts.get("ports") or []:
         if not port.get("open"):
             out.append({"check": "port", "value": port["port"], "threshold": None,
-                        "message": f"port {port['port']} is not open on 127.0.0.1"})
+                        "message": f"port {port['port']} is not open on 127.0.0.1",
+                        "message_zh": f"端口 {port['port']} 在 127.0.0.1 上未开放"})
     values = metrics(facts)
     for name, (default, direction, what) in THRESHOLDS.items():
         limit = (thresholds or {}).get(name, default)
@@ -140,12 +161,16 @@ def warnings(facts: dict[str, Any], thresholds: Mapping[str, float] | None = Non
         if (direction == "max" and value > limit) or (direction == "min" and value < limit):
             shown = f"{value:g}"
             out.append({"check": name, "value": value, "threshold": limit,
-                        "message": f"{what}: {shown} is {'above' if direction == 'max' else 'below'} {limit:g}"})
+                        "message": f"{what}: {shown} is {'above' if direction == 'max' else 'below'} {limit:g}",
+                        "message_zh": f"{THRESHOLDS_ZH.get(name, what)}：{shown} "
+                                      f"{'高于' if direction == 'max' else '低于'} {limit:g}"})
     for log in facts.get("logs") or []:
         if log.get("errors"):
             out.append({"check": "log", "value": log["errors"], "threshold": None,
                         "message": f"{log['path']}: {log['errors']} error line(s) in its last {log['lines']} lines; "
-                                   f"last: {(log.get('samples') or [''])[-1][:160]}"})
+                                   f"last: {(log.get('samples') or [''])[-1][:160]}",
+                        "message_zh": f"{log['path']}：最后 {log['lines']} 行中有 {log['errors']} 行错误；"
+                                      f"最后一行：{(log.get('samples') or [''])[-1][:160]}"})
     return out
 
 
@@ -225,9 +250,21 @@ def inspect_host(target: Any, playbook: Any, *, install_dir: str, name: str = "l
     facts["settings_source"] = {k: v.get("file") for k, v in declared.items()}
     thresholds = {k: v[0] for k, v in THRESHOLDS.items()}
     thresholds.update((playbook.inspect or {}).get("thresholds") or {})
-    return {"host": name, "install_dir": install_dir, "product": playbook.product, "playbook": str(playbook.path),
+    from .inspect_advice import advise
+
+    return advise({"host": name, "install_dir": install_dir, "product": playbook.product, "playbook": str(playbook.path),
             "facts": facts, "metrics": metrics(facts), "thresholds": thresholds,
-            "warnings": warnings(facts, thresholds), "advisories": [], "error": None, "vars_read": vars_read}
+            "warnings": warnings(facts, thresholds), "advisories": [], "error": None, "vars_read": vars_read})
+
+
+_STATUS_ZH = {"affected": "受影响", "cannot tell": "无法判断"}
+
+
+def _zh(text: Any) -> str:
+    from ..core.reasons import UNTRANSLATED, translate
+
+    shown = translate(str(text), "zh")
+    return str(text) if shown.startswith(UNTRANSLATED) else shown
 
 
 def flag_advisories(report: dict[str, Any], *, catalog: Any, policy: Any, today: _dt.date,
@@ -240,9 +277,14 @@ def flag_advisories(report: dict[str, Any], *, catalog: Any, policy: Any, today:
         return report
     offers = host_offers(host=report["host"], product=report["product"], current=str(version),
                          maintenance_until=maintenance_until, catalog=catalog, policy=policy, today=today)
+    from .inspect_advice import advise
+
     report["advisories"] = offers["advisories"]
     for a in offers["advisories"]:
         report["warnings"].append({"check": "advisory", "value": a["id"], "threshold": None,
                                    "message": f"{a['id']} [{a['severity']}] {a['title']}: {a['status']} "
-                                              f"({a['why']}); {a['fix_note']}"})
-    return report
+                                              f"({a['why']}); {a['fix_note']}",
+                                   "message_zh": f"{a['id']} [{a['severity']}] {a['title']}："
+                                                 f"{_STATUS_ZH.get(a['status'], a['status'])}（{_zh(a['why'])}）；"
+                                                 f"{_zh(a['fix_note'])}"})
+    return advise(report)
