@@ -133,7 +133,7 @@ def test_html_report_renders_in_headless_chromium_with_facts_and_warnings(sandbo
     rc, _ = inspect(box, capsys, *local_args(box, "--playbook", str(tripping_playbook(box)), "-o", str(report),
                                              "--lang", lang))
     assert rc == 0
-    assert outside_references(report.read_text()) == []
+    assert inline_only(report.read_text())
     dom = chromium(f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom", report.as_uri())
     assert dom.returncode == 0, dom.stderr[-2000:]
     text = Page(dom.stdout).text
@@ -148,6 +148,13 @@ def test_html_report_renders_in_headless_chromium_with_facts_and_warnings(sandbo
     done = chromium(f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1280,2400", f"--screenshot={shot}",
                     report.as_uri())
     assert done.returncode == 0 and shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def inline_only(html: str) -> bool:
+    """Nothing that would make a browser fetch anything: the only extra element allowed is inline <svg> (charts)."""
+    found = [x for x in outside_references(html) if x != "<svg>"]
+    assert found == []
+    return True
 
 
 def _facts(box: Sandbox, capsys: pytest.CaptureFixture[str]) -> dict[str, Any]:
@@ -327,3 +334,59 @@ def test_every_advice_table_names_setting_file_and_reason_in_both_languages() ->
     assert table("tongweb")["heap_used_pct"]["zh"]["file"] == "bin/external.vmoptions"
     assert table("tomcat")["connector_threads_pct"]["en"]["file"] == "conf/server.xml"
     assert table("sample-middleware")["somaxconn"]["en"]["file"] == "/etc/sysctl.d/90-middleware.conf"
+
+
+_MEASURE = ("<script>document.body.setAttribute('data-charts', JSON.stringify("
+            "Array.from(document.querySelectorAll('svg.chart')).map(function (s) {"
+            "var r = s.getBoundingClientRect(); return {w: r.width, h: r.height, title: s.querySelector('title')"
+            ".textContent, marks: Array.from(s.querySelectorAll('.mark')).filter(function (m) {"
+            "var b = m.getBoundingClientRect(); return b.width > 0 || b.height > 0; }).length}; })));</script>")
+
+
+def rendered_charts(report: Path, tmp_path: Path) -> list[dict[str, Any]]:
+    """Each chart of the report as headless Chromium lays it out: its size, title and the marks (bars, lines, points)
+    drawn with a size. Measured on a copy with a measuring script added (the report itself has none)."""
+    probe = tmp_path / f"measure-{report.name}"
+    probe.write_text(report.read_text().replace("</body>", _MEASURE + "</body>"))
+    dom = chromium(f"--user-data-dir={tmp_path / 'profile-measure'}", "--dump-dom", probe.as_uri())
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    m = re.search(r'data-charts="([^"]*)"', dom.stdout)
+    assert m, "the measuring script did not run"
+    import html as _html
+
+    return list(json.loads(_html.unescape(m.group(1))))
+
+
+def screenshot(report: Path, tmp_path: Path, name: str, height: int = 2400) -> Path:
+    ARTIFACTS.mkdir(exist_ok=True)
+    shot = ARTIFACTS / name
+    shot.unlink(missing_ok=True)
+    done = chromium(f"--user-data-dir={tmp_path / 'profile-shot'}", f"--window-size=1280,{height}",
+                    f"--screenshot={shot}", report.as_uri())
+    assert done.returncode == 0 and shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    return shot
+
+
+def test_fleet_report_opens_with_an_overview_worst_host_first_and_its_trend_chart_renders(fleet, capsys,
+                                                                                          tmp_path: Path) -> None:
+    """Three hosts over the real sshd, one stopped: the HTML report opens with hosts × checks, the stopped host first
+    (its service cell warns), the others all ✔; the second inspection draws each host's trend, which Chromium lays
+    out with its points."""
+    f = fleet(3)
+    f.hosts[1].stop()
+    report = tmp_path / "fleet-zh.html"
+    for _ in range(2):
+        capsys.readouterr()
+        assert upgrader(f.box, "inspect", "--inventory", str(f.box.inventory), "--lang", "zh", "-o", str(report)) == 0
+    html = report.read_text()
+    assert inline_only(html)
+    page = Page(html)
+    text = page.text
+    overview = text[text.index("总览"):text.index(f.hosts[0].name, text.index(f.hosts[2].name))]
+    order = [h.name for h in f.hosts if h.name in overview]
+    assert sorted(order, key=overview.index)[0] == f.hosts[1].name  # the stopped host leads
+    assert "产品未运行" in text and "建议" in text
+    charts = rendered_charts(report, tmp_path)
+    trends = [c for c in charts if c["title"] == "历次巡检趋势"]
+    assert len(trends) == 3 and all(c["w"] > 100 and c["h"] > 100 and c["marks"] >= 4 for c in trends)
+    screenshot(report, tmp_path, "inspect-fleet-zh.png", 3000)

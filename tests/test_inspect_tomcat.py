@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import json
 import re
+import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
+from test_audit_report import Page
+from test_inspect import inline_only, rendered_charts, screenshot
 from tomcat_fixtures import old_tomcat, tomcat_homes  # noqa: F401  (fixtures)
 
 from tomcat import Tomcat
@@ -75,3 +78,16 @@ def test_a_running_tomcat_reports_jvm_process_and_access_log_figures_with_their_
     assert w["advice"]["en"]["file"] == "the product's logs" and "5xx" in w["advice"]["zh"]["reason"]
     assert w["message_zh"].startswith("最近一小时 5xx 响应（占请求 %）：")
     assert re.match(r"/proc/net/dev over [\d.]+ s", f["network"][0]["source"]) if f["network"] else True
+    # the HTML reports: the percentiles and requests-per-minute charts and the trend, laid out by Chromium
+    for lang, title in (("en", "Response-time percentiles, last hour (ms)"), ("zh", "最近一小时响应时间分位数（毫秒）")):
+        report = tmp_path / f"tomcat-{lang}.html"
+        rc = main(["--home", str(tmp_path / "home"), "inspect", "--install-dir", str(t.home), "--playbook", "tomcat",
+                   "--var", f"http_port={t.site.http_port}", "--var", f"shutdown_port={t.site.shutdown_port}",
+                   "--lang", lang, "-o", str(report)])
+        assert rc == 0 and inline_only(report.read_text())
+        charts = {c["title"]: c for c in rendered_charts(report, tmp_path)}
+        assert charts[title]["marks"] == 4 and charts[title]["w"] > 100  # p50, p90, p95, p99 drawn
+        assert len(charts) == 3 and all(c["marks"] >= 1 and c["h"] > 100 for c in charts.values())
+        text = Page(report.read_text()).text
+        assert (f"jcmd {pid} GC.heap_info" in text) and ("JVM 堆已用" if lang == "zh" else "JVM heap used") in text
+        screenshot(report, tmp_path, f"inspect-tomcat-{lang}.png", 3200)
