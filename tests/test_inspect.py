@@ -317,7 +317,7 @@ def test_each_warning_carries_advice_from_the_products_table_in_both_languages(s
     assert "整个系统只能打开" in file_max["advice"]["zh"]["reason"] and "低于" in file_max["message_zh"]
     assert "nofile 65536" in by["open_files"]["advice"]["en"]["setting"]
     rc, out = inspect(box, capsys, *local_args(box, "--playbook", str(pb), "--lang", "zh"))
-    assert rc == 0 and "建议：/etc/sysctl.d/90-middleware.conf 中的 fs.file-max" in out
+    assert rc == 0 and "建议：fs.file-max = 1048576（然后执行 sysctl --system）（文件：/etc/sysctl.d/90-middleware.conf）" in out
     assert "fs.file-max（整个系统的文件句柄数）" in out
 
 

@@ -9,7 +9,7 @@ report shows the changes with the previous value beside the new: kernel paramete
 API::
 
     keep(home, report, when) -> Path                 the host's report written under HOME/inspections/HOST/
-    kept(home, host) -> list[Path]                   oldest first
+    kept(home, host) -> list[Path]                   oldest first (folder "inspections/received": bundles reviewed)
     load_previous(path, host) -> dict | None         a kept file, or the host's entry of a whole report (InputError)
     changes(previous, new) -> list[dict]             pure: {"area", "name", "previous", "new", "message", "message_zh"}
     trend(home, host, new, limit=12) -> list[dict]   pure apart from reading the kept files: one point an inspection
@@ -46,8 +46,8 @@ def _stamp(when: str) -> str:
     return t.strftime("%Y%m%dT%H%M%SZ")
 
 
-def kept(home: Path, host: str) -> list[Path]:
-    d = Path(home) / "inspections" / host
+def kept(home: Path, host: str, folder: str = "inspections") -> list[Path]:
+    d = Path(home) / folder / host
     return sorted(d.glob("*.json")) if d.is_dir() else []
 
 
@@ -164,10 +164,11 @@ def changes(previous: dict[str, Any] | None, new: dict[str, Any]) -> list[dict[s
     return out
 
 
-def trend(home: Path, host: str, new: dict[str, Any], limit: int = 12) -> list[dict[str, Any]]:
+def trend(home: Path, host: str, new: dict[str, Any], limit: int = 12, folder: str = "inspections"
+          ) -> list[dict[str, Any]]:
     """The TREND figures of the kept inspections of ``host`` (oldest first, the last ``limit``), then ``new``."""
     points = []
-    for path in kept(home, host)[-limit:]:
+    for path in kept(home, host, folder)[-limit:]:
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
             m = (data.get("host") or {}).get("metrics") or {}

@@ -205,7 +205,7 @@ def render_html(data: dict[str, Any], lang: str = "en") -> str:
     body = _overview(data["hosts"], t, lang) + "".join(_host(h, t, lang) for h in data["hosts"])
     return (f'<!DOCTYPE html>\n<html lang="{"zh-CN" if lang == "zh" else "en"}"><head><meta charset="utf-8">'
             f"<title>{_e(t['title'])}</title><style>{_CSS}</style></head><body>"
-            f"<h1>{_e(t['title'])}</h1><p>{_e(t['form'])}</p>{_head(data, t, lang)}"
+            f"<h1>{_e(t['title'])}</h1><p>{_e(t['form'])}</p>{_reviewed(data, t, lang)}{_head(data, t, lang)}"
             f"<div class=\"summary\">{summary}</div>{body}{_end(data, t)}"
             f"<footer>{_e(t['footer'])}</footer></body></html>\n")
 
@@ -397,3 +397,12 @@ def _overview(hosts: list[dict[str, Any]], t: dict[str, str], lang: str) -> str:
                     + "".join(cells) + "</tr>")
     return (f'<h2>{_e(t["overview"])}</h2><table class="overview"><tr><th>{_e(t["host_name"])}</th>{head}</tr>'
             + "".join(rows) + "</table>")
+
+
+def _reviewed(data: dict[str, Any], t: dict[str, str], lang: str) -> str:
+    reviewed = data["inspection"].get("reviewed")
+    if not reviewed:
+        return ""
+    zone = str((data["inspection"].get("form") or {}).get("timezone") or DEFAULT_ZONE)
+    return (f'<p class="ok">{_e(t["reviewed"])}: {_e(shown_time(reviewed["time"], zone, lang))} '
+            f'({_e(Path(str(reviewed["bundle"])).name)})</p>')

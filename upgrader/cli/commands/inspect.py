@@ -23,11 +23,17 @@ __all__ = ["cmd_inspect"]
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    from ...api import inspect, inspection_report_kind, write_inspection
+    from ...api import inspect, inspection_report_kind, write_inspection, write_inspection_bundle
+    from ...core.errors import InputError
     from ...core.language import resolve_lang
 
     if args.output is not None:
         inspection_report_kind(args.output)  # a bad name is refused before any host is asked
+    if getattr(args, "review", None):
+        return _review(args)
+    if args.bundle is not None and not args.bundle.endswith(".tar.gz"):
+        raise InputError(f"--bundle: the file's name must end in .tar.gz, got {args.bundle!r}",
+                         hint="e.g. --bundle inspection-app-01.tar.gz")
     done = inspect(context_of(args), install_dir=Path(args.install_dir) if args.install_dir else None,
                    inventory=Path(args.inventory) if args.inventory else None, hosts=args.hosts,
                    playbook=args.playbook, variables=parse_variables(args.var) if args.var else None,
@@ -39,11 +45,40 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     data: dict[str, Any] = done.data
     if args.output is not None:
         write_inspection(done, Path(args.output), lang=resolve_lang(args.lang))
+    if args.bundle is not None:
+        write_inspection_bundle(done, Path(args.bundle), lang=resolve_lang(args.lang))
     if args.json:
         print_json(data)
     else:
         _print(data, args.output, args.lang)
+        if args.bundle is not None:
+            from ..command_messages import texts
+
+            console().print(texts(resolve_lang(args.lang))("inspect_bundle_written", file=args.bundle), soft_wrap=True)
     return done.exit_code
+
+
+def _review(args: argparse.Namespace) -> int:
+    """``--review BUNDLE``: the engineer's side; the advice report for the customer goes to -o (default: beside the
+    bundle, NAME-advice.html)."""
+    from ...api import review_inspection, write_inspection
+    from ...core.errors import InputError
+    from ...core.language import resolve_lang
+
+    if args.install_dir or args.inventory or args.bundle or args.compare:
+        raise InputError("--review BUNDLE reads a customer's inspection: it does not go with --install-dir, "
+                         "--inventory, --bundle or --compare", hint="upgrader inspect --review inspection.tar.gz "
+                                                                    "-o advice.html --lang zh")
+    bundle = Path(args.review)
+    output = Path(args.output) if args.output else bundle.with_name(
+        bundle.name.removesuffix(".tar.gz").removesuffix(".tgz") + "-advice.html")
+    done = review_inspection(context_of(args), bundle)
+    write_inspection(done, output, lang=resolve_lang(args.lang))
+    if args.json:
+        print_json(done.data)
+    else:
+        _print(done.data, str(output), args.lang)
+    return 0
 
 
 def _gib(n: Any) -> str:
