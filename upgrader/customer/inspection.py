@@ -171,6 +171,11 @@ def warnings(facts: dict[str, Any], thresholds: Mapping[str, float] | None = Non
                                    f"last: {(log.get('samples') or [''])[-1][:160]}",
                         "message_zh": f"{log['path']}：最后 {log['lines']} 行中有 {log['errors']} 行错误；"
                                       f"最后一行：{(log.get('samples') or [''])[-1][:160]}"})
+    for w in out:  # the wording the rest of the tool uses in Chinese, where it has one
+        if w["check"] not in THRESHOLDS:
+            known = _zh(w["message"])
+            if known != w["message"]:
+                w["message_zh"] = known
     return out
 
 
