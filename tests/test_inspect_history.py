@@ -1,5 +1,5 @@
 """Inspections kept over time: the second inspection of the real sample shows what changed since the first (a kernel
-parameter set in between, a config file edited), previous beside new, in English and Chinese; --compare names the
+parameter set in between, a config file edited, error lines of the last day), previous beside new, in English and Chinese; --compare names the
 inspection to compare with; a bad --compare file is refused before any host is asked."""
 
 from __future__ import annotations
@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -35,6 +36,9 @@ def test_a_changed_kernel_parameter_and_config_file_show_beside_their_previous_v
     assert kept_first.parent.parent == box.root / "inspections" and kept_first.suffix == ".json"
     with open(box.install_dir / "conf" / "server.conf", "a") as f:
         f.write("# tuned by the site\n")
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S")  # the sample's own line format, local time
+    with open(box.install_dir / "logs" / "server.log", "a") as f:
+        f.write(f"{stamp} ERROR pool exhausted\n{stamp} ERROR pool exhausted\n")
     second = _inspect_in_netns(box, 8192)["hosts"][0]
     assert second["previous"]["file"] == str(kept_first)
     by = {(c["area"], c["name"]): c for c in second["changes"]}
@@ -43,6 +47,8 @@ def test_a_changed_kernel_parameter_and_config_file_show_beside_their_previous_v
     assert kernel["message_zh"] == "内核参数 net.core.somaxconn 已变化：4096 -> 8192"
     config = by[("config", "conf/server.conf")]
     assert config["previous"] != config["new"] and "was edited" in config["message"] and "已被修改" in config["message_zh"]
+    errors = by[("errors", "log_errors_per_day")]
+    assert (errors["previous"], errors["new"]) == (0, 2) and errors["message_zh"] == "日志每天的错误行：0 -> 2"
     assert [p["disk_used_pct"] is not None for p in second["trend"]] == [True, True]
     assert len(list(kept_first.parent.glob("*.json"))) == 2
     # the table says it too, in Chinese

@@ -98,12 +98,15 @@ def _limits(facts: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _errors(report: dict[str, Any]) -> float | None:
-    """Error lines counted in the logs' last lines (the same number of lines each time, so comparable)."""
+def _errors(report: dict[str, Any]) -> tuple[str, float] | None:
+    """Error lines per day (those of the last 24 hours, by the lines' own times) when every log's lines carry times,
+    else the error lines counted in the logs' last lines (the same number of lines each time)."""
     logs = (report.get("facts") or {}).get("logs")
     if logs is None:
         return None
-    return float(sum(int(x.get("errors", 0)) for x in logs))
+    if logs and all(isinstance(x.get("errors_last_day"), int) for x in logs):
+        return "per_day", float(sum(x["errors_last_day"] for x in logs))
+    return "last_lines", float(sum(int(x.get("errors", 0)) for x in logs))
 
 
 _AREA_ZH = {"kernel": "内核参数", "limits": "资源限制", "config": "配置文件", "version": "版本", "errors": "日志错误",
@@ -147,10 +150,16 @@ def changes(previous: dict[str, Any] | None, new: dict[str, Any]) -> list[dict[s
         out.append(_change("version", "version", pf.get("version"), nf.get("version"),
                            f"product version {pf.get('version')} -> {nf.get('version')}",
                            f"产品版本 {pf.get('version')} -> {nf.get('version')}"))
-    a, b = _errors(previous), _errors(new)
-    if a is not None and b is not None and a != b:
-        out.append(_change("errors", "log_errors", a, b, f"error lines in the logs' last lines: {a:g} -> {b:g}",
-                           f"日志末尾的错误行：{a:g} -> {b:g}"))
+    ea, eb = _errors(previous), _errors(new)
+    if ea is not None and eb is not None and ea != eb:
+        if ea[0] == eb[0] == "per_day":
+            out.append(_change("errors", "log_errors_per_day", ea[1], eb[1],
+                               f"error lines per day in the logs: {ea[1]:g} -> {eb[1]:g}",
+                               f"日志每天的错误行：{ea[1]:g} -> {eb[1]:g}"))
+        else:
+            out.append(_change("errors", "log_errors", ea[1], eb[1],
+                               f"error lines in the logs' last lines: {ea[1]:g} -> {eb[1]:g}",
+                               f"日志末尾的错误行：{ea[1]:g} -> {eb[1]:g}"))
     pm, nm = previous.get("metrics") or {}, new.get("metrics") or {}
     for key, area, en, zh, step in (("disk_used_pct", "disk", "disk use", "磁盘使用率", 1.0),
                                     ("memory_available_pct", "memory", "memory available", "可用内存", 5.0),

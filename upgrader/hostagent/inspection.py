@@ -121,10 +121,45 @@ def log_facts(root, rel, lines, tail, pattern):
         text = f.read().decode("utf-8", "replace").splitlines()[-max(lines, tail, 1):]
     errors = [x for x in text[-lines:] if re.search(pattern, x)] if lines else []
     out = {"path": path, "size": st.st_size, "mtime": st.st_mtime, "recent": time.time() - st.st_mtime < 86400,
-           "lines": min(lines, len(text)), "errors": len(errors), "samples": errors[-5:]}
+           "lines": min(lines, len(text)), "errors": len(errors), "samples": errors[-5:],
+           "errors_last_day": errors_last_day(text[-lines:] if lines else [], pattern, time.time())}
     if tail:
         out["tail"] = text[-tail:]
     return out
+
+
+LINE_TIME = re.compile(r"(\d{4})-(\d{2})-(\d{2})[T ](\d{2}):(\d{2}):(\d{2})"            # 2026-12-03T16:27:13
+                       r"|(\d{2})-(\w{3})-(\d{4}) (\d{2}):(\d{2}):(\d{2})")          # 03-Dec-2026 16:27:13 (Tomcat)
+MONTHS = dict((m, i) for i, m in enumerate(("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct",
+                                            "Nov", "Dec"), 1))
+
+
+def line_time(line):
+    """The local time a log line starts with (ISO or Tomcat's form), seconds since the epoch; None without one."""
+    m = LINE_TIME.search(line[:40])
+    if not m:
+        return None
+    try:
+        if m.group(1):
+            parts = [int(m.group(i)) for i in range(1, 7)]
+        else:
+            parts = [int(m.group(9)), MONTHS[m.group(8)], int(m.group(7))] + [int(m.group(i)) for i in (10, 11, 12)]
+        return time.mktime(tuple(parts) + (0, 0, -1))
+    except (KeyError, ValueError, OverflowError):
+        return None
+
+
+def errors_last_day(text, pattern, now):
+    """Error lines of the last 24 hours among ``text``: a line without a time of its own (a stack trace's) has the time
+    of the line before it. None when no line has a time (the rate cannot be told)."""
+    count, when, seen = 0, None, False
+    for line in text:
+        t = line_time(line)
+        if t is not None:
+            when, seen = t, True
+        if when is not None and now - when < 86400 and re.search(pattern, line):
+            count += 1
+    return count if seen else None
 
 
 def host_addresses():
