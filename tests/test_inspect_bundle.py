@@ -107,3 +107,13 @@ def test_a_changed_or_foreign_bundle_is_refused_naming_the_file_and_nothing_is_k
     err = capsys.readouterr().err
     assert str(bad) in err and words in err and "Traceback" not in err
     assert not (support / "inspections").exists() and not (tmp_path / "bad-advice.html").exists()
+
+
+def test_review_does_not_go_with_a_collection_option(sandbox: Sandbox, capsys, tmp_path: Path) -> None:
+    """--review reads a bundle only: with --install-dir it is bad input (exit 2) saying what does not go with it."""
+    box = sandbox
+    capsys.readouterr()
+    assert upgrader(box, "inspect", "--review", str(tmp_path / "x.tar.gz"), "--install-dir", str(box.install_dir)) == 2
+    err = capsys.readouterr().err
+    assert "--review BUNDLE reads a customer's inspection: it does not go with --install-dir" in err
+    assert not (box.root / "inspections").exists()

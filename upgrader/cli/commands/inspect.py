@@ -65,9 +65,10 @@ def _review(args: argparse.Namespace) -> int:
     from ...core.errors import InputError
     from ...core.language import resolve_lang
 
-    if args.install_dir or args.inventory or args.bundle or args.compare:
+    if args.install_dir or args.inventory or args.bundle or args.compare or args.hosts or args.playbook or args.var \
+            or args.catalog:
         raise InputError("--review BUNDLE reads a customer's inspection: it does not go with --install-dir, "
-                         "--inventory, --bundle or --compare", hint="upgrader inspect --review inspection.tar.gz "
+                         "--inventory, --hosts, --playbook, --var, --catalog, --bundle or --compare", hint="upgrader inspect --review inspection.tar.gz "
                                                                     "-o advice.html --lang zh")
     bundle = Path(args.review)
     output = Path(args.output) if args.output else bundle.with_name(
