@@ -382,10 +382,11 @@ def test_fleet_report_opens_with_an_overview_worst_host_first_and_its_trend_char
     assert inline_only(html)
     page = Page(html)
     text = page.text
-    overview = text[text.index("总览"):text.index(f.hosts[0].name, text.index(f.hosts[2].name))]
-    order = [h.name for h in f.hosts if h.name in overview]
-    assert sorted(order, key=overview.index)[0] == f.hosts[1].name  # the stopped host leads
-    assert "产品未运行" in text and "建议" in text
+    rows = re.findall(r'<tr><td class="h"><a href="#host-([^"]+)">.*?</tr>', html)
+    assert rows[0] == f.hosts[1].name and sorted(rows) == sorted(h.name for h in f.hosts)  # the stopped host leads
+    stopped = re.search(rf'<a href="#host-{f.hosts[1].name}">.*?</tr>', html)
+    assert stopped and '<td class="warn" title="产品没有运行' in stopped.group(0)  # its service cell
+    assert text.index("总览") < text.index("告警 (") and "建议" in text
     charts = rendered_charts(report, tmp_path)
     trends = [c for c in charts if c["title"] == "历次巡检趋势"]
     assert len(trends) == 3 and all(c["w"] > 100 and c["h"] > 100 and c["marks"] >= 4 for c in trends)
