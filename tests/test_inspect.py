@@ -133,7 +133,7 @@ def test_html_report_renders_in_headless_chromium_with_facts_and_warnings(sandbo
     rc, _ = inspect(box, capsys, *local_args(box, "--playbook", str(tripping_playbook(box)), "-o", str(report),
                                              "--lang", lang))
     assert rc == 0
-    assert outside_references(report.read_text()) == []
+    assert inline_only(report.read_text())
     dom = chromium(f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom", report.as_uri())
     assert dom.returncode == 0, dom.stderr[-2000:]
     text = Page(dom.stdout).text
@@ -148,6 +148,13 @@ def test_html_report_renders_in_headless_chromium_with_facts_and_warnings(sandbo
     done = chromium(f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1280,2400", f"--screenshot={shot}",
                     report.as_uri())
     assert done.returncode == 0 and shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def inline_only(html: str) -> bool:
+    """Nothing that would make a browser fetch anything: the only extra element allowed is inline <svg> (charts)."""
+    found = [x for x in outside_references(html) if x != "<svg>"]
+    assert found == []
+    return True
 
 
 def _facts(box: Sandbox, capsys: pytest.CaptureFixture[str]) -> dict[str, Any]:
@@ -269,3 +276,118 @@ def test_warnings_follow_the_thresholds(facts: dict[str, Any], thresholds: dict[
     """Pure: each threshold warns on its side only, overrides win, unavailable and unlimited values never warn."""
     assert {w["check"] for w in warnings(facts, thresholds)} == expected
     assert set(metrics(facts)) == set(THRESHOLDS)
+
+
+def test_load_network_and_patch_figures_of_the_sample_each_name_their_source(sandbox: Sandbox, capsys) -> None:
+    """The running sample (not a JVM): RSS, threads, open files and CPU from /proc; no access log named, said so;
+    every interface's rates over the sample from /proc/net/dev; the patch level from apt's own view."""
+    box = sandbox
+    rc, out = inspect(box, capsys, *local_args(box, "--json"))
+    assert rc == 0
+    f = json.loads(out)["hosts"][0]["facts"]
+    pid = int((box.install_dir / "run" / "server.pid").read_text())
+    perf = f["perf"]
+    assert perf["rss"]["source"] == f"/proc/{pid}/status VmRSS" and perf["rss"]["value"] > 1 << 20
+    assert perf["threads"]["value"] >= 1 and perf["open_files"]["value"] >= 3
+    assert perf["cpu_pct"]["value"] >= 0 and perf["cpu_pct"]["sample_seconds"] >= 2
+    assert "jvm" not in perf  # a Python process: no heap to ask a JDK about
+    assert f["access"] == {"error": "the playbook names no access log (inspect.access_log)", "source": None}
+    assert f["network"] and all(n["source"].startswith("/proc/net/dev over") and n["rx_bytes_per_s"] >= 0
+                                and (n["speed_mbps"] or n["speed_error"]) for n in f["network"])
+    assert f["patches"]["source"].startswith("apt list --upgradable") and f["patches"]["pending"] >= 0
+    m = json.loads(out)["hosts"][0]["metrics"]
+    assert m["heap_used_pct"] is None and m["share_5xx_pct"] is None and m["security_updates"] is not None
+
+
+def test_each_warning_carries_advice_from_the_products_table_in_both_languages(sandbox: Sandbox, capsys) -> None:
+    """Thresholds that trip on the sample (a playbook asking for more than any host has) get the setting, the file and
+    the reason from the advice tables, filled in with the value, in English and Chinese; the zh table prints both."""
+    box = sandbox
+    pb = box.root / "demanding.yaml"
+    pb.write_text((shipped_playbooks_dir() / "sample-middleware.yaml").read_text()
+                  + "\ninspect:\n  thresholds:\n    file_max: 1.0e+18\n    open_files: 1.0e+18\n")
+    rc, out = inspect(box, capsys, *local_args(box, "--playbook", str(pb), "--json"))
+    assert rc == 0
+    (h,) = json.loads(out)["hosts"]
+    by = {w["check"]: w for w in h["warnings"]}
+    file_max = by["file_max"]
+    assert file_max["advice"]["en"]["file"] == "/etc/sysctl.d/90-middleware.conf"
+    assert file_max["advice"]["en"]["setting"].startswith("fs.file-max = ")
+    assert str(int(file_max["value"])) in file_max["advice"]["en"]["reason"]
+    assert "整个系统只能打开" in file_max["advice"]["zh"]["reason"] and "低于" in file_max["message_zh"]
+    assert "nofile 65536" in by["open_files"]["advice"]["en"]["setting"]
+    rc, out = inspect(box, capsys, *local_args(box, "--playbook", str(pb), "--lang", "zh"))
+    assert rc == 0 and "建议：fs.file-max = 1048576（然后执行 sysctl --system）（文件：/etc/sysctl.d/90-middleware.conf）" in out
+    assert "fs.file-max（整个系统的文件句柄数）" in out
+
+
+def test_every_advice_table_names_setting_file_and_reason_in_both_languages() -> None:
+    """The shipped tables load (each entry: en and zh, each with setting, file and reason); the product's entry wins:
+    Tomcat's heap advice names bin/setenv.sh, TongWeb's bin/external.vmoptions (FIELD-NOTES), the platform's the
+    sysctl file."""
+    from upgrader.customer.inspect_advice import table
+
+    for product in ("tomcat", "tongweb", "sample-middleware"):
+        entries = table(product)
+        assert set(THRESHOLDS) <= set(entries), set(THRESHOLDS) - set(entries)
+    assert table("tomcat")["heap_used_pct"]["en"]["file"].startswith("bin/setenv.sh")
+    assert table("tongweb")["heap_used_pct"]["zh"]["file"] == "bin/external.vmoptions"
+    assert table("tomcat")["connector_threads_pct"]["en"]["file"] == "conf/server.xml"
+    assert table("sample-middleware")["somaxconn"]["en"]["file"] == "/etc/sysctl.d/90-middleware.conf"
+
+
+_MEASURE = ("<script>document.body.setAttribute('data-charts', JSON.stringify("
+            "Array.from(document.querySelectorAll('svg.chart')).map(function (s) {"
+            "var r = s.getBoundingClientRect(); return {w: r.width, h: r.height, title: s.querySelector('title')"
+            ".textContent, marks: Array.from(s.querySelectorAll('.mark')).filter(function (m) {"
+            "var b = m.getBoundingClientRect(); return b.width > 0 || b.height > 0; }).length}; })));</script>")
+
+
+def rendered_charts(report: Path, tmp_path: Path) -> list[dict[str, Any]]:
+    """Each chart of the report as headless Chromium lays it out: its size, title and the marks (bars, lines, points)
+    drawn with a size. Measured on a copy with a measuring script added (the report itself has none)."""
+    probe = tmp_path / f"measure-{report.name}"
+    probe.write_text(report.read_text().replace("</body>", _MEASURE + "</body>"))
+    dom = chromium(f"--user-data-dir={tmp_path / 'profile-measure'}", "--dump-dom", probe.as_uri())
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    m = re.search(r'data-charts="([^"]*)"', dom.stdout)
+    assert m, "the measuring script did not run"
+    import html as _html
+
+    return list(json.loads(_html.unescape(m.group(1))))
+
+
+def screenshot(report: Path, tmp_path: Path, name: str, height: int = 2400) -> Path:
+    ARTIFACTS.mkdir(exist_ok=True)
+    shot = ARTIFACTS / name
+    shot.unlink(missing_ok=True)
+    done = chromium(f"--user-data-dir={tmp_path / 'profile-shot'}", f"--window-size=1280,{height}",
+                    f"--screenshot={shot}", report.as_uri())
+    assert done.returncode == 0 and shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    return shot
+
+
+def test_fleet_report_opens_with_an_overview_worst_host_first_and_its_trend_chart_renders(fleet, capsys,
+                                                                                          tmp_path: Path) -> None:
+    """Three hosts over the real sshd, one stopped: the HTML report opens with hosts × checks, the stopped host first
+    (its service cell warns), the others all ✔; the second inspection draws each host's trend, which Chromium lays
+    out with its points."""
+    f = fleet(3)
+    f.hosts[1].stop()
+    report = tmp_path / "fleet-zh.html"
+    for _ in range(2):
+        capsys.readouterr()
+        assert upgrader(f.box, "inspect", "--inventory", str(f.box.inventory), "--lang", "zh", "-o", str(report)) == 0
+    html = report.read_text()
+    assert inline_only(html)
+    page = Page(html)
+    text = page.text
+    rows = re.findall(r'<tr><td class="h"><a href="#host-([^"]+)">.*?</tr>', html)
+    assert rows[0] == f.hosts[1].name and sorted(rows) == sorted(h.name for h in f.hosts)  # the stopped host leads
+    stopped = re.search(rf'<a href="#host-{f.hosts[1].name}">.*?</tr>', html)
+    assert stopped and '<td class="warn" title="产品没有运行' in stopped.group(0)  # its service cell
+    assert text.index("总览") < text.index("告警 (") and "建议" in text
+    charts = rendered_charts(report, tmp_path)
+    trends = [c for c in charts if c["title"] == "历次巡检趋势"]
+    assert len(trends) == 3 and all(c["w"] > 100 and c["h"] > 100 and c["marks"] >= 4 for c in trends)
+    screenshot(report, tmp_path, "inspect-fleet-zh.png", 3000)

@@ -73,7 +73,8 @@ __all__ = [
     "make_plan", "show_plan", "approve", "run", "resume", "rollback", "check_run", "start_run", "finish_run",
     "check_hosts", "HostsChecked",
     "verify_audit", "export_audit", "audit_case", "AuditCase", "cross_check_audit", "AuditCrossCheck", "plan_digest", "build_package", "verify_package", "build_catalog", "sign_catalog",
-    "available", "inspect", "write_inspection", "grant_access", "list_access", "revoke_access",
+    "available", "inspect", "write_inspection", "write_inspection_bundle", "review_inspection", "grant_access",
+    "list_access", "revoke_access",
     "PackageBuilt", "PackageChecked", "CatalogBuilt", "AuditExport", "Availability", "Inspection", "AccessResult",
     "audit_exit_code", "inspection_report_kind",
     # helpers the CLI and the guide share
@@ -1948,15 +1949,23 @@ def _inspection_form(ctx: Context, policy: Policy | None, fields: Mapping[str, s
 def inspect(ctx: Context, *, install_dir: Path | None = None, inventory: Path | None = None,
             hosts: str | None = None, playbook: str | None = None, variables: Mapping[str, str] | None = None,
             catalog: Path | None = None, customer: str | None = None, system: str | None = None,
-            inspector: str | None = None, period: str | None = None, remarks: str | None = None) -> Inspection:
+            inspector: str | None = None, period: str | None = None, remarks: str | None = None,
+            compare: Path | None = None, keep: bool = True) -> Inspection:
     """The health inspection (巡检) of one install on this machine (``install_dir``; ``playbook`` and
     ``variables`` name the product when its version file does not) or of the hosts of ``inventory``, read-only;
     with a signed ``catalog``, the advisories that concern each installed version are flagged. The form's head:
     ``customer``, ``system``, ``inspector`` (default: the login name at this machine), ``period``, ``remarks``.
-    A host that cannot be inspected is reported with its ``error`` (exit code 5), the others still are."""
+    A host that cannot be inspected is reported with its ``error`` (exit code 5), the others still are.
+    Each host's report is compared with ``compare`` (a kept or written inspection) or else with the newest one kept
+    in ``HOME/inspections/HOST/`` (its ``changes``, ``previous`` and ``trend``), then kept there (unless ``keep`` is
+    False)."""
     from concurrent.futures import ThreadPoolExecutor
 
+    from .customer import inspect_history as history
     from .customer.inspection import flag_advisories, inspect_host
+
+    if compare is not None:
+        history.load_previous(compare, None)  # a missing or unreadable file is refused before any host is asked
 
     targets = _inspect_targets(ctx, install_dir, inventory, hosts, playbook, variables)
     clock = ctx.clock
@@ -1990,6 +1999,19 @@ def inspect(ctx: Context, *, install_dir: Path | None = None, inventory: Path | 
         reports = list(pool.map(one, targets))
     form = _inspection_form(ctx, policy, {"customer": customer, "system": system, "inspector": inspector,
                                           "period": period, "remarks": remarks})
+    now = clock.now().isoformat(timespec="seconds")
+    for h in reports:
+        if h["error"]:
+            continue
+        key = history.host_key(h)
+        prev_path = compare if compare is not None else next(reversed(history.kept(ctx.home, key)), None)
+        previous = history.load_previous(prev_path, key) if prev_path is not None else None
+        h["time"] = now
+        h["previous"] = {"time": previous.get("time"), "file": str(prev_path)} if previous else None
+        h["changes"] = history.changes(previous, h)
+        h["trend"] = history.trend(ctx.home, key, h)
+        if keep:
+            h["kept"] = str(history.keep(ctx.home, h, now))
     warned = sum(len(cast("list[object]", h["warnings"])) for h in reports)
     data: JSONObject = {
         "inspection": {"time": clock.now().isoformat(timespec="seconds"), "started": started, "form": form,
@@ -1999,6 +2021,55 @@ def inspect(ctx: Context, *, install_dir: Path | None = None, inventory: Path | 
         "hosts": reports,
         "summary": {"hosts": len(reports), "inspected": sum(1 for h in reports if not h["error"]),
                     "unreachable": [h["host"] for h in reports if h["error"]], "warnings": warned}}
+    return Inspection(data)
+
+
+def write_inspection_bundle(inspection: Inspection, output: Path, *, lang: str = "en") -> Path:
+    """``inspect --bundle``: the one file the customer sends (see ``customer.inspect_bundle``)."""
+    from .customer.inspect_bundle import write_bundle
+
+    return write_bundle(inspection.data, Path(output), lang=lang)
+
+
+def review_inspection(ctx: Context, bundle: Path) -> Inspection:
+    """``inspect --review BUNDLE``: the engineer opens a customer's bundle, judges each host's facts again with this
+    side's thresholds and advice tables, compares it with the last bundle received from that host (kept in
+    ``HOME/inspections/received/HOST/``) and keeps it there. Returns the inspection to write back as the report."""
+    from .customer import inspect_history as history
+    from .customer.inspect_advice import advise
+    from .customer.inspect_bundle import read_bundle
+    from .core.playbook import THRESHOLDS
+    from .customer.inspection import metrics, warnings
+
+    data = read_bundle(bundle)
+    folder = "inspections/received"
+    for h in data["hosts"]:
+        if h.get("error"):
+            continue
+        facts = h.get("facts") or {}
+        try:
+            thresholds = {k: v[0] for k, v in THRESHOLDS.items()}
+            thresholds.update({k: float(v) for k, v in (h.get("thresholds") or {}).items() if k in THRESHOLDS})
+            advisories = [w for w in h.get("warnings") or [] if isinstance(w, dict) and w.get("check") == "advisory"]
+            h["thresholds"] = thresholds
+            h["metrics"] = metrics(facts)
+            h["warnings"] = warnings(facts, thresholds) + advisories
+            advise(h)
+        except (TypeError, ValueError, KeyError, AttributeError) as e:
+            raise InputError(f"--review: the facts of host {h.get('host')} cannot be judged ({type(e).__name__}: {e})",
+                             path=str(bundle), hint="ask the customer for the file upgrader inspect --bundle wrote, "
+                                                    "unchanged") from None
+        key = history.host_key(h)
+        last = next(reversed(history.kept(ctx.home, key, folder)), None)
+        previous = history.load_previous(last, key) if last is not None else None
+        h["previous"] = {"time": previous.get("time"), "file": str(last)} if previous else None
+        h["changes"] = history.changes(previous, h)
+        when = str(h.get("time") or data["inspection"].get("time") or ctx.clock.now().isoformat(timespec="seconds"))
+        h["trend"] = history.trend(ctx.home, key, {**h, "time": when}, folder=folder)
+        h["kept"] = str(history.keep(ctx.home, h, when, folder=folder))
+    data["summary"] = {**(data.get("summary") or {}),
+                       "warnings": sum(len(h.get("warnings") or []) for h in data["hosts"])}
+    data["inspection"]["reviewed"] = {"bundle": str(bundle), "time": ctx.clock.now().isoformat(timespec="seconds")}
     return Inspection(data)
 
 

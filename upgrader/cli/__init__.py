@@ -159,6 +159,16 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("--inspector", metavar="NAME", help="who inspects (default: your login name@this machine)")
     inspect.add_argument("--period", metavar="TEXT", help="the inspection period as the form shows it (default: when "
                          "the collection started and ended, in the policy's time zone)")
+    inspect.add_argument("--compare", metavar="PREVIOUS.json",
+                         help="compare with this inspection (a kept HOME/inspections/HOST/TIME.json or a -o "
+                              "report.json) instead of the newest one kept for the host")
+    inspect.add_argument("--bundle", metavar="FILE.tar.gz",
+                         help="also write the one file to send to support: the report (--lang) and the inspection "
+                              "as JSON, redacted")
+    inspect.add_argument("--review", metavar="BUNDLE",
+                         help="support's side: open a customer's --bundle, compare it with the last one received from "
+                              "that host (HOME/inspections/received/HOST/), and write the advice report for the "
+                              "customer (-o, default BUNDLE-advice.html)")
     inspect.add_argument("--remarks", metavar="TEXT", help="a remark printed above the signatures")
     inspect.set_defaults(func="inspect:cmd_inspect")
 

@@ -70,6 +70,12 @@ COMMAND_MESSAGES: dict[str, tuple[str, str]] = {
                         "共 {hosts} 台主机，已巡检 {inspected} 台，告警 {warnings} 条"),
     "inspect_unreachable": ("; [bold red]not inspected: {hosts}[/bold red]", "；[bold red]未能巡检：{hosts}[/bold red]"),
     "report_written": ("report written to [bold]{file}[/bold]", "报告已写入 [bold]{file}[/bold]"),
+    "inspect_bundle_written": ("bundle written to [bold]{file}[/bold]: send this one file to support",
+                       "巡检包已写入 [bold]{file}[/bold]：请将此文件发送给技术支持"),
+    "changed": ("{host}: [cyan]changed[/cyan] since {time}: {message}", "{host}：自 {time} 以来[cyan]已变化[/cyan]：{message}"),
+    "advice": ("{host}:   advice: {setting} (in {file}): {reason}", "{host}：  建议：{setting}（文件：{file}）：{reason}"),
+    "no_previous": ("{host}: first inspection kept (the next one will show what changed)",
+                    "{host}：首次巡检已保存（下次巡检将显示变化）"),
     # available
     "available_title": ("Available upgrades (catalog serial {serial}, signed by {signer})",
                         "可用的升级（目录序号 {serial}，签名者 {signer}）"),

@@ -42,6 +42,15 @@ THRESHOLDS: dict[str, tuple[float, str, str]] = {
     "tcp_max_syn_backlog": (1024, "min", "net.ipv4.tcp_max_syn_backlog"),
     "max_map_count": (65530, "min", "vm.max_map_count"),
     "log_errors": (0, "max", "lines matching ERROR/SEVERE/FATAL/Exception in the last lines of the logs"),
+    "heap_used_pct": (85, "max", "JVM heap used (% of -Xmx)"),
+    "heap_max_pct_ram": (75, "max", "JVM -Xmx (% of the host's RAM)"),
+    "gc_time_pct": (5, "max", "time the JVM spent in garbage collection (% of its uptime)"),
+    "connector_threads_pct": (80, "max", "HTTP connector threads (% of maxThreads)"),
+    "share_5xx_pct": (1, "max", "5xx answers in the last hour (% of requests)"),
+    "p95_ms": (2000, "max", "95th percentile response time in the last hour (ms)"),
+    "network_util_pct": (70, "max", "busiest interface's use of its link speed (%)"),
+    "network_errors_per_s": (0, "max", "interface errors per second (receive + transmit)"),
+    "security_updates": (0, "max", "pending security updates of the OS"),
 }
 
 
@@ -235,6 +244,25 @@ def _inspect(s: Section | None) -> dict[str, object]:
             raise s.error("error_pattern", f"not a valid regular expression: {e}") from None
         out["error_pattern"] = s.str("error_pattern")
     out["log_lines"] = s.int("log_lines", 2000, minimum=1, maximum=100000)
+    if s.has("access_log"):
+        a = s.section("access_log")
+        assert a is not None
+        files = a.str_list("files")
+        for i, g in enumerate(files):
+            if g.startswith("/") or ".." in Path(g).parts:
+                raise a.error(f"files[{i}]", f"must be a pattern relative to the install dir, got {g!r}")
+        fmt = a.str("format", "common")
+        if "%t" not in fmt and fmt not in ("common", "combined"):
+            raise a.error("format", "needs %t (the request's time), e.g. '%h %l %u %t \"%r\" %s %b %D', "
+                                    "or common / combined")
+        out["access_log"] = {"files": files, "format": fmt,
+                             "d_unit": a.choice("d_unit", ("microseconds", "milliseconds"), "microseconds")}
+        a.done()
+    from .config_vars import parse_vars_from
+
+    out["settings"] = parse_vars_from(s.section("settings", {}))
+    out["setting_defaults"] = {str(k): str(v) for k, v in s.mapping("setting_defaults", {}).items()}
+    out["sample_seconds"] = s.int("sample_seconds", 2, minimum=1, maximum=30)
     t = s.section("thresholds", {})
     assert t is not None
     out["thresholds"] = {}

@@ -77,7 +77,51 @@ def metrics(facts: dict[str, Any]) -> dict[str, Any]:
         "tcp_max_syn_backlog": _int(sysctl.get("net.ipv4.tcp_max_syn_backlog")),
         "max_map_count": _int(sysctl.get("vm.max_map_count")),
         "log_errors": sum(int(x.get("errors", 0)) for x in logs) if logs is not None else None,
+        **load_metrics(facts),
     }
+
+
+def _value(fig: Any) -> Any:
+    return fig.get("value") if isinstance(fig, dict) else None
+
+
+def load_metrics(facts: dict[str, Any]) -> dict[str, Any]:
+    """The middleware's load, the network and the patch level (None: unavailable; the facts say why)."""
+    perf = facts.get("perf") or {}
+    jvm = perf.get("jvm") or {}
+    used, limit = _value(jvm.get("heap_used")), _value(jvm.get("heap_max"))
+    total = (facts.get("memory") or {}).get("total")
+    threads, max_threads = _value(perf.get("connector_threads")), _int((facts.get("settings") or {}).get("max_threads"))
+    hour = (facts.get("access") or {}).get("hour") or {}
+    nets = facts.get("network") or []
+    utils = [n["utilisation_pct"] for n in nets if isinstance(n.get("utilisation_pct"), (int, float))]
+    return {
+        "heap_used_pct": round(100.0 * used / limit, 1) if used is not None and limit else None,
+        "heap_max_pct_ram": round(100.0 * limit / total, 1) if limit and total else None,
+        "gc_time_pct": _value(jvm.get("gc_time_pct")),
+        "connector_threads_pct": round(100.0 * threads / max_threads, 1) if threads and max_threads else None,
+        "share_5xx_pct": hour.get("share_5xx_pct"),
+        "p95_ms": (hour.get("response_ms") or {}).get("p95"),
+        "network_util_pct": max(utils) if utils else None,
+        "network_errors_per_s": round(sum(n.get("rx_errors_per_s", 0) + n.get("tx_errors_per_s", 0) for n in nets), 2)
+        if nets else None,
+        "security_updates": (facts.get("patches") or {}).get("security"),
+    }
+
+
+#: the thresholds' names in Chinese (the English is THRESHOLDS' own)
+THRESHOLDS_ZH = {
+    "disk_used_pct": "安装目录所在文件系统的使用率（%）", "memory_available_pct": "可用内存（占总量 %）",
+    "load_per_cpu": "每 CPU 的 1 分钟平均负载", "file_max": "fs.file-max（整个系统的文件句柄数）",
+    "open_files": "产品进程（否则为采集进程）的打开文件数限制（ulimit -n）",
+    "processes": "产品进程（否则为采集进程）的进程数限制（ulimit -u）", "somaxconn": "net.core.somaxconn（监听队列）",
+    "tcp_max_syn_backlog": "net.ipv4.tcp_max_syn_backlog", "max_map_count": "vm.max_map_count",
+    "log_errors": "日志末尾匹配 ERROR/SEVERE/FATAL/Exception 的行数", "heap_used_pct": "JVM 堆使用率（占 -Xmx %）",
+    "heap_max_pct_ram": "JVM -Xmx（占主机内存 %）", "gc_time_pct": "JVM 垃圾回收耗时（占运行时间 %）",
+    "connector_threads_pct": "HTTP 连接器线程（占 maxThreads %）", "share_5xx_pct": "最近一小时 5xx 响应（占请求 %）",
+    "p95_ms": "最近一小时 95 分位响应时间（毫秒）", "network_util_pct": "最繁忙网卡的链路利用率（%）",
+    "network_errors_per_s": "网卡每秒错误数（收 + 发）", "security_updates": "待安装的操作系统安全更新数",
+}
 
 
 def warnings(facts: dict[str, Any], thresholds: Mapping[str, float] | None = None) -> list[dict[str, Any]]:
@@ -85,23 +129,29 @@ def warnings(facts: dict[str, Any], thresholds: Mapping[str, float] | None = Non
     out: list[dict[str, Any]] = []
     if not facts.get("exists", True):
         return [{"check": "install_dir", "value": facts.get("install_dir"), "threshold": None,
-                 "message": f"install dir {facts.get('install_dir')} does not exist"}]
+                 "message": f"install dir {facts.get('install_dir')} does not exist",
+                 "message_zh": f"安装目录 {facts.get('install_dir')} 不存在"}]
     if facts.get("version_error"):
         out.append({"check": "version", "value": None, "threshold": None,
-                    "message": f"installed version unreadable: {facts['version_error']}"})
+                    "message": f"installed version unreadable: {facts['version_error']}",
+                    "message_zh": f"无法读取已安装的版本：{facts['version_error']}"})
     process = facts.get("process") or {}
     if process.get("error"):  # the pid file was not read (a link that leads out, a FIFO): said as it is
         out.append({"check": "process", "value": None, "threshold": None,
-                    "message": f"the product's process is unknown: {process['error']}"})
+                    "message": f"the product's process is unknown: {process['error']}",
+                    "message_zh": f"无法确定产品进程：{process['error']}"})
     elif (process.get("pid_file") or process.get("found_by")) and not process.get("running"):
         out.append({"check": "process", "value": process.get("pid"), "threshold": None,
                     "message": f"the product is not running (pid file {process['pid_file']}: "
                                f"{process.get('pid') or 'absent'})" if process.get("pid_file") else
-                               f"the product is not running (no {process['found_by']})"})
+                               f"the product is not running (no {process['found_by']})",
+                    "message_zh": f"产品未运行（pid 文件 {process['pid_file']}：{process.get('pid') or '不存在'}）"
+                                  if process.get("pid_file") else f"产品未运行（未找到 {process['found_by']}）"})
     for port in facts.get("ports") or []:
         if not port.get("open"):
             out.append({"check": "port", "value": port["port"], "threshold": None,
-                        "message": f"port {port['port']} is not open on 127.0.0.1"})
+                        "message": f"port {port['port']} is not open on 127.0.0.1",
+                        "message_zh": f"端口 {port['port']} 在 127.0.0.1 上未开放"})
     values = metrics(facts)
     for name, (default, direction, what) in THRESHOLDS.items():
         limit = (thresholds or {}).get(name, default)
@@ -111,12 +161,21 @@ def warnings(facts: dict[str, Any], thresholds: Mapping[str, float] | None = Non
         if (direction == "max" and value > limit) or (direction == "min" and value < limit):
             shown = f"{value:g}"
             out.append({"check": name, "value": value, "threshold": limit,
-                        "message": f"{what}: {shown} is {'above' if direction == 'max' else 'below'} {limit:g}"})
+                        "message": f"{what}: {shown} is {'above' if direction == 'max' else 'below'} {limit:g}",
+                        "message_zh": f"{THRESHOLDS_ZH.get(name, what)}：{shown} "
+                                      f"{'高于' if direction == 'max' else '低于'} {limit:g}"})
     for log in facts.get("logs") or []:
         if log.get("errors"):
             out.append({"check": "log", "value": log["errors"], "threshold": None,
                         "message": f"{log['path']}: {log['errors']} error line(s) in its last {log['lines']} lines; "
-                                   f"last: {(log.get('samples') or [''])[-1][:160]}"})
+                                   f"last: {(log.get('samples') or [''])[-1][:160]}",
+                        "message_zh": f"{log['path']}：最后 {log['lines']} 行中有 {log['errors']} 行错误；"
+                                      f"最后一行：{(log.get('samples') or [''])[-1][:160]}"})
+    for w in out:  # the wording the rest of the tool uses in Chinese, where it has one
+        if w["check"] not in THRESHOLDS:
+            known = _zh(w["message"])
+            if known != w["message"]:
+                w["message_zh"] = known
     return out
 
 
@@ -144,7 +203,7 @@ def agent_request(playbook: Any, variables: Mapping[str, Any], install_dir: str)
                    inventory="the inventory (or --var)")
     block = playbook.inspect or {}
     pid_file = spec["stop"].get("pid_file") or next(
-        (p["pid_file"] for p in spec["observe"]["probes"] if p["type"] == "process"), None)
+        (p["pid_file"] for p in spec["observe"]["probes"] if p["type"] == "process" and p.get("pid_file")), None)
     logs = block.get("logs") or sorted({p["file"] for p in spec["observe"]["probes"] if p["type"] == "log"}) \
         or ["logs/*.log"]
     configs = block.get("configs") or [p["path"] for p in spec["preserve"] if p.get("kind") == "config"]
@@ -154,6 +213,9 @@ def agent_request(playbook: Any, variables: Mapping[str, Any], install_dir: str)
         request["process"] = spec["process"]  # the server found by its command line
     if block.get("error_pattern"):
         request["error_pattern"] = block["error_pattern"]
+    if block.get("access_log"):
+        request["access_log"] = block["access_log"]
+    request["sample_seconds"] = block.get("sample_seconds", 2)
     return request
 
 
@@ -171,6 +233,12 @@ def inspect_host(target: Any, playbook: Any, *, install_dir: str, name: str = "l
                                 vars_from=getattr(playbook, "vars_from", None) or {})
         values, vars_read = merge_variables({}, read, {"host": name, **(variables or {})})
         request = agent_request(playbook, values, install_dir)
+        settings = (playbook.inspect or {}).get("settings") or {}
+        declared = read_config_vars(agent, install_dir=install_dir, state_dir=state_dir, vars_from=settings) \
+            if settings else {}
+        pattern = (declared.get("access_log_format") or {}).get("value")
+        if pattern and request.get("access_log"):  # the format the server itself was told to write
+            request["access_log"] = {**request["access_log"], "format": str(pattern)}
         facts = agent.call("inspect", install_dir=install_dir, state_dir=state_dir, tail=tail,
                            config_text=texts, timeout=300, **request)
     except AgentFailure as e:
@@ -181,11 +249,27 @@ def inspect_host(target: Any, playbook: Any, *, install_dir: str, name: str = "l
     finally:
         if agent is not target:
             agent.close()
+    # the settings the inspection judges against (maxThreads...): what the configuration says, else the default
+    defaults = (playbook.inspect or {}).get("setting_defaults") or {}
+    facts["settings"] = {k: v.get("value", defaults.get(k)) for k, v in declared.items()}
+    facts["settings_source"] = {k: v.get("file") for k, v in declared.items()}
     thresholds = {k: v[0] for k, v in THRESHOLDS.items()}
     thresholds.update((playbook.inspect or {}).get("thresholds") or {})
-    return {"host": name, "install_dir": install_dir, "product": playbook.product, "playbook": str(playbook.path),
+    from .inspect_advice import advise
+
+    return advise({"host": name, "install_dir": install_dir, "product": playbook.product, "playbook": str(playbook.path),
             "facts": facts, "metrics": metrics(facts), "thresholds": thresholds,
-            "warnings": warnings(facts, thresholds), "advisories": [], "error": None, "vars_read": vars_read}
+            "warnings": warnings(facts, thresholds), "advisories": [], "error": None, "vars_read": vars_read})
+
+
+_STATUS_ZH = {"affected": "受影响", "cannot tell": "无法判断"}
+
+
+def _zh(text: Any) -> str:
+    from ..core.reasons import UNTRANSLATED, translate
+
+    shown = translate(str(text), "zh")
+    return str(text) if shown.startswith(UNTRANSLATED) else shown
 
 
 def flag_advisories(report: dict[str, Any], *, catalog: Any, policy: Any, today: _dt.date,
@@ -198,9 +282,14 @@ def flag_advisories(report: dict[str, Any], *, catalog: Any, policy: Any, today:
         return report
     offers = host_offers(host=report["host"], product=report["product"], current=str(version),
                          maintenance_until=maintenance_until, catalog=catalog, policy=policy, today=today)
+    from .inspect_advice import advise
+
     report["advisories"] = offers["advisories"]
     for a in offers["advisories"]:
         report["warnings"].append({"check": "advisory", "value": a["id"], "threshold": None,
                                    "message": f"{a['id']} [{a['severity']}] {a['title']}: {a['status']} "
-                                              f"({a['why']}); {a['fix_note']}"})
-    return report
+                                              f"({a['why']}); {a['fix_note']}",
+                                   "message_zh": f"{a['id']} [{a['severity']}] {a['title']}："
+                                                 f"{_STATUS_ZH.get(a['status'], a['status'])}（{_zh(a['why'])}）；"
+                                                 f"{_zh(a['fix_note'])}"})
+    return advise(report)

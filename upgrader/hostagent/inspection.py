@@ -12,7 +12,10 @@ import time
 from .beneath import open_beneath, resolve_beneath
 from .common import CHUNK, AgentError
 from .files import read_text
-from .processes import describe_selector, listening, pid_alive, port_open, read_pid, select_processes
+from .inspect_perf import (access_figures, jvm_figures, net_counters, net_figures, patch_figures, process_before,
+                           process_figures)
+from .processes import (describe_selector, listening, pid_alive, port_open, proc_cmdline, read_pid,
+                        select_processes)
 from .state import Paths
 from .versions import read_version
 
@@ -118,10 +121,45 @@ def log_facts(root, rel, lines, tail, pattern):
         text = f.read().decode("utf-8", "replace").splitlines()[-max(lines, tail, 1):]
     errors = [x for x in text[-lines:] if re.search(pattern, x)] if lines else []
     out = {"path": path, "size": st.st_size, "mtime": st.st_mtime, "recent": time.time() - st.st_mtime < 86400,
-           "lines": min(lines, len(text)), "errors": len(errors), "samples": errors[-5:]}
+           "lines": min(lines, len(text)), "errors": len(errors), "samples": errors[-5:],
+           "errors_last_day": errors_last_day(text[-lines:] if lines else [], pattern, time.time())}
     if tail:
         out["tail"] = text[-tail:]
     return out
+
+
+LINE_TIME = re.compile(r"(\d{4})-(\d{2})-(\d{2})[T ](\d{2}):(\d{2}):(\d{2})"            # 2026-12-03T16:27:13
+                       r"|(\d{2})-(\w{3})-(\d{4}) (\d{2}):(\d{2}):(\d{2})")          # 03-Dec-2026 16:27:13 (Tomcat)
+MONTHS = dict((m, i) for i, m in enumerate(("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct",
+                                            "Nov", "Dec"), 1))
+
+
+def line_time(line):
+    """The local time a log line starts with (ISO or Tomcat's form), seconds since the epoch; None without one."""
+    m = LINE_TIME.search(line[:40])
+    if not m:
+        return None
+    try:
+        if m.group(1):
+            parts = [int(m.group(i)) for i in range(1, 7)]
+        else:
+            parts = [int(m.group(9)), MONTHS[m.group(8)], int(m.group(7))] + [int(m.group(i)) for i in (10, 11, 12)]
+        return time.mktime(tuple(parts) + (0, 0, -1))
+    except (KeyError, ValueError, OverflowError):
+        return None
+
+
+def errors_last_day(text, pattern, now):
+    """Error lines of the last 24 hours among ``text``: a line without a time of its own (a stack trace's) has the time
+    of the line before it. None when no line has a time (the rate cannot be told)."""
+    count, when, seen = 0, None, False
+    for line in text:
+        t = line_time(line)
+        if t is not None:
+            when, seen = t, True
+        if when is not None and now - when < 86400 and re.search(pattern, line):
+            count += 1
+    return count if seen else None
 
 
 def host_addresses():
@@ -161,6 +199,7 @@ def op_inspect(req):
     import resource
 
     paths = Paths(req)
+    started, net_before = time.time(), net_counters()  # the sample's start: rates are measured over the op
     osr = dict(re.findall(r'^(\w+)="?([^"\n]*)"?$', read_text("/etc/os-release") or "", re.M))
     mem = dict((k, int(v.split()[0]) * 1024) for k, v in re.findall(r"^(\w+):\s+(\d+ ?\w*)$",
                                                                      read_text("/proc/meminfo") or "", re.M))
@@ -183,7 +222,10 @@ def op_inspect(req):
     total, free = st.f_blocks * st.f_frsize, st.f_bavail * st.f_frsize
     out["disk"] = {"path": where, "total": total, "free": free,
                    "used_pct": round(100.0 * (total - st.f_bfree * st.f_frsize) / total, 1) if total else None}
+    if req.get("patches", True):
+        out["patches"] = patch_figures()
     if not out["exists"]:
+        finish_sample(out, req, started, net_before, None, None)
         return out
     out["version"], out["version_error"] = read_version(paths, req["version_source"])
     try:
@@ -197,8 +239,10 @@ def op_inspect(req):
         out["process"]["found_by"] = describe_selector(req["process"])
     if pid_error:
         out["process"]["error"] = pid_error
+    before = None
     if out["process"]["running"]:
         out["ulimits"]["product"] = proc_limits(pid)
+        before = process_before(pid)
     listen = listening()
     out["ports"] = [{"port": int(p), "open": port_open(p, timeout=0.3), "listen": listen.get(int(p), [])}
                     for p in req.get("ports", [])]
@@ -209,4 +253,28 @@ def op_inspect(req):
     out["logs"] = [dict(log_facts(paths.install, rel, int(req.get("log_lines", 2000)),
                                   int(req.get("tail", 0)), pattern), path=rel)
                    for rel in inside_globs(paths.install, req.get("logs", []))]
+    access = req.get("access_log")
+    if access:
+        out["access"] = access_figures(paths.install, inside_globs(paths.install, access.get("files") or []),
+                                       access, time.time())
+    else:
+        out["access"] = {"error": "the playbook names no access log (inspect.access_log)", "source": None}
+    finish_sample(out, req, started, net_before, pid if out["process"]["running"] else None, before)
     return out
+
+
+def finish_sample(out, req, started, net_before, pid, before):
+    """The figures measured over the op's run (at least ``sample_seconds``): network rates, the process's CPU, RSS,
+    threads and open files, and the JVM's heap and GC when the process is a JVM."""
+    wait = float(req.get("sample_seconds", 2)) - (time.time() - max(started, (before or {}).get("time") or 0))
+    if wait > 0:
+        time.sleep(min(wait, 30))
+    out["network"] = net_figures(net_before, net_counters(), max(0.001, time.time() - started))
+    if pid is None:
+        out["perf"] = {"error": "the product's process is not running (or unknown): no load figures"}
+        return
+    perf = process_figures(pid, before)
+    argv = proc_cmdline(pid)
+    if argv and os.path.basename(argv[0]) in ("java", "javaw") or any(a.startswith("-Xmx") for a in argv):
+        perf["jvm"] = jvm_figures(pid, argv)
+    out["perf"] = perf

@@ -23,26 +23,63 @@ __all__ = ["cmd_inspect"]
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    from ...api import inspect, inspection_report_kind, write_inspection
+    from ...api import inspect, inspection_report_kind, write_inspection, write_inspection_bundle
+    from ...core.errors import InputError
     from ...core.language import resolve_lang
 
     if args.output is not None:
         inspection_report_kind(args.output)  # a bad name is refused before any host is asked
+    if getattr(args, "review", None):
+        return _review(args)
+    if args.bundle is not None and not args.bundle.endswith(".tar.gz"):
+        raise InputError(f"--bundle: the file's name must end in .tar.gz, got {args.bundle!r}",
+                         hint="e.g. --bundle inspection-app-01.tar.gz")
     done = inspect(context_of(args), install_dir=Path(args.install_dir) if args.install_dir else None,
                    inventory=Path(args.inventory) if args.inventory else None, hosts=args.hosts,
                    playbook=args.playbook, variables=parse_variables(args.var) if args.var else None,
                    catalog=Path(args.catalog) if args.catalog else None,
                    customer=getattr(args, "customer", None), system=getattr(args, "system", None),
                    inspector=getattr(args, "inspector", None), period=getattr(args, "period", None),
-                   remarks=getattr(args, "remarks", None))
+                   remarks=getattr(args, "remarks", None),
+                   compare=Path(args.compare) if getattr(args, "compare", None) else None)
     data: dict[str, Any] = done.data
     if args.output is not None:
         write_inspection(done, Path(args.output), lang=resolve_lang(args.lang))
+    if args.bundle is not None:
+        write_inspection_bundle(done, Path(args.bundle), lang=resolve_lang(args.lang))
     if args.json:
         print_json(data)
     else:
         _print(data, args.output, args.lang)
+        if args.bundle is not None:
+            from ..command_messages import texts
+
+            console().print(texts(resolve_lang(args.lang))("inspect_bundle_written", file=args.bundle), soft_wrap=True)
     return done.exit_code
+
+
+def _review(args: argparse.Namespace) -> int:
+    """``--review BUNDLE``: the engineer's side; the advice report for the customer goes to -o (default: beside the
+    bundle, NAME-advice.html)."""
+    from ...api import review_inspection, write_inspection
+    from ...core.errors import InputError
+    from ...core.language import resolve_lang
+
+    if args.install_dir or args.inventory or args.bundle or args.compare or args.hosts or args.playbook or args.var \
+            or args.catalog:
+        raise InputError("--review BUNDLE reads a customer's inspection: it does not go with --install-dir, "
+                         "--inventory, --hosts, --playbook, --var, --catalog, --bundle or --compare", hint="upgrader inspect --review inspection.tar.gz "
+                                                                    "-o advice.html --lang zh")
+    bundle = Path(args.review)
+    output = Path(args.output) if args.output else bundle.with_name(
+        bundle.name.removesuffix(".tar.gz").removesuffix(".tgz") + "-advice.html")
+    done = review_inspection(context_of(args), bundle)
+    write_inspection(done, output, lang=resolve_lang(args.lang))
+    if args.json:
+        print_json(done.data)
+    else:
+        _print(done.data, str(output), args.lang)
+    return 0
 
 
 def _gib(n: Any) -> str:
@@ -93,8 +130,21 @@ def _print(data: dict[str, Any], output: str | None, lang: str | None = None) ->
             c.print(Text.assemble((f"{h['host']}: ", "bold"), line))
     for h in data["hosts"]:
         for w in h["warnings"]:
-            message = translate(w["message"], t.lang) if t.lang == "zh" else w["message"]
+            message = (w.get("message_zh") or translate(w["message"], t.lang)) if t.lang == "zh" else w["message"]
             c.print(t("finding", host=h["host"], check=w["check"], message=message), soft_wrap=True)
+            advice = w.get("advice")
+            if advice:
+                a = advice.get(t.lang) or advice["en"]
+                c.print(t("advice", host=h["host"], setting=a["setting"], file=a["file"], reason=a["reason"]),
+                        soft_wrap=True)
+    for h in data["hosts"]:
+        if h.get("error"):
+            continue
+        if not h.get("previous"):
+            c.print(t("no_previous", host=h["host"]), soft_wrap=True)
+        for ch in h.get("changes") or []:
+            c.print(t("changed", host=h["host"], time=shown_time(h["previous"]["time"], zone, t.lang),
+                      message=ch["message_zh"] if t.lang == "zh" else ch["message"]), soft_wrap=True)
     s = data["summary"]
     c.print(t("inspect_summary", inspected=s["inspected"], hosts=s["hosts"], warnings=s["warnings"])
             + (t("inspect_unreachable", hosts=", ".join(s["unreachable"])) if s["unreachable"] else ""), soft_wrap=True)
