@@ -322,31 +322,40 @@ def not_disclosed(what, rel, why):
                       what=what, hard_link=True, not_disclosed=True)
 
 
+def file_acl_names(fd):
+    """Whether the file open as ``fd`` has a POSIX access ACL that names users or groups (one of them may be denied
+    what its mode bits grant everyone)."""
+    getxattr = getattr(os, "getxattr", None)
+    if getxattr is None:
+        return False
+    try:
+        raw = getxattr(fd, ACL_XATTR)
+    except OSError:
+        return False
+    return any(struct.unpack("<H", raw[off:off + 2])[0] in (ACL_USER, ACL_GROUP) for off in range(4, len(raw) - 7, 8))
+
+
 def writers_problem(fd, walk, what, rel):
     """A refusal of the file open as ``fd`` when a directory on the walk to it (see walk_for_read) may be written by
-    an identity other than its owner and root (group or other write bits, an ACL entry): that identity could have put
-    any file it can link or move there, so a file not everyone may read is disclosed only when it belongs to that
-    directory's (non-root) owner, or, when only the directory's group may write it, when that group may read it."""
+    an identity other than its owner and root (group or other write bits, an ACL entry): any of them could have put
+    there any file it can link or move, one it may not read itself too (whoever owns it), so the file is disclosed
+    only when everyone may read it (S_IROTH, and no ACL of its own that names a user or group)."""
     st = os.fstat(fd)
-    if st.st_mode & stat.S_IROTH:
-        return None
     for place, dst, writers in walk:
-        if writers is None or (dst.st_uid != 0 and st.st_uid == dst.st_uid):
+        if writers is None:
             continue
+        if st.st_mode & stat.S_IROTH and not file_acl_names(fd):
+            return None
         kind, named = writers
-        if kind == "group" and st.st_gid == dst.st_gid and st.st_mode & stat.S_IRGRP:
-            continue
-        owner = "is owned by root" if st.st_uid == 0 else \
-            "is owned by uid %d, not by the owner of %s (uid %d)," % (st.st_uid, place, dst.st_uid)
         if kind == "everyone":
-            who = "everyone, which may write %s" % place
+            who = "everyone may write %s" % place
         elif kind == "group":
             group = "its directory's group" if place == "its directory" else "the group of %s" % place
-            who = "%s (gid %d), which may write %s" % (group, dst.st_gid, place)
+            who = "%s (gid %d) may write %s" % (group, dst.st_gid, place)
         else:
-            who = "everyone, and the ACL of %s lets %s write it" % (place, ", ".join(named))
-        return not_disclosed(what, rel, "%s and not readable by %s (another account could have put it there)"
-                                        % (owner, who))
+            who = "the ACL of %s lets %s write it" % (place, ", ".join(named))
+        return not_disclosed(what, rel, "is not readable by everyone, and %s besides its owner (another account "
+                                        "could have put it there, a file it may not read itself too)" % who)
     return None
 
 
