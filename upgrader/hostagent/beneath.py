@@ -19,6 +19,7 @@ import stat
 import struct
 
 from .common import CHUNK, AgentError
+from .mounts import across_mount, crosses, mount_points_at, source_of
 
 
 MAX_LINK_HOPS = 40  # as the kernel's own limit of links followed in one lookup
@@ -443,6 +444,8 @@ def remove_at(parent_fd, name):
         return
     fd = os.open(name, OPEN_DIR, dir_fd=parent_fd)
     try:
+        if crosses(parent_fd, fd):  # a mount's files lie outside: never deleted (see mounts.py)
+            raise across_mount(name, source_of(fd))
         for entry in os.listdir(fd):
             remove_at(fd, entry)
     finally:
@@ -538,9 +541,39 @@ def check_host_paths(root, spec):
             if not stat.S_ISREG(mode):
                 problems.append("%s %s is %s, not a regular file; the agent reads only regular files and did not "
                                 "read it: remove it (or make it the file the playbook means)" % (what, rel, kind_of(mode)))
+    problems += mount_problems(root, spec.get("preserve", []))
     if "pid_files" in spec:  # the whole list a plan or a run's preflight asks for: set-id files too (a preserved
         # directory is left to prepare, which knows which of them it copies)
         problems += setid_problems(root, [split_rel_join(p) for p in spec.get("preserve", [])])
+    return problems
+
+
+def mount_problems(root, preserve):
+    """One sentence for every mount point inside the install dir ``root`` (see mounts.py): an upgrade moves the
+    install dir aside and deletes what it leaves there, and a preserved path is renamed, which a mount point refuses
+    (EBUSY) -- so each is refused before anything is stopped."""
+    try:
+        fd = os.open(root, OPEN_DIR)
+    except OSError:
+        return []  # missing or not a directory: said elsewhere
+    try:
+        found = mount_points_at(fd)
+    finally:
+        os.close(fd)
+    problems = []
+    for rel, source in found:
+        kept = [p for p in preserve if rel == split_rel_join(p) or rel.startswith(split_rel_join(p) + "/")]
+        if kept and split_rel_join(kept[0]) == rel:
+            where = "preserved path %s is itself a mount point" % rel
+        elif kept:
+            where = "%s, in preserved path %s, is a mount point" % (rel, kept[0])
+        else:
+            where = "%s is a mount point" % rel
+        problems.append("%s inside the install dir (%s mounted there): an upgrade moves the install dir aside and "
+                        "deletes what it leaves, and the agent never deletes, copies or moves across a mount, so "
+                        "the run was refused before anything was stopped: unmount it and mount it outside the install "
+                        "dir (point the product's configuration there), or unmount it for the upgrade and mount it "
+                        "again after" % (where, source))
     return problems
 
 
@@ -721,6 +754,8 @@ def copy_out(parent_fd, name, dst_fd, dst_name, what="file"):
     if stat.S_ISDIR(st.st_mode):
         fd = os.open(name, OPEN_DIR, dir_fd=parent_fd)
         try:
+            if crosses(parent_fd, fd):  # a mount's files lie outside: never copied (see mounts.py)
+                raise across_mount("%s %s" % (what, name), source_of(fd))
             st = os.fstat(fd)  # the owner and mode of the directory opened, not of whatever the name held before
             os.mkdir(dst_name, 0o700, dir_fd=dst_fd)
             out = os.open(dst_name, OPEN_DIR, dir_fd=dst_fd)
@@ -766,7 +801,13 @@ class DirFds(object):
                     os.mkdir(name, 0o755, dir_fd=parent)
                 except FileExistsError:
                     pass
-            self.fds[rel_dir] = open_dir_at(parent, name, self.what, self.root)
+            fd = open_dir_at(parent, name, self.what, self.root)
+            if crosses(parent, fd):  # a mount's files lie outside: never copied, linked or moved (see mounts.py)
+                try:
+                    raise across_mount(os.path.join(self.root, rel_dir), source_of(fd))
+                finally:
+                    os.close(fd)
+            self.fds[rel_dir] = fd
         return self.fds[rel_dir]
 
     def at(self, rel):
