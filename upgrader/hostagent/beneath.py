@@ -571,9 +571,9 @@ def mount_problems(root, preserve):
             where = "%s is a mount point" % rel
         problems.append("%s inside the install dir (%s mounted there): an upgrade moves the install dir aside and "
                         "deletes what it leaves, and the agent never deletes, copies or moves across a mount, so "
-                        "the run was refused before anything was stopped: unmount it and mount it outside the install "
-                        "dir (point the product's configuration there), or unmount it for the upgrade and mount it "
-                        "again after" % (where, source))
+                        "the run is refused: unmount it and mount it outside the install dir (point the product's "
+                        "configuration there), or unmount it for the upgrade and mount it again after"
+                        % (where, source))
     return problems
 
 
