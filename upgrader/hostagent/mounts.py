@@ -8,6 +8,7 @@ directory of the same file system has the same st_dev, so mounts are told apart 
 """
 
 import os
+import re
 import stat
 
 from .common import AgentError
@@ -41,17 +42,24 @@ def source_of(fd):
                 head, _, tail = line.partition(" - ")
                 fields, post = head.split(), tail.split()
                 if fields and fields[0] == str(mid) and len(post) >= 2:
-                    root = fields[3].encode().decode("unicode_escape") if len(fields) > 3 else "/"
+                    root = unescape(fields[3]) if len(fields) > 3 else "/"
                     return "%s %s%s" % (post[0], post[1], "" if root == "/" else " " + root)
     except (OSError, ValueError):
         pass
     return "device %d" % os.fstat(fd).st_dev
 
 
-def mount_points_at(fd, rel=""):
+def unescape(field):
+    """A path of /proc/self/mountinfo as it is (the kernel writes space, tab, newline and backslash as \\ooo)."""
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
+
+
+def mount_points_at(fd, rel="", here=None):
     """[(rel, source)] of every mount point below the directory open as ``fd`` (``rel`` its name in messages), each
     met without following a link and not entered."""
     found = []
+    if here is None:
+        here = (os.fstat(fd).st_dev, mount_id(fd))
     for name in sorted(os.listdir(fd)):
         try:
             st = os.stat(name, dir_fd=fd, follow_symlinks=False)
@@ -65,10 +73,10 @@ def mount_points_at(fd, rel=""):
             continue
         try:
             path = rel + "/" + name if rel else name
-            if crosses(fd, sub):
+            if (os.fstat(sub).st_dev, mount_id(sub)) != here:
                 found.append((path, source_of(sub)))
             else:
-                found += mount_points_at(sub, path)
+                found += mount_points_at(sub, path, here)
         finally:
             os.close(sub)
     return found
