@@ -22,6 +22,7 @@ import select
 import subprocess
 import threading
 from pathlib import Path
+from typing import Callable
 
 import pytest
 import yaml
@@ -100,7 +101,7 @@ def test_a_file_of_the_dir_owner_put_by_its_group_is_not_disclosed(sandbox: Sand
 
 
 def test_over_ssh_a_file_of_the_dir_owner_in_a_world_writable_dir_is_not_disclosed(
-        fleet, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        fleet: Callable[[int], Fleet], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     f: Fleet = fleet(1)
     box = f.box
     install = box.install_dir
@@ -212,7 +213,7 @@ def test_rollback_never_deletes_into_a_mount(sandbox: Sandbox, tmp_path: Path,
     assert shared_files(shared) == files
 
 
-def test_over_ssh_rollback_never_deletes_into_a_mount(fleet, tmp_path: Path,
+def test_over_ssh_rollback_never_deletes_into_a_mount(fleet: Callable[[int], Fleet], tmp_path: Path,
                                                       capsys: pytest.CaptureFixture[str]) -> None:
     f: Fleet = fleet(1)
     box = f.box
