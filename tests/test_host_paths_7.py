@@ -4,7 +4,7 @@ A read whose text can leave the host (the version, config text, log lines, vars_
 accounts that could have put the file there: the owner of each directory from the install dir down to the file's
 (a uid with no account entry reads with nobody's group, never its directory's); and when a directory on the way may
 be written by an identity other than its owner and root (group or other write bits, or an entry of its POSIX ACL),
-a file not everyone may read is withheld unless it is that directory's owner's.
+a file not everyone may read is withheld (round 8: whoever owns it, see tests/test_host_paths_8.py).
 
 As in tests/test_host_paths_5.py and _6.py, the threat is a host with fs.protected_hardlinks=0, where whoever may
 write a directory can hard-link any file into it; this machine has fs.protected_hardlinks=1, so root makes the very

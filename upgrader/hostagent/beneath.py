@@ -19,6 +19,7 @@ import stat
 import struct
 
 from .common import CHUNK, AgentError
+from .mounts import across_mount, crosses, mount_points_at, source_of
 
 
 MAX_LINK_HOPS = 40  # as the kernel's own limit of links followed in one lookup
@@ -322,31 +323,40 @@ def not_disclosed(what, rel, why):
                       what=what, hard_link=True, not_disclosed=True)
 
 
+def file_acl_names(fd):
+    """Whether the file open as ``fd`` has a POSIX access ACL that names users or groups (one of them may be denied
+    what its mode bits grant everyone)."""
+    getxattr = getattr(os, "getxattr", None)
+    if getxattr is None:
+        return False
+    try:
+        raw = getxattr(fd, ACL_XATTR)
+    except OSError:
+        return False
+    return any(struct.unpack("<H", raw[off:off + 2])[0] in (ACL_USER, ACL_GROUP) for off in range(4, len(raw) - 7, 8))
+
+
 def writers_problem(fd, walk, what, rel):
     """A refusal of the file open as ``fd`` when a directory on the walk to it (see walk_for_read) may be written by
-    an identity other than its owner and root (group or other write bits, an ACL entry): that identity could have put
-    any file it can link or move there, so a file not everyone may read is disclosed only when it belongs to that
-    directory's (non-root) owner, or, when only the directory's group may write it, when that group may read it."""
+    an identity other than its owner and root (group or other write bits, an ACL entry): any of them could have put
+    there any file it can link or move, one it may not read itself too (whoever owns it), so the file is disclosed
+    only when everyone may read it (S_IROTH, and no ACL of its own that names a user or group)."""
     st = os.fstat(fd)
-    if st.st_mode & stat.S_IROTH:
-        return None
     for place, dst, writers in walk:
-        if writers is None or (dst.st_uid != 0 and st.st_uid == dst.st_uid):
+        if writers is None:
             continue
+        if st.st_mode & stat.S_IROTH and not file_acl_names(fd):
+            return None
         kind, named = writers
-        if kind == "group" and st.st_gid == dst.st_gid and st.st_mode & stat.S_IRGRP:
-            continue
-        owner = "is owned by root" if st.st_uid == 0 else \
-            "is owned by uid %d, not by the owner of %s (uid %d)," % (st.st_uid, place, dst.st_uid)
         if kind == "everyone":
-            who = "everyone, which may write %s" % place
+            who = "everyone may write %s" % place
         elif kind == "group":
             group = "its directory's group" if place == "its directory" else "the group of %s" % place
-            who = "%s (gid %d), which may write %s" % (group, dst.st_gid, place)
+            who = "%s (gid %d) may write %s" % (group, dst.st_gid, place)
         else:
-            who = "everyone, and the ACL of %s lets %s write it" % (place, ", ".join(named))
-        return not_disclosed(what, rel, "%s and not readable by %s (another account could have put it there)"
-                                        % (owner, who))
+            who = "the ACL of %s lets %s write it" % (place, ", ".join(named))
+        return not_disclosed(what, rel, "is not readable by everyone, and %s besides its owner (another account "
+                                        "could have put it there, a file it may not read itself too)" % who)
     return None
 
 
@@ -434,6 +444,8 @@ def remove_at(parent_fd, name):
         return
     fd = os.open(name, OPEN_DIR, dir_fd=parent_fd)
     try:
+        if crosses(parent_fd, fd):  # a mount's files lie outside: never deleted (see mounts.py)
+            raise across_mount(name, source_of(fd))
         for entry in os.listdir(fd):
             remove_at(fd, entry)
     finally:
@@ -529,9 +541,39 @@ def check_host_paths(root, spec):
             if not stat.S_ISREG(mode):
                 problems.append("%s %s is %s, not a regular file; the agent reads only regular files and did not "
                                 "read it: remove it (or make it the file the playbook means)" % (what, rel, kind_of(mode)))
+    problems += mount_problems(root, spec.get("preserve", []))
     if "pid_files" in spec:  # the whole list a plan or a run's preflight asks for: set-id files too (a preserved
         # directory is left to prepare, which knows which of them it copies)
         problems += setid_problems(root, [split_rel_join(p) for p in spec.get("preserve", [])])
+    return problems
+
+
+def mount_problems(root, preserve):
+    """One sentence for every mount point inside the install dir ``root`` (see mounts.py): an upgrade moves the
+    install dir aside and deletes what it leaves there, and a preserved path is renamed, which a mount point refuses
+    (EBUSY) -- so each is refused before anything is stopped."""
+    try:
+        fd = os.open(root, OPEN_DIR)
+    except OSError:
+        return []  # missing or not a directory: said elsewhere
+    try:
+        found = mount_points_at(fd)
+    finally:
+        os.close(fd)
+    problems = []
+    for rel, source in found:
+        kept = [p for p in preserve if rel == split_rel_join(p) or rel.startswith(split_rel_join(p) + "/")]
+        if kept and split_rel_join(kept[0]) == rel:
+            where = "preserved path %s is itself a mount point" % rel
+        elif kept:
+            where = "%s, in preserved path %s, is a mount point" % (rel, kept[0])
+        else:
+            where = "%s is a mount point" % rel
+        problems.append("%s inside the install dir (%s mounted there): an upgrade moves the install dir aside and "
+                        "deletes what it leaves, and the agent never deletes, copies or moves across a mount, so "
+                        "the run is refused: unmount it and mount it outside the install dir (point the product's "
+                        "configuration there), or unmount it for the upgrade and mount it again after"
+                        % (where, source))
     return problems
 
 
@@ -712,6 +754,8 @@ def copy_out(parent_fd, name, dst_fd, dst_name, what="file"):
     if stat.S_ISDIR(st.st_mode):
         fd = os.open(name, OPEN_DIR, dir_fd=parent_fd)
         try:
+            if crosses(parent_fd, fd):  # a mount's files lie outside: never copied (see mounts.py)
+                raise across_mount("%s %s" % (what, name), source_of(fd))
             st = os.fstat(fd)  # the owner and mode of the directory opened, not of whatever the name held before
             os.mkdir(dst_name, 0o700, dir_fd=dst_fd)
             out = os.open(dst_name, OPEN_DIR, dir_fd=dst_fd)
@@ -757,7 +801,13 @@ class DirFds(object):
                     os.mkdir(name, 0o755, dir_fd=parent)
                 except FileExistsError:
                     pass
-            self.fds[rel_dir] = open_dir_at(parent, name, self.what, self.root)
+            fd = open_dir_at(parent, name, self.what, self.root)
+            if crosses(parent, fd):  # a mount's files lie outside: never copied, linked or moved (see mounts.py)
+                try:
+                    raise across_mount(os.path.join(self.root, rel_dir), source_of(fd))
+                finally:
+                    os.close(fd)
+            self.fds[rel_dir] = fd
         return self.fds[rel_dir]
 
     def at(self, rel):

@@ -7,10 +7,10 @@ import fcntl
 import hashlib
 import json
 import os
-import shutil
 import stat
 
 from .common import CHUNK, AgentError
+from .mounts import remove_tree
 
 
 def fsync_dir(path):
@@ -114,11 +114,9 @@ def canonical_digest(obj):
 
 
 def rmtree(path):
-    if os.path.lexists(path):
-        if os.path.isdir(path) and not os.path.islink(path):
-            shutil.rmtree(path)
-        else:
-            os.unlink(path)
+    """Remove ``path`` (a file, a link or a tree), never across a mount point: one in it is refused before anything
+    is deleted (see mounts.remove_tree)."""
+    remove_tree(path)
 
 
 def read_text(path, limit=1 << 20):

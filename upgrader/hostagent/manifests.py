@@ -9,6 +9,7 @@ import stat
 
 from .beneath import OPEN_DIR, DirFds, copy_mode, copy_out, keep_owner, open_dir_at, open_root, parent_at, remove_at
 from .common import CHUNK, AgentError
+from .mounts import across_mount, crosses, source_of
 
 
 def is_preserved(rel, preserved):
@@ -65,6 +66,8 @@ def scan_fd(root_fd, root, preserved, hash_files=True):
                 dirs[rel] = {"mode": stat.S_IMODE(st.st_mode), "uid": st.st_uid, "gid": st.st_gid}
                 sub = open_dir_at(fd, name, "product directory %s" % rel, root)
                 try:
+                    if crosses(fd, sub):  # a mount's files lie outside the tree: never read as its own
+                        raise across_mount("%s/%s" % (root, rel), source_of(sub))
                     walk(sub, rel)
                 finally:
                     os.close(sub)

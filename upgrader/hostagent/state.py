@@ -46,7 +46,7 @@ class Paths(object):
         return bool(self.run_id) and os.path.isdir(self.run())
 
     def run(self, *parts):
-        if not self.run_id or not re.match(r"^[A-Za-z0-9._-]+$", self.run_id):
+        if not self.run_id or not re.match(r"^[A-Za-z0-9._-]+$", self.run_id) or self.run_id in (".", ".."):
             raise AgentError("bad run id %r" % (self.run_id,), "bad_input")
         return os.path.join(self.state, "runs", self.run_id, *parts)
 

@@ -1,0 +1,144 @@
+"""Mount boundaries: the agent never deletes, copies or moves a tree across one.
+
+A mount inside an install dir (a shared directory bind-mounted into data/, logs on another disk, a tmpfs at work/)
+holds files that physically lie outside the install dir; an upgrade moves the install dir aside and deletes what it
+leaves there, so a tree the agent walks recursively is refused at the first mount point it meets. A bind mount of a
+directory of the same file system has the same st_dev, so mounts are told apart by their id (``mnt_id`` of
+/proc/self/fdinfo/FD), st_dev where /proc does not say.
+"""
+
+import os
+import re
+import stat
+
+from .common import AgentError
+
+OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+
+
+def mount_id(fd):
+    """The id of the mount the open descriptor ``fd`` lies on, ("dev", st_dev) when /proc does not tell it."""
+    try:
+        with open("/proc/self/fdinfo/%d" % fd) as f:
+            for line in f:
+                if line.startswith("mnt_id:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return ("dev", os.fstat(fd).st_dev)
+
+
+def crosses(parent_fd, fd):
+    """Whether the directory open as ``fd`` lies on another mount than its parent, open as ``parent_fd``."""
+    return os.fstat(parent_fd).st_dev != os.fstat(fd).st_dev or mount_id(parent_fd) != mount_id(fd)
+
+
+def source_of(fd):
+    """What is mounted where ``fd`` lies, as /proc/self/mountinfo says ("tmpfs tmpfs", "ext4 /dev/sdb1 /shared")."""
+    mid = mount_id(fd)
+    try:
+        with open("/proc/self/mountinfo") as f:
+            for line in f:
+                head, _, tail = line.partition(" - ")
+                fields, post = head.split(), tail.split()
+                if fields and fields[0] == str(mid) and len(post) >= 2:
+                    root = unescape(fields[3]) if len(fields) > 3 else "/"
+                    return "%s %s%s" % (post[0], post[1], "" if root == "/" else " " + root)
+    except (OSError, ValueError):
+        pass
+    return "device %d" % os.fstat(fd).st_dev
+
+
+def unescape(field):
+    """A path of /proc/self/mountinfo as it is (the kernel writes space, tab, newline and backslash as \\ooo)."""
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
+
+
+def mount_points_at(fd, rel="", here=None):
+    """[(rel, source)] of every mount point below the directory open as ``fd`` (``rel`` its name in messages), each
+    met without following a link and not entered."""
+    found = []
+    if here is None:
+        here = (os.fstat(fd).st_dev, mount_id(fd))
+    for name in sorted(os.listdir(fd)):
+        try:
+            st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+        except FileNotFoundError:
+            continue
+        if not stat.S_ISDIR(st.st_mode):
+            continue
+        try:
+            sub = os.open(name, OPEN_DIR, dir_fd=fd)
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        try:
+            path = rel + "/" + name if rel else name
+            if (os.fstat(sub).st_dev, mount_id(sub)) != here:
+                found.append((path, source_of(sub)))
+            else:
+                found += mount_points_at(sub, path, here)
+        finally:
+            os.close(sub)
+    return found
+
+
+def mount_points(path):
+    """mount_points_at for the directory ``path`` (its last component not followed)."""
+    fd = os.open(path, OPEN_DIR)
+    try:
+        return mount_points_at(fd)
+    finally:
+        os.close(fd)
+
+
+def across_mount(shown, source):
+    """The refusal of a recursive delete that met a mount point: the tree is left as it is."""
+    return AgentError("%s is a mount point (%s mounted there): the agent never deletes, copies or moves across a "
+                      "mount, and left that tree as it is: unmount it, then check the host and release the run"
+                      % (shown, source), "needs_person", path=shown, mount=True)
+
+
+def remove_tree(path):
+    """Remove ``path`` (a file or link unlinked, a directory emptied from descriptors and removed) when no mount point
+    lies in it; otherwise refused (across_mount) before anything is deleted, and again at any mount point met while
+    deleting (one put there meanwhile)."""
+    parent, name = os.path.split(os.path.abspath(path))
+    pfd = os.open(parent, OPEN_DIR & ~os.O_NOFOLLOW)
+    try:
+        try:
+            st = os.stat(name, dir_fd=pfd, follow_symlinks=False)
+        except FileNotFoundError:
+            return
+        if not stat.S_ISDIR(st.st_mode):
+            os.unlink(name, dir_fd=pfd)
+            return
+        fd = os.open(name, OPEN_DIR, dir_fd=pfd)
+        try:
+            if crosses(pfd, fd):
+                raise across_mount(path, source_of(fd))
+            found = mount_points_at(fd)
+            if found:
+                raise across_mount(os.path.join(path, found[0][0]), found[0][1])
+        finally:
+            os.close(fd)
+        remove_at(pfd, name, path)
+    finally:
+        os.close(pfd)
+
+
+def remove_at(parent_fd, name, shown):
+    """Remove ``name`` in directory ``parent_fd`` (``shown`` its path in messages): nothing it holds is followed, and
+    a directory on another mount than its parent is refused (across_mount), not entered."""
+    st = os.stat(name, dir_fd=parent_fd, follow_symlinks=False)
+    if not stat.S_ISDIR(st.st_mode):
+        os.unlink(name, dir_fd=parent_fd)
+        return
+    fd = os.open(name, OPEN_DIR, dir_fd=parent_fd)
+    try:
+        if crosses(parent_fd, fd):
+            raise across_mount(shown, source_of(fd))
+        for entry in os.listdir(fd):
+            remove_at(fd, entry, os.path.join(shown, entry))
+    finally:
+        os.close(fd)
+    os.rmdir(name, dir_fd=parent_fd)
