@@ -17,12 +17,17 @@ OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC
 
 
 def mount_id(fd):
-    """The id of the mount the open descriptor ``fd`` lies on, ("dev", st_dev) when /proc does not tell it."""
+    """The id of the mount the open descriptor ``fd`` lies on, ("dev", st_dev) when /proc does not tell it. Read with
+    one os.read (a run asks it for every directory it copies or deletes)."""
     try:
-        with open("/proc/self/fdinfo/%d" % fd) as f:
-            for line in f:
-                if line.startswith("mnt_id:"):
-                    return int(line.split()[1])
+        info = os.open("/proc/self/fdinfo/%d" % fd, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        try:
+            data = os.read(info, 4096)
+        finally:
+            os.close(info)
+        at = data.find(b"mnt_id:")
+        if at >= 0:
+            return int(data[at + 7:].split(None, 1)[0])
     except (OSError, ValueError, IndexError):
         pass
     return ("dev", os.fstat(fd).st_dev)
@@ -56,7 +61,44 @@ def unescape(field):
 
 def mount_points_at(fd, rel="", here=None):
     """[(rel, source)] of every mount point below the directory open as ``fd`` (``rel`` its name in messages), each
-    met without following a link and not entered."""
+    met without following a link and not entered. The mount table (/proc/self/mountinfo) names them at once; a
+    directory walk, telling mounts apart by id, where the table cannot be read or does not place ``fd``."""
+    if not rel and here is None:
+        listed = listed_mount_points(fd)
+        if listed is not None:
+            return listed
+    return walked_mount_points(fd, rel, here)
+
+
+def listed_mount_points(fd):
+    """mount_points_at from the mount table: the mount points whose path lies below the one the kernel gives for
+    ``fd`` (outermost only: a mount inside another is not entered), or None when that path is not known (no /proc,
+    a directory deleted meanwhile)."""
+    try:
+        where = os.readlink("/proc/self/fd/%d" % fd)
+        with open("/proc/self/mountinfo", "rb") as f:
+            table = f.read().decode("utf-8", "surrogateescape")
+    except OSError:
+        return None
+    if not where.startswith("/") or where.endswith(" (deleted)"):
+        return None
+    prefix = where.rstrip("/") + "/"
+    found = {}
+    for line in table.splitlines():
+        head, _, tail = line.partition(" - ")
+        fields, post = head.split(), tail.split()
+        if len(fields) < 5 or len(post) < 2:
+            continue
+        point = unescape(fields[4])
+        if point.startswith(prefix) and len(point) > len(prefix):
+            root = unescape(fields[3])
+            found[point[len(prefix):]] = "%s %s%s" % (post[0], post[1], "" if root == "/" else " " + root)
+    outer = sorted(r for r in found if not any(r.startswith(o + "/") for o in found if o != r))
+    return [(r, found[r]) for r in outer]
+
+
+def walked_mount_points(fd, rel="", here=None):
+    """mount_points_at by walking the tree below ``fd``."""
     found = []
     if here is None:
         here = (os.fstat(fd).st_dev, mount_id(fd))
@@ -76,7 +118,7 @@ def mount_points_at(fd, rel="", here=None):
             if (os.fstat(sub).st_dev, mount_id(sub)) != here:
                 found.append((path, source_of(sub)))
             else:
-                found += mount_points_at(sub, path, here)
+                found += walked_mount_points(sub, path, here)
         finally:
             os.close(sub)
     return found
