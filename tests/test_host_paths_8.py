@@ -275,3 +275,31 @@ def test_the_agent_refuses_the_run_ids_dot_and_dot_dot() -> None:
             Paths({"install_dir": "/srv/app", "run_id": bad}).run("old")
         assert e.value.kind == "bad_input"
     assert Paths({"install_dir": "/srv/app", "run_id": "r.1"}).run("old").endswith("/runs/r.1/old")
+
+
+def test_the_mount_table_and_the_directory_walk_find_the_same_mount_points(tmp_path: Path) -> None:
+    """The agent names the mount points inside a tree from /proc/self/mountinfo (fast), and by walking the tree where
+    /proc cannot place it: both find a bind mount of the same file system (same st_dev), a tmpfs, a mount point whose
+    name needs escaping in the table, and neither enters a mount to report one nested in it."""
+    from upgrader.hostagent.mounts import listed_mount_points, walked_mount_points
+
+    top = tmp_path / "tree"
+    for d in ("a/b", "c", "name with space", "src", "t"):
+        (top / d).mkdir(parents=True)
+    (top / "t" / "inner").mkdir()
+    try:
+        bind(top / "src", top / "a" / "b")
+        bind(top / "src", top / "name with space")
+        subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(top / "t")], check=True)
+        (top / "t" / "inner").mkdir()
+        subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(top / "t" / "inner")], check=True)
+        fd = os.open(top, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            listed, walked = listed_mount_points(fd), walked_mount_points(fd)
+        finally:
+            os.close(fd)
+        assert listed is not None
+        assert [r for r, _ in listed] == [r for r, _ in sorted(walked)] == ["a/b", "name with space", "t"]
+        assert dict(listed)["t"].startswith("tmpfs")
+    finally:
+        unmount_below(top)
