@@ -5,38 +5,47 @@ stdout; or, with ``--serve``, one request per line and one reply per line until 
 """
 
 import errno
+import importlib
 import json
 import os
 import signal
 import sys
 
-from .access import op_access_read, op_access_write
 from .common import AgentError
-from .config_vars import op_read_vars
-from .facts import op_facts, op_state
-from .finish import op_finish, op_verify_tree
-from .hosttrust import op_host_trust
-from .inspection import op_inspect
-from .install import op_install
-from .lock import op_lock, op_unlock
-from .prepare import op_prepare
-from .probes import op_observe, op_prove
-from .receive import op_receive_check, op_receive_commit
-from .recovery import op_backup_check, op_recovery_check
-from .rollback import op_rollback
-from .service import op_hook, op_start, op_stop
-from .witness import op_witness, op_witness_read
 from .state import (Paths, ancestor_problem, check_install, check_state_dir, check_state_markers, ensure_state_dir,
                     ledger_dirs)
 
 
-OPS = {"facts": op_facts, "lock": op_lock, "unlock": op_unlock, "prepare": op_prepare, "stop": op_stop,
-       "install": op_install, "start": op_start, "observe": op_observe, "rollback": op_rollback,
-       "recovery_check": op_recovery_check, "backup_check": op_backup_check, "verify_tree": op_verify_tree, "finish": op_finish, "hook": op_hook, "state": op_state,
-       "receive_check": op_receive_check, "receive_commit": op_receive_commit,
-       "access_read": op_access_read, "access_write": op_access_write, "inspect": op_inspect,
-       "read_vars": op_read_vars, "prove": op_prove, "host_trust": op_host_trust,
-       "witness": op_witness, "witness_read": op_witness_read}
+#: action -> (module, function). A module is imported when a request first needs it, so a session that only
+#: reads (a plan's facts, the trust gate, a witness) does not compile the modules of the others; a run's
+#: actions are imported together at its lock (RUN_MODULES), before anything is stopped.
+OPS = {"facts": ("facts", "op_facts"), "lock": ("lock", "op_lock"), "unlock": ("lock", "op_unlock"),
+       "prepare": ("prepare", "op_prepare"), "stop": ("service", "op_stop"), "install": ("install", "op_install"),
+       "start": ("service", "op_start"), "observe": ("probes", "op_observe"), "rollback": ("rollback", "op_rollback"),
+       "recovery_check": ("recovery", "op_recovery_check"), "backup_check": ("recovery", "op_backup_check"),
+       "verify_tree": ("finish", "op_verify_tree"), "finish": ("finish", "op_finish"), "hook": ("service", "op_hook"),
+       "state": ("facts", "op_state"), "receive_check": ("receive", "op_receive_check"),
+       "receive_commit": ("receive", "op_receive_commit"), "access_read": ("access", "op_access_read"),
+       "access_write": ("access", "op_access_write"), "inspect": ("inspection", "op_inspect"),
+       "read_vars": ("config_vars", "op_read_vars"), "prove": ("probes", "op_prove"),
+       "host_trust": ("hosttrust", "op_host_trust"),
+       "witness": ("witness", "op_witness"), "witness_read": ("witness", "op_witness_read")}
+
+#: the modules of a run's actions, imported when its lock is taken (in preflight): none is first compiled
+#: between the service's stop and its start
+RUN_MODULES = ("facts", "hosttrust", "receive", "prepare", "service", "install", "probes", "finish", "rollback",
+               "recovery")
+
+
+def action(name):
+    """The function that handles the action ``name`` (its module imported on first use), or None."""
+    where = OPS.get(name)
+    if where is None:
+        return None
+    if name == "lock":
+        for module in RUN_MODULES:
+            importlib.import_module("." + module, __package__)
+    return getattr(importlib.import_module("." + where[0], __package__), where[1])
 
 
 MUTATING = ("prepare", "stop", "install", "start", "rollback", "finish", "hook")
@@ -82,7 +91,7 @@ class OpLock(object):
 
 
 def handle(req):
-    op = OPS.get(req.get("op"))
+    op = action(req.get("op"))
     if op is None:
         return {"ok": False, "kind": "bad_input", "error": "unknown agent op %r" % req.get("op")}
     try:
