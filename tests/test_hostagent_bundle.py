@@ -121,6 +121,13 @@ def test_the_package_has_no_import_circle() -> None:
             if isinstance(node, ast.ImportFrom) and node.level == 1:
                 deps |= {node.module} if node.module else {a.name for a in node.names}
         graph[p.stem] = deps
+    # main imports the actions' modules when a request first needs them (its OPS table and RUN_MODULES): those
+    # are its imports too, and none of them may import main
+    from upgrader.hostagent.main import OPS, RUN_MODULES
+
+    lazy = {module for module, _ in OPS.values()} | set(RUN_MODULES)
+    assert lazy <= set(graph) and "prepare" in lazy
+    graph["main"] |= lazy
     assert sum(len(d) for d in graph.values()) > 50
     done: list[str] = []
     while len(done) < len(graph):  # peel off the modules whose imports are all done; a circle stops this
@@ -310,3 +317,14 @@ def test_a_local_cache_dir_others_can_change_is_refused(tmp_path: Path, monkeypa
     assert f"the agent's cache directory {d} is not a directory of this user" in str(e.value)
     assert "fix its owner and mode (0700)" in str(e.value)
     assert list(elsewhere.iterdir()) == [] and (weak == "a link" or list(d.iterdir()) == [])
+
+
+def test_every_action_of_the_table_resolves_to_its_function() -> None:
+    """The agent imports an action's module on first use: every name of its table names a function that exists
+    (a typo would otherwise surface only when a host first asks for that action)."""
+    from upgrader.hostagent import main
+
+    for name, (module, function) in main.OPS.items():
+        op = main.action(name)
+        assert callable(op) and op.__name__ == function and op.__module__.endswith("." + module), name
+    assert main.action("no_such_action") is None

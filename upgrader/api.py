@@ -30,7 +30,7 @@ import os
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TextIO, cast
 
@@ -340,11 +340,14 @@ def trusted_catalog(path: str | Path, policy: Policy, home: Path, now: _dt.datet
     from .trust.catalog import load_catalog
     from .trust.catalog_trust import verify_catalog
 
+    from .trust.verified import VerifiedPackages
+
     catalog = load_catalog(path)
     signers = policy.trusted_signers
     info = verify_catalog(catalog, trusted_signers=policy.resolve_path(signers) if signers else None, now=now,
                           home=home)
-    return catalog, dict(info)
+    # the packages this operator already verified in full (HOME/cache): an unchanged file is not hashed again
+    return replace(catalog, verified=VerifiedPackages(Path(home))), dict(info)
 
 
 def _operator(ctx: Context, policy: Policy | None, need_key: bool = True,
@@ -741,20 +744,19 @@ def _check_approvals(ctx: Context, plan: Plan, paths: list[str], policy: Policy,
 
 def _targets(catalog: Catalog, hosts: Sequence[PlanHost]) -> list[HostTarget]:
     from .core.engine import HostTarget
-    from .trust.catalog import verify_package_file
     from .trust.plan_trust import trusted_package
 
     targets = []
-    verified: set[str] = set()
+    seen: set[tuple[str, str]] = set()
     for h in hosts:
         # the entry of the plan's product and target in the signed catalog, rebuilt in full: the plan's package
-        # must equal it (version, kind, changes, requires, limits, remove, ...), exit 4 otherwise
-        entry, package = trusted_package(catalog, h)
-        path = catalog.package_path(entry)
-        if entry.sha256 not in verified:
-            verify_package_file(path, entry)  # refused here, before any host is touched
-            verified.add(entry.sha256)
-        targets.append(HostTarget(plan={**h, "package": package}, connect=_connector(h), package_file=path))
+        # must equal it (version, kind, changes, requires, limits, remove, ...), exit 4 otherwise; its file is
+        # verified once per run (size, sha256, package.yaml, members), refused here before any host is touched
+        wanted = (str(h.get("product")), str(h.get("target")))
+        entry, package = trusted_package(catalog, h, verify=wanted not in seen)
+        seen.add(wanted)
+        targets.append(HostTarget(plan={**h, "package": package}, connect=_connector(h),
+                                  package_file=catalog.package_path(entry)))
     return targets
 
 

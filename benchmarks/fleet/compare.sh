@@ -1,7 +1,10 @@
 #!/bin/bash
-# compare.sh [--runs R] [--warmup W] N COMMIT [COMMIT...]
+# compare.sh [--runs R] [--warmup W] [--interleave] N COMMIT [COMMIT...]
 # upgrader at several commits side by side in one timing session (hyperfine -N; timer.py without it), on the
 # hosts h1..hN of setup.sh, with `reset.sh N` before every run (not timed), plain ssh as the yardstick.
+# Without --interleave the timer runs all runs of one command, then all of the next (a load that changes during
+# the session weighs on the commands unevenly); with it, R rounds of one run of each command, the order reversed
+# every other round (A B C, C B A, ...), the warm-ups in the first round, merged into one cmp_N.json.
 # Each commit runs from its own snapshot (git archive, bytecode compiled) in $BENCH_ROOT/upgrader-src/cmp-COMMIT,
 # with its own contender.py and its own HOME ($BENCH_ROOT/upgrader-cmp-COMMIT), so that no two commits share
 # plans, runs or audit logs. A contender older than the runner's HTTP port setting (a57477b and before) gets
@@ -11,12 +14,13 @@
 # CPU and peak RSS per run, the warm-up first), cmp_N.env (commits, times, load). Defaults: --runs 5 --warmup 1.
 set -euo pipefail
 . "$(dirname "$0")/common.sh"
-RUNS=5 WARMUP=1
-usage() { echo "usage: compare.sh [--runs R] [--warmup W] N COMMIT [COMMIT...]" >&2; exit 2; }
+RUNS=5 WARMUP=1 INTERLEAVE=0
+usage() { echo "usage: compare.sh [--runs R] [--warmup W] [--interleave] N COMMIT [COMMIT...]" >&2; exit 2; }
 while [ $# -gt 0 ]; do
   case $1 in
     --runs) RUNS=${2:-}; shift 2 ;;
     --warmup) WARMUP=${2:-}; shift 2 ;;
+    --interleave) INTERLEAVE=1; shift ;;
     -h|--help) usage ;;
     -*) echo "compare.sh: unknown option $1" >&2; usage ;;
     *) break ;;
@@ -74,12 +78,48 @@ PY
   cmd+=(-n "upgrader@$c" "$(q /usr/bin/time) -f $(q '%e %U %S %M') -a -o $(q "$tfile") $(q "$FLEET/upgrader.sh") $(q "$snap") $N")
 done
 {
-  echo "n=$N"; echo "runs=$RUNS"; echo "warmup=$WARMUP"; echo "commits='${commits[*]}'"; echo "timer='$timer_name'"
+  echo "n=$N"; echo "runs=$RUNS"; echo "warmup=$WARMUP"; echo "interleave=$INTERLEAVE"; echo "commits='${commits[*]}'"
+  echo "timer='$timer_name'"
   echo "start=$(date -u +%FT%TZ)"; echo "load_start='$(cut -d' ' -f1-3 /proc/loadavg)'"
 } > "$R/results/cmp_$N.env"
 echo "$(date -u +%FT%TZ) compare N=$N runs=$RUNS warmup=$WARMUP commits=${commits[*]}" >> "$R/results/reset.log"
-"${timer[@]}" --warmup "$WARMUP" --runs "$RUNS" --prepare "$(q "$FLEET/reset.sh") $N" \
-  --export-json "$R/results/cmp_$N.json" "${cmd[@]}" >&2
+if [ "$INTERLEAVE" = 0 ]; then
+  "${timer[@]}" --warmup "$WARMUP" --runs "$RUNS" --prepare "$(q "$FLEET/reset.sh") $N" \
+    --export-json "$R/results/cmp_$N.json" "${cmd[@]}" >&2
+else
+  rounds=()
+  for round in $(seq "$RUNS"); do
+    order=("${cmd[@]}")
+    if [ $((round % 2)) = 0 ]; then  # every other round in the reverse order (cmd holds -n NAME COMMAND triples)
+      order=(); for ((i = ${#cmd[@]} - 3; i >= 0; i -= 3)); do order+=("${cmd[@]:i:3}"); done
+    fi
+    w=0; [ "$round" = 1 ] && w=$WARMUP
+    "${timer[@]}" --warmup "$w" --runs 1 --prepare "$(q "$FLEET/reset.sh") $N" \
+      --export-json "$R/results/cmp_$N.round-$round.json" "${order[@]}" >&2
+    rounds+=("$R/results/cmp_$N.round-$round.json")
+  done
+  "$UVENV/bin/python" - "$R/results/cmp_$N.json" "${rounds[@]}" <<'PY'
+import json, statistics, sys
+out, merged = sys.argv[1], {}
+for path in sys.argv[2:]:
+    for r in json.load(open(path))["results"]:
+        m = merged.setdefault(r["command"], {"command": r["command"], "times": [], "exit_codes": [],
+                                            "user_s": [], "system_s": []})
+        m["times"] += r["times"]
+        m["exit_codes"] += r.get("exit_codes") or []
+        m["user_s"].append(r["user"])  # each round's one run (the first round's mean includes no warm-up)
+        m["system_s"].append(r["system"])
+results = []
+for m in merged.values():
+    t = m["times"]
+    m.update(mean=statistics.mean(t), median=statistics.median(t), min=min(t), max=max(t),
+             stddev=statistics.stdev(t) if len(t) > 1 else 0.0, user=statistics.mean(m["user_s"]),
+             system=statistics.mean(m["system_s"]))
+    results.append(m)
+json.dump({"interleaved_rounds": len(sys.argv) - 2, "results": results}, open(out, "w"), indent=1)
+PY
+  rm -f "${rounds[@]}"
+fi
 at2=0
 for i in $(seq "$N"); do [ "$(cat "$R/hosts/h$i/version.txt" 2>/dev/null)" = 2.0 ] && at2=$((at2 + 1)); done
 echo "$(date -u +%FT%TZ) after the last run N=$N: found $at2/$N hosts at 2.0" >> "$R/results/reset.log"

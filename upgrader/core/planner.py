@@ -62,7 +62,7 @@ def host_facts(agent: AgentClient, host: Host, spec: PlaybookSpec, packages: lis
 
 def package_entry(catalog: Catalog, entry: CatalogEntry) -> PlanPackage:
     """Verify the package file against its catalog entry and describe it for the plan."""
-    meta = verify_package_file(catalog.package_path(entry), entry)
+    meta = verify_package_file(catalog.package_path(entry), entry, catalog.verified)
     return {"file": entry.file, "sha256": entry.sha256, "size": entry.size, "kind": entry.kind,
             "product": entry.product, "version": entry.version, "requires": entry.requires,
             "changes": list(meta.changes), "remove": list(meta.remove),

@@ -5,39 +5,47 @@ stdout; or, with ``--serve``, one request per line and one reply per line until 
 """
 
 import errno
+import importlib
 import json
 import os
 import signal
 import sys
 
-from .access import op_access_read, op_access_write
-from . import hosttrust
 from .common import AgentError
-from .config_vars import op_read_vars
-from .facts import op_facts, op_state
-from .finish import op_finish, op_verify_tree
-from .hosttrust import op_host_trust
-from .inspection import op_inspect
-from .install import op_install
-from .lock import op_lock, op_unlock
-from .prepare import op_prepare
-from .probes import op_observe, op_prove
-from .receive import op_receive_check, op_receive_commit
-from .recovery import op_backup_check, op_recovery_check
-from .rollback import op_rollback
-from .service import op_hook, op_start, op_stop
-from .witness import note_step, op_witness, op_witness_read
 from .state import (Paths, ancestor_problem, check_install, check_state_dir, check_state_markers, ensure_state_dir,
                     ledger_dirs)
 
 
-OPS = {"facts": op_facts, "lock": op_lock, "unlock": op_unlock, "prepare": op_prepare, "stop": op_stop,
-       "install": op_install, "start": op_start, "observe": op_observe, "rollback": op_rollback,
-       "recovery_check": op_recovery_check, "backup_check": op_backup_check, "verify_tree": op_verify_tree, "finish": op_finish, "hook": op_hook, "state": op_state,
-       "receive_check": op_receive_check, "receive_commit": op_receive_commit,
-       "access_read": op_access_read, "access_write": op_access_write, "inspect": op_inspect,
-       "read_vars": op_read_vars, "prove": op_prove, "host_trust": op_host_trust,
-       "witness": op_witness, "witness_read": op_witness_read}
+#: action -> (module, function). A module is imported when a request first needs it, so a session that only
+#: reads (a plan's facts, the trust gate, a witness) does not compile the modules of the others; a run's
+#: actions are imported together at its lock (RUN_MODULES), before anything is stopped.
+OPS = {"facts": ("facts", "op_facts"), "lock": ("lock", "op_lock"), "unlock": ("lock", "op_unlock"),
+       "prepare": ("prepare", "op_prepare"), "stop": ("service", "op_stop"), "install": ("install", "op_install"),
+       "start": ("service", "op_start"), "observe": ("probes", "op_observe"), "rollback": ("rollback", "op_rollback"),
+       "recovery_check": ("recovery", "op_recovery_check"), "backup_check": ("recovery", "op_backup_check"),
+       "verify_tree": ("finish", "op_verify_tree"), "finish": ("finish", "op_finish"), "hook": ("service", "op_hook"),
+       "state": ("facts", "op_state"), "receive_check": ("receive", "op_receive_check"),
+       "receive_commit": ("receive", "op_receive_commit"), "access_read": ("access", "op_access_read"),
+       "access_write": ("access", "op_access_write"), "inspect": ("inspection", "op_inspect"),
+       "read_vars": ("config_vars", "op_read_vars"), "prove": ("probes", "op_prove"),
+       "host_trust": ("hosttrust", "op_host_trust"),
+       "witness": ("witness", "op_witness"), "witness_read": ("witness", "op_witness_read")}
+
+#: the modules of a run's actions, imported when its lock is taken (in preflight): none is first compiled
+#: between the service's stop and its start
+RUN_MODULES = ("facts", "hosttrust", "receive", "prepare", "service", "install", "probes", "finish", "rollback",
+               "recovery", "witness")
+
+
+def action(name):
+    """The function that handles the action ``name`` (its module imported on first use), or None."""
+    where = OPS.get(name)
+    if where is None:
+        return None
+    if name == "lock":
+        for module in RUN_MODULES:
+            importlib.import_module("." + module, __package__)
+    return getattr(importlib.import_module("." + where[0], __package__), where[1])
 
 
 MUTATING = ("prepare", "stop", "install", "start", "rollback", "finish", "hook")
@@ -53,6 +61,14 @@ STATE_OPS = MUTATING + ("lock", "unlock", "receive_check", "receive_commit", "st
 INSTALL_OPS = STATE_OPS + ("facts", "read_vars", "prove", "inspect", "observe", "witness_read")
 #: the actions of a run that may come after its stop: an install dir found a link there needs a person
 AFTER_STOP = ("stop", "install", "start", "rollback", "finish", "hook", "observe", "verify_tree")
+
+
+def step_recorder(req):
+    """witness.note_step for an action the host keeps in the run's own account of its steps, else None."""
+    if req.get("op") not in STEP_OPS:
+        return None
+    from .witness import note_step
+    return note_step
 
 
 class OpLock(object):
@@ -85,7 +101,7 @@ class OpLock(object):
 
 
 def handle(req):
-    op = OPS.get(req.get("op"))
+    op = action(req.get("op"))
     if op is None:
         return {"ok": False, "kind": "bad_input", "error": "unknown agent op %r" % req.get("op")}
     try:
@@ -102,15 +118,17 @@ def handle(req):
         if req.get("op") in STATE_OPS and req.get("install_dir"):
             check_state_dir(Paths(req))
         if req.get("op") in MUTATING + ("lock",):
-            hosttrust.admit(req)  # with a host trust root: nothing is taken for a run it accepted nothing for
+            from .hosttrust import admit
+            admit(req)  # with a host trust root: nothing is taken for a run it accepted nothing for
+        note_step = step_recorder(req)
         with OpLock(req):
             try:
                 result = op(req)
             except AgentError as e:
-                if req.get("op") in STEP_OPS:
+                if note_step:
                     note_step(req, False, e.kind)
                 raise
-            if req.get("op") in STEP_OPS:
+            if note_step:
                 note_step(req, True)
             return {"ok": True, "result": result}
     except AgentError as e:

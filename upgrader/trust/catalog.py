@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Iterable
 from ..core.document import Section
 from ..core.errors import InputError
 from .package import Built, PackageMeta, file_digest, read_meta
+from .verified import VerifiedPackages, now_ns
 
 if TYPE_CHECKING:
     from version_policy import Version, VersionRange
@@ -94,6 +95,8 @@ class Catalog:
     advisories: tuple[Advisory, ...] = field(default=())
     #: the exact bytes of catalog.yaml that were parsed (read once: the signature is checked over these)
     content: bytes = field(default=b"", repr=False, compare=False)
+    #: the operator's record of package files already verified in full (set by the trusted load for a HOME)
+    verified: VerifiedPackages | None = field(default=None, repr=False, compare=False)
 
     @property
     def sha256(self) -> str:
@@ -267,25 +270,37 @@ def write_catalog(directory: str | Path, built: Iterable[Built], *, serial: int,
     return out
 
 
-def verify_package_file(path: str | Path, entry: CatalogEntry) -> PackageMeta:
-    """Check size, then sha256, then that package.yaml agrees with the catalog entry."""
+def verify_package_file(path: str | Path, entry: CatalogEntry, verified: VerifiedPackages | None = None) -> PackageMeta:
+    """Check size, then sha256, then that package.yaml agrees with the catalog entry, then every member.
+
+    ``verified``: the operator's record of files already verified in full (trust/verified.py): a file it shows
+    unchanged since it passed as this entry's sha256 and limits is not hashed and walked again; one that
+    passes now is recorded there."""
     p = Path(path)
     try:
-        size = p.stat().st_size
+        st = p.stat()
     except FileNotFoundError as e:
         raise InputError("package file not found", path=str(p), hint="download it beside catalog.yaml") from e
+    size = st.st_size
     if size != entry.size:
         raise InputError(f"size {size} differs from the catalog's {entry.size} bytes: the package was altered "
                          "or truncated", path=str(p), hint="download the package again; do not use this file")
-    digest = file_digest(p)
-    if digest != entry.sha256:
-        raise InputError(f"sha256 {digest} differs from the catalog's {entry.sha256}: the package was altered",
-                         path=str(p), hint="download the package again; do not use this file")
+    limits = (entry.max_members, entry.max_unpacked_bytes)
+    known = verified is not None and verified.passed(p, st, entry.sha256, limits)
+    started = now_ns()
+    if not known:
+        digest = file_digest(p)
+        if digest != entry.sha256:
+            raise InputError(f"sha256 {digest} differs from the catalog's {entry.sha256}: the package was altered",
+                             path=str(p), hint="download the package again; do not use this file")
     meta = read_meta(p)
     if (meta.product, meta.version, meta.kind) != (entry.product, entry.version, entry.kind):
         raise InputError(f"package.yaml says {meta.product} {meta.version} ({meta.kind}) but the catalog says "
                          f"{entry.product} {entry.version} ({entry.kind})", path=str(p))
-    _check_members(p, entry)
+    if not known:
+        _check_members(p, entry)
+        if verified is not None:
+            verified.remember(p, st, started, entry.sha256, limits)
     return meta
 
 

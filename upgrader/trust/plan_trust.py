@@ -27,10 +27,13 @@ PACKAGE_FIELDS = ("product", "version", "kind", "file", "sha256", "size", "requi
 _BUILT: dict[tuple[str, str], PlanPackage] = {}  # (catalog sha256, package sha256) -> description, this process
 
 
-def trusted_package(catalog: Catalog, h: PlanHost) -> tuple[CatalogEntry, PlanPackage]:
+def trusted_package(catalog: Catalog, h: PlanHost, *, verify: bool = False) -> tuple[CatalogEntry, PlanPackage]:
     """The catalog entry for the plan host ``h`` (its product and target) and the package description rebuilt
-    from it; ApprovalRefused (exit 4) when the catalog has none or the plan's package differs in any field."""
+    from it; ApprovalRefused (exit 4) when the catalog has none or the plan's package differs in any field.
+    The package file is verified when the description is first built in this process, and with ``verify``
+    always (once, not twice, when both apply)."""
     from ..core.planner import package_entry
+    from .catalog import verify_package_file
 
     name, product, target = h.get("name"), str(h.get("product")), str(h.get("target"))
     entry = catalog.find(product, target)
@@ -41,6 +44,8 @@ def trusted_package(catalog: Catalog, h: PlanHost) -> tuple[CatalogEntry, PlanPa
     key = (catalog.sha256, entry.sha256)
     if key not in _BUILT:
         _BUILT[key] = package_entry(catalog, entry)  # verifies the file (size, sha256, package.yaml, members)
+    elif verify:
+        verify_package_file(catalog.package_path(entry), entry, catalog.verified)
     expected = _BUILT[key]
     given = h.get("package")
     planned: Mapping[str, object] = given if isinstance(given, dict) else {}
