@@ -26,8 +26,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-__all__ = ["LEDGER", "WITNESS", "HostState", "assert_host_untouched", "assert_hosts_untouched", "diff", "host_state",
-           "process_start", "tree"]
+__all__ = ["LEDGER", "WITNESS", "HostState", "assert_host_untouched", "assert_hosts_untouched", "assert_released", "diff",
+           "host_state", "process_start", "tree"]
 
 Digest = dict[str, tuple[str, int]]
 MARKER = ".upgrader-state"
@@ -223,6 +223,33 @@ def diff(before: HostState, after: HostState, *, run_record: str | None = None,
                      "version": "version answered", "lock": "host lock", "home_runs": "runs on this machine"}[f.name]
             out.append(f"{label}: {a!r} -> {b!r}")
     return out
+
+
+def assert_released(before: HostState, after: HostState, what: str = "") -> None:
+    """A host that a run locked and then released without changing it (refused after its lock, or Ctrl-C before
+    its stop): product files, the service (pid file, processes and their start times), the version it answers and
+    the packages staged there as before, no lock, nothing staged left in a run directory; the agent may have kept
+    the run's own record (its verified backup) and appended to its ledger (the spent approval, the audit
+    checkpoint; the catalog serial recorded)."""
+    changes = _tree_diff("product files", before.product, after.product)
+    changes += _tree_diff("staged packages", before.staged, after.staged)
+    for label, a, b in (("service pid file", before.pid, after.pid),
+                        ("service processes (pid, start time)", before.service, after.service),
+                        ("version answered", before.version, after.version)):
+        if a != b:
+            changes.append(f"{label}: {a!r} -> {b!r}")
+    if after.lock is not None:
+        changes.append(f"host lock: still held: {after.lock}")
+    staging = sorted(k for k in after.agent or {} if k.startswith("runs/") and "/staging" in k)
+    if staging:
+        changes.append(f"agent state dir: staging left: {', '.join(staging[:6])}")
+    new = dict(after.records)
+    for name, text in before.records:
+        if name != "catalog-serials.json" and not new.get(name, "").startswith(text):
+            changes.append(f"agent state dir: {name} was not only appended to")
+    if changes:
+        head = f"{what}: the host was not released untouched" if what else "the host was not released untouched"
+        raise AssertionError(head + ":\n  " + "\n  ".join(changes))
 
 
 def assert_hosts_untouched(before: dict[str, HostState], after: dict[str, HostState], **allowed: Any) -> None:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from conftest import approve, fault_env, plan_to
+from hoststate import assert_released, host_state
 from upgrader.cli.commands.demo import Sandbox
 from upgrader.core.engine import CANCELLED
 from upgrader.core.journal import read_journal
@@ -115,7 +116,7 @@ def test_ctrl_c_before_stop_releases_the_host_untouched(sandbox: Sandbox) -> Non
     """Pressed while the run waits before stop: the service is never stopped (same process), exit 1, outcome
     unchanged with the operator's cancel as the reason."""
     box = sandbox
-    before = pid_of(box)
+    before, whole = pid_of(box), host_state(box.install_dir, answers=box.answers)
     rc, _, err, result = run_with_ctrl_c(box, lambda: journal_shows(box, "backup", "done"),
                                          env=fault_env(pause_at="stop"))
     assert rc == 1, err
@@ -123,6 +124,7 @@ def test_ctrl_c_before_stop_releases_the_host_untouched(sandbox: Sandbox) -> Non
     assert host["outcome"] == "unchanged" and CANCELLED in host["error"], host
     assert [p["phase"] for p in host["phases"]] == ["preflight", "backup"]
     assert pid_of(box) == before and box.answers() == "7.0.4.1"
+    assert_released(whole, host_state(box.install_dir, answers=box.answers))
     assert "Traceback" not in err
     assert audit_verifies(box)
 
