@@ -121,9 +121,13 @@ def host_state(install_dir: Path, *, state_dir: Path | None = None, pid_file: st
     state = state_dir or install_dir.parent / f".upgrader-{install_dir.name}"
     pid_text = None
     if pid_file:
+        path = install_dir / pid_file
         try:
-            pid_text = (install_dir / pid_file).read_text(encoding="utf-8", errors="replace").strip()
-        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            if stat.S_ISREG(path.lstat().st_mode):  # never open a FIFO (a test puts one there): it would block
+                pid_text = path.read_text(encoding="utf-8", errors="replace").strip()
+            else:
+                pid_text = f"not a regular file: {stat.filemode(path.lstat().st_mode)}"
+        except (FileNotFoundError, NotADirectoryError):
             pid_text = None
     if pids is not None:
         found = sorted(pids())

@@ -278,6 +278,7 @@ def test_the_guides_own_errors_are_shown_in_chinese_and_logged_in_english(sandbo
     the error line (what scripts and logs keep) stays English; exit 2, nothing changed."""
     box = sandbox
     plan, approval = approved_plan(box, "7.0.4.2")
+    before = whole_host(box)
     for argv, zh, en in (
             (("--plan", str(plan), "--approval", str(approval), "--install-dir", str(box.root)),
              "这份计划针对的是", f"the plan is for {box.install_dir}, not {box.root}"),
@@ -287,6 +288,7 @@ def test_the_guides_own_errors_are_shown_in_chinese_and_logged_in_english(sandbo
         assert child.finish() == 2
         assert "upgrader: error: " in child.transcript and en in child.transcript.replace("\n", "")
         assert "Traceback" not in child.transcript
+    assert_host_untouched(before, whole_host(box))
     assert not runs(box) and box.answers() == "7.0.4.1"
 
 
@@ -345,13 +347,13 @@ def test_ctrl_c_at_the_stop_question_changes_nothing(sandbox: Sandbox, lang: str
     """Ctrl-C at "stop the service now?": exit 130, the install byte-identical, the same old process answering."""
     box = sandbox
     plan, approval = approved_plan(box, "7.0.4.2")
-    before, old_pid = product_digest(box.install_dir), pid(box)
+    before, old_pid = whole_host(box), pid(box)
     child = guide(box, "--plan", str(plan), "--approval", str(approval), lang=lang)
     answer_until_stop(child, lang)
     child.ctrl_c()
     child.expect(SCREEN[lang]["cancelled"])
     assert child.finish() == CANCELLED_EXIT
-    assert product_digest(box.install_dir) == before
+    assert_host_untouched(before, whole_host(box))
     assert box.answers() == "7.0.4.1" and pid(box) == old_pid and not runs(box)
     assert any(e["event"] == "guide_cancelled" for e in audit_events(box))
 
@@ -603,10 +605,12 @@ def test_approval_of_another_plan_is_refused_with_exit_4(sandbox: Sandbox) -> No
     """An approval whose plan the guide does not have (and no --plan): exit 4, told to give --plan; nothing runs."""
     box = sandbox
     _, approval = approved_plan(box, "7.0.4.2")
+    before = whole_host(box)
     child = guide(box, "--package", str(box.catalog / "sample-middleware-7.0.4.2.tar.gz"), "--approval",
                   str(approval))
     assert child.finish() == 4
     assert "--plan" in child.transcript and not runs(box)
+    assert_host_untouched(before, whole_host(box))
 
 
 # ---------------------------------------------------------------- the message catalog
@@ -638,12 +642,13 @@ def test_language_comes_from_lang_else_the_locale(arg: str | None, env: dict[str
 def test_engine_cancelled_before_stop_releases_the_host_unchanged(sandbox: Sandbox) -> None:
     """Cancelled once the backup is made: the service is never stopped, the outcome is unchanged, the lock is gone."""
     box = sandbox
-    before, old_pid = product_digest(box.install_dir), pid(box)
+    before, old_pid, whole = product_digest(box.install_dir), pid(box), whole_host(box)
     host = run_with_cancel(box, "backup")["hosts"][0]
     assert host["outcome"] == "unchanged" and "cancelled by the operator" in host["error"]
     assert [p["phase"] for p in host["phases"]] == ["preflight", "backup"]
     assert product_digest(box.install_dir) == before and pid(box) == old_pid and box.answers() == "7.0.4.1"
     assert not (state_dir(box) / "lock").exists()
+    assert_released(whole, whole_host(box))
 
 
 def test_engine_cancelled_after_stop_rolls_back_to_the_old_version(sandbox: Sandbox) -> None:

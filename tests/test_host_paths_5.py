@@ -290,15 +290,13 @@ def test_inspect_and_a_runs_preflight_do_not_wait_on_a_fifo_pid_file(sandbox, tm
         assert host["facts"]["process"]["pid"] is None
         assert any("the product's process is unknown: pid_file run/server.pid is a FIFO" in w["message"]
                    for w in host["warnings"])
-        was = (product_files(sandbox), sorted(p.name for p in (state_dir(sandbox) / "runs").iterdir())
-               if (state_dir(sandbox) / "runs").is_dir() else [])
+        was = host_state(sandbox.install_dir)
         res = cli_child(sandbox, "run", str(plan), "--approval", str(approval))
         text = res.stdout + res.stderr
         assert "Traceback" not in text
         assert res.returncode == 2, text
         assert "run/server.pid is a FIFO (named pipe), not a regular file" in text, text
-        assert (product_files(sandbox), sorted(p.name for p in (state_dir(sandbox) / "runs").iterdir())
-                if (state_dir(sandbox) / "runs").is_dir() else []) == was
+        assert_host_untouched(was, host_state(sandbox.install_dir))
         assert not (state_dir(sandbox) / "lock").exists()
         assert sandbox.answers() == "7.0.4.1"
         (host,) = last_result(sandbox)["hosts"]
