@@ -8,6 +8,7 @@ The module's own sshd reads two authorized_keys files: its operator's (the fleet
 from __future__ import annotations
 
 import base64
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -25,7 +26,7 @@ import pytest
 
 from conftest import approve, kill_processes_under, plan_to, upgrader
 from fleet import build_fleet
-from sshd import SSHServer, start_sshd
+from sshd import SSHServer, free_port, start_sshd
 from upgrader.customer.access import (PublicKey, add_grant, check_from, check_reason, edit_on_host, list_grants,
                              parse_public_key, remove_grants)
 from upgrader.cli import main
@@ -95,10 +96,27 @@ def ssh(server: SSHServer, key: Path, *command: str, bind: str | None = None,
 
 
 def logs_in(server: SSHServer, key: Path, bind: str | None = None) -> bool:
+    """True if the key logs in and runs a command; False only if sshd refused the key ("Permission denied"). A server
+    that is down, a connection refused or cut, or a host key that does not match is the test's own failure, never
+    counted as a refusal."""
     res = ssh(server, key, bind=bind)
     assert res.returncode in (0, 255), res.stderr
-    assert res.returncode == 255 or res.stdout == "ok\n"
-    return res.returncode == 0
+    if res.returncode == 0:
+        assert res.stdout == "ok\n", res.stdout
+        return True
+    assert "Permission denied" in res.stderr, f"ssh failed, but not because sshd refused the key: {res.stderr}"
+    return False
+
+
+def test_cannot_log_in_means_refused_by_sshd_never_a_server_that_is_down(server: SSHServer, keys: dict[str, Path],
+                                                                         ak: Path) -> None:
+    """The helper behind every "cannot log in" check: a key sshd refuses is False ("Permission denied"); a port where
+    no server listens is the test's own failure (AssertionError naming "Connection refused"), never a refusal."""
+    assert not ak.exists()  # no grant: sshd refuses the key
+    assert logs_in(server, keys["engineer"]) is False
+    down = dataclasses.replace(server, port=free_port(), proc=None)
+    with pytest.raises(AssertionError, match="not because sshd refused the key.*Connection refused"):
+        logs_in(down, keys["engineer"])
 
 
 def pub_line(key: Path) -> bytes:

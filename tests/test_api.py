@@ -15,7 +15,9 @@ from typing import Any
 
 import pytest
 
-from conftest import fault_env, product_digest, tree_digest
+from conftest import fault_env, product_digest
+from hoststate import HostState, assert_host_untouched
+from hoststate import host_state as whole_host_state
 from upgrader import api
 from upgrader.cli.commands.demo import Sandbox
 from upgrader.core.engine import CANCELLED
@@ -47,16 +49,10 @@ def state_dir(box: Sandbox) -> Path:
     return box.install_dir.parent / f".upgrader-{box.install_dir.name}"
 
 
-def host_state(box: Sandbox) -> dict[str, Any]:
-    """Everything "nothing touched" is about: product files, the running service's pid, the version it answers,
-    the agent's state (lock, staged packages, backups) and this machine's runs."""
-    pid_file = box.install_dir / "run" / "server.pid"
-    runs = box.root / "runs"
-    return {"product": product_digest(box.install_dir), "pid": pid_file.read_text().strip(),
-            "version": box.answers(),
-            "agent": {k: v for k, v in tree_digest(state_dir(box)).items() if k != ".upgrader-state"}
-            if state_dir(box).exists() else None,
-            "runs": sorted(p.name for p in runs.iterdir()) if runs.is_dir() else []}
+def host_state(box: Sandbox) -> HostState:
+    """The whole host (tests/hoststate.py): product files, the running service's pid and start time, the version it
+    answers, the agent's whole state dir (lock, staged packages, backups, ledger) and this machine's runs."""
+    return whole_host_state(box.install_dir, answers=box.answers, home=box.root)
 
 
 def plan_and_approve(box: Sandbox, ctx: api.Context, version: str) -> tuple[api.PlanMade, api.ApprovalMade]:
@@ -146,7 +142,7 @@ def test_refusals_raise_with_the_cli_exit_codes_and_touch_nothing(sandbox: Sandb
     assert policy.value.exit_code == ExitCode.POLICY_REFUSED
     with pytest.raises(InputError):
         api.resume(ctx, "no-such-run")
-    assert host_state(box) == before
+    assert_host_untouched(before, host_state(box))
     # both refusals are on the audit record
     audit = [json.loads(line) for line in (box.root / "audit" / "audit.jsonl").read_text().splitlines()]
     assert {"approval_refused", "run_refused"} <= {e["event"] for e in audit}
@@ -310,7 +306,7 @@ def test_check_hosts_reads_every_host_of_a_plan_and_touches_nothing(sandbox: San
     checked = api.check_hosts(made.plan)
     assert checked.ok and checked.exit_code == ExitCode.OK and checked.order == [["app-01"]]
     assert checked.checks[0].facts["version"] == "7.0.4.1" and checked.data["digest"] == made.plan.digest
-    assert host_state(box) == before
+    assert_host_untouched(before, host_state(box))
 
 
 def test_export_audit_writes_the_report_of_a_run_with_the_verdict(sandbox: Sandbox, tmp_path: Path) -> None:

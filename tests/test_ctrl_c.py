@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from conftest import approve, fault_env, plan_to
+from hoststate import assert_released, host_state
 from upgrader.cli.commands.demo import Sandbox
 from upgrader.core.engine import CANCELLED
 from upgrader.core.journal import read_journal
@@ -115,7 +116,7 @@ def test_ctrl_c_before_stop_releases_the_host_untouched(sandbox: Sandbox) -> Non
     """Pressed while the run waits before stop: the service is never stopped (same process), exit 1, outcome
     unchanged with the operator's cancel as the reason."""
     box = sandbox
-    before = pid_of(box)
+    before, whole = pid_of(box), host_state(box.install_dir, answers=box.answers)
     rc, _, err, result = run_with_ctrl_c(box, lambda: journal_shows(box, "backup", "done"),
                                          env=fault_env(pause_at="stop"))
     assert rc == 1, err
@@ -123,6 +124,7 @@ def test_ctrl_c_before_stop_releases_the_host_untouched(sandbox: Sandbox) -> Non
     assert host["outcome"] == "unchanged" and CANCELLED in host["error"], host
     assert [p["phase"] for p in host["phases"]] == ["preflight", "backup"]
     assert pid_of(box) == before and box.answers() == "7.0.4.1"
+    assert_released(whole, host_state(box.install_dir, answers=box.answers))
     assert "Traceback" not in err
     assert audit_verifies(box)
 
@@ -151,3 +153,50 @@ def test_ctrl_c_during_rollback_is_not_obeyed_halfway(sandbox: Sandbox) -> None:
     assert (pressed["outcome"], pressed["data"]["presses"]) == ("continued", 2)
     assert audit_verifies(box)
 
+
+
+def test_ctrl_c_during_the_second_host_of_a_fleet_rolls_it_back_and_no_later_host_is_touched(fleet) -> None:
+    """Four hosts over the real sshd, `--batch 1`; Ctrl-C while the second host runs its after_install hook (stopped,
+    new version in place): the first stays committed on 7.0.4.2, the second is rolled back to 7.0.4.1 byte for
+    byte, the third and fourth are never touched (the whole host as before: product files, service process and
+    its start time, lock, staged packages, the agent's state and ledger); exit 1, the audit log verifies."""
+    from fleet import Fleet
+    from hoststate import assert_host_untouched
+
+    f: Fleet = fleet(4)
+    started, release = f.box.root / "app-02-hook-started", f.box.root / "hook-release"
+    waits = (f'if [ "$UPGRADER_HOST" = app-02 ]; then touch {started}; i=0; '
+             f'while [ ! -e {release} ] && [ $i -lt 1200 ]; do sleep 0.05; i=$((i+1)); done; fi')
+    f.write_inventory(playbook=f.write_playbook("ctrl-c-fleet", hooks={
+        "after_install": [{"command": waits, "timeout": "120s"}]}).stem)
+
+    def whole(name: str) -> Any:
+        h = f[name]
+        return host_state(h.install_dir, state_dir=h.state_dir, answers=h.answers)
+
+    before = {h.name: whole(h.name) for h in f.hosts}
+    plan, approval = approved(f.box, "7.0.4.2")
+    proc = cli(f.box, "run", str(plan), "--approval", str(approval), "--batch", "1", "--json")
+    deadline = time.monotonic() + 120
+    while not started.exists():
+        assert proc.poll() is None, f"the run ended before app-02's hook: {proc.communicate()}"
+        assert time.monotonic() < deadline, "app-02's after_install hook never started"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    release.touch()
+    out, err = proc.communicate(timeout=240)
+    assert proc.returncode == 1, f"exit {proc.returncode}: {out[-2000:]} {err[-2000:]}"
+    result = json.loads(out)
+    outcomes = {h["host"]: h["outcome"] for h in result["hosts"]}
+    assert outcomes == {"app-01": "committed", "app-02": "rolled_back", "app-03": "not_started",
+                        "app-04": "not_started"}, outcomes
+    assert CANCELLED in next(h for h in result["hosts"] if h["host"] == "app-02")["rollback_cause"] or \
+        CANCELLED in str(next(h for h in result["hosts"] if h["host"] == "app-02").get("error"))
+    assert f["app-01"].answers() == "7.0.4.2"
+    assert f["app-02"].answers() == "7.0.4.1"
+    assert whole("app-02").product == before["app-02"].product, "app-02 is not 7.0.4.1 byte for byte"
+    for name in ("app-03", "app-04"):
+        assert_host_untouched(before[name], whole(name), name)
+        assert not f[name].run_dir(result["run_id"]).exists()
+    assert "Traceback" not in err
+    assert audit_verifies(f.box)

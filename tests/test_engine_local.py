@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +11,7 @@ import pytest
 import yaml  # type: ignore[import-untyped]
 
 from conftest import Run, approve, plan_to, product_digest, tree_digest, upgrader
+from hoststate import HostState, assert_host_untouched, host_state
 from upgrader.cli.commands.demo import Sandbox
 from upgrader.core.journal import read_journal
 from upgrader.core.playbook import shipped_playbooks_dir
@@ -36,27 +36,10 @@ def service_pid(box: Sandbox) -> str | None:
         return None
 
 
-@dataclass(frozen=True)
-class HostSnapshot:
-    """Everything 'nothing touched' is about: product files, the running service, the state dirs."""
-
-    product: dict[str, tuple[str, int]]
-    version: str | None
-    pid: str | None
-    host_runs: dict[str, tuple[str, int]] | None
-    home_runs: tuple[str, ...]
-
-
-def snapshot(box: Sandbox) -> HostSnapshot:
-    runs = state_dir(box) / "runs"
-    home_runs = box.root / "runs"
-    return HostSnapshot(
-        product=product_digest(box.install_dir),
-        version=box.answers(),
-        pid=service_pid(box),
-        host_runs=tree_digest(runs) if runs.exists() else None,
-        home_runs=tuple(sorted(p.name for p in home_runs.iterdir())) if home_runs.is_dir() else (),
-    )
+def snapshot(box: Sandbox) -> HostState:
+    """The whole host (tests/hoststate.py): product files, the running service (pid, start time, version), the
+    agent's state dir (lock, runs, packages, ledger) and this machine's runs."""
+    return host_state(box.install_dir, answers=box.answers, home=box.root)
 
 
 def execute(box: Sandbox, plan: Path, *extra: str, approved: bool = True) -> Run:
@@ -96,9 +79,9 @@ def assert_refused_untouched(box: Sandbox, version: str, *extra: str) -> None:
     before = snapshot(box)
     rc, plan = plan_to(box, version, *extra)
     assert rc == 3
-    assert snapshot(box) == before
+    assert_host_untouched(before, snapshot(box))
     assert execute(box, plan, approved=False).rc == 3
-    assert snapshot(box) == before
+    assert_host_untouched(before, snapshot(box))
 
 
 def failing_rules(plan: Path) -> set[str]:
@@ -250,7 +233,7 @@ def test_package_with_a_flipped_byte_is_refused_at_plan(sandbox, tmp_path):
     rc, plan = plan_to(sandbox, "7.0.4.2", "--catalog", str(catalog))
     assert rc == 2
     assert not plan.exists()
-    assert snapshot(sandbox) == before
+    assert_host_untouched(before, snapshot(sandbox))
 
 
 def test_package_truncated_after_planning_is_refused_at_run(sandbox, tmp_path):
@@ -266,7 +249,7 @@ def test_package_truncated_after_planning_is_refused_at_run(sandbox, tmp_path):
     run = execute(sandbox, plan)
     assert run.rc == 2
     assert run.dir is None
-    assert snapshot(sandbox) == before
+    assert_host_untouched(before, snapshot(sandbox))
 
 
 def test_package_flipped_after_planning_is_refused_at_run(sandbox, tmp_path):
@@ -282,7 +265,7 @@ def test_package_flipped_after_planning_is_refused_at_run(sandbox, tmp_path):
     before = snapshot(sandbox)
     run = execute(sandbox, plan)
     assert run.rc == 2
-    assert snapshot(sandbox) == before
+    assert_host_untouched(before, snapshot(sandbox))
 
 
 # ---------------------------------------------------------------- the customer's files
@@ -360,7 +343,7 @@ def test_dry_run_checks_everything_and_touches_nothing(sandbox):
     run = execute(box, plan, "--dry-run")
     assert run.rc == 0
     assert run.dir is None
-    assert snapshot(box) == before
+    assert_host_untouched(before, snapshot(box))
 
 
 def test_stale_plan_is_stopped_at_preflight_without_touching_the_host(sandbox):
@@ -446,7 +429,7 @@ def test_rollback_of_unknown_run_id_exits_2(sandbox):
     """Rolling back a run id that does not exist is bad input (exit 2) and touches nothing."""
     before = snapshot(sandbox)
     assert upgrader(sandbox, "rollback", "20990101T000000Z-000000") == 2
-    assert snapshot(sandbox) == before
+    assert_host_untouched(before, snapshot(sandbox))
 
 
 # ---------------------------------------------------------------- backups retention
@@ -512,7 +495,7 @@ def test_plan_reads_without_creating_runs_on_the_host(sandbox):
     rc, plan = plan_to(sandbox, "7.0.4.2")
     assert rc == 0
     assert plan.is_file()
-    assert snapshot(sandbox) == before
+    assert_host_untouched(before, snapshot(sandbox))
     assert not (state_dir(sandbox) / "runs").exists()
 
 

@@ -27,6 +27,8 @@ from hypothesis import strategies as st
 
 from conftest import approve, plan_to, product_digest, upgrader
 from trust_support import resigned
+from hoststate import HostState, assert_host_untouched
+from hoststate import host_state as whole_host_state
 from fleet import Fleet
 from upgrader import sample
 from upgrader.hostagent.beneath import OPEN_DIR
@@ -337,14 +339,10 @@ def signed_catalog(box: Sandbox, directory: Path, members: list[Member]) -> tupl
     return directory, pkg, entry
 
 
-def host_state(box: Sandbox, install: Path | None = None) -> tuple[object, ...]:
-    """Everything a refusal must leave as it was: product files, the service's pid, the lock, staged runs and
-    packages of the host's state dir."""
-    install = install or box.install_dir
-    state = install.parent / f".upgrader-{install.name}"
-    return (product_digest(install), (install / "run" / "server.pid").read_text(), (state / "lock").exists(),
-            sorted(p.name for p in (state / "runs").iterdir()) if (state / "runs").is_dir() else [],
-            sorted(p.name for p in (state / "packages").iterdir()) if (state / "packages").is_dir() else [])
+def host_state(box: Sandbox, install: Path | None = None) -> HostState:
+    """The whole host a refusal must leave as it was (tests/hoststate.py): product files, the service's pid and
+    start time, the agent's state dir (lock, staged runs and packages, ledger)."""
+    return whole_host_state(install or box.install_dir)
 
 
 def test_plan_refuses_every_hostile_archive_of_the_corpus(sandbox, tmp_path, capsys):
@@ -360,7 +358,7 @@ def test_plan_refuses_every_hostile_archive_of_the_corpus(sandbox, tmp_path, cap
         assert rc == 2, (case, err)
         assert str(pkg) in err, case
         assert not plan.exists()
-        assert host_state(sandbox) == was, case
+        assert_host_untouched(was, host_state(sandbox), str(case))
     assert sandbox.answers() == "7.0.4.1"
     assert canary.read_bytes() == CANARY
     no_escape_anywhere()
@@ -397,7 +395,7 @@ def run_refused(box: Sandbox, tmp_path: Path, capsys: pytest.CaptureFixture[str]
     out, err = capsys.readouterr()
     assert rc == 2, out + err
     assert str(pkg) in err and "Traceback" not in out + err
-    assert host_state(box, install) == was
+    assert_host_untouched(was, host_state(box, install))
     assert canary.read_bytes() == CANARY
     no_escape_anywhere()
 

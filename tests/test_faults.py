@@ -21,6 +21,7 @@ import pytest
 import yaml  # type: ignore[import-untyped]
 
 from conftest import approve, kill_processes_under, plan_to, product_digest, tree_digest, upgrader
+from hoststate import assert_released, host_state
 from fleet import Fleet
 from upgrader import sample
 from upgrader.cli.commands.demo import Sandbox, build_sandbox
@@ -253,7 +254,7 @@ def test_package_bigger_than_the_free_space_is_refused_before_stop(small_disk, t
     rc, plan = plan_to(box, NEW, "--catalog", str(catalog))
     assert rc == 0, "with 8 MiB free the plan must pass its free-disk check"
     (disk / "someone-elses-file").write_bytes(bytes(4 << 20))
-    was = before(box)
+    was, whole = before(box), host_state(box.install_dir, answers=box.answers)
     approval = approve(box, plan)
     capsys.readouterr()
     rc = upgrader(box, "run", str(plan), "--approval", str(approval), "--json")
@@ -265,6 +266,7 @@ def test_package_bigger_than_the_free_space_is_refused_before_stop(small_disk, t
     assert "MiB needed" in err
     assert journal_intents(box) == ["preflight"]
     assert_old_version_intact(box, was, same_process=True)
+    assert_released(whole, host_state(box.install_dir, answers=box.answers))
     assert not (disk / ".upgrader-app-01" / "runs").exists() or \
         not any((disk / ".upgrader-app-01" / "runs").rglob("staging"))
 

@@ -17,6 +17,7 @@ import yaml  # type: ignore[import-untyped]
 
 from conftest import Run, approve, fault_env, now_at, plan_to, product_digest, upgrader
 from fleet import Fleet, FleetHost, wait_for
+from hoststate import HostState, assert_host_untouched, host_state
 from upgrader.fleet.inventory import load_inventory
 from upgrader.core.journal import JournalRecord
 from upgrader.fleet.transport import AgentClient, close_all, connect
@@ -63,15 +64,21 @@ def seq_of(records: list[JournalRecord], host: str, phase: str, event: str) -> i
     return seq
 
 
-def assert_untouched(h: FleetHost, before: dict[str, tuple[str, int]], run: Run) -> None:
-    """Same product files, still serving 7.0.4.1, and no trace of the run on the host."""
-    assert product_digest(h.install_dir) == before, f"{h.name}: product files changed"
+def fleet_host_state(h: FleetHost) -> HostState:
+    """The whole host (tests/hoststate.py): product files, the service (pid, start time, version), the agent's state
+    dir (lock, staged packages, runs, ledger)."""
+    return host_state(h.install_dir, state_dir=h.state_dir, answers=h.answers)
+
+
+def assert_untouched(h: FleetHost, before: HostState, run: Run) -> None:
+    """The whole host as before (still serving 7.0.4.1), and no trace of the run on it."""
+    assert_host_untouched(before, fleet_host_state(h), h.name)
     assert h.answers() == "7.0.4.1", f"{h.name} answers {h.answers()!r}"
     assert not h.run_dir(run.id).exists(), f"{h.name} has a run dir of {run.id}"
 
 
-def digests(f: Fleet) -> dict[str, dict[str, tuple[str, int]]]:
-    return {h.name: product_digest(h.install_dir) for h in f.hosts}
+def digests(f: Fleet) -> dict[str, HostState]:
+    return {h.name: fleet_host_state(h) for h in f.hosts}
 
 
 def hook_playbook(f: Fleet, name: str, hook: str, command: str) -> Path:
@@ -128,7 +135,7 @@ def test_failed_canary_stops_the_run_before_any_other_host_is_touched(fleet, cap
     assert run.rc == 1
     assert run.outcomes == {"app-01": "rolled_back", "app-02": "not_started", "app-03": "not_started"}
     assert f["app-01"].answers() == "7.0.4.1"
-    assert product_digest(f["app-01"].install_dir) == before["app-01"]
+    assert product_digest(f["app-01"].install_dir) == before["app-01"].product
     for name in ("app-02", "app-03"):
         assert_untouched(f[name], before[name], run)
     assert "the canary failed on app-01" in run.result["stopped_early"]
@@ -229,13 +236,13 @@ def test_hosts_waiting_after_a_canary_start_only_inside_the_service_window(fleet
     plan = planned(f, "7.0.4.2")
     run = execute(f, plan, "--canary", "1", approval=approve(f.box, plan, "--expires", "7d"))
     assert run.outcomes == {"app-01": "committed", "app-02": "waiting"}
-    before = product_digest(f["app-02"].install_dir)
+    before = fleet_host_state(f["app-02"])
     capsys.readouterr()
     now_at(monkeypatch, "2026-11-27T20:00:00+08:00")  # that evening: outside
     assert upgrader(f.box, "resume", run.id, "--yes") == 4
     err = capsys.readouterr().err
     assert "outside the service window" in err and "--after-hours" in err
-    assert product_digest(f["app-02"].install_dir) == before
+    assert_host_untouched(before, fleet_host_state(f["app-02"]))
     assert f.versions() == {"app-01": "7.0.4.2", "app-02": "7.0.4.1"}
     now_at(monkeypatch, "2026-11-30T10:00:00+08:00")  # Monday morning, inside again
     assert upgrader(f.box, "resume", run.id, "--yes") == 0
@@ -286,7 +293,7 @@ def test_failure_budget_counts_over_the_whole_run_and_stops_new_hosts(fleet, bud
                             "app-04": "not_started", "app-05": "not_started"}
     for name in ("app-01", "app-02"):
         assert f[name].answers() == "7.0.4.1"
-        assert product_digest(f[name].install_dir) == before[name]
+        assert product_digest(f[name].install_dir) == before[name].product
     for name in ("app-03", "app-04", "app-05"):
         assert_untouched(f[name], before[name], run)
     assert "more than 1 host(s) failed" in run.result["stopped_early"]
@@ -402,7 +409,7 @@ def test_a_host_locked_by_another_run_is_refused_naming_the_holder_and_left_unto
         transport.close()
     lock_file = locked.state_dir / "lock"
     lock_before = lock_file.read_bytes()
-    before = product_digest(locked.install_dir)
+    before = fleet_host_state(locked)
     run = execute(f, planned(f, "7.0.4.2"))
     assert run.rc == 5
     assert run.outcomes == {"app-01": "committed", "app-02": "needs_person"}
@@ -504,7 +511,7 @@ def test_run_refuses_a_host_whose_key_changed_since_the_plan_and_touches_nothing
     known = f.box.root / "known_hosts"
     known.write_text(f.sshd.known_hosts.read_text())
     f.write_inventory(known_hosts=str(known))
-    before = product_digest(f["app-01"].install_dir)
+    before = fleet_host_state(f["app-01"])
     plan = planned(f, "7.0.4.2")
     close_all()  # plan and run are separate commands: the run connects anew
     known.write_text(f"[127.0.0.1]:{f.sshd.port} {other_host_key(tmp_path)}\n")

@@ -17,6 +17,7 @@ import pexpect
 import pytest
 
 from conftest import approve, fault_env, plan_to, product_digest, run_with_cancel, upgrader
+from hoststate import HostState, assert_host_untouched, assert_released, host_state
 from upgrader.cli.commands.demo import Sandbox
 from upgrader.cli.commands.guide import CANCELLED_EXIT
 from upgrader.cli.guide_messages import MESSAGES, RULES, Messages
@@ -102,6 +103,12 @@ class Term:
         self.child.close()
         assert self.child.exitstatus is not None, f"killed by signal {self.child.signalstatus}"
         return int(self.child.exitstatus)
+
+
+def whole_host(box: Sandbox) -> HostState:
+    """The whole host (tests/hoststate.py): product files, the service (pid, start time, version), the agent's state
+    dir (lock, staged packages, runs, ledger)."""
+    return host_state(box.install_dir, answers=box.answers)
 
 
 def guide(box: Sandbox, *argv: str, lang: str | None = "en", env: dict[str, str] | None = None) -> Term:
@@ -256,13 +263,14 @@ def test_refused_upgrade_is_explained_rule_by_rule_and_exits_3(sandbox: Sandbox,
     """A minor-level change or a package that changes the management API: the failing rule is on screen in plain
     words, exit 3, nothing touched, no question asked."""
     box = sandbox
-    before = product_digest(box.install_dir)
+    before = whole_host(box)
     child = guide(box, "--inventory", str(box.inventory), "--catalog", str(box.catalog), "--to", version, lang=lang)
     child.expect(SCREEN[lang]["refused"])
     child.expect(SCREEN[lang][rule])
     assert child.finish() == 3
     assert "Traceback" not in child.transcript
-    assert product_digest(box.install_dir) == before and box.answers() == "7.0.4.1" and not runs(box)
+    assert_host_untouched(before, whole_host(box))
+    assert box.answers() == "7.0.4.1" and not runs(box)
 
 
 def test_the_guides_own_errors_are_shown_in_chinese_and_logged_in_english(sandbox: Sandbox) -> None:
@@ -270,6 +278,7 @@ def test_the_guides_own_errors_are_shown_in_chinese_and_logged_in_english(sandbo
     the error line (what scripts and logs keep) stays English; exit 2, nothing changed."""
     box = sandbox
     plan, approval = approved_plan(box, "7.0.4.2")
+    before = whole_host(box)
     for argv, zh, en in (
             (("--plan", str(plan), "--approval", str(approval), "--install-dir", str(box.root)),
              "这份计划针对的是", f"the plan is for {box.install_dir}, not {box.root}"),
@@ -279,6 +288,7 @@ def test_the_guides_own_errors_are_shown_in_chinese_and_logged_in_english(sandbo
         assert child.finish() == 2
         assert "upgrader: error: " in child.transcript and en in child.transcript.replace("\n", "")
         assert "Traceback" not in child.transcript
+    assert_host_untouched(before, whole_host(box))
     assert not runs(box) and box.answers() == "7.0.4.1"
 
 
@@ -317,6 +327,7 @@ def test_message_fields_are_escaped_but_rendered_messages_and_marks_are_not() ->
 def test_bad_input_exits_2_with_the_file_named_and_no_traceback(sandbox: Sandbox, tmp_path: Path) -> None:
     """Nothing to upgrade to, a missing plan file, a malformed --var: exit 2, a clear message, nothing changed."""
     box = sandbox
+    before = whole_host(box)
     for argv, words in (((), "--package PKG"), (("--plan", str(tmp_path / "nope.json")), "nope.json"),
                         (("--install-dir", str(box.install_dir), "--catalog", str(box.catalog), "--to", "7.0.4.2",
                           "--var", "port"), "NAME=VALUE")):
@@ -324,6 +335,7 @@ def test_bad_input_exits_2_with_the_file_named_and_no_traceback(sandbox: Sandbox
         assert child.finish() == 2
         out = child.transcript
         assert words in out and "Traceback" not in out
+    assert_host_untouched(before, whole_host(box))
     assert not runs(box) and box.answers() == "7.0.4.1"
 
 
@@ -335,13 +347,13 @@ def test_ctrl_c_at_the_stop_question_changes_nothing(sandbox: Sandbox, lang: str
     """Ctrl-C at "stop the service now?": exit 130, the install byte-identical, the same old process answering."""
     box = sandbox
     plan, approval = approved_plan(box, "7.0.4.2")
-    before, old_pid = product_digest(box.install_dir), pid(box)
+    before, old_pid = whole_host(box), pid(box)
     child = guide(box, "--plan", str(plan), "--approval", str(approval), lang=lang)
     answer_until_stop(child, lang)
     child.ctrl_c()
     child.expect(SCREEN[lang]["cancelled"])
     assert child.finish() == CANCELLED_EXIT
-    assert product_digest(box.install_dir) == before
+    assert_host_untouched(before, whole_host(box))
     assert box.answers() == "7.0.4.1" and pid(box) == old_pid and not runs(box)
     assert any(e["event"] == "guide_cancelled" for e in audit_events(box))
 
@@ -352,7 +364,7 @@ def test_ctrl_c_during_the_run_before_stop_releases_the_host_untouched(sandbox: 
     gone), the service never stopped, exit 130."""
     box = sandbox
     plan, approval = approved_plan(box, "7.0.4.2")
-    before, old_pid = product_digest(box.install_dir), pid(box)
+    before, old_pid, whole = product_digest(box.install_dir), pid(box), whole_host(box)
     child = guide(box, "--plan", str(plan), "--approval", str(approval), lang=lang,
                   env=fault_env(pause_at="stop"))
     answer_until_stop(child, lang)
@@ -368,6 +380,7 @@ def test_ctrl_c_during_the_run_before_stop_releases_the_host_untouched(sandbox: 
     assert not any(r.phase == "stop" for r in records)
     assert any(r.phase == "finish" and r.event == "done" and r.data.get("outcome") == "unchanged" for r in records)
     assert not (state_dir(box) / "lock").exists() and not list(state_dir(box).glob("**/staging*"))
+    assert_released(whole, whole_host(box))
 
 
 def test_ctrl_c_as_the_run_starts_ends_the_run_with_its_records(sandbox: Sandbox) -> None:
@@ -592,10 +605,12 @@ def test_approval_of_another_plan_is_refused_with_exit_4(sandbox: Sandbox) -> No
     """An approval whose plan the guide does not have (and no --plan): exit 4, told to give --plan; nothing runs."""
     box = sandbox
     _, approval = approved_plan(box, "7.0.4.2")
+    before = whole_host(box)
     child = guide(box, "--package", str(box.catalog / "sample-middleware-7.0.4.2.tar.gz"), "--approval",
                   str(approval))
     assert child.finish() == 4
     assert "--plan" in child.transcript and not runs(box)
+    assert_host_untouched(before, whole_host(box))
 
 
 # ---------------------------------------------------------------- the message catalog
@@ -627,12 +642,13 @@ def test_language_comes_from_lang_else_the_locale(arg: str | None, env: dict[str
 def test_engine_cancelled_before_stop_releases_the_host_unchanged(sandbox: Sandbox) -> None:
     """Cancelled once the backup is made: the service is never stopped, the outcome is unchanged, the lock is gone."""
     box = sandbox
-    before, old_pid = product_digest(box.install_dir), pid(box)
+    before, old_pid, whole = product_digest(box.install_dir), pid(box), whole_host(box)
     host = run_with_cancel(box, "backup")["hosts"][0]
     assert host["outcome"] == "unchanged" and "cancelled by the operator" in host["error"]
     assert [p["phase"] for p in host["phases"]] == ["preflight", "backup"]
     assert product_digest(box.install_dir) == before and pid(box) == old_pid and box.answers() == "7.0.4.1"
     assert not (state_dir(box) / "lock").exists()
+    assert_released(whole, whole_host(box))
 
 
 def test_engine_cancelled_after_stop_rolls_back_to_the_old_version(sandbox: Sandbox) -> None:

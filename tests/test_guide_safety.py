@@ -6,15 +6,17 @@ real sample middleware on a loopback port that is not the playbook's default."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import socket
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
 
-from conftest import approve, fault_env, plan_to, product_digest, tree_digest, upgrader
+from conftest import approve, fault_env, plan_to, upgrader
+from hoststate import HostState, assert_host_untouched
+from hoststate import host_state as whole_host_state
 from test_guide import SCREEN, answer_until_stop, approved_plan, guide, pid, runs, state_dir
 from upgrader.cli.commands.demo import Sandbox
 from upgrader.core.playbook import shipped_playbooks_dir
@@ -42,15 +44,11 @@ def no_usual_places(tmp_path: Path) -> dict[str, str]:
     return {"UPGRADER_SEARCH_PATH": str(empty)}
 
 
-def host_state(box: Sandbox) -> dict[str, Any]:
-    """Everything a refusal must leave as it was: the service's pid and answer, the product files, the lock, the
-    staged packages and run directories on the host, and the run journals here."""
-    state = state_dir(box)
-    return {"pid": pid(box), "answers": box.answers(), "product": product_digest(box.install_dir),
-            # the tool's state beside the install (an empty one counts as none: the lock action makes the folder)
-            # (nor does the agent's marker of a state dir it made, .upgrader-state)
-            "host_state": ({k: v for k, v in tree_digest(state).items() if k != ".upgrader-state"}
-                           if state.exists() else None) or None, "runs": [p.name for p in runs(box)]}
+def host_state(box: Sandbox) -> HostState:
+    """The whole host (tests/hoststate.py): the service's pid, start time and answer, the product files, the agent's
+    whole state dir (lock, staged packages, run directories, ledger) and the run journals here. (An agent state dir
+    holding only its marker counts as none: the lock action makes the folder.)"""
+    return whole_host_state(box.install_dir, answers=box.answers, home=box.root)
 
 
 def used_approvals(box: Sandbox) -> str:
@@ -127,7 +125,7 @@ def test_the_guide_refuses_before_stop_when_the_config_names_a_port_the_service_
     assert f"'tcp' (port {elsewhere} closed)" in out and "在当前运行的版本 7.0.4.1 上就不通过" in out
     assert f"conf/server.conf:2 中 port = {elsewhere}，但该处没有响应" in out
     assert "--var port=" in out and ZH_BACKUP_QUESTION not in out and "Traceback" not in out
-    assert host_state(box) == before
+    assert_host_untouched(before, host_state(box))
     assert not list((box.root / "guide" / "plans").glob("*.json"))  # no plan to approve: it would fail the same way
 
 
@@ -140,7 +138,7 @@ def test_an_explicit_port_wins_over_the_config_and_a_wrong_one_is_refused_naming
     before = host_state(box)
     rc, plan_file = plan_to(box, "7.0.4.2")
     assert rc == 2 and not plan_file.exists()
-    assert host_state(box) == before
+    assert_host_untouched(before, host_state(box))
 
 
 def test_run_refuses_before_stop_when_the_service_moved_since_the_plan_and_keeps_the_approval(
@@ -163,7 +161,7 @@ def test_run_refuses_before_stop_when_the_service_moved_since_the_plan_and_keeps
     assert f"app-01: port in conf/server.conf was '{old}' when the plan was made, is '{moved}' now" in err, err
     assert "nothing was changed" in err and "Traceback" not in err
     assert runs(box) == []
-    assert host_state(box) == before
+    assert_host_untouched(before, host_state(box))
     assert not (state_dir(box) / "lock").exists()
     assert approval_digest(approval) not in used_approvals(box)
     assert not (state_dir(box) / "approvals-used.jsonl").exists()
@@ -247,7 +245,7 @@ def test_a_lock_left_behind_is_explained_in_chinese_before_any_question_and_the_
                     "--break-lock", f"upgrader --home {home} rollback 20261203T020000Z-dead01 --break-lock"):
         assert command in out, command
     assert ZH_BACKUP_QUESTION not in out and "第 2/8 步" not in out
-    assert host_state(box) == before
+    assert_host_untouched(before, host_state(box))
     assert approval_digest(approval) not in used_approvals(box)
 
 
@@ -262,7 +260,8 @@ def test_a_run_refused_by_a_lock_at_preflight_does_not_spend_its_approval(sandbo
                                 "time": 1764727200.0}))
     before = host_state(box)
     assert upgrader(box, "run", str(plan), "--approval", str(approval)) == 5
-    assert {**host_state(box), "runs": []} == {**before, "runs": []}
+    after = host_state(box)
+    assert_host_untouched(before, dataclasses.replace(after, home_runs=before.home_runs))
     assert approval_digest(approval) not in used_approvals(box)
     lock.unlink()
     assert upgrader(box, "run", str(plan), "--approval", str(approval)) == 0

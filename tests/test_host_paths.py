@@ -21,8 +21,10 @@ from typing import Any
 import pytest
 import yaml  # type: ignore[import-untyped]
 
-from conftest import approve, plan_to, product_digest, upgrader
+from conftest import approve, plan_to, upgrader
 from fleet import Fleet
+from hoststate import LEDGER, HostState, assert_host_untouched
+from hoststate import host_state as whole_host_state
 from upgrader.hostagent.access import open_ssh_dir, replace_authorized_keys
 from upgrader.hostagent.beneath import move_beneath, remove_beneath
 from upgrader.hostagent.common import AgentError
@@ -42,13 +44,10 @@ def state_dir(install: Path) -> Path:
     return install.parent / f".upgrader-{install.name}"
 
 
-def host_state(install: Path) -> tuple[Any, ...]:
-    """What a refusal must leave as it was: product files (links included), the service's pid, the lock, the
-    runs and packages kept in the host's state dir."""
-    state = state_dir(install)
-    return (product_digest(install), (install / "run" / "server.pid").read_text(), (state / "lock").exists(),
-            sorted(p.name for p in (state / "runs").iterdir()) if (state / "runs").is_dir() else [],
-            sorted(p.name for p in (state / "packages").iterdir()) if (state / "packages").is_dir() else [])
+def host_state(install: Path) -> HostState:
+    """The whole host a refusal must leave as it was (tests/hoststate.py): product files (links included), the
+    service's pid and start time, the agent's state dir (lock, runs, packages, ledger)."""
+    return whole_host_state(install)
 
 
 def outside(tmp_path: Path) -> Path:
@@ -74,8 +73,13 @@ def last_result(box: Sandbox) -> dict[str, Any]:
     return dict(json.loads((runs[-1] / "result.json").read_text()))
 
 
-def assert_refused_before_stop(box: Sandbox, was: tuple[Any, ...], somewhere: Path) -> None:
-    assert host_state(box.install_dir) == was
+def last_run_id(box: Sandbox) -> str:
+    """The id of the last run made in the sandbox home (its run directory's name)."""
+    return max((box.root / "runs").iterdir(), key=lambda p: p.stat().st_mtime).name
+
+
+def assert_refused_before_stop(box: Sandbox, was: HostState, somewhere: Path) -> None:
+    assert_host_untouched(was, host_state(box.install_dir))
     assert box.answers() == OLD
     assert (somewhere / "victim.txt").read_bytes() == CANARY
     assert all((somewhere / n).read_bytes() == CANARY for n in ("server.pid", "server.log"))
@@ -118,7 +122,7 @@ def test_plan_of_a_patch_removing_through_a_symlinked_dir_is_refused(sandbox, tm
     assert rc == 2, text
     assert f"extras -> {somewhere}" in text and "extras/victim.txt" in text
     assert not (sandbox.plans / "patch.json").exists()
-    assert host_state(sandbox.install_dir) == was
+    assert_host_untouched(was, host_state(sandbox.install_dir))
     assert (somewhere / "victim.txt").read_bytes() == CANARY
 
 
@@ -178,7 +182,7 @@ def test_the_agent_alone_refuses_a_remove_through_a_symlinked_dir(sandbox, tmp_p
     assert reply["ok"] is False and reply["kind"] == "unsafe_path"
     assert "extras" in reply["error"] and str(somewhere) in reply["error"]
     assert (somewhere / "victim.txt").read_bytes() == CANARY
-    assert host_state(sandbox.install_dir)[:3] == was[:3]
+    assert_host_untouched(was, host_state(sandbox.install_dir), run_record="remove-1")  # its action lock only
 
 
 def test_remove_beneath_never_deletes_through_a_link_even_inside_a_copy(tmp_path):
@@ -242,7 +246,7 @@ def test_inventory_variable_pointing_a_pid_file_or_log_probe_outside_is_refused_
                        "--catalog", str(sandbox.catalog), "-o", str(sandbox.plans / "p.json"))
     assert rc == 2, text
     assert key in text and "app-01" in text and str(sandbox.inventory) in text
-    assert host_state(sandbox.install_dir) == was
+    assert_host_untouched(was, host_state(sandbox.install_dir))
     assert (somewhere / "server.pid").read_bytes() == CANARY
 
 
@@ -258,7 +262,7 @@ def test_inventory_variable_through_a_link_outside_is_refused_by_plan(sandbox, t
                        "--catalog", str(sandbox.catalog), "-o", str(sandbox.plans / "p.json"))
     assert rc == 2, text
     assert f"state -> {somewhere}" in text and f"state/{file}" in text
-    assert host_state(sandbox.install_dir) == was
+    assert_host_untouched(was, host_state(sandbox.install_dir))
 
 
 def test_log_probe_dir_swapped_for_a_link_after_the_plan_is_refused_before_stop(sandbox, tmp_path, capsys):
@@ -458,9 +462,8 @@ def test_a_package_link_on_a_preserved_paths_way_is_refused_before_stop(sandbox,
     assert rc == 2, text
     assert "passes through the symlink q" in text
     assert tree_listing(somewhere) == before
-    now = host_state(inst)
-    assert now[:3] == was[:3] and now[4] == was[4]  # product files, the service's pid, no lock; packages
-    (run_dir,) = [state_dir(inst) / "runs" / r for r in now[3]]  # the refused run's record, nothing staged
+    run_dir = state_dir(inst) / "runs" / last_run_id(sandbox)  # the refused run's record, nothing staged
+    assert_host_untouched(was, host_state(inst), run_record=run_dir.name, appended=LEDGER)  # the run locked the host
     assert not (run_dir / "staging").exists() and not (run_dir / "backup").exists()
     assert sandbox.answers() == OLD
     (host,) = last_result(sandbox)["hosts"]

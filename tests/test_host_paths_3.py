@@ -20,8 +20,9 @@ import pytest
 import yaml  # type: ignore[import-untyped]
 
 from conftest import approve, fault_env, plan_to, upgrader
+from hoststate import LEDGER, assert_host_untouched
 from fleet import Fleet
-from test_host_paths import host_state, last_result, run_cli
+from test_host_paths import host_state, last_result, last_run_id, run_cli
 from test_swap_races import NOBODY, Toggler, as_attacker, give_to_nobody, run_child
 from upgrader.hostagent.common import AgentError
 from upgrader.hostagent.main import handle
@@ -104,7 +105,7 @@ def test_c4_over_ssh_the_package_upload_never_writes_through_a_state_dir_swapped
     assert done.returncode == 2, text
     assert_refused_naming(text, hosts, NOBODY)
     assert not (hosts / ".upgrader-app-01").is_symlink()
-    assert host_state(box.install_dir) == was
+    assert_host_untouched(was, host_state(box.install_dir))
     assert box.answers() == OLD
     (host,) = last_result(box)["hosts"]
     assert [p["phase"] for p in host["phases"]] == ["preflight"]
@@ -128,7 +129,7 @@ def test_c3_locally_prepare_never_writes_through_a_state_dir_swapped_by_the_pare
     assert victim.read_bytes() == SECRET
     assert sorted(os.listdir(hosts / ".A")) == listing_a
     assert os.listdir(hosts / ".A" / "packages") == [f"{sha}.tar.gz.part"]
-    assert host_state(sandbox.install_dir) == was
+    assert_host_untouched(was, host_state(sandbox.install_dir))
     assert sandbox.answers() == OLD
 
 
@@ -354,9 +355,8 @@ def test_c7_a_patch_link_that_climbs_out_through_the_installs_own_link_is_refuse
     rc, text = run_cli(sandbox, capsys, "run", str(plan), "--approval", str(approval))
     assert rc == 2, text
     assert "staged link lib/esc passes through the symlink lib/up -> .., which leads outside" in text, text
-    now = host_state(sandbox.install_dir)
-    assert now[:3] == was[:3] and now[4] == was[4]  # product files, the service's pid, no lock; packages
-    (run_dir,) = [sandbox.install_dir.parent / ".upgrader-app-01" / "runs" / r for r in now[3]]
+    run_dir = sandbox.install_dir.parent / ".upgrader-app-01" / "runs" / last_run_id(sandbox)
+    assert_host_untouched(was, host_state(sandbox.install_dir), run_record=run_dir.name, appended=LEDGER)
     assert not (run_dir / "staging").exists() and not (run_dir / "backup").exists()  # the refused run's record
     assert sandbox.answers() == OLD
     assert not (sandbox.install_dir / "lib" / "esc").is_symlink()

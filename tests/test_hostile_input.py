@@ -19,15 +19,16 @@ import subprocess
 import sys
 import tarfile
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import pytest
 import yaml  # type: ignore[import-untyped]
 
-from conftest import approve, kill_processes_under, plan_to, product_digest, upgrader
+from conftest import approve, kill_processes_under, plan_to, upgrader
 from fleet import Fleet
+from hoststate import HostState, assert_host_untouched
+from hoststate import host_state as whole_host_state
 from upgrader import sample
 from upgrader.cli.commands.demo import Sandbox, build_sandbox
 from upgrader.trust.package import file_digest
@@ -40,24 +41,14 @@ OLD, NEW = "7.0.4.1", "7.0.4.2"
 # ---------------------------------------------------------------- what 'nothing touched' means
 
 
-@dataclass(frozen=True)
-class HostState:
-    tree: dict[str, tuple[str, int]]
-    pid: str
-    version: str | None
-    host_runs: bool
-    home_runs: tuple[str, ...]
-
-
 def host_state(box: Sandbox) -> HostState:
-    runs = box.root / "runs"
-    return HostState(product_digest(box.install_dir), (box.install_dir / "run" / "server.pid").read_text(),
-                     box.answers(), (box.install_dir.parent / f".upgrader-{box.install_dir.name}" / "runs").exists(),
-                     tuple(sorted(p.name for p in runs.iterdir())) if runs.is_dir() else ())
+    """The whole host (tests/hoststate.py): product files, the service's pid, start time and answer, the agent's
+    state dir (lock, runs, staged packages, ledger) and this machine's runs."""
+    return whole_host_state(box.install_dir, answers=box.answers, home=box.root)
 
 
 def assert_untouched(box: Sandbox, was: HostState) -> None:
-    assert host_state(box) == was
+    assert_host_untouched(was, host_state(box))
     assert box.answers() == OLD
     assert http_get(box.port, "/health")[0] == 200
 
@@ -455,7 +446,7 @@ def test_installed_version_with_shell_code_is_refused_by_policy_and_never_reache
     assert "unreadable" in text
     assert not marker.exists()
     assert not (sandbox.install_dir / "hook-saw-version.txt").exists()
-    assert host_state(sandbox) == was
+    assert_host_untouched(was, host_state(sandbox))
     assert http_get(sandbox.port, "/health")[0] == 200
 
 

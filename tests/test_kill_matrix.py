@@ -10,7 +10,7 @@ that name passes it; ``agent:<op>:<step>`` kills the host action at that step, t
 Scenarios (the playbook is a copy of the sample one with a 0.5 s observation window):
 
 - ``healthy``: 7.0.4.1 -> 7.0.4.2 with an ``after_commit`` hook. Every boundary of preflight, backup,
-  stop, install, start, observe and hook:after_commit, and every step of prepare, install, start
+  stop, install, start, observe and hook:after_commit, and every step of lock, prepare, install, start
   and finish.
 - ``rollback``: 7.0.4.1 -> 7.0.4.5 (installs, then fails its health probes) with an
   ``after_rollback`` hook. The rollback phase's boundaries and steps, hook:after_rollback's
@@ -24,13 +24,22 @@ Scenarios (the playbook is a copy of the sample one with a 0.5 s observation win
   Killed right after that launch, neither `resume` nor `rollback` may start a second server while the
   first is still coming up.
 
-Over SSH (the real sshd of tests/sshd.py) a subset of these points runs the same checks.
+- ``hooks``: 7.0.4.1 -> 7.0.4.2 with a hook at before_stop, after_stop, after_install and after_start: each
+  hook's boundaries, and the host agent killed right after each hook's command ran.
+
+Over SSH (the real sshd of tests/sshd.py) a subset of these points runs the same checks, and the receipt of the
+package (``receive_commit``, which a local host never needs) is killed there.
+
+The coverage check reads every kill point from the product's own source (the engine's phases, the hook phases,
+the host agent's ``test_kill`` steps) and requires each to be a case here or in test_kill_recovery (where
+`resume` and `rollback` themselves are killed).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -44,12 +53,12 @@ import yaml  # type: ignore[import-untyped]
 from conftest import approve, fault_env, kill_processes_under, plan_to, product_digest, tree_digest
 from fleet import Fleet
 from upgrader.cli.commands.demo import Sandbox, build_sandbox
-from upgrader.core.playbook import shipped_playbooks_dir
+from upgrader.core.playbook import PHASE_HOOKS, shipped_playbooks_dir
 from upgrader.sample import http_get
 
 OLD = "7.0.4.1"
 CONF = "conf/server.conf"
-COVERED: list[tuple[str, str, str]] = []  # (transport, scenario, point) of every kill that passed its checks
+PRODUCT_SOURCE = Path(__file__).resolve().parent.parent / "upgrader"
 
 
 # ---------------------------------------------------------------- the matrix
@@ -76,7 +85,11 @@ SCENARIOS: dict[str, dict[str, Any]] = {
     "rollback-start": {"target": "7.0.4.5", "hooks": {"after_install": [{"command": "exit 3"}]}},
     "rollback-slow-start": {"target": "7.0.4.5", "hooks": {"after_install": [{"command": "exit 3"}]},
                             "start": "(sleep 3; exec bin/start.sh) >/dev/null 2>&1 </dev/null &"},
+    # one hook at each phase before the new version is observed (the command names its phase for the fault plugin)
+    "hooks": {"target": "7.0.4.2", "hooks": {h: [{"command": f"true {h}"}] for h in
+                                             ("before_stop", "after_stop", "after_install", "after_start")}},
 }
+HOOKS_BEFORE_COMMIT = ("before_stop", "after_stop", "after_install", "after_start")
 STEPS = ("before", "started", "finished")
 
 
@@ -90,6 +103,17 @@ def _healthy_cases() -> list[Case]:
                  "install:swapped", "install:preserve", "start:launched"):
         cases.append(Case("healthy", f"agent:{step}", "old"))
     cases.append(Case("healthy", "agent:finish:cleanup", "new"))
+    cases.append(Case("healthy", "agent:lock:held", "old"))
+    return cases
+
+
+def _hook_cases() -> list[Case]:
+    """Each hook of each phase before the observation: the controller at its boundaries, the host agent right after
+    the hook's command ran (``agent:hook:ran@<hook>``: only that hook's request carries the kill)."""
+    cases = []
+    for hook in HOOKS_BEFORE_COMMIT:
+        cases += [Case("hooks", f"hook:{hook}:{step}", "old") for step in STEPS]
+        cases.append(Case("hooks", f"agent:hook:ran@{hook}", "old"))
     return cases
 
 
@@ -104,12 +128,16 @@ def _rollback_cases() -> list[Case]:
     return cases
 
 
-LOCAL_CASES = _healthy_cases() + _rollback_cases()
+LOCAL_CASES = _healthy_cases() + _rollback_cases() + _hook_cases()
 SSH_CASES = [c for c in LOCAL_CASES if str(c) in {
     "healthy@backup:started", "healthy@stop:finished", "healthy@agent:prepare:extracted",
     "healthy@agent:install:swapped", "healthy@agent:start:launched", "healthy@observe:started",
-    "healthy@hook:after_commit:finished", "rollback@agent:rollback:moved_failed",
+    "healthy@hook:after_commit:finished", "rollback@agent:rollback:moved_failed", "healthy@agent:lock:held",
+    "hooks@agent:hook:ran@after_stop",
 }]
+# the package reaches a host over SSH only (a local host reads it in place): its receipt is killed there
+SSH_CASES += [Case("healthy", "agent:receive_commit:checked", "old"),
+              Case("healthy", "agent:receive_commit:committed", "old")]
 
 
 # ---------------------------------------------------------------- helpers
@@ -330,7 +358,6 @@ def test_local_host_killed_at_point_resumes_to_one_whole_version_and_rolls_back_
     """A local run killed at this point: resume leaves one whole healthy version (twice), rollback the old one."""
     first, second = two_sandboxes(case.scenario)
     check_kill(first, second, case, new_tree)
-    COVERED.append(("local", case.scenario, case.point))
 
 
 @pytest.mark.slow
@@ -343,16 +370,42 @@ def test_ssh_host_killed_at_point_resumes_to_one_whole_version_and_rolls_back_by
         f: Fleet = fleet(1)
         prepared.append(prepare(f.box, case.scenario, f.playbook.parent))
     check_kill(prepared[0], prepared[1], case, new_tree)
-    COVERED.append(("ssh", case.scenario, case.point))
 
 
-@pytest.mark.slow
-def test_kill_matrix_covered_at_least_20_distinct_points():
-    """Every kill point of the matrix passed its checks: at least 20 locally and 6 over SSH (the count is printed)."""
-    local = {(s, p) for t, s, p in COVERED if t == "local"}
-    ssh = {(s, p) for t, s, p in COVERED if t == "ssh"}
-    print(f"\nkill matrix: {len(local)} distinct kill points on a local host, {len(ssh)} over SSH")
-    assert local == {(c.scenario, c.point) for c in LOCAL_CASES}
-    assert ssh == {(c.scenario, c.point) for c in SSH_CASES}
-    assert len(local) >= 20
-    assert len(ssh) >= 6
+def product_kill_points() -> set[str]:
+    """Every place the product can be killed, read from its own source (not from what tests ran): each phase the
+    engine runs (``self.phase("NAME", ...)``) and each hook phase (PHASE_HOOKS) at each boundary, and each step
+    of the host agent (``test_kill(req, "OP:STEP")``)."""
+    engine = (PRODUCT_SOURCE / "core" / "engine.py").read_text(encoding="utf-8")
+    phases = set(re.findall(r'self\.phase\("([a-z_]+)"', engine)) | {f"hook:{h}" for h in PHASE_HOOKS}
+    assert "hook:{which}" in engine and {"preflight", "rollback", "verify_backup"} <= phases, \
+        "the engine's phases are no longer found where this reads them: update product_kill_points"
+    points = {f"{p}:{s}" for p in phases for s in STEPS}
+    for source in sorted((PRODUCT_SOURCE / "hostagent").glob("*.py")):
+        points |= {f"agent:{step}" for step in
+                   re.findall(r'test_kill\(req, "([a-z_]+:[a-z_]+)"\)', source.read_text(encoding="utf-8"))}
+    return points
+
+
+def test_kill_matrix_covers_every_kill_point_of_the_product():
+    """Every kill point the product has (read from its source) is a case of a kill matrix: `upgrader run` killed
+    (here, locally or over SSH), or `resume`/`rollback` killed (test_kill_recovery); the counts are printed."""
+    from test_kill_recovery import RESUME_CASES, ROLLBACK_CASES, SSH_RECOVERY_CASES
+
+    product = product_kill_points()
+    assert {"agent:lock:held", "agent:receive_commit:committed", "agent:hook:ran", "hook:before_stop:started",
+            "verify_backup:finished"} <= product
+    run_cases = {c.point.split("@")[0] for c in LOCAL_CASES + SSH_CASES}
+    recovery_cases = {c.point.split("@")[0] for c in ROLLBACK_CASES + RESUME_CASES + SSH_RECOVERY_CASES}
+    missing = sorted(product - run_cases - recovery_cases)
+    assert not missing, f"kill points of the product no matrix kills at: {missing}"
+    unknown = sorted((run_cases | recovery_cases) - product)
+    assert not unknown, f"cases at points the product does not have: {unknown}"
+    hooks = {c.point.split(":")[1] for c in LOCAL_CASES if c.point.startswith("hook:")}
+    assert hooks >= set(PHASE_HOOKS) - {"after_rollback"} and "hook:after_rollback:started" in recovery_cases
+    agent_hook_ran = {c.point.split("@")[1] for c in LOCAL_CASES if c.point.startswith("agent:hook:ran@")}
+    assert agent_hook_ran == set(HOOKS_BEFORE_COMMIT)
+    print(f"\nkill points of the product: {len(product)}; `run` killed at {len({str(c) for c in LOCAL_CASES})} "
+          f"locally and {len(SSH_CASES)} over SSH; `resume`/`rollback` killed at "
+          f"{len(ROLLBACK_CASES + RESUME_CASES)} locally and {len(SSH_RECOVERY_CASES)} over SSH")
+    assert len(LOCAL_CASES) >= 20 and len(SSH_CASES) >= 6

@@ -13,6 +13,7 @@ import pytest
 import yaml  # type: ignore[import-untyped]
 
 from conftest import plan_to, product_digest, upgrader
+from hoststate import assert_host_untouched, host_state
 from upgrader.cli import main
 from upgrader.cli.commands.demo import Sandbox
 from upgrader.fleet.transport.base import AgentClient, AgentFailure
@@ -186,6 +187,7 @@ def test_hostile_package_in_catalog_is_refused_before_the_host_is_touched(sandbo
     catalog = hostile_catalog(sandbox, tmp_path / "catalog", extra, limits)
     before = product_digest(sandbox.install_dir)
     pid = (sandbox.install_dir / "run" / "server.pid").read_text()
+    whole = host_state(sandbox.install_dir, answers=sandbox.answers, home=sandbox.root)
     capsys.readouterr()
     rc, plan = plan_to(sandbox, "7.0.4.2", "--catalog", str(catalog))
     err = capsys.readouterr().err
@@ -197,6 +199,7 @@ def test_hostile_package_in_catalog_is_refused_before_the_host_is_touched(sandbo
     assert sandbox.answers() == "7.0.4.1"
     assert not state_runs(sandbox).exists()
     assert not (sandbox.root / "runs").exists()
+    assert_host_untouched(whole, host_state(sandbox.install_dir, answers=sandbox.answers, home=sandbox.root))
 
 
 # ---------------------------------------------------------------- the host agent's own checks

@@ -8,8 +8,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from conftest import Run, approve, fault_env, now_at, plan_to, product_digest, upgrader
+from conftest import Run, approve, fault_env, now_at, plan_to, upgrader
 from fleet import Fleet, FleetHost, wait_for
+from hoststate import WITNESS, HostState, assert_host_untouched, assert_hosts_untouched
+from hoststate import host_state as whole_host_state
 
 
 # ---------------------------------------------------------------- helpers
@@ -34,18 +36,10 @@ def pid(h: FleetHost) -> int | None:
     return int(p.read_text().strip()) if p.is_file() else None
 
 
-def host_state(h: FleetHost) -> dict[str, Any]:
-    """Everything a refusal must leave as it was: the version answered, the pid, the lock, the run directories, the
-    product files and the packages staged on the host."""
-    runs = h.state_dir / "runs"
-    packages = h.state_dir / "packages"
-    return {"answers": h.answers(), "pid": pid(h), "lock": (h.state_dir / "lock").exists(),
-            "product": product_digest(h.install_dir),
-            "packages": sorted(p.name for p in packages.iterdir()) if packages.is_dir() else [],
-            "runs": sorted((p.name, sorted(c.name for c in p.iterdir())) for p in runs.iterdir()) if runs.is_dir()
-            else [],
-            "installed": (h.state_dir / "installed.json").read_text() if (h.state_dir / "installed.json").exists()
-            else None}
+def host_state(h: FleetHost) -> HostState:
+    """The whole host a refusal must leave as it was (tests/hoststate.py): the version answered, the service's pid
+    and start time, the agent's state dir (lock, runs, staged packages, installed manifest, ledger), the product."""
+    return whole_host_state(h.install_dir, state_dir=h.state_dir, answers=h.answers)
 
 
 def rollback_result(f: Fleet, run_id: str) -> dict[str, Any]:
@@ -72,7 +66,7 @@ def test_rolling_back_a_run_that_a_later_run_replaced_is_refused_before_anything
     out, err = capsys.readouterr()
     assert rc == 5
     assert f"app-01 was changed by run {b.id} since; roll back {b.id}" in out + err
-    assert host_state(h) == before
+    assert_host_untouched(before, host_state(h))
     assert rollback_result(f, a.id)["hosts"][0]["outcome"] == "superseded"
     html = f.box.root / "audit.html"
     assert upgrader(f.box, "audit", "export", "--format", "html", "-o", str(html)) == 0
@@ -89,12 +83,12 @@ def test_rolling_back_a_run_twice_changes_nothing_the_second_time(fleet, capsys)
     a = execute(f, planned(f, "7.0.4.2"))
     assert upgrader(f.box, "rollback", a.id) == 0
     before = host_state(h)
-    assert before["answers"] == "7.0.4.1" and before["pid"] and not before["lock"]
+    assert before.version == "7.0.4.1" and before.pid and before.lock is None
     capsys.readouterr()
     assert upgrader(f.box, "rollback", a.id) == 0
     out = capsys.readouterr().out
     assert "nothing to do" in out
-    assert host_state(h) == before
+    assert_host_untouched(before, host_state(h), appended=[WITNESS])  # its audit checkpoint, nothing else
 
 
 def test_resume_of_a_run_that_a_later_run_replaced_stops_nothing(fleet):
@@ -121,7 +115,7 @@ def test_resume_of_a_run_that_a_later_run_replaced_stops_nothing(fleet):
     assert b.rc == 0 and h.answers() == "7.0.4.3"
     before = host_state(h)
     assert upgrader(f.box, "resume", a_dir.name) == 5
-    assert host_state(h) == before
+    assert_host_untouched(before, host_state(h))
     result = json.loads((a_dir / "result.json").read_text())
     assert result["hosts"][0]["outcome"] == "superseded"
     assert f"app-01 was changed by run {b.id} since; roll back {b.id}" in result["hosts"][0]["error"]
@@ -147,7 +141,7 @@ def test_a_lock_left_by_a_killed_rollback_is_shown_by_status_and_cleared_with_br
                             text=True, timeout=120)
     assert killed.returncode == -9, killed.stderr[-2000:]
     held = host_state(h)
-    assert held["lock"] and held["answers"] == "7.0.4.2"
+    assert held.lock is not None and held.version == "7.0.4.2"
     capsys.readouterr()
     assert upgrader(f.box, "status", "--inventory", str(f.box.inventory)) == 5
     out = capsys.readouterr().out
@@ -155,7 +149,7 @@ def test_a_lock_left_by_a_killed_rollback_is_shown_by_status_and_cleared_with_br
     assert f"upgrader --home {f.box.root} rollback {a.id}" in out  # complete, runnable as printed
     assert upgrader(f.box, "resume", a.id) == 0  # the run had finished; resume points at the rollback
     assert f"but app-01: run {a.id} its rollback was interrupted" in capsys.readouterr().out
-    assert host_state(h) == held
+    assert_host_untouched(held, host_state(h))
     assert upgrader(f.box, "status", "--inventory", str(f.box.inventory), "--json") == 5
     status = json.loads(capsys.readouterr().out)
     assert status["hosts"][0]["lock"]["run"] == a.id and status["hosts"][0]["version"] == "7.0.4.2"
@@ -168,7 +162,7 @@ def test_a_lock_left_by_a_killed_rollback_is_shown_by_status_and_cleared_with_br
                                                    "user": "wang", "time": 1761955200}))
     before = host_state(h)
     assert upgrader(f.box, "rollback", b.id) == 5  # refused by the lock; nothing stopped
-    assert host_state(h) == before
+    assert_host_untouched(before, host_state(h))
     capsys.readouterr()
     assert upgrader(f.box, "status", "--inventory", str(f.box.inventory)) == 5
     out = capsys.readouterr().out
@@ -228,7 +222,7 @@ def test_a_two_host_rollback_in_batches_of_one_stops_after_a_failing_host(fleet,
     capsys.readouterr()
     assert upgrader(f.box, "rollback", run.id) == 2
     assert "--yes" in capsys.readouterr().err
-    assert {h.name: host_state(h) for h in f.hosts} == before
+    assert_hosts_untouched(before, {h.name: host_state(h) for h in f.hosts})
     # the first host's backup is damaged: its rollback fails the backup check, before its service is stopped
     victim = next((f["app-01"].run_dir(run.id) / "backup" / "tree").rglob("VERSION"))
     victim.unlink()
@@ -241,9 +235,9 @@ def test_a_two_host_rollback_in_batches_of_one_stops_after_a_failing_host(fleet,
     outcomes = {h["host"]: h["outcome"] for h in result["hosts"]}
     assert outcomes["app-01"] == "needs_person" and outcomes["app-02"] == "not_started"
     assert "no further host was stopped" in result["stopped_early"]
-    assert host_state(f["app-02"]) == before["app-02"]  # same pid: never stopped
+    assert_host_untouched(before["app-02"], host_state(f["app-02"]))  # same pid: never stopped
     # app-01 was not stopped either: its backup failed the check first, 7.0.4.2 runs under the same pid
-    assert host_state(f["app-01"])["pid"] == before["app-01"]["pid"] and f["app-01"].answers() == "7.0.4.2"
+    assert host_state(f["app-01"]).service == before["app-01"].service and f["app-01"].answers() == "7.0.4.2"
     assert not (f["app-01"].state_dir / "lock").exists()
     assert "nothing was stopped" in result["hosts"][0]["error"]
     assert result["hosts"][0]["after"]["healthy"] is True  # read on the host afterwards, not assumed
@@ -274,7 +268,7 @@ def test_dry_run_reads_every_host_and_fails_when_sshd_is_down(tmp_path, capsys):
         assert "read now: runs 7.0.4.1, lock free" in out and "host key verified" in out
         assert "stop               bin/stop.sh" in out and "start              bin/start.sh" in out
         assert "probe" in out and "order: [app-01] → [app-02] (the first is the canary)" in out
-        assert {h.name: host_state(h) for h in f.hosts} == before
+        assert_hosts_untouched(before, {h.name: host_state(h) for h in f.hosts})
         assert f.run_dirs() == []
         # plan show --check: the same read, without any approval
         assert upgrader(f.box, "plan", "show", str(plan), "--check") == 0
@@ -287,7 +281,7 @@ def test_dry_run_reads_every_host_and_fails_when_sshd_is_down(tmp_path, capsys):
         assert rc == 5
         assert "unreachable" in out and "NOT READY" in out
         assert upgrader(f.box, "plan", "show", str(plan), "--check") == 5
-        assert {h.name: host_state(h) for h in f.hosts} == before
+        assert_hosts_untouched(before, {h.name: host_state(h) for h in f.hosts})
     finally:
         server.stop()
         f.stop_all()
@@ -337,7 +331,7 @@ def test_ansible_become_is_refused_naming_the_host_and_the_key(fleet, capsys):
         err = capsys.readouterr().err
         assert f"host app-01: {key}" in err and "Traceback" not in err
         assert not out.exists()
-    assert host_state(f["app-01"]) == before
+    assert_host_untouched(before, host_state(f["app-01"]))
 
 
 def test_an_unknown_host_key_names_the_three_ways_to_accept_it(fleet, capsys):
@@ -393,7 +387,7 @@ def test_a_policy_can_hold_rollbacks_to_the_service_window(fleet, monkeypatch, c
     capsys.readouterr()
     assert upgrader(f.box, "rollback", a.id) == 4
     assert "outside the service window" in capsys.readouterr().err
-    assert host_state(h) == before
+    assert_host_untouched(before, host_state(h))
     now_at(monkeypatch, "2026-11-30T10:00:00+08:00")  # Monday morning
     assert upgrader(f.box, "rollback", a.id) == 0
     assert "the rollback is allowed now (policy window.rollback: like_run)" in capsys.readouterr().out
@@ -422,7 +416,7 @@ def test_on_a_terminal_a_fleet_rollback_asks_before_it_stops_more_than_one_host(
         child.close()
         assert child.exitstatus == code, (child.before or "")[-2000:]
         if answer == "n":
-            assert {h.name: host_state(h) for h in f.hosts} == before
+            assert_hosts_untouched(before, {h.name: host_state(h) for h in f.hosts})
     assert f.versions() == {"app-01": "7.0.4.1", "app-02": "7.0.4.1"}
 
 
@@ -447,11 +441,11 @@ def test_resume_takes_over_a_foreign_lock_only_with_break_lock(fleet, capsys):
                                                    "user": "li", "time": 1761955200}))
     before = host_state(h)
     assert upgrader(f.box, "resume", a_dir.name) == 5
-    assert host_state(h) == before
+    assert_host_untouched(before, host_state(h))
     capsys.readouterr()
     assert upgrader(f.box, "resume", a_dir.name, "--break-lock") == 1  # released untouched: the run did not happen
     out = capsys.readouterr().out
     assert "broke the lock of run 20261101T000000Z-other1 (li@laptop-9)" in out
-    assert h.answers() == "7.0.4.1" and pid(h) == before["pid"] and not (h.state_dir / "lock").exists()
+    assert h.answers() == "7.0.4.1" and str(pid(h)) == before.pid and not (h.state_dir / "lock").exists()
     events = [json.loads(x) for x in (f.box.root / "audit" / "audit.jsonl").read_text().splitlines()]
     assert [e["data"]["holder"]["user"] for e in events if e["event"] == "lock_broken"] == ["li"]

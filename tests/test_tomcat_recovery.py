@@ -7,18 +7,19 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import os
 import re
 import shutil
 import zipfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Iterator
 
 import pytest
 import yaml  # type: ignore[import-untyped]
 
 from conftest import fault_env
+from hoststate import HostState, assert_host_untouched
+from hoststate import host_state as whole_host_state
 from tomcat import Home, Site, Tomcat, install, jvm_pids
 from tomcat_fixtures import TomcatCatalog, package_name, tomcat_catalog, tomcat_homes  # noqa: F401
 from tomcat_lab import Lab, conf_digest, make_lab, quick_playbook
@@ -72,19 +73,13 @@ def site(tmp_path: Path, tomcat_homes: tuple[Home, Home], tomcat_catalog: Tomcat
         yield lab
 
 
-def _digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def host_state(lab: Lab) -> dict[str, Any]:
-    """What a refusal must leave as it was: the JVM and its pid, the lock, packages and runs on the host, and every
-    product and configuration file (logs/, temp/, work/ are the running server's own)."""
-    home, state = lab.tomcat.home, lab.state_dir
-    files = {str(p.relative_to(home)): _digest(p) for p in sorted(home.rglob("*"))
-             if p.is_file() and p.relative_to(home).parts[0] not in ("logs", "temp", "work")}
-    return {"jvms": jvm_pids(home), "lock": (state / "lock").exists(),
-            "packages": sorted(os.listdir(state / "packages")) if (state / "packages").is_dir() else [],
-            "runs": sorted(os.listdir(state / "runs")) if (state / "runs").is_dir() else [], "files": files}
+def host_state(lab: Lab) -> HostState:
+    """The whole host a refusal must leave as it was (tests/hoststate.py): the JVM (pid and start time), the agent's
+    state dir (lock, packages, runs, ledger), every product and configuration file (logs/, temp/, work/ are the
+    running server's own)."""
+    home = lab.tomcat.home
+    return whole_host_state(home, state_dir=lab.state_dir, pid_file=None, pids=lambda: jvm_pids(home),
+                            own=("logs", "temp", "work"))
 
 
 def test_a_new_tomcat_that_cannot_start_is_rolled_back_and_the_old_one_answers(
@@ -165,7 +160,7 @@ def test_a_playbook_that_needs_a_pid_file_is_refused_before_stop_with_the_fix(
     assert rc == 2 and not plan.exists()
     assert "no pid file temp/catalina.pid" in err
     assert 'set CATALINA_PID in bin/setenv.sh (CATALINA_PID="$CATALINA_BASE/temp/catalina.pid")' in " ".join(err.split())
-    assert host_state(site) == before
+    assert_host_untouched(before, host_state(site))
 
     # the operator exports CATALINA_PID and restarts: the plan passes; then a restart without it, and run refuses
     with_pid = dataclasses.replace(tc, site=dataclasses.replace(tc.site, pid_in_env=True))
@@ -177,14 +172,14 @@ def test_a_playbook_that_needs_a_pid_file_is_refused_before_stop_with_the_fix(
     with_pid.stop()
     tc.start()
     before = host_state(site)
-    assert not (tc.home / "temp" / "catalina.pid").exists() and len(before["jvms"]) == 1
+    assert not (tc.home / "temp" / "catalina.pid").exists() and len(before.service) == 1
     capsys.readouterr()
     run = site.run(plan)
     out = capsys.readouterr()
     assert run.rc == 2, out
     assert run.host()["outcome"] == "stale"
     assert "set CATALINA_PID in bin/setenv.sh" in " ".join((out.out + out.err).split())
-    assert host_state(site) == {**before, "runs": host_state(site)["runs"]}
+    assert_host_untouched(before, host_state(site), run_record=run.id)
     assert [p["phase"] for p in run.host()["phases"]] == ["preflight"]
     assert tc.get("/shop/")[0] == 200
 

@@ -5,18 +5,17 @@ back with the old one answering."""
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 from pathlib import Path
-from typing import Any
 
 import pytest
 
+from hoststate import HostState, assert_host_untouched
+from hoststate import host_state as whole_host_state
 from tomcat import Home, port_owner
 from tomcat_fixtures import tomcat_homes  # noqa: F401
 from tomcat_lab import Lab
-from tongweb import TongWeb, TongWebSite, install
+from tongweb import PID_FILE, TongWeb, TongWebSite, install
 from tongweb_lab import (NEW, OLD, TongWebCatalog, broken_tongweb_catalog, kept_digest,  # noqa: F401
                          quick_tongweb_playbook, tongweb_catalog, tongweb_lab, write_inventory)
 from tomcat_lab import make_lab
@@ -26,19 +25,13 @@ def _tw(lab: Lab) -> TongWeb:
     return lab.tomcat  # type: ignore[return-value]
 
 
-def _digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def host_state(lab: Lab) -> dict[str, Any]:
-    """What a refusal must leave as it was: the JVM and its pid file, the lock, packages and runs on the host, every
-    file of the install except the running server's own (logs/, temp/, work/)."""
-    tw, state = _tw(lab), lab.state_dir
-    files = {str(p.relative_to(tw.home)): _digest(p) for p in sorted(tw.home.rglob("*"))
-             if p.is_file() and p.relative_to(tw.home).parts[0] not in ("logs", "temp", "work")}
-    return {"jvms": tw.jvms(), "pid_file": tw.pid_file(), "lock": (state / "lock").exists(),
-            "packages": sorted(os.listdir(state / "packages")) if (state / "packages").is_dir() else [],
-            "runs": sorted(os.listdir(state / "runs")) if (state / "runs").is_dir() else [], "files": files}
+def host_state(lab: Lab) -> HostState:
+    """The whole host a refusal must leave as it was (tests/hoststate.py): the JVMs (pid, start time), the agent's
+    state dir (lock, packages, runs, ledger), every file of the install except the running server's own (logs/,
+    temp/, work/)."""
+    tw = _tw(lab)
+    return whole_host_state(tw.home, state_dir=lab.state_dir, pid_file=PID_FILE, pids=tw.jvms,
+                            own=("logs", "temp", "work"))
 
 
 def test_build_tag_upgrade_m3_to_m4_keeps_the_site(tongweb_lab: Lab, tomcat_homes: tuple[Home, Home]) -> None:
@@ -95,7 +88,7 @@ def test_a_non_ascii_application_name_is_refused_before_stop(tongweb_lab: Lab,
     check = next(c for c in planned["checks"] if c["check"] == "non_ascii_names")
     assert check["status"] == "fail" and not planned["allowed"]
     assert "autodeploy/门户" in check["reason"] and "rename them to ASCII names" in check["reason"]
-    assert host_state(lab) == before
+    assert_host_untouched(before, host_state(lab))
 
     run = lab.run(clean_plan)
     out = capsys.readouterr()
@@ -104,8 +97,8 @@ def test_a_non_ascii_application_name_is_refused_before_stop(tongweb_lab: Lab,
     assert [p["phase"] for p in host["phases"]] == ["preflight"]
     assert "non-ASCII names in application folders" in host["error"] and "autodeploy/门户" in host["error"]
     assert "autodeploy/门户" in out.out + out.err
-    assert host_state(lab) == {**before, "runs": host_state(lab)["runs"]}
-    assert tw.pid_file() == before["pid_file"] == port_owner(tw.site.http_port)
+    assert_host_untouched(before, host_state(lab), run_record=run.id)
+    assert str(tw.pid_file()) == before.pid == str(port_owner(tw.site.http_port))
     assert tw.version() == f"V{OLD}" and tw.get("/portal/")[0] == 200
 
 

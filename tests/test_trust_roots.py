@@ -25,6 +25,7 @@ import pytest
 import yaml  # type: ignore[import-untyped]
 
 from conftest import approve, plan_to, signed_plan, upgrader
+from hoststate import assert_host_untouched
 from trust_support import add_signer, approval_signed_anyway, cli, copy_catalog, host_state, pristine, state_dir, vendor_catalog
 from upgrader.cli import main
 from upgrader import api
@@ -83,7 +84,8 @@ def test_a_plan_made_under_the_requesters_own_policy_is_refused(sandbox: Sandbox
     for words in ("made under another policy", str(policy), planned_under["sha256"], str(sandbox.policy),
                   home_digest):
         assert words in err, f"{words!r} not in {err}"
-    assert host_state(sandbox) == before and before.version == "7.0.4.1"
+    assert_host_untouched(before, host_state(sandbox))
+    assert before.version == "7.0.4.1"
 
 
 def test_run_and_approve_take_the_policy_from_policy_option_then_home_then_system(
@@ -119,7 +121,7 @@ def test_run_and_approve_take_the_policy_from_policy_option_then_home_then_syste
     assert rc == 0 and {k: here[k] for k in ("source", "sha256", "from", "same")} == {
         "source": str(other), "sha256": shown["policy"]["sha256"], "from": "system policy", "same": True}
     assert here["identity"] == shown["policy"]["identity"] and here["trust_files"] == shown["policy"]["trust_files"]
-    assert host_state(sandbox) == before
+    assert_host_untouched(before, host_state(sandbox))
 
 
 def test_run_decides_again_with_the_facts_of_the_day_it_runs(sandbox: Sandbox,
@@ -140,7 +142,7 @@ def test_run_decides_again_with_the_facts_of_the_day_it_runs(sandbox: Sandbox,
     assert proc.returncode == ExitCode.POLICY_REFUSED, proc.stderr
     for words in ("decides differently now", "app-01", "the plan says allowed", "maintenance_contract"):
         assert words in proc.stderr, proc.stderr
-    assert host_state(sandbox) == before
+    assert_host_untouched(before, host_state(sandbox))
 
 
 def _libfaketime() -> str:
@@ -221,7 +223,7 @@ def test_a_catalog_swapped_between_reads_is_refused(sandbox: Sandbox, capsys: py
     assert "bad catalog signature" in err and str(catalog) in err
     assert fifo.served == 1, f"catalog.yaml was read {fifo.served} times"
     assert not out.exists()
-    assert host_state(sandbox) == before
+    assert_host_untouched(before, host_state(sandbox))
 
 
 def test_the_catalog_bytes_parsed_are_the_bytes_signed_and_recorded(sandbox: Sandbox,
@@ -278,11 +280,11 @@ def test_a_fresh_home_cannot_downgrade_the_catalog_of_a_host_that_saw_a_newer_on
     assert rc == ExitCode.APPROVAL_REFUSED, err
     for words in ("app-01", "catalog serial 1 is older than serial 2", "already upgraded from"):
         assert words in err, err
-    assert host_state(sandbox) == before
+    assert_host_untouched(before, host_state(sandbox))
     rc, err, again = _plan(sandbox, capsys, "old-catalog-again", *policy, home=home)
     assert rc == ExitCode.APPROVAL_REFUSED and "older than serial 2" in err, err
     assert not again.exists()
-    assert host_state(sandbox) == before
+    assert_host_untouched(before, host_state(sandbox))
 
 
 # ---------------------------------------------------------------- 3. approvers are literal principals
@@ -309,7 +311,7 @@ def test_approve_as_a_pattern_is_refused(sandbox: Sandbox, tmp_path: Path, capsy
     rc, err = cli(sandbox, capsys, "run", str(plan), "--approval", str(out))
     assert rc == ExitCode.APPROVAL_REFUSED, err
     assert "never a pattern" in err and "*@vendor" in err
-    assert host_state(sandbox) == before
+    assert_host_untouched(before, host_state(sandbox))
 
 
 def test_a_stripped_requester_signature_is_refused(sandbox: Sandbox, capsys: pytest.CaptureFixture[str]) -> None:
@@ -326,7 +328,7 @@ def test_a_stripped_requester_signature_is_refused(sandbox: Sandbox, capsys: pyt
                                                 "--as", "operator@customer", "-o", str(sandbox.approvals / "x")]):
         rc, err = cli(sandbox, capsys, *argv)
         assert rc == ExitCode.APPROVAL_REFUSED and "signature" in err, err
-    assert host_state(sandbox) == before
+    assert_host_untouched(before, host_state(sandbox))
 
 
 # ---------------------------------------------------------------- 4. the review
@@ -517,7 +519,7 @@ def test_a_plan_carrying_the_package_of_another_version_than_its_target_is_refus
     for words in ("app-01: the plan's package does not match the signed catalog's entry for sample-middleware "
                   f"{TO}", "version (plan: '7.1.0.0', catalog: '7.0.4.2')", "sha256 (plan:", "nothing was changed"):
         assert words in err, err
-    assert host_state(sandbox) == before
+    assert_host_untouched(before, host_state(sandbox))
 
 
 def test_declared_changes_deleted_from_the_plan_are_taken_from_the_signed_catalog(
@@ -540,7 +542,7 @@ def test_declared_changes_deleted_from_the_plan_are_taken_from_the_signed_catalo
     rc, err = _refused_at_approval_and_run(sandbox, capsys, plan)
     assert rc == ExitCode.APPROVAL_REFUSED, err
     assert "changes (plan: [], catalog: ['external_interface'])" in err, err
-    assert host_state(sandbox) == before
+    assert_host_untouched(before, host_state(sandbox))
 
 
 def _block_manual_changes(box: Sandbox) -> None:
@@ -574,14 +576,14 @@ def test_manual_changes_is_the_operators_setting_not_the_plans_copy(sandbox: San
     rc, err = _approved_run(sandbox, capsys, plan)
     assert rc == ExitCode.APPROVAL_REFUSED, err
     assert "the plan says rules.manual_changes is 'warn' but the operator's policy" in err and "'block'" in err, err
-    assert host_state(sandbox) == before
+    assert_host_untouched(before, host_state(sandbox))
     _edit_plan(plan, lambda d: allow(d, "block"))
     rc, err = _approved_run(sandbox, capsys, plan)
     assert rc == ExitCode.POLICY_REFUSED, err
     for words in ("app-01: product files changed by hand since the last install (lib/server.py)",
                   "rules.manual_changes: block"):
         assert words in err, err
-    assert host_state(sandbox) == before
+    assert_host_untouched(before, host_state(sandbox))
     assert "HF-42" in (sandbox.install_dir / "lib" / "server.py").read_text(encoding="utf-8")
 
 
@@ -617,7 +619,7 @@ def test_a_state_dir_named_by_the_inventory_does_not_move_the_hosts_trust_ledger
     assert rc == ExitCode.POLICY_REFUSED, err
     check = [c for c in load_plan(over).data["hosts"][0]["checks"] if c["check"] == "manual_changes"]
     assert check and check[0]["status"] == "fail" and "lib/server.py" in check[0]["reason"], check
-    assert host_state(sandbox) == before
+    assert_host_untouched(before, host_state(sandbox))
     assert not fresh.exists() or not any(fresh.rglob("*.json"))
 
 
@@ -642,7 +644,7 @@ def test_an_engineer_cannot_approve_a_plan_that_names_them_its_requester(
     rc, err = cli(sandbox, capsys, "run", str(plan), "--approval", str(out))
     assert rc == ExitCode.APPROVAL_REFUSED, err
     assert "approved a plan whose requester is 'engineer@vendor': their own plan" in err, err
-    assert host_state(sandbox) == before
+    assert_host_untouched(before, host_state(sandbox))
 
 
 ESC_HOOK = "touch PWNED #\x1b[2K\x1b[1G    hook after_start: bin/notify-monitoring.sh"
@@ -691,7 +693,7 @@ def test_control_characters_are_refused_at_load_and_escaped_in_the_review(
         assert "\x1b" not in text_out
         assert "hook after_start: touch PWNED #\\x1b[2K\\x1b[1G    hook after_start: bin/notify-monitoring.sh" \
             in text_out, text_out
-    assert host_state(sandbox) == before
+    assert_host_untouched(before, host_state(sandbox))
 
 
 def test_a_run_in_another_state_dir_keeps_the_ledger_beside_the_install_too(
@@ -716,4 +718,4 @@ def test_a_run_in_another_state_dir_keeps_the_ledger_beside_the_install_too(
                          home=tmp_path / "second-controller")
     assert rc == ExitCode.APPROVAL_REFUSED, err
     assert "catalog serial 1 is older than serial 2 this host was already upgraded from" in err and not old.exists()
-    assert host_state(sandbox) == before
+    assert_host_untouched(before, host_state(sandbox))

@@ -16,8 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import approve, faketime_env, now_at, plan_to, product_digest, upgrader
+from conftest import approve, faketime_env, now_at, plan_to, upgrader
 from trust_support import resigned
+from hoststate import HostState, assert_host_untouched, host_state
 from upgrader.audit.log import read_events
 from upgrader.cli.commands.demo import Sandbox
 
@@ -43,8 +44,14 @@ def runs(box: Sandbox) -> list[str]:
     return sorted(p.name for p in home_runs.iterdir()) if home_runs.is_dir() else []
 
 
-def assert_untouched(box: Sandbox, before: dict[str, tuple[str, int]]) -> None:
-    assert product_digest(box.install_dir) == before
+def whole_host(box: Sandbox) -> HostState:
+    """The whole host (tests/hoststate.py): product files, the service (pid, start time, version), the agent's state
+    dir (lock, staged packages, runs, ledger)."""
+    return host_state(box.install_dir, answers=box.answers)
+
+
+def assert_untouched(box: Sandbox, before: HostState) -> None:
+    assert_host_untouched(before, whole_host(box))
     assert box.answers() == "7.0.4.1"
     assert runs(box) == []
 
@@ -81,7 +88,7 @@ def test_the_window_is_part_of_the_plan_digest(sandbox, monkeypatch, capsys):
     data = json.loads(plan.read_text())
     data["window"]["inside"] = True
     plan.write_text(json.dumps(resigned(data, box.root)))  # the requester signs the edited plan again
-    before = product_digest(box.install_dir)
+    before = whole_host(box)
     assert upgrader(box, "run", str(plan), "--approval", str(approval)) == 4
     assert "the plan changed after it was approved" in capsys.readouterr().err
     assert_untouched(box, before)
@@ -96,7 +103,7 @@ def test_run_at_night_without_an_after_hours_approval_is_refused_and_touches_not
     rc, plan = plan_to(box, "7.0.4.2")
     assert rc == 0
     approval = approve(box, plan)
-    before = product_digest(box.install_dir)
+    before = whole_host(box)
     capsys.readouterr()
     at(monkeypatch, FRIDAY_NIGHT)
     assert upgrader(box, "run", str(plan), "--approval", str(approval)) == 4
@@ -129,7 +136,7 @@ def test_refuse_policy_refuses_a_night_run_even_with_an_after_hours_approval(san
     at(monkeypatch, FRIDAY_NIGHT)
     rc, plan = plan_to(box, "7.0.4.2")
     assert rc == 0
-    before = product_digest(box.install_dir)
+    before = whole_host(box)
     capsys.readouterr()
     assert upgrader(box, "run", str(plan), "--approval", str(approve(box, plan, "--after-hours"))) == 4
     assert "the policy refuses runs outside the service window (window.outside: refuse)" in capsys.readouterr().err
@@ -159,7 +166,7 @@ def test_a_day_without_holiday_data_needs_an_after_hours_approval(sandbox, monke
     assert window["reason"].startswith("no holiday data for 2027: cannot tell whether 2027-05-06 is a working day; "
                                        "add the year to ")
     assert "service window: unknown" in capsys.readouterr().out
-    before = product_digest(box.install_dir)
+    before = whole_host(box)
     assert upgrader(box, "run", str(plan), "--approval", str(approve(box, plan))) == 4
     err = capsys.readouterr().err
     assert "no holiday data for 2027" in err and "holidays-cn.yaml" in err
@@ -182,7 +189,7 @@ def test_a_holidays_file_changed_after_the_plan_refuses_the_run(sandbox, monkeyp
     assert json.loads(plan.read_text())["window"]["policy"]["holidays"]["file"] == str(calendar)
     approval = approve(box, plan)
     calendar.write_text(calendar.read_text(encoding="utf-8") + "# edited\n", encoding="utf-8")
-    before = product_digest(box.install_dir)
+    before = whole_host(box)
     capsys.readouterr()
     assert upgrader(box, "run", str(plan), "--approval", str(approval)) == 4
     err = capsys.readouterr().err  # the policy's identity covers the holidays file it names

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from conftest import product_digest, tree_digest, upgrader
+from conftest import upgrader
+from hoststate import HostState, assert_host_untouched
+from hoststate import host_state as _whole_host_state
 from upgrader.cli.commands.demo import Sandbox
 from upgrader.core.errors import InputError
 
@@ -21,6 +22,7 @@ __all__ = [
     "SSH_KEYGEN",
     "HostState",
     "add_signer",
+    "assert_host_untouched",
     "approval_signed_anyway",
     "cli",
     "copy_catalog",
@@ -85,39 +87,10 @@ def state_dir(install_dir: Path) -> Path:
     return install_dir.parent / f".upgrader-{install_dir.name}"
 
 
-@dataclass(frozen=True)
-class HostState:
-    """What "nothing was touched" is about: product files, the running service (its pid and the version it
-    answers), the host lock, packages staged on the host, the host's own records and the run records."""
-
-    product: dict[str, tuple[str, int]]
-    version: str | None
-    pid: str | None
-    host_runs: dict[str, tuple[str, int]] | None
-    home_runs: tuple[str, ...]
-    lock: str | None = None                                  # the host lock file's content, if any
-    staged: dict[str, tuple[str, int]] | None = None         # packages uploaded to (staged on) the host
-    host_records: dict[str, tuple[str, int]] | None = None   # used approvals, catalog serials, installed manifest
-
-
 def host_state(box: Sandbox) -> HostState:
-    state = state_dir(box.install_dir)
-    runs = state / "runs"
-    pid_file = box.install_dir / "run" / "server.pid"
-    home_runs = box.root / "runs"
-    lock, staged = state / "lock", state / "packages"
-    records = {p.name: tree_digest(state)[p.name] for p in state.iterdir() if p.is_file() and p.name not in ("lock", ".upgrader-state")} \
-        if state.is_dir() else None
-    return HostState(
-        product=product_digest(box.install_dir),
-        version=_answer(box),
-        pid=pid_file.read_text().strip() if pid_file.exists() else None,
-        host_runs=tree_digest(runs) if runs.exists() else None,
-        home_runs=tuple(sorted(p.name for p in home_runs.iterdir())) if home_runs.is_dir() else (),
-        lock=lock.read_text(encoding="utf-8") if lock.exists() else None,
-        staged=tree_digest(staged) if staged.exists() else None,
-        host_records=records,
-    )
+    """The whole sandbox host (tests/hoststate.py): product files, the service (pid file, process start time, the
+    version it answers), the agent's whole state dir (lock, staged packages, runs, ledger) and this machine's runs."""
+    return _whole_host_state(box.install_dir, answers=lambda: _answer(box), home=box.root)
 
 
 def _answer(box: Sandbox) -> str | None:

@@ -4,7 +4,8 @@ test set a fault variable, register the suite's fault hooks (see upgrader_test_f
 import os
 
 if os.environ.get("UPGRADER_FAULT_KILL_AT") or os.environ.get("UPGRADER_FAULT_PAUSE_AT") or \
-        os.environ.get("UPGRADER_FAULT_EXCHANGE_AT") or os.environ.get("UPGRADER_FAULT_STOP_AT"):
+        os.environ.get("UPGRADER_FAULT_EXCHANGE_AT") or os.environ.get("UPGRADER_FAULT_STOP_AT") or \
+        os.environ.get("UPGRADER_FAULT_CUT_AT") or os.environ.get("UPGRADER_FAULT_TRACE"):
     try:
         import upgrader_test_faults
     except ImportError:  # pragma: no cover - a python that cannot see tests/plugin

@@ -9,7 +9,11 @@ UPGRADER_FAULT_KILL_AT=<point>
     (the first time a phase of that name does). ``agent:<op>:<step>`` (e.g. ``agent:install:swapped``):
     the controller adds ``_test_kill`` to its requests so the host agent kills itself at that step
     (over SSH too: the field travels in the request), and the controller dies when the agent's
-    session breaks, as after a power cut.
+    session breaks, as after a power cut. ``agent:<op>:<step>@<word>``: only requests whose ``command`` names
+    <word> carry the field (``agent:hook:ran@after_stop``: the hook whose command says ``after_stop``). The agent's
+    steps: ``lock:held``, ``receive_commit:checked|committed``, ``prepare:copied|extracted|snapshot``,
+    ``install:moved_old|swapped|preserve``, ``start:launched``, ``hook:ran``, ``rollback:built|moved_failed``,
+    ``finish:cleanup`` (``test_kill`` in upgrader/hostagent).
 UPGRADER_FAULT_EXCHANGE_AT=<point>, UPGRADER_FAULT_EXCHANGE=<dir>\n<a>\n<b>\n<uid>
     the first time the engine passes <point> (any name above, e.g. ``cancel_check:commit``), a child process
     running as <uid> (a local account playing the attacker) exchanges the names <a> and <b> in directory <dir>
@@ -19,6 +23,14 @@ UPGRADER_FAULT_EXCHANGE_AT=<point>, UPGRADER_FAULT_EXCHANGE=<dir>\n<a>\n<b>\n<ui
 UPGRADER_FAULT_STOP_AT=<point>, UPGRADER_FAULT_STOP_PID=<pid>
     the first time the controller passes <point> (``agent:replied:<op>`` as above), SIGKILL process <pid> (a
     test's own sshd) and its children (its live SSH sessions): the host is unreachable from then on.
+UPGRADER_FAULT_CUT_AT=<point>, UPGRADER_FAULT_CUT_PID=<pid>
+    the first time the controller passes <point> (``agent:request:<op>``: the request of action <op> is about to
+    go), SIGKILL the sshd processes of every connection of the sshd <pid> (a test's own sshd; each connection's
+    monitor and session process), so the SSH connection that carries the action is cut; the sshd itself keeps
+    listening (a retry may connect again).
+UPGRADER_FAULT_TRACE=<file>
+    append the name of every action the controller sends to a host agent (one line each) to <file>, and
+    ``cut:<n>`` when a cut (above) killed n sshd connection processes.
 UPGRADER_FAULT_PAUSE_AT=<step>
     ``backup``, ``stop``, ``install``, ``start``, ``observe``, ``commit``: hold the engine (at most 120 s)
     at its Ctrl-C check before that step until the run is cancelled. ``run_started`` and
@@ -41,10 +53,14 @@ _exchanged: list[str] = []
 STOP_AT = "UPGRADER_FAULT_STOP_AT"
 STOP_PID = "UPGRADER_FAULT_STOP_PID"
 _stopped: list[str] = []
+CUT_AT = "UPGRADER_FAULT_CUT_AT"
+CUT_PID = "UPGRADER_FAULT_CUT_PID"
+_cut: list[str] = []
+TRACE = "UPGRADER_FAULT_TRACE"
 
 
-def stop_tree(pid: int) -> None:
-    """SIGKILL ``pid`` and every process whose parent it is (found in /proc)."""
+def stop_tree(pid: int, children_only: bool = False) -> int:
+    """SIGKILL ``pid`` (unless ``children_only``) and every process whose parent it is (found in /proc); how many."""
     children = []
     for entry in os.listdir("/proc"):
         if entry.isdigit():
@@ -55,11 +71,46 @@ def stop_tree(pid: int) -> None:
                 continue
             if int(fields[1]) == pid:
                 children.append(int(entry))
-    for p in [pid, *children]:
+    killed = 0
+    for p in children if children_only else [pid, *children]:
         try:
             os.kill(p, signal.SIGKILL)
+            killed += 1
         except ProcessLookupError:
             pass
+    return killed
+
+
+def cut_connections(listener: int) -> int:
+    """SIGKILL the sshd processes of every connection of the sshd ``listener`` (each connection's monitor and its
+    session process below it, found in /proc), not the listener and not the programs the sessions run: the
+    connections drop as a cut cable would drop them. How many processes were killed."""
+    parent: dict[int, int] = {}
+    name: dict[int, str] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat", encoding="utf-8", errors="replace") as f:
+                    text = f.read()
+            except OSError:
+                continue
+            parent[int(entry)] = int(text.rsplit(")", 1)[1].split()[1])
+            name[int(entry)] = text[text.index("(") + 1:text.rindex(")")]
+    below, todo = [], [listener]
+    while todo:
+        p = todo.pop()
+        for child, ppid in parent.items():
+            if ppid == p and name.get(child, "").startswith("sshd"):
+                below.append(child)
+                todo.append(child)
+    killed = 0
+    for p in below:
+        try:
+            os.kill(p, signal.SIGKILL)
+            killed += 1
+        except ProcessLookupError:
+            pass
+    return killed
 
 
 def exchange_as(uid: int, directory: str, a: str, b: str) -> None:
@@ -84,6 +135,13 @@ def exchange_as(uid: int, directory: str, a: str, b: str) -> None:
         raise RuntimeError(f"the exchange of {a} and {b} in {directory} as uid {uid} failed ({status})")
 
 
+def _trace(line: str) -> None:
+    trace = os.environ.get(TRACE)
+    if trace:
+        with open(trace, "a", encoding="utf-8") as f:
+            f.write(line + "\n")
+
+
 def _die() -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
@@ -101,9 +159,17 @@ def hook(name: str, **context: Any) -> None:
     if stop_at and stop_at in (name, f"{name}:{context.get('op')}") and not _stopped:
         _stopped.append(name)
         stop_tree(int(os.environ[STOP_PID]))
+    cut_at = os.environ.get(CUT_AT)
+    if cut_at and cut_at == f"{name}:{context.get('op')}" and not _cut:
+        _cut.append(name)
+        cut = cut_connections(int(os.environ[CUT_PID]))
+        _trace(f"cut:{cut}")
+    if name == "agent:request":
+        _trace(str(context.get("op")))
     if kill.startswith(AGENT):
-        if name == "agent:request":
-            context["request"]["_test_kill"] = kill[len(AGENT):]
+        step, _, only = kill[len(AGENT):].partition("@")
+        if name == "agent:request" and (not only or only in str(context["request"].get("command", ""))):
+            context["request"]["_test_kill"] = step
         elif name == "agent:lost":  # the host-side action died at the kill point: the controller dies too
             _die()
     elif kill and name == kill:

@@ -527,8 +527,11 @@ class _HostRun:
                 self.call("unlock")
                 return self.out
             # killed in the middle of the swap, the install dir is moved aside (no version to read): the
-            # restore below puts the backed-up tree back and carries the data over from the moved tree
-            mid_swap = version is None and not state["install_exists"] and state["old_exists"]
+            # restore below puts the backed-up tree back and carries the data over from the moved tree; or
+            # killed in the middle of an earlier rollback of this run, between moving the failed tree aside and
+            # moving the restored one in (the host's state says "restoring"): the restore below finishes it
+            restoring = (state["state"] or {}).get("phase") == "restoring"
+            mid_swap = version is None and not state["install_exists"] and (state["old_exists"] or restoring)
             if version not in (self.p["target"], self.p["current"]) and not mid_swap:
                 self.out.error = (f"the host runs {version}, not {self.p['target']} as this run left it: roll back "
                                   "the later run first")

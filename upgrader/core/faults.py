@@ -14,6 +14,10 @@ Points (``context`` in brackets):
                                             the field the agent's own fault points act on)
     ``agent:lost`` [op, request]            the agent's session broke while that request was out
     ``agent:replied`` [op]                  the host agent answered that request (ok)
+
+The host agent (stdlib only, on the host) has its own steps, ``test_kill(req, "<op>:<step>")`` in
+upgrader/hostagent: it acts on them only when a request carries the field that a hook registered here
+adds at ``agent:request``; the controller never sets it.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ import json
 import os
 import time
 
-from .common import AgentError
+from .common import AgentError, test_kill
 from .files import create_nofollow, fsync_dir, read_json
 from .ledger import check_catalog_serial, used_approvals
 from .state import Paths, check_state_dir, ensure_state_dir
@@ -50,6 +50,7 @@ def op_lock(req):
         finally:
             os.unlink(tmp)
         fsync_dir(paths.state)
+    test_kill(req, "lock:held")
     return {"locked": True, "holder": read_json(paths.lock), "broken": broken}
 
 

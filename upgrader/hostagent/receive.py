@@ -2,7 +2,7 @@
 
 import os
 
-from .common import AgentError
+from .common import AgentError, test_kill
 from .files import sha256_file
 from .state import Paths, check_state_dir, ensure_state_dir
 
@@ -35,5 +35,7 @@ def op_receive_commit(req):
     if digest != req["sha256"] or os.path.getsize(part) != req["size"]:
         os.unlink(part)
         raise AgentError("package arrived with sha256 %s, expected %s" % (digest, req["sha256"]), "failed")
+    test_kill(req, "receive_commit:checked")
     os.replace(part, path)
+    test_kill(req, "receive_commit:committed")
     return {"path": path}

@@ -135,6 +135,7 @@ def op_hook(req):
     hosttrust.bound(req, "hook")  # with a host trust root: the accepted plan entry's own step
     paths = Paths(req)
     res = run_shell(req["command"], paths.install, float(req.get("hook_timeout", 300)), req.get("env"))
+    test_kill(req, "hook:ran")
     if res["exit"] != 0 or res["timed_out"]:
         raise AgentError("hook %r %s" % (req["command"], "timed out" if res["timed_out"] else
                                           "exited %s" % res["exit"]), "failed", command=res)
