@@ -5,7 +5,8 @@ the host's SSH credentials can make a HOME of their own and name their own keys 
 depend on the controller keeps its own root in a fixed directory (``TRUST_DIR``; no request field, environment
 variable or inventory key moves it): ``allowed_signers`` (the engineers whose approvals it accepts),
 ``vendor_signers`` (the keys whose catalogs it accepts), both in OpenSSH's allowed_signers format, and an optional
-``host-trust.json`` (``{"approvals_required": N}``). The directory and its files must be owned by root and not
+``host-trust.json`` (``{"approvals_required": N}``; ``refused_changes``: declared changes it refuses besides
+REFUSED_CHANGES; ``version_commands``: version commands root allows outside an accepted run). The directory and its files must be owned by root and not
 writable by group or others, below directories only root can change (the StrictModes-like rule); a root that
 exists but fails this is a refusal, never silently ignored. No directory: the controller's trust roots decide.
 
@@ -16,7 +17,10 @@ approves the digest of these very plan bytes, has not expired by the host's cloc
 and names: one person's two keys count once), none of them the requester; the catalog verifies under vendor_signers and its entry for the plan's product
 and target version lists the package's sha256; the plan's entry
 for this host was made for this machine and install (its recorded identity), names this install, its current
-version is the ledger's, and its target changes only levels 3 and 4, never going back. At prepare the accepted
+version is the one the host reads itself (its ledger's, else the playbook's version file), and its target changes
+only levels 3 and 4, never going back; the signed catalog entry declares no change that is never free
+(REFUSED_CHANGES), its kind is the plan's and a patch's ``requires`` holds the version the host runs (at prepare the
+package's own package.yaml must say the same). At prepare the accepted
 entry is kept in the run's directory and every later step of the run is bound to it (``bound``); the approvals it
 verified are the ones checked and recorded as used. A failure is an AgentError of kind ``host_trust`` (signatures, catalog: exit 4) or ``host_policy``
 (version rule, approvals required, self-approval: exit 3), raised before anything on the host is changed.
@@ -607,7 +611,7 @@ def _check(req, ev, root, package_sha256, tmp):
         raise _policy_error("the plan says %s runs %s, the run asks to install over %s"
                             % (host.get("name"), host.get("current"), req["current_version"]), allowed)
     check_ledger_version(Paths(req), host.get("current"))
-    running, read_from = host_version(req, host)
+    running, read_from = host_version(req, host, root)
     why = free_levels_only(running, host.get("target"))
     if why:
         raise _policy_error("%s: this host accepts only free maintenance upgrades (levels 3 and 4); refused before "
@@ -621,11 +625,11 @@ def _check(req, ev, root, package_sha256, tmp):
             "current": host.get("current"), "target": host.get("target")}
 
 
-def host_version(req, host):
+def host_version(req, host, root):
     """(the version this host itself says runs, where it was read): the version its ledger recorded for the last
     install (installed.json), else, on a first upgrade, the plan entry's version FILE source read here (the file,
     or the archive member, beneath the install) — never a command (whoever wrote the playbook would decide what it
-    prints). It must be the plan's current version: the version rule and a patch's ``requires`` are decided on it."""
+    prints) unless root lists that very command in host-trust.json ``version_commands``. It must be the plan's current version: the version rule and a patch's ``requires`` are decided on it."""
     from .ledger import ledger_fds
     from .state import Paths, read_json_at
     from .versions import read_version, same_version
@@ -637,13 +641,14 @@ def host_version(req, host):
             if recorded:
                 return str(recorded), os.path.join(d, "installed.json")
     source = ((host.get("playbook") or {}).get("spec") or {}).get("version") or {}
-    if not source.get("file"):
+    if not source.get("file") and source.get("command") not in (root.get("version_commands") or []):
         raise _policy_error("%s has no ledger of an earlier upgrade (installed.json) and the plan reads the installed "
                             "version with a command: on a first upgrade this host reads the version it runs only from "
                             "a file of the install (the playbook's version: file:); refused before stop, nothing "
                             "changed" % host.get("name"), TRUST_DIR)
     found, error = read_version(paths, source)
-    where = "the version file %s" % source["file"] + (" (%s)" % source["member"] if source.get("member") else "")
+    where = ("the version file %s" % source["file"] + (" (%s)" % source["member"] if source.get("member") else "")
+             if source.get("file") else "the version command root allows in %s" % CONFIG)
     if found is None:
         raise _trust_error("%s cannot read the version it runs from %s (%s): refused before stop, nothing changed"
                            % (host.get("name"), where, error), TRUST_DIR)
