@@ -711,9 +711,13 @@ def check_package_meta(archive, verdict):
     if meta is None or meta.get("changes") is None:
         raise _trust_error("%s has no package.yaml with a 'changes:' list this host can read: refused before it was "
                            "extracted, nothing changed" % what, TRUST_DIR)
+    def differs(k):
+        if k == "changes":
+            return sorted(meta.get(k) or []) != sorted(entry.get(k) or [])
+        return meta.get(k) != entry.get(k)
+
     wrong = ["%s (package.yaml: %r, the signed catalog entry: %r)" % (k, meta.get(k), entry.get(k))
-             for k in ("changes", "kind", "requires")
-             if (sorted(meta.get(k) or []) != sorted(entry.get(k) or []) if k == "changes" else meta.get(k) != entry.get(k))]
+             for k in ("changes", "kind", "requires") if differs(k)]
     if wrong:
         raise _trust_error("%s declares otherwise than the vendor's signed catalog entry: %s differ; refused before it "
                            "was extracted, nothing changed" % (what, "; ".join(wrong)), TRUST_DIR)
