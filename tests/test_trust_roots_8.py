@@ -162,3 +162,61 @@ def test_plan_status_and_inspect_run_no_version_command_of_anyones_playbook_on_a
     assert hosttrust.VERSION_COMMAND_REFUSED in report.read_text(encoding="utf-8")
     assert not marker.exists(), "inspect ran the playbook's version command on a host with a trust root"
     assert host_state(sandbox) == before
+
+
+# ------------------------------------------------------------------ 1b: package.yaml must say what the signed entry says
+
+
+def test_prepare_refuses_a_package_whose_package_yaml_declares_otherwise_than_the_signed_entry(
+        sandbox: Sandbox, host_root: Path) -> None:
+    """The operator's own plan to 7.0.4.2 and its approval; the vendor (the key the host trusts) signed a catalog whose
+    entry for that very package adds ``requires: '>=7.0.4.1'``, which the package's own package.yaml does not say.
+    Spoken to as a controller would (the real agent session: lock, then prepare with the real package): the lock is
+    granted on the signed evidence, prepare reads package.yaml from the copy it hashed and refuses (kind host_trust)
+    before extracting anything: no staged tree, no backup, the copy removed; the product and the service as before."""
+    from conftest import approve, plan_to
+    from test_trust_roots_7 import _evidence
+    from trust_support import state_dir
+    from upgrader.fleet.transport import AgentClient
+    from upgrader.fleet.transport.base import AgentFailure
+    from upgrader.fleet.transport.local import LocalTransport
+
+    before = pristine(sandbox)
+    rc, plan = plan_to(sandbox, "7.0.4.2")
+    assert rc == ExitCode.OK
+    approval = approve(sandbox, plan)
+    entry = json.loads(plan.read_text(encoding="utf-8"))["hosts"][0]
+    pkg = entry["package"]
+    honest = (sandbox.catalog / "catalog.yaml").read_text(encoding="utf-8")
+    line = f"  sha256: {pkg['sha256']}\n"
+    assert honest.count(line) == 1
+    signed = honest.replace(line, line + "  requires: '>=7.0.4.1'\n")
+    run = "20261203T180000Z-meta01"
+    base = {"install_dir": str(sandbox.install_dir), "state_dir": None, "run_id": run, "sha256": pkg["sha256"],
+            "current_version": "7.0.4.1", "host_trust": _evidence(sandbox, plan, approval, signed)}
+    transport = LocalTransport("local")
+    agent = AgentClient(transport)
+    try:
+        agent.call("lock", **base, controller="c", user="u", approvals=[])
+        try:
+            agent.call("prepare", **base, package_path=str(sandbox.catalog / pkg["file"]), size=pkg["size"],
+                       limits=pkg["limits"], kind=pkg["kind"], remove=pkg.get("remove", []),
+                       preserve=entry["playbook"]["spec"]["preserve"])
+        except AgentFailure as e:
+            said = e
+        else:
+            raise AssertionError("prepare accepted a package whose package.yaml differs from the signed entry")
+        assert said.kind == "host_trust", (said.kind, said.message)
+        for words in ("declares otherwise than the vendor's signed catalog entry",
+                      "requires (package.yaml: None, the signed catalog entry: '>=7.0.4.1')",
+                      "refused before it was extracted, nothing changed"):
+            assert words in said.message, f"{words!r} not in {said.message}"
+        run_dir = state_dir(sandbox.install_dir) / "runs" / run
+        assert not any((run_dir / name).exists() for name in ("staging", "backup", "package.tar.gz"))
+        agent.call("unlock", **base)
+    finally:
+        agent.close()
+        transport.close()
+    after = host_state(sandbox)
+    assert (after.pid, after.version, after.product, after.lock, after.staged) == (
+        before.pid, "7.0.4.1", before.product, None, None)
