@@ -116,9 +116,9 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "probe_line": ("  {mark} {probe}: {detail}", "  {mark} {probe}：{detail}"),
     "probe_log_later": ("judged on what the new version writes after start", "在新版本启动后根据其新写入的日志判断"),
     "probe_unproven": ("the health check(s) {probe} fail on the running version {version}: they would fail "
-                       "after the upgrade too and roll a good upgrade back, so nothing was stopped",
+                       "after the upgrade too and roll a good upgrade back, so upgrader stopped nothing",
                        "健康检查 {probe} 在当前运行的版本 {version} 上就不通过：升级后同样不会通过，"
-                       "会把成功的升级回滚，因此没有停止服务"),
+                       "会把成功的升级回滚，因此 upgrader 没有停止任何服务"),
     "probe_refused": ("[bold red]Refused before stop:[/bold red] {text}.", "[bold red]在停止服务之前拒绝执行：[/bold red]{text}。"),
     "probe_fix": ("  Likely fix: {fix}.", "  可能的解决办法：{fix}。"),
     "probe_var_hint": ("To give a value yourself, add --var NAME=VALUE to the upgrader guide command (it wins over "

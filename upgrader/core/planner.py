@@ -121,6 +121,13 @@ def make_plan(inventory: Inventory, hosts: list[Host], *, target: str, catalog: 
             check_paths = paths_to_check(probe_spec, packages[entry.sha256] if entry is not None else None)
             facts = host_facts(agent, h, probe_spec, [entry.sha256] if entry else [], check_paths=check_paths)
             refuse_unsafe(facts.get("unsafe_paths") or [], **where)
+            if facts.get("version_refused"):  # a host with its own trust root did not run the version command
+                raise ApprovalRefused(version_refused_text(h.name, str(facts.get("version_error"))),
+                                      hint="read the installed version from a file in the playbook (version: file:), "
+                                           "or have root allow that very command in the host trust root's "
+                                           "host-trust.json \"version_commands\"; nothing was run or changed "
+                                           "/ 在剧本中从文件读取版本（version: file:），或由 root 在主机信任根的 "
+                                           "host-trust.json \"version_commands\" 中允许这条命令；未运行也未更改任何东西")
             if entry is not None:
                 check_seen_serial(h.name, h.product, facts, catalog.serial)
             current = facts.get("version")
@@ -173,6 +180,12 @@ def make_plan(inventory: Inventory, hosts: list[Host], *, target: str, catalog: 
         policy={"source": policy.source, "digest": policy.digest, "rules": policy.raw.get("rules", {}),
                 "identity": policy.identity, "trust_files": [t.to_dict() for t in policy.trust_files]},
         requester=requester or requester_identity(), created=clock.now(), window=window)
+
+
+def version_refused_text(host: str, said: str) -> str:
+    """The plan's refusal when a host with its own trust root did not run the playbook's version command (en + zh)."""
+    return (f"{host}: {said}\n{host}：版本来源是一条命令；主机有自己的信任根时，在被接受的运行之外只读取文件来源"
+            "（该命令未运行）")
 
 
 def check_seen_serial(host: str, product: str, facts: AgentReply, serial: int) -> None:

@@ -134,7 +134,9 @@ def warnings(facts: dict[str, Any], thresholds: Mapping[str, float] | None = Non
     if facts.get("version_error"):
         out.append({"check": "version", "value": None, "threshold": None,
                     "message": f"installed version unreadable: {facts['version_error']}",
-                    "message_zh": f"无法读取已安装的版本：{facts['version_error']}"})
+                    "message_zh": "无法读取已安装的版本：版本来源是一条命令；主机有自己的信任根时，在被接受的运行之外只读取"
+                                  "文件来源（该命令未运行）" if facts.get("version_refused") else
+                                  f"无法读取已安装的版本：{facts['version_error']}"})
     process = facts.get("process") or {}
     if process.get("error"):  # the pid file was not read (a link that leads out, a FIFO): said as it is
         out.append({"check": "process", "value": None, "threshold": None,

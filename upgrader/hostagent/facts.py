@@ -19,7 +19,10 @@ def op_facts(req):
     paths = Paths(req)
     out = {"install_dir": paths.install, "state_dir": paths.state, "exists": os.path.isdir(paths.install),
            "python": sys.version.split()[0], "agent_format": AGENT_FORMAT}
-    if out["exists"]:
+    refused = hosttrust.version_command_refused(req, req["version_source"])
+    if out["exists"] and refused:  # a trust-root host runs no playbook command outside a run it accepted
+        out["version"], out["version_error"], out["version_refused"] = None, refused, "host_trust"
+    elif out["exists"]:
         out["version"], out["version_error"] = read_version(paths, req["version_source"])
     else:
         out["version"], out["version_error"] = None, "install dir %s does not exist" % paths.install

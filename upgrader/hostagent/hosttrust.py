@@ -5,7 +5,8 @@ the host's SSH credentials can make a HOME of their own and name their own keys 
 depend on the controller keeps its own root in a fixed directory (``TRUST_DIR``; no request field, environment
 variable or inventory key moves it): ``allowed_signers`` (the engineers whose approvals it accepts),
 ``vendor_signers`` (the keys whose catalogs it accepts), both in OpenSSH's allowed_signers format, and an optional
-``host-trust.json`` (``{"approvals_required": N}``). The directory and its files must be owned by root and not
+``host-trust.json`` (``{"approvals_required": N}``; ``refused_changes``: declared changes it refuses besides
+REFUSED_CHANGES; ``version_commands``: version commands root allows outside an accepted run). The directory and its files must be owned by root and not
 writable by group or others, below directories only root can change (the StrictModes-like rule); a root that
 exists but fails this is a refusal, never silently ignored. No directory: the controller's trust roots decide.
 
@@ -16,7 +17,10 @@ approves the digest of these very plan bytes, has not expired by the host's cloc
 and names: one person's two keys count once), none of them the requester; the catalog verifies under vendor_signers and its entry for the plan's product
 and target version lists the package's sha256; the plan's entry
 for this host was made for this machine and install (its recorded identity), names this install, its current
-version is the ledger's, and its target changes only levels 3 and 4, never going back. At prepare the accepted
+version is the one the host reads itself (its ledger's, else the playbook's version file), and its target changes
+only levels 3 and 4, never going back; the signed catalog entry declares no change that is never free
+(REFUSED_CHANGES), its kind is the plan's and a patch's ``requires`` holds the version the host runs (at prepare the
+package's own package.yaml must say the same). At prepare the accepted
 entry is kept in the run's directory and every later step of the run is bound to it (``bound``); the approvals it
 verified are the ones checked and recorded as used. A failure is an AgentError of kind ``host_trust`` (signatures, catalog: exit 4) or ``host_policy``
 (version rule, approvals required, self-approval: exit 3), raised before anything on the host is changed.
@@ -54,10 +58,6 @@ _CATALOG_SHA = re.compile(r"^[ \t-]*sha256: ([0-9a-f]{64})[ \t]*$", re.MULTILINE
 #: (a package entry's keys are indented), read from the signed bytes; exactly one must be there
 _CATALOG_SERIAL = re.compile(r"^serial: ([0-9]{1,18})[ \t]*$", re.MULTILINE)
 _KEYGEN = []  # [absolute path of ssh-keygen], found once
-#: the catalog's package list as trust/catalog.py writes it (yaml.safe_dump, block style): ``packages:`` at the
-#: start of a line, each entry a ``- key: value`` line at column 0 followed by ``  key: value`` lines; deeper
-#: lines (limits, changes) and other top-level keys are not an entry's own scalars
-_ENTRY_LINE = re.compile(r"^(- |  )([a-z0-9_]+): ?(.*)$")
 
 
 def _scalar(text):
@@ -74,33 +74,70 @@ def _scalar(text):
     return text
 
 
-def catalog_entries(text):
-    """The (product, version, sha256) of every package entry of a catalog's text, read the way trust/catalog.py
-    writes it; an entry that repeats a key is left out (a YAML reader would keep one of the two)."""
-    out = []
-    entry, dup = None, False
-    inside = False
+#: the changes a package may declare that make an upgrade never free (PRODUCT.md; trust/package.py CHANGE_KINDS):
+#: this host refuses each of them whatever the controller's policy says; host-trust.json ``refused_changes`` may add
+#: more, never remove these
+REFUSED_CHANGES = ("external_interface", "config_format", "monitoring")
+#: the keys of a catalog entry (and of package.yaml) this host reads itself
+_READ_KEYS = ("product", "version", "sha256", "kind", "requires", "changes")
+_KEY_LINE = re.compile(r"^([a-z0-9_]+): ?(.*)$")
+
+
+def block_mapping(lines, prefix):
+    """The keys of _READ_KEYS of a block mapping written by yaml.safe_dump whose keys start at ``prefix`` (a
+    catalog entry: two spaces; package.yaml: none): scalars, and ``changes`` as a list (``[]``, or ``- item`` lines
+    at ``prefix``; None when it is written any other way). Deeper lines (limits, a wrapped description) are not its
+    own. None when a key of _READ_KEYS is repeated (a YAML reader would keep one of the two)."""
+    out, open_list = {}, False
+    for line in lines:
+        if open_list and line.startswith(prefix + "- "):
+            item = _scalar(line[len(prefix) + 2:])
+            if item is None or out["changes"] is None:
+                out["changes"] = None
+            else:
+                out["changes"].append(item)
+            continue
+        open_list = False
+        if not line.startswith(prefix) or line[len(prefix):len(prefix) + 1] in (" ", "-", ""):
+            continue
+        m = _KEY_LINE.match(line[len(prefix):])
+        if m is None or m.group(1) not in _READ_KEYS:
+            continue
+        key, raw = m.group(1), m.group(2).rstrip(" \t")
+        if key in out:
+            return None
+        if key == "changes":
+            out[key] = [] if raw in ("", "[]") else None
+            open_list = raw == ""
+        else:
+            out[key] = _scalar(raw)
+    return out
+
+
+def catalog_entry_list(text):
+    """Every package entry of a catalog's text, read the way trust/catalog.py writes it (block_mapping); an entry
+    that repeats a key is left out."""
+    entries, current, inside = [], None, False
     for line in text.splitlines():
         if not inside:
             inside = line.rstrip() == "packages:"
             continue
         if line and not line.startswith((" ", "-")):  # the next top-level key: the package list ended
             break
-        m = _ENTRY_LINE.match(line)
         if line.startswith("- "):
-            if entry is not None and not dup:
-                out.append(entry)
-            entry, dup = {}, False
-        if entry is None or m is None:
-            continue
-        key, value = m.group(2), _scalar(m.group(3))
-        if key in ("product", "version", "sha256"):
-            if key in entry:
-                dup = True
-            entry[key] = value
-    if entry is not None and not dup:
-        out.append(entry)
-    return [(e.get("product"), e.get("version"), e.get("sha256")) for e in out]
+            if current is not None:
+                entries.append(current)
+            current = ["  " + line[2:]]
+        elif current is not None:
+            current.append(line)
+    if current is not None:
+        entries.append(current)
+    return [e for e in (block_mapping(lines, "  ") for lines in entries) if e is not None]
+
+
+def catalog_entries(text):
+    """The (product, version, sha256) of every package entry of a catalog's text (catalog_entry_list)."""
+    return [(e.get("product"), e.get("version"), e.get("sha256")) for e in catalog_entry_list(text)]
 
 
 def _keygen():
@@ -162,7 +199,8 @@ def load_root():
     if problem is not None:
         raise _trust_error(str(problem), TRUST_DIR)
     root = {"dir": TRUST_DIR, "allowed": os.path.join(TRUST_DIR, ALLOWED),
-            "vendors": os.path.join(TRUST_DIR, VENDORS), "required": 1}
+            "vendors": os.path.join(TRUST_DIR, VENDORS), "required": 1, "refused_changes": [],
+            "version_commands": []}
     for name in (ALLOWED, VENDORS):
         _read(os.path.join(TRUST_DIR, name), True)
     config = _read(os.path.join(TRUST_DIR, CONFIG), False)
@@ -177,6 +215,12 @@ def load_root():
             raise _trust_error("approvals_required must be a whole number of at least 1, not %r" % (required,),
                                where)
         root["required"] = required
+        for key in ("refused_changes", "version_commands"):
+            value = data.get(key, [])
+            if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+                raise _trust_error("%s must be a list of strings, not %r" % (key, value), where)
+        root["refused_changes"] = list(data.get("refused_changes", []))
+        root["version_commands"] = list(data.get("version_commands", []))
     if _keygen() is None:
         raise _trust_error("exists, but ssh-keygen (OpenSSH) is not installed on this host: the agent cannot "
                            "check signatures; install OpenSSH's client tools", TRUST_DIR)
@@ -538,6 +582,12 @@ def _check(req, ev, root, package_sha256, tmp):
                               " (that package is not listed)" if sha not in _CATALOG_SHA.findall(text) else
                               " (that digest appears only outside an entry this host can read: the catalog must be "
                               "the one 'upgrader catalog build' writes)"), vendors)
+    signed = [e for e in catalog_entry_list(text) if (e.get("product"), e.get("version"), e.get("sha256")) == want]
+    if len(signed) != 1:
+        raise _trust_error("the catalog signed by %s lists %s %s with the package sha256 %s %d times: refused, nothing "
+                           "changed; ask the vendor for a catalog made by 'upgrader catalog build'"
+                           % (signer[0], want[0], want[1], sha, len(signed)), vendors)
+    signed = signed[0]
     # the catalog's serial, read from the very bytes the vendor signed (never the controller's word): a catalog
     # older than one this host was already upgraded from is refused, as the lock refuses the controller's claim
     from .ledger import check_ledger_version, ledger_serials
@@ -561,16 +611,146 @@ def _check(req, ev, root, package_sha256, tmp):
         raise _policy_error("the plan says %s runs %s, the run asks to install over %s"
                             % (host.get("name"), host.get("current"), req["current_version"]), allowed)
     check_ledger_version(Paths(req), host.get("current"))
-    why = free_levels_only(host.get("current"), host.get("target"))
+    running, read_from = host_version(req, host, root)
+    why = free_levels_only(running, host.get("target"))
     if why:
         raise _policy_error("%s: this host accepts only free maintenance upgrades (levels 3 and 4); refused before "
                             "stop, nothing changed" % why, TRUST_DIR)
+    _entry_rules(signed, package, root, signer, running, read_from, vendors)
     verified = sorted(hashlib.sha256(item["text"].encode("utf-8")).hexdigest() for item in ev.get("approvals") or [])
     return {"root": TRUST_DIR, "plan": digest, "approvers": sorted(keys.values()), "approval_keys": sorted(keys),
             "approvals": verified, "entry": host, "host": host.get("name"), "identity": host.get("identity"),
             "catalog_signer": signer[0], "catalog_key": signer[1], "catalog_serial": serial, "product": product,
-            "package": sha,
+            "package": sha, "catalog_entry": {k: signed.get(k) for k in ("kind", "requires", "changes")},
             "current": host.get("current"), "target": host.get("target")}
+
+
+def host_version(req, host, root):
+    """(the version this host itself says runs, where it was read): the version its ledger recorded for the last
+    install (installed.json), else, on a first upgrade, the plan entry's version FILE source read here (the file,
+    or the archive member, beneath the install) — never a command (whoever wrote the playbook would decide what it
+    prints) unless root lists that very command in host-trust.json ``version_commands``. It must be the plan's current version: the version rule and a patch's ``requires`` are decided on it."""
+    from .ledger import ledger_fds
+    from .state import Paths, read_json_at
+    from .versions import read_version, same_version
+
+    paths = Paths(req)
+    with ledger_fds(paths) as fds:
+        for d, fd in fds:
+            recorded = (read_json_at(fd, "installed.json", d) or {}).get("version")
+            if recorded:
+                return str(recorded), os.path.join(d, "installed.json")
+    source = ((host.get("playbook") or {}).get("spec") or {}).get("version") or {}
+    if not source.get("file") and source.get("command") not in (root.get("version_commands") or []):
+        raise _policy_error("%s has no ledger of an earlier upgrade (installed.json) and the plan reads the installed "
+                            "version with a command: on a first upgrade this host reads the version it runs only from "
+                            "a file of the install (the playbook's version: file:); refused before stop, nothing "
+                            "changed" % host.get("name"), TRUST_DIR)
+    found, error = read_version(paths, source)
+    where = ("the version file %s" % source["file"] + (" (%s)" % source["member"] if source.get("member") else "")
+             if source.get("file") else "the version command root allows in %s" % CONFIG)
+    if found is None:
+        raise _trust_error("%s cannot read the version it runs from %s (%s): refused before stop, nothing changed"
+                           % (host.get("name"), where, error), TRUST_DIR)
+    if not same_version(found, host.get("current")):
+        raise AgentError("host trust root %s: %s runs %s by %s, but the plan says it runs %s: refusing before stop, "
+                         "nothing changed; make the plan again" % (TRUST_DIR, host.get("name"), found, where,
+                                                                   host.get("current")),
+                         "version_mismatch", recorded=found, planned=host.get("current"))
+    return found, where
+
+
+def _entry_rules(signed, package, root, signer, running, read_from, vendors):
+    """The rest of "free", from the vendor-signed catalog entry (never the controller's policy): no declared change
+    this host refuses (REFUSED_CHANGES and host-trust.json's refused_changes; a change of a kind it does not know is
+    refused too), the plan's package kind, and a patch's ``requires`` range holding the version this host runs."""
+    what = "the vendor's signed catalog entry %s %s (sha256 %s..., signed by %s)" % (
+        signed.get("product"), signed.get("version"), str(signed.get("sha256"))[:12], signer[0])
+    changes = signed.get("changes")
+    if changes is None:
+        raise _trust_error("%s has no 'changes:' list this host can read: refused, nothing changed; ask the vendor "
+                           "for a catalog made by 'upgrader catalog build'" % what, vendors)
+    refused = set(REFUSED_CHANGES) | set(root.get("refused_changes") or [])
+    bad = [c for c in changes if c in refused or c not in REFUSED_CHANGES]
+    if bad:
+        raise _policy_error("%s declares the change %s: an upgrade that changes external interfaces, the configuration "
+                            "format or monitoring/management is never free, and this host refuses it whatever the "
+                            "controller's policy says; refused before stop, nothing changed"
+                            % (what, ", ".join(bad)), TRUST_DIR)
+    kind = signed.get("kind")
+    if kind not in ("full", "patch") or kind != package.get("kind"):
+        raise _trust_error("%s is of kind %s, the plan's package says %s: refused, nothing changed"
+                           % (what, kind, package.get("kind")), vendors)
+    if kind == "patch" and signed.get("requires") is not None:
+        why = requires_problem(running, signed["requires"])
+        if why:
+            raise _policy_error("%s is a patch for %s; this host runs %s (%s): %s; refused before stop, nothing "
+                                "changed" % (what, signed["requires"], running, read_from, why), TRUST_DIR)
+
+
+def check_package_meta(archive, verdict):
+    """At prepare, with the copy of the package this host hashed: its own package.yaml declares what the vendor's
+    signed catalog entry says (changes, kind, requires); a package that declares otherwise is refused before
+    anything is extracted (AgentError, kind host_trust)."""
+    import tarfile
+
+    entry = verdict.get("catalog_entry") or {}
+    text = None
+    try:
+        with tarfile.open(archive, "r:gz") as tar:
+            for member in tar:
+                if member.name in ("package.yaml", "./package.yaml"):
+                    if member.isreg() and member.size <= 1 << 20:
+                        text = tar.extractfile(member).read().decode("utf-8", "replace")
+                    break
+    except (tarfile.TarError, OSError, EOFError):
+        text = None
+    meta = block_mapping(text.splitlines(), "") if text is not None else None
+    what = "the package %s... (%s %s)" % (str(verdict.get("package"))[:12], verdict.get("product"),
+                                         verdict.get("target"))
+    if meta is None or meta.get("changes") is None:
+        raise _trust_error("%s has no package.yaml with a 'changes:' list this host can read: refused before it was "
+                           "extracted, nothing changed" % what, TRUST_DIR)
+    def differs(k):
+        if k == "changes":
+            return sorted(meta.get(k) or []) != sorted(entry.get(k) or [])
+        return meta.get(k) != entry.get(k)
+
+    wrong = ["%s (package.yaml: %r, the signed catalog entry: %r)" % (k, meta.get(k), entry.get(k))
+             for k in ("changes", "kind", "requires") if differs(k)]
+    if wrong:
+        raise _trust_error("%s declares otherwise than the vendor's signed catalog entry: %s differ; refused before it "
+                           "was extracted, nothing changed" % (what, "; ".join(wrong)), TRUST_DIR)
+
+
+_CONSTRAINT = re.compile(r"^(>=|<=|==|!=|>|<)[ \t]*([^\s<>=!]\S*)$")
+
+
+def _order(version):
+    levels = _levels(version)
+    return tuple(int(p) for p in levels) if all(p.isdigit() for p in levels) else None
+
+
+def requires_problem(version, requires):
+    """None when ``version`` is within the patch range ``requires`` (``>=7.0.4.1, <7.0.4.3``: every constraint
+    holds); else why not. A bound this host cannot order against the version (a letter line) is refused."""
+    clauses = [c.strip() for c in str(requires).split(",")]
+    if not clauses or not all(clauses):
+        return "the range %r cannot be read" % requires
+    have = _order(version)
+    for clause in clauses:
+        m = _CONSTRAINT.match(clause)
+        if m is None:
+            return "the range %r cannot be read" % requires
+        bound = _order(m.group(2))
+        if have is None or bound is None:
+            return "this host cannot order %s against %s" % (version, m.group(2))
+        op = m.group(1)
+        holds = {">=": have >= bound, ">": have > bound, "<=": have <= bound, "<": have < bound,
+                 "==": have == bound, "!=": have != bound}[op]
+        if not holds:
+            return "%s is outside %s (%s fails)" % (version, requires, clause)
+    return None
 
 
 def _plan_host(plan, req):
@@ -702,6 +882,29 @@ def unapproved_commands(req):
             return None
     return ("not run: this host has its own trust root (%s); a command probe runs only for a run whose plan and "
             "approvals it accepted, and is proven at that run's preflight" % TRUST_DIR)
+
+
+#: facts and inspect with a host trust root, outside a run it accepted: a playbook's version command is not run
+VERSION_COMMAND_REFUSED = "version source is a command; with a host trust root only file sources are read outside " \
+                          "an accepted run"
+
+
+def version_command_refused(req, source):
+    """Why the version source ``source`` may not be run for this request (None: it may, or it is a file). With a
+    host trust root a version ``command`` is a command of whoever wrote the playbook: read-only ops (facts, inspect,
+    status, plan) run it only for a run this host accepted (its kept entry, or its lock: unapproved_commands), or
+    when root lists that very command in host-trust.json ``version_commands``; a root that is refused runs none."""
+    if not isinstance(source, dict) or source.get("file") or not source.get("command"):
+        return None
+    try:
+        root = load_root()
+    except AgentError:
+        root = {}
+    if root is None or source["command"] in (root.get("version_commands") or []) or unapproved_commands(req) is None:
+        return None
+    return ("%s: the command was not run (host trust root %s; root may allow this very command in %s "
+            "\"version_commands\", or the playbook may read the version from a file)"
+            % (VERSION_COMMAND_REFUSED, TRUST_DIR, os.path.join(TRUST_DIR, CONFIG)))
 
 
 def _hooks(spec):

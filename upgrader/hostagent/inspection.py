@@ -12,6 +12,7 @@ import time
 from .beneath import open_beneath, resolve_beneath
 from .common import CHUNK, AgentError
 from .files import read_text
+from . import hosttrust
 from .inspect_perf import (access_figures, jvm_figures, net_counters, net_figures, patch_figures, process_before,
                            process_figures)
 from .processes import (describe_selector, listening, pid_alive, port_open, proc_cmdline, read_pid,
@@ -227,7 +228,11 @@ def op_inspect(req):
     if not out["exists"]:
         finish_sample(out, req, started, net_before, None, None)
         return out
-    out["version"], out["version_error"] = read_version(paths, req["version_source"])
+    refused = hosttrust.version_command_refused(req, req["version_source"])
+    if refused:  # a trust-root host runs no playbook command outside a run it accepted
+        out["version"], out["version_error"], out["version_refused"] = None, refused, "host_trust"
+    else:
+        out["version"], out["version_error"] = read_version(paths, req["version_source"])
     try:
         pid, pid_error = read_pid(paths, req.get("pid_file")), None
     except AgentError as e:  # a pid file reached through a link that leads out is not read: reported instead

@@ -76,6 +76,12 @@ def op_prepare(req):
     if h.hexdigest() != req["sha256"] or size != req["size"]:
         raise AgentError("package on the host has sha256 %s (%d bytes); the catalog says %s (%d bytes)"
                          % (h.hexdigest(), size, req["sha256"], req["size"]), "bad_input")
+    if trusted:  # the package's own package.yaml declares what the signed catalog entry says (changes, kind, requires)
+        try:
+            hosttrust.check_package_meta(pkg, trusted)
+        except AgentError:
+            os.unlink(pkg)
+            raise
     # 2. current product tree, hashed once; drift against the last install's manifest
     current = scan_tree(paths.install, preserve)
     # the links as the scan saw them (a directory swapped for a link while it ran is recorded as that link): the

@@ -113,6 +113,7 @@ def _read(host: Any, spec: dict[str, Any]) -> dict[str, Any]:
     except Exception as e:  # noqa: BLE001 - an agent failure on one host is that host's line
         return {"reachable": False, "error": f"{type(e).__name__}: {e}"}
     return {"reachable": True, "version": facts.get("version"), "version_error": facts.get("version_error"),
+            **({"version_refused": facts["version_refused"]} if facts.get("version_refused") else {}),
             "lock": facts.get("lock")}
 
 
