@@ -636,7 +636,8 @@ class _HostRun:
         # a host with its own trust root locks only for a run whose evidence it accepts (or whose entry it kept)
         res = self.call("lock", controller=controller.get("host"), user=controller.get("user"),
                         approvals=list(self.e.approvals), break_lock=self.e.break_lock, catalog=catalog,
-                        sha256=pkg.get("sha256"), current_version=self.p["current"], **self._evidence())
+                        sha256=pkg.get("sha256"), current_version=self.p["current"], audit=self.e.audit,
+                        **self._evidence())  # audit: what the host's opening record of the run keeps
         broken = res.get("broken")
         if broken:
             self.e.journal.record("lock", "broken", host=self.name, holder=broken)

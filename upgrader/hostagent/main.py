@@ -26,7 +26,7 @@ from .receive import op_receive_check, op_receive_commit
 from .recovery import op_backup_check, op_recovery_check
 from .rollback import op_rollback
 from .service import op_hook, op_start, op_stop
-from .witness import note_step, op_witness, op_witness_read
+from .witness import finish_gate, note_step, op_witness, op_witness_read
 from .state import (Paths, ancestor_problem, check_install, check_state_dir, check_state_markers, ensure_state_dir,
                     ledger_dirs)
 
@@ -103,6 +103,8 @@ def handle(req):
             check_state_dir(Paths(req))
         if req.get("op") in MUTATING + ("lock",):
             hosttrust.admit(req)  # with a host trust root: nothing is taken for a run it accepted nothing for
+        if req.get("op") == "finish":
+            finish_gate(req)  # only a run that holds the lock (and prepared here) ends here: else nothing recorded
         with OpLock(req):
             try:
                 result = op(req)
