@@ -370,3 +370,48 @@ def test_the_requester_and_policy_rewritten_after_the_run_are_caught(
     rc, text = cross(f, capsys)
     assert rc == ALTERED, text
     assert f"run {run} (line" in text and "names requester user change-board, its plan file" in text
+
+
+def test_an_approval_spent_on_one_host_and_taken_by_another_run_elsewhere_is_altered(
+        tmp_path: Path, sshd: SSHServer, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Attack 5 as played: approval A1 approved plan P1 and run 1 spent it on app-01. Plan P2 (app-02) is never
+    approved: the shipped CLI refuses it with A1 (exit 4); the engineer's controller (its approval check answering
+    "accepted") runs it, and app-02, which never saw A1, takes it. --witness: app-01's own record spent A1, app-02's
+    opening record names it for another run: ALTERED; --plans --approvals: A1 approves P1, not P2, and is spent
+    twice: exit 6."""
+    f = build_fleet(tmp_path / "fleet", sshd, 2)
+    try:
+        rc, p1 = plan_to(f.box, "7.0.4.2", "--hosts", "app-01")
+        assert rc == 0
+        a1 = approve(f.box, p1)
+        assert upgrader(f.box, "run", str(p1), "--approval", str(a1)) == 0
+        first = f.run_dirs()[-1].name
+        rc, p2 = plan_to(f.box, "7.0.4.2", "--hosts", "app-02")
+        assert rc == 0
+        assert upgrader(f.box, "run", str(p2), "--approval", str(a1)) == 4, "the shipped CLI refuses"
+        import upgrader.trust.approval as ta
+
+        monkeypatch.setattr(ta, "check_approvals", lambda paths, **kw: [ta.read_approval(p) for p in paths])
+        assert upgrader(f.box, "run", str(p2), "--approval", str(a1)) == 0
+        monkeypatch.undo()
+        second = f.run_dirs()[-1].name
+        digest = ta.read_approval(a1).digest
+        capsys.readouterr()
+        home = ["--home", str(f.box.root), "audit", "verify", "--witness", str(f.box.inventory)]
+        assert main(home) == ALTERED
+        text = " ".join(capsys.readouterr().out.split())
+        assert (f"approval {digest} was spent by run {first} (host app-01's own record), yet host app-02 opened run "
+                f"{second} with it at ") in text and "an approval is used once (ALTERED)" in text
+        rc, text = cross(f, capsys)
+        assert rc == ALTERED, text
+        assert f"was spent by run {first} (line" in text and f"is named again by run {second}" in text
+        assert f"approves plan {load_plan_digest(p1)}, the log names plan {load_plan_digest(p2)}" in text
+    finally:
+        f.stop_all()
+        kill_processes_under(tmp_path)
+
+
+def load_plan_digest(plan: Path) -> str:
+    from upgrader.core.plan import load_plan
+
+    return load_plan(plan).digest

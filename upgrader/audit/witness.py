@@ -508,6 +508,11 @@ def opening_text(d: Mapping[str, object], lang: str = "en") -> str:
                 f"日志却称这次运行在维护窗口{'内' if inside else '外'}（已被篡改）" if zh else
                 f"host {host} opened run {run} at {when} by its own clock: {d.get('reason')} (policy sha256 "
                 f"{d.get('policy')}); the log says the run was {'inside' if inside else 'outside'} the window (ALTERED)")
+    if kind == "reused":
+        return (f"批准 {d.get('approval')} 已被运行 {d.get('first')}（主机 {d.get('first_host')} 自己的记录）用掉，主机 {host} "
+                f"却于 {when} 为运行 {run} 又接受了它：一份批准只能用一次（已被篡改）" if zh else
+                f"approval {d.get('approval')} was spent by run {d.get('first')} (host {d.get('first_host')}'s own "
+                f"record), yet host {host} opened run {run} with it at {when}: an approval is used once (ALTERED)")
     return (f"主机 {host} 被运行 {run}（{d.get('who')}）锁定，而日志中没有这次运行的任何一行：被截断或删除（已被篡改）" if zh
             else f"host {host} is locked by run {run} ({d.get('who')}), a run the log has no line of: cut off or "
             "removed (ALTERED)")
@@ -534,6 +539,26 @@ def _compare_openings(result: WitnessResult, events: list[JSONObject], window: o
         result.openings.append({**d, "doubt": doubt})
         (result.doubts if doubt else result.problems).append(opening_text(d))
 
+    # an approval is single-use: spent by a run a host finished (its own record), named by another run a host opened
+    used: dict[str, tuple[str, str]] = {}
+
+    def digests(rec: JSONObject) -> list[str]:
+        given = rec.get("approvals")
+        return [str(a) for a in given] if isinstance(given, list) else []
+
+    for h in result.hosts:
+        for rec in [] if h.error else h.runs:
+            for a in digests(rec):
+                used.setdefault(a, (str(rec.get("run") or ""), h.host))
+    for h in result.hosts:
+        for rec in [] if h.error else h.opened:
+            run_id = str(rec.get("run") or "")
+            for a in digests(rec):
+                first = used.get(a)
+                if first is not None and first[0] != run_id:
+                    found(False, kind="reused", host=h.host, run=str(rec.get("as") or run_id), approval=str(a),
+                          first=first[0], first_host=first[1],
+                          opened=_host_time(rec.get("opened"), rec.get("utc_offset")))
     for h in result.hosts:
         if h.error:
             continue
