@@ -233,6 +233,24 @@ def test_a_needs_person_run_cut_off_the_log_is_altered(
     run = f.run_dirs()[-1].name
     rc, report, text = verify(f, capsys)
     assert rc in (0, NOT_PROVEN) and "ALTERED" not in text, text
+    honest = log_of(f).read_bytes()
+    # rewritten instead: the run "left the host unchanged" (its stop and install lines dropped), re-signed
+    key = load_private_key(str(f.box.operator_key))
+    kept = [line for line in honest.splitlines(keepends=True)
+            if not (json.loads(line).get("run") == run and json.loads(line).get("phase") not in (None, "preflight",
+                                                                                                  "backup"))]
+
+    def unchanged(rec: dict[str, Any]) -> dict[str, Any]:
+        if rec.get("run") == run and rec["event"] == "host_finished":
+            rec["outcome"] = "unchanged"
+        return rec
+
+    log_of(f).write_bytes(b"".join(rechain(kept, unchanged, key, "operator@customer")))
+    rc, report, text = verify(f, capsys)
+    assert rc == ALTERED, text
+    assert (f"host app-01 executed install for run {run} (opened there at " in text and "never finished), but the "
+            "log has no install phase of that run on that host (ALTERED)" in text)
+    log_of(f).write_bytes(honest)
     lines = log_of(f).read_bytes().splitlines(keepends=True)
     log_of(f).write_bytes(b"".join(lines[:keep]))
     rc, report, text = verify(f, capsys)

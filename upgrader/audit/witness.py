@@ -88,6 +88,8 @@ class HostWitness:
     lock: JSONObject | None = None
     #: the state dir the host was asked for, when it does not exist there (no ledger: nothing recorded)
     absent: str | None = None
+    #: {run label: the steps this host executed} for each run it opened and never finished
+    open_steps: dict[str, list[JSONObject]] = field(default_factory=dict)
 
 
 def read_witnesses(targets: Sequence[WitnessTarget]) -> list[HostWitness]:
@@ -105,10 +107,13 @@ def read_witnesses(targets: Sequence[WitnessTarget]) -> list[HostWitness]:
         bad = dicts(reply.get("unreadable"))
         count = reply.get("unreadable_count")
         lock = reply.get("lock")
+        given = reply.get("open_steps")
+        open_steps = {str(k): dicts(v) for k, v in given.items()} if isinstance(given, dict) else {}
         return HostWitness(t.name, dicts(reply.get("checkpoints")), unreadable=bad, runs=dicts(reply.get("runs")),
                            unreadable_count=count if type(count) is int else len(bad),
                            opened=dicts(reply.get("opened")), lock=lock if isinstance(lock, dict) else None,
-                           absent=str(reply["absent"]) if reply.get("absent") else None)
+                           absent=str(reply["absent"]) if reply.get("absent") else None,
+                           open_steps=open_steps)
 
     if not targets:
         return []
@@ -508,6 +513,11 @@ def opening_text(d: Mapping[str, object], lang: str = "en") -> str:
                 f"日志却称这次运行在维护窗口{'内' if inside else '外'}（已被篡改）" if zh else
                 f"host {host} opened run {run} at {when} by its own clock: {d.get('reason')} (policy sha256 "
                 f"{d.get('policy')}); the log says the run was {'inside' if inside else 'outside'} the window (ALTERED)")
+    if kind == "steps":
+        return (f"主机 {host} 为运行 {run} 执行了 {d.get('step')}（它开始了这次运行但没有结束），而日志中这次运行在该主机上"
+                f"没有 {d.get('step')} 阶段（已被篡改）" if zh else
+                f"host {host} executed {d.get('step')} for run {run} (opened there at {when}, never finished), but the "
+                f"log has no {d.get('step')} phase of that run on that host (ALTERED)")
     if kind == "reused":
         return (f"批准 {d.get('approval')} 已被运行 {d.get('first')}（主机 {d.get('first_host')} 自己的记录）用掉，主机 {host} "
                 f"却于 {when} 为运行 {run} 又接受了它：一份批准只能用一次（已被篡改）" if zh else
@@ -577,6 +587,13 @@ def _compare_openings(result: WitnessResult, events: list[JSONObject], window: o
             outcome = ended.get((label, h.host))
             if label not in finished and outcome in _ENDED and outcome != "unchanged":
                 found(False, kind="unfinished", outcome=outcome, **base)
+            if label not in finished and label in started:  # what the host did, against the phases the log has
+                done = {str(x.get("op")) for x in h.open_steps.get(label, []) if x.get("ok")}
+                tried = {str(e.get("phase")) for e in events if e.get("run") == label and e.get("host") == h.host
+                         and e.get("event") == "phase_started"}
+                for op in ("stop", "install"):
+                    if op in done and op not in tried:
+                        found(False, kind="steps", step=op, **base)
             sd = started.get(label)
             if not isinstance(sd, dict):
                 continue

@@ -308,8 +308,18 @@ def op_witness_read(req):
 
     finished = {r["as"] for r in runs}
     holder = read_json(paths.lock) if os.path.lexists(paths.lock) else None
+    unfinished = [r["as"] for r in opened if r["as"] not in finished]
+    # the steps this host executed for each run it opened and never finished (its finish would have recorded them)
+    open_steps = {}
+    for r in opened:
+        if r["as"] in unfinished and r["as"] not in open_steps and isinstance(r.get("run"), str):
+            try:
+                steps = _all_steps(_paths(dict(req, run_id=r["run"])))
+            except AgentError:
+                continue
+            open_steps[r["as"]] = [{"op": x.get("op"), "ok": x.get("ok"), "at": x.get("at")} for x in steps]
     return {"checkpoints": out, "runs": runs, "unreadable": bad[:LISTED], "unreadable_count": len(bad),
-            "opened": opened, "unfinished": [r["as"] for r in opened if r["as"] not in finished],
+            "opened": opened, "unfinished": unfinished, "open_steps": open_steps,
             "lock": holder if isinstance(holder, dict) else None}
 
 
