@@ -291,6 +291,8 @@ class StartedRun:
     journal: Journal
     recorder: Recorder
     controller: dict[str, str]
+    #: the requester as the run's run_started line names it (user, host, key): the hosts' opening records keep it
+    requester: JSONObject | None = None
 
     def close_on_error(self, error: BaseException) -> None:
         """The engine itself failed (a bug, a full disk under the journal): the audit log still gets the end of
@@ -787,7 +789,8 @@ def start_run(ctx: Context, plan: Plan, checked: CheckedRun) -> StartedRun:
                    window=checked.window, hosts=[_host_summary(h) for h in plan.hosts])
     for a in approved_by:
         recorder.event("approval_accepted", outcome="accepted", **cast("dict[str, Any]", a))
-    return StartedRun(run_id, journal, recorder, {"user": checked.operator.user, "host": checked.operator.host})
+    return StartedRun(run_id, journal, recorder, {"user": checked.operator.user, "host": checked.operator.host},
+                      requester)
 
 
 def finish_run(ctx: Context, checked: CheckedRun, started: StartedRun, outcome: EngineResult, *,
@@ -862,7 +865,8 @@ def run(ctx: Context, plan: Path | Plan, approvals: Sequence[str | Path] = (), *
                         canary=limits.canary, confirm=confirm, approvals=checked.approval_digests,
                         break_lock=break_lock, cancel=token, catalog_serial=checked.catalog_serial,
                         host_evidence=checked.evidence,
-                        audit=_host_audit(started.recorder, plan.digest, checked.window))
+                        audit=_host_audit(started.recorder, plan.digest, checked.window, started.requester,
+                                          plan.data.get("policy")))
         if break_lock:
             started.recorder.event("locks_broken", outcome="forced", reason="--break-lock given by the operator")
         try:
@@ -1012,11 +1016,17 @@ def refused_at_preflight(run_dir: Path) -> set[str]:
     return failed - went_on
 
 
-def _host_audit(recorder: Recorder, plan: str | None, window: object) -> JSONObject:
-    """What each host records of this run at its finish beside its own account (hostagent/witness.py): the id
-    the audit log gives this part of the run, the plan digest, whether the run was inside the service window."""
+def _host_audit(recorder: Recorder, plan: str | None, window: object, requester: object = None,
+                policy: object = None) -> JSONObject:
+    """What each host records of this run at its lock (its opening record) and at its finish beside its own account
+    (hostagent/witness.py): the id the audit log gives this part of the run, the plan digest, whether the run was
+    inside the service window, and (a new run) its requester (user, host, key) and its policy's sha256."""
     inside = window.get("inside") if isinstance(window, dict) else None
-    return {"as": recorder.run, "plan": plan, "window": inside if isinstance(inside, bool) else None}
+    who = requester if isinstance(requester, dict) else {}
+    digest = policy.get("sha256") if isinstance(policy, dict) else None
+    return {"as": recorder.run, "plan": plan, "window": inside if isinstance(inside, bool) else None,
+            "requester": {k: who.get(k) for k in ("user", "host", "key")} if who else None,
+            "policy": digest if isinstance(digest, str) else None}
 
 
 def _accepted_digest(run_dir: Path) -> str | None:
@@ -1436,11 +1446,55 @@ def verify_witnesses(ctx: Context, inventory: Path, *, log: Path | None = None, 
     from .fleet.transport import connect
 
     inv = load_inventory(inventory)
-    targets = [WitnessTarget(h.name, _agent_call(partial(connect, h), h.install_dir, h.state_dir))
-               for h in inv.select(hosts)]
     if data is None:
         data = read_log(Path(log) if log else audit_path(ctx.home))
-    return check_witnesses(data, read_witnesses(targets))
+    named = _log_hosts(data)
+    chosen = inv.select(hosts)
+    for h in chosen:  # each host is read where the log says its runs went, not where the auditor's inventory says
+        where = named.get(h.name)
+        if where is None:
+            continue
+        for key, mine in (("install_dir", h.install_dir), ("address", h.address)):
+            if where.get(key) is not None and os.path.normpath(str(where[key])) != os.path.normpath(str(mine)):
+                raise InputError(f"host {h.name} has {key} {mine}, but the audit log's last run on it "
+                                 f"(line {where['line']}) has {where[key]}: the hosts' records are read where the log's "
+                                 "runs went", path=str(inventory), key=f"hosts.{h.name}.{key}",
+                                 hint=f"give the inventory the runs used (its {key}: {where[key]})")
+    targets = [WitnessTarget(h.name, _agent_call(partial(connect, h), h.install_dir, h.state_dir)) for h in chosen]
+    read = {h.name for h in chosen}
+    not_read = {name: "not selected" if name in inv.hosts else f"not in the inventory {inventory}"
+                for name in named if name not in read}
+    witnessed = read_witnesses(targets)
+    for w in witnessed:  # a host the log names with no ledger where its runs went: nothing of it is on record
+        if w.absent and w.host in named and not w.error:
+            w.error = (f"it keeps no state dir at {w.absent}, where the log's runs on it went: no record of "
+                       "them there")
+    from .customer.service_window import load_service_window
+
+    policy = load_policy(ctx)
+    try:
+        window = load_service_window(policy)
+    except Exception:  # noqa: BLE001 - a policy without a usable window: the window is not judged
+        window = None
+    return check_witnesses(data, witnessed, not_read=not_read, window=window, policy_digest=policy.digest)
+
+
+def _log_hosts(data: bytes) -> dict[str, JSONObject]:
+    """{host: where the log's last run_started line on it sent that run (address, install_dir, its line)}."""
+    import json as _json
+
+    out: dict[str, JSONObject] = {}
+    for n, line in enumerate(data.split(b"\n")[:-1], 1):
+        try:
+            rec = _json.loads(line)
+        except ValueError:
+            continue
+        if not isinstance(rec, dict) or rec.get("event") != "run_started" or not isinstance(rec.get("data"), dict):
+            continue
+        for h in rec["data"].get("hosts") or []:
+            if isinstance(h, dict) and isinstance(h.get("host"), str):
+                out[h["host"]] = {"address": h.get("address"), "install_dir": h.get("install_dir"), "line": n}
+    return out
 
 
 @dataclass(frozen=True)

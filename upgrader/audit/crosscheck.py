@@ -12,6 +12,7 @@ missing file and a swapped one are told apart: when the log also recorded the fi
 from __future__ import annotations
 
 import datetime as _dt
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -150,6 +151,13 @@ def cross_check(events: list[dict[str, object]], *, plans: Path | None, approval
             elif digest not in have:
                 problem(line, "plan", f"plan digest {digest} named by line {line}: no file in {plans} has it",
                         digest=digest)
+        # every run's requester against its plan file: the plan's requester (inside its digest) and its signer's key
+        for e in events:
+            d = _d(e.get("data"))
+            digest = d.get("plan")
+            if e.get("event") != "run_started" or not isinstance(digest, str) or digest not in have:
+                continue
+            _requester(problem, e, d, digest, have[digest])
 
     # the approvals a run accepted: (line, digest, plan, approver, key), and the file names the log recorded
     approval_names: dict[tuple[object, object, object], object] = {}
@@ -167,11 +175,17 @@ def cross_check(events: list[dict[str, object]], *, plans: Path | None, approval
                 if isinstance(named_digest, str):
                     accepted.append((e.get("seq"), named_digest, d.get("plan"), given.get("approver"),
                                      given.get("key")))
+    _used_twice(problem, events)
     if approvals is not None:
         have_a = _approvals(approvals)
+        checked: set[str] = set()
         for line, digest, plan, approver, key in accepted:
-            if digest in out.approvals:
+            if digest in checked:  # the file itself was checked at its first use: each run's own pair still is
+                a = have_a.get(digest)
+                if a is not None and out.approvals.get(digest) == a.source:
+                    _pair(problem, a, line, digest, plan, approver, key)
                 continue
+            checked.add(digest)
             a = have_a.get(digest)
             named = _by_name(approvals, approval_names.get(("digest", digest, None),
                                                            approval_names.get((plan, approver, key))))
@@ -205,13 +219,70 @@ def cross_check(events: list[dict[str, object]], *, plans: Path | None, approval
                     problem(line, "approval", f"file {a.source}: signed by a key the allowed signers do not allow "
                             f"for {st.approver}: {e}", file=a.source, digest=digest)
                     continue
-            if st.plan != plan:
-                problem(line, "approval", f"file {a.source} approves plan {st.plan}, the log names plan {plan} "
-                        f"(line {line})", file=a.source, digest=digest)
-            elif approver is not None and st.approver != approver:
-                problem(line, "approval", f"file {a.source} is signed as {st.approver}, the log names {approver} "
-                        f"(line {line})", file=a.source, digest=digest)
-            elif key is not None and a.signature.fingerprint != key:
-                problem(line, "approval", f"file {a.source} is signed with the key {a.signature.fingerprint}, the "
-                        f"log names {key} (line {line})", file=a.source, digest=digest)
+            _pair(problem, a, line, digest, plan, approver, key)
     return out
+
+
+def _pair(problem: Callable[..., None], a: Approval, line: object, digest: str, plan: object, approver: object,
+          key: object) -> None:
+    """One (run, approval) pair of the log against the approval's file: the plan it approves, its signer, its key."""
+    st = a.statement
+    if st.plan != plan:
+        problem(line, "approval", f"file {a.source} approves plan {st.plan}, the log names plan {plan} "
+                f"(line {line})", file=a.source, digest=digest)
+    elif approver is not None and st.approver != approver:
+        problem(line, "approval", f"file {a.source} is signed as {st.approver}, the log names {approver} "
+                f"(line {line})", file=a.source, digest=digest)
+    elif key is not None and a.signature.fingerprint != key:
+        problem(line, "approval", f"file {a.source} is signed with the key {a.signature.fingerprint}, the "
+                f"log names {key} (line {line})", file=a.source, digest=digest)
+
+
+def _used_twice(problem: Callable[..., None], events: list[dict[str, object]]) -> None:
+    """An approval is spent by the first run that got past preflight on a host: another run naming it is a
+    problem (both runs named). A run refused everywhere at preflight leaves it unspent."""
+    passed = {e.get("run") for e in events if e.get("event") == "phase_finished" and e.get("phase") == "preflight"
+              and e.get("outcome") == "ok"}
+    spent: dict[str, tuple[object, object]] = {}
+    for e in events:
+        if e.get("event") != "run_started":
+            continue
+        for item in _l(_d(e.get("data")).get("approvals")):
+            digest = _d(item).get("digest")
+            if not isinstance(digest, str):
+                continue
+            first = spent.get(digest)
+            if first is not None and first[0] != e.get("run"):
+                problem(e.get("seq"), "approval", f"approval {digest} was spent by run {first[0]} (line {first[1]}) "
+                        f"and is named again by run {e.get('run')} (line {e.get('seq')}): an approval is used once",
+                        digest=digest)
+            elif first is None and e.get("run") in passed:
+                spent[digest] = (e.get("run"), e.get("seq"))
+
+
+def _requester(problem: Callable[..., None], e: dict[str, object], d: dict[str, object], digest: str,
+               path: Path) -> None:
+    """The run_started line's requester against its plan file: user and host (inside the plan's digest), and the
+    key that signed the plan (when it is signed)."""
+    from ..core.plan import load_plan
+    from ..trust.requester import plan_signer
+    from ..trust.sshsig import fingerprint
+
+    line = e.get("seq")
+    said = _d(d.get("requester"))
+    try:
+        data = load_plan(path).data
+        key = plan_signer(data, digest, str(path))
+    except Exception as err:  # noqa: BLE001 - a plan whose signature does not hold is a finding
+        problem(line, "requester", f"file {path}: its signature cannot be checked ({err})", file=str(path),
+                digest=digest)
+        return
+    theirs = _d(data.get("requester"))
+    for k in ("user", "host"):
+        if said.get(k) != theirs.get(k):
+            problem(line, "requester", f"run {e.get('run')} (line {line}) names requester {k} {said.get(k)}, its "
+                    f"plan file {path} says {theirs.get(k)}", file=str(path), digest=digest)
+            return
+    if key is not None and said.get("key") is not None and said.get("key") != fingerprint(key):
+        problem(line, "requester", f"run {e.get('run')} (line {line}) names the requester's key {said.get('key')}, "
+                f"its plan file {path} is signed with {fingerprint(key)}", file=str(path), digest=digest)

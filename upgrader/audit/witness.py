@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 from ..core.errors import UpgraderError
 from ..core.shapes import JSONObject
 
-__all__ = ["WitnessTarget", "send_witnesses", "read_witnesses", "check_witnesses", "case_witnesses", "WitnessResult", "HostWitness"]
+__all__ = ["WitnessTarget", "send_witnesses", "read_witnesses", "check_witnesses", "case_witnesses", "WitnessResult", "HostWitness",
+           "opening_text"]
 
 #: seconds a host may take to answer the witness request (a run's end never waits longer on one host)
 CALL_TIMEOUT = 30.0
@@ -81,6 +82,14 @@ class HostWitness:
     #: this host's own record of every run it finished (hostagent/witness.py runs.jsonl)
     runs: list[JSONObject] = field(default_factory=list)
     unreadable_count: int = 0
+    #: this host's opening record of every run that took its lock (hostagent/witness.py runs-opened.jsonl)
+    opened: list[JSONObject] = field(default_factory=list)
+    #: the run that holds this host's lock now (None: nobody)
+    lock: JSONObject | None = None
+    #: the state dir the host was asked for, when it does not exist there (no ledger: nothing recorded)
+    absent: str | None = None
+    #: {run label: the steps this host executed} for each run it opened and never finished
+    open_steps: dict[str, list[JSONObject]] = field(default_factory=dict)
 
 
 def read_witnesses(targets: Sequence[WitnessTarget]) -> list[HostWitness]:
@@ -97,8 +106,14 @@ def read_witnesses(targets: Sequence[WitnessTarget]) -> list[HostWitness]:
             return HostWitness(t.name, error=_error(e))
         bad = dicts(reply.get("unreadable"))
         count = reply.get("unreadable_count")
+        lock = reply.get("lock")
+        given = reply.get("open_steps")
+        open_steps = {str(k): dicts(v) for k, v in given.items()} if isinstance(given, dict) else {}
         return HostWitness(t.name, dicts(reply.get("checkpoints")), unreadable=bad, runs=dicts(reply.get("runs")),
-                           unreadable_count=count if type(count) is int else len(bad))
+                           unreadable_count=count if type(count) is int else len(bad),
+                           opened=dicts(reply.get("opened")), lock=lock if isinstance(lock, dict) else None,
+                           absent=str(reply["absent"]) if reply.get("absent") else None,
+                           open_steps=open_steps)
 
     if not targets:
         return []
@@ -128,6 +143,8 @@ class WitnessResult:
     doubts: list[str] = field(default_factory=list)
     #: every run a host finished, against the log: (host, run as the log names it, what differs, doubts)
     accounts: list[tuple[str, str, list[JSONObject], list[JSONObject]]] = field(default_factory=list)
+    #: the log against the hosts' opening records and locks (_compare_openings): each finding, ``doubt`` or not
+    openings: list[JSONObject] = field(default_factory=list)
 
     @property
     def unreachable(self) -> list[HostWitness]:
@@ -145,6 +162,7 @@ class WitnessResult:
         return {"status": self.status, "log_lines": self.lines, "checked": self.checked, "problems": self.problems,
                 "doubts": self.doubts, "runs_compared": len(self.accounts),
                 "hosts": [{"host": h.host, "checkpoints": len(h.checkpoints), "runs": len(h.runs),
+                           "opened": len(h.opened), "lock": h.lock,
                            "error": h.error, "unreadable_lines": h.unreadable,
                            "unreadable_count": h.unreadable_count} for h in self.hosts]}
 
@@ -178,8 +196,12 @@ def _head_of(cp: object) -> object:
     return cp.get("head") if isinstance(cp, dict) else None
 
 
-def check_witnesses(data: bytes, hosts: list[HostWitness]) -> WitnessResult:
-    """Check the log's bytes against every host's witnessed checkpoints."""
+def check_witnesses(data: bytes, hosts: list[HostWitness], *, not_read: Mapping[str, str] | None = None,
+                    window: object = None, policy_digest: str | None = None) -> WitnessResult:
+    """Check the log's bytes against every host's witnessed checkpoints, its own record of each run it finished and
+    its opening record of each run that took its lock -- in both directions. ``not_read``: {host the log names:
+    why it was not read} (each a doubt); ``window``: the service window (version_policy.ServiceWindow) of the
+    policy whose sha256 is ``policy_digest``: each run of that policy judged from the host's own clock."""
     hashes, cps, events = _log_lines(data)
     n = len(hashes)
     result = WitnessResult(hosts, n)
@@ -195,6 +217,10 @@ def check_witnesses(data: bytes, hosts: list[HostWitness]) -> WitnessResult:
             if problem is not None:
                 result.problems.append(problem)
     _compare_accounts(result, events)
+    _compare_openings(result, events, window, policy_digest)
+    for host, why in (not_read or {}).items():
+        result.doubts.append(f"host {host} is named by the log but was not read ({why}): what it recorded itself "
+                             "is not known, so the log is not proven")
     return result
 
 
@@ -301,7 +327,7 @@ def _differences(rec: JSONObject, log: JSONObject) -> list[JSONObject]:
     phases = log.get("phases") or set()
     assert isinstance(phases, set)
     resumed = log.get("kind") == "resume_requested"  # its host's steps began with the interrupted run's
-    if steps and not resumed:
+    if not resumed:  # a record with no step executed "agrees" with no install, no start
         for phase in ("install", "start"):
             if (phase in done) != (phase in phases):
                 differ("phases", f"{phase} {'done' if phase in done else 'not done'}",
@@ -418,6 +444,194 @@ def _compare_accounts(result: WitnessResult, events: list[JSONObject]) -> None:
             result.accounts.append((h.host, label, diffs, doubts))
 
 
+#: outcomes the log gives a host that ended its run there (the host then has finished it too)
+_ENDED = ("committed", "rolled_back", "restored", "unchanged")
+
+
+def _reached(events: list[JSONObject]) -> dict[str, set[str]]:
+    """{run label: the hosts whose lock the log says it took}: the host passed preflight (which takes the lock) or
+    a later phase started there."""
+    out: dict[str, set[str]] = {}
+    for e in events:
+        run, host, phase = e.get("run"), e.get("host"), e.get("phase")
+        if not isinstance(run, str) or not isinstance(host, str):
+            continue
+        if e.get("event") == "phase_started" and phase not in (None, "preflight") or \
+                e.get("event") == "phase_finished" and phase == "preflight" and e.get("outcome") == "ok":
+            out.setdefault(run, set()).add(host)
+    return out
+
+
+def _host_time(value: object, offset: object) -> str:
+    """A host's clock time (seconds) as ISO text with the host's own UTC offset when it gave one."""
+    import datetime as _dt
+
+    t = _when(value)
+    if t is None:
+        return "?"
+    tz = _dt.timezone.utc
+    if isinstance(offset, str) and len(offset) == 5 and offset[0] in "+-" and offset[1:].isdigit():
+        sign = -1 if offset[0] == "-" else 1
+        tz = _dt.timezone(sign * _dt.timedelta(hours=int(offset[1:3]), minutes=int(offset[3:])))
+    return _dt.datetime.fromtimestamp(t, tz).isoformat(timespec="seconds")
+
+
+def _who(v: object) -> str:
+    if not isinstance(v, dict):
+        return str(v)
+    return f"{v.get('user')}@{v.get('host')} key {v.get('key')}"
+
+
+def opening_text(d: Mapping[str, object], lang: str = "en") -> str:
+    """One finding of _compare_openings (``kind``: no_opening, not_in_log, unfinished, field, window, lock), in
+    English or Chinese."""
+    zh = lang == "zh"
+    host, run, when, kind = d.get("host"), d.get("run"), d.get("opened"), d.get("kind")
+    if kind == "no_opening":
+        return (f"日志称运行 {run} 取得了主机 {host} 的锁，但该主机没有这次运行的开始记录：无法证明它在那里运行过（未证实）"
+                if zh else f"the log says run {run} took host {host}'s lock, but the host keeps no opening record of "
+                "that run: not proven that it ran there")
+    if kind == "not_in_log":
+        return (f"主机 {host} 按自己的时钟于 {when} 开始了运行 {run}（为 {d.get('who')} 加锁），但日志中没有这次运行的任何"
+                "一行：被截断或删除（已被篡改）" if zh else
+                f"host {host} opened run {run} at {when} by its own clock (its lock taken for {d.get('who')}), but the "
+                "log has no line of that run: cut off or removed (ALTERED)")
+    if kind == "unfinished":
+        return (f"主机 {host} 按自己的时钟于 {when} 开始了运行 {run}，但从未在那里结束它；日志却称它在该主机上以 "
+                f"{d.get('outcome')} 结束（已被篡改）" if zh else
+                f"host {host} opened run {run} at {when} by its own clock and never finished it there, but the log "
+                f"says it ended {d.get('outcome')} on that host (ALTERED)")
+    if kind == "field":
+        name = {"plan": "计划摘要", "policy sha256": "策略 sha256", "requester": "申请人", "approvals": "批准摘要"}
+        return (f"主机 {host} 对运行 {run} 的开始记录与日志不符——{name.get(str(d.get('field')), d.get('field'))}：主机记为 "
+                f"{d.get('host_value')}，日志为 {d.get('log_value')}（已被篡改）" if zh else
+                f"host {host}'s opening record of run {run} differs from the log: {d.get('field')} is "
+                f"{d.get('host_value')} on the host, {d.get('log_value')} in the log (ALTERED)")
+    if kind == "window":
+        inside = d.get("log_inside")
+        return (f"主机 {host} 按自己的时钟于 {when} 开始了运行 {run}：{d.get('reason')}（策略 sha256 {d.get('policy')}）；"
+                f"日志却称这次运行在维护窗口{'内' if inside else '外'}（已被篡改）" if zh else
+                f"host {host} opened run {run} at {when} by its own clock: {d.get('reason')} (policy sha256 "
+                f"{d.get('policy')}); the log says the run was {'inside' if inside else 'outside'} the window (ALTERED)")
+    if kind == "steps":
+        return (f"主机 {host} 为运行 {run} 执行了 {d.get('step')}（它开始了这次运行但没有结束），而日志中这次运行在该主机上"
+                f"没有 {d.get('step')} 阶段（已被篡改）" if zh else
+                f"host {host} executed {d.get('step')} for run {run} (opened there at {when}, never finished), but the "
+                f"log has no {d.get('step')} phase of that run on that host (ALTERED)")
+    if kind == "reused":
+        return (f"批准 {d.get('approval')} 已被运行 {d.get('first')}（主机 {d.get('first_host')} 自己的记录）用掉，主机 {host} "
+                f"却于 {when} 为运行 {run} 又接受了它：一份批准只能用一次（已被篡改）" if zh else
+                f"approval {d.get('approval')} was spent by run {d.get('first')} (host {d.get('first_host')}'s own "
+                f"record), yet host {host} opened run {run} with it at {when}: an approval is used once (ALTERED)")
+    return (f"主机 {host} 被运行 {run}（{d.get('who')}）锁定，而日志中没有这次运行的任何一行：被截断或删除（已被篡改）" if zh
+            else f"host {host} is locked by run {run} ({d.get('who')}), a run the log has no line of: cut off or "
+            "removed (ALTERED)")
+
+
+def _compare_openings(result: WitnessResult, events: list[JSONObject], window: object,
+                      policy_digest: str | None) -> None:
+    """The log against each host's opening records (what a run was started with, recorded when it took the lock)
+    and its lock, both ways: a run the log says took a host's lock with no opening record there is a doubt; a run
+    opened on a host that the log lacks, a run the log ends (committed, rolled back) that the host never finished,
+    an opening field (plan, approvals, requester, policy) that differs, a lock held by a run the log lacks, or a
+    window the host's own clock contradicts, is a problem (ALTERED)."""
+    import datetime as _dt
+
+    labels = {str(e.get("run")) for e in events if isinstance(e.get("run"), str)}
+    runs = {label.split("/")[0] for label in labels}
+    reached = _reached(events)
+    started = {str(e.get("run")): e.get("data") for e in events
+               if e.get("event") == "run_started" and isinstance(e.get("data"), dict)}
+    ended = {(str(e.get("run")), str(e.get("host"))): e.get("outcome") for e in events
+             if e.get("event") == "host_finished"}
+
+    def found(doubt: bool, **d: object) -> None:
+        result.openings.append({**d, "doubt": doubt})
+        (result.doubts if doubt else result.problems).append(opening_text(d))
+
+    # an approval is single-use: spent by a run a host finished (its own record), named by another run a host opened
+    used: dict[str, tuple[str, str]] = {}
+
+    def digests(rec: JSONObject) -> list[str]:
+        given = rec.get("approvals")
+        return [str(a) for a in given] if isinstance(given, list) else []
+
+    for h in result.hosts:
+        for rec in [] if h.error else h.runs:
+            for a in digests(rec):
+                used.setdefault(a, (str(rec.get("run") or ""), h.host))
+    for h in result.hosts:
+        for rec in [] if h.error else h.opened:
+            run_id = str(rec.get("run") or "")
+            for a in digests(rec):
+                first = used.get(a)
+                if first is not None and first[0] != run_id:
+                    found(False, kind="reused", host=h.host, run=str(rec.get("as") or run_id), approval=str(a),
+                          first=first[0], first_host=first[1],
+                          opened=_host_time(rec.get("opened"), rec.get("utc_offset")))
+    for h in result.hosts:
+        if h.error:
+            continue
+        opened: dict[str, JSONObject] = {}
+        for rec in h.opened:
+            opened.setdefault(str(rec.get("as") or rec.get("run") or ""), rec)
+        finished = {str(rec.get("as") or rec.get("run") or "") for rec in h.runs}
+        for label in sorted(run for run, hosts in reached.items() if h.host in hosts and run not in opened):
+            found(True, kind="no_opening", host=h.host, run=label)
+        for label, rec in opened.items():
+            base = {"host": h.host, "run": label, "opened": _host_time(rec.get("opened"), rec.get("utc_offset"))}
+            if label not in labels:
+                if label not in finished:  # a finished one is named by its own record already
+                    found(False, kind="not_in_log", who=f"{rec.get('user')}@{rec.get('controller')}", **base)
+                continue
+            outcome = ended.get((label, h.host))
+            if label not in finished and outcome in _ENDED and outcome != "unchanged":
+                found(False, kind="unfinished", outcome=outcome, **base)
+            if label not in finished and label in started:  # what the host did, against the phases the log has
+                done = {str(x.get("op")) for x in h.open_steps.get(label, []) if x.get("ok")}
+                tried = {str(e.get("phase")) for e in events if e.get("run") == label and e.get("host") == h.host
+                         and e.get("event") == "phase_started"}
+                for op in ("stop", "install"):
+                    if op in done and op not in tried:
+                        found(False, kind="steps", step=op, **base)
+            sd = started.get(label)
+            if not isinstance(sd, dict):
+                continue
+            pol, who, win = sd.get("policy"), sd.get("requester"), sd.get("window")
+            log_policy = pol.get("sha256") if isinstance(pol, dict) else None
+            log_who = who if isinstance(who, dict) else {}
+            log_approvals = sorted(str(a.get("digest")) for a in sd.get("approvals") or [] if isinstance(a, dict))
+            checks: list[tuple[str, object, object]] = [("plan", rec.get("plan"), sd.get("plan")),
+                                                        ("policy sha256", rec.get("policy"), log_policy)]
+            asked, spent = rec.get("requester"), rec.get("approvals")
+            if isinstance(asked, dict):
+                mine = {k: asked.get(k) for k in ("user", "host", "key")}
+                checks.append(("requester", mine, {k: log_who.get(k) for k in ("user", "host", "key")}))
+            if isinstance(spent, list) and (spent or log_approvals):
+                checks.append(("approvals", sorted(str(a) for a in spent), log_approvals))
+            for name, host_value, log_value in checks:
+                if host_value is not None and host_value != log_value:
+                    shown = (_who(host_value), _who(log_value)) if name == "requester" else (host_value, log_value)
+                    found(False, kind="field", field=name, host_value=shown[0], log_value=shown[1], **base)
+            inside = win.get("inside") if isinstance(win, dict) else None
+            at = _when(rec.get("opened"))
+            run_policy = rec.get("policy") or log_policy
+            if window is None or at is None or not isinstance(inside, bool) or run_policy != policy_digest:
+                continue
+            from version_policy import window_status
+
+            status = window_status(_dt.datetime.fromtimestamp(at, _dt.timezone.utc), window)  # type: ignore[arg-type]
+            # two minutes earlier too: the controller judged the window a moment before the host took its lock
+            before = window_status(_dt.datetime.fromtimestamp(at - 120, _dt.timezone.utc), window)  # type: ignore[arg-type]
+            if status.inside is not None and status.inside != inside and before.inside == status.inside:
+                found(False, kind="window", reason=status.reason.split(";")[0], policy=policy_digest,
+                      log_inside=inside, **base)
+        lock = h.lock or {}
+        holder = lock.get("run")
+        if isinstance(holder, str) and holder not in runs:
+            found(False, kind="lock", host=h.host, run=holder, who=f"{lock.get('user')}@{lock.get('controller')}")
+
+
 def case_witnesses(result: WitnessResult, run: str, hosts: Sequence[str]) -> JSONObject:
     """The witnesses of one run for its case file (``audit case RUN --witness``): every host that keeps the run's
     checkpoint and whether the log matches it, the hosts that could not be read, and the run's hosts (of those
@@ -430,10 +644,12 @@ def case_witnesses(result: WitnessResult, run: str, hosts: Sequence[str]) -> JSO
     read = {h.host for h in result.hosts if not h.error}
     accounts: list[JSONObject] = [{"host": host, "differences": diffs, "doubts": doubts}
                                   for host, label, diffs, doubts in result.accounts if label == run]
-    status = ("altered" if any(not k["matches"] for k in kept) or any(a["differences"] for a in accounts) else
-              "unproven" if any(a["doubts"] for a in accounts) else
+    openings = [o for o in result.openings if o.get("run") == run]
+    status = ("altered" if any(not k["matches"] for k in kept) or any(a["differences"] for a in accounts)
+              or any(not o["doubt"] for o in openings) else
+              "unproven" if any(a["doubts"] for a in accounts) or openings else
               "cannot_check" if not kept and any(h.error for h in result.hosts) else
               "intact" if kept else "none")
-    return {"status": status, "hosts": kept, "accounts": accounts,
+    return {"status": status, "hosts": kept, "accounts": accounts, "openings": openings,
             "unreadable": [{"host": h.host, "error": h.error} for h in result.hosts if h.error],
             "not_kept": [h for h in hosts if h in read and h not in keeping]}

@@ -636,11 +636,12 @@ class _HostRun:
         catalog = {"product": self.p["product"], "serial": self.e.catalog_serial} \
             if self.e.catalog_serial is not None else None
         pkg: dict[str, Any] = dict(self.p.get("package") or {})
-        # a host with its own trust root locks only for a run whose evidence it accepts (or whose entry it kept)
+        # a host with its own trust root locks only for a run whose evidence it accepts (or whose entry it kept);
+        # audit: what the host's opening record of the run keeps (hostagent/witness.py)
         res = self.call("lock", controller=controller.get("host"), user=controller.get("user"),
                         approvals=list(self.e.approvals), break_lock=self.e.break_lock, catalog=catalog,
                         sha256=pkg.get("sha256"), current_version=self.p["current"], timeout=None,
-                        **self._evidence())
+                        audit=self.e.audit, **self._evidence())
         broken = res.get("broken")
         if broken:
             self.e.journal.record("lock", "broken", host=self.name, holder=broken)

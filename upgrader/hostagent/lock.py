@@ -11,6 +11,7 @@ from .common import AgentError, test_kill
 from .files import create_nofollow, fsync_dir, read_json
 from .ledger import check_catalog_serial, used_approvals
 from .state import Paths, check_state_dir, ensure_state_dir
+from .witness import record_opening
 
 
 def op_lock(req):
@@ -50,8 +51,11 @@ def op_lock(req):
         finally:
             os.unlink(tmp)
         fsync_dir(paths.state)
+    holder = read_json(paths.lock)
+    # this host's opening record of the run (witness.py), by its own clock: kept even if the run never finishes
+    record_opening(paths, req, holder)
     test_kill(req, "lock:held")
-    return {"locked": True, "holder": read_json(paths.lock), "broken": broken}
+    return {"locked": True, "holder": holder, "broken": broken}
 
 
 def op_unlock(req):

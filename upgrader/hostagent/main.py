@@ -120,6 +120,9 @@ def handle(req):
         if req.get("op") in MUTATING + ("lock",):
             from .hosttrust import admit
             admit(req)  # with a host trust root: nothing is taken for a run it accepted nothing for
+        if req.get("op") == "finish":
+            from .witness import finish_gate
+            finish_gate(req)  # only a run that holds the lock (and prepared here) ends here: else nothing recorded
         note_step = step_recorder(req)
         with OpLock(req):
             try:

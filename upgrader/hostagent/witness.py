@@ -32,6 +32,10 @@ from .state import append_line_at, state_file_error
 CHECKPOINTS = "checkpoints.jsonl"
 #: this host's own record of each run it finished (one line per finish of a run, its rollback or resume)
 RUN_RECORDS = "runs.jsonl"
+#: this host's own record of each run it took its lock for: opened when the lock is taken (the run id, the plan digest,
+#: the approval digests, the requester and the policy digest the run was started with, this host's clock), before
+#: any step -- so a run that never reached its finish (needs a person) is still on the host's record
+OPENED = "runs-opened.jsonl"
 #: the steps of a run as this host executed them (in the run's own directory), read by its finish
 STEPS = "steps.jsonl"
 #: the unreadable lines listed by name in a reply (their count is always given)
@@ -97,14 +101,78 @@ def _finished_runs(fds):
     return out
 
 
+def _opened_runs(fds):
+    """{run label: this host's opening record of it} over every copy of the ledger (the first opening kept)."""
+    out = {}
+    for d, dfd in fds:
+        for _, rec in _lines(d, dfd, OPENED):
+            if rec and isinstance(rec.get("as"), str):
+                out.setdefault(rec["as"], rec)
+    return out
+
+
+def _text(v, limit=200):
+    return v[:limit] if isinstance(v, str) else None
+
+
+def record_opening(paths, req, holder):
+    """At the lock (op_lock), once per run label: this host's opening record of the run, appended to every copy of
+    the ledger (made when missing, as the run's finish would): what the run was started with, by this host's clock.
+    The lock file itself is no record: it goes at the finish."""
+    audit = req.get("audit") if isinstance(req.get("audit"), dict) else {}
+    label = audit.get("as")
+    if not isinstance(label, str) or not _RUN.match(label) or label.split("/")[0] != paths.run_id:
+        label = paths.run_id
+    plan = audit.get("plan")
+    who = audit.get("requester") if isinstance(audit.get("requester"), dict) else {}
+    policy = audit.get("policy")
+    now = time.time()
+    record = {"run": paths.run_id, "as": label, "opened": now, "utc_offset": time.strftime("%z", time.localtime(now)),
+              "plan": plan if isinstance(plan, str) and _HEX64.match(plan) else None,
+              "approvals": sorted(a for a in req.get("approvals") or [] if isinstance(a, str) and _HEX64.match(a)),
+              "requester": {k: _text(who.get(k)) for k in ("user", "host", "key")} if who else None,
+              "policy": policy if isinstance(policy, str) and _HEX64.match(policy) else None,
+              "controller": _text(req.get("controller")), "user": _text(req.get("user")),
+              "lock_time": (holder or {}).get("time")}
+    with ledger_fds(paths, create=True) as fds:
+        fcntl.flock(fds[0][1], fcntl.LOCK_EX)
+        if label in _opened_runs(fds):
+            return
+        line = json.dumps(record, sort_keys=True) + "\n"
+        for d, fd in fds:
+            append_line_at(fd, OPENED, line, d)
+
+
+def finish_gate(req):
+    """Before a finish is run (main.handle): refused -- nothing recorded, nothing removed -- unless this run holds
+    this host's lock and (for any outcome but "unchanged") its prepare succeeded here. A finish is this host's
+    record that a run ended: it is taken only from a run that ran here."""
+    from .files import read_json
+
+    paths = _paths(req)
+    holder = read_json(paths.lock) if os.path.lexists(paths.lock) else None
+    if not isinstance(holder, dict) or holder.get("run") != paths.run_id:
+        raise AgentError("run %s does not hold this host's lock (%s): a host records the end only of a run that "
+                         "took its lock; nothing was recorded" % (
+                             paths.run_id, "held by run %s" % holder.get("run") if isinstance(holder, dict)
+                             else "nobody holds it"), "bad_input", holder=holder)
+    if req.get("outcome") != "unchanged" and not any(
+            rec.get("op") == "prepare" and rec.get("ok") for rec in _all_steps(paths)):
+        raise AgentError("run %s has no successful prepare on this host: a host records a run as %s only after "
+                         "it prepared it itself; nothing was recorded" % (paths.run_id, req.get("outcome")),
+                         "bad_input")
+
+
 def op_witness(req):
     """Append the run's checkpoint to checkpoints.jsonl in every copy of the ledger; returns where it went.
     Refused (bad_input) for a run this host did not finish, and for a run already witnessed here."""
     record = _checkpoint(req)
     written = []
-    # every copy of the ledger, each opened once, refused when it is a link or not the agent's own (strict); a copy
-    # missing is made, as the run's finish would have
-    with ledger_fds(_paths(req), create=True) as fds:
+    # every copy of the ledger, each opened once, refused when it is a link or not the agent's own (strict); none is
+    # ever made here: a ledger is made only by a run's lock, and one without the agent's marker is refused
+    paths = _paths(req)
+    _marked(paths)
+    with ledger_fds(paths) as fds:
         if not fds:
             raise AgentError("this host keeps no ledger, so it finished no run: nothing to witness", "bad_input")
         fcntl.flock(fds[0][1], fcntl.LOCK_EX)  # one witness at a time: "once per run" holds against a race too
@@ -200,8 +268,12 @@ def op_witness_read(req):
     """What this host witnessed, whole: every checkpoint (each line once, in file order, whatever its number), this
     host's own record of every run it finished (``runs``), and every line it could not use (``unreadable``, the
     first few named, ``unreadable_count`` all of them)."""
-    out, seen, runs, seen_runs, bad = [], set(), [], set(), []
-    with ledger_fds(_paths(req), strict=True) as fds:
+    out, seen, runs, seen_runs, bad, opened, seen_opened = [], set(), [], set(), [], [], set()
+    paths = _paths(req)
+    if not _marked(paths, absent_ok=True):  # nothing made: the verifier says what an absent ledger means
+        return {"checkpoints": [], "runs": [], "unreadable": [], "unreadable_count": 0, "opened": [],
+                "unfinished": [], "lock": None, "absent": paths.state}
+    with ledger_fds(paths, strict=True) as fds:
         for d, dfd in fds:
             path = os.path.join(d, CHECKPOINTS)
             for n, rec in _lines(d, dfd, CHECKPOINTS):
@@ -223,7 +295,55 @@ def op_witness_read(req):
                 if key not in seen_runs:
                     seen_runs.add(key)
                     runs.append(dict(rec, file=path, file_line=n))
-    return {"checkpoints": out, "runs": runs, "unreadable": bad[:LISTED], "unreadable_count": len(bad)}
+            path = os.path.join(d, OPENED)
+            for n, rec in _lines(d, dfd, OPENED):
+                if rec is None or not isinstance(rec.get("as"), str):
+                    bad.append({"file": path, "line": n})
+                    continue
+                key = (rec["as"], rec.get("opened"))
+                if key not in seen_opened:
+                    seen_opened.add(key)
+                    opened.append(dict(rec, file=path, file_line=n))
+    from .files import read_json
+
+    finished = {r["as"] for r in runs}
+    holder = read_json(paths.lock) if os.path.lexists(paths.lock) else None
+    unfinished = [r["as"] for r in opened if r["as"] not in finished]
+    # the steps this host executed for each run it opened and never finished (its finish would have recorded them)
+    open_steps = {}
+    for r in opened:
+        if r["as"] in unfinished and r["as"] not in open_steps and isinstance(r.get("run"), str):
+            try:
+                steps = _all_steps(_paths(dict(req, run_id=r["run"])))
+            except AgentError:
+                continue
+            open_steps[r["as"]] = [{"op": x.get("op"), "ok": x.get("ok"), "at": x.get("at")} for x in steps]
+    return {"checkpoints": out, "runs": runs, "unreadable": bad[:LISTED], "unreadable_count": len(bad),
+            "opened": opened, "unfinished": unfinished, "open_steps": open_steps,
+            "lock": holder if isinstance(holder, dict) else None}
+
+
+def _marked(paths, absent_ok=False):
+    """Refused (bad_input) unless the run's state dir exists and carries the agent's marker: witness and
+    witness_read never make a ledger, and read none the agent did not make (an install dir that is not the one the
+    runs went to shows as that, not as a host with nothing on record)."""
+    from .state import STATE_MARKER, open_state_dir
+
+    fd = open_state_dir(paths.state)
+    if fd is None:
+        if absent_ok:
+            return False
+        raise AgentError("%s does not exist: no run of upgrader took this host's lock for the install %s, so it "
+                         "keeps no record here; check the install dir" % (paths.state, paths.install),
+                         "bad_input", path=paths.state)
+    try:
+        names = os.listdir(fd)
+    finally:
+        os.close(fd)
+    if STATE_MARKER not in names:
+        raise AgentError("%s carries no %s marker: it is not a state dir of the agent's; nothing read or written"
+                         % (paths.state, STATE_MARKER), "unsafe_path", path=paths.state)
+    return True
 
 
 # -- this host's own record of a run ------------------------------------------------------------------------------
@@ -274,20 +394,25 @@ def note_step(req, ok, kind=None):
         pass
 
 
-def _steps(paths):
-    """This run's steps since its last finish (a rollback of a finished run reports only its own steps)."""
-    steps = []
+def _all_steps(paths):
+    """Every line of the run's own steps.jsonl, as parsed (none when it is not there)."""
     try:
         dfd = _run_dir_fd(paths)
         if dfd is None:
-            return steps
+            return []
         try:
             rows = _lines(paths.run(), dfd, STEPS)
         finally:
             os.close(dfd)
     except (AgentError, OSError):
-        return steps
-    for _, rec in rows:
+        return []
+    return [rec for _, rec in rows if isinstance(rec, dict)]
+
+
+def _steps(paths):
+    """This run's steps since its last finish (a rollback of a finished run reports only its own steps)."""
+    steps = []
+    for rec in _all_steps(paths):
         if not isinstance(rec, dict):
             continue
         if rec.get("op") == "finish" and rec.get("ok"):

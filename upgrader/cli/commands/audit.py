@@ -376,6 +376,9 @@ def witness_lines(w: dict[str, Any] | None, lang: str = "en") -> list[str]:
         out.append(f"见证：主机 {name} 没有保存本次运行的检查点" if zh else
                    f"witness: host {name} keeps no record of this run's checkpoint")
     out += account_lines(w, lang)
+    from ...audit.witness import opening_text
+
+    out += [("主机记录：" if zh else "host record: ") + opening_text(o, lang) for o in w.get("openings") or []]
     if not out:
         out.append("见证：没有主机保存本次运行的检查点" if zh else "witnesses: no host keeps this run's checkpoint")
     return out
