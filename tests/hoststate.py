@@ -32,7 +32,8 @@ __all__ = ["LEDGER", "WITNESS", "HostState", "assert_host_untouched", "assert_ho
 Digest = dict[str, tuple[str, int]]
 MARKER = ".upgrader-state"
 WITNESS = "checkpoints.jsonl"   # the audit log's witness on the host (appended at the end of every run)
-LEDGER = ("approvals-used.jsonl", "catalog-serials.json", WITNESS)  # what a run that locked the host records
+OPENED = "runs-opened.jsonl"     # the host's own opening record of each run that took its lock
+LEDGER = ("approvals-used.jsonl", "catalog-serials.json", WITNESS, OPENED, "runs.jsonl")  # what a run that locked the host records
 
 
 def tree(root: Path, skip: Iterable[str] = ()) -> Digest:
