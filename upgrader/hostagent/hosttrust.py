@@ -636,7 +636,11 @@ def host_version(req, host, root):
     """(the version this host itself says runs, where it was read): the version its ledger recorded for the last
     install (installed.json), else, on a first upgrade, the plan entry's version FILE source read here (the file,
     or the archive member, beneath the install) — never a command (whoever wrote the playbook would decide what it
-    prints) unless root lists that very command in host-trust.json ``version_commands``. It must be the plan's current version: the version rule and a patch's ``requires`` are decided on it."""
+    prints) unless root lists that very (absolute) command in host-trust.json ``version_commands``, and never in an
+    install dir of another account. Read the host's way (versions.host_read_version): the first word, never the
+    playbook's ``pattern`` unless root lists it in ``version_patterns``, a whole version with the target's number of
+    levels. It must be the plan's current version: the version rule and a patch's ``requires`` are decided on it.
+    Returns (version, where, the raw first line read or None for the ledger)."""
     from .ledger import ledger_fds
     from .state import Paths, read_json_at
     from .versions import host_read_version, install_owner_problem, same_version
