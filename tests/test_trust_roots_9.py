@@ -15,6 +15,7 @@ nothing on the host changed (product files, the service's pid and version, lock,
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import os
 import shutil
@@ -251,3 +252,34 @@ def test_a_relative_version_command_in_host_trust_json_is_refused_naming_it(
     assert "version_commands lists 'bin/version.sh', which is not an absolute command" in out, out
     assert not plan.exists() and not marker.exists() and "Traceback" not in out
     assert host_state(sandbox) == before
+
+
+def test_a_playbook_pattern_is_used_by_the_host_only_when_root_lists_that_exact_pattern(
+        sandbox: Sandbox, host_root: Path, tmp_path: Path) -> None:
+    """The install's version file says "build 7.0.4.1"; the operator's playbook reads it with a pattern. Until root
+    lists that exact pattern in host-trust.json ``version_patterns`` the host reads the first word, "build", and
+    refuses the approved run (exit 4, naming it), nothing changed; listed, the same plan's run commits 7.0.4.2."""
+    pattern = r"(\d+(?:\.\d+){3})"
+    (sandbox.install_dir / "lib" / "VERSION").write_text("build 7.0.4.1\n", encoding="utf-8")
+    doc = yaml.safe_load(SHIPPED.read_text(encoding="utf-8"))
+    doc["version"] = {"file": "lib/VERSION", "pattern": pattern}
+    (sandbox.root / "playbooks").mkdir(exist_ok=True)
+    (sandbox.root / "playbooks" / "sample-middleware.yaml").write_text(yaml.safe_dump(doc, sort_keys=False),
+                                                                       encoding="utf-8")
+    before = host_state(sandbox)
+    plan, approval = tmp_path / "p.json", tmp_path / "p.approval"
+    done = _cli(sandbox.root, "plan", "--inventory", str(sandbox.inventory), "--to", "7.0.4.2", "--catalog",
+                str(sandbox.catalog), "--key", str(sandbox.requester_key), "-o", str(plan))
+    assert done.returncode == ExitCode.OK, done.stdout + done.stderr
+    done = _cli(sandbox.root, "approve", str(plan), "--key", str(sandbox.engineer_key), "-o", str(approval))
+    assert done.returncode == ExitCode.OK, done.stdout + done.stderr
+    run = _cli(sandbox.root, "run", str(plan), "--approval", str(approval), "--yes")
+    assert run.returncode == ExitCode.APPROVAL_REFUSED, run.stdout + run.stderr
+    assert "read 'build' (first line 'build 7.0.4.1')" in run.stdout + run.stderr, run.stdout + run.stderr
+    after = host_state(sandbox)  # the host as it was; this HOME now holds the refused run's journal
+    assert len(after.home_runs) == 1 and dataclasses.replace(after, home_runs=()) == before
+    (host_root / "host-trust.json").write_text(json.dumps({"version_patterns": [pattern]}), encoding="utf-8")
+    (host_root / "host-trust.json").chmod(0o644)
+    run = _cli(sandbox.root, "run", str(plan), "--approval", str(approval), "--yes")
+    assert run.returncode == ExitCode.OK, run.stdout + run.stderr
+    assert host_state(sandbox).version == "7.0.4.2"
