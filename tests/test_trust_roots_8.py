@@ -225,11 +225,11 @@ def test_prepare_refuses_a_package_whose_package_yaml_declares_otherwise_than_th
 def test_a_version_command_root_lists_in_host_trust_json_is_read_and_the_run_commits(
         sandbox: Sandbox, host_root: Path, tmp_path: Path) -> None:
     """The operator's own playbook reads the version with a command. On a trust-root host ``plan`` refuses it (exit 4)
-    until root lists that very command in host-trust.json ``version_commands``; then plan, approve and run commit
+    until root lists that very (absolute) command in host-trust.json ``version_commands``; then plan, approve and run commit
     7.0.4.2 (the host reads the version it runs with root's command on this first upgrade)."""
     src = Path(__file__).resolve().parent.parent / "playbooks" / "sample-middleware.yaml"
     doc = yaml.safe_load(src.read_text(encoding="utf-8"))
-    doc["version"] = {"command": "cat lib/VERSION"}
+    doc["version"] = {"command": "/bin/cat lib/VERSION"}
     (sandbox.root / "playbooks").mkdir(exist_ok=True)
     (sandbox.root / "playbooks" / "sample-middleware.yaml").write_text(yaml.safe_dump(doc, sort_keys=False),
                                                                        encoding="utf-8")
@@ -241,7 +241,7 @@ def test_a_version_command_root_lists_in_host_trust_json_is_read_and_the_run_com
     assert done.returncode == ExitCode.APPROVAL_REFUSED, done.stdout + done.stderr
     assert hosttrust.VERSION_COMMAND_REFUSED in done.stderr and not plan.exists()
     assert host_state(sandbox) == before
-    (host_root / "host-trust.json").write_text(json.dumps({"version_commands": ["cat lib/VERSION"]}),
+    (host_root / "host-trust.json").write_text(json.dumps({"version_commands": ["/bin/cat lib/VERSION"]}),
                                                encoding="utf-8")
     (host_root / "host-trust.json").chmod(0o644)
     done = _cli(sandbox.root, *argv)

@@ -101,9 +101,9 @@ COMMAND_MESSAGES: dict[str, tuple[str, str]] = {
     # status
     "status_runs": ("[bold]{host}[/bold]  runs {version}", "[bold]{host}[/bold]  运行版本 {version}"),
     "status_version_refused": ("  version not read: version source is a command; with a host trust root only file "
-                               "sources are read outside an accepted run (the command was not run)",
+                               "sources are read outside an accepted run (the command was not run); the host says: {why}",
                                "  未读取版本：版本来源是一条命令；主机有自己的信任根时，在被接受的运行之外只读取文件来源"
-                               "（该命令未运行）"),
+                               "（该命令未运行）；主机的说明：{why}"),
     "status_unreachable": ("[bold]{host}[/bold]  UNREACHABLE: {error}", "[bold]{host}[/bold]  无法连接：{error}"),
     "status_lock_ours": ("  locked by run {run} ({user}@{controller} since {since}): a run of this machine: finish it "
                          "with {command}", "  被运行 {run} 锁定（{user}@{controller}，自 {since} 起）：这是本机的运行，"

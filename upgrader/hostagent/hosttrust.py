@@ -6,7 +6,8 @@ depend on the controller keeps its own root in a fixed directory (``TRUST_DIR``;
 variable or inventory key moves it): ``allowed_signers`` (the engineers whose approvals it accepts),
 ``vendor_signers`` (the keys whose catalogs it accepts), both in OpenSSH's allowed_signers format, and an optional
 ``host-trust.json`` (``{"approvals_required": N}``; ``refused_changes``: declared changes it refuses besides
-REFUSED_CHANGES; ``version_commands``: version commands root allows outside an accepted run). The directory and its files must be owned by root and not
+REFUSED_CHANGES; ``version_commands``: absolute version commands root allows outside an accepted run; ``version_patterns``: playbook
+version patterns the host may use to read the version). The directory and its files must be owned by root and not
 writable by group or others, below directories only root can change (the StrictModes-like rule); a root that
 exists but fails this is a refusal, never silently ignored. No directory: the controller's trust roots decide.
 
@@ -200,7 +201,7 @@ def load_root():
         raise _trust_error(str(problem), TRUST_DIR)
     root = {"dir": TRUST_DIR, "allowed": os.path.join(TRUST_DIR, ALLOWED),
             "vendors": os.path.join(TRUST_DIR, VENDORS), "required": 1, "refused_changes": [],
-            "version_commands": []}
+            "version_commands": [], "version_patterns": []}
     for name in (ALLOWED, VENDORS):
         _read(os.path.join(TRUST_DIR, name), True)
     config = _read(os.path.join(TRUST_DIR, CONFIG), False)
@@ -215,12 +216,18 @@ def load_root():
             raise _trust_error("approvals_required must be a whole number of at least 1, not %r" % (required,),
                                where)
         root["required"] = required
-        for key in ("refused_changes", "version_commands"):
+        for key in ("refused_changes", "version_commands", "version_patterns"):
             value = data.get(key, [])
             if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
                 raise _trust_error("%s must be a list of strings, not %r" % (key, value), where)
+        for command in data.get("version_commands", []):
+            if not command.strip().startswith("/"):
+                raise _trust_error("version_commands lists %r, which is not an absolute command: a relative one would "
+                                   "run whatever lies at that path in any install dir a controller names; list it by "
+                                   "its absolute path (e.g. \"/opt/app/bin/version.sh\")" % command, where)
         root["refused_changes"] = list(data.get("refused_changes", []))
         root["version_commands"] = list(data.get("version_commands", []))
+        root["version_patterns"] = list(data.get("version_patterns", []))
     if _keygen() is None:
         raise _trust_error("exists, but ssh-keygen (OpenSSH) is not installed on this host: the agent cannot "
                            "check signatures; install OpenSSH's client tools", TRUST_DIR)
@@ -611,7 +618,7 @@ def _check(req, ev, root, package_sha256, tmp):
         raise _policy_error("the plan says %s runs %s, the run asks to install over %s"
                             % (host.get("name"), host.get("current"), req["current_version"]), allowed)
     check_ledger_version(Paths(req), host.get("current"))
-    running, read_from = host_version(req, host, root)
+    running, read_from, raw = host_version(req, host, root)
     why = free_levels_only(running, host.get("target"))
     if why:
         raise _policy_error("%s: this host accepts only free maintenance upgrades (levels 3 and 4); refused before "
@@ -622,31 +629,39 @@ def _check(req, ev, root, package_sha256, tmp):
             "approvals": verified, "entry": host, "host": host.get("name"), "identity": host.get("identity"),
             "catalog_signer": signer[0], "catalog_key": signer[1], "catalog_serial": serial, "product": product,
             "package": sha, "catalog_entry": {k: signed.get(k) for k in ("kind", "requires", "changes")},
-            "current": host.get("current"), "target": host.get("target")}
+            "current": host.get("current"), "target": host.get("target"), "read": read_from, "read_line": raw}
 
 
 def host_version(req, host, root):
     """(the version this host itself says runs, where it was read): the version its ledger recorded for the last
     install (installed.json), else, on a first upgrade, the plan entry's version FILE source read here (the file,
     or the archive member, beneath the install) — never a command (whoever wrote the playbook would decide what it
-    prints) unless root lists that very command in host-trust.json ``version_commands``. It must be the plan's current version: the version rule and a patch's ``requires`` are decided on it."""
+    prints) unless root lists that very (absolute) command in host-trust.json ``version_commands``, and never in an
+    install dir of another account. Read the host's way (versions.host_read_version): the first word, never the
+    playbook's ``pattern`` unless root lists it in ``version_patterns``, a whole version with the target's number of
+    levels. It must be the plan's current version: the version rule and a patch's ``requires`` are decided on it.
+    Returns (version, where, the raw first line read or None for the ledger)."""
     from .ledger import ledger_fds
     from .state import Paths, read_json_at
-    from .versions import read_version, same_version
+    from .versions import host_read_version, install_owner_problem, same_version
 
     paths = Paths(req)
     with ledger_fds(paths) as fds:
         for d, fd in fds:
             recorded = (read_json_at(fd, "installed.json", d) or {}).get("version")
             if recorded:
-                return str(recorded), os.path.join(d, "installed.json")
+                return str(recorded), os.path.join(d, "installed.json"), None
     source = ((host.get("playbook") or {}).get("spec") or {}).get("version") or {}
     if not source.get("file") and source.get("command") not in (root.get("version_commands") or []):
         raise _policy_error("%s has no ledger of an earlier upgrade (installed.json) and the plan reads the installed "
                             "version with a command: on a first upgrade this host reads the version it runs only from "
                             "a file of the install (the playbook's version: file:); refused before stop, nothing "
                             "changed" % host.get("name"), TRUST_DIR)
-    found, error = read_version(paths, source)
+    if not source.get("file"):
+        problem = install_owner_problem(paths)
+        if problem:
+            raise _trust_error("%s: refused before stop, nothing changed" % problem, TRUST_DIR)
+    found, raw, error = host_read_version(paths, source, root, host.get("target"))
     where = ("the version file %s" % source["file"] + (" (%s)" % source["member"] if source.get("member") else "")
              if source.get("file") else "the version command root allows in %s" % CONFIG)
     if found is None:
@@ -656,8 +671,8 @@ def host_version(req, host, root):
         raise AgentError("host trust root %s: %s runs %s by %s, but the plan says it runs %s: refusing before stop, "
                          "nothing changed; make the plan again" % (TRUST_DIR, host.get("name"), found, where,
                                                                    host.get("current")),
-                         "version_mismatch", recorded=found, planned=host.get("current"))
-    return found, where
+                         "host_trust", recorded=found, planned=host.get("current"), read_line=raw)
+    return found, where, raw
 
 
 def _entry_rules(signed, package, root, signer, running, read_from, vendors):
@@ -898,9 +913,16 @@ def version_command_refused(req, source):
         return None
     try:
         root = load_root()
-    except AgentError:
-        root = {}
-    if root is None or source["command"] in (root.get("version_commands") or []) or unapproved_commands(req) is None:
+    except AgentError as e:
+        return "%s: the command was not run (%s)" % (VERSION_COMMAND_REFUSED, e)
+    if root is None:
+        return None
+    from .state import Paths
+    from .versions import install_owner_problem
+    problem = install_owner_problem(Paths(req)) if req.get("install_dir") else None
+    if problem:
+        return "%s: %s" % (VERSION_COMMAND_REFUSED, problem)
+    if source["command"] in (root.get("version_commands") or []) or unapproved_commands(req) is None:
         return None
     return ("%s: the command was not run (host trust root %s; root may allow this very command in %s "
             "\"version_commands\", or the playbook may read the version from a file)"

@@ -10,9 +10,74 @@ from .common import AgentError
 from .processes import run_shell
 
 
+#: the host's own reading (trust root): the first word of the file, or of the command's output
+FIRST_WORD = r"^\s*(\S+)"
+_WHOLE_VERSION = re.compile(r"[Vv]?[0-9]+(?:\.[0-9]+)*\Z")
+
+
 def read_version(paths, source):
     """The installed version, from a file (+ optional regex) or a command's output."""
-    pattern = source.get("pattern") or r"^\s*(\S+)"
+    text, error = read_version_text(paths, source)
+    if text is None:
+        return None, error
+    return match_version(text, source.get("pattern") or FIRST_WORD)
+
+
+def match_version(text, pattern):
+    m = re.search(pattern, text, re.MULTILINE)
+    if not m:
+        return None, "no version found by pattern %r" % pattern
+    return (m.group(1) if m.groups() else m.group(0)).strip(), None
+
+
+def install_owner_problem(paths):
+    """With a host trust root a version command runs only in an install dir owned by root or the agent's user
+    (another account's directory would choose what the command runs or reads, as the agent's user)."""
+    try:
+        st = os.stat(paths.install)
+    except OSError as e:
+        return "install dir %s cannot be read (%s)" % (paths.install, e.strerror)
+    if st.st_uid not in (0, os.geteuid()):
+        return ("install dir %s is owned by uid %d, not by root or the agent's user: with a host trust root no version "
+                "command runs there; make root own the install, or read the version from a file"
+                % (paths.install, st.st_uid))
+    return None
+
+
+def host_read_version(paths, source, root, target):
+    """The host's own reading with a trust root (never the playbook's ``pattern`` unless root lists that exact
+    pattern in host-trust.json ``version_patterns``): (version, raw first line read, error). The version must be
+    a whole version: digits only (a V prefix aside), as many levels as the target; else error names what was read."""
+    text, error = read_version_text(paths, source)
+    if text is None:
+        return None, None, error
+    lines = text.strip().splitlines()
+    raw = lines[0][:200] if lines else ""
+    pattern = source.get("pattern")
+    if not pattern or pattern not in (root.get("version_patterns") or []):
+        pattern = FIRST_WORD
+    found, error = match_version(text, pattern)
+    if found is None:
+        return None, raw, error
+    want = len(str(target or "").strip().lstrip("Vv").split("."))
+    if not _WHOLE_VERSION.match(found) or len(found.lstrip("Vv").split(".")) != want:
+        return None, raw, ("read %r (first line %r), which is not a whole version of %d numeric levels like the "
+                           "target %s" % (found, raw, want, target))
+    return found, raw, None
+
+
+def read_version_text(paths, source):
+    """The text a version source reads (the file, the archive member, or the command's output): (text, error)."""
+    if not source.get("file"):
+        try:
+            from .hosttrust import load_root
+            root = load_root()
+        except AgentError:
+            root = {}
+        if root is not None:
+            problem = install_owner_problem(paths)
+            if problem:
+                return None, problem
     if source.get("file"):
         f = os.path.join(paths.install, source["file"])
         try:
@@ -33,10 +98,7 @@ def read_version(paths, source):
         if res["exit"] != 0:
             return None, "version command exited %s: %s" % (res["exit"], res["stderr"][-300:])
         text = res["stdout"]
-    m = re.search(pattern, text, re.MULTILINE)
-    if not m:
-        return None, "no version found by pattern %r" % pattern
-    return (m.group(1) if m.groups() else m.group(0)).strip(), None
+    return text, None
 
 
 def read_version_member(paths, source):
@@ -70,7 +132,15 @@ def same_version(a, b):
 def check_installed_version(paths, source, target):
     """After the swap: the version the install now holds, read again, must be the target (else the run fails and
     the old version is put back)."""
-    found, error = read_version(paths, source)
+    try:
+        from .hosttrust import load_root
+        root = load_root()
+    except AgentError:
+        root = {}
+    if root is None:
+        found, error = read_version(paths, source)
+    else:  # the host's own rule, as on the first upgrade (hosttrust.host_version)
+        found, _raw, error = host_read_version(paths, source, root, target)
     if not same_version(found, target):
         raise AgentError("after the install the host reads version %s, not the target %s%s: the package did not put "
                          "the target in place" % (found, target, " (%s)" % error if error else ""),

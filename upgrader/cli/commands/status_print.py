@@ -8,6 +8,8 @@ import datetime as _dt
 import shlex
 from typing import Any
 
+from rich.markup import escape
+
 __all__ = ["print_status"]
 
 
@@ -34,7 +36,7 @@ def print_status(c: Any, hosts: list[dict[str, Any]], known: dict[str, str], *, 
         if e["reachable"]:
             c.print(t("status_runs", host=e["host"], version=e.get("version")), soft_wrap=True)
             if e.get("version_refused"):  # a host with its own trust root did not run the playbook's version command
-                c.print(t("status_version_refused"), soft_wrap=True)
+                c.print(t("status_version_refused", why=escape(str(e.get("version_error")))), soft_wrap=True)
         else:
             c.print(t("status_unreachable", host=e["host"], error=e.get("error")), soft_wrap=True)
         lock = e.get("lock")
