@@ -10,7 +10,7 @@ from typing import Any
 
 from conftest import Run, approve, fault_env, now_at, plan_to, upgrader
 from fleet import Fleet, FleetHost, wait_for
-from hoststate import WITNESS, HostState, assert_host_untouched, assert_hosts_untouched
+from hoststate import OPENED, WITNESS, HostState, assert_host_untouched, assert_hosts_untouched
 from hoststate import host_state as whole_host_state
 
 
@@ -88,7 +88,7 @@ def test_rolling_back_a_run_twice_changes_nothing_the_second_time(fleet, capsys)
     assert upgrader(f.box, "rollback", a.id) == 0
     out = capsys.readouterr().out
     assert "nothing to do" in out
-    assert_host_untouched(before, host_state(h), appended=[WITNESS])  # its audit checkpoint, nothing else
+    assert_host_untouched(before, host_state(h), appended=[WITNESS, OPENED])  # its audit checkpoint and opening record
 
 
 def test_resume_of_a_run_that_a_later_run_replaced_stops_nothing(fleet):
