@@ -70,7 +70,7 @@ def read_version_text(paths, source):
     """The text a version source reads (the file, the archive member, or the command's output): (text, error)."""
     if not source.get("file"):
         try:
-            from .hosttrust import load_root
+            from .trustroot import load_root
             root = load_root()
         except AgentError:
             root = {}
@@ -133,7 +133,7 @@ def check_installed_version(paths, source, target):
     """After the swap: the version the install now holds, read again, must be the target (else the run fails and
     the old version is put back)."""
     try:
-        from .hosttrust import load_root
+        from .trustroot import load_root
         root = load_root()
     except AgentError:
         root = {}
