@@ -283,3 +283,34 @@ def test_a_playbook_pattern_is_used_by_the_host_only_when_root_lists_that_exact_
     run = _cli(sandbox.root, "run", str(plan), "--approval", str(approval), "--yes")
     assert run.returncode == ExitCode.OK, run.stdout + run.stderr
     assert host_state(sandbox).version == "7.0.4.2"
+
+
+def test_another_installs_ledger_named_as_state_dir_does_not_say_what_this_install_runs(
+        sandbox: Sandbox, host_root: Path, tmp_path: Path) -> None:
+    """Round 9: app-01 runs 7.0.5.0 with no ledger; another install's state dir on the same machine says upgrader
+    installed 7.0.0.0 there. The requester's inventory names that dir as app-01's state_dir and her pattern reads
+    "7.0": the host reads this install's version only from the ledger beside it (none) or its own version file
+    (7.0.5.0), so the approved 7.0 -> 7.0.4.2 is refused (exit 4), nothing changed."""
+    from upgrader.hostagent.state import ensure_state_dir
+
+    _vendor_installed_7050(sandbox)
+    other = sandbox.install_dir.parent / ".upgrader-app-00"
+    ensure_state_dir(str(other))
+    (other / "installed.json").write_text(json.dumps({"version": "7.0.0.0", "files": {}, "dirs": {}, "links": {}}))
+    os.chmod(other / "installed.json", 0o600)
+    before = host_state(sandbox)
+    home = _requester_home(sandbox, tmp_path, {"file": "lib/VERSION", "pattern": r"^(7\.0)"})
+    inv = home / "inventory.yaml"
+    lines = []
+    for line in inv.read_text(encoding="utf-8").splitlines():
+        lines.append(line)
+        if line.strip().startswith("install_dir:"):
+            lines.append(line.split("install_dir:")[0] + f"state_dir: {other}")
+    inv.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    run = _plan_approve_run(sandbox, home, tmp_path, "7.0")
+    out = run.stdout + run.stderr
+    assert run.returncode == ExitCode.APPROVAL_REFUSED, out
+    assert "runs 7.0.5.0 by the version file lib/VERSION" in out and "nothing changed" in out, out
+    assert "Traceback" not in run.stderr
+    after = host_state(sandbox)
+    assert after == before and after.version == "7.0.5.0"

@@ -533,6 +533,13 @@ def _check(req, ev, root, package_sha256, tmp):
             "current": host.get("current"), "target": host.get("target"), "read": read_from, "read_line": raw}
 
 
+def levels(version):
+    """How many numeric levels a version has (V7.0.4.9_M3 has 4), 0 for what is not a version."""
+    text = str(version or "").strip().lstrip("Vv").split("_")[0]
+    parts = text.split(".")
+    return len(parts) if text and all(p.isdigit() for p in parts) else 0
+
+
 def host_version(req, host, root):
     """(the version this host itself says runs, where it was read): the version its ledger recorded for the last
     install (installed.json), else, on a first upgrade, the plan entry's version FILE source read here (the file,
@@ -548,8 +555,15 @@ def host_version(req, host, root):
 
     paths = Paths(req)
     with ledger_fds(paths) as fds:
-        for d, fd in fds:
+        # only the ledger beside the install (the default state dir, which no plan or inventory can move): a state
+        # dir the request names may be another install's, whose last version says nothing about this one
+        for d, fd in [(d, fd) for d, fd in fds if os.path.abspath(d) == os.path.abspath(paths.default_state)]:
             recorded = (read_json_at(fd, "installed.json", d) or {}).get("version")
+            if recorded and levels(recorded) != levels(host.get("current")):  # 7.0 is not the 7.0.0.0 recorded
+                raise AgentError("host trust root %s: %s runs %s by its ledger %s, but the plan says it runs %s: "
+                                 "refusing before stop, nothing changed; make the plan again"
+                                 % (TRUST_DIR, host.get("name"), recorded, os.path.join(d, "installed.json"),
+                                    host.get("current")), "host_trust", recorded=recorded, planned=host.get("current"))
             if recorded:
                 return str(recorded), os.path.join(d, "installed.json"), None
     source = ((host.get("playbook") or {}).get("spec") or {}).get("version") or {}
