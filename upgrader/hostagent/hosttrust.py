@@ -38,7 +38,8 @@ import subprocess
 import tempfile
 
 from .common import AgentError
-from .trustroot import ALLOWED, CONFIG, TRUST_DIR, _keygen, _read, _trust_error, load_root
+from .trustroot import TRUST_DIR as TRUST_DIR, load_root as load_root  # part of this module's interface
+from .trustroot import ALLOWED, CONFIG, _keygen, _read, _trust_error
 
 APPROVAL_NS = "upgrader-approval"
 CATALOG_NS = "upgrader-catalog"
