@@ -1,0 +1,104 @@
+"""Nothing outside the install dir, round 9.
+
+1. The agent never makes a directory above a state dir: an inventory state_dir whose parent is missing is refused
+   (exit 2 at plan and in the run's preflight, naming the parent and saying to create it), and nothing is made.
+   A state_dir that is itself a system path (/etc/NAME, /boot/NAME, /usr...) is refused too: a mere name there
+   changes the system (/etc/nologin stops every non-root login).
+
+Every mount is made inside the test process's own mount namespace (the suite runs under ``unshare -m``) and undone.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+import yaml  # type: ignore[import-untyped]
+
+from conftest import approve, plan_to
+from hoststate import assert_host_untouched
+from test_host_paths import last_run_id, run_cli
+from trust_support import host_state
+from upgrader.cli.commands.demo import Sandbox
+
+OLD, NEW = "7.0.4.1", "7.0.4.2"
+
+
+def with_state_dir(box: Sandbox, state: str) -> None:
+    doc = yaml.safe_load(box.inventory.read_text())
+    doc["hosts"]["app-01"]["state_dir"] = state
+    box.inventory.write_text(yaml.safe_dump(doc, sort_keys=False))
+
+
+def plan_cli(box: Sandbox, capsys: pytest.CaptureFixture[str]) -> tuple[int, str, Path]:
+    capsys.readouterr()
+    rc, plan = plan_to(box, NEW)
+    out, err = capsys.readouterr()
+    assert "Traceback" not in out + err
+    return rc, out + err, plan
+
+
+def private_mounts() -> None:
+    """Mounts below are made only in a mount namespace of the test's own (never on this machine's /boot)."""
+    if not os.path.ismount("/etc/upgrader"):  # the suite's own namespace mounts a tmpfs there
+        pytest.fail("run the suite under `unshare -m` (tests/run.sh does): this test mounts a tmpfs over /boot")
+
+
+@pytest.fixture
+def scratch_boot() -> Iterator[Path]:
+    """/boot replaced, in this test's mount namespace only, by an empty root-owned tmpfs (0755)."""
+    private_mounts()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "mode=0755", "tmpfs", "/boot"], check=True)
+    try:
+        yield Path("/boot")
+    finally:
+        subprocess.run(["umount", "/boot"], check=True)
+
+
+# ------------------------------------------------------------------ 1: no parent of a state dir is ever made
+
+
+def test_a1_a_state_dir_whose_parent_is_missing_is_refused_by_plan_and_run(sandbox: Sandbox, tmp_path: Path,
+                                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """state_dir ETC/nologin/upgrader with ETC/nologin missing (ETC stands for the host's /etc): plan exits 2 naming
+    ETC/nologin and saying to create it; planned while it existed and removed before the run, the run's preflight
+    refuses the same way. ETC/nologin is never made, and the host is as it was."""
+    etc = tmp_path / "etc"
+    etc.mkdir(mode=0o755)
+    nologin = etc / "nologin"
+    with_state_dir(sandbox, str(nologin / "upgrader"))
+    before = host_state(sandbox)
+    rc, text, plan = plan_cli(sandbox, capsys)
+    assert rc == 2, text
+    assert str(nologin) in text and "create the parent" in text, text
+    assert not plan.exists()
+    assert not nologin.exists() and os.listdir(etc) == []
+    nologin.mkdir(mode=0o755)
+    rc, plan = plan_to(sandbox, NEW)  # planned while the parent existed
+    assert rc == 0
+    approval = approve(sandbox, plan)
+    nologin.rmdir()
+    before = host_state(sandbox)
+    rc, text = run_cli(sandbox, capsys, "run", str(plan), "--approval", str(approval))
+    assert rc == 2, text
+    assert str(nologin) in text and "create the parent" in text, text
+    assert not nologin.exists() and os.listdir(etc) == []
+    assert_host_untouched(before, host_state(sandbox), run_record=last_run_id(sandbox))
+
+
+def test_a1_a_state_dir_named_as_a_system_path_is_refused(sandbox: Sandbox, scratch_boot: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """state_dir /boot/upgrader-state (its parent exists, root's 0755: every other rule passes) is a name directly
+    below a system directory: plan exits 2 naming it, and nothing is made there; //boot/x is read as /boot/x."""
+    for given in ("/boot/upgrader-state", "//boot/upgrader-state", "/etc"):
+        with_state_dir(sandbox, given)
+        before = host_state(sandbox)
+        rc, text, plan = plan_cli(sandbox, capsys)
+        assert rc == 2, text
+        assert "system path" in text and ("/boot/upgrader-state" if "boot" in given else "/etc") in text, text
+        assert not plan.exists()
+        assert os.listdir(scratch_boot) == []
+        assert_host_untouched(before, host_state(sandbox))
