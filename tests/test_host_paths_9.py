@@ -10,7 +10,10 @@ Every mount is made inside the test process's own mount namespace (the suite run
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import pwd
 import subprocess
 from pathlib import Path
 from typing import Iterator
@@ -18,7 +21,7 @@ from typing import Iterator
 import pytest
 import yaml  # type: ignore[import-untyped]
 
-from conftest import approve, plan_to
+from conftest import approve, plan_to, upgrader
 from hoststate import assert_host_untouched
 from test_host_paths import last_run_id, run_cli
 from trust_support import host_state
@@ -102,3 +105,67 @@ def test_a1_a_state_dir_named_as_a_system_path_is_refused(sandbox: Sandbox, scra
         assert not plan.exists()
         assert os.listdir(scratch_boot) == []
         assert_host_untouched(before, host_state(sandbox))
+
+
+# ------------------------------------------------------------------ 2: a digest or a pid is content too
+
+
+def root_secret(tmp_path: Path, content: bytes) -> Path:
+    """Outside the install: root's own 0600 file, in a directory only root may enter."""
+    d = tmp_path / "root-only"
+    d.mkdir(mode=0o700)
+    f = d / "pin"
+    f.write_bytes(content)
+    os.chmod(f, 0o600)
+    return f
+
+
+def inspect_json(box: Sandbox, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    capsys.readouterr()
+    rc = upgrader(box, "inspect", "--install-dir", str(box.install_dir), "--json")
+    out, err = capsys.readouterr()
+    assert "Traceback" not in out + err
+    return rc, out
+
+
+def test_a2_inspect_reports_no_digest_of_a_linked_file_its_account_may_not_read(sandbox: Sandbox, tmp_path: Path,
+                                                                               capsys: pytest.CaptureFixture[str]
+                                                                               ) -> None:
+    """The service account (daemon) owns the install and hard-links root's 0600 PIN over its conf/server.conf
+    (root makes that link: this machine has fs.protected_hardlinks=1). inspect --json reports the file withheld,
+    with no sha256: the PIN cannot be guessed back from the report; nothing on the host changes."""
+    secret = root_secret(tmp_path, b"4711\n")
+    subprocess.run(["chown", "-R", "daemon:daemon", str(sandbox.install_dir)], check=True)
+    conf = sandbox.install_dir / "conf" / "server.conf"
+    conf.unlink()
+    os.link(secret, conf)
+    before = host_state(sandbox)
+    rc, out = inspect_json(sandbox, capsys)
+    assert rc == 0, out
+    assert hashlib.sha256(b"4711\n").hexdigest() not in out
+    assert not any(hashlib.sha256(b"%04d\n" % pin).hexdigest() in out for pin in range(10000))
+    (entry,) = [c for c in json.loads(out)["hosts"][0]["facts"]["configs"] if c["path"] == "conf/server.conf"]
+    assert "sha256" not in entry and "withheld" in entry, entry
+    assert_host_untouched(before, host_state(sandbox))
+
+
+def test_a2b_the_number_in_a_linked_pid_file_is_not_reported(sandbox: Sandbox, tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """daemon links root's 0600 file holding 4711 over its run/server.pid (the service stopped): inspect reports
+    no pid (the pid file withheld), never 4711."""
+    secret = root_secret(tmp_path, b"4711\n")
+    subprocess.run(["chown", "-R", "daemon:daemon", str(sandbox.install_dir)], check=True)
+    run = sandbox.install_dir / "run"
+    run.mkdir(exist_ok=True)
+    os.chown(run, pwd.getpwnam("daemon").pw_uid, pwd.getpwnam("daemon").pw_gid)
+    pid = run / "server.pid"
+    if pid.exists():
+        pid.unlink()
+    os.link(secret, pid)
+    before = host_state(sandbox)
+    rc, out = inspect_json(sandbox, capsys)
+    assert rc == 0, out
+    assert "4711" not in out, out
+    process = json.loads(out)["hosts"][0]["facts"]["process"]
+    assert process["pid"] is None and "not read" in process["error"], process
+    assert_host_untouched(before, host_state(sandbox))

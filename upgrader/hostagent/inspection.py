@@ -70,14 +70,21 @@ def config_selection(root, configs, text_globs):
 
 
 def config_facts(root, rel, text):
-    """sha256, size and mtime of a config file; its text when asked for and allowed (see TEXT_NEVER)."""
-    withheld = None
+    """sha256, size and mtime of a config file; its text when asked for and allowed (see TEXT_NEVER). A digest
+    is derived from the content, so it leaves the host only under the rule of the text (open_beneath's disclosure
+    rule): a file the accounts that could have put it there may not read themselves is reported withheld, with
+    its size and time only (from its inode), never its sha256."""
     try:
-        fd = open_beneath(root, rel, "config file", disclose=text)
-    except AgentError as e:  # a hard link of another owner's file: its digest only, never its text
-        if not e.data.get("hard_link"):
+        fd = open_beneath(root, rel, "config file", disclose=True)
+    except AgentError as e:  # e.g. a hard link of another owner's file: neither its text nor its digest
+        if not (e.data.get("hard_link") or e.data.get("not_disclosed")):
             raise
-        fd, text, withheld = open_beneath(root, rel, "config file", disclose=False), False, str(e)
+        fd = open_beneath(root, rel, "config file", disclose=False)  # fstat only: nothing of it is read
+        try:
+            st = os.fstat(fd)
+        finally:
+            os.close(fd)
+        return {"path": rel, "size": st.st_size, "mtime": st.st_mtime, "withheld": str(e), "text_withheld": str(e)}
     with os.fdopen(fd, "rb") as f:
         st = os.fstat(fd)
         h = hashlib.sha256()
@@ -86,8 +93,6 @@ def config_facts(root, rel, text):
         f.seek(0)
         data = f.read(TEXT_MAX + 1) if text else b""
     c = {"path": rel, "sha256": h.hexdigest(), "size": st.st_size, "mtime": st.st_mtime}
-    if withheld:
-        c["text_withheld"] = withheld
     if not text:
         return c
     if TEXT_NEVER.search(rel):

@@ -10,6 +10,7 @@ import socket
 import time
 
 from .beneath import read_beneath
+from .common import AgentError
 from .files import read_text
 
 
@@ -75,10 +76,14 @@ def pid_alive(pid):
 
 
 def read_pid(paths, pid_file):
+    """The pid a pid file names, or None. The number is its content, returned (inspect, probes) and acted on
+    (stop): read under open_beneath's disclosure rule, and a refusal raised (an AgentError, ``not_disclosed``)."""
     if not pid_file:
         return None
     try:
-        return int(read_beneath(paths.install, pid_file, "pid_file", 64, disclose=False).strip() or b"0") or None
+        return int(read_beneath(paths.install, pid_file, "pid_file", 64, disclose=True).strip() or b"0") or None
+    except AgentError:
+        raise
     except (OSError, ValueError):
         return None
 
@@ -227,7 +232,16 @@ def describe_selector(sel):
 def service_pids(paths, pid_file=None, sel=None, known=None):
     """The live pids of the service: the pid file's, else (or as well, when both are given) the selector's."""
     out = []
-    for pid in ([known] if known else []) + [read_pid(paths, pid_file)]:
+    try:
+        named = read_pid(paths, pid_file)
+    except AgentError as e:
+        if not (e.data.get("hard_link") or e.data.get("not_disclosed")):
+            raise
+        raise AgentError("the service's pid file %s is withheld (%s): the service's process is unknown, so no "
+                         "signal was sent and nothing was stopped or started; a person must check the pid file "
+                         "(replace it by the service's own) and the service" % (pid_file, e), "needs_person",
+                         path=pid_file)
+    for pid in ([known] if known else []) + [named]:
         if pid and pid not in out and pid_alive(pid):
             out.append(pid)
     if sel:
