@@ -26,6 +26,7 @@ from hoststate import assert_host_untouched
 from test_host_paths import last_run_id, run_cli
 from trust_support import host_state
 from upgrader.cli.commands.demo import Sandbox
+from upgrader.core.playbook import shipped_playbooks_dir
 
 OLD, NEW = "7.0.4.1", "7.0.4.2"
 
@@ -169,3 +170,44 @@ def test_a2b_the_number_in_a_linked_pid_file_is_not_reported(sandbox: Sandbox, t
     process = json.loads(out)["hosts"][0]["facts"]["process"]
     assert process["pid"] is None and "not read" in process["error"], process
     assert_host_untouched(before, host_state(sandbox))
+
+
+# ------------------------------------------------------------------ 5: a recursive glob never follows a directory link
+
+
+def test_a5_a_recursive_config_glob_does_not_loop_through_directory_links(sandbox: Sandbox,
+                                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """The service account puts `conf/a -> .`, `conf/b -> .` and `conf/c -> ..` in its conf/; the playbook's
+    inspect configs `**/*.conf` (and `conf`) are expanded without going through those links: inspect ends
+    (before the fix the expansion was exponential in the path depth) and lists conf/server.conf once."""
+    for name, target in (("a", "."), ("b", "."), ("c", "..")):
+        os.symlink(target, sandbox.install_dir / "conf" / name)
+    text = (shipped_playbooks_dir() / "sample-middleware.yaml").read_text()
+    pb = sandbox.root / "globbing-sample.yaml"
+    pb.write_text(text + "\ninspect:\n  configs: ['**/*.conf', 'conf']\n")
+    before = host_state(sandbox)
+    capsys.readouterr()
+    rc = upgrader(sandbox, "inspect", "--install-dir", str(sandbox.install_dir), "--playbook", str(pb), "--json")
+    out, err = capsys.readouterr()
+    assert rc == 0, out + err
+    paths = [c["path"] for c in json.loads(out)["hosts"][0]["facts"]["configs"]]
+    assert "conf/server.conf" in paths and len(paths) == len(set(paths)), paths
+    assert not any(p.startswith(("conf/a/", "conf/b/", "conf/c/")) for p in paths), paths
+    assert_host_untouched(before, host_state(sandbox))
+
+
+# ------------------------------------------------------------------ 6: //etc is /etc
+
+
+@pytest.mark.parametrize("given", ["//etc", "//", "///usr"])
+def test_a6_a_leading_double_slash_does_not_pass_the_system_directory_check(sandbox: Sandbox, given: str,
+                                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """install_dir //etc (the kernel reads it as /etc) is refused as a system directory at plan, exit 2, naming
+    the key; no plan is written."""
+    doc = yaml.safe_load(sandbox.inventory.read_text())
+    doc["hosts"]["app-01"]["install_dir"] = given
+    sandbox.inventory.write_text(yaml.safe_dump(doc, sort_keys=False))
+    rc, text, plan = plan_cli(sandbox, capsys)
+    assert rc == 2, text
+    assert "install_dir" in text and "system directory" in text, text
+    assert not plan.exists()

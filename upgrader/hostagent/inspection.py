@@ -44,15 +44,76 @@ def proc_limits(pid):
     return out
 
 
-def inside_globs(root, patterns):
-    import glob
+#: how many directory entries one pattern's expansion may look at (a bound on the walk, whatever the tree)
+GLOB_MAX_ENTRIES = 200000
 
+
+def glob_beneath(root, pattern):
+    """The paths below ``root`` that ``pattern`` matches, as glob.glob(recursive=True) would give them, except
+    that ``**`` never descends through a link to a directory (``a -> .`` would make it endless) and the walk looks
+    at GLOB_MAX_ENTRIES entries at most."""
+    import fnmatch
+
+    parts = [p for p in pattern.split("/") if p not in ("", ".")]
+    seen = [0]
+    found = []
+
+    def names(d):
+        try:
+            with os.scandir(d) as it:
+                entries = list(it)
+        except OSError:
+            return []
+        seen[0] += len(entries)
+        if seen[0] > GLOB_MAX_ENTRIES:
+            return []
+        return sorted(entries, key=lambda e: e.name)
+
+    def match(name, part):
+        if name.startswith(".") and not part.startswith("."):
+            return False
+        return fnmatch.fnmatchcase(name, part)
+
+    def walk(d, i):
+        if seen[0] > GLOB_MAX_ENTRIES:
+            return
+        if i == len(parts):
+            found.append(d)
+            return
+        part = parts[i]
+        if part == "**":
+            walk(d, i + 1)  # zero directories
+            for e in names(d):
+                if not e.name.startswith(".") and e.is_dir(follow_symlinks=False):
+                    walk(e.path, i)
+            return
+        if part == "..":
+            walk(os.path.join(d, part), i + 1)
+            return
+        if not any(c in part for c in "*?["):
+            p = os.path.join(d, part)
+            if os.path.lexists(p):
+                walk(p, i + 1)
+            return
+        for e in names(d):
+            if match(e.name, part) and (i + 1 == len(parts) or e.is_dir()):
+                walk(e.path, i + 1)
+
+    if pattern.startswith("/"):
+        return []  # the install's own paths only
+    walk(root, 0)
+    return [f for f in found if f != root]
+
+
+def inside_globs(root, patterns, expand=True):
+    """The files below ``root`` the patterns name (a directory named: every file below it, once), inside only."""
     real = os.path.realpath(root)
     out = []
     for pattern in patterns:
-        for f in sorted(glob.glob(os.path.join(root, pattern), recursive=True)):
+        for f in sorted(set(glob_beneath(root, pattern))):
             if os.path.isdir(f):
-                out += inside_globs(root, [os.path.relpath(f, root) + "/**/*"])
+                if expand:
+                    out += inside_globs(root, [os.path.relpath(f, root) + "/**/*"], False)
             elif os.path.isfile(f) and os.path.realpath(f).startswith(real + os.sep):
                 rel = os.path.relpath(f, root).replace(os.sep, "/")
                 try:
