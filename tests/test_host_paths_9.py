@@ -211,3 +211,32 @@ def test_a6_a_leading_double_slash_does_not_pass_the_system_directory_check(sand
     assert rc == 2, text
     assert "install_dir" in text and "system directory" in text, text
     assert not plan.exists()
+
+
+# ------------------------------------------------------------------ 3: the directory that holds a link counts
+
+
+def test_a3_a_link_in_the_service_accounts_directory_to_a_root_only_file_is_not_read(
+        sandbox: Sandbox, capsys: pytest.CaptureFixture[str]) -> None:
+    """The hardened layout: the install and lib/ are root's, conf/ and logs/ daemon's; lib/license.key is root's
+    0600. daemon makes `logs/server.log -> ../lib/license.key` in its logs/ (it may not read the key). The
+    log is followed to lib/license.key, whose physical path has only root's directories, but logs/ (daemon's) holds
+    the link: inspect reads it as daemon, is refused, and reports none of its lines."""
+    inst = sandbox.install_dir
+    key = inst / "lib" / "license.key"
+    key.write_text("ERROR ROOT-ONLY-SECRET r9 a3\n")
+    os.chmod(key, 0o600)
+    (inst / "logs").mkdir(exist_ok=True)
+    subprocess.run(["chown", "-R", "daemon:daemon", str(inst / "conf"), str(inst / "logs")], check=True)
+    log = inst / "logs" / "server.log"
+    if log.exists() or log.is_symlink():
+        log.unlink()
+    os.symlink("../lib/license.key", log)  # what daemon does in its own logs/ (the test's tmp dirs are root's 0700)
+    os.lchown(log, pwd.getpwnam("daemon").pw_uid, pwd.getpwnam("daemon").pw_gid)
+    before = host_state(sandbox)
+    rc, out = inspect_json(sandbox, capsys)
+    assert rc == 0, out
+    assert "ROOT-ONLY-SECRET" not in out, out
+    (entry,) = [x for x in json.loads(out)["hosts"][0]["facts"]["logs"] if x["path"].endswith("logs/server.log")]
+    assert entry["samples"] == [] and "not readable by" in entry["withheld"], entry
+    assert_host_untouched(before, host_state(sandbox))
