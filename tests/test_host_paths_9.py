@@ -240,3 +240,33 @@ def test_a3_a_link_in_the_service_accounts_directory_to_a_root_only_file_is_not_
     (entry,) = [x for x in json.loads(out)["hosts"][0]["facts"]["logs"] if x["path"].endswith("logs/server.log")]
     assert entry["samples"] == [] and "not readable by" in entry["withheld"], entry
     assert_host_untouched(before, host_state(sandbox))
+
+
+# ------------------------------------------------------------------ 4: stop signals only the service's own process
+
+
+def test_a4_stop_sends_no_signal_to_a_process_a_pid_file_names_outside_the_install(
+        sandbox: Sandbox, capsys: pytest.CaptureFixture[str]) -> None:
+    """run/ is the service account's: it writes the pid of root's `sleep` (cwd /, ignoring SIGTERM, nothing of the
+    install) into run/server.pid after the plan was approved. The run's stop asks bin/stop.sh (its SIGTERM is
+    ignored), waits the stop timeout, then refuses to escalate: the run needs a person, naming the pid and why;
+    the process is alive, the service still answers the old version."""
+    rc, plan = plan_to(sandbox, NEW)
+    assert rc == 0
+    approval = approve(sandbox, plan)
+    victim = subprocess.Popen(["sh", "-c", "trap '' TERM; exec sleep 600"], cwd="/")
+    try:
+        run = sandbox.install_dir / "run"
+        subprocess.run(["chown", "-R", "daemon:daemon", str(run)], check=True)
+        (run / "server.pid").write_text("%d\n" % victim.pid)  # what daemon writes in its own run/
+        before = host_state(sandbox)
+        rc, text = run_cli(sandbox, capsys, "run", str(plan), "--approval", str(approval))
+        assert rc != 0, text
+        assert "pid %d" % victim.pid in text and "No signal was sent" in text, text
+        assert victim.poll() is None  # still running: neither SIGTERM nor SIGKILL reached it
+        assert sandbox.answers() == OLD
+        after = host_state(sandbox)
+        assert after.version == before.version == OLD
+    finally:
+        victim.kill()
+        victim.wait()

@@ -146,6 +146,44 @@ def cmdline_matches(argv, wants, last=None):
     return True
 
 
+def foreign_process(pid, dirs, sel=None, owner=None):
+    """Why process ``pid`` is not the service's (None when it is): the service's process runs a program, or in a
+    working directory, or with a command-line path, under one of ``dirs`` (the install dir, or where a run moved
+    it), or matches the playbook's process selector ``sel``, or runs as the install's owner ``owner`` (not root).
+    A pid file is written by the service account: it may name any process, which root must not signal."""
+    reals = [os.path.realpath(d) for d in dirs if d]
+
+    def under(p):
+        p = os.path.realpath(p)
+        return any(p == r or p.startswith(r.rstrip("/") + "/") for r in reals)
+
+    argv = proc_cmdline(pid)
+    if sel and cmdline_matches(argv, sel.get("cmdline_contains") or [], sel.get("cmdline_last")):
+        return None
+    for link in ("exe", "cwd"):
+        try:
+            target = os.readlink("/proc/%d/%s" % (pid, link))
+        except OSError:
+            continue
+        if target.endswith(" (deleted)"):
+            target = target[:-len(" (deleted)")]
+        if target.startswith("/") and under(target):
+            return None
+    for arg in argv:
+        for piece in [arg, arg.partition("=")[2]] + arg.split(":"):
+            if piece.startswith("/") and under(piece):
+                return None
+    try:
+        uid = os.stat("/proc/%d" % pid).st_uid
+    except OSError:
+        return None  # gone: nothing to signal
+    if owner and uid == owner:
+        return None
+    return ("pid %d (%s, uid %d) runs no program, in no directory and with no path of the install dir %s, matches "
+            "no process selector of the playbook, and does not run as the install's owner"
+            % (pid, " ".join(argv)[:200] or "?", uid, dirs[0]))
+
+
 def port_owners(ports, first=()):
     """{port: pid} of the processes holding the listening TCP sockets of ``ports`` (IPv4 and IPv6), from
     /proc/net/tcp* and /proc/PID/fd; a port nobody listens on, or whose holder cannot be read, is left out.
