@@ -265,8 +265,9 @@ def test_a4_stop_sends_no_signal_to_a_process_a_pid_file_names_outside_the_insta
         assert "pid %d" % victim.pid in text and "No signal was sent" in text, text
         assert victim.poll() is None  # still running: neither SIGTERM nor SIGKILL reached it
         assert sandbox.answers() == OLD
-        after = host_state(sandbox)
-        assert after.version == before.version == OLD
+        after = host_state(sandbox)  # the product, the pid file and the service as they were; the host locked
+        assert (after.product, after.pid, after.service, after.version) == \
+            (before.product, before.pid, before.service, OLD)
     finally:
         victim.kill()
         victim.wait()
