@@ -247,6 +247,9 @@ def test_a_relative_state_dir_is_refused(sandbox, capsys):
 
 
 def test_a_new_state_dir_is_made_with_the_marker_and_used(sandbox, tmp_path, capsys):
+    """The state dir itself is made (0700, with the marker); its parent is the administrator's to make (the agent
+    never makes a directory above a state dir: tests/test_host_paths_9.py)."""
+    (tmp_path / "states").mkdir(mode=0o755)
     state = tmp_path / "states" / "app-01"
     inventory_with(sandbox, state_dir=str(state))
     rc, plan = plan_to(sandbox, NEW)

@@ -139,7 +139,7 @@ def _collect_host(h: dict[str, Any], outcome: dict[str, Any] | None, connect: Ca
     logs = facts.pop("logs", []) or []
     files.append((f"{base}/platform.json", _json({**report, "facts": facts}), "platform"))
     files.append((f"{base}/configs.json", _json([{k: c[k] for k in ("path", "sha256", "size", "mtime",
-                                                                     "text_withheld") if k in c}
+                                                                     "withheld", "text_withheld") if k in c}
                                                  for c in configs]), "configs"))
     for c in configs:
         if isinstance(c.get("text"), str) and "\x00" not in c["text"]:

@@ -148,7 +148,8 @@ def _host(h: dict[str, Any], t: dict[str, str], lang: str = "en") -> str:
          for who, lim in limits.items() for key, values in lim.items()]))
     configs = f.get("configs") or []
     parts.append(f"<h3>{_e(t['configs'])}</h3>" + (_rows(
-        [(c["path"], f"<code>{_e(c['sha256'])}</code> ({_e(c['size'])} B)") for c in configs])
+        [(c["path"], (f"<code>{_e(c['sha256'])}</code>" if c.get("sha256") else _e(c.get("withheld", "")))
+          + f" ({_e(c.get('size'))} B)") for c in configs])
         if configs else f"<p>{_e(t['none'])}</p>"))
     logs = f.get("logs") or []
     parts.append(f"<h3>{_e(t['logs'])}</h3>" + (_rows(

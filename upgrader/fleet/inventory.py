@@ -119,6 +119,7 @@ def _host(name: str, s: Section, defaults: dict[str, Any], base: Path) -> Host:
     install_dir = s.str("install_dir")
     if not install_dir.startswith("/"):
         install_dir = str((base / install_dir).resolve())
+    install_dir = "/" + install_dir.lstrip("/")  # normpath keeps a leading //, which the kernel reads as /
     if posixpath.normpath(install_dir) in ("/", "/usr", "/etc", "/var", "/opt", "/home", "/root"):
         raise s.error("install_dir", f"{install_dir!r} is a system directory, not a product install dir")
     key = s.str("key", None)

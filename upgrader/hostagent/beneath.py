@@ -55,7 +55,7 @@ def unsafe_path(what, rel, root, why):
                       % (what, rel, why, root), "unsafe_path", path=rel, what=what)
 
 
-def resolve_beneath(root, rel, what, follow_last=True):
+def resolve_beneath(root, rel, what, follow_last=True, holders=None):
     """The components of ``rel`` below ``root``, every link on the way resolved on the real file system.
 
     A link that leads outside root (absolute, or climbing above it) is refused, naming the link; missing
@@ -63,10 +63,10 @@ def resolve_beneath(root, rel, what, follow_last=True):
     parts = split_rel(rel)
     if parts is None:
         raise unsafe_path(what, rel, root, "is absolute or climbs out with '..'")
-    return follow_beneath(root, rel, what, [], list(parts), follow_last)
+    return follow_beneath(root, rel, what, [], list(parts), follow_last, holders=holders)
 
 
-def follow_beneath(root, rel, what, done, todo, follow_last=True, via=None, aliases=()):
+def follow_beneath(root, rel, what, done, todo, follow_last=True, via=None, aliases=(), holders=None):
     """The loop of resolve_beneath: ``done`` resolved components, ``todo`` the rest (may hold '..' and a leading
     '' for an absolute link target); ``via``: (link, target) that put ``todo`` there; ``aliases``: other absolute
     paths that name root (a staged tree's, once it takes the install dir's place)."""
@@ -99,6 +99,8 @@ def follow_beneath(root, rel, what, done, todo, follow_last=True, via=None, alia
             done.append(name)
             continue
         hops += 1
+        if holders is not None and done not in holders:
+            holders.append(list(done))  # the directory that holds the link (its physical components)
         try:
             target = os.readlink(full)
         except OSError:  # no longer a link: the name was swapped while it was checked
@@ -265,6 +267,27 @@ def walk_for_read(root_fd, parts, what, root):
     return fd, walk
 
 
+def link_holders(root_fd, holders, parts, what, root):
+    """[(place, stat, writers)] (as walk_for_read's) of each directory that holds a link followed on the way to
+    root/parts (``holders``: their components, from resolve_beneath) and is not on the walk itself (the file's
+    physical path): the account that owns such a directory could have made the link, so it counts as one that could
+    have put the file there (``logs/server.log -> ../lib/license.key`` made by the owner of logs/)."""
+    out = []
+    on_walk = [parts[:i] for i in range(len(parts))]
+    for hold in holders:
+        if hold in on_walk:
+            continue
+        dfd = walk_dirs(root_fd, hold, what, root)
+        try:
+            st = os.fstat(dfd)
+            out.append(("directory %s (holding a link on the way)" % ("/".join(hold) or "."), st,
+                        dir_writers(dfd, st)))
+        finally:
+            if dfd != root_fd:
+                os.close(dfd)
+    return out
+
+
 def account_of(uid):
     """(gid, groups) a process of ``uid`` has: its account's, or for a uid with no account entry (a container's or a
     deleted account's numeric owner) nobody's group alone, never the group of a directory it owns (often root's)."""
@@ -391,14 +414,23 @@ def open_beneath(root, rel, what, flags=os.O_RDONLY, disclose=True):
     directory). ``disclose`` (the default): its contents, or part of them, may leave the host (a version, config
     text, log lines, a vars_from value), so the file is read only when the account that could have put it there may
     read it itself (see reopen_as_writers, writers_problem) and a hard link of another owner's file is refused (see
-    foreign_link); pass False only where nothing of the content is returned (a pid, a size, a digest)."""
-    parts = resolve_beneath(root, rel, what)
+    foreign_link); pass False only where nothing of the content is returned (a size, a time). The directories
+    that hold each link followed on the way count as the directories of the walk do: their owners are accounts
+    that could have put the file there (the link), and others who may write them too (see link_holders)."""
+    holders = []
+    parts = resolve_beneath(root, rel, what, holders=holders)
     if not parts:
         raise unsafe_path(what, rel, root, "is the install dir itself, not a file in it")
     root_fd = open_root(root, "the install dir")
     try:
         if disclose and not flags & os.O_DIRECTORY:
             fd, walk = walk_for_read(root_fd, parts, what, root)
+            try:
+                walk += link_holders(root_fd, holders, parts, what, root)
+            except BaseException:
+                if fd != root_fd:
+                    os.close(fd)
+                raise
         else:
             fd, walk = walk_dirs(root_fd, parts[:-1], what, root), []
         try:

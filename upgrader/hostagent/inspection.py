@@ -45,15 +45,76 @@ def proc_limits(pid):
     return out
 
 
-def inside_globs(root, patterns):
-    import glob
+#: how many directory entries one pattern's expansion may look at (a bound on the walk, whatever the tree)
+GLOB_MAX_ENTRIES = 200000
 
+
+def glob_beneath(root, pattern):
+    """The paths below ``root`` that ``pattern`` matches, as glob.glob(recursive=True) would give them, except
+    that ``**`` never descends through a link to a directory (``a -> .`` would make it endless) and the walk looks
+    at GLOB_MAX_ENTRIES entries at most."""
+    import fnmatch
+
+    parts = [p for p in pattern.split("/") if p not in ("", ".")]
+    seen = [0]
+    found = []
+
+    def names(d):
+        try:
+            with os.scandir(d) as it:
+                entries = list(it)
+        except OSError:
+            return []
+        seen[0] += len(entries)
+        if seen[0] > GLOB_MAX_ENTRIES:
+            return []
+        return sorted(entries, key=lambda e: e.name)
+
+    def match(name, part):
+        if name.startswith(".") and not part.startswith("."):
+            return False
+        return fnmatch.fnmatchcase(name, part)
+
+    def walk(d, i):
+        if seen[0] > GLOB_MAX_ENTRIES:
+            return
+        if i == len(parts):
+            found.append(d)
+            return
+        part = parts[i]
+        if part == "**":
+            walk(d, i + 1)  # zero directories
+            for e in names(d):
+                if not e.name.startswith(".") and e.is_dir(follow_symlinks=False):
+                    walk(e.path, i)
+            return
+        if part == "..":
+            walk(os.path.join(d, part), i + 1)
+            return
+        if not any(c in part for c in "*?["):
+            p = os.path.join(d, part)
+            if os.path.lexists(p):
+                walk(p, i + 1)
+            return
+        for e in names(d):
+            if match(e.name, part) and (i + 1 == len(parts) or e.is_dir()):
+                walk(e.path, i + 1)
+
+    if pattern.startswith("/"):
+        return []  # the install's own paths only
+    walk(root, 0)
+    return [f for f in found if f != root]
+
+
+def inside_globs(root, patterns, expand=True):
+    """The files below ``root`` the patterns name (a directory named: every file below it, once), inside only."""
     real = os.path.realpath(root)
     out = []
     for pattern in patterns:
-        for f in sorted(glob.glob(os.path.join(root, pattern), recursive=True)):
+        for f in sorted(set(glob_beneath(root, pattern))):
             if os.path.isdir(f):
-                out += inside_globs(root, [os.path.relpath(f, root) + "/**/*"])
+                if expand:
+                    out += inside_globs(root, [os.path.relpath(f, root) + "/**/*"], False)
             elif os.path.isfile(f) and os.path.realpath(f).startswith(real + os.sep):
                 rel = os.path.relpath(f, root).replace(os.sep, "/")
                 try:
@@ -71,14 +132,21 @@ def config_selection(root, configs, text_globs):
 
 
 def config_facts(root, rel, text):
-    """sha256, size and mtime of a config file; its text when asked for and allowed (see TEXT_NEVER)."""
-    withheld = None
+    """sha256, size and mtime of a config file; its text when asked for and allowed (see TEXT_NEVER). A digest
+    is derived from the content, so it leaves the host only under the rule of the text (open_beneath's disclosure
+    rule): a file the accounts that could have put it there may not read themselves is reported withheld, with
+    its size and time only (from its inode), never its sha256."""
     try:
-        fd = open_beneath(root, rel, "config file", disclose=text)
-    except AgentError as e:  # a hard link of another owner's file: its digest only, never its text
-        if not e.data.get("hard_link"):
+        fd = open_beneath(root, rel, "config file", disclose=True)
+    except AgentError as e:  # e.g. a hard link of another owner's file: neither its text nor its digest
+        if not (e.data.get("hard_link") or e.data.get("not_disclosed")):
             raise
-        fd, text, withheld = open_beneath(root, rel, "config file", disclose=False), False, str(e)
+        fd = open_beneath(root, rel, "config file", disclose=False)  # fstat only: nothing of it is read
+        try:
+            st = os.fstat(fd)
+        finally:
+            os.close(fd)
+        return {"path": rel, "size": st.st_size, "mtime": st.st_mtime, "withheld": str(e), "text_withheld": str(e)}
     with os.fdopen(fd, "rb") as f:
         st = os.fstat(fd)
         h = hashlib.sha256()
@@ -87,8 +155,6 @@ def config_facts(root, rel, text):
         f.seek(0)
         data = f.read(TEXT_MAX + 1) if text else b""
     c = {"path": rel, "sha256": h.hexdigest(), "size": st.st_size, "mtime": st.st_mtime}
-    if withheld:
-        c["text_withheld"] = withheld
     if not text:
         return c
     if TEXT_NEVER.search(rel):

@@ -12,7 +12,7 @@ import signal
 import sys
 
 from .common import AgentError
-from .state import (Paths, ancestor_problem, check_install, check_state_dir, check_state_markers, ensure_state_dir,
+from .state import (Paths, ancestor_problem, state_place_problem, check_install, check_state_dir, check_state_markers, ensure_state_dir,
                     ledger_dirs)
 
 
@@ -111,7 +111,7 @@ def handle(req):
             paths = Paths(req)
             check_install(paths, "needs_person" if req["op"] in AFTER_STOP else "unsafe_path")
             for d in ledger_dirs(paths):  # the state dirs too: plan refuses what the run's preflight would
-                problem = ancestor_problem(d)
+                problem = state_place_problem(d, d == paths.default_state)
                 if problem:
                     raise problem
             check_state_markers(paths, adopt=False)  # a state_dir naming another tool's directory: refused

@@ -10,6 +10,7 @@ import socket
 import time
 
 from .beneath import read_beneath
+from .common import AgentError
 from .files import read_text
 
 
@@ -75,10 +76,14 @@ def pid_alive(pid):
 
 
 def read_pid(paths, pid_file):
+    """The pid a pid file names, or None. The number is its content, returned (inspect, probes) and acted on
+    (stop): read under open_beneath's disclosure rule, and a refusal raised (an AgentError, ``not_disclosed``)."""
     if not pid_file:
         return None
     try:
-        return int(read_beneath(paths.install, pid_file, "pid_file", 64, disclose=False).strip() or b"0") or None
+        return int(read_beneath(paths.install, pid_file, "pid_file", 64, disclose=True).strip() or b"0") or None
+    except AgentError:
+        raise
     except (OSError, ValueError):
         return None
 
@@ -139,6 +144,44 @@ def cmdline_matches(argv, wants, last=None):
         if not any(a.startswith(prefix + "/") and os.path.realpath(a[len(prefix):]) == real for a in argv):
             return False
     return True
+
+
+def foreign_process(pid, dirs, sel=None, owner=None):
+    """Why process ``pid`` is not the service's (None when it is): the service's process runs a program, or in a
+    working directory, or with a command-line path, under one of ``dirs`` (the install dir, or where a run moved
+    it), or matches the playbook's process selector ``sel``, or runs as the install's owner ``owner`` (not root).
+    A pid file is written by the service account: it may name any process, which root must not signal."""
+    reals = [os.path.realpath(d) for d in dirs if d]
+
+    def under(p):
+        p = os.path.realpath(p)
+        return any(p == r or p.startswith(r.rstrip("/") + "/") for r in reals)
+
+    argv = proc_cmdline(pid)
+    if sel and cmdline_matches(argv, sel.get("cmdline_contains") or [], sel.get("cmdline_last")):
+        return None
+    for link in ("exe", "cwd"):
+        try:
+            target = os.readlink("/proc/%d/%s" % (pid, link))
+        except OSError:
+            continue
+        if target.endswith(" (deleted)"):
+            target = target[:-len(" (deleted)")]
+        if target.startswith("/") and under(target):
+            return None
+    for arg in argv:
+        for piece in [arg, arg.partition("=")[2]] + arg.split(":"):
+            if piece.startswith("/") and under(piece):
+                return None
+    try:
+        uid = os.stat("/proc/%d" % pid).st_uid
+    except OSError:
+        return None  # gone: nothing to signal
+    if owner and uid == owner:
+        return None
+    return ("pid %d (%s, uid %d) runs no program, in no directory and with no path of the install dir %s, matches "
+            "no process selector of the playbook, and does not run as the install's owner"
+            % (pid, " ".join(argv)[:200] or "?", uid, dirs[0]))
 
 
 def port_owners(ports, first=()):
@@ -227,7 +270,16 @@ def describe_selector(sel):
 def service_pids(paths, pid_file=None, sel=None, known=None):
     """The live pids of the service: the pid file's, else (or as well, when both are given) the selector's."""
     out = []
-    for pid in ([known] if known else []) + [read_pid(paths, pid_file)]:
+    try:
+        named = read_pid(paths, pid_file)
+    except AgentError as e:
+        if not (e.data.get("hard_link") or e.data.get("not_disclosed")):
+            raise
+        raise AgentError("the service's pid file %s is withheld (%s): the service's process is unknown, so no "
+                         "signal was sent and nothing was stopped or started; a person must check the pid file "
+                         "(replace it by the service's own) and the service" % (pid_file, e), "needs_person",
+                         path=pid_file)
+    for pid in ([known] if known else []) + [named]:
         if pid and pid not in out and pid_alive(pid):
             out.append(pid)
     if sel:

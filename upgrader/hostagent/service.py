@@ -8,7 +8,7 @@ from .beneath import open_beneath
 from . import hosttrust
 from .common import AgentError, test_kill
 from .probes import log_files
-from .processes import port_open, real_ports, run_shell, service_pids, wait_until
+from .processes import foreign_process, port_open, real_ports, run_shell, service_pids, wait_until
 from .state import Paths, run_state, set_run_state
 
 
@@ -56,6 +56,20 @@ def op_stop(req):
         targets = service_pids(paths, spec.get("pid_file"), sel, pid)
         if not spec.get("force", True) or not targets:
             raise AgentError("service did not stop within %ss" % spec.get("timeout", 60), "failed", **result)
+        dirs = [paths.install] + ([paths.run("old")] if paths.run_id else [])
+        try:
+            owner = os.stat(paths.install).st_uid
+        except OSError:
+            owner = None
+        for target in targets:
+            why = foreign_process(target, dirs, sel, owner)
+            if why:
+                raise AgentError(
+                    "service did not stop within %ss, and the pid file %s names a process that is not the "
+                    "service's: %s. No signal was sent to it (the pid file is written by the service account, which "
+                    "could name any process): a person must check pid %d and stop the service"
+                    % (spec.get("timeout", 60), spec.get("pid_file") or "-", why, target), "needs_person",
+                    **result)
         for sig, name in ((signal.SIGTERM, "SIGTERM"), (signal.SIGKILL, "SIGKILL")):
             result["escalated"] = name
             for target in targets:

@@ -80,8 +80,11 @@ def check_state_dir(paths):
     and writable by nobody else (another account could otherwise put links in them for root to follow); and,
     like sshd's StrictModes, no directory above them -- nor above the install dir -- is writable by another
     account (which could otherwise swap a checked directory for a link between the check and its use)."""
-    for d in [paths.install] + ledger_dirs(paths):
-        problem = ancestor_problem(d)
+    problem = ancestor_problem(paths.install)
+    if problem:
+        raise problem
+    for d in ledger_dirs(paths):
+        problem = state_place_problem(d, d == paths.default_state)
         if problem:
             raise problem
     check_state_markers(paths, adopt=True)
@@ -277,6 +280,53 @@ def ancestor_problem(path):
         cur = step
 
 
+#: directories whose own entries are the system's: a state dir is never one of them, nor directly below one of them
+#: (the inventory's system-directory check on install_dir, for the state dir)
+SYSTEM_DIRS = ("/", "/etc", "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/boot", "/dev",
+               "/proc", "/sys", "/run", "/var", "/opt", "/home", "/root", "/srv", "/mnt", "/media", "/tmp",
+               "/var/run", "/var/lock", "/var/tmp", "/var/lib", "/var/log", "/usr/local", "/usr/lib", "/usr/bin",
+               "/usr/sbin", "/usr/share", "/usr/libexec")
+#: directories where any name made by the agent could change the system (/etc/nologin...): nothing directly below
+SYSTEM_PARENTS = ("/", "/etc", "/usr", "/bin", "/sbin", "/boot", "/dev", "/proc", "/sys", "/run", "/var/run",
+                  "/usr/bin", "/usr/sbin", "/usr/lib")
+
+
+def is_system_place(path):
+    """``path`` (absolute) is a system directory, or directly below one where a mere name matters (links above
+    its last component resolved, and ``//`` read as ``/``, as the kernel does)."""
+    parent = "/" + os.path.realpath(os.path.dirname(path) or "/").strip("/")
+    full = "/" + os.path.join(parent, os.path.basename(path)).strip("/")
+    lib = re.compile(r"^(/usr)?/lib[^/]*$")
+    return (full in SYSTEM_DIRS or parent in SYSTEM_PARENTS or lib.match(full) is not None
+            or lib.match(parent) is not None)
+
+
+def state_place_problem(path, default=False):
+    """The refusal (an AgentError) of state dir ``path`` by where it lies, or None: the rule of ancestor_problem;
+    its parent must exist already (the agent makes the state dir itself, 0700, never a directory above it: a name
+    such as /etc/nologin changes the system by merely existing); and it must be no system directory nor directly
+    below one (/etc/NAME, /usr/NAME...) unless it is the ``default`` one beside the install (``.upgrader-NAME``)."""
+    problem = ancestor_problem(path)
+    if problem:
+        return problem
+    path = "/" + os.path.abspath(path).strip("/")
+    if not default and (path == "/" or is_system_place(path)):
+        return AgentError(
+            "state_dir %s is a system path (a system directory, or a name directly below /, /etc, /usr, /bin, "
+            "/sbin, /lib*, /boot, /dev, /proc, /sys or /run, where a name made by the agent could change the "
+            "system); nothing was read or changed: give a directory of its own, such as /var/lib/upgrader/NAME "
+            "(made by you, root-owned, not writable by others), or remove state_dir to keep the state beside the "
+            "install dir" % path, "unsafe_path", path=path, key="state_dir")
+    parent = os.path.dirname(path)
+    if not os.path.isdir(parent):
+        return AgentError(
+            "the parent of state_dir %s (%s) does not exist; the agent makes only the state dir itself (0700), never "
+            "a directory above it; nothing was read or changed: create the parent yourself (root-owned, not "
+            "writable by others), or remove state_dir to keep the state beside the install dir" % (path, parent),
+            "unsafe_path", path=parent, key="state_dir")
+    return None
+
+
 def state_dir_problem(d, st, target):
     """The refusal (an AgentError) of state dir ``d`` whose lstat is ``st``, or None when the agent may keep its
     state there: a plain directory owned by the agent's user that nobody else can write."""
@@ -299,11 +349,10 @@ def open_state_dir(path, create=False):
     may swap the name for a link afterwards, but every read and write made relative to this descriptor stays in
     the directory checked. None when it is absent (made 0700 when ``create``). The caller closes it."""
     parent, name = os.path.split(os.path.abspath(path).rstrip("/"))
-    problem = ancestor_problem(path)
+    # (the system-name rule for a state_dir the inventory gave is applied by check_state_dir before any create)
+    problem = (state_place_problem(path, name.startswith(".upgrader-")) if create else ancestor_problem(path))
     if problem:
         raise problem
-    if create:
-        os.makedirs(parent or "/", 0o755, exist_ok=True)
     try:
         pfd = os.open(parent or "/", OPEN_DIR & ~os.O_NOFOLLOW)
     except FileNotFoundError:
