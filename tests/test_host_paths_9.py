@@ -271,3 +271,33 @@ def test_a4_stop_sends_no_signal_to_a_process_a_pid_file_names_outside_the_insta
     finally:
         victim.kill()
         victim.wait()
+
+
+def test_r10_inspect_neither_measures_nor_attaches_to_a_process_the_pid_file_names_outside_the_install(
+        sandbox: Sandbox, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Round 10: the service account (daemon) writes into its own run/server.pid the pid of a root process that looks
+    like a JVM (argv[0] "java") and sits in a root-only directory outside the install. ``inspect`` (read-only) must
+    not run jcmd against it (jcmd would make .attach_pidN in that directory as root and SIGQUIT it, killing it):
+    the process is alive, no file appeared beside it, and inspect says it did not measure a process that is not the
+    service's."""
+    rootonly = tmp_path / "rootonly"
+    rootonly.mkdir(mode=0o700)
+    victim = subprocess.Popen(["java", "600"], executable="/bin/sleep", cwd=rootonly,
+                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        subprocess.run(["chown", "-R", "daemon:daemon", str(sandbox.install_dir)], check=True)
+        (sandbox.install_dir / "run" / "server.pid").write_text("%d\n" % victim.pid)
+        capsys.readouterr()
+        rc = upgrader(sandbox, "inspect", "--install-dir", str(sandbox.install_dir), "--playbook",
+                      "sample-middleware", "--var", f"port={sandbox.port}", "--json")
+        out, err = capsys.readouterr()
+        assert rc == 0 and "Traceback" not in err, out + err
+        (host,) = json.loads(out)["hosts"]
+        process = host["facts"]["process"]
+        assert process["running"] is False and "not measured" in process["error"], process
+        assert str(victim.pid) in process["error"] and "jcmd" not in json.dumps(host["facts"].get("perf"))
+        assert victim.poll() is None  # alive: no SIGQUIT reached it
+        assert list(rootonly.iterdir()) == []  # no .attach_pid file was made there
+    finally:
+        victim.kill()
+        victim.wait()

@@ -184,7 +184,12 @@ def jvm_figures(pid, argv):
     out["heap_max"] = figure(limit, "the JVM's command line (-Xmx)", None if limit else
                              "no -Xmx on the JVM's command line: the JVM's default (a quarter of RAM) applies")
     why_not = None
-    if os.geteuid() not in (0, uid):
+    uids = (status.get("Uid") or "").split()
+    if len(set(uids[:3])) != 1:
+        # a JDK tool attaches as the JVM's account; a process whose real, effective and saved uids differ is not
+        # one account's (the caller has already checked it is the service's own process: inspection.op_inspect)
+        why_not = "the JVM runs with mixed uids (%s): the agent attaches no JDK tool to it" % " ".join(uids[:3])
+    elif os.geteuid() not in (0, uid):
         why_not = ("the JVM runs as uid %d and the agent as uid %d: jcmd can attach only as the JVM's own account "
                    "(run the agent as root or as that account)" % (uid, os.geteuid()))
     jcmd, jstat = jdk_tool(pid, "jcmd"), jdk_tool(pid, "jstat")

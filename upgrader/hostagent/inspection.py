@@ -15,7 +15,7 @@ from .files import read_text
 from . import hosttrust
 from .inspect_perf import (access_figures, jvm_figures, net_counters, net_figures, patch_figures, process_before,
                            process_figures)
-from .processes import (describe_selector, listening, pid_alive, port_open, proc_cmdline, read_pid,
+from .processes import (describe_selector, foreign_process, listening, pid_alive, port_open, proc_cmdline, read_pid,
                         select_processes)
 from .state import Paths
 from .versions import read_version
@@ -310,6 +310,17 @@ def op_inspect(req):
         out["process"]["found_by"] = describe_selector(req["process"])
     if pid_error:
         out["process"]["error"] = pid_error
+    if out["process"]["running"]:
+        # the pid file is the service account's to write: a process it names that is not the service's is neither
+        # measured nor attached to (as stop never signals it)
+        try:
+            owner = os.stat(paths.install).st_uid
+        except OSError:
+            owner = None
+        why = foreign_process(pid, [paths.install], req.get("process"), owner)
+        if why:
+            out["process"]["running"] = False
+            out["process"]["error"] = "not measured: %s" % why
     before = None
     if out["process"]["running"]:
         out["ulimits"]["product"] = proc_limits(pid)
