@@ -314,3 +314,59 @@ def test_another_installs_ledger_named_as_state_dir_does_not_say_what_this_insta
     assert "Traceback" not in run.stderr
     after = host_state(sandbox)
     assert after == before and after.version == "7.0.5.0"
+
+
+def test_a_kept_entry_of_one_install_admits_no_step_for_another_install(
+        sandbox: Sandbox, host_root: Path, tmp_path: Path) -> None:
+    """Round 10: after the operator's approved run on install A committed, the requester rewrites that run's
+    directory in the operator's HOME (plan.json and the CRC-only journal: install_dir -> install B on the same
+    host, state_dir -> A's state dir, where A's accepted entry is kept) and runs ``rollback RUN``. The host finds no
+    accepted entry for install B (the kept one is A's): nothing is admitted, B's service keeps running, A stays on
+    the upgrade."""
+    from upgrader.cli.commands.demo import build_sandbox
+    from upgrader.core.journal import _checksum
+    from upgrader.core.plan import plan_digest
+
+    home = sandbox.root
+    plan, approval = tmp_path / "p.json", tmp_path / "p.approval"
+    done = _cli(home, "plan", "--inventory", str(sandbox.inventory), "--to", "7.0.4.2", "--catalog",
+                str(sandbox.catalog), "--key", str(sandbox.requester_key), "-o", str(plan))
+    assert done.returncode == ExitCode.OK, done.stdout + done.stderr
+    done = _cli(home, "approve", str(plan), "--key", str(sandbox.engineer_key), "-o", str(approval))
+    assert done.returncode == ExitCode.OK, done.stdout + done.stderr
+    done = _cli(home, "run", str(plan), "--approval", str(approval), "--yes",
+                env={"UPGRADER_AUDIT_KEY": str(sandbox.operator_key)})
+    assert done.returncode == ExitCode.OK, done.stdout + done.stderr
+    state_a = sandbox.install_dir.parent / ".upgrader-app-01"
+    rid = sorted(p.name for p in (state_a / "runs").iterdir())[-1]
+    other = build_sandbox(tmp_path / "other")
+    other.start_service()
+    try:
+        pid_b = (other.install_dir / "run" / "server.pid").read_text().strip()
+        assert other.answers() == "7.0.4.1"
+        run_dir = home / "runs" / rid
+        a, b = str(sandbox.install_dir), str(other.install_dir)
+        doc = json.loads((run_dir / "plan.json").read_text())
+        for h in doc["hosts"]:
+            h["install_dir"], h["state_dir"] = b, str(state_a)
+        doc = json.loads(json.dumps(doc).replace(json.dumps(a)[1:-1], json.dumps(b)[1:-1]))
+        (run_dir / "plan.json").write_text(json.dumps(doc, indent=1))
+        lines = []
+        for line in (run_dir / "journal.jsonl").read_text().splitlines():
+            rec = json.loads(json.dumps(json.loads(line)["rec"]).replace(json.dumps(a)[1:-1], json.dumps(b)[1:-1]))
+            if rec["phase"] == "plan" and rec["event"] == "accepted":
+                rec["data"]["digest"] = plan_digest(doc)
+            body = json.dumps(rec, sort_keys=True, ensure_ascii=False, default=str)
+            lines.append('{"crc": "%s", "rec": %s}' % (_checksum(body), body))
+        (run_dir / "journal.jsonl").write_text("\n".join(lines) + "\n")
+        before_b = host_state(other)
+        rb = _cli(home, "rollback", rid, "--yes", env={"UPGRADER_AUDIT_KEY": str(sandbox.operator_key)})
+        out = rb.stdout + rb.stderr
+        assert rb.returncode != ExitCode.OK and "Traceback" not in rb.stderr, out
+        assert other.answers() == "7.0.4.1" and os.path.exists(f"/proc/{pid_b}"), out  # B never stopped
+        after_b = host_state(other)
+        assert (after_b.product, after_b.pid, after_b.service, after_b.version) == \
+            (before_b.product, before_b.pid, before_b.service, before_b.version)
+        assert sandbox.answers() == "7.0.4.2"  # A as the approved run left it
+    finally:
+        other.stop_service()

@@ -742,11 +742,25 @@ def keep_entry(paths, verdict):
 
 
 def accepted(paths):
-    """What keep_entry kept for this run (None when nothing was accepted here)."""
+    """What keep_entry kept for this run (None when nothing was accepted here), and only for the install it was
+    accepted for: a request naming another install (with this run's id and this state dir) finds nothing, so no
+    step of another install's run is admitted for it (its relative stop/start would act on that install)."""
     from .files import read_json
+    from .identity import install_identity, install_lineage
 
     data = read_json(paths.run(ENTRY))
-    return data if isinstance(data, dict) and isinstance(data.get("entry"), dict) else None
+    if not isinstance(data, dict) or not isinstance(data.get("entry"), dict):
+        return None
+    entry = data["entry"]
+    if os.path.abspath(str(entry.get("install_dir") or "")) != os.path.abspath(paths.install):
+        return None
+    ident = entry.get("identity")
+    if isinstance(ident, dict) and isinstance(ident.get("install"), list):
+        here = install_identity(paths.install)  # None while a rollback has the install moved aside
+        if here is not None and list(here) != list(ident["install"]) \
+                and list(ident["install"]) not in install_lineage(paths, here):
+            return None
+    return data
 
 
 def admit(req):
