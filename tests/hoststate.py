@@ -200,7 +200,9 @@ def diff(before: HostState, after: HostState, *, run_record: str | None = None,
     ``appended``: files at the top of the agent's state dir that the command may have made or appended lines to,
     and nothing else (e.g. ``checkpoints.jsonl``: every run, resume and rollback that reached the host ends by
     appending its audit checkpoint there; ``approvals-used.jsonl``: a run that locked the host spent its approval)."""
-    appended = tuple(appended)
+    # the host's opening record of each run that took its lock (runs-opened.jsonl) is its own audit, appended even
+    # when the run is then refused: allowed everywhere, as long as it is only appended to
+    appended = tuple(appended) + ((OPENED,) if OPENED not in appended else ())
     out = []
     after_agent = _without_run_record(before.agent, after.agent, run_record)
     old, new = dict(before.records), dict(after.records)
