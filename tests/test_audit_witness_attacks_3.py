@@ -106,3 +106,25 @@ def test_a_touched_policy_file_leaves_the_window_unjudged_and_says_so(
     rc, report, text = verify(f, capsys, "--policy", str(kept))
     assert rc == ALTERED, text
     assert "the log says the run was inside the window (ALTERED)" in text
+
+
+def test_a_rollback_the_host_opened_as_a_first_run_is_altered(
+        fleet: Fleet, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    """A modified controller tells the host that its rollback is a first run (a requester and policy at the lock)
+    while the log opens it as rollback_requested: the host's kind and the log's differ (ALTERED, both named)."""
+    f = fleet
+    run, _, _ = run_once(f)
+    import upgrader.api as api
+
+    real = api._host_audit
+
+    def as_first_run(recorder: Any, plan: Any, window: Any, requester: Any = None, policy: Any = None) -> Any:
+        return real(recorder, plan, window, {"user": "root", "host": "vm", "key": None}, {"sha256": "1" * 64})
+
+    monkeypatch.setattr(api, "_host_audit", as_first_run)
+    assert upgrader(f.box, "rollback", run, "--yes") == 0
+    monkeypatch.undo()
+    rc, report, text = verify(f, capsys)
+    assert rc == ALTERED, text
+    assert f"host app-01's opening record of run {run}/rollback-" in text
+    assert "differs from the log: kind is first run on the host, rollback_requested in the log (ALTERED)" in text
