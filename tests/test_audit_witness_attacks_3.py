@@ -19,7 +19,8 @@ from conftest import approve, plan_to, upgrader
 
 from fleet import Fleet
 from test_audit_witness import rechain
-from test_audit_witness_attacks_2 import ALTERED, NOT_PROVEN, agent, cross, fleet, log_of, run_once, verify  # noqa: F401
+from test_audit_witness_attacks_2 import (  # noqa: F401 - fleet is a fixture
+    ALTERED, NOT_PROVEN, agent, cross, fleet, log_of, run_once, verify)
 from upgrader.cli import main
 from upgrader.trust.keys import load_private_key
 

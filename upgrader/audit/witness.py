@@ -548,7 +548,8 @@ def _compare_openings(result: WitnessResult, events: list[JSONObject], window: o
     runs = {label.split("/")[0] for label in labels}
     reached = _reached(events)
     openers = {label: run_opening(events, label) for label in labels}  # the run's opening event, whatever its kind
-    started = {label: o.get("data") for label, o in openers.items() if o is not None and isinstance(o.get("data"), dict)}
+    started = {label: o.get("data") for label, o in openers.items()
+               if o is not None and isinstance(o.get("data"), dict)}
     first_runs = {label for label, o in openers.items() if o is not None and o.get("event") == "run_started"}
     ended = {(str(e.get("run")), str(e.get("host"))): e.get("outcome") for e in events
              if e.get("event") == "host_finished"}
@@ -610,9 +611,9 @@ def _compare_openings(result: WitnessResult, events: list[JSONObject], window: o
             # rollback says the run was of another kind than the host opened
             host_first = rec.get("requester") is not None or rec.get("policy") is not None
             if host_first and not first_run:
-                event = openers[label].get("event") if openers.get(label) is not None else None  # type: ignore[union-attr]
-                found(False, kind="field", field="kind", host_value="first run" if host_first else "resume/rollback",
-                      log_value=str(event), **base)
+                opener = openers.get(label)
+                found(False, kind="field", field="kind", host_value="first run",
+                      log_value=str(opener.get("event") if opener is not None else None), **base)
             # a resume or rollback carries on its first run's plan, approvals, requester and policy (verify_log
             # holds it to an of_run earlier in the log); its window is its own
             of = sd if first_run else started.get(str(sd.get("of_run")))
