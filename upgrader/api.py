@@ -1480,8 +1480,11 @@ def verify_witnesses(ctx: Context, inventory: Path, *, log: Path | None = None, 
 
 
 def _log_hosts(data: bytes) -> dict[str, JSONObject]:
-    """{host: where the log's last run_started line on it sent that run (address, install_dir, its line)}."""
+    """{host: where the log's last opening line of a run (run_started, resume_requested, rollback_requested) on it
+    sent that run (address, install_dir, its line)}."""
     import json as _json
+
+    from .audit.log import OPENING_EVENTS
 
     out: dict[str, JSONObject] = {}
     for n, line in enumerate(data.split(b"\n")[:-1], 1):
@@ -1489,7 +1492,7 @@ def _log_hosts(data: bytes) -> dict[str, JSONObject]:
             rec = _json.loads(line)
         except ValueError:
             continue
-        if not isinstance(rec, dict) or rec.get("event") != "run_started" or not isinstance(rec.get("data"), dict):
+        if not isinstance(rec, dict) or rec.get("event") not in OPENING_EVENTS or not isinstance(rec.get("data"), dict):
             continue
         for h in rec["data"].get("hosts") or []:
             if isinstance(h, dict) and isinstance(h.get("host"), str):

@@ -8,7 +8,9 @@ phase's start to the end of the next ``start`` phase."""
 from __future__ import annotations
 
 import datetime as _dt
-from typing import Any
+from typing import Any, cast
+
+from .log import run_opening
 
 __all__ = ["build_case", "run_ids", "WITNESS_HOOK"]
 
@@ -50,7 +52,7 @@ def build_case(events: list[dict[str, object]], run: str) -> dict[str, object] |
     if not mine:
         return None
     followups = _followups(events, run)
-    start = next((e for e in mine if e.get("event") in ("run_started", "rollback_requested")), mine[0])
+    start = cast("dict[str, object]", run_opening(mine, run) or mine[0])
     sd: dict[str, Any] = _d(start.get("data"))
     plan = sd.get("plan")
     # each approval's creation, joined by its digest (written since issue 20's attack 3) and only from before the

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
+from .log import OPENING_EVENTS
 
 if TYPE_CHECKING:
     from ..trust.approval import Approval
@@ -155,7 +156,7 @@ def cross_check(events: list[dict[str, object]], *, plans: Path | None, approval
         for e in events:
             d = _d(e.get("data"))
             digest = d.get("plan")
-            if e.get("event") != "run_started" or not isinstance(digest, str) or digest not in have:
+            if e.get("event") not in OPENING_EVENTS or not isinstance(digest, str) or digest not in have:
                 continue
             _requester(problem, e, d, digest, have[digest])
 
@@ -168,7 +169,7 @@ def cross_check(events: list[dict[str, object]], *, plans: Path | None, approval
             approval_names.setdefault((d.get("plan"), d.get("approver"), d.get("key")), d.get("file"))
             if isinstance(d.get("digest"), str):  # the file of exactly this approval (recorded since issue 20)
                 approval_names.setdefault(("digest", d["digest"], None), d.get("file"))
-        if e.get("event") == "run_started":
+        if e.get("event") in OPENING_EVENTS:
             for item in _l(d.get("approvals")):
                 given = _d(item)
                 named_digest = given.get("digest")
@@ -245,7 +246,7 @@ def _used_twice(problem: Callable[..., None], events: list[dict[str, object]]) -
               and e.get("outcome") == "ok"}
     spent: dict[str, tuple[object, object]] = {}
     for e in events:
-        if e.get("event") != "run_started":
+        if e.get("event") not in OPENING_EVENTS:
             continue
         for item in _l(_d(e.get("data")).get("approvals")):
             digest = _d(item).get("digest")

@@ -28,7 +28,7 @@ import weakref
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Iterator, Mapping, TypedDict, cast
+from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Iterable, Iterator, Mapping, TypedDict, cast
 
 from ..core.errors import InputError
 from ..core.shapes import JSONObject
@@ -550,6 +550,9 @@ def verify_log(path: Path, *, signers: AllowedSigners | None, anchor: tuple[int,
                     if run not in open_runs:
                         if event not in _RUN_OPENERS:
                             return _fail(r, n, "forged", f"an event of run {run} that never started")
+                        wrong = _continuation_problem(rec, run, first_line)
+                        if wrong:
+                            return _fail(r, n, "forged", wrong)
                         open_runs.add(run)
                         first_line.setdefault(run, n)
                     last_actor[run] = rec.get("actor")
@@ -648,6 +651,34 @@ class _Tail:
         if not lines:
             return None
         return min(lines), max(lines), self.finished
+
+
+#: the events that open a run, first run or continuation: the run's opening event is the first of these
+OPENING_EVENTS = ("run_started", "resume_requested", "rollback_requested")
+_CONTINUES = {"resume_requested": "resume", "rollback_requested": "rollback"}
+
+
+def run_opening(events: Iterable[Mapping[str, object]], run: str) -> Mapping[str, object] | None:
+    """The run's opening event (run_started, resume_requested or rollback_requested): the one line every check
+    reads a run's requester, plan, approvals, policy and window from; None when the run has none."""
+    return next((e for e in events if e.get("run") == run and e.get("event") in OPENING_EVENTS), None)
+
+
+def _continuation_problem(rec: Mapping[str, object], run: str, seen: Mapping[str, int]) -> str | None:
+    """Why a resume_requested / rollback_requested line that opens ``run`` is not a continuation upgrader writes:
+    its of_run must name a run earlier in the log, and its run id is that run's id with /resume- or /rollback-."""
+    kind = _CONTINUES.get(str(rec.get("event")))
+    if kind is None:
+        return None
+    data = rec.get("data")
+    of_run = data.get("of_run") if isinstance(data, dict) else None
+    if not isinstance(of_run, str) or not of_run:
+        return f"a {rec.get('event')} of run {run} that names no earlier run (of_run)"
+    if not run.startswith(f"{of_run}/{kind}-"):
+        return f"a {rec.get('event')} whose run id {run} is not a {kind} of run {of_run}"
+    if of_run not in seen:
+        return f"a {rec.get('event')} of run {of_run}, a run not earlier in the log"
+    return None
 
 
 def _shape_problem(rec: Mapping[str, object]) -> str | None:

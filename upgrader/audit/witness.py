@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 from ..core.errors import UpgraderError
 from ..core.shapes import JSONObject
+from .log import OPENING_EVENTS, run_opening
 
 __all__ = ["WitnessTarget", "send_witnesses", "read_witnesses", "check_witnesses", "case_witnesses", "WitnessResult", "HostWitness",
            "opening_text"]
@@ -278,23 +279,22 @@ def _log_account(events: list[JSONObject], label: str, host: str) -> JSONObject 
     mine = [e for e in events if e.get("run") == label]
     if not mine:
         return None
-    start = next((e for e in mine if e.get("event") in ("run_started", "rollback_requested", "resume_requested")),
-                 None)
+    start = run_opening(mine, label)
     sd = start.get("data") if start is not None and isinstance(start.get("data"), dict) else {}
     assert isinstance(sd, dict)
     ended = next((e for e in mine if e.get("event") == "host_finished" and e.get("host") == host), None)
     ed = ended.get("data") if ended is not None and isinstance(ended.get("data"), dict) else {}
     assert isinstance(ed, dict)
     before = next((h.get("current") for h in sd.get("hosts") or [] if isinstance(h, dict) and h.get("host") == host),
-                  None) if start is not None and start.get("event") == "run_started" else None
+                  None) if start is not None else None
     window = sd.get("window")
     phases = {str(e.get("phase")) for e in mine if e.get("event") == "phase_finished" and e.get("host") == host
               and e.get("outcome") == "ok"}
     first = next((e.get("time") for e in mine if e.get("host") == host and e.get("event") == "phase_started"), None)
     return {"kind": start.get("event") if start is not None else None,
-            "plan": sd.get("plan") if start is not None and start.get("event") == "run_started" else None,
+            "plan": sd.get("plan") if start is not None else None,
             "approvals": sorted(str(a.get("digest")) for a in sd.get("approvals") or [] if isinstance(a, dict))
-            if start is not None and start.get("event") == "run_started" else None,
+            if "approvals" in sd else None,
             "window": window.get("inside") if isinstance(window, dict) else None,
             "outcome": ended.get("outcome") if ended is not None else None, "finished": ended.get("time")
             if ended is not None else None, "version_after": ed.get("version"), "version_before": before,
@@ -502,7 +502,8 @@ def opening_text(d: Mapping[str, object], lang: str = "en") -> str:
                 f"host {host} opened run {run} at {when} by its own clock and never finished it there, but the log "
                 f"says it ended {d.get('outcome')} on that host (ALTERED)")
     if kind == "field":
-        name = {"plan": "计划摘要", "policy sha256": "策略 sha256", "requester": "申请人", "approvals": "批准摘要"}
+        name = {"plan": "计划摘要", "policy sha256": "策略 sha256", "requester": "申请人", "approvals": "批准摘要",
+                "kind": "运行类型"}
         return (f"主机 {host} 对运行 {run} 的开始记录与日志不符——{name.get(str(d.get('field')), d.get('field'))}：主机记为 "
                 f"{d.get('host_value')}，日志为 {d.get('log_value')}（已被篡改）" if zh else
                 f"host {host}'s opening record of run {run} differs from the log: {d.get('field')} is "
@@ -513,6 +514,12 @@ def opening_text(d: Mapping[str, object], lang: str = "en") -> str:
                 f"日志却称这次运行在维护窗口{'内' if inside else '外'}（已被篡改）" if zh else
                 f"host {host} opened run {run} at {when} by its own clock: {d.get('reason')} (policy sha256 "
                 f"{d.get('policy')}); the log says the run was {'inside' if inside else 'outside'} the window (ALTERED)")
+    if kind == "window_unjudged":
+        return (f"运行 {run}（主机 {host} 于 {when} 开始）的维护窗口未能判定：该运行的策略 sha256 为 {d.get('run_policy')}，"
+                f"而给出的策略为 {d.get('policy')}；请用 --policy 给出当时生效的策略文件（未证实）" if zh else
+                f"the service window of run {run} (opened on host {host} at {when}) was not judged: the run's policy "
+                f"sha256 is {d.get('run_policy')}, the policy given is {d.get('policy')}; pass --policy with the "
+                "policy file in force at that time (NOT PROVEN)")
     if kind == "steps":
         return (f"主机 {host} 为运行 {run} 执行了 {d.get('step')}（它开始了这次运行但没有结束），而日志中这次运行在该主机上"
                 f"没有 {d.get('step')} 阶段（已被篡改）" if zh else
@@ -540,8 +547,10 @@ def _compare_openings(result: WitnessResult, events: list[JSONObject], window: o
     labels = {str(e.get("run")) for e in events if isinstance(e.get("run"), str)}
     runs = {label.split("/")[0] for label in labels}
     reached = _reached(events)
-    started = {str(e.get("run")): e.get("data") for e in events
-               if e.get("event") == "run_started" and isinstance(e.get("data"), dict)}
+    openers = {label: run_opening(events, label) for label in labels}  # the run's opening event, whatever its kind
+    started = {label: o.get("data") for label, o in openers.items()
+               if o is not None and isinstance(o.get("data"), dict)}
+    first_runs = {label for label, o in openers.items() if o is not None and o.get("event") == "run_started"}
     ended = {(str(e.get("run")), str(e.get("host"))): e.get("outcome") for e in events
              if e.get("event") == "host_finished"}
 
@@ -587,7 +596,7 @@ def _compare_openings(result: WitnessResult, events: list[JSONObject], window: o
             outcome = ended.get((label, h.host))
             if label not in finished and outcome in _ENDED and outcome != "unchanged":
                 found(False, kind="unfinished", outcome=outcome, **base)
-            if label not in finished and label in started:  # what the host did, against the phases the log has
+            if label not in finished and label in first_runs:  # what the host did, against the phases the log has
                 done = {str(x.get("op")) for x in h.open_steps.get(label, []) if x.get("ok")}
                 tried = {str(e.get("phase")) for e in events if e.get("run") == label and e.get("host") == h.host
                          and e.get("event") == "phase_started"}
@@ -597,17 +606,29 @@ def _compare_openings(result: WitnessResult, events: list[JSONObject], window: o
             sd = started.get(label)
             if not isinstance(sd, dict):
                 continue
-            pol, who, win = sd.get("policy"), sd.get("requester"), sd.get("window")
+            first_run = label in first_runs
+            # the host records a requester and policy only for a first run: a log opening it as a resume or
+            # rollback says the run was of another kind than the host opened
+            host_first = rec.get("requester") is not None or rec.get("policy") is not None
+            if host_first and not first_run:
+                opener = openers.get(label)
+                found(False, kind="field", field="kind", host_value="first run",
+                      log_value=str(opener.get("event") if opener is not None else None), **base)
+            # a resume or rollback carries on its first run's plan, approvals, requester and policy (verify_log
+            # holds it to an of_run earlier in the log); its window is its own
+            of = sd if first_run else started.get(str(sd.get("of_run")))
+            src = of if isinstance(of, dict) else {}
+            pol, who, win = src.get("policy"), src.get("requester"), sd.get("window")
             log_policy = pol.get("sha256") if isinstance(pol, dict) else None
             log_who = who if isinstance(who, dict) else {}
-            log_approvals = sorted(str(a.get("digest")) for a in sd.get("approvals") or [] if isinstance(a, dict))
-            checks: list[tuple[str, object, object]] = [("plan", rec.get("plan"), sd.get("plan")),
+            log_approvals = sorted(str(a.get("digest")) for a in src.get("approvals") or [] if isinstance(a, dict))
+            checks: list[tuple[str, object, object]] = [("plan", rec.get("plan"), src.get("plan")),
                                                         ("policy sha256", rec.get("policy"), log_policy)]
             asked, spent = rec.get("requester"), rec.get("approvals")
             if isinstance(asked, dict):
                 mine = {k: asked.get(k) for k in ("user", "host", "key")}
                 checks.append(("requester", mine, {k: log_who.get(k) for k in ("user", "host", "key")}))
-            if isinstance(spent, list) and (spent or log_approvals):
+            if isinstance(spent, list) and (spent or log_approvals and first_run):
                 checks.append(("approvals", sorted(str(a) for a in spent), log_approvals))
             for name, host_value, log_value in checks:
                 if host_value is not None and host_value != log_value:
@@ -615,8 +636,14 @@ def _compare_openings(result: WitnessResult, events: list[JSONObject], window: o
                     found(False, kind="field", field=name, host_value=shown[0], log_value=shown[1], **base)
             inside = win.get("inside") if isinstance(win, dict) else None
             at = _when(rec.get("opened"))
-            run_policy = rec.get("policy") or log_policy
-            if window is None or at is None or not isinstance(inside, bool) or run_policy != policy_digest:
+            run_policy = rec.get("policy") or (log_policy if first_run else None)  # a continuation's window rule
+            # is its own (rollback_window): judged only for first runs, as before
+            if at is None or not isinstance(inside, bool):
+                continue
+            if isinstance(run_policy, str) and run_policy != policy_digest:  # never skipped silently
+                found(True, kind="window_unjudged", run_policy=run_policy, policy=policy_digest, **base)
+                continue
+            if window is None:
                 continue
             from version_policy import window_status
 

@@ -1,0 +1,131 @@
+"""Issue 20, the attacker's third review (attack20-r3), played through the shipped CLI over the real sshd.
+
+- Attack C: the run's opening line renamed run_started -> resume_requested (requester, approver and policy then
+  rewritten), re-signed, and the forged head witnessed: a resume or rollback that names no earlier run of the log is
+  refused by `audit verify` (ALTERED), with --witness, with --plans/--approvals and by `audit case`.
+- Attack A: the operator's policy file touched after the run: the service window of a run whose policy sha256 is
+  not the policy given is not judged, and that is said (NOT PROVEN, the run and both digests named, --policy
+  asked for); given the policy of that time, the window is judged again (ALTERED)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from typing import Any
+
+import pytest
+from conftest import approve, plan_to, upgrader
+
+from fleet import Fleet
+from test_audit_witness import rechain
+from test_audit_witness_attacks_2 import (  # noqa: F401 - fleet is a fixture
+    ALTERED, NOT_PROVEN, agent, cross, fleet, log_of, run_once, verify)
+from upgrader.cli import main
+from upgrader.trust.keys import load_private_key
+
+
+def test_a_run_opener_renamed_to_a_resume_is_refused(
+        fleet: Fleet, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    f = fleet
+    import upgrader.audit.witness as witness
+
+    monkeypatch.setattr(witness, "send_witnesses", lambda *a, **k: {})  # the controller holds the witness back
+    run, _, _ = run_once(f)
+    monkeypatch.undo()
+
+    def edit(rec: dict[str, Any]) -> dict[str, Any]:
+        if rec.get("run") == run and rec["event"] == "run_started":
+            rec["event"] = "resume_requested"
+            d = rec["data"]
+            d["requester"].update(user="change-board", host="cab-workstation")
+            d["policy"].update(sha256="0" * 64, source="/etc/upgrader/policy-approved.yaml")
+            for a in d.get("approvals") or []:
+                a.update(approver="cab-chair@customer")
+        if rec.get("run") == run and rec["event"] == "approval_accepted" and isinstance(rec.get("data"), dict):
+            rec["data"].update(approver="cab-chair@customer")
+        return rec
+
+    key = load_private_key(str(f.box.operator_key))
+    forged = rechain(log_of(f).read_bytes().splitlines(keepends=True), edit, key, "operator@customer")
+    log_of(f).write_bytes(b"".join(forged))
+    last = json.loads(forged[-1])
+    cp = dict(last["checkpoint"], run=run, time=last["time"], line=last["seq"])
+    cp.pop("signature")
+    assert agent(f, "witness", checkpoint=cp)["written"]  # within the hour: not late
+    rc, report, text = verify(f, capsys)
+    assert rc == ALTERED, text
+    assert f"a resume_requested of run {run} that names no earlier run (of_run)" in text
+    rc, text = cross(f, capsys)
+    assert rc == ALTERED, text
+    assert "names no earlier run" in text
+    capsys.readouterr()
+    rc = main(["--home", str(f.box.root), "audit", "case", run, "--witness", str(f.box.inventory)])
+    out = capsys.readouterr()
+    text = out.out + out.err
+    assert rc == ALTERED, text
+    assert text.startswith("ALTERED (line "), text
+    assert text.splitlines()[0].endswith("forged) " + str(log_of(f))) and "完好" not in text
+
+
+def test_a_touched_policy_file_leaves_the_window_unjudged_and_says_so(
+        fleet: Fleet, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    f = fleet
+    hour = dt.datetime.now(dt.timezone.utc).hour
+    start, end = ("18:00", "23:00") if hour < 12 else ("01:00", "06:00")
+    policy = f.box.policy.read_text(encoding="utf-8")
+    assert "  outside: allow\n" in policy
+    f.box.policy.write_text(policy.replace("  outside: allow\n", (
+        f"  outside: refuse\n  timezone: UTC\n  days: [mon, tue, wed, thu, fri, sat, sun]\n  start: '{start}'\n"
+        f"  end: '{end}'\n")), encoding="utf-8")
+    rc, plan = plan_to(f.box, "7.0.4.2")
+    assert rc == 0
+    approval = approve(f.box, plan)
+    assert upgrader(f.box, "run", str(plan), "--approval", str(approval)) == 4, "the shipped CLI refuses"
+    import upgrader.customer.service_window as sw
+
+    # the engineer's controller answers "inside" (a modified controller)
+    monkeypatch.setattr(sw, "check_run_window", lambda *a, **k: {
+        "inside": True, "reason": "inside the service window", "next_opening": None, "outside_policy": "refuse"})
+    assert upgrader(f.box, "run", str(plan), "--approval", str(approval)) == 0
+    monkeypatch.undo()
+    run = f.run_dirs()[-1].name
+    then = f.box.policy.read_bytes()
+    kept = f.box.root / "policy-of-that-time.yaml"
+    kept.write_bytes(then)
+    rc, report, text = verify(f, capsys)
+    assert rc == ALTERED, text
+    # the engineer touches the operator's policy file: one comment line
+    f.box.policy.write_bytes(then + b"# reviewed\n")
+    old, new = hashlib.sha256(then).hexdigest(), hashlib.sha256(f.box.policy.read_bytes()).hexdigest()
+    for extra in ((), ("--policy", str(f.box.policy))):
+        rc, report, text = verify(f, capsys, *extra)
+        assert rc == NOT_PROVEN, text
+        assert f"the service window of run {run} (opened on host app-01 at " in text
+        assert f"the run's policy sha256 is {old}, the policy given is {new}" in text
+        assert "pass --policy with the policy file in force at that time (NOT PROVEN)" in text
+    rc, report, text = verify(f, capsys, "--policy", str(kept))
+    assert rc == ALTERED, text
+    assert "the log says the run was inside the window (ALTERED)" in text
+
+
+def test_a_rollback_the_host_opened_as_a_first_run_is_altered(
+        fleet: Fleet, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    """A modified controller tells the host that its rollback is a first run (a requester and policy at the lock)
+    while the log opens it as rollback_requested: the host's kind and the log's differ (ALTERED, both named)."""
+    f = fleet
+    run, _, _ = run_once(f)
+    import upgrader.api as api
+
+    real = api._host_audit
+
+    def as_first_run(recorder: Any, plan: Any, window: Any, requester: Any = None, policy: Any = None) -> Any:
+        return real(recorder, plan, window, {"user": "root", "host": "vm", "key": None}, {"sha256": "1" * 64})
+
+    monkeypatch.setattr(api, "_host_audit", as_first_run)
+    assert upgrader(f.box, "rollback", run, "--yes") == 0
+    monkeypatch.undo()
+    rc, report, text = verify(f, capsys)
+    assert rc == ALTERED, text
+    assert f"host app-01's opening record of run {run}/rollback-" in text
+    assert "differs from the log: kind is first run on the host, rollback_requested in the log (ALTERED)" in text
