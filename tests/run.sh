@@ -58,8 +58,17 @@ if [ ! -x .venv/bin/python ] || [ ! -e "$stamp" ]; then
 fi
 
 mkdir -p test-artifacts
+# as root: the suite runs in a mount namespace of its own, with an empty tmpfs at /etc/upgrader, so the host
+# trust roots and agent configs the tests write there, and the mounts some tests make (bind mounts in an install,
+# a tmpfs over /boot), are never seen by this machine's other processes and vanish with the suite
+private=()
+if [ "$(id -u)" = 0 ] && command -v unshare >/dev/null && [ -z "${UPGRADER_TEST_NAMESPACE:-}" ]; then
+  mkdir -p /etc/upgrader
+  private=(env UPGRADER_TEST_NAMESPACE=1 unshare -m sh -c \
+    'mount --make-rprivate / && mount -t tmpfs -o mode=0755 tmpfs /etc/upgrader && exec "$@"' sh)
+fi
 set +e
-.venv/bin/python -m pytest "$@"
+"${private[@]}" .venv/bin/python -m pytest "$@"
 rc=$?
 set -e
 if [ "$rc" = 5 ]; then echo "tests/run.sh: pytest collected no tests" >&2; exit 1; fi

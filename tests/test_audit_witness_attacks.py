@@ -222,8 +222,10 @@ def test_with_audit_syslog_each_host_sends_the_witnessed_checkpoint_to_its_local
     server = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     server.bind(str(sock_path))
     server.settimeout(60)
-    config = Path("/etc/upgrader/agent.json")  # a tmpfs of this test run's own mount namespace
-    assert not config.exists()
+    config = Path("/etc/upgrader/agent.json")  # the host's own config (this machine is the host)
+    assert not config.exists(), f"{config} exists before the test: another test left it"
+    made_parent = not config.parent.exists()
+    config.parent.mkdir(mode=0o755, exist_ok=True)
     config.write_text(json.dumps({"syslog_socket": str(sock_path)}))
     try:
         capsys.readouterr()
@@ -248,4 +250,6 @@ def test_with_audit_syslog_each_host_sends_the_witnessed_checkpoint_to_its_local
         assert runs == [run, f.run_dirs()[-1].name]
     finally:
         config.unlink()
+        if made_parent:
+            config.parent.rmdir()
         server.close()
