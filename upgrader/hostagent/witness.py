@@ -268,42 +268,38 @@ def op_witness_read(req):
     """What this host witnessed, whole: every checkpoint (each line once, in file order, whatever its number), this
     host's own record of every run it finished (``runs``), and every line it could not use (``unreadable``, the
     first few named, ``unreadable_count`` all of them)."""
-    out, seen, runs, seen_runs, bad, opened, seen_opened = [], set(), [], set(), [], [], set()
+    bad = []
     paths = _paths(req)
     if not _marked(paths, absent_ok=True):  # nothing made: the verifier says what an absent ledger means
         return {"checkpoints": [], "runs": [], "unreadable": [], "unreadable_count": 0, "opened": [],
                 "unfinished": [], "lock": None, "absent": paths.state}
+
+    def checkpoint_key(rec):
+        seq = rec.get("seq")
+        if type(seq) is not int or seq < 1 or not isinstance(rec.get("head"), str) \
+                or not isinstance(rec.get("run"), str):
+            return None
+        return (seq, rec["head"], rec["run"], rec.get("witnessed"))
+
+    def record_key(when):
+        return lambda rec: (rec["as"], rec.get(when)) if isinstance(rec.get("as"), str) else None
+
+    # each file's usable lines once (by key, in file order) over every copy of the ledger; the rest named in bad
+    found = {CHECKPOINTS: [], RUN_RECORDS: [], OPENED: []}
+    keys = {CHECKPOINTS: checkpoint_key, RUN_RECORDS: record_key("finished"), OPENED: record_key("opened")}
+    seen = {name: set() for name in keys}
     with ledger_fds(paths, strict=True) as fds:
         for d, dfd in fds:
-            path = os.path.join(d, CHECKPOINTS)
-            for n, rec in _lines(d, dfd, CHECKPOINTS):
-                seq = rec.get("seq") if rec else None
-                if (rec is None or type(seq) is not int or seq < 1 or not isinstance(rec.get("head"), str)
-                        or not isinstance(rec.get("run"), str)):
-                    bad.append({"file": path, "line": n})
-                    continue
-                key = (seq, rec["head"], rec["run"], rec.get("witnessed"))
-                if key not in seen:
-                    seen.add(key)
-                    out.append(dict(rec, file=path, file_line=n))
-            path = os.path.join(d, RUN_RECORDS)
-            for n, rec in _lines(d, dfd, RUN_RECORDS):
-                if rec is None or not isinstance(rec.get("as"), str):
-                    bad.append({"file": path, "line": n})
-                    continue
-                key = (rec["as"], rec.get("finished"))
-                if key not in seen_runs:
-                    seen_runs.add(key)
-                    runs.append(dict(rec, file=path, file_line=n))
-            path = os.path.join(d, OPENED)
-            for n, rec in _lines(d, dfd, OPENED):
-                if rec is None or not isinstance(rec.get("as"), str):
-                    bad.append({"file": path, "line": n})
-                    continue
-                key = (rec["as"], rec.get("opened"))
-                if key not in seen_opened:
-                    seen_opened.add(key)
-                    opened.append(dict(rec, file=path, file_line=n))
+            for name, key_of in keys.items():
+                path = os.path.join(d, name)
+                for n, rec in _lines(d, dfd, name):
+                    key = key_of(rec) if rec is not None else None
+                    if key is None:
+                        bad.append({"file": path, "line": n})
+                    elif key not in seen[name]:
+                        seen[name].add(key)
+                        found[name].append(dict(rec, file=path, file_line=n))
+    out, runs, opened = found[CHECKPOINTS], found[RUN_RECORDS], found[OPENED]
     from .files import read_json
 
     finished = {r["as"] for r in runs}
