@@ -41,6 +41,13 @@ PLUGIN = Path(__file__).resolve().parent / "plugin"
 LIBFAKETIME = next(Path("/usr/lib").glob("*/faketime/libfaketime.so.1"), Path("/usr/lib/faketime/libfaketime.so.1"))
 _CLOCK: Clock | None = None  # set by now_at for this test's in-process CLI calls
 
+# A suite started in the background by a shell without job control (`bash tests/run.sh &`, nohup) inherits SIGINT
+# ignored, and every program it spawns would inherit that too: the tests that press Ctrl-C in a terminal would then
+# press it in vain. Ctrl-C reaches the programs under test as it would at a person's terminal.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 
 class TickingClock:
     """A clock that starts at ``at`` and then runs with the real one (waits and timeouts stay real)."""
