@@ -397,6 +397,12 @@ def _check(req, ev, root, package_sha256, tmp):
                            "allowed_signers (%s): make the plan again with a key listed there"
                            % (requester_key, "; ".join(why)), allowed)
     requester_names = _names_of(lines, blob)
+    if not _names_of(lines, blob, PLAN_NS):  # only a pattern (*@vendor) lists the key: nobody in particular
+        raise _trust_error("the plan is signed by key %s, which this host's allowed_signers lists for %s only "
+                           "through a pattern principal (%s): a pattern is never a plan's requester identity (the "
+                           "self-approval rule could not tell the requester from an approver); have root list the "
+                           "requester's key under a literal name, then make and approve the plan again"
+                           % (requester_key, PLAN_NS, ", ".join(listed)), allowed)
     # the approvals: the host's engineers, of these very plan bytes, in time, enough distinct keys, none the
     # requester's
     now = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
@@ -741,6 +747,31 @@ def keep_entry(paths, verdict):
                                          "approvals": verdict["approvals"]})
 
 
+def spend_entry(paths, outcome):
+    """At finish: the run's kept entry is marked spent with the run's outcome. A spent entry admits only what the
+    run's own recovery needs (``admit``): after a commit, the rollback of that same run (lock, stop, rollback, start,
+    hook, observe, finish; never prepare or install again); after any other end (rolled back, unchanged), no step
+    that stops the service or changes the install (only lock, start, hook, observe and finish: a rollback asked again
+    finds nothing to undo and makes sure the old version runs)."""
+    from .files import read_json, write_json_atomic
+
+    data = read_json(paths.run(ENTRY))
+    if not isinstance(data, dict) or not isinstance(data.get("entry"), dict):
+        return
+    # "committed" only on the host's own account too (this run's tree was not rolled back here) and only once: an
+    # entry spent by another end never becomes a committed one again on the controller's word at a later finish
+    rolled = (read_json(paths.run("state.json")) or {}).get("rolled_back")
+    ended = str(outcome or "finished")
+    if ended == "committed" and (rolled or data.get("finished") not in (None, "committed")):
+        ended = "finished"
+    write_json_atomic(paths.run(ENTRY), dict(data, finished=ended))
+
+
+#: what a spent entry (the run finished) still admits, by the outcome it finished with
+SPENT_ADMITS = {"committed": ("lock", "stop", "rollback", "start", "hook", "finish"),
+                None: ("lock", "start", "hook", "finish")}
+
+
 def accepted(paths):
     """What keep_entry kept for this run (None when nothing was accepted here), and only for the install it was
     accepted for: a request naming another install (with this run's id and this state dir) finds nothing, so no
@@ -782,7 +813,16 @@ def admit(req):
         raise _trust_error("this host has its own trust root: refusing %s without a run and an install (nothing "
                            "was changed)" % op, TRUST_DIR)
     paths = Paths(req)
-    if accepted(paths) is not None:
+    kept = accepted(paths)
+    if kept is not None and kept.get("finished"):
+        admits = SPENT_ADMITS.get(kept["finished"], SPENT_ADMITS[None])
+        if op not in admits:
+            raise _trust_error("this host has its own trust root, and run %s already finished here (%s): its "
+                               "accepted plan entry is spent and admits only the run's own rollback, not %s; "
+                               "nothing was changed. Make and approve a new plan for another change"
+                               % (run, kept["finished"], op), TRUST_DIR)
+        return
+    if kept is not None:
         return
     if op == "lock":
         try:
@@ -827,6 +867,74 @@ def unapproved_commands(req):
             return None
     return ("not run: this host has its own trust root (%s); a command probe runs only for a run whose plan and "
             "approvals it accepted, and is proven at that run's preflight" % TRUST_DIR)
+
+
+def _entry_command_probes(entry):
+    """The command probes the plan entry names: its observe probes and its rollback_observe probes."""
+    playbook = entry.get("playbook") or {}
+    spec = playbook.get("spec") or {}
+    out = []
+    for probes in ((spec.get("observe") or {}).get("probes"), (playbook.get("rollback_observe") or {}).get("probes")):
+        out.extend(p for p in probes or [] if isinstance(p, dict) and p.get("type") == "command")
+    return out
+
+
+def _probe_bytes(probe):
+    return json.dumps(probe, sort_keys=True, ensure_ascii=False)
+
+
+def lock_plan(req):
+    """For the host's lock record (lock.op_lock): the digest of the plan bytes ``admit`` verified before it granted
+    this lock (None with no root, no evidence, or a run whose kept entry admitted it: then that entry binds)."""
+    from .state import Paths
+
+    ev = req.get("host_trust")
+    if not isinstance(ev, dict) or not isinstance(ev.get("plan"), str) or load_root() is None:
+        return None
+    if accepted(Paths(req)) is not None:
+        return None
+    return hashlib.sha256(ev["plan"].encode("utf-8")).hexdigest()
+
+
+def bind_probes(req):
+    """With a host trust root, before any probe of a ``prove`` request runs for a run it accepted: every command
+    probe asked for is one the accepted plan entry names (its observe or rollback_observe probes, the whole probe,
+    byte for byte). The entry is the run's kept entry (after prepare), else the one in the plan bytes whose digest
+    the host recorded in its lock when it granted the lock on that verified evidence (the run's preflight). Any other
+    command is refused (AgentError host_trust, exit 4) naming the probe; nothing was run. No root: nothing to bind."""
+    from .files import read_json
+    from .state import Paths
+
+    wanted = [p for p in req.get("probes") or [] if isinstance(p, dict) and p.get("type") == "command"]
+    if not wanted or load_root() is None:
+        return
+    run = req.get("run_id")
+    paths = Paths(req)
+    kept = accepted(paths)
+    if kept is not None:
+        entry, digest = kept["entry"], str(kept.get("plan"))
+    else:
+        holder = read_json(paths.lock) if os.path.isfile(paths.lock) else None
+        digest = holder.get("host_trust_plan") if isinstance(holder, dict) and holder.get("run") == run else None
+        ev = req.get("host_trust")
+        text = ev.get("plan") if isinstance(ev, dict) else None
+        if not digest or not isinstance(text, str) or hashlib.sha256(text.encode("utf-8")).hexdigest() != digest:
+            raise _trust_error("this host has its own trust root: the command probe(s) %s of run %s come without the "
+                               "plan it accepted when it granted the run's lock; refused before any probe ran, "
+                               "nothing was run" % (", ".join(repr(p.get("name") or p.get("command")) for p in wanted),
+                                                    run), TRUST_DIR)
+        try:
+            entry = _plan_host(json.loads(text), req)
+        except ValueError:
+            raise _trust_error("the plan sent with the probes of run %s is not JSON" % run, TRUST_DIR)
+    allowed = set(_probe_bytes(p) for p in _entry_command_probes(entry))
+    for p in wanted:
+        if _probe_bytes(p) not in allowed:
+            raise _trust_error("the command probe %r (%s) of run %s is not one the plan this host accepted names "
+                               "(plan %s..., %s): refused before any probe ran, nothing was run. The host runs only the "
+                               "probe commands of the approved plan, byte for byte"
+                               % (p.get("name") or "command", p.get("command"), run, digest[:16], entry.get("name")),
+                               TRUST_DIR)
 
 
 #: facts and inspect with a host trust root, outside a run it accepted: a playbook's version command is not run
