@@ -11,6 +11,8 @@ sample middleware; each ends in a refusal with its exit code and message, and th
   install again); after the rollback, not even a stop.
 3 a key that allowed_signers lists only through a pattern principal (``*@customer``) is never a plan's requester:
   refused (exit 4) by the controller and by the host's own trust root.
+4 who may log in is the host's decision: ``access grant`` / ``revoke`` through the agent change an account's
+  authorized_keys only when root lists the account in host-trust.json ``access_accounts`` (else exit 4).
 """
 
 from __future__ import annotations
@@ -256,3 +258,50 @@ def test_a_pattern_principal_is_never_the_requester_for_the_host(sandbox: Sandbo
     assert "Traceback" not in out
     rid = next(p.name for p in (sandbox.root / "runs").iterdir())
     assert_host_untouched(before, host_state(sandbox), run_record=rid)
+
+
+# ------------------------------------------------------------------ 4: who may log in is the host's decision
+
+
+def test_access_grants_over_the_agent_need_the_hosts_own_consent(sandbox: Sandbox, host_root: Path,
+                                                                 tmp_path: Path) -> None:
+    """A host with its own trust root: ``upgrader access grant`` (the shipped CLI, through the real agent) of an
+    engineer's key to root's authorized_keys is refused (exit 4, naming host-trust.json "access_accounts"); the
+    account's ~/.ssh is not made, the whole sandbox host unchanged. Once root lists the account there, the grant is
+    written; with the account taken off the list again, ``revoke`` is refused the same way and the file keeps every
+    byte; listed again, revoke removes the grant."""
+    import subprocess
+
+    home = tmp_path / "account-home"
+    home.mkdir()
+    key = tmp_path / "engineer-key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "engineer@vendor", "-f", str(key)],
+                   check=True)
+    env = {"HOME": str(home)}
+    config = host_root / "host-trust.json"
+    before = pristine(sandbox)
+    grant = ("access", "grant", "--key", f"{key}.pub", "--hours", "1", "--reason", "upgrade")
+    done = _cli(sandbox.root, *grant, env=env)
+    out = done.stdout + done.stderr
+    assert done.returncode == ExitCode.APPROVAL_REFUSED, out
+    assert "decides itself who may log in" in out and '"access_accounts"' in out and "root" in out, out
+    assert "nothing was changed" in out and "Traceback" not in out, out
+    assert not (home / ".ssh").exists(), "the refused grant made ~/.ssh"
+    assert_host_untouched(before, host_state(sandbox))
+    # root's consent, in the host's own trust root
+    config.write_text(json.dumps({"access_accounts": ["root"]}), encoding="utf-8")
+    config.chmod(0o644)
+    done = _cli(sandbox.root, *grant, env=env)
+    assert done.returncode == ExitCode.OK, done.stdout + done.stderr
+    granted = (home / ".ssh" / "authorized_keys").read_bytes()
+    assert key.with_suffix(".pub").read_text().split()[1].encode() in granted
+    config.write_text(json.dumps({"access_accounts": ["someone-else"]}), encoding="utf-8")
+    done = _cli(sandbox.root, "access", "revoke", "--all", env=env)
+    out = done.stdout + done.stderr
+    assert done.returncode == ExitCode.APPROVAL_REFUSED and '"access_accounts"' in out, out
+    assert (home / ".ssh" / "authorized_keys").read_bytes() == granted
+    config.write_text(json.dumps({"access_accounts": ["root"]}), encoding="utf-8")
+    done = _cli(sandbox.root, "access", "revoke", "--all", env=env)
+    assert done.returncode == ExitCode.OK, done.stdout + done.stderr
+    assert (home / ".ssh" / "authorized_keys").read_bytes() == b""
+    assert_host_untouched(before, host_state(sandbox))

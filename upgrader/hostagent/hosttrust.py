@@ -7,7 +7,8 @@ variable or inventory key moves it): ``allowed_signers`` (the engineers whose ap
 ``vendor_signers`` (the keys whose catalogs it accepts), both in OpenSSH's allowed_signers format, and an optional
 ``host-trust.json`` (``{"approvals_required": N}``; ``refused_changes``: declared changes it refuses besides
 REFUSED_CHANGES; ``version_commands``: absolute version commands root allows outside an accepted run; ``version_patterns``: playbook
-version patterns the host may use to read the version). The directory and its files must be owned by root and not
+version patterns the host may use to read the version; ``access_accounts``: the accounts whose authorized_keys the
+agent may change on a controller's request, access.py). The directory and its files must be owned by root and not
 writable by group or others, below directories only root can change (the StrictModes-like rule); a root that
 exists but fails this is a refusal, never silently ignored. No directory: the controller's trust roots decide.
 
