@@ -413,7 +413,7 @@ class _HostRun:
         for h in self.spec.get("hooks", {}).get(which, []):
             def run_hook(h: HookSpec = h) -> tuple[str, AgentReply]:
                 return (h["command"], self.call(
-                    "hook", command=h["command"], hook_timeout=h["timeout"], env=self.env(),
+                    "hook", command=h["command"], hook_timeout=h["timeout"], phase=which, env=self.env(),
                     timeout=h["timeout"] + 30))
             self.phase(f"hook:{which}", run_hook)
 

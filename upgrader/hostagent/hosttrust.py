@@ -76,25 +76,39 @@ def _scalar(text):
 #: more, never remove these
 REFUSED_CHANGES = ("external_interface", "config_format", "monitoring")
 #: the keys of a catalog entry (and of package.yaml) this host reads itself
-_READ_KEYS = ("product", "version", "sha256", "kind", "requires", "changes")
+_READ_KEYS = ("product", "version", "sha256", "kind", "requires", "changes", "remove", "limits")
+#: the keys written as a block list (``- item`` lines), and the mapping of numbers (the extraction limits)
+_LIST_KEYS = ("changes", "remove")
+_LIMIT_KEYS = ("members", "unpacked_bytes")
 _KEY_LINE = re.compile(r"^([a-z0-9_]+): ?(.*)$")
+_LIMIT_LINE = re.compile(r"^([a-z_]+): ([0-9]{1,18})[ \t]*$")
 
 
 def block_mapping(lines, prefix):
     """The keys of _READ_KEYS of a block mapping written by yaml.safe_dump whose keys start at ``prefix`` (a
-    catalog entry: two spaces; package.yaml: none): scalars, and ``changes`` as a list (``[]``, or ``- item`` lines
-    at ``prefix``; None when it is written any other way). Deeper lines (limits, a wrapped description) are not its
-    own. None when a key of _READ_KEYS is repeated (a YAML reader would keep one of the two)."""
-    out, open_list = {}, False
+    catalog entry: two spaces; package.yaml: none): scalars, ``changes`` and ``remove`` as lists (``[]``, or
+    ``- item`` lines at ``prefix``; None when written any other way), ``limits`` as {members, unpacked_bytes}
+    (numbers on the lines two spaces deeper; None when it holds anything else). Other deeper lines (a wrapped
+    description) are not its own. None when a key of _READ_KEYS is repeated (a YAML reader would keep one of the
+    two)."""
+    out, open_list, open_map = {}, None, False
     for line in lines:
         if open_list and line.startswith(prefix + "- "):
             item = _scalar(line[len(prefix) + 2:])
-            if item is None or out["changes"] is None:
-                out["changes"] = None
+            if item is None or out[open_list] is None:
+                out[open_list] = None
             else:
-                out["changes"].append(item)
+                out[open_list].append(item)
             continue
-        open_list = False
+        open_list = None
+        if open_map and line.startswith(prefix + "  ") and line[len(prefix) + 2:len(prefix) + 3] not in (" ", ""):
+            m = _LIMIT_LINE.match(line[len(prefix) + 2:])
+            if m is None or m.group(1) not in _LIMIT_KEYS or out["limits"] is None or m.group(1) in out["limits"]:
+                out["limits"] = None
+            else:
+                out["limits"][m.group(1)] = int(m.group(2))
+            continue
+        open_map = False
         if not line.startswith(prefix) or line[len(prefix):len(prefix) + 1] in (" ", "-", ""):
             continue
         m = _KEY_LINE.match(line[len(prefix):])
@@ -103,9 +117,12 @@ def block_mapping(lines, prefix):
         key, raw = m.group(1), m.group(2).rstrip(" \t")
         if key in out:
             return None
-        if key == "changes":
+        if key in _LIST_KEYS:
             out[key] = [] if raw in ("", "[]") else None
-            open_list = raw == ""
+            open_list = key if raw == "" else None
+        elif key == "limits":
+            out[key] = {} if raw in ("", "{}") else None
+            open_map = raw == ""
         else:
             out[key] = _scalar(raw)
     return out
@@ -537,7 +554,7 @@ def _check(req, ev, root, package_sha256, tmp):
     return {"root": TRUST_DIR, "plan": digest, "approvers": sorted(keys.values()), "approval_keys": sorted(keys),
             "approvals": verified, "entry": host, "host": host.get("name"), "identity": host.get("identity"),
             "catalog_signer": signer[0], "catalog_key": signer[1], "catalog_serial": serial, "product": product,
-            "package": sha, "catalog_entry": {k: signed.get(k) for k in ("kind", "requires", "changes")},
+            "package": sha, "catalog_entry": {k: signed.get(k) for k in ("kind", "requires", "changes", "limits")},
             "current": host.get("current"), "target": host.get("target"), "read": read_from, "read_line": raw}
 
 
@@ -626,10 +643,29 @@ def _entry_rules(signed, package, root, signer, running, read_from, vendors):
                                 "changed" % (what, signed["requires"], running, read_from, why), TRUST_DIR)
 
 
-def check_package_meta(archive, verdict):
+def signed_limits(req, verdict):
+    """At prepare, before the package is copied: the extraction limits are the vendor's signed catalog entry's
+    (``limits``: members, unpacked_bytes), never the controller's word; a request that names others, or a signed entry
+    without limits this host can read, is refused (AgentError, kind host_trust). Returns the signed limits."""
+    limits = (verdict.get("catalog_entry") or {}).get("limits")
+    what = "%s %s" % (verdict.get("product"), verdict.get("target"))
+    if not isinstance(limits, dict) or sorted(limits) != sorted(_LIMIT_KEYS):
+        raise _trust_error("the vendor's signed catalog entry for %s has no extraction limits this host can read "
+                           "(limits: members, unpacked_bytes, as 'upgrader catalog build' writes them): refused before "
+                           "the package was copied, nothing changed" % what, TRUST_DIR)
+    asked = req.get("limits")
+    if not isinstance(asked, dict) or asked != limits:
+        raise _trust_error("the prepare request of run %s extracts %s with the limits %r, the vendor's signed catalog "
+                           "entry says %r: refused before the package was copied, nothing changed"
+                           % (req.get("run_id"), what, asked, limits), TRUST_DIR)
+    return dict(limits)
+
+
+def check_package_meta(archive, verdict, req=None):
     """At prepare, with the copy of the package this host hashed: its own package.yaml declares what the vendor's
-    signed catalog entry says (changes, kind, requires); a package that declares otherwise is refused before
-    anything is extracted (AgentError, kind host_trust)."""
+    signed catalog entry says (changes, kind, requires), and the request's remove list is the package's own
+    (``remove``, a patch's files to delete, as the vendor signed the package); a package that declares otherwise, or
+    a request that removes other files, is refused before anything is extracted (AgentError, kind host_trust)."""
     import tarfile
 
     entry = verdict.get("catalog_entry") or {}
@@ -656,9 +692,13 @@ def check_package_meta(archive, verdict):
 
     wrong = ["%s (package.yaml: %r, the signed catalog entry: %r)" % (k, meta.get(k), entry.get(k))
              for k in ("changes", "kind", "requires") if differs(k)]
+    if req is not None and req.get("remove", []) != (meta.get("remove", []) if "remove" in meta else []):
+        wrong.append("remove (the request: %r, the signed package's package.yaml: %r)"
+                     % (req.get("remove", []), meta.get("remove", [])))
     if wrong:
-        raise _trust_error("%s declares otherwise than the vendor's signed catalog entry: %s differ; refused before it "
-                           "was extracted, nothing changed" % (what, "; ".join(wrong)), TRUST_DIR)
+        raise _trust_error("%s declares otherwise than the vendor's signed catalog entry (or the request removes "
+                           "other files than the signed package's own list): %s differ; refused before it was "
+                           "extracted, nothing changed" % (what, "; ".join(wrong)), TRUST_DIR)
 
 
 _CONSTRAINT = re.compile(r"^(>=|<=|==|!=|>|<)[ \t]*([^\s<>=!]\S*)$")
@@ -822,8 +862,9 @@ def admit(req):
                                "accepted plan entry is spent and admits only the run's own rollback, not %s; "
                                "nothing was changed. Make and approve a new plan for another change"
                                % (run, kept["finished"], op), TRUST_DIR)
-        return
     if kept is not None:
+        if op != "lock":  # the step is the kept entry's own, checked before the run's action lock or step record
+            bound(req, op, kept)
         return
     if op == "lock":
         try:
@@ -968,8 +1009,10 @@ def version_command_refused(req, source):
             % (VERSION_COMMAND_REFUSED, TRUST_DIR, os.path.join(TRUST_DIR, CONFIG)))
 
 
-def _hooks(spec):
-    return [h for hooks in (spec.get("hooks") or {}).values() for h in hooks or []]
+#: the hook phases of a playbook (core/playbook.py PHASE_HOOKS) and the phases of the run's own state on this host
+#: (runs/RUN/state.json, written by prepare, install, rollback and finish) at which each may run
+HOOK_STATES = {"before_stop": ("prepared",), "after_stop": ("prepared",), "after_install": ("installed",),
+               "after_start": ("installed",), "after_commit": ("installed",), "after_rollback": ("rolled_back",)}
 
 
 def bound(req, op, kept=None):
@@ -1018,9 +1061,21 @@ def bound(req, op, kept=None):
         want("ports", req.get("ports", []), stop.get("ports", []))
         want("process", req.get("process"), spec.get("process") or None)
     elif op == "hook":
+        phase = req.get("phase")
+        listed = (spec.get("hooks") or {}).get(phase) if isinstance(phase, str) else None
         if not any(h.get("command") == req.get("command") and h.get("timeout") == req.get("hook_timeout")
-                   for h in _hooks(spec)):
-            wrong.append("hook %r" % (req.get("command"),))
+                   for h in listed or []):
+            wrong.append("hook %r at phase %r (the plan's hooks at that phase: %s)"
+                         % (req.get("command"), phase, ", ".join(repr(h.get("command")) for h in listed or [])
+                            or "none"))
+        else:  # and only where the run is at that phase by the host's own account of it (runs/RUN/state.json)
+            from .state import run_state
+
+            now = run_state(Paths(req)).get("phase")
+            if now not in HOOK_STATES.get(phase, ()):
+                wrong.append("hook %r at phase %r (this run is at %r here; %s hooks run only at %s)"
+                             % (req.get("command"), phase, now, phase,
+                                " or ".join(repr(x) for x in HOOK_STATES.get(phase, ()))))
     elif op == "install":
         want("preserve", req.get("preserve"), spec.get("preserve"))
         want("target_version", req.get("target_version"), entry.get("target"))
