@@ -13,6 +13,10 @@ sample middleware; each ends in a refusal with its exit code and message, and th
   refused (exit 4) by the controller and by the host's own trust root.
 4 who may log in is the host's decision: ``access grant`` / ``revoke`` through the agent change an account's
   authorized_keys only when root lists the account in host-trust.json ``access_accounts`` (else exit 4).
+5 a hook runs only at the phase the accepted plan lists it under, and only when the run is at that phase by the
+  host's own record (runs/RUN/state.json).
+6 prepare extracts with the vendor-signed catalog entry's limits and removes only the files the signed package's own
+  package.yaml lists, whatever the controller (or an approved plan) says.
 """
 
 from __future__ import annotations
@@ -305,3 +309,120 @@ def test_access_grants_over_the_agent_need_the_hosts_own_consent(sandbox: Sandbo
     assert done.returncode == ExitCode.OK, done.stdout + done.stderr
     assert (home / ".ssh" / "authorized_keys").read_bytes() == b""
     assert_host_untouched(before, host_state(sandbox))
+
+
+# ------------------------------------------------------------------ 5: hooks only at the phases the plan names
+
+
+def test_hooks_run_only_at_the_phase_the_accepted_plan_names_them(sandbox: Sandbox, host_root: Path,
+                                                                  tmp_path: Path) -> None:
+    """The operator's playbook has an ``after_commit`` hook and an ``after_rollback`` hook (each appends to a
+    marker); the approved run commits and its after_commit hook runs once. A modified controller then holds the
+    finished run's lock (its spent entry admits hooks for the run's own rollback) and asks the host for the
+    approved after_commit hook again, the after_rollback hook while nothing was rolled back, the after_commit command
+    under the before_stop phase, and a hook without a phase: each refused (exit 4) naming the hook and the phase;
+    no marker line added, the whole host as the run left it."""
+    commit_marker, rollback_marker = tmp_path / "after-commit", tmp_path / "after-rollback"
+    doc = yaml.safe_load(SHIPPED.read_text(encoding="utf-8"))
+    doc["hooks"] = {"after_commit": [{"command": f"echo done >> {commit_marker}", "timeout": 10}],
+                    "after_rollback": [{"command": f"echo back >> {rollback_marker}", "timeout": 10}]}
+    (sandbox.root / "playbooks").mkdir(exist_ok=True)
+    (sandbox.root / "playbooks" / "sample-middleware.yaml").write_text(yaml.safe_dump(doc, sort_keys=False),
+                                                                       encoding="utf-8")
+    plan, approval = _approved(sandbox, tmp_path)
+    done = _cli(sandbox.root, "run", str(plan), "--approval", str(approval), "--yes")
+    assert done.returncode == ExitCode.OK, done.stdout + done.stderr
+    assert commit_marker.read_text() == "done\n" and not rollback_marker.exists()
+    rid = next(p.name for p in (sandbox.root / "runs").iterdir())
+    hooks = json.loads(plan.read_text(encoding="utf-8"))["hosts"][0]["playbook"]["spec"]["hooks"]
+    commit, back = hooks["after_commit"][0], hooks["after_rollback"][0]
+    before = host_state(sandbox)
+    base = {"install_dir": str(sandbox.install_dir), "state_dir": None, "run_id": rid}
+    transport = LocalTransport("local")
+    agent = AgentClient(transport)
+    try:
+        agent.call("lock", **base, controller="evil", user="mallory", approvals=[])
+        for hook, phase, says in ((commit, "after_commit", "this run is at 'finished' here"),
+                                  (back, "after_rollback", "this run is at 'finished' here"),
+                                  (commit, "before_stop", "the plan's hooks at that phase: none"),
+                                  (commit, None, "at phase None")):
+            said = _refused(agent, "hook", **base, command=hook["command"], hook_timeout=hook["timeout"],
+                            **({"phase": phase} if phase else {}))
+            assert "is not what the plan this host accepted says" in said and says in said, said
+            assert repr(hook["command"]) in said, said
+        assert agent.call("unlock", **base)["released"] is True
+    finally:
+        agent.close()
+        transport.close()
+    assert commit_marker.read_text() == "done\n" and not rollback_marker.exists()
+    assert_host_untouched(before, host_state(sandbox))
+    # the run's own rollback still runs its after_rollback hook, at its phase
+    done = _cli(sandbox.root, "rollback", rid, "--yes")
+    assert done.returncode == ExitCode.OK, done.stdout + done.stderr
+    assert rollback_marker.read_text() == "back\n" and commit_marker.read_text() == "done\n"
+
+
+# ------------------------------------------------------------------ 6: the patch's remove list and limits as signed
+
+
+def test_prepare_extracts_with_the_signed_limits_and_removes_only_the_signed_packages_files(
+        sandbox: Sandbox, host_root: Path, tmp_path: Path) -> None:
+    """The approved plan to the 7.0.4.3 patch (its package.yaml removes lib/legacy_compat.py). A modified controller
+    holds the lock on its evidence and asks prepare with no extraction limits, then with limits of its own: refused
+    (exit 4) naming the signed limits. The requester then edits her plan's remove list to delete bin/start.sh too,
+    signs it again, and an engineer approves it with their own tooling: the host accepts the evidence (the plan says
+    so), but its prepare compares the list with the signed package's own package.yaml and refuses (exit 4) before
+    anything is extracted. No staged tree, no backup; the lock released, the whole host as before."""
+    from trust_support import approval_signed_anyway, resigned
+
+    plan, approval = tmp_path / "p.json", tmp_path / "p.approval"
+    done = _cli(sandbox.root, "plan", "--inventory", str(sandbox.inventory), "--to", "7.0.4.3", "--catalog",
+                str(sandbox.catalog), "--key", str(sandbox.requester_key), "-o", str(plan))
+    assert done.returncode == ExitCode.OK, done.stdout + done.stderr
+    done = _cli(sandbox.root, "approve", str(plan), "--key", str(sandbox.engineer_key), "-o", str(approval))
+    assert done.returncode == ExitCode.OK, done.stdout + done.stderr
+    data = json.loads(plan.read_text(encoding="utf-8"))
+    entry = data["hosts"][0]
+    pkg = entry["package"]
+    assert pkg["kind"] == "patch" and pkg["remove"] == ["lib/legacy_compat.py"], pkg
+    catalog = (sandbox.catalog / "catalog.yaml").read_text(encoding="utf-8")
+    prepare = {"package_path": str(sandbox.catalog / pkg["file"]), "sha256": pkg["sha256"], "size": pkg["size"],
+               "kind": pkg["kind"], "remove": pkg["remove"], "preserve": entry["playbook"]["spec"]["preserve"],
+               "current_version": "7.0.4.1"}
+    before = host_state(sandbox)
+    run = "20261203T200000Z-limits"
+    base = {"install_dir": str(sandbox.install_dir), "state_dir": None, "run_id": run}
+    run_dir = state_dir(sandbox.install_dir) / "runs" / run
+    transport = LocalTransport("local")
+    agent = AgentClient(transport)
+    try:
+        ev = _evidence(sandbox, plan, approval, catalog)
+        agent.call("lock", **base, controller="evil", user="mallory", approvals=[], sha256=pkg["sha256"],
+                   current_version="7.0.4.1", host_trust=ev)
+        for limits in ({}, {"members": 1 << 30, "unpacked_bytes": 1 << 40}):
+            said = _refused(agent, "prepare", **base, **prepare, limits=limits, host_trust=ev)
+            assert f"with the limits {limits!r}" in said and str(pkg["limits"]) in said, said
+            assert "refused before the package was copied, nothing changed" in said, said
+            assert not any((run_dir / name).exists() for name in ("staging", "backup", "package.tar.gz"))
+        assert agent.call("unlock", **base)["released"] is True
+        # the requester's own remove list, signed again and approved anyway
+        edited = json.loads(json.dumps(data))
+        edited["hosts"][0]["package"]["remove"] = ["lib/legacy_compat.py", "bin/start.sh"]
+        edited = resigned(edited, sandbox.root)
+        plan2 = tmp_path / "p2.json"
+        plan2.write_text(json.dumps(edited, indent=1), encoding="utf-8")
+        ev2 = _evidence(sandbox, plan2, approval_signed_anyway(sandbox, plan2), catalog)
+        agent.call("lock", **base, controller="evil", user="mallory", approvals=[], sha256=pkg["sha256"],
+                   current_version="7.0.4.1", host_trust=ev2)
+        said = _refused(agent, "prepare", **base, **dict(prepare, remove=edited["hosts"][0]["package"]["remove"]),
+                        limits=pkg["limits"], host_trust=ev2)
+        assert "remove (the request: ['lib/legacy_compat.py', 'bin/start.sh'], the signed package's package.yaml: " \
+               "['lib/legacy_compat.py'])" in said, said
+        assert "refused before it was extracted, nothing changed" in said, said
+        assert not any((run_dir / name).exists() for name in ("staging", "backup", "package.tar.gz"))
+        assert agent.call("unlock", **base)["released"] is True
+    finally:
+        agent.close()
+        transport.close()
+    assert (sandbox.install_dir / "bin" / "start.sh").is_file()
+    assert_host_untouched(before, host_state(sandbox), run_record=run)
