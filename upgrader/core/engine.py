@@ -413,7 +413,7 @@ class _HostRun:
         for h in self.spec.get("hooks", {}).get(which, []):
             def run_hook(h: HookSpec = h) -> tuple[str, AgentReply]:
                 return (h["command"], self.call(
-                    "hook", command=h["command"], hook_timeout=h["timeout"], env=self.env(),
+                    "hook", command=h["command"], hook_timeout=h["timeout"], phase=which, env=self.env(),
                     timeout=h["timeout"] + 30))
             self.phase(f"hook:{which}", run_hook)
 
@@ -804,10 +804,13 @@ class _HostRun:
         the upgrade too and roll a good upgrade back, so the host is released untouched (exit 2)."""
         from .probe_proof import ProbeUnproven, prove
 
-        try:
-            prove(lambda op, timeout=None, **req: self.call(op, timeout=timeout, **req), host=self.name,
-                  observe=self.p["playbook"]["rollback_observe"], version=self.p["current"],
+        try:  # a host with its own trust root runs only the command probes of the plan it accepted at the lock
+            prove(lambda op, timeout=None, **req: self.call(op, timeout=timeout, **req, **self._evidence()),
+                  host=self.name, observe=self.p["playbook"]["rollback_observe"], version=self.p["current"],
                   vars_read=self.p.get("vars_read"))
+        except AgentFailure as e:
+            self.call("unlock")
+            raise _PhaseFailed("preflight", e.message, e.kind) from e
         except ProbeUnproven as e:
             self.call("unlock")
             raise _PhaseFailed("preflight", f"{e.message} (likely fix: {(e.hint or '').removeprefix('likely fix: ')})",

@@ -81,6 +81,8 @@ def prove(call: AgentCall, *, host: str, observe: ObserveSpec, version: str | No
     except AgentFailure as e:
         from .host_paths import refuse_agent_unsafe
 
+        if e.kind in ("host_trust", "host_policy"):  # the host's own trust root refused: its word, not a transport fault
+            raise
         refuse_agent_unsafe(e, host=host)
         raise TransportError(f"cannot check the health probes on the host: {e.message}", host=host) from e
     results = list(res.get("probes") or [])

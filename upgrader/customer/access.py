@@ -531,6 +531,11 @@ def edit_on_host(agent: Any, user: str | None, edit: Callable[[HostFile], tuple[
         except AgentFailure as e:
             if e.kind == "conflict":
                 continue
+            if e.kind == "host_trust":  # the host's own trust root decides who may log in there: exit 4
+                from ..core.errors import ApprovalRefused
+
+                raise ApprovalRefused(f"{agent.transport.name}: {e.message}",
+                                      hint="nothing was changed in authorized_keys") from None
             raise _input_error(agent, e) from None
         return current, result
     raise InputError(f"{agent.transport.name}: the authorized_keys file kept changing while upgrader edited it",

@@ -33,6 +33,23 @@ def access_target(req):
     return pw, ssh_dir, os.path.join(ssh_dir, "authorized_keys")
 
 
+def access_consent(account):
+    """With a host trust root, who may log in to this host is the host's own decision, not a controller's: the
+    agent changes an account's authorized_keys (``access grant`` / ``revoke``) only for an account root lists in
+    host-trust.json ``access_accounts``; any other is refused (kind host_trust, exit 4) before anything is read or
+    written. Root on the host edits the file by hand, or lists the account. No root: the controller decides."""
+    from .trustroot import CONFIG, TRUST_DIR, load_root
+
+    root = load_root()  # a root that exists but is refused: refused here too (nothing written)
+    if root is None or account in root["access_accounts"]:
+        return
+    raise AgentError("host trust root %s: this host decides itself who may log in; the agent changes the "
+                     "authorized_keys of %s only when root lists that account in %s \"access_accounts\": refused, "
+                     "nothing was changed. Root on this host edits the file by hand, or adds the account there"
+                     % (TRUST_DIR, account, os.path.join(TRUST_DIR, CONFIG)), "host_trust",
+                     file=os.path.join(TRUST_DIR, CONFIG))
+
+
 def open_ssh_dir(pw, ssh_dir, create):
     """A descriptor of the account's ~/.ssh, reached from / one component at a time with O_NOFOLLOW (open_home),
     so a directory the account swaps for a link meanwhile cannot redirect the edit. None when it is missing and
@@ -157,6 +174,7 @@ def op_access_write(req):
     import fcntl
 
     pw, ssh_dir, path = access_target(req)
+    access_consent(pw.pw_name)
     data = base64.b64decode(req["data"])
     ssh_fd = open_ssh_dir(pw, ssh_dir, create=True)
     try:

@@ -86,6 +86,8 @@ def op_finish(req):
         for d, fd in fds if trusted else []:  # what the host's own trust root accepted for this run
             append_line_at(fd, "host-trust.jsonl", json.dumps(dict(trusted, run=paths.run_id, time=now,
                                                                    outcome=req.get("outcome"))) + "\n", d)
+    if kept is not None:  # the run ended: its accepted entry admits only its own rollback from now on
+        hosttrust.spend_entry(paths, req.get("outcome"))
     removed = retention(paths, int(req.get("keep", 3)))
     released = op_unlock(req)["released"] if req.get("unlock", True) else False
     return {"removed_backups": removed, "released": released}

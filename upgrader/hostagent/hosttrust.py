@@ -7,7 +7,8 @@ variable or inventory key moves it): ``allowed_signers`` (the engineers whose ap
 ``vendor_signers`` (the keys whose catalogs it accepts), both in OpenSSH's allowed_signers format, and an optional
 ``host-trust.json`` (``{"approvals_required": N}``; ``refused_changes``: declared changes it refuses besides
 REFUSED_CHANGES; ``version_commands``: absolute version commands root allows outside an accepted run; ``version_patterns``: playbook
-version patterns the host may use to read the version). The directory and its files must be owned by root and not
+version patterns the host may use to read the version; ``access_accounts``: the accounts whose authorized_keys the
+agent may change on a controller's request, access.py). The directory and its files must be owned by root and not
 writable by group or others, below directories only root can change (the StrictModes-like rule); a root that
 exists but fails this is a refusal, never silently ignored. No directory: the controller's trust roots decide.
 
@@ -75,25 +76,39 @@ def _scalar(text):
 #: more, never remove these
 REFUSED_CHANGES = ("external_interface", "config_format", "monitoring")
 #: the keys of a catalog entry (and of package.yaml) this host reads itself
-_READ_KEYS = ("product", "version", "sha256", "kind", "requires", "changes")
+_READ_KEYS = ("product", "version", "sha256", "kind", "requires", "changes", "remove", "limits")
+#: the keys written as a block list (``- item`` lines), and the mapping of numbers (the extraction limits)
+_LIST_KEYS = ("changes", "remove")
+_LIMIT_KEYS = ("members", "unpacked_bytes")
 _KEY_LINE = re.compile(r"^([a-z0-9_]+): ?(.*)$")
+_LIMIT_LINE = re.compile(r"^([a-z_]+): ([0-9]{1,18})[ \t]*$")
 
 
 def block_mapping(lines, prefix):
     """The keys of _READ_KEYS of a block mapping written by yaml.safe_dump whose keys start at ``prefix`` (a
-    catalog entry: two spaces; package.yaml: none): scalars, and ``changes`` as a list (``[]``, or ``- item`` lines
-    at ``prefix``; None when it is written any other way). Deeper lines (limits, a wrapped description) are not its
-    own. None when a key of _READ_KEYS is repeated (a YAML reader would keep one of the two)."""
-    out, open_list = {}, False
+    catalog entry: two spaces; package.yaml: none): scalars, ``changes`` and ``remove`` as lists (``[]``, or
+    ``- item`` lines at ``prefix``; None when written any other way), ``limits`` as {members, unpacked_bytes}
+    (numbers on the lines two spaces deeper; None when it holds anything else). Other deeper lines (a wrapped
+    description) are not its own. None when a key of _READ_KEYS is repeated (a YAML reader would keep one of the
+    two)."""
+    out, open_list, open_map = {}, None, False
     for line in lines:
         if open_list and line.startswith(prefix + "- "):
             item = _scalar(line[len(prefix) + 2:])
-            if item is None or out["changes"] is None:
-                out["changes"] = None
+            if item is None or out[open_list] is None:
+                out[open_list] = None
             else:
-                out["changes"].append(item)
+                out[open_list].append(item)
             continue
-        open_list = False
+        open_list = None
+        if open_map and line.startswith(prefix + "  ") and line[len(prefix) + 2:len(prefix) + 3] not in (" ", ""):
+            m = _LIMIT_LINE.match(line[len(prefix) + 2:])
+            if m is None or m.group(1) not in _LIMIT_KEYS or out["limits"] is None or m.group(1) in out["limits"]:
+                out["limits"] = None
+            else:
+                out["limits"][m.group(1)] = int(m.group(2))
+            continue
+        open_map = False
         if not line.startswith(prefix) or line[len(prefix):len(prefix) + 1] in (" ", "-", ""):
             continue
         m = _KEY_LINE.match(line[len(prefix):])
@@ -102,9 +117,12 @@ def block_mapping(lines, prefix):
         key, raw = m.group(1), m.group(2).rstrip(" \t")
         if key in out:
             return None
-        if key == "changes":
+        if key in _LIST_KEYS:
             out[key] = [] if raw in ("", "[]") else None
-            open_list = raw == ""
+            open_list = key if raw == "" else None
+        elif key == "limits":
+            out[key] = {} if raw in ("", "{}") else None
+            open_map = raw == ""
         else:
             out[key] = _scalar(raw)
     return out
@@ -397,6 +415,12 @@ def _check(req, ev, root, package_sha256, tmp):
                            "allowed_signers (%s): make the plan again with a key listed there"
                            % (requester_key, "; ".join(why)), allowed)
     requester_names = _names_of(lines, blob)
+    if not _names_of(lines, blob, PLAN_NS):  # only a pattern (*@vendor) lists the key: nobody in particular
+        raise _trust_error("the plan is signed by key %s, which this host's allowed_signers lists for %s only "
+                           "through a pattern principal (%s): a pattern is never a plan's requester identity (the "
+                           "self-approval rule could not tell the requester from an approver); have root list the "
+                           "requester's key under a literal name, then make and approve the plan again"
+                           % (requester_key, PLAN_NS, ", ".join(listed)), allowed)
     # the approvals: the host's engineers, of these very plan bytes, in time, enough distinct keys, none the
     # requester's
     now = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
@@ -530,7 +554,7 @@ def _check(req, ev, root, package_sha256, tmp):
     return {"root": TRUST_DIR, "plan": digest, "approvers": sorted(keys.values()), "approval_keys": sorted(keys),
             "approvals": verified, "entry": host, "host": host.get("name"), "identity": host.get("identity"),
             "catalog_signer": signer[0], "catalog_key": signer[1], "catalog_serial": serial, "product": product,
-            "package": sha, "catalog_entry": {k: signed.get(k) for k in ("kind", "requires", "changes")},
+            "package": sha, "catalog_entry": {k: signed.get(k) for k in ("kind", "requires", "changes", "limits")},
             "current": host.get("current"), "target": host.get("target"), "read": read_from, "read_line": raw}
 
 
@@ -619,10 +643,29 @@ def _entry_rules(signed, package, root, signer, running, read_from, vendors):
                                 "changed" % (what, signed["requires"], running, read_from, why), TRUST_DIR)
 
 
-def check_package_meta(archive, verdict):
+def signed_limits(req, verdict):
+    """At prepare, before the package is copied: the extraction limits are the vendor's signed catalog entry's
+    (``limits``: members, unpacked_bytes), never the controller's word; a request that names others, or a signed entry
+    without limits this host can read, is refused (AgentError, kind host_trust). Returns the signed limits."""
+    limits = (verdict.get("catalog_entry") or {}).get("limits")
+    what = "%s %s" % (verdict.get("product"), verdict.get("target"))
+    if not isinstance(limits, dict) or sorted(limits) != sorted(_LIMIT_KEYS):
+        raise _trust_error("the vendor's signed catalog entry for %s has no extraction limits this host can read "
+                           "(limits: members, unpacked_bytes, as 'upgrader catalog build' writes them): refused before "
+                           "the package was copied, nothing changed" % what, TRUST_DIR)
+    asked = req.get("limits")
+    if not isinstance(asked, dict) or asked != limits:
+        raise _trust_error("the prepare request of run %s extracts %s with the limits %r, the vendor's signed catalog "
+                           "entry says %r: refused before the package was copied, nothing changed"
+                           % (req.get("run_id"), what, asked, limits), TRUST_DIR)
+    return dict(limits)
+
+
+def check_package_meta(archive, verdict, req=None):
     """At prepare, with the copy of the package this host hashed: its own package.yaml declares what the vendor's
-    signed catalog entry says (changes, kind, requires); a package that declares otherwise is refused before
-    anything is extracted (AgentError, kind host_trust)."""
+    signed catalog entry says (changes, kind, requires), and the request's remove list is the package's own
+    (``remove``, a patch's files to delete, as the vendor signed the package); a package that declares otherwise, or
+    a request that removes other files, is refused before anything is extracted (AgentError, kind host_trust)."""
     import tarfile
 
     entry = verdict.get("catalog_entry") or {}
@@ -649,9 +692,13 @@ def check_package_meta(archive, verdict):
 
     wrong = ["%s (package.yaml: %r, the signed catalog entry: %r)" % (k, meta.get(k), entry.get(k))
              for k in ("changes", "kind", "requires") if differs(k)]
+    if req is not None and req.get("remove", []) != (meta.get("remove", []) if "remove" in meta else []):
+        wrong.append("remove (the request: %r, the signed package's package.yaml: %r)"
+                     % (req.get("remove", []), meta.get("remove", [])))
     if wrong:
-        raise _trust_error("%s declares otherwise than the vendor's signed catalog entry: %s differ; refused before it "
-                           "was extracted, nothing changed" % (what, "; ".join(wrong)), TRUST_DIR)
+        raise _trust_error("%s declares otherwise than the vendor's signed catalog entry (or the request removes "
+                           "other files than the signed package's own list): %s differ; refused before it was "
+                           "extracted, nothing changed" % (what, "; ".join(wrong)), TRUST_DIR)
 
 
 _CONSTRAINT = re.compile(r"^(>=|<=|==|!=|>|<)[ \t]*([^\s<>=!]\S*)$")
@@ -741,6 +788,31 @@ def keep_entry(paths, verdict):
                                          "approvals": verdict["approvals"]})
 
 
+def spend_entry(paths, outcome):
+    """At finish: the run's kept entry is marked spent with the run's outcome. A spent entry admits only what the
+    run's own recovery needs (``admit``): after a commit, the rollback of that same run (lock, stop, rollback, start,
+    hook, observe, finish; never prepare or install again); after any other end (rolled back, unchanged), no step
+    that stops the service or changes the install (only lock, start, hook, observe and finish: a rollback asked again
+    finds nothing to undo and makes sure the old version runs)."""
+    from .files import read_json, write_json_atomic
+
+    data = read_json(paths.run(ENTRY))
+    if not isinstance(data, dict) or not isinstance(data.get("entry"), dict):
+        return
+    # "committed" only on the host's own account too (this run's tree was not rolled back here) and only once: an
+    # entry spent by another end never becomes a committed one again on the controller's word at a later finish
+    rolled = (read_json(paths.run("state.json")) or {}).get("rolled_back")
+    ended = str(outcome or "finished")
+    if ended == "committed" and (rolled or data.get("finished") not in (None, "committed")):
+        ended = "finished"
+    write_json_atomic(paths.run(ENTRY), dict(data, finished=ended))
+
+
+#: what a spent entry (the run finished) still admits, by the outcome it finished with
+SPENT_ADMITS = {"committed": ("lock", "stop", "rollback", "start", "hook", "finish"),
+                None: ("lock", "start", "hook", "finish")}
+
+
 def accepted(paths):
     """What keep_entry kept for this run (None when nothing was accepted here), and only for the install it was
     accepted for: a request naming another install (with this run's id and this state dir) finds nothing, so no
@@ -782,7 +854,17 @@ def admit(req):
         raise _trust_error("this host has its own trust root: refusing %s without a run and an install (nothing "
                            "was changed)" % op, TRUST_DIR)
     paths = Paths(req)
-    if accepted(paths) is not None:
+    kept = accepted(paths)
+    if kept is not None and kept.get("finished"):
+        admits = SPENT_ADMITS.get(kept["finished"], SPENT_ADMITS[None])
+        if op not in admits:
+            raise _trust_error("this host has its own trust root, and run %s already finished here (%s): its "
+                               "accepted plan entry is spent and admits only the run's own rollback, not %s; "
+                               "nothing was changed. Make and approve a new plan for another change"
+                               % (run, kept["finished"], op), TRUST_DIR)
+    if kept is not None:
+        if op != "lock":  # the step is the kept entry's own, checked before the run's action lock or step record
+            bound(req, op, kept)
         return
     if op == "lock":
         try:
@@ -829,6 +911,74 @@ def unapproved_commands(req):
             "approvals it accepted, and is proven at that run's preflight" % TRUST_DIR)
 
 
+def _entry_command_probes(entry):
+    """The command probes the plan entry names: its observe probes and its rollback_observe probes."""
+    playbook = entry.get("playbook") or {}
+    spec = playbook.get("spec") or {}
+    out = []
+    for probes in ((spec.get("observe") or {}).get("probes"), (playbook.get("rollback_observe") or {}).get("probes")):
+        out.extend(p for p in probes or [] if isinstance(p, dict) and p.get("type") == "command")
+    return out
+
+
+def _probe_bytes(probe):
+    return json.dumps(probe, sort_keys=True, ensure_ascii=False)
+
+
+def lock_plan(req):
+    """For the host's lock record (lock.op_lock): the digest of the plan bytes ``admit`` verified before it granted
+    this lock (None with no root, no evidence, or a run whose kept entry admitted it: then that entry binds)."""
+    from .state import Paths
+
+    ev = req.get("host_trust")
+    if not isinstance(ev, dict) or not isinstance(ev.get("plan"), str) or load_root() is None:
+        return None
+    if accepted(Paths(req)) is not None:
+        return None
+    return hashlib.sha256(ev["plan"].encode("utf-8")).hexdigest()
+
+
+def bind_probes(req):
+    """With a host trust root, before any probe of a ``prove`` request runs for a run it accepted: every command
+    probe asked for is one the accepted plan entry names (its observe or rollback_observe probes, the whole probe,
+    byte for byte). The entry is the run's kept entry (after prepare), else the one in the plan bytes whose digest
+    the host recorded in its lock when it granted the lock on that verified evidence (the run's preflight). Any other
+    command is refused (AgentError host_trust, exit 4) naming the probe; nothing was run. No root: nothing to bind."""
+    from .files import read_json
+    from .state import Paths
+
+    wanted = [p for p in req.get("probes") or [] if isinstance(p, dict) and p.get("type") == "command"]
+    if not wanted or load_root() is None:
+        return
+    run = req.get("run_id")
+    paths = Paths(req)
+    kept = accepted(paths)
+    if kept is not None:
+        entry, digest = kept["entry"], str(kept.get("plan"))
+    else:
+        holder = read_json(paths.lock) if os.path.isfile(paths.lock) else None
+        digest = holder.get("host_trust_plan") if isinstance(holder, dict) and holder.get("run") == run else None
+        ev = req.get("host_trust")
+        text = ev.get("plan") if isinstance(ev, dict) else None
+        if not digest or not isinstance(text, str) or hashlib.sha256(text.encode("utf-8")).hexdigest() != digest:
+            raise _trust_error("this host has its own trust root: the command probe(s) %s of run %s come without the "
+                               "plan it accepted when it granted the run's lock; refused before any probe ran, "
+                               "nothing was run" % (", ".join(repr(p.get("name") or p.get("command")) for p in wanted),
+                                                    run), TRUST_DIR)
+        try:
+            entry = _plan_host(json.loads(text), req)
+        except ValueError:
+            raise _trust_error("the plan sent with the probes of run %s is not JSON" % run, TRUST_DIR)
+    allowed = set(_probe_bytes(p) for p in _entry_command_probes(entry))
+    for p in wanted:
+        if _probe_bytes(p) not in allowed:
+            raise _trust_error("the command probe %r (%s) of run %s is not one the plan this host accepted names "
+                               "(plan %s..., %s): refused before any probe ran, nothing was run. The host runs only the "
+                               "probe commands of the approved plan, byte for byte"
+                               % (p.get("name") or "command", p.get("command"), run, digest[:16], entry.get("name")),
+                               TRUST_DIR)
+
+
 #: facts and inspect with a host trust root, outside a run it accepted: a playbook's version command is not run
 VERSION_COMMAND_REFUSED = "version source is a command; with a host trust root only file sources are read outside " \
                           "an accepted run"
@@ -859,8 +1009,10 @@ def version_command_refused(req, source):
             % (VERSION_COMMAND_REFUSED, TRUST_DIR, os.path.join(TRUST_DIR, CONFIG)))
 
 
-def _hooks(spec):
-    return [h for hooks in (spec.get("hooks") or {}).values() for h in hooks or []]
+#: the hook phases of a playbook (core/playbook.py PHASE_HOOKS) and the phases of the run's own state on this host
+#: (runs/RUN/state.json, written by prepare, install, rollback and finish) at which each may run
+HOOK_STATES = {"before_stop": ("prepared",), "after_stop": ("prepared",), "after_install": ("installed",),
+               "after_start": ("installed",), "after_commit": ("installed",), "after_rollback": ("rolled_back",)}
 
 
 def bound(req, op, kept=None):
@@ -909,9 +1061,21 @@ def bound(req, op, kept=None):
         want("ports", req.get("ports", []), stop.get("ports", []))
         want("process", req.get("process"), spec.get("process") or None)
     elif op == "hook":
+        phase = req.get("phase")
+        listed = (spec.get("hooks") or {}).get(phase) if isinstance(phase, str) else None
         if not any(h.get("command") == req.get("command") and h.get("timeout") == req.get("hook_timeout")
-                   for h in _hooks(spec)):
-            wrong.append("hook %r" % (req.get("command"),))
+                   for h in listed or []):
+            wrong.append("hook %r at phase %r (the plan's hooks at that phase: %s)"
+                         % (req.get("command"), phase, ", ".join(repr(h.get("command")) for h in listed or [])
+                            or "none"))
+        else:  # and only where the run is at that phase by the host's own account of it (runs/RUN/state.json)
+            from .state import run_state
+
+            now = run_state(Paths(req)).get("phase")
+            if now not in HOOK_STATES.get(phase, ()):
+                wrong.append("hook %r at phase %r (this run is at %r here; %s hooks run only at %s)"
+                             % (req.get("command"), phase, now, phase,
+                                " or ".join(repr(x) for x in HOOK_STATES.get(phase, ()))))
     elif op == "install":
         want("preserve", req.get("preserve"), spec.get("preserve"))
         want("target_version", req.get("target_version"), entry.get("target"))

@@ -9,6 +9,7 @@ import time
 
 from .common import AgentError, test_kill
 from .files import create_nofollow, fsync_dir, read_json
+from .hosttrust import lock_plan
 from .ledger import check_catalog_serial, used_approvals
 from .state import Paths, check_state_dir, ensure_state_dir
 from .witness import record_opening
@@ -26,6 +27,9 @@ def op_lock(req):
     check_catalog_serial(paths, req.get("catalog"))
     me = {"run": req["run_id"], "controller": req.get("controller"), "user": req.get("user"),
           "time": time.time()}
+    accepted_plan = lock_plan(req)  # a host trust root: the plan it verified for this lock binds the run's probes
+    if accepted_plan:
+        me["host_trust_plan"] = accepted_plan
     holder = read_json(paths.lock)
     broken = None
     if holder and holder.get("run") != req["run_id"]:

@@ -37,8 +37,10 @@ def op_prepare(req):
         return run_state(paths)["prepared"]
     # a host with its own trust root decides again, on the evidence, before anything is copied or staged
     trusted = hosttrust.check(req, req.get("sha256"))
+    limits = req.get("limits", {})
     if trusted:
         hosttrust.bound(req, "prepare", trusted)  # the package, kind, remove and preserve list of the accepted entry
+        limits = hosttrust.signed_limits(req, trusted)  # extraction limits as the vendor signed them
         _approvals_unused(paths, trusted["approvals"], req)
     check_ledger_version(paths, req.get("current_version"))
     if os.path.isdir(paths.install):  # refused here too, even when the controller did not ask first
@@ -78,7 +80,7 @@ def op_prepare(req):
                          % (h.hexdigest(), size, req["sha256"], req["size"]), "bad_input")
     if trusted:  # the package's own package.yaml declares what the signed catalog entry says (changes, kind, requires)
         try:
-            hosttrust.check_package_meta(pkg, trusted)
+            hosttrust.check_package_meta(pkg, trusted, req)
         except AgentError:
             os.unlink(pkg)
             raise
@@ -94,7 +96,7 @@ def op_prepare(req):
     staging = paths.run("staging")
     extracted = paths.run("staging", "package")
     written = {}
-    members, _ = extract(pkg, extracted, req.get("limits", {}), hashes=written)
+    members, _ = extract(pkg, extracted, limits, hashes=written)
     test_kill(req, "prepare:extracted")
     new_tree = paths.run("staging", "tree")
     if req["kind"] == "patch":

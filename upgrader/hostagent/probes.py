@@ -217,6 +217,8 @@ def op_prove(req):
     results = []
     unapproved = hosttrust.unapproved_commands(req) if any(  # with a host trust root: no command of a plan not
         p.get("type") == "command" for p in req.get("probes", [])) else None  # yet approved
+    if not unapproved:  # a run the host accepted: only the command probes its accepted plan entry names
+        hosttrust.bind_probes(req)
     for p in req.get("probes", []):
         name = p.get("name") or p["type"]
         if p["type"] == "command" and unapproved:

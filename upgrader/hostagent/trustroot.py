@@ -78,7 +78,7 @@ def load_root():
         raise _trust_error(str(problem), TRUST_DIR)
     root = {"dir": TRUST_DIR, "allowed": os.path.join(TRUST_DIR, ALLOWED),
             "vendors": os.path.join(TRUST_DIR, VENDORS), "required": 1, "refused_changes": [],
-            "version_commands": [], "version_patterns": []}
+            "version_commands": [], "version_patterns": [], "access_accounts": []}
     for name in (ALLOWED, VENDORS):
         _read(os.path.join(TRUST_DIR, name), True)
     config = _read(os.path.join(TRUST_DIR, CONFIG), False)
@@ -93,7 +93,7 @@ def load_root():
             raise _trust_error("approvals_required must be a whole number of at least 1, not %r" % (required,),
                                where)
         root["required"] = required
-        for key in ("refused_changes", "version_commands", "version_patterns"):
+        for key in ("refused_changes", "version_commands", "version_patterns", "access_accounts"):
             value = data.get(key, [])
             if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
                 raise _trust_error("%s must be a list of strings, not %r" % (key, value), where)
@@ -105,6 +105,7 @@ def load_root():
         root["refused_changes"] = list(data.get("refused_changes", []))
         root["version_commands"] = list(data.get("version_commands", []))
         root["version_patterns"] = list(data.get("version_patterns", []))
+        root["access_accounts"] = list(data.get("access_accounts", []))
     if _keygen() is None:
         raise _trust_error("exists, but ssh-keygen (OpenSSH) is not installed on this host: the agent cannot "
                            "check signatures; install OpenSSH's client tools", TRUST_DIR)

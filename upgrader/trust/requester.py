@@ -116,7 +116,15 @@ def requester_of(data: PlanData, digest: str, source: str, *, signers: AllowedSi
             raise ApprovalRefused(f"{source}: the plan was signed by {fingerprint(key)}, a key that is not in "
                                   f"{signers.source}: nobody can tell whose plan it is",
                                   hint="sign plans with your key listed in the approvals' allowed_signers")
-        return Requester(key, literal_principals(signers, key), "signed the plan")
+        names = literal_principals(signers, key)
+        if signers is not None and not names:  # listed only through a pattern (*@vendor): that is nobody in particular
+            raise ApprovalRefused(f"{source}: the plan was signed by {fingerprint(key)}, which {signers.source} "
+                                  "lists only through a pattern principal (such as '*@vendor'): a pattern is never a "
+                                  "plan's requester identity, so the self-approval rule could not tell its requester "
+                                  "from an approver", hint=f"list the requester's key in {signers.source} under a "
+                                  "literal name of its own (e.g. 'alice@customer namespaces=\"upgrader-plan\" "
+                                  "ssh-ed25519 …'), then make and approve the plan again")
+        return Requester(key, names, "signed the plan")
     if not allow_unsigned:
         raise ApprovalRefused(f"{source}: the plan is not signed and the policy requires signed plans "
                               "(approvals.allow_unsigned_plans: false)",
