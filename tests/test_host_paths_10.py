@@ -5,19 +5,25 @@
    root process that merely sits in the install dir or has one of its files open (root's ``tail -f logs/x.log``) is
    never signalled: the run needs a person, naming the pid.
 
+2. ``inspect`` never runs as root a JDK tool (jcmd, jstat) that an account other than root could have changed: the
+   tool itself or a directory on its way (a JDK inside the install dir, the service account's). It says why, in
+   English and Chinese, and measures the heap no other way.
+
 Every mount is made inside the test process's own mount namespace (the suite runs under ``unshare -m``) and undone.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
-from conftest import approve, plan_to
+from conftest import approve, plan_to, upgrader
 from hoststate import assert_host_untouched
 from test_host_paths import last_run_id, run_cli
 from trust_support import host_state
@@ -76,3 +82,57 @@ def pwd_uid(name: str) -> int:
     import pwd
     return pwd.getpwnam(name).pw_uid
 
+
+# ------------------------------------------------------------------ 2: no JDK tool the service account can write runs as root
+
+
+def test_2_inspect_runs_no_jdk_tool_of_the_install_as_root(sandbox: Sandbox, tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """The product bundles its JDK in the install (a TongWeb-style ``jdk/``), and the install is the service
+    account's (daemon). Root started the product's JVM from that JDK (``jdk/bin/java``, argv[0] ``java``) and wrote
+    its pid file. daemon has replaced ``jdk/bin/jcmd`` and ``jdk/bin/jstat`` with scripts that would leave a file in
+    a root-only directory. ``inspect`` (JSON, and the Chinese HTML report) runs neither: the file never appears,
+    the heap is reported not measured, naming the tool and why; nothing on the host changed."""
+    rootonly = tmp_path / "rootonly"
+    rootonly.mkdir(mode=0o700)
+    jdk = sandbox.install_dir / "jdk" / "bin"
+    jdk.mkdir(parents=True)
+    shutil.copy2("/bin/sleep", jdk / "java")
+    for tool in ("jcmd", "jstat"):
+        (jdk / tool).write_text("#!/bin/sh\necho %s ran as $(id -u) > %s/%s\n"
+                                "echo 'garbage-first heap   total 1024K, used 512K'\n" % (tool, rootonly, tool))
+        os.chmod(jdk / tool, 0o755)
+    subprocess.run(["chown", "-R", "daemon:daemon", str(sandbox.install_dir)], check=True)
+    jvm = subprocess.Popen(["java", "600"], executable=str(jdk / "java"), cwd="/",
+                           stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        pid_file = sandbox.install_dir / "run" / "server.pid"
+        pid_file.unlink()
+        pid_file.write_text("%d\n" % jvm.pid)  # root's, as root started the JVM
+        assert pid_file.stat().st_uid == 0
+        before = host_state(sandbox)
+        capsys.readouterr()
+        rc = upgrader(sandbox, "inspect", "--install-dir", str(sandbox.install_dir), "--playbook",
+                      "sample-middleware", "--var", f"port={sandbox.port}", "--json")
+        out, err = capsys.readouterr()
+        assert rc == 0 and "Traceback" not in err, out + err
+        (host,) = json.loads(out)["hosts"]
+        assert host["facts"]["process"]["running"] is True, host["facts"]["process"]  # the service's own JVM
+        heap = host["facts"]["perf"]["jvm"]["heap_used"]
+        assert heap["value"] is None, heap
+        assert "the JVM runs as root and %s could be changed" % (jdk / "jcmd") in heap["error"], heap
+        assert "owned by uid %d" % pwd_uid("daemon") in heap["error"], heap
+        assert list(rootonly.iterdir()) == []  # neither script ran
+        report = tmp_path / "report.html"
+        rc = upgrader(sandbox, "inspect", "--install-dir", str(sandbox.install_dir), "--playbook",
+                      "sample-middleware", "--var", f"port={sandbox.port}", "--lang", "zh", "-o", str(report))
+        out, err = capsys.readouterr()
+        assert rc == 0 and "Traceback" not in err, out + err
+        html = report.read_text()
+        assert "JVM 以 root 运行，而 %s 可被 root 以外的账户修改" % (jdk / "jcmd") in html, html[-3000:]
+        assert list(rootonly.iterdir()) == []
+        assert jvm.poll() is None
+        assert_host_untouched(before, host_state(sandbox))
+    finally:
+        jvm.kill()
+        jvm.wait()
