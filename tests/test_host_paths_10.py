@@ -9,6 +9,10 @@
    tool itself or a directory on its way (a JDK inside the install dir, the service account's). It says why, in
    English and Chinese, and measures the heap no other way.
 
+3. Mounts: an install dir that is itself a mount point is refused before stop (plan and run, exit 2), like a mount
+   inside it; a rollback never moves a live tree that holds a mount into runs/RUN/failed: it needs a person before
+   anything is moved, the mount where it was.
+
 Every mount is made inside the test process's own mount namespace (the suite runs under ``unshare -m``) and undone.
 """
 
@@ -23,9 +27,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import approve, plan_to, upgrader
+from conftest import approve, plan_to, run_plan, upgrader
 from hoststate import assert_host_untouched
 from test_host_paths import last_run_id, run_cli
+from test_host_paths_8 import bind, cache_playbook, shared_dir, shared_files, unmount_below
+from test_host_paths_9 import private_mounts
 from trust_support import host_state
 from upgrader.cli.commands.demo import Sandbox
 
@@ -136,3 +142,71 @@ def test_2_inspect_runs_no_jdk_tool_of_the_install_as_root(sandbox: Sandbox, tmp
     finally:
         jvm.kill()
         jvm.wait()
+
+
+def mounted(path: Path) -> bool:
+    """Is ``path`` a mount point in the mount table (a bind mount of the same file system included)?"""
+    with open("/proc/self/mountinfo") as f:
+        return any(line.split()[4].encode().decode("unicode_escape") == str(path) for line in f)
+
+
+# ------------------------------------------------------------------ 3: a mount at the install dir; rollback and mounts
+
+
+def test_3_an_install_dir_that_is_itself_a_mount_point_is_refused_before_stop(
+        sandbox: Sandbox, capsys: pytest.CaptureFixture[str]) -> None:
+    """The install dir is bind-mounted onto itself (a file system mounted at the install dir, as a dedicated disk at
+    /opt/app would be): plan refuses (exit 2) naming it and saying what to do; a run planned before the mount
+    appeared refuses in its preflight, before stop. The service still answers the old version and nothing on the
+    host changed."""
+    private_mounts()
+    install = sandbox.install_dir
+    rc, plan = plan_to(sandbox, NEW)
+    assert rc == 0
+    approval = approve(sandbox, plan)
+    bind(install, install)
+    try:
+        before = host_state(sandbox)
+        rc, out = run_cli(sandbox, capsys, "plan", "--inventory", str(sandbox.inventory), "--to", NEW,
+                          "--catalog", str(sandbox.catalog), "-o", str(sandbox.plans / "m.json"))
+        assert rc == 2 and "the install dir %s is itself a mount point" % install in out, out
+        assert "mount the file system one level up" in out
+        assert not (sandbox.plans / "m.json").exists()
+        rc, out = run_cli(sandbox, capsys, "run", str(plan), "--approval", str(approval))
+        assert rc == 2 and "is itself a mount point" in out, out
+        assert sandbox.answers() == OLD
+        assert_host_untouched(before, host_state(sandbox), run_record=last_run_id(sandbox))
+        assert mounted(install)
+    finally:
+        subprocess.run(["umount", "-l", str(install)], check=False)
+
+
+def test_3_rollback_never_moves_a_live_tree_holding_a_mount(sandbox: Sandbox, tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """After an upgrade the cache work/ is mounted on the live tree (from fstab after a reboot, say); the operator
+    rolls the run back. Once the new version is stopped, the rollback needs a person (exit 5) naming the mount
+    before it builds or moves anything: the mount is still at INSTALL/work (not carried into runs/RUN/failed), the
+    live product tree is as it was and the shared files are all there."""
+    private_mounts()
+    install, shared = sandbox.install_dir, shared_dir(tmp_path)
+    cache_playbook(sandbox)
+    files = shared_files(shared)
+    try:
+        rc, plan = plan_to(sandbox, "7.0.5.0")
+        assert rc == 0
+        assert run_plan(sandbox, plan) == 0
+        run = last_run_id(sandbox)
+        (install / "work").mkdir(exist_ok=True)
+        bind(shared, install / "work")
+        before = host_state(sandbox)
+        rc, out = run_cli(sandbox, capsys, "rollback", run, "--yes")
+        assert rc == 5 and "NEEDS A PERSON" in out and "%s/work is a mount point" % install in out, out
+        assert mounted(install / "work")  # where it was
+        state_runs = [p for p in install.parent.glob(".upgrader-*/runs/%s" % run)]
+        assert state_runs and not any((r / "failed").exists() or (r / "restore").exists() for r in state_runs)
+        after = host_state(sandbox)
+        assert after.product == before.product  # the live tree untouched (the new version was stopped first)
+        assert shared_files(shared) == files
+    finally:
+        unmount_below(tmp_path)
+    assert shared_files(shared) == files
