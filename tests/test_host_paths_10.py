@@ -13,6 +13,9 @@
    inside it; a rollback never moves a live tree that holds a mount into runs/RUN/failed: it needs a person before
    anything is moved, the mount where it was.
 
+4. The host trust check's temporary directory is removed from descriptors, never across a mount: a file system
+   mounted in it meanwhile keeps every file.
+
 Every mount is made inside the test process's own mount namespace (the suite runs under ``unshare -m``) and undone.
 """
 
@@ -21,7 +24,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import ctypes
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -32,6 +37,7 @@ from hoststate import assert_host_untouched
 from test_host_paths import last_run_id, run_cli
 from test_host_paths_8 import bind, cache_playbook, shared_dir, shared_files, unmount_below
 from test_host_paths_9 import private_mounts
+from test_host_trust import HostRoot, _operators_root, host_root  # noqa: F401 (a fixture)
 from trust_support import host_state
 from upgrader.cli.commands.demo import Sandbox
 
@@ -210,3 +216,66 @@ def test_3_rollback_never_moves_a_live_tree_holding_a_mount(sandbox: Sandbox, tm
     finally:
         unmount_below(tmp_path)
     assert shared_files(shared) == files
+
+
+# ------------------------------------------------------------------ 4: the trust check's temporary directory
+
+
+def bind_now(src: Path, dst: Path) -> None:
+    """mount --bind SRC DST with one system call (the window is the few milliseconds of an ssh-keygen run)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.mount(str(src).encode(), str(dst).encode(), None, 4096, None) != 0:  # MS_BIND
+        raise OSError(ctypes.get_errno(), "mount --bind %s %s" % (src, dst))
+
+
+def test_4_the_trust_checks_temporary_dir_is_removed_without_entering_a_mount(
+        sandbox: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+        host_root: HostRoot) -> None:  # noqa: F811
+    """A host with its own trust root checks each run's evidence with ssh-keygen in a temporary directory of its own.
+    While it does, a file system is mounted in that directory (here: root's directory of files bind-mounted there
+    by a watcher the moment the directory appears). The run commits as it would anyway, and removing the
+    temporary directory did not enter the mount: every file of the mounted directory is still there."""
+    private_mounts()
+    _operators_root(sandbox, host_root)
+    agent_tmp = tmp_path / "agent-tmp"
+    agent_tmp.mkdir(mode=0o700)
+    monkeypatch.setenv("TMPDIR", str(agent_tmp))  # the host agent's temporary directories are made here
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    for i in range(3):
+        (shared / ("file-%d.dat" % i)).write_text("root's data %d\n" % i)
+    files = sorted(os.listdir(shared))
+    mounted_in: list[Path] = []
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            for name in os.listdir(agent_tmp):
+                d = agent_tmp / name
+                if name.startswith("upgrader-trust-") and d not in mounted_in:
+                    try:
+                        (d / "mnt").mkdir()
+                        bind_now(shared, d / "mnt")
+                    except OSError:
+                        continue  # removed meanwhile: the next check's directory
+                    mounted_in.append(d)
+            time.sleep(0.0005)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    try:
+        rc, plan = plan_to(sandbox, NEW)
+        assert rc == 0
+        approval = approve(sandbox, plan)
+        watcher.start()
+        rc, text = run_cli(sandbox, capsys, "run", str(plan), "--approval", str(approval))
+        done.set()
+        watcher.join(timeout=10)
+        assert rc == 0, text
+        assert mounted_in, "no trust check's temporary directory was seen"
+        assert sorted(os.listdir(shared)) == files  # nothing of the mounted directory was deleted
+        for d in mounted_in:
+            assert mounted(d / "mnt") and sorted(os.listdir(d / "mnt")) == files
+    finally:
+        done.set()
+        unmount_below(tmp_path)
+    assert sorted(os.listdir(shared)) == files
