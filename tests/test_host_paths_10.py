@@ -16,6 +16,10 @@
 4. The host trust check's temporary directory is removed from descriptors, never across a mount: a file system
    mounted in it meanwhile keeps every file.
 
+5. A run id or a run label that is not one name (``.``, ``..``, with a ``/``) is refused wherever it would name a
+   directory: the operator's ``rollback``, ``resume`` and ``diagnostics`` (exit 2, nothing read or written in the
+   directory it names), and the host agent's witness and run directories.
+
 Every mount is made inside the test process's own mount namespace (the suite runs under ``unshare -m``) and undone.
 """
 
@@ -24,8 +28,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import base64
 import ctypes
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -279,3 +285,58 @@ def test_4_the_trust_checks_temporary_dir_is_removed_without_entering_a_mount(
         done.set()
         unmount_below(tmp_path)
     assert sorted(os.listdir(shared)) == files
+
+
+# ------------------------------------------------------------------ 5: labels and run ids that name another directory
+
+
+def listing(top: Path) -> list[tuple[str, float]]:
+    return sorted((str(p.relative_to(top)), p.lstat().st_mtime) for p in top.rglob("*"))
+
+
+@pytest.mark.parametrize("command", ["rollback", "resume", "diagnostics"])
+def test_5_a_run_id_that_names_another_directory_is_refused(sandbox: Sandbox, command: str,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """HOME/elsewhere holds what looks like a run (a plan.json): ``upgrader rollback ../elsewhere`` (and resume,
+    diagnostics) would take HOME/runs/../elsewhere for a run's directory. Each, and ``.``, ``..`` and ``a/b``, is
+    refused (exit 2) saying it is not a run id; nothing in that directory or on the host changed."""
+    rc, plan = plan_to(sandbox, NEW)
+    assert rc == 0
+    elsewhere = sandbox.root / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "plan.json").write_bytes(plan.read_bytes())
+    (sandbox.root / "runs").mkdir(exist_ok=True)
+    (sandbox.root / "plan.json").write_bytes(plan.read_bytes())  # HOME/runs/.. is HOME
+    seen = listing(elsewhere)
+    before = host_state(sandbox)
+    for run_id in ("../elsewhere", "..", ".", "x/../../elsewhere"):
+        extra = ["--yes"] if command != "diagnostics" else ["-o", str(sandbox.root / "bundle.tar.gz")]
+        rc, out = run_cli(sandbox, capsys, command, run_id, *extra)
+        assert rc == 2 and "%r is not a run id" % run_id in out, (run_id, out)
+        assert listing(elsewhere) == seen
+        assert not (sandbox.root / "bundle.tar.gz").exists()
+    assert_host_untouched(before, host_state(sandbox))
+
+
+def agent_reply(request: dict[str, object]) -> dict[str, object]:
+    """One request to the real host agent (python -m upgrader.hostagent, the request as base64 in argv[1])."""
+    arg = base64.b64encode(json.dumps(request).encode()).decode()
+    done = subprocess.run([sys.executable, "-m", "upgrader.hostagent", arg], capture_output=True, check=False)
+    return dict(json.loads(done.stdout.decode().strip().splitlines()[-1]))
+
+
+def test_5_the_agent_refuses_labels_and_run_ids_that_are_not_one_name(sandbox: Sandbox) -> None:
+    """The host agent itself: a witness whose checkpoint names run ``x/..``, ``..`` or ``./x``, and a run's op whose
+    run id is ``.``, ``..`` or ``a/b``, are refused as bad input; nothing is made in the state dir."""
+    before = host_state(sandbox)
+    for run in ("x/..", "..", "./x", "x/."):
+        reply = agent_reply({"op": "witness", "install_dir": str(sandbox.install_dir),
+                             "checkpoint": {"seq": 1, "head": "0" * 64, "run": run}})
+        assert reply.get("ok") is False and reply.get("kind") == "bad_input", (run, reply)
+        assert "not a run id" in str(reply.get("error")), reply
+    for run_id in (".", "..", "a/b"):
+        reply = agent_reply({"op": "stop", "install_dir": str(sandbox.install_dir), "run_id": run_id,
+                             "stop": {"command": "true", "pid_file": "run/server.pid"}})
+        assert reply.get("ok") is False and reply.get("kind") == "bad_input", (run_id, reply)
+    assert_host_untouched(before, host_state(sandbox))
+    assert sandbox.answers() == OLD
