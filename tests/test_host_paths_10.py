@@ -20,6 +20,11 @@
    directory: the operator's ``rollback``, ``resume`` and ``diagnostics`` (exit 2, nothing read or written in the
    directory it names), and the host agent's witness and run directories.
 
+6. A state dir made in a sticky, world-writable parent (1777, as /tmp or a fresh tmpfs): another account that puts
+   the name there first (its own directory, or a link to a root-only directory), before the run or racing it, gets
+   the run refused (exit 2, before stop) or finds the agent's own root-owned directory there; nothing of the agent
+   is ever written into that account's directory or through its link.
+
 Every mount is made inside the test process's own mount namespace (the suite runs under ``unshare -m``) and undone.
 """
 
@@ -42,7 +47,9 @@ from conftest import approve, plan_to, run_plan, upgrader
 from hoststate import assert_host_untouched
 from test_host_paths import last_run_id, run_cli
 from test_host_paths_8 import bind, cache_playbook, shared_dir, shared_files, unmount_below
+from test_host_paths_4 import sticky_disk  # noqa: F401 (a fixture)
 from test_host_paths_9 import private_mounts
+from test_swap_races import as_attacker
 from test_host_trust import HostRoot, _operators_root, host_root  # noqa: F401 (a fixture)
 from trust_support import host_state
 from upgrader.cli.commands.demo import Sandbox
@@ -340,3 +347,94 @@ def test_5_the_agent_refuses_labels_and_run_ids_that_are_not_one_name(sandbox: S
         assert reply.get("ok") is False and reply.get("kind") == "bad_input", (run_id, reply)
     assert_host_untouched(before, host_state(sandbox))
     assert sandbox.answers() == OLD
+
+
+# ------------------------------------------------------------------ 6: a state dir in a sticky 1777 parent
+
+
+def nobodys_dirs_are_empty(top: Path) -> None:
+    """No file of the agent's in a directory of another account's below ``top`` (walked without following links)."""
+    nobody = pwd_uid("nobody")
+    for dirpath, dirnames, filenames in os.walk(top):
+        if os.lstat(dirpath).st_uid == nobody:
+            assert not dirnames and not filenames, (dirpath, dirnames, filenames)
+
+
+@pytest.mark.parametrize("planted", ["directory", "link"])
+def test_6_a_state_dir_name_another_account_puts_in_a_sticky_parent_first_is_refused(
+        sticky_disk: tuple[Sandbox, Path], tmp_path: Path, planted: str,  # noqa: F811
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """The install lies in a 1777 mount point; its default state dir (.upgrader-app-01) does not exist at plan.
+    Before the run, nobody puts that name there: its own 0777 directory, or a link to a root-only directory. The
+    run refuses (exit 2) before stop, naming it; nothing is written into nobody's directory nor through the link,
+    the service still answers the old version and the rest of the host is as it was."""
+    box, disk = sticky_disk
+    rootonly = tmp_path / "root-only"
+    rootonly.mkdir(mode=0o700)
+    rc, plan = plan_to(box, NEW)
+    assert rc == 0
+    approval = approve(box, plan)
+    assert not (disk / ".upgrader-app-01").exists()
+    if planted == "directory":
+        assert as_attacker(disk, lambda d: os.mkdir(".upgrader-app-01", 0o777, dir_fd=d)) == 0
+    else:
+        assert as_attacker(disk, lambda d: os.symlink(str(rootonly), ".upgrader-app-01", dir_fd=d)) == 0
+    before = host_state(box)
+    rc, out = run_cli(box, capsys, "run", str(plan), "--approval", str(approval))
+    assert rc == 2 and ".upgrader-app-01" in out, out
+    assert box.answers() == OLD
+    assert os.listdir(rootonly) == []
+    nobodys_dirs_are_empty(disk)
+    after = host_state(box)
+    assert (after.product, after.pid, after.service) == (before.product, before.pid, before.service)
+
+
+def test_6_another_account_racing_for_the_state_dir_name_never_gets_the_agents_files(
+        sticky_disk: tuple[Sandbox, Path], capsys: pytest.CaptureFixture[str]) -> None:  # noqa: F811
+    """While the run makes its state dir in the 1777 mount point, nobody makes and removes that name as its own
+    directory as fast as it can. Whoever wins, the agent never works in nobody's directory: either the run is
+    refused (exit 2) before stop, the old version answering, or the state dir is the agent's own (root's, 0700,
+    with its marker) and the run commits; nobody's directory, when left, is empty."""
+    box, disk = sticky_disk
+    rc, plan = plan_to(box, NEW)
+    assert rc == 0
+    approval = approve(box, plan)
+    stop_r, stop_w = os.pipe()
+    dfd = os.open(disk, os.O_RDONLY | os.O_DIRECTORY)
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the racing account
+        try:
+            os.close(stop_w)
+            os.setgroups([])
+            os.setresgid(pwd_uid("nobody"), pwd_uid("nobody"), pwd_uid("nobody"))
+            os.setresuid(pwd_uid("nobody"), pwd_uid("nobody"), pwd_uid("nobody"))
+            os.set_blocking(stop_r, False)
+            while True:
+                try:
+                    if os.read(stop_r, 1) == b"":
+                        break
+                except BlockingIOError:
+                    pass
+                try:
+                    os.mkdir(".upgrader-app-01", 0o777, dir_fd=dfd)
+                    os.rmdir(".upgrader-app-01", dir_fd=dfd)
+                except OSError:
+                    pass
+        finally:
+            os._exit(0)
+    os.close(stop_r)
+    os.close(dfd)
+    try:
+        rc, out = run_cli(box, capsys, "run", str(plan), "--approval", str(approval))
+    finally:
+        os.close(stop_w)
+        os.waitpid(pid, 0)
+    state = disk / ".upgrader-app-01"
+    if rc == 0:
+        st = state.lstat()
+        assert st.st_uid == 0 and st.st_mode & 0o7777 == 0o700 and (state / ".upgrader-state").is_file()
+        assert box.answers() == NEW
+    else:
+        assert rc == 2 and ".upgrader-app-01" in out, out
+        assert box.answers() == OLD
+    nobodys_dirs_are_empty(disk)
