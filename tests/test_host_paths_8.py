@@ -240,8 +240,9 @@ def test_over_ssh_rollback_never_deletes_into_a_mount(fleet: Callable[[int], Fle
 def test_a_mount_that_appears_after_prepare_is_refused_at_install(sandbox: Sandbox, tmp_path: Path,
                                                                   capsys: pytest.CaptureFixture[str]) -> None:
     """Nothing is mounted at plan and prepare; the moment the server has stopped, a mount appears in a product
-    directory (docs/, which install leaves in the old tree that finish deletes): install refuses before the swap, the
-    old version is restored and running, the run needs a person naming the mount, the mounted files are all there."""
+    directory (docs/, which install leaves in the old tree that finish deletes): install refuses before the swap and
+    the rollback refuses to move the tree that holds the mount; the run needs a person naming the mount, the mounted
+    files are all there. Unmounted, the operator's rollback restores the old version, running."""
     install, shared = sandbox.install_dir, shared_dir(tmp_path)
     (install / "docs" / "shared").mkdir()
     files = shared_files(shared)
@@ -261,8 +262,15 @@ def test_a_mount_that_appears_after_prepare_is_refused_at_install(sandbox: Sandb
         out = "".join(capsys.readouterr())
         watcher.join(timeout=60)
         assert rc == 5 and "install: docs/shared is a mount point inside the install dir" in out, out
-        assert sandbox.wait_version("7.0.4.1", timeout=30) == "7.0.4.1"
+        # the rollback does not move the live tree, which holds the mount, into runs/RUN/failed: it needs a person,
+        # the mount where it was; once it is unmounted, the operator's rollback restores the old version
+        assert "rollback failed at rollback" in out and "docs/shared is a mount point" in out, out
         assert shared_files(shared) == files
+        subprocess.run(["umount", str(install / "docs" / "shared")], check=True)
+        run = sorted((sandbox.root / "runs").iterdir(), key=lambda p: p.stat().st_mtime)[-1].name
+        rc, out = run_cli(sandbox, capsys, "rollback", run, "--yes")
+        assert rc == 0, out
+        assert sandbox.wait_version("7.0.4.1", timeout=30) == "7.0.4.1"
     finally:
         os.close(pidfd)
         unmount_below(tmp_path)

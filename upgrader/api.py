@@ -1051,9 +1051,9 @@ def _run_approval_records(run_dir: Path) -> list[JSONObject]:
 
 def _run_dir(ctx: Context, run_id: str, hint: str | None) -> Path:
     """The run's directory; InputError when there is no such run (``hint`` None: name the recent runs)."""
-    from .core.journal import runs_dir
+    from .core.journal import run_dir_of, runs_dir
 
-    run_dir = runs_dir(ctx.home) / run_id
+    run_dir = run_dir_of(ctx.home, run_id)
     if not (run_dir / "plan.json").is_file():
         if hint is None:
             known = sorted(p.name for p in runs_dir(ctx.home).glob("*") if p.is_dir())[-5:]

@@ -14,6 +14,7 @@ import datetime as _dt
 import hashlib
 import json
 import os
+import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -169,3 +170,17 @@ def read_journal(path: Path) -> Iterator[JournalRecord]:
 def runs_dir(home: Path) -> Path:
     """Where the runs' directories are (``HOME/runs``)."""
     return home / "runs"
+
+
+_RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
+
+
+def run_dir_of(home: Path, run_id: str) -> Path:
+    """``HOME/runs/RUN_ID`` for a run id that is one name there; InputError for anything else (``.``, ``..``, a
+    ``/``, an empty id), which would name another directory."""
+    if not _RUN_ID.match(run_id):
+        raise InputError(f"{run_id!r} is not a run id: a run id is one name (letters, digits, '.', '_' and '-', "
+                         "starting with a letter or digit; no '/', not '.' or '..')",
+                         hint="the run ids are the names of the directories in HOME/runs; 'upgrader status' lists "
+                              "the runs")
+    return runs_dir(home) / run_id

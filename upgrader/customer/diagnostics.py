@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from ..core.errors import InputError, UpgraderError
+from ..core.journal import run_dir_of
 from ..audit.obfuscation import Obfuscator
 from ..audit.redaction import redact
 from .severity import classify_run, is_cancelled
@@ -160,7 +161,7 @@ def build_bundle(home: Path, run_id: str, *, connect: Callable[[dict[str, Any]],
 
     ``result``: the result the command that just ran is about to write as ``result_name`` (default:
     the newest result file of the run)."""
-    run_dir = home / "runs" / run_id
+    run_dir = run_dir_of(home, run_id)
     plan = _load(run_dir / "plan.json")
     if plan is None:
         raise InputError(f"no run {run_id!r} in {home / 'runs'}", hint="check the run id, or give --home")

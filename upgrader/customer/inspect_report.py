@@ -220,6 +220,8 @@ _WHY_ZH = (
     (r"no -Xmx on the JVM's command line.*", "JVM 命令行中没有 -Xmx：适用 JVM 的默认值（物理内存的四分之一）"),
     (r"the JVM runs as uid (\d+) and the agent as uid (\d+).*",
      "JVM 以 uid {0} 运行，采集进程以 uid {1} 运行：jcmd 只能以 JVM 自己的账户连接（请以 root 或该账户运行采集进程）"),
+    (r"the JVM runs as root and (.*?) could be changed by an account other than root \((.*)\): .*",
+     "JVM 以 root 运行，而 {0} 可被 root 以外的账户修改（{1}）：采集进程不会以 root 运行这样的 JDK 工具"),
     (r"no jcmd next to the JVM (.*?) nor on PATH.*", "JVM（{0}）旁及 PATH 中都没有 jcmd：只安装了 JRE，没有 JDK 工具"),
     (r"(jcmd GC\.heap_info|jstat -gcutil) failed: (.*)", "{0} 执行失败：{1}"),
     (r"neither apt nor dnf on this host", "本机既没有 apt 也没有 dnf"),

@@ -584,15 +584,27 @@ def mount_problems(root, preserve):
     """One sentence for every mount point inside the install dir ``root`` (see mounts.py): an upgrade moves the
     install dir aside and deletes what it leaves there, and a preserved path is renamed, which a mount point refuses
     (EBUSY) -- so each is refused before anything is stopped."""
+    parent, name = os.path.split(os.path.abspath(root).rstrip("/") or "/")
     try:
-        fd = os.open(root, OPEN_DIR)
+        pfd = os.open(parent or "/", OPEN_DIR & ~os.O_NOFOLLOW)
     except OSError:
         return []  # missing or not a directory: said elsewhere
     try:
+        fd = os.open(name, OPEN_DIR, dir_fd=pfd) if name else os.dup(pfd)
+    except OSError:
+        os.close(pfd)
+        return []
+    problems = []
+    try:
+        if name and crosses(pfd, fd):
+            problems.append("the install dir %s is itself a mount point (%s mounted there): an upgrade moves the "
+                            "install dir aside and a new tree into its place, which a mount point refuses, and the "
+                            "agent never moves a mount, so the run is refused: mount the file system one level up "
+                            "and put the install dir inside it (point install_dir there)" % (root, source_of(fd)))
         found = mount_points_at(fd)
     finally:
         os.close(fd)
-    problems = []
+        os.close(pfd)
     for rel, source in found:
         kept = [p for p in preserve if rel == split_rel_join(p) or rel.startswith(split_rel_join(p) + "/")]
         if kept and split_rel_join(kept[0]) == rel:
@@ -907,10 +919,32 @@ def check_install_id(pfd, name, paths, allowed):
     return st
 
 
+def install_mount_problem(pfd, name, paths):
+    """The refusal (an AgentError, needs_person) when the install dir ``name`` (in the directory open as ``pfd``) is
+    itself a mount point or holds one: moving it would carry the mounted files into the run's state dir, where the
+    run's trees are deleted. None when it holds none, or is not a directory (said elsewhere)."""
+    try:
+        fd = os.open(name, OPEN_DIR, dir_fd=pfd)
+    except OSError:
+        return None
+    try:
+        if crosses(pfd, fd):
+            return across_mount(paths.install, source_of(fd))
+        found = mount_points_at(fd)
+        if found:
+            return across_mount(os.path.join(paths.install, found[0][0]), found[0][1])
+    finally:
+        os.close(fd)
+    return None
+
+
 def rename_install_out(pfd, name, dst, paths, allowed):
-    """Move the install dir (still one of ``allowed``) to ``dst``; moved back and refused when what moved was
-    something else (it was swapped between the check and the rename)."""
+    """Move the install dir (still one of ``allowed``, holding no mount point) to ``dst``; moved back and refused
+    when what moved was something else (it was swapped between the check and the rename)."""
     check_install_id(pfd, name, paths, allowed)
+    problem = install_mount_problem(pfd, name, paths)
+    if problem is not None:
+        raise problem
     os.rename(name, dst, src_dir_fd=pfd)
     st = os.lstat(dst)
     if not stat.S_ISDIR(st.st_mode) or (allowed is not None and dir_id(st) not in allowed):

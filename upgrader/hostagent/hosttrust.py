@@ -34,11 +34,11 @@ import hashlib
 import json
 import os
 import re
-import shutil
 import subprocess
 import tempfile
 
 from .common import AgentError
+from .mounts import remove_tree
 from .trustroot import TRUST_DIR as TRUST_DIR, load_root as load_root  # part of this module's interface
 from .trustroot import ALLOWED, CONFIG, _keygen, _read, _trust_error
 
@@ -370,7 +370,16 @@ def check(req, package_sha256=None):
     try:
         return _check(req, ev, root, package_sha256, tmp)
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        drop_tmp(tmp)
+
+
+def drop_tmp(tmp):
+    """Remove the check's own temporary directory from descriptors: nothing in it is followed, and a mount point
+    found in it (a file system mounted there meanwhile) is left as it is with everything below it, never emptied."""
+    try:
+        remove_tree(tmp)
+    except (OSError, AgentError):
+        pass  # what is left is the agent's own 0700 directory, or a mount it must not touch
 
 
 def _policy_error(message, what):

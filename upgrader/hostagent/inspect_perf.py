@@ -11,10 +11,11 @@ import calendar
 import os
 import pwd
 import re
+import stat
 import subprocess
 import time
 
-from .beneath import open_beneath
+from .beneath import dir_writers, open_beneath
 from .common import AgentError
 from .files import read_text
 
@@ -145,6 +146,41 @@ def jdk_tool(pid, name):
     return None
 
 
+def root_only_problem(path):
+    """Why running ``path`` as root could run code another account put there (None when it cannot): the file and
+    every directory on its way, as named and as really reached through its links, must be root's and writable by
+    nobody else (mode bits and POSIX ACL), so no account but root can change what runs. Looked at from the file up,
+    so the nearest such place is the one named."""
+    real = os.path.realpath(path)
+    seen = []
+    for p in (path, real):
+        q = os.path.normpath(p)
+        while True:
+            if q not in seen:
+                seen.append(q)
+            if q == "/":
+                break
+            q = os.path.dirname(q)
+    for q in seen:
+        try:
+            st = os.lstat(q)
+        except OSError as e:
+            return "%s cannot be examined (%s)" % (q, e.strerror)
+        if stat.S_ISLNK(st.st_mode):
+            continue  # a link's own mode means nothing; the directory holding it, and its target, are looked at
+        if st.st_uid != 0:
+            return "%s is owned by uid %d" % (q, st.st_uid)
+        try:
+            writers = dir_writers(q, st)
+        except OSError as e:
+            return "%s cannot be examined (%s)" % (q, e.strerror)
+        if writers:
+            kind, named = writers
+            return "%s may be written by %s" % (q, ", ".join(named) if named else
+                                                "everyone" if kind == "everyone" else "its group (gid %d)" % st.st_gid)
+    return None
+
+
 def parse_heap_info(text):
     """Used and committed heap (bytes) from ``jcmd PID GC.heap_info``: the sum of its top-level heap lines
     ('def new generation   total 4928K, used 1234K', 'garbage-first heap   total ..., used ...')."""
@@ -193,6 +229,17 @@ def jvm_figures(pid, argv):
         why_not = ("the JVM runs as uid %d and the agent as uid %d: jcmd can attach only as the JVM's own account "
                    "(run the agent as root or as that account)" % (uid, os.geteuid()))
     jcmd, jstat = jdk_tool(pid, "jcmd"), jdk_tool(pid, "jstat")
+    if why_not is None and os.geteuid() == 0 and uid == 0:
+        # the tool runs as root: never one that the service account (or any account but root) could have changed,
+        # such as a JDK inside the install dir
+        for tool in (jcmd, jstat):
+            problem = tool and root_only_problem(tool)
+            if problem:
+                why_not = ("the JVM runs as root and %s could be changed by an account other than root (%s): the "
+                           "agent runs no such JDK tool as root" % (tool, problem))
+                break
+        else:
+            jcmd, jstat = jcmd and os.path.realpath(jcmd), jstat and os.path.realpath(jstat)  # as checked
     if why_not is None and jcmd:
         try:
             text = run_as_owner([jcmd, str(pid), "GC.heap_info"], uid, gid)

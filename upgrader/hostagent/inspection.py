@@ -15,8 +15,8 @@ from .files import read_text
 from . import hosttrust
 from .inspect_perf import (access_figures, jvm_figures, net_counters, net_figures, patch_figures, process_before,
                            process_figures)
-from .processes import (describe_selector, foreign_process, listening, pid_alive, port_open, proc_cmdline, read_pid,
-                        select_processes)
+from .processes import (describe_selector, foreign_process, listening, pid_alive, pid_file_record, port_open,
+                        proc_cmdline, read_pid, select_processes)
 from .state import Paths
 from .versions import read_version
 
@@ -314,10 +314,10 @@ def op_inspect(req):
         # the pid file is the service account's to write: a process it names that is not the service's is neither
         # measured nor attached to (as stop never signals it)
         try:
-            owner = os.stat(paths.install).st_uid
-        except OSError:
-            owner = None
-        why = foreign_process(pid, [paths.install], req.get("process"), owner)
+            records = [pid_file_record(paths, req.get("pid_file"))]
+        except AgentError:
+            records = []
+        why = foreign_process(pid, paths, records, req.get("process"))
         if why:
             out["process"]["running"] = False
             out["process"]["error"] = "not measured: %s" % why

@@ -9,7 +9,7 @@ import signal
 import socket
 import time
 
-from .beneath import read_beneath
+from .beneath import open_beneath, read_beneath
 from .common import AgentError
 from .files import read_text
 
@@ -146,42 +146,124 @@ def cmdline_matches(argv, wants, last=None):
     return True
 
 
-def foreign_process(pid, dirs, sel=None, owner=None):
-    """Why process ``pid`` is not the service's (None when it is): the service's process runs a program, or in a
-    working directory, or with a command-line path, under one of ``dirs`` (the install dir, or where a run moved
-    it), or matches the playbook's process selector ``sel``, or runs as the install's owner ``owner`` (not root).
-    A pid file is written by the service account: it may name any process, which root must not signal."""
-    reals = [os.path.realpath(d) for d in dirs if d]
-
-    def under(p):
-        p = os.path.realpath(p)
-        return any(p == r or p.startswith(r.rstrip("/") + "/") for r in reals)
-
-    argv = proc_cmdline(pid)
-    if sel and cmdline_matches(argv, sel.get("cmdline_contains") or [], sel.get("cmdline_last")):
+def proc_identity(pid):
+    """(uids, started) of process ``pid``: its real, effective and saved uids, and when it started (seconds since the
+    epoch, from its start in clock ticks after boot); None when it is gone or cannot be read."""
+    status = read_text("/proc/%d/status" % pid)
+    stat = read_text("/proc/%d/stat" % pid)
+    boot = read_text("/proc/stat")
+    if not status or not stat or not boot:
         return None
-    for link in ("exe", "cwd"):
-        try:
-            target = os.readlink("/proc/%d/%s" % (pid, link))
-        except OSError:
-            continue
-        if target.endswith(" (deleted)"):
-            target = target[:-len(" (deleted)")]
-        if target.startswith("/") and under(target):
-            return None
-    for arg in argv:
-        for piece in [arg, arg.partition("=")[2]] + arg.split(":"):
-            if piece.startswith("/") and under(piece):
-                return None
+    uids = btime = None
+    for line in status.splitlines():
+        if line.startswith("Uid:"):
+            uids = [int(x) for x in line.split()[1:4]]
+    for line in boot.splitlines():
+        if line.startswith("btime "):
+            btime = int(line.split()[1])
     try:
-        uid = os.stat("/proc/%d" % pid).st_uid
-    except OSError:
-        return None  # gone: nothing to signal
-    if owner and uid == owner:
+        ticks = int(stat.rsplit(")", 1)[-1].split()[19])  # starttime, field 22 of proc(5)
+    except (IndexError, ValueError):
         return None
-    return ("pid %d (%s, uid %d) runs no program, in no directory and with no path of the install dir %s, matches "
-            "no process selector of the playbook, and does not run as the install's owner"
-            % (pid, " ".join(argv)[:200] or "?", uid, dirs[0]))
+    if not uids or btime is None:
+        return None
+    return uids, btime + float(ticks) / os.sysconf("SC_CLK_TCK")
+
+
+def pid_file_record(paths, pid_file):
+    """What the pid file says and who wrote it: {pid, uid, mtime} (read through one descriptor, under open_beneath's
+    disclosure rule), or None when there is none or it names no number."""
+    if not pid_file:
+        return None
+    try:
+        fd = open_beneath(paths.install, pid_file, "pid_file", disclose=True)
+    except AgentError:
+        raise
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        data = os.read(fd, 64)
+    finally:
+        os.close(fd)
+    try:
+        pid = int(data.strip() or b"0")
+    except ValueError:
+        return None
+    return {"pid": pid, "uid": st.st_uid, "mtime": st.st_mtime} if pid > 0 else None
+
+
+START_SLACK = 2.0  # seconds: a start time is known to a clock tick, a file's time to the file system's grain
+
+
+def foreign_process(pid, paths, records=(), sel=None):
+    """Why process ``pid`` is not the service's own (None when it is, or when it is gone). It is the service's only
+    when it is
+
+    - the pid a pid file names (``records``: what pid_file_record read), running with real, effective and saved
+      uid all the pid file's owner (whoever wrote the pid file may name only a process it could signal itself), and
+      started no later than the pid file was written (a later one took the pid of a service that is gone); or
+    - a match of the playbook's process selector ``sel``, running (real, effective and saved uid) as the agent's
+      account or the install's owner, the accounts that start the service.
+
+    Nothing else counts: not a working directory, an open file or a command-line path in the install dir (root's
+    ``tail -f INSTALL/logs/x.log``). The pid file is the service account's to write: it may name any process, which
+    the agent, often root, must never signal nor attach to."""
+    ident = proc_identity(pid)
+    if ident is None:
+        return None  # gone: nothing to signal
+    uids, started = ident
+    argv = proc_cmdline(pid)
+    shown = " ".join(argv)[:200] or "?"
+    problems = []
+    for rec in records or ():
+        if not rec or rec.get("pid") != pid:
+            continue
+        if set(uids) != {rec["uid"]}:
+            problems.append("it runs as uid %s and the pid file is owned by uid %d: the pid file's writer may name "
+                            "only a process of its own account" % ("/".join(str(u) for u in uids), rec["uid"]))
+        elif started > rec["mtime"] + START_SLACK:
+            problems.append("it started at %s, after the pid file was written (%s): the pid is another process's now"
+                            % (time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started)),
+                               time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(rec["mtime"]))))
+        else:
+            return None
+    if sel and cmdline_matches(argv, sel.get("cmdline_contains") or [], sel.get("cmdline_last")):
+        starters = {os.geteuid()}
+        try:
+            starters.add(os.stat(paths.install).st_uid)
+        except OSError:
+            pass
+        if len(set(uids)) == 1 and uids[0] in starters:
+            return None
+        problems.append("it matches the playbook's process selector but runs as uid %s, neither the agent's account "
+                        "nor the install's owner" % "/".join(str(u) for u in uids))
+    return "pid %d (%s): %s" % (pid, shown, "; ".join(problems) or
+                                "it is neither the pid the pid file names nor a match of the playbook's process "
+                                "selector")
+
+
+def pidfd(pid):
+    """A pidfd of process ``pid`` (Linux 5.3+, Python 3.9+), None where there is none: signals sent through it reach
+    the process checked, never one that took its pid since."""
+    opener = getattr(os, "pidfd_open", None)
+    if opener is None:
+        return None
+    try:
+        return opener(pid)
+    except OSError:
+        return None
+
+
+def send_signal(pid, fd, sig):
+    sender = getattr(signal, "pidfd_send_signal", None)
+    try:
+        if fd is not None and sender is not None:
+            sender(fd, sig)
+        else:
+            os.kill(pid, sig)
+    except OSError:
+        pass
 
 
 def port_owners(ports, first=()):

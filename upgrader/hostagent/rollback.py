@@ -4,8 +4,8 @@ import os
 import stat
 import time
 
-from .beneath import (OPEN_DIR, DirFds, check_install_id, dir_id, hash_beneath, install_name, lstat_beneath,
-    move_beneath, open_root, rename_install_out)
+from .beneath import (OPEN_DIR, DirFds, check_install_id, dir_id, hash_beneath, install_mount_problem, install_name,
+    lstat_beneath, move_beneath, open_root, rename_install_out)
 from .common import AgentError, test_kill
 from .files import fsync_dir, read_json, rmtree, write_json_atomic
 from .identity import dir_identity, record_lineage
@@ -40,6 +40,11 @@ def op_rollback(req):
         # a rollback requested later finds the tree a later run put back (its restored copy): any real directory
         # (never a link) is accepted here, and pinned, so a swap while this rollback works is still refused
         live_st = check_install_id(pfd, name, paths, None)
+        # the live tree is moved to runs/RUN/failed: one that is or holds a mount point is refused before anything
+        # is built or moved (the mounted files would be carried into the state dir)
+        problem = install_mount_problem(pfd, name, paths) if live_st is not None else None
+        if problem is not None:
+            raise problem
     finally:
         os.close(pfd)
     if live_st is not None and known is not None and dir_id(live_st) not in known:

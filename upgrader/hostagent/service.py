@@ -8,7 +8,8 @@ from .beneath import open_beneath
 from . import hosttrust
 from .common import AgentError, test_kill
 from .probes import log_files
-from .processes import foreign_process, port_open, real_ports, run_shell, service_pids, wait_until
+from .processes import (foreign_process, pid_file_record, pidfd, port_open, real_ports, run_shell, send_signal,
+                        service_pids, wait_until)
 from .state import Paths, run_state, set_run_state
 
 
@@ -19,6 +20,7 @@ def op_stop(req):
     start = time.time()
     sel = spec.get("process")
     found = service_pids(paths, spec.get("pid_file"), sel)
+    records = [pid_record(paths, spec.get("pid_file"))]  # who wrote which pid, before the stop command ran
     pid = found[0] if found else None
     ports = real_ports(spec.get("ports", []))
     result = {"pid": pid, "escalated": None}
@@ -38,6 +40,7 @@ def op_stop(req):
             result.update(already_stopped=True, seconds=round(time.time() - start, 3))
             return result
         found = service_pids(paths, spec.get("pid_file"), sel)
+        records.append(pid_record(paths, spec.get("pid_file")))
         pid = found[0] if found else None
         result["pid"] = pid
     asked = time.time()  # the stop timeout counts from here, not from any wait for a service coming up
@@ -56,36 +59,43 @@ def op_stop(req):
         targets = service_pids(paths, spec.get("pid_file"), sel, pid)
         if not spec.get("force", True) or not targets:
             raise AgentError("service did not stop within %ss" % spec.get("timeout", 60), "failed", **result)
-        dirs = [paths.install] + ([paths.run("old")] if paths.run_id else [])
-        try:
-            owner = os.stat(paths.install).st_uid
-        except OSError:
-            owner = None
-        for target in targets:
-            why = foreign_process(target, dirs, sel, owner)
-            if why:
-                raise AgentError(
-                    "service did not stop within %ss, and the pid file %s names a process that is not the "
-                    "service's: %s. No signal was sent to it (the pid file is written by the service account, which "
-                    "could name any process): a person must check pid %d and stop the service"
-                    % (spec.get("timeout", 60), spec.get("pid_file") or "-", why, target), "needs_person",
-                    **result)
-        for sig, name in ((signal.SIGTERM, "SIGTERM"), (signal.SIGKILL, "SIGKILL")):
-            result["escalated"] = name
+        records.append(pid_record(paths, spec.get("pid_file")))
+        fds = dict((target, pidfd(target)) for target in targets)  # taken before the check: signals reach the
+        try:                                                          # process checked, never a later one
             for target in targets:
-                try:
-                    os.kill(target, sig)
-                except OSError:
-                    pass
-            if wait_until(gone, time.time() + float(spec.get("kill_wait", 5))):
-                break
-        else:
-            raise AgentError("service pid %s survived SIGKILL" % ", ".join(str(t) for t in targets), "needs_person",
-                             **result)
+                why = foreign_process(target, paths, records, sel)
+                if why:
+                    raise AgentError(
+                        "service did not stop within %ss, and the process to signal is not the service's own: %s. No "
+                        "signal was sent to it (the pid file %s is written by the service account, which could name "
+                        "any process): a person must check pid %d and stop the service"
+                        % (spec.get("timeout", 60), why, spec.get("pid_file") or "-", target), "needs_person",
+                        **result)
+            for sig, name in ((signal.SIGTERM, "SIGTERM"), (signal.SIGKILL, "SIGKILL")):
+                result["escalated"] = name
+                for target in targets:
+                    send_signal(target, fds[target], sig)
+                if wait_until(gone, time.time() + float(spec.get("kill_wait", 5))):
+                    break
+            else:
+                raise AgentError("service pid %s survived SIGKILL" % ", ".join(str(t) for t in targets),
+                                 "needs_person", **result)
+        finally:
+            for fd in fds.values():
+                if fd is not None:
+                    os.close(fd)
     if paths.in_run:
         set_run_state(paths, launched=None)  # whatever this run launched is stopped: none is coming up
     result["seconds"] = round(time.time() - start, 3)
     return result
+
+
+def pid_record(paths, pid_file):
+    """What the pid file says and who wrote it (see processes.pid_file_record); None when it cannot be read."""
+    try:
+        return pid_file_record(paths, pid_file)
+    except AgentError:
+        return None
 
 
 def launch_deadline(st, allowed):

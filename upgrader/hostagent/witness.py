@@ -42,7 +42,9 @@ STEPS = "steps.jsonl"
 LISTED = 20
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
-_RUN = re.compile(r"^[A-Za-z0-9._-]{1,120}(/[A-Za-z0-9._-]{1,120})?$")
+# a run id, or a run id and one more label ("RUN/rollback-TIME"): each part one name, never "." nor ".." (a label
+# may name a run's directory)
+_RUN = re.compile(r"^(?!\.\.?(?:/|$))[A-Za-z0-9._-]{1,120}(/(?!\.\.?$)[A-Za-z0-9._-]{1,120})?$")
 
 
 def _checkpoint(req):
