@@ -291,7 +291,18 @@ def _log_account(events: list[JSONObject], label: str, host: str) -> JSONObject 
     phases = {str(e.get("phase")) for e in mine if e.get("event") == "phase_finished" and e.get("host") == host
               and e.get("outcome") == "ok"}
     first = next((e.get("time") for e in mine if e.get("host") == host and e.get("event") == "phase_started"), None)
-    return {"kind": start.get("event") if start is not None else None,
+    # each phase of this host as the log times it: [start, end] in the order the log has them
+    spans: dict[str, list[list[object]]] = {}
+    for e in mine:
+        if e.get("host") != host or e.get("phase") is None:
+            continue
+        if e.get("event") == "phase_started":
+            spans.setdefault(str(e.get("phase")), []).append([e.get("time"), None])
+        elif e.get("event") == "phase_finished":
+            open_ = next((x for x in spans.get(str(e.get("phase")), []) if x[1] is None), None)
+            if open_ is not None:
+                open_[1] = e.get("time")
+    return {"kind": start.get("event") if start is not None else None, "spans": spans,
             "plan": sd.get("plan") if start is not None else None,
             "approvals": sorted(str(a.get("digest")) for a in sd.get("approvals") or [] if isinstance(a, dict))
             if "approvals" in sd else None,
@@ -334,6 +345,8 @@ def _differences(rec: JSONObject, log: JSONObject) -> list[JSONObject]:
                        f"{phase} {'done' if phase in phases else 'not done'}")
         if "rollback" in phases and "rollback" not in done:
             differ("phases", "rollback not done", "rollback done")
+    if not resumed:
+        out += _step_times(steps, log.get("spans"))
     host_end, log_end = _when(rec.get("finished")), _when(log.get("finished"))
     if host_end is not None and log_end is not None and abs(host_end - log_end) > CLOCK_SKEW:
         differ("finished", _iso(host_end), log.get("finished"))
@@ -346,10 +359,71 @@ def _differences(rec: JSONObject, log: JSONObject) -> list[JSONObject]:
     return out
 
 
+#: the actions whose start and end a host records (hostagent note_step) that the log times as a phase of the same
+#: name: the log's phase holds the action (the controller logs its start before it asks and its end after the
+#: answer), so it can be no shorter than the host's own step, nor start or end further than CLOCK_SKEW from it
+TIMED_STEPS = ("stop", "install", "start", "rollback")
+#: the log's times are kept to the millisecond: a phase may read this much shorter than the step it holds
+TIME_SLACK = 0.005
+
+
+def _step_span(steps: Sequence[object], op: str) -> tuple[float, float] | None:
+    """The first ``op`` step's (start, end) by the host's clock, when it recorded both (agents before this version
+    recorded only the end)."""
+    for x in steps:
+        if isinstance(x, dict) and x.get("op") == op:
+            a, b = _when(x.get("start")), _when(x.get("at"))
+            return (a, b) if a is not None and b is not None and b >= a else None
+    return None
+
+
+def host_downtime(steps: object) -> float | None:
+    """The outage by the host's own clock: its stop step's start to its start step's end (the first of each);
+    None when the host did not record both (not stopped, not started again, or an older agent)."""
+    given: Sequence[object] = steps if isinstance(steps, list) else []
+    stop, start = _step_span(given, "stop"), _step_span(given, "start")
+    if stop is None or start is None or start[1] < stop[0]:
+        return None
+    return round(start[1] - stop[0], 3)
+
+
+def _step_times(steps: Sequence[object], spans: object) -> list[JSONObject]:
+    """Each host step (TIMED_STEPS) against the log's phase of the same name, paired in order: its start or end
+    further than CLOCK_SKEW from the log's, or the log's phase shorter than the step, differs; and the log's outage
+    (stop started to start finished) shorter than the host's own."""
+    out: list[JSONObject] = []
+    given: dict[str, list[list[object]]] = spans if isinstance(spans, dict) else {}
+    for op in TIMED_STEPS:
+        done = [x for x in steps if isinstance(x, dict) and x.get("op") == op]
+        for x, span in zip(done, given.get(op) or []):
+            a, b = _when(x.get("start")), _when(x.get("at"))
+            la, lb = _when(span[0]), _when(span[1])
+            if a is None or b is None or la is None or lb is None:
+                continue
+            host_text = f"{_iso_ms(a)} – {_iso_ms(b)} ({b - a:.3f}s)"
+            log_text = f"{span[0]} – {span[1]} ({lb - la:.3f}s)"
+            if abs(a - la) > CLOCK_SKEW or abs(b - lb) > CLOCK_SKEW or (lb - la) + TIME_SLACK < (b - a):
+                out.append({"field": f"{op} time", "host": host_text, "log": log_text})
+    down = host_downtime(list(steps))
+    stops, starts = given.get("stop") or [], given.get("start") or []
+    if down is not None and stops and starts:
+        la, lb = _when(stops[0][0]), _when(starts[0][1])
+        if la is not None and lb is not None and (lb - la) + TIME_SLACK < down:
+            out.append({"field": "downtime", "host": f"{down:.3f}s", "log": f"{lb - la:.3f}s"})
+    return out
+
+
+def _iso_ms(t: float) -> str:
+    import datetime as _dt
+
+    return _dt.datetime.fromtimestamp(t, _dt.timezone.utc).isoformat(timespec="milliseconds")
+
+
 #: the fields of a host's own run record, in Chinese
 FIELDS_ZH = {"outcome": "结果", "version_after": "之后的版本", "version_before": "之前的版本", "plan": "计划摘要",
              "window": "在维护窗口内", "approvals": "批准摘要", "phases": "执行的阶段", "finished": "结束时间",
-             "started": "开始时间", "run": "运行"}
+             "started": "开始时间", "run": "运行", "stop time": "停止步骤的时间", "install time": "安装步骤的时间",
+             "start time": "启动步骤的时间", "rollback time": "回滚步骤的时间", "downtime": "停机时长"}
 
 
 def account_texts(a: Mapping[str, object], lang: str = "en") -> list[str]:
@@ -503,7 +577,7 @@ def opening_text(d: Mapping[str, object], lang: str = "en") -> str:
                 f"says it ended {d.get('outcome')} on that host (ALTERED)")
     if kind == "field":
         name = {"plan": "计划摘要", "policy sha256": "策略 sha256", "requester": "申请人", "approvals": "批准摘要",
-                "kind": "运行类型"}
+                "kind": "运行类型", "operator": "操作员"}
         return (f"主机 {host} 对运行 {run} 的开始记录与日志不符——{name.get(str(d.get('field')), d.get('field'))}：主机记为 "
                 f"{d.get('host_value')}，日志为 {d.get('log_value')}（已被篡改）" if zh else
                 f"host {host}'s opening record of run {run} differs from the log: {d.get('field')} is "
@@ -603,6 +677,16 @@ def _compare_openings(result: WitnessResult, events: list[JSONObject], window: o
                 for op in ("stop", "install"):
                     if op in done and op not in tried:
                         found(False, kind="steps", step=op, **base)
+            # who ran it: the controller's user and machine the host was told at its lock, against every actor the
+            # log gives the run's lines (the engineer who re-signs the log cannot give the run to someone else)
+            told = (rec.get("user"), rec.get("controller"))
+            if all(isinstance(x, str) for x in told):
+                for ran in dict.fromkeys((a.get("user"), a.get("host")) for e in events if e.get("run") == label
+                                         for a in [e.get("actor")] if isinstance(a, dict)):
+                    if ran != told:
+                        found(False, kind="field", field="operator", host_value="%s@%s" % told,
+                              log_value="%s@%s" % ran, **base)
+                        break
             sd = started.get(label)
             if not isinstance(sd, dict):
                 continue
@@ -677,6 +761,13 @@ def case_witnesses(result: WitnessResult, run: str, hosts: Sequence[str]) -> JSO
               "unproven" if any(a["doubts"] for a in accounts) or openings else
               "cannot_check" if not kept and any(h.error for h in result.hosts) else
               "intact" if kept else "none")
-    return {"status": status, "hosts": kept, "accounts": accounts, "openings": openings,
+    # the outage of each host by its own clock (its stop step's start to its start step's end), from its own record
+    downtime: JSONObject = {}
+    for h in result.hosts:
+        rec = next((r for r in ([] if h.error else h.runs) if str(r.get("as") or r.get("run") or "") == run), None)
+        down = host_downtime(rec.get("steps")) if rec is not None else None
+        if down is not None:
+            downtime[h.host] = down
+    return {"status": status, "hosts": kept, "accounts": accounts, "openings": openings, "downtime": downtime,
             "unreadable": [{"host": h.host, "error": h.error} for h in result.hosts if h.error],
             "not_kept": [h for h in hosts if h in read and h not in keeping]}

@@ -313,6 +313,15 @@ def cmd_case(args: argparse.Namespace) -> int:
     return done.exit_code
 
 
+#: where a case's downtime comes from (audit/case.py "log"; api._downtime_from_hosts "host", "hosts", "hosts and
+#: log"): the hosts' own step times when they are witnessed, else the log's phase times
+_SOURCE_EN = {"log": "from the log's phase times", "host": "by the host's own clock",
+              "hosts": "by the hosts' own clocks", "hosts and log": "by the hosts' own clocks where they recorded it, "
+              "else from the log"}
+_SOURCE_ZH = {"log": "来自日志的阶段时间", "host": "按主机自己的时钟", "hosts": "按各主机自己的时钟",
+              "hosts and log": "主机有记录的按主机自己的时钟，其余来自日志"}
+
+
 def case_lines(case: dict[str, Any]) -> list[str]:
     """The case file as plain lines (recorded text: printed as is, never as markup)."""
     req = case.get("requested") or {}
@@ -334,11 +343,12 @@ def case_lines(case: dict[str, Any]) -> list[str]:
                                   if win else "not recorded"),
             f"operator: {op.get('principal')} ({op.get('user')}@{op.get('host')}, key {op.get('key')})",
             f"started {case.get('started')}, finished {case.get('finished')}, {case.get('duration_seconds')} s; "
-            f"downtime {case.get('downtime_seconds')} s"]
+            f"downtime {case.get('downtime_seconds')} s ({_SOURCE_EN.get(str(case.get('downtime_source')), 'log')})"]
     for h in case.get("hosts") or []:
         phases = ", ".join(f"{p.get('phase')} {p.get('outcome')} {p.get('seconds')} s" for p in h.get("phases") or [])
         out.append(f"host {h.get('host')}: {h.get('from')} -> {h.get('to')}: {h.get('outcome')}, version after "
-                   f"{h.get('version_after')}, downtime {h.get('downtime_seconds')} s; phases: {phases}")
+                   f"{h.get('version_after')}, downtime {h.get('downtime_seconds')} s "
+                   f"({_SOURCE_EN.get(str(h.get('downtime_source')), 'log')}); phases: {phases}")
         if h.get("rollback_cause"):
             out.append(f"  rolled back because: {h['rollback_cause']}")
     outcome = case.get("outcome")
@@ -417,12 +427,13 @@ def case_lines_zh(case: dict[str, Any]) -> list[str]:
                          if win else "没有记录"),
             f"操作员：{op.get('principal')}（{op.get('user')}@{op.get('host')}，密钥 {op.get('key')}）",
             f"开始 {case.get('started')}，结束 {case.get('finished')}，用时 {case.get('duration_seconds')} 秒；"
-            f"停机 {case.get('downtime_seconds')} 秒"]
+            f"停机 {case.get('downtime_seconds')} 秒（{_SOURCE_ZH.get(str(case.get('downtime_source')), '来自日志')}）"]
     for h in case.get("hosts") or []:
         phases = "，".join(f"{word('phase', p.get('phase'), 'zh')} {word('status', p.get('outcome'), 'zh')} "
                           f"{p.get('seconds')} 秒" for p in h.get("phases") or [])
         out.append(f"主机 {h.get('host')}：{h.get('from')} → {h.get('to')}：{word('status', h.get('outcome'), 'zh')}，"
-                   f"之后的版本 {h.get('version_after')}，停机 {h.get('downtime_seconds')} 秒；各阶段：{phases}")
+                   f"之后的版本 {h.get('version_after')}，停机 {h.get('downtime_seconds')} 秒"
+                   f"（{_SOURCE_ZH.get(str(h.get('downtime_source')), '来自日志')}）；各阶段：{phases}")
         if h.get("rollback_cause"):
             out.append(f"  回滚原因：{cause(str(h['rollback_cause']), 'zh', technical=False)}")
     outcome = case.get("outcome")

@@ -1,0 +1,128 @@
+"""Issue 20, the leftovers of the attacker's third review (attack20-r3 B), played through the shipped CLI over the
+real sshd.
+
+- Attack B: the run's witness held back (its request's SSH connection cut: the checkpoint never reaches the host),
+  the outage squeezed out of the log (every line from the stop to the start given one time, seconds 0) and the run
+  given to another operator, re-signed with the operator key, the forged head then witnessed. The host recorded
+  each step's start and end and who took its lock: --witness names the stop, start and downtime differences and
+  the operator (ALTERED); `audit case --witness` shows the downtime by the host's own clock and says so.
+- `audit verify --lang zh` speaks Chinese; `audit case` on an ALTERED log marks everything below the headline as
+  not evidence (en and zh).
+- A run whose witness never reached the host: `audit verify --witness` says how to have it witnessed (NOT PROVEN
+  until then), and `audit witness RUN` does it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import approve, fault_env, plan_to
+
+from fleet import Fleet
+from modified_controller import ModifiedController, log_path, log_records
+from test_audit_witness import rechain
+from test_audit_witness_attacks_2 import ALTERED, NOT_PROVEN, fleet, verify  # noqa: F401 - fleet is a fixture
+from upgrader.cli import main
+from upgrader.trust.keys import load_private_key
+
+
+def run_unwitnessed(f: Fleet) -> str:
+    """The shipped CLI runs an upgrade; the SSH connection that carries its witness request is cut (the test suite's
+    fault plugin, as in test_link_cut): the run ends, the host never received the checkpoint."""
+    rc, plan = plan_to(f.box, "7.0.4.2")
+    assert rc == 0
+    approval = approve(f.box, plan)
+    env = {**os.environ, **fault_env(), "UPGRADER_FAULT_CUT_AT": "agent:request:witness",
+           "UPGRADER_FAULT_CUT_PID": str(f.sshd.proc.pid)}
+    done = subprocess.run([sys.executable, "-m", "upgrader", "--home", str(f.box.root), "run", str(plan),
+                           "--approval", str(approval)], env=env, capture_output=True, text=True, timeout=300,
+                          stdin=subprocess.DEVNULL)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "did not record the checkpoint" in " ".join(done.stdout.split()), done.stdout
+    assert not (f["app-01"].state_dir / "checkpoints.jsonl").exists()
+    return f.run_dirs()[-1].name
+
+
+def case_text(f: Fleet, capsys: pytest.CaptureFixture[str], run: str, *extra: str) -> tuple[int, str]:
+    capsys.readouterr()
+    rc = main(["--home", str(f.box.root), "audit", "case", run, *extra])
+    out = capsys.readouterr()
+    return rc, out.out + out.err
+
+
+def test_the_outage_and_the_operator_rewritten_within_the_hour_are_caught(
+        fleet: Fleet, capsys: pytest.CaptureFixture[str]) -> None:  # noqa: F811
+    f = fleet
+    run = run_unwitnessed(f)
+    steps = json.loads((f["app-01"].state_dir / "runs.jsonl").read_text().splitlines()[-1])["steps"]
+    by_op = {s["op"]: s for s in steps}
+    assert all(by_op[op]["start"] <= by_op[op]["at"] for op in ("stop", "install", "start"))
+    honest_down = round(by_op["start"]["at"] - by_op["stop"]["start"], 3)
+    recs = log_records(f)
+    mine = [r for r in recs if r.get("run") == run]
+    stop_at = next(r["seq"] for r in mine if r["event"] == "phase_started" and r.get("phase") == "stop")
+    up = next(r for r in mine if r["event"] == "phase_finished" and r.get("phase") == "start")
+
+    def edit(rec: dict[str, Any]) -> dict[str, Any]:
+        if rec.get("run") == run:
+            if stop_at <= rec["seq"] <= up["seq"]:  # the outage squeezed to nothing
+                rec["time"] = up["time"]
+                if rec["event"] == "phase_finished" and isinstance(rec.get("data"), dict) and "seconds" in rec["data"]:
+                    rec["data"]["seconds"] = 0.0
+            if isinstance(rec.get("actor"), dict):  # someone else ran it
+                rec["actor"].update(user="night-shift", host="ops-bastion")
+        return rec
+
+    key = load_private_key(str(f.box.operator_key))
+    forged = rechain(log_path(f).read_bytes().splitlines(keepends=True), edit, key, "operator@customer")
+    log_path(f).write_bytes(b"".join(forged))
+    line = next(json.loads(x) for x in forged if json.loads(x)["event"] == "checkpoint"
+                and json.loads(x).get("run") == run)
+    cp = dict(line["checkpoint"], run=run, time=line["time"], line=line["seq"])
+    cp.pop("signature")
+    with ModifiedController(f, "app-01") as c:  # within the hour: not late
+        assert c.call("witness", run_id=run, checkpoint=cp)["written"]
+    rc, report, text = verify(f, capsys)
+    assert rc == ALTERED, text
+    assert f"host app-01's own record of run {run} differs from the log: stop time is " in text
+    assert "start time is " in text and "downtime is " in text and "0.000s in the log: ALTERED" in text
+    lock = json.loads((f["app-01"].state_dir / "runs-opened.jsonl").read_text().splitlines()[-1])
+    assert (f"host app-01's opening record of run {run} differs from the log: operator is "
+            f"{lock['user']}@{lock['controller']} on the host, night-shift@ops-bastion in the log (ALTERED)") in text
+    rc, text = case_text(f, capsys, run, "--witness", str(f.box.inventory))
+    assert rc == ALTERED, text
+    flat = " ".join(text.split())
+    assert f"downtime {honest_down} s (by the hosts' own clocks)" in flat, flat
+    assert f"downtime {honest_down} s (by the host's own clock); phases:" in flat
+    rc, text = case_text(f, capsys, run, "--witness", str(f.box.inventory), "--lang", "zh")
+    assert f"停机 {honest_down} 秒（按各主机自己的时钟）" in " ".join(text.split()), text
+    assert "主机记为" in text and "操作员" in text
+
+
+def test_an_honest_runs_case_takes_its_downtime_from_the_host_and_says_so(
+        fleet: Fleet, capsys: pytest.CaptureFixture[str]) -> None:  # noqa: F811
+    f = fleet
+    rc, plan = plan_to(f.box, "7.0.4.2")
+    approval = approve(f.box, plan)
+    assert main(["--home", str(f.box.root), "run", str(plan), "--approval", str(approval)]) == 0
+    run = f.run_dirs()[-1].name
+    steps = json.loads((f["app-01"].state_dir / "runs.jsonl").read_text().splitlines()[-1])["steps"]
+    by_op = {s["op"]: s for s in steps}
+    down = round(by_op["start"]["at"] - by_op["stop"]["start"], 3)
+    rc, report, text = verify(f, capsys)
+    assert rc == 0, text
+    rc, text = case_text(f, capsys, run)
+    assert rc == 0 and "(from the log's phase times)" in text, text
+    rc, text = case_text(f, capsys, run, "--witness", str(f.box.inventory))
+    assert rc == 0, text
+    assert f"downtime {down} s (by the hosts' own clocks)" in " ".join(text.split()), text
+    capsys.readouterr()
+    assert main(["--home", str(f.box.root), "audit", "case", run, "--witness", str(f.box.inventory), "--json"]) == 0
+    case = json.loads(capsys.readouterr().out)["case"]
+    assert case["downtime_source"] == "hosts" and case["downtime_seconds"] == down
+    assert case["downtime_log_seconds"] >= down, "the log's outage holds the host's"
