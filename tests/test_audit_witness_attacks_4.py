@@ -26,7 +26,8 @@ from conftest import approve, fault_env, plan_to
 from fleet import Fleet
 from modified_controller import ModifiedController, log_path, log_records
 from test_audit_witness import rechain
-from test_audit_witness_attacks_2 import ALTERED, NOT_PROVEN, fleet, verify  # noqa: F401 - fleet is a fixture
+from test_audit_witness_attacks_2 import (  # noqa: F401 - fleet is a fixture
+    ALTERED, NOT_PROVEN, fleet, run_once, verify)
 from upgrader.cli import main
 from upgrader.trust.keys import load_private_key
 
@@ -126,3 +127,55 @@ def test_an_honest_runs_case_takes_its_downtime_from_the_host_and_says_so(
     case = json.loads(capsys.readouterr().out)["case"]
     assert case["downtime_source"] == "hosts" and case["downtime_seconds"] == down
     assert case["downtime_log_seconds"] >= down, "the log's outage holds the host's"
+
+
+def test_verify_speaks_chinese_and_a_case_from_an_altered_log_is_marked_no_evidence(
+        fleet: Fleet, capsys: pytest.CaptureFixture[str]) -> None:  # noqa: F811
+    f = fleet
+    run, _, _ = run_once(f)
+    home = ["--home", str(f.box.root), "audit"]
+    capsys.readouterr()
+    assert main([*home, "verify", "--lang", "zh"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert text.startswith("完好 ") and "最后一个检查点：第 " in text and "INTACT" not in text, text
+    rc, text = case_text(f, capsys, run)
+    assert rc == 0 and "not evidence" not in text
+    # the engineer edits the run's outcome in the log (no key): the log is ALTERED
+    lines = log_path(f).read_bytes().splitlines(keepends=True)
+    n = next(i for i, x in enumerate(lines) if json.loads(x)["event"] == "host_finished")
+    lines[n] = lines[n].replace(b'"committed"', b'"rolled_back"')
+    log_path(f).write_bytes(b"".join(lines))
+    capsys.readouterr()
+    assert main([*home, "verify", "--lang", "zh"]) == ALTERED
+    text = " ".join(capsys.readouterr().out.split())
+    assert text.startswith("已被篡改 ") and "ALTERED" not in text and "altered" not in text, text
+    capsys.readouterr()
+    assert main([*home, "verify", "--witness", str(f.box.inventory), "--lang", "zh"]) == ALTERED
+    text = " ".join(capsys.readouterr().out.split())
+    assert text.startswith("已被篡改 ") and "（已与各主机见证的检查点核对）" in text, text
+    assert (f"见证：主机 app-01 自己对运行 {run} 的记录与日志不符——结果：主机记为 committed，日志为 rolled_back（已被篡改）"
+            in text), text
+    assert "witness:" not in text and "the log" not in text and "ALTERED" not in text, text
+    # the case: the headline, then every section taken from the log marked no evidence; the hosts' word unmarked
+    rc, text = case_text(f, capsys, run, "--witness", str(f.box.inventory))
+    assert rc == ALTERED, text
+    lines_out = text.splitlines()
+    assert lines_out[0].startswith("ALTERED (line ") and lines_out[1].startswith(
+        "ALTERED: 1 witnessed checkpoint(s)"), text
+    assert lines_out[2].startswith("from an altered log — not evidence: every section below"), text
+    body = [x for x in lines_out[3:] if not x.startswith(" ")]
+    marked = [x for x in body if x.startswith("[from an altered log — not evidence] ")]
+    assert [x for x in body if x not in marked] and all(
+        x.startswith(("witness: ", "host record: ")) for x in body if x not in marked), text
+    assert any(" run " + run in x or x.endswith(f"run {run} (upgrade) to 7.0.4.2") for x in marked), text
+    assert any("downtime" in x for x in marked) and any(x.startswith("[from an altered log — not evidence] "
+                                                                      "requested by: ") for x in marked), text
+    rc, text = case_text(f, capsys, run, "--lang", "zh")
+    assert rc == ALTERED, text
+    lines_out = text.splitlines()
+    assert lines_out[0].startswith("已被篡改（第 ") and lines_out[1].startswith("取自被篡改的日志——不是证据："), text
+    assert all(x.startswith("[取自被篡改的日志——不是证据] ") for x in lines_out[2:] if x and not x.startswith(
+        ("见证：", "主机记录：", " "))), text
+    capsys.readouterr()
+    assert main([*home, "case", run, "--json"]) == ALTERED
+    assert json.loads(capsys.readouterr().out)["evidence"] is False

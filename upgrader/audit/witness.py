@@ -146,6 +146,14 @@ class WitnessResult:
     accounts: list[tuple[str, str, list[JSONObject], list[JSONObject]]] = field(default_factory=list)
     #: the log against the hosts' opening records and locks (_compare_openings): each finding, ``doubt`` or not
     openings: list[JSONObject] = field(default_factory=list)
+    #: ``problems`` and ``doubts`` in Chinese, the same items in the same order (audit verify --lang zh)
+    problems_zh: list[str] = field(default_factory=list)
+    doubts_zh: list[str] = field(default_factory=list)
+
+    def found(self, en: str, zh: str, *, doubt: bool = False) -> None:
+        """One problem (or doubt), said in English and in Chinese."""
+        (self.doubts if doubt else self.problems).append(en)
+        (self.doubts_zh if doubt else self.problems_zh).append(zh)
 
     @property
     def unreachable(self) -> list[HostWitness]:
@@ -216,20 +224,36 @@ def check_witnesses(data: bytes, hosts: list[HostWitness], *, not_read: Mapping[
             problem = _problem(hashes, cps, matching, h.host, c)
             result.findings.append((h.host, c, problem))
             if problem is not None:
-                result.problems.append(problem)
+                result.found(problem, str(_problem(hashes, cps, matching, h.host, c, "zh")))
     _compare_accounts(result, events)
     _compare_openings(result, events, window, policy_digest)
     for host, why in (not_read or {}).items():
-        result.doubts.append(f"host {host} is named by the log but was not read ({why}): what it recorded itself "
-                             "is not known, so the log is not proven")
+        result.found(f"host {host} is named by the log but was not read ({why}): what it recorded itself "
+                     "is not known, so the log is not proven",
+                     f"日志提到了主机 {host}，但没有读取它（{why}）：不知道它自己记录了什么，因此日志未经证实", doubt=True)
     return result
 
 
 def _problem(hashes: list[str], cps: dict[int, JSONObject], matching: list[int], host: str,
-             c: Mapping[str, object]) -> str | None:
+             c: Mapping[str, object], lang: str = "en") -> str | None:
     """What is wrong with the log against one witnessed checkpoint ``c`` of ``host``; None when it matches."""
     n = len(hashes)
     seq, head, run = _seq_of(c), str(c.get("head") or ""), c.get("run") or "-"
+    if lang == "zh":
+        said = f"主机 {host} 在序号 {seq}、链头 {head[:12]}… 处见证了运行 {run}"
+        if seq > n:
+            return f"{said}，但日志到序号 {n} 就结束了：被截断（末尾至少少了 {seq + 1 - n} 行，包括运行 {run} 的检查点）"
+        if hashes[seq - 1] != head:
+            good = [m for m in matching if m < seq]
+            where = (f"日志在第 {good[-1]} 行之后被改写（在那里见证的链头仍然相符）" if good else
+                     f"日志在第 {seq} 行或之前被改写")
+            return f"{said}，日志在序号 {seq} 处的链头却是 {hashes[seq - 1][:12]}…：{where}"
+        rec = cps.get(seq + 1)
+        if seq + 1 > n:
+            return f"{said}，但日志到序号 {n} 就结束了，在第 {seq + 1} 行运行 {run} 的检查点之前：被截断"
+        if rec is None or rec.get("run") != c.get("run") or _head_of(rec.get("checkpoint")) != head:
+            return f"{said}；日志第 {seq + 1} 行不是这次运行的检查点：日志在第 {seq} 行之后被改写"
+        return None
     said = f"host {host} witnessed run {run} at seq {seq} head {head[:12]}…"
     if seq > n:
         return (f"{said}, but the log ends at seq {n}: cut off ({seq + 1 - n} line(s) at least, run {run}'s "
@@ -478,8 +502,10 @@ def _compare_accounts(result: WitnessResult, events: list[JSONObject]) -> None:
         if h.error:
             continue
         if h.unreadable_count:
-            result.doubts.append(f"host {h.host}: {h.unreadable_count} line(s) of its record could not be used "
-                                 "(not a witness or run record this version writes)")
+            result.found(f"host {h.host}: {h.unreadable_count} line(s) of its record could not be used "
+                         "(not a witness or run record this version writes)",
+                         f"主机 {h.host}：其记录中有 {h.unreadable_count} 行无法使用（不是本版本写的见证或运行记录）",
+                         doubt=True)
         seen: set[str] = set()
         for rec in h.runs:
             label = str(rec.get("as") or rec.get("run") or "")
@@ -492,16 +518,20 @@ def _compare_accounts(result: WitnessResult, events: list[JSONObject]) -> None:
             doubts: list[JSONObject] = []
             if log is None:
                 if (h.host, label) not in witnessed_wrong:  # said once: its witness's problem names it already
-                    result.problems.append(
+                    result.found(
                         f"host {h.host} finished run {label} at {when} ({rec.get('outcome')}), but the log has no "
-                        "line of that run: cut off or removed")
+                        "line of that run: cut off or removed",
+                        f"主机 {h.host} 于 {when} 结束了运行 {label}（{rec.get('outcome')}），但日志中没有这次运行的任何"
+                        "一行：被截断或删除")
                 diffs.append({"field": "run", "host": label, "log": None})
             else:
                 diffs = _differences(rec, log)
                 for d in diffs:
-                    result.problems.append(
+                    result.found(
                         f"host {h.host}'s own record of run {label} differs from the log: {d['field']} is "
-                        f"{d['host']} on the host, {d['log']} in the log: ALTERED")
+                        f"{d['host']} on the host, {d['log']} in the log: ALTERED",
+                        f"主机 {h.host} 自己对运行 {label} 的记录与日志不符——"
+                        f"{FIELDS_ZH.get(str(d['field']), d['field'])}：主机记为 {d['host']}，日志为 {d['log']}（已被篡改）")
             wits = [c for c in h.checkpoints if c.get("run") == label]
             base = {"host": h.host, "run": label, "finished": when}
             if not wits:
@@ -514,7 +544,8 @@ def _compare_accounts(result: WitnessResult, events: list[JSONObject]) -> None:
                     doubts.append({**base, "kind": "late", "seconds": int(got - end)})
             for d in doubts:
                 d["text"] = doubt_text(d)
-            result.doubts += [str(d["text"]) for d in doubts]
+            for d in doubts:
+                result.found(str(d["text"]), doubt_text(d, "zh"), doubt=True)
             result.accounts.append((h.host, label, diffs, doubts))
 
 
@@ -630,7 +661,7 @@ def _compare_openings(result: WitnessResult, events: list[JSONObject], window: o
 
     def found(doubt: bool, **d: object) -> None:
         result.openings.append({**d, "doubt": doubt})
-        (result.doubts if doubt else result.problems).append(opening_text(d))
+        result.found(opening_text(d), opening_text(d, "zh"), doubt=doubt)
 
     # an approval is single-use: spent by a run a host finished (its own record), named by another run a host opened
     used: dict[str, tuple[str, str]] = {}
