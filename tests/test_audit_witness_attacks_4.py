@@ -179,3 +179,32 @@ def test_verify_speaks_chinese_and_a_case_from_an_altered_log_is_marked_no_evide
     capsys.readouterr()
     assert main([*home, "case", run, "--json"]) == ALTERED
     assert json.loads(capsys.readouterr().out)["evidence"] is False
+
+
+def test_a_run_whose_witness_never_arrived_is_proven_by_the_next_witnessed_run_within_the_hour(
+        fleet: Fleet, capsys: pytest.CaptureFixture[str]) -> None:  # noqa: F811
+    """The witness of a run never reached the host (its connection cut): NOT PROVEN, and the verdict says what would
+    prove it. The operator then rolls it back with the shipped CLI: that rollback's checkpoint, witnessed by the
+    host within the hour of the first run's finish there, covers every line before it: INTACT. Had that witness come
+    later than the hour, the first run is late (NOT PROVEN), the covering run named."""
+    f = fleet
+    run = run_unwitnessed(f)
+    rc, report, text = verify(f, capsys)
+    assert rc == NOT_PROVEN and text.startswith("NOT PROVEN"), text
+    assert (f"host app-01 finished run {run} at " in text and "keeps no witness of its checkpoint: unwitnessed (a "
+            "later run, resume or rollback whose checkpoint this host witnesses within 3600 s of that finish covers "
+            "it; after that it stays not proven)" in text), text
+    capsys.readouterr()
+    assert main(["--home", str(f.box.root), "rollback", run, "--yes"]) == 0
+    rc, report, text = verify(f, capsys)
+    assert rc == 0 and text.startswith("INTACT"), text
+    assert report["witness"]["doubts"] == [] and report["witness"]["runs_compared"] == 2
+    path = f["app-01"].state_dir / "checkpoints.jsonl"
+    [w] = [json.loads(x) for x in path.read_text().splitlines()]
+    assert w["run"].startswith(f"{run}/rollback-")
+    w["witnessed"] = w["witnessed"] + 7200  # as it would be had the rollback come two hours later
+    path.write_text(json.dumps(w) + "\n")
+    rc, report, text = verify(f, capsys)
+    assert rc == NOT_PROVEN, text
+    assert (f"host app-01 never received the checkpoint of run {run}; the first witness covering it (the checkpoint "
+            f"of run {w['run']}) came ") in text and "(more than 3600 s): late" in text, text

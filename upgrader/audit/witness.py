@@ -479,18 +479,28 @@ def doubt_text(d: Mapping[str, object], lang: str = "en") -> str:
     """A doubt about a run a host finished (``kind`` unwitnessed, late or duplicate), in English or Chinese."""
     host, run, when, kind = d.get("host"), d.get("run"), d.get("finished"), d.get("kind")
     if lang == "zh":
+        if kind == "late" and d.get("via"):
+            return (f"主机 {host} 没有收到运行 {run} 的检查点；覆盖它的第一个见证（运行 {d.get('via')} 的检查点）在主机自己"
+                    f"结束该运行 {d.get('seconds')} 秒后才到（超过 {int(LATE_AFTER)} 秒）：迟到的见证")
         if kind == "late":
             return (f"主机 {host} 在自己结束运行 {run} {d.get('seconds')} 秒后才收到其检查点（超过 {int(LATE_AFTER)} "
                     "秒）：迟到的见证")
         if kind == "duplicate":
             return f"主机 {host} 保存了运行 {run} 的 {d.get('count')} 个见证：重复"
-        return f"主机 {host} 于 {when} 结束了运行 {run}，但没有保存其检查点的见证：未见证"
+        return (f"主机 {host} 于 {when} 结束了运行 {run}，但没有保存其检查点的见证：未见证（若该主机在结束这次运行后 "
+                f"{int(LATE_AFTER)} 秒内见证了之后某次运行、续跑或回滚的检查点，它就覆盖这次运行；否则这次运行将一直未经证实）")
+    if kind == "late" and d.get("via"):
+        return (f"host {host} never received the checkpoint of run {run}; the first witness covering it (the "
+                f"checkpoint of run {d.get('via')}) came {d.get('seconds')} s after it finished the run (more than "
+                f"{int(LATE_AFTER)} s): late")
     if kind == "late":
         return (f"host {host} received the checkpoint of run {run} {d.get('seconds')} s after it finished the run "
                 f"(more than {int(LATE_AFTER)} s): late")
     if kind == "duplicate":
         return f"host {host} keeps {d.get('count')} witnesses of run {run}: duplicate"
-    return f"host {host} finished run {run} at {when} but keeps no witness of its checkpoint: unwitnessed"
+    return (f"host {host} finished run {run} at {when} but keeps no witness of its checkpoint: unwitnessed (a later "
+            f"run, resume or rollback whose checkpoint this host witnesses within {int(LATE_AFTER)} s of that finish "
+            "covers it; after that it stays not proven)")
 
 
 def _compare_accounts(result: WitnessResult, events: list[JSONObject]) -> None:
@@ -534,7 +544,12 @@ def _compare_accounts(result: WitnessResult, events: list[JSONObject]) -> None:
                         f"{FIELDS_ZH.get(str(d['field']), d['field'])}：主机记为 {d['host']}，日志为 {d['log']}（已被篡改）")
             wits = [c for c in h.checkpoints if c.get("run") == label]
             base = {"host": h.host, "run": label, "finished": when}
-            if not wits:
+            later = _covering(result, h, events, label) if not wits else None
+            if later is not None:  # a later run's head witnessed here fixes this run's lines too, from its receipt
+                got, end = _when(later.get("witnessed")), _when(rec.get("finished"))
+                if got is not None and end is not None and got - end > LATE_AFTER:
+                    doubts.append({**base, "kind": "late", "seconds": int(got - end), "via": later.get("run")})
+            elif not wits:
                 doubts.append({**base, "kind": "unwitnessed"})
             else:
                 if len(wits) > 1:
@@ -547,6 +562,19 @@ def _compare_accounts(result: WitnessResult, events: list[JSONObject]) -> None:
             for d in doubts:
                 result.found(str(d["text"]), doubt_text(d, "zh"), doubt=True)
             result.accounts.append((h.host, label, diffs, doubts))
+
+
+def _covering(result: WitnessResult, h: HostWitness, events: list[JSONObject], label: str) -> JSONObject | None:
+    """For a run ``h`` finished but never received the checkpoint of: the first witness (by its receipt on the host)
+    of a later checkpoint of the log that ``h`` keeps and the log matches; its head covers every line before it,
+    this run's own checkpoint among them. None when there is none (or the log has no checkpoint of the run)."""
+    own = [_seq_of(c) for e in events if e.get("event") == "checkpoint" and e.get("run") == label
+           for c in [e.get("checkpoint")] if isinstance(c, dict)]
+    if not own:
+        return None
+    good = [c for host, c, problem in result.findings if host == h.host and problem is None
+            and _seq_of(c) > own[0] and _when(c.get("witnessed")) is not None]
+    return min(good, key=lambda c: _when(c.get("witnessed")) or 0.0) if good else None
 
 
 #: outcomes the log gives a host that ended its run there (the host then has finished it too)
