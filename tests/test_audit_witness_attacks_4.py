@@ -8,8 +8,8 @@ real sshd.
   the operator (ALTERED); `audit case --witness` shows the downtime by the host's own clock and says so.
 - `audit verify --lang zh` speaks Chinese; `audit case` on an ALTERED log marks everything below the headline as
   not evidence (en and zh).
-- A run whose witness never reached the host: `audit verify --witness` says how to have it witnessed (NOT PROVEN
-  until then), and `audit witness RUN` does it."""
+- A run whose witness never reached the host: `audit verify --witness` says what proves it (NOT PROVEN until
+  then); a rollback of it witnessed within the hour covers it (INTACT); that witness later than the hour: late."""
 
 from __future__ import annotations
 

@@ -321,11 +321,11 @@ def _log_account(events: list[JSONObject], label: str, host: str) -> JSONObject 
         if e.get("host") != host or e.get("phase") is None:
             continue
         if e.get("event") == "phase_started":
-            spans.setdefault(str(e.get("phase")), []).append([e.get("time"), None])
+            spans.setdefault(str(e.get("phase")), []).append([e.get("time"), None, None])
         elif e.get("event") == "phase_finished":
             open_ = next((x for x in spans.get(str(e.get("phase")), []) if x[1] is None), None)
             if open_ is not None:
-                open_[1] = e.get("time")
+                open_[1], open_[2] = e.get("time"), e.get("outcome")
     return {"kind": start.get("event") if start is not None else None, "spans": spans,
             "plan": sd.get("plan") if start is not None else None,
             "approvals": sorted(str(a.get("digest")) for a in sd.get("approvals") or [] if isinstance(a, dict))
@@ -391,49 +391,63 @@ TIMED_STEPS = ("stop", "install", "start", "rollback")
 TIME_SLACK = 0.005
 
 
-def _step_span(steps: Sequence[object], op: str) -> tuple[float, float] | None:
-    """The first ``op`` step's (start, end) by the host's clock, when it recorded both (agents before this version
-    recorded only the end)."""
+def _spans(steps: Sequence[object], op: str, ok: bool = False) -> list[tuple[float, float]]:
+    """Every ``op`` step's (start, end) by the host's clock that has both (agents before this version recorded only
+    the end); ``ok``: only the steps that went well."""
+    out = []
     for x in steps:
-        if isinstance(x, dict) and x.get("op") == op:
+        if isinstance(x, dict) and x.get("op") == op and (x.get("ok") or not ok):
             a, b = _when(x.get("start")), _when(x.get("at"))
-            return (a, b) if a is not None and b is not None and b >= a else None
-    return None
+            if a is not None and b is not None and b >= a:
+                out.append((a, b))
+    return out
 
 
 def host_downtime(steps: object) -> float | None:
-    """The outage by the host's own clock: its stop step's start to its start step's end (the first of each);
-    None when the host did not record both (not stopped, not started again, or an older agent)."""
+    """The outage by the host's own clock: its first stop step's start to the end of the last start step that went
+    well after it; None when the host did not record both (not stopped, not started again, or an older agent)."""
     given: Sequence[object] = steps if isinstance(steps, list) else []
-    stop, start = _step_span(given, "stop"), _step_span(given, "start")
-    if stop is None or start is None or start[1] < stop[0]:
+    stops, starts = _spans(given, "stop"), _spans(given, "start", ok=True)
+    if not stops or not starts or starts[-1][1] < stops[0][0]:
         return None
-    return round(start[1] - stop[0], 3)
+    return round(starts[-1][1] - stops[0][0], 3)
 
 
 def _step_times(steps: Sequence[object], spans: object) -> list[JSONObject]:
-    """Each host step (TIMED_STEPS) against the log's phase of the same name, paired in order: its start or end
-    further than CLOCK_SKEW from the log's, or the log's phase shorter than the step, differs; and the log's outage
-    (stop started to start finished) shorter than the host's own."""
+    """The log's phases (TIMED_STEPS) on a host against the host's own steps of the same name. Every phase the log
+    says went well must hold a step the host executed: one (each used once, in order) that starts and ends within
+    CLOCK_SKEW of the phase and is no longer than it; none is a difference, naming the host's nearest step. And
+    the log's outage (its first stop phase's start to its last good start phase's end) must be no shorter than the
+    host's own when the host stopped and started once."""
     out: list[JSONObject] = []
     given: dict[str, list[list[object]]] = spans if isinstance(spans, dict) else {}
     for op in TIMED_STEPS:
-        done = [x for x in steps if isinstance(x, dict) and x.get("op") == op]
-        for x, span in zip(done, given.get(op) or []):
-            a, b = _when(x.get("start")), _when(x.get("at"))
+        mine = [(a, b) for x in steps if isinstance(x, dict) and x.get("op") == op and x.get("ok")
+                for a, b in [(_when(x.get("start")), _when(x.get("at")))] if a is not None and b is not None]
+        if not mine:  # an agent before this version recorded no start: nothing to compare
+            continue
+        used: set[int] = set()
+        for span in given.get(op) or []:
             la, lb = _when(span[0]), _when(span[1])
-            if a is None or b is None or la is None or lb is None:
+            if la is None or lb is None or span[2] != "ok":
                 continue
-            host_text = f"{_iso_ms(a)} – {_iso_ms(b)} ({b - a:.3f}s)"
-            log_text = f"{span[0]} – {span[1]} ({lb - la:.3f}s)"
-            if abs(a - la) > CLOCK_SKEW or abs(b - lb) > CLOCK_SKEW or (lb - la) + TIME_SLACK < (b - a):
-                out.append({"field": f"{op} time", "host": host_text, "log": log_text})
+            fits = [i for i, (a, b) in enumerate(mine) if i not in used and abs(a - la) <= CLOCK_SKEW
+                    and abs(b - lb) <= CLOCK_SKEW and (lb - la) + TIME_SLACK >= (b - a)]
+            if fits:
+                used.add(fits[0])
+                continue
+            a, b = min(mine, key=lambda ab: abs(ab[0] - la))
+            out.append({"field": f"{op} time", "host": f"{_iso_ms(a)} – {_iso_ms(b)} ({b - a:.3f}s)",
+                        "log": f"{span[0]} – {span[1]} ({lb - la:.3f}s)"})
     down = host_downtime(list(steps))
-    stops, starts = given.get("stop") or [], given.get("start") or []
-    if down is not None and stops and starts:
-        la, lb = _when(stops[0][0]), _when(starts[0][1])
-        if la is not None and lb is not None and (lb - la) + TIME_SLACK < down:
-            out.append({"field": "downtime", "host": f"{down:.3f}s", "log": f"{lb - la:.3f}s"})
+    ran = [str(x.get("op")) for x in steps if isinstance(x, dict) and (x.get("op") != "start" or x.get("ok"))]
+    stops = [_when(x[0]) for x in given.get("stop") or []]
+    ups = [_when(x[1]) for x in given.get("start") or [] if x[2] == "ok"]
+    first, last = min((t for t in stops if t is not None), default=None), max((t for t in ups if t is not None),
+                                                                             default=None)
+    if down is not None and ran.count("stop") == ran.count("start") == 1 and first is not None and last is not None \
+            and (last - first) + TIME_SLACK < down:
+        out.append({"field": "downtime", "host": f"{down:.3f}s", "log": f"{last - first:.3f}s"})
     return out
 
 
