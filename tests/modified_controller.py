@@ -7,9 +7,13 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from conftest import approve, fault_env, plan_to
 from fleet import Fleet
 from upgrader.audit.log import AuditLog
 from upgrader.fleet.inventory import load_inventory
@@ -63,5 +67,31 @@ def write_run(f: Fleet, label: str, events: Sequence[Mapping[str, Any]]) -> dict
                  signer=str(actor["principal"]), key=load_private_key(str(f.box.operator_key)))
     last = log_records(f)[-1]
     cp = dict(last["checkpoint"], run=label, time=last["time"], line=last["seq"])
+    cp.pop("signature", None)
+    return cp
+
+
+def run_witness_cut(f: Fleet, version: str = "7.0.4.2") -> str:
+    """The shipped CLI runs an upgrade (a subprocess); the SSH connection that carries its witness request is cut (the
+    test suite's fault plugin, as in test_link_cut): the run ends, the host never received the checkpoint -- the
+    engineer's controller holding the witness back. Returns the run id."""
+    rc, plan = plan_to(f.box, version)
+    assert rc == 0
+    approval = approve(f.box, plan)
+    env = {**os.environ, **fault_env(), "UPGRADER_FAULT_CUT_AT": "agent:request:witness",
+           "UPGRADER_FAULT_CUT_PID": str(f.sshd.proc.pid)}
+    done = subprocess.run([sys.executable, "-m", "upgrader", "--home", str(f.box.root), "run", str(plan),
+                           "--approval", str(approval)], env=env, capture_output=True, text=True, timeout=300,
+                          stdin=subprocess.DEVNULL)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "did not record the checkpoint" in " ".join(done.stdout.split()), done.stdout
+    assert not any((h.state_dir / "checkpoints.jsonl").exists() for h in f.hosts)
+    return f.run_dirs()[-1].name
+
+
+def checkpoint_to_witness(lines: list[bytes], run: str) -> dict[str, Any]:
+    """The checkpoint of run ``run`` in the log ``lines``, as the controller sends it to a host's witness op."""
+    line = next(r for r in (json.loads(x) for x in lines) if r["event"] == "checkpoint" and r.get("run") == run)
+    cp = dict(line["checkpoint"], run=run, time=line["time"], line=line["seq"])
     cp.pop("signature", None)
     return cp

@@ -356,16 +356,14 @@ def test_the_window_is_judged_from_the_hosts_own_clock(
 
 
 def test_the_requester_and_policy_rewritten_after_the_run_are_caught(
-        fleet: Fleet, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+        fleet: Fleet, capsys: pytest.CaptureFixture[str]) -> None:
     """Attack 6: the witness withheld, the run's requester and policy rewritten, the chain re-signed, then the forged
     head witnessed: the host's opening record says who requested it and under which policy (ALTERED), and --plans
     compares the log's requester with the plan file."""
-    f = fleet
-    import upgrader.audit.witness as witness
+    from modified_controller import checkpoint_to_witness, run_witness_cut
 
-    monkeypatch.setattr(witness, "send_witnesses", lambda *a, **k: {})
-    run, _, _ = run_once(f)
-    monkeypatch.undo()
+    f = fleet
+    run = run_witness_cut(f)  # the witness held back: its connection cut
     key = load_private_key(str(f.box.operator_key))
 
     def edit(rec: dict[str, Any]) -> dict[str, Any]:
@@ -376,10 +374,7 @@ def test_the_requester_and_policy_rewritten_after_the_run_are_caught(
 
     forged = rechain(log_of(f).read_bytes().splitlines(keepends=True), edit, key, "operator@customer")
     log_of(f).write_bytes(b"".join(forged))
-    last = json.loads(forged[-1])
-    cp = dict(last["checkpoint"], run=run, time=last["time"], line=last["seq"])
-    cp.pop("signature")
-    assert agent(f, "witness", checkpoint=cp)["written"]
+    assert agent(f, "witness", checkpoint=checkpoint_to_witness(forged, run))["written"]
     rc, report, text = verify(f, capsys)
     assert rc == ALTERED, text
     assert f"host app-01's opening record of run {run} differs from the log: requester is " in text

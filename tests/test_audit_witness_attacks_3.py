@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import json
 from typing import Any
 
 import pytest
@@ -26,13 +25,11 @@ from upgrader.trust.keys import load_private_key
 
 
 def test_a_run_opener_renamed_to_a_resume_is_refused(
-        fleet: Fleet, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
-    f = fleet
-    import upgrader.audit.witness as witness
+        fleet: Fleet, capsys: pytest.CaptureFixture[str]) -> None:  # noqa: F811
+    from modified_controller import checkpoint_to_witness, run_witness_cut
 
-    monkeypatch.setattr(witness, "send_witnesses", lambda *a, **k: {})  # the controller holds the witness back
-    run, _, _ = run_once(f)
-    monkeypatch.undo()
+    f = fleet
+    run = run_witness_cut(f)  # the controller holds the witness back: its connection cut
 
     def edit(rec: dict[str, Any]) -> dict[str, Any]:
         if rec.get("run") == run and rec["event"] == "run_started":
@@ -49,10 +46,7 @@ def test_a_run_opener_renamed_to_a_resume_is_refused(
     key = load_private_key(str(f.box.operator_key))
     forged = rechain(log_of(f).read_bytes().splitlines(keepends=True), edit, key, "operator@customer")
     log_of(f).write_bytes(b"".join(forged))
-    last = json.loads(forged[-1])
-    cp = dict(last["checkpoint"], run=run, time=last["time"], line=last["seq"])
-    cp.pop("signature")
-    assert agent(f, "witness", checkpoint=cp)["written"]  # within the hour: not late
+    assert agent(f, "witness", checkpoint=checkpoint_to_witness(forged, run))["written"]  # within the hour
     rc, report, text = verify(f, capsys)
     assert rc == ALTERED, text
     assert f"a resume_requested of run {run} that names no earlier run (of_run)" in text

@@ -14,39 +14,18 @@ real sshd.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import approve, fault_env, plan_to
+from conftest import approve, plan_to
 
 from fleet import Fleet
-from modified_controller import ModifiedController, log_path, log_records
+from modified_controller import ModifiedController, checkpoint_to_witness, log_path, log_records, run_witness_cut
 from test_audit_witness import rechain
 from test_audit_witness_attacks_2 import (  # noqa: F401 - fleet is a fixture
     ALTERED, NOT_PROVEN, fleet, run_once, verify)
 from upgrader.cli import main
 from upgrader.trust.keys import load_private_key
-
-
-def run_unwitnessed(f: Fleet) -> str:
-    """The shipped CLI runs an upgrade; the SSH connection that carries its witness request is cut (the test suite's
-    fault plugin, as in test_link_cut): the run ends, the host never received the checkpoint."""
-    rc, plan = plan_to(f.box, "7.0.4.2")
-    assert rc == 0
-    approval = approve(f.box, plan)
-    env = {**os.environ, **fault_env(), "UPGRADER_FAULT_CUT_AT": "agent:request:witness",
-           "UPGRADER_FAULT_CUT_PID": str(f.sshd.proc.pid)}
-    done = subprocess.run([sys.executable, "-m", "upgrader", "--home", str(f.box.root), "run", str(plan),
-                           "--approval", str(approval)], env=env, capture_output=True, text=True, timeout=300,
-                          stdin=subprocess.DEVNULL)
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert "did not record the checkpoint" in " ".join(done.stdout.split()), done.stdout
-    assert not (f["app-01"].state_dir / "checkpoints.jsonl").exists()
-    return f.run_dirs()[-1].name
 
 
 def case_text(f: Fleet, capsys: pytest.CaptureFixture[str], run: str, *extra: str) -> tuple[int, str]:
@@ -59,7 +38,7 @@ def case_text(f: Fleet, capsys: pytest.CaptureFixture[str], run: str, *extra: st
 def test_the_outage_and_the_operator_rewritten_within_the_hour_are_caught(
         fleet: Fleet, capsys: pytest.CaptureFixture[str]) -> None:  # noqa: F811
     f = fleet
-    run = run_unwitnessed(f)
+    run = run_witness_cut(f)
     steps = json.loads((f["app-01"].state_dir / "runs.jsonl").read_text().splitlines()[-1])["steps"]
     by_op = {s["op"]: s for s in steps}
     assert all(by_op[op]["start"] <= by_op[op]["at"] for op in ("stop", "install", "start"))
@@ -82,10 +61,7 @@ def test_the_outage_and_the_operator_rewritten_within_the_hour_are_caught(
     key = load_private_key(str(f.box.operator_key))
     forged = rechain(log_path(f).read_bytes().splitlines(keepends=True), edit, key, "operator@customer")
     log_path(f).write_bytes(b"".join(forged))
-    line = next(json.loads(x) for x in forged if json.loads(x)["event"] == "checkpoint"
-                and json.loads(x).get("run") == run)
-    cp = dict(line["checkpoint"], run=run, time=line["time"], line=line["seq"])
-    cp.pop("signature")
+    cp = checkpoint_to_witness(forged, run)
     with ModifiedController(f, "app-01") as c:  # within the hour: not late
         assert c.call("witness", run_id=run, checkpoint=cp)["written"]
     rc, report, text = verify(f, capsys)
@@ -188,7 +164,7 @@ def test_a_run_whose_witness_never_arrived_is_proven_by_the_next_witnessed_run_w
     host within the hour of the first run's finish there, covers every line before it: INTACT. Had that witness come
     later than the hour, the first run is late (NOT PROVEN), the covering run named."""
     f = fleet
-    run = run_unwitnessed(f)
+    run = run_witness_cut(f)
     rc, report, text = verify(f, capsys)
     assert rc == NOT_PROVEN and text.startswith("NOT PROVEN"), text
     assert (f"host app-01 finished run {run} at " in text and "keeps no witness of its checkpoint: unwitnessed (a "
