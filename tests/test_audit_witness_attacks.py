@@ -123,18 +123,16 @@ def test_the_host_refuses_a_witness_flood_and_reads_its_whole_record(
 
 
 def test_a_withheld_witness_then_a_rewrite_then_the_forged_head_witnessed_is_caught(
-        fleet: Fleet, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
-    """The engineer's own controller (here: the shipped CLI with its witness step taken out, as a patched copy
-    would have it) runs the upgrade and never sends the witness; the host's own record says it finished the run.
+        fleet: Fleet, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The engineer's own controller (here: the shipped CLI whose witness request's connection is cut, so the
+    checkpoint never reaches the host) runs the upgrade; the host's own record says it finished the run.
     Then the run's lines are rewritten (the service window flipped, the version after changed), the chain rebuilt
     and every checkpoint re-signed with the operator key, and the host asked to witness the forged head: it takes
     it (the run did finish there, once), but its own record of the run differs from the log: ALTERED."""
-    f = fleet
-    import upgrader.audit.witness as witness
+    from modified_controller import checkpoint_to_witness, run_witness_cut
 
-    monkeypatch.setattr(witness, "send_witnesses", lambda *a, **k: {})
-    run = run_once(f)
-    monkeypatch.undo()
+    f = fleet
+    run = run_witness_cut(f)
     state = f["app-01"].state_dir
     assert not (state / "checkpoints.jsonl").exists()
     log = f.box.root / "audit" / "audit.jsonl"
@@ -158,12 +156,8 @@ def test_a_withheld_witness_then_a_rewrite_then_the_forged_head_witnessed_is_cau
     forged = rechain(log.read_bytes().splitlines(keepends=True), edit, key, "operator@customer")
     log.write_bytes(b"".join(forged))
     assert isinstance(inside, bool)
-    last = json.loads(forged[-1])
-    assert last["event"] == "checkpoint" and last["run"] == run
     # the host witnesses the forged head: it finished that run and has no witness of it yet
-    cp = dict(last["checkpoint"], run=run, time=last["time"], line=last["seq"])
-    cp.pop("signature")
-    assert agent(f, "witness", checkpoint=cp)["written"]
+    assert agent(f, "witness", checkpoint=checkpoint_to_witness(forged, run))["written"]
     capsys.readouterr()
     assert main(["--home", str(f.box.root), "audit", "verify"]) == 0, "the re-signed log fools a signature check"
     rc, report, text = verify(f, log, capsys)

@@ -356,16 +356,14 @@ def test_the_window_is_judged_from_the_hosts_own_clock(
 
 
 def test_the_requester_and_policy_rewritten_after_the_run_are_caught(
-        fleet: Fleet, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+        fleet: Fleet, capsys: pytest.CaptureFixture[str]) -> None:
     """Attack 6: the witness withheld, the run's requester and policy rewritten, the chain re-signed, then the forged
     head witnessed: the host's opening record says who requested it and under which policy (ALTERED), and --plans
     compares the log's requester with the plan file."""
-    f = fleet
-    import upgrader.audit.witness as witness
+    from modified_controller import checkpoint_to_witness, run_witness_cut
 
-    monkeypatch.setattr(witness, "send_witnesses", lambda *a, **k: {})
-    run, _, _ = run_once(f)
-    monkeypatch.undo()
+    f = fleet
+    run = run_witness_cut(f)  # the witness held back: its connection cut
     key = load_private_key(str(f.box.operator_key))
 
     def edit(rec: dict[str, Any]) -> dict[str, Any]:
@@ -376,10 +374,7 @@ def test_the_requester_and_policy_rewritten_after_the_run_are_caught(
 
     forged = rechain(log_of(f).read_bytes().splitlines(keepends=True), edit, key, "operator@customer")
     log_of(f).write_bytes(b"".join(forged))
-    last = json.loads(forged[-1])
-    cp = dict(last["checkpoint"], run=run, time=last["time"], line=last["seq"])
-    cp.pop("signature")
-    assert agent(f, "witness", checkpoint=cp)["written"]
+    assert agent(f, "witness", checkpoint=checkpoint_to_witness(forged, run))["written"]
     rc, report, text = verify(f, capsys)
     assert rc == ALTERED, text
     assert f"host app-01's opening record of run {run} differs from the log: requester is " in text
@@ -391,12 +386,16 @@ def test_the_requester_and_policy_rewritten_after_the_run_are_caught(
 
 
 def test_an_approval_spent_on_one_host_and_taken_by_another_run_elsewhere_is_altered(
-        tmp_path: Path, sshd: SSHServer, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, sshd: SSHServer, capsys: pytest.CaptureFixture[str]) -> None:
     """Attack 5 as played: approval A1 approved plan P1 and run 1 spent it on app-01. Plan P2 (app-02) is never
-    approved: the shipped CLI refuses it with A1 (exit 4); the engineer's controller (its approval check answering
-    "accepted") runs it, and app-02, which never saw A1, takes it. --witness: app-01's own record spent A1, app-02's
-    opening record names it for another run: ALTERED; --plans --approvals: A1 approves P1, not P2, and is spent
-    twice: exit 6."""
+    approved: the shipped CLI refuses it with A1 (exit 4). The engineer's modified controller (tests/
+    modified_controller.py: the agent's own requests over the real sshd, nothing patched) takes app-02's lock for a
+    run of P2 with A1, ends it there, and writes that run into the log, signed with the operator key. --witness:
+    app-01's own record spent A1, app-02's opening record names it for another run: ALTERED; --plans --approvals:
+    A1 approves P1, not P2, and is spent twice: exit 6."""
+    from modified_controller import ModifiedController, log_records, write_run
+    from upgrader.trust.approval import read_approval
+
     f = build_fleet(tmp_path / "fleet", sshd, 2)
     try:
         rc, p1 = plan_to(f.box, "7.0.4.2", "--hosts", "app-01")
@@ -407,13 +406,26 @@ def test_an_approval_spent_on_one_host_and_taken_by_another_run_elsewhere_is_alt
         rc, p2 = plan_to(f.box, "7.0.4.2", "--hosts", "app-02")
         assert rc == 0
         assert upgrader(f.box, "run", str(p2), "--approval", str(a1)) == 4, "the shipped CLI refuses"
-        import upgrader.trust.approval as ta
-
-        monkeypatch.setattr(ta, "check_approvals", lambda paths, **kw: [ta.read_approval(p) for p in paths])
-        assert upgrader(f.box, "run", str(p2), "--approval", str(a1)) == 0
-        monkeypatch.undo()
-        second = f.run_dirs()[-1].name
-        digest = ta.read_approval(a1).digest
+        digest = read_approval(a1).digest
+        p2_digest = load_plan_digest(p2)
+        second = first[:-6] + "5e7e7e"
+        opened = next(r for r in log_records(f) if r.get("run") == first and r["event"] == "run_started")
+        who = opened["data"]["requester"]
+        with ModifiedController(f, "app-02") as c:  # the run of P2 with A1, as the modified controller sends it
+            audit = {"as": second, "plan": p2_digest, "window": True, "policy": opened["data"]["policy"]["sha256"],
+                     "requester": {k: who.get(k) for k in ("user", "host", "key")}}
+            assert c.call("lock", run_id=second, controller="engineer-laptop", user="mallory", approvals=[digest],
+                          audit=audit)["locked"]
+            assert c.call("finish", run_id=second, outcome="unchanged", keep=3, approvals=[digest],
+                          audit=audit)["released"]
+            started = dict(opened["data"], plan=p2_digest, hosts=[
+                dict(h, host="app-02", install_dir=c.host.install_dir, address=c.host.address)
+                for h in opened["data"].get("hosts") or []])
+            cp = write_run(f, second, [
+                {"event": "run_started", "data": started},
+                {"event": "host_finished", "host": "app-02", "outcome": "unchanged", "data": {}},
+                {"event": "run_finished", "outcome": "unchanged", "data": {}}])
+            assert c.call("witness", run_id=second, checkpoint=cp)["written"]
         capsys.readouterr()
         home = ["--home", str(f.box.root), "audit", "verify", "--witness", str(f.box.inventory)]
         assert main(home) == ALTERED
@@ -423,7 +435,7 @@ def test_an_approval_spent_on_one_host_and_taken_by_another_run_elsewhere_is_alt
         rc, text = cross(f, capsys)
         assert rc == ALTERED, text
         assert f"was spent by run {first} (line" in text and f"is named again by run {second}" in text
-        assert f"approves plan {load_plan_digest(p1)}, the log names plan {load_plan_digest(p2)}" in text
+        assert f"approves plan {load_plan_digest(p1)}, the log names plan {p2_digest}" in text
     finally:
         f.stop_all()
         kill_processes_under(tmp_path)

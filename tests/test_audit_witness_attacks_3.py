@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import json
 from typing import Any
 
 import pytest
@@ -26,13 +25,11 @@ from upgrader.trust.keys import load_private_key
 
 
 def test_a_run_opener_renamed_to_a_resume_is_refused(
-        fleet: Fleet, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
-    f = fleet
-    import upgrader.audit.witness as witness
+        fleet: Fleet, capsys: pytest.CaptureFixture[str]) -> None:  # noqa: F811
+    from modified_controller import checkpoint_to_witness, run_witness_cut
 
-    monkeypatch.setattr(witness, "send_witnesses", lambda *a, **k: {})  # the controller holds the witness back
-    run, _, _ = run_once(f)
-    monkeypatch.undo()
+    f = fleet
+    run = run_witness_cut(f)  # the controller holds the witness back: its connection cut
 
     def edit(rec: dict[str, Any]) -> dict[str, Any]:
         if rec.get("run") == run and rec["event"] == "run_started":
@@ -49,10 +46,7 @@ def test_a_run_opener_renamed_to_a_resume_is_refused(
     key = load_private_key(str(f.box.operator_key))
     forged = rechain(log_of(f).read_bytes().splitlines(keepends=True), edit, key, "operator@customer")
     log_of(f).write_bytes(b"".join(forged))
-    last = json.loads(forged[-1])
-    cp = dict(last["checkpoint"], run=run, time=last["time"], line=last["seq"])
-    cp.pop("signature")
-    assert agent(f, "witness", checkpoint=cp)["written"]  # within the hour: not late
+    assert agent(f, "witness", checkpoint=checkpoint_to_witness(forged, run))["written"]  # within the hour
     rc, report, text = verify(f, capsys)
     assert rc == ALTERED, text
     assert f"a resume_requested of run {run} that names no earlier run (of_run)" in text
@@ -110,21 +104,31 @@ def test_a_touched_policy_file_leaves_the_window_unjudged_and_says_so(
 
 
 def test_a_rollback_the_host_opened_as_a_first_run_is_altered(
-        fleet: Fleet, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
-    """A modified controller tells the host that its rollback is a first run (a requester and policy at the lock)
-    while the log opens it as rollback_requested: the host's kind and the log's differ (ALTERED, both named)."""
+        fleet: Fleet, capsys: pytest.CaptureFixture[str]) -> None:  # noqa: F811
+    """A modified controller (tests/modified_controller.py: the agent's own requests over the real sshd, nothing
+    patched) rolls a committed run back and tells the host at the lock that it is a first run (a requester and a
+    policy), while the log it writes opens it as rollback_requested: the host's kind and the log's differ (ALTERED,
+    both named)."""
+    from modified_controller import ModifiedController, log_records, write_run
+
     f = fleet
     run, _, _ = run_once(f)
-    import upgrader.api as api
-
-    real = api._host_audit
-
-    def as_first_run(recorder: Any, plan: Any, window: Any, requester: Any = None, policy: Any = None) -> Any:
-        return real(recorder, plan, window, {"user": "root", "host": "vm", "key": None}, {"sha256": "1" * 64})
-
-    monkeypatch.setattr(api, "_host_audit", as_first_run)
-    assert upgrader(f.box, "rollback", run, "--yes") == 0
-    monkeypatch.undo()
+    label = f"{run}/rollback-{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%S}"
+    opened = next(r for r in log_records(f) if r.get("run") == run and r["event"] == "run_started")
+    with ModifiedController(f, "app-01") as c:
+        audit = {"as": label, "plan": opened["data"]["plan"], "window": None, "policy": "1" * 64,
+                 "requester": {"user": "root", "host": "vm", "key": None}}
+        assert c.call("lock", run_id=run, controller="vm", user="root", approvals=[], audit=audit)["locked"]
+        assert c.call("rollback", run_id=run, verify="quick")["files"] > 0
+        assert c.call("finish", run_id=run, outcome="rolled_back", keep=3, approvals=[], audit=audit)["released"]
+        cp = write_run(f, label, [
+            {"event": "rollback_requested", "data": {"of_run": run, "hosts": opened["data"]["hosts"]}},
+            {"event": "phase_started", "host": "app-01", "phase": "rollback"},
+            {"event": "phase_finished", "host": "app-01", "phase": "rollback", "outcome": "ok"},
+            {"event": "host_finished", "host": "app-01", "outcome": "restored",
+             "data": {"version": opened["data"]["hosts"][0].get("current")}},
+            {"event": "run_finished", "outcome": "0", "data": {}}])
+        assert c.call("witness", run_id=run, checkpoint=cp)["written"]
     rc, report, text = verify(f, capsys)
     assert rc == ALTERED, text
     assert f"host app-01's opening record of run {run}/rollback-" in text

@@ -1691,7 +1691,31 @@ def audit_case(ctx: Context, run: str, *, log: Path | None = None, allowed_signe
     witnessed = verify_witnesses(ctx, witness, data=data)
     hosts = [str(h.get("host")) for h in cast("list[dict[str, object]]", case.get("hosts") or [])]
     case["witnesses"] = case_witnesses(witnessed, ids[0], hosts)
+    _downtime_from_hosts(case)
     return AuditCase(case, result, witnessed)
+
+
+def _downtime_from_hosts(case: JSONObject) -> None:
+    """The case's downtime taken from each host's own record of the run (its stop step's start to its start step's
+    end, by its own clock) wherever a host recorded it; the log's figure is kept beside it (``downtime_log_seconds``)
+    and ``downtime_source`` says which one is shown: "hosts", "log", or "hosts and log"."""
+    witnesses = case.get("witnesses")
+    told = witnesses.get("downtime") if isinstance(witnesses, dict) else None
+    down: dict[str, object] = told if isinstance(told, dict) else {}
+    sources: set[str] = set()
+    total = 0.0
+    for h in cast("list[dict[str, object]]", case.get("hosts") or []):
+        h["downtime_log_seconds"] = h.get("downtime_seconds")
+        mine = down.get(str(h.get("host")))
+        if isinstance(mine, (int, float)):
+            h["downtime_seconds"], h["downtime_source"] = float(mine), "host"
+        value = h.get("downtime_seconds")
+        if isinstance(value, (int, float)) and value:
+            sources.add(str(h.get("downtime_source")))
+            total += float(value)
+    case["downtime_log_seconds"] = case.get("downtime_seconds")
+    case["downtime_seconds"] = round(total, 3)
+    case["downtime_source"] = ("hosts" if sources == {"host"} else "hosts and log" if "host" in sources else "log")
 
 
 def plan_digest(plan: Path) -> str:

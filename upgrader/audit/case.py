@@ -116,6 +116,7 @@ def build_case(events: list[dict[str, object]], run: str) -> dict[str, object] |
             h["outcome"], h["version_after"] = e.get("outcome"), d.get("version")
     for name, h in hosts.items():
         h["downtime_seconds"] = downtime.get(name, 0.0 if not down_since.get(name) else None)
+        h["downtime_source"] = "log"
         if name in down_since:
             h["down_since"] = down_since[name]  # stopped and never started again in this run
     actor: dict[str, Any] = _d(start.get("actor"))
@@ -139,6 +140,7 @@ def build_case(events: list[dict[str, object]], run: str) -> dict[str, object] |
         "duration_seconds": _secs(start.get("time"), finish.get("time")) if finish else None,
         "hosts": list(hosts.values()),
         "downtime_seconds": round(sum(downtime.values()), 3),
+        "downtime_source": "log",
         "outcome": {"exit_code": fd.get("exit_code"), "hosts": fd.get("outcomes")} if finish else None,
         "checkpoint": {"line": cp_line.get("seq"), "seq": cp.get("seq"), "head": cp.get("head"),
                        "signer": cp.get("signer"), "key": cp.get("key"), "time": cp_line.get("time"),

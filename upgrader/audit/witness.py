@@ -146,6 +146,14 @@ class WitnessResult:
     accounts: list[tuple[str, str, list[JSONObject], list[JSONObject]]] = field(default_factory=list)
     #: the log against the hosts' opening records and locks (_compare_openings): each finding, ``doubt`` or not
     openings: list[JSONObject] = field(default_factory=list)
+    #: ``problems`` and ``doubts`` in Chinese, the same items in the same order (audit verify --lang zh)
+    problems_zh: list[str] = field(default_factory=list)
+    doubts_zh: list[str] = field(default_factory=list)
+
+    def found(self, en: str, zh: str, *, doubt: bool = False) -> None:
+        """One problem (or doubt), said in English and in Chinese."""
+        (self.doubts if doubt else self.problems).append(en)
+        (self.doubts_zh if doubt else self.problems_zh).append(zh)
 
     @property
     def unreachable(self) -> list[HostWitness]:
@@ -216,20 +224,36 @@ def check_witnesses(data: bytes, hosts: list[HostWitness], *, not_read: Mapping[
             problem = _problem(hashes, cps, matching, h.host, c)
             result.findings.append((h.host, c, problem))
             if problem is not None:
-                result.problems.append(problem)
+                result.found(problem, str(_problem(hashes, cps, matching, h.host, c, "zh")))
     _compare_accounts(result, events)
     _compare_openings(result, events, window, policy_digest)
     for host, why in (not_read or {}).items():
-        result.doubts.append(f"host {host} is named by the log but was not read ({why}): what it recorded itself "
-                             "is not known, so the log is not proven")
+        result.found(f"host {host} is named by the log but was not read ({why}): what it recorded itself "
+                     "is not known, so the log is not proven",
+                     f"日志提到了主机 {host}，但没有读取它（{why}）：不知道它自己记录了什么，因此日志未经证实", doubt=True)
     return result
 
 
 def _problem(hashes: list[str], cps: dict[int, JSONObject], matching: list[int], host: str,
-             c: Mapping[str, object]) -> str | None:
+             c: Mapping[str, object], lang: str = "en") -> str | None:
     """What is wrong with the log against one witnessed checkpoint ``c`` of ``host``; None when it matches."""
     n = len(hashes)
     seq, head, run = _seq_of(c), str(c.get("head") or ""), c.get("run") or "-"
+    if lang == "zh":
+        said = f"主机 {host} 在序号 {seq}、链头 {head[:12]}… 处见证了运行 {run}"
+        if seq > n:
+            return f"{said}，但日志到序号 {n} 就结束了：被截断（末尾至少少了 {seq + 1 - n} 行，包括运行 {run} 的检查点）"
+        if hashes[seq - 1] != head:
+            good = [m for m in matching if m < seq]
+            where = (f"日志在第 {good[-1]} 行之后被改写（在那里见证的链头仍然相符）" if good else
+                     f"日志在第 {seq} 行或之前被改写")
+            return f"{said}，日志在序号 {seq} 处的链头却是 {hashes[seq - 1][:12]}…：{where}"
+        rec = cps.get(seq + 1)
+        if seq + 1 > n:
+            return f"{said}，但日志到序号 {n} 就结束了，在第 {seq + 1} 行运行 {run} 的检查点之前：被截断"
+        if rec is None or rec.get("run") != c.get("run") or _head_of(rec.get("checkpoint")) != head:
+            return f"{said}；日志第 {seq + 1} 行不是这次运行的检查点：日志在第 {seq} 行之后被改写"
+        return None
     said = f"host {host} witnessed run {run} at seq {seq} head {head[:12]}…"
     if seq > n:
         return (f"{said}, but the log ends at seq {n}: cut off ({seq + 1 - n} line(s) at least, run {run}'s "
@@ -291,7 +315,18 @@ def _log_account(events: list[JSONObject], label: str, host: str) -> JSONObject 
     phases = {str(e.get("phase")) for e in mine if e.get("event") == "phase_finished" and e.get("host") == host
               and e.get("outcome") == "ok"}
     first = next((e.get("time") for e in mine if e.get("host") == host and e.get("event") == "phase_started"), None)
-    return {"kind": start.get("event") if start is not None else None,
+    # each phase of this host as the log times it: [start, end] in the order the log has them
+    spans: dict[str, list[list[object]]] = {}
+    for e in mine:
+        if e.get("host") != host or e.get("phase") is None:
+            continue
+        if e.get("event") == "phase_started":
+            spans.setdefault(str(e.get("phase")), []).append([e.get("time"), None, None])
+        elif e.get("event") == "phase_finished":
+            open_ = next((x for x in spans.get(str(e.get("phase")), []) if x[1] is None), None)
+            if open_ is not None:
+                open_[1], open_[2] = e.get("time"), e.get("outcome")
+    return {"kind": start.get("event") if start is not None else None, "spans": spans,
             "plan": sd.get("plan") if start is not None else None,
             "approvals": sorted(str(a.get("digest")) for a in sd.get("approvals") or [] if isinstance(a, dict))
             if "approvals" in sd else None,
@@ -334,6 +369,8 @@ def _differences(rec: JSONObject, log: JSONObject) -> list[JSONObject]:
                        f"{phase} {'done' if phase in phases else 'not done'}")
         if "rollback" in phases and "rollback" not in done:
             differ("phases", "rollback not done", "rollback done")
+    if not resumed:
+        out += _step_times(steps, log.get("spans"))
     host_end, log_end = _when(rec.get("finished")), _when(log.get("finished"))
     if host_end is not None and log_end is not None and abs(host_end - log_end) > CLOCK_SKEW:
         differ("finished", _iso(host_end), log.get("finished"))
@@ -346,10 +383,85 @@ def _differences(rec: JSONObject, log: JSONObject) -> list[JSONObject]:
     return out
 
 
+#: the actions whose start and end a host records (hostagent note_step) that the log times as a phase of the same
+#: name: the log's phase holds the action (the controller logs its start before it asks and its end after the
+#: answer), so it can be no shorter than the host's own step, nor start or end further than CLOCK_SKEW from it
+TIMED_STEPS = ("stop", "install", "start", "rollback")
+#: the log's times are kept to the millisecond: a phase may read this much shorter than the step it holds
+TIME_SLACK = 0.005
+
+
+def _spans(steps: Sequence[object], op: str, ok: bool = False) -> list[tuple[float, float]]:
+    """Every ``op`` step's (start, end) by the host's clock that has both (agents before this version recorded only
+    the end); ``ok``: only the steps that went well."""
+    out = []
+    for x in steps:
+        if isinstance(x, dict) and x.get("op") == op and (x.get("ok") or not ok):
+            a, b = _when(x.get("start")), _when(x.get("at"))
+            if a is not None and b is not None and b >= a:
+                out.append((a, b))
+    return out
+
+
+def host_downtime(steps: object) -> float | None:
+    """The outage by the host's own clock: its first stop step's start to the end of the last start step that went
+    well after it; None when the host did not record both (not stopped, not started again, or an older agent)."""
+    given: Sequence[object] = steps if isinstance(steps, list) else []
+    stops, starts = _spans(given, "stop"), _spans(given, "start", ok=True)
+    if not stops or not starts or starts[-1][1] < stops[0][0]:
+        return None
+    return round(starts[-1][1] - stops[0][0], 3)
+
+
+def _step_times(steps: Sequence[object], spans: object) -> list[JSONObject]:
+    """The log's phases (TIMED_STEPS) on a host against the host's own steps of the same name. Every phase the log
+    says went well must hold a step the host executed: one (each used once, in order) that starts and ends within
+    CLOCK_SKEW of the phase and is no longer than it; none is a difference, naming the host's nearest step. And
+    the log's outage (its first stop phase's start to its last good start phase's end) must be no shorter than the
+    host's own when the host stopped and started once."""
+    out: list[JSONObject] = []
+    given: dict[str, list[list[object]]] = spans if isinstance(spans, dict) else {}
+    for op in TIMED_STEPS:
+        mine = [(a, b) for x in steps if isinstance(x, dict) and x.get("op") == op and x.get("ok")
+                for a, b in [(_when(x.get("start")), _when(x.get("at")))] if a is not None and b is not None]
+        if not mine:  # an agent before this version recorded no start: nothing to compare
+            continue
+        used: set[int] = set()
+        for span in given.get(op) or []:
+            la, lb = _when(span[0]), _when(span[1])
+            if la is None or lb is None or span[2] != "ok":
+                continue
+            fits = [i for i, (a, b) in enumerate(mine) if i not in used and abs(a - la) <= CLOCK_SKEW
+                    and abs(b - lb) <= CLOCK_SKEW and (lb - la) + TIME_SLACK >= (b - a)]
+            if fits:
+                used.add(fits[0])
+                continue
+            a, b = min(mine, key=lambda ab: abs(ab[0] - la))
+            out.append({"field": f"{op} time", "host": f"{_iso_ms(a)} – {_iso_ms(b)} ({b - a:.3f}s)",
+                        "log": f"{span[0]} – {span[1]} ({lb - la:.3f}s)"})
+    down = host_downtime(list(steps))
+    ran = [str(x.get("op")) for x in steps if isinstance(x, dict) and (x.get("op") != "start" or x.get("ok"))]
+    stops = [_when(x[0]) for x in given.get("stop") or []]
+    ups = [_when(x[1]) for x in given.get("start") or [] if x[2] == "ok"]
+    first, last = min((t for t in stops if t is not None), default=None), max((t for t in ups if t is not None),
+                                                                             default=None)
+    if down is not None and ran.count("stop") == ran.count("start") == 1 and first is not None and last is not None \
+            and (last - first) + TIME_SLACK < down:
+        out.append({"field": "downtime", "host": f"{down:.3f}s", "log": f"{last - first:.3f}s"})
+    return out
+
+
+def _iso_ms(t: float) -> str:
+    import datetime as _dt
+
+    return _dt.datetime.fromtimestamp(t, _dt.timezone.utc).isoformat(timespec="milliseconds")
+
+
 #: the fields of a host's own run record, in Chinese
 FIELDS_ZH = {"outcome": "结果", "version_after": "之后的版本", "version_before": "之前的版本", "plan": "计划摘要",
              "window": "在维护窗口内", "approvals": "批准摘要", "phases": "执行的阶段", "finished": "结束时间",
-             "started": "开始时间", "run": "运行"}
+             "started": "开始时间", "run": "运行", "stop time": "停止步骤的时间", "install time": "安装步骤的时间",
+             "start time": "启动步骤的时间", "rollback time": "回滚步骤的时间", "downtime": "停机时长"}
 
 
 def account_texts(a: Mapping[str, object], lang: str = "en") -> list[str]:
@@ -381,18 +493,28 @@ def doubt_text(d: Mapping[str, object], lang: str = "en") -> str:
     """A doubt about a run a host finished (``kind`` unwitnessed, late or duplicate), in English or Chinese."""
     host, run, when, kind = d.get("host"), d.get("run"), d.get("finished"), d.get("kind")
     if lang == "zh":
+        if kind == "late" and d.get("via"):
+            return (f"主机 {host} 没有收到运行 {run} 的检查点；覆盖它的第一个见证（运行 {d.get('via')} 的检查点）在主机自己"
+                    f"结束该运行 {d.get('seconds')} 秒后才到（超过 {int(LATE_AFTER)} 秒）：迟到的见证")
         if kind == "late":
             return (f"主机 {host} 在自己结束运行 {run} {d.get('seconds')} 秒后才收到其检查点（超过 {int(LATE_AFTER)} "
                     "秒）：迟到的见证")
         if kind == "duplicate":
             return f"主机 {host} 保存了运行 {run} 的 {d.get('count')} 个见证：重复"
-        return f"主机 {host} 于 {when} 结束了运行 {run}，但没有保存其检查点的见证：未见证"
+        return (f"主机 {host} 于 {when} 结束了运行 {run}，但没有保存其检查点的见证：未见证（若该主机在结束这次运行后 "
+                f"{int(LATE_AFTER)} 秒内见证了之后某次运行、续跑或回滚的检查点，它就覆盖这次运行；否则这次运行将一直未经证实）")
+    if kind == "late" and d.get("via"):
+        return (f"host {host} never received the checkpoint of run {run}; the first witness covering it (the "
+                f"checkpoint of run {d.get('via')}) came {d.get('seconds')} s after it finished the run (more than "
+                f"{int(LATE_AFTER)} s): late")
     if kind == "late":
         return (f"host {host} received the checkpoint of run {run} {d.get('seconds')} s after it finished the run "
                 f"(more than {int(LATE_AFTER)} s): late")
     if kind == "duplicate":
         return f"host {host} keeps {d.get('count')} witnesses of run {run}: duplicate"
-    return f"host {host} finished run {run} at {when} but keeps no witness of its checkpoint: unwitnessed"
+    return (f"host {host} finished run {run} at {when} but keeps no witness of its checkpoint: unwitnessed (a later "
+            f"run, resume or rollback whose checkpoint this host witnesses within {int(LATE_AFTER)} s of that finish "
+            "covers it; after that it stays not proven)")
 
 
 def _compare_accounts(result: WitnessResult, events: list[JSONObject]) -> None:
@@ -404,8 +526,10 @@ def _compare_accounts(result: WitnessResult, events: list[JSONObject]) -> None:
         if h.error:
             continue
         if h.unreadable_count:
-            result.doubts.append(f"host {h.host}: {h.unreadable_count} line(s) of its record could not be used "
-                                 "(not a witness or run record this version writes)")
+            result.found(f"host {h.host}: {h.unreadable_count} line(s) of its record could not be used "
+                         "(not a witness or run record this version writes)",
+                         f"主机 {h.host}：其记录中有 {h.unreadable_count} 行无法使用（不是本版本写的见证或运行记录）",
+                         doubt=True)
         seen: set[str] = set()
         for rec in h.runs:
             label = str(rec.get("as") or rec.get("run") or "")
@@ -418,19 +542,28 @@ def _compare_accounts(result: WitnessResult, events: list[JSONObject]) -> None:
             doubts: list[JSONObject] = []
             if log is None:
                 if (h.host, label) not in witnessed_wrong:  # said once: its witness's problem names it already
-                    result.problems.append(
+                    result.found(
                         f"host {h.host} finished run {label} at {when} ({rec.get('outcome')}), but the log has no "
-                        "line of that run: cut off or removed")
+                        "line of that run: cut off or removed",
+                        f"主机 {h.host} 于 {when} 结束了运行 {label}（{rec.get('outcome')}），但日志中没有这次运行的任何"
+                        "一行：被截断或删除")
                 diffs.append({"field": "run", "host": label, "log": None})
             else:
                 diffs = _differences(rec, log)
                 for d in diffs:
-                    result.problems.append(
+                    result.found(
                         f"host {h.host}'s own record of run {label} differs from the log: {d['field']} is "
-                        f"{d['host']} on the host, {d['log']} in the log: ALTERED")
+                        f"{d['host']} on the host, {d['log']} in the log: ALTERED",
+                        f"主机 {h.host} 自己对运行 {label} 的记录与日志不符——"
+                        f"{FIELDS_ZH.get(str(d['field']), d['field'])}：主机记为 {d['host']}，日志为 {d['log']}（已被篡改）")
             wits = [c for c in h.checkpoints if c.get("run") == label]
             base = {"host": h.host, "run": label, "finished": when}
-            if not wits:
+            later = _covering(result, h, events, label) if not wits else None
+            if later is not None:  # a later run's head witnessed here fixes this run's lines too, from its receipt
+                got, end = _when(later.get("witnessed")), _when(rec.get("finished"))
+                if got is not None and end is not None and got - end > LATE_AFTER:
+                    doubts.append({**base, "kind": "late", "seconds": int(got - end), "via": later.get("run")})
+            elif not wits:
                 doubts.append({**base, "kind": "unwitnessed"})
             else:
                 if len(wits) > 1:
@@ -440,8 +573,22 @@ def _compare_accounts(result: WitnessResult, events: list[JSONObject]) -> None:
                     doubts.append({**base, "kind": "late", "seconds": int(got - end)})
             for d in doubts:
                 d["text"] = doubt_text(d)
-            result.doubts += [str(d["text"]) for d in doubts]
+            for d in doubts:
+                result.found(str(d["text"]), doubt_text(d, "zh"), doubt=True)
             result.accounts.append((h.host, label, diffs, doubts))
+
+
+def _covering(result: WitnessResult, h: HostWitness, events: list[JSONObject], label: str) -> JSONObject | None:
+    """For a run ``h`` finished but never received the checkpoint of: the first witness (by its receipt on the host)
+    of a later checkpoint of the log that ``h`` keeps and the log matches; its head covers every line before it,
+    this run's own checkpoint among them. None when there is none (or the log has no checkpoint of the run)."""
+    own = [_seq_of(c) for e in events if e.get("event") == "checkpoint" and e.get("run") == label
+           for c in [e.get("checkpoint")] if isinstance(c, dict)]
+    if not own:
+        return None
+    good = [c for host, c, problem in result.findings if host == h.host and problem is None
+            and _seq_of(c) > own[0] and _when(c.get("witnessed")) is not None]
+    return min(good, key=lambda c: _when(c.get("witnessed")) or 0.0) if good else None
 
 
 #: outcomes the log gives a host that ended its run there (the host then has finished it too)
@@ -503,7 +650,7 @@ def opening_text(d: Mapping[str, object], lang: str = "en") -> str:
                 f"says it ended {d.get('outcome')} on that host (ALTERED)")
     if kind == "field":
         name = {"plan": "计划摘要", "policy sha256": "策略 sha256", "requester": "申请人", "approvals": "批准摘要",
-                "kind": "运行类型"}
+                "kind": "运行类型", "operator": "操作员"}
         return (f"主机 {host} 对运行 {run} 的开始记录与日志不符——{name.get(str(d.get('field')), d.get('field'))}：主机记为 "
                 f"{d.get('host_value')}，日志为 {d.get('log_value')}（已被篡改）" if zh else
                 f"host {host}'s opening record of run {run} differs from the log: {d.get('field')} is "
@@ -556,7 +703,7 @@ def _compare_openings(result: WitnessResult, events: list[JSONObject], window: o
 
     def found(doubt: bool, **d: object) -> None:
         result.openings.append({**d, "doubt": doubt})
-        (result.doubts if doubt else result.problems).append(opening_text(d))
+        result.found(opening_text(d), opening_text(d, "zh"), doubt=doubt)
 
     # an approval is single-use: spent by a run a host finished (its own record), named by another run a host opened
     used: dict[str, tuple[str, str]] = {}
@@ -603,6 +750,16 @@ def _compare_openings(result: WitnessResult, events: list[JSONObject], window: o
                 for op in ("stop", "install"):
                     if op in done and op not in tried:
                         found(False, kind="steps", step=op, **base)
+            # who ran it: the controller's user and machine the host was told at its lock, against every actor the
+            # log gives the run's lines (the engineer who re-signs the log cannot give the run to someone else)
+            told = (rec.get("user"), rec.get("controller"))
+            if all(isinstance(x, str) for x in told):
+                for ran in dict.fromkeys((a.get("user"), a.get("host")) for e in events if e.get("run") == label
+                                         for a in [e.get("actor")] if isinstance(a, dict)):
+                    if ran != told:
+                        found(False, kind="field", field="operator", host_value="%s@%s" % told,
+                              log_value="%s@%s" % ran, **base)
+                        break
             sd = started.get(label)
             if not isinstance(sd, dict):
                 continue
@@ -677,6 +834,13 @@ def case_witnesses(result: WitnessResult, run: str, hosts: Sequence[str]) -> JSO
               "unproven" if any(a["doubts"] for a in accounts) or openings else
               "cannot_check" if not kept and any(h.error for h in result.hosts) else
               "intact" if kept else "none")
-    return {"status": status, "hosts": kept, "accounts": accounts, "openings": openings,
+    # the outage of each host by its own clock (its stop step's start to its start step's end), from its own record
+    downtime: JSONObject = {}
+    for h in result.hosts:
+        rec = next((r for r in ([] if h.error else h.runs) if str(r.get("as") or r.get("run") or "") == run), None)
+        down = host_downtime(rec.get("steps")) if rec is not None else None
+        if down is not None:
+            downtime[h.host] = down
+    return {"status": status, "hosts": kept, "accounts": accounts, "openings": openings, "downtime": downtime,
             "unreadable": [{"host": h.host, "error": h.error} for h in result.hosts if h.error],
             "not_kept": [h for h in hosts if h in read and h not in keeping]}

@@ -286,6 +286,8 @@ def build_parser() -> argparse.ArgumentParser:
                          "with its digest, a good signature by an allowed approver, for the plan the log names")
     averify.add_argument("--approval-signers", metavar="FILE",
                          help="approvers' keys for --approvals (default: the policy's approvals.allowed_signers)")
+    averify.add_argument("--lang", choices=("en", "zh"),
+                         help="English or Simplified Chinese (default: from the locale)")
     averify.add_argument("--json", action="store_true")
     averify.set_defaults(func="audit:cmd_verify")
     ashow = audit.add_parser("show", help="a readable timeline of the audit log, after its verdict",

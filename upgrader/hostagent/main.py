@@ -10,6 +10,7 @@ import json
 import os
 import signal
 import sys
+import time
 
 from .common import AgentError
 from .state import (Paths, ancestor_problem, state_place_problem, check_install, check_state_dir, check_state_markers, ensure_state_dir,
@@ -125,14 +126,17 @@ def handle(req):
             finish_gate(req)  # only a run that holds the lock (and prepared here) ends here: else nothing recorded
         note_step = step_recorder(req)
         with OpLock(req):
+            # the step's start by this host's wall clock, and the monotonic clock beside it: its end is the start
+            # plus the monotonic time it took, so a wall clock stepped meanwhile changes neither order nor length
+            began = (time.time(), time.monotonic())
             try:
                 result = op(req)
             except AgentError as e:
                 if note_step:
-                    note_step(req, False, e.kind)
+                    note_step(req, False, e.kind, began=began)
                 raise
             if note_step:
-                note_step(req, True)
+                note_step(req, True, began=began)
             return {"ok": True, "result": result}
     except AgentError as e:
         return {"ok": False, "kind": e.kind, "error": str(e), "data": e.data}

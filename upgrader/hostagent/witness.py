@@ -315,7 +315,8 @@ def op_witness_read(req):
                 steps = _all_steps(_paths(dict(req, run_id=r["run"])))
             except AgentError:
                 continue
-            open_steps[r["as"]] = [{"op": x.get("op"), "ok": x.get("ok"), "at": x.get("at")} for x in steps]
+            open_steps[r["as"]] = [{"op": x.get("op"), "ok": x.get("ok"), "start": x.get("start"), "at": x.get("at")}
+                                   for x in steps]
     return {"checkpoints": out, "runs": runs, "unreadable": bad[:LISTED], "unreadable_count": len(bad),
             "opened": opened, "unfinished": unfinished, "open_steps": open_steps,
             "lock": holder if isinstance(holder, dict) else None}
@@ -365,14 +366,21 @@ def _run_dir_fd(paths):
         os.close(sfd)
 
 
-def note_step(req, ok, kind=None):
+def note_step(req, ok, kind=None, began=None):
     """After a changing action of a run (main.handle): one line in the run's own steps.jsonl -- the action, whether
-    it went well, this host's clock. Never fails the action (the record is the host's account, not a gate)."""
+    it went well, when it started (``start``) and ended (``at``) by this host's clock. ``began``: (wall clock,
+    monotonic clock) when the action started; its end is that start plus the monotonic time it took, so a wall
+    clock stepped meanwhile changes neither the order nor the length of a step. Never fails the action (the record
+    is the host's account, not a gate)."""
     try:
         paths = _paths(req)
         if not paths.run_id:
             return
-        line = {"op": req.get("op"), "ok": bool(ok), "at": time.time()}
+        if began is not None:
+            start, took = began[0], max(0.0, time.monotonic() - began[1])
+            line = {"op": req.get("op"), "ok": bool(ok), "start": start, "at": start + took}
+        else:
+            line = {"op": req.get("op"), "ok": bool(ok), "at": time.time()}
         if kind:
             line["kind"] = str(kind)[:40]
         dfd = _run_dir_fd(paths)
@@ -416,7 +424,7 @@ def _steps(paths):
         if rec.get("op") == "finish" and rec.get("ok"):
             steps = []
         else:
-            steps.append({"op": rec.get("op"), "ok": rec.get("ok"), "at": rec.get("at")})
+            steps.append({"op": rec.get("op"), "ok": rec.get("ok"), "start": rec.get("start"), "at": rec.get("at")})
     return steps
 
 
@@ -434,7 +442,7 @@ def run_record(paths, req, approvals, before, after, now):
             "approvals": [a for a in approvals if isinstance(a, str)],
             "steps": steps, "version_before": before, "version_after": after,
             "window": window if isinstance(window, bool) else None,
-            "started": steps[0]["at"] if steps else None, "finished": now,
+            "started": (steps[0].get("start") or steps[0]["at"]) if steps else None, "finished": now,
             "utc_offset": time.strftime("%z", time.localtime(now))}
 
 

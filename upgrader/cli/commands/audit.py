@@ -43,19 +43,34 @@ def cmd_verify(args: argparse.Namespace) -> int:
     else:
         from rich.text import Text
 
+        from ...core.reasons import translate
+
+        zh = _lang(args) == "zh"
         c = console()
         word, style = {"intact": ("INTACT", "bold green"), "altered": ("ALTERED", "bold red"),
                        "cannot_check": ("CANNOT CHECK", "bold yellow")}[result.status]
         # the verdict quotes the log (a run id, a time): never parse it as markup
-        c.print(Text.assemble((word, style), f" {result.path}"))
-        c.print(describe(result), soft_wrap=True, markup=False)
+        c.print(Text.assemble((_WORD_ZH[word] if zh else word, style), f" {result.path}"))
+        c.print(describe(result, "zh" if zh else "en"), soft_wrap=True, markup=False)
         if result.last_checkpoint:
             cp = result.last_checkpoint
-            c.print(f"last checkpoint: line {cp['line']}, seq {cp['seq']}, head {cp['head']}, signed by {cp['signer']}",
-                    soft_wrap=True, markup=False)
+            c.print(f"最后一个检查点：第 {cp['line']} 行，序号 {cp['seq']}，链头 {cp['head']}，签名人 {cp['signer']}" if zh
+                    else f"last checkpoint: line {cp['line']}, seq {cp['seq']}, head {cp['head']}, signed by "
+                    f"{cp['signer']}", soft_wrap=True, markup=False)
         for w in result.warnings:
-            c.print(f"[yellow]note:[/yellow] {w}", soft_wrap=True)
+            c.print(Text.assemble(("注意：" if zh else "note: ", "yellow"), translate(w, "zh") if zh else w),
+                    soft_wrap=True)
     return verdict_exit(result)
+
+
+#: the verdict words in Chinese (audit verify --lang zh)
+_WORD_ZH = {"INTACT": "完好", "ALTERED": "已被篡改", "CANNOT CHECK": "无法核验", "NOT PROVEN": "未经证实"}
+
+
+def _lang(args: argparse.Namespace) -> str:
+    from ...core.language import resolve_lang
+
+    return resolve_lang(getattr(args, "lang", None))
 
 
 def _verify_witnessed(args: argparse.Namespace) -> int:
@@ -80,23 +95,35 @@ def _verify_witnessed(args: argparse.Namespace) -> int:
     from rich.text import Text
 
     c = console()
-    status = {0: ("INTACT", "bold green"), 6: ("ALTERED", "bold red")}.get(
+    zh = _lang(args) == "zh"
+    word, style = {0: ("INTACT", "bold green"), 6: ("ALTERED", "bold red")}.get(
         int(code), ("NOT PROVEN", "bold yellow") if witnessed.doubts and verdict_exit(result) == 0 else
         ("CANNOT CHECK", "bold yellow"))
-    c.print(Text.assemble(status, f" {result.path} (with the hosts' witnessed checkpoints)"))
-    c.print(describe(result), soft_wrap=True, markup=False)
-    for p in witnessed.problems:
-        c.print(Text.assemble(("witness: ", "red"), p), soft_wrap=True)
-    for p in witnessed.doubts:
-        c.print(Text.assemble(("witness: ", "yellow"), p), soft_wrap=True)
+    if zh:
+        c.print(Text.assemble((_WORD_ZH[word], style), f" {result.path}（已与各主机见证的检查点核对）"))
+    else:
+        c.print(Text.assemble((word, style), f" {result.path} (with the hosts' witnessed checkpoints)"))
+    c.print(describe(result, "zh" if zh else "en"), soft_wrap=True, markup=False)
+    said = "见证：" if zh else "witness: "
+    for p in witnessed.problems_zh if zh else witnessed.problems:
+        c.print(Text.assemble((said, "red"), p), soft_wrap=True)
+    for p in witnessed.doubts_zh if zh else witnessed.doubts:
+        c.print(Text.assemble((said, "yellow"), p), soft_wrap=True)
     for h in witnessed.hosts:
         if h.error:
-            c.print(Text.assemble(("witness: ", "yellow"), f"host {h.host} could not be read: {h.error}"),
-                    soft_wrap=True)
+            c.print(Text.assemble((said, "yellow"), f"主机 {h.host} 无法读取：{h.error}" if zh else
+                                  f"host {h.host} could not be read: {h.error}"), soft_wrap=True)
+        elif zh:
+            c.print(Text(f"见证：主机 {h.host} 保存了 {len(h.checkpoints)} 个检查点和它自己对 {len(h.runs)} 次已结束运行的"
+                         "记录"), soft_wrap=True)
         else:
             c.print(Text(f"witness: host {h.host} keeps {len(h.checkpoints)} checkpoint(s) and its own record of "
                          f"{len(h.runs)} finished run(s)"), soft_wrap=True)
-    if not witnessed.problems:
+    if not witnessed.problems and zh:
+        c.print(Text(f"{witnessed.checked} 个见证的检查点与日志一致"
+                     + (f"；主机记录的 {len(witnessed.accounts)} 次运行与日志一致" if witnessed.accounts else "")),
+                soft_wrap=True)
+    elif not witnessed.problems:
         c.print(Text(f"{witnessed.checked} witnessed checkpoint(s) match the log"
                      + (f"; {len(witnessed.accounts)} run(s) as the hosts recorded them match it" if
                         witnessed.accounts else "")), soft_wrap=True)
@@ -121,19 +148,26 @@ def cmd_cross_check(args: argparse.Namespace) -> int:
         print_json({**result.to_dict(), "headline": headline(result), "verdict": describe(result),
                     "cross_check": check.to_dict()})
         return done.exit_code
+    from ...core.reasons import translate
+
+    lang = _lang(args)
+    zh = lang == "zh"
     c = console()
-    c.print(Text(f"{headline(result)} {result.path}"), soft_wrap=True)
-    c.print(describe(result), soft_wrap=True, markup=False)
+    c.print(Text(f"{headline(result, lang)} {result.path}"), soft_wrap=True)
+    c.print(describe(result, lang), soft_wrap=True, markup=False)
     for what, found, folder in (("plans", check.plans, check.plans_dir), ("approvals", check.approvals,
                                                                           check.approvals_dir)):
         if folder is None:
             continue
         good = sum(1 for f in found.values() if f)
-        c.print(Text(f"{what}: {len(found)} named by the log, {good} found in {folder}"), soft_wrap=True)
+        c.print(Text(f"{'计划' if what == 'plans' else '批准'}：日志提到 {len(found)} 个，在 {folder} 中找到 {good} 个" if zh
+                     else f"{what}: {len(found)} named by the log, {good} found in {folder}"), soft_wrap=True)
     for p in check.problems:
-        c.print(Text.assemble(("MISMATCH ", "bold red"), str(p["problem"])), soft_wrap=True)
+        c.print(Text.assemble(("不符 " if zh else "MISMATCH ", "bold red"), translate(str(p["problem"]), lang)),
+                soft_wrap=True)
     if check.ok:
-        c.print(Text("every plan and approval the log names matches its file", style="green"), soft_wrap=True)
+        c.print(Text("日志提到的每个计划和批准都与其文件相符" if zh else
+                     "every plan and approval the log names matches its file", style="green"), soft_wrap=True)
     return done.exit_code
 
 
@@ -279,10 +313,15 @@ def cmd_case(args: argparse.Namespace) -> int:
     done = audit_case(context_of(args), args.run, log=log_path(args),
                       allowed_signers=Path(signers) if signers else None, anchor=getattr(args, "anchor", None),
                       witness=Path(args.witness) if getattr(args, "witness", None) else None)
+    from ...audit.view import altered
+
+    # a case read from an altered log (its chain or signatures, or the hosts' own records, say so) is no evidence:
+    # every section taken from the log is marked so below the headline
+    forged = altered(done.result) or (done.witness is not None and bool(done.witness.problems))
     if args.json:
         print_json({"verification": {**done.result.to_dict(), "headline": headline(done.result),
                                      "verdict": describe(done.result)}, "case": done.case,
-                    "exit_code": done.exit_code})
+                    "evidence": not forged, "exit_code": done.exit_code})
         return done.exit_code
     from ...core.language import resolve_lang
 
@@ -308,9 +347,33 @@ def cmd_case(args: argparse.Namespace) -> int:
             c.print(Text(f"完好：主机的 {wr.checked} 个见证检查点都与日志一致" if zh else
                          f"INTACT: the hosts' {wr.checked} witnessed checkpoint(s) all match the log",
                          style="bold green"), soft_wrap=True)
-    for line in (case_lines_zh(done.case) if lang == "zh" else case_lines(done.case)):
+    lines = case_lines_zh(done.case) if lang == "zh" else case_lines(done.case)
+    said: Any = done.case.get("witnesses")
+    hosts = len(witness_lines(said, lang))  # the hosts' own records close the case
+    if forged:
+        mark = NOT_EVIDENCE_ZH if lang == "zh" else NOT_EVIDENCE
+        c.print(Text(mark + ("：" if lang == "zh" else ": ") + ("以下各节取自这份日志，不能作为证据；只有主机自己的记录（“主机记录”“见证”各行）是主机的证词"
+                                    if lang == "zh" else "every section below is taken from this log and is no "
+                                    "evidence; only the hosts' own records (the host record and witness lines) are "
+                                    "the hosts' word"), style="bold red"), soft_wrap=True)
+        lines = [f"[{mark}] {line}" for line in lines[:len(lines) - hosts]] + lines[len(lines) - hosts:]
+    for line in lines:
         c.print(Text(line), soft_wrap=True)
     return done.exit_code
+
+
+#: the mark of every section of a case read from an altered log
+NOT_EVIDENCE = "from an altered log — not evidence"
+NOT_EVIDENCE_ZH = "取自被篡改的日志——不是证据"
+
+
+#: where a case's downtime comes from (audit/case.py "log"; api._downtime_from_hosts "host", "hosts", "hosts and
+#: log"): the hosts' own step times when they are witnessed, else the log's phase times
+_SOURCE_EN = {"log": "from the log's phase times", "host": "by the host's own clock",
+              "hosts": "by the hosts' own clocks", "hosts and log": "by the hosts' own clocks where they recorded it, "
+              "else from the log"}
+_SOURCE_ZH = {"log": "来自日志的阶段时间", "host": "按主机自己的时钟", "hosts": "按各主机自己的时钟",
+              "hosts and log": "主机有记录的按主机自己的时钟，其余来自日志"}
 
 
 def case_lines(case: dict[str, Any]) -> list[str]:
@@ -334,11 +397,12 @@ def case_lines(case: dict[str, Any]) -> list[str]:
                                   if win else "not recorded"),
             f"operator: {op.get('principal')} ({op.get('user')}@{op.get('host')}, key {op.get('key')})",
             f"started {case.get('started')}, finished {case.get('finished')}, {case.get('duration_seconds')} s; "
-            f"downtime {case.get('downtime_seconds')} s"]
+            f"downtime {case.get('downtime_seconds')} s ({_SOURCE_EN.get(str(case.get('downtime_source')), 'log')})"]
     for h in case.get("hosts") or []:
         phases = ", ".join(f"{p.get('phase')} {p.get('outcome')} {p.get('seconds')} s" for p in h.get("phases") or [])
         out.append(f"host {h.get('host')}: {h.get('from')} -> {h.get('to')}: {h.get('outcome')}, version after "
-                   f"{h.get('version_after')}, downtime {h.get('downtime_seconds')} s; phases: {phases}")
+                   f"{h.get('version_after')}, downtime {h.get('downtime_seconds')} s "
+                   f"({_SOURCE_EN.get(str(h.get('downtime_source')), 'log')}); phases: {phases}")
         if h.get("rollback_cause"):
             out.append(f"  rolled back because: {h['rollback_cause']}")
     outcome = case.get("outcome")
@@ -417,12 +481,13 @@ def case_lines_zh(case: dict[str, Any]) -> list[str]:
                          if win else "没有记录"),
             f"操作员：{op.get('principal')}（{op.get('user')}@{op.get('host')}，密钥 {op.get('key')}）",
             f"开始 {case.get('started')}，结束 {case.get('finished')}，用时 {case.get('duration_seconds')} 秒；"
-            f"停机 {case.get('downtime_seconds')} 秒"]
+            f"停机 {case.get('downtime_seconds')} 秒（{_SOURCE_ZH.get(str(case.get('downtime_source')), '来自日志')}）"]
     for h in case.get("hosts") or []:
         phases = "，".join(f"{word('phase', p.get('phase'), 'zh')} {word('status', p.get('outcome'), 'zh')} "
                           f"{p.get('seconds')} 秒" for p in h.get("phases") or [])
         out.append(f"主机 {h.get('host')}：{h.get('from')} → {h.get('to')}：{word('status', h.get('outcome'), 'zh')}，"
-                   f"之后的版本 {h.get('version_after')}，停机 {h.get('downtime_seconds')} 秒；各阶段：{phases}")
+                   f"之后的版本 {h.get('version_after')}，停机 {h.get('downtime_seconds')} 秒"
+                   f"（{_SOURCE_ZH.get(str(h.get('downtime_source')), '来自日志')}）；各阶段：{phases}")
         if h.get("rollback_cause"):
             out.append(f"  回滚原因：{cause(str(h['rollback_cause']), 'zh', technical=False)}")
     outcome = case.get("outcome")
