@@ -218,26 +218,26 @@ def _key_tails(text: str, pem_mask: str, mask: str) -> str:
 
 
 #: texts up to this length are remembered (``_redact_remembered``): a run redacts the same plan strings, paths and
-#: event details for every host, event, journal record and output
-_REMEMBERED_TEXT = 4096
+#: event details for every host, event, journal record and output (a plan of 50 hosts holds some 4,000 strings)
+_REMEMBERED_TEXT = 1024
 
 
 def redact(text: str, mask: str = MASK, pem_mask: str | None = None) -> str:
     """``text`` with every secret it recognises replaced by ``mask``; a private key block becomes
     ``pem_mask`` (default: its BEGIN and END lines around ``mask``)."""
-    if not MAYBE_SECRET.search(text):
-        return text
     if len(text) <= _REMEMBERED_TEXT:
         return _redact_remembered(text, mask, pem_mask)
     return _redact(text, mask, pem_mask)
 
 
-@functools.lru_cache(maxsize=2048)  # pure: text in, text out
+@functools.lru_cache(maxsize=8192)  # pure: text in, text out
 def _redact_remembered(text: str, mask: str, pem_mask: str | None) -> str:
     return _redact(text, mask, pem_mask)
 
 
 def _redact(text: str, mask: str, pem_mask: str | None) -> str:
+    if not MAYBE_SECRET.search(text):
+        return text
 
     def secret(name: str, value: str) -> bool:
         return (value.strip("\"' ").lower() not in _LITERALS and not _BLOCK_INDICATOR.fullmatch(value)
@@ -303,8 +303,10 @@ def _redact(text: str, mask: str, pem_mask: str | None) -> str:
 def redact_value(value: object, key: str = "", mask: str = MASK, pem_mask: str | None = None) -> object:
     """A copy of a parsed value (JSON, YAML) with secrets replaced: everything under a secret name, whatever its
     type (``"db_password": 123456``, a nested object), and secret-looking text in other strings."""
-    if key and not _empty(value) and is_secret_name(key):
+    if key and is_secret_name(key) and not _empty(value):  # both pure: the remembered name first
         return mask
+    if type(value) is str:  # the most common node first (a subclass of str takes the isinstance path below)
+        return redact(value, mask, pem_mask)
     if isinstance(value, dict):
         return {k: redact_value(v, str(k), mask, pem_mask) for k, v in value.items()}
     if isinstance(value, list):
