@@ -364,3 +364,59 @@ def test_the_third_reviews_shapes_are_hidden_in_the_bundle_and_the_audit_log(sha
 def test_ordinary_text_near_the_new_shapes_stays_readable(text: str) -> None:
     assert redact(text) == text
     assert audit_redact({"detail": text})["detail"] == text
+
+
+# ---------------------------------------------------------------- remembered results, patterns compiled on first use
+
+PEM_BLOCK = "-----BEGIN RSA PRIVATE KEY-----\nMIIS3cD4\nAAAA\n-----END RSA PRIVATE KEY-----\n"
+FIRST_USE = r'''
+import json, sys, threading
+texts = json.loads(sys.stdin.read())
+from upgrader.audit import redaction
+threads = int(sys.argv[1])
+out = [None] * len(texts)
+def work(k):
+    for i in range(k, len(texts), threads):
+        out[i] = [redaction.redact(texts[i]), redaction.redact(texts[i], "[X]", "[KEY]"), redaction.redact(texts[i])]
+if threads == 1:
+    work(0)
+else:  # every thread meets the not yet compiled patterns at once
+    start = threading.Barrier(threads)
+    def run(k):
+        start.wait()
+        work(k)
+    ts = [threading.Thread(target=run, args=(k,)) for k in range(threads)]
+    [t.start() for t in ts]
+    [t.join() for t in ts]
+left = sorted(n for n, v in vars(redaction).items() if type(v).__name__ == "_Later")
+print(json.dumps({"out": out, "names": [n for n in sorted(vars(redaction)) if not n.startswith("__")], "left": left}))
+'''
+
+
+def test_patterns_compiled_on_first_use_by_many_threads_at_once_redact_as_one_thread_does() -> None:
+    """In fresh processes: 8 threads that all meet the rules' patterns before any is compiled give, for every
+    text, what one thread gives (asked twice, the second answer remembered), and what this process gives; every
+    pattern they used is then the compiled one in the module."""
+    import subprocess
+    import sys
+
+    texts = [a[1] for a in ATTACKS] + [
+        "password=S3cD1 and url jdbc:mysql://app:S3cD2@db/x\n", "<password>S3cD3</password>",
+        PEM_BLOCK,
+        '{"db": {"token": "S3cD5", "host": "h"}}', "Authorization: Bearer S3cD6\n", "nothing secret here",
+        "db.pass\\u0077ord=S3cD7\n", "GET http://127.0.0.1:8080/VERSION answered 2.0"]
+    texts = texts * 5
+
+    def fresh(threads: int) -> dict[str, object]:
+        done = subprocess.run([sys.executable, "-c", FIRST_USE, str(threads)], input=json.dumps(texts),
+                              capture_output=True, text=True, check=True)
+        return json.loads(done.stdout)
+
+    one, many = fresh(1), fresh(8)
+    assert many["out"] == one["out"]
+    assert one["out"] == [[redact(t), redact(t, "[X]", "[KEY]"), redact(t)] for t in texts]
+    assert "S3c" not in json.dumps(many["out"])  # every secret of every text hidden
+    assert many["out"][texts.index(PEM_BLOCK)][1] == "[KEY]\n"  # the whole block, BEGIN line to END line (re.S)
+    assert many["names"] == one["names"]
+    for name in ("_SETTING", "_LINE_SETTING", "_ELEMENT", "_PEM", "_HEADER", "_URL_AUTHORITY"):
+        assert name not in many["left"], many["left"]  # used, so compiled and in the module's place

@@ -448,8 +448,13 @@ def show_plan(ctx: Context, plan_file: Path) -> PlanReview:
     review["policy_here"] = {"source": policy.source, "sha256": policy.digest, "from": policy_origin(ctx),
                              "identity": policy.identity, "trust_files": [t.to_dict() for t in policy.trust_files],
                              "same": policy.identity == planned.get("identity")}
+    here: dict[tuple[str, str], JSONObject] = {}  # one read of each playbook, not one per host naming it
     for h in cast("list[dict[str, object]]", review["hosts"]):
-        h["playbook_here"] = _playbook_here(cast(JSONObject, h["playbook"]), ctx.home)
+        planned_pb = cast(JSONObject, h["playbook"])
+        seen = (str(planned_pb.get("name")), str(planned_pb.get("sha256")))
+        if seen not in here:
+            here[seen] = _playbook_here(planned_pb, ctx.home)
+        h["playbook_here"] = dict(here[seen])
     _decided_again(ctx, plan, review, policy)
     return PlanReview(plan, Path(plan_file), review, policy)
 

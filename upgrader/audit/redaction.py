@@ -54,14 +54,48 @@ rules would hide, so callers on a hot path skip the rules for it (``redact`` doe
 
 from __future__ import annotations
 
+import functools
 import json
 import re
+import threading
+from typing import cast
 
 from .obfuscation import Obfuscator
 
 __all__ = ["redact", "redact_value", "is_secret_name", "MAYBE_SECRET", "Obfuscator", "MASK", "shorten", "tail"]
 
 MASK = "***"
+
+
+class _Later:
+    """A rule's pattern, compiled on its first use (about 40 patterns: compiling them all costs a process that never
+    meets a text with a trigger word, ``MAYBE_SECRET``, some 10-15 ms of CPU at start-up). On first use the compiled
+    pattern takes this object's place in the module, so later uses cost nothing more; host threads that meet it at
+    once compile it once (a lock)."""
+
+    __slots__ = ("pattern", "flags", "compiled")
+
+    def __init__(self, pattern: str, flags: int) -> None:
+        self.pattern = pattern
+        self.flags = flags
+        self.compiled: re.Pattern[str] | None = None
+
+    def __getattr__(self, attr: str) -> object:  # only for what the slots do not hold: the pattern's methods
+        with _COMPILING:
+            if self.compiled is None:
+                self.compiled = re.compile(self.pattern, self.flags)
+                module = globals()
+                for name, value in list(module.items()):
+                    if value is self:
+                        module[name] = self.compiled
+        return getattr(self.compiled, attr)
+
+
+_COMPILING = threading.Lock()
+
+
+def _later(pattern: str, flags: int = 0) -> "re.Pattern[str]":
+    return cast("re.Pattern[str]", _Later(pattern, flags))
 
 #: a word that every rule below needs; text without one is returned as it is
 MAYBE_SECRET = re.compile(r"(?i)pass|pwd|pw\b|_pw|secret|token|credential|key|auth|cookie|sess|://|jdbc:|mysql|mariadb"
@@ -77,6 +111,7 @@ _PASS_SUFFIX = re.compile(r"(?i)(?<!by)(?<!com)(?<!sur)(?<!tres)pass$")
 _NOT_THE_SECRET = re.compile(r"(?i)(?:file|path|url|uri|dir|type)$")
 
 
+@functools.lru_cache(maxsize=4096)  # pure; the same keys come back for every host, event and journal record
 def is_secret_name(name: str) -> bool:
     """Does a setting, flag, tag or dict key of this name hold a secret? (See the module docstring.)"""
     name = name.strip("-\"' ")
@@ -94,69 +129,69 @@ _CANDIDATE = (r"(?:[\w.-]|\\u[0-9a-fA-F]{4})*(?:pass|pwd|pw|secret|token|credent
 # (a double-quoted value whose backslash escapes nothing, as in XML: ``password="x\"/>``, is the second form)
 _VALUE = (r"\"(?:[^\"\\\n]|\\.)*\"|\"[^\"\n]*\"|'(?:[^'\n]|'')*'"
           r"|[^\s,;&<>\"']+(?:[ \t]+[^\s,;&<>\"'=:]+(?=[\s,;&<>\"']|$))*")
-_SETTING = re.compile(r"(?i)(?P<key>(?<![\w\\])" + _CANDIDATE + r")(?P<sep>[\"']?[ \t]*[=:：][ \t]*)(?P<value>" + _VALUE
+_SETTING = _later(r"(?i)(?P<key>(?<![\w\\])" + _CANDIDATE + r")(?P<sep>[\"']?[ \t]*[=:：][ \t]*)(?P<value>" + _VALUE
                       + ")")
-_FLAG = re.compile(r"(?i)(?<![\w-])(?P<key>--?" + _CANDIDATE + r")(?P<sep>[ \t]+)"
+_FLAG = _later(r"(?i)(?<![\w-])(?P<key>--?" + _CANDIDATE + r")(?P<sep>[ \t]+)"
                    r"(?P<value>\"(?:[^\"\\\n]|\\.)*\"|'[^'\n]*'|(?!-)[^\s;&|]+)")
 # ``-p=x`` / ``-P=x`` (a password flag to many tools; a glued ``-px`` only after the MySQL clients, below)
-_P_EQUALS = re.compile(r"(?P<head>(?<![\w-])-[pP]=)(?P<value>\"(?:[^\"\\\n]|\\.)*\"|'[^'\n]*'|[^\s;&|]+)")
-_MYSQL_P = re.compile(r"(?P<head>(?<![\w-])(?i:mysql\w*|mariadb\w*)\b[^\n;&|]*?[ \t]-p)(?P<value>[^\s;&|'\"]+)")
+_P_EQUALS = _later(r"(?P<head>(?<![\w-])-[pP]=)(?P<value>\"(?:[^\"\\\n]|\\.)*\"|'[^'\n]*'|[^\s;&|]+)")
+_MYSQL_P = _later(r"(?P<head>(?<![\w-])(?i:mysql\w*|mariadb\w*)\b[^\n;&|]*?[ \t]-p)(?P<value>[^\s;&|'\"]+)")
 _TEXT = r"(?:[^<]|<!\[CDATA\[.*?\]\]>)*"  # an element's text: characters and CDATA sections
-_ELEMENT = re.compile(r"(?is)<(?P<tag>" + _CANDIDATE.replace(r"[\w.-]", r"[\w:.-]") + r")(?P<attrs>[^>]*)>"
+_ELEMENT = _later(r"(?is)<(?P<tag>" + _CANDIDATE.replace(r"[\w.-]", r"[\w:.-]") + r")(?P<attrs>[^>]*)>"
                       r"(?P<value>" + _TEXT + r")</(?P=tag)>")
 _ATTR_NAME = r"\b(?:name|key|id)[ \t]*=[ \t]*(?P<q1>[\"'])(?P<name>[^\"'<>]*)(?P=q1)"
 _ATTR_VALUE = r"\bvalue[ \t]*=[ \t]*(?P<q>[\"'])(?P<value>(?:(?!(?P=q))[^<>])*)(?P=q)"
-_PROPERTY = re.compile(r"(?is)(?P<head><[\w:.-]+[^>]*?" + _ATTR_NAME + r"[^>]*?)" + _ATTR_VALUE)
-_PROPERTY_VALUE_FIRST = re.compile(r"(?is)(?P<head><[\w:.-]+[^>]*?)" + _ATTR_VALUE + r"(?P<tail>[^>]*?" + _ATTR_NAME
+_PROPERTY = _later(r"(?is)(?P<head><[\w:.-]+[^>]*?" + _ATTR_NAME + r"[^>]*?)" + _ATTR_VALUE)
+_PROPERTY_VALUE_FIRST = _later(r"(?is)(?P<head><[\w:.-]+[^>]*?)" + _ATTR_VALUE + r"(?P<tail>[^>]*?" + _ATTR_NAME
                                    + ")")
-_KEYED_ELEMENT = re.compile(r"(?is)(?P<head><(?P<tag>[\w:.-]+)[^>]*?" + _ATTR_NAME + r"[^>]*>)(?P<value>"
+_KEYED_ELEMENT = _later(r"(?is)(?P<head><(?P<tag>[\w:.-]+)[^>]*?" + _ATTR_NAME + r"[^>]*>)(?P<value>"
                             + _TEXT + r")(?=</(?P=tag)>)")
-_NAME_VALUE_ELEMENTS = re.compile(r"(?is)(?P<head><(?P<nt>[\w:.-]*name)>\s*(?P<name>[^<]*?)\s*</(?P=nt)>\s*"
+_NAME_VALUE_ELEMENTS = _later(r"(?is)(?P<head><(?P<nt>[\w:.-]*name)>\s*(?P<name>[^<]*?)\s*</(?P=nt)>\s*"
                                   r"<(?P<vt>[\w:.-]*value)>)(?P<value>" + _TEXT + r")(?=</(?P=vt)>)")
 # an XML start tag (its attributes may be split over lines; a quoted value holds no '<'), and one attribute in it
-_TAG = re.compile(r"<[\w:.-]+(?:[^<>\"']|\"[^\"<]*\"|'[^'<]*')*>")
-_TAG_ATTR = re.compile(r"(?<![\w:.-])(?P<key>[\w:.-]+)(?P<sep>\s*=\s*)(?P<value>\"[^\"]*\"|'[^']*')")
+_TAG = _later(r"<[\w:.-]+(?:[^<>\"']|\"[^\"<]*\"|'[^'<]*')*>")
+_TAG_ATTR = _later(r"(?<![\w:.-])(?P<key>[\w:.-]+)(?P<sep>\s*=\s*)(?P<value>\"[^\"]*\"|'[^']*')")
 # a DTD entity's literal value: <!ENTITY pw "x"> and <!ENTITY % pw 'x'> (not an external entity's SYSTEM "uri")
-_ENTITY = re.compile(r"(?i)(?P<head><!ENTITY\s+(?:%\s+)?[\w:.-]+\s+)(?P<value>\"[^\"]*\"|'[^']*')")
-_HEADER = re.compile(r"(?im)(?P<head>(?<![\w-])(?:proxy-)?(?:authorization|set-cookie2?|cookie2?)[ \t]*:[ \t]*)"
+_ENTITY = _later(r"(?i)(?P<head><!ENTITY\s+(?:%\s+)?[\w:.-]+\s+)(?P<value>\"[^\"]*\"|'[^']*')")
+_HEADER = _later(r"(?im)(?P<head>(?<![\w-])(?:proxy-)?(?:authorization|set-cookie2?|cookie2?)[ \t]*:[ \t]*)"
                      r"(?P<value>[^\r\n'\"]*[^\s'\"])")
 # the authority: up to the first / ? # (a password holds those only percent-encoded), or the end of the URL
-_URL_AUTHORITY = re.compile(r"(?i)(?P<scheme>\b[a-z][a-z0-9+.:-]*://)(?P<authority>[^\s/?#\"<>]*@[^\s/?#\"<>]*)")
-_ORACLE_QUOTED = re.compile(r"(?i)(?P<prefix>\bjdbc:oracle:[a-z]+:[^\s/:@\"]+/)\"[^\"\n]*\"(?=@)")
-_ORACLE = re.compile(r"(?i)(?P<prefix>\bjdbc:oracle:[a-z]+:)(?P<user>[^\s/:@]+)/(?P<pw>\S+)@(?=[^\s@]*(?:\s|$))")
+_URL_AUTHORITY = _later(r"(?i)(?P<scheme>\b[a-z][a-z0-9+.:-]*://)(?P<authority>[^\s/?#\"<>]*@[^\s/?#\"<>]*)")
+_ORACLE_QUOTED = _later(r"(?i)(?P<prefix>\bjdbc:oracle:[a-z]+:[^\s/:@\"]+/)\"[^\"\n]*\"(?=@)")
+_ORACLE = _later(r"(?i)(?P<prefix>\bjdbc:oracle:[a-z]+:)(?P<user>[^\s/:@]+)/(?P<pw>\S+)@(?=[^\s@]*(?:\s|$))")
 # a whole line that sets one thing: ``key: value`` (YAML), ``key=value`` (.properties, shell, INI)
-_LINE_SETTING = re.compile(r"(?m)^(?P<head>(?P<indent>[ \t]*)(?P<dash>-[ \t]+)?[\"']?(?P<key>(?:[\w.$-]|\\u[0-9a-fA-F]{4})+)"
+_LINE_SETTING = _later(r"(?m)^(?P<head>(?P<indent>[ \t]*)(?P<dash>-[ \t]+)?[\"']?(?P<key>(?:[\w.$-]|\\u[0-9a-fA-F]{4})+)"
                            r"[\"']?[ \t]*(?:[=:：](?:[ \t]+|(?=\S))|：))(?P<value>[^\n]*?)(?P<tail>[ \t\r]*)$")
-_SPACE_SETTING = re.compile(r"(?m)^(?P<head>[ \t]*(?P<key>[\w.$-]+)[ \t]+)(?P<value>[^\s=:][^\n]*?)(?P<tail>[ \t\r]*)$")
+_SPACE_SETTING = _later(r"(?m)^(?P<head>[ \t]*(?P<key>[\w.$-]+)[ \t]+)(?P<value>[^\s=:][^\n]*?)(?P<tail>[ \t\r]*)$")
 # ``pass same_product: the package is for …``: a check's verdict (``pass <check>: <reason>``), not ``pass <password>``
-_CHECK_VERDICT = re.compile(r"(?i)[ \t]*pass[ \t]+[\w.-]+:(?:[ \t]|$)")
-_BLOCK_INDICATOR = re.compile(r"[|>][+-]?[1-9]?[+-]?(?:[ \t]+#.*)?")
-_FLOW_MAP = re.compile(r"\{(?:\"(?:[^\"\\\n]|\\.)*\"|'(?:[^'\n]|'')*'|[^{}\"'\n])*\}")
-_FLOW_SETTING = re.compile(r"(?P<key>[\w.$-]+)(?P<sep>[\"']?[ \t]*:[ \t]*)(?P<value>\"(?:[^\"\\]|\\.)*\"|'(?:[^']|'')*'"
+_CHECK_VERDICT = _later(r"(?i)[ \t]*pass[ \t]+[\w.-]+:(?:[ \t]|$)")
+_BLOCK_INDICATOR = _later(r"[|>][+-]?[1-9]?[+-]?(?:[ \t]+#.*)?")
+_FLOW_MAP = _later(r"\{(?:\"(?:[^\"\\\n]|\\.)*\"|'(?:[^'\n]|'')*'|[^{}\"'\n])*\}")
+_FLOW_SETTING = _later(r"(?P<key>[\w.$-]+)(?P<sep>[\"']?[ \t]*:[ \t]*)(?P<value>\"(?:[^\"\\]|\\.)*\"|'(?:[^']|'')*'"
                            r"|[^,}\n]*[^,}\s])")
-_PEM = re.compile(r"-----BEGIN ([A-Z ]*PRIVATE KEY)-----.*?(-----END \1-----|\Z)", re.S)
+_PEM = _later(r"-----BEGIN ([A-Z ]*PRIVATE KEY)-----.*?(-----END \1-----|\Z)", re.S)
 # k8s / compose env lists: ``- name: DB_PASSWORD`` then ``value: x`` (either order, same item)
-_NAME_VALUE_ITEM = re.compile(r"(?m)^(?P<head>[ \t]*-[ \t]+name:[ \t]*[\"']?(?P<name>[^\s\"']+)[\"']?[ \t]*\r?\n"
+_NAME_VALUE_ITEM = _later(r"(?m)^(?P<head>[ \t]*-[ \t]+name:[ \t]*[\"']?(?P<name>[^\s\"']+)[\"']?[ \t]*\r?\n"
                               r"[ \t]+value:[ \t]*)(?P<value>[^\n]*?)(?=[ \t\r]*$)")
-_VALUE_NAME_ITEM = re.compile(r"(?m)^(?P<head>[ \t]*-[ \t]+value:[ \t]*)(?P<value>[^\n]*?)(?P<tail>[ \t\r]*\n[ \t]+name:"
+_VALUE_NAME_ITEM = _later(r"(?m)^(?P<head>[ \t]*-[ \t]+value:[ \t]*)(?P<value>[^\n]*?)(?P<tail>[ \t\r]*\n[ \t]+name:"
                               r"[ \t]*[\"']?(?P<name>[^\s\"']+)[\"']?[ \t]*)$")
 # Spring: <property name="password"><value>x</value></property> (on one line or several)
-_PROPERTY_ELEMENT = re.compile(r"(?is)(?P<head><[\w:.-]*property\b[^>]*?" + r"\bname[ \t]*=[ \t]*(?P<q1>[\"'])(?P<name>"
+_PROPERTY_ELEMENT = _later(r"(?is)(?P<head><[\w:.-]*property\b[^>]*?" + r"\bname[ \t]*=[ \t]*(?P<q1>[\"'])(?P<name>"
                                r"[^\"'<>]*)(?P=q1)[^>]*>\s*<(?P<vt>[\w:.-]*value)\b[^>]*>)(?P<value>[^<]*)(?=</(?P=vt)>)")
 # HTML: <input type="password" ... value="x">
-_PASSWORD_INPUT = re.compile(r"(?is)(?P<head><input\b(?=[^>]*\btype[ \t]*=[ \t]*[\"']?password)[^>]*?\bvalue[ \t]*=[ \t]*"
+_PASSWORD_INPUT = _later(r"(?is)(?P<head><input\b(?=[^>]*\btype[ \t]*=[ \t]*[\"']?password)[^>]*?\bvalue[ \t]*=[ \t]*"
                              r"(?P<q>[\"']?))(?P<value>[^\"'\s>]*)")
 # a URL password holding '/' or '#' (not percent-encoded, as people write them): up to the last '@' of the word
-_URL_ODD_PASSWORD = re.compile(r"(?i)(?P<head>\b[a-z][a-z0-9+.:-]*://[^\s/?#\"<>@:]*:)(?P<pw>[^\s\"<>]*[/#][^\s\"<>]*)"
+_URL_ODD_PASSWORD = _later(r"(?i)(?P<head>\b[a-z][a-z0-9+.:-]*://[^\s/?#\"<>@:]*:)(?P<pw>[^\s\"<>]*[/#][^\s\"<>]*)"
                                r"(?=@[^\s@/?#\"<>]+)")
 # curl -u user:password, --user user:password (also --user=...)
-_USER_FLAG = re.compile(r"(?P<head>(?<![\w-])(?:-u|--user|--proxy-user)(?:[ \t]+|=)[^\s:'\"]*:)(?P<value>[^\s'\"]+)")
+_USER_FLAG = _later(r"(?P<head>(?<![\w-])(?:-u|--user|--proxy-user)(?:[ \t]+|=)[^\s:'\"]*:)(?P<value>[^\s'\"]+)")
 # .pgpass: host:port:database:user:password
-_PGPASS = re.compile(r"(?m)^(?P<head>[^:\s#]+:(?:\d+|\*):[^:\s]+:[^:\s]+:)(?P<value>\S[^\n]*?)(?=[ \t\r]*$)")
+_PGPASS = _later(r"(?m)^(?P<head>[^:\s#]+:(?:\d+|\*):[^:\s]+:[^:\s]+:)(?P<value>\S[^\n]*?)(?=[ \t\r]*$)")
 # Azure SAS and other signed URLs: sig=...
-_SIG = re.compile(r"(?i)(?P<head>[?&;]sig=)(?P<value>[^&\s\"'#<>]+)")
-_KEY_END = re.compile(r"-----END [A-Z ]*PRIVATE KEY-----")
-_BASE64_LINE = re.compile(r"[A-Za-z0-9+/=]+\r?")
+_SIG = _later(r"(?i)(?P<head>[?&;]sig=)(?P<value>[^&\s\"'#<>]+)")
+_KEY_END = _later(r"-----END [A-Z ]*PRIVATE KEY-----")
+_BASE64_LINE = _later(r"[A-Za-z0-9+/=]+\r?")
 _LITERALS = {"null", "none", "true", "false", '""', "''", ""}
 
 
@@ -182,9 +217,25 @@ def _key_tails(text: str, pem_mask: str, mask: str) -> str:
     return "".join(out) + text[pos:] if out else text
 
 
+#: texts up to this length are remembered (``_redact_remembered``): a run redacts the same plan strings, paths and
+#: event details for every host, event, journal record and output (a plan of 50 hosts holds some 4,000 strings)
+_REMEMBERED_TEXT = 1024
+
+
 def redact(text: str, mask: str = MASK, pem_mask: str | None = None) -> str:
     """``text`` with every secret it recognises replaced by ``mask``; a private key block becomes
     ``pem_mask`` (default: its BEGIN and END lines around ``mask``)."""
+    if len(text) <= _REMEMBERED_TEXT:
+        return _redact_remembered(text, mask, pem_mask)
+    return _redact(text, mask, pem_mask)
+
+
+@functools.lru_cache(maxsize=8192)  # pure: text in, text out
+def _redact_remembered(text: str, mask: str, pem_mask: str | None) -> str:
+    return _redact(text, mask, pem_mask)
+
+
+def _redact(text: str, mask: str, pem_mask: str | None) -> str:
     if not MAYBE_SECRET.search(text):
         return text
 
@@ -252,8 +303,10 @@ def redact(text: str, mask: str = MASK, pem_mask: str | None = None) -> str:
 def redact_value(value: object, key: str = "", mask: str = MASK, pem_mask: str | None = None) -> object:
     """A copy of a parsed value (JSON, YAML) with secrets replaced: everything under a secret name, whatever its
     type (``"db_password": 123456``, a nested object), and secret-looking text in other strings."""
-    if key and not _empty(value) and is_secret_name(key):
+    if key and is_secret_name(key) and not _empty(value):  # both pure: the remembered name first
         return mask
+    if type(value) is str:  # the most common node first (a subclass of str takes the isinstance path below)
+        return redact(value, mask, pem_mask)
     if isinstance(value, dict):
         return {k: redact_value(v, str(k), mask, pem_mask) for k, v in value.items()}
     if isinstance(value, list):
@@ -293,7 +346,7 @@ def _json_documents(text: str, mask: str, pem_mask: str | None) -> str:
     return "\n".join(lines)
 
 
-_KEY_LINE = re.compile(r"(?P<indent>[ \t]*)(?P<dash>-[ \t]+)?[\"']?(?P<key>[\w.$-]+)[\"']?[ \t]*:(?:[ \t].*)?")
+_KEY_LINE = _later(r"(?P<indent>[ \t]*)(?P<dash>-[ \t]+)?[\"']?(?P<key>[\w.$-]+)[\"']?[ \t]*:(?:[ \t].*)?")
 
 
 def _indented_values(text: str, mask: str) -> str:
@@ -324,8 +377,8 @@ def _indented_values(text: str, mask: str) -> str:
     return "\n".join(lines)
 
 
-_EXPLICIT_KEY = re.compile(r"(?P<indent>[ \t]*)\?[ \t]+[\"']?(?P<key>[^\"'#\s][^\"'#]*?)[\"']?[ \t]*(?:#.*)?")
-_EXPLICIT_VALUE = re.compile(r"(?P<indent>[ \t]*):(?:[ \t]+(?P<value>.*?))?[ \t]*")
+_EXPLICIT_KEY = _later(r"(?P<indent>[ \t]*)\?[ \t]+[\"']?(?P<key>[^\"'#\s][^\"'#]*?)[\"']?[ \t]*(?:#.*)?")
+_EXPLICIT_VALUE = _later(r"(?P<indent>[ \t]*):(?:[ \t]+(?P<value>.*?))?[ \t]*")
 
 
 def _explicit_keys(text: str, mask: str) -> str:
@@ -396,7 +449,7 @@ def _authority(authority: str, mask: str) -> str:
 
 # a URL that runs to the end of a text that was cut ("…"): its '@' may be cut off, so all after "scheme://user:" may
 # be a password
-_CUT_AUTHORITY = re.compile(r"(?i)(?P<head>\b[a-z][a-z0-9+.:-]*://[^\s/?#\"<>@:]*:)(?P<rest>\S*…)$")
+_CUT_AUTHORITY = _later(r"(?i)(?P<head>\b[a-z][a-z0-9+.:-]*://[^\s/?#\"<>@:]*:)(?P<rest>\S*…)$")
 
 
 def shorten(text: str, limit: int, mask: str = MASK) -> str:

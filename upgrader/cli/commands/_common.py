@@ -24,12 +24,13 @@ def console(stderr: bool = False) -> Any:
     return c
 
 
-def print_json(data: Any) -> None:
-    """``--json`` output, with secrets replaced (``redaction.redact_value``): scripts and CI logs keep it."""
+def print_json(data: Any, redacted: bool = False) -> None:
+    """``--json`` output, with secrets replaced (``redaction.redact_value``): scripts and CI logs keep it.
+    ``redacted``: the caller has just passed ``data`` through ``redact_value`` itself."""
     from ...core.plan import readable_json
     from ...audit.redaction import redact_value
 
-    sys.stdout.write(readable_json(redact_value(data), default=str))
+    sys.stdout.write(readable_json(data if redacted else redact_value(data), default=str))
 
 
 def context_of(args: Any) -> Any:

@@ -183,7 +183,7 @@ def _report(c: Any, result: dict[str, Any]) -> int:
 
     result = redact_value(result)
     if c is None:
-        print_json(result)
+        print_json(result, redacted=True)
     else:
         from ..report import print_run_summary
         from .diagnostics import print_diagnostics
