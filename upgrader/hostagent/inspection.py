@@ -313,11 +313,7 @@ def op_inspect(req):
     if out["process"]["running"]:
         # the pid file is the service account's to write: a process it names that is not the service's is neither
         # measured nor attached to (as stop never signals it)
-        try:
-            records = [pid_file_record(paths, req.get("pid_file"))]
-        except AgentError:
-            records = []
-        why = foreign_process(pid, paths, records, req.get("process"))
+        why = foreign_process(pid, paths, [pid_file_record(paths, req.get("pid_file"))], req.get("process"))
         if why:
             out["process"]["running"] = False
             out["process"]["error"] = "not measured: %s" % why

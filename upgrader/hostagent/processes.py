@@ -172,14 +172,12 @@ def proc_identity(pid):
 
 def pid_file_record(paths, pid_file):
     """What the pid file says and who wrote it: {pid, uid, mtime} (read through one descriptor, under open_beneath's
-    disclosure rule), or None when there is none or it names no number."""
+    disclosure rule), or None when there is none, it cannot be read beneath the install, or it names no number."""
     if not pid_file:
         return None
     try:
         fd = open_beneath(paths.install, pid_file, "pid_file", disclose=True)
-    except AgentError:
-        raise
-    except OSError:
+    except (AgentError, OSError):
         return None
     try:
         st = os.fstat(fd)

@@ -20,7 +20,7 @@ def op_stop(req):
     start = time.time()
     sel = spec.get("process")
     found = service_pids(paths, spec.get("pid_file"), sel)
-    records = [pid_record(paths, spec.get("pid_file"))]  # who wrote which pid, before the stop command ran
+    records = [pid_file_record(paths, spec.get("pid_file"))]  # who wrote which pid, before the stop command ran
     pid = found[0] if found else None
     ports = real_ports(spec.get("ports", []))
     result = {"pid": pid, "escalated": None}
@@ -40,7 +40,7 @@ def op_stop(req):
             result.update(already_stopped=True, seconds=round(time.time() - start, 3))
             return result
         found = service_pids(paths, spec.get("pid_file"), sel)
-        records.append(pid_record(paths, spec.get("pid_file")))
+        records.append(pid_file_record(paths, spec.get("pid_file")))
         pid = found[0] if found else None
         result["pid"] = pid
     asked = time.time()  # the stop timeout counts from here, not from any wait for a service coming up
@@ -59,7 +59,7 @@ def op_stop(req):
         targets = service_pids(paths, spec.get("pid_file"), sel, pid)
         if not spec.get("force", True) or not targets:
             raise AgentError("service did not stop within %ss" % spec.get("timeout", 60), "failed", **result)
-        records.append(pid_record(paths, spec.get("pid_file")))
+        records.append(pid_file_record(paths, spec.get("pid_file")))
         fds = dict((target, pidfd(target)) for target in targets)  # taken before the check: signals reach the
         try:                                                          # process checked, never a later one
             for target in targets:
@@ -88,14 +88,6 @@ def op_stop(req):
         set_run_state(paths, launched=None)  # whatever this run launched is stopped: none is coming up
     result["seconds"] = round(time.time() - start, 3)
     return result
-
-
-def pid_record(paths, pid_file):
-    """What the pid file says and who wrote it (see processes.pid_file_record); None when it cannot be read."""
-    try:
-        return pid_file_record(paths, pid_file)
-    except AgentError:
-        return None
 
 
 def launch_deadline(st, allowed):
