@@ -51,10 +51,10 @@ def _playbook_with_command_probe(sandbox: Sandbox, marker: Path) -> None:
                                                                        encoding="utf-8")
 
 
-def _approved(sandbox: Sandbox, tmp_path: Path) -> tuple[Path, Path]:
-    """The requester's signed plan to 7.0.4.2 and the engineer's approval of it (the shipped CLI)."""
+def _approved(sandbox: Sandbox, tmp_path: Path, to: str = TO) -> tuple[Path, Path]:
+    """The requester's signed plan to ``to`` and the engineer's approval of it (the shipped CLI)."""
     plan, approval = tmp_path / "p.json", tmp_path / "p.approval"
-    done = _cli(sandbox.root, "plan", "--inventory", str(sandbox.inventory), "--to", TO, "--catalog",
+    done = _cli(sandbox.root, "plan", "--inventory", str(sandbox.inventory), "--to", to, "--catalog",
                 str(sandbox.catalog), "--key", str(sandbox.requester_key), "-o", str(plan))
     assert done.returncode == ExitCode.OK, done.stdout + done.stderr
     done = _cli(sandbox.root, "approve", str(plan), "--key", str(sandbox.engineer_key), "-o", str(approval))
@@ -232,12 +232,7 @@ def test_a_pattern_principal_is_never_the_requester_for_the_controller(sandbox: 
     changed."""
     before = pristine(sandbox)
     _pattern_requester(sandbox.keys / "allowed_signers")
-    plan, approval = tmp_path / "p.json", tmp_path / "p.approval"
-    done = _cli(sandbox.root, "plan", "--inventory", str(sandbox.inventory), "--to", TO, "--catalog",
-                str(sandbox.catalog), "--key", str(sandbox.requester_key), "-o", str(plan))
-    assert done.returncode == ExitCode.OK, done.stdout + done.stderr
-    done = _cli(sandbox.root, "approve", str(plan), "--key", str(sandbox.engineer_key), "-o", str(approval))
-    assert done.returncode == ExitCode.OK, done.stdout + done.stderr
+    plan, approval = _approved(sandbox, tmp_path)
     done = _cli(sandbox.root, "run", str(plan), "--approval", str(approval), "--yes")
     out = done.stdout + done.stderr
     assert done.returncode == ExitCode.APPROVAL_REFUSED, out
@@ -375,12 +370,7 @@ def test_prepare_extracts_with_the_signed_limits_and_removes_only_the_signed_pac
     anything is extracted. No staged tree, no backup; the lock released, the whole host as before."""
     from trust_support import approval_signed_anyway, resigned
 
-    plan, approval = tmp_path / "p.json", tmp_path / "p.approval"
-    done = _cli(sandbox.root, "plan", "--inventory", str(sandbox.inventory), "--to", "7.0.4.3", "--catalog",
-                str(sandbox.catalog), "--key", str(sandbox.requester_key), "-o", str(plan))
-    assert done.returncode == ExitCode.OK, done.stdout + done.stderr
-    done = _cli(sandbox.root, "approve", str(plan), "--key", str(sandbox.engineer_key), "-o", str(approval))
-    assert done.returncode == ExitCode.OK, done.stdout + done.stderr
+    plan, approval = _approved(sandbox, tmp_path, "7.0.4.3")
     data = json.loads(plan.read_text(encoding="utf-8"))
     entry = data["hosts"][0]
     pkg = entry["package"]
