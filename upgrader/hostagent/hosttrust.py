@@ -505,6 +505,12 @@ def _check(req, ev, root, package_sha256, tmp):
                            "catalog, or have root add the vendor's key there" % vendors, vendors)
     host = _plan_host(plan, req)
     _check_identity(host, req)
+    # the plan's product is the product installed here (its ledger, root's statement, or its files), never only the
+    # plan's word: another product's package is no upgrade of this install (product.py)
+    from .product import check_product
+    from .state import Paths as _Paths
+
+    _, product_from = check_product(_Paths(req), host.get("product"), root)
     package = host.get("package") or {}
     sha = package_sha256 or package.get("sha256")
     if package.get("sha256") != sha:
@@ -563,6 +569,7 @@ def _check(req, ev, root, package_sha256, tmp):
     return {"root": TRUST_DIR, "plan": digest, "approvers": sorted(keys.values()), "approval_keys": sorted(keys),
             "approvals": verified, "entry": host, "host": host.get("name"), "identity": host.get("identity"),
             "catalog_signer": signer[0], "catalog_key": signer[1], "catalog_serial": serial, "product": product,
+            "product_from": product_from,
             "package": sha, "catalog_entry": {k: signed.get(k) for k in ("kind", "requires", "changes", "limits")},
             "current": host.get("current"), "target": host.get("target"), "read": read_from, "read_line": raw}
 
