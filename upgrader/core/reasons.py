@@ -41,7 +41,13 @@ _LEVELS = {"major": "主版本", "minor": "次版本", "maintenance": "维护级
 # (pattern, Chinese template), tried in order; a pattern must match the whole reason
 _FORMS: list[tuple[str, str]] = [
     # version_policy.rules
+    (rf"the package is for (?P<p>[^(]+), the installed product \((?P<w>.+)\)",
+     "升级包针对的是 {p}，即本机所安装的产品（来源：{w}）"),
     (rf"the package is for (?P<p>.+), the installed product", "升级包针对的是 {p}，即本机所安装的产品"),
+    (r"the package is for '(?P<t>[^']*)' but the installed product is '(?P<p>[^']*)' \((?P<w>.+)\); the inventory "
+     r"says '(?P<c>[^']*)'", "升级包针对的是 {t}，但本机安装的产品是 {p}（来源：{w}）；清单写的是 {c}"),
+    (r"the package is for '(?P<t>[^']*)' but the installed product is '(?P<p>[^']*)' \((?P<w>.+)\)",
+     "升级包针对的是 {t}，但本机安装的产品是 {p}（来源：{w}）"),
     (r"the package is for '(?P<t>.*)' but the installed product is '(?P<p>.*)'",
      "升级包针对的是 {t}，但本机安装的产品是 {p}"),
     (rf"already at (?P<v>{_V})(?: \((?P<w>{_V}) is the same\))?", "已经是 {v}"),

@@ -106,7 +106,7 @@ def installed_product(paths, root=None):
         return {"product": product, "from": where}
     found = recognised(paths.install)
     if len(found) == 1:
-        return {"product": found[0], "from": "its files on the host (%s)" % ", ".join(SIGNATURES[found[0]])}
+        return {"product": found[0], "from": "its files on the host: %s" % ", ".join(SIGNATURES[found[0]])}
     return None
 
 
@@ -147,7 +147,7 @@ def check_product(paths, planned, root):
                       % (paths.install, found[0], ", ".join(SIGNATURES[found[0]]), planned, name, planned,
                          os.path.join(TRUST_DIR, CONFIG), os.path.normpath(paths.install), planned), TRUST_DIR)
     if found == [planned]:
-        return planned, "its files on the host (%s)" % ", ".join(SIGNATURES[planned])
+        return planned, "its files on the host: %s" % ", ".join(SIGNATURES[planned])
     raise _refuse("this host has its own trust root and no ledger of an earlier upgrade of %s, and cannot tell "
                   "which product is installed there (the plan says %s; %s): refused before the lock, nothing "
                   "changed. Root states the product in %s: \"installs\": {\"%s\": \"%s\"}"
