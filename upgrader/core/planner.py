@@ -220,7 +220,7 @@ def _decide(h: Host, current: str | None, facts: AgentReply, target_v: Version, 
     # the installed product is the one the host reports (its ledger, its trust root's statement, its files), the
     # inventory's word only when the host does not tell (issue 12: the inventory picks the playbook and package)
     said = facts.get("installed_product")
-    if isinstance(said, Mapping) and isinstance(said.get("product"), str) and said.get("product"):
+    if isinstance(said, dict) and isinstance(said.get("product"), str) and said.get("product"):
         installed, installed_from = str(said["product"]), f"by {said.get('from')}"
     else:
         installed, installed_from = h.product, "the inventory's word: the host does not tell"
