@@ -42,6 +42,11 @@ class UpgradeRequest:
     today: datetime.date | None = None
     #: the host asked about (its name), when there is one: the policy's ``rules.contracts`` may name it
     host: str | None = None
+    #: where ``product`` (the installed product) came from, for the review: the host's ledger, root's statement or
+    #: the product's files on the host, or the inventory's word when the host does not tell; None: not said
+    product_from: str | None = None
+    #: the product the inventory names for the host, when it is not the one the host reports
+    claimed: str | None = None
 
 
 @dataclass(frozen=True)
@@ -85,10 +90,12 @@ def _prefix(version: Version, count: int) -> str:
 
 
 def _same_product(req: UpgradeRequest, policy: Policy) -> tuple[Status, str]:
+    where = f" ({req.product_from})" if req.product_from else ""
     if req.product == req.target_product:
-        return "pass", f"the package is for {req.product}, the installed product"
+        return "pass", f"the package is for {req.product}, the installed product{where}"
+    claimed = f"; the inventory says {req.claimed!r}" if req.claimed and req.claimed != req.product else ""
     return "fail", (f"the package is for {req.target_product!r} but the installed product is "
-                    f"{req.product!r}")
+                    f"{req.product!r}{where}{claimed}")
 
 
 def _newer(req: UpgradeRequest, policy: Policy) -> tuple[Status, str]:

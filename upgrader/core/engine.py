@@ -640,7 +640,8 @@ class _HostRun:
         # audit: what the host's opening record of the run keeps (hostagent/witness.py)
         res = self.call("lock", controller=controller.get("host"), user=controller.get("user"),
                         approvals=list(self.e.approvals), break_lock=self.e.break_lock, catalog=catalog,
-                        sha256=pkg.get("sha256"), current_version=self.p["current"], timeout=None,
+                        sha256=pkg.get("sha256"), current_version=self.p["current"], product=self.p["product"],
+                        timeout=None,
                         audit=self.e.audit, **self._evidence())
         broken = res.get("broken")
         if broken:
@@ -850,7 +851,7 @@ class _HostRun:
 
     def _install(self) -> tuple[str, Mapping[str, object]]:
         res = self.call("install", preserve=self.spec["preserve"], target_version=self.p["target"],
-                        version_source=self.spec["version"])  # the host reads the version again after the swap
+                        version_source=self.spec["version"], product=self.p["product"])  # the host reads the version again after the swap
         return f"{res['files']} files in place in {res['seconds']:.3f}s", res
 
     def _start(self, spec: PlaybookSpec | None = None) -> tuple[str, Mapping[str, object]]:

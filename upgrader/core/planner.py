@@ -217,7 +217,15 @@ def _decide(h: Host, current: str | None, facts: AgentReply, target_v: Version, 
     except VersionError as e:
         return {"allowed": False, "rules": [{"rule": "patch_requires", "status": "fail",
                                              "reason": f"the package's requires range is invalid: {e}"}]}
-    request = UpgradeRequest(product=h.product, target_product=entry.product, current=current_v, target=target_v,
+    # the installed product is the one the host reports (its ledger, its trust root's statement, its files), the
+    # inventory's word only when the host does not tell (issue 12: the inventory picks the playbook and package)
+    said = facts.get("installed_product")
+    if isinstance(said, dict) and isinstance(said.get("product"), str) and said.get("product"):
+        installed, installed_from = str(said["product"]), f"by {said.get('from')}"
+    else:
+        installed, installed_from = h.product, "the inventory's word: the host does not tell"
+    request = UpgradeRequest(product=installed, product_from=installed_from, claimed=h.product,
+                             target_product=entry.product, current=current_v, target=target_v,
                              kind=cast(Literal["full", "patch"], entry.kind),
                              declared_changes=tuple(package.get("changes", ())),
                              requires=requires, maintenance_until=h.maintenance_until, today=today, host=h.name)

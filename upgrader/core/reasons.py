@@ -41,7 +41,18 @@ _LEVELS = {"major": "主版本", "minor": "次版本", "maintenance": "维护级
 # (pattern, Chinese template), tried in order; a pattern must match the whole reason
 _FORMS: list[tuple[str, str]] = [
     # version_policy.rules
+    (rf"the package is for (?P<p>[^(]+), the installed product \((?P<w>.+)\)",
+     "升级包针对的是 {p}，即本机所安装的产品（{w:t}）"),
     (rf"the package is for (?P<p>.+), the installed product", "升级包针对的是 {p}，即本机所安装的产品"),
+    (r"the package is for '(?P<t>[^']*)' but the installed product is '(?P<p>[^']*)' \((?P<w>.+)\); the inventory "
+     r"says '(?P<c>[^']*)'", "升级包针对的是 {t}，但本机安装的产品是 {p}（{w:t}）；清单写的是 {c}"),
+    (r"the package is for '(?P<t>[^']*)' but the installed product is '(?P<p>[^']*)' \((?P<w>.+)\)",
+     "升级包针对的是 {t}，但本机安装的产品是 {p}（{w:t}）"),
+    # where the installed product came from (planner.py: the host's own account, hostagent/product.py)
+    (r"by its files on the host: (?P<f>.+)", "依据主机上该产品的识别文件：{f}"),
+    (r"by the host's ledger (?P<f>\S+)", "依据主机台账 {f}"),
+    (r"by (?P<f>\S+) \"installs\"", "依据 root 在 {f} 中的 \"installs\" 声明"),
+    (r"the inventory's word: the host does not tell", "依据清单（主机未说明已安装的产品）"),
     (r"the package is for '(?P<t>.*)' but the installed product is '(?P<p>.*)'",
      "升级包针对的是 {t}，但本机安装的产品是 {p}"),
     (rf"already at (?P<v>{_V})(?: \((?P<w>{_V}) is the same\))?", "已经是 {v}"),

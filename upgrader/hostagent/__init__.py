@@ -11,7 +11,7 @@ so every action is safe to repeat.
 Layout it keeps beside the install dir, on the same file system (renames and hard links are
 then atomic and free): ``<parent>/.upgrader-<name>/``
     lock                    who holds the host (run, controller, user, time)
-    installed.json          manifest of the product files the last install put in place
+    installed.json          manifest of the product files the last install put in place (and its product)
     packages/<sha256>.tar.gz  packages already on the host (sent once)
     runs/<run>/state.json   how far this run got on this host
     runs/<run>/package.tar.gz  the verified copy that is extracted (never the original)

@@ -47,6 +47,12 @@ def op_facts(req):
     out["identity"] = dict(machine_identity(), install=install)
     out["install_lineage"] = install_lineage(paths, install)
     out["host_trust"] = hosttrust.describe()  # whether this host keeps its own trust root (hosttrust.py)
+    try:  # the product installed here by the host's own account (its ledger, root's statement, its files)
+        root = hosttrust.load_root()
+    except AgentError:
+        root = None
+    from .product import installed_product
+    out["installed_product"] = installed_product(paths, root) if out["exists"] else None
     return out
 
 

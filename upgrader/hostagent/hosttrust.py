@@ -6,7 +6,8 @@ depend on the controller keeps its own root in a fixed directory (``TRUST_DIR``;
 variable or inventory key moves it): ``allowed_signers`` (the engineers whose approvals it accepts),
 ``vendor_signers`` (the keys whose catalogs it accepts), both in OpenSSH's allowed_signers format, and an optional
 ``host-trust.json`` (``{"approvals_required": N}``; ``refused_changes``: declared changes it refuses besides
-REFUSED_CHANGES; ``version_commands``: absolute version commands root allows outside an accepted run; ``version_patterns``: playbook
+REFUSED_CHANGES; ``version_commands``: absolute version commands root allows outside an accepted run; ``installs``: the product
+installed in an install dir, for a first upgrade, product.py; ``version_patterns``: playbook
 version patterns the host may use to read the version; ``access_accounts``: the accounts whose authorized_keys the
 agent may change on a controller's request, access.py). The directory and its files must be owned by root and not
 writable by group or others, below directories only root can change (the StrictModes-like rule); a root that
@@ -18,7 +19,9 @@ and the requester's signature of their digest, the approvals, the catalog and it
 approves the digest of these very plan bytes, has not expired by the host's clock; enough distinct people (keys
 and names: one person's two keys count once), none of them the requester; the catalog verifies under vendor_signers and its entry for the plan's product
 and target version lists the package's sha256; the plan's entry
-for this host was made for this machine and install (its recorded identity), names this install, its current
+for this host was made for this machine and install (its recorded identity), is for the product installed here
+(product.py: its ledger, root's ``installs`` statement, or the product's files; the catalog serial is then keyed on
+that product), names this install, its current
 version is the one the host reads itself (its ledger's, else the playbook's version file), and its target changes
 only levels 3 and 4, never going back; the signed catalog entry declares no change that is never free
 (REFUSED_CHANGES), its kind is the plan's and a patch's ``requires`` holds the version the host runs (at prepare the
@@ -505,6 +508,12 @@ def _check(req, ev, root, package_sha256, tmp):
                            "catalog, or have root add the vendor's key there" % vendors, vendors)
     host = _plan_host(plan, req)
     _check_identity(host, req)
+    # the plan's product is the product installed here (its ledger, root's statement, or its files), never only the
+    # plan's word: another product's package is no upgrade of this install (product.py)
+    from .product import check_product
+    from .state import Paths as _Paths
+
+    _, product_from = check_product(_Paths(req), host.get("product"), root)
     package = host.get("package") or {}
     sha = package_sha256 or package.get("sha256")
     if package.get("sha256") != sha:
@@ -563,6 +572,7 @@ def _check(req, ev, root, package_sha256, tmp):
     return {"root": TRUST_DIR, "plan": digest, "approvers": sorted(keys.values()), "approval_keys": sorted(keys),
             "approvals": verified, "entry": host, "host": host.get("name"), "identity": host.get("identity"),
             "catalog_signer": signer[0], "catalog_key": signer[1], "catalog_serial": serial, "product": product,
+            "product_from": product_from,
             "package": sha, "catalog_entry": {k: signed.get(k) for k in ("kind", "requires", "changes", "limits")},
             "current": host.get("current"), "target": host.get("target"), "read": read_from, "read_line": raw}
 

@@ -82,6 +82,12 @@ def op_install(req):
         os.close(pfd)
     new_manifest = read_json(paths.run("staging", "manifest.json"))
     new_manifest["version"] = req.get("target_version")
+    # the product now installed (product.py): with a host trust root, the product of the plan entry it accepted
+    # (checked against its ledger, root's statement or its files), else the controller's plan
+    kept = hosttrust.accepted(paths)
+    product = ((kept or {}).get("entry") or {}).get("product") if kept is not None else req.get("product")
+    if product:
+        new_manifest["product"] = str(product)
     new_manifest["run"] = paths.run_id
     new_manifest["installed_by"] = paths.run_id
     write_json_atomic(paths.installed, new_manifest)

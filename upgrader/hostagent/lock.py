@@ -18,6 +18,9 @@ from .witness import record_opening
 def op_lock(req):
     paths = Paths(req)
     check_state_dir(paths)
+    if req.get("product") is not None:  # the ledger's product is the plan's (product.py), before anything is written
+        from .product import check_product
+        check_product(paths, req["product"], None)
     ensure_state_dir(paths.state)
     used = used_approvals(paths)
     for digest in req.get("approvals", []):

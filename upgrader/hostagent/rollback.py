@@ -128,6 +128,8 @@ def op_rollback(req):
     installed = dict(manifest["tree"])
     installed.update(version=manifest.get("version"), run=manifest.get("run"), restored=True,
                      installed_by=manifest.get("installed_by", UNKNOWN_OWNER))
+    if manifest.get("product"):  # the product of the restored tree, as the ledger recorded it before this run
+        installed["product"] = manifest["product"]
     write_json_atomic(paths.installed, installed)
     result = {"seconds": round(time.time() - t0, 3), "files": len(manifest["tree"]["files"])}
     if kept:

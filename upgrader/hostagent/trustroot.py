@@ -78,7 +78,7 @@ def load_root():
         raise _trust_error(str(problem), TRUST_DIR)
     root = {"dir": TRUST_DIR, "allowed": os.path.join(TRUST_DIR, ALLOWED),
             "vendors": os.path.join(TRUST_DIR, VENDORS), "required": 1, "refused_changes": [],
-            "version_commands": [], "version_patterns": [], "access_accounts": []}
+            "version_commands": [], "version_patterns": [], "access_accounts": [], "installs": {}}
     for name in (ALLOWED, VENDORS):
         _read(os.path.join(TRUST_DIR, name), True)
     config = _read(os.path.join(TRUST_DIR, CONFIG), False)
@@ -102,6 +102,12 @@ def load_root():
                 raise _trust_error("version_commands lists %r, which is not an absolute command: a relative one would "
                                    "run whatever lies at that path in any install dir a controller names; list it by "
                                    "its absolute path (e.g. \"/opt/app/bin/version.sh\")" % command, where)
+        installs = data.get("installs", {})
+        if not isinstance(installs, dict) or not all(isinstance(k, str) and k.startswith("/") and
+                                                     isinstance(v, str) and v for k, v in installs.items()):
+            raise _trust_error("installs must map absolute install dirs to product names (e.g. {\"/opt/app\": "
+                               "\"sample-middleware\"}), not %r" % (installs,), where)
+        root["installs"] = dict((os.path.normpath(k), v) for k, v in installs.items())
         root["refused_changes"] = list(data.get("refused_changes", []))
         root["version_commands"] = list(data.get("version_commands", []))
         root["version_patterns"] = list(data.get("version_patterns", []))
