@@ -452,28 +452,45 @@ def net_figures(before, after, elapsed):
     return out
 
 
+NOBODY = 65534             # the account the package manager's read-only view runs as (no groups)
+
+
+def run_unprivileged(argv):
+    """Run a package manager's read-only listing as uid/gid 65534 with no supplementary groups, cwd "/": run as
+    root, apt rebuilds and writes its binary caches (/var/cache/apt/*.bin) and dnf writes its logs and metadata;
+    as nobody they write nothing and read the system's own lists. Time-bounded; output as text (stderr dropped)."""
+    def become():
+        if os.geteuid() == 0:
+            os.setgroups([])
+            os.setgid(NOBODY)
+            os.setuid(NOBODY)
+    env = {"PATH": "/usr/bin:/bin:/usr/sbin:/sbin", "LC_ALL": "C", "HOME": "/"}
+    done = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                          preexec_fn=become, timeout=TOOL_TIMEOUT * 2, env=env, cwd="/")
+    return done.stdout.decode("utf-8", "replace")
+
+
 def patch_figures():
-    """Pending updates from the package manager's own view, read-only (apt's or dnf's cache; no download)."""
+    """Pending updates from the package manager's own view, read-only (apt's or dnf's cache; no download), run as
+    nobody (run_unprivileged) so that nothing is written on the host."""
     def tool(path):
         return os.access(path, os.X_OK)
-    env = {"PATH": "/usr/bin:/bin:/usr/sbin:/sbin", "LC_ALL": "C"}
     try:
         if tool("/usr/bin/apt"):
-            done = subprocess.run(["/usr/bin/apt", "list", "--upgradable"], stdin=subprocess.DEVNULL,
-                                  stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, timeout=TOOL_TIMEOUT * 2, env=env)
-            lines = [x for x in done.stdout.decode("utf-8", "replace").splitlines() if "[upgradable from" in x]
+            # no binary cache files either (an agent that is not root may still be an account apt can write as)
+            text = run_unprivileged(["/usr/bin/apt", "-o", "Dir::Cache::pkgcache=", "-o", "Dir::Cache::srcpkgcache=",
+                                     "list", "--upgradable"])
+            lines = [x for x in text.splitlines() if "[upgradable from" in x]
             security = [x.split("/")[0] for x in lines if re.search(r"/\S*-security", x)]
             return {"pending": len(lines), "security": len(security), "security_packages": security[:50],
                     "source": "apt list --upgradable (the package lists as last updated on the host)"}
         if tool("/usr/bin/dnf"):
             base = ["/usr/bin/dnf", "-q", "--cacheonly"]
-            done = subprocess.run(base + ["updateinfo", "list", "--security"], stdin=subprocess.DEVNULL,
-                                  stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, timeout=TOOL_TIMEOUT * 2, env=env)
-            security = sorted(set(x.split()[-1] for x in done.stdout.decode("utf-8", "replace").splitlines()
-                                  if len(x.split()) >= 3))
-            done = subprocess.run(base + ["check-update"], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                  stderr=subprocess.DEVNULL, timeout=TOOL_TIMEOUT * 2, env=env)
-            pending = [x for x in done.stdout.decode("utf-8", "replace").splitlines() if len(x.split()) == 3]
+            # --cacheonly as a user that is not root: read-only use of the system cache (dnf's own documentation)
+            text = run_unprivileged(base + ["updateinfo", "list", "--security"])
+            security = sorted(set(x.split()[-1] for x in text.splitlines() if len(x.split()) >= 3))
+            text = run_unprivileged(base + ["check-update"])
+            pending = [x for x in text.splitlines() if len(x.split()) == 3]
             return {"pending": len(pending), "security": len(security), "security_packages": security[:50],
                     "source": "dnf --cacheonly updateinfo list --security; dnf check-update"}
     except (OSError, subprocess.SubprocessError) as e:

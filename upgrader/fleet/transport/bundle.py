@@ -7,7 +7,7 @@ ships a module and its helpers: a zip holding the package (as ``upgrader_hostage
 controller, and its sha256 names the cached copy on a host (``agent-<sha256>.pyz``). It is built once
 per controller process.
 
-Both transports start it through ``BOOT``: the host's ``python3 -I`` reads the cached file once,
+Both transports start it through ``BOOT``: the host's ``python3 -I -B`` reads the cached file once,
 checks its sha256 against the digest the controller passes, and imports the agent's modules from
 those very bytes in memory (never from the file again, nor from a bytecode cache); a copy that does
 not match answers ``UPGRADER-AGENT-MISSING`` and is sent again. ``python3 -I agent-<sha256>.pyz``
@@ -100,8 +100,10 @@ if __name__ == "__main__":
 # passed in): the file is read once, checked, and the agent imported from those bytes (ZIP_MAIN's run), so
 # neither a changed file nor a planted bytecode cache is ever run. A mismatch answers UPGRADER-AGENT-MISSING
 # and the zip is sent again. One line, no double quotes or '$': it travels inside a double-quoted shell word.
-# Run with ``python3 -I``: neither the login directory nor PYTHON* variables can put modules in its way.
-BOOT = ("import sys,hashlib,io,zipfile;p=sys.argv[1];b=open(p,'rb').read();"
+# Run with ``python3 -I -B``: neither the login directory nor PYTHON* variables can put modules in its way, and
+# no bytecode of the host's own Python library is written (a Python without a compiled stdlib would otherwise get
+# __pycache__ files written into it, as root); dont_write_bytecode is set again first, should -B be lost.
+BOOT = ("import sys;sys.dont_write_bytecode=True;import hashlib,io,zipfile;p=sys.argv[1];b=open(p,'rb').read();"
         "ok=hashlib.sha256(b).hexdigest()==sys.argv[2];"
         "ok or (print('UPGRADER-AGENT-MISSING',flush=True),sys.exit(97));"
         "z=zipfile.ZipFile(io.BytesIO(b));g={'__name__':'upgrader_agent_boot'};"

@@ -202,7 +202,7 @@ class SSHTransport:
                     return idle
                 idle.close()
             boot = (f'test -f "$HOME/{agent}" || {{ echo UPGRADER-AGENT-MISSING; exit 97; }}; '
-                    f'exec {argv[0]} -I -c "{BOOT}" "$HOME/{agent}" {self._digest} --serve')
+                    f'exec {argv[0]} -I -B -c "{BOOT}" "$HOME/{agent}" {self._digest} --serve')
         else:
             boot = shell_join(argv)
         conn = self._connect()
