@@ -162,6 +162,16 @@ def upgrader(box: Sandbox, *argv: str) -> int:
     return main(["--home", str(box.root), *signed_plan(box, argv)], clock=_CLOCK)
 
 
+def inspect_json(box: Sandbox, capsys: pytest.CaptureFixture[str], *extra: str) -> tuple[int, str]:
+    """``upgrader inspect --json`` of the sandbox's install (``extra``: more options): exit code and stdout, no
+    traceback on either stream."""
+    capsys.readouterr()
+    rc = upgrader(box, "inspect", "--install-dir", str(box.install_dir), "--json", *extra)
+    out, err = capsys.readouterr()
+    assert "Traceback" not in out + err, out + err
+    return rc, out
+
+
 def signed_plan(box: Sandbox, argv: tuple[str, ...] | list[str]) -> list[str]:
     """``argv`` of a ``plan`` command with the sandbox requester's ``--key`` added when it has none."""
     argv = list(argv)

@@ -43,7 +43,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import approve, plan_to, run_plan, upgrader
+from conftest import approve, inspect_json, plan_to, run_plan, upgrader
 from hoststate import assert_host_untouched
 from test_host_paths import last_run_id, run_cli
 from test_host_paths_8 import bind, cache_playbook, shared_dir, shared_files, unmount_below
@@ -136,11 +136,8 @@ def test_2_inspect_runs_no_jdk_tool_of_the_install_as_root(sandbox: Sandbox, tmp
         pid_file.write_text("%d\n" % jvm.pid)  # root's, as root started the JVM
         assert pid_file.stat().st_uid == 0
         before = host_state(sandbox)
-        capsys.readouterr()
-        rc = upgrader(sandbox, "inspect", "--install-dir", str(sandbox.install_dir), "--playbook",
-                      "sample-middleware", "--var", f"port={sandbox.port}", "--json")
-        out, err = capsys.readouterr()
-        assert rc == 0 and "Traceback" not in err, out + err
+        rc, out = inspect_json(sandbox, capsys, "--playbook", "sample-middleware", "--var", f"port={sandbox.port}")
+        assert rc == 0, out
         (host,) = json.loads(out)["hosts"]
         assert host["facts"]["process"]["running"] is True, host["facts"]["process"]  # the service's own JVM
         heap = host["facts"]["perf"]["jvm"]["heap_used"]

@@ -22,7 +22,7 @@ from typing import Iterator
 import pytest
 import yaml  # type: ignore[import-untyped]
 
-from conftest import approve, plan_to, upgrader
+from conftest import approve, inspect_json, plan_to
 from hoststate import assert_host_untouched
 from test_host_paths import last_run_id, run_cli
 from trust_support import host_state
@@ -122,14 +122,6 @@ def root_secret(tmp_path: Path, content: bytes) -> Path:
     return f
 
 
-def inspect_json(box: Sandbox, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
-    capsys.readouterr()
-    rc = upgrader(box, "inspect", "--install-dir", str(box.install_dir), "--json")
-    out, err = capsys.readouterr()
-    assert "Traceback" not in out + err
-    return rc, out
-
-
 def test_a2_inspect_reports_no_digest_of_a_linked_file_its_account_may_not_read(sandbox: Sandbox, tmp_path: Path,
                                                                                capsys: pytest.CaptureFixture[str]
                                                                                ) -> None:
@@ -188,10 +180,8 @@ def test_a5_a_recursive_config_glob_does_not_loop_through_directory_links(sandbo
     pb = sandbox.root / "globbing-sample.yaml"
     pb.write_text(text + "\ninspect:\n  configs: ['**/*.conf', 'conf']\n")
     before = host_state(sandbox)
-    capsys.readouterr()
-    rc = upgrader(sandbox, "inspect", "--install-dir", str(sandbox.install_dir), "--playbook", str(pb), "--json")
-    out, err = capsys.readouterr()
-    assert rc == 0, out + err
+    rc, out = inspect_json(sandbox, capsys, "--playbook", str(pb))
+    assert rc == 0, out
     paths = [c["path"] for c in json.loads(out)["hosts"][0]["facts"]["configs"]]
     assert "conf/server.conf" in paths and len(paths) == len(set(paths)), paths
     assert not any(p.startswith(("conf/a/", "conf/b/", "conf/c/")) for p in paths), paths
@@ -289,11 +279,8 @@ def test_r10_inspect_neither_measures_nor_attaches_to_a_process_the_pid_file_nam
     try:
         subprocess.run(["chown", "-R", "daemon:daemon", str(sandbox.install_dir)], check=True)
         (sandbox.install_dir / "run" / "server.pid").write_text("%d\n" % victim.pid)
-        capsys.readouterr()
-        rc = upgrader(sandbox, "inspect", "--install-dir", str(sandbox.install_dir), "--playbook",
-                      "sample-middleware", "--var", f"port={sandbox.port}", "--json")
-        out, err = capsys.readouterr()
-        assert rc == 0 and "Traceback" not in err, out + err
+        rc, out = inspect_json(sandbox, capsys, "--playbook", "sample-middleware", "--var", f"port={sandbox.port}")
+        assert rc == 0, out
         (host,) = json.loads(out)["hosts"]
         process = host["facts"]["process"]
         assert process["running"] is False and "not measured" in process["error"], process
