@@ -16,7 +16,7 @@ import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
 
-from ..core.errors import UpgraderError
+from ..core.errors import InputError, UpgraderError
 from ..core.exit_codes import ExitCode
 
 if TYPE_CHECKING:
@@ -33,7 +33,36 @@ _OBFUSCATE_HELP = ("in the diagnostics bundle written when a host fails, also re
 
 
 def _default_home() -> str:
-    return os.environ.get("UPGRADER_HOME") or str(Path.home() / ".local" / "state" / "upgrader")
+    """$UPGRADER_HOME, else ~/.local/state/upgrader; as root, only in a login directory that is root's own."""
+    given = os.environ.get("UPGRADER_HOME")
+    if given:
+        return given
+    home = Path.home() / ".local" / "state" / "upgrader"
+    if os.geteuid() == 0:
+        _refuse_anothers_home(home)
+    return str(home)
+
+
+def _refuse_anothers_home(home: Path) -> None:
+    """Root's default home taken from a $HOME that is another account's (``sudo`` keeps the caller's HOME): its
+    runs, audit log and keys would be kept in a directory that account can change, or swap for a link. Refused,
+    naming the directory and its owner, before anything is read or written there."""
+    import pwd
+
+    for d in (home.parents[2], home.parents[1], home.parent, home):  # the login directory, then down to the home
+        try:
+            uid = os.stat(d).st_uid
+        except OSError:
+            return  # the first one missing: upgrader makes the rest, root's own
+        if uid != 0:
+            try:
+                owner = pwd.getpwuid(uid).pw_name
+            except KeyError:
+                owner = "uid %d" % uid
+            raise InputError(f"the default home {home} is in {d}, which belongs to {owner}, and upgrader runs as "
+                             "root: its runs, audit log and keys are never kept in another account's directory",
+                             hint="give --home DIR (a directory of root's), or run it with sudo -H (root's own "
+                                  "login directory)")
 
 
 _BREAK_LOCK_HELP = ("take over host locks left by another run (only when you know that run is dead: the lock names its "
@@ -584,9 +613,9 @@ def main(argv: Sequence[str] | None = None, *, clock: Clock | None = None) -> in
     if not getattr(args, "func", None):
         parser.print_help()
         return ExitCode.BAD_INPUT if args.command is None and argv else ExitCode.OK
-    args.home = Path(args.home or _default_home())
     args.clock = clock
     try:
+        args.home = Path(args.home or _default_home())
         return int(_resolve(args.func)(args))
     except UpgraderError as e:
         if args.debug:

@@ -263,6 +263,12 @@ _FORMS: list[tuple[str, str]] = [
     (r"have the new plan approved", "请让新的计划获得批准"),
     (r"ask for a new approval", "请申请新的批准"),
     (r"ask for a new one", "请申请新的批准"),
+    # cli/__init__.py: root's default home in another account's login directory (sudo keeps HOME)
+    (r"the default home (?P<h>.+) is in (?P<d>.+), which belongs to (?P<o>.+), and upgrader runs as root: its runs, "
+     r"audit log and keys are never kept in another account's directory",
+     "默认的数据目录 {h} 位于 {d}，该目录属于 {o}，而 upgrader 以 root 身份运行：运行记录、审计日志和密钥绝不保存在其他账户的目录中"),
+    (r"give --home DIR \(a directory of root's\), or run it with sudo -H \(root's own login directory\)",
+     "请用 --home DIR 指定一个属于 root 的目录，或者用 sudo -H 运行（使用 root 自己的主目录）"),
     (r"(?P<a>.+?) and (?P<b>.+)", "{a:s}和{b:s}"),
 ]
 _COMPILED = [(re.compile(p), t) for p, t in _FORMS]

@@ -6,12 +6,11 @@ import sys
 
 from .beneath import OPEN_DIR, check_host_paths, resolve_beneath, walk_dirs
 from .common import AGENT_FORMAT, DRIFT_LISTED, AgentError
-from .files import read_json
 from . import hosttrust
 from .identity import install_identity, install_lineage, machine_identity
 from .ledger import ledger_drift, ledger_fds, ledger_serials
 from .manifests import scan_tree
-from .state import Paths, run_state
+from .state import Paths, read_lock, run_state
 from .versions import read_version
 
 
@@ -26,7 +25,7 @@ def op_facts(req):
         out["version"], out["version_error"] = read_version(paths, req["version_source"])
     else:
         out["version"], out["version_error"] = None, "install dir %s does not exist" % paths.install
-    out["lock"] = read_json(paths.lock)
+    out["lock"] = read_lock(paths, checked=False)  # O_NOFOLLOW, size-capped: the guide shows its fields
     st = os.statvfs(os.path.dirname(paths.install.rstrip("/")) or "/")
     out["free_bytes"] = st.f_bavail * st.f_frsize
     with ledger_fds(paths, strict=False) as fds:  # a look only: the run's lock refuses a ledger copy not its own
@@ -94,6 +93,6 @@ def non_ascii_names(root, dirs):
 
 def op_state(req):
     paths = Paths(req)
-    return {"state": run_state(paths), "lock": read_json(paths.lock),
+    return {"state": run_state(paths), "lock": read_lock(paths, checked=False),
             "backup": os.path.isfile(paths.run("backup", "manifest.json")),
             "install_exists": os.path.isdir(paths.install), "old_exists": os.path.isdir(paths.run("old"))}

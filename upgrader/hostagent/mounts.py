@@ -40,23 +40,45 @@ def crosses(parent_fd, fd):
 
 def source_of(fd):
     """What is mounted where ``fd`` lies, as /proc/self/mountinfo says ("tmpfs tmpfs", "ext4 /dev/sdb1 /shared")."""
-    mid = mount_id(fd)
-    try:
-        with open("/proc/self/mountinfo") as f:
-            for line in f:
-                head, _, tail = line.partition(" - ")
-                fields, post = head.split(), tail.split()
-                if fields and fields[0] == str(mid) and len(post) >= 2:
-                    root = unescape(fields[3]) if len(fields) > 3 else "/"
-                    return "%s %s%s" % (post[0], post[1], "" if root == "/" else " " + root)
-    except (OSError, ValueError):
-        pass
+    mid = str(mount_id(fd))
+    for entry in mount_table() or []:
+        if entry[0] == mid:
+            return described(entry)
     return "device %d" % os.fstat(fd).st_dev
 
 
+def mount_table():
+    """[(mount id, root, mount point, file system type, source)] of /proc/self/mountinfo, or None when it cannot be
+    read. The table is split as the kernel writes it: lines on b"\\n" and fields on b" " only (it escapes space, tab,
+    newline and backslash in a path as \\ooo and nothing else), never on what str.splitlines or str.split also
+    take for a line or a field break (\\r, \\x0b, \\x1c, \\x85, \\u2028...): a mount point whose name holds
+    one of those would otherwise forge entries of its own or hide itself."""
+    try:
+        with open("/proc/self/mountinfo", "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    table = []
+    for line in data.split(b"\n"):
+        head, _, tail = line.partition(b" - ")
+        fields, post = head.split(b" "), tail.split(b" ")
+        if len(fields) < 5 or len(post) < 2:
+            continue
+        table.append((fields[0].decode("ascii", "replace"), unescape(fields[3]), unescape(fields[4]),
+                      os.fsdecode(post[0]), unescape(post[1])))
+    return table
+
+
+def described(entry):
+    """A mount table entry in a message: "TYPE SOURCE", and the mounted directory when it is not the root."""
+    _, root, _, kind, source = entry
+    return "%s %s%s" % (kind, source, "" if root == "/" else " " + root)
+
+
 def unescape(field):
-    """A path of /proc/self/mountinfo as it is (the kernel writes space, tab, newline and backslash as \\ooo)."""
-    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
+    """A path field of /proc/self/mountinfo (bytes) as it is, decoded as the file system's names are (the kernel
+    writes space, tab, newline and backslash as \\ooo)."""
+    return os.fsdecode(re.sub(rb"\\([0-7]{3})", lambda m: bytes((int(m.group(1), 8) & 0xFF,)), field))
 
 
 def mount_points_at(fd, rel="", here=None):
@@ -76,23 +98,17 @@ def listed_mount_points(fd):
     a directory deleted meanwhile)."""
     try:
         where = os.readlink("/proc/self/fd/%d" % fd)
-        with open("/proc/self/mountinfo", "rb") as f:
-            table = f.read().decode("utf-8", "surrogateescape")
     except OSError:
         return None
-    if not where.startswith("/") or where.endswith(" (deleted)"):
+    table = mount_table()
+    if table is None or not where.startswith("/") or where.endswith(" (deleted)"):
         return None
     prefix = where.rstrip("/") + "/"
     found = {}
-    for line in table.splitlines():
-        head, _, tail = line.partition(" - ")
-        fields, post = head.split(), tail.split()
-        if len(fields) < 5 or len(post) < 2:
-            continue
-        point = unescape(fields[4])
+    for entry in table:
+        point = entry[2]
         if point.startswith(prefix) and len(point) > len(prefix):
-            root = unescape(fields[3])
-            found[point[len(prefix):]] = "%s %s%s" % (post[0], post[1], "" if root == "/" else " " + root)
+            found[point[len(prefix):]] = described(entry)
     outer = sorted(r for r in found if not any(r.startswith(o + "/") for o in found if o != r))
     return [(r, found[r]) for r in outer]
 

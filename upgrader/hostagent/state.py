@@ -396,22 +396,63 @@ def state_file_error(where, name, e):
     return e
 
 
-def read_json_at(dfd, name, where, default=None):
-    """The JSON document ``name`` in directory ``dfd`` (``where``, for messages), never read through a link."""
+def _open_dir_nofollow(path):
+    """A descriptor of directory ``path`` (its last component never followed), None when absent; a link or a
+    file there is refused as a state file would be."""
+    try:
+        return os.open(path, OPEN_DIR)
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        parent, name = os.path.split(path.rstrip("/"))
+        raise state_file_error(parent, name, e)
+
+
+def read_json_at(dfd, name, where, default=None, limit=None):
+    """The JSON document ``name`` in directory ``dfd`` (``where``, for messages), never read through a link; with
+    ``limit``, a file larger than that many bytes is refused unread (not one the agent wrote)."""
     try:
         fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0), dir_fd=dfd)
     except FileNotFoundError:
         return default
     except OSError as e:
         raise state_file_error(where, name, e)
-    with os.fdopen(fd, encoding="utf-8") as f:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
             raise AgentError("%s/%s is not a regular file; the agent keeps its state only in plain files"
                              % (where, name), "unsafe_path", path=os.path.join(where, name))
+        data = f.read(-1 if limit is None else limit + 1)
+        if limit is not None and len(data) > limit:
+            raise AgentError("%s/%s is larger than %d bytes: not a file the agent wrote, and it was not read; remove "
+                             "it after checking that no run holds the install" % (where, name, limit),
+                             "unsafe_path", path=os.path.join(where, name))
         try:
-            return json.load(f)
+            return json.loads(data.decode("utf-8"))
         except ValueError:
             raise AgentError("%s/%s is damaged (not valid JSON)" % (where, name), "needs_person")
+
+
+#: the most a lock file holds (the agent writes a few hundred bytes: run, user, controller, time, a plan digest)
+LOCK_LIMIT = 64 * 1024
+
+
+def read_lock(paths, checked=True):
+    """The host's lock (``paths.lock``) as the agent wrote it, or None when there is none: the state dir opened from
+    its parent without following a link (and, ``checked``, checked as the agent's own: open_state_dir), the lock
+    read from that descriptor with O_NOFOLLOW, a regular file of at most LOCK_LIMIT bytes, holding a JSON object.
+    A link, a FIFO, a huge file (or another account's state dir) is refused (AgentError), never followed, waited
+    on or read whole. Unchecked is for a look only (facts), where the run's own check_state_dir judges the dir."""
+    dfd = open_state_dir(paths.state) if checked else _open_dir_nofollow(paths.state)
+    if dfd is None:
+        return None
+    try:
+        lock = read_json_at(dfd, "lock", paths.state, limit=LOCK_LIMIT)
+    finally:
+        os.close(dfd)
+    if lock is not None and not isinstance(lock, dict):
+        raise AgentError("%s is damaged (not a JSON object)" % paths.lock, "needs_person")
+    return lock
 
 
 def write_json_at(dfd, name, data):

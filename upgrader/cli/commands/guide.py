@@ -766,13 +766,22 @@ class _Guide:
 
 
 def _left_lock(install_dir: Path) -> Any:
-    """The lock on an install of this machine, where the host agent keeps it (``<parent>/.upgrader-<name>/lock``)."""
-    import json
+    """The lock on an install of this machine, where the host agent keeps it (``<parent>/.upgrader-<name>/lock``),
+    read by the agent's own rules (hostagent/state.py read_lock: the state dir checked as the agent's, the lock
+    never followed through a link nor read past its size cap); refused as the agent would refuse it."""
+    from ...core.errors import NeedsPerson
+    from ...core.host_paths import refuse_agent_unsafe
+    from ...hostagent.common import AgentError
+    from ...hostagent.state import Paths, read_lock
 
     try:
-        return json.loads((install_dir.parent / f".upgrader-{install_dir.name}" / "lock").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
+        return read_lock(Paths({"install_dir": str(install_dir)}))
+    except AgentError as e:
+        refuse_agent_unsafe(e, host="local")
+        raise NeedsPerson(str(e), hint="check that no run holds the install (upgrader status), then remove the "
+                                       "damaged lock file") from e
+    except OSError:
+        return None  # unreadable here: the agent's own facts tell, with their reason
 
 
 def _plans_dir(home: Path) -> Path:

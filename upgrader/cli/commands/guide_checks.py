@@ -11,12 +11,15 @@ guide's catalog, both languages.
 from __future__ import annotations
 
 import datetime as _dt
+import math
+import re
 import shlex
 from typing import Any
 
 from ...core.errors import NeedsPerson
+from ...core.text_safety import shown
 
-__all__ = ["refuse_if_locked", "prove_probes", "show_unproven", "way_out"]
+__all__ = ["refuse_if_locked", "lock_fields", "prove_probes", "show_unproven", "way_out"]
 
 
 def way_out(home: Any, run: str) -> dict[str, str]:
@@ -27,21 +30,50 @@ def way_out(home: Any, run: str) -> dict[str, str]:
 
 
 def refuse_if_locked(g: Any, facts: dict[str, Any]) -> None:
-    """A lock on the install (an earlier run that did not end, or one going on): refused, exit 5."""
+    """A lock on the install (an earlier run that did not end, or one going on): refused, exit 5. Only the lock's
+    fields that pass lock_fields are shown and recorded."""
     lock = facts.get("lock")
     if not lock:
         return
-    run = str(lock.get("run") or "?")
+    fields = lock_fields(lock)
+    run = fields["run"]
     try:  # in the policy's time zone, the zone named, as every time the guide shows
-        since = g.when(_dt.datetime.fromtimestamp(float(lock.get("time") or 0), _dt.timezone.utc))
+        since = "?" if fields["time"] is None else g.when(_dt.datetime.fromtimestamp(fields["time"], _dt.timezone.utc))
     except (TypeError, ValueError, OverflowError, OSError):
         since = "?"
-    who = {"run": run, "user": lock.get("user") or "?", "controller": lock.get("controller") or "?"}
+    who = {"run": run, "user": fields["user"], "controller": fields["controller"]}
     commands = way_out(g.args.home, run)
     g.say("locked", since=since, **who)
     g.say("locked_way_out", **commands)
-    g.record("guide_refused", outcome="refused", reason="the install is locked", holder=lock)
+    g.record("guide_refused", outcome="refused", reason="the install is locked", holder=fields)
     raise g.error(NeedsPerson, "locked_error", "locked_error_hint", **who, **commands)
+
+
+#: a run id as upgrader makes them (and as the host agent accepts one to name a directory)
+_RUN_ID = re.compile(r"[A-Za-z0-9._-]{1,100}")
+#: the most of an operator's text (user, controller) a lock shows
+_TEXT_SHOWN = 64
+
+
+def lock_fields(lock: Any) -> dict[str, Any]:
+    """The fields of a lock left on the install that the guide shows: anyone who could write the state dir wrote
+    the file, so each is checked. The run id only in its own shape (else "?": it is put in commands to type), the
+    time only as a finite number of seconds, user and controller as text with every control or bidi character
+    escaped (core/text_safety.py) and cut to _TEXT_SHOWN characters; anything else is "?"."""
+    lock = lock if isinstance(lock, dict) else {}
+    run = lock.get("run")
+    when = lock.get("time")
+    return {"run": run if isinstance(run, str) and _RUN_ID.fullmatch(run) and run not in (".", "..") else "?",
+            "time": float(when) if isinstance(when, (int, float)) and not isinstance(when, bool)
+            and math.isfinite(when) and 0 <= when < 1e11 else None,
+            "user": _safe_text(lock.get("user")), "controller": _safe_text(lock.get("controller"))}
+
+
+def _safe_text(value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        return "?"
+    text = shown(value)
+    return text if len(text) <= _TEXT_SHOWN else text[:_TEXT_SHOWN] + "..."
 
 
 def _show_vars(g: Any, vars_read: dict[str, Any]) -> None:

@@ -9,6 +9,7 @@ bundle.py) and turns its reply into a result or an ``AgentFailure``.
 from __future__ import annotations
 
 import json
+import os
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,7 @@ from typing import Any, Protocol, Sequence
 from ...core import faults
 from ...core.errors import TransportError
 
-__all__ = ["CommandResult", "Transport", "Stream", "AgentClient", "AgentFailure"]
+__all__ = ["CommandResult", "Transport", "Stream", "AgentClient", "AgentFailure", "login_home", "expand_home"]
 
 
 @dataclass(frozen=True)
@@ -160,3 +161,21 @@ def _bounded(value: Any, in_probes: bool = False) -> Any:
 
 def shell_join(argv: Sequence[str]) -> str:
     return " ".join(shlex.quote(a) for a in argv)
+
+
+def login_home() -> str:
+    """This account's login directory on the controller. For root the password database's, never $HOME: ``sudo``
+    keeps the caller's HOME, and root would otherwise trust that account's known_hosts and ssh config, and keep
+    (and run) its agent in that account's cache. For any other account ``~`` as usual."""
+    if os.getuid() == 0:
+        import pwd
+
+        return pwd.getpwuid(0).pw_dir
+    return os.path.expanduser("~")
+
+
+def expand_home(path: str) -> str:
+    """``path`` with a leading ``~`` (``~/...``) read as login_home(); ``~user`` and other paths as usual."""
+    if path == "~" or path.startswith("~/"):
+        return login_home() + path[1:]
+    return os.path.expanduser(path)

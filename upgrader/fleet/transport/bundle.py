@@ -16,6 +16,7 @@ also runs it directly (one request on stdin, or ``--serve``).
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import os
@@ -156,46 +157,113 @@ def agent_bundle() -> AgentBundle:
 
 def cache_dir() -> Path:
     """The controller's own cache of the zip for the local transport (``$XDG_CACHE_HOME/upgrader``, else
-    ``~/.cache/upgrader``: the same place a host keeps it in its login directory)."""
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    ``~/.cache/upgrader``: the same place a host keeps it in its login directory). As root, ``~`` is root's
+    login directory from the password database, never $HOME: ``sudo`` keeps the caller's HOME, and root would
+    otherwise keep, and run, its agent in a directory of that account's."""
+    from .base import login_home
+
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(login_home(), ".cache")
     return Path(base) / "upgrader"
+
+
+#: a directory opened without following a link in its last component
+_OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def _cache_refused(directory: Path, where: str, why: str, host: str | None) -> TransportError:
+    return TransportError(f"the agent's cache directory {directory} is not a directory of this user that only it can "
+                          f"write ({where} is {why}): remove it or fix its owner and mode (0700)", host=host)
+
+
+def _open_cache_dir(directory: Path, host: str | None) -> int:
+    """A descriptor of ``directory``, made (0700) where missing, walked from ``/`` one component at a time with
+    O_NOFOLLOW: a link on the way is refused, not followed, and so is a directory another account owns or may
+    write (a sticky one such as /tmp excepted on the way), the cache itself being this user's own, 0700 or
+    tighter. The caller closes it."""
+    uid = os.getuid()
+    fd = os.open("/", _OPEN_DIR)
+    parts = [p for p in directory.parts[1:] if p not in ("", ".")]
+    try:
+        for i, name in enumerate(parts):
+            here = Path("/", *parts[:i + 1])
+            if name == "..":
+                raise _cache_refused(directory, str(here), "a '..' on the way", host)
+            try:
+                nfd = _open_or_make(fd, name)
+            except OSError as e:
+                if e.errno in (errno.ELOOP, errno.ENOTDIR):
+                    raise _cache_refused(directory, str(here), "a link or not a directory", host) from e
+                raise
+            os.close(fd)
+            fd = nfd
+            st = os.fstat(fd)
+            last = i == len(parts) - 1
+            if st.st_uid not in ((uid,) if last else (0, uid)):
+                raise _cache_refused(directory, str(here), f"owned by uid {st.st_uid}", host)
+            if st.st_mode & 0o022 and (last or not st.st_mode & stat.S_ISVTX):
+                raise _cache_refused(directory, str(here), f"writable by others (mode {stat.S_IMODE(st.st_mode):o})",
+                                     host)
+        return fd
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _open_or_make(fd: int, name: str) -> int:
+    """The directory ``name`` in ``fd``, made 0700 when missing, opened with O_NOFOLLOW."""
+    try:
+        return os.open(name, _OPEN_DIR, dir_fd=fd)
+    except FileNotFoundError:
+        try:
+            os.mkdir(name, 0o700, dir_fd=fd)
+        except FileExistsError:
+            pass  # made meanwhile by another process: checked as any other
+        return os.open(name, _OPEN_DIR, dir_fd=fd)
 
 
 def local_copy(bundle: AgentBundle | None = None, host: str | None = None) -> Path:
     """The zip in the controller's cache dir, written once per version (a copy whose bytes no longer have its
-    digest is replaced); the directory must be this user's own, not a link, not writable by others."""
+    digest is replaced); the directory must be this user's own, not a link, not writable by others, and it is
+    read and written from its descriptor (_open_cache_dir), never through a name that could be swapped."""
     bundle = bundle or agent_bundle()
     directory = cache_dir()
     try:
-        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        st = os.lstat(directory)
+        dfd = _open_cache_dir(directory, host)
     except OSError as e:
         raise TransportError(f"cannot prepare the agent's cache directory {directory}: {e}", host=host) from e
-    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o022:
-        raise TransportError(f"the agent's cache directory {directory} is not a directory of this user that "
-                             "only it can write (a link, another owner, or writable by others): remove it or "
-                             "fix its owner and mode (0700)", host=host)
-    path = directory / bundle.name
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except FileNotFoundError:
-        pass
-    except OSError:  # a link or something else in the way: replaced below
-        pass
-    else:
-        with os.fdopen(fd, "rb") as f:
-            if hashlib.sha256(f.read()).hexdigest() == bundle.sha256:
-                return path
-    # several controllers (or hosts of one inventory) may write it at once: each its own temp file, renamed whole
-    part = directory / f"{bundle.name}.part-{os.urandom(6).hex()}"
+        if _holds(dfd, bundle):
+            return directory / bundle.name
+        _write(dfd, directory, bundle, host)
+    finally:
+        os.close(dfd)
+    return directory / bundle.name
+
+
+def _holds(dfd: int, bundle: AgentBundle) -> bool:
+    """The cache already has the zip, bytes and all (a link or anything else in the way is replaced by _write)."""
     try:
-        fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        fd = os.open(bundle.name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dfd)
+    except OSError:
+        return False
+    with os.fdopen(fd, "rb") as f:
+        return stat.S_ISREG(os.fstat(fd).st_mode) and hashlib.sha256(f.read()).hexdigest() == bundle.sha256
+
+
+def _write(dfd: int, directory: Path, bundle: AgentBundle, host: str | None) -> None:
+    """The zip written into the cache: several controllers (or hosts of one inventory) may write it at once, each
+    its own temp file, renamed whole."""
+    part = f"{bundle.name}.part-{os.urandom(6).hex()}"
+    try:
+        fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dfd)
         with os.fdopen(fd, "wb") as f:
             f.write(bundle.data)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(part, path)
+        os.replace(part, bundle.name, src_dir_fd=dfd, dst_dir_fd=dfd)
     except OSError as e:
-        part.unlink(missing_ok=True)
-        raise TransportError(f"cannot write the agent to {path}: {e}", host=host) from e
-    return path
+        try:
+            os.unlink(part, dir_fd=dfd)
+        except OSError:
+            pass
+        raise TransportError(f"cannot write the agent to {directory / bundle.name}: {e}", host=host) from e

@@ -18,7 +18,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Sequence
 
 from ...core.errors import TransportError
-from .base import CommandResult, shell_join
+from .base import CommandResult, expand_home, login_home, shell_join
 from .bundle import BOOT, agent_bundle
 
 __all__ = ["SSHTransport", "HostKeyRefused"]
@@ -31,6 +31,22 @@ CONNECT_TIMEOUT = 15
 # Python prints that on stderr amid the progress lines. The failure reaches the user as our
 # TransportError instead; a program that configures logging still receives paramiko's records.
 logging.getLogger("paramiko").addHandler(logging.NullHandler())
+
+
+#: exit status of the two scripts below when the cache directory or the agent's name there is not plain
+_LINKED = 3
+# Makes ~/.cache/upgrader (0700) on the host and prints the login directory, physically. The directory is entered
+# with cd -P and must be exactly <home>/.cache/upgrader there and its user's own: a link on the way (planted by
+# whoever could write ~/.cache; looked for before mkdir -p, which would follow it) or another account's directory
+# is refused, and chmod acts on the directory entered, never on a name that could be swapped meanwhile.
+_PREPARE_CACHE = ('h=$(cd -P "$HOME" && pwd -P) || exit 1; echo "$h"; '
+                  'for p in "$h/.cache" "$h/.cache/upgrader"; do [ -L "$p" ] && exit 3; done; '
+                  'mkdir -p "$h/.cache/upgrader" || exit 1; cd -P "$h/.cache/upgrader" || exit 1; '
+                  '[ "$(pwd -P)" = "$h/.cache/upgrader" ] && [ -O . ] || exit 3; chmod 700 . || exit 1')
+# Renames the uploaded $2 to $3 inside the cache directory checked again as above ($1 the login directory):
+# mv -T never moves the file into a directory planted at the name, and a link there is refused, not followed.
+_MOVE_INTO_CACHE = ('cd -P "$1/.cache/upgrader" && [ "$(pwd -P)" = "$1/.cache/upgrader" ] && [ -O . ] || exit 3; '
+                    '[ -L "$3" ] || [ -d "$3" ] && exit 3; exec mv -f -T -- "$2" "$3"')
 
 
 class HostKeyRefused(TransportError):
@@ -66,9 +82,10 @@ class SSHTransport:
         h = self.host
         kwargs: dict[str, Any] = {}
         if h.key:
-            kwargs["key_filename"] = [os.path.expanduser(h.key)]
+            kwargs["key_filename"] = [expand_home(h.key)]
             kwargs["look_for_keys"] = False
-        config = Config(lazy=False)
+        # root's ~/.ssh/config is root's own (login_home), not that of the account whose HOME sudo kept
+        config = Config(lazy=False, user_ssh_path=os.path.join(login_home(), ".ssh", "config"))
         conn = Connection(h.address, user=h.user, port=h.port if h.port != 22 else None, config=config,
                           connect_timeout=CONNECT_TIMEOUT, connect_kwargs=kwargs)
         client = conn.client
@@ -103,12 +120,14 @@ class SSHTransport:
         return conn
 
     def _known_hosts_files(self, conn: Any) -> list[str]:
-        files = [os.path.expanduser("~/.ssh/known_hosts")]
+        """The known_hosts files whose keys are trusted: the inventory's, ssh config's, then ~/.ssh/known_hosts --
+        root's own (login_home): a HOME kept by sudo would let that account add a host key root then trusts."""
+        files = [expand_home("~/.ssh/known_hosts")]
         extra = conn.ssh_config.get("userknownhostsfile")
         if extra:
-            files = [os.path.expanduser(p) for p in str(extra).split()] + files
+            files = [expand_home(p) for p in str(extra).split()] + files
         if getattr(self.host, "known_hosts", None):
-            files.insert(0, os.path.expanduser(self.host.known_hosts))
+            files.insert(0, expand_home(self.host.known_hosts))
         return files
 
     # -- the Transport interface ------------------------------------------------------------
@@ -230,9 +249,12 @@ class SSHTransport:
     def _upload_agent(self, agent: str) -> None:
         import paramiko
 
-        res = self.run(["sh", "-c", 'mkdir -p "$HOME/.cache/upgrader" && chmod 700 "$HOME/.cache/upgrader" && '
-                                    'cd && pwd'])
+        res = self.run(["sh", "-c", _PREPARE_CACHE])
         home = res.stdout.strip()
+        if res.exited == _LINKED:
+            raise TransportError(f"the agent's cache directory {home}/.cache/upgrader on the host leads elsewhere (a "
+                                 "link on its way, or a directory of another account): the agent is never written "
+                                 "through it; remove it (the agent makes its own directory again)", host=self.name)
         if res.exited != 0 or not home.startswith("/"):
             raise TransportError(f"cannot prepare the agent directory: {res.tail()}", host=self.name)
         # several inventory hosts may be installs on one machine, all sending the agent at once: each
@@ -244,10 +266,13 @@ class SSHTransport:
         except (paramiko.SSHException, OSError, EOFError) as e:
             self.run(["rm", "-f", part])
             raise TransportError(f"upload of the agent failed: {e}", host=self.name) from e
-        moved = self.run(["mv", "-f", part, f"{home}/{agent}"])
+        moved = self.run(["sh", "-c", _MOVE_INTO_CACHE, "sh", home, PurePosixPath(part).name,
+                          PurePosixPath(agent).name])
         if moved.exited != 0:
             self.run(["rm", "-f", part])
-            raise TransportError(f"cannot install the agent: {moved.tail()}", host=self.name)
+            what = "a directory or a link is in the way" if moved.exited == _LINKED else moved.tail()
+            raise TransportError(f"cannot install the agent as {home}/{agent}: {what}; remove it (the agent is "
+                                 "sent again)", host=self.name)
 
     def _alive(self) -> bool:
         return bool(self._conn is not None and self._conn.transport is not None and self._conn.transport.is_active())
