@@ -117,8 +117,9 @@ def cross_check(events: list[dict[str, object]], *, plans: Path | None, approval
 
     out = CrossCheck(str(plans) if plans else None, str(approvals) if approvals else None)
 
-    def problem(line: object, what: str, text: str, **extra: str) -> None:
-        out.problems.append({"line": line, "what": what, "problem": text, **extra})
+    def problem(line: object, what: str, text: str, zh: str, **extra: str) -> None:
+        """One mismatch, said in English (``problem``) and in Chinese (``problem_zh``: audit verify --lang zh)."""
+        out.problems.append({"line": line, "what": what, "problem": text, "problem_zh": zh, **extra})
 
     # the plans: every digest the log names, with the file name the log recorded when it made it
     plan_names: dict[str, object] = {}
@@ -146,12 +147,14 @@ def cross_check(events: list[dict[str, object]], *, plans: Path | None, approval
                 except Exception as err:  # noqa: BLE001 - a damaged plan is a finding, not a crash
                     theirs = f"none (not a plan: {err})"
                 elsewhere = f"; digest {digest} is in file {have[digest]}" if digest in have else ""
+                elsewhere_zh = f"；摘要 {digest} 在文件 {have[digest]} 中" if digest in have else ""
                 problem(line, "plan", f"file {named} has digest {theirs}, the log names {digest} (line {line}): "
-                        f"the plan file was swapped or edited{elsewhere}", file=str(named), digest=digest,
-                        file_digest=theirs)
+                        f"the plan file was swapped or edited{elsewhere}",
+                        f"文件 {named} 的摘要为 {theirs}，日志（第 {line} 行）记的是 {digest}：计划文件被调换或改动过"
+                        f"{elsewhere_zh}", file=str(named), digest=digest, file_digest=theirs)
             elif digest not in have:
                 problem(line, "plan", f"plan digest {digest} named by line {line}: no file in {plans} has it",
-                        digest=digest)
+                        f"第 {line} 行提到的计划摘要 {digest}：{plans} 中没有哪个文件有这个摘要", digest=digest)
         # every run's requester against its plan file: the plan's requester (inside its digest) and its signer's key
         for e in events:
             d = _d(e.get("data"))
@@ -197,28 +200,34 @@ def cross_check(events: list[dict[str, object]], *, plans: Path | None, approval
                 except Exception as err:  # noqa: BLE001
                     theirs = f"none (not an approval: {err})"
                 elsewhere = f"; digest {digest} is in file {a.source}" if a is not None else ""
+                elsewhere_zh = f"；摘要 {digest} 在文件 {a.source} 中" if a is not None else ""
                 problem(line, "approval", f"file {named} has digest {theirs}, the log names {digest} (line "
-                        f"{line}): the approval file was swapped or edited{elsewhere}", file=str(named),
-                        digest=digest, file_digest=theirs)
+                        f"{line}): the approval file was swapped or edited{elsewhere}",
+                        f"文件 {named} 的摘要为 {theirs}，日志（第 {line} 行）记的是 {digest}：批准文件被调换或改动过"
+                        f"{elsewhere_zh}", file=str(named), digest=digest, file_digest=theirs)
                 continue
             if a is None:
                 out.approvals[digest] = None
                 problem(line, "approval", f"approval digest {digest} named by line {line}: no file in "
-                        f"{approvals} has it", digest=digest)
+                        f"{approvals} has it", f"第 {line} 行提到的批准摘要 {digest}：{approvals} 中没有哪个文件有这个摘要",
+                        digest=digest)
                 continue
             out.approvals[digest] = a.source
             st = a.statement
             try:
                 verify(a.signature, a.text.encode(), NAMESPACE)
             except SignatureError as e:
-                problem(line, "approval", f"file {a.source}: bad signature ({e})", file=a.source, digest=digest)
+                problem(line, "approval", f"file {a.source}: bad signature ({e})",
+                        f"文件 {a.source}：签名无效（{e}）", file=a.source, digest=digest)
                 continue
             if signers is not None:
                 try:
                     signers.check(st.approver, a.signature.public_key, NAMESPACE, _at(st.created.isoformat()))
                 except ValueError as e:
                     problem(line, "approval", f"file {a.source}: signed by a key the allowed signers do not allow "
-                            f"for {st.approver}: {e}", file=a.source, digest=digest)
+                            f"for {st.approver}: {e}",
+                            f"文件 {a.source}：签名所用的密钥不在允许的签名人中为 {st.approver} 登记（{e}）",
+                            file=a.source, digest=digest)
                     continue
             _pair(problem, a, line, digest, plan, approver, key)
     return out
@@ -230,13 +239,17 @@ def _pair(problem: Callable[..., None], a: Approval, line: object, digest: str, 
     st = a.statement
     if st.plan != plan:
         problem(line, "approval", f"file {a.source} approves plan {st.plan}, the log names plan {plan} "
-                f"(line {line})", file=a.source, digest=digest)
+                f"(line {line})", f"文件 {a.source} 批准的是计划 {st.plan}，日志（第 {line} 行）记的是计划 {plan}",
+                file=a.source, digest=digest)
     elif approver is not None and st.approver != approver:
         problem(line, "approval", f"file {a.source} is signed as {st.approver}, the log names {approver} "
-                f"(line {line})", file=a.source, digest=digest)
+                f"(line {line})", f"文件 {a.source} 的签名人是 {st.approver}，日志（第 {line} 行）记的是 {approver}",
+                file=a.source, digest=digest)
     elif key is not None and a.signature.fingerprint != key:
         problem(line, "approval", f"file {a.source} is signed with the key {a.signature.fingerprint}, the "
-                f"log names {key} (line {line})", file=a.source, digest=digest)
+                f"log names {key} (line {line})",
+                f"文件 {a.source} 用密钥 {a.signature.fingerprint} 签名，日志（第 {line} 行）记的是 {key}",
+                file=a.source, digest=digest)
 
 
 def _used_twice(problem: Callable[..., None], events: list[dict[str, object]]) -> None:
@@ -256,7 +269,8 @@ def _used_twice(problem: Callable[..., None], events: list[dict[str, object]]) -
             if first is not None and first[0] != e.get("run"):
                 problem(e.get("seq"), "approval", f"approval {digest} was spent by run {first[0]} (line {first[1]}) "
                         f"and is named again by run {e.get('run')} (line {e.get('seq')}): an approval is used once",
-                        digest=digest)
+                        f"批准 {digest} 已被运行 {first[0]}（第 {first[1]} 行）用掉，运行 {e.get('run')}（第 "
+                        f"{e.get('seq')} 行）又用了它：一份批准只能用一次", digest=digest)
             elif first is None and e.get("run") in passed:
                 spent[digest] = (e.get("run"), e.get("seq"))
 
@@ -275,15 +289,19 @@ def _requester(problem: Callable[..., None], e: dict[str, object], d: dict[str, 
         data = load_plan(path).data
         key = plan_signer(data, digest, str(path))
     except Exception as err:  # noqa: BLE001 - a plan whose signature does not hold is a finding
-        problem(line, "requester", f"file {path}: its signature cannot be checked ({err})", file=str(path),
-                digest=digest)
+        problem(line, "requester", f"file {path}: its signature cannot be checked ({err})",
+                f"文件 {path}：无法核验它的签名（{err}）", file=str(path), digest=digest)
         return
     theirs = _d(data.get("requester"))
     for k in ("user", "host"):
         if said.get(k) != theirs.get(k):
             problem(line, "requester", f"run {e.get('run')} (line {line}) names requester {k} {said.get(k)}, its "
-                    f"plan file {path} says {theirs.get(k)}", file=str(path), digest=digest)
+                    f"plan file {path} says {theirs.get(k)}",
+                    f"运行 {e.get('run')}（第 {line} 行）记的申请人{'用户' if k == 'user' else '主机'}是 {said.get(k)}，"
+                    f"它的计划文件 {path} 写的是 {theirs.get(k)}", file=str(path), digest=digest)
             return
     if key is not None and said.get("key") is not None and said.get("key") != fingerprint(key):
         problem(line, "requester", f"run {e.get('run')} (line {line}) names the requester's key {said.get('key')}, "
-                f"its plan file {path} is signed with {fingerprint(key)}", file=str(path), digest=digest)
+                f"its plan file {path} is signed with {fingerprint(key)}",
+                f"运行 {e.get('run')}（第 {line} 行）记的申请人密钥是 {said.get('key')}，它的计划文件 {path} 却是用 "
+                f"{fingerprint(key)} 签名的", file=str(path), digest=digest)

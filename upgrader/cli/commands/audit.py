@@ -163,7 +163,8 @@ def cmd_cross_check(args: argparse.Namespace) -> int:
         c.print(Text(f"{'计划' if what == 'plans' else '批准'}：日志提到 {len(found)} 个，在 {folder} 中找到 {good} 个" if zh
                      else f"{what}: {len(found)} named by the log, {good} found in {folder}"), soft_wrap=True)
     for p in check.problems:
-        c.print(Text.assemble(("不符 " if zh else "MISMATCH ", "bold red"), translate(str(p["problem"]), lang)),
+        c.print(Text.assemble(("不符 " if zh else "MISMATCH ", "bold red"),
+                              str(p.get("problem_zh") or translate(str(p["problem"]), lang)) if zh else str(p["problem"])),
                 soft_wrap=True)
     if check.ok:
         c.print(Text("日志提到的每个计划和批准都与其文件相符" if zh else
