@@ -315,13 +315,13 @@ def _log_account(events: list[JSONObject], label: str, host: str) -> JSONObject 
     phases = {str(e.get("phase")) for e in mine if e.get("event") == "phase_finished" and e.get("host") == host
               and e.get("outcome") == "ok"}
     first = next((e.get("time") for e in mine if e.get("host") == host and e.get("event") == "phase_started"), None)
-    # each phase of this host as the log times it: [start, end] in the order the log has them
+    # each phase of this host as the log times it: [start, end, outcome, line of its start] in the log's order
     spans: dict[str, list[list[object]]] = {}
     for e in mine:
         if e.get("host") != host or e.get("phase") is None:
             continue
         if e.get("event") == "phase_started":
-            spans.setdefault(str(e.get("phase")), []).append([e.get("time"), None, None])
+            spans.setdefault(str(e.get("phase")), []).append([e.get("time"), None, None, e.get("seq")])
         elif e.get("event") == "phase_finished":
             open_ = next((x for x in spans.get(str(e.get("phase")), []) if x[1] is None), None)
             if open_ is not None:
@@ -332,13 +332,14 @@ def _log_account(events: list[JSONObject], label: str, host: str) -> JSONObject 
             if "approvals" in sd else None,
             "window": window.get("inside") if isinstance(window, dict) else None,
             "outcome": ended.get("outcome") if ended is not None else None, "finished": ended.get("time")
-            if ended is not None else None, "version_after": ed.get("version"), "version_before": before,
+            if ended is not None else None, "finished_line": ended.get("seq") if ended is not None else None, "version_after": ed.get("version"), "version_before": before,
             "phases": phases, "started": first}
 
 
-def _differences(rec: JSONObject, log: JSONObject) -> list[JSONObject]:
+def _differences(rec: JSONObject, log: JSONObject, opened: JSONObject | None = None) -> list[JSONObject]:
     """Each field where the host's own record of a run and the log's lines of it differ:
-    {"field", "host": what the host recorded, "log": what the log says}."""
+    {"field", "host": what the host recorded, "log": what the log says}. ``opened``: the host's opening record of
+    the run (when it took its lock), which with ``rec``'s finish fixes the host's clock offset for the run."""
     out: list[JSONObject] = []
 
     def differ(name: str, host_value: object, log_value: object) -> None:
@@ -371,6 +372,9 @@ def _differences(rec: JSONObject, log: JSONObject) -> list[JSONObject]:
             differ("phases", "rollback not done", "rollback done")
     if not resumed:
         out += _step_times(steps, log.get("spans"))
+        said = {(d.get("field"), d.get("log")) for d in out}  # a phase already beyond CLOCK_SKEW is said once
+        out += [d for d in _offset_times(steps, log, _offset_bounds(rec, log, opened))
+                if (d.get("field"), d.get("log")) not in said]
     host_end, log_end = _when(rec.get("finished")), _when(log.get("finished"))
     if host_end is not None and log_end is not None and abs(host_end - log_end) > CLOCK_SKEW:
         differ("finished", _iso(host_end), log.get("finished"))
@@ -451,6 +455,66 @@ def _step_times(steps: Sequence[object], spans: object) -> list[JSONObject]:
     return out
 
 
+#: how far (seconds) a phase may be from the host's own step once the host's clock offset is fixed for the run: the
+#: controller's and the host's clocks are read to the millisecond, so one second is room enough and a phase moved
+#: by more is moved, however far it stays within CLOCK_SKEW
+OFFSET_TOLERANCE = 1.0
+
+
+def _offset_bounds(rec: JSONObject, log: JSONObject, opened: JSONObject | None) -> tuple[float, float] | None:
+    """The host's clock offset for one run (log time minus host time) as the range (low, high) the two moments
+    both sides record allow: the host took its lock (its opening record's time) inside the log's preflight phase on
+    it, and it recorded its finish before the log's host_finished line. None when neither bounds it both ways (a
+    resume or rollback takes its lock outside any phase): the phases are then held to CLOCK_SKEW only."""
+    spans = log.get("spans") if isinstance(log.get("spans"), dict) else {}
+    assert isinstance(spans, dict)
+    at = _when(opened.get("opened")) if opened is not None else None
+    pre = next((x for x in spans.get("preflight") or []), None)
+    la, lb = (_when(pre[0]), _when(pre[1])) if pre is not None else (None, None)
+    if at is None or la is None or lb is None:
+        return None
+    low, high = la - at, lb - at
+    end, logged = _when(rec.get("finished")), _when(log.get("finished"))
+    if end is not None and logged is not None:
+        high = min(high, logged - end)
+    return low, high
+
+
+def _offset_times(steps: Sequence[object], log: JSONObject, bounds: tuple[float, float] | None) -> list[JSONObject]:
+    """Every phase (TIMED_STEPS) the log says went well on a host, under the host's one clock offset of the run
+    (``bounds``, _offset_bounds): it must hold one of the host's own steps of that name (its start no later than the
+    step's, its end no earlier) within OFFSET_TOLERANCE. A phase moved (even by less than CLOCK_SKEW) is a
+    difference naming the log's line of its start; the lock and the finish not agreeing on any offset is one
+    naming the host_finished line."""
+    if bounds is None:
+        return []
+    low, high = bounds
+    if low > high + OFFSET_TOLERANCE:
+        return [{"field": "clock offset", "line": log.get("finished_line"), "host": f"{low:+.3f}s / {high:+.3f}s",
+                 "log": log.get("finished")}]
+    out: list[JSONObject] = []
+    given = log.get("spans") if isinstance(log.get("spans"), dict) else {}
+    assert isinstance(given, dict)
+    for op in TIMED_STEPS:
+        mine = [(a, b) for x in steps if isinstance(x, dict) and x.get("op") == op and x.get("ok")
+                for a, b in [(_when(x.get("start")), _when(x.get("at")))] if a is not None and b is not None]
+        if not mine:
+            continue
+        for span in given.get(op) or []:
+            la, lb = _when(span[0]), _when(span[1])
+            if la is None or lb is None or span[2] != "ok":
+                continue
+            # the offsets under which this phase holds step (a, b): la <= a + off and b + off <= lb
+            if any(max(low, la - a) <= min(high, lb - b) + OFFSET_TOLERANCE for a, b in mine):
+                continue
+            a, b = min(mine, key=lambda ab: abs(ab[0] + (low + high) / 2 - la))
+            line = span[3] if len(span) > 3 else None
+            out.append({"field": f"{op} time", "line": line, "offset": f"{low:+.3f}s … {high:+.3f}s",
+                        "host": f"{_iso_ms(a)} – {_iso_ms(b)} ({b - a:.3f}s)",
+                        "log": f"{span[0]} – {span[1]} ({lb - la:.3f}s)"})
+    return out
+
+
 def _iso_ms(t: float) -> str:
     import datetime as _dt
 
@@ -461,7 +525,22 @@ def _iso_ms(t: float) -> str:
 FIELDS_ZH = {"outcome": "结果", "version_after": "之后的版本", "version_before": "之前的版本", "plan": "计划摘要",
              "window": "在维护窗口内", "approvals": "批准摘要", "phases": "执行的阶段", "finished": "结束时间",
              "started": "开始时间", "run": "运行", "stop time": "停止步骤的时间", "install time": "安装步骤的时间",
-             "start time": "启动步骤的时间", "rollback time": "回滚步骤的时间", "downtime": "停机时长"}
+             "start time": "启动步骤的时间", "rollback time": "回滚步骤的时间", "downtime": "停机时长",
+             "clock offset": "时钟偏差（由加锁和结束两个时刻确定）"}
+
+
+def _where(d: Mapping[str, object], lang: str = "en") -> str:
+    """The log's line a difference names and the host's clock offset it was judged under, when it has them."""
+    zh = lang == "zh"
+    parts = []
+    if d.get("line") is not None:
+        parts.append(f"第 {d.get('line')} 行" if zh else f"line {d.get('line')}")
+    if d.get("offset") is not None:
+        parts.append(f"按主机这次运行的时钟偏差 {d.get('offset')}（由加锁和结束确定）" if zh else
+                     f"under the host's clock offset {d.get('offset')} for the run, fixed by its lock and finish")
+    if not parts:
+        return ""
+    return f"（{'，'.join(parts)}）" if zh else f" ({', '.join(parts)})"
 
 
 def account_texts(a: Mapping[str, object], lang: str = "en") -> list[str]:
@@ -477,10 +556,10 @@ def account_texts(a: Mapping[str, object], lang: str = "en") -> list[str]:
         field_ = str(d.get("field"))
         if zh:
             out.append(f"主机 {host} 自己的运行记录与日志不符——{FIELDS_ZH.get(field_, field_)}：主机记为 {d.get('host')}，"
-                       f"日志为 {d.get('log')}（已被篡改）")
+                       f"日志为 {d.get('log')}{_where(d, 'zh')}（已被篡改）")
         else:
             out.append(f"host {host}'s own record of the run differs from the log — {field_}: {d.get('host')} on "
-                       f"the host, {d.get('log')} in the log (ALTERED)")
+                       f"the host, {d.get('log')} in the log{_where(d)} (ALTERED)")
     out += [doubt_text(d, lang) for d in doubts if isinstance(d, dict)]
     if not diffs and not doubts:
         out.append(f"主机 {host} 自己的运行记录（结果、版本、计划、批准、窗口、步骤、时间）与日志相符" if zh else
@@ -549,13 +628,15 @@ def _compare_accounts(result: WitnessResult, events: list[JSONObject]) -> None:
                         "一行：被截断或删除")
                 diffs.append({"field": "run", "host": label, "log": None})
             else:
-                diffs = _differences(rec, log)
+                opening = next((o for o in h.opened if str(o.get("as") or o.get("run") or "") == label), None)
+                diffs = _differences(rec, log, opening)
                 for d in diffs:
                     result.found(
                         f"host {h.host}'s own record of run {label} differs from the log: {d['field']} is "
-                        f"{d['host']} on the host, {d['log']} in the log: ALTERED",
+                        f"{d['host']} on the host, {d['log']} in the log{_where(d)}: ALTERED",
                         f"主机 {h.host} 自己对运行 {label} 的记录与日志不符——"
-                        f"{FIELDS_ZH.get(str(d['field']), d['field'])}：主机记为 {d['host']}，日志为 {d['log']}（已被篡改）")
+                        f"{FIELDS_ZH.get(str(d['field']), d['field'])}：主机记为 {d['host']}，日志为 {d['log']}"
+                        f"{_where(d, 'zh')}（已被篡改）")
             wits = [c for c in h.checkpoints if c.get("run") == label]
             base = {"host": h.host, "run": label, "finished": when}
             later = _covering(result, h, events, label) if not wits else None
