@@ -162,10 +162,11 @@ def cross_check(events: list[dict[str, object]], *, plans: Path | None, approval
             if e.get("event") not in OPENING_EVENTS or not isinstance(digest, str) or digest not in have:
                 continue
             _requester(problem, e, d, digest, have[digest])
+            _plan_hosts(problem, e, d, digest, have[digest], events)
 
     # the approvals a run accepted: (line, digest, plan, approver, key), and the file names the log recorded
     approval_names: dict[tuple[object, object, object], object] = {}
-    accepted: list[tuple[object, str, object, object, object]] = []
+    accepted: list[tuple[object, str, object, object, object, object]] = []
     for e in events:
         d = _d(e.get("data"))
         if e.get("event") == "approval_created":
@@ -178,16 +179,16 @@ def cross_check(events: list[dict[str, object]], *, plans: Path | None, approval
                 named_digest = given.get("digest")
                 if isinstance(named_digest, str):
                     accepted.append((e.get("seq"), named_digest, d.get("plan"), given.get("approver"),
-                                     given.get("key")))
+                                     given.get("key"), given.get("expires")))
     _used_twice(problem, events)
     if approvals is not None:
         have_a = _approvals(approvals)
         checked: set[str] = set()
-        for line, digest, plan, approver, key in accepted:
+        for line, digest, plan, approver, key, expires in accepted:
             if digest in checked:  # the file itself was checked at its first use: each run's own pair still is
                 a = have_a.get(digest)
                 if a is not None and out.approvals.get(digest) == a.source:
-                    _pair(problem, a, line, digest, plan, approver, key)
+                    _pair(problem, a, line, digest, plan, approver, key, expires)
                 continue
             checked.add(digest)
             a = have_a.get(digest)
@@ -229,14 +230,20 @@ def cross_check(events: list[dict[str, object]], *, plans: Path | None, approval
                             f"文件 {a.source}：签名所用的密钥不在允许的签名人中为 {st.approver} 登记（{e}）",
                             file=a.source, digest=digest)
                     continue
-            _pair(problem, a, line, digest, plan, approver, key)
+            _pair(problem, a, line, digest, plan, approver, key, expires)
     return out
 
 
 def _pair(problem: Callable[..., None], a: Approval, line: object, digest: str, plan: object, approver: object,
-          key: object) -> None:
-    """One (run, approval) pair of the log against the approval's file: the plan it approves, its signer, its key."""
+          key: object, expires: object = None) -> None:
+    """One (run, approval) pair of the log against the approval's file: the plan it approves, its signer, its key
+    and its expiry (signed fields all: the log cannot say the approval ran longer, or for another plan)."""
     st = a.statement
+    if expires is not None and _at(expires) != st.expires:
+        problem(line, "approval", f"file {a.source} expires at {st.expires.isoformat()}, the log says {expires} "
+                f"(line {line})", f"文件 {a.source} 的有效期至 {st.expires.isoformat()}，日志（第 {line} 行）记的是 {expires}",
+                file=a.source, digest=digest)
+        return
     if st.plan != plan:
         problem(line, "approval", f"file {a.source} approves plan {st.plan}, the log names plan {plan} "
                 f"(line {line})", f"文件 {a.source} 批准的是计划 {st.plan}，日志（第 {line} 行）记的是计划 {plan}",
@@ -273,6 +280,28 @@ def _used_twice(problem: Callable[..., None], events: list[dict[str, object]]) -
                         f"{e.get('seq')} 行）又用了它：一份批准只能用一次", digest=digest)
             elif first is None and e.get("run") in passed:
                 spent[digest] = (e.get("run"), e.get("seq"))
+
+
+def _plan_hosts(problem: Callable[..., None], e: dict[str, object], d: dict[str, object], digest: str, path: Path,
+                events: list[dict[str, object]]) -> None:
+    """Every host the log names for the run (its opening line's hosts and every line of the run) must be a host of
+    its plan file: the plan's hosts are inside its digest, the log's are only what the controller wrote."""
+    from ..core.plan import load_plan
+
+    try:
+        planned = {str(_d(h).get("name")) for h in _l(load_plan(path).data.get("hosts"))}
+    except Exception:  # noqa: BLE001 - a plan that does not load is named by the digest check already
+        return
+    run = e.get("run")
+    named = [str(_d(h).get("host")) for h in _l(d.get("hosts"))]
+    named += [str(x.get("host")) for x in events if x.get("run") == run and isinstance(x.get("host"), str)]
+    extra = sorted(set(named) - planned)
+    if extra:
+        line = e.get("seq")
+        problem(line, "plan", f"run {run} (line {line}) names host(s) {', '.join(extra)}, its plan file {path} has "
+                f"{', '.join(sorted(planned)) or 'none'}",
+                f"运行 {run}（第 {line} 行）提到了主机 {'、'.join(extra)}，它的计划文件 {path} 里只有 "
+                f"{'、'.join(sorted(planned)) or '无'}", file=str(path), digest=digest)
 
 
 def _requester(problem: Callable[..., None], e: dict[str, object], d: dict[str, object], digest: str,
