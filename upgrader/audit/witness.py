@@ -91,11 +91,26 @@ class HostWitness:
     absent: str | None = None
     #: {run label: the steps this host executed} for each run it opened and never finished
     open_steps: dict[str, list[JSONObject]] = field(default_factory=dict)
+    #: what keeps this host's records out of a controller's reach: "host trust root" (the host runs no step, hook
+    #: or command outside a run it accepted itself), "syslog" (each witness also went to the host's syslog); empty:
+    #: neither (a modified controller's hook, run as root there, can rewrite them)
+    protected_by: list[str] = field(default_factory=list)
 
 
-def read_witnesses(targets: Sequence[WitnessTarget]) -> list[HostWitness]:
+def _has_trust_root(t: WitnessTarget) -> bool:
+    """Whether the host keeps its own trust root, asked read-only: its ``host_trust`` check given no evidence answers
+    nothing without a root, and refuses (kind host_trust) with one, or with one it cannot accept."""
+    try:
+        _call(t, "host_trust")
+    except Exception as e:  # noqa: BLE001 - refused for its root (kind host_trust), or not asked: not known
+        return getattr(e, "kind", None) == "host_trust"
+    return False
+
+
+def read_witnesses(targets: Sequence[WitnessTarget], syslog: bool = False) -> list[HostWitness]:
     """Every target's witnessed checkpoints and its own run records (read-only); a host that cannot be read carries
-    its ``error``."""
+    its ``error``. ``syslog``: the policy sends every witness to the hosts' syslog too (``audit.syslog``), which
+    each host's ``protected_by`` names, beside its own trust root."""
 
     def dicts(v: object) -> list[JSONObject]:
         return [c for c in v if isinstance(c, dict)] if isinstance(v, list) else []
@@ -110,11 +125,12 @@ def read_witnesses(targets: Sequence[WitnessTarget]) -> list[HostWitness]:
         lock = reply.get("lock")
         given = reply.get("open_steps")
         open_steps = {str(k): dicts(v) for k, v in given.items()} if isinstance(given, dict) else {}
+        protected = (["host trust root"] if _has_trust_root(t) else []) + (["syslog"] if syslog else [])
         return HostWitness(t.name, dicts(reply.get("checkpoints")), unreadable=bad, runs=dicts(reply.get("runs")),
                            unreadable_count=count if type(count) is int else len(bad),
                            opened=dicts(reply.get("opened")), lock=lock if isinstance(lock, dict) else None,
                            absent=str(reply["absent"]) if reply.get("absent") else None,
-                           open_steps=open_steps)
+                           open_steps=open_steps, protected_by=protected)
 
     if not targets:
         return []
@@ -172,8 +188,21 @@ class WitnessResult:
                 "doubts": self.doubts, "runs_compared": len(self.accounts),
                 "hosts": [{"host": h.host, "checkpoints": len(h.checkpoints), "runs": len(h.runs),
                            "opened": len(h.opened), "lock": h.lock,
+                           "protected_by": None if h.error else (h.protected_by or ["neither"]),
                            "error": h.error, "unreadable_lines": h.unreadable,
                            "unreadable_count": h.unreadable_count} for h in self.hosts]}
+
+
+def protection_text(h: HostWitness, lang: str = "en") -> str:
+    """What keeps ``h``'s records out of a controller's reach, and the boundary when nothing does."""
+    zh = lang == "zh"
+    names = {"host trust root": "主机信任根", "syslog": "syslog"}
+    if not h.protected_by:
+        return ("主机 {0} 的记录没有任何保护（既没有主机信任根，也没有发往 syslog）：修改过的控制端可以通过钩子以 root 身份改写它们"
+                if zh else "host {0}'s records are protected by neither a host trust root nor syslog: a modified "
+                "controller's hook, run as root there, can rewrite them").format(h.host)
+    said = ("、" if zh else " and ").join(names[p] if zh else p for p in h.protected_by)
+    return (f"主机 {h.host} 的记录受 {said} 保护" if zh else f"host {h.host}'s records are protected by {said}")
 
 
 def _log_lines(data: bytes) -> tuple[list[str], dict[int, JSONObject], list[JSONObject]]:
@@ -225,6 +254,7 @@ def check_witnesses(data: bytes, hosts: list[HostWitness], *, not_read: Mapping[
             result.findings.append((h.host, c, problem))
             if problem is not None:
                 result.found(problem, str(_problem(hashes, cps, matching, h.host, c, "zh")))
+    _twice_finished(result, events)
     _compare_accounts(result, events)
     _compare_openings(result, events, window, policy_digest)
     for host, why in (not_read or {}).items():
@@ -609,54 +639,84 @@ def _compare_accounts(result: WitnessResult, events: list[JSONObject]) -> None:
                          "(not a witness or run record this version writes)",
                          f"主机 {h.host}：其记录中有 {h.unreadable_count} 行无法使用（不是本版本写的见证或运行记录）",
                          doubt=True)
-        seen: set[str] = set()
-        for rec in h.runs:
+        mine: dict[str, list[JSONObject]] = {}
+        for rec in h.runs:  # every record the host keeps, not only the first of each run
             label = str(rec.get("as") or rec.get("run") or "")
-            if not label or label in seen:  # a finish retried: the first record is the run's
-                continue
-            seen.add(label)
-            log = _log_account(events, label, h.host)
-            when = _iso(rec.get("finished"))
-            diffs: list[JSONObject] = []
-            doubts: list[JSONObject] = []
-            if log is None:
-                if (h.host, label) not in witnessed_wrong:  # said once: its witness's problem names it already
-                    result.found(
-                        f"host {h.host} finished run {label} at {when} ({rec.get('outcome')}), but the log has no "
-                        "line of that run: cut off or removed",
-                        f"主机 {h.host} 于 {when} 结束了运行 {label}（{rec.get('outcome')}），但日志中没有这次运行的任何"
-                        "一行：被截断或删除")
-                diffs.append({"field": "run", "host": label, "log": None})
-            else:
-                opening = next((o for o in h.opened if str(o.get("as") or o.get("run") or "") == label), None)
-                diffs = _differences(rec, log, opening)
-                for d in diffs:
-                    result.found(
-                        f"host {h.host}'s own record of run {label} differs from the log: {d['field']} is "
-                        f"{d['host']} on the host, {d['log']} in the log{_where(d)}: ALTERED",
-                        f"主机 {h.host} 自己对运行 {label} 的记录与日志不符——"
-                        f"{FIELDS_ZH.get(str(d['field']), d['field'])}：主机记为 {d['host']}，日志为 {d['log']}"
-                        f"{_where(d, 'zh')}（已被篡改）")
-            wits = [c for c in h.checkpoints if c.get("run") == label]
-            base = {"host": h.host, "run": label, "finished": when}
-            later = _covering(result, h, events, label) if not wits else None
-            if later is not None:  # a later run's head witnessed here fixes this run's lines too, from its receipt
-                got, end = _when(later.get("witnessed")), _when(rec.get("finished"))
-                if got is not None and end is not None and got - end > LATE_AFTER:
-                    doubts.append({**base, "kind": "late", "seconds": int(got - end), "via": later.get("run")})
-            elif not wits:
-                doubts.append({**base, "kind": "unwitnessed"})
-            else:
-                if len(wits) > 1:
-                    doubts.append({**base, "kind": "duplicate", "count": len(wits)})
-                got, end = _when(wits[0].get("witnessed")), _when(rec.get("finished"))
-                if got is not None and end is not None and got - end > LATE_AFTER:
-                    doubts.append({**base, "kind": "late", "seconds": int(got - end)})
-            for d in doubts:
-                d["text"] = doubt_text(d)
-            for d in doubts:
-                result.found(str(d["text"]), doubt_text(d, "zh"), doubt=True)
-            result.accounts.append((h.host, label, diffs, doubts))
+            if label:
+                mine.setdefault(label, []).append(rec)
+        for label, recs in mine.items():
+            if len(recs) > 1:  # the shipped controller finishes a run once (a retried finish no longer holds the lock)
+                outcomes = ", ".join(str(r.get("outcome")) for r in recs)
+                result.found(f"host {h.host} keeps {len(recs)} records of finishing run {label} ({outcomes}): a run "
+                             "ends once on a host, every record after its first was sent by another controller "
+                             "(ALTERED)",
+                             f"主机 {h.host} 保存了 {len(recs)} 条结束运行 {label} 的记录（{outcomes}）：一次运行在一台主机上只"
+                             "结束一次，第一条之后的记录都是另一个控制端发来的（已被篡改）")
+        for label, recs in mine.items():
+            for rec in recs:
+                log = _log_account(events, label, h.host)
+                when = _iso(rec.get("finished"))
+                diffs: list[JSONObject] = []
+                doubts: list[JSONObject] = []
+                if log is None:
+                    if (h.host, label) not in witnessed_wrong and rec is recs[0]:  # said once (or by its witness)
+                        result.found(
+                            f"host {h.host} finished run {label} at {when} ({rec.get('outcome')}), but the log has no "
+                            "line of that run: cut off or removed",
+                            f"主机 {h.host} 于 {when} 结束了运行 {label}（{rec.get('outcome')}），但日志中没有这次运行的任何"
+                            "一行：被截断或删除")
+                    diffs.append({"field": "run", "host": label, "log": None})
+                else:
+                    opening = next((o for o in h.opened if str(o.get("as") or o.get("run") or "") == label), None)
+                    diffs = _differences(rec, log, opening)
+                    for d in diffs:
+                        result.found(
+                            f"host {h.host}'s own record of run {label} differs from the log: {d['field']} is "
+                            f"{d['host']} on the host, {d['log']} in the log{_where(d)}: ALTERED",
+                            f"主机 {h.host} 自己对运行 {label} 的记录与日志不符——"
+                            f"{FIELDS_ZH.get(str(d['field']), d['field'])}：主机记为 {d['host']}，日志为 {d['log']}"
+                            f"{_where(d, 'zh')}（已被篡改）")
+                if rec is not recs[0]:  # the witness of the run is judged against its first finish only
+                    result.accounts.append((h.host, label, diffs, []))
+                    continue
+                wits = [c for c in h.checkpoints if c.get("run") == label]
+                base = {"host": h.host, "run": label, "finished": when}
+                later = _covering(result, h, events, label) if not wits else None
+                if later is not None:  # a later run's head witnessed here fixes this run's lines too, from its receipt
+                    got, end = _when(later.get("witnessed")), _when(rec.get("finished"))
+                    if got is not None and end is not None and got - end > LATE_AFTER:
+                        doubts.append({**base, "kind": "late", "seconds": int(got - end), "via": later.get("run")})
+                elif not wits:
+                    doubts.append({**base, "kind": "unwitnessed"})
+                else:
+                    if len(wits) > 1:
+                        doubts.append({**base, "kind": "duplicate", "count": len(wits)})
+                    got, end = _when(wits[0].get("witnessed")), _when(rec.get("finished"))
+                    if got is not None and end is not None and got - end > LATE_AFTER:
+                        doubts.append({**base, "kind": "late", "seconds": int(got - end)})
+                for d in doubts:
+                    d["text"] = doubt_text(d)
+                for d in doubts:
+                    result.found(str(d["text"]), doubt_text(d, "zh"), doubt=True)
+                result.accounts.append((h.host, label, diffs, doubts))
+
+
+def _twice_finished(result: WitnessResult, events: list[JSONObject]) -> None:
+    """The log's own side of "a run ends once on a host": two host_finished lines of one run on one host (the first
+    one read alone would hide what the second says) are a problem naming both lines."""
+    first: dict[tuple[str, str], object] = {}
+    for e in events:
+        if e.get("event") != "host_finished" or not isinstance(e.get("run"), str):
+            continue
+        key = (str(e.get("run")), str(e.get("host")))
+        if key not in first:
+            first[key] = e.get("seq")
+            continue
+        run, host = key
+        result.found(f"the log ends run {run} on host {host} twice (host_finished on lines {first[key]} and "
+                     f"{e.get('seq')}, the second {e.get('outcome')}): a run ends once on a host (ALTERED)",
+                     f"日志两次记录运行 {run} 在主机 {host} 上结束（第 {first[key]} 行和第 {e.get('seq')} 行的 host_finished，"
+                     f"第二次为 {e.get('outcome')}）：一次运行在一台主机上只结束一次（已被篡改）")
 
 
 def _covering(result: WitnessResult, h: HostWitness, events: list[JSONObject], label: str) -> JSONObject | None:
