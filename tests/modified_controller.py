@@ -15,6 +15,7 @@ from typing import Any, Mapping, Sequence
 
 from conftest import approve, fault_env, plan_to
 from fleet import Fleet
+from sshd import SSHServer, start_sshd
 from upgrader.audit.log import AuditLog
 from upgrader.fleet.inventory import load_inventory
 from upgrader.fleet.transport import connect
@@ -95,3 +96,22 @@ def checkpoint_to_witness(lines: list[bytes], run: str) -> dict[str, Any]:
     cp = dict(line["checkpoint"], run=run, time=line["time"], line=line["seq"])
     cp.pop("signature", None)
     return cp
+
+
+def run_finish_lost(f: Fleet, own: SSHServer) -> tuple[str, SSHServer]:
+    """The shipped CLI runs an upgrade (a subprocess) over ``own``, the host's own sshd, which the test suite's fault
+    plugin stops right after the host answered the observe step (as test_audit_witness does at the finish): the
+    new version is in and healthy, but the host never receives the run's finish -- its lock stays, it keeps no
+    record of finishing the run, and the run ends needs_person (exit 5). The host's sshd is then started again on
+    the same port and keys (the auditor reads the host later). Returns the run id and the restarted sshd."""
+    rc, plan = plan_to(f.box, "7.0.4.2")
+    assert rc == 0
+    approval = approve(f.box, plan)
+    env = {**os.environ, **fault_env(), "UPGRADER_FAULT_STOP_AT": "agent:replied:observe",
+           "UPGRADER_FAULT_STOP_PID": str(own.proc.pid if own.proc else 0)}
+    done = subprocess.run([sys.executable, "-m", "upgrader", "--home", str(f.box.root), "run", str(plan),
+                           "--approval", str(approval)], env=env, capture_output=True, text=True, timeout=300,
+                          stdin=subprocess.DEVNULL)
+    assert done.returncode == 5, done.stdout + done.stderr
+    assert own.proc is not None and own.proc.poll() is not None, "the host's sshd was stopped before the finish"
+    return f.run_dirs()[-1].name, start_sshd(own.root, port=own.port)

@@ -22,10 +22,10 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
-from conftest import approve, kill_processes_under, plan_to, upgrader
+from conftest import approve, kill_processes_under, now_at, plan_to, upgrader
 
 from fleet import Fleet, build_fleet
-from sshd import SSHServer
+from sshd import SSHServer, start_sshd
 from test_audit_witness import rechain
 from upgrader.audit.log import AuditLog
 from upgrader.cli import main
@@ -177,26 +177,46 @@ def test_a_fabricated_run_is_refused_by_the_host_and_never_proven_by_it(
     assert agent(f, "unlock", run_id=other)["released"] is True
 
 
-def test_a_run_the_host_never_finished_cannot_be_cut_off_nor_called_committed(
-        fleet: Fleet, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
-    """Attack 2: the engineer's controller (the shipped CLI with the host's finish never reached, as when the
-    rollback fails and the run needs a person) runs an upgrade. The log saying it committed on the host is ALTERED
-    (the host opened it and never finished it); cut off the log with plain head -n (no key), the host's opening
-    record and its lock still name it: ALTERED, not INTACT."""
-    f = fleet
-    from upgrader.core import engine
+@pytest.fixture
+def own_sshd(tmp_path: Path, sshd: SSHServer) -> Iterator[tuple[Fleet, list[SSHServer]]]:
+    """A one-host fleet reached through its own sshd (the first of the list; a test that restarts it appends the new
+    one), which a fault can stop without touching the session's."""
+    servers = [start_sshd(tmp_path / "sshd-own")]
+    f = build_fleet(tmp_path / "fleet", sshd, 1)
+    try:
+        f.write_inventory(**servers[0].host_entry())
+        yield f, servers
+    finally:
+        for s in servers:
+            s.stop()
+        f.stop_all()
+        kill_processes_under(tmp_path)
 
-    rc, plan = plan_to(f.box, "7.0.4.2")
-    assert rc == 0
-    approval = approve(f.box, plan)
-    keep = len(log_of(f).read_bytes().splitlines())
-    monkeypatch.setattr(engine._HostRun, "_finish", lambda self, outcome: None)
-    assert upgrader(f.box, "run", str(plan), "--approval", str(approval)) == 0
-    monkeypatch.undo()
-    run = f.run_dirs()[-1].name
+
+def test_a_run_the_host_never_finished_cannot_be_cut_off_nor_called_committed(
+        own_sshd: tuple[Fleet, list[SSHServer]], capsys: pytest.CaptureFixture[str]) -> None:
+    """Attack 2: the shipped CLI runs an upgrade whose finish never reaches the host (its sshd stopped after the
+    observe step: tests/modified_controller.py run_finish_lost), and the engineer re-signs the log to say it
+    committed on the host: ALTERED (the host opened it and never finished it); cut off the log with plain head -n
+    (no key), the host's opening record and its lock still name it: ALTERED, not INTACT."""
+    from modified_controller import run_finish_lost
+
+    f, servers = own_sshd
+    run, again = run_finish_lost(f, servers[0])
+    servers.append(again)
+    keep = next(i for i, r in enumerate(records(log_of(f))) if r.get("run") == run)  # the lines before the run
     state = f["app-01"].state_dir
     assert json.loads((state / "lock").read_text())["run"] == run
     assert run not in (state / "runs.jsonl").read_text() if (state / "runs.jsonl").exists() else True
+
+    def committed(rec: dict[str, Any]) -> dict[str, Any]:
+        if rec.get("run") == run and rec["event"] == "host_finished":
+            rec["outcome"] = "committed"
+        return rec
+
+    key = load_private_key(str(f.box.operator_key))
+    log_of(f).write_bytes(b"".join(rechain(log_of(f).read_bytes().splitlines(keepends=True), committed, key,
+                                           "operator@customer")))
     rc, report, text = verify(f, capsys)
     assert rc == ALTERED, text
     assert (f"host app-01 opened run {run} at " in text and "by its own clock and never finished it there, but the "
@@ -214,23 +234,15 @@ def test_a_run_the_host_never_finished_cannot_be_cut_off_nor_called_committed(
 
 
 def test_a_needs_person_run_cut_off_the_log_is_altered(
-        fleet: Fleet, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
-    """Attack 2 as it happens: the run ends needs_person (the host's finish failed: its lock is kept), exit 5; the
-    honest log is not ALTERED; the same log with that run cut off is."""
-    f = fleet
-    from upgrader.core import engine
+        own_sshd: tuple[Fleet, list[SSHServer]], capsys: pytest.CaptureFixture[str]) -> None:
+    """Attack 2 as it happens: the run ends needs_person (the host's finish never reached it: its lock is kept),
+    exit 5; the honest log is not ALTERED; the same log with that run cut off is."""
+    from modified_controller import run_finish_lost
 
-    def finish_fails(self: Any, outcome: str) -> None:
-        self.out.outcome = "needs_person"
-        self.out.error = "finish: the host did not answer (the host's lock is kept)"
-
-    rc, plan = plan_to(f.box, "7.0.4.2")
-    approval = approve(f.box, plan)
-    keep = len(log_of(f).read_bytes().splitlines())
-    monkeypatch.setattr(engine._HostRun, "_finish", finish_fails)
-    assert upgrader(f.box, "run", str(plan), "--approval", str(approval)) == 5
-    monkeypatch.undo()
-    run = f.run_dirs()[-1].name
+    f, servers = own_sshd
+    run, again = run_finish_lost(f, servers[0])
+    servers.append(again)
+    keep = next(i for i, r in enumerate(records(log_of(f))) if r.get("run") == run)  # the lines before the run
     rc, report, text = verify(f, capsys)
     assert rc in (0, NOT_PROVEN) and "ALTERED" not in text, text
     honest = log_of(f).read_bytes()
@@ -323,31 +335,40 @@ def test_an_approval_for_another_plan_is_a_mismatch_at_every_use(
     assert f"was spent by run {run}" in text
 
 
-def test_the_window_is_judged_from_the_hosts_own_clock(
-        fleet: Fleet, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
-    """Attack 4: the policy refuses runs outside its window (hours that exclude now, UTC); the engineer's
-    controller answers "inside". The log says inside; the host's opening record, by its own clock, is outside the
-    policy's window: ALTERED, the time and the window named."""
-    f = fleet
-    hour = dt.datetime.now(dt.timezone.utc).hour
-    start, end = ("18:00", "23:00") if hour < 12 else ("01:00", "06:00")
+def run_outside_the_window(f: Fleet, monkeypatch: pytest.MonkeyPatch) -> tuple[str, str, str]:
+    """The policy refuses runs outside a window that opens six minutes from now (UTC; late in the day: one that
+    closed five minutes ago): the shipped CLI refuses the run (exit 4). The engineer's controller then runs it with
+    its clock twelve minutes off (conftest's now_at: the in-process CLI's clock, nothing of upgrader patched), inside
+    the window by that clock; the host's own clock is outside it. Returns the run id and the window's start and end."""
+    now = dt.datetime.now(dt.timezone.utc).replace(second=0, microsecond=0)
+    if now.hour < 23:
+        opens = now + dt.timedelta(minutes=6)
+        start, end, fake = opens, opens + dt.timedelta(minutes=40), now + dt.timedelta(minutes=12)
+    else:
+        closes = now - dt.timedelta(minutes=5)
+        start, end, fake = closes - dt.timedelta(minutes=40), closes, now - dt.timedelta(minutes=12)
     policy = f.box.policy.read_text(encoding="utf-8")
     assert "  outside: allow\n" in policy
     f.box.policy.write_text(policy.replace("  outside: allow\n", (
-        f"  outside: refuse\n  timezone: UTC\n  days: [mon, tue, wed, thu, fri, sat, sun]\n  start: '{start}'\n"
-        f"  end: '{end}'\n")), encoding="utf-8")
+        f"  outside: refuse\n  timezone: UTC\n  days: [mon, tue, wed, thu, fri, sat, sun]\n  start: '{start:%H:%M}'\n"
+        f"  end: '{end:%H:%M}'\n")), encoding="utf-8")
     rc, plan = plan_to(f.box, "7.0.4.2")
     assert rc == 0
-    approval = approve(f.box, plan)
-    capsys.readouterr()
-    assert upgrader(f.box, "run", str(plan), "--approval", str(approval)) == 4, "the shipped CLI refuses"
-    import upgrader.customer.service_window as sw
+    assert upgrader(f.box, "run", str(plan), "--approval", str(approve(f.box, plan))) == 4, "the shipped CLI refuses"
+    now_at(monkeypatch, fake.isoformat())  # the controller's clock from here on (its plan, approval and run)
+    rc, plan = plan_to(f.box, "7.0.4.2")
+    assert rc == 0
+    assert upgrader(f.box, "run", str(plan), "--approval", str(approve(f.box, plan))) == 0
+    return f.run_dirs()[-1].name, f"{start:%H:%M}", f"{end:%H:%M}"
 
-    monkeypatch.setattr(sw, "check_run_window", lambda *a, **k: {
-        "inside": True, "reason": "inside the service window", "next_opening": None, "outside_policy": "refuse"})
-    assert upgrader(f.box, "run", str(plan), "--approval", str(approval)) == 0
-    monkeypatch.undo()
-    run = f.run_dirs()[-1].name
+
+def test_the_window_is_judged_from_the_hosts_own_clock(
+        fleet: Fleet, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Attack 4: the policy refuses runs outside its window (which excludes now, UTC); the engineer's controller,
+    its clock set into the window, runs anyway. The log says inside; the host's opening record, by its own clock, is
+    outside the policy's window: ALTERED, the time and the window named."""
+    f = fleet
+    run, start, end = run_outside_the_window(f, monkeypatch)
     rc, report, text = verify(f, capsys)
     assert rc == ALTERED, text
     assert f"host app-01 opened run {run} at " in text

@@ -14,12 +14,11 @@ import hashlib
 from typing import Any
 
 import pytest
-from conftest import approve, plan_to, upgrader
 
 from fleet import Fleet
 from test_audit_witness import rechain
 from test_audit_witness_attacks_2 import (  # noqa: F401 - fleet is a fixture
-    ALTERED, NOT_PROVEN, agent, cross, fleet, log_of, run_once, verify)
+    ALTERED, NOT_PROVEN, agent, cross, fleet, log_of, run_once, run_outside_the_window, verify)
 from upgrader.cli import main
 from upgrader.trust.keys import load_private_key
 
@@ -65,25 +64,7 @@ def test_a_run_opener_renamed_to_a_resume_is_refused(
 def test_a_touched_policy_file_leaves_the_window_unjudged_and_says_so(
         fleet: Fleet, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
     f = fleet
-    hour = dt.datetime.now(dt.timezone.utc).hour
-    start, end = ("18:00", "23:00") if hour < 12 else ("01:00", "06:00")
-    policy = f.box.policy.read_text(encoding="utf-8")
-    assert "  outside: allow\n" in policy
-    f.box.policy.write_text(policy.replace("  outside: allow\n", (
-        f"  outside: refuse\n  timezone: UTC\n  days: [mon, tue, wed, thu, fri, sat, sun]\n  start: '{start}'\n"
-        f"  end: '{end}'\n")), encoding="utf-8")
-    rc, plan = plan_to(f.box, "7.0.4.2")
-    assert rc == 0
-    approval = approve(f.box, plan)
-    assert upgrader(f.box, "run", str(plan), "--approval", str(approval)) == 4, "the shipped CLI refuses"
-    import upgrader.customer.service_window as sw
-
-    # the engineer's controller answers "inside" (a modified controller)
-    monkeypatch.setattr(sw, "check_run_window", lambda *a, **k: {
-        "inside": True, "reason": "inside the service window", "next_opening": None, "outside_policy": "refuse"})
-    assert upgrader(f.box, "run", str(plan), "--approval", str(approval)) == 0
-    monkeypatch.undo()
-    run = f.run_dirs()[-1].name
+    run, _, _ = run_outside_the_window(f, monkeypatch)  # the engineer's controller, its clock inside the window
     then = f.box.policy.read_bytes()
     kept = f.box.root / "policy-of-that-time.yaml"
     kept.write_bytes(then)

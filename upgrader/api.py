@@ -72,7 +72,7 @@ __all__ = [
     # the use cases
     "make_plan", "show_plan", "approve", "run", "resume", "rollback", "check_run", "start_run", "finish_run",
     "check_hosts", "HostsChecked",
-    "verify_audit", "export_audit", "audit_case", "AuditCase", "cross_check_audit", "AuditCrossCheck", "plan_digest", "build_package", "verify_package", "build_catalog", "sign_catalog",
+    "verify_audit", "witnessed_exit_code", "export_audit", "audit_case", "AuditCase", "cross_check_audit", "AuditCrossCheck", "plan_digest", "build_package", "verify_package", "build_catalog", "sign_catalog",
     "available", "inspect", "write_inspection", "write_inspection_bundle", "review_inspection", "grant_access",
     "list_access", "revoke_access",
     "PackageBuilt", "PackageChecked", "CatalogBuilt", "AuditExport", "Availability", "Inspection", "AccessResult",
@@ -1469,14 +1469,14 @@ def verify_witnesses(ctx: Context, inventory: Path, *, log: Path | None = None, 
     read = {h.name for h in chosen}
     not_read = {name: "not selected" if name in inv.hosts else f"not in the inventory {inventory}"
                 for name in named if name not in read}
-    witnessed = read_witnesses(targets)
+    policy = load_policy(ctx)
+    witnessed = read_witnesses(targets, syslog=bool(policy.audit_syslog))
     for w in witnessed:  # a host the log names with no ledger where its runs went: nothing of it is on record
         if w.absent and w.host in named and not w.error:
             w.error = (f"it keeps no state dir at {w.absent}, where the log's runs on it went: no record of "
                        "them there")
     from .customer.service_window import load_service_window
 
-    policy = load_policy(ctx)
     try:
         window = load_service_window(policy)
     except Exception:  # noqa: BLE001 - a policy without a usable window: the window is not judged
@@ -1798,11 +1798,16 @@ class AuditExport:
     def exit_code(self) -> int:
         """The log's verdict's code; 6 when a host's witnessed checkpoint does not match the log; 2 when a host
         could not be read and the log is otherwise intact."""
-        code = audit_exit_code(self.result)
-        if self.witness is not None and self.witness.problems:
-            return 6
-        return 2 if self.witness is not None and (self.witness.unreachable or self.witness.doubts) and code == 0 \
-            else code
+        return witnessed_exit_code(audit_exit_code(self.result), self.witness)
+
+
+def witnessed_exit_code(code: int, witness: WitnessResult | None) -> int:
+    """A view's exit ``code`` (the log's own verdict) with the hosts' verdict when they were read (``--witness``):
+    6 when their records contradict the log; 2 when a host could not be read or a doubt remains and the log is
+    otherwise intact; else ``code``."""
+    if witness is not None and witness.problems:
+        return 6
+    return 2 if witness is not None and (witness.unreachable or witness.doubts) and code == 0 else code
 
 
 def audit_exit_code(result: VerifyResult) -> int:

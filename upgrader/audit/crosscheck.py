@@ -117,8 +117,9 @@ def cross_check(events: list[dict[str, object]], *, plans: Path | None, approval
 
     out = CrossCheck(str(plans) if plans else None, str(approvals) if approvals else None)
 
-    def problem(line: object, what: str, text: str, **extra: str) -> None:
-        out.problems.append({"line": line, "what": what, "problem": text, **extra})
+    def problem(line: object, what: str, text: str, zh: str, **extra: str) -> None:
+        """One mismatch, said in English (``problem``) and in Chinese (``problem_zh``: audit verify --lang zh)."""
+        out.problems.append({"line": line, "what": what, "problem": text, "problem_zh": zh, **extra})
 
     # the plans: every digest the log names, with the file name the log recorded when it made it
     plan_names: dict[str, object] = {}
@@ -146,12 +147,14 @@ def cross_check(events: list[dict[str, object]], *, plans: Path | None, approval
                 except Exception as err:  # noqa: BLE001 - a damaged plan is a finding, not a crash
                     theirs = f"none (not a plan: {err})"
                 elsewhere = f"; digest {digest} is in file {have[digest]}" if digest in have else ""
+                elsewhere_zh = f"；摘要 {digest} 在文件 {have[digest]} 中" if digest in have else ""
                 problem(line, "plan", f"file {named} has digest {theirs}, the log names {digest} (line {line}): "
-                        f"the plan file was swapped or edited{elsewhere}", file=str(named), digest=digest,
-                        file_digest=theirs)
+                        f"the plan file was swapped or edited{elsewhere}",
+                        f"文件 {named} 的摘要为 {theirs}，日志（第 {line} 行）记的是 {digest}：计划文件被调换或改动过"
+                        f"{elsewhere_zh}", file=str(named), digest=digest, file_digest=theirs)
             elif digest not in have:
                 problem(line, "plan", f"plan digest {digest} named by line {line}: no file in {plans} has it",
-                        digest=digest)
+                        f"第 {line} 行提到的计划摘要 {digest}：{plans} 中没有哪个文件有这个摘要", digest=digest)
         # every run's requester against its plan file: the plan's requester (inside its digest) and its signer's key
         for e in events:
             d = _d(e.get("data"))
@@ -159,10 +162,11 @@ def cross_check(events: list[dict[str, object]], *, plans: Path | None, approval
             if e.get("event") not in OPENING_EVENTS or not isinstance(digest, str) or digest not in have:
                 continue
             _requester(problem, e, d, digest, have[digest])
+            _plan_hosts(problem, e, d, digest, have[digest], events)
 
     # the approvals a run accepted: (line, digest, plan, approver, key), and the file names the log recorded
     approval_names: dict[tuple[object, object, object], object] = {}
-    accepted: list[tuple[object, str, object, object, object]] = []
+    accepted: list[tuple[object, str, object, object, object, object]] = []
     for e in events:
         d = _d(e.get("data"))
         if e.get("event") == "approval_created":
@@ -175,16 +179,16 @@ def cross_check(events: list[dict[str, object]], *, plans: Path | None, approval
                 named_digest = given.get("digest")
                 if isinstance(named_digest, str):
                     accepted.append((e.get("seq"), named_digest, d.get("plan"), given.get("approver"),
-                                     given.get("key")))
+                                     given.get("key"), given.get("expires")))
     _used_twice(problem, events)
     if approvals is not None:
         have_a = _approvals(approvals)
         checked: set[str] = set()
-        for line, digest, plan, approver, key in accepted:
+        for line, digest, plan, approver, key, expires in accepted:
             if digest in checked:  # the file itself was checked at its first use: each run's own pair still is
                 a = have_a.get(digest)
                 if a is not None and out.approvals.get(digest) == a.source:
-                    _pair(problem, a, line, digest, plan, approver, key)
+                    _pair(problem, a, line, digest, plan, approver, key, expires)
                 continue
             checked.add(digest)
             a = have_a.get(digest)
@@ -197,46 +201,62 @@ def cross_check(events: list[dict[str, object]], *, plans: Path | None, approval
                 except Exception as err:  # noqa: BLE001
                     theirs = f"none (not an approval: {err})"
                 elsewhere = f"; digest {digest} is in file {a.source}" if a is not None else ""
+                elsewhere_zh = f"；摘要 {digest} 在文件 {a.source} 中" if a is not None else ""
                 problem(line, "approval", f"file {named} has digest {theirs}, the log names {digest} (line "
-                        f"{line}): the approval file was swapped or edited{elsewhere}", file=str(named),
-                        digest=digest, file_digest=theirs)
+                        f"{line}): the approval file was swapped or edited{elsewhere}",
+                        f"文件 {named} 的摘要为 {theirs}，日志（第 {line} 行）记的是 {digest}：批准文件被调换或改动过"
+                        f"{elsewhere_zh}", file=str(named), digest=digest, file_digest=theirs)
                 continue
             if a is None:
                 out.approvals[digest] = None
                 problem(line, "approval", f"approval digest {digest} named by line {line}: no file in "
-                        f"{approvals} has it", digest=digest)
+                        f"{approvals} has it", f"第 {line} 行提到的批准摘要 {digest}：{approvals} 中没有哪个文件有这个摘要",
+                        digest=digest)
                 continue
             out.approvals[digest] = a.source
             st = a.statement
             try:
                 verify(a.signature, a.text.encode(), NAMESPACE)
             except SignatureError as e:
-                problem(line, "approval", f"file {a.source}: bad signature ({e})", file=a.source, digest=digest)
+                problem(line, "approval", f"file {a.source}: bad signature ({e})",
+                        f"文件 {a.source}：签名无效（{e}）", file=a.source, digest=digest)
                 continue
             if signers is not None:
                 try:
                     signers.check(st.approver, a.signature.public_key, NAMESPACE, _at(st.created.isoformat()))
                 except ValueError as e:
                     problem(line, "approval", f"file {a.source}: signed by a key the allowed signers do not allow "
-                            f"for {st.approver}: {e}", file=a.source, digest=digest)
+                            f"for {st.approver}: {e}",
+                            f"文件 {a.source}：签名所用的密钥不在允许的签名人中为 {st.approver} 登记（{e}）",
+                            file=a.source, digest=digest)
                     continue
-            _pair(problem, a, line, digest, plan, approver, key)
+            _pair(problem, a, line, digest, plan, approver, key, expires)
     return out
 
 
 def _pair(problem: Callable[..., None], a: Approval, line: object, digest: str, plan: object, approver: object,
-          key: object) -> None:
-    """One (run, approval) pair of the log against the approval's file: the plan it approves, its signer, its key."""
+          key: object, expires: object = None) -> None:
+    """One (run, approval) pair of the log against the approval's file: the plan it approves, its signer, its key
+    and its expiry (signed fields all: the log cannot say the approval ran longer, or for another plan)."""
     st = a.statement
+    if expires is not None and _at(expires) != st.expires:
+        problem(line, "approval", f"file {a.source} expires at {st.expires.isoformat()}, the log says {expires} "
+                f"(line {line})", f"文件 {a.source} 的有效期至 {st.expires.isoformat()}，日志（第 {line} 行）记的是 {expires}",
+                file=a.source, digest=digest)
+        return
     if st.plan != plan:
         problem(line, "approval", f"file {a.source} approves plan {st.plan}, the log names plan {plan} "
-                f"(line {line})", file=a.source, digest=digest)
+                f"(line {line})", f"文件 {a.source} 批准的是计划 {st.plan}，日志（第 {line} 行）记的是计划 {plan}",
+                file=a.source, digest=digest)
     elif approver is not None and st.approver != approver:
         problem(line, "approval", f"file {a.source} is signed as {st.approver}, the log names {approver} "
-                f"(line {line})", file=a.source, digest=digest)
+                f"(line {line})", f"文件 {a.source} 的签名人是 {st.approver}，日志（第 {line} 行）记的是 {approver}",
+                file=a.source, digest=digest)
     elif key is not None and a.signature.fingerprint != key:
         problem(line, "approval", f"file {a.source} is signed with the key {a.signature.fingerprint}, the "
-                f"log names {key} (line {line})", file=a.source, digest=digest)
+                f"log names {key} (line {line})",
+                f"文件 {a.source} 用密钥 {a.signature.fingerprint} 签名，日志（第 {line} 行）记的是 {key}",
+                file=a.source, digest=digest)
 
 
 def _used_twice(problem: Callable[..., None], events: list[dict[str, object]]) -> None:
@@ -256,9 +276,32 @@ def _used_twice(problem: Callable[..., None], events: list[dict[str, object]]) -
             if first is not None and first[0] != e.get("run"):
                 problem(e.get("seq"), "approval", f"approval {digest} was spent by run {first[0]} (line {first[1]}) "
                         f"and is named again by run {e.get('run')} (line {e.get('seq')}): an approval is used once",
-                        digest=digest)
+                        f"批准 {digest} 已被运行 {first[0]}（第 {first[1]} 行）用掉，运行 {e.get('run')}（第 "
+                        f"{e.get('seq')} 行）又用了它：一份批准只能用一次", digest=digest)
             elif first is None and e.get("run") in passed:
                 spent[digest] = (e.get("run"), e.get("seq"))
+
+
+def _plan_hosts(problem: Callable[..., None], e: dict[str, object], d: dict[str, object], digest: str, path: Path,
+                events: list[dict[str, object]]) -> None:
+    """Every host the log names for the run (its opening line's hosts and every line of the run) must be a host of
+    its plan file: the plan's hosts are inside its digest, the log's are only what the controller wrote."""
+    from ..core.plan import load_plan
+
+    try:
+        planned = {str(_d(h).get("name")) for h in _l(load_plan(path).data.get("hosts"))}
+    except Exception:  # noqa: BLE001 - a plan that does not load is named by the digest check already
+        return
+    run = e.get("run")
+    named = [str(_d(h).get("host")) for h in _l(d.get("hosts"))]
+    named += [str(x.get("host")) for x in events if x.get("run") == run and isinstance(x.get("host"), str)]
+    extra = sorted(set(named) - planned)
+    if extra:
+        line = e.get("seq")
+        problem(line, "plan", f"run {run} (line {line}) names host(s) {', '.join(extra)}, its plan file {path} has "
+                f"{', '.join(sorted(planned)) or 'none'}",
+                f"运行 {run}（第 {line} 行）提到了主机 {'、'.join(extra)}，它的计划文件 {path} 里只有 "
+                f"{'、'.join(sorted(planned)) or '无'}", file=str(path), digest=digest)
 
 
 def _requester(problem: Callable[..., None], e: dict[str, object], d: dict[str, object], digest: str,
@@ -275,15 +318,19 @@ def _requester(problem: Callable[..., None], e: dict[str, object], d: dict[str, 
         data = load_plan(path).data
         key = plan_signer(data, digest, str(path))
     except Exception as err:  # noqa: BLE001 - a plan whose signature does not hold is a finding
-        problem(line, "requester", f"file {path}: its signature cannot be checked ({err})", file=str(path),
-                digest=digest)
+        problem(line, "requester", f"file {path}: its signature cannot be checked ({err})",
+                f"文件 {path}：无法核验它的签名（{err}）", file=str(path), digest=digest)
         return
     theirs = _d(data.get("requester"))
     for k in ("user", "host"):
         if said.get(k) != theirs.get(k):
             problem(line, "requester", f"run {e.get('run')} (line {line}) names requester {k} {said.get(k)}, its "
-                    f"plan file {path} says {theirs.get(k)}", file=str(path), digest=digest)
+                    f"plan file {path} says {theirs.get(k)}",
+                    f"运行 {e.get('run')}（第 {line} 行）记的申请人{'用户' if k == 'user' else '主机'}是 {said.get(k)}，"
+                    f"它的计划文件 {path} 写的是 {theirs.get(k)}", file=str(path), digest=digest)
             return
     if key is not None and said.get("key") is not None and said.get("key") != fingerprint(key):
         problem(line, "requester", f"run {e.get('run')} (line {line}) names the requester's key {said.get('key')}, "
-                f"its plan file {path} is signed with {fingerprint(key)}", file=str(path), digest=digest)
+                f"its plan file {path} is signed with {fingerprint(key)}",
+                f"运行 {e.get('run')}（第 {line} 行）记的申请人密钥是 {said.get('key')}，它的计划文件 {path} 却是用 "
+                f"{fingerprint(key)} 签名的", file=str(path), digest=digest)

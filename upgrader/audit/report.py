@@ -64,7 +64,7 @@ def export(fmt: str, events: list[dict[str, object]], result: VerifyResult, verd
     elif fmt == "json":
         text = render_json(events, result, verdict, witnessed)
     elif fmt == "csv":
-        text = render_csv(events, result, verdict)
+        text = render_csv(events, result, verdict, witnessed)
         _write_atomically(cases_path(Path(out)), render_cases_csv(events, result, verdict, witnessed))
     else:
         raise InputError(f"--format: expected html, json or csv, got {fmt!r}")
@@ -128,7 +128,9 @@ def render_json(events: list[dict[str, object]], result: VerifyResult, verdict: 
     doc: dict[str, object] = {"verification": {**result.to_dict(), "verdict": verdict}, "events": events,
                               "cases": cases}
     if witnessed is not None:
-        doc["witness"] = witnessed.to_dict()
+        from .view import witness_headline
+
+        doc["witness"] = {**witnessed.to_dict(), "headline": witness_headline(witnessed)}
     return json.dumps(doc, indent=2, ensure_ascii=False, default=str) + "\n"
 
 
@@ -137,16 +139,26 @@ def _cell(value: object) -> str:
     return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
 
 
-def render_csv(events: list[dict[str, object]], result: VerifyResult, verdict: str) -> str:
-    """A verification row first (``CSV_VERIFICATION``'s names, then the headline, line, problem, verdict, the
-    allowed signers file, its sha256 and the anchor used), then the column header and one row per event;
-    ``details`` is the event's data (a checkpoint's fields) as compact JSON."""
-    from .view import headline
+def _verification_row(result: VerifyResult, verdict: str, witnessed: WitnessResult | None) -> list[str]:
+    """A CSV export's first row: ``verification``, the headline, line, problem, verdict, the allowed signers file,
+    its sha256 and the anchor used; with the hosts' records read (``--witness``), then ``witness`` and their
+    verdict (witness_headline), so that no table leaves the hosts' word behind."""
+    from .view import headline, witness_headline
 
+    row: list[object] = ["verification", headline(result), result.bad_line, result.problem, verdict,
+                         result.signers_file, result.signers_sha256, result.anchor]
+    if witnessed is not None:
+        row += ["witness", witness_headline(witnessed)]
+    return [_cell(v) for v in row]
+
+
+def render_csv(events: list[dict[str, object]], result: VerifyResult, verdict: str,
+               witnessed: WitnessResult | None = None) -> str:
+    """A verification row first (_verification_row), then the column header and one row per event;
+    ``details`` is the event's data (a checkpoint's fields) as compact JSON."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\r\n")
-    w.writerow([_cell(v) for v in ("verification", headline(result), result.bad_line, result.problem, verdict,
-                                   result.signers_file, result.signers_sha256, result.anchor)])
+    w.writerow(_verification_row(result, verdict, witnessed))
     w.writerow(CSV_COLUMNS)
     for e in events:
         actor = _dict(e.get("actor"))
@@ -188,12 +200,10 @@ def render_cases_csv(events: list[dict[str, object]], result: VerifyResult, verd
     keeps whole answers); several approvals are joined with ``; `` in one cell, phases as
     ``phase outcome seconds s``."""
     from .case import run_ids
-    from .view import headline
 
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\r\n")
-    w.writerow([_cell(v) for v in ("verification", headline(result), result.bad_line, result.problem, verdict,
-                                   result.signers_file, result.signers_sha256, result.anchor)])
+    w.writerow(_verification_row(result, verdict, witnessed))
     w.writerow(CSV_CASE_COLUMNS)
     for run in run_ids(events):
         case = _case(events, run, witnessed)
@@ -630,8 +640,23 @@ def _verification(h: _Html, result: VerifyResult, verdict: str) -> None:
         rows.append((h.t("problem"), f"{_badge(result.problem, h.lang, 'problem')}" + ("" if h.lang == "zh" else f" {_e(result.message)}")))
     if result.warnings:
         rows.append((h.t("notes"), "<br>".join(_e(w) for w in result.warnings)))
+    if h.witnessed is not None:
+        rows.append((h.t("witness_verdict"), _witness_verdict_html(h, h.witnessed)))
     h.kv(rows)
     h.add("</section>")
+
+
+def _witness_verdict_html(h: _Html, w: WitnessResult) -> str:
+    """The hosts' verdict on the log (--witness) in the verification card: its headline, then every finding."""
+    from .view import witness_headline
+
+    css = "s-bad" if w.problems else "s-warn" if w.doubts or w.unreachable else "s-ok"
+    zh = h.lang == "zh"
+    items = [f'<strong class="{css}">{_e(witness_headline(w, h.lang))}</strong>']
+    items += [f'<span class="s-bad">{_e(p)}</span>' for p in (w.problems_zh if zh else w.problems)]
+    items += [f'<span class="s-warn">{_e(p)}</span>' for p in (w.doubts_zh if zh else w.doubts)]
+    items += [f'<span class="s-warn">{h.t("witness_unreadable", host=x.host)}</span>' for x in w.unreachable]
+    return "<br>".join(items)
 
 
 def _run_outcome(h: _Html, run: _Run, short: bool = False) -> tuple[str, str]:

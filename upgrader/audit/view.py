@@ -6,10 +6,15 @@ from __future__ import annotations
 import datetime as _dt
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 from ..core.errors import InputError
 from .log import VerifyResult, read_events
 
-__all__ = ["CANNOT_CHECK", "describe", "headline", "altered", "parse_since", "select_events"]
+if TYPE_CHECKING:
+    from .witness import WitnessResult
+
+__all__ = ["CANNOT_CHECK", "describe", "headline", "witness_headline", "altered", "parse_since", "select_events"]
 
 CANNOT_CHECK = "cannot check the checkpoints: give --allowed-signers or --policy"
 
@@ -39,6 +44,23 @@ def headline(result: VerifyResult, lang: str = "en") -> str:
     if result.status == "cannot_check":
         return "UNVERIFIED (no trust given: --allowed-signers or --policy)"
     return "INTACT"
+
+
+def witness_headline(w: WitnessResult, lang: str = "en") -> str:
+    """The hosts' verdict on the log that every view puts beside its own (``--witness INVENTORY``): ALTERED (the
+    hosts' records contradict it), NOT PROVEN (a doubt), CANNOT CHECK (a host not read) or INTACT, with the count
+    that makes it so; ``audit verify --witness`` names each finding."""
+    zh = lang == "zh"
+    if w.problems:
+        return (f"已被篡改（{len(w.problems)} 处与主机自己的记录不符）" if zh else
+                f"ALTERED ({len(w.problems)} finding(s) against the hosts' own records)")
+    if w.doubts:
+        return f"未经证实（{len(w.doubts)} 处存疑）" if zh else f"NOT PROVEN ({len(w.doubts)} doubt(s))"
+    if w.unreachable:
+        return (f"无法核验（{len(w.unreachable)} 台主机无法读取）" if zh else
+                f"CANNOT CHECK ({len(w.unreachable)} host(s) could not be read)")
+    return (f"完好（{w.checked} 个见证的检查点与日志一致）" if zh else
+            f"INTACT ({w.checked} witnessed checkpoint(s) match the log)")
 
 
 def describe(result: VerifyResult, lang: str = "en") -> str:

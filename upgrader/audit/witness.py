@@ -91,11 +91,26 @@ class HostWitness:
     absent: str | None = None
     #: {run label: the steps this host executed} for each run it opened and never finished
     open_steps: dict[str, list[JSONObject]] = field(default_factory=dict)
+    #: what keeps this host's records out of a controller's reach: "host trust root" (the host runs no step, hook
+    #: or command outside a run it accepted itself), "syslog" (each witness also went to the host's syslog); empty:
+    #: neither (a modified controller's hook, run as root there, can rewrite them)
+    protected_by: list[str] = field(default_factory=list)
 
 
-def read_witnesses(targets: Sequence[WitnessTarget]) -> list[HostWitness]:
+def _has_trust_root(t: WitnessTarget) -> bool:
+    """Whether the host keeps its own trust root, asked read-only: its ``host_trust`` check given no evidence answers
+    nothing without a root, and refuses (kind host_trust) with one, or with one it cannot accept."""
+    try:
+        _call(t, "host_trust")
+    except Exception as e:  # noqa: BLE001 - refused for its root (kind host_trust), or not asked: not known
+        return getattr(e, "kind", None) == "host_trust"
+    return False
+
+
+def read_witnesses(targets: Sequence[WitnessTarget], syslog: bool = False) -> list[HostWitness]:
     """Every target's witnessed checkpoints and its own run records (read-only); a host that cannot be read carries
-    its ``error``."""
+    its ``error``. ``syslog``: the policy sends every witness to the hosts' syslog too (``audit.syslog``), which
+    each host's ``protected_by`` names, beside its own trust root."""
 
     def dicts(v: object) -> list[JSONObject]:
         return [c for c in v if isinstance(c, dict)] if isinstance(v, list) else []
@@ -110,11 +125,12 @@ def read_witnesses(targets: Sequence[WitnessTarget]) -> list[HostWitness]:
         lock = reply.get("lock")
         given = reply.get("open_steps")
         open_steps = {str(k): dicts(v) for k, v in given.items()} if isinstance(given, dict) else {}
+        protected = (["host trust root"] if _has_trust_root(t) else []) + (["syslog"] if syslog else [])
         return HostWitness(t.name, dicts(reply.get("checkpoints")), unreadable=bad, runs=dicts(reply.get("runs")),
                            unreadable_count=count if type(count) is int else len(bad),
                            opened=dicts(reply.get("opened")), lock=lock if isinstance(lock, dict) else None,
                            absent=str(reply["absent"]) if reply.get("absent") else None,
-                           open_steps=open_steps)
+                           open_steps=open_steps, protected_by=protected)
 
     if not targets:
         return []
@@ -172,8 +188,21 @@ class WitnessResult:
                 "doubts": self.doubts, "runs_compared": len(self.accounts),
                 "hosts": [{"host": h.host, "checkpoints": len(h.checkpoints), "runs": len(h.runs),
                            "opened": len(h.opened), "lock": h.lock,
+                           "protected_by": None if h.error else (h.protected_by or ["neither"]),
                            "error": h.error, "unreadable_lines": h.unreadable,
                            "unreadable_count": h.unreadable_count} for h in self.hosts]}
+
+
+def protection_text(h: HostWitness, lang: str = "en") -> str:
+    """What keeps ``h``'s records out of a controller's reach, and the boundary when nothing does."""
+    zh = lang == "zh"
+    names = {"host trust root": "主机信任根", "syslog": "syslog"}
+    if not h.protected_by:
+        return ("主机 {0} 的记录没有任何保护（既没有主机信任根，也没有发往 syslog）：修改过的控制端可以通过钩子以 root 身份改写它们"
+                if zh else "host {0}'s records are protected by neither a host trust root nor syslog: a modified "
+                "controller's hook, run as root there, can rewrite them").format(h.host)
+    said = ("、" if zh else " and ").join(names[p] if zh else p for p in h.protected_by)
+    return (f"主机 {h.host} 的记录受 {said} 保护" if zh else f"host {h.host}'s records are protected by {said}")
 
 
 def _log_lines(data: bytes) -> tuple[list[str], dict[int, JSONObject], list[JSONObject]]:
@@ -225,6 +254,7 @@ def check_witnesses(data: bytes, hosts: list[HostWitness], *, not_read: Mapping[
             result.findings.append((h.host, c, problem))
             if problem is not None:
                 result.found(problem, str(_problem(hashes, cps, matching, h.host, c, "zh")))
+    _twice_finished(result, events)
     _compare_accounts(result, events)
     _compare_openings(result, events, window, policy_digest)
     for host, why in (not_read or {}).items():
@@ -315,13 +345,13 @@ def _log_account(events: list[JSONObject], label: str, host: str) -> JSONObject 
     phases = {str(e.get("phase")) for e in mine if e.get("event") == "phase_finished" and e.get("host") == host
               and e.get("outcome") == "ok"}
     first = next((e.get("time") for e in mine if e.get("host") == host and e.get("event") == "phase_started"), None)
-    # each phase of this host as the log times it: [start, end] in the order the log has them
+    # each phase of this host as the log times it: [start, end, outcome, line of its start] in the log's order
     spans: dict[str, list[list[object]]] = {}
     for e in mine:
         if e.get("host") != host or e.get("phase") is None:
             continue
         if e.get("event") == "phase_started":
-            spans.setdefault(str(e.get("phase")), []).append([e.get("time"), None, None])
+            spans.setdefault(str(e.get("phase")), []).append([e.get("time"), None, None, e.get("seq")])
         elif e.get("event") == "phase_finished":
             open_ = next((x for x in spans.get(str(e.get("phase")), []) if x[1] is None), None)
             if open_ is not None:
@@ -332,13 +362,14 @@ def _log_account(events: list[JSONObject], label: str, host: str) -> JSONObject 
             if "approvals" in sd else None,
             "window": window.get("inside") if isinstance(window, dict) else None,
             "outcome": ended.get("outcome") if ended is not None else None, "finished": ended.get("time")
-            if ended is not None else None, "version_after": ed.get("version"), "version_before": before,
+            if ended is not None else None, "finished_line": ended.get("seq") if ended is not None else None, "version_after": ed.get("version"), "version_before": before,
             "phases": phases, "started": first}
 
 
-def _differences(rec: JSONObject, log: JSONObject) -> list[JSONObject]:
+def _differences(rec: JSONObject, log: JSONObject, opened: JSONObject | None = None) -> list[JSONObject]:
     """Each field where the host's own record of a run and the log's lines of it differ:
-    {"field", "host": what the host recorded, "log": what the log says}."""
+    {"field", "host": what the host recorded, "log": what the log says}. ``opened``: the host's opening record of
+    the run (when it took its lock), which with ``rec``'s finish fixes the host's clock offset for the run."""
     out: list[JSONObject] = []
 
     def differ(name: str, host_value: object, log_value: object) -> None:
@@ -371,6 +402,9 @@ def _differences(rec: JSONObject, log: JSONObject) -> list[JSONObject]:
             differ("phases", "rollback not done", "rollback done")
     if not resumed:
         out += _step_times(steps, log.get("spans"))
+        said = {(d.get("field"), d.get("log")) for d in out}  # a phase already beyond CLOCK_SKEW is said once
+        out += [d for d in _offset_times(steps, log, _offset_bounds(rec, log, opened))
+                if (d.get("field"), d.get("log")) not in said]
     host_end, log_end = _when(rec.get("finished")), _when(log.get("finished"))
     if host_end is not None and log_end is not None and abs(host_end - log_end) > CLOCK_SKEW:
         differ("finished", _iso(host_end), log.get("finished"))
@@ -451,6 +485,66 @@ def _step_times(steps: Sequence[object], spans: object) -> list[JSONObject]:
     return out
 
 
+#: how far (seconds) a phase may be from the host's own step once the host's clock offset is fixed for the run: the
+#: controller's and the host's clocks are read to the millisecond, so one second is room enough and a phase moved
+#: by more is moved, however far it stays within CLOCK_SKEW
+OFFSET_TOLERANCE = 1.0
+
+
+def _offset_bounds(rec: JSONObject, log: JSONObject, opened: JSONObject | None) -> tuple[float, float] | None:
+    """The host's clock offset for one run (log time minus host time) as the range (low, high) the two moments
+    both sides record allow: the host took its lock (its opening record's time) inside the log's preflight phase on
+    it, and it recorded its finish before the log's host_finished line. None when neither bounds it both ways (a
+    resume or rollback takes its lock outside any phase): the phases are then held to CLOCK_SKEW only."""
+    spans = log.get("spans") if isinstance(log.get("spans"), dict) else {}
+    assert isinstance(spans, dict)
+    at = _when(opened.get("opened")) if opened is not None else None
+    pre = next((x for x in spans.get("preflight") or []), None)
+    la, lb = (_when(pre[0]), _when(pre[1])) if pre is not None else (None, None)
+    if at is None or la is None or lb is None:
+        return None
+    low, high = la - at, lb - at
+    end, logged = _when(rec.get("finished")), _when(log.get("finished"))
+    if end is not None and logged is not None:
+        high = min(high, logged - end)
+    return low, high
+
+
+def _offset_times(steps: Sequence[object], log: JSONObject, bounds: tuple[float, float] | None) -> list[JSONObject]:
+    """Every phase (TIMED_STEPS) the log says went well on a host, under the host's one clock offset of the run
+    (``bounds``, _offset_bounds): it must hold one of the host's own steps of that name (its start no later than the
+    step's, its end no earlier) within OFFSET_TOLERANCE. A phase moved (even by less than CLOCK_SKEW) is a
+    difference naming the log's line of its start; the lock and the finish not agreeing on any offset is one
+    naming the host_finished line."""
+    if bounds is None:
+        return []
+    low, high = bounds
+    if low > high + OFFSET_TOLERANCE:
+        return [{"field": "clock offset", "line": log.get("finished_line"), "host": f"{low:+.3f}s / {high:+.3f}s",
+                 "log": log.get("finished")}]
+    out: list[JSONObject] = []
+    given = log.get("spans") if isinstance(log.get("spans"), dict) else {}
+    assert isinstance(given, dict)
+    for op in TIMED_STEPS:
+        mine = [(a, b) for x in steps if isinstance(x, dict) and x.get("op") == op and x.get("ok")
+                for a, b in [(_when(x.get("start")), _when(x.get("at")))] if a is not None and b is not None]
+        if not mine:
+            continue
+        for span in given.get(op) or []:
+            la, lb = _when(span[0]), _when(span[1])
+            if la is None or lb is None or span[2] != "ok":
+                continue
+            # the offsets under which this phase holds step (a, b): la <= a + off and b + off <= lb
+            if any(max(low, la - a) <= min(high, lb - b) + OFFSET_TOLERANCE for a, b in mine):
+                continue
+            a, b = min(mine, key=lambda ab: abs(ab[0] + (low + high) / 2 - la))
+            line = span[3] if len(span) > 3 else None
+            out.append({"field": f"{op} time", "line": line, "offset": f"{low:+.3f}s … {high:+.3f}s",
+                        "host": f"{_iso_ms(a)} – {_iso_ms(b)} ({b - a:.3f}s)",
+                        "log": f"{span[0]} – {span[1]} ({lb - la:.3f}s)"})
+    return out
+
+
 def _iso_ms(t: float) -> str:
     import datetime as _dt
 
@@ -461,7 +555,22 @@ def _iso_ms(t: float) -> str:
 FIELDS_ZH = {"outcome": "结果", "version_after": "之后的版本", "version_before": "之前的版本", "plan": "计划摘要",
              "window": "在维护窗口内", "approvals": "批准摘要", "phases": "执行的阶段", "finished": "结束时间",
              "started": "开始时间", "run": "运行", "stop time": "停止步骤的时间", "install time": "安装步骤的时间",
-             "start time": "启动步骤的时间", "rollback time": "回滚步骤的时间", "downtime": "停机时长"}
+             "start time": "启动步骤的时间", "rollback time": "回滚步骤的时间", "downtime": "停机时长",
+             "clock offset": "时钟偏差（由加锁和结束两个时刻确定）"}
+
+
+def _where(d: Mapping[str, object], lang: str = "en") -> str:
+    """The log's line a difference names and the host's clock offset it was judged under, when it has them."""
+    zh = lang == "zh"
+    parts = []
+    if d.get("line") is not None:
+        parts.append(f"第 {d.get('line')} 行" if zh else f"line {d.get('line')}")
+    if d.get("offset") is not None:
+        parts.append(f"按主机这次运行的时钟偏差 {d.get('offset')}（由加锁和结束确定）" if zh else
+                     f"under the host's clock offset {d.get('offset')} for the run, fixed by its lock and finish")
+    if not parts:
+        return ""
+    return f"（{'，'.join(parts)}）" if zh else f" ({', '.join(parts)})"
 
 
 def account_texts(a: Mapping[str, object], lang: str = "en") -> list[str]:
@@ -477,10 +586,10 @@ def account_texts(a: Mapping[str, object], lang: str = "en") -> list[str]:
         field_ = str(d.get("field"))
         if zh:
             out.append(f"主机 {host} 自己的运行记录与日志不符——{FIELDS_ZH.get(field_, field_)}：主机记为 {d.get('host')}，"
-                       f"日志为 {d.get('log')}（已被篡改）")
+                       f"日志为 {d.get('log')}{_where(d, 'zh')}（已被篡改）")
         else:
             out.append(f"host {host}'s own record of the run differs from the log — {field_}: {d.get('host')} on "
-                       f"the host, {d.get('log')} in the log (ALTERED)")
+                       f"the host, {d.get('log')} in the log{_where(d)} (ALTERED)")
     out += [doubt_text(d, lang) for d in doubts if isinstance(d, dict)]
     if not diffs and not doubts:
         out.append(f"主机 {host} 自己的运行记录（结果、版本、计划、批准、窗口、步骤、时间）与日志相符" if zh else
@@ -530,52 +639,84 @@ def _compare_accounts(result: WitnessResult, events: list[JSONObject]) -> None:
                          "(not a witness or run record this version writes)",
                          f"主机 {h.host}：其记录中有 {h.unreadable_count} 行无法使用（不是本版本写的见证或运行记录）",
                          doubt=True)
-        seen: set[str] = set()
-        for rec in h.runs:
+        mine: dict[str, list[JSONObject]] = {}
+        for rec in h.runs:  # every record the host keeps, not only the first of each run
             label = str(rec.get("as") or rec.get("run") or "")
-            if not label or label in seen:  # a finish retried: the first record is the run's
-                continue
-            seen.add(label)
-            log = _log_account(events, label, h.host)
-            when = _iso(rec.get("finished"))
-            diffs: list[JSONObject] = []
-            doubts: list[JSONObject] = []
-            if log is None:
-                if (h.host, label) not in witnessed_wrong:  # said once: its witness's problem names it already
-                    result.found(
-                        f"host {h.host} finished run {label} at {when} ({rec.get('outcome')}), but the log has no "
-                        "line of that run: cut off or removed",
-                        f"主机 {h.host} 于 {when} 结束了运行 {label}（{rec.get('outcome')}），但日志中没有这次运行的任何"
-                        "一行：被截断或删除")
-                diffs.append({"field": "run", "host": label, "log": None})
-            else:
-                diffs = _differences(rec, log)
-                for d in diffs:
-                    result.found(
-                        f"host {h.host}'s own record of run {label} differs from the log: {d['field']} is "
-                        f"{d['host']} on the host, {d['log']} in the log: ALTERED",
-                        f"主机 {h.host} 自己对运行 {label} 的记录与日志不符——"
-                        f"{FIELDS_ZH.get(str(d['field']), d['field'])}：主机记为 {d['host']}，日志为 {d['log']}（已被篡改）")
-            wits = [c for c in h.checkpoints if c.get("run") == label]
-            base = {"host": h.host, "run": label, "finished": when}
-            later = _covering(result, h, events, label) if not wits else None
-            if later is not None:  # a later run's head witnessed here fixes this run's lines too, from its receipt
-                got, end = _when(later.get("witnessed")), _when(rec.get("finished"))
-                if got is not None and end is not None and got - end > LATE_AFTER:
-                    doubts.append({**base, "kind": "late", "seconds": int(got - end), "via": later.get("run")})
-            elif not wits:
-                doubts.append({**base, "kind": "unwitnessed"})
-            else:
-                if len(wits) > 1:
-                    doubts.append({**base, "kind": "duplicate", "count": len(wits)})
-                got, end = _when(wits[0].get("witnessed")), _when(rec.get("finished"))
-                if got is not None and end is not None and got - end > LATE_AFTER:
-                    doubts.append({**base, "kind": "late", "seconds": int(got - end)})
-            for d in doubts:
-                d["text"] = doubt_text(d)
-            for d in doubts:
-                result.found(str(d["text"]), doubt_text(d, "zh"), doubt=True)
-            result.accounts.append((h.host, label, diffs, doubts))
+            if label:
+                mine.setdefault(label, []).append(rec)
+        for label, recs in mine.items():
+            if len(recs) > 1:  # the shipped controller finishes a run once (a retried finish no longer holds the lock)
+                outcomes = ", ".join(str(r.get("outcome")) for r in recs)
+                result.found(f"host {h.host} keeps {len(recs)} records of finishing run {label} ({outcomes}): a run "
+                             "ends once on a host, every record after its first was sent by another controller "
+                             "(ALTERED)",
+                             f"主机 {h.host} 保存了 {len(recs)} 条结束运行 {label} 的记录（{outcomes}）：一次运行在一台主机上只"
+                             "结束一次，第一条之后的记录都是另一个控制端发来的（已被篡改）")
+        for label, recs in mine.items():
+            for rec in recs:
+                log = _log_account(events, label, h.host)
+                when = _iso(rec.get("finished"))
+                diffs: list[JSONObject] = []
+                doubts: list[JSONObject] = []
+                if log is None:
+                    if (h.host, label) not in witnessed_wrong and rec is recs[0]:  # said once (or by its witness)
+                        result.found(
+                            f"host {h.host} finished run {label} at {when} ({rec.get('outcome')}), but the log has no "
+                            "line of that run: cut off or removed",
+                            f"主机 {h.host} 于 {when} 结束了运行 {label}（{rec.get('outcome')}），但日志中没有这次运行的任何"
+                            "一行：被截断或删除")
+                    diffs.append({"field": "run", "host": label, "log": None})
+                else:
+                    opening = next((o for o in h.opened if str(o.get("as") or o.get("run") or "") == label), None)
+                    diffs = _differences(rec, log, opening)
+                    for d in diffs:
+                        result.found(
+                            f"host {h.host}'s own record of run {label} differs from the log: {d['field']} is "
+                            f"{d['host']} on the host, {d['log']} in the log{_where(d)}: ALTERED",
+                            f"主机 {h.host} 自己对运行 {label} 的记录与日志不符——"
+                            f"{FIELDS_ZH.get(str(d['field']), d['field'])}：主机记为 {d['host']}，日志为 {d['log']}"
+                            f"{_where(d, 'zh')}（已被篡改）")
+                if rec is not recs[0]:  # the witness of the run is judged against its first finish only
+                    result.accounts.append((h.host, label, diffs, []))
+                    continue
+                wits = [c for c in h.checkpoints if c.get("run") == label]
+                base = {"host": h.host, "run": label, "finished": when}
+                later = _covering(result, h, events, label) if not wits else None
+                if later is not None:  # a later run's head witnessed here fixes this run's lines too, from its receipt
+                    got, end = _when(later.get("witnessed")), _when(rec.get("finished"))
+                    if got is not None and end is not None and got - end > LATE_AFTER:
+                        doubts.append({**base, "kind": "late", "seconds": int(got - end), "via": later.get("run")})
+                elif not wits:
+                    doubts.append({**base, "kind": "unwitnessed"})
+                else:
+                    if len(wits) > 1:
+                        doubts.append({**base, "kind": "duplicate", "count": len(wits)})
+                    got, end = _when(wits[0].get("witnessed")), _when(rec.get("finished"))
+                    if got is not None and end is not None and got - end > LATE_AFTER:
+                        doubts.append({**base, "kind": "late", "seconds": int(got - end)})
+                for d in doubts:
+                    d["text"] = doubt_text(d)
+                for d in doubts:
+                    result.found(str(d["text"]), doubt_text(d, "zh"), doubt=True)
+                result.accounts.append((h.host, label, diffs, doubts))
+
+
+def _twice_finished(result: WitnessResult, events: list[JSONObject]) -> None:
+    """The log's own side of "a run ends once on a host": two host_finished lines of one run on one host (the first
+    one read alone would hide what the second says) are a problem naming both lines."""
+    first: dict[tuple[str, str], object] = {}
+    for e in events:
+        if e.get("event") != "host_finished" or not isinstance(e.get("run"), str):
+            continue
+        key = (str(e.get("run")), str(e.get("host")))
+        if key not in first:
+            first[key] = e.get("seq")
+            continue
+        run, host = key
+        result.found(f"the log ends run {run} on host {host} twice (host_finished on lines {first[key]} and "
+                     f"{e.get('seq')}, the second {e.get('outcome')}): a run ends once on a host (ALTERED)",
+                     f"日志两次记录运行 {run} 在主机 {host} 上结束（第 {first[key]} 行和第 {e.get('seq')} 行的 host_finished，"
+                     f"第二次为 {e.get('outcome')}）：一次运行在一台主机上只结束一次（已被篡改）")
 
 
 def _covering(result: WitnessResult, h: HostWitness, events: list[JSONObject], label: str) -> JSONObject | None:

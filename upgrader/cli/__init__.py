@@ -308,7 +308,8 @@ def build_parser() -> argparse.ArgumentParser:
                               "and each host's own record of the runs it finished (read-only, over SSH or locally): "
                               "a rewritten log, a run cut off the end or a field of a run that differs from the "
                               "host's record is named, exit 6; a witness late or missing, or a host that cannot be "
-                              "read, leaves it not proven (exit 2)")
+                              "read, leaves it not proven (exit 2); with --plans/--approvals both checks run and "
+                              "the worse exit code wins")
     averify.add_argument("--plans", metavar="DIR", help="also check every plan the log names: a file in DIR must "
                          "have its digest (recomputed from the file); exit 6 naming the line and file otherwise")
     averify.add_argument("--approvals", metavar="DIR", help="also check every approval a run accepted: a file in DIR "
@@ -331,6 +332,10 @@ def build_parser() -> argparse.ArgumentParser:
     ashow.add_argument("--allowed-signers", metavar="FILE",
                        help="operators' keys (default: the policy's audit.allowed_signers)")
     ashow.add_argument("--policy", help="policy YAML naming the allowed signers")
+    ashow.add_argument("--witness", metavar="INVENTORY",
+                       help="also check the log against every host's own records (as audit verify --witness) and "
+                            "show that verdict under the log's: exit 6 when the hosts contradict the log, 2 when a "
+                            "host could not be read or a doubt remains")
     ashow.add_argument("--lang", choices=("en", "zh"), help="English or Simplified Chinese (default: from the locale)")
     ashow.add_argument("--json", action="store_true")
     ashow.set_defaults(func="audit:cmd_show")

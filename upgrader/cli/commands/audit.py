@@ -29,10 +29,6 @@ def verification(args: argparse.Namespace, data: bytes | None = None) -> Any:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    if getattr(args, "witness", None) and (getattr(args, "plans", None) or getattr(args, "approvals", None)):
-        from ...core.errors import InputError
-
-        raise InputError("--witness and --plans/--approvals are two checks: run audit verify once for each")
     if getattr(args, "witness", None):
         return _verify_witnessed(args)
     if getattr(args, "plans", None) or getattr(args, "approvals", None):
@@ -76,20 +72,21 @@ def _lang(args: argparse.Namespace) -> str:
 def _verify_witnessed(args: argparse.Namespace) -> int:
     """``audit verify --witness INV``: the log's own verdict, then the log against the hosts' witnessed checkpoints
     (one read of the log for both). Altered by either: 6; else a host not read or no signers known: 2; else 0."""
-    from ...api import verify_witnesses
+    from ...api import verify_witnesses, witnessed_exit_code
     from ...audit.log import read_log
-    from ...core.exit_codes import ExitCode
+    from ...audit.witness import protection_text
 
     data = read_log(log_path(args))
     result = verification(args, data)
     witnessed = verify_witnesses(context_of(args), Path(args.witness), data=data)
-    code = verdict_exit(result)
-    if witnessed.problems:
-        code = ExitCode.AUDIT_ALTERED
-    elif (witnessed.unreachable or witnessed.doubts) and code == ExitCode.OK:
-        code = ExitCode.BAD_INPUT
+    code = witnessed_exit_code(verdict_exit(result), witnessed)
+    # --plans/--approvals too: the files checked in the same call, the worse verdict of the two is the exit code
+    crossed = _cross_checked(args) if getattr(args, "plans", None) or getattr(args, "approvals", None) else None
+    if crossed is not None:
+        code = max(code, crossed.exit_code, key=_severity)
     if args.json:
         print_json({**result.to_dict(), "verdict": describe(result), "witness": witnessed.to_dict(),
+                    **({"cross_check": crossed.check.to_dict()} if crossed is not None else {}),
                     "exit_code": int(code)})
         return int(code)
     from rich.text import Text
@@ -115,10 +112,10 @@ def _verify_witnessed(args: argparse.Namespace) -> int:
                                   f"host {h.host} could not be read: {h.error}"), soft_wrap=True)
         elif zh:
             c.print(Text(f"见证：主机 {h.host} 保存了 {len(h.checkpoints)} 个检查点和它自己对 {len(h.runs)} 次已结束运行的"
-                         "记录"), soft_wrap=True)
+                         f"记录；{protection_text(h, 'zh')}"), soft_wrap=True)
         else:
             c.print(Text(f"witness: host {h.host} keeps {len(h.checkpoints)} checkpoint(s) and its own record of "
-                         f"{len(h.runs)} finished run(s)"), soft_wrap=True)
+                         f"{len(h.runs)} finished run(s); {protection_text(h)}"), soft_wrap=True)
     if not witnessed.problems and zh:
         c.print(Text(f"{witnessed.checked} 个见证的检查点与日志一致"
                      + (f"；主机记录的 {len(witnessed.accounts)} 次运行与日志一致" if witnessed.accounts else "")),
@@ -127,34 +124,56 @@ def _verify_witnessed(args: argparse.Namespace) -> int:
         c.print(Text(f"{witnessed.checked} witnessed checkpoint(s) match the log"
                      + (f"; {len(witnessed.accounts)} run(s) as the hosts recorded them match it" if
                         witnessed.accounts else "")), soft_wrap=True)
+    if crossed is not None:
+        _print_cross_check(crossed.check, _lang(args))
     return int(code)
+
+
+def _severity(code: int) -> int:
+    """How bad an audit exit code is: altered (6) over not proven or not checked (2) over intact (0)."""
+    return {0: 0, 2: 1, 6: 2}.get(int(code), 1)
+
+
+def _cross_checked(args: argparse.Namespace) -> Any:
+    """The log verified and every plan and approval it names checked against --plans/--approvals."""
+    from ...api import cross_check_audit
+
+    signers = getattr(args, "allowed_signers", None)
+    approvers = getattr(args, "approval_signers", None)
+    return cross_check_audit(context_of(args), plans=Path(args.plans) if args.plans else None,
+                             approvals=Path(args.approvals) if args.approvals else None, log=log_path(args),
+                             allowed_signers=Path(signers) if signers else None, anchor=getattr(args, "anchor", None),
+                             approval_signers=Path(approvers) if approvers else None)
 
 
 def cmd_cross_check(args: argparse.Namespace) -> int:
     """``audit verify --plans DIR --approvals DIR``: the log's verdict, then every plan and approval it names."""
     from rich.text import Text
 
-    from ...api import cross_check_audit
     from ...audit.view import headline
 
-    signers = getattr(args, "allowed_signers", None)
-    approvers = getattr(args, "approval_signers", None)
-    done = cross_check_audit(context_of(args), plans=Path(args.plans) if args.plans else None,
-                             approvals=Path(args.approvals) if args.approvals else None, log=log_path(args),
-                             allowed_signers=Path(signers) if signers else None, anchor=getattr(args, "anchor", None),
-                             approval_signers=Path(approvers) if approvers else None)
+    done = _cross_checked(args)
     result, check = done.result, done.check
     if args.json:
         print_json({**result.to_dict(), "headline": headline(result), "verdict": describe(result),
                     "cross_check": check.to_dict()})
-        return done.exit_code
-    from ...core.reasons import translate
-
+        return int(done.exit_code)
     lang = _lang(args)
-    zh = lang == "zh"
     c = console()
     c.print(Text(f"{headline(result, lang)} {result.path}"), soft_wrap=True)
     c.print(describe(result, lang), soft_wrap=True, markup=False)
+    _print_cross_check(check, lang)
+    return int(done.exit_code)
+
+
+def _print_cross_check(check: Any, lang: str) -> None:
+    """Each folder's count of files found, then every mismatch (in ``lang``), or that all match."""
+    from rich.text import Text
+
+    from ...core.reasons import translate
+
+    zh = lang == "zh"
+    c = console()
     for what, found, folder in (("plans", check.plans, check.plans_dir), ("approvals", check.approvals,
                                                                           check.approvals_dir)):
         if folder is None:
@@ -163,12 +182,12 @@ def cmd_cross_check(args: argparse.Namespace) -> int:
         c.print(Text(f"{'计划' if what == 'plans' else '批准'}：日志提到 {len(found)} 个，在 {folder} 中找到 {good} 个" if zh
                      else f"{what}: {len(found)} named by the log, {good} found in {folder}"), soft_wrap=True)
     for p in check.problems:
-        c.print(Text.assemble(("不符 " if zh else "MISMATCH ", "bold red"), translate(str(p["problem"]), lang)),
+        c.print(Text.assemble(("不符 " if zh else "MISMATCH ", "bold red"),
+                              str(p.get("problem_zh") or translate(str(p["problem"]), lang)) if zh else str(p["problem"])),
                 soft_wrap=True)
     if check.ok:
         c.print(Text("日志提到的每个计划和批准都与其文件相符" if zh else
                      "every plan and approval the log names matches its file", style="green"), soft_wrap=True)
-    return done.exit_code
 
 
 def verdict_exit(result: Any) -> int:
@@ -196,17 +215,20 @@ def cmd_show(args: argparse.Namespace) -> int:
     from rich.text import Text
 
     from ...audit.log import read_log
-    from ...audit.view import altered, headline, select_events
+    from ...api import witnessed_exit_code
+    from ...audit.view import altered, headline, select_events, witness_headline
 
     path = log_path(args)
     data = read_log(path)  # one read: the verdict is about exactly the bytes shown
     result = verification(args, data)
     events: list[dict[str, Any]] = select_events(path, data, run=getattr(args, "run", None),
                                                  host=getattr(args, "host", None), since=getattr(args, "since", None))
-    code = ExitCode.AUDIT_ALTERED if altered(result) else ExitCode.OK
+    witnessed = _witnessed(args, data)
+    code = witnessed_exit_code(ExitCode.AUDIT_ALTERED if altered(result) else ExitCode.OK, witnessed)
     if args.json:
         print_json({"verification": {**result.to_dict(), "headline": headline(result), "verdict": describe(result)},
-                    "events": events})
+                    **({"witness": {**witnessed.to_dict(), "headline": witness_headline(witnessed)}}
+                       if witnessed is not None else {}), "events": events, "exit_code": int(code)})
         return code
     from ...core.language import resolve_lang
     from ...core.reasons import word as said
@@ -218,6 +240,8 @@ def cmd_show(args: argparse.Namespace) -> int:
     c.print(Text.assemble((word, style), f" {result.path}"), soft_wrap=True)
     c.print(describe(result, lang), soft_wrap=True, markup=False)
     zh = lang == "zh"
+    if witnessed is not None:
+        _print_witness_verdict(witnessed, lang)
     table = Table(title=f"审计时间线（{len(events)} 条事件）" if zh else f"Audit timeline ({len(events)} events)",
                   title_justify="left")
     for col in (("#", "时间", "运行", "主机", "事件", "阶段", "结果", "操作人", "详情") if zh else
@@ -240,6 +264,36 @@ def cmd_show(args: argparse.Namespace) -> int:
         c.print(Text.assemble((word, style), " —— 上面的时间线是日志现在的样子，不是当初写下的样子" if zh else
                               " — the timeline above shows the log as it is now, not as written"), soft_wrap=True)
     return code
+
+
+def _witnessed(args: argparse.Namespace, data: bytes) -> Any:
+    """The log's ``data`` against the hosts' own records when ``--witness INVENTORY`` was given (else None)."""
+    if not getattr(args, "witness", None):
+        return None
+    from ...api import verify_witnesses
+
+    return verify_witnesses(context_of(args), Path(args.witness), data=data)
+
+
+def _print_witness_verdict(witnessed: Any, lang: str) -> None:
+    """The hosts' verdict under the log's own (audit show --witness): its headline, then every finding."""
+    from rich.text import Text
+
+    from ...audit.view import witness_headline
+
+    zh = lang == "zh"
+    c = console()
+    style = "bold red" if witnessed.problems else "bold yellow" if witnessed.doubts or witnessed.unreachable \
+        else "bold green"
+    c.print(Text.assemble(("见证：" if zh else "witnesses: ", style), (witness_headline(witnessed, lang), style)),
+            soft_wrap=True)
+    for p in witnessed.problems_zh if zh else witnessed.problems:
+        c.print(Text.assemble(("  见证：" if zh else "  witness: ", "red"), p), soft_wrap=True)
+    for p in witnessed.doubts_zh if zh else witnessed.doubts:
+        c.print(Text.assemble(("  见证：" if zh else "  witness: ", "yellow"), p), soft_wrap=True)
+    for h in witnessed.unreachable:
+        c.print(Text.assemble(("  见证：" if zh else "  witness: ", "yellow"), f"主机 {h.host} 无法读取：{h.error}" if zh
+                              else f"host {h.host} could not be read: {h.error}"), soft_wrap=True)
 
 
 def _details(e: dict[str, Any], lang: str = "en") -> str:
