@@ -87,6 +87,11 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "after_hours": (", pre-booked for after hours", "，已预约非工作时间"),
     "approval_refused": ("The approval cannot be used: {reason}\nNothing was changed (exit 4).",
                          "审批不能使用：{reason}\n未做任何改动（退出码 4）。"),
+    "audit_key_unlisted": ("your key {fp} is not listed in {file}, so nobody could tell your plans from an "
+                           "engineer's own; nothing was written",
+                           "您的密钥 {fp} 没有登记在 {file} 中，无法区分您的计划与工程师本人的计划；未写入任何东西"),
+    "audit_key_unlisted_hint": ("the owner of that file adds the line shown above, then run the guide again",
+                                "请由该文件的负责人加入上面显示的那一行，然后重新运行向导"),
     "approval_key_untrusted": ("The approval is signed by key {fp}, which {file} does not list. allowed_signers is a "
                                "trust root: the guide never adds keys to it. If this is your engineer's key (check the "
                                "fingerprint with them by phone), the owner of {file} adds this line, then run the guide "
@@ -244,10 +249,10 @@ MESSAGES: dict[str, tuple[str, str]] = {
                        "audit.allowed_signers can name you.",
                        "已生成审计密钥：{key}（公钥 {pub}，{fp}）。请把 {pub} 发给您的工程师，以便在策略的 "
                        "audit.allowed_signers 中登记您。"),
-    "audit_key_add_line": ("{file} is a trust root, so the guide never changes it. Until its owner adds this line to "
-                           "it, a run of your plans is refused (exit 4): {line}",
-                           "{file} 是信任根，向导从不修改它。在该文件的负责人把下面这一行加入该文件之前，"
-                           "您的计划的运行会被拒绝（退出码 4）：{line}"),
+    "audit_key_add_line": ("{file} is a trust root, so the guide never changes it. Its owner adds this line to it; "
+                           "until then the guide stops here (exit 4): {line}",
+                           "{file} 是信任根，向导从不修改它。请由该文件的负责人把下面这一行加入该文件；"
+                           "在此之前向导到此为止（退出码 4）：{line}"),
     "audit_key_failed": ("Cannot make the key there: {error}. Type another place.", "无法在该位置生成密钥：{error}。请换一个位置。"),
     "audit_key_found": ("Audit key: {key} ({fp}).", "审计密钥：{key}（{fp}）。"),
     # step 7

@@ -412,9 +412,12 @@ class _Guide:
         args = self.args
         from ...core.recorder import operator_identity
 
-        if operator_identity(args.home, load_policy_or_fail(policy_path(args)), need_key=False,
-                             key_path=getattr(args, "audit_key", None)).key is None:
-            self.audit_key()  # made (and listed in the policy's allowed_signers) before the plan records the policy
+        policy = load_policy_or_fail(policy_path(args))
+        me = operator_identity(args.home, policy, need_key=False, key_path=getattr(args, "audit_key", None))
+        if me.key is None:
+            self.audit_key()  # made, and listed by the policy's owner, before the plan records the policy
+        else:
+            self._require_listed(policy, me)
         policy = load_policy_or_fail(policy_path(args))
         target = args.to
         catalog_path = args.catalog
@@ -669,6 +672,7 @@ class _Guide:
         me = operator_identity(self.args.home, policy, key_path=given, need_key=False)
         if me.key is not None:
             self.say("audit_key_found", key=me.key_path, fp=me.fingerprint)
+            self._require_listed(policy, me)
             return
         self.say("audit_key_none")
         default = Path(self.args.home) / "keys" / "operator"
@@ -688,7 +692,29 @@ class _Guide:
         me = operator_identity(self.args.home, policy, key_path=str(key))
         self.say("audit_key_made", key=key, pub=pub, fp=me.fingerprint)
         self.record("guide_audit_key_made", key=str(key), fingerprint=me.fingerprint)
+        self._require_listed(policy, me)
+
+    def _require_listed(self, policy: Any, me: Any) -> None:
+        """The operator's key must be named (a literal principal, any namespace) by the approvals' allowed_signers
+        before the guide makes or runs a plan: the plan records that file's digest, and a run refuses a plan whose
+        requester key nobody listed. When it is not, the exact line(s) to add and where are printed and the guide
+        stops (exit 4) with nothing written: the operator adds the line, then runs the guide again."""
+        from ...trust.requester import literal_principals
+        from ...trust.signers import load_allowed_signers
+        from ...trust.sshsig import public_key_blob
+
+        if not policy.allowed_signers or me.key is None:
+            return
+        where = policy.resolve_path(policy.allowed_signers)
+        try:
+            signers = load_allowed_signers(where)
+        except UpgraderError:
+            return  # a missing or bad file is reported, in its place, by the step that reads it
+        if literal_principals(signers, public_key_blob(me.key.public_key())):
+            return
         self._list_new_key(policy, me)
+        raise self.error(ApprovalRefused, "audit_key_unlisted", "audit_key_unlisted_hint", file=str(where),
+                         fp=me.fingerprint)
 
     def _list_new_key(self, policy: Any, me: Any) -> None:
         """The new operator key signs the guide's plans and the run's checkpoint: only a key that the policy's
