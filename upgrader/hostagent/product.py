@@ -163,8 +163,12 @@ def confirmed_product(paths, root):
 
 def installed_product(paths, root=None):
     """What this host says is installed, for facts and the controller's review: {"product", "from", "confirmed"}
-    or None. ``confirmed`` is false for the service account's word (see the module's text)."""
-    product, where = confirmed_product(paths, root)
+    or None. ``confirmed`` is false for the service account's word (see the module's text). Root's entries that
+    contradict each other confirm nothing here (the lock refuses them, naming both)."""
+    try:
+        product, where = confirmed_product(paths, root)
+    except AgentError:
+        product, where = None, None
     if product:
         return {"product": product, "from": where, "confirmed": True}
     product, where = _guess(paths)
