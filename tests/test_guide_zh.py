@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import re
 import shlex
 import socket
@@ -215,20 +216,27 @@ def test_first_use_sets_up_the_audit_key_where_asked_and_every_printed_command_w
     assert child.finish() == 4
     assert place.is_file() and place.with_name("operator.pub").is_file()
     assert oct(place.stat().st_mode & 0o777) == "0o600"
+    made = [e for e in audit_events(box) if e["event"] == "guide_audit_key_made"]
+    assert made and made[0]["data"]["key"] == str(place)
+    # the new key is the plan's requester only when allowed_signers names it: that file is a trust root, the guide
+    # never writes it; it prints the exact line (the login account's name) and the file and stops before any plan
+    pub = " ".join(place.with_name("operator.pub").read_text(encoding="utf-8").split()[:2])
+    signers = box.keys / "allowed_signers"
+    assert pub not in signers.read_text(encoding="utf-8")
+    assert not list((box.root / "guide").glob("plans/*.json"))
+    line = f'{pwd.getpwuid(os.getuid()).pw_name}@{socket.gethostname()} namespaces="upgrader-plan,upgrader-audit" {pub}'
+    flat = re.sub(r"\s+", "", ANSI.sub("", child.transcript))
+    assert f"{signers}是信任根，向导从不修改它" in flat and re.sub(r"\s+", "", line) in flat, child.transcript
+    assert [e for e in audit_events(box) if e["event"] == "guide_audit_key_line_shown"]
+    with signers.open("a", encoding="utf-8") as f:
+        f.write(line + "\n")  # the file's owner adds it; the operator runs the guide again with the new key
+    child = guide(box, "--inventory", str(box.inventory), "--package", pkg, "--audit-key", str(place), lang="zh")
+    assert child.finish() == 4
     (plan,) = (box.root / "guide" / "plans").glob("*.json")
     again = printed(child.transcript, "工程师审批后会发给您一个审批文件，然后运行：")
     assert shlex.split(again) == ["upgrader", "--home", str(box.root), "guide", "--plan", str(plan),
                                   "--approval", "APPROVAL", "--inventory", str(box.inventory), "--lang", "zh",
                                   "--audit-key", str(place)]
-    made = [e for e in audit_events(box) if e["event"] == "guide_audit_key_made"]
-    assert made and made[0]["data"]["key"] == str(place)
-    # the new key is the plan's requester only when allowed_signers names it: the guide listed it in the home's file
-    pub = place.with_name("operator.pub").read_text(encoding="utf-8").split()[:2]
-    listed = [line for line in (box.keys / "allowed_signers").read_text(encoding="utf-8").splitlines()
-              if line.split()[-2:] == pub]
-    assert len(listed) == 1 and 'namespaces="upgrader-plan,upgrader-audit"' in listed[0], listed
-    assert "已将您的密钥登记到" in child.transcript.replace("\r\n", "")
-    assert [e for e in audit_events(box) if e["event"] == "guide_audit_key_listed"]
 
     approval = upgrader_approve(box, plan)
     term = shell(again.replace("APPROVAL", shlex.quote(str(approval))))

@@ -25,7 +25,8 @@ import pytest
 
 from conftest import approve, plan_to, upgrader
 from fleet import Fleet
-from trust_support import HostState, add_signer, cli, host_state, pristine, rebuild_package, state_dir
+from trust_support import HostState, add_signer, cli, host_state, pristine, rebuild_package, sandbox_installs, \
+    state_dir, write_root_config
 from upgrader.cli import main
 from upgrader.cli.commands.demo import Sandbox, _trust
 from upgrader.core.exit_codes import ExitCode
@@ -47,7 +48,8 @@ def host_root() -> Iterator[HostRoot]:
     assert not ROOT.exists(), f"{ROOT} exists before the test: another test left it"
 
     def write(engineers: list[tuple[str, Path]], vendors: list[tuple[str, Path]], required: int | None = None,
-              mode: int = 0o755, requesters: Sequence[tuple[str, Path]] = (), ns: str = "upgrader-approval") -> Path:
+              mode: int = 0o755, requesters: Sequence[tuple[str, Path]] = (), ns: str = "upgrader-approval",
+              installs: dict[str, str] | None = None) -> Path:
         ROOT.mkdir(parents=True, exist_ok=True)
         for name, signers in (("allowed_signers", [(p, k, ns) for p, k in engineers]
                                + [(p, k, "upgrader-plan") for p, k in requesters]),
@@ -58,7 +60,9 @@ def host_root() -> Iterator[HostRoot]:
                 add_signer(path, principal, key, f'namespaces="{namespaces}"' if namespaces else "")
             path.chmod(0o644)
         if required is not None:
-            (ROOT / "host-trust.json").write_text(json.dumps({"approvals_required": required}), encoding="utf-8")
+            write_root_config(ROOT, approvals_required=required)
+        if installs:  # root's word on the installed product (the install dir's files are not)
+            write_root_config(ROOT, installs=installs)
         ROOT.chmod(mode)
         return ROOT
 
@@ -72,7 +76,7 @@ def host_root() -> Iterator[HostRoot]:
 def _operators_root(box: Sandbox, write: HostRoot, **kw: object) -> Path:
     """The host trusts the operator's engineer, requester and the real vendor (the sandbox's keys)."""
     return write([("engineer@vendor", box.engineer_key)], [("vendor-release", box.vendor_key)],
-                 requesters=[("requester@customer", box.requester_key)], **kw)
+                 requesters=[("requester@customer", box.requester_key)], installs=sandbox_installs(box), **kw)
 
 
 def _own_home(box: Sandbox, tmp_path: Path, name: str = "mallory") -> Sandbox:

@@ -31,7 +31,7 @@ from hoststate import assert_host_untouched
 from test_trust_roots_6 import host_root  # noqa: F401 - the host trust root fixture (engineer, requester, vendor)
 from test_trust_roots_7 import _evidence
 from test_trust_roots_9 import _cli
-from trust_support import host_state, pristine, state_dir
+from trust_support import host_state, pristine, state_dir, write_root_config
 from upgrader.cli.commands.demo import Sandbox
 from upgrader.core.exit_codes import ExitCode
 from upgrader.fleet.transport import AgentClient
@@ -277,7 +277,6 @@ def test_access_grants_over_the_agent_need_the_hosts_own_consent(sandbox: Sandbo
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "engineer@vendor", "-f", str(key)],
                    check=True)
     env = {"HOME": str(home)}
-    config = host_root / "host-trust.json"
     before = pristine(sandbox)
     grant = ("access", "grant", "--key", f"{key}.pub", "--hours", "1", "--reason", "upgrade")
     done = _cli(sandbox.root, *grant, env=env)
@@ -288,18 +287,17 @@ def test_access_grants_over_the_agent_need_the_hosts_own_consent(sandbox: Sandbo
     assert not (home / ".ssh").exists(), "the refused grant made ~/.ssh"
     assert_host_untouched(before, host_state(sandbox))
     # root's consent, in the host's own trust root
-    config.write_text(json.dumps({"access_accounts": ["root"]}), encoding="utf-8")
-    config.chmod(0o644)
+    write_root_config(host_root, access_accounts=["root"])
     done = _cli(sandbox.root, *grant, env=env)
     assert done.returncode == ExitCode.OK, done.stdout + done.stderr
     granted = (home / ".ssh" / "authorized_keys").read_bytes()
     assert key.with_suffix(".pub").read_text().split()[1].encode() in granted
-    config.write_text(json.dumps({"access_accounts": ["someone-else"]}), encoding="utf-8")
+    write_root_config(host_root, access_accounts=["someone-else"])
     done = _cli(sandbox.root, "access", "revoke", "--all", env=env)
     out = done.stdout + done.stderr
     assert done.returncode == ExitCode.APPROVAL_REFUSED and '"access_accounts"' in out, out
     assert (home / ".ssh" / "authorized_keys").read_bytes() == granted
-    config.write_text(json.dumps({"access_accounts": ["root"]}), encoding="utf-8")
+    write_root_config(host_root, access_accounts=["root"])
     done = _cli(sandbox.root, "access", "revoke", "--all", env=env)
     assert done.returncode == ExitCode.OK, done.stdout + done.stderr
     assert (home / ".ssh" / "authorized_keys").read_bytes() == b""

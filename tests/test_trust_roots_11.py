@@ -151,12 +151,16 @@ def _lock_refused(sandbox: Sandbox, ev: dict[str, object], sha: str, product: st
 
 def test_a_trust_root_host_refuses_another_products_package_itself(sandbox: Sandbox, host_root: Path,
                                                                    tmp_path: Path) -> None:
-    """With the host's own trust root: the approved plan for other-middleware is refused by ``run`` (exit 3); the
-    host itself, asked for the lock on that plan's vendor-signed evidence (a controller that decides nothing),
-    refuses it (host_policy, exit 3) naming both products; with the identifying files gone it names what root must
-    add. The whole host is unchanged throughout."""
+    """With the host's own trust root (root states the install is sample-middleware): the approved plan for
+    other-middleware is refused by ``run`` (exit 3); the host itself, asked for the lock on that plan's vendor-signed
+    evidence (a controller that decides nothing), refuses it (host_policy, exit 3) naming both products; with root's
+    statement and the identifying files gone it names what root must add. The whole host is unchanged throughout."""
     catalog = _other_product(sandbox, tmp_path)
+    config = host_root / "host-trust.json"
+    stated = config.read_text(encoding="utf-8")
+    config.write_text("{}", encoding="utf-8")  # the plan is made before root states the product
     plan, approval = _plan_while_host_cannot_tell(sandbox, catalog, tmp_path)
+    config.write_text(stated, encoding="utf-8")
     before = host_state(sandbox)
     done = _run(sandbox, plan, approval)
     assert done.returncode == ExitCode.POLICY_REFUSED, done.stdout + done.stderr
@@ -166,6 +170,7 @@ def test_a_trust_root_host_refuses_another_products_package_itself(sandbox: Sand
     said = _lock_refused(sandbox, ev, sha)
     assert "is an install of sample-middleware" in said and "upgrades it as other-middleware" in said, said
     assert "refused before the lock, nothing changed" in said, said
+    config.write_text("{}", encoding="utf-8")  # root no longer states the product
     stop = sandbox.install_dir / "bin" / "stop.sh"
     aside = tmp_path / "stop.sh.aside"
     stop.rename(aside)
@@ -180,22 +185,23 @@ def test_a_trust_root_host_refuses_another_products_package_itself(sandbox: Sand
 
 def test_an_honest_run_records_the_product_and_the_ledger_binds_the_next_plan(sandbox: Sandbox, host_root: Path,
                                                                               tmp_path: Path) -> None:
-    """With the host's own trust root, the honest first upgrade (sample-middleware 7.0.4.1 -> 7.0.4.2, recognised by
-    its files) commits; installed.json beside the install and host-trust.jsonl record the product and where the host
+    """With the host's own trust root, the honest first upgrade (sample-middleware 7.0.4.1 -> 7.0.4.2, as root states
+    in host-trust.json ``installs``) commits; installed.json beside the install and host-trust.jsonl record the product and where the host
     read it. Then the root is gone and a lock for other-middleware is refused by the ledger alone (host_policy)."""
     pristine(sandbox)
     plan, done = _plan(sandbox, sandbox.catalog / "catalog.yaml", "7.0.4.2", tmp_path, "honest")
     assert done.returncode == ExitCode.OK, done.stdout + done.stderr
     rule = json.loads(plan.read_text(encoding="utf-8"))["hosts"][0]["decision"]["rules"][0]
-    assert "the installed product (by its files on the host: lib/VERSION" in rule["reason"], rule
+    assert 'the installed product (by /etc/upgrader/host-trust/host-trust.json "installs" (' in rule["reason"], rule
     done = _run(sandbox, plan, _approve(sandbox, plan))
     assert done.returncode == ExitCode.OK, done.stdout + done.stderr
     state = sandbox.install_dir.parent / f".upgrader-{sandbox.install_dir.name}"
     installed = json.loads((state / "installed.json").read_text(encoding="utf-8"))
     assert installed["product"] == "sample-middleware" and installed["version"] == "7.0.4.2"
+    assert installed["product_source"]["trust_root"] == "/etc/upgrader/host-trust", installed
     trusted = json.loads((state / "host-trust.jsonl").read_text(encoding="utf-8").splitlines()[-1])
     assert trusted["product"] == "sample-middleware" and trusted["outcome"] == "committed"
-    assert trusted["product_from"].startswith("its files on the host"), trusted
+    assert trusted["product_from"].startswith('/etc/upgrader/host-trust/host-trust.json "installs"'), trusted
     for f in host_root.iterdir():
         f.unlink()
     host_root.rmdir()

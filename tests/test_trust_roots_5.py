@@ -25,7 +25,7 @@ import pytest
 
 from conftest import approve, fault_env, plan_to
 from trust_support import HostState, add_signer, approval_signed_anyway, cli, host_state, pristine, resigned, \
-    state_dir
+    root_installs, state_dir, write_root_config
 from upgrader.cli.commands.demo import Sandbox
 from upgrader.core.exit_codes import ExitCode
 from upgrader.core.plan import readable_json
@@ -56,8 +56,8 @@ def host_root() -> Iterator[HostRoot]:
         for f in (allowed, vendors):
             f.chmod(0o644)
         if required is not None:
-            (ROOT / "host-trust.json").write_text(json.dumps({"approvals_required": required}), encoding="utf-8")
-            (ROOT / "host-trust.json").chmod(0o644)
+            write_root_config(ROOT, approvals_required=required)
+        root_installs(ROOT, box)  # root's word on the installed product (the install dir's files are not)
         ROOT.chmod(0o755)
         return ROOT
 

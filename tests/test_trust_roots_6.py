@@ -24,7 +24,7 @@ import pytest
 
 from conftest import kill_processes_under, plan_to, run_plan, upgrader
 from hoststate import assert_host_untouched
-from trust_support import add_signer, approval_signed_anyway, host_state, pristine, state_dir
+from trust_support import add_signer, approval_signed_anyway, host_state, pristine, root_installs, state_dir
 from upgrader.cli.commands.demo import Sandbox, build_sandbox
 from upgrader.core.exit_codes import ExitCode
 from upgrader.hostagent import hosttrust
@@ -54,6 +54,7 @@ def host_root(sandbox: Sandbox) -> Iterator[Path]:
     add_signer(vendors, "vendor-release", sandbox.vendor_key, 'namespaces="upgrader-catalog"')
     for f in (allowed, vendors):
         f.chmod(0o644)
+    root_installs(ROOT, sandbox)  # root's word on the installed product (the install dir's files are not)
     ROOT.chmod(0o755)
     try:
         yield ROOT

@@ -23,7 +23,7 @@ from pathlib import Path
 import yaml
 
 from test_trust_roots_6 import host_root  # noqa: F401 - a fixture
-from trust_support import host_state, pristine
+from trust_support import host_state, pristine, write_root_config
 from upgrader.cli.commands.demo import Sandbox, build_sandbox
 from upgrader.core.exit_codes import ExitCode
 from upgrader.hostagent import hosttrust
@@ -81,8 +81,7 @@ def test_the_hosts_own_refused_changes_are_added_never_removed_and_a_patch_range
     """host-trust.json may add to the changes the host refuses, never remove the three: a root that lists none still
     refuses external_interface (its entry is read from the vendor-signed bytes). A patch's requires range is decided
     on the version the host reads itself."""
-    (host_root / "host-trust.json").write_text(json.dumps({"refused_changes": []}), encoding="utf-8")
-    (host_root / "host-trust.json").chmod(0o644)
+    write_root_config(host_root, refused_changes=[])
     root = hosttrust.load_root()
     assert root is not None and root["refused_changes"] == []
     text = (sandbox.catalog / "catalog.yaml").read_text(encoding="utf-8")
@@ -241,9 +240,7 @@ def test_a_version_command_root_lists_in_host_trust_json_is_read_and_the_run_com
     assert done.returncode == ExitCode.APPROVAL_REFUSED, done.stdout + done.stderr
     assert hosttrust.VERSION_COMMAND_REFUSED in done.stderr and not plan.exists()
     assert host_state(sandbox) == before
-    (host_root / "host-trust.json").write_text(json.dumps({"version_commands": ["/bin/cat lib/VERSION"]}),
-                                               encoding="utf-8")
-    (host_root / "host-trust.json").chmod(0o644)
+    write_root_config(host_root, version_commands=["/bin/cat lib/VERSION"])
     done = _cli(sandbox.root, *argv)
     assert done.returncode == ExitCode.OK, done.stdout + done.stderr
     done = _cli(sandbox.root, "approve", str(plan), "--key", str(sandbox.engineer_key), "-o", str(approval))

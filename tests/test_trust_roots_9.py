@@ -27,7 +27,7 @@ from pathlib import Path
 import yaml
 
 from test_trust_roots_6 import host_root  # noqa: F401 - a fixture
-from trust_support import host_state, pristine
+from trust_support import host_state, pristine, write_root_config
 from upgrader.cli.commands.demo import Sandbox
 from upgrader.core.exit_codes import ExitCode
 from upgrader.hostagent import hosttrust
@@ -154,8 +154,7 @@ def _operator_playbook(sandbox: Sandbox, command: str) -> None:
 
 
 def _roots_commands(host_root: Path, commands: list[str]) -> None:
-    (host_root / "host-trust.json").write_text(json.dumps({"version_commands": commands}), encoding="utf-8")
-    (host_root / "host-trust.json").chmod(0o644)
+    write_root_config(host_root, version_commands=commands)
 
 
 def _inventory_with(sandbox: Sandbox, tmp_path: Path, install_dir: Path) -> Path:
@@ -278,8 +277,7 @@ def test_a_playbook_pattern_is_used_by_the_host_only_when_root_lists_that_exact_
     assert "read 'build' (first line 'build 7.0.4.1')" in run.stdout + run.stderr, run.stdout + run.stderr
     after = host_state(sandbox)  # the host as it was; this HOME now holds the refused run's journal
     assert len(after.home_runs) == 1 and dataclasses.replace(after, home_runs=()) == before
-    (host_root / "host-trust.json").write_text(json.dumps({"version_patterns": [pattern]}), encoding="utf-8")
-    (host_root / "host-trust.json").chmod(0o644)
+    write_root_config(host_root, version_patterns=[pattern])
     run = _cli(sandbox.root, "run", str(plan), "--approval", str(approval), "--yes")
     assert run.returncode == ExitCode.OK, run.stdout + run.stderr
     assert host_state(sandbox).version == "7.0.4.2"

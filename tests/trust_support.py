@@ -6,9 +6,11 @@ No fakes here: every key is a real key file and every signature a real SSHSIG si
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Mapping
 
 import pytest
 
@@ -32,11 +34,14 @@ __all__ = [
     "public_key_fields",
     "resigned",
     "rebuild_package",
+    "root_installs",
+    "sandbox_installs",
     "set_policy",
     "split_approval",
     "ssh_keygen",
     "state_dir",
     "vendor_catalog",
+    "write_root_config",
 ]
 
 SSH_KEYGEN = shutil.which("ssh-keygen") or "/usr/bin/ssh-keygen"
@@ -184,3 +189,31 @@ def approval_signed_anyway(box: Sandbox, plan: Path, key: Path | None = None,
     out = box.approvals / f"{plan.stem}-anyway-{len(list(box.approvals.iterdir()))}.approval"
     write_approval(out, statement, load_private_key(key or box.engineer_key))
     return out
+
+
+def write_root_config(root: Path, **settings: object) -> Path:
+    """Root's edit of the host trust root's host-trust.json: ``settings`` merged into what is there (``installs``
+    merged entry by entry, the rest replaced), mode 0644 as root keeps it; returns the file."""
+    config = root / "host-trust.json"
+    data = json.loads(config.read_text(encoding="utf-8")) if config.exists() else {}
+    for key, value in settings.items():
+        if key == "installs" and isinstance(value, Mapping):
+            data["installs"] = {**data.get("installs", {}), **{str(k): str(v) for k, v in value.items()}}
+        else:
+            data[key] = value
+    config.write_text(json.dumps(data, indent=1), encoding="utf-8")
+    config.chmod(0o644)
+    return config
+
+
+def sandbox_installs(box: Sandbox, product: str = "sample-middleware") -> dict[str, str]:
+    """Every install of the sandbox (its ``hosts/`` directory: app-01, and a fleet's app-02..) as ``product``."""
+    hosts = box.root / "hosts"
+    return {str(d): product for d in sorted(hosts.iterdir()) if d.is_dir() and not d.name.startswith(".")}
+
+
+def root_installs(root: Path, box: Sandbox, product: str = "sample-middleware") -> Path:
+    """Root states in its host trust root which product each sandbox install is (host-trust.json ``installs``): the
+    only first-upgrade confirmation of the installed product a trust-root host accepts (the install dir's files are
+    the service account's word)."""
+    return write_root_config(root, installs=sandbox_installs(box, product))

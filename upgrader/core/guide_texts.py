@@ -87,6 +87,18 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "after_hours": (", pre-booked for after hours", "，已预约非工作时间"),
     "approval_refused": ("The approval cannot be used: {reason}\nNothing was changed (exit 4).",
                          "审批不能使用：{reason}\n未做任何改动（退出码 4）。"),
+    "audit_key_unlisted": ("your key {fp} is not listed in {file}, so nobody could tell your plans from an "
+                           "engineer's own; nothing was written",
+                           "您的密钥 {fp} 没有登记在 {file} 中，无法区分您的计划与工程师本人的计划；未写入任何东西"),
+    "audit_key_unlisted_hint": ("the owner of that file adds the line shown above, then run the guide again",
+                                "请由该文件的负责人加入上面显示的那一行，然后重新运行向导"),
+    "approval_key_untrusted": ("The approval is signed by key {fp}, which {file} does not list. allowed_signers is a "
+                               "trust root: the guide never adds keys to it. If this is your engineer's key (check the "
+                               "fingerprint with them by phone), the owner of {file} adds this line, then run the guide "
+                               "again: {line}",
+                               "该审批由密钥 {fp} 签署，但 {file} 中没有这个密钥。allowed_signers 是信任根，向导从不向其中"
+                               "添加密钥。如果这确实是您的工程师的密钥（请通过电话与工程师核对指纹），请由 {file} 的负责人"
+                               "加入下面这一行，然后重新运行向导：{line}"),
     "approval_other_plan": ("the approval {file} is for plan {digest}…, which is not in {dir}",
                             "审批文件 {file} 对应的计划 {digest}… 不在 {dir} 中"),
     "approval_other_plan_hint": ("give the plan file your engineer sent with --plan PLAN",
@@ -237,13 +249,10 @@ MESSAGES: dict[str, tuple[str, str]] = {
                        "audit.allowed_signers can name you.",
                        "已生成审计密钥：{key}（公钥 {pub}，{fp}）。请把 {pub} 发给您的工程师，以便在策略的 "
                        "audit.allowed_signers 中登记您。"),
-    "audit_key_listed": ("Your key is now listed in {file}, so your plans are yours and no approval of them can be "
-                         "your own: {line}",
-                         "已将您的密钥登记到 {file}，这样您制作的计划属于您本人，任何对其的批准都不可能是您自己的批准：{line}"),
-    "audit_key_add_line": ("{file} is not in this upgrader home, so the guide does not change it. Until someone who "
-                           "owns it adds this line, a run of your plans is refused (exit 4): {line}",
-                           "{file} 不在本 upgrader 目录中，向导不会修改它。在该文件的负责人加入下面这一行之前，"
-                           "您的计划的运行会被拒绝（退出码 4）：{line}"),
+    "audit_key_add_line": ("{file} is a trust root, so the guide never changes it. Its owner adds this line to it; "
+                           "until then the guide stops here (exit 4): {line}",
+                           "{file} 是信任根，向导从不修改它。请由该文件的负责人把下面这一行加入该文件；"
+                           "在此之前向导到此为止（退出码 4）：{line}"),
     "audit_key_failed": ("Cannot make the key there: {error}. Type another place.", "无法在该位置生成密钥：{error}。请换一个位置。"),
     "audit_key_found": ("Audit key: {key} ({fp}).", "审计密钥：{key}（{fp}）。"),
     # step 7

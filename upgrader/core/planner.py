@@ -45,6 +45,23 @@ def requester_identity(user: str | None = None) -> dict[str, str]:
     return {"user": user, "host": socket.gethostname()}
 
 
+def installed_product(inventory: str, said: object) -> tuple[str, str]:
+    """(the installed product the same_product rule decides on, where it came from) (issue 12). Confirmed only by
+    what the service account cannot write (the host trust root's ``installs``, or a ledger record written by a run
+    that root accepted: hostagent/product.py): then the host's word. Otherwise the inventory's word, marked NOT
+    CONFIRMED for the review; the host's own guess (its files, a ledger without a trust root) is named beside it,
+    and a guess of another product is decided on (so the plan is refused: a guess can refuse, never confirm)."""
+    if not isinstance(said, dict) or not isinstance(said.get("product"), str) or not said.get("product"):
+        return inventory, "NOT CONFIRMED: the inventory's word: the host does not tell"
+    product, where = str(said["product"]), str(said.get("from"))
+    if said.get("confirmed") is True:
+        return product, f"by {where}"
+    if product != inventory:
+        return product, f"NOT CONFIRMED: the host's own guess by {where}"
+    return inventory, (f"NOT CONFIRMED: the inventory's word; the host's own guess by {where} agrees, but no host "
+                       "trust root confirms it")
+
+
 def host_facts(agent: AgentClient, host: Host, spec: PlaybookSpec, packages: list[str],
                check_drift: bool = True, check_paths: PathsToCheck | None = None) -> AgentReply:
     extra = {"check_paths": check_paths} if check_paths is not None else {}
@@ -217,13 +234,7 @@ def _decide(h: Host, current: str | None, facts: AgentReply, target_v: Version, 
     except VersionError as e:
         return {"allowed": False, "rules": [{"rule": "patch_requires", "status": "fail",
                                              "reason": f"the package's requires range is invalid: {e}"}]}
-    # the installed product is the one the host reports (its ledger, its trust root's statement, its files), the
-    # inventory's word only when the host does not tell (issue 12: the inventory picks the playbook and package)
-    said = facts.get("installed_product")
-    if isinstance(said, dict) and isinstance(said.get("product"), str) and said.get("product"):
-        installed, installed_from = str(said["product"]), f"by {said.get('from')}"
-    else:
-        installed, installed_from = h.product, "the inventory's word: the host does not tell"
+    installed, installed_from = installed_product(h.product, facts.get("installed_product"))
     request = UpgradeRequest(product=installed, product_from=installed_from, claimed=h.product,
                              target_product=entry.product, current=current_v, target=target_v,
                              kind=cast(Literal["full", "patch"], entry.kind),

@@ -41,6 +41,15 @@ _LEVELS = {"major": "主版本", "minor": "次版本", "maintenance": "维护级
 # (pattern, Chinese template), tried in order; a pattern must match the whole reason
 _FORMS: list[tuple[str, str]] = [
     # version_policy.rules
+    (r"the package is for (?P<p>[^(]+), the installed product \(NOT CONFIRMED: (?P<w>.+)\)",
+     "升级包针对的是 {p}，即本机所安装的产品（未经确认：{w:t}）"),
+    (r"the package is for '(?P<t>[^']*)' but the installed product is '(?P<p>[^']*)' \(NOT CONFIRMED: (?P<w>.+)\); "
+     r"the inventory says '(?P<c>[^']*)'", "升级包针对的是 {t}，但本机安装的产品是 {p}（未经确认：{w:t}）；清单写的是 {c}"),
+    (r"the inventory's word; the host's own guess by (?P<f>.+) agrees, but no host trust root confirms it",
+     "依据清单；主机自己的推测（{f:t}）与之一致，但没有主机信任根确认"),
+    (r"the host's own guess by (?P<f>.+)", "主机自己的推测（{f:t}），没有主机信任根确认"),
+    (r"its files on the host: (?P<f>.+)", "依据主机上该产品的识别文件：{f}"),
+    (r"the host's ledger (?P<f>\S+)", "依据主机台账 {f}"),
     (rf"the package is for (?P<p>[^(]+), the installed product \((?P<w>.+)\)",
      "升级包针对的是 {p}，即本机所安装的产品（{w:t}）"),
     (rf"the package is for (?P<p>.+), the installed product", "升级包针对的是 {p}，即本机所安装的产品"),
@@ -51,7 +60,9 @@ _FORMS: list[tuple[str, str]] = [
     # where the installed product came from (planner.py: the host's own account, hostagent/product.py)
     (r"by its files on the host: (?P<f>.+)", "依据主机上该产品的识别文件：{f}"),
     (r"by the host's ledger (?P<f>\S+)", "依据主机台账 {f}"),
-    (r"by (?P<f>\S+) \"installs\"", "依据 root 在 {f} 中的 \"installs\" 声明"),
+    (r"by (?P<f>\S+) \"installs\" \((?P<d>.+)\)", "依据 root 在 {f} 中对 {d} 的 \"installs\" 声明"),
+    (r"by the host's ledger (?P<f>\S+), written by a run its trust root accepted",
+     "依据主机台账 {f}（由主机信任根接受的运行写入）"),
     (r"the inventory's word: the host does not tell", "依据清单（主机未说明已安装的产品）"),
     (r"the package is for '(?P<t>.*)' but the installed product is '(?P<p>.*)'",
      "升级包针对的是 {t}，但本机安装的产品是 {p}"),

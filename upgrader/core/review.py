@@ -4,7 +4,8 @@
 approve`` prints before it signs: who asked (and with which key), the catalog (signer, serial,
 sha256), the policy (source, digest, identity and
 every trust file it names with its source and sha256), the service window, and per host the versions, the package
-(file and full sha256), every rule's decision and check, and every command the run may execute on
+(file and full sha256), whether the host confirmed the product (NOT CONFIRMED: the inventory's word), every
+rule's decision and check, and every command the run may execute on
 the host, rendered as it will run (version read, stop, start, hooks, command probes, and the
 rollback's start and probes).
 """
@@ -114,6 +115,16 @@ def _probe_text(p: ProbeSpec) -> str:
     return str(kind)
 
 
+def product_confirmed(h: PlanHost) -> bool | None:
+    """Whether the host confirmed the product the plan upgrades (its trust root's ``installs`` or a ledger record
+    that root's run wrote: hostagent/product.py), from the same_product rule; None when that rule was not reached.
+    Unconfirmed, the product is the inventory's word (the service account's files can say anything)."""
+    for rule in h["decision"].get("rules", []):
+        if rule.get("rule") == "same_product":
+            return "NOT CONFIRMED" not in str(rule.get("reason"))
+    return None
+
+
 def _host(h: PlanHost) -> dict[str, object]:
     spec = h["playbook"].get("spec") or {}
     observe = spec.get("observe") or {}
@@ -121,7 +132,8 @@ def _host(h: PlanHost) -> dict[str, object]:
     pkg: Mapping[str, Any] = h.get("package") or {}
     return {
         "host": h["name"], "address": h["address"], "port": h.get("port"), "user": h.get("user"),
-        "install_dir": h["install_dir"], "product": h["product"], "current": h["current"], "target": h["target"],
+        "install_dir": h["install_dir"], "product": h["product"], "product_confirmed": product_confirmed(h),
+        "current": h["current"], "target": h["target"],
         "allowed": h["allowed"], "state_dir": h.get("state_dir"), "default_state_dir": default_state_dir(h),
         "package": {k: pkg.get(k) for k in ("file", "kind", "version", "sha256", "size", "requires", "changes",
                                             "remove")} if pkg else None,

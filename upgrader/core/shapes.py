@@ -268,7 +268,7 @@ class AgentReply(TypedDict, total=False):
     non_ascii: list[str]
     catalog_serials: dict[str, int]
     identity: JSONObject  # {"machine": "machine-id:...", "install": [st_dev, st_ino]}
-    installed_product: dict[str, str] | None  # {"product", "from"}: the host's own account (hostagent/product.py)
+    installed_product: dict[str, str | bool] | None  # {"product", "from", "confirmed"}: hostagent/product.py
     # observe, prove
     healthy: bool
     probes: list[ProbeResult]

@@ -20,7 +20,8 @@ approves the digest of these very plan bytes, has not expired by the host's cloc
 and names: one person's two keys count once), none of them the requester; the catalog verifies under vendor_signers and its entry for the plan's product
 and target version lists the package's sha256; the plan's entry
 for this host was made for this machine and install (its recorded identity), is for the product installed here
-(product.py: its ledger, root's ``installs`` statement, or the product's files; the catalog serial is then keyed on
+(product.py: root's ``installs`` statement, or a ledger record a run accepted under this root wrote; the catalog
+serial is then keyed on
 that product), names this install, its current
 version is the one the host reads itself (its ledger's, else the playbook's version file), and its target changes
 only levels 3 and 4, never going back; the signed catalog entry declares no change that is never free
@@ -804,7 +805,8 @@ def keep_entry(paths, verdict):
     from .files import write_json_atomic
 
     write_json_atomic(paths.run(ENTRY), {"plan": verdict["plan"], "entry": verdict["entry"],
-                                         "approvals": verdict["approvals"]})
+                                         "approvals": verdict["approvals"],
+                                         "product_from": verdict.get("product_from")})
 
 
 def spend_entry(paths, outcome):

@@ -83,11 +83,15 @@ def op_install(req):
     new_manifest = read_json(paths.run("staging", "manifest.json"))
     new_manifest["version"] = req.get("target_version")
     # the product now installed (product.py): with a host trust root, the product of the plan entry it accepted
-    # (checked against its ledger, root's statement or its files), else the controller's plan
+    # (confirmed by root's installs or a ledger record written under that root) and where it was read
+    # (product_source: a later run under the root takes it as root's word), else the controller's plan (a guess)
     kept = hosttrust.accepted(paths)
     product = ((kept or {}).get("entry") or {}).get("product") if kept is not None else req.get("product")
     if product:
         new_manifest["product"] = str(product)
+    if kept is not None and product and kept.get("product_from"):
+        from .product import product_source
+        new_manifest["product_source"] = product_source(hosttrust.TRUST_DIR, kept["product_from"], kept.get("plan"))
     new_manifest["run"] = paths.run_id
     new_manifest["installed_by"] = paths.run_id
     write_json_atomic(paths.installed, new_manifest)

@@ -145,6 +145,7 @@ def op_prepare(req):
                 "tree": current, "config": configs, "preserve": req["preserve"],
                 "installed_by": tree_owner(read_json(paths.installed)),
                 "product": (read_json(paths.installed) or {}).get("product"),  # restored with the tree (rollback)
+                "product_source": (read_json(paths.installed) or {}).get("product_source"),
                 # install and rollback move only these very directories (not whatever takes their names later)
                 "install_id": dir_id(os.lstat(paths.install)), "staged_id": dir_id(os.lstat(new_tree))}
     verify_backup(backup, manifest)

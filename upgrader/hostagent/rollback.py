@@ -130,6 +130,8 @@ def op_rollback(req):
                      installed_by=manifest.get("installed_by", UNKNOWN_OWNER))
     if manifest.get("product"):  # the product of the restored tree, as the ledger recorded it before this run
         installed["product"] = manifest["product"]
+        if manifest.get("product_source"):
+            installed["product_source"] = manifest["product_source"]
     write_json_atomic(paths.installed, installed)
     result = {"seconds": round(time.time() - t0, 3), "files": len(manifest["tree"]["files"])}
     if kept:

@@ -24,6 +24,7 @@ Engineer access granted here is never left open by accident: at the end it is of
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import socket
 from pathlib import Path
@@ -411,9 +412,12 @@ class _Guide:
         args = self.args
         from ...core.recorder import operator_identity
 
-        if operator_identity(args.home, load_policy_or_fail(policy_path(args)), need_key=False,
-                             key_path=getattr(args, "audit_key", None)).key is None:
-            self.audit_key()  # made (and listed in the policy's allowed_signers) before the plan records the policy
+        policy = load_policy_or_fail(policy_path(args))
+        me = operator_identity(args.home, policy, need_key=False, key_path=getattr(args, "audit_key", None))
+        if me.key is None:
+            self.audit_key()  # made, and listed by the policy's owner, before the plan records the policy
+        else:
+            self._require_listed(policy, me)
         policy = load_policy_or_fail(policy_path(args))
         target = args.to
         catalog_path = args.catalog
@@ -438,7 +442,8 @@ class _Guide:
         try:
             chosen = getattr(self, "chosen_playbook", None)
             plan = make_plan(inventory, [host], target=str(target), catalog=catalog, policy=policy, clock=self.clock,
-                             connect=connect, requester=requester_identity(None), window=plan_window(policy, now),
+                             connect=connect, requester=requester_identity(login_name()),
+                             window=plan_window(policy, now),
                              signed_by=signed_by, home=args.home,
                              playbooks={host.playbook: chosen} if chosen is not None else None)
         except ProbeUnproven as e:
@@ -543,6 +548,8 @@ class _Guide:
                                 playbooks=run_args.given_playbooks, source=str(run_args.plan or "the plan"))
         except (PolicyRefused, ApprovalRefused) as e:
             self.say("approval_refused", reason=self.words(e.message))
+            if isinstance(e, ApprovalRefused):
+                self._untrusted_engineer(policy, run_args.approval)
             e.shown = True  # type: ignore[attr-defined]
             raise
         for a in checked.approvals:
@@ -550,6 +557,36 @@ class _Guide:
                      expires=self.when(a.statement.expires),
                      after=self.t("after_hours") if a.statement.after_hours else "")
         return checked
+
+    def _untrusted_engineer(self, policy: Any, approvals: list[str]) -> None:
+        """An approval signed by a key the policy's allowed_signers do not list: the exact line its owner (the
+        operator, never the guide: allowed_signers is a trust root) adds, and where. The refusal stays exit 4."""
+        from ...trust.approval import NAMESPACE, read_approval
+        from ...trust.keys import signer_line
+        from ...trust.signers import load_allowed_signers
+        from ...trust.sshsig import load_public_key_blob
+
+        if not policy.allowed_signers:
+            return
+        where = policy.resolve_path(policy.allowed_signers)
+        try:
+            listed = {e.key_blob for e in load_allowed_signers(where).entries}
+        except UpgraderError:
+            listed = set()
+        for path in approvals:
+            try:
+                a = read_approval(path)
+                key = load_public_key_blob(a.signature.public_key)
+            except (UpgraderError, ValueError):
+                continue
+            if a.signature.public_key in listed:
+                continue
+            name = a.statement.approver
+            if not re.fullmatch(r"[A-Za-z0-9._@+-]+", name or ""):
+                name = "ENGINEER@VENDOR"  # a pattern or an odd name is never a principal to list
+            line = signer_line(name, key, NAMESPACE)
+            self.say("approval_key_untrusted", file=str(where), line=line, fp=a.signature.fingerprint)
+            self.record("guide_approval_key_untrusted", file=str(where), line=line, fingerprint=a.signature.fingerprint)
 
     def _show_window(self, policy: Any) -> None:
         from ...customer.service_window import plan_window
@@ -635,6 +672,7 @@ class _Guide:
         me = operator_identity(self.args.home, policy, key_path=given, need_key=False)
         if me.key is not None:
             self.say("audit_key_found", key=me.key_path, fp=me.fingerprint)
+            self._require_listed(policy, me)
             return
         self.say("audit_key_none")
         default = Path(self.args.home) / "keys" / "operator"
@@ -642,7 +680,7 @@ class _Guide:
             where = default if self.args.yes else \
                 Path(self.prompt(self.t("ask_audit_key"), str(default))).expanduser().absolute()
             try:
-                key, pub, _ = generate_key(where, f"{me.user}@{me.host}")
+                key, pub, _ = generate_key(where, f"{login_name()}@{me.host}")
             except UpgraderError as e:
                 self.say("audit_key_failed", error=self.words(e))
                 if self.args.yes:
@@ -654,14 +692,37 @@ class _Guide:
         me = operator_identity(self.args.home, policy, key_path=str(key))
         self.say("audit_key_made", key=key, pub=pub, fp=me.fingerprint)
         self.record("guide_audit_key_made", key=str(key), fingerprint=me.fingerprint)
+        self._require_listed(policy, me)
+
+    def _require_listed(self, policy: Any, me: Any) -> None:
+        """The operator's key must be named (a literal principal, any namespace) by the approvals' allowed_signers
+        before the guide makes or runs a plan: the plan records that file's digest, and a run refuses a plan whose
+        requester key nobody listed. When it is not, the exact line(s) to add and where are printed and the guide
+        stops (exit 4) with nothing written: the operator adds the line, then runs the guide again."""
+        from ...trust.requester import literal_principals
+        from ...trust.signers import load_allowed_signers
+        from ...trust.sshsig import public_key_blob
+
+        if not policy.allowed_signers or me.key is None:
+            return
+        where = policy.resolve_path(policy.allowed_signers)
+        try:
+            signers = load_allowed_signers(where)
+        except UpgraderError:
+            return  # a missing or bad file is reported, in its place, by the step that reads it
+        if literal_principals(signers, public_key_blob(me.key.public_key())):
+            return
         self._list_new_key(policy, me)
+        raise self.error(ApprovalRefused, "audit_key_unlisted", "audit_key_unlisted_hint", file=str(where),
+                         fp=me.fingerprint)
 
     def _list_new_key(self, policy: Any, me: Any) -> None:
         """The new operator key signs the guide's plans and the run's checkpoint: only a key that the policy's
-        allowed_signers name counts as a plan's requester (the self-approval rule compares names), so it is added,
-        under the operator's own name, to the approvals' and the auditors' allowed_signers files that lie in this
-        HOME (the operator's own). A file elsewhere (a system-wide policy) is not the guide's to change: the exact
-        line to add is printed instead, and the run is refused (exit 4) until someone who owns it adds it."""
+        allowed_signers name counts as a plan's requester (the self-approval rule compares keys and names). Those
+        files are trust roots, the operator's to change, never the guide's (a guide that lists keys itself would
+        let whoever runs it make themselves trusted): the exact line to add, and where, is printed; until it is
+        there a run of the plan is refused (exit 4). The name in it is the login account, never an environment
+        variable's word."""
         from ...trust.keys import signer_line
         from ...trust.requester import NAMESPACE as PLAN_NS
 
@@ -669,23 +730,10 @@ class _Guide:
         for name, ns in ((policy.allowed_signers, PLAN_NS), (policy.audit_signers, "upgrader-audit")):
             if name:
                 wanted.setdefault(policy.resolve_path(name), []).append(ns)
-        home = Path(self.args.home).resolve()
         for path, spaces in wanted.items():
-            line = signer_line(f"{me.user}@{me.host}", me.key.public_key(), ",".join(spaces))
-            real = path.resolve()
-            mine = real.is_relative_to(home) and real.is_file() and not path.is_symlink()
-            if mine:
-                try:
-                    old = real.read_text(encoding="utf-8")
-                    with real.open("a", encoding="utf-8") as f:
-                        f.write(("" if old.endswith("\n") or not old else "\n") + line + "\n")
-                except (OSError, UnicodeDecodeError):
-                    mine = False
-            if mine:
-                self.say("audit_key_listed", file=str(path), line=line)
-                self.record("guide_audit_key_listed", file=str(path), line=line, fingerprint=me.fingerprint)
-            else:
-                self.say("audit_key_add_line", file=str(path), line=line)
+            line = signer_line(f"{login_name()}@{me.host}", me.key.public_key(), ",".join(spaces))
+            self.say("audit_key_add_line", file=str(path), line=line)
+            self.record("guide_audit_key_line_shown", file=str(path), line=line, fingerprint=me.fingerprint)
 
     def _policy_zone(self) -> None:
         from ...core.shown_time import policy_zone
@@ -782,6 +830,18 @@ def _left_lock(install_dir: Path) -> Any:
                                        "damaged lock file") from e
     except OSError:
         return None  # unreadable here: the agent's own facts tell, with their reason
+
+
+def login_name() -> str:
+    """The account this process runs as, from the system's account database: the guide's requester label and the
+    name it proposes for the operator's key. Never an environment variable (UPGRADER_USER, USER, LOGNAME): whoever
+    starts the guide could name anyone."""
+    import pwd
+
+    try:
+        return pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:
+        return f"uid-{os.getuid()}"
 
 
 def _plans_dir(home: Path) -> Path:

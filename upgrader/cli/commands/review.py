@@ -112,6 +112,10 @@ def print_review(c: Any, r: dict[str, Any]) -> None:
             and not again.get("refused") else "REFUSED"
         _line(c, f"host {h['host']} ({h['address']}, port {h['port']}, user {h['user'] or '-'}) "
                  f"{h['install_dir']}: {h['product']} {h['current']} -> {h['target']}: {verdict}")
+        if h.get("product_confirmed") is False:
+            _line(c, f"  product {h['product']}: NOT CONFIRMED by the host: no host trust root states it (root's "
+                     "host-trust.json \"installs\"), so it is the inventory's word and the service account's files; "
+                     "check the install is this product before you approve")
         state, default = h.get("state_dir"), h.get("default_state_dir")
         if state and state.rstrip("/") != default:
             _line(c, f"  STATE DIR NOT THE DEFAULT: {state} (the inventory names it; the default is {default}); the "
