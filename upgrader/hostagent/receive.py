@@ -57,8 +57,8 @@ def checked_copy(path, sha256, size):
 def _cached_matches(paths, path, req):
     """Has the cached package ``path`` the digest the request names? For the run that holds this host's lock, its
     bytes are hashed on their way into the run's own copy (kept for prepare: checked_copy); otherwise just hashed."""
-    holder = read_json(paths.lock) or {}
-    if not req.get("run_id") or holder.get("run") != req["run_id"]:
+    holder = read_json(paths.lock)
+    if not req.get("run_id") or not isinstance(holder, dict) or holder.get("run") != req["run_id"]:
         return sha256_file(path) == req["sha256"]
     for d in (os.path.join(paths.state, "runs"), paths.run()):
         if not os.path.isdir(d):
