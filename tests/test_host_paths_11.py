@@ -120,9 +120,9 @@ def test_2_the_agent_writes_no_bytecode_into_the_hosts_python(sandbox: Sandbox, 
     stream = transport.open_stream([transport.python, transport.agent_path(), "--serve"])
     try:
         argv = Path("/proc/%d/cmdline" % stream.proc.pid).read_bytes().split(b"\0")[:-1]
-        assert argv[1:4] == [b"-I", b"-B", b"-c"], argv[:4]
-        assert argv[4].startswith(b"import sys;sys.dont_write_bytecode=True;"), argv[4][:80]
-        assert argv[5].decode().endswith(agent_bundle().name) and argv[-1] == b"--serve", argv[5:]
+        assert argv[1:5] == [b"-I", b"-B", b"-S", b"-c"], argv[:5]
+        assert argv[5].startswith(b"import sys;sys.dont_write_bytecode=True;"), argv[5][:80]
+        assert argv[6].decode().endswith(agent_bundle().name) and argv[-1] == b"--serve", argv[6:]
     finally:
         stream.close()
     assert tree(stdlib_without_bytecode) == []

@@ -130,10 +130,10 @@ def _rollback_cases() -> list[Case]:
 
 LOCAL_CASES = _healthy_cases() + _rollback_cases() + _hook_cases()
 SSH_CASES = [c for c in LOCAL_CASES if str(c) in {
-    "healthy@backup:started", "healthy@stop:finished", "healthy@agent:prepare:extracted",
-    "healthy@agent:install:swapped", "healthy@agent:start:launched", "healthy@observe:started",
-    "healthy@hook:after_commit:finished", "rollback@agent:rollback:moved_failed", "healthy@agent:lock:held",
-    "hooks@agent:hook:ran@after_stop",
+    "healthy@backup:started", "healthy@stop:finished", "healthy@agent:prepare:copied",
+    "healthy@agent:prepare:extracted", "healthy@agent:install:swapped", "healthy@agent:start:launched",
+    "healthy@observe:started", "healthy@hook:after_commit:finished", "rollback@agent:rollback:moved_failed",
+    "healthy@agent:lock:held", "hooks@agent:hook:ran@after_stop",
 }]
 # the package reaches a host over SSH only (a local host reads it in place): its receipt is killed there
 SSH_CASES += [Case("healthy", "agent:receive_commit:checked", "old"),

@@ -786,12 +786,13 @@ class _HostRun:
             self.call("unlock")
             raise _PhaseFailed("preflight", non_ascii_reason(list(facts["non_ascii"])), "non_ascii")
         self._prove_probes()
-        self.package_path = self._ensure_package(pkg)
+        # before the package is sent or copied for the run (receive_check writes the run's copy of a cached one)
         need = int(pkg["size"]) * 2 + int(pkg.get("limits", {}).get("unpacked_bytes", 0))
         if int(facts.get("free_bytes", 0)) < need:
             self.call("unlock")
             raise _PhaseFailed("preflight", f"only {facts['free_bytes'] >> 20} MiB free, {need >> 20} MiB needed",
                                "no_space")
+        self.package_path = self._ensure_package(pkg)
         return f"{self.p['current']} -> {self.p['target']}, package on host", {"package_sha256": pkg["sha256"]}
 
     def _evidence(self) -> dict[str, object]:

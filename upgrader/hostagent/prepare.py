@@ -1,16 +1,16 @@
 """Before stop: the verified copy of the package, the staged new tree, the verified backup snapshot."""
 
-import hashlib
 import os
 
 from .beneath import (DirFds, check_host_paths, dir_id, link_parents, recorded_link_problems, remove_beneath,
                       setid_problems, split_rel_join, staged_link_problems)
-from .common import AGENT_FORMAT, CHUNK, DRIFT_LISTED, AgentError, test_kill
+from .common import AGENT_FORMAT, DRIFT_LISTED, AgentError, test_kill
 from .extract import extract
 from . import hosttrust
-from .files import canonical_digest, create_nofollow, fsync_dir, read_json, rmtree, write_json_atomic
+from .files import canonical_digest, fsync_dir, read_json, rmtree, write_json_atomic
 from .ledger import check_ledger_version, ledger_drift
 from .manifests import copy_preserved, copy_tree, hash_at, overlay, scan_tree, snapshot, verify_backup
+from .receive import checked_copy, copy_hashed
 from .recovery import tree_owner
 from .state import Paths, check_state_dir, ensure_state_dir, run_state, set_run_state
 
@@ -25,6 +25,19 @@ def _approvals_unused(paths, digests, req):
         if digest in used and used[digest].get("run") != req["run_id"]:
             raise AgentError("approval %s... was already used on this host by run %s" % (
                 digest[:12], used[digest].get("run")), "replayed", holder=used[digest])
+
+
+def _copy_package(req, pkg):
+    """The run's copy ``pkg`` of the package at ``package_path``, hashed as it is written: refused unless it has the
+    catalog's sha256 and size."""
+    src = req["package_path"]
+    if not os.path.isfile(src):
+        raise AgentError("package %s is missing on the host" % src, "failed")
+    with open(src, "rb") as fin:
+        digest, size, _ = copy_hashed(fin, pkg)
+    if digest != req["sha256"] or size != req["size"]:
+        raise AgentError("package on the host has sha256 %s (%d bytes); the catalog says %s (%d bytes)"
+                         % (digest, size, req["sha256"], req["size"]), "bad_input")
 
 
 def op_prepare(req):
@@ -50,34 +63,20 @@ def op_prepare(req):
                                                    if p.get("kind") not in ("config", "cache")])
         if problems:
             raise AgentError(problems[0], "unsafe_path", problems=problems)
+    # 1. copy the package, hash the copy, extract that copy: a file swapped after the check cannot slip in. The copy
+    # receive_check made in this session was hashed as it was written: it is used when still that very file, unchanged
+    pkg = paths.run("package.tar.gz")
+    received = checked_copy(pkg, req["sha256"], req["size"])
     if os.path.isdir(run_dir):
-        for leftover in ("staging", "backup", "package.tar.gz"):
+        for leftover in ("staging", "backup") + (() if received else ("package.tar.gz",)):
             rmtree(paths.run(leftover))
     ensure_state_dir(paths.state)  # made with the agent's marker
     os.makedirs(run_dir, 0o700, exist_ok=True)
     if not os.path.isdir(paths.install):
         raise AgentError("install dir %s does not exist" % paths.install, "bad_input")
-    # 1. copy the package, hash the copy, extract that copy: a file swapped after the check cannot slip in
-    pkg = paths.run("package.tar.gz")
-    src = req["package_path"]
-    if not os.path.isfile(src):
-        raise AgentError("package %s is missing on the host" % src, "failed")
-    h = hashlib.sha256()
-    size = 0
-    with open(src, "rb") as fin, os.fdopen(create_nofollow(pkg), "wb") as fout:
-        while True:
-            b = fin.read(CHUNK)
-            if not b:
-                break
-            h.update(b)
-            size += len(b)
-            fout.write(b)
-        fout.flush()
-        os.fsync(fout.fileno())
+    if not received:
+        _copy_package(req, pkg)
     test_kill(req, "prepare:copied")
-    if h.hexdigest() != req["sha256"] or size != req["size"]:
-        raise AgentError("package on the host has sha256 %s (%d bytes); the catalog says %s (%d bytes)"
-                         % (h.hexdigest(), size, req["sha256"], req["size"]), "bad_input")
     if trusted:  # the package's own package.yaml declares what the signed catalog entry says (changes, kind, requires)
         try:
             hosttrust.check_package_meta(pkg, trusted, req)

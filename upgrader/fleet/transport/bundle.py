@@ -7,7 +7,7 @@ ships a module and its helpers: a zip holding the package (as ``upgrader_hostage
 controller, and its sha256 names the cached copy on a host (``agent-<sha256>.pyz``). It is built once
 per controller process.
 
-Both transports start it through ``BOOT``: the host's ``python3 -I -B`` reads the cached file once,
+Both transports start it through ``BOOT``: the host's ``python3 -I -B -S`` reads the cached file once,
 checks its sha256 against the digest the controller passes, and imports the agent's modules from
 those very bytes in memory (never from the file again, nor from a bytecode cache); a copy that does
 not match answers ``UPGRADER-AGENT-MISSING`` and is sent again. ``python3 -I agent-<sha256>.pyz``
@@ -28,7 +28,8 @@ from pathlib import Path
 
 from ...core.errors import TransportError
 
-__all__ = ["AgentBundle", "agent_bundle", "build_bundle", "local_copy", "BOOT", "PACKAGE", "SOURCE_DIR"]
+__all__ = ["AgentBundle", "agent_bundle", "build_bundle", "local_copy", "AGENT_FLAGS", "BOOT", "PACKAGE",
+           "SOURCE_DIR"]
 
 #: the agent's package in this checkout or installation
 SOURCE_DIR = Path(__file__).resolve().parents[2] / "hostagent"
@@ -101,15 +102,19 @@ if __name__ == "__main__":
 # passed in): the file is read once, checked, and the agent imported from those bytes (ZIP_MAIN's run), so
 # neither a changed file nor a planted bytecode cache is ever run. A mismatch answers UPGRADER-AGENT-MISSING
 # and the zip is sent again. One line, no double quotes or '$': it travels inside a double-quoted shell word.
-# Run with ``python3 -I -B``: neither the login directory nor PYTHON* variables can put modules in its way, and
-# no bytecode of the host's own Python library is written (a Python without a compiled stdlib would otherwise get
-# __pycache__ files written into it, as root); dont_write_bytecode is set again first, should -B be lost.
+# Run with ``python3 -I -B -S`` (AGENT_FLAGS): neither the login directory nor PYTHON* variables can put modules in
+# its way, no bytecode of the host's own Python library is written (a Python without a compiled stdlib would
+# otherwise get __pycache__ files written into it, as root; dont_write_bytecode is set again first, should -B be
+# lost), and ``site`` is not run: the agent needs the standard library only, and the host's site-packages
+# (with their .pth files, which import modules at every start) cost each agent start time for nothing.
 BOOT = ("import sys;sys.dont_write_bytecode=True;import hashlib,io,zipfile;p=sys.argv[1];b=open(p,'rb').read();"
         "ok=hashlib.sha256(b).hexdigest()==sys.argv[2];"
         "ok or (print('UPGRADER-AGENT-MISSING',flush=True),sys.exit(97));"
         "z=zipfile.ZipFile(io.BytesIO(b));g={'__name__':'upgrader_agent_boot'};"
         "exec(compile(z.read('__main__.py'),p+'/__main__.py','exec'),g);"
         "print('UPGRADER-AGENT-READY',flush=True);sys.argv=[p,'--serve'];sys.exit(g['run'](z,p))")
+#: the host's Python's options for BOOT (above): isolated, no bytecode written, no site
+AGENT_FLAGS = ("-I", "-B", "-S")
 
 
 @dataclass(frozen=True)

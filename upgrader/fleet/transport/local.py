@@ -15,7 +15,7 @@ from typing import Sequence
 
 from ...core.errors import TransportError
 from .base import CommandResult, shell_join
-from .bundle import BOOT, agent_bundle, local_copy
+from .bundle import AGENT_FLAGS, BOOT, agent_bundle, local_copy
 
 __all__ = ["LocalTransport", "LocalStream"]
 
@@ -64,7 +64,7 @@ class LocalTransport:
         boot = len(argv) == 3 and argv[2] == "--serve" and Path(argv[1]).name == agent_bundle().name
         for attempt in (1, 2):
             if boot:
-                stream = LocalStream(self.name, [argv[0], "-I", "-B", "-c", BOOT, argv[1], agent_bundle().sha256,
+                stream = LocalStream(self.name, [argv[0], *AGENT_FLAGS, "-c", BOOT, argv[1], agent_bundle().sha256,
                                                  "--serve"])
                 first = stream.read_line(60)
                 if first == "UPGRADER-AGENT-MISSING" and attempt == 1:

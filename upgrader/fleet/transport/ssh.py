@@ -19,7 +19,7 @@ from typing import Any, Sequence
 
 from ...core.errors import TransportError
 from .base import CommandResult, expand_home, login_home, shell_join
-from .bundle import BOOT, agent_bundle
+from .bundle import AGENT_FLAGS, BOOT, agent_bundle
 
 __all__ = ["SSHTransport", "HostKeyRefused"]
 
@@ -221,7 +221,7 @@ class SSHTransport:
                     return idle
                 idle.close()
             boot = (f'test -f "$HOME/{agent}" || {{ echo UPGRADER-AGENT-MISSING; exit 97; }}; '
-                    f'exec {argv[0]} -I -B -c "{BOOT}" "$HOME/{agent}" {self._digest} --serve')
+                    f'exec {argv[0]} {" ".join(AGENT_FLAGS)} -c "{BOOT}" "$HOME/{agent}" {self._digest} --serve')
         else:
             boot = shell_join(argv)
         conn = self._connect()
