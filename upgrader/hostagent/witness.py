@@ -181,11 +181,9 @@ def check_opening(paths, req, holder):
         raise AgentError("%s already ended on this host (%s, at %s): a run ends once; a later resume or rollback of "
                          "run %s has a label of its own; nothing was locked" % (
                              label, ended.get("outcome"), _when(ended.get("finished")), paths.run_id), "run_kind")
-    same = [r for r in opened if r["as"] == label]
-    if same:  # the same lock asked again (a retry after a lost connection): the same kind
-        if same[0].get("kind") not in (None, kind):
-            raise AgentError("%s took this host's lock as a %s at %s, not a %s; nothing was locked" % (
-                label, same[0].get("kind"), _when(same[0].get("opened")), kind), "run_kind")
+    if any(r["as"] == label for r in opened):
+        # the same part of the run locked again: a retry after a lost connection, or a resume in the same second as
+        # the continuation it goes on with (labels have the second's resolution); its shape was checked above
         return kind
     if kind not in LATER and opened:
         raise AgentError("run %s already took this host's lock (as %s, at %s): a %s opens a run this host never "
