@@ -161,7 +161,7 @@ def check_opening(paths, req, holder):
     """At the lock (op_lock), before anything is written: the kind of run the controller opens (``audit.kind``),
     checked against the label it gives it and against this host's own records of that run; returns the kind, which
     the opening record keeps. Refused (``run_kind``) -- nothing locked, nothing recorded -- for an unknown kind, a
-    label of another kind's shape, a part of a run that already ended here, or a first run (run, guided,
+    label of another kind's shape, a first run that already ended here, or a first run (run, guided,
     continuation) of a run id this host opened before; refused (``never_locked``) for a resume or rollback of a run
     that never took this host's lock: there is nothing of it here to go on with or undo. ``holder``: the lock file's
     content (a run killed between its lock and its opening record still holds the lock)."""
@@ -177,7 +177,9 @@ def check_opening(paths, req, holder):
                                                           else paths.run_id, label), "run_kind")
     opened, finished = _history(paths)
     ended = finished.get(label)
-    if ended is not None:
+    # a resume or rollback whose label is one that ended (two in the same second: labels have the second's
+    # resolution) may lock to look; its finish is refused (step_gate: a run ends once)
+    if ended is not None and kind not in LATER:
         raise AgentError("%s already ended on this host (%s, at %s): a run ends once; a later resume or rollback of "
                          "run %s has a label of its own; nothing was locked" % (
                              label, ended.get("outcome"), _when(ended.get("finished")), paths.run_id), "run_kind")
