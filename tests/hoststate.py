@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 __all__ = ["LEDGER", "WITNESS", "HostState", "assert_host_untouched", "assert_hosts_untouched", "assert_released", "diff",
-           "host_state", "process_start", "tree"]
+           "host_state", "lock_audit", "process_start", "take_lock", "tree"]
 
 Digest = dict[str, tuple[str, int]]
 MARKER = ".upgrader-state"
@@ -275,3 +275,28 @@ def assert_host_untouched(before: HostState, after: HostState, what: str = "", *
     if changes:
         head = f"{what}: the host was touched" if what else "the host was touched"
         raise AssertionError(head + ":\n  " + "\n  ".join(changes))
+
+
+def lock_audit(run_id: str, kind: str = "run", **fields: Any) -> dict[str, Any]:
+    """The ``audit`` field of a lock request as the controller sends it for a run of ``kind`` (run, guided,
+    continuation, resume, rollback) and the label the log gives it (RUN, RUN/resume-TIME, RUN/rollback-TIME): the
+    host refuses a lock that does not say which kind of run it opens (hostagent/witness.py check_opening)."""
+    label = run_id if kind in ("run", "guided") else \
+        f"{run_id}/{'rollback' if kind == 'rollback' else 'resume'}-{_label_time()}"
+    return {"kind": kind, "as": label, **fields}
+
+
+def _label_time() -> str:
+    import time
+
+    return time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + f"{time.time_ns() % 10**6:06d}"
+
+
+def take_lock(call: Callable[..., dict[str, Any]], run_id: str, kind: str = "run", **req: Any) -> dict[str, Any]:
+    """The host's lock for run ``run_id`` taken as the controller takes it, through ``call(op, **request)`` (an
+    AgentClient's call with the install's fields bound, or ``handle`` wrapped): every changing action of a run is
+    refused unless its run holds the lock. Returns the agent's reply (or result)."""
+    req.setdefault("controller", "test")
+    req.setdefault("user", "test")
+    req.setdefault("approvals", [])
+    return call("lock", run_id=run_id, audit=lock_audit(run_id, kind, **req.pop("audit", {})), **req)

@@ -162,7 +162,8 @@ def test_a_fabricated_run_is_refused_by_the_host_and_never_proven_by_it(
     assert f"was spent by run {run} (line" in text and f"and is named again by run {fake} (line" in text, text
     # a run that takes the lock (an ordinary lock request) but never prepares: no committed finish is recorded
     other = run[:-6] + "0ddba1"
-    agent(f, "lock", run_id=other, controller="engineer-laptop", user="mallory", approvals=[], audit={"as": other})
+    agent(f, "lock", run_id=other, controller="engineer-laptop", user="mallory", approvals=[],
+          audit={"kind": "run", "as": other})
     opened = records(f["app-01"].state_dir / "runs-opened.jsonl")
     assert [r["as"] for r in opened][-1] == other and opened[-1]["user"] == "mallory"
     kept = host_files(f)
@@ -433,7 +434,8 @@ def test_an_approval_spent_on_one_host_and_taken_by_another_run_elsewhere_is_alt
         opened = next(r for r in log_records(f) if r.get("run") == first and r["event"] == "run_started")
         who = opened["data"]["requester"]
         with ModifiedController(f, "app-02") as c:  # the run of P2 with A1, as the modified controller sends it
-            audit = {"as": second, "plan": p2_digest, "window": True, "policy": opened["data"]["policy"]["sha256"],
+            audit = {"kind": "run", "as": second, "plan": p2_digest, "window": True,
+                     "policy": opened["data"]["policy"]["sha256"],
                      "requester": {k: who.get(k) for k in ("user", "host", "key")}}
             assert c.call("lock", run_id=second, controller="engineer-laptop", user="mallory", approvals=[digest],
                           audit=audit)["locked"]

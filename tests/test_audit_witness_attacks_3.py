@@ -87,9 +87,10 @@ def test_a_touched_policy_file_leaves_the_window_unjudged_and_says_so(
 def test_a_rollback_the_host_opened_as_a_first_run_is_altered(
         fleet: Fleet, capsys: pytest.CaptureFixture[str]) -> None:  # noqa: F811
     """A modified controller (tests/modified_controller.py: the agent's own requests over the real sshd, nothing
-    patched) rolls a committed run back and tells the host at the lock that it is a first run (a requester and a
-    policy), while the log it writes opens it as rollback_requested: the host's kind and the log's differ (ALTERED,
-    both named)."""
+    patched) rolls a committed run back and gives the host at the lock what only a first run carries (a requester and
+    a policy; the kind it states is rollback: the host refuses a first run of a run id it already opened,
+    test_audit_witness_attacks_6), while the log it writes opens it as rollback_requested: the host's record and the
+    log's differ (ALTERED, both named)."""
     from modified_controller import ModifiedController, log_records, write_run
 
     f = fleet
@@ -97,7 +98,7 @@ def test_a_rollback_the_host_opened_as_a_first_run_is_altered(
     label = f"{run}/rollback-{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%S}"
     opened = next(r for r in log_records(f) if r.get("run") == run and r["event"] == "run_started")
     with ModifiedController(f, "app-01") as c:
-        audit = {"as": label, "plan": opened["data"]["plan"], "window": None, "policy": "1" * 64,
+        audit = {"kind": "rollback", "as": label, "plan": opened["data"]["plan"], "window": None, "policy": "1" * 64,
                  "requester": {"user": "root", "host": "vm", "key": None}}
         assert c.call("lock", run_id=run, controller="vm", user="root", approvals=[], audit=audit)["locked"]
         assert c.call("rollback", run_id=run, verify="quick")["files"] > 0

@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 
 from conftest import approve, plan_to, product_digest, upgrader
 from trust_support import resigned
-from hoststate import HostState, assert_host_untouched
+from hoststate import HostState, assert_host_untouched, take_lock
 from hoststate import host_state as whole_host_state
 from fleet import Fleet
 from upgrader import sample
@@ -258,6 +258,8 @@ def test_agent_request_handler_refuses_every_hostile_archive(area):
     product = product_digest(install)
     for i, case in enumerate(sorted(CORPUS)):
         pkg = build(area / "pkgs" / f"{i}.tar.gz", CORPUS[case])
+        base = {"install_dir": str(install), "state_dir": None}  # a host prepares only for the run holding its lock
+        assert take_lock(lambda op, **req: handle({"op": op, **base, **req}), f"hostile-{i}", break_lock=True)["ok"]
         before = listing(area, area / "hosts" / ".upgrader-app-01")
         reply = handle(prepare_request(install, pkg, f"hostile-{i}"))
         assert reply["ok"] is False and reply["kind"] == "bad_input", (case, reply)
@@ -436,6 +438,7 @@ def test_agent_on_a_host_over_ssh_refuses_every_hostile_archive(fleet, tmp_path)
             check = client.call("receive_check", sha256=file_digest(pkg), size=pkg.stat().st_size, **base)
             client.transport.put(pkg, check["upload_to"])
             path = client.call("receive_commit", sha256=file_digest(pkg), size=pkg.stat().st_size, **base)["path"]
+            take_lock(lambda op, **req: client.call(op, **base, **req), f"hostile-{i}", break_lock=True)
             request = prepare_request(host.install_dir, pkg, f"hostile-{i}")
             request.pop("op")
             request["package_path"] = path

@@ -17,7 +17,7 @@ import yaml  # type: ignore[import-untyped]
 
 from conftest import Run, approve, fault_env, now_at, plan_to, product_digest, upgrader
 from fleet import Fleet, FleetHost, wait_for
-from hoststate import HostState, assert_host_untouched, host_state
+from hoststate import HostState, assert_host_untouched, host_state, take_lock
 from upgrader.fleet.inventory import load_inventory
 from upgrader.core.journal import JournalRecord
 from upgrader.fleet.transport import AgentClient, close_all, connect
@@ -403,8 +403,9 @@ def test_a_host_locked_by_another_run_is_refused_naming_the_holder_and_left_unto
     host = load_inventory(f.box.inventory).hosts["app-02"]
     transport = connect(host)
     try:
-        AgentClient(transport).call("lock", install_dir=str(locked.install_dir), run_id="20260101T000000Z-0ther0",
-                                    controller="ops-laptop", user="alice")
+        client = AgentClient(transport)
+        take_lock(lambda op, **req: client.call(op, install_dir=str(locked.install_dir), **req),
+                  "20260101T000000Z-0ther0", controller="ops-laptop", user="alice")
     finally:
         transport.close()
     lock_file = locked.state_dir / "lock"

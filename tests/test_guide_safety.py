@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from conftest import approve, fault_env, plan_to, upgrader
-from hoststate import HostState, assert_host_untouched
+from hoststate import HostState, assert_host_untouched, take_lock
 from hoststate import host_state as whole_host_state
 from test_guide import SCREEN, answer_until_stop, approved_plan, guide, pid, runs, state_dir
 from upgrader.cli.commands.demo import Sandbox
@@ -229,8 +229,8 @@ def test_a_lock_left_behind_is_explained_in_chinese_before_any_question_and_the_
     transport = LocalTransport("local")
     agent = AgentClient(transport)
     try:
-        agent.call("lock", install_dir=str(box.install_dir), state_dir=None, run_id="20261203T020000Z-dead01",
-                   controller="ops-box", user="zhang")
+        take_lock(lambda op, **req: agent.call(op, install_dir=str(box.install_dir), state_dir=None, **req),
+                  "20261203T020000Z-dead01", controller="ops-box", user="zhang")
     finally:
         agent.close()
         transport.close()

@@ -23,7 +23,7 @@ import yaml  # type: ignore[import-untyped]
 
 from conftest import approve, plan_to, upgrader
 from fleet import Fleet
-from hoststate import LEDGER, HostState, assert_host_untouched
+from hoststate import LEDGER, HostState, assert_host_untouched, lock_audit, take_lock
 from hoststate import host_state as whole_host_state
 from upgrader.hostagent.access import open_ssh_dir, replace_authorized_keys
 from upgrader.hostagent.beneath import move_beneath, remove_beneath
@@ -174,6 +174,8 @@ def test_the_agent_alone_refuses_a_remove_through_a_symlinked_dir(sandbox, tmp_p
     (sandbox.install_dir / "extras").symlink_to(somewhere)
     catalog = patch_catalog(sandbox, tmp_path)
     pkg = catalog / f"sample-middleware-{PATCH}.tar.gz"
+    base = {"install_dir": str(sandbox.install_dir), "state_dir": None}
+    assert take_lock(lambda op, **req: handle({"op": op, **base, **req}), "remove-1")["ok"]  # as a run does first
     was = host_state(sandbox.install_dir)
     reply = handle({"op": "prepare", "install_dir": str(sandbox.install_dir), "state_dir": None,
                           "run_id": "remove-1", "package_path": str(pkg), "sha256": file_digest(pkg),
@@ -288,8 +290,10 @@ def test_the_agent_reads_no_pid_file_through_a_link_outside(sandbox, tmp_path):
     somewhere = outside(tmp_path)
     (somewhere / "server.pid").write_text(f"{os.getpid()}\n")
     (sandbox.install_dir / "state").symlink_to(somewhere)
-    reply = handle({"op": "stop", "install_dir": str(sandbox.install_dir), "state_dir": None,
-                          "stop": {"command": "true", "pid_file": "state/server.pid", "timeout": 1}})
+    base = {"install_dir": str(sandbox.install_dir), "state_dir": None}
+    assert take_lock(lambda op, **req: handle({"op": op, **base, **req}), "pid-link-1")["ok"]  # as a run does first
+    reply = handle({"op": "stop", **base, "run_id": "pid-link-1",
+                    "stop": {"command": "true", "pid_file": "state/server.pid", "timeout": 1}})
     assert reply["ok"] is False and reply["kind"] == "unsafe_path"
     assert f"state -> {somewhere}" in reply["error"]
     assert sandbox.answers() == OLD
@@ -480,7 +484,7 @@ def prepared_and_stopped(box: Sandbox) -> None:
     """The agent's own steps of a run to 7.0.4.2, up to a stopped service (the controller's order)."""
     pkg = box.catalog / "sample-middleware-7.0.4.2.tar.gz"
     spec = yaml.safe_load((shipped_playbooks_dir() / "sample-middleware.yaml").read_text(encoding="utf-8"))
-    assert agent_op(box, "lock")["ok"]
+    assert agent_op(box, "lock", audit=lock_audit("swap-1"))["ok"]
     reply = agent_op(box, "prepare", package_path=str(pkg), sha256=file_digest(pkg), size=pkg.stat().st_size,
                      limits={}, kind="full", remove=[], preserve=spec["preserve"], current_version=OLD)
     assert reply["ok"], reply

@@ -13,7 +13,7 @@ import pytest
 import yaml  # type: ignore[import-untyped]
 
 from conftest import plan_to, product_digest, upgrader
-from hoststate import assert_host_untouched, host_state
+from hoststate import assert_host_untouched, host_state, take_lock
 from upgrader.cli import main
 from upgrader.cli.commands.demo import Sandbox
 from upgrader.fleet.transport.base import AgentClient, AgentFailure
@@ -212,6 +212,8 @@ def test_agent_refuses_to_stage_hostile_package_and_leaves_product_untouched(san
     pkg = build(tmp_path / "hostile.tar.gz", extra)
     before = product_digest(sandbox.install_dir)
     agent = AgentClient(LocalTransport("app-01"))
+    take_lock(lambda op, **req: agent.call(op, install_dir=str(sandbox.install_dir), state_dir=None, **req),
+              "hostile-1")  # a host prepares only for the run that holds its lock
     with pytest.raises(AgentFailure) as e:
         agent.call("prepare", install_dir=str(sandbox.install_dir), state_dir=None, run_id="hostile-1",
                    package_path=str(pkg), sha256=hashlib.sha256(pkg.read_bytes()).hexdigest(),

@@ -34,6 +34,7 @@ import pytest
 import yaml  # type: ignore[import-untyped]
 
 from conftest import approve, fault_env, plan_to
+from hoststate import take_lock
 from upgrader.hostagent.beneath import recorded_link_problems
 from upgrader.hostagent.common import AgentError
 from upgrader.hostagent.main import handle
@@ -257,7 +258,7 @@ def test_ledger_writes_stay_in_the_directory_opened_while_a_local_user_keeps_swa
         for i in range(150):
             replies.append(handle({
                 "op": "finish", "install_dir": str(sandbox.install_dir), "state_dir": str(state), "run_id": f"r{i}",
-                "outcome": "committed", "approvals": [digest], "keep": 3, "unlock": False,
+                "outcome": "committed", "approvals": [digest], "keep": 3,
                 "catalog": {"product": "sample-middleware", "serial": i + 1}}))
     finally:
         swaps = toggler.stop()
@@ -304,8 +305,13 @@ def test_the_ledger_descriptor_keeps_pointing_at_the_directory_checked(tmp_path)
 
 
 def prepare(box: Sandbox, run_id: str) -> dict[str, Any]:
+    """The agent's prepare of run ``run_id``, after its lock (taken over from the previous test run's, as the
+    controller's --break-lock does): a host prepares only for the run that holds its lock."""
     pkg = box.catalog / "sample-middleware-7.0.4.2.tar.gz"
     spec = yaml.safe_load((shipped_playbooks_dir() / "sample-middleware.yaml").read_text(encoding="utf-8"))
+    base = {"install_dir": str(box.install_dir), "state_dir": None}
+    locked = take_lock(lambda op, **req: handle({"op": op, **base, **req}), run_id, break_lock=True)
+    assert locked["ok"], locked
     return dict(handle({"op": "prepare", "install_dir": str(box.install_dir), "state_dir": None,
                               "run_id": run_id, "package_path": str(pkg), "sha256": file_digest(pkg),
                               "size": pkg.stat().st_size, "limits": {}, "kind": "full", "remove": [],

@@ -13,6 +13,7 @@ from typing import Iterator
 
 import pytest
 
+from hoststate import take_lock
 from upgrader.hostagent.main import handle
 from upgrader.core.errors import InputError
 from upgrader.core.playbook import load_playbook, shipped_playbooks_dir
@@ -161,7 +162,9 @@ def test_a_stop_script_that_returns_early_is_waited_for(tmp_path: Path, procs: l
     (install / "bin" / "shutdown.sh").chmod(0o755)
     spec = load_playbook(shipped_playbooks_dir() / "tomcat.yaml").render(
         {"install_dir": str(install), "http_port": str(port), "shutdown_port": "-1"})
-    reply = handle({"op": "stop", "install_dir": str(install), "state_dir": None, "stop": spec["stop"]})
+    base = {"install_dir": str(install), "state_dir": None}
+    assert take_lock(lambda op, **req: handle({"op": op, **base, **req}), "stop-early-1")["ok"]
+    reply = handle({"op": "stop", **base, "run_id": "stop-early-1", "stop": spec["stop"]})
     assert reply["ok"], reply
     assert reply["result"]["pid"] == server.pid and reply["result"]["escalated"] is None
     assert server.poll() is not None or not Path(f"/proc/{server.pid}").exists() or \

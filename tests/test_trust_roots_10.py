@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hoststate import assert_host_untouched
+from hoststate import assert_host_untouched, lock_audit
 from test_trust_roots_6 import host_root  # noqa: F401 - the host trust root fixture (engineer, requester, vendor)
 from test_trust_roots_7 import _evidence
 from test_trust_roots_9 import _cli
@@ -103,7 +103,7 @@ def test_the_preflight_proves_only_the_command_probes_of_the_plan_the_host_accep
     agent = AgentClient(transport)
     try:
         agent.call("lock", **base, controller="evil", user="mallory", approvals=[], sha256=host["package"]["sha256"],
-                   current_version="7.0.4.1", host_trust=ev)
+                   audit=lock_audit(run), current_version="7.0.4.1", host_trust=ev)
         for name, probes in _evil_probes(approved, ok, pwned):
             said = _refused(agent, "prove", **base, probes=probes, host_trust=ev)
             assert f"the command probe '{name}'" in said and "refused before any probe ran" in said, said
@@ -140,7 +140,8 @@ def test_a_kept_entry_binds_the_probes_of_its_run_too(sandbox: Sandbox, host_roo
     transport = LocalTransport("local")
     agent = AgentClient(transport)
     try:
-        agent.call("lock", **base, controller="evil", user="mallory", approvals=[])
+        agent.call("lock", **base, controller="evil", user="mallory", approvals=[],
+                   audit=lock_audit(rid, "rollback"))  # a later part of the committed run
         for name, probes in _evil_probes(approved, ok, pwned):
             said = _refused(agent, "prove", **base, probes=probes)
             assert f"the command probe '{name}'" in said and "refused before any probe ran" in said, said
@@ -173,7 +174,8 @@ def test_a_finished_runs_entry_admits_only_its_own_rollback(sandbox: Sandbox, ho
     transport = LocalTransport("local")
     agent = AgentClient(transport)
     try:
-        agent.call("lock", **base, controller="evil", user="mallory", approvals=[])
+        agent.call("lock", **base, controller="evil", user="mallory", approvals=[],
+                   audit=lock_audit(rid, "rollback"))  # a later part of the committed run
         pkg = kept["entry"]["package"]
         for op, extra in (("prepare", {"package_path": "/nonexistent", "sha256": pkg["sha256"], "size": pkg["size"],
                                        "kind": pkg["kind"], "remove": pkg.get("remove", []),
@@ -196,18 +198,21 @@ def test_a_finished_runs_entry_admits_only_its_own_rollback(sandbox: Sandbox, ho
     transport = LocalTransport("local")
     agent = AgentClient(transport)
     try:
-        agent.call("lock", **base, controller="evil", user="mallory", approvals=[])
+        agent.call("lock", **base, controller="evil", user="mallory", approvals=[],
+                   audit=lock_audit(rid, "rollback"))  # a later part of the committed run
         said = _refused(agent, "stop", **base, stop=spec["stop"])
         assert f"run {rid} already finished here (rolled_back)" in said and "not stop" in said, said
         assert "nothing was changed" in said, said
         assert agent.call("unlock", **base)["released"] is True
         assert_host_untouched(before, host_state(sandbox))
-        agent.call("lock", **base, controller="evil", user="mallory", approvals=[])
-        # a committed finish asked again on the controller's word (finish is admitted: it records the end again)
-        # does not make the entry admit a stop again
-        agent.call("finish", **base, outcome="committed", approvals=[], catalog=None, unlock=False)
+        agent.call("lock", **base, controller="evil", user="mallory", approvals=[],
+                   audit=lock_audit(rid, "rollback"))  # a later part of the committed run
+        # a committed finish asked again on the controller's word (finish is admitted: it records the end of this
+        # part of the run) does not make the entry admit a stop again
+        label = json.loads((state_dir(sandbox.install_dir) / "runs-opened.jsonl").read_text().splitlines()[-1])["as"]
+        assert agent.call("finish", **base, outcome="committed", approvals=[], catalog=None,
+                          audit={"as": label})["released"] is True
         assert "already finished here (finished)" in _refused(agent, "stop", **base, stop=spec["stop"])
-        assert agent.call("unlock", **base)["released"] is True
     finally:
         agent.close()
         transport.close()
@@ -334,7 +339,8 @@ def test_hooks_run_only_at_the_phase_the_accepted_plan_names_them(sandbox: Sandb
     transport = LocalTransport("local")
     agent = AgentClient(transport)
     try:
-        agent.call("lock", **base, controller="evil", user="mallory", approvals=[])
+        agent.call("lock", **base, controller="evil", user="mallory", approvals=[],
+                   audit=lock_audit(rid, "rollback"))  # a later part of the committed run
         for hook, phase, says in ((commit, "after_commit", "this run is at 'finished' here"),
                                   (back, "after_rollback", "this run is at 'finished' here"),
                                   (commit, "before_stop", "the plan's hooks at that phase: none"),
@@ -386,7 +392,7 @@ def test_prepare_extracts_with_the_signed_limits_and_removes_only_the_signed_pac
     try:
         ev = _evidence(sandbox, plan, approval, catalog)
         agent.call("lock", **base, controller="evil", user="mallory", approvals=[], sha256=pkg["sha256"],
-                   current_version="7.0.4.1", host_trust=ev)
+                   audit=lock_audit(run), current_version="7.0.4.1", host_trust=ev)
         for limits in ({}, {"members": 1 << 30, "unpacked_bytes": 1 << 40}):
             said = _refused(agent, "prepare", **base, **prepare, limits=limits, host_trust=ev)
             assert f"with the limits {limits!r}" in said and str(pkg["limits"]) in said, said
@@ -401,7 +407,7 @@ def test_prepare_extracts_with_the_signed_limits_and_removes_only_the_signed_pac
         plan2.write_text(json.dumps(edited, indent=1), encoding="utf-8")
         ev2 = _evidence(sandbox, plan2, approval_signed_anyway(sandbox, plan2), catalog)
         agent.call("lock", **base, controller="evil", user="mallory", approvals=[], sha256=pkg["sha256"],
-                   current_version="7.0.4.1", host_trust=ev2)
+                   audit=lock_audit(run), current_version="7.0.4.1", host_trust=ev2)
         said = _refused(agent, "prepare", **base, **dict(prepare, remove=edited["hosts"][0]["package"]["remove"]),
                         limits=pkg["limits"], host_trust=ev2)
         assert "remove (the request: ['lib/legacy_compat.py', 'bin/start.sh'], the signed package's package.yaml: " \

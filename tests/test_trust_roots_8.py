@@ -23,6 +23,7 @@ from pathlib import Path
 import yaml
 
 from test_trust_roots_6 import host_root  # noqa: F401 - a fixture
+from hoststate import lock_audit
 from trust_support import host_state, pristine, write_root_config
 from upgrader.cli.commands.demo import Sandbox, build_sandbox
 from upgrader.core.exit_codes import ExitCode
@@ -196,7 +197,7 @@ def test_prepare_refuses_a_package_whose_package_yaml_declares_otherwise_than_th
     transport = LocalTransport("local")
     agent = AgentClient(transport)
     try:
-        agent.call("lock", **base, controller="c", user="u", approvals=[])
+        agent.call("lock", **base, controller="c", user="u", approvals=[], audit=lock_audit(run))
         try:
             agent.call("prepare", **base, package_path=str(sandbox.catalog / pkg["file"]), size=pkg["size"],
                        limits=pkg["limits"], kind=pkg["kind"], remove=pkg.get("remove", []),

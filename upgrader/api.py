@@ -870,7 +870,7 @@ def run(ctx: Context, plan: Path | Plan, approvals: Sequence[str | Path] = (), *
                         canary=limits.canary, confirm=confirm, approvals=checked.approval_digests,
                         break_lock=break_lock, cancel=token, catalog_serial=checked.catalog_serial,
                         host_evidence=checked.evidence,
-                        audit=_host_audit(started.recorder, plan.digest, checked.window, started.requester,
+                        audit=_host_audit("run", started.recorder, plan.digest, checked.window, started.requester,
                                           plan.data.get("policy")))
         if break_lock:
             started.recorder.event("locks_broken", outcome="forced", reason="--break-lock given by the operator")
@@ -1021,15 +1021,17 @@ def refused_at_preflight(run_dir: Path) -> set[str]:
     return failed - went_on
 
 
-def _host_audit(recorder: Recorder, plan: str | None, window: object, requester: object = None,
+def _host_audit(kind: str, recorder: Recorder, plan: str | None, window: object, requester: object = None,
                 policy: object = None) -> JSONObject:
     """What each host records of this run at its lock (its opening record) and at its finish beside its own account
-    (hostagent/witness.py): the id the audit log gives this part of the run, the plan digest, whether the run was
-    inside the service window, and (a new run) its requester (user, host, key) and its policy's sha256."""
+    (hostagent/witness.py): the kind of run (run, resume, continuation, rollback: the host checks it against its
+    own records of the run, never infers it), the id the audit log gives this part of the run, the plan digest,
+    whether the run was inside the service window, and (a new run) its requester (user, host, key) and its
+    policy's sha256."""
     inside = window.get("inside") if isinstance(window, dict) else None
     who = requester if isinstance(requester, dict) else {}
     digest = policy.get("sha256") if isinstance(policy, dict) else None
-    return {"as": recorder.run, "plan": plan, "window": inside if isinstance(inside, bool) else None,
+    return {"kind": kind, "as": recorder.run, "plan": plan, "window": inside if isinstance(inside, bool) else None,
             "requester": {k: who.get(k) for k in ("user", "host", "key")} if who else None,
             "policy": digest if isinstance(digest, str) else None}
 
@@ -1213,7 +1215,7 @@ def resume(ctx: Context, run_id: str, *, hosts: str | None = None, yes: bool = F
     engine = Engine(journal=journal, clock=clock, observers=[recorder, *told],
                     controller={"user": operator.user, "host": operator.host}, approvals=approvals,
                     break_lock=break_lock, host_evidence=evidence,
-                    audit=_host_audit(recorder, _accepted_digest(run_dir), None))
+                    audit=_host_audit("resume", recorder, _accepted_digest(run_dir), None))
     with _running(guard):  # until its records are written
         if on_started is not None:
             on_started(RunStart(run_id, "resume", tuple(h["name"] for h in chosen), journal.dir, False))
@@ -1270,7 +1272,7 @@ def _continue_after_canary(ctx: Context, run_id: str, run_dir: Path, result: JSO
                     controller={"user": operator.user, "host": operator.host},
                     manual_changes=policy.manual_changes, approvals=approvals, cancel=token,
                     catalog_serial=cat.serial, host_evidence=evidence,
-                    audit=_host_audit(recorder, _accepted_digest(run_dir), window))
+                    audit=_host_audit("continuation", recorder, _accepted_digest(run_dir), window))
     with _running(guard):  # until its records are written
         if on_started is not None:
             on_started(RunStart(run_id, "resume", tuple(waiting), journal.dir, True))
@@ -1340,7 +1342,7 @@ def rollback(ctx: Context, run_id: str, *, hosts: str | None = None, batch: str 
     told = _observers(observers, events, {h["name"]: (h["target"], h["current"]) for h in chosen})
     engine = Engine(journal=journal, clock=clock, observers=[recorder, *told], batch=b, max_failures=m,
                     controller={"user": operator.user, "host": operator.host}, break_lock=break_lock,
-                    audit=_host_audit(recorder, _accepted_digest(run_dir), window))
+                    audit=_host_audit("rollback", recorder, _accepted_digest(run_dir), window))
     with _running(guard):  # until its records are written
         if on_started is not None:
             on_started(RunStart(run_id, "rollback", tuple(h["name"] for h in chosen), journal.dir, False,

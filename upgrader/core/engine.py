@@ -497,6 +497,10 @@ class _HostRun:
                               preserve=[x["path"] for x in self.spec["preserve"]], packages=[])
             check = self.call("recovery_check")
         except (AgentFailure, TransportError) as err:
+            if isinstance(err, AgentFailure) and err.kind == "never_locked":
+                assert self.transport is not None
+                self.transport.close()  # nothing more is asked of this host
+                return self._never_locked(err, "restored")
             if isinstance(err, AgentFailure) and err.kind == "host_trust":  # the host's own root: no lock taken
                 self.out.outcome = "refused"
             self.out.error = str(err)
@@ -569,6 +573,8 @@ class _HostRun:
                 facts = self.call("facts", version_source=self.spec["version"], check_drift=False,
                                   preserve=[x["path"] for x in self.spec["preserve"]], packages=[])
             except (AgentFailure, TransportError) as err:
+                if isinstance(err, AgentFailure) and err.kind == "never_locked":
+                    return self._never_locked(err, "unchanged")
                 refused = isinstance(err, AgentFailure) and err.kind == "host_trust"  # no lock taken, nothing run
                 self.out.outcome = "refused" if refused else "needs_person"
                 self.out.error = f"cannot read the host's state to resume: {err}"
@@ -620,6 +626,16 @@ class _HostRun:
             return self._rollback("resumed after the run was interrupted (the playbook says: roll back)", "resumed")
         finally:
             self.transport.close()
+
+    def _never_locked(self, err: AgentFailure, outcome: str) -> HostOutcome:
+        """The host refused the lock of a resume or rollback: by its own records this run never took its lock (killed
+        before its lock reached the host, or never its turn), so nothing of it was done there to go on with or undo;
+        the host is left as it is."""
+        self.e.journal.record("recovery", "nothing", host=self.name, reason="never locked by this run")
+        self.out.outcome = outcome
+        self.out.error = f"nothing of this run to {'roll back' if outcome == 'restored' else 'resume'} on " \
+            f"{self.name}: {err.message}"
+        return self.out
 
     def _healthy_now(self, observe: ObserveSpec) -> bool:
         """One read-only look at the probes (no waiting, no window, no phase record)."""
@@ -708,6 +724,7 @@ class _HostRun:
             self.out.outcome = {"locked": "needs_person", "unreachable": "needs_person",
                                 "replayed": "refused", "catalog_rollback": "refused",
                                 "host_trust": "refused", "host_policy": "policy_refused",
+                                "run_kind": "refused", "not_locked": "refused",
                                 "stale_plan": "stale", "unproven_probe": "stale",
                                 "unsafe_path": "bad_input", "non_ascii": "bad_input"}.get(err.kind, "unchanged")
             self.out.error = f"preflight: {err.message}"
@@ -721,7 +738,7 @@ class _HostRun:
             self.out.error = f"{err.phase}: {err.message}"
             self._finish("unchanged")
             self.out.outcome = {"unreachable": "needs_person", "unsafe_path": "bad_input",
-                                "version_mismatch": "refused", "host_trust": "refused",
+                                "version_mismatch": "refused", "host_trust": "refused", "not_locked": "refused",
                                 "host_policy": "policy_refused"}.get(err.kind, "unchanged")
             return self.out
         try:

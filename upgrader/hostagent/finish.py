@@ -89,7 +89,7 @@ def op_finish(req):
     if kept is not None:  # the run ended: its accepted entry admits only its own rollback from now on
         hosttrust.spend_entry(paths, req.get("outcome"))
     removed = retention(paths, int(req.get("keep", 3)))
-    released = op_unlock(req)["released"] if req.get("unlock", True) else False
+    released = op_unlock(req)["released"]  # a run ends once: its finish always releases the host
     return {"removed_backups": removed, "released": released}
 
 

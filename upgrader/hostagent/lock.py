@@ -12,7 +12,7 @@ from .files import create_nofollow, fsync_dir, read_json
 from .hosttrust import lock_plan
 from .ledger import check_catalog_serial, used_approvals
 from .state import Paths, check_state_dir, ensure_state_dir
-from .witness import record_opening
+from .witness import check_opening, record_opening
 
 
 def op_lock(req):
@@ -21,6 +21,9 @@ def op_lock(req):
     if req.get("product") is not None:  # the ledger's product is the plan's (product.py), before anything is written
         from .product import check_product
         check_product(paths, req["product"], None)
+    # the kind of run the controller opens (run, resume, rollback, ...), checked against this host's own records of
+    # it before anything is written (witness.check_opening)
+    check_opening(paths, req, read_json(paths.lock))
     ensure_state_dir(paths.state)
     used = used_approvals(paths)
     for digest in req.get("approvals", []):

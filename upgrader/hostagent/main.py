@@ -121,9 +121,11 @@ def handle(req):
         if req.get("op") in MUTATING + ("lock",):
             from .hosttrust import admit
             admit(req)  # with a host trust root: nothing is taken for a run it accepted nothing for
-        if req.get("op") == "finish":
-            from .witness import finish_gate
-            finish_gate(req)  # only a run that holds the lock (and prepared here) ends here: else nothing recorded
+        if req.get("op") in MUTATING:
+            from .witness import step_gate
+            # only the run that holds this host's lock changes it, and ends here once (after its prepare): else
+            # nothing is done, nothing recorded
+            step_gate(req)
         note_step = step_recorder(req)
         with OpLock(req):
             # the step's start by this host's wall clock, and the monotonic clock beside it: its end is the start

@@ -45,6 +45,13 @@ _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 # a run id, or a run id and one more label ("RUN/rollback-TIME"): each part one name, never "." nor ".." (a label
 # may name a run's directory)
 _RUN = re.compile(r"^(?!\.\.?(?:/|$))[A-Za-z0-9._-]{1,120}(/(?!\.\.?$)[A-Za-z0-9._-]{1,120})?$")
+#: the kinds of run a controller opens at a host's lock (the lock request's ``audit.kind``), each with the shape of the
+#: label the log gives that part of the run after its id: a first run of a plan (``run``; ``guided``, the customer's
+#: guide) is the run id itself; the hosts that waited after a canary (``continuation``) and a ``resume`` are
+#: RUN/resume-TIME; a ``rollback`` is RUN/rollback-TIME. The host records the kind it was told, never infers it
+KINDS = {"run": "", "guided": "", "continuation": "/resume-", "resume": "/resume-", "rollback": "/rollback-"}
+#: the kinds that go on with a run that took this host's lock before (the others open a run this host never saw)
+LATER = ("resume", "rollback")
 
 
 def _checkpoint(req):
@@ -117,19 +124,92 @@ def _text(v, limit=200):
     return v[:limit] if isinstance(v, str) else None
 
 
-def record_opening(paths, req, holder):
-    """At the lock (op_lock), once per run label: this host's opening record of the run, appended to every copy of
-    the ledger (made when missing, as the run's finish would): what the run was started with, by this host's clock.
-    The lock file itself is no record: it goes at the finish."""
-    audit = req.get("audit") if isinstance(req.get("audit"), dict) else {}
-    label = audit.get("as")
+def _audit(req):
+    """The request's ``audit`` fields (what the controller tells the host of the run for its records), or {}."""
+    return req.get("audit") if isinstance(req.get("audit"), dict) else {}
+
+
+def _label(paths, req):
+    """The id the controller's log gives this part of the run (``audit.as``: RUN, RUN/resume-..., RUN/rollback-...);
+    the run id itself when it names none, or not one of this run's."""
+    label = _audit(req).get("as")
     if not isinstance(label, str) or not _RUN.match(label) or label.split("/")[0] != paths.run_id:
         label = paths.run_id
+    return label
+
+
+def _history(paths):
+    """(this host's opening records of the run ``paths.run_id``, in the order they were taken; {label: its finish
+    record} of every part of that run this host finished), over every copy of the ledger (none when there is none)."""
+    opened, finished = [], {}
+    with ledger_fds(paths) as fds:
+        for d, dfd in fds:
+            for _, rec in _lines(d, dfd, OPENED):
+                if rec and rec.get("run") == paths.run_id and isinstance(rec.get("as"), str) and rec not in opened:
+                    opened.append(rec)
+            for _, rec in _lines(d, dfd, RUN_RECORDS):
+                if rec and rec.get("run") == paths.run_id and isinstance(rec.get("as"), str):
+                    finished.setdefault(rec["as"], rec)
+    return opened, finished
+
+
+def _when(t):
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) if isinstance(t, (int, float)) else "an unknown time"
+
+
+def check_opening(paths, req, holder):
+    """At the lock (op_lock), before anything is written: the kind of run the controller opens (``audit.kind``),
+    checked against the label it gives it and against this host's own records of that run; returns the kind, which
+    the opening record keeps. Refused (``run_kind``) -- nothing locked, nothing recorded -- for an unknown kind, a
+    label of another kind's shape, a first run that already ended here, or a first run (run, guided,
+    continuation) of a run id this host opened before; refused (``never_locked``) for a resume or rollback of a run
+    that never took this host's lock: there is nothing of it here to go on with or undo. ``holder``: the lock file's
+    content (a run killed between its lock and its opening record still holds the lock)."""
+    kind = _audit(req).get("kind")
+    if kind not in KINDS:
+        raise AgentError("the lock request does not say which kind of run it opens (%r): one of %s; nothing was "
+                         "locked" % (kind, ", ".join(sorted(KINDS))), "run_kind")
+    label = _label(paths, req)
+    shape = KINDS[kind]
+    if (label != paths.run_id) if not shape else not label.startswith(paths.run_id + shape):
+        raise AgentError("a %s of run %s is named %s in the log, not %s: the kind and the label of a run go "
+                         "together; nothing was locked" % (kind, paths.run_id, paths.run_id + shape + "..." if shape
+                                                          else paths.run_id, label), "run_kind")
+    opened, finished = _history(paths)
+    ended = finished.get(label)
+    # a resume or rollback whose label is one that ended (two in the same second: labels have the second's
+    # resolution) may lock to look; its finish is refused (step_gate: a run ends once)
+    if ended is not None and kind not in LATER:
+        raise AgentError("%s already ended on this host (%s, at %s): a run ends once; a later resume or rollback of "
+                         "run %s has a label of its own; nothing was locked" % (
+                             label, ended.get("outcome"), _when(ended.get("finished")), paths.run_id), "run_kind")
+    if any(r["as"] == label for r in opened):
+        # the same part of the run locked again: a retry after a lost connection, or a resume in the same second as
+        # the continuation it goes on with (labels have the second's resolution); its shape was checked above
+        return kind
+    if kind not in LATER and opened:
+        raise AgentError("run %s already took this host's lock (as %s, at %s): a %s opens a run this host never "
+                         "saw; go on with it with upgrader resume or rollback; nothing was locked" % (
+                             paths.run_id, opened[0]["as"], _when(opened[0].get("opened")), kind), "run_kind")
+    if kind in LATER and not opened and (holder or {}).get("run") != paths.run_id:
+        raise AgentError("run %s never took this host's lock: nothing of it was done here, so there is nothing of "
+                         "it here to %s; nothing was locked" % (paths.run_id, "roll back" if kind == "rollback"
+                                                               else kind), "never_locked", run=paths.run_id)
+    return kind
+
+
+def record_opening(paths, req, holder):
+    """At the lock (op_lock), once per run label: this host's opening record of the run, appended to every copy of
+    the ledger (made when missing, as the run's finish would): what the run was started with, by this host's clock,
+    and its kind (checked by check_opening). The lock file itself is no record: it goes at the finish."""
+    audit = _audit(req)
+    label = _label(paths, req)
     plan = audit.get("plan")
     who = audit.get("requester") if isinstance(audit.get("requester"), dict) else {}
     policy = audit.get("policy")
     now = time.time()
-    record = {"run": paths.run_id, "as": label, "opened": now, "utc_offset": time.strftime("%z", time.localtime(now)),
+    record = {"run": paths.run_id, "as": label, "kind": audit.get("kind") if audit.get("kind") in KINDS else None,
+              "opened": now, "utc_offset": time.strftime("%z", time.localtime(now)),
               "plan": plan if isinstance(plan, str) and _HEX64.match(plan) else None,
               "approvals": sorted(a for a in req.get("approvals") or [] if isinstance(a, str) and _HEX64.match(a)),
               "requester": {k: _text(who.get(k)) for k in ("user", "host", "key")} if who else None,
@@ -145,19 +225,43 @@ def record_opening(paths, req, holder):
             append_line_at(fd, OPENED, line, d)
 
 
-def finish_gate(req):
-    """Before a finish is run (main.handle): refused -- nothing recorded, nothing removed -- unless this run holds
-    this host's lock and (for any outcome but "unchanged") its prepare succeeded here. A finish is this host's
-    record that a run ended: it is taken only from a run that ran here."""
+def step_gate(req):
+    """Before a changing action of a run is run (main.handle: prepare, stop, install, start, hook, rollback, finish):
+    refused (``not_locked``) -- nothing done, nothing recorded -- unless the request names the run that holds this
+    host's lock. A finish is this host's record that a part of a run ended, so it is also refused (bad_input) for a
+    part (label) other than the one the run's latest lock opened, for one that already ended here (a run ends once),
+    and, for any outcome but "unchanged", for a run whose prepare did not succeed here."""
     from .files import read_json
 
     paths = _paths(req)
+    op = req.get("op")
     holder = read_json(paths.lock) if os.path.lexists(paths.lock) else None
+    held = "held by run %s" % holder.get("run") if isinstance(holder, dict) else "nobody holds it"
+    why = ("a host records the end only of a run that took its lock; nothing was recorded" if op == "finish" else
+           "the host runs the %s of a run only while that run holds its lock; nothing was done" % op)
+    if not paths.run_id:
+        raise AgentError("the %s request names no run (this host's lock: %s): %s" % (op, held, why), "not_locked",
+                         holder=holder)
     if not isinstance(holder, dict) or holder.get("run") != paths.run_id:
-        raise AgentError("run %s does not hold this host's lock (%s): a host records the end only of a run that "
-                         "took its lock; nothing was recorded" % (
-                             paths.run_id, "held by run %s" % holder.get("run") if isinstance(holder, dict)
-                             else "nobody holds it"), "bad_input", holder=holder)
+        raise AgentError("run %s does not hold this host's lock (%s): %s" % (paths.run_id, held, why), "not_locked",
+                         holder=holder)
+    if op == "finish":
+        _finish_once(paths, req)
+
+
+def _finish_once(paths, req):
+    """The finish of run ``paths.run_id`` (which holds the lock): only of the part its latest lock opened, once, and
+    as more than "unchanged" only after its prepare succeeded here (step_gate)."""
+    label = _label(paths, req)
+    opened, finished = _history(paths)
+    latest = opened[-1]["as"] if opened else paths.run_id
+    if label != latest:
+        raise AgentError("the lock of run %s was last taken for %s, not %s: a finish ends the part of a run that "
+                         "holds the lock; nothing was recorded" % (paths.run_id, latest, label), "bad_input")
+    ended = finished.get(label)
+    if ended is not None:
+        raise AgentError("%s already ended on this host (%s, at %s): a run ends once; nothing was recorded" % (
+            label, ended.get("outcome"), _when(ended.get("finished"))), "bad_input")
     if req.get("outcome") != "unchanged" and not any(
             rec.get("op") == "prepare" and rec.get("ok") for rec in _all_steps(paths)):
         raise AgentError("run %s has no successful prepare on this host: a host records a run as %s only after "
@@ -165,9 +269,38 @@ def finish_gate(req):
                          "bad_input")
 
 
+def _in_turn(paths, req, label, finished, fds):
+    """The witness of ``label`` (finished here: ``finished``) comes from that run, in its turn: refused when the
+    request names another run, when another run holds this host's lock now (``not_locked``), or when another run or
+    part of a run took the lock since ``label`` ended here -- a run's checkpoint is witnessed at its end, before the
+    next run takes the host, not kept back and sent once the log has moved on."""
+    from .files import read_json
+
+    run = label.split("/")[0]
+    named = req.get("run_id")
+    if named is not None and named != run:
+        raise AgentError("the witness request is sent for run %s, but its checkpoint is of run %s: a run witnesses "
+                         "its own checkpoint only; nothing was recorded" % (named, label), "bad_input")
+    holder = read_json(paths.lock) if os.path.lexists(paths.lock) else None
+    if isinstance(holder, dict) and holder.get("run") != run:
+        raise AgentError("run %s holds this host's lock now: the checkpoint of %s is witnessed at its end, before "
+                         "another run takes the host; nothing was recorded" % (holder.get("run"), label),
+                         "not_locked", holder=holder)
+    ended = finished.get("finished")
+    for d, dfd in fds:
+        for _, rec in _lines(d, dfd, OPENED):
+            if rec and rec.get("as") != label and isinstance(rec.get("opened"), (int, float)) \
+                    and isinstance(ended, (int, float)) and rec["opened"] > ended:
+                raise AgentError("%s took this host's lock at %s, after %s ended here at %s: a run's checkpoint "
+                                 "is witnessed at its end, before the next run takes the host; nothing was "
+                                 "recorded" % (rec.get("as"), _when(rec["opened"]), label, _when(ended)),
+                                 "bad_input")
+
+
 def op_witness(req):
     """Append the run's checkpoint to checkpoints.jsonl in every copy of the ledger; returns where it went.
-    Refused (bad_input) for a run this host did not finish, and for a run already witnessed here."""
+    Refused (bad_input) for a run this host did not finish, for a run already witnessed here, and for a witness out
+    of its run's turn (_in_turn)."""
     record = _checkpoint(req)
     written = []
     # every copy of the ledger, each opened once, refused when it is a link or not the agent's own (strict); none is
@@ -183,6 +316,8 @@ def op_witness(req):
             raise AgentError("this host did not finish run %s (no record of it in %s): a host witnesses the "
                              "checkpoint of a run only after it finished or rolled back that run itself"
                              % (record["run"], RUN_RECORDS), "bad_input")
+        _in_turn(paths, req, record["run"], finished, fds)
+        record["kind"] = finished.get("kind")  # the kind the run was opened with here (check_opening)
         for d, dfd in fds:
             for _, rec in _lines(d, dfd, CHECKPOINTS):
                 if rec and rec.get("run") == record["run"]:
@@ -430,14 +565,13 @@ def _steps(paths):
 
 def run_record(paths, req, approvals, before, after, now):
     """This host's record of the run it is finishing (op_finish writes it to every copy of the ledger)."""
-    audit = req.get("audit") if isinstance(req.get("audit"), dict) else {}
-    label = audit.get("as")
-    if not isinstance(label, str) or not _RUN.match(label) or label.split("/")[0] != paths.run_id:
-        label = paths.run_id
+    audit = _audit(req)
+    label = _label(paths, req)
+    opening = next((r for r in _history(paths)[0] if r["as"] == label), {})
     steps = _steps(paths)
     window = audit.get("window")
     plan = audit.get("plan")
-    return {"run": paths.run_id, "as": label, "outcome": req.get("outcome"),
+    return {"run": paths.run_id, "as": label, "kind": opening.get("kind"), "outcome": req.get("outcome"),
             "plan": plan if isinstance(plan, str) and _HEX64.match(plan) else None,
             "approvals": [a for a in approvals if isinstance(a, str)],
             "steps": steps, "version_before": before, "version_after": after,

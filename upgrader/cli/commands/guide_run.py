@@ -72,7 +72,8 @@ def run_guided(g: Screen, plan: Any, checked: Any, run_args: argparse.Namespace,
                         observers=[started.recorder, _Progress(g)], forks=1, controller=started.controller,
                         manual_changes=checked.policy.manual_changes,  # the operator's, never the plan's copy
                         approvals=checked.approval_digests, cancel=g.interrupts.cancel,
-                        catalog_serial=checked.catalog_serial, host_evidence=checked.evidence)
+                        catalog_serial=checked.catalog_serial, host_evidence=checked.evidence,
+                        audit={"kind": "guided"})  # what the host records the run as, at its lock
         box: dict[str, Any] = {}
 
         def work() -> None:
