@@ -7,6 +7,8 @@ sample middleware; each refusal is checked with its exit code and message, and t
   (plan.json and the record's digest, the checksum computed again) or drops the seal (as if an older upgrader had
   written the journal), or seals it again with a key of their own put in HOME/keys/operator; ``resume`` and
   ``rollback`` refuse (exit 4) naming the journal file and line, and touch nothing.
+2 ``approve`` and ``plan show`` refuse a plan whose requester key is listed only through a pattern principal
+  (``*@customer``), naming the principal and the allowed_signers line, as ``run`` does.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Any
 import pytest
 
 from conftest import approve, plan_to, upgrader
-from trust_support import assert_host_untouched, cli, host_state, make_ssh_key, pristine
+from trust_support import add_signer, assert_host_untouched, cli, host_state, make_ssh_key, pristine, resigned
 from upgrader.cli.commands.demo import Sandbox
 from upgrader.core.exit_codes import ExitCode
 from upgrader.core.journal import _checksum
@@ -184,3 +186,42 @@ def test_the_honest_journal_is_accepted_by_rollback(sandbox: Sandbox, capsys: py
     rc, err = cli(sandbox, capsys, "rollback", run.name, "--yes")
     assert rc == ExitCode.OK, err
     assert sandbox.answers() == "7.0.4.1"
+
+
+# ---------------------------------------------------------------- 2. a pattern-only requester at approve and plan show
+
+
+def test_approve_and_plan_show_refuse_a_plan_signed_by_a_pattern_only_requester(
+        sandbox: Sandbox, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The plan is signed by a key that allowed_signers lists only as ``*@customer``: ``plan show`` and ``approve``
+    refuse it (exit 4), naming the principal and the allowed_signers line; no approval file is written."""
+    key = make_ssh_key(tmp_path / "wild" / "id", "ed25519")
+    add_signer(sandbox.keys / "allowed_signers", "*@customer", key, 'namespaces="upgrader-plan"')
+    line = len((sandbox.keys / "allowed_signers").read_text(encoding="utf-8").splitlines())
+    before = pristine(sandbox)
+    rc, plan = plan_to(sandbox, TO)
+    assert rc == ExitCode.OK
+    from upgrader.trust.keys import load_private_key
+    from upgrader.trust.requester import sign_plan
+
+    data = json.loads(plan.read_text(encoding="utf-8"))
+    plan.write_text(json.dumps(sign_plan(data, load_private_key(key), plan_digest)), encoding="utf-8")
+    out = sandbox.approvals / "wild.approval"
+    for argv in (["plan", "show", str(plan)], ["approve", str(plan), "--key", str(sandbox.engineer_key), "-o",
+                                               str(out)]):
+        rc, err = cli(sandbox, capsys, *argv)
+        assert rc == ExitCode.APPROVAL_REFUSED, (argv, err)
+        assert "*@customer" in err and f"{sandbox.keys / 'allowed_signers'} line {line}" in err, (argv, err)
+        assert "Traceback" not in err
+    assert not out.exists()
+    assert_host_untouched(before, host_state(sandbox))
+
+
+def test_resigned_plans_by_the_listed_requester_still_show(sandbox: Sandbox, capsys: pytest.CaptureFixture[str]) -> None:
+    """The control: the same plan signed by the requester's literal key (requester@customer) shows (exit 0)."""
+    rc, plan = plan_to(sandbox, TO)
+    assert rc == ExitCode.OK
+    plan.write_text(json.dumps(resigned(json.loads(plan.read_text(encoding="utf-8")), sandbox.root)),
+                    encoding="utf-8")
+    rc, err = cli(sandbox, capsys, "plan", "show", str(plan))
+    assert rc == ExitCode.OK, err

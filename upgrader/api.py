@@ -438,12 +438,14 @@ def show_plan(ctx: Context, plan_file: Path) -> PlanReview:
     from .trust.requester import plan_signer
 
     plan = load_plan(plan_file)
-    plan_signer(plan.data, plan.digest, str(plan_file))  # a damaged or stripped signature is refused here
+    signer = plan_signer(plan.data, plan.digest, str(plan_file))  # a damaged or stripped signature is refused here
     from .core.plan import check_consistency
 
     check_consistency(plan.hosts, str(plan.data["target"]), str(plan_file))  # one entry per install, one target
     review = plan_review(plan.data, plan.digest)
     policy = load_policy(ctx)
+    if signer is not None:  # a requester listed only as '*@vendor' is nobody: run refuses it, so nobody reviews it
+        _refuse_pattern_requester(policy, signer, str(plan_file))
     planned = cast(JSONObject, review["policy"])
     review["policy_here"] = {"source": policy.source, "sha256": policy.digest, "from": policy_origin(ctx),
                              "identity": policy.identity, "trust_files": [t.to_dict() for t in policy.trust_files],
@@ -481,6 +483,15 @@ def _decided_again(ctx: Context, plan: Plan, review: JSONObject, policy: Policy)
         planned, again = answers[str(h["host"])]
         h["decided_again"] = {"allowed": bool(again.get("allowed")), "rules": list(again.get("rules", [])),
                               "same": decision_key(planned) == decision_key(again)}
+
+
+def _refuse_pattern_requester(policy: Policy, signer: bytes, source: str) -> None:
+    """Exit 4 when the approvals' allowed_signers list the plan's signer only through pattern principals."""
+    from .trust.requester import refuse_pattern_requester
+    from .trust.signers import load_allowed_signers
+
+    if policy.allowed_signers:
+        refuse_pattern_requester(load_allowed_signers(policy.resolve_path(policy.allowed_signers)), signer, source)
 
 
 def _playbook_here(planned: JSONObject, home: Path) -> JSONObject:
