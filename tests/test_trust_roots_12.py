@@ -147,7 +147,7 @@ def test_a_record_sealed_again_with_a_key_put_in_home_is_refused(
     seal verifies, but the operator's audit allowed_signers do not list that key: refused (exit 4), naming the key
     and the file."""
     from upgrader.trust.keys import load_private_key
-    from upgrader.trust.run_seal import sealed
+    from upgrader.trust.run_seal import seal
     from upgrader.trust.sshsig import fingerprint, public_key_blob
 
     run = _committed_run(sandbox)
@@ -159,8 +159,8 @@ def test_a_record_sealed_again_with_a_key_put_in_home_is_refused(
 
     def edit(rec: dict[str, Any]) -> None:
         if _accepted(rec):
-            fields = {k: v for k, v in rec["data"].items() if k != "seal"}
-            rec["data"] = sealed(run.name, {**fields, "digest": digest}, key)
+            rec["data"]["digest"] = digest
+            rec["data"]["seal"] = seal(run.name, {k: v for k, v in rec["data"].items() if k != "seal"}, key)
 
     _rewrite_journal(run, edit)
     _refused_everywhere(sandbox, run, capsys, f"sealed by key {fingerprint(public_key_blob(key.public_key()))}",

@@ -791,8 +791,9 @@ def start_run(ctx: Context, plan: Plan, checked: CheckedRun) -> StartedRun:
         {"approver": a.statement.approver, "key": a.signature.fingerprint, "expires": a.statement.expires.isoformat(),
          "digest": a.digest, "comment": a.statement.comment, "after_hours": a.statement.after_hours}
         for a in checked.approvals]
-    journal.record("plan", "accepted", **_sealed(run_id, {"digest": plan.digest, "catalog": checked.signed_by,
-                                                         "approvals": approved_by}, checked.operator))
+    accepted: JSONObject = {"digest": plan.digest, "catalog": checked.signed_by, "approvals": approved_by}
+    journal.record("plan", "accepted", digest=plan.digest, catalog=checked.signed_by, approvals=approved_by,
+                   seal=_seal(run_id, accepted, checked.operator))
     from .trust.host_evidence import save_evidence
 
     save_evidence(journal.dir, checked.evidence)  # sent again by resume (trust/host_evidence.py)
@@ -810,16 +811,16 @@ def start_run(ctx: Context, plan: Plan, checked: CheckedRun) -> StartedRun:
                       requester)
 
 
-def _sealed(run_id: str, fields: JSONObject, operator: Operator) -> dict[str, Any]:
-    """The "plan accepted" record's fields sealed with the key the run is accepted under (trust/run_seal.py):
-    ``resume`` and ``rollback`` act only on a record that key sealed."""
-    from .trust.run_seal import sealed
+def _seal(run_id: str, fields: JSONObject, operator: Operator) -> str:
+    """The seal of the "plan accepted" record's ``fields``, made with the key the run is accepted under
+    (trust/run_seal.py): ``resume`` and ``rollback`` act only on a record that key sealed."""
+    from .trust.run_seal import seal
 
     if operator.key is None:  # check_run asks for the operator's key; a caller that made its own CheckedRun may not
         raise InputError("no SSH key to seal the run's accepted plan with",
                          hint="give --audit-key KEY, set UPGRADER_AUDIT_KEY, or create HOME/keys/operator "
                               "(upgrader keys generate operator)")
-    return sealed(run_id, fields, operator.key)
+    return seal(run_id, fields, operator.key)
 
 
 def finish_run(ctx: Context, checked: CheckedRun, started: StartedRun, outcome: EngineResult, *,

@@ -17,14 +17,14 @@ from __future__ import annotations
 import datetime as _dt
 import json
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Mapping
 
 from ..audit.redaction import redact_value
 from ..core.errors import ApprovalRefused
 from .signers import AllowedSigners
 from .sshsig import PrivateKey, SignatureError, fingerprint, parse_armored, sign, verify
 
-__all__ = ["NAMESPACE", "SEAL", "sealed", "seal_statement", "check_seal"]
+__all__ = ["NAMESPACE", "SEAL", "seal", "seal_statement", "check_seal"]
 
 NAMESPACE = "upgrader-audit"  # the operators' namespace: their keys are listed for it in audit.allowed_signers
 SEAL = "seal"  # the field of the record that holds the signature (outside what it signs)
@@ -39,11 +39,11 @@ def seal_statement(run_id: str, fields: Mapping[str, object]) -> bytes:
             f"{json.dumps(body, sort_keys=True, ensure_ascii=False, separators=(',', ':'))}\n").encode()
 
 
-def sealed(run_id: str, fields: Mapping[str, object], key: PrivateKey) -> dict[str, Any]:
-    """The record's fields as the journal will keep them (redacted first, as the journal redacts every record, and
-    through JSON, so the bytes read back are the bytes signed) with their seal."""
-    kept = json.loads(json.dumps(redact_value(dict(fields)), ensure_ascii=False, default=str))
-    return {**kept, SEAL: sign(key, seal_statement(run_id, kept), NAMESPACE)}
+def seal(run_id: str, fields: Mapping[str, object], key: PrivateKey) -> str:
+    """The seal of the record's ``fields`` as the journal will keep them: redacted (the journal redacts every record)
+    and through JSON, so that the fields read back are the fields signed."""
+    kept: dict[str, object] = json.loads(json.dumps(redact_value(dict(fields)), ensure_ascii=False, default=str))
+    return sign(key, seal_statement(run_id, kept), NAMESPACE)
 
 
 def check_seal(journal: Path, line: int, run_id: str, fields: Mapping[str, object], signers: AllowedSigners | None,
