@@ -188,6 +188,46 @@ def test_the_honest_journal_is_accepted_by_rollback(sandbox: Sandbox, capsys: py
     assert sandbox.answers() == "7.0.4.1"
 
 
+def test_the_canary_continuation_refuses_another_plan_put_in_place_of_the_accepted_one(
+        fleet: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """Two hosts over the real sshd; the approved run to 7.0.4.2 pauses after its healthy canary (app-01). The attacker
+    puts the requester's other, never approved plan to 7.0.5.0 in the run's plan.json, in the evidence kept for resume
+    (host-evidence.json) and its digest in the journal's accepted record (checksum fixed): ``resume --yes`` (the
+    continuation) refuses (exit 4) and app-02 is untouched (before the seal, it upgraded app-02 to 7.0.5.0)."""
+    import io
+    import sys
+
+    from test_fleet_ssh import fleet_host_state
+
+    f = fleet(2)
+    rc, plan = plan_to(f.box, TO)
+    assert rc == ExitCode.OK
+    monkeypatch.setattr(sys, "stdin", io.StringIO(""))  # nobody to confirm: the others wait
+    assert upgrader(f.box, "run", str(plan), "--approval", str(approve(f.box, plan)), "--canary", "1") == ExitCode.OK
+    (run,) = list((f.box.root / "runs").iterdir())
+    assert f.versions() == {"app-01": TO, "app-02": "7.0.4.1"}
+    rc, other = plan_to(f.box, "7.0.5.0")  # the requester's, signed, never approved
+    assert rc == ExitCode.OK
+    (run / "plan.json").write_bytes(other.read_bytes())
+    data = json.loads(other.read_text(encoding="utf-8"))
+    digest = plan_digest(data)
+    evidence = json.loads((run / "host-evidence.json").read_text(encoding="utf-8"))  # the evidence kept for resume
+    evidence.update(plan_sha256=digest, plan_signature=data["signature"])
+    (run / "host-evidence.json").write_text(json.dumps(evidence), encoding="utf-8")
+
+    def edit(rec: dict[str, Any]) -> None:
+        if _accepted(rec):
+            rec["data"]["digest"] = digest
+
+    _rewrite_journal(run, edit)
+    before = fleet_host_state(f["app-02"])
+    rc, err = cli(f.box, capsys, "resume", run.name, "--yes")
+    assert rc == ExitCode.APPROVAL_REFUSED, err
+    assert f"{run / 'journal.jsonl'} line 1" in err and "does not verify" in err, err
+    assert_host_untouched(before, fleet_host_state(f["app-02"]), "app-02")
+    assert f.versions() == {"app-01": TO, "app-02": "7.0.4.1"}
+
+
 # ---------------------------------------------------------------- 2. a pattern-only requester at approve and plan show
 
 
