@@ -31,7 +31,7 @@ from hoststate import assert_host_untouched, lock_audit
 from test_trust_roots_6 import host_root  # noqa: F401 - the host trust root fixture (engineer, requester, vendor)
 from test_trust_roots_7 import _evidence
 from test_trust_roots_9 import _cli
-from trust_support import host_state, pristine, state_dir, write_root_config
+from trust_support import approval_signed_anyway, host_state, pristine, state_dir, write_root_config
 from upgrader.cli.commands.demo import Sandbox
 from upgrader.core.exit_codes import ExitCode
 from upgrader.fleet.transport import AgentClient
@@ -233,11 +233,15 @@ def _pattern_requester(allowed_signers: Path) -> None:
 
 def test_a_pattern_principal_is_never_the_requester_for_the_controller(sandbox: Sandbox, tmp_path: Path) -> None:
     """The policy's allowed_signers lists the requester's key only as ``*@customer``: the run of the plan she signed
-    (approved by the engineer) is refused as nobody's (exit 4, naming the pattern rule); nothing on the host
-    changed."""
+    (approved by the engineer with their own tooling: ``approve`` refuses such a plan, test_trust_roots_12) is refused
+    as nobody's (exit 4, naming the pattern rule); nothing on the host changed."""
     before = pristine(sandbox)
     _pattern_requester(sandbox.keys / "allowed_signers")
-    plan, approval = _approved(sandbox, tmp_path)
+    plan = tmp_path / "p.json"
+    done = _cli(sandbox.root, "plan", "--inventory", str(sandbox.inventory), "--to", TO, "--catalog",
+                str(sandbox.catalog), "--key", str(sandbox.requester_key), "-o", str(plan))
+    assert done.returncode == ExitCode.OK, done.stdout + done.stderr
+    approval = approval_signed_anyway(sandbox, plan)
     done = _cli(sandbox.root, "run", str(plan), "--approval", str(approval), "--yes")
     out = done.stdout + done.stderr
     assert done.returncode == ExitCode.APPROVAL_REFUSED, out

@@ -79,7 +79,7 @@ __all__ = [
     "audit_exit_code", "inspection_report_kind",
     # helpers the CLI and the guide share
     "load_policy", "policy_file", "policy_origin", "plan_policy", "trusted_catalog", "record_plan", "record_refusal", "refuse_refused",
-    "accepted_plan", "journal_view",
+    "accepted_plan", "accepted_run", "AcceptedRun", "journal_view",
     # the errors every function may raise (each with its exit_code)
     "UpgraderError", "InputError", "PolicyRefused", "ApprovalRefused",
 ]
@@ -438,12 +438,14 @@ def show_plan(ctx: Context, plan_file: Path) -> PlanReview:
     from .trust.requester import plan_signer
 
     plan = load_plan(plan_file)
-    plan_signer(plan.data, plan.digest, str(plan_file))  # a damaged or stripped signature is refused here
+    signer = plan_signer(plan.data, plan.digest, str(plan_file))  # a damaged or stripped signature is refused here
     from .core.plan import check_consistency
 
     check_consistency(plan.hosts, str(plan.data["target"]), str(plan_file))  # one entry per install, one target
     review = plan_review(plan.data, plan.digest)
     policy = load_policy(ctx)
+    if signer is not None:  # a requester listed only as '*@vendor' is nobody: run refuses it, so nobody reviews it
+        _refuse_pattern_requester(policy, signer, str(plan_file))
     planned = cast(JSONObject, review["policy"])
     review["policy_here"] = {"source": policy.source, "sha256": policy.digest, "from": policy_origin(ctx),
                              "identity": policy.identity, "trust_files": [t.to_dict() for t in policy.trust_files],
@@ -481,6 +483,15 @@ def _decided_again(ctx: Context, plan: Plan, review: JSONObject, policy: Policy)
         planned, again = answers[str(h["host"])]
         h["decided_again"] = {"allowed": bool(again.get("allowed")), "rules": list(again.get("rules", [])),
                               "same": decision_key(planned) == decision_key(again)}
+
+
+def _refuse_pattern_requester(policy: Policy, signer: bytes, source: str) -> None:
+    """Exit 4 when the approvals' allowed_signers list the plan's signer only through pattern principals."""
+    from .trust.requester import refuse_pattern_requester
+    from .trust.signers import load_allowed_signers
+
+    if policy.allowed_signers:
+        refuse_pattern_requester(load_allowed_signers(policy.resolve_path(policy.allowed_signers)), signer, source)
 
 
 def _playbook_here(planned: JSONObject, home: Path) -> JSONObject:
@@ -780,7 +791,9 @@ def start_run(ctx: Context, plan: Plan, checked: CheckedRun) -> StartedRun:
         {"approver": a.statement.approver, "key": a.signature.fingerprint, "expires": a.statement.expires.isoformat(),
          "digest": a.digest, "comment": a.statement.comment, "after_hours": a.statement.after_hours}
         for a in checked.approvals]
-    journal.record("plan", "accepted", digest=plan.digest, catalog=checked.signed_by, approvals=approved_by)
+    accepted: JSONObject = {"digest": plan.digest, "catalog": checked.signed_by, "approvals": approved_by}
+    journal.record("plan", "accepted", digest=plan.digest, catalog=checked.signed_by, approvals=approved_by,
+                   seal=_seal(run_id, accepted, checked.operator))
     from .trust.host_evidence import save_evidence
 
     save_evidence(journal.dir, checked.evidence)  # sent again by resume (trust/host_evidence.py)
@@ -796,6 +809,18 @@ def start_run(ctx: Context, plan: Plan, checked: CheckedRun) -> StartedRun:
         recorder.event("approval_accepted", outcome="accepted", **cast("dict[str, Any]", a))
     return StartedRun(run_id, journal, recorder, {"user": checked.operator.user, "host": checked.operator.host},
                       requester)
+
+
+def _seal(run_id: str, fields: JSONObject, operator: Operator) -> str:
+    """The seal of the "plan accepted" record's ``fields``, made with the key the run is accepted under
+    (trust/run_seal.py): ``resume`` and ``rollback`` act only on a record that key sealed."""
+    from .trust.run_seal import seal
+
+    if operator.key is None:  # check_run asks for the operator's key; a caller that made its own CheckedRun may not
+        raise InputError("no SSH key to seal the run's accepted plan with",
+                         hint="give --audit-key KEY, set UPGRADER_AUDIT_KEY, or create HOME/keys/operator "
+                              "(upgrader keys generate operator)")
+    return seal(run_id, fields, operator.key)
 
 
 def finish_run(ctx: Context, checked: CheckedRun, started: StartedRun, outcome: EngineResult, *,
@@ -962,22 +987,58 @@ def _count(value: str | int | None, total: int, name: str, minimum: int) -> int 
 
 # -- resume and rollback ---------------------------------------------------------------------------------
 
-def accepted_plan(run_dir: Path) -> PlanData:
-    """The run's plan.json, refused (exit 4) unless its digest is the one the run's journal accepted when the
-    run started: the file in the run directory is only a copy, and resume and rollback run its commands."""
+@dataclass(frozen=True)
+class AcceptedRun:
+    """What a run was accepted under, as its sealed journal record says: the plan (its ``plan.json``, whose digest
+    is the record's), the approvals recorded, and the fingerprint of the operator key that sealed the record."""
+
+    plan: PlanData
+    digest: str
+    approvals: list[JSONObject]
+    sealed_by: str
+
+    @property
+    def approval_digests(self) -> tuple[str, ...]:
+        return tuple(str(a["digest"]) for a in self.approvals)
+
+
+def accepted_run(run_dir: Path, policy: Policy, now: _dt.datetime) -> AcceptedRun:
+    """The run's "plan accepted" journal record, refused (exit 4) unless its seal verifies by an operator key the
+    operator's audit allowed_signers (``policy``) list now, and the run's plan.json, refused (exit 4) unless its
+    digest is the one that record accepted: the journal and the file in the run directory are only HOME's copies,
+    and resume and rollback run their commands."""
     from .core.journal import read_journal
     from .core.plan import plan_digest
+    from .trust.run_seal import check_seal
+    from .trust.signers import load_allowed_signers
 
+    journal = run_dir / "journal.jsonl"
+    record = next((rec for rec in read_journal(journal) if rec.phase == "plan" and rec.event == "accepted"), None)
+    if record is None:
+        raise ApprovalRefused(f"{journal}: no record of an accepted plan: this run never started, or its journal was "
+                              "cut; nothing was changed",
+                              hint="put the journal back from a backup of the operator's HOME, or make, approve and "
+                                   "run a new plan")
+    signers_path = policy.audit_signers
+    signers = load_allowed_signers(policy.resolve_path(signers_path)) if signers_path else None
+    sealed_by = check_seal(journal, record.seq, run_dir.name, record.data, signers, now)
     plan = json.loads((run_dir / "plan.json").read_text(encoding="utf-8"))
-    accepted = next((rec.data.get("digest") for rec in read_journal(run_dir / "journal.jsonl")
-                     if rec.phase == "plan" and rec.event == "accepted"), None)
+    accepted = str(record.data.get("digest"))
     found = plan_digest(plan)
     if accepted != found:
         raise ApprovalRefused(f"{run_dir / 'plan.json'} is not the plan this run accepted: its sha256 is {found}, "
-                              f"the run's journal accepted {accepted or 'no plan'}; nothing was changed",
+                              f"the run's journal accepted {accepted}; nothing was changed",
                               hint="the run's plan.json was edited: put the accepted plan back, or make and approve "
                                    "a new plan")
-    return cast(PlanData, dict(plan))
+    approvals = record.data.get("approvals")
+    return AcceptedRun(cast(PlanData, dict(plan)), accepted,
+                       list(cast("list[JSONObject]", approvals if isinstance(approvals, list) else [])), sealed_by)
+
+
+def accepted_plan(run_dir: Path, policy: Policy, now: _dt.datetime) -> PlanData:
+    """The plan run ``run_dir`` was accepted under (``accepted_run``: exit 4 unless the journal's record is sealed by
+    an operator's key and plan.json is the plan it accepted)."""
+    return accepted_run(run_dir, policy, now).plan
 
 
 def journal_view(run_dir: Path) -> dict[str, JournalSeen]:
@@ -1034,26 +1095,6 @@ def _host_audit(kind: str, recorder: Recorder, plan: str | None, window: object,
     return {"kind": kind, "as": recorder.run, "plan": plan, "window": inside if isinstance(inside, bool) else None,
             "requester": {k: who.get(k) for k in ("user", "host", "key")} if who else None,
             "policy": digest if isinstance(digest, str) else None}
-
-
-def _accepted_digest(run_dir: Path) -> str | None:
-    """The digest of the plan the run's journal accepted."""
-    from .core.journal import read_journal
-
-    for rec in read_journal(run_dir / "journal.jsonl"):
-        if rec.phase == "plan" and rec.event == "accepted":
-            return cast("str | None", rec.data.get("digest"))
-    return None
-
-
-def _run_approval_records(run_dir: Path) -> list[JSONObject]:
-    """The approvals a run was started with, as its journal recorded them (approver, expiry, after hours)."""
-    from .core.journal import read_journal
-
-    for rec in read_journal(run_dir / "journal.jsonl"):
-        if rec.phase == "plan" and rec.event == "accepted":
-            return list(cast("list[JSONObject]", rec.data.get("approvals", [])))
-    return []
 
 
 def _run_dir(ctx: Context, run_id: str, hint: str | None) -> Path:
@@ -1188,11 +1229,13 @@ def resume(ctx: Context, run_id: str, *, hosts: str | None = None, yes: bool = F
                 return _continue_after_canary(ctx, run_id, run_dir, result, waiting, yes, confirm, observers,
                                               events, guard, on_started, obfuscate)
             return RunResult.of(result, ran=False)
-    plan = accepted_plan(run_dir)  # exit 4 when plan.json is not the plan the journal accepted
+    clock = ctx.clock
+    policy = load_policy(ctx)  # the operator's, never a path the plan names
+    accepted = accepted_run(run_dir, policy, clock.now())  # exit 4 unless sealed by an operator and plan.json is it
+    plan = accepted.plan
     chosen = _select(run_dir, plan["hosts"], hosts)
     seen = journal_view(run_dir)
-    approvals = tuple(str(a["digest"]) for a in _run_approval_records(run_dir))
-    clock = ctx.clock
+    approvals = accepted.approval_digests
     from .core.engine import Engine, HostTarget
     from .core.gate import check_playbooks
     from .core.journal import Journal
@@ -1201,7 +1244,6 @@ def resume(ctx: Context, run_id: str, *, hosts: str | None = None, yes: bool = F
 
     evidence = run_evidence(run_dir, plan, approvals)  # exit 4 unless it is this run's plan and approvals
     journal = Journal(run_dir, clock.now)
-    policy = load_policy(ctx)  # the operator's, never a path the plan names
     check_playbooks(chosen, ctx.home)  # what resume runs is the operator's playbook's, exit 4 otherwise
     warnings: list[str] = []
     operator = _operator(ctx, policy, warnings=warnings)
@@ -1215,7 +1257,7 @@ def resume(ctx: Context, run_id: str, *, hosts: str | None = None, yes: bool = F
     engine = Engine(journal=journal, clock=clock, observers=[recorder, *told],
                     controller={"user": operator.user, "host": operator.host}, approvals=approvals,
                     break_lock=break_lock, host_evidence=evidence,
-                    audit=_host_audit("resume", recorder, _accepted_digest(run_dir), None))
+                    audit=_host_audit("resume", recorder, accepted.digest, None))
     with _running(guard):  # until its records are written
         if on_started is not None:
             on_started(RunStart(run_id, "resume", tuple(h["name"] for h in chosen), journal.dir, False))
@@ -1246,13 +1288,14 @@ def _continue_after_canary(ctx: Context, run_id: str, run_dir: Path, result: JSO
         if confirm is None or not confirm(committed):
             raise InputError(f"{len(waiting)} host(s) wait for a confirmation after the canary: "
                              f"{', '.join(waiting)}", hint=f"upgrader resume {run_id} --yes")
-    plan = accepted_plan(run_dir)
-    chosen = [h for h in plan["hosts"] if h["name"] in waiting]
-    approvals = tuple(str(a["digest"]) for a in _run_approval_records(run_dir))
-    evidence = run_evidence(run_dir, plan, approvals)  # exit 4 unless it is this run's plan and approvals
     clock = ctx.clock
+    accepted = accepted_run(run_dir, load_policy(ctx), clock.now())  # exit 4 unless sealed by an operator
+    plan = accepted.plan
+    chosen = [h for h in plan["hosts"] if h["name"] in waiting]
+    approvals = accepted.approval_digests
+    evidence = run_evidence(run_dir, plan, approvals)  # exit 4 unless it is this run's plan and approvals
     policy = plan_policy(ctx, plan)
-    window = _check_continuation(run_id, run_dir, plan, policy, clock.now())
+    window = _check_continuation(run_id, accepted, policy, clock.now())
     cat, _ = trusted_catalog(Path(str(plan["catalog"]["path"])), policy, ctx.home, clock.now())
     if cat.sha256 != plan["catalog"]["sha256"]:
         raise ApprovalRefused(f"the catalog {cat.path} is not the one the plan was made with",
@@ -1272,7 +1315,7 @@ def _continue_after_canary(ctx: Context, run_id: str, run_dir: Path, result: JSO
                     controller={"user": operator.user, "host": operator.host},
                     manual_changes=policy.manual_changes, approvals=approvals, cancel=token,
                     catalog_serial=cat.serial, host_evidence=evidence,
-                    audit=_host_audit("continuation", recorder, _accepted_digest(run_dir), window))
+                    audit=_host_audit("continuation", recorder, accepted.digest, window))
     with _running(guard):  # until its records are written
         if on_started is not None:
             on_started(RunStart(run_id, "resume", tuple(waiting), journal.dir, True))
@@ -1287,12 +1330,12 @@ def _continue_after_canary(ctx: Context, run_id: str, run_dir: Path, result: JSO
     return RunResult.of(result, warnings=warnings)
 
 
-def _check_continuation(run_id: str, run_dir: Path, plan: PlanData, policy: Policy, now: _dt.datetime) -> JSONObject:
+def _check_continuation(run_id: str, accepted: AcceptedRun, policy: Policy, now: _dt.datetime) -> JSONObject:
     """Hosts that wait after a canary are started later: the run's approvals must still be valid then, and
     the service window must allow it then (as ``run`` checks both when it starts). Returns the window."""
     from .customer.service_window import check_run_window
 
-    records = _run_approval_records(run_dir)
+    records = accepted.approvals
     valid = [a for a in records if _dt.datetime.fromisoformat(str(a["expires"])) > now]
     required = int(policy.approvals_required)
     if len(valid) < required:
@@ -1300,7 +1343,7 @@ def _check_continuation(run_id: str, run_dir: Path, plan: PlanData, policy: Poli
         raise ApprovalRefused(f"the approval of run {run_id} is no longer valid ({expired}); the hosts that wait "
                               "after its canary were not touched",
                               hint="make and approve a new plan for those hosts (upgrader plan --hosts ...)")
-    return dict(check_run_window(plan.get("window"), policy,
+    return dict(check_run_window(accepted.plan.get("window"), policy,
                                  [str(a["approver"]) for a in valid if a.get("after_hours")], now))
 
 
@@ -1321,11 +1364,12 @@ def rollback(ctx: Context, run_id: str, *, hosts: str | None = None, batch: str 
     from .customer.service_window import rollback_window
 
     run_dir = _run_dir(ctx, run_id, None)
-    plan = accepted_plan(run_dir)  # exit 4 when plan.json is not the plan the journal accepted
-    chosen = _select(run_dir, plan["hosts"], hosts)
     clock = ctx.clock
     journal_clock = clock.now
     policy = load_policy(ctx)  # the operator's, never a path the plan names
+    accepted = accepted_run(run_dir, policy, clock.now())  # exit 4 unless sealed by an operator and plan.json is it
+    plan = accepted.plan
+    chosen = _select(run_dir, plan["hosts"], hosts)
     check_playbooks(chosen, ctx.home)  # the rollback's start and probes are the operator's playbook's, exit 4
     warnings: list[str] = []
     operator = _operator(ctx, policy, warnings=warnings)
@@ -1342,7 +1386,7 @@ def rollback(ctx: Context, run_id: str, *, hosts: str | None = None, batch: str 
     told = _observers(observers, events, {h["name"]: (h["target"], h["current"]) for h in chosen})
     engine = Engine(journal=journal, clock=clock, observers=[recorder, *told], batch=b, max_failures=m,
                     controller={"user": operator.user, "host": operator.host}, break_lock=break_lock,
-                    audit=_host_audit("rollback", recorder, _accepted_digest(run_dir), window))
+                    audit=_host_audit("rollback", recorder, accepted.digest, window))
     with _running(guard):  # until its records are written
         if on_started is not None:
             on_started(RunStart(run_id, "rollback", tuple(h["name"] for h in chosen), journal.dir, False,

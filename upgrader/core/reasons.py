@@ -250,6 +250,42 @@ _FORMS: list[tuple[str, str]] = [
     (r"(?P<what>.+): (?P<v>[\d.e+-]+) is (?P<dir>above|below) (?P<l>[\d.e+-]+)", "{what:metric}：{v} {dir:dir} {l}"),
     (r"(?P<f>.+): (?P<n>\d+) error line\(s\) in its last (?P<k>\d+) lines; last: (?P<s>.*)",
      "{f}：最后 {k} 行中有 {n} 行错误；最后一行：{s}"),
+    # the seal of a run's accepted plan (trust/run_seal.py), refused by resume and rollback
+    (r"(?P<f>\S+) line (?P<n>\d+): the run's accepted plan is not sealed: the run was started by an older upgrader, "
+     r"which did not sign it, so nothing proves it is the plan that was approved; run (?P<r>\S+) cannot be resumed or "
+     r"rolled back by this upgrader, nothing was changed",
+     "{f} 第 {n} 行：这次运行所接受的计划没有封印：运行是由旧版本的 upgrader 启动的，旧版本没有为它签名，无法证明它就是"
+     "被批准的计划；本版本的 upgrader 不能继续（resume）或回滚（rollback）运行 {r}，未做任何改动"),
+    (r"finish it with the upgrader that started it \('(?P<a>[^']+)' or '(?P<b>[^']+)' there\), or put each host back "
+     r"by hand \('upgrader status' shows what each runs; the run's backup is in the agent's state dir \.upgrader-NAME "
+     r"beside the install, the playbook has the stop and start commands\), then make, approve and run a new plan",
+     "请用启动这次运行的那个版本的 upgrader 完成它（在那里执行 '{a}' 或 '{b}'），或者手工恢复每台主机（'upgrader "
+     "status' 显示每台主机运行的版本；这次运行的备份在安装目录旁的代理状态目录 .upgrader-NAME 中，停止和启动命令见剧本），"
+     "然后重新制定、批准并运行一份新计划"),
+    (r"(?P<f>\S+) line (?P<n>\d+): the seal of the run's accepted plan does not verify \((?P<e>.+)\): the record "
+     r"\(plan digest, catalog or approvals\) was changed after the run started; nothing was changed",
+     "{f} 第 {n} 行：这次运行所接受计划的封印验证失败（{e}）：该记录（计划摘要、目录或批准）在运行开始后被改过；"
+     "未做任何改动"),
+    (r"(?P<f>\S+) line (?P<n>\d+): the run's accepted plan is sealed by key (?P<k>\S+), which (?P<s>\S+) does not "
+     r"list for 'upgrader-audit' now: it is not an operator's key; nothing was changed",
+     "{f} 第 {n} 行：这次运行所接受的计划由密钥 {k} 封印，而 {s} 现在没有为 'upgrader-audit' 列出该密钥：它不是操作员的"
+     "密钥；未做任何改动"),
+    (r"(?P<f>\S+) line (?P<n>\d+): the operator's policy names no audit\.allowed_signers to check the seal of the "
+     r"run's accepted plan against \(key (?P<k>\S+)\); nothing was changed",
+     "{f} 第 {n} 行：操作员的策略没有设置 audit.allowed_signers，无法核对这次运行所接受计划的封印（密钥 {k}）；"
+     "未做任何改动"),
+    (r"(?P<f>\S+): no record of an accepted plan: this run never started, or its journal was cut; nothing was changed",
+     "{f}：没有“计划已接受”的记录：这次运行从未开始，或者它的日志被截断了；未做任何改动"),
+    (r"the run's journal was edited after the run started: put the journal back from a backup of the operator's "
+     r"HOME, or make, approve and run a new plan",
+     "这次运行的日志在运行开始后被改过：请从操作员 HOME 的备份中恢复日志，或者重新制定、批准并运行一份新计划"),
+    (r"if it is an operator's key, add its line to (?P<s>\S+) \(namespaces=\"upgrader-audit\"\); otherwise the run's "
+     r"journal was edited after the run started: put the journal back from a backup of the operator's HOME, or make, "
+     r"approve and run a new plan",
+     "如果它是操作员的密钥，请把它的一行加入 {s}（namespaces=\"upgrader-audit\"）；否则说明这次运行的日志在运行开始后"
+     "被改过：请从操作员 HOME 的备份中恢复日志，或者重新制定、批准并运行一份新计划"),
+    (r"set audit\.allowed_signers in the operator's policy to the file that lists the operators' keys \(namespace "
+     r"upgrader-audit\)", "请在操作员的策略中把 audit.allowed_signers 设为列出操作员密钥的文件（命名空间 upgrader-audit）"),
     # names used inside reasons
     (r"major|minor|maintenance", "{0:level}"),
     (r"external interfaces|the configuration format|monitoring", "{0:change}"),

@@ -19,7 +19,7 @@ from .signers import AllowedSigners
 from .sshsig import PrivateKey, SignatureError, fingerprint, parse_armored, sign, verify
 
 __all__ = ["NAMESPACE", "Requester", "sign_plan", "plan_signer", "requester_of", "literal_principals",
-           "names_the_approver"]
+           "names_the_approver", "refuse_pattern_requester"]
 
 NAMESPACE = "upgrader-plan"
 _PATTERN_CHARS = set("*?!,")
@@ -66,6 +66,25 @@ def literal_principals(signers: AllowedSigners | None, key: bytes) -> frozenset[
         return frozenset()
     return frozenset(p.lower() for e in signers.entries if e.key_blob == key for p in e.principals
                      if not _PATTERN_CHARS & set(p))
+
+
+def refuse_pattern_requester(signers: AllowedSigners | None, key: bytes, source: str) -> None:
+    """ApprovalRefused (exit 4) when ``signers`` list the plan's signing ``key`` only through pattern principals
+    (``*@vendor``): that is nobody in particular, so the self-approval rule could not tell its requester from an
+    approver. ``run`` refuses such a plan, and so do ``approve`` and ``plan show`` (before anyone reviews or signs
+    it); the message names each principal and its line."""
+    if signers is None:
+        return
+    lines = [e for e in signers.entries if e.key_blob == key]
+    if not lines or literal_principals(signers, key):
+        return
+    named = "; ".join(f"{','.join(e.principals)} ({signers.source} line {e.line})" for e in lines)
+    raise ApprovalRefused(f"{source}: the plan was signed by {fingerprint(key)}, which {signers.source} lists only "
+                          f"through a pattern principal: {named}: a pattern is never a plan's requester identity, so "
+                          "the self-approval rule could not tell its requester from an approver",
+                          hint=f"list the requester's key in {signers.source} under a literal name of its own (e.g. "
+                               "'alice@customer namespaces=\"upgrader-plan\" ssh-ed25519 …'), then make and approve "
+                               "the plan again")
 
 
 def sign_plan(data: PlanData, private_key: PrivateKey, digest_of: Callable[[Mapping[str, object]], str]
@@ -116,15 +135,8 @@ def requester_of(data: PlanData, digest: str, source: str, *, signers: AllowedSi
             raise ApprovalRefused(f"{source}: the plan was signed by {fingerprint(key)}, a key that is not in "
                                   f"{signers.source}: nobody can tell whose plan it is",
                                   hint="sign plans with your key listed in the approvals' allowed_signers")
-        names = literal_principals(signers, key)
-        if signers is not None and not names:  # listed only through a pattern (*@vendor): that is nobody in particular
-            raise ApprovalRefused(f"{source}: the plan was signed by {fingerprint(key)}, which {signers.source} "
-                                  "lists only through a pattern principal (such as '*@vendor'): a pattern is never a "
-                                  "plan's requester identity, so the self-approval rule could not tell its requester "
-                                  "from an approver", hint=f"list the requester's key in {signers.source} under a "
-                                  "literal name of its own (e.g. 'alice@customer namespaces=\"upgrader-plan\" "
-                                  "ssh-ed25519 …'), then make and approve the plan again")
-        return Requester(key, names, "signed the plan")
+        refuse_pattern_requester(signers, key, source)
+        return Requester(key, literal_principals(signers, key), "signed the plan")
     if not allow_unsigned:
         raise ApprovalRefused(f"{source}: the plan is not signed and the policy requires signed plans "
                               "(approvals.allow_unsigned_plans: false)",

@@ -1,5 +1,5 @@
 """An error in the operator's language, for the commands a customer's operator runs (``inspect``,
-``access``, ``available``, ``diagnostics``, ``rollback``): the line in Chinese goes before the
+``access``, ``available``, ``diagnostics``, ``rollback``, ``resume``): the line in Chinese goes before the
 ``upgrader: error:`` line, which stays English for logs and scripts. The guide shows its own errors."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from ...core.errors import UpgraderError
 
 __all__ = ["localized_error_lines"]
 
-_COMMANDS = ("inspect:", "access:", "available:", "diagnostics:", "upgrade:cmd_rollback")
+_COMMANDS = ("inspect:", "access:", "available:", "diagnostics:", "upgrade:cmd_rollback", "upgrade:cmd_resume")
 
 
 def localized_error_lines(args: argparse.Namespace, e: UpgraderError) -> list[str]:
