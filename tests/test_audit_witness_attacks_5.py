@@ -211,15 +211,14 @@ def test_a_host_keeping_two_finish_records_of_one_run_is_altered(
     other = run[:-6] + "71ce00"
     opened = next(r for r in log_records(f) if r.get("run") == run and r["event"] == "run_started")
     with ModifiedController(f, "app-01") as c:
-        audit = {"as": other, "plan": opened["data"]["plan"], "window": None}
+        audit = {"as": other, "kind": "run", "plan": opened["data"]["plan"], "window": None}
         assert c.call("lock", run_id=other, controller="vm", user="root", approvals=[], audit=audit)["locked"]
-        c.call("finish", run_id=other, outcome="unchanged", keep=3, unlock=False, approvals=[], audit=audit)
+        c.call("finish", run_id=other, outcome="unchanged", keep=3, approvals=[], audit=audit)
         try:
             c.call("finish", run_id=other, outcome="unchanged", keep=3, approvals=[], audit=audit)
             twice = True
         except AgentFailure:
             twice = False
-            c.call("unlock", run_id=other)
         write_run(f, other, [
             {"event": "run_started", "data": opened["data"]},
             {"event": "phase_started", "host": "app-01", "phase": "preflight"},

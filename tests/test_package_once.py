@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from hoststate import take_lock
 from upgrader import sample
 from upgrader.hostagent.main import handle
 from upgrader.sample.packages import RELEASES, build_packages, package_name
@@ -84,7 +85,8 @@ def scramble(path: Path) -> None:
 @pytest.fixture
 def host(tmp_path: Path) -> Host:
     h = Host(tmp_path)
-    call("lock", **h.base, controller="test", user="test")
+    base = {k: v for k, v in h.base.items() if k != "run_id"}
+    take_lock(lambda op, **req: call(op, **base, **req), str(h.base["run_id"]))
     return h
 
 
