@@ -13,7 +13,6 @@ service runs as daemon, started with the system's python3 (the test's virtual en
 
 from __future__ import annotations
 
-import os
 import pwd
 import shutil
 import subprocess
@@ -38,28 +37,43 @@ def daemon_uid() -> int:
     return pwd.getpwnam("daemon").pw_uid
 
 
-def as_daemon(*argv: str) -> list[str]:
-    return ["setpriv", "--reuid=daemon", "--regid=daemon", "--clear-groups", *argv]
+NO_ENTRY = 4242  # a numeric owner with no account entry (a container's or a deleted account's)
 
 
-@pytest.fixture
-def daemon_box(monkeypatch: pytest.MonkeyPatch) -> Iterator[Sandbox]:
-    """The sample install 7.0.4.1, ``chown -R daemon:daemon``, its service started by daemon."""
+def as_daemon(*argv: str, uid: str = "daemon", gid: str = "daemon") -> list[str]:
+    return ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups", *argv]
+
+
+def owned_box(monkeypatch: pytest.MonkeyPatch, owner: str = "daemon:daemon",
+              service: tuple[str, str] = ("daemon", "daemon")) -> Iterator[Sandbox]:
+    """The sample install 7.0.4.1, ``chown -R owner``, its service started by ``service`` (uid, gid)."""
     top = Path(tempfile.mkdtemp(prefix="upgrader-hp13-"))
     top.chmod(0o755)
     monkeypatch.setenv("PYTHON", SYSTEM_PYTHON)  # what the local agent's start.sh runs the service with
     box = build_sandbox(top / "box")
     box.root.chmod(0o755)
-    subprocess.run(["chown", "-R", "daemon:daemon", str(box.install_dir)], check=True)
+    subprocess.run(["chown", "-R", owner, str(box.install_dir)], check=True)
     try:
-        subprocess.run(as_daemon(str(box.install_dir / "bin" / "start.sh")), check=True,
-                       env={**box.service_env(), "PYTHON": SYSTEM_PYTHON}, stdin=subprocess.DEVNULL,
+        subprocess.run(as_daemon(str(box.install_dir / "bin" / "start.sh"), uid=service[0], gid=service[1]),
+                       check=True, env={**box.service_env(), "PYTHON": SYSTEM_PYTHON}, stdin=subprocess.DEVNULL,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         box.wait_version(None, timeout=15)
         yield box
     finally:
         kill_processes_under(top)
         shutil.rmtree(top, ignore_errors=True)
+
+
+@pytest.fixture
+def daemon_box(monkeypatch: pytest.MonkeyPatch) -> Iterator[Sandbox]:
+    """The sample install 7.0.4.1, ``chown -R daemon:daemon``, its service started by daemon."""
+    yield from owned_box(monkeypatch)
+
+
+@pytest.fixture
+def no_entry_box(monkeypatch: pytest.MonkeyPatch) -> Iterator[Sandbox]:
+    """The sample install owned by uid 4242 (group 4242), which has no account entry; its service runs as 4242."""
+    yield from owned_box(monkeypatch, f"{NO_ENTRY}:{NO_ENTRY}", (str(NO_ENTRY), str(NO_ENTRY)))
 
 
 def over(box: Sandbox, transport: str, request: pytest.FixtureRequest) -> None:
@@ -144,6 +158,24 @@ def test_2_the_stock_stop_script_never_kills_the_process_the_service_account_nam
         victim.wait()
 
 
+def with_command_probe(box: Sandbox, command: str) -> None:
+    """HOME/playbooks/sample-middleware.yaml: the shipped playbook plus a command probe running ``command``."""
+    doc = yaml.safe_load(SHIPPED.read_text(encoding="utf-8"))
+    doc["observe"]["probes"].append({"name": "selfcheck", "type": "command", "command": command})
+    (box.root / "playbooks").mkdir(exist_ok=True)
+    (box.root / "playbooks" / "sample-middleware.yaml").write_text(yaml.safe_dump(doc, sort_keys=False),
+                                                                  encoding="utf-8")
+
+
+def plan_proves(box: Sandbox, capsys: pytest.CaptureFixture[str]) -> None:
+    """``plan`` (which proves the probes on the running version on the host) succeeds and writes the plan."""
+    out = box.plans / "p.json"
+    rc, text = run_cli(box, capsys, "plan", "--inventory", str(box.inventory), "--to", NEW, "--catalog",
+                       str(box.catalog), "-o", str(out), "--key", str(box.requester_key))
+    assert rc == 0, text
+    assert out.is_file()
+
+
 @pytest.mark.parametrize("transport", ["local", "ssh"])
 def test_3_a_command_probe_proved_at_plan_time_runs_as_the_service_account(
         daemon_box: Sandbox, transport: str, request: pytest.FixtureRequest,
@@ -153,16 +185,20 @@ def test_3_a_command_probe_proved_at_plan_time_runs_as_the_service_account(
     box = daemon_box
     over(box, transport, request)
     secret = root_only(box)
-    doc = yaml.safe_load(SHIPPED.read_text(encoding="utf-8"))
-    doc["observe"]["probes"].append({"name": "selfcheck", "type": "command",
-                                     "command": f"id -u > {secret}/canary 2>/dev/null; id -u > run/probe-uid"})
-    (box.root / "playbooks").mkdir(exist_ok=True)
-    (box.root / "playbooks" / "sample-middleware.yaml").write_text(yaml.safe_dump(doc, sort_keys=False),
-                                                                  encoding="utf-8")
-    rc, text = run_cli(box, capsys, "plan", "--inventory", str(box.inventory), "--to", NEW, "--catalog",
-                       str(box.catalog), "-o", str(box.plans / "p.json"), "--key", str(box.requester_key))
-    assert rc == 0, text
+    with_command_probe(box, f"id -u > {secret}/canary 2>/dev/null; id -u > run/probe-uid")
+    plan_proves(box, capsys)
     ran = box.install_dir / "run" / "probe-uid"
     assert ran.read_text().strip() == str(daemon_uid()), ran.read_text()
     assert list(secret.iterdir()) == []
-    assert os.path.exists(box.plans / "p.json")
+
+
+def test_4_an_owner_with_no_account_entry_runs_commands_with_nobodys_group_only(
+        no_entry_box: Sandbox, capsys: pytest.CaptureFixture[str]) -> None:
+    """The install belongs to uid 4242, which has no account entry (its directory's group, 4242, is no account's
+    either): the command probe runs as uid 4242 with nobody's group (65534) alone, never root's groups nor the
+    directory's group, and with HOME=/ (no USER nor LOGNAME of root's)."""
+    box = no_entry_box
+    with_command_probe(box, 'echo "$(id -u) $(id -g) $(id -G) $HOME ${USER:-none} ${LOGNAME:-none}" > run/who')
+    plan_proves(box, capsys)
+    who = (box.install_dir / "run" / "who").read_text().split()
+    assert who == [str(NO_ENTRY), "65534", "65534", "/", "none", "none"], who
