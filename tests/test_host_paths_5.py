@@ -89,11 +89,15 @@ def chmod_as_nobody(path: Path, mode: int) -> None:
 
 
 def variant_a_host(box: Sandbox, capsys: pytest.CaptureFixture[str]) -> Path:
-    """7.0.4.2 installed by the agent, then the whole install handed to `nobody`, which adds lib/helper (a copy of
-    /bin/true, set-user-ID and set-group-ID), an ordinary file of its own (0640) and a setgid directory."""
+    """7.0.4.2 installed by the agent, then everything in the install handed to `nobody`, which adds lib/helper (a
+    copy of /bin/true, set-user-ID and set-group-ID), an ordinary file of its own (0640) and a setgid directory.
+    The install dir itself stays root's: the service here is root's (the sandbox's, started by root), and the
+    playbook's commands run as the install dir's owner, so a nobody-owned install dir would have bin/stop.sh run as
+    nobody, which cannot stop root's service (test_host_paths_13 shows that refusal)."""
     rc, text = upgrade(box, capsys, FULL)
     assert rc == 0, text
     chown_tree(box.install_dir, NOBODY)
+    os.lchown(box.install_dir, 0, 0)
     lib = box.install_dir / "lib"
     write_setid(lib, "helper", 0o6755, Path("/bin/true").read_bytes())
     write_setid(lib, "own.jar", 0o640, b"the service account's own jar\n")

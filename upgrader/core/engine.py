@@ -865,7 +865,8 @@ class _HostRun:
         self.service_time += float(res.get("seconds", 0))
         how = " (already stopped)" if res.get("already_stopped") else \
             f" (escalated to {res['escalated']})" if res.get("escalated") else ""
-        return f"stopped in {res.get('seconds', 0):.2f}s{how}", {"escalated": res.get("escalated")}
+        return f"stopped in {res.get('seconds', 0):.2f}s{how}", {"escalated": res.get("escalated"),
+                                                                 "account": res.get("command", {}).get("account")}
 
     def _install(self) -> tuple[str, Mapping[str, object]]:
         res = self.call("install", preserve=self.spec["preserve"], target_version=self.p["target"],
@@ -883,7 +884,7 @@ class _HostRun:
                         **({"process": self.spec["process"]} if self.spec.get("process") else {}), settle=settle, timeout=float(self.spec["start"]["timeout"]) + settle + 30)
         self.log_offsets = res["log_offsets"]
         self.service_time += float(res["command"]["seconds"])
-        return f"start command done in {res['command']['seconds']:.2f}s", {}
+        return f"start command done in {res['command']['seconds']:.2f}s", {"account": res["command"].get("account")}
 
     def _observe(self, observe: ObserveSpec | None = None) -> tuple[str, Mapping[str, object]]:
         """Observe the new version (``observe`` None), or the old one (its probes given): for the old one, a probe

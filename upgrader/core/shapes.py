@@ -246,6 +246,7 @@ class CommandResult(TypedDict, total=False):
     seconds: float
     stdout: str
     stderr: str
+    account: str  # who ran it: "daemon (uid 1)", the install's owner when the agent is root and the owner is not
 
 
 #: the configuration in use before a rollback, kept aside (``in``: where)

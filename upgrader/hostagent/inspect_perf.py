@@ -18,6 +18,7 @@ import time
 from .beneath import dir_writers, open_beneath
 from .common import AgentError
 from .files import read_text
+from .processes import become
 
 CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 TOOL_TIMEOUT = 15          # seconds for one jcmd/jstat/apt/dnf run
@@ -107,15 +108,8 @@ def size_bytes(text):
 
 
 def run_as_owner(argv, uid, gid):
-    """Run a JDK tool as the JVM's own account (the attach mechanism answers only its owner), time-bounded."""
-    def become():
-        if os.geteuid() == 0 and uid != 0:
-            try:
-                os.setgroups([])
-            except OSError:
-                pass
-            os.setgid(gid)
-            os.setuid(uid)
+    """Run a JDK tool as the JVM's own account (the attach mechanism answers only its owner; no supplementary
+    groups), time-bounded."""
     env = {"PATH": "/usr/bin:/bin", "LC_ALL": "C"}
     try:
         user = pwd.getpwuid(uid)
@@ -123,7 +117,8 @@ def run_as_owner(argv, uid, gid):
     except KeyError:
         pass
     done = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          preexec_fn=become, timeout=TOOL_TIMEOUT, env=env, cwd="/")
+                          preexec_fn=become(uid, gid, []) if os.geteuid() == 0 and uid != 0 else None,
+                          timeout=TOOL_TIMEOUT, env=env, cwd="/")
     text = done.stdout.decode("utf-8", "replace")
     if done.returncode != 0:
         raise RuntimeError("%s exited %d: %s" % (os.path.basename(argv[0]), done.returncode,
@@ -459,14 +454,10 @@ def run_unprivileged(argv):
     """Run a package manager's read-only listing as uid/gid 65534 with no supplementary groups, cwd "/": run as
     root, apt rebuilds and writes its binary caches (/var/cache/apt/*.bin) and dnf writes its logs and metadata;
     as nobody they write nothing and read the system's own lists. Time-bounded; output as text (stderr dropped)."""
-    def become():
-        if os.geteuid() == 0:
-            os.setgroups([])
-            os.setgid(NOBODY)
-            os.setuid(NOBODY)
     env = {"PATH": "/usr/bin:/bin:/usr/sbin:/sbin", "LC_ALL": "C", "HOME": "/"}
     done = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                          preexec_fn=become, timeout=TOOL_TIMEOUT * 2, env=env, cwd="/")
+                          preexec_fn=become(NOBODY, NOBODY, []) if os.geteuid() == 0 else None,
+                          timeout=TOOL_TIMEOUT * 2, env=env, cwd="/")
     return done.stdout.decode("utf-8", "replace")
 
 

@@ -1,9 +1,10 @@
 """Before stop: the verified copy of the package, the staged new tree, the verified backup snapshot."""
 
 import os
+import stat
 
-from .beneath import (DirFds, check_host_paths, dir_id, link_parents, recorded_link_problems, remove_beneath,
-                      setid_problems, split_rel_join, staged_link_problems)
+from .beneath import (OPEN_DIR, DirFds, check_host_paths, dir_id, keep_owner, link_parents, recorded_link_problems,
+                      remove_beneath, setid_problems, split_rel_join, staged_link_problems)
 from .common import AGENT_FORMAT, DRIFT_LISTED, AgentError, test_kill
 from .extract import extract
 from . import hosttrust
@@ -107,6 +108,7 @@ def op_prepare(req):
         rmtree(extracted)
     else:
         os.rename(extracted, new_tree)
+        keep_install_owner(paths.install, new_tree)
     # install moves each preserved path from the live tree to the staged one through plain directories only:
     # a link above one (put there by the package, or by the customer, also inside a preserved dir) is
     # refused now, before stop
@@ -166,3 +168,16 @@ def op_prepare(req):
         trusted = {k: v for k, v in trusted.items() if k != "entry"}
     set_run_state(paths, prepared=result, phase="prepared", **({"host_trust": trusted} if trusted else {}))
     return result
+
+
+def keep_install_owner(install, new_tree):
+    """The staged tree of a full package (a directory the agent made, root's when it runs as root) gets the install
+    dir's owner, group and mode (set-id bits only of root's, keep_owner): after the swap the install dir still
+    belongs to its account, whose playbook commands (processes.command_account) and service go on running as that
+    account, not as root, and whose service may still write where it wrote before."""
+    st = os.lstat(install)
+    fd = os.open(new_tree, OPEN_DIR)
+    try:
+        keep_owner(fd, st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode))
+    finally:
+        os.close(fd)

@@ -5,11 +5,12 @@ unless told to), cross-checked against the ports it listens on.
 
 import errno
 import os
+import pwd
 import signal
 import socket
 import time
 
-from .beneath import open_beneath, read_beneath
+from .beneath import account_of, open_beneath, read_beneath
 from .common import AgentError
 from .files import read_text
 
@@ -26,16 +27,75 @@ def output_tail(text):
     return end[end.find("\n") + 1:] if "\n" in end else ""
 
 
+def account_name(uid):
+    """An account as the output names it: ``daemon (uid 1)``, or ``uid 1234`` when it has no account entry."""
+    try:
+        return "%s (uid %d)" % (pwd.getpwuid(uid).pw_name, uid)
+    except KeyError:
+        return "uid %d" % uid
+
+
+def become(uid, gid, groups):
+    """A ``preexec_fn`` that makes the child ``uid`` for good: its supplementary groups, then real, effective and
+    saved gid, then uid (in that order: once the uid is dropped the groups can no longer be changed), so that
+    nothing the child runs can take root back. Python 3.8 has no ``user=``/``group=`` for Popen; the groups are
+    looked up by the parent (account_of), since a child of fork() should not read the account databases."""
+    def child():
+        os.setgroups(groups)
+        os.setresgid(gid, gid, gid)
+        os.setresuid(uid, uid, uid)
+    return child
+
+
+def command_account(place):
+    """{uid, gid, groups, name, home} of the account a playbook command run in directory ``place`` (the install
+    dir, or the old tree after an interrupted swap) runs as when that is not the agent's own: its owner, when the
+    agent is root and the owner is not. The owner writes the scripts there (``bin/stop.sh``) and the files they
+    act on (``run/server.pid``): run as root, whatever it wrote would run, or be signalled, as root. None when
+    the agent is not root (it cannot change account; the kernel limits the command to the agent's) or root owns
+    the install. ``place`` is looked at with lstat: the install dir is never a link (state.check_install)."""
+    if os.geteuid() != 0:
+        return None
+    uid = os.lstat(place).st_uid
+    if uid == 0:
+        return None
+    gid, groups = account_of(uid)
+    try:
+        user = pwd.getpwuid(uid)
+        name, home = user.pw_name, user.pw_dir or "/"
+    except KeyError:
+        name, home = None, "/"
+    return {"uid": uid, "gid": gid, "groups": groups, "name": name, "home": home}
+
+
 def run_shell(command, cwd, timeout, env=None):
-    """Run a playbook command with sh in its own process group; kill the group on timeout."""
+    """Run a playbook command with sh in its own process group, in ``cwd``, as command_account says (the install's
+    owner when the agent is root and the owner is not); kill the group on timeout. The result names the account
+    that ran it."""
     import subprocess
 
     start = time.time()
     full_env = dict(os.environ)
+    who = command_account(cwd)
+    preexec = None
+    if who:
+        preexec = become(who["uid"], who["gid"], who["groups"])
+        full_env["HOME"] = who["home"]
+        for key in ("USER", "LOGNAME"):
+            if who["name"]:
+                full_env[key] = who["name"]
+            else:
+                full_env.pop(key, None)
     full_env.update(env or {})
-    proc = subprocess.Popen(["/bin/sh", "-c", command], cwd=cwd, stdin=subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=full_env,
-                            start_new_session=True)
+    account = account_name(who["uid"] if who else os.geteuid())
+    try:
+        proc = subprocess.Popen(["/bin/sh", "-c", command], cwd=cwd, stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=full_env,
+                                start_new_session=True, preexec_fn=preexec)
+    except subprocess.SubprocessError as e:  # the child could not take the account (no CAP_SETUID): nothing ran
+        raise AgentError("the command %r was not run: the agent could not run it as %s, the install dir's owner "
+                         "(%s); it never runs the owner's scripts as root: run the agent with its usual "
+                         "capabilities, or as that account" % (command, account, e), "failed", account=account)
     try:
         out, err = proc.communicate(timeout=timeout)
         timed_out = False
@@ -45,7 +105,7 @@ def run_shell(command, cwd, timeout, env=None):
         timed_out = True
     return {"exit": proc.returncode, "stdout": output_tail(out.decode("utf-8", "replace")),
             "stderr": output_tail(err.decode("utf-8", "replace")), "timed_out": timed_out,
-            "seconds": round(time.time() - start, 3)}
+            "seconds": round(time.time() - start, 3), "account": account}
 
 
 def kill_group(pid):

@@ -159,7 +159,8 @@ def print_review(c: Any, r: dict[str, Any]) -> None:
             _line(c, f"  decided again here (the operator's policy, the signed catalog, {h['current']} -> "
                      f"{h['target']}): the same")
         _line(c, f"  commands the run executes on the host, as they will run (in {h['install_dir']}, as "
-                 f"{h['user'] or 'the login user'}):")
+                 f"{h['user'] or 'the login user'}; when that is root, as the install dir's owner if root does not "
+                 "own it):")
         for cmd in h["commands"]:
             limit = f"  (timeout {cmd['timeout']}s)" if cmd.get("timeout") is not None else ""
             _line(c, f"    {cmd['when']}: {cmd['command']}{limit}")
