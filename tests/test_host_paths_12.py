@@ -42,6 +42,7 @@ from test_guide import UPGRADER, guide
 from test_host_paths import run_cli
 from test_host_paths_9 import private_mounts
 from trust_support import host_state
+from upgrader.fleet.transport import close_all
 from upgrader.cli.commands.demo import Sandbox
 from upgrader.fleet.transport.bundle import agent_bundle
 
@@ -218,10 +219,13 @@ def test_3_root_with_another_accounts_home_and_no_home_option_is_refused(tmp_pat
 
 @pytest.fixture
 def remote_cache(sshd: SSHServer) -> Iterator[Path]:
-    """The login directory's ~/.cache/upgrader of the test sshd (shared by the session), emptied before and after."""
+    """The login directory's ~/.cache/upgrader of the test sshd (shared by the session), emptied before and after;
+    the process's shared SSH connections are closed too, so the CLI connects afresh and sends the agent (a
+    connection kept from an earlier test of this session already knows its agent and would not upload it)."""
     cache = sshd.root / "home" / ".cache" / "upgrader"
 
     def clear() -> None:
+        close_all()
         if cache.is_symlink() or cache.is_file():
             cache.unlink()
         elif cache.exists():
