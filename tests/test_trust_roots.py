@@ -25,7 +25,7 @@ import pytest
 import yaml  # type: ignore[import-untyped]
 
 from conftest import approve, plan_to, signed_plan, upgrader
-from hoststate import assert_host_untouched
+from hoststate import assert_host_untouched, lock_audit
 from trust_support import add_signer, approval_signed_anyway, cli, copy_catalog, host_state, pristine, state_dir, vendor_catalog
 from upgrader.cli import main
 from upgrader import api
@@ -413,7 +413,7 @@ def test_the_host_agent_refuses_a_lock_for_an_older_catalog_than_it_saw(tmp_path
 
     def lock(run: str, serial: int) -> dict[str, object]:
         return dict(op_lock({"install_dir": str(install), "run_id": run, "controller": "c", "user": "u",
-                                   "catalog": {"product": "p", "serial": serial}}))
+                             "catalog": {"product": "p", "serial": serial}, "audit": lock_audit(run)}))
 
     def finish(run: str, serial: int) -> None:
         (state / "runs" / run).mkdir(parents=True)  # as prepare leaves it
