@@ -101,10 +101,7 @@ def sha256_file(path):
     """sha256 of the file ``path`` (its last component never followed: a link there is an error)."""
     h = hashlib.sha256()
     with os.fdopen(open_regular(path), "rb") as f:
-        while True:
-            b = f.read(CHUNK)
-            if not b:
-                break
+        for b in iter(lambda: f.read(CHUNK), b""):
             h.update(b)
     return h.hexdigest()
 

@@ -29,10 +29,7 @@ def copy_hashed(fin, dest):
     h = hashlib.sha256()
     size = 0
     with os.fdopen(create_nofollow(dest), "wb") as fout:
-        while True:
-            b = fin.read(CHUNK)
-            if not b:
-                break
+        for b in iter(lambda: fin.read(CHUNK), b""):
             h.update(b)
             size += len(b)
             fout.write(b)
