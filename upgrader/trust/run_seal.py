@@ -22,7 +22,7 @@ from typing import Mapping
 from ..audit.redaction import redact_value
 from ..core.errors import ApprovalRefused
 from .signers import AllowedSigners
-from .sshsig import PrivateKey, SignatureError, fingerprint, parse_armored, sign, verify
+from .sshsig import PrivateKey, SignatureError, parse_armored, sign, verify
 
 __all__ = ["NAMESPACE", "SEAL", "seal", "seal_statement", "check_seal"]
 
@@ -77,7 +77,7 @@ def check_seal(journal: Path, line: int, run_id: str, fields: Mapping[str, objec
                               hint="set audit.allowed_signers in the operator's policy to the file that lists the "
                                    "operators' keys (namespace upgrader-audit)")
     if not signers.principals_for(signature.public_key, NAMESPACE, now):
-        raise ApprovalRefused(f"{where}: the run's accepted plan is sealed by key {fingerprint(signature.public_key)}, "
+        raise ApprovalRefused(f"{where}: the run's accepted plan is sealed by key {signature.fingerprint}, "
                               f"which {signers.source} does not list for '{NAMESPACE}' now: it is not an operator's "
                               "key; nothing was changed",
                               hint=f"if it is an operator's key, add its line to {signers.source} "
