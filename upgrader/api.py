@@ -1204,6 +1204,16 @@ def _finished(observers: Sequence[Observer], result: JSONObject, clock: Clock) -
             stopped_early=result.get("stopped_early"), outcomes={str(h["host"]): h["outcome"] for h in hosts})
 
 
+def _part_label(run_id: str, part: str, clock: Clock) -> str:
+    """The id the log and each host give a resume or rollback of ``run_id`` (RUN/resume-…, RUN/rollback-…): its
+    time and random bits, as a run id has (``new_run_id``), so that two of one run in the same second never share a
+    label (a host ends each label once and would refuse the second one's finish); the time first keeps them
+    sortable."""
+    from .core.journal import new_run_id
+
+    return f"{run_id}/{part}-{new_run_id(clock.now())}"
+
+
 def resume(ctx: Context, run_id: str, *, hosts: str | None = None, yes: bool = False,
            confirm: Callable[[list[HostOutcome]], bool] | None = None, break_lock: bool = False,
            obfuscate: bool = False, observers: Sequence[Observer] = (), events: TextIO | None = None,
@@ -1247,7 +1257,7 @@ def resume(ctx: Context, run_id: str, *, hosts: str | None = None, yes: bool = F
     check_playbooks(chosen, ctx.home)  # what resume runs is the operator's playbook's, exit 4 otherwise
     warnings: list[str] = []
     operator = _operator(ctx, policy, warnings=warnings)
-    recorder = Recorder(ctx.home, operator, clock, run=f"{run_id}/resume-{clock.now():%Y%m%dT%H%M%S}")
+    recorder = Recorder(ctx.home, operator, clock, run=_part_label(run_id, "resume", clock))
     recorder.event("resume_requested", of_run=run_id, hosts=[h["name"] for h in chosen],
                    journal={k: {"intents": v.get("intents"), "ended": v.get("ended")} for k, v in seen.items()})
     package_dir = Path(str(plan["catalog"]["path"])).parent
@@ -1307,7 +1317,7 @@ def _continue_after_canary(ctx: Context, run_id: str, run_dir: Path, result: JSO
     journal = Journal(run_dir, clock.now)
     warnings: list[str] = []
     operator = _operator(ctx, policy, warnings=warnings)
-    recorder = Recorder(ctx.home, operator, clock, run=f"{run_id}/resume-{clock.now():%Y%m%dT%H%M%S}")
+    recorder = Recorder(ctx.home, operator, clock, run=_part_label(run_id, "resume", clock))
     recorder.event("resume_requested", of_run=run_id, hosts=waiting, after="canary confirmed", window=window)
     token = guard.cancel if guard is not None else threading.Event()
     told = _observers(observers, events, {h["name"]: (h["current"], h["target"]) for h in chosen})
@@ -1379,7 +1389,7 @@ def rollback(ctx: Context, run_id: str, *, hosts: str | None = None, batch: str 
     if confirm is not None and not confirm(chosen):  # it stops the service: asked first
         return None
     journal = Journal(run_dir, journal_clock)
-    recorder = Recorder(ctx.home, operator, clock, run=f"{run_id}/rollback-{clock.now():%Y%m%dT%H%M%S}")
+    recorder = Recorder(ctx.home, operator, clock, run=_part_label(run_id, "rollback", clock))
     recorder.event("rollback_requested", of_run=run_id, hosts=[h["name"] for h in chosen], batch=b,
                    max_failures=m, window=window, confirmed=confirmed_by, break_lock=bool(break_lock))
     targets = [HostTarget(plan=h, connect=_connector(h), package_file=Path()) for h in chosen]
