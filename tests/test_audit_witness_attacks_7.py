@@ -1,22 +1,26 @@
 """Issue 20, the auditor's case file, leftovers (fix20k), played through the shipped CLI over the real sshd.
 
-- Two rollbacks of one run in the same second (the controller's clock frozen: the CLI's own injected clock) each get
-  their own label in the log and on the hosts (RUN/rollback-TIME-RANDOM, sortable by time), and both end cleanly:
-  every host keeps one record per label and the log with the hosts' records reads INTACT."""
+- Two rollbacks of one run that start in the same second each get their own label in the log and on the hosts
+  (RUN/rollback-TIME-RANDOM, sortable by time), and both end cleanly: every host keeps one record per label and the
+  log with the hosts' records reads INTACT.
+- The verifier reads the kind of run a host recorded at its lock (run, guided, continuation, resume, rollback), never
+  infers it from the fields the record holds; a kind that does not fit the log's opening line is ALTERED, naming the
+  host's file and line and the log's line."""
 
 from __future__ import annotations
 
 import datetime as dt
 import json
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import pytest
 from conftest import approve, kill_processes_under, now_at, plan_to, upgrader
 
-from fleet import Fleet, build_fleet
+from fleet import Fleet, FleetHost, build_fleet
 from sshd import SSHServer
-from test_audit_witness_attacks_2 import log_of, records, verify
+from test_audit_witness_attacks_2 import ALTERED, fleet, log_of, records, run_once, verify  # noqa: F401 - fleet
+from upgrader.cli import main
 
 
 @pytest.fixture
@@ -38,9 +42,10 @@ def run_all(f: Fleet, version: str = "7.0.4.2") -> str:
 
 def test_two_rollbacks_of_one_run_in_the_same_second_each_get_their_own_label(
         fleet2: Fleet, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    """`rollback RUN --hosts app-01` then `rollback RUN --hosts app-02` each starting at the same second on the controller's clock (conftest.now_at, the CLI's injected clock): both exit
-    0, the log opens two rollbacks with two labels (time first, so they sort), each host opened and ended its own
-    label once, and `audit verify --witness` reads INTACT."""
+    """`rollback RUN --hosts app-01` then `rollback RUN --hosts app-02`, each starting in the same second on the
+    controller's clock (conftest.now_at, the CLI's injected clock): both exit 0, the log opens two rollbacks with two
+    labels (time first, so they sort), each host opened and ended its own label once, and `audit verify --witness`
+    reads INTACT."""
     f = fleet2
     run = run_all(f)
     # the controller's clock a second or two ahead (one offset for each rollback, as a host allows): the first
@@ -62,3 +67,44 @@ def test_two_rollbacks_of_one_run_in_the_same_second_each_get_their_own_label(
         assert len(ended) == 1 and ended[0]["kind"] == "rollback", ended
     rc, report, text = verify(f, capsys)
     assert rc == 0 and "INTACT" in text, text
+
+
+def rewrite_opening(h: FleetHost, label: str, edit: Any) -> int:
+    """Rewrite the host's opening record of ``label`` in its ledger (runs-opened.jsonl), as a hook run as root
+    there could; returns the record's line."""
+    path = h.state_dir / "runs-opened.jsonl"
+    recs = records(path)
+    (line,) = [n for n, r in enumerate(recs, 1) if r.get("as") == label]
+    recs[line - 1] = edit(recs[line - 1])
+    path.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in recs))
+    return line
+
+
+def test_the_kind_of_a_run_is_read_from_the_hosts_record_not_inferred_from_its_fields(
+        fleet: Fleet, capsys: pytest.CaptureFixture[str]) -> None:
+    """A host's opening record of a rollback that also holds a requester and a policy (the fields a first run
+    records, here the run's own) is judged by the kind it says (rollback, as the log opens it): INTACT. The opening
+    record of the first run with its kind forged to `continuation` (its fields still those of a first run) is
+    ALTERED, exit 6, naming the host's file and line, the kind on both sides and the log's line, in en and zh."""
+    f = fleet
+    run, _, _ = run_once(f)
+    assert upgrader(f.box, "rollback", run, "--yes") == 0
+    h = f["app-01"]
+    first = next(r for r in records(h.state_dir / "runs-opened.jsonl") if r["as"] == run)
+    label = next(r["as"] for r in records(h.state_dir / "runs-opened.jsonl") if r["as"] != run)
+    rewrite_opening(h, label, lambda r: {**r, "requester": first["requester"], "policy": first["policy"]})
+    rc, _, text = verify(f, capsys)
+    assert rc == 0 and "INTACT" in text, text
+    line = rewrite_opening(h, run, lambda r: {**r, "kind": "continuation"})
+    rc, report, text = verify(f, capsys)
+    assert rc == ALTERED, text
+    opened = next(r for r in records(log_of(f)) if r.get("event") == "run_started" and r.get("run") == run)
+    assert (f"host app-01's opening record of run {run} differs from the log: kind is 'continuation' "
+            f"({h.state_dir / 'runs-opened.jsonl'} line {line}) on the host, run_started (line {opened['seq']}) in "
+            "the log (ALTERED)") in text, text
+    capsys.readouterr()
+    assert main(["--home", str(f.box.root), "audit", "verify", "--witness", str(f.box.inventory), "--lang",
+                 "zh"]) == ALTERED
+    zh = " ".join(capsys.readouterr().out.split())
+    assert (f"主机 app-01 对运行 {run} 的开始记录与日志不符——运行类型：主机记为 'continuation'（{h.state_dir / 'runs-opened.jsonl'} "
+            f"第 {line} 行），日志为 run_started（第 {opened['seq']} 行）（已被篡改）") in zh, zh

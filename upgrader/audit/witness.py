@@ -735,6 +735,45 @@ def _covering(result: WitnessResult, h: HostWitness, events: list[JSONObject], l
 #: outcomes the log gives a host that ended its run there (the host then has finished it too)
 _ENDED = ("committed", "rolled_back", "restored", "unchanged")
 
+#: the kinds a host records at a run's lock (its opening record's ``kind``, stated by the controller and checked by
+#: the host: hostagent/witness.py) that fit each opening line of the log: a run_started is a first run (upgrader run,
+#: or the customer's guide); a resume_requested after a canary is the continuation that opens the waiting hosts,
+#: any other one a resume; a rollback_requested a rollback
+_LOG_KINDS = {"run_started": ("run", "guided"), "resume_requested": ("resume",),
+              "rollback_requested": ("rollback",)}
+
+
+def _log_kind(opener: Mapping[str, object] | None) -> tuple[str, str, tuple[str, ...]]:
+    """The log's opening line of a run label as the auditor reads it (its event and line, in English and Chinese),
+    and the host kinds that fit it."""
+    if opener is None:
+        return "no opening line", "没有开始行", ()
+    event, data, seq = str(opener.get("event")), opener.get("data"), opener.get("seq")
+    continuation = event == "resume_requested" and isinstance(data, dict) and data.get("after") == "canary confirmed"
+    return (f"{event}{' after the canary' if continuation else ''} (line {seq})",
+            f"{event}{'（金丝雀之后）' if continuation else ''}（第 {seq} 行）",
+            ("continuation",) if continuation else _LOG_KINDS.get(event, ()))
+
+
+def _kind_problem(rec: Mapping[str, object], opener: Mapping[str, object] | None) -> JSONObject | None:
+    """The host's kind and the log's opening (the finding's values, en and zh) when the host's opening record says
+    another kind of run than the log opens it as; None when they fit. The host's record says its kind itself (never
+    inferred from which fields it holds); only a record of an agent before kinds were kept falls back on its
+    fields: a first run alone records a requester and a policy."""
+    said, said_zh, fits = _log_kind(opener)
+    file, line = rec.get("file"), rec.get("file_line")
+    where, where_zh = (f"{file} line {line}", f"{file} 第 {line} 行") if file else ("its record", "其记录")
+    if "kind" not in rec:  # an older agent's record: no kind kept
+        if (rec.get("requester") is None and rec.get("policy") is None) or "run" in fits:
+            return None
+        shown, shown_zh = "first run", "首次运行"
+    elif rec.get("kind") in fits:
+        return None
+    else:
+        shown = shown_zh = repr(rec.get("kind"))
+    return {"host_value": f"{shown} ({where})", "log_value": said,
+            "host_value_zh": f"{shown_zh}（{where_zh}）", "log_value_zh": said_zh}
+
 
 def _reached(events: list[JSONObject]) -> dict[str, set[str]]:
     """{run label: the hosts whose lock the log says it took}: the host passed preflight (which takes the lock) or
@@ -793,7 +832,8 @@ def opening_text(d: Mapping[str, object], lang: str = "en") -> str:
         name = {"plan": "计划摘要", "policy sha256": "策略 sha256", "requester": "申请人", "approvals": "批准摘要",
                 "kind": "运行类型", "operator": "操作员"}
         return (f"主机 {host} 对运行 {run} 的开始记录与日志不符——{name.get(str(d.get('field')), d.get('field'))}：主机记为 "
-                f"{d.get('host_value')}，日志为 {d.get('log_value')}（已被篡改）" if zh else
+                f"{d.get('host_value_zh', d.get('host_value'))}，日志为 {d.get('log_value_zh', d.get('log_value'))}（已被篡改）"
+                if zh else
                 f"host {host}'s opening record of run {run} differs from the log: {d.get('field')} is "
                 f"{d.get('host_value')} on the host, {d.get('log_value')} in the log (ALTERED)")
     if kind == "window":
@@ -905,13 +945,9 @@ def _compare_openings(result: WitnessResult, events: list[JSONObject], window: o
             if not isinstance(sd, dict):
                 continue
             first_run = label in first_runs
-            # the host records a requester and policy only for a first run: a log opening it as a resume or
-            # rollback says the run was of another kind than the host opened
-            host_first = rec.get("requester") is not None or rec.get("policy") is not None
-            if host_first and not first_run:
-                opener = openers.get(label)
-                found(False, kind="field", field="kind", host_value="first run",
-                      log_value=str(opener.get("event") if opener is not None else None), **base)
+            kind_problem = _kind_problem(rec, openers.get(label))
+            if kind_problem is not None:
+                found(False, kind="field", field="kind", **kind_problem, **base)
             # a resume or rollback carries on its first run's plan, approvals, requester and policy (verify_log
             # holds it to an of_run earlier in the log); its window is its own
             of = sd if first_run else started.get(str(sd.get("of_run")))
