@@ -5,7 +5,9 @@
   log with the hosts' records reads INTACT.
 - The verifier reads the kind of run a host recorded at its lock (run, guided, continuation, resume, rollback), never
   infers it from the fields the record holds; a kind that does not fit the log's opening line is ALTERED, naming the
-  host's file and line and the log's line."""
+  host's file and line and the log's line.
+- The host's witness_read answer says itself whether its own trust root protects its records; the verifier names
+  it per host (protected_by)."""
 
 from __future__ import annotations
 
@@ -19,7 +21,8 @@ from conftest import approve, kill_processes_under, now_at, plan_to, upgrader
 
 from fleet import Fleet, FleetHost, build_fleet
 from sshd import SSHServer
-from test_audit_witness_attacks_2 import ALTERED, fleet, log_of, records, run_once, verify  # noqa: F401 - fleet
+from test_audit_witness_attacks_2 import ALTERED, agent, fleet, log_of, records, run_once, verify  # noqa: F401
+from test_host_trust import host_root  # noqa: F401 - a fixture
 from upgrader.cli import main
 
 
@@ -108,3 +111,29 @@ def test_the_kind_of_a_run_is_read_from_the_hosts_record_not_inferred_from_its_f
     zh = " ".join(capsys.readouterr().out.split())
     assert (f"主机 app-01 对运行 {run} 的开始记录与日志不符——运行类型：主机记为 'continuation'（{h.state_dir / 'runs-opened.jsonl'} "
             f"第 {line} 行），日志为 run_started（第 {opened['seq']} 行）（已被篡改）") in zh, zh
+
+
+def test_the_host_says_itself_whether_its_trust_root_protects_its_records(
+        fleet: Fleet, capsys: pytest.CaptureFixture[str], host_root: Any) -> None:
+    """The agent's witness_read answer says whether the host's own trust root protects its records (trust_root: its
+    directory, or None), and `audit verify --witness` names it per host (protected_by): neither without a root, the
+    host trust root with one; a root the host cannot use (writable by others) still says so, with its problem."""
+    from test_host_trust import _operators_root
+
+    f = fleet
+    run_once(f)
+    reply = agent(f, "witness_read")
+    assert "trust_root" in reply and reply["trust_root"] is None, reply.get("trust_root", "no trust_root key")
+    rc, report, text = verify(f, capsys)
+    assert rc == 0 and report["witness"]["hosts"][0]["protected_by"] == ["neither"], text
+    root = _operators_root(f.box, host_root)
+    assert agent(f, "witness_read")["trust_root"] == {"dir": str(root), "usable": True, "problem": None}
+    rc, report, text = verify(f, capsys)
+    assert report["witness"]["hosts"][0]["protected_by"] == ["host trust root"], text
+    assert "host app-01's records are protected by host trust root" in text, text
+    root.chmod(0o777)
+    try:
+        told = agent(f, "witness_read")["trust_root"]
+    finally:
+        root.chmod(0o755)
+    assert told["dir"] == str(root) and told["usable"] is False and str(root) in told["problem"], told

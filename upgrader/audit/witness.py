@@ -97,14 +97,10 @@ class HostWitness:
     protected_by: list[str] = field(default_factory=list)
 
 
-def _has_trust_root(t: WitnessTarget) -> bool:
-    """Whether the host keeps its own trust root, asked read-only: its ``host_trust`` check given no evidence answers
-    nothing without a root, and refuses (kind host_trust) with one, or with one it cannot accept."""
-    try:
-        _call(t, "host_trust")
-    except Exception as e:  # noqa: BLE001 - refused for its root (kind host_trust), or not asked: not known
-        return getattr(e, "kind", None) == "host_trust"
-    return False
+def _protected_by_root(reply: Mapping[str, object]) -> bool:
+    """Whether the host says its own trust root protects its records (its witness_read answer's ``trust_root``:
+    present, usable or not; a root it cannot use refuses every run and protects as much)."""
+    return isinstance(reply.get("trust_root"), dict)
 
 
 def read_witnesses(targets: Sequence[WitnessTarget], syslog: bool = False) -> list[HostWitness]:
@@ -125,7 +121,7 @@ def read_witnesses(targets: Sequence[WitnessTarget], syslog: bool = False) -> li
         lock = reply.get("lock")
         given = reply.get("open_steps")
         open_steps = {str(k): dicts(v) for k, v in given.items()} if isinstance(given, dict) else {}
-        protected = (["host trust root"] if _has_trust_root(t) else []) + (["syslog"] if syslog else [])
+        protected = (["host trust root"] if _protected_by_root(reply) else []) + (["syslog"] if syslog else [])
         return HostWitness(t.name, dicts(reply.get("checkpoints")), unreadable=bad, runs=dicts(reply.get("runs")),
                            unreadable_count=count if type(count) is int else len(bad),
                            opened=dicts(reply.get("opened")), lock=lock if isinstance(lock, dict) else None,

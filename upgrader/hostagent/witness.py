@@ -403,13 +403,14 @@ def to_syslog(record):
 
 def op_witness_read(req):
     """What this host witnessed, whole: every checkpoint (each line once, in file order, whatever its number), this
-    host's own record of every run it finished (``runs``), and every line it could not use (``unreadable``, the
-    first few named, ``unreadable_count`` all of them)."""
+    host's own record of every run it finished (``runs``), every line it could not use (``unreadable``, the
+    first few named, ``unreadable_count`` all of them), and whether its own trust root protects them
+    (``trust_root``)."""
     bad = []
     paths = _paths(req)
     if not _marked(paths, absent_ok=True):  # nothing made: the verifier says what an absent ledger means
         return {"checkpoints": [], "runs": [], "unreadable": [], "unreadable_count": 0, "opened": [],
-                "unfinished": [], "lock": None, "absent": paths.state}
+                "unfinished": [], "lock": None, "absent": paths.state, "trust_root": _trust_root()}
 
     def checkpoint_key(rec):
         seq = rec.get("seq")
@@ -454,7 +455,22 @@ def op_witness_read(req):
                                    for x in steps]
     return {"checkpoints": out, "runs": runs, "unreadable": bad[:LISTED], "unreadable_count": len(bad),
             "opened": opened, "unfinished": unfinished, "open_steps": open_steps,
-            "lock": holder if isinstance(holder, dict) else None}
+            "lock": holder if isinstance(holder, dict) else None, "trust_root": _trust_root()}
+
+
+def _trust_root():
+    """Whether this host's own trust root protects what it records (part of the witness_read answer, so the auditor
+    need not infer it): with a root, the agent runs a changing step or hook only for a run the root accepted, so a
+    modified controller cannot run a command here that rewrites the ledger; a root that is there but cannot be
+    trusted refuses every run, and protects as much. None without a root; else its directory, and the problem of
+    a root it cannot use."""
+    from .trustroot import TRUST_DIR, load_root
+
+    try:
+        root = load_root()
+    except AgentError as e:
+        return {"dir": TRUST_DIR, "usable": False, "problem": str(e)}
+    return None if root is None else {"dir": root["dir"], "usable": True, "problem": None}
 
 
 def _marked(paths, absent_ok=False):
