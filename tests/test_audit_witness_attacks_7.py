@@ -137,3 +137,46 @@ def test_the_host_says_itself_whether_its_trust_root_protects_its_records(
     finally:
         root.chmod(0o755)
     assert told["dir"] == str(root) and told["usable"] is False and str(root) in told["problem"], told
+
+
+def _shifted(rec: dict[str, Any], by: dt.timedelta) -> dict[str, Any]:
+    rec["time"] = (dt.datetime.fromisoformat(str(rec["time"])) + by).isoformat(timespec="milliseconds")
+    return rec
+
+
+def test_a_rollbacks_phase_moved_by_less_than_the_clock_skew_is_altered(
+        fleet: Fleet, capsys: pytest.CaptureFixture[str]) -> None:
+    """A rollback has no preflight phase, yet its host's clock offset is fixed too: the host took its lock after the
+    log's rollback_requested line and before its first phase on that host. The engineer moves the rollback's restore
+    and everything after it ten minutes later (within the fifteen minutes two clocks may differ), re-signs the log
+    with the operator key and has the forged head witnessed in place of the honest one: ALTERED, naming the log's
+    line of the rollback phase, in English and Chinese."""
+    from test_audit_witness import rechain
+    from modified_controller import checkpoint_to_witness
+    from upgrader.trust.keys import load_private_key
+
+    f = fleet
+    run, _, _ = run_once(f)
+    assert upgrader(f.box, "rollback", run, "--yes") == 0
+    rc, _, text = verify(f, capsys)
+    assert rc == 0 and "INTACT" in text, text
+    h = f["app-01"]
+    kept = h.state_dir / "checkpoints.jsonl"
+    kept.write_bytes(b"".join(kept.read_bytes().splitlines(keepends=True)[:-1]))  # as if held back at its end
+    recs = records(log_of(f))
+    label = next(r["run"] for r in recs if r.get("event") == "rollback_requested")
+    first = next(i for i, r in enumerate(recs) if r.get("run") == label and r.get("phase") == "rollback")
+    forged = rechain(log_of(f).read_bytes().splitlines(keepends=True),
+                     lambda r: r if r["seq"] <= first else _shifted(r, dt.timedelta(minutes=10)),
+                     load_private_key(str(f.box.operator_key)), "operator@customer")
+    log_of(f).write_bytes(b"".join(forged))
+    assert agent(f, "witness", checkpoint=checkpoint_to_witness(forged, label))["written"]
+    rc, _, text = verify(f, capsys)
+    assert rc == ALTERED and text.startswith("ALTERED"), text
+    assert f"host app-01's own record of run {label} differs from the log: rollback time is " in text, text
+    assert f"(line {first + 1}, under the host's clock offset " in text, text
+    capsys.readouterr()
+    assert main(["--home", str(f.box.root), "audit", "verify", "--witness", str(f.box.inventory), "--lang",
+                 "zh"]) == ALTERED
+    zh = " ".join(capsys.readouterr().out.split())
+    assert "回滚步骤的时间" in zh and f"第 {first + 1} 行" in zh, zh

@@ -359,7 +359,7 @@ def _log_account(events: list[JSONObject], label: str, host: str) -> JSONObject 
             "window": window.get("inside") if isinstance(window, dict) else None,
             "outcome": ended.get("outcome") if ended is not None else None, "finished": ended.get("time")
             if ended is not None else None, "finished_line": ended.get("seq") if ended is not None else None, "version_after": ed.get("version"), "version_before": before,
-            "phases": phases, "started": first}
+            "phases": phases, "started": first, "opened_at": start.get("time") if start is not None else None}
 
 
 def _differences(rec: JSONObject, log: JSONObject, opened: JSONObject | None = None) -> list[JSONObject]:
@@ -396,11 +396,12 @@ def _differences(rec: JSONObject, log: JSONObject, opened: JSONObject | None = N
                        f"{phase} {'done' if phase in phases else 'not done'}")
         if "rollback" in phases and "rollback" not in done:
             differ("phases", "rollback not done", "rollback done")
-    if not resumed:
-        out += _step_times(steps, log.get("spans"))
-        said = {(d.get("field"), d.get("log")) for d in out}  # a phase already beyond CLOCK_SKEW is said once
-        out += [d for d in _offset_times(steps, log, _offset_bounds(rec, log, opened))
-                if (d.get("field"), d.get("log")) not in said]
+    # every phase, a resume's too, must hold one of the host's own steps (a resume's record also holds the steps of
+    # the run it went on with: one more step to choose from, never one missing), under one clock offset
+    out += _step_times(steps, log.get("spans"))
+    said = {(d.get("field"), d.get("log")) for d in out}  # a phase already beyond CLOCK_SKEW is said once
+    out += [d for d in _offset_times(steps, log, _offset_bounds(rec, log, opened))
+            if (d.get("field"), d.get("log")) not in said]
     host_end, log_end = _when(rec.get("finished")), _when(log.get("finished"))
     if host_end is not None and log_end is not None and abs(host_end - log_end) > CLOCK_SKEW:
         differ("finished", _iso(host_end), log.get("finished"))
@@ -490,13 +491,16 @@ OFFSET_TOLERANCE = 1.0
 def _offset_bounds(rec: JSONObject, log: JSONObject, opened: JSONObject | None) -> tuple[float, float] | None:
     """The host's clock offset for one run (log time minus host time) as the range (low, high) the two moments
     both sides record allow: the host took its lock (its opening record's time) inside the log's preflight phase on
-    it, and it recorded its finish before the log's host_finished line. None when neither bounds it both ways (a
-    resume or rollback takes its lock outside any phase): the phases are then held to CLOCK_SKEW only."""
+    it -- a resume or rollback, which has none, takes it after the log's line that opens the run and before the
+    host's first phase (or its host_finished line, with no phase) -- and it recorded its finish before the log's
+    host_finished line. None without the host's opening record or those lines: the phases are then held to
+    CLOCK_SKEW only."""
     spans = log.get("spans") if isinstance(log.get("spans"), dict) else {}
     assert isinstance(spans, dict)
     at = _when(opened.get("opened")) if opened is not None else None
     pre = next((x for x in spans.get("preflight") or []), None)
-    la, lb = (_when(pre[0]), _when(pre[1])) if pre is not None else (None, None)
+    la, lb = (_when(pre[0]), _when(pre[1])) if pre is not None else \
+        (_when(log.get("opened_at")), _when(log.get("started") or log.get("finished")))
     if at is None or la is None or lb is None:
         return None
     low, high = la - at, lb - at
