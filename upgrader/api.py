@@ -1715,20 +1715,26 @@ class AuditCase:
 
     @property
     def exit_code(self) -> int:
-        """6 when the log was altered (the case is then not evidence), or the hosts' witnessed checkpoints do not
-        match it (``witness``); 2 when a host could not be read and nothing else is wrong; else 0."""
+        """6 when the log was altered (the case is then not evidence), the hosts' witnessed checkpoints do not
+        match it (``witness``), or an approval file does not (``approval_check``); 2 when a host could not be read and nothing else is wrong; else 0."""
         from .audit.view import altered
 
-        if altered(self.result) or (self.witness is not None and self.witness.problems):
+        checked = self.case.get("approval_check")
+        if altered(self.result) or (self.witness is not None and self.witness.problems) \
+                or (isinstance(checked, dict) and checked.get("problems")):
             return 6
         return 2 if self.witness is not None and (self.witness.unreachable or self.witness.doubts) else 0
 
 
 def audit_case(ctx: Context, run: str, *, log: Path | None = None, allowed_signers: Path | None = None,
-               anchor: str | None = None, witness: Path | None = None) -> AuditCase:
+               anchor: str | None = None, witness: Path | None = None,
+               approvals: Path | None = None) -> AuditCase:
     """One record per change: the run ``run`` (its id, or a prefix naming one run) from one read of the log,
     after the verification of the whole log. InputError when no run or several runs match. ``witness``: an
-    inventory whose hosts' witnessed checkpoints fill the case's ``witnesses`` (read-only, audit/witness.py)."""
+    inventory whose hosts' witnessed checkpoints fill the case's ``witnesses`` (read-only, audit/witness.py).
+    ``approvals``: the folder of approval files the auditor was given; each approval of the case then names its
+    file, whose signature (and signer, under the policy's approvals.allowed_signers) is checked, and whose plan,
+    approver, key and expiry must be the log's (``approval_check``; a problem makes the exit code 6)."""
     from .audit.case import build_case, run_ids
     from .audit.log import read_log, read_events
     from .core.recorder import audit_path
@@ -1745,6 +1751,8 @@ def audit_case(ctx: Context, run: str, *, log: Path | None = None, allowed_signe
                          hint="give the run id as a run printed it ('upgrader audit show' lists them)")
     case = build_case(events, ids[0])
     assert case is not None
+    if approvals is not None:
+        _check_case_approvals(ctx, case, events, ids[0], approvals)
     if witness is None:
         return AuditCase(case, result)
     from .audit.witness import case_witnesses
@@ -1754,6 +1762,22 @@ def audit_case(ctx: Context, run: str, *, log: Path | None = None, allowed_signe
     case["witnesses"] = case_witnesses(witnessed, ids[0], hosts)
     _downtime_from_hosts(case)
     return AuditCase(case, result, witnessed)
+
+
+def _check_case_approvals(ctx: Context, case: JSONObject, events: list[dict[str, object]], run: str,
+                          folder: Path) -> None:
+    """Each approval of the case against the files of ``folder`` (the --approvals cross-check, over this run's
+    lines and the log's approval_created lines only): ``checked_file`` (None: no file has its digest) and
+    ``file_problems`` on each approval, every problem in ``approval_check``."""
+    from .audit.crosscheck import cross_check
+
+    _given_folder(folder, "--approvals")
+    mine = [e for e in events if e.get("run") == run or e.get("event") == "approval_created"]
+    check = cross_check(mine, plans=None, approvals=Path(folder), signers=_approval_signers(ctx, None))
+    for a in cast("list[dict[str, object]]", case.get("approvals") or []):
+        a["checked_file"] = check.approvals.get(str(a.get("digest")))
+        a["file_problems"] = [p for p in check.problems if p.get("digest") == a.get("digest")]
+    case["approval_check"] = {"folder": str(folder), "problems": check.problems}
 
 
 def _downtime_from_hosts(case: JSONObject) -> None:
@@ -1801,6 +1825,25 @@ class AuditCrossCheck:
         return 6 if not self.check.ok else audit_exit_code(self.result)
 
 
+def _given_folder(folder: Path | None, flag: str) -> None:
+    """InputError unless ``folder`` (given with ``flag``, --plans or --approvals) is a folder, or None."""
+    if folder is not None and not Path(folder).is_dir():
+        raise InputError(f"{flag}: not a folder", path=str(folder),
+                         hint=f"give the folder that holds the {flag[2:]} the auditor was given")
+
+
+def _approval_signers(ctx: Context, approval_signers: Path | None) -> AllowedSigners | None:
+    """Whom an approval file may be signed by: ``approval_signers``, else the policy's approvals.allowed_signers
+    (None when the policy names none: the signature is checked, its signer is not)."""
+    from .trust.signers import load_allowed_signers
+
+    if approval_signers is not None:
+        return load_allowed_signers(approval_signers)
+    policy = load_policy(ctx)
+    named = policy.allowed_signers
+    return load_allowed_signers(policy.resolve_path(named)) if named else None
+
+
 def cross_check_audit(ctx: Context, *, plans: Path | None = None, approvals: Path | None = None,
                       log: Path | None = None, allowed_signers: Path | None = None, anchor: str | None = None,
                       approval_signers: Path | None = None) -> AuditCrossCheck:
@@ -1814,20 +1857,11 @@ def cross_check_audit(ctx: Context, *, plans: Path | None = None, approvals: Pat
     from .trust.signers import load_allowed_signers
 
     for folder, flag in ((plans, "--plans"), (approvals, "--approvals")):
-        if folder is not None and not Path(folder).is_dir():
-            raise InputError(f"{flag}: not a folder", path=str(folder),
-                             hint=f"give the folder that holds the {flag[2:]} the auditor was given")
+        _given_folder(folder, flag)
     path = Path(log) if log else audit_path(ctx.home)
     data = read_log(path)
     result = verify_audit(ctx, log=path, allowed_signers=allowed_signers, anchor=anchor, data=data)
-    signers = None
-    if approvals is not None:
-        if approval_signers is not None:
-            signers = load_allowed_signers(approval_signers)
-        else:
-            policy = load_policy(ctx)
-            named = policy.allowed_signers
-            signers = load_allowed_signers(policy.resolve_path(named)) if named else None
+    signers = _approval_signers(ctx, approval_signers) if approvals is not None else None
     check = cross_check(list(read_events(path, data)), plans=Path(plans) if plans else None,
                         approvals=Path(approvals) if approvals else None, signers=signers)
     return AuditCrossCheck(result, check)

@@ -351,6 +351,10 @@ def build_parser() -> argparse.ArgumentParser:
     acase.add_argument("--witness", metavar="INVENTORY",
                        help="also read (read-only) the checkpoints the hosts of this inventory keep and name which "
                             "hosts keep this run's checkpoint and whether the log matches it (exit 6 if not)")
+    acase.add_argument("--approvals", metavar="DIR",
+                       help="the approval files the auditor was given: each approval of the run names its file, whose "
+                            "signature is checked and whose plan, approver, key and expiry must be the log's (exit 6 "
+                            "otherwise)")
     acase.add_argument("--lang", choices=("en", "zh"), help="English or Simplified Chinese (default: from the locale)")
     acase.add_argument("--json", action="store_true")
     acase.set_defaults(func="audit:cmd_case")

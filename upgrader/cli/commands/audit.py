@@ -366,7 +366,8 @@ def cmd_case(args: argparse.Namespace) -> int:
     signers = getattr(args, "allowed_signers", None)
     done = audit_case(context_of(args), args.run, log=log_path(args),
                       allowed_signers=Path(signers) if signers else None, anchor=getattr(args, "anchor", None),
-                      witness=Path(args.witness) if getattr(args, "witness", None) else None)
+                      witness=Path(args.witness) if getattr(args, "witness", None) else None,
+                      approvals=Path(args.approvals) if getattr(args, "approvals", None) else None)
     from ...audit.view import altered
 
     # a case read from an altered log (its chain or signatures, or the hosts' own records, say so) is no evidence:
@@ -401,6 +402,15 @@ def cmd_case(args: argparse.Namespace) -> int:
             c.print(Text(f"完好：主机的 {wr.checked} 个见证检查点都与日志一致" if zh else
                          f"INTACT: the hosts' {wr.checked} witnessed checkpoint(s) all match the log",
                          style="bold green"), soft_wrap=True)
+    checked: Any = done.case.get("approval_check")
+    if isinstance(checked, dict):  # the approval files the auditor was given (--approvals)
+        n = len(checked.get("problems") or [])
+        zh = lang == "zh"
+        c.print(Text((f"已被篡改：批准文件有 {n} 处与日志不符（见各批准人下方）" if zh else
+                      f"ALTERED: {n} problem(s) of the approval files against the log (under each approval)") if n
+                     else (f"完好：这次运行的批准文件（{checked.get('folder')}）都与日志一致" if zh else
+                           f"INTACT: the run's approval files ({checked.get('folder')}) match the log"),
+                     style="bold red" if n else "bold green"), soft_wrap=True)
     lines = case_lines_zh(done.case) if lang == "zh" else case_lines(done.case)
     said: Any = done.case.get("witnesses")
     hosts = len(witness_lines(said, lang))  # the hosts' own records close the case
@@ -430,6 +440,26 @@ _SOURCE_ZH = {"log": "来自日志的阶段时间", "host": "按主机自己的�
               "hosts and log": "主机有记录的按主机自己的时钟，其余来自日志"}
 
 
+def _approval_file_lines(case: dict[str, Any], a: dict[str, Any], lang: str) -> list[str]:
+    """Under an approval of the case, when it was given ``--approvals DIR``: the file that has its digest (its
+    signature checked) or that none has, and each problem of that file against the log."""
+    checked = case.get("approval_check")
+    if not isinstance(checked, dict):
+        return []
+    zh = lang == "zh"
+    found = a.get("checked_file")
+    if found is None:
+        head = (f"  批准文件：{checked.get('folder')} 中没有哪个文件有这个摘要" if zh else
+                f"  approval file: none in {checked.get('folder')} has this digest")
+    elif a.get("file_problems"):
+        head = f"  批准文件：{found}（与日志不符）" if zh else f"  approval file: {found} (does not match the log)"
+    else:
+        head = (f"  批准文件：{found}（签名已核验，计划、批准人、密钥和有效期与日志一致）" if zh else
+                f"  approval file: {found} (signature checked; plan, approver, key and expiry match the log)")
+    return [head] + [f"  {'已被篡改：' if zh else 'ALTERED: '}{p.get('problem_zh' if zh else 'problem')}"
+                     for p in a.get("file_problems") or []]
+
+
 def case_lines(case: dict[str, Any]) -> list[str]:
     """The case file as plain lines (recorded text: printed as is, never as markup)."""
     req = case.get("requested") or {}
@@ -443,6 +473,7 @@ def case_lines(case: dict[str, Any]) -> list[str]:
     for a in case.get("approvals") or []:
         out.append(f"approved by: {a.get('approver')} key {a.get('key')}; created {a.get('created') or 'unknown'}, expires "
                    f"{a.get('expires')}; approval digest {a.get('digest')}")
+        out += _approval_file_lines(case, a, "en")
     if not case.get("approvals"):
         out.append("approved by: nobody recorded")
     out += [f"policy: {pol.get('source')} sha256 {pol.get('sha256')} identity {pol.get('identity')}",
@@ -527,6 +558,7 @@ def case_lines_zh(case: dict[str, Any]) -> list[str]:
     for a in case.get("approvals") or []:
         out.append(f"批准人：{a.get('approver')}，密钥 {a.get('key')}；创建于 {a.get('created') or '未知'}，有效期至 "
                    f"{a.get('expires')}；批准摘要 {a.get('digest')}")
+        out += _approval_file_lines(case, a, "zh")
     if not case.get("approvals"):
         out.append("批准人：没有记录")
     out += [f"策略：{pol.get('source')}，sha256 {pol.get('sha256')}，身份 {pol.get('identity')}",
