@@ -38,13 +38,6 @@ def fleet2(tmp_path: Path, sshd: SSHServer) -> Iterator[Fleet]:
         kill_processes_under(tmp_path)
 
 
-def run_all(f: Fleet, version: str = "7.0.4.2") -> str:
-    rc, plan = plan_to(f.box, version)
-    assert rc == 0
-    assert upgrader(f.box, "run", str(plan), "--approval", str(approve(f.box, plan))) == 0
-    return f.run_dirs()[-1].name
-
-
 def test_two_rollbacks_of_one_run_in_the_same_second_each_get_their_own_label(
         fleet2: Fleet, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     """`rollback RUN --hosts app-01` then `rollback RUN --hosts app-02`, each starting in the same second on the
@@ -52,7 +45,7 @@ def test_two_rollbacks_of_one_run_in_the_same_second_each_get_their_own_label(
     labels (time first, so they sort), each host opened and ended its own label once, and `audit verify --witness`
     reads INTACT."""
     f = fleet2
-    run = run_all(f)
+    run, _, _ = run_once(f)  # both hosts upgraded
     # the controller's clock a second or two ahead (one offset for each rollback, as a host allows): the first
     # rollback starts on a whole second, and the second one within that second on the controller's clock
     second = (dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=2)).replace(microsecond=0)
