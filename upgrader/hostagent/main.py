@@ -1,7 +1,8 @@
 """Requests in, replies out: the table of actions, the per-run action lock, the session loop.
 
 The controller sends one JSON request (base64 in ``argv[1]``, or on stdin) and reads one JSON reply on
-stdout; or, with ``--serve``, one request per line and one reply per line until EOF.
+stdout; or, with ``--serve``, one request per line and one reply per line until EOF. A ``batch`` request carries
+several requests in one round trip (handle_batch).
 """
 
 import errno
