@@ -20,7 +20,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Collection, Mapping, Protocol, cast
+from typing import Any, Callable, Collection, Mapping, Protocol, Sequence, TypeVar, cast
 
 from .clock import Clock
 from .errors import InputError, TransportError
@@ -34,6 +34,10 @@ __all__ = ["Engine", "HostOutcome", "RunResult", "Observer", "HostTarget", "OUTC
 
 #: the cause recorded when the operator cancels a run
 CANCELLED = "cancelled by the operator"
+
+T = TypeVar("T")
+#: one agent action and its request (the engine adds the install's base fields)
+Request = tuple[str, dict[str, object]]
 
 #: exit code contributed by each host outcome (the run exits with the highest); ``bad_input``: refused before
 #: stop because a path the run would touch leads out of the install dir (nothing was changed)
@@ -359,10 +363,23 @@ class _HostRun:
     def call(self, op: str, timeout: float | None = None, **req: object) -> AgentReply:
         """One agent action; a lost connection is retried (every action re-checks the host's own state)."""
         assert self.agent is not None
+        agent = self.agent
+        return self._retrying(op, lambda: cast(AgentReply, agent.call(op, timeout=timeout, **self.base, **req)))
+
+    def call_batch(self, *requests: Request) -> list[AgentReply]:
+        """Several agent actions in one round trip (AgentClient.call_batch), retried as one like ``call``: for
+        actions sent one right after the other whatever the first answers, each then read-only or done once."""
+        assert self.agent is not None
+        agent = self.agent
+        batch = [(op, {**self.base, **req}) for op, req in requests]
+        return self._retrying("+".join(op for op, _ in requests),
+                              lambda: cast(list[AgentReply], agent.call_batch(batch)))
+
+    def _retrying(self, op: str, send: Callable[[], T]) -> T:
         attempt = 0
         while True:
             try:
-                return cast(AgentReply, self.agent.call(op, timeout=timeout, **self.base, **req))
+                return send()
             except TransportError as err:
                 # a refused host key (or a timeout) will not heal by trying again
                 if attempt >= self.e.retries or "timed out" in err.message or not getattr(err, "retryable", True):
@@ -646,24 +663,27 @@ class _HostRun:
             return False
         return bool(res["healthy"])
 
-    def _lock(self) -> None:
-        """Take the host's lock for this run; a lock broken on the operator's word is recorded with its holder."""
+    def _lock(self, before: Sequence[Request] = (), after: Sequence[Request] = ()) -> list[AgentReply]:
+        """Take the host's lock for this run; a lock broken on the operator's word is recorded with its holder.
+        ``before`` and ``after``: read-only actions sent in the same round trip, the first before the lock (its
+        refusal leaves the lock untaken), the others once it is held; the results of ``after``."""
         controller = self.e.controller
         catalog = {"product": self.p["product"], "serial": self.e.catalog_serial} \
             if self.e.catalog_serial is not None else None
         pkg: dict[str, Any] = dict(self.p.get("package") or {})
         # a host with its own trust root locks only for a run whose evidence it accepts (or whose entry it kept);
         # audit: what the host's opening record of the run keeps (hostagent/witness.py)
-        res = self.call("lock", controller=controller.get("host"), user=controller.get("user"),
-                        approvals=list(self.e.approvals), break_lock=self.e.break_lock, catalog=catalog,
-                        sha256=pkg.get("sha256"), current_version=self.p["current"], product=self.p["product"],
-                        timeout=None,
-                        audit=self.e.audit, **self._evidence())
+        res, *results = self.call_batch(*before, ("lock", dict(
+            controller=controller.get("host"), user=controller.get("user"), approvals=list(self.e.approvals),
+            break_lock=self.e.break_lock, catalog=catalog, sha256=pkg.get("sha256"),
+            current_version=self.p["current"], product=self.p["product"], audit=self.e.audit,
+            **self._evidence())), *after)[len(before):]
         broken = res.get("broken")
         if broken:
             self.e.journal.record("lock", "broken", host=self.name, holder=broken)
             self.e.emit("lock_broken", self.name, outcome="forced", holder=broken,
                         reason="--break-lock given by the operator")
+        return results
 
     def _backup_sound(self, version: str | None) -> bool:
         """Before a requested rollback stops anything: every byte of the backup matches its checksum. If not, the
@@ -783,13 +803,14 @@ class _HostRun:
                            inventory="the inventory")
         except InputError as e:
             raise _PhaseFailed("preflight", str(e), "unsafe_path") from None
-        self.call("host_trust", None, sha256=pkg["sha256"], current_version=self.p["current"],
-                  **self._evidence())  # a host with its own trust root decides first, before its lock is taken
-        self._lock()
-        facts = self.call("facts", version_source=self.spec["version"], check_drift=False,
-                          preserve=[x["path"] for x in self.spec["preserve"]], packages=[pkg["sha256"]],
-                          check_paths=paths_to_check(self.spec, pkg),
-                          ascii_dirs=self.spec.get("preflight", {}).get("ascii_dirs", []))
+        # one round trip: a host with its own trust root decides first, before its lock is taken; the facts once it
+        # is held
+        facts, = self._lock(
+            before=[("host_trust", dict(sha256=pkg["sha256"], current_version=self.p["current"], **self._evidence()))],
+            after=[("facts", dict(version_source=self.spec["version"], check_drift=False,
+                                  preserve=[x["path"] for x in self.spec["preserve"]], packages=[pkg["sha256"]],
+                                  check_paths=paths_to_check(self.spec, pkg),
+                                  ascii_dirs=self.spec.get("preflight", {}).get("ascii_dirs", [])))])
         if facts.get("unsafe_paths"):
             self.call("unlock")
             raise _PhaseFailed("preflight", "; ".join(facts["unsafe_paths"]), "unsafe_path")

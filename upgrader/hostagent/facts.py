@@ -6,11 +6,11 @@ import sys
 
 from .beneath import OPEN_DIR, check_host_paths, resolve_beneath, walk_dirs
 from .common import AGENT_FORMAT, DRIFT_LISTED, AgentError
-from . import hosttrust
 from .identity import install_identity, install_lineage, machine_identity
 from .ledger import ledger_drift, ledger_fds, ledger_serials
 from .manifests import scan_tree
 from .state import Paths, read_lock, run_state
+from .trustroot import describe, load_root
 from .versions import read_version
 
 
@@ -18,7 +18,7 @@ def op_facts(req):
     paths = Paths(req)
     out = {"install_dir": paths.install, "state_dir": paths.state, "exists": os.path.isdir(paths.install),
            "python": sys.version.split()[0], "agent_format": AGENT_FORMAT}
-    refused = hosttrust.version_command_refused(req, req["version_source"])
+    refused = _version_refused(req)
     if out["exists"] and refused:  # a trust-root host runs no playbook command outside a run it accepted
         out["version"], out["version_error"], out["version_refused"] = None, refused, "host_trust"
     elif out["exists"]:
@@ -45,14 +45,26 @@ def op_facts(req):
     install = install_identity(paths.install)  # one install, one entry; and the trees it replaced (lineage)
     out["identity"] = dict(machine_identity(), install=install)
     out["install_lineage"] = install_lineage(paths, install)
-    out["host_trust"] = hosttrust.describe()  # whether this host keeps its own trust root (hosttrust.py)
+    out["host_trust"] = describe()  # whether this host keeps its own trust root (hosttrust.py)
     try:  # the product installed here by the host's own account (its ledger, root's statement, its files)
-        root = hosttrust.load_root()
+        root = load_root()
     except AgentError:
         root = None
     from .product import installed_product
     out["installed_product"] = installed_product(paths, root) if out["exists"] else None
     return out
+
+
+def _version_refused(req):
+    """hosttrust.version_command_refused for this request: the deciding module is compiled only on a host that has
+    a trust root (without one every version source may be read), so a plan's read of a host does not pay for it."""
+    try:
+        if load_root() is None:
+            return None
+    except AgentError:
+        pass  # a refused root: the deciding module says what that means
+    from .hosttrust import version_command_refused
+    return version_command_refused(req, req["version_source"])
 
 
 def non_ascii_names(root, dirs):

@@ -44,12 +44,12 @@ import tempfile
 from .common import AgentError
 from .mounts import remove_tree
 from .trustroot import TRUST_DIR as TRUST_DIR, load_root as load_root  # part of this module's interface
+from .trustroot import NONE_TEXT as NONE_TEXT, describe as describe  # likewise
 from .trustroot import ALLOWED, CONFIG, _keygen, _read, _trust_error
 
 APPROVAL_NS = "upgrader-approval"
 CATALOG_NS = "upgrader-catalog"
 PLAN_NS = "upgrader-plan"
-NONE_TEXT = "host trust root: none \u2014 the controller's trust roots decide"
 _FIELDS = ("plan", "approver", "requester", "created", "expires", "after-hours", "comment")
 _FINGERPRINT = re.compile(r"(SHA256:[A-Za-z0-9+/]{43})")
 #: a package digest line of catalog.yaml as trust/catalog.py writes it (yaml.safe_dump of a list of mappings:
@@ -156,19 +156,6 @@ def catalog_entry_list(text):
 def catalog_entries(text):
     """The (product, version, sha256) of every package entry of a catalog's text (catalog_entry_list)."""
     return [(e.get("product"), e.get("version"), e.get("sha256")) for e in catalog_entry_list(text)]
-
-
-def describe():
-    """One line for facts and the plan's review: whether this host has its own trust root."""
-    try:
-        root = load_root()
-    except AgentError as e:
-        return {"present": True, "ok": False, "text": "host trust root: refused \u2014 %s" % e}
-    if root is None:
-        return {"present": False, "ok": True, "text": NONE_TEXT}
-    return {"present": True, "ok": True, "required": root["required"],
-            "text": "host trust root: %s (approvals by %s, catalogs by %s, %d approval(s) required)"
-                    % (root["dir"], root["allowed"], root["vendors"], root["required"])}
 
 
 # -- ssh-keygen -------------------------------------------------------------------------------------------

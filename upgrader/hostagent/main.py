@@ -1,7 +1,8 @@
 """Requests in, replies out: the table of actions, the per-run action lock, the session loop.
 
 The controller sends one JSON request (base64 in ``argv[1]``, or on stdin) and reads one JSON reply on
-stdout; or, with ``--serve``, one request per line and one reply per line until EOF.
+stdout; or, with ``--serve``, one request per line and one reply per line until EOF. A ``batch`` request carries
+several requests in one round trip (handle_batch).
 """
 
 import errno
@@ -102,6 +103,8 @@ class OpLock(object):
 
 
 def handle(req):
+    if req.get("op") == "batch":
+        return handle_batch(req)
     op = action(req.get("op"))
     if op is None:
         return {"ok": False, "kind": "bad_input", "error": "unknown agent op %r" % req.get("op")}
@@ -148,6 +151,23 @@ def handle(req):
                     "error": "%s: %s%s" % (e.strerror, e.filename or "", space_hint(
                         e.filename or req.get("state_dir") or req.get("install_dir")))}
         return {"ok": False, "kind": "failed", "error": "%s: %s" % (e.strerror, e.filename or "")}
+
+
+def handle_batch(req):
+    """Several requests in one round trip, each handled exactly as if it came alone (its own checks, gates and
+    locks, in order), stopping at the first that fails: a run's preflight asks the trust gate, the lock and the
+    facts at once, and a refusal is the same reply, from the same step, as when they came one by one."""
+    requests = req.get("requests")
+    if not isinstance(requests, list) or not all(isinstance(r, dict) for r in requests):
+        return {"ok": False, "kind": "bad_input", "error": "a batch needs a list of requests"}
+    replies = []
+    for sub in requests:
+        reply = ({"ok": False, "kind": "bad_input", "error": "a batch cannot hold a batch"}
+                 if sub.get("op") == "batch" else handle(sub))
+        replies.append(reply)
+        if not reply.get("ok"):
+            break
+    return {"ok": True, "result": {"replies": replies}}
 
 
 def space_hint(path):

@@ -7,7 +7,6 @@ import re
 import time
 
 from .beneath import OPEN_DIR, lstat_beneath, open_beneath, read_beneath, resolve_beneath
-from . import hosttrust
 from .common import AgentError
 from .processes import describe_selector, listening, pid_alive, port_open, real_ports, run_shell, select_processes
 from .state import Paths, run_state
@@ -156,7 +155,8 @@ def probe_result(paths, probe, log_offsets):
 
 def op_observe(req):
     """Wait until every probe passes (start_timeout), then watch them for the whole window."""
-    hosttrust.bound(req, "observe")  # with a host trust root: the accepted entry's probes only
+    from .hosttrust import bound
+    bound(req, "observe")  # with a host trust root: the accepted entry's probes only
     paths = Paths(req)
     spec = req["observe"]
     probes = spec["probes"]
@@ -215,10 +215,14 @@ def op_prove(req):
     judged on what a newly started version writes, so here only their file's place is checked."""
     paths = Paths(req)
     results = []
-    unapproved = hosttrust.unapproved_commands(req) if any(  # with a host trust root: no command of a plan not
-        p.get("type") == "command" for p in req.get("probes", [])) else None  # yet approved
-    if not unapproved:  # a run the host accepted: only the command probes its accepted plan entry names
-        hosttrust.bind_probes(req)
+    unapproved = None
+    # the host trust module is compiled only for command probes (it binds nothing else): a plan's proof of
+    # tcp/http/process probes does not pay for it
+    if any(p.get("type") == "command" for p in req.get("probes", [])):
+        from .hosttrust import bind_probes, unapproved_commands
+        unapproved = unapproved_commands(req)  # with a host trust root: no command of a plan not yet approved
+        if not unapproved:  # a run the host accepted: only the command probes its accepted plan entry names
+            bind_probes(req)
     for p in req.get("probes", []):
         name = p.get("name") or p["type"]
         if p["type"] == "command" and unapproved:

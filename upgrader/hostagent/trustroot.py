@@ -15,6 +15,7 @@ TRUST_DIR = "/etc/upgrader/host-trust"
 ALLOWED = "allowed_signers"
 VENDORS = "vendor_signers"
 CONFIG = "host-trust.json"
+NONE_TEXT = "host trust root: none \u2014 the controller's trust roots decide"
 _KEYGEN = []  # [absolute path of ssh-keygen], found once
 
 
@@ -116,3 +117,16 @@ def load_root():
         raise _trust_error("exists, but ssh-keygen (OpenSSH) is not installed on this host: the agent cannot "
                            "check signatures; install OpenSSH's client tools", TRUST_DIR)
     return root
+
+
+def describe():
+    """One line for facts and the plan's review: whether this host has its own trust root."""
+    try:
+        root = load_root()
+    except AgentError as e:
+        return {"present": True, "ok": False, "text": "host trust root: refused \u2014 %s" % e}
+    if root is None:
+        return {"present": False, "ok": True, "text": NONE_TEXT}
+    return {"present": True, "ok": True, "required": root["required"],
+            "text": "host trust root: %s (approvals by %s, catalogs by %s, %d approval(s) required)"
+                    % (root["dir"], root["allowed"], root["vendors"], root["required"])}

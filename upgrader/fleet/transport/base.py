@@ -103,19 +103,48 @@ class AgentClient:
         return self._stream
 
     def call(self, op: str, timeout: float | None = None, **request: Any) -> dict[str, Any]:
+        stream = self._session()
+        faults.point("agent:request", op=op, request=request)
+        return self._result(op, self._exchange(stream, op, {"op": op, **request}, timeout))
+
+    def call_batch(self, requests: Sequence[tuple[str, dict[str, Any]]],
+                   timeout: float | None = None) -> list[dict[str, Any]]:
+        """Several actions in one round trip, in order (the agent handles each as if it came alone and stops at the
+        first that fails): their results, or the first failure raised as ``call`` raises it. Only for actions that
+        the engine would send one right after the other whatever the first answers."""
+        stream = self._session()
+        for op, request in requests:
+            faults.point("agent:request", op=op, request=request)
+        names = "+".join(op for op, _ in requests)
+        reply = self._exchange(stream, names, {"op": "batch", "requests": [{"op": op, **r} for op, r in requests]},
+                               timeout)
+        replies = reply.get("result", {}).get("replies") if reply.get("ok") else None
+        if not isinstance(replies, list) or not all(isinstance(r, dict) for r in replies):
+            self.close()
+            raise TransportError(f"the agent gave no answer to {names!r}", host=self.transport.name)
+        results = [self._result(op, sub) for (op, _), sub in zip(requests, replies)]
+        if len(results) < len(requests):
+            raise TransportError(f"the agent gave no answer to {requests[len(results)][0]!r}", host=self.transport.name)
+        return results
+
+    def _session(self) -> Stream:
+        """This client's agent session, opened when it has none."""
         if self._agent is None:
             self._agent = self.transport.agent_path()
         if self._own_stream() is None:
             self._stream = self.transport.open_stream([self.transport.python, self._agent, "--serve"])
             self._lease = getattr(self._stream, "lease", None)
         assert self._stream is not None
-        faults.point("agent:request", op=op, request=request)
+        return self._stream
+
+    def _exchange(self, stream: Stream, op: str, message: dict[str, Any], timeout: float | None) -> dict[str, Any]:
+        """One request line out, one reply line in, on the session; a broken one is closed."""
         try:
-            self._stream.send_line(json.dumps({"op": op, **request}))
-            line = self._stream.read_line(timeout)
+            stream.send_line(json.dumps(message))
+            line = stream.read_line(timeout)
         except TransportError:
             self.close()
-            faults.point("agent:lost", op=op, request=request)
+            faults.point("agent:lost", op=op, request=message)
             raise
         try:
             reply = json.loads(line)
@@ -126,6 +155,11 @@ class AgentClient:
         if not isinstance(reply, dict) or "ok" not in reply:
             self.close()
             raise TransportError(f"the agent gave no answer to {op!r}", host=self.transport.name)
+        return reply
+
+    @staticmethod
+    def _result(op: str, reply: dict[str, Any]) -> dict[str, Any]:
+        """The result of one answered action; a refusal raised as AgentFailure."""
         if not reply.get("ok"):
             raise AgentFailure(op, str(reply.get("kind", "failed")), str(reply.get("error")),
                                reply.get("data"))
