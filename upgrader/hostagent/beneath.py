@@ -457,14 +457,14 @@ def open_beneath(root, rel, what, flags=os.O_RDONLY, disclose=True):
         os.close(root_fd)
 
 
-def read_beneath(root, rel, what, limit=-1, offset=0, disclose=True):
+def read_beneath(root, rel, what, limit, offset=0, disclose=True):
     """The bytes of root/rel (see open_beneath; ``disclose`` False only where nothing of them is returned), from
-    ``offset``, at most ``limit``."""
+    ``offset``, at most ``limit`` (always given: the file may be another account's, which can grow it at will)."""
     fd = open_beneath(root, rel, what, disclose=disclose)
-    with os.fdopen(fd, "rb") as f:
-        if offset:
-            f.seek(offset)
-        return f.read(limit)
+    try:
+        return os.pread(fd, limit, offset)
+    finally:
+        os.close(fd)
 
 
 def remove_at(parent_fd, name):

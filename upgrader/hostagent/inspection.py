@@ -168,6 +168,24 @@ def config_facts(root, rel, text):
     return c
 
 
+def read_tail(fd, size, want):
+    """At most ``want`` bytes from ``size - want`` on (the last ``want`` bytes of a file of ``size`` bytes). The
+    file is another account's, which can make it longer (a hole costs it nothing) between the fstat that gave
+    ``size`` and this read: a read to EOF would then take all of it into memory; this never takes more than
+    ``want``."""
+    return os.pread(fd, want, max(0, size - want))
+
+
+#: a file whose blocks on disk hold this much less than its size is mostly a hole (a sparse file)
+SPARSE_SLACK = 1 << 20
+
+
+def sparse(st):
+    """Is the file of stat ``st`` sparse: its apparent size more than SPARSE_SLACK beyond the bytes its blocks
+    hold (a small file, or one a file system stores compressed, is never called so below the slack)?"""
+    return st.st_size - st.st_blocks * 512 > SPARSE_SLACK
+
+
 def log_facts(root, rel, lines, tail, pattern):
     path = os.path.join(root, rel)
     try:
@@ -184,12 +202,15 @@ def log_facts(root, rel, lines, tail, pattern):
                 "lines": 0, "errors": 0, "samples": [], "withheld": str(e)}
     with os.fdopen(fd, "rb") as f:
         st = os.fstat(f.fileno())
-        f.seek(max(0, st.st_size - 256 * max(lines, tail, 1)))
-        text = f.read().decode("utf-8", "replace").splitlines()[-max(lines, tail, 1):]
+        data = read_tail(f.fileno(), st.st_size, 256 * max(lines, tail, 1))
+        text = data.decode("utf-8", "replace").splitlines()[-max(lines, tail, 1):]
     errors = [x for x in text[-lines:] if re.search(pattern, x)] if lines else []
     out = {"path": path, "size": st.st_size, "mtime": st.st_mtime, "recent": time.time() - st.st_mtime < 86400,
            "lines": min(lines, len(text)), "errors": len(errors), "samples": errors[-5:],
-           "errors_last_day": errors_last_day(text[-lines:] if lines else [], pattern, time.time())}
+           "errors_last_day": errors_last_day(text[-lines:] if lines else [], pattern, time.time()),
+           "bytes_read": len(data)}
+    if sparse(st):
+        out["sparse"] = True  # its size is mostly a hole: what was read may be zeros, not the log's lines
     if tail:
         out["tail"] = text[-tail:]
     return out

@@ -1,0 +1,76 @@
+"""Issue 14 (round 14, attack14 findings 2-5 and attack12 F4): what the service account can make the root agent do
+with the files it owns.
+
+The host agent often runs as root while the install belongs to the service account (daemon here, played with
+setpriv). That account can grow its log to any size as a hole, make its config sparse, point its config dir at a
+root-only directory, name any process in its pid file and keep a hard link to a product file. Each test plays that
+account against the shipped CLI and shows the agent holds: bounded reads, a refusal before stop, no walk out of the
+install, no other process's command line shown, and backups no other account can write.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from test_guide import UPGRADER
+from test_host_paths import run_cli
+from test_host_paths_13 import SYSTEM_PYTHON, as_daemon, daemon_uid, owned_box
+from upgrader.cli.commands.demo import Sandbox
+
+GiB = 1 << 30
+
+
+@pytest.fixture
+def daemon_box(monkeypatch: pytest.MonkeyPatch) -> Iterator[Sandbox]:
+    """The sample install 7.0.4.1, ``chown -R daemon:daemon``, its service started by daemon."""
+    yield from owned_box(monkeypatch)
+
+
+def daemon_sparse(path: Path, size: int) -> None:
+    """daemon (the service account) makes its own file ``size`` bytes long as a hole (no disk it pays for)."""
+    subprocess.run(as_daemon("truncate", "-s", str(size), str(path)), check=True)
+    st = path.stat()
+    assert st.st_uid == daemon_uid() and st.st_size == size and st.st_blocks * 512 < (16 << 20)
+
+
+def inspect_measured(box: Sandbox) -> tuple[int, dict[str, Any], int]:
+    """``upgrader inspect --json`` of the sandbox's install as its own process (root; the local transport runs the
+    agent as its child): exit code, the report, and the peak RSS in KiB of that process and its children."""
+    probe = ("import os, resource, subprocess, sys; r = subprocess.run(sys.argv[1:], stdout=open(os.environ['OUT'], "
+             "'w')).returncode; print(r, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+    out = box.root / "inspect.json"
+    res = subprocess.run([sys.executable, "-c", probe, UPGRADER, "--home", str(box.root), "inspect", "--install-dir",
+                          str(box.install_dir), "--playbook", "sample-middleware", "--var", f"port={box.port}",
+                          "--json"], capture_output=True, text=True, check=True, env={**os.environ, "OUT": str(out)})
+    rc, peak = (int(x) for x in res.stdout.split())
+    text = out.read_text()
+    assert "Traceback" not in text + res.stderr, text + res.stderr
+    return rc, json.loads(text), peak
+
+
+def test_1_a_log_grown_to_gigabytes_as_a_hole_is_read_a_bounded_amount_and_reported_sparse(
+        daemon_box: Sandbox) -> None:
+    """daemon makes logs/server.log 2 GiB as a hole (it could do so between the agent's fstat and its read, which
+    cannot be timed here): inspect finishes (exit 0), reads at most the tail it wants (a few hundred KiB, never to
+    EOF), says the log is sparse and how much it read, and the agent's peak memory stays small."""
+    box = daemon_box
+    log = box.install_dir / "logs" / "server.log"
+    daemon_sparse(log, 2 * GiB)
+    rc, report, peak_kib = inspect_measured(box)
+    assert rc == 0, report
+    (facts,) = [h["facts"] for h in report["hosts"]]
+    (fact,) = [x for x in facts["logs"] if x["path"] == "logs/server.log"]
+    assert fact["size"] == 2 * GiB and fact["sparse"] is True, fact
+    assert 0 < fact["bytes_read"] <= 256 * 2000, fact
+    (warning,) = [w for w in report["hosts"][0]["warnings"] if w["check"] == "log_sparse"]
+    assert "logs/server.log" in warning["message"] and "sparse" in warning["message"], warning
+    assert "稀疏文件" in warning["message_zh"], warning
+    assert peak_kib < 200 * 1024, peak_kib  # a memory bound (KiB), not a time one
