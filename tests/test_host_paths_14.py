@@ -74,3 +74,32 @@ def test_1_a_log_grown_to_gigabytes_as_a_hole_is_read_a_bounded_amount_and_repor
     assert "logs/server.log" in warning["message"] and "sparse" in warning["message"], warning
     assert "稀疏文件" in warning["message_zh"], warning
     assert peak_kib < 200 * 1024, peak_kib  # a memory bound (KiB), not a time one
+
+
+SECRET_ARGV = "--db-url=jdbc:oracle:thin:appuser/Tiger2026@db01:1521/ORCL"
+
+
+def test_4_a_process_the_pid_file_names_is_shown_by_pid_and_uid_never_by_its_command_line(
+        daemon_box: Sandbox, capsys: pytest.CaptureFixture[str]) -> None:
+    """A root process holds a database URL with a password on its command line; daemon writes its pid into its own
+    run/server.pid. ``inspect`` (console, JSON and HTML report) says the process is not the service's, by pid and
+    uid: nothing of its command line, not even redacted (the host and user names)."""
+    box = daemon_box
+    victim = subprocess.Popen([SYSTEM_PYTHON, "-c", "import time; time.sleep(300)", SECRET_ARGV], cwd="/",
+                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        pid_file = box.install_dir / "run" / "server.pid"
+        subprocess.run(as_daemon("sh", "-c", f"rm -f {pid_file}; echo {victim.pid} > {pid_file}"), check=True)
+        html = box.root / "r.html"
+        rc, console = run_cli(box, capsys, "inspect", "--install-dir", str(box.install_dir), "--playbook",
+                              "sample-middleware", "--var", f"port={box.port}", "-o", str(html))
+        rc_json, out = run_cli(box, capsys, "inspect", "--install-dir", str(box.install_dir), "--playbook",
+                               "sample-middleware", "--var", f"port={box.port}", "--json")
+        assert victim.poll() is None
+    finally:
+        victim.kill()
+        victim.wait()
+    for shown in (console, out, html.read_text()):
+        assert f"pid {victim.pid} (uid 0/0/0)" in shown, shown[-3000:]
+        for secret in ("Tiger2026", "appuser", "db01", "time.sleep", "--db-url"):
+            assert secret not in shown, (secret, shown[-3000:])
