@@ -139,6 +139,7 @@ class PathsToCheck(TypedDict):
     logs: list[str]
     version_file: str | None
     ascii_dirs: list[str]
+    copied: list[str]  # preserved config and cache: copied into the backup (sparse or huge files refused)
 
 
 # -- a plan (``plan.build_plan``, ``plan.load_plan``) --------------------------------------------------------

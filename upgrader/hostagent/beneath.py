@@ -573,6 +573,10 @@ def check_host_paths(root, spec):
             if not stat.S_ISREG(mode):
                 problems.append("%s %s is %s, not a regular file; the agent reads only regular files and did not "
                                 "read it: remove it (or make it the file the playbook means)" % (what, rel, kind_of(mode)))
+    for rel, st in copied_files(root, spec.get("copied", [])):  # config and cache: copied into the backup
+        problem = copy_problem(st, "preserved path", rel)
+        if problem:
+            problems.append(problem)
     problems += mount_problems(root, spec.get("preserve", []))
     if "pid_files" in spec:  # the whole list a plan or a run's preflight asks for: set-id files too (a preserved
         # directory is left to prepare, which knows which of them it copies)
@@ -785,6 +789,90 @@ def setid_problems(root, skip=()):
     return found
 
 
+#: a file whose blocks hold this much less than its size is mostly a hole (a sparse file)
+SPARSE_SLACK = 1 << 20
+#: the largest file the agent copies (a preserved config or cache file, a patch's product file, a backup copy)
+COPY_FILE_MAX = 1 << 30
+
+
+def sparse(st):
+    """Is the file of stat ``st`` sparse: its apparent size more than SPARSE_SLACK beyond the bytes its blocks
+    hold (a small file, or one a file system stores compressed, is never called so below the slack)?"""
+    return st.st_size - st.st_blocks * 512 > SPARSE_SLACK
+
+
+def copy_problem(st, what, rel):
+    """Why the regular file of stat ``st`` is not copied by the agent (None when it may be). Its owner can make it
+    sparse (a hole of any size costs it nothing) or huge; the agent, often root, would write every byte of it densely
+    and fill the file system (root's reserve too) before the service is even stopped."""
+    if sparse(st):
+        why = "is a sparse file (%d bytes, of which %d on disk): a copy would write every byte of it" % (
+            st.st_size, st.st_blocks * 512)
+    elif st.st_size > COPY_FILE_MAX:
+        why = "is %d bytes, more than the %d the agent copies" % (st.st_size, COPY_FILE_MAX)
+    else:
+        return None
+    return ("%s %s %s; nothing was changed: make it an ordinary file of its real size (cp --sparse=never), or "
+            "remove it" % (what, rel, why))
+
+
+def copied_files(root, rels, what="preserved path"):
+    """[(rel, lstat)] of every regular file the paths ``rels`` name below ``root`` (a directory: every file below
+    it), walked from descriptors with O_NOFOLLOW after each path is resolved beneath root; what cannot be reached
+    so is left out (check_host_paths names a link that leads out)."""
+    out = []
+    try:
+        root_fd = open_root(root, "the install dir")
+    except (AgentError, OSError):
+        return out
+
+    def walk(fd, rel):
+        for name in sorted(os.listdir(fd)):
+            try:
+                st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+            except FileNotFoundError:
+                continue
+            if stat.S_ISREG(st.st_mode):
+                out.append((rel + "/" + name, st))
+            elif stat.S_ISDIR(st.st_mode):
+                try:
+                    sub = open_dir_at(fd, name, what, root)
+                except (AgentError, OSError):
+                    continue
+                try:
+                    walk(sub, rel + "/" + name)
+                finally:
+                    os.close(sub)
+
+    try:
+        for rel in rels:
+            try:
+                parts = resolve_beneath(root, rel, what)
+                if not parts:
+                    continue
+                fd = walk_dirs(root_fd, parts[:-1], what, root)
+            except (AgentError, OSError):
+                continue
+            try:
+                st = os.stat(parts[-1], dir_fd=fd, follow_symlinks=False)
+                if stat.S_ISREG(st.st_mode):
+                    out.append(("/".join(parts), st))
+                elif stat.S_ISDIR(st.st_mode):
+                    sub = open_dir_at(fd, parts[-1], what, root)
+                    try:
+                        walk(sub, "/".join(parts))
+                    finally:
+                        os.close(sub)
+            except (AgentError, OSError):
+                pass
+            finally:
+                if fd != root_fd:
+                    os.close(fd)
+    finally:
+        os.close(root_fd)
+    return out
+
+
 def copy_out(parent_fd, name, dst_fd, dst_name, what="file"):
     """Copy ``name`` in directory ``parent_fd`` (a file, a link as a link, or a directory) to the new name
     ``dst_name`` in directory ``dst_fd``, owners, modes and times kept (set-id and sticky bits only of what root
@@ -818,6 +906,9 @@ def copy_out(parent_fd, name, dst_fd, dst_name, what="file"):
             st = os.fstat(fin.fileno())  # owner, mode and times of the file opened (a name swapped after the stat
             if not stat.S_ISREG(st.st_mode):  # above must not lend its set-id bits or its owner to another file)
                 raise AgentError("%s %s changed while it was copied; refusing it" % (what, name), "needs_person")
+            problem = copy_problem(st, what, name)
+            if problem:  # made sparse or huge since it was checked: refused here too, nothing written
+                raise AgentError(problem, "unsafe_path", path=name)
             flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
             with os.fdopen(os.open(dst_name, flags, 0o600, dir_fd=dst_fd), "wb") as fout:
                 shutil.copyfileobj(fin, fout, CHUNK)
