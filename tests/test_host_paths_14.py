@@ -19,10 +19,13 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
+import yaml
 
 from test_guide import UPGRADER
-from test_host_paths import run_cli
-from test_host_paths_13 import SYSTEM_PYTHON, as_daemon, daemon_uid, owned_box
+from hoststate import assert_host_untouched
+from hoststate import host_state as whole_host_state
+from test_host_paths import last_result, last_run_id, run_cli
+from test_host_paths_13 import SHIPPED, SYSTEM_PYTHON, approved_plan, as_daemon, daemon_uid, owned_box
 from upgrader.cli.commands.demo import Sandbox
 
 GiB = 1 << 30
@@ -103,3 +106,81 @@ def test_4_a_process_the_pid_file_names_is_shown_by_pid_and_uid_never_by_its_com
         assert f"pid {victim.pid} (uid 0/0/0)" in shown, shown[-3000:]
         for secret in ("Tiger2026", "appuser", "db01", "time.sleep", "--db-url"):
             assert secret not in shown, (secret, shown[-3000:])
+
+
+def with_inspect_block(box: Sandbox, block: dict[str, Any]) -> Path:
+    """The operator's playbook file: the shipped sample's with an ``inspect:`` block."""
+    doc = yaml.safe_load(SHIPPED.read_text(encoding="utf-8"))
+    doc["inspect"] = block
+    out = box.root / "inspect-playbook.yaml"
+    out.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
+    return out
+
+
+def unread(d: Path) -> float:
+    """Set directory ``d``'s access time before its change time (relatime then records the next listing of it) and
+    return it."""
+    st = d.stat()
+    os.utime(d, (st.st_mtime - 100, st.st_mtime))
+    return d.stat().st_atime
+
+
+def test_3_inspects_glob_walk_never_lists_a_directory_a_link_of_the_install_points_out_to(
+        daemon_box: Sandbox, capsys: pytest.CaptureFixture[str]) -> None:
+    """daemon replaces its conf/ by a link to a root-only directory outside (holding sub/ and a config file) and
+    adds logs/catalina.x.log, a link to the same directory; the playbook inspects ``conf`` (a directory: every
+    file below it) and ``logs/*.log``. ``inspect`` lists neither that directory nor sub/ (their access times are
+    untouched: relatime records any listing), reports nothing from them, and names both links as refused, with the
+    sentence a run's preflight gives."""
+    box = daemon_box
+    outside = box.root.parent / "rootonly"
+    (outside / "sub").mkdir(parents=True)
+    outside.chmod(0o700)
+    (outside / "sub" / "hidden.conf").write_text("password=Tiger2026\n")
+    (outside / "root.conf").write_text("password=Tiger2026\n")
+    playbook = with_inspect_block(box, {"configs": ["conf"], "logs": ["logs/*.log"]})
+    conf = box.install_dir / "conf"
+    subprocess.run(as_daemon("sh", "-c", f"mv {conf} {conf}.real && ln -s {outside} {conf} && "
+                                         f"ln -s {outside} {box.install_dir}/logs/catalina.x.log"), check=True)
+    atimes = {d: unread(d) for d in (outside, outside / "sub")}
+    rc, out = run_cli(box, capsys, "inspect", "--install-dir", str(box.install_dir), "--playbook", str(playbook),
+                      "--var", f"port={box.port}", "--json")
+    assert rc == 0, out
+    assert {d: d.stat().st_atime for d in atimes} == atimes  # never listed
+    report = json.loads(out)
+    facts = report["hosts"][0]["facts"]
+    assert facts["configs"] == [], facts["configs"]
+    assert [x["path"] for x in facts["logs"]] == ["logs/server.log"], facts["logs"]
+    assert "hidden.conf" not in out and "root.conf" not in out and "Tiger2026" not in out
+    refused = facts["paths_refused"]
+    for link in ("conf", "logs/catalina.x.log"):
+        assert any(f"passes through the symlink {link} -> {outside}, which leads outside the install dir" in why
+                   for why in refused), refused
+    warned = [w["message"] for w in report["hosts"][0]["warnings"] if w["check"] == "path_refused"]
+    assert len(warned) == 2 and all(m.startswith("not inspected: inspected path ") for m in warned), warned
+
+
+def test_2_a_sparse_preserved_config_is_refused_before_stop_and_nothing_is_copied(
+        daemon_box: Sandbox, capsys: pytest.CaptureFixture[str]) -> None:
+    """daemon makes its preserved conf/server.conf 1 GiB as a hole (4 KiB on disk) after the plan was approved. The
+    run is refused before stop (exit 2), naming the file and the sparse size; the service was never stopped, no run
+    on the host kept a backup or staged tree, and the host is untouched."""
+    box = daemon_box
+    plan, approval = approved_plan(box)
+    conf = box.install_dir / "conf" / "server.conf"
+    data = conf.read_bytes()
+    subprocess.run(as_daemon("sh", "-c", f"truncate -s {GiB} {conf}"), check=True)
+    assert conf.stat().st_blocks * 512 < (1 << 20)
+    service = int((box.install_dir / "run" / "server.pid").read_text())
+    was = whole_host_state(box.install_dir)
+    rc, text = run_cli(box, capsys, "run", str(plan), "--approval", str(approval))
+    assert rc == 2, text
+    assert "preserved path conf/server.conf is a sparse file" in text, text
+    (host,) = last_result(box)["hosts"]
+    assert host["outcome"] == "bad_input" and [p["phase"] for p in host["phases"]] == ["preflight"], host
+    assert_host_untouched(was, whole_host_state(box.install_dir), run_record=last_run_id(box))
+    assert int((box.install_dir / "run" / "server.pid").read_text()) == service and Path(f"/proc/{service}").exists()
+    state = box.install_dir.parent / f".upgrader-{box.install_dir.name}"
+    left = [p for p in state.rglob("*") if p.is_file() and p.stat().st_size > (1 << 20)]
+    assert left == [], left
+    assert conf.read_bytes()[:len(data)] == data  # the customer's file itself is as daemon left it
