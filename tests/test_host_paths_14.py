@@ -184,3 +184,39 @@ def test_2_a_sparse_preserved_config_is_refused_before_stop_and_nothing_is_copie
     left = [p for p in state.rglob("*") if p.is_file() and p.stat().st_size > (1 << 20)]
     assert left == [], left
     assert conf.read_bytes()[:len(data)] == data  # the customer's file itself is as daemon left it
+
+
+def inodes(top: Path) -> set[tuple[int, int]]:
+    """(device, inode) of every file at and below ``top`` (links not followed)."""
+    return {(st.st_dev, st.st_ino) for st in (p.lstat() for p in [top, *top.rglob("*")])}
+
+
+def test_5_a_hard_link_the_service_account_keeps_never_reaches_the_backup(
+        daemon_box: Sandbox, capsys: pytest.CaptureFixture[str]) -> None:
+    """daemon keeps a hard link of its bin/start.sh as data/.keep (preserved data, moved across every upgrade).
+    A run commits 7.0.4.2; no file of the run's backup is an inode reachable from the install (the backup's copy of
+    a file daemon owns is root's own). daemon then rewrites data/.keep; ``upgrader rollback RUN`` still trusts the
+    backup and puts 7.0.4.1 back (exit 0, the service up and answering), bin/start.sh as it was, daemon's with its
+    mode, and not the backup's inode either."""
+    box = daemon_box
+    start = box.install_dir / "bin" / "start.sh"
+    original, mode = start.read_bytes(), start.stat().st_mode
+    keep = box.install_dir / "data" / ".keep"
+    subprocess.run(as_daemon("ln", str(start), str(keep)), check=True)
+    plan, approval = approved_plan(box)
+    rc, text = run_cli(box, capsys, "run", str(plan), "--approval", str(approval))
+    assert rc == 0, text
+    run = last_run_id(box)
+    backup = box.install_dir.parent / f".upgrader-{box.install_dir.name}" / "runs" / run / "backup" / "tree"
+    saved = backup / "bin" / "start.sh"
+    assert saved.read_bytes() == original and saved.stat().st_uid == 0, saved.stat()
+    assert not inodes(backup) & inodes(box.install_dir)
+    assert keep.stat().st_nlink == 1  # daemon's name of the old start.sh is its only one (the backup is a copy)
+    subprocess.run(as_daemon("sh", "-c", f"echo 'id > /dev/null' > {keep}"), check=True)
+    rc, text = run_cli(box, capsys, "rollback", run, "--yes")
+    assert rc == 0, text
+    assert box.answers() == "7.0.4.1"
+    assert start.read_bytes() == original, start.read_text()
+    st = start.stat()
+    assert (st.st_uid, st.st_mode) == (daemon_uid(), mode), st
+    assert (st.st_dev, st.st_ino) not in inodes(backup)

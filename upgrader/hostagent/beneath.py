@@ -873,10 +873,11 @@ def copied_files(root, rels, what="preserved path"):
     return out
 
 
-def copy_out(parent_fd, name, dst_fd, dst_name, what="file"):
+def copy_out(parent_fd, name, dst_fd, dst_name, what="file", owner=None):
     """Copy ``name`` in directory ``parent_fd`` (a file, a link as a link, or a directory) to the new name
     ``dst_name`` in directory ``dst_fd``, owners, modes and times kept (set-id and sticky bits only of what root
-    owns, see keep_owner); nothing on either side is followed (``what`` names the source in messages)."""
+    owns, see keep_owner); nothing on either side is followed (``what`` names the source in messages).
+    ``owner``: (uid, gid, mode) a copied regular file gets instead of its source's."""
     st = os.stat(name, dir_fd=parent_fd, follow_symlinks=False)
     if stat.S_ISLNK(st.st_mode):
         os.symlink(os.readlink(name, dir_fd=parent_fd), dst_name, dir_fd=dst_fd)
@@ -913,7 +914,7 @@ def copy_out(parent_fd, name, dst_fd, dst_name, what="file"):
             with os.fdopen(os.open(dst_name, flags, 0o600, dir_fd=dst_fd), "wb") as fout:
                 shutil.copyfileobj(fin, fout, CHUNK)
                 fout.flush()
-                keep_owner(fout.fileno(), st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode))
+                keep_owner(fout.fileno(), *(owner or (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode))))
                 os.utime(fout.fileno(), ns=(st.st_atime_ns, st.st_mtime_ns))
     else:
         raise AgentError("%s %s is neither a file, a directory nor a link; refusing to copy it" % (what, name),
