@@ -160,22 +160,24 @@ def test_3_inspects_glob_walk_never_lists_a_directory_a_link_of_the_install_poin
     assert len(warned) == 2 and all(m.startswith("not inspected: inspected path ") for m in warned), warned
 
 
-def test_2_a_sparse_preserved_config_is_refused_before_stop_and_nothing_is_copied(
-        daemon_box: Sandbox, capsys: pytest.CaptureFixture[str]) -> None:
-    """daemon makes its preserved conf/server.conf 1 GiB as a hole (4 KiB on disk) after the plan was approved. The
-    run is refused before stop (exit 2), naming the file and the sparse size; the service was never stopped, no run
-    on the host kept a backup or staged tree, and the host is untouched."""
+@pytest.mark.parametrize("rel, what", [("conf/server.conf", "preserved path"), ("lib/extra.jar", "install file")])
+def test_2_a_sparse_file_the_backup_would_copy_is_refused_before_stop_and_nothing_is_copied(
+        daemon_box: Sandbox, capsys: pytest.CaptureFixture[str], rel: str, what: str) -> None:
+    """After the plan was approved, daemon makes its preserved conf/server.conf 1 GiB as a hole (4 KiB on disk), or
+    adds such a product file of its own (the backup copies daemon's files, which it could otherwise rewrite). The
+    run is refused before stop (exit 2, at preflight), naming the file as sparse; the service was never stopped, no
+    run on the host kept a large file, and the host is untouched."""
     box = daemon_box
     plan, approval = approved_plan(box)
-    conf = box.install_dir / "conf" / "server.conf"
-    data = conf.read_bytes()
-    subprocess.run(as_daemon("sh", "-c", f"truncate -s {GiB} {conf}"), check=True)
-    assert conf.stat().st_blocks * 512 < (1 << 20)
+    path = box.install_dir / rel
+    before = path.read_bytes() if path.exists() else b""
+    subprocess.run(as_daemon("truncate", "-s", str(GiB), str(path)), check=True)
+    assert path.stat().st_blocks * 512 < (1 << 20)
     service = int((box.install_dir / "run" / "server.pid").read_text())
     was = whole_host_state(box.install_dir)
     rc, text = run_cli(box, capsys, "run", str(plan), "--approval", str(approval))
     assert rc == 2, text
-    assert "preserved path conf/server.conf is a sparse file" in text, text
+    assert f"{what} {rel} is a sparse file" in text, text
     (host,) = last_result(box)["hosts"]
     assert host["outcome"] == "bad_input" and [p["phase"] for p in host["phases"]] == ["preflight"], host
     assert_host_untouched(was, whole_host_state(box.install_dir), run_record=last_run_id(box))
@@ -183,7 +185,7 @@ def test_2_a_sparse_preserved_config_is_refused_before_stop_and_nothing_is_copie
     state = box.install_dir.parent / f".upgrader-{box.install_dir.name}"
     left = [p for p in state.rglob("*") if p.is_file() and p.stat().st_size > (1 << 20)]
     assert left == [], left
-    assert conf.read_bytes()[:len(data)] == data  # the customer's file itself is as daemon left it
+    assert path.read_bytes()[:len(before)] == before  # the customer's file itself is as daemon left it
 
 
 def inodes(top: Path) -> set[tuple[int, int]]:
@@ -220,3 +222,33 @@ def test_5_a_hard_link_the_service_account_keeps_never_reaches_the_backup(
     st = start.stat()
     assert (st.st_uid, st.st_mode) == (daemon_uid(), mode), st
     assert (st.st_dev, st.st_ino) not in inodes(backup)
+
+
+def test_6_a_prepare_that_fails_part_way_leaves_no_staged_tree_nor_partial_backup(
+        daemon_box: Sandbox, capsys: pytest.CaptureFixture[str]) -> None:
+    """The operator's playbook also preserves conf/extra/ (config: copied into the backup); daemon puts a FIFO in it
+    after the plan was approved. The backup has already copied daemon's product files when it meets the FIFO,
+    which it refuses to copy: the run ends before stop, the service never stopped, and the run's staged tree and
+    partial backup are removed (nothing left on the disk), the host otherwise untouched."""
+    box = daemon_box
+    doc = yaml.safe_load(SHIPPED.read_text(encoding="utf-8"))
+    doc["preserve"].append({"path": "conf/extra", "kind": "config"})
+    (box.root / "playbooks").mkdir(exist_ok=True)
+    (box.root / "playbooks" / "sample-middleware.yaml").write_text(yaml.safe_dump(doc, sort_keys=False),
+                                                                  encoding="utf-8")
+    extra = box.install_dir / "conf" / "extra"
+    subprocess.run(as_daemon("sh", "-c", f"mkdir {extra} && echo a=1 > {extra}/a.conf"), check=True)
+    plan, approval = approved_plan(box)
+    subprocess.run(as_daemon("mkfifo", str(extra / "pipe")), check=True)
+    service = int((box.install_dir / "run" / "server.pid").read_text())
+    was = whole_host_state(box.install_dir)
+    rc, text = run_cli(box, capsys, "run", str(plan), "--approval", str(approval))
+    assert rc != 0 and "pipe" in text, text
+    (host,) = last_result(box)["hosts"]
+    assert "stop" not in [p["phase"] for p in host["phases"]], host
+    now = whole_host_state(box.install_dir)  # the run's records in the agent's state dir aside
+    assert (now.product, now.service, now.lock) == (was.product, was.service, was.lock)
+    assert box.answers() == "7.0.4.1"
+    assert int((box.install_dir / "run" / "server.pid").read_text()) == service and Path(f"/proc/{service}").exists()
+    run_dir = box.install_dir.parent / f".upgrader-{box.install_dir.name}" / "runs" / last_run_id(box)
+    assert not (run_dir / "staging").exists() and not (run_dir / "backup").exists(), list(run_dir.iterdir())

@@ -747,9 +747,10 @@ def keep_owner(fd, uid, gid, mode):
 
 
 def setid_problems(root, skip=()):
-    """One sentence for each regular file below ``root`` that is set-user-ID or set-group-ID and not owned by root
-    (walked from descriptors, no link followed; at most 20). The agent copies install files as root (a patch, the
-    backup of config, a rollback): such a file is refused before anything is changed, never copied. Directories
+    """One sentence for each regular file below ``root`` that is set-user-ID or set-group-ID and not owned by root,
+    or that another account can reach and is sparse or huge (copy_problem) (walked from descriptors, no link
+    followed; at most 20). The agent copies install files as root (a patch, the backup of config and of other
+    accounts' files, a rollback): such a file is refused before anything is changed, never copied. Directories
     named in ``skip`` (preserved data the agent only renames, never copies) are not walked."""
     found = []
     skip = set(skip)
@@ -774,6 +775,9 @@ def setid_problems(root, skip=()):
                     walk(sub, rel)
                 finally:
                     os.close(sub)
+            elif stat.S_ISREG(st.st_mode) and (st.st_uid != os.geteuid() or st.st_nlink > 1) and \
+                    copy_problem(st, "install file", rel):  # the backup copies such a file (manifests.snapshot)
+                found.append(copy_problem(st, "install file", rel))
             elif stat.S_ISREG(st.st_mode) and st.st_mode & (stat.S_ISUID | stat.S_ISGID) and st.st_uid != 0:
                 found.append("install file %s is set-user-ID or set-group-ID (mode %04o) and owned by uid %d, not "
                              "root: the agent will not copy it (a copy made by root could run as root); nothing "
