@@ -825,53 +825,36 @@ def copied_files(root, rels, what="preserved path"):
     it), walked from descriptors with O_NOFOLLOW after each path is resolved beneath root; what cannot be reached
     so is left out (check_host_paths names a link that leads out)."""
     out = []
+
+    def visit(fd, name, rel):
+        st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+        if stat.S_ISREG(st.st_mode):
+            out.append((rel, st))
+        elif stat.S_ISDIR(st.st_mode):
+            sub = open_dir_at(fd, name, what, root)
+            try:
+                for entry in sorted(os.listdir(sub)):
+                    visit(sub, entry, rel + "/" + entry)
+            finally:
+                os.close(sub)
+
     try:
         root_fd = open_root(root, "the install dir")
     except (AgentError, OSError):
         return out
-
-    def walk(fd, rel):
-        for name in sorted(os.listdir(fd)):
-            try:
-                st = os.stat(name, dir_fd=fd, follow_symlinks=False)
-            except FileNotFoundError:
-                continue
-            if stat.S_ISREG(st.st_mode):
-                out.append((rel + "/" + name, st))
-            elif stat.S_ISDIR(st.st_mode):
-                try:
-                    sub = open_dir_at(fd, name, what, root)
-                except (AgentError, OSError):
-                    continue
-                try:
-                    walk(sub, rel + "/" + name)
-                finally:
-                    os.close(sub)
-
     try:
         for rel in rels:
             try:
-                parts = resolve_beneath(root, rel, what)
-                if not parts:
-                    continue
-                fd = walk_dirs(root_fd, parts[:-1], what, root)
+                rel = "/".join(resolve_beneath(root, rel, what))
+                fd, name = parent_at(root_fd, rel, what, root)
             except (AgentError, OSError):
                 continue
             try:
-                st = os.stat(parts[-1], dir_fd=fd, follow_symlinks=False)
-                if stat.S_ISREG(st.st_mode):
-                    out.append(("/".join(parts), st))
-                elif stat.S_ISDIR(st.st_mode):
-                    sub = open_dir_at(fd, parts[-1], what, root)
-                    try:
-                        walk(sub, "/".join(parts))
-                    finally:
-                        os.close(sub)
+                visit(fd, name, rel)
             except (AgentError, OSError):
-                pass
+                pass  # swapped or gone while it was walked: the copy itself refuses what it cannot copy
             finally:
-                if fd != root_fd:
-                    os.close(fd)
+                os.close(fd)
     finally:
         os.close(root_fd)
     return out
