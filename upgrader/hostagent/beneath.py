@@ -457,9 +457,13 @@ def open_beneath(root, rel, what, flags=os.O_RDONLY, disclose=True):
         os.close(root_fd)
 
 
-def read_beneath(root, rel, what, limit, offset=0, disclose=True):
+#: what read_beneath returns at most when its caller names no limit
+READ_MAX = 1 << 20
+
+
+def read_beneath(root, rel, what, limit=READ_MAX, offset=0, disclose=True):
     """The bytes of root/rel (see open_beneath; ``disclose`` False only where nothing of them is returned), from
-    ``offset``, at most ``limit`` (always given: the file may be another account's, which can grow it at will)."""
+    ``offset``, at most ``limit`` (never to EOF: the file may be another account's, which can grow it at will)."""
     fd = open_beneath(root, rel, what, disclose=disclose)
     try:
         return os.pread(fd, limit, offset)
