@@ -825,7 +825,8 @@ class _HostRun:
             raise _PhaseFailed("preflight", non_ascii_reason(list(facts["non_ascii"])), "non_ascii")
         self._prove_probes()
         # before the package is sent or copied for the run (receive_check writes the run's copy of a cached one)
-        need = int(pkg["size"]) * 2 + int(pkg.get("limits", {}).get("unpacked_bytes", 0))
+        need = int(pkg["size"]) * 2 + int(pkg.get("limits", {}).get("unpacked_bytes", 0)) \
+            + int(facts.get("copied_bytes", 0))  # the backup's copies of preserved config and cache
         if int(facts.get("free_bytes", 0)) < need:
             self.call("unlock")
             raise _PhaseFailed("preflight", f"only {facts['free_bytes'] >> 20} MiB free, {need >> 20} MiB needed",

@@ -26,7 +26,8 @@ def paths_to_check(spec: PlaybookSpec, package: PlanPackage | None = None) -> Pa
             "pid_files": sorted({p for p in pid_files if p}),
             "logs": sorted({p["file"] for p in probes if p["type"] == "log"}),
             "version_file": spec["version"].get("file"),
-            "ascii_dirs": list(spec.get("preflight", {}).get("ascii_dirs", []))}
+            "ascii_dirs": list(spec.get("preflight", {}).get("ascii_dirs", [])),
+            "copied": [p["path"] for p in spec["preserve"] if p.get("kind") in ("config", "cache")]}
 
 
 def _named(spec: PlaybookSpec) -> list[tuple[str, str]]:

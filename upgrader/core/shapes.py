@@ -139,6 +139,7 @@ class PathsToCheck(TypedDict):
     logs: list[str]
     version_file: str | None
     ascii_dirs: list[str]
+    copied: list[str]  # preserved config and cache: copied into the backup (sparse or huge files refused)
 
 
 # -- a plan (``plan.build_plan``, ``plan.load_plan``) --------------------------------------------------------
@@ -266,6 +267,7 @@ class AgentReply(TypedDict, total=False):
     baseline: bool
     unsafe_paths: list[str]
     free_bytes: int
+    copied_bytes: int  # the preserved config and cache the backup copies (counted in the free space a run needs)
     non_ascii: list[str]
     catalog_serials: dict[str, int]
     identity: JSONObject  # {"machine": "machine-id:...", "install": [st_dev, st_ino]}

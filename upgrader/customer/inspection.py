@@ -178,6 +178,17 @@ def warnings(facts: dict[str, Any], thresholds: Mapping[str, float] | None = Non
             known = _zh(w["message"])
             if known != w["message"]:
                 w["message_zh"] = known
+    for why in facts.get("paths_refused") or []:  # a config or log glob met a link that leads out: not followed
+        out.append({"check": "path_refused", "value": None, "threshold": None,
+                    "message": f"not inspected: {why}",
+                    "message_zh": f"未检查（路径经过指向安装目录之外的符号链接，没有跟随）：{_zh(why)}"})
+    for log in facts.get("logs") or []:  # after the wording loop: its Chinese is whole already
+        if log.get("sparse"):  # a log is appended to, never seeked past: a hole is someone's doing
+            out.append({"check": "log_sparse", "value": log.get("size"), "threshold": None,
+                        "message": f"{log['path']}: {log.get('size')} bytes but mostly a hole (a sparse file): "
+                                   f"only its last {log.get('bytes_read')} bytes were read",
+                        "message_zh": f"{log['path']}：大小 {log.get('size')} 字节，但大部分是空洞（稀疏文件）："
+                                      f"只读取了最后 {log.get('bytes_read')} 字节"})
     return out
 
 

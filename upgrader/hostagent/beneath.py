@@ -457,14 +457,18 @@ def open_beneath(root, rel, what, flags=os.O_RDONLY, disclose=True):
         os.close(root_fd)
 
 
-def read_beneath(root, rel, what, limit=-1, offset=0, disclose=True):
+#: what read_beneath returns at most when its caller names no limit
+READ_MAX = 1 << 20
+
+
+def read_beneath(root, rel, what, limit=READ_MAX, offset=0, disclose=True):
     """The bytes of root/rel (see open_beneath; ``disclose`` False only where nothing of them is returned), from
-    ``offset``, at most ``limit``."""
+    ``offset``, at most ``limit`` (never to EOF: the file may be another account's, which can grow it at will)."""
     fd = open_beneath(root, rel, what, disclose=disclose)
-    with os.fdopen(fd, "rb") as f:
-        if offset:
-            f.seek(offset)
-        return f.read(limit)
+    try:
+        return os.pread(fd, limit, offset)
+    finally:
+        os.close(fd)
 
 
 def remove_at(parent_fd, name):
@@ -573,6 +577,10 @@ def check_host_paths(root, spec):
             if not stat.S_ISREG(mode):
                 problems.append("%s %s is %s, not a regular file; the agent reads only regular files and did not "
                                 "read it: remove it (or make it the file the playbook means)" % (what, rel, kind_of(mode)))
+    for rel, st in copied_files(root, spec.get("copied", [])):  # config and cache: copied into the backup
+        problem = copy_problem(st, "preserved path", rel)
+        if problem:
+            problems.append(problem)
     problems += mount_problems(root, spec.get("preserve", []))
     if "pid_files" in spec:  # the whole list a plan or a run's preflight asks for: set-id files too (a preserved
         # directory is left to prepare, which knows which of them it copies)
@@ -743,9 +751,10 @@ def keep_owner(fd, uid, gid, mode):
 
 
 def setid_problems(root, skip=()):
-    """One sentence for each regular file below ``root`` that is set-user-ID or set-group-ID and not owned by root
-    (walked from descriptors, no link followed; at most 20). The agent copies install files as root (a patch, the
-    backup of config, a rollback): such a file is refused before anything is changed, never copied. Directories
+    """One sentence for each regular file below ``root`` that is set-user-ID or set-group-ID and not owned by root,
+    or that another account can reach and is sparse or huge (copy_problem) (walked from descriptors, no link
+    followed; at most 20). The agent copies install files as root (a patch, the backup of config and of other
+    accounts' files, a rollback): such a file is refused before anything is changed, never copied. Directories
     named in ``skip`` (preserved data the agent only renames, never copies) are not walked."""
     found = []
     skip = set(skip)
@@ -770,6 +779,9 @@ def setid_problems(root, skip=()):
                     walk(sub, rel)
                 finally:
                     os.close(sub)
+            elif stat.S_ISREG(st.st_mode) and (st.st_uid != os.geteuid() or st.st_nlink > 1) and \
+                    copy_problem(st, "install file", rel):  # the backup copies such a file (manifests.snapshot)
+                found.append(copy_problem(st, "install file", rel))
             elif stat.S_ISREG(st.st_mode) and st.st_mode & (stat.S_ISUID | stat.S_ISGID) and st.st_uid != 0:
                 found.append("install file %s is set-user-ID or set-group-ID (mode %04o) and owned by uid %d, not "
                              "root: the agent will not copy it (a copy made by root could run as root); nothing "
@@ -785,10 +797,78 @@ def setid_problems(root, skip=()):
     return found
 
 
-def copy_out(parent_fd, name, dst_fd, dst_name, what="file"):
+#: a file whose blocks hold this much less than its size is mostly a hole (a sparse file)
+SPARSE_SLACK = 1 << 20
+#: the largest file the agent copies (a preserved config or cache file, a patch's product file, a backup copy)
+COPY_FILE_MAX = 1 << 30
+
+
+def sparse(st):
+    """Is the file of stat ``st`` sparse: its apparent size more than SPARSE_SLACK beyond the bytes its blocks
+    hold (a small file, or one a file system stores compressed, is never called so below the slack)?"""
+    return st.st_size - st.st_blocks * 512 > SPARSE_SLACK
+
+
+def copy_problem(st, what, rel):
+    """Why the regular file of stat ``st`` is not copied by the agent (None when it may be). Its owner can make it
+    sparse (a hole of any size costs it nothing) or huge; the agent, often root, would write every byte of it densely
+    and fill the file system (root's reserve too) before the service is even stopped."""
+    if sparse(st):
+        why = "is a sparse file (%d bytes, of which %d on disk): a copy would write every byte of it" % (
+            st.st_size, st.st_blocks * 512)
+    elif st.st_size > COPY_FILE_MAX:
+        why = "is %d bytes, more than the %d the agent copies" % (st.st_size, COPY_FILE_MAX)
+    else:
+        return None
+    return ("%s %s %s; nothing was changed: make it an ordinary file of its real size (cp --sparse=never), or "
+            "remove it" % (what, rel, why))
+
+
+def copied_files(root, rels, what="preserved path"):
+    """[(rel, lstat)] of every regular file the paths ``rels`` name below ``root`` (a directory: every file below
+    it), walked from descriptors with O_NOFOLLOW after each path is resolved beneath root; what cannot be reached
+    so is left out (check_host_paths names a link that leads out)."""
+    out = []
+
+    def visit(fd, name, rel):
+        st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+        if stat.S_ISREG(st.st_mode):
+            out.append((rel, st))
+        elif stat.S_ISDIR(st.st_mode):
+            sub = open_dir_at(fd, name, what, root)
+            try:
+                for entry in sorted(os.listdir(sub)):
+                    visit(sub, entry, rel + "/" + entry)
+            finally:
+                os.close(sub)
+
+    try:
+        root_fd = open_root(root, "the install dir")
+    except (AgentError, OSError):
+        return out
+    try:
+        for rel in rels:
+            try:
+                rel = "/".join(resolve_beneath(root, rel, what))
+                fd, name = parent_at(root_fd, rel, what, root)
+            except (AgentError, OSError):
+                continue
+            try:
+                visit(fd, name, rel)
+            except (AgentError, OSError):
+                pass  # swapped or gone while it was walked: the copy itself refuses what it cannot copy
+            finally:
+                os.close(fd)
+    finally:
+        os.close(root_fd)
+    return out
+
+
+def copy_out(parent_fd, name, dst_fd, dst_name, what="file", owner=None):
     """Copy ``name`` in directory ``parent_fd`` (a file, a link as a link, or a directory) to the new name
     ``dst_name`` in directory ``dst_fd``, owners, modes and times kept (set-id and sticky bits only of what root
-    owns, see keep_owner); nothing on either side is followed (``what`` names the source in messages)."""
+    owns, see keep_owner); nothing on either side is followed (``what`` names the source in messages).
+    ``owner``: (uid, gid, mode) a copied regular file gets instead of its source's."""
     st = os.stat(name, dir_fd=parent_fd, follow_symlinks=False)
     if stat.S_ISLNK(st.st_mode):
         os.symlink(os.readlink(name, dir_fd=parent_fd), dst_name, dir_fd=dst_fd)
@@ -818,11 +898,14 @@ def copy_out(parent_fd, name, dst_fd, dst_name, what="file"):
             st = os.fstat(fin.fileno())  # owner, mode and times of the file opened (a name swapped after the stat
             if not stat.S_ISREG(st.st_mode):  # above must not lend its set-id bits or its owner to another file)
                 raise AgentError("%s %s changed while it was copied; refusing it" % (what, name), "needs_person")
+            problem = copy_problem(st, what, name)
+            if problem:  # made sparse or huge since it was checked: refused here too, nothing written
+                raise AgentError(problem, "unsafe_path", path=name)
             flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
             with os.fdopen(os.open(dst_name, flags, 0o600, dir_fd=dst_fd), "wb") as fout:
                 shutil.copyfileobj(fin, fout, CHUNK)
                 fout.flush()
-                keep_owner(fout.fileno(), st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode))
+                keep_owner(fout.fileno(), *(owner or (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode))))
                 os.utime(fout.fileno(), ns=(st.st_atime_ns, st.st_mtime_ns))
     else:
         raise AgentError("%s %s is neither a file, a directory nor a link; refusing to copy it" % (what, name),

@@ -4,7 +4,7 @@ import os
 import stat
 import sys
 
-from .beneath import OPEN_DIR, check_host_paths, resolve_beneath, walk_dirs
+from .beneath import OPEN_DIR, check_host_paths, copied_files, resolve_beneath, walk_dirs
 from .common import AGENT_FORMAT, DRIFT_LISTED, AgentError
 from .identity import install_identity, install_lineage, machine_identity
 from .ledger import ledger_drift, ledger_fds, ledger_serials
@@ -40,6 +40,9 @@ def op_facts(req):
     out["cached"] = [s for s in req.get("packages", []) if os.path.isfile(os.path.join(paths.packages, s + ".tar.gz"))]
     if req.get("check_paths") is not None and out["exists"]:
         out["unsafe_paths"] = check_host_paths(paths.install, req["check_paths"])
+        # the preserved config and cache the backup copies: counted in the free space a run needs
+        out["copied_bytes"] = sum(st.st_size for _, st in copied_files(paths.install,
+                                                                       req["check_paths"].get("copied", [])))
     out["non_ascii"] = non_ascii_names(paths.install, req.get("ascii_dirs", []))
     out["catalog_serials"] = ledger_serials(paths, strict=False)
     install = install_identity(paths.install)  # one install, one entry; and the trees it replaced (lineage)

@@ -364,8 +364,8 @@ def access_figures(root, rels, spec, now):
             st = os.fstat(f.fileno())
             if now - st.st_mtime > 86400 + 3600:
                 continue  # rotated before the last day began: nothing of it counts
-            f.seek(max(0, st.st_size - ACCESS_MAX))
-            data = f.read().decode("utf-8", "replace").splitlines()
+            data = os.pread(f.fileno(), ACCESS_MAX, max(0, st.st_size - ACCESS_MAX))  # never to EOF (log_facts)
+            data = data.decode("utf-8", "replace").splitlines()
         read_from.append({"path": rel, "size": st.st_size})
         for line in data:
             m = rx.match(line)

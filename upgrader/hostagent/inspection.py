@@ -6,10 +6,11 @@ import hashlib
 import os
 import re
 import socket
+import stat
 import sys
 import time
 
-from .beneath import open_beneath, resolve_beneath
+from .beneath import open_beneath, resolve_beneath, sparse, walk_dirs
 from .common import CHUNK, AgentError
 from .files import read_text
 from . import hosttrust
@@ -49,26 +50,43 @@ def proc_limits(pid):
 GLOB_MAX_ENTRIES = 200000
 
 
-def glob_beneath(root, pattern):
-    """The paths below ``root`` that ``pattern`` matches, as glob.glob(recursive=True) would give them, except
-    that ``**`` never descends through a link to a directory (``a -> .`` would make it endless) and the walk looks
-    at GLOB_MAX_ENTRIES entries at most."""
+def glob_beneath(root, pattern, refused=None):
+    """The paths below ``root`` (relative, '/'-separated) that ``pattern`` matches, as glob.glob(recursive=True)
+    would give them, except that ``**`` never descends through a link to a directory (``a -> .`` would make it
+    endless) and the walk looks at GLOB_MAX_ENTRIES entries at most.
+
+    Every directory is listed from descriptors opened with O_NOFOLLOW beneath root, after its path is resolved
+    beneath root (resolve_beneath): a link met on the way that leads out is never followed, not even to list what
+    it points at, and its sentence (the one check_host_paths gives) is added to ``refused``."""
     import fnmatch
 
+    if pattern.startswith("/"):
+        return []  # the install's own paths only
     parts = [p for p in pattern.split("/") if p not in ("", ".")]
     seen = [0]
     found = []
+    try:
+        root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return []
 
     def names(d):
+        """(name, is a plain directory, is a link) of the entries of logical directory ``d`` (a list)."""
+        fd = open_resolved(root, root_fd, d, "inspected path", refused)
+        if fd is None:
+            return []
         try:
-            with os.scandir(d) as it:
-                entries = list(it)
+            with os.scandir(fd) as it:
+                entries = [(e.name, e.is_dir(follow_symlinks=False), e.is_symlink()) for e in it]
         except OSError:
             return []
+        finally:
+            if fd != root_fd:
+                os.close(fd)
         seen[0] += len(entries)
         if seen[0] > GLOB_MAX_ENTRIES:
             return []
-        return sorted(entries, key=lambda e: e.name)
+        return sorted(entries)
 
     def match(name, part):
         if name.startswith(".") and not part.startswith("."):
@@ -84,51 +102,72 @@ def glob_beneath(root, pattern):
         part = parts[i]
         if part == "**":
             walk(d, i + 1)  # zero directories
-            for e in names(d):
-                if not e.name.startswith(".") and e.is_dir(follow_symlinks=False):
-                    walk(e.path, i)
+            for name, is_dir, _ in names(d):
+                if not name.startswith(".") and is_dir:
+                    walk(d + [name], i)
             return
         if part == "..":
-            walk(os.path.join(d, part), i + 1)
+            if d:  # never above root (a link's own '..' is resolved physically when it is listed)
+                walk(d[:-1], i + 1)
             return
         if not any(c in part for c in "*?["):
-            p = os.path.join(d, part)
-            if os.path.lexists(p):
-                walk(p, i + 1)
+            if i + 1 < len(parts) or any(n == part for n, _, _ in names(d)):
+                walk(d + [part], i + 1)
             return
-        for e in names(d):
-            if match(e.name, part) and (i + 1 == len(parts) or e.is_dir()):
-                walk(e.path, i + 1)
+        for name, is_dir, is_link in names(d):
+            if match(name, part) and (i + 1 == len(parts) or is_dir or is_link):
+                walk(d + [name], i + 1)  # a link is resolved beneath root when it is listed
 
-    if pattern.startswith("/"):
-        return []  # the install's own paths only
-    walk(root, 0)
-    return [f for f in found if f != root]
+    try:
+        walk([], 0)
+    finally:
+        os.close(root_fd)
+    return ["/".join(f) for f in found if f]
 
 
-def inside_globs(root, patterns, expand=True):
-    """The files below ``root`` the patterns name (a directory named: every file below it, once), inside only."""
-    real = os.path.realpath(root)
+def open_resolved(root, root_fd, rel_parts, what, refused):
+    """A descriptor of the directory ``rel_parts`` names below ``root`` (``root_fd`` itself for none), its links
+    resolved beneath root and every component opened with O_NOFOLLOW; None when it is missing or not a directory,
+    or when a link on its way leads out (its sentence then added to ``refused``, once)."""
+    try:
+        physical = resolve_beneath(root, "/".join(rel_parts), what)
+        return walk_dirs(root_fd, physical, what, root)
+    except AgentError as e:
+        if refused is not None and e.kind == "unsafe_path" and str(e) not in refused:
+            refused.append(str(e))
+        return None
+    except OSError:
+        return None
+
+
+def inside_globs(root, patterns, expand=True, refused=None):
+    """The files below ``root`` the patterns name (a directory named: every file below it, once), inside only;
+    a path whose links lead out is left out, its sentence added to ``refused``."""
     out = []
     for pattern in patterns:
-        for f in sorted(set(glob_beneath(root, pattern))):
-            if os.path.isdir(f):
+        for rel in sorted(set(glob_beneath(root, pattern, refused))):
+            try:
+                physical = resolve_beneath(root, rel, "inspected path")
+            except AgentError as e:  # found through a link that leads out: not the install's file, said so
+                if refused is not None and str(e) not in refused:
+                    refused.append(str(e))
+                continue
+            try:
+                mode = os.lstat(os.path.join(root, *physical)).st_mode
+            except OSError:
+                continue
+            if stat.S_ISDIR(mode):
                 if expand:
-                    out += inside_globs(root, [os.path.relpath(f, root) + "/**/*"], False)
-            elif os.path.isfile(f) and os.path.realpath(f).startswith(real + os.sep):
-                rel = os.path.relpath(f, root).replace(os.sep, "/")
-                try:
-                    resolve_beneath(root, rel, "inspected file")
-                except AgentError:
-                    continue  # found through a link that leads out: not the install's file
+                    out += inside_globs(root, [rel + "/**/*"], False, refused)
+            elif stat.S_ISREG(mode):
                 out.append(rel)
     return sorted(set(out))
 
 
-def config_selection(root, configs, text_globs):
+def config_selection(root, configs, text_globs, refused=None):
     """(path, text wanted) of each config file: text only for the paths ``text_globs`` (a list) names."""
-    texts = set(inside_globs(root, text_globs)) if isinstance(text_globs, list) else set()
-    return [(rel, rel in texts) for rel in sorted(set(inside_globs(root, configs)) | texts)]
+    texts = set(inside_globs(root, text_globs, refused=refused)) if isinstance(text_globs, list) else set()
+    return [(rel, rel in texts) for rel in sorted(set(inside_globs(root, configs, refused=refused)) | texts)]
 
 
 def config_facts(root, rel, text):
@@ -168,6 +207,14 @@ def config_facts(root, rel, text):
     return c
 
 
+def read_tail(fd, size, want):
+    """At most ``want`` bytes from ``size - want`` on (the last ``want`` bytes of a file of ``size`` bytes). The
+    file is another account's, which can make it longer (a hole costs it nothing) between the fstat that gave
+    ``size`` and this read: a read to EOF would then take all of it into memory; this never takes more than
+    ``want``."""
+    return os.pread(fd, want, max(0, size - want))
+
+
 def log_facts(root, rel, lines, tail, pattern):
     path = os.path.join(root, rel)
     try:
@@ -184,12 +231,15 @@ def log_facts(root, rel, lines, tail, pattern):
                 "lines": 0, "errors": 0, "samples": [], "withheld": str(e)}
     with os.fdopen(fd, "rb") as f:
         st = os.fstat(f.fileno())
-        f.seek(max(0, st.st_size - 256 * max(lines, tail, 1)))
-        text = f.read().decode("utf-8", "replace").splitlines()[-max(lines, tail, 1):]
+        data = read_tail(f.fileno(), st.st_size, 256 * max(lines, tail, 1))
+        text = data.decode("utf-8", "replace").splitlines()[-max(lines, tail, 1):]
     errors = [x for x in text[-lines:] if re.search(pattern, x)] if lines else []
     out = {"path": path, "size": st.st_size, "mtime": st.st_mtime, "recent": time.time() - st.st_mtime < 86400,
            "lines": min(lines, len(text)), "errors": len(errors), "samples": errors[-5:],
-           "errors_last_day": errors_last_day(text[-lines:] if lines else [], pattern, time.time())}
+           "errors_last_day": errors_last_day(text[-lines:] if lines else [], pattern, time.time()),
+           "bytes_read": len(data)}
+    if sparse(st):
+        out["sparse"] = True  # its size is mostly a hole: what was read may be zeros, not the log's lines
     if tail:
         out["tail"] = text[-tail:]
     return out
@@ -324,19 +374,22 @@ def op_inspect(req):
     listen = listening()
     out["ports"] = [{"port": int(p), "open": port_open(p, timeout=0.3), "listen": listen.get(int(p), [])}
                     for p in req.get("ports", [])]
+    refused = []  # the sentences of config and log globs that meet a link leading out of the install dir
     out["configs"] = [config_facts(paths.install, rel, text)
                       for rel, text in config_selection(paths.install, req.get("configs", []),
-                                                        req.get("config_text"))]
+                                                        req.get("config_text"), refused)]
     pattern = req.get("error_pattern") or ERROR_LINE
     out["logs"] = [dict(log_facts(paths.install, rel, int(req.get("log_lines", 2000)),
                                   int(req.get("tail", 0)), pattern), path=rel)
-                   for rel in inside_globs(paths.install, req.get("logs", []))]
+                   for rel in inside_globs(paths.install, req.get("logs", []), refused=refused)]
     access = req.get("access_log")
     if access:
-        out["access"] = access_figures(paths.install, inside_globs(paths.install, access.get("files") or []),
-                                       access, time.time())
+        out["access"] = access_figures(paths.install, inside_globs(paths.install, access.get("files") or [],
+                                                                   refused=refused), access, time.time())
     else:
         out["access"] = {"error": "the playbook names no access log (inspect.access_log)", "source": None}
+    if refused:
+        out["paths_refused"] = refused
     finish_sample(out, req, started, net_before, pid if out["process"]["running"] else None, before)
     return out
 

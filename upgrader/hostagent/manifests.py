@@ -202,18 +202,36 @@ def overlay(src, dst):
         os.close(dfd)
 
 
-def snapshot(src, dst, manifest):
+def snapshot(src, dst, manifest, restore=False):
     """The hard-link backup of the product files of src (manifest) in the new directory dst: linked from plain
-    directories only, the file itself never followed, created from descriptors of dst's own directories."""
+    directories only, the file itself never followed, created from descriptors of dst's own directories.
+
+    A hard link shares the file: only a file no other account can reach is linked. A file of another account (the
+    service account's own product files, when the agent is root), or one with another link (which may lie anywhere
+    that account writes, data/.keep), is copied instead, as the agent's own, and the copy's sha256 checked against
+    the manifest's: that account cannot alter the verified backup afterwards. ``restore`` (a rollback building the
+    tree back from the backup): such a copy is copied again, with the owner, group and mode the manifest recorded,
+    so the live file is the account's again and the backup stays the agent's alone."""
     os.makedirs(dst)
     fds, out = DirFds(src, "product file"), DirFds(dst, "the backup", create=True)
     try:
         for rel in sorted(manifest["dirs"]):
             out.get(rel)
-        for rel in manifest["files"]:
+        for rel, f in manifest["files"].items():
             fd, name = fds.at(rel)
             dfd, dname = out.at(rel)
-            os.link(name, dname, src_dir_fd=fd, dst_dir_fd=dfd, follow_symlinks=False)
+            st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+            if restore and "uid" in f and (st.st_uid, st.st_gid) != (f["uid"], f["gid"]):
+                copy_out(fd, name, dfd, dname, "backup copy of product file", (f["uid"], f["gid"], f["mode"]))
+            elif not restore and (st.st_uid != os.geteuid() or st.st_nlink > 1):
+                # the agent's own, without set-id bits (the restore gives the manifest's owner and mode back)
+                copy_out(fd, name, dfd, dname, "product file", (os.geteuid(), os.getegid(), f["mode"] & 0o777))
+                if f.get("sha256") and hash_at(dfd, dname, os.path.join(dst, rel))[1] != f["sha256"]:
+                    raise AgentError("product file %s changed while it was backed up (after it was hashed); "
+                                     "nothing was stopped: run again when nothing writes the product's files"
+                                     % rel, "failed", path=rel)
+            else:
+                os.link(name, dname, src_dir_fd=fd, dst_dir_fd=dfd, follow_symlinks=False)
         for rel, target in manifest["links"].items():
             dfd, dname = out.at(rel)
             os.symlink(target, dname, dir_fd=dfd)

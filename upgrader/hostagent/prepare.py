@@ -58,7 +58,9 @@ def op_prepare(req):
         _approvals_unused(paths, trusted["approvals"], req)
     check_ledger_version(paths, req.get("current_version"))
     if os.path.isdir(paths.install):  # refused here too, even when the controller did not ask first
-        problems = check_host_paths(paths.install, {"preserve": preserve, "remove": req.get("remove", [])})
+        copied = [p["path"] for p in req["preserve"] if p.get("kind") in ("config", "cache")]
+        problems = check_host_paths(paths.install, {"preserve": preserve, "remove": req.get("remove", []),
+                                                    "copied": copied})
         # nothing set-id of another account is ever copied by root (preserved data is moved, not copied)
         problems += setid_problems(paths.install, [split_rel_join(p["path"]) for p in req["preserve"]
                                                    if p.get("kind") not in ("config", "cache")])
@@ -78,6 +80,21 @@ def op_prepare(req):
     if not received:
         _copy_package(req, pkg)
     test_kill(req, "prepare:copied")
+    try:
+        return _stage_and_back_up(req, paths, pkg, trusted, limits, preserve)
+    except Exception:
+        # nothing half-made is left filling the disk: the staged tree and the partial backup are rebuilt by the
+        # next prepare anyway, and the service was not stopped (the live install is all there is)
+        for leftover in ("staging", "backup"):
+            try:
+                rmtree(paths.run(leftover))
+            except (OSError, AgentError):
+                pass  # the failure that brought us here is the one to report
+        raise
+
+
+def _stage_and_back_up(req, paths, pkg, trusted, limits, preserve):
+    """Prepare's steps 2-4 (the package's copy is made and verified): the staged tree and the verified backup."""
     if trusted:  # the package's own package.yaml declares what the signed catalog entry says (changes, kind, requires)
         try:
             hosttrust.check_package_meta(pkg, trusted, req)

@@ -272,7 +272,9 @@ def foreign_process(pid, paths, records=(), sel=None):
         return None  # gone: nothing to signal
     uids, started = ident
     argv = proc_cmdline(pid)
-    shown = " ".join(argv)[:200] or "?"
+    # only the pid and the uids are said: the process is whoever the pid file's writer named, and its command line
+    # (a database URL, a token) is not that account's to see, nor the console's to show
+    shown = "uid %s" % "/".join(str(u) for u in uids)
     problems = []
     for rec in records or ():
         if not rec or rec.get("pid") != pid:

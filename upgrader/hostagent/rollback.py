@@ -69,7 +69,7 @@ def op_rollback(req):
         salvage_data(paths, restore, [rel for rel in preserve if kinds.get(rel) not in ("config", "cache")])
         rmtree(restore)
         # product files: hard links to the verified backup; config: fresh copies of the backup copies
-        snapshot(backup, restore, manifest["tree"])
+        snapshot(backup, restore, manifest["tree"], restore=True)
         restored = DirFds(restore, "the restored tree")
         try:
             chmod_dirs(restored, manifest["tree"]["dirs"])
