@@ -445,7 +445,7 @@ def show_plan(ctx: Context, plan_file: Path) -> PlanReview:
     review = plan_review(plan.data, plan.digest)
     policy = load_policy(ctx)
     if signer is not None:  # a requester listed only as '*@vendor' is nobody: run refuses it, so nobody reviews it
-        _refuse_pattern_requester(policy, signer, str(plan_file))
+        _refuse_pattern_requester(policy, signer, str(plan_file), ctx.clock.now())
     planned = cast(JSONObject, review["policy"])
     review["policy_here"] = {"source": policy.source, "sha256": policy.digest, "from": policy_origin(ctx),
                              "identity": policy.identity, "trust_files": [t.to_dict() for t in policy.trust_files],
@@ -485,13 +485,17 @@ def _decided_again(ctx: Context, plan: Plan, review: JSONObject, policy: Policy)
                               "same": decision_key(planned) == decision_key(again)}
 
 
-def _refuse_pattern_requester(policy: Policy, signer: bytes, source: str) -> None:
-    """Exit 4 when the approvals' allowed_signers list the plan's signer only through pattern principals."""
-    from .trust.requester import refuse_pattern_requester
+def _refuse_pattern_requester(policy: Policy, signer: bytes, source: str, now: _dt.datetime) -> None:
+    """Exit 4 when the approvals' allowed_signers list the plan's signer only through pattern principals, or only
+    through lines that do not let it sign plans at ``now`` (namespace, valid-before/valid-after): the run refuses
+    such a requester, so nobody reviews or signs the plan."""
+    from .trust.requester import refuse_pattern_requester, refuse_revoked_requester
     from .trust.signers import load_allowed_signers
 
     if policy.allowed_signers:
-        refuse_pattern_requester(load_allowed_signers(policy.resolve_path(policy.allowed_signers)), signer, source)
+        signers = load_allowed_signers(policy.resolve_path(policy.allowed_signers))
+        refuse_revoked_requester(signers, signer, source, now)
+        refuse_pattern_requester(signers, signer, source)
 
 
 def _playbook_here(planned: JSONObject, home: Path) -> JSONObject:
@@ -608,7 +612,14 @@ def _approver_name(given: str | None, identity: Identity, policy: Policy, now: _
                 f"--as {given!r}: your key {identity.fingerprint} is not listed in {signers.source} for namespace "
                 f"{NAMESPACE} (or its line has expired): it cannot approve plans here; nothing was written",
                 hint="ask the operator to add your key under your own name to approvals.allowed_signers")
-        if given.lower() not in {n.lower() for n in names}:
+        spelled = [n for n in names if n.lower() == given.lower() and n != given]
+        if spelled:  # every run compares names as allowed_signers spells them (case-sensitive), so must approve
+            raise ApprovalRefused(
+                f"--as {given!r}: your key {identity.fingerprint} is listed in {signers.source} as {spelled[0]!r}, "
+                f"not {given!r}: names are compared exactly as allowed_signers spells them, so every run would "
+                "refuse this approval; nothing was written",
+                hint=f"give --as {spelled[0]} (or leave --as out)")
+        if given not in names:
             # the key's line names it only through a pattern (or not at all): refused before any file is written
             raise ApprovalRefused(
                 f"--as {given!r}: your key {identity.fingerprint} is listed in {signers.source} only as "
@@ -737,7 +748,7 @@ def _operator_as_requester(ctx: Context, plan: Plan, policy: Policy, signer: byt
     if signer is not None and signer == mine:
         requester_of(plan.data, plan.digest, source, signers=load_allowed_signers(
             policy.resolve_path(policy.allowed_signers)), allow_unsigned=policy.allow_unsigned_plans,
-            operator_key=mine)
+            operator_key=mine, now=ctx.clock.now())
 
 
 def _check_approvals(ctx: Context, plan: Plan, paths: list[str], policy: Policy, now: _dt.datetime,
@@ -752,7 +763,7 @@ def _check_approvals(ctx: Context, plan: Plan, paths: list[str], policy: Policy,
     signers = load_allowed_signers(policy.resolve_path(signers_path)) if signers_path else None
     operator_key = public_key_blob(operator.key.public_key()) if operator.key is not None else None
     requester = requester_of(plan.data, plan.digest, source, signers=signers,
-                             allow_unsigned=policy.allow_unsigned_plans, operator_key=operator_key)
+                             allow_unsigned=policy.allow_unsigned_plans, operator_key=operator_key, now=now)
     used = _used_approvals(ctx.home)
     return check_approvals(paths, plan_digest=plan.digest, requester=requester, signers=signers,
                            required=policy.approvals_required, allow_self=policy.allow_self_approval, now=now,

@@ -10,16 +10,17 @@ key in allowed_signers, is a self-approval.
 
 from __future__ import annotations
 
+import datetime as _dt
 from dataclasses import dataclass
 from typing import Callable, Mapping
 
 from ..core.errors import ApprovalRefused
 from ..core.shapes import PlanData
-from .signers import AllowedSigners
+from .signers import AllowedSigner, AllowedSigners
 from .sshsig import PrivateKey, SignatureError, fingerprint, parse_armored, sign, verify
 
 __all__ = ["NAMESPACE", "Requester", "sign_plan", "plan_signer", "requester_of", "literal_principals",
-           "names_the_approver", "refuse_pattern_requester"]
+           "names_the_approver", "refuse_pattern_requester", "refuse_revoked_requester"]
 
 NAMESPACE = "upgrader-plan"
 _PATTERN_CHARS = set("*?!,")
@@ -87,6 +88,35 @@ def refuse_pattern_requester(signers: AllowedSigners | None, key: bytes, source:
                                "the plan again")
 
 
+def refuse_revoked_requester(signers: AllowedSigners | None, key: bytes, source: str, now: _dt.datetime) -> None:
+    """ApprovalRefused (exit 4) when ``signers`` list the plan's signing ``key`` but no line of it lets that key sign
+    plans now: every line leaves out the namespace ``upgrader-plan`` (``namespaces=``) or is outside its
+    ``valid-after``/``valid-before`` at ``now``. That is how an operator revokes a requester the OpenSSH way, and the
+    host trust root (``ssh-keygen -Y verify``) already honours it; the controller must too, or a revoked requester (or
+    a key listed only for the audit) still asks for plans. A key no line names is refused by the caller."""
+    if signers is None:
+        return
+    lines = [e for e in signers.entries if e.key_blob == key]
+    if not lines or any(e.allows_namespace(NAMESPACE) and e.valid_at(now) for e in lines):
+        return
+    why = "; ".join(f"line {e.line} ({','.join(e.principals)}): {_why_not(e, now)}" for e in lines)
+    raise ApprovalRefused(f"{source}: the plan was signed by {fingerprint(key)}, which {signers.source} does not let "
+                          f"sign plans now: {why}: a requester whose line leaves out {NAMESPACE!r} or has expired "
+                          "cannot ask for a plan",
+                          hint=f"if that person may still ask for plans, the operator gives their line in "
+                               f"{signers.source} the namespace {NAMESPACE!r} and a valid time; otherwise a listed "
+                               "requester makes the plan again with their own key (plan --key)")
+
+
+def _why_not(entry: AllowedSigner, now: _dt.datetime) -> str:
+    """Why an allowed_signers line does not let its key sign plans at ``now`` (namespace first, as ssh-keygen)."""
+    if not entry.allows_namespace(NAMESPACE):
+        return f"namespaces=\"{','.join(entry.namespaces or ())}\" leaves out {NAMESPACE!r}"
+    if entry.valid_before is not None and now > entry.valid_before:
+        return f"expired (valid-before {entry.valid_before.isoformat()})"
+    return f"not valid yet (valid-after {entry.valid_after.isoformat() if entry.valid_after else '?'})"
+
+
 def sign_plan(data: PlanData, private_key: PrivateKey, digest_of: Callable[[Mapping[str, object]], str]
               ) -> PlanData:
     """``data`` with the requester's key fingerprint recorded (inside the digest) and the signature of the
@@ -122,12 +152,14 @@ def plan_signer(data: PlanData, digest: str, source: str) -> bytes | None:
 
 
 def requester_of(data: PlanData, digest: str, source: str, *, signers: AllowedSigners | None,
-                 allow_unsigned: bool, operator_key: bytes | None) -> Requester:
-    """The requester of a plan as a key: its signer (who must be known in allowed_signers, or be the operator who
-    runs it: the guide signs its plans with the operator's key), else, where the policy allows unsigned plans, the
-    operator who runs it."""
+                 allow_unsigned: bool, operator_key: bytes | None, now: _dt.datetime) -> Requester:
+    """The requester of a plan as a key: its signer (who must be known in allowed_signers through a line valid for
+    ``upgrader-plan`` at ``now``, or be the operator who runs it: the guide signs its plans with the operator's key),
+    else, where the policy allows unsigned plans, the operator who runs it. Its principals are all the literal names
+    of the key, revoked lines included: a revoked line still makes its owner the same person as an approver."""
     key = plan_signer(data, digest, source)
     if key is not None:
+        refuse_revoked_requester(signers, key, source, now)
         if key == operator_key:  # signed by the operator who runs it (the guide's plans): they asked for it
             return Requester(key, _named(signers, key, source, "signed the plan and runs it"),
                              "signed the plan and runs it")
