@@ -4,12 +4,17 @@ vendor-signed catalog and the real sample middleware.
 F2 The controller took a plan's requester through any allowed_signers line of its key, ignoring ``namespaces=`` and
    ``valid-before=``: a requester the operator revoked the OpenSSH way (or a key listed only for the audit) still
    asked for plans. Now ``approve`` and ``run`` refuse (exit 4) naming the file, the line and why; the host untouched.
+F3 ``upgrader access grant`` (no --user) let the engineer's key into the operator's own account, which holds the
+   operator key that signs plans as their requester: the engineer signed a plan with it, approved it with their own
+   key and ran it. Now an approval by a key with an open grant into the account whose operator key requested the
+   plan is refused at approve and at run (exit 4) naming the grant id and the authorized_keys file.
 Also seen (b): ``approve --as ENGINEER@vendor`` (another letter case) wrote an approval that every run refused (runs
    compare names exactly). Now approve refuses it (exit 4) naming the principal as allowed_signers spells it.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from test_trust_roots_13 import _plan, _run, _untouched
@@ -75,4 +80,46 @@ def test_approve_as_another_letter_case_is_refused_naming_the_listed_spelling(sa
     assert not approval.exists()
     done = _cli(sandbox.root, "approve", str(plan), "--key", str(sandbox.engineer_key), "--as", "engineer@vendor",
                 "-o", str(approval))
+    assert done.returncode == ExitCode.OK, done.stdout + done.stderr
+
+
+def test_an_engineer_granted_into_the_operators_account_cannot_approve_the_operators_plan(
+        sandbox: Sandbox, tmp_path: Path) -> None:
+    """The attacker's repro in a scratch HOME (the operator's account): the operator's key is listed for plans (a
+    guide deployment); ``access grant`` lets the engineer's key in; logged in there, the engineer signs a plan with
+    the operator's key and approves it with their own. ``approve`` and ``run`` refuse (exit 4) naming the grant and
+    the authorized_keys file, the host untouched. Once the grant is closed the grant no longer stands in the way."""
+    before = pristine(sandbox)
+    signers = sandbox.keys / "allowed_signers"
+    signers.write_text(signers.read_text(encoding="utf-8").replace(
+        'operator@customer namespaces="upgrader-audit"', 'operator@customer namespaces="upgrader-plan,upgrader-audit"'),
+        encoding="utf-8")
+    home = tmp_path / "operator-home"
+    home.mkdir()
+    env = {"HOME": str(home)}
+    done = _cli(sandbox.root, "access", "grant", "--key", str(sandbox.keys / "engineer.pub"), "--hours", "2",
+                env=env)
+    assert done.returncode == ExitCode.OK, done.stdout + done.stderr
+    authorized = home / ".ssh" / "authorized_keys"
+    (grant,) = re.findall(r"upgrader-grant:(\w+)", authorized.read_text(encoding="utf-8"))
+    plan = tmp_path / "op.json"
+    done = _cli(sandbox.root, "plan", "--inventory", str(sandbox.inventory), "--catalog",
+                str(sandbox.catalog / "catalog.yaml"), "--to", "7.0.4.2", "--key", str(sandbox.operator_key),
+                "-o", str(plan), env=env)
+    assert done.returncode == ExitCode.OK, done.stdout + done.stderr
+    approval = tmp_path / "op.approval"
+    done = _cli(sandbox.root, "approve", str(plan), "--key", str(sandbox.engineer_key), "-o", str(approval), env=env)
+    out = done.stdout + done.stderr
+    assert done.returncode == ExitCode.APPROVAL_REFUSED, out
+    assert f"access grant {grant}" in out and str(authorized) in out and "Traceback" not in out, out
+    assert not approval.exists()
+    done = _cli(sandbox.root, "run", str(plan), "--approval", str(approval_signed_anyway(sandbox, plan)), "--yes",
+                env={**env, "UPGRADER_AUDIT_KEY": str(sandbox.operator_key)})
+    out = done.stdout + done.stderr
+    assert done.returncode == ExitCode.APPROVAL_REFUSED, out
+    assert f"access grant {grant}" in out and str(authorized) in out and "Traceback" not in out, out
+    _untouched(before, sandbox)
+    done = _cli(sandbox.root, "access", "revoke", grant, env=env)
+    assert done.returncode == ExitCode.OK, done.stdout + done.stderr
+    done = _cli(sandbox.root, "approve", str(plan), "--key", str(sandbox.engineer_key), "-o", str(approval), env=env)
     assert done.returncode == ExitCode.OK, done.stdout + done.stderr
