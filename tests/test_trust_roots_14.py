@@ -8,6 +8,9 @@ F3 ``upgrader access grant`` (no --user) let the engineer's key into the operato
    operator key that signs plans as their requester: the engineer signed a plan with it, approved it with their own
    key and ran it. Now an approval by a key with an open grant into the account whose operator key requested the
    plan is refused at approve and at run (exit 4) naming the grant id and the authorized_keys file.
+F5 With a host trust root, a committed run could be rolled back (downgraded) at any later time by any controller
+   holding a copy of its run dir, with no approval. Now root's host-trust.json ``rollback_hours`` (default 24) bounds
+   it: later, the host refuses the run's lock/stop/rollback (exit 4) saying the limit and what to do instead.
 Also seen (b): ``approve --as ENGINEER@vendor`` (another letter case) wrote an approval that every run refused (runs
    compare names exactly). Now approve refuses it (exit 4) naming the principal as allowed_signers spells it.
 """
@@ -17,9 +20,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from test_trust_roots_13 import _plan, _run, _untouched
+from test_trust_roots_6 import host_root  # noqa: F401 - the host trust root fixture (engineer, requester, vendor)
+from test_trust_roots_13 import _approve, _plan, _run, _untouched
 from test_trust_roots_9 import _cli
-from trust_support import approval_signed_anyway, pristine
+from trust_support import approval_signed_anyway, host_state, pristine, write_root_config
 from upgrader.cli.commands.demo import Sandbox
 from upgrader.core.exit_codes import ExitCode
 
@@ -123,3 +127,30 @@ def test_an_engineer_granted_into_the_operators_account_cannot_approve_the_opera
     assert done.returncode == ExitCode.OK, done.stdout + done.stderr
     done = _cli(sandbox.root, "approve", str(plan), "--key", str(sandbox.engineer_key), "-o", str(approval), env=env)
     assert done.returncode == ExitCode.OK, done.stdout + done.stderr
+
+
+def test_a_committed_run_is_not_rolled_back_after_roots_rollback_hours(sandbox: Sandbox, host_root: Path,
+                                                                      tmp_path: Path) -> None:
+    """Root allows no time for a later rollback (``rollback_hours: 0``): an approved run commits 7.0.4.2; its
+    rollback, asked afterwards (no approval needed), is refused by the host (exit 4) naming rollback_hours and
+    host-trust.json and saying what a person does instead; the host keeps 7.0.4.2 untouched. Root raises the limit:
+    the same rollback restores 7.0.4.1."""
+    write_root_config(host_root, rollback_hours=0)
+    plan = _plan(sandbox, tmp_path)
+    approval, _ = _approve(sandbox, plan)
+    done = _run(sandbox, plan, approval)
+    assert done.returncode == ExitCode.OK, done.stdout + done.stderr
+    (rid,) = [d.name for d in (sandbox.root / "runs").iterdir() if d.is_dir()]
+    committed = host_state(sandbox)
+    assert committed.version == "7.0.4.2"
+    env = {"UPGRADER_AUDIT_KEY": str(sandbox.operator_key)}
+    done = _cli(sandbox.root, "rollback", rid, "--yes", env=env)
+    out = done.stdout + done.stderr
+    assert done.returncode == ExitCode.APPROVAL_REFUSED, out
+    assert "rollback_hours (0)" in out and "host-trust.json" in out and "by hand from the run's backup" in out, out
+    assert "Traceback" not in out, out
+    _untouched(committed, sandbox)
+    write_root_config(host_root, rollback_hours=24)
+    done = _cli(sandbox.root, "rollback", rid, "--yes", env=env)
+    assert done.returncode == ExitCode.OK, done.stdout + done.stderr
+    assert host_state(sandbox).version == "7.0.4.1"
