@@ -445,7 +445,7 @@ def show_plan(ctx: Context, plan_file: Path) -> PlanReview:
     review = plan_review(plan.data, plan.digest)
     policy = load_policy(ctx)
     if signer is not None:  # a requester listed only as '*@vendor' is nobody: run refuses it, so nobody reviews it
-        _refuse_pattern_requester(policy, signer, str(plan_file), ctx.clock.now())
+        _refuse_pattern_requester(policy, signer, str(plan_file))
     planned = cast(JSONObject, review["policy"])
     review["policy_here"] = {"source": policy.source, "sha256": policy.digest, "from": policy_origin(ctx),
                              "identity": policy.identity, "trust_files": [t.to_dict() for t in policy.trust_files],
@@ -485,17 +485,24 @@ def _decided_again(ctx: Context, plan: Plan, review: JSONObject, policy: Policy)
                               "same": decision_key(planned) == decision_key(again)}
 
 
-def _refuse_pattern_requester(policy: Policy, signer: bytes, source: str, now: _dt.datetime) -> None:
-    """Exit 4 when the approvals' allowed_signers list the plan's signer only through pattern principals, or only
-    through lines that do not let it sign plans at ``now`` (namespace, valid-before/valid-after): the run refuses
-    such a requester, so nobody reviews or signs the plan."""
-    from .trust.requester import refuse_pattern_requester, refuse_revoked_requester
+def _refuse_pattern_requester(policy: Policy, signer: bytes, source: str) -> None:
+    """Exit 4 when the approvals' allowed_signers list the plan's signer only through pattern principals."""
+    from .trust.requester import refuse_pattern_requester
     from .trust.signers import load_allowed_signers
 
     if policy.allowed_signers:
-        signers = load_allowed_signers(policy.resolve_path(policy.allowed_signers))
-        refuse_revoked_requester(signers, signer, source, now)
-        refuse_pattern_requester(signers, signer, source)
+        refuse_pattern_requester(load_allowed_signers(policy.resolve_path(policy.allowed_signers)), signer, source)
+
+
+def _refuse_revoked_requester(policy: Policy, signer: bytes, source: str, now: _dt.datetime) -> None:
+    """Exit 4 when the approvals' allowed_signers list the plan's signer only through lines that do not let it sign
+    plans at ``now`` (namespace, valid-before/valid-after): every run refuses such a requester, so nobody signs it."""
+    from .trust.requester import refuse_revoked_requester
+    from .trust.signers import load_allowed_signers
+
+    if policy.allowed_signers:
+        refuse_revoked_requester(load_allowed_signers(policy.resolve_path(policy.allowed_signers)), signer, source,
+                                 now)
 
 
 def _playbook_here(planned: JSONObject, home: Path) -> JSONObject:
@@ -572,6 +579,8 @@ def approve(ctx: Context, plan: Path | PlanReview, *, key: Path, output: Path, p
                                   f"{', '.join(sorted(theirs.principals))}: the same person as you ({name}); you "
                                   "cannot approve your own plan (segregation of duties)",
                                   hint="another engineer approves it with their own key")
+    if signer is not None:
+        _refuse_revoked_requester(policy, signer, source, clock.now())
     label = str(the_plan.data["requester"].get("user", "unknown"))
     if not policy.allow_self_approval and names_the_approver(label, name, _identity_principals(policy, identity)):
         raise ApprovalRefused(f"the plan's requester is {label!r}, which names you ({name}): you cannot approve "
@@ -749,7 +758,7 @@ def _operator_as_requester(ctx: Context, plan: Plan, policy: Policy, signer: byt
     if signer == mine and policy.allowed_signers:
         requester_of(plan.data, plan.digest, source, signers=load_allowed_signers(
             policy.resolve_path(policy.allowed_signers)), allow_unsigned=policy.allow_unsigned_plans,
-            operator_key=mine, now=ctx.clock.now())
+            operator_key=mine)
     return signer == mine
 
 
@@ -757,7 +766,7 @@ def _check_approvals(ctx: Context, plan: Plan, paths: list[str], policy: Policy,
                      operator: Operator, source: str) -> tuple[list[Approval], Requester]:
     """The accepted approvals and the requester's key they were checked against."""
     from .trust.approval import check_approvals
-    from .trust.requester import requester_of
+    from .trust.requester import refuse_revoked_requester, requester_of
     from .trust.signers import load_allowed_signers
     from .trust.sshsig import public_key_blob
 
@@ -765,7 +774,7 @@ def _check_approvals(ctx: Context, plan: Plan, paths: list[str], policy: Policy,
     signers = load_allowed_signers(policy.resolve_path(signers_path)) if signers_path else None
     operator_key = public_key_blob(operator.key.public_key()) if operator.key is not None else None
     requester = requester_of(plan.data, plan.digest, source, signers=signers,
-                             allow_unsigned=policy.allow_unsigned_plans, operator_key=operator_key, now=now)
+                             allow_unsigned=policy.allow_unsigned_plans, operator_key=operator_key)
     used = _used_approvals(ctx.home)
     accepted = check_approvals(paths, plan_digest=plan.digest, requester=requester, signers=signers,
                                required=policy.approvals_required, allow_self=policy.allow_self_approval, now=now,
@@ -773,6 +782,8 @@ def _check_approvals(ctx: Context, plan: Plan, paths: list[str], policy: Policy,
     if requester.key == operator_key and not policy.allow_self_approval:
         for a in accepted:
             _refuse_granted_approver(a.signature.fingerprint, a.statement.approver, a.source, requester, now)
+    if requester.how.startswith("signed"):  # a signer whose every line leaves out upgrader-plan or has expired
+        refuse_revoked_requester(signers, requester.key, source, now)
     return accepted, requester
 
 

@@ -152,14 +152,14 @@ def plan_signer(data: PlanData, digest: str, source: str) -> bytes | None:
 
 
 def requester_of(data: PlanData, digest: str, source: str, *, signers: AllowedSigners | None,
-                 allow_unsigned: bool, operator_key: bytes | None, now: _dt.datetime) -> Requester:
-    """The requester of a plan as a key: its signer (who must be known in allowed_signers through a line valid for
-    ``upgrader-plan`` at ``now``, or be the operator who runs it: the guide signs its plans with the operator's key),
-    else, where the policy allows unsigned plans, the operator who runs it. Its principals are all the literal names
-    of the key, revoked lines included: a revoked line still makes its owner the same person as an approver."""
+                 allow_unsigned: bool, operator_key: bytes | None) -> Requester:
+    """The requester of a plan as a key: its signer (who must be known in allowed_signers, or be the operator who
+    runs it: the guide signs its plans with the operator's key), else, where the policy allows unsigned plans, the
+    operator who runs it. Its principals are all the literal names of the key, revoked lines included: a revoked
+    line still makes its owner the same person as an approver. Whether the signer may sign plans now is checked
+    after the self-approval rule (``refuse_revoked_requester``), whose refusal says more when both apply."""
     key = plan_signer(data, digest, source)
     if key is not None:
-        refuse_revoked_requester(signers, key, source, now)
         if key == operator_key:  # signed by the operator who runs it (the guide's plans): they asked for it
             return Requester(key, _named(signers, key, source, "signed the plan and runs it"),
                              "signed the plan and runs it")
