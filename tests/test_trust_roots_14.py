@@ -11,13 +11,18 @@ F3 ``upgrader access grant`` (no --user) let the engineer's key into the operato
 F5 With a host trust root, a committed run could be rolled back (downgraded) at any later time by any controller
    holding a copy of its run dir, with no approval. Now root's host-trust.json ``rollback_hours`` (default 24) bounds
    it: later, the host refuses the run's lock/stop/rollback (exit 4) saying the limit and what to do instead.
+Also seen (a): the plan's review said "process (pid N alive)" for a pid file that names a process not the service's
+   (the service account points it at a root process). Now the review says it is not the service's own, by pid and
+   uid only (never that process's command line), as the agent's own foreign_process reasoning decides.
 Also seen (b): ``approve --as ENGINEER@vendor`` (another letter case) wrote an approval that every run refused (runs
    compare names exactly). Now approve refuses it (exit 4) naming the principal as allowed_signers spells it.
 """
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
 from pathlib import Path
 
 from test_trust_roots_6 import host_root  # noqa: F401 - the host trust root fixture (engineer, requester, vendor)
@@ -153,3 +158,31 @@ def test_a_committed_run_is_not_rolled_back_after_roots_rollback_hours(sandbox: 
     done = _cli(sandbox.root, "rollback", rid, "--yes", env=env)
     assert done.returncode == ExitCode.OK, done.stdout + done.stderr
     assert host_state(sandbox).version == "7.0.4.1"
+
+
+def test_the_review_says_a_pid_file_names_a_foreign_process_without_showing_its_command_line(
+        sandbox: Sandbox, tmp_path: Path) -> None:
+    """The service account (uid 65534) points run/server.pid at a root process: ``plan`` does not call it the service
+    ("pid N alive") in a review the engineer approves: the health check proven on the running version fails, saying
+    the pid file names a process that is not the service's own, with its pid and uid, never its command line, and
+    what to do; no plan is written (nothing to approve, and no stop would ever signal that process)."""
+    secret = "fix12k-not-for-the-review"
+    victim = subprocess.Popen(["sh", "-c", f"exec sleep 600 # {secret}"])
+    try:
+        pid_file = sandbox.install_dir / "run" / "server.pid"
+        aside = pid_file.with_name("server.pid.new")
+        aside.write_text(f"{victim.pid}\n", encoding="utf-8")
+        os.chown(aside, 65534, 65534)
+        os.replace(aside, pid_file)
+        plan = tmp_path / "foreign.json"
+        done = _cli(sandbox.root, "plan", "--inventory", str(sandbox.inventory), "--catalog",
+                    str(sandbox.catalog / "catalog.yaml"), "--to", "7.0.4.2", "--key", str(sandbox.requester_key),
+                    "-o", str(plan))
+        said = done.stdout + done.stderr
+        assert done.returncode == ExitCode.BAD_INPUT and not plan.exists(), said
+        assert f"pid {victim.pid} alive" not in said and secret not in said and "sleep 600" not in said, said
+        assert "not the service's own" in said and f"pid {victim.pid} (uid 0)" in said, said
+        assert "find out who changed it" in said and "Traceback" not in said, said
+    finally:
+        victim.kill()
+        victim.wait()

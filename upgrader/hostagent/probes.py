@@ -9,7 +9,8 @@ import time
 from .beneath import OPEN_DIR, lstat_beneath, open_beneath, read_beneath, resolve_beneath
 from . import hosttrust
 from .common import AgentError
-from .processes import describe_selector, listening, pid_alive, port_open, real_ports, run_shell, select_processes
+from .processes import (describe_selector, foreign_process, listening, pid_alive, pid_file_record, port_open,
+                        real_ports, run_shell, select_processes)
 from .state import Paths, run_state
 
 
@@ -49,6 +50,11 @@ def probe_process(paths, probe):
             # left by a server stopped without it (its stop did not remove it), not written by the one started now
             return False, ("pid file %s names pid %s, which does not run, and was written before the last start "
                            "(stale: the service started since does not write it)" % (probe["pid_file"], pid)), True
+        foreign = foreign_process(pid, paths, [pid_file_record(paths, probe["pid_file"])], disclose=False) \
+            if ok else None
+        if foreign is not None:  # whoever writes the pid file may name any process: never the service's word
+            return False, "pid file %s names a process that is not the service's own (cannot tell): %s" % (
+                probe["pid_file"], foreign), True
         return ok, "pid %s %s" % (pid, "alive" if ok else "not running"), False
     sel = probe.get("process") or {}
     pids, problem = select_processes(sel)

@@ -254,7 +254,7 @@ def pid_file_record(paths, pid_file):
 START_SLACK = 2.0  # seconds: a start time is known to a clock tick, a file's time to the file system's grain
 
 
-def foreign_process(pid, paths, records=(), sel=None):
+def foreign_process(pid, paths, records=(), sel=None, disclose=True):
     """Why process ``pid`` is not the service's own (None when it is, or when it is gone). It is the service's only
     when it is
 
@@ -266,13 +266,14 @@ def foreign_process(pid, paths, records=(), sel=None):
 
     Nothing else counts: not a working directory, an open file or a command-line path in the install dir (root's
     ``tail -f INSTALL/logs/x.log``). The pid file is the service account's to write: it may name any process, which
-    the agent, often root, must never signal nor attach to."""
+    the agent, often root, must never signal nor attach to. ``disclose`` false: the reason names the process by its
+    uid, never its command line (a review shows it to people the process's owner never showed it to)."""
     ident = proc_identity(pid)
     if ident is None:
         return None  # gone: nothing to signal
     uids, started = ident
     argv = proc_cmdline(pid)
-    shown = " ".join(argv)[:200] or "?"
+    shown = (" ".join(argv)[:200] or "?") if disclose else "uid %s" % "/".join(str(u) for u in sorted(set(uids)))
     problems = []
     for rec in records or ():
         if not rec or rec.get("pid") != pid:
