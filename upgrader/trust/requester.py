@@ -74,10 +74,8 @@ def refuse_pattern_requester(signers: AllowedSigners | None, key: bytes, source:
     (``*@vendor``): that is nobody in particular, so the self-approval rule could not tell its requester from an
     approver. ``run`` refuses such a plan, and so do ``approve`` and ``plan show`` (before anyone reviews or signs
     it); the message names each principal and its line."""
-    if signers is None:
-        return
-    lines = [e for e in signers.entries if e.key_blob == key]
-    if not lines or literal_principals(signers, key):
+    lines = _lines_of(signers, key)
+    if signers is None or not lines or literal_principals(signers, key):
         return
     named = "; ".join(f"{','.join(e.principals)} ({signers.source} line {e.line})" for e in lines)
     raise ApprovalRefused(f"{source}: the plan was signed by {fingerprint(key)}, which {signers.source} lists only "
@@ -94,10 +92,8 @@ def refuse_revoked_requester(signers: AllowedSigners | None, key: bytes, source:
     ``valid-after``/``valid-before`` at ``now``. That is how an operator revokes a requester the OpenSSH way, and the
     host trust root (``ssh-keygen -Y verify``) already honours it; the controller must too, or a revoked requester (or
     a key listed only for the audit) still asks for plans. A key no line names is refused by the caller."""
-    if signers is None:
-        return
-    lines = [e for e in signers.entries if e.key_blob == key]
-    if not lines or any(e.allows_namespace(NAMESPACE) and e.valid_at(now) for e in lines):
+    lines = _lines_of(signers, key)
+    if signers is None or not lines or any(e.allows_namespace(NAMESPACE) and e.valid_at(now) for e in lines):
         return
     why = "; ".join(f"line {e.line} ({','.join(e.principals)}): {_why_not(e, now)}" for e in lines)
     raise ApprovalRefused(f"{source}: the plan was signed by {fingerprint(key)}, which {signers.source} does not let "
@@ -106,6 +102,11 @@ def refuse_revoked_requester(signers: AllowedSigners | None, key: bytes, source:
                           hint=f"if that person may still ask for plans, the operator gives their line in "
                                f"{signers.source} the namespace {NAMESPACE!r} and a valid time; otherwise a listed "
                                "requester makes the plan again with their own key (plan --key)")
+
+
+def _lines_of(signers: AllowedSigners | None, key: bytes) -> list[AllowedSigner]:
+    """The lines of ``signers`` that list ``key`` (none without a file)."""
+    return [e for e in signers.entries if e.key_blob == key] if signers is not None else []
 
 
 def _why_not(entry: AllowedSigner, now: _dt.datetime) -> str:
