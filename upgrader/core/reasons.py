@@ -286,6 +286,23 @@ _FORMS: list[tuple[str, str]] = [
      "被改过：请从操作员 HOME 的备份中恢复日志，或者重新制定、批准并运行一份新计划"),
     (r"set audit\.allowed_signers in the operator's policy to the file that lists the operators' keys \(namespace "
      r"upgrader-audit\)", "请在操作员的策略中把 audit.allowed_signers 设为列出操作员密钥的文件（命名空间 upgrader-audit）"),
+    (r"(?P<f>\S+): the plan was signed by (?P<k>\S+), which (?P<s>\S+) does not let sign plans now: (?P<w>.+): a "
+     r"requester whose line leaves out 'upgrader-plan' or has expired cannot ask for a plan",
+     "{f}：计划由密钥 {k} 签署，而 {s} 现在不允许该密钥签署计划：{w}：所在行不允许 'upgrader-plan' 或已过期的申请人"
+     "不能申请计划"),
+    (r"if that person may still ask for plans, the operator gives their line in (?P<s>\S+) the namespace "
+     r"'upgrader-plan' and a valid time; otherwise a listed requester makes the plan again with their own key "
+     r"\(plan --key\)",
+     "如果此人仍可申请计划，请由运维人员在 {s} 中为其所在行加上命名空间 'upgrader-plan' 和有效的时间；否则请由已列出的"
+     "申请人用自己的密钥重新制作计划（plan --key）"),
+    (r"(?P<f>\S+): the approval is signed by (?P<k>\S+) \((?P<a>[^)]*)\), and access grant (?P<g>\S+) \((?P<p>\S+) "
+     r"line (?P<n>\d+), until (?P<u>[^)]+)\) lets that key log in to this account, which holds the operator key "
+     r"(?P<o>\S+) that .+: the approver could have asked for the plan themselves \(segregation of duties\); nothing "
+     r"was changed",
+     "{f}：批准由密钥 {k}（{a}）签署，而访问授权 {g}（{p} 第 {n} 行，有效至 {u}）允许该密钥登录本账户；本账户持有申请"
+     "该计划的运维密钥 {o}：批准人可能自己申请了该计划（职责分离）；未做任何改动"),
+    (r"close the grant \(upgrader access revoke (?P<g>\S+)\), make the plan again with your own key, and have it "
+     r"approved again", "请先收回授权（upgrader access revoke {g}），用您自己的密钥重新制作计划，再请工程师批准"),
     # names used inside reasons
     (r"major|minor|maintenance", "{0:level}"),
     (r"external interfaces|the configuration format|monitoring", "{0:change}"),
@@ -401,6 +418,8 @@ _PROBES: list[tuple[str, str]] = [
     (r"pid (?P<p>\S+) not running", "进程没有运行"),
     (r"no pid file (?P<f>\S+): not running, or running without writing it \(cannot tell\)",
      "没有 pid 文件 {f}：进程没有运行，或在运行但没有写 pid 文件（无法判断）"),
+    (r"pid file (?P<f>\S+) names a process that is not the service's own \(cannot tell\): pid (?P<p>\d+) "
+     r"\(uid (?P<u>[\d/]+)\): .+", "pid 文件 {f} 指向的进程 {p}（uid {u}）不是该服务自己的（无法判断）"),
     (r"port (?P<n>\d+) closed", "端口 {n} 没有打开"),
     (r"(?P<u>\S+) answered (?P<s>\d+), expected (?P<w>\S+)", "{u} 返回 {s}，应为 {w}"),
     (r"(?P<u>\S+) answered .+, expected .+", "{u} 返回的内容与预期不符"),
