@@ -98,10 +98,8 @@ def test_an_engineer_granted_into_the_operators_account_cannot_approve_the_opera
     the operator's key and approves it with their own. ``approve`` and ``run`` refuse (exit 4) naming the grant and
     the authorized_keys file, the host untouched. Once the grant is closed the grant no longer stands in the way."""
     before = pristine(sandbox)
-    signers = sandbox.keys / "allowed_signers"
-    signers.write_text(signers.read_text(encoding="utf-8").replace(
-        'operator@customer namespaces="upgrader-audit"', 'operator@customer namespaces="upgrader-plan,upgrader-audit"'),
-        encoding="utf-8")
+    assert 'operator@customer namespaces="upgrader-plan,upgrader-audit"' in \
+        (sandbox.keys / "allowed_signers").read_text(encoding="utf-8")  # the demo's operator signs the guide's plans
     home = tmp_path / "operator-home"
     home.mkdir()
     env = {"HOME": str(home)}
