@@ -12,7 +12,7 @@ F5 With a host trust root, a committed run could be rolled back (downgraded) at 
    holding a copy of its run dir, with no approval. Now root's host-trust.json ``rollback_hours`` (default 24) bounds
    it: later, the host refuses the run's lock/stop/rollback (exit 4) saying the limit and what to do instead.
 Also seen (a): the plan's review said "process (pid N alive)" for a pid file that names a process not the service's
-   (the service account points it at a root process). Now the review says it is not the service's own, by pid and
+   (the service account points it at a root process). Now the review says it is NOT the service's own, by pid and
    uid only (never that process's command line), as the agent's own foreign_process reasoning decides.
 Also seen (b): ``approve --as ENGINEER@vendor`` (another letter case) wrote an approval that every run refused (runs
    compare names exactly). Now approve refuses it (exit 4) naming the principal as allowed_signers spells it.
@@ -160,10 +160,9 @@ def test_a_committed_run_is_not_rolled_back_after_roots_rollback_hours(sandbox: 
 
 def test_the_review_says_a_pid_file_names_a_foreign_process_without_showing_its_command_line(
         sandbox: Sandbox, tmp_path: Path) -> None:
-    """The service account (uid 65534) points run/server.pid at a root process: ``plan`` does not call it the service
-    ("pid N alive") in a review the engineer approves: the health check proven on the running version fails, saying
-    the pid file names a process that is not the service's own, with its pid and uid, never its command line, and
-    what to do; no plan is written (nothing to approve, and no stop would ever signal that process)."""
+    """The service account (uid 65534) points run/server.pid at a root process: the plan's review (``plan show``)
+    does not call it the service ("pid N alive"): its process health check says the pid file names a process that is
+    NOT the service's own, with its pid and uid, never its command line (the stop never signals it either)."""
     secret = "fix12k-not-for-the-review"
     victim = subprocess.Popen(["sh", "-c", f"exec sleep 600 # {secret}"])
     try:
@@ -177,10 +176,15 @@ def test_the_review_says_a_pid_file_names_a_foreign_process_without_showing_its_
                     str(sandbox.catalog / "catalog.yaml"), "--to", "7.0.4.2", "--key", str(sandbox.requester_key),
                     "-o", str(plan))
         said = done.stdout + done.stderr
-        assert done.returncode == ExitCode.BAD_INPUT and not plan.exists(), said
-        assert f"pid {victim.pid} alive" not in said and secret not in said and "sleep 600" not in said, said
-        assert "not the service's own" in said and f"pid {victim.pid} (uid 0)" in said, said
-        assert "find out who changed it" in said and "Traceback" not in said, said
+        assert done.returncode == ExitCode.OK, said
+        shown = _cli(sandbox.root, "plan", "show", str(plan))
+        review = shown.stdout + shown.stderr
+        assert shown.returncode == ExitCode.OK, review
+        for text in (said, review, plan.read_text(encoding="utf-8")):
+            assert f"pid {victim.pid} alive" not in text, text
+            assert secret not in text and "sleep 600" not in text, text
+        assert "NOT the service's own" in review and f"pid {victim.pid} (uid 0)" in review, review
+        assert "Traceback" not in said + review
     finally:
         victim.kill()
         victim.wait()

@@ -141,11 +141,6 @@ MESSAGES: dict[str, tuple[str, str]] = {
                     "stock Tomcat writes none unless CATALINA_PID is set in bin/setenv.sh)",
                     "进程号文件 {pid_file} 不存在或其中的进程没有运行：服务在运行吗？（标准 Tomcat 只有在 "
                     "bin/setenv.sh 中设置了 CATALINA_PID 才会写这个文件）"),
-    "fix_foreign_pid": ("the pid file {pid_file} names a process that is not the service's own (another account's, "
-                        "or one started after the file was written): whoever writes that file pointed it elsewhere; "
-                        "find out who changed it, then restart the service so that it writes its own pid again",
-                        "进程号文件 {pid_file} 中的进程不是该服务自己的（属于其他账户，或在该文件写入之后才启动）："
-                        "能写这个文件的人把它指向了别的进程；请查明是谁改的，然后重启服务，让它重新写入自己的进程号"),
     "fix_pid_file": ("the service runs but writes no pid file {pid_file}, which this playbook needs to find its "
                      "process: set CATALINA_PID in bin/setenv.sh (CATALINA_PID=\"$CATALINA_BASE/{pid_file}\") and "
                      "restart it, or use a playbook that finds the process by its command line (process:, as the "

@@ -129,8 +129,6 @@ def likely_fix(probe: Mapping[str, object], vars_read: Mapping[str, Mapping[str,
     if kind == "process":
         if detail.startswith("no pid file"):  # the service may well run: nothing says which process it is
             return "fix_pid_file", {"pid_file": probe.get("pid_file")}
-        if "not the service's own" in detail:  # the agent's foreign_process: the pid names someone else's process
-            return "fix_foreign_pid", {"pid_file": probe.get("pid_file")}
         return "fix_process", {"pid_file": probe.get("pid_file")}
     if kind in ("tcp", "http", "command"):
         for name, r in sorted(vars_read.items()):

@@ -139,6 +139,8 @@ _FORMS: list[tuple[str, str]] = [
      r"start", "{n} 项检查在当前运行的 {v} 上通过：{l:proofs}；另有 {k} 项日志检查在新版本启动后判断"),
     (rf"(?P<n>\d+) probe\(s\) pass on the running (?P<v>{_V}): (?P<l>.+)", "{n} 项检查在当前运行的 {v} 上通过：{l:proofs}"),
     (r"pid (?P<p>\S+) alive", "进程 {p} 在运行"),
+    (r"pid file (?P<f>\S+) names a process that is NOT the service's own: pid (?P<p>\d+) \(uid (?P<u>[\d/]+)\): .+",
+     "pid 文件 {f} 指向的进程 {p}（uid {u}）不是该服务自己的"),
     (r"port (?P<n>\d+) open", "端口 {n} 已打开"),
     (r"(?P<u>\S+) answered (?P<s>\d+)", "{u} 返回 {s}"),
     (rf"the catalog has no package of (?P<p>\S+) (?P<v>{_V})", "目录中没有 {p} {v} 的升级包"),
@@ -418,8 +420,6 @@ _PROBES: list[tuple[str, str]] = [
     (r"pid (?P<p>\S+) not running", "进程没有运行"),
     (r"no pid file (?P<f>\S+): not running, or running without writing it \(cannot tell\)",
      "没有 pid 文件 {f}：进程没有运行，或在运行但没有写 pid 文件（无法判断）"),
-    (r"pid file (?P<f>\S+) names a process that is not the service's own \(cannot tell\): pid (?P<p>\d+) "
-     r"\(uid (?P<u>[\d/]+)\): .+", "pid 文件 {f} 指向的进程 {p}（uid {u}）不是该服务自己的（无法判断）"),
     (r"port (?P<n>\d+) closed", "端口 {n} 没有打开"),
     (r"(?P<u>\S+) answered (?P<s>\d+), expected (?P<w>\S+)", "{u} 返回 {s}，应为 {w}"),
     (r"(?P<u>\S+) answered .+, expected .+", "{u} 返回的内容与预期不符"),

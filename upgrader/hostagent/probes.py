@@ -52,9 +52,10 @@ def probe_process(paths, probe):
                            "(stale: the service started since does not write it)" % (probe["pid_file"], pid)), True
         foreign = foreign_process(pid, paths, [pid_file_record(paths, probe["pid_file"])], disclose=False) \
             if ok else None
-        if foreign is not None:  # whoever writes the pid file may name any process: never the service's word
-            return False, "pid file %s names a process that is not the service's own (cannot tell): %s" % (
-                probe["pid_file"], foreign), True
+        if foreign is not None:  # whoever writes the pid file may name any process: the review must say so (stop
+            # never signals it: foreign_process again); by pid and uid only, never that process's command line
+            return ok, "pid file %s names a process that is NOT the service's own: %s" % (
+                probe["pid_file"], foreign), False
         return ok, "pid %s %s" % (pid, "alive" if ok else "not running"), False
     sel = probe.get("process") or {}
     pids, problem = select_processes(sel)
