@@ -494,6 +494,17 @@ def _refuse_pattern_requester(policy: Policy, signer: bytes, source: str) -> Non
         refuse_pattern_requester(load_allowed_signers(policy.resolve_path(policy.allowed_signers)), signer, source)
 
 
+def _refuse_revoked_requester(policy: Policy, signer: bytes, source: str, now: _dt.datetime) -> None:
+    """Exit 4 when the approvals' allowed_signers list the plan's signer only through lines that do not let it sign
+    plans at ``now`` (namespace, valid-before/valid-after): every run refuses such a requester, so nobody signs it."""
+    from .trust.requester import refuse_revoked_requester
+    from .trust.signers import load_allowed_signers
+
+    if policy.allowed_signers:
+        refuse_revoked_requester(load_allowed_signers(policy.resolve_path(policy.allowed_signers)), signer, source,
+                                 now)
+
+
 def _playbook_here(planned: JSONObject, home: Path) -> JSONObject:
     """The operator's playbook of the plan's playbook name (what a run here compares the plan with)."""
     from .core.playbook import load_operator_playbook
@@ -516,7 +527,7 @@ def approve(ctx: Context, plan: Path | PlanReview, *, key: Path, output: Path, p
     from .core.recorder import Recorder, operator_identity
     from .trust.approval import make_statement, write_approval
     from .trust.keys import Identity, load_private_key
-    from .trust.requester import names_the_approver, plan_signer
+    from .trust.requester import Requester, names_the_approver, plan_signer
 
     reviewed = plan if isinstance(plan, PlanReview) else show_plan(ctx, plan)
     the_plan, policy, source = reviewed.plan, reviewed.policy, str(reviewed.file)
@@ -555,19 +566,21 @@ def approve(ctx: Context, plan: Path | PlanReview, *, key: Path, output: Path, p
         raise ApprovalRefused(f"{source}: the plan is not signed and the policy requires signed plans "
                               "(approvals.allow_unsigned_plans: false): nobody can tell who asked for it",
                               hint="ask the requester to make it with 'upgrader plan --key THEIR_KEY'")
-    _operator_as_requester(ctx, the_plan, policy, signer, source)
+    if _operator_as_requester(ctx, the_plan, policy, signer, source) and not policy.allow_self_approval:
+        _refuse_granted_approver(identity.fingerprint, name, source, Requester(
+            cast(bytes, signer), frozenset(), "signed the plan and runs it"), clock.now())
     if signer == identity.key_blob and not policy.allow_self_approval:
         raise ApprovalRefused(f"the plan was signed with your key {identity.fingerprint}: you cannot approve your own "
                               "plan (segregation of duties)", hint="another engineer approves it with their own key")
     if signer is not None and not policy.allow_self_approval:
-        from .trust.requester import Requester
-
         theirs = Requester(signer, _key_principals(policy, signer), "signed the plan")
         if theirs.same_person(identity.key_blob, name, _identity_principals(policy, identity)):
             raise ApprovalRefused(f"the plan was signed with the key {theirs.fingerprint}, listed as "
                                   f"{', '.join(sorted(theirs.principals))}: the same person as you ({name}); you "
                                   "cannot approve your own plan (segregation of duties)",
                                   hint="another engineer approves it with their own key")
+    if signer is not None:
+        _refuse_revoked_requester(policy, signer, source, clock.now())
     label = str(the_plan.data["requester"].get("user", "unknown"))
     if not policy.allow_self_approval and names_the_approver(label, name, _identity_principals(policy, identity)):
         raise ApprovalRefused(f"the plan's requester is {label!r}, which names you ({name}): you cannot approve "
@@ -608,7 +621,14 @@ def _approver_name(given: str | None, identity: Identity, policy: Policy, now: _
                 f"--as {given!r}: your key {identity.fingerprint} is not listed in {signers.source} for namespace "
                 f"{NAMESPACE} (or its line has expired): it cannot approve plans here; nothing was written",
                 hint="ask the operator to add your key under your own name to approvals.allowed_signers")
-        if given.lower() not in {n.lower() for n in names}:
+        spelled = [n for n in names if n.lower() == given.lower() and n != given]
+        if spelled:  # every run compares names as allowed_signers spells them (case-sensitive), so must approve
+            raise ApprovalRefused(
+                f"--as {given!r}: your key {identity.fingerprint} is listed in {signers.source} as {spelled[0]!r}, "
+                f"not {given!r}: names are compared exactly as allowed_signers spells them, so every run would "
+                "refuse this approval; nothing was written",
+                hint=f"give --as {spelled[0]} (or leave --as out)")
+        if given not in names:
             # the key's line names it only through a pattern (or not at all): refused before any file is written
             raise ApprovalRefused(
                 f"--as {given!r}: your key {identity.fingerprint} is listed in {signers.source} only as "
@@ -720,31 +740,33 @@ def _used_approvals(home: Path) -> UsedApprovals:
     return UsedApprovals(home / "approvals" / "used.jsonl")
 
 
-def _operator_as_requester(ctx: Context, plan: Plan, policy: Policy, signer: bytes | None, source: str) -> None:
+def _operator_as_requester(ctx: Context, plan: Plan, policy: Policy, signer: bytes | None, source: str) -> bool:
     """At approve: a plan signed by the operator key named at this controller (--audit-key, UPGRADER_AUDIT_KEY,
     HOME/keys/operator, ~/.ssh/id_*) has that key as its requester, which counts only when the policy's
     allowed_signers names it (requester_of refuses it otherwise, exit 4): the run would refuse it. An unsigned
-    plan's requester is the operator who runs it, which only the run knows."""
+    plan's requester is the operator who runs it, which only the run knows. True when the plan's signer is that
+    operator key."""
     from .core.recorder import operator_identity
     from .trust.requester import requester_of
     from .trust.signers import load_allowed_signers
     from .trust.sshsig import public_key_blob
 
     operator = operator_identity(ctx.home, policy, need_key=False)
-    if operator.key is None or not policy.allowed_signers:
-        return
+    if operator.key is None or signer is None:
+        return False
     mine = public_key_blob(operator.key.public_key())
-    if signer is not None and signer == mine:
+    if signer == mine and policy.allowed_signers:
         requester_of(plan.data, plan.digest, source, signers=load_allowed_signers(
             policy.resolve_path(policy.allowed_signers)), allow_unsigned=policy.allow_unsigned_plans,
             operator_key=mine)
+    return signer == mine
 
 
 def _check_approvals(ctx: Context, plan: Plan, paths: list[str], policy: Policy, now: _dt.datetime,
                      operator: Operator, source: str) -> tuple[list[Approval], Requester]:
     """The accepted approvals and the requester's key they were checked against."""
     from .trust.approval import check_approvals
-    from .trust.requester import requester_of
+    from .trust.requester import refuse_revoked_requester, requester_of
     from .trust.signers import load_allowed_signers
     from .trust.sshsig import public_key_blob
 
@@ -754,10 +776,36 @@ def _check_approvals(ctx: Context, plan: Plan, paths: list[str], policy: Policy,
     requester = requester_of(plan.data, plan.digest, source, signers=signers,
                              allow_unsigned=policy.allow_unsigned_plans, operator_key=operator_key)
     used = _used_approvals(ctx.home)
-    return check_approvals(paths, plan_digest=plan.digest, requester=requester, signers=signers,
-                           required=policy.approvals_required, allow_self=policy.allow_self_approval, now=now,
-                           used=used, requester_label=str((plan.data.get("requester") or {}).get("user") or "")
-                           ), requester
+    accepted = check_approvals(paths, plan_digest=plan.digest, requester=requester, signers=signers,
+                               required=policy.approvals_required, allow_self=policy.allow_self_approval, now=now,
+                               used=used, requester_label=str((plan.data.get("requester") or {}).get("user") or ""))
+    if requester.key == operator_key and not policy.allow_self_approval:
+        for a in accepted:
+            _refuse_granted_approver(a.signature.fingerprint, a.statement.approver, a.source, requester, now)
+    if requester.how.startswith("signed"):  # a signer whose every line leaves out upgrader-plan or has expired
+        refuse_revoked_requester(signers, requester.key, source, now)
+    return accepted, requester
+
+
+def _refuse_granted_approver(key: str, approver: str, source: str, requester: Requester, now: _dt.datetime) -> None:
+    """ApprovalRefused (exit 4) when the approver's key may log in to this account through an open access grant
+    (``upgrader access grant`` without ``--user`` lets the engineer into the operator's own account) while the
+    plan's requester is the operator key of this account: logged in as the operator, the approver can read that
+    key and sign the plan with it, so requester and approver may be one person. The grant is named (id, file, line)
+    so the operator can close it; then the operator makes the plan again and has it approved."""
+    from .customer.access import format_time, open_grants_to, own_authorized_keys
+
+    found = open_grants_to(own_authorized_keys(), key, now)
+    if not found:
+        return
+    path, g = found[0]
+    until = format_time(g.expires) if g.expires else "no expiry"
+    raise ApprovalRefused(f"{source}: the approval is signed by {key} ({approver}), and access grant {g.id} "
+                          f"({path} line {g.line}, until {until}) lets that key log in to this account, which holds "
+                          f"the operator key {requester.fingerprint} that {requester.how}: the approver could have "
+                          "asked for the plan themselves (segregation of duties); nothing was changed",
+                          hint=f"close the grant (upgrader access revoke {g.id}), make the plan again with your own "
+                               "key, and have it approved again")
 
 
 def _targets(catalog: Catalog, hosts: Sequence[PlanHost]) -> list[HostTarget]:

@@ -139,6 +139,8 @@ _FORMS: list[tuple[str, str]] = [
      r"start", "{n} 项检查在当前运行的 {v} 上通过：{l:proofs}；另有 {k} 项日志检查在新版本启动后判断"),
     (rf"(?P<n>\d+) probe\(s\) pass on the running (?P<v>{_V}): (?P<l>.+)", "{n} 项检查在当前运行的 {v} 上通过：{l:proofs}"),
     (r"pid (?P<p>\S+) alive", "进程 {p} 在运行"),
+    (r"pid file (?P<f>\S+) names a process that is NOT the service's own: pid (?P<p>\d+) \(uid (?P<u>[\d/]+)\): .+",
+     "pid 文件 {f} 指向的进程 {p}（uid {u}）不是该服务自己的"),
     (r"port (?P<n>\d+) open", "端口 {n} 已打开"),
     (r"(?P<u>\S+) answered (?P<s>\d+)", "{u} 返回 {s}"),
     (rf"the catalog has no package of (?P<p>\S+) (?P<v>{_V})", "目录中没有 {p} {v} 的升级包"),
@@ -286,6 +288,23 @@ _FORMS: list[tuple[str, str]] = [
      "被改过：请从操作员 HOME 的备份中恢复日志，或者重新制定、批准并运行一份新计划"),
     (r"set audit\.allowed_signers in the operator's policy to the file that lists the operators' keys \(namespace "
      r"upgrader-audit\)", "请在操作员的策略中把 audit.allowed_signers 设为列出操作员密钥的文件（命名空间 upgrader-audit）"),
+    (r"(?P<f>\S+): the plan was signed by (?P<k>\S+), which (?P<s>\S+) does not let sign plans now: (?P<w>.+): a "
+     r"requester whose line leaves out 'upgrader-plan' or has expired cannot ask for a plan",
+     "{f}：计划由密钥 {k} 签署，而 {s} 现在不允许该密钥签署计划：{w}：所在行不允许 'upgrader-plan' 或已过期的申请人"
+     "不能申请计划"),
+    (r"if that person may still ask for plans, the operator gives their line in (?P<s>\S+) the namespace "
+     r"'upgrader-plan' and a valid time; otherwise a listed requester makes the plan again with their own key "
+     r"\(plan --key\)",
+     "如果此人仍可申请计划，请由运维人员在 {s} 中为其所在行加上命名空间 'upgrader-plan' 和有效的时间；否则请由已列出的"
+     "申请人用自己的密钥重新制作计划（plan --key）"),
+    (r"(?P<f>\S+): the approval is signed by (?P<k>\S+) \((?P<a>[^)]*)\), and access grant (?P<g>\S+) \((?P<p>\S+) "
+     r"line (?P<n>\d+), until (?P<u>[^)]+)\) lets that key log in to this account, which holds the operator key "
+     r"(?P<o>\S+) that .+: the approver could have asked for the plan themselves \(segregation of duties\); nothing "
+     r"was changed",
+     "{f}：批准由密钥 {k}（{a}）签署，而访问授权 {g}（{p} 第 {n} 行，有效至 {u}）允许该密钥登录本账户；本账户持有申请"
+     "该计划的运维密钥 {o}：批准人可能自己申请了该计划（职责分离）；未做任何改动"),
+    (r"close the grant \(upgrader access revoke (?P<g>\S+)\), make the plan again with your own key, and have it "
+     r"approved again", "请先收回授权（upgrader access revoke {g}），用您自己的密钥重新制作计划，再请工程师批准"),
     # names used inside reasons
     (r"major|minor|maintenance", "{0:level}"),
     (r"external interfaces|the configuration format|monitoring", "{0:change}"),

@@ -41,7 +41,7 @@ from ..core.errors import InputError
 
 __all__ = ["PublicKey", "Grant", "GrantChange", "HostFile", "MARKER", "parse_public_key", "load_public_key_file",
            "check_from", "check_reason", "check_user", "check_hours", "expiry_time", "format_time", "list_grants",
-           "add_grant", "remove_grants", "read_on_host", "edit_on_host"]
+           "add_grant", "remove_grants", "read_on_host", "edit_on_host", "own_authorized_keys", "open_grants_to"]
 
 MARKER = "upgrader-grant:"
 MAX_LINE = 8000  # sshd reads authorized_keys lines of up to 8 KiB
@@ -394,6 +394,31 @@ def _grant(line: _Line, entry: _Entry | None) -> Grant | None:
 def list_grants(data: bytes) -> list[Grant]:
     """The grant lines of an authorized_keys file, in file order."""
     return [g for line in _split_lines(data) if (g := _grant(line, _entry(line))) is not None]
+
+
+def own_authorized_keys() -> list[Path]:
+    """The ``authorized_keys`` files of the account this process runs as: where ``access grant`` without ``--user``
+    puts a grant on this machine (the agent takes ``$HOME``) and where sshd looks (the account's home in the password
+    database). Both, so that a session which sets ``HOME`` elsewhere does not hide a grant into the account."""
+    import os
+    import pwd
+
+    homes = [pwd.getpwuid(os.geteuid()).pw_dir, os.environ.get("HOME") or ""]
+    return list(dict.fromkeys(Path(h) / ".ssh" / "authorized_keys" for h in homes if h))
+
+
+def open_grants_to(files: Sequence[Path], fingerprint: str, now: _dt.datetime) -> list[tuple[Path, Grant]]:
+    """The grants in ``files`` that let the key ``fingerprint`` log in at ``now`` (not expired), with their file.
+    A missing or unreadable file holds none; only the first MiB is read, as the agent reads it."""
+    found: list[tuple[Path, Grant]] = []
+    for path in files:
+        try:
+            with open(path, "rb") as f:
+                data = f.read(1 << 20)
+        except OSError:
+            continue
+        found += [(path, g) for g in list_grants(data) if g.fingerprint == fingerprint and not g.expired(now)]
+    return found
 
 
 def _comment(grant_id: str, by: str | None, reason: str | None, expires: _dt.datetime) -> str:

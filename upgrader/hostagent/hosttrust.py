@@ -40,6 +40,7 @@ import os
 import re
 import subprocess
 import tempfile
+import time
 
 from .common import AgentError
 from .mounts import remove_tree
@@ -813,12 +814,34 @@ def spend_entry(paths, outcome):
     ended = str(outcome or "finished")
     if ended == "committed" and (rolled or data.get("finished") not in (None, "committed")):
         ended = "finished"
-    write_json_atomic(paths.run(ENTRY), dict(data, finished=ended))
+    write_json_atomic(paths.run(ENTRY), dict(data, finished=ended, finished_at=data.get("finished_at", time.time())))
 
 
 #: what a spent entry (the run finished) still admits, by the outcome it finished with
 SPENT_ADMITS = {"committed": ("lock", "stop", "rollback", "start", "hook", "finish"),
                 None: ("lock", "start", "hook", "finish")}
+#: what a committed entry no longer admits once root's ``rollback_hours`` have passed since its finish
+LATE_ROLLBACK = ("lock", "stop", "rollback")
+
+
+def refuse_late_rollback(paths, run, op, kept, root):
+    """A committed run's rollback (its lock, stop, rollback) only within root's ``rollback_hours`` of its finish
+    as this host recorded it (``finished_at``, by the agent's own clock; an entry spent before that was recorded:
+    the entry file's time). Later, any controller with a copy of the run's journal could downgrade the host with no
+    approval: a change nobody approved. Refused (exit 4) saying the limit and what a person does instead."""
+    if kept.get("finished") != "committed" or op not in LATE_ROLLBACK:
+        return
+    at = kept.get("finished_at")
+    if isinstance(at, bool) or not isinstance(at, (int, float)):
+        at = os.stat(paths.run(ENTRY)).st_mtime
+    hours = (time.time() - at) / 3600.0
+    if hours <= root["rollback_hours"]:
+        return
+    raise _trust_error("run %s committed here %.1f hours ago, longer than rollback_hours (%s) in %s allows: this "
+                       "host no longer admits its rollback (%s); nothing was changed. A person restores the old "
+                       "version by hand from the run's backup (%s), or root raises rollback_hours there"
+                       % (run, hours, root["rollback_hours"], os.path.join(TRUST_DIR, CONFIG), op,
+                          paths.run("backup")), os.path.join(TRUST_DIR, CONFIG))
 
 
 def accepted(paths):
@@ -852,7 +875,8 @@ def admit(req):
     A modified controller therefore cannot leave the host locked, nor its state dir, for a run nobody the host
     trusts approved. No root: nothing to admit (the controller decides)."""
     op = req.get("op")
-    if load_root() is None:
+    root = load_root()
+    if root is None:
         return
     from .files import read_json
     from .state import Paths
@@ -870,6 +894,7 @@ def admit(req):
                                "accepted plan entry is spent and admits only the run's own rollback, not %s; "
                                "nothing was changed. Make and approve a new plan for another change"
                                % (run, kept["finished"], op), TRUST_DIR)
+        refuse_late_rollback(paths, run, op, kept, root)
     if kept is not None:
         if op != "lock":  # the step is the kept entry's own, checked before the run's action lock or step record
             bound(req, op, kept)

@@ -8,7 +8,8 @@ import time
 
 from .beneath import OPEN_DIR, lstat_beneath, open_beneath, read_beneath, resolve_beneath
 from .common import AgentError
-from .processes import describe_selector, listening, pid_alive, port_open, real_ports, run_shell, select_processes
+from .processes import (describe_selector, foreign_process, listening, pid_alive, pid_file_record, port_open,
+                        real_ports, run_shell, select_processes)
 from .state import Paths, run_state
 
 
@@ -48,6 +49,12 @@ def probe_process(paths, probe):
             # left by a server stopped without it (its stop did not remove it), not written by the one started now
             return False, ("pid file %s names pid %s, which does not run, and was written before the last start "
                            "(stale: the service started since does not write it)" % (probe["pid_file"], pid)), True
+        foreign = foreign_process(pid, paths, [pid_file_record(paths, probe["pid_file"])]) \
+            if ok else None
+        if foreign is not None:  # whoever writes the pid file may name any process: the review must say so (stop
+            # never signals it: foreign_process again); by pid and uid only, never that process's command line
+            return ok, "pid file %s names a process that is NOT the service's own: %s" % (
+                probe["pid_file"], foreign), False
         return ok, "pid %s %s" % (pid, "alive" if ok else "not running"), False
     sel = probe.get("process") or {}
     pids, problem = select_processes(sel)

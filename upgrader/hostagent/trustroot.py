@@ -64,6 +64,11 @@ def _read(path, required):
         os.close(fd)
 
 
+#: hours after a committed finish during which the host still admits that run's rollback (host-trust.json
+#: ``rollback_hours``): a downgrade later than that is a change nobody approved, however old the run's journal
+ROLLBACK_HOURS = 24
+
+
 def load_root():
     """None when the host has no trust root; else {"allowed": path, "vendors": path, "required": N}; an
     AgentError (kind host_trust) for a root that exists but cannot be trusted."""
@@ -79,7 +84,8 @@ def load_root():
         raise _trust_error(str(problem), TRUST_DIR)
     root = {"dir": TRUST_DIR, "allowed": os.path.join(TRUST_DIR, ALLOWED),
             "vendors": os.path.join(TRUST_DIR, VENDORS), "required": 1, "refused_changes": [],
-            "version_commands": [], "version_patterns": [], "access_accounts": [], "installs": {}}
+            "version_commands": [], "version_patterns": [], "access_accounts": [], "installs": {},
+            "rollback_hours": ROLLBACK_HOURS}
     for name in (ALLOWED, VENDORS):
         _read(os.path.join(TRUST_DIR, name), True)
     config = _read(os.path.join(TRUST_DIR, CONFIG), False)
@@ -94,6 +100,10 @@ def load_root():
             raise _trust_error("approvals_required must be a whole number of at least 1, not %r" % (required,),
                                where)
         root["required"] = required
+        hours = data.get("rollback_hours", ROLLBACK_HOURS)
+        if isinstance(hours, bool) or not isinstance(hours, (int, float)) or not 0 <= hours < float("inf"):
+            raise _trust_error("rollback_hours must be a number of hours of at least 0, not %r" % (hours,), where)
+        root["rollback_hours"] = hours
         for key in ("refused_changes", "version_commands", "version_patterns", "access_accounts"):
             value = data.get(key, [])
             if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):

@@ -10,16 +10,17 @@ key in allowed_signers, is a self-approval.
 
 from __future__ import annotations
 
+import datetime as _dt
 from dataclasses import dataclass
 from typing import Callable, Mapping
 
 from ..core.errors import ApprovalRefused
 from ..core.shapes import PlanData
-from .signers import AllowedSigners
+from .signers import AllowedSigner, AllowedSigners
 from .sshsig import PrivateKey, SignatureError, fingerprint, parse_armored, sign, verify
 
 __all__ = ["NAMESPACE", "Requester", "sign_plan", "plan_signer", "requester_of", "literal_principals",
-           "names_the_approver", "refuse_pattern_requester"]
+           "names_the_approver", "refuse_pattern_requester", "refuse_revoked_requester"]
 
 NAMESPACE = "upgrader-plan"
 _PATTERN_CHARS = set("*?!,")
@@ -73,10 +74,8 @@ def refuse_pattern_requester(signers: AllowedSigners | None, key: bytes, source:
     (``*@vendor``): that is nobody in particular, so the self-approval rule could not tell its requester from an
     approver. ``run`` refuses such a plan, and so do ``approve`` and ``plan show`` (before anyone reviews or signs
     it); the message names each principal and its line."""
-    if signers is None:
-        return
-    lines = [e for e in signers.entries if e.key_blob == key]
-    if not lines or literal_principals(signers, key):
+    lines = _lines_of(signers, key)
+    if signers is None or not lines or literal_principals(signers, key):
         return
     named = "; ".join(f"{','.join(e.principals)} ({signers.source} line {e.line})" for e in lines)
     raise ApprovalRefused(f"{source}: the plan was signed by {fingerprint(key)}, which {signers.source} lists only "
@@ -85,6 +84,38 @@ def refuse_pattern_requester(signers: AllowedSigners | None, key: bytes, source:
                           hint=f"list the requester's key in {signers.source} under a literal name of its own (e.g. "
                                "'alice@customer namespaces=\"upgrader-plan\" ssh-ed25519 …'), then make and approve "
                                "the plan again")
+
+
+def refuse_revoked_requester(signers: AllowedSigners | None, key: bytes, source: str, now: _dt.datetime) -> None:
+    """ApprovalRefused (exit 4) when ``signers`` list the plan's signing ``key`` but no line of it lets that key sign
+    plans now: every line leaves out the namespace ``upgrader-plan`` (``namespaces=``) or is outside its
+    ``valid-after``/``valid-before`` at ``now``. That is how an operator revokes a requester the OpenSSH way, and the
+    host trust root (``ssh-keygen -Y verify``) already honours it; the controller must too, or a revoked requester (or
+    a key listed only for the audit) still asks for plans. A key no line names is refused by the caller."""
+    lines = _lines_of(signers, key)
+    if signers is None or not lines or any(e.allows_namespace(NAMESPACE) and e.valid_at(now) for e in lines):
+        return
+    why = "; ".join(f"line {e.line} ({','.join(e.principals)}): {_why_not(e, now)}" for e in lines)
+    raise ApprovalRefused(f"{source}: the plan was signed by {fingerprint(key)}, which {signers.source} does not let "
+                          f"sign plans now: {why}: a requester whose line leaves out {NAMESPACE!r} or has expired "
+                          "cannot ask for a plan",
+                          hint=f"if that person may still ask for plans, the operator gives their line in "
+                               f"{signers.source} the namespace {NAMESPACE!r} and a valid time; otherwise a listed "
+                               "requester makes the plan again with their own key (plan --key)")
+
+
+def _lines_of(signers: AllowedSigners | None, key: bytes) -> list[AllowedSigner]:
+    """The lines of ``signers`` that list ``key`` (none without a file)."""
+    return [e for e in signers.entries if e.key_blob == key] if signers is not None else []
+
+
+def _why_not(entry: AllowedSigner, now: _dt.datetime) -> str:
+    """Why an allowed_signers line does not let its key sign plans at ``now`` (namespace first, as ssh-keygen)."""
+    if not entry.allows_namespace(NAMESPACE):
+        return f"namespaces=\"{','.join(entry.namespaces or ())}\" leaves out {NAMESPACE!r}"
+    if entry.valid_before is not None and now > entry.valid_before:
+        return f"expired (valid-before {entry.valid_before.isoformat()})"
+    return f"not valid yet (valid-after {entry.valid_after.isoformat() if entry.valid_after else '?'})"
 
 
 def sign_plan(data: PlanData, private_key: PrivateKey, digest_of: Callable[[Mapping[str, object]], str]
@@ -125,7 +156,9 @@ def requester_of(data: PlanData, digest: str, source: str, *, signers: AllowedSi
                  allow_unsigned: bool, operator_key: bytes | None) -> Requester:
     """The requester of a plan as a key: its signer (who must be known in allowed_signers, or be the operator who
     runs it: the guide signs its plans with the operator's key), else, where the policy allows unsigned plans, the
-    operator who runs it."""
+    operator who runs it. Its principals are all the literal names of the key, revoked lines included: a revoked
+    line still makes its owner the same person as an approver. Whether the signer may sign plans now is checked
+    after the self-approval rule (``refuse_revoked_requester``), whose refusal says more when both apply."""
     key = plan_signer(data, digest, source)
     if key is not None:
         if key == operator_key:  # signed by the operator who runs it (the guide's plans): they asked for it

@@ -127,7 +127,7 @@ def _trust(box: Sandbox) -> None:
 
     lines = []
     for name, principal, namespaces in (("engineer", "engineer@vendor", "upgrader-approval"),
-                                        ("operator", "operator@customer", "upgrader-audit"),
+                                        ("operator", "operator@customer", "upgrader-plan,upgrader-audit"),
                                         ("requester", "requester@customer", "upgrader-plan")):
         generate_key(box.keys / name, principal)
         lines.append(signer_line(principal, load_private_key(box.keys / name).public_key(), namespaces))
