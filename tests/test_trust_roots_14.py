@@ -31,6 +31,7 @@ from test_trust_roots_9 import _cli
 from trust_support import approval_signed_anyway, host_state, pristine, write_root_config
 from upgrader.cli.commands.demo import Sandbox
 from upgrader.core.exit_codes import ExitCode
+from upgrader.core.reasons import UNTRANSLATED, translate
 
 
 def _requester_line(sandbox: Sandbox, options: str) -> int:
@@ -151,6 +152,9 @@ def test_a_committed_run_is_not_rolled_back_after_roots_rollback_hours(sandbox: 
     assert done.returncode == ExitCode.APPROVAL_REFUSED, out
     assert "rollback_hours (0)" in out and "host-trust.json" in out and "by hand from the run's backup" in out, out
     assert "Traceback" not in out, out
+    (said,) = re.findall(r"run \S+ committed here .*? or root raises rollback_hours there", out)
+    zh = translate(said, "zh")  # the operator who reads Chinese gets the whole refusal in Chinese
+    assert UNTRANSLATED not in zh and "rollback_hours（0 小时）" in zh and "手动恢复旧版本" in zh, zh
     _untouched(committed, sandbox)
     write_root_config(host_root, rollback_hours=24)
     done = _cli(sandbox.root, "rollback", rid, "--yes", env=env)
@@ -183,7 +187,7 @@ def test_the_review_says_a_pid_file_names_a_foreign_process_without_showing_its_
         for text in (said, review, plan.read_text(encoding="utf-8")):
             assert f"pid {victim.pid} alive" not in text, text
             assert secret not in text and "sleep 600" not in text, text
-        assert "NOT the service's own" in review and f"pid {victim.pid} (uid 0)" in review, review
+        assert "NOT the service's own" in review and f"pid {victim.pid} (uid 0/0/0)" in review, review
         assert "Traceback" not in said + review
     finally:
         victim.kill()

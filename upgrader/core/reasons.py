@@ -329,6 +329,12 @@ _FORMS: list[tuple[str, str]] = [
     (r"have the new plan approved", "请让新的计划获得批准"),
     (r"ask for a new approval", "请申请新的批准"),
     (r"ask for a new one", "请申请新的批准"),
+    # hostagent/hosttrust.py: a committed run's rollback after root's rollback_hours
+    (r"run (?P<r>\S+) committed here (?P<h>[\d.]+) hours ago, longer than rollback_hours \((?P<n>[^)]+)\) in "
+     r"(?P<f>\S+) allows: this host no longer admits its rollback \((?P<o>\w+)\); nothing was changed\. A person "
+     r"restores the old version by hand from the run's backup \((?P<b>[^)]+)\), or root raises rollback_hours there",
+     "运行 {r} 已于 {h} 小时前在本机提交，超过了 {f} 中 rollback_hours（{n} 小时）允许的时限：本机不再接受它的回滚"
+     "（{o}）；未做任何改动。请由人工从该运行的备份（{b}）手动恢复旧版本，或由 root 在该文件中调大 rollback_hours"),
     # cli/__init__.py: root's default home in another account's login directory (sudo keeps HOME)
     (r"the default home (?P<h>.+) is in (?P<d>.+), which belongs to (?P<o>.+), and upgrader runs as root: its runs, "
      r"audit log and keys are never kept in another account's directory",
