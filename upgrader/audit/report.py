@@ -549,6 +549,11 @@ class _Html:
             return "" if text is None else str(text)
         return cause(str(text), self.lang, technical=False)
 
+    def fact(self, key: str) -> str:
+        """The name of a fact a phase recorded (``files``, ``identical``) in the report's language, unescaped; a
+        name the labels do not know as it is."""
+        return load_labels(_LABELS_FILE, self.lang).get(f"fact_{key}", key)
+
     def word(self, kind: str, value: object) -> str:
         from ..core.reasons import word
 
@@ -609,8 +614,9 @@ def _verification(h: _Html, result: VerifyResult, verdict: str) -> None:
                                              valid=result.valid_entries)
         if state == "cannot_check":
             text = _ZH_VERDICT["unchecked"] + text
-        h.add(f'<p class="verdict">{_e(text)}</p>',
-              f'<p class="orig">{h.t("verifier_text")}: {_e(verdict)}</p>')
+        h.add(f'<p class="verdict">{_e(text)}</p>')
+        if not intact:  # what exactly is wrong has no Chinese form: the verifier's own words, marked as such
+            h.add(f'<p class="orig">{h.t("verifier_text")}: {_e(verdict)}</p>')
     else:
         h.add(f'<p class="verdict">{_e(verdict)}</p>')
     rows = [(h.t("log_file"), f'<span class="mono">{_e(result.path)}</span>'),
@@ -639,7 +645,7 @@ def _verification(h: _Html, result: VerifyResult, verdict: str) -> None:
         rows.append((h.t("bad_line"), f'<strong class="s-bad">{_e(result.bad_line)}</strong>'))
         rows.append((h.t("problem"), f"{_badge(result.problem, h.lang, 'problem')}" + ("" if h.lang == "zh" else f" {_e(result.message)}")))
     if result.warnings:
-        rows.append((h.t("notes"), "<br>".join(_e(w) for w in result.warnings)))
+        rows.append((h.t("notes"), "<br>".join(_e(h.reason(w)) for w in result.warnings)))
     if h.witnessed is not None:
         rows.append((h.t("witness_verdict"), _witness_verdict_html(h, h.witnessed)))
     h.kv(rows)
@@ -966,7 +972,8 @@ def _phase_row(h: _Html, p: _Phase) -> None:
         out = "\n".join(str(command.get(k) or "").rstrip() for k in ("stdout", "stderr") if command.get(k))
         parts.append(f'<span class="small muted">{h.t("exit_word")} {_e(command.get("exit"))}</span>'
                      + (f'<pre class="out">{_e(out)}</pre>' if out else ""))
-    scalars = [f"{_e(k)}={_e(v)}" for k, v in result.items()
+    scalars = [f"{_e(h.fact(k))}={_e(h.word('status', str(v).lower()) if isinstance(v, bool) else v)}"
+               for k, v in result.items()
                if k not in ("probes", "command") and isinstance(v, (str, int, float, bool)) and v != ""]
     if scalars:
         parts.append(f'<div class="small muted mono">{" · ".join(scalars)}</div>')
@@ -983,8 +990,8 @@ def _phase_row(h: _Html, p: _Phase) -> None:
 def _rule(h: _Html, name: object) -> str:
     """A rule's or check's name: its identifier in English; in Chinese its name, the identifier small beside it."""
     said = h.word("rule", name)
-    if h.lang == "zh" and said != str(name):
-        return f'{_e(said)} <span class="mono muted small">{_e(name)}</span>'
+    if h.lang == "zh" and said != str(name):  # the identifier only on hover: the Chinese page reads in Chinese
+        return f'<span title="{_e(name)}">{_e(said)}</span>'
     return f'<span class="mono">{_e(name)}</span>'
 
 

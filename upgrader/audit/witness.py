@@ -559,6 +559,28 @@ FIELDS_ZH = {"outcome": "结果", "version_after": "之后的版本", "version_b
              "clock offset": "时钟偏差（由加锁和结束两个时刻确定）"}
 
 
+def _shown_zh(field_: str, value: object) -> str:
+    """A value of a host's record or of the log, as a difference shows it in Chinese: a phase done or not done, an
+    outcome, inside the window or not, in Chinese words; a version, digest or time as it is."""
+    from ..core.reasons import word
+
+    if field_ == "phases" and isinstance(value, str):
+        phase, _, state = value.partition(" ")
+        return f"{word('phase', phase, 'zh')}{'未执行' if state == 'not done' else '已执行'}"
+    if field_ == "outcome":
+        return word("status", value, "zh") if value is not None else "无"
+    if isinstance(value, bool):
+        return "是" if value else "否"
+    return str(value)
+
+
+def difference_zh(d: Mapping[str, object]) -> str:
+    """One field of a host's own run record that differs from the log, in Chinese (after the host and run)."""
+    field_ = str(d.get("field"))
+    return (f"{FIELDS_ZH.get(field_, field_)}：主机记为 {_shown_zh(field_, d.get('host'))}，日志为 "
+            f"{_shown_zh(field_, d.get('log'))}{_where(d, 'zh')}（已被篡改）")
+
+
 def _where(d: Mapping[str, object], lang: str = "en") -> str:
     """The log's line a difference names and the host's clock offset it was judged under, when it has them."""
     zh = lang == "zh"
@@ -585,8 +607,7 @@ def account_texts(a: Mapping[str, object], lang: str = "en") -> list[str]:
     for d in diffs:
         field_ = str(d.get("field"))
         if zh:
-            out.append(f"主机 {host} 自己的运行记录与日志不符——{FIELDS_ZH.get(field_, field_)}：主机记为 {d.get('host')}，"
-                       f"日志为 {d.get('log')}{_where(d, 'zh')}（已被篡改）")
+            out.append(f"主机 {host} 自己的运行记录与日志不符——{difference_zh(d)}")
         else:
             out.append(f"host {host}'s own record of the run differs from the log — {field_}: {d.get('host')} on "
                        f"the host, {d.get('log')} in the log{_where(d)} (ALTERED)")
@@ -663,7 +684,7 @@ def _compare_accounts(result: WitnessResult, events: list[JSONObject]) -> None:
                         result.found(
                             f"host {h.host} finished run {label} at {when} ({rec.get('outcome')}), but the log has no "
                             "line of that run: cut off or removed",
-                            f"主机 {h.host} 于 {when} 结束了运行 {label}（{rec.get('outcome')}），但日志中没有这次运行的任何"
+                            f"主机 {h.host} 于 {when} 结束了运行 {label}（{_shown_zh('outcome', rec.get('outcome'))}），但日志中没有这次运行的任何"
                             "一行：被截断或删除")
                     diffs.append({"field": "run", "host": label, "log": None})
                 else:
@@ -673,9 +694,7 @@ def _compare_accounts(result: WitnessResult, events: list[JSONObject]) -> None:
                         result.found(
                             f"host {h.host}'s own record of run {label} differs from the log: {d['field']} is "
                             f"{d['host']} on the host, {d['log']} in the log{_where(d)}: ALTERED",
-                            f"主机 {h.host} 自己对运行 {label} 的记录与日志不符——"
-                            f"{FIELDS_ZH.get(str(d['field']), d['field'])}：主机记为 {d['host']}，日志为 {d['log']}"
-                            f"{_where(d, 'zh')}（已被篡改）")
+                            f"主机 {h.host} 自己对运行 {label} 的记录与日志不符——{difference_zh(d)}")
                 if rec is not recs[0]:  # the witness of the run is judged against its first finish only
                     result.accounts.append((h.host, label, diffs, []))
                     continue
@@ -812,6 +831,8 @@ def _who(v: object) -> str:
 def opening_text(d: Mapping[str, object], lang: str = "en") -> str:
     """One finding of _compare_openings (``kind``: no_opening, not_in_log, unfinished, field, window, lock), in
     English or Chinese."""
+    from ..core.reasons import translate
+
     zh = lang == "zh"
     host, run, when, kind = d.get("host"), d.get("run"), d.get("opened"), d.get("kind")
     if kind == "no_opening":
@@ -825,7 +846,7 @@ def opening_text(d: Mapping[str, object], lang: str = "en") -> str:
                 "log has no line of that run: cut off or removed (ALTERED)")
     if kind == "unfinished":
         return (f"主机 {host} 按自己的时钟于 {when} 开始了运行 {run}，但从未在那里结束它；日志却称它在该主机上以 "
-                f"{d.get('outcome')} 结束（已被篡改）" if zh else
+                f"{_shown_zh('outcome', d.get('outcome'))} 结束（已被篡改）" if zh else
                 f"host {host} opened run {run} at {when} by its own clock and never finished it there, but the log "
                 f"says it ended {d.get('outcome')} on that host (ALTERED)")
     if kind == "field":
@@ -838,7 +859,8 @@ def opening_text(d: Mapping[str, object], lang: str = "en") -> str:
                 f"{d.get('host_value')} on the host, {d.get('log_value')} in the log (ALTERED)")
     if kind == "window":
         inside = d.get("log_inside")
-        return (f"主机 {host} 按自己的时钟于 {when} 开始了运行 {run}：{d.get('reason')}（策略 sha256 {d.get('policy')}）；"
+        return (f"主机 {host} 按自己的时钟于 {when} 开始了运行 {run}：{translate(str(d.get('reason')), 'zh')}（策略 sha256 "
+                f"{d.get('policy')}）；"
                 f"日志却称这次运行在维护窗口{'内' if inside else '外'}（已被篡改）" if zh else
                 f"host {host} opened run {run} at {when} by its own clock: {d.get('reason')} (policy sha256 "
                 f"{d.get('policy')}); the log says the run was {'inside' if inside else 'outside'} the window (ALTERED)")
