@@ -78,7 +78,7 @@ def test_a_touched_policy_file_leaves_the_window_unjudged_and_says_so(
         assert rc == NOT_PROVEN, text
         assert f"the service window of run {run} (opened on host app-01 at " in text
         assert f"the run's policy sha256 is {old}, the policy given is {new}" in text
-        assert "pass --policy with the policy file in force at that time (NOT PROVEN)" in text
+        assert "pass the policy file in force at that time with --earlier-policy (or --policy) (NOT PROVEN)" in text
     rc, report, text = verify(f, capsys, "--policy", str(kept))
     assert rc == ALTERED, text
     assert "the log says the run was inside the window (ALTERED)" in text

@@ -1145,6 +1145,13 @@ def _host_audit(kind: str, recorder: Recorder, plan: str | None, window: object,
             "policy": digest if isinstance(digest, str) else None}
 
 
+def _policy_in_force(policy: Policy) -> JSONObject:
+    """The policy a resume, continuation or rollback runs under, as its opening audit event and each host's opening
+    record keep it: an auditor judges that part of the run (its service window) by this policy, not by the one
+    its first run was planned under (the customer may have changed it since)."""
+    return {"source": policy.source, "sha256": policy.digest, "identity": policy.identity}
+
+
 def _run_dir(ctx: Context, run_id: str, hint: str | None) -> Path:
     """The run's directory; InputError when there is no such run (``hint`` None: name the recent runs)."""
     from .core.journal import run_dir_of, runs_dir
@@ -1307,7 +1314,8 @@ def resume(ctx: Context, run_id: str, *, hosts: str | None = None, yes: bool = F
     operator = _operator(ctx, policy, warnings=warnings)
     recorder = Recorder(ctx.home, operator, clock, run=_part_label(run_id, "resume", clock))
     recorder.event("resume_requested", of_run=run_id, hosts=[h["name"] for h in chosen],
-                   journal={k: {"intents": v.get("intents"), "ended": v.get("ended")} for k, v in seen.items()})
+                   journal={k: {"intents": v.get("intents"), "ended": v.get("ended")} for k, v in seen.items()},
+                   policy=_policy_in_force(policy))
     package_dir = Path(str(plan["catalog"]["path"])).parent
     targets = [HostTarget(plan=h, connect=_connector(h), package_file=package_dir / _package_file(h))
                for h in chosen]
@@ -1315,7 +1323,7 @@ def resume(ctx: Context, run_id: str, *, hosts: str | None = None, yes: bool = F
     engine = Engine(journal=journal, clock=clock, observers=[recorder, *told],
                     controller={"user": operator.user, "host": operator.host}, approvals=approvals,
                     break_lock=break_lock, host_evidence=evidence,
-                    audit=_host_audit("resume", recorder, accepted.digest, None))
+                    audit=_host_audit("resume", recorder, accepted.digest, None, policy=_policy_in_force(policy)))
     with _running(guard):  # until its records are written
         if on_started is not None:
             on_started(RunStart(run_id, "resume", tuple(h["name"] for h in chosen), journal.dir, False))
@@ -1366,14 +1374,16 @@ def _continue_after_canary(ctx: Context, run_id: str, run_dir: Path, result: JSO
     warnings: list[str] = []
     operator = _operator(ctx, policy, warnings=warnings)
     recorder = Recorder(ctx.home, operator, clock, run=_part_label(run_id, "resume", clock))
-    recorder.event("resume_requested", of_run=run_id, hosts=waiting, after="canary confirmed", window=window)
+    recorder.event("resume_requested", of_run=run_id, hosts=waiting, after="canary confirmed", window=window,
+                   policy=_policy_in_force(policy))
     token = guard.cancel if guard is not None else threading.Event()
     told = _observers(observers, events, {h["name"]: (h["current"], h["target"]) for h in chosen})
     engine = Engine(journal=journal, clock=clock, observers=[recorder, *told], forks=10,
                     controller={"user": operator.user, "host": operator.host},
                     manual_changes=policy.manual_changes, approvals=approvals, cancel=token,
                     catalog_serial=cat.serial, host_evidence=evidence,
-                    audit=_host_audit("continuation", recorder, accepted.digest, window))
+                    audit=_host_audit("continuation", recorder, accepted.digest, window,
+                                      policy=_policy_in_force(policy)))
     with _running(guard):  # until its records are written
         if on_started is not None:
             on_started(RunStart(run_id, "resume", tuple(waiting), journal.dir, True))
@@ -1439,12 +1449,13 @@ def rollback(ctx: Context, run_id: str, *, hosts: str | None = None, batch: str 
     journal = Journal(run_dir, journal_clock)
     recorder = Recorder(ctx.home, operator, clock, run=_part_label(run_id, "rollback", clock))
     recorder.event("rollback_requested", of_run=run_id, hosts=[h["name"] for h in chosen], batch=b,
-                   max_failures=m, window=window, confirmed=confirmed_by, break_lock=bool(break_lock))
+                   max_failures=m, window=window, confirmed=confirmed_by, break_lock=bool(break_lock),
+                   policy=_policy_in_force(policy))
     targets = [HostTarget(plan=h, connect=_connector(h), package_file=Path()) for h in chosen]
     told = _observers(observers, events, {h["name"]: (h["target"], h["current"]) for h in chosen})
     engine = Engine(journal=journal, clock=clock, observers=[recorder, *told], batch=b, max_failures=m,
                     controller={"user": operator.user, "host": operator.host}, break_lock=break_lock,
-                    audit=_host_audit("rollback", recorder, accepted.digest, window))
+                    audit=_host_audit("rollback", recorder, accepted.digest, window, policy=_policy_in_force(policy)))
     with _running(guard):  # until its records are written
         if on_started is not None:
             on_started(RunStart(run_id, "rollback", tuple(h["name"] for h in chosen), journal.dir, False,
@@ -1542,10 +1553,12 @@ def verify_audit(ctx: Context, *, log: Path | None = None, allowed_signers: Path
 
 
 def verify_witnesses(ctx: Context, inventory: Path, *, log: Path | None = None, data: bytes | None = None,
-                     hosts: str | None = None) -> WitnessResult:
+                     hosts: str | None = None, earlier: Sequence[Path] = ()) -> WitnessResult:
     """The audit log (its ``data`` when already read) against the checkpoints every host of ``inventory`` (or those
     ``hosts`` selects) witnessed at the end of each run (read-only). ``status``: intact, altered (a witnessed head
-    the log does not have, or a witnessed run cut off: exit 6) or cannot_check (a host could not be read: exit 2)."""
+    the log does not have, or a witnessed run cut off: exit 6) or cannot_check (a host could not be read: exit 2).
+    ``earlier``: policy files in force at other times; a run (or rollback) made under one of them has its service
+    window judged by it."""
     from .audit.log import read_log
     from .audit.witness import WitnessTarget, check_witnesses, read_witnesses
     from .core.recorder import audit_path
@@ -1579,13 +1592,19 @@ def verify_witnesses(ctx: Context, inventory: Path, *, log: Path | None = None, 
         if w.absent and w.host in named and not w.error:
             w.error = (f"it keeps no state dir at {w.absent}, where the log's runs on it went: no record of "
                        "them there")
+    others = [load_policy(str(p)) for p in earlier]
+    return check_witnesses(data, witnessed, not_read=not_read, window=_window_of(policy), policy_digest=policy.digest,
+                           earlier={p.digest: _window_of(p) for p in others})
+
+
+def _window_of(policy: Policy) -> object:
+    """The policy's service window, None when it has no usable one (the window is then not judged)."""
     from .customer.service_window import load_service_window
 
     try:
-        window = load_service_window(policy)
+        return load_service_window(policy)
     except Exception:  # noqa: BLE001 - a policy without a usable window: the window is not judged
-        window = None
-    return check_witnesses(data, witnessed, not_read=not_read, window=window, policy_digest=policy.digest)
+        return None
 
 
 def _log_hosts(data: bytes) -> dict[str, JSONObject]:

@@ -78,12 +78,20 @@ def build_case(events: list[dict[str, object]], run: str) -> dict[str, object] |
     fd: dict[str, Any] = _d(finish.get("data")) if finish else {}
     cp_line = next((e for e in mine if e.get("event") == "checkpoint"), None)
     cp: dict[str, Any] = _d(cp_line.get("checkpoint")) if cp_line else {}
+    run_kind = {"rollback_requested": "rollback", "resume_requested": "resume"}.get(str(start.get("event")), "upgrade")
+    of_run = _of_run(events, sd) if run_kind != "upgrade" else None
     hosts: dict[str, dict[str, Any]] = {}
     for h in sd.get("hosts") or []:
         if isinstance(h, dict) and h.get("host"):
             hosts[str(h["host"])] = {"host": h["host"], "from": h.get("current"), "to": h.get("target"),
                                      "phases": [], "downtime_seconds": None, "outcome": None, "version_after": None,
                                      "rollback_cause": None}
+    versions = cast("dict[str, tuple[object, object]]", of_run["versions"]) if of_run else {}
+    for name, (current, target) in versions.items():  # a rollback goes back: its way
+        if name in (sd.get("hosts") or []):  # is the run's, the other way round
+            hosts[name] = {"host": name, "from": target if run_kind == "rollback" else current,
+                           "to": current if run_kind == "rollback" else target, "phases": [], "downtime_seconds": None,
+                           "outcome": None, "version_after": None, "rollback_cause": None}
     down_since: dict[str, object] = {}
     downtime: dict[str, float] = {}
     for e in mine:
@@ -122,7 +130,8 @@ def build_case(events: list[dict[str, object]], run: str) -> dict[str, object] |
     actor: dict[str, Any] = _d(start.get("actor"))
     return {
         "run": run,
-        "kind": "rollback" if start.get("event") == "rollback_requested" else "upgrade",
+        "kind": run_kind,
+        "of_run": of_run,
         "requested": {"user": requester.get("user"), "host": requester.get("host"), "key": requester.get("key"),
                       "plan": plan, "plan_created": plan_made.get("time") if plan_made else None,
                       "plan_file": _d(plan_made.get("data")).get("file") if plan_made else None},
@@ -141,13 +150,38 @@ def build_case(events: list[dict[str, object]], run: str) -> dict[str, object] |
         "hosts": list(hosts.values()),
         "downtime_seconds": round(sum(downtime.values()), 3),
         "downtime_source": "log",
-        "outcome": {"exit_code": fd.get("exit_code"), "hosts": fd.get("outcomes")} if finish else None,
+        "outcome": {"exit_code": _exit_code(finish), "hosts": fd.get("outcomes")} if finish else None,
         "checkpoint": {"line": cp_line.get("seq"), "seq": cp.get("seq"), "head": cp.get("head"),
                        "signer": cp.get("signer"), "key": cp.get("key"), "time": cp_line.get("time"),
                        "anchor": f"{cp.get('seq')}:{cp.get('head')}"} if cp_line else None,
         "followups": followups,
         WITNESS_HOOK: None,
     }
+
+
+def _exit_code(finish: dict[str, object]) -> object:
+    """A run's exit code as its run_finished line has it (a rollback's, a resume's: the line's outcome)."""
+    code = _d(finish.get("data")).get("exit_code")
+    said = finish.get("outcome") if code is None else code
+    return int(said) if isinstance(said, str) and said.isdigit() else said
+
+
+def _of_run(events: list[dict[str, object]], sd: dict[str, Any]) -> dict[str, object] | None:
+    """The run a rollback or resume carries on (its ``of_run``), as that run's opening line has it: who requested
+    it, its plan, target and approvals, and each host's versions. A rollback's case names it, labelled as that
+    run's: the rollback itself was asked for by its operator, under its own policy."""
+    of = sd.get("of_run")
+    if not isinstance(of, str):
+        return None
+    opening = run_opening([e for e in events if e.get("run") == of], of)
+    od: dict[str, Any] = _d(opening.get("data")) if opening else {}
+    who: dict[str, Any] = _d(od.get("requester"))
+    return {"run": of, "started": opening.get("time") if opening else None,
+            "requester": {k: who.get(k) for k in ("user", "host", "key")} if who else None,
+            "plan": od.get("plan"), "target": od.get("target"),
+            "approvals": [{k: _d(a).get(k) for k in ("approver", "key", "digest")} for a in od.get("approvals") or []],
+            "versions": {str(h["host"]): (h.get("current"), h.get("target")) for h in od.get("hosts") or []
+                         if isinstance(h, dict) and h.get("host")}}
 
 
 def _followups(events: list[dict[str, object]], run: str) -> list[dict[str, object]]:
@@ -162,7 +196,6 @@ def _followups(events: list[dict[str, object]], run: str) -> list[dict[str, obje
             ed = _d(end.get("data")) if end else {}
             out.append({"run": rid, "kind": "rollback" if e.get("event") == "rollback_requested" else "resume",
                         "started": e.get("time"), "finished": end.get("time") if end else None,
-                        "exit_code": (ed.get("exit_code") if ed.get("exit_code") is not None else end.get("outcome"))
-                        if end else None,
+                        "exit_code": _exit_code(end) if end else None,
                         "hosts": ed.get("outcomes") if end else None})
     return out

@@ -231,11 +231,13 @@ def _head_of(cp: object) -> object:
 
 
 def check_witnesses(data: bytes, hosts: list[HostWitness], *, not_read: Mapping[str, str] | None = None,
-                    window: object = None, policy_digest: str | None = None) -> WitnessResult:
+                    window: object = None, policy_digest: str | None = None,
+                    earlier: Mapping[str, object] | None = None) -> WitnessResult:
     """Check the log's bytes against every host's witnessed checkpoints, its own record of each run it finished and
     its opening record of each run that took its lock -- in both directions. ``not_read``: {host the log names:
     why it was not read} (each a doubt); ``window``: the service window (version_policy.ServiceWindow) of the
-    policy whose sha256 is ``policy_digest``: each run of that policy judged from the host's own clock."""
+    policy whose sha256 is ``policy_digest``: each run of that policy judged from the host's own clock;
+    ``earlier``: {sha256: service window} of the policies in force at other times, for the runs made under them."""
     hashes, cps, events = _log_lines(data)
     n = len(hashes)
     result = WitnessResult(hosts, n)
@@ -252,7 +254,8 @@ def check_witnesses(data: bytes, hosts: list[HostWitness], *, not_read: Mapping[
                 result.found(problem, str(_problem(hashes, cps, matching, h.host, c, "zh")))
     _twice_finished(result, events)
     _compare_accounts(result, events)
-    _compare_openings(result, events, window, policy_digest)
+    _compare_openings(result, events, {**(earlier or {}), **({policy_digest: window} if policy_digest else {})},
+                      policy_digest)
     for host, why in (not_read or {}).items():
         result.found(f"host {host} is named by the log but was not read ({why}): what it recorded itself "
                      "is not known, so the log is not proven",
@@ -866,10 +869,10 @@ def opening_text(d: Mapping[str, object], lang: str = "en") -> str:
                 f"{d.get('policy')}); the log says the run was {'inside' if inside else 'outside'} the window (ALTERED)")
     if kind == "window_unjudged":
         return (f"运行 {run}（主机 {host} 于 {when} 开始）的维护窗口未能判定：该运行的策略 sha256 为 {d.get('run_policy')}，"
-                f"而给出的策略为 {d.get('policy')}；请用 --policy 给出当时生效的策略文件（未证实）" if zh else
+                f"而给出的策略为 {d.get('policy')}；请用 --earlier-policy（或 --policy）给出当时生效的策略文件（未证实）" if zh else
                 f"the service window of run {run} (opened on host {host} at {when}) was not judged: the run's policy "
-                f"sha256 is {d.get('run_policy')}, the policy given is {d.get('policy')}; pass --policy with the "
-                "policy file in force at that time (NOT PROVEN)")
+                f"sha256 is {d.get('run_policy')}, the policy given is {d.get('policy')}; pass the policy file in force "
+                "at that time with --earlier-policy (or --policy) (NOT PROVEN)")
     if kind == "steps":
         return (f"主机 {host} 为运行 {run} 执行了 {d.get('step')}（它开始了这次运行但没有结束），而日志中这次运行在该主机上"
                 f"没有 {d.get('step')} 阶段（已被篡改）" if zh else
@@ -885,7 +888,7 @@ def opening_text(d: Mapping[str, object], lang: str = "en") -> str:
             "removed (ALTERED)")
 
 
-def _compare_openings(result: WitnessResult, events: list[JSONObject], window: object,
+def _compare_openings(result: WitnessResult, events: list[JSONObject], windows: Mapping[str, object],
                       policy_digest: str | None) -> None:
     """The log against each host's opening records (what a run was started with, recorded when it took the lock)
     and its lock, both ways: a run the log says took a host's lock with no opening record there is a doubt; a run
@@ -970,11 +973,13 @@ def _compare_openings(result: WitnessResult, events: list[JSONObject], window: o
             kind_problem = _kind_problem(rec, openers.get(label))
             if kind_problem is not None:
                 found(False, kind="field", field="kind", **kind_problem, **base)
-            # a resume or rollback carries on its first run's plan, approvals, requester and policy (verify_log
-            # holds it to an of_run earlier in the log); its window is its own
+            # a resume or rollback carries on its first run's plan, approvals and requester (verify_log holds it to
+            # an of_run earlier in the log); its window is its own, and so is its policy when it recorded one (since
+            # attack20r5: the policy in force when it ran, which the customer may have changed since the first run)
             of = sd if first_run else started.get(str(sd.get("of_run")))
             src = of if isinstance(of, dict) else {}
-            pol, who, win = src.get("policy"), src.get("requester"), sd.get("window")
+            own = sd.get("policy") if not first_run and isinstance(sd.get("policy"), dict) else None
+            pol, who, win = own or src.get("policy"), src.get("requester"), sd.get("window")
             log_policy = pol.get("sha256") if isinstance(pol, dict) else None
             log_who = who if isinstance(who, dict) else {}
             log_approvals = sorted(str(a.get("digest")) for a in src.get("approvals") or [] if isinstance(a, dict))
@@ -992,13 +997,18 @@ def _compare_openings(result: WitnessResult, events: list[JSONObject], window: o
                     found(False, kind="field", field=name, host_value=shown[0], log_value=shown[1], **base)
             inside = win.get("inside") if isinstance(win, dict) else None
             at = _when(rec.get("opened"))
-            run_policy = rec.get("policy") or (log_policy if first_run else None)  # a continuation's window rule
-            # is its own (rollback_window): judged only for first runs, as before
+            # a continuation's window is judged under the policy it recorded; one recorded before that was judged
+            # under the policy given, as before
+            run_policy = rec.get("policy") or (log_policy if first_run or own else None)
             if at is None or not isinstance(inside, bool):
                 continue
-            if isinstance(run_policy, str) and run_policy != policy_digest:  # never skipped silently
+            judged_by = run_policy if isinstance(run_policy, str) else policy_digest
+            if judged_by is None:  # no policy given, none recorded: nothing to judge it by
+                continue
+            if judged_by not in windows:  # a policy not given: never skipped silently
                 found(True, kind="window_unjudged", run_policy=run_policy, policy=policy_digest, **base)
                 continue
+            window = windows[judged_by]
             if window is None:
                 continue
             from version_policy import window_status
@@ -1007,7 +1017,7 @@ def _compare_openings(result: WitnessResult, events: list[JSONObject], window: o
             # two minutes earlier too: the controller judged the window a moment before the host took its lock
             before = window_status(_dt.datetime.fromtimestamp(at - 120, _dt.timezone.utc), window)  # type: ignore[arg-type]
             if status.inside is not None and status.inside != inside and before.inside == status.inside:
-                found(False, kind="window", reason=status.reason.split(";")[0], policy=policy_digest,
+                found(False, kind="window", reason=status.reason.split(";")[0], policy=judged_by,
                       log_inside=inside, **base)
         lock = h.lock or {}
         holder = lock.get("run")

@@ -310,6 +310,10 @@ def build_parser() -> argparse.ArgumentParser:
                               "host's record is named, exit 6; a witness late or missing, or a host that cannot be "
                               "read, leaves it not proven (exit 2); with --plans/--approvals both checks run and "
                               "the worse exit code wins")
+    averify.add_argument("--earlier-policy", metavar="FILE", action="append",
+                         help="with --witness: a policy file in force at another time (repeatable); a run, resume "
+                              "or rollback recorded under it (its sha256) has its service window judged by it "
+                              "rather than left not proven")
     averify.add_argument("--plans", metavar="DIR", help="also check every plan the log names: a file in DIR must "
                          "have its digest (recomputed from the file); exit 6 naming the line and file otherwise")
     averify.add_argument("--approvals", metavar="DIR", help="also check every approval a run accepted: a file in DIR "

@@ -78,7 +78,8 @@ def _verify_witnessed(args: argparse.Namespace) -> int:
 
     data = read_log(log_path(args))
     result = verification(args, data)
-    witnessed = verify_witnesses(context_of(args), Path(args.witness), data=data)
+    witnessed = verify_witnesses(context_of(args), Path(args.witness), data=data,
+                                 earlier=[Path(p) for p in getattr(args, "earlier_policy", None) or []])
     code = witnessed_exit_code(verdict_exit(result), witnessed)
     # --plans/--approvals too: the files checked in the same call, the worse verdict of the two is the exit code
     crossed = _cross_checked(args) if getattr(args, "plans", None) or getattr(args, "approvals", None) else None
@@ -467,17 +468,29 @@ def case_lines(case: dict[str, Any]) -> list[str]:
     cat = case.get("catalog") or {}
     win = case.get("window") or {}
     op = case.get("operator") or {}
-    out = [f"run {case['run']} ({case.get('kind')}) to {case.get('target')}",
-           f"requested by: {req.get('user')}@{req.get('host')} key {req.get('key')}; plan {req.get('plan')} "
-           f"made {req.get('plan_created')}"]
+    of = case.get("of_run")
+    if of:  # a rollback or resume: asked for by its operator; the requester, plan and approvals are its run's
+        ofr = of.get("requester") or {}
+        out = [f"run {case['run']} ({case.get('kind')} of run {of.get('run')})",
+               f"{case.get('kind')} of run {of.get('run')} (started {of.get('started')}), that run's: requested by "
+               f"{ofr.get('user')}@{ofr.get('host')} key {ofr.get('key')}; plan {of.get('plan')}; to "
+               f"{of.get('target')}; approved by "
+               + (", ".join(f"{a.get('approver')} (key {a.get('key')}, digest {a.get('digest')})"
+                            for a in of.get("approvals") or []) or "nobody recorded")]
+    else:
+        out = [f"run {case['run']} ({case.get('kind')}) to {case.get('target')}",
+               f"requested by: {req.get('user')}@{req.get('host')} key {req.get('key')}; plan {req.get('plan')} "
+               f"made {req.get('plan_created')}"]
     for a in case.get("approvals") or []:
         out.append(f"approved by: {a.get('approver')} key {a.get('key')}; created {a.get('created') or 'unknown'}, expires "
                    f"{a.get('expires')}; approval digest {a.get('digest')}")
         out += _approval_file_lines(case, a, "en")
-    if not case.get("approvals"):
+    if not case.get("approvals") and not of:
         out.append("approved by: nobody recorded")
-    out += [f"policy: {pol.get('source')} sha256 {pol.get('sha256')} identity {pol.get('identity')}",
-            f"catalog: serial {cat.get('serial')} signed by {cat.get('signer')} ({cat.get('fingerprint')})",
+    out += [f"policy: {pol.get('source')} sha256 {pol.get('sha256')} identity {pol.get('identity')}"
+            if pol.get("sha256") else "policy: not recorded (a rollback or resume recorded before its policy was)",
+            f"catalog: serial {cat.get('serial')} signed by {cat.get('signer')} ({cat.get('fingerprint')})"
+            if cat.get("serial") is not None or not of else f"catalog: none of its own (run {of.get('run')}'s plan)",
             "service window: " + (("inside" if win.get("inside") else "outside") + f" — {win.get('reason')}"
                                   if win else "not recorded"),
             f"operator: {op.get('principal')} ({op.get('user')}@{op.get('host')}, key {op.get('key')})",
@@ -551,18 +564,29 @@ def case_lines_zh(case: dict[str, Any]) -> list[str]:
     cat = case.get("catalog") or {}
     win = case.get("window") or {}
     op = case.get("operator") or {}
-    kind = "回滚" if case.get("kind") == "rollback" else "升级"
-    out = [f"运行 {case['run']}（{kind}），目标版本 {case.get('target')}",
-           f"申请人：{req.get('user')}@{req.get('host')}，密钥 {req.get('key')}；计划 {req.get('plan')}，"
-           f"创建于 {req.get('plan_created')}"]
+    kind = {"rollback": "回滚", "resume": "续跑"}.get(str(case.get("kind")), "升级")
+    of = case.get("of_run")
+    if of:  # a rollback or resume: asked for by its operator; the requester, plan and approvals are its run's
+        ofr = of.get("requester") or {}
+        out = [f"运行 {case['run']}（运行 {of.get('run')} 的{kind}）",
+               f"{kind}的是运行 {of.get('run')}（开始于 {of.get('started')}），该运行的申请人：{ofr.get('user')}@"
+               f"{ofr.get('host')}，密钥 {ofr.get('key')}；计划 {of.get('plan')}；目标版本 {of.get('target')}；批准人："
+               + ("，".join(f"{a.get('approver')}（密钥 {a.get('key')}，批准摘要 {a.get('digest')}）"
+                           for a in of.get("approvals") or []) or "没有记录")]
+    else:
+        out = [f"运行 {case['run']}（{kind}），目标版本 {case.get('target')}",
+               f"申请人：{req.get('user')}@{req.get('host')}，密钥 {req.get('key')}；计划 {req.get('plan')}，"
+               f"创建于 {req.get('plan_created')}"]
     for a in case.get("approvals") or []:
         out.append(f"批准人：{a.get('approver')}，密钥 {a.get('key')}；创建于 {a.get('created') or '未知'}，有效期至 "
                    f"{a.get('expires')}；批准摘要 {a.get('digest')}")
         out += _approval_file_lines(case, a, "zh")
-    if not case.get("approvals"):
+    if not case.get("approvals") and not of:
         out.append("批准人：没有记录")
-    out += [f"策略：{pol.get('source')}，sha256 {pol.get('sha256')}，身份 {pol.get('identity')}",
-            f"目录：序号 {cat.get('serial')}，签名人 {cat.get('signer')}（{cat.get('fingerprint')}）",
+    out += [f"策略：{pol.get('source')}，sha256 {pol.get('sha256')}，身份 {pol.get('identity')}"
+            if pol.get("sha256") else "策略：没有记录（在记录策略之前的回滚或续跑）",
+            f"目录：序号 {cat.get('serial')}，签名人 {cat.get('signer')}（{cat.get('fingerprint')}）"
+            if cat.get("serial") is not None or not of else f"目录：没有自己的目录（沿用运行 {of.get('run')} 的计划）",
             "维护窗口：" + (("窗口内" if win.get("inside") else "窗口外") + f"——{translate(str(win.get('reason')), 'zh')}"
                          if win else "没有记录"),
             f"操作员：{op.get('principal')}（{op.get('user')}@{op.get('host')}，密钥 {op.get('key')}）",
