@@ -26,7 +26,7 @@ from upgrader.trust.keys import load_private_key
 #: the English texts attack20-r5 found in the Chinese outputs
 ENGLISH = ("after the last checkpoint", "not covered by a signature", "is outside the service window",
            "working days", "Friday", "Saturday", "Sunday", "Monday", "Tuesday", "Wednesday", "Thursday",
-           " done", "not done", "verify_backup", "newer", "account=", "files=", "identical=", "seconds=")
+           " done", "not done", "verify_backup", "newer", "account=", "files=", "identical=", "seconds=", "None")
 
 
 def said(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
