@@ -129,7 +129,7 @@ def test_verify_speaks_chinese_and_a_case_from_an_altered_log_is_marked_no_evide
     assert main([*home, "verify", "--witness", str(f.box.inventory), "--lang", "zh"]) == ALTERED
     text = " ".join(capsys.readouterr().out.split())
     assert text.startswith("已被篡改 ") and "（已与各主机见证的检查点核对）" in text, text
-    assert (f"见证：主机 app-01 自己对运行 {run} 的记录与日志不符——结果：主机记为 committed，日志为 rolled_back（已被篡改）"
+    assert (f"见证：主机 app-01 自己对运行 {run} 的记录与日志不符——结果：主机记为 已提交，日志为 已回滚（已被篡改）"
             in text), text
     assert "witness:" not in text and "the log" not in text and "ALTERED" not in text, text
     # the case: the headline, then every section taken from the log marked no evidence; the hosts' word unmarked

@@ -166,7 +166,7 @@ def _exit_code(finish: dict[str, object]) -> object:
     return int(said) if isinstance(said, str) and said.isdigit() else said
 
 
-def _of_run(events: list[dict[str, object]], sd: dict[str, Any]) -> dict[str, object] | None:
+def _of_run(events: list[dict[str, object]], sd: dict[str, object]) -> dict[str, object] | None:
     """The run a rollback or resume carries on (its ``of_run``), as that run's opening line has it: who requested
     it, its plan, target and approvals, and each host's versions. A rollback's case names it, labelled as that
     run's: the rollback itself was asked for by its operator, under its own policy."""
