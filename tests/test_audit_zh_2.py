@@ -9,7 +9,6 @@ HTML's rule names and phase facts; and none of them holds an English reason of t
 from __future__ import annotations
 
 import re
-from typing import Any
 
 import pytest
 from conftest import plan_to, upgrader
@@ -88,13 +87,9 @@ def test_the_chinese_outputs_of_a_rollback_a_window_finding_and_a_rewritten_phas
 
     # the engineer rewrites the log with the operator key: the committed run's install phase removed
     key = load_private_key(str(f.box.operator_key))
-
-    def edit(rec: dict[str, Any]) -> dict[str, Any] | None:
-        return rec
-
     lines = [line for line in log_of(f).read_bytes().splitlines(keepends=True)
              if not (b'"run":"' + committed.encode() + b'"' in line and b'"phase":"install"' in line)]
-    log_of(f).write_bytes(b"".join(rechain(lines, edit, key, "operator@customer")))
+    log_of(f).write_bytes(b"".join(rechain(lines, lambda rec: rec, key, "operator@customer")))
     rc, en = said(capsys, *home, "audit", "verify", "--witness", str(f.box.inventory), "--lang", "en")
     assert rc == ALTERED and "install done on the host, install not done in the log" in en, en
     rc, zh = said(capsys, *home, "audit", "verify", "--witness", str(f.box.inventory), "--lang", "zh")
