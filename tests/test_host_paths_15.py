@@ -1,0 +1,149 @@
+"""Issue 12 (round 15, attack12r15 findings F1 and F2): the service account must not become root through the agent.
+
+When the agent runs as root, the playbook's commands run as the install dir's owner (processes.command_account).
+F1: a patch install and every rollback rebuilt the install dir as a directory of the agent's own (root's), so from
+then on the service account's own scripts (bin/start.sh) ran as root. Now the staged copy of a patch gets the install
+dir's owner, group and mode, the backup manifest records them, a rollback gives them back and verify_tree checks them.
+F2 (a): a pid file naming a process that is not the service's own was only said in the review; a root stop.sh then
+killed it. Now the run's preflight refuses it (exit 2, before stop), by pid and uid only.
+
+The service account is uid 65534 (played with setpriv), the runs use the shipped CLI, the host is the local one (the
+agent runs as root, as a root SSH login would run it).
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from conftest import approve, kill_processes_under, plan_to
+from hoststate import assert_host_untouched, host_state
+from test_host_paths import last_result, last_run_id, run_cli
+from test_host_paths_13 import SYSTEM_PYTHON, as_daemon, daemon_edits
+from upgrader.cli.commands.demo import Sandbox, build_sandbox
+from upgrader.core.exit_codes import ExitCode
+
+OLD, FULL, PATCH, BROKEN = "7.0.4.1", "7.0.4.2", "7.0.4.3", "7.0.4.5"
+NOBODY = 65534
+RUNTIME = ("run", "logs", "data")  # what the service writes
+
+
+def as_nobody(*argv: str) -> list[str]:
+    return as_daemon(*argv, uid=str(NOBODY), gid=str(NOBODY))
+
+
+def nobody_box(monkeypatch: pytest.MonkeyPatch, whole: bool) -> Iterator[Sandbox]:
+    """The sample install 7.0.4.1 with its service started by uid 65534: ``whole``, the install is 65534's (``chown
+    -R``); else root owns it and 65534 only its runtime paths (run/, logs/, data/: the hardened layout)."""
+    top = Path(tempfile.mkdtemp(prefix="upgrader-hp15-"))
+    top.chmod(0o755)
+    monkeypatch.setenv("PYTHON", SYSTEM_PYTHON)  # the test's virtual environment lies under root's home
+    box = build_sandbox(top / "box")
+    box.root.chmod(0o755)
+    for rel in RUNTIME:
+        (box.install_dir / rel).mkdir(exist_ok=True)
+    owned = [box.install_dir] if whole else [box.install_dir / rel for rel in RUNTIME]
+    subprocess.run(["chown", "-R", f"{NOBODY}:{NOBODY}", *map(str, owned)], check=True)
+    try:
+        subprocess.run(as_nobody(str(box.install_dir / "bin" / "start.sh")), check=True,
+                       env={**box.service_env(), "PYTHON": SYSTEM_PYTHON}, stdin=subprocess.DEVNULL,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        box.wait_version(None, timeout=15)
+        yield box
+    finally:
+        kill_processes_under(top)
+        shutil.rmtree(top, ignore_errors=True)
+
+
+@pytest.fixture
+def owned(monkeypatch: pytest.MonkeyPatch) -> Iterator[Sandbox]:
+    yield from nobody_box(monkeypatch, whole=True)
+
+
+@pytest.fixture
+def hardened(monkeypatch: pytest.MonkeyPatch) -> Iterator[Sandbox]:
+    yield from nobody_box(monkeypatch, whole=False)
+
+
+def run_to(box: Sandbox, capsys: pytest.CaptureFixture[str], version: str) -> tuple[int, str]:
+    rc, plan = plan_to(box, version)
+    assert rc == 0, rc
+    return run_cli(box, capsys, "run", str(plan), "--approval", str(approve(box, plan)))
+
+
+def mark_start(box: Sandbox) -> Path:
+    """The service account adds ``id -u > run/start-uid`` to its own bin/start.sh: the file then says which account
+    the next start of that script ran as."""
+    daemon_edits_as_nobody(box.install_dir / "bin" / "start.sh", "id -u > run/start-uid")
+    return box.install_dir / "run" / "start-uid"
+
+
+def daemon_edits_as_nobody(path: Path, line: str) -> None:
+    """test_host_paths_13.daemon_edits, played by uid 65534 (the script's owner here)."""
+    assert path.stat().st_uid == NOBODY
+    script = "import sys; p = sys.argv[1]; t = open(p).read().rsplit('exit 0', 1); " \
+             "open(p, 'w').write(t[0] + sys.argv[2] + '\\nexit 0' + t[1])"
+    subprocess.run(as_nobody(SYSTEM_PYTHON, "-c", script, str(path), line), check=True)
+
+
+def assert_still_nobodys(box: Sandbox, marker: Path) -> None:
+    """The install dir and bin/ are 65534's, the marked start.sh ran as 65534 (never 0), the service runs as 65534,
+    and no command of any run ran as root."""
+    assert marker.read_text().strip() == str(NOBODY), marker.read_text()
+    for d in (box.install_dir, box.install_dir / "bin"):
+        assert d.lstat().st_uid == NOBODY, (d, d.lstat())
+    service = int((box.install_dir / "run" / "server.pid").read_text())
+    assert Path(f"/proc/{service}").stat().st_uid == NOBODY
+    journal = "".join(p.read_text(errors="replace") for p in (box.root / "runs").rglob("*.jsonl"))
+    assert '"account": "root (uid 0)"' not in journal, journal[-3000:]
+
+
+def test_1_a_patch_keeps_the_install_dir_the_service_accounts(
+        owned: Sandbox, capsys: pytest.CaptureFixture[str]) -> None:
+    """The install is 65534's; the patch 7.0.4.3 (a copy of the install with the patch laid over it) commits (exit 0):
+    the install dir is still 65534's, so the service account's marked bin/start.sh ran as 65534, not as root."""
+    box = owned
+    marker = mark_start(box)
+    rc, text = run_to(box, capsys, PATCH)
+    assert rc == ExitCode.OK, text
+    assert box.answers() == PATCH
+    assert_still_nobodys(box, marker)
+
+
+def test_2_a_rollback_after_commit_gives_the_install_dir_its_owner_back(
+        owned: Sandbox, capsys: pytest.CaptureFixture[str]) -> None:
+    """The install is 65534's, its start.sh marked; 7.0.4.2 commits, then ``upgrader rollback RUN`` rebuilds 7.0.4.1
+    from the backup (exit 0): the rebuilt install dir is 65534's with its mode, the restored start.sh ran as 65534,
+    and the backup manifest recorded the install dir's owner."""
+    box = owned
+    mode = box.install_dir.lstat().st_mode
+    marker = mark_start(box)
+    rc, text = run_to(box, capsys, FULL)
+    assert rc == ExitCode.OK, text
+    assert not marker.exists()  # 7.0.4.2's own start.sh writes none
+    run = last_run_id(box)
+    rc, text = run_cli(box, capsys, "rollback", run, "--yes")
+    assert rc == ExitCode.OK, text
+    assert box.answers() == OLD
+    assert_still_nobodys(box, marker)
+    assert box.install_dir.lstat().st_mode == mode
+
+
+def test_3_the_automatic_rollback_of_a_failed_run_gives_the_install_dir_its_owner_back(
+        owned: Sandbox, capsys: pytest.CaptureFixture[str]) -> None:
+    """The install is 65534's, its start.sh marked; 7.0.4.5 fails its probes and the run rolls back (exit 1, old
+    version healthy): the restored start.sh ran as 65534, and the install dir and bin/ are 65534's."""
+    box = owned
+    marker = mark_start(box)
+    rc, text = run_to(box, capsys, BROKEN)
+    assert rc == ExitCode.ROLLED_BACK, text
+    assert box.answers() == OLD
+    (host,) = last_result(box)["hosts"]
+    assert host["outcome"] == "rolled_back", host
+    assert_still_nobodys(box, marker)
+
