@@ -147,3 +147,36 @@ def test_3_the_automatic_rollback_of_a_failed_run_gives_the_install_dir_its_owne
     assert host["outcome"] == "rolled_back", host
     assert_still_nobodys(box, marker)
 
+
+def test_4_a_pid_file_naming_a_foreign_process_is_refused_before_stop(
+        hardened: Sandbox, capsys: pytest.CaptureFixture[str]) -> None:
+    """Root owns the install (its commands run as root); the service account owns run/. After the approval it points
+    run/server.pid at a root process. The run is refused at preflight (exit 2): the pid file, the pid and its uid are
+    named (never its command line), with what to do; the root process is alive, the service never stopped, the host
+    untouched."""
+    box = hardened
+    rc, plan = plan_to(box, FULL)
+    assert rc == 0, rc
+    approval = approve(box, plan)
+    secret = "hp15-not-for-the-console"
+    victim = subprocess.Popen(["sh", "-c", f"exec sleep 900 # {secret}"], cwd="/", stdin=subprocess.DEVNULL,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        pid_file = box.install_dir / "run" / "server.pid"
+        service = int(pid_file.read_text())
+        subprocess.run(as_nobody("sh", "-c", f"echo {victim.pid} > {pid_file}.new && mv {pid_file}.new {pid_file}"),
+                       check=True)
+        was = host_state(box.install_dir)
+        rc, text = run_cli(box, capsys, "run", str(plan), "--approval", str(approval))
+        assert rc == ExitCode.BAD_INPUT, text
+        assert victim.poll() is None, text  # alive: no stop command ran
+        assert "run/server.pid" in text and f"pid {victim.pid} (uid 0/0/0)" in text, text
+        assert "NOT the service's own" in text and "stop the service by hand" in text, text
+        assert secret not in text and "sleep 900" not in text, text
+        (host,) = last_result(box)["hosts"]
+        assert [p["phase"] for p in host["phases"]] == ["preflight"], host
+        assert_host_untouched(was, host_state(box.install_dir), run_record=last_run_id(box))
+        assert Path(f"/proc/{service}").exists() and box.answers() == OLD
+    finally:
+        victim.kill()
+        victim.wait()

@@ -848,7 +848,7 @@ class _HostRun:
         try:  # a host with its own trust root runs only the command probes of the plan it accepted at the lock
             prove(lambda op, timeout=None, **req: self.call(op, timeout=timeout, **req, **self._evidence()),
                   host=self.name, observe=self.p["playbook"]["rollback_observe"], version=self.p["current"],
-                  vars_read=self.p.get("vars_read"))
+                  vars_read=self.p.get("vars_read"), before_stop=True)
         except AgentFailure as e:
             self.call("unlock")
             raise _PhaseFailed("preflight", e.message, e.kind) from e
