@@ -138,8 +138,8 @@ def test_2_the_stock_stop_script_never_kills_the_process_the_service_account_nam
         daemon_box: Sandbox, transport: str, request: pytest.FixtureRequest,
         capsys: pytest.CaptureFixture[str]) -> None:
     """daemon writes a root process's pid into its run/server.pid; the vendor's own stop.sh sends SIGTERM to that
-    pid. Run as daemon, the kill is refused by the kernel: the root process is alive after the run, which needs a
-    person (no signal sent by the agent either, the pid named)."""
+    pid. The run is refused at preflight, before stop (exit 2: the pid file names a process that is not the
+    service's own, by pid and uid): neither stop.sh nor the agent signals it, the root process is alive."""
     box = daemon_box
     over(box, transport, request)
     plan, approval = approved_plan(box)
@@ -150,9 +150,10 @@ def test_2_the_stock_stop_script_never_kills_the_process_the_service_account_nam
         subprocess.run(as_daemon("sh", "-c", f"rm -f {pid_file}; echo {victim.pid} > {pid_file}"), check=True)
         assert pid_file.stat().st_uid == daemon_uid()
         rc, text = run_cli(box, capsys, "run", str(plan), "--approval", str(approval))
-        assert rc != 0, text
+        assert rc == 2, text
         assert victim.poll() is None, text  # alive: neither stop.sh nor the agent signalled it
-        assert f"pid {victim.pid}" in text and "No signal was sent" in text, text
+        assert f"pid {victim.pid} (uid 0/0/0)" in text and "NOT the service's own" in text, text
+        assert "stopped nothing" in text and "sleep 900" not in text, text
     finally:
         victim.kill()
         victim.wait()
