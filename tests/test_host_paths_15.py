@@ -24,7 +24,7 @@ import pytest
 from conftest import approve, kill_processes_under, plan_to
 from hoststate import assert_host_untouched, host_state
 from test_host_paths import last_result, last_run_id, run_cli
-from test_host_paths_13 import SYSTEM_PYTHON, as_daemon, daemon_edits
+from test_host_paths_13 import SYSTEM_PYTHON, as_daemon
 from upgrader.cli.commands.demo import Sandbox, build_sandbox
 from upgrader.core.exit_codes import ExitCode
 
@@ -180,3 +180,29 @@ def test_4_a_pid_file_naming_a_foreign_process_is_refused_before_stop(
     finally:
         victim.kill()
         victim.wait()
+
+
+def test_5_root_never_runs_a_script_the_service_account_can_change(
+        hardened: Sandbox, capsys: pytest.CaptureFixture[str]) -> None:
+    """Root owns the install dir (its commands run as root); after the approval bin/ becomes 65534's (``chown -R``,
+    as an untar keeping the vendor's uids leaves it) and the service account adds ``id -u > run/stop-uid`` to
+    bin/stop.sh. The run is refused at preflight (exit 2) naming the script and its owner: the line never ran, the
+    service was never stopped, the host is untouched."""
+    box = hardened
+    rc, plan = plan_to(box, FULL)
+    assert rc == 0, rc
+    approval = approve(box, plan)
+    subprocess.run(["chown", "-R", f"{NOBODY}:{NOBODY}", str(box.install_dir / "bin")], check=True)
+    daemon_edits_as_nobody(box.install_dir / "bin" / "stop.sh", "id -u > run/stop-uid")
+    service = int((box.install_dir / "run" / "server.pid").read_text())
+    was = host_state(box.install_dir)
+    rc, text = run_cli(box, capsys, "run", str(plan), "--approval", str(approval))
+    assert rc == ExitCode.BAD_INPUT, text
+    assert "bin/stop.sh (stop.command 'bin/stop.sh') would run as root" in text, text
+    assert f"{box.install_dir}/bin is owned by nobody (uid {NOBODY})" in text, text
+    assert not (box.install_dir / "run" / "stop-uid").exists()
+    (host,) = last_result(box)["hosts"]
+    assert [p["phase"] for p in host["phases"]] == ["preflight"], host
+    assert_host_untouched(was, host_state(box.install_dir), run_record=last_run_id(box))
+    assert Path(f"/proc/{service}").exists() and box.answers() == OLD
+
