@@ -13,19 +13,17 @@ agent runs as root, as a root SSH login would run it).
 
 from __future__ import annotations
 
-import shutil
 import subprocess
-import tempfile
 from pathlib import Path
 from typing import Iterator
 
 import pytest
 
-from conftest import approve, kill_processes_under, plan_to
+from conftest import approve, plan_to
 from hoststate import assert_host_untouched, host_state
 from test_host_paths import last_result, last_run_id, run_cli
-from test_host_paths_13 import SYSTEM_PYTHON, as_daemon
-from upgrader.cli.commands.demo import Sandbox, build_sandbox
+from test_host_paths_13 import as_daemon, daemon_edits, owned_box
+from upgrader.cli.commands.demo import Sandbox
 from upgrader.core.exit_codes import ExitCode
 
 OLD, FULL, PATCH, BROKEN = "7.0.4.1", "7.0.4.2", "7.0.4.3", "7.0.4.5"
@@ -40,24 +38,7 @@ def as_nobody(*argv: str) -> list[str]:
 def nobody_box(monkeypatch: pytest.MonkeyPatch, whole: bool) -> Iterator[Sandbox]:
     """The sample install 7.0.4.1 with its service started by uid 65534: ``whole``, the install is 65534's (``chown
     -R``); else root owns it and 65534 only its runtime paths (run/, logs/, data/: the hardened layout)."""
-    top = Path(tempfile.mkdtemp(prefix="upgrader-hp15-"))
-    top.chmod(0o755)
-    monkeypatch.setenv("PYTHON", SYSTEM_PYTHON)  # the test's virtual environment lies under root's home
-    box = build_sandbox(top / "box")
-    box.root.chmod(0o755)
-    for rel in RUNTIME:
-        (box.install_dir / rel).mkdir(exist_ok=True)
-    owned = [box.install_dir] if whole else [box.install_dir / rel for rel in RUNTIME]
-    subprocess.run(["chown", "-R", f"{NOBODY}:{NOBODY}", *map(str, owned)], check=True)
-    try:
-        subprocess.run(as_nobody(str(box.install_dir / "bin" / "start.sh")), check=True,
-                       env={**box.service_env(), "PYTHON": SYSTEM_PYTHON}, stdin=subprocess.DEVNULL,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        box.wait_version(None, timeout=15)
-        yield box
-    finally:
-        kill_processes_under(top)
-        shutil.rmtree(top, ignore_errors=True)
+    yield from owned_box(monkeypatch, f"{NOBODY}:{NOBODY}", (str(NOBODY), str(NOBODY)), ("",) if whole else RUNTIME)
 
 
 @pytest.fixture
@@ -86,9 +67,7 @@ def mark_start(box: Sandbox) -> Path:
 def daemon_edits_as_nobody(path: Path, line: str) -> None:
     """test_host_paths_13.daemon_edits, played by uid 65534 (the script's owner here)."""
     assert path.stat().st_uid == NOBODY
-    script = "import sys; p = sys.argv[1]; t = open(p).read().rsplit('exit 0', 1); " \
-             "open(p, 'w').write(t[0] + sys.argv[2] + '\\nexit 0' + t[1])"
-    subprocess.run(as_nobody(SYSTEM_PYTHON, "-c", script, str(path), line), check=True)
+    daemon_edits(path, line, str(NOBODY))
 
 
 def assert_still_nobodys(box: Sandbox, marker: Path) -> None:

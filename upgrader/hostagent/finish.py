@@ -43,7 +43,7 @@ def op_verify_tree(req):
     # the install dir itself: its owner is the account the commands run as (a backup of an older agent: no record)
     top = top_differs(paths.install, manifest["top"]) if manifest.get("top") else None
     if top:
-        diffs.append({"path": ".", "change": "owner", "detail": top})
+        diffs.append({"path": "the install dir itself (%s)" % top, "change": "owner"})
     return {"identical": not diffs, "differences": diffs[:50]}
 
 
