@@ -22,6 +22,7 @@ import pytest
 from conftest import approve, plan_to
 from hoststate import assert_host_untouched, host_state
 from test_host_paths import last_result, last_run_id, run_cli
+from test_faults import use_playbook
 from test_host_paths_13 import as_daemon, daemon_edits, owned_box
 from upgrader.cli.commands.demo import Sandbox
 from upgrader.core.exit_codes import ExitCode
@@ -160,6 +161,36 @@ def test_4_a_pid_file_naming_a_foreign_process_is_refused_before_stop(
         victim.kill()
         victim.wait()
 
+
+
+def test_4b_a_pid_file_rewritten_after_the_preflight_is_refused_by_the_stop_itself(
+        hardened: Sandbox, capsys: pytest.CaptureFixture[str]) -> None:
+    """The race the preflight cannot see: the pid file is pointed at a root process after the preflight proved it
+    (played deterministically by a before_stop hook that writes the pid into run/server.pid as the service account's
+    file). The agent does not run the root stop command (exit 2, naming the pid file, the pid and its uid): the root
+    process is alive, the service was never stopped and still answers the old version."""
+    box = hardened
+    secret = "hp15b-not-for-the-console"
+    victim = subprocess.Popen(["sh", "-c", f"exec sleep 900 # {secret}"], cwd="/", stdin=subprocess.DEVNULL,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        pid_file = box.install_dir / "run" / "server.pid"
+        service = int(pid_file.read_text())
+        use_playbook(box, "sample-middleware", hooks={"before_stop": [{"command": (
+            f"echo {victim.pid} > run/server.pid.new && chown {NOBODY}:{NOBODY} run/server.pid.new && "
+            "mv run/server.pid.new run/server.pid")}]})
+        rc, text = run_to(box, capsys, FULL)
+        assert rc == ExitCode.BAD_INPUT, text
+        assert victim.poll() is None, text  # alive: the stop command never ran
+        assert f"pid {victim.pid} (uid 0/0/0)" in text and "NOT the service's own" in text, text
+        assert "it was not run and nothing was stopped" in text, text
+        assert secret not in text and "sleep 900" not in text, text
+        (host,) = last_result(box)["hosts"]
+        assert host["outcome"] == "bad_input", host
+        assert Path(f"/proc/{service}").exists() and box.answers() == OLD
+    finally:
+        victim.kill()
+        victim.wait()
 
 def test_5_root_never_runs_a_script_the_service_account_can_change(
         hardened: Sandbox, capsys: pytest.CaptureFixture[str]) -> None:

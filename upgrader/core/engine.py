@@ -972,7 +972,8 @@ class _HostRun:
                 self.out.outcome = "needs_person"
                 self.out.error = f"{self.out.rollback_cause}; the old version is not healthy: {again.message}"
                 return self.out
-        self.out.outcome = "unchanged"
+        # a stop the host refused to run (foreign_pid: its pid file names another's process) is a refusal (exit 2)
+        self.out.outcome = "bad_input" if err.kind == "foreign_pid" else "unchanged"
         self.out.error = self.out.rollback_cause
         self._note_unevaluated()
         self._finish("unchanged")
