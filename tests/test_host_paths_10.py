@@ -45,7 +45,7 @@ import pytest
 
 from conftest import approve, inspect_json, plan_to, run_plan, upgrader
 from hoststate import assert_host_untouched
-from test_host_paths import last_run_id, run_cli
+from test_host_paths import last_result, last_run_id, run_cli
 from test_host_paths_8 import bind, cache_playbook, shared_dir, shared_files, unmount_below
 from test_host_paths_4 import sticky_disk  # noqa: F401 (a fixture)
 from test_host_paths_9 import private_mounts
@@ -65,9 +65,10 @@ def test_1_stop_never_signals_roots_tail_of_an_install_log(sandbox: Sandbox, wri
                                                            capsys: pytest.CaptureFixture[str]) -> None:
     """Root runs ``tail -f INSTALL/logs/server.log`` with its working directory in the install (SIGTERM ignored, as
     a shell's `trap '' TERM` leaves it). The pid file names it, written either by the service account (daemon owns
-    run/) or, root's own but stale, an hour before that tail started. The run's stop asks bin/stop.sh, waits the
-    stop timeout and then sends no signal: the run needs a person, naming the pid; the tail is alive, the service
-    still answers the old version, and the whole host is as it was (the lock aside)."""
+    run/) or, root's own but stale, an hour before that tail started. The run is refused at preflight, before stop
+    (exit 2: the pid file names a process that is not the service's own, by pid and why), so neither bin/stop.sh nor
+    the agent signals it: the tail is alive, the service still answers the old version, and the whole host is as it
+    was."""
     rc, plan = plan_to(sandbox, NEW)
     assert rc == 0
     approval = approve(sandbox, plan)
@@ -90,9 +91,11 @@ def test_1_stop_never_signals_roots_tail_of_an_install_log(sandbox: Sandbox, wri
             time.sleep(0.05)  # until the shell has become tail
         before = host_state(sandbox)
         rc, text = run_cli(sandbox, capsys, "run", str(plan), "--approval", str(approval))
-        assert rc != 0, text
-        assert "pid %d" % victim.pid in text and "No signal was sent" in text, text
+        assert rc == 2, text
+        assert "pid %d" % victim.pid in text and "NOT the service's own" in text, text
         assert ("pid file's writer" in text) if writer == "service-account" else ("after the pid file" in text), text
+        (host,) = last_result(sandbox)["hosts"]
+        assert [p["phase"] for p in host["phases"]] == ["preflight"], host  # never stopped
         assert victim.poll() is None  # alive: neither SIGTERM nor SIGKILL reached it
         assert sandbox.answers() == OLD
         after = host_state(sandbox)

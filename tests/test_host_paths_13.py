@@ -45,14 +45,17 @@ def as_daemon(*argv: str, uid: str = "daemon", gid: str = "daemon") -> list[str]
 
 
 def owned_box(monkeypatch: pytest.MonkeyPatch, owner: str = "daemon:daemon",
-              service: tuple[str, str] = ("daemon", "daemon")) -> Iterator[Sandbox]:
-    """The sample install 7.0.4.1, ``chown -R owner``, its service started by ``service`` (uid, gid)."""
+              service: tuple[str, str] = ("daemon", "daemon"), owned: tuple[str, ...] = ("",)) -> Iterator[Sandbox]:
+    """The sample install 7.0.4.1, ``chown -R owner`` (of the whole install, or of the paths ``owned`` in it, made if
+    missing), its service started by ``service`` (uid, gid)."""
     top = Path(tempfile.mkdtemp(prefix="upgrader-hp13-"))
     top.chmod(0o755)
     monkeypatch.setenv("PYTHON", SYSTEM_PYTHON)  # what the local agent's start.sh runs the service with
     box = build_sandbox(top / "box")
     box.root.chmod(0o755)
-    subprocess.run(["chown", "-R", owner, str(box.install_dir)], check=True)
+    for rel in filter(None, owned):
+        (box.install_dir / rel).mkdir(exist_ok=True)
+    subprocess.run(["chown", "-R", owner, *(str(box.install_dir / rel) for rel in owned)], check=True)
     try:
         subprocess.run(as_daemon(str(box.install_dir / "bin" / "start.sh"), uid=service[0], gid=service[1]),
                        check=True, env={**box.service_env(), "PYTHON": SYSTEM_PYTHON}, stdin=subprocess.DEVNULL,
@@ -93,11 +96,12 @@ def root_only(box: Sandbox) -> Path:
     return d
 
 
-def daemon_edits(path: Path, line: str) -> None:
-    """daemon (the service account) adds ``line`` before the last line (``exit 0``) of its own script."""
+def daemon_edits(path: Path, line: str, who: str = "daemon") -> None:
+    """daemon (the service account; or the account ``who``, name or uid) adds ``line`` before the last line
+    (``exit 0``) of its own script."""
     script = "import sys; p = sys.argv[1]; t = open(p).read().rsplit('exit 0', 1); " \
              "open(p, 'w').write(t[0] + sys.argv[2] + '\\nexit 0' + t[1])"
-    subprocess.run(as_daemon(SYSTEM_PYTHON, "-c", script, str(path), line), check=True)
+    subprocess.run(as_daemon(SYSTEM_PYTHON, "-c", script, str(path), line, uid=who, gid=who), check=True)
 
 
 def approved_plan(box: Sandbox) -> tuple[Path, Path]:
@@ -138,8 +142,8 @@ def test_2_the_stock_stop_script_never_kills_the_process_the_service_account_nam
         daemon_box: Sandbox, transport: str, request: pytest.FixtureRequest,
         capsys: pytest.CaptureFixture[str]) -> None:
     """daemon writes a root process's pid into its run/server.pid; the vendor's own stop.sh sends SIGTERM to that
-    pid. Run as daemon, the kill is refused by the kernel: the root process is alive after the run, which needs a
-    person (no signal sent by the agent either, the pid named)."""
+    pid. The run is refused at preflight, before stop (exit 2: the pid file names a process that is not the
+    service's own, by pid and uid): neither stop.sh nor the agent signals it, the root process is alive."""
     box = daemon_box
     over(box, transport, request)
     plan, approval = approved_plan(box)
@@ -150,9 +154,10 @@ def test_2_the_stock_stop_script_never_kills_the_process_the_service_account_nam
         subprocess.run(as_daemon("sh", "-c", f"rm -f {pid_file}; echo {victim.pid} > {pid_file}"), check=True)
         assert pid_file.stat().st_uid == daemon_uid()
         rc, text = run_cli(box, capsys, "run", str(plan), "--approval", str(approval))
-        assert rc != 0, text
+        assert rc == 2, text
         assert victim.poll() is None, text  # alive: neither stop.sh nor the agent signalled it
-        assert f"pid {victim.pid}" in text and "No signal was sent" in text, text
+        assert f"pid {victim.pid} (uid 0/0/0)" in text and "NOT the service's own" in text, text
+        assert "stopped nothing" in text and "sleep 900" not in text, text
     finally:
         victim.kill()
         victim.wait()

@@ -93,11 +93,15 @@ def variant_a_host(box: Sandbox, capsys: pytest.CaptureFixture[str]) -> Path:
     copy of /bin/true, set-user-ID and set-group-ID), an ordinary file of its own (0640) and a setgid directory.
     The install dir itself stays root's: the service here is root's (the sandbox's, started by root), and the
     playbook's commands run as the install dir's owner, so a nobody-owned install dir would have bin/stop.sh run as
-    nobody, which cannot stop root's service (test_host_paths_13 shows that refusal)."""
+    nobody, which cannot stop root's service (test_host_paths_13 shows that refusal). bin/ and run/ stay root's too:
+    the commands run as root, which refuses a script nobody could change (test_host_paths_15), and a run refuses a
+    pid file whose owner is not the account of the process it names (root's service here)."""
     rc, text = upgrade(box, capsys, FULL)
     assert rc == 0, text
     chown_tree(box.install_dir, NOBODY)
     os.lchown(box.install_dir, 0, 0)
+    for rel in ("bin", "run"):
+        chown_tree(box.install_dir / rel, 0)
     lib = box.install_dir / "lib"
     write_setid(lib, "helper", 0o6755, Path("/bin/true").read_bytes())
     write_setid(lib, "own.jar", 0o640, b"the service account's own jar\n")
@@ -139,7 +143,7 @@ def test_a_patch_run_over_a_set_id_file_of_the_service_account_is_refused_and_co
         assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (NOBODY, NOBODY, mode), name
     st = os.lstat(lib / "ext")  # the account's setgid directory: still its own, without the set-id bit
     assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (NOBODY, NOBODY, 0o770)
-    assert os.lstat(sandbox.install_dir / "bin").st_uid == NOBODY  # directories keep their owner too
+    assert os.lstat(lib).st_uid == NOBODY  # directories keep their owner too
     assert root_setid_files(sandbox.install_dir) == []
 
 

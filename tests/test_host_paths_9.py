@@ -24,7 +24,7 @@ import yaml  # type: ignore[import-untyped]
 
 from conftest import approve, inspect_json, plan_to
 from hoststate import assert_host_untouched
-from test_host_paths import last_run_id, run_cli
+from test_host_paths import last_result, last_run_id, run_cli
 from trust_support import host_state
 from upgrader.cli.commands.demo import Sandbox
 from upgrader.core.playbook import shipped_playbooks_dir
@@ -240,9 +240,9 @@ def test_a3_a_link_in_the_service_accounts_directory_to_a_root_only_file_is_not_
 def test_a4_stop_sends_no_signal_to_a_process_a_pid_file_names_outside_the_install(
         sandbox: Sandbox, capsys: pytest.CaptureFixture[str]) -> None:
     """run/ is the service account's: it writes the pid of root's `sleep` (cwd /, ignoring SIGTERM, nothing of the
-    install) into run/server.pid after the plan was approved. The run's stop asks bin/stop.sh (its SIGTERM is
-    ignored), waits the stop timeout, then refuses to escalate: the run needs a person, naming the pid and why;
-    the process is alive, the service still answers the old version."""
+    install) into run/server.pid after the plan was approved. The run is refused at preflight, before stop (exit 2,
+    naming the pid and why): neither bin/stop.sh nor the agent signals it; the process is alive, the service still
+    answers the old version."""
     rc, plan = plan_to(sandbox, NEW)
     assert rc == 0
     approval = approve(sandbox, plan)
@@ -253,8 +253,9 @@ def test_a4_stop_sends_no_signal_to_a_process_a_pid_file_names_outside_the_insta
         (run / "server.pid").write_text("%d\n" % victim.pid)  # what daemon writes in its own run/
         before = host_state(sandbox)
         rc, text = run_cli(sandbox, capsys, "run", str(plan), "--approval", str(approval))
-        assert rc != 0, text
-        assert "pid %d" % victim.pid in text and "No signal was sent" in text, text
+        assert rc == 2, text
+        assert "pid %d" % victim.pid in text and "NOT the service's own" in text, text
+        assert [p["phase"] for p in last_result(sandbox)["hosts"][0]["phases"]] == ["preflight"]  # never stopped
         assert victim.poll() is None  # still running: neither SIGTERM nor SIGKILL reached it
         assert sandbox.answers() == OLD
         after = host_state(sandbox)  # the product, the pid file and the service as they were; the host locked

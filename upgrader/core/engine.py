@@ -848,7 +848,7 @@ class _HostRun:
         try:  # a host with its own trust root runs only the command probes of the plan it accepted at the lock
             prove(lambda op, timeout=None, **req: self.call(op, timeout=timeout, **req, **self._evidence()),
                   host=self.name, observe=self.p["playbook"]["rollback_observe"], version=self.p["current"],
-                  vars_read=self.p.get("vars_read"))
+                  vars_read=self.p.get("vars_read"), before_stop=True)
         except AgentFailure as e:
             self.call("unlock")
             raise _PhaseFailed("preflight", e.message, e.kind) from e
@@ -972,7 +972,8 @@ class _HostRun:
                 self.out.outcome = "needs_person"
                 self.out.error = f"{self.out.rollback_cause}; the old version is not healthy: {again.message}"
                 return self.out
-        self.out.outcome = "unchanged"
+        # a stop the host refused to run (foreign_pid: its pid file names another's process) is a refusal (exit 2)
+        self.out.outcome = "bad_input" if err.kind == "foreign_pid" else "unchanged"
         self.out.error = self.out.rollback_cause
         self._note_unevaluated()
         self._finish("unchanged")

@@ -141,6 +141,13 @@ MESSAGES: dict[str, tuple[str, str]] = {
                     "stock Tomcat writes none unless CATALINA_PID is set in bin/setenv.sh)",
                     "进程号文件 {pid_file} 不存在或其中的进程没有运行：服务在运行吗？（标准 Tomcat 只有在 "
                     "bin/setenv.sh 中设置了 CATALINA_PID 才会写这个文件）"),
+    "fix_foreign_pid": ("the pid file {pid_file} names a process that is not the service's own (another account's, "
+                        "or one started after the file was written), which the stop command would signal: nothing "
+                        "was stopped; put the service's own pid back in {pid_file} (or restart the service so that "
+                        "it writes it), or stop the service by hand, then run again",
+                        "进程号文件 {pid_file} 中的进程不是该服务自己的（属于其他账户，或在该文件写入之后才启动），"
+                        "停止命令会向它发信号：没有停止任何东西；请把服务自己的进程号写回 {pid_file}（或重启服务让它"
+                        "重新写入），或者手工停止服务，然后再运行"),
     "fix_pid_file": ("the service runs but writes no pid file {pid_file}, which this playbook needs to find its "
                      "process: set CATALINA_PID in bin/setenv.sh (CATALINA_PID=\"$CATALINA_BASE/{pid_file}\") and "
                      "restart it, or use a playbook that finds the process by its command line (process:, as the "

@@ -27,7 +27,20 @@ def paths_to_check(spec: PlaybookSpec, package: PlanPackage | None = None) -> Pa
             "logs": sorted({p["file"] for p in probes if p["type"] == "log"}),
             "version_file": spec["version"].get("file"),
             "ascii_dirs": list(spec.get("preflight", {}).get("ascii_dirs", [])),
-            "copied": [p["path"] for p in spec["preserve"] if p.get("kind") in ("config", "cache")]}
+            "copied": [p["path"] for p in spec["preserve"] if p.get("kind") in ("config", "cache")],
+            "commands": _commands(spec)}
+
+
+def _commands(spec: PlaybookSpec) -> dict[str, str]:
+    """{key: command} of every playbook command the agent runs (stop, start, hooks, command probes, version)."""
+    out = {"stop.command": spec["stop"]["command"], "start.command": spec["start"]["command"]}
+    if spec["version"].get("command"):
+        out["version.command"] = spec["version"]["command"]
+    for name, hooks in (spec.get("hooks") or {}).items():
+        out.update((f"hooks.{name}[{i}].command", h["command"]) for i, h in enumerate(hooks))
+    out.update((f"observe.probes[{i}].command", str(p["command"])) for i, p in enumerate(spec["observe"]["probes"])
+               if p["type"] == "command" and p.get("command"))
+    return out
 
 
 def _named(spec: PlaybookSpec) -> list[tuple[str, str]]:

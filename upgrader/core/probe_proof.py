@@ -70,14 +70,16 @@ def agent_call(agent: AgentClient, install_dir: str, state_dir: str | None) -> A
 
 
 def prove(call: AgentCall, *, host: str, observe: ObserveSpec, version: str | None,
-          vars_read: Mapping[str, Mapping[str, object]] | None = None) -> list[ProbeResult]:
+          vars_read: Mapping[str, Mapping[str, object]] | None = None, before_stop: bool = False) -> list[ProbeResult]:
     """Run each probe once on the running version; the results, or ``ProbeUnproven`` when one fails.
-    ``call(op, timeout=..., **request)`` reaches the install's agent (``agent_call``, or the engine's retrying call)."""
+    ``call(op, timeout=..., **request)`` reaches the install's agent (``agent_call``, or the engine's retrying call).
+    ``before_stop`` (a run's preflight): a pid file naming a process that is not the service's own fails too, since
+    the playbook's stop command would signal it (a plan's review only says so)."""
     from ..fleet.transport.base import AgentFailure
 
     probes = list(observe.get("probes") or [])
     try:
-        res = call("prove", probes=probes, timeout=120)
+        res = call("prove", probes=probes, timeout=120, **({"before_stop": True} if before_stop else {}))
     except AgentFailure as e:
         from .host_paths import refuse_agent_unsafe
 
@@ -129,6 +131,8 @@ def likely_fix(probe: Mapping[str, object], vars_read: Mapping[str, Mapping[str,
     if kind == "process":
         if detail.startswith("no pid file"):  # the service may well run: nothing says which process it is
             return "fix_pid_file", {"pid_file": probe.get("pid_file")}
+        if "NOT the service's own" in detail:  # the agent's foreign_process: the pid names someone else's process
+            return "fix_foreign_pid", {"pid_file": probe.get("pid_file")}
         return "fix_process", {"pid_file": probe.get("pid_file")}
     if kind in ("tcp", "http", "command"):
         for name, r in sorted(vars_read.items()):

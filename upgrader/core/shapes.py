@@ -140,6 +140,7 @@ class PathsToCheck(TypedDict):
     version_file: str | None
     ascii_dirs: list[str]
     copied: list[str]  # preserved config and cache: copied into the backup (sparse or huge files refused)
+    commands: dict[str, str]  # the playbook's commands by key: a script another account can change is refused
 
 
 # -- a plan (``plan.build_plan``, ``plan.load_plan``) --------------------------------------------------------

@@ -10,7 +10,7 @@ from .common import test_kill
 from .files import read_json, rmtree
 from .ledger import ledger_fds, record_catalog_serial
 from .lock import op_unlock
-from .manifests import drift, hash_at, scan_tree
+from .manifests import drift, hash_at, scan_tree, top_differs
 from .state import Paths, append_line_at, set_run_state, write_json_at
 from .witness import RUN_RECORDS, run_record
 
@@ -40,6 +40,10 @@ def op_verify_tree(req):
     for rel in current["links"]:
         if rel not in manifest["tree"].get("links", {}):
             diffs.append({"path": rel, "change": "added"})
+    # the install dir itself: its owner is the account the commands run as (a backup of an older agent: no record)
+    top = top_differs(paths.install, manifest["top"]) if manifest.get("top") else None
+    if top:
+        diffs.append({"path": "the install dir itself (%s)" % top, "change": "owner"})
     return {"identical": not diffs, "differences": diffs[:50]}
 
 

@@ -63,7 +63,7 @@ def scan_fd(root_fd, root, preserved, hash_files=True):
                                      "being swapped for a link; refusing to go on" % (root, rel), "unsafe_path",
                                      path=rel)
             elif stat.S_ISDIR(st.st_mode):
-                dirs[rel] = {"mode": stat.S_IMODE(st.st_mode), "uid": st.st_uid, "gid": st.st_gid}
+                dirs[rel] = dir_entry(st)
                 sub = open_dir_at(fd, name, "product directory %s" % rel, root)
                 try:
                     if crosses(fd, sub):  # a mount's files lie outside the tree: never read as its own
@@ -85,6 +85,30 @@ def scan_fd(root_fd, root, preserved, hash_files=True):
 
     walk(root_fd, "")
     return {"files": files, "dirs": dirs, "links": links}
+
+
+def dir_entry(st):
+    """A directory's manifest entry (its lstat ``st``): owner, group and mode, given back by chmod_dirs."""
+    return {"mode": stat.S_IMODE(st.st_mode), "uid": st.st_uid, "gid": st.st_gid}
+
+
+def keep_top(fd, top):
+    """Give the tree's top directory (open as ``fd``: a directory the agent made, root's when it runs as root) the
+    owner, group and mode ``top`` (dir_entry) of the install dir it becomes: the install dir's owner is the account
+    the playbook's commands run as (processes.command_account), so a tree the agent made must never turn it root's."""
+    keep_owner(fd, top["uid"], top["gid"], top["mode"])
+
+
+def top_differs(install, top):
+    """Why the install dir ``install`` no longer has the owner, group and mode ``top`` (dir_entry) a manifest
+    recorded for it (None when it has them). An agent that is not root keeps its own account (keep_owner)."""
+    st = os.lstat(install)
+    uid, gid = (top["uid"], top["gid"]) if os.geteuid() == 0 else (os.geteuid(), st.st_gid)
+    want = (uid, gid, copy_mode(uid, top["mode"]))
+    have = (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode))
+    if have == want:
+        return None
+    return "owner %d:%d mode %o, recorded %d:%d mode %o" % (have[0], have[1], have[2], want[0], want[1], want[2])
 
 
 def hash_at(dfd, name, full):

@@ -1,16 +1,16 @@
 """Before stop: the verified copy of the package, the staged new tree, the verified backup snapshot."""
 
 import os
-import stat
 
-from .beneath import (OPEN_DIR, DirFds, check_host_paths, dir_id, keep_owner, link_parents, recorded_link_problems,
+from .beneath import (OPEN_DIR, DirFds, check_host_paths, dir_id, link_parents, recorded_link_problems,
                       remove_beneath, setid_problems, split_rel_join, staged_link_problems)
 from .common import AGENT_FORMAT, DRIFT_LISTED, AgentError, test_kill
 from .extract import extract
 from . import hosttrust
 from .files import canonical_digest, fsync_dir, read_json, rmtree, write_json_atomic
 from .ledger import check_ledger_version, ledger_drift
-from .manifests import copy_preserved, copy_tree, hash_at, overlay, scan_tree, snapshot, verify_backup
+from .manifests import (copy_preserved, copy_tree, dir_entry, hash_at, keep_top, overlay, scan_tree, snapshot,
+                        verify_backup)
 from .receive import checked_copy, copy_hashed
 from .recovery import tree_owner
 from .state import Paths, check_state_dir, ensure_state_dir, run_state, set_run_state
@@ -125,7 +125,7 @@ def _stage_and_back_up(req, paths, pkg, trusted, limits, preserve):
         rmtree(extracted)
     else:
         os.rename(extracted, new_tree)
-        keep_install_owner(paths.install, new_tree)
+    keep_install_owner(paths.install, new_tree)  # a patch's copy too: made by the agent, it becomes the install dir
     # install moves each preserved path from the live tree to the staged one through plain directories only:
     # a link above one (put there by the package, or by the customer, also inside a preserved dir) is
     # refused now, before stop
@@ -159,13 +159,17 @@ def _stage_and_back_up(req, paths, pkg, trusted, limits, preserve):
     for p in req["preserve"]:
         if p.get("kind") in ("config", "cache") and os.path.lexists(os.path.join(paths.install, p["path"])):
             configs.append(copy_preserved(paths.install, backup, p["path"]))
+    install_st = os.lstat(paths.install)
     manifest = {"format": AGENT_FORMAT, "run": paths.run_id, "version": req.get("current_version"),
                 "tree": current, "config": configs, "preserve": req["preserve"],
                 "installed_by": tree_owner(read_json(paths.installed)),
                 "product": (read_json(paths.installed) or {}).get("product"),  # restored with the tree (rollback)
                 "product_source": (read_json(paths.installed) or {}).get("product_source"),
                 # install and rollback move only these very directories (not whatever takes their names later)
-                "install_id": dir_id(os.lstat(paths.install)), "staged_id": dir_id(os.lstat(new_tree))}
+                "install_id": dir_id(install_st), "staged_id": dir_id(os.lstat(new_tree)),
+                # the install dir's own owner, group and mode (the tree's "dirs" are those below it): a rollback
+                # gives them back to the tree it rebuilds, which becomes the install dir (keep_top)
+                "top": dir_entry(install_st)}
     verify_backup(backup, manifest)
     manifest["digest"] = canonical_digest({"tree": current, "config": configs})
     write_json_atomic(paths.run("backup", "manifest.json"), manifest)
@@ -188,13 +192,12 @@ def _stage_and_back_up(req, paths, pkg, trusted, limits, preserve):
 
 
 def keep_install_owner(install, new_tree):
-    """The staged tree of a full package (a directory the agent made, root's when it runs as root) gets the install
-    dir's owner, group and mode (set-id bits only of root's, keep_owner): after the swap the install dir still
-    belongs to its account, whose playbook commands (processes.command_account) and service go on running as that
-    account, not as root, and whose service may still write where it wrote before."""
-    st = os.lstat(install)
+    """The staged tree (a directory the agent made, root's when it runs as root: a full package's, or a patch's copy
+    of the install) gets the install dir's owner, group and mode (set-id bits only of root's, keep_owner): after the
+    swap the install dir still belongs to its account, whose playbook commands (processes.command_account) and
+    service go on running as that account, not as root, and whose service may still write where it wrote before."""
     fd = os.open(new_tree, OPEN_DIR)
     try:
-        keep_owner(fd, st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode))
+        keep_top(fd, dir_entry(os.lstat(install)))
     finally:
         os.close(fd)

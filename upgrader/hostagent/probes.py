@@ -34,9 +34,10 @@ def pid_file_state(paths, pid_file):
         return None, "not a number"
 
 
-def probe_process(paths, probe):
+def probe_process(paths, probe, before_stop=False):
     """(ok, detail, unknown) of a process probe; ``unknown``: it could not be evaluated (no pid file: the service
-    may well run, nothing says which process it is)."""
+    may well run, nothing says which process it is). ``before_stop`` (a run's preflight): a pid file naming a
+    process that is not the service's own fails the probe (see below)."""
     if probe.get("pid_file"):
         pid, why = pid_file_state(paths, probe["pid_file"])
         if pid is None and why == "missing":
@@ -51,9 +52,11 @@ def probe_process(paths, probe):
                            "(stale: the service started since does not write it)" % (probe["pid_file"], pid)), True
         foreign = foreign_process(pid, paths, [pid_file_record(paths, probe["pid_file"])]) \
             if ok else None
-        if foreign is not None:  # whoever writes the pid file may name any process: the review must say so (stop
-            # never signals it: foreign_process again); by pid and uid only, never that process's command line
-            return ok, "pid file %s names a process that is NOT the service's own: %s" % (
+        if foreign is not None:  # whoever writes the pid file may name any process: the review must say so; by
+            # pid and uid only, never that process's command line. Before a run's stop it fails: the agent never
+            # signals it (foreign_process again), but the playbook's stop command (the vendor's `kill $(cat
+            # run/server.pid)`, run as root when root owns the install) would
+            return not before_stop, "pid file %s names a process that is NOT the service's own: %s" % (
                 probe["pid_file"], foreign), False
         return ok, "pid %s %s" % (pid, "alive" if ok else "not running"), False
     sel = probe.get("process") or {}
@@ -97,11 +100,11 @@ def log_files(paths, pattern):
     return [os.path.join(head, n) if head else n for n in sorted(fnmatch.filter(names, name))]
 
 
-def probe_once(paths, probe, log_offsets):
+def probe_once(paths, probe, log_offsets, before_stop=False):
     kind = probe["type"]
     try:
         if kind == "process":
-            return probe_process(paths, probe)
+            return probe_process(paths, probe, before_stop)
         if kind == "tcp":
             if not real_ports([probe["port"]]):
                 return False, "port %s is not a port to connect to (disabled?)" % probe["port"], False
@@ -151,9 +154,9 @@ def probe_once(paths, probe, log_offsets):
     return False, "unknown probe type %r" % kind
 
 
-def probe_result(paths, probe, log_offsets):
+def probe_result(paths, probe, log_offsets, before_stop=False):
     """One probe's result as observe and prove report it; ``unknown``: it could not be evaluated."""
-    res = probe_once(paths, probe, log_offsets)
+    res = probe_once(paths, probe, log_offsets, before_stop)
     out = {"probe": probe.get("name") or probe["type"], "ok": bool(res[0]), "detail": res[1]}
     if len(res) > 2 and res[2]:
         out["unknown"] = True
@@ -219,7 +222,8 @@ def op_observe(req):
 
 def op_prove(req):
     """Each observe probe once against the version running now (before anything is stopped). Log probes are
-    judged on what a newly started version writes, so here only their file's place is checked."""
+    judged on what a newly started version writes, so here only their file's place is checked. ``before_stop``: the
+    preflight of a run, whose stop comes next (a plan's review only says a foreign pid, a run refuses it)."""
     paths = Paths(req)
     results = []
     unapproved = None
@@ -245,7 +249,7 @@ def op_prove(req):
                 continue
             results.append({"probe": name, "type": "log", "ok": True, "skipped": skipped, "detail": skipped})
             continue
-        r = probe_result(paths, p, {})
+        r = probe_result(paths, p, {}, bool(req.get("before_stop")))  # a run's preflight (see probe_process)
         r.update(probe=name, type=p["type"])
         results.append(r)
     return {"probes": results, "listening": sorted(listening())}

@@ -8,6 +8,7 @@ import os
 import pwd
 import signal
 import socket
+import stat
 import time
 
 from .beneath import account_of, open_beneath, read_beneath
@@ -66,6 +67,78 @@ def command_account(place):
     except KeyError:
         name, home = None, "/"
     return {"uid": uid, "gid": gid, "groups": groups, "name": name, "home": home}
+
+
+def root_command_problems(install, commands):
+    """One sentence for each playbook command (``commands``: {key: rendered command}) that would run as root a script
+    another account can change: when the agent is root and root owns the install dir (command_account: the commands
+    run as root), the script the command starts with (its first word, when that is a path inside the install) and
+    every directory on its way from the install dir must be root's and writable by root alone. Otherwise the account
+    owning ``bin/`` (untarred keeping the vendor's uids, or ``chown -R app`` of the install's contents) adds a line
+    that root runs. A command outside the install (``systemctl``, ``/usr/bin/...``) is not looked at."""
+    if os.geteuid() != 0 or command_account(install) is not None:
+        return []  # the commands run as the install's owner, or as the agent's own account
+    problems = []
+    for key, command in sorted(commands.items()):
+        rel = command_script(install, command)
+        problem = script_writable_by_another(install, rel) if rel else None
+        if problem:
+            problems.append("%s (%s %r) would run as root: %s; nothing was stopped: give it to root (chown root, "
+                            "chmod go-w), or give the install dir to the service account so that the commands run "
+                            "as that account" % (rel, key, command, problem))
+    return problems
+
+
+def command_script(install, command):
+    """The path inside ``install`` that ``command`` runs first (its first word, relative to the install dir where the
+    command runs), or None when that word is a command found on PATH or a path outside the install."""
+    import shlex
+
+    try:
+        words = shlex.split(command)
+    except ValueError:
+        return None
+    if not words or "/" not in words[0]:
+        return None
+    rel = os.path.normpath(os.path.relpath(words[0], install) if words[0].startswith("/") else words[0])
+    return None if rel == "." or rel.startswith("..") else rel
+
+
+def script_writable_by_another(install, rel):
+    """Why another account than root could change the script ``rel`` of ``install`` (None when none can): the install
+    dir, a directory on the way or the script itself owned by another account or writable by group or other (a
+    sticky directory aside). A link on the way is judged by where it leads, every directory from / down."""
+    path = install
+    for part in [""] + rel.split("/"):
+        path = os.path.join(path, part) if part else path
+        try:
+            st = os.lstat(path)
+        except OSError:
+            return None  # missing: the command fails by itself, nothing runs
+        if stat.S_ISLNK(st.st_mode):
+            target = os.path.realpath(os.path.join(install, rel))
+            return _chain_problem(["/"] + [os.path.join("/", *target.split("/")[1:i + 1])
+                                           for i in range(1, len(target.split("/")))])
+        problem = _chain_problem([path])
+        if problem:
+            return problem
+    return None
+
+
+def _chain_problem(paths):
+    """The first of ``paths`` (lstat) owned by another account than root or writable by group or other (a sticky
+    directory aside), said with its owner and mode; None when each is root's alone."""
+    for path in paths:
+        try:
+            st = os.lstat(path)
+        except OSError:
+            return None
+        mode = stat.S_IMODE(st.st_mode)
+        if st.st_uid != 0:
+            return "%s is owned by %s" % (path, account_name(st.st_uid))
+        if mode & 0o022 and not (stat.S_ISDIR(st.st_mode) and mode & stat.S_ISVTX):
+            return "%s is writable by its %s (mode %o)" % (path, "group" if mode & 0o020 else "others", mode)
+    return None
 
 
 def run_shell(command, cwd, timeout, env=None):

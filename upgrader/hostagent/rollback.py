@@ -9,7 +9,7 @@ from .beneath import (OPEN_DIR, DirFds, check_install_id, dir_id, hash_beneath, 
 from .common import AgentError, test_kill
 from .files import fsync_dir, read_json, rmtree, write_json_atomic
 from .identity import dir_identity, record_lineage
-from .manifests import chmod_dirs, copy_preserved, snapshot, verify_backup
+from .manifests import chmod_dirs, copy_preserved, dir_entry, keep_top, snapshot, verify_backup
 from .recovery import UNKNOWN_OWNER
 from .state import Paths, run_state, set_run_state
 
@@ -73,6 +73,11 @@ def op_rollback(req):
         restored = DirFds(restore, "the restored tree")
         try:
             chmod_dirs(restored, manifest["tree"]["dirs"])
+            # restore/ becomes the install dir: its owner is the account the playbook's commands run as, never
+            # root's because the agent made it (a backup of an older agent: the install dir's owner now)
+            top = manifest.get("top") or (dir_entry(live_st) if live_st is not None else None)
+            if top:
+                keep_top(restored.get(""), top)
         finally:
             restored.close()
         late = dict((c["path"], c) for c in (read_json(paths.run("backup", "at-stop.json")) or []))

@@ -8,9 +8,25 @@ from .beneath import open_beneath
 from . import hosttrust
 from .common import AgentError, test_kill
 from .probes import log_files
-from .processes import (foreign_process, pid_file_record, pidfd, port_open, real_ports, run_shell, send_signal,
-                        service_pids, wait_until)
+from .processes import (command_account, foreign_process, pid_file_record, pidfd, port_open, real_ports, run_shell,
+                        send_signal, service_pids, wait_until)
 from .state import Paths, run_state, set_run_state
+
+
+def refuse_foreign_pid(paths, spec, cwd):
+    """Refused before a stop command that would run as root (command_account: root owns ``cwd``, the agent is root)
+    while the pid file names a live process that is not the service's own: the vendor's ``kill $(cat
+    run/server.pid)`` would signal it as root. The run's preflight refuses this already; this holds when the pid file
+    is rewritten after it (by pid and uid only, never that process's command line)."""
+    if os.geteuid() != 0 or command_account(cwd) is not None:
+        return
+    record = pid_file_record(paths, spec.get("pid_file"))
+    why = foreign_process(record["pid"], paths, [record]) if record else None
+    if why:
+        raise AgentError("the pid file %s names a process that is NOT the service's own: %s; the stop command %r runs "
+                         "as root and would signal it, so it was not run and nothing was stopped: put the service's "
+                         "own pid back in %s, or stop the service by hand, then run again"
+                         % (spec["pid_file"], why, spec["command"], spec["pid_file"]), "foreign_pid")
 
 
 def op_stop(req):
@@ -49,6 +65,7 @@ def op_stop(req):
     if not os.path.isdir(cwd) and paths.run_id and os.path.isdir(paths.run("old")):
         cwd = paths.run("old")
     if os.path.isdir(cwd):
+        refuse_foreign_pid(paths, spec, cwd)
         res = run_shell(spec["command"], cwd, float(spec.get("timeout", 60)), req.get("env"))
     else:
         res = {"exit": None, "stdout": "", "stderr": "no install dir: signals only", "timed_out": False,
