@@ -222,9 +222,27 @@ def _key_tails(text: str, pem_mask: str, mask: str) -> str:
 _REMEMBERED_TEXT = 1024
 
 
+# an SSH signature (``ssh-keygen -Y sign``, the run journal's seal, approvals, checkpoints) is public by construction:
+# kept byte for byte, only base64 lines between its armor lines. Redacting inside it (its base64 may well spell
+# ``pwd=``) would break the signature it is kept to prove.
+_SSH_SIGNATURE = re.compile(r"-----BEGIN SSH SIGNATURE-----\r?\n(?:[A-Za-z0-9+/]+={0,2}\r?\n)+"
+                            r"-----END SSH SIGNATURE-----")
+
+
 def redact(text: str, mask: str = MASK, pem_mask: str | None = None) -> str:
     """``text`` with every secret it recognises replaced by ``mask``; a private key block becomes
-    ``pem_mask`` (default: its BEGIN and END lines around ``mask``)."""
+    ``pem_mask`` (default: its BEGIN and END lines around ``mask``). SSH signature blocks are kept as they are."""
+    if "-----BEGIN SSH SIGNATURE-----" in text:
+        kept: list[str] = []
+        at = 0
+        for m in _SSH_SIGNATURE.finditer(text):
+            kept += [_redact_part(text[at:m.start()], mask, pem_mask), m.group(0)]
+            at = m.end()
+        return "".join(kept) + _redact_part(text[at:], mask, pem_mask)
+    return _redact_part(text, mask, pem_mask)
+
+
+def _redact_part(text: str, mask: str, pem_mask: str | None) -> str:
     if len(text) <= _REMEMBERED_TEXT:
         return _redact_remembered(text, mask, pem_mask)
     return _redact(text, mask, pem_mask)
