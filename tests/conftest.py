@@ -15,6 +15,7 @@ Another "now", a kill or a pause: the product has no hook for any of them (no va
 from __future__ import annotations
 
 import datetime
+import fcntl
 import hashlib
 import json
 import os
@@ -38,6 +39,35 @@ from upgrader.cli.commands.demo import Sandbox, build_sandbox
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 #: the test suite's fault plugin (sitecustomize.py): put on every test's PYTHONPATH, never shipped
 PLUGIN = Path(__file__).resolve().parent / "plugin"
+
+
+# --- each file's seconds, for tests/shards.py (tests/run.sh splits the whole suite by them) -------------------
+_file_seconds: dict[str, float] = {}
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Add each phase's time (set-up, call, teardown) to its test file."""
+    name = report.nodeid.split("::", 1)[0]
+    _file_seconds[name] = _file_seconds.get(name, 0.0) + report.duration
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Merge this run's files into test-artifacts/durations.json (shards running side by side each add theirs;
+    copy it over tests/durations.json to refresh the split)."""
+    if not _file_seconds:
+        return
+    ARTIFACTS.mkdir(exist_ok=True)
+    record = ARTIFACTS / "durations.json"
+    with open(ARTIFACTS / ".durations.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            merged = json.loads(record.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            merged = {}
+        merged.update({k: round(v, 1) for k, v in _file_seconds.items()})
+        record.write_text(json.dumps(dict(sorted(merged.items())), indent=1) + "\n", encoding="utf-8")
+
+
 LIBFAKETIME = next(Path("/usr/lib").glob("*/faketime/libfaketime.so.1"), Path("/usr/lib/faketime/libfaketime.so.1"))
 _CLOCK: Clock | None = None  # set by now_at for this test's in-process CLI calls
 

@@ -67,9 +67,51 @@ if [ "$(id -u)" = 0 ] && command -v unshare >/dev/null && [ -z "${UPGRADER_TEST_
   private=(env UPGRADER_TEST_NAMESPACE=1 unshare -m sh -c \
     'mount --make-rprivate / && mount -t tmpfs -o mode=0755 tmpfs /etc/upgrader && exec "$@"' sh)
 fi
-set +e
-"${private[@]}" .venv/bin/python -m pytest "$@"
-rc=$?
-set -e
-if [ "$rc" = 5 ]; then echo "tests/run.sh: pytest collected no tests" >&2; exit 1; fi
+
+# the whole suite (no arguments) runs as UPGRADER_TEST_SHARDS pytest processes side by side (default 2), each in
+# a mount namespace of its own, the test files split by their recorded seconds (tests/shards.py): the suite
+# mostly waits (services starting and stopping, SSH sessions, a JVM, observation windows), so the shards
+# overlap their waits. The first shard prints as it goes; the others' output follows when they are done.
+shards=${UPGRADER_TEST_SHARDS:-2}
+if [ $# -gt 0 ] || [ "$shards" -le 1 ]; then
+  set +e
+  "${private[@]}" .venv/bin/python -m pytest "$@"
+  rc=$?
+  set -e
+  if [ "$rc" = 5 ]; then echo "tests/run.sh: pytest collected no tests" >&2; exit 1; fi
+  exit "$rc"
+fi
+
+rm -f test-artifacts/durations.json
+tmp_root=$(mktemp -d "${TMPDIR:-/tmp}/upgrader-tests.XXXXXX")
+pids=()
+trap 'trap - INT TERM; kill 0' INT TERM   # stop every shard with the run
+for i in $(seq 1 "$shards"); do
+  mapfile -t files < <(.venv/bin/python tests/shards.py "$shards" "$i")
+  [ ${#files[@]} -gt 0 ] || continue
+  echo "tests/run.sh: shard $i of $shards: ${#files[@]} test files"
+  mkdir -p "$tmp_root/shard-$i"
+  argv=(.venv/bin/python -m pytest --basetemp="$tmp_root/shard-$i/pytest" "${files[@]}")
+  if [ "$i" = 1 ]; then
+    ( set +e; "${private[@]}" "${argv[@]}"; echo $? > "$tmp_root/shard-$i/rc" ) &
+  else
+    ( set +e; "${private[@]}" "${argv[@]}" > "$tmp_root/shard-$i/log" 2>&1; echo $? > "$tmp_root/shard-$i/rc" ) &
+  fi
+  pids+=($!)
+done
+wait "${pids[@]}" || true
+rc=0
+summary=()
+for i in $(seq 1 "$shards"); do
+  [ -e "$tmp_root/shard-$i/rc" ] || continue
+  r=$(cat "$tmp_root/shard-$i/rc")
+  if [ "$i" != 1 ]; then
+    echo; echo "======================== tests/run.sh: shard $i of $shards ========================"
+    cat "$tmp_root/shard-$i/log"
+  fi
+  summary+=("shard $i: exit $r")
+  [ "$r" = 0 ] || rc=1
+done
+echo "tests/run.sh: ${summary[*]}; test files' seconds in test-artifacts/durations.json"
+if [ "$rc" = 0 ]; then rm -rf "$tmp_root"; else echo "tests/run.sh: the shards' temporary files are kept in $tmp_root"; fi
 exit "$rc"
