@@ -448,39 +448,75 @@ def net_figures(before, after, elapsed):
 
 
 NOBODY = 65534             # the account the package manager's read-only view runs as (no groups)
+#: apt's listing, with no binary cache files either (an agent that is not root may still be an account apt can write as)
+APT_UPGRADABLE = ["/usr/bin/apt", "-o", "Dir::Cache::pkgcache=", "-o", "Dir::Cache::srcpkgcache=", "list",
+                  "--upgradable"]
+#: --cacheonly as a user that is not root: read-only use of the system cache (dnf's own documentation)
+DNF = ["/usr/bin/dnf", "-q", "--cacheonly"]
+
+
+def start_unprivileged(argv):
+    """Start a package manager's read-only listing as uid/gid 65534 with no supplementary groups, cwd "/": run as
+    root, apt rebuilds and writes its binary caches (/var/cache/apt/*.bin) and dnf writes its logs and metadata;
+    as nobody they write nothing and read the system's own lists. Read it with unprivileged_output."""
+    env = {"PATH": "/usr/bin:/bin:/usr/sbin:/sbin", "LC_ALL": "C", "HOME": "/"}
+    return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                            preexec_fn=become(NOBODY, NOBODY, []) if os.geteuid() == 0 else None, env=env, cwd="/")
+
+
+def unprivileged_output(proc):
+    """The output of a start_unprivileged listing as text (stderr dropped), time-bounded: killed when late."""
+    try:
+        out, _ = proc.communicate(timeout=TOOL_TIMEOUT * 2)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        raise
+    return out.decode("utf-8", "replace")
 
 
 def run_unprivileged(argv):
-    """Run a package manager's read-only listing as uid/gid 65534 with no supplementary groups, cwd "/": run as
-    root, apt rebuilds and writes its binary caches (/var/cache/apt/*.bin) and dnf writes its logs and metadata;
-    as nobody they write nothing and read the system's own lists. Time-bounded; output as text (stderr dropped)."""
-    env = {"PATH": "/usr/bin:/bin:/usr/sbin:/sbin", "LC_ALL": "C", "HOME": "/"}
-    done = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                          preexec_fn=become(NOBODY, NOBODY, []) if os.geteuid() == 0 else None,
-                          timeout=TOOL_TIMEOUT * 2, env=env, cwd="/")
-    return done.stdout.decode("utf-8", "replace")
+    return unprivileged_output(start_unprivileged(argv))
 
 
-def patch_figures():
-    """Pending updates from the package manager's own view, read-only (apt's or dnf's cache; no download), run as
-    nobody (run_unprivileged) so that nothing is written on the host."""
-    def tool(path):
-        return os.access(path, os.X_OK)
+def start_patches():
+    """Start the package manager's listing that patch_figures reads, so that it runs while the inspection reads the
+    rest and waits out its sample: apt's second or more then adds nothing to the op's time (it was run before the
+    sample began). ("apt"|"dnf", the process), (None, None) without either, ("error", the exception)."""
     try:
-        if tool("/usr/bin/apt"):
-            # no binary cache files either (an agent that is not root may still be an account apt can write as)
-            text = run_unprivileged(["/usr/bin/apt", "-o", "Dir::Cache::pkgcache=", "-o", "Dir::Cache::srcpkgcache=",
-                                     "list", "--upgradable"])
-            lines = [x for x in text.splitlines() if "[upgradable from" in x]
+        if os.access(APT_UPGRADABLE[0], os.X_OK):
+            return "apt", start_unprivileged(APT_UPGRADABLE)
+        if os.access(DNF[0], os.X_OK):
+            return "dnf", start_unprivileged(DNF + ["updateinfo", "list", "--security"])
+    except (OSError, subprocess.SubprocessError) as e:
+        return "error", e
+    return None, None
+
+
+def stop_patches(started):
+    """End a listing start_patches began that nobody read (the op failed on the way): never left running."""
+    proc = started[1] if started and started[0] in ("apt", "dnf") else None
+    if proc is not None and proc.returncode is None:
+        proc.kill()
+        proc.communicate()
+
+
+def patch_figures(started=None):
+    """Pending updates from the package manager's own view, read-only (apt's or dnf's cache; no download), run as
+    nobody (start_unprivileged) so that nothing is written on the host. ``started``: start_patches's answer."""
+    kind, proc = started or start_patches()
+    try:
+        if kind == "error":
+            raise proc
+        if kind == "apt":
+            lines = [x for x in unprivileged_output(proc).splitlines() if "[upgradable from" in x]
             security = [x.split("/")[0] for x in lines if re.search(r"/\S*-security", x)]
             return {"pending": len(lines), "security": len(security), "security_packages": security[:50],
                     "source": "apt list --upgradable (the package lists as last updated on the host)"}
-        if tool("/usr/bin/dnf"):
-            base = ["/usr/bin/dnf", "-q", "--cacheonly"]
-            # --cacheonly as a user that is not root: read-only use of the system cache (dnf's own documentation)
-            text = run_unprivileged(base + ["updateinfo", "list", "--security"])
-            security = sorted(set(x.split()[-1] for x in text.splitlines() if len(x.split()) >= 3))
-            text = run_unprivileged(base + ["check-update"])
+        if kind == "dnf":
+            security = sorted(set(x.split()[-1] for x in unprivileged_output(proc).splitlines()
+                                  if len(x.split()) >= 3))
+            text = run_unprivileged(DNF + ["check-update"])
             pending = [x for x in text.splitlines() if len(x.split()) == 3]
             return {"pending": len(pending), "security": len(security), "security_packages": security[:50],
                     "source": "dnf --cacheonly updateinfo list --security; dnf check-update"}

@@ -15,7 +15,7 @@ from .common import CHUNK, AgentError
 from .files import read_text
 from . import hosttrust
 from .inspect_perf import (access_figures, jvm_figures, net_counters, net_figures, patch_figures, process_before,
-                           process_figures)
+                           process_figures, start_patches, stop_patches)
 from .processes import (describe_selector, foreign_process, listening, pid_alive, pid_file_record, port_open,
                         proc_cmdline, read_pid, select_processes)
 from .state import Paths
@@ -312,11 +312,24 @@ def host_addresses():
 def op_inspect(req):
     """Health facts: OS, kernel and its parameters, limits, disk, CPU, memory, the product's version,
     process, ports, config digests and log error counts. Reads only; changes nothing."""
+    paths = Paths(req)
+    started, net_before = time.time(), net_counters()  # the sample's start: rates are measured over the op
+    # the package manager's listing (a second or more of apt's own) runs while the rest is read and the sample waits
+    patches = start_patches() if req.get("patches", True) else None
+    try:
+        out = inspect_facts(req, paths, started, net_before, patches)
+        if patches:  # after the sample's figures: their window stays the sample's
+            out["patches"] = patch_figures(patches)
+        return out
+    finally:
+        stop_patches(patches)
+
+
+def inspect_facts(req, paths, started, net_before, patches):
+    """op_inspect's facts; ``patches``: the package manager's listing start_patches began (None: not asked)."""
     import platform
     import resource
 
-    paths = Paths(req)
-    started, net_before = time.time(), net_counters()  # the sample's start: rates are measured over the op
     osr = dict(re.findall(r'^(\w+)="?([^"\n]*)"?$', read_text("/etc/os-release") or "", re.M))
     mem = dict((k, int(v.split()[0]) * 1024) for k, v in re.findall(r"^(\w+):\s+(\d+ ?\w*)$",
                                                                      read_text("/proc/meminfo") or "", re.M))
@@ -339,8 +352,8 @@ def op_inspect(req):
     total, free = st.f_blocks * st.f_frsize, st.f_bavail * st.f_frsize
     out["disk"] = {"path": where, "total": total, "free": free,
                    "used_pct": round(100.0 * (total - st.f_bfree * st.f_frsize) / total, 1) if total else None}
-    if req.get("patches", True):
-        out["patches"] = patch_figures()
+    if patches:
+        out["patches"] = None  # read by op_inspect after the sample (start_patches)
     if not out["exists"]:
         finish_sample(out, req, started, net_before, None, None)
         return out
