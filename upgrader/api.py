@@ -1553,14 +1553,16 @@ def verify_audit(ctx: Context, *, log: Path | None = None, allowed_signers: Path
 
 
 def verify_witnesses(ctx: Context, inventory: Path, *, log: Path | None = None, data: bytes | None = None,
-                     hosts: str | None = None, earlier: Sequence[Path] = ()) -> WitnessResult:
+                     hosts: str | None = None, earlier: Sequence[Path] = (),
+                     syslog: Sequence[Path] = ()) -> WitnessResult:
     """The audit log (its ``data`` when already read) against the checkpoints every host of ``inventory`` (or those
     ``hosts`` selects) witnessed at the end of each run (read-only). ``status``: intact, altered (a witnessed head
     the log does not have, or a witnessed run cut off: exit 6) or cannot_check (a host could not be read: exit 2).
     ``earlier``: policy files in force at other times; a run (or rollback) made under one of them has its service
-    window judged by it."""
+    window judged by it. ``syslog``: syslog exports holding the hosts' witnesses (copies off the hosts, out of a
+    controller's reach), each compared with the log and with its host's own records."""
     from .audit.log import read_log
-    from .audit.witness import WitnessTarget, check_witnesses, read_witnesses
+    from .audit.witness import WitnessTarget, check_witnesses, read_syslog_copies, read_witnesses
     from .core.recorder import audit_path
     from .fleet.inventory import load_inventory
     from functools import partial
@@ -1593,8 +1595,15 @@ def verify_witnesses(ctx: Context, inventory: Path, *, log: Path | None = None, 
             w.error = (f"it keeps no state dir at {w.absent}, where the log's runs on it went: no record of "
                        "them there")
     others = [load_policy(str(p)) for p in earlier]
+    copies = []
+    for p in syslog:
+        try:
+            copies += read_syslog_copies(Path(p))
+        except OSError as e:
+            raise InputError(f"cannot read the syslog export {p}: {e.strerror or e}", path=str(p),
+                             hint="give the file your SIEM (or the host's auth log copied off it) exported") from e
     return check_witnesses(data, witnessed, not_read=not_read, window=_window_of(policy), policy_digest=policy.digest,
-                           earlier={p.digest: _window_of(p) for p in others})
+                           earlier={p.digest: _window_of(p) for p in others}, syslog_copies=copies)
 
 
 def _window_of(policy: Policy) -> object:

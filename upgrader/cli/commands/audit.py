@@ -79,7 +79,8 @@ def _verify_witnessed(args: argparse.Namespace) -> int:
     data = read_log(log_path(args))
     result = verification(args, data)
     witnessed = verify_witnesses(context_of(args), Path(args.witness), data=data,
-                                 earlier=[Path(p) for p in getattr(args, "earlier_policy", None) or []])
+                                 earlier=[Path(p) for p in getattr(args, "earlier_policy", None) or []],
+                                 syslog=[Path(p) for p in getattr(args, "syslog", None) or []])
     code = witnessed_exit_code(verdict_exit(result), witnessed)
     # --plans/--approvals too: the files checked in the same call, the worse verdict of the two is the exit code
     crossed = _cross_checked(args) if getattr(args, "plans", None) or getattr(args, "approvals", None) else None
@@ -119,12 +120,15 @@ def _verify_witnessed(args: argparse.Namespace) -> int:
                          f"{len(h.runs)} finished run(s); {protection_text(h)}"), soft_wrap=True)
     if not witnessed.problems and zh:
         c.print(Text(f"{witnessed.checked} 个见证的检查点与日志一致"
-                     + (f"；主机记录的 {len(witnessed.accounts)} 次运行与日志一致" if witnessed.accounts else "")),
-                soft_wrap=True)
+                     + (f"；主机记录的 {len(witnessed.accounts)} 次运行与日志一致" if witnessed.accounts else "")
+                     + (f"；{witnessed.syslog_checked} 个见证的 syslog 副本与日志和主机记录一致"
+                        if witnessed.syslog_checked else "")), soft_wrap=True)
     elif not witnessed.problems:
         c.print(Text(f"{witnessed.checked} witnessed checkpoint(s) match the log"
                      + (f"; {len(witnessed.accounts)} run(s) as the hosts recorded them match it" if
-                        witnessed.accounts else "")), soft_wrap=True)
+                        witnessed.accounts else "")
+                     + (f"; {witnessed.syslog_checked} syslog copy(ies) of the witnesses match the log and the "
+                        "hosts' records" if witnessed.syslog_checked else "")), soft_wrap=True)
     if crossed is not None:
         _print_cross_check(crossed.check, _lang(args))
     return int(code)
