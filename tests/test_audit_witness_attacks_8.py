@@ -9,7 +9,10 @@ real sshd.
   step, in English and Chinese.
 - A controller running modified upgrader ships its own agent code, which rewrites the host's records whatever its
   trust root: the verdict never says the records are out of its reach; the witnesses' syslog copies, exported off
-  the host (`audit verify --syslog EXPORT`), are, and show the run cut off and the host's records rewritten."""
+  the host (`audit verify --syslog EXPORT`), are, and show the run cut off and the host's records rewritten.
+- Two true logs of one host (the engineer's controller, the customer's guide on the host): each host record names
+  the log of its run; each log is compared with its own runs' records only, the other's are "another log's runs"
+  (not proven until that log is given with --other-log), never "rewritten" or "cut off"."""
 
 from __future__ import annotations
 
@@ -21,9 +24,10 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
-from conftest import approve, fault_env, kill_processes_under, plan_to, upgrader
+from conftest import approve, fault_env, kill_processes_under, plan_to, sandbox, upgrader  # noqa: F401
 
 from fleet import Fleet
+from upgrader.cli.commands.demo import Sandbox
 from test_audit_witness_attacks_2 import ALTERED, fleet, log_of, records, run_once, verify  # noqa: F401
 from test_host_trust import host_root  # noqa: F401 - a fixture
 from upgrader.cli import main
@@ -194,6 +198,50 @@ def test_a_modified_controllers_agent_rewrites_the_hosts_records_and_only_a_sysl
     zh = " ".join(capsys.readouterr().out.split())
     assert f"主机 app-01（syslog 副本，{export} 第 2 行） 在序号" in zh and "被截断" in zh, zh
     assert "主机信任根只约束 upgrader 发布的代理" in zh, zh
+
+
+def test_two_true_logs_of_one_host_are_each_compared_with_their_own_runs(
+        sandbox: Sandbox, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Finding 4: the engineer's controller runs an upgrade, then the customer's `guide` on the host (its own HOME,
+    the same operator key) another one on the same install. Neither log reads ALTERED (both did: "the log was
+    rewritten", "cut off"): each names the other's run as another log's (NOT PROVEN, exit 2, "give that log with
+    --other-log"), and with the other log given both read INTACT."""
+    box = sandbox
+    rc, plan = plan_to(box, "7.0.4.2")
+    assert rc == 0
+    assert upgrader(box, "run", str(plan), "--approval", str(approve(box, plan))) == 0
+    ours = box.root / "audit" / "audit.jsonl"
+    first = next(r["run"] for r in records(ours) if r.get("event") == "run_started")
+    rc, plan = plan_to(box, "7.0.4.3")
+    assert rc == 0
+    approval = approve(box, plan)
+    home = tmp_path / "customer"
+    guided = subprocess.run([sys.executable, "-m", "upgrader", "--home", str(home), "guide", "--plan", str(plan),
+                             "--approval", str(approval), "--inventory", str(box.inventory), "--policy",
+                             str(box.policy), "--catalog", str(box.catalog), "--audit-key",
+                             str(box.keys / "operator"), "--yes", "--lang", "en"], capture_output=True, text=True,
+                            timeout=300, stdin=subprocess.DEVNULL, env={**os.environ, "LANG": "C.UTF-8"})
+    assert guided.returncode == 0, guided.stdout + guided.stderr
+    theirs = home / "audit" / "audit.jsonl"
+    second = next(r["run"] for r in records(theirs) if r.get("event") == "run_started")
+
+    def verify_log(log: Path, *extra: str) -> tuple[int, str]:
+        capsys.readouterr()
+        rc = main(["--home", str(box.root), "audit", "verify", str(log), "--policy", str(box.policy), "--witness",
+                   str(box.inventory), *extra])
+        return rc, " ".join(capsys.readouterr().out.split())
+
+    for log, other, run in ((ours, theirs, second), (theirs, ours, first)):
+        rc, text = verify_log(log)
+        assert rc == 2 and text.startswith("NOT PROVEN"), text
+        assert "ALTERED" not in text and "was rewritten" not in text and ": cut off" not in text, text
+        assert "host app-01 keeps the records of 1 run(s) of another log (identity " in text, text
+        assert f"{run}): not compared with this log; give that log with --other-log" in text, text
+        rc, text = verify_log(log, "--other-log", str(other))
+        assert rc == 0 and text.startswith("INTACT"), text
+    rc, zh = verify_log(ours, "--lang", "zh")
+    assert rc == 2 and "主机 app-01 保存着另一份日志（标识" in zh, zh
+    assert "请用 --other-log 给出那份日志以核对它们（未证实）" in zh, zh
 
 
 @pytest.fixture(autouse=True)

@@ -165,6 +165,8 @@ class WitnessResult:
     doubts_zh: list[str] = field(default_factory=list)
     #: the witnesses' syslog copies (--syslog) checked against the log and the hosts' records
     syslog_checked: int = 0
+    #: {host: {another log's identity: the labels of its runs this host keeps}}: not compared with this log
+    other_logs: dict[str, dict[str, list[str]]] = field(default_factory=dict)
 
     def found(self, en: str, zh: str, *, doubt: bool = False) -> None:
         """One problem (or doubt), said in English and in Chinese."""
@@ -186,6 +188,7 @@ class WitnessResult:
     def to_dict(self) -> JSONObject:
         return {"status": self.status, "log_lines": self.lines, "checked": self.checked, "problems": self.problems,
                 "doubts": self.doubts, "runs_compared": len(self.accounts), "syslog_checked": self.syslog_checked,
+                "other_logs": self.other_logs,
                 "hosts": [{"host": h.host, "checkpoints": len(h.checkpoints), "runs": len(h.runs),
                            "opened": len(h.opened), "lock": h.lock,
                            "protected_by": None if h.error else (h.protected_by or ["neither"]),
@@ -250,6 +253,8 @@ def _compare_syslog(result: WitnessResult, hashes: list[str], cps: dict[int, JSO
     read = {h.host: h for h in result.hosts if not h.error}
     for c in copies:
         host, where = c.get("host"), f"{c.get('file')} line {c.get('file_line')}"
+        if any(c.get("run") in labels for labels in result.other_logs.get(str(host), {}).values()):
+            continue  # the witness of another log's run (checked with that log)
         result.syslog_checked += 1
         name = f"{host or '?'} (its syslog copy, {where})"
         problem = _problem(hashes, cps, matching, name, c)
@@ -300,16 +305,31 @@ def _head_of(cp: object) -> object:
 def check_witnesses(data: bytes, hosts: list[HostWitness], *, not_read: Mapping[str, str] | None = None,
                     window: object = None, policy_digest: str | None = None,
                     earlier: Mapping[str, object] | None = None,
-                    syslog_copies: Sequence[JSONObject] = ()) -> WitnessResult:
+                    syslog_copies: Sequence[JSONObject] = (), given_logs: Mapping[str, str] | None = None
+                    ) -> WitnessResult:
     """Check the log's bytes against every host's witnessed checkpoints, its own record of each run it finished and
     its opening record of each run that took its lock -- in both directions. ``not_read``: {host the log names:
     why it was not read} (each a doubt); ``window``: the service window (version_policy.ServiceWindow) of the
     policy whose sha256 is ``policy_digest``: each run of that policy judged from the host's own clock;
     ``earlier``: {sha256: service window} of the policies in force at other times, for the runs made under them;
-    ``syslog_copies``: the witnesses' copies a syslog export holds (read_syslog_copies)."""
+    ``syslog_copies``: the witnesses' copies a syslog export holds (read_syslog_copies); ``given_logs``: {identity:
+    file} of the other logs the auditor gave (each checked against its own records by its own call): a host's
+    records of a run of another log are never compared with this one; those of a log not given leave it not
+    proven."""
     hashes, cps, events = _log_lines(data)
     n = len(hashes)
-    result = WitnessResult(hosts, n)
+    hosts, others = _own_records(hosts, hashes[0] if hashes else None)
+    result = WitnessResult(hosts, n, other_logs=others)
+    for host, logs in others.items():
+        for log_id, labels in logs.items():
+            shown = ", ".join(labels[:5]) + (f" (+{len(labels) - 5})" if len(labels) > 5 else "")
+            if log_id in (given_logs or {}):
+                continue
+            result.found(f"host {host} keeps the records of {len(labels)} run(s) of another log (identity "
+                         f"{log_id[:12]}…: {shown}): not compared with this log; give that log with --other-log "
+                         "to check them (not proven)",
+                         f"主机 {host} 保存着另一份日志（标识 {log_id[:12]}…）的 {len(labels)} 次运行的记录（{shown}）："
+                         "没有与本日志对照；请用 --other-log 给出那份日志以核对它们（未证实）", doubt=True)
     matching = sorted({_seq_of(c) for h in hosts for c in h.checkpoints
                        if 0 < _seq_of(c) <= n and hashes[_seq_of(c) - 1] == c.get("head")})
     for h in hosts:
@@ -331,6 +351,38 @@ def check_witnesses(data: bytes, hosts: list[HostWitness], *, not_read: Mapping[
                      "is not known, so the log is not proven",
                      f"日志提到了主机 {host}，但没有读取它（{why}）：不知道它自己记录了什么，因此日志未经证实", doubt=True)
     return result
+
+
+def _own_records(hosts: list[HostWitness], log_id: str | None) -> tuple[list[HostWitness],
+                                                                          dict[str, dict[str, list[str]]]]:
+    """Each host's records of this log's runs only (a record that names no log, from an agent before log
+    identities, counts as this log's), and {host: {other log: labels of its runs}} for the rest."""
+    from dataclasses import replace
+
+    def mine(rec: Mapping[str, object]) -> bool:
+        return not isinstance(rec.get("log"), str) or rec.get("log") == log_id
+
+    own: list[HostWitness] = []
+    others: dict[str, dict[str, list[str]]] = {}
+    for h in hosts:
+        foreign = [r for r in h.opened + h.runs + h.checkpoints if not mine(r)]
+        if not foreign:
+            own.append(h)
+            continue
+        for r in foreign:
+            labels = others.setdefault(h.host, {}).setdefault(str(r.get("log")), [])
+            label = str(r.get("as") or r.get("run") or "")
+            if label not in labels:
+                labels.append(label)
+        gone = {str(r.get("run") or "") for r in foreign}
+        kept = [r for r in h.opened if mine(r)]
+        lock = h.lock if not (h.lock and h.lock.get("run") in gone
+                              and not any(r.get("run") == h.lock.get("run") for r in kept)) else None
+        own.append(replace(h, checkpoints=[c for c in h.checkpoints if mine(c)], runs=[r for r in h.runs if mine(r)],
+                           opened=kept, lock=lock,
+                           open_steps={k: v for k, v in h.open_steps.items()
+                                       if any(str(r.get("as")) == k for r in kept)}))
+    return own, others
 
 
 def _problem(hashes: list[str], cps: dict[int, JSONObject], matching: list[int], host: str,

@@ -198,6 +198,13 @@ def check_opening(paths, req, holder):
     return kind
 
 
+def _log_id(audit):
+    """The identity of the audit log the run is written to (``audit.log``: its first line's hash), or None: kept in
+    each record of the run, so a verifier compares a log only with its own runs (one host may serve two logs)."""
+    log = audit.get("log")
+    return log if isinstance(log, str) and _HEX64.match(log) else None
+
+
 def record_opening(paths, req, holder):
     """At the lock (op_lock), once per run label: this host's opening record of the run, appended to every copy of
     the ledger (made when missing, as the run's finish would): what the run was started with, by this host's clock,
@@ -215,7 +222,7 @@ def record_opening(paths, req, holder):
               "requester": {k: _text(who.get(k)) for k in ("user", "host", "key")} if who else None,
               "policy": policy if isinstance(policy, str) and _HEX64.match(policy) else None,
               "controller": _text(req.get("controller")), "user": _text(req.get("user")),
-              "lock_time": (holder or {}).get("time")}
+              "lock_time": (holder or {}).get("time"), "log": _log_id(audit)}
     with ledger_fds(paths, create=True) as fds:
         fcntl.flock(fds[0][1], fcntl.LOCK_EX)
         if label in _opened_runs(fds):
@@ -318,6 +325,7 @@ def op_witness(req):
                              % (record["run"], RUN_RECORDS), "bad_input")
         _in_turn(paths, req, record["run"], finished, fds)
         record["kind"] = finished.get("kind")  # the kind the run was opened with here (check_opening)
+        record["log"] = finished.get("log")  # the log the run belongs to (its first line's hash)
         for d, dfd in fds:
             for _, rec in _lines(d, dfd, CHECKPOINTS):
                 if rec and rec.get("run") == record["run"]:
@@ -616,7 +624,7 @@ def run_record(paths, req, approvals, before, after, now):
             "steps": steps, "version_before": before, "version_after": after,
             "window": window if isinstance(window, bool) else None,
             "started": (steps[0].get("start") or steps[0]["at"]) if steps else None, "finished": now,
-            "utc_offset": time.strftime("%z", time.localtime(now))}
+            "utc_offset": time.strftime("%z", time.localtime(now)), "log": opening.get("log") or _log_id(audit)}
 
 
 def _paths(req):

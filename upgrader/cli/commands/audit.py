@@ -80,7 +80,8 @@ def _verify_witnessed(args: argparse.Namespace) -> int:
     result = verification(args, data)
     witnessed = verify_witnesses(context_of(args), Path(args.witness), data=data,
                                  earlier=[Path(p) for p in getattr(args, "earlier_policy", None) or []],
-                                 syslog=[Path(p) for p in getattr(args, "syslog", None) or []])
+                                 syslog=[Path(p) for p in getattr(args, "syslog", None) or []],
+                                 other_logs=[Path(p) for p in getattr(args, "other_log", None) or []])
     code = witnessed_exit_code(verdict_exit(result), witnessed)
     # --plans/--approvals too: the files checked in the same call, the worse verdict of the two is the exit code
     crossed = _cross_checked(args) if getattr(args, "plans", None) or getattr(args, "approvals", None) else None
