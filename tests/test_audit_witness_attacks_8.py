@@ -12,7 +12,9 @@ real sshd.
   the host (`audit verify --syslog EXPORT`), are, and show the run cut off and the host's records rewritten.
 - Two true logs of one host (the engineer's controller, the customer's guide on the host): each host record names
   the log of its run; each log is compared with its own runs' records only, the other's are "another log's runs"
-  (not proven until that log is given with --other-log), never "rewritten" or "cut off"."""
+  (not proven until that log is given with --other-log), never "rewritten" or "cut off".
+- What only the log says: a plan's or approval's creation time moved in the log is checked against the time
+  signed in its file (--plans, --approvals); what nothing checks is marked "(the controller's word)" in the case."""
 
 from __future__ import annotations
 
@@ -242,6 +244,60 @@ def test_two_true_logs_of_one_host_are_each_compared_with_their_own_runs(
     rc, zh = verify_log(ours, "--lang", "zh")
     assert rc == 2 and "主机 app-01 保存着另一份日志（标识" in zh, zh
     assert "请用 --other-log 给出那份日志以核对它们（未证实）" in zh, zh
+
+
+def test_a_plans_and_an_approvals_creation_time_moved_in_the_log_is_altered(
+        fleet: Fleet, capsys: pytest.CaptureFixture[str]) -> None:  # noqa: F811
+    """Finding 5: the engineer moves the log's plan_created and approval_created lines 97 s earlier than their
+    files say they were made (the chain rebuilt, re-signed with the operator key). `audit verify --plans
+    --approvals` is ALTERED (exit 6), naming each file and its signed time (it read INTACT); `audit case RUN
+    --approvals` too. Without the files, the case marks those times "(the controller's word)", and the rollback
+    cause too, in English and Chinese."""
+    import datetime as dt
+
+    from test_audit_witness import rechain
+    from upgrader.trust.keys import load_private_key
+
+    f = fleet
+    rc, plan = plan_to(f.box, "7.0.4.5")
+    assert rc == 0
+    approval = approve(f.box, plan)
+    assert upgrader(f.box, "run", str(plan), "--approval", str(approval)) == 1  # rolled back
+    run = f.run_dirs()[-1].name
+
+    def earlier(r: dict[str, Any]) -> dict[str, Any]:
+        if r.get("event") in ("plan_created", "approval_created"):
+            moved = dt.datetime.fromisoformat(str(r["time"])) - dt.timedelta(seconds=97)
+            r["time"] = moved.isoformat(timespec="milliseconds")
+        return r
+
+    rc, text = verify_files(f, capsys)
+    assert rc == 0, text
+    forged = rechain(log_of(f).read_bytes().splitlines(keepends=True), earlier,
+                     load_private_key(str(f.box.operator_key)), "operator@customer")
+    log_of(f).write_bytes(b"".join(forged))
+    rc, text = verify_files(f, capsys)
+    assert rc == ALTERED, text
+    assert f"the log says the plan was made at " in text and f"its file {plan} says created " in text, text
+    assert f"its file {approval} says created " in text and "the log's time was moved" in text, text
+    capsys.readouterr()
+    rc = main(["--home", str(f.box.root), "audit", "case", run, "--approvals", str(f.box.approvals)])
+    out = " ".join(capsys.readouterr().out.split())
+    assert rc == ALTERED and "the log's time was moved" in out, out
+    for lang, words in (("en", ("(the controller's word)", "rolled back because:")),
+                        ("zh", ("（控制端的一面之词）", "回滚原因："))):
+        capsys.readouterr()
+        assert main(["--home", str(f.box.root), "audit", "case", run, "--lang", lang]) == 0
+        out = capsys.readouterr().out
+        marked = [line for line in out.splitlines() if words[0] in line]
+        assert len(marked) == 3 and any(words[1] in line for line in marked), out
+
+
+def verify_files(f: Fleet, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    capsys.readouterr()
+    rc = main(["--home", str(f.box.root), "audit", "verify", "--plans", str(f.box.plans), "--approvals",
+               str(f.box.approvals)])
+    return rc, " ".join(capsys.readouterr().out.split())
 
 
 @pytest.fixture(autouse=True)
