@@ -1054,7 +1054,7 @@ def _open_differences(steps: Sequence[JSONObject], log: JSONObject | None, own: 
             failed = next((x for x in mine if x[2] is not None), None)
             out.append({"kind": "steps", "step": op, "said": "failed" if failed else "absent",
                         "line": failed[3] if failed is not None and len(failed) > 3 else None})
-        elif op not in done and ok:
+        elif op not in done and ok and op != "stop":  # a stop of a service already down may ask nothing of the host
             out.append({"kind": "claimed", "step": op, "line": ok[0][3] if len(ok[0]) > 3 else None})
     if log.get("outcome") == "unchanged":
         changed = next((op for op in ("install", "stop") if op in done), None)
