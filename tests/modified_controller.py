@@ -115,3 +115,37 @@ def run_finish_lost(f: Fleet, own: SSHServer) -> tuple[str, SSHServer]:
     assert done.returncode == 5, done.stdout + done.stderr
     assert own.proc is not None and own.proc.poll() is not None, "the host's sshd was stopped before the finish"
     return f.run_dirs()[-1].name, start_sshd(own.root, port=own.port)
+
+
+#: the agent code a modified controller ships in place of upgrader's (any code runs as the agent's account): it drops
+#: every line naming run argv[-1] from each ledger file of each state dir named before it, and that run's directory
+_DROP_RUN = r"""
+import json, os, shutil, sys
+run = sys.argv[-1]
+for d in sys.argv[1:-1]:
+    for name in os.listdir(d):
+        p = os.path.join(d, name)
+        if name.endswith(".jsonl") and os.path.isfile(p):
+            with open(p) as f:
+                kept = [x for x in f if run not in x]
+            with open(p, "w") as f:
+                f.writelines(kept)
+    shutil.rmtree(os.path.join(d, "runs", run), ignore_errors=True)
+"""
+
+
+def drop_run_on_host(f: Fleet, host: str, run: str) -> None:
+    """A controller running modified upgrader: the agent it uploads is its own code, run over the controller's SSH
+    access as the agent's account (a host trust root binds only the shipped agent), and it removes run ``run`` from
+    every copy of the host's ledger -- its opening, finish, checkpoint and steps."""
+    from upgrader.fleet.transport import connect as transport
+
+    h = next(x for x in load_inventory(f.box.inventory).select(None) if x.name == host)
+    dirs = sorted({str(p.parent) for p in Path(h.install_dir).parent.rglob("runs-opened.jsonl")}
+                  | {str(p.parent) for p in Path(str(h.state_dir)).rglob("runs-opened.jsonl")})
+    t = transport(h)
+    try:
+        done = t.run(["python3", "-c", _DROP_RUN, *dirs, run])
+    finally:
+        t.close()
+    assert done.exited == 0, done

@@ -274,8 +274,9 @@ def test_the_approvals_expiry_and_the_plans_hosts_are_checked_against_their_file
 def test_each_host_says_what_protects_its_records(
         fleet: Fleet, capsys: pytest.CaptureFixture[str], host_root: Any) -> None:
     """`audit verify --witness` names per host what keeps its records out of a controller's reach (protected_by):
-    neither (and the boundary: a modified controller's hook can rewrite them), syslog (audit.syslog: true in the
-    policy), the host's own trust root (asked read-only of the host)."""
+    neither (and the boundary: a controller running modified upgrader, or its hook, can rewrite them), syslog
+    (audit.syslog: true in the policy), the host's own trust root (asked read-only of the host), which binds only
+    the shipped agent and is never said to keep the records out of a controller's reach."""
     from test_host_trust import _operators_root
 
     f = fleet
@@ -283,15 +284,19 @@ def test_each_host_says_what_protects_its_records(
     rc, report, text = verify(f, capsys)
     assert rc == 0, text
     assert report["witness"]["hosts"][0]["protected_by"] == ["neither"]
-    assert ("host app-01's records are protected by neither a host trust root nor syslog: a modified controller's "
-            "hook, run as root there, can rewrite them") in text, text
+    assert ("host app-01's records are written by its agent, which is the code the controller uploads: a controller "
+            "running modified upgrader (or a hook it runs as root there) can rewrite them; for records the engineer "
+            "cannot rewrite, also send the witnesses to syslog") in text, text
     capsys.readouterr()
     main(["--home", str(f.box.root), "audit", "verify", "--witness", str(f.box.inventory), "--lang", "zh"])
-    assert "修改过的控制端可以通过钩子以 root 身份改写它们" in " ".join(capsys.readouterr().out.split())
+    assert "运行修改版 upgrader 的控制端（或它以 root 身份运行的钩子）可以改写这些记录" in " ".join(
+        capsys.readouterr().out.split())
     policy = f.box.policy.read_text(encoding="utf-8")
     f.box.policy.write_text(policy + "audit:\n  syslog: true\n" if "\naudit:" not in policy else
                             policy.replace("\naudit:\n", "\naudit:\n  syslog: true\n"), encoding="utf-8")
     _operators_root(f.box, host_root)
     rc, report, text = verify(f, capsys, "--policy", str(f.box.policy))
     assert report["witness"]["hosts"][0]["protected_by"] == ["host trust root", "syslog"], text
-    assert "host app-01's records are protected by host trust root and syslog" in text, text
+    assert "its trust root binds only the agent upgrader ships" in text, text
+    assert "each witness also went to the host's syslog: a copy forwarded off the host" in text, text
+    assert "protected by" not in text, text

@@ -128,7 +128,8 @@ def test_the_host_says_itself_whether_its_trust_root_protects_its_records(
     assert agent(f, "witness_read")["trust_root"] == {"dir": str(root), "usable": True, "problem": None}
     rc, report, text = verify(f, capsys)
     assert report["witness"]["hosts"][0]["protected_by"] == ["host trust root"], text
-    assert "host app-01's records are protected by host trust root" in text, text
+    assert "host app-01's records are written by its agent" in text, text
+    assert "its trust root binds only the agent upgrader ships" in text, text
     root.chmod(0o777)
     try:
         told = agent(f, "witness_read")["trust_root"]

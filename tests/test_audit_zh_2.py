@@ -35,6 +35,16 @@ def said(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
     return rc, out.out + out.err
 
 
+def witnessed_verdicts(capsys: pytest.CaptureFixture[str], f: Fleet, home: list[str], code: int) -> tuple[str, str]:
+    """`audit verify --witness` in English and in Chinese, both with exit ``code``: their outputs."""
+    out = []
+    for lang in ("en", "zh"):
+        rc, text = said(capsys, *home, "audit", "verify", "--witness", str(f.box.inventory), "--lang", lang)
+        assert rc == code, text
+        out.append(text)
+    return out[0], out[1]
+
+
 def no_english(text: str, catalog: set[str]) -> None:
     """Neither the English the attacker found nor any English reason of the log, nor an untranslated marker."""
     assert [w for w in ENGLISH if w in text] == [], text
@@ -61,10 +71,9 @@ def test_the_chinese_outputs_of_a_rollback_a_window_finding_and_a_rewritten_phas
     assert rc == 0 and "注意：最后检查点之后的 1 条记录没有签名保护（计划、批准，或正在开始的运行的开头）" in zh, zh
     no_english(zh, catalog)
     # the hosts' verdict: the window judged by the host's clock (ALTERED)
-    rc, en = said(capsys, *home, "audit", "verify", "--witness", str(f.box.inventory), "--lang", "en")
-    assert rc == ALTERED and "is outside the service window: before it opens at" in en, en
-    rc, zh = said(capsys, *home, "audit", "verify", "--witness", str(f.box.inventory), "--lang", "zh")
-    assert rc == ALTERED and re.search(r"（UTC）不在服务时间窗口内：窗口 \d\d:\d\d 才开放（工作日 ", zh), zh
+    en, zh = witnessed_verdicts(capsys, f, home, ALTERED)
+    assert "is outside the service window: before it opens at" in en, en
+    assert re.search(r"（UTC）不在服务时间窗口内：窗口 \d\d:\d\d 才开放（工作日 ", zh), zh
     no_english(zh, catalog)
 
     # the rollback's case: its phases (verify_backup among them) in Chinese
@@ -90,10 +99,9 @@ def test_the_chinese_outputs_of_a_rollback_a_window_finding_and_a_rewritten_phas
     lines = [line for line in log_of(f).read_bytes().splitlines(keepends=True)
              if not (b'"run":"' + committed.encode() + b'"' in line and b'"phase":"install"' in line)]
     log_of(f).write_bytes(b"".join(rechain(lines, lambda rec: rec, key, "operator@customer")))
-    rc, en = said(capsys, *home, "audit", "verify", "--witness", str(f.box.inventory), "--lang", "en")
-    assert rc == ALTERED and "install done on the host, install not done in the log" in en, en
-    rc, zh = said(capsys, *home, "audit", "verify", "--witness", str(f.box.inventory), "--lang", "zh")
-    assert rc == ALTERED and re.search(r"主机记为 安装已执行，日志为 安装未执行", zh), zh
+    en, zh = witnessed_verdicts(capsys, f, home, ALTERED)
+    assert "install done on the host, install not done in the log" in en, en
+    assert re.search(r"主机记为 安装已执行，日志为 安装未执行", zh), zh
     no_english(zh, catalog)
     rc, zh = said(capsys, *home, "audit", "case", committed, "--witness", str(f.box.inventory), "--lang", "zh")
     assert rc == ALTERED and "主机记为 安装已执行，日志为 安装未执行" in zh, zh

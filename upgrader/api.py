@@ -1136,13 +1136,16 @@ def _host_audit(kind: str, recorder: Recorder, plan: str | None, window: object,
     (hostagent/witness.py): the kind of run (run, resume, continuation, rollback: the host checks it against its
     own records of the run, never infers it), the id the audit log gives this part of the run, the plan digest,
     whether the run was inside the service window, and (a new run) its requester (user, host, key) and its
-    policy's sha256."""
+    policy's sha256; and the identity of the audit log the run is written to (its first line's hash), so that a
+    host serving two logs has each compared only with its own runs."""
+    from .audit.log import log_identity
+
     inside = window.get("inside") if isinstance(window, dict) else None
     who = requester if isinstance(requester, dict) else {}
     digest = policy.get("sha256") if isinstance(policy, dict) else None
     return {"kind": kind, "as": recorder.run, "plan": plan, "window": inside if isinstance(inside, bool) else None,
             "requester": {k: who.get(k) for k in ("user", "host", "key")} if who else None,
-            "policy": digest if isinstance(digest, str) else None}
+            "policy": digest if isinstance(digest, str) else None, "log": log_identity(recorder.log.path)}
 
 
 def _policy_in_force(policy: Policy) -> JSONObject:
@@ -1553,14 +1556,18 @@ def verify_audit(ctx: Context, *, log: Path | None = None, allowed_signers: Path
 
 
 def verify_witnesses(ctx: Context, inventory: Path, *, log: Path | None = None, data: bytes | None = None,
-                     hosts: str | None = None, earlier: Sequence[Path] = ()) -> WitnessResult:
+                     hosts: str | None = None, earlier: Sequence[Path] = (),
+                     syslog: Sequence[Path] = (), other_logs: Sequence[Path] = ()) -> WitnessResult:
     """The audit log (its ``data`` when already read) against the checkpoints every host of ``inventory`` (or those
     ``hosts`` selects) witnessed at the end of each run (read-only). ``status``: intact, altered (a witnessed head
     the log does not have, or a witnessed run cut off: exit 6) or cannot_check (a host could not be read: exit 2).
     ``earlier``: policy files in force at other times; a run (or rollback) made under one of them has its service
-    window judged by it."""
+    window judged by it. ``syslog``: syslog exports holding the hosts' witnesses (copies off the hosts, out of a
+    controller's reach), each compared with the log and with its host's own records. ``other_logs``: the other
+    audit logs of the same hosts (the customer's guide on a host, another controller): each is checked against
+    the hosts' records of its own runs, its findings named by its file."""
     from .audit.log import read_log
-    from .audit.witness import WitnessTarget, check_witnesses, read_witnesses
+    from .audit.witness import WitnessTarget, check_witnesses, read_syslog_copies, read_witnesses
     from .core.recorder import audit_path
     from .fleet.inventory import load_inventory
     from functools import partial
@@ -1593,8 +1600,31 @@ def verify_witnesses(ctx: Context, inventory: Path, *, log: Path | None = None, 
             w.error = (f"it keeps no state dir at {w.absent}, where the log's runs on it went: no record of "
                        "them there")
     others = [load_policy(str(p)) for p in earlier]
-    return check_witnesses(data, witnessed, not_read=not_read, window=_window_of(policy), policy_digest=policy.digest,
-                           earlier={p.digest: _window_of(p) for p in others})
+    copies = []
+    for p in syslog:
+        try:
+            copies += read_syslog_copies(Path(p))
+        except OSError as e:
+            raise InputError(f"cannot read the syslog export {p}: {e.strerror or e}", path=str(p),
+                             hint="give the file your SIEM (or the host's auth log copied off it) exported") from e
+    from .audit.log import log_identity, log_identity_of
+
+    window, windows = _window_of(policy), {p.digest: _window_of(p) for p in others}
+    logs = [(Path(p), read_log(Path(p))) for p in other_logs]
+    given = {log_identity(p) or "": str(p) for p, _ in logs}
+    main_id = log_identity_of(data) or ""
+    result = check_witnesses(data, witnessed, not_read=not_read, window=window, policy_digest=policy.digest,
+                             earlier=windows, syslog_copies=copies, given_logs=given)
+    for path, other in logs:  # each other log against the hosts' records of its own runs
+        ours = {**given, main_id: "the log verified"}
+        theirs = check_witnesses(other, witnessed, window=window, policy_digest=policy.digest, earlier=windows,
+                                 syslog_copies=copies, given_logs=ours)
+        result.checked += theirs.checked
+        for en, zh in zip(theirs.problems, theirs.problems_zh):
+            result.found(f"log {path}: {en}", f"日志 {path}：{zh}")
+        for en, zh in zip(theirs.doubts, theirs.doubts_zh):
+            result.found(f"log {path}: {en}", f"日志 {path}：{zh}", doubt=True)
+    return result
 
 
 def _window_of(policy: Policy) -> object:

@@ -163,6 +163,14 @@ def cross_check(events: list[dict[str, object]], *, plans: Path | None, approval
                 continue
             _requester(problem, e, d, digest, have[digest])
             _plan_hosts(problem, e, d, digest, have[digest], events)
+        for e in events:  # when the log says each plan was made, against the time signed in its file
+            digest = _d(e.get("data")).get("plan")
+            if e.get("event") == "plan_created" and isinstance(digest, str) and digest in have:
+                try:
+                    created = load_plan(have[digest]).data.get("created")
+                except Exception:  # noqa: BLE001 - a damaged plan file is named by the checks above
+                    continue
+                _created(problem, e, "plan", created, str(have[digest]), digest)
 
     # the approvals a run accepted: (line, digest, plan, approver, key), and the file names the log recorded
     approval_names: dict[tuple[object, object, object], object] = {}
@@ -183,6 +191,11 @@ def cross_check(events: list[dict[str, object]], *, plans: Path | None, approval
     _used_twice(problem, events)
     if approvals is not None:
         have_a = _approvals(approvals)
+        for e in events:  # when the log says each approval was made, against the time signed in its file
+            digest = _d(e.get("data")).get("digest")
+            if e.get("event") == "approval_created" and isinstance(digest, str) and digest in have_a:
+                made = have_a[digest]
+                _created(problem, e, "approval", made.statement.created.isoformat(), made.source, digest)
         checked: set[str] = set()
         for line, digest, plan, approver, key, expires in accepted:
             if digest in checked:  # the file itself was checked at its first use: each run's own pair still is
@@ -257,6 +270,30 @@ def _pair(problem: Callable[..., None], a: Approval, line: object, digest: str, 
                 f"log names {key} (line {line})",
                 f"文件 {a.source} 用密钥 {a.signature.fingerprint} 签名，日志（第 {line} 行）记的是 {key}",
                 file=a.source, digest=digest)
+
+
+#: how long before its log line a plan or approval may have been created (the command that makes it writes the
+#: file, then the line; a plan probes its hosts in between): its log line is never earlier than the file says it
+#: was made (its "created", to the second), nor later than this
+CREATED_SLACK = 600.0
+
+
+def _created(problem: Callable[..., None], e: dict[str, object], what: str, created: object, path: str,
+             digest: str) -> None:
+    """The log's time of a plan_created or approval_created line against the ``created`` time signed in the file
+    (inside its digest): a line before the file existed, or long after, was moved (the log's times are the
+    controller's word; the file's is signed)."""
+    line, said = e.get("seq"), e.get("time")
+    if not isinstance(said, str) or not isinstance(created, str):
+        return
+    gap = (_at(said) - _at(created)).total_seconds()
+    if -1.0 <= gap <= CREATED_SLACK:
+        return
+    name = "计划" if what == "plan" else "批准"
+    problem(line, what, f"the log says the {what} was made at {said} (line {line}), its file {path} says created "
+            f"{created}: the log's time was moved",
+            f"日志（第 {line} 行）称该{name}于 {said} 生成，它的文件 {path} 写的生成时间是 {created}：日志中的时间被改动过",
+            file=path, digest=digest)
 
 
 def _used_twice(problem: Callable[..., None], events: list[dict[str, object]]) -> None:

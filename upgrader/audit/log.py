@@ -112,6 +112,25 @@ def _line_hash(line: bytes) -> str:
     return hashlib.sha256(line.rstrip(b"\n")).hexdigest()
 
 
+def log_identity(path: Path) -> str | None:
+    """The identity of the audit log at ``path``: the hash of its first line, as the chain hashes it (None while
+    the log has no complete line). A host keeps it in its records of a run (hostagent/witness.py) so that
+    ``audit verify --witness`` compares a log only with the records of its own runs: one host may serve two logs
+    (the customer's guide on the host, the engineer's controller), each true."""
+    try:
+        with open(path, "rb") as f:
+            first = f.readline()
+    except OSError:
+        return None
+    return log_identity_of(first)
+
+
+def log_identity_of(data: bytes) -> str | None:
+    """log_identity of a log's bytes (as read)."""
+    first, newline, _ = data.partition(b"\n")
+    return _line_hash(first) if newline else None
+
+
 def checkpoint_statement(seq: int, head: str, run: str | None, signer: str, time: str) -> bytes:
     """The exact bytes a checkpoint signs (also what ``ssh-keygen -Y verify`` is given)."""
     return (f"upgrader audit checkpoint 1\nseq: {seq}\nhead: {head}\nrun: {run or '-'}\n"

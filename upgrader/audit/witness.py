@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from ..core.errors import UpgraderError
 from ..core.shapes import JSONObject
@@ -161,6 +163,10 @@ class WitnessResult:
     #: ``problems`` and ``doubts`` in Chinese, the same items in the same order (audit verify --lang zh)
     problems_zh: list[str] = field(default_factory=list)
     doubts_zh: list[str] = field(default_factory=list)
+    #: the witnesses' syslog copies (--syslog) checked against the log and the hosts' records
+    syslog_checked: int = 0
+    #: {host: {another log's identity: the labels of its runs this host keeps}}: not compared with this log
+    other_logs: dict[str, dict[str, list[str]]] = field(default_factory=dict)
 
     def found(self, en: str, zh: str, *, doubt: bool = False) -> None:
         """One problem (or doubt), said in English and in Chinese."""
@@ -181,24 +187,90 @@ class WitnessResult:
 
     def to_dict(self) -> JSONObject:
         return {"status": self.status, "log_lines": self.lines, "checked": self.checked, "problems": self.problems,
-                "doubts": self.doubts, "runs_compared": len(self.accounts),
+                "doubts": self.doubts, "runs_compared": len(self.accounts), "syslog_checked": self.syslog_checked,
+                "other_logs": self.other_logs,
                 "hosts": [{"host": h.host, "checkpoints": len(h.checkpoints), "runs": len(h.runs),
                            "opened": len(h.opened), "lock": h.lock,
                            "protected_by": None if h.error else (h.protected_by or ["neither"]),
+                           "limit": None if h.error else protection_text(h),
                            "error": h.error, "unreadable_lines": h.unreadable,
                            "unreadable_count": h.unreadable_count} for h in self.hosts]}
 
 
 def protection_text(h: HostWitness, lang: str = "en") -> str:
-    """What keeps ``h``'s records out of a controller's reach, and the boundary when nothing does."""
+    """What keeps ``h``'s records out of a controller's reach, and what does not. Nothing the host itself keeps is
+    out of reach of a controller running modified upgrader: the agent is the code the controller uploads, so it
+    can have it rewrite the records as the agent's account (a host trust root binds the shipped agent only). Only
+    a copy off the host is: the witnesses sent to syslog and forwarded to a SIEM, compared with --syslog."""
     zh = lang == "zh"
-    names = {"host trust root": "主机信任根", "syslog": "syslog"}
-    if not h.protected_by:
-        return ("主机 {0} 的记录没有任何保护（既没有主机信任根，也没有发往 syslog）：修改过的控制端可以通过钩子以 root 身份改写它们"
-                if zh else "host {0}'s records are protected by neither a host trust root nor syslog: a modified "
-                "controller's hook, run as root there, can rewrite them").format(h.host)
-    said = ("、" if zh else " and ").join(names[p] if zh else p for p in h.protected_by)
-    return (f"主机 {h.host} 的记录受 {said} 保护" if zh else f"host {h.host}'s records are protected by {said}")
+    root, syslog = "host trust root" in h.protected_by, "syslog" in h.protected_by
+    if zh:
+        said = (f"主机 {h.host} 的记录由它自己的代理写入，而代理是控制端上传的代码："
+                + ("主机信任根只约束 upgrader 发布的代理，" if root else "")
+                + "运行修改版 upgrader 的控制端（或它以 root 身份运行的钩子）可以改写这些记录")
+        return said + ("；每个见证也发往了该主机的 syslog：转发到主机之外（SIEM）的副本不在控制端的掌控之中，"
+                       "用 --syslog 给出导出文件，与日志核对" if syslog else
+                       "；要得到工程师无法改写的记录，还要把见证发往 syslog（策略 audit.syslog: true）并转发到主机之外，"
+                       "再用 --syslog 给出导出文件核对")
+    said = (f"host {h.host}'s records are written by its agent, which is the code the controller uploads: "
+            + ("its trust root binds only the agent upgrader ships, so " if root else "")
+            + "a controller running modified upgrader (or a hook it runs as root there) can rewrite them")
+    return said + ("; each witness also went to the host's syslog: a copy forwarded off the host (a SIEM) is out of "
+                   "the controller's reach, compare it with --syslog EXPORT" if syslog else
+                   "; for records the engineer cannot rewrite, also send the witnesses to syslog (policy "
+                   "audit.syslog: true), forward it off the host and compare that copy with --syslog EXPORT")
+
+
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+#: the line a host's agent sends to its syslog for each witness (hostagent/witness.py to_syslog), as a syslog
+#: export (a SIEM's, or /var/log/auth.log copied off the host) holds it: "... HOST upgrader-agent: witnessed
+#: checkpoint run=R seq=N head=H signer=S key=K time=T"
+_SYSLOG_LINE = re.compile(r"(?:(?P<host>[^\s:]+)\s+)?upgrader-agent(?:\[\d+\])?:\s+witnessed checkpoint\s+(?P<kv>.*)$")
+
+
+def read_syslog_copies(path: Path) -> list[JSONObject]:
+    """The witnesses a syslog export holds (the agent's own line for each, to_syslog): {seq, head, run, host (the
+    syslog header's, when the export keeps it), file, file_line}. Every other line is not ours and is skipped."""
+    out: list[JSONObject] = []
+    with open(path, "rb") as f:
+        for n, raw in enumerate(f, 1):
+            m = _SYSLOG_LINE.search(raw.decode("utf-8", "replace").rstrip("\r\n"))
+            if m is None:
+                continue
+            kv = dict(x.split("=", 1) for x in m.group("kv").split() if "=" in x)
+            if not kv.get("seq", "").isdigit() or not _HEX64.match(kv.get("head", "")) or not kv.get("run"):
+                continue
+            out.append({"seq": int(kv["seq"]), "head": kv["head"], "run": kv["run"], "host": m.group("host"),
+                        "file": str(path), "file_line": n})
+    return out
+
+
+def _compare_syslog(result: WitnessResult, hashes: list[str], cps: dict[int, JSONObject], matching: list[int],
+                    copies: Sequence[JSONObject]) -> None:
+    """Each witness's syslog copy (off the host, out of a controller's reach) against the log, as a host's own
+    witness is; and against its host's records: a witness the copy holds that the host no longer keeps was removed
+    from the host (ALTERED)."""
+    read = {h.host: h for h in result.hosts if not h.error}
+    for c in copies:
+        host, where = c.get("host"), f"{c.get('file')} line {c.get('file_line')}"
+        if any(c.get("run") in labels for labels in result.other_logs.get(str(host), {}).values()):
+            continue  # the witness of another log's run (checked with that log)
+        result.syslog_checked += 1
+        name = f"{host or '?'} (its syslog copy, {where})"
+        problem = _problem(hashes, cps, matching, name, c)
+        if problem is not None:
+            where_zh = f"{c.get('file')} 第 {c.get('file_line')} 行"
+            result.found(problem, str(_problem(hashes, cps, matching, f"{host or '?'}（syslog 副本，{where_zh}）", c,
+                                               "zh")))
+            continue
+        h = read.get(str(host))
+        if h is not None and not any((k.get("run"), _seq_of(k), k.get("head")) == (c["run"], c["seq"], c["head"])
+                                     for k in h.checkpoints):
+            result.found(f"host {host}'s syslog copy ({where}) holds its witness of run {c['run']} at seq {c['seq']} "
+                         f"head {str(c['head'])[:12]}…, but the host's own records no longer do: they were rewritten "
+                         "on the host (ALTERED)",
+                         f"主机 {host} 的 syslog 副本（{c.get('file')} 第 {c.get('file_line')} 行）保存着它对运行 {c['run']} 的见证（序号 {c['seq']}，链头 "
+                         f"{str(c['head'])[:12]}…），而该主机自己的记录中已经没有了：记录在主机上被改写（已被篡改）")
 
 
 def _log_lines(data: bytes) -> tuple[list[str], dict[int, JSONObject], list[JSONObject]]:
@@ -232,15 +304,32 @@ def _head_of(cp: object) -> object:
 
 def check_witnesses(data: bytes, hosts: list[HostWitness], *, not_read: Mapping[str, str] | None = None,
                     window: object = None, policy_digest: str | None = None,
-                    earlier: Mapping[str, object] | None = None) -> WitnessResult:
+                    earlier: Mapping[str, object] | None = None,
+                    syslog_copies: Sequence[JSONObject] = (), given_logs: Mapping[str, str] | None = None
+                    ) -> WitnessResult:
     """Check the log's bytes against every host's witnessed checkpoints, its own record of each run it finished and
     its opening record of each run that took its lock -- in both directions. ``not_read``: {host the log names:
     why it was not read} (each a doubt); ``window``: the service window (version_policy.ServiceWindow) of the
     policy whose sha256 is ``policy_digest``: each run of that policy judged from the host's own clock;
-    ``earlier``: {sha256: service window} of the policies in force at other times, for the runs made under them."""
+    ``earlier``: {sha256: service window} of the policies in force at other times, for the runs made under them;
+    ``syslog_copies``: the witnesses' copies a syslog export holds (read_syslog_copies); ``given_logs``: {identity:
+    file} of the other logs the auditor gave (each checked against its own records by its own call): a host's
+    records of a run of another log are never compared with this one; those of a log not given leave it not
+    proven."""
     hashes, cps, events = _log_lines(data)
     n = len(hashes)
-    result = WitnessResult(hosts, n)
+    hosts, others = _own_records(hosts, hashes[0] if hashes else None)
+    result = WitnessResult(hosts, n, other_logs=others)
+    for host, logs in others.items():
+        for log_id, labels in logs.items():
+            shown = ", ".join(labels[:5]) + (f" (+{len(labels) - 5})" if len(labels) > 5 else "")
+            if log_id in (given_logs or {}):
+                continue
+            result.found(f"host {host} keeps the records of {len(labels)} run(s) of another log (identity "
+                         f"{log_id[:12]}…: {shown}): not compared with this log; give that log with --other-log "
+                         "to check them (not proven)",
+                         f"主机 {host} 保存着另一份日志（标识 {log_id[:12]}…）的 {len(labels)} 次运行的记录（{shown}）："
+                         "没有与本日志对照；请用 --other-log 给出那份日志以核对它们（未证实）", doubt=True)
     matching = sorted({_seq_of(c) for h in hosts for c in h.checkpoints
                        if 0 < _seq_of(c) <= n and hashes[_seq_of(c) - 1] == c.get("head")})
     for h in hosts:
@@ -252,6 +341,7 @@ def check_witnesses(data: bytes, hosts: list[HostWitness], *, not_read: Mapping[
             result.findings.append((h.host, c, problem))
             if problem is not None:
                 result.found(problem, str(_problem(hashes, cps, matching, h.host, c, "zh")))
+    _compare_syslog(result, hashes, cps, matching, syslog_copies)
     _twice_finished(result, events)
     _compare_accounts(result, events)
     _compare_openings(result, events, {**(earlier or {}), **({policy_digest: window} if policy_digest else {})},
@@ -261,6 +351,38 @@ def check_witnesses(data: bytes, hosts: list[HostWitness], *, not_read: Mapping[
                      "is not known, so the log is not proven",
                      f"日志提到了主机 {host}，但没有读取它（{why}）：不知道它自己记录了什么，因此日志未经证实", doubt=True)
     return result
+
+
+def _own_records(hosts: list[HostWitness], log_id: str | None) -> tuple[list[HostWitness],
+                                                                          dict[str, dict[str, list[str]]]]:
+    """Each host's records of this log's runs only (a record that names no log, from an agent before log
+    identities, counts as this log's), and {host: {other log: labels of its runs}} for the rest."""
+    from dataclasses import replace
+
+    def mine(rec: Mapping[str, object]) -> bool:
+        return not isinstance(rec.get("log"), str) or rec.get("log") == log_id
+
+    own: list[HostWitness] = []
+    others: dict[str, dict[str, list[str]]] = {}
+    for h in hosts:
+        foreign = [r for r in h.opened + h.runs + h.checkpoints if not mine(r)]
+        if not foreign:
+            own.append(h)
+            continue
+        for r in foreign:
+            labels = others.setdefault(h.host, {}).setdefault(str(r.get("log")), [])
+            label = str(r.get("as") or r.get("run") or "")
+            if label not in labels:
+                labels.append(label)
+        gone = {str(r.get("run") or "") for r in foreign}
+        kept = [r for r in h.opened if mine(r)]
+        lock = h.lock if not (h.lock and h.lock.get("run") in gone
+                              and not any(r.get("run") == h.lock.get("run") for r in kept)) else None
+        own.append(replace(h, checkpoints=[c for c in h.checkpoints if mine(c)], runs=[r for r in h.runs if mine(r)],
+                           opened=kept, lock=lock,
+                           open_steps={k: v for k, v in h.open_steps.items()
+                                       if any(str(r.get("as")) == k for r in kept)}))
+    return own, others
 
 
 def _problem(hashes: list[str], cps: dict[int, JSONObject], matching: list[int], host: str,
@@ -391,7 +513,9 @@ def _differences(rec: JSONObject, log: JSONObject, opened: JSONObject | None = N
     done = {str(s.get("op")) for s in steps if isinstance(s, dict) and s.get("ok")}
     phases = log.get("phases") or set()
     assert isinstance(phases, set)
-    resumed = log.get("kind") == "resume_requested"  # its host's steps began with the interrupted run's
+    # a resume's record from an agent that did not label its steps also holds the interrupted run's steps; one that
+    # labels them (attack20r5) holds its own only, and is held to its phases like any run
+    resumed = log.get("kind") == "resume_requested" and any(isinstance(s, dict) and "as" not in s for s in steps)
     if not resumed:  # a record with no step executed "agrees" with no install, no start
         for phase in ("install", "start"):
             if (phase in done) != (phase in phases):
@@ -874,10 +998,26 @@ def opening_text(d: Mapping[str, object], lang: str = "en") -> str:
                 f"sha256 is {d.get('run_policy')}, the policy given is {d.get('policy')}; pass the policy file in force "
                 "at that time with --earlier-policy (or --policy) (NOT PROVEN)")
     if kind == "steps":
-        return (f"主机 {host} 为运行 {run} 执行了 {d.get('step')}（它开始了这次运行但没有结束），而日志中这次运行在该主机上"
-                f"没有 {d.get('step')} 阶段（已被篡改）" if zh else
-                f"host {host} executed {d.get('step')} for run {run} (opened there at {when}, never finished), but the "
-                f"log has no {d.get('step')} phase of that run on that host (ALTERED)")
+        step, line, said = d.get("step"), d.get("line"), d.get("said")
+        log_zh = {"failed": f"称它在该主机上失败（第 {line} 行）",
+                  "unchanged": f"称这次运行在该主机上以“未改变”结束（第 {line} 行）"}.get(
+                      str(said), f"这次运行在该主机上没有 {step} 阶段")
+        log_en = {"failed": f"the log says it failed there (line {line})",
+                  "unchanged": f"the log says the run ended unchanged there (line {line})"}.get(
+                      str(said), f"the log has no {step} phase of that run on that host")
+        return (f"主机 {host} 为运行 {run} 执行了 {step}（它开始了这次运行但没有结束），而日志中{log_zh}（已被篡改）" if zh
+                else f"host {host} executed {step} for run {run} (opened there at {when}, never finished), but "
+                f"{log_en} (ALTERED)")
+    if kind == "claimed":
+        return (f"日志称运行 {run} 的 {d.get('step')} 在主机 {host} 上成功（第 {d.get('line')} 行），而该主机从未为这次运行执行"
+                f"它（{when} 开始，没有结束）（已被篡改）" if zh else
+                f"the log says {d.get('step')} of run {run} went well on host {host} (line {d.get('line')}), but the "
+                f"host never executed it for that run (opened there at {when}, never finished) (ALTERED)")
+    if kind == "open_time":
+        return (f"主机 {host} 自己记录的运行 {run} 的步骤（未结束）与日志不符——" + difference_zh(
+                    {"field": d.get("field"), "host": d.get("host_value"), "log": d.get("log_value")}) if zh else
+                f"host {host}'s own steps of run {run} (opened there at {when}, never finished) differ from the log: "
+                f"{d.get('field')} is {d.get('host_value')} on the host, {d.get('log_value')} in the log (ALTERED)")
     if kind == "reused":
         return (f"批准 {d.get('approval')} 已被运行 {d.get('first')}（主机 {d.get('first_host')} 自己的记录）用掉，主机 {host} "
                 f"却于 {when} 为运行 {run} 又接受了它：一份批准只能用一次（已被篡改）" if zh else
@@ -886,6 +1026,46 @@ def opening_text(d: Mapping[str, object], lang: str = "en") -> str:
     return (f"主机 {host} 被运行 {run}（{d.get('who')}）锁定，而日志中没有这次运行的任何一行：被截断或删除（已被篡改）" if zh
             else f"host {host} is locked by run {run} ({d.get('who')}), a run the log has no line of: cut off or "
             "removed (ALTERED)")
+
+
+#: the host's steps of a run it opened and never finished that the log's lines of that run must agree with
+OPEN_STEPS = ("stop", "install", "start", "rollback")
+
+
+def _open_differences(steps: Sequence[JSONObject], log: JSONObject | None, own: bool) -> list[JSONObject]:
+    """The log's lines of a run a host opened and never finished, against the host's own steps of it (each part of
+    a run keeps its own steps on the host: a later rollback or resume does not take them over). A step the host
+    executed that the log has no phase of, says failed, or whose run it says ended unchanged there; a phase the
+    log says went well that the host never executed; a phase's time or the outage the host's steps contradict --
+    each a finding (kind "steps", "claimed" or "open_time"). A phase the log started and never ended (the
+    controller died in it) agrees with either. ``own``: the steps are this part's own (an agent before step labels
+    gave a resume's steps no label; only a first run's are then compared)."""
+    if not own or log is None:
+        return []
+    spans = log.get("spans") if isinstance(log.get("spans"), dict) else {}
+    assert isinstance(spans, dict)
+    done = {str(x.get("op")) for x in steps if x.get("ok")}
+    out: list[JSONObject] = []
+    for op in OPEN_STEPS:
+        mine = spans.get(op) or []
+        ok = [x for x in mine if x[2] == "ok"]
+        running = [x for x in mine if x[1] is None]
+        if op in done and not ok and not running:
+            failed = next((x for x in mine if x[2] is not None), None)
+            out.append({"kind": "steps", "step": op, "said": "failed" if failed else "absent",
+                        "line": failed[3] if failed is not None and len(failed) > 3 else None})
+        elif op not in done and ok and op != "stop":  # a stop of a service already down may ask nothing of the host
+            out.append({"kind": "claimed", "step": op, "line": ok[0][3] if len(ok[0]) > 3 else None})
+    if log.get("outcome") == "unchanged":
+        changed = next((op for op in ("install", "stop") if op in done), None)
+        if changed is not None:
+            out.append({"kind": "steps", "step": changed, "said": "unchanged", "line": log.get("finished_line")})
+    said = {(d.get("step"), d.get("kind")) for d in out}
+    for d in _step_times(list(steps), spans):
+        if (str(d.get("field")).split(" ")[0], "claimed") not in said:
+            out.append({"kind": "open_time", "field": d.get("field"), "host_value": d.get("host"),
+                        "log_value": d.get("log")})
+    return out
 
 
 def _compare_openings(result: WitnessResult, events: list[JSONObject], windows: Mapping[str, object],
@@ -949,13 +1129,10 @@ def _compare_openings(result: WitnessResult, events: list[JSONObject], windows: 
             outcome = ended.get((label, h.host))
             if label not in finished and outcome in _ENDED and outcome != "unchanged":
                 found(False, kind="unfinished", outcome=outcome, **base)
-            if label not in finished and label in first_runs:  # what the host did, against the phases the log has
-                done = {str(x.get("op")) for x in h.open_steps.get(label, []) if x.get("ok")}
-                tried = {str(e.get("phase")) for e in events if e.get("run") == label and e.get("host") == h.host
-                         and e.get("event") == "phase_started"}
-                for op in ("stop", "install"):
-                    if op in done and op not in tried:
-                        found(False, kind="steps", step=op, **base)
+            if label not in finished:  # what the host did, against what the log says of it, finished or not
+                for d in _open_differences(h.open_steps.get(label, []), _log_account(events, label, h.host),
+                                           label in first_runs or any("as" in x for x in h.open_steps.get(label, []))):
+                    found(False, **d, **base)
             # who ran it: the controller's user and machine the host was told at its lock, against every actor the
             # log gives the run's lines (the engineer who re-signs the log cannot give the run to someone else)
             told = (rec.get("user"), rec.get("controller"))

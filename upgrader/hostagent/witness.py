@@ -198,6 +198,13 @@ def check_opening(paths, req, holder):
     return kind
 
 
+def _log_id(audit):
+    """The identity of the audit log the run is written to (``audit.log``: its first line's hash), or None: kept in
+    each record of the run, so a verifier compares a log only with its own runs (one host may serve two logs)."""
+    log = audit.get("log")
+    return log if isinstance(log, str) and _HEX64.match(log) else None
+
+
 def record_opening(paths, req, holder):
     """At the lock (op_lock), once per run label: this host's opening record of the run, appended to every copy of
     the ledger (made when missing, as the run's finish would): what the run was started with, by this host's clock,
@@ -215,7 +222,7 @@ def record_opening(paths, req, holder):
               "requester": {k: _text(who.get(k)) for k in ("user", "host", "key")} if who else None,
               "policy": policy if isinstance(policy, str) and _HEX64.match(policy) else None,
               "controller": _text(req.get("controller")), "user": _text(req.get("user")),
-              "lock_time": (holder or {}).get("time")}
+              "lock_time": (holder or {}).get("time"), "log": _log_id(audit)}
     with ledger_fds(paths, create=True) as fds:
         fcntl.flock(fds[0][1], fcntl.LOCK_EX)
         if label in _opened_runs(fds):
@@ -318,6 +325,7 @@ def op_witness(req):
                              % (record["run"], RUN_RECORDS), "bad_input")
         _in_turn(paths, req, record["run"], finished, fds)
         record["kind"] = finished.get("kind")  # the kind the run was opened with here (check_opening)
+        record["log"] = finished.get("log")  # the log the run belongs to (its first line's hash)
         for d, dfd in fds:
             for _, rec in _lines(d, dfd, CHECKPOINTS):
                 if rec and rec.get("run") == record["run"]:
@@ -448,11 +456,9 @@ def op_witness_read(req):
     for r in opened:
         if r["as"] in unfinished and r["as"] not in open_steps and isinstance(r.get("run"), str):
             try:
-                steps = _all_steps(_paths(dict(req, run_id=r["run"])))
+                open_steps[r["as"]] = _steps(_paths(dict(req, run_id=r["run"])), r["as"])
             except AgentError:
                 continue
-            open_steps[r["as"]] = [{"op": x.get("op"), "ok": x.get("ok"), "start": x.get("start"), "at": x.get("at")}
-                                   for x in steps]
     return {"checkpoints": out, "runs": runs, "unreadable": bad[:LISTED], "unreadable_count": len(bad),
             "opened": opened, "unfinished": unfinished, "open_steps": open_steps,
             "lock": holder if isinstance(holder, dict) else None, "trust_root": _trust_root()}
@@ -534,6 +540,9 @@ def note_step(req, ok, kind=None, began=None):
             line = {"op": req.get("op"), "ok": bool(ok), "at": time.time()}
         if kind:
             line["kind"] = str(kind)[:40]
+        label = _latest_label(paths)
+        if label:  # the part of the run whose lock this step ran under: each part keeps its own steps
+            line["as"] = label
         dfd = _run_dir_fd(paths)
         if dfd is None:
             return
@@ -551,6 +560,16 @@ def note_step(req, ok, kind=None, began=None):
         pass
 
 
+def _latest_label(paths):
+    """The label of the run's latest opening on this host (the part of the run that holds its lock now), or None
+    when its records cannot be read (the step is still recorded, without it)."""
+    try:
+        opened = _history(paths)[0]
+    except (AgentError, OSError):
+        return None
+    return opened[-1]["as"] if opened else None
+
+
 def _all_steps(paths):
     """Every line of the run's own steps.jsonl, as parsed (none when it is not there)."""
     try:
@@ -566,17 +585,29 @@ def _all_steps(paths):
     return [rec for _, rec in rows if isinstance(rec, dict)]
 
 
-def _steps(paths):
-    """This run's steps since its last finish (a rollback of a finished run reports only its own steps)."""
+def _steps(paths, label):
+    """The steps of part ``label`` of the run (its own, recorded under its label by note_step), as the host's
+    records give them: a rollback or resume of a killed run reports its own steps, the killed run keeps its own.
+    Steps an agent before labels recorded have none: for those, every step since the run's last finish."""
     steps = []
     for rec in _all_steps(paths):
-        if not isinstance(rec, dict):
-            continue
-        if rec.get("op") == "finish" and rec.get("ok"):
-            steps = []
+        if "as" in rec:
+            if rec.get("as") == label and rec.get("op") != "finish":
+                steps.append(_step(rec))
+        elif rec.get("op") == "finish" and rec.get("ok"):
+            steps = [x for x in steps if "as" in x]
         else:
-            steps.append({"op": rec.get("op"), "ok": rec.get("ok"), "start": rec.get("start"), "at": rec.get("at")})
+            steps.append(_step(rec))
     return steps
+
+
+def _step(rec):
+    """One step as a record gives it: the action, whether it went well, its start and end by the host's clock, and
+    the part of the run it ran under (when the agent recorded it)."""
+    out = {"op": rec.get("op"), "ok": rec.get("ok"), "start": rec.get("start"), "at": rec.get("at")}
+    if "as" in rec:
+        out["as"] = rec.get("as")
+    return out
 
 
 def run_record(paths, req, approvals, before, after, now):
@@ -584,7 +615,7 @@ def run_record(paths, req, approvals, before, after, now):
     audit = _audit(req)
     label = _label(paths, req)
     opening = next((r for r in _history(paths)[0] if r["as"] == label), {})
-    steps = _steps(paths)
+    steps = _steps(paths, label)
     window = audit.get("window")
     plan = audit.get("plan")
     return {"run": paths.run_id, "as": label, "kind": opening.get("kind"), "outcome": req.get("outcome"),
@@ -593,7 +624,7 @@ def run_record(paths, req, approvals, before, after, now):
             "steps": steps, "version_before": before, "version_after": after,
             "window": window if isinstance(window, bool) else None,
             "started": (steps[0].get("start") or steps[0]["at"]) if steps else None, "finished": now,
-            "utc_offset": time.strftime("%z", time.localtime(now))}
+            "utc_offset": time.strftime("%z", time.localtime(now)), "log": opening.get("log") or _log_id(audit)}
 
 
 def _paths(req):

@@ -79,7 +79,9 @@ def _verify_witnessed(args: argparse.Namespace) -> int:
     data = read_log(log_path(args))
     result = verification(args, data)
     witnessed = verify_witnesses(context_of(args), Path(args.witness), data=data,
-                                 earlier=[Path(p) for p in getattr(args, "earlier_policy", None) or []])
+                                 earlier=[Path(p) for p in getattr(args, "earlier_policy", None) or []],
+                                 syslog=[Path(p) for p in getattr(args, "syslog", None) or []],
+                                 other_logs=[Path(p) for p in getattr(args, "other_log", None) or []])
     code = witnessed_exit_code(verdict_exit(result), witnessed)
     # --plans/--approvals too: the files checked in the same call, the worse verdict of the two is the exit code
     crossed = _cross_checked(args) if getattr(args, "plans", None) or getattr(args, "approvals", None) else None
@@ -119,12 +121,15 @@ def _verify_witnessed(args: argparse.Namespace) -> int:
                          f"{len(h.runs)} finished run(s); {protection_text(h)}"), soft_wrap=True)
     if not witnessed.problems and zh:
         c.print(Text(f"{witnessed.checked} 个见证的检查点与日志一致"
-                     + (f"；主机记录的 {len(witnessed.accounts)} 次运行与日志一致" if witnessed.accounts else "")),
-                soft_wrap=True)
+                     + (f"；主机记录的 {len(witnessed.accounts)} 次运行与日志一致" if witnessed.accounts else "")
+                     + (f"；{witnessed.syslog_checked} 个见证的 syslog 副本与日志和主机记录一致"
+                        if witnessed.syslog_checked else "")), soft_wrap=True)
     elif not witnessed.problems:
         c.print(Text(f"{witnessed.checked} witnessed checkpoint(s) match the log"
                      + (f"; {len(witnessed.accounts)} run(s) as the hosts recorded them match it" if
-                        witnessed.accounts else "")), soft_wrap=True)
+                        witnessed.accounts else "")
+                     + (f"; {witnessed.syslog_checked} syslog copy(ies) of the witnesses match the log and the "
+                        "hosts' records" if witnessed.syslog_checked else "")), soft_wrap=True)
     if crossed is not None:
         _print_cross_check(crossed.check, _lang(args))
     return int(code)
@@ -461,29 +466,58 @@ def _approval_file_lines(case: dict[str, Any], a: dict[str, Any], lang: str) -> 
                      for p in a.get("file_problems") or []]
 
 
+#: the mark of a field only the controller's log says, which nothing the auditor holds can check
+_WORD_EN, _WORD_ZH_MARK = " (the controller's word)", "（控制端的一面之词）"
+
+
+def _word(case: dict[str, Any], a: dict[str, Any] | None = None, lang: str = "en") -> str:
+    """The "(the controller's word)" mark of a time the log alone says: an approval's creation time unless its file
+    was checked (``--approvals``: a moved time is then a problem of that file), a plan's creation time always (the
+    case reads no plan file: ``audit verify --plans`` checks it)."""
+    checked = a is not None and (a.get("created") is None or isinstance(case.get("approval_check"), dict)
+                                 and a.get("checked_file") is not None)
+    return "" if checked else _WORD_ZH_MARK if lang == "zh" else _WORD_EN
+
+
+def _head_rows(case: dict[str, Any]) -> list[tuple[str, str]]:
+    """The case's first lines, (English, Chinese): the run and what it was asked as. A rollback or resume is asked
+    for by its operator; the requester, plan and approvals shown are its run's (``of_run``)."""
+    req = case.get("requested") or {}
+    kind_zh = {"rollback": "回滚", "resume": "续跑"}.get(str(case.get("kind")), "升级")
+    of = case.get("of_run")
+    if not of:
+        return [(f"run {case['run']} ({case.get('kind')}) to {case.get('target')}",
+                 f"运行 {case['run']}（{kind_zh}），目标版本 {case.get('target')}"),
+                (f"requested by: {req.get('user')}@{req.get('host')} key {req.get('key')}; plan {req.get('plan')} "
+                 f"made {req.get('plan_created')}{_WORD_EN}",
+                 f"申请人：{req.get('user')}@{req.get('host')}，密钥 {req.get('key')}；计划 {req.get('plan')}，"
+                 f"创建于 {req.get('plan_created')}{_WORD_ZH_MARK}")]
+    ofr = of.get("requester") or {}
+    approvals = of.get("approvals") or []
+    return [(f"run {case['run']} ({case.get('kind')} of run {of.get('run')})",
+             f"运行 {case['run']}（运行 {of.get('run')} 的{kind_zh}）"),
+            (f"{case.get('kind')} of run {of.get('run')} (started {of.get('started')}), that run's: requested by "
+             f"{ofr.get('user')}@{ofr.get('host')} key {ofr.get('key')}; plan {of.get('plan')}; to "
+             f"{of.get('target')}; approved by "
+             + (", ".join(f"{a.get('approver')} (key {a.get('key')}, digest {a.get('digest')})" for a in approvals)
+                or "nobody recorded"),
+             f"{kind_zh}的是运行 {of.get('run')}（开始于 {of.get('started')}），该运行的申请人：{ofr.get('user')}@"
+             f"{ofr.get('host')}，密钥 {ofr.get('key')}；计划 {of.get('plan')}；目标版本 {of.get('target')}；批准人："
+             + ("，".join(f"{a.get('approver')}（密钥 {a.get('key')}，批准摘要 {a.get('digest')}）" for a in approvals)
+                or "没有记录"))]
+
+
 def case_lines(case: dict[str, Any]) -> list[str]:
     """The case file as plain lines (recorded text: printed as is, never as markup)."""
-    req = case.get("requested") or {}
     pol = case.get("policy") or {}
     cat = case.get("catalog") or {}
     win = case.get("window") or {}
     op = case.get("operator") or {}
     of = case.get("of_run")
-    if of:  # a rollback or resume: asked for by its operator; the requester, plan and approvals are its run's
-        ofr = of.get("requester") or {}
-        out = [f"run {case['run']} ({case.get('kind')} of run {of.get('run')})",
-               f"{case.get('kind')} of run {of.get('run')} (started {of.get('started')}), that run's: requested by "
-               f"{ofr.get('user')}@{ofr.get('host')} key {ofr.get('key')}; plan {of.get('plan')}; to "
-               f"{of.get('target')}; approved by "
-               + (", ".join(f"{a.get('approver')} (key {a.get('key')}, digest {a.get('digest')})"
-                            for a in of.get("approvals") or []) or "nobody recorded")]
-    else:
-        out = [f"run {case['run']} ({case.get('kind')}) to {case.get('target')}",
-               f"requested by: {req.get('user')}@{req.get('host')} key {req.get('key')}; plan {req.get('plan')} "
-               f"made {req.get('plan_created')}"]
+    out = [en for en, _ in _head_rows(case)]
     for a in case.get("approvals") or []:
-        out.append(f"approved by: {a.get('approver')} key {a.get('key')}; created {a.get('created') or 'unknown'}, expires "
-                   f"{a.get('expires')}; approval digest {a.get('digest')}")
+        out.append(f"approved by: {a.get('approver')} key {a.get('key')}; created {a.get('created') or 'unknown'}"
+                   f"{_word(case, a, 'en')}, expires {a.get('expires')}; approval digest {a.get('digest')}")
         out += _approval_file_lines(case, a, "en")
     if not case.get("approvals") and not of:
         out.append("approved by: nobody recorded")
@@ -502,7 +536,7 @@ def case_lines(case: dict[str, Any]) -> list[str]:
                    f"{h.get('version_after')}, downtime {h.get('downtime_seconds')} s "
                    f"({_SOURCE_EN.get(str(h.get('downtime_source')), 'log')}); phases: {phases}")
         if h.get("rollback_cause"):
-            out.append(f"  rolled back because: {h['rollback_cause']}")
+            out.append(f"  rolled back because: {h['rollback_cause']}{_WORD_EN}")
     outcome = case.get("outcome")
     out.append(f"outcome: exit {outcome.get('exit_code')} {outcome.get('hosts')}" if outcome else "outcome: unfinished")
     for f in case.get("followups") or []:
@@ -559,27 +593,15 @@ def case_lines_zh(case: dict[str, Any]) -> list[str]:
     versions, paths, times) as recorded."""
     from ...core.reasons import cause, translate, word
 
-    req = case.get("requested") or {}
     pol = case.get("policy") or {}
     cat = case.get("catalog") or {}
     win = case.get("window") or {}
     op = case.get("operator") or {}
-    kind = {"rollback": "回滚", "resume": "续跑"}.get(str(case.get("kind")), "升级")
     of = case.get("of_run")
-    if of:  # a rollback or resume: asked for by its operator; the requester, plan and approvals are its run's
-        ofr = of.get("requester") or {}
-        out = [f"运行 {case['run']}（运行 {of.get('run')} 的{kind}）",
-               f"{kind}的是运行 {of.get('run')}（开始于 {of.get('started')}），该运行的申请人：{ofr.get('user')}@"
-               f"{ofr.get('host')}，密钥 {ofr.get('key')}；计划 {of.get('plan')}；目标版本 {of.get('target')}；批准人："
-               + ("，".join(f"{a.get('approver')}（密钥 {a.get('key')}，批准摘要 {a.get('digest')}）"
-                           for a in of.get("approvals") or []) or "没有记录")]
-    else:
-        out = [f"运行 {case['run']}（{kind}），目标版本 {case.get('target')}",
-               f"申请人：{req.get('user')}@{req.get('host')}，密钥 {req.get('key')}；计划 {req.get('plan')}，"
-               f"创建于 {req.get('plan_created')}"]
+    out = [zh for _, zh in _head_rows(case)]
     for a in case.get("approvals") or []:
-        out.append(f"批准人：{a.get('approver')}，密钥 {a.get('key')}；创建于 {a.get('created') or '未知'}，有效期至 "
-                   f"{a.get('expires')}；批准摘要 {a.get('digest')}")
+        out.append(f"批准人：{a.get('approver')}，密钥 {a.get('key')}；创建于 {a.get('created') or '未知'}"
+                   f"{_word(case, a, 'zh')}，有效期至 {a.get('expires')}；批准摘要 {a.get('digest')}")
         out += _approval_file_lines(case, a, "zh")
     if not case.get("approvals") and not of:
         out.append("批准人：没有记录")
@@ -599,7 +621,7 @@ def case_lines_zh(case: dict[str, Any]) -> list[str]:
                    f"之后的版本 {h.get('version_after')}，停机 {h.get('downtime_seconds')} 秒"
                    f"（{_SOURCE_ZH.get(str(h.get('downtime_source')), '来自日志')}）；各阶段：{phases}")
         if h.get("rollback_cause"):
-            out.append(f"  回滚原因：{cause(str(h['rollback_cause']), 'zh', technical=False)}")
+            out.append(f"  回滚原因：{cause(str(h['rollback_cause']), 'zh', technical=False)}{_WORD_ZH_MARK}")
     outcome = case.get("outcome")
     if outcome:
         hosts = "，".join(f"{k}：{word('status', v, 'zh')}" for k, v in (outcome.get("hosts") or {}).items())
