@@ -18,11 +18,14 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
-from conftest import approve, kill_processes_under, now_at, plan_to, upgrader
+from conftest import approve, fault_env, kill_processes_under, now_at, plan_to, upgrader
 
 from fleet import Fleet, build_fleet
 from sshd import SSHServer, start_sshd
@@ -96,6 +99,21 @@ def run_once(f: Fleet, version: str = "7.0.4.2") -> tuple[str, Path, Path]:
     approval = approve(f.box, plan)
     assert upgrader(f.box, "run", str(plan), "--approval", str(approval)) == 0
     return f.run_dirs()[-1].name, plan, approval
+
+
+def run_killed_at(f: Fleet, point: str, version: str = "7.0.4.2") -> str:
+    """An approved run to ``version`` whose controller dies at ``point`` (the test suite's fault plugin, in a child
+    process: the product has no such hook); its run id."""
+    rc, plan = plan_to(f.box, version)
+    assert rc == 0
+    approval = approve(f.box, plan)
+    env = {k: v for k, v in os.environ.items() if k != "UPGRADER_FAULT_KILL_AT"}
+    env.update(fault_env(kill_at=point))
+    killed = subprocess.run([sys.executable, "-m", "upgrader", "--home", str(f.box.root), "run", str(plan),
+                             "--approval", str(approval)], env=env, capture_output=True, text=True, timeout=300,
+                            stdin=subprocess.DEVNULL)
+    assert killed.returncode < 0, killed.stdout + killed.stderr
+    return f.run_dirs()[-1].name
 
 
 def log_of(f: Fleet) -> Path:

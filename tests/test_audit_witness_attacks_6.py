@@ -21,19 +21,18 @@ longer make a host do or record.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
-from conftest import approve, fault_env, kill_processes_under, plan_to, upgrader
+from conftest import kill_processes_under, upgrader
 
 from fleet import Fleet, FleetHost
 from hoststate import HostState, assert_host_untouched, host_state, lock_audit, take_lock
 from modified_controller import ModifiedController, checkpoint_to_witness, log_path
-from test_audit_witness_attacks_2 import fleet, run_once  # noqa: F401 - fleet is a fixture
+from test_audit_witness_attacks_2 import fleet, run_killed_at, run_once  # noqa: F401 - fleet is a fixture
 from upgrader.fleet.transport.base import AgentFailure
 
 CHANGING = ("prepare", "stop", "install", "start", "hook", "rollback", "finish")
@@ -193,16 +192,7 @@ def test_a_rollback_of_a_run_killed_before_its_lock_reached_the_host_leaves_it_a
         fleet: Fleet) -> None:  # noqa: F811
     f = fleet
     h = f["app-01"]
-    rc, plan = plan_to(f.box, "7.0.4.2")
-    assert rc == 0
-    approval = approve(f.box, plan)
-    env = {k: v for k, v in os.environ.items() if k != "UPGRADER_FAULT_KILL_AT"}
-    env.update(fault_env(kill_at="preflight:started"))  # the test suite's fault plugin: the controller dies there
-    killed = subprocess.run([sys.executable, "-m", "upgrader", "--home", str(f.box.root), "run", str(plan),
-                             "--approval", str(approval)], env=env, capture_output=True, text=True, timeout=300,
-                            stdin=subprocess.DEVNULL)
-    assert killed.returncode < 0, killed.stdout + killed.stderr
-    run = f.run_dirs()[-1].name
+    run = run_killed_at(f, "preflight:started")
     assert run not in [r["run"] for r in lines(h.state_dir / "runs-opened.jsonl")], "the lock never reached the host"
     before = whole(h)
     done = subprocess.run([sys.executable, "-m", "upgrader", "--home", str(f.box.root), "rollback", run, "--yes",

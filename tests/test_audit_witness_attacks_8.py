@@ -26,11 +26,11 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
-from conftest import approve, fault_env, kill_processes_under, plan_to, sandbox, upgrader  # noqa: F401
+from conftest import approve, kill_processes_under, plan_to, sandbox, upgrader  # noqa: F401
 
 from fleet import Fleet
 from upgrader.cli.commands.demo import Sandbox
-from test_audit_witness_attacks_2 import ALTERED, fleet, log_of, records, run_once, verify  # noqa: F401
+from test_audit_witness_attacks_2 import ALTERED, fleet, log_of, records, run_killed_at, run_once, verify  # noqa: F401
 from test_host_trust import host_root  # noqa: F401 - a fixture
 from upgrader.cli import main
 
@@ -38,16 +38,7 @@ from upgrader.cli import main
 def killed_after_install(f: Fleet) -> str:
     """A run to 7.0.4.2 whose controller dies when its observe phase starts (the host stopped, installed and
     started); its run id."""
-    rc, plan = plan_to(f.box, "7.0.4.2")
-    assert rc == 0
-    approval = approve(f.box, plan)
-    env = {k: v for k, v in os.environ.items() if k != "UPGRADER_FAULT_KILL_AT"}
-    env.update(fault_env(kill_at="observe:started"))  # the test suite's fault plugin: the controller dies there
-    killed = subprocess.run([sys.executable, "-m", "upgrader", "--home", str(f.box.root), "run", str(plan),
-                             "--approval", str(approval)], env=env, capture_output=True, text=True, timeout=300,
-                            stdin=subprocess.DEVNULL)
-    assert killed.returncode < 0, killed.stdout + killed.stderr
-    return f.run_dirs()[-1].name
+    return run_killed_at(f, "observe:started")
 
 
 @pytest.mark.parametrize("recovery", ["rollback", "resume"])
