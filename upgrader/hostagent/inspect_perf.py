@@ -18,10 +18,11 @@ import time
 from .beneath import dir_writers, open_beneath
 from .common import AgentError
 from .files import read_text
-from .processes import become
+from .processes import become, read_bounded
 
 CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 TOOL_TIMEOUT = 15          # seconds for one jcmd/jstat/apt/dnf run
+TOOL_OUTPUT_KEPT = 1 << 20  # bytes of a tool's output kept from its start, and as many from its end
 ACCESS_MAX = 16 << 20      # bytes read from the end of one access log file
 MONTHS = dict((m, i) for i, m in enumerate(("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct",
                                             "Nov", "Dec"), 1))
@@ -116,14 +117,22 @@ def run_as_owner(argv, uid, gid):
         env["HOME"], env["USER"] = user.pw_dir, user.pw_name
     except KeyError:
         pass
-    done = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          preexec_fn=become(uid, gid, []) if os.geteuid() == 0 and uid != 0 else None,
-                          timeout=TOOL_TIMEOUT, env=env, cwd="/")
-    text = done.stdout.decode("utf-8", "replace")
-    if done.returncode != 0:
-        raise RuntimeError("%s exited %d: %s" % (os.path.basename(argv[0]), done.returncode,
-                                                 " ".join(text.split())[-300:]))
+    code, text = run_bounded(argv, subprocess.STDOUT, become(uid, gid, []) if os.geteuid() == 0 and uid != 0 else None,
+                             TOOL_TIMEOUT, env)
+    if code != 0:
+        raise RuntimeError("%s exited %d: %s" % (os.path.basename(argv[0]), code, " ".join(text.split())[-300:]))
     return text
+
+
+def run_bounded(argv, stderr, preexec, timeout, env):
+    """Run a tool in its own process group, cwd "/", and read its output with processes.read_bounded (what it prints
+    is held in bounded memory; killed at ``timeout``, subprocess.TimeoutExpired then): (exit code, stdout text)."""
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=stderr, env=env, cwd="/",
+                            preexec_fn=preexec, start_new_session=True)
+    out, _, timed_out = read_bounded(proc, timeout, keep=TOOL_OUTPUT_KEPT)
+    if timed_out:
+        raise subprocess.TimeoutExpired(argv, timeout)
+    return proc.returncode, out
 
 
 def jdk_tool(pid, name):
@@ -455,10 +464,8 @@ def run_unprivileged(argv):
     root, apt rebuilds and writes its binary caches (/var/cache/apt/*.bin) and dnf writes its logs and metadata;
     as nobody they write nothing and read the system's own lists. Time-bounded; output as text (stderr dropped)."""
     env = {"PATH": "/usr/bin:/bin:/usr/sbin:/sbin", "LC_ALL": "C", "HOME": "/"}
-    done = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                          preexec_fn=become(NOBODY, NOBODY, []) if os.geteuid() == 0 else None,
-                          timeout=TOOL_TIMEOUT * 2, env=env, cwd="/")
-    return done.stdout.decode("utf-8", "replace")
+    return run_bounded(argv, subprocess.DEVNULL, become(NOBODY, NOBODY, []) if os.geteuid() == 0 else None,
+                       TOOL_TIMEOUT * 2, env)[1]
 
 
 def patch_figures():

@@ -169,16 +169,82 @@ def run_shell(command, cwd, timeout, env=None):
         raise AgentError("the command %r was not run: the agent could not run it as %s, the install dir's owner "
                          "(%s); it never runs the owner's scripts as root: run the agent with its usual "
                          "capabilities, or as that account" % (command, account, e), "failed", account=account)
-    try:
-        out, err = proc.communicate(timeout=timeout)
-        timed_out = False
-    except subprocess.TimeoutExpired:
-        kill_group(proc.pid)
-        out, err = proc.communicate()
-        timed_out = True
-    return {"exit": proc.returncode, "stdout": output_tail(out.decode("utf-8", "replace")),
-            "stderr": output_tail(err.decode("utf-8", "replace")), "timed_out": timed_out,
+    out, err, timed_out = read_bounded(proc, timeout)
+    return {"exit": proc.returncode, "stdout": output_tail(out), "stderr": output_tail(err), "timed_out": timed_out,
             "seconds": round(time.time() - start, 3), "account": account}
+
+
+OUTPUT_KEPT = 64 << 10  # bytes of each output stream kept from its start, and as many from its end
+EXIT_GRACE = 2.0        # seconds the pipes are read after the command ended (or was killed), then left
+
+
+class BoundedOutput(object):
+    """One output stream of a command, kept in bounded memory: its first and its last ``keep`` bytes, and how many
+    bytes in between were read and dropped. The command runs as another account, which decides what it prints:
+    everything it printed, held by the (root) agent, would be memory it chose."""
+
+    def __init__(self, keep=OUTPUT_KEPT):
+        self.keep, self.head, self.tail, self.dropped = keep, bytearray(), bytearray(), 0
+
+    def add(self, data):
+        room = self.keep - len(self.head)
+        if room > 0:
+            self.head += data[:room]
+            data = data[room:]
+        self.tail += data
+        if len(self.tail) > self.keep:
+            cut = len(self.tail) - self.keep
+            self.dropped += cut
+            del self.tail[:cut]
+
+    def text(self):
+        middle = "\n[… %d bytes left out …]\n" % self.dropped if self.dropped else ""
+        return self.head.decode("utf-8", "replace") + middle + self.tail.decode("utf-8", "replace")
+
+
+def read_bounded(proc, timeout, keep=OUTPUT_KEPT):
+    """Read a Popen's stdout and stderr pipes (those it has) into BoundedOutput until both end, until the command
+    has ended EXIT_GRACE seconds ago (a child that left its process group, ``setsid cmd &``, may hold a pipe open
+    for ever), or until ``timeout``: then its process group is killed and the pipes are read EXIT_GRACE seconds
+    more at most. The pipes are closed and the command reaped. (stdout text, stderr text, timed out)."""
+    import selectors
+    import subprocess
+
+    pipes = [p for p in (proc.stdout, proc.stderr) if p is not None]
+    kept = dict((p.fileno(), BoundedOutput(keep)) for p in pipes)
+    texts = [kept[p.fileno()] for p in pipes]
+    sel = selectors.DefaultSelector()
+    for fd in kept:
+        sel.register(fd, selectors.EVENT_READ)
+    deadline, leave_at, timed_out = time.time() + timeout, None, False
+    try:
+        while sel.get_map():
+            now = time.time()
+            if leave_at is None and proc.poll() is not None:
+                leave_at = now + EXIT_GRACE
+            if leave_at is None and now >= deadline:
+                kill_group(proc.pid)
+                timed_out, leave_at = True, time.time() + EXIT_GRACE
+            if leave_at is not None and now >= leave_at:
+                break
+            for key, _ in sel.select(max(0.0, min(0.2, (leave_at or deadline) - now))):
+                data = os.read(key.fd, 1 << 16)
+                if data:
+                    kept[key.fd].add(data)
+                else:
+                    sel.unregister(key.fd)
+    finally:
+        sel.close()
+        for p in pipes:
+            p.close()
+    try:
+        proc.wait(timeout=max(0.0, deadline - time.time()))
+    except subprocess.TimeoutExpired:  # it closed its output and went on: past its deadline all the same
+        kill_group(proc.pid)
+        timed_out = True
+        proc.wait()
+    out = [t.text() for t in texts] + [""] * (2 - len(texts))
+    return out[0], out[1], timed_out
 
 
 def kill_group(pid):

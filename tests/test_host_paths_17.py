@@ -1,0 +1,86 @@
+"""Issue 14 (round 15, attack14r15 findings 2-7): what the service account can make the root agent (and the
+controller) hold, copy, hash or show.
+
+The host agent often runs as root while the install belongs to the service account (daemon here, played with
+setpriv). That account writes the scripts the agent runs (their output), the files it copies and hashes, the ports
+the probes look at; a package author writes the tar headers both sides read. Each test plays that account (or the
+author) against the shipped CLI and shows the bound: memory the agent keeps, bytes it copies, what it passes on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from test_guide import UPGRADER
+from test_host_paths import run_cli
+from test_host_paths_13 import approved_plan, as_daemon, daemon_edits, owned_box
+from upgrader.cli.commands.demo import Sandbox
+
+MiB = 1 << 20
+
+
+@pytest.fixture
+def daemon_box(monkeypatch: pytest.MonkeyPatch) -> Iterator[Sandbox]:
+    """The sample install 7.0.4.1, ``chown -R daemon:daemon``, its service started by daemon."""
+    yield from owned_box(monkeypatch)
+
+
+def cli_measured(box: Sandbox, *argv: str, env: dict[str, str] | None = None) -> tuple[int, str, int]:
+    """The shipped CLI as its own process (the local transport runs the agent as its child): exit code, its
+    output, and the peak RSS in KiB of that process and its children (the agent among them)."""
+    probe = ("import resource, subprocess, sys; r = subprocess.run(sys.argv[1:]).returncode; "
+             "print('RC-PEAK', r, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+    res = subprocess.run([sys.executable, "-c", probe, UPGRADER, "--home", str(box.root), *argv],
+                         capture_output=True, text=True, env={**os.environ, **(env or {})})
+    text = res.stdout + res.stderr
+    assert "Traceback" not in text, text
+    rc, peak = (int(x) for x in res.stdout.rsplit("RC-PEAK", 1)[1].split())
+    return rc, text, peak
+
+
+def kill_pid_in(path: Path) -> None:
+    """End the process whose pid the attacker's script wrote to ``path`` (one the test's attacker started)."""
+    try:
+        os.kill(int(path.read_text().split()[0]), signal.SIGKILL)
+    except (OSError, ValueError, IndexError):
+        pass
+
+
+# ---------------------------------------------------------------- finding 2: a command's output, bounded
+
+def test_1_a_stop_script_that_prints_hundreds_of_megabytes_leaves_the_agent_small(daemon_box: Sandbox) -> None:
+    """daemon's bin/stop.sh prints 300 MB before it stops the service. The approved run commits (exit 0) and the
+    peak memory of the CLI and its agent stays under 200 MiB: the agent keeps the start and the end of the output
+    (a bound), not all of it (before: the bytes, their join and the decoded text, about a gigabyte)."""
+    box = daemon_box
+    daemon_edits(box.install_dir / "bin" / "stop.sh", "head -c 300000000 /dev/zero | tr '\\0' A; echo; echo last-line")
+    plan, approval = approved_plan(box)
+    rc, text, peak_kib = cli_measured(box, "run", str(plan), "--approval", str(approval))
+    assert rc == 0, text[-3000:]
+    assert peak_kib < 200 * 1024, peak_kib  # a memory bound (KiB), not a time one
+
+
+def test_2_a_child_that_leaves_the_stop_scripts_process_group_holding_its_output_does_not_hang_the_stop(
+        daemon_box: Sandbox) -> None:
+    """daemon's bin/stop.sh starts ``setsid sleep 900 &`` (out of the process group the agent kills) that keeps
+    the output pipe open, then ends. The stop is done when the script ends (a short grace for its last output):
+    the run commits (exit 0). Before, the agent read that pipe to EOF: the controller got no answer, the run
+    failed and rolled back."""
+    box = daemon_box
+    holder = box.install_dir / "run" / "holder.pid"
+    daemon_edits(box.install_dir / "bin" / "stop.sh", f"setsid sleep 900 & echo $! > {holder}")
+    plan, approval = approved_plan(box)
+    try:
+        rc, text, _ = cli_measured(box, "run", str(plan), "--approval", str(approval))
+        assert rc == 0, text[-3000:]
+        assert box.answers() == "7.0.4.2"
+    finally:
+        kill_pid_in(holder)
