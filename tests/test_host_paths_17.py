@@ -9,11 +9,12 @@ author) against the shipped CLI and shows the bound: memory the agent keeps, byt
 
 from __future__ import annotations
 
-import json
+import gzip
 import os
 import signal
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 from typing import Iterator
 
@@ -84,3 +85,44 @@ def test_2_a_child_that_leaves_the_stop_scripts_process_group_holding_its_output
         assert box.answers() == "7.0.4.2"
     finally:
         kill_pid_in(holder)
+
+
+# ---------------------------------------------------------------- finding 3: a pax header of a tiny package
+
+def with_pax_comment(stock: Path, out: Path, size: int) -> Path:
+    """The stock package with one more member, docs/NOTES.txt, preceded by a pax header whose ``comment`` is
+    ``size`` bytes of one letter: written as a stream (the test never holds it), gzip packs it about 1000:1."""
+    with tarfile.open(stock, "r:gz") as tar:
+        tar.getmembers()
+        end = tar.offset  # after the last member: the stock archive without its end blocks
+    body = b" comment="  # the record is "<length> comment=<value>\n", its length counting its own digits
+    length = len(body) + size + 1
+    length += len(str(length + len(str(length))))
+    record_head = str(length).encode() + body
+    pax = tarfile.TarInfo("././@PaxHeader")
+    pax.type, pax.size = tarfile.XHDTYPE, length
+    member = tarfile.TarInfo("docs/NOTES.txt")
+    with gzip.open(out, "wb") as f:
+        f.write(gzip.decompress(stock.read_bytes())[:end])
+        f.write(pax.tobuf(tarfile.USTAR_FORMAT))
+        f.write(record_head)
+        chunk = b"a" * MiB
+        for i in range(0, size, MiB):
+            f.write(chunk[:min(MiB, size - i)])
+        f.write(b"\n" + bytes(-length % 512))
+        f.write(member.tobuf(tarfile.USTAR_FORMAT) + bytes(1024))
+    return out
+
+
+def test_3_a_pax_header_of_hundreds_of_megabytes_in_a_small_package_is_refused_unread(
+        daemon_box: Sandbox, tmp_path: Path) -> None:
+    """A package author adds to the stock 7.0.4.2 package a member whose pax header carries a 200 MB comment (the
+    file is well under 1 MB). ``package verify`` refuses it (exit 2) naming the member and the header's size, and
+    its peak memory stays under 150 MiB (before: verified, exit 0, with the header held and decoded, about 600 MB)."""
+    stock = daemon_box.catalog / "sample-middleware-7.0.4.2.tar.gz"
+    pkg = with_pax_comment(stock, tmp_path / "sample-middleware-7.0.4.2.tar.gz", 200 * MiB)
+    assert pkg.stat().st_size < MiB
+    rc, text, peak_kib = cli_measured(daemon_box, "package", "verify", str(pkg))
+    assert rc == 2, text
+    assert "'docs/NOTES.txt'" in text and "pax header of" in text and str(pkg) in text, text
+    assert peak_kib < 150 * 1024, peak_kib  # a memory bound (KiB), not a time one
