@@ -21,8 +21,10 @@ from typing import Iterator
 import pytest
 
 from test_guide import UPGRADER
-from test_host_paths import run_cli
-from test_host_paths_13 import approved_plan, as_daemon, daemon_edits, owned_box
+from hoststate import LEDGER, assert_host_untouched
+from hoststate import host_state as whole_host_state
+from test_host_paths import last_run_id, run_cli
+from test_host_paths_13 import SYSTEM_PYTHON, approved_plan, as_daemon, daemon_edits, owned_box
 from upgrader.cli.commands.demo import Sandbox
 
 MiB = 1 << 20
@@ -126,3 +128,46 @@ def test_3_a_pax_header_of_hundreds_of_megabytes_in_a_small_package_is_refused_u
     assert rc == 2, text
     assert "'docs/NOTES.txt'" in text and "pax header of" in text and str(pkg) in text, text
     assert peak_kib < 150 * 1024, peak_kib  # a memory bound (KiB), not a time one
+
+
+# ---------------------------------------------------------------- finding 4: the backup copies the size it saw
+
+GROWER = """
+import os, sys, time
+fd = os.open(sys.argv[1], os.O_WRONLY | os.O_APPEND)
+open(sys.argv[2], "w").write(str(os.getpid()))
+end = time.time() + 600
+while time.time() < end:  # a slow, dense growth: about 1 MB/s, so that every copy of it sees it grow
+    os.write(fd, b"g" * 512)
+    time.sleep(0.0005)
+"""
+
+
+def test_4_a_product_file_the_service_account_grows_during_the_backup_copy_is_refused_before_stop(
+        daemon_box: Sandbox) -> None:
+    """daemon owns a 30 MB product file, extra/big.bin, and appends to it all along the run (a hole of any size
+    would do as well, see the finding). The backup copies the size it saw when it opened the file, sees it changed
+    and refuses before stop (exit 2), naming the file: the old service runs untouched (before: the copy read to
+    EOF, as long as its owner kept it growing)."""
+    box = daemon_box
+    extra = box.install_dir / "extra"
+    subprocess.run(as_daemon("sh", "-c", f"mkdir {extra} && head -c 30000000 /dev/urandom > {extra}/big.bin"),
+                   check=True)
+    plan, approval = approved_plan(box)
+    was = whole_host_state(box.install_dir, answers=box.answers, own=("logs", "run", "extra"))
+    pid_file = extra / "grower.pid"
+    grower = subprocess.Popen(as_daemon(SYSTEM_PYTHON, "-c", GROWER, str(extra / "big.bin"), str(pid_file)),
+                              stdin=subprocess.DEVNULL)
+    try:
+        rc, text, _ = cli_measured(box, "run", str(plan), "--approval", str(approval))
+    finally:
+        grower.kill()
+        grower.wait()
+    assert rc == 2, text[-3000:]
+    assert "extra/big.bin" in text and "changed size while it was copied" in text, text[-3000:]
+    assert_host_untouched(was, whole_host_state(box.install_dir, answers=box.answers, own=("logs", "run", "extra")),
+                          run_record=last_run_id(box), appended=LEDGER)  # the run locked the host
+    assert box.answers() == "7.0.4.1"
+    state = box.install_dir.parent / f".upgrader-{box.install_dir.name}"
+    left = [p for p in state.rglob("*") if p.is_file() and p.stat().st_size > MiB]
+    assert left == [], left  # no partial backup kept
