@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import pwd
 import signal
 import subprocess
 import sys
@@ -24,7 +25,7 @@ from test_guide import UPGRADER
 from hoststate import LEDGER, assert_host_untouched
 from hoststate import host_state as whole_host_state
 from test_host_paths import last_run_id, run_cli
-from test_host_paths_13 import SYSTEM_PYTHON, approved_plan, as_daemon, daemon_edits, owned_box
+from test_host_paths_13 import SYSTEM_PYTHON, approved_plan, as_daemon, daemon_edits, daemon_uid, owned_box
 from upgrader.cli.commands.demo import Sandbox
 
 MiB = 1 << 20
@@ -171,3 +172,23 @@ def test_4_a_product_file_the_service_account_grows_during_the_backup_copy_is_re
     state = box.install_dir.parent / f".upgrader-{box.install_dir.name}"
     left = [p for p in state.rglob("*") if p.is_file() and p.stat().st_size > MiB]
     assert left == [], left  # no partial backup kept
+
+
+# ---------------------------------------------------------------- finding 5: the operator's environment
+
+def test_5_the_operators_environment_never_reaches_the_service_accounts_scripts(daemon_box: Sandbox) -> None:
+    """The operator runs with a key passphrase and a cloud secret in the environment (the local transport's agent
+    is the CLI's child). daemon's bin/stop.sh writes its whole environment into its own run/. The run commits
+    (exit 0); neither secret is there, the run's own UPGRADER_* variables and daemon's HOME are."""
+    box = daemon_box
+    seen = box.install_dir / "run" / "stop-env.txt"
+    daemon_edits(box.install_dir / "bin" / "stop.sh", f"env > {seen}")
+    plan, approval = approved_plan(box)
+    secrets = {"UPGRADER_KEY_PASSPHRASE": "operator-Passphrase-2026", "AWS_SECRET_ACCESS_KEY": "wJalrXUtnFEMI-K7MDENG"}
+    rc, text, _ = cli_measured(box, "run", str(plan), "--approval", str(approval), env=secrets)
+    assert rc == 0, text[-3000:]
+    env = dict(line.split("=", 1) for line in seen.read_text().splitlines() if "=" in line)
+    assert seen.stat().st_uid == daemon_uid()
+    for name, value in secrets.items():
+        assert name not in env and value not in seen.read_text(), env
+    assert env["UPGRADER_TARGET_VERSION"] == "7.0.4.2" and env["HOME"] == pwd.getpwnam("daemon").pw_dir, env

@@ -141,6 +141,31 @@ def _chain_problem(paths):
     return None
 
 
+PASSED_ENV = ("PATH", "JAVA_HOME", "LANG", "LANGUAGE", "TZ")  # and every LC_*: what a command may take from the agent's
+
+
+def command_env(who, env):
+    """The environment of a playbook command: the agent's PATH, JAVA_HOME (the README's "Java on the agent's PATH or
+    JAVA_HOME"), locale and time zone; HOME, USER and LOGNAME of the account that runs it (``who``, else the agent's
+    own); then ``env`` (the run's UPGRADER_* variables). Nothing else of the agent's: on the local transport that is
+    the operator's own environment (UPGRADER_KEY_PASSPHRASE, cloud credentials), and the service account writes the
+    scripts the commands run. Over SSH it is what sshd gives a login, about the same list."""
+    out = dict((k, v) for k, v in os.environ.items() if k in PASSED_ENV or k.startswith("LC_"))
+    out.setdefault("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+    if who:
+        out["HOME"], name = who["home"], who["name"]
+    else:
+        try:
+            user = pwd.getpwuid(os.geteuid())
+            out["HOME"], name = user.pw_dir or "/", user.pw_name
+        except KeyError:
+            out["HOME"], name = os.environ.get("HOME") or "/", None
+    if name:
+        out["USER"] = out["LOGNAME"] = name
+    out.update(env or {})
+    return out
+
+
 def run_shell(command, cwd, timeout, env=None):
     """Run a playbook command with sh in its own process group, in ``cwd``, as command_account says (the install's
     owner when the agent is root and the owner is not); kill the group on timeout. The result names the account
@@ -148,18 +173,9 @@ def run_shell(command, cwd, timeout, env=None):
     import subprocess
 
     start = time.time()
-    full_env = dict(os.environ)
     who = command_account(cwd)
-    preexec = None
-    if who:
-        preexec = become(who["uid"], who["gid"], who["groups"])
-        full_env["HOME"] = who["home"]
-        for key in ("USER", "LOGNAME"):
-            if who["name"]:
-                full_env[key] = who["name"]
-            else:
-                full_env.pop(key, None)
-    full_env.update(env or {})
+    preexec = become(who["uid"], who["gid"], who["groups"]) if who else None
+    full_env = command_env(who, env)
     account = account_name(who["uid"] if who else os.geteuid())
     try:
         proc = subprocess.Popen(["/bin/sh", "-c", command], cwd=cwd, stdin=subprocess.DEVNULL,
