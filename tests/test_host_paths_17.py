@@ -26,6 +26,7 @@ from hoststate import LEDGER, assert_host_untouched
 from hoststate import host_state as whole_host_state
 from test_host_paths import last_run_id, run_cli
 from test_host_paths_13 import SYSTEM_PYTHON, approved_plan, as_daemon, daemon_edits, daemon_uid, owned_box
+from test_host_paths_14 import inspect_measured
 from upgrader.cli.commands.demo import Sandbox
 
 MiB = 1 << 20
@@ -192,3 +193,20 @@ def test_5_the_operators_environment_never_reaches_the_service_accounts_scripts(
     for name, value in secrets.items():
         assert name not in env and value not in seen.read_text(), env
     assert env["UPGRADER_TARGET_VERSION"] == "7.0.4.2" and env["HOME"] == pwd.getpwnam("daemon").pw_dir, env
+
+
+# ---------------------------------------------------------------- finding 6: inspect's config digests
+
+def test_6_a_config_file_made_huge_as_a_hole_is_reported_sparse_and_not_hashed(daemon_box: Sandbox) -> None:
+    """daemon makes its conf/server.conf 8 GiB as a hole (4 KiB on disk; terabytes would cost it no more).
+    ``inspect`` (exit 0) reports the file's size and says it is sparse and was not hashed: no sha256 (before: the
+    agent read all 8 GiB of zeros to hash them, and would read terabytes for hours)."""
+    box = daemon_box
+    conf = box.install_dir / "conf" / "server.conf"
+    subprocess.run(as_daemon("truncate", "-s", str(8 << 30), str(conf)), check=True)
+    rc, report, _ = inspect_measured(box)
+    assert rc == 0, report
+    (facts,) = [h["facts"] for h in report["hosts"]]
+    (fact,) = [c for c in facts["configs"] if c["path"] == "conf/server.conf"]
+    assert fact["size"] == 8 << 30 and "sha256" not in fact, fact
+    assert "sparse" in fact["withheld"] and "not hashed" in fact["withheld"], fact
