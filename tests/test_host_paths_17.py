@@ -20,12 +20,13 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
+import yaml
 
 from test_guide import UPGRADER
 from hoststate import LEDGER, assert_host_untouched
 from hoststate import host_state as whole_host_state
 from test_host_paths import last_run_id, run_cli
-from test_host_paths_13 import SYSTEM_PYTHON, approved_plan, as_daemon, daemon_edits, daemon_uid, owned_box
+from test_host_paths_13 import SHIPPED, SYSTEM_PYTHON, approved_plan, as_daemon, daemon_edits, daemon_uid, owned_box
 from test_host_paths_14 import inspect_measured
 from upgrader.cli.commands.demo import Sandbox
 
@@ -210,3 +211,44 @@ def test_6_a_config_file_made_huge_as_a_hole_is_reported_sparse_and_not_hashed(d
     (fact,) = [c for c in facts["configs"] if c["path"] == "conf/server.conf"]
     assert fact["size"] == 8 << 30 and "sha256" not in fact, fact
     assert "sparse" in fact["withheld"] and "not hashed" in fact["withheld"], fact
+
+
+# ---------------------------------------------------------------- finding 7: a selector port's holder
+
+SECRET_ARGV = "--db-url=jdbc:oracle:thin:appuser/Tiger2026@db01:1521/ORCL"
+HOLDER = "import socket, sys, time; s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen(); " \
+         "print(s.getsockname()[1], flush=True); time.sleep(300)"
+
+
+def test_7_a_port_the_service_account_names_is_said_held_by_pid_and_uid_never_by_its_command_line(
+        daemon_box: Sandbox, capsys: pytest.CaptureFixture[str]) -> None:
+    """The operator's playbook finds the server by a process selector whose port comes from conf/server.conf
+    (vars_from; the inventory sets none). daemon writes there the port a root process holds, a process with a
+    database password on its command line. ``plan`` refuses (exit 2: the process probe fails) and names the holder
+    by pid and uids only: nothing of its command line, not even redacted (user, host, the rest)."""
+    box = daemon_box
+    doc = yaml.safe_load(SHIPPED.read_text(encoding="utf-8"))
+    doc["process"] = {"cmdline_contains": ["lib/server.py"], "ports": ["${port}"]}
+    doc["observe"]["probes"] = [{"type": "process"}] + doc["observe"]["probes"][1:]
+    (box.root / "playbooks").mkdir(exist_ok=True)
+    (box.root / "playbooks" / "sample-middleware.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
+    inventory = yaml.safe_load(box.inventory.read_text(encoding="utf-8"))
+    inventory["hosts"]["app-01"].pop("vars")
+    box.inventory.write_text(yaml.safe_dump(inventory, sort_keys=False), encoding="utf-8")
+    holder = subprocess.Popen([SYSTEM_PYTHON, "-c", HOLDER, SECRET_ARGV, "token=ABCDEF123456"], cwd="/",
+                              stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert holder.stdout is not None
+        port = int(holder.stdout.readline())
+        conf = box.install_dir / "conf" / "server.conf"
+        subprocess.run(as_daemon("sed", "-i", f"s/^port = .*/port = {port}/", str(conf)), check=True)
+        rc, text = run_cli(box, capsys, "plan", "--inventory", str(box.inventory), "--to", "7.0.4.2", "--catalog",
+                           str(box.catalog), "-o", str(box.plans / "p.json"), "--key", str(box.requester_key))
+        assert holder.poll() is None
+    finally:
+        holder.kill()
+        holder.wait()
+    assert rc == 2, text
+    assert f"port {port} is held by pid {holder.pid} (uid 0/0/0)" in text, text
+    for secret in ("Tiger2026", "appuser", "db01", "ABCDEF", "socket", "--db-url", "token"):
+        assert secret not in text, (secret, text)

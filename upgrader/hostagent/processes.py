@@ -550,10 +550,12 @@ def select_processes(sel):
     owners = port_owners(ports, found)
     for port, owner in sorted(owners.items()):
         if owner not in found:
-            args = " ".join(" ".join(a.split()) for a in proc_cmdline(owner))  # one line, its start and end
-            args = args if len(args) <= 160 else args[:60] + " ... " + args[-95:]
+            # by pid and uids only (as foreign_process): the port may be the service account's choice (vars_from
+            # its own config), and the command line of whatever holds it is not that account's to see
+            ident = proc_identity(owner)
+            shown = "uid %s" % "/".join(str(u) for u in ident[0]) if ident else "gone"
             return found, ("port %d is held by pid %d (%s), not by the server found by its command line (%s)"
-                           % (port, owner, args or "?", ", ".join(str(p) for p in found) or "none"))
+                           % (port, owner, shown, ", ".join(str(p) for p in found) or "none"))
     holders = [p for p in found if p in owners.values()]
     return holders or found, None
 
