@@ -10,6 +10,7 @@ author) against the shipped CLI and shows the bound: memory the agent keeps, byt
 from __future__ import annotations
 
 import gzip
+import json
 import os
 import pwd
 import signal
@@ -252,3 +253,32 @@ def test_7_a_port_the_service_account_names_is_said_held_by_pid_and_uid_never_by
     assert f"port {port} is held by pid {holder.pid} (uid 0/0/0)" in text, text
     for secret in ("Tiger2026", "appuser", "db01", "ABCDEF", "socket", "--db-url", "token"):
         assert secret not in text, (secret, text)
+
+
+# ---------------------------------------------------------------- finding 2, read-only inspect: a JDK tool's output
+
+def test_8_a_jdk_tool_next_to_the_service_accounts_own_java_that_prints_hundreds_of_megabytes_leaves_inspect_small(
+        daemon_box: Sandbox) -> None:
+    """daemon runs its service with a JDK of its own inside the install (jdk/bin/java), whose jcmd prints 300 MB.
+    ``inspect`` runs that jcmd as daemon (as designed: the JVM's own account), finishes (exit 0) and says the heap
+    figure is not known; the peak memory of the CLI and its agent stays under 200 MiB (before: all of it held,
+    decoded and joined)."""
+    box = daemon_box
+    jdk = box.install_dir / "jdk" / "bin"
+    jcmd = "#!/bin/sh\nhead -c 300000000 /dev/zero | tr '\\0' A\nexit 0\n"
+    subprocess.run(as_daemon("sh", "-c", f"mkdir -p {jdk} && cp {SYSTEM_PYTHON} {jdk}/java && "
+                                         f"printf %s \"$0\" > {jdk}/jcmd && chmod 755 {jdk}/jcmd", jcmd), check=True)
+    env = {**os.environ, "PYTHON": str(jdk / "java")}
+    subprocess.run(as_daemon(str(box.install_dir / "bin" / "stop.sh")), check=True, env=env,
+                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(as_daemon(str(box.install_dir / "bin" / "start.sh")), check=True, env=env,
+                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    box.wait_version(None, timeout=15)
+    service = int((box.install_dir / "run" / "server.pid").read_text())
+    assert os.path.basename(Path(f"/proc/{service}/cmdline").read_bytes().split(b"\0")[0].decode()) == "java"
+    rc, report, peak_kib = inspect_measured(box)
+    assert rc == 0, report
+    (host,) = report["hosts"]
+    heap = host["facts"]["perf"]["jvm"]["heap_used"]
+    assert "jcmd GC.heap_info printed no heap line" in json.dumps(heap), heap
+    assert peak_kib < 200 * 1024, peak_kib  # a memory bound (KiB), not a time one
