@@ -63,7 +63,21 @@ HOSTILE: dict[str, tuple[Callable[[tarfile.TarFile], None], str]] = {
         lambda t: (_special(t, "lib/plugins", tarfile.SYMTYPE, "../conf"), _file(t, "lib/plugins/server.conf")),
         "lies under the symlink"),
     "duplicate member": (lambda t: _file(t, "lib/VERSION", b"6.6.6\n"), "appears twice"),
+    "huge pax header": (lambda t: _pax_file(t, "lib/README.txt", {"comment": "a" * 100_000}),
+                        "carries a pax header of"),
+    "huge GNU long name": (lambda t: _file(t, "lib/" + "n" * 100_000), "carries a GNU long name header of"),
 }
+
+
+def _pax_file(tar: tarfile.TarFile, name: str, pax: dict[str, str]) -> None:
+    """A member preceded by a pax extended header (the archive is GNU format: this one member is written as pax)."""
+    was, tar.format = tar.format, tarfile.PAX_FORMAT
+    try:
+        info = tarfile.TarInfo(name)
+        info.pax_headers = pax
+        tar.addfile(info, io.BytesIO(b""))
+    finally:
+        tar.format = was
 
 
 def build(path: Path, extra: Callable[[tarfile.TarFile], None]) -> Path:
@@ -205,7 +219,8 @@ def test_hostile_package_in_catalog_is_refused_before_the_host_is_touched(sandbo
 # ---------------------------------------------------------------- the host agent's own checks
 
 
-@pytest.mark.parametrize("kind", ["dotdot member", "symlink escaping", "write through own symlink", "hardlink"])
+@pytest.mark.parametrize("kind", ["dotdot member", "symlink escaping", "write through own symlink", "hardlink",
+                                  "huge pax header", "huge GNU long name"])
 def test_agent_refuses_to_stage_hostile_package_and_leaves_product_untouched(sandbox, tmp_path, kind):
     """Even if a controller sent it, the host agent refuses to stage a hostile package (bad_input), product untouched."""
     extra, words = HOSTILE[kind]

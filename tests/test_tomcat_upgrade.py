@@ -16,8 +16,9 @@ from tomcat_lab import Lab, conf_digest, make_lab, quick_playbook
 @pytest.fixture
 def stock(tmp_path: Path, tomcat_homes: tuple[Home, Home], tomcat_catalog: TomcatCatalog,
           monkeypatch: pytest.MonkeyPatch):
-    """The oldest Tomcat as a site runs it out of the box (no setenv.sh: JAVA_OPTS in the operator's environment,
-    which the host agent inherits), started and answering; a lab around it."""
+    """The oldest Tomcat as a site runs it out of the box (no setenv.sh: JAVA_OPTS in the environment of the operator
+    who started it; the host agent passes none of that environment to the playbook's commands), started and
+    answering; a lab around it."""
     monkeypatch.setenv("JAVA_OPTS", JAVA_OPTS)
     tc = install(tomcat_homes[0], tmp_path / "tomcat", Site.on_free_ports())
     try:

@@ -1727,6 +1727,7 @@ def verify_package(package: Path, *, catalog: Path | None = None) -> PackageChec
 
     from .hostagent.common import AgentError
     from .hostagent.extract import check_members
+    from .hostagent.tarheaders import open_package
     from .trust.catalog import load_catalog, verify_package_file
     from .trust.package import file_digest, read_meta
 
@@ -1743,7 +1744,7 @@ def verify_package(package: Path, *, catalog: Path | None = None) -> PackageChec
         limits = {"members": entry.max_members, "unpacked_bytes": entry.max_unpacked_bytes}
         checked_against = cat.path
     try:
-        with tarfile.open(pkg, "r:gz") as tar:
+        with open_package(pkg) as tar:
             members = check_members(tar, limits)
     except AgentError as e:
         raise InputError(str(e), path=str(pkg), hint="do not install this package; ask the vendor") from None
@@ -1778,7 +1779,7 @@ def build_catalog(directory: Path, *, serial: int, key: Path | None = None) -> C
         raise InputError("no .tar.gz packages in the directory", path=str(directory))
     built = []
     for p in packages:
-        meta = read_meta(p)
+        meta = read_meta(p)  # its headers checked too (tarheaders): a package read here is a package read whole
         with tarfile.open(p, "r:gz") as tar:
             members = tar.getmembers()
         built.append(Built(p, file_digest(p), p.stat().st_size, meta, len(members),

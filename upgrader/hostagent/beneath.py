@@ -14,7 +14,6 @@ import fcntl
 import hashlib
 import os
 import pwd
-import shutil
 import stat
 import struct
 
@@ -824,6 +823,23 @@ def copy_problem(st, what, rel):
             "remove it" % (what, rel, why))
 
 
+def copy_size_seen(fin, fout, size, what, name):
+    """Copy exactly ``size`` bytes (the size copy_problem judged at open) of ``fin`` to ``fout``; AgentError
+    (unsafe_path) naming the file when it ends sooner or goes on. Its owner can grow it as a hole while the copy
+    runs: read to EOF, the agent (often root) would write zeros until the file system is full."""
+    left = size
+    while left > 0:
+        block = fin.read(min(CHUNK, left))
+        if not block:
+            break
+        fout.write(block)
+        left -= len(block)
+    if left or fin.read(1) or os.fstat(fin.fileno()).st_size != size:
+        raise AgentError("%s %s changed size while it was copied (%d bytes when it was opened, %d now): refused, "
+                         "nothing was changed; let its owner finish writing it, then run again"
+                         % (what, name, size, os.fstat(fin.fileno()).st_size), "unsafe_path", path=name)
+
+
 def copied_files(root, rels, what="preserved path"):
     """[(rel, lstat)] of every regular file the paths ``rels`` name below ``root`` (a directory: every file below
     it), walked from descriptors with O_NOFOLLOW after each path is resolved beneath root; what cannot be reached
@@ -864,11 +880,13 @@ def copied_files(root, rels, what="preserved path"):
     return out
 
 
-def copy_out(parent_fd, name, dst_fd, dst_name, what="file", owner=None):
+def copy_out(parent_fd, name, dst_fd, dst_name, what="file", owner=None, shown=None):
     """Copy ``name`` in directory ``parent_fd`` (a file, a link as a link, or a directory) to the new name
     ``dst_name`` in directory ``dst_fd``, owners, modes and times kept (set-id and sticky bits only of what root
     owns, see keep_owner); nothing on either side is followed (``what`` names the source in messages).
-    ``owner``: (uid, gid, mode) a copied regular file gets instead of its source's."""
+    ``owner``: (uid, gid, mode) a copied regular file gets instead of its source's; ``shown``: the path messages
+    give (its path in the tree; default ``name``)."""
+    shown = shown or name
     st = os.stat(name, dir_fd=parent_fd, follow_symlinks=False)
     if stat.S_ISLNK(st.st_mode):
         os.symlink(os.readlink(name, dir_fd=parent_fd), dst_name, dir_fd=dst_fd)
@@ -885,7 +903,7 @@ def copy_out(parent_fd, name, dst_fd, dst_name, what="file", owner=None):
             out = os.open(dst_name, OPEN_DIR, dir_fd=dst_fd)
             try:
                 for entry in sorted(os.listdir(fd)):
-                    copy_out(fd, entry, out, entry, what)
+                    copy_out(fd, entry, out, entry, what, shown=shown + "/" + entry)
                 keep_owner(out, st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode))
                 os.utime(out, ns=(st.st_atime_ns, st.st_mtime_ns))
             finally:
@@ -897,18 +915,18 @@ def copy_out(parent_fd, name, dst_fd, dst_name, what="file", owner=None):
         with os.fdopen(fd, "rb") as fin:
             st = os.fstat(fin.fileno())  # owner, mode and times of the file opened (a name swapped after the stat
             if not stat.S_ISREG(st.st_mode):  # above must not lend its set-id bits or its owner to another file)
-                raise AgentError("%s %s changed while it was copied; refusing it" % (what, name), "needs_person")
-            problem = copy_problem(st, what, name)
+                raise AgentError("%s %s changed while it was copied; refusing it" % (what, shown), "needs_person")
+            problem = copy_problem(st, what, shown)
             if problem:  # made sparse or huge since it was checked: refused here too, nothing written
-                raise AgentError(problem, "unsafe_path", path=name)
+                raise AgentError(problem, "unsafe_path", path=shown)
             flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
             with os.fdopen(os.open(dst_name, flags, 0o600, dir_fd=dst_fd), "wb") as fout:
-                shutil.copyfileobj(fin, fout, CHUNK)
+                copy_size_seen(fin, fout, st.st_size, what, shown)
                 fout.flush()
                 keep_owner(fout.fileno(), *(owner or (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode))))
                 os.utime(fout.fileno(), ns=(st.st_atime_ns, st.st_mtime_ns))
     else:
-        raise AgentError("%s %s is neither a file, a directory nor a link; refusing to copy it" % (what, name),
+        raise AgentError("%s %s is neither a file, a directory nor a link; refusing to copy it" % (what, shown),
                          "needs_person")
 
 

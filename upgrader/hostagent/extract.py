@@ -7,6 +7,7 @@ import os
 
 from .beneath import MAX_LINK_HOPS, OPEN_DIR, open_dir_at, walk_dirs
 from .common import CHUNK, AgentError
+from .tarheaders import open_package
 
 
 NAME_MAX, PATH_MAX = 255, 4096
@@ -149,10 +150,8 @@ def write_member(root_fd, dest, tar, m, hashes):
 def extract(archive, dest, limits, skip=("package.yaml",), hashes=None):
     """Extract the checked members of archive into dest (which must not exist); ``hashes`` receives each
     file's sha256, computed from the bytes as they are written (no second read)."""
-    import tarfile
-
     hashes = {} if hashes is None else hashes
-    with tarfile.open(archive, "r:gz") as tar:
+    with open_package(archive) as tar:
         members = [m for m in check_members(tar, limits) if m.name not in skip]
         os.makedirs(dest)
         root_fd = os.open(dest, OPEN_DIR)

@@ -44,6 +44,7 @@ import time
 
 from .common import AgentError
 from .mounts import remove_tree
+from .tarheaders import open_package
 from .trustroot import TRUST_DIR as TRUST_DIR, load_root as load_root  # part of this module's interface
 from .trustroot import NONE_TEXT as NONE_TEXT, describe as describe  # likewise
 from .trustroot import ALLOWED, CONFIG, _keygen, _read, _trust_error
@@ -679,7 +680,7 @@ def check_package_meta(archive, verdict, req=None):
     entry = verdict.get("catalog_entry") or {}
     text = None
     try:
-        with tarfile.open(archive, "r:gz") as tar:
+        with open_package(archive) as tar:  # AgentError for an oversized pax/long-name header: not caught here
             for member in tar:
                 if member.name in ("package.yaml", "./package.yaml"):
                     if member.isreg() and member.size <= 1 << 20:

@@ -18,10 +18,11 @@ import time
 from .beneath import dir_writers, open_beneath
 from .common import AgentError
 from .files import read_text
-from .processes import become
+from .processes import become, kill_group, read_bounded
 
 CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 TOOL_TIMEOUT = 15          # seconds for one jcmd/jstat/apt/dnf run
+TOOL_OUTPUT_KEPT = 1 << 20  # bytes of a tool's output kept from its start, and as many from its end
 ACCESS_MAX = 16 << 20      # bytes read from the end of one access log file
 MONTHS = dict((m, i) for i, m in enumerate(("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct",
                                             "Nov", "Dec"), 1))
@@ -116,14 +117,22 @@ def run_as_owner(argv, uid, gid):
         env["HOME"], env["USER"] = user.pw_dir, user.pw_name
     except KeyError:
         pass
-    done = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          preexec_fn=become(uid, gid, []) if os.geteuid() == 0 and uid != 0 else None,
-                          timeout=TOOL_TIMEOUT, env=env, cwd="/")
-    text = done.stdout.decode("utf-8", "replace")
-    if done.returncode != 0:
-        raise RuntimeError("%s exited %d: %s" % (os.path.basename(argv[0]), done.returncode,
-                                                 " ".join(text.split())[-300:]))
+    code, text = run_bounded(argv, subprocess.STDOUT, become(uid, gid, []) if os.geteuid() == 0 and uid != 0 else None,
+                             TOOL_TIMEOUT, env)
+    if code != 0:
+        raise RuntimeError("%s exited %d: %s" % (os.path.basename(argv[0]), code, " ".join(text.split())[-300:]))
     return text
+
+
+def run_bounded(argv, stderr, preexec, timeout, env):
+    """Run a tool in its own process group, cwd "/", and read its output with processes.read_bounded (what it prints
+    is held in bounded memory; killed at ``timeout``, subprocess.TimeoutExpired then): (exit code, stdout text)."""
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=stderr, env=env, cwd="/",
+                            preexec_fn=preexec, start_new_session=True)
+    out, _, timed_out = read_bounded(proc, timeout, keep=TOOL_OUTPUT_KEPT)
+    if timed_out:
+        raise subprocess.TimeoutExpired(argv, timeout)
+    return proc.returncode, out
 
 
 def jdk_tool(pid, name):
@@ -456,23 +465,23 @@ DNF = ["/usr/bin/dnf", "-q", "--cacheonly"]
 
 
 def start_unprivileged(argv):
-    """Start a package manager's read-only listing as uid/gid 65534 with no supplementary groups, cwd "/": run as
-    root, apt rebuilds and writes its binary caches (/var/cache/apt/*.bin) and dnf writes its logs and metadata;
-    as nobody they write nothing and read the system's own lists. Read it with unprivileged_output."""
+    """Start a package manager's read-only listing as uid/gid 65534 with no supplementary groups, cwd "/", in a
+    process group of its own: run as root, apt rebuilds and writes its binary caches (/var/cache/apt/*.bin) and dnf
+    writes its logs and metadata; as nobody they write nothing and read the system's own lists. Read it with
+    unprivileged_output."""
     env = {"PATH": "/usr/bin:/bin:/usr/sbin:/sbin", "LC_ALL": "C", "HOME": "/"}
     return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                            preexec_fn=become(NOBODY, NOBODY, []) if os.geteuid() == 0 else None, env=env, cwd="/")
+                            preexec_fn=become(NOBODY, NOBODY, []) if os.geteuid() == 0 else None, env=env, cwd="/",
+                            start_new_session=True)
 
 
 def unprivileged_output(proc):
-    """The output of a start_unprivileged listing as text (stderr dropped), time-bounded: killed when late."""
-    try:
-        out, _ = proc.communicate(timeout=TOOL_TIMEOUT * 2)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.communicate()
-        raise
-    return out.decode("utf-8", "replace")
+    """The output of a start_unprivileged listing as text (stderr dropped), read with processes.read_bounded (held
+    in bounded memory; its group killed when late, subprocess.TimeoutExpired then)."""
+    out, _, timed_out = read_bounded(proc, TOOL_TIMEOUT * 2, keep=TOOL_OUTPUT_KEPT)
+    if timed_out:
+        raise subprocess.TimeoutExpired(proc.args, TOOL_TIMEOUT * 2)
+    return out
 
 
 def run_unprivileged(argv):
@@ -497,7 +506,7 @@ def stop_patches(started):
     """End a listing start_patches began that nobody read (the op failed on the way): never left running."""
     proc = started[1] if started and started[0] in ("apt", "dnf") else None
     if proc is not None and proc.returncode is None:
-        proc.kill()
+        kill_group(proc.pid)
         proc.communicate()
 
 

@@ -33,6 +33,7 @@ TEXT_NEVER = re.compile(
     r"|(^|/)(license[^/]*|boot\.properties|SerializedSystemIni\.dat|\.?htpasswd"  # WebLogic, Apache
     r"|[^/]*(credential|secret|passw)[^/]*)$", re.I)
 TEXT_MAX = 262144
+CONFIG_HASH_MAX = 64 << 20  # bytes of one config file inspect hashes (config files are far smaller)
 
 
 def proc_limits(pid):
@@ -188,11 +189,19 @@ def config_facts(root, rel, text):
         return {"path": rel, "size": st.st_size, "mtime": st.st_mtime, "withheld": str(e), "text_withheld": str(e)}
     with os.fdopen(fd, "rb") as f:
         st = os.fstat(fd)
-        h = hashlib.sha256()
-        for block in iter(lambda: f.read(CHUNK), b""):
+        unhashed = not_hashed(st)
+        if unhashed:
+            return {"path": rel, "size": st.st_size, "mtime": st.st_mtime, "withheld": unhashed,
+                    "text_withheld": unhashed}
+        h, left = hashlib.sha256(), st.st_size
+        while left > 0:  # the size seen: a file its owner grows meanwhile (as a hole, for free) is read no further
+            block = f.read(min(CHUNK, left))
+            if not block:
+                break
             h.update(block)
+            left -= len(block)
         f.seek(0)
-        data = f.read(TEXT_MAX + 1) if text else b""
+        data = f.read(min(TEXT_MAX + 1, st.st_size)) if text else b""
     c = {"path": rel, "sha256": h.hexdigest(), "size": st.st_size, "mtime": st.st_mtime}
     if not text:
         return c
@@ -205,6 +214,17 @@ def config_facts(root, rel, text):
     else:
         c["text"] = data.decode("utf-8", "replace")
     return c
+
+
+def not_hashed(st):
+    """Why a config file of stat ``st`` is not hashed (None when it is): sparse, or over CONFIG_HASH_MAX. Its owner
+    (often the service account) can make it terabytes long as a hole at no cost: hashed to the end, the (root)
+    agent would read for hours (over SSH, on after the controller gave up)."""
+    if sparse(st):
+        return "a sparse file (%d bytes, of which %d on disk): not hashed" % (st.st_size, st.st_blocks * 512)
+    if st.st_size > CONFIG_HASH_MAX:
+        return "%d bytes, more than the %d inspect hashes: not hashed" % (st.st_size, CONFIG_HASH_MAX)
+    return None
 
 
 def read_tail(fd, size, want):

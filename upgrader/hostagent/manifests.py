@@ -161,7 +161,7 @@ def copy_tree(src, dst, manifest):
         for rel in manifest["files"]:
             fd, name = fds.at(rel)
             dfd, dname = out.at(rel)
-            copy_out(fd, name, dfd, dname, "product file")
+            copy_out(fd, name, dfd, dname, "product file", shown=rel)
         for rel, target in manifest["links"].items():
             dfd, dname = out.at(rel)
             os.symlink(target, dname, dir_fd=dfd)
@@ -246,10 +246,10 @@ def snapshot(src, dst, manifest, restore=False):
             dfd, dname = out.at(rel)
             st = os.stat(name, dir_fd=fd, follow_symlinks=False)
             if restore and "uid" in f and (st.st_uid, st.st_gid) != (f["uid"], f["gid"]):
-                copy_out(fd, name, dfd, dname, "backup copy of product file", (f["uid"], f["gid"], f["mode"]))
+                copy_out(fd, name, dfd, dname, "backup copy of product file", (f["uid"], f["gid"], f["mode"]), rel)
             elif not restore and (st.st_uid != os.geteuid() or st.st_nlink > 1):
                 # the agent's own, without set-id bits (the restore gives the manifest's owner and mode back)
-                copy_out(fd, name, dfd, dname, "product file", (os.geteuid(), os.getegid(), f["mode"] & 0o777))
+                copy_out(fd, name, dfd, dname, "product file", (os.geteuid(), os.getegid(), f["mode"] & 0o777), rel)
                 if f.get("sha256") and hash_at(dfd, dname, os.path.join(dst, rel))[1] != f["sha256"]:
                     raise AgentError("product file %s changed while it was backed up (after it was hashed); "
                                      "nothing was stopped: run again when nothing writes the product's files"
@@ -283,7 +283,7 @@ def copy_preserved(root, backup, rel):
                     remove_at(dfd, dname)
                 except FileNotFoundError:
                     pass
-                copy_out(fd, name, dfd, dname, "preserved path")
+                copy_out(fd, name, dfd, dname, "preserved path", shown=rel)
                 st = os.stat(dname, dir_fd=dfd, follow_symlinks=False)
                 if stat.S_ISDIR(st.st_mode):
                     sub = open_dir_at(dfd, dname, "the backup's copy of preserved path", backup)

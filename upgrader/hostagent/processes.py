@@ -141,6 +141,31 @@ def _chain_problem(paths):
     return None
 
 
+PASSED_ENV = ("PATH", "JAVA_HOME", "LANG", "LANGUAGE", "TZ")  # and every LC_*: what a command may take from the agent's
+
+
+def command_env(who, env):
+    """The environment of a playbook command: the agent's PATH, JAVA_HOME (the README's "Java on the agent's PATH or
+    JAVA_HOME"), locale and time zone; HOME, USER and LOGNAME of the account that runs it (``who``, else the agent's
+    own); then ``env`` (the run's UPGRADER_* variables). Nothing else of the agent's: on the local transport that is
+    the operator's own environment (UPGRADER_KEY_PASSPHRASE, cloud credentials), and the service account writes the
+    scripts the commands run. Over SSH it is what sshd gives a login, about the same list."""
+    out = dict((k, v) for k, v in os.environ.items() if k in PASSED_ENV or k.startswith("LC_"))
+    out.setdefault("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+    if who:
+        out["HOME"], name = who["home"], who["name"]
+    else:
+        try:
+            user = pwd.getpwuid(os.geteuid())
+            out["HOME"], name = user.pw_dir or "/", user.pw_name
+        except KeyError:
+            out["HOME"], name = os.environ.get("HOME") or "/", None
+    if name:
+        out["USER"] = out["LOGNAME"] = name
+    out.update(env or {})
+    return out
+
+
 def run_shell(command, cwd, timeout, env=None):
     """Run a playbook command with sh in its own process group, in ``cwd``, as command_account says (the install's
     owner when the agent is root and the owner is not); kill the group on timeout. The result names the account
@@ -148,18 +173,9 @@ def run_shell(command, cwd, timeout, env=None):
     import subprocess
 
     start = time.time()
-    full_env = dict(os.environ)
     who = command_account(cwd)
-    preexec = None
-    if who:
-        preexec = become(who["uid"], who["gid"], who["groups"])
-        full_env["HOME"] = who["home"]
-        for key in ("USER", "LOGNAME"):
-            if who["name"]:
-                full_env[key] = who["name"]
-            else:
-                full_env.pop(key, None)
-    full_env.update(env or {})
+    preexec = become(who["uid"], who["gid"], who["groups"]) if who else None
+    full_env = command_env(who, env)
     account = account_name(who["uid"] if who else os.geteuid())
     try:
         proc = subprocess.Popen(["/bin/sh", "-c", command], cwd=cwd, stdin=subprocess.DEVNULL,
@@ -169,16 +185,82 @@ def run_shell(command, cwd, timeout, env=None):
         raise AgentError("the command %r was not run: the agent could not run it as %s, the install dir's owner "
                          "(%s); it never runs the owner's scripts as root: run the agent with its usual "
                          "capabilities, or as that account" % (command, account, e), "failed", account=account)
-    try:
-        out, err = proc.communicate(timeout=timeout)
-        timed_out = False
-    except subprocess.TimeoutExpired:
-        kill_group(proc.pid)
-        out, err = proc.communicate()
-        timed_out = True
-    return {"exit": proc.returncode, "stdout": output_tail(out.decode("utf-8", "replace")),
-            "stderr": output_tail(err.decode("utf-8", "replace")), "timed_out": timed_out,
+    out, err, timed_out = read_bounded(proc, timeout)
+    return {"exit": proc.returncode, "stdout": output_tail(out), "stderr": output_tail(err), "timed_out": timed_out,
             "seconds": round(time.time() - start, 3), "account": account}
+
+
+OUTPUT_KEPT = 64 << 10  # bytes of each output stream kept from its start, and as many from its end
+EXIT_GRACE = 2.0        # seconds the pipes are read after the command ended (or was killed), then left
+
+
+class BoundedOutput(object):
+    """One output stream of a command, kept in bounded memory: its first and its last ``keep`` bytes, and how many
+    bytes in between were read and dropped. The command runs as another account, which decides what it prints:
+    everything it printed, held by the (root) agent, would be memory it chose."""
+
+    def __init__(self, keep=OUTPUT_KEPT):
+        self.keep, self.head, self.tail, self.dropped = keep, bytearray(), bytearray(), 0
+
+    def add(self, data):
+        room = self.keep - len(self.head)
+        if room > 0:
+            self.head += data[:room]
+            data = data[room:]
+        self.tail += data
+        if len(self.tail) > self.keep:
+            cut = len(self.tail) - self.keep
+            self.dropped += cut
+            del self.tail[:cut]
+
+    def text(self):
+        middle = "\n[… %d bytes left out …]\n" % self.dropped if self.dropped else ""
+        return self.head.decode("utf-8", "replace") + middle + self.tail.decode("utf-8", "replace")
+
+
+def read_bounded(proc, timeout, keep=OUTPUT_KEPT):
+    """Read a Popen's stdout and stderr pipes (those it has) into BoundedOutput until both end, until the command
+    has ended EXIT_GRACE seconds ago (a child that left its process group, ``setsid cmd &``, may hold a pipe open
+    for ever), or until ``timeout``: then its process group is killed and the pipes are read EXIT_GRACE seconds
+    more at most. The pipes are closed and the command reaped. (stdout text, stderr text, timed out)."""
+    import selectors
+    import subprocess
+
+    pipes = [p for p in (proc.stdout, proc.stderr) if p is not None]
+    kept = dict((p.fileno(), BoundedOutput(keep)) for p in pipes)
+    texts = [kept[p.fileno()] for p in pipes]
+    sel = selectors.DefaultSelector()
+    for fd in kept:
+        sel.register(fd, selectors.EVENT_READ)
+    deadline, leave_at, timed_out = time.time() + timeout, None, False
+    try:
+        while sel.get_map():
+            now = time.time()
+            if leave_at is None and proc.poll() is not None:
+                leave_at = now + EXIT_GRACE
+            if leave_at is None and now >= deadline:
+                kill_group(proc.pid)
+                timed_out, leave_at = True, time.time() + EXIT_GRACE
+            if leave_at is not None and now >= leave_at:
+                break
+            for key, _ in sel.select(max(0.0, min(0.2, (leave_at or deadline) - now))):
+                data = os.read(key.fd, 1 << 16)
+                if data:
+                    kept[key.fd].add(data)
+                else:
+                    sel.unregister(key.fd)
+    finally:
+        sel.close()
+        for p in pipes:
+            p.close()
+    try:
+        proc.wait(timeout=max(0.0, deadline - time.time()))
+    except subprocess.TimeoutExpired:  # it closed its output and went on: past its deadline all the same
+        kill_group(proc.pid)
+        timed_out = True
+        proc.wait()
+    out = [t.text() for t in texts] + [""] * (2 - len(texts))
+    return out[0], out[1], timed_out
 
 
 def kill_group(pid):
@@ -468,10 +550,12 @@ def select_processes(sel):
     owners = port_owners(ports, found)
     for port, owner in sorted(owners.items()):
         if owner not in found:
-            args = " ".join(" ".join(a.split()) for a in proc_cmdline(owner))  # one line, its start and end
-            args = args if len(args) <= 160 else args[:60] + " ... " + args[-95:]
+            # by pid and uids only (as foreign_process): the port may be the service account's choice (vars_from
+            # its own config), and the command line of whatever holds it is not that account's to see
+            ident = proc_identity(owner)
+            shown = "uid %s" % "/".join(str(u) for u in ident[0]) if ident else "gone"
             return found, ("port %d is held by pid %d (%s), not by the server found by its command line (%s)"
-                           % (port, owner, args or "?", ", ".join(str(p) for p in found) or "none"))
+                           % (port, owner, shown, ", ".join(str(p) for p in found) or "none"))
     holders = [p for p in found if p in owners.values()]
     return holders or found, None
 

@@ -314,13 +314,14 @@ def _check_members(p: Path, entry: CatalogEntry) -> None:
 
     from ..hostagent.common import AgentError
     from ..hostagent.extract import check_members
+    from ..hostagent.tarheaders import open_package
 
     key = (entry.sha256, entry.max_members, entry.max_unpacked_bytes)
     if key in _CHECKED:
         return
 
     try:
-        with tarfile.open(p, "r:gz") as tar:
+        with open_package(p) as tar:
             check_members(tar, {"members": entry.max_members, "unpacked_bytes": entry.max_unpacked_bytes})
     except AgentError as e:
         raise InputError(str(e), path=str(p), hint="do not install this package; ask the vendor") from None

@@ -184,9 +184,12 @@ def _walk_sorted(root: Path) -> Iterable[Path]:
 
 def read_meta(path: str | Path) -> PackageMeta:
     """Read ``package.yaml`` from a package without extracting anything else."""
+    from ..hostagent.common import AgentError
+    from ..hostagent.tarheaders import open_package
+
     p = Path(path)
     try:
-        with tarfile.open(p, mode="r:gz") as tar:
+        with open_package(p) as tar:
             for member in tar:
                 if member.name in (META_NAME, "./" + META_NAME):
                     if not member.isreg() or member.size > 1 << 20:
@@ -197,6 +200,8 @@ def read_meta(path: str | Path) -> PackageMeta:
                     return PackageMeta.from_data(data, f"{p}:{META_NAME}")
     except FileNotFoundError as e:
         raise InputError("package not found", path=str(p)) from e
+    except AgentError as e:
+        raise InputError(str(e), path=str(p), hint="do not install this package; ask the vendor") from None
     except (tarfile.TarError, EOFError, OSError, gzip.BadGzipFile) as e:
         raise InputError(f"not a readable .tar.gz package ({e})", path=str(p),
                          hint="the file is damaged or not a package; download it again") from e
