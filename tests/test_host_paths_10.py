@@ -65,7 +65,7 @@ def test_1_stop_never_signals_roots_tail_of_an_install_log(sandbox: Sandbox, wri
                                                            capsys: pytest.CaptureFixture[str]) -> None:
     """Root runs ``tail -f INSTALL/logs/server.log`` with its working directory in the install (SIGTERM ignored, as
     a shell's `trap '' TERM` leaves it). The pid file names it, written either by the service account (daemon owns
-    run/) or, root's own but stale, an hour before that tail started. The run is refused at preflight, before stop
+    run/server.pid; a run/ it owned is refused before that, test_host_paths_16) or, root's own but stale, an hour before that tail started. The run is refused at preflight, before stop
     (exit 2: the pid file names a process that is not the service's own, by pid and why), so neither bin/stop.sh nor
     the agent signals it: the tail is alive, the service still answers the old version, and the whole host is as it
     was."""
@@ -79,8 +79,8 @@ def test_1_stop_never_signals_roots_tail_of_an_install_log(sandbox: Sandbox, wri
         run = sandbox.install_dir / "run"
         pid_file = run / "server.pid"
         if writer == "service-account":
-            subprocess.run(["chown", "-R", "daemon:daemon", str(run)], check=True)
-            pid_file.write_text("%d\n" % victim.pid)  # what daemon writes in its own run/
+            subprocess.run(["chown", "daemon:daemon", str(pid_file)], check=True)  # run/ stays root's
+            pid_file.write_text("%d\n" % victim.pid)  # what daemon writes in its own pid file
             assert pid_file.stat().st_uid == pwd_uid("daemon")
         else:
             pid_file.write_text("%d\n" % victim.pid)

@@ -14,6 +14,7 @@ agent runs as root, as a root SSH login would run it).
 from __future__ import annotations
 
 import subprocess
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
@@ -50,6 +51,30 @@ def owned(monkeypatch: pytest.MonkeyPatch) -> Iterator[Sandbox]:
 @pytest.fixture
 def hardened(monkeypatch: pytest.MonkeyPatch) -> Iterator[Sandbox]:
     yield from nobody_box(monkeypatch, whole=False)
+
+
+@pytest.fixture
+def rooted(monkeypatch: pytest.MonkeyPatch) -> Iterator[Sandbox]:
+    """Root owns the install and its directories (run/, logs/, data/ too: a root command over a directory the service
+    account owns is refused, test_host_paths_16); the service, started by 65534, owns the files it wrote in them
+    (run/server.pid), as an init script that chowns the service's pid file leaves them."""
+    for box in nobody_box(monkeypatch, whole=False):
+        subprocess.run(["chown", "root:root", *(str(box.install_dir / rel) for rel in RUNTIME)], check=True)
+        yield box
+
+
+@contextmanager
+def root_victim(box: Sandbox, secret: str) -> Iterator[tuple[subprocess.Popen[bytes], Path, int]]:
+    """A root process that is not the service (its command line carries ``secret``, which no output may show), the
+    pid file and the service's pid; the process is killed at the end."""
+    victim = subprocess.Popen(["sh", "-c", f"exec sleep 900 # {secret}"], cwd="/", stdin=subprocess.DEVNULL,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        pid_file = box.install_dir / "run" / "server.pid"
+        yield victim, pid_file, int(pid_file.read_text())
+    finally:
+        victim.kill()
+        victim.wait()
 
 
 def run_to(box: Sandbox, capsys: pytest.CaptureFixture[str], version: str) -> tuple[int, str]:
@@ -129,23 +154,18 @@ def test_3_the_automatic_rollback_of_a_failed_run_gives_the_install_dir_its_owne
 
 
 def test_4_a_pid_file_naming_a_foreign_process_is_refused_before_stop(
-        hardened: Sandbox, capsys: pytest.CaptureFixture[str]) -> None:
-    """Root owns the install (its commands run as root); the service account owns run/. After the approval it points
-    run/server.pid at a root process. The run is refused at preflight (exit 2): the pid file, the pid and its uid are
-    named (never its command line), with what to do; the root process is alive, the service never stopped, the host
-    untouched."""
-    box = hardened
+        rooted: Sandbox, capsys: pytest.CaptureFixture[str]) -> None:
+    """Root owns the install (its commands run as root); the service account owns run/server.pid. After the approval
+    it points the pid file at a root process. The run is refused at preflight (exit 2): the pid file, the pid and its
+    uid are named (never its command line), with what to do; the root process is alive, the service never stopped,
+    the host untouched."""
+    box = rooted
     rc, plan = plan_to(box, FULL)
     assert rc == 0, rc
     approval = approve(box, plan)
     secret = "hp15-not-for-the-console"
-    victim = subprocess.Popen(["sh", "-c", f"exec sleep 900 # {secret}"], cwd="/", stdin=subprocess.DEVNULL,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        pid_file = box.install_dir / "run" / "server.pid"
-        service = int(pid_file.read_text())
-        subprocess.run(as_nobody("sh", "-c", f"echo {victim.pid} > {pid_file}.new && mv {pid_file}.new {pid_file}"),
-                       check=True)
+    with root_victim(box, secret) as (victim, pid_file, service):
+        subprocess.run(as_nobody("sh", "-c", f"echo {victim.pid} > {pid_file}"), check=True)
         was = host_state(box.install_dir)
         rc, text = run_cli(box, capsys, "run", str(plan), "--approval", str(approval))
         assert rc == ExitCode.BAD_INPUT, text
@@ -157,25 +177,17 @@ def test_4_a_pid_file_naming_a_foreign_process_is_refused_before_stop(
         assert [p["phase"] for p in host["phases"]] == ["preflight"], host
         assert_host_untouched(was, host_state(box.install_dir), run_record=last_run_id(box))
         assert Path(f"/proc/{service}").exists() and box.answers() == OLD
-    finally:
-        victim.kill()
-        victim.wait()
-
 
 
 def test_4b_a_pid_file_rewritten_after_the_preflight_is_refused_by_the_stop_itself(
-        hardened: Sandbox, capsys: pytest.CaptureFixture[str]) -> None:
+        rooted: Sandbox, capsys: pytest.CaptureFixture[str]) -> None:
     """The race the preflight cannot see: the pid file is pointed at a root process after the preflight proved it
     (played deterministically by a before_stop hook that writes the pid into run/server.pid as the service account's
     file). The agent does not run the root stop command (exit 2, naming the pid file, the pid and its uid): the root
     process is alive, the service was never stopped and still answers the old version."""
-    box = hardened
+    box = rooted
     secret = "hp15b-not-for-the-console"
-    victim = subprocess.Popen(["sh", "-c", f"exec sleep 900 # {secret}"], cwd="/", stdin=subprocess.DEVNULL,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        pid_file = box.install_dir / "run" / "server.pid"
-        service = int(pid_file.read_text())
+    with root_victim(box, secret) as (victim, pid_file, service):
         use_playbook(box, "sample-middleware", hooks={"before_stop": [{"command": (
             f"echo {victim.pid} > run/server.pid.new && chown {NOBODY}:{NOBODY} run/server.pid.new && "
             "mv run/server.pid.new run/server.pid")}]})
@@ -188,17 +200,15 @@ def test_4b_a_pid_file_rewritten_after_the_preflight_is_refused_by_the_stop_itse
         (host,) = last_result(box)["hosts"]
         assert host["outcome"] == "bad_input", host
         assert Path(f"/proc/{service}").exists() and box.answers() == OLD
-    finally:
-        victim.kill()
-        victim.wait()
+
 
 def test_5_root_never_runs_a_script_the_service_account_can_change(
-        hardened: Sandbox, capsys: pytest.CaptureFixture[str]) -> None:
+        rooted: Sandbox, capsys: pytest.CaptureFixture[str]) -> None:
     """Root owns the install dir (its commands run as root); after the approval bin/ becomes 65534's (``chown -R``,
     as an untar keeping the vendor's uids leaves it) and the service account adds ``id -u > run/stop-uid`` to
     bin/stop.sh. The run is refused at preflight (exit 2) naming the script and its owner: the line never ran, the
     service was never stopped, the host is untouched."""
-    box = hardened
+    box = rooted
     rc, plan = plan_to(box, FULL)
     assert rc == 0, rc
     approval = approve(box, plan)

@@ -93,14 +93,15 @@ def variant_a_host(box: Sandbox, capsys: pytest.CaptureFixture[str]) -> Path:
     copy of /bin/true, set-user-ID and set-group-ID), an ordinary file of its own (0640) and a setgid directory.
     The install dir itself stays root's: the service here is root's (the sandbox's, started by root), and the
     playbook's commands run as the install dir's owner, so a nobody-owned install dir would have bin/stop.sh run as
-    nobody, which cannot stop root's service (test_host_paths_13 shows that refusal). bin/ and run/ stay root's too:
-    the commands run as root, which refuses a script nobody could change (test_host_paths_15), and a run refuses a
-    pid file whose owner is not the account of the process it names (root's service here)."""
+    nobody, which cannot stop root's service (test_host_paths_13 shows that refusal). bin/, conf/ and what the service
+    writes (run/, logs/, data/) stay root's too: the commands run as root, which refuses a script nobody could change
+    (test_host_paths_15) or a directory of the service's it acts on (test_host_paths_16), and a run refuses a pid file
+    whose owner is not the account of the process it names (root's service here)."""
     rc, text = upgrade(box, capsys, FULL)
     assert rc == 0, text
     chown_tree(box.install_dir, NOBODY)
     os.lchown(box.install_dir, 0, 0)
-    for rel in ("bin", "run"):
+    for rel in ("bin", "run", "logs", "data", "conf"):
         chown_tree(box.install_dir / rel, 0)
     lib = box.install_dir / "lib"
     write_setid(lib, "helper", 0o6755, Path("/bin/true").read_bytes())
@@ -148,14 +149,12 @@ def test_a_patch_run_over_a_set_id_file_of_the_service_account_is_refused_and_co
 
 
 def test_a_preserved_config_turned_set_id_is_refused_before_the_run_that_would_roll_back(sandbox, capsys):
-    """Variant B, the steady state: product files root's, only the preserved config (and data, logs, run) the
-    account's; it turns conf/server.conf into a set-id file. The next run (7.0.4.5, which rolls back) is refused
+    """Variant B, the steady state: product files root's, only the preserved config the account's (a data, logs or
+    run dir of its own under root's commands is refused by itself, test_host_paths_16); it turns conf/server.conf into a set-id file. The next run (7.0.4.5, which rolls back) is refused
     by plan and, planned before, by the run's preflight: no rollback restores a root-owned set-id copy."""
     rc, text = upgrade(sandbox, capsys, FULL)
     assert rc == 0, text
     install = sandbox.install_dir
-    for rel in ("data", "logs", "run"):
-        chown_tree(install / rel, NOBODY)
     os.lchown(install / "conf" / "server.conf", NOBODY, NOBODY)
     rc, plan = plan_to(sandbox, BROKEN)
     assert rc == 0

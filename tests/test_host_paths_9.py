@@ -239,7 +239,8 @@ def test_a3_a_link_in_the_service_accounts_directory_to_a_root_only_file_is_not_
 
 def test_a4_stop_sends_no_signal_to_a_process_a_pid_file_names_outside_the_install(
         sandbox: Sandbox, capsys: pytest.CaptureFixture[str]) -> None:
-    """run/ is the service account's: it writes the pid of root's `sleep` (cwd /, ignoring SIGTERM, nothing of the
+    """run/server.pid is the service account's (a run/ of its own is refused before that, test_host_paths_16): it
+    writes the pid of root's `sleep` (cwd /, ignoring SIGTERM, nothing of the
     install) into run/server.pid after the plan was approved. The run is refused at preflight, before stop (exit 2,
     naming the pid and why): neither bin/stop.sh nor the agent signals it; the process is alive, the service still
     answers the old version."""
@@ -249,8 +250,8 @@ def test_a4_stop_sends_no_signal_to_a_process_a_pid_file_names_outside_the_insta
     victim = subprocess.Popen(["sh", "-c", "trap '' TERM; exec sleep 600"], cwd="/")
     try:
         run = sandbox.install_dir / "run"
-        subprocess.run(["chown", "-R", "daemon:daemon", str(run)], check=True)
-        (run / "server.pid").write_text("%d\n" % victim.pid)  # what daemon writes in its own run/
+        subprocess.run(["chown", "daemon:daemon", str(run / "server.pid")], check=True)  # run/ stays root's
+        (run / "server.pid").write_text("%d\n" % victim.pid)  # what daemon writes in its own pid file
         before = host_state(sandbox)
         rc, text = run_cli(sandbox, capsys, "run", str(plan), "--approval", str(approval))
         assert rc == 2, text

@@ -92,6 +92,20 @@ def test_approve_as_another_letter_case_is_refused_naming_the_listed_spelling(sa
     assert done.returncode == ExitCode.OK, done.stdout + done.stderr
 
 
+def operator_plan_approved(sandbox: Sandbox, tmp_path: Path,
+                           env: dict[str, str]) -> tuple[Path, Path, subprocess.CompletedProcess[str]]:
+    """In the operator's account (``env``): a plan to 7.0.4.2 signed with the operator's key, then the engineer's
+    ``approve`` of it: the plan, where the approval goes, and that approve's result."""
+    plan = tmp_path / "op.json"
+    done = _cli(sandbox.root, "plan", "--inventory", str(sandbox.inventory), "--catalog",
+                str(sandbox.catalog / "catalog.yaml"), "--to", "7.0.4.2", "--key", str(sandbox.operator_key),
+                "-o", str(plan), env=env)
+    assert done.returncode == ExitCode.OK, done.stdout + done.stderr
+    approval = tmp_path / "op.approval"
+    return plan, approval, _cli(sandbox.root, "approve", str(plan), "--key", str(sandbox.engineer_key), "-o",
+                                str(approval), env=env)
+
+
 def test_an_engineer_granted_into_the_operators_account_cannot_approve_the_operators_plan(
         sandbox: Sandbox, tmp_path: Path) -> None:
     """The attacker's repro in a scratch HOME (the operator's account): the operator's key is listed for plans (a
@@ -109,13 +123,7 @@ def test_an_engineer_granted_into_the_operators_account_cannot_approve_the_opera
     assert done.returncode == ExitCode.OK, done.stdout + done.stderr
     authorized = home / ".ssh" / "authorized_keys"
     (grant,) = re.findall(r"upgrader-grant:(\w+)", authorized.read_text(encoding="utf-8"))
-    plan = tmp_path / "op.json"
-    done = _cli(sandbox.root, "plan", "--inventory", str(sandbox.inventory), "--catalog",
-                str(sandbox.catalog / "catalog.yaml"), "--to", "7.0.4.2", "--key", str(sandbox.operator_key),
-                "-o", str(plan), env=env)
-    assert done.returncode == ExitCode.OK, done.stdout + done.stderr
-    approval = tmp_path / "op.approval"
-    done = _cli(sandbox.root, "approve", str(plan), "--key", str(sandbox.engineer_key), "-o", str(approval), env=env)
+    plan, approval, done = operator_plan_approved(sandbox, tmp_path, env)
     out = done.stdout + done.stderr
     assert done.returncode == ExitCode.APPROVAL_REFUSED, out
     assert f"access grant {grant}" in out and str(authorized) in out and "Traceback" not in out, out

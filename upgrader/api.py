@@ -745,21 +745,21 @@ def _operator_as_requester(ctx: Context, plan: Plan, policy: Policy, signer: byt
     HOME/keys/operator, ~/.ssh/id_*) has that key as its requester, which counts only when the policy's
     allowed_signers names it (requester_of refuses it otherwise, exit 4): the run would refuse it. An unsigned
     plan's requester is the operator who runs it, which only the run knows. True when the plan's signer is that
-    operator key."""
+    operator key, or another key this account holds (account_keys)."""
     from .core.recorder import operator_identity
     from .trust.requester import requester_of
     from .trust.signers import load_allowed_signers
     from .trust.sshsig import public_key_blob
 
     operator = operator_identity(ctx.home, policy, need_key=False)
-    if operator.key is None or signer is None:
+    if signer is None:
         return False
-    mine = public_key_blob(operator.key.public_key())
+    mine = public_key_blob(operator.key.public_key()) if operator.key is not None else None
     if signer == mine and policy.allowed_signers:
         requester_of(plan.data, plan.digest, source, signers=load_allowed_signers(
             policy.resolve_path(policy.allowed_signers)), allow_unsigned=policy.allow_unsigned_plans,
             operator_key=mine)
-    return signer == mine
+    return signer in account_keys(ctx.home, mine)  # another key this account holds counts too (any --audit-key)
 
 
 def _check_approvals(ctx: Context, plan: Plan, paths: list[str], policy: Policy, now: _dt.datetime,
@@ -779,7 +779,7 @@ def _check_approvals(ctx: Context, plan: Plan, paths: list[str], policy: Policy,
     accepted = check_approvals(paths, plan_digest=plan.digest, requester=requester, signers=signers,
                                required=policy.approvals_required, allow_self=policy.allow_self_approval, now=now,
                                used=used, requester_label=str((plan.data.get("requester") or {}).get("user") or ""))
-    if requester.key == operator_key and not policy.allow_self_approval:
+    if requester.key in account_keys(ctx.home, operator_key) and not policy.allow_self_approval:
         for a in accepted:
             _refuse_granted_approver(a.signature.fingerprint, a.statement.approver, a.source, requester, now)
     if requester.how.startswith("signed"):  # a signer whose every line leaves out upgrader-plan or has expired
@@ -787,25 +787,42 @@ def _check_approvals(ctx: Context, plan: Plan, paths: list[str], policy: Policy,
     return accepted, requester
 
 
-def _refuse_granted_approver(key: str, approver: str, source: str, requester: Requester, now: _dt.datetime) -> None:
-    """ApprovalRefused (exit 4) when the approver's key may log in to this account through an open access grant
-    (``upgrader access grant`` without ``--user`` lets the engineer into the operator's own account) while the
-    plan's requester is the operator key of this account: logged in as the operator, the approver can read that
-    key and sign the plan with it, so requester and approver may be one person. The grant is named (id, file, line)
-    so the operator can close it; then the operator makes the plan again and has it approved."""
-    from .customer.access import format_time, open_grants_to, own_authorized_keys
+def account_keys(home: Path, operator_key: bytes | None) -> set[bytes]:
+    """The public key blobs of the keys this account holds: the operator key this command uses (--audit-key,
+    UPGRADER_AUDIT_KEY) and every key the account keeps where upgrader looks for one (HOME/keys/operator,
+    ~/.ssh/id_*), whichever the command was told to use: whoever logs in to the account can sign with any of them
+    (read from the key file's clear part: no passphrase asked)."""
+    from .core.recorder import stored_key_files
+    from .trust.keys import stored_public_blob
 
-    found = open_grants_to(own_authorized_keys(), key, now)
+    blobs = [operator_key] + [stored_public_blob(path) for path in stored_key_files(home)]
+    return {b for b in blobs if b is not None}
+
+
+def _refuse_granted_approver(key: str, approver: str, source: str, requester: Requester, now: _dt.datetime) -> None:
+    """ApprovalRefused (exit 4) when the approver's key may log in to this account (``upgrader access grant``
+    without ``--user`` lets the engineer into the operator's own account) while the plan's requester is a key this
+    account holds: logged in as the operator, the approver can read that key and sign the plan with it, so requester
+    and approver may be one person. Decided by the key: any line of the account's authorized_keys files for it, a
+    grant or not (a grant whose comment was edited, the key copied to authorized_keys2, count alike). The line is
+    named (file, line, the grant's id) so the operator can remove it; then the operator makes the plan again and has
+    it approved."""
+    from .customer.access import format_time, lines_letting_in, own_authorized_keys
+
+    found = lines_letting_in(own_authorized_keys(), key, now)
     if not found:
         return
-    path, g = found[0]
-    until = format_time(g.expires) if g.expires else "no expiry"
-    raise ApprovalRefused(f"{source}: the approval is signed by {key} ({approver}), and access grant {g.id} "
-                          f"({path} line {g.line}, until {until}) lets that key log in to this account, which holds "
-                          f"the operator key {requester.fingerprint} that {requester.how}: the approver could have "
-                          "asked for the plan themselves (segregation of duties); nothing was changed",
-                          hint=f"close the grant (upgrader access revoke {g.id}), make the plan again with your own "
-                               "key, and have it approved again")
+    k = found[0]
+    g = k.grant
+    what = (f"access grant {g.id} ({k.path} line {k.line}, until "
+            f"{format_time(g.expires) if g.expires else 'no expiry'})") if g else f"{k.path} line {k.line}"
+    raise ApprovalRefused(f"{source}: the approval is signed by {key} ({approver}), and {what} lets that key log in "
+                          f"to this account, which holds the operator key {requester.fingerprint} that "
+                          f"{requester.how}: the approver could have asked for the plan themselves (segregation of "
+                          "duties); nothing was changed",
+                          hint=(f"close the grant (upgrader access revoke {g.id})" if g else
+                                f"remove that key from {k.path}") + ", make the plan again with your own key, and "
+                               "have it approved again")
 
 
 def _targets(catalog: Catalog, hosts: Sequence[PlanHost]) -> list[HostTarget]:

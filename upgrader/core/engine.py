@@ -511,7 +511,8 @@ class _HostRun:
             self._lock()
             state = self.call("state")
             facts = self.call("facts", version_source=self.spec["version"], check_drift=False,
-                              preserve=[x["path"] for x in self.spec["preserve"]], packages=[])
+                              preserve=[x["path"] for x in self.spec["preserve"]], packages=[],
+                              check_commands=paths_to_check(self.spec))
             check = self.call("recovery_check")
         except (AgentFailure, TransportError) as err:
             if isinstance(err, AgentFailure) and err.kind == "never_locked":
@@ -527,6 +528,9 @@ class _HostRun:
                 self.transport.close()
         try:
             version = facts.get("version")
+            if self._unsafe_to_recover(facts, "roll back"):
+                self.call("unlock")
+                return self.out
             if check["verdict"] == "changed":
                 return self._superseded(check, version)
             if check["verdict"] == "rolled_back":
@@ -588,7 +592,8 @@ class _HostRun:
                 self._lock()
                 state = self.call("state")
                 facts = self.call("facts", version_source=self.spec["version"], check_drift=False,
-                                  preserve=[x["path"] for x in self.spec["preserve"]], packages=[])
+                                  preserve=[x["path"] for x in self.spec["preserve"]], packages=[],
+                                  check_commands=paths_to_check(self.spec))
             except (AgentFailure, TransportError) as err:
                 if isinstance(err, AgentFailure) and err.kind == "never_locked":
                     return self._never_locked(err, "unchanged")
@@ -598,6 +603,8 @@ class _HostRun:
                 return self.out
             version = facts.get("version")
             phase = (state.get("state") or {}).get("phase")
+            if self._unsafe_to_recover(facts, "resume"):  # the run's lock is kept: the host is mid-run
+                return self.out
             check = self.call("recovery_check")
             if check["verdict"] == "changed":
                 return self._superseded(check, version)
@@ -643,6 +650,20 @@ class _HostRun:
             return self._rollback("resumed after the run was interrupted (the playbook says: roll back)", "resumed")
         finally:
             self.transport.close()
+
+    def _unsafe_to_recover(self, facts: AgentReply, what: str) -> bool:
+        """A rollback or resume runs the playbook's stop, start and hooks as the run did: refused (bad input, exit 2,
+        before any of them) when the host finds a command that would run as root a script, or over a directory,
+        another account can change (hostagent processes.root_command_problems), as the run's preflight refuses it."""
+        problems = facts.get("unsafe_paths")
+        if not problems:
+            return False
+        self.e.journal.record("recovery", "refused", host=self.name, reason="unsafe_path")
+        self.out.outcome = "bad_input"
+        self.out.version = facts.get("version")
+        self.out.error = (f"nothing was stopped or started, the host runs {facts.get('version')} as it was; "
+                          f"the {what} is refused: " + "; ".join(str(p) for p in problems))
+        return True
 
     def _never_locked(self, err: AgentFailure, outcome: str) -> HostOutcome:
         """The host refused the lock of a resume or rollback: by its own records this run never took its lock (killed
@@ -1005,7 +1026,8 @@ class _HostRun:
             self.phase("start", self._start)
             self.phase("observe", lambda: self._observe(self.p["playbook"]["rollback_observe"]))
         except _PhaseFailed as err:
-            self.out.outcome = "needs_person"
+            # the host's own trust root admits no rollback of this run (rollback_hours): refused, nothing stopped
+            self.out.outcome = "refused" if err.kind == "host_trust" else "needs_person"
             self.out.error = f"{cause}; rollback failed at {err.phase}: {err.message}"
             return self.out
         self.out.outcome = "rolled_back"

@@ -346,6 +346,14 @@ _FORMS: list[tuple[str, str]] = [
      r"restores the old version by hand from the run's backup \((?P<b>[^)]+)\), or root raises rollback_hours there",
      "运行 {r} 已于 {h} 小时前在本机提交，超过了 {f} 中 rollback_hours（{n} 小时）允许的时限：本机不再接受它的回滚"
      "（{o}）；未做任何改动。请由人工从该运行的备份（{b}）手动恢复旧版本，或由 root 在该文件中调大 rollback_hours"),
+    # hostagent/hosttrust.py: an unfinished run's rollback after root's rollback_hours (and the run's own hour)
+    (r"run (?P<r>\S+) was installed here (?P<h>[\d.]+) hours ago and never finished, longer than rollback_hours "
+     r"\((?P<n>[^)]+)\) in (?P<f>\S+) allows \(plus (?P<g>\d+) hour for the run itself\): this host no longer admits "
+     r"its rollback \((?P<o>\w+)\); nothing was changed\. A person restores the old version by hand from the run's "
+     r"backup \((?P<b>[^)]+)\), or root raises rollback_hours there",
+     "运行 {r} 已于 {h} 小时前在本机安装且从未结束，超过了 {f} 中 rollback_hours（{n} 小时，另加运行本身的 {g} 小时）"
+     "允许的时限：本机不再接受它的回滚（{o}）；未做任何改动。请由人工从该运行的备份（{b}）手动恢复旧版本，或由 root "
+     "在该文件中调大 rollback_hours"),
     # cli/__init__.py: root's default home in another account's login directory (sudo keeps HOME)
     (r"the default home (?P<h>.+) is in (?P<d>.+), which belongs to (?P<o>.+), and upgrader runs as root: its runs, "
      r"audit log and keys are never kept in another account's directory",

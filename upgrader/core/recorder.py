@@ -50,6 +50,12 @@ class Operator:
         return {"user": self.user, "host": self.host, "key": self.fingerprint, "principal": self.principal}
 
 
+def stored_key_files(home: Path) -> list[Path]:
+    """The key files this account keeps where upgrader looks for an operator key (HOME/keys/operator, ~/.ssh/id_*)."""
+    return [p for p in [home / c for c in _KEY_CANDIDATES] + [Path.home() / ".ssh" / k for k in _SSH_KEYS]
+            if p.is_file()]
+
+
 def operator_identity(home: Path, policy: Policy | None, *, key_path: str | None = None,
                       need_key: bool = True, now: _dt.datetime | None = None) -> Operator:
     """The person at this controller: login, machine, and the SSH key that signs audit checkpoints.

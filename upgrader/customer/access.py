@@ -41,7 +41,8 @@ from ..core.errors import InputError
 
 __all__ = ["PublicKey", "Grant", "GrantChange", "HostFile", "MARKER", "parse_public_key", "load_public_key_file",
            "check_from", "check_reason", "check_user", "check_hours", "expiry_time", "format_time", "list_grants",
-           "add_grant", "remove_grants", "read_on_host", "edit_on_host", "own_authorized_keys", "open_grants_to"]
+           "add_grant", "remove_grants", "read_on_host", "edit_on_host", "own_authorized_keys", "KeyLine",
+           "lines_letting_in"]
 
 MARKER = "upgrader-grant:"
 MAX_LINE = 8000  # sshd reads authorized_keys lines of up to 8 KiB
@@ -399,25 +400,47 @@ def list_grants(data: bytes) -> list[Grant]:
 def own_authorized_keys() -> list[Path]:
     """The ``authorized_keys`` files of the account this process runs as: where ``access grant`` without ``--user``
     puts a grant on this machine (the agent takes ``$HOME``) and where sshd looks (the account's home in the password
-    database). Both, so that a session which sets ``HOME`` elsewhere does not hide a grant into the account."""
+    database). Both, so that a session which sets ``HOME`` elsewhere does not hide a grant into the account; and
+    ``authorized_keys2`` beside each, which sshd reads too by default (Debian's AuthorizedKeysFile)."""
     import os
     import pwd
 
     homes = [pwd.getpwuid(os.geteuid()).pw_dir, os.environ.get("HOME") or ""]
-    return list(dict.fromkeys(Path(h) / ".ssh" / "authorized_keys" for h in homes if h))
+    return list(dict.fromkeys(Path(h) / ".ssh" / name for h in homes if h
+                              for name in ("authorized_keys", "authorized_keys2")))
 
 
-def open_grants_to(files: Sequence[Path], fingerprint: str, now: _dt.datetime) -> list[tuple[Path, Grant]]:
-    """The grants in ``files`` that let the key ``fingerprint`` log in at ``now`` (not expired), with their file.
-    A missing or unreadable file holds none; only the first MiB is read, as the agent reads it."""
-    found: list[tuple[Path, Grant]] = []
+@dataclass(frozen=True)
+class KeyLine:
+    """A line of an authorized_keys file that lets a key log in: its grant when it is one (else None)."""
+
+    path: Path
+    line: int
+    grant: Grant | None
+
+
+def lines_letting_in(files: Sequence[Path], fingerprint: str, now: _dt.datetime) -> list[KeyLine]:
+    """Every line of ``files`` that lets the key ``fingerprint`` log in at ``now``: decided by the key itself (its
+    blob), whatever the line's comment or options, so a grant whose marker comment was edited away, or the key copied
+    into another file, still counts; a line whose ``expiry-time`` has passed does not. A missing or unreadable file
+    holds none; only the first MiB is read, as the agent reads it."""
+    found: list[KeyLine] = []
     for path in files:
         try:
             with open(path, "rb") as f:
                 data = f.read(1 << 20)
         except OSError:
             continue
-        found += [(path, g) for g in list_grants(data) if g.fingerprint == fingerprint and not g.expired(now)]
+        for line in _split_lines(data):
+            entry = _entry(line)
+            if entry is None or PublicKey(entry.kind, entry.blob).fingerprint != fingerprint:
+                continue
+            grant = _grant(line, entry)
+            expiry = entry.option("expiry-time")
+            expires = _parse_expiry(expiry) if expiry else None
+            if (grant is not None and grant.expired(now)) or (expires is not None and expires <= now):
+                continue
+            found.append(KeyLine(path, line.number, grant))
     return found
 
 

@@ -823,6 +823,11 @@ SPENT_ADMITS = {"committed": ("lock", "stop", "rollback", "start", "hook", "fini
                 None: ("lock", "start", "hook", "finish")}
 #: what a committed entry no longer admits once root's ``rollback_hours`` have passed since its finish
 LATE_ROLLBACK = ("lock", "stop", "rollback")
+#: what an unfinished run's entry no longer admits once rollback_hours (and the run's own hour) have passed since its
+#: install: its lock stays admitted, so that a resume can still record the end of a run that was healthy
+UNFINISHED_LATE = ("stop", "rollback")
+#: hours an unfinished run has, beyond rollback_hours, for its own observe and automatic rollback
+RUN_HOURS = 1
 
 
 def refuse_late_rollback(paths, run, op, kept, root):
@@ -830,6 +835,8 @@ def refuse_late_rollback(paths, run, op, kept, root):
     as this host recorded it (``finished_at``, by the agent's own clock; an entry spent before that was recorded:
     the entry file's time). Later, any controller with a copy of the run's journal could downgrade the host with no
     approval: a change nobody approved. Refused (exit 4) saying the limit and what a person does instead."""
+    if not kept.get("finished"):
+        return refuse_late_unfinished(paths, run, op, root)
     if kept.get("finished") != "committed" or op not in LATE_ROLLBACK:
         return
     at = kept.get("finished_at")
@@ -842,6 +849,28 @@ def refuse_late_rollback(paths, run, op, kept, root):
                        "host no longer admits its rollback (%s); nothing was changed. A person restores the old "
                        "version by hand from the run's backup (%s), or root raises rollback_hours there"
                        % (run, hours, root["rollback_hours"], os.path.join(TRUST_DIR, CONFIG), op,
+                          paths.run("backup")), os.path.join(TRUST_DIR, CONFIG))
+
+
+def refuse_late_unfinished(paths, run, op, root):
+    """An unfinished run's stop and rollback (its entry never spent: the controller died after the install, or its
+    finish never reached the host) only within root's ``rollback_hours``, plus RUN_HOURS for the run's own observe and
+    automatic rollback, of the install as this host recorded it (state.json ``installed_at``, the agent's own
+    clock). Otherwise any controller holding the run's journal could downgrade the host days later with no approval.
+    A run not installed yet has nothing to roll back: its steps are admitted as before."""
+    from .state import run_state
+
+    at = run_state(paths).get("installed_at")
+    if op not in UNFINISHED_LATE or isinstance(at, bool) or not isinstance(at, (int, float)):
+        return
+    hours = (time.time() - at) / 3600.0
+    if hours <= root["rollback_hours"] + RUN_HOURS:
+        return
+    raise _trust_error("run %s was installed here %.1f hours ago and never finished, longer than rollback_hours (%s) "
+                       "in %s allows (plus %s hour for the run itself): this host no longer admits its rollback (%s); "
+                       "nothing was changed. A person restores the old version by hand from the run's backup (%s), or "
+                       "root raises rollback_hours there"
+                       % (run, hours, root["rollback_hours"], os.path.join(TRUST_DIR, CONFIG), RUN_HOURS, op,
                           paths.run("backup")), os.path.join(TRUST_DIR, CONFIG))
 
 
@@ -895,8 +924,8 @@ def admit(req):
                                "accepted plan entry is spent and admits only the run's own rollback, not %s; "
                                "nothing was changed. Make and approve a new plan for another change"
                                % (run, kept["finished"], op), TRUST_DIR)
-        refuse_late_rollback(paths, run, op, kept, root)
     if kept is not None:
+        refuse_late_rollback(paths, run, op, kept, root)  # committed, or never finished: within rollback_hours
         if op != "lock":  # the step is the kept entry's own, checked before the run's action lock or step record
             bound(req, op, kept)
         return

@@ -96,7 +96,8 @@ def op_install(req):
     new_manifest["installed_by"] = paths.run_id
     write_json_atomic(paths.installed, new_manifest)
     result = {"seconds": round(time.time() - t0, 4), "files": len(new_manifest["files"])}
-    set_run_state(paths, phase="installed", installed=result)
+    # installed_at: when this host installed the run (its own clock); an unfinished run's rollback is bounded by it
+    set_run_state(paths, phase="installed", installed=result, installed_at=time.time())
     if req.get("version_source"):
         check_installed_version(paths, req["version_source"], req.get("target_version"))
     return result

@@ -9,7 +9,7 @@ import time
 from .beneath import OPEN_DIR, lstat_beneath, open_beneath, read_beneath, resolve_beneath
 from .common import AgentError
 from .processes import (describe_selector, foreign_process, listening, pid_alive, pid_file_record, port_open,
-                        real_ports, run_shell, select_processes)
+                        proc_identity, real_ports, run_shell, select_processes)
 from .state import Paths, run_state
 
 
@@ -58,6 +58,9 @@ def probe_process(paths, probe, before_stop=False):
             # run/server.pid)`, run as root when root owns the install) would
             return not before_stop, "pid file %s names a process that is NOT the service's own: %s" % (
                 probe["pid_file"], foreign), False
+        root = root_now(paths, pid) if ok else None
+        if root:
+            return False, root, False
         return ok, "pid %s %s" % (pid, "alive" if ok else "not running"), False
     sel = probe.get("process") or {}
     pids, problem = select_processes(sel)
@@ -66,6 +69,19 @@ def probe_process(paths, probe, before_stop=False):
     if not pids:
         return False, "not running: no %s" % describe_selector(sel)[2:], False
     return True, "pid %s alive (found by its command line)" % ", ".join(str(p) for p in pids), False
+
+
+def root_now(paths, pid):
+    """Why the service's process ``pid`` must not pass in this run (None: it may): it runs as root while the service
+    this run stopped ran as another account (service.remember_service_uid). A root start command over that account's
+    install brought it back as root: the run does not commit, whatever else answers."""
+    old = (run_state(paths) if paths.in_run else {}).get("service_uid")
+    seen = proc_identity(pid) if isinstance(old, int) and old != 0 else None
+    if not seen or 0 not in seen[0]:
+        return None
+    return ("pid %s runs as uid %s, but the service ran as uid %s before this run stopped it: its start command ran "
+            "as root and the service came back as root; make the install consistent (give it to the service account, "
+            "or start the service the way it ran before)" % (pid, "/".join(str(u) for u in seen[0]), old))
 
 
 def stale_pid_file(paths, pid_file):

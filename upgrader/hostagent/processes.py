@@ -69,24 +69,54 @@ def command_account(place):
     return {"uid": uid, "gid": gid, "groups": groups, "name": name, "home": home}
 
 
-def root_command_problems(install, commands):
+def root_command_problems(install, commands, writes=()):
     """One sentence for each playbook command (``commands``: {key: rendered command}) that would run as root a script
     another account can change: when the agent is root and root owns the install dir (command_account: the commands
     run as root), the script the command starts with (its first word, when that is a path inside the install) and
     every directory on its way from the install dir must be root's and writable by root alone. Otherwise the account
     owning ``bin/`` (untarred keeping the vendor's uids, or ``chown -R app`` of the install's contents) adds a line
-    that root runs. A command outside the install (``systemctl``, ``/usr/bin/...``) is not looked at."""
+    that root runs. A command outside the install (``systemctl``, ``/usr/bin/...``) is not looked at.
+
+    And one for each path of ``writes`` (service_writes: what the service writes) another account can change, when a
+    command inside the install would run as root: the vendor's own scripts act on them (``kill $(cat
+    run/server.pid)``, ``>> logs/console.out``), so the account owning ``run/`` would steer a root command to kill
+    any process or write any file, and the service it starts would come back as root."""
     if os.geteuid() != 0 or command_account(install) is not None:
         return []  # the commands run as the install's owner, or as the agent's own account
     problems = []
+    inside = []
     for key, command in sorted(commands.items()):
         rel = command_script(install, command)
         problem = script_writable_by_another(install, rel) if rel else None
+        if rel:
+            inside.append((key, rel))
         if problem:
             problems.append("%s (%s %r) would run as root: %s; nothing was stopped: give it to root (chown root, "
                             "chmod go-w), or give the install dir to the service account so that the commands run "
                             "as that account" % (rel, key, command, problem))
+    if inside:
+        key, script = min(inside, key=lambda ks: (ks[0] != "stop.command", ks[0]))  # the stop, when it is one
+        for rel in writes:
+            problem = script_writable_by_another(install, rel)
+            if problem:
+                problems.append(
+                    "%s (%s) would run as root over %s, which another account can change (%s): that account could "
+                    "make a root command signal any process or write any file, and the service would come back as "
+                    "root; nothing was stopped: make the install consistent: give the install dir to the service "
+                    "account (chown) so that the commands run as that account, or give %s to root alone"
+                    % (script, key, rel, problem, rel))
     return problems
+
+
+def service_writes(check_paths):
+    """The directories of the install the service writes, as the playbook names them (``check_paths``: the
+    controller's PathsToCheck): those of the pid files, of the log probes' files and of the preserved config, and
+    the preserved data paths (moved across: the service's run/, logs/, data/). A preserved config file the service
+    account owns is not one: in a directory root's alone it cannot be made a link, only rewritten."""
+    copied = set(check_paths.get("copied") or [])
+    files = list(check_paths.get("pid_files") or []) + list(check_paths.get("logs") or []) + sorted(copied)
+    data = [p for p in check_paths.get("preserve") or [] if p not in copied]
+    return sorted(set(d for d in (os.path.dirname(p) for p in files) if d) | set(data))
 
 
 def command_script(install, command):

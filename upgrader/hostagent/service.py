@@ -8,8 +8,8 @@ from .beneath import open_beneath
 from . import hosttrust
 from .common import AgentError, test_kill
 from .probes import log_files
-from .processes import (command_account, foreign_process, pid_file_record, pidfd, port_open, real_ports, run_shell,
-                        send_signal, service_pids, wait_until)
+from .processes import (command_account, foreign_process, pid_file_record, pidfd, port_open, proc_identity, real_ports,
+                        run_shell, send_signal, service_pids, wait_until)
 from .state import Paths, run_state, set_run_state
 
 
@@ -59,6 +59,7 @@ def op_stop(req):
         records.append(pid_file_record(paths, spec.get("pid_file")))
         pid = found[0] if found else None
         result["pid"] = pid
+    remember_service_uid(paths, pid)
     asked = time.time()  # the stop timeout counts from here, not from any wait for a service coming up
     # an interrupted swap may have left no install dir: the stop script is then in the old tree
     cwd = paths.install
@@ -105,6 +106,17 @@ def op_stop(req):
         set_run_state(paths, launched=None)  # whatever this run launched is stopped: none is coming up
     result["seconds"] = round(time.time() - start, 3)
     return result
+
+
+def remember_service_uid(paths, pid):
+    """The run's state keeps the effective uid of the service this run first stopped (``service_uid``): the process
+    probe fails a service that comes back as root when it ran as another account before (probes.root_now). A later
+    stop of the same run (its rollback, a resume) keeps the first one."""
+    if not paths.in_run or not pid or "service_uid" in run_state(paths):
+        return
+    seen = proc_identity(pid)
+    if seen:
+        set_run_state(paths, service_uid=seen[0][1])
 
 
 def launch_deadline(st, allowed):

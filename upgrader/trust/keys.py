@@ -91,6 +91,34 @@ def load_private_key(path: str | Path) -> PrivateKey:
     raise AssertionError("unreachable")
 
 
+def stored_public_blob(path: str | Path) -> bytes | None:
+    """The public key blob an OpenSSH private key file carries in clear (``openssh-key-v1``: before the encrypted
+    part), read without its passphrase and without asking for one; None when the file is not such a key."""
+    import base64
+    import struct
+
+    try:
+        text = Path(path).expanduser().read_bytes()[:1 << 16].decode("ascii")
+        body = text.split("-----BEGIN OPENSSH PRIVATE KEY-----", 1)[1].split("-----END OPENSSH PRIVATE KEY-----")[0]
+        data = base64.b64decode("".join(body.split()))
+    except (OSError, UnicodeDecodeError, IndexError, ValueError):
+        return None
+    magic = b"openssh-key-v1\0"
+    if not data.startswith(magic):
+        return None
+    at = len(magic)
+    try:
+        for _ in range(3):  # cipher name, kdf name, kdf options
+            (n,) = struct.unpack(">I", data[at:at + 4])
+            at += 4 + n
+        (count,) = struct.unpack(">I", data[at:at + 4])
+        (n,) = struct.unpack(">I", data[at + 4:at + 8])
+    except struct.error:
+        return None
+    blob = data[at + 8:at + 8 + n]
+    return blob if count >= 1 and len(blob) == n and n > 0 else None
+
+
 def load_public_key(path: str | Path) -> PublicKey:
     from cryptography.hazmat.primitives import serialization
 
