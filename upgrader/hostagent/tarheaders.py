@@ -26,6 +26,7 @@ from .common import AgentError
 
 
 EXTENDED_MAX = 64 << 10  # bytes of one pax/GNU long-name header: a name or link of PATH_MAX is far below it
+EXTENDED_TOTAL = 32 << 20  # bytes of all of them in one package: a pax record of a few hundred bytes per member
 EXTENDED = {b"x": "pax", b"X": "pax", b"g": "pax global", b"L": "GNU long name", b"K": "GNU long link name"}
 BLOCK = tarfile.BLOCKSIZE
 FOLLOWERS = 4  # extended headers looked past to name the member a refused one belongs to
@@ -81,9 +82,7 @@ class BoundedTarInfo(tarfile.TarInfo):
     def _proc_pax(self, tarfile):
         self._refuse_oversized(tarfile)
         member = super()._proc_pax(tarfile)
-        if any(k.startswith("GNU.sparse.") for k in member.pax_headers):
-            raise sparse_refused(member.name)
-        held = sum(len(k) + len(v) for k, v in tarfile.pax_headers.items())
+        held = sum(len(k) + len(v) for k, v in tarfile.pax_headers.items()) if self.type == b"g" else 0
         if held > EXTENDED_MAX:  # global headers add up: one header's bound does not bound their sum
             raise AgentError("package's pax global headers hold %d bytes together (at most %d are allowed): "
                              "refused; do not install this package, ask the vendor" % (held, EXTENDED_MAX),
@@ -93,6 +92,14 @@ class BoundedTarInfo(tarfile.TarInfo):
     def _proc_gnulong(self, tarfile):
         self._refuse_oversized(tarfile)
         return super()._proc_gnulong(tarfile)
+
+    def _apply_pax_info(self, pax_headers, encoding, errors):
+        """Refuse a sparse member's keys; keep the fields the pax records set, not the records: ``tarfile`` gives
+        every member its own copy of them all (the global ones included), which adds up over many members."""
+        if any(k.startswith("GNU.sparse.") for k in pax_headers):
+            raise sparse_refused(pax_headers.get("GNU.sparse.name") or self.name)
+        super()._apply_pax_info(pax_headers, encoding, errors)
+        self.pax_headers = {}
 
     def _proc_sparse(self, tarfile):
         raise sparse_refused(self.name)
@@ -107,19 +114,24 @@ class BoundedTarInfo(tarfile.TarInfo):
         raise sparse_refused(pax_headers.get("GNU.sparse.name") or next.name)
 
     def _refuse_oversized(self, tarfile):
-        """AgentError (bad_input) for this extended header over EXTENDED_MAX, before ``tarfile`` reads it, naming
-        the member it precedes."""
-        if self.size <= EXTENDED_MAX:
+        """AgentError (bad_input) for this extended header over EXTENDED_MAX, or for one that takes the package's
+        extended headers over EXTENDED_TOTAL (the names they set are kept, one per member), before ``tarfile``
+        reads it, naming the member it precedes."""
+        total = getattr(tarfile, "extended_read", 0) + self.size
+        if self.size <= EXTENDED_MAX and total <= EXTENDED_TOTAL:
+            tarfile.extended_read = total
             return
         kind = EXTENDED.get(self.type, "extended")
+        what = ("a %s header of %d bytes (at most %d are allowed)" % (kind, self.size, EXTENDED_MAX)
+                if self.size > EXTENDED_MAX else
+                "a %s header that takes the package's extended headers to %d bytes (at most %d are allowed)"
+                % (kind, total, EXTENDED_TOTAL))
         name = member_after(tarfile.fileobj, self.size)
         if name is None:
-            raise AgentError("package ends with a %s header of %d bytes (at most %d are allowed) and no member "
-                             "after it: refused; do not install this package, ask the vendor"
-                             % (kind, self.size, EXTENDED_MAX), "bad_input")
-        raise AgentError("package member %r carries a %s header of %d bytes (at most %d are allowed): refused "
-                         "before it is read; do not install this package, ask the vendor"
-                         % (name, kind, self.size, EXTENDED_MAX), "bad_input", member=name)
+            raise AgentError("package ends with %s and no member after it: refused; do not install this package, "
+                             "ask the vendor" % what, "bad_input")
+        raise AgentError("package member %r carries %s: refused before it is read; do not install this package, "
+                         "ask the vendor" % (name, what), "bad_input", member=name)
 
 
 def open_package(archive):
