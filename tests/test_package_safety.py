@@ -362,3 +362,20 @@ def test_verify_and_plan_refuse_a_sized_header_shape_with_bounded_memory(sandbox
                                       "--catalog", str(catalog), "-o", str(out))
     assert (rc, words in text, out.exists()) == (2, True, False), text
     assert peak_kib < 150 * 1024, peak_kib
+
+
+def test_verify_refuses_many_long_names_before_package_yaml_with_bounded_memory(sandbox, tmp_path):
+    """4000 members with a 60 KiB pax path each (every header under the 64 KiB bound), then package.yaml: reading
+    the metadata kept every name (about 240 MB from a package of under 1 MB). ``package verify`` exits 2 once
+    the package's extended headers pass their total bound, naming a member, with its peak under 150 MiB."""
+    from test_host_paths_17 import cli_measured
+
+    pkg = tmp_path / "sample-middleware-7.0.4.2.tar.gz"
+    with tarfile.open(pkg, "w:gz", format=tarfile.PAX_FORMAT) as tar:
+        for i in range(4000):
+            _file(tar, "lib/%04d-" % i + "n" * 60_000)
+        _normal_tree(tar)
+    assert pkg.stat().st_size < MiB
+    rc, text, peak_kib = cli_measured(sandbox, "package", "verify", str(pkg))
+    assert (rc, "extended headers to" in text, "'lib/" in text) == (2, True, True), text
+    assert peak_kib < 150 * 1024, peak_kib
