@@ -11,13 +11,14 @@ A package of under 1 MB (gzip packs a repeated letter about 1000:1) thus made th
 prevent it: it is a second parser, and every place where it reads the stream differently from ``tarfile`` (a
 directory's size field, which ``tarfile`` does not skip; a header it cannot read) hides a header from it. So the
 bound lives in ``tarfile``'s own parse: ``open_package`` hands ``tarfile.open`` a TarInfo subclass that refuses,
-before reading it, an extended header over EXTENDED_MAX, and refuses every sparse member (a product package has
-none; ``extract`` would write only its data blocks anyway).
+before reading it, an extended header over EXTENDED_MAX or one past EXTENDED_TOTAL for the whole package (the
+names they set are kept, one per member), and refuses every sparse member (a product package has none;
+``extract`` would write only its data blocks anyway).
 
-The overridden methods are private to ``tarfile``; ``_proc_member``, ``_proc_pax``, ``_proc_gnulong``,
-``_proc_sparse`` and ``_proc_gnusparse_00``/``_01``/``_10`` exist with these roles in CPython 3.8 to 3.13 (read in
-each version's Lib/tarfile.py; 3.13 passes the raw records, not the dict, to ``_proc_gnusparse_00``, hence
-``*args`` there). Shared by the host agent and the controller (standard library only).
+The overridden methods are private to ``tarfile``; ``_proc_member``, ``_proc_pax``, ``_apply_pax_info``,
+``_proc_gnulong``, ``_proc_sparse`` and ``_proc_gnusparse_00``/``_01``/``_10`` exist with these roles in CPython
+3.8 to 3.13 (read in each version's Lib/tarfile.py; 3.13 passes the raw records, not the dict, to
+``_proc_gnusparse_00``, hence ``*args`` there). Shared by the host agent and the controller (standard library only).
 """
 
 import tarfile
