@@ -66,6 +66,10 @@ HOSTILE: dict[str, tuple[Callable[[tarfile.TarFile], None], str]] = {
     "huge pax header": (lambda t: _pax_file(t, "lib/README.txt", {"comment": "a" * 100_000}),
                         "carries a pax header of"),
     "huge GNU long name": (lambda t: _file(t, "lib/" + "n" * 100_000), "carries a GNU long name header of"),
+    # shapes where a raw header walk and tarfile disagree, and tarfile's own parse reads without a bound
+    "pax header behind a sized directory": (lambda t: hidden_pax(t, 100_000), "carries a pax header of"),
+    "GNU sparse 1.0 map": (lambda t: sparse_map(t, 10), "is a sparse file"),
+    "old GNU sparse extension chain": (lambda t: sparse_chain(t, 3), "is a sparse file"),
 }
 
 
@@ -78,6 +82,89 @@ def _pax_file(tar: tarfile.TarFile, name: str, pax: dict[str, str]) -> None:
         tar.addfile(info, io.BytesIO(b""))
     finally:
         tar.format = was
+
+
+BLOCK = tarfile.BLOCKSIZE
+
+
+def _raw(tar: tarfile.TarFile, data: bytes) -> None:
+    """Whole blocks written as they are into the archive being built (headers tarfile itself would not write)."""
+    assert len(data) % BLOCK == 0
+    assert tar.fileobj is not None
+    tar.fileobj.write(data)
+    tar.offset += len(data)
+
+
+def _summed(header: bytearray) -> bytes:
+    """A raw header with its checksum field recomputed."""
+    header[148:156] = b" " * 8
+    header[148:156] = b"%06o\0 " % sum(header)
+    return bytes(header)
+
+
+def _header(name: str, kind: bytes, size: int) -> bytes:
+    """A ustar header whose size field says ``size`` whatever its type (tarfile writes 0 for a directory)."""
+    info = tarfile.TarInfo(name)
+    info.type, info.mode = kind, 0o755
+    header = bytearray(info.tobuf(tarfile.USTAR_FORMAT))
+    header[124:136] = b"%011o\0" % size
+    return _summed(header)
+
+
+def hidden_pax(tar: tarfile.TarFile, comment: int) -> None:
+    """A directory whose size field says 512 (tarfile skips no data for a directory, a walk that trusts the field
+    skips the next block), then a pax header with a ``comment`` of ``comment`` bytes, then lib/README.txt."""
+    _raw(tar, _header("lib/notes/", tarfile.DIRTYPE, BLOCK))
+    length = len(" comment=\n") + comment
+    length += len(str(length + len(str(length))))
+    record_head = b"%d comment=" % length
+    _raw(tar, _header("././@PaxHeader", tarfile.XHDTYPE, length))
+    assert tar.fileobj is not None
+    chunk, left = b"a" * (1 << 20), comment
+    tar.fileobj.write(record_head)
+    while left:
+        tar.fileobj.write(chunk[:min(left, len(chunk))])
+        left -= min(left, len(chunk))
+    tar.fileobj.write(b"\n" + bytes(-length % BLOCK))
+    tar.offset += length + (-length % BLOCK)
+    _file(tar, "lib/README.txt")
+
+
+def sparse_map(tar: tarfile.TarFile, entries: int) -> None:
+    """lib/README.txt as a GNU sparse 1.0 member: a small pax header, then a map of ``entries`` (offset, size)
+    pairs at the start of the member's data (tarfile reads it whole while it parses the header)."""
+    data = b"read me\n"
+    sparse_map = b"%d\n" % entries + b"1\n" * (2 * entries)
+    sparse_map += bytes(-len(sparse_map) % BLOCK)
+    info = tarfile.TarInfo("GNUSparseFile.0/lib/README.txt")
+    info.size = len(sparse_map) + len(data)
+    info.pax_headers = {"GNU.sparse.major": "1", "GNU.sparse.minor": "0", "GNU.sparse.name": "lib/README.txt",
+                        "GNU.sparse.realsize": str(len(data))}
+    was, tar.format = tar.format, tarfile.PAX_FORMAT
+    try:
+        tar.addfile(info, io.BytesIO(sparse_map + data))
+    finally:
+        tar.format = was
+
+
+def sparse_chain(tar: tarfile.TarFile, blocks: int) -> None:
+    """lib/README.txt as an old GNU sparse ('S') member followed by ``blocks`` extension blocks of 21 (1, 1)
+    entries each (tarfile follows the chain while it parses the header)."""
+    data = b"read me\n"
+    info = tarfile.TarInfo("lib/README.txt")
+    info.size, info.mode = BLOCK, 0o644
+    header = bytearray(info.tobuf(tarfile.GNU_FORMAT))
+    header[156:157] = tarfile.GNUTYPE_SPARSE
+    header[386:410] = b"%011o\0%011o\0" % (0, len(data))
+    header[482] = 1  # extended: extension blocks follow
+    header[483:495] = b"%011o\0" % len(data)
+    extension = bytearray(b"%011o\0%011o\0" % (1, 1) * 21 + bytes(8))
+    extension[504] = 1
+    _raw(tar, _summed(header))
+    for _ in range(blocks - 1):
+        _raw(tar, bytes(extension))
+    extension[504] = 0
+    _raw(tar, bytes(extension) + data.ljust(BLOCK, b"\0"))
 
 
 def build(path: Path, extra: Callable[[tarfile.TarFile], None]) -> Path:
@@ -220,7 +307,8 @@ def test_hostile_package_in_catalog_is_refused_before_the_host_is_touched(sandbo
 
 
 @pytest.mark.parametrize("kind", ["dotdot member", "symlink escaping", "write through own symlink", "hardlink",
-                                  "huge pax header", "huge GNU long name"])
+                                  "huge pax header", "huge GNU long name", "pax header behind a sized directory",
+                                  "GNU sparse 1.0 map", "old GNU sparse extension chain"])
 def test_agent_refuses_to_stage_hostile_package_and_leaves_product_untouched(sandbox, tmp_path, kind):
     """Even if a controller sent it, the host agent refuses to stage a hostile package (bad_input), product untouched."""
     extra, words = HOSTILE[kind]
@@ -243,3 +331,51 @@ def test_agent_refuses_to_stage_hostile_package_and_leaves_product_untouched(san
     staged = state_runs(sandbox) / "hostile-1" / "staging"
     assert not any(p.is_file() or p.is_symlink() for p in staged.rglob("*"))
     assert not (tmp_path.parent / PROTECTED).exists() and not (sandbox.install_dir.parent / PROTECTED).exists()
+
+
+# ---------------------------------------------------------------- the same shapes at size: memory stays bounded
+
+MiB = 1 << 20
+SIZED = {  # each made tarfile hold hundreds of MB (the map and the chain as lists of tuples) from a small file
+    "pax header behind a sized directory": lambda t: hidden_pax(t, 200 * MiB),
+    "GNU sparse 1.0 map": lambda t: sparse_map(t, 5_000_000),
+    "old GNU sparse extension chain": lambda t: sparse_chain(t, 200_000),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(SIZED))
+def test_verify_and_plan_refuse_a_sized_header_shape_with_bounded_memory(sandbox, tmp_path, kind):
+    """The shapes above at a size that made tarfile allocate hundreds of MB from a package of under 1 MB:
+    ``package verify`` and ``plan`` (the shipped CLI, in its own process) exit 2 naming the member, and the
+    process's peak memory stays under 150 MiB."""
+    from test_host_paths_17 import cli_measured
+
+    catalog = hostile_catalog(sandbox, tmp_path / "catalog", SIZED[kind])
+    pkg = catalog / "sample-middleware-7.0.4.2.tar.gz"
+    assert pkg.stat().st_size < MiB
+    words = HOSTILE[kind][1]
+    rc, text, peak_kib = cli_measured(sandbox, "package", "verify", str(pkg))
+    assert (rc, words in text, "'lib/README.txt'" in text) == (2, True, True), text
+    assert peak_kib < 150 * 1024, peak_kib  # a memory bound (KiB), not a time one
+    out = tmp_path / "plan.json"
+    rc, text, peak_kib = cli_measured(sandbox, "plan", "--inventory", str(sandbox.inventory), "--to", "7.0.4.2",
+                                      "--catalog", str(catalog), "-o", str(out))
+    assert (rc, words in text, out.exists()) == (2, True, False), text
+    assert peak_kib < 150 * 1024, peak_kib
+
+
+def test_verify_refuses_many_long_names_before_package_yaml_with_bounded_memory(sandbox, tmp_path):
+    """4000 members with a 60 KiB pax path each (every header under the 64 KiB bound), then package.yaml: reading
+    the metadata kept every name (about 240 MB from a package of under 1 MB). ``package verify`` exits 2 once
+    the package's extended headers pass their total bound, naming a member, with its peak under 150 MiB."""
+    from test_host_paths_17 import cli_measured
+
+    pkg = tmp_path / "sample-middleware-7.0.4.2.tar.gz"
+    with tarfile.open(pkg, "w:gz", format=tarfile.PAX_FORMAT) as tar:
+        for i in range(4000):
+            _file(tar, "lib/%04d-" % i + "n" * 60_000)
+        _normal_tree(tar)
+    assert pkg.stat().st_size < MiB
+    rc, text, peak_kib = cli_measured(sandbox, "package", "verify", str(pkg))
+    assert (rc, "extended headers to" in text, "'lib/" in text) == (2, True, True), text
+    assert peak_kib < 150 * 1024, peak_kib

@@ -29,7 +29,7 @@ Modules, each importing only those listed before it:
     processes    commands, pids, ports, the ``process:`` selector
     versions     the installed version
     ledger       used approvals, catalog serials, the last install's manifest
-    tarheaders   a package's raw tar headers, bounded before tarfile reads them
+    tarheaders   a package opened with tarfile, its header parse bounded (extended headers, sparse maps)
     extract      tar safety
     probes       health probes
     facts, lock, receive, recovery, prepare, service (stop, start, hooks), install, rollback, finish,

@@ -1,33 +1,36 @@
-"""A package's raw tar headers, walked before ``tarfile`` parses the archive.
+"""A package opened with ``tarfile``, whose own header parse is bounded.
 
-``tarfile`` reads a pax extended header (``x``, ``g``) or a GNU long name (``L``, ``K``) whole into memory and
-decodes it, before any member check sees the member it belongs to: a 1 MB package whose pax ``comment`` is 1 GiB
-of one letter (gzip packs it about 1000:1) makes the agent, and the controller's ``package verify`` and ``plan``,
-allocate gigabytes. This walk reads the decompressed stream 512 bytes at a time, skips member data in bounded
-chunks, and refuses any such header larger than EXTENDED_MAX, naming the member it precedes. Shared by the host
-agent and the controller (standard library only).
+``tarfile`` reads some headers whole into memory before any member check sees the member they belong to:
+
+* a pax extended header (``x``, ``g``) or a GNU long name (``L``, ``K``): its whole size field, in one read;
+* a GNU sparse map: the old ``S`` format follows a chain of 512-byte extension blocks, and the pax 1.0 format
+  reads the map from the member's data, each with no end but the archive's.
+
+A package of under 1 MB (gzip packs a repeated letter about 1000:1) thus made the agent, and the controller's
+``package verify`` and ``plan``, allocate gigabytes. A separate walk of the raw headers before ``tarfile`` cannot
+prevent it: it is a second parser, and every place where it reads the stream differently from ``tarfile`` (a
+directory's size field, which ``tarfile`` does not skip; a header it cannot read) hides a header from it. So the
+bound lives in ``tarfile``'s own parse: ``open_package`` hands ``tarfile.open`` a TarInfo subclass that refuses,
+before reading it, an extended header over EXTENDED_MAX or one past EXTENDED_TOTAL for the whole package (the
+names they set are kept, one per member), and refuses every sparse member (a product package has none;
+``extract`` would write only its data blocks anyway).
+
+The overridden methods are private to ``tarfile``; ``_proc_member``, ``_proc_pax``, ``_apply_pax_info``,
+``_proc_gnulong``, ``_proc_sparse`` and ``_proc_gnusparse_00``/``_01``/``_10`` exist with these roles in CPython
+3.8 to 3.13 (read in each version's Lib/tarfile.py; 3.13 passes the raw records, not the dict, to
+``_proc_gnusparse_00``, hence ``*args`` there). Shared by the host agent and the controller (standard library only).
 """
 
-import gzip
+import tarfile
 
-from .common import CHUNK, AgentError
+from .common import AgentError
 
 
 EXTENDED_MAX = 64 << 10  # bytes of one pax/GNU long-name header: a name or link of PATH_MAX is far below it
-EXTENDED = {b"x": "pax", b"g": "pax global", b"L": "GNU long name", b"K": "GNU long link name"}
-BLOCK = 512
-
-
-def header_size(block):
-    """The size field of a raw tar header: octal, or GNU base-256 (first byte 0x80 or 0xff)."""
-    field = block[124:136]
-    if field[0] in (0x80, 0xFF):
-        n = 0
-        for b in field[1:]:
-            n = (n << 8) | b
-        return -((1 << 88) - n) if field[0] == 0xFF else n
-    text = field.split(b"\0", 1)[0].strip()
-    return int(text, 8) if text else 0
+EXTENDED_TOTAL = 32 << 20  # bytes of all of them in one package: a pax record of a few hundred bytes per member
+EXTENDED = {b"x": "pax", b"X": "pax", b"g": "pax global", b"L": "GNU long name", b"K": "GNU long link name"}
+BLOCK = tarfile.BLOCKSIZE
+FOLLOWERS = 4  # extended headers looked past to name the member a refused one belongs to
 
 
 def header_name(block):
@@ -37,48 +40,101 @@ def header_name(block):
     return (prefix + b"/" + name if prefix else name).decode("utf-8", "replace")
 
 
-def check_headers(archive, limit=EXTENDED_MAX):
-    """Walk the gzip-compressed tar ``archive``'s headers; AgentError (bad_input) for an extended header over
-    ``limit`` bytes, naming the member it precedes. A damaged stream is left to tarfile to report."""
-    with gzip.open(archive, "rb") as f:
-        too_big = None
-        while True:
-            block = f.read(BLOCK)
-            if len(block) < BLOCK or block == bytes(BLOCK):
-                break
-            try:
-                size = header_size(block)
-            except ValueError:
-                break  # tarfile says how this archive is damaged
-            kind = EXTENDED.get(block[156:157])
-            if kind and size > limit and too_big is None:
-                too_big = (kind, size)
-            elif too_big and not kind:
-                raise AgentError("package member %r carries a %s header of %d bytes (at most %d are allowed): refused "
-                                 "before it is read; do not install this package, ask the vendor"
-                                 % (header_name(block), too_big[0], too_big[1], limit), "bad_input",
-                                 member=header_name(block))
-            if not skip(f, (max(size, 0) + BLOCK - 1) // BLOCK * BLOCK):
-                break
-    if too_big:
-        raise AgentError("package ends with a %s header of %d bytes (at most %d are allowed) and no member after it: "
-                         "refused; do not install this package, ask the vendor" % (too_big[0], too_big[1], limit),
-                         "bad_input")
+def raw_size(block):
+    """A raw header's size field (octal, or GNU base-256), or None when it cannot be read."""
+    try:
+        return tarfile.nti(block[124:136])
+    except (ValueError, tarfile.HeaderError):
+        return None
 
 
-def skip(f, n):
-    """Read past ``n`` bytes of ``f`` in bounded chunks; False when the stream ended first."""
-    while n > 0:
-        data = f.read(min(n, CHUNK))
-        if not data:
-            return False
-        n -= len(data)
-    return True
+def member_after(fileobj, size):
+    """The name of the member whose header follows ``size`` bytes of extended-header data at ``fileobj``'s
+    position (None when the archive ends first). A forward seek in a gzip stream reads and drops the data in
+    bounded chunks, so this holds none of it."""
+    for _ in range(FOLLOWERS):
+        if size is None or size < 0:
+            return None
+        fileobj.seek(fileobj.tell() + (size + BLOCK - 1) // BLOCK * BLOCK)
+        block = fileobj.read(BLOCK)
+        if len(block) < BLOCK or block == bytes(BLOCK):
+            return None
+        if block[156:157] not in EXTENDED:
+            return header_name(block)
+        size = raw_size(block)
+    return None
+
+
+def sparse_refused(name):
+    return AgentError("package member %r is a sparse file (GNU sparse format): refused before its sparse map is "
+                      "read, a product package has none; do not install this package, ask the vendor" % name,
+                      "bad_input", member=name)
+
+
+class BoundedTarInfo(tarfile.TarInfo):
+    """``tarfile``'s member parse with a bound on every header it reads before a member check can run."""
+
+    def _proc_member(self, tarfile):
+        if self.size < 0:  # tarfile would move its offset backwards and read the same headers again
+            raise AgentError("package member %r has a negative size field (%d): refused; do not install this "
+                             "package, ask the vendor" % (self.name, self.size), "bad_input", member=self.name)
+        return super()._proc_member(tarfile)
+
+    def _proc_pax(self, tarfile):
+        self._refuse_oversized(tarfile)
+        member = super()._proc_pax(tarfile)
+        held = sum(len(k) + len(v) for k, v in tarfile.pax_headers.items()) if self.type == b"g" else 0
+        if held > EXTENDED_MAX:  # global headers add up: one header's bound does not bound their sum
+            raise AgentError("package's pax global headers hold %d bytes together (at most %d are allowed): "
+                             "refused; do not install this package, ask the vendor" % (held, EXTENDED_MAX),
+                             "bad_input", member=member.name)
+        return member
+
+    def _proc_gnulong(self, tarfile):
+        self._refuse_oversized(tarfile)
+        return super()._proc_gnulong(tarfile)
+
+    def _apply_pax_info(self, pax_headers, encoding, errors):
+        """Refuse a sparse member's keys; keep the fields the pax records set, not the records: ``tarfile`` gives
+        every member its own copy of them all (the global ones included), which adds up over many members."""
+        if any(k.startswith("GNU.sparse.") for k in pax_headers):
+            raise sparse_refused(pax_headers.get("GNU.sparse.name") or self.name)
+        super()._apply_pax_info(pax_headers, encoding, errors)
+        self.pax_headers = {}
+
+    def _proc_sparse(self, tarfile):
+        raise sparse_refused(self.name)
+
+    def _proc_gnusparse_00(self, next, *args):
+        raise sparse_refused(next.name)
+
+    def _proc_gnusparse_01(self, next, pax_headers):
+        raise sparse_refused(pax_headers.get("GNU.sparse.name") or next.name)
+
+    def _proc_gnusparse_10(self, next, pax_headers, tarfile):
+        raise sparse_refused(pax_headers.get("GNU.sparse.name") or next.name)
+
+    def _refuse_oversized(self, tarfile):
+        """AgentError (bad_input) for this extended header over EXTENDED_MAX, or for one that takes the package's
+        extended headers over EXTENDED_TOTAL (the names they set are kept, one per member), before ``tarfile``
+        reads it, naming the member it precedes."""
+        total = getattr(tarfile, "extended_read", 0) + self.size
+        if self.size <= EXTENDED_MAX and total <= EXTENDED_TOTAL:
+            tarfile.extended_read = total
+            return
+        kind = EXTENDED.get(self.type, "extended")
+        what = ("a %s header of %d bytes (at most %d are allowed)" % (kind, self.size, EXTENDED_MAX)
+                if self.size > EXTENDED_MAX else
+                "a %s header that takes the package's extended headers to %d bytes (at most %d are allowed)"
+                % (kind, total, EXTENDED_TOTAL))
+        name = member_after(tarfile.fileobj, self.size)
+        if name is None:
+            raise AgentError("package ends with %s and no member after it: refused; do not install this package, "
+                             "ask the vendor" % what, "bad_input")
+        raise AgentError("package member %r carries %s: refused before it is read; do not install this package, "
+                         "ask the vendor" % (name, what), "bad_input", member=name)
 
 
 def open_package(archive):
-    """``tarfile.open(archive, "r:gz")`` once check_headers found no extended header over its bound."""
-    import tarfile
-
-    check_headers(archive)
-    return tarfile.open(archive, "r:gz")
+    """``tarfile.open(archive, "r:gz")`` whose parse refuses (AgentError, bad_input) what BoundedTarInfo bounds."""
+    return tarfile.open(archive, "r:gz", tarinfo=BoundedTarInfo)
