@@ -246,6 +246,41 @@ def dir_writers(dfd, st):
     return ("group", []) if st.st_mode & stat.S_IWGRP else None
 
 
+def root_only_problem(path):
+    """Why running ``path`` as root could run code another account put there (None when it cannot): the file and
+    every directory on its way, as named and as really reached through its links, must be root's and writable by
+    nobody else (mode bits and POSIX ACL), so no account but root can change what runs. Looked at from the file up,
+    so the nearest such place is the one named."""
+    real = os.path.realpath(path)
+    seen = []
+    for p in (path, real):
+        q = os.path.normpath(p)
+        while True:
+            if q not in seen:
+                seen.append(q)
+            if q == "/":
+                break
+            q = os.path.dirname(q)
+    for q in seen:
+        try:
+            st = os.lstat(q)
+        except OSError as e:
+            return "%s cannot be examined (%s)" % (q, e.strerror)
+        if stat.S_ISLNK(st.st_mode):
+            continue  # a link's own mode means nothing; the directory holding it, and its target, are looked at
+        if st.st_uid != 0:
+            return "%s is owned by uid %d" % (q, st.st_uid)
+        try:
+            writers = dir_writers(q, st)
+        except OSError as e:
+            return "%s cannot be examined (%s)" % (q, e.strerror)
+        if writers:
+            kind, named = writers
+            return "%s may be written by %s" % (q, ", ".join(named) if named else
+                                                "everyone" if kind == "everyone" else "its group (gid %d)" % st.st_gid)
+    return None
+
+
 def walk_for_read(root_fd, parts, what, root):
     """Like walk_dirs (the descriptor of the file's directory), with what a disclosing read needs to know of each
     directory from the install dir down: [(place, stat, writers)] (see dir_writers)."""
