@@ -178,8 +178,9 @@ def test_3_the_automatic_rollback_of_a_failed_run_gives_the_install_dir_its_owne
 
 def test_4_a_pid_file_naming_a_foreign_process_is_refused_before_stop(
         rooted: Sandbox, capsys: pytest.CaptureFixture[str]) -> None:
-    """Root owns the install (its commands run as root); the service account owns run/server.pid. After the approval
-    it points the pid file at a root process. The run is refused at preflight (exit 2): the pid file, the pid and its
+    """Root owns the install; the operator stops and starts through systemctl (outside the install: in-install root
+    commands over a pid file of another account are refused by themselves, test_host_paths_18); the service account
+    owns run/server.pid. After the approval it points the pid file at a root process. The run is refused at preflight (exit 2): the pid file, the pid and its
     uid are named (never its command line), with what to do; the root process is alive, the service never stopped,
     the host untouched."""
     box = rooted
@@ -207,8 +208,8 @@ def test_4_a_pid_file_naming_a_foreign_process_is_refused_before_stop(
 def test_4b_a_pid_file_rewritten_after_the_preflight_is_refused_by_the_stop_itself(
         rooted: Sandbox, capsys: pytest.CaptureFixture[str]) -> None:
     """The race the preflight cannot see: the pid file is pointed at a root process after the preflight proved it
-    (played deterministically by a before_stop hook that writes the pid into run/server.pid as the service account's
-    file). The agent does not run the root stop command (exit 2, naming the pid file, the pid and its uid): the root
+    (played deterministically by a before_stop hook, a plain command outside the install, that writes the pid into
+    run/server.pid as the service account's file; the stop is systemctl's, outside the install too). The agent does not run the root stop command (exit 2, naming the pid file, the pid and its uid): the root
     process is alive, the service was never stopped and still answers the old version."""
     box = rooted
     secret = "hp15b-not-for-the-console"

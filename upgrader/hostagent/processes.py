@@ -11,7 +11,7 @@ import socket
 import stat
 import time
 
-from .beneath import OPEN_DIR, account_of, dir_writers, open_beneath, open_root, read_beneath, root_only_problem
+from .beneath import OPEN_DIR, account_of, dir_writers, open_beneath, read_beneath, root_only_problem, walk_tree
 from .common import AgentError
 from .files import read_text
 
@@ -165,32 +165,15 @@ def tree_problems(install, limit=TREE_PROBLEMS):
             found.append("%s is writable by its %s (mode %o)" % (path, "group" if st.st_mode & 0o020 else "others",
                                                                 stat.S_IMODE(st.st_mode)))
 
-    def walk(fd, rel_dir):
-        for name in sorted(os.listdir(fd)):
-            if len(found) >= limit:
-                return
-            rel = rel_dir + "/" + name if rel_dir else name
-            try:
-                st = os.stat(name, dir_fd=fd, follow_symlinks=False)
-            except FileNotFoundError:
-                continue
-            look(fd, name, rel, st)
-            if stat.S_ISDIR(st.st_mode) and len(found) < limit:
-                try:
-                    sub = os.open(name, OPEN_DIR, dir_fd=fd)
-                except OSError:
-                    found.append("%s could not be opened as a directory" % os.path.join(install, rel))
-                    continue
-                try:
-                    walk(sub, rel)
-                finally:
-                    os.close(sub)
-
-    fd = open_root(install, "the install dir")
+    top = os.open(install, OPEN_DIR)  # the install dir itself: whoever may write it may replace bin/
     try:
-        walk(fd, "")
+        st = os.fstat(top)
+        writers = _writers_said(dir_writers(top, st), st)
     finally:
-        os.close(fd)
+        os.close(top)
+    if writers:
+        found.append("%s may be written by %s (mode %o)" % (install, writers, stat.S_IMODE(st.st_mode)))
+    walk_tree(install, look, lambda: len(found) >= limit)
     return found
 
 
@@ -203,9 +186,13 @@ def _writers_at(fd, name, st):
     except OSError as e:
         return "an account this agent cannot tell (it could not be opened: %s)" % e.strerror
     try:
-        writers = dir_writers(sub, st)
+        return _writers_said(dir_writers(sub, st), st)
     finally:
         os.close(sub)
+
+
+def _writers_said(writers, st):
+    """dir_writers' answer for a message ("everyone", "its group (gid 7)", "uid 4242"); None when nobody."""
     if not writers:
         return None
     kind, named = writers
