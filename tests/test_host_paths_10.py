@@ -49,6 +49,7 @@ from test_host_paths import last_result, last_run_id, run_cli
 from test_host_paths_8 import bind, cache_playbook, shared_dir, shared_files, unmount_below
 from test_host_paths_4 import sticky_disk  # noqa: F401 (a fixture)
 from test_host_paths_9 import private_mounts
+from test_host_paths_15 import outside_commands
 from test_swap_races import as_attacker
 from test_host_trust import HostRoot, _operators_root, host_root  # noqa: F401 (a fixture)
 from trust_support import host_state
@@ -69,6 +70,8 @@ def test_1_stop_never_signals_roots_tail_of_an_install_log(sandbox: Sandbox, wri
     (exit 2: the pid file names a process that is not the service's own, by pid and why), so neither bin/stop.sh nor
     the agent signals it: the tail is alive, the service still answers the old version, and the whole host is as it
     was."""
+    if writer == "service-account":
+        outside_commands(sandbox)  # in-install root commands over daemon's pid file: refused, test_host_paths_18
     rc, plan = plan_to(sandbox, NEW)
     assert rc == 0
     approval = approve(sandbox, plan)
@@ -208,6 +211,7 @@ def test_3_rollback_never_moves_a_live_tree_holding_a_mount(sandbox: Sandbox, tm
     live product tree is as it was and the shared files are all there."""
     private_mounts()
     install, shared = sandbox.install_dir, shared_dir(tmp_path)
+    os.chown(shared / "ref" / "nobody-owned.dat", 0, 0)  # mounted in the install: root's commands need it root's
     cache_playbook(sandbox)
     files = shared_files(shared)
     try:

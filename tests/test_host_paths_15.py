@@ -13,6 +13,7 @@ agent runs as root, as a root SSH login would run it).
 
 from __future__ import annotations
 
+import os
 import subprocess
 from contextlib import contextmanager
 from pathlib import Path
@@ -55,12 +56,34 @@ def hardened(monkeypatch: pytest.MonkeyPatch) -> Iterator[Sandbox]:
 
 @pytest.fixture
 def rooted(monkeypatch: pytest.MonkeyPatch) -> Iterator[Sandbox]:
-    """Root owns the install and its directories (run/, logs/, data/ too: a root command over a directory the service
-    account owns is refused, test_host_paths_16); the service, started by 65534, owns the files it wrote in them
-    (run/server.pid), as an init script that chowns the service's pid file leaves them."""
+    """Root owns the whole install (``chown -R root``: a root command in an install another account can change in any
+    file is refused, test_host_paths_18); the service, started by 65534, still runs as 65534."""
     for box in nobody_box(monkeypatch, whole=False):
-        subprocess.run(["chown", "root:root", *(str(box.install_dir / rel) for rel in RUNTIME)], check=True)
+        subprocess.run(["chown", "-R", "root:root", str(box.install_dir)], check=True)
         yield box
+
+
+OUTSIDE = {"stop": {"command": "/usr/bin/systemctl stop upgrader-sample"},
+           "start": {"command": "/usr/bin/systemctl start upgrader-sample"}}
+
+
+def outside_commands(box: Sandbox, **changes: object) -> None:
+    """The operator's playbook stops and starts the service with a plain command outside the install (systemctl):
+    the install may then hold files of the service account (its pid file) without refusing the run at plan, and
+    what the agent itself does with the pid file (its check before stop, its escalation) is what is left."""
+    use_playbook(box, "sample-outside", **{**OUTSIDE, **changes})
+
+
+def wrapped_commands(box: Sandbox) -> None:
+    """The operator's playbook stops and starts the service through root's own scripts outside the install (which
+    run the vendor's bin/stop.sh and bin/start.sh of the install dir they are started in): in-install commands would
+    need the whole install root's alone (test_host_paths_18), and the files here are the service account's."""
+    wrappers = box.root / "wrappers"
+    wrappers.mkdir(exist_ok=True)
+    for what in ("stop", "start"):
+        (wrappers / f"{what}.sh").write_text(f"exec ./bin/{what}.sh\n")
+    use_playbook(box, "sample-wrapped", stop={"command": f"/bin/sh {wrappers}/stop.sh"},
+                 start={"command": f"/bin/sh {wrappers}/start.sh"})
 
 
 @contextmanager
@@ -155,11 +178,14 @@ def test_3_the_automatic_rollback_of_a_failed_run_gives_the_install_dir_its_owne
 
 def test_4_a_pid_file_naming_a_foreign_process_is_refused_before_stop(
         rooted: Sandbox, capsys: pytest.CaptureFixture[str]) -> None:
-    """Root owns the install (its commands run as root); the service account owns run/server.pid. After the approval
-    it points the pid file at a root process. The run is refused at preflight (exit 2): the pid file, the pid and its
+    """Root owns the install; the operator stops and starts through systemctl (outside the install: in-install root
+    commands over a pid file of another account are refused by themselves, test_host_paths_18); the service account
+    owns run/server.pid. After the approval it points the pid file at a root process. The run is refused at preflight (exit 2): the pid file, the pid and its
     uid are named (never its command line), with what to do; the root process is alive, the service never stopped,
     the host untouched."""
     box = rooted
+    outside_commands(box)
+    os.chown(box.install_dir / "run" / "server.pid", NOBODY, NOBODY)
     rc, plan = plan_to(box, FULL)
     assert rc == 0, rc
     approval = approve(box, plan)
@@ -182,15 +208,18 @@ def test_4_a_pid_file_naming_a_foreign_process_is_refused_before_stop(
 def test_4b_a_pid_file_rewritten_after_the_preflight_is_refused_by_the_stop_itself(
         rooted: Sandbox, capsys: pytest.CaptureFixture[str]) -> None:
     """The race the preflight cannot see: the pid file is pointed at a root process after the preflight proved it
-    (played deterministically by a before_stop hook that writes the pid into run/server.pid as the service account's
-    file). The agent does not run the root stop command (exit 2, naming the pid file, the pid and its uid): the root
+    (played deterministically by a before_stop hook, a plain command outside the install, that writes the pid into
+    run/server.pid as the service account's file; the stop is systemctl's, outside the install too). The agent does not run the root stop command (exit 2, naming the pid file, the pid and its uid): the root
     process is alive, the service was never stopped and still answers the old version."""
     box = rooted
     secret = "hp15b-not-for-the-console"
+    os.chown(box.install_dir / "run" / "server.pid", NOBODY, NOBODY)
     with root_victim(box, secret) as (victim, pid_file, service):
-        use_playbook(box, "sample-middleware", hooks={"before_stop": [{"command": (
-            f"echo {victim.pid} > run/server.pid.new && chown {NOBODY}:{NOBODY} run/server.pid.new && "
-            "mv run/server.pid.new run/server.pid")}]})
+        swap = box.root / "swap-pid.py"  # a plain command outside the install, as the hook must be
+        swap.write_text(f"import os\nopen('run/server.pid.new', 'w').write('{victim.pid}\\n')\n"
+                        f"os.chown('run/server.pid.new', {NOBODY}, {NOBODY})\n"
+                        "os.rename('run/server.pid.new', 'run/server.pid')\n")
+        outside_commands(box, hooks={"before_stop": [{"command": f"/usr/bin/python3 {swap}"}]})
         rc, text = run_to(box, capsys, FULL)
         assert rc == ExitCode.BAD_INPUT, text
         assert victim.poll() is None, text  # alive: the stop command never ran
@@ -218,8 +247,9 @@ def test_5_root_never_runs_a_script_the_service_account_can_change(
     was = host_state(box.install_dir)
     rc, text = run_cli(box, capsys, "run", str(plan), "--approval", str(approval))
     assert rc == ExitCode.BAD_INPUT, text
-    assert "bin/stop.sh (stop.command 'bin/stop.sh') would run as root" in text, text
-    assert f"{box.install_dir}/bin is owned by nobody (uid {NOBODY})" in text, text
+    said = " ".join(text.split())
+    assert "start.command, stop.command would run as root in" in said, text
+    assert f"{box.install_dir}/bin is owned by nobody (uid {NOBODY})" in said, text
     assert not (box.install_dir / "run" / "stop-uid").exists()
     (host,) = last_result(box)["hosts"]
     assert [p["phase"] for p in host["phases"]] == ["preflight"], host

@@ -27,7 +27,7 @@ from hoststate import assert_host_untouched, host_state
 from test_host_paths import last_result, last_run_id, run_cli
 from test_host_paths_13 import owned_box
 from test_host_paths_15 import (FULL, NOBODY, OLD, RUNTIME, as_nobody, hardened, root_victim, rooted,  # noqa: F401
-                                run_to)
+                                run_to, wrapped_commands)
 from test_trust_roots_6 import host_root  # noqa: F401 - the host trust root fixture (engineer, requester, vendor)
 from test_trust_roots_9 import _cli
 from test_trust_roots_13 import _approve, _plan, _untouched
@@ -38,11 +38,13 @@ from upgrader.core.reasons import UNTRANSLATED, translate
 from upgrader.core.exit_codes import ExitCode
 
 
-def refusal_names_run(text: str, box: Sandbox) -> None:
-    """The refusal names the root command, the directory, its owner and what to do."""
-    assert "bin/stop.sh (stop.command) would run as root over run" in text, text
-    assert f"{box.install_dir}/run is owned by nobody (uid {NOBODY})" in text, text
-    assert "make the install consistent" in text, text
+def refusal_names_run(text: str, box: Sandbox, rel: str = "run") -> None:
+    """The refusal names the root commands, the first path another account owns (``rel``: the tree is walked in name
+    order, data/ before logs/ and run/), its owner and what to do."""
+    said = " ".join(text.split())
+    assert "start.command, stop.command would run as root in" in said, text
+    assert f"{box.install_dir}/{rel} is owned by nobody (uid {NOBODY})" in said, text
+    assert "give the install to the service account" in said, text
 
 
 def test_1_a_plan_of_the_hardened_layout_is_refused(hardened: Sandbox, capsys: pytest.CaptureFixture[str]) -> None:
@@ -53,7 +55,7 @@ def test_1_a_plan_of_the_hardened_layout_is_refused(hardened: Sandbox, capsys: p
     rc, plan = plan_to(box, FULL)
     out, err = capsys.readouterr()
     assert rc == ExitCode.BAD_INPUT, out + err
-    refusal_names_run(out + err, box)
+    refusal_names_run(out + err, box, "data")
     assert "Traceback" not in out + err
     assert not plan.exists()
 
@@ -80,7 +82,7 @@ def test_2_the_service_account_cannot_steer_a_root_stop_and_start(
             was = host_state(box.install_dir)
             rc, text = run_cli(box, capsys, "run", str(plan), "--approval", str(approval))
             assert rc == ExitCode.BAD_INPUT, text
-            refusal_names_run(text, box)
+            refusal_names_run(text, box, "data")
             assert victim.poll() is None, text  # alive: no stop command ran
             assert not made.exists() and not made.is_symlink()
             (host,) = last_result(box)["hosts"]
@@ -169,10 +171,12 @@ def test_4_an_unfinished_runs_rollback_is_bounded_by_rollback_hours_from_its_ins
 
 def test_5_a_service_that_comes_back_as_root_does_not_commit(
         rooted: Sandbox, capsys: pytest.CaptureFixture[str]) -> None:
-    """Root owns the install and its directories (nothing to refuse before stop), but the service ran as 65534: the
-    root start command brings 7.0.4.2 back as root. The run does not commit: the process probe fails naming both
+    """Root owns the install, the service ran as 65534 (its pid file its own); the operator's root wrappers outside
+    the install (nothing to refuse before stop) stop it and start 7.0.4.2 as root. The run does not commit: the process probe fails naming both
     uids (the run rolls back; the old version, started by root too, is not accepted either)."""
     box = rooted
+    os.chown(box.install_dir / "run" / "server.pid", NOBODY, NOBODY)  # the service's own pid file
+    wrapped_commands(box)  # root's wrappers outside the install run bin/stop.sh and bin/start.sh as root
     service = int((box.install_dir / "run" / "server.pid").read_text())
     assert Path(f"/proc/{service}").stat().st_uid == NOBODY
     rc, text = run_to(box, capsys, FULL)

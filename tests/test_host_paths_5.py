@@ -28,6 +28,7 @@ from conftest import approve, plan_to, tree_digest
 from hoststate import assert_host_untouched
 from fleet import Fleet
 from test_host_paths import host_state, last_result, run_cli
+from test_host_paths_15 import wrapped_commands
 from test_swap_races import NOBODY, as_attacker
 from upgrader.cli.commands.demo import Sandbox
 from upgrader.hostagent.beneath import copy_out, read_beneath
@@ -96,9 +97,12 @@ def variant_a_host(box: Sandbox, capsys: pytest.CaptureFixture[str]) -> Path:
     nobody, which cannot stop root's service (test_host_paths_13 shows that refusal). bin/, conf/ and what the service
     writes (run/, logs/, data/) stay root's too: the commands run as root, which refuses a script nobody could change
     (test_host_paths_15) or a directory of the service's it acts on (test_host_paths_16), and a run refuses a pid file
-    whose owner is not the account of the process it names (root's service here)."""
+    whose owner is not the account of the process it names (root's service here). The playbook's stop and start are
+    root's wrappers outside the install (wrapped_commands): lib/ is nobody's, so in-install root commands would be
+    refused (test_host_paths_18)."""
     rc, text = upgrade(box, capsys, FULL)
     assert rc == 0, text
+    wrapped_commands(box)
     chown_tree(box.install_dir, NOBODY)
     os.lchown(box.install_dir, 0, 0)
     for rel in ("bin", "run", "logs", "data", "conf"):
@@ -155,6 +159,7 @@ def test_a_preserved_config_turned_set_id_is_refused_before_the_run_that_would_r
     rc, text = upgrade(sandbox, capsys, FULL)
     assert rc == 0, text
     install = sandbox.install_dir
+    wrapped_commands(sandbox)
     os.lchown(install / "conf" / "server.conf", NOBODY, NOBODY)
     rc, plan = plan_to(sandbox, BROKEN)
     assert rc == 0

@@ -25,6 +25,7 @@ import yaml  # type: ignore[import-untyped]
 from conftest import approve, inspect_json, plan_to
 from hoststate import assert_host_untouched
 from test_host_paths import last_result, last_run_id, run_cli
+from test_host_paths_15 import outside_commands
 from trust_support import host_state
 from upgrader.cli.commands.demo import Sandbox
 from upgrader.core.playbook import shipped_playbooks_dir
@@ -239,11 +240,13 @@ def test_a3_a_link_in_the_service_accounts_directory_to_a_root_only_file_is_not_
 
 def test_a4_stop_sends_no_signal_to_a_process_a_pid_file_names_outside_the_install(
         sandbox: Sandbox, capsys: pytest.CaptureFixture[str]) -> None:
-    """run/server.pid is the service account's (a run/ of its own is refused before that, test_host_paths_16): it
+    """run/server.pid is the service account's (the operator's playbook stops and starts through systemctl: in-install
+    commands would be refused over it, test_host_paths_18): it
     writes the pid of root's `sleep` (cwd /, ignoring SIGTERM, nothing of the
     install) into run/server.pid after the plan was approved. The run is refused at preflight, before stop (exit 2,
     naming the pid and why): neither bin/stop.sh nor the agent signals it; the process is alive, the service still
     answers the old version."""
+    outside_commands(sandbox)  # in-install root commands over a pid file of another account: test_host_paths_18
     rc, plan = plan_to(sandbox, NEW)
     assert rc == 0
     approval = approve(sandbox, plan)

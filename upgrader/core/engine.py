@@ -357,6 +357,7 @@ class _HostRun:
         self.requested = False
         self.resumed = False
         self.launched = False  # this run started the new version: it may still be coming up when we stop it
+        self.version_seen: str | None = None  # what a rollback's or resume's facts read: a refused one reports it
 
     # -- helpers --------------------------------------------------------------------------------
 
@@ -527,7 +528,7 @@ class _HostRun:
             if self.agent is None and self.transport is not None:
                 self.transport.close()
         try:
-            version = facts.get("version")
+            version = self.version_seen = facts.get("version")
             if self._unsafe_to_recover(facts, "roll back"):
                 self.call("unlock")
                 return self.out
@@ -601,7 +602,7 @@ class _HostRun:
                 self.out.outcome = "refused" if refused else "needs_person"
                 self.out.error = f"cannot read the host's state to resume: {err}"
                 return self.out
-            version = facts.get("version")
+            version = self.version_seen = facts.get("version")
             phase = (state.get("state") or {}).get("phase")
             if self._unsafe_to_recover(facts, "resume"):  # the run's lock is kept: the host is mid-run
                 return self.out
@@ -1029,6 +1030,8 @@ class _HostRun:
             # the host's own trust root admits no rollback of this run (rollback_hours): refused, nothing stopped
             self.out.outcome = "refused" if err.kind == "host_trust" else "needs_person"
             self.out.error = f"{cause}; rollback failed at {err.phase}: {err.message}"
+            if err.kind == "host_trust" and (self.requested or self.resumed):
+                self.out.version = self.version_seen  # nothing was stopped or restored: the host runs what it ran
             return self.out
         self.out.outcome = "rolled_back"
         self.out.version = self.p["current"]

@@ -246,6 +246,41 @@ def dir_writers(dfd, st):
     return ("group", []) if st.st_mode & stat.S_IWGRP else None
 
 
+def root_only_problem(path):
+    """Why running ``path`` as root could run code another account put there (None when it cannot): the file and
+    every directory on its way, as named and as really reached through its links, must be root's and writable by
+    nobody else (mode bits and POSIX ACL), so no account but root can change what runs. Looked at from the file up,
+    so the nearest such place is the one named."""
+    real = os.path.realpath(path)
+    seen = []
+    for p in (path, real):
+        q = os.path.normpath(p)
+        while True:
+            if q not in seen:
+                seen.append(q)
+            if q == "/":
+                break
+            q = os.path.dirname(q)
+    for q in seen:
+        try:
+            st = os.lstat(q)
+        except OSError as e:
+            return "%s cannot be examined (%s)" % (q, e.strerror)
+        if stat.S_ISLNK(st.st_mode):
+            continue  # a link's own mode means nothing; the directory holding it, and its target, are looked at
+        if st.st_uid != 0:
+            return "%s is owned by uid %d" % (q, st.st_uid)
+        try:
+            writers = dir_writers(q, st)
+        except OSError as e:
+            return "%s cannot be examined (%s)" % (q, e.strerror)
+        if writers:
+            kind, named = writers
+            return "%s may be written by %s" % (q, ", ".join(named) if named else
+                                                "everyone" if kind == "everyone" else "its group (gid %d)" % st.st_gid)
+    return None
+
+
 def walk_for_read(root_fd, parts, what, root):
     """Like walk_dirs (the descriptor of the file's directory), with what a disclosing read needs to know of each
     directory from the install dir down: [(place, stat, writers)] (see dir_writers)."""
@@ -749,6 +784,42 @@ def keep_owner(fd, uid, gid, mode):
     os.fchmod(fd, copy_mode(uid, mode))
 
 
+def walk_tree(root, visit, full, skip=()):
+    """Call ``visit(fd, name, rel, st)`` for each entry beneath ``root`` (lstat), in name order, walked from directory
+    descriptors without following a link, until ``full()`` says enough was found. A directory named in ``skip`` is
+    neither visited nor walked; one swapped for a link or gone meanwhile is not walked (the scan that copies or
+    moves it refuses it on its own)."""
+    skip = set(skip)
+
+    def walk(fd, rel_dir):
+        for name in sorted(os.listdir(fd)):
+            if full():
+                return
+            rel = rel_dir + "/" + name if rel_dir else name
+            try:
+                st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+            except FileNotFoundError:
+                continue
+            if stat.S_ISDIR(st.st_mode) and rel in skip:
+                continue
+            visit(fd, name, rel, st)
+            if stat.S_ISDIR(st.st_mode):
+                try:
+                    sub = os.open(name, OPEN_DIR, dir_fd=fd)
+                except OSError:
+                    continue
+                try:
+                    walk(sub, rel)
+                finally:
+                    os.close(sub)
+
+    fd = open_root(root, "the install dir")
+    try:
+        walk(fd, "")
+    finally:
+        os.close(fd)
+
+
 def setid_problems(root, skip=()):
     """One sentence for each regular file below ``root`` that is set-user-ID or set-group-ID and not owned by root,
     or that another account can reach and is sparse or huge (copy_problem) (walked from descriptors, no link
@@ -756,43 +827,19 @@ def setid_problems(root, skip=()):
     accounts' files, a rollback): such a file is refused before anything is changed, never copied. Directories
     named in ``skip`` (preserved data the agent only renames, never copies) are not walked."""
     found = []
-    skip = set(skip)
 
-    def walk(fd, rel_dir):
-        for name in sorted(os.listdir(fd)):
-            if len(found) >= 20:
-                return
-            rel = rel_dir + "/" + name if rel_dir else name
-            try:
-                st = os.stat(name, dir_fd=fd, follow_symlinks=False)
-            except FileNotFoundError:
-                continue
-            if stat.S_ISDIR(st.st_mode):
-                if rel in skip:
-                    continue
-                try:
-                    sub = os.open(name, OPEN_DIR, dir_fd=fd)
-                except OSError:
-                    continue  # swapped for a link or gone: the scan that copies refuses it on its own
-                try:
-                    walk(sub, rel)
-                finally:
-                    os.close(sub)
-            elif stat.S_ISREG(st.st_mode) and (st.st_uid != os.geteuid() or st.st_nlink > 1) and \
-                    copy_problem(st, "install file", rel):  # the backup copies such a file (manifests.snapshot)
-                found.append(copy_problem(st, "install file", rel))
-            elif stat.S_ISREG(st.st_mode) and st.st_mode & (stat.S_ISUID | stat.S_ISGID) and st.st_uid != 0:
-                found.append("install file %s is set-user-ID or set-group-ID (mode %04o) and owned by uid %d, not "
-                             "root: the agent will not copy it (a copy made by root could run as root); nothing "
-                             "was changed: remove the bits (chmod ug-s %s) or, when the vendor ships the file so, "
-                             "make root its owner" % (rel, stat.S_IMODE(st.st_mode), st.st_uid,
-                                                      os.path.join(root, rel)))
+    def visit(fd, name, rel, st):
+        if stat.S_ISREG(st.st_mode) and (st.st_uid != os.geteuid() or st.st_nlink > 1) and \
+                copy_problem(st, "install file", rel):  # the backup copies such a file (manifests.snapshot)
+            found.append(copy_problem(st, "install file", rel))
+        elif stat.S_ISREG(st.st_mode) and st.st_mode & (stat.S_ISUID | stat.S_ISGID) and st.st_uid != 0:
+            found.append("install file %s is set-user-ID or set-group-ID (mode %04o) and owned by uid %d, not "
+                         "root: the agent will not copy it (a copy made by root could run as root); nothing "
+                         "was changed: remove the bits (chmod ug-s %s) or, when the vendor ships the file so, "
+                         "make root its owner" % (rel, stat.S_IMODE(st.st_mode), st.st_uid,
+                                                  os.path.join(root, rel)))
 
-    fd = open_root(root, "the install dir")
-    try:
-        walk(fd, "")
-    finally:
-        os.close(fd)
+    walk_tree(root, visit, lambda: len(found) >= 20, skip)
     return found
 
 

@@ -9,7 +9,7 @@ from .common import AGENT_FORMAT, DRIFT_LISTED, AgentError
 from .identity import install_identity, install_lineage, machine_identity
 from .ledger import ledger_drift, ledger_fds, ledger_serials
 from .manifests import scan_tree
-from .processes import root_command_problems, service_writes
+from .processes import root_command_problems
 from .state import Paths, read_lock, run_state
 from .trustroot import describe, load_root
 from .versions import read_version
@@ -41,17 +41,14 @@ def op_facts(req):
     out["cached"] = [s for s in req.get("packages", []) if os.path.isfile(os.path.join(paths.packages, s + ".tar.gz"))]
     if req.get("check_paths") is not None and out["exists"]:
         out["unsafe_paths"] = check_host_paths(paths.install, req["check_paths"])
-        # a script another account can change, which a command would run as root
-        # or one acting on paths the service account can change (its run/, logs/)
-        out["unsafe_paths"] += root_command_problems(paths.install, req["check_paths"].get("commands") or {},
-                                                     service_writes(req["check_paths"]))
+        # a command run as root in an install another account can change (its scripts, config, pid files)
+        out["unsafe_paths"] += root_command_problems(paths.install, req["check_paths"].get("commands") or {})
         # the preserved config and cache the backup copies: counted in the free space a run needs
         out["copied_bytes"] = sum(st.st_size for _, st in copied_files(paths.install,
                                                                        req["check_paths"].get("copied", [])))
     elif req.get("check_commands") is not None and out["exists"]:
-        # a rollback or resume runs the run's commands again: the same rule for the scripts and paths they act on
-        out["unsafe_paths"] = root_command_problems(paths.install, req["check_commands"].get("commands") or {},
-                                                    service_writes(req["check_commands"]))
+        # a rollback or resume runs the run's commands again: the same rule
+        out["unsafe_paths"] = root_command_problems(paths.install, req["check_commands"].get("commands") or {})
     out["non_ascii"] = non_ascii_names(paths.install, req.get("ascii_dirs", []))
     out["catalog_serials"] = ledger_serials(paths, strict=False)
     install = install_identity(paths.install)  # one install, one entry; and the trees it replaced (lineage)

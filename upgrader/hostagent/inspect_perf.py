@@ -15,7 +15,7 @@ import stat
 import subprocess
 import time
 
-from .beneath import dir_writers, open_beneath
+from .beneath import open_beneath, root_only_problem
 from .common import AgentError
 from .files import read_text
 from .processes import become, kill_group, read_bounded
@@ -147,41 +147,6 @@ def jdk_tool(pid, name):
     for d in ("/usr/bin", "/bin", "/usr/local/bin"):
         if os.access(os.path.join(d, name), os.X_OK):
             return os.path.join(d, name)
-    return None
-
-
-def root_only_problem(path):
-    """Why running ``path`` as root could run code another account put there (None when it cannot): the file and
-    every directory on its way, as named and as really reached through its links, must be root's and writable by
-    nobody else (mode bits and POSIX ACL), so no account but root can change what runs. Looked at from the file up,
-    so the nearest such place is the one named."""
-    real = os.path.realpath(path)
-    seen = []
-    for p in (path, real):
-        q = os.path.normpath(p)
-        while True:
-            if q not in seen:
-                seen.append(q)
-            if q == "/":
-                break
-            q = os.path.dirname(q)
-    for q in seen:
-        try:
-            st = os.lstat(q)
-        except OSError as e:
-            return "%s cannot be examined (%s)" % (q, e.strerror)
-        if stat.S_ISLNK(st.st_mode):
-            continue  # a link's own mode means nothing; the directory holding it, and its target, are looked at
-        if st.st_uid != 0:
-            return "%s is owned by uid %d" % (q, st.st_uid)
-        try:
-            writers = dir_writers(q, st)
-        except OSError as e:
-            return "%s cannot be examined (%s)" % (q, e.strerror)
-        if writers:
-            kind, named = writers
-            return "%s may be written by %s" % (q, ", ".join(named) if named else
-                                                "everyone" if kind == "everyone" else "its group (gid %d)" % st.st_gid)
     return None
 
 

@@ -11,7 +11,7 @@ import socket
 import stat
 import time
 
-from .beneath import account_of, open_beneath, read_beneath
+from .beneath import OPEN_DIR, account_of, dir_writers, open_beneath, read_beneath, root_only_problem, walk_tree
 from .common import AgentError
 from .files import read_text
 
@@ -69,106 +69,134 @@ def command_account(place):
     return {"uid": uid, "gid": gid, "groups": groups, "name": name, "home": home}
 
 
-def root_command_problems(install, commands, writes=()):
-    """One sentence for each playbook command (``commands``: {key: rendered command}) that would run as root a script
-    another account can change: when the agent is root and root owns the install dir (command_account: the commands
-    run as root), the script the command starts with (its first word, when that is a path inside the install) and
-    every directory on its way from the install dir must be root's and writable by root alone. Otherwise the account
-    owning ``bin/`` (untarred keeping the vendor's uids, or ``chown -R app`` of the install's contents) adds a line
-    that root runs. A command outside the install (``systemctl``, ``/usr/bin/...``) is not looked at.
-
-    And one for each path of ``writes`` (service_writes: what the service writes) another account can change, when a
-    command inside the install would run as root: the vendor's own scripts act on them (``kill $(cat
-    run/server.pid)``, ``>> logs/console.out``), so the account owning ``run/`` would steer a root command to kill
-    any process or write any file, and the service it starts would come back as root."""
+def root_command_problems(install, commands):
+    """The refusal (one sentence, or none) of playbook commands (``commands``: {key: rendered command}) that would run
+    as root code another account can change. When the agent is root and root owns the install dir (command_account:
+    the commands run as root, in the install dir), a command that is not a plain command outside the install
+    (outside_install) needs the whole install tree root's alone (tree_problems). Which file a shell command runs,
+    sources (Tomcat's catalina.sh sources bin/setenv.sh) or reads (``kill $(cat run/server.pid)``, a pid file the
+    service account can rewrite between the agent's look and the script's) cannot be told by reading the command, so
+    nothing of the tree is exempt: the service account owning ``bin/``, ``conf/``, ``logs/`` or a pid file would
+    otherwise have root run, source or act on what it wrote."""
     if os.geteuid() != 0 or command_account(install) is not None:
         return []  # the commands run as the install's owner, or as the agent's own account
-    problems = []
-    inside = []
-    for key, command in sorted(commands.items()):
-        rel = command_script(install, command)
-        problem = script_writable_by_another(install, rel) if rel else None
-        if rel:
-            inside.append((key, rel))
-        if problem:
-            problems.append("%s (%s %r) would run as root: %s; nothing was stopped: give it to root (chown root, "
-                            "chmod go-w), or give the install dir to the service account so that the commands run "
-                            "as that account" % (rel, key, command, problem))
-    if inside:
-        key, script = min(inside, key=lambda ks: (ks[0] != "stop.command", ks[0]))  # the stop, when it is one
-        for rel in writes:
-            problem = script_writable_by_another(install, rel)
-            if problem:
-                problems.append(
-                    "%s (%s) would run as root over %s, which another account can change (%s): that account could "
-                    "make a root command signal any process or write any file, and the service would come back as "
-                    "root; nothing was stopped: make the install consistent: give the install dir to the service "
-                    "account (chown) so that the commands run as that account, or give %s to root alone"
-                    % (script, key, rel, problem, rel))
-    return problems
+    inside = sorted(key for key, command in commands.items() if not outside_install(install, command))
+    if not inside:
+        return []
+    found = tree_problems(install)
+    if not found:
+        return []
+    return ["%s would run as root in %s, but %s%s: another account could change what root runs, sources or acts on; "
+            "nothing was stopped: give the install to the service account (chown -R; the commands then run as that "
+            "account), or make it root's alone (chown -R root, chmod -R go-w), or start and stop it through a "
+            "command outside the install (systemctl)"
+            % (", ".join(inside), install, found[0], " (and %d more)" % (len(found) - 1) if len(found) > 1 else "")]
 
 
-def service_writes(check_paths):
-    """The directories of the install the service writes, as the playbook names them (``check_paths``: the
-    controller's PathsToCheck): those of the pid files, of the log probes' files and of the preserved config, and
-    the preserved data paths (moved across: the service's run/, logs/, data/). A preserved config file the service
-    account owns is not one: in a directory root's alone it cannot be made a link, only rewritten."""
-    copied = set(check_paths.get("copied") or [])
-    files = list(check_paths.get("pid_files") or []) + list(check_paths.get("logs") or []) + sorted(copied)
-    data = [p for p in check_paths.get("preserve") or [] if p not in copied]
-    return sorted(set(d for d in (os.path.dirname(p) for p in files) if d) | set(data))
+#: what makes a command more than one program with its arguments: a shell runs it (";", "&&", "$(...)", redirection,
+#: globbing, "~"), and what that shell then runs cannot be told from the text
+SHELL_SPECIAL = frozenset(";&|<>$`(){}*?[]~\n\r\t\\")
 
 
-def command_script(install, command):
-    """The path inside ``install`` that ``command`` runs first (its first word, relative to the install dir where the
-    command runs), or None when that word is a command found on PATH or a path outside the install."""
+def outside_install(install, command):
+    """Whether ``command`` is a plain command outside the install: no shell syntax (SHELL_SPECIAL, no ``NAME=value``
+    prefix), its program an absolute path outside the install that root alone can change (root_only_problem), and
+    none of its arguments a path inside the install (absolute beneath it; relative with a ``/`` or naming something
+    there, the command running in the install dir; an ``option=value`` judged by its value) nor a word with blanks
+    (a script for the program: ``sh -c "cd bin && ./stop.sh"``). ``/usr/bin/systemctl stop tomcat10`` is one,
+    ``/bin/sh bin/stop.sh`` is not."""
     import shlex
 
+    if any(c in SHELL_SPECIAL for c in command):
+        return False
     try:
         words = shlex.split(command)
     except ValueError:
-        return None
-    if not words or "/" not in words[0]:
-        return None
-    rel = os.path.normpath(os.path.relpath(words[0], install) if words[0].startswith("/") else words[0])
-    return None if rel == "." or rel.startswith("..") else rel
+        return False
+    if not words or not words[0].startswith("/") or _in_install(install, words[0]) or root_only_problem(words[0]):
+        return False
+    for word in words[1:]:
+        if any(c.isspace() for c in word) or any(_names_install_path(install, w) for w in [word] + word.split("=")):
+            return False
+    return True
 
 
-def script_writable_by_another(install, rel):
-    """Why another account than root could change the script ``rel`` of ``install`` (None when none can): the install
-    dir, a directory on the way or the script itself owned by another account or writable by group or other (a
-    sticky directory aside). A link on the way is judged by where it leads, every directory from / down."""
-    path = install
-    for part in [""] + rel.split("/"):
-        path = os.path.join(path, part) if part else path
-        try:
-            st = os.lstat(path)
-        except OSError:
-            return None  # missing: the command fails by itself, nothing runs
-        if stat.S_ISLNK(st.st_mode):
-            target = os.path.realpath(os.path.join(install, rel))
-            return _chain_problem(["/"] + [os.path.join("/", *target.split("/")[1:i + 1])
-                                           for i in range(1, len(target.split("/")))])
-        problem = _chain_problem([path])
-        if problem:
-            return problem
-    return None
+def _in_install(install, path):
+    """Whether the absolute ``path`` is the install dir or beneath it (as written, and as its links lead)."""
+    top = os.path.normpath(install)
+    return any(p == top or p.startswith(top.rstrip("/") + "/") for p in (os.path.normpath(path), os.path.realpath(path)))
 
 
-def _chain_problem(paths):
-    """The first of ``paths`` (lstat) owned by another account than root or writable by group or other (a sticky
-    directory aside), said with its owner and mode; None when each is root's alone."""
-    for path in paths:
-        try:
-            st = os.lstat(path)
-        except OSError:
-            return None
-        mode = stat.S_IMODE(st.st_mode)
+def _names_install_path(install, word):
+    """Whether the argument ``word`` names a path inside the install (the command runs in the install dir)."""
+    if not word or word.startswith("-") and "/" not in word:
+        return False
+    if word.startswith("/"):
+        return _in_install(install, word) or _in_install(os.path.realpath(install), word)
+    return "/" in word or word in (".", "..") or os.path.lexists(os.path.join(install, word))
+
+
+TREE_PROBLEMS = 5  # the walk stops there: the first one is named
+
+
+def tree_problems(install, limit=TREE_PROBLEMS):
+    """Up to ``limit`` sentences, one per file or directory beneath ``install`` another account can change: owned by
+    another account than root, or writable by group or others (mode bits, a POSIX ACL granting write), a link owned
+    by another account, or a link to a place outside the tree that is not root's alone. Walked from directory
+    descriptors, no link followed, as the manifest scan walks the install."""
+    found = []
+
+    def look(fd, name, rel, st):
+        path = os.path.join(install, rel)
         if st.st_uid != 0:
-            return "%s is owned by %s" % (path, account_name(st.st_uid))
-        if mode & 0o022 and not (stat.S_ISDIR(st.st_mode) and mode & stat.S_ISVTX):
-            return "%s is writable by its %s (mode %o)" % (path, "group" if mode & 0o020 else "others", mode)
-    return None
+            found.append("%s is owned by %s (mode %o)" % (path, account_name(st.st_uid), stat.S_IMODE(st.st_mode)))
+        elif stat.S_ISLNK(st.st_mode):
+            target = os.readlink(name, dir_fd=fd)
+            where = os.path.realpath(os.path.join(os.path.dirname(path), target))
+            if not _in_install(install, where):
+                problem = root_only_problem(where if os.path.lexists(where) else os.path.dirname(where))
+                if problem:
+                    found.append("%s links to %s, and %s" % (path, target, problem))
+        elif stat.S_ISDIR(st.st_mode) or stat.S_ISREG(st.st_mode):
+            writers = _writers_at(fd, name, st)
+            if writers:
+                found.append("%s may be written by %s (mode %o)" % (path, writers, stat.S_IMODE(st.st_mode)))
+        elif st.st_mode & 0o022:
+            found.append("%s is writable by its %s (mode %o)" % (path, "group" if st.st_mode & 0o020 else "others",
+                                                                stat.S_IMODE(st.st_mode)))
+
+    top = os.open(install, OPEN_DIR)  # the install dir itself: whoever may write it may replace bin/
+    try:
+        st = os.fstat(top)
+        writers = _writers_said(dir_writers(top, st), st)
+    finally:
+        os.close(top)
+    if writers:
+        found.append("%s may be written by %s (mode %o)" % (install, writers, stat.S_IMODE(st.st_mode)))
+    walk_tree(install, look, lambda: len(found) >= limit)
+    return found
+
+
+def _writers_at(fd, name, st):
+    """Who besides root may write the file or directory ``name`` of the directory open as ``fd`` (dir_writers: mode
+    bits and POSIX ACL), said for a message; None when nobody. Opened without following a link, never blocking."""
+    try:
+        sub = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0)
+                      | getattr(os, "O_CLOEXEC", 0), dir_fd=fd)
+    except OSError as e:
+        return "an account this agent cannot tell (it could not be opened: %s)" % e.strerror
+    try:
+        return _writers_said(dir_writers(sub, st), st)
+    finally:
+        os.close(sub)
+
+
+def _writers_said(writers, st):
+    """dir_writers' answer for a message ("everyone", "its group (gid 7)", "uid 4242"); None when nobody."""
+    if not writers:
+        return None
+    kind, named = writers
+    return ", ".join(named) if named else "everyone" if kind == "everyone" else "its group (gid %d)" % st.st_gid
 
 
 PASSED_ENV = ("PATH", "JAVA_HOME", "LANG", "LANGUAGE", "TZ")  # and every LC_*: what a command may take from the agent's
