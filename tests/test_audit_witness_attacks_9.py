@@ -1,0 +1,126 @@
+"""Issue 20, the auditor's case file, round 6 (attack20r6), played through the shipped CLI.
+
+- A log given with `--other-log` is verified on its own before its runs may explain any host record: a guide log
+  edited without rebuilding its chain, or re-signed by a key the auditor does not allow, makes the pair ALTERED,
+  naming that log and why (both read INTACT).
+- `audit verify --plans --approvals` whose files contradict the log says ALTERED on its first line (it said
+  INTACT above its MISMATCH lines, exit 6)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+from conftest import approve, kill_processes_under, plan_to, sandbox, upgrader  # noqa: F401
+
+from upgrader.cli import main
+from upgrader.cli.commands.demo import Sandbox
+from test_audit_witness_attacks_2 import ALTERED, records
+
+
+def two_logs(box: Sandbox, tmp_path: Path) -> tuple[Path, Path]:
+    """The engineer's controller runs an upgrade, then the customer's `guide` (its own HOME, the operator key)
+    another one on the same install: (the controller's log, the guide's log)."""
+    rc, plan = plan_to(box, "7.0.4.2")
+    assert rc == 0
+    assert upgrader(box, "run", str(plan), "--approval", str(approve(box, plan))) == 0
+    rc, plan = plan_to(box, "7.0.4.3")
+    assert rc == 0
+    approval = approve(box, plan)
+    home = tmp_path / "customer"
+    guided = subprocess.run([sys.executable, "-m", "upgrader", "--home", str(home), "guide", "--plan", str(plan),
+                             "--approval", str(approval), "--inventory", str(box.inventory), "--policy",
+                             str(box.policy), "--catalog", str(box.catalog), "--audit-key",
+                             str(box.keys / "operator"), "--yes", "--lang", "en"], capture_output=True, text=True,
+                            timeout=300, stdin=subprocess.DEVNULL, env={**os.environ, "LANG": "C.UTF-8"})
+    assert guided.returncode == 0, guided.stdout + guided.stderr
+    return box.root / "audit" / "audit.jsonl", home / "audit" / "audit.jsonl"
+
+
+def verify_pair(box: Sandbox, capsys: pytest.CaptureFixture[str], log: Path, *extra: str) -> tuple[int, str]:
+    capsys.readouterr()
+    rc = main(["--home", str(box.root), "audit", "verify", str(log), "--policy", str(box.policy), "--witness",
+               str(box.inventory), *extra])
+    return rc, " ".join(capsys.readouterr().out.split())
+
+
+def test_an_other_log_is_verified_on_its_own_before_its_runs_explain_anything(
+        sandbox: Sandbox, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Finding 1: the guide log given with --other-log is edited without rebuilding its chain (the approver
+    renamed), or rebuilt and re-signed by the engineer's key, which the policy does not allow for the audit log.
+    The pair read INTACT; now ALTERED (exit 6), naming that log and its own verdict, in English and Chinese."""
+    from test_audit_witness import rechain
+    from upgrader.trust.keys import load_private_key
+
+    box = sandbox
+    ours, theirs = two_logs(box, tmp_path)
+    rc, text = verify_pair(box, capsys, ours, "--other-log", str(theirs))
+    assert rc == 0 and text.startswith("INTACT"), text  # the honest pair
+
+    lines = theirs.read_bytes().splitlines(keepends=True)
+    edited = tmp_path / "guide-edited.jsonl"
+    n = next(i for i, line in enumerate(lines) if b'"approver"' in line)
+    rec = json.loads(lines[n])
+    text_line = json.dumps(rec, separators=(",", ":"), ensure_ascii=False)
+    lines_e = list(lines)
+    lines_e[n] = text_line.replace('"approver":"', '"approver":"ciso@bank-').encode() + b"\n"
+    assert lines_e[n] != lines[n]
+    edited.write_bytes(b"".join(lines_e))
+    rc, text = verify_pair(box, capsys, ours, "--other-log", str(edited))
+    assert rc == ALTERED and text.startswith("ALTERED"), text
+    assert f"log {edited} given with --other-log is not intact on its own: ALTERED: line {n + 1}" in text, text
+    assert "its runs explain none of the hosts' records" in text, text
+    rc, zh = verify_pair(box, capsys, ours, "--other-log", str(edited), "--lang", "zh")
+    assert rc == ALTERED and f"用 --other-log 给出的日志 {edited} 自身未通过核验" in zh, zh
+
+    resigned = tmp_path / "guide-resigned.jsonl"
+    resigned.write_bytes(b"".join(rechain(lines, lambda r: r, load_private_key(str(box.keys / "engineer")),
+                                          "engineer@vendor")))
+    rc, text = verify_pair(box, capsys, ours, "--other-log", str(resigned))
+    assert rc == ALTERED and text.startswith("ALTERED"), text
+    assert f"log {resigned} given with --other-log is not intact on its own: ALTERED" in text, text
+
+
+def test_a_cross_check_that_finds_mismatches_does_not_say_intact_first(
+        sandbox: Sandbox, capsys: pytest.CaptureFixture[str]) -> None:
+    """Finding 9a: `audit verify --plans --approvals` (no --witness) of a log whose plan_created line the engineer
+    moved 97 s earlier (chain rebuilt, re-signed with the operator key) printed INTACT as its first line above the
+    MISMATCH lines (exit 6); its first line now says ALTERED, in English and Chinese."""
+    import datetime as dt
+
+    from test_audit_witness import rechain
+    from upgrader.trust.keys import load_private_key
+
+    box = sandbox
+    rc, plan = plan_to(box, "7.0.4.2")
+    assert rc == 0
+    approve(box, plan)
+    log = box.root / "audit" / "audit.jsonl"
+
+    def earlier(r: dict[str, Any]) -> dict[str, Any]:
+        if r.get("event") == "plan_created":
+            r["time"] = (dt.datetime.fromisoformat(str(r["time"])) - dt.timedelta(seconds=97)).isoformat(
+                timespec="milliseconds")
+        return r
+
+    log.write_bytes(b"".join(rechain(log.read_bytes().splitlines(keepends=True), earlier,
+                                     load_private_key(str(box.operator_key)), "operator@customer")))
+    for lang, word in (("en", "ALTERED"), ("zh", "已被篡改")):
+        capsys.readouterr()
+        rc = main(["--home", str(box.root), "audit", "verify", "--plans", str(box.plans), "--approvals",
+                   str(box.approvals), "--lang", lang])
+        out = capsys.readouterr().out
+        assert rc == ALTERED, out
+        assert "MISMATCH" in out or "不符" in out, out
+        assert out.lstrip().startswith(word), out
+
+
+@pytest.fixture(autouse=True)
+def _no_leftovers(tmp_path: Path) -> Iterator[None]:
+    yield
+    kill_processes_under(tmp_path)
