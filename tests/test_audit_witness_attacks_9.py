@@ -3,6 +3,9 @@
 - A log given with `--other-log` is verified on its own before its runs may explain any host record: a guide log
   edited without rebuilding its chain, or re-signed by a key the auditor does not allow, makes the pair ALTERED,
   naming that log and why (both read INTACT).
+- An honest `upgrader rollback RUN --yes` of a run already rolled back (the demo suggests the command), and a
+  second one after that: the host records the end of each such part, so the log reads INTACT (it read ALTERED,
+  "never finished it there, but the log says it ended restored").
 - `audit verify --plans --approvals` whose files contradict the log says ALTERED on its first line (it said
   INTACT above its MISMATCH lines, exit 6)."""
 
@@ -118,6 +121,26 @@ def test_a_cross_check_that_finds_mismatches_does_not_say_intact_first(
         assert rc == ALTERED, out
         assert "MISMATCH" in out or "不符" in out, out
         assert out.lstrip().startswith(word), out
+
+
+def test_rolling_back_a_run_already_rolled_back_reads_intact(
+        sandbox: Sandbox, capsys: pytest.CaptureFixture[str]) -> None:
+    """Finding 3: the run to 7.0.4.5 fails and is rolled back; the operator then runs `rollback RUN --yes` (nothing
+    to do), and again. Each exits 0 and is witnessed; `audit verify --witness` reads INTACT after each (exit 6
+    before: the host opened the part and only unlocked)."""
+    box = sandbox
+    rc, plan = plan_to(box, "7.0.4.5")
+    assert rc == 0
+    assert upgrader(box, "run", str(plan), "--approval", str(approve(box, plan))) == 1  # rolled back
+    log = box.root / "audit" / "audit.jsonl"
+    run = next(r["run"] for r in records(log) if r.get("event") == "run_started")
+    for _ in range(2):
+        capsys.readouterr()
+        assert main(["--home", str(box.root), "rollback", run, "--yes"]) == 0
+        out = " ".join(capsys.readouterr().out.split())
+        assert "witnessed by: app-01" in out, out
+        rc, text = verify_pair(box, capsys, log)
+        assert rc == 0 and text.startswith("INTACT"), text
 
 
 @pytest.fixture(autouse=True)
