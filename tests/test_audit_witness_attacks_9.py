@@ -6,6 +6,8 @@
 - An honest `upgrader rollback RUN --yes` of a run already rolled back (the demo suggests the command), and a
   second one after that: the host records the end of each such part, so the log reads INTACT (it read ALTERED,
   "never finished it there, but the log says it ended restored").
+- A modified agent relabels a run cut off the log as "another log's" on the host: the run's syslog copy names its
+  log, outranks the host's records, and shows the cut (it was skipped on the host records' word: NOT PROVEN).
 - `audit verify --plans --approvals` whose files contradict the log says ALTERED on its first line (it said
   INTACT above its MISMATCH lines, exit 6)."""
 
@@ -23,7 +25,9 @@ from conftest import approve, kill_processes_under, plan_to, sandbox, upgrader  
 
 from upgrader.cli import main
 from upgrader.cli.commands.demo import Sandbox
-from test_audit_witness_attacks_2 import ALTERED, records
+from fleet import Fleet
+from test_audit_witness_attacks_2 import ALTERED, fleet, log_of, records, run_once, verify  # noqa: F401
+from test_audit_witness_attacks_8 import syslog_export  # noqa: F401 - a fixture
 
 
 def two_logs(box: Sandbox, tmp_path: Path) -> tuple[Path, Path]:
@@ -141,6 +145,53 @@ def test_rolling_back_a_run_already_rolled_back_reads_intact(
         assert "witnessed by: app-01" in out, out
         rc, text = verify_pair(box, capsys, log)
         assert rc == 0 and text.startswith("INTACT"), text
+
+
+def relabel_run_on_host(f: Fleet, host: str, run: str, log: str) -> None:
+    """A modified agent's work (run as the agent's account): every record of ``run`` in every copy of the host's
+    ledger now names the log ``log``."""
+    h = f[host]
+    dirs = {p.parent for p in Path(h.install_dir).parent.rglob("runs-opened.jsonl")} | \
+        {p.parent for p in Path(str(h.state_dir)).rglob("runs-opened.jsonl")}
+    for d in dirs:
+        for name in ("runs-opened.jsonl", "runs.jsonl", "checkpoints.jsonl"):
+            path = d / name
+            if not path.exists():
+                continue
+            out = []
+            for line in path.read_text().splitlines(keepends=True):
+                rec = json.loads(line)
+                if str(rec.get("run", "")).split("/")[0] == run:
+                    rec["log"] = log
+                    line = json.dumps(rec, sort_keys=True) + "\n"
+                out.append(line)
+            path.write_text("".join(out))
+
+
+def test_a_run_relabelled_on_the_host_as_another_logs_is_still_this_logs_by_its_syslog_copy(
+        fleet: Fleet, capsys: pytest.CaptureFixture[str], syslog_export: Any) -> None:  # noqa: F811
+    """Finding 2: two runs witnessed with audit.syslog on; the engineer cuts the second off the log and their
+    modified agent relabels its host records as another log's. The syslog copy names this log (log=), so it is
+    compared with it whatever the host says: ALTERED, cut off (it read NOT PROVEN, "give that log")."""
+    f = fleet
+    f.box.policy.write_text(f.box.policy.read_text().replace("audit:\n", "audit:\n  syslog: true\n"))
+    first, _, _ = run_once(f)
+    rc, plan = plan_to(f.box, "7.0.4.5")
+    assert rc == 0
+    assert upgrader(f.box, "run", str(plan), "--approval", str(approve(f.box, plan))) == 1  # rolled back
+    second = f.run_dirs()[-1].name
+    export = syslog_export(2)
+    assert " log=" in export.read_text(), export.read_text()
+    rc, _, text = verify(f, capsys, "--syslog", str(export))
+    assert rc == 0 and text.startswith("INTACT"), text
+    honest = log_of(f).read_bytes()
+    cut = next(r["seq"] for r in records(log_of(f)) if r.get("event") == "checkpoint" and r.get("run") == first)
+    log_of(f).write_bytes(b"".join(honest.splitlines(keepends=True)[:cut]))
+    relabel_run_on_host(f, "app-01", second, "f" * 64)
+    rc, _, text = verify(f, capsys, "--syslog", str(export))
+    assert rc == ALTERED and text.startswith("ALTERED"), text
+    assert f"app-01 (its syslog copy, {export} line 2) witnessed run {second} at seq " in text, text
+    assert f"but the log ends at seq {cut}: cut off" in text, text
 
 
 @pytest.fixture(autouse=True)

@@ -230,31 +230,46 @@ _SYSLOG_LINE = re.compile(r"(?:(?P<host>[^\s:]+)\s+)?upgrader-agent(?:\[\d+\])?:
 
 def read_syslog_copies(path: Path) -> list[JSONObject]:
     """The witnesses a syslog export holds (the agent's own line for each, to_syslog): {seq, head, run, host (the
-    syslog header's, when the export keeps it), file, file_line}. Every other line is not ours and is skipped."""
+    syslog header's, when the export keeps it), log (the identity of the run's log, None from older agents), file,
+    file_line}. Every other line is not ours and is skipped."""
     out: list[JSONObject] = []
     with open(path, "rb") as f:
         for n, raw in enumerate(f, 1):
-            m = _SYSLOG_LINE.search(raw.decode("utf-8", "replace").rstrip("\r\n"))
+            m = _SYSLOG_LINE.search(raw.decode("utf-8", "replace").rstrip("\r\n\x00"))  # a NUL: the sender's end
             if m is None:
                 continue
             kv = dict(x.split("=", 1) for x in m.group("kv").split() if "=" in x)
             if not kv.get("seq", "").isdigit() or not _HEX64.match(kv.get("head", "")) or not kv.get("run"):
                 continue
             out.append({"seq": int(kv["seq"]), "head": kv["head"], "run": kv["run"], "host": m.group("host"),
+                        "log": kv["log"] if _HEX64.match(kv.get("log", "")) else None,
                         "file": str(path), "file_line": n})
     return out
 
 
 def _compare_syslog(result: WitnessResult, hashes: list[str], cps: dict[int, JSONObject], matching: list[int],
-                    copies: Sequence[JSONObject]) -> None:
+                    copies: Sequence[JSONObject], given_logs: Mapping[str, str]) -> None:
     """Each witness's syslog copy (off the host, out of a controller's reach) against the log, as a host's own
     witness is; and against its host's records: a witness the copy holds that the host no longer keeps was removed
-    from the host (ALTERED)."""
+    from the host (ALTERED). The copy outranks the host's records: one that names this log (``log=``) is compared
+    with it whatever the host's records now say of its run; one naming another log is that log's (checked with it
+    when given, else not proven). Only a copy from an older agent, which names no log, goes by the host's records."""
     read = {h.host: h for h in result.hosts if not h.error}
+    mine = hashes[0] if hashes else None
     for c in copies:
         host, where = c.get("host"), f"{c.get('file')} line {c.get('file_line')}"
-        if any(c.get("run") in labels for labels in result.other_logs.get(str(host), {}).values()):
+        named = c.get("log")
+        if named is not None and named != mine:
+            if named not in given_logs:
+                result.found(f"host {host}'s syslog copy ({where}) witnessed run {c.get('run')} of another log "
+                             f"(identity {str(named)[:12]}…): not compared with this log; give that log with "
+                             "--other-log to check it (not proven)",
+                             f"主机 {host} 的 syslog 副本（{c.get('file')} 第 {c.get('file_line')} 行）见证的运行 "
+                             f"{c.get('run')} 属于另一份日志（标识 {str(named)[:12]}…）：没有与本日志对照；请用 --other-log "
+                             "给出那份日志以核对它（未证实）", doubt=True)
             continue  # the witness of another log's run (checked with that log)
+        if named is None and any(c.get("run") in labels for labels in result.other_logs.get(str(host), {}).values()):
+            continue  # an older agent's copy names no log: the host's records say it is another log's run
         result.syslog_checked += 1
         name = f"{host or '?'} (its syslog copy, {where})"
         problem = _problem(hashes, cps, matching, name, c)
@@ -341,7 +356,7 @@ def check_witnesses(data: bytes, hosts: list[HostWitness], *, not_read: Mapping[
             result.findings.append((h.host, c, problem))
             if problem is not None:
                 result.found(problem, str(_problem(hashes, cps, matching, h.host, c, "zh")))
-    _compare_syslog(result, hashes, cps, matching, syslog_copies)
+    _compare_syslog(result, hashes, cps, matching, syslog_copies, given_logs or {})
     _twice_finished(result, events)
     _compare_accounts(result, events)
     _compare_openings(result, events, {**(earlier or {}), **({policy_digest: window} if policy_digest else {})},
