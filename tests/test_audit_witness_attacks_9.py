@@ -8,6 +8,9 @@
   "never finished it there, but the log says it ended restored").
 - A modified agent relabels a run cut off the log as "another log's" on the host: the run's syslog copy names its
   log, outranks the host's records, and shows the cut (it was skipped on the host records' word: NOT PROVEN).
+- A real syslog export names the host as the syslog daemon does (its own hostname): the copies are matched to the
+  inventory's host when that is unambiguous, so a witness removed from the host is still seen; a witness of the
+  log with no copy in the export is named (NOT PROVEN).
 - `audit verify --plans --approvals` whose files contradict the log says ALTERED on its first line (it said
   INTACT above its MISMATCH lines, exit 6)."""
 
@@ -54,6 +57,37 @@ def verify_pair(box: Sandbox, capsys: pytest.CaptureFixture[str], log: Path, *ex
     rc = main(["--home", str(box.root), "audit", "verify", str(log), "--policy", str(box.policy), "--witness",
                str(box.inventory), *extra])
     return rc, " ".join(capsys.readouterr().out.split())
+
+
+def test_a_syslog_export_by_the_daemons_hostname_still_checks_the_hosts_records(
+        fleet: Fleet, capsys: pytest.CaptureFixture[str], syslog_export: Any) -> None:  # noqa: F811
+    """Finding 6 (and 2's missing copy): the export names the host "siem-vm", as rsyslog writes its own hostname.
+    The copies are this host's (the only one read): INTACT, both copies checked; with the host's witness of run 2
+    removed, ALTERED "rewritten on the host" (the check never ran: INTACT). An export without run 2's copy: NOT
+    PROVEN naming it (it read INTACT)."""
+    f = fleet
+    f.box.policy.write_text(f.box.policy.read_text().replace("audit:\n", "audit:\n  syslog: true\n"))
+    run_once(f)
+    rc, plan = plan_to(f.box, "7.0.4.5")
+    assert rc == 0
+    assert upgrader(f.box, "run", str(plan), "--approval", str(approve(f.box, plan))) == 1  # rolled back
+    second = f.run_dirs()[-1].name
+    export = syslog_export(2)
+    export.write_text(export.read_text().replace(" app-01 upgrader-agent:", " siem-vm upgrader-agent:"))
+    rc, _, text = verify(f, capsys, "--syslog", str(export))
+    assert rc == 0 and text.startswith("INTACT"), text
+    assert "2 syslog copy(ies) of the witnesses match the log and the hosts' records" in text, text
+    first_only = export.with_name("first-only.log")
+    first_only.write_text(export.read_text().splitlines(keepends=True)[0])
+    rc, _, text = verify(f, capsys, "--syslog", str(first_only))
+    assert rc == 2 and text.startswith("NOT PROVEN"), text
+    assert f"host app-01 witnessed run {second} at seq " in text and "but no syslog export given holds its copy" in text
+    kept = f["app-01"].state_dir / "checkpoints.jsonl"
+    kept.write_bytes(b"".join(x for x in kept.read_bytes().splitlines(keepends=True) if second.encode() not in x))
+    rc, _, text = verify(f, capsys, "--syslog", str(export))
+    assert rc == ALTERED, text
+    assert f"host app-01's syslog copy ({export} line 2) holds its witness of run {second} at seq " in text, text
+    assert "but the host's own records no longer do: they were rewritten on the host (ALTERED)" in text, text
 
 
 def test_an_other_log_is_verified_on_its_own_before_its_runs_explain_anything(

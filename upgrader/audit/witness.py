@@ -256,6 +256,8 @@ def _compare_syslog(result: WitnessResult, hashes: list[str], cps: dict[int, JSO
     when given, else not proven). Only a copy from an older agent, which names no log, goes by the host's records."""
     read = {h.host: h for h in result.hosts if not h.error}
     mine = hashes[0] if hashes else None
+    copies = [{**c, "host": _inventory_name(result.hosts, c)} for c in copies]
+    _copies_missing(result, read, copies)
     for c in copies:
         host, where = c.get("host"), f"{c.get('file')} line {c.get('file_line')}"
         named = c.get("log")
@@ -286,6 +288,44 @@ def _compare_syslog(result: WitnessResult, hashes: list[str], cps: dict[int, JSO
                          "on the host (ALTERED)",
                          f"主机 {host} 的 syslog 副本（{c.get('file')} 第 {c.get('file_line')} 行）保存着它对运行 {c['run']} 的见证（序号 {c['seq']}，链头 "
                          f"{str(c['head'])[:12]}…），而该主机自己的记录中已经没有了：记录在主机上被改写（已被篡改）")
+
+
+def _same_witness(k: Mapping[str, object], c: Mapping[str, object]) -> bool:
+    return (k.get("run"), _seq_of(k), k.get("head")) == (c.get("run"), _seq_of(c), c.get("head"))
+
+
+def _inventory_name(hosts: Sequence[HostWitness], c: Mapping[str, object]) -> object:
+    """The inventory name of the host a syslog copy came from. The export names it as the syslog daemon did (its
+    own hostname, often not the inventory's name): taken as an alias only when unambiguous -- the only host read,
+    or the only host whose records hold that very witness; otherwise the name stays the daemon's."""
+    names = [h.host for h in hosts]
+    said = c.get("host")
+    if said in names or not names:
+        return said
+    if len(names) == 1:
+        return names[0]
+    holding = [h.host for h in hosts if any(_same_witness(k, c) for k in h.checkpoints)]
+    return holding[0] if len(holding) == 1 else said
+
+
+def _copies_missing(result: WitnessResult, read: Mapping[str, HostWitness], copies: Sequence[JSONObject]) -> None:
+    """With syslog exports given: each witness of this log a host keeps while its syslog copy was asked for
+    (audit.syslog) and that no export holds is named (not proven): its syslog was down then, the export does not
+    cover that time, or the copy was never sent; the log after it is not proven by the syslog copies."""
+    if not copies:
+        return
+    for name, h in read.items():
+        if "syslog" not in h.protected_by:
+            continue
+        for k in sorted(h.checkpoints, key=_seq_of):
+            if any(c.get("host") == name and _same_witness(k, c) for c in copies):
+                continue
+            result.found(f"host {name} witnessed run {k.get('run')} at seq {_seq_of(k)}, but no syslog export given "
+                         "holds its copy (its syslog was down then, the export does not cover that time, or the copy "
+                         "was never sent): that part of the log is not proven by the syslog copies (not proven)",
+                         f"主机 {name} 在序号 {_seq_of(k)} 处见证了运行 {k.get('run')}，但给出的 syslog 导出文件中都没有它的副本"
+                         "（当时 syslog 不可用、导出文件未覆盖那段时间，或副本从未发出）：日志的这一部分没有 syslog 副本证明（未证实）",
+                         doubt=True)
 
 
 def _log_lines(data: bytes) -> tuple[list[str], dict[int, JSONObject], list[JSONObject]]:
