@@ -11,6 +11,8 @@
 - A real syslog export names the host as the syslog daemon does (its own hostname): the copies are matched to the
   inventory's host when that is unambiguous, so a witness removed from the host is still seen; a witness of the
   log with no copy in the export is named (NOT PROVEN).
+- After the controller's clock was stepped back, the log's writer raises a line's time to the line before's: an
+  honest plan's and approval's lines are not called "moved" (ALTERED before).
 - `audit verify --plans --approvals` whose files contradict the log says ALTERED on its first line (it said
   INTACT above its MISMATCH lines, exit 6)."""
 
@@ -226,6 +228,29 @@ def test_a_run_relabelled_on_the_host_as_another_logs_is_still_this_logs_by_its_
     assert rc == ALTERED and text.startswith("ALTERED"), text
     assert f"app-01 (its syslog copy, {export} line 2) witnessed run {second} at seq " in text, text
     assert f"but the log ends at seq {cut}: cut off" in text, text
+
+
+def test_plans_made_after_the_controllers_clock_stepped_back_are_not_called_moved(
+        sandbox: Sandbox, capsys: pytest.CaptureFixture[str]) -> None:
+    """Finding 8: one plan made while the controller's clock ran 20 minutes fast (faketime), then a plan and its
+    approval at the real time: the log raised their lines' time to the fast one. `audit verify --plans
+    --approvals` reads INTACT (exit 6 before: "the log's time was moved")."""
+    box = sandbox
+    fast = subprocess.run(["faketime", "-f", "+20m", sys.executable, "-m", "upgrader", "--home", str(box.root), "plan",
+                           "--inventory", str(box.inventory), "--to", "7.0.4.2", "--catalog", str(box.catalog),
+                           "--key", str(box.requester_key), "-o", str(box.plans / "fast.json")],
+                          capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+    assert fast.returncode == 0, fast.stdout + fast.stderr
+    rc, plan = plan_to(box, "7.0.4.2")
+    assert rc == 0
+    approve(box, plan)
+    times = [r["time"] for r in records(box.root / "audit" / "audit.jsonl")]
+    assert times[-1] == times[-2] == times[-3], times  # raised to the fast clock's line
+    capsys.readouterr()
+    rc = main(["--home", str(box.root), "audit", "verify", "--plans", str(box.plans), "--approvals",
+               str(box.approvals)])
+    out = " ".join(capsys.readouterr().out.split())
+    assert rc == 0 and out.startswith("INTACT"), out
 
 
 @pytest.fixture(autouse=True)
