@@ -13,6 +13,10 @@
   log with no copy in the export is named (NOT PROVEN).
 - After the controller's clock was stepped back, the log's writer raises a line's time to the line before's: an
   honest plan's and approval's lines are not called "moved" (ALTERED before).
+- A killed run's stop and install phases moved 14 minutes later in the log before its recovery (the outage shown
+  as seconds): held to the host's one clock offset, as a finished run's are: ALTERED (INTACT before).
+- A resume killed after its rollback phase (which stopped the service first), then resumed again: the host's stop
+  step is the rollback phase's, not a stop the log lacks: INTACT (ALTERED before).
 - `audit verify --plans --approvals` whose files contradict the log says ALTERED on its first line (it said
   INTACT above its MISMATCH lines, exit 6)."""
 
@@ -26,7 +30,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
-from conftest import approve, kill_processes_under, plan_to, sandbox, upgrader  # noqa: F401
+from conftest import approve, fault_env, kill_processes_under, plan_to, sandbox, upgrader  # noqa: F401
 
 from upgrader.cli import main
 from upgrader.cli.commands.demo import Sandbox
@@ -251,6 +255,75 @@ def test_plans_made_after_the_controllers_clock_stepped_back_are_not_called_move
                str(box.approvals)])
     out = " ".join(capsys.readouterr().out.split())
     assert rc == 0 and out.startswith("INTACT"), out
+
+
+def test_a_killed_runs_phases_moved_later_are_held_to_the_hosts_clock_offset(
+        sandbox: Sandbox, capsys: pytest.CaptureFixture[str]) -> None:
+    """Finding 5: the run to 7.0.4.2 is killed when its install finished (the service down); the engineer moves its
+    stop and install phase lines 840 s later (chain rebuilt) and 15 minutes later (faketime: the controller's and the
+    local host's clock) rolls it back. The host's steps say stop ran 840 s before the log says: ALTERED (INTACT
+    before: an unfinished run was held to CLOCK_SKEW only)."""
+    import datetime as dt
+
+    from test_audit_witness import rechain
+    from upgrader.trust.keys import load_private_key
+
+    box = sandbox
+    rc, plan = plan_to(box, "7.0.4.2")
+    assert rc == 0
+    approval = approve(box, plan)
+    env = {k: v for k, v in os.environ.items() if k != "UPGRADER_FAULT_KILL_AT"}
+    killed = subprocess.run([sys.executable, "-m", "upgrader", "--home", str(box.root), "run", str(plan),
+                             "--approval", str(approval)], env={**env, **fault_env(kill_at="install:finished")},
+                            capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+    assert killed.returncode < 0, killed.stdout + killed.stderr
+    run = next(r["run"] for r in records(box.root / "audit" / "audit.jsonl") if r.get("event") == "run_started")
+
+    def later(r: dict[str, Any]) -> dict[str, Any]:
+        if r.get("run") == run and r.get("phase") in ("stop", "install"):
+            r["time"] = (dt.datetime.fromisoformat(str(r["time"])) + dt.timedelta(seconds=840)).isoformat(
+                timespec="milliseconds")
+        return r
+
+    log = box.root / "audit" / "audit.jsonl"
+    log.write_bytes(b"".join(rechain(log.read_bytes().splitlines(keepends=True), later,
+                                     load_private_key(str(box.operator_key)), "operator@customer")))
+    recovered = subprocess.run(["faketime", "-f", "+15m", sys.executable, "-m", "upgrader", "--home", str(box.root),
+                                "rollback", run, "--yes"], env=env, capture_output=True, text=True, timeout=300,
+                               stdin=subprocess.DEVNULL)
+    assert recovered.returncode == 0, recovered.stdout + recovered.stderr
+    rc, text = verify_pair(box, capsys, log)
+    assert rc == ALTERED and text.startswith("ALTERED"), text
+    assert f"host app-01's own steps of run {run} (opened there at " in text and "stop time is " in text, text
+
+
+def test_a_resume_killed_after_its_rollback_then_resumed_again_reads_intact(
+        sandbox: Sandbox, capsys: pytest.CaptureFixture[str]) -> None:
+    """Finding 4: the run killed when its install finished; `resume` killed when its rollback phase finished (that
+    phase stopped the service first: a stop step on the host, no stop phase in the log); `resume` again (exit 1,
+    rolled back). `audit verify --witness` reads INTACT (ALTERED before: "executed stop ... but the log has no stop
+    phase")."""
+    box = sandbox
+    rc, plan = plan_to(box, "7.0.4.2")
+    assert rc == 0
+    approval = approve(box, plan)
+    env = {k: v for k, v in os.environ.items() if k != "UPGRADER_FAULT_KILL_AT"}
+
+    def cli(point: str | None, *argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "upgrader", "--home", str(box.root), *argv],
+                              env={**env, **(fault_env(kill_at=point) if point else {})}, capture_output=True,
+                              text=True, timeout=300, stdin=subprocess.DEVNULL)
+
+    killed = cli("install:finished", "run", str(plan), "--approval", str(approval))
+    assert killed.returncode < 0, killed.stdout + killed.stderr
+    log = box.root / "audit" / "audit.jsonl"
+    run = next(r["run"] for r in records(log) if r.get("event") == "run_started")
+    again = cli("rollback:finished", "resume", run)
+    assert again.returncode < 0, again.stdout + again.stderr
+    last = cli(None, "resume", run)
+    assert last.returncode == 1, last.stdout + last.stderr
+    rc, text = verify_pair(box, capsys, log)
+    assert rc == 0 and text.startswith("INTACT"), text
 
 
 @pytest.fixture(autouse=True)

@@ -1087,14 +1087,17 @@ def opening_text(d: Mapping[str, object], lang: str = "en") -> str:
 OPEN_STEPS = ("stop", "install", "start", "rollback")
 
 
-def _open_differences(steps: Sequence[JSONObject], log: JSONObject | None, own: bool) -> list[JSONObject]:
+def _open_differences(steps: Sequence[JSONObject], log: JSONObject | None, own: bool,
+                      opened: JSONObject | None = None) -> list[JSONObject]:
     """The log's lines of a run a host opened and never finished, against the host's own steps of it (each part of
     a run keeps its own steps on the host: a later rollback or resume does not take them over). A step the host
     executed that the log has no phase of, says failed, or whose run it says ended unchanged there; a phase the
     log says went well that the host never executed; a phase's time or the outage the host's steps contradict --
     each a finding (kind "steps", "claimed" or "open_time"). A phase the log started and never ended (the
     controller died in it) agrees with either. ``own``: the steps are this part's own (an agent before step labels
-    gave a resume's steps no label; only a first run's are then compared)."""
+    gave a resume's steps no label; only a first run's are then compared). ``opened``: the host's opening record
+    of the run, which with the log's lines around the lock fixes the host's clock offset: each phase is then held
+    to that one offset, as a finished run's are (not only to CLOCK_SKEW)."""
     if not own or log is None:
         return []
     spans = log.get("spans") if isinstance(log.get("spans"), dict) else {}
@@ -1107,6 +1110,8 @@ def _open_differences(steps: Sequence[JSONObject], log: JSONObject | None, own: 
         running = [x for x in mine if x[1] is None]
         if op in done and not ok and not running:
             failed = next((x for x in mine if x[2] is not None), None)
+            if op == "stop" and failed is None and spans.get("rollback"):
+                continue  # a rollback phase stops the service first: the host's stop step is that phase's
             out.append({"kind": "steps", "step": op, "said": "failed" if failed else "absent",
                         "line": failed[3] if failed is not None and len(failed) > 3 else None})
         elif op not in done and ok and op != "stop":  # a stop of a service already down may ask nothing of the host
@@ -1116,7 +1121,10 @@ def _open_differences(steps: Sequence[JSONObject], log: JSONObject | None, own: 
         if changed is not None:
             out.append({"kind": "steps", "step": changed, "said": "unchanged", "line": log.get("finished_line")})
     said = {(d.get("step"), d.get("kind")) for d in out}
-    for d in _step_times(list(steps), spans):
+    timed = _step_times(list(steps), spans)
+    fields = {d.get("field") for d in timed}  # a phase already beyond CLOCK_SKEW is said once
+    timed += [d for d in _offset_times(list(steps), log, _offset_bounds({}, log, opened)) if d.get("field") not in fields]
+    for d in timed:
         if (str(d.get("field")).split(" ")[0], "claimed") not in said:
             out.append({"kind": "open_time", "field": d.get("field"), "host_value": d.get("host"),
                         "log_value": d.get("log")})
@@ -1186,7 +1194,8 @@ def _compare_openings(result: WitnessResult, events: list[JSONObject], windows: 
                 found(False, kind="unfinished", outcome=outcome, **base)
             if label not in finished:  # what the host did, against what the log says of it, finished or not
                 for d in _open_differences(h.open_steps.get(label, []), _log_account(events, label, h.host),
-                                           label in first_runs or any("as" in x for x in h.open_steps.get(label, []))):
+                                           label in first_runs or any("as" in x for x in h.open_steps.get(label, [])),
+                                           rec):
                     found(False, **d, **base)
             # who ran it: the controller's user and machine the host was told at its lock, against every actor the
             # log gives the run's lines (the engineer who re-signs the log cannot give the run to someone else)
