@@ -72,13 +72,7 @@ def test_a_syslog_export_by_the_daemons_hostname_still_checks_the_hosts_records(
     removed, ALTERED "rewritten on the host" (the check never ran: INTACT). An export without run 2's copy: NOT
     PROVEN naming it (it read INTACT)."""
     f = fleet
-    f.box.policy.write_text(f.box.policy.read_text().replace("audit:\n", "audit:\n  syslog: true\n"))
-    run_once(f)
-    rc, plan = plan_to(f.box, "7.0.4.5")
-    assert rc == 0
-    assert upgrader(f.box, "run", str(plan), "--approval", str(approve(f.box, plan))) == 1  # rolled back
-    second = f.run_dirs()[-1].name
-    export = syslog_export(2)
+    _, second, export = two_syslog_runs(f, syslog_export)
     export.write_text(export.read_text().replace(" app-01 upgrader-agent:", " siem-vm upgrader-agent:"))
     rc, _, text = verify(f, capsys, "--syslog", str(export))
     assert rc == 0 and text.startswith("INTACT"), text
@@ -187,6 +181,17 @@ def test_rolling_back_a_run_already_rolled_back_reads_intact(
         assert rc == 0 and text.startswith("INTACT"), text
 
 
+def two_syslog_runs(f: Fleet, syslog_export: Any) -> tuple[str, str, Path]:
+    """audit.syslog on, a run to 7.0.4.2 and one to 7.0.4.5 (rolled back), both witnessed: (first run, second run,
+    the syslog export of both witnesses)."""
+    f.box.policy.write_text(f.box.policy.read_text().replace("audit:\n", "audit:\n  syslog: true\n"))
+    first, _, _ = run_once(f)
+    rc, plan = plan_to(f.box, "7.0.4.5")
+    assert rc == 0
+    assert upgrader(f.box, "run", str(plan), "--approval", str(approve(f.box, plan))) == 1  # rolled back
+    return first, f.run_dirs()[-1].name, syslog_export(2)
+
+
 def relabel_run_on_host(f: Fleet, host: str, run: str, log: str) -> None:
     """A modified agent's work (run as the agent's account): every record of ``run`` in every copy of the host's
     ledger now names the log ``log``."""
@@ -214,13 +219,7 @@ def test_a_run_relabelled_on_the_host_as_another_logs_is_still_this_logs_by_its_
     modified agent relabels its host records as another log's. The syslog copy names this log (log=), so it is
     compared with it whatever the host says: ALTERED, cut off (it read NOT PROVEN, "give that log")."""
     f = fleet
-    f.box.policy.write_text(f.box.policy.read_text().replace("audit:\n", "audit:\n  syslog: true\n"))
-    first, _, _ = run_once(f)
-    rc, plan = plan_to(f.box, "7.0.4.5")
-    assert rc == 0
-    assert upgrader(f.box, "run", str(plan), "--approval", str(approve(f.box, plan))) == 1  # rolled back
-    second = f.run_dirs()[-1].name
-    export = syslog_export(2)
+    first, second, export = two_syslog_runs(f, syslog_export)
     assert " log=" in export.read_text(), export.read_text()
     rc, _, text = verify(f, capsys, "--syslog", str(export))
     assert rc == 0 and text.startswith("INTACT"), text
