@@ -267,6 +267,19 @@ def assert_hosts_untouched(before: dict[str, HostState], after: dict[str, HostSt
         raise AssertionError("hosts were touched:\n  " + "\n  ".join(changes))
 
 
+#: the host's own record of each run it finished (appended by every finish, a recovery's with nothing to undo too)
+RUN_RECORDS = "runs.jsonl"
+
+
+def without_run(state: HostState, run: str) -> HostState:
+    """``state`` but run ``run``'s own record in the agent's state dir (runs/RUN: its state, its steps), which a
+    recovery with nothing to undo still writes: its steps (observe) and its end (attack20r6 #3)."""
+    from dataclasses import replace
+
+    return replace(state, agent={k: v for k, v in (state.agent or {}).items() if not k.startswith(f"runs/{run}")}
+                   or None)
+
+
 def assert_host_untouched(before: HostState, after: HostState, what: str = "", *, run_record: str | None = None,
                           appended: Iterable[str] = ()) -> None:
     """``after`` is ``before`` in every part; otherwise fail naming each change (``run_record``, ``appended``: what

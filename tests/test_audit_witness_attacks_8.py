@@ -146,16 +146,11 @@ def test_a_modified_controllers_agent_rewrites_the_hosts_records_and_only_a_sysl
     the witnesses' syslog export (`--syslog`): ALTERED, the copy names the cut, in English and Chinese. The honest
     log with the host's witness line removed: ALTERED, the copy names the rewrite on the host."""
     from modified_controller import drop_run_on_host
+    from test_audit_witness_attacks_9 import two_syslog_runs
     from test_host_trust import _operators_root
 
     f = fleet
-    f.box.policy.write_text(f.box.policy.read_text().replace("audit:\n", "audit:\n  syslog: true\n"))
-    first, _, _ = run_once(f)
-    rc, plan = plan_to(f.box, "7.0.4.5")
-    assert rc == 0
-    assert upgrader(f.box, "run", str(plan), "--approval", str(approve(f.box, plan))) == 1  # rolled back
-    second = f.run_dirs()[-1].name
-    export = syslog_export(2)
+    first, second, export = two_syslog_runs(f, syslog_export)
     _operators_root(f.box, host_root)
     honest = log_of(f).read_bytes()
     rc, report, text = verify(f, capsys, "--syslog", str(export))
@@ -199,23 +194,11 @@ def test_two_true_logs_of_one_host_are_each_compared_with_their_own_runs(
     the same operator key) another one on the same install. Neither log reads ALTERED (both did: "the log was
     rewritten", "cut off"): each names the other's run as another log's (NOT PROVEN, exit 2, "give that log with
     --other-log"), and with the other log given both read INTACT."""
+    from test_audit_witness_attacks_9 import two_logs
+
     box = sandbox
-    rc, plan = plan_to(box, "7.0.4.2")
-    assert rc == 0
-    assert upgrader(box, "run", str(plan), "--approval", str(approve(box, plan))) == 0
-    ours = box.root / "audit" / "audit.jsonl"
+    ours, theirs = two_logs(box, tmp_path)
     first = next(r["run"] for r in records(ours) if r.get("event") == "run_started")
-    rc, plan = plan_to(box, "7.0.4.3")
-    assert rc == 0
-    approval = approve(box, plan)
-    home = tmp_path / "customer"
-    guided = subprocess.run([sys.executable, "-m", "upgrader", "--home", str(home), "guide", "--plan", str(plan),
-                             "--approval", str(approval), "--inventory", str(box.inventory), "--policy",
-                             str(box.policy), "--catalog", str(box.catalog), "--audit-key",
-                             str(box.keys / "operator"), "--yes", "--lang", "en"], capture_output=True, text=True,
-                            timeout=300, stdin=subprocess.DEVNULL, env={**os.environ, "LANG": "C.UTF-8"})
-    assert guided.returncode == 0, guided.stdout + guided.stderr
-    theirs = home / "audit" / "audit.jsonl"
     second = next(r["run"] for r in records(theirs) if r.get("event") == "run_started")
 
     def verify_log(log: Path, *extra: str) -> tuple[int, str]:

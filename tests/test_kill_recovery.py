@@ -34,7 +34,7 @@ import pytest
 
 from conftest import approve, kill_processes_under, plan_to, product_digest, tree_digest
 from fleet import Fleet
-from hoststate import OPENED, WITNESS, HostState, assert_host_untouched, host_state
+from hoststate import OPENED, RUN_RECORDS, WITNESS, HostState, assert_host_untouched, host_state, without_run
 from test_kill_matrix import (CONF, OLD, Finished, assert_audit_intact, assert_killed, assert_one_healthy_version, cli,
                               finish, health, new_tree, Prepared, quick_playbook, service_pids, use_playbook)
 from upgrader.cli.commands.demo import Sandbox, build_sandbox
@@ -169,7 +169,9 @@ def check_recovery_killed(h: Host, case: RecoveryCase, new_tree: dict[str, tuple
     settled = h.whole()
     third = recover(h.box, case.command, run_id)
     assert third.rc == again.rc, f"a third {case.command} exited {third.rc}: {third.out[-2000:]} {third.err[-1000:]}"
-    assert_host_untouched(settled, h.whole(), f"a third {case.command}", appended=[WITNESS, OPENED])
+    # the host records the third's own end (its opening, finish, checkpoint; its steps in the run's record)
+    assert_host_untouched(without_run(settled, run_id), without_run(h.whole(), run_id), f"a third {case.command}",
+                          appended=[WITNESS, OPENED, RUN_RECORDS])
     assert_one_healthy_version(p, version, tree, f"a third {case.command}")
     assert_audit_intact(h.box)
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from conftest import Run, approve, fault_env, now_at, plan_to, upgrader
 from fleet import Fleet, FleetHost, wait_for
-from hoststate import OPENED, WITNESS, HostState, assert_host_untouched, assert_hosts_untouched
+from hoststate import OPENED, RUN_RECORDS, WITNESS, HostState, assert_host_untouched, assert_hosts_untouched, without_run
 from hoststate import host_state as whole_host_state
 
 
@@ -77,7 +77,8 @@ def test_rolling_back_a_run_that_a_later_run_replaced_is_refused_before_anything
 
 
 def test_rolling_back_a_run_twice_changes_nothing_the_second_time(fleet, capsys):
-    """rollback A, then rollback A again: exit 0, "nothing to do", the old version keeps its pid, no lock."""
+    """rollback A, then rollback A again: exit 0, "nothing to do", the old version keeps its pid, no lock; the host
+    records only this part's own end (its opening, finish record, steps and checkpoint: attack20r6 #3)."""
     f = fleet(1)
     h = f["app-01"]
     a = execute(f, planned(f, "7.0.4.2"))
@@ -88,7 +89,9 @@ def test_rolling_back_a_run_twice_changes_nothing_the_second_time(fleet, capsys)
     assert upgrader(f.box, "rollback", a.id) == 0
     out = capsys.readouterr().out
     assert "nothing to do" in out
-    assert_host_untouched(before, host_state(h), appended=[WITNESS, OPENED])  # its audit checkpoint and opening record
+    # its audit checkpoint, opening and finish records, and its steps in the run's own record
+    assert_host_untouched(without_run(before, a.id), without_run(host_state(h), a.id),
+                          appended=[WITNESS, OPENED, RUN_RECORDS])
 
 
 def test_resume_of_a_run_that_a_later_run_replaced_stops_nothing(fleet):

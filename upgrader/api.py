@@ -1574,7 +1574,8 @@ def verify_audit(ctx: Context, *, log: Path | None = None, allowed_signers: Path
 
 def verify_witnesses(ctx: Context, inventory: Path, *, log: Path | None = None, data: bytes | None = None,
                      hosts: str | None = None, earlier: Sequence[Path] = (),
-                     syslog: Sequence[Path] = (), other_logs: Sequence[Path] = ()) -> WitnessResult:
+                     syslog: Sequence[Path] = (), other_logs: Sequence[Path] = (),
+                     allowed_signers: Path | None = None) -> WitnessResult:
     """The audit log (its ``data`` when already read) against the checkpoints every host of ``inventory`` (or those
     ``hosts`` selects) witnessed at the end of each run (read-only). ``status``: intact, altered (a witnessed head
     the log does not have, or a witnessed run cut off: exit 6) or cannot_check (a host could not be read: exit 2).
@@ -1582,7 +1583,9 @@ def verify_witnesses(ctx: Context, inventory: Path, *, log: Path | None = None, 
     window judged by it. ``syslog``: syslog exports holding the hosts' witnesses (copies off the hosts, out of a
     controller's reach), each compared with the log and with its host's own records. ``other_logs``: the other
     audit logs of the same hosts (the customer's guide on a host, another controller): each is checked against
-    the hosts' records of its own runs, its findings named by its file."""
+    the hosts' records of its own runs, its findings named by its file. Each other log is first verified on its own
+    (chain, signatures under ``allowed_signers`` or the policy's audit signers, unsigned tail): one that is not
+    intact explains none of the hosts' records (it could say anything), and the verdict names it and why."""
     from .audit.log import read_log
     from .audit.witness import WitnessTarget, check_witnesses, read_syslog_copies, read_witnesses
     from .core.recorder import audit_path
@@ -1628,10 +1631,14 @@ def verify_witnesses(ctx: Context, inventory: Path, *, log: Path | None = None, 
 
     window, windows = _window_of(policy), {p.digest: _window_of(p) for p in others}
     logs = [(Path(p), read_log(Path(p))) for p in other_logs]
+    untrusted = _untrusted_logs(ctx, logs, allowed_signers)
+    logs = [(p, d) for p, d in logs if p not in untrusted]  # a log not intact on its own explains nothing
     given = {log_identity(p) or "": str(p) for p, _ in logs}
     main_id = log_identity_of(data) or ""
     result = check_witnesses(data, witnessed, not_read=not_read, window=window, policy_digest=policy.digest,
                              earlier=windows, syslog_copies=copies, given_logs=given)
+    for en, zh, altered in untrusted.values():
+        result.found(en, zh, doubt=not altered)
     for path, other in logs:  # each other log against the hosts' records of its own runs
         ours = {**given, main_id: "the log verified"}
         theirs = check_witnesses(other, witnessed, window=window, policy_digest=policy.digest, earlier=windows,
@@ -1642,6 +1649,27 @@ def verify_witnesses(ctx: Context, inventory: Path, *, log: Path | None = None, 
         for en, zh in zip(theirs.doubts, theirs.doubts_zh):
             result.found(f"log {path}: {en}", f"日志 {path}：{zh}", doubt=True)
     return result
+
+
+def _untrusted_logs(ctx: Context, logs: Sequence[tuple[Path, bytes]],
+                    allowed_signers: Path | None) -> dict[Path, tuple[str, str, bool]]:
+    """{path: (en, zh, altered)} for each ``--other-log`` that is not intact on its own verification (the same
+    allowed signers as the log verified): an edited line, a broken chain, a checkpoint signed by a key not allowed
+    or a finished run left unsigned make it ALTERED; no signers known leaves it unproven. Such a log may say
+    anything, so its runs must not explain a host's records."""
+    from .audit.view import describe
+
+    out: dict[Path, tuple[str, str, bool]] = {}
+    for path, data in logs:
+        v = verify_audit(ctx, log=path, allowed_signers=allowed_signers, data=data)
+        code = audit_exit_code(v)
+        if code == 0:
+            continue
+        out[path] = (f"log {path} given with --other-log is not intact on its own: {describe(v)}; its runs explain "
+                     "none of the hosts' records (verify it with: upgrader audit verify LOG)",
+                     f"用 --other-log 给出的日志 {path} 自身未通过核验：{describe(v, 'zh')}；它的运行不能解释主机的任何记录"
+                     "（请用 upgrader audit verify 日志 单独核验它）", code == 6)
+    return out
 
 
 def _window_of(policy: Policy) -> object:

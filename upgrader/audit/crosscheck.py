@@ -170,7 +170,7 @@ def cross_check(events: list[dict[str, object]], *, plans: Path | None, approval
                     created = load_plan(have[digest]).data.get("created")
                 except Exception:  # noqa: BLE001 - a damaged plan file is named by the checks above
                     continue
-                _created(problem, e, "plan", created, str(have[digest]), digest)
+                _created(problem, e, "plan", created, str(have[digest]), digest, _time_before(events, e))
 
     # the approvals a run accepted: (line, digest, plan, approver, key), and the file names the log recorded
     approval_names: dict[tuple[object, object, object], object] = {}
@@ -195,7 +195,8 @@ def cross_check(events: list[dict[str, object]], *, plans: Path | None, approval
             digest = _d(e.get("data")).get("digest")
             if e.get("event") == "approval_created" and isinstance(digest, str) and digest in have_a:
                 made = have_a[digest]
-                _created(problem, e, "approval", made.statement.created.isoformat(), made.source, digest)
+                _created(problem, e, "approval", made.statement.created.isoformat(), made.source, digest,
+                         _time_before(events, e))
         checked: set[str] = set()
         for line, digest, plan, approver, key, expires in accepted:
             if digest in checked:  # the file itself was checked at its first use: each run's own pair still is
@@ -279,21 +280,29 @@ CREATED_SLACK = 600.0
 
 
 def _created(problem: Callable[..., None], e: dict[str, object], what: str, created: object, path: str,
-             digest: str) -> None:
+             digest: str, before: object = None) -> None:
     """The log's time of a plan_created or approval_created line against the ``created`` time signed in the file
     (inside its digest): a line before the file existed, or long after, was moved (the log's times are the
-    controller's word; the file's is signed)."""
+    controller's word; the file's is signed). ``before``: the time of the line before it. A line the writer raised
+    to that time (AuditLog.append keeps the times in order, so after the controller's clock stepped back a line
+    carries the last line's time) may be any later than its file."""
     line, said = e.get("seq"), e.get("time")
     if not isinstance(said, str) or not isinstance(created, str):
         return
     gap = (_at(said) - _at(created)).total_seconds()
-    if -1.0 <= gap <= CREATED_SLACK:
+    if -1.0 <= gap <= CREATED_SLACK or gap > 0 and said == before:
         return
     name = "计划" if what == "plan" else "批准"
     problem(line, what, f"the log says the {what} was made at {said} (line {line}), its file {path} says created "
             f"{created}: the log's time was moved",
             f"日志（第 {line} 行）称该{name}于 {said} 生成，它的文件 {path} 写的生成时间是 {created}：日志中的时间被改动过",
             file=path, digest=digest)
+
+
+def _time_before(events: list[dict[str, object]], e: dict[str, object]) -> object:
+    """The time of the line just before ``e`` in the log (None for the first line)."""
+    seq = e.get("seq")
+    return next((x.get("time") for x in events if type(seq) is int and x.get("seq") == seq - 1), None)
 
 
 def _used_twice(problem: Callable[..., None], events: list[dict[str, object]]) -> None:

@@ -230,31 +230,48 @@ _SYSLOG_LINE = re.compile(r"(?:(?P<host>[^\s:]+)\s+)?upgrader-agent(?:\[\d+\])?:
 
 def read_syslog_copies(path: Path) -> list[JSONObject]:
     """The witnesses a syslog export holds (the agent's own line for each, to_syslog): {seq, head, run, host (the
-    syslog header's, when the export keeps it), file, file_line}. Every other line is not ours and is skipped."""
+    syslog header's, when the export keeps it), log (the identity of the run's log, None from older agents), file,
+    file_line}. Every other line is not ours and is skipped."""
     out: list[JSONObject] = []
     with open(path, "rb") as f:
         for n, raw in enumerate(f, 1):
-            m = _SYSLOG_LINE.search(raw.decode("utf-8", "replace").rstrip("\r\n"))
+            m = _SYSLOG_LINE.search(raw.decode("utf-8", "replace").rstrip("\r\n\x00"))  # a NUL: the sender's end
             if m is None:
                 continue
             kv = dict(x.split("=", 1) for x in m.group("kv").split() if "=" in x)
             if not kv.get("seq", "").isdigit() or not _HEX64.match(kv.get("head", "")) or not kv.get("run"):
                 continue
             out.append({"seq": int(kv["seq"]), "head": kv["head"], "run": kv["run"], "host": m.group("host"),
+                        "log": kv["log"] if _HEX64.match(kv.get("log", "")) else None,
                         "file": str(path), "file_line": n})
     return out
 
 
 def _compare_syslog(result: WitnessResult, hashes: list[str], cps: dict[int, JSONObject], matching: list[int],
-                    copies: Sequence[JSONObject]) -> None:
+                    copies: Sequence[JSONObject], given_logs: Mapping[str, str]) -> None:
     """Each witness's syslog copy (off the host, out of a controller's reach) against the log, as a host's own
     witness is; and against its host's records: a witness the copy holds that the host no longer keeps was removed
-    from the host (ALTERED)."""
+    from the host (ALTERED). The copy outranks the host's records: one that names this log (``log=``) is compared
+    with it whatever the host's records now say of its run; one naming another log is that log's (checked with it
+    when given, else not proven). Only a copy from an older agent, which names no log, goes by the host's records."""
     read = {h.host: h for h in result.hosts if not h.error}
+    mine = hashes[0] if hashes else None
+    copies = [{**c, "host": _inventory_name(result.hosts, c)} for c in copies]
+    _copies_missing(result, read, copies)
     for c in copies:
         host, where = c.get("host"), f"{c.get('file')} line {c.get('file_line')}"
-        if any(c.get("run") in labels for labels in result.other_logs.get(str(host), {}).values()):
+        named = c.get("log")
+        if named is not None and named != mine:
+            if named not in given_logs:
+                result.found(f"host {host}'s syslog copy ({where}) witnessed run {c.get('run')} of another log "
+                             f"(identity {str(named)[:12]}…): not compared with this log; give that log with "
+                             "--other-log to check it (not proven)",
+                             f"主机 {host} 的 syslog 副本（{c.get('file')} 第 {c.get('file_line')} 行）见证的运行 "
+                             f"{c.get('run')} 属于另一份日志（标识 {str(named)[:12]}…）：没有与本日志对照；请用 --other-log "
+                             "给出那份日志以核对它（未证实）", doubt=True)
             continue  # the witness of another log's run (checked with that log)
+        if named is None and any(c.get("run") in labels for labels in result.other_logs.get(str(host), {}).values()):
+            continue  # an older agent's copy names no log: the host's records say it is another log's run
         result.syslog_checked += 1
         name = f"{host or '?'} (its syslog copy, {where})"
         problem = _problem(hashes, cps, matching, name, c)
@@ -271,6 +288,44 @@ def _compare_syslog(result: WitnessResult, hashes: list[str], cps: dict[int, JSO
                          "on the host (ALTERED)",
                          f"主机 {host} 的 syslog 副本（{c.get('file')} 第 {c.get('file_line')} 行）保存着它对运行 {c['run']} 的见证（序号 {c['seq']}，链头 "
                          f"{str(c['head'])[:12]}…），而该主机自己的记录中已经没有了：记录在主机上被改写（已被篡改）")
+
+
+def _same_witness(k: Mapping[str, object], c: Mapping[str, object]) -> bool:
+    return (k.get("run"), _seq_of(k), k.get("head")) == (c.get("run"), _seq_of(c), c.get("head"))
+
+
+def _inventory_name(hosts: Sequence[HostWitness], c: Mapping[str, object]) -> object:
+    """The inventory name of the host a syslog copy came from. The export names it as the syslog daemon did (its
+    own hostname, often not the inventory's name): taken as an alias only when unambiguous -- the only host read,
+    or the only host whose records hold that very witness; otherwise the name stays the daemon's."""
+    names = [h.host for h in hosts]
+    said = c.get("host")
+    if said in names or not names:
+        return said
+    if len(names) == 1:
+        return names[0]
+    holding = [h.host for h in hosts if any(_same_witness(k, c) for k in h.checkpoints)]
+    return holding[0] if len(holding) == 1 else said
+
+
+def _copies_missing(result: WitnessResult, read: Mapping[str, HostWitness], copies: Sequence[JSONObject]) -> None:
+    """With syslog exports given: each witness of this log a host keeps while its syslog copy was asked for
+    (audit.syslog) and that no export holds is named (not proven): its syslog was down then, the export does not
+    cover that time, or the copy was never sent; the log after it is not proven by the syslog copies."""
+    if not copies:
+        return
+    for name, h in read.items():
+        if "syslog" not in h.protected_by:
+            continue
+        for k in sorted(h.checkpoints, key=_seq_of):
+            if any(c.get("host") == name and _same_witness(k, c) for c in copies):
+                continue
+            result.found(f"host {name} witnessed run {k.get('run')} at seq {_seq_of(k)}, but no syslog export given "
+                         "holds its copy (its syslog was down then, the export does not cover that time, or the copy "
+                         "was never sent): that part of the log is not proven by the syslog copies (not proven)",
+                         f"主机 {name} 在序号 {_seq_of(k)} 处见证了运行 {k.get('run')}，但给出的 syslog 导出文件中都没有它的副本"
+                         "（当时 syslog 不可用、导出文件未覆盖那段时间，或副本从未发出）：日志的这一部分没有 syslog 副本证明（未证实）",
+                         doubt=True)
 
 
 def _log_lines(data: bytes) -> tuple[list[str], dict[int, JSONObject], list[JSONObject]]:
@@ -341,7 +396,7 @@ def check_witnesses(data: bytes, hosts: list[HostWitness], *, not_read: Mapping[
             result.findings.append((h.host, c, problem))
             if problem is not None:
                 result.found(problem, str(_problem(hashes, cps, matching, h.host, c, "zh")))
-    _compare_syslog(result, hashes, cps, matching, syslog_copies)
+    _compare_syslog(result, hashes, cps, matching, syslog_copies, given_logs or {})
     _twice_finished(result, events)
     _compare_accounts(result, events)
     _compare_openings(result, events, {**(earlier or {}), **({policy_digest: window} if policy_digest else {})},
@@ -1032,14 +1087,17 @@ def opening_text(d: Mapping[str, object], lang: str = "en") -> str:
 OPEN_STEPS = ("stop", "install", "start", "rollback")
 
 
-def _open_differences(steps: Sequence[JSONObject], log: JSONObject | None, own: bool) -> list[JSONObject]:
+def _open_differences(steps: Sequence[JSONObject], log: JSONObject | None, own: bool,
+                      opened: JSONObject | None = None) -> list[JSONObject]:
     """The log's lines of a run a host opened and never finished, against the host's own steps of it (each part of
     a run keeps its own steps on the host: a later rollback or resume does not take them over). A step the host
     executed that the log has no phase of, says failed, or whose run it says ended unchanged there; a phase the
     log says went well that the host never executed; a phase's time or the outage the host's steps contradict --
     each a finding (kind "steps", "claimed" or "open_time"). A phase the log started and never ended (the
     controller died in it) agrees with either. ``own``: the steps are this part's own (an agent before step labels
-    gave a resume's steps no label; only a first run's are then compared)."""
+    gave a resume's steps no label; only a first run's are then compared). ``opened``: the host's opening record
+    of the run, which with the log's lines around the lock fixes the host's clock offset: each phase is then held
+    to that one offset, as a finished run's are (not only to CLOCK_SKEW)."""
     if not own or log is None:
         return []
     spans = log.get("spans") if isinstance(log.get("spans"), dict) else {}
@@ -1052,6 +1110,8 @@ def _open_differences(steps: Sequence[JSONObject], log: JSONObject | None, own: 
         running = [x for x in mine if x[1] is None]
         if op in done and not ok and not running:
             failed = next((x for x in mine if x[2] is not None), None)
+            if op == "stop" and failed is None and spans.get("rollback"):
+                continue  # a rollback phase stops the service first: the host's stop step is that phase's
             out.append({"kind": "steps", "step": op, "said": "failed" if failed else "absent",
                         "line": failed[3] if failed is not None and len(failed) > 3 else None})
         elif op not in done and ok and op != "stop":  # a stop of a service already down may ask nothing of the host
@@ -1061,7 +1121,10 @@ def _open_differences(steps: Sequence[JSONObject], log: JSONObject | None, own: 
         if changed is not None:
             out.append({"kind": "steps", "step": changed, "said": "unchanged", "line": log.get("finished_line")})
     said = {(d.get("step"), d.get("kind")) for d in out}
-    for d in _step_times(list(steps), spans):
+    timed = _step_times(list(steps), spans)
+    fields = {d.get("field") for d in timed}  # a phase already beyond CLOCK_SKEW is said once
+    timed += [d for d in _offset_times(list(steps), log, _offset_bounds({}, log, opened)) if d.get("field") not in fields]
+    for d in timed:
         if (str(d.get("field")).split(" ")[0], "claimed") not in said:
             out.append({"kind": "open_time", "field": d.get("field"), "host_value": d.get("host"),
                         "log_value": d.get("log")})
@@ -1131,7 +1194,8 @@ def _compare_openings(result: WitnessResult, events: list[JSONObject], windows: 
                 found(False, kind="unfinished", outcome=outcome, **base)
             if label not in finished:  # what the host did, against what the log says of it, finished or not
                 for d in _open_differences(h.open_steps.get(label, []), _log_account(events, label, h.host),
-                                           label in first_runs or any("as" in x for x in h.open_steps.get(label, []))):
+                                           label in first_runs or any("as" in x for x in h.open_steps.get(label, [])),
+                                           rec):
                     found(False, **d, **base)
             # who ran it: the controller's user and machine the host was told at its lock, against every actor the
             # log gives the run's lines (the engineer who re-signs the log cannot give the run to someone else)

@@ -753,10 +753,10 @@ class _HostRun:
         self.out.version = version
         self.out.error = f"nothing to do: this run's change is not in place here; {version} runs and is healthy"
         self._note_unevaluated()
-        if (state.get("state") or {}).get("phase") == "finished":
-            self.call("unlock")
-        else:
-            self._finish("rolled_back")
+        # the host records this part's end too (its own record of what it did: observed, nothing undone), even when
+        # the run had ended before: a bare unlock would leave the part opened and never finished on the host, and
+        # the log's "restored" unwitnessed
+        self._finish("rolled_back")
         return self.out
 
     def _upgrade(self) -> HostOutcome:

@@ -399,8 +399,10 @@ def to_syslog(record):
                              "bad_input")
         handler = _Handler(address=where, facility=logging.handlers.SysLogHandler.LOG_AUTH)
         try:
-            text = ("upgrader-agent: witnessed checkpoint run=%s seq=%s head=%s signer=%s key=%s time=%s"
-                    % tuple(record.get(k) for k in ("run", "seq", "head", "signer", "key", "time")))
+            # log=: the identity of the run's log, so the copy (out of the controller's reach) says itself which
+            # log the run is of, whatever the host's records are later made to say
+            text = ("upgrader-agent: witnessed checkpoint run=%s seq=%s head=%s signer=%s key=%s time=%s log=%s"
+                    % tuple(record.get(k) for k in ("run", "seq", "head", "signer", "key", "time", "log")))
             handler.emit(logging.LogRecord("upgrader-agent", logging.INFO, __file__, 0, text, None, None))
         finally:
             handler.close()

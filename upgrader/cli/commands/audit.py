@@ -81,7 +81,9 @@ def _verify_witnessed(args: argparse.Namespace) -> int:
     witnessed = verify_witnesses(context_of(args), Path(args.witness), data=data,
                                  earlier=[Path(p) for p in getattr(args, "earlier_policy", None) or []],
                                  syslog=[Path(p) for p in getattr(args, "syslog", None) or []],
-                                 other_logs=[Path(p) for p in getattr(args, "other_log", None) or []])
+                                 other_logs=[Path(p) for p in getattr(args, "other_log", None) or []],
+                                 allowed_signers=Path(args.allowed_signers) if getattr(args, "allowed_signers", None)
+                                 else None)
     code = witnessed_exit_code(verdict_exit(result), witnessed)
     # --plans/--approvals too: the files checked in the same call, the worse verdict of the two is the exit code
     crossed = _cross_checked(args) if getattr(args, "plans", None) or getattr(args, "approvals", None) else None
@@ -156,7 +158,7 @@ def cmd_cross_check(args: argparse.Namespace) -> int:
     """``audit verify --plans DIR --approvals DIR``: the log's verdict, then every plan and approval it names."""
     from rich.text import Text
 
-    from ...audit.view import headline
+    from ...audit.view import altered, headline
 
     done = _cross_checked(args)
     result, check = done.result, done.check
@@ -166,7 +168,11 @@ def cmd_cross_check(args: argparse.Namespace) -> int:
         return int(done.exit_code)
     lang = _lang(args)
     c = console()
-    c.print(Text(f"{headline(result, lang)} {result.path}"), soft_wrap=True)
+    head = headline(result, lang)
+    if int(done.exit_code) == 6 and not altered(result):  # the first line says the overall verdict, never INTACT
+        head = ("已被篡改（计划或批准文件与日志不符，见下）" if lang == "zh" else
+                "ALTERED (plans or approvals do not match the log, see below)")
+    c.print(Text(f"{head} {result.path}"), soft_wrap=True)
     c.print(describe(result, lang), soft_wrap=True, markup=False)
     _print_cross_check(check, lang)
     return int(done.exit_code)
