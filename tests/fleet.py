@@ -8,6 +8,7 @@ sshd, in one group ``prod``. It does not run upgrader; the tests do, with confte
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -39,6 +40,15 @@ def wait_for(condition: Any, timeout: float, what: str, interval: float = 0.02) 
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(interval)
+
+
+def _run_order(run_dir: Path) -> tuple[str, str, str]:
+    try:
+        with open(run_dir / "journal.jsonl", encoding="utf-8") as f:
+            started = str(json.loads(f.readline()).get("time", ""))
+    except (OSError, ValueError, AttributeError):
+        started = ""
+    return run_dir.name[:16], started, run_dir.name
 
 
 @dataclass(frozen=True)
@@ -114,8 +124,10 @@ class Fleet:
         return path
 
     def run_dirs(self) -> list[Path]:
+        """The runs of the fleet's home, oldest first: by the second in their id, then by their journal's first
+        record (milliseconds), since two runs of one second have ids that sort by their random part."""
         runs = self.box.root / "runs"
-        return sorted(p for p in runs.iterdir() if p.is_dir()) if runs.is_dir() else []
+        return sorted((p for p in runs.iterdir() if p.is_dir()), key=_run_order) if runs.is_dir() else []
 
     def journal(self, run_dir: Path) -> list[JournalRecord]:
         return list(read_journal(run_dir / "journal.jsonl"))
