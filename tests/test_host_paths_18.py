@@ -186,3 +186,32 @@ def test_5_a_refused_late_rollback_reports_the_version_the_host_still_runs(
     assert done.returncode == ExitCode.APPROVAL_REFUSED, out
     assert installed_version(sandbox) == "7.0.4.2"
     assert "now running 7.0.4.2" in out and "now running 7.0.4.1" not in out, out
+
+
+def test_6_a_version_command_over_a_service_owned_bin_never_runs_as_root(
+        root_box: Sandbox, marker_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """attack12r17 H1: the version is read before the plan's tree check, and `status`, `inspect` and `available`
+    have no such check: a playbook ``version: {command: sh bin/version.sh}`` over a service-owned bin/ ran the
+    service account's line as root. Now the version command obeys the same rule as stop and start: `status` and
+    `plan` report the version unread, naming bin/, and the line never runs; plan is still refused (exit 2)."""
+    box = root_box
+    operator_playbook(box, "bin/stop.sh", "bin/start.sh")
+    book = box.root / "playbooks" / "sample-middleware.yaml"
+    spec = yaml.safe_load(book.read_text())
+    spec["version"] = {"command": "sh bin/version.sh"}
+    book.write_text(yaml.safe_dump(spec, sort_keys=False))
+    bin_dir = box.install_dir / "bin"
+    marker = marker_dir / "version-ran-as-root"
+    (bin_dir / "version.sh").write_text(f"#!/bin/sh\nid -u > {marker} 2>/dev/null\necho 7.0.4.1\n")
+    subprocess.run(["chown", "-R", f"{NOBODY}:{NOBODY}", str(bin_dir)], check=True)
+    capsys.readouterr()
+    rc, text = run_cli(box, capsys, "status", "--inventory", str(box.inventory))
+    said = " ".join(text.split())
+    assert "version not read: version.command would run as root in " in said, text
+    assert f"{bin_dir} is owned by nobody" in said, text
+    assert not marker.exists(), "root ran the service account's version script"
+    rc, plan = plan_to(box, FULL)
+    out, err = capsys.readouterr()
+    assert rc == ExitCode.BAD_INPUT, out + err
+    assert not plan.exists() and not marker.exists()
+    assert "Traceback" not in text + out + err

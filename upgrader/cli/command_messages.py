@@ -100,6 +100,7 @@ COMMAND_MESSAGES: dict[str, tuple[str, str]] = {
                       "[yellow]无法写入诊断包：{error}[/yellow]"),
     # status
     "status_runs": ("[bold]{host}[/bold]  runs {version}", "[bold]{host}[/bold]  运行版本 {version}"),
+    "status_version_unread": ("  version not read: {why}", "  未读取到版本：{why}"),
     "status_version_refused": ("  version not read: version source is a command; with a host trust root only file "
                                "sources are read outside an accepted run (the command was not run); the host says: {why}",
                                "  未读取版本：版本来源是一条命令；主机有自己的信任根时，在被接受的运行之外只读取文件来源"

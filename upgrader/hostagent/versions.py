@@ -7,7 +7,7 @@ import re
 
 from .beneath import read_beneath
 from .common import AgentError
-from .processes import run_shell
+from .processes import root_command_problems, run_shell
 
 
 #: the host's own reading (trust root): the first word of the file, or of the command's output
@@ -94,6 +94,11 @@ def read_version_text(paths, source):
                 raise
             return None, str(e)
     else:
+        # the same rule as the run's stop and start: run as root, the command must not run, source or read what
+        # another account can change (plan, status, inspect and available all read the version here)
+        refused = root_command_problems(paths.install, {"version.command": source["command"]})
+        if refused:
+            return None, refused[0]
         res = run_shell(source["command"], paths.install, float(source.get("timeout", 30)))
         if res["exit"] != 0:
             return None, "version command exited %s: %s" % (res["exit"], res["stderr"][-300:])

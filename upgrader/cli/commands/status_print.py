@@ -37,6 +37,8 @@ def print_status(c: Any, hosts: list[dict[str, Any]], known: dict[str, str], *, 
             c.print(t("status_runs", host=e["host"], version=e.get("version")), soft_wrap=True)
             if e.get("version_refused"):  # a host with its own trust root did not run the playbook's version command
                 c.print(t("status_version_refused", why=escape(str(e.get("version_error")))), soft_wrap=True)
+            elif e.get("version") is None and e.get("version_error"):  # e.g. a version command root may not run
+                c.print(t("status_version_unread", why=escape(str(e.get("version_error")))), soft_wrap=True)
         else:
             c.print(t("status_unreachable", host=e["host"], error=e.get("error")), soft_wrap=True)
         lock = e.get("lock")
