@@ -457,3 +457,26 @@ def test_agent_on_a_host_over_ssh_refuses_every_hostile_archive(fleet, tmp_path)
     assert host.answers() == "7.0.4.1"
     no_escape_anywhere()
 
+
+
+def test_extraction_drops_group_and_other_write_as_pythons_data_filter_does(area: Path) -> None:
+    """attack12r17 M1: a signed package whose bin/ is 0777 (or a script 0666) kept those modes, and the service
+    account replaced the new start.sh between the swap and root's start. Like PEP 706's data filter, extraction
+    clears group and other write (and set-id bits): the new tree is as writable as root lets it be, no more."""
+    pkg = area / "pkgs" / "modes.tar.gz"
+    pkg.parent.mkdir(parents=True)
+    with tarfile.open(pkg, "w:gz", format=tarfile.PAX_FORMAT) as tar:
+        add(tar, F("package.yaml", META.decode()))
+        for name, mode, kind in [("bin", 0o777, tarfile.DIRTYPE), ("bin/start.sh", 0o6777, tarfile.REGTYPE),
+                                 ("lib", 0o775, tarfile.DIRTYPE), ("lib/VERSION", 0o664, tarfile.REGTYPE)]:
+            info = tarfile.TarInfo(name)
+            info.type, info.mode = kind, mode
+            data = None
+            if kind == tarfile.REGTYPE:
+                info.size = 3
+                data = io.BytesIO(b"x\n\n")
+            tar.addfile(info, data)
+    root = area / "root"
+    extract(str(pkg), str(root), {})
+    modes = {p: (root / p).stat().st_mode & 0o7777 for p in ("bin", "bin/start.sh", "lib", "lib/VERSION")}
+    assert modes == {"bin": 0o755, "bin/start.sh": 0o755, "lib": 0o755, "lib/VERSION": 0o644}, modes

@@ -138,7 +138,7 @@ def write_member(root_fd, dest, tar, m, hashes):
                         break
                     h.update(block)
                     out.write(block)
-                os.fchmod(out.fileno(), m.mode & 0o7777 & ~0o7000)
+                os.fchmod(out.fileno(), m.mode & 0o7777 & ~0o7022)
             hashes[m.name] = h.hexdigest()
     except FileExistsError:
         raise member_refused(m, "collides with a path already written")
@@ -162,7 +162,7 @@ def extract(archive, dest, limits, skip=("package.yaml",), hashes=None):
             for m in sorted((m for m in members if m.isdir()), key=lambda m: -m.name.count("/")):
                 fd = walk_dirs(root_fd, m.name.split("/"), "package member %r" % m.name, dest)
                 try:
-                    os.fchmod(fd, m.mode & 0o7777 & ~0o7000)
+                    os.fchmod(fd, m.mode & 0o7777 & ~0o7022)
                 finally:
                     os.close(fd)
         finally:
