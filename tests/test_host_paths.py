@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -443,11 +444,15 @@ def tree_listing(root: Path) -> dict[str, Any]:
     # a preserved link that climbs back through package links (d1 -> .) in the new tree
     ({"d1": ".", "q": "p/somewhere"}, "q/victim.txt", {"p": "d1/d1/d1/d2/../../../.."}),
 ])
-def test_a_package_link_on_a_preserved_paths_way_is_refused_before_stop(sandbox, tmp_path, capsys, links, preserve,
-                                                                         live_links):
+def test_a_package_link_on_a_preserved_paths_way_is_refused_before_stop(sandbox, tmp_path, capsys, request, links,
+                                                                         preserve, live_links):
     """A package whose symlinks (each inside on its own) put a link above a preserved path in the new tree: the
-    run exits 2 before stop, nothing outside written, moved or deleted, the host as it was."""
-    somewhere = outside(tmp_path)
+    run exits 2 before stop, nothing outside written, moved or deleted, the host as it was. The live link's target
+    is in a directory of root's alone (/run), not under the world-writable /tmp: a link out to a place another
+    account can change is refused at plan already by the whole-tree rule (tests/test_host_paths_18.py)."""
+    place = Path(tempfile.mkdtemp(prefix="upgrader-hp-", dir="/run"))
+    request.addfinalizer(lambda: shutil.rmtree(place, ignore_errors=True))
+    somewhere = outside(place)
     inst = sandbox.install_dir
     for name, target in live_links.items():
         if name == "p":
@@ -459,7 +464,7 @@ def test_a_package_link_on_a_preserved_paths_way_is_refused_before_stop(sandbox,
     catalog = hostile_full_catalog(sandbox, tmp_path, "7.0.4.9", links)
     before = tree_listing(somewhere)
     rc, plan = plan_to(sandbox, "7.0.4.9", "--catalog", str(catalog))
-    assert rc == 0
+    assert rc == 0, capsys.readouterr()
     approval = approve(sandbox, plan)
     was = host_state(inst)
     rc, text = run_cli(sandbox, capsys, "run", str(plan), "--approval", str(approval))

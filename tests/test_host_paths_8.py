@@ -128,12 +128,13 @@ def unmount_below(top: Path) -> None:
 
 
 def shared_dir(tmp_path: Path) -> Path:
-    """Outside the install: a directory of root's and nobody's files that the service account may not delete."""
+    """Outside the install: a directory of root's files that the service account may not delete. (Root's alone:
+    mounted into a root-owned install whose commands run as root, a file of another account there is refused
+    before anything else, by the whole-tree rule of tests/test_host_paths_18.py; these tests are about the mount.)"""
     shared = tmp_path / "shared"
     (shared / "ref").mkdir(parents=True)
     (shared / "ref" / "root-owned.dat").write_text("reference data, root's\n")
-    (shared / "ref" / "nobody-owned.dat").write_text("another account's file\n")
-    os.chown(shared / "ref" / "nobody-owned.dat", NOBODY.pw_uid, NOBODY.pw_gid)
+    (shared / "ref" / "more.dat").write_text("more reference data\n")
     return shared
 
 
