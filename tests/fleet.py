@@ -8,7 +8,6 @@ sshd, in one group ``prod``. It does not run upgrader; the tests do, with confte
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -44,9 +43,8 @@ def wait_for(condition: Any, timeout: float, what: str, interval: float = 0.02) 
 
 def _run_order(run_dir: Path) -> tuple[str, str, str]:
     try:
-        with open(run_dir / "journal.jsonl", encoding="utf-8") as f:
-            started = str(json.loads(f.readline()).get("time", ""))
-    except (OSError, ValueError, AttributeError):
+        started = next(iter(read_journal(run_dir / "journal.jsonl"))).time
+    except (OSError, ValueError, StopIteration):
         started = ""
     return run_dir.name[:16], started, run_dir.name
 
