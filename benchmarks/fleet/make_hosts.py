@@ -5,7 +5,7 @@
 
 Host hI is the directory hosts/hI:
     pristine/          version 1.0: VERSION ("1.0") and FILES files of random bytes, TOTAL_MB MiB in all
-                       (reset.sh rebuilds current/ from it as hard links before every timed run)
+                       (reset.sh rebuilds current/ from it as a copy before every timed run)
     release/middleware-2.0.tar.gz
                        version 2.0, the same shape with other random bytes, under middleware-2.0/
     run/               server.pid and server.log of the HTTP server (reset.sh starts it)

@@ -4,7 +4,8 @@
 # (version.txt), so that every reset after a timed run can be checked to read N/N. Then, for every host
 # at once: stop its server (by the pid file, only if that pid is still its http.server), delete what the
 # last run made (current/, current.new/, current.old/, backups, version.txt, upgrader's ledger of what
-# it installed), rebuild current/ from pristine/ as hard links, start the 1.0 server and wait until
+# it installed), rebuild current/ from pristine/ as a copy (one link
+# per file, as an installed product has: a backup copies a file that has other links), start the 1.0 server and wait until
 # /VERSION answers 1.0. It also ends ansible's ControlPersist masters (so every ansible run starts cold
 # like the others) and runs sync.
 set -euo pipefail
@@ -30,7 +31,7 @@ reset_one() {
   # The agent and the staged package stay, found again by their digests.
   rm -f "$D/.upgrader-current/installed.json"
   find "$D/backups" -mindepth 1 -delete
-  cp -al "$D/pristine" "$D/current"
+  cp -a "$D/pristine" "$D/current"
   if (exec 3<>"/dev/tcp/127.0.0.1/$P") 2>/dev/null; then
     echo "reset: 127.0.0.1:$P (h$i) is taken by a process that is not h$i's server" >&2; return 1
   fi
