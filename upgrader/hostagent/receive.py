@@ -9,8 +9,8 @@ import os
 import stat
 
 from .common import CHUNK, AgentError, test_kill
-from .files import create_nofollow, open_regular, read_json, sha256_file
-from .state import Paths, check_state_dir, ensure_state_dir
+from .files import create_nofollow, open_regular, sha256_file
+from .state import Paths, check_state_dir, ensure_state_dir, read_lock
 
 #: the run copies this agent process wrote and hashed itself in receive_check: path -> (sha256, size, identity of
 #: the file as written). prepare, later in the same session, extracts such a copy without hashing it again when
@@ -54,7 +54,7 @@ def checked_copy(path, sha256, size):
 def _cached_matches(paths, path, req):
     """Has the cached package ``path`` the digest the request names? For the run that holds this host's lock, its
     bytes are hashed on their way into the run's own copy (kept for prepare: checked_copy); otherwise just hashed."""
-    holder = read_json(paths.lock)
+    holder = read_lock(paths)
     if not req.get("run_id") or not isinstance(holder, dict) or holder.get("run") != req["run_id"]:
         return sha256_file(path) == req["sha256"]
     for d in (os.path.join(paths.state, "runs"), paths.run()):
