@@ -351,8 +351,13 @@ class Bench:
 
     def upgrader(self, p: Prepared, box: Sandbox, *argv: str,
                  timeout: float = 600.0) -> subprocess.CompletedProcess[str]:
+        # the sample's start.sh runs "${PYTHON:-python3}": a tool that passes the operator's environment to its
+        # commands (a57477b) hands it the demo's PYTHON, one that does not (since issue 14) the first python3 on
+        # PATH, perhaps a version manager's slower shim. This interpreter's directory first on PATH gives every
+        # version of the tool the same interpreter for the service, so its start-to-ready time is the same.
+        path = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", os.defpath)])
         return self.run_cli(["--home", str(p.home), *argv], cwd=box.root,
-                            env={**box.service_env(), "UPGRADER_HOME": str(p.home)}, timeout=timeout)
+                            env={**box.service_env(), "UPGRADER_HOME": str(p.home), "PATH": path}, timeout=timeout)
 
     def approval_args(self, p: Prepared, box: Sandbox, plan: Path) -> list[str]:
         """When this version of the tool has `approve`, approve the plan with the demo's engineer key."""
