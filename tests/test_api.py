@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -182,24 +183,36 @@ def readme_python_example() -> str:
     return section.split("```python\n", 1)[1].split("```", 1)[0]
 
 
-def test_the_readme_python_example_runs_as_written(sandbox: Sandbox, capfd: pytest.CaptureFixture[str],
+def test_the_readme_python_example_runs_as_written(tmp_path: Path, capfd: pytest.CaptureFixture[str],
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    """Executed in the demo's sandbox directory (what ``upgrader demo --dir DIR`` leaves), as the README says:
-    the plan is made, approved and run; the observer printed every phase; the host now runs 7.0.4.2."""
-    box = sandbox
+    """Executed where the README says: in the directory ``upgrader demo --dir DIR --keep-running`` leaves (made by
+    the shipped CLI, the sample at 7.0.4.3 and running): the plan is made, approved and run; the observer printed
+    every phase; the host now runs 7.0.5.0."""
     code = readme_python_example()
     assert "api.run(" in code and "observers=" in code and "api.approve(" in code
-    monkeypatch.chdir(box.root)
-    namespace: dict[str, Any] = {"__name__": "readme_example"}
-    exec(compile(code, "README.md", "exec"), namespace)  # noqa: S102 - the documented example, verbatim
-    result = namespace["result"]
-    assert isinstance(result, api.RunResult) and result.exit_code == 0
-    assert [(h.outcome, h.version) for h in result.hosts] == [("committed", "7.0.4.2")]
-    assert box.answers() == "7.0.4.2"
-    out = capfd.readouterr().out
-    for phase in PHASES:
-        assert f"app-01 {phase} ok " in out, out
-    assert "app-01 committed now running 7.0.4.2" in out and "exit code 0" in out
+    script = Path(sys.executable).parent / "upgrader"
+    root = tmp_path / "demo"
+    made = subprocess.run([str(script), "demo", "--dir", str(root), "--keep-running"], capture_output=True, text=True,
+                          timeout=600, stdin=subprocess.DEVNULL)
+    assert made.returncode == 0, made.stdout[-3000:] + made.stderr[-3000:]
+    conf = (root / "hosts" / "app-01" / "conf" / "server.conf").read_text(encoding="utf-8")
+    box = Sandbox(root, int(re.search(r"(?m)^port\s*=\s*(\d+)", conf).group(1)))  # type: ignore[union-attr]
+    try:
+        assert box.answers() == "7.0.4.3"
+        capfd.readouterr()
+        monkeypatch.chdir(root)
+        namespace: dict[str, Any] = {"__name__": "readme_example"}
+        exec(compile(code, "README.md", "exec"), namespace)  # noqa: S102 - the documented example, verbatim
+        result = namespace["result"]
+        assert isinstance(result, api.RunResult) and result.exit_code == 0
+        assert [(h.outcome, h.version) for h in result.hosts] == [("committed", "7.0.5.0")]
+        assert box.answers() == "7.0.5.0"
+        out = capfd.readouterr().out
+        for phase in PHASES:
+            assert f"app-01 {phase} ok " in out, out
+        assert "app-01 committed now running 7.0.5.0" in out and "exit code 0" in out
+    finally:
+        box.stop_service()
 
 
 # -- the other use cases, called as another program would (no CLI) -----------------------------------------

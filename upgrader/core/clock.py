@@ -2,8 +2,7 @@
 
 The product reads the time from the system and from nothing else: no environment variable or file
 moves its clock. A program that drives the CLI in-process (the test suite, a scheduler replaying a
-scenario) passes its own ``Clock`` to ``cli.main(argv, clock=...)``; commands take it with
-``clock_of(args)``.
+scenario) passes its own ``Clock`` to ``cli.main(argv, clock=...)`` or ``upgrader.api.Context(clock=...)``.
 """
 
 from __future__ import annotations
@@ -12,7 +11,7 @@ import datetime as _dt
 import time
 from typing import Protocol
 
-__all__ = ["Clock", "SystemClock", "FixedClock", "clock_of"]
+__all__ = ["Clock", "SystemClock", "FixedClock"]
 
 
 class Clock(Protocol):
@@ -49,9 +48,3 @@ class FixedClock:
     def advance(self, seconds: float) -> None:
         self._now += _dt.timedelta(seconds=seconds)
         self._mono += seconds
-
-
-def clock_of(args: object) -> Clock:
-    """The clock a command was handed (``cli.main(argv, clock=...)``), else the system's."""
-    given: Clock | None = getattr(args, "clock", None)
-    return given if given is not None else SystemClock()

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ...core.clock import Clock, SystemClock
 from ...core.errors import InputError
 
 __all__ = ["console", "print_json", "load_policy_or_fail", "policy_path", "context_of", "warn", "parse_variables",
@@ -37,12 +38,17 @@ def context_of(args: Any) -> Any:
     """The ``upgrader.api.Context`` of a command: --home, the clock handed to ``cli.main``, --policy,
     --audit-key; warnings go to stderr at once (before any host is touched)."""
     from ...api import Context
-    from ...core.clock import clock_of
 
     policy = getattr(args, "policy", None)
     key = getattr(args, "audit_key", None)
     return Context(home=Path(args.home), clock=clock_of(args), policy=Path(policy) if policy else None,
                    audit_key=Path(key) if key else None, warn=warn)
+
+
+def clock_of(args: Any) -> Clock:
+    """The clock a command was handed (``cli.main(argv, clock=...)``), else the system's."""
+    given: Clock | None = getattr(args, "clock", None)
+    return given if given is not None else SystemClock()
 
 
 def warn(text: str) -> None:

@@ -89,7 +89,7 @@ def cmd_guide(args: argparse.Namespace) -> int:
 
 class _Guide:
     def __init__(self, args: argparse.Namespace) -> None:
-        from ...core.clock import clock_of
+        from ._common import clock_of
 
         self.args = args
         self.t = Messages(resolve_lang(args.lang))
