@@ -106,6 +106,10 @@ class Context:
     policy: Path | None = None
     audit_key: Path | None = None
     warn: Callable[[str], None] | None = None
+    #: the operator's policy as load_policy read it, with its trust files' bytes: read once per context, so every
+    #: decision of a command uses the bytes hashed into the identity it checks and records (a file swapped in
+    #: HOME between two reads is never trusted under the other's identity)
+    _policies: dict[str | None, Policy] = field(default_factory=dict, init=False, compare=False, repr=False)
 
 
 class CancelToken(threading.Event):
@@ -324,10 +328,15 @@ def load_policy(ctx: Context | str | None) -> Policy:
     from version_policy import load_policy as _load
 
     path = policy_file(ctx) if isinstance(ctx, Context) else ctx
+    if isinstance(ctx, Context) and path in ctx._policies:
+        return ctx._policies[path]
     try:
-        return _load(path)
+        policy = _load(path)
     except PolicyError as e:
         raise InputError(str(e), hint="fix the policy file or leave out --policy to use the default") from None
+    if isinstance(ctx, Context):
+        ctx._policies[path] = policy
+    return policy
 
 
 def plan_policy(ctx: Context, plan: Mapping[str, object]) -> Policy:
@@ -341,13 +350,11 @@ def trusted_catalog(path: str | Path, policy: Policy, home: Path, now: _dt.datet
     """Load a catalog and check its vendor signature and serial (exit 4 when it cannot be trusted)."""
     from .trust.catalog import load_catalog
     from .trust.catalog_trust import verify_catalog
-
+    from .trust.signers import policy_signers
     from .trust.verified import VerifiedPackages
 
     catalog = load_catalog(path)
-    signers = policy.trusted_signers
-    info = verify_catalog(catalog, trusted_signers=policy.resolve_path(signers) if signers else None, now=now,
-                          home=home)
+    info = verify_catalog(catalog, signers=policy_signers(policy, "catalog.trusted_signers"), now=now, home=home)
     # the packages this operator already verified in full (HOME/cache): an unchanged file is not hashed again
     return replace(catalog, verified=VerifiedPackages(Path(home))), dict(info)
 
@@ -488,21 +495,22 @@ def _decided_again(ctx: Context, plan: Plan, review: JSONObject, policy: Policy)
 def _refuse_pattern_requester(policy: Policy, signer: bytes, source: str) -> None:
     """Exit 4 when the approvals' allowed_signers list the plan's signer only through pattern principals."""
     from .trust.requester import refuse_pattern_requester
-    from .trust.signers import load_allowed_signers
+    from .trust.signers import policy_signers
 
-    if policy.allowed_signers:
-        refuse_pattern_requester(load_allowed_signers(policy.resolve_path(policy.allowed_signers)), signer, source)
+    signers = policy_signers(policy, "approvals.allowed_signers")
+    if signers is not None:
+        refuse_pattern_requester(signers, signer, source)
 
 
 def _refuse_revoked_requester(policy: Policy, signer: bytes, source: str, now: _dt.datetime) -> None:
     """Exit 4 when the approvals' allowed_signers list the plan's signer only through lines that do not let it sign
     plans at ``now`` (namespace, valid-before/valid-after): every run refuses such a requester, so nobody signs it."""
     from .trust.requester import refuse_revoked_requester
-    from .trust.signers import load_allowed_signers
+    from .trust.signers import policy_signers
 
-    if policy.allowed_signers:
-        refuse_revoked_requester(load_allowed_signers(policy.resolve_path(policy.allowed_signers)), signer, source,
-                                 now)
+    signers = policy_signers(policy, "approvals.allowed_signers")
+    if signers is not None:
+        refuse_revoked_requester(signers, signer, source, now)
 
 
 def _playbook_here(planned: JSONObject, home: Path) -> JSONObject:
@@ -600,7 +608,7 @@ def _approver_name(given: str | None, identity: Identity, policy: Policy, now: _
     """The approver's name: ``principal`` (never a pattern such as ``*@vendor``), else the only literal principal
     of their key's line in the approvals' allowed_signers."""
     from .trust.approval import NAMESPACE, is_literal_principal
-    from .trust.signers import load_allowed_signers
+    from .trust.signers import policy_signers
 
     if given is not None and not is_literal_principal(given):
         raise ApprovalRefused(f"--as {given!r} is a pattern, not a person: an approver is named by a literal "
@@ -612,7 +620,8 @@ def _approver_name(given: str | None, identity: Identity, policy: Policy, now: _
             return str(given)
         raise InputError(f"cannot tell who you are from the key {identity.fingerprint}",
                          hint="give --as PRINCIPAL (your name in the allowed_signers file)")
-    signers = load_allowed_signers(policy.resolve_path(signers_path))
+    signers = policy_signers(policy, "approvals.allowed_signers")
+    assert signers is not None  # signers_path is set
     listed = list(signers.principals_for(identity.key_blob, NAMESPACE, now))
     names = [p for p in listed if is_literal_principal(p)]
     if given is not None:
@@ -647,23 +656,25 @@ def _approver_name(given: str | None, identity: Identity, policy: Policy, now: _
 def _identity_principals(policy: Policy, identity: Identity) -> frozenset[str]:
     """The literal names the approver's key is listed under in the approvals' allowed_signers (none without it)."""
     from .trust.requester import literal_principals
-    from .trust.signers import load_allowed_signers
+    from .trust.signers import policy_signers
 
     signers_path = policy.allowed_signers
     if not signers_path:
         return frozenset()
-    return literal_principals(load_allowed_signers(policy.resolve_path(signers_path)), identity.key_blob)
+    signers = policy_signers(policy, "approvals.allowed_signers")
+    return literal_principals(signers, identity.key_blob) if signers else frozenset()
 
 
 def _key_principals(policy: Policy, key: bytes) -> frozenset[str]:
     """The literal names ``key`` is listed under in the approvals' allowed_signers (none without it)."""
     from .trust.requester import literal_principals
-    from .trust.signers import load_allowed_signers
+    from .trust.signers import policy_signers
 
     signers_path = policy.allowed_signers
     if not signers_path:
         return frozenset()
-    return literal_principals(load_allowed_signers(policy.resolve_path(signers_path)), key)
+    signers = policy_signers(policy, "approvals.allowed_signers")
+    return literal_principals(signers, key) if signers else frozenset()
 
 
 # -- run -------------------------------------------------------------------------------------------------
@@ -748,7 +759,7 @@ def _operator_as_requester(ctx: Context, plan: Plan, policy: Policy, signer: byt
     operator key, or another key this account holds (account_keys)."""
     from .core.recorder import operator_identity
     from .trust.requester import requester_of
-    from .trust.signers import load_allowed_signers
+    from .trust.signers import policy_signers
     from .trust.sshsig import public_key_blob
 
     operator = operator_identity(ctx.home, policy, need_key=False)
@@ -756,8 +767,8 @@ def _operator_as_requester(ctx: Context, plan: Plan, policy: Policy, signer: byt
         return False
     mine = public_key_blob(operator.key.public_key()) if operator.key is not None else None
     if signer == mine and policy.allowed_signers:
-        requester_of(plan.data, plan.digest, source, signers=load_allowed_signers(
-            policy.resolve_path(policy.allowed_signers)), allow_unsigned=policy.allow_unsigned_plans,
+        requester_of(plan.data, plan.digest, source, signers=policy_signers(policy, "approvals.allowed_signers"),
+            allow_unsigned=policy.allow_unsigned_plans,
             operator_key=mine)
     return signer in account_keys(ctx.home, mine)  # another key this account holds counts too (any --audit-key)
 
@@ -767,11 +778,11 @@ def _check_approvals(ctx: Context, plan: Plan, paths: list[str], policy: Policy,
     """The accepted approvals and the requester's key they were checked against."""
     from .trust.approval import check_approvals
     from .trust.requester import refuse_revoked_requester, requester_of
-    from .trust.signers import load_allowed_signers
+    from .trust.signers import policy_signers
     from .trust.sshsig import public_key_blob
 
     signers_path = policy.allowed_signers
-    signers = load_allowed_signers(policy.resolve_path(signers_path)) if signers_path else None
+    signers = policy_signers(policy, "approvals.allowed_signers")
     operator_key = public_key_blob(operator.key.public_key()) if operator.key is not None else None
     requester = requester_of(plan.data, plan.digest, source, signers=signers,
                              allow_unsigned=policy.allow_unsigned_plans, operator_key=operator_key)
@@ -1075,7 +1086,7 @@ def accepted_run(run_dir: Path, policy: Policy, now: _dt.datetime) -> AcceptedRu
     from .core.journal import read_journal
     from .core.plan import plan_digest
     from .trust.run_seal import check_seal
-    from .trust.signers import load_allowed_signers
+    from .trust.signers import policy_signers
 
     journal = run_dir / "journal.jsonl"
     record = next((rec for rec in read_journal(journal) if rec.phase == "plan" and rec.event == "accepted"), None)
@@ -1085,7 +1096,7 @@ def accepted_run(run_dir: Path, policy: Policy, now: _dt.datetime) -> AcceptedRu
                               hint="put the journal back from a backup of the operator's HOME, or make, approve and "
                                    "run a new plan")
     signers_path = policy.audit_signers
-    signers = load_allowed_signers(policy.resolve_path(signers_path)) if signers_path else None
+    signers = policy_signers(policy, "audit.allowed_signers")
     sealed_by = check_seal(journal, record.seq, run_dir.name, record.data, signers, now)
     plan = json.loads((run_dir / "plan.json").read_text(encoding="utf-8"))
     accepted = str(record.data.get("digest"))
@@ -1546,24 +1557,21 @@ def verify_audit(ctx: Context, *, log: Path | None = None, allowed_signers: Path
     altered (exit 6) or cannot_check (exit 2); ``data``: the log's bytes when already read."""
     from .audit.log import parse_anchor, verify_log
     from .core.recorder import audit_path
-    from .trust.signers import load_allowed_signers
+    from .trust.signers import policy_signers, read_allowed_signers
 
     anchored = parse_anchor(anchor) if anchor else None
     signers: AllowedSigners | None = None
     source: Path | None = None
+    digest: str | None = None  # the report names the exact file it trusted: the sha256 of the bytes it parsed
     if allowed_signers is not None:
         source = Path(allowed_signers)
+        signers, digest = read_allowed_signers(source)
     else:
         policy = load_policy(ctx)
-        path = policy.audit_signers
-        source = Path(policy.resolve_path(path)) if path else None
-    digest: str | None = None
-    if source is not None:
-        signers = load_allowed_signers(source)
-        try:
-            digest = hashlib.sha256(source.read_bytes()).hexdigest()  # the report names the exact file it trusted
-        except OSError:
-            digest = None
+        signers = policy_signers(policy, "audit.allowed_signers")
+        read = policy.trust_file("audit.allowed_signers")
+        if signers is not None and read is not None and read.source is not None:
+            source, digest = Path(read.source), read.sha256
     result = verify_log(Path(log) if log else audit_path(ctx.home), signers=signers,
                         anchor=anchored, data=data)
     result.signers_file = str(source) if source is not None else None
@@ -1978,13 +1986,12 @@ def _given_folder(folder: Path | None, flag: str) -> None:
 def _approval_signers(ctx: Context, approval_signers: Path | None) -> AllowedSigners | None:
     """Whom an approval file may be signed by: ``approval_signers``, else the policy's approvals.allowed_signers
     (None when the policy names none: the signature is checked, its signer is not)."""
-    from .trust.signers import load_allowed_signers
+    from .trust.signers import load_allowed_signers, policy_signers
 
     if approval_signers is not None:
         return load_allowed_signers(approval_signers)
     policy = load_policy(ctx)
-    named = policy.allowed_signers
-    return load_allowed_signers(policy.resolve_path(named)) if named else None
+    return policy_signers(policy, "approvals.allowed_signers")
 
 
 def cross_check_audit(ctx: Context, *, plans: Path | None = None, approvals: Path | None = None,

@@ -15,7 +15,8 @@ from importlib.resources import files
 from importlib.resources.abc import Traversable
 from typing import cast
 
-from .policy import Policy, _safe_yaml, read_small_text
+from .errors import PolicyError
+from .policy import MAX_POLICY_BYTES, Policy, _safe_yaml, read_small_text
 from .window import HolidayCalendar, ServiceWindow, parse_holidays, service_window
 
 __all__ = ["default_holidays_path", "load_holidays", "load_window"]
@@ -36,6 +37,23 @@ def load_holidays(path: str | os.PathLike[str] | None = None) -> HolidayCalendar
 
 
 def load_window(policy: Policy) -> ServiceWindow:
-    """The policy's service window, with the holiday calendar it names read from disk."""
+    """The policy's service window, with the holiday calendar it names: the bytes read (and hashed into the
+    policy's identity) when the policy was loaded, not the file read again."""
     named = cast(str | None, policy.value("window.holidays"))
-    return service_window(policy, load_holidays(policy.resolve_path(named) if named else None))
+    if not named:
+        return service_window(policy, load_holidays(None))
+    read = policy.trust_file("window.holidays")
+    if read is None:  # a policy made without its trust files (a test's Policy): the file as it is now
+        return service_window(policy, load_holidays(policy.resolve_path(named)))
+    if read.content is None:
+        raise PolicyError(f"cannot read the holidays file ({read.state}); check window.holidays in the policy",
+                          path=read.source or str(named))
+    source = read.source or str(named)
+    if len(read.content) > MAX_POLICY_BYTES:
+        raise PolicyError("the holidays file is larger than 1 MiB; check that this is the right file", path=source)
+    try:
+        text = read.content.decode("utf-8")
+    except UnicodeDecodeError:
+        raise PolicyError("the holidays file is not UTF-8 text; save it as UTF-8", path=source) from None
+    digest = hashlib.sha256(read.content).hexdigest()
+    return service_window(policy, parse_holidays(_safe_yaml(text, source), source, digest))

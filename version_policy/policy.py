@@ -18,7 +18,7 @@ import hashlib
 import os
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib.resources import files
 from importlib.resources.abc import Traversable
 from pathlib import Path
@@ -241,6 +241,9 @@ class TrustFile:
     source: str | None
     sha256: str | None
     state: str
+    #: the very bytes that were hashed: every decision reads the file from here, never again from its path (a
+    #: file swapped between two reads would be trusted under the identity of the other)
+    content: bytes | None = field(default=None, compare=False, repr=False)
 
     def to_dict(self) -> dict[str, object]:
         return {"key": self.key, "source": self.source, "sha256": self.sha256, "state": self.state}
@@ -282,6 +285,11 @@ class Policy:
     def value(self, path: str) -> object:
         """The value of a dotted key path, e.g. ``policy.value("rules.free_levels")``."""
         return self.settings[path]
+
+    def trust_file(self, key: str) -> TrustFile | None:
+        """The trust file ``key`` names as it was read with the policy (its bytes in ``content``), or None when
+        this policy was not loaded with its trust files."""
+        return next((t for t in self.trust_files if t.key == key), None)
 
     @property
     def raw(self) -> dict[str, object]:
@@ -439,23 +447,35 @@ def load_policy(path: str | os.PathLike[str] | None = None) -> Policy:
         source = os.path.abspath(source)  # trust files resolve against it: the same wherever the command runs
     settings = MappingProxyType(_validate(data, source))
     policy = Policy(source, hashlib.sha256(content).hexdigest(), settings)
-    return Policy(source, policy.digest, settings, tuple(_trust_file(policy, key) for key in TRUST_FILE_KEYS))
+    read: dict[str, TrustFile] = {}  # one file named by two keys (approvals' and audit's signers) is read once
+    return Policy(source, policy.digest, settings, tuple(_trust_file(policy, key, read) for key in TRUST_FILE_KEYS))
 
 
-def _trust_file(policy: Policy, key: str) -> TrustFile:
-    """The file ``key`` names, resolved against the policy file, hashed (a file this large is no signer list)."""
+def _trust_file(policy: Policy, key: str, read: dict[str, TrustFile]) -> TrustFile:
+    """The file ``key`` names, resolved against the policy file, hashed (a file this large is no signer list);
+    ``read``: the files this policy load read already, by path (a file is read once)."""
     named = policy.settings.get(key)
     if named is None:
         return TrustFile(key, None, None, "not set")
     where = os.path.abspath(policy.resolve_path(str(named)))
+    if where in read:
+        return replace(read[where], key=key)
+    read[where] = _read_trust_file(key, where)
+    return read[where]
+
+
+def _read_trust_file(key: str, where: str) -> TrustFile:
+    limit = 8 * MAX_POLICY_BYTES
     try:
         with open(where, "rb") as fh:
-            content = fh.read(8 * MAX_POLICY_BYTES + 1)
+            content = fh.read(limit + 1)
     except FileNotFoundError:
         return TrustFile(key, where, None, "missing")
     except OSError as error:
         return TrustFile(key, where, None, f"unreadable: {error.strerror or error}")
-    return TrustFile(key, where, hashlib.sha256(content).hexdigest(), "read")
+    if len(content) > limit:
+        return TrustFile(key, where, hashlib.sha256(content).hexdigest(), f"larger than {limit} bytes")
+    return TrustFile(key, where, hashlib.sha256(content).hexdigest(), "read", content)
 
 
 # libyaml when the installed PyYAML has it: the same grammar, ten times faster. A file it cannot

@@ -16,7 +16,7 @@ from typing import TypedDict
 from .catalog import Catalog
 from ..core.errors import ApprovalRefused
 from ..core.journal import write_json_atomic
-from .signers import load_allowed_signers
+from .signers import AllowedSigners
 from .sshsig import PrivateKey, SignatureError, parse_armored, sign, verify
 
 __all__ = ["NAMESPACE", "sign_catalog", "verify_catalog", "signature_path"]
@@ -43,10 +43,11 @@ def sign_catalog(catalog_path: Path, private_key: PrivateKey) -> Path:
     return sig
 
 
-def verify_catalog(catalog: Catalog, *, trusted_signers: Path | None, now: _dt.datetime, home: Path,
+def verify_catalog(catalog: Catalog, *, signers: AllowedSigners | None, now: _dt.datetime, home: Path,
                    record: bool = True) -> CatalogSigner:
-    """Refuse (exit 4) an unsigned, wrongly signed or stale catalog; return who signed it."""
-    if trusted_signers is None:
+    """Refuse (exit 4) an unsigned, wrongly signed or stale catalog; return who signed it. ``signers``: the
+    policy's catalog.trusted_signers as read with the policy (signers.policy_signers), not the file read again."""
+    if signers is None:
         raise ApprovalRefused(f"{catalog.path}: cannot trust the catalog: the policy names no vendor signers "
                               "(catalog.trusted_signers)", hint="set catalog.trusted_signers in the policy file")
     sig_file = signature_path(catalog)
@@ -58,11 +59,10 @@ def verify_catalog(catalog: Catalog, *, trusted_signers: Path | None, now: _dt.d
         verify(signature, catalog.content, NAMESPACE)  # the very bytes that were parsed
     except SignatureError as e:
         raise ApprovalRefused(f"{catalog.path}: bad catalog signature: {e}") from None
-    signers = load_allowed_signers(trusted_signers)
     principals = signers.principals_for(signature.public_key, NAMESPACE, now)
     if not principals:
         raise ApprovalRefused(f"{catalog.path}: signed by {signature.fingerprint}, which is not a trusted vendor key "
-                              f"in {trusted_signers}")
+                              f"in {signers.source}")
     seen_file = home / "trust" / "catalog-serials.json"
     seen: dict[str, int] = json.loads(seen_file.read_text()) if seen_file.exists() else {}
     for product in catalog.products():

@@ -15,6 +15,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from version_policy import Policy
+
 from ..core.errors import InputError
 from .sshsig import fingerprint
 
@@ -184,11 +186,41 @@ def parse_allowed_signers(text: str, source: str) -> AllowedSigners:
 
 
 def load_allowed_signers(path: str | Path) -> AllowedSigners:
+    return read_allowed_signers(path)[0]
+
+
+def read_allowed_signers(path: str | Path) -> tuple[AllowedSigners, str]:
+    """An allowed signers file and the sha256 of the very bytes parsed (one read: what a report names is what
+    was trusted)."""
+    import hashlib
+
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        raw = p.read_bytes()
+        text = raw.decode("utf-8")
     except FileNotFoundError as e:
         raise InputError("allowed signers file not found", path=str(p)) from e
     except (OSError, UnicodeDecodeError) as e:
         raise InputError(f"cannot read allowed signers: {e}", path=str(p)) from e
-    return parse_allowed_signers(text, str(p))
+    return parse_allowed_signers(text, str(p)), hashlib.sha256(raw).hexdigest()
+
+
+def policy_signers(policy: Policy, key: str) -> AllowedSigners | None:
+    """The allowed signers file the policy's ``key`` names (``approvals.allowed_signers``,
+    ``catalog.trusted_signers``, ``audit.allowed_signers``), parsed from the bytes read -- and hashed into the
+    policy's identity -- when the policy was loaded; never read again from its path, so a file swapped after that
+    read cannot be trusted under the identity of the one that was read. None when the key is not set."""
+    read = policy.trust_file(key)
+    named = policy.settings.get(key)
+    if read is None:  # a policy made without its trust files (a test's Policy): the file as it is now
+        return load_allowed_signers(policy.resolve_path(str(named))) if named else None
+    if read.source is None:
+        return None
+    if read.content is None:
+        raise InputError("allowed signers file not found" if read.state == "missing" else
+                         f"cannot read allowed signers: {read.state}", path=read.source)
+    try:
+        text = read.content.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise InputError(f"cannot read allowed signers: {e}", path=read.source) from e
+    return parse_allowed_signers(text, read.source)
