@@ -28,12 +28,17 @@ from upgrader.cli.commands.demo import Sandbox
 from upgrader.core.exit_codes import ExitCode
 
 
-def _grant(sandbox: Sandbox, env: dict[str, str], home: Path) -> str:
-    """``access grant`` of the engineer's key into the operator's account (HOME ``home``): the grant's id."""
+def _grant(sandbox: Sandbox, tmp_path: Path) -> tuple[dict[str, str], str, Path]:
+    """``access grant`` of the engineer's key into the operator's account (a scratch HOME): the account's
+    environment, the grant's id and its authorized_keys."""
+    home = tmp_path / "operator-home"
+    home.mkdir(exist_ok=True)
+    env = {"HOME": str(home)}
     done = _cli(sandbox.root, "access", "grant", "--key", str(sandbox.keys / "engineer.pub"), "--hours", "2", env=env)
     assert done.returncode == ExitCode.OK, done.stdout + done.stderr
-    (grant,) = re.findall(r"upgrader-grant:(\w+)", (home / ".ssh" / "authorized_keys").read_text(encoding="utf-8"))
-    return grant
+    authorized = home / ".ssh" / "authorized_keys"
+    (grant,) = re.findall(r"upgrader-grant:(\w+)", authorized.read_text(encoding="utf-8"))
+    return env, grant, authorized
 
 
 def _second_key(tmp_path: Path) -> str:
@@ -41,6 +46,15 @@ def _second_key(tmp_path: Path) -> str:
     key = tmp_path / "engineer-second"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "mine", "-f", str(key)], check=True)
     return key.with_suffix(".pub").read_text(encoding="utf-8").strip()
+
+
+def _run_refused(sandbox: Sandbox, plan: Path, env: dict[str, str], said: str) -> None:
+    """The run of ``plan`` with the engineer's approval signed anyway is refused (exit 4) saying ``said``."""
+    done = _cli(sandbox.root, "run", str(plan), "--approval", str(approval_signed_anyway(sandbox, plan)), "--yes",
+                env={**env, "UPGRADER_AUDIT_KEY": str(sandbox.operator_key)})
+    out = " ".join((done.stdout + done.stderr).split())
+    assert done.returncode == ExitCode.APPROVAL_REFUSED, out
+    assert said in out and "Traceback" not in out, out
 
 
 @pytest.mark.parametrize("prefix", ["", "cert-authority "])
@@ -52,11 +66,7 @@ def test_a_key_the_engineer_added_during_the_grant_refuses_their_approval_after_
     at run (exit 4) naming the file and the line, nothing written, the host untouched. The operator removes the line:
     the approval is accepted."""
     before = pristine(sandbox)
-    home = tmp_path / "operator-home"
-    home.mkdir()
-    env = {"HOME": str(home)}
-    grant = _grant(sandbox, env, home)
-    authorized = home / ".ssh" / "authorized_keys"
+    env, grant, authorized = _grant(sandbox, tmp_path)
     with authorized.open("a", encoding="utf-8") as f:  # the engineer, logged in as the operator
         f.write(prefix + _second_key(tmp_path) + "\n")
     added = len(authorized.read_text(encoding="utf-8").splitlines())
@@ -76,11 +86,7 @@ def test_a_key_the_engineer_added_during_the_grant_refuses_their_approval_after_
     assert f"{authorized} line {added - 1} lets the key" in out and f"access grant {grant}" in out, out
     assert "remove that line" in out and "Traceback" not in out, out
     assert not approval.exists()
-    done = _cli(sandbox.root, "run", str(plan), "--approval", str(approval_signed_anyway(sandbox, plan)), "--yes",
-                env={**env, "UPGRADER_AUDIT_KEY": str(sandbox.operator_key)})
-    out = " ".join((done.stdout + done.stderr).split())
-    assert done.returncode == ExitCode.APPROVAL_REFUSED, out
-    assert f"{authorized} line {added - 1} lets the key" in out and "Traceback" not in out, out
+    _run_refused(sandbox, plan, env, f"{authorized} line {added - 1} lets the key")
     _untouched(before, sandbox)
     assert len(authorized.read_text(encoding="utf-8").splitlines()) == 1
     authorized.write_text("", encoding="utf-8")  # the operator removes the engineer's line
@@ -91,11 +97,10 @@ def test_a_key_the_engineer_added_during_the_grant_refuses_their_approval_after_
 def test_a_key_the_operator_had_before_the_grant_does_not_count(sandbox: Sandbox, tmp_path: Path) -> None:
     """A key that let someone in before the grant was made (the operator's own line) is not the engineer's: once the
     grant is revoked, the engineer's approval of the operator's plan is accepted."""
-    home = tmp_path / "operator-home"
-    (home / ".ssh").mkdir(parents=True)
-    env = {"HOME": str(home)}
-    (home / ".ssh" / "authorized_keys").write_text(_second_key(tmp_path) + "\n", encoding="utf-8")
-    grant = _grant(sandbox, env, home)
+    (tmp_path / "operator-home" / ".ssh").mkdir(parents=True)
+    (tmp_path / "operator-home" / ".ssh" / "authorized_keys").write_text(_second_key(tmp_path) + "\n",
+                                                                         encoding="utf-8")
+    env, grant, _ = _grant(sandbox, tmp_path)
     done = _cli(sandbox.root, "access", "revoke", grant, env=env)
     assert done.returncode == ExitCode.OK and "lets the key" not in done.stdout + done.stderr, done.stdout
     _, approval, done = operator_plan_approved(sandbox, tmp_path, env)
@@ -109,11 +114,7 @@ def test_a_plan_signed_with_another_key_of_the_account_is_refused_while_the_gran
     beside HOME/keys/operator) and approves it with their own key: refused at approve and at run (exit 4) naming the
     grant and the authorized_keys file; the host untouched."""
     before = pristine(sandbox)
-    home = tmp_path / "operator-home"
-    home.mkdir()
-    env = {"HOME": str(home)}
-    grant = _grant(sandbox, env, home)
-    authorized = home / ".ssh" / "authorized_keys"
+    env, grant, authorized = _grant(sandbox, tmp_path)
     plan = tmp_path / "requester.json"
     done = _cli(sandbox.root, "plan", "--inventory", str(sandbox.inventory), "--catalog",
                 str(sandbox.catalog / "catalog.yaml"), "--to", "7.0.4.2", "--key", str(sandbox.requester_key),
@@ -126,9 +127,5 @@ def test_a_plan_signed_with_another_key_of_the_account_is_refused_while_the_gran
     assert done.returncode == ExitCode.APPROVAL_REFUSED, out
     assert f"access grant {grant}" in out and str(authorized) in out and "Traceback" not in out, out
     assert not approval.exists()
-    done = _cli(sandbox.root, "run", str(plan), "--approval", str(approval_signed_anyway(sandbox, plan)), "--yes",
-                env={**env, "UPGRADER_AUDIT_KEY": str(sandbox.operator_key)})
-    out = " ".join((done.stdout + done.stderr).split())
-    assert done.returncode == ExitCode.APPROVAL_REFUSED, out
-    assert f"access grant {grant}" in out and "Traceback" not in out, out
+    _run_refused(sandbox, plan, env, f"access grant {grant}")
     _untouched(before, sandbox)
