@@ -13,6 +13,7 @@ uid 65534.
 
 from __future__ import annotations
 
+import re
 import subprocess
 import tempfile
 from pathlib import Path
@@ -27,6 +28,7 @@ from test_host_paths_15 import FULL, NOBODY, OLD
 from test_host_paths_18 import marker_dir, operator_playbook, refused_at_plan, root_box  # noqa: F401 - fixtures
 from upgrader.cli.commands.demo import Sandbox
 from upgrader.core.exit_codes import ExitCode
+from upgrader.core.reasons import UNTRANSLATED, translate
 
 
 @pytest.fixture
@@ -121,3 +123,20 @@ def test_4_a_tree_handed_over_after_the_preflight_refuses_the_root_stop_command(
     assert f"{box.install_dir / 'bin'} is owned by nobody (uid {NOBODY})" in said, text
     assert "Traceback" not in text
     assert box.answers() == OLD
+
+
+def test_5_the_whole_tree_refusal_reads_in_chinese(root_box: Sandbox, capsys: pytest.CaptureFixture[str]) -> None:
+    """The refusal the agent words (the commands, the first path another account can change, what to do) has a
+    Chinese form for the operator who reads Chinese, as the messages around it have: nothing left untranslated."""
+    box = root_box
+    operator_playbook(box, "/usr/bin/make -s -Cbin stop", "/usr/bin/make -s -Cbin start")
+    subprocess.run(["chown", "-R", f"{NOBODY}:{NOBODY}", str(box.install_dir / "bin")], check=True)
+    capsys.readouterr()
+    rc, _ = plan_to(box, FULL)
+    out, err = capsys.readouterr()
+    assert rc == ExitCode.BAD_INPUT, out + err
+    (said,) = re.findall(r"host \S+: .*?\(systemctl\)", " ".join((out + err).split()))
+    zh = translate(said, "zh")
+    assert UNTRANSLATED not in zh, zh
+    assert "以 root 身份执行" in zh and f"{box.install_dir / 'bin'} 属于 nobody (uid {NOBODY})" in zh, zh
+    assert "请把安装目录交给服务账户" in zh, zh
