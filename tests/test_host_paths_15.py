@@ -76,12 +76,13 @@ def outside_commands(box: Sandbox, **changes: object) -> None:
 
 def wrapped_commands(box: Sandbox) -> None:
     """The operator's playbook stops and starts the service through root's own scripts outside the install (which
-    run the vendor's bin/stop.sh and bin/start.sh of the install dir they are started in): in-install commands would
-    need the whole install root's alone (test_host_paths_18), and the files here are the service account's."""
+    run the vendor's bin/stop.sh and bin/start.sh of the install dir: such a command runs in /, so the wrapper goes
+    there itself, through UPGRADER_INSTALL_DIR): in-install commands would need the whole install root's alone
+    (test_host_paths_18), and the files here are the service account's."""
     wrappers = box.root / "wrappers"
     wrappers.mkdir(exist_ok=True)
     for what in ("stop", "start"):
-        (wrappers / f"{what}.sh").write_text(f"exec ./bin/{what}.sh\n")
+        (wrappers / f"{what}.sh").write_text(f'cd "$UPGRADER_INSTALL_DIR" && exec ./bin/{what}.sh\n')
     use_playbook(box, "sample-wrapped", stop={"command": f"/bin/sh {wrappers}/stop.sh"},
                  start={"command": f"/bin/sh {wrappers}/start.sh"})
 
@@ -216,7 +217,8 @@ def test_4b_a_pid_file_rewritten_after_the_preflight_is_refused_by_the_stop_itse
     os.chown(box.install_dir / "run" / "server.pid", NOBODY, NOBODY)
     with root_victim(box, secret) as (victim, pid_file, service):
         swap = box.root / "swap-pid.py"  # a plain command outside the install, as the hook must be
-        swap.write_text(f"import os\nopen('run/server.pid.new', 'w').write('{victim.pid}\\n')\n"
+        swap.write_text(f"import os\nos.chdir(os.environ['UPGRADER_INSTALL_DIR'])  # it runs in /\n"
+                        f"open('run/server.pid.new', 'w').write('{victim.pid}\\n')\n"
                         f"os.chown('run/server.pid.new', {NOBODY}, {NOBODY})\n"
                         "os.rename('run/server.pid.new', 'run/server.pid')\n")
         outside_commands(box, hooks={"before_stop": [{"command": f"/usr/bin/python3 {swap}"}]})

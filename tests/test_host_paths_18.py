@@ -41,10 +41,12 @@ def root_box(monkeypatch: pytest.MonkeyPatch) -> Iterator[Sandbox]:
     yield from owned_box(monkeypatch, "root:root", ("0", "0"))
 
 
-def operator_playbook(box: Sandbox, stop: str, start: str) -> None:
-    """The operator's own copy of the sample playbook (HOME/playbooks) with these stop and start commands."""
+def operator_playbook(box: Sandbox, stop: str, start: str, **sections: object) -> None:
+    """The operator's own copy of the sample playbook (HOME/playbooks) with these stop and start commands (and these
+    ``sections`` in place of the sample's: ``version``, ``hooks``)."""
     spec = yaml.safe_load((shipped_playbooks_dir() / "sample-middleware.yaml").read_text())
     spec["stop"]["command"], spec["start"]["command"] = stop, start
+    spec.update(sections)
     (box.root / "playbooks").mkdir(exist_ok=True)
     (box.root / "playbooks" / "sample-middleware.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
 
@@ -56,6 +58,16 @@ def refused_naming(text: str, path: Path, keys: str = "start.command, stop.comma
     assert f"{path} is owned by nobody (uid {NOBODY})" in said, text
     assert "give the install to the service account" in said and "(systemctl)" in said, text
     assert "Traceback" not in text
+
+
+def refused_at_plan(box: Sandbox, capsys: pytest.CaptureFixture[str], path: Path) -> None:
+    """``plan`` refuses (exit 2) naming the root commands and ``path``; no plan is written."""
+    capsys.readouterr()
+    rc, plan = plan_to(box, FULL)
+    out, err = capsys.readouterr()
+    assert rc == ExitCode.BAD_INPUT, out + err
+    refused_naming(out + err, path)
+    assert not plan.exists()
 
 
 def refused_at_preflight(box: Sandbox, capsys: pytest.CaptureFixture[str], plan: Path, approval: Path,
@@ -99,12 +111,7 @@ def test_1_a_shell_form_of_an_in_install_command_is_refused_over_a_service_owned
     operator_playbook(box, stop, start)
     bin_dir = box.install_dir / "bin"
     subprocess.run(["chown", "-R", f"{NOBODY}:{NOBODY}", str(bin_dir)], check=True)
-    capsys.readouterr()
-    rc, plan = plan_to(box, FULL)
-    out, err = capsys.readouterr()
-    assert rc == ExitCode.BAD_INPUT, out + err
-    refused_naming(out + err, bin_dir)
-    assert not plan.exists()
+    refused_at_plan(box, capsys, bin_dir)
     subprocess.run(["chown", "-R", "root:root", str(bin_dir)], check=True)
     rc, plan = plan_to(box, FULL)
     assert rc == ExitCode.OK, rc
@@ -195,11 +202,7 @@ def test_6_a_version_command_over_a_service_owned_bin_never_runs_as_root(
     service account's line as root. Now the version command obeys the same rule as stop and start: `status` and
     `plan` report the version unread, naming bin/, and the line never runs; plan is still refused (exit 2)."""
     box = root_box
-    operator_playbook(box, "bin/stop.sh", "bin/start.sh")
-    book = box.root / "playbooks" / "sample-middleware.yaml"
-    spec = yaml.safe_load(book.read_text())
-    spec["version"] = {"command": "sh bin/version.sh"}
-    book.write_text(yaml.safe_dump(spec, sort_keys=False))
+    operator_playbook(box, "bin/stop.sh", "bin/start.sh", version={"command": "sh bin/version.sh"})
     bin_dir = box.install_dir / "bin"
     marker = marker_dir / "version-ran-as-root"
     (bin_dir / "version.sh").write_text(f"#!/bin/sh\nid -u > {marker} 2>/dev/null\necho 7.0.4.1\n")

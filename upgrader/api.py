@@ -575,7 +575,7 @@ def approve(ctx: Context, plan: Path | PlanReview, *, key: Path, output: Path, p
                               "(approvals.allow_unsigned_plans: false): nobody can tell who asked for it",
                               hint="ask the requester to make it with 'upgrader plan --key THEIR_KEY'")
     if _operator_as_requester(ctx, the_plan, policy, signer, source) and not policy.allow_self_approval:
-        _refuse_granted_approver(identity.fingerprint, name, source, Requester(
+        _refuse_granted_approver(ctx.home, identity.fingerprint, name, source, Requester(
             cast(bytes, signer), frozenset(), "signed the plan and runs it"), clock.now())
     if signer == identity.key_blob and not policy.allow_self_approval:
         raise ApprovalRefused(f"the plan was signed with your key {identity.fingerprint}: you cannot approve your own "
@@ -792,25 +792,39 @@ def _check_approvals(ctx: Context, plan: Plan, paths: list[str], policy: Policy,
                                used=used, requester_label=str((plan.data.get("requester") or {}).get("user") or ""))
     if requester.key in account_keys(ctx.home, operator_key) and not policy.allow_self_approval:
         for a in accepted:
-            _refuse_granted_approver(a.signature.fingerprint, a.statement.approver, a.source, requester, now)
+            _refuse_granted_approver(ctx.home, a.signature.fingerprint, a.statement.approver, a.source, requester,
+                                     now)
     if requester.how.startswith("signed"):  # a signer whose every line leaves out upgrader-plan or has expired
         refuse_revoked_requester(signers, requester.key, source, now)
     return accepted, requester
 
 
+#: at most this many files of each key directory are read as keys the account holds (a key directory holds a few)
+HELD_KEY_FILES = 200
+
+
 def account_keys(home: Path, operator_key: bytes | None) -> set[bytes]:
     """The public key blobs of the keys this account holds: the operator key this command uses (--audit-key,
-    UPGRADER_AUDIT_KEY) and every key the account keeps where upgrader looks for one (HOME/keys/operator,
-    ~/.ssh/id_*), whichever the command was told to use: whoever logs in to the account can sign with any of them
-    (read from the key file's clear part: no passphrase asked)."""
+    UPGRADER_AUDIT_KEY) and every private key the account keeps where upgrader looks for one (HOME/keys/operator,
+    ~/.ssh/id_*) and beside them (any file of HOME/keys or ~/.ssh: HOME/keys/requester is as much the account's),
+    whichever the command was told to use: whoever logs in to the account can sign with any of them (read from the
+    key file's clear part: no passphrase asked)."""
     from .core.recorder import stored_key_files
     from .trust.keys import stored_public_blob
 
-    blobs = [operator_key] + [stored_public_blob(path) for path in stored_key_files(home)]
+    files = list(stored_key_files(home))
+    for folder in (home / "keys", Path.home() / ".ssh"):
+        try:
+            names = sorted(os.listdir(folder))[:HELD_KEY_FILES]
+        except OSError:
+            continue
+        files += [folder / n for n in names if (folder / n).is_file()]  # no FIFO or device: only files are read
+    blobs = [operator_key] + [stored_public_blob(path) for path in dict.fromkeys(files)]
     return {b for b in blobs if b is not None}
 
 
-def _refuse_granted_approver(key: str, approver: str, source: str, requester: Requester, now: _dt.datetime) -> None:
+def _refuse_granted_approver(home: Path, key: str, approver: str, source: str, requester: Requester,
+                             now: _dt.datetime) -> None:
     """ApprovalRefused (exit 4) when the approver's key may log in to this account (``upgrader access grant``
     without ``--user`` lets the engineer into the operator's own account) while the plan's requester is a key this
     account holds: logged in as the operator, the approver can read that key and sign the plan with it, so requester
@@ -822,6 +836,7 @@ def _refuse_granted_approver(key: str, approver: str, source: str, requester: Re
 
     found = lines_letting_in(own_authorized_keys(), key, now)
     if not found:
+        _refuse_added_by_grant(home, key, approver, source, requester, now)
         return
     k = found[0]
     g = k.grant
@@ -834,6 +849,28 @@ def _refuse_granted_approver(key: str, approver: str, source: str, requester: Re
                           hint=(f"close the grant (upgrader access revoke {g.id})" if g else
                                 f"remove that key from {k.path}") + ", make the plan again with your own key, and "
                                "have it approved again")
+
+
+def _refuse_added_by_grant(home: Path, key: str, approver: str, source: str, requester: Requester,
+                           now: _dt.datetime) -> None:
+    """ApprovalRefused (exit 4) when a key added to this account's authorized_keys while the approver's key had a
+    grant into it still logs in (customer/access.added_during_grants): logged in, the engineer could add a second
+    key of their own (or a cert-authority line), which outlives the grant and is listed by no grant. The line is
+    named; the operator removes it (or, if it is their own, keeps it and has another engineer approve)."""
+    from .customer.access import added_during_grants, own_authorized_keys
+
+    added = added_during_grants(home, own_authorized_keys(), now, engineer=key)
+    if not added:
+        return
+    a = added[0]
+    raise ApprovalRefused(f"{source}: the approval is signed by {key} ({approver}), and {a.line.path} line "
+                          f"{a.line.line} lets the key {a.fingerprint} log in to this account, added while access "
+                          f"grant {a.grant} let that engineer in; this account holds the operator key "
+                          f"{requester.fingerprint} that {requester.how}: the approver could have asked for the "
+                          "plan themselves (segregation of duties); nothing was changed",
+                          hint=f"remove that line from {a.line.path} (upgrader access list shows every such line; "
+                               "if you added it yourself, another engineer approves instead), make the plan again "
+                               "with your own key, and have it approved again")
 
 
 def _targets(catalog: Catalog, hosts: Sequence[PlanHost]) -> list[HostTarget]:
@@ -2525,8 +2562,9 @@ def grant_access(ctx: Context, *, key: Path, hours: float | None = None, from_pa
     an audit event. One grant id on every host (``revoke_access(grant_id=...)`` ends it everywhere)."""
     import secrets
 
-    from .customer.access import (add_grant, check_from, check_hours, check_reason, edit_on_host, expiry_time,
-                                  format_time, load_public_key_file)
+    from .customer.access import (add_grant, check_from, check_hours, check_reason, current_keys, edit_on_host,
+                                  expiry_time, format_time, load_public_key_file, own_authorized_keys,
+                                  remember_grant)
 
     policy = load_policy(ctx)
     public = load_public_key_file(key)
@@ -2553,7 +2591,11 @@ def grant_access(ctx: Context, *, key: Path, hours: float | None = None, from_pa
                                new_id=new_id, source=source)
             return change.data, change
 
+        own = target.local and account is None  # into this account: its keys before the grant are kept
+        before = current_keys(own_authorized_keys(), now) if own else set()
         found, change = edit_on_host(agent, account, edit)
+        if own:
+            remember_grant(ctx.home, change.grant.id, change.grant.fingerprint, before, now)
         return {"outcome": "extended" if change.extended else "granted", "user": found.user, "file": found.path,
                 "created_file": not found.exists, "grant": change.grant.describe(now),
                 "previous_expires": format_time(change.previous_expires) if change.previous_expires else None,
@@ -2568,6 +2610,16 @@ def grant_access(ctx: Context, *, key: Path, hours: float | None = None, from_pa
                            file=r["file"], hours=granted, expires=g["expires"], previous_expires=r["previous_expires"],
                            reason=g["reason"], granted_by=g["granted_by"], **_from(g))
     return AccessResult(results, _access_exit(results), hours=granted)
+
+
+def _added_lines(home: Path, now: _dt.datetime) -> list[JSONObject]:
+    """The lines of this account's authorized_keys files that let in a key added while a grant into the account was
+    open (customer/access.added_during_grants): ``access list`` and ``revoke`` show them, an approval by that
+    grant's engineer is refused while they stay."""
+    from .customer.access import added_during_grants, own_authorized_keys
+
+    return [{"grant": a.grant, "engineer": a.engineer, "fingerprint": a.fingerprint, "file": str(a.line.path),
+             "line": a.line.line} for a in added_during_grants(home, own_authorized_keys(), now)]
 
 
 def _from(grant: Mapping[str, object]) -> dict[str, str | None]:
@@ -2589,7 +2641,8 @@ def list_access(ctx: Context, *, user: str | None = None, inventory: Path | None
     def work(agent: AgentClient, target: _AccessTarget) -> JSONObject:
         found = read_on_host(agent, account)
         return {"outcome": "ok", "user": found.user, "file": found.path, "exists": found.exists,
-                "grants": [g.describe(now) for g in list_grants(found.data)]}
+                "grants": [g.describe(now) for g in list_grants(found.data)],
+                "added_during_grants": _added_lines(ctx.home, now) if target.local and account is None else []}
 
     results = _on_each(targets, work)
     return AccessResult(results, _access_exit(results))
@@ -2602,7 +2655,7 @@ def revoke_access(ctx: Context, *, grant_id: str | None = None, all: bool = Fals
     import re
 
     from .core.exit_codes import ExitCode
-    from .customer.access import edit_on_host, list_grants, remove_grants
+    from .customer.access import close_grant, edit_on_host, list_grants, own_authorized_keys, remove_grants
 
     chosen = [what for what, given in (("ID", grant_id), ("--all", all), ("--expired", expired)) if given]
     if len(chosen) != 1:
@@ -2625,12 +2678,16 @@ def revoke_access(ctx: Context, *, grant_id: str | None = None, all: bool = Fals
             return remove_grants(current.data, select)
 
         found, removed = edit_on_host(agent, account, edit)
+        if target.local and account is None:  # the keys that let anyone in once the engineer is out
+            for g in removed:
+                close_grant(ctx.home, g.id, own_authorized_keys(), now)
         if grant_id and not removed and target.local:
             ids = [g.id for g in list_grants(found.data)]
             raise InputError(f"no grant {grant_id} here; " + (f"its grants: {', '.join(ids)}" if ids
                                                                else "it holds no grant"), path=found.path)
         return {"outcome": "revoked" if removed else "unchanged", "user": found.user, "file": found.path,
-                "revoked": [g.describe(now) for g in removed], "_audit_host": target.audit_host}
+                "revoked": [g.describe(now) for g in removed], "_audit_host": target.audit_host,
+                "added_during_grants": _added_lines(ctx.home, now) if target.local and account is None else []}
 
     results = _on_each(targets, work)
     for r in results:

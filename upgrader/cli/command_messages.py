@@ -45,6 +45,10 @@ COMMAND_MESSAGES: dict[str, tuple[str, str]] = {
     "left": ("{days}{hours}h {minutes}m left", "还剩 {days}{hours} 小时 {minutes} 分"),
     "left_days": ("{n}d ", "{n} 天 "),
     "never": ("NONE", "无"),
+    "added_line": ("[bold red]{file} line {line}[/bold red] lets the key {fp} in, added while grant {id} was open "
+                   "(key {engineer}): remove it unless you added it yourself",
+                   "[bold red]{file} 第 {line} 行[/bold red]允许密钥 {fp} 登录，是在授权 {id}（公钥 {engineer}）有效期间"
+                   "加入的：除非是您自己加入的，否则请删除它"),
     # access revoke
     "revoke_nothing_expired": ("{host}no expired grant in {file}: nothing to revoke", "{host}{file} 中没有已过期的授权：无需撤销"),
     "revoke_nothing_all": ("{host}no grant in {file}: nothing to revoke", "{host}{file} 中没有授权：无需撤销"),

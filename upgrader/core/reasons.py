@@ -310,8 +310,44 @@ _FORMS: list[tuple[str, str]] = [
      r"was changed",
      "{f}：批准由密钥 {k}（{a}）签署，而访问授权 {g}（{p} 第 {n} 行，有效至 {u}）允许该密钥登录本账户；本账户持有申请"
      "该计划的运维密钥 {o}：批准人可能自己申请了该计划（职责分离）；未做任何改动"),
+    (r"(?P<f>\S+): the approval is signed by (?P<k>\S+) \((?P<a>[^)]*)\), and (?P<p>\S+) line (?P<n>\d+) lets the key "
+     r"(?P<x>\S+) log in to this account, added while access grant (?P<g>\S+) let that engineer in; this account "
+     r"holds the operator key (?P<o>\S+) that .+: the approver could have asked for the plan themselves \(segregation "
+     r"of duties\); nothing was changed",
+     "{f}：批准由密钥 {k}（{a}）签署，而 {p} 第 {n} 行允许密钥 {x} 登录本账户，这一行是在访问授权 {g} 允许该工程师登录"
+     "期间加入的；本账户持有申请该计划的运维密钥 {o}：批准人可能自己申请了该计划（职责分离）；未做任何改动"),
+    (r"remove that line from (?P<p>\S+) \(upgrader access list shows every such line; if you added it yourself, "
+     r"another engineer approves instead\), make the plan again with your own key, and have it approved again",
+     "请从 {p} 中删除这一行（upgrader access list 会列出所有这样的行；如果这一行是您自己加入的，请改由另一位工程师批准），"
+     "用您自己的密钥重新制作计划，再请工程师批准"),
     (r"close the grant \(upgrader access revoke (?P<g>\S+)\), make the plan again with your own key, and have it "
      r"approved again", "请先收回授权（upgrader access revoke {g}），用您自己的密钥重新制作计划，再请工程师批准"),
+    # hostagent/processes.py: the whole-tree rule for commands run as root (root_command_problems, root_workdir)
+    (r"(?P<k>[^:]+?) would run as root in (?P<i>\S+), but (?P<w>.+?)(?: \(and (?P<n>\d+) more\))?: another account "
+     r"could change what root runs, sources or acts on; nothing was stopped: give the install to the service account "
+     r"\(chown -R; the commands then run as that account\), or make it root's alone \(chown -R root, chmod -R "
+     r"go-w\), or start and stop it through a command outside the install \(systemctl\)",
+     "{k} 将在 {i} 中以 root 身份执行，但 {w:t}{n:more}：其他账户可以改动 root 执行、引入或操作的内容；没有停止任何服务："
+     "请把安装目录交给服务账户（chown -R，命令随之以该账户执行），或让它只归 root 所有（chown -R root，chmod -R go-w），"
+     "或通过安装目录之外的命令（systemctl）启动和停止服务"),
+    (r"the command (?P<c>.+) was not run: it would run as root in (?P<i>\S+), but (?P<w>.+?): another account could "
+     r"change what root runs, sources or acts on",
+     "命令 {c} 没有执行：它将在 {i} 中以 root 身份执行，但 {w:t}：其他账户可以改动 root 执行、引入或操作的内容"),
+    (r"(?P<p>/\S+) is owned by uid (?P<u>\d+)", "{p} 属于 uid {u}"),
+    (r"(?P<p>/\S+) is owned by (?P<o>.+?) \(mode (?P<m>\d+)\)", "{p} 属于 {o}（权限 {m}）"),
+    (r"(?P<p>/\S+) may be written by (?P<o>.+?) \(mode (?P<m>\d+)\)", "{p} 可被{o:t}写入（权限 {m}）"),
+    (r"(?P<p>/\S+) may be written by (?P<o>.+)", "{p} 可被{o:t}写入"),
+    (r"(?P<p>/\S+) is writable by its group \(mode (?P<m>\d+)\)", "{p} 可被其所属组写入（权限 {m}）"),
+    (r"(?P<p>/\S+) is writable by its others \(mode (?P<m>\d+)\)", "{p} 可被其他账户写入（权限 {m}）"),
+    (r"(?P<p>/\S+) links to (?P<t>\S+), and (?P<w>.+)", "{p} 链接到 {t}，而 {w:t}"),
+    (r"(?P<p>/\S+) cannot be examined \((?P<w>[^)]*)\)", "无法检查 {p}（{w}）"),
+    (r"everyone", "所有人"),
+    (r"its group \(gid (?P<g>\d+)\)", "其所属组（gid {g}）"),
+    (r"host (?P<h>\S+): (?P<r>.+)", "主机 {h}：{r:s}"),
+    (r"nothing was changed on the host; fix the link or the setting, then plan again",
+     "主机上没有做任何改动；请修正该链接或设置，然后重新制作计划"),
+    (r"nothing was stopped or started, the host runs (?P<v>\S+) as it was; the (?P<w>rollback|resume) is refused: "
+     r"(?P<r>.+)", "没有停止或启动任何服务，主机仍按原样运行 {v}；{w:recovery}被拒绝：{r:t}"),
     # names used inside reasons
     (r"major|minor|maintenance", "{0:level}"),
     (r"external interfaces|the configuration format|monitoring", "{0:change}"),
@@ -397,6 +433,10 @@ def _fill(template: str, m: re.Match[str], depth: int) -> str:
             return _LEVELS.get(value, value)
         if how == "change":
             return _CHANGES.get(value, value)
+        if how == "recovery":
+            return "回滚" if value == "rollback" else "恢复运行"
+        if how == "more":  # "(and 2 more)" after the first path of a list
+            return f"（另有 {value} 处）" if value else ""
         if how == "proofs":  # "process (pid 7 alive), tcp (port 8080 open)": each probe's detail translated
             return "，".join(f"{name}（{_translate(detail, depth + 1) or detail}）" for name, detail in
                             re.findall(r"([\w.-]+) \((.*?)\)(?:, (?=[\w.-]+ \()|$)", value))

@@ -42,7 +42,7 @@ from ..core.errors import InputError
 __all__ = ["PublicKey", "Grant", "GrantChange", "HostFile", "MARKER", "parse_public_key", "load_public_key_file",
            "check_from", "check_reason", "check_user", "check_hours", "expiry_time", "format_time", "list_grants",
            "add_grant", "remove_grants", "read_on_host", "edit_on_host", "own_authorized_keys", "KeyLine",
-           "lines_letting_in"]
+           "lines_letting_in", "remember_grant", "close_grant", "current_keys", "AddedLine", "added_during_grants"]
 
 MARKER = "upgrader-grant:"
 MAX_LINE = 8000  # sshd reads authorized_keys lines of up to 8 KiB
@@ -424,7 +424,13 @@ def lines_letting_in(files: Sequence[Path], fingerprint: str, now: _dt.datetime)
     blob), whatever the line's comment or options, so a grant whose marker comment was edited away, or the key copied
     into another file, still counts; a line whose ``expiry-time`` has passed does not. A missing or unreadable file
     holds none; only the first MiB is read, as the agent reads it."""
-    found: list[KeyLine] = []
+    return [line for fp, line in _keys_letting_in(files, now) if fp == fingerprint]
+
+
+def _keys_letting_in(files: Sequence[Path], now: _dt.datetime) -> list[tuple[str, KeyLine]]:
+    """(fingerprint, line) of every unexpired line of ``files`` that lets a key in: a key, or a ``cert-authority``
+    line's certificate authority (whatever it signs logs in)."""
+    found: list[tuple[str, KeyLine]] = []
     for path in files:
         try:
             with open(path, "rb") as f:
@@ -433,14 +439,99 @@ def lines_letting_in(files: Sequence[Path], fingerprint: str, now: _dt.datetime)
             continue
         for line in _split_lines(data):
             entry = _entry(line)
-            if entry is None or PublicKey(entry.kind, entry.blob).fingerprint != fingerprint:
+            if entry is None:
                 continue
             grant = _grant(line, entry)
             expiry = entry.option("expiry-time")
             expires = _parse_expiry(expiry) if expiry else None
             if (grant is not None and grant.expired(now)) or (expires is not None and expires <= now):
                 continue
-            found.append(KeyLine(path, line.number, grant))
+            found.append((PublicKey(entry.kind, entry.blob).fingerprint, KeyLine(path, line.number, grant)))
+    return found
+
+
+# ------------------------------------------------------------------ what a grant into this account left behind
+#
+# An engineer let into the operator's own account can add a second key of their own (or a cert-authority line) to
+# its authorized_keys while the grant is open: once the grant is closed no grant is left, but that key still logs
+# in. So a grant into this account (access grant without --user) keeps, in HOME/access/grants/ID.json, the keys
+# that let anyone in when it was made, and, once revoked, the keys that did then: a key added in between came in
+# while the engineer could, and counts as the engineer's (added_during_grants).
+
+def _grant_record(home: Path, grant_id: str) -> Path:
+    return home / "access" / "grants" / f"{grant_id}.json"
+
+
+def remember_grant(home: Path, grant_id: str, fingerprint: str, keys_before: set[str], now: _dt.datetime) -> None:
+    """Keep the keys that let anyone in to this account before grant ``grant_id`` (of the key ``fingerprint``) was
+    made; an extended grant keeps its first record."""
+    import json
+
+    path = _grant_record(home, grant_id)
+    if path.exists():
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    record = {"grant": grant_id, "fingerprint": fingerprint, "granted": format_time(now),
+              "keys_before": sorted(keys_before)}
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+    tmp.replace(path)
+
+
+def close_grant(home: Path, grant_id: str, files: Sequence[Path], now: _dt.datetime) -> None:
+    """Grant ``grant_id`` was revoked: its record keeps the keys that let anyone in then (keys added later are the
+    account's own, the engineer no longer in it)."""
+    import json
+
+    path = _grant_record(home, grant_id)
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    if "keys_at_revoke" in record:
+        return
+    record.update(revoked=format_time(now), keys_at_revoke=sorted({fp for fp, _ in _keys_letting_in(files, now)}))
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+    tmp.replace(path)
+
+
+def current_keys(files: Sequence[Path], now: _dt.datetime) -> set[str]:
+    """The fingerprints of every key (or certificate authority) ``files`` let in at ``now``."""
+    return {fp for fp, _ in _keys_letting_in(files, now)}
+
+
+@dataclass(frozen=True)
+class AddedLine:
+    """A line that lets a key in, added to the account while grant ``grant`` (of ``engineer``'s key) was open."""
+
+    grant: str
+    engineer: str
+    fingerprint: str
+    line: KeyLine
+
+
+def added_during_grants(home: Path, files: Sequence[Path], now: _dt.datetime,
+                        engineer: str | None = None) -> list[AddedLine]:
+    """The lines of ``files`` that still let in a key added while a grant into this account was open (of the key
+    ``engineer``; None: any grant): a key letting in when the grant was revoked (or now, for a grant never revoked)
+    that did not before it was made. An unreadable record counts as none (the audit log keeps the grant)."""
+    import json
+
+    found: list[AddedLine] = []
+    now_keys = _keys_letting_in(files, now)
+    for path in sorted((home / "access" / "grants").glob("*.json")):
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+            grantee, before = str(record["fingerprint"]), set(record["keys_before"])
+            then = set(record["keys_at_revoke"]) if "keys_at_revoke" in record else None
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if engineer is not None and grantee != engineer:
+            continue
+        for fp, line in now_keys:
+            if fp != grantee and fp not in before and (then is None or fp in then):
+                found.append(AddedLine(str(record.get("grant") or path.stem), grantee, fp, line))
     return found
 
 

@@ -6,6 +6,7 @@ unless told to), cross-checked against the ports it listens on.
 import errno
 import os
 import pwd
+import re
 import signal
 import socket
 import stat
@@ -101,10 +102,10 @@ SHELL_SPECIAL = frozenset(";&|<>$`(){}*?[]~\n\r\t\\")
 def outside_install(install, command):
     """Whether ``command`` is a plain command outside the install: no shell syntax (SHELL_SPECIAL, no ``NAME=value``
     prefix), its program an absolute path outside the install that root alone can change (root_only_problem), and
-    none of its arguments a path inside the install (absolute beneath it; relative with a ``/`` or naming something
-    there, the command running in the install dir; an ``option=value`` judged by its value) nor a word with blanks
-    (a script for the program: ``sh -c "cd bin && ./stop.sh"``). ``/usr/bin/systemctl stop tomcat10`` is one,
-    ``/bin/sh bin/stop.sh`` is not."""
+    no piece of an argument (arg_pieces: ``--opt=x``, ``-Cbin``, ``lib:x,y``, ``@file``) a path inside the install
+    (install_path), nor a word with blanks (a script for the program: ``sh -c "cd bin && ./stop.sh"``).
+    ``/usr/bin/systemctl stop tomcat10`` is one, ``/bin/sh bin/stop.sh`` and ``/usr/bin/make -Cbin`` are not. Run as
+    root, such a command runs in ``/`` (run_shell): its working directory is not the install either."""
     import shlex
 
     if any(c in SHELL_SPECIAL for c in command):
@@ -113,27 +114,51 @@ def outside_install(install, command):
         words = shlex.split(command)
     except ValueError:
         return False
-    if not words or not words[0].startswith("/") or _in_install(install, words[0]) or root_only_problem(words[0]):
+    if not words or not words[0].startswith("/") or install_path(install, words[0]) \
+            or root_only_problem(words[0]):
         return False
     for word in words[1:]:
-        if any(c.isspace() for c in word) or any(_names_install_path(install, w) for w in [word] + word.split("=")):
+        if any(c.isspace() for c in word) or any(install_path(install, w) for w in arg_pieces(word)):
             return False
     return True
+
+
+def arg_pieces(word):
+    """Every piece of the argument ``word`` a program may take as a path: the word, the value of ``--opt=value``
+    and the attached value of a short option (``-Cbin``, ``-Ilib``), an ``@file`` (java's argument files), and each
+    item of a ``:`` or ``,`` list (``-cp lib:x``)."""
+    whole = [word]
+    if "=" in word:
+        whole.append(word.split("=", 1)[1])
+    if word.startswith("-") and not word.startswith("--") and len(word) > 2:
+        whole.append(word[2:])
+    whole += [w[1:] for w in list(whole) if w.startswith("@")]
+    return [piece for w in whole for piece in re.split("[:,]", w) + [w] if piece]
+
+
+#: paths that lead to what another process sees (its working directory, its root, its open files), whatever they
+#: look like: /proc/self/cwd is the install for a command run there, /proc/PID/root the service's view
+PROCESS_PATHS = ("/proc", "/dev/fd", "/dev/stdin", "/dev/stdout", "/dev/stderr")
+
+
+def install_path(install, word):
+    """Whether ``word`` (a program or a piece of an argument) may name a path inside the install: an absolute path
+    beneath it (as written or as its links lead, from the install's real path too) or through another process's view
+    (PROCESS_PATHS); a relative path (with a ``/``, ``.``, ``..``, or the name of something in the install: it was
+    relative to the install, where such commands ran). An option (``-x``, no ``/``) is none."""
+    if not word or word.startswith("-") and "/" not in word:
+        return False
+    if word.startswith("/"):
+        norm = "/" + os.path.normpath(word).lstrip("/")
+        return any(norm == p or norm.startswith(p + "/") for p in PROCESS_PATHS) \
+            or _in_install(install, word) or _in_install(os.path.realpath(install), word)
+    return "/" in word or word in (".", "..") or os.path.lexists(os.path.join(install, word))
 
 
 def _in_install(install, path):
     """Whether the absolute ``path`` is the install dir or beneath it (as written, and as its links lead)."""
     top = os.path.normpath(install)
     return any(p == top or p.startswith(top.rstrip("/") + "/") for p in (os.path.normpath(path), os.path.realpath(path)))
-
-
-def _names_install_path(install, word):
-    """Whether the argument ``word`` names a path inside the install (the command runs in the install dir)."""
-    if not word or word.startswith("-") and "/" not in word:
-        return False
-    if word.startswith("/"):
-        return _in_install(install, word) or _in_install(os.path.realpath(install), word)
-    return "/" in word or word in (".", "..") or os.path.lexists(os.path.join(install, word))
 
 
 TREE_PROBLEMS = 5  # the walk stops there: the first one is named
@@ -225,18 +250,20 @@ def command_env(who, env):
 
 
 def run_shell(command, cwd, timeout, env=None):
-    """Run a playbook command with sh in its own process group, in ``cwd``, as command_account says (the install's
-    owner when the agent is root and the owner is not); kill the group on timeout. The result names the account
-    that ran it."""
+    """Run a playbook command with sh in its own process group, as command_account says (the install's owner when
+    the agent is root and the owner is not), in ``cwd`` (the install dir, or the old tree after an interrupted
+    swap) or in ``/`` (root_workdir); kill the group on timeout. ``UPGRADER_INSTALL_DIR`` names ``cwd``, for a
+    wrapper run in ``/`` that must work there. The result names the account that ran it."""
     import subprocess
 
     start = time.time()
     who = command_account(cwd)
     preexec = become(who["uid"], who["gid"], who["groups"]) if who else None
-    full_env = command_env(who, env)
+    full_env = command_env(who, dict(env or {}, UPGRADER_INSTALL_DIR=cwd))
     account = account_name(who["uid"] if who else os.geteuid())
+    workdir = root_workdir(cwd, command) if who is None else cwd
     try:
-        proc = subprocess.Popen(["/bin/sh", "-c", command], cwd=cwd, stdin=subprocess.DEVNULL,
+        proc = subprocess.Popen(["/bin/sh", "-c", command], cwd=workdir, stdin=subprocess.DEVNULL,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=full_env,
                                 start_new_session=True, preexec_fn=preexec)
     except subprocess.SubprocessError as e:  # the child could not take the account (no CAP_SETUID): nothing ran
@@ -246,6 +273,25 @@ def run_shell(command, cwd, timeout, env=None):
     out, err, timed_out = read_bounded(proc, timeout)
     return {"exit": proc.returncode, "stdout": output_tail(out), "stderr": output_tail(err), "timed_out": timed_out,
             "seconds": round(time.time() - start, 3), "account": account}
+
+
+def root_workdir(install, command):
+    """Where a command the agent runs as itself in ``install`` runs. As root in an install root owns: a plain command
+    outside the install (outside_install, exempt from the whole-tree rule) runs in ``/``, since a program run in the
+    install reads files there (``make`` its Makefile, ``python3 -m`` its modules, ``java @args`` its argument file);
+    any other command needs the whole tree root's alone, looked at again here, right before it runs (a file the
+    service account adds to the install after the plan can turn an exempt command into one that is not): refused
+    (``unsafe_path``, naming the path), it does not run. Not root: the install, the kernel limits the command to the
+    agent's own account."""
+    if os.geteuid() != 0:
+        return install
+    if outside_install(install, command):
+        return "/"
+    found = tree_problems(install, limit=1)
+    if found:
+        raise AgentError("the command %r was not run: it would run as root in %s, but %s: another account could "
+                         "change what root runs, sources or acts on" % (command, install, found[0]), "unsafe_path")
+    return install
 
 
 OUTPUT_KEPT = 64 << 10  # bytes of each output stream kept from its start, and as many from its end

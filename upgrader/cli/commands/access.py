@@ -115,6 +115,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     t, when = _words(args)
     c = console()
     for where, r in _answered(t, c, results):
+        _added_lines(t, c, r)
         if not r["grants"]:
             c.print(t("list_none" if r["exists"] else "list_none_no_file", host=where, file=r["file"]), soft_wrap=True)
             continue
@@ -156,7 +157,16 @@ def cmd_revoke(args: argparse.Namespace) -> int:
         for g in r["revoked"]:
             c.print(t("revoked", host=where, id=g["id"], fp=g["fingerprint"], by=g["granted_by"] or "-",
                       state=t("state_expired" if g["expired"] else "state_valid"), file=r["file"]), soft_wrap=True)
+        _added_lines(t, c, r)
     return code
+
+
+def _added_lines(t: Any, c: Any, r: dict[str, Any]) -> None:
+    """The lines that let a key in to this account, added while a grant into it was open (an engineer's second key
+    outlives the grant): one sentence each, what to do included."""
+    for a in r.get("added_during_grants") or []:
+        c.print(t("added_line", file=a["file"], line=a["line"], fp=a["fingerprint"], id=a["grant"],
+                  engineer=a["engineer"]), soft_wrap=True)
 
 
 def revoke(args: argparse.Namespace) -> tuple[list[dict[str, Any]], int, list[str]]:
