@@ -1585,9 +1585,11 @@ def verify_witnesses(ctx: Context, inventory: Path, *, log: Path | None = None, 
     audit logs of the same hosts (the customer's guide on a host, another controller): each is checked against
     the hosts' records of its own runs, its findings named by its file. Each other log is first verified on its own
     (chain, signatures under ``allowed_signers`` or the policy's audit signers, unsigned tail): one that is not
-    intact explains none of the hosts' records (it could say anything), and the verdict names it and why."""
+    intact explains none of the hosts' records (it could say anything), and the verdict names it and why. A syslog
+    export that holds no copy of these logs' witnesses is named (not proven): a wrong export must not read as
+    checked."""
     from .audit.log import read_log
-    from .audit.witness import WitnessTarget, check_witnesses, read_syslog_copies, read_witnesses
+    from .audit.witness import WitnessTarget, check_witnesses, read_syslog_copies, read_witnesses, unused_exports
     from .core.recorder import audit_path
     from .fleet.inventory import load_inventory
     from functools import partial
@@ -1636,13 +1638,15 @@ def verify_witnesses(ctx: Context, inventory: Path, *, log: Path | None = None, 
     given = {log_identity(p) or "": str(p) for p, _ in logs}
     main_id = log_identity_of(data) or ""
     result = check_witnesses(data, witnessed, not_read=not_read, window=window, policy_digest=policy.digest,
-                             earlier=windows, syslog_copies=copies, given_logs=given)
+                             earlier=windows, syslog_copies=copies, given_logs=given, syslog_given=bool(syslog))
     for en, zh, altered in untrusted.values():
         result.found(en, zh, doubt=not altered)
+    for en, zh in unused_exports([str(Path(p)) for p in syslog], copies, [data] + [d for _, d in logs]):
+        result.found(en, zh, doubt=True)
     for path, other in logs:  # each other log against the hosts' records of its own runs
         ours = {**given, main_id: "the log verified"}
         theirs = check_witnesses(other, witnessed, window=window, policy_digest=policy.digest, earlier=windows,
-                                 syslog_copies=copies, given_logs=ours)
+                                 syslog_copies=copies, given_logs=ours, syslog_given=bool(syslog))
         result.checked += theirs.checked
         for en, zh in zip(theirs.problems, theirs.problems_zh):
             result.found(f"log {path}: {en}", f"日志 {path}：{zh}")
