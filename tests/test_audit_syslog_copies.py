@@ -9,7 +9,9 @@ attacks of rounds 6 and 7 (attack20r6 #7, attack20r7 #3, #4, #5), played through
 - With a one-host inventory, another host's copy of the same log is not that host's: no false ALTERED.
 - Any account on a host can write an ``upgrader-agent:`` line to its syslog: a forged line that contradicts the
   log while the host's own witness agrees with it is NOT PROVEN naming the line, not ALTERED.
-- An empty export, or one holding no copy of this log's witnesses, is named (NOT PROVEN), not silently INTACT."""
+- An empty export, or one holding no copy of this log's witnesses, is named (NOT PROVEN), not silently INTACT.
+- ``--other-log LOG:SIGNERS``: the customer's guide log, signed with the customer's own audit key, is verified
+  under its own allowed signers: INTACT (ALTERED before, under the controller's signers only)."""
 
 from __future__ import annotations
 
@@ -170,6 +172,58 @@ def test_a_forged_syslog_line_and_a_wrong_export_are_not_proven_not_altered_nor_
                  str(empty), "--lang", "zh"]) == 2
     zh = " ".join(capsys.readouterr().out.split())
     assert f"syslog 导出文件 {empty} 中根本没有 upgrader-agent 的见证行" in zh, zh
+
+
+def test_an_other_log_signed_with_the_customers_own_key_is_verified_under_its_own_signers(
+        sandbox: Sandbox, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:  # noqa: F811
+    """attack20r7 #4: the engineer's controller runs an upgrade; the customer's `guide` on the host another one,
+    under the customer's policy whose audit signers list only the customer's own key (ops@bank), which signs the
+    guide's log. Given as `--other-log LOG` the pair reads ALTERED (the key is not among the controller's signers),
+    now saying how to give its own; as `--other-log LOG:SIGNERS` it reads INTACT (no way to say it before)."""
+    from upgrader.trust.keys import generate_key, load_private_key, signer_line
+
+    box = sandbox
+    generate_key(box.keys / "custkey", "ops@bank")
+    key = load_private_key(box.keys / "custkey").public_key()
+    # the guide's operator may sign plans (the controller's signers file: its owner adds the line the guide shows),
+    # and the customer's own audit signers list that key for the guide's log
+    with (box.keys / "allowed_signers").open("a") as out:
+        out.write(signer_line("ops@bank", key, "upgrader-plan") + "\n")
+    signers = box.keys / "guide_signers"
+    signers.write_text(signer_line("ops@bank", key, "upgrader-audit") + "\n")
+    rc, plan = plan_to(box, "7.0.4.2")
+    assert rc == 0
+    assert upgrader(box, "run", str(plan), "--approval", str(approve(box, plan))) == 0
+    guide_policy = box.root / "guide-policy.yaml"
+    audit = "audit:\n  allowed_signers: keys/allowed_signers"
+    assert audit in box.policy.read_text()
+    guide_policy.write_text(box.policy.read_text().replace(audit, "audit:\n  allowed_signers: keys/guide_signers"))
+    rc, plan = plan_to(box, "7.0.4.3", "--policy", str(guide_policy))  # a plan is run under the policy it names
+    assert rc == 0
+    approval = approve(box, plan, "--policy", str(guide_policy))
+    home = tmp_path / "customer"
+    guided = subprocess.run([sys.executable, "-m", "upgrader", "--home", str(home), "guide", "--plan", str(plan),
+                             "--approval", str(approval), "--inventory", str(box.inventory), "--policy",
+                             str(guide_policy), "--catalog", str(box.catalog), "--audit-key",
+                             str(box.keys / "custkey"), "--yes", "--lang", "en"], capture_output=True, text=True,
+                            timeout=300, stdin=subprocess.DEVNULL, env={**os.environ, "LANG": "C.UTF-8"})
+    assert guided.returncode == 0, guided.stdout + guided.stderr
+    ours, theirs = box.root / "audit" / "audit.jsonl", home / "audit" / "audit.jsonl"
+
+    def verify_pair(*extra: str) -> tuple[int, str]:
+        capsys.readouterr()
+        rc = main(["--home", str(box.root), "audit", "verify", str(ours), "--policy", str(box.policy), "--witness",
+                   str(box.inventory), "--earlier-policy", str(guide_policy), *extra])
+        return rc, " ".join(capsys.readouterr().out.split())
+
+    rc, text = verify_pair("--other-log", str(theirs))
+    assert rc == ALTERED, text
+    assert f"log {theirs} given with --other-log is not intact on its own" in text, text
+    assert "a log signed under other allowed signers is given with them: --other-log LOG:SIGNERS" in text, text
+    rc, text = verify_pair("--other-log", f"{theirs}:{signers}")
+    assert rc == 0 and text.startswith("INTACT"), text
+    rc, zh = verify_pair("--other-log", str(theirs), "--lang", "zh")
+    assert rc == ALTERED and "--other-log 日志:签名人文件" in zh, zh
 
 
 @pytest.fixture(autouse=True)
