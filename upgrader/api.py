@@ -1620,7 +1620,8 @@ def verify_audit(ctx: Context, *, log: Path | None = None, allowed_signers: Path
 def verify_witnesses(ctx: Context, inventory: Path, *, log: Path | None = None, data: bytes | None = None,
                      hosts: str | None = None, earlier: Sequence[Path] = (),
                      syslog: Sequence[Path] = (), other_logs: Sequence[Path] = (),
-                     allowed_signers: Path | None = None) -> WitnessResult:
+                     allowed_signers: Path | None = None,
+                     other_signers: Mapping[Path, Path] | None = None) -> WitnessResult:
     """The audit log (its ``data`` when already read) against the checkpoints every host of ``inventory`` (or those
     ``hosts`` selects) witnessed at the end of each run (read-only). ``status``: intact, altered (a witnessed head
     the log does not have, or a witnessed run cut off: exit 6) or cannot_check (a host could not be read: exit 2).
@@ -1629,10 +1630,12 @@ def verify_witnesses(ctx: Context, inventory: Path, *, log: Path | None = None, 
     controller's reach), each compared with the log and with its host's own records. ``other_logs``: the other
     audit logs of the same hosts (the customer's guide on a host, another controller): each is checked against
     the hosts' records of its own runs, its findings named by its file. Each other log is first verified on its own
-    (chain, signatures under ``allowed_signers`` or the policy's audit signers, unsigned tail): one that is not
-    intact explains none of the hosts' records (it could say anything), and the verdict names it and why."""
+    (chain, signatures under its own ``other_signers[path]`` when given, else ``allowed_signers`` or the policy's
+    audit signers, unsigned tail): one that is not intact explains none of the hosts' records (it could say
+    anything), and the verdict names it and why. A syslog export that holds no copy of these logs' witnesses is
+    named (not proven): a wrong export must not read as checked."""
     from .audit.log import read_log
-    from .audit.witness import WitnessTarget, check_witnesses, read_syslog_copies, read_witnesses
+    from .audit.witness import WitnessTarget, check_witnesses, read_syslog_copies, read_witnesses, unused_exports
     from .core.recorder import audit_path
     from .fleet.inventory import load_inventory
     from functools import partial
@@ -1676,18 +1679,20 @@ def verify_witnesses(ctx: Context, inventory: Path, *, log: Path | None = None, 
 
     window, windows = _window_of(policy), {p.digest: _window_of(p) for p in others}
     logs = [(Path(p), read_log(Path(p))) for p in other_logs]
-    untrusted = _untrusted_logs(ctx, logs, allowed_signers)
+    untrusted = _untrusted_logs(ctx, logs, allowed_signers, other_signers or {})
     logs = [(p, d) for p, d in logs if p not in untrusted]  # a log not intact on its own explains nothing
     given = {log_identity(p) or "": str(p) for p, _ in logs}
     main_id = log_identity_of(data) or ""
     result = check_witnesses(data, witnessed, not_read=not_read, window=window, policy_digest=policy.digest,
-                             earlier=windows, syslog_copies=copies, given_logs=given)
+                             earlier=windows, syslog_copies=copies, given_logs=given, syslog_given=bool(syslog))
     for en, zh, altered in untrusted.values():
         result.found(en, zh, doubt=not altered)
+    for en, zh in unused_exports([str(Path(p)) for p in syslog], copies, [data] + [d for _, d in logs]):
+        result.found(en, zh, doubt=True)
     for path, other in logs:  # each other log against the hosts' records of its own runs
         ours = {**given, main_id: "the log verified"}
         theirs = check_witnesses(other, witnessed, window=window, policy_digest=policy.digest, earlier=windows,
-                                 syslog_copies=copies, given_logs=ours)
+                                 syslog_copies=copies, given_logs=ours, syslog_given=bool(syslog))
         result.checked += theirs.checked
         for en, zh in zip(theirs.problems, theirs.problems_zh):
             result.found(f"log {path}: {en}", f"日志 {path}：{zh}")
@@ -1696,24 +1701,29 @@ def verify_witnesses(ctx: Context, inventory: Path, *, log: Path | None = None, 
     return result
 
 
-def _untrusted_logs(ctx: Context, logs: Sequence[tuple[Path, bytes]],
-                    allowed_signers: Path | None) -> dict[Path, tuple[str, str, bool]]:
-    """{path: (en, zh, altered)} for each ``--other-log`` that is not intact on its own verification (the same
-    allowed signers as the log verified): an edited line, a broken chain, a checkpoint signed by a key not allowed
-    or a finished run left unsigned make it ALTERED; no signers known leaves it unproven. Such a log may say
-    anything, so its runs must not explain a host's records."""
+def _untrusted_logs(ctx: Context, logs: Sequence[tuple[Path, bytes]], allowed_signers: Path | None,
+                    own_signers: Mapping[Path, Path]) -> dict[Path, tuple[str, str, bool]]:
+    """{path: (en, zh, altered)} for each ``--other-log`` that is not intact on its own verification (under its own
+    allowed signers, ``own_signers[path]``, when the auditor gave them: the customer's guide signs with the
+    customer's own audit key; else the same allowed signers as the log verified): an edited line, a broken chain,
+    a checkpoint signed by a key not allowed or a finished run left unsigned make it ALTERED; no signers known
+    leaves it unproven. Such a log may say anything, so its runs must not explain a host's records."""
     from .audit.view import describe
 
     out: dict[Path, tuple[str, str, bool]] = {}
     for path, data in logs:
-        v = verify_audit(ctx, log=path, allowed_signers=allowed_signers, data=data)
+        own = own_signers.get(path)
+        v = verify_audit(ctx, log=path, allowed_signers=own or allowed_signers, data=data)
         code = audit_exit_code(v)
         if code == 0:
             continue
+        hint, hint_zh = ("", "") if own is not None else (
+            "; a log signed under other allowed signers is given with them: --other-log LOG:SIGNERS",
+            "；在另一份 allowed_signers 下签名的日志，请连同它一起给出：--other-log 日志:签名人文件")
         out[path] = (f"log {path} given with --other-log is not intact on its own: {describe(v)}; its runs explain "
-                     "none of the hosts' records (verify it with: upgrader audit verify LOG)",
+                     f"none of the hosts' records (verify it with: upgrader audit verify LOG){hint}",
                      f"用 --other-log 给出的日志 {path} 自身未通过核验：{describe(v, 'zh')}；它的运行不能解释主机的任何记录"
-                     "（请用 upgrader audit verify 日志 单独核验它）", code == 6)
+                     f"（请用 upgrader audit verify 日志 单独核验它）{hint_zh}", code == 6)
     return out
 
 

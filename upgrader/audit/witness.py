@@ -25,7 +25,7 @@ from ..core.shapes import JSONObject
 from .log import OPENING_EVENTS, run_opening
 
 __all__ = ["WitnessTarget", "send_witnesses", "read_witnesses", "check_witnesses", "case_witnesses", "WitnessResult", "HostWitness",
-           "opening_text"]
+           "opening_text", "unused_exports"]
 
 #: seconds a host may take to answer the witness request (a run's end never waits longer on one host)
 CALL_TIMEOUT = 30.0
@@ -60,7 +60,8 @@ def send_witnesses(targets: Sequence[WitnessTarget], checkpoint: Mapping[str, ob
 
     def one(t: WitnessTarget) -> tuple[str, str | None, str | None]:
         try:
-            reply = _call(t, "witness", {"checkpoint": record, **({"syslog": True} if syslog else {})})
+            # host: the inventory's name of the host, which its syslog copy carries (the daemon names it otherwise)
+            reply = _call(t, "witness", {"checkpoint": record, "host": t.name, **({"syslog": True} if syslog else {})})
         except Exception as e:  # noqa: BLE001 - any failure is a missing witness, reported, never raised
             return t.name, _error(e), None
         said = reply.get("syslog") if isinstance(reply, dict) else None
@@ -163,7 +164,7 @@ class WitnessResult:
     #: ``problems`` and ``doubts`` in Chinese, the same items in the same order (audit verify --lang zh)
     problems_zh: list[str] = field(default_factory=list)
     doubts_zh: list[str] = field(default_factory=list)
-    #: the witnesses' syslog copies (--syslog) checked against the log and the hosts' records
+    #: the witnesses' syslog copies (--syslog) that match the log and their hosts' records
     syslog_checked: int = 0
     #: {host: {another log's identity: the labels of its runs this host keeps}}: not compared with this log
     other_logs: dict[str, dict[str, list[str]]] = field(default_factory=dict)
@@ -223,14 +224,18 @@ def protection_text(h: HostWitness, lang: str = "en") -> str:
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 #: the line a host's agent sends to its syslog for each witness (hostagent/witness.py to_syslog), as a syslog
-#: export (a SIEM's, or /var/log/auth.log copied off the host) holds it: "... HOST upgrader-agent: witnessed
-#: checkpoint run=R seq=N head=H signer=S key=K time=T"
-_SYSLOG_LINE = re.compile(r"(?:(?P<host>[^\s:]+)\s+)?upgrader-agent(?:\[\d+\])?:\s+witnessed checkpoint\s+(?P<kv>.*)$")
+#: export (a SIEM's, or /var/log/auth.log copied off the host) holds it: "... SENDER upgrader-agent: witnessed
+#: checkpoint run=R seq=N head=H signer=S key=K time=T log=L host=NAME" (SENDER: the daemon's own hostname)
+_SYSLOG_LINE = re.compile(r"(?:(?P<sender>[^\s:]+)\s+)?upgrader-agent(?:\[\d+\])?:\s+witnessed checkpoint\s+"
+                          r"(?P<kv>.*)$")
+#: a host's name as an inventory gives it (fleet/inventory.py), which the agent's line says as ``host=``
+_HOST_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 
 
 def read_syslog_copies(path: Path) -> list[JSONObject]:
     """The witnesses a syslog export holds (the agent's own line for each, to_syslog): {seq, head, run, host (the
-    syslog header's, when the export keeps it), log (the identity of the run's log, None from older agents), file,
+    host's inventory name as its agent said it, ``host=``; None from older agents), sender (the syslog header's
+    hostname, when the export keeps it), log (the identity of the run's log, None from older agents), file,
     file_line}. Every other line is not ours and is skipped."""
     out: list[JSONObject] = []
     with open(path, "rb") as f:
@@ -241,84 +246,168 @@ def read_syslog_copies(path: Path) -> list[JSONObject]:
             kv = dict(x.split("=", 1) for x in m.group("kv").split() if "=" in x)
             if not kv.get("seq", "").isdigit() or not _HEX64.match(kv.get("head", "")) or not kv.get("run"):
                 continue
-            out.append({"seq": int(kv["seq"]), "head": kv["head"], "run": kv["run"], "host": m.group("host"),
-                        "log": kv["log"] if _HEX64.match(kv.get("log", "")) else None,
+            out.append({"seq": int(kv["seq"]), "head": kv["head"], "run": kv["run"],
+                        "host": kv["host"] if _HOST_NAME.match(kv.get("host", "")) else None,
+                        "sender": m.group("sender"), "log": kv["log"] if _HEX64.match(kv.get("log", "")) else None,
                         "file": str(path), "file_line": n})
     return out
 
 
 def _compare_syslog(result: WitnessResult, hashes: list[str], cps: dict[int, JSONObject], matching: list[int],
-                    copies: Sequence[JSONObject], given_logs: Mapping[str, str]) -> None:
+                    copies: Sequence[JSONObject], given_logs: Mapping[str, str], events: list[JSONObject],
+                    given: bool = False) -> None:
     """Each witness's syslog copy (off the host, out of a controller's reach) against the log, as a host's own
     witness is; and against its host's records: a witness the copy holds that the host no longer keeps was removed
-    from the host (ALTERED). The copy outranks the host's records: one that names this log (``log=``) is compared
-    with it whatever the host's records now say of its run; one naming another log is that log's (checked with it
-    when given, else not proven). Only a copy from an older agent, which names no log, goes by the host's records."""
+    from the host (ALTERED). A copy is its host's by the inventory name the agent put in it (``host=``); one naming
+    this log (``log=``) is compared with it whatever the host's records now say of its run; one naming another log
+    is that log's (checked with it when given, else not proven when its host is one read; another machine's is not
+    ours). A copy from an older agent, which names neither, is used only when its host is unambiguous and its run is
+    this log's or that host's (_older_copy_usable). ``events``: the log's lines; ``given``: syslog exports were
+    given (each witness without a copy in them is named, _copies_missing)."""
     read = {h.host: h for h in result.hosts if not h.error}
+    runs, reached = {str(e.get("run")) for e in events if isinstance(e.get("run"), str)}, _reached(events)
     mine = hashes[0] if hashes else None
     copies = [{**c, "host": _inventory_name(result.hosts, c)} for c in copies]
-    _copies_missing(result, read, copies)
+    _copies_missing(result, read, copies, given)
     for c in copies:
         host, where = c.get("host"), f"{c.get('file')} line {c.get('file_line')}"
         named = c.get("log")
         if named is not None and named != mine:
-            if named not in given_logs:
+            if named not in given_logs and host in read:
                 result.found(f"host {host}'s syslog copy ({where}) witnessed run {c.get('run')} of another log "
                              f"(identity {str(named)[:12]}…): not compared with this log; give that log with "
                              "--other-log to check it (not proven)",
                              f"主机 {host} 的 syslog 副本（{c.get('file')} 第 {c.get('file_line')} 行）见证的运行 "
                              f"{c.get('run')} 属于另一份日志（标识 {str(named)[:12]}…）：没有与本日志对照；请用 --other-log "
                              "给出那份日志以核对它（未证实）", doubt=True)
-            continue  # the witness of another log's run (checked with that log)
-        if named is None and any(c.get("run") in labels for labels in result.other_logs.get(str(host), {}).values()):
-            continue  # an older agent's copy names no log: the host's records say it is another log's run
-        result.syslog_checked += 1
+            continue  # the witness of another log's run (checked with that log), or of another machine's log
+        if named is None and not _older_copy_usable(result, c, runs):
+            continue
         name = f"{host or '?'} (its syslog copy, {where})"
         problem = _problem(hashes, cps, matching, name, c)
         if problem is not None:
             where_zh = f"{c.get('file')} 第 {c.get('file_line')} 行"
-            result.found(problem, str(_problem(hashes, cps, matching, f"{host or '?'}（syslog 副本，{where_zh}）", c,
-                                               "zh")))
+            zh = str(_problem(hashes, cps, matching, f"{host or '?'}（syslog 副本，{where_zh}）", c, "zh"))
+            agreeing = _agreeing_witness(result, c)
+            if agreeing is None:
+                result.found(problem, zh)
+            else:
+                result.found(*_not_from_agent(c, agreeing, problem, zh), doubt=True)
             continue
         h = read.get(str(host))
-        if h is not None and not any((k.get("run"), _seq_of(k), k.get("head")) == (c["run"], c["seq"], c["head"])
-                                     for k in h.checkpoints):
-            result.found(f"host {host}'s syslog copy ({where}) holds its witness of run {c['run']} at seq {c['seq']} "
-                         f"head {str(c['head'])[:12]}…, but the host's own records no longer do: they were rewritten "
-                         "on the host (ALTERED)",
-                         f"主机 {host} 的 syslog 副本（{c.get('file')} 第 {c.get('file_line')} 行）保存着它对运行 {c['run']} 的见证（序号 {c['seq']}，链头 "
-                         f"{str(c['head'])[:12]}…），而该主机自己的记录中已经没有了：记录在主机上被改写（已被篡改）")
+        if h is not None and not any(_same_witness(k, c) for k in h.checkpoints):
+            _copy_not_kept(result, c, str(host) in reached.get(str(c.get("run")), set()))
+            continue
+        result.syslog_checked += 1  # a copy that matches the log and its host's records
+
+
+def _copy_not_kept(result: WitnessResult, c: Mapping[str, object], reached: bool) -> None:
+    """A syslog copy the log agrees with, of a witness its host's own records do not hold: they were rewritten on
+    the host (ALTERED) -- when the log says the run took that host's lock (``reached``). A host the run never
+    reached was never asked to witness it (and its agent witnesses only a run it finished): such a line claims a
+    witness no agent made, which any account on a host can write (not proven)."""
+    host, run, seq, head = c.get("host"), c.get("run"), c.get("seq"), str(c.get("head"))[:12]
+    where, where_zh = f"{c.get('file')} line {c.get('file_line')}", f"{c.get('file')} 第 {c.get('file_line')} 行"
+    if reached:
+        result.found(f"host {host}'s syslog copy ({where}) holds its witness of run {run} at seq {seq} head {head}…, "
+                     "but the host's own records no longer do: they were rewritten on the host (ALTERED)",
+                     f"主机 {host} 的 syslog 副本（{where_zh}）保存着它对运行 {run} 的见证（序号 {seq}，链头 {head}…），"
+                     "而该主机自己的记录中已经没有了：记录在主机上被改写（已被篡改）")
+        return
+    result.found(f"a syslog line ({where}) says host {host} witnessed run {run} at seq {seq} head {head}…, a run the "
+                 "log never took that host's lock for and the host keeps no witness of: a syslog line not from the "
+                 "agent? (any account on a host can write one to its syslog) (not proven)",
+                 f"一行 syslog（{where_zh}）称主机 {host} 在序号 {seq}、链头 {head}… 处见证了运行 {run}，而日志中这次运行"
+                 "从未取得该主机的锁，该主机也没有这个见证：这一行也许不是代理发出的（主机上任何账户都能向 syslog 写入这样一行）（未证实）",
+                 doubt=True)
+
+
+def _older_copy_usable(result: WitnessResult, c: Mapping[str, object], runs: set[str]) -> bool:
+    """Whether a copy from an older agent (no ``log=``, no ``host=``) is compared with the log: only when its host
+    is known (_inventory_name), its run is this log's or one that host keeps a witness of, and the host's records
+    do not say the run is another log's. Any other such line may be another machine's, of another log: never
+    taken as a rewrite of this one."""
+    host = c.get("host")
+    if host is None:
+        return False
+    if any(c.get("run") in labels for labels in result.other_logs.get(str(host), {}).values()):
+        return False  # the host's records say it is another log's run
+    held = any(k.get("run") == c.get("run") for h in result.hosts if h.host == host for k in h.checkpoints)
+    return c.get("run") in runs or held
+
+
+def _agreeing_witness(result: WitnessResult, c: Mapping[str, object]) -> tuple[str, JSONObject] | None:
+    """A host's own witness of the run of a syslog copy that contradicts the log, when that witness agrees with the
+    log and no host keeps the copy's own witness: (host, its witness), its copy's host first; else None. Any account
+    on a host can write an ``upgrader-agent:`` line to its syslog, so such a copy alone does not make the log
+    ALTERED (attack20r6 #7): only a copy that the log contradicts with no host's word for the log, or a host's
+    record that agrees with the copy, does."""
+    if any(_same_witness(k, c) for _, k, _ in result.findings):
+        return None
+    agreeing = [(h, k) for h, k, problem in result.findings if problem is None and k.get("run") == c.get("run")]
+    agreeing.sort(key=lambda hk: hk[0] != c.get("host"))
+    return agreeing[0] if agreeing else None
+
+
+def _not_from_agent(c: Mapping[str, object], agreeing: tuple[str, JSONObject], problem: str,
+                    problem_zh: str) -> tuple[str, str]:
+    """The doubt (English, Chinese) of a syslog copy the log contradicts while a host's own witness of that run
+    agrees with the log (_agreeing_witness), naming the copy's line."""
+    host, k = agreeing
+    own = f"seq {_seq_of(k)} head {str(k.get('head'))[:12]}…"
+    own_zh = f"序号 {_seq_of(k)}，链头 {str(k.get('head'))[:12]}…"
+    return (f"{problem}; but host {host}'s own witness of run {c.get('run')} ({own}) agrees with the log: a syslog "
+            f"line not from the agent? (any account on a host can write one to its syslog), or the host's records "
+            f"were rewritten with the log: {c.get('file')} line {c.get('file_line')} is not proven either way "
+            "(not proven)",
+            f"{problem_zh}；但主机 {host} 自己对运行 {c.get('run')} 的见证（{own_zh}）与日志一致：这一行也许不是代理发出的"
+            f"（主机上任何账户都能向 syslog 写入这样一行），也许主机的记录与日志一同被改写：{c.get('file')} 第 "
+            f"{c.get('file_line')} 行两者都无法证实（未证实）")
 
 
 def _same_witness(k: Mapping[str, object], c: Mapping[str, object]) -> bool:
     return (k.get("run"), _seq_of(k), k.get("head")) == (c.get("run"), _seq_of(c), c.get("head"))
 
 
-def _inventory_name(hosts: Sequence[HostWitness], c: Mapping[str, object]) -> object:
-    """The inventory name of the host a syslog copy came from. The export names it as the syslog daemon did (its
-    own hostname, often not the inventory's name): taken as an alias only when unambiguous -- the only host read,
-    or the only host whose records hold that very witness; otherwise the name stays the daemon's."""
-    names = [h.host for h in hosts]
-    said = c.get("host")
-    if said in names or not names:
+def _inventory_name(hosts: Sequence[HostWitness], c: Mapping[str, object]) -> str | None:
+    """The inventory name of the host a syslog copy came from: the name its agent said (``host=``), whatever the
+    syslog daemon called the host. A copy from an older agent names only the daemon's hostname (``sender``, often
+    not the inventory's name): it is taken when it is an inventory name, else the only host whose records hold
+    that very witness; otherwise None (every host of a run witnesses the same checkpoint, and an export holds other
+    machines' lines too)."""
+    said, sender = c.get("host"), c.get("sender")
+    if isinstance(said, str):
         return said
-    if len(names) == 1:
-        return names[0]
+    names = [h.host for h in hosts]
+    if isinstance(sender, str) and sender in names:
+        return sender
     holding = [h.host for h in hosts if any(_same_witness(k, c) for k in h.checkpoints)]
-    return holding[0] if len(holding) == 1 else said
+    return holding[0] if len(holding) == 1 else None
 
 
-def _copies_missing(result: WitnessResult, read: Mapping[str, HostWitness], copies: Sequence[JSONObject]) -> None:
+def _copies_missing(result: WitnessResult, read: Mapping[str, HostWitness], copies: Sequence[JSONObject],
+                    given: bool = False) -> None:
     """With syslog exports given: each witness of this log a host keeps while its syslog copy was asked for
     (audit.syslog) and that no export holds is named (not proven): its syslog was down then, the export does not
-    cover that time, or the copy was never sent; the log after it is not proven by the syslog copies."""
-    if not copies:
+    cover that time, or the copy was never sent; the log after it is not proven by the syslog copies. A copy is
+    the host's by its ``host=``; an older agent's copy with no known host serves one host that keeps its witness
+    (a run's hosts each sent one)."""
+    if not copies and not given:
         return
+    pool: dict[tuple[object, int, object], int] = {}
+    for c in copies:
+        if c.get("host") is None:
+            key = (c.get("run"), _seq_of(c), c.get("head"))
+            pool[key] = pool.get(key, 0) + 1
     for name, h in read.items():
         if "syslog" not in h.protected_by:
             continue
         for k in sorted(h.checkpoints, key=_seq_of):
             if any(c.get("host") == name and _same_witness(k, c) for c in copies):
+                continue
+            key = (k.get("run"), _seq_of(k), k.get("head"))
+            if pool.get(key):
+                pool[key] -= 1
                 continue
             result.found(f"host {name} witnessed run {k.get('run')} at seq {_seq_of(k)}, but no syslog export given "
                          "holds its copy (its syslog was down then, the export does not cover that time, or the copy "
@@ -326,6 +415,34 @@ def _copies_missing(result: WitnessResult, read: Mapping[str, HostWitness], copi
                          f"主机 {name} 在序号 {_seq_of(k)} 处见证了运行 {k.get('run')}，但给出的 syslog 导出文件中都没有它的副本"
                          "（当时 syslog 不可用、导出文件未覆盖那段时间，或副本从未发出）：日志的这一部分没有 syslog 副本证明（未证实）",
                          doubt=True)
+
+
+def unused_exports(files: Sequence[str], copies: Sequence[JSONObject], logs: Sequence[bytes]) -> list[tuple[str, str]]:
+    """Each syslog export given (``files``, as read_syslog_copies names them) that holds no copy of a witness of
+    ``logs`` (the log verified and every --other-log), said in English and Chinese: a wrong or empty export proves
+    nothing, and must not read as if it had been checked (attack20r7 #5). A copy is of these logs when it names one
+    (``log=``), or, from an older agent, when its run is one of theirs."""
+    parsed = [_log_lines(d) for d in logs]
+    ids = {hashes[0] for hashes, _, _ in parsed if hashes}
+    runs = {str(e.get("run")) for _, _, events in parsed for e in events if isinstance(e.get("run"), str)}
+    out: list[tuple[str, str]] = []
+    for f in files:
+        held = [c for c in copies if c.get("file") == f]
+        if any(c.get("log") in ids or c.get("log") is None and c.get("run") in runs for c in held):
+            continue
+        if not held:
+            out.append((f"the syslog export {f} holds no upgrader-agent witness line at all (the wrong file, period "
+                        "or hosts, or the witnesses never went to syslog: policy audit.syslog: true): it proves "
+                        "nothing of the log (not proven)",
+                        f"syslog 导出文件 {f} 中根本没有 upgrader-agent 的见证行（文件、时间段或主机不对，或见证从未发往 "
+                        "syslog：策略 audit.syslog: true）：它不能证明日志的任何部分（未证实）"))
+        else:
+            out.append((f"the syslog export {f} holds {len(held)} upgrader-agent witness line(s), none of a run of "
+                        "this log or of a log given with --other-log (the wrong period or hosts?): it proves nothing "
+                        "of the log (not proven)",
+                        f"syslog 导出文件 {f} 中有 {len(held)} 行 upgrader-agent 的见证，但没有一行属于本日志或 --other-log "
+                        "给出的日志的运行（时间段或主机不对？）：它不能证明日志的任何部分（未证实）"))
+    return out
 
 
 def _log_lines(data: bytes) -> tuple[list[str], dict[int, JSONObject], list[JSONObject]]:
@@ -360,14 +477,15 @@ def _head_of(cp: object) -> object:
 def check_witnesses(data: bytes, hosts: list[HostWitness], *, not_read: Mapping[str, str] | None = None,
                     window: object = None, policy_digest: str | None = None,
                     earlier: Mapping[str, object] | None = None,
-                    syslog_copies: Sequence[JSONObject] = (), given_logs: Mapping[str, str] | None = None
-                    ) -> WitnessResult:
+                    syslog_copies: Sequence[JSONObject] = (), given_logs: Mapping[str, str] | None = None,
+                    syslog_given: bool = False) -> WitnessResult:
     """Check the log's bytes against every host's witnessed checkpoints, its own record of each run it finished and
     its opening record of each run that took its lock -- in both directions. ``not_read``: {host the log names:
     why it was not read} (each a doubt); ``window``: the service window (version_policy.ServiceWindow) of the
     policy whose sha256 is ``policy_digest``: each run of that policy judged from the host's own clock;
     ``earlier``: {sha256: service window} of the policies in force at other times, for the runs made under them;
-    ``syslog_copies``: the witnesses' copies a syslog export holds (read_syslog_copies); ``given_logs``: {identity:
+    ``syslog_copies``: the witnesses' copies a syslog export holds (read_syslog_copies); ``syslog_given``: syslog
+    exports were given, even with no copy in them (each witness without its copy is named); ``given_logs``: {identity:
     file} of the other logs the auditor gave (each checked against its own records by its own call): a host's
     records of a run of another log are never compared with this one; those of a log not given leave it not
     proven."""
@@ -396,7 +514,7 @@ def check_witnesses(data: bytes, hosts: list[HostWitness], *, not_read: Mapping[
             result.findings.append((h.host, c, problem))
             if problem is not None:
                 result.found(problem, str(_problem(hashes, cps, matching, h.host, c, "zh")))
-    _compare_syslog(result, hashes, cps, matching, syslog_copies, given_logs or {})
+    _compare_syslog(result, hashes, cps, matching, syslog_copies, given_logs or {}, events, syslog_given)
     _twice_finished(result, events)
     _compare_accounts(result, events)
     _compare_openings(result, events, {**(earlier or {}), **({policy_digest: window} if policy_digest else {})},

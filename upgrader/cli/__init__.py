@@ -318,10 +318,11 @@ def build_parser() -> argparse.ArgumentParser:
                          help="with --witness: a syslog export (repeatable) holding the hosts' witnesses "
                               "(policy audit.syslog: true, forwarded off the hosts): each copy is checked against "
                               "the log and against its host's own records, which a controller can rewrite")
-    averify.add_argument("--other-log", metavar="LOG", action="append",
+    averify.add_argument("--other-log", metavar="LOG[:SIGNERS]", action="append",
                          help="with --witness: another audit log of the same hosts (repeatable; the customer's "
                               "guide on a host, another controller): each host's records name the log of their run, "
-                              "and each log is checked against its own runs' records")
+                              "and each log is checked against its own runs' records; SIGNERS: that log's own "
+                              "allowed_signers file (default: those of the log verified)")
     averify.add_argument("--plans", metavar="DIR", help="also check every plan the log names: a file in DIR must "
                          "have its digest (recomputed from the file); exit 6 naming the line and file otherwise")
     averify.add_argument("--approvals", metavar="DIR", help="also check every approval a run accepted: a file in DIR "

@@ -344,8 +344,20 @@ def op_witness(req):
     except AgentError:
         forced = False  # said by to_syslog when the policy asks for syslog; the witness itself is kept
     if req.get("syslog") is True or forced:
-        reply["syslog"] = to_syslog(record)
+        reply["syslog"] = to_syslog(record, _inventory_name(req))
     return reply
+
+
+#: a host's name as an inventory gives it (fleet/inventory.py): letters, digits, '.', '_' and '-'
+_HOST_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+
+
+def _inventory_name(req):
+    """The name the controller's inventory gives this host (the witness request's ``host``), or None. The syslog
+    copy carries it (``host=``): a syslog daemon names the host by its own hostname, and every host of a run witnesses
+    the same checkpoint, so only this name tells the verifier whose copy a line is."""
+    name = req.get("host")
+    return name if isinstance(name, str) and _HOST_NAME.match(name) else None
 
 
 #: the host's own settings for the agent (root's, never the controller's nor an environment variable's):
@@ -382,9 +394,10 @@ def _host_config():
     return data
 
 
-def to_syslog(record):
+def to_syslog(record, host=None):
     """Send one witnessed checkpoint to this host's syslog (auth facility, info) through the socket the host's own
-    config names (/dev/log by default); {"sent": socket} or {"error": why} -- never raises: the witness is kept."""
+    config names (/dev/log by default); {"sent": socket} or {"error": why} -- never raises: the witness is kept.
+    ``host``: this host's inventory name (_inventory_name), said as ``host=`` when known."""
     import logging
     import logging.handlers
 
@@ -402,7 +415,8 @@ def to_syslog(record):
             # log=: the identity of the run's log, so the copy (out of the controller's reach) says itself which
             # log the run is of, whatever the host's records are later made to say
             text = ("upgrader-agent: witnessed checkpoint run=%s seq=%s head=%s signer=%s key=%s time=%s log=%s"
-                    % tuple(record.get(k) for k in ("run", "seq", "head", "signer", "key", "time", "log")))
+                    % tuple(record.get(k) for k in ("run", "seq", "head", "signer", "key", "time", "log"))
+                    + (" host=%s" % host if host else ""))
             handler.emit(logging.LogRecord("upgrader-agent", logging.INFO, __file__, 0, text, None, None))
         finally:
             handler.close()

@@ -78,12 +78,14 @@ def _verify_witnessed(args: argparse.Namespace) -> int:
 
     data = read_log(log_path(args))
     result = verification(args, data)
+    others = [other_log(x) for x in getattr(args, "other_log", None) or []]
     witnessed = verify_witnesses(context_of(args), Path(args.witness), data=data,
                                  earlier=[Path(p) for p in getattr(args, "earlier_policy", None) or []],
                                  syslog=[Path(p) for p in getattr(args, "syslog", None) or []],
-                                 other_logs=[Path(p) for p in getattr(args, "other_log", None) or []],
+                                 other_logs=[log for log, _ in others],
                                  allowed_signers=Path(args.allowed_signers) if getattr(args, "allowed_signers", None)
-                                 else None)
+                                 else None,
+                                 other_signers={log: signers for log, signers in others if signers is not None})
     code = witnessed_exit_code(verdict_exit(result), witnessed)
     # --plans/--approvals too: the files checked in the same call, the worse verdict of the two is the exit code
     crossed = _cross_checked(args) if getattr(args, "plans", None) or getattr(args, "approvals", None) else None
@@ -135,6 +137,15 @@ def _verify_witnessed(args: argparse.Namespace) -> int:
     if crossed is not None:
         _print_cross_check(crossed.check, _lang(args))
     return int(code)
+
+
+def other_log(text: str) -> tuple[Path, Path | None]:
+    """``--other-log LOG[:SIGNERS]``: the log and its own allowed_signers file (None: those of the log verified).
+    A LOG whose own name holds ':' is taken whole when it exists."""
+    log, sep, signers = text.rpartition(":")
+    if not sep or not log or not signers or Path(text).exists():
+        return Path(text), None
+    return Path(log), Path(signers)
 
 
 def _severity(code: int) -> int:
