@@ -127,3 +127,29 @@ def test_an_allowed_signers_file_swapped_after_the_policy_read_does_not_let_a_fo
     assert len(served) == 1, f"keys/allowed_signers was read {len(served)} times by one run"
     assert host_state(box) == before
     assert box.answers() == "7.0.4.1"
+
+
+def test_a_policy_or_trust_file_another_account_could_change_is_refused(
+        sandbox: Sandbox, capsys: pytest.CaptureFixture[str]) -> None:
+    """attack12r18 M1: whoever can write HOME could plant HOME/policy.yaml (shadowing /etc/upgrader/policy.yaml)
+    or swap keys/allowed_signers. As sshd's StrictModes does for authorized_keys, the operator's policy file and
+    every trust file it names must be the operator's (or root's), their directories not writable by a group or
+    others: else ``plan`` and ``run`` refuse (exit 4), naming the file or directory, and nothing is written."""
+    box = sandbox
+    before = pristine(box)
+    out = box.plans / "open.json"
+    argv = ["--home", str(box.root), "plan", "--inventory", str(box.inventory), "--to", "7.0.4.2", "--catalog",
+            str(box.catalog), "--key", str(box.requester_key), "-o", str(out)]
+    for place, mode in ((box.root, 0o775), (box.keys, 0o777), (box.policy, 0o664), (box.keys / "vendor_signers", 0o666)):
+        was = place.stat().st_mode & 0o7777
+        place.chmod(mode)
+        try:
+            rc, text = cli(box, capsys, *argv)
+        finally:
+            place.chmod(was)
+        assert rc == ExitCode.APPROVAL_REFUSED, text
+        assert f"{place} is writable by" in text and "cannot be trusted" in text, text
+        assert not out.exists()
+    rc, text = cli(box, capsys, *argv)  # the same with the modes put back: the plan is made
+    assert rc == 0 and out.exists(), text
+    assert host_state(box) == before

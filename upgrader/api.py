@@ -335,8 +335,52 @@ def load_policy(ctx: Context | str | None) -> Policy:
     except PolicyError as e:
         raise InputError(str(e), hint="fix the policy file or leave out --policy to use the default") from None
     if isinstance(ctx, Context):
+        if path is not None:
+            _refuse_open_trust_roots(policy)
         ctx._policies[path] = policy
     return policy
+
+
+def _open_to_others(path: str) -> str | None:
+    """Why the file ``path`` could be replaced or changed by an account other than this one or root (as sshd's
+    StrictModes asks of authorized_keys): the file's owner and mode, its directory's (a sticky directory is
+    fine: only the owner replaces a name in it), and the real file's directory when it is a link. None: it
+    cannot, or it does not exist (that is said where it is read)."""
+    import stat as _stat
+
+    me = os.geteuid()
+
+    def why(where: str, st: os.stat_result, what: str) -> str | None:
+        if st.st_uid not in (0, me):
+            return f"{what} {where} is owned by uid {st.st_uid}, neither you (uid {me}) nor root"
+        open_bits = st.st_mode & (_stat.S_IWGRP | _stat.S_IWOTH)
+        if open_bits and not (_stat.S_ISDIR(st.st_mode) and st.st_mode & _stat.S_ISVTX):
+            return f"{what} {where} is writable by {'its group' if open_bits & _stat.S_IWGRP else 'others'} " \
+                   f"(mode {_stat.S_IMODE(st.st_mode):o})"
+        return None
+
+    try:
+        found = why(path, os.stat(path), "the file")
+        for directory in dict.fromkeys((os.path.dirname(os.path.abspath(path)),
+                                        os.path.dirname(os.path.realpath(path)))):
+            found = found or why(directory, os.stat(directory), "its directory")
+    except OSError:
+        return None
+    return found
+
+
+def _refuse_open_trust_roots(policy: Policy) -> None:
+    """Exit 4 when the operator's policy file, or a trust file it names (who may approve, whose catalogs count, who
+    signs checkpoints, holidays), could be changed by another account: whoever can write it decides what runs
+    (a HOME/policy.yaml planted by someone who can write HOME would shadow /etc/upgrader/policy.yaml)."""
+    for where in [policy.source, *(t.source for t in policy.trust_files if t.source)]:
+        problem = _open_to_others(where)
+        if problem:
+            raise ApprovalRefused(
+                f"the operator's policy {policy.source} cannot be trusted: {problem}, so another account could "
+                "change who may approve, whose catalogs count and which upgrades are free; nothing was changed",
+                hint="make it yours (or root's) and writable only by you (chown, chmod go-w on the file and its "
+                     "directory), or keep the policy where only you can write (--policy, /etc/upgrader/policy.yaml)")
 
 
 def plan_policy(ctx: Context, plan: Mapping[str, object]) -> Policy:
