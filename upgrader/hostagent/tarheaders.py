@@ -155,8 +155,8 @@ META_WITHIN = 64  # members read, at most, to find package.yaml: 'upgrader packa
 def meta_member(tar, what):
     """The ``package.yaml`` member of the package ``tar`` (``what`` names it in messages), None when the package
     ends before one. ``tarfile`` keeps every member it has read (about 1.7 KB each, with its name): a package of
-    100,000 tiny members before its package.yaml made a read of the metadata hold 175 MB before any member check
-    ran. So package.yaml must be among the first META_WITHIN members (a package that 'upgrader package build'
+    100,000 tiny members before its package.yaml made a read of the metadata hold them all (175 MB in the review
+    that found it) before any member check ran. So package.yaml must be among the first META_WITHIN members (a package that 'upgrader package build'
     made has it first); later, the package is refused (AgentError, bad_input) before more of it is read."""
     for count, member in enumerate(tar, 1):
         if member.name in (META, "./" + META):
