@@ -366,8 +366,9 @@ def test_verify_and_plan_refuse_a_sized_header_shape_with_bounded_memory(sandbox
 
 def test_verify_refuses_many_long_names_before_package_yaml_with_bounded_memory(sandbox, tmp_path):
     """4000 members with a 60 KiB pax path each (every header under the 64 KiB bound), then package.yaml: reading
-    the metadata kept every name (about 240 MB from a package of under 1 MB). ``package verify`` exits 2 once
-    the package's extended headers pass their total bound, naming a member, with its peak under 150 MiB."""
+    the metadata kept every name (about 240 MB from a package of under 1 MB). ``package verify`` exits 2 once it
+    has read 64 members without package.yaml among them (before, once the package's extended headers passed their
+    total bound), naming the package, with its peak under 150 MiB."""
     from test_host_paths_17 import cli_measured
 
     pkg = tmp_path / "sample-middleware-7.0.4.2.tar.gz"
@@ -377,5 +378,109 @@ def test_verify_refuses_many_long_names_before_package_yaml_with_bounded_memory(
         _normal_tree(tar)
     assert pkg.stat().st_size < MiB
     rc, text, peak_kib = cli_measured(sandbox, "package", "verify", str(pkg))
-    assert (rc, "extended headers to" in text, "'lib/" in text) == (2, True, True), text
+    said = " ".join(text.split())
+    assert (rc, "no package.yaml among its first 64 members" in said, str(pkg) in said) == (2, True, True), text
     assert peak_kib < 150 * 1024, peak_kib
+
+
+# ---------------------------------------------------------------- package.yaml among the first members (fix14u)
+
+def late_meta_package(path: Path, before: int) -> Path:
+    """A package of ``before`` tiny members (empty files, one header block each), then the sample's harmless tree
+    with its package.yaml: the shape that made reading package.yaml hold every member before it."""
+    with tarfile.open(path, "w:gz", format=tarfile.GNU_FORMAT) as tar:
+        _special(tar, "lib", tarfile.DIRTYPE)
+        for i in range(before):
+            _file(tar, "lib/m%06d" % i, b"")
+        _normal_tree(tar)
+    return path
+
+
+def test_package_yaml_after_the_first_members_is_refused_by_verify_and_plan_with_bounded_memory(sandbox, tmp_path):
+    """attack12r17 L1: 100,000 empty members before package.yaml (a package of about 2 MB): reading the metadata
+    kept them all (175 MB in the finding; 80 MiB here) before the member limit refused the package. ``package
+    verify`` and ``plan`` (the shipped CLI, in its own process; the vendor signed the catalog) now exit 2 naming
+    the package and what to do, verify's peak memory under 64 MiB; the host is not touched. A package of 'upgrader package build' has its
+    package.yaml first (checked here too)."""
+    from test_host_paths_17 import cli_measured
+
+    directory = tmp_path / "catalog"
+    directory.mkdir()
+    pkg = late_meta_package(directory / "sample-middleware-7.0.4.2.tar.gz", 100_000)
+    assert pkg.stat().st_size < 3 * MiB
+    catalog = write_catalog(directory, pkg, Limits(members=200_000))
+    assert upgrader(sandbox, "catalog", "sign", str(catalog), "--key", str(sandbox.vendor_key)) == 0
+    whole = host_state(sandbox.install_dir, answers=sandbox.answers, home=sandbox.root)
+    rc, text, peak_kib = cli_measured(sandbox, "package", "verify", str(pkg))
+    said = " ".join(text.split())
+    assert (rc, str(pkg) in said, "no package.yaml among its first 64 members" in said) == (2, True, True), text
+    assert "'upgrader package build'" in said, text
+    # a memory bound (KiB), not a time one: about 45 MiB now, 80 MiB on this machine's Python before (the members)
+    assert peak_kib < 64 * 1024, peak_kib
+    out = tmp_path / "plan.json"
+    rc, text, peak_kib = cli_measured(sandbox, "plan", "--inventory", str(sandbox.inventory), "--to", "7.0.4.2",
+                                      "--catalog", str(directory), "--key", str(sandbox.requester_key), "-o", str(out))
+    said = " ".join(text.split())
+    assert (rc, "no package.yaml among its first 64 members" in said, out.exists()) == (2, True, False), text
+    assert peak_kib < 150 * 1024, peak_kib
+    assert_host_untouched(whole, host_state(sandbox.install_dir, answers=sandbox.answers, home=sandbox.root))
+    # the builder's own packages read as before: package.yaml is their first member
+    src = tmp_path / "src"
+    (src / "lib").mkdir(parents=True)
+    for i in range(100):
+        (src / "lib" / ("m%03d" % i)).write_text("x\n")
+    built = tmp_path / "built.tar.gz"
+    assert upgrader(sandbox, "package", "build", str(src), "--product", "sample-middleware", "--version", "7.0.4.2",
+                    "-o", str(built)) == 0
+    with tarfile.open(built, "r:gz") as tar:
+        assert tar.next().name == "package.yaml"  # type: ignore[union-attr]
+    assert upgrader(sandbox, "package", "verify", str(built)) == 0
+
+
+def test_the_host_agent_refuses_a_package_yaml_after_the_first_members(tmp_path):
+    """The agent's own read of package.yaml (a host with a trust root, at prepare, before extraction) stops at the
+    same bound: the package's members up to the 64th read, then refused (bad_input) naming the package and what to
+    do; a package with package.yaml among them is read as before."""
+    from upgrader.hostagent import hosttrust
+    from upgrader.hostagent.common import AgentError
+
+    verdict = {"package": "ab" * 32, "product": "sample-middleware", "target": "7.0.4.2",
+               "catalog_entry": {"changes": [], "kind": "full", "requires": None}}
+    late = late_meta_package(tmp_path / "late.tar.gz", 1000)
+    with pytest.raises(AgentError) as e:
+        hosttrust.check_package_meta(str(late), verdict)
+    assert e.value.kind == "bad_input"
+    for words in ("the package abababababab... (sample-middleware 7.0.4.2)", "no package.yaml among its first 64",
+                  "'upgrader package build'"):
+        assert words in str(e.value), str(e.value)
+    hosttrust.check_package_meta(str(late_meta_package(tmp_path / "early.tar.gz", 60)), verdict)
+
+
+# ---------------------------------------------------------------- long member names in refusals (fix14u)
+
+LONG = "lib/" + "n" * 60_000 + "/end"  # past a file system's limits: refused for its length
+DEEP = "lib/" + "/".join(["n" * 199] * 20) + "/end"  # 4,008 characters, within them: refused for what it is
+LONG_NAMES: dict[str, tuple[Callable[[tarfile.TarFile], None], str, str]] = {
+    "a 60 KB name": (lambda t: _file(t, LONG), "has a name longer than a file system allows", LONG),
+    "a hard link with a 4 KB name": (lambda t: _special(t, DEEP, tarfile.LNKTYPE, "lib/VERSION"), "hard link", DEEP),
+    "a symlink with a 60 KB target": (lambda t: _special(t, "lib/escape", tarfile.SYMTYPE, "/" + LONG),
+                                      "escapes the install dir", "/" + LONG),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(LONG_NAMES))
+def test_a_refusal_shows_a_long_member_name_shortened(tmp_path, capsys, kind):
+    """A member name (or link target) of kilobytes went whole into the refusal: one line of up to 60 KB on the
+    operator's screen. ``package verify`` still exits 2 naming the package and the member, by its first and last
+    100 characters around "…", and the whole message stays short."""
+    extra, words, name = LONG_NAMES[kind]
+    pkg = tmp_path / "long.tar.gz"
+    with tarfile.open(pkg, "w:gz", format=tarfile.PAX_FORMAT) as tar:
+        _normal_tree(tar)
+        extra(tar)
+    rc, err = verify(capsys, str(pkg))
+    assert rc == 2, err[:2000]
+    assert words in err and str(pkg) in err, err[:2000]
+    assert "Traceback" not in err
+    assert name[:100] + "…" + name[-100:] in err, err[:2000]
+    assert len(err) < 2000, len(err)

@@ -484,10 +484,8 @@ def shorten(text: str, limit: int, mask: str = MASK) -> str:
 
 def tail(text: str, limit: int, mask: str = MASK) -> str:
     """The end of a command's output, at most ``limit`` characters, redacted before it is cut and starting at a
-    line boundary (a line cut in half loses the name that marks its value as a secret)."""
-    text = redact(text, mask)
-    if len(text) <= limit:
-        return text
-    end = text[-limit:]
-    nl = end.find("\n")
-    return "[…]\n" + end[nl + 1:] if nl >= 0 else "[… one line too long to show]"
+    line boundary (a line cut in half loses the name that marks its value as a secret); cut as the host agent cuts
+    its own tail, with a first line that says how many bytes are left out (hostagent.processes.cut_tail)."""
+    from ..hostagent.processes import cut_tail
+
+    return str(cut_tail(redact(text, mask), limit))

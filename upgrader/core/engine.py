@@ -780,8 +780,8 @@ class _HostRun:
             self.out.error = f"{err.phase}: {err.message}"
             self._finish("unchanged")
             self.out.outcome = {"unreachable": "needs_person", "unsafe_path": "bad_input",
-                                "version_mismatch": "refused", "host_trust": "refused", "not_locked": "refused",
-                                "host_policy": "policy_refused"}.get(err.kind, "unchanged")
+                                "too_many_files": "bad_input", "version_mismatch": "refused", "host_trust": "refused",
+                                "not_locked": "refused", "host_policy": "policy_refused"}.get(err.kind, "unchanged")
             return self.out
         try:
             self.phase("stop", self._stop)

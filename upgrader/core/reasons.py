@@ -574,6 +574,7 @@ WORDS: dict[str, dict[str, str]] = {
               "hook:pre": "前置钩子", "hook:post": "后置钩子", "hook:pre_stop": "停止前钩子",
               "hook:post_start": "启动后钩子"},
     "failure": {"unhealthy": "不健康", "failed": "失败", "bad_input": "输入无效", "unsafe_path": "路径不安全",
+                "too_many_files": "产品文件过多",
                 "no_space": "磁盘空间不足", "unreachable": "无法连接", "locked": "已被锁定", "timeout": "超时",
                 "cancelled": "已取消", "drift": "文件被改动", "not_locked": "未持有主机锁",
                 "run_kind": "运行类型与主机记录不符", "never_locked": "该运行从未取得主机锁"},

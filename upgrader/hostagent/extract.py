@@ -7,14 +7,21 @@ import os
 
 from .beneath import MAX_LINK_HOPS, OPEN_DIR, open_dir_at, walk_dirs
 from .common import CHUNK, AgentError
-from .tarheaders import open_package
+from .tarheaders import open_package, shown
 
 
 NAME_MAX, PATH_MAX = 255, 4096
 
 
 def member_refused(m, why):
-    return AgentError("package member %r %s" % (m.name, why), "bad_input", member=m.name)
+    """A refusal of member ``m``, its name shortened (tarheaders.shown): ``why`` shows other names the same way."""
+    return AgentError("package member %r %s" % (shown(m.name), why), "bad_input", member=shown(m.name))
+
+
+def link_refused(name, target, why):
+    """A refusal of the package's symlink ``name`` -> ``target`` (both shortened, tarheaders.shown)."""
+    return AgentError("package symlink %r -> %r %s" % (shown(name), shown(target), why), "bad_input",
+                      member=shown(name))
 
 
 def member_parts(m):
@@ -43,16 +50,15 @@ def resolve_link(name, links):
             continue
         if c == "..":
             if not stack:
-                raise AgentError("package symlink %r -> %r escapes the install dir%s" % (
-                    name, target, " (through the package's own links)" if hops else ""), "bad_input", member=name)
+                raise link_refused(name, target, "escapes the install dir%s"
+                                   % (" (through the package's own links)" if hops else ""))
             stack.pop()
             continue
         here = "/".join(stack + [c])
         if here in links:
             hops += 1
             if hops > MAX_LINK_HOPS:
-                raise AgentError("package symlink %r -> %r goes through more than %d links (a loop?)" % (
-                    name, target, MAX_LINK_HOPS), "bad_input", member=name)
+                raise link_refused(name, target, "goes through more than %d links (a loop?)" % MAX_LINK_HOPS)
             todo = links[here].split("/") + todo
             continue
         stack.append(c)
@@ -82,21 +88,20 @@ def check_members(tar, limits):
             raise member_refused(m, "has no name")
         name = "/".join(parts)
         if kinds.get(name) not in (None, "implicit"):
-            raise member_refused(m, "appears twice%s" % (" (as %r, once './' and '//' are removed)" % name
+            raise member_refused(m, "appears twice%s" % (" (as %r, once './' and '//' are removed)" % shown(name)
                                                          if name != m.name.rstrip("/") else ""))
         for i in range(1, len(parts)):
             parent = "/".join(parts[:i])
             kind = kinds.setdefault(parent, "implicit")
             if kind == "link":
-                raise member_refused(m, "lies under the symlink %r" % parent)
+                raise member_refused(m, "lies under the symlink %r" % shown(parent))
             if kind == "file":
-                raise member_refused(m, "lies under the file %r" % parent)
+                raise member_refused(m, "lies under the file %r" % shown(parent))
         if kinds.get(name) == "implicit" and not m.isdir():
             raise member_refused(m, "would replace a directory that earlier members lie in")
         if m.issym():
             if m.linkname.startswith("/") or "\x00" in m.linkname or not m.linkname:
-                raise AgentError("package symlink %r -> %r escapes the install dir" % (m.name, m.linkname),
-                                 "bad_input", member=m.name)
+                raise link_refused(m.name, m.linkname, "escapes the install dir")
             if len(m.linkname.encode("utf-8", "surrogateescape")) > PATH_MAX:
                 raise member_refused(m, "is a symlink with a target longer than a file system allows")
             links[name] = m.linkname
@@ -116,7 +121,7 @@ def check_members(tar, limits):
 def write_member(root_fd, dest, tar, m, hashes):
     """Write one checked member below root_fd, walking its parents without following links."""
     parts = m.name.split("/")
-    fd = walk_dirs(root_fd, parts[:-1], "package member %r" % m.name, dest, create=True)
+    fd = walk_dirs(root_fd, parts[:-1], "package member %r" % shown(m.name), dest, create=True)
     leaf = parts[-1]
     try:
         if m.isdir():
@@ -124,7 +129,7 @@ def write_member(root_fd, dest, tar, m, hashes):
                 os.mkdir(leaf, 0o700, dir_fd=fd)
             except FileExistsError:
                 pass
-            os.close(open_dir_at(fd, leaf, "package member %r" % m.name, dest))
+            os.close(open_dir_at(fd, leaf, "package member %r" % shown(m.name), dest))
         elif m.issym():
             os.symlink(m.linkname, leaf, dir_fd=fd)
         else:
@@ -160,7 +165,7 @@ def extract(archive, dest, limits, skip=("package.yaml",), hashes=None):
                 write_member(root_fd, dest, tar, m, hashes)
             # directory modes last and deepest first, so read-only directories do not block their contents
             for m in sorted((m for m in members if m.isdir()), key=lambda m: -m.name.count("/")):
-                fd = walk_dirs(root_fd, m.name.split("/"), "package member %r" % m.name, dest)
+                fd = walk_dirs(root_fd, m.name.split("/"), "package member %r" % shown(m.name), dest)
                 try:
                     os.fchmod(fd, m.mode & 0o7777 & ~0o7022)
                 finally:

@@ -8,7 +8,7 @@ from .beneath import OPEN_DIR, check_host_paths, copied_files, resolve_beneath, 
 from .common import AGENT_FORMAT, DRIFT_LISTED, AgentError
 from .identity import install_identity, install_lineage, machine_identity
 from .ledger import ledger_drift, ledger_fds, ledger_serials
-from .manifests import scan_tree
+from .manifests import scan_tree, too_large as tree_too_large
 from .processes import root_command_problems
 from .state import Paths, read_lock, run_state
 from .trustroot import describe, load_root
@@ -32,15 +32,20 @@ def op_facts(req):
     with ledger_fds(paths, strict=False) as fds:  # a look only: the run's lock refuses a ledger copy not its own
         out["baseline"] = any(stat.S_ISREG(os.stat("installed.json", dir_fd=fd, follow_symlinks=False).st_mode)
                               for _, fd in fds if "installed.json" in os.listdir(fd))
-    if req.get("check_drift") and out["exists"]:
-        current = scan_tree(paths.install, req.get("preserve", []))
+    # a tree too large to scan (manifests.MAX_ENTRIES) is refused before stop, counted before anything lists it whole
+    too_large = tree_too_large(paths.install, req.get("preserve", [])) if out["exists"] and (
+        req.get("check_drift") or req.get("check_paths") is not None) else None
+    if too_large and req.get("check_paths") is None:
+        raise AgentError(too_large, "too_many_files", path=paths.install)
+    if req.get("check_drift") and out["exists"] and not too_large:
+        current = scan_tree(paths.install, req.get("preserve", []), capped=True)
         changes = ledger_drift(paths, current, strict=False)
         out["drift"] = changes[:DRIFT_LISTED]
         out["drift_count"] = len(changes)
         out["product_bytes"] = sum(f["size"] for f in current["files"].values())
     out["cached"] = [s for s in req.get("packages", []) if os.path.isfile(os.path.join(paths.packages, s + ".tar.gz"))]
     if req.get("check_paths") is not None and out["exists"]:
-        out["unsafe_paths"] = check_host_paths(paths.install, req["check_paths"])
+        out["unsafe_paths"] = ([too_large] if too_large else []) + check_host_paths(paths.install, req["check_paths"])
         # a command run as root in an install another account can change (its scripts, config, pid files)
         out["unsafe_paths"] += root_command_problems(paths.install, req["check_paths"].get("commands") or {})
         # the preserved config and cache the backup copies: counted in the free space a run needs

@@ -44,7 +44,7 @@ import time
 
 from .common import AgentError
 from .mounts import remove_tree
-from .tarheaders import open_package
+from .tarheaders import meta_member, open_package
 from .trustroot import TRUST_DIR as TRUST_DIR, load_root as load_root  # part of this module's interface
 from .trustroot import NONE_TEXT as NONE_TEXT, describe as describe  # likewise
 from .trustroot import ALLOWED, CONFIG, _keygen, _read, _trust_error
@@ -679,18 +679,17 @@ def check_package_meta(archive, verdict, req=None):
 
     entry = verdict.get("catalog_entry") or {}
     text = None
+    what = "the package %s... (%s %s)" % (str(verdict.get("package"))[:12], verdict.get("product"),
+                                         verdict.get("target"))
     try:
-        with open_package(archive) as tar:  # AgentError for an oversized pax/long-name header: not caught here
-            for member in tar:
-                if member.name in ("package.yaml", "./package.yaml"):
-                    if member.isreg() and member.size <= 1 << 20:
-                        text = tar.extractfile(member).read().decode("utf-8", "replace")
-                    break
+        # AgentError for an oversized pax/long-name header, or a package.yaml after the first members: not caught
+        with open_package(archive) as tar:
+            member = meta_member(tar, what)
+            if member is not None and member.isreg() and member.size <= 1 << 20:
+                text = tar.extractfile(member).read().decode("utf-8", "replace")
     except (tarfile.TarError, OSError, EOFError):
         text = None
     meta = block_mapping(text.splitlines(), "") if text is not None else None
-    what = "the package %s... (%s %s)" % (str(verdict.get("package"))[:12], verdict.get("product"),
-                                         verdict.get("target"))
     if meta is None or meta.get("changes") is None:
         raise _trust_error("%s has no package.yaml with a 'changes:' list this host can read: refused before it was "
                            "extracted, nothing changed" % what, TRUST_DIR)

@@ -102,7 +102,7 @@ def _stage_and_back_up(req, paths, pkg, trusted, limits, preserve):
             os.unlink(pkg)
             raise
     # 2. current product tree, hashed once; drift against the last install's manifest
-    current = scan_tree(paths.install, preserve)
+    current = scan_tree(paths.install, preserve, capped=True)  # before stop: refused past MAX_ENTRIES
     # the links as the scan saw them (a directory swapped for a link while it ran is recorded as that link): the
     # backup and the staged tree would recreate them, so one on a preserved path's way or leading out is refused
     problems = recorded_link_problems(paths.install, current["links"], preserve)
@@ -137,7 +137,7 @@ def _stage_and_back_up(req, paths, pkg, trusted, limits, preserve):
     for rel in preserve:  # the customer's copies win; the package's defaults are dropped
         if rel not in cache:  # a cache (compiled pages) starts as the package has it; the old one is backed up
             remove_beneath(new_tree, rel, "preserved path", missing_ok=True)
-    new_manifest = scan_tree(new_tree, preserve, hash_files=False)
+    new_manifest = scan_tree(new_tree, preserve, hash_files=False, capped=True)
     # every link of the staged tree, as it will be installed, resolved through the tree's own links (a patch's
     # link laid over the install's links may climb out although the package alone says it stays inside)
     problems = staged_link_problems(new_tree, new_manifest["links"], paths.install)

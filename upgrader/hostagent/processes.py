@@ -20,13 +20,30 @@ from .files import read_text
 OUTPUT_TAIL = 16000  # a command's output, before the controller redacts it and keeps its last 4000 characters
 
 
+LEFT_OUT = "[… %d bytes left out …]"  # where output was cut: BoundedOutput's middle, a tail's first line
+_LEFT_OUT = re.compile(r"\n?\[… (\d+) bytes left out …\]\n?")
+
+
 def output_tail(text):
-    """The end of a command's output, starting at a line boundary: a line cut in half can lose the name that
-    marks its value as a secret (the controller redacts what it gets)."""
-    if len(text) <= OUTPUT_TAIL:
+    """The end of a command's output, cut as cut_tail cuts it (OUTPUT_TAIL characters)."""
+    return cut_tail(text, OUTPUT_TAIL)
+
+
+def cut_tail(text, limit):
+    """The end of a command's output: at most ``limit`` characters, starting at a line boundary (a line cut in half
+    can lose the name that marks its value as a secret; the controller redacts what it gets). When it cuts, its
+    first line says how much is left out (LEFT_OUT): the bytes cut here, and those the markers among them counted
+    (BoundedOutput's, an earlier tail's), so the operator learns that output was left out, and how much, from
+    every tail down to the audit log's. Shared by the agent and the controller."""
+    if len(text) <= limit:
         return text
-    end = text[-OUTPUT_TAIL:]
-    return end[end.find("\n") + 1:] if "\n" in end else ""
+    end = text[-limit:]
+    kept = end[end.find("\n") + 1:] if "\n" in end else ""
+    gone = text[:len(text) - len(kept)]
+    dropped = len(gone.encode("utf-8", "replace"))
+    for m in _LEFT_OUT.finditer(gone):  # a marker stands for what it counted, not for its own few bytes
+        dropped += int(m.group(1)) - len(m.group(0).encode("utf-8"))
+    return LEFT_OUT % dropped + ("\n" + kept if kept else "")
 
 
 def account_name(uid):
@@ -318,7 +335,7 @@ class BoundedOutput(object):
             del self.tail[:cut]
 
     def text(self):
-        middle = "\n[… %d bytes left out …]\n" % self.dropped if self.dropped else ""
+        middle = "\n" + LEFT_OUT % self.dropped + "\n" if self.dropped else ""
         return self.head.decode("utf-8", "replace") + middle + self.tail.decode("utf-8", "replace")
 
 

@@ -19,6 +19,9 @@ The overridden methods are private to ``tarfile``; ``_proc_member``, ``_proc_pax
 ``_proc_gnulong``, ``_proc_sparse`` and ``_proc_gnusparse_00``/``_01``/``_10`` exist with these roles in CPython
 3.8 to 3.13 (read in each version's Lib/tarfile.py; 3.13 passes the raw records, not the dict, to
 ``_proc_gnusparse_00``, hence ``*args`` there). Shared by the host agent and the controller (standard library only).
+
+``tarfile`` also keeps every member it has read: ``meta_member`` finds package.yaml among the first members only,
+and ``shown`` shortens a member's name for a message (a pax name can be 64 KiB).
 """
 
 import tarfile
@@ -31,6 +34,15 @@ EXTENDED_TOTAL = 32 << 20  # bytes of all of them in one package: a pax record o
 EXTENDED = {b"x": "pax", b"X": "pax", b"g": "pax global", b"L": "GNU long name", b"K": "GNU long link name"}
 BLOCK = tarfile.BLOCKSIZE
 FOLLOWERS = 4  # extended headers looked past to name the member a refused one belongs to
+
+
+SHOWN = 100  # characters of a long member name a message shows from its start, and as many from its end
+
+
+def shown(name):
+    """A member name as a message shows it: whole up to 2 * SHOWN characters, else its first and last SHOWN around
+    "…" (a pax name or link target can be 64 KiB: a refusal names the member in one readable line, not a page)."""
+    return name if len(name) <= 2 * SHOWN else name[:SHOWN] + "…" + name[-SHOWN:]
 
 
 def header_name(block):
@@ -67,8 +79,8 @@ def member_after(fileobj, size):
 
 def sparse_refused(name):
     return AgentError("package member %r is a sparse file (GNU sparse format): refused before its sparse map is "
-                      "read, a product package has none; do not install this package, ask the vendor" % name,
-                      "bad_input", member=name)
+                      "read, a product package has none; do not install this package, ask the vendor" % shown(name),
+                      "bad_input", member=shown(name))
 
 
 class BoundedTarInfo(tarfile.TarInfo):
@@ -77,7 +89,8 @@ class BoundedTarInfo(tarfile.TarInfo):
     def _proc_member(self, tarfile):
         if self.size < 0:  # tarfile would move its offset backwards and read the same headers again
             raise AgentError("package member %r has a negative size field (%d): refused; do not install this "
-                             "package, ask the vendor" % (self.name, self.size), "bad_input", member=self.name)
+                             "package, ask the vendor" % (shown(self.name), self.size), "bad_input",
+                             member=shown(self.name))
         return super()._proc_member(tarfile)
 
     def _proc_pax(self, tarfile):
@@ -87,7 +100,7 @@ class BoundedTarInfo(tarfile.TarInfo):
         if held > EXTENDED_MAX:  # global headers add up: one header's bound does not bound their sum
             raise AgentError("package's pax global headers hold %d bytes together (at most %d are allowed): "
                              "refused; do not install this package, ask the vendor" % (held, EXTENDED_MAX),
-                             "bad_input", member=member.name)
+                             "bad_input", member=shown(member.name))
         return member
 
     def _proc_gnulong(self, tarfile):
@@ -132,7 +145,28 @@ class BoundedTarInfo(tarfile.TarInfo):
             raise AgentError("package ends with %s and no member after it: refused; do not install this package, "
                              "ask the vendor" % what, "bad_input")
         raise AgentError("package member %r carries %s: refused before it is read; do not install this package, "
-                         "ask the vendor" % (name, what), "bad_input", member=name)
+                         "ask the vendor" % (shown(name), what), "bad_input", member=shown(name))
+
+
+META = "package.yaml"
+META_WITHIN = 64  # members read, at most, to find package.yaml: 'upgrader package build' writes it first
+
+
+def meta_member(tar, what):
+    """The ``package.yaml`` member of the package ``tar`` (``what`` names it in messages), None when the package
+    ends before one. ``tarfile`` keeps every member it has read (about 1.7 KB each, with its name): a package of
+    100,000 tiny members before its package.yaml made a read of the metadata hold them all (175 MB in the review
+    that found it) before any member check ran. So package.yaml must be among the first META_WITHIN members (a package that 'upgrader package build'
+    made has it first); later, the package is refused (AgentError, bad_input) before more of it is read."""
+    for count, member in enumerate(tar, 1):
+        if member.name in (META, "./" + META):
+            return member
+        if count >= META_WITHIN:
+            raise AgentError("%s has no %s among its first %d members: refused before more of it is read (a "
+                             "package holds its %s first: 'upgrader package build' writes it so); rebuild the "
+                             "package with 'upgrader package build', or ask the vendor for one built that way"
+                             % (what, META, META_WITHIN, META), "bad_input")
+    return None
 
 
 def open_package(archive):

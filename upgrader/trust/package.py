@@ -183,21 +183,22 @@ def _walk_sorted(root: Path) -> Iterable[Path]:
 
 
 def read_meta(path: str | Path) -> PackageMeta:
-    """Read ``package.yaml`` from a package without extracting anything else."""
+    """Read ``package.yaml`` from a package without extracting anything else; it must be among the package's
+    first members (tarheaders.meta_member: the members read before it are kept in memory)."""
     from ..hostagent.common import AgentError
-    from ..hostagent.tarheaders import open_package
+    from ..hostagent.tarheaders import meta_member, open_package
 
     p = Path(path)
     try:
         with open_package(p) as tar:
-            for member in tar:
-                if member.name in (META_NAME, "./" + META_NAME):
-                    if not member.isreg() or member.size > 1 << 20:
-                        raise InputError(f"{META_NAME} is not a small regular file", path=str(p))
-                    f = tar.extractfile(member)
-                    assert f is not None
-                    data = parse_yaml(f.read(), source=f"{p}:{META_NAME}", what="package metadata")
-                    return PackageMeta.from_data(data, f"{p}:{META_NAME}")
+            member = meta_member(tar, "the package")
+            if member is not None:
+                if not member.isreg() or member.size > 1 << 20:
+                    raise InputError(f"{META_NAME} is not a small regular file", path=str(p))
+                f = tar.extractfile(member)
+                assert f is not None
+                data = parse_yaml(f.read(), source=f"{p}:{META_NAME}", what="package metadata")
+                return PackageMeta.from_data(data, f"{p}:{META_NAME}")
     except FileNotFoundError as e:
         raise InputError("package not found", path=str(p)) from e
     except AgentError as e:
