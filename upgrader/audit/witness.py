@@ -22,7 +22,7 @@ from pathlib import Path
 
 from ..core.errors import UpgraderError
 from ..core.shapes import JSONObject
-from .log import OPENING_EVENTS, run_opening
+from .log import OPENING_EVENTS, line_clock, run_opening
 
 __all__ = ["WitnessTarget", "send_witnesses", "read_witnesses", "check_witnesses", "case_witnesses", "WitnessResult", "HostWitness",
            "opening_text"]
@@ -520,26 +520,27 @@ def _log_account(events: list[JSONObject], label: str, host: str) -> JSONObject 
     window = sd.get("window")
     phases = {str(e.get("phase")) for e in mine if e.get("event") == "phase_finished" and e.get("host") == host
               and e.get("outcome") == "ok"}
-    first = next((e.get("time") for e in mine if e.get("host") == host and e.get("event") == "phase_started"), None)
-    # each phase of this host as the log times it: [start, end, outcome, line of its start] in the log's order
+    first = next((line_clock(e) for e in mine if e.get("host") == host and e.get("event") == "phase_started"), None)
+    # each phase of this host as the log times it: [start, end, outcome, line of its start] in the log's order, by the
+    # controller's clock when each line was written (line_clock: a line's time raised after a clock step back is not)
     spans: dict[str, list[list[object]]] = {}
     for e in mine:
         if e.get("host") != host or e.get("phase") is None:
             continue
         if e.get("event") == "phase_started":
-            spans.setdefault(str(e.get("phase")), []).append([e.get("time"), None, None, e.get("seq")])
+            spans.setdefault(str(e.get("phase")), []).append([line_clock(e), None, None, e.get("seq")])
         elif e.get("event") == "phase_finished":
             open_ = next((x for x in spans.get(str(e.get("phase")), []) if x[1] is None), None)
             if open_ is not None:
-                open_[1], open_[2] = e.get("time"), e.get("outcome")
+                open_[1], open_[2] = line_clock(e), e.get("outcome")
     return {"kind": start.get("event") if start is not None else None, "spans": spans,
             "plan": sd.get("plan") if start is not None else None,
             "approvals": sorted(str(a.get("digest")) for a in sd.get("approvals") or [] if isinstance(a, dict))
             if "approvals" in sd else None,
             "window": window.get("inside") if isinstance(window, dict) else None,
-            "outcome": ended.get("outcome") if ended is not None else None, "finished": ended.get("time")
+            "outcome": ended.get("outcome") if ended is not None else None, "finished": line_clock(ended)
             if ended is not None else None, "finished_line": ended.get("seq") if ended is not None else None, "version_after": ed.get("version"), "version_before": before,
-            "phases": phases, "started": first, "opened_at": start.get("time") if start is not None else None}
+            "phases": phases, "started": first, "opened_at": line_clock(start) if start is not None else None}
 
 
 def _differences(rec: JSONObject, log: JSONObject, opened: JSONObject | None = None) -> list[JSONObject]:
