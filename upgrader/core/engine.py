@@ -694,11 +694,14 @@ class _HostRun:
             if self.e.catalog_serial is not None else None
         pkg: dict[str, Any] = dict(self.p.get("package") or {})
         # a host with its own trust root locks only for a run whose evidence it accepts (or whose entry it kept);
-        # audit: what the host's opening record of the run keeps (hostagent/witness.py)
+        # audit: what the host's opening record of the run keeps (hostagent/witness.py), with the controller's clock
+        # now: the host keeps it beside its own, which fixes the host's clock offset for the run where the log's
+        # lines cannot move it (audit/witness.py _lock_clock)
+        audit = {**self.e.audit, "clock": self.e.clock.now().isoformat(timespec="milliseconds")}
         res, *results = self.call_batch(*before, ("lock", dict(
             controller=controller.get("host"), user=controller.get("user"), approvals=list(self.e.approvals),
             break_lock=self.e.break_lock, catalog=catalog, sha256=pkg.get("sha256"),
-            current_version=self.p["current"], product=self.p["product"], audit=self.e.audit,
+            current_version=self.p["current"], product=self.p["product"], audit=audit,
             **self._evidence())), *after)[len(before):]
         broken = res.get("broken")
         if broken:
