@@ -484,6 +484,16 @@ _OUTCOME = {"committed": "committed", "rolled_back": "rolled_back", "restored": 
             "needs_person": "needs_person"}
 
 
+def _same_outcome(told: object, said: object, log: JSONObject) -> bool:
+    """Whether the host's finish outcome and the log's host_finished outcome of a run say the same (_OUTCOME). A
+    rollback of a run killed before its backup restores nothing: the log says "restored" (the old version runs),
+    the host finished it "unchanged"; with no rollback phase that went well, the two agree."""
+    if _OUTCOME.get(str(said), "unchanged") == _OUTCOME.get(str(told), "unchanged"):
+        return True
+    phases = log.get("phases")
+    return said == "restored" and told == "unchanged" and isinstance(phases, set) and "rollback" not in phases
+
+
 def _when(value: object) -> float | None:
     """Seconds since the epoch of a log time (ISO text) or a host time (a number)."""
     import datetime as _dt
@@ -557,7 +567,7 @@ def _differences(rec: JSONObject, log: JSONObject, opened: JSONObject | None = N
     said = log.get("outcome")
     if said is None:
         differ("outcome", told, None)
-    elif told is not None and _OUTCOME.get(str(said), "unchanged") != _OUTCOME.get(str(told), "unchanged"):
+    elif told is not None and not _same_outcome(told, said, log):
         differ("outcome", told, said)
     for name in ("version_after", "version_before", "plan", "window"):
         if rec.get(name) is not None and log.get(name) is not None and rec.get(name) != log.get(name):

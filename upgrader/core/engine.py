@@ -84,6 +84,7 @@ class HostOutcome:
     seconds: float = 0.0
     groups: tuple[str, ...] = ()          # the inventory groups of the host (for the mixed-version warning)
     after: JSONObject | None = None   # what was read on the host at the end (version, healthy), when in doubt
+    finished: bool = False                # the host recorded this part's finish (its own record: witnessed at the end)
 
     def to_dict(self) -> JSONObject:
         return {"host": self.host, "groups": list(self.groups), "outcome": self.outcome, "current": self.current,
@@ -93,7 +94,8 @@ class HostOutcome:
                 "backup_digest": self.backup_digest, "seconds": round(self.seconds, 3),
                 "phases": [{"phase": p.phase, "status": p.status, "seconds": round(p.seconds, 3),
                             "detail": p.detail, **({"data": p.data} if p.data else {})} for p in self.phases],
-                **({"after": self.after} if self.after is not None else {})}
+                **({"after": self.after} if self.after is not None else {}),
+                **({"finished": True} if self.finished else {})}
 
 
 @dataclass
@@ -1071,6 +1073,7 @@ class _HostRun:
             self.call("finish", outcome=outcome, keep=self.spec.get("backup", {}).get("keep", 3),
                       approvals=list(self.e.approvals), catalog=catalog, audit=self.e.audit)
             self.e.journal.record("finish", "done", host=self.name, outcome=outcome)
+            self.out.finished = True
         except (AgentFailure, TransportError) as err:
             # the used approvals, the catalog serial or the manifest beside the install may not be recorded, and the
             # host's lock is still held: a person looks (exit 5), whatever the run did before
