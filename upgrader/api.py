@@ -1328,16 +1328,18 @@ def _agent_call(connector: Callable[[], Transport], install_dir: str,
 
 
 def _witness(ctx: Context, recorder: Recorder, result: JSONObject, plan_hosts: Sequence[PlanHost]) -> JSONObject | None:
-    """After the checkpoint: every host the run reached (a phase of it went well) appends the checkpoint to its own
-    record (audit/witness.py). A host that does not is named in the result's ``witness.missing`` (the CLI warns)
-    and in a ``witness_missing`` line of the audit log; the run's outcome stays what it was."""
+    """After the checkpoint: every host the run reached (a phase of it went well, or the host recorded its finish: a
+    resume or rollback of a run killed before its backup ends it "unchanged" with no phase) appends the checkpoint
+    to its own record (audit/witness.py). A host that does not is named in the result's ``witness.missing`` (the CLI
+    warns) and in a ``witness_missing`` line of the audit log; the run's outcome stays what it was."""
     from .audit.witness import WitnessTarget, send_witnesses
 
     cp = cast("dict[str, Any] | None", result.get("checkpoint"))
     if not cp:
         return None
     reached = {str(h.get("host")) for h in cast("list[dict[str, object]]", result.get("hosts") or [])
-               if any(p.get("status") == "ok" for p in cast("list[dict[str, object]]", h.get("phases") or []))}
+               if h.get("finished") is True
+               or any(p.get("status") == "ok" for p in cast("list[dict[str, object]]", h.get("phases") or []))}
     targets = [WitnessTarget(h["name"], _agent_call(_connector(h), h["install_dir"], h.get("state_dir")))
                for h in plan_hosts if h["name"] in reached]
     try:  # the operator's policy: each host also tells its local syslog (a SIEM keeps it)

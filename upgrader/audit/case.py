@@ -3,14 +3,15 @@ events — who requested, who approved when, under which policy and window, what
 checkpoint proves it. Pure: the events (as read once, after verification) come in, a JSON-able dict goes out.
 
 Downtime is the time the service was down on a host: from each ``stop`` (or ``rollback``, which stops it too)
-phase's start to the end of the next ``start`` phase."""
+phase's start to the end of the next ``start`` phase. Times are the controller's clock when each line was written
+(``line_clock``: a line the writer raised after a clock step back keeps the clock beside its time)."""
 
 from __future__ import annotations
 
 import datetime as _dt
 from typing import Any, cast
 
-from .log import run_opening
+from .log import line_clock, run_opening
 
 __all__ = ["build_case", "run_ids", "WITNESS_HOOK"]
 
@@ -104,18 +105,18 @@ def build_case(events: list[dict[str, object]], run: str) -> dict[str, object] |
         d: dict[str, Any] = _d(e.get("data"))
         kind, phase = e.get("event"), e.get("phase")
         if kind == "phase_started":
-            h["phases"].append({"phase": phase, "started": e.get("time"), "finished": None, "seconds": None,
+            h["phases"].append({"phase": phase, "started": line_clock(e), "finished": None, "seconds": None,
                                 "outcome": None})
             if phase in ("stop", "rollback") and str(host) not in down_since:
-                down_since[str(host)] = e.get("time")
+                down_since[str(host)] = line_clock(e)
         elif kind == "phase_finished":
             p = next((p for p in reversed(h["phases"]) if p["phase"] == phase and p["outcome"] is None), None)
             if p is None:
                 p = {"phase": phase, "started": None}
                 h["phases"].append(p)
-            p.update(finished=e.get("time"), seconds=d.get("seconds"), outcome=e.get("outcome"))
+            p.update(finished=line_clock(e), seconds=d.get("seconds"), outcome=e.get("outcome"))
             if phase == "start" and str(host) in down_since:
-                span = _secs(down_since.pop(str(host)), e.get("time"))
+                span = _secs(down_since.pop(str(host)), line_clock(e))
                 if span is not None:
                     downtime[str(host)] = round(downtime.get(str(host), 0.0) + span, 3)
         elif kind == "rollback_started":
@@ -144,9 +145,9 @@ def build_case(events: list[dict[str, object]], run: str) -> dict[str, object] |
         "operator": {"user": actor.get("user"), "host": actor.get("host"), "principal": actor.get("principal"),
                      "key": actor.get("key")},
         "target": sd.get("target"),
-        "started": start.get("time"),
-        "finished": finish.get("time") if finish else None,
-        "duration_seconds": _secs(start.get("time"), finish.get("time")) if finish else None,
+        "started": line_clock(start),
+        "finished": line_clock(finish) if finish else None,
+        "duration_seconds": _secs(line_clock(start), line_clock(finish)) if finish else None,
         "hosts": list(hosts.values()),
         "downtime_seconds": round(sum(downtime.values()), 3),
         "downtime_source": "log",
@@ -176,7 +177,7 @@ def _of_run(events: list[dict[str, object]], sd: dict[str, object]) -> dict[str,
     opening = run_opening([e for e in events if e.get("run") == of], of)
     od: dict[str, Any] = _d(opening.get("data")) if opening else {}
     who: dict[str, Any] = _d(od.get("requester"))
-    return {"run": of, "started": opening.get("time") if opening else None,
+    return {"run": of, "started": line_clock(opening) if opening else None,
             "requester": {k: who.get(k) for k in ("user", "host", "key")} if who else None,
             "plan": od.get("plan"), "target": od.get("target"),
             "approvals": [{k: _d(a).get(k) for k in ("approver", "key", "digest")} for a in od.get("approvals") or []],
@@ -195,7 +196,7 @@ def _followups(events: list[dict[str, object]], run: str) -> list[dict[str, obje
             end = next((x for x in events if x.get("run") == rid and x.get("event") == "run_finished"), None)
             ed = _d(end.get("data")) if end else {}
             out.append({"run": rid, "kind": "rollback" if e.get("event") == "rollback_requested" else "resume",
-                        "started": e.get("time"), "finished": end.get("time") if end else None,
+                        "started": line_clock(e), "finished": line_clock(end) if end else None,
                         "exit_code": _exit_code(end) if end else None,
                         "hosts": ed.get("outcomes") if end else None})
     return out

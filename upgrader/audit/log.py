@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     from ..trust.sshsig import PrivateKey
 
 __all__ = ["AuditLog", "VerifyResult", "verify_log", "read_log", "signers_known", "KNOWN_EVENTS", "read_events", "redact", "checkpoint_statement",
-           "parse_anchor", "NAMESPACE", "GENESIS"]
+           "parse_anchor", "NAMESPACE", "GENESIS", "line_clock"]
 
 NAMESPACE = "upgrader-audit"
 GENESIS = "0" * 64
@@ -97,6 +97,7 @@ class AuditEvent(TypedDict, total=False):
     seq: int
     prev: str
     time: str
+    clock: str
     event: str
     run: str | None
     host: str | None
@@ -157,6 +158,25 @@ def _tail_line(f: BinaryIO) -> bytes | None:
             return data[nl + 1:]
         block *= 2
     return data
+
+
+def _raised(time: str, last_time: str | None) -> tuple[str, str | None]:
+    """(the time a line is written with, the writer's own clock when that time was raised, else None). The caller
+    read its clock before it got the lock: another process may have written a later time meanwhile, or the clock
+    stepped back. A line is never older than the line it chains to, so its time is raised to that line's (verify_log
+    checks the order strictly); the writer's real clock is kept beside it (``clock``), chained like the rest, so the
+    hosts' own step times are compared with what the controller's clock said, not with the raised time (an honest
+    run after a clock step back would read "moved")."""
+    if last_time is not None and time < last_time:
+        return last_time, time
+    return time, None
+
+
+def line_clock(e: Mapping[str, object]) -> object:
+    """The controller's clock when a line was written: its ``clock`` when the writer raised its time (_raised),
+    else its ``time``."""
+    clock = e.get("clock")
+    return clock if isinstance(clock, str) else e.get("time")
 
 
 class AuditLog:
@@ -224,11 +244,10 @@ class AuditLog:
             self._files.reopened = False
         size = os.fstat(fd).st_size
         seq, prev = 1, GENESIS
+        last_time: object = None
         if self._head is not None and self._head[0] == size:
             # nobody appended since our own last line (same size, under the lock): chain to it directly
             _, seq, prev, last_time = self._head
-            if time < last_time:
-                time = last_time
         else:
             with open(self.path, "rb") as f:
                 last = _tail_line(f)
@@ -244,14 +263,13 @@ class AuditLog:
                     raise InputError("the audit log's last line is not an audit event", path=str(self.path),
                                      hint="run 'upgrader audit verify'") from None
                 prev = _line_hash(last)
-                # The caller read its clock before it got the lock: another process may have written a later
-                # time meanwhile (or the clock stepped back). A line is never older than the line it chains
-                # to, so keep the log's times in order (verify_log checks that order strictly).
                 last_time = tail.get("time")
-                if isinstance(last_time, str) and time < last_time:
-                    time = last_time
-        record: AuditEvent = {"seq": seq, "prev": prev, "time": time, "event": event, "run": run,
-                                  "host": host, "phase": phase, "outcome": outcome, "actor": self.actor}
+        time, clock = _raised(time, last_time if isinstance(last_time, str) else None)
+        record: AuditEvent = {"seq": seq, "prev": prev, "time": time}
+        if clock is not None:
+            record["clock"] = clock
+        record.update({"event": event, "run": run, "host": host, "phase": phase, "outcome": outcome,
+                       "actor": self.actor})
         if raw is not None:
             record.update(raw(seq, prev, time))
         if data:
@@ -534,6 +552,9 @@ def verify_log(path: Path, *, signers: AllowedSigners | None, anchor: tuple[int,
             time = rec["time"]
             if time < prev_time:
                 return _fail(r, n, "reordered", f"time {time} is earlier than the line before ({prev_time})")
+            raised = _clock_problem(rec, prev_time)
+            if raised:
+                return _fail(r, n, "edited", f"not an event upgrader writes: {raised}")
             run = rec.get("run")
             event = rec["event"]
             if event == "checkpoint":
@@ -632,8 +653,8 @@ KNOWN_EVENTS = _RUN_EVENTS | _OTHER_EVENTS
 # what a run writes before it touches a host: all that may stand after the last checkpoint besides events of no run
 _OPENING = frozenset(("run_started", "approval_accepted", "resume_requested", "rollback_requested", "guide_run",
                       "locks_broken"))
-_KEYS = frozenset(("seq", "prev", "time", "event", "run", "host", "phase", "outcome", "actor", "data"))
-_CHECKPOINT_KEYS = frozenset(("seq", "prev", "time", "event", "run", "host", "phase", "outcome", "actor",
+_KEYS = frozenset(("seq", "prev", "time", "clock", "event", "run", "host", "phase", "outcome", "actor", "data"))
+_CHECKPOINT_KEYS = frozenset(("seq", "prev", "time", "clock", "event", "run", "host", "phase", "outcome", "actor",
                               "checkpoint"))
 _ACTOR_KEYS = frozenset(("user", "host", "key", "principal"))
 
@@ -718,6 +739,18 @@ def _shape_problem(rec: Mapping[str, object]) -> str | None:
         return "'actor' must be an object"
     if rec.get("data") is not None and not isinstance(rec.get("data"), dict):
         return "'data' must be an object"
+    return None
+
+
+def _clock_problem(rec: Mapping[str, object], prev_time: str) -> str | None:
+    """Why a line's ``clock`` is not one the writer keeps (_raised): only beside a time raised to the line before's,
+    and earlier than it. None when the line has none or a sound one."""
+    if "clock" not in rec:
+        return None
+    clock = rec.get("clock")
+    if type(clock) is not str or not clock < str(rec.get("time")) or rec.get("time") != prev_time:
+        return (f"'clock' {str(clock)[:40]!r} beside time {rec.get('time')}: the writer keeps its clock only beside a "
+                f"time raised to the line before's ({prev_time or 'none'}), and earlier than it")
     return None
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from ..core.errors import UpgraderError
 from ..core.shapes import JSONObject
-from .log import OPENING_EVENTS, run_opening
+from .log import OPENING_EVENTS, line_clock, run_opening
 
 __all__ = ["WitnessTarget", "send_witnesses", "read_witnesses", "check_witnesses", "case_witnesses", "WitnessResult", "HostWitness",
            "opening_text", "unused_exports"]
@@ -602,6 +602,16 @@ _OUTCOME = {"committed": "committed", "rolled_back": "rolled_back", "restored": 
             "needs_person": "needs_person"}
 
 
+def _same_outcome(told: object, said: object, log: JSONObject) -> bool:
+    """Whether the host's finish outcome and the log's host_finished outcome of a run say the same (_OUTCOME). A
+    rollback of a run killed before its backup restores nothing: the log says "restored" (the old version runs),
+    the host finished it "unchanged"; with no rollback phase that went well, the two agree."""
+    if _OUTCOME.get(str(said), "unchanged") == _OUTCOME.get(str(told), "unchanged"):
+        return True
+    phases = log.get("phases")
+    return said == "restored" and told == "unchanged" and isinstance(phases, set) and "rollback" not in phases
+
+
 def _when(value: object) -> float | None:
     """Seconds since the epoch of a log time (ISO text) or a host time (a number)."""
     import datetime as _dt
@@ -638,26 +648,28 @@ def _log_account(events: list[JSONObject], label: str, host: str) -> JSONObject 
     window = sd.get("window")
     phases = {str(e.get("phase")) for e in mine if e.get("event") == "phase_finished" and e.get("host") == host
               and e.get("outcome") == "ok"}
-    first = next((e.get("time") for e in mine if e.get("host") == host and e.get("event") == "phase_started"), None)
-    # each phase of this host as the log times it: [start, end, outcome, line of its start] in the log's order
+    first = next((line_clock(e) for e in mine if e.get("host") == host and e.get("event") == "phase_started"), None)
+    # each phase of this host as the log times it: [start, end, outcome, line of its start] in the log's order, by the
+    # controller's clock when each line was written (line_clock: a line's time raised after a clock step back is not)
     spans: dict[str, list[list[object]]] = {}
     for e in mine:
         if e.get("host") != host or e.get("phase") is None:
             continue
         if e.get("event") == "phase_started":
-            spans.setdefault(str(e.get("phase")), []).append([e.get("time"), None, None, e.get("seq")])
+            spans.setdefault(str(e.get("phase")), []).append([line_clock(e), None, None, e.get("seq")])
         elif e.get("event") == "phase_finished":
             open_ = next((x for x in spans.get(str(e.get("phase")), []) if x[1] is None), None)
             if open_ is not None:
-                open_[1], open_[2] = e.get("time"), e.get("outcome")
+                open_[1], open_[2] = line_clock(e), e.get("outcome")
     return {"kind": start.get("event") if start is not None else None, "spans": spans,
             "plan": sd.get("plan") if start is not None else None,
             "approvals": sorted(str(a.get("digest")) for a in sd.get("approvals") or [] if isinstance(a, dict))
             if "approvals" in sd else None,
             "window": window.get("inside") if isinstance(window, dict) else None,
-            "outcome": ended.get("outcome") if ended is not None else None, "finished": ended.get("time")
+            "outcome": ended.get("outcome") if ended is not None else None, "finished": line_clock(ended)
             if ended is not None else None, "finished_line": ended.get("seq") if ended is not None else None, "version_after": ed.get("version"), "version_before": before,
-            "phases": phases, "started": first, "opened_at": start.get("time") if start is not None else None}
+            "phases": phases, "started": first, "opened_at": line_clock(start) if start is not None else None,
+            "opened_line": start.get("seq") if start is not None else None}
 
 
 def _differences(rec: JSONObject, log: JSONObject, opened: JSONObject | None = None) -> list[JSONObject]:
@@ -673,7 +685,7 @@ def _differences(rec: JSONObject, log: JSONObject, opened: JSONObject | None = N
     said = log.get("outcome")
     if said is None:
         differ("outcome", told, None)
-    elif told is not None and _OUTCOME.get(str(said), "unchanged") != _OUTCOME.get(str(told), "unchanged"):
+    elif told is not None and not _same_outcome(told, said, log):
         differ("outcome", told, said)
     for name in ("version_after", "version_before", "plan", "window"):
         if rec.get(name) is not None and log.get(name) is not None and rec.get(name) != log.get(name):
@@ -702,6 +714,7 @@ def _differences(rec: JSONObject, log: JSONObject, opened: JSONObject | None = N
     said = {(d.get("field"), d.get("log")) for d in out}  # a phase already beyond CLOCK_SKEW is said once
     out += [d for d in _offset_times(steps, log, _offset_bounds(rec, log, opened))
             if (d.get("field"), d.get("log")) not in said]
+    out += _lock_clock(log, opened)
     host_end, log_end = _when(rec.get("finished")), _when(log.get("finished"))
     if host_end is not None and log_end is not None and abs(host_end - log_end) > CLOCK_SKEW:
         differ("finished", _iso(host_end), log.get("finished"))
@@ -795,19 +808,49 @@ def _offset_bounds(rec: JSONObject, log: JSONObject, opened: JSONObject | None) 
     host's first phase (or its host_finished line, with no phase) -- and it recorded its finish before the log's
     host_finished line. None without the host's opening record or those lines: the phases are then held to
     CLOCK_SKEW only."""
-    spans = log.get("spans") if isinstance(log.get("spans"), dict) else {}
-    assert isinstance(spans, dict)
     at = _when(opened.get("opened")) if opened is not None else None
-    pre = next((x for x in spans.get("preflight") or []), None)
-    la, lb = (_when(pre[0]), _when(pre[1])) if pre is not None else \
-        (_when(log.get("opened_at")), _when(log.get("started") or log.get("finished")))
+    la, lb, _ = _lock_window(log)
     if at is None or la is None or lb is None:
         return None
     low, high = la - at, lb - at
+    told = _when(opened.get("controller_clock")) if opened is not None else None
+    if told is not None:  # the controller read its clock before the host took the lock: the offset is no less
+        low = max(low, told - at)
     end, logged = _when(rec.get("finished")), _when(log.get("finished"))
     if end is not None and logged is not None:
         high = min(high, logged - end)
     return low, high
+
+
+def _lock_window(log: JSONObject) -> tuple[float | None, float | None, object]:
+    """The log's lines between which a host took a run's lock, by the controller's clock, and the log's line of the
+    first: its preflight phase on the host; for a resume or rollback (no preflight), the line that opens it and the
+    host's first phase (or its host_finished line, with no phase)."""
+    spans = log.get("spans") if isinstance(log.get("spans"), dict) else {}
+    assert isinstance(spans, dict)
+    pre = next((x for x in spans.get("preflight") or []), None)
+    if pre is not None:
+        return _when(pre[0]), _when(pre[1]), pre[3] if len(pre) > 3 else None
+    return _when(log.get("opened_at")), _when(log.get("started") or log.get("finished")), log.get("opened_line")
+
+
+def _lock_clock(log: JSONObject, opened: JSONObject | None) -> list[JSONObject]:
+    """The controller's clock the host was told at a run's lock (its opening record's ``controller_clock``) against
+    the log's lines around that lock (_lock_window): the lines of a run moved together move the offset the log's
+    own times fix, but not this clock, which the host keeps. Outside them by more than OFFSET_TOLERANCE is a
+    difference naming the log's line; none for a record of an agent before the clock was kept (the old rule)."""
+    told = _when(opened.get("controller_clock")) if opened is not None else None
+    la, lb, line = _lock_window(log)
+    if told is None or la is None or lb is None:
+        return []
+    if la - OFFSET_TOLERANCE <= told <= lb + OFFSET_TOLERANCE:
+        return []
+    assert opened is not None
+    return [{"field": "lock time", "line": line, "host": f"{_iso_ms(told)} (the controller's clock, told to the host "
+             f"at its lock at {_iso_ms(_when(opened.get('opened')) or 0.0)} by its own)",
+             "host_zh": f"{_iso_ms(told)}（控制端在加锁时告诉主机的时钟；主机自己的时钟为 "
+                        f"{_iso_ms(_when(opened.get('opened')) or 0.0)}）",
+             "log": f"{_iso_ms(la)} – {_iso_ms(lb)}"}]
 
 
 def _offset_times(steps: Sequence[object], log: JSONObject, bounds: tuple[float, float] | None) -> list[JSONObject]:
@@ -856,7 +899,7 @@ FIELDS_ZH = {"outcome": "结果", "version_after": "之后的版本", "version_b
              "window": "在维护窗口内", "approvals": "批准摘要", "phases": "执行的阶段", "finished": "结束时间",
              "started": "开始时间", "run": "运行", "stop time": "停止步骤的时间", "install time": "安装步骤的时间",
              "start time": "启动步骤的时间", "rollback time": "回滚步骤的时间", "downtime": "停机时长",
-             "clock offset": "时钟偏差（由加锁和结束两个时刻确定）"}
+             "clock offset": "时钟偏差（由加锁和结束两个时刻确定）", "lock time": "加锁时控制端的时钟"}
 
 
 def _shown_zh(field_: str, value: object) -> str:
@@ -877,7 +920,7 @@ def _shown_zh(field_: str, value: object) -> str:
 def difference_zh(d: Mapping[str, object]) -> str:
     """One field of a host's own run record that differs from the log, in Chinese (after the host and run)."""
     field_ = str(d.get("field"))
-    return (f"{FIELDS_ZH.get(field_, field_)}：主机记为 {_shown_zh(field_, d.get('host'))}，日志为 "
+    return (f"{FIELDS_ZH.get(field_, field_)}：主机记为 {_shown_zh(field_, d.get('host_zh', d.get('host')))}，日志为 "
             f"{_shown_zh(field_, d.get('log'))}{_where(d, 'zh')}（已被篡改）")
 
 
@@ -1188,9 +1231,12 @@ def opening_text(d: Mapping[str, object], lang: str = "en") -> str:
                 f"host never executed it for that run (opened there at {when}, never finished) (ALTERED)")
     if kind == "open_time":
         return (f"主机 {host} 自己记录的运行 {run} 的步骤（未结束）与日志不符——" + difference_zh(
-                    {"field": d.get("field"), "host": d.get("host_value"), "log": d.get("log_value")}) if zh else
+                    {"field": d.get("field"), "host": d.get("host_value"), "log": d.get("log_value"),
+                     "line": d.get("line"), **({"host_zh": d["host_value_zh"]} if "host_value_zh" in d else {})})
+                if zh else
                 f"host {host}'s own steps of run {run} (opened there at {when}, never finished) differ from the log: "
-                f"{d.get('field')} is {d.get('host_value')} on the host, {d.get('log_value')} in the log (ALTERED)")
+                f"{d.get('field')} is {d.get('host_value')} on the host, {d.get('log_value')} in the log"
+                f"{_where({'line': d.get('line')})} (ALTERED)")
     if kind == "reused":
         return (f"批准 {d.get('approval')} 已被运行 {d.get('first')}（主机 {d.get('first_host')} 自己的记录）用掉，主机 {host} "
                 f"却于 {when} 为运行 {run} 又接受了它：一份批准只能用一次（已被篡改）" if zh else
@@ -1242,10 +1288,12 @@ def _open_differences(steps: Sequence[JSONObject], log: JSONObject | None, own: 
     timed = _step_times(list(steps), spans)
     fields = {d.get("field") for d in timed}  # a phase already beyond CLOCK_SKEW is said once
     timed += [d for d in _offset_times(list(steps), log, _offset_bounds({}, log, opened)) if d.get("field") not in fields]
+    timed += _lock_clock(log, opened)
     for d in timed:
         if (str(d.get("field")).split(" ")[0], "claimed") not in said:
             out.append({"kind": "open_time", "field": d.get("field"), "host_value": d.get("host"),
-                        "log_value": d.get("log")})
+                        "log_value": d.get("log"), "line": d.get("line"),
+                        **({"host_value_zh": d["host_zh"]} if "host_zh" in d else {})})
     return out
 
 

@@ -84,6 +84,7 @@ class HostOutcome:
     seconds: float = 0.0
     groups: tuple[str, ...] = ()          # the inventory groups of the host (for the mixed-version warning)
     after: JSONObject | None = None   # what was read on the host at the end (version, healthy), when in doubt
+    finished: bool = False                # the host recorded this part's finish (its own record: witnessed at the end)
 
     def to_dict(self) -> JSONObject:
         return {"host": self.host, "groups": list(self.groups), "outcome": self.outcome, "current": self.current,
@@ -93,7 +94,8 @@ class HostOutcome:
                 "backup_digest": self.backup_digest, "seconds": round(self.seconds, 3),
                 "phases": [{"phase": p.phase, "status": p.status, "seconds": round(p.seconds, 3),
                             "detail": p.detail, **({"data": p.data} if p.data else {})} for p in self.phases],
-                **({"after": self.after} if self.after is not None else {})}
+                **({"after": self.after} if self.after is not None else {}),
+                **({"finished": True} if self.finished else {})}
 
 
 @dataclass
@@ -694,11 +696,14 @@ class _HostRun:
             if self.e.catalog_serial is not None else None
         pkg: dict[str, Any] = dict(self.p.get("package") or {})
         # a host with its own trust root locks only for a run whose evidence it accepts (or whose entry it kept);
-        # audit: what the host's opening record of the run keeps (hostagent/witness.py)
+        # audit: what the host's opening record of the run keeps (hostagent/witness.py), with the controller's clock
+        # now: the host keeps it beside its own, which fixes the host's clock offset for the run where the log's
+        # lines cannot move it (audit/witness.py _lock_clock)
+        audit = {**self.e.audit, "clock": self.e.clock.now().isoformat(timespec="milliseconds")}
         res, *results = self.call_batch(*before, ("lock", dict(
             controller=controller.get("host"), user=controller.get("user"), approvals=list(self.e.approvals),
             break_lock=self.e.break_lock, catalog=catalog, sha256=pkg.get("sha256"),
-            current_version=self.p["current"], product=self.p["product"], audit=self.e.audit,
+            current_version=self.p["current"], product=self.p["product"], audit=audit,
             **self._evidence())), *after)[len(before):]
         broken = res.get("broken")
         if broken:
@@ -1068,6 +1073,7 @@ class _HostRun:
             self.call("finish", outcome=outcome, keep=self.spec.get("backup", {}).get("keep", 3),
                       approvals=list(self.e.approvals), catalog=catalog, audit=self.e.audit)
             self.e.journal.record("finish", "done", host=self.name, outcome=outcome)
+            self.out.finished = True
         except (AgentFailure, TransportError) as err:
             # the used approvals, the catalog serial or the manifest beside the install may not be recorded, and the
             # host's lock is still held: a person looks (exit 5), whatever the run did before

@@ -208,7 +208,9 @@ def _log_id(audit):
 def record_opening(paths, req, holder):
     """At the lock (op_lock), once per run label: this host's opening record of the run, appended to every copy of
     the ledger (made when missing, as the run's finish would): what the run was started with, by this host's clock,
-    and its kind (checked by check_opening). The lock file itself is no record: it goes at the finish."""
+    and its kind (checked by check_opening). The lock file itself is no record: it goes at the finish. Beside this
+    host's clock (``opened``) it keeps the controller's clock the lock request carried (``controller_clock``): the
+    two fix the host's clock offset for the run, so a later edit of the log's times cannot move it."""
     audit = _audit(req)
     label = _label(paths, req)
     plan = audit.get("plan")
@@ -222,7 +224,8 @@ def record_opening(paths, req, holder):
               "requester": {k: _text(who.get(k)) for k in ("user", "host", "key")} if who else None,
               "policy": policy if isinstance(policy, str) and _HEX64.match(policy) else None,
               "controller": _text(req.get("controller")), "user": _text(req.get("user")),
-              "lock_time": (holder or {}).get("time"), "log": _log_id(audit)}
+              "lock_time": (holder or {}).get("time"), "log": _log_id(audit),
+              "controller_clock": _text(audit.get("clock"), 40)}
     with ledger_fds(paths, create=True) as fds:
         fcntl.flock(fds[0][1], fcntl.LOCK_EX)
         if label in _opened_runs(fds):
