@@ -123,9 +123,10 @@ def check_members(tar, limits):
     return members
 
 
-def write_member(root_fd, dest, tar, m, hashes, budget):
+def write_member(root_fd, dest, tar, m, hashes, budget=None):
     """Write one checked member below root_fd, walking its parents without following links. A file's bytes are
-    counted against ``budget`` (a ByteBudget) as they are written."""
+    counted against ``budget`` (a ByteBudget; none: no limit) as they are written."""
+    budget = budget or ByteBudget(0)
     parts = m.name.split("/")
     fd = walk_dirs(root_fd, parts[:-1], "package member %r" % shown(m.name), dest, create=True)
     leaf = parts[-1]
