@@ -612,3 +612,29 @@ def test_well_formed_pax_headers_still_verify_and_extract(tmp_path, capsys):
     assert (out / "lib/long-link").resolve() == (out / LONG_OK).resolve()
     assert (out / "lib/digits.txt").read_bytes() == b""
     assert meta is not None and "7.0.4.2" in meta
+
+
+def test_the_writer_alone_stops_at_the_catalogs_byte_limit(tmp_path):
+    """Defence in depth: whatever size a header states (and check_members adds up), the writer counts the bytes it
+    really writes against the catalog's unpacked_bytes: a 50,000-byte member under a 10,000-byte limit is refused
+    (bad_input, the limit named) with no more than the limit on disk."""
+    import os
+
+    from upgrader.hostagent.beneath import OPEN_DIR
+    from upgrader.hostagent.common import AgentError
+    from upgrader.hostagent.extract import ByteBudget, write_member
+
+    pkg = build(tmp_path / "big.tar.gz", big_member)
+    root = tmp_path / "staging"
+    root.mkdir()
+    fd = os.open(root, OPEN_DIR)
+    try:
+        with tarfile.open(pkg, "r:gz") as tar:
+            big = tar.getmember("lib/big.bin")
+            big.name = "big.bin"
+            with pytest.raises(AgentError) as e:
+                write_member(fd, str(root), tar, big, {}, ByteBudget(10_000))
+    finally:
+        os.close(fd)
+    assert (e.value.kind, "more than 10000 bytes" in str(e.value)) == ("bad_input", True), str(e.value)
+    assert (root / "big.bin").stat().st_size <= 10_000
