@@ -70,6 +70,15 @@ HOSTILE: dict[str, tuple[Callable[[tarfile.TarFile], None], str]] = {
     "pax header behind a sized directory": (lambda t: hidden_pax(t, 100_000), "carries a pax header of"),
     "GNU sparse 1.0 map": (lambda t: sparse_map(t, 10), "is a sparse file"),
     "old GNU sparse extension chain": (lambda t: sparse_chain(t, 3), "is a sparse file"),
+    # values a pax header sets (attack14r17): tarfile applied them unchecked
+    "pax global size": (lambda t: global_size(t, 2 << 20),
+                        "'lib/neg.txt' carries a pax header that is global and sets a size for every member after it"),
+    "negative pax size": (lambda t: pax_sized(t, "lib/neg.txt", -(1 << 30), b""),
+                          "'lib/neg.txt' carries a pax header that sets a negative size (-1073741824)"),
+    "pax size other than the header's": (lambda t: pax_sized(t, "lib/README.txt", 5, b"x\n"),
+                                         "sets a size (5) other than its header's (2)"),
+    "malformed pax header": (lambda t: malformed_pax(t, 8 << 10),
+                             "'lib/README.txt' carries a pax header that is not a list of"),
 }
 
 
@@ -127,6 +136,54 @@ def hidden_pax(tar: tarfile.TarFile, comment: int) -> None:
         left -= min(left, len(chunk))
     tar.fileobj.write(b"\n" + bytes(-length % BLOCK))
     tar.offset += length + (-length % BLOCK)
+    _file(tar, "lib/README.txt")
+
+
+def pax_records(records: dict[str, str]) -> bytes:
+    """The data of a pax header holding ``records``, each "%d %s=%s\\n" with its own length first."""
+    body = b""
+    for keyword, value in records.items():
+        record = b" %s=%s\n" % (keyword.encode(), value.encode())
+        length = len(record) + 1
+        while len(b"%d" % length) + len(record) != length:
+            length += 1
+        body += b"%d" % length + record
+    return body
+
+
+def _pax_raw(tar: tarfile.TarFile, kind: bytes, data: bytes) -> None:
+    """A pax header (``kind`` x or g) whose data is ``data`` as it is, written raw (tarfile checks what it writes)."""
+    _raw(tar, _header("././@PaxHeader", kind, len(data)) + data + bytes(-len(data) % BLOCK))
+
+
+def _reg_raw(tar: tarfile.TarFile, name: str, data: bytes, size: int | None = None) -> None:
+    """A regular file whose header's size field says ``size`` (default: its data's length), then its data."""
+    header = bytearray(_header(name, tarfile.REGTYPE, len(data) if size is None else size))
+    header[100:108] = b"%07o\0" % 0o644
+    _raw(tar, _summed(header) + data + bytes(-len(data) % BLOCK))
+
+
+def global_size(tar: tarfile.TarFile, big: int) -> None:
+    """attack14r17 #1: a global pax header sets size=-1 GiB for every member after it, so the empty lib/neg.txt
+    counts -1 GiB toward the unpacked-bytes total, and lib/big.bin (its size ``big`` set by its own pax header,
+    its data zeros) is then not counted against the catalog's limit."""
+    _pax_raw(tar, tarfile.XGLTYPE, pax_records({"size": str(-(1 << 30))}))
+    _reg_raw(tar, "lib/neg.txt", b"")
+    _pax_raw(tar, tarfile.XHDTYPE, pax_records({"size": str(big)}))
+    _reg_raw(tar, "lib/big.bin", bytes(big), size=0)
+
+
+def pax_sized(tar: tarfile.TarFile, name: str, size: int, data: bytes) -> None:
+    """A pax header setting ``size`` for the regular file ``name`` whose raw header holds ``data``'s size."""
+    _pax_raw(tar, tarfile.XHDTYPE, pax_records({"size": str(size)}))
+    _reg_raw(tar, name, data)
+
+
+def malformed_pax(tar: tarfile.TarFile, size: int) -> None:
+    """attack14r17 #3's shape, malformed: a record, then a run of digits to the header's ``size``. Python 3.11.7's
+    tarfile searched it with a regular expression quadratic in that run (CVE-2024-6232), then skipped it."""
+    first = pax_records({"comment": "ab"})
+    _pax_raw(tar, tarfile.XHDTYPE, first + b"1" * (size - len(first)))
     _file(tar, "lib/README.txt")
 
 
@@ -308,7 +365,8 @@ def test_hostile_package_in_catalog_is_refused_before_the_host_is_touched(sandbo
 
 @pytest.mark.parametrize("kind", ["dotdot member", "symlink escaping", "write through own symlink", "hardlink",
                                   "huge pax header", "huge GNU long name", "pax header behind a sized directory",
-                                  "GNU sparse 1.0 map", "old GNU sparse extension chain"])
+                                  "GNU sparse 1.0 map", "old GNU sparse extension chain", "pax global size",
+                                  "negative pax size", "malformed pax header"])
 def test_agent_refuses_to_stage_hostile_package_and_leaves_product_untouched(sandbox, tmp_path, kind):
     """Even if a controller sent it, the host agent refuses to stage a hostile package (bad_input), product untouched."""
     extra, words = HOSTILE[kind]
@@ -484,3 +542,99 @@ def test_a_refusal_shows_a_long_member_name_shortened(tmp_path, capsys, kind):
     assert "Traceback" not in err
     assert name[:100] + "…" + name[-100:] in err, err[:2000]
     assert len(err) < 2000, len(err)
+
+
+# ---------------------------------------------------------------- values a pax header sets (attack14r17)
+
+
+def test_a_pax_size_that_sends_the_reading_back_is_refused_at_once(tmp_path, capsys):
+    """attack14r17 #2 (the shape of CVE-2025-8194): a pax header with size=-1536 before the empty docs/b sent
+    tarfile's offset back to that header, so a reader looking for the package.yaml that follows read x, b, x, b,
+    ... (a 4 KB package: 194 s and 1.3 GB in ``package verify``). ``package verify`` and the agent's own read of
+    package.yaml now refuse it at the first docs/b, naming it."""
+    from upgrader.hostagent import hosttrust
+    from upgrader.hostagent.common import AgentError
+
+    pkg = tmp_path / "sample-middleware-7.0.4.2.tar.gz"
+    with tarfile.open(pkg, "w:gz", format=tarfile.GNU_FORMAT) as tar:
+        _special(tar, "docs", tarfile.DIRTYPE)
+        _pax_raw(tar, tarfile.XHDTYPE, pax_records({"size": "-1536"}))
+        _reg_raw(tar, "docs/b", b"")
+        _normal_tree(tar)
+    assert pkg.stat().st_size < 8192
+    words = "'docs/b' carries a pax header that sets a negative size (-1536)"
+    rc, err = verify(capsys, str(pkg))
+    assert (rc, words in err, str(pkg) in err, "Traceback" in err) == (2, True, True, False), err[:2000]
+    verdict = {"package": "ab" * 32, "product": "sample-middleware", "target": "7.0.4.2",
+               "catalog_entry": {"changes": [], "kind": "full", "requires": None}}
+    with pytest.raises(AgentError) as e:
+        hosttrust.check_package_meta(str(pkg), verdict)
+    assert e.value.kind == "bad_input"
+    assert words in str(e.value), str(e.value)
+
+
+def test_the_member_check_refuses_a_negative_size_whatever_the_parse_said():
+    """Defence in depth: check_members, which adds up the sizes toward the catalog's unpacked_bytes, refuses a
+    member whose size is negative (it would lower the total) even when the archive's parse let it through."""
+    from upgrader.hostagent.common import AgentError
+    from upgrader.hostagent.extract import check_members
+
+    neg = tarfile.TarInfo("lib/neg.txt")
+    neg.size = -(1 << 30)
+    with pytest.raises(AgentError) as e:
+        check_members([neg], {"unpacked_bytes": 1 << 20})
+    assert (e.value.kind, "'lib/neg.txt' has a negative size" in str(e.value)) == ("bad_input", True), str(e.value)
+
+
+NON_ASCII = "lib/données-中文-ü.txt"
+LONG_OK = "lib/" + "/".join(["d" * 200] * 3) + "/file.txt"  # over ustar's 100 + 155: a pax path
+
+
+def test_well_formed_pax_headers_still_verify_and_extract(tmp_path, capsys):
+    """The pax records read by the agent's own parser (not tarfile's) set what they did: a long path, a non-ASCII
+    path, a long link target, and a comment that is one long run of digits (attack14r17 #3's shape, well formed:
+    read in one pass). ``package verify`` accepts the package and the agent's extraction writes every member."""
+    from upgrader.hostagent.extract import extract
+
+    pkg = tmp_path / "sample-middleware-7.0.4.2.tar.gz"
+    with tarfile.open(pkg, "w:gz", format=tarfile.PAX_FORMAT) as tar:
+        _normal_tree(tar)
+        _file(tar, NON_ASCII, "中文\n".encode())
+        _file(tar, LONG_OK, b"long\n")
+        _special(tar, "lib/long-link", tarfile.SYMTYPE, "../" + LONG_OK)
+        _pax_file(tar, "lib/digits.txt", {"comment": "1" * (8 << 10)})
+    rc, err = verify(capsys, str(pkg))
+    assert rc == 0, err[:2000]
+    members, meta = extract(str(pkg), str(tmp_path / "out"), {"members": 100, "unpacked_bytes": 1 << 20})
+    out = tmp_path / "out"
+    assert (out / NON_ASCII).read_text() == "中文\n"
+    assert (out / LONG_OK).read_bytes() == b"long\n"
+    assert (out / "lib/long-link").resolve() == (out / LONG_OK).resolve()
+    assert (out / "lib/digits.txt").read_bytes() == b""
+    assert meta is not None and "7.0.4.2" in meta
+
+
+def test_the_writer_alone_stops_at_the_catalogs_byte_limit(tmp_path):
+    """Defence in depth: whatever size a header states (and check_members adds up), the writer counts the bytes it
+    really writes against the catalog's unpacked_bytes: a 50,000-byte member under a 10,000-byte limit is refused
+    (bad_input, the limit named) with no more than the limit on disk."""
+    import os
+
+    from upgrader.hostagent.beneath import OPEN_DIR
+    from upgrader.hostagent.common import AgentError
+    from upgrader.hostagent.extract import ByteBudget, write_member
+
+    pkg = build(tmp_path / "big.tar.gz", big_member)
+    root = tmp_path / "staging"
+    root.mkdir()
+    fd = os.open(root, OPEN_DIR)
+    try:
+        with tarfile.open(pkg, "r:gz") as tar:
+            big = tar.getmember("lib/big.bin")
+            big.name = "big.bin"
+            with pytest.raises(AgentError) as e:
+                write_member(fd, str(root), tar, big, {}, ByteBudget(10_000))
+    finally:
+        os.close(fd)
+    assert (e.value.kind, "more than 10000 bytes" in str(e.value)) == ("bad_input", True), str(e.value)
+    assert (root / "big.bin").stat().st_size <= 10_000

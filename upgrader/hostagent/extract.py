@@ -24,6 +24,10 @@ def link_refused(name, target, why):
                       member=shown(name))
 
 
+def bytes_refused(max_bytes):
+    return AgentError("package unpacks to more than %d bytes (the catalog's limit)" % max_bytes, "bad_input")
+
+
 def member_parts(m):
     """The normalised components of a member's name ('.' and empty ones removed); '..' and absolute refused."""
     name = m.name
@@ -105,11 +109,12 @@ def check_members(tar, limits):
             if len(m.linkname.encode("utf-8", "surrogateescape")) > PATH_MAX:
                 raise member_refused(m, "is a symlink with a target longer than a file system allows")
             links[name] = m.linkname
+        if m.size < 0:  # tarheaders refuses it first: a negative size would make the total below meaningless
+            raise member_refused(m, "has a negative size (%d)" % m.size)
         if m.isreg():
             total += m.size
             if max_bytes and total > max_bytes:
-                raise AgentError("package unpacks to more than %d bytes (the catalog's limit)" % max_bytes,
-                                 "bad_input")
+                raise bytes_refused(max_bytes)
         kinds[name] = "link" if m.issym() else "dir" if m.isdir() else "file"
         m.name = name
         members.append(m)
@@ -118,8 +123,10 @@ def check_members(tar, limits):
     return members
 
 
-def write_member(root_fd, dest, tar, m, hashes):
-    """Write one checked member below root_fd, walking its parents without following links."""
+def write_member(root_fd, dest, tar, m, hashes, budget=None):
+    """Write one checked member below root_fd, walking its parents without following links. A file's bytes are
+    counted against ``budget`` (a ByteBudget; none: no limit) as they are written."""
+    budget = budget or ByteBudget(0)
     parts = m.name.split("/")
     fd = walk_dirs(root_fd, parts[:-1], "package member %r" % shown(m.name), dest, create=True)
     leaf = parts[-1]
@@ -141,6 +148,7 @@ def write_member(root_fd, dest, tar, m, hashes):
                     block = src.read(CHUNK)
                     if not block:
                         break
+                    budget.spend(len(block))
                     h.update(block)
                     out.write(block)
                 os.fchmod(out.fileno(), m.mode & 0o7777 & ~0o7022)
@@ -152,6 +160,20 @@ def write_member(root_fd, dest, tar, m, hashes):
             os.close(fd)
 
 
+class ByteBudget:
+    """The bytes extraction may still write under the catalog's ``unpacked_bytes`` (0: no limit), counted as they
+    are written: check_members adds up the sizes the headers state, this holds whatever a header said."""
+
+    def __init__(self, limit):
+        self.limit = self.left = limit
+
+    def spend(self, count):
+        """Take ``count`` bytes; AgentError (bad_input) once the limit is passed."""
+        self.left -= count
+        if self.limit and self.left < 0:
+            raise bytes_refused(self.limit)
+
+
 def extract(archive, dest, limits, skip=("package.yaml",), hashes=None):
     """Extract the checked members of archive into dest (which must not exist); ``hashes`` receives each
     file's sha256, computed from the bytes as they are written (no second read)."""
@@ -160,9 +182,10 @@ def extract(archive, dest, limits, skip=("package.yaml",), hashes=None):
         members = [m for m in check_members(tar, limits) if m.name not in skip]
         os.makedirs(dest)
         root_fd = os.open(dest, OPEN_DIR)
+        budget = ByteBudget(int(limits.get("unpacked_bytes") or 0))
         try:
             for m in members:
-                write_member(root_fd, dest, tar, m, hashes)
+                write_member(root_fd, dest, tar, m, hashes, budget)
             # directory modes last and deepest first, so read-only directories do not block their contents
             for m in sorted((m for m in members if m.isdir()), key=lambda m: -m.name.count("/")):
                 fd = walk_dirs(root_fd, m.name.split("/"), "package member %r" % shown(m.name), dest)
