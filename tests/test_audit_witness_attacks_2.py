@@ -355,22 +355,21 @@ def test_an_approval_for_another_plan_is_a_mismatch_at_every_use(
 
 
 def run_outside_the_window(f: Fleet, monkeypatch: pytest.MonkeyPatch) -> tuple[str, str, str]:
-    """The policy refuses runs outside a window that opens six minutes from now (UTC; late in the day: one that
-    closed five minutes ago): the shipped CLI refuses the run (exit 4). The engineer's controller then runs it with
-    its clock twelve minutes off (conftest's now_at: the in-process CLI's clock, nothing of upgrader patched), inside
-    the window by that clock; the host's own clock is outside it. Returns the run id and the window's start and end."""
+    """The policy refuses runs outside a window that opens six minutes from now: the shipped CLI refuses the run
+    (exit 4). The engineer's controller then runs it with its clock twelve minutes ahead (conftest's now_at: the
+    in-process CLI's clock, nothing of upgrader patched), inside the window by that clock; the host's own clock is
+    outside it. The window's time zone is a fixed offset in which it is about noon now, so the window never crosses
+    midnight whatever the hour of the run (a window cannot). Returns the run id and the window's start and end."""
     now = dt.datetime.now(dt.timezone.utc).replace(second=0, microsecond=0)
-    if now.hour < 23:
-        opens = now + dt.timedelta(minutes=6)
-        start, end, fake = opens, opens + dt.timedelta(minutes=40), now + dt.timedelta(minutes=12)
-    else:
-        closes = now - dt.timedelta(minutes=5)
-        start, end, fake = closes - dt.timedelta(minutes=40), closes, now - dt.timedelta(minutes=12)
+    shift = 12 - now.hour
+    zone = "UTC" if shift == 0 else f"Etc/GMT{-shift:+d}"  # POSIX signs: Etc/GMT-5 is five hours ahead of UTC
+    opens = now + dt.timedelta(hours=shift, minutes=6)  # the window's local time
+    start, end, fake = opens, opens + dt.timedelta(minutes=40), now + dt.timedelta(minutes=12)
     policy = f.box.policy.read_text(encoding="utf-8")
     assert "  outside: allow\n" in policy
     f.box.policy.write_text(policy.replace("  outside: allow\n", (
-        f"  outside: refuse\n  timezone: UTC\n  days: [mon, tue, wed, thu, fri, sat, sun]\n  start: '{start:%H:%M}'\n"
-        f"  end: '{end:%H:%M}'\n")), encoding="utf-8")
+        f"  outside: refuse\n  timezone: {zone}\n  days: [mon, tue, wed, thu, fri, sat, sun]\n"
+        f"  start: '{start:%H:%M}'\n  end: '{end:%H:%M}'\n")), encoding="utf-8")
     rc, plan = plan_to(f.box, "7.0.4.2")
     assert rc == 0
     assert upgrader(f.box, "run", str(plan), "--approval", str(approve(f.box, plan))) == 4, "the shipped CLI refuses"
