@@ -125,3 +125,59 @@ def test_a_hooks_output_cut_says_how_many_bytes_were_left_out(sandbox, capsys) -
         assert found, out[:300]
         assert kept.endswith("last-line\n") or kept.endswith("last-line"), out[-300:]
         assert int(found.group(1)) + len(kept.encode()) in (printed, printed - 1), (found.group(1), len(kept))
+
+
+def chain(top: Path, depth: int) -> Path:
+    """``depth`` nested directories ``d/d/d/...`` under ``top`` (made from descriptors: the path is too long for
+    one string), as the service account could leave them; returns ``top``."""
+    top.mkdir(parents=True, exist_ok=True)
+    fd = os.open(top, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for _ in range(depth):
+            os.mkdir("d", dir_fd=fd)
+            sub = os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd = sub
+        os.close(os.open("last", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd))
+    finally:
+        os.close(fd)
+    return top
+
+
+def test_a_directory_chain_deeper_than_the_walks_go_is_refused_before_stop_and_removed_after(sandbox, capsys) -> None:
+    """attack14r18 #2: a chain of 1,100 nested directories (the service account's) crashed the agent's recursive
+    walks: ``plan`` and preflight ended with exit 5 instead of a refusal, and the cleanup after a rollback could not
+    delete a failed tree, so the host stayed locked. Now ``plan`` refuses it (exit 2, "more than 256 directories
+    deep", the install named; 300 levels here), nothing touched; and the agent's removal takes a chain of any depth
+    (3,000 here)."""
+    from upgrader.hostagent.mounts import remove_tree
+
+    box = sandbox
+    chain(box.install_dir / "lib" / "deep", 300)  # beyond MAX_DEPTH (the attacker used 1,100; the test's own
+    # path-based record of the host state recurses too)
+    before = whole(box)
+    rc, text = run_cli(box, capsys, "plan", "--inventory", str(box.inventory), "--to", "7.0.4.2", "--catalog",
+                       str(box.catalog), "--key", str(box.requester_key), "-o", str(box.plans / "deep.json"))
+    said = " ".join(text.split())
+    assert rc == 2, text[-3000:]
+    assert f"{box.install_dir} is more than 256 directories deep" in said, said[-3000:]
+    assert not (box.plans / "deep.json").exists()
+    assert_host_untouched(before, whole(box), "plan")
+
+    elsewhere = chain(box.root / "failed-tree", 3000)
+    remove_tree(str(elsewhere))
+    assert not elsewhere.exists() and not any(p.name.startswith(".upgrader-deep") for p in box.root.iterdir())
+
+
+def test_a_left_out_marker_of_thousands_of_digits_in_a_commands_output_is_only_text() -> None:
+    """attack14r18 #1: the service account printed "[… <5,000 digits> bytes left out …]" into its log and a hook
+    showed it: int() of that many digits raised in the agent's and the controller's tails after stop (the run ended
+    exit 5, the service down). A marker is read back only with at most 12 digits; a longer one is the output's text."""
+    from upgrader.hostagent.processes import cut_tail
+
+    forged = "[… " + "9" * 5000 + " bytes left out …]\n"
+    text = "start\n" + forged + "x" * 100 + "\nend\n"
+    tail = cut_tail(text, 50)
+    gone = text[:len(text) - len(tail.split("\n", 1)[1])]
+    assert tail.startswith("[… %d bytes left out …]\n" % len(gone.encode("utf-8"))), tail[:200]
+    assert tail.endswith("\nend\n")

@@ -17,7 +17,7 @@ import pwd
 import stat
 import struct
 
-from .common import CHUNK, AgentError
+from .common import CHUNK, MAX_DEPTH, AgentError, too_deep
 from .mounts import across_mount, crosses, mount_points_at, source_of
 
 
@@ -792,6 +792,8 @@ def walk_tree(root, visit, full, skip=()):
     skip = set(skip)
 
     def walk(fd, rel_dir):
+        if rel_dir.count("/") >= MAX_DEPTH - 1:
+            raise too_deep(root, rel_dir)
         for name in sorted(os.listdir(fd)):
             if full():
                 return
@@ -820,6 +822,17 @@ def walk_tree(root, visit, full, skip=()):
         os.close(fd)
 
 
+def walk_deep_said(root, visit, full, skip, found):
+    """walk_tree for a check that lists problems: a tree deeper than MAX_DEPTH is one more problem in ``found``
+    (refused before stop like the others), not an error that ends the request."""
+    try:
+        walk_tree(root, visit, full, skip)
+    except AgentError as e:
+        if e.kind != "too_many_files":
+            raise
+        found.append(str(e))
+
+
 def setid_problems(root, skip=()):
     """One sentence for each regular file below ``root`` that is set-user-ID or set-group-ID and not owned by root,
     or that another account can reach and is sparse or huge (copy_problem) (walked from descriptors, no link
@@ -839,7 +852,7 @@ def setid_problems(root, skip=()):
                          "make root its owner" % (rel, stat.S_IMODE(st.st_mode), st.st_uid,
                                                   os.path.join(root, rel)))
 
-    walk_tree(root, visit, lambda: len(found) >= 20, skip)
+    walk_deep_said(root, visit, lambda: len(found) >= 20, skip, found)
     return found
 
 

@@ -9,7 +9,7 @@ import stat
 
 from .beneath import (OPEN_DIR, DirFds, copy_mode, copy_out, keep_owner, open_dir_at, open_root, parent_at, remove_at,
                       walk_tree)
-from .common import CHUNK, AgentError
+from .common import CHUNK, MAX_DEPTH, AgentError, too_deep
 from .mounts import across_mount, crosses, source_of
 
 
@@ -57,6 +57,8 @@ def scan_fd(root_fd, root, preserved, hash_files=True, capped=False):
     counts = {}  # directory -> the entries listed directly in it (with capped)
 
     def walk(fd, rel_dir):
+        if rel_dir.count("/") >= MAX_DEPTH - 1:
+            raise too_deep(root, rel_dir)
         with os.scandir(fd) as it:
             names = sorted(e.name for e in it)
         if capped:
@@ -127,8 +129,12 @@ def too_large(root, preserved):
 
     try:
         walk_tree(root, visit, lambda: seen[0] > MAX_ENTRIES, skip=preserved)
-    except (OSError, AgentError):
+    except AgentError as e:
+        if e.kind == "too_many_files":  # deeper than MAX_DEPTH: refused like a tree too large
+            return str(e)
         return None  # a tree it cannot read whole: the scan that reads it (capped too) says why
+    except OSError:
+        return None
     return too_many(root, counts) if seen[0] > MAX_ENTRIES else None
 
 

@@ -11,7 +11,7 @@ import os
 import re
 import stat
 
-from .common import AgentError
+from .common import MAX_DEPTH, AgentError
 
 OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
 
@@ -184,9 +184,12 @@ def remove_tree(path):
         os.close(pfd)
 
 
-def remove_at(parent_fd, name, shown):
+def remove_at(parent_fd, name, shown, top=None, depth=0):
     """Remove ``name`` in directory ``parent_fd`` (``shown`` its path in messages): nothing it holds is followed, and
-    a directory on another mount than its parent is refused (across_mount), not entered."""
+    a directory on another mount than its parent is refused (across_mount), not entered. A directory MAX_DEPTH
+    levels down is not entered: it is renamed into the removed tree's top directory (``top``, the same file system)
+    under a name of its own and removed from there, so a chain of any depth goes with bounded recursion and
+    descriptors (the service account can make one thousands deep in its own tree)."""
     st = os.stat(name, dir_fd=parent_fd, follow_symlinks=False)
     if not stat.S_ISDIR(st.st_mode):
         os.unlink(name, dir_fd=parent_fd)
@@ -195,8 +198,42 @@ def remove_at(parent_fd, name, shown):
     try:
         if crosses(parent_fd, fd):
             raise across_mount(shown, source_of(fd))
-        for entry in os.listdir(fd):
-            remove_at(fd, entry, os.path.join(shown, entry))
+        while True:  # the top directory lists again what deeper levels moved up into it
+            entries = os.listdir(fd)
+            if not entries:
+                break
+            for entry in entries:
+                if top is not None and depth >= MAX_DEPTH and _is_dir_at(fd, entry):
+                    _move_up(fd, entry, top)
+                    continue
+                remove_at(fd, entry, os.path.join(shown, entry), fd if top is None else top, depth + 1)
+            if top is not None:
+                break  # only the top directory waits for what was moved into it
     finally:
         os.close(fd)
     os.rmdir(name, dir_fd=parent_fd)
+
+
+_DEEP = [0]
+
+
+def _move_up(fd, entry, top):
+    """Rename directory ``entry`` of ``fd`` into ``top`` under a new name (one the tree already has is skipped)."""
+    import errno
+
+    for _ in range(1000):
+        _DEEP[0] += 1
+        try:
+            os.rename(entry, ".upgrader-deep-%d-%d" % (os.getpid(), _DEEP[0]), src_dir_fd=fd, dst_dir_fd=top)
+            return
+        except OSError as e:
+            if e.errno not in (errno.EEXIST, errno.ENOTEMPTY, errno.ENOTDIR, errno.EISDIR):
+                raise
+    raise AgentError("cannot move a deep directory up to remove it: every name tried is taken", "needs_person")
+
+
+def _is_dir_at(fd, name):
+    try:
+        return stat.S_ISDIR(os.stat(name, dir_fd=fd, follow_symlinks=False).st_mode)
+    except FileNotFoundError:
+        return False

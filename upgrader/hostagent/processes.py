@@ -12,7 +12,7 @@ import socket
 import stat
 import time
 
-from .beneath import OPEN_DIR, account_of, dir_writers, open_beneath, read_beneath, root_only_problem, walk_tree
+from .beneath import OPEN_DIR, account_of, dir_writers, open_beneath, read_beneath, root_only_problem, walk_deep_said
 from .common import AgentError
 from .files import read_text
 
@@ -21,7 +21,9 @@ OUTPUT_TAIL = 16000  # a command's output, before the controller redacts it and 
 
 
 LEFT_OUT = "[… %d bytes left out …]"  # where output was cut: BoundedOutput's middle, a tail's first line
-_LEFT_OUT = re.compile(r"\n?\[… (\d+) bytes left out …\]\n?")
+#: a marker read back from output (at most 12 digits: a longer number is the output's own text, not a count -- and
+#: int() of thousands of digits raises; the output is the service account's, which may print anything)
+_LEFT_OUT = re.compile(r"\n?\[… ([0-9]{1,12}) bytes left out …\]\n?")
 
 
 def output_tail(text):
@@ -215,7 +217,7 @@ def tree_problems(install, limit=TREE_PROBLEMS):
         os.close(top)
     if writers:
         found.append("%s may be written by %s (mode %o)" % (install, writers, stat.S_IMODE(st.st_mode)))
-    walk_tree(install, look, lambda: len(found) >= limit)
+    walk_deep_said(install, look, lambda: len(found) >= limit, (), found)
     return found
 
 
