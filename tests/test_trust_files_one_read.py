@@ -153,3 +153,58 @@ def test_a_policy_or_trust_file_another_account_could_change_is_refused(
     rc, text = cli(box, capsys, *argv)  # the same with the modes put back: the plan is made
     assert rc == 0 and out.exists(), text
     assert host_state(box) == before
+
+
+def test_an_operator_playbook_another_account_could_change_is_refused(
+        sandbox: Sandbox, capsys: pytest.CaptureFixture[str]) -> None:
+    """attack12r19 M1: with the policy kept safe, another account that can write HOME/playbooks planted a playbook
+    whose after_start hook ran as root. The operator's playbook (HOME/playbooks or /etc/upgrader/playbooks) must be
+    theirs or root's, not writable by a group or others, nor its directory: else ``plan`` refuses (exit 4) naming
+    it, and nothing is written; the shipped playbooks are the package's own."""
+    import shutil
+
+    from upgrader.core.playbook import shipped_playbooks_dir
+
+    box = sandbox
+    before = pristine(box)
+    mine = box.root / "playbooks"
+    mine.mkdir()
+    shutil.copy(shipped_playbooks_dir() / "sample-middleware.yaml", mine / "sample-middleware.yaml")
+    out = box.plans / "pb.json"
+    argv = ["--home", str(box.root), "plan", "--inventory", str(box.inventory), "--to", "7.0.4.2", "--catalog",
+            str(box.catalog), "--key", str(box.requester_key), "-o", str(out)]
+    for place, mode in ((mine, 0o775), (mine / "sample-middleware.yaml", 0o646)):
+        was = place.stat().st_mode & 0o7777
+        place.chmod(mode)
+        try:
+            rc, text = cli(box, capsys, *argv)
+        finally:
+            place.chmod(was)
+        assert rc == ExitCode.APPROVAL_REFUSED, text
+        assert f"{place} is writable by" in text and "playbook" in text and "cannot be trusted" in text, text
+        assert not out.exists()
+    rc, text = cli(box, capsys, *argv)
+    assert rc == 0 and out.exists(), text
+    assert host_state(box) == before
+
+
+def test_padding_the_accounts_key_folder_does_not_hide_its_keys(
+        sandbox: Sandbox, capsys: pytest.CaptureFixture[str]) -> None:
+    """attack12r19 L1: upgrader reads at most 200 entries of HOME/keys (and ~/.ssh) to know which keys the account
+    holds (a granted engineer who logs in may sign with any of them); 200 empty dotfiles sorted before
+    ``requester`` hid it. A folder holding more than that is refused (exit 4, the folder named), the host untouched."""
+    from conftest import approve
+
+    box = sandbox
+    before = pristine(box)
+    plan = box.plans / "pad.json"
+    rc, text = cli(box, capsys, "--home", str(box.root), "plan", "--inventory", str(box.inventory), "--to", "7.0.4.2",
+                   "--catalog", str(box.catalog), "--key", str(box.requester_key), "-o", str(plan))
+    assert rc == 0, text
+    approval = approve(box, plan)
+    for i in range(200):
+        (box.keys / f".pad{i:03d}").write_bytes(b"")
+    rc, text = cli(box, capsys, "--home", str(box.root), "run", str(plan), "--approval", str(approval))
+    assert rc == ExitCode.APPROVAL_REFUSED, text
+    assert f"{box.keys} holds" in text and "more than the 200" in text, text
+    assert host_state(box) == before

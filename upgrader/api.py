@@ -341,40 +341,14 @@ def load_policy(ctx: Context | str | None) -> Policy:
     return policy
 
 
-def _open_to_others(path: str) -> str | None:
-    """Why the file ``path`` could be replaced or changed by an account other than this one or root (as sshd's
-    StrictModes asks of authorized_keys): the file's owner and mode, its directory's (a sticky directory is
-    fine: only the owner replaces a name in it), and the real file's directory when it is a link. None: it
-    cannot, or it does not exist (that is said where it is read)."""
-    import stat as _stat
-
-    me = os.geteuid()
-
-    def why(where: str, st: os.stat_result, what: str) -> str | None:
-        if st.st_uid not in (0, me):
-            return f"{what} {where} is owned by uid {st.st_uid}, neither you (uid {me}) nor root"
-        open_bits = st.st_mode & (_stat.S_IWGRP | _stat.S_IWOTH)
-        if open_bits and not (_stat.S_ISDIR(st.st_mode) and st.st_mode & _stat.S_ISVTX):
-            return f"{what} {where} is writable by {'its group' if open_bits & _stat.S_IWGRP else 'others'} " \
-                   f"(mode {_stat.S_IMODE(st.st_mode):o})"
-        return None
-
-    try:
-        found = why(path, os.stat(path), "the file")
-        for directory in dict.fromkeys((os.path.dirname(os.path.abspath(path)),
-                                        os.path.dirname(os.path.realpath(path)))):
-            found = found or why(directory, os.stat(directory), "its directory")
-    except OSError:
-        return None
-    return found
-
-
 def _refuse_open_trust_roots(policy: Policy) -> None:
     """Exit 4 when the operator's policy file, or a trust file it names (who may approve, whose catalogs count, who
     signs checkpoints, holidays), could be changed by another account: whoever can write it decides what runs
     (a HOME/policy.yaml planted by someone who can write HOME would shadow /etc/upgrader/policy.yaml)."""
+    from .core.strict_modes import open_to_others
+
     for where in [policy.source, *(t.source for t in policy.trust_files if t.source)]:
-        problem = _open_to_others(where)
+        problem = open_to_others(where)
         if problem:
             raise ApprovalRefused(
                 f"the operator's policy {policy.source} cannot be trusted: {problem}, so another account could "
@@ -859,9 +833,14 @@ def account_keys(home: Path, operator_key: bytes | None) -> set[bytes]:
     files = list(stored_key_files(home))
     for folder in (home / "keys", Path.home() / ".ssh"):
         try:
-            names = sorted(os.listdir(folder))[:HELD_KEY_FILES]
+            names = sorted(os.listdir(folder))
         except OSError:
             continue
+        if len(names) > HELD_KEY_FILES:  # read them all or decide nothing: padding must not hide a key
+            raise ApprovalRefused(
+                f"{folder} holds {len(names)} entries, more than the {HELD_KEY_FILES} upgrader reads to know which keys "
+                "this account holds (whoever logs in to it can sign with any of them); nothing was changed",
+                hint=f"remove from {folder} what is not a key, then run the command again")
         files += [folder / n for n in names if (folder / n).is_file()]  # no FIFO or device: only files are read
     blobs = [operator_key] + [stored_public_blob(path) for path in dict.fromkeys(files)]
     return {b for b in blobs if b is not None}

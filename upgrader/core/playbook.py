@@ -421,5 +421,15 @@ def playbook_roots(home: str | Path) -> list[tuple[Path, str]]:
 def load_operator_playbook(name: str, home: str | Path, *, where: str | None = None,
                            key: str | None = None) -> tuple[Playbook, str]:
     """``(Playbook, which root)`` of the playbook NAME from the operator's roots (``playbook_roots``)."""
+    from .errors import ApprovalRefused
+    from .strict_modes import open_to_others
+
     path, label = operator_playbook(name, playbook_roots(home), where=where, key=key)
+    problem = None if label == "shipped playbooks" else open_to_others(os.path.abspath(path))
+    if problem:  # its commands and hooks run on the hosts, often as root: whoever may change it decides what runs
+        raise ApprovalRefused(
+            f"the operator's playbook {path} ({label}) cannot be trusted: {problem}, so another account could change "
+            "the commands and hooks it runs on the hosts; nothing was changed",
+            hint="make it yours (or root's) and writable only by you (chown, chmod go-w on the file and its "
+                 "directory), or keep it where only you can write (/etc/upgrader/playbooks)")
     return load_playbook(Path(os.path.abspath(path))), label
