@@ -129,3 +129,34 @@ def test_a_plan_signed_with_another_key_of_the_account_is_refused_while_the_gran
     assert not approval.exists()
     _run_refused(sandbox, plan, env, f"access grant {grant}")
     _untouched(before, sandbox)
+
+
+def test_a_grant_of_another_key_still_refuses_the_approval_of_a_plan_the_account_signed(
+        sandbox: Sandbox, tmp_path: Path) -> None:
+    """attack12r19 H1: the engineer is let into the operator's account with one key (the grant's) and approves with
+    another of their own (the listed engineer key, which the grant does not name); logged in, they signed the plan
+    with a key the account holds. While any grant lets anyone into the account, an approval of a plan signed by the
+    account's keys is refused at approve and at run (exit 4), naming the grant, the host untouched; revoked, the
+    approval is accepted."""
+    before = pristine(sandbox)
+    home = tmp_path / "operator-home"
+    home.mkdir()
+    env = {"HOME": str(home)}
+    login = tmp_path / "engineer-login"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "login", "-f", str(login)], check=True)
+    done = _cli(sandbox.root, "access", "grant", "--key", str(login.with_suffix(".pub")), "--hours", "2", env=env)
+    assert done.returncode == ExitCode.OK, done.stdout + done.stderr
+    (grant,) = re.findall(r"upgrader-grant:(\w+)", (home / ".ssh" / "authorized_keys").read_text(encoding="utf-8"))
+
+    plan, approval, done = operator_plan_approved(sandbox, tmp_path, env)
+    out = " ".join((done.stdout + done.stderr).split())
+    assert done.returncode == ExitCode.APPROVAL_REFUSED, out
+    assert f"access grant {grant}" in out and "lets an engineer log in to this account" in out, out
+    assert not approval.exists()
+    _run_refused(sandbox, plan, env, f"access grant {grant}")
+    _untouched(before, sandbox)
+
+    done = _cli(sandbox.root, "access", "revoke", grant, env=env)
+    assert done.returncode == ExitCode.OK, done.stdout + done.stderr
+    plan, approval, done = operator_plan_approved(sandbox, tmp_path, env)
+    assert done.returncode == ExitCode.OK and approval.exists(), done.stdout + done.stderr

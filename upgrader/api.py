@@ -593,8 +593,9 @@ def approve(ctx: Context, plan: Path | PlanReview, *, key: Path, output: Path, p
                               "(approvals.allow_unsigned_plans: false): nobody can tell who asked for it",
                               hint="ask the requester to make it with 'upgrader plan --key THEIR_KEY'")
     if _operator_as_requester(ctx, the_plan, policy, signer, source) and not policy.allow_self_approval:
-        _refuse_granted_approver(ctx.home, identity.fingerprint, name, source, Requester(
-            cast(bytes, signer), frozenset(), "signed the plan and runs it"), clock.now())
+        held = Requester(cast(bytes, signer), frozenset(), "signed the plan and runs it")
+        _refuse_granted_approver(ctx.home, identity.fingerprint, name, source, held, clock.now())
+        _refuse_while_let_in(ctx.home, source, held, clock.now())
     if signer == identity.key_blob and not policy.allow_self_approval:
         raise ApprovalRefused(f"the plan was signed with your key {identity.fingerprint}: you cannot approve your own "
                               "plan (segregation of duties)", hint="another engineer approves it with their own key")
@@ -812,6 +813,7 @@ def _check_approvals(ctx: Context, plan: Plan, paths: list[str], policy: Policy,
         for a in accepted:
             _refuse_granted_approver(ctx.home, a.signature.fingerprint, a.statement.approver, a.source, requester,
                                      now)
+        _refuse_while_let_in(ctx.home, source, requester, now)
     if requester.how.startswith("signed"):  # a signer whose every line leaves out upgrader-plan or has expired
         refuse_revoked_requester(signers, requester.key, source, now)
     return accepted, requester
@@ -872,6 +874,36 @@ def _refuse_granted_approver(home: Path, key: str, approver: str, source: str, r
                           hint=(f"close the grant (upgrader access revoke {g.id})" if g else
                                 f"remove that key from {k.path}") + ", make the plan again with your own key, and "
                                "have it approved again")
+
+
+def _refuse_while_let_in(home: Path, source: str, requester: Requester, now: _dt.datetime) -> None:
+    """ApprovalRefused (exit 4) while a grant lets an engineer into this account (or a key added during one still
+    does), when the plan's requester is a key this account holds: logged in, the engineer could sign the plan with
+    that key and approve it with another key of their own, one the grant does not name (attack12r19 H1). Whoever
+    approves, requester and approver could be one person; the grant's line is named."""
+    from .customer.access import added_during_grants, format_time, open_grant_lines, own_authorized_keys
+
+    files = own_authorized_keys()
+    lines = open_grant_lines(files, now)
+    if lines:
+        k, g = lines[0], lines[0].grant
+        assert g is not None
+        what = (f"access grant {g.id} ({k.path} line {k.line}, until "
+                f"{format_time(g.expires) if g.expires else 'no expiry'})")
+        hint = f"close the grant (upgrader access revoke {g.id})"
+    else:
+        added = added_during_grants(home, files, now)
+        if not added:
+            return
+        a = added[0]
+        what = f"{a.line.path} line {a.line.line} (a key added while access grant {a.grant} was open)"
+        hint = f"remove that line from {a.line.path} (upgrader access list shows every such line)"
+    raise ApprovalRefused(f"{source}: {what} lets an engineer log in to this account, which holds the key "
+                          f"{requester.fingerprint} that {requester.how}: logged in, they could have signed this plan "
+                          "with it and approved it with another key of their own (segregation of duties); an "
+                          "approval of a plan signed by this account's keys is refused while anyone is let in; "
+                          "nothing was changed",
+                          hint=hint + ", make the plan again, and have it approved again")
 
 
 def _refuse_added_by_grant(home: Path, key: str, approver: str, source: str, requester: Requester,

@@ -427,6 +427,11 @@ def lines_letting_in(files: Sequence[Path], fingerprint: str, now: _dt.datetime)
     return [line for fp, line in _keys_letting_in(files, now) if fp == fingerprint]
 
 
+def open_grant_lines(files: Sequence[Path], now: _dt.datetime) -> list[KeyLine]:
+    """Every unexpired grant line of ``files``: whoever holds one of those keys can log in to the account now."""
+    return [line for _, line in _keys_letting_in(files, now) if line.grant is not None]
+
+
 def _keys_letting_in(files: Sequence[Path], now: _dt.datetime) -> list[tuple[str, KeyLine]]:
     """(fingerprint, line) of every unexpired line of ``files`` that lets a key in: a key, or a ``cert-authority``
     line's certificate authority (whatever it signs logs in)."""
