@@ -179,7 +179,14 @@ def test_engineer_upgrades_a_host_through_a_grant_made_over_ssh(
         assert host["host"] == "app-01" and host["outcome"] == "granted" and host["file"] == str(ak)
         fleet.write_inventory(key=str(keys["engineer"]))  # from here on only the engineer's key reaches the host
         close_all()
-        rc, plan = plan_to(fleet.box, "7.0.4.2")
+        # the test's host account and the controller's account are one here (one machine, one HOME): the grant into
+        # the host lets the engineer into the account that holds HOME/keys, and a plan signed by a key that account
+        # holds cannot be approved while anyone is let in (attack12r19 H1). The requester's key is kept elsewhere,
+        # as the requester's own would be on a real controller.
+        requester = tmp_path / "requester-own"
+        fleet.box.requester_key.rename(requester)
+        fleet.box.requester_key.with_suffix(".pub").rename(requester.with_suffix(".pub"))
+        rc, plan = plan_to(fleet.box, "7.0.4.2", "--key", str(requester))
         assert rc == 0
         assert upgrader(fleet.box, "run", str(plan), "--approval", str(approve(fleet.box, plan))) == 0
         assert fleet["app-01"].answers() == "7.0.4.2"
@@ -191,7 +198,7 @@ def test_engineer_upgrades_a_host_through_a_grant_made_over_ssh(
         assert ak.read_bytes() == b"" and not logs_in(server, keys["engineer"])
         close_all()
         fleet.write_inventory(key=str(keys["engineer"]))
-        assert plan_to(fleet.box, "7.0.4.3")[0] == 5  # the run above came in through the grant, now gone
+        assert plan_to(fleet.box, "7.0.4.3", "--key", str(requester))[0] == 5  # came in through the grant, now gone
     finally:
         close_all()
         fleet.stop_all()

@@ -160,3 +160,50 @@ def test_a_grant_of_another_key_still_refuses_the_approval_of_a_plan_the_account
     assert done.returncode == ExitCode.OK, done.stdout + done.stderr
     plan, approval, done = operator_plan_approved(sandbox, tmp_path, env)
     assert done.returncode == ExitCode.OK and approval.exists(), done.stdout + done.stderr
+
+
+def test_a_grant_whose_marker_the_engineer_removed_still_refuses_the_approval(
+        sandbox: Sandbox, tmp_path: Path) -> None:
+    """attack12r20 H1: logged in through the grant, the engineer deleted the ``upgrader-grant:`` marker from their own
+    line (so no grant was listed), signed the plan with the account's key and approved it with another key of their
+    own. A line of a key a grant into this account was made for lets that engineer in whatever its comment: the
+    approval is refused (exit 4), naming the line."""
+    home = tmp_path / "operator-home"
+    home.mkdir()
+    env = {"HOME": str(home)}
+    login = tmp_path / "engineer-login"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "login", "-f", str(login)], check=True)
+    done = _cli(sandbox.root, "access", "grant", "--key", str(login.with_suffix(".pub")), "--hours", "2", env=env)
+    assert done.returncode == ExitCode.OK, done.stdout + done.stderr
+    authorized = home / ".ssh" / "authorized_keys"
+    text = authorized.read_text(encoding="utf-8")
+    assert "upgrader-grant:" in text
+    authorized.write_text(re.sub(r"upgrader-grant:\S*", "mine", text), encoding="utf-8")  # the engineer's edit
+    plan, approval, done = operator_plan_approved(sandbox, tmp_path, env)
+    out = " ".join((done.stdout + done.stderr).split())
+    assert done.returncode == ExitCode.APPROVAL_REFUSED, out
+    assert f"{authorized} line 1 (the key of an access grant into this account, its grant marker gone)" in out, out
+    assert not approval.exists()
+
+
+def test_guide_discovery_skips_a_playbook_another_account_could_change(tmp_path: Path) -> None:
+    """attack12r20 M1: without an inventory, the guide identifies the install with the operator's playbooks and the
+    shipped ones; a HOME/playbooks file another account could write had its command probe run as root there. Such a
+    playbook is not used to identify anything (the shipped one of the same name is used instead)."""
+    import shutil
+
+    from upgrader.core.discovery import shipped_playbooks
+    from upgrader.core.playbook import shipped_playbooks_dir
+
+    mine = tmp_path / "playbooks"
+    mine.mkdir()
+    planted = mine / "sample-middleware.yaml"
+    shutil.copy(shipped_playbooks_dir() / "sample-middleware.yaml", planted)
+    assert any(pb.path == planted for pb in shipped_playbooks([mine]))  # the operator's own: used
+    mine.chmod(0o777)
+    try:
+        found = shipped_playbooks([mine])
+    finally:
+        mine.chmod(0o755)
+    assert not any(pb.path == planted for pb in found)
+    assert any(pb.name == "sample-middleware" and pb.path.parent == shipped_playbooks_dir() for pb in found)

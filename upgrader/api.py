@@ -884,13 +884,13 @@ def _refuse_while_let_in(home: Path, source: str, requester: Requester, now: _dt
     from .customer.access import added_during_grants, format_time, open_grant_lines, own_authorized_keys
 
     files = own_authorized_keys()
-    lines = open_grant_lines(files, now)
+    lines = open_grant_lines(files, now, home)
     if lines:
         k, g = lines[0], lines[0].grant
-        assert g is not None
         what = (f"access grant {g.id} ({k.path} line {k.line}, until "
-                f"{format_time(g.expires) if g.expires else 'no expiry'})")
-        hint = f"close the grant (upgrader access revoke {g.id})"
+                f"{format_time(g.expires) if g.expires else 'no expiry'})") if g is not None else \
+            f"{k.path} line {k.line} (the key of an access grant into this account, its grant marker gone)"
+        hint = f"close the grant (upgrader access revoke {g.id})" if g is not None else f"remove that line from {k.path}"
     else:
         added = added_during_grants(home, files, now)
         if not added:

@@ -92,11 +92,15 @@ def shipped_playbooks(extra_dirs: Sequence[Path] = ()) -> list[Playbook]:
     it cannot identify anything)."""
     from .errors import UpgraderError
     from .playbook import load_playbook, shipped_playbooks_dir
+    from .strict_modes import open_to_others
 
     out = []
     names: set[str] = set()
-    for d in [*extra_dirs, shipped_playbooks_dir()]:
+    shipped = shipped_playbooks_dir()
+    for d in [*extra_dirs, shipped]:
         for p in sorted(Path(d).glob("*.y*ml")) if Path(d).is_dir() else ():
+            if d != shipped and open_to_others(str(p.absolute())):
+                continue  # another account could have written it: its probes would run (as root) to identify
             try:
                 pb = load_playbook(p)
             except UpgraderError:

@@ -427,9 +427,20 @@ def lines_letting_in(files: Sequence[Path], fingerprint: str, now: _dt.datetime)
     return [line for fp, line in _keys_letting_in(files, now) if fp == fingerprint]
 
 
-def open_grant_lines(files: Sequence[Path], now: _dt.datetime) -> list[KeyLine]:
-    """Every unexpired grant line of ``files``: whoever holds one of those keys can log in to the account now."""
-    return [line for _, line in _keys_letting_in(files, now) if line.grant is not None]
+def open_grant_lines(files: Sequence[Path], now: _dt.datetime, home: Path | None = None) -> list[KeyLine]:
+    """Every unexpired line of ``files`` that lets in a granted key: a grant line, and -- with ``home`` -- any line,
+    whatever its comment, of a key a grant into this account was made for (HOME/access/grants: the marker comment
+    edited away, or the line copied into authorized_keys2, lets that engineer in all the same)."""
+    import json
+
+    granted: set[str] = set()
+    if home is not None:
+        for path in sorted((home / "access" / "grants").glob("*.json")):
+            try:
+                granted.add(str(json.loads(path.read_text(encoding="utf-8"))["fingerprint"]))
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+    return [line for fp, line in _keys_letting_in(files, now) if line.grant is not None or fp in granted]
 
 
 def _keys_letting_in(files: Sequence[Path], now: _dt.datetime) -> list[tuple[str, KeyLine]]:
