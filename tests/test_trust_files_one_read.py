@@ -129,6 +129,22 @@ def test_an_allowed_signers_file_swapped_after_the_policy_read_does_not_let_a_fo
     assert box.answers() == "7.0.4.1"
 
 
+def opened_refuses(box: Sandbox, capsys: pytest.CaptureFixture[str], argv: list[str], out: Path,
+                   opened: tuple[tuple[Path, int], ...], said: str = "") -> None:
+    """With each place of ``opened`` in turn given its mode (put back after), the command ``argv`` is refused
+    (exit 4) naming that place as writable by others (and saying ``said``), and writes nothing to ``out``."""
+    for place, mode in opened:
+        was = place.stat().st_mode & 0o7777
+        place.chmod(mode)
+        try:
+            rc, text = cli(box, capsys, *argv)
+        finally:
+            place.chmod(was)
+        assert rc == ExitCode.APPROVAL_REFUSED, text
+        assert f"{place} is writable by" in text and said in text and "cannot be trusted" in text, text
+        assert not out.exists()
+
+
 def test_a_policy_or_trust_file_another_account_could_change_is_refused(
         sandbox: Sandbox, capsys: pytest.CaptureFixture[str]) -> None:
     """attack12r18 M1: whoever can write HOME could plant HOME/policy.yaml (shadowing /etc/upgrader/policy.yaml)
@@ -140,16 +156,8 @@ def test_a_policy_or_trust_file_another_account_could_change_is_refused(
     out = box.plans / "open.json"
     argv = ["--home", str(box.root), "plan", "--inventory", str(box.inventory), "--to", "7.0.4.2", "--catalog",
             str(box.catalog), "--key", str(box.requester_key), "-o", str(out)]
-    for place, mode in ((box.root, 0o775), (box.keys, 0o777), (box.policy, 0o664), (box.keys / "vendor_signers", 0o666)):
-        was = place.stat().st_mode & 0o7777
-        place.chmod(mode)
-        try:
-            rc, text = cli(box, capsys, *argv)
-        finally:
-            place.chmod(was)
-        assert rc == ExitCode.APPROVAL_REFUSED, text
-        assert f"{place} is writable by" in text and "cannot be trusted" in text, text
-        assert not out.exists()
+    opened_refuses(box, capsys, argv, out, ((box.root, 0o775), (box.keys, 0o777), (box.policy, 0o664),
+                                           (box.keys / "vendor_signers", 0o666)))
     rc, text = cli(box, capsys, *argv)  # the same with the modes put back: the plan is made
     assert rc == 0 and out.exists(), text
     assert host_state(box) == before
@@ -173,16 +181,7 @@ def test_an_operator_playbook_another_account_could_change_is_refused(
     out = box.plans / "pb.json"
     argv = ["--home", str(box.root), "plan", "--inventory", str(box.inventory), "--to", "7.0.4.2", "--catalog",
             str(box.catalog), "--key", str(box.requester_key), "-o", str(out)]
-    for place, mode in ((mine, 0o775), (mine / "sample-middleware.yaml", 0o646)):
-        was = place.stat().st_mode & 0o7777
-        place.chmod(mode)
-        try:
-            rc, text = cli(box, capsys, *argv)
-        finally:
-            place.chmod(was)
-        assert rc == ExitCode.APPROVAL_REFUSED, text
-        assert f"{place} is writable by" in text and "playbook" in text and "cannot be trusted" in text, text
-        assert not out.exists()
+    opened_refuses(box, capsys, argv, out, ((mine, 0o775), (mine / "sample-middleware.yaml", 0o646)), "playbook")
     rc, text = cli(box, capsys, *argv)
     assert rc == 0 and out.exists(), text
     assert host_state(box) == before

@@ -131,6 +131,19 @@ def test_a_plan_signed_with_another_key_of_the_account_is_refused_while_the_gran
     _untouched(before, sandbox)
 
 
+def _login_key_granted(sandbox: Sandbox, tmp_path: Path) -> tuple[dict[str, str], Path]:
+    """``access grant`` into the operator's account (a scratch HOME) of a login key the engineer made for it, not the
+    key they approve with: the account's environment and its HOME."""
+    home = tmp_path / "operator-home"
+    home.mkdir()
+    env = {"HOME": str(home)}
+    login = tmp_path / "engineer-login"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "login", "-f", str(login)], check=True)
+    done = _cli(sandbox.root, "access", "grant", "--key", str(login.with_suffix(".pub")), "--hours", "2", env=env)
+    assert done.returncode == ExitCode.OK, done.stdout + done.stderr
+    return env, home
+
+
 def test_a_grant_of_another_key_still_refuses_the_approval_of_a_plan_the_account_signed(
         sandbox: Sandbox, tmp_path: Path) -> None:
     """attack12r19 H1: the engineer is let into the operator's account with one key (the grant's) and approves with
@@ -139,13 +152,7 @@ def test_a_grant_of_another_key_still_refuses_the_approval_of_a_plan_the_account
     account's keys is refused at approve and at run (exit 4), naming the grant, the host untouched; revoked, the
     approval is accepted."""
     before = pristine(sandbox)
-    home = tmp_path / "operator-home"
-    home.mkdir()
-    env = {"HOME": str(home)}
-    login = tmp_path / "engineer-login"
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "login", "-f", str(login)], check=True)
-    done = _cli(sandbox.root, "access", "grant", "--key", str(login.with_suffix(".pub")), "--hours", "2", env=env)
-    assert done.returncode == ExitCode.OK, done.stdout + done.stderr
+    env, home = _login_key_granted(sandbox, tmp_path)
     (grant,) = re.findall(r"upgrader-grant:(\w+)", (home / ".ssh" / "authorized_keys").read_text(encoding="utf-8"))
 
     plan, approval, done = operator_plan_approved(sandbox, tmp_path, env)
@@ -168,13 +175,7 @@ def test_a_grant_whose_marker_the_engineer_removed_still_refuses_the_approval(
     line (so no grant was listed), signed the plan with the account's key and approved it with another key of their
     own. A line of a key a grant into this account was made for lets that engineer in whatever its comment: the
     approval is refused (exit 4), naming the line."""
-    home = tmp_path / "operator-home"
-    home.mkdir()
-    env = {"HOME": str(home)}
-    login = tmp_path / "engineer-login"
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "login", "-f", str(login)], check=True)
-    done = _cli(sandbox.root, "access", "grant", "--key", str(login.with_suffix(".pub")), "--hours", "2", env=env)
-    assert done.returncode == ExitCode.OK, done.stdout + done.stderr
+    env, home = _login_key_granted(sandbox, tmp_path)
     authorized = home / ".ssh" / "authorized_keys"
     text = authorized.read_text(encoding="utf-8")
     assert "upgrader-grant:" in text
