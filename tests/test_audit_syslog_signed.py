@@ -106,6 +106,14 @@ def test_forged_syslog_datagrams_leave_an_honest_log_intact_and_are_named(
     assert done.returncode == 0, done.stdout + done.stderr
     assert ("witnesses: 1 witnessed checkpoint(s) match the log; 1 syslog copy(ies) of the witnesses match the log "
             "and the hosts' records; 3 syslog line(s) not signed by a trusted audit key ignored") in out, out
+    assert json.loads(report_file.read_text())["witness"]["headline"] == (
+        "INTACT (1 witnessed checkpoint(s) match the log); 3 syslog line(s) not signed by a trusted audit key ignored")
+    show = cli(f, "audit", "show", "--witness", str(f.box.inventory), "--syslog", str(export), "--lang", "en")
+    out = " ".join(show.stdout.split())
+    assert show.returncode == 0, show.stdout + show.stderr
+    assert ("witnesses: INTACT (1 witnessed checkpoint(s) match the log); 3 syslog line(s) not signed by a trusted "
+            "audit key ignored") in out, out
+    assert f"witness: {export} line 4: {said}: its key may not sign" in out, out
 
 
 def rewrite_witness(f: Fleet, host: str, run: str, head: str) -> None:
