@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
-from conftest import kill_processes_under  # noqa: F401
+from conftest import kill_processes_under, sandbox  # noqa: F401
 
 from fleet import Fleet
 from test_audit_syslog_copies import daemon_named, send_to_syslog, syslog_on
@@ -27,6 +27,7 @@ from test_audit_witness_attacks_2 import ALTERED, fleet, log_of, records, run_on
 from test_audit_witness_attacks_8 import syslog_export  # noqa: F401 - a fixture
 from test_audit_witness_attacks_9 import two_syslog_runs
 from upgrader.cli import main
+from upgrader.cli.commands.demo import Sandbox
 
 #: a run id nobody ever ran
 MADE_UP = "20261205T010101Z-abcdef"
@@ -169,6 +170,33 @@ def test_a_signed_copy_the_rewritten_log_contradicts_is_altered_though_the_host_
     case = cli(f, "audit", "case", second, "--witness", str(f.box.inventory), "--syslog", str(export))
     assert case.returncode == ALTERED, case.stdout + case.stderr
     assert "ALTERED: 1 witnessed checkpoint(s) of the hosts do not match the log" in " ".join(case.stdout.split())
+
+
+def test_a_genuine_copy_of_another_log_relabelled_as_this_ones_accuses_nothing(
+        sandbox: Sandbox, tmp_path: Path, capsys: pytest.CaptureFixture[str], syslog_export: Any) -> None:  # noqa: F811
+    """The signature covers the checkpoint, not ``log=``. The engineer's controller and the customer's guide (same
+    operator key) each run an upgrade on app-01, audit.syslog on: two signed copies. An account that can read the
+    host's syslog sends the guide's genuine line again with log= set to the controller's log. Checked with the
+    guide's log given (--other-log), that line is exactly a checkpoint of the guide's chain: it is the guide's, and
+    the controller's log reads INTACT (ALTERED "cut off" without the attribution)."""
+    from test_audit_witness_attacks_9 import two_logs
+    from upgrader.audit.log import log_identity
+
+    box = sandbox
+    box.policy.write_text(box.policy.read_text().replace("audit:\n", "audit:\n  syslog: true\n"))
+    ours, theirs = two_logs(box, tmp_path)
+    export = syslog_export(2)
+    lines = export.read_text().splitlines()
+    mine, other = log_identity(ours), log_identity(theirs)
+    assert f" log={mine} " in lines[0] and f" log={other} " in lines[1], lines
+    send_to_syslog(tmp_path / "log.sock", lines[1].split(" app-01 ", 1)[1].replace(f" log={other} ", f" log={mine} "))
+    export = syslog_export(3)
+    capsys.readouterr()
+    rc = main(["--home", str(box.root), "audit", "verify", str(ours), "--policy", str(box.policy), "--witness",
+               str(box.inventory), "--other-log", str(theirs), "--syslog", str(export)])
+    text = " ".join(capsys.readouterr().out.split())
+    assert rc == 0 and text.startswith("INTACT"), text
+    assert "cut off" not in text.replace("nothing was cut off", "") and "rewritten" not in text, text
 
 
 @pytest.fixture(autouse=True)

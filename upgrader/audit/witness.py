@@ -329,7 +329,7 @@ def authenticated_copies(copies: Sequence[JSONObject], logs: Sequence[tuple[byte
             else default
         why = copy_signature_problem(c, signers, when)
         if why is None:
-            kept.append(c)
+            kept.append(_attributed(c, [lines for lines, _ in parsed]))
             continue
         unsigned[str(c.get("file"))] = unsigned.get(str(c.get("file")), 0) + 1
         if not ours:
@@ -342,6 +342,23 @@ def authenticated_copies(copies: Sequence[JSONObject], logs: Sequence[tuple[byte
                      f"{why[1]}；它称主机 {host} 在序号 {_seq_of(c)}、链头 {str(c.get('head'))[:12]}… 处见证了运行 "
                      f"{c.get('run')}"))
     return kept, said, unsigned
+
+
+def _attributed(c: JSONObject, logs: Sequence[tuple[list[str], dict[int, JSONObject], list[JSONObject]]]
+                ) -> JSONObject:
+    """A signed copy as the log it is of: the signature covers the checkpoint, not ``log=``. A copy that does not
+    match the log it names, yet is exactly a checkpoint of another log given (its head at that seq, that run's
+    checkpoint on the next line: a hash of that log's chain), is that log's -- a genuine line of another log
+    relabelled as this one's accuses nothing."""
+    def fits(parsed: tuple[list[str], dict[int, JSONObject], list[JSONObject]]) -> bool:
+        hashes, cps, _ = parsed
+        return _problem(hashes, cps, [], "", c) is None
+
+    named = [p for p in logs if p[0] and p[0][0] == c.get("log")]
+    if named and fits(named[0]):
+        return c
+    other = next((p for p in logs if p[0] and p[0][0] != c.get("log") and fits(p)), None)
+    return {**c, "log": other[0][0]} if other is not None else c
 
 
 def _compare_syslog(result: WitnessResult, hashes: list[str], cps: dict[int, JSONObject], matching: list[int],
