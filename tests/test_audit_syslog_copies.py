@@ -7,8 +7,8 @@ attacks of rounds 6 and 7 (attack20r6 #7, attack20r7 #3, #4, #5), played through
   second host is seen (the check never ran). Another machine's lines in the export (an older agent's with no
   ``log=``, or another log's) are not this log's: INTACT (ALTERED, or NOT PROVEN, before).
 - With a one-host inventory, another host's copy of the same log is not that host's: no false ALTERED.
-- Any account on a host can write an ``upgrader-agent:`` line to its syslog: a forged line that contradicts the
-  log while the host's own witness agrees with it is NOT PROVEN naming the line, not ALTERED.
+- Any account on a host can write an ``upgrader-agent:`` line to its syslog: a forged line (no signature by a
+  trusted audit key) is ignored and named, never evidence: the honest log stays INTACT.
 - An empty export, or one holding no copy of this log's witnesses, is named (NOT PROVEN), not silently INTACT.
 - ``--other-log LOG:SIGNERS``: the customer's guide log, signed with the customer's own audit key, is verified
   under its own allowed signers: INTACT (ALTERED before, under the controller's signers only)."""
@@ -129,12 +129,13 @@ def send_to_syslog(sock: Path, message: str) -> None:
         s.sendto(f"<38>{message}".encode(), str(sock))
 
 
-def test_a_forged_syslog_line_and_a_wrong_export_are_not_proven_not_altered_nor_intact(
+def test_a_forged_syslog_line_is_ignored_and_a_wrong_export_is_not_proven(
         fleet: Fleet, tmp_path: Path, capsys: pytest.CaptureFixture[str], syslog_export: Any) -> None:  # noqa: F811
     """attack20r6 #7: after an honest run, an account on the host writes a line "upgrader-agent: witnessed
-    checkpoint" for that run with another head to the syslog socket. The host's own witness agrees with the log:
-    NOT PROVEN naming the forged line (ALTERED before, "the log was rewritten"). attack20r7 #5: an empty export, and
-    one holding only other machines' lines, are each named (NOT PROVEN; INTACT before), in English and Chinese."""
+    checkpoint" for that run with another head to the syslog socket. It carries no signature by a trusted audit key
+    (attack20r8 #3): ignored and named, the verdict stays the log's and the host's, INTACT (it read ALTERED, then NOT
+    PROVEN). attack20r7 #5: an empty export, and one holding only other machines' lines, are each named (NOT
+    PROVEN; INTACT before), in English and Chinese."""
     from upgrader.audit.log import log_identity
 
     f = fleet
@@ -145,24 +146,24 @@ def test_a_forged_syslog_line_and_a_wrong_export_are_not_proven_not_altered_nor_
                    f"signer=operator@customer key=x time=x log={log_identity(log_of(f))} host=app-01")
     export = daemon_named(syslog_export(2))
     rc, _, text = verify(f, capsys, "--syslog", str(export))
-    assert rc == 2 and text.startswith("NOT PROVEN"), text
-    assert "ALTERED" not in text, text
-    assert f"app-01 (its syslog copy, {export} line 2) witnessed run {run} at seq {seq} head 000000000000…" in text
-    assert f"but host app-01's own witness of run {run} (seq {seq} head " in text, text
-    assert "a syslog line not from the agent?" in text, text
-    assert f"{export} line 2 is not proven either way (not proven)" in text, text
+    assert rc == 0 and text.startswith("INTACT"), text
+    assert "ALTERED" not in text and "rewritten" not in text, text
+    assert (f"{export} line 2: a syslog line not signed by a trusted audit key: ignored (not proven): it carries no "
+            f"signature (a line of an agent before signed copies, or not from the agent); it says host app-01 "
+            f"witnessed run {run} at seq {seq} head 000000000000…") in text, text
+    assert "1 syslog copy(ies) of the witnesses match the log and the hosts' records" in text, text
     capsys.readouterr()
     assert main(["--home", str(f.box.root), "audit", "verify", "--witness", str(f.box.inventory), "--syslog",
-                 str(export), "--lang", "zh"]) == 2
+                 str(export), "--lang", "zh"]) == 0
     zh = " ".join(capsys.readouterr().out.split())
-    assert "这一行也许不是代理发出的" in zh and f"{export} 第 2 行两者都无法证实（未证实）" in zh, zh
+    assert f"{export} 第 2 行：一行没有可信审计密钥签名的 syslog：已忽略（未证实）" in zh, zh
 
     empty = tmp_path / "empty.log"
     empty.write_text("")
     elsewhere = tmp_path / "elsewhere.log"
     elsewhere.write_text(OLDER_ELSEWHERE + NEWER_ELSEWHERE + "Dec  4 18:06:00 vm sshd[12]: Accepted publickey\n")
     for given, said in ((empty, "holds no upgrader-agent witness line at all"),
-                        (elsewhere, "holds 2 upgrader-agent witness line(s), none of a run of this log")):
+                        (elsewhere, "holds 2 upgrader-agent witness line(s), none signed by a trusted audit key")):
         rc, _, text = verify(f, capsys, "--syslog", str(given))
         assert rc == 2 and text.startswith("NOT PROVEN"), text
         assert f"the syslog export {given} {said}" in text and "it proves nothing of the log" in text, text

@@ -1692,7 +1692,10 @@ def verify_witnesses(ctx: Context, inventory: Path, *, log: Path | None = None, 
     anything), and the verdict names it and why. A syslog export that holds no copy of these logs' witnesses is
     named (not proven): a wrong export must not read as checked."""
     from .audit.log import read_log
-    from .audit.witness import WitnessTarget, check_witnesses, read_syslog_copies, read_witnesses, unused_exports
+    import datetime as _dt
+
+    from .audit.witness import (WitnessTarget, authenticated_copies, check_witnesses, read_syslog_copies,
+                                read_witnesses, unused_exports)
     from .core.recorder import audit_path
     from .fleet.inventory import load_inventory
     from functools import partial
@@ -1740,11 +1743,20 @@ def verify_witnesses(ctx: Context, inventory: Path, *, log: Path | None = None, 
     logs = [(p, d) for p, d in logs if p not in untrusted]  # a log not intact on its own explains nothing
     given = {log_identity(p) or "": str(p) for p, _ in logs}
     main_id = log_identity_of(data) or ""
+    # only a copy signed by a trusted audit key is evidence (attack20r8 #3): the log's own signers for its copies,
+    # each other log's (--other-log LOG:SIGNERS) for its own
+    main_signers = _audit_signers(ctx, allowed_signers)
+    copies, ignored, unsigned = authenticated_copies(
+        copies, [(data, main_signers)] + [(d, _audit_signers(ctx, (other_signers or {}).get(p) or allowed_signers))
+                                          for p, d in logs], _dt.datetime.now(_dt.timezone.utc))
     result = check_witnesses(data, witnessed, not_read=not_read, window=window, policy_digest=policy.digest,
                              earlier=windows, syslog_copies=copies, given_logs=given, syslog_given=bool(syslog))
+    for en, zh in ignored:
+        result.ignored.append(en)
+        result.ignored_zh.append(zh)
     for en, zh, altered in untrusted.values():
         result.found(en, zh, doubt=not altered)
-    for en, zh in unused_exports([str(Path(p)) for p in syslog], copies, [data] + [d for _, d in logs]):
+    for en, zh in unused_exports([str(Path(p)) for p in syslog], copies, [data] + [d for _, d in logs], unsigned):
         result.found(en, zh, doubt=True)
     for path, other in logs:  # each other log against the hosts' records of its own runs
         ours = {**given, main_id: "the log verified"}
@@ -1756,6 +1768,16 @@ def verify_witnesses(ctx: Context, inventory: Path, *, log: Path | None = None, 
         for en, zh in zip(theirs.doubts, theirs.doubts_zh):
             result.found(f"log {path}: {en}", f"日志 {path}：{zh}", doubt=True)
     return result
+
+
+def _audit_signers(ctx: Context, allowed_signers: Path | None) -> AllowedSigners | None:
+    """The allowed signers audit checkpoints are verified with: ``allowed_signers`` when given, else the policy's
+    audit signers (verify_audit's), None when none are known."""
+    from .trust.signers import policy_signers, read_allowed_signers
+
+    if allowed_signers is not None:
+        return read_allowed_signers(Path(allowed_signers))[0]
+    return policy_signers(load_policy(ctx), "audit.allowed_signers")
 
 
 def _untrusted_logs(ctx: Context, logs: Sequence[tuple[Path, bytes]], allowed_signers: Path | None,
@@ -1983,13 +2005,14 @@ class AuditCase:
 
 def audit_case(ctx: Context, run: str, *, log: Path | None = None, allowed_signers: Path | None = None,
                anchor: str | None = None, witness: Path | None = None,
-               approvals: Path | None = None) -> AuditCase:
+               approvals: Path | None = None, witness_options: Mapping[str, Any] | None = None) -> AuditCase:
     """One record per change: the run ``run`` (its id, or a prefix naming one run) from one read of the log,
     after the verification of the whole log. InputError when no run or several runs match. ``witness``: an
     inventory whose hosts' witnessed checkpoints fill the case's ``witnesses`` (read-only, audit/witness.py).
     ``approvals``: the folder of approval files the auditor was given; each approval of the case then names its
     file, whose signature (and signer, under the policy's approvals.allowed_signers) is checked, and whose plan,
-    approver, key and expiry must be the log's (``approval_check``; a problem makes the exit code 6)."""
+    approver, key and expiry must be the log's (``approval_check``; a problem makes the exit code 6).
+    ``witness_options``: verify_witnesses's ``syslog``, ``other_logs``, ``other_signers``, ``earlier``."""
     from .audit.case import build_case, run_ids
     from .audit.log import read_log, read_events
     from .core.recorder import audit_path
@@ -2012,7 +2035,7 @@ def audit_case(ctx: Context, run: str, *, log: Path | None = None, allowed_signe
         return AuditCase(case, result)
     from .audit.witness import case_witnesses
 
-    witnessed = verify_witnesses(ctx, witness, data=data)
+    witnessed = verify_witnesses(ctx, witness, data=data, allowed_signers=allowed_signers, **(witness_options or {}))
     hosts = [str(h.get("host")) for h in cast("list[dict[str, object]]", case.get("hosts") or [])]
     case["witnesses"] = case_witnesses(witnessed, ids[0], hosts)
     _downtime_from_hosts(case)
@@ -2165,10 +2188,12 @@ def audit_exit_code(result: VerifyResult) -> int:
 def export_audit(ctx: Context, *, output: Path, format: str = "html", log: Path | None = None,
                  allowed_signers: Path | None = None, anchor: str | None = None, run: str | None = None,
                  host: str | None = None, since: str | None = None, lang: str | None = None,
-                 witness: Path | None = None) -> AuditExport:
+                 witness: Path | None = None, witness_options: Mapping[str, Any] | None = None) -> AuditExport:
     """Write the auditor's report (``format``: html, json or csv) of the log's events of ``run`` (an id or its
     start), ``host`` and ``since`` (an ISO date or time), with the verdict on the whole log (``verify_audit``),
-    made from one read of the log. The report is written whatever the verdict; ``exit_code`` tells it."""
+    made from one read of the log. The report is written whatever the verdict; ``exit_code`` tells it.
+    ``witness_options``: verify_witnesses's ``syslog``, ``other_logs``, ``other_signers``, ``earlier`` (audit export
+    --syslog, --other-log, --earlier-policy, as audit verify takes them)."""
     from .audit.log import read_log
     from .audit.report import export
     from .audit.view import describe, select_events
@@ -2180,7 +2205,8 @@ def export_audit(ctx: Context, *, output: Path, format: str = "html", log: Path 
     events = select_events(path, data, run=run, host=host, since=since)
     verdict = describe(result)
     # ``witness``: each case's witnesses from every host's record, the log's same bytes checked against them
-    witnessed = verify_witnesses(ctx, witness, data=data) if witness is not None else None
+    witnessed = verify_witnesses(ctx, witness, data=data, allowed_signers=allowed_signers,
+                                 **(witness_options or {})) if witness is not None else None
     export(format, events, result, verdict, Path(output), lang=lang, witnessed=witnessed)
     from .audit.report import cases_path
 

@@ -86,9 +86,11 @@ class Checkpoint(TypedDict):
 
 
 class CheckpointRef(Checkpoint):
-    """A checkpoint and the line of the log that holds it (what an operator keeps as an anchor)."""
+    """A checkpoint and the line of the log that holds it (what an operator keeps as an anchor), and the time that
+    line was written with (``time``: part of what the checkpoint signs, checkpoint_statement)."""
 
     line: int
+    time: str
 
 
 class AuditEvent(TypedDict, total=False):
@@ -297,7 +299,7 @@ class AuditLog:
                                       data=None, raw=fields)
             mine = self._wrote()
         self._durable(mine)
-        cp: CheckpointRef = {**rec["checkpoint"], "line": rec["seq"]}
+        cp: CheckpointRef = {**rec["checkpoint"], "line": rec["seq"], "time": rec["time"]}
         return cp
 
 

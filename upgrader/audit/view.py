@@ -51,16 +51,19 @@ def witness_headline(w: WitnessResult, lang: str = "en") -> str:
     hosts' records contradict it), NOT PROVEN (a doubt), CANNOT CHECK (a host not read) or INTACT, with the count
     that makes it so; ``audit verify --witness`` names each finding."""
     zh = lang == "zh"
+    # the syslog lines not signed by a trusted audit key: no part of the verdict, never passed over in silence
+    ignored = "" if not w.ignored else (f"；{len(w.ignored)} 行没有可信审计密钥签名的 syslog 已忽略" if zh else
+                                        f"; {len(w.ignored)} syslog line(s) not signed by a trusted audit key ignored")
     if w.problems:
         return (f"已被篡改（{len(w.problems)} 处与主机自己的记录不符）" if zh else
-                f"ALTERED ({len(w.problems)} finding(s) against the hosts' own records)")
+                f"ALTERED ({len(w.problems)} finding(s) against the hosts' own records)") + ignored
     if w.doubts:
-        return f"未经证实（{len(w.doubts)} 处存疑）" if zh else f"NOT PROVEN ({len(w.doubts)} doubt(s))"
+        return (f"未经证实（{len(w.doubts)} 处存疑）" if zh else f"NOT PROVEN ({len(w.doubts)} doubt(s))") + ignored
     if w.unreachable:
         return (f"无法核验（{len(w.unreachable)} 台主机无法读取）" if zh else
-                f"CANNOT CHECK ({len(w.unreachable)} host(s) could not be read)")
+                f"CANNOT CHECK ({len(w.unreachable)} host(s) could not be read)") + ignored
     return (f"完好（{w.checked} 个见证的检查点与日志一致）" if zh else
-            f"INTACT ({w.checked} witnessed checkpoint(s) match the log)")
+            f"INTACT ({w.checked} witnessed checkpoint(s) match the log)") + ignored
 
 
 def describe(result: VerifyResult, lang: str = "en") -> str:

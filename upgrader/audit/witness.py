@@ -12,6 +12,7 @@ each witnessed head must be the hash of the log's line at that seq, followed by 
 
 from __future__ import annotations
 
+import datetime as _dt
 import hashlib
 import json
 import re
@@ -19,10 +20,14 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..core.errors import UpgraderError
 from ..core.shapes import JSONObject
 from .log import OPENING_EVENTS, line_clock, run_opening
+
+if TYPE_CHECKING:
+    from ..trust.signers import AllowedSigners
 
 __all__ = ["WitnessTarget", "send_witnesses", "read_witnesses", "check_witnesses", "case_witnesses", "WitnessResult", "HostWitness",
            "opening_text", "unused_exports"]
@@ -57,6 +62,10 @@ def send_witnesses(targets: Sequence[WitnessTarget], checkpoint: Mapping[str, ob
     also sends it to its local syslog; a host that could not is put in ``syslog_failed`` with why."""
     record: JSONObject = {"seq": checkpoint["seq"], "head": checkpoint["head"], "line": checkpoint.get("line"),
               "signer": checkpoint.get("signer"), "key": checkpoint.get("key"), "time": time, "run": run_id}
+    if isinstance(checkpoint.get("signature"), str) and isinstance(checkpoint.get("time"), str):
+        # the operator's signature of the checkpoint and the time it signs: the host's syslog copy carries both, so
+        # a verifier can tell the agent's copy from a line any account on the host wrote (attack20r8 #3)
+        record["signature"], record["signed"] = checkpoint["signature"], checkpoint["time"]
 
     def one(t: WitnessTarget) -> tuple[str, str | None, str | None]:
         try:
@@ -168,6 +177,10 @@ class WitnessResult:
     syslog_checked: int = 0
     #: {host: {another log's identity: the labels of its runs this host keeps}}: not compared with this log
     other_logs: dict[str, dict[str, list[str]]] = field(default_factory=dict)
+    #: the syslog lines not signed by a trusted audit key (authenticated_copies), in English and Chinese: named, never
+    #: evidence, and no part of the verdict
+    ignored: list[str] = field(default_factory=list)
+    ignored_zh: list[str] = field(default_factory=list)
 
     def found(self, en: str, zh: str, *, doubt: bool = False) -> None:
         """One problem (or doubt), said in English and in Chinese."""
@@ -189,7 +202,7 @@ class WitnessResult:
     def to_dict(self) -> JSONObject:
         return {"status": self.status, "log_lines": self.lines, "checked": self.checked, "problems": self.problems,
                 "doubts": self.doubts, "runs_compared": len(self.accounts), "syslog_checked": self.syslog_checked,
-                "other_logs": self.other_logs,
+                "other_logs": self.other_logs, "ignored": self.ignored,
                 "hosts": [{"host": h.host, "checkpoints": len(h.checkpoints), "runs": len(h.runs),
                            "opened": len(h.opened), "lock": h.lock,
                            "protected_by": None if h.error else (h.protected_by or ["neither"]),
@@ -235,8 +248,10 @@ _HOST_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 def read_syslog_copies(path: Path) -> list[JSONObject]:
     """The witnesses a syslog export holds (the agent's own line for each, to_syslog): {seq, head, run, host (the
     host's inventory name as its agent said it, ``host=``; None from older agents), sender (the syslog header's
-    hostname, when the export keeps it), log (the identity of the run's log, None from older agents), file,
-    file_line}. Every other line is not ours and is skipped."""
+    hostname, when the export keeps it), log (the identity of the run's log, None from older agents), signer, sig
+    and signed (the operator's signature of the checkpoint and the time it signs; None from older agents), file,
+    file_line}. Every other line is not ours and is skipped. Nothing here is authenticated yet: any account on a host
+    can write such a line (authenticated_copies keeps the signed ones)."""
     out: list[JSONObject] = []
     with open(path, "rb") as f:
         for n, raw in enumerate(f, 1):
@@ -249,8 +264,101 @@ def read_syslog_copies(path: Path) -> list[JSONObject]:
             out.append({"seq": int(kv["seq"]), "head": kv["head"], "run": kv["run"],
                         "host": kv["host"] if _HOST_NAME.match(kv.get("host", "")) else None,
                         "sender": m.group("sender"), "log": kv["log"] if _HEX64.match(kv.get("log", "")) else None,
+                        "signer": kv.get("signer"), "sig": kv.get("sig"), "signed": kv.get("signed"),
                         "file": str(path), "file_line": n})
     return out
+
+
+#: an SSHSIG armour's line width (trust/sshsig.sign): the one-line body of a syslog copy is armoured again with it
+_ARMOUR_WIDTH = 70
+
+
+def copy_signature_problem(c: Mapping[str, object], signers: AllowedSigners | None,
+                           when: _dt.datetime) -> tuple[str, str] | None:
+    """Why a syslog copy is not the agent's copy of a checkpoint the operator signed (English, Chinese); None when
+    its signature (``sig=``, the checkpoint's SSHSIG signature) verifies over the checkpoint it names (seq, head,
+    run, signer, ``signed=`` time: checkpoint_statement) and ``signers`` let its key sign audit checkpoints as that
+    signer now -- the same trust the log's own checkpoints are verified with. Any account on a host can write an
+    ``upgrader-agent:`` line to its syslog; only the operator's key can sign a checkpoint."""
+    from ..trust.sshsig import BEGIN, END, SignatureError, parse_armored, verify
+    from .log import NAMESPACE, checkpoint_statement
+
+    sig, signed, signer = c.get("sig"), c.get("signed"), c.get("signer")
+    if not isinstance(sig, str) or not isinstance(signed, str) or not isinstance(signer, str):
+        return ("it carries no signature (a line of an agent before signed copies, or not from the agent)",
+                "它没有签名（签名副本之前的旧版代理发出的行，或者不是代理发出的）")
+    if signers is None:
+        return ("no allowed signers are known to check its signature with (give --allowed-signers or the policy's "
+                "audit.allowed_signers)",
+                "没有可用来核验其签名的可信签名人（请给出 --allowed-signers 或策略中的 audit.allowed_signers）")
+    try:
+        armoured = parse_armored("\n".join([BEGIN, *(sig[i:i + _ARMOUR_WIDTH] for i in
+                                                     range(0, len(sig), _ARMOUR_WIDTH)), END]) + "\n")
+        verify(armoured, checkpoint_statement(_seq_of(c), str(c.get("head")), str(c.get("run")), signer, signed),
+               NAMESPACE)
+    except (SignatureError, ValueError) as e:
+        return f"its signature does not verify ({e})", "它的签名无法通过验证"
+    try:
+        signers.check(signer, armoured.public_key, NAMESPACE, when)
+    except ValueError as e:
+        return (f"its key may not sign audit checkpoints as {signer} ({e})",
+                f"它的密钥不被允许以 {signer} 的名义签署审计检查点")
+    return None
+
+
+def authenticated_copies(copies: Sequence[JSONObject], logs: Sequence[tuple[bytes, AllowedSigners | None]],
+                         when: _dt.datetime) -> tuple[list[JSONObject], list[tuple[str, str]], dict[str, int]]:
+    """(the syslog copies whose signature verifies, what is said (English, Chinese) of each other copy that names
+    one of ``logs`` or one of their runs, {export file: how many of its lines were not authenticated}). ``logs``:
+    (bytes, allowed signers) of the log verified first, then each --other-log: a copy naming one of them (``log=``,
+    or its run for an older agent's line) is checked with that log's signers, any other with the first's. A copy
+    not signed by a trusted audit key is never evidence (attack20r8 #3: one forged datagram made an honest log read
+    ALTERED): it is ignored and named, and the verdict stays what the log and the hosts say."""
+    parsed = [(_log_lines(d), signers) for d, signers in logs]
+    by_id = {hashes[0]: signers for (hashes, _, _), signers in parsed if hashes}
+    by_run = {str(e.get("run")): signers for (_, _, events), signers in reversed(parsed) for e in events
+              if isinstance(e.get("run"), str)}
+    default = logs[0][1] if logs else None
+    kept: list[JSONObject] = []
+    said: list[tuple[str, str]] = []
+    unsigned: dict[str, int] = {}
+    for c in copies:
+        named = c.get("log")
+        ours = named in by_id if named is not None else str(c.get("run")) in by_run
+        signers = (by_id.get(str(named)) if named is not None else by_run.get(str(c.get("run")))) if ours \
+            else default
+        why = copy_signature_problem(c, signers, when)
+        if why is None:
+            kept.append(_attributed(c, [lines for lines, _ in parsed]))
+            continue
+        unsigned[str(c.get("file"))] = unsigned.get(str(c.get("file")), 0) + 1
+        if not ours:
+            continue  # another machine's line of another log: not this log's business, signed or not
+        host = c.get("host") or c.get("sender") or "?"
+        said.append((f"{c.get('file')} line {c.get('file_line')}: a syslog line not signed by a trusted audit key: "
+                     f"ignored (not proven): {why[0]}; it says host {host} witnessed run {c.get('run')} at seq "
+                     f"{_seq_of(c)} head {str(c.get('head'))[:12]}…",
+                     f"{c.get('file')} 第 {c.get('file_line')} 行：一行没有可信审计密钥签名的 syslog：已忽略（未证实）："
+                     f"{why[1]}；它称主机 {host} 在序号 {_seq_of(c)}、链头 {str(c.get('head'))[:12]}… 处见证了运行 "
+                     f"{c.get('run')}"))
+    return kept, said, unsigned
+
+
+def _attributed(c: JSONObject, logs: Sequence[tuple[list[str], dict[int, JSONObject], list[JSONObject]]]
+                ) -> JSONObject:
+    """A signed copy as the log it is of: the signature covers the checkpoint, not ``log=``. A copy that does not
+    match the log it names, yet is exactly a checkpoint of another log given (its head at that seq, that run's
+    checkpoint on the next line: a hash of that log's chain), is that log's -- a genuine line of another log
+    relabelled as this one's accuses nothing."""
+    def fits(parsed: tuple[list[str], dict[int, JSONObject], list[JSONObject]]) -> bool:
+        hashes, cps, _ = parsed
+        return _problem(hashes, cps, [], "", c) is None
+
+    named = [p for p in logs if p[0] and p[0][0] == c.get("log")]
+    if named and fits(named[0]):
+        return c
+    other = next((p for p in logs if p[0] and p[0][0] != c.get("log") and fits(p)), None)
+    return {**c, "log": other[0][0]} if other is not None else c
 
 
 def _compare_syslog(result: WitnessResult, hashes: list[str], cps: dict[int, JSONObject], matching: list[int],
@@ -287,12 +395,10 @@ def _compare_syslog(result: WitnessResult, hashes: list[str], cps: dict[int, JSO
         problem = _problem(hashes, cps, matching, name, c)
         if problem is not None:
             where_zh = f"{c.get('file')} 第 {c.get('file_line')} 行"
-            zh = str(_problem(hashes, cps, matching, f"{host or '?'}（syslog 副本，{where_zh}）", c, "zh"))
-            agreeing = _agreeing_witness(result, c)
-            if agreeing is None:
-                result.found(problem, zh)
-            else:
-                result.found(*_not_from_agent(c, agreeing, problem, zh), doubt=True)
+            # the copy is signed by the operator's key (authenticated_copies): the engineer cannot unsend it, so
+            # a log that contradicts it was rewritten, whatever a host's own (rewritable) records now say
+            result.found(problem, str(_problem(hashes, cps, matching, f"{host or '?'}（syslog 副本，{where_zh}）", c,
+                                                "zh")))
             continue
         h = read.get(str(host))
         if h is not None and not any(_same_witness(k, c) for k in h.checkpoints):
@@ -334,35 +440,6 @@ def _older_copy_usable(result: WitnessResult, c: Mapping[str, object], runs: set
         return False  # the host's records say it is another log's run
     held = any(k.get("run") == c.get("run") for h in result.hosts if h.host == host for k in h.checkpoints)
     return c.get("run") in runs or held
-
-
-def _agreeing_witness(result: WitnessResult, c: Mapping[str, object]) -> tuple[str, JSONObject] | None:
-    """A host's own witness of the run of a syslog copy that contradicts the log, when that witness agrees with the
-    log and no host keeps the copy's own witness: (host, its witness), its copy's host first; else None. Any account
-    on a host can write an ``upgrader-agent:`` line to its syslog, so such a copy alone does not make the log
-    ALTERED (attack20r6 #7): only a copy that the log contradicts with no host's word for the log, or a host's
-    record that agrees with the copy, does."""
-    if any(_same_witness(k, c) for _, k, _ in result.findings):
-        return None
-    agreeing = [(h, k) for h, k, problem in result.findings if problem is None and k.get("run") == c.get("run")]
-    agreeing.sort(key=lambda hk: hk[0] != c.get("host"))
-    return agreeing[0] if agreeing else None
-
-
-def _not_from_agent(c: Mapping[str, object], agreeing: tuple[str, JSONObject], problem: str,
-                    problem_zh: str) -> tuple[str, str]:
-    """The doubt (English, Chinese) of a syslog copy the log contradicts while a host's own witness of that run
-    agrees with the log (_agreeing_witness), naming the copy's line."""
-    host, k = agreeing
-    own = f"seq {_seq_of(k)} head {str(k.get('head'))[:12]}…"
-    own_zh = f"序号 {_seq_of(k)}，链头 {str(k.get('head'))[:12]}…"
-    return (f"{problem}; but host {host}'s own witness of run {c.get('run')} ({own}) agrees with the log: a syslog "
-            f"line not from the agent? (any account on a host can write one to its syslog), or the host's records "
-            f"were rewritten with the log: {c.get('file')} line {c.get('file_line')} is not proven either way "
-            "(not proven)",
-            f"{problem_zh}；但主机 {host} 自己对运行 {c.get('run')} 的见证（{own_zh}）与日志一致：这一行也许不是代理发出的"
-            f"（主机上任何账户都能向 syslog 写入这样一行），也许主机的记录与日志一同被改写：{c.get('file')} 第 "
-            f"{c.get('file_line')} 行两者都无法证实（未证实）")
 
 
 def _same_witness(k: Mapping[str, object], c: Mapping[str, object]) -> bool:
@@ -417,11 +494,13 @@ def _copies_missing(result: WitnessResult, read: Mapping[str, HostWitness], copi
                          doubt=True)
 
 
-def unused_exports(files: Sequence[str], copies: Sequence[JSONObject], logs: Sequence[bytes]) -> list[tuple[str, str]]:
+def unused_exports(files: Sequence[str], copies: Sequence[JSONObject], logs: Sequence[bytes],
+                   unsigned: Mapping[str, int] | None = None) -> list[tuple[str, str]]:
     """Each syslog export given (``files``, as read_syslog_copies names them) that holds no copy of a witness of
     ``logs`` (the log verified and every --other-log), said in English and Chinese: a wrong or empty export proves
     nothing, and must not read as if it had been checked (attack20r7 #5). A copy is of these logs when it names one
-    (``log=``), or, from an older agent, when its run is one of theirs."""
+    (``log=``), or, from an older agent, when its run is one of theirs. ``copies``: the authenticated ones only;
+    ``unsigned``: {file: how many of its witness lines were not signed by a trusted audit key}."""
     parsed = [_log_lines(d) for d in logs]
     ids = {hashes[0] for hashes, _, _ in parsed if hashes}
     runs = {str(e.get("run")) for _, _, events in parsed for e in events if isinstance(e.get("run"), str)}
@@ -430,7 +509,14 @@ def unused_exports(files: Sequence[str], copies: Sequence[JSONObject], logs: Seq
         held = [c for c in copies if c.get("file") == f]
         if any(c.get("log") in ids or c.get("log") is None and c.get("run") in runs for c in held):
             continue
-        if not held:
+        if not held and (unsigned or {}).get(f):
+            n = (unsigned or {})[f]
+            out.append((f"the syslog export {f} holds {n} upgrader-agent witness line(s), none signed by a trusted "
+                        "audit key (lines of an agent before signed copies, or not from the agent): it proves nothing "
+                        "of the log (not proven)",
+                        f"syslog 导出文件 {f} 中有 {n} 行 upgrader-agent 的见证，但没有一行带有可信审计密钥的签名（签名副本之前的"
+                        "旧版代理发出的行，或者不是代理发出的）：它不能证明日志的任何部分（未证实）"))
+        elif not held:
             out.append((f"the syslog export {f} holds no upgrader-agent witness line at all (the wrong file, period "
                         "or hosts, or the witnesses never went to syslog: policy audit.syslog: true): it proves "
                         "nothing of the log (not proven)",

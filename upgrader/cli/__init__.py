@@ -32,6 +32,24 @@ _OBFUSCATE_HELP = ("in the diagnostics bundle written when a host fails, also re
                    "(the key stays beside the bundle)")
 
 
+
+def _witness_options(p: argparse.ArgumentParser) -> None:
+    """The options that go with --witness, the same for audit verify, show, case and export."""
+    p.add_argument("--earlier-policy", metavar="FILE", action="append",
+                   help="with --witness: a policy file in force at another time (repeatable); a run, resume or "
+                        "rollback recorded under it (its sha256) has its service window judged by it rather than "
+                        "left not proven")
+    p.add_argument("--syslog", metavar="EXPORT", action="append",
+                   help="with --witness: a syslog export (repeatable) holding the hosts' witnesses (policy "
+                        "audit.syslog: true, forwarded off the hosts): each copy signed by a trusted audit key is "
+                        "checked against the log and against its host's own records, which a controller can "
+                        "rewrite; a line not so signed is named and ignored")
+    p.add_argument("--other-log", metavar="LOG[:SIGNERS]", action="append",
+                   help="with --witness: another audit log of the same hosts (repeatable; the customer's guide on a "
+                        "host, another controller): each host's records name the log of their run, and each log is "
+                        "checked against its own runs' records; SIGNERS: that log's own allowed_signers file "
+                        "(default: those of the log verified)")
+
 def _default_home() -> str:
     """$UPGRADER_HOME, else ~/.local/state/upgrader; as root, only in a login directory that is root's own."""
     given = os.environ.get("UPGRADER_HOME")
@@ -310,19 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
                               "host's record is named, exit 6; a witness late or missing, or a host that cannot be "
                               "read, leaves it not proven (exit 2); with --plans/--approvals both checks run and "
                               "the worse exit code wins")
-    averify.add_argument("--earlier-policy", metavar="FILE", action="append",
-                         help="with --witness: a policy file in force at another time (repeatable); a run, resume "
-                              "or rollback recorded under it (its sha256) has its service window judged by it "
-                              "rather than left not proven")
-    averify.add_argument("--syslog", metavar="EXPORT", action="append",
-                         help="with --witness: a syslog export (repeatable) holding the hosts' witnesses "
-                              "(policy audit.syslog: true, forwarded off the hosts): each copy is checked against "
-                              "the log and against its host's own records, which a controller can rewrite")
-    averify.add_argument("--other-log", metavar="LOG[:SIGNERS]", action="append",
-                         help="with --witness: another audit log of the same hosts (repeatable; the customer's "
-                              "guide on a host, another controller): each host's records name the log of their run, "
-                              "and each log is checked against its own runs' records; SIGNERS: that log's own "
-                              "allowed_signers file (default: those of the log verified)")
+    _witness_options(averify)
     averify.add_argument("--plans", metavar="DIR", help="also check every plan the log names: a file in DIR must "
                          "have its digest (recomputed from the file); exit 6 naming the line and file otherwise")
     averify.add_argument("--approvals", metavar="DIR", help="also check every approval a run accepted: a file in DIR "
@@ -349,6 +355,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="also check the log against every host's own records (as audit verify --witness) and "
                             "show that verdict under the log's: exit 6 when the hosts contradict the log, 2 when a "
                             "host could not be read or a doubt remains")
+    _witness_options(ashow)
     ashow.add_argument("--lang", choices=("en", "zh"), help="English or Simplified Chinese (default: from the locale)")
     ashow.add_argument("--json", action="store_true")
     ashow.set_defaults(func="audit:cmd_show")
@@ -364,6 +371,7 @@ def build_parser() -> argparse.ArgumentParser:
     acase.add_argument("--witness", metavar="INVENTORY",
                        help="also read (read-only) the checkpoints the hosts of this inventory keep and name which "
                             "hosts keep this run's checkpoint and whether the log matches it (exit 6 if not)")
+    _witness_options(acase)
     acase.add_argument("--approvals", metavar="DIR",
                        help="the approval files the auditor was given: each approval of the run names its file, whose "
                             "signature is checked and whose plan, approver, key and expiry must be the log's (exit 6 "
@@ -389,6 +397,7 @@ def build_parser() -> argparse.ArgumentParser:
     aexport.add_argument("--witness", metavar="INVENTORY",
                          help="fill each run's case file with the hosts that keep its checkpoint and whether the log "
                               "matches it (read-only; exit 6 if any host's record does not match the log)")
+    _witness_options(aexport)
     aexport.add_argument("--allowed-signers", metavar="FILE")
     aexport.add_argument("--policy")
     aexport.add_argument("--json", action="store_true")

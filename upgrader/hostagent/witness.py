@@ -75,7 +75,28 @@ def _checkpoint(req):
         if v is not None and not isinstance(v, str):
             raise AgentError("checkpoint field %r must be text" % k, "bad_input")
         out[k] = (v or "")[:400] or None
+    # the operator's signature of the checkpoint (armoured SSHSIG) and the time it signs, sent by a controller that
+    # has them: the syslog copy carries both (to_syslog), so a verifier tells the agent's copy from a forged line
+    sig, signed = cp.get("signature"), cp.get("signed")
+    if isinstance(sig, str) and _ARMOURED.match(sig) and isinstance(signed, str) and _SIGNED_TIME.match(signed):
+        out["signature"], out["signed"] = sig, signed
     return out
+
+
+#: an armoured SSH signature as the controller's checkpoint holds it (its body is base64 lines), at most 6000 chars
+_ARMOURED = re.compile(r"^-----BEGIN SSH SIGNATURE-----\n(?:[A-Za-z0-9+/=]{1,76}\n){1,80}-----END SSH SIGNATURE-----"
+                       r"\n?$")
+#: the time a checkpoint line was written with (what its signature signs), e.g. 2026-12-04T20:15:00.123+00:00
+_SIGNED_TIME = re.compile(r"^[0-9][0-9T:.+Z-]{9,39}$")
+
+
+def _signature_field(record):
+    """`` sig=BASE64 signed=TIME`` for the syslog line: the checkpoint's SSHSIG signature (its armour's body on one
+    line) and the time it signs; empty when the controller sent none (an older controller)."""
+    sig, signed = record.get("signature"), record.get("signed")
+    if not isinstance(sig, str) or not isinstance(signed, str) or len(sig) > 6000:
+        return ""
+    return " sig=%s signed=%s" % ("".join(sig.strip().split("\n")[1:-1]), signed)
 
 
 def _lines(d, dfd, name):
@@ -419,7 +440,7 @@ def to_syslog(record, host=None):
             # log the run is of, whatever the host's records are later made to say
             text = ("upgrader-agent: witnessed checkpoint run=%s seq=%s head=%s signer=%s key=%s time=%s log=%s"
                     % tuple(record.get(k) for k in ("run", "seq", "head", "signer", "key", "time", "log"))
-                    + (" host=%s" % host if host else ""))
+                    + (" host=%s" % host if host else "") + _signature_field(record))
             handler.emit(logging.LogRecord("upgrader-agent", logging.INFO, __file__, 0, text, None, None))
         finally:
             handler.close()

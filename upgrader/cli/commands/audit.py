@@ -78,14 +78,9 @@ def _verify_witnessed(args: argparse.Namespace) -> int:
 
     data = read_log(log_path(args))
     result = verification(args, data)
-    others = [other_log(x) for x in getattr(args, "other_log", None) or []]
     witnessed = verify_witnesses(context_of(args), Path(args.witness), data=data,
-                                 earlier=[Path(p) for p in getattr(args, "earlier_policy", None) or []],
-                                 syslog=[Path(p) for p in getattr(args, "syslog", None) or []],
-                                 other_logs=[log for log, _ in others],
                                  allowed_signers=Path(args.allowed_signers) if getattr(args, "allowed_signers", None)
-                                 else None,
-                                 other_signers={log: signers for log, signers in others if signers is not None})
+                                 else None, **witness_options(args))
     code = witnessed_exit_code(verdict_exit(result), witnessed)
     # --plans/--approvals too: the files checked in the same call, the worse verdict of the two is the exit code
     crossed = _cross_checked(args) if getattr(args, "plans", None) or getattr(args, "approvals", None) else None
@@ -113,6 +108,8 @@ def _verify_witnessed(args: argparse.Namespace) -> int:
         c.print(Text.assemble((said, "red"), p), soft_wrap=True)
     for p in witnessed.doubts_zh if zh else witnessed.doubts:
         c.print(Text.assemble((said, "yellow"), p), soft_wrap=True)
+    for p in witnessed.ignored_zh if zh else witnessed.ignored:
+        c.print(Text.assemble((said, "yellow"), p), soft_wrap=True)
     for h in witnessed.hosts:
         if h.error:
             c.print(Text.assemble((said, "yellow"), f"主机 {h.host} 无法读取：{h.error}" if zh else
@@ -137,6 +134,27 @@ def _verify_witnessed(args: argparse.Namespace) -> int:
     if crossed is not None:
         _print_cross_check(crossed.check, _lang(args))
     return int(code)
+
+
+def witness_options(args: argparse.Namespace) -> dict[str, Any]:
+    """verify_witnesses's options from --earlier-policy, --syslog and --other-log LOG[:SIGNERS] (audit verify, show,
+    case and export take the same)."""
+    others = [other_log(x) for x in getattr(args, "other_log", None) or []]
+    return {"earlier": [Path(p) for p in getattr(args, "earlier_policy", None) or []],
+            "syslog": [Path(p) for p in getattr(args, "syslog", None) or []],
+            "other_logs": [log for log, _ in others],
+            "other_signers": {log: signers for log, signers in others if signers is not None}}
+
+
+def ignored_text(witnessed: Any, lang: str = "en") -> str:
+    """``; N syslog line(s) … ignored`` for a verdict line (empty when none): a line not signed by a trusted audit
+    key is no evidence, and no part of the verdict, but is never passed over in silence."""
+    n = len(witnessed.ignored)
+    if not n:
+        return ""
+    return (f"；{n} 行没有可信审计密钥签名的 syslog 已忽略（audit verify --witness --syslog 逐一列出）" if lang == "zh" else
+            f"; {n} syslog line(s) not signed by a trusted audit key ignored (audit verify --witness --syslog names "
+            "each)")
 
 
 def other_log(text: str) -> tuple[Path, Path | None]:
@@ -295,7 +313,9 @@ def _witnessed(args: argparse.Namespace, data: bytes) -> Any:
         return None
     from ...api import verify_witnesses
 
-    return verify_witnesses(context_of(args), Path(args.witness), data=data)
+    signers = getattr(args, "allowed_signers", None)
+    return verify_witnesses(context_of(args), Path(args.witness), data=data,
+                            allowed_signers=Path(signers) if signers else None, **witness_options(args))
 
 
 def _print_witness_verdict(witnessed: Any, lang: str) -> None:
@@ -313,6 +333,8 @@ def _print_witness_verdict(witnessed: Any, lang: str) -> None:
     for p in witnessed.problems_zh if zh else witnessed.problems:
         c.print(Text.assemble(("  见证：" if zh else "  witness: ", "red"), p), soft_wrap=True)
     for p in witnessed.doubts_zh if zh else witnessed.doubts:
+        c.print(Text.assemble(("  见证：" if zh else "  witness: ", "yellow"), p), soft_wrap=True)
+    for p in witnessed.ignored_zh if zh else witnessed.ignored:
         c.print(Text.assemble(("  见证：" if zh else "  witness: ", "yellow"), p), soft_wrap=True)
     for h in witnessed.unreachable:
         c.print(Text.assemble(("  见证：" if zh else "  witness: ", "yellow"), f"主机 {h.host} 无法读取：{h.error}" if zh
@@ -353,7 +375,8 @@ def cmd_export(args: argparse.Namespace) -> int:
                         allowed_signers=Path(signers) if signers else None, anchor=getattr(args, "anchor", None),
                         run=getattr(args, "run", None), host=getattr(args, "host", None),
                         since=getattr(args, "since", None), lang=args.lang,
-                        witness=Path(args.witness) if getattr(args, "witness", None) else None)
+                        witness=Path(args.witness) if getattr(args, "witness", None) else None,
+                        witness_options=witness_options(args))
     if not args.json:
         state = {"intact": "intact", "altered": "ALTERED", "cannot_check": f"not checked: {CANNOT_CHECK}"}
         console().print(f"wrote {done.output} ({done.format}, {done.events} events; log {state[done.status]})",
@@ -366,7 +389,10 @@ def cmd_export(args: argparse.Namespace) -> int:
                                              "each)" if wr.doubts else
                                              f"CANNOT CHECK, {len(wr.unreachable)} host(s) could not be read"
                                              if wr.unreachable else f"{wr.checked} witnessed checkpoint(s) match "
-                                             "the log"), markup=False)
+                                             "the log" + (f"; {wr.syslog_checked} syslog copy(ies) of the witnesses "
+                                                          "match the log and the hosts' records"
+                                                          if wr.syslog_checked else "")) + ignored_text(wr),
+                            markup=False)
         if done.cases_output is not None:
             console().print(f"wrote {done.cases_output} (one row per run and host: the case files)", markup=False)
     else:
@@ -390,7 +416,8 @@ def cmd_case(args: argparse.Namespace) -> int:
     done = audit_case(context_of(args), args.run, log=log_path(args),
                       allowed_signers=Path(signers) if signers else None, anchor=getattr(args, "anchor", None),
                       witness=Path(args.witness) if getattr(args, "witness", None) else None,
-                      approvals=Path(args.approvals) if getattr(args, "approvals", None) else None)
+                      approvals=Path(args.approvals) if getattr(args, "approvals", None) else None,
+                      witness_options=witness_options(args))
     from ...audit.view import altered
 
     # a case read from an altered log (its chain or signatures, or the hosts' own records, say so) is no evidence:
@@ -422,9 +449,13 @@ def cmd_case(args: argparse.Namespace) -> int:
                          f"CANNOT CHECK: {len(wr.unreachable)} host(s) could not be read", style="bold yellow"),
                     soft_wrap=True)
         else:
-            c.print(Text(f"完好：主机的 {wr.checked} 个见证检查点都与日志一致" if zh else
-                         f"INTACT: the hosts' {wr.checked} witnessed checkpoint(s) all match the log",
-                         style="bold green"), soft_wrap=True)
+            c.print(Text(f"完好：主机的 {wr.checked} 个见证检查点都与日志一致"
+                         + (f"；{wr.syslog_checked} 个见证的 syslog 副本与日志和主机记录一致" if wr.syslog_checked else "")
+                         if zh else f"INTACT: the hosts' {wr.checked} witnessed checkpoint(s) all match the log"
+                         + (f"; {wr.syslog_checked} syslog copy(ies) of the witnesses match the log and the hosts' "
+                            "records" if wr.syslog_checked else ""), style="bold green"), soft_wrap=True)
+        if wr.ignored:
+            c.print(Text(ignored_text(wr, lang).lstrip("；; "), style="yellow"), soft_wrap=True)
     checked: Any = done.case.get("approval_check")
     if isinstance(checked, dict):  # the approval files the auditor was given (--approvals)
         n = len(checked.get("problems") or [])
