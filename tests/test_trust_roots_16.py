@@ -71,6 +71,10 @@ def test_deleted_grant_records_still_refuse_the_approval_and_are_a_refusal_of_th
     assert done.returncode == ExitCode.OK and f"the record of grant {grant} was gone" in out, out
     assert json.loads((records / f"{grant}.json").read_text(encoding="utf-8"))["keys_at_revoke"] == \
         revoked["keys_at_revoke"]
+    assert _logged(sandbox, "access_record_restored") == [{"grant": grant, "user": _logged(sandbox, "access_granted")[0]
+                                                           ["user"], "file": str(authorized)}]
+    done = _cli(sandbox.root, "audit", "verify", env=env)
+    assert "unknown event" not in done.stdout + done.stderr, done.stdout + done.stderr
     _, approval, done = operator_plan_approved(sandbox, tmp_path, env)
     out = " ".join((done.stdout + done.stderr).split())
     assert done.returncode == ExitCode.APPROVAL_REFUSED, out
