@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from hoststate import assert_host_untouched
 from test_trust_roots_13 import _untouched
 from test_trust_roots_14 import operator_plan_approved
 from test_trust_roots_15 import _grant, _login_key_granted, _run_refused, _second_key
@@ -126,3 +127,53 @@ def test_a_kept_granted_line_whose_record_was_deleted_still_refuses(sandbox: San
     assert done.returncode == ExitCode.APPROVAL_REFUSED, out
     assert f"{authorized} line 1 (the key of an access grant into this account, its grant marker gone)" in out, out
     assert not approval.exists()
+
+
+# ---------------------------------------------------------------- 2. the catalog serial, per machine
+
+
+def test_a_sibling_install_on_the_same_machine_is_not_upgraded_from_an_older_catalog(
+        sandbox: Sandbox, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """attack12r18 M2: install A (this sandbox) is upgraded from the vendor's catalog serial 2; install B, a sibling on
+    the same machine with a controller of its own, planned and approved with serial 1 before that. B's run is refused
+    at its lock (exit 4, en + zh) and so is a new plan (exit 4): the machine remembers serial 2, B's own ledger never
+    saw it. Nothing on B, on A or in the machine's record changed."""
+    from test_trust_roots import _plan, _upgraded_once
+    from conftest import approve, kill_processes_under
+    from trust_support import cli, copy_catalog, host_state, state_dir, vendor_catalog
+    from upgrader.cli.commands.demo import build_sandbox
+    from upgrader.hostagent.ledger import MACHINE_LEDGER_ROOT
+
+    sibling = build_sandbox(tmp_path / "sibling")
+    sibling.start_service()
+    try:
+        rc, err, old_plan = _plan(sibling, capsys, "old-catalog")
+        assert rc == ExitCode.OK, err
+        old_approval = approve(sibling, old_plan)
+        newer = copy_catalog(sandbox, "catalog-serial-2")
+        vendor_catalog(sandbox, newer, serial=2)
+        _upgraded_once(sandbox, capsys, catalog=newer)
+        machine = Path(MACHINE_LEDGER_ROOT) / "catalog-serials.json"
+        assert json.loads(machine.read_text(encoding="utf-8")) == {"sample-middleware": 2}
+        assert not (state_dir(sibling.install_dir) / "catalog-serials.json").exists()
+        before = {"a": host_state(sandbox), "b": pristine(sibling)}
+        recorded = machine.read_bytes()
+
+        rc, err = cli(sibling, capsys, "run", str(old_plan), "--approval", str(old_approval))
+        said = " ".join(err.split())
+        assert rc == ExitCode.APPROVAL_REFUSED, err
+        assert "catalog serial 1 is older than serial 2 this host was already upgraded from" in said, said
+        assert "another one on this machine" in said and "目录序号 1 比本机" in said and "Traceback" not in said, said
+        rc, err, again = _plan(sibling, capsys, "old-catalog-again")
+        said = " ".join(err.split())
+        assert rc == ExitCode.APPROVAL_REFUSED and "目录序号 1 比本机" in said, said
+        assert not again.exists()
+        after_b = host_state(sibling)
+        new = [r for r in after_b.home_runs if r not in before["b"].home_runs]
+        assert len(new) <= 1, new
+        assert_host_untouched(before["b"], after_b, run_record=new[0] if new else None)
+        assert_host_untouched(before["a"], host_state(sandbox))
+        assert machine.read_bytes() == recorded
+    finally:
+        sibling.stop_service()
+        kill_processes_under(tmp_path / "sibling")
