@@ -177,3 +177,31 @@ def test_a_sibling_install_on_the_same_machine_is_not_upgraded_from_an_older_cat
     finally:
         sibling.stop_service()
         kill_processes_under(tmp_path / "sibling")
+
+
+# ---------------------------------------------------------------- 3. the policy a run uses, said before it runs
+
+
+def test_run_and_rollback_say_which_policy_they_use_before_anything_runs(sandbox: Sandbox, tmp_path: Path) -> None:
+    """``run`` and ``rollback`` print one line naming the operator's policy (its source and sha256) before the first
+    phase; with ``--json`` the line goes to stderr and stdout stays one JSON document."""
+    import hashlib
+
+    from conftest import approve, signed_plan
+
+    plan = tmp_path / "p.json"
+    done = _cli(sandbox.root, *signed_plan(sandbox, ["plan", "--inventory", str(sandbox.inventory), "--catalog",
+                                                     str(sandbox.catalog / "catalog.yaml"), "--to", "7.0.4.2",
+                                                     "-o", str(plan)]))
+    assert done.returncode == ExitCode.OK, done.stdout + done.stderr
+    digest = hashlib.sha256(sandbox.policy.read_bytes()).hexdigest()
+    line = f"policy: {sandbox.policy} (sha256 {digest})"
+    done = _cli(sandbox.root, "run", str(plan), "--approval", str(approve(sandbox, plan)))
+    assert done.returncode == ExitCode.OK, done.stdout + done.stderr
+    out = done.stdout
+    assert out.count(line) == 1 and out.index(line) < out.index("preflight"), out
+    (run_id,) = re.findall(r"^run (\S+):", out, re.M)
+    done = _cli(sandbox.root, "rollback", run_id, "--yes", "--json")
+    assert done.returncode == ExitCode.OK, done.stdout + done.stderr
+    assert f"upgrader: {line}" in done.stderr and line not in done.stdout, done.stderr
+    assert json.loads(done.stdout)["hosts"], done.stdout

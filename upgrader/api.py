@@ -166,6 +166,7 @@ class RunStart:
     journal: Path
     cancels: bool                # does a cancel stop this run (run: yes; resume, rollback: they go on to the end)
     window_note: str | None = None
+    policy: JSONObject | None = None  # the operator's policy it runs under: source, sha256, identity
 
 
 # -- results ---------------------------------------------------------------------------------------------
@@ -1086,7 +1087,8 @@ def run(ctx: Context, plan: Path | Plan, approvals: Sequence[str | Path] = (), *
         versions = {h["name"]: (h["current"], h["target"]) for h in plan.hosts}
         told = _observers(observers, events, versions)
         if on_started is not None:
-            on_started(RunStart(started.run_id, "run", tuple(versions), started.journal.dir, True))
+            on_started(RunStart(started.run_id, "run", tuple(versions), started.journal.dir, True,
+                                policy=_policy_in_force(checked.policy)))
         engine = Engine(journal=started.journal, clock=ctx.clock, observers=[started.recorder, *told],
                         forks=limits.forks, batch=limits.batch, max_failures=limits.max_failures,
                         controller=started.controller, manual_changes=checked.policy.manual_changes,
@@ -1481,7 +1483,8 @@ def resume(ctx: Context, run_id: str, *, hosts: str | None = None, yes: bool = F
                     audit=_host_audit("resume", recorder, accepted.digest, None, policy=_policy_in_force(policy)))
     with _running(guard):  # until its records are written
         if on_started is not None:
-            on_started(RunStart(run_id, "resume", tuple(h["name"] for h in chosen), journal.dir, False))
+            on_started(RunStart(run_id, "resume", tuple(h["name"] for h in chosen), journal.dir, False,
+                                policy=_policy_in_force(policy)))
         _notify(told, "run_started", run_id, clock, hosts=[h["name"] for h in chosen], command="resume")
         result = engine.resume(targets, seen).to_dict()
         _record_interrupts(recorder, guard, cancels=False)
@@ -1541,7 +1544,7 @@ def _continue_after_canary(ctx: Context, run_id: str, run_dir: Path, result: JSO
                                       policy=_policy_in_force(policy)))
     with _running(guard):  # until its records are written
         if on_started is not None:
-            on_started(RunStart(run_id, "resume", tuple(waiting), journal.dir, True))
+            on_started(RunStart(run_id, "resume", tuple(waiting), journal.dir, True, policy=_policy_in_force(policy)))
         more = engine.run(targets).to_dict()
         _record_interrupts(recorder, guard, cancels=True)
         by_host = {h["host"]: h for h in cast("list[dict[str, object]]", more["hosts"])}
@@ -1614,7 +1617,7 @@ def rollback(ctx: Context, run_id: str, *, hosts: str | None = None, batch: str 
     with _running(guard):  # until its records are written
         if on_started is not None:
             on_started(RunStart(run_id, "rollback", tuple(h["name"] for h in chosen), journal.dir, False,
-                                window_line))
+                                window_line, policy=_policy_in_force(policy)))
         _notify(told, "run_started", run_id, clock, hosts=[h["name"] for h in chosen], command="rollback")
         result = engine.rollback(targets, untouched=refused_at_preflight(run_dir)).to_dict()
         _record_interrupts(recorder, guard, cancels=False)
