@@ -205,3 +205,27 @@ def test_run_and_rollback_say_which_policy_they_use_before_anything_runs(sandbox
     assert done.returncode == ExitCode.OK, done.stdout + done.stderr
     assert f"upgrader: {line}" in done.stderr and line not in done.stdout, done.stderr
     assert json.loads(done.stdout)["hosts"], done.stdout
+
+
+def test_resume_says_which_policy_it_uses_before_anything_runs(sandbox: Sandbox, tmp_path: Path) -> None:
+    """A run killed once its stop finished; ``resume`` prints the operator's policy line first, before it rolls the
+    host back."""
+    import hashlib
+
+    from conftest import approve, fault_env, signed_plan
+
+    plan = tmp_path / "p.json"
+    done = _cli(sandbox.root, *signed_plan(sandbox, ["plan", "--inventory", str(sandbox.inventory), "--catalog",
+                                                     str(sandbox.catalog / "catalog.yaml"), "--to", "7.0.4.2",
+                                                     "-o", str(plan)]))
+    assert done.returncode == ExitCode.OK, done.stdout + done.stderr
+    done = _cli(sandbox.root, "run", str(plan), "--approval", str(approve(sandbox, plan)),
+                env=fault_env(kill_at="stop:finished"))
+    assert done.returncode != ExitCode.OK, done.stdout + done.stderr
+    (run_id,) = re.findall(r"^run (\S+):", done.stdout, re.M)
+    line = f"policy: {sandbox.policy} (sha256 {hashlib.sha256(sandbox.policy.read_bytes()).hexdigest()})"
+    done = _cli(sandbox.root, "resume", run_id, "--yes")
+    out = done.stdout
+    assert line in out, out + done.stderr
+    assert done.returncode == ExitCode.ROLLED_BACK and "now running 7.0.4.1" in out, out + done.stderr
+    assert out.splitlines()[0] == line and out.count(line) == 1, out
