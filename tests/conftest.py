@@ -19,6 +19,7 @@ import fcntl
 import hashlib
 import json
 import os
+import pwd
 import signal
 import stat
 import sys
@@ -140,6 +141,24 @@ def isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.
     monkeypatch.delenv("UPGRADER_HOME", raising=False)
     monkeypatch.setenv("COLUMNS", "200")
     return home
+
+
+@pytest.fixture(autouse=True)
+def machine_ledger_forgotten() -> Iterator[None]:
+    """The host agent keeps this machine's newest catalog serials outside any test's directories (root's in
+    /etc/upgrader/ledger, the suite's own tmpfs; another account's in its home): a record a test made there is removed
+    after it, so that a test upgraded from catalog serial 2 does not refuse the next test's serial 1."""
+    import shutil
+
+    from upgrader.hostagent.ledger import MACHINE_LEDGER_ROOT
+
+    places = [Path(MACHINE_LEDGER_ROOT)] if os.geteuid() == 0 else \
+        [Path(pwd.getpwuid(os.geteuid()).pw_dir) / ".upgrader-agent"]
+    there = {p for p in places if p.exists()}
+    yield
+    for p in places:
+        if p not in there and p.exists():
+            shutil.rmtree(p, ignore_errors=True)
 
 
 def kill_processes_under(root: Path) -> None:

@@ -166,6 +166,7 @@ class RunStart:
     journal: Path
     cancels: bool                # does a cancel stop this run (run: yes; resume, rollback: they go on to the end)
     window_note: str | None = None
+    policy: JSONObject | None = None  # the operator's policy it runs under: source, sha256, identity
 
 
 # -- results ---------------------------------------------------------------------------------------------
@@ -859,6 +860,7 @@ def _refuse_granted_approver(home: Path, key: str, approver: str, source: str, r
     it approved."""
     from .customer.access import format_time, lines_letting_in, own_authorized_keys
 
+    _refuse_grant_record_gone(home, source, requester)
     found = lines_letting_in(own_authorized_keys(), key, now)
     if not found:
         _refuse_added_by_grant(home, key, approver, source, requester, now)
@@ -883,6 +885,7 @@ def _refuse_while_let_in(home: Path, source: str, requester: Requester, now: _dt
     approves, requester and approver could be one person; the grant's line is named."""
     from .customer.access import added_during_grants, format_time, open_grant_lines, own_authorized_keys
 
+    _refuse_grant_record_gone(home, source, requester)
     files = own_authorized_keys()
     lines = open_grant_lines(files, now, home)
     if lines:
@@ -904,6 +907,34 @@ def _refuse_while_let_in(home: Path, source: str, requester: Requester, now: _dt
                           "approval of a plan signed by this account's keys is refused while anyone is let in; "
                           "nothing was changed",
                           hint=hint + ", make the plan again, and have it approved again")
+
+
+def _refuse_grant_record_gone(home: Path, source: str, requester: Requester) -> None:
+    """ApprovalRefused (exit 4) when the audit log holds a grant into this account whose record
+    (HOME/access/grants/ID.json) is missing or unreadable: the record is the account's file, and the engineer
+    logged in through the grant could delete it to hide the keys that let them in (attack12r20). The checks take
+    the log's events as well; the gone record is a reason of its own: somebody in this account removed it."""
+    from .core.recorder import audit_path
+    from .customer.access import grants_kept
+
+    gone = [k for k in grants_kept(home) if k.record_problem is not None]
+    if not gone:
+        return
+    k = gone[0]
+    raise ApprovalRefused(
+        f"{source}: the record of access grant {k.grant} is gone: {k.record} {k.record_problem}, but the audit log "
+        f"({audit_path(home)}) holds the grant into this account, which holds the key {requester.fingerprint} that "
+        f"{requester.how}: whoever was let in could have removed it to hide the keys the grant let in (segregation "
+        "of duties); an approval of a plan signed by this account's keys is refused until the record is back; "
+        f"nothing was changed\n{source}：访问授权 {k.grant} 的记录已不存在：{k.record} "
+        f"{'缺失' if k.record_problem == 'is missing' else '无法读取'}，但审计日志（{audit_path(home)}）记有这次进入本账户"
+        f"的授权；本账户持有的密钥 {requester.fingerprint} 签署了此计划：被授权登录的人可能删除了记录以隐藏授权期间放入的"
+        "密钥（职责分离）；在记录恢复之前，拒绝批准由本账户密钥签署的计划；未做任何更改",
+        hint=(f"check this account's authorized_keys for keys you did not add (upgrader access list), rotate the "
+              f"operator key, then write the record back from the audit log with 'upgrader access revoke {k.grant}' "
+              "(it also ends the grant if it is still open), make the plan again and have it approved again / "
+              "检查本账户的 authorized_keys 中有无不是您添加的密钥（upgrader access list），更换操作员密钥，然后用 "
+              f"'upgrader access revoke {k.grant}' 从审计日志写回记录（若授权仍有效也一并结束），重新制作计划并再次批准"))
 
 
 def _refuse_added_by_grant(home: Path, key: str, approver: str, source: str, requester: Requester,
@@ -1056,7 +1087,8 @@ def run(ctx: Context, plan: Path | Plan, approvals: Sequence[str | Path] = (), *
         versions = {h["name"]: (h["current"], h["target"]) for h in plan.hosts}
         told = _observers(observers, events, versions)
         if on_started is not None:
-            on_started(RunStart(started.run_id, "run", tuple(versions), started.journal.dir, True))
+            on_started(RunStart(started.run_id, "run", tuple(versions), started.journal.dir, True,
+                                policy=_policy_in_force(checked.policy)))
         engine = Engine(journal=started.journal, clock=ctx.clock, observers=[started.recorder, *told],
                         forks=limits.forks, batch=limits.batch, max_failures=limits.max_failures,
                         controller=started.controller, manual_changes=checked.policy.manual_changes,
@@ -1451,7 +1483,8 @@ def resume(ctx: Context, run_id: str, *, hosts: str | None = None, yes: bool = F
                     audit=_host_audit("resume", recorder, accepted.digest, None, policy=_policy_in_force(policy)))
     with _running(guard):  # until its records are written
         if on_started is not None:
-            on_started(RunStart(run_id, "resume", tuple(h["name"] for h in chosen), journal.dir, False))
+            on_started(RunStart(run_id, "resume", tuple(h["name"] for h in chosen), journal.dir, False,
+                                policy=_policy_in_force(policy)))
         _notify(told, "run_started", run_id, clock, hosts=[h["name"] for h in chosen], command="resume")
         result = engine.resume(targets, seen).to_dict()
         _record_interrupts(recorder, guard, cancels=False)
@@ -1511,7 +1544,7 @@ def _continue_after_canary(ctx: Context, run_id: str, run_dir: Path, result: JSO
                                       policy=_policy_in_force(policy)))
     with _running(guard):  # until its records are written
         if on_started is not None:
-            on_started(RunStart(run_id, "resume", tuple(waiting), journal.dir, True))
+            on_started(RunStart(run_id, "resume", tuple(waiting), journal.dir, True, policy=_policy_in_force(policy)))
         more = engine.run(targets).to_dict()
         _record_interrupts(recorder, guard, cancels=True)
         by_host = {h["host"]: h for h in cast("list[dict[str, object]]", more["hosts"])}
@@ -1584,7 +1617,7 @@ def rollback(ctx: Context, run_id: str, *, hosts: str | None = None, batch: str 
     with _running(guard):  # until its records are written
         if on_started is not None:
             on_started(RunStart(run_id, "rollback", tuple(h["name"] for h in chosen), journal.dir, False,
-                                window_line))
+                                window_line, policy=_policy_in_force(policy)))
         _notify(told, "run_started", run_id, clock, hosts=[h["name"] for h in chosen], command="rollback")
         result = engine.rollback(targets, untouched=refused_at_preflight(run_dir)).to_dict()
         _record_interrupts(recorder, guard, cancels=False)
@@ -2692,16 +2725,20 @@ def grant_access(ctx: Context, *, key: Path, hours: float | None = None, from_pa
         return {"outcome": "extended" if change.extended else "granted", "user": found.user, "file": found.path,
                 "created_file": not found.exists, "grant": change.grant.describe(now),
                 "previous_expires": format_time(change.previous_expires) if change.previous_expires else None,
-                "_audit_host": target.audit_host}
+                "_audit_host": target.audit_host, "_keys_before": sorted(before) if own else None}
 
     results = _on_each(targets, work)
     for r in results:
+        before = r.pop("_keys_before", None)
         if r["outcome"] in ("granted", "extended"):
             g = cast("dict[str, object]", r["grant"])
+            # a grant into this account carries what its record holds (the record is the account's file: an
+            # engineer logged in could delete it; the approval checks read the log's events too)
+            own = {"keys_before": before} if before is not None else {}
             recorder.event(f"access_{r['outcome']}", host=cast(str, r.pop("_audit_host")), outcome=str(r["outcome"]),
                            grant=g["id"], fingerprint=g["fingerprint"], key_type=g["key_type"], user=r["user"],
                            file=r["file"], hours=granted, expires=g["expires"], previous_expires=r["previous_expires"],
-                           reason=g["reason"], granted_by=g["granted_by"], **_from(g))
+                           reason=g["reason"], granted_by=g["granted_by"], **_from(g), **cast("dict[str, Any]", own))
     return AccessResult(results, _access_exit(results), hours=granted)
 
 
@@ -2748,7 +2785,8 @@ def revoke_access(ctx: Context, *, grant_id: str | None = None, all: bool = Fals
     import re
 
     from .core.exit_codes import ExitCode
-    from .customer.access import close_grant, edit_on_host, list_grants, own_authorized_keys, remove_grants
+    from .customer.access import (close_grant, edit_on_host, list_grants, own_authorized_keys, remove_grants,
+                                  restore_grant_record)
 
     chosen = [what for what, given in (("ID", grant_id), ("--all", all), ("--expired", expired)) if given]
     if len(chosen) != 1:
@@ -2770,28 +2808,39 @@ def revoke_access(ctx: Context, *, grant_id: str | None = None, all: bool = Fals
         def edit(current: HostFile) -> tuple[bytes, list[Grant]]:
             return remove_grants(current.data, select)
 
+        own = target.local and account is None
+        # a grant the audit log holds whose record is gone (refused by approve and run): written back from the log
+        restored = bool(own and grant_id and restore_grant_record(ctx.home, grant_id, now))
         found, removed = edit_on_host(agent, account, edit)
-        if target.local and account is None:  # the keys that let anyone in once the engineer is out
+        at_revoke: dict[str, list[str]] = {}
+        if own:  # the keys that let anyone in once the engineer is out
             for g in removed:
-                close_grant(ctx.home, g.id, own_authorized_keys(), now)
-        if grant_id and not removed and target.local:
+                at_revoke[g.id] = close_grant(ctx.home, g.id, own_authorized_keys(), now)
+        if grant_id and not removed and target.local and not restored:
             ids = [g.id for g in list_grants(found.data)]
             raise InputError(f"no grant {grant_id} here; " + (f"its grants: {', '.join(ids)}" if ids
                                                                else "it holds no grant"), path=found.path)
-        return {"outcome": "revoked" if removed else "unchanged", "user": found.user, "file": found.path,
+        return {"outcome": "revoked" if removed else "record restored" if restored else "unchanged",
+                "user": found.user, "file": found.path, "record_restored": restored,
                 "revoked": [g.describe(now) for g in removed], "_audit_host": target.audit_host,
-                "added_during_grants": _added_lines(ctx.home, now) if target.local and account is None else []}
+                "_keys_at_revoke": at_revoke,
+                "added_during_grants": _added_lines(ctx.home, now) if own else []}
 
     results = _on_each(targets, work)
     for r in results:
         audit_host = cast("str | None", r.pop("_audit_host", None))
+        at_revoke = cast("dict[str, list[str]]", r.pop("_keys_at_revoke", None) or {})
+        if r.get("record_restored"):
+            recorder.event("access_record_restored", host=audit_host, outcome="restored", grant=grant_id,
+                           user=r["user"], file=r["file"])
         for g in cast("list[dict[str, object]]", r.get("revoked", [])):
+            own = {"keys_at_revoke": at_revoke[str(g["id"])]} if str(g["id"]) in at_revoke else {}
             recorder.event("access_revoked", host=audit_host, outcome="revoked", grant=g["id"],
                            fingerprint=g["fingerprint"], key_type=g["key_type"], user=r["user"], file=r["file"],
                            expires=g["expires"], expired=g["expired"], reason=g["reason"],
-                           granted_by=g["granted_by"], selected_by=chosen[0], **_from(g))
+                           granted_by=g["granted_by"], selected_by=chosen[0], **_from(g), **cast("dict[str, Any]", own))
     code = _access_exit(results)
-    if grant_id and code == 0 and not any(r.get("revoked") for r in results):
+    if grant_id and code == 0 and not any(r.get("revoked") or r.get("record_restored") for r in results):
         code = int(ExitCode.BAD_INPUT)
         for r in results:
             r.update(outcome="failed", error=f"no grant {grant_id} in {r['file']}", exit_code=code)

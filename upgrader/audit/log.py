@@ -646,8 +646,9 @@ _RUN_EVENTS = frozenset(("run_started", "approval_accepted", "resume_requested",
                          "locks_broken", "phase_started", "phase_finished", "host_started", "host_finished",
                          "rollback_started", "run_finished", "lock_broken", "run_interrupted", "guide_interrupted"))
 _OTHER_EVENTS = frozenset(("checkpoint", "plan_created", "approval_created", "approval_refused", "run_refused",
-                           "access_granted", "access_extended", "access_revoked", "guide_cancelled", "guide_refused",
-                           "guide_backup_confirmation", "guide_plan_waits_for_approval", "guide_audit_key_made",
+                           "access_granted", "access_extended", "access_revoked", "access_record_restored",
+                           "guide_cancelled", "guide_refused", "guide_backup_confirmation", "guide_plan_waits_for_approval",
+                           "guide_audit_key_made",
                            "guide_audit_key_listed", "guide_audit_key_line_shown", "guide_approval_key_untrusted",
                            "guide_access_kept", "guide_access_closed", "guide_access_close_failed",
                            "witness_missing"))

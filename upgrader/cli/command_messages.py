@@ -53,6 +53,9 @@ COMMAND_MESSAGES: dict[str, tuple[str, str]] = {
     "revoke_nothing_expired": ("{host}no expired grant in {file}: nothing to revoke", "{host}{file} 中没有已过期的授权：无需撤销"),
     "revoke_nothing_all": ("{host}no grant in {file}: nothing to revoke", "{host}{file} 中没有授权：无需撤销"),
     "revoke_nothing_id": ("{host}no grant {id} in {file}: nothing to revoke", "{host}{file} 中没有授权 {id}：无需撤销"),
+    "record_restored": ("{host}the record of grant {id} was gone: written back from the audit log "
+                        "(HOME/access/grants/{id}.json)",
+                        "{host}授权 {id} 的记录已不存在：已从审计日志写回（HOME/access/grants/{id}.json）"),
     "revoked": ("{host}[bold]revoked[/bold] grant {id} (key {fp}, granted by {by}, {state}) from {file}",
                 "{host}[bold]已撤销[/bold] 授权 {id}（公钥 {fp}，授权人 {by}，{state}），文件 {file}"),
     "state_expired": ("expired", "已过期"),

@@ -210,8 +210,10 @@ def check_seen_serial(host: str, product: str, facts: AgentReply, serial: int) -
     seen = int((facts.get("catalog_serials") or {}).get(product, 0) or 0)
     if seen > serial:
         raise ApprovalRefused(f"{host}: catalog serial {serial} is older than serial {seen} this host was already "
-                              f"upgraded from ({product}): refusing a rollback to an old catalog; nothing was changed",
-                              hint="get the current catalog from the vendor")
+                              f"upgraded from ({product}, by this install or another one on this machine): refusing "
+                              f"a rollback to an old catalog; nothing was changed\n{host}：目录序号 {serial} 比本机（此安装"
+                              f"或本机上的另一安装）已用于升级 {product} 的目录序号 {seen} 旧：拒绝回退到旧目录；未做任何更改",
+                              hint="get the current catalog from the vendor / 请向厂商获取当前目录")
 
 
 def _decide(h: Host, current: str | None, facts: AgentReply, target_v: Version, entry: CatalogEntry | None,

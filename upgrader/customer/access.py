@@ -42,7 +42,8 @@ from ..core.errors import InputError
 __all__ = ["PublicKey", "Grant", "GrantChange", "HostFile", "MARKER", "parse_public_key", "load_public_key_file",
            "check_from", "check_reason", "check_user", "check_hours", "expiry_time", "format_time", "list_grants",
            "add_grant", "remove_grants", "read_on_host", "edit_on_host", "own_authorized_keys", "KeyLine",
-           "lines_letting_in", "remember_grant", "close_grant", "current_keys", "AddedLine", "added_during_grants"]
+           "lines_letting_in", "remember_grant", "close_grant", "current_keys", "AddedLine", "added_during_grants",
+           "GrantKept", "grants_kept", "logged_grants", "restore_grant_record"]
 
 MARKER = "upgrader-grant:"
 MAX_LINE = 8000  # sshd reads authorized_keys lines of up to 8 KiB
@@ -429,17 +430,13 @@ def lines_letting_in(files: Sequence[Path], fingerprint: str, now: _dt.datetime)
 
 def open_grant_lines(files: Sequence[Path], now: _dt.datetime, home: Path | None = None) -> list[KeyLine]:
     """Every unexpired line of ``files`` that lets in a granted key: a grant line, and -- with ``home`` -- any line,
-    whatever its comment, of a key a grant into this account was made for (HOME/access/grants: the marker comment
-    edited away, or the line copied into authorized_keys2, lets that engineer in all the same)."""
-    import json
-
+    whatever its comment, of a key a grant into this account was made for (HOME/access/grants and the audit log's
+    grant events: the marker comment edited away, or the line copied into authorized_keys2, lets that engineer in
+    all the same; so does a grant whose record was deleted)."""
     granted: set[str] = set()
     if home is not None:
-        for path in sorted((home / "access" / "grants").glob("*.json")):
-            try:
-                granted.add(str(json.loads(path.read_text(encoding="utf-8"))["fingerprint"]))
-            except (OSError, ValueError, KeyError, TypeError):
-                continue
+        for kept in grants_kept(home):
+            granted |= kept.engineers
     return [line for fp, line in _keys_letting_in(files, now) if line.grant is not None or fp in granted]
 
 
@@ -494,22 +491,24 @@ def remember_grant(home: Path, grant_id: str, fingerprint: str, keys_before: set
     tmp.replace(path)
 
 
-def close_grant(home: Path, grant_id: str, files: Sequence[Path], now: _dt.datetime) -> None:
+def close_grant(home: Path, grant_id: str, files: Sequence[Path], now: _dt.datetime) -> list[str]:
     """Grant ``grant_id`` was revoked: its record keeps the keys that let anyone in then (keys added later are the
-    account's own, the engineer no longer in it)."""
+    account's own, the engineer no longer in it). Returns those keys (the revoke's audit event carries them too)."""
     import json
 
+    keys = sorted({fp for fp, _ in _keys_letting_in(files, now)})
     path = _grant_record(home, grant_id)
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return
-    if "keys_at_revoke" in record:
-        return
-    record.update(revoked=format_time(now), keys_at_revoke=sorted({fp for fp, _ in _keys_letting_in(files, now)}))
+        return keys
+    if not isinstance(record, dict) or "keys_at_revoke" in record:
+        return keys
+    record.update(revoked=format_time(now), keys_at_revoke=keys)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
     tmp.replace(path)
+    return keys
 
 
 def current_keys(files: Sequence[Path], now: _dt.datetime) -> set[str]:
@@ -531,24 +530,151 @@ def added_during_grants(home: Path, files: Sequence[Path], now: _dt.datetime,
                         engineer: str | None = None) -> list[AddedLine]:
     """The lines of ``files`` that still let in a key added while a grant into this account was open (of the key
     ``engineer``; None: any grant): a key letting in when the grant was revoked (or now, for a grant never revoked)
-    that did not before it was made. An unreadable record counts as none (the audit log keeps the grant)."""
-    import json
-
+    that did not before it was made. A grant counts from its record and from the audit log's grant events
+    (grants_kept): deleting or rewriting the record does not hide it."""
     found: list[AddedLine] = []
     now_keys = _keys_letting_in(files, now)
-    for path in sorted((home / "access" / "grants").glob("*.json")):
-        try:
-            record = json.loads(path.read_text(encoding="utf-8"))
-            grantee, before = str(record["fingerprint"]), set(record["keys_before"])
-            then = set(record["keys_at_revoke"]) if "keys_at_revoke" in record else None
-        except (OSError, ValueError, KeyError, TypeError):
+    for kept in grants_kept(home):
+        if engineer is not None and engineer not in kept.engineers:
             continue
-        if engineer is not None and grantee != engineer:
-            continue
+        grantee = engineer if engineer is not None else sorted(kept.engineers)[0]
         for fp, line in now_keys:
-            if fp != grantee and fp not in before and (then is None or fp in then):
-                found.append(AddedLine(str(record.get("grant") or path.stem), grantee, fp, line))
+            if (fp not in kept.engineers and fp not in kept.before
+                    and (kept.at_revoke is None or fp in kept.at_revoke)):
+                found.append(AddedLine(kept.grant, grantee, fp, line))
     return found
+
+
+# ------------------------------------------------------------------ the grant's record and the audit log's
+#
+# HOME/access/grants/ID.json is the account's file: an engineer logged in through the grant can delete or rewrite it.
+# Every grant into this account is also in the audit log (signed, chained, witnessed: an edit makes ``audit verify``
+# say ALTERED), and its events carry what the record holds: ``access_granted`` (and ``access_extended``) the key's
+# fingerprint and ``keys_before``, ``access_revoked`` the ``keys_at_revoke``. The checks take both together, the
+# stricter of the two, and a grant the log holds whose record is missing or unreadable is a refusal of its own.
+
+
+@dataclass(frozen=True)
+class GrantKept:
+    """What is known of grant ``grant`` into this account, its record and the audit log taken together."""
+
+    grant: str
+    engineers: frozenset[str]  # the granted key (both sources' word)
+    before: frozenset[str]  # the keys that let anyone in before it was made (in every source that says)
+    at_revoke: frozenset[str] | None  # those that did when it was revoked (None: open, or so one source says)
+    record: Path
+    record_problem: str | None  # the log holds the grant but its record is missing or unreadable: why
+
+
+def _read_record(path: Path) -> tuple[dict[str, Any] | None, str | None]:
+    """A grant record, or why it cannot be read."""
+    import json
+
+    try:
+        record = json.loads(path.read_bytes()[:1 << 20].decode("utf-8"))
+        if not isinstance(record, dict):
+            raise TypeError("not a JSON object")
+        str(record["fingerprint"])
+        before = record["keys_before"]
+        at_revoke = record.get("keys_at_revoke", [])
+        if not isinstance(before, list) or not isinstance(at_revoke, list):
+            raise TypeError("keys_before or keys_at_revoke is not a list")
+        return record, None
+    except FileNotFoundError:
+        return None, "is missing"
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        return None, f"cannot be read ({e.__class__.__name__}: {e})"
+
+
+def logged_grants(home: Path) -> dict[str, dict[str, Any]]:
+    """The grants into this account the audit log (HOME/audit/audit.jsonl) holds, by id: ``fingerprint`` (a set),
+    ``keys_before`` (the first event's), ``keys_at_revoke`` (a set, None while no revoke event says), ``line`` (of
+    the grant's first event). Only events that carry ``keys_before`` are grants into this account (a grant into
+    another account, or on another host, keeps none); a log that cannot be read holds none."""
+    import json
+
+    from ..core.recorder import audit_path
+
+    try:
+        with open(audit_path(home), "rb") as f:
+            data = f.read()
+    except OSError:
+        return {}
+    found: dict[str, dict[str, Any]] = {}
+    for number, raw in enumerate(data.split(b"\n"), 1):
+        if b'"access_' not in raw:
+            continue
+        try:
+            rec = json.loads(raw)
+            event, d = rec["event"], rec.get("data") or {}
+            grant = str(d["grant"])
+        except (ValueError, KeyError, TypeError):
+            continue
+        if event in ("access_granted", "access_extended") and isinstance(d.get("keys_before"), list):
+            kept = found.setdefault(grant, {"fingerprint": set(), "keys_before": {str(k) for k in d["keys_before"]},
+                                            "keys_at_revoke": None, "line": number})
+            if d.get("fingerprint"):
+                kept["fingerprint"].add(str(d["fingerprint"]))
+        elif event == "access_revoked" and grant in found and isinstance(d.get("keys_at_revoke"), list):
+            then = found[grant]["keys_at_revoke"] or set()
+            found[grant]["keys_at_revoke"] = then | {str(k) for k in d["keys_at_revoke"]}
+    return found
+
+
+def grants_kept(home: Path) -> list[GrantKept]:
+    """Every grant into this account, from its record (HOME/access/grants/ID.json) and the audit log together: the
+    engineer is any key either names, a key let in before only if both say so, revoked only if both say so (the
+    keys then: either's)."""
+    folder = home / "access" / "grants"
+    records: dict[str, tuple[dict[str, Any] | None, str | None]] = {}
+    for path in sorted(folder.glob("*.json")):
+        records[path.stem] = _read_record(path)
+    logged = logged_grants(home)
+    out: list[GrantKept] = []
+    for grant in sorted(set(records) | set(logged)):
+        record, problem = records.get(grant) or _read_record(_grant_record(home, grant))
+        log = logged.get(grant)
+        engineers: set[str] = set()
+        befores: list[set[str]] = []
+        revokes: list[set[str] | None] = []
+        if record is not None:
+            engineers.add(str(record["fingerprint"]))
+            befores.append({str(k) for k in record["keys_before"]})
+            revokes.append({str(k) for k in record["keys_at_revoke"]} if "keys_at_revoke" in record else None)
+        if log is not None:
+            engineers |= log["fingerprint"]
+            befores.append(log["keys_before"])
+            revokes.append(log["keys_at_revoke"])
+        if not engineers:
+            continue
+        before = set.intersection(*befores) if befores else set()
+        at_revoke = None if not revokes or any(r is None for r in revokes) else \
+            set().union(*[r for r in revokes if r is not None])
+        out.append(GrantKept(grant, frozenset(engineers), frozenset(before),
+                             frozenset(at_revoke) if at_revoke is not None else None, _grant_record(home, grant),
+                             problem if log is not None and record is None else None))
+    return out
+
+
+def restore_grant_record(home: Path, grant_id: str, now: _dt.datetime) -> bool:
+    """Write grant ``grant_id``'s record back from the audit log when the log holds the grant and the record is
+    missing or unreadable (True: it was written)."""
+    import json
+
+    log = logged_grants(home).get(grant_id)
+    path = _grant_record(home, grant_id)
+    if log is None or _read_record(path)[0] is not None:
+        return False
+    record: dict[str, Any] = {"grant": grant_id, "fingerprint": sorted(log["fingerprint"])[0],
+                              "keys_before": sorted(log["keys_before"]), "restored": format_time(now),
+                              "restored_from": f"audit log line {log['line']}"}
+    if log["keys_at_revoke"] is not None:
+        record["keys_at_revoke"] = sorted(log["keys_at_revoke"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+    tmp.replace(path)
+    return True
 
 
 def _comment(grant_id: str, by: str | None, reason: str | None, expires: _dt.datetime) -> str:

@@ -36,13 +36,82 @@ def ledger_fds(paths, create=False, strict=True):
 
 
 def ledger_serials(paths, strict=True):
-    """Per product, the newest catalog serial any copy of the ledger recorded."""
-    seen = {}
+    """Per product, the newest catalog serial any copy of the ledger recorded, and this machine's record
+    (machine_serials: a sibling install of the product is not upgraded from an older catalog either)."""
+    seen = dict(machine_serials(strict))
     with ledger_fds(paths, strict=strict) as fds:
         for d, fd in fds:
             for product, serial in (read_json_at(fd, CATALOG_SERIALS, d) or {}).items():
                 seen[product] = max(int(serial), int(seen.get(product, 0)))
     return seen
+
+
+#: root's record of the newest catalog serials this machine accepted, whatever install (a fixed place beside the
+#: host trust root, never moved by a request); another account keeps it in its own home
+MACHINE_LEDGER_ROOT = "/etc/upgrader/ledger"
+
+
+def machine_ledger_dir():
+    """Where this machine's catalog serials are kept for the agent's account: root's in MACHINE_LEDGER_ROOT, any
+    other account's in ``.upgrader-agent`` in its home (``$HOME``, as the account's own grants take it, else the
+    password database's)."""
+    if os.geteuid() == 0:
+        return MACHINE_LEDGER_ROOT
+    import pwd
+
+    home = os.environ.get("HOME") or pwd.getpwuid(os.geteuid()).pw_dir
+    return os.path.join(home, ".upgrader-agent")
+
+
+def machine_serials(strict=True):
+    """Per product, the newest catalog serial a run on this machine was accepted with (any install): read from the
+    directory's descriptor, never through a link (a link, or a directory of another account or writable by others,
+    is refused when ``strict``, else left out, as a ledger copy is)."""
+    d = machine_ledger_dir()
+    try:
+        fd = open_state_dir(d)
+    except (AgentError, OSError):
+        if strict:
+            raise
+        return {}
+    if fd is None:
+        return {}
+    try:
+        seen = read_json_at(fd, CATALOG_SERIALS, d) or {}
+    except (AgentError, OSError):
+        if strict:
+            raise
+        return {}
+    finally:
+        os.close(fd)
+    return dict((str(k), int(v)) for k, v in seen.items()) if isinstance(seen, dict) else {}
+
+
+def record_machine_serial(catalog):
+    """Raise this machine's record of the product's catalog serial (made 0700 when absent; root's parent
+    /etc/upgrader 0755). A record that cannot be written is left as it is: the install's own ledger keeps the
+    serial, and the run that got this far is not failed for it."""
+    if not catalog:
+        return
+    d = machine_ledger_dir()
+    try:
+        if d == MACHINE_LEDGER_ROOT:
+            try:
+                os.mkdir(os.path.dirname(d), 0o755)
+            except FileExistsError:
+                pass
+        fd = open_state_dir(d, create=True)
+    except (AgentError, OSError):
+        return
+    try:
+        seen = read_json_at(fd, CATALOG_SERIALS, d) or {}
+        if int(seen.get(catalog["product"], 0)) < int(catalog["serial"]):
+            seen[catalog["product"]] = int(catalog["serial"])
+            write_json_at(fd, CATALOG_SERIALS, seen)
+    except (AgentError, OSError, ValueError, TypeError):
+        pass
+    finally:
+        os.close(fd)
 
 
 def ledger_drift(paths, current, strict=True):
@@ -86,18 +155,25 @@ CATALOG_SERIALS = "catalog-serials.json"
 
 
 def check_catalog_serial(paths, catalog):
-    """Refuse a run from a catalog older than one this host has already been upgraded from (any controller)."""
+    """Refuse a run from a catalog older than one this host has already been upgraded from (any controller, any
+    install of this machine)."""
     if not catalog:
         return
     seen = ledger_serials(paths).get(catalog["product"], 0)
     if int(seen) > int(catalog["serial"]):
-        raise AgentError("catalog serial %s is older than serial %s this host was already upgraded from: refusing "
-                         "a rollback to an old catalog; get the current catalog from the vendor" % (
-                             catalog["serial"], seen), "catalog_rollback")
+        raise AgentError(serial_refusal(catalog["serial"], seen, catalog["product"]), "catalog_rollback")
+
+
+def serial_refusal(serial, seen, product):
+    """The refusal of a catalog older than one this machine accepted (en + zh)."""
+    return ("catalog serial %s is older than serial %s this host was already upgraded from (%s, by this install or "
+            "another one on this machine): refusing a rollback to an old catalog; nothing was changed: get the current "
+            "catalog from the vendor\n目录序号 %s 比本机（此安装或本机上的另一安装）已用于升级 %s 的目录序号 %s 旧：拒绝回退到"
+            "旧目录；未做任何更改：请向厂商获取当前目录" % (serial, seen, product, serial, product, seen))
 
 
 def record_catalog_serial(fds, catalog):
-    """Record the catalog's serial in every copy of the ledger (``fds``, from ledger_fds)."""
+    """Record the catalog's serial in every copy of the ledger (``fds``, from ledger_fds), and this machine's."""
     if not catalog:
         return
     for d, fd in fds:
@@ -105,6 +181,7 @@ def record_catalog_serial(fds, catalog):
         if int(seen.get(catalog["product"], 0)) < int(catalog["serial"]):
             seen[catalog["product"]] = int(catalog["serial"])
             write_json_at(fd, CATALOG_SERIALS, seen)
+    record_machine_serial(catalog)
 
 
 def check_ledger_version(paths, current):

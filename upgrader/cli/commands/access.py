@@ -151,7 +151,9 @@ def cmd_revoke(args: argparse.Namespace) -> int:
     t, _when = _words(args)
     c = console()
     for where, r in _answered(t, c, results):
-        if not r["revoked"]:
+        if r.get("record_restored"):
+            c.print(t("record_restored", host=where, id=args.grant_id), soft_wrap=True)
+        if not r["revoked"] and not r.get("record_restored"):
             key = "revoke_nothing_expired" if args.expired else "revoke_nothing_all" if args.all else "revoke_nothing_id"
             c.print(t(key, host=where, id=args.grant_id, file=r["file"]), soft_wrap=True)
         for g in r["revoked"]:

@@ -127,6 +127,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         def started(s: Any) -> None:
             interrupts.echo.update(_ctrl_c_messages(s.run_id, cancels=True))  # now the messages can name the run
+            print_policy(c, s)
             if c is not None:
                 c.print(f"run [bold]{s.run_id}[/bold]: {len(checked.targets)} host(s) to {plan.data['target']} "
                         f"(journal {s.journal})")
@@ -249,6 +250,21 @@ def _confirmer(args: argparse.Namespace, c: Any, board: Any, cancel: Any = None)
     return ask
 
 
+def print_policy(c: Any, started: Any) -> None:
+    """The one line that says which policy a run, resume or rollback uses (the operator's: --policy, HOME, the
+    machine's or the shipped one; source and sha256), before any host is touched; on stderr with --json."""
+    policy = getattr(started, "policy", None)
+    if not policy:
+        return
+    line = f"policy: {policy['source']} (sha256 {policy['sha256']})"
+    if c is None:
+        print(f"upgrader: {line}", file=sys.stderr)
+    else:
+        from rich.text import Text
+
+        c.print(Text(line), soft_wrap=True)
+
+
 def _print_witness(c: Any, witness: dict[str, Any] | None) -> None:
     """Which hosts keep the checkpoint (audit verify --witness checks the log against them), and a warning for each
     host that could not record it (the run's outcome is not changed by that)."""
@@ -299,6 +315,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     events, c, observers, interrupts = _recovery_observers(args)
 
     def started(s: Any) -> None:
+        print_policy(c, s)
         if c is not None and s.window_note:
             c.print(s.window_note)
 
@@ -343,6 +360,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
     def started(s: Any) -> None:
         interrupts.echo.update(_ctrl_c_messages(args.run_id, s.cancels))
+        print_policy(c, s)
 
     try:
         result = resume(context_of(args), args.run_id, hosts=args.hosts, yes=args.yes,
