@@ -333,8 +333,22 @@ _FORMS: list[tuple[str, str]] = [
     (r"the command (?P<c>.+) was not run: it would run as root in (?P<i>\S+), but (?P<w>.+?): another account could "
      r"change what root runs, sources or acts on",
      "命令 {c} 没有执行：它将在 {i} 中以 root 身份执行，但 {w:t}：其他账户可以改动 root 执行、引入或操作的内容"),
+    # the outside-path rule: a path a root command names outside the install must be root's alone
+    (r"(?P<k>\S+) \((?P<c>.+)\) would run as root, but (?P<p>/\S+), named in it, is not root's alone: (?P<w>.+?): "
+     r"another account could change what root runs or reads; nothing was stopped: make it and every directory above "
+     r"it root's and writable by nobody else \(chown root, chmod go-w\), or name a file that is",
+     "{k}（{c}）将以 root 身份执行，但其中提到的 {p} 并非只有 root 能改动：{w:t}：其他账户可以改动 root 执行或读取的"
+     "内容；没有停止任何服务：请让它及其上面的每一级目录都归 root 所有、且除 root 外无人可写（chown root，chmod go-w），"
+     "或改用这样的文件"),
+    (r"the command (?P<c>.+) was not run: it would run as root, but (?P<p>/\S+), named in it, is not root's alone: "
+     r"(?P<w>.+?): another account could change what root runs or reads",
+     "命令 {c} 没有执行：它将以 root 身份执行，但其中提到的 {p} 并非只有 root 能改动：{w:t}：其他账户可以改动 root "
+     "执行或读取的内容"),
+    (r"(?P<p>/\S+) does not exist, and (?P<w>.+)", "{p} 不存在，而 {w:t}"),
+    (r"it is what another process sees, which the agent cannot judge", "它是另一个进程看到的内容，主机代理无法判断"),
     (r"(?P<p>/\S+) is owned by uid (?P<u>\d+)", "{p} 属于 uid {u}"),
     (r"(?P<p>/\S+) is owned by (?P<o>.+?) \(mode (?P<m>\d+)\)", "{p} 属于 {o}（权限 {m}）"),
+    (r"(?P<p>/\S+) is owned by (?P<o>\S+ \(uid \d+\))", "{p} 属于 {o}"),
     (r"(?P<p>/\S+) may be written by (?P<o>.+?) \(mode (?P<m>\d+)\)", "{p} 可被{o:t}写入（权限 {m}）"),
     (r"(?P<p>/\S+) may be written by (?P<o>.+)", "{p} 可被{o:t}写入"),
     (r"(?P<p>/\S+) is writable by its group \(mode (?P<m>\d+)\)", "{p} 可被其所属组写入（权限 {m}）"),

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
     from version_policy import Policy
 
+    from ..trust.signers import AllowedSigners
     from ..trust.sshsig import PrivateKey
 
 __all__ = ["Recorder", "Operator", "operator_identity", "audit_path"]
@@ -84,25 +85,48 @@ def operator_identity(home: Path, policy: Policy | None, *, key_path: str | None
     key = load_private_key(path)
     fp = fingerprint(public_key_blob(key.public_key()))
     principal = os.environ.get("UPGRADER_AUDIT_SIGNER") or ""
-    signers_file = policy.audit_signers if policy is not None else None
     warning = None
-    if signers_file and policy is not None and policy.resolve_path(signers_file).is_file():
-        principal, warning = _principal(policy.resolve_path(signers_file), key, principal, f"{user}@{host}", user,
-                                        now)
+    read = _audit_signers(policy) if policy is not None else None
+    if read is not None:
+        principal, warning = _principal(read[0], read[1], key, principal, f"{user}@{host}", user, now)
     return Operator(user, host, path, key, principal or f"{user}@{host}", fp, warning)
 
 
-def _principal(signers_path: Path, key: PrivateKey, given: str, default: str, user: str,
+def _audit_signers(policy: Policy) -> tuple[AllowedSigners, str] | None:
+    """The operators' allowed signers (``audit.allowed_signers``, else the approvers' file) and where they were read,
+    parsed from the bytes read -- and hashed into the policy's identity -- when the policy was loaded
+    (trust.signers.policy_signers: one read, as every other trust decision); None when the policy names none, or the
+    file it names is not there (said where the checkpoint is verified)."""
+    from ..trust.signers import policy_signers
+
+    key = "audit.allowed_signers" if policy.settings.get("audit.allowed_signers") is not None \
+        else "approvals.allowed_signers"
+    named = policy.settings.get(key)
+    if not named:
+        return None
+    read = policy.trust_file(key)
+    if read is None:  # a policy made without its trust files (a test's Policy): the file as it is now
+        where = policy.resolve_path(str(named))
+        if not where.is_file():
+            return None
+        source = str(where)
+    elif read.source is None or read.state == "missing":
+        return None
+    else:
+        source = read.source
+    signers = policy_signers(policy, key)
+    return (signers, source) if signers is not None else None
+
+
+def _principal(signers: AllowedSigners, source: str, key: PrivateKey, given: str, default: str, user: str,
                now: _dt.datetime | None) -> tuple[str, str | None]:
-    """A principal the allowed signers let this key sign audit checkpoints as now, and a warning when there is
-    none (the run's checkpoint would not verify). A pattern entry (``*@customer``) gets a concrete name that
-    matches it: ``user@host`` or the pattern with ``*`` as the user."""
+    """A principal the allowed signers (``signers``, read from ``source``) let this key sign audit checkpoints as
+    now, and a warning when there is none (the run's checkpoint would not verify). A pattern entry (``*@customer``)
+    gets a concrete name that matches it: ``user@host`` or the pattern with ``*`` as the user."""
     import datetime as dt
 
-    from ..trust.signers import load_allowed_signers
     from ..trust.sshsig import public_key_blob
 
-    signers = load_allowed_signers(signers_path)
     blob = public_key_blob(key.public_key())
     when = now or dt.datetime.now(dt.timezone.utc)
 
@@ -124,7 +148,7 @@ def _principal(signers_path: Path, key: PrivateKey, given: str, default: str, us
     chosen = next((c for c in candidates if allowed(c)), "")
     if chosen:
         return chosen, None
-    return given, (f"the audit checkpoint this run signs will not verify: {signers_path} lets no principal "
+    return given, (f"the audit checkpoint this run signs will not verify: {source} lets no principal "
                    f"({given or default}) sign 'upgrader-audit' with this key now; add the operator's key there, "
                    "or set UPGRADER_AUDIT_SIGNER to a principal it lists for this key")
 

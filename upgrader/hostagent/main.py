@@ -111,6 +111,15 @@ class OpLock(object):
 def handle(req):
     if req.get("op") == "batch":
         return handle_batch(req)
+    from .processes import forget_tree_checks
+    forget_tree_checks()  # a whole-tree look is reused within one call only (processes.tree_checked)
+    try:
+        return _handle(req)
+    finally:
+        forget_tree_checks()
+
+
+def _handle(req):
     op = action(req.get("op"))
     if op is None:
         return {"ok": False, "kind": "bad_input", "error": "unknown agent op %r" % req.get("op")}

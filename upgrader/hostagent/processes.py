@@ -92,18 +92,27 @@ def command_account(place):
 def root_command_problems(install, commands):
     """The refusal (one sentence, or none) of playbook commands (``commands``: {key: rendered command}) that would run
     as root code another account can change. When the agent is root and root owns the install dir (command_account:
-    the commands run as root, in the install dir), a command that is not a plain command outside the install
-    (outside_install) needs the whole install tree root's alone (tree_problems). Which file a shell command runs,
-    sources (Tomcat's catalina.sh sources bin/setenv.sh) or reads (``kill $(cat run/server.pid)``, a pid file the
-    service account can rewrite between the agent's look and the script's) cannot be told by reading the command, so
-    nothing of the tree is exempt: the service account owning ``bin/``, ``conf/``, ``logs/`` or a pid file would
-    otherwise have root run, source or act on what it wrote."""
+    the commands run as root, in the install dir or in ``/``), every command is refused when a path it names outside
+    the install is not root's alone (outside_path_problem: ``/bin/sh /home/svc/stop.sh`` would run what the service
+    account writes); and a command that is not a plain command outside the install (outside_install) needs the whole
+    install tree root's alone (tree_problems). Which file a shell command runs, sources (Tomcat's catalina.sh sources
+    bin/setenv.sh) or reads (``kill $(cat run/server.pid)``, a pid file the service account can rewrite between the
+    agent's look and the script's) cannot be told by reading the command, so nothing of the tree is exempt: the
+    service account owning ``bin/``, ``conf/``, ``logs/`` or a pid file would otherwise have root run, source or act
+    on what it wrote."""
     if os.geteuid() != 0 or command_account(install) is not None:
         return []  # the commands run as the install's owner, or as the agent's own account
+    for key in sorted(commands):
+        found = outside_path_problem(install, commands[key])
+        if found:
+            return ["%s (%s) would run as root, but %s, named in it, is not root's alone: %s: another account could "
+                    "change what root runs or reads; nothing was stopped: make it and every directory above it "
+                    "root's and writable by nobody else (chown root, chmod go-w), or name a file that is"
+                    % (key, commands[key], found[0], found[1])]
     inside = sorted(key for key, command in commands.items() if not outside_install(install, command))
     if not inside:
         return []
-    found = tree_problems(install)
+    found = tree_checked(install)
     if not found:
         return []
     return ["%s would run as root in %s, but %s%s: another account could change what root runs, sources or acts on; "
@@ -111,6 +120,105 @@ def root_command_problems(install, commands):
             "account), or make it root's alone (chown -R root, chmod -R go-w), or start and stop it through a "
             "command outside the install (systemctl)"
             % (", ".join(inside), install, found[0], " (and %d more)" % (len(found) - 1) if len(found) > 1 else "")]
+
+
+#: where a path ends for the outside-path rule: what a shell would expand (``$X``, a glob, ``~``) or unquote
+_PATH_END = re.compile(r"[$*?\[\]~\\]")
+#: what separates the words of a command for the outside-path rule: blanks, quotes and shell syntax
+_WORD_GAP = re.compile(r"[\s'\";&|<>()`{}]+")
+
+
+def named_paths(command):
+    """Every absolute path ``command`` names, as the outside-path rule reads it: each piece (arg_pieces:
+    ``--opt=/x``, ``-C/x``, ``/a:/b``, ``@/x``) of each word, the words split at blanks, quotes and shell syntax
+    (``cd /x && ./y``, ``$(cat /x)``, ``3</x``, a ``sh -c '...'`` script's own words), cut where the shell would
+    expand (``/x/$NAME`` is /x/, ``/x/*.sh`` is /x/)."""
+    out = []
+    for word in _WORD_GAP.split(command):
+        for piece in arg_pieces(word):
+            piece = _PATH_END.split(piece, 1)[0]
+            if piece.startswith("/") and piece not in out:
+                out.append(piece)
+    return out
+
+
+def outside_path_problem(install, command):
+    """The first absolute path ``command`` names (named_paths: its program and every piece of its arguments) outside
+    the install that another account could change, and why: (path, "who can change it"), or None. A path root alone
+    can change passes: the file and every directory up to ``/``, as named and as its links lead, root's and writable
+    by nobody else (root_only_problem, sshd's StrictModes for root); ``/bin/sh`` does. A path that does not exist
+    (yet) is judged by the nearest directory above it that does: whoever can write there can make it. A character
+    device root owns (``/dev/null``) passes when its directories do: nobody puts code in one. Paths in the install,
+    and the command's own view of the install (``/proc/self/cwd``), are the whole-tree rule's (tree_problems); another
+    process's view of the file system (``/proc/1/root/x``, ``/proc/PID/cwd``) cannot be judged: refused."""
+    for path in named_paths(command):
+        norm = "/" + os.path.normpath(path).lstrip("/")
+        proc = re.match(r"/proc/([^/]+)/(root|cwd)(/.*)?$", norm)
+        if proc and proc.group(1) in ("self", "thread-self"):
+            if proc.group(2) == "cwd":
+                continue  # the command's working directory: the install, or / (outside_install)
+            norm = proc.group(3) or "/"
+        elif proc or re.match(r"/proc/[0-9]+/(fd|map_files)(/|$)", norm):
+            return path, "it is what another process sees, which the agent cannot judge"
+        if install_path(install, norm):
+            continue
+        why = root_alone_problem(norm)
+        if why:
+            return path, why
+    return None
+
+
+def root_alone_problem(path):
+    """Why another account could change the absolute ``path`` a root command names, or make it when it does not exist
+    (None when it cannot): the file and every directory up to ``/``, as named and as really reached through its links,
+    root's and writable by nobody else (mode bits and POSIX ACL; root_only_problem's rule). A sticky directory root
+    owns (``/tmp``) may be writable by others when what the path names beneath it exists and is root's: only root can
+    then replace it. A path that does not exist is judged by the nearest directory above it that does, which must not
+    be writable by others even when sticky (anyone could make the name). A character device root owns (``/dev/null``)
+    is judged by its directories: nobody puts code in one."""
+    where = path
+    while not os.path.lexists(where) and where != "/":
+        where = os.path.dirname(where)
+    if where != path:
+        why = _root_alone(where)
+        return "%s does not exist, and %s" % (path, why) if why else None
+    return _root_alone(path)
+
+
+def _root_alone(path):
+    """root_alone_problem of an existing ``path``."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        st = None
+    device = st is not None and stat.S_ISCHR(st.st_mode) and st.st_uid == 0
+    for start in dict.fromkeys((os.path.normpath(path), os.path.realpath(path))):
+        q, below = start, None  # below: the lstat of the entry on the way beneath q (None at the start)
+        while True:
+            try:
+                st = os.lstat(q)
+            except OSError as e:
+                return "%s cannot be examined (%s)" % (q, e.strerror)
+            if not stat.S_ISLNK(st.st_mode) and not (device and q == start):
+                if st.st_uid != 0:
+                    return "%s is owned by %s" % (q, account_name(st.st_uid))
+                try:
+                    writers = dir_writers(q, st)
+                except OSError as e:
+                    return "%s cannot be examined (%s)" % (q, e.strerror)
+                # a sticky directory: only the owner of an entry in it (or root) replaces it, so a root-owned entry
+                # beneath is root's alone; the start itself has no entry beneath it on the way (a name may be made)
+                sticky = stat.S_ISDIR(st.st_mode) and st.st_mode & stat.S_ISVTX and below is not None \
+                    and below.st_uid == 0
+                if writers and not sticky:
+                    kind, named = writers
+                    return "%s may be written by %s" % (q, ", ".join(named) if named else
+                                                        "everyone" if kind == "everyone" else
+                                                        "its group (gid %d)" % st.st_gid)
+            if q == "/":
+                break
+            below, q = st, os.path.dirname(q)
+    return None
 
 
 #: what makes a command more than one program with its arguments: a shell runs it (";", "&&", "$(...)", redirection,
@@ -221,6 +329,41 @@ def tree_problems(install, limit=TREE_PROBLEMS):
     return found
 
 
+#: whole-tree looks of this agent call that found the tree root's alone, by the install dir's identity (tree_key):
+#: another look finds the same as long as no command ran meanwhile (nobody but root can change such a tree, and root
+#: here is the agent and what it runs). Emptied when a command starts (run_shell) and when an agent call begins and
+#: ends (main.handle: forget_tree_checks), so nothing is reused across calls
+_TREE_CLEAN = set()
+
+
+def forget_tree_checks():
+    """Forget the whole-tree looks made so far (tree_checked): the next one walks the tree again."""
+    _TREE_CLEAN.clear()
+
+
+def tree_key(install):
+    """What identifies the install dir for tree_checked: its path, real path, device, inode, and its own change
+    and modification times (a swap puts another directory there; an entry made or renamed in it changes them)."""
+    try:
+        st = os.lstat(install)
+    except OSError:
+        return None
+    return install, os.path.realpath(install), st.st_dev, st.st_ino, st.st_mtime_ns, st.st_ctime_ns
+
+
+def tree_checked(install, limit=TREE_PROBLEMS):
+    """tree_problems, walked once per agent call while nothing runs in between: a tree found root's alone is not
+    walked again (the walk costs about 170 ms for 20,000 files, and one call looks at it up to three times: a
+    version command's check, its run, the preflight's commands) until a command starts or the install dir changes."""
+    key = tree_key(install)
+    if key is not None and key in _TREE_CLEAN:
+        return []
+    found = tree_problems(install, limit)
+    if not found and key is not None and tree_key(install) == key:
+        _TREE_CLEAN.add(key)
+    return found
+
+
 def _writers_at(fd, name, st):
     """Who besides root may write the file or directory ``name`` of the directory open as ``fd`` (dir_writers: mode
     bits and POSIX ACL), said for a message; None when nobody. Opened without following a link, never blocking."""
@@ -281,6 +424,7 @@ def run_shell(command, cwd, timeout, env=None):
     full_env = command_env(who, dict(env or {}, UPGRADER_INSTALL_DIR=cwd))
     account = account_name(who["uid"] if who else os.geteuid())
     workdir = root_workdir(cwd, command) if who is None else cwd
+    forget_tree_checks()  # what this command does to the install is not known: the next look walks it again
     try:
         proc = subprocess.Popen(["/bin/sh", "-c", command], cwd=workdir, stdin=subprocess.DEVNULL,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=full_env,
@@ -295,18 +439,24 @@ def run_shell(command, cwd, timeout, env=None):
 
 
 def root_workdir(install, command):
-    """Where a command the agent runs as itself in ``install`` runs. As root in an install root owns: a plain command
-    outside the install (outside_install, exempt from the whole-tree rule) runs in ``/``, since a program run in the
-    install reads files there (``make`` its Makefile, ``python3 -m`` its modules, ``java @args`` its argument file);
-    any other command needs the whole tree root's alone, looked at again here, right before it runs (a file the
-    service account adds to the install after the plan can turn an exempt command into one that is not): refused
-    (``unsafe_path``, naming the path), it does not run. Not root: the install, the kernel limits the command to the
-    agent's own account."""
+    """Where a command the agent runs as itself in ``install`` runs. As root in an install root owns: a command naming
+    a path outside the install another account can change (outside_path_problem) is refused (``unsafe_path``): it
+    does not run; a plain command outside the install (outside_install, exempt from the whole-tree rule) runs in
+    ``/``, since a program run in the install reads files there (``make`` its Makefile, ``python3 -m`` its modules,
+    ``java @args`` its argument file); any other command needs the whole tree root's alone, looked at again here,
+    right before it runs (a file the service account adds to the install after the plan can turn an exempt command
+    into one that is not): refused (``unsafe_path``, naming the path), it does not run. Not root: the install, the
+    kernel limits the command to the agent's own account."""
     if os.geteuid() != 0:
         return install
+    outside = outside_path_problem(install, command)
+    if outside:
+        raise AgentError("the command %r was not run: it would run as root, but %s, named in it, is not root's alone: "
+                         "%s: another account could change what root runs or reads" % ((command,) + outside),
+                         "unsafe_path")
     if outside_install(install, command):
         return "/"
-    found = tree_problems(install, limit=1)
+    found = tree_checked(install, limit=1)
     if found:
         raise AgentError("the command %r was not run: it would run as root in %s, but %s: another account could "
                          "change what root runs, sources or acts on" % (command, install, found[0]), "unsafe_path")
