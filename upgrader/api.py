@@ -429,12 +429,14 @@ def make_plan(ctx: Context, *, inventory: Path, to: str, catalog: Path, output: 
         from .trust.requester import sign_plan
 
         plan = Plan(sign_plan(plan.data, signing_key, plan_digest))
+    from .core.output import write_output
+
     out = Path(output)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(plan.to_json(), encoding="utf-8")
     except OSError as e:
         raise InputError(f"cannot write the plan: {e.strerror}", path=str(out), hint="give a file path for -o") from e
+    write_output(out, plan.to_json().encode("utf-8"), what="the plan")  # never through a link planted there
     record_plan(ctx, policy, plan, out, signed_by)
     return PlanMade(plan, out, signed_by)
 
