@@ -161,13 +161,13 @@ def test_an_account_key_in_the_password_database_home_counts_when_home_points_el
     _untouched(before, sandbox)
 
 
-@pytest.mark.parametrize("kind", ["encrypted", "damaged"])
+@pytest.mark.parametrize("kind", ["encrypted", "damaged", "two keys"])
 def test_a_key_file_whose_key_cannot_be_told_refuses_the_approval_while_anyone_is_let_in(
         sandbox: Sandbox, tmp_path: Path, kind: str) -> None:
     """H1, fail closed: a file in the account's key folders that looks like a private key but whose key cannot be
-    told (an encrypted PEM key without its .pub: the engineer learnt its passphrase; or damaged) may be the key that
-    signed the plan: while a grant lets anyone in, the approval is refused at approve and at run (exit 4) naming that
-    file and the grant line. Moved out of the account's folders, the approval is accepted (the plan's key is then
+    told (an encrypted PEM key without its .pub: the engineer learnt its passphrase; damaged; two keys in one file)
+    may be the key that signed the plan: while a grant lets anyone in, the approval is refused at approve and at run
+    (exit 4) naming that file and the grant line. Moved out of the account's folders, the approval is accepted (the plan's key is then
     none the account holds)."""
     before = pristine(sandbox)
     env, home, grant = _granted(sandbox, tmp_path)
@@ -181,9 +181,12 @@ def test_a_key_file_whose_key_cannot_be_told_refuses_the_approval_while_anyone_i
                        check=True)
         shutil.copyfile(key, kept)
         assert "ENCRYPTED" in kept.read_text(encoding="utf-8")
-    else:
+    elif kind == "damaged":
         kept.write_text("-----BEGIN RSA PRIVATE KEY-----\nbm90IGEga2V5\n-----END RSA PRIVATE KEY-----\n",
                         encoding="utf-8")
+    else:  # a key upgrader can read first, the plan's key after it: which one ssh would use is not told
+        other = _keygen(tmp_path / "other", "-t", "ed25519")
+        kept.write_bytes(other.read_bytes() + key.read_bytes())
     assert not kept.with_name("id_enc.pub").exists()
     done, approval = _approve(sandbox, plan, env)
     authorized = home / ".ssh" / "authorized_keys"

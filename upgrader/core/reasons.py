@@ -334,6 +334,7 @@ _FORMS: list[tuple[str, str]] = [
      "请把它的公钥放在旁边（{p}：ssh-keygen -y -f {k}），或把它移出本账户的密钥目录，或先收回访问权限，然后重新批准"),
     (r"encrypted without its \.pub beside it, or damaged", "已加密且旁边没有对应的 .pub，或者已损坏"),
     (r"cannot be read \((?P<e>[^)]*)\)", "无法读取（{e}）"),
+    (r"more than one private key in one file", "一个文件中有多把私钥"),
     (r"a folder that cannot be read \((?P<e>[^)]*)\)", "是无法读取的目录（{e}）"),
     (r"larger than (?P<n>\d+) MiB", "大于 {n} MiB"),
     (r"(?P<p>\S+) line (?P<n>\d+) \(access grant (?P<g>\S+)\)", "{p} 第 {n} 行（访问授权 {g}）"),

@@ -173,6 +173,8 @@ def held_key(path: Path) -> HeldKey | None:
         return HeldKey(path, None, f"larger than {HELD_KEY_BYTES >> 20} MiB") if _PRIVATE_ARMOUR in data else None
     if _PRIVATE_ARMOUR not in data:
         return None
+    if len(re.findall(rb"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----", data)) > 1:  # which one would ssh use? fail closed
+        return HeldKey(path, None, "more than one private key in one file")
     blob = _openssh_public_blob(data) if b"-----BEGIN OPENSSH PRIVATE KEY-----" in data else _pem_public_blob(data)
     if blob is None:
         blob = _pub_beside(path)
