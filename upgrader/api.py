@@ -54,7 +54,7 @@ if TYPE_CHECKING:
     from .fleet.transport.base import Transport
     from .trust.approval import Approval, UsedApprovals
     from .trust.catalog import Catalog
-    from .trust.keys import Identity
+    from .trust.keys import HeldKey, Identity
     from .trust.requester import Requester
     from .audit.crosscheck import CrossCheck
     from .audit.log import VerifyResult
@@ -430,12 +430,14 @@ def make_plan(ctx: Context, *, inventory: Path, to: str, catalog: Path, output: 
         from .trust.requester import sign_plan
 
         plan = Plan(sign_plan(plan.data, signing_key, plan_digest))
+    from .core.output import write_output
+
     out = Path(output)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(plan.to_json(), encoding="utf-8")
     except OSError as e:
         raise InputError(f"cannot write the plan: {e.strerror}", path=str(out), hint="give a file path for -o") from e
+    write_output(out, plan.to_json().encode("utf-8"), what="the plan")  # never through a link planted there
     record_plan(ctx, policy, plan, out, signed_by)
     return PlanMade(plan, out, signed_by)
 
@@ -597,6 +599,9 @@ def approve(ctx: Context, plan: Path | PlanReview, *, key: Path, output: Path, p
         held = Requester(cast(bytes, signer), frozenset(), "signed the plan and runs it")
         _refuse_granted_approver(ctx.home, identity.fingerprint, name, source, held, clock.now())
         _refuse_while_let_in(ctx.home, source, held, clock.now())
+    if signer is not None and not policy.allow_self_approval:  # a key file of the account that cannot be told
+        _refuse_unknown_key_while_let_in(ctx.home, source, Requester(signer, frozenset(), "signed the plan"),
+                                         [identity.fingerprint], clock.now())
     if signer == identity.key_blob and not policy.allow_self_approval:
         raise ApprovalRefused(f"the plan was signed with your key {identity.fingerprint}: you cannot approve your own "
                               "plan (segregation of duties)", hint="another engineer approves it with their own key")
@@ -815,38 +820,150 @@ def _check_approvals(ctx: Context, plan: Plan, paths: list[str], policy: Policy,
             _refuse_granted_approver(ctx.home, a.signature.fingerprint, a.statement.approver, a.source, requester,
                                      now)
         _refuse_while_let_in(ctx.home, source, requester, now)
+    if not policy.allow_self_approval:  # a key file of the account that cannot be told may be the requester's
+        _refuse_unknown_key_while_let_in(ctx.home, source, requester, [a.signature.fingerprint for a in accepted],
+                                         now)
     if requester.how.startswith("signed"):  # a signer whose every line leaves out upgrader-plan or has expired
         refuse_revoked_requester(signers, requester.key, source, now)
     return accepted, requester
 
 
-#: at most this many files of each key directory are read as keys the account holds (a key directory holds a few)
+#: at most this many entries of each key folder (its subfolders' included) are read as keys the account holds (a key
+#: folder holds a few), in subfolders at most this deep
 HELD_KEY_FILES = 200
+HELD_KEY_DEPTH = 8
+
+
+@dataclass(frozen=True)
+class HeldKeys:
+    """The keys this account holds (account_keys): their public key blobs, and the files that look like private keys
+    but whose key upgrader cannot tell (``unknown``: any of them may be the key that signed a plan)."""
+
+    blobs: set[bytes]
+    unknown: list[HeldKey]
+
+
+def key_folders(home: Path) -> list[Path]:
+    """Where this account keeps keys: HOME/keys and ~/.ssh, of the home in the password database and of ``$HOME``
+    (as own_authorized_keys reads both: a session that sets HOME elsewhere does not hide a key)."""
+    import pwd
+
+    homes = [pwd.getpwuid(os.geteuid()).pw_dir, str(Path.home())]
+    return list(dict.fromkeys([home / "keys"] + [Path(h) / ".ssh" for h in homes if h]))
+
+
+def _key_folder_files(folder: Path) -> tuple[list[Path], list[HeldKey]]:
+    """Every file of ``folder`` and its subfolders (links followed, each folder once), and the subfolders that cannot
+    be read (they may hold a key); ApprovalRefused (exit 4) when there are more than HELD_KEY_FILES entries or
+    folders deeper than HELD_KEY_DEPTH: read them all or decide nothing, padding must not hide a key."""
+    import errno
+
+    from .trust.keys import HeldKey
+
+    files: list[Path] = []
+    unreadable: list[HeldKey] = []
+    seen: set[tuple[int, int]] = set()
+    count = 0
+    todo = [(folder, 0)]
+    while todo:
+        here, depth = todo.pop(0)
+        try:
+            st = os.stat(here)
+            entries = sorted(os.scandir(here), key=lambda e: e.name)
+        except OSError as e:
+            if here == folder and e.errno in (errno.ENOENT, errno.ENOTDIR):
+                continue
+            unreadable.append(HeldKey(here, None, f"a folder that cannot be read ({e.strerror})"))
+            continue
+        if (st.st_dev, st.st_ino) in seen:
+            continue
+        seen.add((st.st_dev, st.st_ino))
+        count += len(entries)
+        if count > HELD_KEY_FILES:
+            raise ApprovalRefused(
+                f"{folder} holds more than the {HELD_KEY_FILES} entries (its subfolders' included) upgrader reads to "
+                "know which keys this account holds (whoever logs in to it can sign with any of them); nothing was "
+                "changed", hint=f"remove from {folder} what is not a key, then run the command again")
+        for entry in entries:
+            path = Path(entry.path)
+            try:
+                if entry.is_dir():
+                    if depth >= HELD_KEY_DEPTH:
+                        raise ApprovalRefused(
+                            f"{folder} has folders more than {HELD_KEY_DEPTH} deep ({path}), deeper than upgrader "
+                            "reads to know which keys this account holds (whoever logs in to it can sign with any of "
+                            "them); nothing was changed",
+                            hint=f"move the keys in {path} up, or out of {folder}, then run the command again")
+                    todo.append((path, depth + 1))
+                elif entry.is_file():  # no FIFO or device: only files are read
+                    files.append(path)
+            except OSError:
+                files.append(path)  # held_key tells
+    return files, unreadable
+
+
+def held_keys(home: Path, operator_key: bytes | None) -> HeldKeys:
+    """The keys this account holds: the operator key this command uses (--audit-key, UPGRADER_AUDIT_KEY) and every
+    private key the account keeps where upgrader looks for one (HOME/keys/operator, ~/.ssh/id_*) and beside them, in
+    any file of HOME/keys or ~/.ssh or their subfolders (key_folders: HOME/keys/requester, ~/.ssh/old/id_rsa are as
+    much the account's), in any form OpenSSH accepts (trust/keys.held_key: openssh-key-v1, PEM, PKCS#8), whichever
+    the command was told to use: whoever logs in to the account can sign with any of them (read from the key file's
+    clear part or its .pub: no passphrase asked). A file that looks like a private key whose key cannot be told is
+    kept in ``unknown``."""
+    from .core.recorder import stored_key_files
+    from .trust.keys import held_key
+
+    files = list(stored_key_files(home))
+    unknown: list[HeldKey] = []
+    for folder in key_folders(home):
+        found, unreadable = _key_folder_files(folder)
+        files += found
+        unknown += unreadable
+    blobs = {operator_key} if operator_key is not None else set()
+    for path in dict.fromkeys(files):
+        held = held_key(path)
+        if held is not None and held.blob is not None:
+            blobs.add(held.blob)
+        elif held is not None:
+            unknown.append(held)
+    return HeldKeys(blobs, unknown)
 
 
 def account_keys(home: Path, operator_key: bytes | None) -> set[bytes]:
-    """The public key blobs of the keys this account holds: the operator key this command uses (--audit-key,
-    UPGRADER_AUDIT_KEY) and every private key the account keeps where upgrader looks for one (HOME/keys/operator,
-    ~/.ssh/id_*) and beside them (any file of HOME/keys or ~/.ssh: HOME/keys/requester is as much the account's),
-    whichever the command was told to use: whoever logs in to the account can sign with any of them (read from the
-    key file's clear part: no passphrase asked)."""
-    from .core.recorder import stored_key_files
-    from .trust.keys import stored_public_blob
+    """The public key blobs of the keys this account holds (held_keys)."""
+    return held_keys(home, operator_key).blobs
 
-    files = list(stored_key_files(home))
-    for folder in (home / "keys", Path.home() / ".ssh"):
-        try:
-            names = sorted(os.listdir(folder))
-        except OSError:
-            continue
-        if len(names) > HELD_KEY_FILES:  # read them all or decide nothing: padding must not hide a key
-            raise ApprovalRefused(
-                f"{folder} holds {len(names)} entries, more than the {HELD_KEY_FILES} upgrader reads to know which keys "
-                "this account holds (whoever logs in to it can sign with any of them); nothing was changed",
-                hint=f"remove from {folder} what is not a key, then run the command again")
-        files += [folder / n for n in names if (folder / n).is_file()]  # no FIFO or device: only files are read
-    blobs = [operator_key] + [stored_public_blob(path) for path in dict.fromkeys(files)]
-    return {b for b in blobs if b is not None}
+
+def _refuse_unknown_key_while_let_in(home: Path, source: str, requester: Requester, approvers: Sequence[str],
+                                     now: _dt.datetime) -> None:
+    """ApprovalRefused (exit 4) when the plan's requester is no key this account is known to hold, but a file of its
+    key folders looks like a private key whose key upgrader cannot tell (encrypted PEM without its .pub, damaged,
+    unreadable) while anyone is let in to the account (a grant, a key added during one, or an approver's key): it
+    may be the key that signed the plan, and the engineer logged in could sign with it (attack12r21 H1). The file
+    and the line are named; fail closed."""
+    from .customer.access import (added_during_grants, lines_letting_in, open_grant_lines, own_authorized_keys)
+
+    held = held_keys(home, None)
+    if requester.key in held.blobs or not held.unknown:
+        return
+    files = own_authorized_keys()
+    lines = open_grant_lines(files, now, home) or [k for fp in approvers for k in lines_letting_in(files, fp, now)]
+    if lines:
+        k = lines[0]
+        what = f"{k.path} line {k.line}" + (f" (access grant {k.grant.id})" if k.grant is not None else "")
+    else:
+        added = added_during_grants(home, files, now)
+        if not added:
+            return
+        what = f"{added[0].line.path} line {added[0].line.line} (a key added while access grant {added[0].grant} " \
+               "was open)"
+    key = held.unknown[0]
+    raise ApprovalRefused(f"{source}: {key.path} looks like a private key of this account, but upgrader cannot tell "
+                          f"which key it is ({key.why}), and {what} lets an engineer log in to this account: logged "
+                          f"in, they could have signed this plan with it (the key {requester.fingerprint}) and "
+                          "approved it with a key of their own (segregation of duties); nothing was changed",
+                          hint=f"put its public key beside it ({key.path}.pub: ssh-keygen -y -f {key.path}) or move "
+                               "it out of the account's key folders, or close the access first, then approve again")
 
 
 def _refuse_granted_approver(home: Path, key: str, approver: str, source: str, requester: Requester,

@@ -322,6 +322,46 @@ _FORMS: list[tuple[str, str]] = [
      "用您自己的密钥重新制作计划，再请工程师批准"),
     (r"close the grant \(upgrader access revoke (?P<g>\S+)\), make the plan again with your own key, and have it "
      r"approved again", "请先收回授权（upgrader access revoke {g}），用您自己的密钥重新制作计划，再请工程师批准"),
+    # api.py: a key file of the account whose key cannot be told, while anyone is let in (attack12r21 H1, fail closed)
+    (r"(?P<f>\S+): (?P<k>\S+) looks like a private key of this account, but upgrader cannot tell which key it is "
+     r"\((?P<w>[^)]*)\), and (?P<l>.+?) lets an engineer log in to this account: logged in, they could have signed "
+     r"this plan with it \(the key (?P<x>\S+)\) and approved it with a key of their own \(segregation of duties\); "
+     r"nothing was changed",
+     "{f}：{k} 看起来是本账户的私钥，但 upgrader 无法判断它是哪一把密钥（{w:t}），而 {l:t} 允许工程师登录本账户：登录后，"
+     "对方可能已用它（密钥 {x}）签署了此计划，再用自己的另一把密钥批准（职责分离）；未做任何改动"),
+    (r"put its public key beside it \((?P<p>\S+): ssh-keygen -y -f (?P<k>\S+)\) or move it out of the account's key "
+     r"folders, or close the access first, then approve again",
+     "请把它的公钥放在旁边（{p}：ssh-keygen -y -f {k}），或把它移出本账户的密钥目录，或先收回访问权限，然后重新批准"),
+    (r"encrypted without its \.pub beside it, or damaged", "已加密且旁边没有对应的 .pub，或者已损坏"),
+    (r"cannot be read \((?P<e>[^)]*)\)", "无法读取（{e}）"),
+    (r"more than one private key in one file", "一个文件中有多把私钥"),
+    (r"a folder that cannot be read \((?P<e>[^)]*)\)", "是无法读取的目录（{e}）"),
+    (r"larger than (?P<n>\d+) MiB", "大于 {n} MiB"),
+    (r"(?P<p>\S+) line (?P<n>\d+) \(access grant (?P<g>\S+)\)", "{p} 第 {n} 行（访问授权 {g}）"),
+    (r"(?P<p>\S+) line (?P<n>\d+) \(a key added while access grant (?P<g>\S+) was open\)",
+     "{p} 第 {n} 行（访问授权 {g} 有效期间加入的密钥）"),
+    (r"(?P<p>\S+) line (?P<n>\d+)", "{p} 第 {n} 行"),
+    # api.py: the account's key folders are read whole or not at all
+    (r"(?P<d>\S+) holds more than the (?P<n>\d+) entries \(its subfolders' included\) upgrader reads to know which "
+     r"keys this account holds \(whoever logs in to it can sign with any of them\); nothing was changed",
+     "{d} 中的条目（含子目录）超过 upgrader 为判断本账户持有哪些密钥而读取的 {n} 个上限（登录本账户的人可以用其中任何一把"
+     "密钥签名）；未做任何改动"),
+    (r"remove from (?P<d>\S+) what is not a key, then run the command again", "请从 {d} 中移走不是密钥的文件，然后重新运行命令"),
+    (r"(?P<d>\S+) has folders more than (?P<n>\d+) deep \((?P<p>\S+)\), deeper than upgrader reads to know which "
+     r"keys this account holds \(whoever logs in to it can sign with any of them\); nothing was changed",
+     "{d} 中的目录超过 {n} 层（{p}），超出 upgrader 为判断本账户持有哪些密钥而读取的深度（登录本账户的人可以用其中任何一把"
+     "密钥签名）；未做任何改动"),
+    (r"move the keys in (?P<p>\S+) up, or out of (?P<d>\S+), then run the command again",
+     "请把 {p} 中的密钥移到上层目录或移出 {d}，然后重新运行命令"),
+    # customer/access.py, hostagent/access.py: authorized_keys is read whole (attack12r21 H2)
+    (r"(?P<p>\S+) is larger than (?P<n>\d+) MiB: upgrader reads the whole file to know who may log in to this "
+     r"account \(sshd reads it all\) and refuses rather than read it in part; nothing was changed",
+     "{p} 大于 {n} MiB：upgrader 要读取整个文件才能判断谁可以登录本账户（sshd 会读取整个文件），因此拒绝只读取一部分；"
+     "未做任何改动"),
+    (r"remove from (?P<p>\S+) what is not a key \(edit it by hand\), then run the command again",
+     "请从 {p} 中删除不是密钥的内容（手工编辑），然后重新运行命令"),
+    (r"(?P<h>[^\s:]+): (?P<p>\S+) is larger than (?P<n>\d+) MiB; is it the right file\? Edit it by hand",
+     "{h}：{p} 大于 {n} MiB；这是正确的文件吗？请手工编辑"),
     # hostagent/processes.py: the whole-tree rule for commands run as root (root_command_problems, root_workdir)
     (r"(?P<k>[^:]+?) would run as root in (?P<i>\S+), but (?P<w>.+?)(?: \(and (?P<n>\d+) more\))?: another account "
      r"could change what root runs, sources or acts on; nothing was stopped: give the install to the service account "

@@ -424,7 +424,7 @@ def lines_letting_in(files: Sequence[Path], fingerprint: str, now: _dt.datetime)
     """Every line of ``files`` that lets the key ``fingerprint`` log in at ``now``: decided by the key itself (its
     blob), whatever the line's comment or options, so a grant whose marker comment was edited away, or the key copied
     into another file, still counts; a line whose ``expiry-time`` has passed does not. A missing or unreadable file
-    holds none; only the first MiB is read, as the agent reads it."""
+    holds none; each is read whole (a file larger than 64 MiB is refused, exit 4)."""
     return [line for fp, line in _keys_letting_in(files, now) if fp == fingerprint]
 
 
@@ -440,15 +440,46 @@ def open_grant_lines(files: Sequence[Path], now: _dt.datetime, home: Path | None
     return [line for fp, line in _keys_letting_in(files, now) if line.grant is not None or fp in granted]
 
 
+#: an authorized_keys file is read whole (sshd reads it all) up to this size; a larger one is refused, not read in part
+AUTHORIZED_KEYS_READ_MAX = 64 << 20
+
+
+def _read_whole(path: Path) -> bytes | None:
+    """The whole of an authorized_keys file, None when it is missing, unreadable or not a regular file (sshd lets
+    no key in through those). ApprovalRefused (exit 4) when it is larger than AUTHORIZED_KEYS_READ_MAX: padding in
+    front of a line must not hide it (attack12r21 H2)."""
+    import os
+    import stat
+
+    from ..core.errors import ApprovalRefused
+
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as f:
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                return None
+            data = f.read(AUTHORIZED_KEYS_READ_MAX + 1)
+        except OSError:
+            return None
+    if len(data) > AUTHORIZED_KEYS_READ_MAX:
+        raise ApprovalRefused(f"{path} is larger than {AUTHORIZED_KEYS_READ_MAX >> 20} MiB: upgrader reads the whole "
+                              "file to know who may log in to this account (sshd reads it all) and refuses rather "
+                              "than read it in part; nothing was changed",
+                              hint=f"remove from {path} what is not a key (edit it by hand), then run the command "
+                                   "again")
+    return data
+
+
 def _keys_letting_in(files: Sequence[Path], now: _dt.datetime) -> list[tuple[str, KeyLine]]:
     """(fingerprint, line) of every unexpired line of ``files`` that lets a key in: a key, or a ``cert-authority``
     line's certificate authority (whatever it signs logs in)."""
     found: list[tuple[str, KeyLine]] = []
     for path in files:
-        try:
-            with open(path, "rb") as f:
-                data = f.read(1 << 20)
-        except OSError:
+        data = _read_whole(path)
+        if data is None:
             continue
         for line in _split_lines(data):
             entry = _entry(line)

@@ -223,9 +223,9 @@ def build_bundle(home: Path, run_id: str, *, connect: Callable[[dict[str, Any]],
                             "files": len(blobs)}
     if obfuscator is not None:
         key = target.with_name(target.name.removesuffix(".tar.gz") + ".obfuscation.json")
-        fd = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(_json(obfuscator.mapping))
+        from ..core.output import write_output
+
+        write_output(key, _json(obfuscator.mapping).encode("utf-8"), what="the obfuscation key", mode=0o600)
         info["obfuscation_key"] = str(key)
     return info
 

@@ -12,7 +12,7 @@ from .beneath import OPEN_DIR
 from .common import AgentError
 
 
-AUTHORIZED_KEYS_MAX = 1 << 20
+AUTHORIZED_KEYS_MAX = 64 << 20  # as the controller reads it (sshd reads it all)
 
 
 def access_target(req):
@@ -148,7 +148,8 @@ def read_authorized_keys(ssh_fd, path, pw):
         check_account_file(st, path, pw, owner=False)
         data = f.read(AUTHORIZED_KEYS_MAX + 1)
     if len(data) > AUTHORIZED_KEYS_MAX:
-        raise AgentError("%s is larger than 1 MiB; is it the right file?" % path, "bad_input")
+        raise AgentError("%s is larger than %d MiB; is it the right file? Edit it by hand"
+                         % (path, AUTHORIZED_KEYS_MAX >> 20), "bad_input")
     return data, st
 
 

@@ -109,18 +109,13 @@ class Approval:
 
 
 def write_approval(path: Path, statement: Statement, private_key: PrivateKey) -> str:
+    """Sign ``statement`` and write it to ``path`` (core/output.write_output: never through a link planted there or
+    beside it); the armored signature."""
+    from ..core.output import write_output
+
     text = statement.text()
     armored = sign(private_key, text.encode(), NAMESPACE)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        if path.is_dir():
-            raise IsADirectoryError(21, "Is a directory")
-        tmp.write_text(text + armored, encoding="utf-8")
-        os.replace(tmp, path)
-    except OSError as e:
-        tmp.unlink(missing_ok=True) if tmp.parent.is_dir() else None
-        raise InputError(f"cannot write the approval: {e.strerror}", path=str(path),
-                         hint="give a file path for -o") from e
+    write_output(path, (text + armored).encode("utf-8"), what="the approval")
     return armored
 
 

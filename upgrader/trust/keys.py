@@ -8,6 +8,8 @@ key material anywhere but the file it was asked to create (mode 0600).
 from __future__ import annotations
 
 import os
+import re
+import struct
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +17,8 @@ from pathlib import Path
 from ..core.errors import InputError
 from .sshsig import PrivateKey, PublicKey, fingerprint, public_key_blob, public_key_line
 
-__all__ = ["generate_key", "load_private_key", "load_public_key", "Identity", "signer_line"]
+__all__ = ["generate_key", "load_private_key", "load_public_key", "Identity", "signer_line", "HeldKey", "held_key",
+           "stored_public_blob", "HELD_KEY_BYTES"]
 
 
 @dataclass(frozen=True)
@@ -94,14 +97,22 @@ def load_private_key(path: str | Path) -> PrivateKey:
 def stored_public_blob(path: str | Path) -> bytes | None:
     """The public key blob an OpenSSH private key file carries in clear (``openssh-key-v1``: before the encrypted
     part), read without its passphrase and without asking for one; None when the file is not such a key."""
+    try:
+        data = Path(path).expanduser().read_bytes()[:1 << 16]
+    except OSError:
+        return None
+    return _openssh_public_blob(data)
+
+
+def _openssh_public_blob(raw: bytes) -> bytes | None:
     import base64
     import struct
 
     try:
-        text = Path(path).expanduser().read_bytes()[:1 << 16].decode("ascii")
+        text = raw.decode("ascii")
         body = text.split("-----BEGIN OPENSSH PRIVATE KEY-----", 1)[1].split("-----END OPENSSH PRIVATE KEY-----")[0]
         data = base64.b64decode("".join(body.split()))
-    except (OSError, UnicodeDecodeError, IndexError, ValueError):
+    except (UnicodeDecodeError, IndexError, ValueError):
         return None
     magic = b"openssh-key-v1\0"
     if not data.startswith(magic):
@@ -117,6 +128,92 @@ def stored_public_blob(path: str | Path) -> bytes | None:
         return None
     blob = data[at + 8:at + 8 + n]
     return blob if count >= 1 and len(blob) == n and n > 0 else None
+
+
+#: a file of a key folder larger than this is not read as a key: it counts as one whose key cannot be told
+HELD_KEY_BYTES = 1 << 20
+_PRIVATE_ARMOUR = b"PRIVATE KEY-----"
+_PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 ]*PRIVATE KEY)-----.*?-----END \1-----", re.S)
+
+
+@dataclass(frozen=True)
+class HeldKey:
+    """A file that is, or looks like, a private key: ``blob`` its public key, None when which key it is cannot be
+    told (encrypted PEM without its ``.pub``, damaged, unreadable, too large) -- ``why`` says which."""
+
+    path: Path
+    blob: bytes | None
+    why: str = ""
+
+
+def held_key(path: Path) -> HeldKey | None:
+    """The private key a file of a key folder holds, in any form OpenSSH accepts (``openssh-key-v1``, PEM PKCS#1
+    RSA/EC/DSA, PKCS#8), read without a passphrase; for an encrypted PEM key, from its ``.pub`` beside it. None when
+    the file is not a regular file or does not look like a private key (no ``PRIVATE KEY-----`` armour). A file that
+    cannot be read at all counts as a key that cannot be told (fail closed: it may be one)."""
+    import errno
+    import stat
+
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    except OSError as e:
+        if e.errno in (errno.ENOENT, errno.ELOOP, errno.ENXIO, errno.EISDIR):
+            return None
+        return HeldKey(path, None, f"cannot be read ({e.strerror})")
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            data = f.read(HELD_KEY_BYTES + 1)
+    except OSError as e:
+        return HeldKey(path, None, f"cannot be read ({e.strerror})")
+    finally:
+        os.close(fd)
+    if len(data) > HELD_KEY_BYTES:
+        return HeldKey(path, None, f"larger than {HELD_KEY_BYTES >> 20} MiB") if _PRIVATE_ARMOUR in data else None
+    if _PRIVATE_ARMOUR not in data:
+        return None
+    if len(re.findall(rb"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----", data)) > 1:  # which one would ssh use? fail closed
+        return HeldKey(path, None, "more than one private key in one file")
+    blob = _openssh_public_blob(data) if b"-----BEGIN OPENSSH PRIVATE KEY-----" in data else _pem_public_blob(data)
+    if blob is None:
+        blob = _pub_beside(path)
+    return HeldKey(path, blob, "" if blob is not None else "encrypted without its .pub beside it, or damaged")
+
+
+def _pem_public_blob(data: bytes) -> bytes | None:
+    """The public key of the first PEM private key block (PKCS#1 RSA, SEC1 EC, DSA, PKCS#8), when not encrypted."""
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives import serialization
+
+    m = _PEM_BLOCK.search(data)
+    if m is None:
+        return None
+    try:
+        key = serialization.load_pem_private_key(m.group(0), password=None)
+        return public_key_blob(key.public_key())  # type: ignore[arg-type]
+    except (TypeError, ValueError, UnsupportedAlgorithm):
+        return None
+
+
+def _pub_beside(path: Path) -> bytes | None:
+    """The key blob of ``path``.pub (``TYPE BASE64 [COMMENT]``), None when there is none or it is not one."""
+    import base64
+    import binascii
+
+    import stat
+
+    try:
+        fd = os.open(path.with_name(path.name + ".pub"), os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+        with os.fdopen(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                return None
+            fields = f.read(1 << 16).split()
+        blob = base64.b64decode(fields[1], validate=True)
+        (n,) = struct.unpack(">I", blob[:4])
+    except (OSError, IndexError, binascii.Error, ValueError, struct.error):
+        return None
+    return blob if blob[4:4 + n] == fields[0] else None
 
 
 def load_public_key(path: str | Path) -> PublicKey:

@@ -126,9 +126,10 @@ def build_package(src: str | Path, out: str | Path, meta: PackageMeta, *, compre
     meta_bytes = yaml.safe_dump(meta.to_yaml_dict(), sort_keys=False, allow_unicode=True).encode()
     members = 0
     unpacked = 0
-    tmp = out.with_name(out.name + ".part")
+    tmp = out.with_name(f".{out.name}.{os.urandom(4).hex()}.part")  # a new file, never one (or a link) found there
     try:
-        with open(tmp, "wb") as raw:
+        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644),
+                       "wb") as raw:
             with gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=compresslevel) as gz:
                 with tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar:
                     info = tarfile.TarInfo(META_NAME)

@@ -102,7 +102,7 @@ class LocalStream:
                                          stderr=self._stderr, bufsize=0, start_new_session=True)
         except OSError as e:
             raise TransportError(f"cannot start {argv[0]}: {e}", host=name) from e
-        self._buf = b""
+        self._buf = bytearray()  # grown in place: a reply of many MiB is read in linear time
 
     def send_line(self, line: str) -> None:
         assert self.proc.stdin is not None
@@ -119,7 +119,9 @@ class LocalStream:
         assert self.proc.stdout is not None
         fd = self.proc.stdout.fileno()
         deadline = None if timeout is None else time.monotonic() + timeout
-        while b"\n" not in self._buf:
+        seen = 0
+        while (end := self._buf.find(b"\n", seen)) < 0:
+            seen = len(self._buf)
             wait = None if deadline is None else deadline - time.monotonic()
             if wait is not None and wait <= 0:
                 self.close()
@@ -131,7 +133,8 @@ class LocalStream:
             if not chunk:
                 raise TransportError(f"the agent session ended: {self._err()}", host=self.name)
             self._buf += chunk
-        line, _, self._buf = self._buf.partition(b"\n")
+        line = bytes(self._buf[:end])
+        del self._buf[:end + 1]
         return line.decode("utf-8", "replace")
 
     def _err(self) -> str:

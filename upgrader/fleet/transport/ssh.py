@@ -319,7 +319,7 @@ class SSHStream:
     def __init__(self, transport: SSHTransport, channel: Any, agent: bool = False) -> None:
         self.transport = transport
         self.channel = channel
-        self._buf = b""
+        self._buf = bytearray()  # grown in place: a reply of many MiB is read in linear time
         self.agent = agent  # the agent's own session (BOOT), which another client of this host may reuse
         self.lease = object()  # changes when the transport takes the session back (end_sessions)
         self.pending = False  # a request was sent and its reply not read yet
@@ -347,7 +347,9 @@ class SSHStream:
         import time
 
         deadline = None if timeout is None else time.monotonic() + timeout
-        while b"\n" not in self._buf:
+        seen = 0
+        while (end := self._buf.find(b"\n", seen)) < 0:
+            seen = len(self._buf)
             if self.channel.recv_ready():
                 chunk = self.channel.recv(65536)
                 if not chunk:
@@ -362,7 +364,8 @@ class SSHStream:
                 raise TransportError(f"no answer from the agent within {timeout}s (timed out)",
                                      host=self.transport.name)
             select.select([self.channel], [], [], wait)
-        line, _, self._buf = self._buf.partition(b"\n")
+        line = bytes(self._buf[:end])
+        del self._buf[:end + 1]
         self.pending = False
         return line.decode("utf-8", "replace")
 
