@@ -1,0 +1,73 @@
+"""Issue 20, the auditor's case file, round 8 (attack20r8 HIGH #1, HIGH #2, LOW #4), played through the shipped CLI
+over the real sshd (the host's agent runs under sshd: the controller's faked clock is not the host's).
+
+- HIGH #1: the controller's clock set back 15 minutes (libfaketime on `upgrader run`) runs a change on an approval
+  that has expired by the true time. The host refuses the lock by its own clock, reading the expiry from the
+  approval's signed statement (exit 4, en and zh, nothing on the host changed); the verifier holds each host's lock
+  time to the approval's expiry (a lock after it, as a host before this version kept it, is ALTERED).
+- HIGH #2: a killed run moved later by the log's unsigned lines (its opening line set later, every later line
+  "raised" to it with its true clock beside it) and then rolled back: the opening line is held to the controller's
+  clock the host kept at its lock (ALTERED); `audit show` and `audit case` show a raised line's own clock.
+- LOW #4: the case of a killed run recovered later shows the downtime from both runs' phases, never a raw None."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fleet import Fleet
+from hoststate import assert_host_untouched, host_state
+from test_audit_witness_attacks_2 import (  # noqa: F401 - fleet is a fixture
+    ALTERED, fleet, log_of, records, verify)
+from test_audit_witness_clock import resign, shifted
+from upgrader.cli import main
+
+
+def cli(f: Fleet, *argv: str, fake: str | None = None, kill_at: str | None = None) -> subprocess.CompletedProcess[str]:
+    """The shipped CLI in a child process, its clock moved by faketime ``fake`` (the host's agent, under sshd, keeps
+    the true clock), or killed at ``kill_at`` (the test suite's fault plugin)."""
+    from conftest import fault_env
+
+    env = {k: v for k, v in os.environ.items() if k != "UPGRADER_FAULT_KILL_AT"}
+    if kill_at:
+        env.update(fault_env(kill_at=kill_at))
+    cmd = [sys.executable, "-m", "upgrader", "--home", str(f.box.root), *argv]
+    return subprocess.run((["faketime", "-f", fake] if fake else []) + cmd, env=env, capture_output=True, text=True,
+                          timeout=300, stdin=subprocess.DEVNULL)
+
+
+def expired_approval(f: Fleet) -> tuple[Path, Path]:
+    """A plan and its approval made while the controller's clock ran 20 minutes slow, valid for 10 minutes: by the
+    true time the approval expired 10 minutes ago, by a clock set back 15 minutes it is still valid."""
+    plan = f.box.plans / "slow.json"
+    made = cli(f, "plan", "--inventory", str(f.box.inventory), "--to", "7.0.4.2", "--catalog", str(f.box.catalog),
+               "--key", str(f.box.requester_key), "-o", str(plan), fake="-20m")
+    assert made.returncode == 0, made.stdout + made.stderr
+    approval = f.box.approvals / "slow.approval"
+    signed = cli(f, "approve", str(plan), "--key", str(f.box.engineer_key), "-o", str(approval), "--expires", "10m",
+                 fake="-20m")
+    assert signed.returncode == 0, signed.stdout + signed.stderr
+    return plan, approval
+
+
+def test_the_host_refuses_the_lock_of_a_run_whose_approval_expired_by_its_own_clock(fleet: Fleet) -> None:
+    """HIGH #1 a: `upgrader run` under faketime -15m with an approval expired by the true time: the host refuses the
+    lock naming the approval, its expiry and its own clock, in English and Chinese; the run exits 4 and nothing on
+    the host changed (exit 0, committed, before)."""
+    f = fleet
+    plan, approval = expired_approval(f)
+    h = f["app-01"]
+    before = host_state(h.install_dir, answers=h.answers)
+    ran = cli(f, "run", str(plan), "--approval", str(approval), "--yes", fake="-15m")
+    out = " ".join((ran.stdout + ran.stderr).split())
+    assert ran.returncode == 4, out
+    assert "expired at" in out and "by this host's clock" in out and "已于" in out and "过期" in out, out
+    assert_host_untouched(before, host_state(h.install_dir, answers=h.answers), "a run on an expired approval")
+    assert h.answers() == "7.0.4.1"
