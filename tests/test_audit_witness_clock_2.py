@@ -71,3 +71,60 @@ def test_the_host_refuses_the_lock_of_a_run_whose_approval_expired_by_its_own_cl
     assert "expired at" in out and "by this host's clock" in out and "已于" in out and "过期" in out, out
     assert_host_untouched(before, host_state(h.install_dir, answers=h.answers), "a run on an expired approval")
     assert h.answers() == "7.0.4.1"
+
+
+def case_of(f: Fleet, capsys: pytest.CaptureFixture[str], run: str, *extra: str) -> tuple[int, str]:
+    capsys.readouterr()
+    rc = main(["--home", str(f.box.root), "audit", "case", run, "--witness", str(f.box.inventory), *extra])
+    return rc, " ".join(capsys.readouterr().out.split())
+
+
+def test_a_killed_first_run_moved_later_by_its_unsigned_lines_is_held_to_the_controllers_clock(
+        fleet: Fleet, capsys: pytest.CaptureFixture[str]) -> None:
+    """HIGH #2: the run is killed when its install finished (no finish, no checkpoint). The engineer edits the
+    unsigned tail: the run's opening line two days later, every line after it given that time with its true time as
+    the writer's ``clock`` (a raise the log allows), chain rebuilt; then `upgrader rollback --yes` closes it. The
+    host kept the controller's clock at the run's lock: the opening line is two days after it: ALTERED naming the
+    line, in English and Chinese, by `audit verify --witness` and `audit case --witness` (INTACT before). `audit
+    show` and `audit case` show a raised line's clock beside its time."""
+    from test_audit_witness_attacks_2 import run_killed_at
+
+    f = fleet
+    run = run_killed_at(f, "install:finished")
+    log = log_of(f)
+    opening = next(r for r in records(log) if r.get("run") == run and r["event"] == "run_started")
+    moved = shifted(opening["time"], 2 * 86400)
+
+    def later(r: dict[str, Any]) -> dict[str, Any]:
+        if r["seq"] == opening["seq"]:
+            r["time"] = moved
+        elif r["seq"] > opening["seq"]:
+            r["clock"], r["time"] = r.get("clock", r["time"]), moved
+        return r
+
+    resign_fleet(f, later)
+    back = cli(f, "rollback", run, "--yes")
+    assert back.returncode == 0, back.stdout + back.stderr
+    rc, report, text = verify(f, capsys)
+    assert rc == ALTERED and text.startswith("ALTERED"), text
+    assert f"host app-01's own steps of run {run} (opened there at " in text, text
+    assert "run start is " in text and moved[:19] in text and f"(line {opening['seq']})" in text, text
+    rc, _, zh = verify(f, capsys, "--lang", "zh")
+    assert rc == ALTERED and "运行开始行的时间（不晚于加锁时控制端的时钟）" in zh, zh
+    rc, case = case_of(f, capsys, run)
+    assert rc == ALTERED and "run start is" in case, case
+    assert "was raised above the writer's clock" in case, case
+    capsys.readouterr()
+    assert main(["--home", str(f.box.root), "audit", "show", "--policy", str(f.box.policy)]) == 0
+    shown = capsys.readouterr().out
+    assert "(writer's clock " in shown, shown
+
+
+def resign_fleet(f: Fleet, edit: Any) -> None:
+    """The engineer with the operator key: edit the log's lines, rebuild the chain, sign every checkpoint again."""
+    from test_audit_witness import rechain
+    from upgrader.trust.keys import load_private_key
+
+    log = log_of(f)
+    log.write_bytes(b"".join(rechain(log.read_bytes().splitlines(keepends=True), edit,
+                                     load_private_key(str(f.box.operator_key)), "operator@customer")))

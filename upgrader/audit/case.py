@@ -156,6 +156,10 @@ def build_case(events: list[dict[str, object]], run: str) -> dict[str, object] |
                        "signer": cp.get("signer"), "key": cp.get("key"), "time": cp_line.get("time"),
                        "anchor": f"{cp.get('seq')}:{cp.get('head')}"} if cp_line else None,
         "followups": followups,
+        # each line of the run whose time the writer raised above its own clock (the line before it was later): the
+        # case's times are that clock; a time raised shows here, beside the clock it was raised from
+        "raised_lines": [{"line": e.get("seq"), "time": e.get("time"), "clock": e.get("clock")} for e in mine
+                         if isinstance(e.get("clock"), str)],
         WITNESS_HOOK: None,
     }
 

@@ -840,17 +840,27 @@ def _lock_clock(log: JSONObject, opened: JSONObject | None) -> list[JSONObject]:
     own times fix, but not this clock, which the host keeps. Outside them by more than OFFSET_TOLERANCE is a
     difference naming the log's line; none for a record of an agent before the clock was kept (the old rule)."""
     told = _when(opened.get("controller_clock")) if opened is not None else None
-    la, lb, line = _lock_window(log)
-    if told is None or la is None or lb is None:
-        return []
-    if la - OFFSET_TOLERANCE <= told <= lb + OFFSET_TOLERANCE:
+    if told is None:
         return []
     assert opened is not None
-    return [{"field": "lock time", "line": line, "host": f"{_iso_ms(told)} (the controller's clock, told to the host "
-             f"at its lock at {_iso_ms(_when(opened.get('opened')) or 0.0)} by its own)",
-             "host_zh": f"{_iso_ms(told)}（控制端在加锁时告诉主机的时钟；主机自己的时钟为 "
-                        f"{_iso_ms(_when(opened.get('opened')) or 0.0)}）",
-             "log": f"{_iso_ms(la)} – {_iso_ms(lb)}"}]
+    host = (f"{_iso_ms(told)} (the controller's clock, told to the host at its lock at "
+            f"{_iso_ms(_when(opened.get('opened')) or 0.0)} by its own)")
+    host_zh = f"{_iso_ms(told)}（控制端在加锁时告诉主机的时钟；主机自己的时钟为 {_iso_ms(_when(opened.get('opened')) or 0.0)}）"
+    out: list[JSONObject] = []
+    # the run's opening line (run_started, resume_requested, rollback_requested) is written before any lock it takes,
+    # whatever the kind and whether the run finished: by the writer's own clock (line_clock) it is no later than the
+    # controller's clock at this lock. A run moved later by its unsigned lines (its opening line set later, every line
+    # after "raised" to it with the true clock beside it) moves that line, not the clock the host kept
+    start = _when(log.get("opened_at"))
+    if start is not None and start > told + OFFSET_TOLERANCE:
+        out.append({"field": "run start", "line": log.get("opened_line"), "host": host, "host_zh": host_zh,
+                    "log": f"{_iso_ms(start)} (the run's opening line, before the lock)",
+                    "log_zh": f"{_iso_ms(start)}（运行的开始行，应在加锁之前）"})
+    la, lb, line = _lock_window(log)
+    if la is None or lb is None or la - OFFSET_TOLERANCE <= told <= lb + OFFSET_TOLERANCE:
+        return out
+    return out + [{"field": "lock time", "line": line, "host": host, "host_zh": host_zh,
+                   "log": f"{_iso_ms(la)} – {_iso_ms(lb)}"}]
 
 
 def _offset_times(steps: Sequence[object], log: JSONObject, bounds: tuple[float, float] | None) -> list[JSONObject]:
@@ -899,7 +909,8 @@ FIELDS_ZH = {"outcome": "结果", "version_after": "之后的版本", "version_b
              "window": "在维护窗口内", "approvals": "批准摘要", "phases": "执行的阶段", "finished": "结束时间",
              "started": "开始时间", "run": "运行", "stop time": "停止步骤的时间", "install time": "安装步骤的时间",
              "start time": "启动步骤的时间", "rollback time": "回滚步骤的时间", "downtime": "停机时长",
-             "clock offset": "时钟偏差（由加锁和结束两个时刻确定）", "lock time": "加锁时控制端的时钟"}
+             "clock offset": "时钟偏差（由加锁和结束两个时刻确定）", "lock time": "加锁时控制端的时钟",
+             "run start": "运行开始行的时间（不晚于加锁时控制端的时钟）", "approval expiry": "批准的有效期"}
 
 
 def _shown_zh(field_: str, value: object) -> str:
@@ -921,7 +932,7 @@ def difference_zh(d: Mapping[str, object]) -> str:
     """One field of a host's own run record that differs from the log, in Chinese (after the host and run)."""
     field_ = str(d.get("field"))
     return (f"{FIELDS_ZH.get(field_, field_)}：主机记为 {_shown_zh(field_, d.get('host_zh', d.get('host')))}，日志为 "
-            f"{_shown_zh(field_, d.get('log'))}{_where(d, 'zh')}（已被篡改）")
+            f"{_shown_zh(field_, d.get('log_zh', d.get('log')))}{_where(d, 'zh')}（已被篡改）")
 
 
 def _where(d: Mapping[str, object], lang: str = "en") -> str:
@@ -1232,7 +1243,8 @@ def opening_text(d: Mapping[str, object], lang: str = "en") -> str:
     if kind == "open_time":
         return (f"主机 {host} 自己记录的运行 {run} 的步骤（未结束）与日志不符——" + difference_zh(
                     {"field": d.get("field"), "host": d.get("host_value"), "log": d.get("log_value"),
-                     "line": d.get("line"), **({"host_zh": d["host_value_zh"]} if "host_value_zh" in d else {})})
+                     "line": d.get("line"), **({"host_zh": d["host_value_zh"]} if "host_value_zh" in d else {}),
+                     **({"log_zh": d["log_value_zh"]} if "log_value_zh" in d else {})})
                 if zh else
                 f"host {host}'s own steps of run {run} (opened there at {when}, never finished) differ from the log: "
                 f"{d.get('field')} is {d.get('host_value')} on the host, {d.get('log_value')} in the log"
@@ -1262,8 +1274,12 @@ def _open_differences(steps: Sequence[JSONObject], log: JSONObject | None, own: 
     gave a resume's steps no label; only a first run's are then compared). ``opened``: the host's opening record
     of the run, which with the log's lines around the lock fixes the host's clock offset: each phase is then held
     to that one offset, as a finished run's are (not only to CLOCK_SKEW)."""
-    if not own or log is None:
+    if log is None:
         return []
+    if not own:  # the steps are not this part's own to compare; the clock the host kept at its lock still holds
+        return [{"kind": "open_time", "field": d.get("field"), "host_value": d.get("host"), "log_value": d.get("log"),
+                 "line": d.get("line"), **({"host_value_zh": d["host_zh"]} if "host_zh" in d else {}),
+                 **({"log_value_zh": d["log_zh"]} if "log_zh" in d else {})} for d in _lock_clock(log, opened)]
     spans = log.get("spans") if isinstance(log.get("spans"), dict) else {}
     assert isinstance(spans, dict)
     done = {str(x.get("op")) for x in steps if x.get("ok")}
@@ -1293,7 +1309,8 @@ def _open_differences(steps: Sequence[JSONObject], log: JSONObject | None, own: 
         if (str(d.get("field")).split(" ")[0], "claimed") not in said:
             out.append({"kind": "open_time", "field": d.get("field"), "host_value": d.get("host"),
                         "log_value": d.get("log"), "line": d.get("line"),
-                        **({"host_value_zh": d["host_zh"]} if "host_zh" in d else {})})
+                        **({"host_value_zh": d["host_zh"]} if "host_zh" in d else {}),
+                        **({"log_value_zh": d["log_zh"]} if "log_zh" in d else {})})
     return out
 
 

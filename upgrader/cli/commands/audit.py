@@ -276,7 +276,11 @@ def cmd_show(args: argparse.Namespace) -> int:
         # recorded text is untrusted: Text() cells, so that "[/bold]" in a command's output is shown, not parsed
         actor: dict[str, Any] = e["actor"] if isinstance(e.get("actor"), dict) else {}
         outcome = str(e.get("outcome") or "")
-        cells = (e.get("seq"), str(e.get("time") or "")[:19].replace("T", " "), e.get("run"), e.get("host"),
+        when = str(e.get("time") or "")[:19].replace("T", " ")
+        if isinstance(e.get("clock"), str):  # a time the writer raised above its clock: the clock is shown beside it
+            clock = str(e["clock"])[:19].replace("T", " ")
+            when += f"（写入时时钟 {clock}）" if zh else f" (writer's clock {clock})"
+        cells = (e.get("seq"), when, e.get("run"), e.get("host"),
                  said("event", e.get("event"), lang) if e.get("event") else None,
                  said("phase", e.get("phase"), lang) if e.get("phase") else None)
         table.add_row(*(Text(str(v if v is not None else "")) for v in cells),
@@ -547,6 +551,12 @@ def case_lines(case: dict[str, Any]) -> list[str]:
             f"operator: {op.get('principal')} ({op.get('user')}@{op.get('host')}, key {op.get('key')})",
             f"started {case.get('started')}, finished {case.get('finished')}, {case.get('duration_seconds')} s; "
             f"downtime {case.get('downtime_seconds')} s ({_SOURCE_EN.get(str(case.get('downtime_source')), 'log')})"]
+    raised = case.get("raised_lines") or []
+    for r in raised[:3]:
+        out.append(f"line {r.get('line')}: time {r.get('time')} was raised above the writer's clock {r.get('clock')} "
+                   "(the log keeps its times in order; the case's times are the writer's clock)")
+    if len(raised) > 3:
+        out.append(f"… and {len(raised) - 3} more line(s) of this run with a raised time (--json: raised_lines)")
     for h in case.get("hosts") or []:
         phases = ", ".join(f"{p.get('phase')} {p.get('outcome')} {p.get('seconds')} s" for p in h.get("phases") or [])
         out.append(f"host {h.get('host')}: {h.get('from')} -> {h.get('to')}: {h.get('outcome')}, version after "
@@ -631,6 +641,12 @@ def case_lines_zh(case: dict[str, Any]) -> list[str]:
             f"操作员：{op.get('principal')}（{op.get('user')}@{op.get('host')}，密钥 {op.get('key')}）",
             f"开始 {case.get('started')}，结束 {case.get('finished')}，用时 {case.get('duration_seconds')} 秒；"
             f"停机 {case.get('downtime_seconds')} 秒（{_SOURCE_ZH.get(str(case.get('downtime_source')), '来自日志')}）"]
+    raised = case.get("raised_lines") or []
+    for r in raised[:3]:
+        out.append(f"第 {r.get('line')} 行：时间 {r.get('time')} 被抬高到写入时时钟 {r.get('clock')} 之上（日志的时间保持先后顺序；"
+                   "本记录的时间取写入时的时钟）")
+    if len(raised) > 3:
+        out.append(f"……本次运行另有 {len(raised) - 3} 行的时间被抬高（--json：raised_lines）")
     for h in case.get("hosts") or []:
         phases = "，".join(f"{word('phase', p.get('phase'), 'zh')} {word('status', p.get('outcome'), 'zh')} "
                           f"{p.get('seconds')} 秒" for p in h.get("phases") or [])
