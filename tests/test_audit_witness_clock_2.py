@@ -128,3 +128,50 @@ def resign_fleet(f: Fleet, edit: Any) -> None:
     log = log_of(f)
     log.write_bytes(b"".join(rechain(log.read_bytes().splitlines(keepends=True), edit,
                                      load_private_key(str(f.box.operator_key)), "operator@customer")))
+
+
+def test_each_hosts_lock_is_held_to_the_approvals_expiry(fleet: Fleet, capsys: pytest.CaptureFixture[str]) -> None:
+    """HIGH #1 b: the host keeps each approval's expiry as the approval's signed statement gave it at the lock. The
+    engineer holds the run's witness back, rewrites the log's expiry of the run's approval to a minute before the run
+    started (re-signed) and has the host witness the forged head: the host's record says otherwise (ALTERED by
+    `audit verify --witness`; INTACT before). Held to the log's expiry alone -- the opening record of an agent before
+    this check, which kept none -- the host's lock came after it: ALTERED, naming the run, host, approval and both
+    times, in English and Chinese, and by `audit case --witness`."""
+    from modified_controller import ModifiedController, checkpoint_to_witness, run_witness_cut
+    from test_audit_witness_attacks_2 import agent
+
+    f = fleet
+    run = run_witness_cut(f)
+    opening = next(r for r in records(log_of(f)) if r.get("run") == run and r["event"] == "run_started")
+    [approval] = opening["data"]["approvals"]
+    early = shifted(opening["time"], -60)
+
+    def expired(r: dict[str, Any]) -> dict[str, Any]:
+        if r["seq"] == opening["seq"]:
+            r["data"]["approvals"][0]["expires"] = early
+        return r
+
+    resign_fleet(f, expired)
+    with ModifiedController(f, "app-01") as c:  # the forged head witnessed, within the hour
+        assert c.call("witness", run_id=run, checkpoint=checkpoint_to_witness(
+            log_of(f).read_bytes().splitlines(keepends=True), run))["written"]
+    rc, _, text = verify(f, capsys)
+    assert rc == ALTERED and text.startswith("ALTERED"), text
+    assert f"host app-01's opening record of run {run} differs from the log: approval expiry is " in text, text
+    assert f"{early} in the log" in text, text
+    # the opening record as an agent before this check kept it: no expiry of its own
+    files = {str(o["file"]) for o in agent(f, "witness_read")["opened"] if o.get("as") == run}
+    assert files
+    for name in files:
+        path = Path(name)
+        kept = [json.loads(x) for x in path.read_text().splitlines()]
+        path.write_text("".join(json.dumps({k: v for k, v in r.items() if k != "expires"}) + "\n" for r in kept))
+    rc, _, text = verify(f, capsys)
+    assert rc == ALTERED, text
+    assert (f"host app-01 took its lock for run {run} at " in text and
+            f"after approval {approval['digest'][:12]}… ({approval['approver']}) expired at {early} (the expiry the "
+            "log gives it): a change started on an expired approval (ALTERED)" in text), text
+    rc, _, zh = verify(f, capsys, "--lang", "zh")
+    assert rc == ALTERED and f"已于 {early} 过期（日志所记的有效期）：变更在批准过期后才开始" in zh, zh
+    rc, case = case_of(f, capsys, run)
+    assert rc == ALTERED and "a change started on an expired approval" in case, case

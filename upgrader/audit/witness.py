@@ -1205,7 +1205,7 @@ def opening_text(d: Mapping[str, object], lang: str = "en") -> str:
                 f"says it ended {d.get('outcome')} on that host (ALTERED)")
     if kind == "field":
         name = {"plan": "计划摘要", "policy sha256": "策略 sha256", "requester": "申请人", "approvals": "批准摘要",
-                "kind": "运行类型", "operator": "操作员"}
+                "kind": "运行类型", "operator": "操作员", "approval expiry": "批准的有效期"}
         return (f"主机 {host} 对运行 {run} 的开始记录与日志不符——{name.get(str(d.get('field')), d.get('field'))}：主机记为 "
                 f"{d.get('host_value_zh', d.get('host_value'))}，日志为 {d.get('log_value_zh', d.get('log_value'))}（已被篡改）"
                 if zh else
@@ -1249,6 +1249,15 @@ def opening_text(d: Mapping[str, object], lang: str = "en") -> str:
                 f"host {host}'s own steps of run {run} (opened there at {when}, never finished) differ from the log: "
                 f"{d.get('field')} is {d.get('host_value')} on the host, {d.get('log_value')} in the log"
                 f"{_where({'line': d.get('line')})} (ALTERED)")
+    if kind == "expired":
+        src = d.get("source") == "host"
+        return (f"主机 {host} 按自己的时钟于 {when} 为运行 {run} 加锁，而批准 {str(d.get('approval'))[:12]}…（{d.get('approver')}）"
+                f"已于 {d.get('expires')} 过期（{'主机在加锁时从批准签名的原文读到' if src else '日志所记'}的有效期）：变更在批准过期后才"
+                "开始（已被篡改）" if zh else
+                f"host {host} took its lock for run {run} at {when} by its own clock, after approval "
+                f"{str(d.get('approval'))[:12]}… ({d.get('approver')}) expired at {d.get('expires')} (the expiry "
+                f"{'the host read from the approval' + chr(39) + 's signed statement at its lock' if src else 'the log gives it'}"
+                "): a change started on an expired approval (ALTERED)")
     if kind == "reused":
         return (f"批准 {d.get('approval')} 已被运行 {d.get('first')}（主机 {d.get('first_host')} 自己的记录）用掉，主机 {host} "
                 f"却于 {when} 为运行 {run} 又接受了它：一份批准只能用一次（已被篡改）" if zh else
@@ -1311,6 +1320,41 @@ def _open_differences(steps: Sequence[JSONObject], log: JSONObject | None, own: 
                         "log_value": d.get("log"), "line": d.get("line"),
                         **({"host_value_zh": d["host_zh"]} if "host_zh" in d else {}),
                         **({"log_value_zh": d["log_zh"]} if "log_zh" in d else {})})
+    return out
+
+
+#: the kinds of run that start a change on an approval (hostagent/witness.py NEEDS_VALID_APPROVAL): the host's lock
+#: of such a run must come before each approval's expiry, by the host's own clock
+_NEEDS_VALID_APPROVAL = ("run", "guided", "continuation")
+
+
+def _expiry_findings(rec: JSONObject, src: Mapping[str, object], first_run: bool) -> list[JSONObject]:
+    """A host's lock of a run, guided run or continuation (its opening record's ``kind``; a record of an agent before
+    kinds were kept: a first run) against the expiry of each approval the run presents: the expiry the host read from
+    the approval's own signed statement at that lock (its record's ``expires``), else the log's (an agent before this
+    check kept none; ``--approvals DIR`` holds the log's to the file's). A lock at or after an expiry by the host's own
+    clock is a finding (kind "expired"); an expiry the host read that the log gives otherwise is one (kind "field")."""
+    kind = rec.get("kind") if "kind" in rec else ("run" if first_run else None)
+    at = _when(rec.get("opened"))
+    if kind not in _NEEDS_VALID_APPROVAL or at is None:
+        return []
+    kept = rec.get("expires") if isinstance(rec.get("expires"), dict) else {}
+    assert isinstance(kept, dict)
+    out: list[JSONObject] = []
+    given = src.get("approvals")
+    for a in given if isinstance(given, list) else []:
+        if not isinstance(a, dict) or not isinstance(a.get("digest"), str):
+            continue
+        digest, said = str(a["digest"]), a.get("expires")
+        own = kept.get(digest)
+        if own is not None and _when(said) is not None and _when(own) != _when(said):
+            out.append({"kind": "field", "field": "approval expiry", "host_value": f"{own} ({digest[:12]}…, from the "
+                        "approval's signed statement at the lock)", "log_value": str(said),
+                        "host_value_zh": f"{own}（{digest[:12]}…，加锁时取自批准签名的原文）"})
+        until = _when(own if own is not None else said)
+        if until is not None and at >= until:
+            out.append({"kind": "expired", "approval": digest, "approver": a.get("approver"),
+                        "expires": own if own is not None else said, "source": "host" if own is not None else "log"})
     return out
 
 
@@ -1419,6 +1463,8 @@ def _compare_openings(result: WitnessResult, events: list[JSONObject], windows: 
                 if host_value is not None and host_value != log_value:
                     shown = (_who(host_value), _who(log_value)) if name == "requester" else (host_value, log_value)
                     found(False, kind="field", field=name, host_value=shown[0], log_value=shown[1], **base)
+            for d in _expiry_findings(rec, src, first_run):
+                found(False, **d, **base)
             inside = win.get("inside") if isinstance(win, dict) else None
             at = _when(rec.get("opened"))
             # a continuation's window is judged under the policy it recorded; one recorded before that was judged
