@@ -175,3 +175,36 @@ def test_each_hosts_lock_is_held_to_the_approvals_expiry(fleet: Fleet, capsys: p
     assert rc == ALTERED and f"已于 {early} 过期（日志所记的有效期）：变更在批准过期后才开始" in zh, zh
     rc, case = case_of(f, capsys, run)
     assert rc == ALTERED and "a change started on an expired approval" in case, case
+
+
+def test_the_case_of_a_killed_run_shows_its_downtime_until_its_recovery_never_none(
+        fleet: Fleet, capsys: pytest.CaptureFixture[str]) -> None:
+    """LOW #4: the run is killed when its install finished (the service down). Its case says the downtime is unknown
+    because the run was killed (en, zh); after `upgrader rollback --yes` the case shows the downtime from the run's
+    stop to the end of the rollback's start phase, in English and Chinese, never a raw None (0.0 s and None before)."""
+    from test_audit_witness_attacks_2 import run_killed_at
+
+    f = fleet
+    run = run_killed_at(f, "install:finished")
+    for lang, unknown in (("en", "downtime unknown — the run was killed"), ("zh", "停机 未知——运行在服务重新启动之前被中止")):
+        capsys.readouterr()
+        rc = main(["--home", str(f.box.root), "audit", "case", run, "--lang", lang])
+        text = " ".join(capsys.readouterr().out.split())
+        assert rc == 6 or rc == 0, text  # the killed run's lines are the log's uncovered tail
+        assert unknown in text and "None" not in text, text
+    back = cli(f, "rollback", run, "--yes")
+    assert back.returncode == 0, back.stdout + back.stderr
+    capsys.readouterr()
+    assert main(["--home", str(f.box.root), "audit", "case", run, "--json"]) == 0
+    case = json.loads(capsys.readouterr().out)["case"]
+    [host] = case["hosts"]
+    assert case["downtime_unknown"] == [] and host["downtime_seconds"] > 0, case
+    assert case["downtime_seconds"] == host["downtime_seconds"] and host["up_again"]["run"].startswith(
+        f"{run}/rollback-"), case
+    stop = next(p for p in host["phases"] if p["phase"] == "stop")
+    assert dt.datetime.fromisoformat(host["up_again"]["at"]) > dt.datetime.fromisoformat(stop["started"]), host
+    for lang, said in (("en", f"downtime {host['downtime_seconds']} s"), ("zh", f"停机 {host['downtime_seconds']} 秒")):
+        capsys.readouterr()
+        assert main(["--home", str(f.box.root), "audit", "case", run, "--lang", lang]) == 0
+        text = " ".join(capsys.readouterr().out.split())
+        assert said in text and "None" not in text.replace("None of", ""), text
