@@ -785,10 +785,10 @@ def _case_section(h: _Html, run: _Run, index: int) -> None:
                                outcome=h.word("status", p.get("outcome")), seconds=p.get("seconds"))
                            for p in [_dict(q) for q in _list(x.get("phases"))])
         rows.append((f"host-{x.get('host')}", h.t("case_host_phases", host=x.get("host")),
-                     h.t("case_host_line", from_=x.get("from"), to=x.get("to"), downtime=x.get("downtime_seconds"))
-                     if x.get("downtime_seconds") is not None else
-                     f"{_e(x.get('from'))} → {_e(x.get('to'))}{'，停机' if h.lang == 'zh' else ', downtime'} "
-                     f"{_e(downtime_text(None, True, h.lang))}"
+                     (h.t("case_host_line", from_=x.get("from"), to=x.get("to"), downtime=x.get("downtime_seconds"))
+                      if x.get("downtime_seconds") is not None else
+                      f"{_e(x.get('from'))} → {_e(x.get('to'))}{'，停机' if h.lang == 'zh' else ', downtime'} "
+                      f"{_e(downtime_text(None, True, h.lang))}")
                      + (f" {_badge(x.get('outcome'), h.lang)}" if x.get("outcome") else "")
                      + f"<br>{phases or '—'}"))
     unknown = bool(case.get("downtime_unknown")) and not case.get("downtime_seconds")
