@@ -303,11 +303,12 @@ def step_gate(req):
     host's lock. A finish is this host's record that a part of a run ended, so it is also refused (bad_input) for a
     part (label) other than the one the run's latest lock opened, for one that already ended here (a run ends once),
     and, for any outcome but "unchanged", for a run whose prepare did not succeed here."""
-    from .files import read_json
+    from .state import read_lock
 
     paths = _paths(req)
     op = req.get("op")
-    holder = read_json(paths.lock) if os.path.lexists(paths.lock) else None
+    # the lock as the rest of the agent reads it: from the state dir's descriptor, never through a link, bounded
+    holder = read_lock(paths)
     held = "held by run %s" % holder.get("run") if isinstance(holder, dict) else "nobody holds it"
     why = ("a host records the end only of a run that took its lock; nothing was recorded" if op == "finish" else
            "the host runs the %s of a run only while that run holds its lock; nothing was done" % op)
