@@ -1251,13 +1251,13 @@ def opening_text(d: Mapping[str, object], lang: str = "en") -> str:
                 f"{_where({'line': d.get('line')})} (ALTERED)")
     if kind == "expired":
         src = d.get("source") == "host"
+        whose = "the host read from the approval's signed statement at its lock" if src else "the log gives it"
         return (f"主机 {host} 按自己的时钟于 {when} 为运行 {run} 加锁，而批准 {str(d.get('approval'))[:12]}…（{d.get('approver')}）"
                 f"已于 {d.get('expires')} 过期（{'主机在加锁时从批准签名的原文读到' if src else '日志所记'}的有效期）：变更在批准过期后才"
                 "开始（已被篡改）" if zh else
                 f"host {host} took its lock for run {run} at {when} by its own clock, after approval "
                 f"{str(d.get('approval'))[:12]}… ({d.get('approver')}) expired at {d.get('expires')} (the expiry "
-                f"{'the host read from the approval' + chr(39) + 's signed statement at its lock' if src else 'the log gives it'}"
-                "): a change started on an expired approval (ALTERED)")
+                f"{whose}): a change started on an expired approval (ALTERED)")
     if kind == "reused":
         return (f"批准 {d.get('approval')} 已被运行 {d.get('first')}（主机 {d.get('first_host')} 自己的记录）用掉，主机 {host} "
                 f"却于 {when} 为运行 {run} 又接受了它：一份批准只能用一次（已被篡改）" if zh else
