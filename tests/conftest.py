@@ -103,6 +103,21 @@ def now_at(monkeypatch: pytest.MonkeyPatch, when: str) -> TickingClock:
     return clock
 
 
+def weeks_ahead(first: str) -> datetime.timedelta:
+    """The whole weeks that bring ``first`` (ISO 8601 with its UTC offset) to the real now or after it: a test whose
+    in-process clock (now_at) is set to a weekday and hour shifts all its times by this, so the approvals it makes
+    are still valid by the real clock of the hosts' agents, which refuse a lock past an approval's expiry by their
+    own clock (hostagent/witness.py approval_expiries)."""
+    at = datetime.datetime.fromisoformat(first)
+    behind = (datetime.datetime.now(datetime.timezone.utc) - at).total_seconds()
+    weeks = 0 if behind < 0 else int(behind // (7 * 86400)) + 1
+    return datetime.timedelta(weeks=weeks)
+
+
+def shifted_iso(when: str, by: datetime.timedelta) -> str:
+    return (datetime.datetime.fromisoformat(when) + by).isoformat()
+
+
 def fault_env(*, kill_at: str | None = None, pause_at: str | None = None, exchange_at: str | None = None,
               exchange: tuple[Path, str, str, int] | None = None) -> dict[str, str]:
     """Environment entries for a child process that the test suite's fault plugin kills at ``kill_at`` or holds at

@@ -454,8 +454,9 @@ def test_an_approval_spent_on_one_host_and_taken_by_another_run_elsewhere_is_alt
             audit = {"kind": "run", "as": second, "plan": p2_digest, "window": True,
                      "policy": opened["data"]["policy"]["sha256"],
                      "requester": {k: who.get(k) for k in ("user", "host", "key")}}
+            # the approval's signed statement with it: a host checks each approval's expiry from its own bytes
             assert c.call("lock", run_id=second, controller="engineer-laptop", user="mallory", approvals=[digest],
-                          audit=audit)["locked"]
+                          host_trust={"approvals": [{"text": read_approval(a1).text}]}, audit=audit)["locked"]
             assert c.call("finish", run_id=second, outcome="unchanged", keep=3, approvals=[digest],
                           audit=audit)["released"]
             started = dict(opened["data"], plan=p2_digest, hosts=[

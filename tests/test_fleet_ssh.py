@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml  # type: ignore[import-untyped]
 
-from conftest import Run, approve, fault_env, now_at, plan_to, product_digest, upgrader
+from conftest import Run, approve, fault_env, now_at, plan_to, product_digest, shifted_iso, upgrader, weeks_ahead
 from fleet import Fleet, FleetHost, wait_for
 from hoststate import HostState, assert_host_untouched, host_state, take_lock
 from upgrader.fleet.inventory import load_inventory
@@ -232,19 +232,20 @@ def test_hosts_waiting_after_a_canary_start_only_inside_the_service_window(fleet
     policy = f.box.policy.read_text(encoding="utf-8")
     f.box.policy.write_text(policy.replace("  outside: allow\n", "  outside: after_hours_approval\n"), encoding="utf-8")
     monkeypatch.setattr(sys, "stdin", io.StringIO(""))
-    now_at(monkeypatch, "2026-11-27T10:00:00+08:00")  # a Friday, inside the window
+    ahead = weeks_ahead("2026-11-27T10:00:00+08:00")  # a Friday to come: the hosts check the approval's expiry
+    now_at(monkeypatch, shifted_iso("2026-11-27T10:00:00+08:00", ahead))  # by their own clock; inside the window
     plan = planned(f, "7.0.4.2")
     run = execute(f, plan, "--canary", "1", approval=approve(f.box, plan, "--expires", "7d"))
     assert run.outcomes == {"app-01": "committed", "app-02": "waiting"}
     before = fleet_host_state(f["app-02"])
     capsys.readouterr()
-    now_at(monkeypatch, "2026-11-27T20:00:00+08:00")  # that evening: outside
+    now_at(monkeypatch, shifted_iso("2026-11-27T20:00:00+08:00", ahead))  # that evening: outside
     assert upgrader(f.box, "resume", run.id, "--yes") == 4
     err = capsys.readouterr().err
     assert "outside the service window" in err and "--after-hours" in err
     assert_host_untouched(before, fleet_host_state(f["app-02"]))
     assert f.versions() == {"app-01": "7.0.4.2", "app-02": "7.0.4.1"}
-    now_at(monkeypatch, "2026-11-30T10:00:00+08:00")  # Monday morning, inside again
+    now_at(monkeypatch, shifted_iso("2026-11-30T10:00:00+08:00", ahead))  # Monday morning, inside again
     assert upgrader(f.box, "resume", run.id, "--yes") == 0
     assert f.versions() == {"app-01": "7.0.4.2", "app-02": "7.0.4.2"}
 
@@ -253,12 +254,13 @@ def test_hosts_waiting_after_a_canary_are_not_started_once_the_approval_expired(
     """The approval (1 day) has expired when the canary is confirmed: exit 4, the waiting host untouched."""
     f = fleet(2)
     monkeypatch.setattr(sys, "stdin", io.StringIO(""))
-    now_at(monkeypatch, "2026-11-27T10:00:00+08:00")
+    ahead = weeks_ahead("2026-11-27T10:00:00+08:00")  # days to come: the canary host checks the expiry by its clock
+    now_at(monkeypatch, shifted_iso("2026-11-27T10:00:00+08:00", ahead))
     plan = planned(f, "7.0.4.2")
     run = execute(f, plan, "--canary", "1", approval=approve(f.box, plan, "--expires", "1d"))
     assert run.outcomes == {"app-01": "committed", "app-02": "waiting"}
     capsys.readouterr()
-    now_at(monkeypatch, "2026-11-30T10:00:00+08:00")
+    now_at(monkeypatch, shifted_iso("2026-11-30T10:00:00+08:00", ahead))
     assert upgrader(f.box, "resume", run.id, "--yes") == 4
     assert "no longer valid" in capsys.readouterr().err
     assert f.versions() == {"app-01": "7.0.4.2", "app-02": "7.0.4.1"}

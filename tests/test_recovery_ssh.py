@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from conftest import Run, approve, fault_env, now_at, plan_to, upgrader
+from conftest import Run, approve, fault_env, now_at, plan_to, shifted_iso, upgrader, weeks_ahead
 from fleet import Fleet, FleetHost, wait_for
 from hoststate import OPENED, RUN_RECORDS, WITNESS, HostState, assert_host_untouched, assert_hosts_untouched, without_run
 from hoststate import host_state as whole_host_state
@@ -381,17 +381,18 @@ def test_a_policy_can_hold_rollbacks_to_the_service_window(fleet, monkeypatch, c
     assert "  outside: allow\n" in policy
     f.box.policy.write_text(policy.replace("  outside: allow\n", "  outside: refuse\n  rollback: like_run\n"),
                             encoding="utf-8")
-    now_at(monkeypatch, "2026-11-27T10:00:00+08:00")  # a Friday, inside the window
+    ahead = weeks_ahead("2026-11-27T10:00:00+08:00")  # a Friday to come: the host checks the approval's expiry
+    now_at(monkeypatch, shifted_iso("2026-11-27T10:00:00+08:00", ahead))  # by its own clock; inside the window
     plan = planned(f, "7.0.4.2")
     a = execute(f, plan)
     assert a.rc == 0
     before = host_state(h)
-    now_at(monkeypatch, "2026-11-27T20:00:00+08:00")
+    now_at(monkeypatch, shifted_iso("2026-11-27T20:00:00+08:00", ahead))
     capsys.readouterr()
     assert upgrader(f.box, "rollback", a.id) == 4
     assert "outside the service window" in capsys.readouterr().err
     assert_host_untouched(before, host_state(h))
-    now_at(monkeypatch, "2026-11-30T10:00:00+08:00")  # Monday morning
+    now_at(monkeypatch, shifted_iso("2026-11-30T10:00:00+08:00", ahead))  # Monday morning
     assert upgrader(f.box, "rollback", a.id) == 0
     assert "the rollback is allowed now (policy window.rollback: like_run)" in capsys.readouterr().out
     assert h.answers() == "7.0.4.1"

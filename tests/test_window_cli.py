@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import approve, faketime_env, now_at, plan_to, upgrader
+from conftest import approve, faketime_env, now_at, plan_to, shifted_iso, upgrader, weeks_ahead
 from trust_support import resigned
 from hoststate import HostState, assert_host_untouched, host_state
 from upgrader.audit.log import read_events
@@ -119,8 +119,8 @@ def test_run_at_night_with_an_after_hours_approval_upgrades(sandbox, monkeypatch
     """approve --after-hours books the night run: it upgrades, and the audit log records the window."""
     box = sandbox
     set_outside(box, "after_hours_approval")
-    at(monkeypatch, FRIDAY_NIGHT)
-    rc, plan = plan_to(box, "7.0.4.2")
+    at(monkeypatch, shifted_iso(FRIDAY_NIGHT, weeks_ahead(FRIDAY_NIGHT)))  # the host's agent checks the expiry
+    rc, plan = plan_to(box, "7.0.4.2")                                       # by the real clock
     assert rc == 0
     assert upgrader(box, "run", str(plan), "--approval", str(approve(box, plan, "--after-hours"))) == 0
     assert box.wait_version("7.0.4.2", 5) == "7.0.4.2"
@@ -147,8 +147,8 @@ def test_run_inside_the_window_upgrades_with_an_ordinary_approval(sandbox, monke
     """At 10:00 on a Friday an approval without --after-hours is enough."""
     box = sandbox
     set_outside(box, "after_hours_approval")
-    at(monkeypatch, FRIDAY_MORNING)
-    rc, plan = plan_to(box, "7.0.4.2")
+    at(monkeypatch, shifted_iso(FRIDAY_MORNING, weeks_ahead(FRIDAY_MORNING)))  # a Friday to come: the host checks
+    rc, plan = plan_to(box, "7.0.4.2")                                           # the approval's expiry by its clock
     assert rc == 0
     assert upgrader(box, "run", str(plan), "--approval", str(approve(box, plan))) == 0
     assert box.wait_version("7.0.4.2", 5) == "7.0.4.2"

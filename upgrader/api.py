@@ -2222,6 +2222,9 @@ def _downtime_from_hosts(case: JSONObject) -> None:
         mine = down.get(str(h.get("host")))
         if isinstance(mine, (int, float)):
             h["downtime_seconds"], h["downtime_source"] = float(mine), "host"
+            unknown = case.get("downtime_unknown")
+            if isinstance(unknown, list) and h.get("host") in unknown:  # the host's own clock knows it
+                unknown.remove(h.get("host"))
         value = h.get("downtime_seconds")
         if isinstance(value, (int, float)) and value:
             sources.add(str(h.get("downtime_source")))

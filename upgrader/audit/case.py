@@ -13,7 +13,7 @@ from typing import Any, cast
 
 from .log import line_clock, run_opening
 
-__all__ = ["build_case", "run_ids", "WITNESS_HOOK"]
+__all__ = ["build_case", "run_ids", "downtime_text", "WITNESS_HOOK"]
 
 #: where witnessed checkpoints (the hosts' own records of a run's checkpoint) go once they are known; a case
 #: carries ``"witnesses": None`` (not looked up) until a caller fills it
@@ -123,11 +123,22 @@ def build_case(events: list[dict[str, object]], run: str) -> dict[str, object] |
             h["rollback_cause"] = d.get("cause")
         elif kind == "host_finished":
             h["outcome"], h["version_after"] = e.get("outcome"), d.get("version")
+    for name in list(down_since):
+        # stopped and never started again in this run (killed, or needs a person): the service came back at the end
+        # of the first start phase that went well on that host in a later run of this change (its resume or
+        # rollback), as both runs recorded their phases
+        back = _back_up(events, followups, name)
+        if back is not None:
+            span = _secs(down_since[name], back[1])
+            if span is not None:
+                downtime[name] = round(downtime.get(name, 0.0) + span, 3)
+                hosts[name]["up_again"] = {"run": back[0], "at": back[1]}
+                hosts[name]["down_since"] = down_since.pop(name)
     for name, h in hosts.items():
         h["downtime_seconds"] = downtime.get(name, 0.0 if not down_since.get(name) else None)
         h["downtime_source"] = "log"
         if name in down_since:
-            h["down_since"] = down_since[name]  # stopped and never started again in this run
+            h["down_since"] = down_since[name]  # stopped and never started again in this run nor a later one
     actor: dict[str, Any] = _d(start.get("actor"))
     return {
         "run": run,
@@ -150,14 +161,43 @@ def build_case(events: list[dict[str, object]], run: str) -> dict[str, object] |
         "duration_seconds": _secs(line_clock(start), line_clock(finish)) if finish else None,
         "hosts": list(hosts.values()),
         "downtime_seconds": round(sum(downtime.values()), 3),
+        # hosts whose service stopped and was never seen started again (the run was killed, nothing recovered it
+        # yet): their downtime is unknown, never 0
+        "downtime_unknown": sorted(down_since),
         "downtime_source": "log",
         "outcome": {"exit_code": _exit_code(finish), "hosts": fd.get("outcomes")} if finish else None,
         "checkpoint": {"line": cp_line.get("seq"), "seq": cp.get("seq"), "head": cp.get("head"),
                        "signer": cp.get("signer"), "key": cp.get("key"), "time": cp_line.get("time"),
                        "anchor": f"{cp.get('seq')}:{cp.get('head')}"} if cp_line else None,
         "followups": followups,
+        # each line of the run whose time the writer raised above its own clock (the line before it was later): the
+        # case's times are that clock; a time raised shows here, beside the clock it was raised from
+        "raised_lines": [{"line": e.get("seq"), "time": e.get("time"), "clock": e.get("clock")} for e in mine
+                         if isinstance(e.get("clock"), str)],
         WITNESS_HOOK: None,
     }
+
+
+def _back_up(events: list[dict[str, object]], followups: list[dict[str, object]],
+             host: str) -> tuple[str, object] | None:
+    """(the later run, the writer's clock) of the first start phase that went well on ``host`` in a later run of the
+    change (``followups``: its resumes and rollbacks), or None."""
+    later = {str(f.get("run")) for f in followups}
+    for e in events:
+        if e.get("run") in later and e.get("host") == host and e.get("event") == "phase_finished" \
+                and e.get("phase") == "start" and e.get("outcome") == "ok":
+            return str(e.get("run")), line_clock(e)
+    return None
+
+
+def downtime_text(seconds: object, unknown: bool, lang: str = "en") -> str:
+    """A downtime as a case shows it: ``N s`` (``N 秒``), or, when the service stopped and was never seen started
+    again, that it is unknown because the run was killed -- never a raw None."""
+    if unknown or seconds is None:
+        return ("未知——运行在服务重新启动之前被中止（恢复它的续跑或回滚结束后可知）" if lang == "zh" else
+                "unknown — the run was killed before the service was started again (known once a resume or "
+                "rollback recovered it)")
+    return f"{seconds} 秒" if lang == "zh" else f"{seconds} s"
 
 
 def _exit_code(finish: dict[str, object]) -> object:

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 from ..core.errors import InputError
 from .labels import load_labels
+from .case import downtime_text
 from ..core.language import LANGS, resolve_lang  # one rule for every reader; kept importable from here
 
 if TYPE_CHECKING:
@@ -784,10 +785,15 @@ def _case_section(h: _Html, run: _Run, index: int) -> None:
                                outcome=h.word("status", p.get("outcome")), seconds=p.get("seconds"))
                            for p in [_dict(q) for q in _list(x.get("phases"))])
         rows.append((f"host-{x.get('host')}", h.t("case_host_phases", host=x.get("host")),
-                     h.t("case_host_line", from_=x.get("from"), to=x.get("to"), downtime=x.get("downtime_seconds"))
+                     (h.t("case_host_line", from_=x.get("from"), to=x.get("to"), downtime=x.get("downtime_seconds"))
+                      if x.get("downtime_seconds") is not None else
+                      f"{_e(x.get('from'))} → {_e(x.get('to'))}{'，停机' if h.lang == 'zh' else ', downtime'} "
+                      f"{_e(downtime_text(None, True, h.lang))}")
                      + (f" {_badge(x.get('outcome'), h.lang)}" if x.get("outcome") else "")
                      + f"<br>{phases or '—'}"))
-    rows.append(("downtime", h.t("case_downtime"), h.t("case_seconds", seconds=case.get("downtime_seconds"))))
+    unknown = bool(case.get("downtime_unknown")) and not case.get("downtime_seconds")
+    rows.append(("downtime", h.t("case_downtime"), _e(downtime_text(None, True, h.lang)) if unknown
+                 else h.t("case_seconds", seconds=case.get("downtime_seconds"))))
     rows.append(("outcome", h.t("outcome"), h.t("case_outcome", code=out.get("exit_code")) if out
                  else h.t("unfinished")))
     rows.append(("followups", h.t("case_followups"), _followups_html(h, case.get("followups"))))
@@ -853,7 +859,10 @@ def _approved_text(h: _Html, run: _Run) -> str | None:
         parts.append(h.t("window_at_start", state=h.t("inside" if win.get("inside") else "outside"),
                          reason=h.reason(win.get("reason"))))
     parts.append(h.t("policy_digest", digest=(case.get("policy") or {}).get("sha256")))
-    parts.append(h.t("downtime_text", seconds=case.get("downtime_seconds")))
+    if case.get("downtime_unknown") and not case.get("downtime_seconds"):
+        parts.append(("停机 " if h.lang == "zh" else "downtime ") + _e(downtime_text(None, True, h.lang)))
+    else:
+        parts.append(h.t("downtime_text", seconds=case.get("downtime_seconds")))
     return "<br>".join(parts)
 
 

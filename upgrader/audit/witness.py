@@ -926,17 +926,27 @@ def _lock_clock(log: JSONObject, opened: JSONObject | None) -> list[JSONObject]:
     own times fix, but not this clock, which the host keeps. Outside them by more than OFFSET_TOLERANCE is a
     difference naming the log's line; none for a record of an agent before the clock was kept (the old rule)."""
     told = _when(opened.get("controller_clock")) if opened is not None else None
-    la, lb, line = _lock_window(log)
-    if told is None or la is None or lb is None:
-        return []
-    if la - OFFSET_TOLERANCE <= told <= lb + OFFSET_TOLERANCE:
+    if told is None:
         return []
     assert opened is not None
-    return [{"field": "lock time", "line": line, "host": f"{_iso_ms(told)} (the controller's clock, told to the host "
-             f"at its lock at {_iso_ms(_when(opened.get('opened')) or 0.0)} by its own)",
-             "host_zh": f"{_iso_ms(told)}（控制端在加锁时告诉主机的时钟；主机自己的时钟为 "
-                        f"{_iso_ms(_when(opened.get('opened')) or 0.0)}）",
-             "log": f"{_iso_ms(la)} – {_iso_ms(lb)}"}]
+    host = (f"{_iso_ms(told)} (the controller's clock, told to the host at its lock at "
+            f"{_iso_ms(_when(opened.get('opened')) or 0.0)} by its own)")
+    host_zh = f"{_iso_ms(told)}（控制端在加锁时告诉主机的时钟；主机自己的时钟为 {_iso_ms(_when(opened.get('opened')) or 0.0)}）"
+    out: list[JSONObject] = []
+    # the run's opening line (run_started, resume_requested, rollback_requested) is written before any lock it takes,
+    # whatever the kind and whether the run finished: by the writer's own clock (line_clock) it is no later than the
+    # controller's clock at this lock. A run moved later by its unsigned lines (its opening line set later, every line
+    # after "raised" to it with the true clock beside it) moves that line, not the clock the host kept
+    start = _when(log.get("opened_at"))
+    if start is not None and start > told + OFFSET_TOLERANCE:
+        out.append({"field": "run start", "line": log.get("opened_line"), "host": host, "host_zh": host_zh,
+                    "log": f"{_iso_ms(start)} (the run's opening line, before the lock)",
+                    "log_zh": f"{_iso_ms(start)}（运行的开始行，应在加锁之前）"})
+    la, lb, line = _lock_window(log)
+    if la is None or lb is None or la - OFFSET_TOLERANCE <= told <= lb + OFFSET_TOLERANCE:
+        return out
+    return out + [{"field": "lock time", "line": line, "host": host, "host_zh": host_zh,
+                   "log": f"{_iso_ms(la)} – {_iso_ms(lb)}"}]
 
 
 def _offset_times(steps: Sequence[object], log: JSONObject, bounds: tuple[float, float] | None) -> list[JSONObject]:
@@ -985,7 +995,8 @@ FIELDS_ZH = {"outcome": "结果", "version_after": "之后的版本", "version_b
              "window": "在维护窗口内", "approvals": "批准摘要", "phases": "执行的阶段", "finished": "结束时间",
              "started": "开始时间", "run": "运行", "stop time": "停止步骤的时间", "install time": "安装步骤的时间",
              "start time": "启动步骤的时间", "rollback time": "回滚步骤的时间", "downtime": "停机时长",
-             "clock offset": "时钟偏差（由加锁和结束两个时刻确定）", "lock time": "加锁时控制端的时钟"}
+             "clock offset": "时钟偏差（由加锁和结束两个时刻确定）", "lock time": "加锁时控制端的时钟",
+             "run start": "运行开始行的时间（不晚于加锁时控制端的时钟）", "approval expiry": "批准的有效期"}
 
 
 def _shown_zh(field_: str, value: object) -> str:
@@ -1007,7 +1018,7 @@ def difference_zh(d: Mapping[str, object]) -> str:
     """One field of a host's own run record that differs from the log, in Chinese (after the host and run)."""
     field_ = str(d.get("field"))
     return (f"{FIELDS_ZH.get(field_, field_)}：主机记为 {_shown_zh(field_, d.get('host_zh', d.get('host')))}，日志为 "
-            f"{_shown_zh(field_, d.get('log'))}{_where(d, 'zh')}（已被篡改）")
+            f"{_shown_zh(field_, d.get('log_zh', d.get('log')))}{_where(d, 'zh')}（已被篡改）")
 
 
 def _where(d: Mapping[str, object], lang: str = "en") -> str:
@@ -1280,7 +1291,7 @@ def opening_text(d: Mapping[str, object], lang: str = "en") -> str:
                 f"says it ended {d.get('outcome')} on that host (ALTERED)")
     if kind == "field":
         name = {"plan": "计划摘要", "policy sha256": "策略 sha256", "requester": "申请人", "approvals": "批准摘要",
-                "kind": "运行类型", "operator": "操作员"}
+                "kind": "运行类型", "operator": "操作员", "approval expiry": "批准的有效期"}
         return (f"主机 {host} 对运行 {run} 的开始记录与日志不符——{name.get(str(d.get('field')), d.get('field'))}：主机记为 "
                 f"{d.get('host_value_zh', d.get('host_value'))}，日志为 {d.get('log_value_zh', d.get('log_value'))}（已被篡改）"
                 if zh else
@@ -1318,11 +1329,21 @@ def opening_text(d: Mapping[str, object], lang: str = "en") -> str:
     if kind == "open_time":
         return (f"主机 {host} 自己记录的运行 {run} 的步骤（未结束）与日志不符——" + difference_zh(
                     {"field": d.get("field"), "host": d.get("host_value"), "log": d.get("log_value"),
-                     "line": d.get("line"), **({"host_zh": d["host_value_zh"]} if "host_value_zh" in d else {})})
+                     "line": d.get("line"), **({"host_zh": d["host_value_zh"]} if "host_value_zh" in d else {}),
+                     **({"log_zh": d["log_value_zh"]} if "log_value_zh" in d else {})})
                 if zh else
                 f"host {host}'s own steps of run {run} (opened there at {when}, never finished) differ from the log: "
                 f"{d.get('field')} is {d.get('host_value')} on the host, {d.get('log_value')} in the log"
                 f"{_where({'line': d.get('line')})} (ALTERED)")
+    if kind == "expired":
+        src = d.get("source") == "host"
+        whose = "the host read from the approval's signed statement at its lock" if src else "the log gives it"
+        return (f"主机 {host} 按自己的时钟于 {when} 为运行 {run} 加锁，而批准 {str(d.get('approval'))[:12]}…（{d.get('approver')}）"
+                f"已于 {d.get('expires')} 过期（{'主机在加锁时从批准签名的原文读到' if src else '日志所记'}的有效期）：变更在批准过期后才"
+                "开始（已被篡改）" if zh else
+                f"host {host} took its lock for run {run} at {when} by its own clock, after approval "
+                f"{str(d.get('approval'))[:12]}… ({d.get('approver')}) expired at {d.get('expires')} (the expiry "
+                f"{whose}): a change started on an expired approval (ALTERED)")
     if kind == "reused":
         return (f"批准 {d.get('approval')} 已被运行 {d.get('first')}（主机 {d.get('first_host')} 自己的记录）用掉，主机 {host} "
                 f"却于 {when} 为运行 {run} 又接受了它：一份批准只能用一次（已被篡改）" if zh else
@@ -1348,8 +1369,12 @@ def _open_differences(steps: Sequence[JSONObject], log: JSONObject | None, own: 
     gave a resume's steps no label; only a first run's are then compared). ``opened``: the host's opening record
     of the run, which with the log's lines around the lock fixes the host's clock offset: each phase is then held
     to that one offset, as a finished run's are (not only to CLOCK_SKEW)."""
-    if not own or log is None:
+    if log is None:
         return []
+    if not own:  # the steps are not this part's own to compare; the clock the host kept at its lock still holds
+        return [{"kind": "open_time", "field": d.get("field"), "host_value": d.get("host"), "log_value": d.get("log"),
+                 "line": d.get("line"), **({"host_value_zh": d["host_zh"]} if "host_zh" in d else {}),
+                 **({"log_value_zh": d["log_zh"]} if "log_zh" in d else {})} for d in _lock_clock(log, opened)]
     spans = log.get("spans") if isinstance(log.get("spans"), dict) else {}
     assert isinstance(spans, dict)
     done = {str(x.get("op")) for x in steps if x.get("ok")}
@@ -1379,7 +1404,43 @@ def _open_differences(steps: Sequence[JSONObject], log: JSONObject | None, own: 
         if (str(d.get("field")).split(" ")[0], "claimed") not in said:
             out.append({"kind": "open_time", "field": d.get("field"), "host_value": d.get("host"),
                         "log_value": d.get("log"), "line": d.get("line"),
-                        **({"host_value_zh": d["host_zh"]} if "host_zh" in d else {})})
+                        **({"host_value_zh": d["host_zh"]} if "host_zh" in d else {}),
+                        **({"log_value_zh": d["log_zh"]} if "log_zh" in d else {})})
+    return out
+
+
+#: the kinds of run that start a change on an approval (hostagent/witness.py NEEDS_VALID_APPROVAL): the host's lock
+#: of such a run must come before each approval's expiry, by the host's own clock
+_NEEDS_VALID_APPROVAL = ("run", "guided", "continuation")
+
+
+def _expiry_findings(rec: JSONObject, src: Mapping[str, object], first_run: bool) -> list[JSONObject]:
+    """A host's lock of a run, guided run or continuation (its opening record's ``kind``; a record of an agent before
+    kinds were kept: a first run) against the expiry of each approval the run presents: the expiry the host read from
+    the approval's own signed statement at that lock (its record's ``expires``), else the log's (an agent before this
+    check kept none; ``--approvals DIR`` holds the log's to the file's). A lock at or after an expiry by the host's own
+    clock is a finding (kind "expired"); an expiry the host read that the log gives otherwise is one (kind "field")."""
+    kind = rec.get("kind") if "kind" in rec else ("run" if first_run else None)
+    at = _when(rec.get("opened"))
+    if kind not in _NEEDS_VALID_APPROVAL or at is None:
+        return []
+    kept = rec.get("expires") if isinstance(rec.get("expires"), dict) else {}
+    assert isinstance(kept, dict)
+    out: list[JSONObject] = []
+    given = src.get("approvals")
+    for a in given if isinstance(given, list) else []:
+        if not isinstance(a, dict) or not isinstance(a.get("digest"), str):
+            continue
+        digest, said = str(a["digest"]), a.get("expires")
+        own = kept.get(digest)
+        if own is not None and _when(said) is not None and _when(own) != _when(said):
+            out.append({"kind": "field", "field": "approval expiry", "host_value": f"{own} ({digest[:12]}…, from the "
+                        "approval's signed statement at the lock)", "log_value": str(said),
+                        "host_value_zh": f"{own}（{digest[:12]}…，加锁时取自批准签名的原文）"})
+        until = _when(own if own is not None else said)
+        if until is not None and at >= until:
+            out.append({"kind": "expired", "approval": digest, "approver": a.get("approver"),
+                        "expires": own if own is not None else said, "source": "host" if own is not None else "log"})
     return out
 
 
@@ -1488,6 +1549,8 @@ def _compare_openings(result: WitnessResult, events: list[JSONObject], windows: 
                 if host_value is not None and host_value != log_value:
                     shown = (_who(host_value), _who(log_value)) if name == "requester" else (host_value, log_value)
                     found(False, kind="field", field=name, host_value=shown[0], log_value=shown[1], **base)
+            for d in _expiry_findings(rec, src, first_run):
+                found(False, **d, **base)
             inside = win.get("inside") if isinstance(win, dict) else None
             at = _when(rec.get("opened"))
             # a continuation's window is judged under the policy it recorded; one recorded before that was judged

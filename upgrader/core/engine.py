@@ -771,7 +771,7 @@ class _HostRun:
             self.out.outcome = {"locked": "needs_person", "unreachable": "needs_person",
                                 "replayed": "refused", "catalog_rollback": "refused",
                                 "host_trust": "refused", "host_policy": "policy_refused",
-                                "run_kind": "refused", "not_locked": "refused",
+                                "run_kind": "refused", "not_locked": "refused", "approval_expired": "refused",
                                 "stale_plan": "stale", "unproven_probe": "stale",
                                 "unsafe_path": "bad_input", "non_ascii": "bad_input"}.get(err.kind, "unchanged")
             self.out.error = f"preflight: {err.message}"

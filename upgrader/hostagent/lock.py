@@ -12,7 +12,7 @@ from .files import create_nofollow, fsync_dir, read_json
 from .hosttrust import lock_plan
 from .ledger import check_catalog_serial, used_approvals
 from .state import Paths, check_state_dir, ensure_state_dir
-from .witness import check_opening, record_opening
+from .witness import approval_expiries, check_opening, record_opening
 
 
 def op_lock(req):
@@ -23,7 +23,9 @@ def op_lock(req):
         check_product(paths, req["product"], None)
     # the kind of run the controller opens (run, resume, rollback, ...), checked against this host's own records of
     # it before anything is written (witness.check_opening)
-    check_opening(paths, req, read_json(paths.lock))
+    kind = check_opening(paths, req, read_json(paths.lock))
+    # a change starts only on approvals still valid by this host's own clock, read from their signed statements
+    expiries = approval_expiries(req, kind)
     ensure_state_dir(paths.state)
     used = used_approvals(paths)
     for digest in req.get("approvals", []):
@@ -63,7 +65,7 @@ def op_lock(req):
         fsync_dir(paths.state)
     holder = read_json(paths.lock)
     # this host's opening record of the run (witness.py), by its own clock: kept even if the run never finishes
-    record_opening(paths, req, holder)
+    record_opening(paths, req, holder, expiries)
     test_kill(req, "lock:held")
     return {"locked": True, "holder": holder, "broken": broken}
 

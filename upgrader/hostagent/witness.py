@@ -219,6 +219,66 @@ def check_opening(paths, req, holder):
     return kind
 
 
+#: the kinds of run that start a change on an approval (a resume or rollback carries on, or undoes, what its run
+#: started): the host refuses their lock once an approval they present has expired by its own clock
+NEEDS_VALID_APPROVAL = ("run", "guided", "continuation")
+
+
+def approval_expiries(req, kind):
+    """At the lock (op_lock), before anything is written: {approval digest: its signed expiry (text)} of the
+    approvals the run presents, read from each approval's own signed statement the request carries (the evidence's
+    ``approvals``: the statement's bytes, whose sha256 is the digest the run names in ``approvals``), never from a
+    number the controller could set. For a run, guided run or continuation (NEEDS_VALID_APPROVAL) the lock is
+    refused (``approval_expired``, exit 4 -- nothing locked, nothing recorded) when a digest comes without its
+    statement, a statement is not one of the run's approvals or names no expiry, or this host's own clock is at or
+    past an approval's expiry: a controller whose clock was set back would otherwise run a change whose approval
+    ran out. A host with its own trust root checks the same (hosttrust); this holds on every host."""
+    import datetime
+    import hashlib
+
+    digests = [a for a in req.get("approvals") or [] if isinstance(a, str)]
+    evidence = req.get("host_trust") if isinstance(req.get("host_trust"), dict) else {}
+    texts = {}
+    for item in evidence.get("approvals") or []:
+        text = item.get("text") if isinstance(item, dict) else None
+        if isinstance(text, str):
+            texts[hashlib.sha256(text.encode("utf-8")).hexdigest()] = text
+    out = {}
+    for digest in digests:
+        text = texts.get(digest)
+        if text is None:
+            continue
+        line = next((x[len("expires: "):] for x in text.split("\n") if x.startswith("expires: ")), None)
+        out[digest] = line
+    if kind not in NEEDS_VALID_APPROVAL:
+        return out
+    hint = "ask for a new approval of the plan and run it again; nothing was locked or changed"
+    hint_zh = "请重新申请对该计划的批准后再运行；未加锁，未作任何更改"
+    run = req.get("run_id")
+    missing = [d for d in digests if d not in out]
+    if missing:
+        raise AgentError("the lock request of %s %s names approval %s... without its signed statement: this host "
+                         "checks every approval's expiry by its own clock, from the approval's own bytes; %s / %s %s "
+                         "的加锁请求列出了批准 %s...，却没有附上它签名的原文：本主机按自己的时钟、依据批准本身核对每份批准的有效期；%s"
+                         % (kind, run, missing[0][:12], hint, kind, run, missing[0][:12], hint_zh),
+                         "approval_expired", approval=missing[0])
+    now = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
+    shown = now.strftime("%Y-%m-%dT%H:%M:%SZ")
+    for digest, expires in out.items():
+        try:
+            until = datetime.datetime.strptime(str(expires), "%Y-%m-%dT%H:%M:%SZ")
+        except ValueError:
+            until = None
+        if until is None or now >= until:
+            raise AgentError(
+                "approval %s... of %s %s expired at %s by this host's clock (it is %s here): a change starts only "
+                "on an approval still valid; %s / 批准 %s...（%s %s）已于 %s 过期（按本主机的时钟，此处现在是 %s）：变更只能在批准"
+                "仍有效时开始；%s" % (digest[:12], kind, run, expires, shown, hint, digest[:12], kind, run, expires,
+                                   shown, hint_zh),
+                "approval_expired", approval=digest, expires=expires, host_clock=shown)
+    return out
+
+
 def _log_id(audit):
     """The identity of the audit log the run is written to (``audit.log``: its first line's hash), or None: kept in
     each record of the run, so a verifier compares a log only with its own runs (one host may serve two logs)."""
@@ -226,7 +286,7 @@ def _log_id(audit):
     return log if isinstance(log, str) and _HEX64.match(log) else None
 
 
-def record_opening(paths, req, holder):
+def record_opening(paths, req, holder, expiries=None):
     """At the lock (op_lock), once per run label: this host's opening record of the run, appended to every copy of
     the ledger (made when missing, as the run's finish would): what the run was started with, by this host's clock,
     and its kind (checked by check_opening). The lock file itself is no record: it goes at the finish. Beside this
@@ -246,7 +306,9 @@ def record_opening(paths, req, holder):
               "policy": policy if isinstance(policy, str) and _HEX64.match(policy) else None,
               "controller": _text(req.get("controller")), "user": _text(req.get("user")),
               "lock_time": (holder or {}).get("time"), "log": _log_id(audit),
-              "controller_clock": _text(audit.get("clock"), 40)}
+              "controller_clock": _text(audit.get("clock"), 40),
+              # each approval's expiry as its own signed statement gives it (approval_expiries), checked at this lock
+              "expires": {d: _text(e, 40) for d, e in sorted((expiries or {}).items())}}
     with ledger_fds(paths, create=True) as fds:
         fcntl.flock(fds[0][1], fcntl.LOCK_EX)
         if label in _opened_runs(fds):
@@ -262,11 +324,12 @@ def step_gate(req):
     host's lock. A finish is this host's record that a part of a run ended, so it is also refused (bad_input) for a
     part (label) other than the one the run's latest lock opened, for one that already ended here (a run ends once),
     and, for any outcome but "unchanged", for a run whose prepare did not succeed here."""
-    from .files import read_json
+    from .state import read_lock
 
     paths = _paths(req)
     op = req.get("op")
-    holder = read_json(paths.lock) if os.path.lexists(paths.lock) else None
+    # the lock as the rest of the agent reads it: from the state dir's descriptor, never through a link, bounded
+    holder = read_lock(paths)
     held = "held by run %s" % holder.get("run") if isinstance(holder, dict) else "nobody holds it"
     why = ("a host records the end only of a run that took its lock; nothing was recorded" if op == "finish" else
            "the host runs the %s of a run only while that run holds its lock; nothing was done" % op)

@@ -294,7 +294,11 @@ def cmd_show(args: argparse.Namespace) -> int:
         # recorded text is untrusted: Text() cells, so that "[/bold]" in a command's output is shown, not parsed
         actor: dict[str, Any] = e["actor"] if isinstance(e.get("actor"), dict) else {}
         outcome = str(e.get("outcome") or "")
-        cells = (e.get("seq"), str(e.get("time") or "")[:19].replace("T", " "), e.get("run"), e.get("host"),
+        when = str(e.get("time") or "")[:19].replace("T", " ")
+        if isinstance(e.get("clock"), str):  # a time the writer raised above its clock: the clock is shown beside it
+            clock = str(e["clock"])[:19].replace("T", " ")
+            when += f"（写入时时钟 {clock}）" if zh else f" (writer's clock {clock})"
+        cells = (e.get("seq"), when, e.get("run"), e.get("host"),
                  said("event", e.get("event"), lang) if e.get("event") else None,
                  said("phase", e.get("phase"), lang) if e.get("phase") else None)
         table.add_row(*(Text(str(v if v is not None else "")) for v in cells),
@@ -494,6 +498,24 @@ _SOURCE_ZH = {"log": "来自日志的阶段时间", "host": "按主机自己的�
               "hosts and log": "主机有记录的按主机自己的时钟，其余来自日志"}
 
 
+def _down(x: dict[str, Any], lang: str) -> str:
+    """The downtime of a case (``downtime_unknown``: hosts never seen started again) or of one of its hosts (None:
+    never seen started again), as text: never a raw None."""
+    from ...audit.case import downtime_text
+
+    unknown = bool(x.get("downtime_unknown")) and not x.get("downtime_seconds")
+    return downtime_text(x.get("downtime_seconds"), unknown, lang)
+
+
+def _up_again(h: dict[str, Any], lang: str) -> str:
+    """Where a host's downtime ended when a later run of the change started its service again."""
+    up = h.get("up_again")
+    if not isinstance(up, dict) or h.get("downtime_source") == "host":
+        return ""
+    return (f"，至 {up.get('run')} 的启动阶段结束（{up.get('at')}）" if lang == "zh" else
+            f", until the start phase of {up.get('run')} ended at {up.get('at')}")
+
+
 def _approval_file_lines(case: dict[str, Any], a: dict[str, Any], lang: str) -> list[str]:
     """Under an approval of the case, when it was given ``--approvals DIR``: the file that has its digest (its
     signature checked) or that none has, and each problem of that file against the log."""
@@ -576,13 +598,22 @@ def case_lines(case: dict[str, Any]) -> list[str]:
             "service window: " + (("inside" if win.get("inside") else "outside") + f" — {win.get('reason')}"
                                   if win else "not recorded"),
             f"operator: {op.get('principal')} ({op.get('user')}@{op.get('host')}, key {op.get('key')})",
-            f"started {case.get('started')}, finished {case.get('finished')}, {case.get('duration_seconds')} s; "
-            f"downtime {case.get('downtime_seconds')} s ({_SOURCE_EN.get(str(case.get('downtime_source')), 'log')})"]
+            f"started {case.get('started')}, "
+            + (f"finished {case.get('finished')}, {case.get('duration_seconds')} s; " if case.get("finished")
+               else "not finished; ")
+            + f"downtime {_down(case, 'en')} ({_SOURCE_EN.get(str(case.get('downtime_source')), 'log')})"]
+    raised = case.get("raised_lines") or []
+    for r in raised[:3]:
+        out.append(f"line {r.get('line')}: time {r.get('time')} was raised above the writer's clock {r.get('clock')} "
+                   "(the log keeps its times in order; the case's times are the writer's clock)")
+    if len(raised) > 3:
+        out.append(f"… and {len(raised) - 3} more line(s) of this run with a raised time (--json: raised_lines)")
     for h in case.get("hosts") or []:
-        phases = ", ".join(f"{p.get('phase')} {p.get('outcome')} {p.get('seconds')} s" for p in h.get("phases") or [])
-        out.append(f"host {h.get('host')}: {h.get('from')} -> {h.get('to')}: {h.get('outcome')}, version after "
-                   f"{h.get('version_after')}, downtime {h.get('downtime_seconds')} s "
-                   f"({_SOURCE_EN.get(str(h.get('downtime_source')), 'log')}); phases: {phases}")
+        phases = ", ".join(f"{p.get('phase')} {p.get('outcome')} {p.get('seconds')} s" if p.get("outcome") is not None
+                           else f"{p.get('phase')} not finished" for p in h.get("phases") or [])
+        out.append(f"host {h.get('host')}: {h.get('from')} -> {h.get('to')}: {h.get('outcome') or 'not finished'}, "
+                   f"version after {h.get('version_after') or 'unknown'}, downtime {_down(h, 'en')} "
+                   f"({_SOURCE_EN.get(str(h.get('downtime_source')), 'log')}{_up_again(h, 'en')}); phases: {phases}")
         if h.get("rollback_cause"):
             out.append(f"  rolled back because: {h['rollback_cause']}{_WORD_EN}")
     outcome = case.get("outcome")
@@ -660,14 +691,23 @@ def case_lines_zh(case: dict[str, Any]) -> list[str]:
             "维护窗口：" + (("窗口内" if win.get("inside") else "窗口外") + f"——{translate(str(win.get('reason')), 'zh')}"
                          if win else "没有记录"),
             f"操作员：{op.get('principal')}（{op.get('user')}@{op.get('host')}，密钥 {op.get('key')}）",
-            f"开始 {case.get('started')}，结束 {case.get('finished')}，用时 {case.get('duration_seconds')} 秒；"
-            f"停机 {case.get('downtime_seconds')} 秒（{_SOURCE_ZH.get(str(case.get('downtime_source')), '来自日志')}）"]
+            f"开始 {case.get('started')}，"
+            + (f"结束 {case.get('finished')}，用时 {case.get('duration_seconds')} 秒；" if case.get("finished") else "尚未结束；")
+            + f"停机 {_down(case, 'zh')}（{_SOURCE_ZH.get(str(case.get('downtime_source')), '来自日志')}）"]
+    raised = case.get("raised_lines") or []
+    for r in raised[:3]:
+        out.append(f"第 {r.get('line')} 行：时间 {r.get('time')} 被抬高到写入时时钟 {r.get('clock')} 之上（日志的时间保持先后顺序；"
+                   "本记录的时间取写入时的时钟）")
+    if len(raised) > 3:
+        out.append(f"……本次运行另有 {len(raised) - 3} 行的时间被抬高（--json：raised_lines）")
     for h in case.get("hosts") or []:
         phases = "，".join(f"{word('phase', p.get('phase'), 'zh')} {word('status', p.get('outcome'), 'zh')} "
-                          f"{p.get('seconds')} 秒" for p in h.get("phases") or [])
-        out.append(f"主机 {h.get('host')}：{h.get('from')} → {h.get('to')}：{word('status', h.get('outcome'), 'zh')}，"
-                   f"之后的版本 {h.get('version_after')}，停机 {h.get('downtime_seconds')} 秒"
-                   f"（{_SOURCE_ZH.get(str(h.get('downtime_source')), '来自日志')}）；各阶段：{phases}")
+                          f"{p.get('seconds')} 秒" if p.get("outcome") is not None else
+                          f"{word('phase', p.get('phase'), 'zh')} 未结束" for p in h.get("phases") or [])
+        out.append(f"主机 {h.get('host')}：{h.get('from')} → {h.get('to')}："
+                   f"{word('status', h.get('outcome'), 'zh') if h.get('outcome') else '尚未结束'}，"
+                   f"之后的版本 {h.get('version_after') or '未知'}，停机 {_down(h, 'zh')}"
+                   f"（{_SOURCE_ZH.get(str(h.get('downtime_source')), '来自日志')}{_up_again(h, 'zh')}）；各阶段：{phases}")
         if h.get("rollback_cause"):
             out.append(f"  回滚原因：{cause(str(h['rollback_cause']), 'zh', technical=False)}{_WORD_ZH_MARK}")
     outcome = case.get("outcome")
