@@ -143,11 +143,23 @@ def test_refuse_policy_refuses_a_night_run_even_with_an_after_hours_approval(san
     assert_untouched(box, before)
 
 
+def no_holidays_in(box: Sandbox, when: str) -> Path:
+    """A calendar of the year of ``when`` with no holidays and no make-up days: a Friday to come (weeks_ahead) is then
+    a working day whatever year it falls in (the shipped calendar lists only published years, and 1 January is a
+    holiday)."""
+    calendar = box.root / "holidays-test.yaml"
+    year = when[:4]
+    calendar.write_text(f"format: 1\nname: no holidays (test)\nyears:\n  {year}:\n    source: the test\n"
+                        "    holidays: []\n    workdays: []\n", encoding="utf-8")
+    return calendar
+
+
 def test_run_inside_the_window_upgrades_with_an_ordinary_approval(sandbox, monkeypatch):
     """At 10:00 on a Friday an approval without --after-hours is enough."""
     box = sandbox
-    set_outside(box, "after_hours_approval")
-    at(monkeypatch, shifted_iso(FRIDAY_MORNING, weeks_ahead(FRIDAY_MORNING)))  # a Friday to come: the host checks
+    friday = shifted_iso(FRIDAY_MORNING, weeks_ahead(FRIDAY_MORNING))
+    set_outside(box, "after_hours_approval", holidays=no_holidays_in(box, friday))
+    at(monkeypatch, friday)  # a Friday to come: the host checks
     rc, plan = plan_to(box, "7.0.4.2")                                           # the approval's expiry by its clock
     assert rc == 0
     assert upgrader(box, "run", str(plan), "--approval", str(approve(box, plan))) == 0
