@@ -998,12 +998,34 @@ def finish_run(ctx: Context, checked: CheckedRun, started: StartedRun, outcome: 
     from .customer.diagnostics import bundle_after_run
 
     result = outcome.to_dict()
-    if _passed_preflight(result):  # a run refused by every host before it touched one leaves its approval unspent
-        _used_approvals(ctx.home).mark(checked.approvals, started.run_id, ctx.clock.now())
+    if _passed_preflight(result):  # spent at the first lock (spend_at_lock); here only what that did not record
+        spend_at_lock(ctx, checked, started)()
     result["checkpoint"] = started.recorder.checkpoint()
     result["witness"] = _witness(ctx, started.recorder, result, [t.plan for t in checked.targets])
     bundle_after_run(ctx.home, result, lambda r: _write(started.journal, "result.json", r), obfuscate=obfuscate)
     return result
+
+
+def spend_at_lock(ctx: Context, checked: CheckedRun, started: StartedRun) -> Callable[[], None]:
+    """The engine's ``on_locked`` for a run: the first time a host's lock is taken for it, before anything is changed
+    there, the run's approvals are recorded spent in HOME/approvals/used.jsonl (fsync'd), once. A run killed after
+    that, then rolled back, leaves them spent: another run naming them is refused (exit 4, the run named); ``resume``
+    and ``rollback`` of this run need none. A run refused before any lock (a host locked by another run,
+    unreachable) spends nothing."""
+    once = threading.Lock()
+    done: list[bool] = []
+
+    def spend() -> None:
+        with once:
+            if done:
+                return
+            used = _used_approvals(ctx.home)
+            fresh = [a for a in checked.approvals if used.find(a.digest) is None]
+            if fresh:
+                used.mark(fresh, started.run_id, ctx.clock.now())
+            done.append(True)
+
+    return spend
 
 
 def _write(journal: Journal, name: str, data: object) -> None:
@@ -1062,7 +1084,7 @@ def run(ctx: Context, plan: Path | Plan, approvals: Sequence[str | Path] = (), *
                         controller=started.controller, manual_changes=checked.policy.manual_changes,
                         canary=limits.canary, confirm=confirm, approvals=checked.approval_digests,
                         break_lock=break_lock, cancel=token, catalog_serial=checked.catalog_serial,
-                        host_evidence=checked.evidence,
+                        host_evidence=checked.evidence, on_locked=spend_at_lock(ctx, checked, started),
                         audit=_host_audit("run", started.recorder, plan.digest, checked.window, started.requester,
                                           plan.data.get("policy")))
         if break_lock:
