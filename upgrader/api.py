@@ -337,6 +337,7 @@ def load_policy(ctx: Context | str | None) -> Policy:
     if isinstance(ctx, Context):
         if path is not None:
             _refuse_open_trust_roots(policy)
+            _refuse_open_home(ctx.home)
         ctx._policies[path] = policy
     return policy
 
@@ -353,8 +354,28 @@ def _refuse_open_trust_roots(policy: Policy) -> None:
             raise ApprovalRefused(
                 f"the operator's policy {policy.source} cannot be trusted: {problem}, so another account could "
                 "change who may approve, whose catalogs count and which upgrades are free; nothing was changed",
-                hint="make it yours (or root's) and writable only by you (chown, chmod go-w on the file and its "
-                     "directory), or keep the policy where only you can write (--policy, /etc/upgrader/policy.yaml)")
+                hint="make it yours (or root's) and writable only by you (chown, chmod go-w on the file, its "
+                     "directory and each directory above), or keep the policy where only you can write (--policy, /etc/upgrader/policy.yaml)")
+
+
+def _refuse_open_home(home: Path) -> None:
+    """Exit 4 when HOME itself, or a directory above it, could be changed by another account (sshd's StrictModes
+    walks every component up to /): whoever can rename HOME (or a directory above it) swaps in another home, with
+    another policy, other keys, an empty ledger of used approvals and older catalog serials, under the same name."""
+    from .core.strict_modes import ancestors_open_to_others
+
+    problem = ancestors_open_to_others(str(home), itself=True)
+    if problem:
+        raise ApprovalRefused(
+            f"the operator's HOME {home} cannot be trusted: {problem}, so another account could put another home "
+            "(another policy, other keys, no record of used approvals) in its place; nothing was changed",
+            hint="keep HOME where only you (or root) can write, on every directory up to / (chown, chmod go-w; a "
+                 "sticky directory such as /tmp is fine above it), or give another --home")
+
+
+def real_policy_source(policy: Policy) -> str | None:
+    """The policy's file as it really is (links resolved): what is printed beside the name it was found under."""
+    return os.path.realpath(policy.source) if policy.source else None
 
 
 def plan_policy(ctx: Context, plan: Mapping[str, object]) -> Policy:
@@ -472,7 +493,8 @@ def show_plan(ctx: Context, plan_file: Path) -> PlanReview:
     if signer is not None:  # a requester listed only as '*@vendor' is nobody: run refuses it, so nobody reviews it
         _refuse_pattern_requester(policy, signer, str(plan_file))
     planned = cast(JSONObject, review["policy"])
-    review["policy_here"] = {"source": policy.source, "sha256": policy.digest, "from": policy_origin(ctx),
+    review["policy_here"] = {"source": policy.source, "real": real_policy_source(policy), "sha256": policy.digest,
+                             "from": policy_origin(ctx),
                              "identity": policy.identity, "trust_files": [t.to_dict() for t in policy.trust_files],
                              "same": policy.identity == planned.get("identity")}
     here: dict[tuple[str, str], JSONObject] = {}  # one read of each playbook, not one per host naming it
