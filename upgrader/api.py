@@ -355,7 +355,8 @@ def _refuse_open_trust_roots(policy: Policy) -> None:
                 f"the operator's policy {policy.source} cannot be trusted: {problem}, so another account could "
                 "change who may approve, whose catalogs count and which upgrades are free; nothing was changed",
                 hint="make it yours (or root's) and writable only by you (chown, chmod go-w on the file, its "
-                     "directory and each directory above), or keep the policy where only you can write (--policy, /etc/upgrader/policy.yaml)")
+                     "directory and each directory above), or keep the policy where only you can write (--policy, "
+                     "/etc/upgrader/policy.yaml)")
 
 
 def _refuse_open_home(home: Path) -> None:
@@ -370,7 +371,7 @@ def _refuse_open_home(home: Path) -> None:
             f"the operator's HOME {home} cannot be trusted: {problem}, so another account could put another home "
             "(another policy, other keys, no record of used approvals) in its place; nothing was changed",
             hint="keep HOME where only you (or root) can write, on every directory up to / (chown, chmod go-w; a "
-                 "sticky directory such as /tmp is fine above it), or give another --home")
+                 "sticky directory, as the system's temporary one, is fine above it), or give another --home")
 
 
 def real_policy_source(policy: Policy) -> str | None:
