@@ -338,6 +338,7 @@ def load_policy(ctx: Context | str | None) -> Policy:
     if isinstance(ctx, Context):
         if path is not None:
             _refuse_open_trust_roots(policy)
+            _refuse_open_home(ctx.home)
         ctx._policies[path] = policy
     return policy
 
@@ -354,8 +355,29 @@ def _refuse_open_trust_roots(policy: Policy) -> None:
             raise ApprovalRefused(
                 f"the operator's policy {policy.source} cannot be trusted: {problem}, so another account could "
                 "change who may approve, whose catalogs count and which upgrades are free; nothing was changed",
-                hint="make it yours (or root's) and writable only by you (chown, chmod go-w on the file and its "
-                     "directory), or keep the policy where only you can write (--policy, /etc/upgrader/policy.yaml)")
+                hint="make it yours (or root's) and writable only by you (chown, chmod go-w on the file, its "
+                     "directory and each directory above), or keep the policy where only you can write (--policy, "
+                     "/etc/upgrader/policy.yaml)")
+
+
+def _refuse_open_home(home: Path) -> None:
+    """Exit 4 when HOME itself, or a directory above it, could be changed by another account (sshd's StrictModes
+    walks every component up to /): whoever can rename HOME (or a directory above it) swaps in another home, with
+    another policy, other keys, an empty ledger of used approvals and older catalog serials, under the same name."""
+    from .core.strict_modes import ancestors_open_to_others
+
+    problem = ancestors_open_to_others(str(home), itself=True)
+    if problem:
+        raise ApprovalRefused(
+            f"the operator's HOME {home} cannot be trusted: {problem}, so another account could put another home "
+            "(another policy, other keys, no record of used approvals) in its place; nothing was changed",
+            hint="keep HOME where only you (or root) can write, on every directory up to / (chown, chmod go-w; a "
+                 "sticky directory, as the system's temporary one, is fine above it), or give another --home")
+
+
+def real_policy_source(policy: Policy) -> str | None:
+    """The policy's file as it really is (links resolved): what is printed beside the name it was found under."""
+    return os.path.realpath(policy.source) if policy.source else None
 
 
 def plan_policy(ctx: Context, plan: Mapping[str, object]) -> Policy:
@@ -475,7 +497,8 @@ def show_plan(ctx: Context, plan_file: Path) -> PlanReview:
     if signer is not None:  # a requester listed only as '*@vendor' is nobody: run refuses it, so nobody reviews it
         _refuse_pattern_requester(policy, signer, str(plan_file))
     planned = cast(JSONObject, review["policy"])
-    review["policy_here"] = {"source": policy.source, "sha256": policy.digest, "from": policy_origin(ctx),
+    review["policy_here"] = {"source": policy.source, "real": real_policy_source(policy), "sha256": policy.digest,
+                             "from": policy_origin(ctx),
                              "identity": policy.identity, "trust_files": [t.to_dict() for t in policy.trust_files],
                              "same": policy.identity == planned.get("identity")}
     here: dict[tuple[str, str], JSONObject] = {}  # one read of each playbook, not one per host naming it
@@ -1146,12 +1169,34 @@ def finish_run(ctx: Context, checked: CheckedRun, started: StartedRun, outcome: 
     from .customer.diagnostics import bundle_after_run
 
     result = outcome.to_dict()
-    if _passed_preflight(result):  # a run refused by every host before it touched one leaves its approval unspent
-        _used_approvals(ctx.home).mark(checked.approvals, started.run_id, ctx.clock.now())
+    if _passed_preflight(result):  # spent at the first lock (spend_at_lock); here only what that did not record
+        spend_at_lock(ctx, checked, started)()
     result["checkpoint"] = started.recorder.checkpoint()
     result["witness"] = _witness(ctx, started.recorder, result, [t.plan for t in checked.targets])
     bundle_after_run(ctx.home, result, lambda r: _write(started.journal, "result.json", r), obfuscate=obfuscate)
     return result
+
+
+def spend_at_lock(ctx: Context, checked: CheckedRun, started: StartedRun) -> Callable[[], None]:
+    """The engine's ``on_locked`` for a run: the first time a host's lock is taken for it, before anything is changed
+    there, the run's approvals are recorded spent in HOME/approvals/used.jsonl (fsync'd), once. A run killed after
+    that, then rolled back, leaves them spent: another run naming them is refused (exit 4, the run named); ``resume``
+    and ``rollback`` of this run need none. A run refused before any lock (a host locked by another run,
+    unreachable) spends nothing."""
+    once = threading.Lock()
+    done: list[bool] = []
+
+    def spend() -> None:
+        with once:
+            if done:
+                return
+            used = _used_approvals(ctx.home)
+            fresh = [a for a in checked.approvals if used.find(a.digest) is None]
+            if fresh:
+                used.mark(fresh, started.run_id, ctx.clock.now())
+            done.append(True)
+
+    return spend
 
 
 def _write(journal: Journal, name: str, data: object) -> None:
@@ -1211,7 +1256,7 @@ def run(ctx: Context, plan: Path | Plan, approvals: Sequence[str | Path] = (), *
                         controller=started.controller, manual_changes=checked.policy.manual_changes,
                         canary=limits.canary, confirm=confirm, approvals=checked.approval_digests,
                         break_lock=break_lock, cancel=token, catalog_serial=checked.catalog_serial,
-                        host_evidence=checked.evidence,
+                        host_evidence=checked.evidence, on_locked=spend_at_lock(ctx, checked, started),
                         audit=_host_audit("run", started.recorder, plan.digest, checked.window, started.requester,
                                           plan.data.get("policy")))
         if break_lock:

@@ -137,8 +137,13 @@ class Engine:
                  approvals: tuple[str, ...] = (), break_lock: bool = False,
                  cancel: threading.Event | None = None, catalog_serial: int | None = None,
                  host_evidence: Mapping[str, object] | None = None,
-                 audit: Mapping[str, object] | None = None) -> None:
+                 audit: Mapping[str, object] | None = None,
+                 on_locked: Callable[[], None] | None = None) -> None:
         self.journal = journal
+        # called once a host's lock is taken for this run, before anything is changed there (``run`` records its
+        # approvals spent then: a run killed later, then rolled back, leaves them spent); an OSError from it
+        # releases the lock and refuses the host
+        self.on_locked = on_locked
         # what each host records of this run at its finish beside its own account (hostagent/witness.py): the id
         # the audit log gives this part of the run (``as``), the plan digest, the service window as judged now
         self.audit = {k: v for k, v in (audit or {}).items() if v is not None}
@@ -705,6 +710,13 @@ class _HostRun:
             break_lock=self.e.break_lock, catalog=catalog, sha256=pkg.get("sha256"),
             current_version=self.p["current"], product=self.p["product"], audit=audit,
             **self._evidence())), *after)[len(before):]
+        if self.e.on_locked is not None:
+            try:
+                self.e.on_locked()
+            except OSError as e:
+                self.call("unlock")
+                raise _PhaseFailed("preflight", f"cannot record the run's approvals as used ({e}); the host's lock "
+                                                "was released, nothing was changed", "spend_failed") from None
         broken = res.get("broken")
         if broken:
             self.e.journal.record("lock", "broken", host=self.name, holder=broken)

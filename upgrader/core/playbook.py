@@ -430,6 +430,6 @@ def load_operator_playbook(name: str, home: str | Path, *, where: str | None = N
         raise ApprovalRefused(
             f"the operator's playbook {path} ({label}) cannot be trusted: {problem}, so another account could change "
             "the commands and hooks it runs on the hosts; nothing was changed",
-            hint="make it yours (or root's) and writable only by you (chown, chmod go-w on the file and its "
-                 "directory), or keep it where only you can write (/etc/upgrader/playbooks)")
+            hint="make it yours (or root's) and writable only by you (chown, chmod go-w on the file, its "
+                 "directory and each directory above), or keep it where only you can write (/etc/upgrader/playbooks)")
     return load_playbook(Path(os.path.abspath(path))), label

@@ -421,6 +421,10 @@ _FORMS: list[tuple[str, str]] = [
      r"\(hosts, versions, packages, playbook, policy or window\)",
      "{f}：批准的是计划 {a}，而本计划是 {b}：计划在批准之后被改过（主机、版本、升级包、剧本、策略或维护窗口）"),
     (r"(?P<f>\S+): expired at (?P<t>\S+) \(approved by (?P<w>\S+)\)", "{f}：已于 {t:time} 过期（批准人 {w}）"),
+    (r"approval (?P<a>\S+?)\.\.\. was already used on this host by run (?P<r>\S+) \(its lock was taken at "
+     r"(?P<t>[^,]+), (?P<f>\S+)\): an approval is good for one run; nothing was locked; have the plan approved again",
+     "批准 {a}… 已被运行 {r} 在本主机上用过（它于 {t} 取得了本主机的锁，见 {f}）：一份批准只能用于一次运行；"
+     "什么都没有锁定；请重新批准这份计划"),
     (r"(?P<f>\S+): this approval was already used by run (?P<r>\S+) at (?P<t>\S+); an approval is good for one run",
      "{f}：这份批准已被运行 {r} 于 {t:time} 使用过；一份批准只能用于一次运行"),
     (r"(?P<f>\S+): signed by an untrusted key: (?P<d>.+)", "{f}：签名的密钥不受信任：{d:t}"),

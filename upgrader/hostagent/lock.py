@@ -12,7 +12,7 @@ from .files import create_nofollow, fsync_dir, read_json
 from .hosttrust import lock_plan
 from .ledger import check_catalog_serial, used_approvals
 from .state import Paths, check_state_dir, ensure_state_dir
-from .witness import approval_expiries, check_opening, record_opening
+from .witness import approval_expiries, check_opened_approvals, check_opening, record_opening
 
 
 def op_lock(req):
@@ -32,6 +32,7 @@ def op_lock(req):
         if digest in used and used[digest].get("run") != req["run_id"]:
             raise AgentError("approval %s... was already used on this host by run %s" % (
                 digest[:12], used[digest].get("run")), "replayed", holder=used[digest])
+    check_opened_approvals(paths, req)  # opened here by another run: spent, whether or not it finished
     check_catalog_serial(paths, req.get("catalog"))
     me = {"run": req["run_id"], "controller": req.get("controller"), "user": req.get("user"),
           "time": time.time()}

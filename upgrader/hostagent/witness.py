@@ -141,6 +141,29 @@ def _opened_runs(fds):
     return out
 
 
+def check_opened_approvals(paths, req):
+    """At the lock (op_lock), before anything is locked or written: refused (``replayed``) when an approval the
+    request names is one this host's own opening records (runs-opened.jsonl, every copy of the ledger) list for
+    another run. An approval is spent the moment a run takes a host's lock under it: a run killed after its
+    install and then rolled back never reaches the finish that writes approvals-used.jsonl, yet it was opened here
+    with that approval. A resume, rollback or continuation of the same run names the same run id and goes on."""
+    wanted = set(a for a in req.get("approvals") or [] if isinstance(a, str))
+    if not wanted:
+        return
+    with ledger_fds(paths) as fds:
+        for d, dfd in fds:
+            for _, rec in _lines(d, dfd, OPENED):
+                if not rec or rec.get("run") == paths.run_id or not isinstance(rec.get("approvals"), list):
+                    continue
+                for digest in rec["approvals"]:
+                    if digest in wanted:
+                        raise AgentError(
+                            "approval %s... was already used on this host by run %s (its lock was taken at %s, "
+                            "%s): an approval is good for one run; nothing was locked; have the plan approved "
+                            "again" % (digest[:12], rec.get("run"), _when(rec.get("opened")),
+                                       os.path.join(d, OPENED)), "replayed", holder={"run": rec.get("run")})
+
+
 def _text(v, limit=200):
     return v[:limit] if isinstance(v, str) else None
 

@@ -157,7 +157,7 @@ def is_literal_principal(name: str) -> bool:
 
 
 class UsedApprovals:
-    """The controller's ledger of approvals already consumed by a finished run (replay protection)."""
+    """The controller's ledger of approvals already consumed by a run, from its first host lock (replay protection)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -182,6 +182,11 @@ class UsedApprovals:
                                     "run": run_id, "time": now.isoformat(timespec="seconds")}) + "\n")
             f.flush()
             os.fsync(f.fileno())
+        fd = os.open(self.path.parent, os.O_RDONLY)  # the ledger's name too, when the line made it
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def count_people(approvals: Iterable[tuple[bytes, set[str], str]]) -> list[tuple[set[bytes], set[str], list[str]]]:

@@ -56,7 +56,7 @@ def run_guided(g: Screen, plan: Any, checked: Any, run_args: argparse.Namespace,
                backup: dict[str, Any] | None) -> int:
     """Run the plan's one host; the guide's exit code (the run's, or 130 when a cancel left it unchanged)."""
     from ...core.engine import CANCELLED, Engine
-    from ...api import finish_run, start_run
+    from ...api import finish_run, spend_at_lock, start_run
     from ...audit.log import log_identity
     from ._common import context_of
 
@@ -74,6 +74,7 @@ def run_guided(g: Screen, plan: Any, checked: Any, run_args: argparse.Namespace,
                         manual_changes=checked.policy.manual_changes,  # the operator's, never the plan's copy
                         approvals=checked.approval_digests, cancel=g.interrupts.cancel,
                         catalog_serial=checked.catalog_serial, host_evidence=checked.evidence,
+                        on_locked=spend_at_lock(ctx, checked, started),  # the approval is spent at the lock
                         # what the host records the run as, at its lock, and the log it belongs to
                         audit={"kind": "guided", "log": log_identity(started.recorder.log.path)})
         box: dict[str, Any] = {}

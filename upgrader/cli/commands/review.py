@@ -95,8 +95,10 @@ def print_review(c: Any, r: dict[str, Any]) -> None:
     here = r.get("policy_here")
     if here:
         verdict = "the same" if here["same"] else "DIFFERENT: a run here refuses this plan (exit 4)"
-        _line(c, f"policy here ({here['from']}): {here['source']}  sha256 {here['sha256']}  identity "
-                 f"{here.get('identity')}: {verdict}")
+        real = here.get("real")
+        _line(c, f"policy here ({here['from']}): {here['source']}"
+                 + (f" (real file {real})" if real and real != here["source"] else "")
+                 + f"  sha256 {here['sha256']}  identity {here.get('identity')}: {verdict}")
         if not here["same"]:
             _trust_lines(c, here.get("trust_files"))
     window = r.get("window")

@@ -86,7 +86,7 @@ def _console(args: argparse.Namespace, events: _Events) -> Any:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from ...api import RunLimits, check_run, record_refusal, refuse_refused
+    from ...api import RunLimits, check_run, policy_origin, real_policy_source, record_refusal, refuse_refused
     from ...core.errors import PolicyRefused
     from ...core.plan import load_plan
 
@@ -131,6 +131,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             if c is not None:
                 c.print(f"run [bold]{s.run_id}[/bold]: {len(checked.targets)} host(s) to {plan.data['target']} "
                         f"(journal {s.journal})")
+                real = real_policy_source(checked.policy)  # links resolved: the file really read
+                c.print(f"policy: {policy_origin(ctx)}" + (f", {real}" if real else "")
+                        + f"  sha256 {checked.policy.digest}")
             if board is not None:
                 stack.enter_context(board)
 
