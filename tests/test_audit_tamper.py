@@ -564,10 +564,12 @@ def test_an_honest_run_opening_after_the_last_checkpoint_is_a_note_and_an_anchor
 
 
 def test_fields_of_the_wrong_type_are_an_edited_line_not_a_crash(auditor: Auditor) -> None:
-    """A4: a run id, event, time or checkpoint field of another JSON type: exit 6 naming the line (no traceback)."""
+    """A4: a run id, event, time, monotonic reading (attack20r9 M3) or checkpoint field of another JSON type: exit 6
+    naming the line (no traceback)."""
     lines = auditor.lines
     c = checkpoint_lines(lines)[0]
     for n, change in ((1, {"run": ["x"]}), (2, {"event": ["run_started"]}), (3, {"time": 5}), (2, {"data": [1]}),
+                      (3, {"mono": "12.5"}), (2, {"mono": True}),
                       (c, {"checkpoint": {"seq": "x", "head": [], "signer": {}, "key": 1, "signature": None}})):
         rebuilt = rechain(lines, lambda r, n=n, change=change: {**r, **change} if r["seq"] == n else r)
         auditor.write(rebuilt)

@@ -100,6 +100,7 @@ class AuditEvent(TypedDict, total=False):
     prev: str
     time: str
     clock: str
+    mono: float
     event: str
     run: str | None
     host: str | None
@@ -228,18 +229,22 @@ class AuditLog:
                 fcntl.flock(fd, fcntl.LOCK_UN)
 
     def append(self, event: str, *, run: str | None = None, host: str | None = None, phase: str | None = None,
-               outcome: str | None = None, time: str, data: Mapping[str, object] | None = None) -> AuditEvent:
-        """Append one event under the lock, fsynced; ``time`` earlier than the last line's is raised to it."""
+               outcome: str | None = None, time: str, data: Mapping[str, object] | None = None,
+               mono: float | None = None) -> AuditEvent:
+        """Append one event under the lock, fsynced; ``time`` earlier than the last line's is raised to it.
+        ``mono``: the writer's monotonic clock (seconds) read with ``time``, kept beside it (``mono``): a wall clock
+        stepped between two lines of a run shows as their times and their monotonic readings moving apart."""
         with self._locked():
             rec = self._append_locked(event, run=run, host=host, phase=phase, outcome=outcome, time=time,
-                                      data=data)
+                                      data=data, mono=mono)
             mine = self._wrote()
         self._durable(mine)
         return rec
 
     def _append_locked(self, event: str, *, run: str | None, host: str | None, phase: str | None,
                        outcome: str | None, time: str, data: Mapping[str, object] | None,
-                       raw: Callable[[int, str, str], AuditEvent] | None = None) -> AuditEvent:
+                       raw: Callable[[int, str, str], AuditEvent] | None = None,
+                       mono: float | None = None) -> AuditEvent:
         fd = self._files.log(check=True)  # under the lock: the file this path names now
         if self._files.reopened:  # a new file (or the first use): chain to what it holds, not to our memory
             self._head = None
@@ -270,6 +275,8 @@ class AuditLog:
         record: AuditEvent = {"seq": seq, "prev": prev, "time": time}
         if clock is not None:
             record["clock"] = clock
+        if mono is not None:
+            record["mono"] = round(mono, 3)
         record.update({"event": event, "run": run, "host": host, "phase": phase, "outcome": outcome,
                        "actor": self.actor})
         if raw is not None:
@@ -282,7 +289,8 @@ class AuditLog:
         self._head = (size + len(line), seq + 1, record["_hash"], record["time"])
         return record
 
-    def checkpoint(self, *, run: str | None, time: str, signer: str, key: PrivateKey) -> CheckpointRef:
+    def checkpoint(self, *, run: str | None, time: str, signer: str, key: PrivateKey,
+                   mono: float | None = None) -> CheckpointRef:
         """Sign the current head of the chain; return the checkpoint (seq and head) to keep elsewhere."""
         from ..trust.sshsig import fingerprint, public_key_blob, sign
 
@@ -296,7 +304,7 @@ class AuditLog:
 
         with self._locked():
             rec = self._append_locked("checkpoint", run=run, host=None, phase=None, outcome=None, time=time,
-                                      data=None, raw=fields)
+                                      data=None, raw=fields, mono=mono)
             mine = self._wrote()
         self._durable(mine)
         cp: CheckpointRef = {**rec["checkpoint"], "line": rec["seq"], "time": rec["time"]}
@@ -656,9 +664,10 @@ KNOWN_EVENTS = _RUN_EVENTS | _OTHER_EVENTS
 # what a run writes before it touches a host: all that may stand after the last checkpoint besides events of no run
 _OPENING = frozenset(("run_started", "approval_accepted", "resume_requested", "rollback_requested", "guide_run",
                       "locks_broken"))
-_KEYS = frozenset(("seq", "prev", "time", "clock", "event", "run", "host", "phase", "outcome", "actor", "data"))
-_CHECKPOINT_KEYS = frozenset(("seq", "prev", "time", "clock", "event", "run", "host", "phase", "outcome", "actor",
-                              "checkpoint"))
+_KEYS = frozenset(("seq", "prev", "time", "clock", "mono", "event", "run", "host", "phase", "outcome", "actor",
+                   "data"))
+_CHECKPOINT_KEYS = frozenset(("seq", "prev", "time", "clock", "mono", "event", "run", "host", "phase", "outcome",
+                              "actor", "checkpoint"))
 _ACTOR_KEYS = frozenset(("user", "host", "key", "principal"))
 
 
@@ -732,6 +741,8 @@ def _shape_problem(rec: Mapping[str, object]) -> str | None:
         return f"unknown field(s) {', '.join(sorted(map(repr, extra)))}"
     if type(rec.get("prev")) is not str or type(rec.get("time")) is not str:
         return "'prev' and 'time' must be text"
+    if "mono" in rec and type(rec.get("mono")) not in (int, float):
+        return "'mono' must be a number"
     event = rec.get("event")
     if type(event) is not str or event not in KNOWN_EVENTS:
         return f"unknown event {str(event)[:60]!r}"

@@ -747,15 +747,76 @@ def _log_account(events: list[JSONObject], label: str, host: str) -> JSONObject 
             open_ = next((x for x in spans.get(str(e.get("phase")), []) if x[1] is None), None)
             if open_ is not None:
                 open_[1], open_[2] = line_clock(e), e.get("outcome")
-    return {"kind": start.get("event") if start is not None else None, "spans": spans,
+                open_.append(e.get("seq"))  # [4]: the line of its end
+    account: JSONObject = {
+            "kind": start.get("event") if start is not None else None, "spans": spans,
             "plan": sd.get("plan") if start is not None else None,
             "approvals": sorted(str(a.get("digest")) for a in sd.get("approvals") or [] if isinstance(a, dict))
             if "approvals" in sd else None,
             "window": window.get("inside") if isinstance(window, dict) else None,
             "outcome": ended.get("outcome") if ended is not None else None, "finished": line_clock(ended)
             if ended is not None else None, "finished_line": ended.get("seq") if ended is not None else None, "version_after": ed.get("version"), "version_before": before,
-            "phases": phases, "started": first, "opened_at": line_clock(start) if start is not None else None,
+            "phases": phases, "started": first, "started_line": next(
+                (e.get("seq") for e in mine if e.get("host") == host and e.get("event") == "phase_started"), None),
+            "opened_at": line_clock(start) if start is not None else None,
             "opened_line": start.get("seq") if start is not None else None}
+    _unstep(account, mine)
+    return account
+
+
+def _stepped_back(lines: Sequence[JSONObject], ref: object) -> dict[int, float]:
+    """How far (seconds, >= 0) the controller's wall clock had stepped back since the line ``ref`` when each later
+    line of a run was written, as the log records it: each line keeps the writer's monotonic clock (``mono``) beside
+    its wall clock, and a wall clock stepped back (an NTP step, a VM resumed) leaves the two that much further apart.
+    A step back stays: a line credited with it only if every later line of the run (each with its ``mono``) shows it
+    too -- a phase moved earlier by its times alone, the lines after it not, is credited with nothing."""
+    def reading(e: Mapping[str, object]) -> tuple[int, float, float] | None:
+        seq, mono, at = e.get("seq"), e.get("mono"), _when(line_clock(e))
+        if type(seq) is not int or type(mono) not in (int, float) or at is None:
+            return None
+        assert isinstance(mono, (int, float))
+        return seq, at, float(mono)
+
+    base = next((r for e in lines for r in [reading(e)] if r is not None and r[0] == ref), None)
+    if base is None:
+        return {}
+    out: dict[int, float] = {}
+    least = float("inf")  # the smallest step back every line from here to the run's end shows
+    for e in reversed(lines):
+        seq = e.get("seq")
+        if type(seq) is not int or seq <= base[0]:
+            continue
+        r = reading(e)
+        # wall clock elapsed minus monotonic elapsed: < 0 after a step back; a line of another boot (its monotonic
+        # clock behind) or with no reading shows none
+        back = (base[1] - r[1]) + (r[2] - base[2]) if r is not None and r[2] >= base[2] else 0.0
+        least = min(least, max(back, 0.0))
+        out[seq] = least
+    return out
+
+
+def _unstep(account: JSONObject, mine: Sequence[JSONObject]) -> None:
+    """The host's account of a run (_log_account) by the controller's clock as it ran at the host's lock: each
+    phase time and the finish after a step back the log records (_stepped_back, from the first line of the host's
+    lock window) put forward by that step, so the host's one clock offset of the run holds across it. And
+    ``stepped_at_lock``: the step back recorded between the run's first lock (its first preflight line, else its
+    opening line) and this host's, which the controller's clock told at this host's lock carries."""
+    la, lb, ref = _lock_window(account)
+    credit = _stepped_back(mine, ref)
+
+    def fwd(at: object, seq: object) -> object:
+        t, by = _when(at), credit.get(seq, 0.0) if type(seq) is int else 0.0
+        return _iso_ms(t + by) if t is not None and by >= 0.0005 else at
+
+    spans = account.get("spans")
+    assert isinstance(spans, dict)
+    for span in (x for v in spans.values() for x in v):
+        span[0], span[1] = fwd(span[0], span[3]), fwd(span[1], span[4] if len(span) > 4 else None)
+    account["finished"] = fwd(account.get("finished"), account.get("finished_line"))
+    account["started"] = fwd(account.get("started"), account.get("started_line"))
+    first = next((e.get("seq") for e in mine if e.get("event") == "phase_started" and e.get("phase") == "preflight"),
+                 account.get("opened_line"))
+    account["stepped_at_lock"] = _stepped_back(mine, first).get(ref, 0.0) if type(ref) is int else 0.0
 
 
 def _differences(rec: JSONObject, log: JSONObject, opened: JSONObject | None = None) -> list[JSONObject]:
@@ -938,7 +999,9 @@ def _lock_clock(log: JSONObject, opened: JSONObject | None) -> list[JSONObject]:
     # controller's clock at this lock. A run moved later by its unsigned lines (its opening line set later, every line
     # after "raised" to it with the true clock beside it) moves that line, not the clock the host kept
     start = _when(log.get("opened_at"))
-    if start is not None and start > told + OFFSET_TOLERANCE:
+    # the controller's clock stepped back between the run's first lock and this host's (_unstep): told that much less
+    back = log.get("stepped_at_lock")
+    if start is not None and start > told + (back if isinstance(back, float) else 0.0) + OFFSET_TOLERANCE:
         out.append({"field": "run start", "line": log.get("opened_line"), "host": host, "host_zh": host_zh,
                     "log": f"{_iso_ms(start)} (the run's opening line, before the lock)",
                     "log_zh": f"{_iso_ms(start)}（运行的开始行，应在加锁之前）"})

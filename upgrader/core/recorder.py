@@ -168,7 +168,7 @@ class Recorder:
     def event(self, event: str, *, host: str | None = None, phase: str | None = None,
               outcome: str | None = None, **data: object) -> None:
         self.log.append(event, run=self.run, host=host, phase=phase, outcome=outcome, time=self._now(),
-                        data=data or None)
+                        data=data or None, mono=self.clock.monotonic())
 
     def on_event(self, ev: Event) -> None:
         kind = ev["event"]
@@ -180,10 +180,10 @@ class Recorder:
             self.log.append(str(kind), run=self.run, host=cast("str | None", ev.get("host")),
                             phase=cast("str | None", ev.get("phase")),
                             outcome=cast("str | None", ev.get("status") or ev.get("outcome")), time=self._now(),
-                            data=data or None)
+                            data=data or None, mono=self.clock.monotonic())
 
     def checkpoint(self) -> CheckpointRef | None:
         if self.operator.key is None:
             return None
         return self.log.checkpoint(run=self.run, time=self._now(), signer=self.operator.principal,
-                                   key=self.operator.key)
+                                   key=self.operator.key, mono=self.clock.monotonic())
