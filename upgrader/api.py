@@ -496,6 +496,8 @@ def show_plan(ctx: Context, plan_file: Path) -> PlanReview:
     policy = load_policy(ctx)
     if signer is not None:  # a requester listed only as '*@vendor' is nobody: run refuses it, so nobody reviews it
         _refuse_pattern_requester(policy, signer, str(plan_file))
+        # who the requester is: the names the operator's allowed_signers gives the key, not the name the plan says
+        cast(JSONObject, review["requester"])["listed_as"] = _listed_names(policy, signer)
     planned = cast(JSONObject, review["policy"])
     review["policy_here"] = {"source": policy.source, "real": real_policy_source(policy), "sha256": policy.digest,
                              "from": policy_origin(ctx),
@@ -711,6 +713,14 @@ def _identity_principals(policy: Policy, identity: Identity) -> frozenset[str]:
         return frozenset()
     signers = policy_signers(policy, "approvals.allowed_signers")
     return literal_principals(signers, identity.key_blob) if signers else frozenset()
+
+
+def _listed_names(policy: Policy, key: bytes) -> list[str]:
+    """The literal names ``key`` is listed under in the approvals' allowed_signers, as written (none without it)."""
+    from .trust.requester import listed_names
+    from .trust.signers import policy_signers
+
+    return listed_names(policy_signers(policy, "approvals.allowed_signers"), key) if policy.allowed_signers else []
 
 
 def _key_principals(policy: Policy, key: bytes) -> frozenset[str]:

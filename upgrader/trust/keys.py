@@ -133,6 +133,9 @@ def _openssh_public_blob(raw: bytes) -> bytes | None:
 #: a file of a key folder larger than this is not read as a key: it counts as one whose key cannot be told
 HELD_KEY_BYTES = 1 << 20
 _PRIVATE_ARMOUR = b"PRIVATE KEY-----"
+#: a file naming this anywhere looks like some tool's private key (SECSH "---- BEGIN SSH2 ENCRYPTED PRIVATE KEY ----")
+_PRIVATE_WORDS = b"PRIVATE KEY"
+_PPK_HEADER = b"PuTTY-User-Key-File-"
 _PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 ]*PRIVATE KEY)-----.*?-----END \1-----", re.S)
 
 
@@ -148,8 +151,9 @@ class HeldKey:
 
 def held_key(path: Path) -> HeldKey | None:
     """The private key a file of a key folder holds, in any form OpenSSH accepts (``openssh-key-v1``, PEM PKCS#1
-    RSA/EC/DSA, PKCS#8), read without a passphrase; for an encrypted PEM key, from its ``.pub`` beside it. None when
-    the file is not a regular file or does not look like a private key (no ``PRIVATE KEY-----`` armour). A file that
+    RSA/EC/DSA, PKCS#8) or PuTTY's (.ppk v2/v3: its Public-Lines), read without a passphrase; for an encrypted PEM
+    key or another tool's (ssh.com/SECSH armour), from its ``.pub`` beside it. None when the file is not a regular
+    file or does not look like a private key (neither ``PRIVATE KEY`` in it nor a PuTTY header). A file that
     cannot be read at all counts as a key that cannot be told (fail closed: it may be one)."""
     import errno
     import stat
@@ -170,15 +174,56 @@ def held_key(path: Path) -> HeldKey | None:
     finally:
         os.close(fd)
     if len(data) > HELD_KEY_BYTES:
-        return HeldKey(path, None, f"larger than {HELD_KEY_BYTES >> 20} MiB") if _PRIVATE_ARMOUR in data else None
+        return HeldKey(path, None, f"larger than {HELD_KEY_BYTES >> 20} MiB") if _looks_private(data) else None
+    if data.lstrip().startswith(_PPK_HEADER):  # PuTTY (.ppk): its Public-Lines hold the public key in clear
+        blob = _ppk_public_blob(data) or _pub_beside(path)
+        return HeldKey(path, blob, "" if blob is not None else "a PuTTY key file whose Public-Lines cannot be read")
     if _PRIVATE_ARMOUR not in data:
-        return None
+        if not _looks_private(data):
+            return None
+        blob = _pub_beside(path)  # ssh.com/SECSH armour ("---- BEGIN SSH2 ENCRYPTED PRIVATE KEY ----") and the like
+        return HeldKey(path, blob, "" if blob is not None else "a private key in a form upgrader does not read, "
+                                                                "ssh.com/SECSH or another tool's, without its .pub")
     if len(re.findall(rb"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----", data)) > 1:  # which one would ssh use? fail closed
         return HeldKey(path, None, "more than one private key in one file")
     blob = _openssh_public_blob(data) if b"-----BEGIN OPENSSH PRIVATE KEY-----" in data else _pem_public_blob(data)
     if blob is None:
         blob = _pub_beside(path)
     return HeldKey(path, blob, "" if blob is not None else "encrypted without its .pub beside it, or damaged")
+
+
+def _looks_private(data: bytes) -> bool:
+    """Whether a file looks like a private key of a known tool (OpenSSH, PEM, PKCS#8, ssh.com/SECSH, PuTTY)."""
+    return _PRIVATE_WORDS in data or data.lstrip().startswith(_PPK_HEADER)
+
+
+def _ppk_public_blob(data: bytes) -> bytes | None:
+    """The public key blob of a PuTTY key file (``PuTTY-User-Key-File-2``/``-3``: ``Public-Lines: N`` and N lines of
+    base64, in clear even when the private part is encrypted) when it names the key type of its first line; None
+    when the file is damaged or of another version."""
+    import base64
+    import binascii
+
+    try:
+        lines = data.decode("ascii").splitlines()
+    except UnicodeDecodeError:
+        return None
+    first = lines[0].strip().split(":", 1) if lines else []
+    if len(first) != 2 or first[0] not in ("PuTTY-User-Key-File-2", "PuTTY-User-Key-File-3"):
+        return None
+    for i, line in enumerate(lines):
+        name, _, value = line.partition(":")
+        if name.strip() != "Public-Lines":
+            continue
+        try:
+            count = int(value.strip())
+            body = lines[i + 1:i + 1 + count]
+            blob = base64.b64decode("".join(x.strip() for x in body), validate=True) if len(body) == count else b""
+            (n,) = struct.unpack(">I", blob[:4])
+        except (ValueError, binascii.Error, struct.error):
+            return None
+        return blob if n > 0 and blob[4:4 + n] == first[1].strip().encode() else None
+    return None
 
 
 def _pem_public_blob(data: bytes) -> bytes | None:

@@ -20,7 +20,7 @@ from .signers import AllowedSigner, AllowedSigners
 from .sshsig import PrivateKey, SignatureError, fingerprint, parse_armored, sign, verify
 
 __all__ = ["NAMESPACE", "Requester", "sign_plan", "plan_signer", "requester_of", "literal_principals",
-           "names_the_approver", "refuse_pattern_requester", "refuse_revoked_requester"]
+           "listed_names",            "names_the_approver", "refuse_pattern_requester", "refuse_revoked_requester"]
 
 NAMESPACE = "upgrader-plan"
 _PATTERN_CHARS = set("*?!,")
@@ -67,6 +67,15 @@ def literal_principals(signers: AllowedSigners | None, key: bytes) -> frozenset[
         return frozenset()
     return frozenset(p.lower() for e in signers.entries if e.key_blob == key for p in e.principals
                      if not _PATTERN_CHARS & set(p))
+
+
+def listed_names(signers: AllowedSigners | None, key: bytes) -> list[str]:
+    """The literal names ``key`` is listed under in ``signers`` (as written, in file order, patterns left out): who
+    the requester of a plan signed with ``key`` is, whatever name the plan says."""
+    if signers is None:
+        return []
+    return list(dict.fromkeys(p for e in signers.entries if e.key_blob == key for p in e.principals
+                              if not _PATTERN_CHARS & set(p)))
 
 
 def refuse_pattern_requester(signers: AllowedSigners | None, key: bytes, source: str) -> None:

@@ -85,7 +85,12 @@ def print_review(c: Any, r: dict[str, Any]) -> None:
     _line(c, f"plan {r['plan']}  (to {r['target']}, made {r['created']})")
     signed = f"signed with key {req['key']}" if req["signed"] else "unsigned (the operator who runs it counts as " \
                                                                      "the requester)"
-    _line(c, f"requester: {req['user']}@{req['host']}, {signed}")
+    said = f"(said: {req['user']}@{req['host']})"
+    if req["signed"]:  # the key's names in the operator's allowed_signers; what the requester typed only as said
+        names = ", ".join(req.get("listed_as") or []) or "(not listed)"
+        _line(c, f"requester: {names} {said}, {signed}")
+    else:
+        _line(c, f"requester: {said}, {signed}")
     cat = r["catalog"]
     _line(c, f"catalog: {cat['path']}  serial {cat['serial']}  signed by {cat.get('signer') or '-'} "
              f"({cat.get('fingerprint') or '-'})  sha256 {cat['sha256']}")
