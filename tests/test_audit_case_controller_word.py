@@ -260,3 +260,37 @@ def test_forged_phase_seconds_are_not_shown(sandbox: Sandbox, tmp_path: Path,
     assert all(p["seconds_source"] == "lines" for p in phases), phases
     rc, text = cli(box, capsys, "audit", "case", run)
     assert f"observe {observe['outcome']} {observe['seconds']} s" in text and "0.001 s" not in text, text
+
+
+from test_audit_witness_attacks_2 import fleet  # noqa: E402,F401 - a fixture (one host over the real sshd)
+
+
+def test_exports_with_witnesses_give_the_hosts_downtime_as_the_case_does(
+        fleet: Any, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:  # noqa: F811
+    """L4: an honest run that rolls back; `audit export --witness` (JSON, CSV cases) gives its downtime by the
+    host's own clock, the figure `audit case --witness` gives (the log's figure before)."""
+    f = fleet
+    rc, plan = plan_to(f.box, "7.0.4.5")
+    assert rc == 0
+    assert upgrader(f.box, "run", str(plan), "--approval", str(approve(f.box, plan))) == 1
+    run = f.run_dirs()[-1].name
+    rc, out = cli(f.box, capsys, "audit", "case", run, "--witness", str(f.box.inventory), "--json")
+    assert rc == 0, out
+    doc = json.loads(out)
+    case = doc.get("case", doc)
+    assert case["downtime_source"] == "hosts", case
+    down = case["downtime_seconds"]
+    capsys.readouterr()
+    report = tmp_path / "audit.json"
+    assert main(["--home", str(f.box.root), "audit", "export", "--format", "json", "-o", str(report), "--witness",
+                 str(f.box.inventory)]) == 0
+    [exported] = [c for c in json.loads(report.read_text())["cases"] if c["run"] == run]
+    assert exported["downtime_source"] == "hosts" and exported["downtime_seconds"] == down, exported
+    assert exported["downtime_log_seconds"] == case["downtime_log_seconds"]
+    table = tmp_path / "audit.csv"
+    assert main(["--home", str(f.box.root), "audit", "export", "--format", "csv", "-o", str(table), "--witness",
+                 str(f.box.inventory)]) == 0
+    rows = list(csv.reader(table.with_name("audit.cases.csv").read_text().splitlines()))
+    head = rows[1]
+    [row] = [r for r in rows[2:] if r[head.index("run")] == run]
+    assert float(row[head.index("host_downtime_seconds")]) == down, row
