@@ -294,3 +294,27 @@ def test_exports_with_witnesses_give_the_hosts_downtime_as_the_case_does(
     head = rows[1]
     [row] = [r for r in rows[2:] if r[head.index("run")] == run]
     assert float(row[head.index("host_downtime_seconds")]) == down, row
+
+
+def test_a_forged_target_is_caught_by_the_hosts_opening_record(
+        fleet: Any, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:  # noqa: F811
+    """H1 (b): the lock tells the host the target version and the package sha256, the host keeps them in its
+    opening record; the log's opening line says 7.1.0.0: `audit verify --witness` ALTERED, naming both (no plan
+    file needed). An honest run beside it reads INTACT."""
+    f = fleet
+    rc, plan = plan_to(f.box, "7.0.4.2")
+    assert rc == 0
+    assert upgrader(f.box, "run", str(plan), "--approval", str(approve(f.box, plan))) == 0
+    opened = json.loads((f["app-01"].state_dir / "runs-opened.jsonl").read_text().splitlines()[-1])
+    assert opened["target"] == "7.0.4.2" and opened["current"] == "7.0.4.1" and len(opened["package"]) == 64
+    rc, text = cli(f.box, capsys, "audit", "verify", "--witness", str(f.box.inventory))
+    assert rc == 0 and text.startswith("INTACT"), text
+    run = evil_run(f.box, tmp_path, "target", "7.0.4.5")
+    rc, text = cli(f.box, capsys, "audit", "verify", "--witness", str(f.box.inventory))
+    assert rc == ALTERED and text.startswith("ALTERED"), text
+    assert (f"host app-01's opening record of run {run} differs from the log: target is 7.0.4.5 on the host, "
+            "7.1.0.0 in the log (ALTERED)") in text, text
+    rc, zh = cli(f.box, capsys, "audit", "verify", "--witness", str(f.box.inventory), "--lang", "zh")
+    assert rc == ALTERED and "目标版本：主机记为 7.0.4.5，日志为 7.1.0.0" in zh, zh
+    rc, text = cli(f.box, capsys, "audit", "case", run, "--witness", str(f.box.inventory))
+    assert rc == ALTERED, text
