@@ -318,3 +318,11 @@ def test_a_forged_target_is_caught_by_the_hosts_opening_record(
     assert rc == ALTERED and "目标版本：主机记为 7.0.4.5，日志为 7.1.0.0" in zh, zh
     rc, text = cli(f.box, capsys, "audit", "case", run, "--witness", str(f.box.inventory))
     assert rc == ALTERED, text
+
+
+def test_verify_derives_a_runs_exit_code_as_the_engine_does() -> None:
+    """The verifier's table of each outcome's exit code is the engine's (an honest run's end never reads edited)."""
+    from upgrader.audit.log import OUTCOME_EXIT as verifiers
+    from upgrader.core.engine import OUTCOME_EXIT as engines
+
+    assert verifiers == engines
