@@ -363,8 +363,11 @@ def test_html_export_has_a_case_section_per_run_field_by_field(
         pol, cat = case["policy"], case["catalog"]
         assert rows["policy"] == (f"来源 {pol['source']}，sha256 {pol['sha256']}，身份 {pol['identity']}" if zh else
                                   f"source {pol['source']}, sha256 {pol['sha256']}, identity {pol['identity']}")
-        assert rows["catalog"] == (f"序号 {cat['serial']}，签名人 {cat['signer']}（{cat['fingerprint']}）" if zh else
-                                   f"serial {cat['serial']}, signed by {cat['signer']} ({cat['fingerprint']})")
+        # only the log says which catalog the run used: marked the controller's word (issue 20, attack20r9 H1)
+        assert rows["catalog"] == (f"序号 {cat['serial']}，签名人 {cat['signer']}（{cat['fingerprint']}） （控制端的一面之词）"
+                                   if zh else f"serial {cat['serial']}, signed by {cat['signer']} "
+                                   f"({cat['fingerprint']}) (the controller's word)")
+        assert rows["window"].endswith("（控制端的一面之词）" if zh else "(the controller's word)")
         inside = case["window"]["inside"]
         assert rows["window"].startswith(("窗口内" if inside else "窗口外") if zh else
                                          ("inside" if inside else "outside"))

@@ -114,7 +114,7 @@ def test_an_honest_log_verifies_intact_with_every_hosts_witnesses(witnessed: Wit
 
 def test_a_log_rewritten_and_re_signed_with_the_operator_key_is_caught_by_the_hosts(
         witnessed: Witnessed, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """The engineer holds the log and the operator key: he changes who approved the first run, rebuilds the chain
+    """The engineer holds the log and the operator key: he changes the first run's approval comment, rebuilds the chain
     and signs every checkpoint again. The signatures verify (exit 0 without witnesses); the hosts' records do not."""
     box = witnessed.fleet.box
     key = load_private_key(str(box.operator_key))
@@ -122,7 +122,8 @@ def test_a_log_rewritten_and_re_signed_with_the_operator_key_is_caught_by_the_ho
 
     def edit(rec: dict[str, Any]) -> dict[str, Any]:
         if rec["event"] == "approval_accepted" and rec["run"] == witnessed.runs[0]:
-            rec["data"]["approver"] = "someone-else@customer"
+            # the comment (the approver's name is held to the approvers' allowed_signers by verify itself)
+            rec["data"]["comment"] = "approved by the CISO"
         return rec
 
     forged = rechain(lines, edit, key, "operator@customer")
@@ -246,14 +247,15 @@ def test_audit_case_names_the_hosts_that_keep_the_runs_checkpoint_and_that_it_ma
 
 def test_audit_case_on_a_log_re_signed_with_the_operator_key_says_the_hosts_checkpoints_do_not_match(
         witnessed: Witnessed, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """The log rewritten (who approved the first run) and re-signed: the case alone reads INTACT; with the hosts'
+    """The log rewritten (the first run's approval comment) and re-signed: the case alone reads INTACT; with the hosts'
     witnesses it says each host's record of the run does not match, and exits 6."""
     box = witnessed.fleet.box
     key = load_private_key(str(box.operator_key))
 
     def edit(rec: dict[str, Any]) -> dict[str, Any]:
         if rec["event"] == "approval_accepted" and rec["run"] == witnessed.runs[0]:
-            rec["data"]["approver"] = "someone-else@customer"
+            # the comment (the approver's name is held to the approvers' allowed_signers by verify itself)
+            rec["data"]["comment"] = "approved by the CISO"
         return rec
 
     log = tmp_path / "audit.jsonl"
@@ -324,7 +326,8 @@ def test_the_exports_case_sections_carry_the_hosts_witnesses(
 
     def edit(rec: dict[str, Any]) -> dict[str, Any]:
         if rec["event"] == "approval_accepted" and rec["run"] == witnessed.runs[0]:
-            rec["data"]["approver"] = "someone-else@customer"
+            # the comment (the approver's name is held to the approvers' allowed_signers by verify itself)
+            rec["data"]["comment"] = "approved by the CISO"
         return rec
 
     log.write_bytes(b"".join(rechain(witnessed.log.splitlines(keepends=True), edit, key, "operator@customer")))

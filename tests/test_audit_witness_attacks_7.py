@@ -198,7 +198,7 @@ def test_the_case_names_each_approval_file_and_checks_its_signature(
     rc, text = case_text(f, capsys, run)
     assert rc == 0, text
     assert f"INTACT: the run's approval files ({f.box.approvals}) match the log" in text, text
-    assert (f"approval file: {approval} (signature checked; plan, approver, key and expiry match the log)"
+    assert (f"approval file: {approval} (signature checked; plan, approver, key, expiry, after-hours and comment match the log)"
             in text), text
     rc, other = plan_to(f.box, "7.0.4.3")
     assert rc == 0

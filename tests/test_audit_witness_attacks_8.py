@@ -264,7 +264,9 @@ def test_a_plans_and_an_approvals_creation_time_moved_in_the_log_is_altered(
         assert main(["--home", str(f.box.root), "audit", "case", run, "--lang", lang]) == 0
         out = capsys.readouterr().out
         marked = [line for line in out.splitlines() if words[0] in line]
-        assert len(marked) == 3 and any(words[1] in line for line in marked), out
+        # the plan's and the approval's creation, the catalog, the service window, the operator's account (issue
+        # 20, attack20r9) and the rollback's cause
+        assert len(marked) == 6 and any(words[1] in line for line in marked), out
 
 
 def verify_files(f: Fleet, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:

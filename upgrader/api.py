@@ -1876,7 +1876,33 @@ def verify_audit(ctx: Context, *, log: Path | None = None, allowed_signers: Path
     result.signers_file = str(source) if source is not None else None
     result.signers_sha256 = digest
     result.anchor = f"{anchored[0]}:{anchored[1]}" if anchored else None
+    _check_approvers(ctx, result, Path(log) if log else audit_path(ctx.home), data)
     return result
+
+
+def _check_approvers(ctx: Context, result: VerifyResult, path: Path, data: bytes | None) -> None:
+    """Every approver the log names held to the approvers' allowed_signers (the policy's approvals.allowed_signers):
+    a name that is not a literal principal of its approval's key there makes the log ALTERED at that line
+    (``approvers_file`` names the file; without one the names stay the controller's word)."""
+    from .audit.crosscheck import approver_problem
+    from .audit.log import read_events, read_log
+    from .trust.signers import policy_signers
+
+    try:
+        signers = policy_signers(load_policy(ctx), "approvals.allowed_signers")
+    except UpgraderError:
+        return  # no policy to read on the auditor's machine: the names stay the controller's word
+    if signers is None:
+        return
+    result.approvers_file = str(signers.source)
+    if not result.chain_intact:
+        return
+    events = list(read_events(path, data if data is not None else read_log(path)))
+    found = approver_problem(events[:result.valid_entries] if result.valid_entries else events, signers)
+    if found is not None:
+        line, why = found
+        result.bad_line, result.problem, result.message = line, "forged", f"line {line}: {why}"
+        result.valid_entries = min(result.valid_entries, line - 1)
 
 
 def verify_witnesses(ctx: Context, inventory: Path, *, log: Path | None = None, data: bytes | None = None,
@@ -2234,6 +2260,9 @@ def audit_case(ctx: Context, run: str, *, log: Path | None = None, allowed_signe
                          hint="give the run id as a run printed it ('upgrader audit show' lists them)")
     case = build_case(events, ids[0])
     assert case is not None
+    from .audit.case import mark_approvers
+
+    mark_approvers(case, result.approvers_file)
     if approvals is not None:
         _check_case_approvals(ctx, case, events, ids[0], approvals)
     if witness is None:
@@ -2264,29 +2293,10 @@ def _check_case_approvals(ctx: Context, case: JSONObject, events: list[dict[str,
 
 
 def _downtime_from_hosts(case: JSONObject) -> None:
-    """The case's downtime taken from each host's own record of the run (its stop step's start to its start step's
-    end, by its own clock) wherever a host recorded it; the log's figure is kept beside it (``downtime_log_seconds``)
-    and ``downtime_source`` says which one is shown: "hosts", "log", or "hosts and log"."""
-    witnesses = case.get("witnesses")
-    told = witnesses.get("downtime") if isinstance(witnesses, dict) else None
-    down: dict[str, object] = told if isinstance(told, dict) else {}
-    sources: set[str] = set()
-    total = 0.0
-    for h in cast("list[dict[str, object]]", case.get("hosts") or []):
-        h["downtime_log_seconds"] = h.get("downtime_seconds")
-        mine = down.get(str(h.get("host")))
-        if isinstance(mine, (int, float)):
-            h["downtime_seconds"], h["downtime_source"] = float(mine), "host"
-            unknown = case.get("downtime_unknown")
-            if isinstance(unknown, list) and h.get("host") in unknown:  # the host's own clock knows it
-                unknown.remove(h.get("host"))
-        value = h.get("downtime_seconds")
-        if isinstance(value, (int, float)) and value:
-            sources.add(str(h.get("downtime_source")))
-            total += float(value)
-    case["downtime_log_seconds"] = case.get("downtime_seconds")
-    case["downtime_seconds"] = round(total, 3)
-    case["downtime_source"] = ("hosts" if sources == {"host"} else "hosts and log" if "host" in sources else "log")
+    """The case's downtime from the hosts' own records (audit/case.py ``downtime_from_hosts``)."""
+    from .audit.case import downtime_from_hosts
+
+    downtime_from_hosts(case)
 
 
 def plan_digest(plan: Path) -> str:

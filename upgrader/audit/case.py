@@ -13,7 +13,8 @@ from typing import Any, cast
 
 from .log import line_clock, run_opening
 
-__all__ = ["build_case", "run_ids", "downtime_text", "WITNESS_HOOK"]
+__all__ = ["build_case", "run_ids", "downtime_text", "downtime_from_hosts", "mark_approvers", "WITNESS_HOOK",
+           "UNCHECKED"]
 
 #: where witnessed checkpoints (the hosts' own records of a run's checkpoint) go once they are known; a case
 #: carries ``"witnesses": None`` (not looked up) until a caller fills it
@@ -114,7 +115,12 @@ def build_case(events: list[dict[str, object]], run: str) -> dict[str, object] |
             if p is None:
                 p = {"phase": phase, "started": None}
                 h["phases"].append(p)
-            p.update(finished=line_clock(e), seconds=d.get("seconds"), outcome=e.get("outcome"))
+            # the phase's seconds from its own lines' times (the writer's clock), never the figure the line states:
+            # that is only the controller's word (kept beside it, ``seconds_said``)
+            measured = _secs(p.get("started"), line_clock(e))
+            p.update(finished=line_clock(e), seconds=measured if measured is not None else d.get("seconds"),
+                     seconds_said=d.get("seconds"), seconds_source="lines" if measured is not None else "log",
+                     outcome=e.get("outcome"))
             if phase == "start" and str(host) in down_since:
                 span = _secs(down_since.pop(str(host)), line_clock(e))
                 if span is not None:
@@ -165,7 +171,10 @@ def build_case(events: list[dict[str, object]], run: str) -> dict[str, object] |
         # yet): their downtime is unknown, never 0
         "downtime_unknown": sorted(down_since),
         "downtime_source": "log",
-        "outcome": {"exit_code": _exit_code(finish), "hosts": fd.get("outcomes")} if finish else None,
+        # each host's outcome from its own host_finished line (which --witness holds to the host's finish record);
+        # verify calls a run_finished that contradicts them, or whose exit code its outcomes do not give, edited
+        "outcome": {"exit_code": _exit_code(finish), "hosts": _outcomes(fd.get("outcomes"), hosts)}
+        if finish else None,
         "checkpoint": {"line": cp_line.get("seq"), "seq": cp.get("seq"), "head": cp.get("head"),
                        "signer": cp.get("signer"), "key": cp.get("key"), "time": cp_line.get("time"),
                        "anchor": f"{cp.get('seq')}:{cp.get('head')}"} if cp_line else None,
@@ -175,7 +184,61 @@ def build_case(events: list[dict[str, object]], run: str) -> dict[str, object] |
         "raised_lines": [{"line": e.get("seq"), "time": e.get("time"), "clock": e.get("clock")} for e in mine
                          if isinstance(e.get("clock"), str)],
         WITNESS_HOOK: None,
+        # what only the controller's log says, which nothing the auditor holds checks (shown "the controller's word")
+        "unchecked": list(UNCHECKED),
     }
+
+
+def downtime_from_hosts(case: dict[str, object]) -> None:
+    """The case's downtime taken from each host's own record of the run (its stop step's start to its start step's
+    end, by its own clock) wherever a host recorded it; the log's figure is kept beside it (``downtime_log_seconds``)
+    and ``downtime_source`` says which one is shown: "hosts", "log", or "hosts and log"."""
+    witnesses = case.get("witnesses")
+    told = witnesses.get("downtime") if isinstance(witnesses, dict) else None
+    down: dict[str, object] = told if isinstance(told, dict) else {}
+    sources: set[str] = set()
+    total = 0.0
+    for h in cast("list[dict[str, object]]", case.get("hosts") or []):
+        h["downtime_log_seconds"] = h.get("downtime_seconds")
+        mine = down.get(str(h.get("host")))
+        if isinstance(mine, (int, float)):
+            h["downtime_seconds"], h["downtime_source"] = float(mine), "host"
+            unknown = case.get("downtime_unknown")
+            if isinstance(unknown, list) and h.get("host") in unknown:  # the host's own clock knows it
+                unknown.remove(h.get("host"))
+        value = h.get("downtime_seconds")
+        if isinstance(value, (int, float)) and value:
+            sources.add(str(h.get("downtime_source")))
+            total += float(value)
+    case["downtime_log_seconds"] = case.get("downtime_seconds")
+    case["downtime_seconds"] = round(total, 3)
+    case["downtime_source"] = ("hosts" if sources == {"host"} else "hosts and log" if "host" in sources else "log")
+
+
+#: the fields of a case only the controller's log says: no host, plan, approval or allowed_signers file checks them
+UNCHECKED = ("catalog", "window", "operator.user", "operator.host", "hosts.rollback_cause", "plan_created")
+
+
+def mark_approvers(case: dict[str, object], approvers_file: str | None) -> None:
+    """Each approval of ``case`` names the approvers' allowed_signers its approver name was held to (verify: a
+    name that is not its key's literal principal there is ALTERED), ``approver_listed_in``; without that file
+    the names are the controller's word: "approvals.approver" joins the case's ``unchecked``."""
+    approvals = case.get("approvals")
+    for a in approvals if isinstance(approvals, list) else []:
+        if isinstance(a, dict):
+            a["approver_listed_in"] = approvers_file
+    unchecked = case.get("unchecked")
+    if approvers_file is None and isinstance(unchecked, list) and "approvals.approver" not in unchecked:
+        unchecked.append("approvals.approver")
+
+
+def _outcomes(said: object, hosts: dict[str, dict[str, Any]]) -> dict[str, object] | None:
+    """The run's outcome per host: each host's host_finished line where it has one, else run_finished's."""
+    out: dict[str, object] = dict(said) if isinstance(said, dict) else {}
+    for name, h in hosts.items():
+        if h.get("outcome") is not None:
+            out[name] = h["outcome"]
+    return out if out or isinstance(said, dict) else None
 
 
 def _back_up(events: list[dict[str, object]], followups: list[dict[str, object]],

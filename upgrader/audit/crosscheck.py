@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from ..trust.approval import Approval
     from ..trust.signers import AllowedSigners
 
-__all__ = ["CrossCheck", "cross_check"]
+__all__ = ["CrossCheck", "cross_check", "approver_problem"]
 
 
 @dataclass
@@ -163,6 +163,7 @@ def cross_check(events: list[dict[str, object]], *, plans: Path | None, approval
                 continue
             _requester(problem, e, d, digest, have[digest])
             _plan_hosts(problem, e, d, digest, have[digest], events)
+            _plan_target(problem, e, d, digest, have[digest])
         for e in events:  # when the log says each plan was made, against the time signed in its file
             digest = _d(e.get("data")).get("plan")
             if e.get("event") == "plan_created" and isinstance(digest, str) and digest in have:
@@ -174,7 +175,8 @@ def cross_check(events: list[dict[str, object]], *, plans: Path | None, approval
 
     # the approvals a run accepted: (line, digest, plan, approver, key), and the file names the log recorded
     approval_names: dict[tuple[object, object, object], object] = {}
-    accepted: list[tuple[object, str, object, object, object, object]] = []
+    accepted: list[tuple[object, str, object, object, object, object, dict[str, object]]] = []
+    opening_plan: dict[object, object] = {}
     for e in events:
         d = _d(e.get("data"))
         if e.get("event") == "approval_created":
@@ -182,12 +184,17 @@ def cross_check(events: list[dict[str, object]], *, plans: Path | None, approval
             if isinstance(d.get("digest"), str):  # the file of exactly this approval (recorded since issue 20)
                 approval_names.setdefault(("digest", d["digest"], None), d.get("file"))
         if e.get("event") in OPENING_EVENTS:
+            opening_plan.setdefault(e.get("run"), d.get("plan"))
             for item in _l(d.get("approvals")):
                 given = _d(item)
                 named_digest = given.get("digest")
                 if isinstance(named_digest, str):
                     accepted.append((e.get("seq"), named_digest, d.get("plan"), given.get("approver"),
-                                     given.get("key"), given.get("expires")))
+                                     given.get("key"), given.get("expires"), given))
+        elif e.get("event") == "approval_accepted" and isinstance(d.get("digest"), str):
+            # the run's own line per approval says the same fields: each is held to the signed file too
+            accepted.append((e.get("seq"), str(d["digest"]), opening_plan.get(e.get("run"), d.get("plan")),
+                             d.get("approver"), d.get("key"), d.get("expires"), d))
     _used_twice(problem, events)
     if approvals is not None:
         have_a = _approvals(approvals)
@@ -198,11 +205,11 @@ def cross_check(events: list[dict[str, object]], *, plans: Path | None, approval
                 _created(problem, e, "approval", made.statement.created.isoformat(), made.source, digest,
                          _time_before(events, e))
         checked: set[str] = set()
-        for line, digest, plan, approver, key, expires in accepted:
+        for line, digest, plan, approver, key, expires, said in accepted:
             if digest in checked:  # the file itself was checked at its first use: each run's own pair still is
                 a = have_a.get(digest)
                 if a is not None and out.approvals.get(digest) == a.source:
-                    _pair(problem, a, line, digest, plan, approver, key, expires)
+                    _pair(problem, a, line, digest, plan, approver, key, expires, said)
                 continue
             checked.add(digest)
             a = have_a.get(digest)
@@ -244,15 +251,56 @@ def cross_check(events: list[dict[str, object]], *, plans: Path | None, approval
                             f"文件 {a.source}：签名所用的密钥不在允许的签名人中为 {st.approver} 登记（{e}）",
                             file=a.source, digest=digest)
                     continue
-            _pair(problem, a, line, digest, plan, approver, key, expires)
+            _pair(problem, a, line, digest, plan, approver, key, expires, said)
     return out
 
 
+def approver_problem(events: list[dict[str, object]], signers: AllowedSigners) -> tuple[int, str] | None:
+    """The first line whose approver is not a literal principal of the approval's key in the approvers'
+    ``signers`` (every run accepts an approval only so, by that name: a name and key the file does not pair were
+    written by the controller): (its line, why), or None. Each opening line's approvals and each
+    approval_accepted line are held to it."""
+    from ..trust.requester import _PATTERN_CHARS
+
+    for e in events:
+        d = _d(e.get("data"))
+        if e.get("event") in OPENING_EVENTS:
+            named = [_d(x) for x in _l(d.get("approvals"))]
+        elif e.get("event") == "approval_accepted":
+            named = [d]
+        else:
+            continue
+        for a in named:
+            name, key = a.get("approver"), a.get("key")
+            if not isinstance(key, str) or name is None:
+                continue
+            listed = sorted({p for x in signers.entries if x.fingerprint == key for p in x.principals
+                             if not _PATTERN_CHARS & set(p)})
+            if name not in listed:
+                line = e.get("seq")
+                where = (f"that key is listed there only as {', '.join(listed)}" if listed else
+                         "that key is not listed there at all")
+                return (int(line) if isinstance(line, int) else 0,
+                        f"run {e.get('run')} names approver {name} with key {key}, but in the approvers' "
+                        f"allowed signers {signers.source} {where}: the approver's name was written by the controller")
+    return None
+
+
 def _pair(problem: Callable[..., None], a: Approval, line: object, digest: str, plan: object, approver: object,
-          key: object, expires: object = None) -> None:
+          key: object, expires: object = None, said: dict[str, object] | None = None) -> None:
     """One (run, approval) pair of the log against the approval's file: the plan it approves, its signer, its key
-    and its expiry (signed fields all: the log cannot say the approval ran longer, or for another plan)."""
+    and its expiry, and (``said``: the log's entry for it) its after-hours booking and comment (signed fields all:
+    the log cannot say the approval ran longer, for another plan, or said what it did not)."""
     st = a.statement
+    for field_name, signed in (("after_hours", st.after_hours), ("comment", st.comment)):
+        if said is None or field_name not in said or said.get(field_name) == signed:
+            continue
+        zh_name = "非工作时间预约" if field_name == "after_hours" else "备注"
+        problem(line, "approval", f"file {a.source} says {field_name} {signed!r}, the log says "
+                f"{said.get(field_name)!r} (line {line})",
+                f"文件 {a.source} 的{zh_name}是 {signed!r}，日志（第 {line} 行）记的是 {said.get(field_name)!r}",
+                file=a.source, digest=digest)
+        return
     if expires is not None and _at(expires) != st.expires:
         problem(line, "approval", f"file {a.source} expires at {st.expires.isoformat()}, the log says {expires} "
                 f"(line {line})", f"文件 {a.source} 的有效期至 {st.expires.isoformat()}，日志（第 {line} 行）记的是 {expires}",
@@ -348,6 +396,41 @@ def _plan_hosts(problem: Callable[..., None], e: dict[str, object], d: dict[str,
                 f"{', '.join(sorted(planned)) or 'none'}",
                 f"运行 {run}（第 {line} 行）提到了主机 {'、'.join(extra)}，它的计划文件 {path} 里只有 "
                 f"{'、'.join(sorted(planned)) or '无'}", file=str(path), digest=digest)
+
+
+def _plan_target(problem: Callable[..., None], e: dict[str, object], d: dict[str, object], digest: str,
+                 path: Path) -> None:
+    """The opening line's target version, and each of its hosts' versions and package sha256, against its plan
+    file (inside the plan's digest): the log's are only what the controller wrote before the run's checkpoint."""
+    from ..core.plan import load_plan
+
+    try:
+        data = load_plan(path).data
+    except Exception:  # noqa: BLE001 - a plan that does not load is named by the digest check already
+        return
+    line, run = e.get("seq"), e.get("run")
+    said: list[tuple[str, str, object, object]] = []
+    if "target" in d:
+        said.append(("target", "目标版本", d.get("target"), data.get("target")))
+    planned = {str(_d(h).get("name")): _d(h) for h in _l(data.get("hosts"))}
+    for h in (_d(x) for x in _l(d.get("hosts"))):
+        mine = planned.get(str(h.get("host")))
+        if mine is None:
+            continue  # named by _plan_hosts
+        name = h.get("host")
+        for k, zh in (("target", "目标版本"), ("current", "当前版本")):
+            if k in h:
+                said.append((f"host {name}'s {k}", f"主机 {name} 的{zh}", h.get(k), mine.get(k)))
+        pkg, planned_pkg = _d(h.get("package")), _d(mine.get("package"))
+        if "sha256" in pkg:
+            said.append((f"host {name}'s package sha256", f"主机 {name} 的安装包 sha256", pkg.get("sha256"),
+                         planned_pkg.get("sha256")))
+    for what, zh, log_value, file_value in said:
+        if log_value != file_value:
+            problem(line, "plan", f"run {run} (line {line}) names {what} {log_value}, its plan file {path} has "
+                    f"{file_value}", f"运行 {run}（第 {line} 行）记的{zh}是 {log_value}，它的计划文件 {path} 写的是 "
+                    f"{file_value}", file=str(path), digest=digest)
+            return
 
 
 def _requester(problem: Callable[..., None], e: dict[str, object], d: dict[str, object], digest: str,

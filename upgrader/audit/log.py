@@ -394,6 +394,9 @@ class VerifyResult:
     signers_file: str | None = None     # the allowed signers file the verdict used (set by api.verify_audit)
     signers_sha256: str | None = None   # its sha256 as read
     anchor: str | None = None           # the anchor given, as SEQ:HEAD
+    #: the approvers' allowed_signers every approver name of the log was held to (set by api.verify_audit; None:
+    #: none was available, so the names are the controller's word)
+    approvers_file: str | None = None
     warnings: list[str] = field(default_factory=list)
 
     @property
@@ -420,7 +423,8 @@ class VerifyResult:
                 "last_checkpoint": self.last_checkpoint, "bad_line": self.bad_line, "problem": self.problem,
                 "message": self.message, "uncovered_after_last_checkpoint": self.uncovered,
                 "anchor_checked": self.anchor_checked, "anchor": self.anchor, "signers_file": self.signers_file,
-                "signers_sha256": self.signers_sha256, "warnings": self.warnings}
+                "signers_sha256": self.signers_sha256, "approvers_file": self.approvers_file,
+                "warnings": self.warnings}
 
 
 def parse_anchor(text: str) -> tuple[int, str]:
@@ -523,6 +527,7 @@ def verify_log(path: Path, *, signers: AllowedSigners | None, anchor: tuple[int,
     open_runs: set[str] = set()
     first_line: dict[str, int] = {}         # run -> the line of its first event
     last_actor: dict[str, Any] = {}         # run -> the actor of its latest line (a checkpoint's actor must be it)
+    host_ends: dict[str, dict[str, object]] = {}  # run -> host -> the outcome of its host_finished line
     tail = _Tail()                          # the lines after the last checkpoint an allowed operator signed
     anchor_seq = anchor[0] if anchor is not None else 0
     anchor_hash: str | None = None
@@ -606,6 +611,12 @@ def verify_log(path: Path, *, signers: AllowedSigners | None, anchor: tuple[int,
                         open_runs.add(run)
                         first_line.setdefault(run, n)
                     last_actor[run] = rec.get("actor")
+                    if event == "host_finished" and isinstance(rec.get("host"), str):
+                        host_ends.setdefault(run, {})[str(rec["host"])] = rec.get("outcome")
+                    elif event == "run_finished":
+                        wrong = finish_problem(rec, host_ends.get(run, {}))
+                        if wrong:
+                            return _fail(r, n, "edited", wrong)
                 tail.add(n, run, event)
             if n == anchor_seq:
                 anchor_hash = this_hash
@@ -647,6 +658,38 @@ def verify_log(path: Path, *, signers: AllowedSigners | None, anchor: tuple[int,
         r.warnings.append(f"{r.uncovered} entr{'y' if r.uncovered == 1 else 'ies'} after the last checkpoint "
                           "are not covered by a signature (plans, approvals, or the opening of a run that is starting)")
     return r
+
+
+#: each host outcome's exit code, as the engine derives a run's exit code (the highest of its hosts'); kept equal to
+#: core.engine.OUTCOME_EXIT (a test compares them)
+OUTCOME_EXIT = {"committed": 0, "restored": 0, "unchanged": 1, "rolled_back": 1, "not_started": 1,
+                "stale": 2, "bad_input": 2, "policy_refused": 3, "refused": 4, "needs_person": 5,
+                "superseded": 5, "waiting": 0}
+
+
+def finish_problem(rec: Mapping[str, Any], ends: Mapping[str, object]) -> str | None:
+    """What a ``run_finished`` line says that its run's own lines contradict, or None: each host's outcome must be
+    the one of that host's ``host_finished`` line in the run (``ends``), and the exit code the highest of the
+    outcomes' codes (the engine derives it so; an honest log never differs). Hosts the run did not finish itself (a
+    resume's hosts done before it) are not compared."""
+    data = rec.get("data")
+    d: Mapping[str, Any] = data if isinstance(data, dict) else {}
+    outcomes = d.get("outcomes")
+    if not isinstance(outcomes, dict):
+        return None
+    for host, said in outcomes.items():
+        if host in ends and ends[host] != said:
+            return (f"run {rec.get('run')} ends with host {host} {said}, but that host's host_finished line in the "
+                    f"run says {ends[host]}: the run's end was edited")
+    code = d.get("exit_code", rec.get("outcome"))
+    if isinstance(code, str) and code.isdigit():
+        code = int(code)
+    if type(code) is int and outcomes and all(isinstance(o, str) and o in OUTCOME_EXIT for o in outcomes.values()):
+        derived = max(OUTCOME_EXIT[str(o)] for o in outcomes.values())
+        if code != derived:
+            return (f"run {rec.get('run')} ends with exit code {code}, but its hosts' outcomes ("
+                    f"{', '.join(f'{h} {o}' for h, o in outcomes.items())}) give {derived}: the run's end was edited")
+    return None
 
 
 # Every event name upgrader writes; anything else (a homoglyph of one, too) is an edited line.

@@ -107,15 +107,20 @@ def _umask() -> int:
 # -- JSON and CSV ---------------------------------------------------------------------------------
 
 
-def _case(events: list[dict[str, object]], run: str, witnessed: WitnessResult | None) -> dict[str, object] | None:
-    """The run's case file; its ``witnesses`` from the hosts' records when they were read."""
-    from .case import build_case
+def _case(events: list[dict[str, object]], run: str, witnessed: WitnessResult | None,
+          result: VerifyResult | None = None) -> dict[str, object] | None:
+    """The run's case file; its ``witnesses`` from the hosts' records when they were read; its approvers marked
+    checked against the approvers' allowed_signers ``result`` names, else as the controller's word."""
+    from .case import build_case, downtime_from_hosts, mark_approvers
     from .witness import case_witnesses
 
     case = build_case(events, run)
+    if case is not None:
+        mark_approvers(case, result.approvers_file if result is not None else None)
     if case is not None and witnessed is not None:
         case["witnesses"] = case_witnesses(witnessed, run, [str(_dict(h).get("host")) for h in
                                                             _list(case.get("hosts"))])
+        downtime_from_hosts(case)  # each host's own clock, as `audit case --witness` shows it
     return case
 
 
@@ -125,7 +130,7 @@ def render_json(events: list[dict[str, object]], result: VerifyResult, verdict: 
     log against the hosts' records, when they were read)."""
     from .case import run_ids
 
-    cases = [_case(events, r, witnessed) for r in run_ids(events)]
+    cases = [_case(events, r, witnessed, result) for r in run_ids(events)]
     doc: dict[str, object] = {"verification": {**result.to_dict(), "verdict": verdict}, "events": events,
                               "cases": cases}
     if witnessed is not None:
@@ -207,7 +212,7 @@ def render_cases_csv(events: list[dict[str, object]], result: VerifyResult, verd
     w.writerow(_verification_row(result, verdict, witnessed))
     w.writerow(CSV_CASE_COLUMNS)
     for run in run_ids(events):
-        case = _case(events, run, witnessed)
+        case = _case(events, run, witnessed, result)
         if case is None:
             continue
         req, pol, cat = _dict(case.get("requested")), _dict(case.get("policy")), _dict(case.get("catalog"))
@@ -530,6 +535,7 @@ class _Html:
         self.parts: list[str] = []
         self.events: list[dict[str, object]] = []  # every event of the report (a case joins approvals made earlier)
         self.witnessed: WitnessResult | None = None  # the hosts' witnessed checkpoints, when they were read
+        self.result: VerifyResult | None = None  # the verdict on the log (its approvers' allowed_signers)
 
     def t(self, key: str, **kw: object) -> str:
         """A label in the report's language; values put into it are escaped."""
@@ -580,6 +586,7 @@ def render_html(events: list[dict[str, object]], result: VerifyResult, verdict: 
     h = _Html(lang)
     h.events = events
     h.witnessed = witnessed
+    h.result = result
     runs, others = _runs(events)
     times = [e.get("time") for e in events if e.get("time")]
     h.add("<!DOCTYPE html>", f'<html lang="{"zh-CN" if lang == "zh" else "en"}"><head><meta charset="utf-8">',
@@ -752,7 +759,7 @@ def _case_section(h: _Html, run: _Run, index: int) -> None:
     """The run's case file (audit/case.py, as ``audit case`` prints it): requester, approvals (created, expires,
     digest), policy, catalog, window, each host's phases with durations, downtime, outcome, checkpoint, witnesses.
     Every row carries ``data-field`` so that a reader (or a test) finds each answer."""
-    case = _case(h.events or run.events, run.id, h.witnessed)
+    case = _case(h.events or run.events, run.id, h.witnessed, h.result)
     if case is None:
         return
     req, pol, cat = _dict(case.get("requested")), _dict(case.get("policy")), _dict(case.get("catalog"))
@@ -768,7 +775,8 @@ def _case_section(h: _Html, run: _Run, index: int) -> None:
         rows.append(("approvals", h.t("approvals"), "<br>".join(
             h.t("case_approval", approver=a.get("approver"), fp=a.get("key"),
                 created=a.get("created") or h.t("unknown_time"),
-                expires=a.get("expires"), digest=a.get("digest")) for a in approvals)
+                expires=a.get("expires"), digest=a.get("digest"))
+            + (_said(h) if not a.get("approver_listed_in") else "") for a in approvals)
             or f'<span class="s-bad">{h.t("no_approval")}</span>'))
     if pol:
         rows.append(("policy", h.t("policy"), '<span class="mono small">' + h.t(
@@ -776,10 +784,11 @@ def _case_section(h: _Html, run: _Run, index: int) -> None:
             + "</span>"))
     if cat:
         rows.append(("catalog", h.t("catalog"), h.t("case_catalog", serial=cat.get("serial"),
-                                                     signer=cat.get("signer"), fingerprint=cat.get("fingerprint"))))
+                                                     signer=cat.get("signer"), fingerprint=cat.get("fingerprint"))
+                     + _said(h)))
     rows.append(("window", h.t("case_window"),
                  f'{h.t("inside" if win.get("inside") else "outside")} ({_e(h.reason(win.get("reason")))})'
-                 if win else h.t("case_not_recorded")))
+                 + _said(h) if win else h.t("case_not_recorded")))
     for x in [_dict(y) for y in _list(case.get("hosts"))]:
         phases = ("，" if h.lang == "zh" else ", ").join(h.t("case_phase", phase=h.word("phase", p.get("phase")),
                                outcome=h.word("status", p.get("outcome")), seconds=p.get("seconds"))
@@ -805,6 +814,11 @@ def _case_section(h: _Html, run: _Run, index: int) -> None:
     for field_, label, value in rows:
         h.add(f'<tr data-field="{_e(field_)}"><th>{label}</th><td>{value}</td></tr>')
     h.add("</tbody></table>")
+
+
+def _said(h: _Html) -> str:
+    """The mark of a field only the controller's log says (nothing the auditor holds checks it)."""
+    return f' <span class="s-warn">{h.t("controllers_word")}</span>'
 
 
 def _witnesses_html(h: _Html, w: object) -> str:
@@ -930,8 +944,10 @@ def _approvals(h: _Html, approvals: Sequence[object]) -> str:
             continue
         item = (f'{h.t("approver")}: <strong>{_e(a.get("approver"))}</strong> · {h.t("key")}: '
                 f'<span class="mono">{_e(a.get("key"))}</span> · {h.t("expires")}: {_when(a.get("expires"))}')
-        if a.get("comment"):
-            item += f" · {h.t('comment')}: {_e(a.get('comment'))}"
+        if h.result is None or h.result.approvers_file is None:
+            item += _said(h)
+        if a.get("comment"):  # the report reads no approval file: the comment is the log's (audit case --approvals)
+            item += f" · {h.t('comment')}: {_e(a.get('comment'))}{_said(h)}"
         items.append(f"<li>{item}</li>")
     return f'<ul class="approvals">{"".join(items)}</ul>'
 

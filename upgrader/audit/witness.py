@@ -1354,7 +1354,8 @@ def opening_text(d: Mapping[str, object], lang: str = "en") -> str:
                 f"says it ended {d.get('outcome')} on that host (ALTERED)")
     if kind == "field":
         name = {"plan": "计划摘要", "policy sha256": "策略 sha256", "requester": "申请人", "approvals": "批准摘要",
-                "kind": "运行类型", "operator": "操作员", "approval expiry": "批准的有效期"}
+                "kind": "运行类型", "operator": "操作员", "approval expiry": "批准的有效期", "target": "目标版本",
+                "package sha256": "安装包 sha256", "current version": "原版本"}
         return (f"主机 {host} 对运行 {run} 的开始记录与日志不符——{name.get(str(d.get('field')), d.get('field'))}：主机记为 "
                 f"{d.get('host_value_zh', d.get('host_value'))}，日志为 {d.get('log_value_zh', d.get('log_value'))}（已被篡改）"
                 if zh else
@@ -1608,6 +1609,17 @@ def _compare_openings(result: WitnessResult, events: list[JSONObject], windows: 
                 checks.append(("requester", mine, {k: log_who.get(k) for k in ("user", "host", "key")}))
             if isinstance(spent, list) and (spent or log_approvals and first_run):
                 checks.append(("approvals", sorted(str(a) for a in spent), log_approvals))
+            # what the run changed on this host, as its lock was told (records since attack20r9; older ones keep
+            # none): the target version, the package sha256 and the version it started from, against the log's
+            # opening line of the run (a resume's or rollback's: its first run's)
+            planned = next((x for x in src.get("hosts") or [] if isinstance(x, dict) and x.get("host") == h.host),
+                           None)
+            if isinstance(planned, dict):
+                package = planned.get("package")
+                checks += [("target", rec.get("target"), planned.get("target")),
+                           ("package sha256", rec.get("package"),
+                            package.get("sha256") if isinstance(package, dict) else None),
+                           ("current version", rec.get("current"), planned.get("current"))]
             for name, host_value, log_value in checks:
                 if host_value is not None and host_value != log_value:
                     shown = (_who(host_value), _who(log_value)) if name == "requester" else (host_value, log_value)

@@ -704,7 +704,8 @@ class _HostRun:
         # audit: what the host's opening record of the run keeps (hostagent/witness.py), with the controller's clock
         # now: the host keeps it beside its own, which fixes the host's clock offset for the run where the log's
         # lines cannot move it (audit/witness.py _lock_clock)
-        audit = {**self.e.audit, "clock": self.e.clock.now().isoformat(timespec="milliseconds")}
+        audit = {**self.e.audit, "clock": self.e.clock.now().isoformat(timespec="milliseconds"),
+                 "target": self.p.get("target")}  # the host keeps it (and the package sha256) in its opening record
         res, *results = self.call_batch(*before, ("lock", dict(
             controller=controller.get("host"), user=controller.get("user"), approvals=list(self.e.approvals),
             break_lock=self.e.break_lock, catalog=catalog, sha256=pkg.get("sha256"),

@@ -331,7 +331,13 @@ def record_opening(paths, req, holder, expiries=None):
               "lock_time": (holder or {}).get("time"), "log": _log_id(audit),
               "controller_clock": _text(audit.get("clock"), 40),
               # each approval's expiry as its own signed statement gives it (approval_expiries), checked at this lock
-              "expires": {d: _text(e, 40) for d, e in sorted((expiries or {}).items())}}
+              "expires": {d: _text(e, 40) for d, e in sorted((expiries or {}).items())},
+              # what the run changes here, as the lock was told it: the target version (audit.target) and the package
+              # sha256 and installed version of the lock request itself (the log's opening line is compared with them)
+              "target": _text(audit.get("target"), 40),
+              "package": req.get("sha256") if isinstance(req.get("sha256"), str) and _HEX64.match(req["sha256"])
+              else None,
+              "current": _text(req.get("current_version"), 40)}
     with ledger_fds(paths, create=True) as fds:
         fcntl.flock(fds[0][1], fcntl.LOCK_EX)
         if label in _opened_runs(fds):

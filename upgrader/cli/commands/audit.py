@@ -530,8 +530,8 @@ def _approval_file_lines(case: dict[str, Any], a: dict[str, Any], lang: str) -> 
     elif a.get("file_problems"):
         head = f"  批准文件：{found}（与日志不符）" if zh else f"  approval file: {found} (does not match the log)"
     else:
-        head = (f"  批准文件：{found}（签名已核验，计划、批准人、密钥和有效期与日志一致）" if zh else
-                f"  approval file: {found} (signature checked; plan, approver, key and expiry match the log)")
+        head = (f"  批准文件：{found}（签名已核验，计划、批准人、密钥、有效期、非工作时间预约和备注与日志一致）" if zh else
+                f"  approval file: {found} (signature checked; plan, approver, key, expiry, after-hours and comment match the log)")
     return [head] + [f"  {'已被篡改：' if zh else 'ALTERED: '}{p.get('problem_zh' if zh else 'problem')}"
                      for p in a.get("file_problems") or []]
 
@@ -546,6 +546,14 @@ def _word(case: dict[str, Any], a: dict[str, Any] | None = None, lang: str = "en
     case reads no plan file: ``audit verify --plans`` checks it)."""
     checked = a is not None and (a.get("created") is None or isinstance(case.get("approval_check"), dict)
                                  and a.get("checked_file") is not None)
+    return "" if checked else _WORD_ZH_MARK if lang == "zh" else _WORD_EN
+
+
+def _name_word(case: dict[str, Any], a: dict[str, Any], lang: str = "en") -> str:
+    """The mark of an approver's name no file checked: neither the approvers' allowed_signers (verify holds each
+    name to its key's literal principals there) nor the approval file (``--approvals``)."""
+    checked = a.get("approver_listed_in") or (isinstance(case.get("approval_check"), dict)
+                                              and a.get("checked_file") is not None)
     return "" if checked else _WORD_ZH_MARK if lang == "zh" else _WORD_EN
 
 
@@ -586,18 +594,19 @@ def case_lines(case: dict[str, Any]) -> list[str]:
     of = case.get("of_run")
     out = [en for en, _ in _head_rows(case)]
     for a in case.get("approvals") or []:
-        out.append(f"approved by: {a.get('approver')} key {a.get('key')}; created {a.get('created') or 'unknown'}"
-                   f"{_word(case, a, 'en')}, expires {a.get('expires')}; approval digest {a.get('digest')}")
+        out.append(f"approved by: {a.get('approver')}{_name_word(case, a, 'en')} key {a.get('key')}; created "
+                   f"{a.get('created') or 'unknown'}{_word(case, a, 'en')}, expires {a.get('expires')}; approval digest "
+                   f"{a.get('digest')}")
         out += _approval_file_lines(case, a, "en")
     if not case.get("approvals") and not of:
         out.append("approved by: nobody recorded")
     out += [f"policy: {pol.get('source')} sha256 {pol.get('sha256')} identity {pol.get('identity')}"
             if pol.get("sha256") else "policy: not recorded (a rollback or resume recorded before its policy was)",
-            f"catalog: serial {cat.get('serial')} signed by {cat.get('signer')} ({cat.get('fingerprint')})"
+            f"catalog: serial {cat.get('serial')} signed by {cat.get('signer')} ({cat.get('fingerprint')}){_WORD_EN}"
             if cat.get("serial") is not None or not of else f"catalog: none of its own (run {of.get('run')}'s plan)",
             "service window: " + (("inside" if win.get("inside") else "outside") + f" — {win.get('reason')}"
-                                  if win else "not recorded"),
-            f"operator: {op.get('principal')} ({op.get('user')}@{op.get('host')}, key {op.get('key')})",
+                                  + _WORD_EN if win else "not recorded"),
+            f"operator: {op.get('principal')} ({op.get('user')}@{op.get('host')}{_WORD_EN}, key {op.get('key')})",
             f"started {case.get('started')}, "
             + (f"finished {case.get('finished')}, {case.get('duration_seconds')} s; " if case.get("finished")
                else "not finished; ")
@@ -679,18 +688,19 @@ def case_lines_zh(case: dict[str, Any]) -> list[str]:
     of = case.get("of_run")
     out = [zh for _, zh in _head_rows(case)]
     for a in case.get("approvals") or []:
-        out.append(f"批准人：{a.get('approver')}，密钥 {a.get('key')}；创建于 {a.get('created') or '未知'}"
+        out.append(f"批准人：{a.get('approver')}{_name_word(case, a, 'zh')}，密钥 {a.get('key')}；创建于 "
+                   f"{a.get('created') or '未知'}"
                    f"{_word(case, a, 'zh')}，有效期至 {a.get('expires')}；批准摘要 {a.get('digest')}")
         out += _approval_file_lines(case, a, "zh")
     if not case.get("approvals") and not of:
         out.append("批准人：没有记录")
     out += [f"策略：{pol.get('source')}，sha256 {pol.get('sha256')}，身份 {pol.get('identity')}"
             if pol.get("sha256") else "策略：没有记录（在记录策略之前的回滚或续跑）",
-            f"目录：序号 {cat.get('serial')}，签名人 {cat.get('signer')}（{cat.get('fingerprint')}）"
+            f"目录：序号 {cat.get('serial')}，签名人 {cat.get('signer')}（{cat.get('fingerprint')}）{_WORD_ZH_MARK}"
             if cat.get("serial") is not None or not of else f"目录：没有自己的目录（沿用运行 {of.get('run')} 的计划）",
             "维护窗口：" + (("窗口内" if win.get("inside") else "窗口外") + f"——{translate(str(win.get('reason')), 'zh')}"
-                         if win else "没有记录"),
-            f"操作员：{op.get('principal')}（{op.get('user')}@{op.get('host')}，密钥 {op.get('key')}）",
+                         + _WORD_ZH_MARK if win else "没有记录"),
+            f"操作员：{op.get('principal')}（{op.get('user')}@{op.get('host')}{_WORD_ZH_MARK}，密钥 {op.get('key')}）",
             f"开始 {case.get('started')}，"
             + (f"结束 {case.get('finished')}，用时 {case.get('duration_seconds')} 秒；" if case.get("finished") else "尚未结束；")
             + f"停机 {_down(case, 'zh')}（{_SOURCE_ZH.get(str(case.get('downtime_source')), '来自日志')}）"]
