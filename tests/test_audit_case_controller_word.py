@@ -202,7 +202,9 @@ def test_a_forged_approver_name_is_caught_by_the_approvers_allowed_signers(
     rc, text = cli(box, capsys, "audit", "verify")
     assert rc == ALTERED and text.startswith("ALTERED"), text
     assert f"line {line}: run {run} names approver ciso@customer with key SHA256:" in text, text
-    assert "that key is listed there only as engineer@vendor" in text, text
+    assert "that key is listed only as engineer@vendor" in text, text
+    rc, zh = cli(box, capsys, "audit", "verify", "--lang", "zh")
+    assert rc == ALTERED and f"第 {line} 行" in zh and "只登记为 engineer@vendor" in zh and "names approver" not in zh, zh
     rc, text = cli(box, capsys, "audit", "case", run)
     assert rc == ALTERED, text
 
@@ -234,6 +236,29 @@ def test_without_the_approvers_file_the_approver_is_the_controllers_word(
     doc = json.loads(js)
     case = doc.get("case", doc)
     assert "approvals.approver" in case["unchecked"], case["unchecked"]
+
+
+def test_an_approver_whose_key_was_removed_since_reads_intact_and_the_name_is_the_controllers_word(
+        sandbox: Sandbox, capsys: pytest.CaptureFixture[str]) -> None:
+    """An honest run approved by engineer@vendor; the engineer leaves and their key is taken out of the approvers'
+    allowed_signers: the old run is not ALTERED (nothing contradicts the log), its approver's name is marked."""
+    box = sandbox
+    rc, plan = plan_to(box, "7.0.4.2")
+    assert rc == 0
+    assert upgrader(box, "run", str(plan), "--approval", str(approve(box, plan))) == 0
+    run = [r["run"] for r in records(box) if r.get("event") == "run_started"][-1]
+    signers = box.keys / "allowed_signers"
+    kept = [x for x in signers.read_text(encoding="utf-8").splitlines() if not x.startswith("engineer@vendor ")]
+    assert len(kept) == len(signers.read_text(encoding="utf-8").splitlines()) - 1
+    signers.write_text("\n".join(kept) + "\n", encoding="utf-8")
+    rc, text = cli(box, capsys, "audit", "verify")
+    assert rc == 0 and text.startswith("INTACT"), text
+    rc, out_text = cli(box, capsys, "audit", "case", run)
+    assert rc == 0 and "approved by: engineer@vendor (the controller's word) key" in out_text, out_text
+    rc, js = cli(box, capsys, "audit", "case", run, "--json")
+    doc = json.loads(js)
+    case = doc.get("case", doc)
+    assert "approvals.approver" in case["unchecked"] and case["approvals"][0]["approver_listed_in"] is None, case
 
 
 def test_forged_phase_seconds_are_not_shown(sandbox: Sandbox, tmp_path: Path,

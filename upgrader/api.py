@@ -1895,6 +1895,10 @@ def _check_approvers(ctx: Context, result: VerifyResult, path: Path, data: bytes
     if signers is None:
         return
     result.approvers_file = str(signers.source)
+    from .trust.requester import _PATTERN_CHARS
+
+    result.approvers_keys = frozenset(x.fingerprint for x in signers.entries
+                                      if any(not _PATTERN_CHARS & set(p) for p in x.principals))
     if not result.chain_intact:
         return
     events = list(read_events(path, data if data is not None else read_log(path)))
@@ -2262,7 +2266,7 @@ def audit_case(ctx: Context, run: str, *, log: Path | None = None, allowed_signe
     assert case is not None
     from .audit.case import mark_approvers
 
-    mark_approvers(case, result.approvers_file)
+    mark_approvers(case, result.approvers_file, result.approvers_keys)
     if approvals is not None:
         _check_case_approvals(ctx, case, events, ids[0], approvals)
     if witness is None:

@@ -219,16 +219,21 @@ def downtime_from_hosts(case: dict[str, object]) -> None:
 UNCHECKED = ("catalog", "window", "operator.user", "operator.host", "hosts.rollback_cause", "plan_created")
 
 
-def mark_approvers(case: dict[str, object], approvers_file: str | None) -> None:
+def mark_approvers(case: dict[str, object], approvers_file: str | None,
+                   listed: frozenset[str] = frozenset()) -> None:
     """Each approval of ``case`` names the approvers' allowed_signers its approver name was held to (verify: a
-    name that is not its key's literal principal there is ALTERED), ``approver_listed_in``; without that file
-    the names are the controller's word: "approvals.approver" joins the case's ``unchecked``."""
+    name that is not its key's literal principal there is ALTERED), ``approver_listed_in``. Without that file, or
+    for an approval whose key it does not list (``listed``: the keys it lists; an engineer who left), the name is
+    the controller's word: "approvals.approver" joins the case's ``unchecked``."""
     approvals = case.get("approvals")
+    unheld = approvers_file is None
     for a in approvals if isinstance(approvals, list) else []:
         if isinstance(a, dict):
-            a["approver_listed_in"] = approvers_file
+            held = approvers_file is not None and a.get("key") in listed
+            a["approver_listed_in"] = approvers_file if held else None
+            unheld = unheld or not held
     unchecked = case.get("unchecked")
-    if approvers_file is None and isinstance(unchecked, list) and "approvals.approver" not in unchecked:
+    if unheld and isinstance(unchecked, list) and "approvals.approver" not in unchecked:
         unchecked.append("approvals.approver")
 
 

@@ -276,13 +276,14 @@ def approver_problem(events: list[dict[str, object]], signers: AllowedSigners) -
                 continue
             listed = sorted({p for x in signers.entries if x.fingerprint == key for p in x.principals
                              if not _PATTERN_CHARS & set(p)})
-            if name not in listed:
+            # a key the file no longer lists (the engineer left, their key was removed) proves nothing either way:
+            # the name stays the controller's word (mark_approvers); a key listed under other names contradicts it
+            if listed and name not in listed:
                 line = e.get("seq")
-                where = (f"that key is listed there only as {', '.join(listed)}" if listed else
-                         "that key is not listed there at all")
                 return (int(line) if isinstance(line, int) else 0,
                         f"run {e.get('run')} names approver {name} with key {key}, but in the approvers' "
-                        f"allowed signers {signers.source} {where}: the approver's name was written by the controller")
+                        f"allowed signers {signers.source} that key is listed only as {', '.join(listed)}: the "
+                        "approver's name was written by the controller")
     return None
 
 

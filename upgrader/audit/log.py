@@ -397,6 +397,9 @@ class VerifyResult:
     #: the approvers' allowed_signers every approver name of the log was held to (set by api.verify_audit; None:
     #: none was available, so the names are the controller's word)
     approvers_file: str | None = None
+    #: the keys that file lists under a literal principal: an approval by a key it no longer lists (an engineer who
+    #: left) keeps its approver name as the controller's word, neither checked nor ALTERED
+    approvers_keys: frozenset[str] = frozenset()
     warnings: list[str] = field(default_factory=list)
 
     @property

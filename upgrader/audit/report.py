@@ -116,7 +116,8 @@ def _case(events: list[dict[str, object]], run: str, witnessed: WitnessResult | 
 
     case = build_case(events, run)
     if case is not None:
-        mark_approvers(case, result.approvers_file if result is not None else None)
+        mark_approvers(case, result.approvers_file if result is not None else None,
+                       result.approvers_keys if result is not None else frozenset())
     if case is not None and witnessed is not None:
         case["witnesses"] = case_witnesses(witnessed, run, [str(_dict(h).get("host")) for h in
                                                             _list(case.get("hosts"))])

@@ -4,6 +4,7 @@ audit show|export``, ``upgrader.api.export_audit``). Pure: the log's bytes and t
 from __future__ import annotations
 
 import datetime as _dt
+import re
 from pathlib import Path
 
 from typing import TYPE_CHECKING
@@ -106,6 +107,18 @@ _ZH = {
 }
 
 
+def _detail_zh(result: VerifyResult) -> str | None:
+    """What the English verdict says after "line N:", in Chinese when its form is known (else left out: the
+    problem's name and line already stand in the verdict)."""
+    from ..core.reasons import UNTRANSLATED, translate
+
+    detail = re.sub(r"^line \d+: ", "", str(result.message or ""))
+    if not detail:
+        return None
+    said = translate(detail, "zh")
+    return None if said.startswith(UNTRANSLATED) else said
+
+
 def _describe_zh(result: VerifyResult) -> str:
     from ..core.reasons import word
 
@@ -115,6 +128,9 @@ def _describe_zh(result: VerifyResult) -> str:
     else:
         text = _ZH["bad"].format(line=result.bad_line, problem=word("problem", result.problem, "zh"),
                                  valid=result.valid_entries)
+        said = _detail_zh(result)
+        if said:
+            text = text[:-1] + f"：{said}。"
     return (_ZH["unchecked"] + text) if not result.signers_known else text
 
 

@@ -457,6 +457,16 @@ _FORMS: list[tuple[str, str]] = [
      "默认的数据目录 {h} 位于 {d}，该目录属于 {o}，而 upgrader 以 root 身份运行：运行记录、审计日志和密钥绝不保存在其他账户的目录中"),
     (r"give --home DIR \(a directory of root's\), or run it with sudo -H \(root's own login directory\)",
      "请用 --home DIR 指定一个属于 root 的目录，或者用 sudo -H 运行（使用 root 自己的主目录）"),
+    # audit verify: a line the controller wrote that the log's own lines or the approvers' file contradict
+    (r"run (?P<r>\S+) names approver (?P<n>\S+) with key (?P<k>\S+), but in the approvers' allowed signers (?P<f>\S+) "
+     r"that key is listed only as (?P<l>.+): the approver's name was written by the controller",
+     "运行 {r} 记的审批人是 {n}（密钥 {k}），但审批人的允许签名人文件 {f} 中该密钥只登记为 {l}：审批人的名字是控制端写的"),
+    (r"run (?P<r>\S+) ends with host (?P<h>\S+) (?P<a>\S+), but that host's host_finished line in the run says "
+     r"(?P<b>\S+): the run's end was edited",
+     "运行 {r} 的结束行说主机 {h} {a:status}，而该主机在本次运行中的 host_finished 行说 {b:status}：运行的结束行被改过"),
+    (r"run (?P<r>\S+) ends with exit code (?P<c>\S+), but its hosts' outcomes \((?P<o>[^)]*)\) give (?P<d>\S+): the "
+     r"run's end was edited",
+     "运行 {r} 的结束行说退出码为 {c}，而各主机的结果（{o}）得出的是 {d}：运行的结束行被改过"),
     (r"(?P<a>.+?) and (?P<b>.+)", "{a:s}和{b:s}"),
 ]
 _COMPILED = [(re.compile(p), t) for p, t in _FORMS]
@@ -655,7 +665,7 @@ WORDS: dict[str, dict[str, str]] = {
              "port": "端口", "process": "进程", "version": "版本", "advisory": "安全公告",
              "non_ascii_names": "非 ASCII 文件名"},
     "problem": {"head mismatch": "检查点链头不符", "rewritten": "已被改写", "truncated": "末尾被截断",
-                "bad signature": "签名无效", "edited": "内容被修改", "forged": "伪造的检查点", "missing": "缺少记录",
+                "bad signature": "签名无效", "edited": "内容被修改", "forged": "伪造的记录", "missing": "缺少记录",
                 "reordered": "顺序被打乱", "torn": "行不完整", "unsigned": "运行没有签名检查点"},
 }
 
