@@ -103,6 +103,11 @@ def root_command_problems(install, commands):
     if os.geteuid() != 0 or command_account(install) is not None:
         return []  # the commands run as the install's owner, or as the agent's own account
     for key in sorted(commands):
+        odd = unjudged_word(commands[key])
+        if odd:
+            return ["%s (%s) would run as root, but the word %s in it cannot be judged as written (%s): the shell would "
+                    "turn it into paths the agent does not see, another account's among them; nothing was stopped: "
+                    "write it as a plain absolute path" % (key, commands[key], odd[0], odd[1])]
         found = outside_path_problem(install, commands[key])
         if found:
             return ["%s (%s) would run as root, but %s, named in it, is not root's alone: %s: another account could "
@@ -123,23 +128,158 @@ def root_command_problems(install, commands):
 
 
 #: where a path ends for the outside-path rule: what a shell would expand (``$X``, a glob, ``~``) or unquote
-_PATH_END = re.compile(r"[$*?\[\]~\\]")
-#: what separates the words of a command for the outside-path rule: blanks, quotes and shell syntax
-_WORD_GAP = re.compile(r"[\s'\";&|<>()`{}]+")
+_PATH_END = re.compile(r"[$*?\[\]~\\{}]")
+
+
+#: unquoted characters a shell would expand (or run) before the word reaches the program, and what they are called
+_ODD = {"*": "a glob", "?": "a glob", "[": "a glob", "~": "a ~ (home directory)", "$": "a $ expansion",
+        "`": "a command substitution", "{": "a brace expansion", "}": "a brace expansion"}
+_OPS = ";&|<>()\n"
+SCRIPT_DEPTH = 8  # sh -c scripts inside sh -c scripts: deeper is refused
+
+
+def shell_words(command):
+    """The words of ``command`` as the POSIX shell splits them: (words, unresolved). Each word is (text, odd, at):
+    its text with quotes and escapes resolved, what in it the shell would expand (``odd``: "a glob", "a ~ (home
+    directory)", "a $ expansion", ...; empty when the word is literal) and where in the text the first expansion is
+    (``at``). Operators (``;`` ``&&`` ``|`` ``<`` ``(`` and newlines) end words and are not words; comments are
+    skipped; a process substitution ``<(`` is a word of its own, odd. ``unresolved`` is the rest of the command from a
+    quote or escape that does not end (None when all end)."""
+    words = []
+    cur, odd, at, started = [], [], None, False
+    i, n = 0, len(command)
+
+    def flag(kind):
+        nonlocal at
+        if kind not in odd:
+            odd.append(kind)
+        if at is None:
+            at = len(cur)
+
+    def end():
+        nonlocal cur, odd, at, started
+        if started:
+            words.append(("".join(cur), tuple(odd), at))
+        cur, odd, at, started = [], [], None, False
+
+    while i < n:
+        c = command[i]
+        if c in " \t\r\f\v":
+            end()
+        elif c == "#" and not started:
+            while i < n and command[i] != "\n":
+                i += 1
+            continue
+        elif c in _OPS:
+            end()
+            if c in "<>" and command[i + 1:i + 2] == "(":
+                words.append((command[i:i + 2], ("a process substitution",), 0))
+        elif c == "\\":
+            if i + 1 >= n:
+                return words, command[i:]
+            if command[i + 1] != "\n":
+                cur.append(command[i + 1])
+                started = True
+            i += 2
+            continue
+        elif c == "'":
+            close = command.find("'", i + 1)
+            if close < 0:
+                return words, command[i:]
+            cur.append(command[i + 1:close])
+            started, i = True, close + 1
+            continue
+        elif c == '"':
+            j, started = i + 1, True
+            while j < n and command[j] != '"':
+                if command[j] == "\\" and j + 1 < n and command[j + 1] in '$`"\\\n':
+                    if command[j + 1] != "\n":
+                        cur.append(command[j + 1])
+                    j += 2
+                    continue
+                if command[j] in "$`":
+                    flag(_ODD[command[j]])
+                cur.append(command[j])
+                j += 1
+            if j >= n:
+                return words, command[i:]
+            i = j + 1
+            continue
+        elif c == "`":
+            end()
+            words.append(("`", (_ODD["`"],), 0))
+        elif c in "{}" and not started and command[i + 1:i + 2] in ("", " ", "\t", "\n", ";"):
+            pass  # a group: { cmd; }
+        else:
+            if c in _ODD:
+                flag(_ODD[c])
+            cur.append(c)
+            started = True
+        i += 1
+    end()
+    return words, None
+
+
+def script_words(command, depth=0):
+    """Every word of ``command`` (shell_words) and, recursively, of every script in it: the word after a ``-c``
+    option (``sh -c``, ``bash -ec``, ``su -c``) is a script, its words are the command's too (at most SCRIPT_DEPTH
+    deep). (words, unresolved): a quote or escape that does not end, in the command or a script, or a script nested
+    deeper, is ``unresolved``."""
+    words, unresolved = shell_words(command)
+    if unresolved is not None:
+        return words, unresolved
+    out = list(words)
+    for k, (text, odd, _) in enumerate(words):
+        if k and re.match(r"-[A-Za-z]*c[A-Za-z]*$", words[k - 1][0]) and not words[k - 1][1]:
+            if depth >= SCRIPT_DEPTH:
+                return out, text
+            inner, unresolved = script_words(text, depth + 1)
+            out += inner
+            if unresolved is not None:
+                return out, unresolved
+    return out, None
 
 
 def named_paths(command):
     """Every absolute path ``command`` names, as the outside-path rule reads it: each piece (arg_pieces:
-    ``--opt=/x``, ``-C/x``, ``/a:/b``, ``@/x``) of each word, the words split at blanks, quotes and shell syntax
-    (``cd /x && ./y``, ``$(cat /x)``, ``3</x``, a ``sh -c '...'`` script's own words), cut where the shell would
-    expand (``/x/$NAME`` is /x/, ``/x/*.sh`` is /x/)."""
+    ``--opt=/x``, ``-C/x``, ``/a:/b``, ``@/x``) of each word, the words split as the shell splits them (script_words:
+    quotes joined, ``cd /x && ./y``, ``$(cat /x)``, ``3</x``, a ``sh -c '...'`` script's own words), and the words of
+    any word with blanks in it (a script for some other program), cut where the shell would expand (``/x/$NAME`` is
+    /x/; such a word in a root command is refused first: unjudged_word)."""
     out = []
-    for word in _WORD_GAP.split(command):
+    words, _ = script_words(command)
+    texts = [w[0] for w in words]
+    for text in list(texts):
+        if any(c.isspace() for c in text):
+            texts += [w[0] for w in shell_words(text)[0]]
+    for word in texts:
         for piece in arg_pieces(word):
             piece = _PATH_END.split(piece, 1)[0]
             if piece.startswith("/") and piece not in out:
                 out.append(piece)
     return out
+
+
+def unjudged_word(command):
+    """The first word of a root command the outside-path rule cannot judge as written, and why: (word, why), or None.
+    A word the shell would expand (a glob, ``~``, ``$``, a command or process substitution, braces), in the command or
+    in a ``sh -c`` script in it (script_words), names paths the agent does not see: ``/x/*/hook.sh`` or
+    ``~svc/hook.sh`` may run another account's file. Only a glob relative to the working directory (the install:
+    ``logs/*.log``), with no ``..``, no dot-glob that could match ``..`` and no option or list around it, is left to
+    the whole-tree rule. A quote or escape that does not end cannot be split: refused too."""
+    words, unresolved = script_words(command)
+    if unresolved is not None:
+        return unresolved, "a quote or escape in it does not end, or sh -c scripts nest more than %d deep" \
+            % SCRIPT_DEPTH
+    for text, odd, _ in words:
+        if not odd:
+            continue
+        parts = text.split("/")
+        if odd == ("a glob",) and text[:1] not in ("/", "-", "~", "") and not any(c in text for c in "=:,@") \
+                and not any(p == ".." or p.startswith(".") and any(c in p for c in "*?[") for p in parts):
+            continue
+        return text, " and ".join(odd)
+    return None
 
 
 def outside_path_problem(install, command):
@@ -233,14 +373,12 @@ def outside_install(install, command):
     (install_path), nor a word with blanks (a script for the program: ``sh -c "cd bin && ./stop.sh"``).
     ``/usr/bin/systemctl stop tomcat10`` is one, ``/bin/sh bin/stop.sh`` and ``/usr/bin/make -Cbin`` are not. Run as
     root, such a command runs in ``/`` (run_shell): its working directory is not the install either."""
-    import shlex
-
     if any(c in SHELL_SPECIAL for c in command):
         return False
-    try:
-        words = shlex.split(command)
-    except ValueError:
+    split, unresolved = shell_words(command)
+    if unresolved is not None or any(w[1] for w in split):
         return False
+    words = [w[0] for w in split]
     if not words or not words[0].startswith("/") or install_path(install, words[0]) \
             or root_only_problem(words[0]):
         return False
@@ -386,6 +524,15 @@ def _writers_said(writers, st):
     return ", ".join(named) if named else "everyone" if kind == "everyone" else "its group (gid %d)" % st.st_gid
 
 
+ROOT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def root_path():
+    """The PATH of a command run as root: ROOT_PATH's directories that are root's alone (root_alone_problem), as
+    sudo's secure_path, whatever the agent's own PATH says."""
+    return ":".join(d for d in ROOT_PATH.split(":") if os.path.isdir(d) and not root_alone_problem(d))
+
+
 PASSED_ENV = ("PATH", "JAVA_HOME", "LANG", "LANGUAGE", "TZ")  # and every LC_*: what a command may take from the agent's
 
 
@@ -396,7 +543,14 @@ def command_env(who, env):
     the operator's own environment (UPGRADER_KEY_PASSPHRASE, cloud credentials), and the service account writes the
     scripts the commands run. Over SSH it is what sshd gives a login, about the same list."""
     out = dict((k, v) for k, v in os.environ.items() if k in PASSED_ENV or k.startswith("LC_"))
-    out.setdefault("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+    out.setdefault("PATH", ROOT_PATH)
+    if who is None and os.geteuid() == 0:
+        # a root command: programs are found only in root's own directories (sudo's secure_path), never through the
+        # agent's PATH, whose directories another account may write (bin/start.sh runs python3, catalina.sh java);
+        # JAVA_HOME is kept when the JDK it names is root's alone
+        out["PATH"] = root_path()
+        if out.get("JAVA_HOME") and root_alone_problem("/" + os.path.normpath(out["JAVA_HOME"]).lstrip("/")):
+            del out["JAVA_HOME"]
     if who:
         out["HOME"], name = who["home"], who["name"]
     else:
@@ -449,6 +603,10 @@ def root_workdir(install, command):
     kernel limits the command to the agent's own account."""
     if os.geteuid() != 0:
         return install
+    odd = unjudged_word(command)
+    if odd:
+        raise AgentError("the command %r was not run: it would run as root, but the word %s in it cannot be judged as "
+                         "written (%s)" % ((command,) + odd), "unsafe_path")
     outside = outside_path_problem(install, command)
     if outside:
         raise AgentError("the command %r was not run: it would run as root, but %s, named in it, is not root's alone: "
