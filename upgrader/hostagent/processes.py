@@ -128,12 +128,12 @@ def root_command_problems(install, commands):
 
 
 #: where a path ends for the outside-path rule: what a shell would expand (``$X``, a glob, ``~``) or unquote
-_PATH_END = re.compile(r"[$*?\[\]~\\{}]")
+_PATH_END = re.compile(r"[$*?\[\]~\\]")
 
 
 #: unquoted characters a shell would expand (or run) before the word reaches the program, and what they are called
 _ODD = {"*": "a glob", "?": "a glob", "[": "a glob", "~": "a ~ (home directory)", "$": "a $ expansion",
-        "`": "a command substitution", "{": "a brace expansion", "}": "a brace expansion"}
+        "`": "a command substitution", "{": "a brace expansion"}
 _OPS = ";&|<>()\n"
 SCRIPT_DEPTH = 8  # sh -c scripts inside sh -c scripts: deeper is refused
 
@@ -210,6 +210,9 @@ def shell_words(command):
             words.append(("`", (_ODD["`"],), 0))
         elif c in "{}" and not started and command[i + 1:i + 2] in ("", " ", "\t", "\n", ";"):
             pass  # a group: { cmd; }
+        elif c == "{" and not re.match(r"\{[^{}\s]*(,|\.\.)[^{}\s]*\}", command[i:]):
+            cur.append(c)  # no brace expansion without a comma or a range: find's {} and the like stay literal
+            started = True
         else:
             if c in _ODD:
                 flag(_ODD[c])
