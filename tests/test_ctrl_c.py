@@ -165,8 +165,11 @@ def test_ctrl_c_during_the_second_host_of_a_fleet_rolls_it_back_and_no_later_hos
 
     f: Fleet = fleet(4)
     started, release = f.box.root / "app-02-hook-started", f.box.root / "hook-release"
-    waits = (f'if [ "$UPGRADER_HOST" = app-02 ]; then touch {started}; i=0; '
-             f'while [ ! -e {release} ] && [ $i -lt 1200 ]; do sleep 0.05; i=$((i+1)); done; fi')
+    # a script file: the hook runs as root, and a root command names no shell variable but the agent's own
+    waiter = f.box.root / "wait-on-app-02.sh"
+    waiter.write_text(f'if [ "$UPGRADER_HOST" = app-02 ]; then touch {started}; i=0; '
+                      f'while [ ! -e {release} ] && [ $i -lt 1200 ]; do sleep 0.05; i=$((i+1)); done; fi\n')
+    waits = f"/bin/sh {waiter}"
     f.write_inventory(playbook=f.write_playbook("ctrl-c-fleet", hooks={
         "after_install": [{"command": waits, "timeout": "120s"}]}).stem)
 

@@ -311,8 +311,8 @@ def test_a_single_connection_cut_after_install_is_retried_and_recorded(fleet, ca
     f = fleet(1)
     started, release = f.box.root / "hook-started", f.box.root / "hook-release"
     hook_playbook(f, "cut-once", "after_install",
-                  f"touch {shlex.quote(str(started))}; i=0; "
-                  f"while [ ! -e {shlex.quote(str(release))} ] && [ $i -lt 600 ]; do sleep 0.05; i=$((i+1)); done")
+                  f"touch {shlex.quote(str(started))}; "
+                  f"timeout 30 /bin/sh -c 'while [ ! -e {release} ]; do sleep 0.05; done' || true")
     plan = planned(f, "7.0.4.2")
     killed: list[int] = []
 
@@ -350,8 +350,8 @@ def test_a_host_lost_mid_install_is_marked_needs_person_with_a_record_and_rollba
     before = product_digest(h.install_dir)
     started, release = f.box.root / "hook-started", f.box.root / "hook-release"
     hook_playbook(f, "cut-always", "after_install",
-                  f"touch {shlex.quote(str(started))}; i=0; "
-                  f"while [ ! -e {shlex.quote(str(release))} ] && [ $i -lt 600 ]; do sleep 0.05; i=$((i+1)); done")
+                  f"touch {shlex.quote(str(started))}; "
+                  f"timeout 30 /bin/sh -c 'while [ ! -e {release} ]; do sleep 0.05; done' || true")
     plan = planned(f, "7.0.4.2")
     done = threading.Event()
     killed: list[int] = []
@@ -434,9 +434,8 @@ def test_a_second_run_while_the_first_observes_is_refused_by_the_lock(fleet):
     release = f.box.root / "release"
     spec_probe = {"type": "command", "name": "gate", "timeout": "60s",
                   "command": "grep -q '^7.0.4.2' lib/VERSION || exit 0; "
-                             f"touch {shlex.quote(str(started))}; i=0; "
-                             f"while [ ! -e {shlex.quote(str(release))} ] && [ $i -lt 600 ]; do sleep 0.05; "
-                             "i=$((i+1)); done"}
+                             f"touch {shlex.quote(str(started))}; "
+                             f"timeout 30 /bin/sh -c 'while [ ! -e {release} ]; do sleep 0.05; done' || true"}
     spec = yaml.safe_load(f.playbook.read_text())
     spec["observe"]["probes"].append(spec_probe)
     gated = f.write_playbook("gated", observe=spec["observe"])

@@ -387,6 +387,24 @@ _FORMS: list[tuple[str, str]] = [
      r"(?P<w>.+?): another account could change what root runs or reads",
      "命令 {c} 没有执行：它将以 root 身份执行，但其中提到的 {p} 并非只有 root 能改动：{w:t}：其他账户可以改动 root "
      "执行或读取的内容"),
+    # a word of a root command the shell would expand cannot be judged (issue 12, attack12r22 H1, M1)
+    (r"(?P<k>\S+) \((?P<c>.+)\) would run as root, but the word (?P<w>.+?) in it cannot be judged as written "
+     r"\((?P<y>.+?)\): the shell would turn it into paths the agent does not see, another account's among them; "
+     r"nothing was stopped: write it as a plain absolute path",
+     "{k}（{c}）将以 root 身份执行，但其中的词 {w} 无法按字面判断（{y:t}）：shell 会把它展开成主机代理看不到的路径，"
+     "其中可能有其他账户的文件；没有停止任何服务：请把它写成普通的绝对路径"),
+    (r"the command (?P<c>.+) was not run: it would run as root, but the word (?P<w>.+?) in it cannot be judged as "
+     r"written \((?P<y>.+?)\)", "命令 {c} 没有执行：它将以 root 身份执行，但其中的词 {w} 无法按字面判断（{y:t}）"),
+    (r"a quote or escape in it does not end, or sh -c scripts nest more than (?P<n>\d+) deep",
+     "其中的引号或转义没有结束，或 sh -c 脚本嵌套超过 {n} 层"),
+    (r"(?P<a>a glob|a ~ \(home directory\)|a \$ expansion|a command substitution|a brace expansion|"
+     r"a process substitution) and (?P<b>.+)", "{a:t}和{b:t}"),
+    (r"a glob", "通配符"),
+    (r"a ~ \(home directory\)", "~（主目录）"),
+    (r"a \$ expansion", "$ 展开"),
+    (r"a command substitution", "命令替换"),
+    (r"a brace expansion", "花括号展开"),
+    (r"a process substitution", "进程替换"),
     (r"(?P<p>/\S+) does not exist, and (?P<w>.+)", "{p} 不存在，而 {w:t}"),
     (r"it is what another process sees, which the agent cannot judge", "它是另一个进程看到的内容，主机代理无法判断"),
     (r"(?P<p>/\S+) is owned by uid (?P<u>\d+)", "{p} 属于 uid {u}"),

@@ -102,8 +102,17 @@ def root_command_problems(install, commands):
     on what it wrote."""
     if os.geteuid() != 0 or command_account(install) is not None:
         return []  # the commands run as the install's owner, or as the agent's own account
+    # the agent's own variables as a command will see them (run_shell); those not known yet stand for a plain word,
+    # and the command is judged again with their values right before it runs (root_workdir)
+    known = dict((name, "x") for name in AGENT_VARS)
+    known["UPGRADER_INSTALL_DIR"] = install
     for key in sorted(commands):
-        found = outside_path_problem(install, commands[key])
+        odd = unjudged_word(commands[key], known)
+        if odd:
+            return ["%s (%s) would run as root, but the word %s in it cannot be judged as written (%s): the shell would "
+                    "turn it into paths the agent does not see, another account's among them; nothing was stopped: "
+                    "write it as a plain absolute path" % (key, commands[key], odd[0], odd[1])]
+        found = outside_path_problem(install, commands[key], known)
         if found:
             return ["%s (%s) would run as root, but %s, named in it, is not root's alone: %s: another account could "
                     "change what root runs or reads; nothing was stopped: make it and every directory above it "
@@ -124,17 +133,162 @@ def root_command_problems(install, commands):
 
 #: where a path ends for the outside-path rule: what a shell would expand (``$X``, a glob, ``~``) or unquote
 _PATH_END = re.compile(r"[$*?\[\]~\\]")
-#: what separates the words of a command for the outside-path rule: blanks, quotes and shell syntax
-_WORD_GAP = re.compile(r"[\s'\";&|<>()`{}]+")
 
 
-def named_paths(command):
+#: unquoted characters a shell would expand (or run) before the word reaches the program, and what they are called
+_ODD = {"*": "a glob", "?": "a glob", "[": "a glob", "~": "a ~ (home directory)", "$": "a $ expansion",
+        "`": "a command substitution", "{": "a brace expansion"}
+_OPS = ";&|<>()\n"
+SCRIPT_DEPTH = 8  # sh -c scripts inside sh -c scripts: deeper is refused
+
+
+#: the variables the agent itself gives every command (run_shell): a root command may name them, judged by their value
+AGENT_VARS = ("UPGRADER_INSTALL_DIR", "UPGRADER_HOST", "UPGRADER_CURRENT_VERSION", "UPGRADER_TARGET_VERSION",
+              "UPGRADER_RUN")
+_VAR = re.compile(r"\$(?:([A-Za-z_][A-Za-z0-9_]*)|\{([A-Za-z_][A-Za-z0-9_]*)\})")
+
+
+def shell_words(command, known=None):
+    """The words of ``command`` as the POSIX shell splits them: (words, unresolved). Each word is (text, odd, at):
+    its text with quotes and escapes resolved, what in it the shell would expand (``odd``: "a glob", "a ~ (home
+    directory)", "a $ expansion", ...; empty when the word is literal) and where in the text the first expansion is
+    (``at``). Operators (``;`` ``&&`` ``|`` ``<`` ``(`` and newlines) end words and are not words; comments are
+    skipped; a process substitution ``<(`` is a word of its own, odd. ``$NAME`` or ``${NAME}`` of a variable in
+    ``known`` (the agent's own, AGENT_VARS) is its value, judged as written (odd when, unquoted, the shell would
+    split or glob it). ``unresolved`` is the rest of the command from a quote or escape that does not end (None when
+    all end)."""
+    words = []
+    cur, odd, at, started = [], [], None, False
+    i, n = 0, len(command)
+
+    def flag(kind):
+        nonlocal at
+        if kind not in odd:
+            odd.append(kind)
+        if at is None:
+            at = len(cur)
+
+    def var(at_i, quoted):
+        """Put a known variable's value at command[at_i] into the word: its length in the text, or 0."""
+        m = _VAR.match(command, at_i)
+        name = m and (m.group(1) or m.group(2))
+        if not m or name not in (known or {}):
+            return 0
+        value = known[name]
+        if not quoted and (not value or any(ch.isspace() or ch in "*?[" for ch in value)):
+            flag(_ODD["$"])
+        cur.append(value)
+        return m.end() - at_i
+
+    def end():
+        nonlocal cur, odd, at, started
+        if started:
+            words.append(("".join(cur), tuple(odd), at))
+        cur, odd, at, started = [], [], None, False
+
+    while i < n:
+        c = command[i]
+        if c in " \t\r\f\v":
+            end()
+        elif c == "#" and not started:
+            while i < n and command[i] != "\n":
+                i += 1
+            continue
+        elif c in _OPS:
+            end()
+            if c in "<>" and command[i + 1:i + 2] == "(":
+                words.append((command[i:i + 2], ("a process substitution",), 0))
+        elif c == "\\":
+            if i + 1 >= n:
+                return words, command[i:]
+            if command[i + 1] != "\n":
+                cur.append(command[i + 1])
+                started = True
+            i += 2
+            continue
+        elif c == "'":
+            close = command.find("'", i + 1)
+            if close < 0:
+                return words, command[i:]
+            cur.append(command[i + 1:close])
+            started, i = True, close + 1
+            continue
+        elif c == '"':
+            j, started = i + 1, True
+            while j < n and command[j] != '"':
+                if command[j] == "\\" and j + 1 < n and command[j + 1] in '$`"\\\n':
+                    if command[j + 1] != "\n":
+                        cur.append(command[j + 1])
+                    j += 2
+                    continue
+                if command[j] == "$":
+                    took = var(j, True)
+                    if took:
+                        j += took
+                        continue
+                if command[j] in "$`":
+                    flag(_ODD[command[j]])
+                cur.append(command[j])
+                j += 1
+            if j >= n:
+                return words, command[i:]
+            i = j + 1
+            continue
+        elif c == "`":
+            end()
+            words.append(("`", (_ODD["`"],), 0))
+        elif c in "{}" and not started and command[i + 1:i + 2] in ("", " ", "\t", "\n", ";"):
+            pass  # a group: { cmd; }
+        elif c == "{" and not re.match(r"\{[^{}\s]*(,|\.\.)[^{}\s]*\}", command[i:]):
+            cur.append(c)  # no brace expansion without a comma or a range: find's {} and the like stay literal
+            started = True
+        else:
+            took = var(i, False) if c == "$" else 0
+            started = True
+            if took:
+                i += took
+                continue
+            if c in _ODD:
+                flag(_ODD[c])
+            cur.append(c)
+        i += 1
+    end()
+    return words, None
+
+
+def script_words(command, depth=0, known=None):
+    """Every word of ``command`` (shell_words) and, recursively, of every script in it: the word after a ``-c``
+    option (``sh -c``, ``bash -ec``, ``su -c``) is a script, its words are the command's too (at most SCRIPT_DEPTH
+    deep). (words, unresolved): a quote or escape that does not end, in the command or a script, or a script nested
+    deeper, is ``unresolved``."""
+    words, unresolved = shell_words(command, known)
+    if unresolved is not None:
+        return words, unresolved
+    out = list(words)
+    for k, (text, odd, _) in enumerate(words):
+        if k and re.match(r"-[A-Za-z]*c[A-Za-z]*$", words[k - 1][0]) and not words[k - 1][1]:
+            if depth >= SCRIPT_DEPTH:
+                return out, text
+            inner, unresolved = script_words(text, depth + 1, known)
+            out += inner
+            if unresolved is not None:
+                return out, unresolved
+    return out, None
+
+
+def named_paths(command, known=None):
     """Every absolute path ``command`` names, as the outside-path rule reads it: each piece (arg_pieces:
-    ``--opt=/x``, ``-C/x``, ``/a:/b``, ``@/x``) of each word, the words split at blanks, quotes and shell syntax
-    (``cd /x && ./y``, ``$(cat /x)``, ``3</x``, a ``sh -c '...'`` script's own words), cut where the shell would
-    expand (``/x/$NAME`` is /x/, ``/x/*.sh`` is /x/)."""
+    ``--opt=/x``, ``-C/x``, ``/a:/b``, ``@/x``) of each word, the words split as the shell splits them (script_words:
+    quotes joined, ``cd /x && ./y``, ``$(cat /x)``, ``3</x``, a ``sh -c '...'`` script's own words), and the words of
+    any word with blanks in it (a script for some other program), cut where the shell would expand (``/x/$NAME`` is
+    /x/; such a word in a root command is refused first: unjudged_word)."""
     out = []
-    for word in _WORD_GAP.split(command):
+    words, _ = script_words(command, 0, known)
+    texts = [w[0] for w in words]
+    for text in list(texts):
+        if any(c.isspace() for c in text):
+            texts += [w[0] for w in shell_words(text)[0]]
+    for word in texts:
         for piece in arg_pieces(word):
             piece = _PATH_END.split(piece, 1)[0]
             if piece.startswith("/") and piece not in out:
@@ -142,7 +296,29 @@ def named_paths(command):
     return out
 
 
-def outside_path_problem(install, command):
+def unjudged_word(command, known=None):
+    """The first word of a root command the outside-path rule cannot judge as written, and why: (word, why), or None.
+    A word the shell would expand (a glob, ``~``, ``$``, a command or process substitution, braces), in the command or
+    in a ``sh -c`` script in it (script_words), names paths the agent does not see: ``/x/*/hook.sh`` or
+    ``~svc/hook.sh`` may run another account's file. Only a glob relative to the working directory (the install:
+    ``logs/*.log``), with no ``..``, no dot-glob that could match ``..`` and no option or list around it, is left to
+    the whole-tree rule. A quote or escape that does not end cannot be split: refused too."""
+    words, unresolved = script_words(command, 0, known)
+    if unresolved is not None:
+        return unresolved, "a quote or escape in it does not end, or sh -c scripts nest more than %d deep" \
+            % SCRIPT_DEPTH
+    for text, odd, _ in words:
+        if not odd:
+            continue
+        parts = text.split("/")
+        if odd == ("a glob",) and text[:1] not in ("/", "-", "~", "") and not any(c in text for c in "=:,@") \
+                and not any(p == ".." or p.startswith(".") and any(c in p for c in "*?[") for p in parts):
+            continue
+        return text, " and ".join(odd)
+    return None
+
+
+def outside_path_problem(install, command, known=None):
     """The first absolute path ``command`` names (named_paths: its program and every piece of its arguments) outside
     the install that another account could change, and why: (path, "who can change it"), or None. A path root alone
     can change passes: the file and every directory up to ``/``, as named and as its links lead, root's and writable
@@ -151,7 +327,7 @@ def outside_path_problem(install, command):
     device root owns (``/dev/null``) passes when its directories do: nobody puts code in one. Paths in the install,
     and the command's own view of the install (``/proc/self/cwd``), are the whole-tree rule's (tree_problems); another
     process's view of the file system (``/proc/1/root/x``, ``/proc/PID/cwd``) cannot be judged: refused."""
-    for path in named_paths(command):
+    for path in named_paths(command, known):
         norm = "/" + os.path.normpath(path).lstrip("/")
         proc = re.match(r"/proc/([^/]+)/(root|cwd)(/.*)?$", norm)
         if proc and proc.group(1) in ("self", "thread-self"):
@@ -233,14 +409,12 @@ def outside_install(install, command):
     (install_path), nor a word with blanks (a script for the program: ``sh -c "cd bin && ./stop.sh"``).
     ``/usr/bin/systemctl stop tomcat10`` is one, ``/bin/sh bin/stop.sh`` and ``/usr/bin/make -Cbin`` are not. Run as
     root, such a command runs in ``/`` (run_shell): its working directory is not the install either."""
-    import shlex
-
     if any(c in SHELL_SPECIAL for c in command):
         return False
-    try:
-        words = shlex.split(command)
-    except ValueError:
+    split, unresolved = shell_words(command)
+    if unresolved is not None or any(w[1] for w in split):
         return False
+    words = [w[0] for w in split]
     if not words or not words[0].startswith("/") or install_path(install, words[0]) \
             or root_only_problem(words[0]):
         return False
@@ -386,6 +560,15 @@ def _writers_said(writers, st):
     return ", ".join(named) if named else "everyone" if kind == "everyone" else "its group (gid %d)" % st.st_gid
 
 
+ROOT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def root_path():
+    """The PATH of a command run as root: ROOT_PATH's directories that are root's alone (root_alone_problem), as
+    sudo's secure_path, whatever the agent's own PATH says."""
+    return ":".join(d for d in ROOT_PATH.split(":") if os.path.isdir(d) and not root_alone_problem(d))
+
+
 PASSED_ENV = ("PATH", "JAVA_HOME", "LANG", "LANGUAGE", "TZ")  # and every LC_*: what a command may take from the agent's
 
 
@@ -396,7 +579,14 @@ def command_env(who, env):
     the operator's own environment (UPGRADER_KEY_PASSPHRASE, cloud credentials), and the service account writes the
     scripts the commands run. Over SSH it is what sshd gives a login, about the same list."""
     out = dict((k, v) for k, v in os.environ.items() if k in PASSED_ENV or k.startswith("LC_"))
-    out.setdefault("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+    out.setdefault("PATH", ROOT_PATH)
+    if who is None and os.geteuid() == 0:
+        # a root command: programs are found only in root's own directories (sudo's secure_path), never through the
+        # agent's PATH, whose directories another account may write (bin/start.sh runs python3, catalina.sh java);
+        # JAVA_HOME is kept when the JDK it names is root's alone
+        out["PATH"] = root_path()
+        if out.get("JAVA_HOME") and root_alone_problem("/" + os.path.normpath(out["JAVA_HOME"]).lstrip("/")):
+            del out["JAVA_HOME"]
     if who:
         out["HOME"], name = who["home"], who["name"]
     else:
@@ -423,7 +613,7 @@ def run_shell(command, cwd, timeout, env=None):
     preexec = become(who["uid"], who["gid"], who["groups"]) if who else None
     full_env = command_env(who, dict(env or {}, UPGRADER_INSTALL_DIR=cwd))
     account = account_name(who["uid"] if who else os.geteuid())
-    workdir = root_workdir(cwd, command) if who is None else cwd
+    workdir = root_workdir(cwd, command, full_env) if who is None else cwd
     forget_tree_checks()  # what this command does to the install is not known: the next look walks it again
     try:
         proc = subprocess.Popen(["/bin/sh", "-c", command], cwd=workdir, stdin=subprocess.DEVNULL,
@@ -438,7 +628,7 @@ def run_shell(command, cwd, timeout, env=None):
             "seconds": round(time.time() - start, 3), "account": account}
 
 
-def root_workdir(install, command):
+def root_workdir(install, command, env=None):
     """Where a command the agent runs as itself in ``install`` runs. As root in an install root owns: a command naming
     a path outside the install another account can change (outside_path_problem) is refused (``unsafe_path``): it
     does not run; a plain command outside the install (outside_install, exempt from the whole-tree rule) runs in
@@ -449,7 +639,12 @@ def root_workdir(install, command):
     kernel limits the command to the agent's own account."""
     if os.geteuid() != 0:
         return install
-    outside = outside_path_problem(install, command)
+    known = dict((name, (env or {})[name]) for name in AGENT_VARS if name in (env or {}))
+    odd = unjudged_word(command, known)
+    if odd:
+        raise AgentError("the command %r was not run: it would run as root, but the word %s in it cannot be judged as "
+                         "written (%s)" % ((command,) + odd), "unsafe_path")
+    outside = outside_path_problem(install, command, known)
     if outside:
         raise AgentError("the command %r was not run: it would run as root, but %s, named in it, is not root's alone: "
                          "%s: another account could change what root runs or reads" % ((command,) + outside),

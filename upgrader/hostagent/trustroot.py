@@ -21,8 +21,9 @@ _KEYGEN = []  # [absolute path of ssh-keygen], found once
 
 def _keygen():
     if not _KEYGEN:
-        found = shutil.which("ssh-keygen", path="/usr/bin:/bin:/usr/local/bin:/usr/sbin:/sbin") or \
-            shutil.which("ssh-keygen")
+        # the fixed directories only, never the agent's PATH: another account's directory on it would choose the
+        # program that verifies the host trust root's signatures
+        found = shutil.which("ssh-keygen", path="/usr/bin:/bin:/usr/local/bin:/usr/sbin:/sbin")
         _KEYGEN.append(os.path.abspath(found) if found else None)
     return _KEYGEN[0]
 
