@@ -207,6 +207,23 @@ def test_resume_picks_up_a_run_stopped_after_its_canary(fleet, monkeypatch):
     assert f.versions() == {"app-01": "7.0.4.2", "app-02": "7.0.4.2"}
 
 
+def test_a_run_paused_after_its_canary_and_rolled_back_is_not_resumed(fleet, monkeypatch, capsys):
+    """attack12r23 M2: the canary committed, app-02 waits; the operator rolls the run back (both hosts as before).
+    `resume --yes` then upgrades nothing: the rollback ended the run, its approval does not carry app-02 on."""
+    f = fleet(2)
+    monkeypatch.setattr(sys, "stdin", io.StringIO(""))
+    run = execute(f, planned(f, "7.0.4.2"), "--canary", "1")
+    assert run.outcomes == {"app-01": "committed", "app-02": "waiting"}
+    assert upgrader(f.box, "rollback", run.id, "--yes") == 0
+    assert f.versions() == {"app-01": "7.0.4.1", "app-02": "7.0.4.1"}
+    journal = (run.dir / "journal.jsonl").read_bytes()
+    capsys.readouterr()
+    assert upgrader(f.box, "resume", run.id, "--yes") == 0
+    assert "nothing to resume" in capsys.readouterr().out
+    assert f.versions() == {"app-01": "7.0.4.1", "app-02": "7.0.4.1"}
+    assert (run.dir / "journal.jsonl").read_bytes() == journal  # no host was started again
+
+
 def test_a_continuation_after_the_canary_killed_midway_is_finished_from_the_journal(fleet, monkeypatch):
     """`resume --yes` after a canary is killed (SIGKILL) while app-02 is being observed: a later `resume` does not
     start app-02 afresh as a waiting host, it finishes it from the journal (rolled back, exit 1), one server."""

@@ -1434,6 +1434,16 @@ def journal_view(run_dir: Path) -> dict[str, JournalSeen]:
     return seen
 
 
+def _rolled_back(run_dir: Path) -> bool:
+    """Whether a rollback of the run was started (its journal's run-level rollback record, written before any host
+    is touched): a run paused after its canary that the operator rolled back is over; its approval does not carry
+    the waiting hosts on (attack12r23 M2)."""
+    from .core.journal import read_journal
+
+    return (run_dir / "rollback-result.json").exists() or any(
+        rec.phase == "rollback" and not rec.host for rec in read_journal(run_dir / "journal.jsonl"))
+
+
 def refused_at_preflight(run_dir: Path) -> set[str]:
     """Hosts the run's journal shows refused at preflight and never taken further (no backup, stop, install or
     start was ever intended there), read up to the first rollback or resume of the run: the run never prepared
@@ -1619,7 +1629,8 @@ def resume(ctx: Context, run_id: str, *, hosts: str | None = None, yes: bool = F
         # below, like any interrupted run, and so are hosts that need a person (locked, lost, a failed rollback:
         # resume reads each again and finishes what it can); otherwise the run had ended
         if not needs_person and not any(view.get(h, {}).get("started") for h in waiting):
-            if waiting and "canary succeeded" in str(result.get("stopped_early") or ""):
+            if waiting and "canary succeeded" in str(result.get("stopped_early") or "") \
+                    and not _rolled_back(run_dir):  # the operator rolled it back: its waiting hosts stay as they are
                 return _continue_after_canary(ctx, run_id, run_dir, result, waiting, yes, confirm, observers,
                                               events, guard, on_started, obfuscate)
             return RunResult.of(result, ran=False)
