@@ -47,17 +47,21 @@ def generate_key(path: Path, principal: str, *, overwrite: bool = False) -> tupl
     from cryptography.hazmat.primitives.asymmetric import ed25519
 
     pub = path.with_name(path.name + ".pub")
-    if not overwrite and (path.exists() or pub.exists()):
-        raise InputError("a key already exists there", path=str(path), hint="choose another NAME or remove the old key")
+    if not overwrite and (os.path.lexists(path) or os.path.lexists(pub)):  # a link, dangling too, counts
+        raise InputError("a key (or a link) already exists there", path=str(path),
+                         hint="choose another NAME or remove the old key")
+    # new files only, never through a link planted at either name meanwhile (a shared folder): O_EXCL|O_NOFOLLOW
+    how = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | (os.O_TRUNC if overwrite else os.O_EXCL)
     key = ed25519.Ed25519PrivateKey.generate()
     data = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
                              serialization.NoEncryption())
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        fd = os.open(path, how, 0o600)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
-        pub.write_text(public_key_line(key.public_key(), principal) + "\n", encoding="utf-8")
+        with os.fdopen(os.open(pub, how, 0o644), "w", encoding="utf-8") as f:
+            f.write(public_key_line(key.public_key(), principal) + "\n")
     except OSError as e:
         raise InputError(f"cannot write the key: {e.strerror}", path=str(path),
                          hint="choose a directory you can write with --dir") from e

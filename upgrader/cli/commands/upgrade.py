@@ -5,6 +5,7 @@ Ctrl-C while hosts are worked on, the live board or phase lines, the canary ques
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from contextlib import ExitStack
 from pathlib import Path
@@ -48,6 +49,12 @@ class _Events:
             from ...core.errors import InputError
 
             raise InputError("--events - and --json both write to stdout", hint="give --events FILE with --json")
+        if self.target not in (None, "-") and os.path.islink(self.target):  # before anything runs (exit 2)
+            from ...core.errors import InputError
+
+            raise InputError(f"--events names a link (-> {os.readlink(self.target)}): upgrader does not write the "
+                             "events through a link; nothing was done", path=self.target,
+                             hint="give --events the path of a new or regular file, or - for stdout")
 
     @property
     def on_stdout(self) -> bool:
@@ -61,9 +68,16 @@ class _Events:
             return self.stream
         from ...core.errors import InputError
 
-        try:
-            self.stream = open(self.target, "w", encoding="utf-8")  # noqa: SIM115 - closed by close()
+        import errno
+
+        try:  # never through a link someone planted at that name (a shared folder): O_NOFOLLOW
+            fd = os.open(self.target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+            self.stream = os.fdopen(fd, "w", encoding="utf-8")
         except OSError as e:
+            if e.errno == errno.ELOOP:
+                raise InputError(f"--events names a link (-> {os.readlink(self.target)}): upgrader does not write the "
+                                 "events through a link", path=self.target,
+                                 hint="give --events the path of a new or regular file, or - for stdout") from e
             raise InputError(f"cannot write the events: {e.strerror}", path=self.target,
                              hint="give a file path for --events, or - for stdout") from e
         return self.stream
