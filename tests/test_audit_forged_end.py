@@ -114,3 +114,26 @@ def test_a_made_up_upgrade_run_without_approvals_is_altered(sandbox: Sandbox,
     rc, text = verify(box, capsys)
     assert rc == ALTERED and text.startswith("ALTERED"), text
     assert f"line {line}: run {forged} ends with host app-01 committed, but no host_finished line" in text, text
+    line = int(next(r["seq"] for r in records(box) if r.get("run") == forged and r["event"] == "run_started"))
+    for flag, folder in (("--approvals", box.approvals), ("--plans", box.plans)):
+        rc, text = verify(box, capsys, flag, str(folder))
+        assert rc == ALTERED, text
+        assert (f"run {forged} (line {line}) lists 0 approval key(s), but its policy" in text
+                and "requires 1: upgrader never runs with fewer" in text), text
+    rc, zh = verify(box, capsys, "--approvals", str(box.approvals), "--lang", "zh")
+    assert rc == ALTERED and f"运行 {forged}（第 {line} 行）只列出 0 个批准密钥" in zh, zh
+    capsys.readouterr()
+    assert main(["--home", str(box.root), "audit", "case", forged, "--approvals", str(box.approvals)]) == ALTERED
+    out = " ".join(capsys.readouterr().out.split())
+    assert f"ALTERED: run {forged} (line {line}) lists 0 approval key(s)" in out, out
+
+
+def test_honest_runs_have_their_approval_count_checked_and_read_intact(sandbox: Sandbox,
+                                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """The honest run lists the one approval the demo policy requires: INTACT with --approvals and --plans, and no
+    approval count is left unchecked (the home's policy is the run's)."""
+    box = sandbox
+    committed_run(box)
+    rc, text = verify(box, capsys, "--approvals", str(box.approvals), "--plans", str(box.plans))
+    assert rc == 0 and text.startswith("INTACT"), text
+    assert "approval counts not checked" not in text and "approval key(s)" not in text, text
