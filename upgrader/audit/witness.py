@@ -1342,6 +1342,12 @@ def opening_text(d: Mapping[str, object], lang: str = "en") -> str:
         return (f"日志称运行 {run} 取得了主机 {host} 的锁，但该主机没有这次运行的开始记录：无法证明它在那里运行过（未证实）"
                 if zh else f"the log says run {run} took host {host}'s lock, but the host keeps no opening record of "
                 "that run: not proven that it ran there")
+    if kind == "no_opening_closed":
+        return (f"日志称已签名的运行 {run} 到达了主机 {host}（取得其锁或在那里结束），但该主机没有这次运行的开始记录，而它保存着"
+                "日志中更早运行的开始记录：这次运行从未在那里运行过（已被篡改）" if zh else
+                f"the log says signed run {run} reached host {host} (took its lock or ended there), but the host keeps "
+                "no opening record of that run, though it keeps those of earlier runs of the log: the run never ran "
+                "there (ALTERED)")
     if kind == "not_in_log":
         return (f"主机 {host} 按自己的时钟于 {when} 开始了运行 {run}（为 {d.get('who')} 加锁），但日志中没有这次运行的任何"
                 "一行：被截断或删除（已被篡改）" if zh else
@@ -1520,6 +1526,16 @@ def _compare_openings(result: WitnessResult, events: list[JSONObject], windows: 
     labels = {str(e.get("run")) for e in events if isinstance(e.get("run"), str)}
     runs = {label.split("/")[0] for label in labels}
     reached = _reached(events)
+    closed = {str(e.get("run")) for e in events if e.get("event") == "checkpoint" and isinstance(e.get("run"), str)}
+    first_seq: dict[str, int] = {}
+    for e in events:
+        if isinstance(e.get("run"), str) and isinstance(e.get("seq"), int):
+            first_seq.setdefault(str(e["run"]), int(str(e["seq"])))
+    for e in events:  # a first run's host ended committed or rolled back was locked by it (a resume's may not be)
+        run_, host_ = e.get("run"), e.get("host")
+        if e.get("event") == "host_finished" and isinstance(run_, str) and "/" not in run_ \
+                and isinstance(host_, str) and e.get("outcome") in ("committed", "rolled_back"):
+            reached.setdefault(run_, set()).add(host_)
     openers = {label: run_opening(events, label) for label in labels}  # the run's opening event, whatever its kind
     started = {label: o.get("data") for label, o in openers.items()
                if o is not None and isinstance(o.get("data"), dict)}
@@ -1559,7 +1575,10 @@ def _compare_openings(result: WitnessResult, events: list[JSONObject], windows: 
             opened.setdefault(str(rec.get("as") or rec.get("run") or ""), rec)
         finished = {str(rec.get("as") or rec.get("run") or "") for rec in h.runs}
         for label in sorted(run for run, hosts in reached.items() if h.host in hosts and run not in opened):
-            found(True, kind="no_opening", host=h.host, run=label)
+            # a signed run the host would have opened: with an agent that keeps opening records (it keeps one of a
+            # run earlier in the log), the missing record is a run that never ran there; else not proven
+            modern = label in closed and any(first_seq.get(o, 10 ** 12) < first_seq.get(label, 0) for o in opened)
+            found(not modern, kind="no_opening_closed" if modern else "no_opening", host=h.host, run=label)
         for label, rec in opened.items():
             base = {"host": h.host, "run": label, "opened": _host_time(rec.get("opened"), rec.get("utc_offset"))}
             if label not in labels:
