@@ -1216,11 +1216,60 @@ def _compare_accounts(result: WitnessResult, events: list[JSONObject]) -> None:
                     got, end = _when(wits[0].get("witnessed")), _when(rec.get("finished"))
                     if got is not None and end is not None and got - end > LATE_AFTER:
                         doubts.append({**base, "kind": "late", "seconds": int(got - end)})
+                    if log is not None and (h.host, label) not in witnessed_wrong:
+                        opening = next((o for o in h.opened if str(o.get("as") or o.get("run") or "") == label), None)
+                        _end_moved(result, h.host, label, rec, log, opening, wits[0], events)
                 for d in doubts:
                     d["text"] = doubt_text(d)
                 for d in doubts:
                     result.found(str(d["text"]), doubt_text(d, "zh"), doubt=True)
                 result.accounts.append((h.host, label, diffs, doubts))
+
+
+def _end_moved(result: WitnessResult, host: str, label: str, rec: JSONObject, log: JSONObject,
+               opening: JSONObject | None, wit: Mapping[str, object], events: list[JSONObject]) -> None:
+    """The run's end (its run_finished lines and the checkpoint the host witnessed) held to the time the host
+    received that checkpoint by its own clock (``witnessed``): the controller wrote them before it sent the
+    witness, so by the controller's clock they are no later than that time plus the run's clock offset (log minus
+    host: _offset_bounds, else the offset the host's finish and the log's host_finished line allow, else
+    CLOCK_SKEW), within OFFSET_TOLERANCE. A later one was moved later (ALTERED, naming the line); the ``mono``
+    difference from the host's host_finished line, when it does not show the jump, is said beside it."""
+    got = _when(wit.get("witnessed"))
+    if got is None:
+        return
+    bounds = _offset_bounds(rec, log, opening)
+    end, logged = _when(rec.get("finished")), _when(log.get("finished"))
+    high = bounds[1] if bounds is not None else (logged - end if end is not None and logged is not None
+                                                 else CLOCK_SKEW)
+    latest = got + high + OFFSET_TOLERANCE
+    seq = _seq_of(wit)
+    hf = next((e for e in events if e.get("event") == "host_finished" and e.get("run") == label
+               and e.get("host") == host), None)
+    for e in events:
+        if e.get("run") != label or not (e.get("event") == "run_finished"
+                                         or e.get("event") == "checkpoint" and e.get("seq") == seq + 1):
+            continue
+        at = _when(e.get("time"))
+        if at is None or at <= latest:
+            continue
+        mono_note, mono_zh = "", ""
+        if hf is not None and isinstance(hf.get("mono"), (int, float)) and isinstance(e.get("mono"), (int, float)) \
+                and _when(hf.get("time")) is not None:
+            wall = at - (_when(hf.get("time")) or 0.0)
+            mono = float(str(e.get("mono"))) - float(str(hf.get("mono")))
+            if wall - mono > OFFSET_TOLERANCE:
+                mono_note = (f"; its monotonic clock ran {mono:.3f} s since the host_finished line "
+                             f"{hf.get('seq')}, its wall time {wall:.3f} s")
+                mono_zh = f"；自 host_finished 行（第 {hf.get('seq')} 行）起其单调时钟只走了 {mono:.3f} 秒，墙上时间却走了 {wall:.3f} 秒"
+        line, event = e.get("seq"), e.get("event")
+        result.found(
+            f"line {line} ({event} of run {label}) says {_iso_ms(at)}, but host {host} received that run's "
+            f"checkpoint at {_iso_ms(got)} by its own clock (the run's clock offset at most {high:+.3f} s): "
+            f"{at - latest + OFFSET_TOLERANCE:.3f} s later than it can have been written{mono_note}: the run's end "
+            "was moved later (ALTERED)",
+            f"第 {line} 行（运行 {label} 的 {event}）记的时间是 {_iso_ms(at)}，但主机 {host} 按自己的时钟在 {_iso_ms(got)} "
+            f"就收到了这次运行的检查点（运行的时钟偏差至多 {high:+.3f} 秒）：比它可能写下的时间晚了 "
+            f"{at - latest + OFFSET_TOLERANCE:.3f} 秒{mono_zh}：运行的结束时间被往后挪了（已被篡改）")
 
 
 def _twice_finished(result: WitnessResult, events: list[JSONObject]) -> None:
