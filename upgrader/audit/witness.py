@@ -1249,13 +1249,13 @@ def _end_moved(result: WitnessResult, host: str, label: str, rec: JSONObject, lo
         if e.get("run") != label or not (e.get("event") == "run_finished"
                                          or e.get("event") == "checkpoint" and e.get("seq") == seq + 1):
             continue
-        at = _when(e.get("time"))
+        at = _when(line_clock(e))  # the controller's clock, not a time raised after it stepped back
         if at is None or at <= latest:
             continue
         mono_note, mono_zh = "", ""
         if hf is not None and isinstance(hf.get("mono"), (int, float)) and isinstance(e.get("mono"), (int, float)) \
-                and _when(hf.get("time")) is not None:
-            wall = at - (_when(hf.get("time")) or 0.0)
+                and _when(line_clock(hf)) is not None:
+            wall = at - (_when(line_clock(hf)) or 0.0)
             mono = float(str(e.get("mono"))) - float(str(hf.get("mono")))
             if wall - mono > OFFSET_TOLERANCE:
                 mono_note = (f"; its monotonic clock ran {mono:.3f} s since the host_finished line "
