@@ -145,7 +145,8 @@ def test_a_fabricated_run_is_refused_by_the_host_and_never_proven_by_it(
         fleet: Fleet, capsys: pytest.CaptureFixture[str]) -> None:
     """Attack 1 and 5: a made-up run appended and signed with the operator key (a copy of a real run, its approval
     spent again). The host refuses to "finish" it (it never took the lock) and to witness it, recording nothing; the
-    log's run with no opening record on the host is NOT PROVEN; the approval named by two runs is a mismatch. A run
+    log's signed run with no opening record on a host that keeps the earlier run's is ALTERED (attack20r10 H1b;
+    NOT PROVEN before); the approval named by two runs is a mismatch. A run
     that takes the lock but never prepared is refused a committed finish, and the opening it left on the host, absent
     from the log, is ALTERED."""
     f = fleet
@@ -163,17 +164,18 @@ def test_a_fabricated_run_is_refused_by_the_host_and_never_proven_by_it(
     assert f"this host did not finish run {fake}" in refused(f, "witness", checkpoint=cp)
     assert host_files(f) == before, "a refused finish or witness changes nothing on the host"
     rc, report, text = verify(f, capsys)
-    assert rc == NOT_PROVEN and text.startswith("NOT PROVEN"), text
-    assert (f"the log says run {fake} took host app-01's lock, but the host keeps no opening record of that run: "
-            "not proven that it ran there") in text
-    assert report["witness"]["status"] == "unproven" and not report["witness"]["problems"]
+    # attack20r10 H1b: the run is signed and the host keeps the opening record of the earlier run: it never ran there
+    assert rc == ALTERED and text.startswith("ALTERED"), text
+    assert (f"the log says signed run {fake} reached host app-01 (took its lock or ended there), but the host keeps "
+            "no opening record of that run, though it keeps those of earlier runs of the log: the run never ran "
+            "there (ALTERED)") in text
+    assert report["witness"]["problems"]
     capsys.readouterr()
-    assert main(["--home", str(f.box.root), "audit", "case", fake, "--witness", str(f.box.inventory)]) == NOT_PROVEN
-    assert "host record: the log says run" in " ".join(capsys.readouterr().out.split())
+    assert main(["--home", str(f.box.root), "audit", "case", fake, "--witness", str(f.box.inventory)]) == ALTERED
+    assert "host record: the log says signed run" in " ".join(capsys.readouterr().out.split())
     assert main(["--home", str(f.box.root), "audit", "case", fake, "--witness", str(f.box.inventory),
-                 "--lang", "zh"]) == NOT_PROVEN
-    assert f"日志称运行 {fake} 取得了主机 app-01 的锁，但该主机没有这次运行的开始记录" in \
-        " ".join(capsys.readouterr().out.split())
+                 "--lang", "zh"]) == ALTERED
+    assert f"日志称已签名的运行 {fake} 到达了主机 app-01" in " ".join(capsys.readouterr().out.split())
     # attack 5: the approval spent by the real run is named again by the fabricated one
     rc, text = cross(f, capsys)
     assert rc == ALTERED, text

@@ -2291,6 +2291,16 @@ def audit_case(ctx: Context, run: str, *, log: Path | None = None, allowed_signe
     return AuditCase(case, result, witnessed)
 
 
+def _approvals_required(ctx: Context) -> dict[str, int]:
+    """policy digest -> approvals.required, for the policy the auditor holds (the home's, or --policy); none when it
+    cannot be read (the runs' approval counts are then the controller's word)."""
+    try:
+        policy = load_policy(ctx)
+        return {str(policy.digest): int(policy.approvals_required)}
+    except Exception:  # noqa: BLE001 - no readable policy: nothing to hold the counts to
+        return {}
+
+
 def _check_case_approvals(ctx: Context, case: JSONObject, events: list[dict[str, object]], run: str,
                           folder: Path) -> None:
     """Each approval of the case against the files of ``folder`` (the --approvals cross-check, over this run's
@@ -2300,11 +2310,13 @@ def _check_case_approvals(ctx: Context, case: JSONObject, events: list[dict[str,
 
     _given_folder(folder, "--approvals")
     mine = [e for e in events if e.get("run") == run or e.get("event") == "approval_created"]
-    check = cross_check(mine, plans=None, approvals=Path(folder), signers=_approval_signers(ctx, None))
+    check = cross_check(mine, plans=None, approvals=Path(folder), signers=_approval_signers(ctx, None),
+                        required=_approvals_required(ctx))
     for a in cast("list[dict[str, object]]", case.get("approvals") or []):
         a["checked_file"] = check.approvals.get(str(a.get("digest")))
         a["file_problems"] = [p for p in check.problems if p.get("digest") == a.get("digest")]
-    case["approval_check"] = {"folder": str(folder), "problems": check.problems}
+    case["approval_check"] = {"folder": str(folder), "problems": check.problems,
+                              "policy_unknown": run in check.unknown_policy}
 
 
 def _downtime_from_hosts(case: JSONObject) -> None:
@@ -2373,7 +2385,8 @@ def cross_check_audit(ctx: Context, *, plans: Path | None = None, approvals: Pat
     result = verify_audit(ctx, log=path, allowed_signers=allowed_signers, anchor=anchor, data=data)
     signers = _approval_signers(ctx, approval_signers) if approvals is not None else None
     check = cross_check(list(read_events(path, data)), plans=Path(plans) if plans else None,
-                        approvals=Path(approvals) if approvals else None, signers=signers)
+                        approvals=Path(approvals) if approvals else None, signers=signers,
+                        required=_approvals_required(ctx))
     return AuditCrossCheck(result, check)
 
 

@@ -12,7 +12,7 @@ missing file and a swapped one are told apart: when the log also recorded the fi
 from __future__ import annotations
 
 import datetime as _dt
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -35,6 +35,7 @@ class CrossCheck:
     plans: dict[str, str | None] = field(default_factory=dict)
     approvals: dict[str, str | None] = field(default_factory=dict)
     problems: list[dict[str, object]] = field(default_factory=list)
+    unknown_policy: dict[str, str | None] = field(default_factory=dict)  # run -> a policy digest not given
 
     @property
     def ok(self) -> bool:
@@ -42,7 +43,8 @@ class CrossCheck:
 
     def to_dict(self) -> dict[str, object]:
         return {"plans_dir": self.plans_dir, "approvals_dir": self.approvals_dir, "plans": self.plans,
-                "approvals": self.approvals, "problems": self.problems, "ok": self.ok}
+                "approvals": self.approvals, "problems": self.problems, "ok": self.ok,
+                "unknown_policy": self.unknown_policy}
 
 
 def _d(value: object) -> dict[str, object]:
@@ -107,10 +109,12 @@ def _at(text: object) -> _dt.datetime:
 
 
 def cross_check(events: list[dict[str, object]], *, plans: Path | None, approvals: Path | None,
-                signers: AllowedSigners | None) -> CrossCheck:
+                signers: AllowedSigners | None, required: Mapping[str, int] | None = None) -> CrossCheck:
     """Check every plan and approval ``events`` (the whole log, read once) names against the files in ``plans``
     and ``approvals``; ``signers``: the approvers' allowed signers (None: the signature is checked, its signer is
-    not)."""
+    not); ``required``: policy digest -> its approvals.required, for the policies the auditor holds (an upgrade run
+    whose opening line names one of them and lists fewer distinct approval keys is a finding: the product never
+    runs so; a run under a policy not given is left as the controller's word, ``unknown_policy``)."""
     from ..core.plan import load_plan
     from ..trust.approval import NAMESPACE, read_approval
     from ..trust.sshsig import SignatureError, verify
@@ -196,6 +200,7 @@ def cross_check(events: list[dict[str, object]], *, plans: Path | None, approval
             accepted.append((e.get("seq"), str(d["digest"]), opening_plan.get(e.get("run"), d.get("plan")),
                              d.get("approver"), d.get("key"), d.get("expires"), d))
     _used_twice(problem, events)
+    _too_few(problem, events, required or {}, out)
     if approvals is not None:
         have_a = _approvals(approvals)
         for e in events:  # when the log says each approval was made, against the time signed in its file
@@ -253,6 +258,32 @@ def cross_check(events: list[dict[str, object]], *, plans: Path | None, approval
                     continue
             _pair(problem, a, line, digest, plan, approver, key, expires, said)
     return out
+
+
+def _too_few(problem: Callable[..., None], events: list[dict[str, object]], required: Mapping[str, int],
+             out: CrossCheck) -> None:
+    """Every upgrade run (``run_started``: a resume or rollback runs under the first run's approvals) against the
+    approvals its policy requires: fewer distinct approval keys on its opening line is a finding; a policy the
+    auditor does not hold is noted in ``out.unknown_policy`` (run -> policy digest)."""
+    for e in events:
+        if e.get("event") != "run_started":
+            continue
+        d = _d(e.get("data"))
+        digest = _d(d.get("policy")).get("sha256")
+        if not isinstance(digest, str) or digest not in required:
+            out.unknown_policy[str(e.get("run"))] = str(digest) if isinstance(digest, str) else None
+            continue
+        need = required[digest]
+        keys = {str(_d(a).get("key") or _d(a).get("digest")) for a in _l(d.get("approvals"))
+                if _d(a).get("key") or _d(a).get("digest")}
+        if len(keys) < need:
+            line = e.get("seq")
+            problem(line, "approvals", f"run {e.get('run')} (line {line}) lists {len(keys)} approval key(s), but "
+                    f"its policy ({digest[:16]}…) requires {need}: upgrader never runs with fewer; the run's "
+                    "opening line was made up or edited",
+                    f"运行 {e.get('run')}（第 {line} 行）只列出 {len(keys)} 个批准密钥，而其策略（{digest[:16]}…）要求 "
+                    f"{need} 个：upgrader 从不在批准不足时运行；该运行的开始行是编造或改动过的",
+                    run=str(e.get("run")))
 
 
 def approver_problem(events: list[dict[str, object]], signers: AllowedSigners) -> tuple[int, str] | None:

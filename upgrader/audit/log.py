@@ -28,7 +28,7 @@ import weakref
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Iterable, Iterator, Mapping, TypedDict, cast
+from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Collection, Iterable, Iterator, Mapping, TypedDict, cast
 
 from ..core.errors import InputError
 from ..core.shapes import JSONObject
@@ -531,6 +531,7 @@ def verify_log(path: Path, *, signers: AllowedSigners | None, anchor: tuple[int,
     first_line: dict[str, int] = {}         # run -> the line of its first event
     last_actor: dict[str, Any] = {}         # run -> the actor of its latest line (a checkpoint's actor must be it)
     host_ends: dict[str, dict[str, object]] = {}  # run -> host -> the outcome of its host_finished line
+    base_ends: dict[str, dict[str, set[object]]] = {}  # run id before any /part -> host -> outcomes its parts gave
     tail = _Tail()                          # the lines after the last checkpoint an allowed operator signed
     anchor_seq = anchor[0] if anchor is not None else 0
     anchor_hash: str | None = None
@@ -616,8 +617,11 @@ def verify_log(path: Path, *, signers: AllowedSigners | None, anchor: tuple[int,
                     last_actor[run] = rec.get("actor")
                     if event == "host_finished" and isinstance(rec.get("host"), str):
                         host_ends.setdefault(run, {})[str(rec["host"])] = rec.get("outcome")
+                        base_ends.setdefault(run.split("/")[0], {}).setdefault(str(rec["host"]), set()).add(
+                            rec.get("outcome"))
                     elif event == "run_finished":
-                        wrong = finish_problem(rec, host_ends.get(run, {}))
+                        earlier = base_ends.get(run.split("/")[0], {}) if "/" in run else {}
+                        wrong = finish_problem(rec, host_ends.get(run, {}), earlier)
                         if wrong:
                             return _fail(r, n, "edited", wrong)
                 tail.add(n, run, event)
@@ -670,11 +674,19 @@ OUTCOME_EXIT = {"committed": 0, "restored": 0, "unchanged": 1, "rolled_back": 1,
                 "superseded": 5, "waiting": 0}
 
 
-def finish_problem(rec: Mapping[str, Any], ends: Mapping[str, object]) -> str | None:
+#: outcomes that say a host was changed or needs a person: the engine writes a host_finished line for each one
+CHANGING_OUTCOMES = frozenset(("committed", "restored", "rolled_back", "needs_person"))
+
+
+def finish_problem(rec: Mapping[str, Any], ends: Mapping[str, object],
+                   earlier: Mapping[str, Collection[object]] | None = None) -> str | None:
     """What a ``run_finished`` line says that its run's own lines contradict, or None: each host's outcome must be
     the one of that host's ``host_finished`` line in the run (``ends``), and the exit code the highest of the
-    outcomes' codes (the engine derives it so; an honest log never differs). Hosts the run did not finish itself (a
-    resume's hosts done before it) are not compared."""
+    outcomes' codes (the engine derives it so; an honest log never differs). A host the run did not finish itself
+    (a resume's hosts done before it) may carry an outcome that changes a host (committed, restored, rolled_back,
+    needs_person) only as an earlier part of the same run ended it (``earlier``: host -> outcomes of the
+    host_finished lines of the run and its parts before this line); the engine never claims a change, or a person's
+    attention, for a host it wrote no host_finished line for."""
     data = rec.get("data")
     d: Mapping[str, Any] = data if isinstance(data, dict) else {}
     outcomes = d.get("outcomes")
@@ -684,6 +696,9 @@ def finish_problem(rec: Mapping[str, Any], ends: Mapping[str, object]) -> str | 
         if host in ends and ends[host] != said:
             return (f"run {rec.get('run')} ends with host {host} {said}, but that host's host_finished line in the "
                     f"run says {ends[host]}: the run's end was edited")
+        if host not in ends and said in CHANGING_OUTCOMES and said not in (earlier or {}).get(host, ()):
+            return (f"run {rec.get('run')} ends with host {host} {said}, but no host_finished line of the run (or "
+                    f"of an earlier part of it) ends that host so: the run's end was edited")
     code = d.get("exit_code", rec.get("outcome"))
     if isinstance(code, str) and code.isdigit():
         code = int(code)

@@ -1216,11 +1216,60 @@ def _compare_accounts(result: WitnessResult, events: list[JSONObject]) -> None:
                     got, end = _when(wits[0].get("witnessed")), _when(rec.get("finished"))
                     if got is not None and end is not None and got - end > LATE_AFTER:
                         doubts.append({**base, "kind": "late", "seconds": int(got - end)})
+                    if log is not None and (h.host, label) not in witnessed_wrong:
+                        opening = next((o for o in h.opened if str(o.get("as") or o.get("run") or "") == label), None)
+                        _end_moved(result, h.host, label, rec, log, opening, wits[0], events)
                 for d in doubts:
                     d["text"] = doubt_text(d)
                 for d in doubts:
                     result.found(str(d["text"]), doubt_text(d, "zh"), doubt=True)
                 result.accounts.append((h.host, label, diffs, doubts))
+
+
+def _end_moved(result: WitnessResult, host: str, label: str, rec: JSONObject, log: JSONObject,
+               opening: JSONObject | None, wit: Mapping[str, object], events: list[JSONObject]) -> None:
+    """The run's end (its run_finished lines and the checkpoint the host witnessed) held to the time the host
+    received that checkpoint by its own clock (``witnessed``): the controller wrote them before it sent the
+    witness, so by the controller's clock they are no later than that time plus the run's clock offset (log minus
+    host: _offset_bounds, else the offset the host's finish and the log's host_finished line allow, else
+    CLOCK_SKEW), within OFFSET_TOLERANCE. A later one was moved later (ALTERED, naming the line); the ``mono``
+    difference from the host's host_finished line, when it does not show the jump, is said beside it."""
+    got = _when(wit.get("witnessed"))
+    if got is None:
+        return
+    bounds = _offset_bounds(rec, log, opening)
+    end, logged = _when(rec.get("finished")), _when(log.get("finished"))
+    high = bounds[1] if bounds is not None else (logged - end if end is not None and logged is not None
+                                                 else CLOCK_SKEW)
+    latest = got + high + OFFSET_TOLERANCE
+    seq = _seq_of(wit)
+    hf = next((e for e in events if e.get("event") == "host_finished" and e.get("run") == label
+               and e.get("host") == host), None)
+    for e in events:
+        if e.get("run") != label or not (e.get("event") == "run_finished"
+                                         or e.get("event") == "checkpoint" and e.get("seq") == seq + 1):
+            continue
+        at = _when(line_clock(e))  # the controller's clock, not a time raised after it stepped back
+        if at is None or at <= latest:
+            continue
+        mono_note, mono_zh = "", ""
+        if hf is not None and isinstance(hf.get("mono"), (int, float)) and isinstance(e.get("mono"), (int, float)) \
+                and _when(line_clock(hf)) is not None:
+            wall = at - (_when(line_clock(hf)) or 0.0)
+            mono = float(str(e.get("mono"))) - float(str(hf.get("mono")))
+            if wall - mono > OFFSET_TOLERANCE:
+                mono_note = (f"; its monotonic clock ran {mono:.3f} s since the host_finished line "
+                             f"{hf.get('seq')}, its wall time {wall:.3f} s")
+                mono_zh = f"；自 host_finished 行（第 {hf.get('seq')} 行）起其单调时钟只走了 {mono:.3f} 秒，墙上时间却走了 {wall:.3f} 秒"
+        line, event = e.get("seq"), e.get("event")
+        result.found(
+            f"line {line} ({event} of run {label}) says {_iso_ms(at)}, but host {host} received that run's "
+            f"checkpoint at {_iso_ms(got)} by its own clock (the run's clock offset at most {high:+.3f} s): "
+            f"{at - latest + OFFSET_TOLERANCE:.3f} s later than it can have been written{mono_note}: the run's end "
+            "was moved later (ALTERED)",
+            f"第 {line} 行（运行 {label} 的 {event}）记的时间是 {_iso_ms(at)}，但主机 {host} 按自己的时钟在 {_iso_ms(got)} "
+            f"就收到了这次运行的检查点（运行的时钟偏差至多 {high:+.3f} 秒）：比它可能写下的时间晚了 "
+            f"{at - latest + OFFSET_TOLERANCE:.3f} 秒{mono_zh}：运行的结束时间被往后挪了（已被篡改）")
 
 
 def _twice_finished(result: WitnessResult, events: list[JSONObject]) -> None:
@@ -1342,6 +1391,12 @@ def opening_text(d: Mapping[str, object], lang: str = "en") -> str:
         return (f"日志称运行 {run} 取得了主机 {host} 的锁，但该主机没有这次运行的开始记录：无法证明它在那里运行过（未证实）"
                 if zh else f"the log says run {run} took host {host}'s lock, but the host keeps no opening record of "
                 "that run: not proven that it ran there")
+    if kind == "no_opening_closed":
+        return (f"日志称已签名的运行 {run} 到达了主机 {host}（取得其锁或在那里结束），但该主机没有这次运行的开始记录，而它保存着"
+                "日志中更早运行的开始记录：这次运行从未在那里运行过（已被篡改）" if zh else
+                f"the log says signed run {run} reached host {host} (took its lock or ended there), but the host keeps "
+                "no opening record of that run, though it keeps those of earlier runs of the log: the run never ran "
+                "there (ALTERED)")
     if kind == "not_in_log":
         return (f"主机 {host} 按自己的时钟于 {when} 开始了运行 {run}（为 {d.get('who')} 加锁），但日志中没有这次运行的任何"
                 "一行：被截断或删除（已被篡改）" if zh else
@@ -1520,6 +1575,16 @@ def _compare_openings(result: WitnessResult, events: list[JSONObject], windows: 
     labels = {str(e.get("run")) for e in events if isinstance(e.get("run"), str)}
     runs = {label.split("/")[0] for label in labels}
     reached = _reached(events)
+    closed = {str(e.get("run")) for e in events if e.get("event") == "checkpoint" and isinstance(e.get("run"), str)}
+    first_seq: dict[str, int] = {}
+    for e in events:
+        if isinstance(e.get("run"), str) and isinstance(e.get("seq"), int):
+            first_seq.setdefault(str(e["run"]), int(str(e["seq"])))
+    for e in events:  # a first run's host ended committed or rolled back was locked by it (a resume's may not be)
+        run_, host_ = e.get("run"), e.get("host")
+        if e.get("event") == "host_finished" and isinstance(run_, str) and "/" not in run_ \
+                and isinstance(host_, str) and e.get("outcome") in ("committed", "rolled_back"):
+            reached.setdefault(run_, set()).add(host_)
     openers = {label: run_opening(events, label) for label in labels}  # the run's opening event, whatever its kind
     started = {label: o.get("data") for label, o in openers.items()
                if o is not None and isinstance(o.get("data"), dict)}
@@ -1559,7 +1624,10 @@ def _compare_openings(result: WitnessResult, events: list[JSONObject], windows: 
             opened.setdefault(str(rec.get("as") or rec.get("run") or ""), rec)
         finished = {str(rec.get("as") or rec.get("run") or "") for rec in h.runs}
         for label in sorted(run for run, hosts in reached.items() if h.host in hosts and run not in opened):
-            found(True, kind="no_opening", host=h.host, run=label)
+            # a signed run the host would have opened: with an agent that keeps opening records (it keeps one of a
+            # run earlier in the log), the missing record is a run that never ran there; else not proven
+            modern = label in closed and any(first_seq.get(o, 10 ** 12) < first_seq.get(label, 0) for o in opened)
+            found(not modern, kind="no_opening_closed" if modern else "no_opening", host=h.host, run=label)
         for label, rec in opened.items():
             base = {"host": h.host, "run": label, "opened": _host_time(rec.get("opened"), rec.get("utc_offset"))}
             if label not in labels:

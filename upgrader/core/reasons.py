@@ -482,6 +482,9 @@ _FORMS: list[tuple[str, str]] = [
     (r"run (?P<r>\S+) ends with host (?P<h>\S+) (?P<a>\S+), but that host's host_finished line in the run says "
      r"(?P<b>\S+): the run's end was edited",
      "运行 {r} 的结束行说主机 {h} {a:status}，而该主机在本次运行中的 host_finished 行说 {b:status}：运行的结束行被改过"),
+    (r"run (?P<r>\S+) ends with host (?P<h>\S+) (?P<a>\S+), but no host_finished line of the run \(or of an "
+     r"earlier part of it\) ends that host so: the run's end was edited",
+     "运行 {r} 的结束行说主机 {h} {a:status}，而本次运行（及其之前的部分）没有任何 host_finished 行这样结束该主机：运行的结束行被改过"),
     (r"run (?P<r>\S+) ends with exit code (?P<c>\S+), but its hosts' outcomes \((?P<o>[^)]*)\) give (?P<d>\S+): the "
      r"run's end was edited",
      "运行 {r} 的结束行说退出码为 {c}，而各主机的结果（{o}）得出的是 {d}：运行的结束行被改过"),

@@ -226,6 +226,12 @@ def _print_cross_check(check: Any, lang: str) -> None:
         c.print(Text.assemble(("不符 " if zh else "MISMATCH ", "bold red"),
                               str(p.get("problem_zh") or translate(str(p["problem"]), lang)) if zh else str(p["problem"])),
                 soft_wrap=True)
+    unknown = sorted(getattr(check, "unknown_policy", None) or {})
+    if unknown:
+        c.print(Text(f"批准数量未核对（控制端的一面之词）：{len(unknown)} 次运行的策略不是审计方持有的策略文件：{', '.join(unknown)}"
+                     if zh else f"approval counts not checked (the controller's word): {len(unknown)} run(s) under a "
+                     f"policy other than the one the auditor holds: {', '.join(unknown)}", style="yellow"),
+                soft_wrap=True)
     if check.ok:
         c.print(Text("日志提到的每个计划和批准都与其文件相符" if zh else
                      "every plan and approval the log names matches its file", style="green"), soft_wrap=True)
@@ -469,6 +475,15 @@ def cmd_case(args: argparse.Namespace) -> int:
                      else (f"完好：这次运行的批准文件（{checked.get('folder')}）都与日志一致" if zh else
                            f"INTACT: the run's approval files ({checked.get('folder')}) match the log"),
                      style="bold red" if n else "bold green"), soft_wrap=True)
+        for p in checked.get("problems") or []:  # problems of the run's opening line (too few approvals)
+            if isinstance(p, dict) and p.get("what") == "approvals":
+                c.print(Text(("已被篡改：" if zh else "ALTERED: ") + str(p.get("problem_zh" if zh else "problem")),
+                             style="bold red"), soft_wrap=True)
+        if checked.get("policy_unknown"):
+            c.print(Text("批准数量：运行记的策略不是审计方持有的策略文件，无法核对所需批准数（控制端的一面之词）" if zh else
+                         "approval count: the run's policy is not the policy file the auditor holds, so the number of "
+                         "approvals it requires is not checked (the controller's word)", style="yellow"),
+                    soft_wrap=True)
     lines = case_lines_zh(done.case) if lang == "zh" else case_lines(done.case)
     said: Any = done.case.get("witnesses")
     hosts = len(witness_lines(said, lang))  # the hosts' own records close the case
