@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, TextIO, cast
+from typing import TYPE_CHECKING, Any, Protocol, TextIO, TypedDict, cast
 
 from .core.clock import Clock, SystemClock
 from .core.engine import HostOutcome, Observer
@@ -2227,6 +2227,16 @@ def sign_catalog(catalog: Path, *, key: Path) -> Path:
     return _sign(path, load_private_key(key))
 
 
+class WitnessOptions(TypedDict, total=False):
+    """verify_witnesses's options that audit case and audit export pass on (the CLI's --earlier-policy, --syslog,
+    --other-log LOG[:SIGNERS])."""
+
+    earlier: Sequence[Path]
+    syslog: Sequence[Path]
+    other_logs: Sequence[Path]
+    other_signers: Mapping[Path, Path] | None
+
+
 @dataclass(frozen=True)
 class AuditCase:
     """``audit_case``: the case file of one run (``case``: requester, approvals, policy, catalog, window, hosts'
@@ -2251,7 +2261,7 @@ class AuditCase:
 
 def audit_case(ctx: Context, run: str, *, log: Path | None = None, allowed_signers: Path | None = None,
                anchor: str | None = None, witness: Path | None = None,
-               approvals: Path | None = None, witness_options: Mapping[str, Any] | None = None) -> AuditCase:
+               approvals: Path | None = None, witness_options: WitnessOptions | None = None) -> AuditCase:
     """One record per change: the run ``run`` (its id, or a prefix naming one run) from one read of the log,
     after the verification of the whole log. InputError when no run or several runs match. ``witness``: an
     inventory whose hosts' witnessed checkpoints fill the case's ``witnesses`` (read-only, audit/witness.py).
@@ -2434,7 +2444,7 @@ def audit_exit_code(result: VerifyResult) -> int:
 def export_audit(ctx: Context, *, output: Path, format: str = "html", log: Path | None = None,
                  allowed_signers: Path | None = None, anchor: str | None = None, run: str | None = None,
                  host: str | None = None, since: str | None = None, lang: str | None = None,
-                 witness: Path | None = None, witness_options: Mapping[str, Any] | None = None) -> AuditExport:
+                 witness: Path | None = None, witness_options: WitnessOptions | None = None) -> AuditExport:
     """Write the auditor's report (``format``: html, json or csv) of the log's events of ``run`` (an id or its
     start), ``host`` and ``since`` (an ISO date or time), with the verdict on the whole log (``verify_audit``),
     made from one read of the log. The report is written whatever the verdict; ``exit_code`` tells it.

@@ -9,6 +9,7 @@ phase's start to the end of the next ``start`` phase. Times are the controller's
 from __future__ import annotations
 
 import datetime as _dt
+from collections.abc import Mapping
 from typing import Any, cast
 
 from .log import line_clock, run_opening
@@ -237,7 +238,7 @@ def mark_approvers(case: dict[str, object], approvers_file: str | None,
         unchecked.append("approvals.approver")
 
 
-def _outcomes(said: object, hosts: dict[str, dict[str, Any]]) -> dict[str, object] | None:
+def _outcomes(said: object, hosts: Mapping[str, Mapping[str, object]]) -> dict[str, object] | None:
     """The run's outcome per host: each host's host_finished line where it has one, else run_finished's."""
     out: dict[str, object] = dict(said) if isinstance(said, dict) else {}
     for name, h in hosts.items():

@@ -678,7 +678,7 @@ OUTCOME_EXIT = {"committed": 0, "restored": 0, "unchanged": 1, "rolled_back": 1,
 CHANGING_OUTCOMES = frozenset(("committed", "restored", "rolled_back", "needs_person"))
 
 
-def finish_problem(rec: Mapping[str, Any], ends: Mapping[str, object],
+def finish_problem(rec: Mapping[str, object], ends: Mapping[str, object],
                    earlier: Mapping[str, Collection[object]] | None = None) -> str | None:
     """What a ``run_finished`` line says that its run's own lines contradict, or None: each host's outcome must be
     the one of that host's ``host_finished`` line in the run (``ends``), and the exit code the highest of the

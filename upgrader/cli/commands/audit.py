@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ...audit.view import CANNOT_CHECK, describe
 from ...core.exit_codes import ExitCode
 from ._common import console, context_of, print_json
+
+if TYPE_CHECKING:
+    from ...api import WitnessOptions
 
 __all__ = ["cmd_verify", "cmd_cross_check", "case_lines", "case_lines_zh", "witness_lines", "cmd_show", "cmd_case", "cmd_export", "log_path", "describe", "CANNOT_CHECK"]
 
@@ -136,7 +139,7 @@ def _verify_witnessed(args: argparse.Namespace) -> int:
     return int(code)
 
 
-def witness_options(args: argparse.Namespace) -> dict[str, Any]:
+def witness_options(args: argparse.Namespace) -> WitnessOptions:
     """verify_witnesses's options from --earlier-policy, --syslog and --other-log LOG[:SIGNERS] (audit verify, show,
     case and export take the same)."""
     others = [other_log(x) for x in getattr(args, "other_log", None) or []]
