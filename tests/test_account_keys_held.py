@@ -140,8 +140,8 @@ def test_an_account_key_in_the_password_database_home_counts_when_home_points_el
     run with HOME set elsewhere. The approval is refused all the same (exit 4). That home's .ssh is stood in for by a
     scratch folder mounted over it in the command's own mount namespace (on a machine without that .ssh yet, an empty
     one is made for the test and removed after it, as ssh-keygen would make it)."""
-    if os.geteuid() != 0 or shutil.which("unshare") is None:
-        pytest.skip("needs root and unshare to stand in for the password-database home's .ssh")
+    # root and unshare stand in for the password-database home's .ssh (the suite runs as root: tests/run.sh)
+    assert os.geteuid() == 0 and shutil.which("unshare") is not None, "run the suite as root (tests/run.sh)"
     real_ssh = Path(pwd.getpwuid(os.geteuid()).pw_dir) / ".ssh"
     made = not real_ssh.is_dir()
     if made:  # a fresh machine has no ~/.ssh yet: make it as ssh-keygen would (empty, 0700), remove it afterwards
