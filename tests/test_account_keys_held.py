@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pytest
 
+from test_outputs_through_links import _shared_with_a_planted_link
 from test_trust_roots_13 import _untouched
 from test_trust_roots_9 import _cli
 from trust_support import approval_signed_anyway, pristine
@@ -254,13 +255,8 @@ def test_approve_and_plan_never_write_through_a_link_planted_in_a_shared_folder(
     """M3, the attacker's repro: in a folder others can write, a link ``.B.approval.tmp`` -> a root-only file; ``approve
     -o shared/B.approval`` writes a regular file and leaves the victim as it was. An ``-o`` that is itself a link
     (approve or plan) is refused (exit 2) and nothing is written through it."""
-    victim = tmp_path / "victim"
-    victim.write_text("precious\n", encoding="utf-8")
-    victim.chmod(0o600)
-    shared = tmp_path / "shared"
-    shared.mkdir()
-    shared.chmod(0o777)
-    (shared / ".B.approval.tmp").symlink_to(victim)
+    victim, link = _shared_with_a_planted_link(tmp_path, ".B.approval.tmp")
+    shared = link.parent
     plan = tmp_path / "A.json"
     done = _cli(sandbox.root, "plan", "--inventory", str(sandbox.inventory), "--catalog",
                 str(sandbox.catalog / "catalog.yaml"), "--to", "7.0.4.2", "--key", str(sandbox.requester_key),

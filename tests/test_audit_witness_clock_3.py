@@ -28,21 +28,11 @@ from typing import Any, Iterator
 import pytest
 from conftest import LIBFAKETIME, approve, kill_processes_under, plan_to
 
-from fleet import Fleet, build_fleet
-from sshd import SSHServer
+from fleet import Fleet
 from test_audit_witness_attacks_2 import ALTERED, log_of, records, verify
+from test_audit_witness_attacks_7 import fleet2  # noqa: F401 - a fixture
 from test_audit_witness_clock import shifted
 from test_audit_witness_clock_2 import resign_fleet
-
-
-@pytest.fixture
-def fleet2(tmp_path: Path, sshd: SSHServer) -> Iterator[Fleet]:
-    f = build_fleet(tmp_path / "fleet", sshd, 2)
-    try:
-        yield f
-    finally:
-        f.stop_all()
-        kill_processes_under(tmp_path)
 
 
 def run_with_a_step_back(f: Fleet, tmp_path: Path) -> str:
