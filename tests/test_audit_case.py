@@ -277,6 +277,7 @@ def test_csv_export_writes_the_case_files_beside_it_one_row_per_run_and_host(
         assert row["phases"].startswith("preflight ") and float(row["run_downtime_seconds"]) > 0
         assert row["exit_code"] == str(case["outcome"]["exit_code"])
         assert row["checkpoint_anchor"] == case["checkpoint"]["anchor"]
+        assert row["unchecked"] == "; ".join(case["unchecked"]) and row["unchecked"], row  # no --plans given
     assert table[1]["host_outcome"] == "rolled_back" and "never healthy" in table[1]["rollback_cause"]
 
 

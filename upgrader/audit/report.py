@@ -46,14 +46,15 @@ CSV_VERIFICATION = ("verification", "status", "bad_line", "problem", "verdict", 
 CSV_COLUMNS = ("seq", "time", "run", "host", "event", "phase", "outcome", "actor_user", "actor_principal",
                "actor_key", "details")
 #: the case file's CSV (``REPORT.cases.csv`` beside ``REPORT.csv``): one row per run and host, after the same
-#: verification row
+#: verification row; ``unchecked``: the case's fields only the controller's word backs (``audit case``'s
+#: "(the controller's word)"), joined with ``; ``
 CSV_CASE_COLUMNS = ("run", "kind", "target", "requester", "requester_key", "plan_digest", "plan_created",
                     "approvers", "approver_keys", "approvals_created", "approvals_expire", "approval_digests",
                     "policy_source", "policy_sha256", "catalog_serial", "catalog_signer", "window_inside",
                     "window_reason", "operator", "operator_key", "started", "finished", "duration_seconds",
                     "host", "from", "to", "host_outcome", "version_after", "phases", "host_downtime_seconds",
                     "rollback_cause", "run_downtime_seconds", "exit_code", "checkpoint_line", "checkpoint_anchor",
-                    "checkpoint_signer", "later_runs", "witnesses")
+                    "checkpoint_signer", "later_runs", "witnesses", "unchecked")
 
 
 def export(fmt: str, events: list[dict[str, object]], result: VerifyResult, verdict: str, out: Path,
@@ -232,7 +233,7 @@ def render_cases_csv(events: list[dict[str, object]], result: VerifyResult, verd
                 cp.get("line") if cp else None, cp.get("anchor") if cp else None, cp.get("signer") if cp else None,
                 _join([f"{_dict(f).get('kind')} {_dict(f).get('run')}: exit {_dict(f).get('exit_code')} "
                        f"{_dict(f).get('hosts')}" for f in _list(case.get("followups"))]),
-                _witness_cell(case.get("witnesses"))]
+                _witness_cell(case.get("witnesses")), _join(_list(case.get("unchecked")))]
         hosts = [_dict(h) for h in _list(case.get("hosts"))] or [{}]
         for h in hosts:
             phases = "; ".join(f"{p.get('phase')} {p.get('outcome')} {p.get('seconds')} s"
