@@ -201,6 +201,19 @@ def test_5_an_interpreters_script_directory_must_be_roots_alone(
     run_refused_after_planting(root_box, capsys, stop, tool / "helper.py", marker_dir / "helper-ran", main)
 
 
+def test_5b_a_script_run_by_its_own_path_needs_its_directory_roots_alone(
+        root_box: Sandbox, scripts: Path, marker_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """M1: the same tool run by its own path (``#!/usr/bin/python3``): the kernel runs python3 on it, which imports
+    helper.py beside it: refused at preflight once the service account's helper.py appears."""
+    tool = scripts / "tool"
+    tool.mkdir(mode=0o755)
+    main = tool / "main.py"
+    main.write_text("#!/usr/bin/python3\nimport os\ntry:\n    import helper  # noqa\nexcept ImportError:\n    pass\n"
+                    "os.chdir(os.environ['UPGRADER_INSTALL_DIR'])\nos.execv('bin/stop.sh', ['bin/stop.sh'])\n")
+    main.chmod(0o755)
+    run_refused_after_planting(root_box, capsys, str(main), tool / "helper.py", marker_dir / "helper-ran", main)
+
+
 def test_6_ordinary_root_commands_still_commit(
         root_box: Sandbox, scripts: Path, marker_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """What works keeps working: a root-alone wrapper run through ``sh -c -e``, a shell script file through timeout,

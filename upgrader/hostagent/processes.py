@@ -576,7 +576,8 @@ def outside_path_problem(install, command, known=None):
     process's view of the file system (``/proc/1/root/x``, ``/proc/PID/cwd``) cannot be judged: refused. What a
     program takes from a path it is given is judged too: a directory named outside the install (not ``/``; ``cd``'s
     too: what runs there next is found in it) and the directory of an interpreter's script file (script_files:
-    ``python3 /x/tool/main.py`` imports /x/tool/helper.py, ``run-parts /x/hooks.d`` runs all of it) must be root's
+    ``python3 /x/tool/main.py`` imports /x/tool/helper.py, ``run-parts /x/hooks.d`` runs all of it; an executable
+    ``#!`` script named is one too, _script_file) must be root's
     alone as a whole tree (tree_checked), and one of more than TREE_MOST entries is refused as too big to judge."""
     for path in named_paths(command, known):
         norm = "/" + os.path.normpath(path).lstrip("/")
@@ -596,7 +597,7 @@ def outside_path_problem(install, command, known=None):
             found = tree_checked(os.path.realpath(norm), limit=1, most=TREE_MOST)
             if found:
                 return path, found[0]
-    for path in script_files(command, known):
+    for path in script_files(command, known) + [p for p in named_paths(command, known) if _script_file(p)]:
         if not path.startswith("/"):
             continue  # relative to the install: the whole-tree rule's
         norm = "/" + os.path.normpath(path).lstrip("/")
@@ -607,6 +608,25 @@ def outside_path_problem(install, command, known=None):
         if found:
             return path, found[0]
     return None
+
+
+def _script_file(path):
+    """Whether the absolute ``path`` is an executable script (``#!``): the kernel runs its interpreter on it, which
+    may take more from the script's directory (python3 imports what lies beside it). Looked at only once the path is
+    found root's alone (outside_path_problem), never blocking."""
+    try:
+        st = os.stat(path)
+        if not stat.S_ISREG(st.st_mode) or not st.st_mode & 0o111:
+            return False
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_CLOEXEC", 0))
+    except OSError:
+        return False
+    try:
+        return os.read(fd, 2) == b"#!"
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
 
 
 def root_alone_problem(path):
