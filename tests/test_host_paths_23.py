@@ -242,6 +242,8 @@ def test_7_how_commands_are_read() -> None:
     assert processes.inline_code("find / -exec awk '{print}' {} +") == ("awk", "an awk program given as text")
     assert processes.inline_code("/bin/sh -c 'echo x | /bin/sh -c \"perl -e 1\"'") == ("perl",
                                                                                      "code given as text (-e)")
+    assert processes.inline_code("eval 'perl -e 1'") == ("perl", "code given as text (-e)")
+    assert processes.inline_code("/usr/bin/watch -n 1 'echo x | sh'") == ("sh", "a shell reading its standard input")
     assert processes.script_files("awk -f /x/a.awk /y") == ["/x/a.awk"]
     assert processes.script_files("timeout 10 /bin/sh -e /x/s.sh > log 2>&1") == ["/x/s.sh"]
     assert processes.script_files("/usr/bin/perl -w -I/x /y/z.pl a") == ["/y/z.pl"]

@@ -393,6 +393,10 @@ def _read_simple(texts, script, seen):
         if name == "env":
             for v in _option_values(args, ("-S", "--split-string")):
                 script(v)
+        if name in ("eval", "watch"):  # its operands, joined by blanks, are a shell script
+            operands = [a for a in args if not a.startswith("-")]
+            if operands:
+                script(" ".join(operands))
         if name == "flock":
             values = _option_values(args, ("-c", "--command"))
             for v in values:
