@@ -773,7 +773,8 @@ def tree_problems(install, limit=TREE_PROBLEMS, most=None):
         path = os.path.join(install, rel)
         seen[0] += 1
         if most is not None and seen[0] > most:
-            found.append("%s holds more than %d entries, more than upgrader looks through to judge it" % (install, most))
+            found.append("%s holds more than %d entries, more than upgrader looks through to judge it"
+                         % (install, most))
             return
         if st.st_uid != 0:
             found.append("%s is owned by %s (mode %o)" % (path, account_name(st.st_uid), stat.S_IMODE(st.st_mode)))
