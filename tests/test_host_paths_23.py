@@ -178,13 +178,15 @@ def run_refused_after_planting(box: Sandbox, capsys: pytest.CaptureFixture[str],
     assert box.answers() == OLD
 
 
-def test_4_run_parts_of_a_directory_with_another_accounts_file_is_refused(
-        root_box: Sandbox, scripts: Path, marker_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """M1: ``run-parts`` of a root-owned hooks directory; after the approval the service account's 10-notify appears
-    in it (root's directory, a file of another account: as an untar keeping uids leaves it): refused at preflight."""
+@pytest.mark.parametrize("form", ["/usr/bin/run-parts {d} && bin/stop.sh", "cd {d} && ./10-notify; cd - && bin/stop.sh"])
+def test_4_a_directory_named_with_another_accounts_file_in_it_is_refused(
+        root_box: Sandbox, scripts: Path, marker_dir: Path, capsys: pytest.CaptureFixture[str], form: str) -> None:
+    """M1: ``run-parts`` of a root-owned hooks directory, or a ``cd`` there; after the approval the service account's
+    10-notify appears in it (root's directory, a file of another account: as an untar keeping uids leaves it):
+    refused at preflight."""
     hooks = scripts / "hooks.d"
     hooks.mkdir(mode=0o755)
-    stop = f"/usr/bin/run-parts {hooks} && bin/stop.sh"
+    stop = form.format(d=hooks)
     run_refused_after_planting(root_box, capsys, stop, hooks / "10-notify", marker_dir / "notify-ran", hooks)
 
 
@@ -251,6 +253,12 @@ def test_7_how_commands_are_read() -> None:
     assert "/x/h.sh" in processes.named_paths("/usr/bin/foo 'exec(\"/x/h.sh\")'")
     assert "/y" in processes.named_paths("/usr/bin/foo a,b=x;/y")
     assert processes.named_paths("/usr/bin/sed -e s/a/b/ -e 's|/x|/y|'") == ["/usr/bin/sed", "/x", "/y"]
+    with tempfile.TemporaryDirectory() as d:
+        for n in range(5):
+            Path(d, str(n)).write_text("")
+        assert processes.tree_problems(d, 1, most=3) == [f"{d} holds more than 3 entries, more than upgrader looks "
+                                                         "through to judge it"]
+        assert processes.tree_problems(d, 1, most=5) == []
     for ok in ("systemctl restart x", "/opt/x/bin/stop.sh", "bin/stop.sh", "/bin/sh -c 'cd x && ./y' 2>&1",
                "/bin/sh bin/stop.sh > log", "{ bin/stop.sh; }", "awk -f /x/a.awk", "/usr/bin/perl /x/y.pl",
                "for f in logs/*.log; do :; done", "/usr/bin/ssh -p 22 host"):
