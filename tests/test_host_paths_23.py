@@ -246,6 +246,8 @@ def test_7_how_commands_are_read() -> None:
                                                                                      "code given as text (-e)")
     assert processes.inline_code("eval 'perl -e 1'") == ("perl", "code given as text (-e)")
     assert processes.inline_code("/usr/bin/watch -n 1 'echo x | sh'") == ("sh", "a shell reading its standard input")
+    assert processes.inline_code("/usr/bin/ssh -p 22 host") == ("/usr/bin/ssh", "a shell reading its standard input")
+    assert processes.inline_code("flock /run/x perl -c -e 1") == ("perl", "code given as text (-e)")
     assert processes.script_files("awk -f /x/a.awk /y") == ["/x/a.awk"]
     assert processes.script_files("timeout 10 /bin/sh -e /x/s.sh > log 2>&1") == ["/x/s.sh"]
     assert processes.script_files("/usr/bin/perl -w -I/x /y/z.pl a") == ["/y/z.pl"]
@@ -261,5 +263,5 @@ def test_7_how_commands_are_read() -> None:
         assert processes.tree_problems(d, 1, most=5) == []
     for ok in ("systemctl restart x", "/opt/x/bin/stop.sh", "bin/stop.sh", "/bin/sh -c 'cd x && ./y' 2>&1",
                "/bin/sh bin/stop.sh > log", "{ bin/stop.sh; }", "awk -f /x/a.awk", "/usr/bin/perl /x/y.pl",
-               "for f in logs/*.log; do :; done", "/usr/bin/ssh -p 22 host"):
+               "for f in logs/*.log; do :; done", "flock /run/x -c '/x/y.sh'"):
         assert processes.inline_code(ok) is None, ok

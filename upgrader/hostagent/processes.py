@@ -397,12 +397,9 @@ def _read_simple(texts, script, seen):
             operands = [a for a in args if not a.startswith("-")]
             if operands:
                 script(" ".join(operands))
-        if name == "flock":
-            values = _option_values(args, ("-c", "--command"))
-            for v in values:
+        if name == "flock":  # its -c script; without one, the command after the lock file (the wrappers' look)
+            for v in _option_values(args, ("-c", "--command")):
                 script(v)
-            if values:
-                return
         if name in WRAPPERS:
             nxt = [j for j in range(i + 1, len(texts)) if program_name(texts[j]) in INTERPRETERS | WRAPPERS - {"time"}
                    or program_name(texts[j]) in ("su", "runuser", "script", "find")]
@@ -507,8 +504,7 @@ def _read_interpreter(word, name, args, script, code, seen):
             k += 1
     operands = args[k:]
     if name == "ssh":
-        if len(operands) > 1:
-            code(word, "a remote command for ssh")
+        code(word, "a remote command for ssh" if len(operands) > 1 else "a shell reading its standard input")
         return
     if name in ("awk", "gawk", "mawk", "nawk"):
         if not files:
@@ -597,20 +593,24 @@ def outside_path_problem(install, command, known=None):
         why = root_alone_problem(norm)
         if why:
             return path, why
-        if norm != "/" and os.path.isdir(norm) and not os.path.islink(norm.rstrip("/") or "/"):
+        if norm != "/" and os.path.isdir(norm) and os.path.realpath(norm) != "/":
             found = tree_checked(os.path.realpath(norm), limit=1, most=TREE_MOST)
             if found:
                 return path, found[0]
-    for path in script_files(command, known) + [p for p in named_paths(command, known) if _script_file(p)]:
+    named = [p for p in named_paths(command, known) if not install_path(install, p) and _script_file(p)]
+    for path in script_files(command, known) + named:
         if not path.startswith("/"):
             continue  # relative to the install: the whole-tree rule's
         norm = "/" + os.path.normpath(path).lstrip("/")
-        top = os.path.dirname(os.path.realpath(norm))
-        if install_path(install, norm) or _in_install(install, top) or top == "/" or not os.path.isdir(top):
+        if install_path(install, norm):
             continue
-        found = tree_checked(top, limit=1, most=TREE_MOST)
-        if found:
-            return path, found[0]
+        # the directory as named (a script finds "$(dirname "$0")") and as its links lead (python3's sys.path[0])
+        for top in dict.fromkeys((os.path.realpath(os.path.dirname(norm)), os.path.dirname(os.path.realpath(norm)))):
+            if _in_install(install, top) or top == "/" or not os.path.isdir(top):
+                continue
+            found = tree_checked(top, limit=1, most=TREE_MOST)
+            if found:
+                return path, found[0]
     return None
 
 
