@@ -216,7 +216,10 @@ def test_4b_a_pid_file_rewritten_after_the_preflight_is_refused_by_the_stop_itse
     secret = "hp15b-not-for-the-console"
     os.chown(box.install_dir / "run" / "server.pid", NOBODY, NOBODY)
     with root_victim(box, secret) as (victim, pid_file, service):
-        swap = box.root / "swap-pid.py"  # a plain command outside the install, as the hook must be
+        # a plain command outside the install, as the hook must be, in a directory of its own: python3 imports from
+        # its script's directory, which must be root's alone as a whole (the box holds the service account's files)
+        (box.root / "hook").mkdir(mode=0o755)
+        swap = box.root / "hook" / "swap-pid.py"
         swap.write_text(f"import os\nos.chdir(os.environ['UPGRADER_INSTALL_DIR'])  # it runs in /\n"
                         f"open('run/server.pid.new', 'w').write('{victim.pid}\\n')\n"
                         f"os.chown('run/server.pid.new', {NOBODY}, {NOBODY})\n"

@@ -395,6 +395,23 @@ _FORMS: list[tuple[str, str]] = [
      "其中可能有其他账户的文件；没有停止任何服务：请把它写成普通的绝对路径"),
     (r"the command (?P<c>.+) was not run: it would run as root, but the word (?P<w>.+?) in it cannot be judged as "
      r"written \((?P<y>.+?)\)", "命令 {c} 没有执行：它将以 root 身份执行，但其中的词 {w} 无法按字面判断（{y:t}）"),
+    # code upgrader does not read in a root command is refused (issue 12, attack12r23 H1)
+    (r"(?P<k>\S+) \((?P<c>.+)\) would run as root, but (?P<p>\S+) in it runs code upgrader does not read "
+     r"\((?P<y>.+?)\): another account could have root run what it wrote; nothing was stopped: put the code in a "
+     r"root-owned script and name that script by its absolute path",
+     "{k}（{c}）将以 root 身份执行，但其中的 {p} 会执行 upgrader 不读取的代码（{y:t}）：其他账户可以让 root 执行它写入的"
+     "内容；没有停止任何服务：请把这段代码放进 root 所有的脚本，并用绝对路径指明该脚本"),
+    (r"the command (?P<c>.+) was not run: it would run as root, but (?P<p>\S+) in it runs code upgrader does not "
+     r"read \((?P<y>.+?)\)", "命令 {c} 没有执行：它将以 root 身份执行，但其中的 {p} 会执行 upgrader 不读取的代码（{y:t}）"),
+    (r"a shell reading its standard input", "从标准输入读取脚本的 shell"),
+    (r"a script read from its standard input", "从标准输入读取的脚本"),
+    (r"code given as text \((?P<o>\S+)\)", "以文本给出的代码（{o}）"),
+    (r"a module found by name \((?P<o>\S+)\)", "按名称查找的模块（{o}）"),
+    (r"an ssh option that runs a command \((?P<o>.+)\)", "会执行命令的 ssh 选项（{o}）"),
+    (r"a remote command for ssh", "交给 ssh 的远程命令"),
+    (r"an awk program given as text", "以文本给出的 awk 程序"),
+    (r"(?P<p>/\S+) holds more than (?P<n>\d+) entries, more than upgrader looks through to judge it",
+     "{p} 中的条目超过 {n} 个，超出 upgrader 为判断它而查看的数量"),
     (r"a quote or escape in it does not end, or sh -c scripts nest more than (?P<n>\d+) deep",
      "其中的引号或转义没有结束，或 sh -c 脚本嵌套超过 {n} 层"),
     (r"(?P<a>a glob|a ~ \(home directory\)|a \$ expansion|a command substitution|a brace expansion|"

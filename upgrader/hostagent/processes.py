@@ -99,7 +99,8 @@ def root_command_problems(install, commands):
     bin/setenv.sh) or reads (``kill $(cat run/server.pid)``, a pid file the service account can rewrite between the
     agent's look and the script's) cannot be told by reading the command, so nothing of the tree is exempt: the
     service account owning ``bin/``, ``conf/``, ``logs/`` or a pid file would otherwise have root run, source or act
-    on what it wrote."""
+    on what it wrote. Code upgrader does not read (inline_code: ``perl -e``, an awk program, ``echo x | sh``) is
+    refused whoever owns what it names."""
     if os.geteuid() != 0 or command_account(install) is not None:
         return []  # the commands run as the install's owner, or as the agent's own account
     # the agent's own variables as a command will see them (run_shell); those not known yet stand for a plain word,
@@ -112,6 +113,11 @@ def root_command_problems(install, commands):
             return ["%s (%s) would run as root, but the word %s in it cannot be judged as written (%s): the shell would "
                     "turn it into paths the agent does not see, another account's among them; nothing was stopped: "
                     "write it as a plain absolute path" % (key, commands[key], odd[0], odd[1])]
+        code = inline_code(commands[key], known)
+        if code:
+            return ["%s (%s) would run as root, but %s in it runs code upgrader does not read (%s): another account "
+                    "could have root run what it wrote; nothing was stopped: put the code in a root-owned script and "
+                    "name that script by its absolute path" % (key, commands[key], code[0], code[1])]
         found = outside_path_problem(install, commands[key], known)
         if found:
             return ["%s (%s) would run as root, but %s, named in it, is not root's alone: %s: another account could "
@@ -148,7 +154,7 @@ AGENT_VARS = ("UPGRADER_INSTALL_DIR", "UPGRADER_HOST", "UPGRADER_CURRENT_VERSION
 _VAR = re.compile(r"\$(?:([A-Za-z_][A-Za-z0-9_]*)|\{([A-Za-z_][A-Za-z0-9_]*)\})")
 
 
-def shell_words(command, known=None):
+def shell_words(command, known=None, breaks=None):
     """The words of ``command`` as the POSIX shell splits them: (words, unresolved). Each word is (text, odd, at):
     its text with quotes and escapes resolved, what in it the shell would expand (``odd``: "a glob", "a ~ (home
     directory)", "a $ expansion", ...; empty when the word is literal) and where in the text the first expansion is
@@ -156,7 +162,7 @@ def shell_words(command, known=None):
     skipped; a process substitution ``<(`` is a word of its own, odd. ``$NAME`` or ``${NAME}`` of a variable in
     ``known`` (the agent's own, AGENT_VARS) is its value, judged as written (odd when, unquoted, the shell would
     split or glob it). ``unresolved`` is the rest of the command from a quote or escape that does not end (None when
-    all end)."""
+    all end). ``breaks``, when given, gets (index of the next word, operator character) for each operator."""
     words = []
     cur, odd, at, started = [], [], None, False
     i, n = 0, len(command)
@@ -196,6 +202,8 @@ def shell_words(command, known=None):
             continue
         elif c in _OPS:
             end()
+            if breaks is not None:
+                breaks.append((len(words), c))
             if c in "<>" and command[i + 1:i + 2] == "(":
                 words.append((command[i:i + 2], ("a process substitution",), 0))
         elif c == "\\":
@@ -257,43 +265,282 @@ def shell_words(command, known=None):
 
 
 def script_words(command, depth=0, known=None):
-    """Every word of ``command`` (shell_words) and, recursively, of every script in it: the word after a ``-c``
-    option (``sh -c``, ``bash -ec``, ``su -c``) is a script, its words are the command's too (at most SCRIPT_DEPTH
-    deep). (words, unresolved): a quote or escape that does not end, in the command or a script, or a script nested
-    deeper, is ``unresolved``."""
-    words, unresolved = shell_words(command, known)
+    """Every word of ``command`` (shell_words) and, recursively, of every script in it (read_command: the operands of
+    a shell run with ``-c`` whatever options come first, ``su -c``, ``flock -c``, ``env -S``, a ``find -exec``
+    command, and the word after any ``-c`` option), at most SCRIPT_DEPTH deep. (words, unresolved): a quote or escape
+    that does not end, in the command or a script, or a script nested deeper, is ``unresolved``."""
+    seen = _read(command, known, depth)
+    return seen["words"], seen["unresolved"]
+
+
+def inline_code(command, known=None):
+    """The first program of a root command that would run code upgrader does not read, and why: (program, why), or
+    None (read_command)."""
+    return _read(command, known)["code"]
+
+
+def script_files(command, known=None):
+    """The script files the interpreters of ``command`` run, as named (read_command)."""
+    return _read(command, known)["files"]
+
+
+def _read(command, known=None, depth=0):
+    seen = {"words": [], "files": [], "code": None, "unresolved": None}
+    read_command(command, known, depth, seen)
+    return seen
+
+
+#: programs that run code: a shell, a scripting language, awk, ssh (by basename, a version suffix left out)
+SHELLS = frozenset(("sh", "bash", "dash", "zsh", "ksh", "mksh", "ash", "rbash"))
+INTERPRETERS = SHELLS | frozenset(("perl", "python", "pypy", "ruby", "node", "nodejs", "php", "lua", "tclsh", "wish",
+                                   "expect", "awk", "gawk", "mawk", "nawk", "ssh"))
+#: programs that run the command in their arguments: what they run is looked for among their words
+WRAPPERS = frozenset(("env", "nice", "nohup", "timeout", "setsid", "stdbuf", "ionice", "chrt", "taskset", "sudo",
+                      "exec", "command", "xargs", "flock", "chroot", "time", "busybox", "doas", "builtin", "eval",
+                      "watch", "unshare", "nsenter", "setpriv", "strace", "ltrace", "caps", "capsh"))
+#: words that begin a shell's compound command, not a program
+RESERVED = frozenset(("if", "then", "else", "elif", "fi", "do", "done", "while", "until", "!", "{", "}", "case",
+                      "esac"))
+
+
+def program_name(word):
+    """The name a program word is known by: its basename without a version suffix (``/usr/bin/python3.11``: python)."""
+    base = word.rsplit("/", 1)[-1]
+    return re.sub(r"[-.0-9]+$", "", base) or base
+
+
+def read_command(command, known, depth, seen):
+    """Read ``command`` as the shell would run it, into ``seen``: its words (``words``: every word, and those of every
+    script in it), the script files its interpreters run (``files``), the first program that would run code upgrader
+    does not read (``code``: (program, why)) and a quote or escape that does not end, or a script nested deeper than
+    SCRIPT_DEPTH (``unresolved``). Each simple command (between operators; a redirection's target is no word of it)
+    is read from its program on, past assignments, reserved words and wrappers (WRAPPERS: ``env``, ``sudo``,
+    ``timeout``, ... whose command is the first interpreter among their words): an interpreter (INTERPRETERS) may run
+    a script file named by path, or a shell a ``-c`` script (every operand after its options, read as a command);
+    code given as text (``perl -e``, ``python3 -c``, an awk program, ssh's remote command), a module found by name
+    (``python3 -m``) or a script read from standard input (``echo x | sh``, ``sh -s``, ``sh < file``) is code upgrader
+    does not read: refused."""
+    if seen["unresolved"] is not None:
+        return
+    breaks = []
+    words, unresolved = shell_words(command, known, breaks)
+    seen["words"] += words
     if unresolved is not None:
-        return words, unresolved
-    out = list(words)
-    for k, (text, odd, _) in enumerate(words):
-        if k and re.match(r"-[A-Za-z]*c[A-Za-z]*$", words[k - 1][0]) and not words[k - 1][1]:
+        seen["unresolved"] = unresolved
+        return
+    cuts = {}
+    for at, c in breaks:
+        cuts.setdefault(at, []).append(c)
+    commands, cur, target = [], [], False
+    for k, word in enumerate(words):
+        for c in cuts.get(k, ()):
+            if c in "<>":
+                target = True
+            else:
+                target = False
+                if cur:
+                    commands.append(cur)
+                cur = []
+        if target:
+            target = False
+            continue
+        cur.append(word[0])
+    if cur:
+        commands.append(cur)
+
+    for texts in commands:
+        scripts = []
+        for k in range(1, len(texts)):  # the word after any -c (sh -ec, su -c, a program of its own with one)
+            if re.match(r"-[A-Za-z]*c[A-Za-z]*$", texts[k - 1]):
+                scripts.append(texts[k])
+        _read_simple(texts, scripts.append, seen)
+        for text in dict.fromkeys(scripts):  # each script once
             if depth >= SCRIPT_DEPTH:
-                return out, text
-            inner, unresolved = script_words(text, depth + 1, known)
-            out += inner
-            if unresolved is not None:
-                return out, unresolved
-    return out, None
+                seen["unresolved"] = text
+                return
+            read_command(text, known, depth + 1, seen)
+
+
+def _read_simple(texts, script, seen):
+    """read_command of one simple command (its words' texts)."""
+    def code(program, why):
+        if seen["code"] is None:
+            seen["code"] = (program, why)
+
+    i = 0
+    while i < len(texts) and (texts[i] in RESERVED or re.match(r"[A-Za-z_][A-Za-z0-9_]*=", texts[i])):
+        i += 1
+    while i < len(texts):
+        word, name, args = texts[i], program_name(texts[i]), texts[i + 1:]
+        if name == "find":
+            for k, a in enumerate(args):
+                if a in ("-exec", "-execdir", "-ok", "-okdir"):
+                    rest = args[k + 1:]
+                    end = [j for j, b in enumerate(rest) if b in (";", "+")]
+                    _read_simple(rest[:end[0]] if end else rest, script, seen)
+            return
+        if name in ("su", "runuser", "script"):
+            values = _option_values(args, ("-c", "--command", "--session-command"))
+            for v in values:
+                script(v)
+            if name != "script":
+                operands = [a for a in args if not a.startswith("-")]
+                for a in operands[1:]:
+                    script(a)
+            if not values:
+                code(word, "a shell reading its standard input")
+            return
+        if name == "env":
+            for v in _option_values(args, ("-S", "--split-string")):
+                script(v)
+        if name in ("eval", "watch"):  # its operands, joined by blanks, are a shell script
+            operands = [a for a in args if not a.startswith("-")]
+            if operands:
+                script(" ".join(operands))
+        if name == "flock":  # its -c script; without one, the command after the lock file (the wrappers' look)
+            for v in _option_values(args, ("-c", "--command")):
+                script(v)
+        if name in WRAPPERS:
+            nxt = [j for j in range(i + 1, len(texts)) if program_name(texts[j]) in INTERPRETERS | WRAPPERS - {"time"}
+                   or program_name(texts[j]) in ("su", "runuser", "script", "find")]
+            if not nxt:
+                return
+            i = nxt[0]
+            continue
+        if name in INTERPRETERS:
+            _read_interpreter(word, name, args, script, code, seen)
+        return
+
+
+def _option_values(args, names):
+    """The values of the options ``names`` (``-c V``, ``-cV``, ``--command=V``, ``--command V``) among ``args``."""
+    out = []
+    for k, a in enumerate(args):
+        for n in names:
+            if a == n and k + 1 < len(args):
+                out.append(args[k + 1])
+            elif n.startswith("--") and a.startswith(n + "="):
+                out.append(a[len(n) + 1:])
+            elif not n.startswith("--") and a.startswith(n) and len(a) > len(n):
+                out.append(a[len(n):])
+    return out
+
+
+#: per interpreter: (options whose letters give code as text, letters naming a module to load, letters that take the
+#: next word as their value, letters that name a script file)
+_LANG = {"perl": ("eE", "mM", "", ""), "python": ("c", "m", "WXQ", ""), "pypy": ("c", "m", "WXQ", ""),
+         "ruby": ("e", "r", "ICEFx", ""), "node": ("ep", "r", "", ""), "nodejs": ("ep", "r", "", ""),
+         "php": ("rBRE", "", "cdz", "fF"), "lua": ("e", "l", "", ""), "tclsh": ("", "", "", ""),
+         "wish": ("", "", "", ""), "expect": ("c", "", "", "f"), "awk": ("e", "il", "vF", "f"),
+         "ssh": ("", "", "BbcDEeFIiJLlmOopQRSWw", "")}
+_LANG.update(dict((a, _LANG["awk"]) for a in ("gawk", "mawk", "nawk")))
+_LONG_CODE = ("--eval", "--print", "--source", "--command")
+_LONG_MODULE = ("--require", "--import", "--loader", "--experimental-loader", "--include", "--load")
+
+
+def _read_interpreter(word, name, args, script, code, seen):
+    """_read_simple of an interpreter ``word`` (named ``name``) with its arguments."""
+    if name in SHELLS:
+        opts, k = "", 0
+        while k < len(args):
+            a = args[k]
+            if a in ("--", "-", "+"):
+                k += 1
+                break
+            if a.startswith("--"):
+                k += 2 if a in ("--rcfile", "--init-file") else 1
+                continue
+            if a[:1] in "-+" and len(a) > 1:
+                opts += a[1:]
+                k += 2 if a[-1] in "oO" else 1
+                continue
+            break
+        operands = args[k:]
+        if "c" in opts:
+            for a in operands:
+                script(a)
+        elif "s" in opts or "i" in opts or not operands:
+            code(word, "a shell reading its standard input")
+        else:
+            seen["files"].append(operands[0])
+        return
+    inline, module, valued, filed = _LANG[name]
+    k, files = 0, []
+    while k < len(args):
+        a = args[k]
+        if a == "--":
+            k += 1
+            break
+        if a.startswith("--"):
+            opt = a.split("=", 1)[0]
+            if opt in _LONG_CODE:
+                return code(word, "code given as text (%s)" % opt)
+            if opt in _LONG_MODULE:
+                return code(word, "a module found by name (%s)" % opt)
+            if opt == "--file":
+                files.append(a.split("=", 1)[1] if "=" in a else args[k + 1] if k + 1 < len(args) else "")
+                k += 1 if "=" in a else 2
+                continue
+            k += 1
+            continue
+        if a[:1] != "-" or a == "-":
+            break
+        for j, letter in enumerate(a[1:]):
+            rest = a[j + 2:]
+            if letter in inline:
+                return code(word, "code given as text (-%s)" % letter)
+            if letter in module:
+                return code(word, "a module found by name (-%s)" % letter)
+            if name == "ssh" and letter in "oF":
+                value = rest or (args[k + 1] if k + 1 < len(args) else "")
+                if letter == "F" or re.search(r"(?i)command", value):
+                    return code(word, "an ssh option that runs a command (-%s %s)" % (letter, value))
+            if letter in filed:
+                files.append(rest or (args[k + 1] if k + 1 < len(args) else ""))
+            if letter in valued + filed:
+                k += 1 if rest else 2
+                break
+        else:
+            k += 1
+    operands = args[k:]
+    if name == "ssh":
+        code(word, "a remote command for ssh" if len(operands) > 1 else "a shell reading its standard input")
+        return
+    if name in ("awk", "gawk", "mawk", "nawk"):
+        if not files:
+            return code(word, "an awk program given as text")
+    elif not files:
+        if not operands or operands[0] == "-":
+            return code(word, "a script read from its standard input")
+        files.append(operands[0])
+    seen["files"] += files
 
 
 def named_paths(command, known=None):
     """Every absolute path ``command`` names, as the outside-path rule reads it: each piece (arg_pieces:
     ``--opt=/x``, ``-C/x``, ``/a:/b``, ``@/x``) of each word, the words split as the shell splits them (script_words:
     quotes joined, ``cd /x && ./y``, ``$(cat /x)``, ``3</x``, a ``sh -c '...'`` script's own words), and the words of
-    any word with blanks in it (a script for some other program), cut where the shell would expand (``/x/$NAME`` is
+    any word with blanks in it (a script for some other program), and every path that starts inside a word after a
+    character no path holds (_INNER_PATH: ``exec("/x/hook.sh")``), cut where the shell would expand (``/x/$NAME`` is
     /x/; such a word in a root command is refused first: unjudged_word)."""
     out = []
     words, _ = script_words(command, 0, known)
     texts = [w[0] for w in words]
     for text in list(texts):
         if any(c.isspace() for c in text):
-            texts += [w[0] for w in shell_words(text)[0]]
+            texts += [w[0] for w in shell_words(text, known)[0]]
     for word in texts:
-        for piece in arg_pieces(word):
+        for piece in arg_pieces(word) + _INNER_PATH.findall(_UNEXPANDED.sub("x", word)):
             piece = _PATH_END.split(piece, 1)[0]
             if piece.startswith("/") and piece not in out:
                 out.append(piece)
     return out
+
+
+#: an absolute path that starts inside a word, after a character no path name of a command holds (perl's
+#: ``exec("/x/hook.sh")``, ``x=/y``, ``'a;/x/hook.sh'``), up to such a character
+_UNEXPANDED = re.compile(r"\$(\{[^}]*\}|[A-Za-z_0-9]*)")  # a $ expansion left as text: no path starts after it
+_INNER_PATH = re.compile(r"""(?:(?<=[\s'"()\[\]{}<>=;,:@|&`!])|^)(/[^\s'"()\[\]{}<>;,:@|&`!$*?~\\]*)""")
 
 
 def unjudged_word(command, known=None):
@@ -326,7 +573,12 @@ def outside_path_problem(install, command, known=None):
     (yet) is judged by the nearest directory above it that does: whoever can write there can make it. A character
     device root owns (``/dev/null``) passes when its directories do: nobody puts code in one. Paths in the install,
     and the command's own view of the install (``/proc/self/cwd``), are the whole-tree rule's (tree_problems); another
-    process's view of the file system (``/proc/1/root/x``, ``/proc/PID/cwd``) cannot be judged: refused."""
+    process's view of the file system (``/proc/1/root/x``, ``/proc/PID/cwd``) cannot be judged: refused. What a
+    program takes from a path it is given is judged too: a directory named outside the install (not ``/``; ``cd``'s
+    too: what runs there next is found in it) and the directory of an interpreter's script file (script_files:
+    ``python3 /x/tool/main.py`` imports /x/tool/helper.py, ``run-parts /x/hooks.d`` runs all of it; an executable
+    ``#!`` script named is one too, _script_file) must be root's
+    alone as a whole tree (tree_checked), and one of more than TREE_MOST entries is refused as too big to judge."""
     for path in named_paths(command, known):
         norm = "/" + os.path.normpath(path).lstrip("/")
         proc = re.match(r"/proc/([^/]+)/(root|cwd)(/.*)?$", norm)
@@ -341,7 +593,44 @@ def outside_path_problem(install, command, known=None):
         why = root_alone_problem(norm)
         if why:
             return path, why
+        if norm != "/" and os.path.isdir(norm) and os.path.realpath(norm) != "/":
+            found = tree_checked(os.path.realpath(norm), limit=1, most=TREE_MOST)
+            if found:
+                return path, found[0]
+    named = [p for p in named_paths(command, known) if not install_path(install, p) and _script_file(p)]
+    for path in script_files(command, known) + named:
+        if not path.startswith("/"):
+            continue  # relative to the install: the whole-tree rule's
+        norm = "/" + os.path.normpath(path).lstrip("/")
+        if install_path(install, norm):
+            continue
+        # the directory as named (a script finds "$(dirname "$0")") and as its links lead (python3's sys.path[0])
+        for top in dict.fromkeys((os.path.realpath(os.path.dirname(norm)), os.path.dirname(os.path.realpath(norm)))):
+            if _in_install(install, top) or top == "/" or not os.path.isdir(top):
+                continue
+            found = tree_checked(top, limit=1, most=TREE_MOST)
+            if found:
+                return path, found[0]
     return None
+
+
+def _script_file(path):
+    """Whether the absolute ``path`` is an executable script (``#!``): the kernel runs its interpreter on it, which
+    may take more from the script's directory (python3 imports what lies beside it). Looked at only once the path is
+    found root's alone (outside_path_problem), never blocking."""
+    try:
+        st = os.stat(path)
+        if not stat.S_ISREG(st.st_mode) or not st.st_mode & 0o111:
+            return False
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_CLOEXEC", 0))
+    except OSError:
+        return False
+    try:
+        return os.read(fd, 2) == b"#!"
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
 
 
 def root_alone_problem(path):
@@ -465,15 +754,28 @@ def _in_install(install, path):
 TREE_PROBLEMS = 5  # the walk stops there: the first one is named
 
 
-def tree_problems(install, limit=TREE_PROBLEMS):
+#: entries of a directory outside the install a root command names (or whose script it runs) looked through: past
+#: them it is refused as too big to judge
+TREE_MOST = 20000
+
+
+def tree_problems(install, limit=TREE_PROBLEMS, most=None):
     """Up to ``limit`` sentences, one per file or directory beneath ``install`` another account can change: owned by
     another account than root, or writable by group or others (mode bits, a POSIX ACL granting write), a link owned
     by another account, or a link to a place outside the tree that is not root's alone. Walked from directory
-    descriptors, no link followed, as the manifest scan walks the install."""
+    descriptors, no link followed, as the manifest scan walks the install. ``install`` may be any directory (one a
+    root command names outside the install); with ``most``, a tree of more entries is one more problem: too big to
+    judge."""
     found = []
+    seen = [0]
 
     def look(fd, name, rel, st):
         path = os.path.join(install, rel)
+        seen[0] += 1
+        if most is not None and seen[0] > most:
+            found.append("%s holds more than %d entries, more than upgrader looks through to judge it"
+                         % (install, most))
+            return
         if st.st_uid != 0:
             found.append("%s is owned by %s (mode %o)" % (path, account_name(st.st_uid), stat.S_IMODE(st.st_mode)))
         elif stat.S_ISLNK(st.st_mode):
@@ -499,7 +801,7 @@ def tree_problems(install, limit=TREE_PROBLEMS):
         os.close(top)
     if writers:
         found.append("%s may be written by %s (mode %o)" % (install, writers, stat.S_IMODE(st.st_mode)))
-    walk_deep_said(install, look, lambda: len(found) >= limit, (), found)
+    walk_deep_said(install, look, lambda: len(found) >= limit or most is not None and seen[0] > most, (), found)
     return found
 
 
@@ -525,14 +827,14 @@ def tree_key(install):
     return install, os.path.realpath(install), st.st_dev, st.st_ino, st.st_mtime_ns, st.st_ctime_ns
 
 
-def tree_checked(install, limit=TREE_PROBLEMS):
+def tree_checked(install, limit=TREE_PROBLEMS, most=None):
     """tree_problems, walked once per agent call while nothing runs in between: a tree found root's alone is not
     walked again (the walk costs about 170 ms for 20,000 files, and one call looks at it up to three times: a
     version command's check, its run, the preflight's commands) until a command starts or the install dir changes."""
     key = tree_key(install)
     if key is not None and key in _TREE_CLEAN:
         return []
-    found = tree_problems(install, limit)
+    found = tree_problems(install, limit, most)
     if not found and key is not None and tree_key(install) == key:
         _TREE_CLEAN.add(key)
     return found
@@ -644,6 +946,10 @@ def root_workdir(install, command, env=None):
     if odd:
         raise AgentError("the command %r was not run: it would run as root, but the word %s in it cannot be judged as "
                          "written (%s)" % ((command,) + odd), "unsafe_path")
+    code = inline_code(command, known)
+    if code:
+        raise AgentError("the command %r was not run: it would run as root, but %s in it runs code upgrader does not "
+                         "read (%s)" % ((command,) + code), "unsafe_path")
     outside = outside_path_problem(install, command, known)
     if outside:
         raise AgentError("the command %r was not run: it would run as root, but %s, named in it, is not root's alone: "
