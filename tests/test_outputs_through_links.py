@@ -5,6 +5,7 @@ file the link points to left as it was; the shipped CLI in its own process, the 
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -71,3 +72,64 @@ def test_keys_generate_never_writes_through_a_planted_link(tmp_path: Path, plant
     assert "a key (or a link) already exists there" in said and "Traceback" not in said, said
     assert not victim.exists() and link.is_symlink()
     assert sorted(p.name for p in link.parent.iterdir()) == [link.name]
+
+
+def _shared_with_a_planted_folder_link(tmp_path: Path) -> tuple[Path, Path]:
+    """attack12r24 L1: (root's 0700 folder ``secret`` holding a 0600 ``victim``; the link ``shared/reports`` ->
+    ``secret``, planted by nobody in the 0777 folder ``shared``)."""
+    secret = tmp_path / "secret"
+    secret.mkdir(mode=0o700)
+    victim = secret / "victim"
+    victim.write_text("precious\n", encoding="utf-8")
+    victim.chmod(0o600)
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    link = shared / "reports"
+    link.symlink_to(secret)
+    os.lchown(link, 65534, 65534)
+    return victim, link
+
+
+def test_no_output_is_written_through_another_accounts_link_on_the_way(sandbox: Sandbox, tmp_path: Path) -> None:
+    """A link nobody planted as a FOLDER on the way (``shared/reports`` -> root's 0700 ``secret``): ``run --events
+    shared/reports/victim`` truncated and rewrote root's file before; now ``run --events``, ``plan -o``, ``approve -o``
+    and ``keys generate`` through it are refused (exit 2, naming the link and its owner), nothing written, nothing on
+    the host changed. A link root (the user running upgrader) made on the way is still followed."""
+    before = pristine(sandbox)
+    victim, link = _shared_with_a_planted_folder_link(tmp_path)
+    secret = victim.parent
+    plan = tmp_path / "A.json"
+    args = ["plan", "--inventory", str(sandbox.inventory), "--catalog", str(sandbox.catalog / "catalog.yaml"),
+            "--to", "7.0.4.2", "--key", str(sandbox.requester_key), "-o"]
+    done = _cli(sandbox.root, *args, str(link / "A.json"))
+    said = _said(done)
+    assert done.returncode == ExitCode.BAD_INPUT, said
+    assert "reports is a link" in said and "nobody (uid 65534)" in said and "Traceback" not in said, said
+    assert sorted(p.name for p in secret.iterdir()) == ["victim"]
+    done = _cli(sandbox.root, *args, str(plan))
+    assert done.returncode == ExitCode.OK, _said(done)
+    approval = tmp_path / "A.approval"
+    done = _cli(sandbox.root, "approve", str(plan), "--key", str(sandbox.engineer_key), "-o",
+                str(link / "A.approval"))
+    assert done.returncode == ExitCode.BAD_INPUT and "reports is a link" in _said(done), _said(done)
+    done = _cli(sandbox.root, "approve", str(plan), "--key", str(sandbox.engineer_key), "-o", str(approval))
+    assert done.returncode == ExitCode.OK, _said(done)
+    done = _cli(sandbox.root, "run", str(plan), "--approval", str(approval), "--events", str(link / "victim"),
+                env={"UPGRADER_AUDIT_KEY": str(sandbox.operator_key)})
+    said = _said(done)
+    assert done.returncode == ExitCode.BAD_INPUT, said
+    assert "--events" in said and "reports is a link" in said and "Traceback" not in said, said
+    assert "Traceback" not in said and "run_started" not in (tmp_path / "secret" / "victim").read_text(), said
+    assert not any(r.get("event") == "run_started" for r in map(json.loads, (sandbox.root / "audit" /
+                                                                              "audit.jsonl").read_text().splitlines()))
+    done = _cli(tmp_path, "keys", "generate", str(link / "engineer"))
+    assert done.returncode == ExitCode.BAD_INPUT and "reports is a link" in _said(done), _said(done)
+    assert victim.read_text(encoding="utf-8") == "precious\n" and victim.stat().st_mode & 0o777 == 0o600
+    assert sorted(p.name for p in secret.iterdir()) == ["victim"] and link.is_symlink()
+    _untouched(before, sandbox)
+    mine = tmp_path / "mine"
+    mine.symlink_to(secret)  # root's own link: followed
+    done = _cli(tmp_path, "keys", "generate", str(mine / "engineer"))
+    assert done.returncode == ExitCode.OK, _said(done)
+    assert (secret / "engineer").is_file() and (secret / "engineer.pub").is_file()

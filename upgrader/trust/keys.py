@@ -57,11 +57,17 @@ def generate_key(path: Path, principal: str, *, overwrite: bool = False) -> tupl
                              serialization.NoEncryption())
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, how, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        with os.fdopen(os.open(pub, how, 0o644), "w", encoding="utf-8") as f:
-            f.write(public_key_line(key.public_key(), principal) + "\n")
+        from ..core.output import open_folder
+
+        dfd = open_folder(path.parent, what="the key", option="--dir")  # no other account's link on the way
+        try:
+            fd = os.open(path.name, how, 0o600, dir_fd=dfd)
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            with os.fdopen(os.open(pub.name, how, 0o644, dir_fd=dfd), "w", encoding="utf-8") as f:
+                f.write(public_key_line(key.public_key(), principal) + "\n")
+        finally:
+            os.close(dfd)
     except OSError as e:
         raise InputError(f"cannot write the key: {e.strerror}", path=str(path),
                          hint="choose a directory you can write with --dir") from e

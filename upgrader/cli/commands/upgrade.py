@@ -55,6 +55,11 @@ class _Events:
             raise InputError(f"--events names a link (-> {os.readlink(self.target)}): upgrader does not write the "
                              "events through a link; nothing was done", path=self.target,
                              hint="give --events the path of a new or regular file, or - for stdout")
+        if self.target not in (None, "-") and os.path.isdir(os.path.dirname(os.path.abspath(self.target))):
+            from ...core.output import open_folder
+
+            # before anything runs (exit 2): no other account's link on the way (opened again when written)
+            os.close(open_folder(Path(self.target).parent, what="the events", option="--events"))
 
     @property
     def on_stdout(self) -> bool:
@@ -71,7 +76,15 @@ class _Events:
         import errno
 
         try:  # never through a link someone planted at that name (a shared folder): O_NOFOLLOW
-            fd = os.open(self.target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+            from ...core.output import open_folder
+
+            target = Path(self.target)
+            dfd = open_folder(target.parent, what="the events", option="--events")  # no other account's link on the way
+            try:
+                fd = os.open(target.name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644,
+                             dir_fd=dfd)
+            finally:
+                os.close(dfd)
             self.stream = os.fdopen(fd, "w", encoding="utf-8")
         except OSError as e:
             if e.errno == errno.ELOOP:
