@@ -207,21 +207,26 @@ def test_resume_picks_up_a_run_stopped_after_its_canary(fleet, monkeypatch):
     assert f.versions() == {"app-01": "7.0.4.2", "app-02": "7.0.4.2"}
 
 
-def test_a_run_paused_after_its_canary_and_rolled_back_is_not_resumed(fleet, monkeypatch, capsys):
+@pytest.mark.parametrize("only", [[], ["--hosts", "app-01"]], ids=["all", "the-canary"])
+def test_a_run_paused_after_its_canary_and_rolled_back_is_not_resumed(fleet, monkeypatch, capsys, only):
     """attack12r23 M2: the canary committed, app-02 waits; the operator rolls the run back (both hosts as before).
     `resume --yes` then upgrades nothing: the rollback ended the run, its approval does not carry app-02 on."""
     f = fleet(2)
     monkeypatch.setattr(sys, "stdin", io.StringIO(""))
     run = execute(f, planned(f, "7.0.4.2"), "--canary", "1")
     assert run.outcomes == {"app-01": "committed", "app-02": "waiting"}
-    assert upgrader(f.box, "rollback", run.id, "--yes") == 0
+    assert upgrader(f.box, "rollback", run.id, *only, "--yes") == 0
     assert f.versions() == {"app-01": "7.0.4.1", "app-02": "7.0.4.1"}
     journal = (run.dir / "journal.jsonl").read_bytes()
     capsys.readouterr()
     assert upgrader(f.box, "resume", run.id, "--yes") == 0
-    assert "nothing to resume" in capsys.readouterr().out
+    said = capsys.readouterr().out
+    assert "nothing to resume" in said and "waits for a confirmation" not in said, said  # attack12r24 L2: no loop
     assert f.versions() == {"app-01": "7.0.4.1", "app-02": "7.0.4.1"}
     assert (run.dir / "journal.jsonl").read_bytes() == journal  # no host was started again
+    assert upgrader(f.box, "status", "--json") == 0
+    needs = {h["host"]: h["needs"] for h in json.loads(capsys.readouterr().out)["hosts"]}
+    assert needs == {"app-01": [], "app-02": []}, needs  # status no longer advises that very resume
 
 
 def test_a_continuation_after_the_canary_killed_midway_is_finished_from_the_journal(fleet, monkeypatch):

@@ -80,6 +80,8 @@ def run_needs(runs: Path, host: str) -> list[dict[str, str]]:
             needs.append({"run": run.name, "why": f"its {command} ended needing a person",
                           "resolve": f"upgrader {command} {run.name} (after reading its journal: upgrader "
                                      f"diagnostics {run.name})", "kind": "needs_person", "command": command})
+        elif last.event == "not_started" and last.data.get("waiting") and command == "rollback":
+            continue  # rolled back after its canary: the run is over, the waiting hosts were never changed
         elif last.event == "not_started" and last.data.get("waiting"):
             needs.append({"run": run.name, "why": "waits for a confirmation after a healthy canary",
                           "resolve": f"upgrader resume {run.name} --yes", "kind": "waiting", "command": "resume"})
