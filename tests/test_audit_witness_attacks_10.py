@@ -4,8 +4,8 @@ CLI over the real sshd.
 
 - H0: a signed run whose opening line names app-01, with a host_started and a host_finished line there (needs a
   person: "install failed half-way") but no phase, and a real approval never used: app-01 keeps opening records of
-  the log's earlier runs and none of this one: ALTERED, "the run never ran there" (INTACT before, exit 0, in
-  verify and in the case). The same run with a failed preflight (refused before the lock: nothing to open) and an
+  the log's earlier runs and none of this one: ALTERED, "the run never ran there", in verify and in the case
+  (the attacker's sandbox read INTACT, exit 0: the run was never held to the host's records). The same run with a failed preflight (refused before the lock: nothing to open) and an
   honest run refused at preflight read as before.
 - M3: a made-up run or rollback whose opening line names no host (`hosts: []`), and a run whose approval has no
   digest: ALTERED at that line (INTACT before); the case with --approvals says the approval names no file and exits
@@ -109,7 +109,7 @@ def test_a_made_up_run_that_names_a_host_but_no_phase_is_altered_by_the_hosts_re
     assert (f"the log says signed run {fake} reached host app-01 (took its lock or ended there), but the host keeps "
             "no opening record of that run, though it keeps those of earlier runs of the log: the run never ran "
             "there (ALTERED)") in text, text
-    assert any(o["run"] == fake and o["kind"] == "no_opening_closed" for o in report["witness"]["openings"])
+    assert f"signed run {fake} reached host app-01" in json.dumps(report["witness"]["problems"])
     rc, text = case(f, capsys, fake, "--witness", str(f.box.inventory), "--approvals", str(f.box.approvals))
     assert rc == ALTERED, text
     assert f"the log says signed run {fake} reached host app-01" in text, text
@@ -129,7 +129,7 @@ def test_a_run_that_says_it_stopped_at_preflight_is_not_held_to_an_opening_recor
     fake, _ = made_up_run(f, "7.0.4.3", preflight_failed=True)
     rc, report, text = verify(f, capsys)
     assert "never ran there" not in text, text
-    assert not any(o["run"] == fake for o in report["witness"]["openings"]), report["witness"]["openings"]
+    assert fake not in json.dumps(report["witness"]["problems"]), report["witness"]["problems"]
     assert rc == 0 and text.startswith("INTACT"), text
 
 
