@@ -1,8 +1,10 @@
 """Issue 20, attack20r11 M4: whoever writes the log (the engineer holds the operator key) edits a field of a run's
 line to a value of a type upgrader never writes there (a list, an object, a number, null, a boolean, text),
-rebuilds the chain and signs it again. Every view of the log (`audit verify`, `show`, `case`, `export`) must give a
-verdict, never crash (exit 70, "internal error"); a field the checks read (a run's outcomes and exit code, a host's
-outcome, an opening line's hosts, an approval's digest) is an edited line, named by its number (ALTERED, exit 6)."""
+rebuilds the chain and signs it again. Every view of the log (`audit verify`, with --witness too, `show`, `case`,
+`export`) must give a verdict, never crash (exit 70, "internal error"); a value of another kind than upgrader wrote
+there (a run's outcomes and exit code, an opening line's hosts, an approval's digest, the requester, window,
+policy, a phase's seconds...) is an edited line, named by its number (ALTERED, exit 6). Before the fix an outcome
+given as a list crashed every view (exit 70)."""
 
 from __future__ import annotations
 
@@ -98,6 +100,8 @@ def views(box: Sandbox, log: Path, run: str, capsys: pytest.CaptureFixture[str])
     out = []
     for argv in (["verify", str(log)], ["verify", str(log), "--lang", "zh"], ["show", str(log)],
                  ["case", run, str(log)], ["case", run, str(log), "--approvals", str(box.approvals)],
+                 ["verify", str(log), "--witness", str(box.inventory)],
+                 ["case", run, str(log), "--witness", str(box.inventory), "--lang", "zh"],
                  ["export", str(log), "--format", "csv", "-o", str(log.with_suffix(".csv"))],
                  ["export", str(log), "--format", "json", "-o", str(log.with_suffix(".json"))],
                  ["export", str(log), "--format", "html", "-o", str(log.with_suffix(".html"))]):

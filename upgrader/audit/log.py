@@ -898,6 +898,8 @@ def _data_problem(rec: Mapping[str, object]) -> str | None:
     holds the kind of value upgrader writes there (_misfits). None when the line is sound or of no run."""
     event, data = rec.get("event"), rec.get("data")
     d: Mapping[str, object] = data if isinstance(data, dict) else {}
+    if event in _CONTINUES and not isinstance(d.get("of_run"), str):
+        return None  # a continuation of no earlier run: forged (_continuation_problem names it)
     # a first run's line that names no plan and no host claims nothing to hold it to (no host, plan or approval:
     # no upgrader run, and nothing the case or the hosts could show); one that names a plan or hosts names its hosts
     if event in _CONTINUES or event == "run_started" and ("plan" in d or "hosts" in d):
