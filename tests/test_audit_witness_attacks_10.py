@@ -5,8 +5,9 @@ CLI over the real sshd.
 - H0: a signed run whose opening line names app-01, with a host_started and a host_finished line there (needs a
   person: "install failed half-way") but no phase, and a real approval never used: app-01 keeps opening records of
   the log's earlier runs and none of this one: ALTERED, "the run never ran there", in verify and in the case
-  (the attacker's sandbox read INTACT, exit 0: the run was never held to the host's records). The same run with a failed preflight (refused before the lock: nothing to open) and an
-  honest run refused at preflight read as before.
+  (the attacker's sandbox read INTACT, exit 0: the run was never held to the host's records). The same run with
+  a failed preflight (refused before the lock: nothing to open), and an honest run refused at its preflight by
+  another run's lock, read INTACT.
 - M3: a made-up run or rollback whose opening line names no host (`hosts: []`), and a run whose approval has no
   digest: ALTERED at that line (INTACT before); the case with --approvals says the approval names no file and exits
   6. An approval without a digest no longer counts towards approvals.required."""
@@ -21,7 +22,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
-from conftest import approve, kill_processes_under, plan_to
+from conftest import approve, kill_processes_under, plan_to, upgrader
 
 from fleet import Fleet
 from test_audit_witness_attacks_2 import ALTERED, fleet, log_of, records, run_once, verify  # noqa: F401
@@ -130,6 +131,29 @@ def test_a_run_that_says_it_stopped_at_preflight_is_not_held_to_an_opening_recor
     rc, report, text = verify(f, capsys)
     assert "never ran there" not in text, text
     assert fake not in json.dumps(report["witness"]["problems"]), report["witness"]["problems"]
+    assert rc == 0 and text.startswith("INTACT"), text
+
+
+def test_an_honest_run_refused_at_its_preflight_by_another_runs_lock_reads_intact(
+        fleet: Fleet, capsys: pytest.CaptureFixture[str]) -> None:
+    """The honest counterpart of H0: app-01's lock is held by another run, so the second run's preflight fails
+    there before it takes the lock (host_started, a failed preflight, host_finished needs_person, exit 5) and the
+    host keeps no opening record of it. Once that lock is gone the log reads INTACT with the hosts' records."""
+    f = fleet
+    run_once(f)
+    rc, plan = plan_to(f.box, "7.0.4.3")
+    assert rc == 0
+    lock = f["app-01"].state_dir / "lock"
+    lock.write_text(json.dumps({"run": "20261203T020000Z-dead02", "controller": "ops-box", "user": "li",
+                                "time": 1764727200.0}))
+    assert upgrader(f.box, "run", str(plan), "--approval", str(approve(f.box, plan))) == 5
+    lock.unlink()
+    refused = [r for r in records(log_of(f)) if r["event"] == "run_started"][-1]["run"]
+    mine = [(r["event"], r.get("phase"), r.get("outcome")) for r in records(log_of(f)) if r.get("run") == refused]
+    assert ("host_started", None, None) in mine and ("phase_finished", "preflight", "failed") in mine, mine
+    assert ("host_finished", None, "needs_person") in mine, mine
+    assert refused not in {r.get("as") for r in records(f["app-01"].state_dir / "runs-opened.jsonl")}
+    rc, _, text = verify(f, capsys)
     assert rc == 0 and text.startswith("INTACT"), text
 
 
