@@ -2067,7 +2067,7 @@ def _log_hosts(data: bytes) -> dict[str, JSONObject]:
     sent that run (address, install_dir, its line)}."""
     import json as _json
 
-    from .audit.log import OPENING_EVENTS
+    from .audit.log import OPENING_EVENTS, fitted
 
     out: dict[str, JSONObject] = {}
     for n, line in enumerate(data.split(b"\n")[:-1], 1):
@@ -2075,6 +2075,7 @@ def _log_hosts(data: bytes) -> dict[str, JSONObject]:
             rec = _json.loads(line)
         except ValueError:
             continue
+        rec = fitted(rec) if isinstance(rec, dict) else rec  # a misfit field read as the views do (an edited line)
         if not isinstance(rec, dict) or rec.get("event") not in OPENING_EVENTS or not isinstance(rec.get("data"), dict):
             continue
         for h in rec["data"].get("hosts") or []:
@@ -2249,12 +2250,17 @@ class AuditCase:
     @property
     def exit_code(self) -> int:
         """6 when the log was altered (the case is then not evidence), the hosts' witnessed checkpoints do not
-        match it (``witness``), or an approval file does not (``approval_check``); 2 when a host could not be read and nothing else is wrong; else 0."""
+        match it (``witness``), or an approval file does not or none has an approval's digest (``approval_check``);
+        2 when a host could not be read and nothing else is wrong; else 0."""
         from .audit.view import altered
 
         checked = self.case.get("approval_check")
+        # an approval of the run that no file of the folder has (or that names no digest) is a mismatch too
+        unmatched = isinstance(checked, dict) and any(
+            isinstance(a, dict) and a.get("checked_file") is None for a in cast("list[object]",
+                                                                                self.case.get("approvals") or []))
         if altered(self.result) or (self.witness is not None and self.witness.problems) \
-                or (isinstance(checked, dict) and checked.get("problems")):
+                or (isinstance(checked, dict) and checked.get("problems")) or unmatched:
             return 6
         return 2 if self.witness is not None and (self.witness.unreachable or self.witness.doubts) else 0
 

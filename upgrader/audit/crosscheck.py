@@ -192,6 +192,14 @@ def cross_check(events: list[dict[str, object]], *, plans: Path | None, approval
             for item in _l(d.get("approvals")):
                 given = _d(item)
                 named_digest = given.get("digest")
+                if approvals is not None and not _is_digest(named_digest):
+                    # upgrader names every approval it accepts by its digest: one without it names no file (M3)
+                    line = e.get("seq")
+                    problem(line, "approval", f"run {e.get('run')} (line {line}) names an approval by "
+                            f"{given.get('approver')} without its digest: no approval file can be checked for it; "
+                            "upgrader never writes one so (the line was made up or edited)",
+                            f"运行 {e.get('run')}（第 {line} 行）记的 {given.get('approver')} 的批准没有摘要：无法核对任何"
+                            "批准文件；upgrader 从不这样写（该行是编造或改动过的）", run=str(e.get("run")))
                 if isinstance(named_digest, str):
                     accepted.append((e.get("seq"), named_digest, d.get("plan"), given.get("approver"),
                                      given.get("key"), given.get("expires"), given))
@@ -260,6 +268,11 @@ def cross_check(events: list[dict[str, object]], *, plans: Path | None, approval
     return out
 
 
+def _is_digest(value: object) -> bool:
+    """An approval's digest as upgrader writes it: 64 lowercase hex digits."""
+    return isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value)
+
+
 def _too_few(problem: Callable[..., None], events: list[dict[str, object]], required: Mapping[str, int],
              out: CrossCheck) -> None:
     """Every upgrade run (``run_started``: a resume or rollback runs under the first run's approvals) against the
@@ -274,8 +287,9 @@ def _too_few(problem: Callable[..., None], events: list[dict[str, object]], requ
             out.unknown_policy[str(e.get("run"))] = str(digest) if isinstance(digest, str) else None
             continue
         need = required[digest]
+        # only an approval named by its digest counts (one without it names no file anything can check: M3)
         keys = {str(_d(a).get("key") or _d(a).get("digest")) for a in _l(d.get("approvals"))
-                if _d(a).get("key") or _d(a).get("digest")}
+                if _is_digest(_d(a).get("digest"))}
         if len(keys) < need:
             line = e.get("seq")
             problem(line, "approvals", f"run {e.get('run')} (line {line}) lists {len(keys)} approval key(s), but "

@@ -564,7 +564,7 @@ def verify_log(path: Path, *, signers: AllowedSigners | None, anchor: tuple[int,
                     return _fail(r, n - 1, "edited", f"line {n - 1} was edited or replaced: its hash no longer "
                                  f"matches the chain recorded in line {n}")
                 return _fail(r, n, "edited", "the first line does not start the chain")
-            shape = _shape_problem(rec)
+            shape = _shape_problem(rec) or _data_problem(rec)
             if shape:
                 return _fail(r, n, "edited", f"not an event upgrader writes: {shape}")
             this_hash = sha256(line[:-1]).hexdigest()
@@ -817,6 +817,144 @@ def _shape_problem(rec: Mapping[str, object]) -> str | None:
     return None
 
 
+_DIGEST = re.compile(r"[0-9a-f]{64}")
+
+#: the kinds of value upgrader writes in a run's lines, as the checks and views read them (attack20r11 M4): "text",
+#: "text?" (or null), "object", "object?", "list", "number", "integer", "flag?" (true, false or null)
+_KINDS: dict[str, Callable[[object], bool]] = {
+    "text": lambda v: type(v) is str, "text?": lambda v: v is None or type(v) is str,
+    "object": lambda v: isinstance(v, dict), "object?": lambda v: v is None or isinstance(v, dict),
+    "list": lambda v: isinstance(v, list), "number": lambda v: type(v) in (int, float),
+    "integer": lambda v: type(v) is int, "flag?": lambda v: v is None or type(v) is bool}
+_APPROVAL = {"approver": "text", "key": "text", "expires": "text", "digest": "text", "comment": "text?",
+             "after_hours": "flag?"}
+_CONTINUATION = {"of_run": "text", "hosts": "list", "policy": "object?", "window": "object?"}
+#: event -> {field of its data: kind}; a field absent is not judged here (the checks that need it say so)
+_DATA_KINDS: dict[str, dict[str, str]] = {
+    "run_started": {"plan": "text", "target": "text", "requester": "object", "approvals": "list",
+                    "catalog": "object?", "policy": "object?", "window": "object?", "hosts": "list"},
+    "resume_requested": _CONTINUATION, "rollback_requested": _CONTINUATION,
+    "approval_accepted": _APPROVAL,
+    "host_finished": {"version": "text?", "error": "text?", "rollback_cause": "text?"},
+    "run_finished": {"outcomes": "object", "exit_code": "integer", "stopped_early": "text?"},
+    "phase_finished": {"seconds": "number", "detail": "text?", "result": "object?"},
+}
+#: the objects inside an opening line's data: {field: kind}
+_INNER_KINDS: dict[str, dict[str, str]] = {
+    "requester": {"user": "text?", "host": "text?", "key": "text?"},
+    "policy": {"sha256": "text?", "identity": "text?", "source": "text?"},
+    "window": {"inside": "flag?", "reason": "text?"},
+    "catalog": {"sha256": "text?", "signer": "text?", "fingerprint": "text?", "path": "text?"},
+}
+_HOST_KINDS = {"host": "text", "current": "text?", "target": "text?", "address": "text?", "install_dir": "text?",
+               "package": "object?"}
+_SHOWN_KIND = {"text": "text", "text?": "text or null", "object": "an object", "object?": "an object or null",
+               "list": "a list", "number": "a number", "integer": "a whole number", "flag?": "true, false or null"}
+
+
+def _misfits(rec: Mapping[str, object]) -> Iterator[tuple[tuple[object, ...], object, str]]:
+    """Each value in a run line's data of a kind upgrader never writes there: (its path below ``data``, the value,
+    the kind written there; "item": a list item to leave out)."""
+    event, data = rec.get("event"), rec.get("data")
+    if not isinstance(data, dict):
+        return
+    for name, kind in _DATA_KINDS.get(str(event), {}).items():
+        if name in data and not _KINDS[kind](data[name]):
+            yield (name,), data[name], kind
+    if event in OPENING_EVENTS:
+        for name, kinds in _INNER_KINDS.items():
+            found = data.get(name)
+            inner: Mapping[str, object] = found if isinstance(found, dict) else {}
+            for k, kind in kinds.items():
+                if k in inner and not _KINDS[kind](inner[k]):
+                    yield (name, k), inner[k], kind
+        hosts = data.get("hosts")
+        for i, h in enumerate(hosts if isinstance(hosts, list) else []):
+            if event == "run_started" and isinstance(h, dict):
+                for k, kind in _HOST_KINDS.items():
+                    if (k in h or k == "host") and not _KINDS[kind](h.get(k)):
+                        yield ("hosts", i, k), h.get(k), kind
+            elif event == "run_started" or type(h) is not str:
+                yield ("hosts", i), h, "item"
+    given = data.get("approvals") if event == "run_started" else None
+    for i, a in enumerate(given if isinstance(given, list) else []):
+        if not isinstance(a, dict):
+            yield ("approvals", i), a, "item"
+            continue
+        for k, kind in _APPROVAL.items():
+            if k in a and not _KINDS[kind](a[k]):
+                yield ("approvals", i, k), a[k], kind
+    outcomes = data.get("outcomes") if event == "run_finished" else None
+    for host, said in outcomes.items() if isinstance(outcomes, dict) else ():
+        if type(said) is not str or said not in OUTCOME_EXIT:
+            yield ("outcomes", host), said, "outcome"
+
+
+def _data_problem(rec: Mapping[str, object]) -> str | None:
+    """Why a run line's data is not what upgrader writes there (the fields the checks read, hash and compare): an
+    opening line names at least one host (a plan without hosts is never allowed, a host pattern that leaves none is
+    refused), each approval a run names carries its 64-hex digest, a run's end its hosts' outcomes as known outcome
+    words and its exit code as a number, a host's end a known outcome, and every field the checks or views read
+    holds the kind of value upgrader writes there (_misfits). None when the line is sound or of no run."""
+    event, data = rec.get("event"), rec.get("data")
+    d: Mapping[str, object] = data if isinstance(data, dict) else {}
+    if event in _CONTINUES and not isinstance(d.get("of_run"), str):
+        return None  # a continuation of no earlier run: forged (_continuation_problem names it)
+    # a first run's line that names no plan and no host claims nothing to hold it to (no host, plan or approval:
+    # no upgrader run, and nothing the case or the hosts could show); one that names a plan or hosts names its hosts
+    if event in _CONTINUES or event == "run_started" and ("plan" in d or "hosts" in d):
+        hosts = d.get("hosts")
+        if not isinstance(hosts, list) or not hosts:
+            return (f"its {event} line names no host ('hosts' is {_short(hosts)}): upgrader opens a run, resume or "
+                    "rollback only for at least one host")
+    if event == "run_started" or event == "approval_accepted":
+        given = d.get("approvals", []) if event == "run_started" else [d]
+        for a in given if isinstance(given, list) else []:
+            digest = a.get("digest") if isinstance(a, dict) else None
+            if not isinstance(digest, str) or not _DIGEST.fullmatch(digest):
+                return (f"its {event} line names an approval without its digest (64 hex digits): {_short(a)}; "
+                        "upgrader names every approval it accepts by its digest")
+    if event == "host_finished" and rec.get("outcome") is not None and rec.get("outcome") not in OUTCOME_EXIT:
+        return f"its host_finished line's outcome {_short(rec.get('outcome'))} is not an outcome upgrader writes"
+    for path, value, kind in _misfits(rec):
+        where = ".".join(str(p) for p in path)
+        if kind == "outcome":
+            return f"its {event} line's outcome of host {path[1]} is {_short(value)}, not an outcome upgrader writes"
+        if kind == "item":
+            return f"its {event} line's '{where}' is {_short(value)}, not an entry upgrader writes there"
+        return f"its {event} line's '{where}' is {_short(value)}, not {_SHOWN_KIND[kind]}"
+    return None
+
+
+def fitted(rec: dict[str, object]) -> dict[str, object]:
+    """``rec`` with each misfit of its data (_misfits: verify_log names the line edited) replaced by what the views
+    can show: text as its JSON text, an object or list as an empty one, anything else as null; a list entry of
+    another kind is left out. The views of an edited log then show it instead of failing."""
+    misfits = list(_misfits(rec))
+    if not misfits:
+        return rec
+    fitted = json.loads(json.dumps(rec))
+    drop: list[tuple[object, ...]] = []
+    for path, value, kind in misfits:
+        at = fitted["data"]
+        for p in path[:-1]:
+            at = at[p]
+        if kind == "item":
+            drop.append(path)
+            continue
+        at[path[-1]] = (json.dumps(value, ensure_ascii=False) if kind in ("text", "text?", "outcome") else
+                        {} if kind.startswith("object") else [] if kind == "list" else None)
+    for path in sorted(drop, key=lambda p: -int(str(p[1]))):  # the highest index first
+        del fitted["data"][path[0]][path[1]]
+    return cast("dict[str, object]", fitted)
+
+
+def _short(value: object) -> str:
+    """A field's value as the problem names it (JSON, cut to 60 characters)."""
+    text = json.dumps(value, ensure_ascii=False, default=str)
+    return text if len(text) <= 60 else text[:59] + "…"
+
+
 def _clock_problem(rec: Mapping[str, object], prev_time: str) -> str | None:
     """Why a line's ``clock`` is not one the writer keeps (_raised): only beside a time raised to the line before's,
     and earlier than it. None when the line has none or a sound one."""
@@ -905,4 +1043,4 @@ def read_events(path: Path, data: bytes | None = None) -> Iterator[dict[str, obj
     for line in io.BytesIO(read_log(path) if data is None else data):
         rec = _record(line if line.endswith(b"\n") else line + b"\n")
         if isinstance(rec, dict):
-            yield rec
+            yield fitted(rec)

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 from ..core.errors import UpgraderError
 from ..core.shapes import JSONObject
-from .log import OPENING_EVENTS, line_clock, run_opening
+from .log import OPENING_EVENTS, fitted, line_clock, run_opening
 
 if TYPE_CHECKING:
     from ..trust.signers import AllowedSigners
@@ -545,7 +545,7 @@ def _log_lines(data: bytes) -> tuple[list[str], dict[int, JSONObject], list[JSON
             continue
         if not isinstance(rec, dict):
             continue
-        events.append(rec)
+        events.append(fitted(rec))  # a misfit field (an edited line: verify_log names it) read as the views do
         if rec.get("event") == "checkpoint" and isinstance(rec.get("checkpoint"), dict):
             checkpoints[n] = rec
     return hashes, checkpoints, events
@@ -858,7 +858,8 @@ def _differences(rec: JSONObject, log: JSONObject, opened: JSONObject | None = N
     # every phase, a resume's too, must hold one of the host's own steps (a resume's record also holds the steps of
     # the run it went on with: one more step to choose from, never one missing), under one clock offset
     out += _step_times(steps, log.get("spans"))
-    said = {(d.get("field"), d.get("log")) for d in out}  # a phase already beyond CLOCK_SKEW is said once
+    said = {(d.get("field"), d.get("log")) for d in out  # a phase already beyond CLOCK_SKEW is said once
+            if not isinstance(d.get("log"), (list, dict))}  # (a list, the approvals', is no phase's time)
     out += [d for d in _offset_times(steps, log, _offset_bounds(rec, log, opened))
             if (d.get("field"), d.get("log")) not in said]
     out += _lock_clock(log, opened)
@@ -1347,15 +1348,38 @@ def _kind_problem(rec: Mapping[str, object], opener: Mapping[str, object] | None
 
 
 def _reached(events: list[JSONObject]) -> dict[str, set[str]]:
-    """{run label: the hosts whose lock the log says it took}: the host passed preflight (which takes the lock) or
-    a later phase started there."""
+    """{run label: the hosts whose lock the log says it took}: the host passed preflight (which takes the lock), a
+    later phase started there, or a rollback of it started there (the engine rolls a host back only under the lock);
+    or, in a first run, the host started (connected) and ended with no failed preflight: the engine ends a host it
+    connected to only through its preflight, so a host that started, did not fail its preflight and ended (needs a
+    person, committed, anything) took the lock (attack20r11 H0). A host that stopped before its lock is not reached:
+    its preflight failed (refused, locked, unreachable) or never finished (the engine crashed in it), it was never
+    started (not_started, waiting), or it never connected (a host_finished line alone). A resume or rollback may end
+    a host without taking its lock (nothing of the run was there to go on with or undo): only its phases and its
+    rollback count."""
     out: dict[str, set[str]] = {}
+    started: set[tuple[str, str]] = set()
+    ended: set[tuple[str, str]] = set()
+    failed: set[tuple[str, str]] = set()
+    checking: set[tuple[str, str]] = set()
     for e in events:
-        run, host, phase = e.get("run"), e.get("host"), e.get("phase")
+        run, host, phase, event = e.get("run"), e.get("host"), e.get("phase"), e.get("event")
         if not isinstance(run, str) or not isinstance(host, str):
             continue
-        if e.get("event") == "phase_started" and phase not in (None, "preflight") or \
-                e.get("event") == "phase_finished" and phase == "preflight" and e.get("outcome") == "ok":
+        if event == "phase_started" and phase not in (None, "preflight") or event == "rollback_started" or \
+                event == "phase_finished" and phase == "preflight" and e.get("outcome") == "ok":
+            out.setdefault(run, set()).add(host)
+        elif event == "phase_finished" and phase == "preflight":
+            failed.add((run, host))
+            checking.discard((run, host))
+        elif event == "phase_started" and phase == "preflight":
+            checking.add((run, host))  # never finished: the engine crashed in it, maybe before the lock
+        elif event == "host_started":
+            started.add((run, host))
+        elif event == "host_finished" and e.get("outcome") not in ("not_started", "waiting"):
+            ended.add((run, host))
+    for run, host in (started & ended) - failed - checking:
+        if "/" not in run:
             out.setdefault(run, set()).add(host)
     return out
 

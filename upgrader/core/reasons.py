@@ -505,6 +505,24 @@ _FORMS: list[tuple[str, str]] = [
     (r"run (?P<r>\S+) ends with exit code (?P<c>\S+), but its hosts' outcomes \((?P<o>[^)]*)\) give (?P<d>\S+): the "
      r"run's end was edited",
      "运行 {r} 的结束行说退出码为 {c}，而各主机的结果（{o}）得出的是 {d}：运行的结束行被改过"),
+    # audit verify: a line whose data upgrader never writes so (audit/log.py _data_problem; attack20r11 M3, M4)
+    (r"not an event upgrader writes: (?P<d>.+)", "不是 upgrader 写出的事件：{d:t}"),
+    (r"its (?P<e>\S+) line names no host \('hosts' is (?P<v>.*)\): upgrader opens a run, resume or rollback only "
+     r"for at least one host",
+     "该 {e} 行没有列出任何主机（'hosts' 为 {v}）：upgrader 只为至少一台主机开始运行、续跑或回滚"),
+    (r"its (?P<e>\S+) line names an approval without its digest \(64 hex digits\): (?P<v>.*); upgrader names "
+     r"every approval it accepts by its digest",
+     "该 {e} 行记的批准没有摘要（64 位十六进制）：{v}；upgrader 接受的每份批准都以其摘要记录"),
+    (r"its (?P<e>\S+) line's outcome of host (?P<h>\S+) is (?P<v>.*), not an outcome upgrader writes",
+     "该 {e} 行中主机 {h} 的结果为 {v}，不是 upgrader 会写的结果"),
+    (r"its (?P<e>\S+) line's '(?P<w>[^']+)' is (?P<v>.*), not an entry upgrader writes there",
+     "该 {e} 行的 '{w}' 为 {v}，不是 upgrader 会在此写入的条目"),
+    *[(r"its (?P<e>\S+) line's '(?P<w>[^']+)' is (?P<v>.*), not " + re.escape(en), "该 {e} 行的 '{w}' 为 {v}，不是" + zh)
+      for en, zh in (("text or null", "文本或 null"), ("text", "文本"), ("an object or null", "对象或 null"),
+                     ("an object", "对象"), ("a list", "列表"), ("a number", "数字"), ("a whole number", "整数"),
+                     ("true, false or null", "true、false 或 null"))],
+    (r"its host_finished line's outcome (?P<v>.*) is not an outcome upgrader writes",
+     "该 host_finished 行的结果 {v} 不是 upgrader 会写的结果"),
     (r"(?P<a>.+?) and (?P<b>.+)", "{a:s}和{b:s}"),
 ]
 _COMPILED = [(re.compile(p), t) for p, t in _FORMS]
