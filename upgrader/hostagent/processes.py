@@ -326,13 +326,19 @@ def program_name(word):
 
 def family(word):
     """The interpreter family (INTERPRETERS) a program word belongs to, or None: ``/usr/bin/perl5.36-x86_64-linux-gnu``
-    is perl, ``python3.11`` python, ``/bin/ksh93`` ksh, ``bash`` bash; ``/opt/x/bin/stop.sh`` none."""
-    base = word.rsplit("/", 1)[-1]
-    for prefix in _FAMILY_PREFIX:
-        if base.startswith(prefix):
-            return prefix
-    name = program_name(word)
-    return name if name in _FAMILY_EXACT else None
+    is perl, ``python3.11`` python, ``/bin/ksh93`` ksh, ``bash`` bash; ``/opt/x/bin/stop.sh`` none. An absolute path
+    is known by the name its links lead to as well (``/usr/bin/js -> /etc/alternatives/node``)."""
+    for w in dict.fromkeys((word, os.path.realpath(word) if word.startswith("/") else word)):
+        base = w.rsplit("/", 1)[-1]
+        if _SCRIPTISH.search(base):
+            return None  # no program's name: a script (read as such)
+        for prefix in _FAMILY_PREFIX:
+            if base.startswith(prefix):
+                return prefix
+        name = program_name(w)
+        if name in _FAMILY_EXACT:
+            return name
+    return None
 
 
 def read_command(command, known, depth, seen):
