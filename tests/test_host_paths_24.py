@@ -182,6 +182,11 @@ def test_6_how_commands_are_read(tmp_path: Path) -> None:
     assert processes.inline_code("/usr/bin/awk -f /dev/stdin") == ("/usr/bin/awk", "a script read from its "
                                                                    "standard input (/dev/stdin)")
     assert processes.inline_code("/usr/bin/python3 ../../dev/stdin")[1].startswith("a script read from")  # type: ignore
+    assert processes.inline_code("/bin/sh /proc/self/root/dev/stdin") is not None
+    assert processes.inline_code("/bin/sh /proc/self/cwd/bin/stop.sh") is None  # the install's own file
+    assert processes.unjudged_word("/usr/bin/logger \"it's done\"") is None  # one line sh would not run: a message
+    assert processes.inline_code("/opt/x/bin/ctl.sh restart python3") == ("python3", "a script read from its "
+                                                                          "standard input")
     assert processes.inline_code("/usr/bin/runcon u:r:t perl -e 1") == ("perl", "code given as text (-e)")
     assert processes.inline_code("/usr/bin/systemd-run --scope /usr/bin/python3 -c 1") == ("/usr/bin/python3",
                                                                                         "code given as text (-c)")

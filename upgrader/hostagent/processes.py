@@ -389,7 +389,10 @@ def read_command(command, known, depth, seen):
                 scripts.append(texts[k])
         _read_simple(texts, scripts.append, seen)
         if seen["code"] is None:  # code refused as such is not read again as a script
-            scripts += [t for t in texts if _SCRIPTISH.search(t)]
+            # a word with blanks or operators is a script to a program that hands it to a shell; one line with a
+            # quote that does not end is not (sh and bash refuse the whole line, nothing of it runs): a message
+            scripts += [t for t in texts if _SCRIPTISH.search(t) and t not in scripts
+                        and ("\n" in t or shell_words(t, known)[1] is None)]
         for text in dict.fromkeys(scripts):  # each script once
             if depth >= SCRIPT_DEPTH:
                 seen["unresolved"] = text
@@ -534,6 +537,11 @@ def stdin_script(path):
     from its standard input or another process: upgrader does not read it."""
     if path in ("-", ""):
         return True
+    # the command's own view (/proc/self/cwd/x: the install or /, /proc/self/root/x: /x) is the path beneath it
+    own = re.match(r"/proc/(?:self|thread-self)/(cwd|root)(?:/(.*))?$", "/" + os.path.normpath(path).lstrip("/"))
+    if own:
+        rest = own.group(2) or "."
+        return stdin_script("/" + rest if own.group(1) == "root" else rest)
     for p in (path, os.path.realpath(path) if path.startswith("/") else path):
         parts = [q for q in os.path.normpath(p).split("/") if q not in ("", ".", "..")]
         if parts and parts[0] in ("dev", "proc"):
