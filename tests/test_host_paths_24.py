@@ -183,6 +183,8 @@ def test_6_how_commands_are_read(tmp_path: Path) -> None:
                                                                    "standard input (/dev/stdin)")
     assert processes.inline_code("/usr/bin/python3 ../../dev/stdin")[1].startswith("a script read from")  # type: ignore
     assert processes.inline_code("/bin/sh /proc/self/root/dev/stdin") is not None
+    assert processes.inline_code("/bin/sh -c '. /dev/stdin'") == (".", "a script read from its standard input "
+                                                                  "(/dev/stdin)")
     assert processes.inline_code("/bin/sh /proc/self/cwd/bin/stop.sh") is None  # the install's own file
     assert processes.unjudged_word("/usr/bin/logger \"it's done\"") is None  # one line sh would not run: a message
     assert processes.inline_code("/opt/x/bin/ctl.sh restart python3") == ("python3", "a script read from its "
@@ -197,6 +199,7 @@ def test_6_how_commands_are_read(tmp_path: Path) -> None:
     assert processes.unjudged_word("/bin/echo 'a b /x/*'") == ("/x/*", "a glob")
     assert processes.unjudged_word("/bin/sh -c '/{a,b}/x'") == ("/{a,b}/x", "a brace expansion")
     assert processes.unjudged_word("/bin/sh -c '/x/{y}/z'") == ("/x/{y}/z", "a brace expansion")
+    assert processes.unjudged_word("/bin/sh -c '/x{},y}/z'") == ("/x{},y}/z", "a brace expansion")  # bash: /x} /xy
     assert processes.script_files("/usr/bin/java -cp /a/b:/c/d.jar -javaagent:/e/f.jar Main") == ["/a/b", "/c/d.jar",
                                                                                                  "/e/f.jar"]
     assert processes.script_files("/usr/bin/java -Xmx1g -jar /x/t.jar a b") == ["/x/t.jar"]

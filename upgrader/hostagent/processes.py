@@ -247,8 +247,10 @@ def shell_words(command, known=None, breaks=None):
             words.append(("`", (_ODD["`"],), 0))
         elif c in "{}" and not started and command[i + 1:i + 2] in ("", " ", "\t", "\n", ";"):
             pass  # a group: { cmd; }
-        elif c == "{" and command[i + 1:i + 2] == "}":
-            cur.append("{}")  # find's literal {}: no brace expansion; any other unquoted { is one (odd, below)
+        elif c == "{" and command[i + 1:i + 2] == "}" and (command[i + 2:i + 3] in ("", " ", "\t") or
+                                                             command[i + 2] in _OPS):
+            # find's literal {} ending a word: no brace expansion (``x{},a}`` is one); any other unquoted { is one
+            cur.append("{}")
             started = True
             i += 2
             continue
@@ -304,7 +306,7 @@ _FAMILY_EXACT = frozenset(("sh", "bash", "dash", "zsh", "mksh", "ash", "rbash", 
 INTERPRETERS = SHELLS | frozenset(_FAMILY_PREFIX) | _FAMILY_EXACT
 #: programs that run another command or script given in their words, read by their own rules (_read_program)
 RUNNERS = frozenset(("find", "su", "runuser", "script", "sg", "newgrp", "env", "eval", "watch", "flock", "xargs",
-                     "parallel"))
+                     "parallel", ".", "source"))
 #: programs that never run their words as commands: the words after them are not looked through for an interpreter
 #: (``systemctl restart php8.2-fpm``). Every other program's later words are (setarch, prlimit, runcon, sudo, ...)
 NOT_RUNNERS = frozenset(("systemctl", "kill", "pkill", "pgrep", "sleep", "echo", "printf", "true", "false", "test",
@@ -434,6 +436,11 @@ def _read_program(texts, i, script, seen):
         return
     if name == "newgrp":
         return code(word, "a shell reading its standard input")
+    if word in (".", "source"):  # the shell runs the file named (judged as a path) as a script of its own
+        operands = [a for a in args if a != "--"]
+        if operands and stdin_script(operands[0]):
+            return code(word, "a script read from its standard input (%s)" % operands[0])
+        return
     if name in ("su", "runuser", "script", "sg"):
         values = _option_values(args, ("-c", "--command", "--session-command"))
         for v in values:
