@@ -6,7 +6,8 @@ it four ways the reader missed: a script an interpreter reads from its standard 
 (``sh /dev/stdin``, ``/proc/self/fd/0``) or through ``xargs``; a shell or interpreter after a program not on the
 wrapper list (``setarch``, ``prlimit``, ``linux64``, ``sg GROUP 'S'``, ``env -iS``, perl by another of its names);
 a brace expansion with a quoted blank inside (``/{etc,"x y"}/...``); and ``java -jar`` taking classes from the
-jar's directory. Each form below ran the hook as root before the fix; now ``plan`` refuses it (exit 2), the hook never
+jar's directory. Each attack below passed ``plan`` before the fix (test_3 "x", test_5 and test_6's
+ordinary cases are regression cases); now ``plan`` refuses it (exit 2), the hook never
 runs and the whole host is untouched. Ordinary commands keep committing.
 """
 
