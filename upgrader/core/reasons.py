@@ -404,7 +404,10 @@ _FORMS: list[tuple[str, str]] = [
     (r"the command (?P<c>.+) was not run: it would run as root, but (?P<p>\S+) in it runs code upgrader does not "
      r"read \((?P<y>.+?)\)", "命令 {c} 没有执行：它将以 root 身份执行，但其中的 {p} 会执行 upgrader 不读取的代码（{y:t}）"),
     (r"a shell reading its standard input", "从标准输入读取脚本的 shell"),
+    (r"a script read from its standard input \((?P<p>.+)\)", "从标准输入读取的脚本（{p}）"),
     (r"a script read from its standard input", "从标准输入读取的脚本"),
+    (r"a command built from its standard input \((?P<p>\S+)\)", "由标准输入拼成的命令（{p}）"),
+    (r"options read from a file \((?P<p>.+)\)", "从文件读取的选项（{p}）"),
     (r"code given as text \((?P<o>\S+)\)", "以文本给出的代码（{o}）"),
     (r"a module found by name \((?P<o>\S+)\)", "按名称查找的模块（{o}）"),
     (r"an ssh option that runs a command \((?P<o>.+)\)", "会执行命令的 ssh 选项（{o}）"),

@@ -247,9 +247,13 @@ def shell_words(command, known=None, breaks=None):
             words.append(("`", (_ODD["`"],), 0))
         elif c in "{}" and not started and command[i + 1:i + 2] in ("", " ", "\t", "\n", ";"):
             pass  # a group: { cmd; }
-        elif c == "{" and not re.match(r"\{[^{}\s]*(,|\.\.)[^{}\s]*\}", command[i:]):
-            cur.append(c)  # no brace expansion without a comma or a range: find's {} and the like stay literal
+        elif c == "{" and command[i + 1:i + 2] == "}" and (command[i + 2:i + 3] in ("", " ", "\t") or
+                                                             command[i + 2] in _OPS):
+            # find's literal {} ending a word: no brace expansion (``x{},a}`` is one); any other unquoted { is one
+            cur.append("{}")
             started = True
+            i += 2
+            continue
         else:
             took = var(i, False) if c == "$" else 0
             started = True
@@ -290,17 +294,30 @@ def _read(command, known=None, depth=0):
     return seen
 
 
-#: programs that run code: a shell, a scripting language, awk, ssh (by basename, a version suffix left out)
+#: programs that run code, by the name of their family (program_name, then family): a POSIX shell, another shell, a
+#: scripting language, awk, ssh, the JDK's launchers. Names in _FAMILY_PREFIX are matched as prefixes of the
+#: basename (``perl5.36-x86_64-linux-gnu`` is perl, ``python3.11`` python, ``ksh93`` ksh): a hard link or an
+#: alternative's name is still known by its family
 SHELLS = frozenset(("sh", "bash", "dash", "zsh", "ksh", "mksh", "ash", "rbash"))
-INTERPRETERS = SHELLS | frozenset(("perl", "python", "pypy", "ruby", "node", "nodejs", "php", "lua", "tclsh", "wish",
-                                   "expect", "awk", "gawk", "mawk", "nawk", "ssh"))
-#: programs that run the command in their arguments: what they run is looked for among their words
-WRAPPERS = frozenset(("env", "nice", "nohup", "timeout", "setsid", "stdbuf", "ionice", "chrt", "taskset", "sudo",
-                      "exec", "command", "xargs", "flock", "chroot", "time", "busybox", "doas", "builtin", "eval",
-                      "watch", "unshare", "nsenter", "setpriv", "strace", "ltrace", "caps", "capsh"))
+_FAMILY_PREFIX = ("ksh", "perl", "python", "pypy", "ruby", "nodejs", "node", "php", "lua", "tclsh", "wish", "groovy",
+                  "scala", "guile")
+_FAMILY_EXACT = frozenset(("sh", "bash", "dash", "zsh", "mksh", "ash", "rbash", "csh", "tcsh", "fish", "expect", "awk",
+                           "gawk", "mawk", "nawk", "ssh", "jshell", "java", "jrunscript", "jjs", "Rscript", "R"))
+INTERPRETERS = SHELLS | frozenset(_FAMILY_PREFIX) | _FAMILY_EXACT
+#: programs that run another command or script given in their words, read by their own rules (_read_program)
+RUNNERS = frozenset(("find", "su", "runuser", "script", "sg", "newgrp", "env", "eval", "watch", "flock", "xargs",
+                     "parallel", ".", "source"))
+#: programs that never run their words as commands: the words after them are not looked through for an interpreter
+#: (``systemctl restart php8.2-fpm``). Every other program's later words are (setarch, prlimit, runcon, sudo, ...)
+NOT_RUNNERS = frozenset(("systemctl", "kill", "pkill", "pgrep", "sleep", "echo", "printf", "true", "false", "test",
+                         "[", "cat", "rm", "rmdir", "mkdir", "chown", "chgrp", "chmod", "touch", "ls", "cp", "mv",
+                         "ln", "grep", "egrep", "fgrep", "id", "date", "logger", "wc", "head", "tail", "sort", "cut",
+                         "tr", "basename", "dirname", "readlink", "realpath", "stat", "sync"))
 #: words that begin a shell's compound command, not a program
 RESERVED = frozenset(("if", "then", "else", "elif", "fi", "do", "done", "while", "until", "!", "{", "}", "case",
                       "esac"))
+#: characters that make a word a shell script to a program that hands it to a shell (``sg GROUP 'S'``)
+_SCRIPTISH = re.compile(r"[\s;&|<>()`]")
 
 
 def program_name(word):
@@ -309,17 +326,36 @@ def program_name(word):
     return re.sub(r"[-.0-9]+$", "", base) or base
 
 
+def family(word):
+    """The interpreter family (INTERPRETERS) a program word belongs to, or None: ``/usr/bin/perl5.36-x86_64-linux-gnu``
+    is perl, ``python3.11`` python, ``/bin/ksh93`` ksh, ``bash`` bash; ``/opt/x/bin/stop.sh`` none. An absolute path
+    is known by the name its links lead to as well (``/usr/bin/js -> /etc/alternatives/node``)."""
+    for w in dict.fromkeys((word, os.path.realpath(word) if word.startswith("/") else word)):
+        base = w.rsplit("/", 1)[-1]
+        if _SCRIPTISH.search(base):
+            return None  # no program's name: a script (read as such)
+        for prefix in _FAMILY_PREFIX:
+            if base.startswith(prefix):
+                return prefix
+        name = program_name(w)
+        if name in _FAMILY_EXACT:
+            return name
+    return None
+
+
 def read_command(command, known, depth, seen):
     """Read ``command`` as the shell would run it, into ``seen``: its words (``words``: every word, and those of every
     script in it), the script files its interpreters run (``files``), the first program that would run code upgrader
     does not read (``code``: (program, why)) and a quote or escape that does not end, or a script nested deeper than
     SCRIPT_DEPTH (``unresolved``). Each simple command (between operators; a redirection's target is no word of it)
-    is read from its program on, past assignments, reserved words and wrappers (WRAPPERS: ``env``, ``sudo``,
-    ``timeout``, ... whose command is the first interpreter among their words): an interpreter (INTERPRETERS) may run
-    a script file named by path, or a shell a ``-c`` script (every operand after its options, read as a command);
-    code given as text (``perl -e``, ``python3 -c``, an awk program, ssh's remote command), a module found by name
-    (``python3 -m``) or a script read from standard input (``echo x | sh``, ``sh -s``, ``sh < file``) is code upgrader
-    does not read: refused."""
+    is read from its program on, past assignments and reserved words; then, whatever the program (NOT_RUNNERS
+    aside), every later word that names an interpreter (family) or a program running a command (RUNNERS) is read as
+    a program with the words after it (``setarch x86_64 /bin/sh -c -- S`` reads S). An interpreter (INTERPRETERS)
+    may run a script file named by a plain path, or a shell a ``-c`` script (every operand after its options, read as
+    a command); code given as text (``perl -e``, ``python3 -c``, an awk program, ssh's remote command), a module
+    found by name (``python3 -m``) or a script read from standard input (``echo x | sh``, ``sh -s``, ``sh < file``,
+    ``sh /dev/stdin``, a FIFO, ``xargs``) is code upgrader does not read: refused. A word with blanks or shell
+    operators in it is read as a script too (``sg GROUP 'S'``), as is the word after any ``-…c…`` option."""
     if seen["unresolved"] is not None:
         return
     breaks = []
@@ -354,6 +390,11 @@ def read_command(command, known, depth, seen):
             if re.match(r"-[A-Za-z]*c[A-Za-z]*$", texts[k - 1]):
                 scripts.append(texts[k])
         _read_simple(texts, scripts.append, seen)
+        if seen["code"] is None:  # code refused as such is not read again as a script
+            # a word with blanks or operators is a script to a program that hands it to a shell; one line with a
+            # quote that does not end is not (sh and bash refuse the whole line, nothing of it runs): a message
+            scripts += [t for t in texts if _SCRIPTISH.search(t) and t not in scripts
+                        and ("\n" in t or shell_words(t, known)[1] is None)]
         for text in dict.fromkeys(scripts):  # each script once
             if depth >= SCRIPT_DEPTH:
                 seen["unresolved"] = text
@@ -362,54 +403,101 @@ def read_command(command, known, depth, seen):
 
 
 def _read_simple(texts, script, seen):
-    """read_command of one simple command (its words' texts)."""
+    """read_command of one simple command (its words' texts): its program, then every later word naming an
+    interpreter or a runner (unless the program is one of NOT_RUNNERS)."""
+    i = 0
+    while i < len(texts) and (texts[i] in RESERVED or re.match(r"[A-Za-z_][A-Za-z0-9_]*=", texts[i])):
+        i += 1
+    if i >= len(texts):
+        return
+    _read_program(texts, i, script, seen)
+    if program_name(texts[i]) in NOT_RUNNERS:
+        return
+    for j in range(i + 1, len(texts)):
+        if family(texts[j]) or program_name(texts[j]) in RUNNERS:
+            _read_program(texts, j, script, seen)
+
+
+def _read_program(texts, i, script, seen):
+    """Read the program ``texts[i]`` with the words after it as its arguments (its own rules; not its later words)."""
     def code(program, why):
         if seen["code"] is None:
             seen["code"] = (program, why)
 
-    i = 0
-    while i < len(texts) and (texts[i] in RESERVED or re.match(r"[A-Za-z_][A-Za-z0-9_]*=", texts[i])):
-        i += 1
-    while i < len(texts):
-        word, name, args = texts[i], program_name(texts[i]), texts[i + 1:]
-        if name == "find":
-            for k, a in enumerate(args):
-                if a in ("-exec", "-execdir", "-ok", "-okdir"):
-                    rest = args[k + 1:]
-                    end = [j for j, b in enumerate(rest) if b in (";", "+")]
-                    _read_simple(rest[:end[0]] if end else rest, script, seen)
-            return
-        if name in ("su", "runuser", "script"):
-            values = _option_values(args, ("-c", "--command", "--session-command"))
-            for v in values:
-                script(v)
-            if name != "script":
-                operands = [a for a in args if not a.startswith("-")]
-                for a in operands[1:]:
-                    script(a)
-            if not values:
-                code(word, "a shell reading its standard input")
-            return
-        if name == "env":
-            for v in _option_values(args, ("-S", "--split-string")):
-                script(v)
-        if name in ("eval", "watch"):  # its operands, joined by blanks, are a shell script
-            operands = [a for a in args if not a.startswith("-")]
-            if operands:
-                script(" ".join(operands))
-        if name == "flock":  # its -c script; without one, the command after the lock file (the wrappers' look)
-            for v in _option_values(args, ("-c", "--command")):
-                script(v)
-        if name in WRAPPERS:
-            nxt = [j for j in range(i + 1, len(texts)) if program_name(texts[j]) in INTERPRETERS | WRAPPERS - {"time"}
-                   or program_name(texts[j]) in ("su", "runuser", "script", "find")]
-            if not nxt:
-                return
-            i = nxt[0]
-            continue
-        if name in INTERPRETERS:
-            _read_interpreter(word, name, args, script, code, seen)
+    word, name, args = texts[i], program_name(texts[i]), texts[i + 1:]
+    if name in ("xargs", "parallel"):
+        return code(word, "a command built from its standard input (%s)" % name)
+    if name == "find":
+        for k, a in enumerate(args):
+            if a in ("-exec", "-execdir", "-ok", "-okdir"):
+                rest = args[k + 1:]
+                end = [j for j, b in enumerate(rest) if b in (";", "+")]
+                _read_simple(rest[:end[0]] if end else rest, script, seen)
         return
+    if name == "newgrp":
+        return code(word, "a shell reading its standard input")
+    if word in (".", "source"):  # the shell runs the file named (judged as a path) as a script of its own
+        operands = [a for a in args if a != "--"]
+        if operands and stdin_script(operands[0]):
+            return code(word, "a script read from its standard input (%s)" % operands[0])
+        return
+    if name in ("su", "runuser", "script", "sg"):
+        values = _option_values(args, ("-c", "--command", "--session-command"))
+        for v in values:
+            script(v)
+        if name != "script":
+            operands = [a for a in args if not a.startswith("-")]
+            for a in operands[1:]:
+                script(a)
+            if name == "sg" and len(operands) > 1:
+                return  # sg GROUP 'S': S is run by /bin/sh -c
+        if not values:
+            code(word, "a shell reading its standard input")
+        return
+    if name == "env":
+        for v in _env_scripts(args):
+            script(v)
+        return
+    if name in ("eval", "watch"):  # its operands, joined by blanks, are a shell script
+        operands = [a for a in args if not a.startswith("-")]
+        if operands:
+            script(" ".join(operands))
+        return
+    if name == "flock":  # its -c script; without one, the command after the lock file (a later word)
+        for v in _option_values(args, ("-c", "--command")):
+            script(v)
+        return
+    kind = family(word)
+    if kind:
+        _read_interpreter(word, kind, args, script, code, seen)
+
+
+def _env_scripts(args):
+    """The ``-S``/``--split-string`` scripts of env's ``args``, option clusters read (``-iS S``, ``-uX -S S``,
+    ``-vS'S'``), up to env's command."""
+    out, k = [], 0
+    while k < len(args):
+        a = args[k]
+        if a == "--" or not a.startswith("-") or a == "-":
+            break
+        if a.startswith("--"):
+            opt, _, value = a.partition("=")
+            takes = opt in ("--split-string", "--unset", "--chdir", "--argv0", "--default-signal", "--ignore-signal",
+                            "--block-signal") and not value and "=" not in a
+            if opt == "--split-string":
+                out.append(value if "=" in a else args[k + 1] if k + 1 < len(args) else "")
+            k += 2 if takes else 1
+            continue
+        for j, letter in enumerate(a[1:]):
+            rest = a[j + 2:]
+            if letter in "SuCa":
+                if letter == "S":
+                    out.append(rest or (args[k + 1] if k + 1 < len(args) else ""))
+                k += 1 if rest else 2
+                break
+        else:
+            k += 1
+    return out
 
 
 def _option_values(args, names):
@@ -426,20 +514,54 @@ def _option_values(args, names):
     return out
 
 
-#: per interpreter: (options whose letters give code as text, letters naming a module to load, letters that take the
-#: next word as their value, letters that name a script file)
+#: per interpreter family: (options whose letters give code as text, letters naming a module to load, letters that
+#: take the next word as their value, letters that name a script file)
 _LANG = {"perl": ("eE", "mM", "", ""), "python": ("c", "m", "WXQ", ""), "pypy": ("c", "m", "WXQ", ""),
          "ruby": ("e", "r", "ICEFx", ""), "node": ("ep", "r", "", ""), "nodejs": ("ep", "r", "", ""),
          "php": ("rBRE", "", "cdz", "fF"), "lua": ("e", "l", "", ""), "tclsh": ("", "", "", ""),
          "wish": ("", "", "", ""), "expect": ("c", "", "", "f"), "awk": ("e", "il", "vF", "f"),
-         "ssh": ("", "", "BbcDEeFIiJLlmOopQRSWw", "")}
+         "ssh": ("", "", "BbcDEeFIiJLlmOopQRSWw", ""),
+         # csh, tcsh and fish scripts are not POSIX shell: a -c script of theirs is code upgrader does not read
+         "csh": ("c", "", "", ""), "tcsh": ("c", "", "", ""), "fish": ("c", "", "C", ""),
+         "jrunscript": ("e", "", "lq", "f"), "jjs": ("e", "", "", ""), "groovy": ("e", "", "", ""),
+         "scala": ("e", "", "", ""), "Rscript": ("e", "", "", ""), "R": ("e", "", "", "f"),
+         "guile": ("ce", "", "L", "ls"), "ksh": ("", "", "", "")}
 _LANG.update(dict((a, _LANG["awk"]) for a in ("gawk", "mawk", "nawk")))
-_LONG_CODE = ("--eval", "--print", "--source", "--command")
+_LONG_CODE = ("--eval", "--print", "--source", "--command", "--expr")
 _LONG_MODULE = ("--require", "--import", "--loader", "--experimental-loader", "--include", "--load")
+#: java's options whose value is a class or module path (each entry's directory judged as a tree: a jar's manifest
+#: Class-Path is relative to it), and those that take the next word as their value
+_JAVA_PATHS = ("-cp", "-classpath", "--class-path", "-p", "--module-path", "--upgrade-module-path", "--startup")
+_JAVA_VALUED = ("--add-modules", "--add-opens", "--add-exports", "--add-reads", "--patch-module", "--limit-modules",
+                "-m", "--module", "-d", "--describe-module", "--source", "--feedback", "--execution", "-R", "-J",
+                "--enable-native-access")
+
+
+def stdin_script(path):
+    """Whether the script file ``path`` an interpreter is given is no plain file another run would find again: ``-``,
+    a path under /dev or /proc (``/dev/stdin``, ``/dev/fd/0``, ``/proc/self/fd/0``; as named, relative or as its
+    links lead), or an existing file that is not a regular file (a FIFO, a device, a socket). What it reads comes
+    from its standard input or another process: upgrader does not read it."""
+    if path in ("-", ""):
+        return True
+    # the command's own view (/proc/self/cwd/x: the install or /, /proc/self/root/x: /x) is the path beneath it
+    own = re.match(r"/proc/(?:self|thread-self)/(cwd|root)(?:/(.*))?$", "/" + os.path.normpath(path).lstrip("/"))
+    if own:
+        rest = own.group(2) or "."
+        return stdin_script("/" + rest if own.group(1) == "root" else rest)
+    for p in (path, os.path.realpath(path) if path.startswith("/") else path):
+        parts = [q for q in os.path.normpath(p).split("/") if q not in ("", ".", "..")]
+        if parts and parts[0] in ("dev", "proc"):
+            return True
+    try:
+        st = os.stat(path) if path.startswith("/") else None
+    except OSError:
+        return False
+    return st is not None and not stat.S_ISREG(st.st_mode)
 
 
 def _read_interpreter(word, name, args, script, code, seen):
-    """_read_simple of an interpreter ``word`` (named ``name``) with its arguments."""
+    """_read_program of an interpreter ``word`` (of family ``name``) with its arguments."""
     if name in SHELLS:
         opts, k = "", 0
         while k < len(args):
@@ -461,9 +583,13 @@ def _read_interpreter(word, name, args, script, code, seen):
                 script(a)
         elif "s" in opts or "i" in opts or not operands:
             code(word, "a shell reading its standard input")
+        elif stdin_script(operands[0]):
+            code(word, "a script read from its standard input (%s)" % operands[0])
         else:
             seen["files"].append(operands[0])
         return
+    if name in ("java", "jshell"):
+        return _read_java(word, name, args, code, seen)
     inline, module, valued, filed = _LANG[name]
     k, files = 0, []
     while k < len(args):
@@ -510,9 +636,57 @@ def _read_interpreter(word, name, args, script, code, seen):
         if not files:
             return code(word, "an awk program given as text")
     elif not files:
-        if not operands or operands[0] == "-":
+        if not operands:
             return code(word, "a script read from its standard input")
         files.append(operands[0])
+    for f in files:
+        if stdin_script(f):
+            return code(word, "a script read from its standard input (%s)" % f)
+    seen["files"] += files
+
+
+def _read_java(word, name, args, code, seen):
+    """_read_interpreter of java (``-jar F``, class/module path entries, a ``.java`` source file; an ``@argfile`` is
+    options upgrader does not read) or jshell (its load files; none, or ``-``, is its standard input)."""
+    k, files, operands = 0, [], []
+    while k < len(args):
+        a = args[k]
+        value = args[k + 1] if k + 1 < len(args) else ""
+        if a.startswith("@"):
+            return code(word, "options read from a file (%s)" % a)
+        opt, eq, attached = a.partition("=")
+        if name == "java" and a == "-jar":
+            files.append(value)
+            break
+        if opt in _JAVA_PATHS:
+            files += [e for e in (attached if eq else value).split(":") if e]
+            k += 1 if eq else 2
+            continue
+        if a.startswith(("-javaagent:", "-agentpath:", "-Xbootclasspath")):
+            files += [e.split("=", 1)[0] for e in a.split(":", 1)[1].split(":") if e] if ":" in a else []
+            k += 1
+            continue
+        if opt in _JAVA_VALUED:
+            if opt == "--patch-module":  # MODULE=PATH:PATH
+                files += [e for e in (attached if eq else value).split("=", 1)[-1].split(":") if e]
+            k += 1 if eq else 2
+            continue
+        if a.startswith("-") and a != "-":
+            k += 1
+            continue
+        if name == "java":
+            if a.endswith(".java") or "/" in a:
+                files.append(a)  # the source launcher, or a file run as source (a #! java script)
+            break
+        operands.append(a)
+        k += 1
+    if name == "jshell":
+        if not operands or "-" in operands:
+            return code(word, "a script read from its standard input")
+        files += [f for f in operands if f not in ("DEFAULT", "PRINTING", "JAVASE", "TOOLING")]
+    for f in files:
+        if stdin_script(f):
+            return code(word, "a script read from its standard input (%s)" % f)
     seen["files"] += files
 
 
