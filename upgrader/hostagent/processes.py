@@ -648,20 +648,21 @@ def relative_pieces(command, known=None):
 
 def command_dirs(install, command, known=None, plain=False):
     """Every directory ``command`` may run a relative name in: the install, ``/`` when it is a plain command outside
-    the install (``plain``: run there, root_workdir), root's home when it has a ``cd`` (``cd`` alone goes there), and
-    each ``cd``/``pushd`` operand taken in every directory found before it (_views: as written and as the kernel
-    walks it). Over-reading only adds directories, and so only refusals."""
+    the install (``plain``: run there, root_workdir), and each ``cd``/``pushd`` operand (root's home for a last
+    ``cd`` with none; words are read flat, so ``cd && x`` takes ``x`` for the operand) taken in every directory found
+    before it (_views: as written and as the kernel walks it). Over-reading only adds directories and refusals."""
     dirs = [os.path.normpath(install)] + (["/"] if plain else [])
     words = [w[0] for w in script_words(command, 0, known)[0]]
     for i, word in enumerate(words):
         if word not in ("cd", "pushd"):
             continue
-        try:
-            home = pwd.getpwuid(os.geteuid()).pw_dir or "/"
-        except KeyError:
-            home = "/"
         operands = [w for w in words[i + 1:i + 4] if w == "-" or not w.startswith("-")][:1]
-        for where in [home] + [w for w in operands if w != "-"]:
+        if not operands:  # cd alone: root's home
+            try:
+                operands = [pwd.getpwuid(os.geteuid()).pw_dir or "/"]
+            except KeyError:
+                operands = ["/"]
+        for where in [w for w in operands if w != "-"]:
             for form, why, _ in _views(where, dirs):
                 if not why and form not in dirs:
                     dirs.append(form)
@@ -684,7 +685,10 @@ def _views(path, dirs, depth=0, base=None):
         return
     raws = [(path, base)] if path.startswith("/") else [(os.path.join(d, path), d) for d in dirs]
     for raw, via in raws:
-        for form in dict.fromkeys(("/" + os.path.normpath(raw).lstrip("/"), _walk(raw))):
+        norm, walked = "/" + os.path.normpath(raw).lstrip("/"), _walk(raw)
+        # /dev/stdin, /dev/fd/N: links into /proc/self/fd, whose targets are the command's own (or the agent's) files
+        std = walked.startswith("/proc/") and any(norm == p or norm.startswith(p + "/") for p in PROCESS_PATHS[1:])
+        for form in dict.fromkeys((walked,) if std else (norm, walked)):
             if form != "/proc" and not form.startswith("/proc/"):
                 yield form, None, via
                 continue
