@@ -94,21 +94,24 @@ def test_2_a_plain_command_run_in_root_judges_its_relative_words_there(
     assert not (marker_dir / "hook-ran").exists(), "root ran the service account's script"
 
 
-#: H5: (stop command): the hook by a relative path from /, from the install, through /proc/self/cwd after cd /
+#: H5: (stop command): the hook by a relative path from / (cd /, a shell's cd /, env -C / or -C ../..), from the
+#: install, through /proc/self/cwd after cd /
 RELATIVE = ["cd / && {r}", "cd / && /bin/sh {r}", "cd / && cd etc/.. && /bin/sh {r}", "/bin/sh {i}", "{i}",
-            "cd / && /bin/sh /proc/self/cwd/{r}", "cd bin && /bin/sh ../{i}", "/bin/sh -c 'cd / && {r}'"]
+            "cd / && /bin/sh /proc/self/cwd/{r}", "cd bin && /bin/sh ../{i}", "/bin/sh -c 'cd / && {r}'",
+            "/usr/bin/env -C / /bin/sh {r}", "/usr/bin/env --chdir={u} /bin/sh {r}"]
 
 
 @pytest.mark.parametrize("form", RELATIVE)
 def test_3_a_relative_path_is_judged_where_the_command_runs_it(
         root_box: Sandbox, scripts: Path, marker_dir: Path, capsys: pytest.CaptureFixture[str], form: str) -> None:
-    """H5: the hook named relative to ``/`` after ``cd /`` (``cd /`` itself is not judged as a tree), relative to the
-    install (``../../..``), or through /proc/self/cwd: ``plan`` refuses (exit 2) naming the hook, its owner and how
-    the command reaches it; the hook never ran, the whole host untouched."""
+    """H5: the hook named relative to ``/`` after ``cd /`` or ``env -C /`` (``/`` itself is not judged as a tree),
+    relative to the install (``../../..``), or through /proc/self/cwd: ``plan`` refuses (exit 2) naming the hook, its
+    owner and how the command reaches it; the hook never ran, the whole host untouched."""
     marker = marker_dir / "hook-ran"
     hook = planted(scripts, marker)
     install = root_box.install_dir
-    stop = form.format(r=os.path.relpath(hook, "/"), i=os.path.relpath(hook, install))
+    stop = form.format(r=os.path.relpath(hook, "/"), i=os.path.relpath(hook, install),
+                       u=os.path.relpath("/", install))
     s = refused_at_plan(root_box, capsys, stop, f"but {hook}, named in it, is not root's alone: the command reaches "
                         f"it as ", f"{hook} is owned by nobody (uid {NOBODY})")
     zh_of(s)

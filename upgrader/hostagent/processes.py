@@ -571,9 +571,10 @@ def outside_path_problem(install, command, known=None, plain=None):
     arguments), and every relative piece of its words (relative_pieces: not options) taken in every directory the
     command may run in (command_dirs: the install, ``/`` for a plain command outside the install, each ``cd``
     operand). A path root alone can change passes: the file and every directory up to ``/``, as named, as its links
-    lead and as the kernel walks it (``..`` after a link: _walk), root's and writable by nobody else (root_alone_problem,
-    sshd's StrictModes for root); ``/bin/sh`` does. A path that does not exist (yet) is judged by the nearest
-    directory above it that does: whoever can write there can make it (``systemctl stop tomcat10`` in ``/`` passes).
+    lead and as the kernel walks it (``..`` after a link: _walk), root's and writable by nobody else
+    (root_alone_problem, sshd's StrictModes for root); ``/bin/sh`` does. A path that does not exist (yet) is judged by
+    the nearest directory above it that does: whoever can write there can make it (``systemctl stop tomcat10`` in
+    ``/`` passes).
     A character device root owns (``/dev/null``) passes when its directories do: nobody puts code in one. Paths in the
     install are the whole-tree rule's (tree_problems). /proc (_views): ``/proc/self/cwd/X`` is X in those
     directories, ``/proc/self/root/X`` is /X; any other view of a process (``/proc/PID/...``, ``/proc/self/fd/3``,
@@ -650,7 +651,8 @@ def command_dirs(install, command, known=None, plain=False):
     """Every directory ``command`` may run a relative name in: the install, ``/`` when it is a plain command outside
     the install (``plain``: run there, root_workdir), and each ``cd``/``pushd`` operand (root's home for a last
     ``cd`` with none; words are read flat, so ``cd && x`` takes ``x`` for the operand) taken in every directory found
-    before it (_views: as written and as the kernel walks it). Over-reading only adds directories and refusals."""
+    before it (_views: as written and as the kernel walks it), and ``/`` when any word names it (``env -C /``).
+    Over-reading only adds directories and refusals."""
     dirs = [os.path.normpath(install)] + (["/"] if plain else [])
     words = [w[0] for w in script_words(command, 0, known)[0]]
     for i, word in enumerate(words):
@@ -666,6 +668,11 @@ def command_dirs(install, command, known=None, plain=False):
             for form, why, _ in _views(where, dirs):
                 if not why and form not in dirs:
                     dirs.append(form)
+    # a program may change to any directory it is given (env -C /, make -C ../..): every directory it names outside
+    # the install but / is judged as a whole tree, so what lies beneath it is root's; / is not: it is one more
+    if "/" not in dirs and any(form == "/" for path in named_paths(command, known) + relative_pieces(command, known)
+                               for form, why, _ in _views(path, dirs) if not why):
+        dirs.append("/")
     return dirs
 
 
