@@ -739,53 +739,190 @@ def unjudged_word(command, known=None):
     return None
 
 
-def outside_path_problem(install, command, known=None):
-    """The first absolute path ``command`` names (named_paths: its program and every piece of its arguments) outside
-    the install that another account could change, and why: (path, "who can change it"), or None. A path root alone
-    can change passes: the file and every directory up to ``/``, as named and as its links lead, root's and writable
-    by nobody else (root_only_problem, sshd's StrictModes for root); ``/bin/sh`` does. A path that does not exist
-    (yet) is judged by the nearest directory above it that does: whoever can write there can make it. A character
-    device root owns (``/dev/null``) passes when its directories do: nobody puts code in one. Paths in the install,
-    and the command's own view of the install (``/proc/self/cwd``), are the whole-tree rule's (tree_problems); another
-    process's view of the file system (``/proc/1/root/x``, ``/proc/PID/cwd``) cannot be judged: refused. What a
-    program takes from a path it is given is judged too: a directory named outside the install (not ``/``; ``cd``'s
-    too: what runs there next is found in it) and the directory of an interpreter's script file (script_files:
-    ``python3 /x/tool/main.py`` imports /x/tool/helper.py, ``run-parts /x/hooks.d`` runs all of it; an executable
-    ``#!`` script named is one too, _script_file) must be root's
-    alone as a whole tree (tree_checked), and one of more than TREE_MOST entries is refused as too big to judge."""
-    for path in named_paths(command, known):
-        norm = "/" + os.path.normpath(path).lstrip("/")
-        proc = re.match(r"/proc/([^/]+)/(root|cwd)(/.*)?$", norm)
-        if proc and proc.group(1) in ("self", "thread-self"):
-            if proc.group(2) == "cwd":
-                continue  # the command's working directory: the install, or / (outside_install)
-            norm = proc.group(3) or "/"
-        elif proc or re.match(r"/proc/[0-9]+/(fd|map_files)(/|$)", norm):
-            return path, "it is what another process sees, which the agent cannot judge"
-        if install_path(install, norm):
-            continue
-        why = root_alone_problem(norm)
-        if why:
-            return path, why
-        if norm != "/" and os.path.isdir(norm) and os.path.realpath(norm) != "/":
-            found = tree_checked(os.path.realpath(norm), limit=1, most=TREE_MOST)
-            if found:
-                return path, found[0]
-    named = [p for p in named_paths(command, known) if not install_path(install, p) and _script_file(p)]
-    for path in script_files(command, known) + named:
-        if not path.startswith("/"):
-            continue  # relative to the install: the whole-tree rule's
-        norm = "/" + os.path.normpath(path).lstrip("/")
-        if install_path(install, norm):
+def outside_path_problem(install, command, known=None, plain=None):
+    """The first path ``command`` names outside the install that another account could change, and why: (path, "who
+    can change it"), or None. Judged: every absolute path it names (named_paths: its program and every piece of its
+    arguments), and every relative piece of its words (relative_pieces: not options) taken in every directory the
+    command may run in (command_dirs: the install, ``/`` for a plain command outside the install, each ``cd``
+    operand). A path root alone can change passes: the file and every directory up to ``/``, as named, as its links
+    lead and as the kernel walks it (``..`` after a link: _walk), root's and writable by nobody else
+    (root_alone_problem, sshd's StrictModes for root); ``/bin/sh`` does. A path that does not exist (yet) is judged by
+    the nearest directory above it that does: whoever can write there can make it (``systemctl stop tomcat10`` in
+    ``/`` passes).
+    A character device root owns (``/dev/null``) passes when its directories do: nobody puts code in one. Paths in the
+    install are the whole-tree rule's (tree_problems). /proc (_views): ``/proc/self/cwd/X`` is X in those
+    directories, ``/proc/self/root/X`` is /X; any other view of a process (``/proc/PID/...``, ``/proc/self/fd/3``,
+    ``/proc/self/task/...``, a /proc path with ``..``) cannot be judged: refused; kernel files (``/proc/loadavg``) and
+    the command's standard streams (``/dev/stdin``) pass. ``plain``: whether the command runs in ``/``
+    (outside_install, computed when None). What a program takes from a path it is given is judged too: a directory
+    named outside the install (not ``/``; ``cd``'s too: what runs there next is found in it) and the directory of an
+    interpreter's script file (script_files: ``python3 /x/tool/main.py`` imports /x/tool/helper.py, ``run-parts
+    /x/hooks.d`` runs all of it; an executable ``#!`` script named is one too, _script_file) must be root's alone as a
+    whole tree (tree_checked), and one of more than TREE_MOST entries is refused as too big to judge."""
+    if plain is None:
+        plain = outside_install(install, command)
+    dirs = command_dirs(install, command, known, plain)
+    judged = set()
+    scripts = []
+    for path in named_paths(command, known) + relative_pieces(command, known):
+        for form, why, base in _views(path, dirs):
+            if form in judged and not why:
+                continue
+            judged.add(form)
+            if not why and _in_install(install, form):
+                continue
+            if not why:
+                why = root_alone_problem(form)
+            if not why and form != "/" and os.path.isdir(form) and os.path.realpath(form) != "/":
+                found = tree_checked(os.path.realpath(form), limit=1, most=TREE_MOST)
+                why = found[0] if found else None
+            if why:
+                return _shown(path, form, base, why)
+            if _script_file(form):
+                scripts.append((path, form, base))
+    for path in script_files(command, known):
+        scripts += [(path, form, base) for form, why, base in _views(path, dirs) if not why]
+    for path, form, base in scripts:
+        if _in_install(install, form):
             continue
         # the directory as named (a script finds "$(dirname "$0")") and as its links lead (python3's sys.path[0])
-        for top in dict.fromkeys((os.path.realpath(os.path.dirname(norm)), os.path.dirname(os.path.realpath(norm)))):
+        for top in dict.fromkeys((os.path.realpath(os.path.dirname(form)), os.path.dirname(os.path.realpath(form)))):
             if _in_install(install, top) or top == "/" or not os.path.isdir(top):
                 continue
             found = tree_checked(top, limit=1, most=TREE_MOST)
             if found:
-                return path, found[0]
+                return _shown(path, form, base, found[0])
     return None
+
+
+def _shown(path, form, base, why):
+    """(path, why) as outside_path_problem says it: a relative piece by the absolute path it reaches, and how."""
+    if base is None:
+        return path, why
+    return form, "the command reaches it as %s from %s, and %s" % (path, base, why)
+
+
+def relative_pieces(command, known=None):
+    """Every relative piece (arg_pieces, cut where the shell would expand) of every word of ``command`` (as
+    named_paths reads them), options (``-x``) and text with blanks left out: ``tmp`` in ``/usr/bin/env -C tmp ...``,
+    ``../../x/hook.sh``. Each is a path in every directory the command may run in (command_dirs)."""
+    out = []
+    words, _ = script_words(command, 0, known)
+    texts = [w[0] for w in words]
+    for text in list(texts):
+        if any(c.isspace() for c in text):
+            texts += [w[0] for w in shell_words(text, known)[0]]
+    for word in texts:
+        for piece in arg_pieces(word):
+            piece = _PATH_END.split(piece, 1)[0]
+            if piece and not piece.startswith(("/", "-")) and not any(c.isspace() for c in piece) \
+                    and piece not in out:
+                out.append(piece)
+    return out
+
+
+def command_dirs(install, command, known=None, plain=False):
+    """Every directory ``command`` may run a relative name in: the install, ``/`` when it is a plain command outside
+    the install (``plain``: run there, root_workdir), and each ``cd``/``pushd`` operand (root's home for a last
+    ``cd`` with none; words are read flat, so ``cd && x`` takes ``x`` for the operand) taken in every directory found
+    before it (_views: as written and as the kernel walks it), and ``/`` when any word names it (``env -C /``).
+    Over-reading only adds directories and refusals."""
+    dirs = [os.path.normpath(install)] + (["/"] if plain else [])
+    words = [w[0] for w in script_words(command, 0, known)[0]]
+    for i, word in enumerate(words):
+        if word not in ("cd", "pushd"):
+            continue
+        operands = [w for w in words[i + 1:i + 4] if w == "-" or not w.startswith("-")][:1]
+        if not operands:  # cd alone: root's home
+            try:
+                operands = [pwd.getpwuid(os.geteuid()).pw_dir or "/"]
+            except KeyError:
+                operands = ["/"]
+        for where in [w for w in operands if w != "-"]:
+            for form, why, _ in _views(where, dirs):
+                if not why and form not in dirs:
+                    dirs.append(form)
+    # a program may change to any directory it is given (env -C /, make -C ../..): every directory it names outside
+    # the install but / is judged as a whole tree, so what lies beneath it is root's; / is not: it is one more
+    if "/" not in dirs and any(form == "/" for path in named_paths(command, known) + relative_pieces(command, known)
+                               for form, why, _ in _views(path, dirs) if not why):
+        dirs.append("/")
+    return dirs
+
+
+#: how deep /proc/self/root and /proc/self/cwd are followed inside each other before a path is refused
+_PROC_DEPTH = 8
+
+
+def _views(path, dirs, depth=0, base=None):
+    """Every absolute path ``path`` may reach, each as (path, why refused or None, the directory a relative path was
+    taken in or None): a relative path in each of ``dirs``; an absolute one as written (normalised) and as the kernel
+    walks it (_walk: ``/dev/fd/../../2/root`` is /proc/2/root). Beneath /proc: ``self`` (``thread-self``) ``/root/X``
+    is /X, ``/cwd/X`` is X in ``dirs``, ``/fd/0``-``2`` the command's standard streams (not judged), anything else of
+    ``self``, a process by number and a path with ``..`` are refused; other /proc names are kernel files (not
+    judged)."""
+    if depth > _PROC_DEPTH:
+        yield path, "it leads through /proc more than %d times, which the agent cannot judge" % _PROC_DEPTH, base
+        return
+    raws = [(path, base)] if path.startswith("/") else [(os.path.join(d, path), d) for d in dirs]
+    for raw, via in raws:
+        norm, walked = "/" + os.path.normpath(raw).lstrip("/"), _walk(raw)
+        # /dev/stdin, /dev/fd/N: links into /proc/self/fd, whose targets are the command's own (or the agent's) files
+        std = walked.startswith("/proc/") and any(norm == p or norm.startswith(p + "/") for p in PROCESS_PATHS[1:])
+        for form in dict.fromkeys((walked,) if std else (norm, walked)):
+            if form != "/proc" and not form.startswith("/proc/"):
+                yield form, None, via
+                continue
+            parts = [p for p in form[len("/proc"):].split("/") if p not in ("", ".")]
+            if ".." in parts:
+                yield form, "a /proc path with .. in it leads where the agent cannot judge", via
+            elif parts and parts[0] in ("self", "thread-self"):
+                rest = "/".join(parts[2:])
+                if parts[1:2] == ["root"]:
+                    yield from _views("/" + rest, dirs, depth + 1, via)
+                elif parts[1:2] == ["cwd"]:
+                    if rest:
+                        yield from _views(rest, dirs, depth + 1, via)
+                elif not (parts[1:2] == ["fd"] and len(parts) == 3 and parts[2] in ("0", "1", "2")):
+                    yield form, "it is what the command's own process holds (%s), which the agent cannot judge" \
+                        % "/".join(parts[1:3] or ["/proc/" + parts[0]]), via
+            elif parts and parts[0].isdigit():
+                yield form, "it is what another process sees, which the agent cannot judge", via
+            # else: /proc itself or a kernel file (/proc/loadavg, /proc/sys/...): nobody puts code there
+
+
+#: symbolic links followed in one path before _walk gives up (the kernel's own limit)
+_LINKS_MOST = 40
+
+
+def _walk(path):
+    """The absolute ``path`` as the kernel walks it: links followed one at a time and ``..`` taken after each (so
+    ``/dev/fd/../..`` is /proc, where os.path.normpath says /), up to /proc, where the rest is left as written for
+    _views to judge (its links are the processes' own views). A name that does not exist is kept as written."""
+    todo = [p for p in path.split("/") if p]
+    cur, links = "/", 0
+    while todo:
+        if cur == "/proc":
+            return "/proc/" + "/".join(todo)
+        part = todo.pop(0)
+        if part == ".":
+            continue
+        if part == "..":
+            cur = os.path.dirname(cur)
+            continue
+        nxt = os.path.join(cur, part)
+        try:
+            target = os.readlink(nxt)
+        except OSError:
+            cur = nxt
+            continue
+        links += 1
+        if links > _LINKS_MOST:
+            return "/".join([nxt] + todo)
+        todo = [p for p in target.split("/") if p] + todo
+        if target.startswith("/"):
+            cur = "/"
+    return cur
 
 
 def _script_file(path):
@@ -1124,12 +1261,13 @@ def root_workdir(install, command, env=None):
     if code:
         raise AgentError("the command %r was not run: it would run as root, but %s in it runs code upgrader does not "
                          "read (%s)" % ((command,) + code), "unsafe_path")
-    outside = outside_path_problem(install, command, known)
+    plain = outside_install(install, command)  # once: where it runs is where its relative names are judged
+    outside = outside_path_problem(install, command, known, plain)
     if outside:
         raise AgentError("the command %r was not run: it would run as root, but %s, named in it, is not root's alone: "
                          "%s: another account could change what root runs or reads" % ((command,) + outside),
                          "unsafe_path")
-    if outside_install(install, command):
+    if plain:
         return "/"
     found = tree_checked(install, limit=1)
     if found:
