@@ -530,6 +530,8 @@ def verify_log(path: Path, *, signers: AllowedSigners | None, anchor: tuple[int,
     open_runs: set[str] = set()
     first_line: dict[str, int] = {}         # run -> the line of its first event
     plans_made: dict[str, tuple[int, object]] = {}  # plan digest -> (its plan_created line, that line's requester)
+    every: list[Mapping[str, object]] = []  # every line read, in order (index = line - 1)
+    run_lines: dict[str, list[int]] = {}    # run -> its lines
     last_actor: dict[str, Any] = {}         # run -> the actor of its latest line (a checkpoint's actor must be it)
     host_ends: dict[str, dict[str, object]] = {}  # run -> host -> the outcome of its host_finished line
     base_ends: dict[str, dict[str, set[object]]] = {}  # run id before any /part -> host -> outcomes its parts gave
@@ -577,6 +579,9 @@ def verify_log(path: Path, *, signers: AllowedSigners | None, anchor: tuple[int,
                 return _fail(r, n, "edited", f"not an event upgrader writes: {raised}")
             run = rec.get("run")
             event = rec["event"]
+            every.append(rec)
+            if run:
+                run_lines.setdefault(str(run), []).append(n)
             if event == "checkpoint":
                 checked = cast(AuditEvent, rec)  # shaped as an event (_shape_problem above)
                 problem = _checkpoint_problem(checked, n, prev_hash, time)
@@ -638,6 +643,11 @@ def verify_log(path: Path, *, signers: AllowedSigners | None, anchor: tuple[int,
             prev_hash, prev_time = this_hash, time
             r.valid_entries = n
     r.uncovered = n - (r.last_checkpoint["line"] if r.last_checkpoint else 0)
+    from .moved import moved_problem
+
+    moved = moved_problem(every, run_lines)  # a run's first or last lines moved in time (audit/moved.py)
+    if moved is not None:
+        return _fail(r, moved[0], "edited", moved[1])
     if tail.refused:
         line_no, why = tail.refused
         start = r.last_checkpoint["line"] + 1 if r.last_checkpoint else 1

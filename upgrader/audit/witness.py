@@ -1211,8 +1211,6 @@ def _compare_accounts(result: WitnessResult, events: list[JSONObject]) -> None:
                     if log is not None and (h.host, label) not in witnessed_wrong:
                         opening = next((o for o in h.opened if str(o.get("as") or o.get("run") or "") == label), None)
                         _end_moved(result, h.host, label, rec, log, opening, later, events, via=str(later.get("run")))
-                if log is not None and (h.host, label) not in witnessed_wrong and rec is recs[0]:
-                    _end_before_next(result, h, label, rec, log, events)
                 elif not wits:
                     doubts.append({**base, "kind": "unwitnessed"})
                 else:
@@ -1224,11 +1222,32 @@ def _compare_accounts(result: WitnessResult, events: list[JSONObject]) -> None:
                     if log is not None and (h.host, label) not in witnessed_wrong:
                         opening = next((o for o in h.opened if str(o.get("as") or o.get("run") or "") == label), None)
                         _end_moved(result, h.host, label, rec, log, opening, wits[0], events)
+                if log is not None and (h.host, label) not in witnessed_wrong:
+                    _end_before_next(result, h, label, rec, log, events)
                 for d in doubts:
                     d["text"] = doubt_text(d)
                 for d in doubts:
                     result.found(str(d["text"]), doubt_text(d, "zh"), doubt=True)
                 result.accounts.append((h.host, label, diffs, doubts))
+
+
+def _forward_kept(events: list[JSONObject], label: str, hf: JSONObject | None, e: JSONObject) -> float:
+    """A forward step of the controller's wall clock (NTP, a VM resumed) between the host's host_finished line
+    ``hf`` and the run's end line ``e`` that stays: the log's first line after the run (same machine) shows it too
+    (audit/moved.py). That much of the end's lateness is the clock's, not a move; 0 when no later line shows it
+    (a run's last line with nothing after it yet: a forward step there is not told from a move)."""
+    from .moved import MOVE_TOLERANCE, reading as _reading, step as _step
+
+    a, b = (_reading(hf) if hf is not None else None), _reading(e)
+    ahead = _step(a, b) if a is not None and b is not None else None
+    if a is None or ahead is None or ahead <= MOVE_TOLERANCE:
+        return 0.0
+    last = max((int(str(x.get("seq"))) for x in events if x.get("run") == label and type(x.get("seq")) is int),
+               default=0)
+    after = next((r for x in events if type(x.get("seq")) is int and int(str(x.get("seq"))) > last
+                  and x.get("run") != label for r in [_reading(x)] if r is not None), None)
+    kept = _step(a, after) if after is not None else None
+    return max(0.0, min(ahead, kept)) if kept is not None else 0.0
 
 
 def _end_before_next(result: WitnessResult, h: HostWitness, label: str, rec: JSONObject, log: JSONObject,
@@ -1284,7 +1303,7 @@ def _end_moved(result: WitnessResult, host: str, label: str, rec: JSONObject, lo
         if before is not None and not (isinstance(e.get("seq"), int) and int(str(e.get("seq"))) < before):
             continue
         at = _when(line_clock(e))  # the controller's clock, not a time raised after it stepped back
-        if at is None or at <= latest:
+        if at is None or at <= latest + _forward_kept(events, label, hf, e):
             continue
         mono_note, mono_zh = "", ""
         if hf is not None and isinstance(hf.get("mono"), (int, float)) and isinstance(e.get("mono"), (int, float)) \
