@@ -72,7 +72,7 @@ def test_a_runs_opening_lines_moved_earlier_are_altered(sandbox: Any, tmp_path: 
     line = line_of(box, run, "run_started")
     rc, text = cli(box, capsys, "audit", "verify")
     assert rc == ALTERED and text.startswith("ALTERED"), text
-    assert f"line {line} (run_started of run {run}) and the run's lines up to line" in text, text
+    assert f"line {line}: the run_started line of run {run} and the run's lines up to line" in text, text
     assert "s earlier: their wall clock is behind both the log's line before them" in text, text
     rc, text = cli(box, capsys, "audit", "case", run)
     assert rc == ALTERED, text
@@ -92,7 +92,7 @@ def test_a_runs_end_moved_later_is_altered_once_a_line_follows(sandbox: Any, tmp
     line = line_of(box, run, "run_finished")
     rc, text = cli(box, capsys, "audit", "verify")
     assert rc == ALTERED and text.startswith("ALTERED"), text
-    assert f"line {line} (run_finished of run {run}) and the run's lines after it were moved" in text, text
+    assert f"line {line}: the run_finished line of run {run} and the run's lines after it were moved" in text, text
 
 
 def stepped_run(f: Any, tmp_path: Path, when: str) -> tuple[str, dict[str, str]]:

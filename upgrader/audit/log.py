@@ -807,7 +807,7 @@ def _requester_problem(rec: Mapping[str, object], n: int, made: Mapping[str, tup
     theirs_d = theirs if isinstance(theirs, dict) else {}
     for k in ("user", "host"):
         if said_d.get(k) != theirs_d.get(k):
-            return (f"line {n}: run {rec.get('run')} names requester {k} {said_d.get(k)!r}, but line {line} "
+            return (f"run {rec.get('run')} names requester {k} {said_d.get(k)!r}, but line {line} "
                     f"(plan_created of the same plan {str(data.get('plan'))[:16]}…) says {theirs_d.get(k)!r}: the "
                     "requester was changed (the plan's requester is inside its digest)")
     return None

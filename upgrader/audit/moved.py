@@ -94,7 +94,7 @@ def moved_problem(log: Sequence[Mapping[str, object]], runs: Mapping[str, Sequen
             by = _block(mine[:first], neighbour(mine[0][0], -1, run), mine[first][2], -1)
             if by is not None:
                 n = mine[0][0]
-                return n, (f"line {n} ({mine[0][1].get('event')} of run {run}) and the run's lines up to line "
+                return n, (f"the {mine[0][1].get('event')} line of run {run} and the run's lines up to line "
                            f"{mine[first - 1][0]} were moved {by:.3f} s earlier: their wall clock is behind both the "
                            f"log's line before them and line {mine[first][0]}, by more than the writer's monotonic "
                            "clock shows (a clock step stays for every later line; this gap closes again)")
@@ -105,7 +105,7 @@ def moved_problem(log: Sequence[Mapping[str, object]], runs: Mapping[str, Sequen
             by = _block(mine[last:], mine[last - 1][2], neighbour(mine[-1][0], 1, run), 1)
             if by is not None:
                 n = mine[last][0]
-                return n, (f"line {n} ({mine[last][1].get('event')} of run {run}) and the run's lines after it were "
+                return n, (f"the {mine[last][1].get('event')} line of run {run} and the run's lines after it were "
                            f"moved {by:.3f} s later: their wall clock is ahead of both line {mine[last - 1][0]} and "
                            "the log's next line, by more than the writer's monotonic clock shows (a clock step stays "
                            "for every later line; this gap closes again)")
