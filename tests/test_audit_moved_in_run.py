@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -95,6 +94,31 @@ def test_a_runs_end_moved_later_is_altered_once_a_line_follows(sandbox: Any, tmp
     assert f"line {line}: the run_finished line of run {run} and the run's lines after it were moved" in text, text
 
 
+#: the step's trigger (not the product's code path: the wall clock is libfaketime's, read from the file argv[1]):
+#: once the run writes its line argv[2], the file says +5 s, as an NTP step would at that moment
+STEP_AFTER = r'''
+import sys
+from pathlib import Path
+from upgrader.audit import log as L
+from upgrader.cli import main
+
+spec, when = Path(sys.argv.pop(1)), sys.argv.pop(1)
+orig = L.AuditLog.append
+
+
+def append(self, event, **kw):
+    done = orig(self, event, **kw)
+    if event == when:
+        spec.write_text("+5\n")
+    return done
+
+
+L.AuditLog.append = append
+sys.argv[0] = "upgrader"
+sys.exit(main())
+'''
+
+
 def stepped_run(f: Any, tmp_path: Path, when: str) -> tuple[str, dict[str, str]]:
     """An honest run whose controller's wall clock steps 5 s forward (libfaketime, monotonic clock not faked) once
     its line ``when`` is written; (its id, the faked environment, still 5 s ahead, for the commands after it)."""
@@ -106,30 +130,13 @@ def stepped_run(f: Any, tmp_path: Path, when: str) -> tuple[str, dict[str, str]]
     env = {k: v for k, v in os.environ.items() if k != "UPGRADER_FAULT_KILL_AT"}
     env.update({"LD_PRELOAD": str(LIBFAKETIME), "FAKETIME_TIMESTAMP_FILE": str(spec), "FAKETIME_NO_CACHE": "1",
                 "FAKETIME_DONT_FAKE_MONOTONIC": "1", "LANG": "C.UTF-8"})
-    log = f.box.root / "audit" / "audit.jsonl"
-    stepped = threading.Event()
-
-    def step() -> None:
-        deadline = time.monotonic() + 240
-        while time.monotonic() < deadline:
-            try:
-                seen = [r.get("event") for r in records(f.box)][-3:]
-            except ValueError:  # a line being written
-                seen = []
-            if when in seen:
-                spec.write_text("+5\n")
-                stepped.set()
-                return
-            time.sleep(0.005)
-
-    watcher = threading.Thread(target=step, daemon=True)
-    watcher.start()
-    ran = subprocess.run([sys.executable, "-m", "upgrader", "--home", str(f.box.root), "run", str(plan),
+    script = tmp_path / "step_after.py"
+    script.write_text(STEP_AFTER)
+    ran = subprocess.run([sys.executable, str(script), str(spec), when, "--home", str(f.box.root), "run", str(plan),
                           "--approval", str(approval), "--yes"], env=env, capture_output=True, text=True,
                          timeout=300, stdin=subprocess.DEVNULL)
-    watcher.join(timeout=1)
     assert ran.returncode == 0, ran.stdout + ran.stderr
-    assert stepped.is_set() and log.exists()
+    assert spec.read_text() == "+5\n"
     return [r["run"] for r in records(f.box) if r.get("event") == "run_started"][-1], env
 
 
