@@ -2254,28 +2254,34 @@ class AuditCase:
         2 when a host could not be read and nothing else is wrong; else 0."""
         from .audit.view import altered
 
-        checked = self.case.get("approval_check")
+        checked, planned = self.case.get("approval_check"), self.case.get("plan_check")
         # an approval of the run that no file of the folder has (or that names no digest) is a mismatch too
         unmatched = isinstance(checked, dict) and any(
             isinstance(a, dict) and a.get("checked_file") is None for a in cast("list[object]",
                                                                                 self.case.get("approvals") or []))
         if altered(self.result) or (self.witness is not None and self.witness.problems) \
-                or (isinstance(checked, dict) and checked.get("problems")) or unmatched:
+                or (isinstance(checked, dict) and checked.get("problems")) or unmatched \
+                or (isinstance(planned, dict) and planned.get("problems")):
             return 6
         return 2 if self.witness is not None and (self.witness.unreachable or self.witness.doubts) else 0
 
 
 def audit_case(ctx: Context, run: str, *, log: Path | None = None, allowed_signers: Path | None = None,
                anchor: str | None = None, witness: Path | None = None,
-               approvals: Path | None = None, witness_options: WitnessOptions | None = None) -> AuditCase:
+               approvals: Path | None = None, witness_options: WitnessOptions | None = None,
+               plans: Path | None = None) -> AuditCase:
     """One record per change: the run ``run`` (its id, or a prefix naming one run) from one read of the log,
     after the verification of the whole log. InputError when no run or several runs match. ``witness``: an
     inventory whose hosts' witnessed checkpoints fill the case's ``witnesses`` (read-only, audit/witness.py).
     ``approvals``: the folder of approval files the auditor was given; each approval of the case then names its
     file, whose signature (and signer, under the policy's approvals.allowed_signers) is checked, and whose plan,
     approver, key and expiry must be the log's (``approval_check``; a problem makes the exit code 6).
-    ``witness_options``: verify_witnesses's ``syslog``, ``other_logs``, ``other_signers``, ``earlier``."""
-    from .audit.case import build_case, run_ids
+    ``witness_options``: verify_witnesses's ``syslog``, ``other_logs``, ``other_signers``, ``earlier``.
+    ``plans``: the folder of plan files the auditor was given: the run's plan must be one of them, and its requester,
+    hosts and target the log's (``plan_check``; a problem makes the exit code 6). The requester is the controller's
+    word (``unchecked``) unless the plan file or an approval file holds it."""
+    from .audit.case import build_case, hold_requester, run_ids
+    from .audit.crosscheck import requester_held
     from .audit.log import read_log, read_events
     from .core.recorder import audit_path
 
@@ -2294,8 +2300,12 @@ def audit_case(ctx: Context, run: str, *, log: Path | None = None, allowed_signe
     from .audit.case import mark_approvers
 
     mark_approvers(case, result.approvers_file, result.approvers_keys)
+    held: dict[str, str] = {}
     if approvals is not None:
-        _check_case_approvals(ctx, case, events, ids[0], approvals)
+        held.update(requester_held(_check_case_approvals(ctx, case, events, ids[0], approvals), events, ids[0]))
+    if plans is not None:
+        held.update(requester_held(_check_case_plans(case, events, ids[0], plans), events, ids[0]))
+    hold_requester(case, held)
     if witness is None:
         return AuditCase(case, result)
     from .audit.witness import case_witnesses
@@ -2317,8 +2327,22 @@ def _approvals_required(ctx: Context) -> dict[str, int]:
         return {}
 
 
+def _check_case_plans(case: JSONObject, events: list[dict[str, object]], run: str, folder: Path) -> CrossCheck:
+    """The run's plan against the files of ``folder`` (the --plans cross-check, over this run's lines and the log's
+    plan_created line of its plan): every problem in ``plan_check`` (its file, None when no file has the digest)."""
+    from .audit.crosscheck import cross_check
+
+    _given_folder(folder, "--plans")
+    plan = cast("dict[str, object]", case.get("requested") or {}).get("plan")
+    mine = [e for e in events if e.get("run") == run
+            or (e.get("event") == "plan_created" and cast("dict[str, object]", e.get("data") or {}).get("plan") == plan)]
+    check = cross_check(mine, plans=Path(folder), approvals=None, signers=None)
+    case["plan_check"] = {"folder": str(folder), "file": check.plans.get(str(plan)), "problems": check.problems}
+    return check
+
+
 def _check_case_approvals(ctx: Context, case: JSONObject, events: list[dict[str, object]], run: str,
-                          folder: Path) -> None:
+                          folder: Path) -> CrossCheck:
     """Each approval of the case against the files of ``folder`` (the --approvals cross-check, over this run's
     lines and the log's approval_created lines only): ``checked_file`` (None: no file has its digest) and
     ``file_problems`` on each approval, every problem in ``approval_check``."""
@@ -2333,6 +2357,7 @@ def _check_case_approvals(ctx: Context, case: JSONObject, events: list[dict[str,
         a["file_problems"] = [p for p in check.problems if p.get("digest") == a.get("digest")]
     case["approval_check"] = {"folder": str(folder), "problems": check.problems,
                               "policy_unknown": run in check.unknown_policy}
+    return check
 
 
 def _downtime_from_hosts(case: JSONObject) -> None:
@@ -2418,6 +2443,7 @@ class AuditExport:
     verdict: str
     cases_output: Path | None = None  # a CSV export's case file (REPORT.cases.csv), one row per run and host
     witness: WitnessResult | None = None  # the hosts' witnessed checkpoints, when an inventory was given
+    plan_check: CrossCheck | None = None  # the runs' plans against the plan files given (--plans)
 
     @property
     def status(self) -> str:
@@ -2425,9 +2451,12 @@ class AuditExport:
 
     @property
     def exit_code(self) -> int:
-        """The log's verdict's code; 6 when a host's witnessed checkpoint does not match the log; 2 when a host
-        could not be read and the log is otherwise intact."""
-        return witnessed_exit_code(audit_exit_code(self.result), self.witness)
+        """The log's verdict's code; 6 when a host's witnessed checkpoint or a plan file (``--plans``) does not
+        match the log; 2 when a host could not be read and the log is otherwise intact."""
+        from .core.exit_codes import ExitCode
+
+        code = witnessed_exit_code(audit_exit_code(self.result), self.witness)
+        return int(ExitCode.AUDIT_ALTERED) if self.plan_check is not None and self.plan_check.problems else code
 
 
 def witnessed_exit_code(code: int, witness: WitnessResult | None) -> int:
@@ -2450,7 +2479,8 @@ def audit_exit_code(result: VerifyResult) -> int:
 def export_audit(ctx: Context, *, output: Path, format: str = "html", log: Path | None = None,
                  allowed_signers: Path | None = None, anchor: str | None = None, run: str | None = None,
                  host: str | None = None, since: str | None = None, lang: str | None = None,
-                 witness: Path | None = None, witness_options: WitnessOptions | None = None) -> AuditExport:
+                 witness: Path | None = None, witness_options: WitnessOptions | None = None,
+                 plans: Path | None = None) -> AuditExport:
     """Write the auditor's report (``format``: html, json or csv) of the log's events of ``run`` (an id or its
     start), ``host`` and ``since`` (an ISO date or time), with the verdict on the whole log (``verify_audit``),
     made from one read of the log. The report is written whatever the verdict; ``exit_code`` tells it.
@@ -2469,11 +2499,23 @@ def export_audit(ctx: Context, *, output: Path, format: str = "html", log: Path 
     # ``witness``: each case's witnesses from every host's record, the log's same bytes checked against them
     witnessed = verify_witnesses(ctx, witness, data=data, allowed_signers=allowed_signers,
                                  **(witness_options or {})) if witness is not None else None
-    export(format, events, result, verdict, Path(output), lang=lang, witnessed=witnessed)
+    # ``plans``: every plan the log names against the files given; each run's requester a plan file holds
+    held: dict[str, dict[str, str]] = {}
+    check = None
+    if plans is not None:
+        from .audit.case import run_ids
+        from .audit.crosscheck import cross_check, requester_held
+        from .audit.log import read_events
+
+        _given_folder(Path(plans), "--plans")
+        everything = list(read_events(path, data))
+        check = cross_check(everything, plans=Path(plans), approvals=None, signers=None)
+        held = {r: requester_held(check, everything, r) for r in run_ids(everything)}
+    export(format, events, result, verdict, Path(output), lang=lang, witnessed=witnessed, held=held)
     from .audit.report import cases_path
 
     return AuditExport(Path(output), format, len(events), result, verdict,
-                       cases_path(Path(output)) if format == "csv" else None, witnessed)
+                       cases_path(Path(output)) if format == "csv" else None, witnessed, check)
 
 
 # -- the customer's side: available, inspect, access -------------------------------------------------------

@@ -15,7 +15,7 @@ from typing import Any, cast
 from .log import line_clock, run_opening
 
 __all__ = ["build_case", "run_ids", "downtime_text", "downtime_from_hosts", "mark_approvers", "WITNESS_HOOK",
-           "UNCHECKED"]
+           "UNCHECKED", "REQUESTER_FIELDS", "hold_requester", "requester_word"]
 
 #: where witnessed checkpoints (the hosts' own records of a run's checkpoint) go once they are known; a case
 #: carries ``"witnesses": None`` (not looked up) until a caller fills it
@@ -186,7 +186,7 @@ def build_case(events: list[dict[str, object]], run: str) -> dict[str, object] |
                          if isinstance(e.get("clock"), str)],
         WITNESS_HOOK: None,
         # what only the controller's log says, which nothing the auditor holds checks (shown "the controller's word")
-        "unchecked": list(UNCHECKED),
+        "unchecked": list(UNCHECKED) + (list(REQUESTER_FIELDS) if run_kind == "upgrade" else []),
     }
 
 
@@ -218,6 +218,34 @@ def downtime_from_hosts(case: dict[str, object]) -> None:
 
 #: the fields of a case only the controller's log says: no host, plan, approval or allowed_signers file checks them
 UNCHECKED = ("catalog", "window", "operator.user", "operator.host", "hosts.rollback_cause", "plan_created")
+
+
+#: the requester's fields (an upgrade run's opening line says them): the controller's word until a file the
+#: auditor holds checks them: the plan file (``--plans``: user and host inside its digest, the key that signed it)
+#: or an approval file (``--approvals``: the ``requester:`` it signs, the plan's user)
+REQUESTER_FIELDS = ("requested.user", "requested.host", "requested.key")
+
+
+def hold_requester(case: dict[str, object], held: Mapping[str, str]) -> None:
+    """The requester's fields of ``case`` a file checked (``held``: field -> the file that checked it) leave its
+    ``unchecked``; ``requested.checked_by`` names the file per field (verify and the cross-check call a
+    contradiction ALTERED, so a field held here agrees with that file)."""
+    unchecked = case.get("unchecked")
+    requested = case.get("requested")
+    if not isinstance(requested, dict):
+        return
+    by = requested.setdefault("checked_by", {})
+    for name, source in held.items():
+        if isinstance(by, dict):
+            by[name.split(".", 1)[-1]] = source
+        if isinstance(unchecked, list) and name in unchecked:
+            unchecked.remove(name)
+
+
+def requester_word(case: Mapping[str, object]) -> bool:
+    """Whether any of the case's requester fields is only the controller's word (shown so)."""
+    unchecked = case.get("unchecked")
+    return isinstance(unchecked, list) and any(f in unchecked for f in REQUESTER_FIELDS)
 
 
 def mark_approvers(case: dict[str, object], approvers_file: str | None,

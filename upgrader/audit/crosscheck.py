@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from ..trust.approval import Approval
     from ..trust.signers import AllowedSigners
 
-__all__ = ["CrossCheck", "cross_check", "approver_problem"]
+__all__ = ["CrossCheck", "cross_check", "approver_problem", "requester_held"]
 
 
 @dataclass
@@ -265,12 +265,35 @@ def cross_check(events: list[dict[str, object]], *, plans: Path | None, approval
                             file=a.source, digest=digest)
                     continue
             _pair(problem, a, line, digest, plan, approver, key, expires, said)
+        _approval_requester(problem, events, have_a, out)
     return out
 
 
 def _is_digest(value: object) -> bool:
     """An approval's digest as upgrader writes it: 64 lowercase hex digits."""
     return isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value)
+
+
+def _approval_requester(problem: Callable[..., None], events: list[dict[str, object]], have: Mapping[str, Approval],
+                        out: CrossCheck) -> None:
+    """Each run's requester (its run_started line's user) against the ``requester:`` its approval files sign (the
+    plan's requester, as the approver saw it): an approval signed for another requester's plan names the liar."""
+    for e in events:
+        d = _d(e.get("data"))
+        if e.get("event") != "run_started":
+            continue
+        said = _d(d.get("requester")).get("user")
+        line = e.get("seq")
+        for item in _l(d.get("approvals")):
+            digest = _d(item).get("digest")
+            a = have.get(str(digest))
+            if a is None or out.approvals.get(str(digest)) != a.source or a.statement.requester == said:
+                continue
+            problem(line, "requester", f"run {e.get('run')} (line {line}) names requester user {said}, its approval "
+                    f"file {a.source} signs requester {a.statement.requester}",
+                    f"运行 {e.get('run')}（第 {line} 行）记的申请人用户是 {said}，它的批准文件 {a.source} 签署的申请人是 "
+                    f"{a.statement.requester}", file=a.source, digest=str(digest))
+            break
 
 
 def _too_few(problem: Callable[..., None], events: list[dict[str, object]], required: Mapping[str, int],
@@ -509,3 +532,39 @@ def _requester(problem: Callable[..., None], e: dict[str, object], d: dict[str, 
                 f"its plan file {path} is signed with {fingerprint(key)}",
                 f"运行 {e.get('run')}（第 {line} 行）记的申请人密钥是 {said.get('key')}，它的计划文件 {path} 却是用 "
                 f"{fingerprint(key)} 签名的", file=str(path), digest=digest)
+
+
+def requester_held(check: CrossCheck, events: list[dict[str, object]], run: str) -> dict[str, str]:
+    """The requester's fields of ``run`` (its run_started line's) a file of ``check`` holds, field -> that file:
+    the plan file (``--plans``) holds user and host (inside its digest) and, when the plan is signed, the key; an
+    approval file (``--approvals``) holds the user (its signed ``requester:``). Nothing when the cross-check found
+    the requester contradicted (that is a problem of the check, ALTERED)."""
+    from ..core.plan import load_plan
+    from ..trust.requester import plan_signer
+    from ..trust.sshsig import fingerprint
+    from .log import run_opening
+
+    opening = run_opening(events, run)
+    if opening is None or opening.get("event") != "run_started":
+        return {}
+    d = _d(opening.get("data"))
+    if any(p.get("what") == "requester" and p.get("line") == opening.get("seq") for p in check.problems):
+        return {}
+    held: dict[str, str] = {}
+    digest = str(d.get("plan"))
+    plan_file = check.plans.get(digest)
+    if plan_file and not any(p.get("digest") == digest for p in check.problems):
+        held["requested.user"] = held["requested.host"] = plan_file
+        try:
+            key = plan_signer(load_plan(plan_file).data, digest, plan_file)
+        except Exception:  # noqa: BLE001 - a plan whose signature does not hold is a problem of the check above
+            key = None
+        said_key = _d(d.get("requester")).get("key")
+        if key is not None and said_key is not None and said_key == fingerprint(key):
+            held["requested.key"] = plan_file
+    for item in _l(d.get("approvals")):
+        a_digest = _d(item).get("digest")
+        a_file = check.approvals.get(str(a_digest))
+        if a_file and "requested.user" not in held and not any(p.get("digest") == a_digest for p in check.problems):
+            held["requested.user"] = a_file
+    return held

@@ -529,6 +529,9 @@ def verify_log(path: Path, *, signers: AllowedSigners | None, anchor: tuple[int,
     closed_runs: set[str] = set()
     open_runs: set[str] = set()
     first_line: dict[str, int] = {}         # run -> the line of its first event
+    plans_made: dict[str, tuple[int, object]] = {}  # plan digest -> (its plan_created line, that line's requester)
+    every: list[Mapping[str, object]] = []  # every line read, in order (index = line - 1)
+    run_lines: dict[str, list[int]] = {}    # run -> its lines
     last_actor: dict[str, Any] = {}         # run -> the actor of its latest line (a checkpoint's actor must be it)
     host_ends: dict[str, dict[str, object]] = {}  # run -> host -> the outcome of its host_finished line
     base_ends: dict[str, dict[str, set[object]]] = {}  # run id before any /part -> host -> outcomes its parts gave
@@ -576,6 +579,9 @@ def verify_log(path: Path, *, signers: AllowedSigners | None, anchor: tuple[int,
                 return _fail(r, n, "edited", f"not an event upgrader writes: {raised}")
             run = rec.get("run")
             event = rec["event"]
+            every.append(rec)
+            if run:
+                run_lines.setdefault(str(run), []).append(n)
             if event == "checkpoint":
                 checked = cast(AuditEvent, rec)  # shaped as an event (_shape_problem above)
                 problem = _checkpoint_problem(checked, n, prev_hash, time)
@@ -603,6 +609,10 @@ def verify_log(path: Path, *, signers: AllowedSigners | None, anchor: tuple[int,
                     closed_runs.add(run)
                     open_runs.discard(run)
             else:
+                if event == "plan_created":
+                    made = rec.get("data")
+                    if isinstance(made, dict) and isinstance(made.get("plan"), str):
+                        plans_made.setdefault(str(made["plan"]), (n, made.get("requester")))
                 if run:
                     if run in closed_runs:
                         return _fail(r, n, "forged", f"an event of run {run} after that run's closing checkpoint")
@@ -614,6 +624,9 @@ def verify_log(path: Path, *, signers: AllowedSigners | None, anchor: tuple[int,
                             return _fail(r, n, "forged", wrong)
                         open_runs.add(run)
                         first_line.setdefault(run, n)
+                        wrong = _requester_problem(rec, n, plans_made)
+                        if wrong:
+                            return _fail(r, n, "edited", wrong)
                     last_actor[run] = rec.get("actor")
                     if event == "host_finished" and isinstance(rec.get("host"), str):
                         host_ends.setdefault(run, {})[str(rec["host"])] = rec.get("outcome")
@@ -630,6 +643,11 @@ def verify_log(path: Path, *, signers: AllowedSigners | None, anchor: tuple[int,
             prev_hash, prev_time = this_hash, time
             r.valid_entries = n
     r.uncovered = n - (r.last_checkpoint["line"] if r.last_checkpoint else 0)
+    from .moved import moved_problem
+
+    moved = moved_problem(every, run_lines)  # a run's first or last lines moved in time (audit/moved.py)
+    if moved is not None:
+        return _fail(r, moved[0], "edited", moved[1])
     if tail.refused:
         line_no, why = tail.refused
         start = r.last_checkpoint["line"] + 1 if r.last_checkpoint else 1
@@ -775,6 +793,24 @@ def run_opening(events: Iterable[Mapping[str, object]], run: str) -> Mapping[str
     """The run's opening event (run_started, resume_requested or rollback_requested): the one line every check
     reads a run's requester, plan, approvals, policy and window from; None when the run has none."""
     return next((e for e in events if e.get("run") == run and e.get("event") in OPENING_EVENTS), None)
+
+
+def _requester_problem(rec: Mapping[str, object], n: int, made: Mapping[str, tuple[int, object]]) -> str | None:
+    """Why a run_started line's requester is not its plan's: the log's own plan_created line of the same plan digest
+    recorded the plan's requester (user and host, inside the digest), and the run must name the same person."""
+    data = rec.get("data")
+    if rec.get("event") != "run_started" or not isinstance(data, dict) or str(data.get("plan")) not in made:
+        return None
+    line, theirs = made[str(data.get("plan"))]
+    said = data.get("requester")
+    said_d = said if isinstance(said, dict) else {}
+    theirs_d = theirs if isinstance(theirs, dict) else {}
+    for k in ("user", "host"):
+        if said_d.get(k) != theirs_d.get(k):
+            return (f"run {rec.get('run')} names requester {k} {said_d.get(k)!r}, but line {line} "
+                    f"(plan_created of the same plan {str(data.get('plan'))[:16]}…) says {theirs_d.get(k)!r}: the "
+                    "requester was changed (the plan's requester is inside its digest)")
+    return None
 
 
 def _continuation_problem(rec: Mapping[str, object], run: str, seen: Mapping[str, int]) -> str | None:

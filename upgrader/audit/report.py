@@ -25,7 +25,7 @@ import tempfile
 from dataclasses import dataclass, field
 from html import escape
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from ..core.errors import InputError
 from .labels import load_labels
@@ -45,6 +45,8 @@ CSV_VERIFICATION = ("verification", "status", "bad_line", "problem", "verdict", 
                     "allowed_signers_sha256", "anchor")
 CSV_COLUMNS = ("seq", "time", "run", "host", "event", "phase", "outcome", "actor_user", "actor_principal",
                "actor_key", "details")
+#: after a cell only the controller's log says (the requester no plan or approval file held)
+CONTROLLERS_WORD = " (the controller's word)"
 #: the case file's CSV (``REPORT.cases.csv`` beside ``REPORT.csv``): one row per run and host, after the same
 #: verification row; ``unchecked``: the case's fields only the controller's word backs (``audit case``'s
 #: "(the controller's word)"), joined with ``; ``
@@ -58,16 +60,18 @@ CSV_CASE_COLUMNS = ("run", "kind", "target", "requester", "requester_key", "plan
 
 
 def export(fmt: str, events: list[dict[str, object]], result: VerifyResult, verdict: str, out: Path,
-           lang: str | None = None, witnessed: WitnessResult | None = None) -> None:
+           lang: str | None = None, witnessed: WitnessResult | None = None,
+           held: Mapping[str, Mapping[str, str]] | None = None) -> None:
     """Write the report in ``fmt`` (html, json or csv) to ``out``, atomically; ``witnessed``: the hosts' witnessed
-    checkpoints, which fill each case's ``witnesses``."""
+    checkpoints, which fill each case's ``witnesses``; ``held``: run -> the requester's fields a plan file held
+    (``--plans``); any other requester is the controller's word."""
     if fmt == "html":
-        text = render_html(events, result, verdict, resolve_lang(lang), witnessed)
+        text = render_html(events, result, verdict, resolve_lang(lang), witnessed, held)
     elif fmt == "json":
-        text = render_json(events, result, verdict, witnessed)
+        text = render_json(events, result, verdict, witnessed, held)
     elif fmt == "csv":
         text = render_csv(events, result, verdict, witnessed)
-        _write_atomically(cases_path(Path(out)), render_cases_csv(events, result, verdict, witnessed))
+        _write_atomically(cases_path(Path(out)), render_cases_csv(events, result, verdict, witnessed, held))
     else:
         raise InputError(f"--format: expected html, json or csv, got {fmt!r}")
     _write_atomically(Path(out), text)
@@ -109,14 +113,16 @@ def _umask() -> int:
 
 
 def _case(events: list[dict[str, object]], run: str, witnessed: WitnessResult | None,
-          result: VerifyResult | None = None) -> dict[str, object] | None:
+          result: VerifyResult | None = None,
+          held: Mapping[str, Mapping[str, str]] | None = None) -> dict[str, object] | None:
     """The run's case file; its ``witnesses`` from the hosts' records when they were read; its approvers marked
     checked against the approvers' allowed_signers ``result`` names, else as the controller's word."""
-    from .case import build_case, downtime_from_hosts, mark_approvers
+    from .case import build_case, downtime_from_hosts, hold_requester, mark_approvers
     from .witness import case_witnesses
 
     case = build_case(events, run)
     if case is not None:
+        hold_requester(case, (held or {}).get(run, {}))  # a requester no plan file held is the controller's word
         mark_approvers(case, result.approvers_file if result is not None else None,
                        result.approvers_keys if result is not None else frozenset())
     if case is not None and witnessed is not None:
@@ -127,12 +133,12 @@ def _case(events: list[dict[str, object]], run: str, witnessed: WitnessResult | 
 
 
 def render_json(events: list[dict[str, object]], result: VerifyResult, verdict: str,
-                witnessed: WitnessResult | None = None) -> str:
+                witnessed: WitnessResult | None = None, held: Mapping[str, Mapping[str, str]] | None = None) -> str:
     """``{"verification": {...result, "verdict": ...}, "events": [...], "cases": [...]}`` (and ``witness``, the
     log against the hosts' records, when they were read)."""
     from .case import run_ids
 
-    cases = [_case(events, r, witnessed, result) for r in run_ids(events)]
+    cases = [_case(events, r, witnessed, result, held) for r in run_ids(events)]
     doc: dict[str, object] = {"verification": {**result.to_dict(), "verdict": verdict}, "events": events,
                               "cases": cases}
     if witnessed is not None:
@@ -202,26 +208,28 @@ def _witness_cell(w: object) -> str:
 
 
 def render_cases_csv(events: list[dict[str, object]], result: VerifyResult, verdict: str,
-                     witnessed: WitnessResult | None = None) -> str:
+                     witnessed: WitnessResult | None = None,
+                     held: Mapping[str, Mapping[str, str]] | None = None) -> str:
     """The case file of every run (``audit case``) as a table: the verification row, ``CSV_CASE_COLUMNS``, then one
     row per run and host (a run's own fields repeat on each of its hosts' rows, so that a filter on a column
     keeps whole answers); several approvals are joined with ``; `` in one cell, phases as
     ``phase outcome seconds s``."""
-    from .case import run_ids
+    from .case import requester_word, run_ids
 
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\r\n")
     w.writerow(_verification_row(result, verdict, witnessed))
     w.writerow(CSV_CASE_COLUMNS)
     for run in run_ids(events):
-        case = _case(events, run, witnessed, result)
+        case = _case(events, run, witnessed, result, held)
         if case is None:
             continue
         req, pol, cat = _dict(case.get("requested")), _dict(case.get("policy")), _dict(case.get("catalog"))
         win, op = _dict(case.get("window")), _dict(case.get("operator"))
         cp, outcome = _dict(case.get("checkpoint")), _dict(case.get("outcome"))
         approvals = [_dict(a) for a in _list(case.get("approvals"))]
-        common = [run, case.get("kind"), case.get("target"), f"{req.get('user')}@{req.get('host')}", req.get("key"),
+        who = f"{req.get('user')}@{req.get('host')}" + (CONTROLLERS_WORD if requester_word(case) else "")
+        common = [run, case.get("kind"), case.get("target"), who, req.get("key"),
                   req.get("plan"), req.get("plan_created"), _join([a.get("approver") for a in approvals]),
                   _join([a.get("key") for a in approvals]), _join([a.get("created") for a in approvals]),
                   _join([a.get("expires") for a in approvals]), _join([a.get("digest") for a in approvals]),
@@ -538,6 +546,7 @@ class _Html:
         self.events: list[dict[str, object]] = []  # every event of the report (a case joins approvals made earlier)
         self.witnessed: WitnessResult | None = None  # the hosts' witnessed checkpoints, when they were read
         self.result: VerifyResult | None = None  # the verdict on the log (its approvers' allowed_signers)
+        self.held: Mapping[str, Mapping[str, str]] | None = None  # run -> requester fields a plan file held
 
     def t(self, key: str, **kw: object) -> str:
         """A label in the report's language; values put into it are escaped."""
@@ -582,13 +591,14 @@ class _Html:
 
 
 def render_html(events: list[dict[str, object]], result: VerifyResult, verdict: str, lang: str = "en",
-                witnessed: WitnessResult | None = None) -> str:
+                witnessed: WitnessResult | None = None, held: Mapping[str, Mapping[str, str]] | None = None) -> str:
     """The whole report as one HTML document."""
     lang = resolve_lang(lang)
     h = _Html(lang)
     h.events = events
     h.witnessed = witnessed
     h.result = result
+    h.held = held
     runs, others = _runs(events)
     times = [e.get("time") for e in events if e.get("time")]
     h.add("<!DOCTYPE html>", f'<html lang="{"zh-CN" if lang == "zh" else "en"}"><head><meta charset="utf-8">',
@@ -761,7 +771,9 @@ def _case_section(h: _Html, run: _Run, index: int) -> None:
     """The run's case file (audit/case.py, as ``audit case`` prints it): requester, approvals (created, expires,
     digest), policy, catalog, window, each host's phases with durations, downtime, outcome, checkpoint, witnesses.
     Every row carries ``data-field`` so that a reader (or a test) finds each answer."""
-    case = _case(h.events or run.events, run.id, h.witnessed, h.result)
+    from .case import requester_word
+
+    case = _case(h.events or run.events, run.id, h.witnessed, h.result, h.held)
     if case is None:
         return
     req, pol, cat = _dict(case.get("requested")), _dict(case.get("policy")), _dict(case.get("catalog"))
@@ -770,7 +782,8 @@ def _case_section(h: _Html, run: _Run, index: int) -> None:
     if req.get("user") or req.get("key") or req.get("plan"):
         rows.append(("requester", h.t("case_requested"),
                      f'{_e(req.get("user"))}@{_e(req.get("host"))} · {h.t("key")}: '
-                     f'<span class="mono">{_e(req.get("key"))}</span><br><span class="mono small">'
+                     f'<span class="mono">{_e(req.get("key"))}</span>' + (_said(h) if requester_word(case) else "")
+                     + '<br><span class="mono small">'
                      + h.t("case_plan", digest=req.get("plan"), made=req.get("plan_created")) + "</span>"))
     if not run.is_rollback:
         approvals = [_dict(a) for a in _list(case.get("approvals"))]

@@ -1209,6 +1209,9 @@ def _compare_accounts(result: WitnessResult, events: list[JSONObject]) -> None:
                     got, end = _when(later.get("witnessed")), _when(rec.get("finished"))
                     if got is not None and end is not None and got - end > LATE_AFTER:
                         doubts.append({**base, "kind": "late", "seconds": int(got - end), "via": later.get("run")})
+                    if log is not None and (h.host, label) not in witnessed_wrong:
+                        opening = next((o for o in h.opened if str(o.get("as") or o.get("run") or "") == label), None)
+                        _end_moved(result, h.host, label, rec, log, opening, later, events, via=str(later.get("run")))
                 elif not wits:
                     doubts.append({**base, "kind": "unwitnessed"})
                 else:
@@ -1220,6 +1223,8 @@ def _compare_accounts(result: WitnessResult, events: list[JSONObject]) -> None:
                     if log is not None and (h.host, label) not in witnessed_wrong:
                         opening = next((o for o in h.opened if str(o.get("as") or o.get("run") or "") == label), None)
                         _end_moved(result, h.host, label, rec, log, opening, wits[0], events)
+                if log is not None and (h.host, label) not in witnessed_wrong:
+                    _end_before_next(result, h, label, rec, log, events)
                 for d in doubts:
                     d["text"] = doubt_text(d)
                 for d in doubts:
@@ -1227,14 +1232,60 @@ def _compare_accounts(result: WitnessResult, events: list[JSONObject]) -> None:
                 result.accounts.append((h.host, label, diffs, doubts))
 
 
+def _forward_kept(events: list[JSONObject], label: str, hf: JSONObject | None, e: JSONObject) -> float:
+    """A forward step of the controller's wall clock (NTP, a VM resumed) between the host's host_finished line
+    ``hf`` and the run's end line ``e`` that stays: the log's first line after the run (same machine) shows it too
+    (audit/moved.py). That much of the end's lateness is the clock's, not a move; 0 when no later line shows it
+    (a run's last line with nothing after it yet: a forward step there is not told from a move)."""
+    from .moved import MOVE_TOLERANCE, reading as _reading, step as _step
+
+    a, b = (_reading(hf) if hf is not None else None), _reading(e)
+    ahead = _step(a, b) if a is not None and b is not None else None
+    if a is None or ahead is None or ahead <= MOVE_TOLERANCE:
+        return 0.0
+    last = max((int(str(x.get("seq"))) for x in events if x.get("run") == label and type(x.get("seq")) is int),
+               default=0)
+    after = next((r for x in events if type(x.get("seq")) is int and int(str(x.get("seq"))) > last
+                  and x.get("run") != label for r in [_reading(x)] if r is not None), None)
+    kept = _step(a, after) if after is not None else None
+    return max(0.0, min(ahead, kept)) if kept is not None else 0.0
+
+
+def _end_before_next(result: WitnessResult, h: HostWitness, label: str, rec: JSONObject, log: JSONObject,
+                     events: list[JSONObject]) -> None:
+    """The run's end held to the host's NEXT opening record (the lock of the run that followed it there, by the
+    host's own clock, ``opened``): every end line of the run (run_finished, its checkpoint) the log puts before that
+    next run's opening line was written before the controller asked for that lock, so by the controller's clock it
+    is no later than ``opened`` plus this run's clock offset (_end_moved). A run whose end the log puts after the
+    next run's opening (two runs at once, on other hosts) is not held so."""
+    labels = [str(o.get("as") or o.get("run") or "") for o in h.opened]
+    if label not in labels:
+        return
+    after = [o for o in h.opened[labels.index(label) + 1:] if str(o.get("as") or o.get("run") or "") != label]
+    if not after or _when(after[0].get("opened")) is None:
+        return
+    nxt = after[0]
+    nxt_label = str(nxt.get("as") or nxt.get("run") or "")
+    nxt_line = next((e.get("seq") for e in events if e.get("run") == nxt_label and e.get("event") in _LOG_KINDS),
+                    None)
+    if not isinstance(nxt_line, int):
+        return
+    _end_moved(result, h.host, label, rec, log, h.opened[labels.index(label)], {"witnessed": nxt.get("opened")},
+               events, via=nxt_label, before=nxt_line)
+
+
 def _end_moved(result: WitnessResult, host: str, label: str, rec: JSONObject, log: JSONObject,
-               opening: JSONObject | None, wit: Mapping[str, object], events: list[JSONObject]) -> None:
+               opening: JSONObject | None, wit: Mapping[str, object], events: list[JSONObject],
+               via: str | None = None, before: int | None = None) -> None:
     """The run's end (its run_finished lines and the checkpoint the host witnessed) held to the time the host
     received that checkpoint by its own clock (``witnessed``): the controller wrote them before it sent the
     witness, so by the controller's clock they are no later than that time plus the run's clock offset (log minus
     host: _offset_bounds, else the offset the host's finish and the log's host_finished line allow, else
     CLOCK_SKEW), within OFFSET_TOLERANCE. A later one was moved later (ALTERED, naming the line); the ``mono``
-    difference from the host's host_finished line, when it does not show the jump, is said beside it."""
+    difference from the host's host_finished line, when it does not show the jump, is said beside it. ``via``: the
+    later run whose witness (it covers this run's lines) or, with ``before`` (the log's line that opens it: only
+    this run's end lines before it are held), whose lock on the host (``wit``'s ``witnessed``: its opening record's
+    time) bounds the end instead."""
     got = _when(wit.get("witnessed"))
     if got is None:
         return
@@ -1243,15 +1294,17 @@ def _end_moved(result: WitnessResult, host: str, label: str, rec: JSONObject, lo
     high = bounds[1] if bounds is not None else (logged - end if end is not None and logged is not None
                                                  else CLOCK_SKEW)
     latest = got + high + OFFSET_TOLERANCE
-    seq = _seq_of(wit)
+    seq = _seq_of(wit) if via is None else None
     hf = next((e for e in events if e.get("event") == "host_finished" and e.get("run") == label
                and e.get("host") == host), None)
     for e in events:
-        if e.get("run") != label or not (e.get("event") == "run_finished"
-                                         or e.get("event") == "checkpoint" and e.get("seq") == seq + 1):
+        if e.get("run") != label or not (e.get("event") == "run_finished" or e.get("event") == "checkpoint"
+                                         and (seq is None or e.get("seq") == seq + 1)):
+            continue
+        if before is not None and not (isinstance(e.get("seq"), int) and int(str(e.get("seq"))) < before):
             continue
         at = _when(line_clock(e))  # the controller's clock, not a time raised after it stepped back
-        if at is None or at <= latest:
+        if at is None or at <= latest + _forward_kept(events, label, hf, e):
             continue
         mono_note, mono_zh = "", ""
         if hf is not None and isinstance(hf.get("mono"), (int, float)) and isinstance(e.get("mono"), (int, float)) \
@@ -1263,13 +1316,18 @@ def _end_moved(result: WitnessResult, host: str, label: str, rec: JSONObject, lo
                              f"{hf.get('seq')}, its wall time {wall:.3f} s")
                 mono_zh = f"；自 host_finished 行（第 {hf.get('seq')} 行）起其单调时钟只走了 {mono:.3f} 秒，墙上时间却走了 {wall:.3f} 秒"
         line, event = e.get("seq"), e.get("event")
+        what, what_zh = ("received that run's checkpoint", "就收到了这次运行的检查点") if via is None else (
+            (f"locked for the next run {via} (opened by the log's line {before}, after this one)",
+             f"就为下一次运行 {via} 加了锁（日志第 {before} 行开启它，在本行之后）") if before is not None else
+            (f"received the checkpoint of the later run {via}, which covers this run's lines",
+             f"就收到了之后的运行 {via} 的检查点（它涵盖这次运行的各行）"))
         result.found(
-            f"line {line} ({event} of run {label}) says {_iso_ms(at)}, but host {host} received that run's "
-            f"checkpoint at {_iso_ms(got)} by its own clock (the run's clock offset at most {high:+.3f} s): "
+            f"line {line} ({event} of run {label}) says {_iso_ms(at)}, but host {host} {what} at {_iso_ms(got)} by "
+            f"its own clock (the run's clock offset at most {high:+.3f} s): "
             f"{at - latest + OFFSET_TOLERANCE:.3f} s later than it can have been written{mono_note}: the run's end "
             "was moved later (ALTERED)",
             f"第 {line} 行（运行 {label} 的 {event}）记的时间是 {_iso_ms(at)}，但主机 {host} 按自己的时钟在 {_iso_ms(got)} "
-            f"就收到了这次运行的检查点（运行的时钟偏差至多 {high:+.3f} 秒）：比它可能写下的时间晚了 "
+            f"{what_zh}（运行的时钟偏差至多 {high:+.3f} 秒）：比它可能写下的时间晚了 "
             f"{at - latest + OFFSET_TOLERANCE:.3f} 秒{mono_zh}：运行的结束时间被往后挪了（已被篡改）")
 
 

@@ -376,6 +376,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="the approval files the auditor was given: each approval of the run names its file, whose "
                             "signature is checked and whose plan, approver, key and expiry must be the log's (exit 6 "
                             "otherwise)")
+    acase.add_argument("--plans", metavar="DIR",
+                       help="the plan files the auditor was given: the run's plan must be one of them and its "
+                            "requester, hosts and target the log's (exit 6 otherwise); without --plans or --approvals "
+                            "the requester is shown as the controller's word")
     acase.add_argument("--lang", choices=("en", "zh"), help="English or Simplified Chinese (default: from the locale)")
     acase.add_argument("--json", action="store_true")
     acase.set_defaults(func="audit:cmd_case")
@@ -398,6 +402,10 @@ def build_parser() -> argparse.ArgumentParser:
                          help="fill each run's case file with the hosts that keep its checkpoint and whether the log "
                               "matches it (read-only; exit 6 if any host's record does not match the log)")
     _witness_options(aexport)
+    aexport.add_argument("--plans", metavar="DIR",
+                         help="the plan files the auditor was given: each run's plan must be one of them and its "
+                              "requester, hosts and target the log's (exit 6 otherwise); a requester no plan file "
+                              "holds is marked as the controller's word")
     aexport.add_argument("--allowed-signers", metavar="FILE")
     aexport.add_argument("--policy")
     aexport.add_argument("--json", action="store_true")

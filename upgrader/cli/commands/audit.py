@@ -389,7 +389,8 @@ def cmd_export(args: argparse.Namespace) -> int:
                         run=getattr(args, "run", None), host=getattr(args, "host", None),
                         since=getattr(args, "since", None), lang=args.lang,
                         witness=Path(args.witness) if getattr(args, "witness", None) else None,
-                        witness_options=witness_options(args))
+                        witness_options=witness_options(args),
+                        plans=Path(args.plans) if getattr(args, "plans", None) else None)
     if not args.json:
         state = {"intact": "intact", "altered": "ALTERED", "cannot_check": f"not checked: {CANNOT_CHECK}"}
         console().print(f"wrote {done.output} ({done.format}, {done.events} events; log {state[done.status]})",
@@ -430,7 +431,8 @@ def cmd_case(args: argparse.Namespace) -> int:
                       allowed_signers=Path(signers) if signers else None, anchor=getattr(args, "anchor", None),
                       witness=Path(args.witness) if getattr(args, "witness", None) else None,
                       approvals=Path(args.approvals) if getattr(args, "approvals", None) else None,
-                      witness_options=witness_options(args))
+                      witness_options=witness_options(args),
+                      plans=Path(args.plans) if getattr(args, "plans", None) else None)
     from ...audit.view import altered
 
     # a case read from an altered log (its chain or signatures, or the hosts' own records, say so) is no evidence:
@@ -486,6 +488,17 @@ def cmd_case(args: argparse.Namespace) -> int:
             c.print(Text("批准数量：运行记的策略不是审计方持有的策略文件，无法核对所需批准数（控制端的一面之词）" if zh else
                          "approval count: the run's policy is not the policy file the auditor holds, so the number of "
                          "approvals it requires is not checked (the controller's word)", style="yellow"),
+                    soft_wrap=True)
+    planned: Any = done.case.get("plan_check")
+    if isinstance(planned, dict):  # the plan files the auditor was given (--plans)
+        zh = lang == "zh"
+        for p in planned.get("problems") or []:
+            if isinstance(p, dict):
+                c.print(Text(("已被篡改：" if zh else "ALTERED: ") + str(p.get("problem_zh" if zh else "problem")),
+                             style="bold red"), soft_wrap=True)
+        if not planned.get("problems"):
+            c.print(Text(f"完好：这次运行的计划文件（{planned.get('file')}）与日志一致" if zh else
+                         f"INTACT: the run's plan file ({planned.get('file')}) matches the log", style="bold green"),
                     soft_wrap=True)
     lines = case_lines_zh(done.case) if lang == "zh" else case_lines(done.case)
     said: Any = done.case.get("witnesses")
@@ -575,6 +588,22 @@ def _name_word(case: dict[str, Any], a: dict[str, Any], lang: str = "en") -> str
     return "" if checked else _WORD_ZH_MARK if lang == "zh" else _WORD_EN
 
 
+def _req_word(case: dict[str, Any], lang: str = "en") -> str:
+    """The mark of a requester no file held (neither the plan file, ``--plans``, nor an approval file,
+    ``--approvals``): the controller's word; a field a file held is named with that file."""
+    from ...audit.case import requester_word
+
+    if requester_word(case):
+        held = (case.get("requested") or {}).get("checked_by") or {}
+        if held:  # some fields held (an approval holds the user only)
+            names = ", ".join(f"{k} by {v}" for k, v in held.items())
+            names_zh = "，".join(f"{k} 由 {v}" for k, v in held.items())
+            return (f"（仅 {names_zh} 核验，其余为控制端的一面之词）" if lang == "zh"
+                    else f" (only {names} checked; the rest is the controller's word)")
+        return _WORD_ZH_MARK if lang == "zh" else _WORD_EN
+    return ""
+
+
 def _head_rows(case: dict[str, Any]) -> list[tuple[str, str]]:
     """The case's first lines, (English, Chinese): the run and what it was asked as. A rollback or resume is asked
     for by its operator; the requester, plan and approvals shown are its run's (``of_run``)."""
@@ -584,10 +613,10 @@ def _head_rows(case: dict[str, Any]) -> list[tuple[str, str]]:
     if not of:
         return [(f"run {case['run']} ({case.get('kind')}) to {case.get('target')}",
                  f"运行 {case['run']}（{kind_zh}），目标版本 {case.get('target')}"),
-                (f"requested by: {req.get('user')}@{req.get('host')} key {req.get('key')}; plan {req.get('plan')} "
-                 f"made {req.get('plan_created')}{_WORD_EN}",
-                 f"申请人：{req.get('user')}@{req.get('host')}，密钥 {req.get('key')}；计划 {req.get('plan')}，"
-                 f"创建于 {req.get('plan_created')}{_WORD_ZH_MARK}")]
+                (f"requested by: {req.get('user')}@{req.get('host')} key {req.get('key')}{_req_word(case)}; plan "
+                 f"{req.get('plan')} made {req.get('plan_created')}{_WORD_EN}",
+                 f"申请人：{req.get('user')}@{req.get('host')}，密钥 {req.get('key')}{_req_word(case, 'zh')}；计划 "
+                 f"{req.get('plan')}，创建于 {req.get('plan_created')}{_WORD_ZH_MARK}")]
     ofr = of.get("requester") or {}
     approvals = of.get("approvals") or []
     return [(f"run {case['run']} ({case.get('kind')} of run {of.get('run')})",
