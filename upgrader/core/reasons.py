@@ -404,6 +404,8 @@ _FORMS: list[tuple[str, str]] = [
     (r"the command (?P<c>.+) was not run: it would run as root, but (?P<p>\S+) in it runs code upgrader does not "
      r"read \((?P<y>.+?)\)", "命令 {c} 没有执行：它将以 root 身份执行，但其中的 {p} 会执行 upgrader 不读取的代码（{y:t}）"),
     (r"a shell reading its standard input", "从标准输入读取脚本的 shell"),
+    (r"a script under /proc \((?P<p>.+)\): what a process sees, which the agent cannot judge",
+     "位于 /proc 下的脚本（{p}）：那是某个进程所见的内容，代理无法判断"),
     (r"a script read from its standard input \((?P<p>.+)\)", "从标准输入读取的脚本（{p}）"),
     (r"a script read from its standard input", "从标准输入读取的脚本"),
     (r"a command built from its standard input \((?P<p>\S+)\)", "由标准输入拼成的命令（{p}）"),

@@ -439,7 +439,7 @@ def _read_program(texts, i, script, seen):
     if word in (".", "source"):  # the shell runs the file named (judged as a path) as a script of its own
         operands = [a for a in args if a != "--"]
         if operands and stdin_script(operands[0]):
-            return code(word, "a script read from its standard input (%s)" % operands[0])
+            return code(word, unread_script(operands[0]))
         return
     if name in ("su", "runuser", "script", "sg"):
         values = _option_values(args, ("-c", "--command", "--session-command"))
@@ -537,6 +537,15 @@ _JAVA_VALUED = ("--add-modules", "--add-opens", "--add-exports", "--add-reads", 
                 "--enable-native-access")
 
 
+def unread_script(path):
+    """Why a script file stdin_script refused is not read: a stream (``-``, /dev, a FIFO, a process's own file
+    descriptor) is the interpreter's standard input; another /proc path is what some process sees."""
+    norm = "/" + os.path.normpath(path).lstrip("/") if path.startswith("/") else path
+    if norm.startswith("/proc/") and not re.match(r"/proc/(?:self|thread-self)/fd(/|$)", norm):
+        return "a script under /proc (%s): what a process sees, which the agent cannot judge" % path
+    return "a script read from its standard input (%s)" % path
+
+
 def stdin_script(path):
     """Whether the script file ``path`` an interpreter is given is no plain file another run would find again: ``-``,
     a path under /dev or /proc (``/dev/stdin``, ``/dev/fd/0``, ``/proc/self/fd/0``; as named, relative or as its
@@ -584,7 +593,7 @@ def _read_interpreter(word, name, args, script, code, seen):
         elif "s" in opts or "i" in opts or not operands:
             code(word, "a shell reading its standard input")
         elif stdin_script(operands[0]):
-            code(word, "a script read from its standard input (%s)" % operands[0])
+            code(word, unread_script(operands[0]))
         else:
             seen["files"].append(operands[0])
         return
@@ -641,7 +650,7 @@ def _read_interpreter(word, name, args, script, code, seen):
         files.append(operands[0])
     for f in files:
         if stdin_script(f):
-            return code(word, "a script read from its standard input (%s)" % f)
+            return code(word, unread_script(f))
     seen["files"] += files
 
 
@@ -686,7 +695,7 @@ def _read_java(word, name, args, code, seen):
         files += [f for f in operands if f not in ("DEFAULT", "PRINTING", "JAVASE", "TOOLING")]
     for f in files:
         if stdin_script(f):
-            return code(word, "a script read from its standard input (%s)" % f)
+            return code(word, unread_script(f))
     seen["files"] += files
 
 
