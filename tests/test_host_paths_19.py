@@ -60,7 +60,13 @@ def test_1_an_option_value_or_proc_path_into_a_service_owned_bin_is_refused_at_p
     bin_dir = box.install_dir / "bin"
     subprocess.run(["chown", "-R", f"{NOBODY}:{NOBODY}", str(bin_dir)], check=True)
     was = host_state(box.install_dir)
-    refused_at_plan(box, capsys, bin_dir)
+    if command.startswith("/bin/sh"):
+        refused_at_plan(box, capsys, bin_dir)
+    else:  # make, env, java and perl's -I are not on the list of root programs (attack12r25): refused before
+        capsys.readouterr()
+        rc, plan = plan_to(box, FULL)
+        said = " ".join("".join(capsys.readouterr()).split())
+        assert rc == ExitCode.BAD_INPUT and "runs code upgrader does not read" in said and not plan.exists(), said
     assert_host_untouched(was, host_state(box.install_dir))
     assert box.answers() == OLD
 
@@ -129,7 +135,7 @@ def test_5_the_whole_tree_refusal_reads_in_chinese(root_box: Sandbox, capsys: py
     """The refusal the agent words (the commands, the first path another account can change, what to do) has a
     Chinese form for the operator who reads Chinese, as the messages around it have: nothing left untranslated."""
     box = root_box
-    operator_playbook(box, "/usr/bin/make -s -Cbin stop", "/usr/bin/make -s -Cbin start")
+    operator_playbook(box, "bin/stop.sh", "bin/start.sh")
     subprocess.run(["chown", "-R", f"{NOBODY}:{NOBODY}", str(box.install_dir / "bin")], check=True)
     capsys.readouterr()
     rc, _ = plan_to(box, FULL)

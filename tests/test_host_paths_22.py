@@ -173,7 +173,7 @@ def test_3_another_accounts_directory_on_path_picks_no_program_of_a_root_command
     assert rc == ExitCode.OK, text
     assert not marker.exists(), "root ran the service account's python3"
     assert box.answers() == FULL
-    res = processes.run_shell("/usr/bin/env", str(box.install_dir), 10)
+    res = processes.run_shell("/usr/bin/printenv", str(box.install_dir), 10)
     env = dict(line.split("=", 1) for line in res["stdout"].splitlines() if "=" in line)
     assert res["exit"] == 0 and str(planted) not in res["stdout"], res
     assert "JAVA_HOME" not in env and "/usr/bin" in env["PATH"].split(":"), res

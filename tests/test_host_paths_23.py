@@ -178,7 +178,7 @@ def run_refused_after_planting(box: Sandbox, capsys: pytest.CaptureFixture[str],
     assert box.answers() == OLD
 
 
-@pytest.mark.parametrize("form", ["/usr/bin/run-parts {d} && bin/stop.sh", "cd {d} && ./10-notify; cd - && bin/stop.sh"])
+@pytest.mark.parametrize("form", ["cd {d} && ./10-notify; cd - && bin/stop.sh"])  # run-parts: not a root program
 def test_4_a_directory_named_with_another_accounts_file_in_it_is_refused(
         root_box: Sandbox, scripts: Path, marker_dir: Path, capsys: pytest.CaptureFixture[str], form: str) -> None:
     """M1: ``run-parts`` of a root-owned hooks directory, or a ``cd`` there; after the approval the service account's
@@ -239,18 +239,25 @@ def test_6_ordinary_root_commands_still_commit(
 
 def test_7_how_commands_are_read() -> None:
     """read_command: scripts, script files and code upgrader does not read, through wrappers and pipes."""
+    unlisted = "a program not on upgrader's list of programs that run only what they are given"
+    for cmd, program in (("su root -c 'perl -e 1'", "su"), ("find / -exec awk '{print}' {} +", "find"),
+                         ("/usr/bin/watch -n 1 'echo x | sh'", "/usr/bin/watch"),
+                         ("flock /run/x perl -c -e 1", "flock"), ("/usr/bin/sed -n 1e/x /y", "/usr/bin/sed")):
+        assert processes.unlisted_code(cmd) == (program, unlisted + " (" + processes.os.path.realpath(
+            processes.shutil.which(program.rsplit("/", 1)[-1]) or "") + "): sed, gdb, ed, vim, tar and the like can "
+            "run code from their words, a file or their standard input"), cmd
+    assert processes.unlisted_code("sudo -u x python3 -m foo") == ("sudo", "a program not found on root's PATH (sudo)")
     assert processes.inline_code("sudo -u x nice -n 5 python3 -m foo") == ("python3", "a module found by name (-m)")
-    assert processes.inline_code("su root -c 'perl -e 1'") == ("perl", "code given as text (-e)")
-    assert processes.inline_code("find / -exec awk '{print}' {} +") == ("awk", "an awk program given as text")
     assert processes.inline_code("/bin/sh -c 'echo x | /bin/sh -c \"perl -e 1\"'") == ("perl",
                                                                                      "code given as text (-e)")
-    assert processes.inline_code("eval 'perl -e 1'") == ("perl", "code given as text (-e)")
-    assert processes.inline_code("/usr/bin/watch -n 1 'echo x | sh'") == ("sh", "a shell reading its standard input")
+    assert processes.unlisted_code("eval 'perl -e 1'") == ("eval", "a shell builtin that runs its words as code (eval)")
     assert processes.inline_code("/usr/bin/ssh -p 22 host") == ("/usr/bin/ssh", "a shell reading its standard input")
-    assert processes.inline_code("flock /run/x perl -c -e 1") == ("perl", "code given as text (-e)")
+    assert processes.unlisted_code("/usr/bin/python3 -i /x/y.py") == ("/usr/bin/python3", (
+        "an option of python (-i): an interpreter may only be given a script file, with no option (-i, -d and the "
+        "like read code upgrader does not see)"))
     assert processes.script_files("awk -f /x/a.awk /y") == ["/x/a.awk"]
     assert processes.script_files("timeout 10 /bin/sh -e /x/s.sh > log 2>&1") == ["/x/s.sh"]
-    assert processes.script_files("/usr/bin/perl -w -I/x /y/z.pl a") == ["/y/z.pl"]
+    assert processes.script_files("/usr/bin/perl /y/z.pl a") == ["/y/z.pl"]
     assert "/x/h" in [w[0] for w in processes.script_words("sh -o errexit -c '/x/h'")[0][3:]]
     assert "/x/h.sh" in processes.named_paths("/usr/bin/foo 'exec(\"/x/h.sh\")'")
     assert "/y" in processes.named_paths("/usr/bin/foo a,b=x;/y")
@@ -261,7 +268,8 @@ def test_7_how_commands_are_read() -> None:
         assert processes.tree_problems(d, 1, most=3) == [f"{d} holds more than 3 entries, more than upgrader looks "
                                                          "through to judge it"]
         assert processes.tree_problems(d, 1, most=5) == []
-    for ok in ("systemctl restart x", "/opt/x/bin/stop.sh", "bin/stop.sh", "/bin/sh -c 'cd x && ./y' 2>&1",
+    install = {"UPGRADER_INSTALL_DIR": "/opt/x"}
+    for ok in ("systemctl restart x", "bin/stop.sh", "/bin/sh -c 'cd x && ./y' 2>&1",
                "/bin/sh bin/stop.sh > log", "{ bin/stop.sh; }", "awk -f /x/a.awk", "/usr/bin/perl /x/y.pl",
-               "for f in logs/*.log; do :; done", "flock /run/x -c '/x/y.sh'"):
-        assert processes.inline_code(ok) is None, ok
+               "for f in logs/*.log; do :; done", "timeout -s KILL 30 nice -n 5 /bin/sh -e -c 'kill 1'"):
+        assert processes.inline_code(ok, install) is None and processes.unlisted_code(ok, install) is None, ok

@@ -404,6 +404,17 @@ _FORMS: list[tuple[str, str]] = [
     (r"the command (?P<c>.+) was not run: it would run as root, but (?P<p>\S+) in it runs code upgrader does not "
      r"read \((?P<y>.+?)\)", "命令 {c} 没有执行：它将以 root 身份执行，但其中的 {p} 会执行 upgrader 不读取的代码（{y:t}）"),
     (r"a shell reading its standard input", "从标准输入读取脚本的 shell"),
+    # root programs by list (issue 12, attack12r25)
+    (r"a program not on upgrader's list of programs that run only what they are given \((?P<p>.+?)\): sed, gdb, ed, "
+     r"vim, tar and the like can run code from their words, a file or their standard input",
+     "不在 upgrader 的程序清单上的程序（{p}）：清单上的程序只执行给它的参数；sed、gdb、ed、vim、tar 之类可以执行来自参数、文件或标准输入的代码"),
+    (r"a program not found on root's PATH \((?P<p>.+?)\)", "在 root 的 PATH 中找不到的程序（{p}）"),
+    (r"a shell builtin that runs its words as code \((?P<p>.+?)\)", "把参数当代码执行的 shell 内建命令（{p}）"),
+    (r"a shell option upgrader does not read \((?P<p>.+?)\)", "upgrader 不读取的 shell 选项（{p}）"),
+    (r"an option of (?P<k>\S+) \((?P<o>.+?)\): an interpreter may only be given a script file, with no option "
+     r"\(-i, -d and the like read code upgrader does not see\)",
+     "{k} 的选项（{o}）：解释器只能接受一个脚本文件，不能带任何选项（-i、-d 之类会读取 upgrader 看不到的代码）"),
+    (r"a program that runs code upgrader does not read \((?P<p>.+?)\)", "会执行 upgrader 不读取的代码的程序（{p}）"),
     (r"a script under /proc \((?P<p>.+)\): what a process sees, which the agent cannot judge",
      "位于 /proc 下的脚本（{p}）：那是某个进程所见的内容，代理无法判断"),
     (r"a script read from its standard input \((?P<p>.+)\)", "从标准输入读取的脚本（{p}）"),

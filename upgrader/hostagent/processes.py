@@ -9,6 +9,7 @@ import pwd
 import re
 import signal
 import socket
+import shutil
 import stat
 import time
 
@@ -124,6 +125,11 @@ def root_command_problems(install, commands):
                     "change what root runs or reads; nothing was stopped: make it and every directory above it "
                     "root's and writable by nobody else (chown root, chmod go-w), or name a file that is"
                     % (key, commands[key], found[0], found[1])]
+        code = unlisted_code(commands[key], known)
+        if code:
+            return ["%s (%s) would run as root, but %s in it runs code upgrader does not read (%s): another account "
+                    "could have root run what it wrote; nothing was stopped: put the code in a root-owned script and "
+                    "name that script by its absolute path" % (key, commands[key], code[0], code[1])]
     inside = sorted(key for key, command in commands.items() if not outside_install(install, command))
     if not inside:
         return []
@@ -283,13 +289,21 @@ def inline_code(command, known=None):
     return _read(command, known)["code"]
 
 
+def unlisted_code(command, known=None):
+    """The first program of a root command that is not one upgrader knows runs only what it is given, and why:
+    (program, why), or None (unlisted_program, read_command). Judged after inline_code and the outside-path rule,
+    whose reasons are the more precise."""
+    return _read(command, known)["unlisted"]
+
+
 def script_files(command, known=None):
     """The script files the interpreters of ``command`` run, as named (read_command)."""
     return _read(command, known)["files"]
 
 
 def _read(command, known=None, depth=0):
-    seen = {"words": [], "files": [], "code": None, "unresolved": None}
+    seen = {"words": [], "files": [], "code": None, "unlisted": None, "unresolved": None,
+            "install": (known or {}).get("UPGRADER_INSTALL_DIR")}
     read_command(command, known, depth, seen)
     return seen
 
@@ -318,6 +332,109 @@ RESERVED = frozenset(("if", "then", "else", "elif", "fi", "do", "done", "while",
                       "esac"))
 #: characters that make a word a shell script to a program that hands it to a shell (``sg GROUP 'S'``)
 _SCRIPTISH = re.compile(r"[\s;&|<>()`]")
+
+
+#: the programs (by the name their links lead to, in SYSTEM_DIRS) a root command may run besides the shells, a
+#: script file (#!) root alone can change, and the install's own programs: each runs only what its words say, never
+#: code from its words, a file it finds or its standard input (sed's ``e``, gdb, ed, vim, tar's checkpoint action,
+#: sort's compress program and find's -exec do; so do ssh and every interpreter). Everything else: a root-owned script
+LISTED = frozenset(("systemctl", "kill", "pkill", "pgrep", "sleep", "echo", "printf", "true", "false", "test", "[",
+                    "cat", "rm", "rmdir", "mkdir", "chown", "chgrp", "chmod", "touch", "ls", "cp", "mv", "ln", "grep",
+                    "id", "date", "logger", "wc", "head", "tail", "cut", "tr", "basename", "dirname", "readlink",
+                    "realpath", "stat", "sync", "tee", "timeout", "nice", "nohup", "printenv"))
+SYSTEM_DIRS = ("/usr/bin", "/bin", "/usr/sbin", "/sbin")
+#: shell builtins a root command may use (``cd``'s operand is judged as a directory: command_dirs)
+BUILTINS = frozenset(("cd", "pushd", "popd", "exit", "return", ":", "true", "false", "test", "[", "echo", "printf",
+                      "set", "shift", "wait", "umask", "export", "unset", "readonly", "local", "break", "continue"))
+#: interpreters of a script file named with no option (``python3 -i FILE`` reads code from its standard input,
+#: ``perl -d`` a debugger's): the file is judged as a path, its directory as a tree
+FILE_INTERPRETERS = frozenset(("python", "pypy", "perl", "ruby", "node", "nodejs", "php", "lua", "tclsh"))
+#: a POSIX shell's options a root command may give (then a -c script, read as a command, or a script file)
+_SHELL_OPTION = re.compile(r"[-+][euxvc]+$")
+_SHELL_SET = frozenset(("errexit", "nounset", "pipefail", "xtrace", "verbose"))
+
+
+def _wrapped(texts, i):
+    """The index of the command a wrapper at ``texts[i]`` runs (``timeout [-s SIG] [-k D] DURATION CMD``,
+    ``nice [-n N] CMD``, ``nohup CMD``), past its options; None when ``texts[i]`` is no wrapper."""
+    name = os.path.basename(texts[i])
+    if name not in ("timeout", "nice", "nohup"):
+        return None
+    k = i + 1
+    while k < len(texts) and texts[k].startswith("-") and texts[k] != "-":
+        if texts[k] == "--":
+            k += 1
+            break
+        k += 2 if texts[k] in ("-s", "-k", "-n", "--signal", "--kill-after", "--adjustment") else 1
+    return k + 1 if name == "timeout" else k
+
+
+def unlisted_program(word, args, install):
+    """Why the program ``word`` (with its ``args``) may not run in a root command, or None. It may be a shell builtin
+    (BUILTINS); a POSIX shell with the options _SHELL_OPTION/``-o`` _SHELL_SET (its -c script or script file read by
+    read_command); an interpreter of FILE_INTERPRETERS given a script file and no option; awk with ``-f FILE``; a
+    program of the install (the whole-tree rule judges it); a script (``#!``) outside it (judged as a path, its
+    directory as a tree); or a program LISTED, found (by absolute path, or by name on root's PATH: root_path) where
+    its links lead, in SYSTEM_DIRS. Any other program may run code upgrader does not read (sed, gdb, ed, vim, tar,
+    ssh, java, ...), in its words, a file it finds or its standard input: refused (fail closed)."""
+    if word in BUILTINS or word in (".", "source"):  # a sourced file: judged as a path, read from no stream
+        return None
+    if word.startswith("-") or word.isdigit():
+        return None  # a shell's option read as a -c operand (sh -c -e 'S'): no program (sh runs no such command)
+    if word in ("eval", "trap", "builtin", "enable", "alias", "fc"):
+        return "a shell builtin that runs its words as code (%s)" % word
+    kind = family(word)
+    if kind in SHELLS:
+        k = 0
+        while k < len(args) and args[k].startswith(("-", "+")) and args[k] not in ("-", "--"):
+            if args[k] in ("-o", "+o"):
+                if args[k + 1:k + 2] == [] or args[k + 1] not in _SHELL_SET:
+                    return "a shell option upgrader does not read (%s %s)" % (args[k], " ".join(args[k + 1:k + 2]))
+                k += 2
+                continue
+            if not _SHELL_OPTION.match(args[k]):
+                return "a shell option upgrader does not read (%s)" % args[k]
+            if "c" in args[k]:
+                break
+            k += 1
+        return None
+    if kind in FILE_INTERPRETERS:
+        if args and args[0].startswith("-"):
+            return ("an option of %s (%s): an interpreter may only be given a script file, with no option (-i, -d "
+                    "and the like read code upgrader does not see)" % (kind, args[0]))
+        return None
+    if kind in ("awk", "gawk", "mawk", "nawk"):
+        return None  # only with -f FILE (_read_interpreter refuses a program given as text)
+    if kind:
+        return "a program that runs code upgrader does not read (%s)" % kind
+    if "/" in word:
+        path = word if word.startswith("/") else os.path.join(install or "/nonexistent", word)
+    else:
+        path = shutil.which(word, path=root_path())
+        if path is None:
+            return "a program not found on root's PATH (%s)" % word
+    real = os.path.realpath(path)
+    if install and (_in_install(install, os.path.normpath(path)) and _in_install(install, real)):
+        return None  # the install's own: the whole-tree rule judges it
+    if _is_script(real):
+        return None
+    if os.path.basename(real) in LISTED and os.path.dirname(real) in SYSTEM_DIRS:
+        return None
+    return ("a program not on upgrader's list of programs that run only what they are given (%s): sed, gdb, ed, "
+            "vim, tar and the like can run code from their words, a file or their standard input" % real)
+
+
+def _is_script(path):
+    """Whether ``path`` is a script: a regular file that is no ELF program (``#!``, or text the shell runs when the
+    kernel cannot), read without blocking on a FIFO."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        return stat.S_ISREG(os.fstat(fd).st_mode) and os.read(fd, 4) != b"\x7fELF"
+    finally:
+        os.close(fd)
 
 
 def program_name(word):
@@ -390,26 +507,56 @@ def read_command(command, known, depth, seen):
             if re.match(r"-[A-Za-z]*c[A-Za-z]*$", texts[k - 1]):
                 scripts.append(texts[k])
         _read_simple(texts, scripts.append, seen)
+        words_as_scripts = []
         if seen["code"] is None:  # code refused as such is not read again as a script
             # a word with blanks or operators is a script to a program that hands it to a shell; one line with a
-            # quote that does not end is not (sh and bash refuse the whole line, nothing of it runs): a message
-            scripts += [t for t in texts if _SCRIPTISH.search(t) and t not in scripts
-                        and ("\n" in t or shell_words(t, known)[1] is None)]
-        for text in dict.fromkeys(scripts):  # each script once
+            # quote that does not end is not (sh and bash refuse the whole line, nothing of it runs): a message.
+            # Read for its paths and expansions; its programs are not held to the list (unlisted_program): only a
+            # program not on it (refused already) would run it
+            words_as_scripts = [t for t in texts if _SCRIPTISH.search(t) and t not in scripts
+                                and ("\n" in t or shell_words(t, known)[1] is None)]
+        for text in dict.fromkeys(scripts + words_as_scripts):  # each script once
             if depth >= SCRIPT_DEPTH:
                 seen["unresolved"] = text
                 return
-            read_command(text, known, depth + 1, seen)
+            loose = seen.get("loose")
+            seen["loose"] = loose or text not in scripts
+            try:
+                read_command(text, known, depth + 1, seen)
+            finally:
+                seen["loose"] = loose
 
 
 def _read_simple(texts, script, seen):
-    """read_command of one simple command (its words' texts): its program, then every later word naming an
-    interpreter or a runner (unless the program is one of NOT_RUNNERS)."""
+    """read_command of one simple command (its words' texts): its program (past ``exec``/``command``/``time`` and
+    the wrappers ``timeout``/``nice``/``nohup``, whose command is read as one), which must be one upgrader knows runs
+    only what it is given (unlisted_program), then every later word naming an interpreter or a runner (unless the
+    program is one of NOT_RUNNERS)."""
     i = 0
     while i < len(texts) and (texts[i] in RESERVED or re.match(r"[A-Za-z_][A-Za-z0-9_]*=", texts[i])):
         i += 1
-    if i >= len(texts):
+    while i < len(texts) and texts[i] in ("exec", "command", "time") and texts[i + 1:i + 2] != ["-v"]:
+        i += 1
+        while i < len(texts) and texts[i] in ("-p", "--"):
+            i += 1
+    if i >= len(texts) or texts[i] in ("for", "select", "case", "in", "esac", "function"):
+        return  # a loop's or case's words, no program (judged as paths like every word)
+    if seen.get("loose"):  # a word read as a script only for its paths: no program of it is held to the list
+        return _read_listed(texts, i, script, seen)
+    wrapped = _wrapped(texts, i)
+    if wrapped is not None:
+        if wrapped < len(texts):
+            _read_simple(texts[wrapped:], script, seen)
         return
+    why = unlisted_program(texts[i], texts[i + 1:], seen["install"])
+    if why and seen["unlisted"] is None:
+        seen["unlisted"] = (texts[i], why)
+    _read_listed(texts, i, script, seen)  # the program's own rules too: their reason (inline_code) is more precise
+
+
+def _read_listed(texts, i, script, seen):
+    """_read_simple past its program's check: the program's own rules, then its later words naming an interpreter
+    or a runner (NOT_RUNNERS aside)."""
     _read_program(texts, i, script, seen)
     if program_name(texts[i]) in NOT_RUNNERS:
         return
@@ -1276,6 +1423,10 @@ def root_workdir(install, command, env=None):
         raise AgentError("the command %r was not run: it would run as root, but %s, named in it, is not root's alone: "
                          "%s: another account could change what root runs or reads" % ((command,) + outside),
                          "unsafe_path")
+    code = unlisted_code(command, known)
+    if code:
+        raise AgentError("the command %r was not run: it would run as root, but %s in it runs code upgrader does not "
+                         "read (%s)" % ((command,) + code), "unsafe_path")
     if plain:
         return "/"
     found = tree_checked(install, limit=1)
