@@ -648,6 +648,9 @@ def verify_log(path: Path, *, signers: AllowedSigners | None, anchor: tuple[int,
     moved = moved_problem(every, run_lines)  # a run's first or last lines moved in time (audit/moved.py)
     if moved is not None:
         return _fail(r, moved[0], "edited", moved[1])
+    reused = reused_approval(every)
+    if reused is not None:
+        return _fail(r, reused[0], "edited", reused[1])
     if tail.refused:
         line_no, why = tail.refused
         start = r.last_checkpoint["line"] + 1 if r.last_checkpoint else 1
@@ -683,6 +686,37 @@ def verify_log(path: Path, *, signers: AllowedSigners | None, anchor: tuple[int,
         r.warnings.append(f"{r.uncovered} entr{'y' if r.uncovered == 1 else 'ies'} after the last checkpoint "
                           "are not covered by a signature (plans, approvals, or the opening of a run that is starting)")
     return r
+
+
+def reused_approval(lines: Sequence[Mapping[str, object]]) -> tuple[int, str] | None:
+    """An approval is spent at the first host lock its run takes (the controller's ledger and the host's opening
+    record refuse it again): a run_started line naming an approval that an earlier run spent (it passed preflight on a
+    host or reached one: ``witness._reached``) was made up. A run refused before any lock spends nothing, so an
+    honest re-run after it names the same approval (attack20r12 M1). (line, message) or None."""
+    from .witness import _reached
+
+    events = [cast(JSONObject, dict(e)) for e in lines]
+    spent_by = {str(e.get("run")) for e in events if e.get("event") == "phase_finished"
+                and e.get("phase") == "preflight" and e.get("outcome") == "ok"} | set(_reached(events))
+    spent: dict[str, tuple[str, object]] = {}
+    for e in events:
+        if e.get("event") != "run_started" or not isinstance(e.get("run"), str):
+            continue
+        run, data = str(e["run"]), e.get("data")
+        given = data.get("approvals") if isinstance(data, dict) else None
+        for item in given if isinstance(given, list) else []:
+            digest = item.get("digest") if isinstance(item, dict) else None
+            if not isinstance(digest, str):
+                continue
+            first = spent.get(digest)
+            if first is not None and first[0] != run and isinstance(e.get("seq"), int):
+                return int(str(e["seq"])), (
+                    f"run {run} names approval {digest[:16]}…, which run {first[0]} (line {first[1]}) spent when it "
+                    "took a host's lock: an approval is used once, upgrader refuses it again (a made-up or replayed "
+                    "run)")
+            if first is None and run in spent_by:
+                spent[digest] = (run, e.get("seq"))
+    return None
 
 
 #: each host outcome's exit code, as the engine derives a run's exit code (the highest of its hosts'); kept equal to
