@@ -28,7 +28,7 @@ import weakref
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Collection, Iterable, Iterator, Mapping, TypedDict, cast
+from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Collection, Iterable, Iterator, Mapping, Sequence, TypedDict, cast
 
 from ..core.errors import InputError
 from ..core.shapes import JSONObject

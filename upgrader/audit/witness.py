@@ -1443,7 +1443,7 @@ def _reached(events: list[JSONObject]) -> dict[str, set[str]]:
 
 
 def _made_up_recoveries(events: list[JSONObject], h: HostWitness, opened: Mapping[str, JSONObject],
-                        openers: Mapping[str, JSONObject | None], first_seq: Mapping[str, int]) -> list[JSONObject]:
+                        openers: Mapping[str, Mapping[str, object] | None], first_seq: Mapping[str, int]) -> list[JSONObject]:
     """A resume's or rollback's end of host ``h`` held to what the engine can write there (attack20r12 H1). A resume
     of a host whose run had already ended there (not needing a person) keeps that end ("already finished: nothing
     to do", no lock): another outcome is a made-up line. Otherwise a resume that ends a host committed or rolled
