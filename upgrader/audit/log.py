@@ -528,6 +528,7 @@ def verify_log(path: Path, *, signers: AllowedSigners | None, anchor: tuple[int,
     prev_hash, prev_time = GENESIS, ""
     closed_runs: set[str] = set()
     open_runs: set[str] = set()
+    run_hosts: dict[str, set[str]] = {}  # each first run's hosts, as its opening line names them
     first_line: dict[str, int] = {}         # run -> the line of its first event
     plans_made: dict[str, tuple[int, object]] = {}  # plan digest -> (its plan_created line, that line's requester)
     every: list[Mapping[str, object]] = []  # every line read, in order (index = line - 1)
@@ -622,6 +623,13 @@ def verify_log(path: Path, *, signers: AllowedSigners | None, anchor: tuple[int,
                         wrong = _continuation_problem(rec, run, first_line)
                         if wrong:
                             return _fail(r, n, "forged", wrong)
+                        wrong = _continuation_hosts(rec, run_hosts)
+                        if wrong:
+                            return _fail(r, n, "edited", f"not an event upgrader writes: {wrong}")
+                        if event == "run_started" and isinstance(rec.get("data"), dict):
+                            named = rec["data"].get("hosts")
+                            run_hosts[run] = {str(h.get("host")) for h in (named if isinstance(named, list) else [])
+                                              if isinstance(h, dict)}
                         open_runs.add(run)
                         first_line.setdefault(run, n)
                         wrong = _requester_problem(rec, n, plans_made)
@@ -864,6 +872,23 @@ def _continuation_problem(rec: Mapping[str, object], run: str, seen: Mapping[str
     return None
 
 
+def _continuation_hosts(rec: Mapping[str, object], run_hosts: Mapping[str, set[str]]) -> str | None:
+    """A resume or rollback goes on with hosts of its run only (its plan's): one naming another host is an edited
+    line (attack20r12 LOW)."""
+    data = rec.get("data")
+    if rec.get("event") not in _CONTINUES or not isinstance(data, dict):
+        return None
+    planned = run_hosts.get(str(data.get("of_run")))
+    hosts = data.get("hosts")
+    if planned is None or not isinstance(hosts, list):
+        return None
+    other = [h for h in hosts if isinstance(h, str) and h not in planned]
+    if other:
+        return (f"its {rec.get('event')} line names host(s) {', '.join(other)}, which run {data.get('of_run')} "
+                "does not have: upgrader resumes or rolls back only a run's own hosts")
+    return None
+
+
 def _shape_problem(rec: Mapping[str, object]) -> str | None:
     """Why a line is not shaped like an event upgrader writes (unknown keys or event, a field of the wrong type)."""
     keys = _CHECKPOINT_KEYS if rec.get("event") == "checkpoint" else _KEYS
@@ -954,6 +979,16 @@ def _misfits(rec: Mapping[str, object]) -> Iterator[tuple[tuple[object, ...], ob
         for k, kind in _APPROVAL.items():
             if k in a and not _KINDS[kind](a[k]):
                 yield ("approvals", i, k), a[k], kind
+    journal = data.get("journal") if event == "resume_requested" else None
+    if "journal" in data and event == "resume_requested" and not isinstance(journal, dict):
+        yield ("journal",), journal, "object"
+    for host, seen in journal.items() if isinstance(journal, dict) else ():
+        if not isinstance(seen, dict):
+            yield ("journal", host), seen, "object"
+            continue
+        for k, kind in (("intents", "list"), ("ended", "text?")):
+            if k in seen and not _KINDS[kind](seen[k]):
+                yield ("journal", host, k), seen[k], kind
     outcomes = data.get("outcomes") if event == "run_finished" else None
     for host, said in outcomes.items() if isinstance(outcomes, dict) else ():
         if type(said) is not str or said not in OUTCOME_EXIT:

@@ -528,6 +528,9 @@ _FORMS: list[tuple[str, str]] = [
     (r"its (?P<e>\S+) line names an approval without its digest \(64 hex digits\): (?P<v>.*); upgrader names "
      r"every approval it accepts by its digest",
      "该 {e} 行记的批准没有摘要（64 位十六进制）：{v}；upgrader 接受的每份批准都以其摘要记录"),
+    (r"its (?P<e>\S+) line names host\(s\) (?P<h>.+), which run (?P<r>\S+) does not have: upgrader resumes or rolls "
+     r"back only a run's own hosts",
+     "该 {e} 行列出了运行 {r} 没有的主机 {h}：upgrader 只续跑或回滚一次运行自己的主机"),
     (r"its (?P<e>\S+) line's outcome of host (?P<h>\S+) is (?P<v>.*), not an outcome upgrader writes",
      "该 {e} 行中主机 {h} 的结果为 {v}，不是 upgrader 会写的结果"),
     (r"its (?P<e>\S+) line's '(?P<w>[^']+)' is (?P<v>.*), not an entry upgrader writes there",
