@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
-from conftest import kill_processes_under, upgrader
+from conftest import approve, kill_processes_under, plan_to, upgrader
 
 from fleet import Fleet
 from test_audit_witness_attacks_2 import ALTERED, fleet, log_of, records, run_once, verify  # noqa: F401
@@ -140,6 +140,80 @@ def test_a_made_up_run_replaying_a_spent_approval_is_altered_in_every_view(
     capsys.readouterr()
     rc, text = case(f, capsys, fake, "--approvals", str(f.box.approvals))
     assert rc == ALTERED and text.startswith("ALTERED"), text
+
+
+def test_a_made_up_run_giving_the_host_another_install_dir_does_not_hide_the_verdict(
+        fleet: Fleet, capsys: pytest.CaptureFixture[str]) -> None:
+    """M3: a made-up run (stopped at preflight) whose opening line gives app-01 another install_dir, and one whose
+    install_dir is a list: `audit verify --witness` reads the host at the inventory's dir (where it keeps the honest
+    run's records), names the line as contradicting the host and gives its verdict, ALTERED (exit 6), en and zh;
+    the case too (before: a usage error, exit 2, blaming the auditor's inventory)."""
+    f = fleet
+    rc, plan = plan_to(f.box, "7.0.4.3")
+    assert rc == 0
+    approve(f.box, plan)
+    run, _, _ = run_once(f)
+    made = [r["data"] for r in records(log_of(f)) if r["event"] == "approval_created"][0]
+    for tag, where in (("feed05", "/srv/app-01"), ("feed06", ["/srv/app-01"])):
+        data = copy.deepcopy(opening(f, run))
+        approval = {k: made[k] for k in ("approver", "key", "expires", "digest", "comment", "after_hours")}
+        data.update(plan=made["plan"], target="7.0.4.3", approvals=[approval])
+        data["hosts"][0].update(install_dir=where, target="7.0.4.3")
+        fake = stamp(tag)
+        why = "preflight: the host's lock is held by another run"
+        engineer_appends(f, fake, [
+            ("run_started", {"data": data}),
+            ("host_started", {"host": "app-01"}),
+            ("phase_started", {"host": "app-01", "phase": "preflight"}),
+            ("phase_finished", {"host": "app-01", "phase": "preflight", "outcome": "failed",
+                                "data": {"seconds": 0.1, "detail": why, "failure": "locked"}}),
+            ("host_finished", {"host": "app-01", "outcome": "needs_person",
+                               "data": {"version": None, "error": why, "rollback_cause": None}}),
+            ("run_finished", {"data": {"exit_code": 5, "stopped_early": None,
+                                       "outcomes": {"app-01": "needs_person"}}}),
+        ])
+        rc, _, text = verify(f, capsys)
+        assert rc == ALTERED and text.startswith("ALTERED"), text
+        assert f"(run {fake}) gives host app-01 install_dir " in text, text
+        assert "/srv/app-01" in text.split(f"(run {fake}) gives host app-01 install_dir ")[1][:30], text
+        assert "where it keeps its records of the log's earlier runs: the line contradicts the host (ALTERED)" in text
+        capsys.readouterr()
+        assert main(["--home", str(f.box.root), "audit", "verify", "--witness", str(f.box.inventory), "--lang",
+                     "zh"]) == ALTERED
+        assert "该行与主机相矛盾（已被篡改）" in capsys.readouterr().out
+        rc, text = case(f, capsys, run, "--witness", str(f.box.inventory))
+        assert rc == ALTERED, text
+        # the next round starts from an honest log again: only the made-up run's lines differ
+        kept = [line for line in log_of(f).read_bytes().splitlines(keepends=True)
+                if json.loads(line).get("run") != fake]
+        log_of(f).write_bytes(b"".join(kept))
+
+
+def test_resume_lines_with_a_journal_of_the_wrong_type_or_another_host_are_edited(
+        fleet: Fleet, capsys: pytest.CaptureFixture[str]) -> None:
+    """LOW: a made-up resume whose journal is text, and one naming a host the run does not have: edited lines
+    (ALTERED at the resume's opening line), en and zh; a resume's case prints no 'plan file (None)'."""
+    f = fleet
+    run, _, _ = run_once(f)
+    label = made_up_resume(f, run, "committed", journal="app-01 committed")
+    capsys.readouterr()
+    assert main(["--home", str(f.box.root), "audit", "verify"]) == ALTERED
+    text = " ".join(capsys.readouterr().out.split())
+    assert "not an event upgrader writes: its resume_requested line's 'journal' is \"app-01 committed\", not an " \
+        "object" in text, text
+    rc, text = case(f, capsys, label, "--plans", str(f.box.plans))
+    assert rc == ALTERED and "(None)" not in text, text
+    kept = [line for line in log_of(f).read_bytes().splitlines(keepends=True) if json.loads(line).get("run") != label]
+    log_of(f).write_bytes(b"".join(kept))
+    rc, _, text = verify(f, capsys)
+    assert rc == 0, text
+    made_up_resume(f, run, "committed", hosts=["zz-01"])
+    capsys.readouterr()
+    assert main(["--home", str(f.box.root), "audit", "verify"]) == ALTERED
+    text = " ".join(capsys.readouterr().out.split())
+    assert f"its resume_requested line names host(s) zz-01, which run {run} does not have" in text, text
+    assert main(["--home", str(f.box.root), "audit", "verify", "--lang", "zh"]) == ALTERED
+    assert "该 resume_requested 行列出了运行" in capsys.readouterr().out
 
 
 @pytest.fixture(autouse=True)
