@@ -1481,6 +1481,12 @@ def _made_up_recoveries(events: list[JSONObject], h: HostWitness, opened: Mappin
             continue
         if outcome not in ("committed", "rolled_back", "restored") or label in opened or outcome == had:
             continue
+        journal = data.get("journal")
+        seen = journal.get(host) if isinstance(journal, dict) else None
+        if kind == "resume_requested" and isinstance(seen, dict) and seen.get("ended") == outcome and any(
+                str(rec.get("as") or rec.get("run") or "").split("/")[0] == of
+                and rec.get("outcome") == ("rolled_back" if outcome == "restored" else outcome) for rec in h.runs):
+            continue  # the run's journal had ended it so (its log line lost in a crash) and the host finished it
         modern = any(first_seq.get(o, 10 ** 12) < before for o in opened)
         if not modern or int(str(seq)) < before:
             continue
