@@ -293,8 +293,8 @@ def test_a_needs_person_run_cut_off_the_log_is_altered(
 
 def test_the_hosts_are_read_where_the_log_says_and_every_host_it_names(
         fleet: Fleet, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """Attack 3: an inventory naming another install dir for a host of the log is refused (exit 2, both named),
-    nothing created on the host; an inventory that leaves out a host of the log is NOT PROVEN; the agent makes no
+    """Attack 3: an inventory naming another install dir for a host of the log is NOT PROVEN (exit 2, both named:
+    the host is read at the inventory's dir, where it keeps nothing), nothing created on the host; an inventory that leaves out a host of the log is NOT PROVEN; the agent makes no
     ledger for a witness or a read of a place no run went."""
     f = fleet
     run, _, _ = run_once(f)
@@ -303,8 +303,10 @@ def test_the_hosts_are_read_where_the_log_says_and_every_host_it_names(
     inv = yaml_inventory(f, tmp_path / "inv-a.yaml", install_dir=elsewhere)
     rc, report, text = verify(f, capsys, inventory=inv)
     assert rc == NOT_PROVEN, text
-    assert f"host app-01 has install_dir {elsewhere}, but the audit log's last run on it (line" in text
-    assert f"has {real}" in text
+    # since attack20r12 M3 the host is read at the inventory's dir (the customer's word) and the log's line named
+    assert f"gives host app-01 install_dir \"{real}\", the inventory {elsewhere}; the host was read at {elsewhere}" \
+        in text, text
+    assert f"not proven (if the host was moved, give the inventory its install_dir: \"{real}\")" in text, text
     parent = f["app-01"].install_dir.parent
     assert not any(p.name.endswith("-audit") for p in parent.iterdir())
     # the agent itself: no ledger is made by a witness, none read where no run went

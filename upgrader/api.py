@@ -1953,11 +1953,19 @@ def verify_witnesses(ctx: Context, inventory: Path, *, log: Path | None = None, 
         data = read_log(Path(log) if log else audit_path(ctx.home))
     named = _log_hosts(data)
     chosen = inv.select(hosts)
+    elsewhere: list[tuple[str, str, object, JSONObject]] = []
     for h in chosen:  # each host is read where the log says its runs went, not where the auditor's inventory says
         where = named.get(h.name)
         if where is None:
             continue
         for key, mine in (("install_dir", h.install_dir), ("address", h.address)):
+            said = where.get(key)
+            if key == "install_dir" and said is not None and (
+                    not isinstance(said, str) or os.path.normpath(said) != os.path.normpath(str(mine))):
+                # the log's line is the controller's word, the inventory the customer's: the host is read where the
+                # inventory says, and the line is judged by what the host keeps there (attack20r12 M3)
+                elsewhere.append((h.name, str(mine), where[key], where))
+                continue
             if where.get(key) is not None and os.path.normpath(str(where[key])) != os.path.normpath(str(mine)):
                 raise InputError(f"host {h.name} has {key} {mine}, but the audit log's last run on it "
                                  f"(line {where['line']}) has {where[key]}: the hosts' records are read where the log's "
@@ -2000,6 +2008,7 @@ def verify_witnesses(ctx: Context, inventory: Path, *, log: Path | None = None, 
     for en, zh in ignored:
         result.ignored.append(en)
         result.ignored_zh.append(zh)
+    _install_dir_findings(result, data, elsewhere)
     for en, zh, altered in untrusted.values():
         result.found(en, zh, doubt=not altered)
     for en, zh in unused_exports([str(Path(p)) for p in syslog], copies, [data] + [d for _, d in logs], unsigned):
@@ -2062,6 +2071,34 @@ def _window_of(policy: Policy) -> object:
         return None
 
 
+def _install_dir_findings(result: WitnessResult, data: bytes,
+                          elsewhere: Sequence[tuple[str, str, object, JSONObject]]) -> None:
+    """A log line that sends a host's run to another install_dir than the inventory's (or one that is no path at
+    all): the host was read at the inventory's. When the host keeps records there of the log's earlier runs and the
+    line's run never reached it (by the log's own lines), the line contradicts the host: ALTERED; otherwise not
+    proven (the host may have been moved: give the inventory its install_dir)."""
+    from .audit.witness import _log_lines, _reached
+
+    reached = _reached(_log_lines(data)[2])
+    for name, mine, theirs, where in elsewhere:
+        h = next((w for w in result.hosts if w.host == name), None)
+        keeps = h is not None and not h.error and bool(h.opened or h.runs)
+        run, line = where.get("run"), where.get("line")
+        typed = isinstance(theirs, str) and theirs != ""
+        altered = not typed or keeps and name not in reached.get(str(run), set())
+        shown = json.dumps(theirs)
+        verdict_en = ("the line contradicts the host (ALTERED)" if altered else
+                      f"not proven (if the host was moved, give the inventory its install_dir: {shown})")
+        verdict_zh = ("该行与主机相矛盾（已被篡改）" if altered else
+                      f"未证实（如果主机确实迁移了，请在清单中给出它的 install_dir：{shown}）")
+        result.found(f"line {line} (run {run}) gives host {name} install_dir {shown}, the inventory {mine}; the host "
+                     f"was read at {mine}" + (", where it keeps its records of the log's earlier runs" if keeps else "")
+                     + f": {verdict_en}",
+                     f"第 {line} 行（运行 {run}）给主机 {name} 的 install_dir 为 {shown}，清单为 {mine}；已在 {mine} 读取该主机"
+                     + ("，它在那里保存着日志中更早运行的记录" if keeps else "") + f"：{verdict_zh}",
+                     doubt=not altered)
+
+
 def _log_hosts(data: bytes) -> dict[str, JSONObject]:
     """{host: where the log's last opening line of a run (run_started, resume_requested, rollback_requested) on it
     sent that run (address, install_dir, its line)}."""
@@ -2080,7 +2117,8 @@ def _log_hosts(data: bytes) -> dict[str, JSONObject]:
             continue
         for h in rec["data"].get("hosts") or []:
             if isinstance(h, dict) and isinstance(h.get("host"), str):
-                out[h["host"]] = {"address": h.get("address"), "install_dir": h.get("install_dir"), "line": n}
+                out[h["host"]] = {"address": h.get("address"), "install_dir": h.get("install_dir"), "line": n,
+                                  "run": rec.get("run")}
     return out
 
 

@@ -28,7 +28,7 @@ import weakref
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Collection, Iterable, Iterator, Mapping, TypedDict, cast
+from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Collection, Iterable, Iterator, Mapping, Sequence, TypedDict, cast
 
 from ..core.errors import InputError
 from ..core.shapes import JSONObject
@@ -528,6 +528,7 @@ def verify_log(path: Path, *, signers: AllowedSigners | None, anchor: tuple[int,
     prev_hash, prev_time = GENESIS, ""
     closed_runs: set[str] = set()
     open_runs: set[str] = set()
+    run_hosts: dict[str, set[str]] = {}  # each first run's hosts, as its opening line names them
     first_line: dict[str, int] = {}         # run -> the line of its first event
     plans_made: dict[str, tuple[int, object]] = {}  # plan digest -> (its plan_created line, that line's requester)
     every: list[Mapping[str, object]] = []  # every line read, in order (index = line - 1)
@@ -622,6 +623,13 @@ def verify_log(path: Path, *, signers: AllowedSigners | None, anchor: tuple[int,
                         wrong = _continuation_problem(rec, run, first_line)
                         if wrong:
                             return _fail(r, n, "forged", wrong)
+                        wrong = _continuation_hosts(rec, run_hosts)
+                        if wrong:
+                            return _fail(r, n, "edited", f"not an event upgrader writes: {wrong}")
+                        if event == "run_started" and isinstance(rec.get("data"), dict):
+                            named = rec["data"].get("hosts")
+                            run_hosts[run] = {str(h.get("host")) for h in (named if isinstance(named, list) else [])
+                                              if isinstance(h, dict)}
                         open_runs.add(run)
                         first_line.setdefault(run, n)
                         wrong = _requester_problem(rec, n, plans_made)
@@ -648,6 +656,9 @@ def verify_log(path: Path, *, signers: AllowedSigners | None, anchor: tuple[int,
     moved = moved_problem(every, run_lines)  # a run's first or last lines moved in time (audit/moved.py)
     if moved is not None:
         return _fail(r, moved[0], "edited", moved[1])
+    reused = reused_approval(every)
+    if reused is not None:
+        return _fail(r, reused[0], "edited", reused[1])
     if tail.refused:
         line_no, why = tail.refused
         start = r.last_checkpoint["line"] + 1 if r.last_checkpoint else 1
@@ -683,6 +694,37 @@ def verify_log(path: Path, *, signers: AllowedSigners | None, anchor: tuple[int,
         r.warnings.append(f"{r.uncovered} entr{'y' if r.uncovered == 1 else 'ies'} after the last checkpoint "
                           "are not covered by a signature (plans, approvals, or the opening of a run that is starting)")
     return r
+
+
+def reused_approval(lines: Sequence[Mapping[str, object]]) -> tuple[int, str] | None:
+    """An approval is spent at the first host lock its run takes (the controller's ledger and the host's opening
+    record refuse it again): a run_started line naming an approval that an earlier run spent (it passed preflight on a
+    host or reached one: ``witness._reached``) was made up. A run refused before any lock spends nothing, so an
+    honest re-run after it names the same approval (attack20r12 M1). (line, message) or None."""
+    from .witness import _reached
+
+    events = [cast(JSONObject, dict(e)) for e in lines]
+    spent_by = {str(e.get("run")) for e in events if e.get("event") == "phase_finished"
+                and e.get("phase") == "preflight" and e.get("outcome") == "ok"} | set(_reached(events))
+    spent: dict[str, tuple[str, object]] = {}
+    for e in events:
+        if e.get("event") != "run_started" or not isinstance(e.get("run"), str):
+            continue
+        run, data = str(e["run"]), e.get("data")
+        given = data.get("approvals") if isinstance(data, dict) else None
+        for item in given if isinstance(given, list) else []:
+            digest = item.get("digest") if isinstance(item, dict) else None
+            if not isinstance(digest, str):
+                continue
+            first = spent.get(digest)
+            if first is not None and first[0] != run and isinstance(e.get("seq"), int):
+                return int(str(e["seq"])), (
+                    f"run {run} names approval {digest[:16]}…, which run {first[0]} (line {first[1]}) spent when it "
+                    "took a host's lock: an approval is used once, upgrader refuses it again (a made-up or replayed "
+                    "run)")
+            if first is None and run in spent_by:
+                spent[digest] = (run, e.get("seq"))
+    return None
 
 
 #: each host outcome's exit code, as the engine derives a run's exit code (the highest of its hosts'); kept equal to
@@ -830,6 +872,23 @@ def _continuation_problem(rec: Mapping[str, object], run: str, seen: Mapping[str
     return None
 
 
+def _continuation_hosts(rec: Mapping[str, object], run_hosts: Mapping[str, set[str]]) -> str | None:
+    """A resume or rollback goes on with hosts of its run only (its plan's): one naming another host is an edited
+    line (attack20r12 LOW)."""
+    data = rec.get("data")
+    if rec.get("event") not in _CONTINUES or not isinstance(data, dict):
+        return None
+    planned = run_hosts.get(str(data.get("of_run")))
+    hosts = data.get("hosts")
+    if planned is None or not isinstance(hosts, list):
+        return None
+    other = [h for h in hosts if isinstance(h, str) and h not in planned]
+    if other:
+        return (f"its {rec.get('event')} line names host(s) {', '.join(other)}, which run {data.get('of_run')} "
+                "does not have: upgrader resumes or rolls back only a run's own hosts")
+    return None
+
+
 def _shape_problem(rec: Mapping[str, object]) -> str | None:
     """Why a line is not shaped like an event upgrader writes (unknown keys or event, a field of the wrong type)."""
     keys = _CHECKPOINT_KEYS if rec.get("event") == "checkpoint" else _KEYS
@@ -920,6 +979,16 @@ def _misfits(rec: Mapping[str, object]) -> Iterator[tuple[tuple[object, ...], ob
         for k, kind in _APPROVAL.items():
             if k in a and not _KINDS[kind](a[k]):
                 yield ("approvals", i, k), a[k], kind
+    journal = data.get("journal") if event == "resume_requested" else None
+    if "journal" in data and event == "resume_requested" and not isinstance(journal, dict):
+        yield ("journal",), journal, "object"
+    for host, seen in journal.items() if isinstance(journal, dict) else ():
+        if not isinstance(seen, dict):
+            yield ("journal", host), seen, "object"
+            continue
+        for k, kind in (("intents", "list"), ("ended", "text?")):
+            if k in seen and not _KINDS[kind](seen[k]):
+                yield ("journal", host, k), seen[k], kind
     outcomes = data.get("outcomes") if event == "run_finished" else None
     for host, said in outcomes.items() if isinstance(outcomes, dict) else ():
         if type(said) is not str or said not in OUTCOME_EXIT:

@@ -1442,6 +1442,63 @@ def _reached(events: list[JSONObject]) -> dict[str, set[str]]:
     return out
 
 
+def _made_up_recoveries(events: list[JSONObject], h: HostWitness, opened: Mapping[str, JSONObject],
+                        openers: Mapping[str, Mapping[str, object] | None], first_seq: Mapping[str, int]) -> list[JSONObject]:
+    """A resume's or rollback's end of host ``h`` held to what the engine can write there (attack20r12 H1). A resume
+    of a host whose run had already ended there (not needing a person) keeps that end ("already finished: nothing
+    to do", no lock): another outcome is a made-up line. Otherwise a resume that ends a host committed or rolled
+    back, or a rollback that ends it restored, took the host's lock first (a rollback ends a host restored with no
+    lock only when the run never locked it: refused at its preflight there, or no record of the run's lock on the
+    host): a host that keeps opening records of the log's earlier runs and none of this part never ran it."""
+    out: list[JSONObject] = []
+    host = h.host
+    for e in events:
+        label, outcome = e.get("run"), e.get("outcome")
+        if e.get("event") != "host_finished" or e.get("host") != host or not isinstance(label, str) \
+                or "/" not in label or not isinstance(outcome, str):
+            continue
+        opener = openers.get(label)
+        data = opener.get("data") if opener is not None else None
+        if not isinstance(data, dict) or opener is None:
+            continue
+        kind = opener.get("event")
+        if kind == "resume_requested" and data.get("after") is not None:
+            continue  # a continuation after the canary runs hosts as a first run does (held by _reached)
+        of = data.get("of_run")
+        if kind not in ("resume_requested", "rollback_requested") or not isinstance(of, str):
+            continue
+        seq = e.get("seq") if isinstance(e.get("seq"), int) else 10 ** 12
+        before = first_seq.get(label, 10 ** 12)
+        earlier = [x.get("outcome") for x in events
+                   if x.get("event") == "host_finished" and x.get("host") == host and isinstance(x.get("run"), str)
+                   and (x["run"] == of or str(x["run"]).startswith(of + "/")) and x.get("run") != label
+                   and isinstance(x.get("seq"), int) and int(str(x["seq"])) < before
+                   and x.get("outcome") not in ("not_started", "waiting")]
+        had = earlier[-1] if earlier else None
+        if kind == "resume_requested" and isinstance(had, str) and had != "needs_person":
+            if outcome != had:
+                out.append({"kind": "resume_outcome", "run": label, "outcome": outcome, "had": had, "of_run": of})
+            continue
+        if outcome not in ("committed", "rolled_back", "restored") or label in opened or outcome == had:
+            continue
+        journal = data.get("journal")
+        seen = journal.get(host) if isinstance(journal, dict) else None
+        if kind == "resume_requested" and isinstance(seen, dict) and seen.get("ended") == outcome and any(
+                str(rec.get("as") or rec.get("run") or "").split("/")[0] == of
+                and rec.get("outcome") == ("rolled_back" if outcome == "restored" else outcome) for rec in h.runs):
+            continue  # the run's journal had ended it so (its log line lost in a crash) and the host finished it
+        modern = any(first_seq.get(o, 10 ** 12) < before for o in opened)
+        if not modern or int(str(seq)) < before:
+            continue
+        if kind == "rollback_requested":
+            refused = any(x.get("run") == of and x.get("host") == host and x.get("event") == "phase_finished"
+                          and x.get("phase") == "preflight" and x.get("outcome") != "ok" for x in events)
+            if refused or of not in opened:
+                continue  # never locked by the run: nothing of it to undo, the rollback takes no lock
+        out.append({"kind": "recovery_unlocked", "run": label, "outcome": outcome, "of_run": of})
+    return out
+
+
 def _host_time(value: object, offset: object) -> str:
     """A host's clock time (seconds) as ISO text with the host's own UTC offset when it gave one."""
     import datetime as _dt
@@ -1479,6 +1536,20 @@ def opening_text(d: Mapping[str, object], lang: str = "en") -> str:
                 f"the log says signed run {run} reached host {host} (took its lock or ended there), but the host keeps "
                 "no opening record of that run, though it keeps those of earlier runs of the log: the run never ran "
                 "there (ALTERED)")
+    if kind == "resume_outcome":
+        return (f"日志称续跑 {run} 在主机 {host} 上以 {_shown_zh('outcome', d.get('outcome'))} 结束，但它续跑的运行 "
+                f"{d.get('of_run')} 在该主机上早已以 {_shown_zh('outcome', d.get('had'))} 结束；续跑保留主机已有的结局"
+                "（“已结束，无事可做”），不会写出别的结局：这是编造的行（已被篡改）" if zh else
+                f"the log says resume {run} ended host {host} {d.get('outcome')}, but the run it resumes, "
+                f"{d.get('of_run')}, had already ended {d.get('had')} there; a resume keeps the end a host already "
+                "had (\"already finished: nothing to do\") and writes no other: a made-up line (ALTERED)")
+    if kind == "recovery_unlocked":
+        return (f"日志称 {run} 在主机 {host} 上以 {_shown_zh('outcome', d.get('outcome'))} 结束，这需要先取得该主机的锁，"
+                f"但该主机没有这次续跑/回滚的开始记录，而它保存着日志中更早运行的开始记录：它从未在那里运行过（已被篡改）"
+                if zh else
+                f"the log says {run} ended host {host} {d.get('outcome')}, which upgrader does only under the host's "
+                "lock, but the host keeps no opening record of this resume/rollback, though it keeps those of earlier "
+                "runs of the log: it never ran there (ALTERED)")
     if kind == "not_in_log":
         return (f"主机 {host} 按自己的时钟于 {when} 开始了运行 {run}（为 {d.get('who')} 加锁），但日志中没有这次运行的任何"
                 "一行：被截断或删除（已被篡改）" if zh else
@@ -1800,6 +1871,8 @@ def _compare_openings(result: WitnessResult, events: list[JSONObject], windows: 
             if status.inside is not None and status.inside != inside and before.inside == status.inside:
                 found(False, kind="window", reason=status.reason.split(";")[0], policy=judged_by,
                       log_inside=inside, **base)
+        for d in _made_up_recoveries(events, h, opened, openers, first_seq):
+            found(False, host=h.host, **d)
         lock = h.lock or {}
         holder = lock.get("run")
         if isinstance(holder, str) and holder not in runs:

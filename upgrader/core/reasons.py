@@ -527,6 +527,10 @@ _FORMS: list[tuple[str, str]] = [
     (r"run (?P<r>\S+) ends with exit code (?P<c>\S+), but its hosts' outcomes \((?P<o>[^)]*)\) give (?P<d>\S+): the "
      r"run's end was edited",
      "运行 {r} 的结束行说退出码为 {c}，而各主机的结果（{o}）得出的是 {d}：运行的结束行被改过"),
+    (r"run (?P<r>\S+) names approval (?P<d>\S+), which run (?P<f>\S+) \(line (?P<l>\d+)\) spent when it took a "
+     r"host's lock: an approval is used once, upgrader refuses it again \(a made-up or replayed run\)",
+     "运行 {r} 用了批准 {d}，而运行 {f}（第 {l} 行）取得主机的锁时已用掉它：一份批准只能用一次，upgrader 会再次拒绝它"
+     "（编造或重放的运行）"),
     # audit verify: a line whose data upgrader never writes so (audit/log.py _data_problem; attack20r11 M3, M4)
     (r"not an event upgrader writes: (?P<d>.+)", "不是 upgrader 写出的事件：{d:t}"),
     (r"its (?P<e>\S+) line names no host \('hosts' is (?P<v>.*)\): upgrader opens a run, resume or rollback only "
@@ -535,6 +539,9 @@ _FORMS: list[tuple[str, str]] = [
     (r"its (?P<e>\S+) line names an approval without its digest \(64 hex digits\): (?P<v>.*); upgrader names "
      r"every approval it accepts by its digest",
      "该 {e} 行记的批准没有摘要（64 位十六进制）：{v}；upgrader 接受的每份批准都以其摘要记录"),
+    (r"its (?P<e>\S+) line names host\(s\) (?P<h>.+), which run (?P<r>\S+) does not have: upgrader resumes or rolls "
+     r"back only a run's own hosts",
+     "该 {e} 行列出了运行 {r} 没有的主机 {h}：upgrader 只续跑或回滚一次运行自己的主机"),
     (r"its (?P<e>\S+) line's outcome of host (?P<h>\S+) is (?P<v>.*), not an outcome upgrader writes",
      "该 {e} 行中主机 {h} 的结果为 {v}，不是 upgrader 会写的结果"),
     (r"its (?P<e>\S+) line's '(?P<w>[^']+)' is (?P<v>.*), not an entry upgrader writes there",

@@ -496,7 +496,11 @@ def cmd_case(args: argparse.Namespace) -> int:
             if isinstance(p, dict):
                 c.print(Text(("已被篡改：" if zh else "ALTERED: ") + str(p.get("problem_zh" if zh else "problem")),
                              style="bold red"), soft_wrap=True)
-        if not planned.get("problems"):
+        if not planned.get("problems") and planned.get("file") is None:
+            c.print(Text("这次运行本身没有计划文件（续跑或回滚：其首次运行的案卷核对计划文件）" if zh else
+                         "the run names no plan file of its own (a resume or rollback: its first run's case checks "
+                         "the plan file)", style="yellow"), soft_wrap=True)
+        elif not planned.get("problems"):
             c.print(Text(f"完好：这次运行的计划文件（{planned.get('file')}）与日志一致" if zh else
                          f"INTACT: the run's plan file ({planned.get('file')}) matches the log", style="bold green"),
                     soft_wrap=True)
