@@ -184,7 +184,7 @@ def test_secrets_near_a_cut_reach_no_result_json_journal_stderr_bundle_or_audit_
     # the secret setting ends 20 characters before the end of 500- and 4000-character tails of the output
     filler = "0" * 479
     spec["hooks"] = {
-        "before_stop": [{"command": f"seq 1 900 | sed 's/.*/x/'; printf 'db.password={HOOK_PW}\\n{filler}\\n'"},
+        "before_stop": [{"command": f"yes x | head -n 900; printf 'db.password={HOOK_PW}\\n{filler}\\n'"},
                         {"command": f"printf 'db.password={HOOK_PW}\\n{'0' * 3980}\\n'"}],
         "after_start": [{"command": f"echo '{LONG_LOG_LINE}' >> logs/server.log"}]}
     (box.root / "playbooks").mkdir(exist_ok=True)

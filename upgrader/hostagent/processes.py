@@ -341,7 +341,7 @@ _SCRIPTISH = re.compile(r"[\s;&|<>()`]")
 LISTED = frozenset(("systemctl", "kill", "pkill", "pgrep", "sleep", "echo", "printf", "true", "false", "test", "[",
                     "cat", "rm", "rmdir", "mkdir", "chown", "chgrp", "chmod", "touch", "ls", "cp", "mv", "ln", "grep",
                     "id", "date", "logger", "wc", "head", "tail", "cut", "tr", "basename", "dirname", "readlink",
-                    "realpath", "stat", "sync", "tee", "timeout", "nice", "nohup", "printenv"))
+                    "realpath", "stat", "sync", "tee", "timeout", "nice", "nohup", "printenv", "seq", "yes"))
 SYSTEM_DIRS = ("/usr/bin", "/bin", "/usr/sbin", "/sbin")
 #: shell builtins a root command may use (``cd``'s operand is judged as a directory: command_dirs)
 BUILTINS = frozenset(("cd", "pushd", "popd", "exit", "return", ":", "true", "false", "test", "[", "echo", "printf",
