@@ -220,3 +220,43 @@ def test_resume_lines_with_a_journal_of_the_wrong_type_or_another_host_are_edite
 def _no_leftovers(tmp_path: Path) -> Iterator[None]:
     yield
     kill_processes_under(tmp_path)
+
+
+def test_a_made_up_resume_after_a_canary_or_a_first_run_with_a_resumes_id_is_altered(
+        fleet: Fleet, capsys: pytest.CaptureFixture[str]) -> None:
+    """attack20r13 H1, H2: a made-up resume of the honest run that says it goes on after a canary (``after``) and
+    commits app-01 (host_started, host_finished committed, no lock) is held to the host like a first run: ALTERED;
+    and a made-up first run whose id has a "/" (the shape of a resume's id) is an edited line, whatever it claims."""
+    f = fleet
+    run, _, _ = run_once(f)
+    rc, _, text = verify(f, capsys)
+    assert rc == 0 and text.startswith("INTACT"), text
+    data = opening(f, run)
+    label = f"{run}/resume-{stamp('abc778')}"
+    engineer_appends(f, label, [
+        ("resume_requested", {"data": {"of_run": run, "hosts": ["app-01"], "after": "canary confirmed",
+                                       "journal": {}, "policy": data["policy"]}}),
+        ("host_started", {"host": "app-01"}),
+        ("host_finished", {"host": "app-01", "outcome": "committed",
+                           "data": {"version": "7.0.4.7", "error": None, "rollback_cause": None}}),
+        ("run_finished", {"data": {"exit_code": 0, "stopped_early": None, "outcomes": {"app-01": "committed"}}}),
+    ])
+    rc, report, text = verify(f, capsys)
+    assert rc == ALTERED and text.startswith("ALTERED") and label in text, text
+    assert f"the log says signed run {label} reached host app-01" in text, text
+
+
+def test_a_first_run_with_a_resumes_id_is_an_edited_line(fleet: Fleet, capsys: pytest.CaptureFixture[str]) -> None:
+    """attack20r13 H2: run_started of "RUN/x" (no first run of upgrader has a "/" in its id): ALTERED from the log
+    alone, naming the line."""
+    f = fleet
+    run, _, _ = run_once(f)
+    data = copy.deepcopy(opening(f, run))
+    lines = engineer_appends(f, f"{stamp('e1e1e1')}/x", [
+        ("run_started", {"data": data}),
+        ("host_finished", {"host": "app-01", "outcome": "committed",
+                           "data": {"version": "7.0.4.5", "error": None, "rollback_cause": None}}),
+        ("run_finished", {"data": {"exit_code": 0, "stopped_early": None, "outcomes": {"app-01": "committed"}}}),
+    ])
+    rc, _, text = verify(f, capsys)
+    assert rc == ALTERED and f"line {lines['run_started']}" in text and "is not one upgrader makes" in text, text

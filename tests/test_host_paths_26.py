@@ -38,6 +38,16 @@ ATTACKS = [
     ("/usr/bin/sort --compress-program={h} {t}", "/usr/bin/sort", UNLISTED + " (/usr/bin/sort)"),
     ("eval /bin/true", "eval", "a shell builtin that runs its words as code (eval)"),
     ("/bin/sh -i -c /bin/true", "/bin/sh", "a shell option upgrader does not read (-i)"),
+    # round 26
+    ("/bin/bash -c 'function cat {{ /usr/bin/sed -n 1e{h} {t}; }}; cat'", "function",
+     "a shell function definition: its body and its calls are not read"),
+    ("/usr/bin/nice --adj 5 /usr/bin/sed -n 1e{h} {t}", "/usr/bin/nice",
+     "an option of /usr/bin/nice upgrader does not read exactly"),
+    ("/usr/bin/timeout --sig KILL 5 /usr/bin/sed -n 1e{h} {t}", "/usr/bin/timeout",
+     "an option of /usr/bin/timeout upgrader does not read exactly"),
+    ("/bin/bash -c 'exec -a x /usr/bin/sed -n 1e{h} {t}'", "-a", "a program not found on root's PATH (-a)"),
+    ("/usr/bin/printf x | /usr/bin/python3 /usr/lib/python3.11/code.py", "/usr/bin/python3",
+     "a program given its standard input by a pipe or a file"),
 ]
 
 
@@ -59,6 +69,18 @@ def test_1_a_program_with_a_command_language_of_its_own_is_refused_at_plan(
     assert UNTRANSLATED not in zh and "upgrader 不读取的代码" in zh, zh
     assert not marker.exists(), "root ran the hook"
     assert not (hook.parent / "shadow").exists()
+
+
+def test_1b_a_path_stuck_to_a_cluster_of_options_is_judged(
+        root_box: Sandbox, scripts: Path, marker_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Round 26 H4: ``cp -ft/x`` is cp's -f and -t /x: root would write into the service account's directory (and
+    through its link). The path after any letter of a short-option cluster is judged: refused at plan."""
+    hook = planted(scripts, marker_dir / "hook-ran")
+    text = scripts / "data.txt"
+    text.write_text("x\n")
+    refused_at_plan(root_box, capsys, f"/bin/cp -ft{hook.parent} {text}",
+                    f"but {hook.parent}, named in it, is not root's alone")
+    assert sorted(p.name for p in hook.parent.iterdir()) == ["stop.sh"]
 
 
 def test_2_the_agent_refuses_an_unlisted_program_right_before_it_runs(tmp_path: Path) -> None:

@@ -860,6 +860,8 @@ def _continuation_problem(rec: Mapping[str, object], run: str, seen: Mapping[str
     its of_run must name a run earlier in the log, and its run id is that run's id with /resume- or /rollback-."""
     kind = _CONTINUES.get(str(rec.get("event")))
     if kind is None:
+        if rec.get("event") == "run_started" and "/" in run:  # a resume's or rollback's id shape (attack20r13 H2)
+            return f"a run_started whose run id {run} is not one upgrader makes (UTC time and six hex digits)"
         return None
     data = rec.get("data")
     of_run = data.get("of_run") if isinstance(data, dict) else None

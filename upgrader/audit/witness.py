@@ -1436,8 +1436,12 @@ def _reached(events: list[JSONObject]) -> dict[str, set[str]]:
             started.add((run, host))
         elif event == "host_finished" and e.get("outcome") not in ("not_started", "waiting"):
             ended.add((run, host))
+    # a first run by its opening line, not by its id (attack20r13 H2: "RUN/x" with a run_started line), and a resume
+    # going on after a canary (``after``), which runs its waiting hosts as a first run does (attack20r13 H1)
+    firsts = {e.get("run") for e in events for d in [e.get("data")] if e.get("event") == "run_started"
+              or e.get("event") == "resume_requested" and isinstance(d, dict) and d.get("after") is not None}
     for run, host in (started & ended) - failed - checking:
-        if "/" not in run:
+        if run in firsts:
             out.setdefault(run, set()).add(host)
     return out
 

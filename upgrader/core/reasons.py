@@ -409,6 +409,12 @@ _FORMS: list[tuple[str, str]] = [
      r"vim, tar and the like can run code from their words, a file or their standard input",
      "不在 upgrader 的程序清单上的程序（{p}）：清单上的程序只执行给它的参数；sed、gdb、ed、vim、tar 之类可以执行来自参数、文件或标准输入的代码"),
     (r"a program not found on root's PATH \((?P<p>.+?)\)", "在 root 的 PATH 中找不到的程序（{p}）"),
+    (r"a shell function definition: its body and its calls are not read", "shell 函数定义：其函数体和调用都不会被读取"),
+    (r"an option of (?P<p>\S+) upgrader does not read exactly \(the command it runs is then not known\)",
+     "upgrader 无法精确读取的 {p} 选项（因而不知道它要执行的命令）"),
+    (r"a program given its standard input by a pipe or a file, which it may read as code \(a script, an interpreter, "
+     r"a shell\): only a listed program may read one",
+     "通过管道或文件获得标准输入的程序，它可能把输入当作代码读取（脚本、解释器、shell）：只有清单上的程序可以读取标准输入"),
     (r"a shell builtin that runs its words as code \((?P<p>.+?)\)", "把参数当代码执行的 shell 内建命令（{p}）"),
     (r"a shell option upgrader does not read \((?P<p>.+?)\)", "upgrader 不读取的 shell 选项（{p}）"),
     (r"an option of (?P<k>\S+) \((?P<o>.+?)\): an interpreter may only be given a script file, with no option "

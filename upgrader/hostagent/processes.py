@@ -361,11 +361,20 @@ def _wrapped(texts, i):
     if name not in ("timeout", "nice", "nohup"):
         return None
     k = i + 1
+    valued = {"timeout": ("-s", "-k"), "nice": ("-n",), "nohup": ()}[name]
+    flags = {"timeout": ("--preserve-status", "--foreground", "-v", "--verbose"), "nice": (), "nohup": ()}[name]
+    attached = {"timeout": ("-s", "-k", "--signal=", "--kill-after="), "nice": ("-n", "--adjustment="),
+                "nohup": ()}[name]
     while k < len(texts) and texts[k].startswith("-") and texts[k] != "-":
         if texts[k] == "--":
             k += 1
             break
-        k += 2 if texts[k] in ("-s", "-k", "-n", "--signal", "--kill-after", "--adjustment") else 1
+        if texts[k] in valued:
+            k += 2
+        elif texts[k] in flags or texts[k].startswith(attached) or name == "nice" and texts[k][1:].isdigit():
+            k += 1
+        else:
+            return len(texts) + 1  # an option not known exactly (GNU takes --adj for --adjustment): not read
     return k + 1 if name == "timeout" else k
 
 
@@ -379,8 +388,7 @@ def unlisted_program(word, args, install):
     ssh, java, ...), in its words, a file it finds or its standard input: refused (fail closed)."""
     if word in BUILTINS or word in (".", "source"):  # a sourced file: judged as a path, read from no stream
         return None
-    if word.startswith("-") or word.isdigit():
-        return None  # a shell's option read as a -c operand (sh -c -e 'S'): no program (sh runs no such command)
+
     if word in ("eval", "trap", "builtin", "enable", "alias", "fc"):
         return "a shell builtin that runs its words as code (%s)" % word
     kind = family(word)
@@ -422,6 +430,18 @@ def unlisted_program(word, args, install):
         return None
     return ("a program not on upgrader's list of programs that run only what they are given (%s): sed, gdb, ed, "
             "vim, tar and the like can run code from their words, a file or their standard input" % real)
+
+
+def listed_program(word):
+    """Whether ``word`` is a shell builtin or a LISTED program where its links lead in SYSTEM_DIRS (by absolute path,
+    or by name on root's PATH)."""
+    if word in BUILTINS:
+        return True
+    path = word if word.startswith("/") else None if "/" in word else shutil.which(word, path=root_path())
+    if path is None:
+        return False
+    real = os.path.realpath(path)
+    return os.path.basename(real) in LISTED and os.path.dirname(real) in SYSTEM_DIRS
 
 
 def _is_script(path):
@@ -485,26 +505,40 @@ def read_command(command, known, depth, seen):
     for at, c in breaks:
         cuts.setdefault(at, []).append(c)
     commands, cur, target = [], [], False
+    fed, feeding = set(), False  # the commands whose standard input is a pipe or a file (not /dev/null)
     for k, word in enumerate(words):
-        for c in cuts.get(k, ()):
+        redirecting = False
+        group = cuts.get(k, ())
+        for c in group:
             if c in "<>":
-                target = True
+                target = redirecting = True
+                feeding = c == "<" and ">" not in group
+            elif c == "&" and redirecting:
+                pass  # >&1, <&0: a descriptor, the redirection's target
             else:
                 target = False
                 if cur:
                     commands.append(cur)
                 cur = []
+        if list(group) == ["|"]:
+            fed.add(len(commands))  # the command now starting reads the pipe
         if target:
             target = False
+            if feeding and word[0] != "/dev/null":
+                fed.add(len(commands))
+            feeding = False
             continue
+        if word[0].isdigit() and any(c in "<>" for c in cuts.get(k + 1, ())[:1]) and not word[1]:
+            continue  # 2>&1, 3<x: the descriptor a redirection names, no word of the command
         cur.append(word[0])
     if cur:
         commands.append(cur)
 
-    for texts in commands:
+    for n, texts in enumerate(commands):
+        seen["fed"] = n in fed
         scripts = []
         for k in range(1, len(texts)):  # the word after any -c (sh -ec, su -c, a program of its own with one)
-            if re.match(r"-[A-Za-z]*c[A-Za-z]*$", texts[k - 1]):
+            if re.match(r"-[A-Za-z]*c[A-Za-z]*$", texts[k - 1]) and not texts[k].startswith(("-", "+")):
                 scripts.append(texts[k])
         _read_simple(texts, scripts.append, seen)
         words_as_scripts = []
@@ -537,18 +571,28 @@ def _read_simple(texts, script, seen):
         i += 1
     while i < len(texts) and texts[i] in ("exec", "command", "time") and texts[i + 1:i + 2] != ["-v"]:
         i += 1
-        while i < len(texts) and texts[i] in ("-p", "--"):
+        while i < len(texts) and texts[i] in ("-p", "--", "-c", "-l"):  # exec -c/-l, command -p: no other option
             i += 1
-    if i >= len(texts) or texts[i] in ("for", "select", "case", "in", "esac", "function"):
+    if i < len(texts) and texts[i] == "function" or any(t.endswith("()") or t == "()" for t in texts[i:i + 2]):
+        seen["unlisted"] = seen["unlisted"] or (texts[i], "a shell function definition: its body and its calls are "
+                                                          "not read")
+        return
+    if i >= len(texts) or texts[i] in ("for", "select", "case", "in", "esac"):
         return  # a loop's or case's words, no program (judged as paths like every word)
     if seen.get("loose"):  # a word read as a script only for its paths: no program of it is held to the list
         return _read_listed(texts, i, script, seen)
     wrapped = _wrapped(texts, i)
     if wrapped is not None:
-        if wrapped < len(texts):
+        if wrapped > len(texts):
+            seen["unlisted"] = seen["unlisted"] or (texts[i], "an option of %s upgrader does not read exactly "
+                                                              "(the command it runs is then not known)" % texts[i])
+        elif wrapped < len(texts):
             _read_simple(texts[wrapped:], script, seen)
         return
     why = unlisted_program(texts[i], texts[i + 1:], seen["install"])
+    if not why and seen.get("fed") and not listed_program(texts[i]):
+        why = ("a program given its standard input by a pipe or a file, which it may read as code (a script, an "
+               "interpreter, a shell): only a listed program may read one")
     if why and seen["unlisted"] is None:
         seen["unlisted"] = (texts[i], why)
     _read_listed(texts, i, script, seen)  # the program's own rules too: their reason (inline_code) is more precise
@@ -1190,7 +1234,12 @@ def arg_pieces(word):
     if word.startswith("-") and not word.startswith("--") and len(word) > 2:
         whole.append(word[2:])
     whole += [w[1:] for w in list(whole) if w.startswith("@")]
-    return [piece for w in whole for piece in re.split("[:,]", w) + [w] if piece]
+    pieces = [piece for w in whole for piece in re.split("[:,]", w) + [w] if piece]
+    # in a cluster of short options a value may start after any letter (``-ft/x`` is cp's -f -t /x): a path at
+    # every "/" of it is judged
+    if word.startswith("-") and not word.startswith("--"):
+        pieces += [word[k:] for k in range(2, len(word)) if word[k] == "/" and word[k - 1] != "/"]
+    return pieces
 
 
 #: paths that lead to what another process sees (its working directory, its root, its open files), whatever they
