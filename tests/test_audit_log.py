@@ -297,11 +297,13 @@ def test_show_prints_recorded_text_that_looks_like_console_markup_as_it_is(
     """A command output such as "[/bold] [red]x[/red]" is shown literally, not parsed (nor crashing the table)."""
     path = tmp_path / "audit.jsonl"
     log = AuditLog(path, {"user": "[/u]", "principal": "[link=https://evil.example]ops[/link]"})
-    log.append("run_started", run="[/r]", time="2026-01-01T09:00:00.000+00:00", data={"detail": "[/bold] [red]x[/red]"})
+    # a first run's id has no "/" (one that has is an edited line): markup of its own
+    log.append("run_started", run="[bold]r[red]", time="2026-01-01T09:00:00.000+00:00",
+               data={"detail": "[/bold] [red]x[/red]"})
     capsys.readouterr()
     assert main(["audit", "show", str(path)]) == 0
     out = capsys.readouterr().out
-    assert "[/bold] [red]x[/red]" in out and "[/r]" in out and "[link=https://evil.example]ops[/link]" in out
+    assert "[/bold] [red]x[/red]" in out and "[bold]r[red]" in out and "[link=https://evil.example]ops[/link]" in out
 
 
 def test_show_and_export_skip_lines_that_are_not_events(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
