@@ -51,6 +51,19 @@ def operator_playbook(box: Sandbox, stop: str, start: str, **sections: object) -
     (box.root / "playbooks" / "sample-middleware.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
 
 
+def commits_with_root_stop(box: Sandbox, capsys: pytest.CaptureFixture[str], stop: str, marker: Path) -> None:
+    """The operator's playbook with ``stop`` (and bin/start.sh): plan, approve and run commit (exit 0), the stop
+    command's wrapper wrote root's uid to ``marker``, the new version answers."""
+    operator_playbook(box, stop, "bin/start.sh")
+    rc, plan = plan_to(box, FULL)
+    assert rc == ExitCode.OK, rc
+    approval = approve(box, plan)
+    rc, text = run_cli(box, capsys, "run", str(plan), "--approval", str(approval))
+    assert rc == ExitCode.OK, text
+    assert marker.read_text() == "0\n"
+    assert box.answers() == FULL
+
+
 def refused_naming(text: str, path: Path, keys: str = "start.command, stop.command") -> None:
     """The refusal names the root commands, the path another account owns, and what to do."""
     said = " ".join(text.split())

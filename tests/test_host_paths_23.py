@@ -25,7 +25,7 @@ from conftest import approve, plan_to
 from hoststate import assert_host_untouched, host_state
 from test_host_paths import last_result, last_run_id, run_cli
 from test_host_paths_15 import FULL, NOBODY, OLD
-from test_host_paths_18 import marker_dir, operator_playbook, root_box  # noqa: F401 - fixtures
+from test_host_paths_18 import commits_with_root_stop, marker_dir, operator_playbook, root_box  # noqa: F401 - fixtures
 from upgrader.cli.commands.demo import Sandbox
 from upgrader.core.exit_codes import ExitCode
 from upgrader.core.reasons import UNTRANSLATED, translate
@@ -228,14 +228,7 @@ def test_6_ordinary_root_commands_still_commit(
     wrapper.write_text(f"id -u > {marker_dir / 'ran-stop'}\ncd \"$UPGRADER_INSTALL_DIR\" && exec ./bin/stop.sh\n")
     wrapper.chmod(0o755)
     stop = f"/bin/sh -c -e '/usr/bin/timeout 60 /bin/sh {wrapper}' && /bin/sh -c 'for f in logs/*.log; do :; done'"
-    operator_playbook(box, stop, "bin/start.sh")
-    rc, plan = plan_to(box, FULL)
-    assert rc == ExitCode.OK, rc
-    approval = approve(box, plan)
-    rc, text = run_cli(box, capsys, "run", str(plan), "--approval", str(approval))
-    assert rc == ExitCode.OK, text
-    assert (marker_dir / "ran-stop").read_text() == "0\n"
-    assert box.answers() == FULL
+    commits_with_root_stop(box, capsys, stop, marker_dir / "ran-stop")
 
 
 def test_7_how_commands_are_read() -> None:

@@ -23,7 +23,7 @@ import pytest
 from conftest import approve, plan_to
 from test_host_paths import run_cli
 from test_host_paths_15 import FULL, NOBODY
-from test_host_paths_18 import marker_dir, operator_playbook, root_box  # noqa: F401 - fixtures
+from test_host_paths_18 import commits_with_root_stop, marker_dir, operator_playbook, root_box  # noqa: F401 - fixtures
 from test_host_paths_23 import planted, refused_at_plan, scripts  # noqa: F401 - fixture
 from upgrader.cli.commands.demo import Sandbox
 from upgrader.core.exit_codes import ExitCode
@@ -163,14 +163,7 @@ def test_5_ordinary_commands_behind_other_programs_still_commit(
     wrapper.chmod(0o755)
     stop = (f"/usr/bin/timeout 60 /bin/sh -c -- '/bin/sh {ok}/stop.sh' && "
             f"/usr/bin/nice -n 1 /bin/cat {ok}/stop.sh > /dev/null")
-    operator_playbook(box, stop, "bin/start.sh")
-    rc, plan = plan_to(box, FULL)
-    assert rc == ExitCode.OK, rc
-    approval = approve(box, plan)
-    rc, text = run_cli(box, capsys, "run", str(plan), "--approval", str(approval))
-    assert rc == ExitCode.OK, text
-    assert (marker_dir / "ran-stop").read_text() == "0\n"
-    assert box.answers() == FULL
+    commits_with_root_stop(box, capsys, stop, marker_dir / "ran-stop")
 
 
 def test_6_how_commands_are_read(tmp_path: Path) -> None:
