@@ -20,13 +20,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import approve, plan_to
-from test_host_paths import run_cli
-from test_host_paths_15 import FULL, NOBODY
+from test_host_paths_15 import NOBODY
 from test_host_paths_18 import commits_with_root_stop, marker_dir, operator_playbook, root_box  # noqa: F401 - fixtures
 from test_host_paths_23 import planted, refused_at_plan, scripts  # noqa: F401 - fixture
 from upgrader.cli.commands.demo import Sandbox
-from upgrader.core.exit_codes import ExitCode
 from upgrader.core.reasons import UNTRANSLATED, translate
 from upgrader.hostagent import processes
 
