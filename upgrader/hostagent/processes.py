@@ -537,8 +537,10 @@ def read_command(command, known, depth, seen):
     for n, texts in enumerate(commands):
         seen["fed"] = n in fed
         scripts = []
+        listed = bool(texts) and listed_program(texts[0])  # head -c N, cut -c LIST: a listed program's -c is data
         for k in range(1, len(texts)):  # the word after any -c (sh -ec, su -c, a program of its own with one)
-            if re.match(r"-[A-Za-z]*c[A-Za-z]*$", texts[k - 1]) and not texts[k].startswith(("-", "+")):
+            if not listed and re.match(r"-[A-Za-z]*c[A-Za-z]*$", texts[k - 1]) \
+                    and not texts[k].startswith(("-", "+")):
                 scripts.append(texts[k])
         _read_simple(texts, scripts.append, seen)
         words_as_scripts = []
