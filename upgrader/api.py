@@ -2077,7 +2077,8 @@ def _install_dir_findings(result: WitnessResult, data: bytes,
     all): the host was read at the inventory's. When the host keeps records there of the log's earlier runs and the
     line's run never reached it (by the log's own lines), the line contradicts the host: ALTERED; otherwise not
     proven (the host may have been moved: give the inventory its install_dir)."""
-    from .audit.witness import _log_lines, _reached
+    from .audit.reach import _reached
+    from .audit.witness import _log_lines
 
     reached = _reached(_log_lines(data)[2])
     for name, mine, theirs, where in elsewhere:

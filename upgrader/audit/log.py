@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Collection, Iterable, Iterator, Mapping, Sequence, TypedDict, cast
 
+from .reach import line_clock  # noqa: F401 - where the log's readers take it
+
 from ..core.errors import InputError
 from ..core.shapes import JSONObject
 from .redaction import MAYBE_SECRET, is_secret_name
@@ -173,13 +175,6 @@ def _raised(time: str, last_time: str | None) -> tuple[str, str | None]:
     if last_time is not None and time < last_time:
         return last_time, time
     return time, None
-
-
-def line_clock(e: Mapping[str, object]) -> object:
-    """The controller's clock when a line was written: its ``clock`` when the writer raised its time (_raised),
-    else its ``time``."""
-    clock = e.get("clock")
-    return clock if isinstance(clock, str) else e.get("time")
 
 
 class AuditLog:
@@ -701,7 +696,7 @@ def reused_approval(lines: Sequence[Mapping[str, object]]) -> tuple[int, str] | 
     record refuse it again): a run_started line naming an approval that an earlier run spent (it passed preflight on a
     host or reached one: ``witness._reached``) was made up. A run refused before any lock spends nothing, so an
     honest re-run after it names the same approval (attack20r12 M1). (line, message) or None."""
-    from .witness import _reached
+    from .reach import _reached
 
     events = [cast(JSONObject, dict(e)) for e in lines]
     spent_by = {str(e.get("run")) for e in events if e.get("event") == "phase_finished"

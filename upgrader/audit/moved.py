@@ -18,7 +18,7 @@ from __future__ import annotations
 import datetime as _dt
 from collections.abc import Mapping, Sequence
 
-from .log import line_clock
+from .reach import line_clock
 
 __all__ = ["moved_problem", "MOVE_TOLERANCE", "reading", "step"]
 

@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .reach import _reached
+
 from ..core.errors import UpgraderError
 from ..core.shapes import JSONObject
 from .log import OPENING_EVENTS, fitted, line_clock, run_opening
@@ -1403,47 +1405,6 @@ def _kind_problem(rec: Mapping[str, object], opener: Mapping[str, object] | None
         shown = shown_zh = repr(rec.get("kind"))
     return {"host_value": f"{shown} ({where})", "log_value": said,
             "host_value_zh": f"{shown_zh}（{where_zh}）", "log_value_zh": said_zh}
-
-
-def _reached(events: list[JSONObject]) -> dict[str, set[str]]:
-    """{run label: the hosts whose lock the log says it took}: the host passed preflight (which takes the lock), a
-    later phase started there, or a rollback of it started there (the engine rolls a host back only under the lock);
-    or, in a first run, the host started (connected) and ended with no failed preflight: the engine ends a host it
-    connected to only through its preflight, so a host that started, did not fail its preflight and ended (needs a
-    person, committed, anything) took the lock (attack20r11 H0). A host that stopped before its lock is not reached:
-    its preflight failed (refused, locked, unreachable) or never finished (the engine crashed in it), it was never
-    started (not_started, waiting), or it never connected (a host_finished line alone). A resume or rollback may end
-    a host without taking its lock (nothing of the run was there to go on with or undo): only its phases and its
-    rollback count."""
-    out: dict[str, set[str]] = {}
-    started: set[tuple[str, str]] = set()
-    ended: set[tuple[str, str]] = set()
-    failed: set[tuple[str, str]] = set()
-    checking: set[tuple[str, str]] = set()
-    for e in events:
-        run, host, phase, event = e.get("run"), e.get("host"), e.get("phase"), e.get("event")
-        if not isinstance(run, str) or not isinstance(host, str):
-            continue
-        if event == "phase_started" and phase not in (None, "preflight") or event == "rollback_started" or \
-                event == "phase_finished" and phase == "preflight" and e.get("outcome") == "ok":
-            out.setdefault(run, set()).add(host)
-        elif event == "phase_finished" and phase == "preflight":
-            failed.add((run, host))
-            checking.discard((run, host))
-        elif event == "phase_started" and phase == "preflight":
-            checking.add((run, host))  # never finished: the engine crashed in it, maybe before the lock
-        elif event == "host_started":
-            started.add((run, host))
-        elif event == "host_finished" and e.get("outcome") not in ("not_started", "waiting"):
-            ended.add((run, host))
-    # a first run by its opening line, not by its id (attack20r13 H2: "RUN/x" with a run_started line), and a resume
-    # going on after a canary (``after``), which runs its waiting hosts as a first run does (attack20r13 H1)
-    firsts = {e.get("run") for e in events for d in [e.get("data")] if e.get("event") == "run_started"
-              or e.get("event") == "resume_requested" and isinstance(d, dict) and d.get("after") is not None}
-    for run, host in (started & ended) - failed - checking:
-        if run in firsts:
-            out.setdefault(run, set()).add(host)
-    return out
 
 
 def _made_up_recoveries(events: list[JSONObject], h: HostWitness, opened: Mapping[str, JSONObject],
