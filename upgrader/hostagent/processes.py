@@ -900,12 +900,7 @@ def named_paths(command, known=None):
     character no path holds (_INNER_PATH: ``exec("/x/hook.sh")``), cut where the shell would expand (``/x/$NAME`` is
     /x/; such a word in a root command is refused first: unjudged_word)."""
     out = []
-    words, _ = script_words(command, 0, known)
-    texts = [w[0] for w in words]
-    for text in list(texts):
-        if any(c.isspace() for c in text):
-            texts += [w[0] for w in shell_words(text, known)[0]]
-    for word in texts:
+    for word in _path_words(command, known):
         for piece in arg_pieces(word) + _INNER_PATH.findall(_UNEXPANDED.sub("x", word)):
             piece = _PATH_END.split(piece, 1)[0]
             if piece.startswith("/") and piece not in out:
@@ -1004,17 +999,23 @@ def _shown(path, form, base, why):
     return form, "the command reaches it as %s from %s, and %s" % (path, base, why)
 
 
-def relative_pieces(command, known=None):
-    """Every relative piece (arg_pieces, cut where the shell would expand) of every word of ``command`` (as
-    named_paths reads them), options (``-x``) and text with blanks left out: ``tmp`` in ``/usr/bin/env -C tmp ...``,
-    ``../../x/hook.sh``. Each is a path in every directory the command may run in (command_dirs)."""
-    out = []
+def _path_words(command, known=None):
+    """The words named_paths and relative_pieces read paths from: every word of ``command`` and of its scripts
+    (script_words), and the words of any word with blanks in it (a script for some other program)."""
     words, _ = script_words(command, 0, known)
     texts = [w[0] for w in words]
     for text in list(texts):
         if any(c.isspace() for c in text):
             texts += [w[0] for w in shell_words(text, known)[0]]
-    for word in texts:
+    return texts
+
+
+def relative_pieces(command, known=None):
+    """Every relative piece (arg_pieces, cut where the shell would expand) of every word of ``command`` (as
+    named_paths reads them), options (``-x``) and text with blanks left out: ``tmp`` in ``/usr/bin/env -C tmp ...``,
+    ``../../x/hook.sh``. Each is a path in every directory the command may run in (command_dirs)."""
+    out = []
+    for word in _path_words(command, known):
         for piece in arg_pieces(word):
             piece = _PATH_END.split(piece, 1)[0]
             if piece and not piece.startswith(("/", "-")) and not any(c.isspace() for c in piece) \
