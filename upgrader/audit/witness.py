@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from ..core.errors import UpgraderError
 from ..core.shapes import JSONObject
@@ -1466,8 +1466,7 @@ def _made_up_recoveries(events: list[JSONObject], h: HostWitness, opened: Mappin
         if not isinstance(data, dict) or opener is None:
             continue
         kind = opener.get("event")
-        if kind == "resume_requested" and data.get("after") is not None:
-            continue  # a continuation after the canary runs hosts as a first run does (held by _reached)
+        after = kind == "resume_requested" and data.get("after") is not None
         of = data.get("of_run")
         if kind not in ("resume_requested", "rollback_requested") or not isinstance(of, str):
             continue
@@ -1483,6 +1482,8 @@ def _made_up_recoveries(events: list[JSONObject], h: HostWitness, opened: Mappin
             if outcome != had:
                 out.append({"kind": "resume_outcome", "run": label, "outcome": outcome, "had": had, "of_run": of})
             continue
+        if after:
+            continue  # a continuation after the canary runs its waiting hosts as a first run does (held by _reached)
         if outcome not in ("committed", "rolled_back", "restored") or label in opened or outcome == had:
             continue
         journal = data.get("journal")
@@ -1737,12 +1738,17 @@ def _compare_openings(result: WitnessResult, events: list[JSONObject], windows: 
     for e in events:
         if isinstance(e.get("run"), str) and isinstance(e.get("seq"), int):
             first_seq.setdefault(str(e["run"]), int(str(e["seq"])))
+    openers = {label: run_opening(events, label) for label in labels}  # the run's opening event, whatever its kind
+    # a first run by its opening line (not its id), and a continuation after a canary, which runs its waiting hosts
+    # as a first run does (attack20r14 H1)
+    firstlike = {label for label, o in openers.items() if o is not None and (
+        o.get("event") == "run_started" or o.get("event") == "resume_requested"
+        and isinstance(o.get("data"), dict) and cast("dict[str, object]", o.get("data")).get("after") is not None)}
     for e in events:  # a first run's host ended committed or rolled back was locked by it (a resume's may not be)
         run_, host_ = e.get("run"), e.get("host")
-        if e.get("event") == "host_finished" and isinstance(run_, str) and "/" not in run_ \
+        if e.get("event") == "host_finished" and isinstance(run_, str) and run_ in firstlike \
                 and isinstance(host_, str) and e.get("outcome") in ("committed", "rolled_back"):
             reached.setdefault(run_, set()).add(host_)
-    openers = {label: run_opening(events, label) for label in labels}  # the run's opening event, whatever its kind
     started = {label: o.get("data") for label, o in openers.items()
                if o is not None and isinstance(o.get("data"), dict)}
     first_runs = {label for label, o in openers.items() if o is not None and o.get("event") == "run_started"}
