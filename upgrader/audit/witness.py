@@ -1459,7 +1459,7 @@ def _made_up_recoveries(events: list[JSONObject], h: HostWitness, opened: Mappin
     for e in events:
         label, outcome = e.get("run"), e.get("outcome")
         if e.get("event") != "host_finished" or e.get("host") != host or not isinstance(label, str) \
-                or "/" not in label or not isinstance(outcome, str):
+                or not isinstance(outcome, str):
             continue
         opener = openers.get(label)
         data = opener.get("data") if opener is not None else None
@@ -1744,10 +1744,13 @@ def _compare_openings(result: WitnessResult, events: list[JSONObject], windows: 
     firstlike = {label for label, o in openers.items() if o is not None and (
         o.get("event") == "run_started" or o.get("event") == "resume_requested"
         and isinstance(o.get("data"), dict) and cast("dict[str, object]", o.get("data")).get("after") is not None)}
-    for e in events:  # a first run's host ended committed or rolled back was locked by it (a resume's may not be)
+    # a first run's host ended committed, rolled back or restored was locked by it, whatever its lines say of its
+    # start and preflight (a resume's may not be; a host that needs a person may never have been: unreachable, or
+    # locked by another run)
+    for e in events:
         run_, host_ = e.get("run"), e.get("host")
         if e.get("event") == "host_finished" and isinstance(run_, str) and run_ in firstlike \
-                and isinstance(host_, str) and e.get("outcome") in ("committed", "rolled_back"):
+                and isinstance(host_, str) and e.get("outcome") in ("committed", "rolled_back", "restored"):
             reached.setdefault(run_, set()).add(host_)
     started = {label: o.get("data") for label, o in openers.items()
                if o is not None and isinstance(o.get("data"), dict)}
