@@ -205,3 +205,35 @@ def test_a_first_run_meeting_another_runs_lock_is_no_edited_line(
     fake, _ = made_up_run(f, "7.0.4.3", preflight_failed=True)
     capsys.readouterr()
     assert main(["--home", str(f.box.root), "audit", "verify"]) == 0, capsys.readouterr().out
+
+
+def test_a_later_run_no_host_witnessed_is_the_controllers_word_in_the_case(
+        fleet: Fleet, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """The case of a run lists its later rollback, which app-01 witnessed, as is; a later resume no host keeps any
+    record of (the engineer's made-up "nothing to do" resume) is marked the controller's word, en and zh, in the
+    text, the JSON and the CSV export."""
+    from test_audit_witness_attacks_11 import made_up_resume
+
+    f = fleet
+    first, _, _ = run_once(f)
+    assert upgrader(f.box, "rollback", first, "--yes") == 0
+    rc, text = case(f, capsys, first, "--witness", str(f.box.inventory))
+    assert rc == 0 and f"later: rollback {first}/rollback-" in text, text
+    assert "(the controller's word)" not in text.split("later: rollback")[1].split("checkpoint:")[0], text
+    run, _, _ = run_once(f, "7.0.4.3")
+    label = made_up_resume(f, run, "committed")
+    rc, text = case(f, capsys, run, "--witness", str(f.box.inventory))
+    assert f"later: resume {label} of this run" in text, text
+    assert "{'app-01': 'committed'} (the controller's word)" in text.split(f"later: resume {label}")[1], text
+    rc_zh, zh = case(f, capsys, run, "--witness", str(f.box.inventory), "--lang", "zh")
+    assert rc_zh == rc and "（app-01：" in zh and "）（控制端的一面之词）" in zh.split(f"续跑 {label}")[1], zh
+    capsys.readouterr()
+    main(["--home", str(f.box.root), "audit", "case", run, "--witness", str(f.box.inventory), "--json"])
+    [later] = json.loads(capsys.readouterr().out)["case"]["followups"]
+    assert later["run"] == label and later["witnessed"] is False
+    rc, text = case(f, capsys, run)  # not looked up: nothing said either way
+    assert "(the controller's word)" not in text.split(f"later: resume {label}")[1].split("checkpoint:")[0], text
+    assert main(["--home", str(f.box.root), "audit", "export", "--witness", str(f.box.inventory), "--format", "csv",
+                 "-o", str(tmp_path / "a.csv")]) == rc
+    cases = (tmp_path / "a.cases.csv").read_text()
+    assert f"resume {label}: exit 0 {{'app-01': 'committed'}} (the controller's word)" in cases, cases

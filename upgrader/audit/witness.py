@@ -29,7 +29,7 @@ from .log import OPENING_EVENTS, fitted, line_clock, run_opening
 if TYPE_CHECKING:
     from ..trust.signers import AllowedSigners
 
-__all__ = ["WitnessTarget", "send_witnesses", "read_witnesses", "check_witnesses", "case_witnesses", "WitnessResult", "HostWitness",
+__all__ = ["WitnessTarget", "send_witnesses", "read_witnesses", "check_witnesses", "case_witnesses", "mark_followups", "WitnessResult", "HostWitness",
            "opening_text", "unused_exports"]
 
 #: seconds a host may take to answer the witness request (a run's end never waits longer on one host)
@@ -1920,3 +1920,17 @@ def case_witnesses(result: WitnessResult, run: str, hosts: Sequence[str]) -> JSO
     return {"status": status, "hosts": kept, "accounts": accounts, "openings": openings, "downtime": downtime,
             "unreadable": [{"host": h.host, "error": h.error} for h in result.hosts if h.error],
             "not_kept": [h for h in hosts if h in read and h not in keeping]}
+
+
+def mark_followups(case: JSONObject, result: WitnessResult) -> None:
+    """Each later run of ``case`` (its resumes and rollbacks, ``followups``) marked ``witnessed``: whether a host read
+    keeps that run's checkpoint, its opening record or its own record of its finish. A later run no host witnessed is
+    only the controller's word (the case says so), like any fact of the log no host holds."""
+    kept = {str(c.get("run")) for _host, c, _problem in result.findings}
+    for h in result.hosts:
+        if not h.error:
+            kept |= {str(rec.get("as") or rec.get("run") or "") for rec in [*h.runs, *h.opened]}
+    followups = case.get("followups")
+    for f in followups if isinstance(followups, list) else []:
+        if isinstance(f, dict):
+            f["witnessed"] = str(f.get("run")) in kept

@@ -680,7 +680,8 @@ def case_lines(case: dict[str, Any]) -> list[str]:
     out.append(f"outcome: exit {outcome.get('exit_code')} {outcome.get('hosts')}" if outcome else "outcome: unfinished")
     for f in case.get("followups") or []:
         out.append(f"later: {f.get('kind')} {f.get('run')} of this run, started {f.get('started')}: "
-                   + (f"exit {f.get('exit_code')} {f.get('hosts')}" if f.get("finished") else "unfinished"))
+                   + (f"exit {f.get('exit_code')} {f.get('hosts')}" if f.get("finished") else "unfinished")
+                   + (_WORD_EN if f.get("witnessed") is False else ""))
     cp = case.get("checkpoint")
     out.append(f"checkpoint: line {cp.get('line')} signs seq {cp.get('seq')} head {cp.get('head')} by {cp.get('signer')} "
                f"(anchor {cp.get('anchor')})" if cp else "checkpoint: none (not proven by a signature)")
@@ -780,7 +781,8 @@ def case_lines_zh(case: dict[str, Any]) -> list[str]:
     for f in case.get("followups") or []:
         hosts = "，".join(f"{k}：{word('status', v, 'zh')}" for k, v in (f.get("hosts") or {}).items())
         out.append(f"后续：本次运行的{'回滚' if f.get('kind') == 'rollback' else '续跑'} {f.get('run')}，开始于 "
-                   f"{f.get('started')}：" + (f"退出码 {f.get('exit_code')}（{hosts}）" if f.get("finished") else "尚未结束"))
+                   f"{f.get('started')}：" + (f"退出码 {f.get('exit_code')}（{hosts}）" if f.get("finished") else "尚未结束")
+                   + (_WORD_ZH_MARK if f.get("witnessed") is False else ""))
     cp = case.get("checkpoint")
     out.append(f"检查点：第 {cp.get('line')} 行，签署序号 {cp.get('seq')}，链头 {cp.get('head')}，签名人 "
                f"{cp.get('signer')}（锚点 {cp.get('anchor')}）" if cp else "检查点：没有（没有签名证明）")
