@@ -237,3 +237,21 @@ def test_a_later_run_no_host_witnessed_is_the_controllers_word_in_the_case(
                  "-o", str(tmp_path / "a.csv")]) == rc
     cases = (tmp_path / "a.cases.csv").read_text()
     assert f"resume {label}: exit 0 {{'app-01': 'committed'}} (the controller's word)" in cases, cases
+
+
+def test_an_end_no_host_keeps_any_record_of_is_the_controllers_word_in_the_case(
+        fleet: Fleet, capsys: pytest.CaptureFixture[str]) -> None:
+    """H2 (f1): a made-up first run of a real approved plan that says app-01 needs a person, with no host_started
+    (the shape of a host the run never connected to, which takes no lock: the log and the hosts cannot tell it from
+    an honest unreachable host). The case no longer gives its end as the hosts' word: app-01 keeps no record of the
+    run, so its outcome there is marked the controller's word, en and zh; the honest run's is not."""
+    f = fleet
+    honest, _, _ = run_once(f)
+    fake, _ = first_run_lines(f, "7.0.4.3", [], "needs_person", "install: the service did not stop; left for a person")
+    rc, text = case(f, capsys, fake, "--witness", str(f.box.inventory))
+    assert "host app-01: 7.0.4.1 -> 7.0.4.3: needs_person (the controller's word), version after" in text, text
+    assert "witness: host app-01 keeps no record of this run's checkpoint" in text, text
+    _, zh = case(f, capsys, fake, "--witness", str(f.box.inventory), "--lang", "zh")
+    assert "需要人工处理（控制端的一面之词）" in zh, zh
+    rc, text = case(f, capsys, honest, "--witness", str(f.box.inventory))
+    assert rc == 0 and "host app-01: 7.0.4.1 -> 7.0.4.2: committed, version after" in text, text

@@ -1917,9 +1917,14 @@ def case_witnesses(result: WitnessResult, run: str, hosts: Sequence[str]) -> JSO
         down = host_downtime(rec.get("steps")) if rec is not None else None
         if down is not None:
             downtime[h.host] = down
+    # hosts read that keep no record at all of the run (no checkpoint, opening or finish): what the log says the run
+    # did there is the controller's word (a host it never reached, or a made-up end)
+    recorded = keeping | {h.host for h in result.hosts if not h.error and any(
+        str(r.get("as") or r.get("run") or "") == run for r in [*h.runs, *h.opened])}
     return {"status": status, "hosts": kept, "accounts": accounts, "openings": openings, "downtime": downtime,
             "unreadable": [{"host": h.host, "error": h.error} for h in result.hosts if h.error],
-            "not_kept": [h for h in hosts if h in read and h not in keeping]}
+            "not_kept": [h for h in hosts if h in read and h not in keeping],
+            "no_record": [h for h in hosts if h in read and h not in recorded]}
 
 
 def mark_followups(case: JSONObject, result: WitnessResult) -> None:

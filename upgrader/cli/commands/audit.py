@@ -575,6 +575,13 @@ def _approval_file_lines(case: dict[str, Any], a: dict[str, Any], lang: str) -> 
 _WORD_EN, _WORD_ZH_MARK = " (the controller's word)", "（控制端的一面之词）"
 
 
+def _no_record(case: dict[str, Any], h: dict[str, Any]) -> bool:
+    """Whether the host was read (``--witness``) and keeps no record at all of the run: its outcome there is only
+    the controller's word."""
+    w = case.get("witnesses")
+    return isinstance(w, dict) and h.get("host") in (w.get("no_record") or [])
+
+
 def _word(case: dict[str, Any], a: dict[str, Any] | None = None, lang: str = "en") -> str:
     """The "(the controller's word)" mark of a time the log alone says: an approval's creation time unless its file
     was checked (``--approvals``: a moved time is then a problem of that file), a plan's creation time always (the
@@ -671,7 +678,8 @@ def case_lines(case: dict[str, Any]) -> list[str]:
     for h in case.get("hosts") or []:
         phases = ", ".join(f"{p.get('phase')} {p.get('outcome')} {p.get('seconds')} s" if p.get("outcome") is not None
                            else f"{p.get('phase')} not finished" for p in h.get("phases") or [])
-        out.append(f"host {h.get('host')}: {h.get('from')} -> {h.get('to')}: {h.get('outcome') or 'not finished'}, "
+        out.append(f"host {h.get('host')}: {h.get('from')} -> {h.get('to')}: {h.get('outcome') or 'not finished'}"
+                   f"{_WORD_EN if _no_record(case, h) else ''}, "
                    f"version after {h.get('version_after') or 'unknown'}, downtime {_down(h, 'en')} "
                    f"({_SOURCE_EN.get(str(h.get('downtime_source')), 'log')}{_up_again(h, 'en')}); phases: {phases}")
         if h.get("rollback_cause"):
@@ -767,7 +775,8 @@ def case_lines_zh(case: dict[str, Any]) -> list[str]:
                           f"{p.get('seconds')} 秒" if p.get("outcome") is not None else
                           f"{word('phase', p.get('phase'), 'zh')} 未结束" for p in h.get("phases") or [])
         out.append(f"主机 {h.get('host')}：{h.get('from')} → {h.get('to')}："
-                   f"{word('status', h.get('outcome'), 'zh') if h.get('outcome') else '尚未结束'}，"
+                   f"{word('status', h.get('outcome'), 'zh') if h.get('outcome') else '尚未结束'}"
+                   f"{_WORD_ZH_MARK if _no_record(case, h) else ''}，"
                    f"之后的版本 {h.get('version_after') or '未知'}，停机 {_down(h, 'zh')}"
                    f"（{_SOURCE_ZH.get(str(h.get('downtime_source')), '来自日志')}{_up_again(h, 'zh')}）；各阶段：{phases}")
         if h.get("rollback_cause"):
