@@ -14,9 +14,7 @@ CLI over the real sshd.
 
 from __future__ import annotations
 
-import io
 import json
-import sys
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -90,13 +88,13 @@ def test_a_continuation_after_a_canary_of_a_run_that_never_paused_is_an_edited_l
 
 
 def test_an_honest_canary_pause_and_continuation_is_intact_and_a_second_or_a_made_up_one_is_edited(
-        fleet2: Fleet, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+        fleet2: Fleet, capsys: pytest.CaptureFixture[str]) -> None:
     """H1: a run paused after its healthy canary (app-01 committed, app-02 waiting): a made-up continuation of it
     after the canary with app-01 (which the run committed) is an edited line; the honest `resume --yes` then reads
     INTACT with the hosts' records; a second continuation after the canary (app-02) after it finished is an edited
     line too."""
     f = fleet2
-    monkeypatch.setattr(sys, "stdin", io.StringIO(""))
+    # no --yes and no terminal (the tests' stdin): the run pauses after its healthy canary
     rc, plan = plan_to(f.box, "7.0.4.2")
     assert rc == 0
     approval = approve(f.box, plan)
