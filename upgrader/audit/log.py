@@ -658,7 +658,8 @@ def verify_log(path: Path, *, signers: AllowedSigners | None, anchor: tuple[int,
                         if wrong:
                             return _fail(r, n, "edited", f"not an event upgrader writes: {wrong}")
                         host_ends.setdefault(run, {})[host] = rec.get("outcome")
-                        base_ends.setdefault(parts.get(run, str(run)), {}).setdefault(host, set()).add(rec.get("outcome"))
+                        base = base_ends.setdefault(parts.get(run, str(run)), {})
+                        base.setdefault(host, set()).add(rec.get("outcome"))
                     elif event == "run_finished":
                         earlier = base_ends.get(parts[run], {}) if run in parts else {}
                         wrong = finish_problem(rec, host_ends.get(run, {}), earlier)
