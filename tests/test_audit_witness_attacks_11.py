@@ -260,3 +260,24 @@ def test_a_first_run_with_a_resumes_id_is_an_edited_line(fleet: Fleet, capsys: p
     ])
     rc, _, text = verify(f, capsys)
     assert rc == ALTERED and f"line {lines['run_started']}" in text and "is not one upgrader makes" in text, text
+
+
+@pytest.mark.parametrize("outcome", ["committed", "rolled_back"])
+def test_a_made_up_resume_after_a_canary_without_host_started_is_altered(
+        fleet: Fleet, capsys: pytest.CaptureFixture[str], outcome: str) -> None:
+    """attack20r14 H1: the same made-up continuation with no host_started line (the host's end alone): a resume
+    going on after a canary is held as a first run is, by its opening line: ALTERED."""
+    f = fleet
+    run, _, _ = run_once(f)
+    data = opening(f, run)
+    label = f"{run}/resume-{stamp('abc779')}"
+    engineer_appends(f, label, [
+        ("resume_requested", {"data": {"of_run": run, "hosts": ["app-01"], "after": "canary confirmed",
+                                       "journal": {}, "policy": data["policy"]}}),
+        ("host_finished", {"host": "app-01", "outcome": outcome,
+                           "data": {"version": "7.0.4.7", "error": None, "rollback_cause": None}}),
+        ("run_finished", {"data": {"exit_code": 0 if outcome == "committed" else 1, "stopped_early": None,
+                                   "outcomes": {"app-01": outcome}}}),
+    ])
+    rc, _, text = verify(f, capsys)
+    assert rc == ALTERED and text.startswith("ALTERED") and label in text, text

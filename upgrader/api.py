@@ -2347,11 +2347,12 @@ def audit_case(ctx: Context, run: str, *, log: Path | None = None, allowed_signe
     hold_requester(case, held)
     if witness is None:
         return AuditCase(case, result)
-    from .audit.witness import case_witnesses
+    from .audit.witness import case_witnesses, mark_followups
 
     witnessed = verify_witnesses(ctx, witness, data=data, allowed_signers=allowed_signers, **(witness_options or {}))
     hosts = [str(h.get("host")) for h in cast("list[dict[str, object]]", case.get("hosts") or [])]
     case["witnesses"] = case_witnesses(witnessed, ids[0], hosts)
+    mark_followups(case, witnessed)  # a later run no host witnessed is the controller's word
     _downtime_from_hosts(case)
     return AuditCase(case, result, witnessed)
 

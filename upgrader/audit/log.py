@@ -531,6 +531,12 @@ def verify_log(path: Path, *, signers: AllowedSigners | None, anchor: tuple[int,
     last_actor: dict[str, Any] = {}         # run -> the actor of its latest line (a checkpoint's actor must be it)
     host_ends: dict[str, dict[str, object]] = {}  # run -> host -> the outcome of its host_finished line
     base_ends: dict[str, dict[str, set[object]]] = {}  # run id before any /part -> host -> outcomes its parts gave
+    parts: dict[str, str] = {}              # a resume or rollback (by its opening line) -> the run it goes on with
+    firstlike: set[str] = set()             # first runs and continuations after a canary (by their opening line)
+    paused: dict[str, Mapping[str, object]] = {}  # a first run -> its run_finished's outcomes (hosts left waiting)
+    continued: set[str] = set()             # first runs a continuation after the canary went on with (and ended)
+    # (first-run-like part, host) -> its preflight's (outcome, failure); None: started, never finished
+    preflight: dict[tuple[str, str], tuple[object, object] | None] = {}
     tail = _Tail()                          # the lines after the last checkpoint an allowed operator signed
     anchor_seq = anchor[0] if anchor is not None else 0
     anchor_hash: str | None = None
@@ -618,9 +624,15 @@ def verify_log(path: Path, *, signers: AllowedSigners | None, anchor: tuple[int,
                         wrong = _continuation_problem(rec, run, first_line)
                         if wrong:
                             return _fail(r, n, "forged", wrong)
-                        wrong = _continuation_hosts(rec, run_hosts)
+                        wrong = _continuation_hosts(rec, run_hosts) or _after_problem(rec, paused, continued)
                         if wrong:
                             return _fail(r, n, "edited", f"not an event upgrader writes: {wrong}")
+                        of_run = _d(rec.get("data")).get("of_run")
+                        if event in _CONTINUES and isinstance(of_run, str):
+                            parts[run] = of_run
+                        if event == "run_started" or event == "resume_requested" \
+                                and _d(rec.get("data")).get("after") is not None:
+                            firstlike.add(run)
                         if event == "run_started" and isinstance(rec.get("data"), dict):
                             named = rec["data"].get("hosts")
                             run_hosts[run] = {str(h.get("host")) for h in (named if isinstance(named, list) else [])
@@ -631,15 +643,27 @@ def verify_log(path: Path, *, signers: AllowedSigners | None, anchor: tuple[int,
                         if wrong:
                             return _fail(r, n, "edited", wrong)
                     last_actor[run] = rec.get("actor")
-                    if event == "host_finished" and isinstance(rec.get("host"), str):
-                        host_ends.setdefault(run, {})[str(rec["host"])] = rec.get("outcome")
-                        base_ends.setdefault(run.split("/")[0], {}).setdefault(str(rec["host"]), set()).add(
-                            rec.get("outcome"))
+                    host = rec.get("host")
+                    if run in firstlike and isinstance(host, str) and rec.get("phase") == "preflight" \
+                            and event in ("phase_started", "phase_finished"):
+                        preflight[(run, host)] = (rec.get("outcome"), _d(rec.get("data")).get("failure")) \
+                            if event == "phase_finished" else None
+                    if event == "host_finished" and isinstance(host, str):
+                        wrong = _end_after_preflight(rec, preflight) if run in firstlike else None
+                        if wrong:
+                            return _fail(r, n, "edited", f"not an event upgrader writes: {wrong}")
+                        host_ends.setdefault(run, {})[host] = rec.get("outcome")
+                        base = base_ends.setdefault(parts.get(run, str(run)), {})
+                        base.setdefault(host, set()).add(rec.get("outcome"))
                     elif event == "run_finished":
-                        earlier = base_ends.get(run.split("/")[0], {}) if "/" in run else {}
+                        earlier = base_ends.get(parts[run], {}) if run in parts else {}
                         wrong = finish_problem(rec, host_ends.get(run, {}), earlier)
                         if wrong:
                             return _fail(r, n, "edited", wrong)
+                        if run not in parts and run not in paused:
+                            paused[run] = _d(rec.get("data")).get("outcomes") or {}
+                        elif run in parts and run in firstlike:  # a continuation after the canary ended: no other
+                            continued.add(parts[run])
                 tail.add(n, run, event)
             if n == anchor_seq:
                 anchor_hash = this_hash
@@ -866,6 +890,69 @@ def _continuation_problem(rec: Mapping[str, object], run: str, seen: Mapping[str
         return f"a {rec.get('event')} whose run id {run} is not a {kind} of run {of_run}"
     if of_run not in seen:
         return f"a {rec.get('event')} of run {of_run}, a run not earlier in the log"
+    return None
+
+
+def _d(value: object) -> Mapping[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _after_problem(rec: Mapping[str, object], paused: Mapping[str, Mapping[str, object]],
+                   continued: Collection[str]) -> str | None:
+    """A resume going on after a canary (``after``) is written only for a run that paused after a healthy canary: its
+    run_finished line (earlier in the log) left each host the resume names ``waiting`` (or ``not_started``), and
+    upgrader goes on with those hosts only, once: a finished continuation rewrites the run's result, which then
+    waits no more (attack20r14 H1). Any other ``after`` is an edited line."""
+    data = _d(rec.get("data"))
+    if rec.get("event") != "resume_requested" or data.get("after") is None:
+        return None
+    of_run = str(data.get("of_run"))
+    left = paused.get(of_run)
+    hosts = data.get("hosts")
+    if of_run in continued:
+        return (f"its resume_requested line goes on after a canary (after {data.get('after')!r}), but run {of_run} "
+                "already went on after its canary (an earlier continuation of it finished): upgrader goes on after a "
+                "canary once")
+    if left is None or "waiting" not in left.values():
+        return (f"its resume_requested line goes on after a canary (after {data.get('after')!r}), but run {of_run} "
+                "did not pause after a healthy canary (its run_finished line leaves no host waiting): upgrader goes "
+                "on after a canary only with the hosts a paused run left waiting")
+    for host in hosts if isinstance(hosts, list) else []:
+        if left.get(str(host)) not in ("waiting", "not_started"):
+            return (f"its resume_requested line goes on after a canary with host {host}, which run {of_run} ended "
+                    f"{left.get(str(host))}, not waiting: upgrader goes on after a canary only with the hosts a "
+                    "paused run left waiting")
+    return None
+
+
+#: a host's end that only a host past its preflight (under its lock) can have in a first run
+_LOCKED_ENDS = frozenset(("committed", "rolled_back", "restored"))
+#: the failures of a preflight after which the engine ends the host needing a person (a lock held by another run,
+#: the host lost): any other failed preflight ends it refused, stale, unchanged and the like
+_PERSON_FAILURES = frozenset(("locked", "unreachable"))
+
+
+def _end_after_preflight(rec: Mapping[str, object],
+                         preflight: Mapping[tuple[str, str], tuple[object, object] | None]) -> str | None:
+    """A first run (or a continuation after a canary) ends a host committed, rolled back or restored only past a
+    preflight that went well there: the engine ends a host whose preflight failed refused, stale, unchanged or
+    needing a person (only for a lock held by another run or a host lost), and one whose preflight never finished
+    (a crash in it) needing a person (attack20r14 H2)."""
+    run, host, outcome = str(rec.get("run")), str(rec.get("host")), rec.get("outcome")
+    key = (run, host)
+    if key not in preflight:
+        return None
+    seen = preflight[key]
+    if seen is not None and seen[0] == "ok":
+        return None
+    if outcome in _LOCKED_ENDS:
+        how = "failed" if seen is not None else "never finished"
+        return (f"its host_finished line ends host {host} {outcome} in run {run}, whose preflight there {how}: "
+                "upgrader ends a host so only past a preflight that went well (under its lock)")
+    if outcome == "needs_person" and seen is not None and seen[1] not in _PERSON_FAILURES:
+        return (f"its host_finished line ends host {host} needs_person in run {run}, whose preflight there failed "
+                f"({seen[1]!r}): upgrader ends a host whose preflight failed so only when its lock was held by another "
+                "run or the host was lost (locked, unreachable)")
     return None
 
 

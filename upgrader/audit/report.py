@@ -118,7 +118,7 @@ def _case(events: list[dict[str, object]], run: str, witnessed: WitnessResult | 
     """The run's case file; its ``witnesses`` from the hosts' records when they were read; its approvers marked
     checked against the approvers' allowed_signers ``result`` names, else as the controller's word."""
     from .case import build_case, downtime_from_hosts, hold_requester, mark_approvers
-    from .witness import case_witnesses
+    from .witness import case_witnesses, mark_followups
 
     case = build_case(events, run)
     if case is not None:
@@ -128,6 +128,7 @@ def _case(events: list[dict[str, object]], run: str, witnessed: WitnessResult | 
     if case is not None and witnessed is not None:
         case["witnesses"] = case_witnesses(witnessed, run, [str(_dict(h).get("host")) for h in
                                                             _list(case.get("hosts"))])
+        mark_followups(case, witnessed)  # a later run no host witnessed is the controller's word
         downtime_from_hosts(case)  # each host's own clock, as `audit case --witness` shows it
     return case
 
@@ -240,7 +241,8 @@ def render_cases_csv(events: list[dict[str, object]], result: VerifyResult, verd
         tail = [case.get("downtime_seconds"), outcome.get("exit_code") if outcome else None,
                 cp.get("line") if cp else None, cp.get("anchor") if cp else None, cp.get("signer") if cp else None,
                 _join([f"{_dict(f).get('kind')} {_dict(f).get('run')}: exit {_dict(f).get('exit_code')} "
-                       f"{_dict(f).get('hosts')}" for f in _list(case.get("followups"))]),
+                       f"{_dict(f).get('hosts')}" + (CONTROLLERS_WORD if _dict(f).get("witnessed") is False else "")
+                       for f in _list(case.get("followups"))]),
                 _witness_cell(case.get("witnesses")), _join(_list(case.get("unchecked")))]
         hosts = [_dict(h) for h in _list(case.get("hosts"))] or [{}]
         for h in hosts:
@@ -869,7 +871,8 @@ def _followups_html(h: _Html, followups: object) -> str:
         items.append(h.t("case_followup_rollback" if f.get("kind") == "rollback" else "case_followup_resume",
                          run=f.get("run"), started=f.get("started"))
                      + " " + (h.t("case_outcome", code=f.get("exit_code")) + (f" {hosts}" if hosts else "")
-                              if f.get("finished") else h.t("unfinished")))
+                              if f.get("finished") else h.t("unfinished"))
+                     + (_said(h) if f.get("witnessed") is False else ""))
     return "<br>".join(items) or h.t("case_followups_none")
 
 

@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from .reach import _reached
 
@@ -31,7 +31,7 @@ from .log import OPENING_EVENTS, fitted, line_clock, run_opening
 if TYPE_CHECKING:
     from ..trust.signers import AllowedSigners
 
-__all__ = ["WitnessTarget", "send_witnesses", "read_witnesses", "check_witnesses", "case_witnesses", "WitnessResult", "HostWitness",
+__all__ = ["WitnessTarget", "send_witnesses", "read_witnesses", "check_witnesses", "case_witnesses", "mark_followups", "WitnessResult", "HostWitness",
            "opening_text", "unused_exports"]
 
 #: seconds a host may take to answer the witness request (a run's end never waits longer on one host)
@@ -1420,15 +1420,14 @@ def _made_up_recoveries(events: list[JSONObject], h: HostWitness, opened: Mappin
     for e in events:
         label, outcome = e.get("run"), e.get("outcome")
         if e.get("event") != "host_finished" or e.get("host") != host or not isinstance(label, str) \
-                or "/" not in label or not isinstance(outcome, str):
+                or not isinstance(outcome, str):
             continue
         opener = openers.get(label)
         data = opener.get("data") if opener is not None else None
         if not isinstance(data, dict) or opener is None:
             continue
         kind = opener.get("event")
-        if kind == "resume_requested" and data.get("after") is not None:
-            continue  # a continuation after the canary runs hosts as a first run does (held by _reached)
+        after = kind == "resume_requested" and data.get("after") is not None
         of = data.get("of_run")
         if kind not in ("resume_requested", "rollback_requested") or not isinstance(of, str):
             continue
@@ -1444,6 +1443,8 @@ def _made_up_recoveries(events: list[JSONObject], h: HostWitness, opened: Mappin
             if outcome != had:
                 out.append({"kind": "resume_outcome", "run": label, "outcome": outcome, "had": had, "of_run": of})
             continue
+        if after:
+            continue  # a continuation after the canary runs its waiting hosts as a first run does (held by _reached)
         if outcome not in ("committed", "rolled_back", "restored") or label in opened or outcome == had:
             continue
         journal = data.get("journal")
@@ -1698,12 +1699,20 @@ def _compare_openings(result: WitnessResult, events: list[JSONObject], windows: 
     for e in events:
         if isinstance(e.get("run"), str) and isinstance(e.get("seq"), int):
             first_seq.setdefault(str(e["run"]), int(str(e["seq"])))
-    for e in events:  # a first run's host ended committed or rolled back was locked by it (a resume's may not be)
-        run_, host_ = e.get("run"), e.get("host")
-        if e.get("event") == "host_finished" and isinstance(run_, str) and "/" not in run_ \
-                and isinstance(host_, str) and e.get("outcome") in ("committed", "rolled_back"):
-            reached.setdefault(run_, set()).add(host_)
     openers = {label: run_opening(events, label) for label in labels}  # the run's opening event, whatever its kind
+    # a first run by its opening line (not its id), and a continuation after a canary, which runs its waiting hosts
+    # as a first run does (attack20r14 H1)
+    firstlike = {label for label, o in openers.items() if o is not None and (
+        o.get("event") == "run_started" or o.get("event") == "resume_requested"
+        and isinstance(o.get("data"), dict) and cast("dict[str, object]", o.get("data")).get("after") is not None)}
+    # a first run's host ended committed, rolled back or restored was locked by it, whatever its lines say of its
+    # start and preflight (a resume's may not be; a host that needs a person may never have been: unreachable, or
+    # locked by another run)
+    for e in events:
+        run_, host_ = e.get("run"), e.get("host")
+        if e.get("event") == "host_finished" and isinstance(run_, str) and run_ in firstlike \
+                and isinstance(host_, str) and e.get("outcome") in ("committed", "rolled_back", "restored"):
+            reached.setdefault(run_, set()).add(host_)
     started = {label: o.get("data") for label, o in openers.items()
                if o is not None and isinstance(o.get("data"), dict)}
     first_runs = {label for label, o in openers.items() if o is not None and o.get("event") == "run_started"}
@@ -1869,6 +1878,25 @@ def case_witnesses(result: WitnessResult, run: str, hosts: Sequence[str]) -> JSO
         down = host_downtime(rec.get("steps")) if rec is not None else None
         if down is not None:
             downtime[h.host] = down
+    # hosts read that keep no record at all of the run (no checkpoint, opening or finish): what the log says the run
+    # did there is the controller's word (a host it never reached, or a made-up end)
+    recorded = keeping | {h.host for h in result.hosts if not h.error and any(
+        str(r.get("as") or r.get("run") or "") == run for r in [*h.runs, *h.opened])}
     return {"status": status, "hosts": kept, "accounts": accounts, "openings": openings, "downtime": downtime,
             "unreadable": [{"host": h.host, "error": h.error} for h in result.hosts if h.error],
-            "not_kept": [h for h in hosts if h in read and h not in keeping]}
+            "not_kept": [h for h in hosts if h in read and h not in keeping],
+            "no_record": [h for h in hosts if h in read and h not in recorded]}
+
+
+def mark_followups(case: JSONObject, result: WitnessResult) -> None:
+    """Each later run of ``case`` (its resumes and rollbacks, ``followups``) marked ``witnessed``: whether a host read
+    keeps that run's checkpoint, its opening record or its own record of its finish. A later run no host witnessed is
+    only the controller's word (the case says so), like any fact of the log no host holds."""
+    kept = {str(c.get("run")) for _host, c, _problem in result.findings}
+    for h in result.hosts:
+        if not h.error:
+            kept |= {str(rec.get("as") or rec.get("run") or "") for rec in [*h.runs, *h.opened]}
+    followups = case.get("followups")
+    for f in followups if isinstance(followups, list) else []:
+        if isinstance(f, dict):
+            f["witnessed"] = str(f.get("run")) in kept

@@ -558,6 +558,33 @@ _FORMS: list[tuple[str, str]] = [
                      ("true, false or null", "true、false 或 null"))],
     (r"its host_finished line's outcome (?P<v>.*) is not an outcome upgrader writes",
      "该 host_finished 行的结果 {v} 不是 upgrader 会写的结果"),
+    (r"its host_finished line ends host (?P<h>\S+) needs_person in run (?P<r>\S+), whose preflight there failed "
+     r"\((?P<k>.*)\): upgrader ends a host whose preflight failed so only when its lock was held by another run or the "
+     r"host was lost \(locked, unreachable\)",
+     "该 host_finished 行称运行 {r} 在主机 {h} 上以 needs_person 结束，而该运行在那里的预检失败（{k}）：只有在主机的锁被"
+     "另一次运行持有或主机失联（locked、unreachable）时，upgrader 才会这样结束预检失败的主机"),
+    # audit verify: a resume after a canary of a run that did not pause, a first run's end past a failed preflight
+    (r"its resume_requested line goes on after a canary \(after (?P<a>.*)\), but run (?P<r>\S+) did not pause after a "
+     r"healthy canary \(its run_finished line leaves no host waiting\): upgrader goes on after a canary only with the "
+     r"hosts a paused run left waiting",
+     "该 resume_requested 行称在金丝雀之后继续（after {a}），但运行 {r} 并未在健康的金丝雀之后暂停（其 run_finished 行没有"
+     "留下等待中的主机）：upgrader 只在金丝雀之后继续暂停的运行留下等待的主机"),
+    (r"its resume_requested line goes on after a canary \(after (?P<a>.*)\), but run (?P<r>\S+) already went on after "
+     r"its canary \(an earlier continuation of it finished\): upgrader goes on after a canary once",
+     "该 resume_requested 行称在金丝雀之后继续（after {a}），但运行 {r} 已经在金丝雀之后继续过（它更早的一次继续已经结束）："
+     "upgrader 只在金丝雀之后继续一次"),
+    (r"its resume_requested line goes on after a canary with host (?P<h>\S+), which run (?P<r>\S+) ended (?P<o>\S+), "
+     r"not waiting: upgrader goes on after a canary only with the hosts a paused run left waiting",
+     "该 resume_requested 行称在金丝雀之后继续主机 {h}，而运行 {r} 已将该主机以 {o} 结束，并非等待中：upgrader 只在"
+     "金丝雀之后继续暂停的运行留下等待的主机"),
+    (r"its host_finished line ends host (?P<h>\S+) (?P<o>\S+) in run (?P<r>\S+), whose preflight there failed: "
+     r"upgrader ends a host so only past a preflight that went well \(under its lock\)",
+     "该 host_finished 行称运行 {r} 在主机 {h} 上以 {o} 结束，而该运行在那里的预检失败了：upgrader 只有在预检通过（持有主机的锁）"
+     "之后才会这样结束一台主机"),
+    (r"its host_finished line ends host (?P<h>\S+) (?P<o>\S+) in run (?P<r>\S+), whose preflight there never finished: "
+     r"upgrader ends a host so only past a preflight that went well \(under its lock\)",
+     "该 host_finished 行称运行 {r} 在主机 {h} 上以 {o} 结束，而该运行在那里的预检从未结束：upgrader 只有在预检通过（持有主机的锁）"
+     "之后才会这样结束一台主机"),
     (r"(?P<a>.+?) and (?P<b>.+)", "{a:s}和{b:s}"),
 ]
 _COMPILED = [(re.compile(p), t) for p, t in _FORMS]

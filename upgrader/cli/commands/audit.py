@@ -575,6 +575,13 @@ def _approval_file_lines(case: dict[str, Any], a: dict[str, Any], lang: str) -> 
 _WORD_EN, _WORD_ZH_MARK = " (the controller's word)", "（控制端的一面之词）"
 
 
+def _no_record(case: dict[str, Any], h: dict[str, Any]) -> bool:
+    """Whether the host was read (``--witness``) and keeps no record at all of the run: its outcome there is only
+    the controller's word."""
+    w = case.get("witnesses")
+    return isinstance(w, dict) and h.get("host") in (w.get("no_record") or [])
+
+
 def _word(case: dict[str, Any], a: dict[str, Any] | None = None, lang: str = "en") -> str:
     """The "(the controller's word)" mark of a time the log alone says: an approval's creation time unless its file
     was checked (``--approvals``: a moved time is then a problem of that file), a plan's creation time always (the
@@ -671,7 +678,8 @@ def case_lines(case: dict[str, Any]) -> list[str]:
     for h in case.get("hosts") or []:
         phases = ", ".join(f"{p.get('phase')} {p.get('outcome')} {p.get('seconds')} s" if p.get("outcome") is not None
                            else f"{p.get('phase')} not finished" for p in h.get("phases") or [])
-        out.append(f"host {h.get('host')}: {h.get('from')} -> {h.get('to')}: {h.get('outcome') or 'not finished'}, "
+        out.append(f"host {h.get('host')}: {h.get('from')} -> {h.get('to')}: {h.get('outcome') or 'not finished'}"
+                   f"{_WORD_EN if _no_record(case, h) else ''}, "
                    f"version after {h.get('version_after') or 'unknown'}, downtime {_down(h, 'en')} "
                    f"({_SOURCE_EN.get(str(h.get('downtime_source')), 'log')}{_up_again(h, 'en')}); phases: {phases}")
         if h.get("rollback_cause"):
@@ -680,7 +688,8 @@ def case_lines(case: dict[str, Any]) -> list[str]:
     out.append(f"outcome: exit {outcome.get('exit_code')} {outcome.get('hosts')}" if outcome else "outcome: unfinished")
     for f in case.get("followups") or []:
         out.append(f"later: {f.get('kind')} {f.get('run')} of this run, started {f.get('started')}: "
-                   + (f"exit {f.get('exit_code')} {f.get('hosts')}" if f.get("finished") else "unfinished"))
+                   + (f"exit {f.get('exit_code')} {f.get('hosts')}" if f.get("finished") else "unfinished")
+                   + (_WORD_EN if f.get("witnessed") is False else ""))
     cp = case.get("checkpoint")
     out.append(f"checkpoint: line {cp.get('line')} signs seq {cp.get('seq')} head {cp.get('head')} by {cp.get('signer')} "
                f"(anchor {cp.get('anchor')})" if cp else "checkpoint: none (not proven by a signature)")
@@ -766,7 +775,8 @@ def case_lines_zh(case: dict[str, Any]) -> list[str]:
                           f"{p.get('seconds')} 秒" if p.get("outcome") is not None else
                           f"{word('phase', p.get('phase'), 'zh')} 未结束" for p in h.get("phases") or [])
         out.append(f"主机 {h.get('host')}：{h.get('from')} → {h.get('to')}："
-                   f"{word('status', h.get('outcome'), 'zh') if h.get('outcome') else '尚未结束'}，"
+                   f"{word('status', h.get('outcome'), 'zh') if h.get('outcome') else '尚未结束'}"
+                   f"{_WORD_ZH_MARK if _no_record(case, h) else ''}，"
                    f"之后的版本 {h.get('version_after') or '未知'}，停机 {_down(h, 'zh')}"
                    f"（{_SOURCE_ZH.get(str(h.get('downtime_source')), '来自日志')}{_up_again(h, 'zh')}）；各阶段：{phases}")
         if h.get("rollback_cause"):
@@ -780,7 +790,8 @@ def case_lines_zh(case: dict[str, Any]) -> list[str]:
     for f in case.get("followups") or []:
         hosts = "，".join(f"{k}：{word('status', v, 'zh')}" for k, v in (f.get("hosts") or {}).items())
         out.append(f"后续：本次运行的{'回滚' if f.get('kind') == 'rollback' else '续跑'} {f.get('run')}，开始于 "
-                   f"{f.get('started')}：" + (f"退出码 {f.get('exit_code')}（{hosts}）" if f.get("finished") else "尚未结束"))
+                   f"{f.get('started')}：" + (f"退出码 {f.get('exit_code')}（{hosts}）" if f.get("finished") else "尚未结束")
+                   + (_WORD_ZH_MARK if f.get("witnessed") is False else ""))
     cp = case.get("checkpoint")
     out.append(f"检查点：第 {cp.get('line')} 行，签署序号 {cp.get('seq')}，链头 {cp.get('head')}，签名人 "
                f"{cp.get('signer')}（锚点 {cp.get('anchor')}）" if cp else "检查点：没有（没有签名证明）")
