@@ -410,6 +410,9 @@ _FORMS: list[tuple[str, str]] = [
      "不在 upgrader 的程序清单上的程序（{p}）：清单上的程序只执行给它的参数；sed、gdb、ed、vim、tar 之类可以执行来自参数、文件或标准输入的代码"),
     (r"a program not found on root's PATH \((?P<p>.+?)\)", "在 root 的 PATH 中找不到的程序（{p}）"),
     (r"a shell function definition: its body and its calls are not read", "shell 函数定义：其函数体和调用都不会被读取"),
+    (r"shell syntax a root command may not use \((?P<p>.+)\): only simple commands joined by &&, \|\| and ;, with "
+     r"output redirections and < /dev/null",
+     "root 命令不能使用的 shell 语法（{p}）：只能是用 &&、|| 和 ; 连接的简单命令，带输出重定向和 < /dev/null"),
     (r"an option of (?P<p>\S+) upgrader does not read exactly \(the command it runs is then not known\)",
      "upgrader 无法精确读取的 {p} 选项（因而不知道它要执行的命令）"),
     (r"a program given its standard input by a pipe or a file, which it may read as code \(a script, an interpreter, "

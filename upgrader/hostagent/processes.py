@@ -534,6 +534,10 @@ def read_command(command, known, depth, seen):
     if cur:
         commands.append(cur)
 
+    odd = _grammar_problem(words, cuts, commands)
+    if odd and seen["unlisted"] is None:
+        seen["unlisted"] = (odd, "shell syntax a root command may not use (%s): only simple commands joined by &&, || "
+                                 "and ;, with output redirections and < /dev/null" % odd)
     for n, texts in enumerate(commands):
         seen["fed"] = n in fed
         scripts = []
@@ -561,6 +565,36 @@ def read_command(command, known, depth, seen):
                 read_command(text, known, depth + 1, seen)
             finally:
                 seen["loose"] = loose
+
+
+#: the operators a root command may use between its simple commands, and its redirections (output only, and
+#: ``< /dev/null``): no pipe into anything but a listed program (_read_simple), subshell, group, compound command,
+#: background job, heredoc, ``<>``, ``|&`` or other input. A script that needs them belongs in a root-owned file
+_JOINS = re.compile(r"(&&|\|\||;|>>|>&|>|<|\|)")
+_COMPOUND = frozenset(("if", "then", "else", "elif", "fi", "do", "done", "while", "until", "for", "case", "esac",
+                       "select", "function", "{", "}", "!", "[[", "]]", "coproc"))
+
+
+def _grammar_problem(words, cuts, commands):
+    """The first piece of shell syntax in a command that a root command may not use (_JOINS, _COMPOUND), or None."""
+    for k in sorted(cuts):
+        ops = "".join(c for c in cuts[k] if c not in " \t")
+        rest = _JOINS.sub("", ops)
+        if rest:
+            return rest[0] if rest[0] != "\n" else "a newline"
+        for op in _JOINS.findall(ops):
+            if op == "<" and (k >= len(words) or words[k][0] != "/dev/null"):
+                return "<"  # input other than /dev/null
+        if "|&" in ops or "<>" in ops or "<<" in ops or "<&" in ops:
+            return next(x for x in ("|&", "<>", "<<", "<&") if x in ops)
+        if ops.endswith("&") and not ops.endswith(("&&", ">&")):
+            return "&"  # a background job
+    for texts in commands:
+        if texts and texts[0] in _COMPOUND:
+            return texts[0]
+        if texts == ["exec"]:
+            return "exec"  # with redirections only
+    return None
 
 
 def _read_simple(texts, script, seen):
@@ -1238,10 +1272,10 @@ def arg_pieces(word):
         whole.append(word[2:])
     whole += [w[1:] for w in list(whole) if w.startswith("@")]
     pieces = [piece for w in whole for piece in re.split("[:,]", w) + [w] if piece]
-    # in a cluster of short options a value may start after any letter (``-ft/x`` is cp's -f -t /x): a path at
-    # every "/" of it is judged
-    if word.startswith("-") and not word.startswith("--"):
-        pieces += [word[k:] for k in range(2, len(word)) if word[k] == "/" and word[k - 1] != "/"]
+    # in a cluster of short options a value may start after any letter (``-ft/x`` is cp's -f -t /x, ``-fttmp/x``
+    # -t tmp/x): every suffix of it is judged as a path
+    if word.startswith("-") and not word.startswith("--"):  # relative too: cd /; cp -fttmp/x (attack12r27 H2)
+        pieces += [word[k:] for k in range(2, len(word)) if word[k:] not in pieces]
     return pieces
 
 
