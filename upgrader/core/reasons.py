@@ -419,6 +419,29 @@ _FORMS: list[tuple[str, str]] = [
      r"a shell\): only a listed program may read one",
      "通过管道或文件获得标准输入的程序，它可能把输入当作代码读取（脚本、解释器、shell）：只有清单上的程序可以读取标准输入"),
     (r"a shell builtin that runs its words as code \((?P<p>.+?)\)", "把参数当代码执行的 shell 内建命令（{p}）"),
+    # code root's commands wrote, system scripts, variables that load code, systemctl (issue 12, attack12r27 M1)
+    (r"(?P<k>\S+) \((?P<c>.+)\) would run as root, but (?P<p>\S+) in it runs (?P<y>a script of the system .+?|a file "
+     r"from .+?): nothing was stopped: (?P<d>.+)", "{k}（{c}）将以 root 身份执行，但其中的 {p} 会执行{y:t}：没有停止任何服务：{d:t}"),
+    (r"the command (?P<c>.+) was not run: it would run as root, but (?P<p>\S+) in it runs (?P<y>a script of the "
+     r"system .+|a file from .+)", "命令 {c} 没有执行：它将以 root 身份执行，但其中的 {p} 会执行{y:t}"),
+    (r"a script of the system \((?P<p>.+?)\): scripts such as python's timeit.py or pdb run code given in their words",
+     "系统自带的脚本（{p}）：python 的 timeit.py、pdb 之类的脚本会执行参数中给出的代码"),
+    (r"a file from (?P<t>\S+), where a root command of the same playbook writes (?P<w>\S+): root would run what a "
+     r"command wrote, which the approver does not read",
+     "{t} 中的文件，而同一剧本中的 root 命令会写入 {w}：root 将执行命令写入的内容，审批人看不到这些内容"),
+    (r"run the programs upgrader lists, or a root-owned script of your own outside /usr",
+     "请使用 upgrader 清单上的程序，或使用放在 /usr 之外、由 root 所有的自有脚本"),
+    (r"write files elsewhere than where scripts run from \(logs/\), and ship the scripts in the package or as "
+     r"root-owned files", "请把文件写到脚本所在目录以外的地方（如 logs/），并把脚本放进软件包或作为 root 所有的文件提供"),
+    (r"a variable a program may load code by \((?P<p>.+?)\): a root command may set only LANG, LC_\*, TZ, TERM, "
+     r"COLUMNS and LINES", "程序可能据以加载代码的变量（{p}）：root 命令只能设置 LANG、LC_*、TZ、TERM、COLUMNS 和 LINES"),
+    (r"text written in escapes \((?P<p>.+?)\) the approver does not read as it will be written",
+     "用转义序列（{p}）写出的文本：审批人读不到实际写入的内容"),
+    (r"a systemctl command upgrader does not read \((?P<p>.+?)\): only (?P<l>.+)",
+     "upgrader 不读取的 systemctl 子命令（{p}）：只能是 {l}"),
+    (r"a systemctl option upgrader does not read \((?P<p>.+?)\)", "upgrader 不读取的 systemctl 选项（{p}）"),
+    (r"a unit named by a path \((?P<p>.+?)\): systemctl would load a unit file upgrader does not read",
+     "用路径指定的单元（{p}）：systemctl 会加载 upgrader 不读取的单元文件"),
     (r"a shell option upgrader does not read \((?P<p>.+?)\)", "upgrader 不读取的 shell 选项（{p}）"),
     (r"an option of (?P<k>\S+) \((?P<o>.+?)\): an interpreter may only be given a script file, with no option "
      r"\(-i, -d and the like read code upgrader does not see\)",

@@ -130,6 +130,11 @@ def root_command_problems(install, commands):
             return ["%s (%s) would run as root, but %s in it runs code upgrader does not read (%s): another account "
                     "could have root run what it wrote; nothing was stopped: put the code in a root-owned script and "
                     "name that script by its absolute path" % (key, commands[key], code[0], code[1])]
+    ran = ran_written_problem(install, list(commands.values()), known)
+    if ran:
+        key = next(k for k in sorted(commands) if commands[k] == ran[2])
+        return ["%s (%s) would run as root, but %s in it runs %s: nothing was stopped: %s"
+                % (key, commands[key], ran[0], ran[1], ran[3])]
     inside = sorted(key for key, command in commands.items() if not outside_install(install, command))
     if not inside:
         return []
@@ -302,7 +307,7 @@ def script_files(command, known=None):
 
 
 def _read(command, known=None, depth=0):
-    seen = {"words": [], "files": [], "code": None, "unlisted": None, "unresolved": None,
+    seen = {"words": [], "files": [], "writes": [], "runs": [], "code": None, "unlisted": None, "unresolved": None,
             "install": (known or {}).get("UPGRADER_INSTALL_DIR")}
     read_command(command, known, depth, seen)
     return seen
@@ -340,7 +345,7 @@ _SCRIPTISH = re.compile(r"[\s;&|<>()`]")
 #: sort's compress program and find's -exec do; so do ssh and every interpreter). Everything else: a root-owned script
 LISTED = frozenset(("systemctl", "kill", "pkill", "pgrep", "sleep", "echo", "printf", "true", "false", "test", "[",
                     "cat", "rm", "rmdir", "mkdir", "chown", "chgrp", "chmod", "touch", "ls", "cp", "mv", "ln", "grep",
-                    "id", "date", "logger", "wc", "head", "tail", "cut", "tr", "basename", "dirname", "readlink",
+                    "id", "date", "logger", "wc", "head", "tail", "cut", "basename", "dirname", "readlink",
                     "realpath", "stat", "sync", "tee", "timeout", "nice", "nohup", "printenv", "seq", "yes"))
 SYSTEM_DIRS = ("/usr/bin", "/bin", "/usr/sbin", "/sbin")
 #: shell builtins a root command may use (``cd``'s operand is judged as a directory: command_dirs)
@@ -504,7 +509,7 @@ def read_command(command, known, depth, seen):
     cuts = {}
     for at, c in breaks:
         cuts.setdefault(at, []).append(c)
-    commands, cur, target = [], [], False
+    commands, cur, target, group_of_target = [], [], False, ()
     fed, feeding = set(), False  # the commands whose standard input is a pipe or a file (not /dev/null)
     for k, word in enumerate(words):
         redirecting = False
@@ -513,6 +518,7 @@ def read_command(command, known, depth, seen):
             if c in "<>":
                 target = redirecting = True
                 feeding = c == "<" and ">" not in group
+                group_of_target = group
             elif c == "&" and redirecting:
                 pass  # >&1, <&0: a descriptor, the redirection's target
             else:
@@ -526,6 +532,8 @@ def read_command(command, known, depth, seen):
             target = False
             if feeding and word[0] != "/dev/null":
                 fed.add(len(commands))
+            elif not feeding and "&" not in group_of_target:
+                seen["writes"].append(word[0])  # > FILE, >> FILE (not >&N): a file the command writes
             feeding = False
             continue
         if word[0].isdigit() and any(c in "<>" for c in cuts.get(k + 1, ())[:1]) and not word[1]:
@@ -534,7 +542,7 @@ def read_command(command, known, depth, seen):
     if cur:
         commands.append(cur)
 
-    odd = _grammar_problem(words, cuts, commands)
+    odd = None if seen.get("loose") else _grammar_problem(words, cuts, commands)  # a word of a listed program: data
     if odd and seen["unlisted"] is None:
         seen["unlisted"] = (odd, "shell syntax a root command may not use (%s): only simple commands joined by &&, || "
                                  "and ;, with output redirections and < /dev/null" % odd)
@@ -585,8 +593,8 @@ def _grammar_problem(words, cuts, commands):
         for op in _JOINS.findall(ops):
             if op == "<" and (k >= len(words) or words[k][0] != "/dev/null"):
                 return "<"  # input other than /dev/null
-        if "|&" in ops or "<>" in ops or "<<" in ops or "<&" in ops:
-            return next(x for x in ("|&", "<>", "<<", "<&") if x in ops)
+        if "|&" in ops or "<>" in ops or "<<" in ops or "<&" in ops or ">|" in ops:
+            return next(x for x in ("|&", "<>", "<<", "<&", ">|") if x in ops)
         if ops.endswith("&") and not ops.endswith(("&&", ">&")):
             return "&"  # a background job
     for texts in commands:
@@ -604,6 +612,7 @@ def _read_simple(texts, script, seen):
     program is one of NOT_RUNNERS)."""
     i = 0
     while i < len(texts) and (texts[i] in RESERVED or re.match(r"[A-Za-z_][A-Za-z0-9_]*=", texts[i])):
+        _assignment(texts[i], seen)
         i += 1
     while i < len(texts) and texts[i] in ("exec", "command", "time") and texts[i + 1:i + 2] != ["-v"]:
         i += 1
@@ -625,6 +634,8 @@ def _read_simple(texts, script, seen):
         elif wrapped < len(texts):
             _read_simple(texts[wrapped:], script, seen)
         return
+    if "/" in texts[i]:
+        seen["runs"].append(texts[i])
     why = unlisted_program(texts[i], texts[i + 1:], seen["install"])
     if not why and seen.get("fed") and not listed_program(texts[i]):
         why = ("a program given its standard input by a pipe or a file, which it may read as code (a script, an "
@@ -651,7 +662,30 @@ def _read_program(texts, i, script, seen):
         if seen["code"] is None:
             seen["code"] = (program, why)
 
+    def unlisted(program, why):
+        if seen["unlisted"] is None:
+            seen["unlisted"] = (program, why)
+
     word, name, args = texts[i], program_name(texts[i]), texts[i + 1:]
+    if name in ("export", "readonly", "local", "declare", "typeset"):
+        for a in args:
+            _assignment(a if "=" in a else a + "=", seen)
+        return
+    if name in ("printf", "echo"):
+        for a in args:
+            odd = _ESCAPE.search(a.replace("\\\\", ""))
+            if odd or name == "printf" and "%b" in a:
+                return unlisted(word, "text written in escapes (%s) the approver does not read as it will be "
+                                      "written" % (odd.group(0) if odd else "%b"))
+        return
+    if name == "systemctl":
+        return _read_systemctl(word, args, unlisted)
+    if name in ("tee", "ln") or name in ("cp", "mv") and _copies_links(args):
+        seen["writes"] += [a for a in args if not a.startswith("-")]
+        return
+    if name in ("cp", "mv"):
+        seen["writes"] += _destination(args)
+        return
     if name in ("xargs", "parallel"):
         return code(word, "a command built from its standard input (%s)" % name)
     if name == "find":
@@ -667,6 +701,7 @@ def _read_program(texts, i, script, seen):
         operands = [a for a in args if a != "--"]
         if operands and stdin_script(operands[0]):
             return code(word, unread_script(operands[0]))
+        seen["runs"] += operands[:1]
         return
     if name in ("su", "runuser", "script", "sg"):
         values = _option_values(args, ("-c", "--command", "--session-command"))
@@ -697,6 +732,88 @@ def _read_program(texts, i, script, seen):
     kind = family(word)
     if kind:
         _read_interpreter(word, kind, args, script, code, seen)
+
+
+#: the variables a root command may set (``NAME=value cmd``, ``export NAME=value``): the locale and time zone. Any
+#: other may have a program load code (LD_PRELOAD, BASH_ENV, PYTHONPATH, PATH, JAVA_TOOL_OPTIONS, HOME for
+#: ``~/.local``, SYSTEMD_EDITOR, CATALINA_OPTS' ``-javaagent``...)
+_ASSIGNABLE = re.compile(r"(LANG|LANGUAGE|LC_[A-Z]+|TZ|TERM|COLUMNS|LINES)=")
+#: an escape of printf or echo that writes what the text does not show (``\101``, ``\x41``, ``\u0041``, ``\c``):
+#: only ``\n``, ``\t`` and ``\\`` are read
+_ESCAPE = re.compile(r"\\(?:[0-7]{1,3}|x[0-9A-Fa-f]{0,2}|u[0-9A-Fa-f]{0,4}|U[0-9A-Fa-f]{0,8}|[^nt])|\\$")
+#: what ``systemctl`` may do in a root command: act on units by name (no path: ``systemctl link /x/evil.service``, no
+#: editor: ``systemctl edit``, no other host: ``-H``)
+SYSTEMCTL_VERBS = frozenset(("start", "stop", "restart", "reload", "try-restart", "reload-or-restart",
+                             "try-reload-or-restart", "kill", "is-active", "is-failed", "is-enabled", "status", "show",
+                             "daemon-reload", "reset-failed", "enable", "disable", "list-units"))
+_SYSTEMCTL_OPTIONS = re.compile(r"(-q|--quiet|--no-block|--no-pager|--no-legend|--now|--wait|--value|--all|-a|"
+                                r"--signal=[A-Z0-9+-]+|-s[A-Z0-9+-]*|--kill-whom=(main|control|all)|"
+                                r"--property=[A-Za-z,]+|-p[A-Za-z,]*|--state=[a-z,-]+|--type=[a-z,]+)$")
+
+
+def _assignment(text, seen):
+    """A variable a root command sets (``NAME=value``): refused (``unlisted``) unless _ASSIGNABLE."""
+    if not _ASSIGNABLE.match(text) and seen["unlisted"] is None:
+        seen["unlisted"] = (text.split("=", 1)[0] + "=", "a variable a program may load code by (%s): a root command "
+                                                         "may set only LANG, LC_*, TZ, TERM, COLUMNS and LINES"
+                            % text.split("=", 1)[0])
+
+
+def _read_systemctl(word, args, unlisted):
+    """_read_program of ``systemctl``: SYSTEMCTL_VERBS on units named without a path, options _SYSTEMCTL_OPTIONS."""
+    k, verb = 0, None
+    while k < len(args):
+        a = args[k]
+        if a.startswith("-"):
+            if a in ("-s", "-p", "--signal", "--property", "--kill-whom", "--state", "--type") and k + 1 < len(args):
+                a = a + ("=" if a.startswith("--") else "") + args[k + 1]
+                k += 1
+            if not _SYSTEMCTL_OPTIONS.match(a):
+                return unlisted(word, "a systemctl option upgrader does not read (%s)" % a)
+        elif verb is None:
+            verb = a
+            if a not in SYSTEMCTL_VERBS:
+                return unlisted(word, "a systemctl command upgrader does not read (%s): only %s"
+                                % (a, ", ".join(sorted(SYSTEMCTL_VERBS))))
+        elif "/" in a:
+            return unlisted(word, "a unit named by a path (%s): systemctl would load a unit file upgrader does not "
+                                  "read" % a)
+        k += 1
+    return None
+
+
+def _copies_links(args):
+    """Whether the options of ``cp``/``mv`` make links to their sources (``-s``, ``-l``), or back up what they replace
+    under a name of their own (``-b``, ``-S``)."""
+    for a in args:
+        if a == "--":
+            break
+        if a.startswith("--") and a.split("=")[0] in ("--symbolic-link", "--link", "--backup", "--suffix"):
+            return True
+        if a.startswith("-") and not a.startswith("--") and any(c in a[1:] for c in "slbS"):
+            return True
+    return False
+
+
+def _destination(args):
+    """The operands of ``cp``/``mv`` they write: ``-t DIR`` (``--target-directory``), else the last operand."""
+    operands, k = [], 0
+    while k < len(args):
+        a = args[k]
+        if a == "--":
+            operands += args[k + 1:]
+            break
+        if a in ("-t", "--target-directory"):
+            return args[k + 1:k + 2]
+        if a.startswith("--target-directory="):
+            return [a.split("=", 1)[1]]
+        if a.startswith("-") and not a.startswith("--") and "t" in a[1:]:
+            rest = a[a.index("t", 1) + 1:]
+            return [rest] if rest else args[k + 1:k + 2]
+        if not a.startswith("-"):
+            operands.append(a)
+        k += 1
+    return operands[-1:]
 
 
 def _env_scripts(args):
@@ -1023,6 +1140,54 @@ def outside_path_problem(install, command, known=None, plain=None):
             found = tree_checked(top, limit=1, most=TREE_MOST)
             if found:
                 return _shown(path, form, base, found[0])
+    return None
+
+
+#: where the system's own scripts lie (not /usr/local): python's timeit.py and pdb, perl's tools, and the like take
+#: code in their words; a root command runs the programs LISTED there, never a script
+_SYSTEM_TOPS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
+
+
+def system_script(path):
+    """Whether the absolute ``path`` (as its links lead) is a script of the system (_SYSTEM_TOPS): a regular file
+    there that is no ELF program."""
+    real = os.path.realpath(path)
+    top = "/" + real.lstrip("/").split("/", 1)[0]
+    return top in _SYSTEM_TOPS and not (real + "/").startswith("/usr/local/") and _is_script(real)
+
+
+def ran_written_problem(install, commands, known=None):
+    """The first file a root command of ``commands`` (one playbook's) runs (a program named by a path, a shell's or
+    an interpreter's script file, a sourced file: read_command's ``runs`` and ``files``) that is a script of the
+    system (system_script), or that lies in a directory where a root command of them writes a file (a redirection's
+    target, tee's files, the destination of cp and mv, every operand of ln and of cp/mv making links or backups),
+    as named from every directory each command may run in (command_dirs) and as its links lead: (file, why,
+    command, what to do), or None. ``printf '<octal>' > run/x; /bin/sh run/x`` would run what the approver cannot
+    read; ``cp run/x bin/`` then ``bin/x`` too."""
+    writes, runs = [], []
+    for command in commands:
+        seen = _read(command, known)
+        dirs = command_dirs(install, command, known, outside_install(install, command))
+        for path in seen["writes"]:
+            for form, why, _ in _views(path, dirs):
+                if not why and form != "/dev/null":
+                    writes += [form, os.path.realpath(form)]
+        for path in seen["runs"] + seen["files"]:
+            for form, why, _ in _views(path, dirs):
+                if not why:
+                    runs.append((path, form, command))
+    for path, form, command in runs:
+        if system_script(form):
+            return (path, "a script of the system (%s): scripts such as python's timeit.py or pdb run code given in "
+                          "their words" % os.path.realpath(form), command,
+                    "run the programs upgrader lists, or a root-owned script of your own outside /usr")
+        for top in dict.fromkeys((os.path.dirname(form), os.path.dirname(os.path.realpath(form)))):
+            for written in writes:
+                if written in (form, top) or written.startswith(top.rstrip("/") + "/"):
+                    return (path, "a file from %s, where a root command of the same playbook writes %s: root would "
+                                  "run what a command wrote, which the approver does not read" % (top, written),
+                            command, "write files elsewhere than where scripts run from (logs/), and ship the "
+                                     "scripts in the package or as root-owned files")
     return None
 
 
@@ -1513,6 +1678,10 @@ def root_workdir(install, command, env=None):
     if code:
         raise AgentError("the command %r was not run: it would run as root, but %s in it runs code upgrader does not "
                          "read (%s)" % ((command,) + code), "unsafe_path")
+    ran = ran_written_problem(install, [command], known)
+    if ran:
+        raise AgentError("the command %r was not run: it would run as root, but %s in it runs %s"
+                         % (command, ran[0], ran[1]), "unsafe_path")
     if plain:
         return "/"
     found = tree_checked(install, limit=1)
