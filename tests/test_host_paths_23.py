@@ -244,7 +244,7 @@ def test_7_how_commands_are_read() -> None:
     assert processes.inline_code("sudo -u x nice -n 5 python3 -m foo") == ("python3", "a module found by name (-m)")
     assert processes.inline_code("/bin/sh -c 'echo x | /bin/sh -c \"perl -e 1\"'") == ("perl",
                                                                                      "code given as text (-e)")
-    assert processes.unlisted_code("eval 'perl -e 1'") == ("eval", "a shell builtin that runs its words as code (eval)")
+    assert processes.unlisted_code("eval 'perl -e 1'") == ("eval", "a shell builtin that runs its words as code, or sets variables or the umask (eval)")
     assert processes.inline_code("/usr/bin/ssh -p 22 host") == ("/usr/bin/ssh", "a shell reading its standard input")
     assert processes.unlisted_code("/usr/bin/python3 -i /x/y.py") == ("/usr/bin/python3", (
         "an option of python (-i): an interpreter may only be given a script file, with no option (-i, -d and the "

@@ -36,7 +36,7 @@ ATTACKS = [
     ("/usr/bin/tar -cf /dev/null {t} --checkpoint=1 --checkpoint-action=exec={h}", "/usr/bin/tar",
      UNLISTED + " (/usr/bin/tar)"),
     ("/usr/bin/sort --compress-program={h} {t}", "/usr/bin/sort", UNLISTED + " (/usr/bin/sort)"),
-    ("eval /bin/true", "eval", "a shell builtin that runs its words as code (eval)"),
+    ("eval /bin/true", "eval", "a shell builtin that runs its words as code, or sets variables or the umask (eval)"),
     ("/bin/sh -i -c /bin/true", "/bin/sh", "a shell option upgrader does not read (-i)"),
     # round 26
     ("/bin/bash -c 'function cat {{ /usr/bin/sed -n 1e{h} {t}; }}; cat'", "function",

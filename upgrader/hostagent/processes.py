@@ -133,7 +133,7 @@ def root_command_problems(install, commands):
     ran = ran_written_problem(install, list(commands.values()), known)
     if ran:
         key = next(k for k in sorted(commands) if commands[k] == ran[2])
-        return ["%s (%s) would run as root, but %s in it runs %s: nothing was stopped: %s"
+        return ["%s (%s) would run as root, but %s in it %s: nothing was stopped: %s"
                 % (key, commands[key], ran[0], ran[1], ran[3])]
     inside = sorted(key for key, command in commands.items() if not outside_install(install, command))
     if not inside:
@@ -344,13 +344,18 @@ _SCRIPTISH = re.compile(r"[\s;&|<>()`]")
 #: code from its words, a file it finds or its standard input (sed's ``e``, gdb, ed, vim, tar's checkpoint action,
 #: sort's compress program and find's -exec do; so do ssh and every interpreter). Everything else: a root-owned script
 LISTED = frozenset(("systemctl", "kill", "pkill", "pgrep", "sleep", "echo", "printf", "true", "false", "test", "[",
-                    "cat", "rm", "rmdir", "mkdir", "chown", "chgrp", "chmod", "touch", "ls", "cp", "mv", "ln", "grep",
-                    "id", "date", "logger", "wc", "head", "tail", "cut", "basename", "dirname", "readlink",
+                    "cat", "rm", "rmdir", "mkdir", "chown", "chgrp", "chmod", "touch", "ls", "cp", "mv", "grep", "id",
+                    "date", "logger", "wc", "head", "tail", "cut", "basename", "dirname", "readlink",
                     "realpath", "stat", "sync", "tee", "timeout", "nice", "nohup", "printenv", "seq", "yes"))
 SYSTEM_DIRS = ("/usr/bin", "/bin", "/usr/sbin", "/sbin")
-#: shell builtins a root command may use (``cd``'s operand is judged as a directory: command_dirs)
-BUILTINS = frozenset(("cd", "pushd", "popd", "exit", "return", ":", "true", "false", "test", "[", "echo", "printf",
-                      "set", "shift", "wait", "umask", "export", "unset", "readonly", "local", "break", "continue"))
+#: shell builtins a root command may use (``cd``'s operand is judged as a directory: command_dirs). None sets a
+#: variable (``printf -v``, ``unset PATH``, ``export``: a program found by a PATH of pieces) or the umask, and
+#: ``test -v``/``printf -v``, whose operand bash evaluates as code, are refused (_read_program)
+BUILTINS = frozenset(("cd", "pushd", "popd", "exit", ":", "true", "false", "test", "[", "echo", "printf", "set"))
+#: shell builtins refused by name: each runs its words as code, or sets variables, the umask or the shell's lookup
+CODE_BUILTINS = frozenset(("eval", "trap", "builtin", "enable", "alias", "fc", "export", "unset", "readonly", "local",
+                           "declare", "typeset", "umask", "read", "mapfile", "readarray", "getopts", "let", "hash",
+                           "shopt", "ulimit", "return", "shift", "break", "continue", "wait", "source"))
 #: interpreters of a script file named with no option (``python3 -i FILE`` reads code from its standard input,
 #: ``perl -d`` a debugger's): the file is judged as a path, its directory as a tree
 FILE_INTERPRETERS = frozenset(("python", "pypy", "perl", "ruby", "node", "nodejs", "php", "lua", "tclsh"))
@@ -394,8 +399,8 @@ def unlisted_program(word, args, install):
     if word in BUILTINS or word in (".", "source"):  # a sourced file: judged as a path, read from no stream
         return None
 
-    if word in ("eval", "trap", "builtin", "enable", "alias", "fc"):
-        return "a shell builtin that runs its words as code (%s)" % word
+    if word in CODE_BUILTINS and word != "source":
+        return "a shell builtin that runs its words as code, or sets variables or the umask (%s)" % word
     kind = family(word)
     if kind in SHELLS:
         k = 0
@@ -597,6 +602,8 @@ def _grammar_problem(words, cuts, commands):
             return next(x for x in ("|&", "<>", "<<", "<&", ">|") if x in ops)
         if ops.endswith("&") and not ops.endswith(("&&", ">&")):
             return "&"  # a background job
+        if ops.endswith(">&") and (k >= len(words) or not re.match(r"[0-9]+$|-$", words[k][0])):
+            return ">&"  # bash's >&FILE: stdout and stderr into a file
     for texts in commands:
         if texts and texts[0] in _COMPOUND:
             return texts[0]
@@ -667,10 +674,10 @@ def _read_program(texts, i, script, seen):
             seen["unlisted"] = (program, why)
 
     word, name, args = texts[i], program_name(texts[i]), texts[i + 1:]
-    if name in ("export", "readonly", "local", "declare", "typeset"):
-        for a in args:
-            _assignment(a if "=" in a else a + "=", seen)
-        return
+    if name in ("test", "[") and any(a in ("-v", "-R") for a in args):
+        return unlisted(word, "a test of a variable (-v, -R), whose name bash evaluates as code")
+    if name == "printf" and args[:1] and args[0].startswith("-v"):
+        return unlisted(word, "printf -v, which sets a variable (bash evaluates its name as code)")
     if name in ("printf", "echo"):
         for a in args:
             odd = _ESCAPE.search(a.replace("\\\\", ""))
@@ -680,11 +687,23 @@ def _read_program(texts, i, script, seen):
         return
     if name == "systemctl":
         return _read_systemctl(word, args, unlisted)
-    if name in ("tee", "ln") or name in ("cp", "mv") and _copies_links(args):
+    if name == "tee":
+        bad = [a for a in args if a.startswith("-") and a not in ("-a", "--append", "-i", "-p", "--")]
+        if bad:
+            return unlisted(word, "an option of tee upgrader does not read exactly (%s)" % bad[0])
         seen["writes"] += [a for a in args if not a.startswith("-")]
         return
     if name in ("cp", "mv"):
-        seen["writes"] += _destination(args)
+        written = _copied(name, args)
+        if isinstance(written, str):
+            return unlisted(word, "an option of %s upgrader does not read exactly (%s): only %s"
+                            % (name, written, _COPY_OPTIONS[name][2]))
+        seen["writes"] += written
+        return
+    if name in ("chmod", "chown", "chgrp", "mkdir"):
+        why = _mode_problem(name, args)
+        if why:
+            return unlisted(word, why)
         return
     if name in ("xargs", "parallel"):
         return code(word, "a command built from its standard input (%s)" % name)
@@ -782,38 +801,82 @@ def _read_systemctl(word, args, unlisted):
     return None
 
 
-def _copies_links(args):
-    """Whether the options of ``cp``/``mv`` make links to their sources (``-s``, ``-l``), or back up what they replace
-    under a name of their own (``-b``, ``-S``)."""
-    for a in args:
-        if a == "--":
-            break
-        if a.startswith("--") and a.split("=")[0] in ("--symbolic-link", "--link", "--backup", "--suffix"):
-            return True
-        if a.startswith("-") and not a.startswith("--") and any(c in a[1:] for c in "slbS"):
-            return True
-    return False
+#: the options cp and mv may have in a root command, read exactly (GNU would take ``--t`` for
+#: ``--target-directory``; ``-l``/``-s`` make links and ``-b``/``-S`` backups, which write where no operand says):
+#: (short letters, long options, as said in a refusal)
+_COPY_OPTIONS = {
+    "cp": ("fipvuT", ("--force", "--interactive", "--no-clobber", "--verbose", "--update", "--no-target-directory"),
+           "-f -i -n -p -v -u -T -t DIR and their long names; not -r/-a, which copy links as links"),
+    "mv": ("fivuT", ("--force", "--interactive", "--no-clobber", "--verbose", "--update", "--no-target-directory"),
+           "-f -i -n -v -u -T -t DIR and their long names"),
+}
 
 
-def _destination(args):
-    """The operands of ``cp``/``mv`` they write: ``-t DIR`` (``--target-directory``), else the last operand."""
-    operands, k = [], 0
+def _copied(name, args):
+    """What ``cp``/``mv`` with ``args`` write: the destination (``-t DIR``, ``--target-directory=DIR``, else the last
+    operand) and, for mv, every source (moved away); or the first option not read exactly (a string)."""
+    letters, longs, _ = _COPY_OPTIONS[name]
+    letters += "n"
+    operands, target, k = [], None, 0
     while k < len(args):
         a = args[k]
         if a == "--":
             operands += args[k + 1:]
             break
-        if a in ("-t", "--target-directory"):
-            return args[k + 1:k + 2]
-        if a.startswith("--target-directory="):
-            return [a.split("=", 1)[1]]
-        if a.startswith("-") and not a.startswith("--") and "t" in a[1:]:
-            rest = a[a.index("t", 1) + 1:]
-            return [rest] if rest else args[k + 1:k + 2]
-        if not a.startswith("-"):
+        if a.startswith("--"):
+            if a.startswith("--target-directory="):
+                target = a.split("=", 1)[1]
+            elif a == "--target-directory" and k + 1 < len(args):
+                target, k = args[k + 1], k + 1
+            elif a not in longs:
+                return a
+        elif a.startswith("-") and a != "-":
+            for j, c in enumerate(a[1:]):
+                if c == "t":
+                    target = a[j + 2:] or (args[k + 1] if k + 1 < len(args) else "")
+                    k += 0 if a[j + 2:] else 1
+                    break
+                if c not in letters:
+                    return a
+        else:
             operands.append(a)
         k += 1
-    return operands[-1:]
+    if target is not None:
+        return [target] + (operands if name == "mv" else [])
+    return operands[-1:] + (operands[:-1] if name == "mv" else [])
+
+
+def _mode_problem(name, args):
+    """Why ``chmod``/``chown``/``chgrp``/``mkdir`` with ``args`` may hand a path to another account in a root
+    command (the whole-tree rule looks before the command, not while it runs), or None: a mode giving the group or
+    others write (``o+w``, ``777``, ``1777``) or set-id/sticky bits, a mode copied from a file, an owner or group
+    other than root, ``mkdir -m``."""
+    operands = [a for a in args if not a.startswith("-") or re.match(r"-[rwxXst]+$", a)]
+    options = [a for a in args if a.startswith("-") and a not in operands]
+    bad = [a for a in options if a not in ("-R", "--recursive", "-p", "--parents", "-v", "--verbose", "-f",
+                                           "--silent", "--quiet", "-h", "--no-dereference", "--")]
+    if bad:
+        return "an option of %s upgrader does not read exactly (%s)" % (name, bad[0])
+    if name == "mkdir" or not operands:
+        return None
+    first = operands[0]
+    if name == "chmod":
+        if re.match(r"[0-7]+$", first):
+            ok = not int(first, 8) & 0o7022
+        else:
+            parts = [re.match(r"([ugoa]*)([-+=])([rwxXst]*)$", part) for part in first.split(",")]
+            ok = all(m and (m.group(2) == "-" or not set(m.group(3)) & set("st") and not (
+                "w" in m.group(3) and (not m.group(1) or set(m.group(1)) & set("goa")))) for m in parts)
+        if ok:
+            return None
+        return ("a mode that lets another account write, or runs as another (%s): the path would be changed by "
+                "what root runs next" % first)
+    owner = first.split(":")[0].split(".")[0] if name == "chown" else "root"
+    group = first.split(":", 1)[1] if name == "chown" and ":" in first else first if name == "chgrp" else "root"
+    if owner not in ("root", "0") or group not in ("root", "0", ""):
+        return ("an owner other than root (%s): the path would be the other account's to change while root runs "
+                "what follows" % first)
+    return None
 
 
 def _env_scripts(args):
@@ -1077,6 +1140,8 @@ def unjudged_word(command, known=None):
         return unresolved, "a quote or escape in it does not end, or sh -c scripts nest more than %d deep" \
             % SCRIPT_DEPTH
     for text, odd, _ in words:
+        if "$" in text or "`" in text:  # quoted: bash evaluates it as code all the same in test -v 'a[$(...)]'
+            return text, "a $ or a backquote, which bash evaluates as code in places (test -v 'a[$(...)]')"
         if not odd:
             continue
         parts = text.split("/")
@@ -1157,37 +1222,49 @@ def system_script(path):
 
 
 def ran_written_problem(install, commands, known=None):
-    """The first file a root command of ``commands`` (one playbook's) runs (a program named by a path, a shell's or
-    an interpreter's script file, a sourced file: read_command's ``runs`` and ``files``) that is a script of the
-    system (system_script), or that lies in a directory where a root command of them writes a file (a redirection's
-    target, tee's files, the destination of cp and mv, every operand of ln and of cp/mv making links or backups),
-    as named from every directory each command may run in (command_dirs) and as its links lead: (file, why,
-    command, what to do), or None. ``printf '<octal>' > run/x; /bin/sh run/x`` would run what the approver cannot
-    read; ``cp run/x bin/`` then ``bin/x`` too."""
-    writes, runs = [], []
+    """The first file a root command of ``commands`` (one playbook's) writes outside the install's ``logs/`` (a
+    redirection's target, tee's files, the destination of cp and mv, mv's sources; ``/dev/null`` aside), or a file
+    there that has other names (a hard link), or runs from it (a program named by a path, a shell's or an
+    interpreter's script file, a sourced file: read_command's ``runs`` and ``files``), or a script of the system it
+    runs (system_script); each as named from every directory the command may run in (command_dirs) and as its links
+    lead: (file, why, command, what to do), or None. ``printf %s … > run/x; /bin/sh run/x`` would run what the
+    approver cannot read, ``cp run/x bin/`` then ``bin/x`` too; a file root writes into ``lib/`` the service loads."""
+    logs = [os.path.join(os.path.normpath(install), "logs")]
+    logs.append(os.path.realpath(logs[0]))
+
+    def in_logs(path):
+        return any(path == top or path.startswith(top + "/") for top in logs)
+
     for command in commands:
         seen = _read(command, known)
         dirs = command_dirs(install, command, known, outside_install(install, command))
         for path in seen["writes"]:
             for form, why, _ in _views(path, dirs):
-                if not why and form != "/dev/null":
-                    writes += [form, os.path.realpath(form)]
+                if why or form in ("/dev/null", "/dev/stdout", "/dev/stderr"):
+                    continue
+                real = os.path.realpath(form)
+                if not (in_logs(form) and in_logs(real)):
+                    return (path, "writes %s, outside the install's logs/ (%s)" % (real, logs[0]), command,
+                            "write only under logs/ (a root command's output is kept in the audit log anyway), and "
+                            "ship files in the package")
+                try:
+                    st = os.lstat(real)
+                except OSError:
+                    continue
+                if stat.S_ISREG(st.st_mode) and st.st_nlink > 1:
+                    return (path, "writes %s, a file with %d names (hard links): what it writes lands elsewhere too"
+                            % (real, st.st_nlink), command, "write to a file of logs/ that has one name")
         for path in seen["runs"] + seen["files"]:
             for form, why, _ in _views(path, dirs):
-                if not why:
-                    runs.append((path, form, command))
-    for path, form, command in runs:
-        if system_script(form):
-            return (path, "a script of the system (%s): scripts such as python's timeit.py or pdb run code given in "
-                          "their words" % os.path.realpath(form), command,
-                    "run the programs upgrader lists, or a root-owned script of your own outside /usr")
-        for top in dict.fromkeys((os.path.dirname(form), os.path.dirname(os.path.realpath(form)))):
-            for written in writes:
-                if written in (form, top) or written.startswith(top.rstrip("/") + "/"):
-                    return (path, "a file from %s, where a root command of the same playbook writes %s: root would "
-                                  "run what a command wrote, which the approver does not read" % (top, written),
-                            command, "write files elsewhere than where scripts run from (logs/), and ship the "
-                                     "scripts in the package or as root-owned files")
+                if why:
+                    continue
+                if system_script(form):
+                    return (path, "runs a script of the system (%s): scripts such as python's timeit.py or pdb run "
+                                  "code given in their words" % os.path.realpath(form), command,
+                            "run the programs upgrader lists, or a root-owned script of your own outside /usr")
+                if in_logs(form) or in_logs(os.path.realpath(form)):
+                    return (path, "runs a file from the install's logs/ (%s), where root commands write" % form,
+                            command, "ship the scripts in the package or as root-owned files outside logs/")
     return None
 
 
@@ -1621,6 +1698,11 @@ def command_env(who, env):
     return out
 
 
+def _root_umask():
+    """A root command's umask (run_shell): what it makes is root's alone, whatever the agent's own umask is."""
+    os.umask(0o022)
+
+
 def run_shell(command, cwd, timeout, env=None):
     """Run a playbook command with sh in its own process group, as command_account says (the install's owner when
     the agent is root and the owner is not), in ``cwd`` (the install dir, or the old tree after an interrupted
@@ -1630,7 +1712,7 @@ def run_shell(command, cwd, timeout, env=None):
 
     start = time.time()
     who = command_account(cwd)
-    preexec = become(who["uid"], who["gid"], who["groups"]) if who else None
+    preexec = become(who["uid"], who["gid"], who["groups"]) if who else _root_umask
     full_env = command_env(who, dict(env or {}, UPGRADER_INSTALL_DIR=cwd))
     account = account_name(who["uid"] if who else os.geteuid())
     workdir = root_workdir(cwd, command, full_env) if who is None else cwd
@@ -1680,7 +1762,7 @@ def root_workdir(install, command, env=None):
                          "read (%s)" % ((command,) + code), "unsafe_path")
     ran = ran_written_problem(install, [command], known)
     if ran:
-        raise AgentError("the command %r was not run: it would run as root, but %s in it runs %s"
+        raise AgentError("the command %r was not run: it would run as root, but %s in it %s"
                          % (command, ran[0], ran[1]), "unsafe_path")
     if plain:
         return "/"
