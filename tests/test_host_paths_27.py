@@ -48,10 +48,15 @@ ATTACKS = [
      "runs a script of the system"),
     ("/usr/bin/printf '{o}' > logs/x; /bin/sh logs/x", "/usr/bin/printf", "text written in escapes"),
     ("/bin/echo '{o}' > logs/x; /bin/sh logs/x", "/bin/echo", "text written in escapes"),
-    ("/usr/bin/printf %s%s {h1} {h2} > run/x; /bin/sh run/x", "run/x", "writes {i}/run/x, outside the install's logs/"),
+    ("/usr/bin/printf %s%s {h1} {h2} > run/x; /bin/sh run/x", "run/x",
+     "writes {i}/run/x, in the install outside its logs/"),
+    ("/usr/bin/printf %s%s {h1} {h2} > {d}/x; /bin/sh {d}/x", "{d}/x", "where a root command of the same playbook "
+     "writes {d}/x"),
+    ("/bin/mkdir {d}/w; /bin/cat {t} > {d}/w/x; /bin/mv {d}/w {d}/v; /bin/sh {d}/v/x", "{d}/v/x", "where a root "
+     "command of the same playbook writes {d}/v"),
     ("/usr/bin/printf %s%s {h1} {h2} > logs/x; /bin/sh logs/x", "logs/x", "runs a file from the install's logs/"),
     ("/usr/bin/printf %s%s {h1} {h2} > logs/x; cd logs && ./x", "./x", "runs a file from the install's logs/"),
-    ("/bin/cat {t} > logs/x && /bin/cp logs/x bin/y && bin/y", "bin/y", "writes {i}/bin/y, outside the install's "
+    ("/bin/cat {t} > logs/x && /bin/cp logs/x bin/y && bin/y", "bin/y", "writes {i}/bin/y, in the install outside its "
      "logs/"),
     ("/bin/ln -s run d; /bin/cat {t} > d/y; /bin/sh run/y", "/bin/ln", "a program not on upgrader's list"),
     ("LD_PRELOAD=run/x.so /bin/true", "LD_PRELOAD=", "a variable a program may load code by (LD_PRELOAD)"),
@@ -67,14 +72,14 @@ ATTACKS = [
      "variables or the umask (export)"),
     ("unset PATH; cat /etc/hostname", "unset", "sets variables or the umask (unset)"),
     ("/bin/bash -c 'test -v a[X]'", "test", "a test of a variable (-v, -R), whose name bash evaluates as code"),
-    ("/bin/bash -c \"test -v 'a[$(/bin/sh {h})]'\"", "the word", "a $ or a backquote"),
+    ("/bin/bash -c \"test -v 'a[\\$(/bin/sh {h})]'\"", "the word", "a $ or a backquote"),
     ("/bin/echo x >&logs/y; /bin/sh logs/y", ">&", "shell syntax a root command may not use (>&)"),
-    ("/bin/mkdir -p logs/w; /bin/cat {t} > logs/w/x; /bin/mv logs/w v; /bin/sh v/x", "v", "writes {i}/v, outside "
-     "the install's logs/"),
+    ("/bin/mkdir -p logs/w; /bin/cat {t} > logs/w/x; /bin/mv logs/w v; /bin/sh v/x", "v", "writes {i}/v, in the "
+     "install outside its logs/"),
     ("/bin/cat {t} > logs/x; /bin/cp --t bin logs/x; bin/x", "/bin/cp", "an option of cp upgrader does not read "
      "exactly (--t)"),
     ("/bin/cp -r {d} logs/", "/bin/cp", "an option of cp upgrader does not read exactly (-r)"),
-    ("/bin/cat {t} > lib/json.py", "lib/json.py", "writes {i}/lib/json.py, outside the install's logs/"),
+    ("/bin/cat {t} > lib/json.py", "lib/json.py", "writes {i}/lib/json.py, in the install outside its logs/"),
     ("umask 0; /bin/mkdir -p logs/w; /bin/sleep 1; /bin/sh logs/w/x", "umask", "(umask)"),
     ("/bin/mkdir -m 777 logs/w", "/bin/mkdir", "an option of mkdir upgrader does not read exactly (-m)"),
     ("/bin/chmod o+w logs", "/bin/chmod", "a mode that lets another account write, or runs as another (o+w)"),
@@ -99,13 +104,15 @@ def test_1_code_the_approver_cannot_read_is_refused_at_plan(
     half = len(str(hook)) // 2
     stop = form.format(h=hook, o=octal(f"{hook}\n"), t=text, h1=str(hook)[:half], h2=str(hook)[half:], d=hook.parent,
                        d1=str(hook.parent)[:half], d2=str(hook.parent)[half:])
-    s = refused_at_plan(root_box, capsys, stop, f"but {word} ", why.format(i=root_box.install_dir))
+    s = refused_at_plan(root_box, capsys, stop, f"but {word.format(d=hook.parent)} ",
+                        why.format(i=root_box.install_dir, d=hook.parent))
     start = s.index("stop.command (")
     zh = translate(s[start:s.index(" -> nothing was changed", start)], "zh")
     assert UNTRANSLATED not in zh and "root" in zh, zh
     assert not marker.exists(), "root ran the hook"
     for written in ("run/x", "logs/x", "logs/y", "logs/w", "d", "v", "bin/x", "bin/y", "lib/json.py"):
         assert not (root_box.install_dir / written).exists(), written
+    assert sorted(p.name for p in hook.parent.iterdir()) == ["stop.sh"]
 
 
 def test_2_a_file_one_hook_writes_is_not_run_by_another(

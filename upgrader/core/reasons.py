@@ -421,15 +421,22 @@ _FORMS: list[tuple[str, str]] = [
     (r"a shell builtin that runs its words as code \((?P<p>.+?)\)", "把参数当代码执行的 shell 内建命令（{p}）"),
     # code root's commands wrote, system scripts, variables that load code, systemctl (issue 12, attack12r27 M1, r28)
     (r"(?P<k>\S+) \((?P<c>.+)\) would run as root, but (?P<p>\S+) in it (?P<y>runs a script of the system .+?|runs a "
-     r"file from the install's logs/ .+?|writes .+?): nothing was stopped: (?P<d>.+)",
+     r"file from .+?|writes .+?): nothing was stopped: (?P<d>.+)",
      "{k}（{c}）将以 root 身份执行，但其中的 {p} {y:t}：没有停止任何服务：{d:t}"),
     (r"the command (?P<c>.+) was not run: it would run as root, but (?P<p>\S+) in it (?P<y>runs a script of the "
-     r"system .+|runs a file from the install's logs/ .+|writes .+)", "命令 {c} 没有执行：它将以 root 身份执行，但其中的 {p} {y:t}"),
+     r"system .+|runs a file from .+|writes .+)", "命令 {c} 没有执行：它将以 root 身份执行，但其中的 {p} {y:t}"),
     (r"runs a script of the system \((?P<p>.+?)\): scripts such as python's timeit.py or pdb run code given in their "
      r"words", "会执行系统自带的脚本（{p}）：python 的 timeit.py、pdb 之类的脚本会执行参数中给出的代码"),
     (r"runs a file from the install's logs/ \((?P<p>.+?)\), where root commands write",
      "会执行安装目录 logs/ 中的文件（{p}），而 root 命令会往那里写入"),
-    (r"writes (?P<p>.+?), outside the install's logs/ \((?P<l>.+?)\)", "会写入 {p}，它在安装目录的 logs/（{l}）之外"),
+    (r"writes (?P<p>.+?), in the install outside its logs/ \((?P<l>.+?)\)", "会写入 {p}，它在安装目录中、logs/（{l}）之外"),
+    (r"writes (?P<p>.+?), which is not root's alone: (?P<w>.+)", "会写入 {p}，它并非只有 root 能改动：{w:t}"),
+    (r"make logs/ root's alone, or write nothing there", "请让 logs/ 只归 root 所有，或者不往那里写"),
+    (r"runs a file from (?P<t>\S+), where a root command of the same playbook writes (?P<w>\S+): root would run what a "
+     r"command wrote, which the approver does not read",
+     "会执行 {t} 中的文件，而同一剧本中的 root 命令会写入 {w}：root 将执行命令写入的内容，审批人看不到这些内容"),
+    (r"write files elsewhere than where scripts run from, and ship the scripts in the package or as root-owned files",
+     "请把文件写到脚本所在目录以外的地方，并把脚本放进软件包或作为 root 所有的文件提供"),
     (r"writes (?P<p>.+?), a file with (?P<n>\d+) names \(hard links\): what it writes lands elsewhere too",
      "会写入 {p}，这个文件有 {n} 个名字（硬链接）：写入的内容也会出现在别处"),
     (r"run the programs upgrader lists, or a root-owned script of your own outside /usr",

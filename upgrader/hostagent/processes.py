@@ -1140,9 +1140,9 @@ def unjudged_word(command, known=None):
         return unresolved, "a quote or escape in it does not end, or sh -c scripts nest more than %d deep" \
             % SCRIPT_DEPTH
     for text, odd, _ in words:
-        if "$" in text or "`" in text:  # quoted: bash evaluates it as code all the same in test -v 'a[$(...)]'
-            return text, "a $ or a backquote, which bash evaluates as code in places (test -v 'a[$(...)]')"
         if not odd:
+            if "$" in text or "`" in text:  # quoted: bash evaluates it as code all the same in test -v 'a[$(...)]'
+                return text, "a $ or a backquote, which bash evaluates as code in places (test -v 'a[$(...)]')"
             continue
         parts = text.split("/")
         if odd == ("a glob",) and text[:1] not in ("/", "-", "~", "") and not any(c in text for c in "=:,@") \
@@ -1222,19 +1222,23 @@ def system_script(path):
 
 
 def ran_written_problem(install, commands, known=None):
-    """The first file a root command of ``commands`` (one playbook's) writes outside the install's ``logs/`` (a
-    redirection's target, tee's files, the destination of cp and mv, mv's sources; ``/dev/null`` aside), or a file
-    there that has other names (a hard link), or runs from it (a program named by a path, a shell's or an
-    interpreter's script file, a sourced file: read_command's ``runs`` and ``files``), or a script of the system it
-    runs (system_script); each as named from every directory the command may run in (command_dirs) and as its links
-    lead: (file, why, command, what to do), or None. ``printf %s … > run/x; /bin/sh run/x`` would run what the
-    approver cannot read, ``cp run/x bin/`` then ``bin/x`` too; a file root writes into ``lib/`` the service loads."""
-    logs = [os.path.join(os.path.normpath(install), "logs")]
-    logs.append(os.path.realpath(logs[0]))
+    """The first file a root command of ``commands`` (one playbook's) writes in the install outside its ``logs/`` (a
+    redirection's target, tee's files, the destination of cp and mv, mv's sources), or in ``logs/`` where another
+    account could change it (a ``logs`` leading to the service's /var/log/tomcat10) or that has other names (a hard
+    link); or runs (a program named by a path, a shell's or an interpreter's script file, a sourced file:
+    read_command's ``runs`` and ``files``) from ``logs/``, from where such a command writes outside the install
+    (the file, a directory above it, or a file beside or beneath its directory), or a script of the system
+    (system_script); each as named from every directory the command may run in (command_dirs) and as its links
+    lead: (file, why, command, what to do), or None. ``printf %s … > logs/x; /bin/sh logs/x`` would run what the
+    approver cannot read, ``cp run/x bin/`` then ``bin/x`` too, and a ``lib/x.py`` root writes the service loads.
+    Outside the install a command writes only where root alone can change (outside_path_problem)."""
+    top = os.path.normpath(install)
+    logs = [os.path.join(top, "logs"), os.path.realpath(os.path.join(top, "logs"))]
 
-    def in_logs(path):
-        return any(path == top or path.startswith(top + "/") for top in logs)
+    def under(path, dirs):
+        return any(path == d or path.startswith(d.rstrip("/") + "/") for d in dirs)
 
+    outside = []
     for command in commands:
         seen = _read(command, known)
         dirs = command_dirs(install, command, known, outside_install(install, command))
@@ -1243,10 +1247,17 @@ def ran_written_problem(install, commands, known=None):
                 if why or form in ("/dev/null", "/dev/stdout", "/dev/stderr"):
                     continue
                 real = os.path.realpath(form)
-                if not (in_logs(form) and in_logs(real)):
-                    return (path, "writes %s, outside the install's logs/ (%s)" % (real, logs[0]), command,
+                if not _in_install(install, form) and not _in_install(install, real):
+                    outside += [form, real]
+                    continue
+                if not (under(form, logs) and under(real, logs)):
+                    return (path, "writes %s, in the install outside its logs/ (%s)" % (real, logs[0]), command,
                             "write only under logs/ (a root command's output is kept in the audit log anyway), and "
                             "ship files in the package")
+                why = root_alone_problem(real)
+                if why:
+                    return (path, "writes %s, which is not root's alone: %s" % (real, why), command,
+                            "make logs/ root's alone, or write nothing there")
                 try:
                     st = os.lstat(real)
                 except OSError:
@@ -1254,17 +1265,29 @@ def ran_written_problem(install, commands, known=None):
                 if stat.S_ISREG(st.st_mode) and st.st_nlink > 1:
                     return (path, "writes %s, a file with %d names (hard links): what it writes lands elsewhere too"
                             % (real, st.st_nlink), command, "write to a file of logs/ that has one name")
+    for command in commands:
+        seen = _read(command, known)
+        dirs = command_dirs(install, command, known, outside_install(install, command))
         for path in seen["runs"] + seen["files"]:
             for form, why, _ in _views(path, dirs):
                 if why:
                     continue
+                real = os.path.realpath(form)
                 if system_script(form):
                     return (path, "runs a script of the system (%s): scripts such as python's timeit.py or pdb run "
-                                  "code given in their words" % os.path.realpath(form), command,
+                                  "code given in their words" % real, command,
                             "run the programs upgrader lists, or a root-owned script of your own outside /usr")
-                if in_logs(form) or in_logs(os.path.realpath(form)):
+                if under(form, logs) or under(real, logs):
                     return (path, "runs a file from the install's logs/ (%s), where root commands write" % form,
                             command, "ship the scripts in the package or as root-owned files outside logs/")
+                for f in (form, real):
+                    written = next((w for w in outside if under(f, [w]) or under(w, [os.path.dirname(f)])), None)
+                    if written:
+                        return (path, "runs a file from %s, where a root command of the same playbook writes %s: "
+                                      "root would run what a command wrote, which the approver does not read"
+                                % (os.path.dirname(f), written), command,
+                                "write files elsewhere than where scripts run from, and ship the scripts in the "
+                                "package or as root-owned files")
     return None
 
 
