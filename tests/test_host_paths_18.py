@@ -1,7 +1,7 @@
 """Issue 12 (round 17, attack12r16 H1, H2, M1, L1): root never runs code the service account can change.
 
 Root owns the install dir, so the agent (root) runs the playbook's commands as root, in the install dir. Which file a
-shell command runs, sources or reads cannot be told from its text: ``PYTHON=python3 bin/start.sh``, ``sh bin/stop.sh``
+shell command runs, sources or reads cannot be told from its text: ``LANG=C bin/start.sh``, ``sh bin/stop.sh``
 and ``cd bin && ./stop.sh`` all run bin/; a start script sources or reads the preserved config; a stop script reads a
 pid file the service account may rewrite between the agent's look and the script's. So a command that is not a plain
 command outside the install (``/usr/bin/systemctl stop app``) now needs the whole install tree root's alone: any file
@@ -111,13 +111,13 @@ def marker_dir() -> Iterator[Path]:
 
 
 @pytest.mark.parametrize("stop, start", [
-    ("PYTHON=python3 bin/stop.sh", "PYTHON=python3 bin/start.sh"),
+    ("LANG=C bin/stop.sh", "LANG=C bin/start.sh"),
     ("sh bin/stop.sh", "sh bin/start.sh"),
     ("cd bin && ./stop.sh", "cd bin && ./start.sh"),
 ])
 def test_1_a_shell_form_of_an_in_install_command_is_refused_over_a_service_owned_bin(
         root_box: Sandbox, marker_dir: Path, capsys: pytest.CaptureFixture[str], stop: str, start: str) -> None:
-    """H1: the operator's playbook says ``PYTHON=python3 bin/stop.sh`` (or ``sh bin/stop.sh``, ``cd bin &&
+    """H1: the operator's playbook says ``LANG=C bin/stop.sh`` (or ``sh bin/stop.sh``, ``cd bin &&
     ./stop.sh``). With bin/ 65534's, ``plan`` refuses (exit 2) naming bin/; a plan approved while bin/ was root's is
     refused at preflight once the account owns bin/ and added a line to stop.sh: the line never ran."""
     box = root_box

@@ -36,11 +36,20 @@ ATTACKS = [
     ("/usr/bin/tar -cf /dev/null {t} --checkpoint=1 --checkpoint-action=exec={h}", "/usr/bin/tar",
      UNLISTED + " (/usr/bin/tar)"),
     ("/usr/bin/sort --compress-program={h} {t}", "/usr/bin/sort", UNLISTED + " (/usr/bin/sort)"),
-    ("eval /bin/true", "eval", "a shell builtin that runs its words as code (eval)"),
+    ("eval /bin/true", "eval", "a shell builtin that runs its words as code, or sets variables or the umask (eval)"),
     ("/bin/sh -i -c /bin/true", "/bin/sh", "a shell option upgrader does not read (-i)"),
     # round 26
     ("/bin/bash -c 'function cat {{ /usr/bin/sed -n 1e{h} {t}; }}; cat'", "function",
-     "a shell function definition: its body and its calls are not read"),
+     "shell syntax a root command may not use (function)"),
+    # round 27: shell syntax that fed a script's standard input (only simple commands joined by && || ; now)
+    ("/usr/bin/printf x | ( /usr/bin/python3 /usr/lib/python3.11/code.py )", "(", "shell syntax a root command may "
+     "not use (()"),
+    ("/usr/bin/printf x |& /usr/bin/python3 /usr/lib/python3.11/code.py", "&", "shell syntax a root command may not "
+     "use (&)"),
+    ("/usr/bin/printf x | if true; then /usr/bin/python3 /usr/lib/python3.11/code.py; fi", "if", "shell syntax a root "
+     "command may not use (if)"),
+    ("exec <{t}; /usr/bin/python3 /usr/lib/python3.11/code.py", "<", "shell syntax a root command may not use (<)"),
+    ("/usr/bin/python3 /usr/lib/python3.11/code.py 0<>{t}", "<", "shell syntax a root command may not use (<)"),
     ("/usr/bin/nice --adj 5 /usr/bin/sed -n 1e{h} {t}", "/usr/bin/nice",
      "an option of /usr/bin/nice upgrader does not read exactly"),
     ("/usr/bin/timeout --sig KILL 5 /usr/bin/sed -n 1e{h} {t}", "/usr/bin/timeout",
@@ -112,3 +121,15 @@ def test_3_what_root_commands_may_run() -> None:
                          ("/usr/bin/python3 -c 1", "/usr/bin/python3")):
         found = processes.unlisted_code(bad, install)
         assert found is not None and found[0] == program, (bad, found)
+
+
+def test_1c_a_relative_path_stuck_to_a_cluster_of_options_is_judged(
+        root_box: Sandbox, scripts: Path, marker_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """attack12r27 H2: ``cd /; cp -ft<relative dir>`` is cp's -t with a path relative to / (the service account's
+    directory): every suffix of a short-option cluster is judged as a path, relative ones where the command runs."""
+    hook = planted(scripts, marker_dir / "hook-ran")
+    text = scripts / "data.txt"
+    text.write_text("x\n")
+    relative = str(hook.parent).lstrip("/")
+    refused_at_plan(root_box, capsys, f"cd / && /bin/cp -ft{relative} {text}", "is not root's alone")
+    assert sorted(p.name for p in hook.parent.iterdir()) == ["stop.sh"]

@@ -431,7 +431,7 @@ def test_installed_version_with_shell_code_is_refused_by_policy_and_never_reache
     version_file = sandbox.install_dir / "lib" / "VERSION"
     version_file.write_text(f"{OLD}$(touch {marker})\n")
     spec = playbook_data()
-    spec["hooks"] = {"before_stop": [{"command": "echo ${current_version} > hook-saw-version.txt"}]}
+    spec["hooks"] = {"before_stop": [{"command": "echo ${current_version} > logs/hook-saw-version.txt"}]}
     use_playbook(sandbox, spec, "echoes-version")
     was = host_state(sandbox)
     rc, plan = plan_to(sandbox, NEW)
@@ -445,7 +445,7 @@ def test_installed_version_with_shell_code_is_refused_by_policy_and_never_reache
     assert rc == 3
     assert "unreadable" in text
     assert not marker.exists()
-    assert not (sandbox.install_dir / "hook-saw-version.txt").exists()
+    assert not (sandbox.install_dir / "logs" / "hook-saw-version.txt").exists()
     assert_host_untouched(was, host_state(sandbox))
     assert http_get(sandbox.port, "/health")[0] == 200
 

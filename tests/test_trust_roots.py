@@ -338,7 +338,7 @@ def _hooked_playbook(box: Sandbox) -> None:
     """The sample playbook with a hook at every phase and a command probe, used by the sandbox inventory."""
     src = Path(__file__).resolve().parent.parent / "playbooks" / "sample-middleware.yaml"
     doc = yaml.safe_load(src.read_text(encoding="utf-8"))
-    doc["hooks"] = {phase: [{"command": f"echo hook-{phase} >> hooks.log"}]
+    doc["hooks"] = {phase: [{"command": f"echo hook-{phase} >> logs/hooks.log"}]
                     for phase in ("before_stop", "after_stop", "after_install", "after_start", "after_commit",
                                   "after_rollback")}
     doc["observe"]["probes"].append({"name": "selfcheck", "type": "command",

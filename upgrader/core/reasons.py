@@ -410,12 +410,63 @@ _FORMS: list[tuple[str, str]] = [
      "不在 upgrader 的程序清单上的程序（{p}）：清单上的程序只执行给它的参数；sed、gdb、ed、vim、tar 之类可以执行来自参数、文件或标准输入的代码"),
     (r"a program not found on root's PATH \((?P<p>.+?)\)", "在 root 的 PATH 中找不到的程序（{p}）"),
     (r"a shell function definition: its body and its calls are not read", "shell 函数定义：其函数体和调用都不会被读取"),
+    (r"shell syntax a root command may not use \((?P<p>.+)\): only simple commands joined by &&, \|\| and ;, with "
+     r"output redirections and < /dev/null",
+     "root 命令不能使用的 shell 语法（{p}）：只能是用 &&、|| 和 ; 连接的简单命令，带输出重定向和 < /dev/null"),
     (r"an option of (?P<p>\S+) upgrader does not read exactly \(the command it runs is then not known\)",
      "upgrader 无法精确读取的 {p} 选项（因而不知道它要执行的命令）"),
     (r"a program given its standard input by a pipe or a file, which it may read as code \(a script, an interpreter, "
      r"a shell\): only a listed program may read one",
      "通过管道或文件获得标准输入的程序，它可能把输入当作代码读取（脚本、解释器、shell）：只有清单上的程序可以读取标准输入"),
     (r"a shell builtin that runs its words as code \((?P<p>.+?)\)", "把参数当代码执行的 shell 内建命令（{p}）"),
+    # code root's commands wrote, system scripts, variables that load code, systemctl (issue 12, attack12r27 M1, r28)
+    (r"(?P<k>\S+) \((?P<c>.+)\) would run as root, but (?P<p>\S+) in it (?P<y>runs a script of the system .+?|runs a "
+     r"file from .+?|writes .+?): nothing was stopped: (?P<d>.+)",
+     "{k}（{c}）将以 root 身份执行，但其中的 {p} {y:t}：没有停止任何服务：{d:t}"),
+    (r"the command (?P<c>.+) was not run: it would run as root, but (?P<p>\S+) in it (?P<y>runs a script of the "
+     r"system .+|runs a file from .+|writes .+)", "命令 {c} 没有执行：它将以 root 身份执行，但其中的 {p} {y:t}"),
+    (r"runs a script of the system \((?P<p>.+?)\): scripts such as python's timeit.py or pdb run code given in their "
+     r"words", "会执行系统自带的脚本（{p}）：python 的 timeit.py、pdb 之类的脚本会执行参数中给出的代码"),
+    (r"runs a file from the install's logs/ \((?P<p>.+?)\), where root commands write",
+     "会执行安装目录 logs/ 中的文件（{p}），而 root 命令会往那里写入"),
+    (r"writes (?P<p>.+?), in the install outside its logs/ \((?P<l>.+?)\)", "会写入 {p}，它在安装目录中、logs/（{l}）之外"),
+    (r"writes (?P<p>.+?), which is not root's alone: (?P<w>.+)", "会写入 {p}，它并非只有 root 能改动：{w:t}"),
+    (r"make logs/ root's alone, or write nothing there", "请让 logs/ 只归 root 所有，或者不往那里写"),
+    (r"runs a file from (?P<t>\S+), where a root command of the same playbook writes (?P<w>\S+): root would run what a "
+     r"command wrote, which the approver does not read",
+     "会执行 {t} 中的文件，而同一剧本中的 root 命令会写入 {w}：root 将执行命令写入的内容，审批人看不到这些内容"),
+    (r"write files elsewhere than where scripts run from, and ship the scripts in the package or as root-owned files",
+     "请把文件写到脚本所在目录以外的地方，并把脚本放进软件包或作为 root 所有的文件提供"),
+    (r"writes (?P<p>.+?), a file with (?P<n>\d+) names \(hard links\): what it writes lands elsewhere too",
+     "会写入 {p}，这个文件有 {n} 个名字（硬链接）：写入的内容也会出现在别处"),
+    (r"run the programs upgrader lists, or a root-owned script of your own outside /usr",
+     "请使用 upgrader 清单上的程序，或使用放在 /usr 之外、由 root 所有的自有脚本"),
+    (r"ship the scripts in the package or as root-owned files outside logs/",
+     "请把脚本放进软件包，或作为 logs/ 之外由 root 所有的文件提供"),
+    (r"write only under logs/ \(a root command's output is kept in the audit log anyway\), and ship files in the "
+     r"package", "只能写到 logs/ 下（root 命令的输出本来就会记入审计日志），文件请放进软件包提供"),
+    (r"write to a file of logs/ that has one name", "请写入 logs/ 中只有一个名字的文件"),
+    (r"a test of a variable \(-v, -R\), whose name bash evaluates as code", "对变量的测试（-v、-R）：bash 会把变量名当代码求值"),
+    (r"printf -v, which sets a variable \(bash evaluates its name as code\)", "printf -v：它会设置变量（bash 会把变量名当代码求值）"),
+    (r"a shell builtin that runs its words as code, or sets variables or the umask \((?P<p>.+?)\)",
+     "把参数当代码执行、或设置变量或 umask 的 shell 内建命令（{p}）"),
+    (r"an option of (?P<p>\S+) upgrader does not read exactly \((?P<o>.+?)\)(?:: only (?P<l>.+))?",
+     "upgrader 无法精确读取的 {p} 选项（{o}）"),
+    (r"a mode that lets another account write, or runs as another \((?P<p>.+?)\): the path would be changed by what "
+     r"root runs next", "允许其他账户写入、或以他人身份运行的权限（{p}）：root 接下来执行的内容可能被改动"),
+    (r"an owner other than root \((?P<p>.+?)\): the path would be the other account's to change while root runs what "
+     r"follows", "root 以外的属主（{p}）：在 root 执行后续命令时，该路径可被其他账户改动"),
+    (r"a \$ or a backquote, which bash evaluates as code in places \(test -v 'a\[\$\(\.\.\.\)\]'\)",
+     "$ 或反引号：bash 在某些地方会把它当代码求值（test -v 'a[$(...)]'）"),
+    (r"a variable a program may load code by \((?P<p>.+?)\): a root command may set only LANG, LC_\*, TZ, TERM, "
+     r"COLUMNS and LINES", "程序可能据以加载代码的变量（{p}）：root 命令只能设置 LANG、LC_*、TZ、TERM、COLUMNS 和 LINES"),
+    (r"text written in escapes \((?P<p>.+?)\) the approver does not read as it will be written",
+     "用转义序列（{p}）写出的文本：审批人读不到实际写入的内容"),
+    (r"a systemctl command upgrader does not read \((?P<p>.+?)\): only (?P<l>.+)",
+     "upgrader 不读取的 systemctl 子命令（{p}）：只能是 {l}"),
+    (r"a systemctl option upgrader does not read \((?P<p>.+?)\)", "upgrader 不读取的 systemctl 选项（{p}）"),
+    (r"a unit named by a path \((?P<p>.+?)\): systemctl would load a unit file upgrader does not read",
+     "用路径指定的单元（{p}）：systemctl 会加载 upgrader 不读取的单元文件"),
     (r"a shell option upgrader does not read \((?P<p>.+?)\)", "upgrader 不读取的 shell 选项（{p}）"),
     (r"an option of (?P<k>\S+) \((?P<o>.+?)\): an interpreter may only be given a script file, with no option "
      r"\(-i, -d and the like read code upgrader does not see\)",

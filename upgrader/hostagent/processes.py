@@ -130,6 +130,11 @@ def root_command_problems(install, commands):
             return ["%s (%s) would run as root, but %s in it runs code upgrader does not read (%s): another account "
                     "could have root run what it wrote; nothing was stopped: put the code in a root-owned script and "
                     "name that script by its absolute path" % (key, commands[key], code[0], code[1])]
+    ran = ran_written_problem(install, list(commands.values()), known)
+    if ran:
+        key = next(k for k in sorted(commands) if commands[k] == ran[2])
+        return ["%s (%s) would run as root, but %s in it %s: nothing was stopped: %s"
+                % (key, commands[key], ran[0], ran[1], ran[3])]
     inside = sorted(key for key, command in commands.items() if not outside_install(install, command))
     if not inside:
         return []
@@ -302,7 +307,7 @@ def script_files(command, known=None):
 
 
 def _read(command, known=None, depth=0):
-    seen = {"words": [], "files": [], "code": None, "unlisted": None, "unresolved": None,
+    seen = {"words": [], "files": [], "writes": [], "runs": [], "code": None, "unlisted": None, "unresolved": None,
             "install": (known or {}).get("UPGRADER_INSTALL_DIR")}
     read_command(command, known, depth, seen)
     return seen
@@ -339,13 +344,18 @@ _SCRIPTISH = re.compile(r"[\s;&|<>()`]")
 #: code from its words, a file it finds or its standard input (sed's ``e``, gdb, ed, vim, tar's checkpoint action,
 #: sort's compress program and find's -exec do; so do ssh and every interpreter). Everything else: a root-owned script
 LISTED = frozenset(("systemctl", "kill", "pkill", "pgrep", "sleep", "echo", "printf", "true", "false", "test", "[",
-                    "cat", "rm", "rmdir", "mkdir", "chown", "chgrp", "chmod", "touch", "ls", "cp", "mv", "ln", "grep",
-                    "id", "date", "logger", "wc", "head", "tail", "cut", "tr", "basename", "dirname", "readlink",
+                    "cat", "rm", "rmdir", "mkdir", "chown", "chgrp", "chmod", "touch", "ls", "cp", "mv", "grep", "id",
+                    "date", "logger", "wc", "head", "tail", "cut", "basename", "dirname", "readlink",
                     "realpath", "stat", "sync", "tee", "timeout", "nice", "nohup", "printenv", "seq", "yes"))
 SYSTEM_DIRS = ("/usr/bin", "/bin", "/usr/sbin", "/sbin")
-#: shell builtins a root command may use (``cd``'s operand is judged as a directory: command_dirs)
-BUILTINS = frozenset(("cd", "pushd", "popd", "exit", "return", ":", "true", "false", "test", "[", "echo", "printf",
-                      "set", "shift", "wait", "umask", "export", "unset", "readonly", "local", "break", "continue"))
+#: shell builtins a root command may use (``cd``'s operand is judged as a directory: command_dirs). None sets a
+#: variable (``printf -v``, ``unset PATH``, ``export``: a program found by a PATH of pieces) or the umask, and
+#: ``test -v``/``printf -v``, whose operand bash evaluates as code, are refused (_read_program)
+BUILTINS = frozenset(("cd", "pushd", "popd", "exit", ":", "true", "false", "test", "[", "echo", "printf", "set"))
+#: shell builtins refused by name: each runs its words as code, or sets variables, the umask or the shell's lookup
+CODE_BUILTINS = frozenset(("eval", "trap", "builtin", "enable", "alias", "fc", "export", "unset", "readonly", "local",
+                           "declare", "typeset", "umask", "read", "mapfile", "readarray", "getopts", "let", "hash",
+                           "shopt", "ulimit", "return", "shift", "break", "continue", "wait", "source"))
 #: interpreters of a script file named with no option (``python3 -i FILE`` reads code from its standard input,
 #: ``perl -d`` a debugger's): the file is judged as a path, its directory as a tree
 FILE_INTERPRETERS = frozenset(("python", "pypy", "perl", "ruby", "node", "nodejs", "php", "lua", "tclsh"))
@@ -389,8 +399,8 @@ def unlisted_program(word, args, install):
     if word in BUILTINS or word in (".", "source"):  # a sourced file: judged as a path, read from no stream
         return None
 
-    if word in ("eval", "trap", "builtin", "enable", "alias", "fc"):
-        return "a shell builtin that runs its words as code (%s)" % word
+    if word in CODE_BUILTINS and word != "source":
+        return "a shell builtin that runs its words as code, or sets variables or the umask (%s)" % word
     kind = family(word)
     if kind in SHELLS:
         k = 0
@@ -504,7 +514,7 @@ def read_command(command, known, depth, seen):
     cuts = {}
     for at, c in breaks:
         cuts.setdefault(at, []).append(c)
-    commands, cur, target = [], [], False
+    commands, cur, target, group_of_target = [], [], False, ()
     fed, feeding = set(), False  # the commands whose standard input is a pipe or a file (not /dev/null)
     for k, word in enumerate(words):
         redirecting = False
@@ -513,6 +523,7 @@ def read_command(command, known, depth, seen):
             if c in "<>":
                 target = redirecting = True
                 feeding = c == "<" and ">" not in group
+                group_of_target = group
             elif c == "&" and redirecting:
                 pass  # >&1, <&0: a descriptor, the redirection's target
             else:
@@ -526,6 +537,8 @@ def read_command(command, known, depth, seen):
             target = False
             if feeding and word[0] != "/dev/null":
                 fed.add(len(commands))
+            elif not feeding and "&" not in group_of_target:
+                seen["writes"].append(word[0])  # > FILE, >> FILE (not >&N): a file the command writes
             feeding = False
             continue
         if word[0].isdigit() and any(c in "<>" for c in cuts.get(k + 1, ())[:1]) and not word[1]:
@@ -534,6 +547,10 @@ def read_command(command, known, depth, seen):
     if cur:
         commands.append(cur)
 
+    odd = None if seen.get("loose") else _grammar_problem(words, cuts, commands)  # a word of a listed program: data
+    if odd and seen["unlisted"] is None:
+        seen["unlisted"] = (odd, "shell syntax a root command may not use (%s): only simple commands joined by &&, || "
+                                 "and ;, with output redirections and < /dev/null" % odd)
     for n, texts in enumerate(commands):
         seen["fed"] = n in fed
         scripts = []
@@ -563,6 +580,38 @@ def read_command(command, known, depth, seen):
                 seen["loose"] = loose
 
 
+#: the operators a root command may use between its simple commands, and its redirections (output only, and
+#: ``< /dev/null``): no pipe into anything but a listed program (_read_simple), subshell, group, compound command,
+#: background job, heredoc, ``<>``, ``|&`` or other input. A script that needs them belongs in a root-owned file
+_JOINS = re.compile(r"(&&|\|\||;|>>|>&|>|<|\|)")
+_COMPOUND = frozenset(("if", "then", "else", "elif", "fi", "do", "done", "while", "until", "for", "case", "esac",
+                       "select", "function", "{", "}", "!", "[[", "]]", "coproc"))
+
+
+def _grammar_problem(words, cuts, commands):
+    """The first piece of shell syntax in a command that a root command may not use (_JOINS, _COMPOUND), or None."""
+    for k in sorted(cuts):
+        ops = "".join(c for c in cuts[k] if c not in " \t")
+        rest = _JOINS.sub("", ops)
+        if rest:
+            return rest[0] if rest[0] != "\n" else "a newline"
+        for op in _JOINS.findall(ops):
+            if op == "<" and (k >= len(words) or words[k][0] != "/dev/null"):
+                return "<"  # input other than /dev/null
+        if "|&" in ops or "<>" in ops or "<<" in ops or "<&" in ops or ">|" in ops:
+            return next(x for x in ("|&", "<>", "<<", "<&", ">|") if x in ops)
+        if ops.endswith("&") and not ops.endswith(("&&", ">&")):
+            return "&"  # a background job
+        if ops.endswith(">&") and (k >= len(words) or not re.match(r"[0-9]+$|-$", words[k][0])):
+            return ">&"  # bash's >&FILE: stdout and stderr into a file
+    for texts in commands:
+        if texts and texts[0] in _COMPOUND:
+            return texts[0]
+        if texts == ["exec"]:
+            return "exec"  # with redirections only
+    return None
+
+
 def _read_simple(texts, script, seen):
     """read_command of one simple command (its words' texts): its program (past ``exec``/``command``/``time`` and
     the wrappers ``timeout``/``nice``/``nohup``, whose command is read as one), which must be one upgrader knows runs
@@ -570,6 +619,7 @@ def _read_simple(texts, script, seen):
     program is one of NOT_RUNNERS)."""
     i = 0
     while i < len(texts) and (texts[i] in RESERVED or re.match(r"[A-Za-z_][A-Za-z0-9_]*=", texts[i])):
+        _assignment(texts[i], seen)
         i += 1
     while i < len(texts) and texts[i] in ("exec", "command", "time") and texts[i + 1:i + 2] != ["-v"]:
         i += 1
@@ -591,6 +641,8 @@ def _read_simple(texts, script, seen):
         elif wrapped < len(texts):
             _read_simple(texts[wrapped:], script, seen)
         return
+    if "/" in texts[i]:
+        seen["runs"].append(texts[i])
     why = unlisted_program(texts[i], texts[i + 1:], seen["install"])
     if not why and seen.get("fed") and not listed_program(texts[i]):
         why = ("a program given its standard input by a pipe or a file, which it may read as code (a script, an "
@@ -617,7 +669,42 @@ def _read_program(texts, i, script, seen):
         if seen["code"] is None:
             seen["code"] = (program, why)
 
+    def unlisted(program, why):
+        if seen["unlisted"] is None:
+            seen["unlisted"] = (program, why)
+
     word, name, args = texts[i], program_name(texts[i]), texts[i + 1:]
+    if name in ("test", "[") and any(a in ("-v", "-R") for a in args):
+        return unlisted(word, "a test of a variable (-v, -R), whose name bash evaluates as code")
+    if name == "printf" and args[:1] and args[0].startswith("-v"):
+        return unlisted(word, "printf -v, which sets a variable (bash evaluates its name as code)")
+    if name in ("printf", "echo"):
+        for a in args:
+            odd = _ESCAPE.search(a.replace("\\\\", ""))
+            if odd or name == "printf" and "%b" in a:
+                return unlisted(word, "text written in escapes (%s) the approver does not read as it will be "
+                                      "written" % (odd.group(0) if odd else "%b"))
+        return
+    if name == "systemctl":
+        return _read_systemctl(word, args, unlisted)
+    if name == "tee":
+        bad = [a for a in args if a.startswith("-") and a not in ("-a", "--append", "-i", "-p", "--")]
+        if bad:
+            return unlisted(word, "an option of tee upgrader does not read exactly (%s)" % bad[0])
+        seen["writes"] += [a for a in args if not a.startswith("-")]
+        return
+    if name in ("cp", "mv"):
+        written = _copied(name, args)
+        if isinstance(written, str):
+            return unlisted(word, "an option of %s upgrader does not read exactly (%s): only %s"
+                            % (name, written, _COPY_OPTIONS[name][2]))
+        seen["writes"] += written
+        return
+    if name in ("chmod", "chown", "chgrp", "mkdir"):
+        why = _mode_problem(name, args)
+        if why:
+            return unlisted(word, why)
+        return
     if name in ("xargs", "parallel"):
         return code(word, "a command built from its standard input (%s)" % name)
     if name == "find":
@@ -633,6 +720,7 @@ def _read_program(texts, i, script, seen):
         operands = [a for a in args if a != "--"]
         if operands and stdin_script(operands[0]):
             return code(word, unread_script(operands[0]))
+        seen["runs"] += operands[:1]
         return
     if name in ("su", "runuser", "script", "sg"):
         values = _option_values(args, ("-c", "--command", "--session-command"))
@@ -663,6 +751,132 @@ def _read_program(texts, i, script, seen):
     kind = family(word)
     if kind:
         _read_interpreter(word, kind, args, script, code, seen)
+
+
+#: the variables a root command may set (``NAME=value cmd``, ``export NAME=value``): the locale and time zone. Any
+#: other may have a program load code (LD_PRELOAD, BASH_ENV, PYTHONPATH, PATH, JAVA_TOOL_OPTIONS, HOME for
+#: ``~/.local``, SYSTEMD_EDITOR, CATALINA_OPTS' ``-javaagent``...)
+_ASSIGNABLE = re.compile(r"(LANG|LANGUAGE|LC_[A-Z]+|TZ|TERM|COLUMNS|LINES)=")
+#: an escape of printf or echo that writes what the text does not show (``\101``, ``\x41``, ``\u0041``, ``\c``):
+#: only ``\n``, ``\t`` and ``\\`` are read
+_ESCAPE = re.compile(r"\\(?:[0-7]{1,3}|x[0-9A-Fa-f]{0,2}|u[0-9A-Fa-f]{0,4}|U[0-9A-Fa-f]{0,8}|[^nt])|\\$")
+#: what ``systemctl`` may do in a root command: act on units by name (no path: ``systemctl link /x/evil.service``, no
+#: editor: ``systemctl edit``, no other host: ``-H``)
+SYSTEMCTL_VERBS = frozenset(("start", "stop", "restart", "reload", "try-restart", "reload-or-restart",
+                             "try-reload-or-restart", "kill", "is-active", "is-failed", "is-enabled", "status", "show",
+                             "daemon-reload", "reset-failed", "enable", "disable", "list-units"))
+_SYSTEMCTL_OPTIONS = re.compile(r"(-q|--quiet|--no-block|--no-pager|--no-legend|--now|--wait|--value|--all|-a|"
+                                r"--signal=[A-Z0-9+-]+|-s[A-Z0-9+-]*|--kill-whom=(main|control|all)|"
+                                r"--property=[A-Za-z,]+|-p[A-Za-z,]*|--state=[a-z,-]+|--type=[a-z,]+)$")
+
+
+def _assignment(text, seen):
+    """A variable a root command sets (``NAME=value``): refused (``unlisted``) unless _ASSIGNABLE."""
+    if not _ASSIGNABLE.match(text) and seen["unlisted"] is None:
+        seen["unlisted"] = (text.split("=", 1)[0] + "=", "a variable a program may load code by (%s): a root command "
+                                                         "may set only LANG, LC_*, TZ, TERM, COLUMNS and LINES"
+                            % text.split("=", 1)[0])
+
+
+def _read_systemctl(word, args, unlisted):
+    """_read_program of ``systemctl``: SYSTEMCTL_VERBS on units named without a path, options _SYSTEMCTL_OPTIONS."""
+    k, verb = 0, None
+    while k < len(args):
+        a = args[k]
+        if a.startswith("-"):
+            if a in ("-s", "-p", "--signal", "--property", "--kill-whom", "--state", "--type") and k + 1 < len(args):
+                a = a + ("=" if a.startswith("--") else "") + args[k + 1]
+                k += 1
+            if not _SYSTEMCTL_OPTIONS.match(a):
+                return unlisted(word, "a systemctl option upgrader does not read (%s)" % a)
+        elif verb is None:
+            verb = a
+            if a not in SYSTEMCTL_VERBS:
+                return unlisted(word, "a systemctl command upgrader does not read (%s): only %s"
+                                % (a, ", ".join(sorted(SYSTEMCTL_VERBS))))
+        elif "/" in a:
+            return unlisted(word, "a unit named by a path (%s): systemctl would load a unit file upgrader does not "
+                                  "read" % a)
+        k += 1
+    return None
+
+
+#: the options cp and mv may have in a root command, read exactly (GNU would take ``--t`` for
+#: ``--target-directory``; ``-l``/``-s`` make links and ``-b``/``-S`` backups, which write where no operand says):
+#: (short letters, long options, as said in a refusal)
+_COPY_OPTIONS = {
+    "cp": ("fipvuT", ("--force", "--interactive", "--no-clobber", "--verbose", "--update", "--no-target-directory"),
+           "-f -i -n -p -v -u -T -t DIR and their long names; not -r/-a, which copy links as links"),
+    "mv": ("fivuT", ("--force", "--interactive", "--no-clobber", "--verbose", "--update", "--no-target-directory"),
+           "-f -i -n -v -u -T -t DIR and their long names"),
+}
+
+
+def _copied(name, args):
+    """What ``cp``/``mv`` with ``args`` write: the destination (``-t DIR``, ``--target-directory=DIR``, else the last
+    operand) and, for mv, every source (moved away); or the first option not read exactly (a string)."""
+    letters, longs, _ = _COPY_OPTIONS[name]
+    letters += "n"
+    operands, target, k = [], None, 0
+    while k < len(args):
+        a = args[k]
+        if a == "--":
+            operands += args[k + 1:]
+            break
+        if a.startswith("--"):
+            if a.startswith("--target-directory="):
+                target = a.split("=", 1)[1]
+            elif a == "--target-directory" and k + 1 < len(args):
+                target, k = args[k + 1], k + 1
+            elif a not in longs:
+                return a
+        elif a.startswith("-") and a != "-":
+            for j, c in enumerate(a[1:]):
+                if c == "t":
+                    target = a[j + 2:] or (args[k + 1] if k + 1 < len(args) else "")
+                    k += 0 if a[j + 2:] else 1
+                    break
+                if c not in letters:
+                    return a
+        else:
+            operands.append(a)
+        k += 1
+    if target is not None:
+        return [target] + (operands if name == "mv" else [])
+    return operands[-1:] + (operands[:-1] if name == "mv" else [])
+
+
+def _mode_problem(name, args):
+    """Why ``chmod``/``chown``/``chgrp``/``mkdir`` with ``args`` may hand a path to another account in a root
+    command (the whole-tree rule looks before the command, not while it runs), or None: a mode giving the group or
+    others write (``o+w``, ``777``, ``1777``) or set-id/sticky bits, a mode copied from a file, an owner or group
+    other than root, ``mkdir -m``."""
+    operands = [a for a in args if not a.startswith("-") or re.match(r"-[rwxXst]+$", a)]
+    options = [a for a in args if a.startswith("-") and a not in operands]
+    bad = [a for a in options if a not in ("-R", "--recursive", "-p", "--parents", "-v", "--verbose", "-f",
+                                           "--silent", "--quiet", "-h", "--no-dereference", "--")]
+    if bad:
+        return "an option of %s upgrader does not read exactly (%s)" % (name, bad[0])
+    if name == "mkdir" or not operands:
+        return None
+    first = operands[0]
+    if name == "chmod":
+        if re.match(r"[0-7]+$", first):
+            ok = not int(first, 8) & 0o7022
+        else:
+            parts = [re.match(r"([ugoa]*)([-+=])([rwxXst]*)$", part) for part in first.split(",")]
+            ok = all(m and (m.group(2) == "-" or not set(m.group(3)) & set("st") and not (
+                "w" in m.group(3) and (not m.group(1) or set(m.group(1)) & set("goa")))) for m in parts)
+        if ok:
+            return None
+        return ("a mode that lets another account write, or runs as another (%s): the path would be changed by "
+                "what root runs next" % first)
+    owner = first.split(":")[0].split(".")[0] if name == "chown" else "root"
+    group = first.split(":", 1)[1] if name == "chown" and ":" in first else first if name == "chgrp" else "root"
+    if owner not in ("root", "0") or group not in ("root", "0", ""):
+        return ("an owner other than root (%s): the path would be the other account's to change while root runs "
+                "what follows" % first)
+    return None
 
 
 def _env_scripts(args):
@@ -927,6 +1141,8 @@ def unjudged_word(command, known=None):
             % SCRIPT_DEPTH
     for text, odd, _ in words:
         if not odd:
+            if "$" in text or "`" in text:  # quoted: bash evaluates it as code all the same in test -v 'a[$(...)]'
+                return text, "a $ or a backquote, which bash evaluates as code in places (test -v 'a[$(...)]')"
             continue
         parts = text.split("/")
         if odd == ("a glob",) and text[:1] not in ("/", "-", "~", "") and not any(c in text for c in "=:,@") \
@@ -989,6 +1205,89 @@ def outside_path_problem(install, command, known=None, plain=None):
             found = tree_checked(top, limit=1, most=TREE_MOST)
             if found:
                 return _shown(path, form, base, found[0])
+    return None
+
+
+#: where the system's own scripts lie (not /usr/local): python's timeit.py and pdb, perl's tools, and the like take
+#: code in their words; a root command runs the programs LISTED there, never a script
+_SYSTEM_TOPS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
+
+
+def system_script(path):
+    """Whether the absolute ``path`` (as its links lead) is a script of the system (_SYSTEM_TOPS): a regular file
+    there that is no ELF program."""
+    real = os.path.realpath(path)
+    top = "/" + real.lstrip("/").split("/", 1)[0]
+    return top in _SYSTEM_TOPS and not (real + "/").startswith("/usr/local/") and _is_script(real)
+
+
+def ran_written_problem(install, commands, known=None):
+    """The first file a root command of ``commands`` (one playbook's) writes in the install outside its ``logs/`` (a
+    redirection's target, tee's files, the destination of cp and mv, mv's sources), or in ``logs/`` where another
+    account could change it (a ``logs`` leading to the service's /var/log/tomcat10) or that has other names (a hard
+    link); or runs (a program named by a path, a shell's or an interpreter's script file, a sourced file:
+    read_command's ``runs`` and ``files``) from ``logs/``, from where such a command writes outside the install
+    (the file, a directory above it, or a file beside or beneath its directory), or a script of the system
+    (system_script); each as named from every directory the command may run in (command_dirs) and as its links
+    lead: (file, why, command, what to do), or None. ``printf %s … > logs/x; /bin/sh logs/x`` would run what the
+    approver cannot read, ``cp run/x bin/`` then ``bin/x`` too, and a ``lib/x.py`` root writes the service loads.
+    Outside the install a command writes only where root alone can change (outside_path_problem)."""
+    top = os.path.normpath(install)
+    logs = [os.path.join(top, "logs"), os.path.realpath(os.path.join(top, "logs"))]
+
+    def under(path, dirs):
+        return any(path == d or path.startswith(d.rstrip("/") + "/") for d in dirs)
+
+    outside = []
+    for command in commands:
+        seen = _read(command, known)
+        dirs = command_dirs(install, command, known, outside_install(install, command))
+        for path in seen["writes"]:
+            for form, why, _ in _views(path, dirs):
+                if why or form in ("/dev/null", "/dev/stdout", "/dev/stderr"):
+                    continue
+                real = os.path.realpath(form)
+                if not _in_install(install, form) and not _in_install(install, real):
+                    outside += [form, real]
+                    continue
+                if not (under(form, logs) and under(real, logs)):
+                    return (path, "writes %s, in the install outside its logs/ (%s)" % (real, logs[0]), command,
+                            "write only under logs/ (a root command's output is kept in the audit log anyway), and "
+                            "ship files in the package")
+                why = root_alone_problem(real)
+                if why:
+                    return (path, "writes %s, which is not root's alone: %s" % (real, why), command,
+                            "make logs/ root's alone, or write nothing there")
+                try:
+                    st = os.lstat(real)
+                except OSError:
+                    continue
+                if stat.S_ISREG(st.st_mode) and st.st_nlink > 1:
+                    return (path, "writes %s, a file with %d names (hard links): what it writes lands elsewhere too"
+                            % (real, st.st_nlink), command, "write to a file of logs/ that has one name")
+    for command in commands:
+        seen = _read(command, known)
+        dirs = command_dirs(install, command, known, outside_install(install, command))
+        for path in seen["runs"] + seen["files"]:
+            for form, why, _ in _views(path, dirs):
+                if why:
+                    continue
+                real = os.path.realpath(form)
+                if system_script(form):
+                    return (path, "runs a script of the system (%s): scripts such as python's timeit.py or pdb run "
+                                  "code given in their words" % real, command,
+                            "run the programs upgrader lists, or a root-owned script of your own outside /usr")
+                if under(form, logs) or under(real, logs):
+                    return (path, "runs a file from the install's logs/ (%s), where root commands write" % form,
+                            command, "ship the scripts in the package or as root-owned files outside logs/")
+                for f in (form, real):
+                    written = next((w for w in outside if under(f, [w]) or under(w, [os.path.dirname(f)])), None)
+                    if written:
+                        return (path, "runs a file from %s, where a root command of the same playbook writes %s: "
+                                      "root would run what a command wrote, which the approver does not read"
+                                % (os.path.dirname(f), written), command,
+                                "write files elsewhere than where scripts run from, and ship the scripts in the "
+                                "package or as root-owned files")
     return None
 
 
@@ -1238,10 +1537,10 @@ def arg_pieces(word):
         whole.append(word[2:])
     whole += [w[1:] for w in list(whole) if w.startswith("@")]
     pieces = [piece for w in whole for piece in re.split("[:,]", w) + [w] if piece]
-    # in a cluster of short options a value may start after any letter (``-ft/x`` is cp's -f -t /x): a path at
-    # every "/" of it is judged
-    if word.startswith("-") and not word.startswith("--"):
-        pieces += [word[k:] for k in range(2, len(word)) if word[k] == "/" and word[k - 1] != "/"]
+    # in a cluster of short options a value may start after any letter (``-ft/x`` is cp's -f -t /x, ``-fttmp/x``
+    # -t tmp/x): every suffix of it is judged as a path
+    if word.startswith("-") and not word.startswith("--"):  # relative too: cd /; cp -fttmp/x (attack12r27 H2)
+        pieces += [word[k:] for k in range(2, len(word)) if word[k:] not in pieces]
     return pieces
 
 
@@ -1422,6 +1721,11 @@ def command_env(who, env):
     return out
 
 
+def _root_umask():
+    """A root command's umask (run_shell): what it makes is root's alone, whatever the agent's own umask is."""
+    os.umask(0o022)
+
+
 def run_shell(command, cwd, timeout, env=None):
     """Run a playbook command with sh in its own process group, as command_account says (the install's owner when
     the agent is root and the owner is not), in ``cwd`` (the install dir, or the old tree after an interrupted
@@ -1431,7 +1735,7 @@ def run_shell(command, cwd, timeout, env=None):
 
     start = time.time()
     who = command_account(cwd)
-    preexec = become(who["uid"], who["gid"], who["groups"]) if who else None
+    preexec = become(who["uid"], who["gid"], who["groups"]) if who else _root_umask
     full_env = command_env(who, dict(env or {}, UPGRADER_INSTALL_DIR=cwd))
     account = account_name(who["uid"] if who else os.geteuid())
     workdir = root_workdir(cwd, command, full_env) if who is None else cwd
@@ -1479,6 +1783,10 @@ def root_workdir(install, command, env=None):
     if code:
         raise AgentError("the command %r was not run: it would run as root, but %s in it runs code upgrader does not "
                          "read (%s)" % ((command,) + code), "unsafe_path")
+    ran = ran_written_problem(install, [command], known)
+    if ran:
+        raise AgentError("the command %r was not run: it would run as root, but %s in it %s"
+                         % (command, ran[0], ran[1]), "unsafe_path")
     if plain:
         return "/"
     found = tree_checked(install, limit=1)
