@@ -425,18 +425,13 @@ def unlisted_program(word, args, install):
         return None  # only with -f FILE (_read_interpreter refuses a program given as text)
     if kind:
         return "a program that runs code upgrader does not read (%s)" % kind
-    if "/" in word:
-        path = word if word.startswith("/") else os.path.join(install or "/nonexistent", word)
-    else:
-        path = shutil.which(word, path=root_path())
-        if path is None:
-            return "a program not found on root's PATH (%s)" % word
+    path = _program_path(word, install or "/nonexistent")
+    if path is None:
+        return "a program not found on root's PATH (%s)" % word
     real = os.path.realpath(path)
     if install and (_in_install(install, os.path.normpath(path)) and _in_install(install, real)):
         return None  # the install's own: the whole-tree rule judges it
-    if _is_script(real):
-        return None
-    if os.path.basename(real) in LISTED and os.path.dirname(real) in SYSTEM_DIRS:
+    if _is_script(real) or _listed_real(real):
         return None
     return ("a program not on upgrader's list of programs that run only what they are given (%s): sed, gdb, ed, "
             "vim, tar and the like can run code from their words, a file or their standard input" % real)
@@ -447,10 +442,22 @@ def listed_program(word):
     or by name on root's PATH)."""
     if word in BUILTINS:
         return True
-    path = word if word.startswith("/") else None if "/" in word else shutil.which(word, path=root_path())
-    if path is None:
-        return False
-    real = os.path.realpath(path)
+    path = _program_path(word, None)
+    return path is not None and _listed_real(os.path.realpath(path))
+
+
+def _program_path(word, install):
+    """The path a root command's program ``word`` names: itself when absolute, relative to ``install`` when it has a
+    ``/`` (None without an install), else found by name on root's PATH (None when it is not there)."""
+    if word.startswith("/"):
+        return word
+    if "/" in word:
+        return os.path.join(install, word) if install else None
+    return shutil.which(word, path=root_path())
+
+
+def _listed_real(real):
+    """Whether the real path of a program is a LISTED one in SYSTEM_DIRS."""
     return os.path.basename(real) in LISTED and os.path.dirname(real) in SYSTEM_DIRS
 
 
@@ -1238,10 +1245,11 @@ def ran_written_problem(install, commands, known=None):
     def under(path, dirs):
         return any(path == d or path.startswith(d.rstrip("/") + "/") for d in dirs)
 
-    outside = []
+    outside, runs = [], []
     for command in commands:
         seen = _read(command, known)
         dirs = command_dirs(install, command, known, outside_install(install, command))
+        runs += [(path, dirs, command) for path in seen["runs"] + seen["files"]]
         for path in seen["writes"]:
             for form, why, _ in _views(path, dirs):
                 if why or form in ("/dev/null", "/dev/stdout", "/dev/stderr"):
@@ -1265,29 +1273,26 @@ def ran_written_problem(install, commands, known=None):
                 if stat.S_ISREG(st.st_mode) and st.st_nlink > 1:
                     return (path, "writes %s, a file with %d names (hard links): what it writes lands elsewhere too"
                             % (real, st.st_nlink), command, "write to a file of logs/ that has one name")
-    for command in commands:
-        seen = _read(command, known)
-        dirs = command_dirs(install, command, known, outside_install(install, command))
-        for path in seen["runs"] + seen["files"]:
-            for form, why, _ in _views(path, dirs):
-                if why:
-                    continue
-                real = os.path.realpath(form)
-                if system_script(form):
-                    return (path, "runs a script of the system (%s): scripts such as python's timeit.py or pdb run "
-                                  "code given in their words" % real, command,
-                            "run the programs upgrader lists, or a root-owned script of your own outside /usr")
-                if under(form, logs) or under(real, logs):
-                    return (path, "runs a file from the install's logs/ (%s), where root commands write" % form,
-                            command, "ship the scripts in the package or as root-owned files outside logs/")
-                for f in (form, real):
-                    written = next((w for w in outside if under(f, [w]) or under(w, [os.path.dirname(f)])), None)
-                    if written:
-                        return (path, "runs a file from %s, where a root command of the same playbook writes %s: "
-                                      "root would run what a command wrote, which the approver does not read"
-                                % (os.path.dirname(f), written), command,
-                                "write files elsewhere than where scripts run from, and ship the scripts in the "
-                                "package or as root-owned files")
+    for path, dirs, command in runs:
+        for form, why, _ in _views(path, dirs):
+            if why:
+                continue
+            real = os.path.realpath(form)
+            if system_script(form):
+                return (path, "runs a script of the system (%s): scripts such as python's timeit.py or pdb run "
+                              "code given in their words" % real, command,
+                        "run the programs upgrader lists, or a root-owned script of your own outside /usr")
+            if under(form, logs) or under(real, logs):
+                return (path, "runs a file from the install's logs/ (%s), where root commands write" % form,
+                        command, "ship the scripts in the package or as root-owned files outside logs/")
+            for f in (form, real):
+                written = next((w for w in outside if under(f, [w]) or under(w, [os.path.dirname(f)])), None)
+                if written:
+                    return (path, "runs a file from %s, where a root command of the same playbook writes %s: "
+                                  "root would run what a command wrote, which the approver does not read"
+                            % (os.path.dirname(f), written), command,
+                            "write files elsewhere than where scripts run from, and ship the scripts in the "
+                            "package or as root-owned files")
     return None
 
 
