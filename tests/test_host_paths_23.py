@@ -58,24 +58,26 @@ def planted(scripts: Path, marker: Path) -> Path:
     return hook
 
 
-def refused_at_plan(box: Sandbox, capsys: pytest.CaptureFixture[str], stop: str, *expected: str) -> str:
-    """``plan`` refuses (exit 2) naming the stop command and ``expected``: no plan, the whole host untouched; right
-    before it would run the agent refuses it too. The refusal, on one line."""
-    operator_playbook(box, stop, "bin/start.sh")
+def refused_at_plan(box: Sandbox, capsys: pytest.CaptureFixture[str], stop: str, *expected: str,
+                    start: str = "bin/start.sh", refused: str = "stop") -> str:
+    """``plan`` refuses (exit 2) naming the ``refused`` command (``stop`` or ``start``) and ``expected``: no plan, the
+    whole host untouched; right before it would run the agent refuses it too. The refusal, on one line."""
+    command = stop if refused == "stop" else start
+    operator_playbook(box, stop, start)
     was = host_state(box.install_dir)
     capsys.readouterr()
     rc, plan = plan_to(box, FULL)
     out, err = capsys.readouterr()
     s = said(out + err)
     assert rc == ExitCode.BAD_INPUT, out + err
-    assert f"stop.command ({stop}) would run as root, but " in s and "Traceback" not in s, out + err
+    assert f"{refused}.command ({command}) would run as root, but " in s and "Traceback" not in s, out + err
     for e in expected:
         assert e in s, out + err
     assert not plan.exists()
     assert_host_untouched(was, host_state(box.install_dir))
     assert box.answers() == OLD
     with pytest.raises(processes.AgentError, match="was not run: it would run as root"):
-        processes.run_shell(stop, str(box.install_dir), 10)
+        processes.run_shell(command, str(box.install_dir), 10)
     return s
 
 

@@ -24,13 +24,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import plan_to
-from hoststate import assert_host_untouched, host_state
-from test_host_paths_15 import FULL, OLD
-from test_host_paths_18 import marker_dir, operator_playbook, root_box  # noqa: F401 - fixtures
-from test_host_paths_23 import planted, refused_at_plan, said, scripts  # noqa: F401 - fixture
+from test_host_paths_18 import marker_dir, root_box  # noqa: F401 - fixtures
+from test_host_paths_23 import planted, refused_at_plan, scripts  # noqa: F401 - fixture
 from upgrader.cli.commands.demo import Sandbox
-from upgrader.core.exit_codes import ExitCode
 from upgrader.core.reasons import UNTRANSLATED, translate
 from upgrader.hostagent import processes
 
@@ -122,19 +118,10 @@ def test_2_a_file_one_hook_writes_is_not_run_by_another(
     marker = marker_dir / "hook-ran"
     hook = planted(scripts, marker)
     half = len(str(hook)) // 2
-    operator_playbook(root_box, f"/usr/bin/printf %s%s {str(hook)[:half]} {str(hook)[half:]} > logs/x",
-                      "/bin/sh logs/x")
-    was = host_state(root_box.install_dir)
-    capsys.readouterr()
-    rc, plan = plan_to(root_box, FULL)
-    out, err = capsys.readouterr()
-    s = said(out + err)
-    assert rc == ExitCode.BAD_INPUT, out + err
-    assert "start.command (/bin/sh logs/x) would run as root, but logs/x in it runs a file from the install's logs/ " \
-        f"({root_box.install_dir}/logs/x), where root commands write" in s, s
-    assert "Traceback" not in s and not plan.exists()
-    assert_host_untouched(was, host_state(root_box.install_dir))
-    assert root_box.answers() == OLD
+    refused_at_plan(root_box, capsys, f"/usr/bin/printf %s%s {str(hook)[:half]} {str(hook)[half:]} > logs/x",
+                    "but logs/x in it runs a file from the install's logs/ "
+                    f"({root_box.install_dir}/logs/x), where root commands write", start="/bin/sh logs/x",
+                    refused="start")
     assert not marker.exists()
 
 
