@@ -403,19 +403,8 @@ def unlisted_program(word, args, install):
         return "a shell builtin that runs its words as code, or sets variables or the umask (%s)" % word
     kind = family(word)
     if kind in SHELLS:
-        k = 0
-        while k < len(args) and args[k].startswith(("-", "+")) and args[k] not in ("-", "--"):
-            if args[k] in ("-o", "+o"):
-                if args[k + 1:k + 2] == [] or args[k + 1] not in _SHELL_SET:
-                    return "a shell option upgrader does not read (%s %s)" % (args[k], " ".join(args[k + 1:k + 2]))
-                k += 2
-                continue
-            if not _SHELL_OPTION.match(args[k]):
-                return "a shell option upgrader does not read (%s)" % args[k]
-            if "c" in args[k]:
-                break
-            k += 1
-        return None
+        unread = _shell_args(args)[2]
+        return "a shell option upgrader does not read (%s)" % unread if unread else None
     if kind in FILE_INTERPRETERS:
         if args and args[0].startswith("-"):
             return ("an option of %s (%s): an interpreter may only be given a script file, with no option (-i, -d "
@@ -983,24 +972,36 @@ def stdin_script(path):
     return st is not None and not stat.S_ISREG(st.st_mode)
 
 
+def _shell_args(args):
+    """A POSIX shell's arguments as the shell reads them: (its option letters, its operands, the first option upgrader
+    does not read or None). Read: clusters of _SHELL_OPTION and ``-o``/``+o`` with _SHELL_SET; anything else (``-i``,
+    ``-s``, ``--rcfile F``, ``-O``) is named, and still skipped as the shell would skip it."""
+    letters, unread, k = "", None, 0
+    while k < len(args):
+        a = args[k]
+        if a in ("--", "-", "+"):
+            k += 1
+            break
+        if a.startswith("--"):
+            unread = unread or a
+            k += 2 if a in ("--rcfile", "--init-file") else 1
+            continue
+        if a[:1] not in "-+" or len(a) < 2:
+            break
+        if a in ("-o", "+o"):
+            if args[k + 1:k + 2] == [] or args[k + 1] not in _SHELL_SET:
+                unread = unread or ("%s %s" % (a, " ".join(args[k + 1:k + 2]))).strip()
+        elif not _SHELL_OPTION.match(a):
+            unread = unread or a
+        letters += a[1:]
+        k += 2 if a[-1] in "oO" else 1
+    return letters, args[k:], unread
+
+
 def _read_interpreter(word, name, args, script, code, seen):
     """_read_program of an interpreter ``word`` (of family ``name``) with its arguments."""
     if name in SHELLS:
-        opts, k = "", 0
-        while k < len(args):
-            a = args[k]
-            if a in ("--", "-", "+"):
-                k += 1
-                break
-            if a.startswith("--"):
-                k += 2 if a in ("--rcfile", "--init-file") else 1
-                continue
-            if a[:1] in "-+" and len(a) > 1:
-                opts += a[1:]
-                k += 2 if a[-1] in "oO" else 1
-                continue
-            break
-        operands = args[k:]
+        opts, operands, _ = _shell_args(args)
         if "c" in opts:
             for a in operands:
                 script(a)
