@@ -39,7 +39,7 @@ ATTACKS = [
     ("eval /bin/true", "eval", "a shell builtin that runs its words as code, or sets variables or the umask (eval)"),
     ("/bin/sh -i -c /bin/true", "/bin/sh", "a shell option upgrader does not read (-i)"),
     # round 26
-    ("/bin/bash -c 'function cat {{ /usr/bin/sed -n 1e{h} {t}; }}; cat'", "function",
+    ("/bin/bash -c 'function cat; cat'", "function",  # with its body in braces: test_host_paths_27
      "shell syntax a root command may not use (function)"),
     # round 27: shell syntax that fed a script's standard input (only simple commands joined by && || ; now)
     ("/usr/bin/printf x | ( /usr/bin/python3 /usr/lib/python3.11/code.py )", "(", "shell syntax a root command may "
@@ -107,11 +107,11 @@ def test_2_the_agent_refuses_an_unlisted_program_right_before_it_runs(tmp_path: 
 
 def test_3_what_root_commands_may_run() -> None:
     """The list, read: shells with -c scripts, script files, builtins, the install's programs, listed system
-    programs, through timeout/nice/nohup; anything else is named."""
+    programs, through timeout/nice; anything else is named."""
     install = {"UPGRADER_INSTALL_DIR": "/opt/x"}
     for ok in ("/usr/bin/systemctl restart tomcat10", "systemctl stop x && sleep 1", "bin/shutdown.sh",
                "/bin/sh -c 'cd bin && ./stop.sh' 2>&1", "/bin/bash -e -o pipefail -c 'kill -TERM 1'",
-               "timeout -s KILL 30 nice -n 5 nohup /bin/sh bin/stop.sh", "cd bin; ./x; cd -", "exec bin/start.sh",
+               "timeout -s KILL 30 nice -n 5 /bin/sh bin/stop.sh", "cd bin; ./x; cd -", "exec bin/start.sh",
                "/usr/bin/python3 /opt/ops/tool.py a", "service tomcat10 restart", "/bin/echo 'stopping now' >&2",
                "/bin/rm -f logs/x.log"):
         assert processes.unlisted_code(ok, install) is None, ok

@@ -46,10 +46,11 @@ ATTACKS = [
     ("/bin/echo '{o}' > logs/x; /bin/sh logs/x", "/bin/echo", "text written in escapes"),
     ("/usr/bin/printf %s%s {h1} {h2} > run/x; /bin/sh run/x", "run/x",
      "writes {i}/run/x, in the install outside its logs/"),
-    ("/usr/bin/printf %s%s {h1} {h2} > {d}/x; /bin/sh {d}/x", "{d}/x", "where a root command of the same playbook "
-     "writes {d}/x"),
-    ("/bin/mkdir {d}/w; /bin/cat {t} > {d}/w/x; /bin/mv {d}/w {d}/v; /bin/sh {d}/v/x", "{d}/v/x", "where a root "
-     "command of the same playbook writes {d}/v"),
+    ("/usr/bin/printf %s%s {h1} {h2} > {d}/x; /bin/sh {d}/x", "{d}/x", "writes {d}/x, outside the install's logs/"),
+    ("/usr/bin/printf %s%s {h1} {h2} > {s}/hp27.sh; /bin/sh {s}/hp27.sh", "{s}/hp27.sh", "where a root command of "
+     "the same playbook writes {s}/hp27.sh"),
+    ("/bin/mkdir {s}/w; /bin/cat {t} > {s}/w/x; /bin/mv {s}/w {s}/v; /bin/sh {s}/v/x", "{s}/v/x",
+     "where a root command of the same playbook writes {s}/v"),
     ("/usr/bin/printf %s%s {h1} {h2} > logs/x; /bin/sh logs/x", "logs/x", "runs a file from the install's logs/"),
     ("/usr/bin/printf %s%s {h1} {h2} > logs/x; cd logs && ./x", "./x", "runs a file from the install's logs/"),
     ("/bin/cat {t} > logs/x && /bin/cp logs/x bin/y && bin/y", "bin/y", "writes {i}/bin/y, in the install outside its "
@@ -82,13 +83,27 @@ ATTACKS = [
     ("/bin/chmod 1777 logs", "/bin/chmod", "a mode that lets another account write, or runs as another (1777)"),
     ("/bin/chmod u+s bin/start.sh", "/bin/chmod", "a mode that lets another account write, or runs as another"),
     ("/bin/chown nobody logs", "/bin/chown", "an owner other than root (nobody)"),
+    # round 29
+    ("/bin/cat {t} > /usr/local/sbin/printenv; /bin/chmod 755 /usr/local/sbin/printenv; printenv",
+     "/usr/local/sbin/printenv", "writes /usr/local/sbin/printenv, outside the install's logs/"),
+    ("/bin/echo 'import os' >> /root/.local/lib/python3.11/site-packages/x.pth", "/root/.local/lib/python3.11/"
+     "site-packages/x.pth", "outside the install's logs/"),
+    ("/bin/cat {t} > {{ /dev/null; /bin/sh {{ bin/stop.sh", "the word {{", "(a brace)"),
+    ("/bin/mkdir {{; cd {{; /bin/cat {t} > ../lib/json.py", "the word {{", "(a brace)"),
+    ("/bin/bash -c 'function cat {{ /usr/bin/sed -n 1e{h} {t}; }}; cat'", "the word {{", "(a brace)"),
+    ("/bin/cat {t} > logs/y; /bin/sh l[o]gs/y", "l[o]gs/y", "runs files a glob names (l[o]gs/y)"),
+    ("/usr/bin/nohup /bin/true > /dev/console; /bin/sh nohup.out", "/usr/bin/nohup",
+     "a program not on upgrader's list"),
+    ("/bin/echo x > /dev/console", "/dev/console", "outside the install's logs/"),
+    ("/usr/bin/touch bin/x", "bin/x", "writes {i}/bin/x, in the install outside its logs/"),
+    ("/bin/chown root.nogroup logs", "/bin/chown", "an owner other than root (root.nogroup)"),
 ]
 
 
 @pytest.mark.parametrize("form, word, why", ATTACKS)
 def test_1_code_the_approver_cannot_read_is_refused_at_plan(
-        root_box: Sandbox, scripts: Path, marker_dir: Path, capsys: pytest.CaptureFixture[str], form: str,
-        word: str, why: str) -> None:
+        root_box: Sandbox, scripts: Path, marker_dir: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path,
+        form: str, word: str, why: str) -> None:
     """The attacker's commands: ``plan`` refuses (exit 2) naming the word and why, in English and in Chinese;
     nothing planned, the whole host untouched (refused_at_plan: lock, packages, product files, the service's pid),
     the hook never ran and nothing was written into the install."""
@@ -99,15 +114,18 @@ def test_1_code_the_approver_cannot_read_is_refused_at_plan(
     text.write_text(f"{hook}\n")
     half = len(str(hook)) // 2
     stop = form.format(h=hook, o=octal(f"{hook}\n"), t=text, h1=str(hook)[:half], h2=str(hook)[half:], d=hook.parent,
-                       d1=str(hook.parent)[:half], d2=str(hook.parent)[half:])
-    s = refused_at_plan(root_box, capsys, stop, f"but {word.format(d=hook.parent)} ",
-                        why.format(i=root_box.install_dir, d=hook.parent))
+                       d1=str(hook.parent)[:half], d2=str(hook.parent)[half:], s=tmp_path)
+    s = refused_at_plan(root_box, capsys, stop, f"but {word.format(d=hook.parent, s=tmp_path)} ",
+                        why.format(i=root_box.install_dir, d=hook.parent, s=tmp_path))
     start = s.index("stop.command (")
     zh = translate(s[start:s.index(" -> nothing was changed", start)], "zh")
     assert UNTRANSLATED not in zh and "root" in zh, zh
     assert not marker.exists(), "root ran the hook"
-    for written in ("run/x", "logs/x", "logs/y", "logs/w", "d", "v", "bin/x", "bin/y", "lib/json.py"):
+    for written in ("run/x", "logs/x", "logs/y", "logs/w", "d", "v", "bin/x", "bin/y", "lib/json.py", "{"):
         assert not (root_box.install_dir / written).exists(), written
+    assert sorted(tmp_path.iterdir()) == []
+    for written in ("/usr/local/sbin/printenv", "/root/.local"):
+        assert not Path(written).exists(), written
     assert sorted(p.name for p in hook.parent.iterdir()) == ["stop.sh"]
 
 

@@ -257,7 +257,9 @@ def shell_words(command, known=None, breaks=None):
             end()
             words.append(("`", (_ODD["`"],), 0))
         elif c in "{}" and not started and command[i + 1:i + 2] in ("", " ", "\t", "\n", ";"):
-            pass  # a group: { cmd; }
+            # a group's brace ({ cmd; }), or a word dash takes as written where no command starts (> {): a word,
+            # odd, so a root command holding one is refused (unjudged_word) rather than read two ways
+            words.append((c, ("a brace",), 0))
         elif c == "{" and command[i + 1:i + 2] == "}" and (command[i + 2:i + 3] in ("", " ", "\t") or
                                                              command[i + 2] in _OPS):
             # find's literal {} ending a word: no brace expansion (``x{},a}`` is one); any other unquoted { is one
@@ -346,7 +348,7 @@ _SCRIPTISH = re.compile(r"[\s;&|<>()`]")
 LISTED = frozenset(("systemctl", "kill", "pkill", "pgrep", "sleep", "echo", "printf", "true", "false", "test", "[",
                     "cat", "rm", "rmdir", "mkdir", "chown", "chgrp", "chmod", "touch", "ls", "cp", "mv", "grep", "id",
                     "date", "logger", "wc", "head", "tail", "cut", "basename", "dirname", "readlink",
-                    "realpath", "stat", "sync", "tee", "timeout", "nice", "nohup", "printenv", "seq", "yes"))
+                    "realpath", "stat", "sync", "tee", "timeout", "nice", "printenv", "seq", "yes"))
 SYSTEM_DIRS = ("/usr/bin", "/bin", "/usr/sbin", "/sbin")
 #: shell builtins a root command may use (``cd``'s operand is judged as a directory: command_dirs). None sets a
 #: variable (``printf -v``, ``unset PATH``, ``export``: a program found by a PATH of pieces) or the umask, and
@@ -366,15 +368,15 @@ _SHELL_SET = frozenset(("errexit", "nounset", "pipefail", "xtrace", "verbose"))
 
 def _wrapped(texts, i):
     """The index of the command a wrapper at ``texts[i]`` runs (``timeout [-s SIG] [-k D] DURATION CMD``,
-    ``nice [-n N] CMD``, ``nohup CMD``), past its options; None when ``texts[i]`` is no wrapper."""
+    ``nice [-n N] CMD``), past its options; None when ``texts[i]`` is no wrapper. (``nohup`` is none: it writes
+    ``nohup.out`` where it runs, a file no word names.)"""
     name = os.path.basename(texts[i])
-    if name not in ("timeout", "nice", "nohup"):
+    if name not in ("timeout", "nice"):
         return None
     k = i + 1
-    valued = {"timeout": ("-s", "-k"), "nice": ("-n",), "nohup": ()}[name]
-    flags = {"timeout": ("--preserve-status", "--foreground", "-v", "--verbose"), "nice": (), "nohup": ()}[name]
-    attached = {"timeout": ("-s", "-k", "--signal=", "--kill-after="), "nice": ("-n", "--adjustment="),
-                "nohup": ()}[name]
+    valued = {"timeout": ("-s", "-k"), "nice": ("-n",)}[name]
+    flags = {"timeout": ("--preserve-status", "--foreground", "-v", "--verbose"), "nice": ()}[name]
+    attached = {"timeout": ("-s", "-k", "--signal=", "--kill-after="), "nice": ("-n", "--adjustment=")}[name]
     while k < len(texts) and texts[k].startswith("-") and texts[k] != "-":
         if texts[k] == "--":
             k += 1
@@ -700,6 +702,11 @@ def _read_program(texts, i, script, seen):
         why = _mode_problem(name, args)
         if why:
             return unlisted(word, why)
+        if name == "mkdir":
+            seen["writes"] += [a for a in args if not a.startswith("-")]
+        return
+    if name == "touch":
+        seen["writes"] += [a for a in args if not a.startswith("-")]
         return
     if name in ("xargs", "parallel"):
         return code(word, "a command built from its standard input (%s)" % name)
@@ -867,8 +874,9 @@ def _mode_problem(name, args):
             return None
         return ("a mode that lets another account write, or runs as another (%s): the path would be changed by "
                 "what root runs next" % first)
-    owner = first.split(":")[0].split(".")[0] if name == "chown" else "root"
-    group = first.split(":", 1)[1] if name == "chown" and ":" in first else first if name == "chgrp" else "root"
+    sep = ":" if ":" in first else "." if "." in first else None  # GNU chown takes root.staff for root:staff
+    owner = first.split(sep)[0] if name == "chown" and sep else first if name == "chown" else "root"
+    group = first.split(sep, 1)[1] if name == "chown" and sep else first if name == "chgrp" else "root"
     if owner not in ("root", "0") or group not in ("root", "0", ""):
         return ("an owner other than root (%s): the path would be the other account's to change while root runs "
                 "what follows" % first)
@@ -1229,38 +1237,51 @@ def system_script(path):
     return top in _SYSTEM_TOPS and not (real + "/").startswith("/usr/local/") and _is_script(real)
 
 
+#: where a root command may write outside the install: scratch directories nothing runs code from (what it writes
+#: there must still be root's alone: outside_path_problem), and the command's own streams
+SCRATCH = ("/tmp", "/var/tmp")
+STREAMS = ("/dev/null", "/dev/stdout", "/dev/stderr")
+
+
 def ran_written_problem(install, commands, known=None):
-    """The first file a root command of ``commands`` (one playbook's) writes in the install outside its ``logs/`` (a
-    redirection's target, tee's files, the destination of cp and mv, mv's sources), or in ``logs/`` where another
-    account could change it (a ``logs`` leading to the service's /var/log/tomcat10) or that has other names (a hard
-    link); or runs (a program named by a path, a shell's or an interpreter's script file, a sourced file:
-    read_command's ``runs`` and ``files``) from ``logs/``, from where such a command writes outside the install
-    (the file, a directory above it, or a file beside or beneath its directory), or a script of the system
-    (system_script); each as named from every directory the command may run in (command_dirs) and as its links
-    lead: (file, why, command, what to do), or None. ``printf %s … > logs/x; /bin/sh logs/x`` would run what the
-    approver cannot read, ``cp run/x bin/`` then ``bin/x`` too, and a ``lib/x.py`` root writes the service loads.
-    Outside the install a command writes only where root alone can change (outside_path_problem)."""
+    """The first file a root command of ``commands`` (one playbook's) writes (a redirection's target, tee's files,
+    the destination of cp and mv, mv's sources, what touch and mkdir make) anywhere but beneath the install's
+    ``logs/`` (root's alone, no hard-linked file), /tmp or /var/tmp (SCRATCH) or its own streams (STREAMS); or runs
+    (a program named by a path, a shell's or an interpreter's script file, a sourced file: read_command's ``runs``
+    and ``files``) from ``logs/``, from where such a command writes in SCRATCH (the file, a directory above it, a
+    file beside or beneath its directory), or a script of the system (system_script); each as named from every
+    directory the command may run in (command_dirs) and as its links lead; a file run or written named by a glob
+    cannot be judged: (file, why, command, what to do), or None. ``printf %s … > logs/x; /bin/sh logs/x`` would run
+    what the approver cannot read, ``cp run/x bin/`` then ``bin/x`` too, a ``lib/x.py`` or a ``.pth`` file root
+    writes a root python loads, a program written into ``/usr/local/sbin`` root's PATH finds first."""
     top = os.path.normpath(install)
     logs = [os.path.join(top, "logs"), os.path.realpath(os.path.join(top, "logs"))]
+    scratch = list(SCRATCH) + [os.path.realpath(d) for d in SCRATCH]
 
     def under(path, dirs):
         return any(path == d or path.startswith(d.rstrip("/") + "/") for d in dirs)
 
-    outside, runs = [], []
+    written, runs = [], []
     for command in commands:
         seen = _read(command, known)
         dirs = command_dirs(install, command, known, outside_install(install, command))
         runs += [(path, dirs, command) for path in seen["runs"] + seen["files"]]
         for path in seen["writes"]:
+            if any(c in path for c in "*?["):
+                return (path, "writes files a glob names (%s), which the agent cannot judge" % path, command,
+                        "name the file")
             for form, why, _ in _views(path, dirs):
-                if why or form in ("/dev/null", "/dev/stdout", "/dev/stderr"):
+                if why or form in STREAMS:
                     continue
                 real = os.path.realpath(form)
-                if not _in_install(install, form) and not _in_install(install, real):
-                    outside += [form, real]
+                inside = _in_install(install, form) or _in_install(install, real)
+                if not inside and under(form, scratch) and under(real, scratch):
+                    written += [form, real]
                     continue
                 if not (under(form, logs) and under(real, logs)):
-                    return (path, "writes %s, in the install outside its logs/ (%s)" % (real, logs[0]), command,
+                    where = ("in the install outside its logs/ (%s)" % logs[0] if inside else
+                             "outside the install's logs/ (%s), /tmp and /var/tmp" % logs[0])
+                    return (path, "writes %s, %s" % (real, where), command,
                             "write only under logs/ (a root command's output is kept in the audit log anyway), and "
                             "ship files in the package")
                 why = root_alone_problem(real)
@@ -1275,6 +1296,9 @@ def ran_written_problem(install, commands, known=None):
                     return (path, "writes %s, a file with %d names (hard links): what it writes lands elsewhere too"
                             % (real, st.st_nlink), command, "write to a file of logs/ that has one name")
     for path, dirs, command in runs:
+        if any(c in path for c in "*?["):
+            return (path, "runs files a glob names (%s), which the agent cannot judge" % path, command,
+                    "name the file")
         for form, why, _ in _views(path, dirs):
             if why:
                 continue
@@ -1287,11 +1311,11 @@ def ran_written_problem(install, commands, known=None):
                 return (path, "runs a file from the install's logs/ (%s), where root commands write" % form,
                         command, "ship the scripts in the package or as root-owned files outside logs/")
             for f in (form, real):
-                written = next((w for w in outside if under(f, [w]) or under(w, [os.path.dirname(f)])), None)
-                if written:
+                hit = next((w for w in written if under(f, [w]) or under(w, [os.path.dirname(f)])), None)
+                if hit:
                     return (path, "runs a file from %s, where a root command of the same playbook writes %s: "
                                   "root would run what a command wrote, which the approver does not read"
-                            % (os.path.dirname(f), written), command,
+                            % (os.path.dirname(f), hit), command,
                             "write files elsewhere than where scripts run from, and ship the scripts in the "
                             "package or as root-owned files")
     return None
