@@ -113,6 +113,8 @@ def test_an_honest_canary_pause_and_continuation_is_intact_and_a_second_or_a_mad
     honest = [r for r in records(log_of(f)) if r["event"] == "resume_requested"]
     assert len(honest) == 1 and honest[0]["data"]["after"] == "canary confirmed" and honest[0]["data"]["hosts"] == [
         "app-02"]
+    # attack20r15 L3: the continuation asks only the host it ran (app-02) to witness it
+    assert [r["host"] for r in records(log_of(f)) if r["event"] == "witness_missing"] == []
     rc, _, text = verify(f, capsys)
     assert rc == 0 and text.startswith("INTACT"), text
     rc, text = case(f, capsys, honest[0]["run"], "--witness", str(f.box.inventory))

@@ -28,7 +28,7 @@ import hashlib
 import json
 import os
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -1520,8 +1520,9 @@ def _notify(observers: Sequence[Observer], kind: str, run_id: str, clock: Clock,
 
 
 def _close(ctx: Context, recorder: Recorder, journal: Journal, result: JSONObject, name: str,
-           obfuscate: bool) -> JSONObject:
-    """The end of every command that ran hosts: audit outcome and signed checkpoint, result file."""
+           obfuscate: bool, ran: Collection[str] | None = None) -> JSONObject:
+    """The end of every command that ran hosts: audit outcome and signed checkpoint, result file. ``ran``: the hosts
+    this part ran, when the result also holds hosts an earlier part ran (a continuation after a canary)."""
     from .customer.diagnostics import bundle_after_run
 
     hosts = cast("list[dict[str, object]]", result["hosts"])
@@ -1530,7 +1531,7 @@ def _close(ctx: Context, recorder: Recorder, journal: Journal, result: JSONObjec
     plan = journal.dir / "plan.json"
     plan_hosts = cast("list[PlanHost]", json.loads(plan.read_text(encoding="utf-8")).get("hosts") or []) \
         if plan.is_file() else []
-    result["witness"] = _witness(ctx, recorder, result, plan_hosts)
+    result["witness"] = _witness(ctx, recorder, result, plan_hosts, ran)
     bundle_after_run(ctx.home, result, lambda r: _write(journal, name, r), name, obfuscate=obfuscate)
     return result
 
@@ -1552,10 +1553,12 @@ def _agent_call(connector: Callable[[], Transport], install_dir: str,
     return call
 
 
-def _witness(ctx: Context, recorder: Recorder, result: JSONObject, plan_hosts: Sequence[PlanHost]) -> JSONObject | None:
+def _witness(ctx: Context, recorder: Recorder, result: JSONObject, plan_hosts: Sequence[PlanHost],
+             ran: Collection[str] | None = None) -> JSONObject | None:
     """After the checkpoint: every host the run reached (a phase of it went well, or the host recorded its finish: a
     resume or rollback of a run killed before its backup ends it "unchanged" with no phase) appends the checkpoint
-    to its own record (audit/witness.py). A host that does not is named in the result's ``witness.missing`` (the CLI
+    to its own record (audit/witness.py); of a continuation after a canary, only the hosts it ran (``ran``): the
+    canary host never ran it and keeps no record of it to witness (attack20r15 L3). A host that does not is named in the result's ``witness.missing`` (the CLI
     warns) and in a ``witness_missing`` line of the audit log; the run's outcome stays what it was."""
     from .audit.witness import WitnessTarget, send_witnesses
 
@@ -1565,6 +1568,8 @@ def _witness(ctx: Context, recorder: Recorder, result: JSONObject, plan_hosts: S
     reached = {str(h.get("host")) for h in cast("list[dict[str, object]]", result.get("hosts") or [])
                if h.get("finished") is True
                or any(p.get("status") == "ok" for p in cast("list[dict[str, object]]", h.get("phases") or []))}
+    if ran is not None:
+        reached &= set(ran)
     targets = [WitnessTarget(h["name"], _agent_call(_connector(h), h["install_dir"], h.get("state_dir")))
                for h in plan_hosts if h["name"] in reached]
     try:  # the operator's policy: each host also tells its local syslog (a SIEM keeps it)
@@ -1735,7 +1740,7 @@ def _continue_after_canary(ctx: Context, run_id: str, run_dir: Path, result: JSO
         result["hosts"] = merged
         result["stopped_early"] = more.get("stopped_early")
         result["exit_code"] = max(OUTCOME_EXIT[str(h["outcome"])] for h in merged)
-        _close(ctx, recorder, journal, result, "result.json", obfuscate)
+        _close(ctx, recorder, journal, result, "result.json", obfuscate, ran=[str(h) for h in by_host])
     return RunResult.of(result, warnings=warnings)
 
 

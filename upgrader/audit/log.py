@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Collection, Iterable, Iterator, Mapping, Sequence, TypedDict, cast
 
-from .reach import line_clock  # noqa: F401 - where the log's readers take it
+from .reach import OPENING_EVENTS, first_like, line_clock, run_opening  # noqa: F401 - where the log's readers take them
 
 from ..core.errors import InputError
 from ..core.shapes import JSONObject
@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     from ..trust.sshsig import PrivateKey
 
 __all__ = ["AuditLog", "VerifyResult", "verify_log", "read_log", "signers_known", "KNOWN_EVENTS", "read_events", "redact", "checkpoint_statement",
-           "parse_anchor", "NAMESPACE", "GENESIS", "line_clock"]
+           "parse_anchor", "NAMESPACE", "GENESIS", "line_clock", "OPENING_EVENTS", "run_opening"]
 
 NAMESPACE = "upgrader-audit"
 GENESIS = "0" * 64
@@ -449,8 +449,6 @@ def _fail(r: VerifyResult, line: int, problem: str, message: str) -> VerifyResul
 
 
 _DECODE = json.JSONDecoder().raw_decode
-_RUN_OPENERS = frozenset(("run_started", "plan_created", "approval_refused", "approval_accepted", "rollback_requested",
-                          "resume_requested"))
 _SEQ_PREFIX = re.compile(rb'\{"seq":(\d+),')
 
 
@@ -619,8 +617,10 @@ def verify_log(path: Path, *, signers: AllowedSigners | None, anchor: tuple[int,
                     if run in closed_runs:
                         return _fail(r, n, "forged", f"an event of run {run} after that run's closing checkpoint")
                     if run not in open_runs:
-                        if event not in _RUN_OPENERS:
-                            return _fail(r, n, "forged", f"an event of run {run} that never started")
+                        if run_opening([rec], run) is None:  # only an opening event opens a run (attack20r15 M2)
+                            return _fail(r, n, "forged", f"an event of run {run} that never started: its first line "
+                                         f"is {event}, but upgrader opens a run with run_started, resume_requested or "
+                                         "rollback_requested before any other line of it")
                         wrong = _continuation_problem(rec, run, first_line)
                         if wrong:
                             return _fail(r, n, "forged", wrong)
@@ -630,8 +630,7 @@ def verify_log(path: Path, *, signers: AllowedSigners | None, anchor: tuple[int,
                         of_run = _d(rec.get("data")).get("of_run")
                         if event in _CONTINUES and isinstance(of_run, str):
                             parts[run] = of_run
-                        if event == "run_started" or event == "resume_requested" \
-                                and _d(rec.get("data")).get("after") is not None:
+                        if first_like(rec):
                             firstlike.add(run)
                         if event == "run_started" and isinstance(rec.get("data"), dict):
                             named = rec["data"].get("hosts")
@@ -845,15 +844,7 @@ class _Tail:
         return min(lines), max(lines), self.finished
 
 
-#: the events that open a run, first run or continuation: the run's opening event is the first of these
-OPENING_EVENTS = ("run_started", "resume_requested", "rollback_requested")
 _CONTINUES = {"resume_requested": "resume", "rollback_requested": "rollback"}
-
-
-def run_opening(events: Iterable[Mapping[str, object]], run: str) -> Mapping[str, object] | None:
-    """The run's opening event (run_started, resume_requested or rollback_requested): the one line every check
-    reads a run's requester, plan, approvals, policy and window from; None when the run has none."""
-    return next((e for e in events if e.get("run") == run and e.get("event") in OPENING_EVENTS), None)
 
 
 def _requester_problem(rec: Mapping[str, object], n: int, made: Mapping[str, tuple[int, object]]) -> str | None:

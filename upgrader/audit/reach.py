@@ -4,9 +4,43 @@ run reached (took the lock of), and a line's writer clock."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 from ..core.shapes import JSONObject
+
+#: the events that open a run, first run or continuation: only these may be a run's first line (attack20r15 M2)
+OPENING_EVENTS = ("run_started", "resume_requested", "rollback_requested")
+
+
+def run_opening(events: Iterable[Mapping[str, object]], run: str) -> Mapping[str, object] | None:
+    """The run's opening line: its first line, when that is a run_started, resume_requested or rollback_requested;
+    None when the run has no line or its first line is any other event (upgrader writes a run's opening line before
+    any other line of it: a run opened by another event, approval_refused or plan_created carrying a run id, is an
+    edited log, and no check reads a requester, plan, approvals, policy or window from a later line). The one reading
+    of a run's opening shared by the log's checks, the witnesses and the case."""
+    first = next((e for e in events if e.get("run") == run), None)
+    return first if first is not None and first.get("event") in OPENING_EVENTS else None
+
+
+def first_like(opener: Mapping[str, object] | None) -> bool:
+    """A run read as a first run by its opening line (not its id; attack20r13 H2: "RUN/x" with a run_started line):
+    a run_started, or a resume going on after a canary (``after``), which runs its waiting hosts as a first run does
+    (attack20r13 H1)."""
+    if opener is None:
+        return False
+    data = opener.get("data")
+    return opener.get("event") == "run_started" or opener.get("event") == "resume_requested" \
+        and isinstance(data, dict) and data.get("after") is not None
+
+
+def run_openings(events: Iterable[Mapping[str, object]]) -> dict[str, Mapping[str, object] | None]:
+    """{run: its opening line (run_opening), or None} for every run of the lines, in one pass."""
+    firsts: dict[str, Mapping[str, object]] = {}
+    for e in events:
+        run = e.get("run")
+        if isinstance(run, str) and run not in firsts:
+            firsts[run] = e
+    return {run: e if e.get("event") in OPENING_EVENTS else None for run, e in firsts.items()}
 
 
 def _reached(events: list[JSONObject]) -> dict[str, set[str]]:
@@ -40,10 +74,8 @@ def _reached(events: list[JSONObject]) -> dict[str, set[str]]:
             started.add((run, host))
         elif event == "host_finished" and e.get("outcome") not in ("not_started", "waiting"):
             ended.add((run, host))
-    # a first run by its opening line, not by its id (attack20r13 H2: "RUN/x" with a run_started line), and a resume
-    # going on after a canary (``after``), which runs its waiting hosts as a first run does (attack20r13 H1)
-    firsts = {e.get("run") for e in events for d in [e.get("data")] if e.get("event") == "run_started"
-              or e.get("event") == "resume_requested" and isinstance(d, dict) and d.get("after") is not None}
+    # a first run by its opening line (run_opening), and a resume going on after a canary (first_like)
+    firsts = {run for run, opener in run_openings(events).items() if first_like(opener)}
     for run, host in (started & ended) - failed - checking:
         if run in firsts:
             out.setdefault(run, set()).add(host)

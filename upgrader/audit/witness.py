@@ -27,6 +27,7 @@ from .reach import _reached
 from ..core.errors import UpgraderError
 from ..core.shapes import JSONObject
 from .log import OPENING_EVENTS, fitted, line_clock, run_opening
+from .reach import first_like, run_openings
 
 if TYPE_CHECKING:
     from ..trust.signers import AllowedSigners
@@ -1699,12 +1700,11 @@ def _compare_openings(result: WitnessResult, events: list[JSONObject], windows: 
     for e in events:
         if isinstance(e.get("run"), str) and isinstance(e.get("seq"), int):
             first_seq.setdefault(str(e["run"]), int(str(e["seq"])))
-    openers = {label: run_opening(events, label) for label in labels}  # the run's opening event, whatever its kind
+    opening = run_openings(events)  # the run's opening line (its first line, an opening event), whatever its kind
+    openers = {label: opening.get(label) for label in labels}
     # a first run by its opening line (not its id), and a continuation after a canary, which runs its waiting hosts
     # as a first run does (attack20r14 H1)
-    firstlike = {label for label, o in openers.items() if o is not None and (
-        o.get("event") == "run_started" or o.get("event") == "resume_requested"
-        and isinstance(o.get("data"), dict) and cast("dict[str, object]", o.get("data")).get("after") is not None)}
+    firstlike = {label for label, o in openers.items() if first_like(o)}
     # a first run's host ended committed, rolled back or restored was locked by it, whatever its lines say of its
     # start and preflight (a resume's may not be; a host that needs a person may never have been: unreachable, or
     # locked by another run)

@@ -223,7 +223,9 @@ class Engine:
                         not self.confirm([outcomes[t.plan["name"]] for t in wave]):
                     # the same run goes on later, under the same approval: `upgrader resume RUN_ID --yes`
                     canaries = [t.plan["name"] for t in wave]
-                    waiting = not self.cancel.is_set()  # a healthy canary is a pause, not a failure
+                    # a healthy canary is a pause, not a failure: also when the operator cancelled once it had
+                    # committed (README: the other hosts wait the same way; audit/log.py _after_problem reads it so)
+                    waiting = True
                     stopped_early = (f"the canary succeeded on {', '.join(canaries)}; the other hosts wait for a "
                                      f"confirmation: go on with 'upgrader resume {self.run_id} --yes'")
                 self.journal.record("canary", "end", ok=not failed, stopped=stopped_early)

@@ -622,6 +622,11 @@ _FORMS: list[tuple[str, str]] = [
      r"host was lost \(locked, unreachable\)",
      "该 host_finished 行称运行 {r} 在主机 {h} 上以 needs_person 结束，而该运行在那里的预检失败（{k}）：只有在主机的锁被"
      "另一次运行持有或主机失联（locked、unreachable）时，upgrader 才会这样结束预检失败的主机"),
+    # audit verify: a run whose first line is no opening event (attack20r15 M2)
+    (r"an event of run (?P<r>\S+) that never started: its first line is (?P<e>\S+), but upgrader opens a run with "
+     r"run_started, resume_requested or rollback_requested before any other line of it",
+     "运行 {r} 的事件，而该运行从未开始：它的第一行是 {e}，而 upgrader 总是先写 run_started、resume_requested 或 "
+     "rollback_requested 开始一次运行，再写它的其他行"),
     # audit verify: a resume after a canary of a run that did not pause, a first run's end past a failed preflight
     (r"its resume_requested line goes on after a canary \(after (?P<a>.*)\), but run (?P<r>\S+) did not pause after a "
      r"healthy canary \(its run_finished line leaves no host waiting\): upgrader goes on after a canary only with the "
