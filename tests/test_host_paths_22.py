@@ -204,6 +204,7 @@ def test_5_words_are_split_as_the_shell_splits_them() -> None:
     assert processes.unjudged_word('test "$UPGRADER_HOST" != app-02', known) is None
     assert processes.named_paths("/bin/sh -c 'cd ${UPGRADER_INSTALL_DIR}/bin'", known) == ["/bin/sh", "/opt/app/bin"]
     assert processes.unjudged_word("/x/$UPGRADER_HOST", {"UPGRADER_HOST": "a b"}) == ("/x/a b", "a $ expansion")
-    for ok in ("bin/stop.sh", "rm -f logs/*.log", "{ bin/stop.sh; }", "/usr/bin/systemctl stop tomcat10",
+    assert processes.unjudged_word("{ bin/stop.sh; }") == ("{", "a brace")  # groups: not a root command's grammar
+    for ok in ("bin/stop.sh", "rm -f logs/*.log", "/usr/bin/systemctl stop tomcat10",
                "/usr/bin/logger \"it's done\" # a comment with * and $X", "/bin/echo 'a*b'"):
         assert processes.unjudged_word(ok) is None, ok

@@ -117,7 +117,7 @@ def test_3_what_root_commands_may_run() -> None:
         assert processes.unlisted_code(ok, install) is None, ok
     for bad, program in (("/usr/bin/find . -exec /bin/rm {} +", "/usr/bin/find"), ("sudo systemctl stop x", "sudo"),
                          ("/usr/bin/env A=1 /bin/true", "/usr/bin/env"), ("timeout 5 /usr/bin/vim -c q", "/usr/bin/vim"),
-                         ("/bin/sh -c 'awk 1 /x | ed'", "ed"), ("java -jar /x.jar", "java"),
+                         ("/bin/sh -c 'cat /x | ed'", "ed"), ("awk -f /x/a.awk", "awk"), ("java -jar /x.jar", "java"),
                          ("/usr/bin/python3 -c 1", "/usr/bin/python3")):
         found = processes.unlisted_code(bad, install)
         assert found is not None and found[0] == program, (bad, found)

@@ -47,10 +47,10 @@ ATTACKS = [
     ("/usr/bin/printf %s%s {h1} {h2} > run/x; /bin/sh run/x", "run/x",
      "writes {i}/run/x, in the install outside its logs/"),
     ("/usr/bin/printf %s%s {h1} {h2} > {d}/x; /bin/sh {d}/x", "{d}/x", "writes {d}/x, outside the install's logs/"),
-    ("/usr/bin/printf %s%s {h1} {h2} > {s}/hp27.sh; /bin/sh {s}/hp27.sh", "{s}/hp27.sh", "where a root command of "
-     "the same playbook writes {s}/hp27.sh"),
-    ("/bin/mkdir {s}/w; /bin/cat {t} > {s}/w/x; /bin/mv {s}/w {s}/v; /bin/sh {s}/v/x", "{s}/v/x",
-     "where a root command of the same playbook writes {s}/v"),
+    ("/usr/bin/printf %s%s {h1} {h2} > {s}/hp27.sh; /bin/sh {s}/hp27.sh", "{s}/hp27.sh",
+     "writes {s}/hp27.sh, outside the install's logs/"),
+    ("/bin/mkdir {s}/w; /bin/cat {t} > {s}/w/x; /bin/mv {s}/w {s}/v; /bin/sh {s}/v/x", "{s}/w/x",
+     "writes {s}/w/x, outside the install's logs/"),
     ("/usr/bin/printf %s%s {h1} {h2} > logs/x; /bin/sh logs/x", "logs/x", "runs a file from the install's logs/"),
     ("/usr/bin/printf %s%s {h1} {h2} > logs/x; cd logs && ./x", "./x", "runs a file from the install's logs/"),
     ("/bin/cat {t} > logs/x && /bin/cp logs/x bin/y && bin/y", "bin/y", "writes {i}/bin/y, in the install outside its "
@@ -97,6 +97,17 @@ ATTACKS = [
     ("/bin/echo x > /dev/console", "/dev/console", "outside the install's logs/"),
     ("/usr/bin/touch bin/x", "bin/x", "writes {i}/bin/x, in the install outside its logs/"),
     ("/bin/chown root.nogroup logs", "/bin/chown", "an owner other than root (root.nogroup)"),
+    # round 30
+    ("/bin/cat {t} > logs/5; cd logs; /bin/sh 5 > /dev/null ../bin/stop.sh", "5",
+     "runs a file from the install's logs/ ({i}/logs/5)"),
+    ("/bin/cat {t} > logs/y; cd l[o]gs; /bin/sh y", "l[o]gs", "changes to a directory a glob names (l[o]gs)"),
+    ("/bin/cat {t} | /usr/bin/tee -- -a > /dev/null; /bin/sh -- -a", "-a", "writes {i}/-a, in the install outside "
+     "its logs/"),
+    ("/usr/bin/awk -W -f '(getline x < \"logs/y\") && system(x)' /etc/hostname", "/usr/bin/awk",
+     "a program that runs code upgrader does not read (awk)"),
+    ("/bin/bash -c 'set -k; /bin/bash /bin/true BASH_ENV=logs/y'", "set", "a shell option upgrader does not read (-k)"),
+    ("/bin/cat {t} >> {s}/allowed_signers", "{s}/allowed_signers", "writes {s}/allowed_signers, outside the install's "
+     "logs/"),
 ]
 
 

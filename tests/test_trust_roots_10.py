@@ -87,7 +87,8 @@ def test_the_preflight_proves_only_the_command_probes_of_the_plan_the_host_accep
     plan's own probe with its command changed, then for the plan's probes without the plan: each is refused (the
     controller's exit 4) naming the probe, and no probe ran (not even the approved one of the same request). The
     plan's own probes, sent with the plan, run. The lock released, the whole host is as before."""
-    ok, pwned = tmp_path / "selfcheck-ran", tmp_path / "PWNED"
+    logs = sandbox.install_dir / "logs"  # where a root command may write
+    ok, pwned = logs / "selfcheck-ran", logs / "PWNED"
     _playbook_with_command_probe(sandbox, ok)
     plan, approval = _approved(sandbox, tmp_path)
     data = json.loads(plan.read_text(encoding="utf-8"))
@@ -126,7 +127,8 @@ def test_a_kept_entry_binds_the_probes_of_its_run_too(sandbox: Sandbox, host_roo
     """After the operator's approved run (with a command probe) committed, its kept entry admits the lock of that
     run (its rollback needs it); a modified controller holding it asks the host to prove a command of its own, and
     the plan's probe with a changed command: refused (exit 4), nothing ran, the whole host as the run left it."""
-    ok, pwned = tmp_path / "selfcheck-ran", tmp_path / "PWNED"
+    logs = sandbox.install_dir / "logs"  # where a root command may write
+    ok, pwned = logs / "selfcheck-ran", logs / "PWNED"
     _playbook_with_command_probe(sandbox, ok)
     plan, approval = _approved(sandbox, tmp_path)
     done = _cli(sandbox.root, "run", str(plan), "--approval", str(approval), "--yes")
@@ -324,7 +326,8 @@ def test_hooks_run_only_at_the_phase_the_accepted_plan_names_them(sandbox: Sandb
     approved after_commit hook again, the after_rollback hook while nothing was rolled back, the after_commit command
     under the before_stop phase, and a hook without a phase: each refused (exit 4) naming the hook and the phase;
     no marker line added, the whole host as the run left it."""
-    commit_marker, rollback_marker = tmp_path / "after-commit", tmp_path / "after-rollback"
+    logs = sandbox.install_dir / "logs"  # where a root command may write
+    commit_marker, rollback_marker = logs / "after-commit", logs / "after-rollback"
     doc = yaml.safe_load(SHIPPED.read_text(encoding="utf-8"))
     doc["hooks"] = {"after_commit": [{"command": f"echo done >> {commit_marker}", "timeout": 10}],
                     "after_rollback": [{"command": f"echo back >> {rollback_marker}", "timeout": 10}]}

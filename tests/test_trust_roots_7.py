@@ -210,7 +210,7 @@ def test_plan_runs_no_command_probe_on_a_host_with_a_trust_root_the_accepted_run
     command (no marker; the plan says why, exit 0); nothing on the host changed. The operator's approved run then
     proves it at its preflight under the lock the host granted on the accepted evidence (the marker appears) and
     commits."""
-    marker = tmp_path / "probe-ran"
+    marker = sandbox.install_dir / "logs" / "probe-ran"  # a root command writes only beneath the install's logs/
     src = Path(__file__).resolve().parent.parent / "playbooks" / "sample-middleware.yaml"
     doc = yaml.safe_load(src.read_text(encoding="utf-8"))
     doc["observe"]["probes"].append({"name": "selfcheck", "type": "command", "command": f"echo ran >> {marker}"})

@@ -165,7 +165,7 @@ AGENT_VARS = ("UPGRADER_INSTALL_DIR", "UPGRADER_HOST", "UPGRADER_CURRENT_VERSION
 _VAR = re.compile(r"\$(?:([A-Za-z_][A-Za-z0-9_]*)|\{([A-Za-z_][A-Za-z0-9_]*)\})")
 
 
-def shell_words(command, known=None, breaks=None):
+def shell_words(command, known=None, breaks=None, attached=None):
     """The words of ``command`` as the POSIX shell splits them: (words, unresolved). Each word is (text, odd, at):
     its text with quotes and escapes resolved, what in it the shell would expand (``odd``: "a glob", "a ~ (home
     directory)", "a $ expansion", ...; empty when the word is literal) and where in the text the first expansion is
@@ -173,7 +173,8 @@ def shell_words(command, known=None, breaks=None):
     skipped; a process substitution ``<(`` is a word of its own, odd. ``$NAME`` or ``${NAME}`` of a variable in
     ``known`` (the agent's own, AGENT_VARS) is its value, judged as written (odd when, unquoted, the shell would
     split or glob it). ``unresolved`` is the rest of the command from a quote or escape that does not end (None when
-    all end). ``breaks``, when given, gets (index of the next word, operator character) for each operator."""
+    all end). ``breaks``, when given, gets (index of the next word, operator character) for each operator;
+    ``attached``, the index of each word an operator follows with no blank between (``2>``, not ``2 >``)."""
     words = []
     cur, odd, at, started = [], [], None, False
     i, n = 0, len(command)
@@ -212,6 +213,8 @@ def shell_words(command, known=None, breaks=None):
                 i += 1
             continue
         elif c in _OPS:
+            if started and attached is not None:
+                attached.add(len(words))  # the word now ending is glued to the operator
             end()
             if breaks is not None:
                 breaks.append((len(words), c))
@@ -412,8 +415,6 @@ def unlisted_program(word, args, install):
             return ("an option of %s (%s): an interpreter may only be given a script file, with no option (-i, -d "
                     "and the like read code upgrader does not see)" % (kind, args[0]))
         return None
-    if kind in ("awk", "gawk", "mawk", "nawk"):
-        return None  # only with -f FILE (_read_interpreter refuses a program given as text)
     if kind:
         return "a program that runs code upgrader does not read (%s)" % kind
     path = _program_path(word, install or "/nonexistent")
@@ -503,8 +504,8 @@ def read_command(command, known, depth, seen):
     operators in it is read as a script too (``sg GROUP 'S'``), as is the word after any ``-…c…`` option."""
     if seen["unresolved"] is not None:
         return
-    breaks = []
-    words, unresolved = shell_words(command, known, breaks)
+    breaks, attached = [], set()
+    words, unresolved = shell_words(command, known, breaks, attached)
     seen["words"] += words
     if unresolved is not None:
         seen["unresolved"] = unresolved
@@ -539,8 +540,8 @@ def read_command(command, known, depth, seen):
                 seen["writes"].append(word[0])  # > FILE, >> FILE (not >&N): a file the command writes
             feeding = False
             continue
-        if word[0].isdigit() and any(c in "<>" for c in cuts.get(k + 1, ())[:1]) and not word[1]:
-            continue  # 2>&1, 3<x: the descriptor a redirection names, no word of the command
+        if word[0].isdigit() and any(c in "<>" for c in cuts.get(k + 1, ())[:1]) and not word[1] and k in attached:
+            continue  # 2>&1, 3<x: the descriptor a redirection names, no word of the command (``5 >x``: 5 is one)
         cur.append(word[0])
     if cur:
         commands.append(cur)
@@ -672,6 +673,8 @@ def _read_program(texts, i, script, seen):
             seen["unlisted"] = (program, why)
 
     word, name, args = texts[i], program_name(texts[i]), texts[i + 1:]
+    if name == "set" and _shell_args(args)[2]:
+        return unlisted(word, "a shell option upgrader does not read (%s)" % _shell_args(args)[2])
     if name in ("test", "[") and any(a in ("-v", "-R") for a in args):
         return unlisted(word, "a test of a variable (-v, -R), whose name bash evaluates as code")
     if name == "printf" and args[:1] and args[0].startswith("-v"):
@@ -686,10 +689,11 @@ def _read_program(texts, i, script, seen):
     if name == "systemctl":
         return _read_systemctl(word, args, unlisted)
     if name == "tee":
-        bad = [a for a in args if a.startswith("-") and a not in ("-a", "--append", "-i", "-p", "--")]
+        options, operands = _split_options(args)
+        bad = [a for a in options if a not in ("-a", "--append", "-i", "-p")]
         if bad:
             return unlisted(word, "an option of tee upgrader does not read exactly (%s)" % bad[0])
-        seen["writes"] += [a for a in args if not a.startswith("-")]
+        seen["writes"] += operands
         return
     if name in ("cp", "mv"):
         written = _copied(name, args)
@@ -703,10 +707,10 @@ def _read_program(texts, i, script, seen):
         if why:
             return unlisted(word, why)
         if name == "mkdir":
-            seen["writes"] += [a for a in args if not a.startswith("-")]
+            seen["writes"] += _split_options(args)[1]
         return
     if name == "touch":
-        seen["writes"] += [a for a in args if not a.startswith("-")]
+        seen["writes"] += _split_options(args)[1]
         return
     if name in ("xargs", "parallel"):
         return code(word, "a command built from its standard input (%s)" % name)
@@ -849,15 +853,28 @@ def _copied(name, args):
     return operands[-1:] + (operands[:-1] if name == "mv" else [])
 
 
+def _split_options(args, operand_like=None):
+    """(options, operands) of a GNU program's ``args``: every word after ``--`` is an operand (``tee -- -a`` writes
+    ./-a), as is ``-`` and a word matching ``operand_like`` (chmod's ``-w``)."""
+    options, operands = [], []
+    for k, a in enumerate(args):
+        if a == "--":
+            return options, operands + args[k + 1:]
+        if a.startswith("-") and a != "-" and not (operand_like and re.match(operand_like, a)):
+            options.append(a)
+        else:
+            operands.append(a)
+    return options, operands
+
+
 def _mode_problem(name, args):
     """Why ``chmod``/``chown``/``chgrp``/``mkdir`` with ``args`` may hand a path to another account in a root
     command (the whole-tree rule looks before the command, not while it runs), or None: a mode giving the group or
     others write (``o+w``, ``777``, ``1777``) or set-id/sticky bits, a mode copied from a file, an owner or group
     other than root, ``mkdir -m``."""
-    operands = [a for a in args if not a.startswith("-") or re.match(r"-[rwxXst]+$", a)]
-    options = [a for a in args if a.startswith("-") and a not in operands]
+    options, operands = _split_options(args, r"-[rwxXst]+$" if name == "chmod" else None)
     bad = [a for a in options if a not in ("-R", "--recursive", "-p", "--parents", "-v", "--verbose", "-f",
-                                           "--silent", "--quiet", "-h", "--no-dereference", "--")]
+                                           "--silent", "--quiet", "-h", "--no-dereference")]
     if bad:
         return "an option of %s upgrader does not read exactly (%s)" % (name, bad[0])
     if name == "mkdir" or not operands:
@@ -1237,33 +1254,36 @@ def system_script(path):
     return top in _SYSTEM_TOPS and not (real + "/").startswith("/usr/local/") and _is_script(real)
 
 
-#: where a root command may write outside the install: scratch directories nothing runs code from (what it writes
-#: there must still be root's alone: outside_path_problem), and the command's own streams
-SCRATCH = ("/tmp", "/var/tmp")
+#: what a root command may write besides the install's logs/: its own streams. Nothing else, /tmp neither (the
+#: controller's HOME or the agent's state, a backup hard-linked into the install may lie there)
 STREAMS = ("/dev/null", "/dev/stdout", "/dev/stderr")
 
 
 def ran_written_problem(install, commands, known=None):
     """The first file a root command of ``commands`` (one playbook's) writes (a redirection's target, tee's files,
     the destination of cp and mv, mv's sources, what touch and mkdir make) anywhere but beneath the install's
-    ``logs/`` (root's alone, no hard-linked file), /tmp or /var/tmp (SCRATCH) or its own streams (STREAMS); or runs
-    (a program named by a path, a shell's or an interpreter's script file, a sourced file: read_command's ``runs``
-    and ``files``) from ``logs/``, from where such a command writes in SCRATCH (the file, a directory above it, a
-    file beside or beneath its directory), or a script of the system (system_script); each as named from every
-    directory the command may run in (command_dirs) and as its links lead; a file run or written named by a glob
+    ``logs/`` (root's alone, no hard-linked file) or to its own streams (STREAMS); or runs (a program named by a path,
+    a shell's or an interpreter's script file, a sourced file: read_command's ``runs`` and ``files``) from ``logs/``,
+    or a script of the system (system_script); each as named from every directory the command may run in
+    (command_dirs: a ``cd`` into a glob is refused) and as its links lead; a file run or written named by a glob
     cannot be judged: (file, why, command, what to do), or None. ``printf %s … > logs/x; /bin/sh logs/x`` would run
     what the approver cannot read, ``cp run/x bin/`` then ``bin/x`` too, a ``lib/x.py`` or a ``.pth`` file root
-    writes a root python loads, a program written into ``/usr/local/sbin`` root's PATH finds first."""
+    writes a root python loads, a program written into ``/usr/local/sbin`` root's PATH finds first, a line added to
+    the operator's allowed_signers."""
     top = os.path.normpath(install)
     logs = [os.path.join(top, "logs"), os.path.realpath(os.path.join(top, "logs"))]
-    scratch = list(SCRATCH) + [os.path.realpath(d) for d in SCRATCH]
 
     def under(path, dirs):
         return any(path == d or path.startswith(d.rstrip("/") + "/") for d in dirs)
 
-    written, runs = [], []
+    runs = []
     for command in commands:
         seen = _read(command, known)
+        texts = [w[0] for w in seen["words"]]
+        for k, text in enumerate(texts[:-1]):
+            if text in ("cd", "pushd") and any(c in texts[k + 1] for c in "*?["):
+                return (texts[k + 1], "changes to a directory a glob names (%s), which the agent cannot judge"
+                        % texts[k + 1], command, "name the directory")
         dirs = command_dirs(install, command, known, outside_install(install, command))
         runs += [(path, dirs, command) for path in seen["runs"] + seen["files"]]
         for path in seen["writes"]:
@@ -1274,13 +1294,9 @@ def ran_written_problem(install, commands, known=None):
                 if why or form in STREAMS:
                     continue
                 real = os.path.realpath(form)
-                inside = _in_install(install, form) or _in_install(install, real)
-                if not inside and under(form, scratch) and under(real, scratch):
-                    written += [form, real]
-                    continue
                 if not (under(form, logs) and under(real, logs)):
-                    where = ("in the install outside its logs/ (%s)" % logs[0] if inside else
-                             "outside the install's logs/ (%s), /tmp and /var/tmp" % logs[0])
+                    where = ("in the install outside its logs/ (%s)" if _in_install(install, form) or
+                             _in_install(install, real) else "outside the install's logs/ (%s)") % logs[0]
                     return (path, "writes %s, %s" % (real, where), command,
                             "write only under logs/ (a root command's output is kept in the audit log anyway), and "
                             "ship files in the package")
@@ -1310,14 +1326,6 @@ def ran_written_problem(install, commands, known=None):
             if under(form, logs) or under(real, logs):
                 return (path, "runs a file from the install's logs/ (%s), where root commands write" % form,
                         command, "ship the scripts in the package or as root-owned files outside logs/")
-            for f in (form, real):
-                hit = next((w for w in written if under(f, [w]) or under(w, [os.path.dirname(f)])), None)
-                if hit:
-                    return (path, "runs a file from %s, where a root command of the same playbook writes %s: "
-                                  "root would run what a command wrote, which the approver does not read"
-                            % (os.path.dirname(f), hit), command,
-                            "write files elsewhere than where scripts run from, and ship the scripts in the "
-                            "package or as root-owned files")
     return None
 
 
@@ -1364,7 +1372,7 @@ def command_dirs(install, command, known=None, plain=False):
     for i, word in enumerate(words):
         if word not in ("cd", "pushd"):
             continue
-        operands = [w for w in words[i + 1:i + 4] if w == "-" or not w.startswith("-")][:1]
+        operands = [w for w in words[i + 1:] if w == "-" or not w.startswith("-")][:1]  # past any options
         if not operands:  # cd alone: root's home
             try:
                 operands = [pwd.getpwuid(os.geteuid()).pw_dir or "/"]
