@@ -88,6 +88,16 @@ def hook_playbook(f: Fleet, name: str, hook: str, command: str) -> Path:
     return path
 
 
+def waiting_script(f: Fleet, started: Path, release: Path, only_on: str = "true") -> Path:
+    """A root-owned script (a root command's loop and markers belong in one: the restricted grammar of root
+    commands) that, when ``only_on`` holds, touches ``started`` and waits up to 30 s for ``release``."""
+    script = f.box.root / f"wait-{started.name}.sh"
+    gone = f"[ ! -e {shlex.quote(str(release))} ]"
+    script.write_text(f"{only_on} || exit 0\ntouch {shlex.quote(str(started))}\ni=0\n"
+                      f"while {gone} && [ $i -lt 600 ]; do sleep 0.05; i=$((i+1)); done\n")
+    return script
+
+
 def audit_events(f: Fleet) -> list[dict[str, Any]]:
     lines = (f.box.root / "audit" / "audit.jsonl").read_text().splitlines()
     return [json.loads(line) for line in lines]
@@ -332,9 +342,7 @@ def test_a_single_connection_cut_after_install_is_retried_and_recorded(fleet, ca
     """The sshd session dies while the after_install hook runs: the engine reconnects, records the retry, commits."""
     f = fleet(1)
     started, release = f.box.root / "hook-started", f.box.root / "hook-release"
-    hook_playbook(f, "cut-once", "after_install",
-                  f"touch {shlex.quote(str(started))}; "
-                  f"timeout 30 /bin/sh -c 'while [ ! -e {release} ]; do sleep 0.05; done' || true")
+    hook_playbook(f, "cut-once", "after_install", f"/bin/sh {waiting_script(f, started, release)}")
     plan = planned(f, "7.0.4.2")
     killed: list[int] = []
 
@@ -371,9 +379,7 @@ def test_a_host_lost_mid_install_is_marked_needs_person_with_a_record_and_rollba
     h = f["app-01"]
     before = product_digest(h.install_dir)
     started, release = f.box.root / "hook-started", f.box.root / "hook-release"
-    hook_playbook(f, "cut-always", "after_install",
-                  f"touch {shlex.quote(str(started))}; "
-                  f"timeout 30 /bin/sh -c 'while [ ! -e {release} ]; do sleep 0.05; done' || true")
+    hook_playbook(f, "cut-always", "after_install", f"/bin/sh {waiting_script(f, started, release)}")
     plan = planned(f, "7.0.4.2")
     done = threading.Event()
     killed: list[int] = []
@@ -454,10 +460,8 @@ def test_a_second_run_while_the_first_observes_is_refused_by_the_lock(fleet):
     # a slow custom probe keeps run A in observe until the test has started run B; it waits only once the new
     # version is in place (the probes are proven on the running old version first, at plan time and in preflight)
     release = f.box.root / "release"
-    spec_probe = {"type": "command", "name": "gate", "timeout": "60s",
-                  "command": "grep -q '^7.0.4.2' lib/VERSION || exit 0; "
-                             f"touch {shlex.quote(str(started))}; "
-                             f"timeout 30 /bin/sh -c 'while [ ! -e {release} ]; do sleep 0.05; done' || true"}
+    gate = waiting_script(f, started, release, only_on='grep -q "^7.0.4.2" "$UPGRADER_INSTALL_DIR/lib/VERSION"')
+    spec_probe = {"type": "command", "name": "gate", "timeout": "60s", "command": f"/bin/sh {gate}"}
     spec = yaml.safe_load(f.playbook.read_text())
     spec["observe"]["probes"].append(spec_probe)
     gated = f.write_playbook("gated", observe=spec["observe"])

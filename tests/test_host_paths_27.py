@@ -68,7 +68,7 @@ ATTACKS = [
     ("export BASH_ENV={h}; /bin/bash -c /bin/true", "export", "a shell builtin that runs its words as code, or sets "
      "variables or the umask (export)"),
     ("unset PATH; cat /etc/hostname", "unset", "sets variables or the umask (unset)"),
-    ("/bin/bash -c 'test -v a[X]'", "test", "a test of a variable (-v, -R), whose name bash evaluates as code"),
+    ("/bin/bash -c 'test -v aX'", "test", "a test of a variable (-v, -R), whose name bash evaluates as code"),
     ("/bin/bash -c \"test -v 'a[\\$(/bin/sh {h})]'\"", "the word", "a $ or a backquote"),
     ("/bin/echo x >&logs/y; /bin/sh logs/y", ">&", "shell syntax a root command may not use (>&)"),
     ("/bin/mkdir -p logs/w; /bin/cat {t} > logs/w/x; /bin/mv logs/w v; /bin/sh v/x", "v", "writes {i}/v, in the "
@@ -91,7 +91,7 @@ ATTACKS = [
     ("/bin/cat {t} > {{ /dev/null; /bin/sh {{ bin/stop.sh", "the word {{", "(a brace)"),
     ("/bin/mkdir {{; cd {{; /bin/cat {t} > ../lib/json.py", "the word {{", "(a brace)"),
     ("/bin/bash -c 'function cat {{ /usr/bin/sed -n 1e{h} {t}; }}; cat'", "the word {{", "(a brace)"),
-    ("/bin/cat {t} > logs/y; /bin/sh l[o]gs/y", "l[o]gs/y", "runs files a glob names (l[o]gs/y)"),
+    ("/bin/cat {t} > logs/y; /bin/sh l[o]gs/y", "the word l[o]gs/y", "(a glob)"),
     ("/usr/bin/nohup /bin/true > /dev/console; /bin/sh nohup.out", "/usr/bin/nohup",
      "a program not on upgrader's list"),
     ("/bin/echo x > /dev/console", "/dev/console", "outside the install's logs/"),
@@ -100,7 +100,7 @@ ATTACKS = [
     # round 30
     ("/bin/cat {t} > logs/5; cd logs; /bin/sh 5 > /dev/null ../bin/stop.sh", "5",
      "runs a file from the install's logs/ ({i}/logs/5)"),
-    ("/bin/cat {t} > logs/y; cd l[o]gs; /bin/sh y", "l[o]gs", "changes to a directory a glob names (l[o]gs)"),
+    ("/bin/cat {t} > logs/y; cd l[o]gs; /bin/sh y", "the word l[o]gs", "(a glob)"),
     ("/bin/cat {t} | /usr/bin/tee -- -a > /dev/null; /bin/sh -- -a", "-a", "writes {i}/-a, in the install outside "
      "its logs/"),
     ("/usr/bin/awk -W -f '(getline x < \"logs/y\") && system(x)' /etc/hostname", "/usr/bin/awk",
@@ -108,6 +108,14 @@ ATTACKS = [
     ("/bin/bash -c 'set -k; /bin/bash /bin/true BASH_ENV=logs/y'", "set", "a shell option upgrader does not read (-k)"),
     ("/bin/cat {t} >> {s}/allowed_signers", "{s}/allowed_signers", "writes {s}/allowed_signers, outside the install's "
      "logs/"),
+    # round 31
+    ("/bin/cat {t} > logs/10; cd logs; /bin/sh 10>/dev/null ../bin/stop.sh", "10", "runs a file from the install's "
+     "logs/ ({i}/logs/10)"),
+    ("/bin/cat {t} > logs/5; cd logs; /bin/sh '5'>/dev/null ../bin/stop.sh", "5", "runs a file from the install's "
+     "logs/ ({i}/logs/5)"),
+    ("/bin/cat {t} > logs/y; cd -P l[o]gs; /bin/sh y", "the word l[o]gs", "(a glob)"),
+    ("cd logs; /bin/cp * ../bin/stop.sh logs/zz", "the word *", "(a glob)"),
+    ("/bin/bash -c 'cd logs; set *'", "the word *", "(a glob)"),
 ]
 
 

@@ -173,8 +173,10 @@ def quick_playbook(root: Path, name: str, hooks: dict[str, Any], start: str | No
     spec["name"] = name
     spec["observe"]["window"] = "0.5s"
     spec["hooks"] = hooks
-    if start:
-        spec["start"]["command"] = start
+    if start:  # as a root-owned script: a root command's own grammar has no subshell or background job
+        script = root / f"{name}-start.sh"
+        script.write_text(f'cd "$UPGRADER_INSTALL_DIR" || exit 1\n{start}\n', encoding="utf-8")
+        spec["start"]["command"] = f"/bin/sh {script}"
     path = root / f"{name}.yaml"
     path.write_text(yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
     return path

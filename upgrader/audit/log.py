@@ -660,7 +660,7 @@ def verify_log(path: Path, *, signers: AllowedSigners | None, anchor: tuple[int,
                         if wrong:
                             return _fail(r, n, "edited", wrong)
                         if run not in parts and run not in paused:
-                            paused[run] = _d(rec.get("data")).get("outcomes") or {}
+                            paused[run] = _d(_d(rec.get("data")).get("outcomes"))
                         elif run in parts and run in firstlike:  # a continuation after the canary ended: no other
                             continued.add(parts[run])
                 tail.add(n, run, event)
@@ -884,7 +884,8 @@ def _continuation_problem(rec: Mapping[str, object], run: str, seen: Mapping[str
     return None
 
 
-def _d(value: object) -> Mapping[str, Any]:
+def _d(value: object) -> Mapping[str, object]:
+    """``value`` when it is a mapping (a line's field as the log has it), else an empty one."""
     return value if isinstance(value, dict) else {}
 
 

@@ -433,6 +433,7 @@ _FORMS: list[tuple[str, str]] = [
     (r"changes to a directory a glob names \((?P<p>.+?)\), which the agent cannot judge",
      "会进入通配符（{p}）匹配的目录，主机代理无法判断"),
     (r"name the directory", "请写明目录名"),
+    (r"a directory a glob names \((?P<p>.+?)\), which the agent cannot judge", "通配符（{p}）匹配的目录，主机代理无法判断"),
     (r"writes (?P<p>.+?), in the install outside its logs/ \((?P<l>.+?)\)", "会写入 {p}，它在安装目录中、logs/（{l}）之外"),
     (r"(?P<w>writes|runs) files a glob names \((?P<p>.+?)\), which the agent cannot judge",
      "会{w:t}通配符（{p}）匹配的文件，主机代理无法判断"),

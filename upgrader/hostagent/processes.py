@@ -174,9 +174,11 @@ def shell_words(command, known=None, breaks=None, attached=None):
     ``known`` (the agent's own, AGENT_VARS) is its value, judged as written (odd when, unquoted, the shell would
     split or glob it). ``unresolved`` is the rest of the command from a quote or escape that does not end (None when
     all end). ``breaks``, when given, gets (index of the next word, operator character) for each operator;
-    ``attached``, the index of each word an operator follows with no blank between (``2>``, not ``2 >``)."""
+    ``attached``, the index of each word of one unquoted ASCII digit an operator follows with no blank between
+    (``2>``; not ``2 >``, ``10>``, ``'5'>``, ``²>``, which dash passes to the program as words)."""
     words = []
     cur, odd, at, started = [], [], None, False
+    quoted = False  # a quote or an escape in the word now read: then no redirection's descriptor (dash: '5'>x)
     i, n = 0, len(command)
 
     def flag(kind):
@@ -199,10 +201,10 @@ def shell_words(command, known=None, breaks=None, attached=None):
         return m.end() - at_i
 
     def end():
-        nonlocal cur, odd, at, started
+        nonlocal cur, odd, at, started, quoted
         if started:
             words.append(("".join(cur), tuple(odd), at))
-        cur, odd, at, started = [], [], None, False
+        cur, odd, at, started, quoted = [], [], None, False, False
 
     while i < n:
         c = command[i]
@@ -213,14 +215,15 @@ def shell_words(command, known=None, breaks=None, attached=None):
                 i += 1
             continue
         elif c in _OPS:
-            if started and attached is not None:
-                attached.add(len(words))  # the word now ending is glued to the operator
+            if started and attached is not None and not quoted and re.match(r"[0-9]$", "".join(cur)):
+                attached.add(len(words))  # one plain digit glued to the operator: dash's descriptor (2>, not 2 >)
             end()
             if breaks is not None:
                 breaks.append((len(words), c))
             if c in "<>" and command[i + 1:i + 2] == "(":
                 words.append((command[i:i + 2], ("a process substitution",), 0))
         elif c == "\\":
+            quoted = True
             if i + 1 >= n:
                 return words, command[i:]
             if command[i + 1] != "\n":
@@ -229,6 +232,7 @@ def shell_words(command, known=None, breaks=None, attached=None):
             i += 2
             continue
         elif c == "'":
+            quoted = True
             close = command.find("'", i + 1)
             if close < 0:
                 return words, command[i:]
@@ -236,7 +240,7 @@ def shell_words(command, known=None, breaks=None, attached=None):
             started, i = True, close + 1
             continue
         elif c == '"':
-            j, started = i + 1, True
+            j, started, quoted = i + 1, True, True
             while j < n and command[j] != '"':
                 if command[j] == "\\" and j + 1 < n and command[j + 1] in '$`"\\\n':
                     if command[j + 1] != "\n":
@@ -673,6 +677,9 @@ def _read_program(texts, i, script, seen):
             seen["unlisted"] = (program, why)
 
     word, name, args = texts[i], program_name(texts[i]), texts[i + 1:]
+    if name in ("cd", "pushd", "popd") and any(c in a for a in args for c in "*?["):
+        return unlisted(word, "a directory a glob names (%s), which the agent cannot judge"
+                        % next(a for a in args if any(c in a for c in "*?[")))
     if name == "set" and _shell_args(args)[2]:
         return unlisted(word, "a shell option upgrader does not read (%s)" % _shell_args(args)[2])
     if name in ("test", "[") and any(a in ("-v", "-R") for a in args):
@@ -1165,9 +1172,9 @@ def unjudged_word(command, known=None):
     """The first word of a root command the outside-path rule cannot judge as written, and why: (word, why), or None.
     A word the shell would expand (a glob, ``~``, ``$``, a command or process substitution, braces), in the command or
     in a ``sh -c`` script in it (script_words), names paths the agent does not see: ``/x/*/hook.sh`` or
-    ``~svc/hook.sh`` may run another account's file. Only a glob relative to the working directory (the install:
-    ``logs/*.log``), with no ``..``, no dot-glob that could match ``..`` and no option or list around it, is left to
-    the whole-tree rule. A quote or escape that does not end cannot be split: refused too."""
+    ``~svc/hook.sh`` may run another account's file; a glob relative to the install (``cd logs; cp * x``) may expand
+    to a file named ``-l`` another root command made, an option of the program. A quote or escape that does not end
+    cannot be split: refused too."""
     words, unresolved = script_words(command, 0, known)
     if unresolved is not None:
         return unresolved, "a quote or escape in it does not end, or sh -c scripts nest more than %d deep" \
@@ -1176,10 +1183,6 @@ def unjudged_word(command, known=None):
         if not odd:
             if "$" in text or "`" in text:  # quoted: bash evaluates it as code all the same in test -v 'a[$(...)]'
                 return text, "a $ or a backquote, which bash evaluates as code in places (test -v 'a[$(...)]')"
-            continue
-        parts = text.split("/")
-        if odd == ("a glob",) and text[:1] not in ("/", "-", "~", "") and not any(c in text for c in "=:,@") \
-                and not any(p == ".." or p.startswith(".") and any(c in p for c in "*?[") for p in parts):
             continue
         return text, " and ".join(odd)
     return None
