@@ -1882,10 +1882,15 @@ def case_witnesses(result: WitnessResult, run: str, hosts: Sequence[str]) -> JSO
     # did there is the controller's word (a host it never reached, or a made-up end)
     recorded = keeping | {h.host for h in result.hosts if not h.error and any(
         str(r.get("as") or r.get("run") or "") == run for r in [*h.runs, *h.opened])}
+    finished = keeping | {h.host for h in result.hosts if not h.error and any(
+        str(r.get("as") or r.get("run") or "") == run for r in h.runs)}
     return {"status": status, "hosts": kept, "accounts": accounts, "openings": openings, "downtime": downtime,
             "unreadable": [{"host": h.host, "error": h.error} for h in result.hosts if h.error],
             "not_kept": [h for h in hosts if h in read and h not in keeping],
-            "no_record": [h for h in hosts if h in read and h not in recorded]}
+            "no_record": [h for h in hosts if h in read and h not in recorded],
+            # hosts read that opened the run but keep no finish of it (nor its checkpoint): an end the log gives the
+            # run there is the controller's word too (attack20r16 H1: a killed run given a made-up end)
+            "no_finish": [h for h in hosts if h in read and h in recorded and h not in finished]}
 
 
 def mark_followups(case: JSONObject, result: WitnessResult) -> None:
