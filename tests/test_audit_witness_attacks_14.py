@@ -54,14 +54,19 @@ def wait_for(path: Path, proc: subprocess.Popen[str]) -> None:
         time.sleep(0.05)
 
 
-def killed_in_hook(f: Fleet, host: str) -> str:
-    """`upgrader run` SIGKILLed while ``host``'s after_commit hook runs; the run id."""
+def killed_in_hook(f: Fleet, host: str, done: tuple[str, ...] = ()) -> str:
+    """`upgrader run` SIGKILLed while ``host``'s after_commit hook runs (and the log ended the ``done`` hosts); the
+    run id."""
     started, release = hook_waits(f, host)
     rc, plan = plan_to(f.box, "7.0.4.2")
     assert rc == 0
     approval = approve(f.box, plan)
     proc = cli(f.box, "run", str(plan), "--approval", str(approval), "--yes", "--json")
     wait_for(started, proc)
+    deadline = time.monotonic() + 120
+    while not set(done) <= {r.get("host") for r in records(log_of(f)) if r["event"] == "host_finished"}:
+        assert proc.poll() is None and time.monotonic() < deadline, "the other hosts never finished"
+        time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     release.touch()
     proc.communicate(timeout=240)
@@ -186,7 +191,7 @@ def test_a_host_that_finished_before_the_kill_is_witnessed_by_the_recovering_res
     the README's `upgrader resume RUN`. The resume asks app-01 too to witness its checkpoint (it covers RUN's lines,
     app-01's finish among them), so `audit verify --witness` reads INTACT, not NOT PROVEN."""
     f = fleet2
-    run = killed_in_hook(f, "app-02")
+    run = killed_in_hook(f, "app-02", ("app-01",))
     p = shipped(f, "resume", run)
     assert p.returncode == 0, p.stdout + p.stderr
     assert f.versions() == {"app-01": "7.0.4.2", "app-02": "7.0.4.2"}

@@ -1613,6 +1613,9 @@ def _witness(ctx: Context, recorder: Recorder, result: JSONObject, plan_hosts: S
                or any(p.get("status") == "ok" for p in cast("list[dict[str, object]]", h.get("phases") or []))}
     if ran is not None:
         reached &= set(ran)
+    label = str(recorder.run or result["run_id"])
+    if "/" in label:  # a resume or rollback: also the hosts that finished a part of the run killed before its checkpoint
+        reached |= _unwitnessed_finishes(recorder.log.path, label)
     targets = [WitnessTarget(h["name"], _agent_call(_connector(h), h["install_dir"], h.get("state_dir")))
                for h in plan_hosts if h["name"] in reached]
     try:  # the operator's policy: each host also tells its local syslog (a SIEM keeps it)
@@ -1621,8 +1624,7 @@ def _witness(ctx: Context, recorder: Recorder, result: JSONObject, plan_hosts: S
         syslog = False
     syslog_failed: dict[str, str] = {}
     # the run as the log's checkpoint line names it (a rollback's or resume's own id, RUN/rollback-…), which is the
-    # id each host recorded at its finish
-    label = str(recorder.run or result["run_id"])
+    # id each host recorded at its finish (label, above)
     missing = send_witnesses(targets, cp, label, recorder.clock.now().isoformat(timespec="milliseconds"),
                              syslog=syslog, syslog_failed=syslog_failed)
     for host, why in sorted(missing.items()):
@@ -1638,6 +1640,32 @@ def _witness(ctx: Context, recorder: Recorder, result: JSONObject, plan_hosts: S
                                           and t.name not in syslog_failed),
                            "failed": [{"host": h, "error": why} for h, why in sorted(syslog_failed.items())]}}
                if syslog else {})}
+
+
+def _unwitnessed_finishes(log: Path, label: str) -> set[str]:
+    """The hosts the audit log ends (host_finished) in an earlier part of ``label``'s run that has no checkpoint of
+    its own (killed after those hosts finished) and no later part's checkpoint came after: each keeps its finish and
+    no witness of it; the checkpoint of this part covers those lines, and the host's agent takes it for that part
+    (hostagent/witness.py ``_covered``; attack20r16 M2)."""
+    base = label.split("/")[0]
+    ends: dict[str, set[str]] = {}
+    try:
+        data = log.read_bytes()
+    except OSError:
+        return set()
+    for line in data.splitlines():
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        run = rec.get("run") if isinstance(rec, dict) else None
+        if not isinstance(run, str) or run == label or run.split("/")[0] != base:
+            continue
+        if rec.get("event") == "checkpoint":  # its hosts were asked then; an earlier killed part was covered then
+            ends.clear()
+        elif rec.get("event") == "host_finished" and isinstance(rec.get("host"), str):
+            ends.setdefault(run, set()).add(rec["host"])
+    return {h for hosts in ends.values() for h in hosts}
 
 
 def _finished(observers: Sequence[Observer], result: JSONObject, clock: Clock) -> None:
