@@ -298,6 +298,13 @@ class StartedRun:
     controller: dict[str, str]
     #: the requester as the run's run_started line names it (user, host, key): the hosts' opening records keep it
     requester: JSONObject | None = None
+    #: the run directory's lock (``_hold_run``), held until ``release``
+    held: list[int] = field(default_factory=list)
+
+    def release(self) -> None:
+        """Let the run's directory go (a resume or rollback of the run may start now)."""
+        while self.held:
+            os.close(self.held.pop())
 
     def close_on_error(self, error: BaseException) -> None:
         """The engine itself failed (a bug, a full disk under the journal): the audit log still gets the end of
@@ -308,6 +315,8 @@ class StartedRun:
             self.recorder.checkpoint()
         except Exception:  # noqa: BLE001 - the original error is the one to report
             pass
+        finally:
+            self.release()
 
 
 # -- policy, catalog, operator ---------------------------------------------------------------------------
@@ -1135,6 +1144,7 @@ def start_run(ctx: Context, plan: Plan, checked: CheckedRun) -> StartedRun:
     clock = ctx.clock
     run_id = new_run_id(clock.now())
     journal = Journal(runs_dir(ctx.home) / run_id, clock.now)
+    held = _hold_run(journal.dir, run_id)  # a new directory: no other process holds it
     journal.write("plan.json", plan.data)
     approved_by: list[JSONObject] = [
         {"approver": a.statement.approver, "key": a.signature.fingerprint, "expires": a.statement.expires.isoformat(),
@@ -1157,7 +1167,7 @@ def start_run(ctx: Context, plan: Plan, checked: CheckedRun) -> StartedRun:
     for a in approved_by:
         recorder.event("approval_accepted", outcome="accepted", **cast("dict[str, Any]", a))
     return StartedRun(run_id, journal, recorder, {"user": checked.operator.user, "host": checked.operator.host},
-                      requester)
+                      requester, [held])
 
 
 def _seal(run_id: str, fields: JSONObject, operator: Operator) -> str:
@@ -1181,9 +1191,12 @@ def finish_run(ctx: Context, checked: CheckedRun, started: StartedRun, outcome: 
     result = outcome.to_dict()
     if _passed_preflight(result):  # spent at the first lock (spend_at_lock); here only what that did not record
         spend_at_lock(ctx, checked, started)()
-    result["checkpoint"] = started.recorder.checkpoint()
-    result["witness"] = _witness(ctx, started.recorder, result, [t.plan for t in checked.targets])
-    bundle_after_run(ctx.home, result, lambda r: _write(started.journal, "result.json", r), obfuscate=obfuscate)
+    try:
+        result["checkpoint"] = started.recorder.checkpoint()
+        result["witness"] = _witness(ctx, started.recorder, result, [t.plan for t in checked.targets])
+        bundle_after_run(ctx.home, result, lambda r: _write(started.journal, "result.json", r), obfuscate=obfuscate)
+    finally:
+        started.release()  # its records are written: a resume or rollback of it may start
     return result
 
 
@@ -1272,12 +1285,15 @@ def run(ctx: Context, plan: Path | Plan, approvals: Sequence[str | Path] = (), *
         if break_lock:
             started.recorder.event("locks_broken", outcome="forced", reason="--break-lock given by the operator")
         try:
-            outcome = engine.run(checked.targets)
-        except BaseException as e:
-            started.close_on_error(e)
-            raise
-        _record_interrupts(started.recorder, guard, cancels=True)
-        result = finish_run(ctx, checked, started, outcome, obfuscate=obfuscate)
+            try:
+                outcome = engine.run(checked.targets)
+            except BaseException as e:
+                started.close_on_error(e)
+                raise
+            _record_interrupts(started.recorder, guard, cancels=True)
+            result = finish_run(ctx, checked, started, outcome, obfuscate=obfuscate)
+        finally:
+            started.release()
     return RunResult.of(result, warnings=warnings)
 
 
@@ -1502,6 +1518,33 @@ def _run_dir(ctx: Context, run_id: str, hint: str | None) -> Path:
     return run_dir
 
 
+def _hold_run(run_dir: Path, run_id: str) -> int:
+    """The run's directory locked (flock) for the command that works on the run now: a run, and each resume or
+    rollback of it, holds it until its records are written; the kernel lets it go when the process dies (a killed
+    run). Returns the descriptor to close; InputError (nothing written) while another command holds it: the audit
+    log counts a line of a run after a resume or rollback of it opened as edited (attack20r16 H1), so a resume or
+    rollback of a run that is still working is refused, not interleaved with it."""
+    import fcntl
+
+    fd = os.open(run_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise InputError(f"run {run_id} is still running in another upgrader process (or a resume or rollback of "
+                         "it is)", hint="wait until it ends, or stop it (Ctrl-C), then try again") from None
+    return fd
+
+
+@contextmanager
+def _holding_run(run_dir: Path, run_id: str) -> Iterator[None]:
+    fd = _hold_run(run_dir, run_id)
+    try:
+        yield
+    finally:
+        os.close(fd)
+
+
 def _select(run_dir: Path, hosts: list[PlanHost], pattern: str | None) -> list[PlanHost]:
     if not pattern:
         return hosts
@@ -1570,6 +1613,9 @@ def _witness(ctx: Context, recorder: Recorder, result: JSONObject, plan_hosts: S
                or any(p.get("status") == "ok" for p in cast("list[dict[str, object]]", h.get("phases") or []))}
     if ran is not None:
         reached &= set(ran)
+    label = str(recorder.run or result["run_id"])
+    if "/" in label:  # a resume or rollback: also the hosts that finished a part of the run killed before its checkpoint
+        reached |= _unwitnessed_finishes(recorder.log.path, label)
     targets = [WitnessTarget(h["name"], _agent_call(_connector(h), h["install_dir"], h.get("state_dir")))
                for h in plan_hosts if h["name"] in reached]
     try:  # the operator's policy: each host also tells its local syslog (a SIEM keeps it)
@@ -1578,8 +1624,7 @@ def _witness(ctx: Context, recorder: Recorder, result: JSONObject, plan_hosts: S
         syslog = False
     syslog_failed: dict[str, str] = {}
     # the run as the log's checkpoint line names it (a rollback's or resume's own id, RUN/rollback-…), which is the
-    # id each host recorded at its finish
-    label = str(recorder.run or result["run_id"])
+    # id each host recorded at its finish (label, above)
     missing = send_witnesses(targets, cp, label, recorder.clock.now().isoformat(timespec="milliseconds"),
                              syslog=syslog, syslog_failed=syslog_failed)
     for host, why in sorted(missing.items()):
@@ -1595,6 +1640,32 @@ def _witness(ctx: Context, recorder: Recorder, result: JSONObject, plan_hosts: S
                                           and t.name not in syslog_failed),
                            "failed": [{"host": h, "error": why} for h, why in sorted(syslog_failed.items())]}}
                if syslog else {})}
+
+
+def _unwitnessed_finishes(log: Path, label: str) -> set[str]:
+    """The hosts the audit log ends (host_finished) in an earlier part of ``label``'s run that has no checkpoint of
+    its own (killed after those hosts finished) and no later part's checkpoint came after: each keeps its finish and
+    no witness of it; the checkpoint of this part covers those lines, and the host's agent takes it for that part
+    (hostagent/witness.py ``_covered``; attack20r16 M2)."""
+    base = label.split("/")[0]
+    ends: dict[str, set[str]] = {}
+    try:
+        data = log.read_bytes()
+    except OSError:
+        return set()
+    for line in data.splitlines():
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        run = rec.get("run") if isinstance(rec, dict) else None
+        if not isinstance(run, str) or run == label or run.split("/")[0] != base:
+            continue
+        if rec.get("event") == "checkpoint":  # its hosts were asked then; an earlier killed part was covered then
+            ends.clear()
+        elif rec.get("event") == "host_finished" and isinstance(rec.get("host"), str):
+            ends.setdefault(run, set()).add(rec["host"])
+    return {h for hosts in ends.values() for h in hosts}
 
 
 def _finished(observers: Sequence[Observer], result: JSONObject, clock: Clock) -> None:
@@ -1623,6 +1694,15 @@ def resume(ctx: Context, run_id: str, *, hosts: str | None = None, yes: bool = F
     (``yes``, or ``confirm`` says so; else InputError), under the same approval checked again now. A run that
     had ended: ``RunResult.ran`` is False. Running it twice changes nothing the second time."""
     run_dir = _run_dir(ctx, run_id, "check the run id, or give --home")
+    with _holding_run(run_dir, run_id):  # never beside the run or another resume or rollback of it
+        return _resume(ctx, run_id, run_dir, hosts=hosts, yes=yes, confirm=confirm, break_lock=break_lock,
+                       obfuscate=obfuscate, observers=observers, events=events, guard=guard, on_started=on_started)
+
+
+def _resume(ctx: Context, run_id: str, run_dir: Path, *, hosts: str | None, yes: bool,
+            confirm: Callable[[list[HostOutcome]], bool] | None, break_lock: bool, obfuscate: bool,
+            observers: Sequence[Observer], events: TextIO | None, guard: Guard | None,
+            on_started: Callable[[RunStart], None] | None) -> RunResult:
     done_file = run_dir / "result.json"
     if done_file.is_file():
         result = cast(JSONObject, json.loads(done_file.read_text(encoding="utf-8")))
@@ -1771,13 +1851,23 @@ def rollback(ctx: Context, run_id: str, *, hosts: str | None = None, batch: str 
     the run is already undone is left as it is. ``confirm`` is asked (with the hosts) once every check
     passed, before any host is stopped: False returns None, nothing touched. ``confirmed_by``: how the
     operator said yes, for the audit log."""
+    run_dir = _run_dir(ctx, run_id, None)
+    with _holding_run(run_dir, run_id):  # never beside the run or another resume or rollback of it
+        return _rollback(ctx, run_id, run_dir, hosts=hosts, batch=batch, max_failures=max_failures, confirm=confirm,
+                         break_lock=break_lock, obfuscate=obfuscate, confirmed_by=confirmed_by, observers=observers,
+                         events=events, guard=guard, on_started=on_started)
+
+
+def _rollback(ctx: Context, run_id: str, run_dir: Path, *, hosts: str | None, batch: str | int | None,
+              max_failures: str | int | None, confirm: Callable[[list[PlanHost]], bool] | None, break_lock: bool,
+              obfuscate: bool, confirmed_by: str, observers: Sequence[Observer], events: TextIO | None,
+              guard: Guard | None, on_started: Callable[[RunStart], None] | None) -> RunResult | None:
     from .core.engine import Engine, HostTarget
     from .core.gate import check_playbooks
     from .core.journal import Journal
     from .core.recorder import Recorder
     from .customer.service_window import rollback_window
 
-    run_dir = _run_dir(ctx, run_id, None)
     clock = ctx.clock
     journal_clock = clock.now
     policy = load_policy(ctx)  # the operator's, never a path the plan names

@@ -535,6 +535,9 @@ def verify_log(path: Path, *, signers: AllowedSigners | None, anchor: tuple[int,
     continued: set[str] = set()             # first runs a continuation after the canary went on with (and ended)
     # (first-run-like part, host) -> its preflight's (outcome, failure); None: started, never finished
     preflight: dict[tuple[str, str], tuple[object, object] | None] = {}
+    # a run (or a part of it) -> (the line that opened a later resume or rollback of that run, that part's id): upgrader
+    # opens a resume or rollback of a run once the run has stopped (killed, or ended), so no line of it comes after
+    superseded: dict[str, tuple[int, str]] = {}
     tail = _Tail()                          # the lines after the last checkpoint an allowed operator signed
     anchor_seq = anchor[0] if anchor is not None else 0
     anchor_hash: str | None = None
@@ -582,6 +585,14 @@ def verify_log(path: Path, *, signers: AllowedSigners | None, anchor: tuple[int,
             every.append(rec)
             if run:
                 run_lines.setdefault(str(run), []).append(n)
+                if run in superseded:  # attack20r16 H1
+                    at, part = superseded[run]
+                    return _fail(r, n, "edited", f"not an event upgrader writes: a line of run {run} after line {at} "
+                                 f"opened {part}, a later part of that run (a resume or rollback starts only once the "
+                                 "run has stopped, so none of the run's own lines can follow its opening)")
+            elif event in _RUN_EVENTS:  # attack20r16 M1: upgrader writes every run, host and phase event with its run
+                return _fail(r, n, "edited", f"not an event upgrader writes: a {event} line with no run (upgrader "
+                             "writes every run, host or phase event with the id of its run)")
             if event == "checkpoint":
                 checked = cast(AuditEvent, rec)  # shaped as an event (_shape_problem above)
                 problem = _checkpoint_problem(checked, n, prev_hash, time)
@@ -630,6 +641,8 @@ def verify_log(path: Path, *, signers: AllowedSigners | None, anchor: tuple[int,
                         of_run = _d(rec.get("data")).get("of_run")
                         if event in _CONTINUES and isinstance(of_run, str):
                             parts[run] = of_run
+                            for gone in [of_run, *(q for q, of in parts.items() if of == of_run and q != run)]:
+                                superseded.setdefault(gone, (n, run))
                         if first_like(rec):
                             firstlike.add(run)
                         if event == "run_started" and isinstance(rec.get("data"), dict):

@@ -248,10 +248,21 @@ def render_cases_csv(events: list[dict[str, object]], result: VerifyResult, verd
         for h in hosts:
             phases = "; ".join(f"{p.get('phase')} {p.get('outcome')} {p.get('seconds')} s"
                                for p in (_dict(x) for x in _list(h.get("phases"))))
-            w.writerow([_cell(v) for v in (*common, h.get("host"), h.get("from"), h.get("to"), h.get("outcome"),
+            said = h.get("outcome")
+            if said and host_outcome_word(case, h):
+                said = f"{said}{CONTROLLERS_WORD}"
+            w.writerow([_cell(v) for v in (*common, h.get("host"), h.get("from"), h.get("to"), said,
                                            h.get("version_after"), phases, h.get("downtime_seconds"),
                                            h.get("rollback_cause"), *tail)])
     return buf.getvalue()
+
+
+def host_outcome_word(case: Mapping[str, Any], h: Mapping[str, Any]) -> bool:
+    """Whether a host's outcome in the case is only the controller's word (``--witness``): the host was read and
+    keeps no record at all of the run, or opened it and keeps no finish of it while the log gives it an end there."""
+    w = case.get("witnesses")
+    return isinstance(w, dict) and (h.get("host") in (w.get("no_record") or [])
+                                    or bool(h.get("outcome")) and h.get("host") in (w.get("no_finish") or []))
 
 
 # -- labels ---------------------------------------------------------------------------------------

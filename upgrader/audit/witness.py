@@ -1358,8 +1358,12 @@ def _covering(result: WitnessResult, h: HostWitness, events: list[JSONObject], l
     this run's own checkpoint among them. None when there is none (or the log has no checkpoint of the run)."""
     own = [_seq_of(c) for e in events if e.get("event") == "checkpoint" and e.get("run") == label
            for c in [e.get("checkpoint")] if isinstance(c, dict)]
-    if not own:
-        return None
+    if not own:  # a run killed before its checkpoint: a later checkpoint after its last line covers all of it (the
+        # one of the resume or rollback that recovers it, which the host takes for it: attack20r16 M2)
+        mine = [int(s) for e in events if e.get("run") == label for s in [e.get("seq")] if type(s) is int]
+        if not mine:
+            return None
+        own = [max(mine) - 1]  # a head at or after its last line
     good = [c for host, c, problem in result.findings if host == h.host and problem is None
             and _seq_of(c) > own[0] and _when(c.get("witnessed")) is not None]
     return min(good, key=lambda c: _when(c.get("witnessed")) or 0.0) if good else None
@@ -1882,10 +1886,15 @@ def case_witnesses(result: WitnessResult, run: str, hosts: Sequence[str]) -> JSO
     # did there is the controller's word (a host it never reached, or a made-up end)
     recorded = keeping | {h.host for h in result.hosts if not h.error and any(
         str(r.get("as") or r.get("run") or "") == run for r in [*h.runs, *h.opened])}
+    finished = keeping | {h.host for h in result.hosts if not h.error and any(
+        str(r.get("as") or r.get("run") or "") == run for r in h.runs)}
     return {"status": status, "hosts": kept, "accounts": accounts, "openings": openings, "downtime": downtime,
             "unreadable": [{"host": h.host, "error": h.error} for h in result.hosts if h.error],
             "not_kept": [h for h in hosts if h in read and h not in keeping],
-            "no_record": [h for h in hosts if h in read and h not in recorded]}
+            "no_record": [h for h in hosts if h in read and h not in recorded],
+            # hosts read that opened the run but keep no finish of it (nor its checkpoint): an end the log gives the
+            # run there is the controller's word too (attack20r16 H1: a killed run given a made-up end)
+            "no_finish": [h for h in hosts if h in read and h in recorded and h not in finished]}
 
 
 def mark_followups(case: JSONObject, result: WitnessResult) -> None:

@@ -248,6 +248,9 @@ _FORMS: list[tuple[str, str]] = [
     (r"no grant (?P<i>\S+) here; it holds no grant", "这里没有授权 {i}；文件中没有任何授权"),
     (r"no grant (?P<i>\S+) in (?P<f>.+)", "{f} 中没有授权 {i}"),
     (r"no run '(?P<r>[^']+)' in (?P<d>.+)", "{d} 中没有运行 {r}"),
+    (r"run (?P<r>\S+) is still running in another upgrader process \(or a resume or rollback of it is\)",
+     "运行 {r} 仍在另一个 upgrader 进程中运行（或它的恢复或回滚正在进行）"),
+    (r"wait until it ends, or stop it \(Ctrl-C\), then try again", "等它结束，或停止它（Ctrl-C）后再试"),
     (r"host is locked by (?P<rest>.+)", "主机已被锁定：{rest}"),
     (r"cannot read (?P<f>.+?): (?P<e>.+)", "无法读取 {f}：{e}"),
     # inspection findings (upgrader.customer.inspection)
@@ -630,6 +633,13 @@ _FORMS: list[tuple[str, str]] = [
      r"run_started, resume_requested or rollback_requested before any other line of it",
      "运行 {r} 的事件，而该运行从未开始：它的第一行是 {e}，而 upgrader 总是先写 run_started、resume_requested 或 "
      "rollback_requested 开始一次运行，再写它的其他行"),
+    # audit verify: a line of a run after a later part of it opened, a run event with no run (attack20r16 H1, M1)
+    (r"a line of run (?P<r>\S+) after line (?P<l>\d+) opened (?P<p>\S+), a later part of that run \(a resume or "
+     r"rollback starts only once the run has stopped, so none of the run's own lines can follow its opening\)",
+     "运行 {r} 的一行出现在第 {l} 行开始该运行的后续部分 {p} 之后（恢复或回滚只在运行停止后才开始，运行自己的行不可能出现在"
+     "其开始行之后）"),
+    (r"a (?P<e>\S+) line with no run \(upgrader writes every run, host or phase event with the id of its run\)",
+     "一条没有运行编号的 {e} 行（upgrader 写出的每个运行、主机或阶段事件都带有其运行编号）"),
     # audit verify: a resume after a canary of a run that did not pause, a first run's end past a failed preflight
     (r"its resume_requested line goes on after a canary \(after (?P<a>.*)\), but run (?P<r>\S+) did not pause after a "
      r"healthy canary \(its run_finished line leaves no host waiting\): upgrader goes on after a canary only with the "

@@ -420,8 +420,32 @@ def _in_turn(paths, req, label, finished, fds):
                                  "bad_input")
 
 
+def _covered(fds, runs, part):
+    """For the checkpoint of a part of a run (RUN/resume-..., RUN/rollback-...) this host did not finish itself:
+    (label, finish record) of the part of the same run it finished last and holds no witness of -- a run killed
+    after it finished here never signs its own checkpoint, and the part that recovers the run signs one whose head
+    covers that finish (attack20r16 M2); None when there is none."""
+    if "/" not in part:
+        return None
+    base = part.split("/")[0]
+    witnessed = set()
+    for d, dfd in fds:
+        for _, rec in _lines(d, dfd, CHECKPOINTS):
+            if rec:
+                witnessed.update((rec.get("run"), rec.get("covers")))
+    mine = [(rec["finished"], label) for label, rec in runs.items()
+            if label != part and label.split("/")[0] == base and label not in witnessed
+            and isinstance(rec.get("finished"), (int, float))]
+    if not mine:
+        return None
+    label = max(mine)[1]
+    return label, runs[label]
+
+
 def op_witness(req):
     """Append the run's checkpoint to checkpoints.jsonl in every copy of the ledger; returns where it went.
+    A part of a run this host did not finish is witnessed for the part of that run it did finish and never received
+    a witness of (_covered: a killed run and the resume or rollback that recovers it).
     Refused (bad_input) for a run this host did not finish, for a run already witnessed here, and for a witness out
     of its run's turn (_in_turn)."""
     record = _checkpoint(req)
@@ -434,19 +458,25 @@ def op_witness(req):
         if not fds:
             raise AgentError("this host keeps no ledger, so it finished no run: nothing to witness", "bad_input")
         fcntl.flock(fds[0][1], fcntl.LOCK_EX)  # one witness at a time: "once per run" holds against a race too
-        finished = _finished_runs(fds).get(record["run"])
+        runs = _finished_runs(fds)
+        label, finished = record["run"], runs.get(record["run"])
+        if finished is None:
+            covered = _covered(fds, runs, record["run"])
+            if covered is not None:  # the part that recovers a killed run, for the part this host finished in it
+                label, finished = covered
+                record["covers"] = label
         if finished is None:
             raise AgentError("this host did not finish run %s (no record of it in %s): a host witnesses the "
                              "checkpoint of a run only after it finished or rolled back that run itself"
                              % (record["run"], RUN_RECORDS), "bad_input")
-        _in_turn(paths, req, record["run"], finished, fds)
+        _in_turn(paths, req, label, finished, fds)
         record["kind"] = finished.get("kind")  # the kind the run was opened with here (check_opening)
         record["log"] = finished.get("log")  # the log the run belongs to (its first line's hash)
         for d, dfd in fds:
             for _, rec in _lines(d, dfd, CHECKPOINTS):
-                if rec and rec.get("run") == record["run"]:
+                if rec and (rec.get("run") in (record["run"], label) or rec.get("covers") == label):
                     raise AgentError("run %s is already witnessed on this host (seq %s, head %s...): a run's "
-                                     "checkpoint is witnessed once" % (record["run"], rec.get("seq"),
+                                     "checkpoint is witnessed once" % (label, rec.get("seq"),
                                                                        str(rec.get("head"))[:12]), "bad_input")
         record["witnessed"] = time.time()  # this host's own clock
         record["finished"] = finished.get("finished")  # when this host finished the run, by the same clock

@@ -576,10 +576,11 @@ _WORD_EN, _WORD_ZH_MARK = " (the controller's word)", "（控制端的一面之�
 
 
 def _no_record(case: dict[str, Any], h: dict[str, Any]) -> bool:
-    """Whether the host was read (``--witness``) and keeps no record at all of the run: its outcome there is only
-    the controller's word."""
-    w = case.get("witnesses")
-    return isinstance(w, dict) and h.get("host") in (w.get("no_record") or [])
+    """Whether the host was read (``--witness``) and keeps no record at all of the run, or opened it and keeps no
+    finish of it while the log gives it an end there: its outcome there is only the controller's word."""
+    from ...audit.report import host_outcome_word
+
+    return host_outcome_word(case, h)
 
 
 def _word(case: dict[str, Any], a: dict[str, Any] | None = None, lang: str = "en") -> str:
