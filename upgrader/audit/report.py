@@ -257,7 +257,7 @@ def render_cases_csv(events: list[dict[str, object]], result: VerifyResult, verd
     return buf.getvalue()
 
 
-def host_outcome_word(case: Mapping[str, Any], h: Mapping[str, Any]) -> bool:
+def host_outcome_word(case: Mapping[str, object], h: Mapping[str, object]) -> bool:
     """Whether a host's outcome in the case is only the controller's word (``--witness``): the host was read and
     keeps no record at all of the run, or opened it and keeps no finish of it while the log gives it an end there."""
     w = case.get("witnesses")
