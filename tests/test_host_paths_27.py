@@ -116,6 +116,11 @@ ATTACKS = [
     ("/bin/cat {t} > logs/y; cd -P l[o]gs; /bin/sh y", "the word l[o]gs", "(a glob)"),
     ("cd logs; /bin/cp * ../bin/stop.sh logs/zz", "the word *", "(a glob)"),
     ("/bin/bash -c 'cd logs; set *'", "the word *", "(a glob)"),
+    # round 32
+    ("/bin/rm -f {s}/approvals-used.jsonl; false", "{s}/approvals-used.jsonl", "writes {s}/approvals-used.jsonl, "
+     "outside the install's logs/"),
+    ("/bin/chmod 644 {s}/engineer", "{s}/engineer", "writes {s}/engineer, outside the install's logs/"),
+    ("/bin/rmdir {s}/d", "{s}/d", "outside the install's logs/"),
 ]
 
 

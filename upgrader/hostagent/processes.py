@@ -713,8 +713,12 @@ def _read_program(texts, i, script, seen):
         why = _mode_problem(name, args)
         if why:
             return unlisted(word, why)
-        if name == "mkdir":
-            seen["writes"] += _split_options(args)[1]
+        operands = _split_options(args, r"-[rwxXst]+$" if name == "chmod" else None)[1]
+        # what they change is written as much as what tee writes (attack12r32: chmod 644 of the operator's key)
+        seen["writes"] += operands if name == "mkdir" else operands[1:]
+        return
+    if name in ("rm", "rmdir"):  # removing the agent's ledger of spent approvals is writing it (attack12r32 H1)
+        seen["writes"] += _split_options(args)[1]
         return
     if name == "touch":
         seen["writes"] += _split_options(args)[1]
