@@ -1526,7 +1526,13 @@ def _hold_run(run_dir: Path, run_id: str) -> int:
     rollback of a run that is still working is refused, not interleaved with it."""
     import fcntl
 
-    fd = os.open(run_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    # a file of the operator's, 0600 (attack20r17 M2): another account that can read the run directory could
+    # otherwise hold a lock on the directory itself and refuse every resume and rollback of the run
+    try:
+        fd = os.open(run_dir / ".lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except OSError as e:
+        raise InputError(f"run {run_id}: cannot open its lock file {run_dir / '.lock'}: {e.strerror}",
+                         hint="make the run directory the operator's and not a link, then try again") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
