@@ -590,7 +590,12 @@ def verify_log(path: Path, *, signers: AllowedSigners | None, anchor: tuple[int,
                     return _fail(r, n, "edited", f"not an event upgrader writes: a line of run {run} after line {at} "
                                  f"opened {part}, a later part of that run (a resume or rollback starts only once the "
                                  "run has stopped, so none of the run's own lines can follow its opening)")
-            elif event in _RUN_EVENTS:  # attack20r16 M1: upgrader writes every run, host and phase event with its run
+            # attack20r17 L1: upgrader writes a witness_missing line with no run, phase or outcome
+            if event == "witness_missing" and (run or rec.get("phase") or rec.get("outcome") or not rec.get("host")
+                                               or set(_d(rec.get("data"))) - {"for_run", "seq", "head", "error"}):
+                return _fail(r, n, "edited", "not an event upgrader writes: a witness_missing line names only the host "
+                             "that did not record a checkpoint and that checkpoint")
+            if not run and event in _RUN_EVENTS:  # attack20r16 M1: every run, host and phase event has its run
                 return _fail(r, n, "edited", f"not an event upgrader writes: a {event} line with no run (upgrader "
                              "writes every run, host or phase event with the id of its run)")
             if event == "checkpoint":

@@ -640,6 +640,8 @@ _FORMS: list[tuple[str, str]] = [
      "其开始行之后）"),
     (r"a (?P<e>\S+) line with no run \(upgrader writes every run, host or phase event with the id of its run\)",
      "一条没有运行编号的 {e} 行（upgrader 写出的每个运行、主机或阶段事件都带有其运行编号）"),
+    (r"a witness_missing line names only the host that did not record a checkpoint and that checkpoint",
+     "witness_missing 行只写明没有记录检查点的主机和该检查点"),
     # audit verify: a resume after a canary of a run that did not pause, a first run's end past a failed preflight
     (r"its resume_requested line goes on after a canary \(after (?P<a>.*)\), but run (?P<r>\S+) did not pause after a "
      r"healthy canary \(its run_finished line leaves no host waiting\): upgrader goes on after a canary only with the "
