@@ -168,7 +168,7 @@ def test_the_planted_files_hold_every_secret_as_the_formats_write_them() -> None
 LOG_PW = "PgLongS3cretPassw0rdXYZ"
 HOOK_PW = "S3cretHOOKvalue"
 # a Tomcat pool's connection error: the '@' of the URL lies far beyond 200 characters, where a cut used to fall
-LONG_LOG_LINE = ("ERROR [main] org.apache.tomcat.jdbc.pool.ConnectionPool - Unable to create initial connections of "
+LONG_LOG_LINE = ("ERROR (main) org.apache.tomcat.jdbc.pool.ConnectionPool - Unable to create initial connections of "
                  "pool " + "(retry #3 of 3) " * 3 + f"url jdbc:postgresql://orders_app:{LOG_PW}@db-prod-01.corp.example"
                  ":5432/orders")
 
@@ -197,7 +197,7 @@ def test_secrets_near_a_cut_reach_no_result_json_journal_stderr_bundle_or_audit_
     printed = capsys.readouterr()
     (run_dir,) = (box.root / "runs").iterdir()
     result = (run_dir / "result.json").read_text(encoding="utf-8")
-    assert "logs/server.log: ERROR [main] org.apache.tomcat" in result, "the probe's line is in the result"
+    assert "logs/server.log: ERROR (main) org.apache.tomcat" in result, "the probe's line is in the result"
     places = {"stdout": printed.out, "stderr": printed.err, "result.json": result,
               "audit log": (box.root / "audit" / "audit.jsonl").read_text(encoding="utf-8")}
     places.update({f"run file {p.name}": p.read_text(encoding="utf-8", errors="replace")

@@ -342,7 +342,7 @@ def _hooked_playbook(box: Sandbox) -> None:
                     for phase in ("before_stop", "after_stop", "after_install", "after_start", "after_commit",
                                   "after_rollback")}
     doc["observe"]["probes"].append({"name": "selfcheck", "type": "command",
-                                     "command": "test -s lib/VERSION && echo [ok] ${port}"})
+                                     "command": "test -s lib/VERSION && echo '[ok]' ${port}"})
     playbooks = box.inventory.parent / "playbooks"
     playbooks.mkdir(exist_ok=True)
     (playbooks / "sample-middleware.yaml").write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
@@ -365,7 +365,7 @@ def test_plan_show_and_approve_print_every_command_the_run_executes(sandbox: San
     expected += [x["command"] for hooks in spec["hooks"].values() for x in hooks]
     expected += [p["command"] for p in spec["observe"]["probes"] if p["type"] == "command"]
     assert set(expected) <= set(commands) and len(spec["hooks"]) == 6
-    assert f"[ok] {sandbox.port}" in " ".join(commands)  # rendered as it will run
+    assert f"'[ok]' {sandbox.port}" in " ".join(commands)  # rendered as it will run
     capsys.readouterr()
     assert upgrader(sandbox, "plan", "show", str(plan)) == 0
     shown = capsys.readouterr().out

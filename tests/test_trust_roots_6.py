@@ -151,7 +151,7 @@ def _operator_runs_next(sandbox: Sandbox) -> None:
 
 def test_rollback_of_a_run_the_host_trust_root_refused_runs_none_of_the_requesters_commands(
         sandbox: Sandbox, host_root: Path, tmp_path: Path) -> None:
-    marker = tmp_path / "PWNED"
+    marker = sandbox.install_dir / "logs" / "PWNED"  # where a root command may write
     home, listener = _mallory(sandbox, tmp_path, marker)
     try:
         before = pristine(sandbox)
@@ -179,7 +179,7 @@ def test_the_host_refuses_the_rollback_steps_when_the_requesters_journal_hides_t
         sandbox: Sandbox, host_root: Path, tmp_path: Path) -> None:
     """Her controller is hers: she cuts her run's journal before the preflight refusal, so her controller no longer
     knows the host refused the run. The host itself runs none of the run's steps (no entry accepted at prepare)."""
-    marker = tmp_path / "PWNED"
+    marker = sandbox.install_dir / "logs" / "PWNED"  # where a root command may write
     home, listener = _mallory(sandbox, tmp_path, marker)
     try:
         before = pristine(sandbox)
@@ -212,7 +212,7 @@ def test_rollback_of_a_run_refused_at_preflight_touches_nothing_without_a_host_t
     """The controller's own rule (no host trust root): the operator's run is refused at preflight (its probe no
     longer passes on the running version); its rollback says there is nothing to roll back, exit 0, and sends the
     host no step: the playbook's start command (it writes a marker) never runs, the service keeps its pid."""
-    marker = tmp_path / "started"
+    marker = sandbox.install_dir / "logs" / "started"  # where a root command may write
     listener = socket.socket()
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listener.bind(("127.0.0.1", 0))

@@ -135,7 +135,7 @@ def test_plan_status_and_inspect_run_no_version_command_of_anyones_playbook_on_a
     """``plan`` (exit 4, en+zh, naming the refused version source and not claiming anything about stopping),
     ``status`` and ``inspect`` (exit 0, saying the version was not read and why) from Mallory's HOME: her version
     command never runs (no marker), the service runs with the same pid, nothing on the host changed."""
-    marker = tmp_path / "PWNED"
+    marker = sandbox.install_dir / "logs" / "PWNED"  # where a root command may write
     home = _mallory(sandbox, tmp_path, marker)
     before = pristine(sandbox)
     plan = _cli(home, "plan", "--inventory", str(home / "inventory.yaml"), "--to", "7.0.4.2", "--catalog",
