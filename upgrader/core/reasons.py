@@ -424,25 +424,16 @@ _FORMS: list[tuple[str, str]] = [
     (r"a shell builtin that runs its words as code \((?P<p>.+?)\)", "把参数当代码执行的 shell 内建命令（{p}）"),
     # code root's commands wrote, system scripts, variables that load code, systemctl (issue 12, attack12r27 M1, r28)
     (r"(?P<k>\S+) \((?P<c>.+)\) would run as root, but (?P<p>\S+) in it (?P<y>runs a script of the system .+?|runs a "
-     r"file from .+?|runs files .+?|writes .+?|changes to .+?): nothing was stopped: (?P<d>.+)",
+     r"file from .+?|writes .+?): nothing was stopped: (?P<d>.+)",
      "{k}（{c}）将以 root 身份执行，但其中的 {p} {y:t}：没有停止任何服务：{d:t}"),
     (r"the command (?P<c>.+) was not run: it would run as root, but (?P<p>\S+) in it (?P<y>runs a script of the "
-     r"system .+|runs a file from .+|runs files .+|writes .+|changes to .+)", "命令 {c} 没有执行：它将以 root 身份执行，但其中的 {p} {y:t}"),
+     r"system .+|runs a file from .+|writes .+)", "命令 {c} 没有执行：它将以 root 身份执行，但其中的 {p} {y:t}"),
     (r"runs a script of the system \((?P<p>.+?)\): scripts such as python's timeit.py or pdb run code given in their "
      r"words", "会执行系统自带的脚本（{p}）：python 的 timeit.py、pdb 之类的脚本会执行参数中给出的代码"),
     (r"runs a file from the install's logs/ \((?P<p>.+?)\), where root commands write",
      "会执行安装目录 logs/ 中的文件（{p}），而 root 命令会往那里写入"),
     (r"writes (?P<p>.+?), outside the install's logs/ \((?P<l>.+?)\)", "会写入 {p}，它在安装目录的 logs/（{l}）之外"),
-    (r"changes to a directory a glob names \((?P<p>.+?)\), which the agent cannot judge",
-     "会进入通配符（{p}）匹配的目录，主机代理无法判断"),
-    (r"name the directory", "请写明目录名"),
-    (r"a directory a glob names \((?P<p>.+?)\), which the agent cannot judge", "通配符（{p}）匹配的目录，主机代理无法判断"),
     (r"writes (?P<p>.+?), in the install outside its logs/ \((?P<l>.+?)\)", "会写入 {p}，它在安装目录中、logs/（{l}）之外"),
-    (r"(?P<w>writes|runs) files a glob names \((?P<p>.+?)\), which the agent cannot judge",
-     "会{w:t}通配符（{p}）匹配的文件，主机代理无法判断"),
-    (r"writes", "写入"),
-    (r"runs", "执行"),
-    (r"name the file", "请写明文件名"),
     (r"a brace", "花括号"),
     (r"writes (?P<p>.+?), which is not root's alone: (?P<w>.+)", "会写入 {p}，它并非只有 root 能改动：{w:t}"),
     (r"make logs/ root's alone, or write nothing there", "请让 logs/ 只归 root 所有，或者不往那里写"),

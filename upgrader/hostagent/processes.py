@@ -677,11 +677,9 @@ def _read_program(texts, i, script, seen):
             seen["unlisted"] = (program, why)
 
     word, name, args = texts[i], program_name(texts[i]), texts[i + 1:]
-    if name in ("cd", "pushd", "popd") and any(c in a for a in args for c in "*?["):
-        return unlisted(word, "a directory a glob names (%s), which the agent cannot judge"
-                        % next(a for a in args if any(c in a for c in "*?[")))
-    if name == "set" and _shell_args(args)[2]:
-        return unlisted(word, "a shell option upgrader does not read (%s)" % _shell_args(args)[2])
+    unread = _shell_args(args)[2] if name == "set" else None
+    if unread:
+        return unlisted(word, "a shell option upgrader does not read (%s)" % unread)
     if name in ("test", "[") and any(a in ("-v", "-R") for a in args):
         return unlisted(word, "a test of a variable (-v, -R), whose name bash evaluates as code")
     if name == "printf" and args[:1] and args[0].startswith("-v"):
@@ -710,10 +708,10 @@ def _read_program(texts, i, script, seen):
         seen["writes"] += written
         return
     if name in ("chmod", "chown", "chgrp", "mkdir"):
-        why = _mode_problem(name, args)
+        options, operands = _split_options(args, r"-[rwxXst]+$" if name == "chmod" else None)
+        why = _mode_problem(name, options, operands)
         if why:
             return unlisted(word, why)
-        operands = _split_options(args, r"-[rwxXst]+$" if name == "chmod" else None)[1]
         # what they change is written as much as what tee writes (attack12r32: chmod 644 of the operator's key)
         seen["writes"] += operands if name == "mkdir" else operands[1:]
         return
@@ -878,12 +876,11 @@ def _split_options(args, operand_like=None):
     return options, operands
 
 
-def _mode_problem(name, args):
-    """Why ``chmod``/``chown``/``chgrp``/``mkdir`` with ``args`` may hand a path to another account in a root
-    command (the whole-tree rule looks before the command, not while it runs), or None: a mode giving the group or
+def _mode_problem(name, options, operands):
+    """Why ``chmod``/``chown``/``chgrp``/``mkdir`` with these ``options`` and ``operands`` (_split_options) may hand
+    a path to another account in a root command (the whole-tree rule looks before the command, not while it runs), or None: a mode giving the group or
     others write (``o+w``, ``777``, ``1777``) or set-id/sticky bits, a mode copied from a file, an owner or group
     other than root, ``mkdir -m``."""
-    options, operands = _split_options(args, r"-[rwxXst]+$" if name == "chmod" else None)
     bad = [a for a in options if a not in ("-R", "--recursive", "-p", "--parents", "-v", "--verbose", "-f",
                                            "--silent", "--quiet", "-h", "--no-dereference")]
     if bad:
@@ -1272,8 +1269,8 @@ def ran_written_problem(install, commands, known=None):
     ``logs/`` (root's alone, no hard-linked file) or to its own streams (STREAMS); or runs (a program named by a path,
     a shell's or an interpreter's script file, a sourced file: read_command's ``runs`` and ``files``) from ``logs/``,
     or a script of the system (system_script); each as named from every directory the command may run in
-    (command_dirs: a ``cd`` into a glob is refused) and as its links lead; a file run or written named by a glob
-    cannot be judged: (file, why, command, what to do), or None. ``printf %s … > logs/x; /bin/sh logs/x`` would run
+    (command_dirs) and as its links lead (a glob, which would name files unseen, is refused before: unjudged_word):
+    (file, why, command, what to do), or None. ``printf %s … > logs/x; /bin/sh logs/x`` would run
     what the approver cannot read, ``cp run/x bin/`` then ``bin/x`` too, a ``lib/x.py`` or a ``.pth`` file root
     writes a root python loads, a program written into ``/usr/local/sbin`` root's PATH finds first, a line added to
     the operator's allowed_signers."""
@@ -1286,17 +1283,9 @@ def ran_written_problem(install, commands, known=None):
     runs = []
     for command in commands:
         seen = _read(command, known)
-        texts = [w[0] for w in seen["words"]]
-        for k, text in enumerate(texts[:-1]):
-            if text in ("cd", "pushd") and any(c in texts[k + 1] for c in "*?["):
-                return (texts[k + 1], "changes to a directory a glob names (%s), which the agent cannot judge"
-                        % texts[k + 1], command, "name the directory")
         dirs = command_dirs(install, command, known, outside_install(install, command))
         runs += [(path, dirs, command) for path in seen["runs"] + seen["files"]]
         for path in seen["writes"]:
-            if any(c in path for c in "*?["):
-                return (path, "writes files a glob names (%s), which the agent cannot judge" % path, command,
-                        "name the file")
             for form, why, _ in _views(path, dirs):
                 if why or form in STREAMS:
                     continue
@@ -1319,9 +1308,6 @@ def ran_written_problem(install, commands, known=None):
                     return (path, "writes %s, a file with %d names (hard links): what it writes lands elsewhere too"
                             % (real, st.st_nlink), command, "write to a file of logs/ that has one name")
     for path, dirs, command in runs:
-        if any(c in path for c in "*?["):
-            return (path, "runs files a glob names (%s), which the agent cannot judge" % path, command,
-                    "name the file")
         for form, why, _ in _views(path, dirs):
             if why:
                 continue
